@@ -1,0 +1,66 @@
+// run.h: one training run, start to finish: store row -> model -> train loop (metrics, progress,
+// checkpoints) -> evaluation -> status. The engine side of `mslab.run{...}`; it knows nothing of Lua.
+#ifndef MSLAB_RUN_H
+#define MSLAB_RUN_H
+
+#include <stdint.h>
+
+#include "data.h"
+#include "model.h"
+#include "optim.h"
+#include "store.h"
+
+#define RUN_MAX_LENGTHS 32
+
+typedef struct {
+    const char *name;
+    const char *script;
+    const char *device;         // "cpu"
+    uint64_t seed;
+    ModelConfig model;
+    OptimConfig optim;
+    int seq, batch;             // training windows: batch x seq tokens per step
+    int log_every;              // metrics + progress every k steps
+    int eval_every;             // held-out loss every k steps (0: only at the end)
+    int eval_batches;           // batches of the held-out loss
+    int checkpoint_every;       // 0: only at the end
+    const char *checkpoint_dir; // default "checkpoints"
+    int ppl_lengths[RUN_MAX_LENGTHS];
+    int n_ppl_lengths;
+    int64_t ppl_max_tokens;     // scored tokens per length
+    // provenance, filled by the caller
+    const char *config_json;
+    const char *config_hash;
+    const char *corpus_desc;
+} RunConfig;
+
+typedef struct {
+    int64_t run_id;
+    int ok;                     // 1 done, 0 failed or interrupted
+    const char *status;         // "done", "failed", "interrupted"
+    char error[1024];
+    int steps_done;
+    double train_loss;          // last logged training loss
+    double eval_loss;           // final held-out loss
+    double tokens_per_s;        // training throughput (steps after the first)
+    double wall_s;
+    int n_ppl;
+    int ppl_lengths[RUN_MAX_LENGTHS];
+    double ppl[RUN_MAX_LENGTHS];
+} RunResult;
+
+void run_config_default(RunConfig *rc);
+// Checks everything that does not need the corpus; messages name the config key.
+int run_config_check(const RunConfig *rc);
+// Runs to the end. Returns 0 when the run finished (done), -1 otherwise; res tells which and why.
+// A store failure before the run row exists returns -1 with ms_error().
+int run_execute(const RunConfig *rc, const Corpus *corpus, Store *store, RunResult *res);
+
+// Canonical JSON of the config (malloc'd; fixed key order and number format) and its hash.
+char *run_config_json(const RunConfig *rc);
+
+// Set by the SIGINT/SIGTERM handler: the loop checkpoints and marks the run 'interrupted'.
+extern volatile int run_stop_requested;
+void run_install_signal_handlers(void);
+
+#endif

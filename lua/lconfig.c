@@ -1,0 +1,397 @@
+// lconfig.c: reads and validates the config tables of mslab.run{...} and mslab.corpus{...}.
+// Each section is a list of Fields (key, type, destination); a key not in the list is an error,
+// so a typo never silently falls back to a default.
+#include "lconfig.h"
+
+#include <ctype.h>
+#include <lauxlib.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/common.h"
+
+// ---- error location ---------------------------------------------------------------------------
+
+// Line of `key` (a path like "model.heads") inside the table literal that starts at `line` of
+// `file`: each path component is searched as `name =` from where the previous one was found.
+// A heuristic (Lua keeps no line per table field); falls back to the line of the call.
+static int assigns(const char *text, const char *name) {
+    size_t n = strlen(name);
+    for (const char *s = strstr(text, name); s; s = strstr(s + 1, name)) {
+        int left_ok = s == text || !(isalnum((unsigned char)s[-1]) || s[-1] == '_');
+        const char *e = s + n;
+        while (*e == ' ' || *e == '\t') e++;
+        if (left_ok && *e == '=' && e[1] != '=') return 1;
+    }
+    return 0;
+}
+
+static int find_key_line(const char *file, int line, const char *key_path) {
+    FILE *f = fopen(file, "r");
+    if (!f) return line;
+    char text[1024];
+    char (*lines)[1024] = NULL;
+    int nl = 0;
+    while (nl < line + 400 && fgets(text, sizeof text, f)) {
+        lines = ms_realloc(lines, sizeof *lines * (size_t)(nl + 1));
+        memcpy(lines[nl++], text, sizeof text);
+    }
+    fclose(f);
+    int cur = line - 1, found = line;
+    const char *p = key_path;
+    while (*p && cur >= 0) {
+        char comp[128];
+        size_t n = strcspn(p, ".[");
+        if (n == 0 || n >= sizeof comp) break;
+        memcpy(comp, p, n);
+        comp[n] = 0;
+        p += n;
+        while (*p == '.' || *p == '[' || *p == ']' || isdigit((unsigned char)*p)) p++;
+        int hit = -1;
+        for (int i = cur; i < nl; i++)
+            if (assigns(lines[i], comp)) { hit = i; break; }
+        if (hit < 0) break;
+        found = hit + 1;
+        cur = hit;
+    }
+    free(lines);
+    return found;
+}
+
+_Noreturn void lconfig_error(lua_State *L, const char *key_path, const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    lua_Debug ar;
+    // level 1 = the Lua function that called mslab.run / mslab.corpus
+    if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar) && ar.currentline > 0) {
+        int line = ar.currentline;
+        const char *src = ar.short_src;
+        if (ar.source[0] == '@' && key_path && key_path[0])
+            line = find_key_line(ar.source + 1, ar.currentline, key_path);
+        luaL_error(L, "%s:%d: %s", src, line, msg);
+    } else {
+        luaL_error(L, "%s", msg);
+    }
+    abort(); // luaL_error does not return
+}
+
+// An engine message starts with the key path it is about ("model.heads (6) must ..."): use it to
+// find the line.
+_Noreturn static void engine_error(lua_State *L, const char *msg) {
+    char key[128];
+    size_t n = strcspn(msg, " :(");
+    if (n >= sizeof key) n = 0;
+    memcpy(key, msg, n);
+    key[n] = 0;
+    lconfig_error(L, strchr(key, '.') ? key : "", "%s", msg);
+}
+
+// ---- typed fields -----------------------------------------------------------------------------
+
+typedef enum { F_INT, F_FLOAT, F_U64, F_BOOL, F_STR, F_CHOICE, F_INTLIST, F_INT64, F_TABLE } FieldType;
+
+typedef struct {
+    const char *key;
+    FieldType type;
+    void *dst;
+    const char *const *choices; // F_CHOICE: NULL-terminated names; dst is int (index)
+    int max;                    // F_INTLIST: capacity; count goes to *count
+    int *count;
+} Field;
+
+static const char *type_word(FieldType t) {
+    switch (t) {
+    case F_INT: case F_U64: case F_INT64: return "an integer";
+    case F_FLOAT: return "a number";
+    case F_BOOL: return "a boolean";
+    case F_STR: case F_CHOICE: return "a string";
+    case F_INTLIST: return "a list of integers";
+    case F_TABLE: return "a table";
+    }
+    return "?";
+}
+
+static void read_field(lua_State *L, const Field *f, const char *path) {
+    int t = lua_type(L, -1);
+    int ok = 1;
+    switch (f->type) {
+    case F_INT: case F_U64: case F_INT64: {
+        int isint;
+        lua_Integer v = lua_tointegerx(L, -1, &isint);
+        if (t != LUA_TNUMBER || !isint) { ok = 0; break; }
+        if (f->type == F_INT) {
+            if (v < -2147483647 || v > 2147483647)
+                lconfig_error(L, path, "%s (%lld) is out of range", path, (long long)v);
+            *(int *)f->dst = (int)v;
+        } else if (f->type == F_U64) {
+            if (v < 0) lconfig_error(L, path, "%s (%lld) must be >= 0", path, (long long)v);
+            *(uint64_t *)f->dst = (uint64_t)v;
+        } else {
+            *(int64_t *)f->dst = (int64_t)v;
+        }
+        break;
+    }
+    case F_FLOAT:
+        if (t != LUA_TNUMBER) { ok = 0; break; }
+        *(float *)f->dst = (float)lua_tonumber(L, -1);
+        break;
+    case F_BOOL:
+        if (t != LUA_TBOOLEAN) { ok = 0; break; }
+        *(int *)f->dst = lua_toboolean(L, -1);
+        break;
+    case F_STR:
+        if (t != LUA_TSTRING) { ok = 0; break; }
+        *(const char **)f->dst = lua_tostring(L, -1);
+        break;
+    case F_CHOICE: {
+        if (t != LUA_TSTRING) { ok = 0; break; }
+        const char *s = lua_tostring(L, -1);
+        int i;
+        for (i = 0; f->choices[i]; i++)
+            if (!strcmp(s, f->choices[i])) break;
+        if (!f->choices[i]) {
+            char list[256] = "";
+            for (int j = 0; f->choices[j]; j++)
+                snprintf(list + strlen(list), sizeof list - strlen(list), "%s\"%s\"", j ? ", " : "",
+                         f->choices[j]);
+            lconfig_error(L, path, "%s: \"%s\" is not one of %s", path, s, list);
+        }
+        *(int *)f->dst = i;
+        break;
+    }
+    case F_INTLIST: {
+        if (t != LUA_TTABLE) { ok = 0; break; }
+        int n = (int)luaL_len(L, -1);
+        if (n > f->max) lconfig_error(L, path, "%s: at most %d values", path, f->max);
+        for (int i = 1; i <= n; i++) {
+            lua_geti(L, -1, i);
+            int isint;
+            lua_Integer v = lua_tointegerx(L, -1, &isint);
+            if (!isint || v <= 0 || v > 1 << 30)
+                lconfig_error(L, path, "%s[%d] must be a positive integer", path, i);
+            ((int *)f->dst)[i - 1] = (int)v;
+            lua_pop(L, 1);
+        }
+        *f->count = n;
+        break;
+    }
+    case F_TABLE:
+        ok = t == LUA_TTABLE;
+        break;
+    }
+    if (!ok)
+        lconfig_error(L, path, "%s: expected %s, got %s", path, type_word(f->type),
+                      luaL_typename(L, -1));
+}
+
+// Reads table at idx (absolute) against fields; prefix is the key path of the table ("" = root).
+// Nested tables (F_TABLE) are left for the caller; unknown keys are errors.
+static void read_table(lua_State *L, int idx, const char *prefix, const Field *fields, int n) {
+    char path[256];
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            lconfig_error(L, prefix, "%s%s: keys must be names, found a %s key", prefix,
+                          prefix[0] ? "" : "config", luaL_typename(L, -2));
+        }
+        const char *key = lua_tostring(L, -2);
+        snprintf(path, sizeof path, "%s%s%s", prefix, prefix[0] ? "." : "", key);
+        int i;
+        for (i = 0; i < n; i++)
+            if (!strcmp(fields[i].key, key)) break;
+        if (i == n) {
+            char known[512] = "";
+            for (int j = 0; j < n; j++)
+                snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", j ? ", " : "",
+                         fields[j].key);
+            lconfig_error(L, path, "%s: unknown key (known here: %s)", path, known);
+        }
+        read_field(L, &fields[i], path);
+        lua_pop(L, 1);
+    }
+}
+
+// Pushes t[key] if it is a table (else nothing, returns 0).
+static int sub_table(lua_State *L, int idx, const char *key) {
+    if (lua_getfield(L, idx, key) == LUA_TTABLE) return lua_gettop(L);
+    lua_pop(L, 1);
+    return 0;
+}
+
+#define NFIELDS(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+static const char *const rope_styles[] = {"interleaved", "halves", NULL};
+static const char *const position_kinds[] = {"rope", NULL};
+static const char *const attention_kinds[] = {"dense", NULL};
+static const char *const devices[] = {"cpu", NULL};
+static const char *const ppl_protocols[] = {"windows", NULL};
+
+void lconfig_read_run(lua_State *L, int idx, RunConfig *rc, const Corpus **corpus) {
+    idx = lua_absindex(L, idx);
+    run_config_default(rc);
+    luaL_checktype(L, idx, LUA_TTABLE);
+    int tied_dummy = 0, device = 0, pos_kind = 0, att_kind = 0, protocol = 0;
+    (void)tied_dummy;
+    Field root[] = {
+        {"name", F_STR, &rc->name},       {"data", F_TABLE, NULL},  {"seed", F_U64, &rc->seed},
+        {"device", F_CHOICE, &device, devices},
+        {"model", F_TABLE, NULL},         {"positions", F_TABLE, NULL},
+        {"attention", F_TABLE, NULL},     {"train", F_TABLE, NULL}, {"eval", F_TABLE, NULL},
+    };
+    // `data` is a corpus userdata, not a table: check it before the generic pass.
+    lua_getfield(L, idx, "data");
+    Corpus **cp = luaL_testudata(L, -1, "mslab.corpus");
+    if (!cp) lconfig_error(L, "data", "data: expected a corpus from mslab.corpus{...}, got %s",
+                           luaL_typename(L, -1));
+    *corpus = *cp;
+    lua_pop(L, 1);
+    lua_pushnil(L); // generic pass over the root, skipping `data`
+    while (lua_next(L, idx)) {
+        const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+        int i;
+        for (i = 0; key && i < NFIELDS(root); i++)
+            if (!strcmp(root[i].key, key)) break;
+        if (!key || i == NFIELDS(root))
+            lconfig_error(L, key ? key : "", "%s: unknown key (known here: name, data, seed, "
+                          "device, model, positions, attention, train, eval)",
+                          key ? key : "(non-string key)");
+        if (strcmp(key, "data")) read_field(L, &root[i], key);
+        lua_pop(L, 1);
+    }
+    if (!lua_isnil(L, (lua_getfield(L, idx, "name"), -1)) && !rc->name[0])
+        lconfig_error(L, "name", "name: must not be empty");
+    lua_pop(L, 1);
+    rc->device = devices[device];
+
+    int t;
+    int rope_style = rc->model.rope_style;
+    if ((t = sub_table(L, idx, "model"))) {
+        Field f[] = {
+            {"dim", F_INT, &rc->model.dim},           {"layers", F_INT, &rc->model.layers},
+            {"heads", F_INT, &rc->model.heads},       {"kv_heads", F_INT, &rc->model.kv_heads},
+            {"ffn", F_INT, &rc->model.ffn},           {"vocab", F_INT, &rc->model.vocab},
+            {"tied", F_BOOL, &rc->model.tied},        {"norm_eps", F_FLOAT, &rc->model.norm_eps},
+            {"rope_style", F_CHOICE, &rope_style, rope_styles},
+        };
+        int kv_given = (lua_getfield(L, t, "kv_heads"), !lua_isnil(L, -1));
+        lua_pop(L, 1);
+        read_table(L, t, "model", f, NFIELDS(f));
+        if (!kv_given) rc->model.kv_heads = rc->model.heads; // no GQA unless asked
+        lua_pop(L, 1);
+    }
+    rc->model.rope_style = rope_style;
+    if ((t = sub_table(L, idx, "positions"))) {
+        Field f[] = {{"kind", F_CHOICE, &pos_kind, position_kinds},
+                     {"base", F_FLOAT, &rc->model.rope_base}};
+        read_table(L, t, "positions", f, NFIELDS(f));
+        lua_pop(L, 1);
+    }
+    if ((t = sub_table(L, idx, "attention"))) {
+        Field f[] = {{"kind", F_CHOICE, &att_kind, attention_kinds}};
+        read_table(L, t, "attention", f, NFIELDS(f));
+        lua_pop(L, 1);
+    }
+    if ((t = sub_table(L, idx, "train"))) {
+        OptimConfig *o = &rc->optim;
+        int lr_min_given = (lua_getfield(L, t, "lr_min"), !lua_isnil(L, -1));
+        lua_pop(L, 1);
+        Field f[] = {
+            {"seq", F_INT, &rc->seq},
+            {"batch", F_INT, &rc->batch},
+            {"steps", F_INT, &o->steps},
+            {"lr", F_FLOAT, &o->lr},
+            {"lr_min", F_FLOAT, &o->lr_min},
+            {"warmup", F_INT, &o->warmup},
+            {"weight_decay", F_FLOAT, &o->weight_decay},
+            {"beta1", F_FLOAT, &o->beta1},
+            {"beta2", F_FLOAT, &o->beta2},
+            {"eps", F_FLOAT, &o->eps},
+            {"clip", F_FLOAT, &o->clip},
+            {"log_every", F_INT, &rc->log_every},
+            {"eval_every", F_INT, &rc->eval_every},
+            {"eval_batches", F_INT, &rc->eval_batches},
+            {"checkpoint_every", F_INT, &rc->checkpoint_every},
+            {"checkpoint_dir", F_STR, &rc->checkpoint_dir},
+        };
+        read_table(L, t, "train", f, NFIELDS(f));
+        if (!lr_min_given) o->lr_min = o->lr / 10;
+        if (o->warmup > o->steps) o->warmup = o->steps;
+        lua_pop(L, 1);
+    }
+    if ((t = sub_table(L, idx, "eval"))) {
+        Field f[] = {{"ppl", F_TABLE, NULL}};
+        read_table(L, t, "eval", f, NFIELDS(f));
+        int p;
+        if ((p = sub_table(L, t, "ppl"))) {
+            Field g[] = {
+                {"lengths", F_INTLIST, rc->ppl_lengths, NULL, RUN_MAX_LENGTHS, &rc->n_ppl_lengths},
+                {"max_tokens", F_INT64, &rc->ppl_max_tokens},
+                {"protocol", F_CHOICE, &protocol, ppl_protocols},
+            };
+            read_table(L, p, "eval.ppl", g, NFIELDS(g));
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    rc->model.seq_len = rc->seq;
+    if (rc->model.vocab < (*corpus)->vocab && rc->model.vocab == model_config_default().vocab)
+        rc->model.vocab = (*corpus)->vocab;
+    if (run_config_check(rc)) engine_error(L, ms_error());
+}
+
+void lconfig_read_corpus(lua_State *L, int idx, CorpusSpec *spec, const char ***paths_out) {
+    idx = lua_absindex(L, idx);
+    luaL_checktype(L, idx, LUA_TTABLE);
+    const char *path = NULL;
+    memset(spec, 0, sizeof *spec);
+    spec->tokenizer = "byte";
+    spec->eval_frac = 0.1;
+    spec->cache_dir = ".mslab-cache";
+    float eval_frac = 0.1f;
+    int tok = 0;
+    static const char *const tokenizers[] = {"byte", NULL};
+    Field f[] = {
+        {"path", F_STR, &path},
+        {"paths", F_TABLE, NULL},
+        {"tokenizer", F_CHOICE, &tok, tokenizers},
+        {"eval", F_FLOAT, &eval_frac},
+        {"cache", F_STR, &spec->cache_dir},
+        {"seed", F_U64, &spec->split_seed},
+    };
+    read_table(L, idx, "corpus", f, NFIELDS(f));
+    spec->tokenizer = tokenizers[tok];
+    spec->eval_frac = eval_frac;
+    if (!(eval_frac > 0 && eval_frac < 1))
+        lconfig_error(L, "eval", "corpus.eval (%g) must be in (0, 1)", eval_frac);
+    int n = 0;
+    const char **paths = NULL;
+    if (path) {
+        paths = ms_malloc(sizeof *paths);
+        paths[n++] = path;
+    }
+    int t = sub_table(L, idx, "paths");
+    if (t) {
+        int len = (int)luaL_len(L, t);
+        paths = ms_realloc(paths, sizeof *paths * (size_t)(n + len + 1));
+        for (int i = 1; i <= len; i++) {
+            if (lua_geti(L, t, i) != LUA_TSTRING) {
+                free(paths);
+                lconfig_error(L, "paths", "corpus.paths[%d]: expected a string", i);
+            }
+            paths[n++] = lua_tostring(L, -1); // kept alive by the argument table
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    if (!n) {
+        free(paths);
+        lconfig_error(L, "", "corpus: give `path` (a file or directory) or `paths` (a list)");
+    }
+    spec->paths = paths;
+    spec->n_paths = n;
+    *paths_out = paths;
+}

@@ -1,0 +1,88 @@
+// The test runner: runs every registered test (or those whose name contains argv[1]) and ends with
+// the line `N passed, M failed, K skipped`.
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../core/common.h"
+#include "test.h"
+
+int test_failed_checks;
+const char *test_skip_reason;
+
+#define X(name) void test_##name(void);
+#include "registry.h"
+#undef X
+
+static const struct { const char *name; void (*fn)(void); } tests[] = {
+#define X(name) {#name, test_##name},
+#include "registry.h"
+#undef X
+};
+
+static char tmp_root[256];
+
+const char *test_shared_path(const char *rel) {
+    static char buf[8][1024];
+    static int k;
+    const char *root = getenv("MSLAB_SHARED");
+    if (!root) root = "../shared";
+    char *out = buf[k++ % 8];
+    snprintf(out, 1024, "%s/%s", root, rel);
+    return access(out, R_OK) == 0 ? out : NULL;
+}
+
+const char *test_tmpdir(void) {
+    static char buf[512];
+    static int n;
+    snprintf(buf, sizeof buf, "%s/t%d", tmp_root, n++);
+    mkdir(buf, 0755);
+    return buf;
+}
+
+double test_max_rel_err(const float *a, const float *b, size_t n, double floor_) {
+    double worst = 0;
+    size_t wi = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]) / fmax(fabs((double)b[i]), floor_);
+        if (!(d <= worst)) { worst = d; wi = i; }
+    }
+    if (worst > 0) fprintf(stderr, "    (worst at %zu: %.9g vs %.9g)\n", wi, a[wi], b[wi]);
+    return worst;
+}
+
+static void cleanup(void) {
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_root);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp_root);
+}
+
+int main(int argc, char **argv) {
+    snprintf(tmp_root, sizeof tmp_root, "/tmp/mslab-test-XXXXXX");
+    if (!mkdtemp(tmp_root)) { perror("mkdtemp"); return 2; }
+    atexit(cleanup);
+    int passed = 0, failed = 0, skipped = 0;
+    size_t n = sizeof tests / sizeof tests[0];
+    for (size_t i = 0; i < n; i++) {
+        if (argc > 1 && !strstr(tests[i].name, argv[1])) continue;
+        test_failed_checks = 0;
+        test_skip_reason = NULL;
+        double t0 = ms_now();
+        tests[i].fn();
+        double dt = ms_now() - t0;
+        if (test_failed_checks) {
+            failed++;
+            printf("FAIL %s (%d checks, %.2fs)\n", tests[i].name, test_failed_checks, dt);
+        } else if (test_skip_reason) {
+            skipped++;
+            printf("skip %s: %s\n", tests[i].name, test_skip_reason);
+        } else {
+            passed++;
+            printf("ok   %s (%.2fs)\n", tests[i].name, dt);
+        }
+        fflush(stdout);
+    }
+    printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,69 @@
+// test.h: a tiny test harness. A test is `TEST(name) { ... }` in any tests/test_*.c file; the
+// Makefile collects the names into tests/registry.h. Checks record a failure and carry on, so one
+// run reports every broken value; SKIP ends a test that lacks its data (e.g. ../shared absent).
+#ifndef MSLAB_TEST_H
+#define MSLAB_TEST_H
+
+#include <math.h>
+#include <stdio.h>
+
+extern int test_failed_checks;   // failures in the current test
+extern const char *test_skip_reason;
+
+#define TEST(name) void test_##name(void)
+
+#define CHECK(cond)                                                                           \
+    do {                                                                                      \
+        if (!(cond)) {                                                                        \
+            fprintf(stderr, "  %s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond);        \
+            test_failed_checks++;                                                             \
+        }                                                                                     \
+    } while (0)
+
+// |a - b| <= tol (absolute)
+#define CHECK_NEAR(a, b, tol)                                                                 \
+    do {                                                                                      \
+        double a_ = (a), b_ = (b), t_ = (tol);                                                \
+        if (!(fabs(a_ - b_) <= t_)) {                                                         \
+            fprintf(stderr, "  %s:%d: %s = %.9g, %s = %.9g, |diff| %.3g > %.3g\n", __FILE__,  \
+                    __LINE__, #a, a_, #b, b_, fabs(a_ - b_), t_);                             \
+            test_failed_checks++;                                                             \
+        }                                                                                     \
+    } while (0)
+
+// relative: |a - b| <= tol * max(|a|, |b|, floor)
+#define CHECK_REL(a, b, tol, floor_)                                                          \
+    do {                                                                                      \
+        double a_ = (a), b_ = (b), t_ = (tol), m_ = fmax(fmax(fabs(a_), fabs(b_)), (floor_)); \
+        if (!(fabs(a_ - b_) <= t_ * m_)) {                                                    \
+            fprintf(stderr, "  %s:%d: %s = %.9g, %s = %.9g, rel %.3g > %.3g\n", __FILE__,     \
+                    __LINE__, #a, a_, #b, b_, fabs(a_ - b_) / m_, t_);                        \
+            test_failed_checks++;                                                             \
+        }                                                                                     \
+    } while (0)
+
+#define CHECK_STR(a, b)                                                                       \
+    do {                                                                                      \
+        const char *a_ = (a), *b_ = (b);                                                      \
+        if (!a_ || !b_ || strcmp(a_, b_) != 0) {                                              \
+            fprintf(stderr, "  %s:%d: %s = \"%s\", expected \"%s\"\n", __FILE__, __LINE__,    \
+                    #a, a_ ? a_ : "(null)", b_ ? b_ : "(null)");                              \
+            test_failed_checks++;                                                             \
+        }                                                                                     \
+    } while (0)
+
+#define SKIP(reason)                                                                          \
+    do {                                                                                      \
+        test_skip_reason = (reason);                                                          \
+        return;                                                                               \
+    } while (0)
+
+// Paths to shared data: ../shared relative to the repository root (override: MSLAB_SHARED).
+const char *test_shared_path(const char *rel); // NULL when absent
+// A fresh temporary directory for this test (removed at exit).
+const char *test_tmpdir(void);
+
+// Compares two float arrays: max |a-b| / max(|b|, floor) over all elements; prints the worst index.
+double test_max_rel_err(const float *a, const float *b, size_t n, double floor_);
+
+#endif
