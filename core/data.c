@@ -221,6 +221,14 @@ static int doc_cmp(const void *a, const void *b) {
     return strcmp(((const Doc *)a)->path, ((const Doc *)b)->path);
 }
 
+typedef struct { dev_t dev; ino_t ino; int idx; } FileId;
+static int fileid_cmp(const void *a, const void *b) {
+    const FileId *x = a, *y = b;
+    if (x->dev != y->dev) return x->dev < y->dev ? -1 : 1;
+    if (x->ino != y->ino) return x->ino < y->ino ? -1 : 1;
+    return (x->idx > y->idx) - (x->idx < y->idx);
+}
+
 static int collect_docs(const CorpusSpec *spec, DocList *out) {
     if (!spec->paths || spec->n_paths <= 0) return ms_fail("corpus: no paths given");
     for (int i = 0; i < spec->n_paths; i++) {
@@ -239,15 +247,21 @@ static int collect_docs(const CorpusSpec *spec, DocList *out) {
         }
     }
     qsort(out->d, (size_t)out->n, sizeof(Doc), doc_cmp);
-    // the same file reached twice (listed and inside a listed directory) counts once
-    int k = 0;
-    for (int i = 0; i < out->n; i++) {
-        int dup = 0;
-        for (int j = 0; j < k && !dup; j++)
-            dup = out->d[j].dev == out->d[i].dev && out->d[j].ino == out->d[i].ino;
-        if (dup) free(out->d[i].path);
+    // the same file reached twice (listed and inside a listed directory, or through a link) counts
+    // once, at its first path: sort indices by (dev, ino, index), drop all but the first of a run
+    int n = out->n, k = 0;
+    FileId *ids = ms_malloc((size_t)(n ? n : 1) * sizeof(FileId));
+    char *drop = ms_calloc((size_t)(n ? n : 1), 1);
+    for (int i = 0; i < n; i++) ids[i] = (FileId){out->d[i].dev, out->d[i].ino, i};
+    qsort(ids, (size_t)n, sizeof(FileId), fileid_cmp);
+    for (int i = 1; i < n; i++)
+        if (ids[i].dev == ids[i - 1].dev && ids[i].ino == ids[i - 1].ino) drop[ids[i].idx] = 1;
+    for (int i = 0; i < n; i++) {
+        if (drop[i]) free(out->d[i].path);
         else out->d[k++] = out->d[i];
     }
+    free(ids);
+    free(drop);
     out->n = k;
     if (out->n == 0) return ms_fail("corpus: no documents");
     return 0;

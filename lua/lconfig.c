@@ -72,11 +72,12 @@ _Noreturn void lconfig_error(lua_State *L, const char *key_path, const char *fmt
         const char *src = ar.short_src;
         if (ar.source[0] == '@' && key_path && key_path[0])
             line = find_key_line(ar.source + 1, ar.currentline, key_path);
-        luaL_error(L, "%s:%d: %s", src, line, msg);
+        lua_pushfstring(L, "%s:%d: %s", src, line, msg);
     } else {
-        luaL_error(L, "%s", msg);
+        lua_pushstring(L, msg);
     }
-    abort(); // luaL_error does not return
+    lua_error(L); // (not luaL_error: it would prefix the caller's position a second time)
+    abort();
 }
 
 // An engine message starts with the key path it is about ("model.heads (6) must ..."): use it to

@@ -279,7 +279,8 @@ TEST(data_split_by_document) {
     const char *dir = test_tmpdir();
     const char *root = pjoin(dir, "corpus");
     make_docs(root, 0);
-    // the directory plus one of its files again: counted once
+    // a link to one of the documents, and the directory plus one of its files again: counted once
+    CHECK(symlink("p00.txt", pjoin(root, "zz-link.txt")) == 0);
     const char *paths[2] = {root, pjoin(root, "p04.txt")};
     CorpusSpec spec = {.paths = paths, .n_paths = 2, .tokenizer = "byte", .eval_frac = 0.2,
                        .cache_dir = "", .split_seed = 7};
