@@ -3,8 +3,9 @@
 // Work is cut in tiles: a query tile is QT consecutive time steps x the G = H/KVH query heads that
 // share one kv head (their rows are adjacent in memory, and they read the same keys, so one packed
 // key block serves G heads). Keys are visited in blocks of KB. Scores, P.V and the four backward
-// products are small GEMMs (cpu_gemm_small) on tiles that stay in L1/L2. Memory per thread is
-// O(tile), independent of T.
+// products are small GEMMs (cpu_gemm_small) on tiles that stay in L1/L2. Memory: no T x T matrix;
+// per thread O(QROWS x (KB + D)) floats of tiles, plus keys packed as K^T once per call (forward:
+// one shared copy the size of k; backward: K^T and V^T of the (b, kv head) a thread works on).
 //
 // Forward: online softmax over key blocks (running max m, running sum l, output rescaled by
 // exp(m_old - m_new)); saves lse = m + log(l). Parallel over (b, kv head, query tile).
@@ -28,8 +29,9 @@
 #include "../ops.h"
 #include "cpu_internal.h"
 
-#define KB (2 * CPU_VL) // keys per block: one score row of a block is two vectors
-#define QROWS 32        // target rows (time steps x group heads) per query tile
+#define KBV 4             // vectors per score row of a key block
+#define KB (KBV * CPU_VL) // keys per block (64 with AVX-512): amortises the per-row softmax work
+#define QROWS 128         // target rows (time steps x group heads) per query tile
 
 static inline int min_i(int a, int b) { return a < b ? a : b; }
 
@@ -66,18 +68,32 @@ void cpu_attention_fwd(float *out, float *lse, const float *q, const float *k, c
     float scale = (float)(1.0 / sqrt((double)D));
     size_t ldk = (size_t)KVH * D;
     long items = (long)B * KVH * nqt;
+    int nkb = (T + KB - 1) / KB;
+    size_t kt_per_bk = (size_t)nkb * D * KB; // packed K^T of one (b, kv head): the size of its keys
+    // Every query tile reads the key blocks before it: pack them once (as large as k itself).
+    float *Kt_all = ms_malloc(sizeof(float) * kt_per_bk * B * KVH);
+    int par = (double)B * H * T * T * D > (double)(1 << 20); // small: no thread team
+    (void)par; // (unused without OpenMP)
 
-#pragma omp parallel
+#pragma omp parallel if (par)
     {
+#pragma omp for schedule(static)
+        for (long i = 0; i < (long)B * KVH * nkb; i++) {
+            int bk = (int)(i / nkb), jb = (int)(i % nkb), b = bk / KVH, kvh = bk % KVH;
+            pack_keys_t(Kt_all + bk * kt_per_bk + (size_t)jb * D * KB,
+                        k + ((size_t)b * T * KVH + kvh) * D, ldk, jb * KB, min_i(KB, T - jb * KB),
+                        D);
+        }
+        // (implicit barrier: all keys packed)
         float *Qs = ms_malloc(sizeof(float) * RM * D), *O = ms_malloc(sizeof(float) * RM * D);
-        float *S = ms_malloc(sizeof(float) * RM * KB), *Kt = ms_malloc(sizeof(float) * D * KB);
+        float *S = ms_malloc(sizeof(float) * RM * KB);
         float *m = ms_malloc(sizeof(float) * RM), *l = ms_malloc(sizeof(float) * RM);
         // causal: later tiles have more keys, so hand them out first (dynamic schedule)
 #pragma omp for schedule(dynamic, 1)
         for (long it = 0; it < items; it++) {
             int qi = nqt - 1 - (int)(it % nqt), bk = (int)(it / nqt), b = bk / KVH, kvh = bk % KVH;
             int t0 = qi * QT, t1 = min_i(T, t0 + QT), nt = t1 - t0, R = nt * G;
-            const float *kb = k + ((size_t)b * T * KVH + kvh) * D;
+            const float *Ktb = Kt_all + bk * kt_per_bk;
             const float *vb = v + ((size_t)b * T * KVH + kvh) * D;
             gather_rows(Qs, q, b, t0, nt, T, H, kvh, G, D, scale);
             for (int r = 0; r < R; r++) m[r] = -INFINITY, l[r] = 0.0f;
@@ -85,25 +101,30 @@ void cpu_attention_fwd(float *out, float *lse, const float *q, const float *k, c
 
             for (int j0 = 0; j0 < t1; j0 += KB) {
                 int nj = min_i(KB, t1 - j0);
-                pack_keys_t(Kt, kb, ldk, j0, nj, D);
+                const float *Kt = Ktb + (size_t)(j0 / KB) * D * KB;
                 cpu_gemm_small(R, KB, D, Qs, D, 1, Kt, KB, S, KB, 0); // scaled scores
                 for (int r = 0; r < R; r++) {
                     int t = t0 + r / G, nv = min_i(nj, t - j0 + 1); // causal: keys j <= t
                     float *s = S + (size_t)r * KB;
-                    if (nv <= 0) {
+                    if (nv <= 0) { // the whole block is in this row's future
                         for (int j = 0; j < KB; j++) s[j] = 0.0f;
                         continue;
                     }
-                    float mx = m[r];
-                    for (int j = 0; j < nv; j++) mx = s[j] > mx ? s[j] : mx;
-                    float alpha = expf(m[r] - mx), sum = 0.0f; // alpha = 0 on the first block
-                    for (int j = 0; j < nv; j++) {
-                        float p = expf(s[j] - mx);
-                        s[j] = p;
+                    vf sv[KBV], mv = vbcast(-INFINITY), ninf = mv;
+                    for (int h = 0; h < KBV; h++) { // max over the valid lanes
+                        sv[h] = vsel(viota() + h * CPU_VL < nv, vload(s + h * CPU_VL), ninf);
+                        mv = vsel(sv[h] > mv, sv[h], mv);
+                    }
+                    float mx = vhmax(mv);
+                    mx = m[r] > mx ? m[r] : mx;
+                    float alpha = expf(m[r] - mx); // 0 on the first block (m = -inf)
+                    vf mxv = vbcast(mx), sum = (vf){0};
+                    for (int h = 0; h < KBV; h++) { // masked lanes: exp(-inf) = 0
+                        vf p = vexp(sv[h] - mxv);
+                        vstore(s + h * CPU_VL, p);
                         sum += p;
                     }
-                    for (int j = nv; j < KB; j++) s[j] = 0.0f;
-                    l[r] = l[r] * alpha + sum;
+                    l[r] = l[r] * alpha + vhsum(sum);
                     m[r] = mx;
                     if (alpha != 1.0f)
                         for (int d = 0; d < D; d++) O[(size_t)r * D + d] *= alpha;
@@ -118,24 +139,29 @@ void cpu_attention_fwd(float *out, float *lse, const float *q, const float *k, c
                 lse[((size_t)b * H + h) * T + t] = m[r] + logf(l[r]);
             }
         }
-        free(Qs), free(O), free(S), free(Kt), free(m), free(l);
+        free(Qs), free(O), free(S), free(m), free(l);
     }
+    free(Kt_all);
 }
 
 void cpu_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out,
                        const float *lse, const float *q, const float *k, const float *v, int B,
                        int T, int H, int KVH, int D) {
     MS_ASSERT(KVH > 0 && H % KVH == 0, "attention: H = %d not a multiple of KVH = %d", H, KVH);
-    int G = H / KVH, QT = tile_steps(G), RM = QT * G;
+    int G = H / KVH, QT = tile_steps(G), RM = QT * G, nkb = (T + KB - 1) / KB;
     float scale = (float)(1.0 / sqrt((double)D));
     size_t ldk = (size_t)KVH * D;
+    int par = B * KVH > 1 && (double)B * H * T * T * D > (double)(1 << 19);
+    (void)par; // (unused without OpenMP)
 
-#pragma omp parallel
+#pragma omp parallel if (par)
     {
         float *Qs = ms_malloc(sizeof(float) * RM * D), *dO = ms_malloc(sizeof(float) * RM * D);
         float *dQ = ms_malloc(sizeof(float) * RM * D), *S = ms_malloc(sizeof(float) * RM * KB);
-        float *dP = ms_malloc(sizeof(float) * RM * KB), *Kt = ms_malloc(sizeof(float) * D * KB);
-        float *Vt = ms_malloc(sizeof(float) * D * KB), *L = ms_malloc(sizeof(float) * RM);
+        float *dP = ms_malloc(sizeof(float) * RM * KB), *L = ms_malloc(sizeof(float) * RM);
+        // K^T and V^T of the current (b, kv head), packed once for all its query tiles
+        float *Kt_all = ms_malloc(sizeof(float) * nkb * D * KB);
+        float *Vt_all = ms_malloc(sizeof(float) * nkb * D * KB);
         float *Di = ms_malloc(sizeof(float) * RM);
 #pragma omp for schedule(dynamic, 1)
         for (int bk = 0; bk < B * KVH; bk++) {
@@ -143,6 +169,11 @@ void cpu_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const
             size_t kvoff = ((size_t)b * T * KVH + kvh) * D;
             const float *kb = k + kvoff, *vb = v + kvoff;
             float *dkb = dk ? dk + kvoff : NULL, *dvb = dv ? dv + kvoff : NULL;
+            for (int jb = 0; jb < nkb; jb++) {
+                int nj = min_i(KB, T - jb * KB);
+                pack_keys_t(Kt_all + (size_t)jb * D * KB, kb, ldk, jb * KB, nj, D);
+                pack_keys_t(Vt_all + (size_t)jb * D * KB, vb, ldk, jb * KB, nj, D);
+            }
 
             for (int t0 = 0; t0 < T; t0 += QT) {
                 int t1 = min_i(T, t0 + QT), nt = t1 - t0, R = nt * G;
@@ -160,20 +191,21 @@ void cpu_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const
 
                 for (int j0 = 0; j0 < t1; j0 += KB) {
                     int nj = min_i(KB, t1 - j0);
-                    pack_keys_t(Kt, kb, ldk, j0, nj, D);
-                    pack_keys_t(Vt, vb, ldk, j0, nj, D);
+                    const float *Kt = Kt_all + (size_t)(j0 / KB) * D * KB;
+                    const float *Vt = Vt_all + (size_t)(j0 / KB) * D * KB;
                     cpu_gemm_small(R, KB, D, Qs, D, 1, Kt, KB, S, KB, 0);  // s (scaled)
                     cpu_gemm_small(R, KB, D, dO, D, 1, Vt, KB, dP, KB, 0); // dp = dout . v
                     for (int r = 0; r < R; r++) {
                         int t = t0 + r / G, nv = min_i(nj, t - j0 + 1);
                         float *s = S + (size_t)r * KB, *dp = dP + (size_t)r * KB;
-                        int j = 0;
-                        for (; j < nv; j++) {
-                            float p = expf(s[j] - L[r]);
-                            s[j] = p;                    // P
-                            dp[j] = p * (dp[j] - Di[r]); // dS
+                        vf lv = vbcast(L[r]), dv_ = vbcast(Di[r]);
+                        // P = exp(s - lse) on valid keys, dS = P (dP - Di)
+                        for (int h = 0; h < KBV; h++) {
+                            vi ok = viota() + h * CPU_VL < nv;
+                            vf p = vsel(ok, vexp(vload(s + h * CPU_VL) - lv), (vf){0});
+                            vstore(s + h * CPU_VL, p);
+                            vstore(dp + h * CPU_VL, p * (vload(dp + h * CPU_VL) - dv_));
                         }
-                        for (; j < KB; j++) s[j] = dp[j] = 0.0f;
                     }
                     float *dks = dkb ? dkb + (size_t)j0 * ldk : NULL;
                     float *dvs = dvb ? dvb + (size_t)j0 * ldk : NULL;
@@ -191,6 +223,7 @@ void cpu_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const
                     }
             }
         }
-        free(Qs), free(dO), free(dQ), free(S), free(dP), free(Kt), free(Vt), free(L), free(Di);
+        free(Qs), free(dO), free(dQ), free(S), free(dP), free(Kt_all), free(Vt_all), free(L),
+            free(Di);
     }
 }

@@ -46,7 +46,7 @@
 #endif
 #define KC 256       // k slice: a packed B panel (KC x NR floats = 32 KiB at NR = 32) stays in L1
 #define MC (MR * 16) // rows of A per block: MC x KC floats (~190 KiB) stay in L2
-#define NC 2048      // columns per packed B block (KC x NC floats = 2 MiB)
+#define NC 1024      // columns per packed B block (KC x NC floats = 1 MiB, half of L2)
 
 static inline int min_i(int a, int b) { return a < b ? a : b; }
 static inline int cdiv(int a, int b) { return (a + b - 1) / b; }
@@ -168,8 +168,12 @@ static void gemm(int M, int N, int K, const float *A, size_t rsA, size_t csA, co
 #endif
     float *Bp = scratch(&tl_bpack, &tl_bpack_cap, (size_t)KC * cdiv(min_i(N, NC), NR) * NR);
     int nmb = cdiv(M, MC);
+    // Small products run on the calling thread: a team's start and barriers cost more than they
+    // save (and far more when the cores are oversubscribed).
+    int par = (double)M * N * K > (double)(1 << 18);
+    (void)par; // (unused without OpenMP)
 
-#pragma omp parallel
+#pragma omp parallel if (par)
     {
         float *Ap = scratch(&tl_apack, &tl_apack_cap, (size_t)MC * KC);
         for (int jc = 0; jc < N; jc += NC) {
@@ -186,8 +190,10 @@ static void gemm(int M, int N, int K, const float *A, size_t rsA, size_t csA, co
                            min_i(NR, nc - jp * NR));
                 // (implicit barrier: the B block is complete)
                 int overwrite = !accumulate && pc == 0;
-                int packed_mb = -1; // static schedule hands a thread consecutive items: reuse its A
-#pragma omp for schedule(static)
+                // Dynamic: a descheduled thread does not hold up the others. Items go out in
+                // order, so a thread often gets the next chunk of its row block: A is reused.
+                int packed_mb = -1;
+#pragma omp for schedule(dynamic, 1)
                 for (int item = 0; item < nmb * nchunk; item++) {
                     int mb = item / nchunk, ch = item % nchunk;
                     int m0 = mb * MC, mc = min_i(MC, M - m0);
@@ -222,13 +228,16 @@ void cpu_matmul_bwd(float *dinp, float *dw, const float *dout, const float *inp,
 
 // ---- small GEMM for attention tiles (operands already in L1/L2; no packing, no threads) ----
 
-// ROWS x (NV vectors) tile of C over k: broadcast A, vector loads of B rows.
+// Rows per register tile: 8 x 2 vector accumulators fit AVX-512's 32 registers, 4 x 2 AVX2's 16.
+#define SMR (CPU_VL == 16 ? 8 : 4)
+
+// rows x (nv vectors) tile of C over k: broadcast A, vector loads of B rows. rows and nv are
+// compile-time constants after inlining, so the accumulators live in registers.
 static inline __attribute__((always_inline)) void small_tile(int rows, int nv, int K,
-                                                             const float *A, size_t rsA,
-                                                             size_t csA, const float *B,
-                                                             size_t ldb, float *C, size_t ldc,
-                                                             int acc) {
-    vf c[4][2];
+                                                             const float *A, size_t rsA, size_t csA,
+                                                             const float *B, size_t ldb, float *C,
+                                                             size_t ldc, int acc) {
+    vf c[SMR][2];
     for (int i = 0; i < rows; i++)
         for (int v = 0; v < nv; v++)
             c[i][v] = acc ? vload(C + (size_t)i * ldc + v * CPU_VL) : (vf){0};
@@ -245,37 +254,32 @@ static inline __attribute__((always_inline)) void small_tile(int rows, int nv, i
         for (int v = 0; v < nv; v++) vstore(C + (size_t)i * ldc + v * CPU_VL, c[i][v]);
 }
 
+// All N columns of `rows` rows: two-vector tiles, then one vector, then scalar columns.
+static inline __attribute__((always_inline)) void small_rows(int rows, int N, int K, const float *A,
+                                                             size_t rsA, size_t csA, const float *B,
+                                                             size_t ldb, float *C, size_t ldc,
+                                                             int acc) {
+    int j = 0;
+    for (; j + 2 * CPU_VL <= N; j += 2 * CPU_VL)
+        small_tile(rows, 2, K, A, rsA, csA, B + j, ldb, C + j, ldc, acc);
+    for (; j + CPU_VL <= N; j += CPU_VL)
+        small_tile(rows, 1, K, A, rsA, csA, B + j, ldb, C + j, ldc, acc);
+    for (; j < N; j++)
+        for (int r = 0; r < rows; r++) {
+            float s = acc ? C[(size_t)r * ldc + j] : 0.0f;
+            for (int k = 0; k < K; k++)
+                s += A[(size_t)r * rsA + (size_t)k * csA] * B[(size_t)k * ldb + j];
+            C[(size_t)r * ldc + j] = s;
+        }
+}
+
 void cpu_gemm_small(int M, int N, int K, const float *A, int rsA, int csA, const float *B, int ldb,
                     float *C, int ldc, int acc) {
     int i = 0;
-    for (; i + 4 <= M; i += 4) {
-        const float *Ai = A + (size_t)i * rsA;
-        float *Ci = C + (size_t)i * ldc;
-        int j = 0;
-        for (; j + 2 * CPU_VL <= N; j += 2 * CPU_VL)
-            small_tile(4, 2, K, Ai, rsA, csA, B + j, ldb, Ci + j, ldc, acc);
-        for (; j + CPU_VL <= N; j += CPU_VL)
-            small_tile(4, 1, K, Ai, rsA, csA, B + j, ldb, Ci + j, ldc, acc);
-        for (; j < N; j++)
-            for (int r = 0; r < 4; r++) {
-                float s = acc ? Ci[(size_t)r * ldc + j] : 0.0f;
-                for (int k = 0; k < K; k++)
-                    s += Ai[(size_t)r * rsA + (size_t)k * csA] * B[(size_t)k * ldb + j];
-                Ci[(size_t)r * ldc + j] = s;
-            }
-    }
-    for (; i < M; i++) {
-        const float *Ai = A + (size_t)i * rsA;
-        float *Ci = C + (size_t)i * ldc;
-        int j = 0;
-        for (; j + 2 * CPU_VL <= N; j += 2 * CPU_VL)
-            small_tile(1, 2, K, Ai, rsA, csA, B + j, ldb, Ci + j, ldc, acc);
-        for (; j + CPU_VL <= N; j += CPU_VL)
-            small_tile(1, 1, K, Ai, rsA, csA, B + j, ldb, Ci + j, ldc, acc);
-        for (; j < N; j++) {
-            float s = acc ? Ci[j] : 0.0f;
-            for (int k = 0; k < K; k++) s += Ai[(size_t)k * csA] * B[(size_t)k * ldb + j];
-            Ci[j] = s;
-        }
-    }
+    for (; i + SMR <= M; i += SMR)
+        small_rows(SMR, N, K, A + (size_t)i * rsA, rsA, csA, B, ldb, C + (size_t)i * ldc, ldc, acc);
+    for (; i + 4 <= M; i += 4)
+        small_rows(4, N, K, A + (size_t)i * rsA, rsA, csA, B, ldb, C + (size_t)i * ldc, ldc, acc);
+    for (; i < M; i++)
+        small_rows(1, N, K, A + (size_t)i * rsA, rsA, csA, B, ldb, C + (size_t)i * ldc, ldc, acc);
 }

@@ -9,7 +9,7 @@
 #include "../ops.h"
 #include "cpu_internal.h"
 
-#define COLS_PER_TASK 64 // column block of a column-parallel reduction (one cache line x 4)
+#define COLS_PER_TASK 64 // column block of a column-parallel reduction (four cache lines)
 
 // ---- embedding ----
 
@@ -81,22 +81,37 @@ void cpu_rmsnorm_bwd(float *dinp, float *dw, const float *dout, const float *inp
 }
 
 // ---- SwiGLU ----
+// Vector loop with vexp (glibc's expf does not vectorise without -ffast-math), scalar tail.
 
-static inline float sigmoidf(float z) { return 1.0f / (1.0f + expf(-z)); } // exp overflow -> 0: fine
+// exp overflow for very negative z gives s = 0: the right limit
+static inline float sigmoidf(float z) { return 1.0f / (1.0f + expf(-z)); }
+static inline vf vsigmoid(vf z) { return vbcast(1.0f) / (vbcast(1.0f) + vexp(-z)); } // vexp clamps
 
 void cpu_swiglu_fwd(float *out, const float *gate, const float *up, size_t n) {
+    size_t nv = n / CPU_VL;
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (size_t i = 0; i < n; i++) {
-        float g = gate[i];
-        out[i] = g * sigmoidf(g) * up[i];
+    for (size_t c = 0; c < nv; c++) {
+        size_t i = c * CPU_VL;
+        vf g = vload(gate + i);
+        vstore(out + i, g * vsigmoid(g) * vload(up + i));
     }
+    for (size_t i = nv * CPU_VL; i < n; i++) out[i] = gate[i] * sigmoidf(gate[i]) * up[i];
 }
 
 // d/dg [g s(g)] = s + g s (1 - s)
-void cpu_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *gate,
-                    const float *up, size_t n) {
+void cpu_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
+                    size_t n) {
+    size_t nv = n / CPU_VL;
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (size_t i = 0; i < n; i++) {
+    for (size_t c = 0; c < nv; c++) {
+        size_t i = c * CPU_VL;
+        vf g = vload(gate + i), s = vsigmoid(g), d = vload(dout + i);
+        if (dgate)
+            vstore(dgate + i,
+                   vload(dgate + i) + d * vload(up + i) * (s + g * s * (vbcast(1.0f) - s)));
+        if (dup) vstore(dup + i, vload(dup + i) + d * g * s);
+    }
+    for (size_t i = nv * CPU_VL; i < n; i++) {
         float g = gate[i], s = sigmoidf(g), d = dout[i];
         if (dgate) dgate[i] += d * up[i] * (s + g * s * (1.0f - s));
         if (dup) dup[i] += d * g * s;
@@ -105,13 +120,27 @@ void cpu_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *ga
 
 // ---- cross-entropy ----
 
-// Stable log-sum-exp of one row: max first, then the exponentials summed in double.
-static double row_lse(const float *x, int V) {
-    float mx = x[0];
-    for (int i = 1; i < V; i++) mx = x[i] > mx ? x[i] : mx;
+// Stable log-sum-exp of one row, as (max, sum of exp(x - max)). Callers use x - max (exact for
+// nearby floats) rather than x - lse, so large logits (~1e3) lose no precision. The sum: blocks of
+// 4 vectors of exponentials summed in float (64 terms with AVX-512), the blocks added in double.
+static float row_max_sumexp(const float *x, int V, double *sum) {
+    int i = 0;
+    vf mv = vbcast(-INFINITY);
+    for (; i + CPU_VL <= V; i += CPU_VL) {
+        vf y = vload(x + i);
+        mv = vsel(y > mv, y, mv);
+    }
+    float mx = vhmax(mv);
+    for (; i < V; i++) mx = x[i] > mx ? x[i] : mx;
+    vf mxv = vbcast(mx);
     double s = 0;
-    for (int i = 0; i < V; i++) s += expf(x[i] - mx);
-    return mx + log(s);
+    for (i = 0; i + 4 * CPU_VL <= V; i += 4 * CPU_VL)
+        s += vhsum((vexp(vload(x + i) - mxv) + vexp(vload(x + i + CPU_VL) - mxv)) +
+                   (vexp(vload(x + i + 2 * CPU_VL) - mxv) + vexp(vload(x + i + 3 * CPU_VL) - mxv)));
+    for (; i + CPU_VL <= V; i += CPU_VL) s += vhsum(vexp(vload(x + i) - mxv));
+    for (; i < V; i++) s += expf(x[i] - mx);
+    *sum = s;
+    return mx;
 }
 
 void cpu_crossentropy_fwd(float *losses, const float *logits, const int *targets, int N, int V) {
@@ -124,7 +153,9 @@ void cpu_crossentropy_fwd(float *losses, const float *logits, const int *targets
         }
         MS_ASSERT(t < V, "crossentropy: target %d >= V = %d at row %d", t, V, n);
         const float *x = logits + (size_t)n * V;
-        losses[n] = (float)(row_lse(x, V) - x[t]);
+        double s;
+        float mx = row_max_sumexp(x, V, &s);
+        losses[n] = (float)(log(s) + (double)(mx - x[t]));
     }
 }
 
@@ -137,8 +168,14 @@ void cpu_crossentropy_bwd(float *dlogits, const float *logits, const int *target
         MS_ASSERT(t < V, "crossentropy: target %d >= V = %d at row %d", t, V, n);
         const float *x = logits + (size_t)n * V;
         float *dx = dlogits + (size_t)n * V;
-        float lse = (float)row_lse(x, V);
-        for (int i = 0; i < V; i++) dx[i] += dloss * expf(x[i] - lse);
+        double s;
+        float mx = row_max_sumexp(x, V, &s);
+        float k = (float)(dloss / s); // dloss * softmax = k * exp(x - max)
+        vf kv = vbcast(k), mxv = vbcast(mx);
+        int i = 0;
+        for (; i + CPU_VL <= V; i += CPU_VL)
+            vstore(dx + i, vload(dx + i) + kv * vexp(vload(x + i) - mxv));
+        for (; i < V; i++) dx[i] += k * expf(x[i] - mx);
         dx[t] -= dloss;
     }
 }

@@ -10,8 +10,8 @@
 #include "cpu_internal.h"
 
 // forward: out = R(angle) inp (overwrite; out may alias inp); backward: out += R(-angle) inp
-static void rope_apply(float *out, const float *inp, const float *pos, const float *inv_freq,
-                       int N, int H, int D, int style, int backward) {
+static void rope_apply(float *out, const float *inp, const float *pos, const float *inv_freq, int N,
+                       int H, int D, int style, int backward) {
     MS_ASSERT(D % 2 == 0, "rope: head dim %d is odd", D);
     MS_ASSERT(style == ROPE_INTERLEAVED || style == ROPE_HALVES, "rope: style %d", style);
     int half = D / 2;
