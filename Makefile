@@ -9,11 +9,12 @@ LUA_CFLAGS := $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/incl
 LUA_LIBS   := $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
 LDLIBS  += $(LUA_LIBS) -lsqlite3 -lm -fopenmp
 
+BUILD   ?= build
 CORE_SRC := $(wildcard core/*.c core/cpu/*.c)
 LUA_SRC  := $(wildcard lua/*.c)
-LIB_OBJ  := $(patsubst %.c,build/%.o,$(CORE_SRC) $(LUA_SRC))
+LIB_OBJ  := $(patsubst %.c,$(BUILD)/%.o,$(CORE_SRC) $(LUA_SRC))
 TEST_SRC := $(wildcard tests/*.c)
-TEST_OBJ := $(patsubst %.c,build/%.o,$(TEST_SRC))
+TEST_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(TEST_SRC))
 
 DEB_PKGS := liblua5.4-dev libsqlite3-dev gnuplot-nox bible-kjv pkg-config
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -21,20 +22,20 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .PHONY: all deps demo test clean bench
 all: mslab
 
-build/%.o: %.c
+$(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LUA_CFLAGS) -c $< -o $@
 
-mslab: $(LIB_OBJ) build/cli/main.o
+mslab: $(LIB_OBJ) $(BUILD)/cli/main.o
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 # Every TEST(name) in tests/*.c is registered; regenerated when a test file changes.
 tests/registry.h: $(TEST_SRC)
 	@grep -ho '^TEST([a-z0-9_]*)' $(TEST_SRC) | sed 's/TEST(\(.*\))/X(\1)/' > $@.tmp
 	@mv $@.tmp $@
-build/tests/main.o: tests/registry.h
+$(BUILD)/tests/main.o: tests/registry.h
 
-build/mslab-tests: $(LIB_OBJ) $(TEST_OBJ)
+$(BUILD)/mslab-tests: $(LIB_OBJ) $(TEST_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 # Install what is missing; quiet when everything is there already.
@@ -61,10 +62,10 @@ demo: deps
 	@echo "results: results.db (./mslab runs), plots/loss.png, plots/ppl_vs_length.png"
 
 test: deps
-	$(MAKE) mslab build/mslab-tests
-	./build/mslab-tests
+	$(MAKE) mslab $(BUILD)/mslab-tests
+	./$(BUILD)/mslab-tests
 
 clean:
 	rm -rf build mslab tests/registry.h
 
--include $(shell find build -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

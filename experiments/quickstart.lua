@@ -19,7 +19,7 @@ local result = ms.run {
   model = { dim = 128, layers = 4, heads = 4, kv_heads = 2, ffn = 352 },
   positions = { kind = "rope", base = 10000 },
   attention = { kind = "dense" },
-  train = { seq = seq, batch = 16, steps = 600, lr = 2e-3, warmup = 50, log_every = 10, eval_every = 100 },
+  train = { seq = seq, batch = 16, steps = 1200, lr = 2e-3, warmup = 50, log_every = 10, eval_every = 200 },
   eval = { ppl = { lengths = { seq, 2 * seq, 4 * seq, 8 * seq }, max_tokens = 32768 } },
 }
 
