@@ -105,25 +105,11 @@ static int cfg_sane(const ModelConfig *c, char *buf, size_t n) {
     return 0;
 }
 
-// Element counts of each tensor, in P_* order (model.h). Same as model_num_params, kept private so
-// this file does not depend on model.c.
+// Element counts of each tensor in P_* order, as 64-bit (file offsets are 64-bit everywhere here).
 static uint64_t param_sizes(const ModelConfig *c, uint64_t sz[P_COUNT]) {
-    uint64_t C = (uint64_t)c->dim, L = (uint64_t)c->layers, F = (uint64_t)c->ffn, V = (uint64_t)c->vocab;
-    uint64_t KVD = (uint64_t)c->kv_heads * (C / (uint64_t)c->heads);
-    sz[P_WTE] = V * C;
-    sz[P_ATTN_NORM] = L * C;
-    sz[P_WQ] = L * C * C;
-    sz[P_WK] = L * KVD * C;
-    sz[P_WV] = L * KVD * C;
-    sz[P_WO] = L * C * C;
-    sz[P_FFN_NORM] = L * C;
-    sz[P_W1] = L * F * C;
-    sz[P_W2] = L * C * F;
-    sz[P_W3] = L * F * C;
-    sz[P_FINAL_NORM] = C;
-    sz[P_WCLS] = c->tied ? 0 : V * C;
-    uint64_t total = 0;
-    for (int i = 0; i < P_COUNT; i++) total += sz[i];
+    size_t n[P_COUNT];
+    uint64_t total = model_param_sizes(c, n);
+    for (int i = 0; i < P_COUNT; i++) sz[i] = n[i];
     return total;
 }
 

@@ -43,7 +43,7 @@ int model_config_check(const ModelConfig *c) {
     return 0;
 }
 
-static void param_sizes(const ModelConfig *c, size_t size[P_COUNT]) {
+size_t model_param_sizes(const ModelConfig *c, size_t size[P_COUNT]) {
     size_t C = c->dim, L = c->layers, F = c->ffn, V = c->vocab;
     size_t KVD = (size_t)c->kv_heads * (c->dim / c->heads);
     size[P_WTE] = V * C;
@@ -58,17 +58,18 @@ static void param_sizes(const ModelConfig *c, size_t size[P_COUNT]) {
     size[P_W3] = L * F * C;
     size[P_FINAL_NORM] = C;
     size[P_WCLS] = c->tied ? 0 : V * C;
-}
-
-size_t model_num_params(const ModelConfig *cfg) {
-    size_t size[P_COUNT], total = 0;
-    param_sizes(cfg, size);
+    size_t total = 0;
     for (int i = 0; i < P_COUNT; i++) total += size[i];
     return total;
 }
 
+size_t model_num_params(const ModelConfig *cfg) {
+    size_t size[P_COUNT];
+    return model_param_sizes(cfg, size);
+}
+
 static void params_alloc(ParamTensors *p, const ModelConfig *cfg, const Backend *be) {
-    param_sizes(cfg, p->size);
+    model_param_sizes(cfg, p->size);
     p->total = model_num_params(cfg);
     p->base = be->alloc(p->total * sizeof(float));
     float *ptr = p->base;
@@ -91,6 +92,8 @@ int model_create(Model *m, const ModelConfig *cfg, const Backend *be) {
     m->inv_freq = be->alloc(sizeof(float) * hd / 2);
     be->upload(m->inv_freq, inv, sizeof(float) * hd / 2);
     free(inv);
+    m->pos_stride = 1.0;
+    m->rope_mscale = 1.0f;
     return 0;
 }
 
@@ -143,7 +146,7 @@ static void acts_ensure(Model *m, int B, int T) {
         {&a->att, L * N * C},     {&a->lse, L * H * N},   {&a->ln2, L * N * C},
         {&a->rstd2, L * N},       {&a->gate, L * N * F},  {&a->up, L * N * F},
         {&a->h, L * N * F},       {&a->lnf, N * C},       {&a->rstdf, N},
-        {&a->logits, N * V},      {&a->losses, N},        {&a->pos, N},
+        {&a->logits, N * V},      {&a->losses, N},        {&a->pos, L * N},
         {&a->tmp, N * C},         {&a->dx, N * C},        {&a->dln, N * C},
         {&a->dq, N * C},          {&a->dk, N * KVD},      {&a->dv, N * KVD},
         {&a->dqr, N * C},         {&a->dkr, N * KVD},     {&a->datt, N * C},
@@ -160,7 +163,7 @@ static void acts_ensure(Model *m, int B, int T) {
     }
     a->capacity = N;
     m->acts_bytes = total * sizeof(float);
-    m->pos_host = ms_realloc(m->pos_host, N * sizeof(float));
+    m->pos_host = ms_realloc(m->pos_host, L * N * sizeof(float));
 }
 
 void model_set_positions(Model *m, const float *pos_host, int B, int T) {
@@ -169,9 +172,19 @@ void model_set_positions(Model *m, const float *pos_host, int B, int T) {
         m->pos_override = 0;
         return;
     }
-    memcpy(m->pos_host, pos_host, (size_t)B * T * sizeof(float));
+    size_t N = (size_t)B * T;
+    for (int l = 0; l < m->cfg.layers; l++) memcpy(m->pos_host + l * N, pos_host, N * sizeof(float));
     m->pos_override = 1;
 }
+
+void model_set_layer_positions(Model *m, const float *pos_host, int B, int T) {
+    acts_ensure(m, B, T);
+    memcpy(m->pos_host, pos_host, (size_t)m->cfg.layers * B * T * sizeof(float));
+    m->pos_override = 1;
+}
+
+void model_set_position_stride(Model *m, double stride) { m->pos_stride = stride; }
+void model_set_rope_mscale(Model *m, float mscale) { m->rope_mscale = mscale; }
 
 void model_set_inv_freq(Model *m, const float *inv_freq_host) {
     int hd = m->cfg.dim / m->cfg.heads;
@@ -188,10 +201,16 @@ float model_forward(Model *m, const int *tokens, const int *targets, int B, int 
     int hd = C / H, KVD = KVH * hd;
 
     if (!m->pos_override)
-        for (int b = 0; b < B; b++)
-            for (int t = 0; t < T; t++) m->pos_host[b * T + t] = (float)t;
+        for (int l = 0; l < c->layers; l++)
+            for (int b = 0; b < B; b++)
+                for (int t = 0; t < T; t++)
+                    m->pos_host[((size_t)l * B + b) * T + t] =
+                        m->pos_stride == 1.0 ? (float)t : (float)(t * m->pos_stride);
     m->pos_override = 0; // positions apply to one forward (and its backward)
-    be->upload(a->pos, m->pos_host, (size_t)N * sizeof(float));
+    be->upload(a->pos, m->pos_host, (size_t)c->layers * N * sizeof(float));
+    // YaRN scales q and k by mscale (logits by mscale^2): scaling rotated q by mscale^2 gives the
+    // same logits, and MS selection scores, with one pass instead of two.
+    float qscale = m->rope_mscale * m->rope_mscale;
     be->upload(a->tokens, tokens, (size_t)N * sizeof(int));
     m->B = B;
     m->T = T;
@@ -213,8 +232,10 @@ float model_forward(Model *m, const int *tokens, const int *targets, int B, int 
         be->matmul_fwd(q, ln1, p->t[P_WQ] + (size_t)l * C * C, N, C, C);
         be->matmul_fwd(k, ln1, p->t[P_WK] + (size_t)l * KVD * C, N, C, KVD);
         be->matmul_fwd(v, ln1, p->t[P_WV] + (size_t)l * KVD * C, N, C, KVD);
-        be->rope_fwd(qr, q, a->pos, m->inv_freq, N, H, hd, c->rope_style);
-        be->rope_fwd(kr, k, a->pos, m->inv_freq, N, KVH, hd, c->rope_style);
+        const float *pos = a->pos + (size_t)l * N;
+        be->rope_fwd(qr, q, pos, m->inv_freq, N, H, hd, c->rope_style);
+        be->rope_fwd(kr, k, pos, m->inv_freq, N, KVH, hd, c->rope_style);
+        if (qscale != 1.0f) be->scale(qr, qscale, (size_t)N * C);
         be->attention_fwd(att, lse, qr, kr, v, B, T, H, KVH, hd);
         be->matmul_fwd(a->tmp, att, p->t[P_WO] + (size_t)l * C * C, N, C, C);
         be->add(xmid, x, a->tmp, (size_t)N * C);
@@ -301,8 +322,11 @@ void model_backward(Model *m) {
         be->attention_bwd(a->dqr, a->dkr, a->dv, a->datt, att, lse, qr, kr, v, B, T, H, KVH, hd);
         be->zero(a->dq, (size_t)N * C);
         be->zero(a->dk, (size_t)N * KVD);
-        be->rope_bwd(a->dq, a->dqr, a->pos, m->inv_freq, N, H, hd, c->rope_style);
-        be->rope_bwd(a->dk, a->dkr, a->pos, m->inv_freq, N, KVH, hd, c->rope_style);
+        const float *pos = a->pos + (size_t)l * N;
+        float qscale = m->rope_mscale * m->rope_mscale; // qr = qscale * rope(q): see the forward
+        if (qscale != 1.0f) be->scale(a->dqr, qscale, (size_t)N * C);
+        be->rope_bwd(a->dq, a->dqr, pos, m->inv_freq, N, H, hd, c->rope_style);
+        be->rope_bwd(a->dk, a->dkr, pos, m->inv_freq, N, KVH, hd, c->rope_style);
         be->zero(a->dln, (size_t)N * C);
         be->matmul_bwd(a->dln, g->t[P_WQ] + (size_t)l * C * C, a->dq, ln1,
                        p->t[P_WQ] + (size_t)l * C * C, N, C, C);

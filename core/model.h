@@ -65,7 +65,7 @@ typedef struct {
     float *lnf, *rstdf;   // [N, C], [N]
     float *logits;        // [N, V]
     float *losses;        // [N]
-    float *pos;           // [N] positions handed to RoPE
+    float *pos;           // [L, N] positions handed to RoPE, one array per layer
     int *tokens, *targets; // [N]
     // scratch (forward branch outputs, backward gradients)
     float *tmp, *dx, *dln, *dq, *dk, *dv, *dqr, *dkr, *datt, *dgate, *dup, *dh, *dlogits;
@@ -78,8 +78,10 @@ typedef struct {
     Activations acts;
     size_t acts_bytes;
     float *inv_freq;      // [head_dim / 2] backend
-    float *pos_host;      // [capacity] positions of the next forward
+    float *pos_host;      // [L, B*T] positions of the next forward (room for L * capacity)
     int pos_override;     // pos_host was set by model_set_positions for the next forward
+    double pos_stride;    // default positions are t * pos_stride (1; PI at inference: 1/s)
+    float rope_mscale;    // q and k scaled by this after RoPE, logits by its square (YaRN; 1)
     int B, T, n_targets;  // shape of the last forward, its non-ignored targets
 } Model;
 
@@ -95,11 +97,18 @@ int model_create(Model *m, const ModelConfig *cfg, const Backend *be);
 void model_init_weights(Model *m, uint64_t seed);
 void model_destroy(Model *m);
 size_t model_num_params(const ModelConfig *cfg);
+// Elements of each parameter tensor (P_* order); returns the total.
+size_t model_param_sizes(const ModelConfig *cfg, size_t size[P_COUNT]);
 
 // Positions used by RoPE for the next forward: pos[b*T + t]. NULL restores the default (pos = t).
 // The inverse frequencies default to base^(-2i/head_dim); set_inv_freq overrides them (host array).
 void model_set_positions(Model *m, const float *pos_host, int B, int T);
 void model_set_inv_freq(Model *m, const float *inv_freq_host);
+// Per-layer positions for the next forward: pos_host[layer][B*T] (CRD shifts each layer).
+void model_set_layer_positions(Model *m, const float *pos_host, int B, int T);
+// Persistent until changed: the default positions t * stride, and YaRN's magnitude (core/posenc.h).
+void model_set_position_stride(Model *m, double stride);
+void model_set_rope_mscale(Model *m, float mscale);
 
 // Forward over tokens[B*T] (host ints). With targets (host, <0 = ignored) computes per-token losses
 // and returns the mean over non-ignored targets; without, returns 0 and leaves logits.

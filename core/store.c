@@ -131,7 +131,7 @@ static int check_version(Store *s, int64_t v) {
 
 // Version 0 is a new (empty) file; a version-0 file that has tables was not made by mslab.
 static int check_foreign(Store *s) {
-    int64_t ntables;
+    int64_t ntables = 0;
     if (query_int(s, "SELECT count(*) FROM sqlite_master", &ntables)) return -1;
     if (ntables > 0)
         return ms_fail("%s: not an mslab results database (it has tables but no schema version)",

@@ -17,7 +17,7 @@ static void write_file(const char *path, const char *text) {
 
 // A small corpus of two documents with real structure (repeated sentences), enough to train on.
 static void write_corpus(const char *dir) {
-    char path[512];
+    char path[1024];
     for (int d = 0; d < 2; d++) {
         snprintf(path, sizeof path, "%s/doc%d.txt", dir, d);
         FILE *f = fopen(path, "w");
