@@ -7,7 +7,8 @@ CFLAGS  ?= -O3 $(ARCH)
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -fopenmp -MMD -MP
 LUA_CFLAGS := $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)
 LUA_LIBS   := $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
-LDLIBS  += $(LUA_LIBS) -lsqlite3 -lm -fopenmp
+SQLITE_LIBS ?= -lsqlite3
+LDLIBS  += $(LUA_LIBS) $(SQLITE_LIBS) -lm -fopenmp
 
 BUILD   ?= build
 CORE_SRC := $(wildcard core/*.c core/cpu/*.c)
@@ -15,19 +16,73 @@ LUA_SRC  := $(wildcard lua/*.c)
 LIB_OBJ  := $(patsubst %.c,$(BUILD)/%.o,$(CORE_SRC) $(LUA_SRC))
 TEST_SRC := $(wildcard tests/*.c)
 TEST_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(TEST_SRC))
+BIN     ?= mslab
+
+# CUDA backend (cuda/, docs/cuda.md): built whenever nvcc is found; CUDA=0 builds CPU only.
+NVCC    ?= $(shell command -v nvcc 2>/dev/null || { [ -x /usr/local/cuda/bin/nvcc ] && echo /usr/local/cuda/bin/nvcc; })
+CUDA    ?= $(if $(NVCC),1,0)
+ifeq ($(CUDA),1)
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+CUDA_GENCODE ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
+NVCCFLAGS ?= -O3 -std=c++17 -lineinfo $(CUDA_GENCODE)
+CUDA_LIBS ?= -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+CUDA_OBJ := $(patsubst %.cu,$(BUILD)/%.o,$(wildcard cuda/*.cu))
+CFLAGS  += -DMSLAB_CUDA
+LIB_OBJ += $(CUDA_OBJ)
+LDLIBS  += $(CUDA_LIBS)
+endif
+# Objects remember the flags they were built with: switching CUDA=0/1 or ARCH rebuilds them.
+FLAGS_STAMP := $(BUILD)/.flags
+$(shell mkdir -p $(BUILD); f='$(CC) $(CFLAGS) $(NVCC) $(NVCCFLAGS)'; [ "$$(cat $(FLAGS_STAMP) 2>/dev/null)" = "$$f" ] || echo "$$f" > $(FLAGS_STAMP))
 
 DEB_PKGS := liblua5.4-dev libsqlite3-dev gnuplot-nox bible-kjv pkg-config
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps demo test clean bench
-all: mslab
+.PHONY: all deps demo test clean bench test-gpu bench-gpu gpu-bundle
+all: $(BIN)
 
-$(BUILD)/%.o: %.c
+$(BUILD)/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LUA_CFLAGS) -c $< -o $@
 
-mslab: $(LIB_OBJ) $(BUILD)/cli/main.o
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/%.o: %.cu $(FLAGS_STAMP)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
+
+$(BIN): $(LIB_OBJ) $(BUILD)/cli/main.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $(filter %.o,$^) $(LDLIBS)
+
+# GPU parity tests (tests/gpu/, run on a GPU machine): the engine without Lua or SQLite, so the
+# GPU side can also build it with nvcc and a C compiler alone.
+GPU_TEST_OBJ := $(BUILD)/tests/gpu/gpu_tests.o $(CUDA_OBJ) \
+	$(patsubst %.c,$(BUILD)/%.o,$(filter-out core/store.c core/run.c core/plot.c,$(CORE_SRC)))
+$(BUILD)/mslab-gpu-tests: $(GPU_TEST_OBJ)
+	@[ "$(CUDA)" = 1 ] || { echo "error: the GPU tests need nvcc (CUDA=1)"; exit 1; }
+	$(CC) $(CFLAGS) -o $@ $(filter %.o,$^) $(CUDA_LIBS) -lm -fopenmp
+
+test-gpu: $(BUILD)/mslab-gpu-tests
+	./$(BUILD)/mslab-gpu-tests
+
+$(BUILD)/mslab-gpu-bench: $(BUILD)/bench/gpu_bench.o $(filter-out $(BUILD)/tests/gpu/gpu_tests.o,$(GPU_TEST_OBJ))
+	@[ "$(CUDA)" = 1 ] || { echo "error: the GPU benchmark needs nvcc (CUDA=1)"; exit 1; }
+	$(CC) $(CFLAGS) -o $@ $(filter %.o,$^) $(CUDA_LIBS) -lm -fopenmp
+bench-gpu: $(BUILD)/mslab-gpu-bench
+	./$(BUILD)/mslab-gpu-bench
+
+# A bundle to copy to the GPU machine (no Debian -dev packages there): ./mslab with Debian's static
+# Lua and SQLite, cuBLAS and cudart dynamic, for any x86-64-v3 CPU; plus the GPU test binary.
+DEB_LIB ?= /usr/lib/x86_64-linux-gnu
+BUNDLE  ?= gpu-bundle
+gpu-bundle:
+	@[ "$(CUDA)" = 1 ] || { echo "error: gpu-bundle needs nvcc (CUDA=1)"; exit 1; }
+	@for f in $(DEB_LIB)/liblua5.4.a $(DEB_LIB)/libsqlite3.a; do [ -f $$f ] || \
+	  { echo "error: $$f missing (apt-get install liblua5.4-dev libsqlite3-dev)"; exit 1; }; done
+	$(MAKE) BUILD=$(BUILD)/bundle BIN=$(BUNDLE)/mslab ARCH=-march=x86-64-v3 \
+	  LUA_LIBS="$(DEB_LIB)/liblua5.4.a -ldl" SQLITE_LIBS="$(DEB_LIB)/libsqlite3.a -lpthread -ldl" \
+	  $(BUNDLE)/mslab $(BUILD)/bundle/mslab-gpu-tests $(BUILD)/bundle/mslab-gpu-bench
+	cp $(BUILD)/bundle/mslab-gpu-tests $(BUILD)/bundle/mslab-gpu-bench $(BUNDLE)/
+	@echo "$(BUNDLE)/: mslab, mslab-gpu-tests, mslab-gpu-bench (carry it to the GPU machine; docs/cuda.md)"
 
 # Every TEST(name) in tests/*.c is registered; regenerated when a test file changes.
 tests/registry.h: $(TEST_SRC)
@@ -66,6 +121,6 @@ test: deps
 	./$(BUILD)/mslab-tests
 
 clean:
-	rm -rf build mslab tests/registry.h
+	rm -rf build mslab tests/registry.h $(BUNDLE)
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "../core/common.h"
+#include "../core/generate.h"
 #include "../core/plot.h"
 #include "../core/store.h"
 #include "../lua/host.h"
@@ -17,6 +18,9 @@ static void usage(FILE *out) {
             "  query \"SQL\" [--db FILE]                   read-only SQL, printed as a table\n"
             "  plot loss|ppl-vs-length [--db FILE] [--out DIR] [--where SQL]\n"
             "                                            draw a figure (PNG + SVG + .gp)\n"
+            "  generate --checkpoint F [--tokenizer T] [--prompt TEXT] [-n STEPS]\n"
+            "           [--temperature X] [--top-p P] [--seed S]\n"
+            "                                            sample text as llama2.c's run.c does\n"
             "  help                                      this text\n"
             "\n"
             "The database defaults to results.db in the current directory; plots go to plots/.\n"
@@ -80,12 +84,51 @@ static int print_runs(Store *s, const char *unused) {
 
 static int print_query(Store *s, const char *sql) { return store_print_query(s, sql, stdout); }
 
+// mslab generate: run.c's defaults (-n 256, temperature 1, top-p 0.9, seed from the time).
+static int generate_cmd(int argc, char **argv) {
+    GenerateOpts o = {.steps = 256, .temperature = 1.0f, .topp = 0.9f};
+    for (int i = 2; i < argc; i++) {
+        const char *s = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) {
+            fprintf(stderr, "mslab: %s needs a value (see mslab help)\n", s);
+            return 2;
+        }
+        char *end = NULL;
+        if (!strcmp(s, "--checkpoint")) o.checkpoint = v;
+        else if (!strcmp(s, "--tokenizer")) o.tokenizer = v;
+        else if (!strcmp(s, "--prompt")) o.prompt = v;
+        else if (!strcmp(s, "-n") || !strcmp(s, "--steps")) o.steps = (int)strtol(v, &end, 10);
+        else if (!strcmp(s, "--temperature")) o.temperature = strtof(v, &end);
+        else if (!strcmp(s, "--top-p")) o.topp = strtof(v, &end);
+        else if (!strcmp(s, "--seed")) o.seed = strtoull(v, &end, 10);
+        else {
+            fprintf(stderr, "mslab: generate: unknown option %s (see mslab help)\n", s);
+            return 2;
+        }
+        if (end && (end == v || *end)) {
+            fprintf(stderr, "mslab: generate: %s: \"%s\" is not a number\n", s, v);
+            return 2;
+        }
+        i++;
+    }
+    if (!o.checkpoint) {
+        fprintf(stderr, "mslab: usage: mslab generate --checkpoint F [--tokenizer T] [--prompt TEXT] ...\n");
+        return 2;
+    }
+    if (generate_main(&o)) {
+        fprintf(stderr, "mslab: %s\n", ms_error());
+        return 1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
     const char *cmd = argv[1];
+    if (!strcmp(cmd, "generate")) return generate_cmd(argc, argv); // its own options
     Args a;
     if (parse(argc, argv, 2, &a)) return 2;
     if (!strcmp(cmd, "run")) {

@@ -28,6 +28,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "tokenizer.h"
+
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "mslab's on-disk formats assume a little-endian host"
 #endif
@@ -59,52 +61,35 @@ static void tv_grow(TokVec *v, size_t extra) {
 }
 
 // ---- tokenizers -----------------------------------------------------------------------------------
-// A tokenizer encodes one document fed as consecutive chunks (a tokenizer whose tokens can span a
-// chunk boundary, such as BPE, keeps the unfinished tail in its state and emits it on finish).
-// `id` names the exact encoding (for BPE it should include a hash of the vocabulary file): it keys
-// the token cache and the corpus hash.
-typedef struct Tokenizer Tokenizer;
-struct Tokenizer {
-    const char *name;
-    char id[64];
-    int vocab;
-    void (*begin)(Tokenizer *tk);
-    void (*feed)(Tokenizer *tk, const unsigned char *p, size_t n, TokVec *out);
-    void (*finish)(Tokenizer *tk, TokVec *out);
-    void (*destroy)(Tokenizer *tk);
-    void *state;
-};
-
+// Documents stream through tokenizer.h's TokStream ("byte", or a llama2.c tokenizer.bin whose BPE
+// tokens can span a read chunk: the stream keeps the unfinished tail). A BPE document starts with
+// BOS, as llama2.c's training data does. The tokenizer's id (for BPE, a hash of the vocabulary
+// file) keys the token cache and the corpus hash.
 size_t byte_encode(const char *text, size_t n, int *out) {
     for (size_t i = 0; i < n; i++) out[i] = (unsigned char)text[i];
     return n;
 }
 
-static void byte_begin(Tokenizer *tk) { (void)tk; }
-static void byte_feed(Tokenizer *tk, const unsigned char *p, size_t n, TokVec *out) {
-    (void)tk;
-    tv_grow(out, n);
-    uint16_t *d = out->p + out->n;
-    for (size_t i = 0; i < n; i++) d[i] = p[i];
-    out->n += n;
-}
-static void byte_finish(Tokenizer *tk, TokVec *out) { (void)tk; (void)out; }
-static void byte_destroy(Tokenizer *tk) { (void)tk; }
-
-static int tokenizer_open(Tokenizer *tk, const char *name) {
-    memset(tk, 0, sizeof *tk);
+static int corpus_tokenizer(Tokenizer *tk, const char *name) {
     if (!name) name = "byte";
-    if (strcmp(name, "byte") == 0) {
-        tk->name = "byte";
-        snprintf(tk->id, sizeof tk->id, "byte");
-        tk->vocab = 256;
-        tk->begin = byte_begin;
-        tk->feed = byte_feed;
-        tk->finish = byte_finish;
-        tk->destroy = byte_destroy;
-        return 0;
+    size_t len = strlen(name);
+    if (strcmp(name, "byte") != 0 && (len < 5 || strcmp(name + len - 4, ".bin") != 0))
+        return ms_fail("corpus: unknown tokenizer '%s' (known: byte, or the path of a llama2.c "
+                       "tokenizer .bin)", name);
+    if (tokenizer_open(tk, name, 0) != 0) return -1;
+    if (tk->vocab > 65536) {
+        tokenizer_close(tk);
+        return ms_fail("corpus: tokenizer %s has %d pieces; corpora hold u16 ids (at most 65536)",
+                       name, tk->vocab);
     }
-    return ms_fail("corpus: unknown tokenizer '%s' (known: byte)", name);
+    return 0;
+}
+
+// Moves the ids the stream has ready into out.
+static void take_ids(TokStream *st, TokVec *out) {
+    tv_grow(out, st->n_ids);
+    for (size_t i = 0; i < st->n_ids; i++) out->p[out->n++] = (uint16_t)st->ids[i];
+    st->n_ids = 0;
 }
 
 // ---- UTF-8 validation, resumable across chunks ------------------------------------------------------
@@ -314,11 +299,11 @@ static int scan_doc(Doc *d, unsigned char *buf, size_t chunk) {
 }
 
 // Pass 2 on a cache miss: stream the document through the tokenizer, appending to out.
-static int tokenize_doc(const Doc *d, Tokenizer *tk, unsigned char *buf, size_t chunk, TokVec *out) {
+static int tokenize_doc(const Doc *d, TokStream *st, unsigned char *buf, size_t chunk, TokVec *out) {
     int fd = open(d->path, O_RDONLY);
     if (fd < 0) return ms_fail("corpus %s: cannot open: %s", d->path, strerror(errno));
     uint64_t h = MS_FNV_INIT, off = 0;
-    tk->begin(tk);
+    tok_stream_begin(st, st->t, 1);
     for (;;) {
         ssize_t r = read_full(fd, buf, chunk);
         if (r < 0) {
@@ -329,10 +314,12 @@ static int tokenize_doc(const Doc *d, Tokenizer *tk, unsigned char *buf, size_t 
         if (r == 0) break;
         h = ms_fnv1a(h, buf, (size_t)r);
         off += (uint64_t)r;
-        tk->feed(tk, buf, (size_t)r, out);
+        tok_stream_feed(st, (const char *)buf, (size_t)r);
+        take_ids(st, out);
     }
     close(fd);
-    tk->finish(tk, out);
+    tok_stream_finish(st);
+    take_ids(st, out);
     if (h != d->content_hash || off != d->bytes)
         return ms_fail("corpus %s: file changed while it was being read", d->path);
     return 0;
@@ -497,7 +484,9 @@ int corpus_open(Corpus *c, const CorpusSpec *spec) {
     if (!(spec->eval_frac > 0 && spec->eval_frac < 1))
         return ms_fail("corpus: eval_frac (%g) must be in (0, 1)", spec->eval_frac);
     Tokenizer tk;
-    if (tokenizer_open(&tk, spec->tokenizer) != 0) return -1;
+    if (corpus_tokenizer(&tk, spec->tokenizer) != 0) return -1;
+    TokStream st = {0};
+    tok_stream_begin(&st, &tk, 1);
     DocList docs = {0};
     TokVec tr = {0}, ev = {0};
     size_t chunk = corpus_chunk_bytes ? corpus_chunk_bytes : 1;
@@ -524,7 +513,7 @@ int corpus_open(Corpus *c, const CorpusSpec *spec) {
         TokVec *v = d->eval ? &ev : &tr;
         if (use_cache && cache_read(cdir, &tk, d, v) == 0) continue;
         size_t n0 = v->n;
-        if (tokenize_doc(d, &tk, buf, chunk, v) != 0) goto out;
+        if (tokenize_doc(d, &st, buf, chunk, v) != 0) goto out;
         if (use_cache) cache_write(cdir, &tk, d, v->p + n0, v->n - n0);
     }
 
@@ -573,7 +562,8 @@ out:
     free(ev.p);
     free(buf);
     docs_free(&docs);
-    tk.destroy(&tk);
+    tok_stream_free(&st);
+    tokenizer_close(&tk);
     return rc;
 }
 

@@ -1,4 +1,4 @@
-// data.h: corpora, the byte-level tokenizer, the on-disk token cache and training batches.
+// data.h: corpora, their tokenizer (core/tokenizer.h), the on-disk token cache and training batches.
 // A corpus is a list of UTF-8 .txt files (or directories of them, read recursively in sorted order);
 // each file is one document, and documents are ordered by path (all of them sorted together; a file
 // reached twice counts once). Files are streamed in chunks, never loaded whole into one string.
@@ -17,7 +17,8 @@
 typedef struct {
     const char *const *paths; // files or directories
     int n_paths;
-    const char *tokenizer;    // "byte" (vocab 256)
+    const char *tokenizer;    // "byte" (vocab 256), or the path of a llama2.c tokenizer.bin (vocab:
+                              // every record in the file; each document starts with BOS)
     double eval_frac;         // in (0, 1)
     const char *cache_dir;    // NULL: ".mslab-cache" (created if missing); "": no cache
     uint64_t split_seed;

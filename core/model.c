@@ -94,7 +94,35 @@ int model_create(Model *m, const ModelConfig *cfg, const Backend *be) {
     free(inv);
     m->pos_stride = 1.0;
     m->rope_mscale = 1.0f;
+    m->attn = ms_calloc((size_t)cfg->layers, sizeof(AttnLayer));
+    for (int l = 0; l < cfg->layers; l++) m->attn[l].cfg = attn_config_default(ATTN_DENSE);
     return 0;
+}
+
+int model_set_attention(Model *m, const AttnConfig *cfgs) {
+    for (int l = 0; l < m->cfg.layers; l++) {
+        AttnConfig c = cfgs ? cfgs[l] : attn_config_default(ATTN_DENSE);
+        char where[48];
+        snprintf(where, sizeof where, "attention.layers[%d]", l + 1);
+        if (attn_config_check(&c, where)) return -1;
+        if (c.kind != ATTN_DENSE && !(m->be->attention_select && m->be->sparse_attention_fwd &&
+                                      m->be->sparse_attention_bwd))
+            return ms_fail("%s.kind: \"%s\" is not available on the %s backend yet", where,
+                           attn_kind_names[c.kind], m->be->name);
+        m->attn[l].cfg = c;
+    }
+    return 0;
+}
+
+void model_set_eval(Model *m, int eval) { m->eval_mode = eval; }
+
+void model_attention_stats(const Model *m, AttnStats *st) {
+    memset(st, 0, sizeof *st);
+    for (int l = 0; l < m->cfg.layers; l++) {
+        AttnStats s;
+        attn_layer_stats(&m->attn[l], m->be, m->cfg.heads, m->cfg.dim / m->cfg.heads, &s);
+        st->pairs += s.pairs, st->causal_pairs += s.causal_pairs, st->select_dots += s.select_dots;
+    }
 }
 
 void model_init_weights(Model *m, uint64_t seed) {
@@ -126,6 +154,8 @@ void model_destroy(Model *m) {
     m->be->free(m->params.base);
     m->be->free(m->grads.base);
     m->be->free(m->inv_freq);
+    for (int l = 0; m->attn && l < m->cfg.layers; l++) attn_layer_free(&m->attn[l], m->be);
+    free(m->attn);
     free(m->pos_host);
     memset(m, 0, sizeof *m);
 }
@@ -236,7 +266,8 @@ float model_forward(Model *m, const int *tokens, const int *targets, int B, int 
         be->rope_fwd(qr, q, pos, m->inv_freq, N, H, hd, c->rope_style);
         be->rope_fwd(kr, k, pos, m->inv_freq, N, KVH, hd, c->rope_style);
         if (qscale != 1.0f) be->scale(qr, qscale, (size_t)N * C);
-        be->attention_fwd(att, lse, qr, kr, v, B, T, H, KVH, hd);
+        attn_layer_fwd(&m->attn[l], be, att, lse, q, k, qr, kr, v, B, T, H, KVH, hd, m->inv_freq,
+                       c->rope_style, m->eval_mode);
         be->matmul_fwd(a->tmp, att, p->t[P_WO] + (size_t)l * C * C, N, C, C);
         be->add(xmid, x, a->tmp, (size_t)N * C);
 
@@ -319,14 +350,22 @@ void model_backward(Model *m) {
         be->zero(a->dqr, (size_t)N * C);
         be->zero(a->dkr, (size_t)N * KVD);
         be->zero(a->dv, (size_t)N * KVD);
-        be->attention_bwd(a->dqr, a->dkr, a->dv, a->datt, att, lse, qr, kr, v, B, T, H, KVH, hd);
+        // raw: the attention placed positions itself, dqr/dkr are gradients of the un-rotated q/k
+        int raw = attn_layer_bwd(&m->attn[l], be, a->dqr, a->dkr, a->dv, a->datt, att, lse,
+                                 a->q + (size_t)l * N * C, a->k + (size_t)l * N * KVD, qr, kr, v,
+                                 H, KVH, hd);
         be->zero(a->dq, (size_t)N * C);
         be->zero(a->dk, (size_t)N * KVD);
         const float *pos = a->pos + (size_t)l * N;
         float qscale = m->rope_mscale * m->rope_mscale; // qr = qscale * rope(q): see the forward
-        if (qscale != 1.0f) be->scale(a->dqr, qscale, (size_t)N * C);
-        be->rope_bwd(a->dq, a->dqr, pos, m->inv_freq, N, H, hd, c->rope_style);
-        be->rope_bwd(a->dk, a->dkr, pos, m->inv_freq, N, KVH, hd, c->rope_style);
+        if (raw) {
+            be->add(a->dq, a->dq, a->dqr, (size_t)N * C);
+            be->add(a->dk, a->dk, a->dkr, (size_t)N * KVD);
+        } else {
+            if (qscale != 1.0f) be->scale(a->dqr, qscale, (size_t)N * C);
+            be->rope_bwd(a->dq, a->dqr, pos, m->inv_freq, N, H, hd, c->rope_style);
+            be->rope_bwd(a->dk, a->dkr, pos, m->inv_freq, N, KVH, hd, c->rope_style);
+        }
         be->zero(a->dln, (size_t)N * C);
         be->matmul_bwd(a->dln, g->t[P_WQ] + (size_t)l * C * C, a->dq, ln1,
                        p->t[P_WQ] + (size_t)l * C * C, N, C, C);

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "attention.h"
 #include "ops.h"
 
 typedef struct {
@@ -80,6 +81,8 @@ typedef struct {
     float *inv_freq;      // [head_dim / 2] backend
     float *pos_host;      // [L, B*T] positions of the next forward (room for L * capacity)
     int pos_override;     // pos_host was set by model_set_positions for the next forward
+    AttnLayer *attn;      // [L] each layer's attention (all dense unless model_set_attention)
+    int eval_mode;        // evaluating: layers whose attention has eval = "dense" run dense
     double pos_stride;    // default positions are t * pos_stride (1; PI at inference: 1/s)
     float rope_mscale;    // q and k scaled by this after RoPE, logits by its square (YaRN; 1)
     int B, T, n_targets;  // shape of the last forward, its non-ignored targets
@@ -117,6 +120,13 @@ float model_forward(Model *m, const int *tokens, const int *targets, int B, int 
 // Backward of the mean loss of the last forward; ACCUMULATES into m->grads (caller zeroes).
 void model_backward(Model *m);
 void model_zero_grad(Model *m);
+
+// Attention of each layer (cfgs[L], checked; NULL: all dense). Default after model_create: dense.
+int model_set_attention(Model *m, const AttnConfig *cfgs);
+// Evaluation mode (1) or training (0, the default): see AttnConfig.eval.
+void model_set_eval(Model *m, int eval);
+// Realised attention cost of the last forward, summed over layers.
+void model_attention_stats(const Model *m, AttnStats *st);
 
 // Host copy of the last forward's logits [B*T, V] / losses [B*T].
 void model_get_logits(const Model *m, float *host);

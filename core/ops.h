@@ -20,6 +20,24 @@ enum {
     ROPE_HALVES = 1,      // pairs (i, i + D/2): HF Llama "rotate_half"
 };
 
+// The index list of block-sparse attention. Query block c of a sequence is rows
+// [c*qblock, min(T, (c+1)*qblock)); key region r is keys [r*region, min(T, (r+1)*region)).
+// Each (batch b, query head h, block c) has `width` slots at idx[((b*H + h)*nblk + c)*width]:
+// region ids, the valid ones first and then -1, none twice. Row t sees key j of a listed region
+// iff j <= t and (window == 0 or j > t - window); every row must see its own key.
+// With kpos (positions inside the attention): slot s's region's first key sits at position
+// kpos[s] (its key j at kpos[s] + j - r*region), the block's first row at qpos[c] (same layout
+// without the slot axis), rotated with inv_freq [D/2] in rope_style.
+struct AttnConfig;
+typedef struct AttnIndex {
+    int qblock, nblk, region, width, window;
+    int *idx;  // [B, H, nblk, width] backend memory
+    int *kpos; // NULL or [B, H, nblk, width]
+    int *qpos; // NULL or [B, H, nblk]
+    const float *inv_freq;
+    int rope_style;
+} AttnIndex;
+
 typedef struct Backend {
     const char *name;
 
@@ -75,6 +93,25 @@ typedef struct Backend {
                           const float *lse, const float *q, const float *k, const float *v, int B,
                           int T, int H, int KVH, int D);
 
+    // ---- block-sparse causal attention over an index list (ms, moba, s2, window) ----
+    // Shapes and lse as attention_fwd/bwd; which keys each row sees comes from ix (AttnIndex
+    // above). K/V rows are read through the list, never gathered into a copy; the backward
+    // scatter-adds dK/dV in a fixed order (no floating-point atomics) and has no gradient through
+    // the list. With ix->kpos, q and k are un-rotated and the op applies RoPE at the list's
+    // positions (ms positions = "reindexed"); dq/dk are then gradients of the un-rotated q/k.
+    void (*sparse_attention_fwd)(float *out, float *lse, const float *q, const float *k,
+                                 const float *v, const struct AttnIndex *ix, int B, int T, int H,
+                                 int KVH, int D);
+    void (*sparse_attention_bwd)(float *dq, float *dk, float *dv, const float *dout,
+                                 const float *out, const float *lse, const float *q,
+                                 const float *k, const float *v, const struct AttnIndex *ix,
+                                 int B, int T, int H, int KVH, int D);
+    // The selection: fills ix->idx (and kpos/qpos) for cfg at length T from the q [B,T,H,D] and
+    // k [B,T,KVH,D] it selects on (pool, score, eligibility, top-S, merge; core/attention.h and
+    // docs/attention.md). ix's shape comes from attn_dims; the caller allocates its arrays.
+    void (*attention_select)(struct AttnIndex *ix, const struct AttnConfig *cfg, const float *q,
+                             const float *k, int B, int T, int H, int KVH, int D);
+
     // ---- SwiGLU: out = silu(gate) * up, silu(z) = z * sigmoid(z) ----
     void (*swiglu_fwd)(float *out, const float *gate, const float *up, size_t n);
     void (*swiglu_bwd)(float *dgate, float *dup, const float *dout, const float *gate,
@@ -92,6 +129,13 @@ typedef struct Backend {
     // wd may differ per tensor: the optimizer calls this once per parameter tensor.
     void (*adamw)(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1,
                   float b2, float eps, float wd, int t);
+
+    // ---- inference: new queries over a KV cache (no backward; core/model_decode.c) ----
+    // One sequence. q, out: [Tq, H, D], the rows of positions t0 .. t0+Tq-1; k, v: [t0+Tq, KVH, D],
+    // cache rows 0 .. t0+Tq-1 (the new rows included). Query i sees keys 0 .. t0+i; heads grouped
+    // and scaled as attention_fwd, whose rows it reproduces. NULL in a backend without it.
+    void (*attention_decode)(float *out, const float *q, const float *k, const float *v, int Tq,
+                             int t0, int H, int KVH, int D);
 } Backend;
 
 // The CPU reference backend (core/cpu/). Always available.

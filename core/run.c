@@ -14,8 +14,33 @@
 #include "common.h"
 #include "eval.h"
 #include "progress.h"
+#ifdef MSLAB_CUDA
+#include "../cuda/backend_cuda.h"
+#endif
 
 volatile int run_stop_requested;
+
+// The backend named by `device`: "cpu" always; "cuda" in a build with nvcc (MSLAB_CUDA) on a machine
+// with a usable GPU. NULL with the reason in ms_error() otherwise.
+static const Backend *run_backend(const char *device) {
+    if (!strcmp(device, "cpu")) return backend_cpu();
+#ifdef MSLAB_CUDA
+    if (!strcmp(device, "cuda")) {
+        const Backend *be = backend_cuda();
+        if (!be) {
+            char why[384];
+            snprintf(why, sizeof why, "%s", ms_error());
+            ms_fail("device \"cuda\": %s", why);
+        }
+        return be;
+    }
+    ms_fail("device \"%s\" is not available (available: \"cpu\", \"cuda\")", device);
+#else
+    ms_fail("device \"%s\" is not available in this build (available: \"cpu\"; \"cuda\" needs a "
+            "build with nvcc)", device);
+#endif
+    return NULL;
+}
 
 static void on_signal(int sig) {
     (void)sig;
@@ -37,6 +62,8 @@ void run_config_default(RunConfig *rc) {
     rc->seed = 1;
     rc->model = model_config_default();
     rc->optim = optim_config_default();
+    pos_config_default(&rc->pos);
+    rc->attention = attn_config_default(ATTN_DENSE);
     rc->seq = 128;
     rc->batch = 16;
     rc->log_every = 10;
@@ -49,6 +76,17 @@ void run_config_default(RunConfig *rc) {
 int run_config_check(const RunConfig *rc) {
     if (model_config_check(&rc->model)) return -1;
     if (optim_config_check(&rc->optim)) return -1;
+    if (pos_config_check(&rc->pos, &rc->model, rc->ppl_lengths, rc->n_ppl_lengths)) return -1;
+    if (attn_config_check(&rc->attention, "attention")) return -1;
+    for (int i = 0; i < rc->n_attn_layers; i++) {
+        char where[48];
+        int l = rc->attn_layers[i].layer;
+        snprintf(where, sizeof where, "attention.layers[%d]", l + 1);
+        if (l < 0 || l >= rc->model.layers)
+            return ms_fail("%s: the model has %d layers (1 .. %d)", where, rc->model.layers,
+                           rc->model.layers);
+        if (attn_config_check(&rc->attn_layers[i].cfg, where)) return -1;
+    }
     if (rc->seq <= 0) return ms_fail("train.seq (%d) must be positive", rc->seq);
     if (rc->batch <= 0) return ms_fail("train.batch (%d) must be positive", rc->batch);
     if (rc->log_every <= 0) return ms_fail("train.log_every (%d) must be positive", rc->log_every);
@@ -60,9 +98,15 @@ int run_config_check(const RunConfig *rc) {
     for (int i = 0; i < rc->n_ppl_lengths; i++)
         if (rc->ppl_lengths[i] <= 0)
             return ms_fail("eval.ppl.lengths[%d] (%d) must be positive", i + 1, rc->ppl_lengths[i]);
-    if (strcmp(rc->device, "cpu") != 0)
-        return ms_fail("device \"%s\" is not available in this build (available: \"cpu\")",
-                       rc->device);
+    const Backend *be = run_backend(rc->device);
+    if (!be) return -1;
+    for (int l = 0; l < rc->model.layers; l++) { // a backend leaves an op it lacks NULL (cuda/)
+        AttnConfig ac = run_layer_attention(rc, l);
+        if (ac.kind != ATTN_DENSE &&
+            !(be->sparse_attention_fwd && be->sparse_attention_bwd && be->attention_select))
+            return ms_fail("attention.kind \"%s\" has no kernels on device \"%s\" yet",
+                           attn_kind_names[ac.kind], rc->device);
+    }
     return 0;
 }
 
@@ -104,6 +148,28 @@ static int save_checkpoint(const RunConfig *rc, Store *store, int64_t run_id, Mo
     return rc_;
 }
 
+AttnConfig run_layer_attention(const RunConfig *rc, int l) {
+    for (int i = 0; i < rc->n_attn_layers; i++)
+        if (rc->attn_layers[i].layer == l) return rc->attn_layers[i].cfg;
+    return rc->attention;
+}
+
+static void emit_param(void *ctx, const char *key, const char *value) {
+    void **c = ctx;
+    store_param(c[0], *(int64_t *)c[1], key, value);
+}
+
+// attention.* and attention.layers[i].* (1-based i, as in the script) as params.
+static void store_attention_params(Store *s, int64_t id, const RunConfig *rc) {
+    void *ctx[2] = {s, &id};
+    attn_config_emit(&rc->attention, "attention", emit_param, ctx);
+    for (int i = 0; i < rc->n_attn_layers; i++) {
+        char prefix[48];
+        snprintf(prefix, sizeof prefix, "attention.layers[%d]", rc->attn_layers[i].layer + 1);
+        attn_config_emit(&rc->attn_layers[i].cfg, prefix, emit_param, ctx);
+    }
+}
+
 // Records the run's params (flattened config) so WHERE clauses can select on them.
 static void store_params(Store *s, int64_t id, const RunConfig *rc) {
     char v[64];
@@ -117,9 +183,14 @@ static void store_params(Store *s, int64_t id, const RunConfig *rc) {
     P_INT("model.vocab", rc->model.vocab);
     P_INT("model.tied", rc->model.tied);
     store_param(s, id, "model.rope_style", rc->model.rope_style == ROPE_HALVES ? "halves" : "interleaved");
-    store_param(s, id, "positions.kind", "rope");
-    P_NUM("positions.base", rc->model.rope_base);
-    store_param(s, id, "attention.kind", "dense");
+    PosItem pos[24];
+    char key[64];
+    int npos = pos_config_items(&rc->pos, &rc->model, 0, pos, 24);
+    for (int i = 0; i < npos; i++) {
+        snprintf(key, sizeof key, "positions.%s", pos[i].key);
+        store_param(s, id, key, pos[i].value);
+    }
+    store_attention_params(s, id, rc);
     P_INT("train.seq", rc->seq);
     P_INT("train.batch", rc->batch);
     P_INT("train.steps", rc->optim.steps);
@@ -130,6 +201,47 @@ static void store_params(Store *s, int64_t id, const RunConfig *rc) {
     P_INT("params", (int)model_num_params(&rc->model));
 #undef P_INT
 #undef P_NUM
+}
+
+// Position values as metrics pos.*: at log steps, and at any step where a scheduled one changed
+// (so a doubling shows at the step it happened). prev holds the last step's values.
+static void log_positions(Store *s, int64_t id, int step, const RunConfig *rc, const PosState *ps,
+                          double *prev, int force, double wall) {
+    const char *names[8];
+    double vals[8];
+    int nsched, n = pos_state_items(&rc->pos, ps, 0, names, vals, &nsched);
+    int changed = step == 0 || memcmp(vals, prev, sizeof(double) * nsched) != 0;
+    memcpy(prev, vals, sizeof(double) * nsched);
+    if (force || changed)
+        for (int i = 0; i < n; i++) store_metric(s, id, step + 1, names[i], vals[i], wall);
+}
+
+// The inference values of one eval length, as params positions.infer.<L>.<name>.
+static void store_infer_params(Store *s, int64_t id, const RunConfig *rc, int L, const PosState *ps) {
+    const char *names[8];
+    double vals[8];
+    char key[96], v[64];
+    int n = pos_state_items(&rc->pos, ps, 1, names, vals, NULL);
+    for (int i = 0; i < n; i++) {
+        snprintf(key, sizeof key, "positions.infer.%d.%s", L, names[i] + 4); // drop "pos."
+        snprintf(v, sizeof v, "%.9g", vals[i]);
+        store_param(s, id, key, v);
+    }
+}
+
+// Realised attention cost of the training forward just run (the lists do not depend on the data,
+// only on the length): fraction of the causal query-key pairs computed, and forward FLOPs per
+// token over all layers (4 d per pair for q.k and p.v, 2 d per selection score).
+static void store_attention_cost(Store *s, int64_t id, const Model *m, int T, RunResult *res,
+                                 double wall) {
+    AttnStats st;
+    model_attention_stats(m, &st);
+    double hd = (double)m->cfg.dim / m->cfg.heads;
+    res->attn_sparsity = st.pairs / st.causal_pairs;
+    res->attn_flops_per_token = (4 * hd * st.pairs + 2 * hd * st.select_dots) / T;
+    store_metric(s, id, 1, "attn.sparsity", res->attn_sparsity, wall);
+    store_metric(s, id, 1, "attn.flops_per_token", res->attn_flops_per_token, wall);
+    store_metric(s, id, 1, "attn.dense_flops_per_token", 4 * hd * st.causal_pairs / T, wall);
 }
 
 static void fail(RunResult *res, const char *status, const char *msg) {
@@ -178,11 +290,19 @@ int run_execute(const RunConfig *rc, const Corpus *corpus, Store *store, RunResu
         fail(res, "failed", msg);
         goto finish;
     }
-    if (model_create(&model, &rc->model, backend_cpu())) {
+    if (model_create(&model, &rc->model, run_backend(rc->device))) {
         fail(res, "failed", ms_error());
         goto finish;
     }
     have_model = 1;
+    AttnConfig *attn = ms_malloc(sizeof(AttnConfig) * rc->model.layers);
+    for (int l = 0; l < rc->model.layers; l++) attn[l] = run_layer_attention(rc, l);
+    int attn_rc = model_set_attention(&model, attn);
+    free(attn);
+    if (attn_rc) {
+        fail(res, "failed", ms_error());
+        goto finish;
+    }
     model_init_weights(&model, rc->seed);
     optim_create(&opt, &rc->optim, &model);
     have_opt = 1;
@@ -194,12 +314,17 @@ int run_execute(const RunConfig *rc, const Corpus *corpus, Store *store, RunResu
     targets = ms_malloc(sizeof(int) * (size_t)B * T);
     Progress prog;
     progress_begin(&prog, rc->name, steps, (double)B * T);
-    double t_train = ms_now(), t_first = 0;
+    double t_train = ms_now(), t_first = 0, pos_prev[8] = {0};
+    PosState ps;
     int step;
     for (step = 0; step < steps; step++) {
         if (run_stop_requested) break;
         corpus_batch(corpus, &rng, B, T, inputs, targets);
         model_zero_grad(&model);
+        if (pos_apply_train(&model, &rc->pos, step, rc->seed, B, T, &ps)) {
+            fail(res, "failed", ms_error());
+            break;
+        }
         float loss = model_forward(&model, inputs, targets, B, T);
         if (!isfinite(loss)) {
             char msg[128];
@@ -209,11 +334,14 @@ int run_execute(const RunConfig *rc, const Corpus *corpus, Store *store, RunResu
         }
         model_backward(&model);
         float norm = optim_step(&opt, &model, step);
+        if (step == 0) store_attention_cost(store, res->run_id, &model, T, res, ms_now() - t_start);
         if (step == 0) t_first = ms_now();
         res->steps_done = step + 1;
         res->train_loss = loss;
         int last = step + 1 == steps;
-        if ((step + 1) % rc->log_every == 0 || last || step == 0) {
+        int log_now = (step + 1) % rc->log_every == 0 || last || step == 0;
+        log_positions(store, res->run_id, step, rc, &ps, pos_prev, log_now, ms_now() - t_start);
+        if (log_now) {
             double now = ms_now(), wall = now - t_start;
             // throughput excludes step 0 (first-touch allocation and warm-up)
             double tps = step > 0 ? (double)B * T * step / (now - t_first) : 0;
@@ -226,7 +354,13 @@ int run_execute(const RunConfig *rc, const Corpus *corpus, Store *store, RunResu
             progress_update(&prog, step + 1, loss, tps);
         }
         if (rc->eval_every > 0 && (step + 1) % rc->eval_every == 0 && !last) {
+            if (pos_apply_infer(&model, &rc->pos, step, T, &ps)) {
+                fail(res, "failed", ms_error());
+                break;
+            }
+            model_set_eval(&model, 1); // attention eval = "dense" layers evaluate dense
             double el = eval_loss(&model, corpus->eval, corpus->n_eval, B, T, rc->eval_batches, rc->seed);
+            model_set_eval(&model, 0);
             store_metric(store, res->run_id, step + 1, "eval.loss", el, ms_now() - t_start);
         }
         if (rc->checkpoint_every > 0 && (step + 1) % rc->checkpoint_every == 0 && !last)
@@ -243,11 +377,21 @@ int run_execute(const RunConfig *rc, const Corpus *corpus, Store *store, RunResu
         goto finish;
     }
 
+    if (pos_apply_infer(&model, &rc->pos, res->steps_done - 1, T, &ps)) {
+        fail(res, "failed", ms_error());
+        goto finish;
+    }
+    model_set_eval(&model, 1);
     res->eval_loss = eval_loss(&model, corpus->eval, corpus->n_eval, B, T, rc->eval_batches, rc->seed);
     store_metric(store, res->run_id, steps, "eval.loss", res->eval_loss, ms_now() - t_start);
     for (int i = 0; i < rc->n_ppl_lengths; i++) {
         PplResult pr;
         int L = rc->ppl_lengths[i];
+        if (pos_apply_infer(&model, &rc->pos, res->steps_done - 1, L, &ps)) {
+            fail(res, "failed", ms_error());
+            goto finish;
+        }
+        store_infer_params(store, res->run_id, rc, L, &ps);
         if (eval_ppl_windows(&model, corpus->eval, corpus->n_eval, L, rc->ppl_max_tokens,
                              (int64_t)B * T, &pr)) {
             fail(res, "failed", ms_error());
@@ -320,8 +464,26 @@ char *run_config_json(const RunConfig *rc) {
              "\"vocab\":%d,\"tied\":%s,\"norm_eps\":%.9g,\"rope_style\":\"%s\"},",
              m->dim, m->layers, m->heads, m->kv_heads, m->ffn, m->vocab, m->tied ? "true" : "false",
              m->norm_eps, m->rope_style == ROPE_HALVES ? "halves" : "interleaved");
-    json_str(&b, &len, &cap, "\"positions\":{\"kind\":\"rope\",\"base\":%.9g},", m->rope_base);
-    json_str(&b, &len, &cap, "\"attention\":{\"kind\":\"dense\"},");
+    PosItem pos[24];
+    int npos = pos_config_items(&rc->pos, m, 1, pos, 24);
+    json_str(&b, &len, &cap, "\"positions\":{");
+    for (int i = 0; i < npos; i++)
+        json_str(&b, &len, &cap, "%s\"%s\":%s", i ? "," : "", pos[i].key, pos[i].value);
+    json_str(&b, &len, &cap, "},");
+    char *att = attn_config_json(&rc->attention);
+    att[strlen(att) - 1] = 0; // reopen the object for the per-layer configs
+    json_str(&b, &len, &cap, "\"attention\":%s", att);
+    free(att);
+    if (rc->n_attn_layers) {
+        json_str(&b, &len, &cap, ",\"layers\":{");
+        for (int i = 0; i < rc->n_attn_layers; i++) {
+            char *lj = attn_config_json(&rc->attn_layers[i].cfg);
+            json_str(&b, &len, &cap, "%s\"%d\":%s", i ? "," : "", rc->attn_layers[i].layer + 1, lj);
+            free(lj);
+        }
+        json_str(&b, &len, &cap, "}");
+    }
+    json_str(&b, &len, &cap, "},");
     json_str(&b, &len, &cap,
              "\"train\":{\"seq\":%d,\"batch\":%d,\"steps\":%d,\"lr\":%.9g,\"lr_min\":%.9g,"
              "\"warmup\":%d,\"weight_decay\":%.9g,\"beta1\":%.9g,\"beta2\":%.9g,\"eps\":%.9g,"

@@ -8,9 +8,16 @@
 #include "data.h"
 #include "model.h"
 #include "optim.h"
+#include "posenc.h"
 #include "store.h"
 
 #define RUN_MAX_LENGTHS 32
+#define RUN_MAX_ATTN_LAYERS 64 // per-layer attention overrides
+
+typedef struct {
+    int layer;                  // 0-based
+    AttnConfig cfg;
+} AttnLayerConfig;
 
 typedef struct {
     const char *name;
@@ -19,6 +26,10 @@ typedef struct {
     uint64_t seed;
     ModelConfig model;
     OptimConfig optim;
+    PosConfig pos;              // positions.* (the base theta is model.rope_base)
+    AttnConfig attention;       // attention.*: every layer's, unless overridden below
+    AttnLayerConfig attn_layers[RUN_MAX_ATTN_LAYERS]; // attention.layers[i] (one per layer)
+    int n_attn_layers;
     int seq, batch;             // training windows: batch x seq tokens per step
     int log_every;              // metrics + progress every k steps
     int eval_every;             // held-out loss every k steps (0: only at the end)
@@ -47,6 +58,8 @@ typedef struct {
     int n_ppl;
     int ppl_lengths[RUN_MAX_LENGTHS];
     double ppl[RUN_MAX_LENGTHS];
+    double attn_sparsity;       // fraction of the causal query-key pairs computed (training)
+    double attn_flops_per_token; // attention forward FLOPs per token, all layers (training)
 } RunResult;
 
 void run_config_default(RunConfig *rc);
@@ -55,6 +68,9 @@ int run_config_check(const RunConfig *rc);
 // Runs to the end. Returns 0 when the run finished (done), -1 otherwise; res tells which and why.
 // A store failure before the run row exists returns -1 with ms_error().
 int run_execute(const RunConfig *rc, const Corpus *corpus, Store *store, RunResult *res);
+
+// The attention config of layer l (0-based): its override, else the run-wide one.
+AttnConfig run_layer_attention(const RunConfig *rc, int l);
 
 // Canonical JSON of the config (malloc'd; fixed key order and number format) and its hash.
 char *run_config_json(const RunConfig *rc);

@@ -12,6 +12,8 @@
 #include "../core/run.h"
 #include "../core/store.h"
 #include "lconfig.h"
+#include "ltensor.h"
+#include "lpos.h"
 
 // Registry keys for the host's state.
 static const char *const STORE_KEY = "mslab.store";
@@ -114,6 +116,7 @@ static int l_run(lua_State *L) {
 
     RunResult *res = ms_calloc(1, sizeof *res);
     int status = run_execute(&rc, corpus, host_store(L), res);
+    lpos_release(L, &rc.pos); // the run's schedule functions
     free(json);
     if (status && res->run_id == 0) { // the store itself failed: nothing was recorded
         free(res);
@@ -130,6 +133,8 @@ static int l_run(lua_State *L) {
     if (res->ok) lua_pushnumber(L, res->eval_loss), lua_setfield(L, -2, "eval_loss");
     lua_pushnumber(L, res->tokens_per_s), lua_setfield(L, -2, "tokens_per_s");
     lua_pushnumber(L, res->wall_s), lua_setfield(L, -2, "wall_s");
+    lua_pushnumber(L, res->attn_sparsity), lua_setfield(L, -2, "attn_sparsity");
+    lua_pushnumber(L, res->attn_flops_per_token), lua_setfield(L, -2, "attn_flops_per_token");
     lua_createtable(L, 0, res->n_ppl);
     for (int i = 0; i < res->n_ppl; i++) {
         lua_pushnumber(L, res->ppl[i]);
@@ -149,6 +154,7 @@ static const luaL_Reg mslab_funcs[] = {
 
 static int open_mslab(lua_State *L) {
     luaL_newlib(L, mslab_funcs);
+    ltensor_open(L); // mslab.tensor, mslab.attention (lua/ltensor.c)
     lua_pushstring(L, "0.1"), lua_setfield(L, -2, "version");
     return 1;
 }

@@ -10,6 +10,8 @@
 #include <string.h>
 
 #include "../core/common.h"
+#include "lattention.h"
+#include "lpos.h"
 
 // ---- error location ---------------------------------------------------------------------------
 
@@ -226,16 +228,15 @@ static int sub_table(lua_State *L, int idx, const char *key) {
 #define NFIELDS(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 static const char *const rope_styles[] = {"interleaved", "halves", NULL};
-static const char *const position_kinds[] = {"rope", NULL};
-static const char *const attention_kinds[] = {"dense", NULL};
-static const char *const devices[] = {"cpu", NULL};
+// "cuda" is always a known name; run_config_check says whether this build and machine have it
+static const char *const devices[] = {"cpu", "cuda", NULL};
 static const char *const ppl_protocols[] = {"windows", NULL};
 
 void lconfig_read_run(lua_State *L, int idx, RunConfig *rc, const Corpus **corpus) {
     idx = lua_absindex(L, idx);
     run_config_default(rc);
     luaL_checktype(L, idx, LUA_TTABLE);
-    int tied_dummy = 0, device = 0, pos_kind = 0, att_kind = 0, protocol = 0;
+    int tied_dummy = 0, device = 0, protocol = 0;
     (void)tied_dummy;
     Field root[] = {
         {"name", F_STR, &rc->name},       {"data", F_TABLE, NULL},  {"seed", F_U64, &rc->seed},
@@ -286,14 +287,12 @@ void lconfig_read_run(lua_State *L, int idx, RunConfig *rc, const Corpus **corpu
     }
     rc->model.rope_style = rope_style;
     if ((t = sub_table(L, idx, "positions"))) {
-        Field f[] = {{"kind", F_CHOICE, &pos_kind, position_kinds},
-                     {"base", F_FLOAT, &rc->model.rope_base}};
-        read_table(L, t, "positions", f, NFIELDS(f));
+        lpos_read(L, t, &rc->pos, &rc->model.rope_base); // lua/lpos.c
         lua_pop(L, 1);
     }
-    if ((t = sub_table(L, idx, "attention"))) {
-        Field f[] = {{"kind", F_CHOICE, &att_kind, attention_kinds}};
-        read_table(L, t, "attention", f, NFIELDS(f));
+    if ((t = sub_table(L, idx, "attention"))) { // lua/lattention.c
+        lattn_read(L, t, "attention", &rc->attention, NULL, rc->attn_layers, &rc->n_attn_layers,
+                   RUN_MAX_ATTN_LAYERS, NULL);
         lua_pop(L, 1);
     }
     if ((t = sub_table(L, idx, "train"))) {
@@ -353,18 +352,19 @@ void lconfig_read_corpus(lua_State *L, int idx, CorpusSpec *spec, const char ***
     spec->eval_frac = 0.1;
     spec->cache_dir = ".mslab-cache";
     float eval_frac = 0.1f;
-    int tok = 0;
-    static const char *const tokenizers[] = {"byte", NULL};
     Field f[] = {
         {"path", F_STR, &path},
         {"paths", F_TABLE, NULL},
-        {"tokenizer", F_CHOICE, &tok, tokenizers},
+        {"tokenizer", F_STR, &spec->tokenizer}, // kept alive by the argument table
         {"eval", F_FLOAT, &eval_frac},
         {"cache", F_STR, &spec->cache_dir},
         {"seed", F_U64, &spec->split_seed},
     };
     read_table(L, idx, "corpus", f, NFIELDS(f));
-    spec->tokenizer = tokenizers[tok];
+    size_t tl = strlen(spec->tokenizer);
+    if (strcmp(spec->tokenizer, "byte") != 0 && (tl < 5 || strcmp(spec->tokenizer + tl - 4, ".bin") != 0))
+        lconfig_error(L, "tokenizer", "corpus.tokenizer (\"%s\") must be \"byte\" or the path of a "
+                      "llama2.c tokenizer .bin", spec->tokenizer);
     spec->eval_frac = eval_frac;
     if (!(eval_frac > 0 && eval_frac < 1))
         lconfig_error(L, "eval", "corpus.eval (%g) must be in (0, 1)", eval_frac);

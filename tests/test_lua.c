@@ -120,7 +120,8 @@ TEST(lua_errors_name_file_line_and_key) {
     CHECK_STR(script_error("ms.run { data = c,\n  train = { steps = 'many' } }\n"),
               "bad.lua:4: train.steps: expected an integer, got string");
     CHECK_STR(script_error("ms.run { data = c, positions = { kind = 'alibi' } }\n"),
-              "bad.lua:3: positions.kind: \"alibi\" is not one of \"rope\"");
+              "bad.lua:3: positions.kind: \"alibi\" is not one of \"none\", \"rope\", \"pi\", "
+              "\"ntk\", \"dynamic-ntk\", \"yarn\", \"crd-ntk\"");
     CHECK_STR(script_error("ms.run { data = 'books' }\n"),
               "bad.lua:3: data: expected a corpus from mslab.corpus{...}, got string");
     CHECK_STR(script_error("local x = nil\nprint(x.y)\n"),

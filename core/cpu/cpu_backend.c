@@ -106,11 +106,15 @@ static const Backend cpu_backend = {
     .rope_bwd = cpu_rope_bwd,
     .attention_fwd = cpu_attention_fwd,
     .attention_bwd = cpu_attention_bwd,
+    .sparse_attention_fwd = cpu_sparse_attention_fwd,
+    .sparse_attention_bwd = cpu_sparse_attention_bwd,
+    .attention_select = cpu_attention_select,
     .swiglu_fwd = cpu_swiglu_fwd,
     .swiglu_bwd = cpu_swiglu_bwd,
     .crossentropy_fwd = cpu_crossentropy_fwd,
     .crossentropy_bwd = cpu_crossentropy_bwd,
     .adamw = cpu_adamw,
+    .attention_decode = cpu_attention_decode,
 };
 
 const Backend *backend_cpu(void) { return &cpu_backend; }

@@ -10,6 +10,8 @@
 
 #include <stddef.h>
 
+#include "../ops.h"
+
 #if defined(__AVX512F__)
 #define CPU_VL 16
 #elif defined(__AVX__)
@@ -121,5 +123,20 @@ void cpu_attention_fwd(float *out, float *lse, const float *q, const float *k, c
 void cpu_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out,
                        const float *lse, const float *q, const float *k, const float *v, int B,
                        int T, int H, int KVH, int D);
+
+// block-sparse attention over an index list and the selection that builds the list
+void cpu_sparse_attention_fwd(float *out, float *lse, const float *q, const float *k,
+                              const float *v, const AttnIndex *ix, int B, int T, int H, int KVH,
+                              int D);
+void cpu_sparse_attention_bwd(float *dq, float *dk, float *dv, const float *dout,
+                              const float *out, const float *lse, const float *q, const float *k,
+                              const float *v, const AttnIndex *ix, int B, int T, int H, int KVH,
+                              int D);
+void cpu_attention_select(AttnIndex *ix, const struct AttnConfig *cfg, const float *q,
+                          const float *k, int B, int T, int H, int KVH, int D);
+
+// new queries over a KV cache (cpu_decode.c)
+void cpu_attention_decode(float *out, const float *q, const float *k, const float *v, int Tq, int t0,
+                          int H, int KVH, int D);
 
 #endif

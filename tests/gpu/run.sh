@@ -1,0 +1,54 @@
+#!/bin/sh
+# tests/gpu/run.sh: everything the GPU machine should run for the CUDA backend, in one command.
+#   sh tests/gpu/run.sh [BIN_DIR] [OUT_DIR]
+# BIN_DIR holds mslab-gpu-tests (and mslab) built by `make gpu-bundle` (default gpu-bundle/);
+# OUT_DIR receives parity.txt, smoke.txt, bench.txt and sanitizer logs (default /tmp/mslab-gpu).
+# SANITIZE=0 skips compute-sanitizer (memcheck + racecheck of --quick: about 3 minutes), BENCH=0
+# the benchmark.
+# When cuBLAS / cudart 13 are not on the loader path but PyTorch's pip packages carry them, their
+# folders are added to LD_LIBRARY_PATH.
+BIN=${1:-gpu-bundle}
+OUT=${2:-/tmp/mslab-gpu}
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -2
+
+if ldd "$BIN/mslab-gpu-tests" | grep -q "not found"; then
+    extra=$(python3 - <<'PY' 2>/dev/null
+import glob, os, site
+dirs = set()
+for sp in site.getsitepackages():
+    for lib in glob.glob(os.path.join(sp, "nvidia", "*", "lib", "lib*.so.13")):
+        dirs.add(os.path.dirname(lib))
+print(":".join(sorted(dirs)))
+PY
+)
+    [ -n "$extra" ] && export LD_LIBRARY_PATH="$extra${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    echo "libraries from PyTorch's packages: $extra"
+fi
+ldd "$BIN/mslab-gpu-tests" | grep -E "not found|cublas|cudart"
+
+echo "== parity (CUDA vs CPU) =="
+"$BIN/mslab-gpu-tests" 2>&1 | tee "$OUT/parity.txt"
+status=$?
+
+if [ -x "$BIN/mslab" ] && [ -f data/kjv.txt ]; then
+    echo "== smoke: tests/gpu/smoke.lua (quickstart model, cuda then cpu) =="
+    rm -f "$OUT/smoke.db"
+    "$BIN/mslab" run tests/gpu/smoke.lua --db "$OUT/smoke.db" 2>&1 | grep -v "step .*eta" | tee "$OUT/smoke.txt"
+fi
+
+if [ -x "$BIN/mslab-gpu-bench" ] && [ "${BENCH:-1}" != 0 ]; then
+    echo "== benchmark =="
+    "$BIN/mslab-gpu-bench" 2>&1 | tee "$OUT/bench.txt"
+fi
+
+if command -v compute-sanitizer >/dev/null && [ "${SANITIZE:-1}" != 0 ]; then
+    for tool in memcheck racecheck; do
+        echo "== compute-sanitizer --tool $tool (quick shapes) =="
+        compute-sanitizer --tool $tool --error-exitcode 9 "$BIN/mslab-gpu-tests" --quick \
+            > "$OUT/sanitizer-$tool.txt" 2>&1
+        echo "exit $? ($OUT/sanitizer-$tool.txt)"
+        grep -E "ERROR SUMMARY|RACECHECK SUMMARY|passed,|Error" "$OUT/sanitizer-$tool.txt" | tail -4
+    done
+fi
+exit $status
