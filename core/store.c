@@ -80,6 +80,20 @@ static const char *const migrations[] = {
     "  SELECT e.run_id, r.name, e.length, e.value, e.protocol, e.n\n"
     "  FROM evals e JOIN runs r ON r.id = e.run_id\n"
     "  WHERE e.task = 'ppl';\n",
+    // 1 -> 2: passkey retrieval trials (one row per trial), and run provenance beyond git/host.
+    "CREATE TABLE passkey_trials(\n"
+    "  run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,\n"
+    "  length INTEGER NOT NULL,\n"
+    "  depth REAL NOT NULL,\n"
+    "  seed INTEGER NOT NULL,\n"
+    "  passkey INTEGER NOT NULL,\n"
+    "  answer TEXT,\n"
+    "  correct INTEGER NOT NULL\n"
+    ");\n"
+    "CREATE INDEX passkey_trials_run ON passkey_trials(run_id, length, depth);\n"
+    "ALTER TABLE runs ADD COLUMN script_hash TEXT;\n"
+    "ALTER TABLE runs ADD COLUMN provenance_json TEXT;\n"
+    "ALTER TABLE runs ADD COLUMN peak_rss_mb REAL;\n",
 };
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 _Static_assert(sizeof migrations / sizeof migrations[0] == STORE_SCHEMA_VERSION,
@@ -90,7 +104,7 @@ struct Store {
     char *path;
     int readonly;
     // cached statements for the writes that happen during training
-    sqlite3_stmt *st_metric, *st_eval, *st_param, *st_heartbeat, *st_artifact;
+    sqlite3_stmt *st_metric, *st_eval, *st_param, *st_heartbeat, *st_artifact, *st_passkey;
 };
 
 static int db_fail(const Store *s) { return ms_fail("%s: %s", s->path, sqlite3_errmsg(s->db)); }
@@ -238,6 +252,7 @@ void store_close(Store *s) {
     if (!s) return;
     sqlite3_finalize(s->st_metric);
     sqlite3_finalize(s->st_eval);
+    sqlite3_finalize(s->st_passkey);
     sqlite3_finalize(s->st_param);
     sqlite3_finalize(s->st_heartbeat);
     sqlite3_finalize(s->st_artifact);
@@ -374,6 +389,23 @@ int store_eval(Store *s, int64_t run_id, const char *task, int64_t length, doubl
     sqlite3_bind_double(st, 4, value);
     bind_text(st, 5, protocol);
     sqlite3_bind_int64(st, 6, n);
+    return step_write(s, st);
+}
+
+int store_passkey_trial(Store *s, int64_t run_id, int64_t length, double depth, int64_t seed,
+                        int64_t passkey, const char *answer, int correct) {
+    if (writable(s)) return -1;
+    sqlite3_stmt *st = cached(s, &s->st_passkey,
+                              "INSERT INTO passkey_trials(run_id, length, depth, seed, passkey,"
+                              " answer, correct) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, run_id);
+    sqlite3_bind_int64(st, 2, length);
+    sqlite3_bind_double(st, 3, depth);
+    sqlite3_bind_int64(st, 4, seed);
+    sqlite3_bind_int64(st, 5, passkey);
+    bind_text(st, 6, answer);
+    sqlite3_bind_int(st, 7, correct != 0);
     return step_write(s, st);
 }
 

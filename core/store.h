@@ -1,10 +1,12 @@
 // store.h: results.db, the SQLite results store. Schema (versioned through PRAGMA user_version):
 //   runs(id, uid, name, script, config_json, config_hash, status, error, git_rev, git_dirty,
-//        host, device, started_at, finished_at, heartbeat_at)
+//        host, device, started_at, finished_at, heartbeat_at,
+//        script_hash, provenance_json, peak_rss_mb)                      (the last three: v2)
 //   params(run_id, key, value)                       flattened config, for WHERE clauses
 //   metrics(run_id, step, name, value, wall_s)       training curves
 //   evals(run_id, task, length, value, protocol, n)  ppl vs length, ...
 //   artifacts(run_id, kind, path)                    checkpoints, plots
+//   passkey_trials(run_id, length, depth, seed, passkey, answer, correct)       (v2)
 // Views: last_metrics(run_id, name, step, value) (the last value of each metric of each run) and
 // ppl(run_id, run_name, length, value, protocol, n) (evals with task 'ppl', with the run's name).
 // runs.uid: 32 random hex digits; times are unix seconds (REAL). params keeps one value per
@@ -18,7 +20,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 
 typedef struct Store Store;
 
@@ -48,6 +50,9 @@ int store_metric(Store *s, int64_t run_id, int64_t step, const char *name, doubl
 int store_eval(Store *s, int64_t run_id, const char *task, int64_t length, double value,
                const char *protocol, int64_t n);
 int store_artifact(Store *s, int64_t run_id, const char *kind, const char *path);
+// One passkey retrieval trial (schema 2): depth in [0, 1], answer = the generated text.
+int store_passkey_trial(Store *s, int64_t run_id, int64_t length, double depth, int64_t seed,
+                        int64_t passkey, const char *answer, int correct);
 
 // Generic read: calls row(ncols, names, values, ctx) for each result row (values may be NULL for
 // SQL NULL). A non-zero return from row stops the query. Refuses non-read-only statements.

@@ -82,7 +82,7 @@ TEST(store_schema_version_and_objects) {
     Store *s;
     CHECK(store_open(&s, path, 0) == 0);
     if (!s) return;
-    CHECK_STR(q(s, "PRAGMA user_version"), "1\n");
+    CHECK_STR(q(s, "PRAGMA user_version"), "2\n");
     // journal mode (a setting of the file): ask a plain connection, store_select refuses
     // PRAGMA journal_mode since it could change the mode
     CHECK(strstr(q(s, "PRAGMA journal_mode"), "refusing a statement") != NULL);
@@ -99,15 +99,16 @@ TEST(store_schema_version_and_objects) {
     CHECK_STR(q(s, "PRAGMA foreign_keys"), "1\n");
     CHECK_STR(q(s, "SELECT type, name FROM sqlite_master WHERE type IN ('table', 'view')"
                    " ORDER BY type, name"),
-              "table|artifacts\ntable|evals\ntable|metrics\ntable|params\ntable|runs\n"
+              "table|artifacts\ntable|evals\ntable|metrics\ntable|params\ntable|passkey_trials\n"
+              "table|runs\n"
               "view|last_metrics\nview|ppl\n");
     CHECK_STR(q(s, "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
                    " ORDER BY name"),
               "artifacts_run\nevals_run_task_length\nmetrics_run_name_step\nparams_key_value\n"
-              "params_run_key\nruns_name\n");
+              "params_run_key\npasskey_trials_run\nruns_name\n");
     CHECK_STR(q(s, "SELECT group_concat(name, ',') FROM pragma_table_info('runs')"),
               "id,uid,name,script,config_json,config_hash,status,error,git_rev,git_dirty,host,"
-              "device,started_at,finished_at,heartbeat_at\n");
+              "device,started_at,finished_at,heartbeat_at,script_hash,provenance_json,peak_rss_mb\n");
     CHECK_STR(q(s, "SELECT group_concat(name, ',') FROM pragma_table_info('last_metrics')"),
               "run_id,name,step,value\n");
     CHECK_STR(q(s, "SELECT group_concat(name, ',') FROM pragma_table_info('ppl')"),
@@ -115,7 +116,7 @@ TEST(store_schema_version_and_objects) {
     store_close(s);
     // reopening a current database migrates nothing and keeps the version
     CHECK(store_open(&s, path, 0) == 0);
-    if (s) CHECK_STR(q(s, "PRAGMA user_version"), "1\n");
+    if (s) CHECK_STR(q(s, "PRAGMA user_version"), "2\n");
     store_close(s);
 }
 
@@ -301,11 +302,42 @@ TEST(store_multi_statement) {
     store_close(s);
 }
 
+// A version-1 database (as the first release wrote it) is migrated in place and keeps its rows.
+TEST(store_migrates_v1_to_v2) {
+    char path[600];
+    db_in_tmp(path, sizeof path, "results.db");
+    Store *s;
+    CHECK(store_open(&s, path, 0) == 0);
+    if (!s) return;
+    RunInfo info = {.name = "old", .script = "x.lua", .config_json = "{}", .config_hash = "h"};
+    int64_t id = 0;
+    CHECK(store_run_begin(s, &info, &id) == 0);
+    CHECK(store_eval(s, id, "ppl", 128, 4.5, "windows", 100) == 0);
+    store_close(s);
+    CHECK(raw_exec(path, "DROP TABLE passkey_trials; ALTER TABLE runs DROP COLUMN script_hash;"
+                         " ALTER TABLE runs DROP COLUMN provenance_json;"
+                         " ALTER TABLE runs DROP COLUMN peak_rss_mb; PRAGMA user_version = 1") == 0);
+    CHECK(store_open(&s, path, 1) == 0); // a reader sees version 1 as it is
+    if (s) CHECK_STR(q(s, "SELECT count(*) FROM sqlite_master WHERE name = 'passkey_trials'"), "0\n");
+    store_close(s);
+    CHECK(store_open(&s, path, 0) == 0); // the next writer migrates
+    if (!s) return;
+    CHECK_STR(q(s, "PRAGMA user_version"), "2\n");
+    CHECK_STR(q(s, "SELECT name, script_hash IS NULL FROM runs"), "old|1\n");
+    CHECK_STR(q(s, "SELECT value, n FROM ppl"), "4.5|100\n");
+    CHECK(store_passkey_trial(s, id, 2048, 0.25, 7, 31337, " 31337.", 1) == 0);
+    CHECK(store_passkey_trial(s, id, 2048, 0.75, 8, 42, " 41", 0) == 0);
+    CHECK_STR(q(s, "SELECT length, depth, seed, passkey, answer, correct FROM passkey_trials"
+                   " ORDER BY seed"),
+              "2048|0.25|7|31337| 31337.|1\n2048|0.75|8|42| 41|0\n");
+    store_close(s);
+}
+
 TEST(store_newer_schema_refused) {
     char path[600], want[700];
     db_in_tmp(path, sizeof path, "results.db");
     CHECK(raw_exec(path, "CREATE TABLE runs(id INTEGER PRIMARY KEY); PRAGMA user_version = 3") == 0);
-    snprintf(want, sizeof want, "%s: schema version 3 is newer than this mslab (1)", path);
+    snprintf(want, sizeof want, "%s: schema version 3 is newer than this mslab (2)", path);
     for (int ro = 0; ro <= 1; ro++) {
         Store *s = (Store *)1;
         CHECK(store_open(&s, path, ro) == -1);
