@@ -28,6 +28,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "spm_model.h"
 #include "tokenizer.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -73,9 +74,10 @@ size_t byte_encode(const char *text, size_t n, int *out) {
 static int corpus_tokenizer(Tokenizer *tk, const char *name) {
     if (!name) name = "byte";
     size_t len = strlen(name);
-    if (strcmp(name, "byte") != 0 && (len < 5 || strcmp(name + len - 4, ".bin") != 0))
+    if (strcmp(name, "byte") != 0 && (len < 5 || strcmp(name + len - 4, ".bin") != 0) &&
+        !spm_is_model_path(name))
         return ms_fail("corpus: unknown tokenizer '%s' (known: byte, or the path of a llama2.c "
-                       "tokenizer .bin)", name);
+                       "tokenizer .bin or a SentencePiece .model)", name);
     if (tokenizer_open(tk, name, 0) != 0) return -1;
     if (tk->vocab > 65536) {
         tokenizer_close(tk);
@@ -489,6 +491,8 @@ int corpus_open(Corpus *c, const CorpusSpec *spec) {
     tok_stream_begin(&st, &tk, 1);
     DocList docs = {0};
     TokVec tr = {0}, ev = {0};
+    size_t *tr_start = NULL, *ev_start = NULL; // document starts in tr / ev
+    int n_tr_start = 0, n_ev_start = 0;
     size_t chunk = corpus_chunk_bytes ? corpus_chunk_bytes : 1;
     unsigned char *buf = ms_malloc(chunk);
     int rc = -1;
@@ -508,9 +512,13 @@ int corpus_open(Corpus *c, const CorpusSpec *spec) {
 
     const char *cdir = spec->cache_dir ? spec->cache_dir : ".mslab-cache";
     int use_cache = cdir[0] && make_dirs(cdir) == 0;
+    tr_start = ms_malloc(sizeof(size_t) * (size_t)(docs.n + 1));
+    ev_start = ms_malloc(sizeof(size_t) * (size_t)(docs.n + 1));
     for (int i = 0; i < docs.n; i++) {
         Doc *d = &docs.d[i];
         TokVec *v = d->eval ? &ev : &tr;
+        if (d->eval) ev_start[n_ev_start++] = ev.n;
+        else tr_start[n_tr_start++] = tr.n;
         if (use_cache && cache_read(cdir, &tk, d, v) == 0) continue;
         size_t n0 = v->n;
         if (tokenize_doc(d, &st, buf, chunk, v) != 0) goto out;
@@ -529,6 +537,8 @@ int corpus_open(Corpus *c, const CorpusSpec *spec) {
         memcpy(ev.p, tr.p + (n - ne), ne * sizeof(uint16_t));
         ev.n = ne;
         tr.n = n - ne;
+        ev_start[0] = 0;
+        n_ev_start = ne > 0;
     }
 
     // corpus hash: tokenizer, every document (content, side) in order, split parameters
@@ -554,12 +564,20 @@ int corpus_open(Corpus *c, const CorpusSpec *spec) {
     c->vocab = tk.vocab;
     c->n_docs = docs.n;
     c->n_eval_docs = n_eval_docs;
+    c->train_doc_start = tr_start;
+    c->n_train_starts = n_tr_start;
+    c->eval_doc_start = ev_start;
+    c->n_eval_starts = n_ev_start;
+    c->tokenizer = ms_strdup(spec->tokenizer ? spec->tokenizer : "byte");
+    tr_start = ev_start = NULL;
     c->hash = h;
     c->bytes = (size_t)total;
     rc = 0;
 out:
     free(tr.p);
     free(ev.p);
+    free(tr_start);
+    free(ev_start);
     free(buf);
     docs_free(&docs);
     tok_stream_free(&st);
@@ -571,6 +589,9 @@ void corpus_close(Corpus *c) {
     if (!c) return;
     free(c->train);
     free(c->eval);
+    free(c->train_doc_start);
+    free(c->eval_doc_start);
+    free(c->tokenizer);
     memset(c, 0, sizeof *c);
 }
 

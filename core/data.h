@@ -29,6 +29,9 @@ typedef struct {
     uint16_t *eval;  size_t n_eval;
     int vocab;
     int n_docs, n_eval_docs;         // n_eval_docs: whole documents in eval (0 with one document)
+    size_t *train_doc_start, *eval_doc_start; // where each document starts in train / eval
+    int n_train_starts, n_eval_starts;         // (the one-document split: one start each)
+    char *tokenizer;                 // the spec's tokenizer ("byte" or a path), for tokenizer_open
     uint64_t hash;                   // content hash of the whole corpus (tokenizer included)
     size_t bytes;                    // total bytes read
 } Corpus;

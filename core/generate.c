@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "checkpoint.h"
+#include "safetensors.h"
 #include "common.h"
 #include "model_decode.h"
 
@@ -206,16 +207,11 @@ char *generate_text(Model *m, const Tokenizer *t, const char *prompt, int steps,
 
 // ---- ./mslab generate -----------------------------------------------------------------------------------
 int generate_load_model(Model *m, const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return ms_fail("generate %s: cannot open: %s", path, strerror(errno));
-    char magic[8];
-    size_t got = fread(magic, 1, 8, f);
-    fclose(f);
-    int ours = got == 8 && !memcmp(magic, "MSLABCKP", 8); // else a llama2.c .bin
+    // an mslab checkpoint (by its magic), a llama2.c .bin, or an HF Llama directory (safetensors.h)
     ModelConfig cfg;
-    if (ours ? checkpoint_read_config(path, &cfg) : llama2c_read_config(path, &cfg)) return -1;
+    if (model_source_read_config(path, &cfg)) return -1;
     if (model_create(m, &cfg, backend_cpu())) return -1;
-    if (ours ? checkpoint_load(path, m, NULL) : llama2c_load(path, m)) {
+    if (model_source_load(path, m)) {
         model_destroy(m);
         return -1;
     }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "lora.h"
 
 const char *const model_param_names[P_COUNT] = {
     "wte", "attn_norm", "wq", "wk", "wv", "wo", "ffn_norm", "w1", "w2", "w3", "final_norm", "wcls",
@@ -157,6 +158,7 @@ void model_destroy(Model *m) {
     for (int l = 0; m->attn && l < m->cfg.layers; l++) attn_layer_free(&m->attn[l], m->be);
     free(m->attn);
     free(m->pos_host);
+    lora_detach(m);
     memset(m, 0, sizeof *m);
 }
 
@@ -164,11 +166,15 @@ void model_destroy(Model *m) {
 static void acts_ensure(Model *m, int B, int T) {
     Activations *a = &m->acts;
     size_t N = (size_t)B * T;
-    if (N <= a->capacity) return;
+    if (N <= a->capacity && a->fwd_only == m->forward_only) return;
     acts_free(m);
     const ModelConfig *c = &m->cfg;
     size_t L = c->layers, C = c->dim, F = c->ffn, V = c->vocab, H = c->heads;
     size_t KVD = (size_t)c->kv_heads * (c->dim / c->heads);
+    size_t LP = L; // layers of positions: all, in both modes
+    // forward-only: one layer slot (two for the residual stream, ping-pong), no backward scratch
+    size_t ND = m->forward_only ? 0 : N;
+    if (m->forward_only) L = 1;
     struct { float **p; size_t n; } plan[] = {
         {&a->x, (L + 1) * N * C}, {&a->xmid, L * N * C},  {&a->ln1, L * N * C},
         {&a->rstd1, L * N},       {&a->q, L * N * C},     {&a->k, L * N * KVD},
@@ -176,12 +182,12 @@ static void acts_ensure(Model *m, int B, int T) {
         {&a->att, L * N * C},     {&a->lse, L * H * N},   {&a->ln2, L * N * C},
         {&a->rstd2, L * N},       {&a->gate, L * N * F},  {&a->up, L * N * F},
         {&a->h, L * N * F},       {&a->lnf, N * C},       {&a->rstdf, N},
-        {&a->logits, N * V},      {&a->losses, N},        {&a->pos, L * N},
-        {&a->tmp, N * C},         {&a->dx, N * C},        {&a->dln, N * C},
-        {&a->dq, N * C},          {&a->dk, N * KVD},      {&a->dv, N * KVD},
-        {&a->dqr, N * C},         {&a->dkr, N * KVD},     {&a->datt, N * C},
-        {&a->dgate, N * F},       {&a->dup, N * F},       {&a->dh, N * F},
-        {&a->dlogits, N * V},     {(float **)&a->tokens, N}, {(float **)&a->targets, N},
+        {&a->logits, N * V},      {&a->losses, N},        {&a->pos, LP * N},
+        {&a->tmp, N * C},         {&a->dx, ND * C},       {&a->dln, ND * C},
+        {&a->dq, ND * C},         {&a->dk, ND * KVD},     {&a->dv, ND * KVD},
+        {&a->dqr, ND * C},        {&a->dkr, ND * KVD},    {&a->datt, ND * C},
+        {&a->dgate, ND * F},      {&a->dup, ND * F},      {&a->dh, ND * F},
+        {&a->dlogits, ND * V},    {(float **)&a->tokens, N}, {(float **)&a->targets, N},
     };
     size_t total = 0, count = sizeof plan / sizeof plan[0];
     for (size_t i = 0; i < count; i++) total += (plan[i].n + 15) & ~(size_t)15; // 64-byte aligned
@@ -192,9 +198,12 @@ static void acts_ensure(Model *m, int B, int T) {
         ptr += (plan[i].n + 15) & ~(size_t)15;
     }
     a->capacity = N;
+    a->fwd_only = m->forward_only;
     m->acts_bytes = total * sizeof(float);
-    m->pos_host = ms_realloc(m->pos_host, L * N * sizeof(float));
+    m->pos_host = ms_realloc(m->pos_host, LP * N * sizeof(float));
 }
+
+void model_set_forward_only(Model *m, int on) { m->forward_only = on != 0; }
 
 void model_set_positions(Model *m, const float *pos_host, int B, int T) {
     acts_ensure(m, B, T);
@@ -247,21 +256,28 @@ float model_forward(Model *m, const int *tokens, const int *targets, int B, int 
     m->n_targets = 0;
 
     be->embedding_fwd(a->x, a->tokens, p->t[P_WTE], N, C);
+    int fo = m->forward_only; // one layer slot: every layer writes slot 0, x alternates 0 / 1
     for (int l = 0; l < c->layers; l++) {
-        float *x = a->x + (size_t)l * N * C, *xmid = a->xmid + (size_t)l * N * C;
-        float *ln1 = a->ln1 + (size_t)l * N * C, *rstd1 = a->rstd1 + (size_t)l * N;
-        float *q = a->q + (size_t)l * N * C, *k = a->k + (size_t)l * N * KVD;
-        float *v = a->v + (size_t)l * N * KVD, *qr = a->qr + (size_t)l * N * C;
-        float *kr = a->kr + (size_t)l * N * KVD, *att = a->att + (size_t)l * N * C;
-        float *lse = a->lse + (size_t)l * H * N;
-        float *ln2 = a->ln2 + (size_t)l * N * C, *rstd2 = a->rstd2 + (size_t)l * N;
-        float *gate = a->gate + (size_t)l * N * F, *up = a->up + (size_t)l * N * F;
-        float *h = a->h + (size_t)l * N * F, *xnext = a->x + (size_t)(l + 1) * N * C;
+        size_t s = fo ? 0 : (size_t)l, xs = fo ? (size_t)(l & 1) : (size_t)l; // buffer slots
+        float *x = a->x + xs * N * C, *xmid = a->xmid + s * N * C;
+        float *ln1 = a->ln1 + s * N * C, *rstd1 = a->rstd1 + s * N;
+        float *q = a->q + s * N * C, *k = a->k + s * N * KVD;
+        float *v = a->v + s * N * KVD, *qr = a->qr + s * N * C;
+        float *kr = a->kr + s * N * KVD, *att = a->att + s * N * C;
+        float *lse = a->lse + s * H * N;
+        float *ln2 = a->ln2 + s * N * C, *rstd2 = a->rstd2 + s * N;
+        float *gate = a->gate + s * N * F, *up = a->up + s * N * F;
+        float *h = a->h + s * N * F, *xnext = a->x + (fo ? 1 - xs : xs + 1) * N * C;
 
         be->rmsnorm_fwd(ln1, rstd1, x, p->t[P_ATTN_NORM] + (size_t)l * C, N, C, c->norm_eps);
         be->matmul_fwd(q, ln1, p->t[P_WQ] + (size_t)l * C * C, N, C, C);
         be->matmul_fwd(k, ln1, p->t[P_WK] + (size_t)l * KVD * C, N, C, KVD);
         be->matmul_fwd(v, ln1, p->t[P_WV] + (size_t)l * KVD * C, N, C, KVD);
+        if (m->lora) { // LoRA adapters add s (x A^T) B^T to each target's output (core/lora.c)
+            lora_fwd(m, LORA_Q, l, q, ln1, N);
+            lora_fwd(m, LORA_K, l, k, ln1, N);
+            lora_fwd(m, LORA_V, l, v, ln1, N);
+        }
         const float *pos = a->pos + (size_t)l * N;
         be->rope_fwd(qr, q, pos, m->inv_freq, N, H, hd, c->rope_style);
         be->rope_fwd(kr, k, pos, m->inv_freq, N, KVH, hd, c->rope_style);
@@ -269,18 +285,21 @@ float model_forward(Model *m, const int *tokens, const int *targets, int B, int 
         attn_layer_fwd(&m->attn[l], be, att, lse, q, k, qr, kr, v, B, T, H, KVH, hd, m->inv_freq,
                        c->rope_style, m->eval_mode);
         be->matmul_fwd(a->tmp, att, p->t[P_WO] + (size_t)l * C * C, N, C, C);
+        if (m->lora) lora_fwd(m, LORA_O, l, a->tmp, att, N);
         be->add(xmid, x, a->tmp, (size_t)N * C);
 
         be->rmsnorm_fwd(ln2, rstd2, xmid, p->t[P_FFN_NORM] + (size_t)l * C, N, C, c->norm_eps);
         be->matmul_fwd(gate, ln2, p->t[P_W1] + (size_t)l * F * C, N, C, F);
         be->matmul_fwd(up, ln2, p->t[P_W3] + (size_t)l * F * C, N, C, F);
+        if (m->lora) lora_fwd(m, LORA_GATE, l, gate, ln2, N), lora_fwd(m, LORA_UP, l, up, ln2, N);
         be->swiglu_fwd(h, gate, up, (size_t)N * F);
         be->matmul_fwd(a->tmp, h, p->t[P_W2] + (size_t)l * C * F, N, F, C);
+        if (m->lora) lora_fwd(m, LORA_DOWN, l, a->tmp, h, N);
         be->add(xnext, xmid, a->tmp, (size_t)N * C);
     }
     const float *wcls = c->tied ? p->t[P_WTE] : p->t[P_WCLS];
-    be->rmsnorm_fwd(a->lnf, a->rstdf, a->x + (size_t)c->layers * N * C, p->t[P_FINAL_NORM], N, C,
-                    c->norm_eps);
+    be->rmsnorm_fwd(a->lnf, a->rstdf, a->x + (size_t)(fo ? c->layers & 1 : c->layers) * N * C,
+                    p->t[P_FINAL_NORM], N, C, c->norm_eps);
     be->matmul_fwd(a->logits, a->lnf, wcls, N, C, V);
     if (!targets) return 0.0f;
 
@@ -295,7 +314,10 @@ float model_forward(Model *m, const int *tokens, const int *targets, int B, int 
     return m->n_targets ? (float)(sum / m->n_targets) : 0.0f;
 }
 
-void model_zero_grad(Model *m) { m->be->zero(m->grads.base, m->grads.total); }
+void model_zero_grad(Model *m) {
+    m->be->zero(m->grads.base, m->grads.total);
+    lora_zero_grad(m);
+}
 
 void model_backward(Model *m) {
     const Backend *be = m->be;
@@ -306,15 +328,18 @@ void model_backward(Model *m) {
     int B = m->B, T = m->T, N = B * T, C = c->dim, F = c->ffn, V = c->vocab;
     int H = c->heads, KVH = c->kv_heads, hd = C / H, KVD = KVH * hd;
     MS_ASSERT(m->n_targets > 0, "model_backward needs a forward with targets");
+    MS_ASSERT(!m->acts.fwd_only, "model_backward after a forward-only forward");
 
     const float *wcls = c->tied ? p->t[P_WTE] : p->t[P_WCLS];
-    float *dwcls = c->tied ? g->t[P_WTE] : g->t[P_WCLS];
+    // GRAD: a frozen tensor (LoRA, core/lora.h) gets no weight gradient (NULL: not computed)
+#define GRAD(i, off) (lora_base_trainable(m, i) ? g->t[i] + (off) : NULL)
+    float *dwcls = c->tied ? GRAD(P_WTE, 0) : GRAD(P_WCLS, 0);
     be->zero(a->dlogits, (size_t)N * V);
     be->crossentropy_bwd(a->dlogits, a->logits, a->targets, 1.0f / m->n_targets, N, V);
     be->zero(a->dln, (size_t)N * C);
     be->matmul_bwd(a->dln, dwcls, a->dlogits, a->lnf, wcls, N, C, V);
     be->zero(a->dx, (size_t)N * C);
-    be->rmsnorm_bwd(a->dx, g->t[P_FINAL_NORM], a->dln, a->x + (size_t)c->layers * N * C,
+    be->rmsnorm_bwd(a->dx, GRAD(P_FINAL_NORM, 0), a->dln, a->x + (size_t)c->layers * N * C,
                     p->t[P_FINAL_NORM], a->rstdf, N, C);
 
     // a->dx holds d loss / d x[l+1] on entry to each iteration, d loss / d x[l] on exit.
@@ -330,23 +355,26 @@ void model_backward(Model *m) {
 
         // MLP branch: x[l+1] = xmid + W2 swiglu(W1 ln2, W3 ln2); the residual passes dx through.
         be->zero(a->dh, (size_t)N * F);
-        be->matmul_bwd(a->dh, g->t[P_W2] + (size_t)l * C * F, a->dx, h,
+        be->matmul_bwd(a->dh, GRAD(P_W2, (size_t)l * C * F), a->dx, h,
                        p->t[P_W2] + (size_t)l * C * F, N, F, C);
+        if (m->lora) lora_bwd(m, LORA_DOWN, l, a->dh, a->dx, h, N);
         be->zero(a->dgate, (size_t)N * F);
         be->zero(a->dup, (size_t)N * F);
         be->swiglu_bwd(a->dgate, a->dup, a->dh, gate, up, (size_t)N * F);
         be->zero(a->dln, (size_t)N * C);
-        be->matmul_bwd(a->dln, g->t[P_W1] + (size_t)l * F * C, a->dgate, ln2,
+        be->matmul_bwd(a->dln, GRAD(P_W1, (size_t)l * F * C), a->dgate, ln2,
                        p->t[P_W1] + (size_t)l * F * C, N, C, F);
-        be->matmul_bwd(a->dln, g->t[P_W3] + (size_t)l * F * C, a->dup, ln2,
+        be->matmul_bwd(a->dln, GRAD(P_W3, (size_t)l * F * C), a->dup, ln2,
                        p->t[P_W3] + (size_t)l * F * C, N, C, F);
-        be->rmsnorm_bwd(a->dx, g->t[P_FFN_NORM] + (size_t)l * C, a->dln, xmid,
+        if (m->lora) lora_bwd(m, LORA_GATE, l, a->dln, a->dgate, ln2, N), lora_bwd(m, LORA_UP, l, a->dln, a->dup, ln2, N);
+        be->rmsnorm_bwd(a->dx, GRAD(P_FFN_NORM, (size_t)l * C), a->dln, xmid,
                         p->t[P_FFN_NORM] + (size_t)l * C, rstd2, N, C);
 
         // Attention branch: xmid = x + Wo attn(rope(Wq ln1), rope(Wk ln1), Wv ln1).
         be->zero(a->datt, (size_t)N * C);
-        be->matmul_bwd(a->datt, g->t[P_WO] + (size_t)l * C * C, a->dx, att,
+        be->matmul_bwd(a->datt, GRAD(P_WO, (size_t)l * C * C), a->dx, att,
                        p->t[P_WO] + (size_t)l * C * C, N, C, C);
+        if (m->lora) lora_bwd(m, LORA_O, l, a->datt, a->dx, att, N);
         be->zero(a->dqr, (size_t)N * C);
         be->zero(a->dkr, (size_t)N * KVD);
         be->zero(a->dv, (size_t)N * KVD);
@@ -367,16 +395,22 @@ void model_backward(Model *m) {
             be->rope_bwd(a->dk, a->dkr, pos, m->inv_freq, N, KVH, hd, c->rope_style);
         }
         be->zero(a->dln, (size_t)N * C);
-        be->matmul_bwd(a->dln, g->t[P_WQ] + (size_t)l * C * C, a->dq, ln1,
+        be->matmul_bwd(a->dln, GRAD(P_WQ, (size_t)l * C * C), a->dq, ln1,
                        p->t[P_WQ] + (size_t)l * C * C, N, C, C);
-        be->matmul_bwd(a->dln, g->t[P_WK] + (size_t)l * KVD * C, a->dk, ln1,
+        be->matmul_bwd(a->dln, GRAD(P_WK, (size_t)l * KVD * C), a->dk, ln1,
                        p->t[P_WK] + (size_t)l * KVD * C, N, C, KVD);
-        be->matmul_bwd(a->dln, g->t[P_WV] + (size_t)l * KVD * C, a->dv, ln1,
+        be->matmul_bwd(a->dln, GRAD(P_WV, (size_t)l * KVD * C), a->dv, ln1,
                        p->t[P_WV] + (size_t)l * KVD * C, N, C, KVD);
-        be->rmsnorm_bwd(a->dx, g->t[P_ATTN_NORM] + (size_t)l * C, a->dln, x,
+        if (m->lora) {
+            lora_bwd(m, LORA_Q, l, a->dln, a->dq, ln1, N);
+            lora_bwd(m, LORA_K, l, a->dln, a->dk, ln1, N);
+            lora_bwd(m, LORA_V, l, a->dln, a->dv, ln1, N);
+        }
+        be->rmsnorm_bwd(a->dx, GRAD(P_ATTN_NORM, (size_t)l * C), a->dln, x,
                         p->t[P_ATTN_NORM] + (size_t)l * C, rstd1, N, C);
     }
-    be->embedding_bwd(g->t[P_WTE], a->dx, a->tokens, N, C);
+    if (lora_base_trainable(m, P_WTE)) be->embedding_bwd(g->t[P_WTE], a->dx, a->tokens, N, C);
+#undef GRAD
 }
 
 void model_get_logits(const Model *m, float *host) {

@@ -54,6 +54,7 @@ typedef struct {
 // demand, one backend allocation).
 typedef struct {
     size_t capacity;
+    int fwd_only;         // allocated for model_set_forward_only (one layer slot, no backward)
     void *block;
     float *x;             // [L+1, N, C] residual stream entering each layer (x[L] = after the last)
     float *xmid;          // [L, N, C] after the attention residual
@@ -86,6 +87,8 @@ typedef struct {
     double pos_stride;    // default positions are t * pos_stride (1; PI at inference: 1/s)
     float rope_mscale;    // q and k scaled by this after RoPE, logits by its square (YaRN; 1)
     int B, T, n_targets;  // shape of the last forward, its non-ignored targets
+    int forward_only;     // model_set_forward_only
+    struct Lora *lora;    // LoRA adapters (core/lora.h), NULL without; freed by model_destroy
 } Model;
 
 // Validates cfg; on error returns -1 with a message naming the field (e.g. "model.heads (6) must
@@ -117,6 +120,10 @@ void model_set_rope_mscale(Model *m, float mscale);
 // and returns the mean over non-ignored targets; without, returns 0 and leaves logits.
 // Keeps what the backward needs.
 float model_forward(Model *m, const int *tokens, const int *targets, int B, int T);
+// Forward-only mode (1): activations are kept for one layer at a time and no backward scratch is
+// allocated, so evaluation at long lengths needs about 1/layers of the training memory; the
+// backward is refused until it is turned off (0, the default).
+void model_set_forward_only(Model *m, int on);
 // Backward of the mean loss of the last forward; ACCUMULATES into m->grads (caller zeroes).
 void model_backward(Model *m);
 void model_zero_grad(Model *m);

@@ -4,6 +4,7 @@
 #include <math.h>
 
 #include "common.h"
+#include "lora.h"
 
 OptimConfig optim_config_default(void) {
     return (OptimConfig){.lr = 3e-4f, .lr_min = 3e-5f, .warmup = 100, .steps = 1000,
@@ -48,6 +49,7 @@ float optim_lr(const OptimConfig *c, int step) {
 }
 
 float optim_grad_norm(const Model *model) {
+    if (model->lora) return (float)sqrt(lora_grad_sumsq(model)); // trainable tensors only
     return (float)sqrt(model->be->sumsq(model->grads.base, model->grads.total));
 }
 
@@ -55,17 +57,23 @@ float optim_step(Optimizer *o, Model *model, int step) {
     const Backend *be = model->be;
     float norm = optim_grad_norm(model);
     if (o->cfg.clip > 0 && norm > o->cfg.clip)
-        be->scale(model->grads.base, o->cfg.clip / norm, model->grads.total);
+        be->scale(model->grads.base, o->cfg.clip / norm, model->grads.total),
+            lora_scale_grads(model, o->cfg.clip / norm);
     float lr = optim_lr(&o->cfg, step);
     size_t off = 0;
     for (int i = 0; i < P_COUNT; i++) {
         size_t n = model->params.size[i];
         if (!n) continue;
+        if (!lora_base_trainable(model, i)) { // frozen under LoRA: no update
+            off += n;
+            continue;
+        }
         int is_norm = i == P_ATTN_NORM || i == P_FFN_NORM || i == P_FINAL_NORM;
         float wd = is_norm ? 0.0f : o->cfg.weight_decay;
         be->adamw(model->params.t[i], model->grads.t[i], o->m + off, o->v + off, n, lr,
                   o->cfg.beta1, o->cfg.beta2, o->cfg.eps, wd, step + 1);
         off += n;
     }
+    lora_adamw(model, &o->cfg, lr, step); // the adapters, when attached
     return norm;
 }

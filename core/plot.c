@@ -90,6 +90,28 @@ static int kind_index(SeriesSet *set, const char *kind) {
     return set->nkinds;
 }
 
+// --by PARAM (plot_set_by): series are labelled "PARAM=value" and coloured by that value, so the
+// runs of one value form one group (one legend entry). plot_run_label() is the SQL expression every
+// figure selects in place of r.name.
+static char *plot_by;
+
+void plot_set_by(const char *param) {
+    free(plot_by);
+    plot_by = param && *param ? ms_strdup(param) : NULL;
+}
+
+const char *plot_run_label(void) {
+    static char *expr;
+    free(expr);
+    if (!plot_by) return expr = ms_strdup("r.name");
+    Buf b = {0}, q = {0};
+    for (const char *p = plot_by; *p; p++) buf_add(&q, *p == '\'' ? "''" : "%c", *p);
+    buf_add(&b, "('%s=' || coalesce((SELECT p.value FROM params p WHERE p.run_id = r.id AND p.key = '%s'),"
+                " '?'))", q.p, q.p);
+    free(q.p);
+    return expr = b.p;
+}
+
 // Row callback for queries of the form: run_id, run_name, kind, x, y (ordered by run, kind, x).
 static int collect_row(int ncols, const char *const *names, const char *const *v, void *ctx) {
     SeriesSet *set = ctx;
@@ -107,6 +129,17 @@ static int collect_row(int ncols, const char *const *names, const char *const *v
         cur->run_name = ms_strdup(v[1] ? v[1] : "");
         cur->kind = ms_strdup(kind);
         cur->color = set->nruns;
+        if (plot_by) // one colour per value of the --by param
+            for (int i = 0; i < set->n - 1; i++)
+                if (!strcmp(set->s[i].run_name, cur->run_name)) {
+                    cur->color = set->s[i].color;
+                    break;
+                }
+        if (plot_by && cur->color == set->nruns) {
+            int k = 0;
+            for (int i = 0; i < set->n - 1; i++) k = set->s[i].color > k ? set->s[i].color : k;
+            cur->color = k + 1;
+        }
         cur->dash = kind_index(set, kind);
     }
     buf_add(&cur->data, "%s %.9g\n", v[3], strtod(v[4], NULL));
@@ -126,6 +159,18 @@ static int select_series(const char *db_path, const char *sql, SeriesSet *set) {
 
 // The legend label of a series: the run name, plus "#id" when two plotted runs share that name.
 static void label(Buf *b, const SeriesSet *set, const Series *x, const char *suffix) {
+    if (plot_by) { // one legend entry per value: later series of the same value get none
+        for (const Series *y = set->s; y < x; y++)
+            if (!strcmp(y->run_name, x->run_name) && !strcmp(y->kind, x->kind)) {
+                buf_quoted(b, "");
+                return;
+            }
+        Buf t = {0};
+        buf_add(&t, "%s%s%s", x->run_name, suffix && *suffix ? " " : "", suffix ? suffix : "");
+        buf_quoted(b, t.p);
+        free(t.p);
+        return;
+    }
     int dup = 0;
     for (int i = 0; i < set->n; i++)
         if (set->s[i].run_id != x->run_id && strcmp(set->s[i].run_name, x->run_name) == 0) dup = 1;
@@ -340,14 +385,14 @@ int plot_loss(const char *db_path, const char *outdir, const char *where) {
     // The last value written for each (run, metric, step): a resumed run may re-log steps.
     Buf sql = {0};
     buf_add(&sql,
-            "SELECT r.id, r.name, m.name, m.step, m.value FROM (\n"
+            "SELECT r.id, %s, m.name, m.step, m.value FROM (\n"
             "  SELECT run_id, name, step, value, row_number() OVER (\n"
             "    PARTITION BY run_id, name, step ORDER BY rowid DESC) AS k\n"
             "  FROM metrics WHERE name IN ('train.loss', 'eval.loss') AND value IS NOT NULL) m\n"
             "JOIN runs r ON r.id = m.run_id\n"
             "WHERE m.k = 1 AND (%s)\n"
             "ORDER BY r.id, m.name DESC, m.step",  // 'train.loss' before 'eval.loss'
-            where_or_true(where));
+            plot_run_label(), where_or_true(where));
     SeriesSet set;
     int rc = select_series(db_path, sql.p, &set);
     free(sql.p);
@@ -384,14 +429,14 @@ int plot_ppl_vs_length(const char *db_path, const char *outdir, const char *wher
     // The last evaluation written for each (run, protocol, length).
     Buf sql = {0};
     buf_add(&sql,
-            "SELECT r.id, r.name, e.protocol, e.length, e.value FROM (\n"
+            "SELECT r.id, %s, e.protocol, e.length, e.value FROM (\n"
             "  SELECT run_id, coalesce(protocol, '') AS protocol, length, value, row_number() OVER (\n"
             "    PARTITION BY run_id, coalesce(protocol, ''), length ORDER BY rowid DESC) AS k\n"
             "  FROM evals WHERE task = 'ppl' AND length > 0 AND value IS NOT NULL) e\n"
             "JOIN runs r ON r.id = e.run_id\n"
             "WHERE e.k = 1 AND (%s)\n"
             "ORDER BY r.id, e.protocol, e.length",
-            where_or_true(where));
+            plot_run_label(), where_or_true(where));
     SeriesSet set;
     int rc = select_series(db_path, sql.p, &set);
     free(sql.p);
@@ -430,6 +475,184 @@ int plot_ppl_vs_length(const char *db_path, const char *outdir, const char *wher
     }
     rc = draw(outdir, "ppl_vs_length", &set, settings.p, plot.p);
     free(title.p);
+    free(settings.p);
+    free(plot.p);
+    set_free(&set);
+    return rc;
+}
+
+// Speed vs length: evals rows with task 'speed' (value = tokens per second at that context
+// length; protocol names what was timed, e.g. "forward", "train"). Log-log axes.
+int plot_speed_vs_length(const char *db_path, const char *outdir, const char *where) {
+    Buf sql = {0};
+    buf_add(&sql,
+            "SELECT r.id, %s, e.protocol, e.length, e.value FROM (\n"
+            "  SELECT run_id, coalesce(protocol, '') AS protocol, length, value, row_number() OVER (\n"
+            "    PARTITION BY run_id, coalesce(protocol, ''), length ORDER BY rowid DESC) AS k\n"
+            "  FROM evals WHERE task = 'speed' AND length > 0 AND value > 0) e\n"
+            "JOIN runs r ON r.id = e.run_id\n"
+            "WHERE e.k = 1 AND (%s)\n"
+            "ORDER BY r.id, e.protocol, e.length",
+            plot_run_label(), where_or_true(where));
+    SeriesSet set;
+    int rc = select_series(db_path, sql.p, &set);
+    free(sql.p);
+    if (rc) return -1;
+    if (set.n == 0) {
+        set_free(&set);
+        return no_data("speed evals (task 'speed')", db_path, where);
+    }
+    Buf settings = {0}, plot = {0};
+    buf_add(&settings, "set title 'throughput vs context length' noenhanced\n"
+                       "set xlabel 'context length (tokens)'\n"
+                       "set ylabel 'tokens / s'\n"
+                       "set logscale xy 2\n"
+                       "set format x '%%.0f'\n"
+                       "set key top right");
+    buf_add(&plot, "plot ");
+    for (int i = 0; i < set.n; i++) {
+        const Series *x = &set.s[i];
+        buf_add(&plot, "%s$run%lld_%d using 1:2 with linespoints lw 2 pt 7 lc %d dt %d title ",
+                i ? ", \\\n     " : "", (long long)x->run_id, x->dash, x->color, x->dash);
+        Buf sfx = {0};
+        if (set.nkinds > 1) buf_add(&sfx, "[%s]", *x->kind ? x->kind : "no protocol");
+        label(&plot, &set, x, sfx.p);
+        free(sfx.p);
+        buf_add(&plot, " noenhanced");
+    }
+    rc = draw(outdir, "speed_vs_length", &set, settings.p, plot.p);
+    free(settings.p);
+    free(plot.p);
+    set_free(&set);
+    return rc;
+}
+
+// Passkey accuracy as a heat map: x = prompt length (one column per length in any plotted run,
+// runs side by side, each group named above it), y = depth in ten bins of 0.1, colour = fraction
+// of correct trials in the cell (label: percent and trial count). Cells without trials are empty.
+typedef struct {
+    int64_t *ids;
+    char **names;
+    int nruns;
+    int *lengths;
+    int nlengths;
+    struct PkCell { int run, length, bin, n; double acc; } *cells;
+    int ncells;
+} PkData;
+
+static int pk_row(int ncols, const char *const *names, const char *const *v, void *ctx) {
+    (void)names;
+    PkData *d = ctx;
+    if (ncols != 6 || !v[0] || !v[2] || !v[3] || !v[4] || !v[5]) return 0;
+    int64_t id = strtoll(v[0], NULL, 10);
+    if (!d->nruns || d->ids[d->nruns - 1] != id) {
+        d->ids = ms_realloc(d->ids, sizeof *d->ids * (size_t)(d->nruns + 1));
+        d->names = ms_realloc(d->names, sizeof *d->names * (size_t)(d->nruns + 1));
+        d->ids[d->nruns] = id;
+        d->names[d->nruns++] = ms_strdup(v[1] ? v[1] : "");
+    }
+    int len = atoi(v[2]), k = 0;
+    while (k < d->nlengths && d->lengths[k] != len) k++;
+    if (k == d->nlengths) {
+        d->lengths = ms_realloc(d->lengths, sizeof *d->lengths * (size_t)(d->nlengths + 1));
+        d->lengths[d->nlengths++] = len;
+    }
+    d->cells = ms_realloc(d->cells, sizeof *d->cells * (size_t)(d->ncells + 1));
+    d->cells[d->ncells++] = (struct PkCell){d->nruns - 1, len, atoi(v[3]), atoi(v[5]), strtod(v[4], NULL)};
+    return 0;
+}
+
+static int cmp_int(const void *a, const void *b) {
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+int plot_passkey(const char *db_path, const char *outdir, const char *where) {
+    Buf sql = {0};
+    buf_add(&sql,
+            "SELECT r.id, %s, p.length, min(9, CAST(p.depth * 10 AS INTEGER)) AS bin,\n"
+            "       avg(p.correct), count(*)\n"
+            "FROM passkey_trials p JOIN runs r ON r.id = p.run_id\n"
+            "WHERE (%s)\n"
+            "GROUP BY r.id, p.length, bin\n"
+            "ORDER BY r.id, p.length, bin",
+            plot_run_label(), where_or_true(where));
+    PkData d = {0};
+    Store *s;
+    int rc = store_open(&s, db_path, 1);
+    if (!rc) {
+        rc = store_select(s, sql.p, pk_row, &d);
+        store_close(s);
+    }
+    free(sql.p);
+    if (!rc && d.ncells == 0) rc = no_data("passkey trials", db_path, where);
+    SeriesSet set = {0};
+    Buf settings = {0}, plot = {0};
+    if (rc) goto out;
+    qsort(d.lengths, (size_t)d.nlengths, sizeof *d.lengths, cmp_int);
+    // one datablock per run: "x bin accuracy trials"
+    set.s = ms_calloc((size_t)d.nruns, sizeof *set.s);
+    set.n = d.nruns;
+    for (int i = 0; i < d.nruns; i++) {
+        set.s[i].run_id = d.ids[i];
+        set.s[i].dash = 1;
+    }
+    int group = d.nlengths + 1; // a blank column between runs
+    for (int c = 0; c < d.ncells; c++) {
+        const struct PkCell *x = &d.cells[c];
+        int li = 0;
+        while (d.lengths[li] != x->length) li++;
+        buf_add(&set.s[x->run].data, "%d %d %.9g %d\n", x->run * group + li, x->bin, x->acc, x->n);
+    }
+    buf_add(&settings, "set title 'passkey retrieval accuracy (Landmark prompt; greedy, first integer)' "
+                       "noenhanced\n"
+                       "set xlabel 'prompt length (tokens)'\n"
+                       "set ylabel 'depth of the key (fraction of the filler before it)'\n"
+                       "unset grid\n"
+                       "set key off\n"
+                       "set cbrange [0:1]\n"
+                       "set cblabel 'accuracy'\n"
+                       "set palette defined (0 '#b2182b', 0.5 '#f7f7f7', 1 '#2166ac')\n"
+                       "set style fill solid 1.0 noborder\n"
+                       "# grey: no trials in the cell\n"
+                       "set object 1 rectangle from graph 0,0 to graph 1,1 behind fc rgb '#c8c8c8' "
+                       "fs solid 1.0 noborder\n"
+                       "set yrange [-0.5:%s]\n"
+                       "set ytics ('0-.1' 0, '.1-.2' 1, '.2-.3' 2, '.3-.4' 3, '.4-.5' 4, '.5-.6' 5, "
+                       "'.6-.7' 6, '.7-.8' 7, '.8-.9' 8, '.9-1' 9)\n",
+            d.nruns > 1 ? "10.5" : "9.5");
+    buf_add(&settings, "set xrange [-0.5:%g]\nset xtics (", d.nruns * group - 1.5);
+    for (int r = 0; r < d.nruns; r++)
+        for (int li = 0; li < d.nlengths; li++)
+            buf_add(&settings, "%s'%d' %d", r || li ? ", " : "", d.lengths[li], r * group + li);
+    buf_add(&settings, ")");
+    if (d.nruns > 1)
+        for (int r = 0; r < d.nruns; r++) {
+            buf_add(&settings, "\nset label %d ", r + 1);
+            buf_quoted(&settings, d.names[r]);
+            buf_add(&settings, " at %g, 10 center noenhanced", r * group + (d.nlengths - 1) / 2.0);
+        }
+    else {
+        buf_add(&settings, "\nset title ");
+        Buf t = {0};
+        buf_add(&t, "passkey retrieval accuracy: %s", d.names[0]);
+        buf_quoted(&settings, t.p);
+        free(t.p);
+        buf_add(&settings, " noenhanced");
+    }
+    buf_add(&plot, "plot ");
+    for (int i = 0; i < d.nruns; i++)
+        buf_add(&plot, "%s$run%lld_1 using 1:2:(0.5):(0.5):3 with boxxyerror fc palette, \\\n"
+                       "     $run%lld_1 using 1:2:(sprintf('%%.0f%%%% (%%d)', 100*$3, int($4))) with labels "
+                       "font ',9'",
+                i ? ", \\\n     " : "", (long long)d.ids[i], (long long)d.ids[i]);
+    rc = draw(outdir, "passkey", &set, settings.p, plot.p);
+out:
+    for (int i = 0; i < d.nruns; i++) free(d.names[i]);
+    free(d.ids);
+    free(d.names);
+    free(d.lengths);
+    free(d.cells);
     free(settings.p);
     free(plot.p);
     set_free(&set);

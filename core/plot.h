@@ -8,5 +8,15 @@
 // Returns 0, or -1 with ms_error() (no rows to plot, gnuplot missing or failing, unwritable dir).
 int plot_loss(const char *db_path, const char *outdir, const char *where);
 int plot_ppl_vs_length(const char *db_path, const char *outdir, const char *where); // log2 x axis
+// evals task 'speed' (tokens/s by length; protocol = what was timed), log-log.
+int plot_speed_vs_length(const char *db_path, const char *outdir, const char *where);
+// passkey_trials as a heat map: accuracy over prompt length x depth (ten bins of 0.1), runs side
+// by side; each cell labelled with its percent and trial count.
+int plot_passkey(const char *db_path, const char *outdir, const char *where);
+// --by PARAM for every figure: lines labelled "PARAM=value" (params table) and coloured by value,
+// one legend entry per value. NULL: one line per run, labelled by name. plot_run_label() is the SQL
+// expression (over runs aliased r) a figure selects as the series label.
+void plot_set_by(const char *param);
+const char *plot_run_label(void);
 
 #endif

@@ -14,6 +14,9 @@
 #include "common.h"
 #include "eval.h"
 #include "progress.h"
+#include "safetensors.h"
+#include "run_eval.h"
+#include "provenance.h"
 #ifdef MSLAB_CUDA
 #include "../cuda/backend_cuda.h"
 #endif
@@ -71,6 +74,7 @@ void run_config_default(RunConfig *rc) {
     rc->eval_batches = 8;
     rc->checkpoint_dir = "checkpoints";
     rc->ppl_max_tokens = 32768;
+    run_eval_defaults(rc); // core/run_eval.c
 }
 
 int run_config_check(const RunConfig *rc) {
@@ -87,6 +91,10 @@ int run_config_check(const RunConfig *rc) {
                            rc->model.layers);
         if (attn_config_check(&rc->attn_layers[i].cfg, where)) return -1;
     }
+    if (rc->lora && lora_config_check(&rc->lora_cfg, &rc->model)) return -1;
+    if (rc->lora && rc->checkpoint_every > 0)
+        return ms_fail("train.checkpoint_every (%d): not supported with finetune.lora (the adapters are "
+                       "merged into the one checkpoint written at the end)", rc->checkpoint_every);
     if (rc->seq <= 0) return ms_fail("train.seq (%d) must be positive", rc->seq);
     if (rc->batch <= 0) return ms_fail("train.batch (%d) must be positive", rc->batch);
     if (rc->log_every <= 0) return ms_fail("train.log_every (%d) must be positive", rc->log_every);
@@ -98,6 +106,7 @@ int run_config_check(const RunConfig *rc) {
     for (int i = 0; i < rc->n_ppl_lengths; i++)
         if (rc->ppl_lengths[i] <= 0)
             return ms_fail("eval.ppl.lengths[%d] (%d) must be positive", i + 1, rc->ppl_lengths[i]);
+    if (run_eval_check(rc)) return -1;
     const Backend *be = run_backend(rc->device);
     if (!be) return -1;
     for (int l = 0; l < rc->model.layers; l++) { // a backend leaves an op it lacks NULL (cuda/)
@@ -127,16 +136,20 @@ static void read_git(char *rev, size_t n, int *dirty) {
     }
 }
 
-static int checkpoint_path(const RunConfig *rc, int64_t run_id, char *out, size_t n) {
+// checkpoints/<runs.uid>.ckpt: the uid is unique across databases (the row id is not), and a
+// resumed run keeps its row, so it finds its file again.
+static int checkpoint_path(const RunConfig *rc, Store *store, int64_t run_id, char *out, size_t n) {
+    char uid[33];
+    if (store_run_uid(store, run_id, uid)) return -1;
     mkdir(rc->checkpoint_dir, 0755); // exists already is fine; a real failure shows at save
-    snprintf(out, n, "%s/run%lld.ckpt", rc->checkpoint_dir, (long long)run_id);
+    snprintf(out, n, "%s/%s.ckpt", rc->checkpoint_dir, uid);
     return 0;
 }
 
 static int save_checkpoint(const RunConfig *rc, Store *store, int64_t run_id, Model *m,
                            Optimizer *opt, int step, const Rng *rng) {
     char path[1024];
-    checkpoint_path(rc, run_id, path, sizeof path);
+    if (checkpoint_path(rc, store, run_id, path, sizeof path)) return -1;
     size_t bytes = m->params.total * sizeof(float);
     TrainState st = {.step = step, .rng = *rng, .adam_m = ms_malloc(bytes), .adam_v = ms_malloc(bytes)};
     m->be->download(st.adam_m, opt->m, bytes);
@@ -146,6 +159,32 @@ static int save_checkpoint(const RunConfig *rc, Store *store, int64_t run_id, Mo
     free(st.adam_v);
     if (rc_ == 0) store_artifact(store, run_id, "checkpoint", path);
     return rc_;
+}
+
+// Continuing run_id: its checkpoint (parameters, AdamW m and v, batch RNG, step), when it has
+// one, replaces the fresh state; what the dead process logged after that step is dropped, so the
+// run goes on exactly as an uninterrupted one (positions and the learning rate are functions of
+// the step). No checkpoint yet: the run restarts at step 0 in the same row.
+static int resume_state(const RunConfig *rc, Store *store, int64_t run_id, Model *m,
+                        Optimizer *opt, Rng *rng, int *start) {
+    char path[1024];
+    *start = 0;
+    if (checkpoint_path(rc, store, run_id, path, sizeof path)) return -1;
+    if (access(path, F_OK) == 0) {
+        size_t bytes = m->params.total * sizeof(float);
+        TrainState st = {.adam_m = ms_malloc(bytes), .adam_v = ms_malloc(bytes)};
+        int r = checkpoint_load(path, m, &st);
+        if (r == 0) {
+            m->be->upload(opt->m, st.adam_m, bytes);
+            m->be->upload(opt->v, st.adam_v, bytes);
+            *rng = st.rng;
+            *start = (int)st.step;
+        }
+        free(st.adam_m);
+        free(st.adam_v);
+        if (r) return -1;
+    }
+    return store_run_truncate(store, run_id, *start);
 }
 
 AttnConfig run_layer_attention(const RunConfig *rc, int l) {
@@ -199,6 +238,20 @@ static void store_params(Store *s, int64_t id, const RunConfig *rc) {
     snprintf(v, sizeof v, "%llu", (unsigned long long)rc->seed);
     store_param(s, id, "seed", v);
     P_INT("params", (int)model_num_params(&rc->model));
+    if (rc->finetune_init) store_param(s, id, "finetune.init", rc->finetune_init);
+    if (rc->lora) { // only when used
+        char targets[64] = "";
+        for (int t = 0; t < LORA_NT; t++)
+            if (rc->lora_cfg.targets >> t & 1)
+                snprintf(targets + strlen(targets), sizeof targets - strlen(targets), "%s%s",
+                         targets[0] ? "," : "", lora_target_names[t]);
+        P_INT("finetune.lora.rank", rc->lora_cfg.rank);
+        P_NUM("finetune.lora.alpha", rc->lora_cfg.alpha);
+        store_param(s, id, "finetune.lora.targets", targets);
+        P_INT("finetune.lora.train_embeddings", rc->lora_cfg.train_embeddings);
+        P_INT("finetune.lora.train_norms", rc->lora_cfg.train_norms);
+    }
+    if (rc->export_dir) store_param(s, id, "export", rc->export_dir);
 #undef P_INT
 #undef P_NUM
 }
@@ -214,19 +267,6 @@ static void log_positions(Store *s, int64_t id, int step, const RunConfig *rc, c
     memcpy(prev, vals, sizeof(double) * nsched);
     if (force || changed)
         for (int i = 0; i < n; i++) store_metric(s, id, step + 1, names[i], vals[i], wall);
-}
-
-// The inference values of one eval length, as params positions.infer.<L>.<name>.
-static void store_infer_params(Store *s, int64_t id, const RunConfig *rc, int L, const PosState *ps) {
-    const char *names[8];
-    double vals[8];
-    char key[96], v[64];
-    int n = pos_state_items(&rc->pos, ps, 1, names, vals, NULL);
-    for (int i = 0; i < n; i++) {
-        snprintf(key, sizeof key, "positions.infer.%d.%s", L, names[i] + 4); // drop "pos."
-        snprintf(v, sizeof v, "%.9g", vals[i]);
-        store_param(s, id, key, v);
-    }
 }
 
 // Realised attention cost of the training forward just run (the lists do not depend on the data,
@@ -257,10 +297,16 @@ int run_execute(const RunConfig *rc, const Corpus *corpus, Store *store, RunResu
     int dirty;
     gethostname(host, sizeof host);
     read_git(rev, sizeof rev, &dirty);
+    char *prov = provenance_json(rc->device, rc->seed);
     RunInfo info = {.name = rc->name, .script = rc->script, .config_json = rc->config_json,
                     .config_hash = rc->config_hash, .git_rev = rev[0] ? rev : NULL,
-                    .git_dirty = dirty, .host = host, .device = rc->device};
-    if (store_run_begin(store, &info, &res->run_id)) return -1;
+                    .git_dirty = dirty, .host = host, .device = rc->device,
+                    .script_hash = rc->script_hash, .provenance_json = prov};
+    int began = rc->resume_id ? store_run_resume(store, rc->resume_id, prov)
+                              : store_run_begin(store, &info, &res->run_id);
+    free(prov);
+    if (began) return -1;
+    if (rc->resume_id) res->run_id = rc->resume_id;
     store_params(store, res->run_id, rc);
     double t_start = ms_now();
 
@@ -280,7 +326,7 @@ int run_execute(const RunConfig *rc, const Corpus *corpus, Store *store, RunResu
         goto finish;
     }
     int max_len = rc->seq;
-    for (int i = 0; i < rc->n_ppl_lengths; i++)
+    for (int i = 0; i < rc->n_ppl_lengths && !rc->ppl_corpus; i++) // eval.ppl.data: checked there
         if (rc->ppl_lengths[i] > max_len) max_len = rc->ppl_lengths[i];
     if (corpus->n_train <= (size_t)rc->seq + 1 || corpus->n_eval <= (size_t)max_len + 1) {
         char msg[256];
@@ -304,20 +350,32 @@ int run_execute(const RunConfig *rc, const Corpus *corpus, Store *store, RunResu
         goto finish;
     }
     model_init_weights(&model, rc->seed);
+    // fine-tuning: the weights of finetune.init, then LoRA adapters over them (core/lora.h)
+    if ((rc->finetune_init && model_source_load(rc->finetune_init, &model)) ||
+        (rc->lora && lora_attach(&model, &rc->lora_cfg, rc->seed))) {
+        fail(res, "failed", ms_error());
+        goto finish;
+    }
     optim_create(&opt, &rc->optim, &model);
     have_opt = 1;
 
     Rng rng;
     rng_seed(&rng, rc->seed ^ 0x5eed0fda7aULL); // batches: independent of the weight stream
-    int B = rc->batch, T = rc->seq, steps = rc->optim.steps;
+    int B = rc->batch, T = rc->seq, steps = rc->optim.steps, start = 0;
+    if (rc->resume_id && resume_state(rc, store, res->run_id, &model, &opt, &rng, &start)) {
+        fail(res, "failed", ms_error());
+        goto finish;
+    }
+    res->steps_done = start;
     inputs = ms_malloc(sizeof(int) * (size_t)B * T);
     targets = ms_malloc(sizeof(int) * (size_t)B * T);
     Progress prog;
     progress_begin(&prog, rc->name, steps, (double)B * T);
+    prog.first_step = start;
     double t_train = ms_now(), t_first = 0, pos_prev[8] = {0};
     PosState ps;
     int step;
-    for (step = 0; step < steps; step++) {
+    for (step = start; step < steps; step++) {
         if (run_stop_requested) break;
         corpus_batch(corpus, &rng, B, T, inputs, targets);
         model_zero_grad(&model);
@@ -335,7 +393,7 @@ int run_execute(const RunConfig *rc, const Corpus *corpus, Store *store, RunResu
         model_backward(&model);
         float norm = optim_step(&opt, &model, step);
         if (step == 0) store_attention_cost(store, res->run_id, &model, T, res, ms_now() - t_start);
-        if (step == 0) t_first = ms_now();
+        if (step == start) t_first = ms_now();
         res->steps_done = step + 1;
         res->train_loss = loss;
         int last = step + 1 == steps;
@@ -344,12 +402,12 @@ int run_execute(const RunConfig *rc, const Corpus *corpus, Store *store, RunResu
         if (log_now) {
             double now = ms_now(), wall = now - t_start;
             // throughput excludes step 0 (first-touch allocation and warm-up)
-            double tps = step > 0 ? (double)B * T * step / (now - t_first) : 0;
+            double tps = step > start ? (double)B * T * (step - start) / (now - t_first) : 0;
             res->tokens_per_s = tps;
             store_metric(store, res->run_id, step + 1, "train.loss", loss, wall);
             store_metric(store, res->run_id, step + 1, "train.lr", optim_lr(&rc->optim, step), wall);
             store_metric(store, res->run_id, step + 1, "train.grad_norm", norm, wall);
-            if (step > 0) store_metric(store, res->run_id, step + 1, "train.tokens_per_s", tps, wall);
+            if (step > start) store_metric(store, res->run_id, step + 1, "train.tokens_per_s", tps, wall);
             store_heartbeat(store, res->run_id);
             progress_update(&prog, step + 1, loss, tps);
         }
@@ -370,8 +428,13 @@ int run_execute(const RunConfig *rc, const Corpus *corpus, Store *store, RunResu
     progress_end(&prog);
     (void)t_train;
     if (res->error[0]) goto finish;
+    lora_merge(&model); // LoRA: W += s B A; the checkpoint, export and evaluation see one model
     if (save_checkpoint(rc, store, res->run_id, &model, &opt, res->steps_done, &rng))
         progress_note(&prog, ms_error());
+    if (rc->export_dir) {
+        if (safetensors_export(rc->export_dir, &model, 0)) progress_note(&prog, ms_error());
+        else store_artifact(store, res->run_id, "export", rc->export_dir);
+    }
     if (run_stop_requested) {
         fail(res, "interrupted", "interrupted by signal");
         goto finish;
@@ -384,26 +447,11 @@ int run_execute(const RunConfig *rc, const Corpus *corpus, Store *store, RunResu
     model_set_eval(&model, 1);
     res->eval_loss = eval_loss(&model, corpus->eval, corpus->n_eval, B, T, rc->eval_batches, rc->seed);
     store_metric(store, res->run_id, steps, "eval.loss", res->eval_loss, ms_now() - t_start);
-    for (int i = 0; i < rc->n_ppl_lengths; i++) {
-        PplResult pr;
-        int L = rc->ppl_lengths[i];
-        if (pos_apply_infer(&model, &rc->pos, res->steps_done - 1, L, &ps)) {
-            fail(res, "failed", ms_error());
-            goto finish;
-        }
-        store_infer_params(store, res->run_id, rc, L, &ps);
-        if (eval_ppl_windows(&model, corpus->eval, corpus->n_eval, L, rc->ppl_max_tokens,
-                             (int64_t)B * T, &pr)) {
-            fail(res, "failed", ms_error());
-            goto finish;
-        }
-        store_eval(store, res->run_id, "ppl", L, pr.ppl, "windows", pr.n);
-        res->ppl_lengths[res->n_ppl] = L;
-        res->ppl[res->n_ppl++] = pr.ppl;
-        char line[160];
-        snprintf(line, sizeof line, "%s: ppl@%d = %.4f (%lld tokens, windows)", rc->name, L, pr.ppl,
-                 (long long)pr.n);
-        progress_note(&prog, line);
+    // eval.ppl (each length x protocol) and eval.passkey: core/run_eval.c
+    if (run_eval_after_training(rc, corpus, &model, store, res->run_id, res->steps_done - 1, res,
+                                &prog)) {
+        fail(res, "failed", ms_error());
+        goto finish;
     }
     res->ok = 1;
     res->status = "done";
@@ -414,9 +462,11 @@ finish:
     free(targets);
     if (have_opt) optim_destroy(&opt, &model);
     if (have_model) model_destroy(&model);
+    store_run_usage(store, res->run_id, provenance_peak_rss_mb());
     if (store_run_end(store, res->run_id, res->status, res->ok ? NULL : res->error)) {
         snprintf(res->error, sizeof res->error, "%s", ms_error());
         res->ok = 0;
+        res->status = "failed"; // not recorded as done (e.g. a full disk): rerunning resumes it
     }
     return res->ok ? 0 : -1;
 }
@@ -492,10 +542,24 @@ char *run_config_json(const RunConfig *rc) {
              rc->seq, rc->batch, o->steps, o->lr, o->lr_min, o->warmup, o->weight_decay, o->beta1,
              o->beta2, o->eps, o->clip, rc->log_every, rc->eval_every, rc->eval_batches,
              rc->checkpoint_every);
-    json_str(&b, &len, &cap, "\"eval\":{\"ppl\":{\"protocol\":\"windows\",\"max_tokens\":%lld,\"lengths\":[",
-             (long long)rc->ppl_max_tokens);
-    for (int i = 0; i < rc->n_ppl_lengths; i++)
-        json_str(&b, &len, &cap, "%s%d", i ? "," : "", rc->ppl_lengths[i]);
-    json_str(&b, &len, &cap, "]}}}");
+    if (rc->finetune_init || rc->lora) { // only when used: the hashes of other runs stay put
+        char init[1024];
+        json_escape(init, sizeof init, rc->finetune_init ? rc->finetune_init : "");
+        json_str(&b, &len, &cap, "\"finetune\":{\"init\":\"%s\"", init);
+        if (rc->lora) {
+            const LoraConfig *lc = &rc->lora_cfg;
+            json_str(&b, &len, &cap, ",\"lora\":{\"rank\":%d,\"alpha\":%.9g,\"targets\":[", lc->rank,
+                     lc->alpha);
+            for (int t = 0, k = 0; t < LORA_NT; t++)
+                if (lc->targets >> t & 1)
+                    json_str(&b, &len, &cap, "%s\"%s\"", k++ ? "," : "", lora_target_names[t]);
+            json_str(&b, &len, &cap, "],\"train_embeddings\":%s,\"train_norms\":%s}",
+                     lc->train_embeddings ? "true" : "false", lc->train_norms ? "true" : "false");
+        }
+        json_str(&b, &len, &cap, "},");
+    }
+    char *ev = run_eval_json(rc); // core/run_eval.c
+    json_str(&b, &len, &cap, "\"eval\":%s}", ev);
+    free(ev);
     return b;
 }

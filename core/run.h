@@ -6,12 +6,14 @@
 #include <stdint.h>
 
 #include "data.h"
+#include "lora.h"
 #include "model.h"
 #include "optim.h"
 #include "posenc.h"
 #include "store.h"
 
 #define RUN_MAX_LENGTHS 32
+#define RUN_MAX_PROTOCOLS 4 // eval.ppl.protocols (core/eval.h PPL_NPROTOCOLS)
 #define RUN_MAX_ATTN_LAYERS 64 // per-layer attention overrides
 
 typedef struct {
@@ -39,10 +41,30 @@ typedef struct {
     int ppl_lengths[RUN_MAX_LENGTHS];
     int n_ppl_lengths;
     int64_t ppl_max_tokens;     // scored tokens per length
+    int ppl_protocols[RUN_MAX_PROTOCOLS]; // eval.ppl.protocol / protocols (PplProtocol, in order)
+    int n_ppl_protocols;        // 0: "windows" only
+    int ppl_stride;             // eval.ppl.stride (0: L/2 for sliding, 256 for longlora)
+    const Corpus *ppl_corpus;   // eval.ppl.data: all its documents (train and eval split); NULL:
+    const char *ppl_corpus_desc; //   the eval split of the run's corpus
+    int passkey_lengths[RUN_MAX_LENGTHS]; // eval.passkey.lengths (prompt tokens); none: no passkey
+    int n_passkey_lengths;
+    int passkey_trials;         // per length (default 10)
+    double passkey_depth;       // < 0: uniform (default); else the fixed depth in [0, 1]
+    uint64_t passkey_seed;      // trial i of length L uses a seed derived from (seed, L, i)
+    int passkey_new_tokens;     // tokens generated per trial (default 10, as Landmark / YaRN)
+    const char *passkey_tokenizer; // NULL: the corpus's tokenizer
+    // fine-tuning (finetune = {...}, export = "dir"; docs/checkpoints.md): NULL / 0 when unused
+    const char *finetune_init;  // start from these weights: mslab checkpoint, llama2.c .bin, HF dir
+    int lora;                   // finetune.lora given: adapters, base weights frozen
+    LoraConfig lora_cfg;
+    const char *export_dir;     // at the end: config.json + model.safetensors (LoRA merged)
     // provenance, filled by the caller
     const char *config_json;
     const char *config_hash;
     const char *corpus_desc;
+    const char *script_hash;    // FNV-1a 64 of the script file (hex), may be NULL
+    // resume (docs/sweeps.md): continue this existing run row from its checkpoint; 0: a new run
+    int64_t resume_id;
 } RunConfig;
 
 typedef struct {

@@ -1,7 +1,7 @@
 // store.c: results.db on SQLite 3. One Store = one connection. The schema lives in `migrations`
 // below: migrations[i] takes a database from user_version i to i+1, and store_open applies the
 // missing ones in one IMMEDIATE transaction (so two processes opening a fresh file at once do not
-// both create the tables). To add version 2: bump STORE_SCHEMA_VERSION in store.h and append a step.
+// both create the tables). To add a version: bump STORE_SCHEMA_VERSION in store.h and append a step.
 #include "store.h"
 
 #include <errno.h>
@@ -94,6 +94,42 @@ static const char *const migrations[] = {
     "ALTER TABLE runs ADD COLUMN script_hash TEXT;\n"
     "ALTER TABLE runs ADD COLUMN provenance_json TEXT;\n"
     "ALTER TABLE runs ADD COLUMN peak_rss_mb REAL;\n",
+    // 2 -> 3: views for the common pivots (docs/results-db.md). run_params: one row per run with
+    // its key parameters as columns (one pass over params, grouped); ppl_by_length and
+    // speed_by_length: evals joined with them, ready for WHERE/GROUP BY on any key parameter.
+    "CREATE INDEX runs_config_hash ON runs(config_hash);\n"
+    "CREATE VIEW run_params(run_id, name, status, config_hash, seed, params, model_dim,\n"
+    "    model_layers, model_heads, positions_kind, attention_kind, train_seq, train_batch,\n"
+    "    train_steps, train_lr) AS\n"
+    "  SELECT r.id, r.name, r.status, r.config_hash, p.seed, p.params, p.model_dim, p.model_layers,\n"
+    "    p.model_heads, p.positions_kind, p.attention_kind, p.train_seq, p.train_batch,\n"
+    "    p.train_steps, p.train_lr\n"
+    "  FROM runs r LEFT JOIN (SELECT run_id,\n"
+    "      max(CASE key WHEN 'seed' THEN value END) AS seed,\n"
+    "      max(CASE key WHEN 'params' THEN CAST(value AS INTEGER) END) AS params,\n"
+    "      max(CASE key WHEN 'model.dim' THEN CAST(value AS INTEGER) END) AS model_dim,\n"
+    "      max(CASE key WHEN 'model.layers' THEN CAST(value AS INTEGER) END) AS model_layers,\n"
+    "      max(CASE key WHEN 'model.heads' THEN CAST(value AS INTEGER) END) AS model_heads,\n"
+    "      max(CASE key WHEN 'positions.kind' THEN value END) AS positions_kind,\n"
+    "      max(CASE key WHEN 'attention.kind' THEN value END) AS attention_kind,\n"
+    "      max(CASE key WHEN 'train.seq' THEN CAST(value AS INTEGER) END) AS train_seq,\n"
+    "      max(CASE key WHEN 'train.batch' THEN CAST(value AS INTEGER) END) AS train_batch,\n"
+    "      max(CASE key WHEN 'train.steps' THEN CAST(value AS INTEGER) END) AS train_steps,\n"
+    "      max(CASE key WHEN 'train.lr' THEN CAST(value AS REAL) END) AS train_lr\n"
+    "    FROM params WHERE key IN ('seed', 'params', 'model.dim', 'model.layers', 'model.heads',\n"
+    "      'positions.kind', 'attention.kind', 'train.seq', 'train.batch', 'train.steps',\n"
+    "      'train.lr')\n"
+    "    GROUP BY run_id) p ON p.run_id = r.id;\n"
+    "CREATE VIEW ppl_by_length(run_id, run_name, status, length, ppl, protocol, n, positions_kind,\n"
+    "    attention_kind, train_seq, model_dim, model_layers, train_steps, train_lr, seed) AS\n"
+    "  SELECT e.run_id, p.name, p.status, e.length, e.value, e.protocol, e.n, p.positions_kind,\n"
+    "    p.attention_kind, p.train_seq, p.model_dim, p.model_layers, p.train_steps, p.train_lr, p.seed\n"
+    "  FROM evals e JOIN run_params p ON p.run_id = e.run_id WHERE e.task = 'ppl';\n"
+    "CREATE VIEW speed_by_length(run_id, run_name, status, length, tokens_per_s, protocol, n,\n"
+    "    positions_kind, attention_kind, model_dim, model_layers, seed) AS\n"
+    "  SELECT e.run_id, p.name, p.status, e.length, e.value, e.protocol, e.n, p.positions_kind,\n"
+    "    p.attention_kind, p.model_dim, p.model_layers, p.seed\n"
+    "  FROM evals e JOIN run_params p ON p.run_id = e.run_id WHERE e.task = 'speed';\n",
 };
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 _Static_assert(sizeof migrations / sizeof migrations[0] == STORE_SCHEMA_VERSION,
@@ -295,8 +331,9 @@ int store_run_begin(Store *s, const RunInfo *info, int64_t *run_id) {
     sqlite3_stmt *st;
     const char *sql =
         "INSERT INTO runs(uid, name, script, config_json, config_hash, status, git_rev, git_dirty,"
-        " host, device, started_at, heartbeat_at)"
-        " VALUES (lower(hex(randomblob(16))), ?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, ?8, ?9, ?9)";
+        " host, device, started_at, heartbeat_at, script_hash, provenance_json)"
+        " VALUES (lower(hex(randomblob(16))), ?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, ?8, ?9, ?9,"
+        " ?10, ?11)";
     if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) return db_fail(s);
     bind_text(st, 1, info->name);
     bind_text(st, 2, info->script);
@@ -307,6 +344,8 @@ int store_run_begin(Store *s, const RunInfo *info, int64_t *run_id) {
     bind_text(st, 7, info->host);
     bind_text(st, 8, info->device);
     sqlite3_bind_double(st, 9, ms_wall());
+    bind_text(st, 10, info->script_hash);
+    bind_text(st, 11, info->provenance_json);
     int rc = step_write(s, st);
     if (rc == 0 && run_id) *run_id = sqlite3_last_insert_rowid(s->db);
     sqlite3_finalize(st);
@@ -343,6 +382,94 @@ int store_heartbeat(Store *s, int64_t run_id) {
     if (sqlite3_changes(s->db) == 0)
         return ms_fail("%s: no run with id %lld", s->path, (long long)run_id);
     return 0;
+}
+
+// One UPDATE/DELETE with an id bound as ?1 and an optional text ?2 / real ?3.
+static int run_write(Store *s, const char *sql, int64_t run_id, const char *text, double real) {
+    if (writable(s)) return -1;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) return db_fail(s);
+    sqlite3_bind_int64(st, 1, run_id);
+    if (sqlite3_bind_parameter_count(st) >= 2) bind_text(st, 2, text);
+    if (sqlite3_bind_parameter_count(st) >= 3) sqlite3_bind_double(st, 3, real);
+    int rc = step_write(s, st);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int store_run_resume(Store *s, int64_t run_id, const char *provenance_json) {
+    if (run_write(s, "UPDATE runs SET status = 'running', error = NULL, finished_at = NULL,"
+                     " heartbeat_at = ?3, provenance_json = coalesce(?2, provenance_json)"
+                     " WHERE id = ?1", run_id, provenance_json, ms_wall()))
+        return -1;
+    if (sqlite3_changes(s->db) == 0) return ms_fail("%s: no run with id %lld", s->path, (long long)run_id);
+    return 0;
+}
+
+int store_run_truncate(Store *s, int64_t run_id, int64_t step) {
+    if (writable(s)) return -1;
+    if (exec_sql(s, "BEGIN IMMEDIATE")) return -1;
+    sqlite3_stmt *st;
+    const char *sqls[] = {"DELETE FROM metrics WHERE run_id = ?1 AND step > ?2",
+                          "DELETE FROM evals WHERE run_id = ?1 AND ?2 >= 0",
+                          "DELETE FROM passkey_trials WHERE run_id = ?1 AND ?2 >= 0"};
+    for (int i = 0; i < 3; i++) {
+        if (sqlite3_prepare_v2(s->db, sqls[i], -1, &st, NULL) != SQLITE_OK) goto fail;
+        sqlite3_bind_int64(st, 1, run_id);
+        sqlite3_bind_int64(st, 2, step);
+        int rc = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE) goto fail;
+    }
+    return exec_sql(s, "COMMIT");
+fail:
+    db_fail(s);
+    sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    return -1;
+}
+
+int store_run_uid(Store *s, int64_t run_id, char uid[33]) {
+    sqlite3_stmt *st;
+    uid[0] = 0;
+    if (sqlite3_prepare_v2(s->db, "SELECT uid FROM runs WHERE id = ?1", -1, &st, NULL) != SQLITE_OK)
+        return db_fail(s);
+    sqlite3_bind_int64(st, 1, run_id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) snprintf(uid, 33, "%s", (const char *)sqlite3_column_text(st, 0));
+    else if (rc == SQLITE_DONE) ms_fail("%s: no run with id %lld", s->path, (long long)run_id);
+    else db_fail(s);
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 0 : -1;
+}
+
+int store_run_usage(Store *s, int64_t run_id, double peak_rss_mb) {
+    return run_write(s, "UPDATE runs SET peak_rss_mb = ?3 WHERE id = ?1", run_id, NULL,
+                     peak_rss_mb);
+}
+
+int store_find_run(Store *s, const char *hash, StoreRunRef *out) {
+    memset(out, 0, sizeof *out);
+    sqlite3_stmt *st;
+    const char *sql = "SELECT id, uid, status, heartbeat_at,"
+                      " json_extract(provenance_json, '$.host'), json_extract(provenance_json, '$.pid')"
+                      " FROM runs WHERE config_hash = ?1 ORDER BY id DESC LIMIT 1";
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) return db_fail(s);
+    bind_text(st, 1, hash);
+    int rc = sqlite3_step(st), found = 0;
+    if (rc == SQLITE_ROW) {
+        found = 1;
+        out->id = sqlite3_column_int64(st, 0);
+        const char *t;
+        if ((t = (const char *)sqlite3_column_text(st, 1))) snprintf(out->uid, sizeof out->uid, "%s", t);
+        if ((t = (const char *)sqlite3_column_text(st, 2))) snprintf(out->status, sizeof out->status, "%s", t);
+        out->heartbeat_at = sqlite3_column_double(st, 3);
+        if ((t = (const char *)sqlite3_column_text(st, 4))) snprintf(out->host, sizeof out->host, "%s", t);
+        out->pid = sqlite3_column_int64(st, 5);
+    } else if (rc != SQLITE_DONE) {
+        found = db_fail(s);
+    }
+    sqlite3_finalize(st);
+    return found;
 }
 
 int store_param(Store *s, int64_t run_id, const char *key, const char *value) {
@@ -413,7 +540,9 @@ int store_artifact(Store *s, int64_t run_id, const char *kind, const char *path)
     if (writable(s)) return -1;
     if (!kind || !path) return ms_fail("%s: store_artifact: NULL kind or path", s->path);
     sqlite3_stmt *st = cached(s, &s->st_artifact,
-                              "INSERT INTO artifacts(run_id, kind, path) VALUES (?1, ?2, ?3)");
+                              "INSERT INTO artifacts(run_id, kind, path) SELECT ?1, ?2, ?3"
+                              " WHERE NOT EXISTS (SELECT 1 FROM artifacts"
+                              "   WHERE run_id = ?1 AND kind = ?2 AND path = ?3)");
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, run_id);
     bind_text(st, 2, kind);
@@ -742,14 +871,27 @@ static char *shorten(const char *v, int max) {
     return d;
 }
 
-int store_print_runs(Store *s, FILE *out) {
-    const char *sql =
-        "SELECT r.id, r.name, r.status, r.started_at, r.finished_at, r.heartbeat_at,"
-        " (SELECT m.value FROM metrics m WHERE m.run_id = r.id AND m.name = 'train.loss'"
-        "   ORDER BY m.step DESC, m.rowid DESC LIMIT 1),"
-        " r.error FROM runs r ORDER BY r.id";
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) return db_fail(s);
+int store_print_runs(Store *s, const char *where, FILE *out) {
+    // the where text goes through prepare_all's read-only checks like any query
+    char *sql = NULL;
+    size_t sql_len = 0;
+    FILE *q = open_memstream(&sql, &sql_len);
+    if (!q) return ms_fail("%s: open_memstream: %s", s->path, strerror(errno));
+    fprintf(q, "SELECT r.id, r.name, r.status, r.started_at, r.finished_at, r.heartbeat_at,"
+               " (SELECT m.value FROM metrics m WHERE m.run_id = r.id AND m.name = 'train.loss'"
+               "   ORDER BY m.step DESC, m.rowid DESC LIMIT 1),"
+               " r.error FROM runs r WHERE (%s) ORDER BY r.id", where && *where ? where : "1");
+    fclose(q);
+    StmtList l;
+    int prc = prepare_all(s, sql, &l);
+    free(sql);
+    if (prc) return -1;
+    if (l.n != 1) {
+        stmts_free(&l);
+        return ms_fail("%s: --where must be one SQL condition", s->path);
+    }
+    sqlite3_stmt *st = l.st[0];
+    free(l.st);
     static const char *const names[] = {"id", "name", "status", "started", "wall", "last loss", "error"};
     static const int right[] = {1, 0, 0, 0, 1, 1, 0};
     Table t;
@@ -793,4 +935,218 @@ int store_print_runs(Store *s, FILE *out) {
     table_free(&t);
     fflush(out);
     return rc;
+}
+
+// ---- CSV and JSON -------------------------------------------------------------------------------
+static void csv_field(FILE *out, const char *v) {
+    if (!v) return;
+    if (!strpbrk(v, ",\"\r\n")) {
+        fputs(v, out);
+        return;
+    }
+    fputc('"', out);
+    for (; *v; v++) {
+        if (*v == '"') fputc('"', out);
+        fputc(*v, out);
+    }
+    fputc('"', out);
+}
+
+static void json_string(FILE *out, const char *v) {
+    fputc('"', out);
+    for (; *v; v++) {
+        unsigned char c = (unsigned char)*v;
+        if (c == '"' || c == '\\') fprintf(out, "\\%c", c);
+        else if (c == '\n') fputs("\\n", out);
+        else if (c < 0x20 || c == 0x7f) fprintf(out, "\\u%04x", c);
+        else fputc(c, out);
+    }
+    fputc('"', out);
+}
+
+// Both formats: rows buffered, printed only when every statement succeeded (as the table).
+static int print_rows(Store *s, const char *sql, FILE *final_out, int json) {
+    StmtList l;
+    if (prepare_all(s, sql, &l)) return -1;
+    char *text = NULL;
+    size_t text_len = 0;
+    FILE *out = open_memstream(&text, &text_len);
+    if (!out) {
+        stmts_free(&l);
+        return ms_fail("%s: open_memstream: %s", s->path, strerror(errno));
+    }
+    int rc = 0;
+    for (int i = 0; i < l.n && rc == 0; i++) {
+        sqlite3_stmt *st = l.st[i];
+        int nc = sqlite3_column_count(st), nrows = 0;
+        if (nc == 0) continue;
+        if (!json) {
+            if (i) fputc('\n', out);
+            for (int c = 0; c < nc; c++) {
+                if (c) fputc(',', out);
+                csv_field(out, sqlite3_column_name(st, c));
+            }
+            fputs("\r\n", out);
+        } else {
+            fputs("[", out);
+        }
+        for (;;) {
+            int r = sqlite3_step(st);
+            if (r == SQLITE_DONE) break;
+            if (r != SQLITE_ROW) {
+                rc = db_fail(s);
+                break;
+            }
+            if (json) fputs(nrows ? ",\n {" : "\n {", out);
+            for (int c = 0; c < nc; c++) {
+                int type = sqlite3_column_type(st, c);
+                char num[64];
+                const char *v = NULL;
+                if (type == SQLITE_INTEGER) snprintf(num, sizeof num, "%lld", (long long)sqlite3_column_int64(st, c)), v = num;
+                else if (type == SQLITE_FLOAT) {
+                    double d = sqlite3_column_double(st, c);
+                    if (isfinite(d)) snprintf(num, sizeof num, "%.17g", d), v = num;
+                    else type = SQLITE_NULL;
+                } else if (type != SQLITE_NULL) v = (const char *)sqlite3_column_text(st, c);
+                if (!json) {
+                    if (c) fputc(',', out);
+                    csv_field(out, v);
+                    continue;
+                }
+                if (c) fputs(", ", out);
+                json_string(out, sqlite3_column_name(st, c));
+                fputs(": ", out);
+                if (type == SQLITE_NULL) fputs("null", out);
+                else if (type == SQLITE_INTEGER || type == SQLITE_FLOAT) fputs(v, out);
+                else json_string(out, v ? v : "");
+            }
+            fputs(json ? "}" : "\r\n", out);
+            nrows++;
+        }
+        if (json) fputs(nrows ? "\n]\n" : "]\n", out);
+    }
+    stmts_free(&l);
+    fclose(out);
+    if (rc == 0) {
+        fwrite(text, 1, text_len, final_out);
+        fflush(final_out);
+    }
+    free(text);
+    return rc;
+}
+
+int store_print_query_csv(Store *s, const char *sql, FILE *out) { return print_rows(s, sql, out, 0); }
+int store_print_query_json(Store *s, const char *sql, FILE *out) { return print_rows(s, sql, out, 1); }
+
+// ---- show and compare ---------------------------------------------------------------------------
+int64_t store_resolve_run(Store *s, const char *run) {
+    if (!run || !*run) return ms_fail("%s: empty run reference", s->path);
+    sqlite3_stmt *st;
+    const char *sql = "SELECT id FROM runs WHERE CAST(id AS TEXT) = ?1"
+                      " OR (length(?1) >= 6 AND uid LIKE lower(?1) || '%') OR name = ?1"
+                      " ORDER BY CAST(id AS TEXT) = ?1 DESC, id DESC LIMIT 1";
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) return db_fail(s);
+    bind_text(st, 1, run);
+    int64_t id = -1;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) id = sqlite3_column_int64(st, 0);
+    else if (rc == SQLITE_DONE) ms_fail("%s: no run \"%s\" (an id, a uid or a name)", s->path, run);
+    else db_fail(s);
+    sqlite3_finalize(st);
+    return id;
+}
+
+// One printed section: a title line, then the query's table (or "(none)").
+static int section(Store *s, FILE *out, const char *title, const char *sql) {
+    fprintf(out, "\n%s\n", title);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&text, &len);
+    if (!m) return ms_fail("open_memstream: %s", strerror(errno));
+    int rc = store_print_query(s, sql, m);
+    fclose(m);
+    // a table with no rows is two lines (names and rule): say so instead
+    int lines = 0;
+    for (size_t i = 0; i < len; i++) lines += text[i] == '\n';
+    if (rc == 0) fputs(lines > 2 ? text : "(none)\n", out);
+    free(text);
+    return rc;
+}
+
+int store_print_show(Store *s, const char *run, FILE *out) {
+    int64_t id = store_resolve_run(s, run);
+    if (id < 0) return -1;
+    char sql[1024];
+    long long i = (long long)id;
+    snprintf(sql, sizeof sql,
+             "SELECT id, uid, name, status, error, config_hash, script, script_hash, git_rev, git_dirty,"
+             " host, device, datetime(started_at, 'unixepoch', 'localtime') AS started,"
+             " datetime(finished_at, 'unixepoch', 'localtime') AS finished,"
+             " round(coalesce(finished_at, heartbeat_at) - started_at, 1) AS wall_s, peak_rss_mb,"
+             " provenance_json, config_json FROM runs WHERE id = %lld", i);
+    // the row, one "key: value" line per column
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) return db_fail(s);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        for (int c = 0; c < sqlite3_column_count(st); c++) {
+            const char *v = (const char *)sqlite3_column_text(st, c);
+            fprintf(out, "%-16s %s\n", sqlite3_column_name(st, c), v ? v : "");
+        }
+    sqlite3_finalize(st);
+    snprintf(sql, sizeof sql, "SELECT key, value FROM params WHERE run_id = %lld ORDER BY key", i);
+    if (section(s, out, "params", sql)) return -1;
+    snprintf(sql, sizeof sql,
+             "SELECT m.name, m.step, m.value FROM metrics m WHERE m.run_id = %lld AND m.rowid ="
+             " (SELECT rowid FROM metrics WHERE run_id = m.run_id AND name = m.name"
+             "  ORDER BY step DESC, rowid DESC LIMIT 1) ORDER BY m.name", i);
+    if (section(s, out, "last metrics", sql)) return -1;
+    snprintf(sql, sizeof sql, "SELECT task, length, value, protocol, n FROM evals WHERE run_id = %lld"
+             " ORDER BY task, protocol, length", i);
+    if (section(s, out, "evals", sql)) return -1;
+    snprintf(sql, sizeof sql, "SELECT kind, path FROM artifacts WHERE run_id = %lld ORDER BY rowid", i);
+    if (section(s, out, "artifacts", sql)) return -1;
+    fflush(out);
+    return 0;
+}
+
+int store_print_compare(Store *s, const char *a, const char *b, FILE *out) {
+    int64_t x = store_resolve_run(s, a), y = store_resolve_run(s, b);
+    if (x < 0 || y < 0) return -1;
+    char sql[2048];
+    long long A = (long long)x, B = (long long)y;
+    snprintf(sql, sizeof sql,
+             "SELECT id, name, status, config_hash FROM runs WHERE id IN (%lld, %lld)"
+             " ORDER BY id = %lld DESC", A, B, A);
+    if (section(s, out, "runs", sql)) return -1;
+    snprintf(sql, sizeof sql,
+             "WITH k(key) AS (SELECT key FROM params WHERE run_id IN (%lld, %lld))"
+             " SELECT DISTINCT k.key, pa.value AS \"%lld\", pb.value AS \"%lld\" FROM k"
+             " LEFT JOIN params pa ON pa.run_id = %lld AND pa.key = k.key"
+             " LEFT JOIN params pb ON pb.run_id = %lld AND pb.key = k.key"
+             " WHERE pa.value IS NOT pb.value ORDER BY k.key", A, B, A, B, A, B);
+    if (section(s, out, "config differences (params)", sql)) return -1;
+    snprintf(sql, sizeof sql,
+             "WITH l AS (SELECT m.run_id, m.name, m.value FROM metrics m WHERE m.run_id IN (%lld, %lld)"
+             "  AND m.rowid = (SELECT rowid FROM metrics WHERE run_id = m.run_id AND name = m.name"
+             "  ORDER BY step DESC, rowid DESC LIMIT 1)),"
+             " n(name) AS (SELECT DISTINCT name FROM l)"
+             " SELECT n.name AS metric, la.value AS \"%lld\", lb.value AS \"%lld\","
+             " lb.value - la.value AS diff FROM n"
+             " LEFT JOIN l la ON la.run_id = %lld AND la.name = n.name"
+             " LEFT JOIN l lb ON lb.run_id = %lld AND lb.name = n.name ORDER BY n.name",
+             A, B, A, B, A, B);
+    if (section(s, out, "last metrics", sql)) return -1;
+    snprintf(sql, sizeof sql,
+             "WITH e AS (SELECT run_id, task, length, coalesce(protocol, '') AS protocol, value, rowid"
+             "  AS r FROM evals WHERE run_id IN (%lld, %lld)),"
+             " k AS (SELECT DISTINCT task, length, protocol FROM e)"
+             " SELECT k.task, k.length, k.protocol,"
+             " (SELECT value FROM e WHERE run_id = %lld AND task = k.task AND length IS k.length"
+             "  AND protocol = k.protocol ORDER BY r DESC LIMIT 1) AS \"%lld\","
+             " (SELECT value FROM e WHERE run_id = %lld AND task = k.task AND length IS k.length"
+             "  AND protocol = k.protocol ORDER BY r DESC LIMIT 1) AS \"%lld\""
+             " FROM k ORDER BY k.task, k.protocol, k.length", A, B, A, A, B, B);
+    if (section(s, out, "evals", sql)) return -1;
+    fflush(out);
+    return 0;
 }

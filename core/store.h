@@ -9,6 +9,8 @@
 //   passkey_trials(run_id, length, depth, seed, passkey, answer, correct)       (v2)
 // Views: last_metrics(run_id, name, step, value) (the last value of each metric of each run) and
 // ppl(run_id, run_name, length, value, protocol, n) (evals with task 'ppl', with the run's name).
+// v3: run_params (one row per run, key parameters as columns), ppl_by_length and speed_by_length
+// (evals task 'ppl' / 'speed' with those columns); docs/results-db.md.
 // runs.uid: 32 random hex digits; times are unix seconds (REAL). params keeps one value per
 // (run_id, key): store_param on an existing key replaces it. A NaN metric/eval value is stored
 // as NULL (SQLite has no NaN).
@@ -20,7 +22,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 
 typedef struct Store Store;
 
@@ -33,7 +35,19 @@ typedef struct {
     int git_dirty;
     const char *host;
     const char *device;
+    const char *script_hash;     // FNV-1a 64 of the script's bytes (hex), may be NULL
+    const char *provenance_json; // core/provenance.h, may be NULL
 } RunInfo;
+
+// The newest run with a config hash, as the sweep logic needs it (store_find_run).
+typedef struct {
+    int64_t id;
+    char uid[33];
+    char status[16];
+    double heartbeat_at;  // unix seconds (0 when NULL)
+    char host[256];       // provenance host ("" when unknown)
+    int64_t pid;          // provenance pid (0 when unknown)
+} StoreRunRef;
 
 // Opens (creating and migrating when writable) the database. readonly=1 opens with
 // SQLITE_OPEN_READONLY: any statement that would write is refused. Errors: -1 + ms_error().
@@ -44,11 +58,24 @@ void store_close(Store *s);
 int store_run_begin(Store *s, const RunInfo *info, int64_t *run_id);
 int store_run_end(Store *s, int64_t run_id, const char *status, const char *error);
 int store_heartbeat(Store *s, int64_t run_id);
+// Resuming: the row becomes 'running' again (error and finished_at cleared, provenance replaced
+// when given); then store_run_truncate drops what the dead process logged after the checkpoint's
+// step (metrics with step > step, all evals and passkey trials: those come after training), in
+// one transaction.
+int store_run_resume(Store *s, int64_t run_id, const char *provenance_json);
+int store_run_truncate(Store *s, int64_t run_id, int64_t step);
+// runs.uid of a run (32 hex digits): names its checkpoint file, unique across databases.
+int store_run_uid(Store *s, int64_t run_id, char uid[33]);
+// runs.peak_rss_mb.
+int store_run_usage(Store *s, int64_t run_id, double peak_rss_mb);
+// The newest run (largest id) whose config_hash is hash: 1 found (into *out), 0 none, -1 error.
+int store_find_run(Store *s, const char *hash, StoreRunRef *out);
 int store_param(Store *s, int64_t run_id, const char *key, const char *value);
 int store_metric(Store *s, int64_t run_id, int64_t step, const char *name, double value,
                  double wall_s);
 int store_eval(Store *s, int64_t run_id, const char *task, int64_t length, double value,
                const char *protocol, int64_t n);
+// One row per (run, kind, path): a checkpoint rewritten in place is recorded once.
 int store_artifact(Store *s, int64_t run_id, const char *kind, const char *path);
 // One passkey retrieval trial (schema 2): depth in [0, 1], answer = the generated text.
 int store_passkey_trial(Store *s, int64_t run_id, int64_t length, double depth, int64_t seed,
@@ -72,6 +99,19 @@ int store_print_query(Store *s, const char *sql, FILE *out);
 // started: local time YYYY-MM-DD HH:MM; wall: finished_at - started_at, or now - started_at while
 // 'running' ("42s", "3m12s", "2h05m", "1d03h"); last loss: the train.loss of the largest step;
 // error: its first 60 characters, "..." when longer.
-int store_print_runs(Store *s, FILE *out);
+// where: an SQL condition over runs aliased r (NULL: all runs), e.g. "r.status = 'failed'".
+int store_print_runs(Store *s, const char *where, FILE *out);
+// `mslab query --csv / --json`: every statement's rows as CSV (header line, RFC 4180 quoting) or
+// as JSON (an array of objects per statement; numbers as numbers, NULL as null).
+int store_print_query_csv(Store *s, const char *sql, FILE *out);
+int store_print_query_json(Store *s, const char *sql, FILE *out);
+// RUN: a run id, a uid (or its first 6+ hex digits), or a name (the newest run of that name).
+// Returns the id, or -1 with ms_error() when nothing matches.
+int64_t store_resolve_run(Store *s, const char *run);
+// `mslab show RUN`: the row (provenance included), config JSON, params, the last value of each
+// metric, evals and artifacts.
+int store_print_show(Store *s, const char *run, FILE *out);
+// `mslab compare A B`: the params that differ, then the last metrics and evals side by side.
+int store_print_compare(Store *s, const char *a, const char *b, FILE *out);
 
 #endif

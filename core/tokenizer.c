@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "spm_model.h"
 
 #define NO_MERGE_SCORE -1e10f // llama2.c's initial best score: a pair must score above it
 
@@ -30,7 +31,9 @@ static void table_insert(Tokenizer *t, int id) {
 static int read_exact(FILE *f, void *p, size_t n) { return fread(p, 1, n, f) == n ? 0 : -1; }
 
 static int bpe_open(Tokenizer *t, const char *path, int vocab) {
-    FILE *f = fopen(path, "rb");
+    // a SentencePiece .model is read as the tokenizer.bin llama2.c would export from it
+    FILE *f = spm_is_model_path(path) ? spm_model_open_as_bin(path) : fopen(path, "rb");
+    if (!f && spm_is_model_path(path)) return -1;
     if (!f) return ms_fail("tokenizer %s: cannot open: %s", path, strerror(errno));
     fseek(f, 0, SEEK_END);
     long size = ftell(f);

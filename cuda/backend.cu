@@ -132,6 +132,9 @@ static void fill_table(void) {
     table.attention_fwd = cuda_attention_fwd;
     table.attention_bwd = cuda_attention_bwd;
     table.attention_decode = cuda_attention_decode;
+    table.sparse_attention_fwd = cuda_sparse_attention_fwd;
+    table.sparse_attention_bwd = cuda_sparse_attention_bwd;
+    table.attention_select = cuda_attention_select;
     table.swiglu_fwd = cuda_swiglu_fwd;
     table.swiglu_bwd = cuda_swiglu_bwd;
     table.crossentropy_fwd = cuda_crossentropy_fwd;
@@ -196,7 +199,8 @@ static const struct { const char *name; size_t off; } op_names[] = {
     OP(sumsq), OP(embedding_fwd), OP(embedding_bwd), OP(matmul_fwd), OP(matmul_bwd),
     OP(rmsnorm_fwd), OP(rmsnorm_bwd), OP(rope_fwd), OP(rope_bwd), OP(attention_fwd),
     OP(attention_bwd), OP(swiglu_fwd), OP(swiglu_bwd), OP(crossentropy_fwd),
-    OP(crossentropy_bwd), OP(adamw), OP(attention_decode),
+    OP(crossentropy_bwd), OP(adamw), OP(attention_decode), OP(sparse_attention_fwd),
+    OP(sparse_attention_bwd), OP(attention_select),
 };
 #undef OP
 

@@ -38,6 +38,8 @@ enum {
     SCRATCH_ATTN,    // attention backward: Di = rowsum(dout * out)
     SCRATCH_SORT,    // embedding backward: sorted tokens and rows
     SCRATCH_CUB,     // embedding backward: CUB's temporary storage
+    SCRATCH_SELECT,  // attention_select: pooled keys, norms, per-block scores and marks
+    SCRATCH_SPARSE,  // sparse attention backward: Di
     SCRATCH_COUNT
 };
 void *cuda_scratch(int slot, size_t bytes);
@@ -114,6 +116,16 @@ void cuda_attention_fwd(float *out, float *lse, const float *q, const float *k, 
 void cuda_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out,
                         const float *lse, const float *q, const float *k, const float *v, int B,
                         int T, int H, int KVH, int D);
+
+void cuda_sparse_attention_fwd(float *out, float *lse, const float *q, const float *k,
+                               const float *v, const AttnIndex *ix, int B, int T, int H, int KVH,
+                               int D);
+void cuda_sparse_attention_bwd(float *dq, float *dk, float *dv, const float *dout,
+                               const float *out, const float *lse, const float *q, const float *k,
+                               const float *v, const AttnIndex *ix, int B, int T, int H, int KVH,
+                               int D);
+void cuda_attention_select(AttnIndex *ix, const struct AttnConfig *cfg, const float *q,
+                           const float *k, int B, int T, int H, int KVH, int D);
 
 void cuda_attention_decode(float *out, const float *q, const float *k, const float *v, int Tq,
                            int t0, int H, int KVH, int D);

@@ -10,6 +10,9 @@
 #include <string.h>
 
 #include "../core/common.h"
+#include "../core/eval.h"
+#include "../core/safetensors.h"
+#include "../core/spm_model.h"
 #include "lattention.h"
 #include "lpos.h"
 
@@ -95,7 +98,8 @@ _Noreturn static void engine_error(lua_State *L, const char *msg) {
 
 // ---- typed fields -----------------------------------------------------------------------------
 
-typedef enum { F_INT, F_FLOAT, F_U64, F_BOOL, F_STR, F_CHOICE, F_INTLIST, F_INT64, F_TABLE } FieldType;
+typedef enum { F_INT, F_FLOAT, F_U64, F_BOOL, F_STR, F_CHOICE, F_INTLIST, F_INT64, F_TABLE,
+               F_ANY /* checked by the caller */ } FieldType;
 
 typedef struct {
     const char *key;
@@ -114,6 +118,7 @@ static const char *type_word(FieldType t) {
     case F_STR: case F_CHOICE: return "a string";
     case F_INTLIST: return "a list of integers";
     case F_TABLE: return "a table";
+    case F_ANY: return "a value";
     }
     return "?";
 }
@@ -185,6 +190,8 @@ static void read_field(lua_State *L, const Field *f, const char *path) {
     case F_TABLE:
         ok = t == LUA_TTABLE;
         break;
+    case F_ANY:
+        break;
     }
     if (!ok)
         lconfig_error(L, path, "%s: expected %s, got %s", path, type_word(f->type),
@@ -230,7 +237,144 @@ static int sub_table(lua_State *L, int idx, const char *key) {
 static const char *const rope_styles[] = {"interleaved", "halves", NULL};
 // "cuda" is always a known name; run_config_check says whether this build and machine have it
 static const char *const devices[] = {"cpu", "cuda", NULL};
-static const char *const ppl_protocols[] = {"windows", NULL};
+static const char *const ppl_protocols[] = {"windows", "sliding", "truncate", "longlora", NULL};
+_Static_assert(sizeof ppl_protocols / sizeof *ppl_protocols == PPL_NPROTOCOLS + 1,
+               "ppl_protocols: core/eval.h's protocols in order");
+
+// eval.ppl's keys beyond lengths / max_tokens / stride (p: the eval.ppl table).
+static void read_ppl_extra(lua_State *L, int p, RunConfig *rc, int protocol) {
+    int has_one = (lua_getfield(L, p, "protocol"), !lua_isnil(L, -1));
+    lua_pop(L, 1);
+    int t = sub_table(L, p, "protocols");
+    if (t && has_one)
+        lconfig_error(L, "eval.ppl.protocols", "eval.ppl: give `protocol` or `protocols`, not both");
+    if (has_one) {
+        rc->ppl_protocols[0] = protocol;
+        rc->n_ppl_protocols = 1;
+    }
+    if (t) {
+        int n = (int)luaL_len(L, t);
+        if (n < 1 || n > RUN_MAX_PROTOCOLS)
+            lconfig_error(L, "eval.ppl.protocols", "eval.ppl.protocols: give 1 to %d protocols",
+                          RUN_MAX_PROTOCOLS);
+        for (int i = 1; i <= n; i++) {
+            lua_geti(L, t, i);
+            const char *name = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+            int k = -1;
+            for (int j = 0; name && ppl_protocols[j]; j++)
+                if (!strcmp(name, ppl_protocols[j])) k = j;
+            if (k < 0)
+                lconfig_error(L, "eval.ppl.protocols", "eval.ppl.protocols[%d]: expected one of "
+                              "\"windows\", \"sliding\", \"truncate\", \"longlora\"", i);
+            for (int j = 0; j < i - 1; j++)
+                if (rc->ppl_protocols[j] == k)
+                    lconfig_error(L, "eval.ppl.protocols", "eval.ppl.protocols[%d]: \"%s\" is "
+                                  "listed twice", i, name);
+            rc->ppl_protocols[i - 1] = k;
+            lua_pop(L, 1);
+        }
+        rc->n_ppl_protocols = n;
+        lua_pop(L, 1);
+    }
+    lua_getfield(L, p, "data");
+    if (!lua_isnil(L, -1)) {
+        Corpus **cp = luaL_testudata(L, -1, "mslab.corpus");
+        if (!cp) lconfig_error(L, "eval.ppl.data", "eval.ppl.data: expected a corpus from "
+                               "mslab.corpus{...}, got %s", luaL_typename(L, -1));
+        rc->ppl_corpus = *cp;
+        lua_getfield(L, -1, "description"); // kept alive in the registry until the next run
+        lua_pushvalue(L, -1);
+        lua_setfield(L, LUA_REGISTRYINDEX, "mslab.ppl_data_desc");
+        rc->ppl_corpus_desc = lua_tostring(L, -1);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+// eval.passkey = {lengths, trials, depth = "uniform" | number, seed, new_tokens, tokenizer}
+static void read_passkey(lua_State *L, int p, RunConfig *rc) {
+    Field g[] = {
+        {"lengths", F_INTLIST, rc->passkey_lengths, NULL, RUN_MAX_LENGTHS, &rc->n_passkey_lengths},
+        {"trials", F_INT, &rc->passkey_trials},
+        {"depth", F_ANY, NULL},
+        {"seed", F_U64, &rc->passkey_seed},
+        {"new_tokens", F_INT, &rc->passkey_new_tokens},
+        {"tokenizer", F_STR, &rc->passkey_tokenizer}, // kept alive by the argument table
+    };
+    read_table(L, p, "eval.passkey", g, NFIELDS(g));
+    if (!rc->n_passkey_lengths)
+        lconfig_error(L, "eval.passkey.lengths", "eval.passkey.lengths: give at least one length");
+    lua_getfield(L, p, "depth");
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        if (strcmp(lua_tostring(L, -1), "uniform"))
+            lconfig_error(L, "eval.passkey.depth", "eval.passkey.depth: \"%s\" is not \"uniform\" "
+                          "or a number in [0, 1]", lua_tostring(L, -1));
+        rc->passkey_depth = -1.0;
+    } else if (lua_type(L, -1) == LUA_TNUMBER) {
+        double d = lua_tonumber(L, -1);
+        if (!(d >= 0 && d <= 1))
+            lconfig_error(L, "eval.passkey.depth", "eval.passkey.depth (%g) must be in [0, 1]", d);
+        rc->passkey_depth = d;
+    } else if (!lua_isnil(L, -1)) {
+        lconfig_error(L, "eval.passkey.depth", "eval.passkey.depth: expected \"uniform\" or a "
+                      "number, got %s", luaL_typename(L, -1));
+    }
+    lua_pop(L, 1);
+}
+
+// finetune = { init = "path", lora = { rank, alpha, targets = {...}, train_embeddings, train_norms } }
+// (docs/checkpoints.md). With init, the model's shape, RoPE style and base and norm eps are the
+// file's, so a `model` table beside it is an error.
+static void read_finetune(lua_State *L, int t, RunConfig *rc, int model_given) {
+    Field f[] = {{"init", F_STR, &rc->finetune_init}, {"lora", F_TABLE, NULL}};
+    read_table(L, t, "finetune", f, NFIELDS(f));
+    int l;
+    if ((l = sub_table(L, t, "lora"))) {
+        rc->lora = 1;
+        rc->lora_cfg = lora_config_default();
+        Field g[] = {
+            {"rank", F_INT, &rc->lora_cfg.rank},
+            {"alpha", F_FLOAT, &rc->lora_cfg.alpha},
+            {"targets", F_TABLE, NULL},
+            {"train_embeddings", F_BOOL, &rc->lora_cfg.train_embeddings},
+            {"train_norms", F_BOOL, &rc->lora_cfg.train_norms},
+        };
+        read_table(L, l, "finetune.lora", g, NFIELDS(g));
+        int tt;
+        if ((tt = sub_table(L, l, "targets"))) {
+            unsigned mask = 0;
+            int n = (int)luaL_len(L, tt);
+            for (int i = 1; i <= n; i++) {
+                const char *s = lua_geti(L, tt, i) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+                int k = 0;
+                while (s && k < LORA_NT && strcmp(s, lora_target_names[k])) k++;
+                if (!s || k == LORA_NT)
+                    lconfig_error(L, "finetune.lora.targets", "finetune.lora.targets[%d] (%s) is not "
+                                  "one of \"q\", \"k\", \"v\", \"o\", \"gate\", \"up\", \"down\"", i,
+                                  s ? s : luaL_typename(L, -1));
+                if (mask >> k & 1)
+                    lconfig_error(L, "finetune.lora.targets", "finetune.lora.targets[%d]: \"%s\" "
+                                  "is listed twice", i, s);
+                mask |= 1u << k;
+                lua_pop(L, 1);
+            }
+            rc->lora_cfg.targets = mask;
+            lua_pop(L, 1);
+        }
+        if (lora_config_check(&rc->lora_cfg, NULL)) engine_error(L, ms_error());
+        lua_pop(L, 1);
+    }
+    if (rc->finetune_init) {
+        if (model_given)
+            lconfig_error(L, "model", "model: not allowed with finetune.init (the architecture "
+                          "comes from %s)", rc->finetune_init);
+        ModelConfig fc;
+        if (model_source_read_config(rc->finetune_init, &fc))
+            lconfig_error(L, "finetune.init", "finetune.init: %s", ms_error());
+        fc.seq_len = rc->model.seq_len;
+        rc->model = fc;
+    }
+}
 
 void lconfig_read_run(lua_State *L, int idx, RunConfig *rc, const Corpus **corpus) {
     idx = lua_absindex(L, idx);
@@ -243,6 +387,7 @@ void lconfig_read_run(lua_State *L, int idx, RunConfig *rc, const Corpus **corpu
         {"device", F_CHOICE, &device, devices},
         {"model", F_TABLE, NULL},         {"positions", F_TABLE, NULL},
         {"attention", F_TABLE, NULL},     {"train", F_TABLE, NULL}, {"eval", F_TABLE, NULL},
+        {"finetune", F_TABLE, NULL},      {"export", F_STR, &rc->export_dir},
     };
     // `data` is a corpus userdata, not a table: check it before the generic pass.
     lua_getfield(L, idx, "data");
@@ -259,7 +404,7 @@ void lconfig_read_run(lua_State *L, int idx, RunConfig *rc, const Corpus **corpu
             if (!strcmp(root[i].key, key)) break;
         if (!key || i == NFIELDS(root))
             lconfig_error(L, key ? key : "", "%s: unknown key (known here: name, data, seed, "
-                          "device, model, positions, attention, train, eval)",
+                          "device, model, positions, attention, train, eval, finetune, export)",
                           key ? key : "(non-string key)");
         if (strcmp(key, "data")) read_field(L, &root[i], key);
         lua_pop(L, 1);
@@ -286,6 +431,10 @@ void lconfig_read_run(lua_State *L, int idx, RunConfig *rc, const Corpus **corpu
         lua_pop(L, 1);
     }
     rc->model.rope_style = rope_style;
+    if ((t = sub_table(L, idx, "finetune"))) { // the architecture comes from finetune.init
+        read_finetune(L, t, rc, sub_table(L, idx, "model") ? (lua_pop(L, 1), 1) : 0);
+        lua_pop(L, 1);
+    }
     if ((t = sub_table(L, idx, "positions"))) {
         lpos_read(L, t, &rc->pos, &rc->model.rope_base); // lua/lpos.c
         lua_pop(L, 1);
@@ -323,7 +472,7 @@ void lconfig_read_run(lua_State *L, int idx, RunConfig *rc, const Corpus **corpu
         lua_pop(L, 1);
     }
     if ((t = sub_table(L, idx, "eval"))) {
-        Field f[] = {{"ppl", F_TABLE, NULL}};
+        Field f[] = {{"ppl", F_TABLE, NULL}, {"passkey", F_TABLE, NULL}};
         read_table(L, t, "eval", f, NFIELDS(f));
         int p;
         if ((p = sub_table(L, t, "ppl"))) {
@@ -331,14 +480,32 @@ void lconfig_read_run(lua_State *L, int idx, RunConfig *rc, const Corpus **corpu
                 {"lengths", F_INTLIST, rc->ppl_lengths, NULL, RUN_MAX_LENGTHS, &rc->n_ppl_lengths},
                 {"max_tokens", F_INT64, &rc->ppl_max_tokens},
                 {"protocol", F_CHOICE, &protocol, ppl_protocols},
+                {"protocols", F_TABLE, NULL},
+                {"stride", F_INT, &rc->ppl_stride},
+                {"data", F_ANY, NULL},
             };
             read_table(L, p, "eval.ppl", g, NFIELDS(g));
+            read_ppl_extra(L, p, rc, protocol);
+            const Corpus *pc = rc->ppl_corpus;
+            if (pc && pc->tokenizer && (*corpus)->tokenizer && strcmp(pc->tokenizer, (*corpus)->tokenizer))
+                lconfig_error(L, "eval.ppl.data", "eval.ppl.data: its tokenizer (%s) is not the run "
+                              "corpus's (%s)", pc->tokenizer, (*corpus)->tokenizer);
+            int stride_given = (lua_getfield(L, p, "stride"), !lua_isnil(L, -1));
+            lua_pop(L, 1);
+            if (stride_given && rc->ppl_stride <= 0)
+                lconfig_error(L, "eval.ppl.stride", "eval.ppl.stride (%d) must be positive",
+                              rc->ppl_stride);
+            lua_pop(L, 1);
+        }
+        if ((p = sub_table(L, t, "passkey"))) {
+            read_passkey(L, p, rc);
             lua_pop(L, 1);
         }
         lua_pop(L, 1);
     }
     rc->model.seq_len = rc->seq;
-    if (rc->model.vocab < (*corpus)->vocab && rc->model.vocab == model_config_default().vocab)
+    if (!rc->finetune_init && rc->model.vocab < (*corpus)->vocab &&
+        rc->model.vocab == model_config_default().vocab)
         rc->model.vocab = (*corpus)->vocab;
     if (run_config_check(rc)) engine_error(L, ms_error());
 }
@@ -362,9 +529,10 @@ void lconfig_read_corpus(lua_State *L, int idx, CorpusSpec *spec, const char ***
     };
     read_table(L, idx, "corpus", f, NFIELDS(f));
     size_t tl = strlen(spec->tokenizer);
-    if (strcmp(spec->tokenizer, "byte") != 0 && (tl < 5 || strcmp(spec->tokenizer + tl - 4, ".bin") != 0))
+    if (strcmp(spec->tokenizer, "byte") != 0 && (tl < 5 || strcmp(spec->tokenizer + tl - 4, ".bin") != 0) &&
+        !spm_is_model_path(spec->tokenizer))
         lconfig_error(L, "tokenizer", "corpus.tokenizer (\"%s\") must be \"byte\" or the path of a "
-                      "llama2.c tokenizer .bin", spec->tokenizer);
+                      "llama2.c tokenizer .bin or a SentencePiece .model", spec->tokenizer);
     spec->eval_frac = eval_frac;
     if (!(eval_frac > 0 && eval_frac < 1))
         lconfig_error(L, "eval", "corpus.eval (%g) must be in (0, 1)", eval_frac);

@@ -82,7 +82,7 @@ TEST(store_schema_version_and_objects) {
     Store *s;
     CHECK(store_open(&s, path, 0) == 0);
     if (!s) return;
-    CHECK_STR(q(s, "PRAGMA user_version"), "2\n");
+    CHECK_STR(q(s, "PRAGMA user_version"), "3\n");
     // journal mode (a setting of the file): ask a plain connection, store_select refuses
     // PRAGMA journal_mode since it could change the mode
     CHECK(strstr(q(s, "PRAGMA journal_mode"), "refusing a statement") != NULL);
@@ -101,11 +101,11 @@ TEST(store_schema_version_and_objects) {
                    " ORDER BY type, name"),
               "table|artifacts\ntable|evals\ntable|metrics\ntable|params\ntable|passkey_trials\n"
               "table|runs\n"
-              "view|last_metrics\nview|ppl\n");
+              "view|last_metrics\nview|ppl\nview|ppl_by_length\nview|run_params\nview|speed_by_length\n");
     CHECK_STR(q(s, "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
                    " ORDER BY name"),
               "artifacts_run\nevals_run_task_length\nmetrics_run_name_step\nparams_key_value\n"
-              "params_run_key\npasskey_trials_run\nruns_name\n");
+              "params_run_key\npasskey_trials_run\nruns_config_hash\nruns_name\n");
     CHECK_STR(q(s, "SELECT group_concat(name, ',') FROM pragma_table_info('runs')"),
               "id,uid,name,script,config_json,config_hash,status,error,git_rev,git_dirty,host,"
               "device,started_at,finished_at,heartbeat_at,script_hash,provenance_json,peak_rss_mb\n");
@@ -116,7 +116,7 @@ TEST(store_schema_version_and_objects) {
     store_close(s);
     // reopening a current database migrates nothing and keeps the version
     CHECK(store_open(&s, path, 0) == 0);
-    if (s) CHECK_STR(q(s, "PRAGMA user_version"), "2\n");
+    if (s) CHECK_STR(q(s, "PRAGMA user_version"), "3\n");
     store_close(s);
 }
 
@@ -314,7 +314,9 @@ TEST(store_migrates_v1_to_v2) {
     CHECK(store_run_begin(s, &info, &id) == 0);
     CHECK(store_eval(s, id, "ppl", 128, 4.5, "windows", 100) == 0);
     store_close(s);
-    CHECK(raw_exec(path, "DROP TABLE passkey_trials; ALTER TABLE runs DROP COLUMN script_hash;"
+    CHECK(raw_exec(path, "DROP VIEW ppl_by_length; DROP VIEW speed_by_length; DROP VIEW run_params;"
+                         " DROP INDEX runs_config_hash;"
+                         " DROP TABLE passkey_trials; ALTER TABLE runs DROP COLUMN script_hash;"
                          " ALTER TABLE runs DROP COLUMN provenance_json;"
                          " ALTER TABLE runs DROP COLUMN peak_rss_mb; PRAGMA user_version = 1") == 0);
     CHECK(store_open(&s, path, 1) == 0); // a reader sees version 1 as it is
@@ -322,7 +324,7 @@ TEST(store_migrates_v1_to_v2) {
     store_close(s);
     CHECK(store_open(&s, path, 0) == 0); // the next writer migrates
     if (!s) return;
-    CHECK_STR(q(s, "PRAGMA user_version"), "2\n");
+    CHECK_STR(q(s, "PRAGMA user_version"), "3\n");
     CHECK_STR(q(s, "SELECT name, script_hash IS NULL FROM runs"), "old|1\n");
     CHECK_STR(q(s, "SELECT value, n FROM ppl"), "4.5|100\n");
     CHECK(store_passkey_trial(s, id, 2048, 0.25, 7, 31337, " 31337.", 1) == 0);
@@ -336,8 +338,8 @@ TEST(store_migrates_v1_to_v2) {
 TEST(store_newer_schema_refused) {
     char path[600], want[700];
     db_in_tmp(path, sizeof path, "results.db");
-    CHECK(raw_exec(path, "CREATE TABLE runs(id INTEGER PRIMARY KEY); PRAGMA user_version = 3") == 0);
-    snprintf(want, sizeof want, "%s: schema version 3 is newer than this mslab (2)", path);
+    CHECK(raw_exec(path, "CREATE TABLE runs(id INTEGER PRIMARY KEY); PRAGMA user_version = 4") == 0);
+    snprintf(want, sizeof want, "%s: schema version 4 is newer than this mslab (3)", path);
     for (int ro = 0; ro <= 1; ro++) {
         Store *s = (Store *)1;
         CHECK(store_open(&s, path, ro) == -1);
@@ -505,7 +507,7 @@ TEST(store_print_runs_table) {
     char *text = NULL;
     size_t n = 0;
     FILE *f = open_memstream(&text, &n);
-    CHECK(store_print_runs(s, f) == 0);
+    CHECK(store_print_runs(s, NULL, f) == 0);
     fclose(f);
     time_t tt = (time_t)t;
     struct tm tm;

@@ -413,3 +413,68 @@ TEST(tokenizer_lua_corpus_key) {
     CHECK(lua_host_run(script, db, 0, NULL) != 0);
     CHECK(contains(ms_error(), "c.lua:3: corpus.tokenizer (\"bpe\") must be \"byte\" or the path"));
 }
+
+// A SentencePiece .model (protobuf) opens as the same tokenizer as the .bin exported from it: the
+// same records (so the same id string and cache keys) and the recorded ids; a truncated .model is
+// an error naming the file at every cut.
+TEST(tokenizer_spm_model_equals_bin) {
+    check_vectors("data/tokenizers/tok4096_books.model", "data/tokenizers/tok4096_books_encode_vectors.json", 0, 20);
+    const char *mp = test_shared_path("data/tokenizers/tok4096_books.model");
+    const char *bp = test_shared_path("data/tokenizers/tok4096_books.bin");
+    if (!mp || !bp) SKIP("../shared/data tokenizers not present");
+    Tokenizer a, b;
+    CHECK(tokenizer_open(&a, mp, 0) == 0);
+    CHECK(tokenizer_open(&b, bp, 0) == 0);
+    CHECK(a.vocab == 4096 && b.vocab == 4096);
+    CHECK_STR(a.id, b.id);
+    int same = 1;
+    for (int i = 0; i < a.vocab && i < b.vocab; i++)
+        same &= a.piece_len[i] == b.piece_len[i] && !memcmp(a.piece[i], b.piece[i], a.piece_len[i]) &&
+                a.score[i] == b.score[i];
+    CHECK(same);
+    tokenizer_close(&a), tokenizer_close(&b);
+    size_t n;
+    char *whole = slurp(mp, &n);
+    char path[512];
+    snprintf(path, sizeof path, "%s/cut.model", test_tmpdir());
+    int fails = 0;
+    for (size_t cut = 0; cut < n; cut += 509) {
+        FILE *f = fopen(path, "wb");
+        fwrite(whole, 1, cut, f);
+        fclose(f);
+        Tokenizer t;
+        int rc = tokenizer_open(&t, path, 0);
+        if (rc != -1 || !strstr(ms_error(), "cut.model")) {
+            if (fails++ < 3) fprintf(stderr, "  cut %zu: rc %d \"%s\"\n", cut, rc, ms_error());
+        }
+        if (rc == 0) tokenizer_close(&t);
+    }
+    CHECK(fails == 0);
+    free(whole);
+}
+
+// mslab.corpus{ tokenizer = "<path>.model" } works like the .bin exported from it.
+TEST(tokenizer_lua_corpus_spm_model) {
+    const char *mp = test_shared_path("data/tokenizers/tok4096_books.model");
+    const char *bp = test_shared_path("data/tokenizers/tok4096_books.bin");
+    if (!mp || !bp) SKIP("../shared/data tokenizers not present");
+    const char *dir = test_tmpdir();
+    char doc[512], script[512], db[512], text[4096];
+    snprintf(doc, sizeof doc, "%s/d.txt", dir);
+    snprintf(script, sizeof script, "%s/m.lua", dir);
+    snprintf(db, sizeof db, "%s/r.db", dir);
+    FILE *f = fopen(doc, "w");
+    for (int i = 0; i < 20; i++) fputs("It was the best of times, it was the worst of times.\n", f);
+    fclose(f);
+    snprintf(text, sizeof text,
+             "local ms = require \"mslab\"\n"
+             "local a = ms.corpus { path = \"%s\", tokenizer = \"%s\", cache = \"\" }\n"
+             "local b = ms.corpus { path = \"%s\", tokenizer = \"%s\", cache = \"\" }\n"
+             "assert(a.vocab == 4096 and b.vocab == 4096)\n"
+             "assert(a.train_tokens == b.train_tokens and a.eval_tokens == b.eval_tokens)\n",
+             doc, mp, doc, bp);
+    f = fopen(script, "w");
+    fputs(text, f);
+    fclose(f);
+    CHECK(lua_host_run(script, db, 0, NULL) == 0);
+}

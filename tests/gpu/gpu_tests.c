@@ -9,6 +9,10 @@
 // values on both sides, so += (not =) is checked too. Each CUDA op runs twice and must give the
 // same bits (the "det" check). Then one full training step of two small models (loss, logits and
 // every gradient tensor), and two 50-step CUDA trainings that must give bitwise-identical losses.
+// Block-sparse attention (t_sparse): attention_select's index lists (idx, kpos, qpos) must EQUAL the
+// CPU's (tolerance 0, err = number of differing entries) for ms / moba / s2 / window configs; the
+// sparse forward / backward then run on the CPU's list on both sides; plus training steps of small
+// models with attention kinds ms and moba.
 //
 // Error measure, per tensor: max_i |cuda_i - cpu_i| / max(|cpu_i|, rms(cpu)), i.e. relative per
 // element, except that an element smaller than the tensor's RMS is judged against the RMS (an
@@ -30,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../core/attention.h"
 #include "../../core/common.h"
 #include "../../core/model.h"
 #include "../../core/ops.h"
@@ -504,6 +509,179 @@ static void t_crossentropy(int N, int V) {
     free(x), free(dx0), free(tg), free(loss), free(dxr), free(l1), free(l2), free(a1), free(a2);
 }
 
+// ---- block-sparse attention: selection (lists compared exactly), forward, backward ----
+//
+// The selection runs on both backends on the same q / k: idx (and kpos / qpos) must be equal
+// element for element (err 0, else the count of differing entries). The forward and backward then
+// run on the CPU's list on both sides (so their errors are the kernels' alone), outputs poisoned,
+// gradients starting from the same random values, each CUDA call twice (det).
+
+static int *ivec_dev(size_t n, int fill) {
+    int *h = malloc(sizeof(int) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++) h[i] = fill;
+    int *d = gpu->alloc(sizeof(int) * (n ? n : 1));
+    gpu->upload(d, h, sizeof(int) * n);
+    free(h);
+    return d;
+}
+static size_t int_diff(const int *a, const int *b, size_t n) {
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) k += a[i] != b[i];
+    return k;
+}
+
+static void t_sparse(const char *name, AttnConfig cfg, int B, int T, int H, int KVH, int D,
+                     float qscale) {
+    if (!wanted("sparse") && !wanted("select")) return;
+    AttnDims d;
+    MS_ASSERT(attn_config_check(&cfg, "attention") == 0, "%s", ms_error());
+    MS_ASSERT(attn_dims(&cfg, T, &d) == 0, "%s", ms_error());
+    char shape[128];
+    snprintf(shape, sizeof shape, "%s T=%d H=%d/%d D=%d%s", name, T, H, KVH, D,
+             d.reindex ? " pos" : "");
+    size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KVH * D, nl = (size_t)B * H * T;
+    size_t ni = (size_t)B * H * d.nblk * d.width, nb = (size_t)B * H * d.nblk;
+    float *q = hrand(nq, qscale, 0), *k = hrand(nk, 1, 0), *v = hrand(nk, 1, 0);
+    float *invf = hvec(D / 2);
+    for (int i = 0; i < D / 2; i++) invf[i] = (float)pow(10000.0, -2.0 * i / D);
+    AttnIndex ic = {d.qblock, d.nblk, d.region, d.width, d.window, NULL, NULL, NULL, invf, ROPE_HALVES};
+    ic.idx = malloc(sizeof(int) * ni);
+    if (d.reindex) ic.kpos = malloc(sizeof(int) * ni), ic.qpos = malloc(sizeof(int) * nb);
+    cpu->attention_select(&ic, &cfg, q, k, B, T, H, KVH, D);
+
+    float *d_q = dup_dev(q, nq), *d_k = dup_dev(k, nk), *d_v = dup_dev(v, nk);
+    float *d_inv = dup_dev(invf, D / 2);
+    AttnIndex ig = ic;
+    ig.inv_freq = d_inv;
+    ig.idx = ivec_dev(ni, 0x7eadbeef);
+    ig.kpos = d.reindex ? ivec_dev(ni, 0x7eadbeef) : NULL;
+    ig.qpos = d.reindex ? ivec_dev(nb, 0x7eadbeef) : NULL;
+    if (wanted("select")) {
+        int *h1 = malloc(sizeof(int) * ni), *h2 = malloc(sizeof(int) * ni);
+        size_t bad = 0, again = 0;
+        for (int rep = 0; rep < 2; rep++) {
+            gpu->attention_select(&ig, &cfg, d_q, d_k, B, T, H, KVH, D);
+            gpu->download(rep ? h2 : h1, ig.idx, sizeof(int) * ni);
+        }
+        bad += int_diff(h1, ic.idx, ni), again += int_diff(h1, h2, ni);
+        if (d.reindex) {
+            gpu->download(h1, ig.kpos, sizeof(int) * ni);
+            bad += int_diff(h1, ic.kpos, ni);
+            gpu->download(h1, ig.qpos, sizeof(int) * nb);
+            bad += int_diff(h1, ic.qpos, nb);
+        }
+        report("attention_select.lists", shape, (double)bad, 0, again ? 0 : 1);
+        free(h1), free(h2);
+    }
+    if (wanted("sparse")) {
+        gpu->upload(ig.idx, ic.idx, sizeof(int) * ni); // the CPU's list on both sides
+        if (d.reindex) {
+            gpu->upload(ig.kpos, ic.kpos, sizeof(int) * ni);
+            gpu->upload(ig.qpos, ic.qpos, sizeof(int) * nb);
+        }
+        float *out = hvec(nq), *lse = hvec(nl);
+        cpu->sparse_attention_fwd(out, lse, q, k, v, &ic, B, T, H, KVH, D);
+        float *d_out = dev_poisoned(nq), *d_lse = dev_poisoned(nl);
+        gpu->sparse_attention_fwd(d_out, d_lse, d_q, d_k, d_v, &ig, B, T, H, KVH, D);
+        float *o1 = down(d_out, nq), *l1 = down(d_lse, nl);
+        poison(d_out, nq), poison(d_lse, nl);
+        gpu->sparse_attention_fwd(d_out, d_lse, d_q, d_k, d_v, &ig, B, T, H, KVH, D);
+        float *o2 = down(d_out, nq), *l2 = down(d_lse, nl);
+        check("sparse_fwd.out", shape, o1, out, o2, nq, 1e-4);
+        check("sparse_fwd.lse", shape, l1, lse, l2, nl, 1e-5);
+
+        float *dy = hrand(nq, 1, 0), *dq0 = hrand(nq, 1, 0), *dk0 = hrand(nk, 1, 0);
+        float *dv0 = hrand(nk, 1, 0);
+        float *dqr = hcopy(dq0, nq), *dkr = hcopy(dk0, nk), *dvr = hcopy(dv0, nk);
+        cpu->sparse_attention_bwd(dqr, dkr, dvr, dy, out, lse, q, k, v, &ic, B, T, H, KVH, D);
+        gpu->upload(d_out, out, nq * sizeof(float));
+        gpu->upload(d_lse, lse, nl * sizeof(float));
+        float *d_dy = dup_dev(dy, nq), *d_dq = dup_dev(dq0, nq), *d_dk = dup_dev(dk0, nk);
+        float *d_dv = dup_dev(dv0, nk);
+        float *res[2][3];
+        for (int rep = 0; rep < 2; rep++) {
+            gpu->upload(d_dq, dq0, nq * sizeof(float));
+            gpu->upload(d_dk, dk0, nk * sizeof(float));
+            gpu->upload(d_dv, dv0, nk * sizeof(float));
+            gpu->sparse_attention_bwd(d_dq, d_dk, d_dv, d_dy, d_out, d_lse, d_q, d_k, d_v, &ig, B,
+                                      T, H, KVH, D);
+            res[rep][0] = down(d_dq, nq), res[rep][1] = down(d_dk, nk), res[rep][2] = down(d_dv, nk);
+        }
+        check("sparse_bwd.dq", shape, res[0][0], dqr, res[1][0], nq, 1e-4);
+        check("sparse_bwd.dk", shape, res[0][1], dkr, res[1][1], nk, 1e-4);
+        check("sparse_bwd.dv", shape, res[0][2], dvr, res[1][2], nk, 1e-4);
+        for (int r = 0; r < 2; r++)
+            for (int i = 0; i < 3; i++) free(res[r][i]);
+        gpu->free(d_out), gpu->free(d_lse), gpu->free(d_dy), gpu->free(d_dq), gpu->free(d_dk),
+            gpu->free(d_dv);
+        free(out), free(lse), free(o1), free(o2), free(l1), free(l2), free(dy), free(dq0),
+            free(dk0), free(dv0), free(dqr), free(dkr), free(dvr);
+    }
+    gpu->free(d_q), gpu->free(d_k), gpu->free(d_v), gpu->free(d_inv), gpu->free(ig.idx);
+    if (ig.kpos) gpu->free(ig.kpos), gpu->free(ig.qpos);
+    free(ic.idx), free(ic.kpos), free(ic.qpos), free(q), free(k), free(v), free(invf);
+}
+
+static AttnConfig ms_cfg(int w, int top, int merge, int prefix, int pool, int score, int select,
+                         int order, int positions, int tail) {
+    AttnConfig c = attn_config_default(ATTN_MS);
+    c.w = w, c.top = top, c.merge = merge, c.prefix = prefix, c.pool = pool, c.score = score;
+    c.select = select, c.order = order, c.positions = positions, c.tail = tail;
+    return c;
+}
+
+static void t_sparse_all(void) {
+    // ms at the paper's ratios scaled down: w 16, top 32, merge 8 (prefix top * w = 512)
+    AttnConfig ms = ms_cfg(16, 32, 8, -1, POOL_MEAN, SCORE_DOT, SELECT_REGION, ORDER_RANK,
+                           POS_TRUE, TAIL_SELECT);
+    AttnConfig msp = ms;
+    msp.positions = POS_REINDEXED;
+    t_sparse("ms", ms, 1, 1000, 8, 2, 64, 1);
+    t_sparse("ms", msp, 1, 1000, 8, 2, 128, 1);
+    // small shapes: every pooling / score / order / select / tail, non-multiple lengths
+    AttnConfig s = ms_cfg(8, 8, 2, 16, POOL_MEAN, SCORE_DOT, SELECT_REGION, ORDER_RANK, POS_TRUE,
+                          TAIL_SELECT);
+    t_sparse("ms small", s, 2, 203, 4, 2, 64, 1);
+    AttnConfig x = s;
+    x.pool = POOL_MAX, x.score = SCORE_SCALED, x.order = ORDER_SCORE;
+    t_sparse("ms max/scaled/score", x, 1, 203, 4, 2, 32, 1);
+    x = s, x.pool = POOL_NMEAN, x.score = SCORE_COSINE, x.order = ORDER_VOTES, x.tail = TAIL_DENSE;
+    t_sparse("ms nmean/cos/votes/tail", x, 2, 203, 4, 1, 64, 1);
+    x = s, x.pool = POOL_FIRST, x.select = SELECT_GROUP, x.positions = POS_REINDEXED;
+    t_sparse("ms first/group", x, 1, 203, 6, 3, 48, 1);
+    x = s, x.local_groups = 2, x.positions = POS_REINDEXED, x.prefix = 0;
+    x.merge = 4, x.top = 12;
+    t_sparse("ms lg2 prefix0", x, 1, 150, 4, 2, 16, 1);
+    AttnConfig mo = attn_config_default(ATTN_MOBA);
+    mo.block = 64, mo.top = 4;
+    t_sparse("moba b64 top4", mo, 1, 1000, 8, 2, 64, 1);
+    mo.block = 8, mo.top = 3;
+    t_sparse("moba b8 top3", mo, 2, 37, 4, 2, 32, 1);
+    AttnConfig s2 = attn_config_default(ATTN_S2);
+    s2.group = 128, s2.ratio = 0;
+    t_sparse("s2 g128", s2, 1, 1000, 8, 2, 64, 1);
+    s2.group = 0, s2.ratio = 0.25;
+    t_sparse("s2 r0.25", s2, 2, 203, 4, 2, 32, 1);
+    AttnConfig wi = attn_config_default(ATTN_WINDOW);
+    wi.window = 100;
+    t_sparse("window 100", wi, 1, 1000, 8, 2, 64, 1);
+    wi.window = 16;
+    t_sparse("window 16", wi, 2, 203, 4, 4, 32, 1);
+    if (!quick) {
+        t_sparse("ms", ms, 1, 4096, 8, 2, 64, 1);
+        t_sparse("ms", msp, 1, 4096, 8, 2, 128, 1);
+        AttnConfig m2 = ms;
+        m2.pool = POOL_NMEAN, m2.score = SCORE_COSINE, m2.order = ORDER_SCORE;
+        t_sparse("ms nmean/cos/score", m2, 2, 4096, 8, 2, 128, 1);
+        mo.block = 256, mo.top = 4;
+        t_sparse("moba b256 top4", mo, 1, 4096, 8, 2, 128, 1);
+        wi.window = 512;
+        t_sparse("window 512", wi, 1, 4096, 8, 2, 64, 1);
+        s2.group = 1024, s2.ratio = 0;
+        t_sparse("s2 g1024", s2, 1, 4096, 8, 2, 128, 1);
+    }
+}
+
 // ---- the model: one training step, and determinism over 50 steps ----
 
 static void batch_tokens(Rng *r, int *tok, int *tgt, int B, int T, int V) {
@@ -519,13 +697,21 @@ static void batch_tokens(Rng *r, int *tok, int *tgt, int B, int T, int V) {
     }
 }
 
-static void t_model_step(const char *name, ModelConfig cfg, int B, int T) {
+static void t_model_step_attn(const char *name, ModelConfig cfg, int B, int T,
+                              const AttnConfig *attn) {
     if (!wanted("model")) return;
     char shape[96];
     snprintf(shape, sizeof shape, "%s B=%d T=%d", name, B, T);
     Model mc, mg;
     MS_ASSERT(model_create(&mc, &cfg, cpu) == 0, "%s", ms_error());
     MS_ASSERT(model_create(&mg, &cfg, gpu) == 0, "%s", ms_error());
+    if (attn) {
+        AttnConfig *per = malloc(sizeof(AttnConfig) * cfg.layers);
+        for (int l = 0; l < cfg.layers; l++) per[l] = *attn;
+        MS_ASSERT(model_set_attention(&mc, per) == 0, "%s", ms_error());
+        MS_ASSERT(model_set_attention(&mg, per) == 0, "%s", ms_error());
+        free(per);
+    }
     model_init_weights(&mc, 7);
     model_init_weights(&mg, 7);
     int N = B * T, *tok = malloc(sizeof(int) * N), *tgt = malloc(sizeof(int) * N);
@@ -559,6 +745,10 @@ static void t_model_step(const char *name, ModelConfig cfg, int B, int T) {
     model_destroy(&mc);
     model_destroy(&mg);
     free(tok), free(tgt), free(logc), free(logg);
+}
+
+static void t_model_step(const char *name, ModelConfig cfg, int B, int T) {
+    t_model_step_attn(name, cfg, B, T, NULL);
 }
 
 // 50 AdamW steps on `be`; fills losses[steps], returns tokens/s (steps 2..)
@@ -697,6 +887,17 @@ int main(int argc, char **argv) {
     b.dim = 512, b.layers = 2, b.heads = 8, b.kv_heads = 2, b.ffn = 1376, b.vocab = 512;
     b.tied = 0, b.rope_style = ROPE_HALVES;
     t_model_step("untied halves D=64", b, 3, 100);
+    t_sparse_all();
+    {   // one training step with ms attention (positions inside) and with moba
+        AttnConfig msa = ms_cfg(8, 8, 2, 16, POOL_MEAN, SCORE_DOT, SELECT_REGION, ORDER_RANK,
+                                POS_REINDEXED, TAIL_SELECT);
+        t_model_step_attn("ms pos D=64", b, 2, 150, &msa);
+        msa.positions = POS_TRUE;
+        t_model_step_attn("ms D=32", a, 2, 200, &msa);
+        AttnConfig mo = attn_config_default(ATTN_MOBA);
+        mo.block = 16, mo.top = 3;
+        t_model_step_attn("moba D=32", a, 2, 100, &mo);
+    }
     if (!quick) t_determinism(a, 8, 128, 50);
 
     printf("\n%d passed, %d failed (%.1f s)\n", n_pass, n_fail, ms_now() - t0);

@@ -15,6 +15,10 @@ for _, device in ipairs { "cuda", "cpu" } do
     r.name, r.status, r.train_loss or 0 / 0, r.eval_loss or 0 / 0, r.ppl and r.ppl[512] or 0 / 0,
     r.tokens_per_s or 0))
 end
--- an attention kind without CUDA kernels is refused with a message, not a crash
-print(pcall(ms.run, { name = "smoke-ms", data = text, device = "cuda", attention = { kind = "ms" },
-                      train = { steps = 2 } }))
+-- ms attention end to end on the GPU (selection, sparse forward / backward through the Lua host)
+local r = ms.run { name = "smoke-ms", data = text, seed = 1, device = "cuda",
+                   model = { dim = 128, layers = 4, heads = 4, kv_heads = 2, ffn = 352 },
+                   attention = { kind = "ms", w = 16, top = 8, merge = 2 },
+                   train = { seq = 512, batch = 4, steps = 20, log_every = 10 } }
+print(string.format("%-11s %s: train loss %.4f, %.0f tokens/s", r.name, r.status,
+  r.train_loss or 0 / 0, r.tokens_per_s or 0))
