@@ -425,6 +425,22 @@ int plot_loss(const char *db_path, const char *outdir, const char *where) {
     return rc;
 }
 
+// The plot command for one line per series (run x protocol), the protocol in the label when
+// several are plotted. Shared by the length figures (ppl, speed).
+static void linespoints_by_kind(Buf *plot, const SeriesSet *set) {
+    buf_add(plot, "plot ");
+    for (int i = 0; i < set->n; i++) {
+        const Series *x = &set->s[i];
+        buf_add(plot, "%s$run%lld_%d using 1:2 with linespoints lw 2 pt 7 lc %d dt %d title ",
+                i ? ", \\\n     " : "", (long long)x->run_id, x->dash, x->color, x->dash);
+        Buf sfx = {0};
+        if (set->nkinds > 1) buf_add(&sfx, "[%s]", *x->kind ? x->kind : "no protocol");
+        label(plot, set, x, sfx.p);
+        free(sfx.p);
+        buf_add(plot, " noenhanced");
+    }
+}
+
 int plot_ppl_vs_length(const char *db_path, const char *outdir, const char *where) {
     // The last evaluation written for each (run, protocol, length).
     Buf sql = {0};
@@ -462,17 +478,7 @@ int plot_ppl_vs_length(const char *db_path, const char *outdir, const char *wher
                        "set logscale x 2\n"
                        "set format x '%%.0f'\n"
                        "set key top right");
-    buf_add(&plot, "plot ");
-    for (int i = 0; i < set.n; i++) {
-        const Series *x = &set.s[i];
-        buf_add(&plot, "%s$run%lld_%d using 1:2 with linespoints lw 2 pt 7 lc %d dt %d title ",
-                i ? ", \\\n     " : "", (long long)x->run_id, x->dash, x->color, x->dash);
-        Buf sfx = {0};
-        if (set.nkinds > 1) buf_add(&sfx, "[%s]", *x->kind ? x->kind : "no protocol");
-        label(&plot, &set, x, sfx.p);
-        free(sfx.p);
-        buf_add(&plot, " noenhanced");
-    }
+    linespoints_by_kind(&plot, &set);
     rc = draw(outdir, "ppl_vs_length", &set, settings.p, plot.p);
     free(title.p);
     free(settings.p);
@@ -509,17 +515,7 @@ int plot_speed_vs_length(const char *db_path, const char *outdir, const char *wh
                        "set logscale xy 2\n"
                        "set format x '%%.0f'\n"
                        "set key top right");
-    buf_add(&plot, "plot ");
-    for (int i = 0; i < set.n; i++) {
-        const Series *x = &set.s[i];
-        buf_add(&plot, "%s$run%lld_%d using 1:2 with linespoints lw 2 pt 7 lc %d dt %d title ",
-                i ? ", \\\n     " : "", (long long)x->run_id, x->dash, x->color, x->dash);
-        Buf sfx = {0};
-        if (set.nkinds > 1) buf_add(&sfx, "[%s]", *x->kind ? x->kind : "no protocol");
-        label(&plot, &set, x, sfx.p);
-        free(sfx.p);
-        buf_add(&plot, " noenhanced");
-    }
+    linespoints_by_kind(&plot, &set);
     rc = draw(outdir, "speed_vs_length", &set, settings.p, plot.p);
     free(settings.p);
     free(plot.p);

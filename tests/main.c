@@ -33,6 +33,31 @@ const char *test_shared_path(const char *rel) {
     return access(out, R_OK) == 0 ? out : NULL;
 }
 
+void *test_read_file(const char *path, size_t *n) {
+    *n = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc(size > 0 ? (size_t)size + 1 : 1);
+    *n = size > 0 ? fread(buf, 1, (size_t)size, f) : 0;
+    buf[*n] = 0;
+    fclose(f);
+    return buf;
+}
+
+void test_write_file(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "  cannot write %s\n", path);
+        test_failed_checks++;
+        return;
+    }
+    fputs(text, f);
+    fclose(f);
+}
+
 const char *test_tmpdir(void) {
     static char buf[512];
     static int n;

@@ -60,6 +60,11 @@ extern const char *test_skip_reason;
 
 // Paths to shared data: ../shared relative to the repository root (override: MSLAB_SHARED).
 const char *test_shared_path(const char *rel); // NULL when absent
+// Whole-file helpers: read returns a malloc'd buffer with a NUL after the n bytes (NULL, n = 0 when
+// the file cannot be read); write creates or truncates the file with the text.
+void *test_read_file(const char *path, size_t *n);
+void test_write_file(const char *path, const char *text);
+
 // A fresh temporary directory for this test (removed at exit).
 const char *test_tmpdir(void);
 

@@ -76,18 +76,6 @@ static char *pjoin(const char *a, const char *b) {
     return out;
 }
 
-static unsigned char *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *p = malloc((size_t)len + 1);
-    *n = fread(p, 1, (size_t)len, f);
-    fclose(f);
-    return p;
-}
-
 static void spit(const char *path, const void *p, size_t n) {
     FILE *f = fopen(path, "wb");
     if (!f) abort();
@@ -131,7 +119,7 @@ TEST(ckpt_round_trip_bitwise) {
 
         // the documented layout
         size_t len;
-        unsigned char *raw = slurp(path, &len);
+        unsigned char *raw = test_read_file(path, &len);
         CHECK(raw && len == 16 + 96 + 12 * n + 8);
         if (!raw) return;
         uint32_t u32;
@@ -184,7 +172,7 @@ TEST(ckpt_round_trip_bitwise) {
         TrainState s2 = {.step = 5};
         rng_seed(&s2.rng, 1);
         CHECK(checkpoint_save(path, &a, &s2) == 0);
-        raw = slurp(path, &len);
+        raw = test_read_file(path, &len);
         CHECK(len == 16 + 96 + 4 * n + 8);
         free(raw);
         for (size_t i = 0; i < n; i++) bm[i] = bv[i] = 7.0f;
@@ -230,7 +218,7 @@ static void fixture_make(Fixture *fx, const char *dir) {
     rng_seed(&st.rng, 3);
     snprintf(fx->path, sizeof fx->path, "%s/tiny.ckpt", dir);
     CHECK(checkpoint_save(fx->path, &fx->src, &st) == 0);
-    fx->raw = slurp(fx->path, &fx->len);
+    fx->raw = test_read_file(fx->path, &fx->len);
     for (size_t i = 0; i < n; i++) fx->dst.params.base[i] = fx->dm[i] = fx->dv[i] = -3.0f;
 }
 
@@ -454,7 +442,7 @@ TEST(llama2c_stories260k_weights) {
     fake_model(&m, &c);
     CHECK(llama2c_load(path, &m) == 0);
     size_t len;
-    unsigned char *raw = slurp(path, &len);
+    unsigned char *raw = test_read_file(path, &len);
     CHECK(raw && len == 1056540);
     if (!raw) return;
     float *f = (float *)(raw + 28); // floats of the file (28 is a multiple of 4)

@@ -11,20 +11,6 @@
 #include "../core/model_decode.h"
 #include "test.h"
 
-static char *slurp(const char *path, size_t *n) {
-    *n = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *p = malloc((size_t)sz + 1);
-    *n = fread(p, 1, (size_t)sz, f);
-    p[*n] = 0;
-    fclose(f);
-    return p;
-}
-
 static int contains(const char *s, const char *sub) { return s && strstr(s, sub) != NULL; }
 
 static void randomize(Model *m, uint64_t seed) {
@@ -120,7 +106,7 @@ TEST(decode_matches_forward_stories260k) {
     if (load_stories(&m, NULL)) SKIP("../shared/data/models/stories260K not present");
     size_t nb;
     const char *lp = test_shared_path("data/models/stories260K/reference/greedy256_logits.f32");
-    float *ref = lp ? (float *)slurp(lp, &nb) : NULL;
+    float *ref = lp ? (float *)test_read_file(lp, &nb) : NULL;
     // the tokens are the argmax of each row (the greedy run), after BOS
     int T = 256, V = 512, tok[256];
     tok[0] = 1;
@@ -211,7 +197,7 @@ TEST(generate_reproduces_runc) {
         CHECK(path != NULL);
         if (!path) continue;
         size_t n;
-        char *want = slurp(path, &n);
+        char *want = test_read_file(path, &n);
         Sampler s;
         sampler_init(&s, m.cfg.vocab, runs[i].temperature, runs[i].topp, runs[i].seed);
         char *got = generate_text(&m, &t, runs[i].prompt, runs[i].steps, &s);

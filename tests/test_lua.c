@@ -9,12 +9,6 @@
 #include "../lua/host.h"
 #include "test.h"
 
-static void write_file(const char *path, const char *text) {
-    FILE *f = fopen(path, "w");
-    fputs(text, f);
-    fclose(f);
-}
-
 // A small corpus of two documents with real structure (repeated sentences), enough to train on.
 static void write_corpus(const char *dir) {
     char path[1024];
@@ -73,7 +67,7 @@ TEST(lua_experiment_end_to_end) {
              "assert(r.steps == 12 and r.ppl[16] > 1 and r.ppl[32] > 1)\n"
              "RESULT_ID = r.id\n",
              corpus, dir, dir);
-    write_file(script, text);
+    test_write_file(script, text);
     CHECK(lua_host_run(script, db, 0, NULL) == 0);
     Store *s;
     CHECK(store_open(&s, db, 1) == 0);
@@ -98,7 +92,7 @@ static const char *script_error(const char *body) {
     snprintf(db, sizeof db, "%s/results.db", dir);
     snprintf(text, sizeof text, "local ms = require 'mslab'\nlocal c = ms.corpus { path = '%s', cache = '%s/cache' }\n%s",
              corpus, dir, body);
-    write_file(script, text);
+    test_write_file(script, text);
     ms_clear_error();
     int rc = lua_host_run(script, db, 0, NULL);
     CHECK(rc == 1);
@@ -134,7 +128,7 @@ TEST(lua_missing_corpus_file_is_named) {
     snprintf(script, sizeof script, "%s/c.lua", dir);
     snprintf(db, sizeof db, "%s/results.db", dir);
     snprintf(text, sizeof text, "require('mslab').corpus { path = '%s/nope.txt' }\n", dir);
-    write_file(script, text);
+    test_write_file(script, text);
     CHECK(lua_host_run(script, db, 0, NULL) == 1);
     CHECK(strstr(ms_error(), "c.lua:1:") != NULL);
     CHECK(strstr(ms_error(), "nope.txt") != NULL);
@@ -157,7 +151,7 @@ TEST(lua_failed_run_is_recorded_and_script_goes_on) {
              "assert(r.status == 'failed')\n"
              "assert(r.error:find('corpus too small'), r.error)\n",
              corpus, dir);
-    write_file(script, text);
+    test_write_file(script, text);
     CHECK(lua_host_run(script, db, 0, NULL) == 0);
     Store *s;
     CHECK(store_open(&s, db, 1) == 0);

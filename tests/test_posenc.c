@@ -407,12 +407,6 @@ TEST(posenc_gradcheck_every_kind) {
 
 // ---- the Lua section ---------------------------------------------------------------------------
 
-static void write_text(const char *path, const char *text) {
-    FILE *f = fopen(path, "w");
-    fputs(text, f);
-    fclose(f);
-}
-
 static void write_corpus(const char *dir) {
     char path[600];
     for (int d = 0; d < 2; d++) {
@@ -438,7 +432,7 @@ static int run_script(const char *body, char *db, size_t n) {
              "local ms = require 'mslab'\nlocal c = ms.corpus { path = '%s', cache = '%s/cache' }\n"
              "local M = { dim = 16, layers = 2, heads = 2, ffn = 32 }\n%s",
              corpus, dir, body);
-    write_text(script, text);
+    test_write_file(script, text);
     ms_clear_error();
     return lua_host_run(script, db, 0, NULL);
 }

@@ -10,19 +10,6 @@
 #include "../core/safetensors.h"
 #include "test.h"
 
-static void *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    *n = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc(*n + 1);
-    if (fread(b, 1, *n, f) != *n) { free(b); b = NULL; }
-    else b[*n] = 0;
-    fclose(f);
-    return b;
-}
-
 static void spit(const char *path, const void *p, size_t n) {
     FILE *f = fopen(path, "wb");
     fwrite(p, 1, n, f);
@@ -48,8 +35,8 @@ static void fill_random(Model *m, uint64_t seed) {
 TEST(hf_llama_matches_pytorch_reference) {
     const char *dir = "tests/reference/hf_tiny";
     size_t nb;
-    int *tok = slurp("tests/reference/hf_tiny/tokens.i32", &nb);
-    float *want = slurp("tests/reference/hf_tiny/logits.f32", &nb);
+    int *tok = test_read_file("tests/reference/hf_tiny/tokens.i32", &nb);
+    float *want = test_read_file("tests/reference/hf_tiny/logits.f32", &nb);
     if (!tok || !want) SKIP("tests/reference/hf_tiny missing (run from the repository root)");
     ModelConfig c;
     CHECK(hf_read_config(dir, &c) == 0);
@@ -133,7 +120,7 @@ TEST(safetensors_bf16_export_rounds_to_nearest_even) {
     }
     CHECK(bad == 0);
     size_t n;
-    char *cfg = slurp(strcat(dir, "/config.json"), &n);
+    char *cfg = test_read_file(strcat(dir, "/config.json"), &n);
     CHECK(cfg && strstr(cfg, "\"torch_dtype\": \"bfloat16\""));
     free(cfg), free(pa), free(pb);
     model_destroy(&a), model_destroy(&b);
@@ -142,7 +129,7 @@ TEST(safetensors_bf16_export_rounds_to_nearest_even) {
 // The exported file with its header edited by replacing `from` with `to` (length recomputed).
 static void write_edited(const char *src, const char *dst, const char *from, const char *to) {
     size_t n;
-    unsigned char *f = slurp(src, &n);
+    unsigned char *f = test_read_file(src, &n);
     uint64_t hl = 0;
     for (int i = 7; i >= 0; i--) hl = hl << 8 | f[i];
     char *h = malloc(hl + strlen(to) + 1);
@@ -180,7 +167,7 @@ TEST(safetensors_malformed_inputs_are_clear_errors) {
     snprintf(gfile, sizeof gfile, "%s/model.safetensors", good);
     snprintf(file, sizeof file, "%s/model.safetensors", bad);
     size_t n;
-    char *cj = slurp(strcat(strcpy((char[600]){0}, good), "/config.json"), &n);
+    char *cj = test_read_file(strcat(strcpy((char[600]){0}, good), "/config.json"), &n);
     spit(strcat(strcpy((char[600]){0}, bad), "/config.json"), cj, n);
     free(cj);
     struct { const char *from, *to, *expect; } cases[] = {
@@ -203,7 +190,7 @@ TEST(safetensors_malformed_inputs_are_clear_errors) {
         model_destroy(&b);
     }
     // fuzz truncations: every cut of the file is an error naming it, never a crash
-    unsigned char *whole = slurp(gfile, &n);
+    unsigned char *whole = test_read_file(gfile, &n);
     int fails = 0, cuts = 0;
     for (size_t cut = 0; cut < n; cut += (cut < 2048 ? 1 : 97)) {
         spit(file, whole, cut);

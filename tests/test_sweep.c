@@ -18,12 +18,6 @@
 #include "../lua/host.h"
 #include "test.h"
 
-static void write_file(const char *path, const char *text) {
-    FILE *f = fopen(path, "w");
-    fputs(text, f);
-    fclose(f);
-}
-
 static void write_corpus(const char *dir) {
     char path[1024];
     mkdir(dir, 0755);
@@ -71,7 +65,7 @@ static void script(char *path, size_t n, const char *name, const char *body) {
              "  return r\n"
              "end\n%s",
              corpus, dir, dir, body);
-    write_file(path, text);
+    test_write_file(path, text);
 }
 
 TEST(sweep_hash_ignores_key_order_number_format_and_name) {
@@ -288,21 +282,21 @@ TEST(sweep_malformed_inputs_are_clear_errors) {
     char path[600], db[600], text[1200];
     snprintf(db, sizeof db, "%s/m.db", dir);
     snprintf(path, sizeof path, "%s/syntax.lua", dir);
-    write_file(path, "local x = = 1\n");
+    test_write_file(path, "local x = = 1\n");
     CHECK(lua_host_run(path, db, 0, NULL) == 1);
     CHECK(strstr(ms_error(), "syntax.lua:1:") != NULL);
     char bad[600];
     snprintf(bad, sizeof bad, "%s/bad.txt", dir);
-    write_file(bad, "ok text \xff\xfe more\n");
+    test_write_file(bad, "ok text \xff\xfe more\n");
     snprintf(path, sizeof path, "%s/utf8.lua", dir);
     snprintf(text, sizeof text, "require('mslab').corpus { path = '%s', cache = '' }\n", bad);
-    write_file(path, text);
+    test_write_file(path, text);
     CHECK(lua_host_run(path, db, 0, NULL) == 1);
     CHECK(strstr(ms_error(), "bad.txt") != NULL);
     snprintf(bad, sizeof bad, "%s/empty.txt", dir);
-    write_file(bad, "");
+    test_write_file(bad, "");
     snprintf(text, sizeof text, "require('mslab').corpus { path = '%s', cache = '' }\n", bad);
-    write_file(path, text);
+    test_write_file(path, text);
     CHECK(lua_host_run(path, db, 0, NULL) == 1);
     CHECK(strstr(ms_error(), "empty.txt") != NULL);
     // a missing database directory

@@ -10,20 +10,6 @@
 #include "../lua/host.h"
 #include "test.h"
 
-static char *slurp(const char *path, size_t *n) {
-    *n = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *p = malloc((size_t)sz + 1);
-    *n = fread(p, 1, (size_t)sz, f);
-    p[*n] = 0;
-    fclose(f);
-    return p;
-}
-
 static int contains(const char *s, const char *sub) { return s && strstr(s, sub) != NULL; }
 
 // ---- a minimal reader for {"cases": [{"text": "...", "ids": [...]}, ...]} ----------------------------
@@ -106,7 +92,7 @@ static void check_vectors(const char *tok_rel, const char *json_rel, int vocab, 
     CHECK(tokenizer_open(&t, tp, vocab) == 0);
     CHECK(t.vocab == (vocab > 0 ? vocab : t.vocab) && t.kind == TOK_BPE);
     size_t n;
-    char *json = slurp(jp, &n);
+    char *json = test_read_file(jp, &n);
     if (!json) return;
     const char *pos = strstr(json, "\"cases\"");
     Case *c = malloc(sizeof *c);
@@ -213,7 +199,7 @@ TEST(tokenizer_stream_equals_whole) {
     Tokenizer t;
     CHECK(tokenizer_open(&t, tp, 0) == 0);
     size_t n;
-    char *text = slurp(bp, &n);
+    char *text = test_read_file(bp, &n);
     if (!text) return;
     int *whole = malloc(sizeof(int) * (n + 3));
     double t0 = ms_now();
@@ -299,7 +285,7 @@ TEST(tokenizer_file_errors) {
     const char *tp = test_shared_path("data/models/stories260K/tok512.bin");
     if (!tp) SKIP("../shared/data/models/stories260K not present");
     size_t n;
-    char *bytes = slurp(tp, &n);
+    char *bytes = test_read_file(tp, &n);
     CHECK(bytes && n == 6227);
     if (!bytes) return;
     char path[512];
@@ -434,7 +420,7 @@ TEST(tokenizer_spm_model_equals_bin) {
     CHECK(same);
     tokenizer_close(&a), tokenizer_close(&b);
     size_t n;
-    char *whole = slurp(mp, &n);
+    char *whole = test_read_file(mp, &n);
     char path[512];
     snprintf(path, sizeof path, "%s/cut.model", test_tmpdir());
     int fails = 0;
