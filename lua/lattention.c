@@ -40,39 +40,6 @@ static const struct {
 };
 #define NKEYS ((int)(sizeof keys / sizeof keys[0]))
 
-static int read_choice(lua_State *L, const char *path, const char *const *names) {
-    if (lua_type(L, -1) != LUA_TSTRING)
-        lconfig_error(L, path, "%s: expected a string, got %s", path, luaL_typename(L, -1));
-    const char *s = lua_tostring(L, -1);
-    for (int i = 0; names[i]; i++)
-        if (!strcmp(s, names[i])) return i;
-    char list[256] = "";
-    for (int j = 0; names[j]; j++)
-        snprintf(list + strlen(list), sizeof list - strlen(list), "%s\"%s\"", j ? ", " : "", names[j]);
-    lconfig_error(L, path, "%s: \"%s\" is not one of %s", path, s, list);
-}
-
-static int read_int(lua_State *L, const char *path) {
-    int isint;
-    lua_Integer v = lua_tointegerx(L, -1, &isint);
-    if (lua_type(L, -1) != LUA_TNUMBER || !isint)
-        lconfig_error(L, path, "%s: expected an integer, got %s", path,
-                      lua_type(L, -1) == LUA_TNUMBER ? "a fraction" : luaL_typename(L, -1));
-    if (v < -2147483647 || v > 2147483647)
-        lconfig_error(L, path, "%s (%lld) is out of range", path, (long long)v);
-    return (int)v;
-}
-
-// An engine message starts with the key path it is about ("attention.top (4) must ...").
-_Noreturn static void check_error(lua_State *L, const char *msg) {
-    char key[128];
-    size_t n = strcspn(msg, " :(");
-    if (n >= sizeof key) n = 0;
-    memcpy(key, msg, n);
-    key[n] = 0;
-    lconfig_error(L, key, "%s", msg);
-}
-
 void lattn_read(lua_State *L, int t, const char *prefix, AttnConfig *cfg, const AttnConfig *inherit,
                 AttnLayerConfig *layers, int *n_layers, int max_layers, LattnExtra *extra) {
     char path[160];
@@ -80,7 +47,7 @@ void lattn_read(lua_State *L, int t, const char *prefix, AttnConfig *cfg, const 
     int kind = inherit ? inherit->kind : ATTN_DENSE, kind_given = 0;
     if (lua_getfield(L, t, "kind") != LUA_TNIL) {
         snprintf(path, sizeof path, "%s.kind", prefix);
-        kind = read_choice(L, path, attn_kind_names);
+        kind = lconfig_choice(L, path, attn_kind_names);
         kind_given = 1;
     }
     lua_pop(L, 1);
@@ -106,7 +73,7 @@ void lattn_read(lua_State *L, int t, const char *prefix, AttnConfig *cfg, const 
         }
         if (extra && !strcmp(key, "rope_style")) {
             static const char *const styles[] = {"interleaved", "halves", NULL};
-            extra->rope_style = read_choice(L, path, styles);
+            extra->rope_style = lconfig_choice(L, path, styles);
             lua_pop(L, 1);
             continue;
         }
@@ -122,9 +89,9 @@ void lattn_read(lua_State *L, int t, const char *prefix, AttnConfig *cfg, const 
                           attn_kind_names[kind], attn_knobs_of(kind));
         char *dst = (char *)cfg + keys[i].off;
         if (keys[i].type == K_CHOICE) {
-            *(int *)dst = read_choice(L, path, keys[i].choices);
+            *(int *)dst = lconfig_choice(L, path, keys[i].choices);
         } else if (keys[i].type == K_INT) {
-            *(int *)dst = read_int(L, path);
+            *(int *)dst = lconfig_int(L, path);
         } else {
             if (lua_type(L, -1) != LUA_TNUMBER)
                 lconfig_error(L, path, "%s: expected a number, got %s", path, luaL_typename(L, -1));
@@ -144,7 +111,7 @@ void lattn_read(lua_State *L, int t, const char *prefix, AttnConfig *cfg, const 
     if (cfg->kind == ATTN_MS && top_given && !ratio_given) cfg->ratio = 0;
     if (cfg->kind == ATTN_S2 && group_given && !ratio_given) cfg->ratio = 0;
     if (cfg->kind == ATTN_S2 && ratio_given && !group_given) cfg->group = 0;
-    if (attn_config_check(cfg, prefix)) check_error(L, ms_error());
+    if (attn_config_check(cfg, prefix)) lconfig_engine_error(L, ms_error());
 
     if (!layers) return;
     *n_layers = 0;

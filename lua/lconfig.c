@@ -87,13 +87,44 @@ _Noreturn void lconfig_error(lua_State *L, const char *key_path, const char *fmt
 
 // An engine message starts with the key path it is about ("model.heads (6) must ..."): use it to
 // find the line.
-_Noreturn static void engine_error(lua_State *L, const char *msg) {
+_Noreturn void lconfig_engine_error(lua_State *L, const char *msg) {
     char key[128];
     size_t n = strcspn(msg, " :(");
     if (n >= sizeof key) n = 0;
     memcpy(key, msg, n);
     key[n] = 0;
     lconfig_error(L, strchr(key, '.') ? key : "", "%s", msg);
+}
+
+// ---- typed reads of the value on top of the stack ---------------------------------------------
+
+int lconfig_int(lua_State *L, const char *path) {
+    int isint;
+    lua_Integer v = lua_tointegerx(L, -1, &isint);
+    if (lua_type(L, -1) != LUA_TNUMBER || !isint)
+        lconfig_error(L, path, "%s: expected an integer, got %s", path,
+                      lua_type(L, -1) == LUA_TNUMBER ? "a fraction" : luaL_typename(L, -1));
+    if (v < -2147483647 || v > 2147483647)
+        lconfig_error(L, path, "%s (%lld) is out of range", path, (long long)v);
+    return (int)v;
+}
+
+double lconfig_number(lua_State *L, const char *path) {
+    if (lua_type(L, -1) != LUA_TNUMBER)
+        lconfig_error(L, path, "%s: expected a number, got %s", path, luaL_typename(L, -1));
+    return lua_tonumber(L, -1);
+}
+
+int lconfig_choice(lua_State *L, const char *path, const char *const *names) {
+    if (lua_type(L, -1) != LUA_TSTRING)
+        lconfig_error(L, path, "%s: expected a string, got %s", path, luaL_typename(L, -1));
+    const char *s = lua_tostring(L, -1);
+    for (int i = 0; names[i]; i++)
+        if (!strcmp(s, names[i])) return i;
+    char list[256] = "";
+    for (int j = 0; names[j]; j++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s\"%s\"", j ? ", " : "", names[j]);
+    lconfig_error(L, path, "%s: \"%s\" is not one of %s", path, s, list);
 }
 
 // ---- typed fields -----------------------------------------------------------------------------
@@ -155,22 +186,10 @@ static void read_field(lua_State *L, const Field *f, const char *path) {
         if (t != LUA_TSTRING) { ok = 0; break; }
         *(const char **)f->dst = lua_tostring(L, -1);
         break;
-    case F_CHOICE: {
+    case F_CHOICE:
         if (t != LUA_TSTRING) { ok = 0; break; }
-        const char *s = lua_tostring(L, -1);
-        int i;
-        for (i = 0; f->choices[i]; i++)
-            if (!strcmp(s, f->choices[i])) break;
-        if (!f->choices[i]) {
-            char list[256] = "";
-            for (int j = 0; f->choices[j]; j++)
-                snprintf(list + strlen(list), sizeof list - strlen(list), "%s\"%s\"", j ? ", " : "",
-                         f->choices[j]);
-            lconfig_error(L, path, "%s: \"%s\" is not one of %s", path, s, list);
-        }
-        *(int *)f->dst = i;
+        *(int *)f->dst = lconfig_choice(L, path, f->choices);
         break;
-    }
     case F_INTLIST: {
         if (t != LUA_TTABLE) { ok = 0; break; }
         int n = (int)luaL_len(L, -1);
@@ -361,7 +380,7 @@ static void read_finetune(lua_State *L, int t, RunConfig *rc, int model_given) {
             rc->lora_cfg.targets = mask;
             lua_pop(L, 1);
         }
-        if (lora_config_check(&rc->lora_cfg, NULL)) engine_error(L, ms_error());
+        if (lora_config_check(&rc->lora_cfg, NULL)) lconfig_engine_error(L, ms_error());
         lua_pop(L, 1);
     }
     if (rc->finetune_init) {
@@ -507,7 +526,7 @@ void lconfig_read_run(lua_State *L, int idx, RunConfig *rc, const Corpus **corpu
     if (!rc->finetune_init && rc->model.vocab < (*corpus)->vocab &&
         rc->model.vocab == model_config_default().vocab)
         rc->model.vocab = (*corpus)->vocab;
-    if (run_config_check(rc)) engine_error(L, ms_error());
+    if (run_config_check(rc)) lconfig_engine_error(L, ms_error());
 }
 
 void lconfig_read_corpus(lua_State *L, int idx, CorpusSpec *spec, const char ***paths_out) {

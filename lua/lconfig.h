@@ -18,4 +18,12 @@ void lconfig_read_corpus(lua_State *L, int idx, CorpusSpec *spec, const char ***
 _Noreturn void lconfig_error(lua_State *L, const char *key_path, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+// Typed reads of the value on top of the stack for key `path`; a wrong type or value is a Lua
+// error naming the key and the script line.
+int lconfig_int(lua_State *L, const char *path);
+double lconfig_number(lua_State *L, const char *path);
+int lconfig_choice(lua_State *L, const char *path, const char *const *names); // index in names
+// Raises an engine validation message ("model.heads (6) must ...") at the line of its key.
+_Noreturn void lconfig_engine_error(lua_State *L, const char *msg);
+
 #endif

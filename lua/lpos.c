@@ -46,34 +46,6 @@ static const struct {
     [KEY_INFER_SCALE] = {"infer_scale", K_INFER, BIT(POS_CRD_NTK), NULL},
 };
 
-static int choice(lua_State *L, const char *path, const char *const *names) {
-    if (lua_type(L, -1) != LUA_TSTRING)
-        lconfig_error(L, path, "%s: expected a string, got %s", path, luaL_typename(L, -1));
-    const char *s = lua_tostring(L, -1);
-    for (int i = 0; names[i]; i++)
-        if (!strcmp(s, names[i])) return i;
-    char list[256] = "";
-    for (int j = 0; names[j]; j++)
-        snprintf(list + strlen(list), sizeof list - strlen(list), "%s\"%s\"", j ? ", " : "", names[j]);
-    lconfig_error(L, path, "%s: \"%s\" is not one of %s", path, s, list);
-}
-
-static double number(lua_State *L, const char *path) {
-    if (lua_type(L, -1) != LUA_TNUMBER)
-        lconfig_error(L, path, "%s: expected a number, got %s", path, luaL_typename(L, -1));
-    return lua_tonumber(L, -1);
-}
-
-static int integer(lua_State *L, const char *path) {
-    int isint;
-    lua_Integer v = lua_tointegerx(L, -1, &isint);
-    if (lua_type(L, -1) != LUA_TNUMBER || !isint)
-        lconfig_error(L, path, "%s: expected an integer, got %s", path, luaL_typename(L, -1));
-    if (v < -2147483647 || v > 2147483647)
-        lconfig_error(L, path, "%s (%lld) is out of range", path, (long long)v);
-    return (int)v;
-}
-
 // ---- Lua functions as schedules ---------------------------------------------------------------
 
 static int call_lua(void *ctx, int id, int arg, double *out) {
@@ -120,9 +92,9 @@ static void schedule(lua_State *L, const char *path, PosSchedule *s, const char 
         while (lua_next(L, -2)) {
             const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
             snprintf(sub, sizeof sub, "%s.%s", path, k);
-            if (!strcmp(k, "value")) s->value = number(L, sub), has_value = 1;
-            else if (!strcmp(k, "double_every")) s->double_every = integer(L, sub);
-            else if (!strcmp(k, "max")) s->max = number(L, sub);
+            if (!strcmp(k, "value")) s->value = lconfig_number(L, sub), has_value = 1;
+            else if (!strcmp(k, "double_every")) s->double_every = lconfig_int(L, sub);
+            else if (!strcmp(k, "max")) s->max = lconfig_number(L, sub);
             else lconfig_error(L, sub, "%s: unknown key (known here: value, double_every, max)", sub);
             lua_pop(L, 1);
         }
@@ -155,7 +127,7 @@ static void infer_scale(lua_State *L, const char *path, PosConfig *pc) {
         char sub[160];
         snprintf(sub, sizeof sub, "%s[%lld]", path, (long long)len);
         pc->infer_lengths[pc->n_infer] = (int)len;
-        pc->infer_values[pc->n_infer++] = number(L, sub);
+        pc->infer_values[pc->n_infer++] = lconfig_number(L, sub);
         lua_pop(L, 1);
     }
     // lua_next's order is arbitrary: sort by length so the config JSON is canonical
@@ -171,7 +143,7 @@ static void infer_scale(lua_State *L, const char *path, PosConfig *pc) {
 // ---- the section ------------------------------------------------------------------------------
 
 void lpos_read(lua_State *L, int t, PosConfig *pc, float *base) {
-    if (lua_getfield(L, t, "kind") != LUA_TNIL) pc->kind = choice(L, "positions.kind", pos_kind_names);
+    if (lua_getfield(L, t, "kind") != LUA_TNIL) pc->kind = lconfig_choice(L, "positions.kind", pos_kind_names);
     lua_pop(L, 1);
     unsigned given = 0;
     char path[128];
@@ -209,9 +181,9 @@ void lpos_read(lua_State *L, int t, PosConfig *pc, float *base) {
                 lconfig_error(L, path, "%s: expected a boolean, got %s", path, luaL_typename(L, -1));
             *(i == KEY_CYCLIC ? &pc->cyclic : &pc->temperature) = lua_toboolean(L, -1);
             break;
-        case K_CHOICE: v = choice(L, path, keys[i].choices); break;
-        case K_NUM: (void)number(L, path); break;
-        case K_INT: v = integer(L, path); break;
+        case K_CHOICE: v = lconfig_choice(L, path, keys[i].choices); break;
+        case K_NUM: (void)lconfig_number(L, path); break;
+        case K_INT: v = lconfig_int(L, path); break;
         }
         switch (i) {
         case KEY_BASE: *base = (float)lua_tonumber(L, -1); break;

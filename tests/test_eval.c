@@ -189,12 +189,6 @@ TEST(ppl_long_length_memory_is_bounded) {
 
 #include "../lua/host.h"
 
-static void put_file(const char *path, const char *text) {
-    FILE *f = fopen(path, "w");
-    fputs(text, f);
-    fclose(f);
-}
-
 // Three documents of different lengths (lines of text), so truncate sees boundaries.
 static void eval_corpus(const char *dir) {
     char path[1024];
@@ -258,7 +252,7 @@ TEST(run_eval_protocols_and_passkey_end_to_end) {
              "           passkey = { lengths = { 300 }, trials = 2, depth = 0.5 } } }\n"
              "assert(r2.status == 'done', r2.error)\n",
              corpus, dir, books, dir, dir);
-    put_file(script, text);
+    test_write_file(script, text);
     CHECK(lua_host_run(script, db, 0, NULL) == 0);
     Store *s;
     CHECK(store_open(&s, db, 1) == 0);
@@ -318,7 +312,7 @@ static const char *eval_script_error(const char *body) {
     snprintf(text, sizeof text,
              "local ms = require 'mslab'\nlocal c = ms.corpus { path = '%s', cache = '%s/cache' }\n%s",
              corpus, dir, body);
-    put_file(script, text);
+    test_write_file(script, text);
     ms_clear_error();
     CHECK(lua_host_run(script, db, 0, NULL) == 1);
     static char msg[1024];
@@ -375,7 +369,7 @@ TEST(run_eval_passkey_with_bpe_corpus) {
              "  eval = { passkey = { lengths = { 200 }, trials = 2 } } }\n"
              "assert(r.status == 'done', r.error)\n",
              corpus, tok, dir, dir);
-    put_file(script, text);
+    test_write_file(script, text);
     CHECK(lua_host_run(script, db, 0, NULL) == 0);
     Store *s;
     CHECK(store_open(&s, db, 1) == 0);
@@ -393,7 +387,7 @@ TEST(run_eval_passkey_with_bpe_corpus) {
              "assert(r.status == 'failed')\n"
              "assert(r.error:find('eval.passkey.lengths[1] (150): passkey: target length 150', 1, true), r.error)\n",
              corpus, tok, dir, dir);
-    put_file(script, text);
+    test_write_file(script, text);
     CHECK(lua_host_run(script, db, 0, NULL) == 0);
     // eval.ppl.data must use the model's tokenizer
     snprintf(text, sizeof text,
@@ -403,7 +397,7 @@ TEST(run_eval_passkey_with_bpe_corpus) {
              "ms.run { name = 'mixed', eval = { ppl = { lengths = { 16 },\n"
              "  data = bytes } }, data = c }\n",
              corpus, tok, dir, corpus, dir);
-    put_file(script, text);
+    test_write_file(script, text);
     CHECK(lua_host_run(script, db, 0, NULL) == 1);
     char want[1024];
     snprintf(want, sizeof want, "bpe.lua:5: eval.ppl.data: its tokenizer (byte) is not the run "

@@ -10,12 +10,6 @@
 #include "../lua/host.h"
 #include "test.h"
 
-static void ft_write(const char *path, const char *text) {
-    FILE *f = fopen(path, "w");
-    fputs(text, f);
-    fclose(f);
-}
-
 static void ft_corpus(const char *dir) {
     char path[1024];
     mkdir(dir, 0755);
@@ -69,7 +63,7 @@ TEST(finetune_lora_run_end_to_end_with_export) {
              "  eval = { ppl = { lengths = { 16 }, max_tokens = 64 } } }\n"
              "assert(full.status == 'done', full.error)\n",
              corpus, dir, dir, dir, dir, dir, dir, dir, dir);
-    ft_write(script, text);
+    test_write_file(script, text);
     CHECK(lua_host_run(script, db, 0, NULL) == 0);
     Store *s;
     CHECK(store_open(&s, db, 1) == 0);
@@ -99,7 +93,7 @@ static const char *ft_error(const char *body) {
     snprintf(db, sizeof db, "%s/bad.db", dir);
     snprintf(text, sizeof text, "local ms = require 'mslab'\nlocal c = ms.corpus { path = '%s', cache = '%s/cache' }\n%s",
              corpus, dir, body);
-    ft_write(script, text);
+    test_write_file(script, text);
     ms_clear_error();
     CHECK(lua_host_run(script, db, 0, NULL) == 1);
     static char msg[1024];
