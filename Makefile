@@ -116,8 +116,11 @@ demo: deps
 	./mslab plot ppl-vs-length
 	@echo "results: results.db (./mslab runs), plots/loss.png, plots/ppl_vs_length.png"
 
+# With nvcc present the GPU test and benchmark binaries are built too (CI compiles all CUDA code,
+# though it cannot run it).
+GPU_BINS := $(if $(filter 1,$(CUDA)),$(BUILD)/mslab-gpu-tests $(BUILD)/mslab-gpu-bench)
 test: deps
-	$(MAKE) mslab $(BUILD)/mslab-tests
+	$(MAKE) mslab $(BUILD)/mslab-tests $(GPU_BINS)
 	./$(BUILD)/mslab-tests
 
 clean:
