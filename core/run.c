@@ -21,7 +21,7 @@
 #include "../cuda/backend_cuda.h"
 #endif
 
-volatile int run_stop_requested;
+volatile sig_atomic_t run_stop_requested;
 
 // The backend named by `device`: "cpu" always; "cuda" in a build with nvcc (MSLAB_CUDA) on a machine
 // with a usable GPU. NULL with the reason in ms_error() otherwise.
@@ -169,6 +169,9 @@ static int resume_state(const RunConfig *rc, Store *store, int64_t run_id, Model
                         Optimizer *opt, Rng *rng, int *start) {
     char path[1024];
     *start = 0;
+    // LoRA: the checkpoint holds merged weights, not the adapters and their AdamW state, so an
+    // interrupted LoRA run restarts from step 0 in its row rather than continue on a changed model.
+    if (rc->lora) return store_run_truncate(store, run_id, 0);
     if (checkpoint_path(rc, store, run_id, path, sizeof path)) return -1;
     if (access(path, F_OK) == 0) {
         size_t bytes = m->params.total * sizeof(float);
@@ -237,7 +240,8 @@ static void store_params(Store *s, int64_t id, const RunConfig *rc) {
     P_INT("train.warmup", rc->optim.warmup);
     snprintf(v, sizeof v, "%llu", (unsigned long long)rc->seed);
     store_param(s, id, "seed", v);
-    P_INT("params", (int)model_num_params(&rc->model));
+    snprintf(v, sizeof v, "%zu", model_num_params(&rc->model)); // > 2^31 for 7B models
+    store_param(s, id, "params", v);
     if (rc->finetune_init) store_param(s, id, "finetune.init", rc->finetune_init);
     if (rc->lora) { // only when used
         char targets[64] = "";
@@ -446,6 +450,8 @@ int run_execute(const RunConfig *rc, const Corpus *corpus, Store *store, RunResu
     }
     model_set_eval(&model, 1);
     res->eval_loss = eval_loss(&model, corpus->eval, corpus->n_eval, B, T, rc->eval_batches, rc->seed);
+    // a run resumed after its last step may hold the dead process's final eval.loss: replace it
+    store_metric_delete(store, res->run_id, steps, "eval.loss");
     store_metric(store, res->run_id, steps, "eval.loss", res->eval_loss, ms_now() - t_start);
     // eval.ppl (each length x protocol) and eval.passkey: core/run_eval.c
     if (run_eval_after_training(rc, corpus, &model, store, res->run_id, res->steps_done - 1, res,

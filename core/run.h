@@ -3,6 +3,7 @@
 #ifndef MSLAB_RUN_H
 #define MSLAB_RUN_H
 
+#include <signal.h>
 #include <stdint.h>
 
 #include "data.h"
@@ -98,7 +99,7 @@ AttnConfig run_layer_attention(const RunConfig *rc, int l);
 char *run_config_json(const RunConfig *rc);
 
 // Set by the SIGINT/SIGTERM handler: the loop checkpoints and marks the run 'interrupted'.
-extern volatile int run_stop_requested;
+extern volatile sig_atomic_t run_stop_requested;
 void run_install_signal_handlers(void);
 
 #endif

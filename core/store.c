@@ -406,6 +406,20 @@ int store_run_resume(Store *s, int64_t run_id, const char *provenance_json) {
     return 0;
 }
 
+int store_metric_delete(Store *s, int64_t run_id, int64_t step, const char *name) {
+    if (writable(s)) return -1;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "DELETE FROM metrics WHERE run_id = ?1 AND step = ?2 AND name = ?3",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_fail(s);
+    sqlite3_bind_int64(st, 1, run_id);
+    sqlite3_bind_int64(st, 2, step);
+    bind_text(st, 3, name);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : db_fail(s);
+}
+
 int store_run_truncate(Store *s, int64_t run_id, int64_t step) {
     if (writable(s)) return -1;
     if (exec_sql(s, "BEGIN IMMEDIATE")) return -1;

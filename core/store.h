@@ -64,6 +64,8 @@ int store_heartbeat(Store *s, int64_t run_id);
 // one transaction.
 int store_run_resume(Store *s, int64_t run_id, const char *provenance_json);
 int store_run_truncate(Store *s, int64_t run_id, int64_t step);
+// Deletes the metric `name` of run_id at `step` (a value about to be written again).
+int store_metric_delete(Store *s, int64_t run_id, int64_t step, const char *name);
 // runs.uid of a run (32 hex digits): names its checkpoint file, unique across databases.
 int store_run_uid(Store *s, int64_t run_id, char uid[33]);
 // runs.peak_rss_mb.

@@ -310,7 +310,7 @@ static int l_run(lua_State *L) {
     if (act == ACT_SKIP && H.mode != HOST_PLAN) { // stored results, also for a --jobs child's script
         lpos_release(L, &rc.pos);
         StoreRunRef r;
-        store_find_run(store, hash, &r);
+        if (store_find_run(store, hash, &r) != 1) lconfig_error(L, "", "%s", ms_error());
         push_stored(L, store, r.id, note);
         if (H.mode != HOST_ONLY) fprintf(stderr, "%s: skipped: %s\n", rc.name, note);
         return 1;
@@ -612,6 +612,12 @@ static int run_children(const char *script, const char *db, int argc, char **arg
             next++;
         }
         if (!running) break;
+        // a signal that arrived outside waitpid (while forking or printing) is forwarded here
+        if (run_stop_requested && !signalled) {
+            for (int i = 0; i < slots; i++)
+                if (pids[i]) kill(pids[i], SIGTERM);
+            signalled = 1;
+        }
         int st;
         pid_t pid = waitpid(-1, &st, 0);
         if (pid < 0) {
