@@ -479,3 +479,24 @@ TEST(store_readonly_directory_and_file) {
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     CHECK(system(cmd) == 0);
 }
+
+// A run that died after its last step (during its final evaluation) resumes without training and
+// rewrites its final eval.loss instead of adding a second one.
+TEST(sweep_resume_after_last_step_rewrites_final_eval) {
+    char path[600], db[600], before[4096];
+    snprintf(db, sizeof db, "%s/r.db", test_tmpdir());
+    script(path, sizeof path, "r.lua", "local r = ms.run(tiny())\nassert(r.status == 'done', r.error)\n");
+    CHECK(lua_host_run(path, db, 0, NULL) == 0);
+    const char *curve = "SELECT group_concat(v, ',') FROM (SELECT quote(value) AS v FROM metrics"
+                        " WHERE name = 'train.loss' ORDER BY step)";
+    snprintf(before, sizeof before, "%s", value(db, curve));
+    sqlite3 *raw;
+    CHECK(sqlite3_open(db, &raw) == SQLITE_OK);
+    CHECK(sqlite3_exec(raw, "UPDATE runs SET status = 'interrupted'", NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(raw);
+    CHECK(lua_host_run(path, db, 0, NULL) == 0);
+    CHECK_STR(value(db, "SELECT status || count(*) FROM runs"), "done1");
+    CHECK_STR(value(db, "SELECT count(*) FROM metrics WHERE name = 'eval.loss'"), "1");
+    CHECK_STR(value(db, curve), before);
+    CHECK_STR(value(db, "SELECT count(*) FROM evals WHERE task = 'ppl'"), "1");
+}
