@@ -95,7 +95,8 @@ $(BUILD)/mslab-tests: $(LIB_OBJ) $(TEST_OBJ)
 
 # Install what is missing; quiet when everything is there already.
 deps:
-	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" != 0 ] && ! command -v sudo >/dev/null; then \
