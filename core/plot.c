@@ -425,6 +425,30 @@ int plot_loss(const char *db_path, const char *outdir, const char *where) {
     return rc;
 }
 
+// The last value written for each (run, protocol, length) of evals with `task` whose value passes
+// `value_filter` (SQL), one series per (run, protocol). No rows: the no-data error naming `what`.
+static int select_length_series(const char *db_path, const char *where, const char *task,
+                                const char *value_filter, const char *what, SeriesSet *set) {
+    Buf sql = {0};
+    buf_add(&sql,
+            "SELECT r.id, %s, e.protocol, e.length, e.value FROM (\n"
+            "  SELECT run_id, coalesce(protocol, '') AS protocol, length, value, row_number() OVER (\n"
+            "    PARTITION BY run_id, coalesce(protocol, ''), length ORDER BY rowid DESC) AS k\n"
+            "  FROM evals WHERE task = '%s' AND length > 0 AND %s) e\n"
+            "JOIN runs r ON r.id = e.run_id\n"
+            "WHERE e.k = 1 AND (%s)\n"
+            "ORDER BY r.id, e.protocol, e.length",
+            plot_run_label(), task, value_filter, where_or_true(where));
+    int rc = select_series(db_path, sql.p, set);
+    free(sql.p);
+    if (rc) return -1;
+    if (set->n == 0) {
+        set_free(set);
+        return no_data(what, db_path, where);
+    }
+    return 0;
+}
+
 // The plot command for one line per series (run x protocol), the protocol in the label when
 // several are plotted. Shared by the length figures (ppl, speed).
 static void linespoints_by_kind(Buf *plot, const SeriesSet *set) {
@@ -443,24 +467,9 @@ static void linespoints_by_kind(Buf *plot, const SeriesSet *set) {
 
 int plot_ppl_vs_length(const char *db_path, const char *outdir, const char *where) {
     // The last evaluation written for each (run, protocol, length).
-    Buf sql = {0};
-    buf_add(&sql,
-            "SELECT r.id, %s, e.protocol, e.length, e.value FROM (\n"
-            "  SELECT run_id, coalesce(protocol, '') AS protocol, length, value, row_number() OVER (\n"
-            "    PARTITION BY run_id, coalesce(protocol, ''), length ORDER BY rowid DESC) AS k\n"
-            "  FROM evals WHERE task = 'ppl' AND length > 0 AND value IS NOT NULL) e\n"
-            "JOIN runs r ON r.id = e.run_id\n"
-            "WHERE e.k = 1 AND (%s)\n"
-            "ORDER BY r.id, e.protocol, e.length",
-            plot_run_label(), where_or_true(where));
     SeriesSet set;
-    int rc = select_series(db_path, sql.p, &set);
-    free(sql.p);
-    if (rc) return -1;
-    if (set.n == 0) {
-        set_free(&set);
-        return no_data("ppl evals", db_path, where);
-    }
+    if (select_length_series(db_path, where, "ppl", "value IS NOT NULL", "ppl evals", &set))
+        return -1;
     Buf title = {0}, settings = {0}, plot = {0};
     buf_add(&title, "perplexity vs context length");
     int named = 0;
@@ -479,7 +488,7 @@ int plot_ppl_vs_length(const char *db_path, const char *outdir, const char *wher
                        "set format x '%%.0f'\n"
                        "set key top right");
     linespoints_by_kind(&plot, &set);
-    rc = draw(outdir, "ppl_vs_length", &set, settings.p, plot.p);
+    int rc = draw(outdir, "ppl_vs_length", &set, settings.p, plot.p);
     free(title.p);
     free(settings.p);
     free(plot.p);
@@ -490,24 +499,9 @@ int plot_ppl_vs_length(const char *db_path, const char *outdir, const char *wher
 // Speed vs length: evals rows with task 'speed' (value = tokens per second at that context
 // length; protocol names what was timed, e.g. "forward", "train"). Log-log axes.
 int plot_speed_vs_length(const char *db_path, const char *outdir, const char *where) {
-    Buf sql = {0};
-    buf_add(&sql,
-            "SELECT r.id, %s, e.protocol, e.length, e.value FROM (\n"
-            "  SELECT run_id, coalesce(protocol, '') AS protocol, length, value, row_number() OVER (\n"
-            "    PARTITION BY run_id, coalesce(protocol, ''), length ORDER BY rowid DESC) AS k\n"
-            "  FROM evals WHERE task = 'speed' AND length > 0 AND value > 0) e\n"
-            "JOIN runs r ON r.id = e.run_id\n"
-            "WHERE e.k = 1 AND (%s)\n"
-            "ORDER BY r.id, e.protocol, e.length",
-            plot_run_label(), where_or_true(where));
     SeriesSet set;
-    int rc = select_series(db_path, sql.p, &set);
-    free(sql.p);
-    if (rc) return -1;
-    if (set.n == 0) {
-        set_free(&set);
-        return no_data("speed evals (task 'speed')", db_path, where);
-    }
+    if (select_length_series(db_path, where, "speed", "value > 0", "speed evals (task 'speed')", &set))
+        return -1;
     Buf settings = {0}, plot = {0};
     buf_add(&settings, "set title 'throughput vs context length' noenhanced\n"
                        "set xlabel 'context length (tokens)'\n"
@@ -516,7 +510,7 @@ int plot_speed_vs_length(const char *db_path, const char *outdir, const char *wh
                        "set format x '%%.0f'\n"
                        "set key top right");
     linespoints_by_kind(&plot, &set);
-    rc = draw(outdir, "speed_vs_length", &set, settings.p, plot.p);
+    int rc = draw(outdir, "speed_vs_length", &set, settings.p, plot.p);
     free(settings.p);
     free(plot.p);
     set_free(&set);
