@@ -55,7 +55,7 @@ $(BIN): $(LIB_OBJ) $(BUILD)/cli/main.o
 
 # GPU parity tests (tests/gpu/, run on a GPU machine): the engine without Lua or SQLite, so the
 # GPU side can also build it with nvcc and a C compiler alone.
-GPU_TEST_OBJ := $(BUILD)/tests/gpu/gpu_tests.o $(CUDA_OBJ) \
+GPU_TEST_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tests/gpu/*.c)) $(CUDA_OBJ) \
 	$(patsubst %.c,$(BUILD)/%.o,$(filter-out core/store.c core/run.c core/run_eval.c core/plot.c,$(CORE_SRC)))
 $(BUILD)/mslab-gpu-tests: $(GPU_TEST_OBJ)
 	@[ "$(CUDA)" = 1 ] || { echo "error: the GPU tests need nvcc (CUDA=1)"; exit 1; }
@@ -64,7 +64,7 @@ $(BUILD)/mslab-gpu-tests: $(GPU_TEST_OBJ)
 test-gpu: $(BUILD)/mslab-gpu-tests
 	./$(BUILD)/mslab-gpu-tests
 
-$(BUILD)/mslab-gpu-bench: $(BUILD)/bench/gpu_bench.o $(filter-out $(BUILD)/tests/gpu/gpu_tests.o,$(GPU_TEST_OBJ))
+$(BUILD)/mslab-gpu-bench: $(BUILD)/bench/gpu_bench.o $(filter-out $(BUILD)/tests/gpu/%,$(GPU_TEST_OBJ))
 	@[ "$(CUDA)" = 1 ] || { echo "error: the GPU benchmark needs nvcc (CUDA=1)"; exit 1; }
 	$(CC) $(CFLAGS) -o $@ $(filter %.o,$^) $(CUDA_LIBS) -lm -fopenmp
 bench-gpu: $(BUILD)/mslab-gpu-bench

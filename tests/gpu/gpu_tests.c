@@ -40,11 +40,13 @@
 #include "../../core/ops.h"
 #include "../../core/optim.h"
 #include "../../cuda/backend_cuda.h"
+#include "gpu_check.h"
 
-static const Backend *cpu, *gpu;
-static int n_pass, n_fail, quick;
+const Backend *cpu, *gpu;
+int quick;
+Rng rng;
+static int n_pass, n_fail;
 static const char *filter;
-static Rng rng;
 
 // ---- helpers ----
 
@@ -101,10 +103,10 @@ static double max_rel(const float *a, const float *ref, size_t n) {
     return worst;
 }
 
-static int wanted(const char *op) { return !filter || strstr(op, filter); }
+int wanted(const char *op) { return !filter || strstr(op, filter); }
 
 // det: 1 = the two CUDA runs gave the same bits, 0 = not, -1 = not checked
-static void report(const char *op, const char *shape, double err, double tol, int det) {
+void report(const char *op, const char *shape, double err, double tol, int det) {
     int ok = err <= tol && det != 0;
     printf("%-24s | %-40s | %11.3e | %7.0e | %s%s\n", op, shape, err, tol, ok ? "ok" : "FAIL",
            det == 0 ? " (two runs differ)" : "");
@@ -899,6 +901,9 @@ int main(int argc, char **argv) {
         t_model_step_attn("moba D=32", a, 2, 100, &mo);
     }
     if (!quick) t_determinism(a, 8, 128, 50);
+    t_flash_bf16_all();
+    t_sparse_bf16_all();
+    t_backend_bf16_all();
 
     printf("\n%d passed, %d failed (%.1f s)\n", n_pass, n_fail, ms_now() - t0);
     return n_fail ? 1 : 0;

@@ -1,0 +1,52 @@
+// attn_bf16.h: the bf16 attention kernels (tensor cores: mma.sync m16n8k16, fp32 accumulation),
+// callable from C. Storage bf16 (uint16_t bits, see bf16.h); softmax statistics fp32.
+//
+// Shapes as ops.h's attention ops: q, out, dout, dq: [B, T, H, D]; k, v, dk, dv: [B, T, KVH, D],
+// H % KVH == 0, query head h reads kv head h / (H / KVH); lse: [B, H, T] fp32, the natural-log
+// sum of exp(s) over the keys a row sees, s = q.k / sqrt(D) (the fp32 ops' convention, so a bf16
+// forward's lse can be checked against the CPU reference).
+//
+// Unlike the Backend ops, these kernels OVERWRITE their gradients (dq, dk, dv), like PyTorch's;
+// the bf16 backend's adapters (cuda/backend_bf16.cu) add them into the fp32 gradients.
+// Deterministic: no floating-point atomics; two calls give identical bits.
+//
+// Each returns 0 when it launched, or -1 having launched nothing when the shape is one it does not
+// handle (e.g. a head dim other than 64 / 128); the caller then uses the fp32 kernels.
+// All work goes to the default stream; pointers are device memory.
+#ifndef MSLAB_ATTN_BF16_H
+#define MSLAB_ATTN_BF16_H
+
+#include <stdint.h>
+
+#include "../core/ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// ---- dense causal attention (cuda/flash_bf16.cu) ----
+int flash_bf16_fwd(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k,
+                   const uint16_t *v, int B, int T, int H, int KVH, int D);
+int flash_bf16_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *dout,
+                   const uint16_t *out, const float *lse, const uint16_t *q, const uint16_t *k,
+                   const uint16_t *v, int B, int T, int H, int KVH, int D);
+
+// ---- block-sparse causal attention over an index list (cuda/sparse_bf16.cu) ----
+// Which keys each row sees: ix exactly as ops.h's sparse_attention_fwd/bwd (AttnIndex; positions
+// inside when ix->kpos != NULL, if supported, else -1).
+int sparse_bf16_fwd(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k,
+                    const uint16_t *v, const AttnIndex *ix, int B, int T, int H, int KVH, int D);
+int sparse_bf16_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *dout,
+                    const uint16_t *out, const float *lse, const uint16_t *q, const uint16_t *k,
+                    const uint16_t *v, const AttnIndex *ix, int B, int T, int H, int KVH, int D);
+
+// The selection from bf16 q / k: fills ix as Backend.attention_select does from fp32 q / k (the
+// same list as the fp32 op on the bf16-rounded inputs converted to fp32).
+int select_bf16(AttnIndex *ix, const struct AttnConfig *cfg, const uint16_t *q, const uint16_t *k,
+                int B, int T, int H, int KVH, int D);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

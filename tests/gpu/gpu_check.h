@@ -1,0 +1,22 @@
+// gpu_check.h: what the GPU parity test files share (defined in gpu_tests.c): both backends, the
+// random generator, the filter and the report line `op | shape | err | tol | ok`.
+#ifndef MSLAB_GPU_CHECK_H
+#define MSLAB_GPU_CHECK_H
+
+#include "../../core/common.h"
+#include "../../core/ops.h"
+
+extern const Backend *cpu, *gpu; // the CPU reference and the fp32 CUDA backend
+extern int quick;                // --quick: small shapes only (compute-sanitizer)
+extern Rng rng;
+
+int wanted(const char *op); // FILTER (argv) matches op
+// One table row; det: 1 = two CUDA runs gave the same bits, 0 = not (fails), -1 = not checked.
+void report(const char *op, const char *shape, double err, double tol, int det);
+
+// The test groups of the other files, called from main in this order.
+void t_flash_bf16_all(void);   // tests/gpu/flash_bf16_tests.c
+void t_sparse_bf16_all(void);  // tests/gpu/sparse_bf16_tests.c
+void t_backend_bf16_all(void); // tests/gpu/backend_bf16_tests.c
+
+#endif
