@@ -398,6 +398,7 @@ static void read_finetune(lua_State *L, int t, RunConfig *rc, int model_given) {
 void lconfig_read_run(lua_State *L, int idx, RunConfig *rc, const Corpus **corpus) {
     idx = lua_absindex(L, idx);
     run_config_default(rc);
+    lpos_begin(L); // one run at a time: what a failed read anchored is dropped here
     luaL_checktype(L, idx, LUA_TTABLE);
     int tied_dummy = 0, device = 0, protocol = 0;
     (void)tied_dummy;

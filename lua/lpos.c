@@ -48,9 +48,22 @@ static const struct {
 
 // ---- Lua functions as schedules ---------------------------------------------------------------
 
+// Schedule functions live in one registry table that lpos_begin replaces before each run's config
+// is read: a config that fails after some functions were anchored (lconfig_error longjmps past
+// lpos_release) leaves them in the old table, which is then collected, instead of leaking
+// registry references for the rest of the script (sweeps read many configs).
+#define SCHED_KEY "mslab.schedules"
+
+void lpos_begin(lua_State *L) {
+    lua_newtable(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, SCHED_KEY);
+}
+
 static int call_lua(void *ctx, int id, int arg, double *out) {
     lua_State *L = ctx;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, id);
+    lua_getfield(L, LUA_REGISTRYINDEX, SCHED_KEY);
+    lua_rawgeti(L, -1, id);
+    lua_remove(L, -2);
     lua_pushinteger(L, arg);
     if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
         const char *e = lua_tostring(L, -1);
@@ -73,7 +86,14 @@ static void anchor_function(lua_State *L, PosSchedule *s) {
     snprintf(s->desc, sizeof s->desc, "function at %s:%d", ar.short_src, ar.linedefined);
     s->fn = call_lua;
     s->ctx = L;
-    s->id = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (lua_getfield(L, LUA_REGISTRYINDEX, SCHED_KEY) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lpos_begin(L);
+        lua_getfield(L, LUA_REGISTRYINDEX, SCHED_KEY);
+    }
+    lua_insert(L, -2);             // table below the function
+    s->id = luaL_ref(L, -2);       // pops the function
+    lua_pop(L, 1);
     s->set = 1;
 }
 
@@ -229,9 +249,11 @@ void lpos_read(lua_State *L, int t, PosConfig *pc, float *base) {
 
 void lpos_release(lua_State *L, PosConfig *pc) {
     PosSchedule *s[] = {&pc->scale, &pc->cycle, &pc->offset_max, &pc->infer_scale};
+    int have = lua_getfield(L, LUA_REGISTRYINDEX, SCHED_KEY) == LUA_TTABLE;
     for (int i = 0; i < 4; i++)
         if (s[i]->fn) {
-            luaL_unref(L, LUA_REGISTRYINDEX, s[i]->id);
+            if (have) luaL_unref(L, -1, s[i]->id);
             s[i]->fn = NULL;
         }
+    lua_pop(L, 1);
 }

@@ -12,5 +12,7 @@
 // error naming the key on bad input (unknown key, wrong type, a key the kind does not use).
 void lpos_read(lua_State *L, int t, PosConfig *pc, float *base);
 void lpos_release(lua_State *L, PosConfig *pc);
+// Before reading a run's config: drops schedule functions a failed earlier read left anchored.
+void lpos_begin(lua_State *L);
 
 #endif

@@ -538,3 +538,24 @@ TEST(posenc_lua_schedules_are_logged) {
     CHECK_STR(query(s, "SELECT status FROM runs WHERE id = 2"), "failed");
     store_close(s);
 }
+
+// A config that fails after its schedule function was anchored (e.g. one bad run of a sweep) must
+// not keep the function alive for the rest of the script: the next run's read drops it.
+TEST(posenc_failed_config_releases_schedule_functions) {
+    char db[512];
+    int rc = run_script(
+        "local probe = setmetatable({}, { __mode = 'k' })\n"
+        "do\n"
+        "  local f = function(step) return 2 end\n"
+        "  probe[f] = true\n"
+        "  local ok = pcall(ms.run, { data = c, model = M, positions = { kind = 'pi', scale = f },\n"
+        "                             eval = { ppl = { lengths = { 0 } } } })\n"
+        "  assert(not ok, 'the config should fail')\n"
+        "end\n"
+        "pcall(ms.run, { data = c, model = M, eval = { ppl = { lengths = { 0 } } } })\n"
+        "collectgarbage(); collectgarbage()\n"
+        "assert(next(probe) == nil, 'a failed config left its schedule function anchored')\n",
+        db, sizeof db);
+    CHECK(rc == 0);
+    if (rc) fprintf(stderr, "    %s\n", ms_error());
+}

@@ -5,7 +5,9 @@
 # OUT_DIR receives parity.txt, smoke.txt, bench.txt and sanitizer logs (default /tmp/mslab-gpu).
 # SANITIZE=0 skips compute-sanitizer (memcheck + racecheck of --quick: about 3 minutes), BENCH=0
 # the benchmark, TRAIN=0 experiments/gpu_train.lua (its results.db lands in OUT_DIR; step counts
-# DEMO_STEPS / BIG_STEPS / MS_STEPS). Every stage runs under `timeout` (T_PARITY, T_TRAIN, T_SMOKE,
+# DEMO_STEPS / BIG_STEPS / MS_STEPS, each run once per precision in PRECISIONS, default bf16,fp32).
+# SAN_FILTER restricts the sanitizers to the checks whose op name contains it (e.g. sparse, bf16:
+# racecheck of the whole quick suite takes longer than one call may). Every stage runs under `timeout` (T_PARITY, T_TRAIN, T_SMOKE,
 # T_BENCH, T_SAN seconds) so one slow stage cannot eat the others' time.
 # When cuBLAS / cudart 13 are not on the loader path but PyTorch's pip packages carry them, their
 # folders are added to LD_LIBRARY_PATH.
@@ -39,7 +41,7 @@ if [ -x "$BIN/mslab" ] && [ -f data/kjv.txt ] && [ "${TRAIN:-1}" != 0 ]; then
     echo "== training throughput: experiments/gpu_train.lua =="
     rm -f "$OUT/results.db"
     timeout ${T_TRAIN:-200} "$BIN/mslab" run experiments/gpu_train.lua --db "$OUT/results.db" -- \
-        data/kjv.txt ${DEMO_STEPS:-1200} ${BIG_STEPS:-200} ${MS_STEPS:-50} 2>&1 |
+        data/kjv.txt ${DEMO_STEPS:-1200} ${BIG_STEPS:-200} ${MS_STEPS:-50} cuda ${PRECISIONS:-bf16,fp32} 2>&1 |
         grep -v "eta" > "$OUT/train.txt"
     echo "train exit $?"
     cat "$OUT/train.txt"
@@ -59,9 +61,9 @@ fi
 
 if command -v compute-sanitizer >/dev/null && [ "${SANITIZE:-1}" != 0 ]; then
     for tool in memcheck racecheck; do
-        echo "== compute-sanitizer --tool $tool (quick shapes) =="
+        echo "== compute-sanitizer --tool $tool (quick shapes${SAN_FILTER:+, filter $SAN_FILTER}) =="
         timeout ${T_SAN:-100} compute-sanitizer --tool $tool --error-exitcode 9 "$BIN/mslab-gpu-tests" --quick \
-            > "$OUT/sanitizer-$tool.txt" 2>&1
+            $SAN_FILTER > "$OUT/sanitizer-$tool.txt" 2>&1
         echo "exit $? ($OUT/sanitizer-$tool.txt)"
         grep -E "ERROR SUMMARY|RACECHECK SUMMARY|passed,|Error" "$OUT/sanitizer-$tool.txt" | tail -4
     done
