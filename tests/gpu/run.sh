@@ -9,26 +9,14 @@
 # SAN_FILTER restricts the sanitizers to the checks whose op name contains it (e.g. sparse, bf16:
 # racecheck of the whole quick suite takes longer than one call may). Every stage runs under `timeout` (T_PARITY, T_TRAIN, T_SMOKE,
 # T_BENCH, T_SAN seconds) so one slow stage cannot eat the others' time.
-# When cuBLAS / cudart 13 are not on the loader path but PyTorch's pip packages carry them, their
+# tests/gpu/env.sh finds cuBLAS / cudart 13 in PyTorch's pip packages when the loader does not; their
 # folders are added to LD_LIBRARY_PATH.
 BIN=${1:-gpu-bundle}
 OUT=${2:-/tmp/mslab-gpu}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -2
 
-if ldd "$BIN/mslab-gpu-tests" | grep -q "not found"; then
-    extra=$(python3 - <<'PY' 2>/dev/null
-import glob, os, site
-dirs = set()
-for sp in site.getsitepackages():
-    for lib in glob.glob(os.path.join(sp, "nvidia", "*", "lib", "lib*.so.13")):
-        dirs.add(os.path.dirname(lib))
-print(":".join(sorted(dirs)))
-PY
-)
-    [ -n "$extra" ] && export LD_LIBRARY_PATH="$extra${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-    echo "libraries from PyTorch's packages: $extra"
-fi
+. tests/gpu/env.sh
 ldd "$BIN/mslab-gpu-tests" | grep -E "not found|cublas|cudart"
 
 echo "== parity (CUDA vs CPU) =="
