@@ -56,7 +56,8 @@ $(BIN): $(LIB_OBJ) $(BUILD)/cli/main.o
 # GPU parity tests (tests/gpu/, run on a GPU machine): the engine without Lua or SQLite, so the
 # GPU side can also build it with nvcc and a C compiler alone.
 GPU_TEST_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tests/gpu/*.c)) $(CUDA_OBJ) \
-	$(patsubst %.c,$(BUILD)/%.o,$(filter-out core/store.c core/run.c core/run_eval.c core/plot.c,$(CORE_SRC)))
+	$(patsubst %.c,$(BUILD)/%.o,$(filter-out core/store.c core/run.c core/run_eval.c core/plot.c \
+	  core/bench_record.c,$(CORE_SRC)))
 $(BUILD)/mslab-gpu-tests: $(GPU_TEST_OBJ)
 	@[ "$(CUDA)" = 1 ] || { echo "error: the GPU tests need nvcc (CUDA=1)"; exit 1; }
 	$(CC) $(CFLAGS) -o $@ $(filter %.o,$^) $(CUDA_LIBS) -lm -fopenmp
@@ -64,11 +65,17 @@ $(BUILD)/mslab-gpu-tests: $(GPU_TEST_OBJ)
 test-gpu: $(BUILD)/mslab-gpu-tests
 	./$(BUILD)/mslab-gpu-tests
 
-$(BUILD)/mslab-gpu-bench: $(BUILD)/bench/gpu_bench.o $(filter-out $(BUILD)/tests/gpu/%,$(GPU_TEST_OBJ))
+$(BUILD)/mslab-gpu-bench: $(BUILD)/bench/gpu_bench.o $(BUILD)/bench/attn_bench.o $(filter-out $(BUILD)/tests/gpu/%,$(GPU_TEST_OBJ))
 	@[ "$(CUDA)" = 1 ] || { echo "error: the GPU benchmark needs nvcc (CUDA=1)"; exit 1; }
 	$(CC) $(CFLAGS) -o $@ $(filter %.o,$^) $(CUDA_LIBS) -lm -fopenmp
 bench-gpu: $(BUILD)/mslab-gpu-bench
 	./$(BUILD)/mslab-gpu-bench
+
+# The attention benchmark on a GPU machine (docs/bench.md): ours, the PyTorch peers, the table, a run
+# in results.db and the figure; logs and TSVs in OUT (default bench-out).
+OUT ?= bench-out
+bench:
+	BUNDLE=$(BUNDLE) BUILD=$(BUILD) sh bench/run.sh $(OUT)
 
 # A bundle to copy to the GPU machine (no Debian -dev packages there): ./mslab with Debian's static
 # Lua and SQLite, cuBLAS and cudart dynamic, for any x86-64-v3 CPU; plus the GPU test binary.

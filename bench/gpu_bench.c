@@ -2,6 +2,7 @@
 // context, the linear layer, and full training steps of the demo model and a ~100M-parameter
 // model. Times are wall clock around synchronising downloads, best of a few repeats.
 //   build/mslab-gpu-bench [--quick]
+//   build/mslab-gpu-bench --attn [...]   the bf16 attention benchmark (bench/attn_bench.c)
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include "../core/model.h"
 #include "../core/optim.h"
 #include "../cuda/backend_cuda.h"
+#include "attn_bench.h"
 
 static const Backend *be;
 
@@ -113,12 +115,14 @@ static void bench_train(const char *name, ModelConfig c, int B, int T, int steps
 }
 
 int main(int argc, char **argv) {
-    int quick = argc > 1 && !strcmp(argv[1], "--quick");
+    int quick = argc > 1 && !strcmp(argv[1], "--quick"), attn = 0;
+    for (int i = 1; i < argc; i++) attn |= !strcmp(argv[i], "--attn");
     be = backend_cuda();
     if (!be) {
         fprintf(stderr, "mslab-gpu-bench: %s\n", ms_error());
         return 2;
     }
+    if (attn) return attn_bench_main(argc, argv, be);
     printf("device: %s (fp32, TF32 %s)\n", backend_cuda_device_name(),
            getenv("MSLAB_CUDA_TF32") ? getenv("MSLAB_CUDA_TF32") : "off");
     bench_matmul(8192, 768, 3072);
@@ -132,5 +136,12 @@ int main(int argc, char **argv) {
     big.dim = 768, big.layers = 12, big.heads = 12, big.kv_heads = 4, big.ffn = 2048;
     big.vocab = 32000, big.tied = 0;
     bench_train("100M", big, 8, 1024, quick ? 4 : 8);
+    // bf16 mixed precision (cuda/backend_bf16.cu, docs/cuda.md "Precision"): the same rows
+    if ((be = backend_cuda_bf16())) {
+        printf("precision bf16 (GEMM / attention operands bf16, fp32 accumulation):\n");
+        bench_matmul(8192, 768, 3072);
+        bench_train("demo-bf16", demo, 16, 128, 12);
+        bench_train("100M-bf16", big, 8, 1024, quick ? 4 : 8);
+    }
     return 0;
 }

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/bench_record.h"
 #include "../core/common.h"
 #include "../core/generate.h"
 #include "../core/plot.h"
@@ -25,6 +26,9 @@ static void usage(FILE *out) {
             "  query \"SQL\" [--db FILE] [--csv|--json]   read-only SQL (default: an aligned table)\n"
             "  plot loss|ppl-vs-length|speed-vs-length|passkey [--db FILE] [--out DIR] [--where SQL]\n"
             "       [--by PARAM]                        draw a figure (PNG + SVG + .gp)\n"
+            "  bench-record OURS.tsv [PEERS.tsv] [--db FILE] [--note TEXT] [--name NAME]\n"
+            "                                            benchmark TSVs (ours, peers) -> table + a run\n"
+            "                                            with task 'bench' evals (docs/bench.md)\n"
             "  generate --checkpoint F [--tokenizer T] [--prompt TEXT] [-n STEPS]\n"
             "           [--temperature X] [--top-p P] [--seed S]\n"
             "                                            sample text as llama2.c's run.c does\n"
@@ -37,7 +41,7 @@ static void usage(FILE *out) {
 }
 
 typedef struct {
-    const char *db, *out, *where, *by, *jobs, *devices, *only, *stale;
+    const char *db, *out, *where, *by, *jobs, *devices, *only, *stale, *note, *name;
     int force, retry_failed, dry_run, csv, json;
     const char *pos[8];
     int npos;
@@ -54,7 +58,8 @@ static int parse(int argc, char **argv, int first, Args *a) {
         const char **dst = !strcmp(s, "--db") ? &a->db : !strcmp(s, "--out") ? &a->out
                          : !strcmp(s, "--where") ? &a->where : !strcmp(s, "--by") ? &a->by
                          : !strcmp(s, "--jobs") ? &a->jobs : !strcmp(s, "--devices") ? &a->devices
-                         : !strcmp(s, "--only") ? &a->only : !strcmp(s, "--stale") ? &a->stale : NULL;
+                         : !strcmp(s, "--only") ? &a->only : !strcmp(s, "--stale") ? &a->stale
+                         : !strcmp(s, "--note") ? &a->note : !strcmp(s, "--name") ? &a->name : NULL;
         int *flag = !strcmp(s, "--force") ? &a->force : !strcmp(s, "--retry-failed") ? &a->retry_failed
                   : !strcmp(s, "--dry-run") ? &a->dry_run : !strcmp(s, "--csv") ? &a->csv
                   : !strcmp(s, "--json") ? &a->json : NULL;
@@ -173,6 +178,19 @@ int main(int argc, char **argv) {
     if (parse(argc, argv, 2, &a)) return 2;
     if (!strcmp(cmd, "run")) return run_cmd(&a, argc, argv);
     if (!strcmp(cmd, "runs")) return with_store(a.db, print_runs, a.where);
+    if (!strcmp(cmd, "bench-record")) {
+        if (a.npos < 1 || a.npos > 2) {
+            fprintf(stderr, "mslab: usage: mslab bench-record OURS.tsv [PEERS.tsv] [--db FILE] "
+                            "[--note TEXT] [--name NAME]\n");
+            return 2;
+        }
+        BenchRecordOpts o = {.db = a.db, .name = a.name, .note = a.note, .out = stdout};
+        if (bench_record(a.pos[0], a.npos > 1 ? a.pos[1] : NULL, &o, NULL)) {
+            fprintf(stderr, "mslab: %s\n", ms_error());
+            return 1;
+        }
+        return 0;
+    }
     if (!strcmp(cmd, "query")) {
         if (a.npos != 1 || (a.csv && a.json)) {
             fprintf(stderr, "mslab: usage: mslab query \"SQL\" [--db FILE] [--csv | --json]\n");

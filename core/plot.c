@@ -496,11 +496,77 @@ int plot_ppl_vs_length(const char *db_path, const char *outdir, const char *wher
     return rc;
 }
 
-// Speed vs length: evals rows with task 'speed' (value = tokens per second at that context
+// The attention benchmark (task 'bench', docs/bench.md): one line per protocol "<kernel> <pass>",
+// milliseconds vs N, log-log. A kernel and its peer share a colour (dense/fa2, ms/torch-ms,
+// moba-blk/flex-moba, moba); dash by pass (fwd solid, fwdbwd dashed, select dotted); ours filled
+// points, the PyTorch peers open circles (fp32 rows, if any: squares). Without --where only
+// the newest run holding bench rows is drawn (every recording is a run of its own).
+static int bench_family(const char *kind) {
+    static const char *const pre[][2] = {{"dense", "fa2"}, {"ms-", "torch-ms"},
+                                         {"moba-blk", "flex-moba"}, {"moba", "moba"}};
+    for (int f = 0; f < 4; f++)
+        for (int k = 0; k < 2; k++)
+            if (!strncmp(kind, pre[f][k], strlen(pre[f][k]))) return f;
+    return 4;
+}
+
+static int plot_bench(const char *db_path, const char *outdir, const char *where, SeriesSet *set) {
+    static const char *const colour[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b"};
+    Buf settings = {0}, plot = {0};
+    buf_add(&settings, "set title 'attention: time vs context length (bf16, causal, B 1, H 32, D 128; "
+                       "ms/moba include the selection)' noenhanced\n"
+                       "set xlabel 'context length N (tokens)'\n"
+                       "set ylabel 'milliseconds (median)'\n"
+                       "set logscale xy 2\n"
+                       "set format x '%%.0f'\n"
+                       "set key outside right top");
+    buf_add(&plot, "plot ");
+    for (int i = 0; i < set->n; i++) {
+        const Series *x = &set->s[i];
+        size_t kl = strcspn(x->kind, " ");
+        const char *pass = x->kind[kl] ? x->kind + kl + 1 : "";
+        int dt = !strcmp(pass, "fwd") ? 1 : !strcmp(pass, "fwdbwd") ? 2 : !strcmp(pass, "select") ? 3 : 4;
+        int peer = !strncmp(x->kind, "fa2", 3) || !strncmp(x->kind, "flex", 4) ||
+                   !strncmp(x->kind, "torch", 5);
+        int fp32 = strstr(x->kind, "-fp32 ") != NULL;
+        buf_add(&plot, "%s$run%lld_%d using 1:2 with linespoints lw %d pt %d lc rgb '%s' dt %d title ",
+                i ? ", \\\n     " : "", (long long)x->run_id, x->dash, fp32 ? 1 : 2,
+                peer ? 6 : fp32 ? 4 : 7, colour[bench_family(x->kind)], dt);
+        Buf t = {0};
+        if (set->nruns > 1) buf_add(&t, "%s #%lld ", x->run_name, (long long)x->run_id);
+        buf_add(&t, "%s", x->kind);
+        buf_quoted(&plot, t.p);
+        free(t.p);
+        buf_add(&plot, " noenhanced");
+    }
+    int rc = draw(outdir, "speed_vs_length", set, settings.p, plot.p);
+    free(settings.p);
+    free(plot.p);
+    return rc;
+}
+
+// Speed vs length. Where bench rows exist (task 'bench', `mslab bench-record`) they are drawn
+// (plot_bench); otherwise evals rows with task 'speed' (value = tokens per second at that context
 // length; protocol names what was timed, e.g. "forward", "train"). Log-log axes.
 int plot_speed_vs_length(const char *db_path, const char *outdir, const char *where) {
     SeriesSet set;
-    if (select_length_series(db_path, where, "speed", "value > 0", "speed evals (task 'speed')", &set))
+    int has_where = strcmp(where_or_true(where), "1") != 0;
+    Buf bw = {0};
+    if (has_where) buf_add(&bw, "%s", where);
+    else buf_add(&bw, "r.id = (SELECT max(run_id) FROM evals WHERE task = 'bench')");
+    // left out of the figure: "train" rows (a whole LM step of a peer, no attention timing) and
+    // the fp32 reference rows (an order of magnitude slower: they squash the lines that matter)
+    int rc = select_length_series(db_path, bw.p, "bench",
+                                  "value > 0 AND protocol NOT LIKE '% train' AND protocol NOT LIKE '%-fp32 %'",
+                                  "bench evals", &set);
+    free(bw.p);
+    if (rc == 0) {
+        rc = plot_bench(db_path, outdir, where, &set);
+        set_free(&set);
+        return rc;
+    }
+    if (select_length_series(db_path, where, "speed", "value > 0",
+                             "speed evals (task 'speed') or bench evals (task 'bench')", &set))
         return -1;
     Buf settings = {0}, plot = {0};
     buf_add(&settings, "set title 'throughput vs context length' noenhanced\n"
@@ -510,7 +576,7 @@ int plot_speed_vs_length(const char *db_path, const char *outdir, const char *wh
                        "set format x '%%.0f'\n"
                        "set key top right");
     linespoints_by_kind(&plot, &set);
-    int rc = draw(outdir, "speed_vs_length", &set, settings.p, plot.p);
+    rc = draw(outdir, "speed_vs_length", &set, settings.p, plot.p);
     free(settings.p);
     free(plot.p);
     set_free(&set);

@@ -8,7 +8,9 @@
 // Returns 0, or -1 with ms_error() (no rows to plot, gnuplot missing or failing, unwritable dir).
 int plot_loss(const char *db_path, const char *outdir, const char *where);
 int plot_ppl_vs_length(const char *db_path, const char *outdir, const char *where); // log2 x axis
-// evals task 'speed' (tokens/s by length; protocol = what was timed), log-log.
+// The attention benchmark (evals task 'bench', ms by N, one line per "<kernel> <pass>"; without
+// `where` only the newest run with bench rows), log-log; when no bench rows match, evals task
+// 'speed' (tokens/s by length; protocol = what was timed). docs/bench.md.
 int plot_speed_vs_length(const char *db_path, const char *outdir, const char *where);
 // passkey_trials as a heat map: accuracy over prompt length x depth (ten bins of 0.1), runs side
 // by side; each cell labelled with its percent and trial count.

@@ -23,13 +23,19 @@
 
 volatile sig_atomic_t run_stop_requested;
 
+const char *run_precision(const RunConfig *rc) {
+    if (rc->precision) return rc->precision;
+    return rc->device && !strcmp(rc->device, "cuda") ? "bf16" : "fp32";
+}
+
 // The backend named by `device`: "cpu" always; "cuda" in a build with nvcc (MSLAB_CUDA) on a machine
-// with a usable GPU. NULL with the reason in ms_error() otherwise.
-static const Backend *run_backend(const char *device) {
+// with a usable GPU, its bf16 table (cuda/backend_bf16.cu) unless precision is "fp32". NULL with
+// the reason in ms_error() otherwise.
+static const Backend *run_backend(const char *device, const char *precision) {
     if (!strcmp(device, "cpu")) return backend_cpu();
 #ifdef MSLAB_CUDA
     if (!strcmp(device, "cuda")) {
-        const Backend *be = backend_cuda();
+        const Backend *be = strcmp(precision, "bf16") ? backend_cuda() : backend_cuda_bf16();
         if (!be) {
             char why[384];
             snprintf(why, sizeof why, "%s", ms_error());
@@ -107,7 +113,13 @@ int run_config_check(const RunConfig *rc) {
         if (rc->ppl_lengths[i] <= 0)
             return ms_fail("eval.ppl.lengths[%d] (%d) must be positive", i + 1, rc->ppl_lengths[i]);
     if (run_eval_check(rc)) return -1;
-    const Backend *be = run_backend(rc->device);
+    const char *prec = run_precision(rc);
+    if (strcmp(prec, "fp32") && strcmp(prec, "bf16"))
+        return ms_fail("precision \"%s\": expected \"bf16\" or \"fp32\"", prec);
+    if (!strcmp(prec, "bf16") && strcmp(rc->device, "cuda"))
+        return ms_fail("precision \"bf16\" needs device \"cuda\" (device \"%s\" computes in "
+                       "fp32: give precision = \"fp32\" or leave it out)", rc->device);
+    const Backend *be = run_backend(rc->device, prec);
     if (!be) return -1;
     for (int l = 0; l < rc->model.layers; l++) { // a backend leaves an op it lacks NULL (cuda/)
         AttnConfig ac = run_layer_attention(rc, l);
@@ -217,6 +229,7 @@ static void store_params(Store *s, int64_t id, const RunConfig *rc) {
     char v[64];
 #define P_INT(key, val) (snprintf(v, sizeof v, "%d", (int)(val)), store_param(s, id, key, v))
 #define P_NUM(key, val) (snprintf(v, sizeof v, "%.9g", (double)(val)), store_param(s, id, key, v))
+    store_param(s, id, "precision", run_precision(rc));
     P_INT("model.dim", rc->model.dim);
     P_INT("model.layers", rc->model.layers);
     P_INT("model.heads", rc->model.heads);
@@ -340,7 +353,7 @@ int run_execute(const RunConfig *rc, const Corpus *corpus, Store *store, RunResu
         fail(res, "failed", msg);
         goto finish;
     }
-    if (model_create(&model, &rc->model, run_backend(rc->device))) {
+    if (model_create(&model, &rc->model, run_backend(rc->device, run_precision(rc)))) {
         fail(res, "failed", ms_error());
         goto finish;
     }
@@ -515,6 +528,9 @@ char *run_config_json(const RunConfig *rc) {
     const OptimConfig *o = &rc->optim;
     json_str(&b, &len, &cap, "{\"name\":\"%s\",\"data\":\"%s\",\"seed\":%llu,\"device\":\"%s\",",
              name, data, (unsigned long long)rc->seed, rc->device);
+    // only when not fp32: the hashes of fp32 runs (every run before bf16 existed) stay put
+    if (strcmp(run_precision(rc), "fp32"))
+        json_str(&b, &len, &cap, "\"precision\":\"%s\",", run_precision(rc));
     json_str(&b, &len, &cap,
              "\"model\":{\"dim\":%d,\"layers\":%d,\"heads\":%d,\"kv_heads\":%d,\"ffn\":%d,"
              "\"vocab\":%d,\"tied\":%s,\"norm_eps\":%.9g,\"rope_style\":\"%s\"},",

@@ -26,6 +26,7 @@ typedef struct {
     const char *name;
     const char *script;
     const char *device;         // "cpu"
+    const char *precision;      // "fp32" | "bf16" (cuda only); NULL: bf16 on cuda, fp32 on cpu
     uint64_t seed;
     ModelConfig model;
     OptimConfig optim;
@@ -91,6 +92,9 @@ int run_config_check(const RunConfig *rc);
 // Runs to the end. Returns 0 when the run finished (done), -1 otherwise; res tells which and why.
 // A store failure before the run row exists returns -1 with ms_error().
 int run_execute(const RunConfig *rc, const Corpus *corpus, Store *store, RunResult *res);
+
+// The precision a run uses: rc->precision, else the device's default ("bf16" on cuda, "fp32").
+const char *run_precision(const RunConfig *rc);
 
 // The attention config of layer l (0-based): its override, else the run-wide one.
 AttnConfig run_layer_attention(const RunConfig *rc, int l);

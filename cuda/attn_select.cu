@@ -89,12 +89,14 @@ struct MsArgs {
     int B, T, H, KVH, D;
     int N, w, M, S, W, nblk, first, last_dense, lg, Gq;
     int pool, score, select, order;
+    double *gbuf;   // NULL: the per-list arrays live in shared memory; else per-block global rows
+    size_t gstride; // doubles per block in gbuf
 };
 
 __global__ void __launch_bounds__(SEL_THREADS) ms_select_kernel(MsArgs a) {
     extern __shared__ double shd[];
     int MS = a.M * a.S;
-    double *qbar = shd;                     // [D]
+    double *qbar = a.gbuf ? a.gbuf + blockIdx.x * a.gstride : shd; // [D]
     double *tops_s = qbar + a.D;            // [M*S]
     double *mkey = tops_s + MS;             // [M*S]
     int *tops = (int *)(mkey + MS);         // [M*S]
@@ -281,7 +283,15 @@ void cuda_attention_select(AttnIndex *ix, const AttnConfig *cfg, const float *q,
         a.pool = cfg->pool, a.score = cfg->score, a.select = cfg->select, a.order = cfg->order;
         int MS = d.M * d.S;
         size_t smem = sizeof(double) * ((size_t)D + 2 * MS) + sizeof(int) * (3 * (size_t)MS + d.M);
-        MS_ASSERT(smem <= 200 * 1024, "attention_select: merge %d x top %d too large", d.M, d.S);
+        a.gbuf = NULL, a.gstride = 0;
+        if (smem > 200 * 1024) { // large merge x top: the arrays go to global memory, fewer blocks
+            a.gstride = (smem + 7) / 8;
+            size_t cap = ((size_t)256 << 20) / (a.gstride * 8);
+            if (cap < 1) cap = 1;
+            if (grid > cap) grid = (unsigned)cap;
+            a.gbuf = (double *)cuda_scratch(SCRATCH_SELECT_BIG, a.gstride * 8 * grid);
+            smem = 0;
+        }
         if (smem > 48 * 1024)
             cudaCheck(cudaFuncSetAttribute(ms_select_kernel,
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));

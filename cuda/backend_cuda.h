@@ -26,6 +26,17 @@ extern "C" {
 // The CUDA backend on device 0 (MSLAB_CUDA_DEVICE=i picks another), or NULL with ms_error() set.
 const Backend *backend_cuda(void);
 
+// bf16 mixed precision (cuda/backend_bf16.cu, docs/cuda.md "Precision"): backend_cuda()'s table
+// (name "cuda-bf16") whose matmul and dense / sparse attention ops round their operands to bf16 and
+// accumulate in fp32; storage, the other ops, the loss and AdamW stay fp32. NULL as backend_cuda().
+const Backend *backend_cuda_bf16(void);
+// Measurements only: 1 runs its GEMMs as CUBLAS_COMPUTE_32F_FAST_16BF on the fp32 buffers (cuBLAS's
+// own down-conversion) instead of rounding the operands first (also MSLAB_BF16_GEMM=fast).
+void backend_cuda_bf16_fast_gemm(int on);
+// How many attention calls of the bf16 table ran the fp32 kernels (a shape the bf16 kernels do
+// not handle); the first per op is also reported on stderr.
+int backend_cuda_bf16_fallbacks(void);
+
 // Comma-separated names of the ops.h entries that the CUDA table leaves NULL; "" when the table is
 // complete. Entries are compared against the CPU table, so an op added to ops.h and to the CPU
 // backend but not here is reported as "op#<slot>" until it is named in cuda/backend.cu.

@@ -1,12 +1,1530 @@
-// sparse_bf16.cu: placeholder until the kernels land (cuda/attn_bf16.h).
+// sparse_bf16.cu: block-sparse causal attention over an index list (ops.h AttnIndex) in bf16 on
+// tensor cores (mma.sync m16n8k16, fp32 accumulation), forward and backward, plus select_bf16.
+// Reference semantics: cuda/sparse_attention.cu (fp32) and core/cpu/cpu_sparse_attention.c.
+//
+// Tiling. A CTA is 4 warps. Forward: CTA = (b, h, 128 consecutive rows of one query block), each
+// warp two m-tiles of 16 rows (rows 16w and 64 + 16w), so every K / V fragment read from shared
+// memory feeds two mma (64-row CTAs when the block has <= 64 rows). dQ: the same with 64-row CTAs.
+// Rows past the block / sequence are zero and never written. Key tiles of 64 keys are packed from
+// the list (several small regions share a tile: 4 regions of w = 16; a region of 128 spans two
+// tiles); only keys the CTA can see are packed (a slot's range is cut at the CTA's last row, and
+// at t0 - window + 1).
+// List walking. Per chunk of up to SCH slots the CTA computes each slot's visible key count and an
+// exclusive scan in shared memory; packed key p then maps to its slot by binary search, so each
+// loader thread finds its own key row with no serial cursor. K/V rows are read THROUGH the list
+// (cp.async 16 B requests into XOR-swizzled rows: conflict-free ldmatrix), never gathered into a
+// copy; two stages, the next tile loading while the current one computes. A warp's m-tile whose
+// keys are all <= its first row (and no window) skips the mask.
+// Softmax: online, in registers, exp2 of log2e-scaled scores; lse = natural log-sum-exp (fp32).
+// Backward: Di = rowsum(dO * O) (fp32, one warp per row). dQ: the forward's walk, P recomputed
+// from lse, dS = P (dP - Di), dQ = scale dS K, written once (bf16).
+// Inverse list (dK/dV without atomics): for each (b, kv head, region) the (query head of the
+// group, block) entries that list it. Counting pass (integer atomics: exact), exclusive scan (CUB,
+// integers), then a fill in a FIXED order: one CTA per (b, kv head) walks its lists in (head,
+// block) order, the slots of one list in parallel (a list holds a region once, so no two threads
+// touch one cursor), a barrier between lists: each region's entries come out ascending.
+// dK/dV: CTA = (b, kv head, region r, chunk of kg <= 4 key groups of 16 keys of r). Warp w owns
+// key group w / rsplit (rsplit = 4 / kg) and row slice w % rsplit of every 64-row tile: a region
+// of 16 keys (ms, w = 16) keeps all four warps busy on the one list. The CTA walks r's inverse
+// list in order; per entry it streams the block's rows that can see r (64-row Q / dO tiles, two
+// stages), recomputes S^T = K Q^T and P^T from lse, dP^T = V dO^T, dV += P^T dO, dK += dS^T Q, with
+// dK / dV in registers for the whole walk; the row slices' partials are added in warp order and
+// each key row is written once. The warp's K / V fragments stay in registers for the walk.
+// One-row query blocks (moba: a list per row). Forward / dQ: CTA = 64 consecutive rows whose key
+// list is the UNION of their lists (a bit per (region, row) masks each row to its own regions), so
+// the tiles stay 64 x 64 (cost: the union's keys for all 64 rows: small when neighbouring rows
+// pick similar blocks, at most dense). dK/dV: a step takes up to 64 consecutive inverse-list
+// entries of one head, i.e. 64 rows that list the region, gathered by index.
+// Determinism: no floating-point atomics; every output element is summed by one thread (or one
+// fixed warp order) in an order fixed by the list alone: two calls give identical bits.
+// Work: forward 2 matmuls per visible (row, key) pair (4 D flops), backward 7 (S and dP are
+// recomputed by dQ and by dK/dV): 9 vs FlashAttention-2's 7 per pair, the price of no atomics.
+// Padding: 64-key tiles per CTA in the forward / dQ; 16-row x 16-key tiles in dK/dV.
+// Not handled (return -1, the caller uses the fp32 ops): D other than 64 / 128, ix->kpos.
+#include <cuda_bf16.h>
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include <cub/device/device_scan.cuh>
+
 #include "cuda_common.cuh"
 extern "C" {
+#include "../core/attention.h"
 #include "attn_bf16.h"
+#include "bf16.h"
 }
-extern "C" int sparse_bf16_fwd(uint16_t *, float *, const uint16_t *, const uint16_t *,
-                               const uint16_t *, const AttnIndex *, int, int, int, int, int) { return -1; }
-extern "C" int sparse_bf16_bwd(uint16_t *, uint16_t *, uint16_t *, const uint16_t *,
-                               const uint16_t *, const float *, const uint16_t *, const uint16_t *,
-                               const uint16_t *, const AttnIndex *, int, int, int, int, int) { return -1; }
-extern "C" int select_bf16(AttnIndex *, const struct AttnConfig *, const uint16_t *,
-                           const uint16_t *, int, int, int, int, int) { return -1; }
+
+#define SB_NT 128  // threads per CTA (4 warps)
+#define SB_BM 64   // query rows per forward / dQ CTA
+#define SB_BN 64   // keys per forward / dQ key tile
+#define SB_SCH 512 // list slots per planning chunk
+#define SB_KG 4    // key groups (of 16 keys) per dK/dV CTA
+#define SB_RT 64   // query rows per dK/dV row tile
+
+// ---- small PTX helpers (own copies; the dense kernel's helpers live elsewhere) ----
+
+__device__ __forceinline__ uint32_t sb_smem(const void *p) {
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+// 16 bytes global -> shared; valid = false writes zeros (src-size 0)
+__device__ __forceinline__ void sb_cp16(uint32_t dst, const void *src, bool valid) {
+    int sz = valid ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(sz));
+}
+// 4 bytes global -> shared (zeros when !valid)
+__device__ __forceinline__ void sb_cp4(uint32_t dst, const void *src, bool valid) {
+    int sz = valid ? 4 : 0;
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(sz));
+}
+__device__ __forceinline__ void sb_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void sb_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+__device__ __forceinline__ void sb_ldsm(uint32_t (&r)[4], uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+__device__ __forceinline__ void sb_ldsm_t(uint32_t (&r)[4], uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+// d += a b  (16x16 row-major A, 16x8 col-major B, fp32 16x8 accumulator)
+__device__ __forceinline__ void sb_mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                       uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+// 2^x on the MUFU (no denormal fix-up: -inf -> 0, tiny results flush to 0, harmless here)
+__device__ __forceinline__ float sb_ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+__device__ __forceinline__ uint32_t sb_pack(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+// byte offset of 16-byte chunk `ch` of row `row` in a tile of DM-wide bf16 rows (XOR swizzle:
+// the 8 rows an ldmatrix reads hit 8 different bank groups)
+template <int DM> __device__ __forceinline__ uint32_t sb_off(int row, int ch) {
+    return (uint32_t)(row * (DM * 2) + ((ch ^ (row & 7)) << 4));
+}
+
+struct SbArgs {
+    const int *idx;
+    int qblock, nblk, region, width, window;
+    int B, T, H, KVH, D;
+    float scale_log2; // scale * log2(e)
+    float scale;
+};
+
+// ---- list planning (forward / dQ): visible key counts of a chunk of slots, scanned ----
+// off[s] = keys before slot s (exclusive), off[ns] = total; lo[s] = slot s's first visible key;
+// misc[0] = leading slots that are whole regions (their keys map to slots by a division).
+__device__ int sb_plan(const SbArgs &a, const int *list, int s0, int ns, int t0, int t1, int *off,
+                       int *lo, int *wsum, int *misc) {
+    constexpr int PER = SB_SCH / SB_NT;
+    int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    int cnt[PER], run = 0, nonfull = ns;
+#pragma unroll
+    for (int i = 0; i < PER; i++) {
+        int s = tid * PER + i, n = 0, l0 = 0;
+        if (s < ns) {
+            int r = list[s0 + s];
+            if (r >= 0) {
+                l0 = r * a.region;
+                int e = min(min(a.T, l0 + a.region), t1);
+                if (a.window) l0 = max(l0, t0 - a.window + 1);
+                n = max(0, e - l0);
+            }
+            lo[s] = l0;
+            if (n != a.region) nonfull = min(nonfull, s);
+        }
+        cnt[i] = n;
+        run += n;
+    }
+    int incl = run; // inclusive warp scan of the per-thread sums
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        int y = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += y;
+    }
+#pragma unroll
+    for (int o = 16; o >= 1; o >>= 1) nonfull = min(nonfull, __shfl_xor_sync(0xffffffffu, nonfull, o));
+    if (lane == 31) wsum[warp] = incl;
+    if (lane == 0) wsum[SB_NT / 32 + warp] = nonfull;
+    __syncthreads();
+    int base = 0, total = 0, nf = ns;
+#pragma unroll
+    for (int w = 0; w < SB_NT / 32; w++) {
+        if (w < warp) base += wsum[w];
+        total += wsum[w];
+        nf = min(nf, wsum[SB_NT / 32 + w]);
+    }
+    int x = base + incl - run;
+#pragma unroll
+    for (int i = 0; i < PER; i++) {
+        int s = tid * PER + i;
+        if (s < ns) off[s] = x;
+        x += cnt[i];
+    }
+    if (tid == 0) off[ns] = total, misc[0] = nf;
+    __syncthreads();
+    return total;
+}
+
+// key index of packed key p (< total) of the chunk: the last slot s with off[s] <= p
+__device__ __forceinline__ int sb_key(const int *off, const int *lo, int ns, int nfull, int region,
+                                      int p) {
+    if (p < nfull * region) { // whole regions: slot p / region
+        int s = p / region;
+        return lo[s] + p - s * region;
+    }
+    int l = nfull, h = ns - 1;
+    while (l < h) {
+        int m = (l + h + 1) >> 1;
+        if (off[m] <= p) l = m;
+        else h = m - 1;
+    }
+    return lo[l] + p - off[l];
+}
+
+// 64 rows x DM of a [.., ld] bf16 tensor into a swizzled tile; row i is `rowptr(i)` or zeros
+template <int DM>
+__device__ __forceinline__ void sb_load_rows64(uint32_t tile, const uint16_t *base, size_t ld,
+                                               int r0, int r1) {
+    constexpr int CPR = DM / 8; // 16-byte chunks per row
+    for (int e = threadIdx.x; e < 64 * CPR; e += SB_NT) {
+        int i = e / CPR, ch = e % CPR, t = r0 + i;
+        bool ok = t < r1;
+        const uint16_t *src = ok ? base + (size_t)t * ld + ch * 8 : base;
+        sb_cp16(tile + sb_off<DM>(i, ch), src, ok);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// forward (BWD = 0) and dQ (BWD = 1). MT m-tiles of 16 rows per warp: warp w owns rows
+// 64 mt + 16 w .. +15 of the CTA's 64 MT rows, so each K / V fragment read from shared memory
+// feeds MT mma (the forward uses MT = 2: half the shared-memory traffic per mma).
+
+template <int DM, int MT>
+__device__ __forceinline__ void sb_scores(float (&s)[MT][8][4], uint32_t qtile, int warp,
+                                          uint32_t ktile, int lane) {
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int nb = 0; nb < 8; nb++) s[mt][nb][0] = s[mt][nb][1] = s[mt][nb][2] = s[mt][nb][3] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < DM / 16; kk++) {
+        uint32_t af[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+            sb_ldsm(af[mt], qtile + sb_off<DM>(mt * 64 + warp * 16 + (lane & 15), 2 * kk + (lane >> 4)));
+#pragma unroll
+        for (int np = 0; np < 4; np++) {
+            uint32_t bf[4];
+            sb_ldsm(bf, ktile + sb_off<DM>(np * 16 + (lane & 7) + ((lane >> 4) << 3),
+                                           2 * kk + ((lane >> 3) & 1)));
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                sb_mma(s[mt][2 * np], af[mt], bf[0], bf[1]);
+                sb_mma(s[mt][2 * np + 1], af[mt], bf[2], bf[3]);
+            }
+        }
+    }
+}
+
+// acc[16 x DM] += P[16 x 64] V[64 x DM] per m-tile (P in registers as the scores' layout)
+template <int DM, int MT>
+__device__ __forceinline__ void sb_pv(float (&acc)[MT][DM / 8][4], const float (&p)[MT][8][4],
+                                      uint32_t vtile, int lane) {
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+        uint32_t af[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+            af[mt][0] = sb_pack(p[mt][2 * kk][0], p[mt][2 * kk][1]);
+            af[mt][1] = sb_pack(p[mt][2 * kk][2], p[mt][2 * kk][3]);
+            af[mt][2] = sb_pack(p[mt][2 * kk + 1][0], p[mt][2 * kk + 1][1]);
+            af[mt][3] = sb_pack(p[mt][2 * kk + 1][2], p[mt][2 * kk + 1][3]);
+        }
+#pragma unroll
+        for (int dp = 0; dp < DM / 16; dp++) {
+            uint32_t bf[4];
+            sb_ldsm_t(bf, vtile + sb_off<DM>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
+                                             2 * dp + (lane >> 4)));
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                sb_mma(acc[mt][2 * dp], af[mt], bf[0], bf[1]);
+                sb_mma(acc[mt][2 * dp + 1], af[mt], bf[2], bf[3]);
+            }
+        }
+    }
+}
+
+// block-wide exclusive prefix of a 0/1 flag over SB_NT threads; *tot = the block's count
+__device__ __forceinline__ int sb_scan01(int f, int *wtot, int *tot) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    unsigned bal = __ballot_sync(0xffffffffu, f);
+    if (lane == 0) wtot[warp] = __popc(bal);
+    __syncthreads();
+    int base = 0, all = 0;
+#pragma unroll
+    for (int w = 0; w < SB_NT / 32; w++) {
+        if (w < warp) base += wtot[w];
+        all += wtot[w];
+    }
+    __syncthreads();
+    *tot = all;
+    return base + __popc(bal & ((1u << lane) - 1));
+}
+
+#define SB_UMAX 1024 // UN: regions the union planning can hold
+
+// UN (union mode, one-row query blocks: moba's per-row lists): the CTA is 64 consecutive rows,
+// its key list the union of their lists (ascending), and a per-(region, row) bit masks each row
+// to the regions it lists. Costs the union's tiles for all 64 rows, so it pays when neighbouring
+// rows pick similar blocks (as MoBA's do), and stays within dense cost when they do not.
+template <int DM, int BWD, int MT, bool UN>
+__global__ void __launch_bounds__(SB_NT)
+sb_rows_kernel(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v,
+               const uint16_t *dout, const float *Di, SbArgs a, int nsub) {
+    constexpr int TILE = SB_BN * DM * 2; // bytes of one 64-row tile
+    constexpr int BM = 64 * MT;          // rows of the CTA
+    constexpr int MW = BM / 32;          // UN: mask words per region
+    extern __shared__ __align__(128) unsigned char sm[];
+    // layout: Q (MT tiles) [, dO], stages x (K, V), then ints [, UN: masks, union list]
+    uint32_t qs = sb_smem(sm), dos = qs + MT * TILE, kv0 = qs + (BWD ? 2 : MT) * TILE;
+    int *kj = (int *)(sm + (BWD ? 2 : MT) * TILE + 4 * TILE); // [2][64]
+    int *off = kj + 2 * SB_BN, *lo = off + SB_SCH + 1, *wsum = lo + SB_SCH;
+    int *misc = wsum + 2 * (SB_NT / 32);
+    uint32_t *umask = (uint32_t *)(misc + 4); // [SB_UMAX][MW]
+    int *ulist = (int *)(umask + SB_UMAX * MW);
+    int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, T = a.T, H = a.H, D = a.D;
+    int b = blockIdx.y / H, h = blockIdx.y % H, kvh = h / (H / a.KVH);
+    int t0, t1, width;
+    const int *list;
+    if (UN) {
+        t0 = (gridDim.x - 1 - blockIdx.x) * BM; // later rows first
+        t1 = min(T, t0 + BM);
+        list = ulist, width = 0;
+    } else {
+        int c = a.nblk - 1 - (int)(blockIdx.x / nsub), sub = blockIdx.x % nsub; // later blocks first
+        int start = c * a.qblock;
+        t0 = start + sub * BM;
+        t1 = min(T, min(start + a.qblock, t0 + BM));
+        list = a.idx + (((size_t)b * H + h) * a.nblk + c) * a.width, width = a.width;
+    }
+    if (t0 >= t1) return;
+    if (UN) { // the union of the rows' lists and each region's row bits
+        int nr = (t1 - 1) / a.region + 1;
+        for (int i = tid; i < nr * MW; i += SB_NT) umask[i] = 0;
+        __syncthreads();
+        const int *rows = a.idx + (((size_t)b * H + h) * a.nblk + t0) * a.width;
+        for (int e = tid; e < (t1 - t0) * a.width; e += SB_NT) {
+            int i = e / a.width, r = rows[e];
+            if (r >= 0 && r < nr) atomicOr(&umask[r * MW + (i >> 5)], 1u << (i & 31));
+        }
+        __syncthreads();
+        int cnt = 0;
+        for (int r0 = 0; r0 < nr; r0 += SB_NT) {
+            int r = r0 + tid, f = 0;
+            if (r < nr)
+#pragma unroll
+                for (int w = 0; w < MW; w++) f |= umask[r * MW + w] != 0;
+            int tot, pos = sb_scan01(f, wsum, &tot);
+            if (f) ulist[cnt + pos] = r;
+            cnt += tot;
+        }
+        __syncthreads();
+        width = cnt;
+    }
+    size_t ldq = (size_t)H * D, ldk = (size_t)a.KVH * D;
+    const uint16_t *qb = q + ((size_t)b * T * H + h) * D;
+    const uint16_t *kb = k + ((size_t)b * T * a.KVH + kvh) * D;
+    const uint16_t *vb = v + ((size_t)b * T * a.KVH + kvh) * D;
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) sb_load_rows64<DM>(qs + mt * TILE, qb, ldq, t0 + 64 * mt, t1);
+    if (BWD) sb_load_rows64<DM>(dos, dout + ((size_t)b * T * H + h) * D, ldq, t0, t1);
+    sb_commit();
+
+    int g = lane >> 2, cq = lane & 3;
+    int ta[MT], tb[MT]; // this thread's rows per m-tile
+    float acc[MT][DM / 8][4], m_a[MT], m_b[MT], l_a[MT], l_b[MT];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        ta[mt] = t0 + 64 * mt + warp * 16 + g, tb[mt] = ta[mt] + 8;
+        m_a[mt] = m_b[mt] = -INFINITY, l_a[mt] = l_b[mt] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < DM / 8; i++) acc[mt][i][0] = acc[mt][i][1] = acc[mt][i][2] = acc[mt][i][3] = 0.0f;
+    }
+    float L_a = 0, L_b = 0, D_a = 0, D_b = 0; // backward (MT = 1): lse * log2e and Di
+    if (BWD) {
+        const float *lr = lse + ((size_t)b * H + h) * T, *dr = Di + ((size_t)b * H + h) * T;
+        if (ta[0] < t1) L_a = lr[ta[0]] * 1.4426950408889634f, D_a = dr[ta[0]];
+        if (tb[0] < t1) L_b = lr[tb[0]] * 1.4426950408889634f, D_b = dr[tb[0]];
+    }
+    const float sl2 = a.scale_log2;
+    // loader role: thread -> key row p of the tile, half of its chunks
+    constexpr int CPR = DM / 8;
+    int lp = tid >> 1, lh = tid & 1;
+
+    for (int s0 = 0; s0 < width; s0 += SB_SCH) {
+        int ns = min(SB_SCH, width - s0);
+        if (list[s0] < 0) break; // valid slots come first
+        __syncthreads(); // previous chunk's users of off / lo / kv stages are done
+        int total = sb_plan(a, list, s0, ns, t0, t1, off, lo, wsum, misc);
+        int nfull = misc[0];
+        int ntile = (total + SB_BN - 1) / SB_BN;
+        auto issue = [&](int tile, int st) {
+            int p = tile * SB_BN + lp;
+            bool ok = p < total;
+            int j = ok ? sb_key(off, lo, ns, nfull, a.region, p) : 0;
+            if (lh == 0) kj[st * SB_BN + lp] = ok ? j : INT_MAX;
+            uint32_t kt = kv0 + st * 2 * TILE, vt = kt + TILE;
+            const uint16_t *kr = kb + (size_t)j * ldk, *vr = vb + (size_t)j * ldk;
+#pragma unroll
+            for (int ch = lh * CPR / 2; ch < (lh + 1) * CPR / 2; ch++) {
+                sb_cp16(kt + sb_off<DM>(lp, ch), kr + ch * 8, ok);
+                sb_cp16(vt + sb_off<DM>(lp, ch), vr + ch * 8, ok);
+            }
+        };
+        if (ntile > 0) issue(0, 0);
+        sb_commit();
+        for (int it = 0; it < ntile; it++) {
+            int st = it & 1;
+            if (it + 1 < ntile) issue(it + 1, st ^ 1);
+            sb_commit();
+            sb_wait<1>();
+            __syncthreads();
+            uint32_t kt = kv0 + st * 2 * TILE, vt = kt + TILE;
+            const int *kjs = kj + st * SB_BN;
+            int k0 = kjs[lane], k1 = kjs[lane + 32];
+            float s[MT][8][4];
+            sb_scores<DM, MT>(s, qs, warp, kt, lane);
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                int tw0 = t0 + 64 * mt + warp * 16; // the m-tile's first row
+                bool need = UN || k0 > tw0 || k1 > tw0 ||
+                            (a.window && (k0 <= tw0 + 15 - a.window || k1 <= tw0 + 15 - a.window));
+                if (__any_sync(0xffffffffu, need)) {
+                    int ra = ta[mt] - t0, rb = tb[mt] - t0; // UN: the rows' bits
+#pragma unroll
+                    for (int nb = 0; nb < 8; nb++)
+#pragma unroll
+                        for (int e2 = 0; e2 < 2; e2++) {
+                            int j = kjs[nb * 8 + 2 * cq + e2];
+                            uint32_t wa = ~0u, wb = ~0u;
+                            if (UN && j != INT_MAX) {
+                                const uint32_t *mk = umask + (j / a.region) * MW;
+                                wa = mk[ra >> 5] >> (ra & 31), wb = mk[rb >> 5] >> (rb & 31);
+                            }
+                            bool va = j <= ta[mt] && (!a.window || j > ta[mt] - a.window) && (wa & 1);
+                            bool vb2 = j <= tb[mt] && (!a.window || j > tb[mt] - a.window) && (wb & 1);
+                            if (!va) s[mt][nb][e2] = -INFINITY;
+                            if (!vb2) s[mt][nb][2 + e2] = -INFINITY;
+                        }
+                }
+            }
+            if (!BWD) {
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    float mx_a = -INFINITY, mx_b = -INFINITY;
+#pragma unroll
+                    for (int nb = 0; nb < 8; nb++) {
+                        s[mt][nb][0] *= sl2, s[mt][nb][1] *= sl2, s[mt][nb][2] *= sl2, s[mt][nb][3] *= sl2;
+                        mx_a = fmaxf(mx_a, fmaxf(s[mt][nb][0], s[mt][nb][1]));
+                        mx_b = fmaxf(mx_b, fmaxf(s[mt][nb][2], s[mt][nb][3]));
+                    }
+                    mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 1));
+                    mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 2));
+                    mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 1));
+                    mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 2));
+                    float mn_a = fmaxf(m_a[mt], mx_a), mn_b = fmaxf(m_b[mt], mx_b);
+                    float base_a = mn_a == -INFINITY ? 0.0f : mn_a;
+                    float base_b = mn_b == -INFINITY ? 0.0f : mn_b;
+                    float al_a = sb_ex2(m_a[mt] - base_a), al_b = sb_ex2(m_b[mt] - base_b);
+                    float sum_a = 0.0f, sum_b = 0.0f;
+#pragma unroll
+                    for (int nb = 0; nb < 8; nb++) {
+                        s[mt][nb][0] = sb_ex2(s[mt][nb][0] - base_a), s[mt][nb][1] = sb_ex2(s[mt][nb][1] - base_a);
+                        s[mt][nb][2] = sb_ex2(s[mt][nb][2] - base_b), s[mt][nb][3] = sb_ex2(s[mt][nb][3] - base_b);
+                        sum_a += s[mt][nb][0] + s[mt][nb][1];
+                        sum_b += s[mt][nb][2] + s[mt][nb][3];
+                    }
+                    l_a[mt] = l_a[mt] * al_a + sum_a, l_b[mt] = l_b[mt] * al_b + sum_b;
+                    m_a[mt] = mn_a, m_b[mt] = mn_b;
+#pragma unroll
+                    for (int i = 0; i < DM / 8; i++)
+                        acc[mt][i][0] *= al_a, acc[mt][i][1] *= al_a, acc[mt][i][2] *= al_b, acc[mt][i][3] *= al_b;
+                }
+                sb_pv<DM, MT>(acc, s, vt, lane);
+            } else {
+                float dp[MT][8][4];
+                sb_scores<DM, MT>(dp, dos, warp, vt, lane);
+#pragma unroll
+                for (int nb = 0; nb < 8; nb++) {
+                    s[0][nb][0] = sb_ex2(s[0][nb][0] * sl2 - L_a) * (dp[0][nb][0] - D_a);
+                    s[0][nb][1] = sb_ex2(s[0][nb][1] * sl2 - L_a) * (dp[0][nb][1] - D_a);
+                    s[0][nb][2] = sb_ex2(s[0][nb][2] * sl2 - L_b) * (dp[0][nb][2] - D_b);
+                    s[0][nb][3] = sb_ex2(s[0][nb][3] * sl2 - L_b) * (dp[0][nb][3] - D_b);
+                }
+                sb_pv<DM, MT>(acc, s, kt, lane); // dQ += dS K (K read as the "V" operand)
+            }
+            __syncthreads(); // stage st is free for the load two tiles on
+        }
+    }
+    sb_wait<0>();
+    uint16_t *ob = out + ((size_t)b * T * H + h) * D;
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        // out = acc / l (forward) or dq = scale * acc
+        float f_a, f_b;
+        if (!BWD) {
+            float la = l_a[mt], lb = l_b[mt];
+            la += __shfl_xor_sync(0xffffffffu, la, 1);
+            la += __shfl_xor_sync(0xffffffffu, la, 2);
+            lb += __shfl_xor_sync(0xffffffffu, lb, 1);
+            lb += __shfl_xor_sync(0xffffffffu, lb, 2);
+            f_a = la > 0 ? 1.0f / la : 0.0f, f_b = lb > 0 ? 1.0f / lb : 0.0f;
+            if (cq == 0) {
+                float *lr = lse + ((size_t)b * H + h) * T;
+                const float ln2 = 0.6931471805599453f;
+                if (ta[mt] < t1) lr[ta[mt]] = la > 0 ? (m_a[mt] + log2f(la)) * ln2 : INFINITY;
+                if (tb[mt] < t1) lr[tb[mt]] = lb > 0 ? (m_b[mt] + log2f(lb)) * ln2 : INFINITY;
+            }
+        } else {
+            f_a = f_b = a.scale;
+        }
+#pragma unroll
+        for (int i = 0; i < DM / 8; i++) {
+            int d = i * 8 + 2 * cq;
+            if (ta[mt] < t1)
+                *(uint32_t *)(ob + (size_t)ta[mt] * ldq + d) = sb_pack(acc[mt][i][0] * f_a, acc[mt][i][1] * f_a);
+            if (tb[mt] < t1)
+                *(uint32_t *)(ob + (size_t)tb[mt] * ldq + d) = sb_pack(acc[mt][i][2] * f_b, acc[mt][i][3] * f_b);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// backward helpers: Di, the inverse list
+
+// Di[b, h, t] = sum_d dout * out (fp32), one warp per row
+__global__ void sb_di_kernel(float *Di, const uint16_t *dout, const uint16_t *out, int B, int T,
+                             int H, int D) {
+    size_t nrow = (size_t)B * T * H;
+    int lane = threadIdx.x & 31;
+    for (size_t row = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5; row < nrow;
+         row += ((size_t)gridDim.x * blockDim.x) >> 5) {
+        const __nv_bfloat162 *o2 = (const __nv_bfloat162 *)(out + row * D);
+        const __nv_bfloat162 *d2 = (const __nv_bfloat162 *)(dout + row * D);
+        float s = 0.0f;
+        for (int i = lane; i < D / 2; i += 32) {
+            float2 x = __bfloat1622float2(o2[i]), y = __bfloat1622float2(d2[i]);
+            s = fmaf(x.x, y.x, s);
+            s = fmaf(x.y, y.y, s);
+        }
+        s = warp_sum(s);
+        if (lane == 0) {
+            int h = (int)(row % H), t = (int)((row / H) % T), b = (int)(row / H / T);
+            Di[((size_t)b * H + h) * T + t] = s;
+        }
+    }
+}
+
+// count[(b, kvh, r)] = entries that list r (integer atomics: the counts are exact)
+__global__ void sb_count_kernel(int *count, const int *idx, int B, int H, int KVH, int nblk,
+                                int width, int nreg) {
+    size_t n = (size_t)B * H * nblk * width;
+    int G = H / KVH;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        int r = idx[i];
+        if (r < 0 || r >= nreg) continue;
+        size_t l = i / width;
+        int h = (int)((l / nblk) % H), b = (int)(l / nblk / H);
+        atomicAdd(count + ((size_t)b * KVH + h / G) * nreg + r, 1);
+    }
+}
+
+// Fills the inverse list in (head of the group, block) order: one CTA per (b, kv head), the lists
+// one after another, the slots of a list in parallel. cursor starts as the scan's offsets.
+__global__ void sb_fill_kernel(int *inv, int *cursor, const int *idx, int H, int KVH, int nblk,
+                               int width, int nreg) {
+    int b = blockIdx.x / KVH, kvh = blockIdx.x % KVH, G = H / KVH;
+    int *cur = cursor + ((size_t)b * KVH + kvh) * nreg;
+    for (int hg = 0; hg < G; hg++) {
+        int h = kvh * G + hg;
+        for (int c = 0; c < nblk; c++) {
+            const int *list = idx + (((size_t)b * H + h) * nblk + c) * width;
+            for (int s = threadIdx.x; s < width; s += blockDim.x) {
+                int r = list[s];
+                if (r >= 0 && r < nreg) inv[cur[r]++] = hg * nblk + c;
+            }
+            __syncthreads();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// dK / dV: CTA (region r, chunk of kg <= 4 key groups of r) x (b, kv head). Warp w: key group
+// w / rsplit, row slice w % rsplit of each 64-row tile (rsplit = 4 / kg: a region of 16 keys keeps
+// all four warps busy on one list); partial sums of one group are added in warp order at the end.
+
+struct SbInv {
+    const int *inv, *start, *count;
+    int nreg, gpr, kg, cpr; // groups per region, groups per CTA, CTAs per region
+};
+
+struct SbWalk {
+    int cur;    // next entry of the region's inverse list
+    int hg, c;  // current (head of the group, block)
+    int ta, re; // current row tile start, rows end
+    bool done;
+};
+
+// GA (gathered rows, for one-row query blocks: moba's per-row lists): a step is up to 64
+// consecutive inverse-list entries of one query head, i.e. 64 arbitrary rows that list the region,
+// loaded by index (W.ta .. W.re are then positions in the inverse list).
+template <int DM, bool GA, bool KV>
+__global__ void __launch_bounds__(SB_NT)
+sb_dkv_kernel(uint16_t *dk, uint16_t *dv, const uint16_t *q, const uint16_t *k, const uint16_t *v,
+              const uint16_t *dout, const float *lse, const float *Di, SbArgs a, SbInv iv) {
+    constexpr int TILE = SB_RT * DM * 2;
+    extern __shared__ __align__(128) unsigned char sm[];
+    // K, V (16 kg rows each), stages (Q, dO) x 2, stages (lse, Di) x 2
+    const int KVB = iv.kg * 16 * DM * 2;
+    uint32_t ks = sb_smem(sm), vs = ks + KVB, qd0 = vs + KVB;
+    float *ld0 = (float *)(sm + 2 * KVB + 4 * TILE);
+    int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, T = a.T, H = a.H, D = a.D;
+    int b = blockIdx.y / a.KVH, kvh = blockIdx.y % a.KVH, G = H / a.KVH;
+    int r = blockIdx.x / iv.cpr, ch = blockIdx.x % iv.cpr;
+    int kg = iv.kg, rsplit = SB_KG / kg;
+    int rend = min(T, r * a.region + a.region);
+    int cja = r * a.region + 16 * ch * kg;                // the CTA's first key
+    int cjb = min(rend, cja + 16 * kg);                   // and end
+    if (cja >= cjb) return;
+    int gw = warp / rsplit, rw = warp % rsplit;
+    int ja = cja + 16 * gw, jb = min(cjb, ja + 16); // this warp's keys (ja >= jb: idle)
+    size_t bk = ((size_t)b * a.KVH + kvh) * iv.nreg + r;
+    const int *inv = iv.inv + iv.start[bk];
+    int ninv = iv.count[bk];
+    size_t ldq = (size_t)H * D, ldk = (size_t)a.KVH * D;
+    const uint16_t *kb = k + ((size_t)b * T * a.KVH + kvh) * D;
+    const uint16_t *vb = v + ((size_t)b * T * a.KVH + kvh) * D;
+    { // the CTA's keys in rows 0 .. 16 kg - 1 (zeros past the region)
+        constexpr int CPR = DM / 8;
+        for (int e = tid; e < 16 * kg * CPR; e += SB_NT) {
+            int i = e / CPR, c8 = e % CPR, j = cja + i;
+            bool ok = j < cjb;
+            size_t o = ok ? (size_t)j * ldk + c8 * 8 : 0;
+            sb_cp16(ks + sb_off<DM>(i, c8), kb + o, ok);
+            sb_cp16(vs + sb_off<DM>(i, c8), vb + o, ok);
+        }
+    }
+    __shared__ int s_rows[2][SB_RT]; // GA: the rows of each stage (INT_MAX: none)
+    auto next_block = [&](SbWalk &W) {
+        if constexpr (GA) {
+            if (W.cur >= ninv) {
+                W.done = true;
+                return;
+            }
+            int hg = inv[W.cur] / a.nblk, n = min(SB_RT, ninv - W.cur);
+            if (inv[W.cur + n - 1] / a.nblk != hg) { // the head changes inside: find where
+                int lo = W.cur, hi = W.cur + n - 1;
+                while (hi - lo > 1) {
+                    int mid = (lo + hi) >> 1;
+                    if (inv[mid] / a.nblk == hg) lo = mid;
+                    else hi = mid;
+                }
+                n = hi - W.cur;
+            }
+            W.hg = hg, W.ta = W.cur, W.re = W.cur + n, W.cur += n;
+        } else {
+        for (;;) {
+            if (W.cur >= ninv) {
+                W.done = true;
+                return;
+            }
+            int e = inv[W.cur++];
+            W.hg = e / a.nblk, W.c = e % a.nblk;
+            int rs = max(W.c * a.qblock, cja), re = min(T, (W.c + 1) * a.qblock);
+            if (a.window) re = min(re, cjb - 1 + a.window);
+            if (rs < re) {
+                W.ta = rs, W.re = re;
+                return;
+            }
+        }
+        }
+    };
+    auto issue = [&](const SbWalk &W, int st) {
+        int h = kvh * G + W.hg;
+        uint32_t qt = qd0 + st * 2 * TILE, dt = qt + TILE;
+        if constexpr (GA) {
+            constexpr int CPR = DM / 8;
+            const uint16_t *qh = q + ((size_t)b * T * H + h) * D, *oh = dout + ((size_t)b * T * H + h) * D;
+            int n = W.re - W.ta;
+            for (int e = tid; e < 64 * CPR; e += SB_NT) {
+                int i = e / CPR, c8 = e % CPR;
+                bool ok = i < n;
+                size_t o = ok ? (size_t)(inv[W.ta + i] % a.nblk) * ldq + c8 * 8 : 0;
+                sb_cp16(qt + sb_off<DM>(i, c8), qh + o, ok);
+                sb_cp16(dt + sb_off<DM>(i, c8), oh + o, ok);
+            }
+            if (tid < 2 * SB_RT) {
+                int x = tid & (SB_RT - 1);
+                bool ok = x < n;
+                int t = ok ? inv[W.ta + x] % a.nblk : 0;
+                const float *src = (tid < SB_RT ? lse : Di) + ((size_t)b * H + h) * T + t;
+                sb_cp4(sb_smem(ld0 + st * 2 * SB_RT + tid), src, ok);
+                if (tid < SB_RT) s_rows[st][x] = ok ? t : INT_MAX;
+            }
+        } else {
+        sb_load_rows64<DM>(qt, q + ((size_t)b * T * H + h) * D, ldq, W.ta, W.re);
+        sb_load_rows64<DM>(dt, dout + ((size_t)b * T * H + h) * D, ldq, W.ta, W.re);
+        // lse and Di of the tile's rows, asynchronously too (a plain load would stall the
+        // issuing threads every step); rows >= re are masked in the compute
+        if (tid < 2 * SB_RT) {
+            int x = tid & (SB_RT - 1), t = W.ta + x;
+            bool ok = t < W.re;
+            const float *src = (tid < SB_RT ? lse : Di) + ((size_t)b * H + h) * T + (ok ? t : 0);
+            sb_cp4(sb_smem(ld0 + st * 2 * SB_RT + tid), src, ok);
+        }
+        }
+    };
+
+    float dka[DM / 8][4], dva[DM / 8][4];
+#pragma unroll
+    for (int i = 0; i < DM / 8; i++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) dka[i][e] = dva[i][e] = 0.0f;
+    int g = lane >> 2, cq = lane & 3;
+    const float sl2 = a.scale_log2;
+    int nsub = (SB_RT / 16) / rsplit, u0 = rw * nsub; // this warp's 16-row sub-tiles
+
+    uint32_t kf[KV ? DM / 16 : 1][4], vf[KV ? DM / 16 : 1][4];
+    bool kv_in = false;
+    SbWalk W;
+    W.cur = 0, W.done = false;
+    next_block(W);
+    if (!W.done) issue(W, 0);
+    sb_commit(); // with the K/V rows
+    int st = 0;
+    while (!W.done) {
+        SbWalk N = W;
+        N.ta += SB_RT;
+        if (N.ta >= N.re) next_block(N);
+        if (!N.done) issue(N, st ^ 1);
+        sb_commit();
+        sb_wait<1>();
+        __syncthreads();
+        if (KV && !kv_in && ja < jb) { // the warp's K / V fragments, once (KV: kept in registers)
+#pragma unroll
+            for (int kk = 0; kk < DM / 16; kk++) {
+                sb_ldsm(kf[kk], ks + sb_off<DM>(gw * 16 + (lane & 15), 2 * kk + (lane >> 4)));
+                sb_ldsm(vf[kk], vs + sb_off<DM>(gw * 16 + (lane & 15), 2 * kk + (lane >> 4)));
+            }
+            kv_in = true;
+        }
+        int tl = min(W.ta + SB_RT, W.re) - 1; // last row of the tile (GA: last entry)
+        bool mine = ja < jb && (GA || (tl >= ja && !(a.window && W.ta - a.window >= jb - 1)));
+        if (mine) {
+            uint32_t qt = qd0 + st * 2 * TILE, dt = qt + TILE;
+            const float *Ls = ld0 + st * 2 * SB_RT, *Ds = Ls + SB_RT;
+            int key_a = ja + g, key_b = key_a + 8;
+#pragma unroll 1
+            for (int u = u0; u < u0 + nsub; u++) {
+                int r0 = W.ta + 16 * u;
+                if (r0 > tl) break;
+                if (!GA && r0 + 15 < ja) continue;
+                bool need = GA || r0 < jb - 1 || a.window;
+                float sT[2][4], dpT[2][4];
+#pragma unroll
+                for (int nb = 0; nb < 2; nb++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) sT[nb][e] = dpT[nb][e] = 0.0f;
+#pragma unroll
+                for (int kk = 0; kk < DM / 16; kk++) {
+                    uint32_t af[4], bf[4];
+                    if (KV) {
+#pragma unroll
+                        for (int x = 0; x < 4; x++) af[x] = kf[KV ? kk : 0][x];
+                    } else {
+                        sb_ldsm(af, ks + sb_off<DM>(gw * 16 + (lane & 15), 2 * kk + (lane >> 4)));
+                    }
+                    sb_ldsm(bf, qt + sb_off<DM>(16 * u + (lane & 7) + ((lane >> 4) << 3),
+                                                2 * kk + ((lane >> 3) & 1)));
+                    sb_mma(sT[0], af, bf[0], bf[1]);
+                    sb_mma(sT[1], af, bf[2], bf[3]);
+                    if (KV) {
+#pragma unroll
+                        for (int x = 0; x < 4; x++) af[x] = vf[KV ? kk : 0][x];
+                    } else {
+                        sb_ldsm(af, vs + sb_off<DM>(gw * 16 + (lane & 15), 2 * kk + (lane >> 4)));
+                    }
+                    sb_ldsm(bf, dt + sb_off<DM>(16 * u + (lane & 7) + ((lane >> 4) << 3),
+                                                2 * kk + ((lane >> 3) & 1)));
+                    sb_mma(dpT[0], af, bf[0], bf[1]);
+                    sb_mma(dpT[1], af, bf[2], bf[3]);
+                }
+                // sT[nb][e]: key (e < 2 ? key_a : key_b), row 16u + nb*8 + 2cq + (e & 1)
+#pragma unroll
+                for (int nb = 0; nb < 2; nb++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        int rr = 16 * u + nb * 8 + 2 * cq + (e & 1);
+                        int t = GA ? s_rows[st][rr] : W.ta + rr; // GA: INT_MAX past the rows
+                        int j = e < 2 ? key_a : key_b;
+                        float p = sb_ex2(fmaf(sT[nb][e], sl2, -Ls[rr] * 1.4426950408889634f));
+                        if ((GA ? t == INT_MAX : t >= W.re) ||
+                            (need && !(j <= t && (!a.window || j > t - a.window))))
+                            p = 0.0f;
+                        sT[nb][e] = p;
+                        dpT[nb][e] = p * (dpT[nb][e] - Ds[rr]);
+                    }
+                uint32_t pa[4], da[4];
+                pa[0] = sb_pack(sT[0][0], sT[0][1]), pa[1] = sb_pack(sT[0][2], sT[0][3]);
+                pa[2] = sb_pack(sT[1][0], sT[1][1]), pa[3] = sb_pack(sT[1][2], sT[1][3]);
+                da[0] = sb_pack(dpT[0][0], dpT[0][1]), da[1] = sb_pack(dpT[0][2], dpT[0][3]);
+                da[2] = sb_pack(dpT[1][0], dpT[1][1]), da[3] = sb_pack(dpT[1][2], dpT[1][3]);
+#pragma unroll
+                for (int dp = 0; dp < DM / 16; dp++) {
+                    uint32_t bf[4];
+                    int rrow = 16 * u + (lane & 7) + ((lane >> 3) & 1) * 8, c8 = 2 * dp + (lane >> 4);
+                    sb_ldsm_t(bf, dt + sb_off<DM>(rrow, c8));
+                    sb_mma(dva[2 * dp], pa, bf[0], bf[1]);
+                    sb_mma(dva[2 * dp + 1], pa, bf[2], bf[3]);
+                    sb_ldsm_t(bf, qt + sb_off<DM>(rrow, c8));
+                    sb_mma(dka[2 * dp], da, bf[0], bf[1]);
+                    sb_mma(dka[2 * dp + 1], da, bf[2], bf[3]);
+                }
+            }
+        }
+        __syncthreads();
+        W = N;
+        st ^= 1;
+    }
+    sb_wait<0>();
+    if (rsplit > 1) { // add the row slices' partials in warp order (the stage buffers are free)
+        __syncthreads();
+        float *part = (float *)(sm + 2 * KVB); // [warp][value][lane], over the stages
+        constexpr int PW = DM / 8 * 4 * 2;      // values per lane
+        if (rw > 0) {
+            float *dst = part + (size_t)warp * PW * 32 + lane;
+#pragma unroll
+            for (int i = 0; i < DM / 8; i++)
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    dst[(i * 8 + e) * 32] = dka[i][e], dst[(i * 8 + 4 + e) * 32] = dva[i][e];
+        }
+        __syncthreads();
+        if (rw > 0) return;
+        for (int x = 1; x < rsplit; x++) {
+            const float *src = part + (size_t)(warp + x) * PW * 32 + lane;
+#pragma unroll
+            for (int i = 0; i < DM / 8; i++)
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    dka[i][e] += src[(i * 8 + e) * 32], dva[i][e] += src[(i * 8 + 4 + e) * 32];
+        }
+    }
+    if (ja >= jb) return;
+    // write this warp's keys (zeros when no block lists them)
+    uint16_t *dkb = dk + ((size_t)b * T * a.KVH + kvh) * D;
+    uint16_t *dvb = dv + ((size_t)b * T * a.KVH + kvh) * D;
+    int key_a = ja + g, key_b = key_a + 8;
+#pragma unroll
+    for (int i = 0; i < DM / 8; i++) {
+        int d = i * 8 + 2 * cq;
+        if (key_a < jb) {
+            *(uint32_t *)(dkb + (size_t)key_a * ldk + d) = sb_pack(dka[i][0] * a.scale, dka[i][1] * a.scale);
+            *(uint32_t *)(dvb + (size_t)key_a * ldk + d) = sb_pack(dva[i][0], dva[i][1]);
+        }
+        if (key_b < jb) {
+            *(uint32_t *)(dkb + (size_t)key_b * ldk + d) = sb_pack(dka[i][2] * a.scale, dka[i][3] * a.scale);
+            *(uint32_t *)(dvb + (size_t)key_b * ldk + d) = sb_pack(dva[i][2], dva[i][3]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// host side
+
+static bool sb_supported(const AttnIndex *ix, int B, int T, int H, int KVH, int D) {
+    return (D == 64 || D == 128) && ix && !ix->kpos && B > 0 && T > 0 && KVH > 0 && H % KVH == 0 &&
+           ix->qblock > 0 && ix->region > 0 && ix->width > 0 && ix->nblk > 0 &&
+           (size_t)B * H <= 65535 && (size_t)B * KVH <= 65535;
+}
+
+static SbArgs sb_args(const AttnIndex *ix, int B, int T, int H, int KVH, int D) {
+    SbArgs a;
+    a.idx = ix->idx, a.qblock = ix->qblock, a.nblk = ix->nblk, a.region = ix->region;
+    a.width = ix->width, a.window = ix->window;
+    a.B = B, a.T = T, a.H = H, a.KVH = KVH, a.D = D;
+    a.scale = (float)(1.0 / sqrt((double)D));
+    a.scale_log2 = (float)(1.4426950408889634 / sqrt((double)D));
+    return a;
+}
+
+static size_t rows_smem(int DM, int bwd, int MT, bool un) {
+    return (size_t)(bwd ? 2 : MT) * SB_BN * DM * 2 + 4 * (size_t)SB_BN * DM * 2 +
+           sizeof(int) * (2 * SB_BN + 2 * SB_SCH + 1 + 2 * (SB_NT / 32) + 4) +
+           (un ? sizeof(int) * SB_UMAX * (2 * MT + 1) : 0);
+}
+static size_t dkv_smem(int DM, int kg) {
+    return 2 * (size_t)kg * 16 * DM * 2 + 4 * (size_t)SB_RT * DM * 2 + 4 * SB_RT * sizeof(float);
+}
+
+// Tuning / timing hook (not in attn_bf16.h; the tests use it): forward m-tiles per warp (2 =
+// 128-row CTAs, the default; 1 = 64-row CTAs), and which backward kernels run (bit 0: dQ, bit 1:
+// dK/dV; 3 = both, the default; the others only for timing one kernel alone).
+static int sb_fwd_mt = 2, sb_bwd_parts = 3, sb_union_on = 1, sb_kv_regs = 1;
+extern "C" void sparse_bf16_tune(int fwd_mtiles, int bwd_parts) {
+    sb_fwd_mt = fwd_mtiles == 1 ? 1 : 2;
+    sb_bwd_parts = bwd_parts & 3;
+    sb_union_on = !(bwd_parts & 4); // bit 2: per-row CTAs for one-row blocks (comparison)
+    sb_kv_regs = !(bwd_parts & 8); // bit 3: D = 128 dK/dV re-reads K / V fragments from smem
+}
+
+template <int DM, int BWD, int MT, bool UN>
+static void launch_rows(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k,
+                        const uint16_t *v, const uint16_t *dout, const float *Di, const SbArgs &a) {
+    size_t smem = rows_smem(DM, BWD, MT, UN);
+    static bool attr = false;
+    if (!attr) {
+        cudaCheck(cudaFuncSetAttribute(sb_rows_kernel<DM, BWD, MT, UN>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        attr = true;
+    }
+    int nsub = (a.qblock + 64 * MT - 1) / (64 * MT);
+    size_t nx = UN ? (a.T + 64 * MT - 1) / (64 * MT) : (size_t)a.nblk * nsub;
+    dim3 grid((unsigned)nx, (unsigned)(a.B * a.H));
+    sb_rows_kernel<DM, BWD, MT, UN><<<grid, SB_NT, smem>>>(out, lse, q, k, v, dout, Di, a, nsub);
+    cudaLaunchCheck();
+}
+
+// union mode for one-row query blocks whose regions fit the planning arrays
+static bool sb_union(const SbArgs &a) {
+    return sb_union_on && a.qblock == 1 && (a.T + a.region - 1) / a.region <= SB_UMAX;
+}
+
+template <int DM, bool GA, bool KV>
+static void launch_dkv(uint16_t *dk, uint16_t *dv, const uint16_t *q, const uint16_t *k,
+                       const uint16_t *v, const uint16_t *dout, const float *lse, const float *Di,
+                       const SbArgs &a, const SbInv &iv) {
+    size_t smem = dkv_smem(DM, iv.kg);
+    static bool attr = false;
+    if (!attr) {
+        cudaCheck(cudaFuncSetAttribute(sb_dkv_kernel<DM, GA, KV>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)dkv_smem(DM, SB_KG)));
+        attr = true;
+    }
+    dim3 grid((unsigned)((size_t)iv.nreg * iv.cpr), (unsigned)(a.B * a.KVH));
+    sb_dkv_kernel<DM, GA, KV><<<grid, SB_NT, smem>>>(dk, dv, q, k, v, dout, lse, Di, a, iv);
+    cudaLaunchCheck();
+}
+
+extern "C" int sparse_bf16_fwd(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k,
+                               const uint16_t *v, const AttnIndex *ix, int B, int T, int H,
+                               int KVH, int D) {
+    if (!sb_supported(ix, B, T, H, KVH, D)) return -1;
+    SbArgs a = sb_args(ix, B, T, H, KVH, D);
+    // 128-row CTAs only pay when a block has that many rows
+    bool two = sb_fwd_mt == 2 && a.qblock > 64, un = sb_union(a);
+    if (D == 64) {
+        if (un) launch_rows<64, 0, 1, true>(out, lse, q, k, v, NULL, NULL, a);
+        else if (two) launch_rows<64, 0, 2, false>(out, lse, q, k, v, NULL, NULL, a);
+        else launch_rows<64, 0, 1, false>(out, lse, q, k, v, NULL, NULL, a);
+    } else {
+        if (un) launch_rows<128, 0, 1, true>(out, lse, q, k, v, NULL, NULL, a);
+        else if (two) launch_rows<128, 0, 2, false>(out, lse, q, k, v, NULL, NULL, a);
+        else launch_rows<128, 0, 1, false>(out, lse, q, k, v, NULL, NULL, a);
+    }
+    return 0;
+}
+
+static size_t align256(size_t x) { return (x + 255) & ~(size_t)255; }
+
+extern "C" int sparse_bf16_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *dout,
+                               const uint16_t *out, const float *lse, const uint16_t *q,
+                               const uint16_t *k, const uint16_t *v, const AttnIndex *ix, int B,
+                               int T, int H, int KVH, int D) {
+    if (!sb_supported(ix, B, T, H, KVH, D)) return -1;
+    SbArgs a = sb_args(ix, B, T, H, KVH, D);
+    int nreg = (T + ix->region - 1) / ix->region;
+    size_t nrow = (size_t)B * H * T, nbkt = (size_t)B * KVH * nreg;
+    size_t nent = (size_t)B * H * ix->nblk * ix->width;
+    size_t scan_bytes = 0;
+    cudaCheck(cub::DeviceScan::ExclusiveSum(NULL, scan_bytes, (const int *)NULL, (int *)NULL,
+                                            (int)nbkt));
+    MS_ASSERT(nent < (size_t)INT_MAX, "sparse_bf16_bwd: index list of %zu entries", nent);
+    size_t o_di = 0, o_cnt = align256(o_di + nrow * 4), o_start = align256(o_cnt + nbkt * 4);
+    size_t o_cur = align256(o_start + nbkt * 4), o_inv = align256(o_cur + nbkt * 4);
+    size_t o_tmp = align256(o_inv + nent * 4), total = o_tmp + scan_bytes + 256;
+    char *scr = (char *)cuda_scratch(SCRATCH_SPARSE_BF16, total);
+    float *Di = (float *)(scr + o_di);
+    int *cnt = (int *)(scr + o_cnt), *start = (int *)(scr + o_start), *cur = (int *)(scr + o_cur);
+    int *inv = (int *)(scr + o_inv);
+
+    sb_di_kernel<<<grid_for(nrow * 32, 256), 256>>>(Di, dout, out, B, T, H, D);
+    cudaLaunchCheck();
+    cudaCheck(cudaMemsetAsync(cnt, 0, nbkt * 4));
+    sb_count_kernel<<<grid_for(nent, 256), 256>>>(cnt, ix->idx, B, H, KVH, ix->nblk, ix->width, nreg);
+    cudaLaunchCheck();
+    cudaCheck(cub::DeviceScan::ExclusiveSum(scr + o_tmp, scan_bytes, cnt, start, (int)nbkt));
+    cudaCheck(cudaMemcpyAsync(cur, start, nbkt * 4, cudaMemcpyDeviceToDevice));
+    sb_fill_kernel<<<B * KVH, 512>>>(inv, cur, ix->idx, H, KVH, ix->nblk, ix->width, nreg);
+    cudaLaunchCheck();
+
+    SbInv iv;
+    iv.inv = inv, iv.start = start, iv.count = cnt, iv.nreg = nreg;
+    iv.gpr = (ix->region + 15) / 16;
+    iv.kg = iv.gpr < SB_KG ? iv.gpr : SB_KG;
+    if (iv.kg == 3) iv.kg = 4; // 4 / kg row slices must divide the 4 sub-tiles: one warp idles
+    iv.cpr = (iv.gpr + iv.kg - 1) / iv.kg;
+    if (D == 64) {
+        if ((sb_bwd_parts & 1) && sb_union(a)) launch_rows<64, 1, 1, true>(dq, (float *)lse, q, k, v, dout, Di, a);
+        else if (sb_bwd_parts & 1) launch_rows<64, 1, 1, false>(dq, (float *)lse, q, k, v, dout, Di, a);
+        if ((sb_bwd_parts & 2) && a.qblock == 1) launch_dkv<64, true, true>(dk, dv, q, k, v, dout, lse, Di, a, iv);
+        else if (sb_bwd_parts & 2) launch_dkv<64, false, true>(dk, dv, q, k, v, dout, lse, Di, a, iv);
+    } else {
+        if ((sb_bwd_parts & 1) && sb_union(a)) launch_rows<128, 1, 1, true>(dq, (float *)lse, q, k, v, dout, Di, a);
+        else if (sb_bwd_parts & 1) launch_rows<128, 1, 1, false>(dq, (float *)lse, q, k, v, dout, Di, a);
+        if ((sb_bwd_parts & 2) && a.qblock == 1) launch_dkv<128, true, true>(dk, dv, q, k, v, dout, lse, Di, a, iv);
+        else if ((sb_bwd_parts & 2) && sb_kv_regs) launch_dkv<128, false, true>(dk, dv, q, k, v, dout, lse, Di, a, iv);
+        else if (sb_bwd_parts & 2) launch_dkv<128, false, false>(dk, dv, q, k, v, dout, lse, Di, a, iv);
+    }
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// selection. Fast path for ms with the default knobs (pool mean, score dot, select region, order
+// rank; any w / top / merge / prefix / local_groups / tail / positions): the same arithmetic as the
+// CPU (pooled q / k and scores in double, each a sum in row / dimension order), so the lists are
+// equal; but scores as a tiled fp64 GEMM per group, top-S per member by radix select on the
+// scores' order-preserving bits + a bitonic sort of the S winners (score desc, id asc, NaN last),
+// and the rank-major merge in parallel (first occurrence = atomicMin of the scan position per
+// region, then an ordered compaction). Work is cut into batches of (b, h, block) units whose
+// score rows fit a bounded scratch. Other configs: the fp32 CUDA op on fp32 copies, one (b, kv
+// head) at a time (ms / moba lists of a query head depend only on its q and its kv head's k).
+
+#define FS_CAP ((size_t)256 << 20) // bytes of score rows per batch
+#define FS_NT 256
+
+struct FsUnit {
+    long long off; // first score of the unit in the batch buffer (doubles)
+    int b, h, c, ld; // ld: candidates per member row (= eligible count of the last member)
+};
+
+struct FsArgs {
+    int *idx, *kpos, *qpos;
+    const uint16_t *q;
+    const double *kbar; // [B, KVH, N, D]
+    double *scores;
+    int *tops;  // [units, M, S]
+    int *fpos;  // [gridDim, N] first scan positions, INT_MAX between lists
+    const FsUnit *units;
+    int B, T, H, KVH, D, N, w, M, S, W, nblk, first, last_dense, lg, Gq;
+};
+
+__device__ __forceinline__ int fs_elig(const FsArgs &a, int c, int g) { // attn_ms_eligible
+    int g0 = c * a.M, local0 = g0 - (a.lg - 1) * a.M;
+    int e = min(g - a.M + 1, local0);
+    return e > 0 ? e : 0;
+}
+
+__global__ void fs_pool_k(double *kbar, const uint16_t *k, int B, int T, int KVH, int D, int w,
+                          int N) {
+    size_t n = (size_t)B * KVH * N * D;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        int d = (int)(i % D);
+        size_t x = i / D;
+        int r = (int)(x % N);
+        x /= N;
+        int kh = (int)(x % KVH), b = (int)(x / KVH);
+        const uint16_t *src = k + ((size_t)b * T * KVH + kh) * D + d;
+        int r0 = r * w, r1 = min(T, r0 + w);
+        double acc = 0.0;
+        for (int t = r0; t < r1; t++)
+            acc += (double)__uint_as_float((uint32_t)src[(size_t)t * KVH * D] << 16);
+        kbar[i] = acc / (r1 - r0);
+    }
+}
+
+// scores of 64 members x (64-candidate tiles jt0, jt0 + step, ...) of one unit, fp64
+template <int DM>
+__global__ void __launch_bounds__(FS_NT) fs_scores(FsArgs a, int tiles_per_cta) {
+    extern __shared__ double fs_sm[];
+    double(*qs)[65] = (double(*)[65])fs_sm;             // pooled q [DM][member]
+    double(*ks)[65] = (double(*)[65])(fs_sm + DM * 65); // kbar chunk [32][candidate]
+    const FsUnit U = a.units[blockIdx.z];
+    int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+    int g0 = U.c * a.M, members = min(a.N, g0 + a.M) - g0;
+    int m0 = blockIdx.y * 64;
+    if (m0 >= members || U.ld <= 0) return;
+    int jt_begin = blockIdx.x * tiles_per_cta;
+    if (jt_begin * 64 >= U.ld) return;
+    size_t ldq = (size_t)a.H * a.D;
+    const uint16_t *qb = a.q + ((size_t)U.b * a.T * a.H + U.h) * a.D;
+    for (int e = tid; e < 64 * DM; e += FS_NT) { // pooled q of members m0 .. m0 + 63
+        int mm = e / DM, d = e % DM, g = g0 + m0 + mm;
+        double acc = 0.0;
+        if (m0 + mm < members) {
+            int r0 = g * a.w, r1 = min(a.T, r0 + a.w);
+            for (int t = r0; t < r1; t++)
+                acc += (double)__uint_as_float((uint32_t)qb[(size_t)t * ldq + d] << 16);
+            acc /= (r1 - r0);
+        }
+        qs[d][mm] = acc;
+    }
+    const double *kb = a.kbar + ((size_t)U.b * a.KVH + U.h / (a.H / a.KVH)) * a.N * DM;
+    for (int jt = jt_begin; jt < jt_begin + tiles_per_cta && jt * 64 < U.ld; jt++) {
+        int j0 = jt * 64;
+        double acc[4][4];
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+#pragma unroll
+            for (int jj = 0; jj < 4; jj++) acc[i][jj] = 0.0;
+        for (int d0 = 0; d0 < DM; d0 += 32) {
+            __syncthreads();
+            for (int e = tid; e < 64 * 32; e += FS_NT) {
+                int jj = e / 32, d = e % 32, j = j0 + jj;
+                ks[d][jj] = j < U.ld ? kb[(size_t)j * DM + d0 + d] : 0.0;
+            }
+            __syncthreads();
+#pragma unroll 4
+            for (int d = 0; d < 32; d++) {
+                double qv[4], kv[4];
+#pragma unroll
+                for (int i = 0; i < 4; i++) qv[i] = qs[d0 + d][ty + 16 * i], kv[i] = ks[d][tx + 16 * i];
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+#pragma unroll
+                    for (int jj = 0; jj < 4; jj++) acc[i][jj] = fma(qv[i], kv[jj], acc[i][jj]);
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            int m = m0 + ty + 16 * i;
+            if (m >= members) continue;
+            double *row = a.scores + U.off + (size_t)m * U.ld;
+#pragma unroll
+            for (int jj = 0; jj < 4; jj++) {
+                int j = j0 + tx + 16 * jj;
+                if (j < U.ld) row[j] = acc[i][jj];
+            }
+        }
+    }
+}
+
+// The same scores on the fp64 tensor cores (mma.sync m8n8k4 f64, twice the FMA rate of the
+// FMA units): 8 warps as 2 (32 members) x 4 (16 candidates), each 4 x 2 tiles of 8 x 8. Pooled q
+// [member][d] and a 32-dim kbar chunk [candidate][d] in shared memory, rows padded to 4 mod 16
+// doubles (conflict-free fragment reads).
+__device__ __forceinline__ void fs_dmma(double (&c)[2], double a, double b) {
+    asm volatile("mma.sync.aligned.m8n8k4.row.col.f64.f64.f64.f64 {%0,%1}, {%2}, {%3}, {%0,%1};\n"
+                 : "+d"(c[0]), "+d"(c[1])
+                 : "d"(a), "d"(b));
+}
+template <int DM>
+__global__ void __launch_bounds__(FS_NT) fs_scores_mma(FsArgs a, int tiles_per_cta) {
+    constexpr int QLD = DM + 4, KLD = 36;
+    extern __shared__ double fs_sm[];
+    double *qs = fs_sm, *ks = fs_sm + 64 * QLD; // [64][QLD], [64][KLD]
+    const FsUnit U = a.units[blockIdx.z];
+    int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, cq = lane & 3;
+    int wm = warp >> 2, wn = warp & 3; // 32-member x 16-candidate warp tile
+    int g0 = U.c * a.M, members = min(a.N, g0 + a.M) - g0;
+    int m0 = blockIdx.y * 64;
+    if (m0 >= members || U.ld <= 0) return;
+    int jt_begin = blockIdx.x * tiles_per_cta;
+    if (jt_begin * 64 >= U.ld) return;
+    size_t ldq = (size_t)a.H * a.D;
+    const uint16_t *qb = a.q + ((size_t)U.b * a.T * a.H + U.h) * a.D;
+    for (int e = tid; e < 64 * DM; e += FS_NT) { // pooled q of members m0 .. m0 + 63
+        int mm = e / DM, d = e % DM, gg = g0 + m0 + mm;
+        double acc = 0.0;
+        if (m0 + mm < members) {
+            int r0 = gg * a.w, r1 = min(a.T, r0 + a.w);
+            for (int t = r0; t < r1; t++)
+                acc += (double)__uint_as_float((uint32_t)qb[(size_t)t * ldq + d] << 16);
+            acc /= (r1 - r0);
+        }
+        qs[mm * QLD + d] = acc;
+    }
+    const double *kb = a.kbar + ((size_t)U.b * a.KVH + U.h / (a.H / a.KVH)) * a.N * DM;
+    for (int jt = jt_begin; jt < jt_begin + tiles_per_cta && jt * 64 < U.ld; jt++) {
+        int j0 = jt * 64;
+        double acc[4][2][2];
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+#pragma unroll
+            for (int n = 0; n < 2; n++) acc[i][n][0] = acc[i][n][1] = 0.0;
+        for (int d0 = 0; d0 < DM; d0 += 32) {
+            __syncthreads();
+            for (int e = tid; e < 64 * 32; e += FS_NT) {
+                int jj = e / 32, d = e % 32, j = j0 + jj;
+                ks[jj * KLD + d] = j < U.ld ? kb[(size_t)j * DM + d0 + d] : 0.0;
+            }
+            __syncthreads();
+#pragma unroll
+            for (int k4 = 0; k4 < 32; k4 += 4) {
+                double af[4], bfr[2];
+#pragma unroll
+                for (int i = 0; i < 4; i++) af[i] = qs[(wm * 32 + i * 8 + g) * QLD + d0 + k4 + cq];
+#pragma unroll
+                for (int n = 0; n < 2; n++) bfr[n] = ks[(wn * 16 + n * 8 + g) * KLD + k4 + cq];
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+#pragma unroll
+                    for (int n = 0; n < 2; n++) fs_dmma(acc[i][n], af[i], bfr[n]);
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            int m = m0 + wm * 32 + i * 8 + g;
+            if (m >= members) continue;
+            double *row = a.scores + U.off + (size_t)m * U.ld;
+#pragma unroll
+            for (int n = 0; n < 2; n++)
+#pragma unroll
+                for (int x = 0; x < 2; x++) {
+                    int j = j0 + wn * 16 + n * 8 + 2 * cq + x;
+                    if (j < U.ld) row[j] = acc[i][n][x];
+                }
+        }
+    }
+}
+
+// order-preserving bits: larger score -> larger key; NaN lowest; -0 == +0
+__device__ __forceinline__ unsigned long long fs_key(double x) {
+    if (isnan(x)) return 0ull;
+    if (x == 0.0) x = 0.0;
+    unsigned long long u = (unsigned long long)__double_as_longlong(x);
+    return (u >> 63) ? ~u : (u | 0x8000000000000000ull);
+}
+
+// block-wide exclusive prefix of a 0/1 flag (FS_NT threads); returns the block total in *tot
+__device__ __forceinline__ int fs_scan01(int f, int *wtot, int *tot) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    unsigned bal = __ballot_sync(0xffffffffu, f);
+    int before = __popc(bal & ((1u << lane) - 1));
+    if (lane == 0) wtot[warp] = __popc(bal);
+    __syncthreads();
+    int base = 0, all = 0;
+    for (int w = 0; w < FS_NT / 32; w++) {
+        if (w < warp) base += wtot[w];
+        all += wtot[w];
+    }
+    __syncthreads();
+    *tot = all;
+    return base + before;
+}
+
+// top-S of one member: grid (member, unit)
+__global__ void __launch_bounds__(FS_NT) fs_topk(FsArgs a, int P, int cache) {
+    extern __shared__ unsigned long long sk[]; // [P] keys, [cache] scores, then [P] ids
+    double *rc = (double *)(sk + P);
+    int *sid = (int *)(rc + cache);
+    __shared__ int hist[256], wtot[FS_NT / 32], s_cnt, s_bin, s_need, s_allin, s_ties;
+    const FsUnit U = a.units[blockIdx.y];
+    int m = blockIdx.x, g0 = U.c * a.M, members = min(a.N, g0 + a.M) - g0;
+    if (m >= members) return;
+    int tid = threadIdx.x, e = fs_elig(a, U.c, g0 + m), n = min(a.S, e);
+    int *tops = a.tops + ((size_t)blockIdx.y * a.M + m) * a.S;
+    if (n == 0) return;
+    const double *row = a.scores + U.off + (size_t)m * U.ld;
+    if (e <= cache) { // the radix passes then read shared memory
+        for (int j = tid; j < e; j += FS_NT) rc[j] = row[j];
+        __syncthreads();
+        row = rc;
+    }
+    unsigned long long prefix = 0, mask = 0;
+    int need = n, allin = 1; // e <= S: every candidate is in
+    if (e > a.S) {
+        allin = 0;
+        for (int shift = 56; shift >= 0; shift -= 8) {
+            for (int i = tid; i < 256; i += FS_NT) hist[i] = 0;
+            __syncthreads();
+            for (int j = tid; j < e; j += FS_NT) {
+                unsigned long long u = fs_key(row[j]);
+                if ((u & mask) == prefix) atomicAdd(&hist[(u >> shift) & 255], 1);
+            }
+            __syncthreads();
+            if (tid == 0) {
+                int cum = 0, bsel = 0;
+                for (int bb = 255; bb >= 0; bb--) {
+                    if (cum + hist[bb] >= need) {
+                        bsel = bb;
+                        break;
+                    }
+                    cum += hist[bb];
+                }
+                s_bin = bsel, s_need = need - cum, s_allin = hist[bsel] == need - cum;
+            }
+            __syncthreads();
+            prefix |= (unsigned long long)s_bin << shift, mask |= 255ull << shift;
+            need = s_need;
+            if (s_allin) {
+                allin = 1;
+                break;
+            }
+            __syncthreads();
+        }
+    }
+    // collect: keys above the prefix, and those equal to it (all, or the lowest ids: exact ties)
+    if (tid == 0) s_cnt = 0, s_ties = 0;
+    __syncthreads();
+    for (int j0 = 0; j0 < e; j0 += FS_NT) {
+        int j = j0 + tid;
+        unsigned long long u = j < e ? fs_key(row[j]) : 0;
+        bool in = j < e && (allin ? (u & mask) >= prefix : (u & mask) > prefix);
+        bool tie = j < e && !allin && (u & mask) == prefix;
+        int tot, r = fs_scan01(tie, wtot, &tot);
+        if (tie && s_ties + r < need) in = true;
+        if (in) {
+            int p = atomicAdd(&s_cnt, 1);
+            sk[p] = u, sid[p] = j;
+        }
+        __syncthreads();
+        if (tid == 0) s_ties += tot;
+        __syncthreads();
+    }
+    for (int p = n + tid; p < P; p += FS_NT) sk[p] = 0, sid[p] = INT_MAX;
+    __syncthreads();
+    // bitonic sort: key desc, id asc
+    for (int size = 2; size <= P; size <<= 1)
+        for (int stride = size >> 1; stride > 0; stride >>= 1) {
+            for (int i = tid; i < P / 2; i += FS_NT) {
+                int lo = 2 * i - (i & (stride - 1)), hi = lo + stride;
+                bool up = (lo & size) == 0; // this run sorted best-first
+                unsigned long long ka = sk[lo], kb2 = sk[hi];
+                int ia = sid[lo], ib = sid[hi];
+                bool a_first = ka > kb2 || (ka == kb2 && ia < ib);
+                if (a_first != up) sk[lo] = kb2, sk[hi] = ka, sid[lo] = ib, sid[hi] = ia;
+            }
+            __syncthreads();
+        }
+    for (int p = tid; p < n; p += FS_NT) tops[p] = sid[p];
+}
+
+// rank-major merge + locals (and the dense lists): one CTA per unit, grid-stride
+__global__ void __launch_bounds__(FS_NT) fs_merge(FsArgs a, int nunits) {
+    extern __shared__ int sel[]; // [S]
+    __shared__ int wtot[FS_NT / 32];
+    int tid = threadIdx.x;
+    int *fp = a.fpos + (size_t)blockIdx.x * a.N;
+    for (int ui = blockIdx.x; ui < nunits; ui += gridDim.x) {
+        const FsUnit U = a.units[ui];
+        int c = U.c, g0 = c * a.M, gend = min(a.N, g0 + a.M);
+        size_t li = ((size_t)U.b * a.H + U.h) * a.nblk + c, lo = li * a.W;
+        int *list = a.idx + lo;
+        if (c < a.first || (c == a.nblk - 1 && a.last_dense)) {
+            for (int s = tid; s < a.W; s += FS_NT) {
+                list[s] = s < gend ? s : -1;
+                if (a.kpos) a.kpos[lo + s] = s < gend ? s * a.w : 0;
+            }
+            if (a.kpos && tid == 0) a.qpos[li] = c * a.Gq;
+            continue;
+        }
+        int local0 = max(0, g0 - (a.lg - 1) * a.M), members = gend - g0;
+        const int *tops = a.tops + (size_t)ui * a.M * a.S;
+        int maxn = 0;
+        for (int m = 0; m < members; m++) maxn = max(maxn, min(a.S, fs_elig(a, c, g0 + m)));
+        int npos = maxn * members, cnt = 0, done = 0;
+        // chunks of the rank-major scan, until S distinct regions: first positions by atomicMin
+        // over the positions seen so far (later positions are larger, so a region's minimum
+        // is final once its first occurrence is in), then an ordered compaction of the chunk
+        for (int c0 = 0; c0 < npos && cnt < a.S; c0 += 2048) {
+            int c1 = min(npos, c0 + 2048);
+            for (int p = c0 + tid; p < c1; p += FS_NT) {
+                int r = p / members, m = p % members;
+                if (r < min(a.S, fs_elig(a, c, g0 + m))) atomicMin(fp + tops[(size_t)m * a.S + r], p);
+            }
+            __syncthreads();
+            for (int p0 = c0; p0 < c1 && cnt < a.S; p0 += FS_NT) {
+                int p = p0 + tid, id = -1;
+                bool first = false;
+                if (p < c1) {
+                    int r = p / members, m = p % members;
+                    if (r < min(a.S, fs_elig(a, c, g0 + m))) {
+                        id = tops[(size_t)m * a.S + r];
+                        first = __ldcg(fp + id) == p; // the atomics live in L2
+                    }
+                }
+                int tot, rk = fs_scan01(first, wtot, &tot);
+                if (first && cnt + rk < a.S) sel[cnt + rk] = id;
+                cnt += tot;
+            }
+            done = c1;
+        }
+        __syncthreads();
+        for (int p = tid; p < done; p += FS_NT) {
+            int r = p / members, m = p % members;
+            if (r < min(a.S, fs_elig(a, c, g0 + m))) fp[tops[(size_t)m * a.S + r]] = INT_MAX;
+        }
+        int nsel = min(cnt, a.S), ntot = nsel + gend - local0;
+        for (int s = tid; s < a.W; s += FS_NT) {
+            list[s] = s < nsel ? sel[s] : s < ntot ? local0 + (s - nsel) : -1;
+            if (a.kpos) a.kpos[lo + s] = s < ntot ? s * a.w : 0;
+        }
+        if (a.kpos && tid == 0) a.qpos[li] = (nsel + g0 - local0) * a.w;
+        __syncthreads(); // sel / fp reused by the next unit
+    }
+}
+
+static int fs_select(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q, const uint16_t *k,
+                     int B, int T, int H, int KVH, int D) {
+    AttnDims d;
+    if (attn_dims(cfg, T, &d)) return -1;
+    if (d.M <= 0 || d.S <= 0 || d.S > 2048 || (D != 64 && D != 128)) return -1;
+    int N = d.N, P = 1;
+    while (P < d.S) P <<= 1;
+    // units and batches
+    size_t nunit = (size_t)B * H * d.nblk;
+    FsUnit *hu = (FsUnit *)malloc(sizeof(FsUnit) * nunit);
+    MS_ASSERT(hu, "out of memory");
+    size_t maxb = 0, sumb = 0, i = 0;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int c = 0; c < d.nblk; c++, i++) {
+                int g0 = c * d.M, gend = g0 + d.M < N ? g0 + d.M : N;
+                bool dense = c < d.first || (c == d.nblk - 1 && d.last_dense);
+                int e = dense ? 0 : attn_ms_eligible(&d, c, gend - 1);
+                hu[i].b = b, hu[i].h = h, hu[i].c = c, hu[i].ld = e, hu[i].off = 0;
+                size_t bytes = (size_t)d.M * e * 8;
+                if (bytes > maxb) maxb = bytes;
+                sumb += bytes;
+            }
+    // scratch: no more than the whole selection needs (short sequences stay small)
+    size_t cap = maxb > FS_CAP ? maxb : FS_CAP;
+    if (cap > sumb) cap = sumb > 0 ? sumb : 8;
+    const int MGRID = nunit < 512 ? (int)nunit : 512;
+    size_t per_unit_tops = (size_t)d.M * d.S * 4;
+    int MAXU = (int)(((size_t)64 << 20) / per_unit_tops);
+    MAXU = MAXU < 1 ? 1 : MAXU > 4096 ? 4096 : MAXU;
+    if ((size_t)MAXU > nunit) MAXU = (int)nunit;
+    size_t kb_n = (size_t)B * KVH * N * D;
+    size_t o_kbar = 0, o_sc = align256(kb_n * 8), o_tops = align256(o_sc + cap);
+    size_t o_fp = align256(o_tops + (size_t)MAXU * d.M * d.S * 4);
+    size_t o_units = align256(o_fp + (size_t)MGRID * N * 4), total = o_units + MAXU * sizeof(FsUnit);
+    char *scr = (char *)cuda_scratch(SCRATCH_SPARSE_BF16, total);
+    FsArgs a;
+    a.idx = ix->idx, a.kpos = ix->kpos, a.qpos = ix->qpos, a.q = q;
+    a.kbar = (double *)(scr + o_kbar), a.scores = (double *)(scr + o_sc);
+    a.tops = (int *)(scr + o_tops), a.fpos = (int *)(scr + o_fp);
+    FsUnit *du = (FsUnit *)(scr + o_units);
+    a.units = du;
+    a.B = B, a.T = T, a.H = H, a.KVH = KVH, a.D = D, a.N = N, a.w = cfg->w, a.M = d.M, a.S = d.S;
+    a.W = d.width, a.nblk = d.nblk, a.first = d.first, a.last_dense = d.last_dense, a.lg = d.lg;
+    a.Gq = d.G;
+    cudaCheck(cudaMemsetAsync(a.fpos, 0x7f, (size_t)MGRID * N * 4)); // 0x7f7f7f7f: "none yet"
+    fs_pool_k<<<grid_for(kb_n, 256), 256>>>((double *)a.kbar, k, B, T, KVH, D, cfg->w, N);
+    cudaLaunchCheck();
+    int cache = 8192; // scores of a member row kept in shared memory (64 KB)
+    size_t topk_smem = (size_t)P * 12 + (size_t)cache * 8;
+    static size_t topk_attr = 0;
+    if (topk_smem > 48 * 1024 && topk_smem > topk_attr) {
+        cudaCheck(cudaFuncSetAttribute(fs_topk, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)topk_smem));
+        topk_attr = topk_smem;
+    }
+    const int TPC = 4; // candidate tiles per scores CTA
+    static int simt = -1; // MSLAB_SELECT_SIMT=1: the FMA-unit scores (comparison runs)
+    if (simt < 0) simt = getenv("MSLAB_SELECT_SIMT") ? atoi(getenv("MSLAB_SELECT_SIMT")) : 0;
+    size_t sc_smem = simt ? sizeof(double) * 65 * (D + 32) : sizeof(double) * 64 * (D + 4 + 36);
+    static bool sc_attr = false;
+    if (!sc_attr) {
+        cudaCheck(cudaFuncSetAttribute(fs_scores_mma<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)(sizeof(double) * 64 * (64 + 4 + 36))));
+        cudaCheck(cudaFuncSetAttribute(fs_scores_mma<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)(sizeof(double) * 64 * (128 + 4 + 36))));
+        cudaCheck(cudaFuncSetAttribute(fs_scores<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)(sizeof(double) * 65 * (64 + 32))));
+        cudaCheck(cudaFuncSetAttribute(fs_scores<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)(sizeof(double) * 65 * (128 + 32))));
+        sc_attr = true;
+    }
+    for (size_t u0 = 0; u0 < nunit;) {
+        size_t u1 = u0, bytes = 0;
+        int maxld = 0;
+        while (u1 < nunit && u1 - u0 < (size_t)MAXU) {
+            size_t ub = (size_t)d.M * hu[u1].ld * 8;
+            if (bytes + ub > cap) break;
+            hu[u1].off = (long long)(bytes / 8);
+            bytes += ub;
+            if (hu[u1].ld > maxld) maxld = hu[u1].ld;
+            u1++;
+        }
+        int nu = (int)(u1 - u0);
+        cudaCheck(cudaMemcpy(du, hu + u0, sizeof(FsUnit) * nu, cudaMemcpyHostToDevice));
+        if (maxld > 0) {
+            int ntile = (maxld + 63) / 64;
+            dim3 g1((unsigned)((ntile + TPC - 1) / TPC), (unsigned)((d.M + 63) / 64), (unsigned)nu);
+            if (simt && D == 64) fs_scores<64><<<g1, FS_NT, sc_smem>>>(a, TPC);
+            else if (simt) fs_scores<128><<<g1, FS_NT, sc_smem>>>(a, TPC);
+            else if (D == 64) fs_scores_mma<64><<<g1, FS_NT, sc_smem>>>(a, TPC);
+            else fs_scores_mma<128><<<g1, FS_NT, sc_smem>>>(a, TPC);
+            cudaLaunchCheck();
+            fs_topk<<<dim3((unsigned)d.M, (unsigned)nu), FS_NT, topk_smem>>>(a, P, cache);
+            cudaLaunchCheck();
+        }
+        fs_merge<<<nu < MGRID ? nu : MGRID, FS_NT, sizeof(int) * d.S>>>(a, nu);
+        cudaLaunchCheck();
+        u0 = u1;
+    }
+    free(hu);
+    return 0;
+}
+
+__global__ void sb_gather_f32(float *dst, const uint16_t *src, int b, int T, int NH, int h0, int nh,
+                              int D) {
+    size_t n = (size_t)T * nh * D;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        int d = (int)(i % D), hh = (int)((i / D) % nh), t = (int)(i / D / nh);
+        uint32_t u = (uint32_t)src[(((size_t)b * T + t) * NH + h0 + hh) * D + d] << 16;
+        dst[i] = __uint_as_float(u);
+    }
+}
+
+extern "C" int select_bf16(AttnIndex *ix, const struct AttnConfig *cfg, const uint16_t *q,
+                           const uint16_t *k, int B, int T, int H, int KVH, int D) {
+    if (!ix || !cfg || KVH <= 0 || H % KVH || B <= 0 || T <= 0) return -1;
+    if (cfg->kind != ATTN_MS && cfg->kind != ATTN_MOBA) {
+        cuda_attention_select(ix, cfg, NULL, NULL, B, T, H, KVH, D);
+        return 0;
+    }
+    if (cfg->kind == ATTN_MS && cfg->pool == POOL_MEAN && cfg->score == SCORE_DOT &&
+        cfg->select == SELECT_REGION && cfg->order == ORDER_RANK && !getenv("MSLAB_SELECT_SLOW") &&
+        fs_select(ix, cfg, q, k, B, T, H, KVH, D) == 0)
+        return 0;
+    int G = H / KVH;
+    size_t nq = (size_t)T * G * D, nk = (size_t)T * D;
+    float *buf = (float *)cuda_scratch(SCRATCH_SPARSE_BF16, (nq + nk) * sizeof(float));
+    float *q32 = buf, *k32 = buf + nq;
+    size_t per_head = (size_t)ix->nblk * ix->width;
+    for (int b = 0; b < B; b++)
+        for (int kvh = 0; kvh < KVH; kvh++) {
+            sb_gather_f32<<<grid_for(nq, 256), 256>>>(q32, q, b, T, H, kvh * G, G, D);
+            cudaLaunchCheck();
+            sb_gather_f32<<<grid_for(nk, 256), 256>>>(k32, k, b, T, KVH, kvh, 1, D);
+            cudaLaunchCheck();
+            AttnIndex sub = *ix;
+            size_t h0 = (size_t)b * H + (size_t)kvh * G;
+            sub.idx = ix->idx + h0 * per_head;
+            if (ix->kpos) sub.kpos = ix->kpos + h0 * per_head;
+            if (ix->qpos) sub.qpos = ix->qpos + h0 * ix->nblk;
+            cuda_attention_select(&sub, cfg, q32, k32, 1, T, G, 1, D);
+        }
+    return 0;
+}

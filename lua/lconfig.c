@@ -256,6 +256,8 @@ static int sub_table(lua_State *L, int idx, const char *key) {
 static const char *const rope_styles[] = {"interleaved", "halves", NULL};
 // "cuda" is always a known name; run_config_check says whether this build and machine have it
 static const char *const devices[] = {"cpu", "cuda", NULL};
+// precision (docs/cuda.md "Precision"): not given = the device's default (bf16 on cuda, fp32 on cpu)
+static const char *const precisions[] = {"fp32", "bf16", NULL};
 static const char *const ppl_protocols[] = {"windows", "sliding", "truncate", "longlora", NULL};
 _Static_assert(sizeof ppl_protocols / sizeof *ppl_protocols == PPL_NPROTOCOLS + 1,
                "ppl_protocols: core/eval.h's protocols in order");
@@ -400,11 +402,12 @@ void lconfig_read_run(lua_State *L, int idx, RunConfig *rc, const Corpus **corpu
     run_config_default(rc);
     lpos_begin(L); // one run at a time: what a failed read anchored is dropped here
     luaL_checktype(L, idx, LUA_TTABLE);
-    int tied_dummy = 0, device = 0, protocol = 0;
+    int tied_dummy = 0, device = 0, protocol = 0, precision = -1;
     (void)tied_dummy;
     Field root[] = {
         {"name", F_STR, &rc->name},       {"data", F_TABLE, NULL},  {"seed", F_U64, &rc->seed},
         {"device", F_CHOICE, &device, devices},
+        {"precision", F_CHOICE, &precision, precisions},
         {"model", F_TABLE, NULL},         {"positions", F_TABLE, NULL},
         {"attention", F_TABLE, NULL},     {"train", F_TABLE, NULL}, {"eval", F_TABLE, NULL},
         {"finetune", F_TABLE, NULL},      {"export", F_STR, &rc->export_dir},
@@ -424,7 +427,7 @@ void lconfig_read_run(lua_State *L, int idx, RunConfig *rc, const Corpus **corpu
             if (!strcmp(root[i].key, key)) break;
         if (!key || i == NFIELDS(root))
             lconfig_error(L, key ? key : "", "%s: unknown key (known here: name, data, seed, "
-                          "device, model, positions, attention, train, eval, finetune, export)",
+                          "device, precision, model, positions, attention, train, eval, finetune, export)",
                           key ? key : "(non-string key)");
         if (strcmp(key, "data")) read_field(L, &root[i], key);
         lua_pop(L, 1);
@@ -433,6 +436,10 @@ void lconfig_read_run(lua_State *L, int idx, RunConfig *rc, const Corpus **corpu
         lconfig_error(L, "name", "name: must not be empty");
     lua_pop(L, 1);
     rc->device = devices[device];
+    rc->precision = precision >= 0 ? precisions[precision] : NULL; // NULL: the device's default
+    if (precision == 1 && device != 1)
+        lconfig_error(L, "precision", "precision \"bf16\" needs device \"cuda\" (device \"%s\" "
+                      "computes in fp32: give precision = \"fp32\" or leave it out)", rc->device);
 
     int t;
     int rope_style = rc->model.rope_style;

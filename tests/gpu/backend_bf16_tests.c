@@ -1,3 +1,570 @@
-// backend_bf16_tests.c: placeholder until the tests land.
+// backend_bf16_tests.c: the "cuda-bf16" table (cuda/backend_bf16.cu; docs/cuda.md "Precision")
+// against the CPU fp32 reference. Every op name starts with "bf16." (filter "bf16").
+//
+// The bf16 table is fed the fp32 operands; the CPU reference gets the same operands rounded to
+// bf16 on the host (bf16_round, bit-identical to the device rounding), so what is measured is the
+// table's own error, not bf16's. Error measure, per tensor: relative L2, ||gpu - ref|| / ||ref||
+// (the whole-tensor measure: a bf16 result carries ~2^-9 relative rounding per element, so a
+// per-element max would measure the worst of millions of roundings). On failure a line names the
+// worst element (index, both values). Tolerances:
+//   1e-5  matmul fwd / bwd: bf16 x bf16 products are exact in fp32, so the only difference to the
+//         CPU is the fp32 accumulation order (~sqrt(K) * 2^-24 relative); 1e-5 leaves room for the
+//         tensor cores' accumulator, still ~100x below one bf16 rounding (3.9e-3 at worst)
+//   1e-2  attention out / dq / dk / dv (dense and sparse): the kernels round P and their outputs /
+//         gradients to bf16, ~2^-9 each
+//   1e-3  attention lse: fp32 statistics over fp32-accumulated scores of bf16 q, k
+//   1e-2  one training step of a small model: the loss (relative)
+//   3e-2  ... and every gradient tensor (errors of many bf16 GEMMs compound through the layers)
+//   0     two 50-step trainings on the bf16 table: bitwise-identical losses and parameters
+//   2e-2  200 steps, bf16 vs fp32 CUDA: mean loss of the last 10 steps (training quality)
+// Forward outputs are poisoned (NaN) before each call; backward gradients start from random values
+// and the increments are compared (checks +=). Each op runs twice and must repeat its bits (det).
+// Rows whose shape ends in "(fp32 fallback)" ran the fp32 kernels: the bf16 kernels returned -1.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../core/attention.h"
+#include "../../core/common.h"
+#include "../../core/model.h"
+#include "../../core/ops.h"
+#include "../../core/optim.h"
+#include "../../cuda/backend_cuda.h"
+#include "../../cuda/bf16.h"
 #include "gpu_check.h"
-void t_backend_bf16_all(void) {}
+
+static const Backend *bf; // the bf16 table
+
+// ---- helpers (gpu_tests.c keeps its own static) ----
+
+static float *hv(size_t n) {
+    float *x = calloc(n ? n : 1, sizeof(float));
+    MS_ASSERT(x, "out of memory");
+    return x;
+}
+static float *hr(size_t n, float scale) {
+    float *x = hv(n);
+    for (size_t i = 0; i < n; i++) x[i] = scale * rng_normal(&rng);
+    return x;
+}
+static float *hround(const float *a, size_t n) { // the bf16 operand the device will see
+    float *x = hv(n);
+    for (size_t i = 0; i < n; i++) x[i] = bf16_round(a[i]);
+    return x;
+}
+static float *hdup(const float *a, size_t n) {
+    float *x = hv(n);
+    memcpy(x, a, n * sizeof(float));
+    return x;
+}
+static float *dev(const float *h, size_t n) {
+    float *d = bf->alloc(n * sizeof(float));
+    bf->upload(d, h, n * sizeof(float));
+    return d;
+}
+static void set_dev(float *d, const float *h, size_t n) { bf->upload(d, h, n * sizeof(float)); }
+static void poison_dev(float *d, size_t n) {
+    float *h = hv(n);
+    for (size_t i = 0; i < n; i++) h[i] = NAN;
+    bf->upload(d, h, n * sizeof(float));
+    free(h);
+}
+static float *get(const float *d, size_t n) {
+    float *h = hv(n);
+    bf->download(h, d, n * sizeof(float));
+    return h;
+}
+static int same(const float *a, const float *b, size_t n) {
+    return a && b && memcmp(a, b, n * sizeof(float)) == 0;
+}
+
+// Relative L2 of a vs ref; with base (gradient start values), of the increments a - base vs
+// ref - base, the denominator at least 1e-4 ||base|| (an increment that is ~0 in exact arithmetic,
+// e.g. dk at T = 1, is left with the fp32 rounding of `base += ~0`, ~1e-7 ||base||, on both
+// sides). Prints the worst element when the check fails.
+static double cmp(const char *op, const char *shape, const float *a, const float *ref,
+                  const float *base, const float *again, size_t n, double tol) {
+    double se = 0, sr = 0, sb = 0, worst = -1;
+    size_t wi = 0;
+    int nan = 0;
+    for (size_t i = 0; i < n; i++) {
+        double b = base ? base[i] : 0, x = (double)a[i] - b, r = (double)ref[i] - b;
+        if (!(x == x)) nan = 1;
+        double d = fabs(x - r);
+        se += d * d, sr += r * r, sb += b * b;
+        if (!(d <= worst)) worst = d, wi = i;
+    }
+    double den = fmax(sqrt(sr), 1e-4 * sqrt(sb));
+    double err = nan ? NAN : den > 0 ? sqrt(se) / den : (se == 0 ? 0 : INFINITY);
+    int det = again ? same(a, again, n) : -1;
+    report(op, shape, err, tol, det);
+    if (!(err <= tol) || det == 0) {
+        double b = base ? base[wi] : 0;
+        printf("    worst element %zu of %zu: got %.9g, want %.9g%s (rms of want %.3g)%s\n", wi, n,
+               a[wi] - b, ref[wi] - b, base ? " (increments)" : "", n ? sqrt(sr / n) : 0,
+               nan ? "; NaN present" : "");
+        if (det == 0)
+            for (size_t i = 0; i < n; i++)
+                if (memcmp(&a[i], &again[i], sizeof(float))) {
+                    printf("    first differing element between the two runs: %zu (%.9g vs %.9g)\n",
+                           i, a[i], again[i]);
+                    break;
+                }
+    }
+    return err;
+}
+
+// ---- matmul ----
+
+static void t_mm(int N, int IC, int OC) {
+    if (!wanted("bf16.matmul")) return;
+    char shape[64];
+    snprintf(shape, sizeof shape, "N=%d IC=%d OC=%d", N, IC, OC);
+    size_t ni = (size_t)N * IC, nw = (size_t)OC * IC, no = (size_t)N * OC;
+    float *x = hr(ni, 1), *w = hr(nw, 0.05f), *dy = hr(no, 1);
+    float *dx0 = hr(ni, 1), *dw0 = hr(nw, 1);
+    float *xr = hround(x, ni), *wr = hround(w, nw), *dyr = hround(dy, no);
+    float *ref = hv(no), *dxr = hdup(dx0, ni), *dwr = hdup(dw0, nw);
+    cpu->matmul_fwd(ref, xr, wr, N, IC, OC);
+    cpu->matmul_bwd(dxr, dwr, dyr, xr, wr, N, IC, OC);
+    float *d_x = dev(x, ni), *d_w = dev(w, nw), *d_dy = dev(dy, no), *d_o = bf->alloc(no * 4);
+    float *o[2];
+    for (int r = 0; r < 2; r++) {
+        poison_dev(d_o, no);
+        bf->matmul_fwd(d_o, d_x, d_w, N, IC, OC);
+        o[r] = get(d_o, no);
+    }
+    cmp("bf16.matmul_fwd", shape, o[0], ref, NULL, o[1], no, 1e-5);
+    { // information: how far the unrounded fp32 product is (shows the operands were rounded), and
+      // whether COMPUTE_32F_FAST_16BF rounds its operands the same way (then its error is ~1e-6)
+        float *ref32 = hv(no);
+        cpu->matmul_fwd(ref32, x, w, N, IC, OC);
+        backend_cuda_bf16_fast_gemm(1);
+        poison_dev(d_o, no);
+        bf->matmul_fwd(d_o, d_x, d_w, N, IC, OC);
+        backend_cuda_bf16_fast_gemm(0);
+        float *of = get(d_o, no);
+        double e1 = 0, e2 = 0, s1 = 0, s2 = 0;
+        for (size_t i = 0; i < no; i++) {
+            e1 += ((double)o[0][i] - ref32[i]) * ((double)o[0][i] - ref32[i]);
+            s1 += (double)ref32[i] * ref32[i];
+            e2 += ((double)of[i] - ref[i]) * ((double)of[i] - ref[i]);
+            s2 += (double)ref[i] * ref[i];
+        }
+        printf("    (info %s: bf16 GEMM vs unrounded fp32 product: rel L2 %.3e; "
+               "COMPUTE_32F_FAST_16BF vs rounded-operand reference: rel L2 %.3e)\n", shape,
+               sqrt(e1 / s1), sqrt(e2 / s2));
+        free(ref32), free(of);
+    }
+    float *d_dx = dev(dx0, ni), *d_dw = dev(dw0, nw);
+    float *gx[2], *gw[2];
+    for (int r = 0; r < 2; r++) {
+        set_dev(d_dx, dx0, ni), set_dev(d_dw, dw0, nw);
+        if (r == 0) bf->matmul_bwd(d_dx, d_dw, d_dy, d_x, d_w, N, IC, OC);
+        else { // one gradient at a time, too
+            bf->matmul_bwd(d_dx, NULL, d_dy, d_x, d_w, N, IC, OC);
+            bf->matmul_bwd(NULL, d_dw, d_dy, d_x, d_w, N, IC, OC);
+        }
+        gx[r] = get(d_dx, ni), gw[r] = get(d_dw, nw);
+    }
+    cmp("bf16.matmul_bwd.dinp", shape, gx[0], dxr, dx0, gx[1], ni, 1e-5);
+    cmp("bf16.matmul_bwd.dw", shape, gw[0], dwr, dw0, gw[1], nw, 1e-5);
+    bf->free(d_x), bf->free(d_w), bf->free(d_dy), bf->free(d_o), bf->free(d_dx), bf->free(d_dw);
+    free(x), free(w), free(dy), free(dx0), free(dw0), free(xr), free(wr), free(dyr), free(ref),
+        free(dxr), free(dwr);
+    for (int r = 0; r < 2; r++) free(o[r]), free(gx[r]), free(gw[r]);
+}
+
+// ---- attention adapters (dense, and sparse over a CPU-built list) ----
+
+// One forward + backward of the table's dense (ix == NULL) or sparse attention vs the CPU on the
+// rounded operands. ig: the list in device memory, ic: the same on the host.
+static void t_attn_common(const char *kind, const char *shape0, const AttnIndex *ic,
+                          const AttnIndex *ig, int B, int T, int H, int KVH, int D, float qscale) {
+    size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KVH * D, nl = (size_t)B * H * T;
+    float *q = hr(nq, qscale), *k = hr(nk, 1), *v = hr(nk, 1), *dy = hr(nq, 1);
+    float *qr = hround(q, nq), *kr = hround(k, nk), *vr = hround(v, nk), *dyr = hround(dy, nq);
+    // references: on the rounded operands (the bf16 kernels), and on the fp32 operands (what the
+    // adapter runs when the bf16 kernel declines the shape: judged against fp32 arithmetic then)
+    float *out = hv(nq), *lse = hv(nl), *out32 = hv(nq), *lse32 = hv(nl);
+    if (ic) cpu->sparse_attention_fwd(out, lse, qr, kr, vr, ic, B, T, H, KVH, D);
+    else cpu->attention_fwd(out, lse, qr, kr, vr, B, T, H, KVH, D);
+    if (ic) cpu->sparse_attention_fwd(out32, lse32, q, k, v, ic, B, T, H, KVH, D);
+    else cpu->attention_fwd(out32, lse32, q, k, v, B, T, H, KVH, D);
+    int fb0 = backend_cuda_bf16_fallbacks();
+    float *d_q = dev(q, nq), *d_k = dev(k, nk), *d_v = dev(v, nk);
+    float *d_o = bf->alloc(nq * 4), *d_l = bf->alloc(nl * 4);
+    float *o[2], *l[2];
+    for (int r = 0; r < 2; r++) {
+        poison_dev(d_o, nq), poison_dev(d_l, nl);
+        if (ig) bf->sparse_attention_fwd(d_o, d_l, d_q, d_k, d_v, ig, B, T, H, KVH, D);
+        else bf->attention_fwd(d_o, d_l, d_q, d_k, d_v, B, T, H, KVH, D);
+        o[r] = get(d_o, nq), l[r] = get(d_l, nl);
+    }
+    char shape[160], op[64];
+    int fb = backend_cuda_bf16_fallbacks() != fb0;
+    snprintf(shape, sizeof shape, "%s%s", shape0, fb ? " (fp32 fallback)" : "");
+    snprintf(op, sizeof op, "bf16.%s_fwd.out", kind);
+    cmp(op, shape, o[0], fb ? out32 : out, NULL, o[1], nq, 1e-2);
+    snprintf(op, sizeof op, "bf16.%s_fwd.lse", kind);
+    cmp(op, shape, l[0], fb ? lse32 : lse, NULL, l[1], nl, 1e-3);
+
+    // backward on both sides from the same out (the reference's, rounded as the bf16 forward
+    // would store it) and lse; gradients start from random values
+    float *outr = hround(out, nq);
+    float *dq0 = hr(nq, 1), *dk0 = hr(nk, 1), *dv0 = hr(nk, 1);
+    float *dqr = hdup(dq0, nq), *dkr = hdup(dk0, nk), *dvr = hdup(dv0, nk);
+    float *dq32 = hdup(dq0, nq), *dk32 = hdup(dk0, nk), *dv32 = hdup(dv0, nk);
+    if (ic) cpu->sparse_attention_bwd(dqr, dkr, dvr, dyr, outr, lse, qr, kr, vr, ic, B, T, H, KVH, D);
+    else cpu->attention_bwd(dqr, dkr, dvr, dyr, outr, lse, qr, kr, vr, B, T, H, KVH, D);
+    if (ic) cpu->sparse_attention_bwd(dq32, dk32, dv32, dy, outr, lse, q, k, v, ic, B, T, H, KVH, D);
+    else cpu->attention_bwd(dq32, dk32, dv32, dy, outr, lse, q, k, v, B, T, H, KVH, D);
+    set_dev(d_o, outr, nq), set_dev(d_l, lse, nl);
+    float *d_dy = dev(dy, nq), *d_dq = dev(dq0, nq), *d_dk = dev(dk0, nk), *d_dv = dev(dv0, nk);
+    float *g[2][3];
+    fb0 = backend_cuda_bf16_fallbacks();
+    for (int r = 0; r < 2; r++) {
+        set_dev(d_dq, dq0, nq), set_dev(d_dk, dk0, nk), set_dev(d_dv, dv0, nk);
+        if (ig) bf->sparse_attention_bwd(d_dq, d_dk, d_dv, d_dy, d_o, d_l, d_q, d_k, d_v, ig, B, T,
+                                         H, KVH, D);
+        else bf->attention_bwd(d_dq, d_dk, d_dv, d_dy, d_o, d_l, d_q, d_k, d_v, B, T, H, KVH, D);
+        g[r][0] = get(d_dq, nq), g[r][1] = get(d_dk, nk), g[r][2] = get(d_dv, nk);
+    }
+    fb = backend_cuda_bf16_fallbacks() != fb0;
+    snprintf(shape, sizeof shape, "%s%s", shape0, fb ? " (fp32 fallback)" : "");
+    const char *gn[3] = {"dq", "dk", "dv"};
+    const float *refs[3] = {dqr, dkr, dvr}, *bases[3] = {dq0, dk0, dv0};
+    if (fb) refs[0] = dq32, refs[1] = dk32, refs[2] = dv32;
+    size_t ns[3] = {nq, nk, nk};
+    for (int i = 0; i < 3; i++) {
+        snprintf(op, sizeof op, "bf16.%s_bwd.%s", kind, gn[i]);
+        cmp(op, shape, g[0][i], refs[i], bases[i], g[1][i], ns[i], 1e-2);
+    }
+    bf->free(d_q), bf->free(d_k), bf->free(d_v), bf->free(d_o), bf->free(d_l), bf->free(d_dy),
+        bf->free(d_dq), bf->free(d_dk), bf->free(d_dv);
+    free(q), free(k), free(v), free(dy), free(qr), free(kr), free(vr), free(dyr), free(out),
+        free(lse), free(out32), free(lse32), free(dq32), free(dk32), free(dv32), free(outr), free(dq0), free(dk0), free(dv0), free(dqr), free(dkr), free(dvr);
+    for (int r = 0; r < 2; r++) {
+        free(o[r]), free(l[r]);
+        for (int i = 0; i < 3; i++) free(g[r][i]);
+    }
+}
+
+static void t_attn(int B, int T, int H, int KVH, int D) {
+    if (!wanted("bf16.attention")) return;
+    char shape[96];
+    snprintf(shape, sizeof shape, "B=%d T=%d H=%d/%d D=%d", B, T, H, KVH, D);
+    t_attn_common("attention", shape, NULL, NULL, B, T, H, KVH, D, 1);
+}
+
+static void t_sparse(const char *name, AttnConfig cfg, int B, int T, int H, int KVH, int D) {
+    if (!wanted("bf16.sparse")) return;
+    AttnDims d;
+    MS_ASSERT(attn_config_check(&cfg, "attention") == 0, "%s", ms_error());
+    MS_ASSERT(attn_dims(&cfg, T, &d) == 0, "%s", ms_error());
+    char shape[128];
+    snprintf(shape, sizeof shape, "%s T=%d H=%d/%d D=%d%s", name, T, H, KVH, D,
+             d.reindex ? " pos" : "");
+    size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KVH * D;
+    size_t ni = (size_t)B * H * d.nblk * d.width, nb = (size_t)B * H * d.nblk;
+    // the list from the CPU's selection on separate random q / k (the list is an input here)
+    float *sq = hr(nq, 1), *sk = hr(nk, 1), *invf = hv(D / 2);
+    for (int i = 0; i < D / 2; i++) invf[i] = (float)pow(10000.0, -2.0 * i / D);
+    AttnIndex ic = {d.qblock, d.nblk, d.region, d.width, d.window, NULL, NULL, NULL, invf, ROPE_HALVES};
+    ic.idx = malloc(sizeof(int) * ni);
+    if (d.reindex) ic.kpos = malloc(sizeof(int) * ni), ic.qpos = malloc(sizeof(int) * nb);
+    cpu->attention_select(&ic, &cfg, sq, sk, B, T, H, KVH, D);
+    AttnIndex ig = ic;
+    float *d_inv = dev(invf, D / 2);
+    ig.inv_freq = d_inv;
+    ig.idx = bf->alloc(sizeof(int) * ni);
+    bf->upload(ig.idx, ic.idx, sizeof(int) * ni);
+    if (d.reindex) {
+        ig.kpos = bf->alloc(sizeof(int) * ni), ig.qpos = bf->alloc(sizeof(int) * nb);
+        bf->upload(ig.kpos, ic.kpos, sizeof(int) * ni);
+        bf->upload(ig.qpos, ic.qpos, sizeof(int) * nb);
+    }
+    t_attn_common("sparse", shape, &ic, &ig, B, T, H, KVH, D, 1);
+    bf->free(d_inv), bf->free(ig.idx);
+    if (d.reindex) bf->free(ig.kpos), bf->free(ig.qpos);
+    free(ic.idx), free(ic.kpos), free(ic.qpos), free(sq), free(sk), free(invf);
+}
+
+static AttnConfig ms_small(int positions) {
+    AttnConfig c = attn_config_default(ATTN_MS);
+    c.w = 8, c.top = 8, c.merge = 2, c.prefix = 16, c.pool = POOL_MEAN, c.score = SCORE_DOT;
+    c.select = SELECT_REGION, c.order = ORDER_RANK, c.positions = positions, c.tail = TAIL_SELECT;
+    return c;
+}
+
+// ---- the model: one step vs the CPU, determinism, training quality vs fp32 CUDA ----
+
+static void tokens(Rng *r, int *tok, int *tgt, int B, int T, int V) {
+    for (int b = 0; b < B; b++) { // mostly "next = prev + 1 mod V" with random restarts
+        int cur = (int)rng_below(r, V);
+        for (int t = 0; t <= T; t++) {
+            int next = rng_uniform(r) < 0.1 ? (int)rng_below(r, V) : (cur + 1) % V;
+            if (t < T) tok[b * T + t] = cur;
+            if (t > 0) tgt[b * T + t - 1] = cur;
+            cur = next;
+        }
+    }
+}
+
+static void t_model_step(const char *name, ModelConfig cfg, int B, int T, const AttnConfig *attn) {
+    if (!wanted("bf16.model")) return;
+    char shape[128];
+    Model mc, mg;
+    MS_ASSERT(model_create(&mc, &cfg, cpu) == 0, "%s", ms_error());
+    MS_ASSERT(model_create(&mg, &cfg, bf) == 0, "%s", ms_error());
+    if (attn) {
+        AttnConfig *per = malloc(sizeof(AttnConfig) * cfg.layers);
+        for (int l = 0; l < cfg.layers; l++) per[l] = *attn;
+        MS_ASSERT(model_set_attention(&mc, per) == 0, "%s", ms_error());
+        MS_ASSERT(model_set_attention(&mg, per) == 0, "%s", ms_error());
+        free(per);
+    }
+    model_init_weights(&mc, 7);
+    model_init_weights(&mg, 7);
+    int N = B * T, *tok = malloc(sizeof(int) * N), *tgt = malloc(sizeof(int) * N);
+    Rng r;
+    rng_seed(&r, 11);
+    tokens(&r, tok, tgt, B, T, cfg.vocab);
+    tgt[3] = -1;
+    model_zero_grad(&mc);
+    model_zero_grad(&mg);
+    int fb0 = backend_cuda_bf16_fallbacks();
+    float lc = model_forward(&mc, tok, tgt, B, T), lg = model_forward(&mg, tok, tgt, B, T);
+    size_t ndiff = 0, nlist = 0;
+    if (attn) { // a data-dependent selection (ms) may pick other regions from the bf16 q / k: a
+                // discrete change, not an error. Judge the numerics on the CPU's lists, held fixed.
+        for (int l = 0; l < cfg.layers; l++) {
+            AttnLayer *ac = &mc.attn[l], *ag = &mg.attn[l];
+            if (!ac->mode) continue;
+            size_t n = (size_t)B * cfg.heads * ac->dims.nblk * ac->dims.width;
+            size_t ni = ac->ix.kpos ? 2 * n : n, nq = (size_t)B * cfg.heads * ac->dims.nblk;
+            int *h = malloc(sizeof(int) * ni);
+            bf->download(h, ag->ix.idx, sizeof(int) * ni);
+            for (size_t i = 0; i < ni; i++) ndiff += h[i] != ac->ix.idx[i];
+            nlist += ni;
+            bf->upload(ag->ix.idx, ac->ix.idx, sizeof(int) * ni);
+            if (ac->ix.qpos) bf->upload(ag->ix.qpos, ac->ix.qpos, sizeof(int) * nq);
+            ag->frozen = 1;
+            free(h);
+        }
+        model_zero_grad(&mg);
+        lg = model_forward(&mg, tok, tgt, B, T);
+    }
+    model_backward(&mc);
+    model_backward(&mg);
+    snprintf(shape, sizeof shape, "%s B=%d T=%d%s", name, B, T,
+             backend_cuda_bf16_fallbacks() != fb0 ? " (fp32 fallback attn)" : "");
+    if (attn)
+        printf("    (selection on the bf16 model's own q / k: %zu of %zu list entries differ from "
+               "the CPU's; below, both run on the CPU's lists)\n", ndiff, nlist);
+    report("bf16.model.loss", shape, fabs((double)lg - lc) / fabs((double)lc), 1e-2, -1);
+    printf("    (loss cpu fp32 %.6f, cuda-bf16 %.6f)\n", lc, lg);
+    for (int i = 0; i < P_COUNT; i++) {
+        size_t n = mc.grads.size[i];
+        if (!n) continue;
+        float *gc = hv(n), *gg = hv(n);
+        cpu->download(gc, mc.grads.t[i], n * sizeof(float));
+        bf->download(gg, mg.grads.t[i], n * sizeof(float));
+        char op[64];
+        snprintf(op, sizeof op, "bf16.model.grad.%s", model_param_names[i]);
+        cmp(op, shape, gg, gc, NULL, NULL, n, 3e-2);
+        free(gc), free(gg);
+    }
+    model_destroy(&mc);
+    model_destroy(&mg);
+    free(tok), free(tgt);
+}
+
+// `steps` AdamW steps on be; losses[steps]; the parameters at the end into params_out (if given).
+// Returns tokens/s over steps 2.. .
+static double train(const Backend *be, ModelConfig cfg, int B, int T, int steps, float *losses,
+                    float *params_out) {
+    Model m;
+    MS_ASSERT(model_create(&m, &cfg, be) == 0, "%s", ms_error());
+    model_init_weights(&m, 3);
+    OptimConfig oc = optim_config_default();
+    oc.steps = steps;
+    oc.warmup = 5;
+    oc.lr = 2e-3f;
+    Optimizer o;
+    optim_create(&o, &oc, &m);
+    int N = B * T, *tok = malloc(sizeof(int) * N), *tgt = malloc(sizeof(int) * N);
+    Rng r;
+    rng_seed(&r, 5);
+    double t0 = 0;
+    for (int s = 0; s < steps; s++) {
+        if (s == 1) t0 = ms_now();
+        tokens(&r, tok, tgt, B, T, cfg.vocab);
+        model_zero_grad(&m);
+        losses[s] = model_forward(&m, tok, tgt, B, T);
+        model_backward(&m);
+        optim_step(&o, &m, s);
+    }
+    float probe;
+    be->download(&probe, m.params.base, sizeof probe); // waits for the device
+    double tps = steps > 1 ? (double)N * (steps - 1) / (ms_now() - t0) : 0;
+    if (params_out) be->download(params_out, m.params.base, m.params.total * sizeof(float));
+    optim_destroy(&o, &m);
+    model_destroy(&m);
+    free(tok), free(tgt);
+    return tps;
+}
+
+static void t_determinism(ModelConfig cfg, int B, int T, int steps) {
+    if (!wanted("bf16.determinism")) return;
+    char shape[96];
+    snprintf(shape, sizeof shape, "dim=%d L=%d B=%d T=%d, %d steps", cfg.dim, cfg.layers, B, T,
+             steps);
+    size_t np = model_num_params(&cfg);
+    float *l1 = hv(steps), *l2 = hv(steps), *p1 = hv(np), *p2 = hv(np);
+    train(bf, cfg, B, T, steps, l1, p1);
+    train(bf, cfg, B, T, steps, l2, p2);
+    report("bf16.determinism.losses", shape, same(l1, l2, steps) ? 0 : INFINITY, 0, -1);
+    report("bf16.determinism.params", shape, same(p1, p2, np) ? 0 : INFINITY, 0, -1);
+    if (!same(l1, l2, steps))
+        for (int s = 0; s < steps; s++)
+            if (memcmp(&l1[s], &l2[s], sizeof(float))) {
+                printf("    first differing loss: step %d (%.9g vs %.9g)\n", s + 1, l1[s], l2[s]);
+                break;
+            }
+    free(l1), free(l2), free(p1), free(p2);
+}
+
+static void t_quality(ModelConfig cfg, int B, int T, int steps) {
+    if (!wanted("bf16.train")) return;
+    char shape[96];
+    snprintf(shape, sizeof shape, "dim=%d L=%d B=%d T=%d, %d steps", cfg.dim, cfg.layers, B, T,
+             steps);
+    float *lb = hv(steps), *lf = hv(steps);
+    double tb = train(bf, cfg, B, T, steps, lb, NULL), tf = train(gpu, cfg, B, T, steps, lf, NULL);
+    int k = steps < 10 ? steps : 10;
+    double mb = 0, mf = 0;
+    for (int s = steps - k; s < steps; s++) mb += lb[s] / k, mf += lf[s] / k;
+    printf("    (losses step 1 / %d: bf16 %.5f / %.5f, fp32 %.5f / %.5f; mean of the last %d: bf16 "
+           "%.5f, fp32 %.5f; tokens/s bf16 %.0f, fp32 %.0f)\n", steps, lb[0], lb[steps - 1], lf[0],
+           lf[steps - 1], k, mb, mf, tb, tf);
+    report("bf16.train.final_loss vs fp32", shape, fabs(mb - mf) / mf, 2e-2, -1);
+    report("bf16.train.loss_ratio last/first", shape, mb / lb[0], 0.5, -1); // it must learn
+    free(lb), free(lf);
+}
+
+// Information, not a check: training-step throughput of gpu_bench.c's ~100M model (dim 768, 12
+// layers, 32k vocabulary, B=8 T=1024) and one GEMM, fp32 table vs bf16 table (and the bf16 table
+// with COMPUTE_32F_FAST_16BF GEMMs).
+static double step_time(const Backend *be, ModelConfig c, int B, int T, int steps) {
+    Model m;
+    MS_ASSERT(model_create(&m, &c, be) == 0, "%s", ms_error());
+    model_init_weights(&m, 1);
+    OptimConfig oc = optim_config_default();
+    oc.steps = steps, oc.warmup = 1;
+    Optimizer o;
+    optim_create(&o, &oc, &m);
+    int N = B * T, *tok = malloc(sizeof(int) * N), *tgt = malloc(sizeof(int) * N);
+    Rng r;
+    rng_seed(&r, 3);
+    for (int i = 0; i < N; i++) tok[i] = (int)rng_below(&r, c.vocab), tgt[i] = (int)rng_below(&r, c.vocab);
+    double t0 = 0;
+    float probe;
+    for (int s = 0; s < steps; s++) {
+        if (s == 2) be->download(&probe, m.params.base, sizeof probe), t0 = ms_now();
+        model_zero_grad(&m);
+        model_forward(&m, tok, tgt, B, T);
+        model_backward(&m);
+        optim_step(&o, &m, s);
+    }
+    be->download(&probe, m.params.base, sizeof probe);
+    double dt = (ms_now() - t0) / (steps - 2);
+    optim_destroy(&o, &m);
+    model_destroy(&m);
+    free(tok), free(tgt);
+    return dt;
+}
+
+static double gemm_time(const Backend *be, int N, int IC, int OC) {
+    float *x = be->alloc((size_t)N * IC * 4), *w = be->alloc((size_t)OC * IC * 4);
+    float *y = be->alloc((size_t)N * OC * 4), *dx = be->alloc((size_t)N * IC * 4);
+    float *dw = be->alloc((size_t)OC * IC * 4), probe;
+    double best = 1e30;
+    for (int rep = 0; rep < 4; rep++) {
+        be->download(&probe, y, sizeof probe);
+        double t0 = ms_now();
+        be->matmul_fwd(y, x, w, N, IC, OC);
+        be->matmul_bwd(dx, dw, y, x, w, N, IC, OC);
+        be->download(&probe, y, sizeof probe);
+        if (rep) best = fmin(best, ms_now() - t0);
+    }
+    be->free(x), be->free(w), be->free(y), be->free(dx), be->free(dw);
+    return best;
+}
+
+static void t_speed(void) {
+    if (!wanted("bf16.speed") || quick) return;
+    ModelConfig big = model_config_default();
+    big.dim = 768, big.layers = 12, big.heads = 12, big.kv_heads = 4, big.ffn = 2048;
+    big.vocab = 32000, big.tied = 0;
+    int B = 8, T = 1024, N = B * T;
+    double f = step_time(gpu, big, B, T, 6), b = step_time(bf, big, B, T, 6);
+    backend_cuda_bf16_fast_gemm(1);
+    double bfast = step_time(bf, big, B, T, 6);
+    double gfast = gemm_time(bf, 8192, 768, 3072);
+    backend_cuda_bf16_fast_gemm(0);
+    double gf = gemm_time(gpu, 8192, 768, 3072), gb = gemm_time(bf, 8192, 768, 3072);
+    double fl = 6.0 * 8192 * 768 * 3072;
+    printf("    (info bf16.speed: 100M model B=%d T=%d: fp32 %.0f, bf16 %.0f, bf16 FAST_16BF GEMMs %.0f "
+           "tokens/s; GEMM 8192x768x3072 fwd+bwd: fp32 %.2f ms (%.0f TFLOP/s), bf16 %.2f ms (%.0f), "
+           "FAST_16BF %.2f ms (%.0f))\n", B, T, N / f, N / b, N / bfast, gf * 1e3, fl / gf / 1e12,
+           gb * 1e3, fl / gb / 1e12, gfast * 1e3, fl / gfast / 1e12);
+}
+
+void t_backend_bf16_all(void) {
+    bf = backend_cuda_bf16(); // every check here is named bf16.* (the lead's filter: "bf16")
+    if (!bf) {
+        report("bf16.backend", ms_error(), INFINITY, 0, -1);
+        return;
+    }
+    printf("-- cuda-bf16 table (cuda/backend_bf16.cu): operands bf16, accumulation fp32; "
+           "err = relative L2 vs CPU fp32 on bf16-rounded operands --\n");
+    t_mm(1, 64, 64);
+    t_mm(37, 200, 300);
+    t_mm(200, 128, 256);
+    if (!quick) t_mm(1000, 512, 1000), t_mm(4096, 768, 2304);
+
+    t_attn(1, 1, 8, 2, 64);
+    t_attn(2, 37, 8, 2, 64);
+    t_attn(1, 200, 8, 2, 128);
+    t_attn(2, 130, 6, 3, 64);
+    t_attn(1, 65, 4, 4, 32); // a head dim the bf16 kernels may not handle: the fallback path
+    if (!quick) t_attn(1, 1000, 8, 2, 128), t_attn(2, 1000, 8, 2, 64);
+
+    t_sparse("ms small", ms_small(POS_TRUE), 2, 203, 4, 2, 64);
+    t_sparse("ms small", ms_small(POS_REINDEXED), 1, 203, 4, 2, 128);
+    AttnConfig mo = attn_config_default(ATTN_MOBA);
+    mo.block = 64, mo.top = 4;
+    t_sparse("moba b64 top4", mo, 1, 1000, 8, 2, 64);
+    AttnConfig wi = attn_config_default(ATTN_WINDOW);
+    wi.window = 100;
+    t_sparse("window 100", wi, 1, 1000, 8, 2, 128);
+
+    ModelConfig a = model_config_default(); // gpu_tests.c's small models
+    a.dim = 128, a.layers = 2, a.heads = 4, a.kv_heads = 2, a.ffn = 352, a.vocab = 256;
+    ModelConfig b = model_config_default();
+    b.dim = 512, b.layers = 2, b.heads = 8, b.kv_heads = 2, b.ffn = 1376, b.vocab = 512;
+    b.tied = 0, b.rope_style = ROPE_HALVES;
+    t_model_step("tied interl D=32", a, 4, 64, NULL);
+    t_model_step("untied halves D=64", b, 3, 100, NULL);
+    AttnConfig msa = ms_small(POS_REINDEXED);
+    t_model_step("ms pos D=64", b, 2, 150, &msa);
+    ModelConfig c = a; // D = 64: the dense bf16 kernel's head dim
+    c.heads = 2, c.kv_heads = 1;
+    if (!quick) {
+        t_determinism(c, 8, 128, 50);
+        t_quality(c, 8, 128, 200);
+    }
+    t_speed();
+}

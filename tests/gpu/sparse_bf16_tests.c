@@ -1,3 +1,439 @@
-// sparse_bf16_tests.c: placeholder until the tests land.
+// sparse_bf16_tests.c: the bf16 block-sparse attention (cuda/sparse_bf16.cu) against the CPU's fp32
+// op on the same bf16-rounded inputs and the same list (filter "bf16").
+//
+// Inputs are random, rounded to bf16 on the host; the list is the CPU's attention_select on the
+// rounded values (as floats); the reference is the CPU's sparse_attention_fwd / bwd (fp32, on the
+// rounded q, k, v, dout and the rounded forward output, with the CPU's lse). The backward's gradients
+// start from zero on the CPU (the bf16 op overwrites). Outputs are poisoned with bf16 NaN (0x7fc0)
+// before each GPU run, and each GPU call runs twice and must repeat its bits.
+// Errors: whole-tensor relative L2 (tol 1e-2) for out, dq, dk, dv; lse max |gpu - ref| / max(|ref|, 1)
+// (tol 1e-4); select_bf16's lists must equal the CPU's (err = differing entries, tol 0).
+// On failure the first bad element is printed: (b, t, h, d), both values, its query block / region.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../../core/attention.h"
+#include "../../core/common.h"
+#include "../../cuda/attn_bf16.h"
+#include "../../cuda/bf16.h"
 #include "gpu_check.h"
-void t_sparse_bf16_all(void) {}
+
+// cuda/sparse_bf16.cu's tuning hook: forward m-tiles per warp (2: 128-row CTAs, the default; 1:
+// 64-row), which backward kernels run (bit 0 dQ, bit 1 dK/dV; 3 both, the default)
+void sparse_bf16_tune(int fwd_mtiles, int bwd_parts);
+
+// host: n random normals * scale, rounded to bf16 (floats and bits)
+static float *rnd_bf16(size_t n, float scale, uint16_t **bits) {
+    float *x = malloc(sizeof(float) * (n ? n : 1));
+    uint16_t *u = malloc(sizeof(uint16_t) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++) {
+        u[i] = bf16_from_f32(scale * rng_normal(&rng));
+        x[i] = bf16_to_f32(u[i]);
+    }
+    *bits = u;
+    return x;
+}
+static uint16_t *dev_bits(const uint16_t *h, size_t n) {
+    uint16_t *d = gpu->alloc(n * 2 + 16);
+    gpu->upload(d, h, n * 2);
+    return d;
+}
+static void poison16(uint16_t *d, size_t n) {
+    uint16_t *h = malloc(n * 2 + 2);
+    for (size_t i = 0; i < n; i++) h[i] = 0x7fc0;
+    gpu->upload(d, h, n * 2);
+    free(h);
+}
+static void poison32(float *d, size_t n) {
+    float *h = malloc(n * 4 + 4);
+    for (size_t i = 0; i < n; i++) h[i] = NAN;
+    gpu->upload(d, h, n * 4);
+    free(h);
+}
+static float *down16(const uint16_t *d, size_t n, uint16_t **bits) {
+    uint16_t *u = malloc(n * 2 + 2);
+    gpu->download(u, d, n * 2);
+    float *x = malloc(n * 4 + 4);
+    for (size_t i = 0; i < n; i++) x[i] = bf16_to_f32(u[i]);
+    *bits = u;
+    return x;
+}
+static float *down32(const float *d, size_t n) {
+    float *x = malloc(n * 4 + 4);
+    gpu->download(x, d, n * 4);
+    return x;
+}
+
+static size_t int_diff_bf16(const int *a, const int *b, size_t n) {
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) k += a[i] != b[i];
+    return k;
+}
+
+static double rel_l2(const float *a, const float *ref, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = (double)a[i] - ref[i];
+        num += e * e, den += (double)ref[i] * ref[i];
+    }
+    return den > 0 ? sqrt(num / den) : (num == 0 ? 0 : INFINITY);
+}
+static double lse_err(const float *a, const float *ref, size_t n) {
+    double w = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - ref[i]) / fmax(fabs((double)ref[i]), 1.0);
+        if (isinf(ref[i]) && a[i] == ref[i]) e = 0;
+        if (!(e <= w)) w = e;
+    }
+    return w;
+}
+
+// First element of a [B, T, NH, D] tensor off by more than 10x the tolerance in units of the
+// tensor's RMS (or NaN), and the worst one.
+static void diag(const char *what, const float *g, const float *r, int B, int T, int NH, int D,
+                 double tol, int blk, const char *blkname) {
+    size_t n = (size_t)B * T * NH * D;
+    double ss = 0;
+    for (size_t i = 0; i < n; i++) ss += (double)r[i] * r[i];
+    double rms = n ? sqrt(ss / n) : 0, worst = -1;
+    size_t first = n, wi = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)g[i] - r[i]) / (rms > 0 ? rms : 1);
+        if (!(e <= 10 * tol) && first == n) first = i;
+        if (!(e <= worst)) worst = e, wi = i;
+    }
+    size_t idx[2] = {first, wi};
+    const char *tag[2] = {"first bad", "worst"};
+    for (int k = 0; k < 2; k++) {
+        size_t i = idx[k];
+        if (i >= n) continue;
+        int d = (int)(i % D), hh = (int)((i / D) % NH), t = (int)((i / D / NH) % T);
+        int b = (int)(i / D / NH / T);
+        printf("    %s %s: (b=%d, t=%d, h=%d, d=%d) gpu %.6g ref %.6g (rms %.3g) %s %d\n", what,
+               tag[k], b, t, hh, d, g[i], r[i], rms, blkname, t / blk);
+    }
+    // rows of the tensor with any bad element: count
+    size_t bad_rows = 0;
+    for (size_t row = 0; row < n / D; row++) {
+        int bad = 0;
+        for (int d = 0; d < D; d++) {
+            size_t i = row * D + d;
+            if (!(fabs((double)g[i] - r[i]) <= 10 * tol * (rms > 0 ? rms : 1))) bad = 1;
+        }
+        bad_rows += bad;
+    }
+    printf("    %s: %zu of %zu rows bad\n", what, bad_rows, n / D);
+}
+
+static void chk(const char *op, const char *shape, const float *g, const float *ref, size_t n,
+                int B, int T, int NH, int D, int blk, const char *blkname, int det) {
+    double e = rel_l2(g, ref, n);
+    report(op, shape, e, 1e-2, det);
+    if (!(e <= 1e-2)) diag(op, g, ref, B, T, NH, D, 1e-2, blk, blkname);
+}
+
+static void t_sb(const char *name, AttnConfig cfg, int B, int T, int H, int KVH, int D) {
+    if (!wanted("sparse_bf16") && !wanted("select_bf16")) return;
+    AttnDims d;
+    MS_ASSERT(attn_config_check(&cfg, "attention") == 0, "%s", ms_error());
+    MS_ASSERT(attn_dims(&cfg, T, &d) == 0, "%s", ms_error());
+    char shape[128];
+    snprintf(shape, sizeof shape, "%s T=%d H=%d/%d D=%d B=%d%s", name, T, H, KVH, D, B,
+             d.reindex ? " pos" : "");
+    size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KVH * D, nl = (size_t)B * H * T;
+    size_t ni = (size_t)B * H * d.nblk * d.width, nb = (size_t)B * H * d.nblk;
+    uint16_t *qb, *kb, *vb;
+    float *q = rnd_bf16(nq, 1, &qb), *k = rnd_bf16(nk, 1, &kb), *v = rnd_bf16(nk, 1, &vb);
+    float *invf = malloc(sizeof(float) * D);
+    for (int i = 0; i < D / 2; i++) invf[i] = (float)pow(10000.0, -2.0 * i / D);
+    AttnIndex ic = {d.qblock, d.nblk, d.region, d.width, d.window, NULL, NULL, NULL, invf, ROPE_HALVES};
+    ic.idx = malloc(sizeof(int) * ni);
+    if (d.reindex) ic.kpos = malloc(sizeof(int) * ni), ic.qpos = malloc(sizeof(int) * nb);
+    cpu->attention_select(&ic, &cfg, q, k, B, T, H, KVH, D);
+
+    uint16_t *d_q = dev_bits(qb, nq), *d_k = dev_bits(kb, nk), *d_v = dev_bits(vb, nk);
+    float *d_inv = gpu->alloc(sizeof(float) * D);
+    gpu->upload(d_inv, invf, sizeof(float) * (D / 2));
+    AttnIndex ig = ic;
+    ig.inv_freq = d_inv;
+    ig.idx = gpu->alloc(sizeof(int) * ni);
+    ig.kpos = d.reindex ? gpu->alloc(sizeof(int) * ni) : NULL;
+    ig.qpos = d.reindex ? gpu->alloc(sizeof(int) * nb) : NULL;
+
+    if (wanted("select_bf16")) {
+        int *h1 = malloc(sizeof(int) * ni), *h2 = malloc(sizeof(int) * ni);
+        int *fill = malloc(sizeof(int) * ni);
+        for (size_t i = 0; i < ni; i++) fill[i] = 0x7eadbeef;
+        size_t bad = 0, again = 0;
+        int rc = 0;
+        for (int rep = 0; rep < 2; rep++) {
+            gpu->upload(ig.idx, fill, sizeof(int) * ni);
+            rc |= select_bf16(&ig, &cfg, d_q, d_k, B, T, H, KVH, D);
+            gpu->download(rep ? h2 : h1, ig.idx, sizeof(int) * ni);
+        }
+        if (rc) {
+            printf("    select_bf16 returned -1\n");
+            bad = ni;
+        } else {
+            bad += int_diff_bf16(h1, ic.idx, ni), again += int_diff_bf16(h1, h2, ni);
+            if (bad) { // first differing entry: (b, h, block, slot)
+                for (size_t i = 0; i < ni; i++)
+                    if (h1[i] != ic.idx[i]) {
+                        size_t l = i / d.width;
+                        printf("    first diff: b=%zu h=%zu block=%zu slot=%zu gpu %d cpu %d\n",
+                               l / d.nblk / H, (l / d.nblk) % H, l % d.nblk, i % d.width, h1[i],
+                               ic.idx[i]);
+                        break;
+                    }
+            }
+            if (d.reindex) {
+                gpu->download(h1, ig.kpos, sizeof(int) * ni);
+                bad += int_diff_bf16(h1, ic.kpos, ni);
+                gpu->download(h1, ig.qpos, sizeof(int) * nb);
+                bad += int_diff_bf16(h1, ic.qpos, nb);
+            }
+        }
+        report("select_bf16.lists", shape, (double)bad, 0, again ? 0 : 1);
+        free(h1), free(h2), free(fill);
+    }
+
+    if (wanted("sparse_bf16")) {
+        gpu->upload(ig.idx, ic.idx, sizeof(int) * ni); // the CPU's list on both sides
+        if (d.reindex) {
+            gpu->upload(ig.kpos, ic.kpos, sizeof(int) * ni);
+            gpu->upload(ig.qpos, ic.qpos, sizeof(int) * nb);
+        }
+        uint16_t *d_out = gpu->alloc(nq * 2 + 16);
+        float *d_lse = gpu->alloc(nl * 4 + 16);
+        if (d.reindex) { // positions inside: not handled, must decline having launched nothing
+            poison16(d_out, nq);
+            int rc = sparse_bf16_fwd(d_out, d_lse, d_q, d_k, d_v, &ig, B, T, H, KVH, D);
+            uint16_t *ob;
+            float *o = down16(d_out, nq, &ob);
+            size_t touched = 0;
+            for (size_t i = 0; i < nq; i++) touched += ob[i] != 0x7fc0;
+            report("sparse_bf16_fwd.pos_declines", shape, rc == -1 ? (double)touched : 1.0, 0, -1);
+            uint16_t *dq = gpu->alloc(nq * 2 + 16), *dk = gpu->alloc(nk * 2 + 16),
+                     *dv = gpu->alloc(nk * 2 + 16);
+            rc = sparse_bf16_bwd(dq, dk, dv, d_out, d_out, d_lse, d_q, d_k, d_v, &ig, B, T, H, KVH, D);
+            report("sparse_bf16_bwd.pos_declines", shape, rc == -1 ? 0.0 : 1.0, 0, -1);
+            gpu->free(dq), gpu->free(dk), gpu->free(dv);
+            free(o), free(ob);
+        } else {
+            float *out = calloc(nq, sizeof(float)), *lse = calloc(nl, sizeof(float));
+            cpu->sparse_attention_fwd(out, lse, q, k, v, &ic, B, T, H, KVH, D);
+            // variant 1: the other tiling: 64-row CTAs, or per-row CTAs for one-row blocks (moba)
+            for (int variant = 0; variant < 2; variant++) {
+                sparse_bf16_tune(variant ? 1 : 2, variant && d.qblock == 1 ? 7 : 3);
+                const char *on = variant ? "sparse_bf16_fwd_alt.out" : "sparse_bf16_fwd.out";
+                const char *ln = variant ? "sparse_bf16_fwd_alt.lse" : "sparse_bf16_fwd.lse";
+                float *o[2], *l[2];
+                uint16_t *ob[2];
+                int rc = 0;
+                for (int rep = 0; rep < 2; rep++) {
+                    poison16(d_out, nq), poison32(d_lse, nl);
+                    rc |= sparse_bf16_fwd(d_out, d_lse, d_q, d_k, d_v, &ig, B, T, H, KVH, D);
+                    o[rep] = down16(d_out, nq, &ob[rep]), l[rep] = down32(d_lse, nl);
+                }
+                if (rc) printf("    sparse_bf16_fwd returned -1\n");
+                int det_o = !memcmp(ob[0], ob[1], nq * 2), det_l = !memcmp(l[0], l[1], nl * 4);
+                chk(on, shape, o[0], out, nq, B, T, H, D, d.qblock, "block", det_o);
+                double el = lse_err(l[0], lse, nl);
+                report(ln, shape, el, 1e-4, det_l);
+                if (!(el <= 1e-4)) {
+                    for (size_t i = 0; i < nl; i++) {
+                        double e = fabs((double)l[0][i] - lse[i]) / fmax(fabs((double)lse[i]), 1.0);
+                        if (!(e <= 1e-4) && !(isinf(lse[i]) && l[0][i] == lse[i])) {
+                            int t = (int)(i % T), h = (int)((i / T) % H), b = (int)(i / T / H);
+                            printf("    lse first bad: (b=%d, h=%d, t=%d) gpu %.7g ref %.7g block %d\n",
+                                   b, h, t, l[0][i], lse[i], t / d.qblock);
+                            break;
+                        }
+                    }
+                }
+                for (int r = 0; r < 2; r++) free(o[r]), free(l[r]), free(ob[r]);
+            }
+            sparse_bf16_tune(2, 3);
+
+            // backward on the rounded forward output and the CPU's lse
+            uint16_t *dyb, *obr = malloc(nq * 2);
+            float *dy = rnd_bf16(nq, 1, &dyb), *outr = malloc(nq * 4);
+            for (size_t i = 0; i < nq; i++) obr[i] = bf16_from_f32(out[i]), outr[i] = bf16_to_f32(obr[i]);
+            float *dqr = calloc(nq, 4), *dkr = calloc(nk, 4), *dvr = calloc(nk, 4);
+            cpu->sparse_attention_bwd(dqr, dkr, dvr, dy, outr, lse, q, k, v, &ic, B, T, H, KVH, D);
+            uint16_t *d_dy = dev_bits(dyb, nq);
+            gpu->upload(d_out, obr, nq * 2);
+            gpu->upload(d_lse, lse, nl * 4);
+            uint16_t *d_dq = gpu->alloc(nq * 2 + 16), *d_dk = gpu->alloc(nk * 2 + 16),
+                     *d_dv = gpu->alloc(nk * 2 + 16);
+            float *g[2][3];
+            uint16_t *gb[2][3];
+            int rc = 0;
+            for (int rep = 0; rep < 2; rep++) {
+                poison16(d_dq, nq), poison16(d_dk, nk), poison16(d_dv, nk);
+                rc |= sparse_bf16_bwd(d_dq, d_dk, d_dv, d_dy, d_out, d_lse, d_q, d_k, d_v, &ig, B,
+                                      T, H, KVH, D);
+                g[rep][0] = down16(d_dq, nq, &gb[rep][0]);
+                g[rep][1] = down16(d_dk, nk, &gb[rep][1]);
+                g[rep][2] = down16(d_dv, nk, &gb[rep][2]);
+            }
+            if (rc) printf("    sparse_bf16_bwd returned -1\n");
+            chk("sparse_bf16_bwd.dq", shape, g[0][0], dqr, nq, B, T, H, D, d.qblock, "block",
+                !memcmp(gb[0][0], gb[1][0], nq * 2));
+            chk("sparse_bf16_bwd.dk", shape, g[0][1], dkr, nk, B, T, KVH, D, d.region,
+                "region", !memcmp(gb[0][1], gb[1][1], nk * 2));
+            chk("sparse_bf16_bwd.dv", shape, g[0][2], dvr, nk, B, T, KVH, D, d.region,
+                "region", !memcmp(gb[0][2], gb[1][2], nk * 2));
+            for (int r = 0; r < 2; r++)
+                for (int i = 0; i < 3; i++) free(g[r][i]), free(gb[r][i]);
+            gpu->free(d_dy), gpu->free(d_dq), gpu->free(d_dk), gpu->free(d_dv);
+            free(out), free(lse), free(dy), free(dyb), free(obr), free(outr), free(dqr), free(dkr),
+                free(dvr);
+        }
+        gpu->free(d_out), gpu->free(d_lse);
+    }
+    gpu->free(d_q), gpu->free(d_k), gpu->free(d_v), gpu->free(d_inv), gpu->free(ig.idx);
+    if (ig.kpos) gpu->free(ig.kpos), gpu->free(ig.qpos);
+    free(ic.idx), free(ic.kpos), free(ic.qpos), free(q), free(k), free(v), free(qb), free(kb),
+        free(vb), free(invf);
+}
+
+static AttnConfig ms_small(int w, int top, int merge, int prefix) {
+    AttnConfig c = attn_config_default(ATTN_MS);
+    c.w = w, c.top = top, c.merge = merge, c.prefix = prefix;
+    return c;
+}
+
+// ---- timing rows (information, always "ok"): the paper config at B=1 H=32 D=128 ----
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+typedef struct {
+    AttnIndex ix;
+    AttnConfig cfg;
+    uint16_t *q, *k, *v, *o, *dy, *dq, *dk, *dv;
+    float *lse;
+    int T, H, D;
+} PerfJob;
+static void pj_sync(PerfJob *j) {
+    float x;
+    gpu->download(&x, j->lse, 4);
+}
+// ms per call of what (0 select, 1 fwd, 2 bwd), median-free mean of reps after one warm-up
+static double pj_time(PerfJob *j, int what, int reps) {
+    double t0 = 0;
+    for (int r = -1; r < reps; r++) {
+        if (r == 0) pj_sync(j), t0 = now_s();
+        if (what == 0) select_bf16(&j->ix, &j->cfg, j->q, j->k, 1, j->T, j->H, j->H, j->D);
+        if (what == 1) sparse_bf16_fwd(j->o, j->lse, j->q, j->k, j->v, &j->ix, 1, j->T, j->H, j->H, j->D);
+        if (what == 2)
+            sparse_bf16_bwd(j->dq, j->dk, j->dv, j->dy, j->o, j->lse, j->q, j->k, j->v, &j->ix, 1,
+                            j->T, j->H, j->H, j->D);
+    }
+    pj_sync(j);
+    return (now_s() - t0) / reps * 1e3;
+}
+
+static void t_sb_perf(const char *name, AttnConfig cfg, int T) {
+    if (!wanted("sparse_bf16_perf")) return;
+    int H = 32, D = 128;
+    AttnDims d;
+    MS_ASSERT(attn_dims(&cfg, T, &d) == 0, "%s", ms_error());
+    size_t nq = (size_t)T * H * D, ni = (size_t)H * d.nblk * d.width;
+    uint16_t *hb = malloc(nq * 2);
+    for (size_t i = 0; i < nq; i++)
+        hb[i] = i < (1u << 22) ? bf16_from_f32(rng_normal(&rng)) : hb[i & ((1u << 22) - 1)];
+    PerfJob j;
+    memset(&j, 0, sizeof j);
+    j.cfg = cfg, j.T = T, j.H = H, j.D = D;
+    j.q = dev_bits(hb, nq), j.v = dev_bits(hb, nq);
+    j.k = gpu->alloc(nq * 2); // k: q shifted by a few rows (not identical to q)
+    gpu->upload(j.k, hb + 12345, (nq - 12345) * 2);
+    j.dy = dev_bits(hb, nq);
+    j.o = gpu->alloc(nq * 2), j.dq = gpu->alloc(nq * 2), j.dk = gpu->alloc(nq * 2);
+    j.dv = gpu->alloc(nq * 2), j.lse = gpu->alloc((size_t)H * T * 4);
+    AttnIndex ix = {d.qblock, d.nblk, d.region, d.width, d.window, NULL, NULL, NULL, NULL, 0};
+    ix.idx = gpu->alloc(ni * 4);
+    j.ix = ix;
+    int reps = T >= 32768 ? 2 : 3;
+    double ts = pj_time(&j, 0, reps);
+    int *hidx = malloc(ni * 4);
+    gpu->download(hidx, j.ix.idx, ni * 4);
+    AttnStats st;
+    attn_count(&cfg, &d, hidx, H, T, &st);
+    free(hidx);
+    double f = 4.0 * st.pairs * D; // forward FLOPs
+    double tf2 = pj_time(&j, 1, reps);
+    sparse_bf16_tune(1, 3);
+    double tf1 = pj_time(&j, 1, reps);
+    sparse_bf16_tune(2, 3);
+    double tb = pj_time(&j, 2, reps);
+    sparse_bf16_tune(2, 1);
+    double tdq = pj_time(&j, 2, reps);
+    sparse_bf16_tune(2, 2);
+    double tdkv = pj_time(&j, 2, reps);
+    sparse_bf16_tune(2, 2 | 8);
+    double tdkv_smem = pj_time(&j, 2, reps); // K / V fragments re-read from shared memory
+    sparse_bf16_tune(2, 0);
+    double tpre = pj_time(&j, 2, reps); // Di + inverse list only
+    sparse_bf16_tune(2, 3);
+    char shape[160];
+    snprintf(shape, sizeof shape, "%s T=%d: sel %.2f fwd %.2f bwd %.2f ms", name, T, ts, tf2, tb);
+    report("sparse_bf16_perf", shape, 0, 0, -1);
+    printf("    %s T=%d H=32 D=128: pairs %.4g (density %.4f); select %.3f ms; fwd %.3f ms (%.1f "
+           "TFLOP/s), fwd 64-row CTAs %.3f ms; bwd %.3f ms (%.1f TFLOP/s at 2.5x): pre (Di, "
+           "inverse list) %.3f, +dQ %.3f, +dK/dV %.3f (K/V from smem: %.3f); total sel+fwd+bwd "
+           "%.3f ms\n",
+           name, T, st.pairs, st.pairs / st.causal_pairs, ts, tf2, f / tf2 * 1e-9, tf1, tb,
+           2.5 * f / tb * 1e-9, tpre, tdq, tdkv, tdkv_smem, ts + tf2 + tb);
+    free(hb);
+    gpu->free(j.q), gpu->free(j.k), gpu->free(j.v), gpu->free(j.dy), gpu->free(j.o);
+    gpu->free(j.dq), gpu->free(j.dk), gpu->free(j.dv), gpu->free(j.lse), gpu->free(j.ix.idx);
+}
+
+void t_sparse_bf16_all(void) {
+    if (!wanted("sparse_bf16") && !wanted("select_bf16")) return;
+    AttnConfig ms = ms_small(16, 32, 8, -1); // prefix top * w = 512, groups of 128 rows
+    t_sb("ms", ms, 1, 1000, 8, 2, 64);
+    t_sb("ms", ms, 1, 1000, 8, 2, 128);
+    AttnConfig s = ms_small(8, 8, 2, 16); // partial groups and regions
+    t_sb("ms w8", s, 2, 203, 4, 2, 64);
+    t_sb("ms w8", s, 1, 150, 4, 4, 128);
+    AttnConfig mo = attn_config_default(ATTN_MOBA);
+    mo.block = 64, mo.top = 4;
+    t_sb("moba b64 top4", mo, 1, 1000, 8, 2, 64);
+    mo.block = 128, mo.top = 3;
+    t_sb("moba b128 top3", mo, 1, 1000, 4, 2, 128);
+    AttnConfig wi = attn_config_default(ATTN_WINDOW);
+    wi.window = 100;
+    t_sb("window 100", wi, 1, 1000, 8, 2, 64);
+    AttnConfig s2 = attn_config_default(ATTN_S2);
+    s2.group = 128, s2.ratio = 0;
+    t_sb("s2 g128", s2, 1, 1000, 8, 2, 128);
+    AttnConfig msp = ms;
+    msp.positions = POS_REINDEXED;
+    t_sb("ms", msp, 1, 1000, 8, 2, 64); // positions inside: -1
+    if (!quick) {
+        t_sb("ms", ms, 1, 4096, 8, 2, 64);
+        t_sb("ms", ms, 1, 4096, 8, 2, 128);
+        AttnConfig big = ms_small(16, 64, 16, -1); // qblock 256, width 64 (4 tiles per list)
+        t_sb("ms w16 top64 m16", big, 2, 3000, 4, 1, 128);
+        wi.window = 512;
+        t_sb("window 512", wi, 1, 4096, 4, 2, 128);
+        mo.block = 128, mo.top = 4;
+        t_sb("moba b128 top4", mo, 1, 4096, 4, 4, 64);
+        AttnConfig paper = attn_config_default(ATTN_MS); // w 16, top 512, merge 128
+        paper.w = 16, paper.top = 512, paper.merge = 128, paper.prefix = -1;
+        t_sb_perf("ms paper", paper, 16384);
+        t_sb_perf("ms paper", paper, 32768);
+        AttnConfig mb = attn_config_default(ATTN_MOBA);
+        mb.block = 128, mb.top = 16384 / 128 / 16;
+        t_sb_perf("moba b128", mb, 16384);
+    }
+}

@@ -1,0 +1,109 @@
+// test_precision.c: the run key `precision` (docs/lua-api.md, docs/cuda.md "Precision"): its
+// defaults (bf16 on cuda, fp32 on cpu), its validation (errors name the script line and the key),
+// and how a run records it (params; config_json only when not fp32, so fp32 hashes stay put).
+// The bf16 numerics themselves are GPU tests (tests/gpu/backend_bf16_tests.c).
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../core/common.h"
+#include "../core/run.h"
+#include "../core/store.h"
+#include "../lua/host.h"
+#include "test.h"
+
+static void write_corpus(const char *dir) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/doc.txt", dir);
+    FILE *f = fopen(path, "w");
+    for (int i = 0; i < 400; i++) fprintf(f, "In the beginning was the word, line %d.\n", i);
+    fclose(f);
+}
+
+// Runs `body` after a corpus `c` (script line 3 is the body's first) and returns lua_host_run's
+// code; *err gets the error text from the script's file name on.
+static int run_script(const char *body, char *err, size_t n, char *db_out, size_t dn) {
+    const char *dir = test_tmpdir();
+    char corpus[512], script[512], text[4096];
+    snprintf(corpus, sizeof corpus, "%s/corpus", dir);
+    mkdir(corpus, 0755);
+    write_corpus(corpus);
+    snprintf(script, sizeof script, "%s/prec.lua", dir);
+    snprintf(db_out, dn, "%s/results.db", dir);
+    snprintf(text, sizeof text,
+             "local ms = require 'mslab'\nlocal c = ms.corpus { path = '%s', cache = '%s/cache' }\n%s",
+             corpus, dir, body);
+    test_write_file(script, text);
+    ms_clear_error();
+    int rc = lua_host_run(script, db_out, 0, NULL);
+    const char *e = ms_error(), *base = strstr(e, "prec.lua:");
+    snprintf(err, n, "%s", base ? base : e);
+    return rc;
+}
+
+TEST(precision_key_validation) {
+    char err[1024], db[512];
+    CHECK(run_script("ms.run { name = 'x', data = c,\n  precision = 'fp16' }\n", err, sizeof err,
+                     db, sizeof db) == 1);
+    CHECK_STR(err, "prec.lua:4: precision: \"fp16\" is not one of \"fp32\", \"bf16\"");
+    CHECK(run_script("ms.run { name = 'x', data = c, device = 'cpu',\n\n  precision = 'bf16' }\n",
+                     err, sizeof err, db, sizeof db) == 1);
+    CHECK_STR(err, "prec.lua:5: precision \"bf16\" needs device \"cuda\" (device \"cpu\" computes "
+                   "in fp32: give precision = \"fp32\" or leave it out)");
+    CHECK(run_script("ms.run { data = c, precision = 16 }\n", err, sizeof err, db, sizeof db) == 1);
+    CHECK_STR(err, "prec.lua:3: precision: expected a string, got number");
+    // the default device (cpu) with bf16 is refused too
+    CHECK(run_script("ms.run { data = c, precision = 'bf16' }\n", err, sizeof err, db, sizeof db) == 1);
+    CHECK(strstr(err, "precision \"bf16\" needs device \"cuda\"") != NULL);
+}
+
+TEST(precision_defaults_and_engine_check) {
+    RunConfig rc;
+    run_config_default(&rc);
+    CHECK(rc.precision == NULL);
+    CHECK_STR(run_precision(&rc), "fp32"); // cpu
+    rc.device = "cuda";
+    CHECK_STR(run_precision(&rc), "bf16"); // cuda's default
+    rc.precision = "fp32";
+    CHECK_STR(run_precision(&rc), "fp32");
+    // the engine's own check (for C callers), before any device is touched
+    run_config_default(&rc);
+    rc.precision = "bf16";
+    CHECK(run_config_check(&rc) != 0);
+    CHECK(strstr(ms_error(), "precision \"bf16\" needs device \"cuda\"") != NULL);
+    rc.precision = "fp8";
+    CHECK(run_config_check(&rc) != 0);
+    CHECK(strstr(ms_error(), "precision \"fp8\"") != NULL);
+    rc.precision = "fp32";
+    CHECK(run_config_check(&rc) == 0);
+    // config_json: fp32 leaves no key (the hashes of fp32 runs stay what they were), bf16 has one
+    run_config_default(&rc);
+    char *j = run_config_json(&rc);
+    CHECK(strstr(j, "precision") == NULL);
+    free(j);
+    rc.device = "cuda";
+    j = run_config_json(&rc);
+    CHECK(strstr(j, "\"device\":\"cuda\",\"precision\":\"bf16\",") != NULL);
+    free(j);
+}
+
+static int first_cb(int n, const char *const *names, const char *const *vals, void *ctx) {
+    (void)names;
+    snprintf(ctx, 256, "%s", n > 0 && vals[0] ? vals[0] : "NULL");
+    return 1;
+}
+
+TEST(precision_recorded_with_the_run) {
+    char err[1024], db[512];
+    CHECK(run_script("local r = ms.run { name = 'p', data = c, precision = 'fp32',\n"
+                     "  model = { dim = 16, layers = 1, heads = 2, ffn = 16 },\n"
+                     "  train = { seq = 16, batch = 2, steps = 2, log_every = 1 } }\n"
+                     "assert(r.status == 'done', r.error)\n",
+                     err, sizeof err, db, sizeof db) == 0);
+    Store *s;
+    CHECK(store_open(&s, db, 1) == 0);
+    char v[256] = "(no row)";
+    CHECK(store_select(s, "SELECT value FROM params WHERE key = 'precision'", first_cb, v) == 0);
+    CHECK_STR(v, "fp32");
+    store_close(s);
+}
