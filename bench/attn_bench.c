@@ -8,6 +8,7 @@
 //   mslab-gpu-bench --attn [--quick] [--max-len N] [--tsv FILE] [--reps R] [--warmup W]
 //                          [--kernels dense,ms,moba,fp32] [--fp32-max N] [--no-mem-probe]
 //                          [--max-call-s S]
+//   (after a lost CUDA context it re-executes itself with --from-len N --skip-kernels K --append)
 //   mslab-gpu-bench --attn --mem-probe N    (internal: MS fwd+bwd peak memory in a fresh process)
 //
 // Every row is printed and appended to the TSV at once (a run cut short keeps what it measured):
@@ -17,6 +18,8 @@
 #include "attn_bench.h"
 
 #include <math.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +38,8 @@ static const Backend *be;
 static FILE *tsv;
 static int reps = 5, warmup = 2;
 static double max_call_s = 8; // a probe call slower than this: the row is skipped (n/a)
-static int dead; // a sticky CUDA error: nothing more can run
+static int dead;            // a sticky CUDA error: nothing more can run in this process
+static char dead_kern[32];  // the kernel that lost the context
 
 static void row(const char *kernel, const char *pass, int N, double ms, double flops,
                 const char *extra) {
@@ -118,26 +122,47 @@ static void f_sp_fb(void *a) {
                              j->f[2], &j->ix, 1, j->N, H, H, D);
 }
 
-// Kernels whose probe call passed the time limit: their later passes and lengths are skipped
-// without another probe (each pass and length only costs more).
-static char slow[32][32];
-static int nslow;
+// Kernels whose probe call passed the time limit, or that aborted: their later passes and lengths
+// are skipped without another try (each pass and length only costs more).
+static struct {
+    char kern[32], why[96];
+} skip[32];
+static int nskip;
 static int unavailable; // the last timed() found the kernel returning -1
+
+static void skip_add(const char *kern, const char *why) {
+    if (nskip < 32) {
+        snprintf(skip[nskip].kern, sizeof skip[0].kern, "%s", kern);
+        snprintf(skip[nskip++].why, sizeof skip[0].why, "%s", why);
+    }
+}
+
+// A kernel that aborts (cudaCheck on a bad launch, an assertion) would end the whole run: while a
+// timed call runs, SIGABRT jumps back to timed() instead, which reports the row and goes on when
+// the CUDA context survived (a launch error does; an error inside a kernel is sticky: dead).
+static sigjmp_buf abort_jmp;
+static volatile sig_atomic_t abort_armed;
+
+static void on_abort(int sig) {
+    if (abort_armed) {
+        abort_armed = 0;
+        siglongjmp(abort_jmp, 1);
+    }
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
 
 // Times fn: one probing call (a -1 return = not available: "n/a"), warm-up, then the median of
 // reps. A call slower than a second gets no further warm-up (the probe warmed it); one slower
 // than --max-call-s marks the kernel too slow (MS at 1M, the length it must run at, gets 30 s).
 // Returns the median ms, 0 for not available, -1 for a CUDA error (*why says which).
-static double timed(CudaTimedFn fn, Job *j, const char *kern, const char **why) {
+static double timed_body(CudaTimedFn fn, Job *j, const char *kern, const char **why) {
     static char msg[160];
     *why = NULL;
     unavailable = 0;
     if (dead) return *why = "skipped after an earlier CUDA error", -1;
-    for (int i = 0; i < nslow; i++)
-        if (!strcmp(slow[i], kern)) {
-            snprintf(msg, sizeof msg, "skipped: too slow at a shorter length or pass (--max-call-s)");
-            return *why = msg, 0;
-        }
+    for (int i = 0; i < nskip; i++)
+        if (!strcmp(skip[i].kern, kern)) return *why = skip[i].why, 0;
     double limit = max_call_s;
     if (!strcmp(kern, "ms-bf16") && j->N >= 1048576 && limit < 30) limit = 30;
     j->rc = 0;
@@ -145,12 +170,13 @@ static double timed(CudaTimedFn fn, Job *j, const char *kern, const char **why) 
     fn(j);
     if (cuda_sync_check()) {
         dead = 1;
+        snprintf(dead_kern, sizeof dead_kern, "%s", kern);
         return *why = cuda_error(), -1;
     }
     if (j->rc) return unavailable = 1, *why = "not available (returns -1)", 0;
     double t1 = ms_now() - t0;
     if (t1 > limit) { // 1 + reps more would take minutes: keep the run's time for the rest
-        if (nslow < 32) snprintf(slow[nslow++], sizeof slow[0], "%s", kern);
+        skip_add(kern, "skipped: too slow at a shorter length or pass (--max-call-s)");
         snprintf(msg, sizeof msg, "too slow: one call took %.1f s (> --max-call-s %.0f)", t1, limit);
         return *why = msg, 0;
     }
@@ -158,9 +184,28 @@ static double timed(CudaTimedFn fn, Job *j, const char *kern, const char **why) 
     double ms = cuda_time_median_ms(fn, j, w > 0 ? w : 0, reps, NULL);
     if (ms < 0) {
         dead = 1;
+        snprintf(dead_kern, sizeof dead_kern, "%s", kern);
         return *why = cuda_error(), -1;
     }
     return ms;
+}
+
+static double timed(CudaTimedFn fn, Job *j, const char *kern, const char **why) {
+    static char msg[200];
+    if (sigsetjmp(abort_jmp, 1)) { // fn aborted: its message is on stderr
+        abort_armed = 0;
+        int sticky = cuda_sync_check(); // clears a launch error; an in-kernel one stays
+        if (sticky) dead = 1, snprintf(dead_kern, sizeof dead_kern, "%s", kern);
+        snprintf(msg, sizeof msg, "aborted at N=%d (the CUDA error / assertion is on stderr)%s",
+                 j->N, sticky ? "; the context is lost" : "");
+        skip_add(kern, "skipped: aborted at a shorter length or pass");
+        fprintf(stderr, "mslab-gpu-bench: %s: %s\n", kern, msg);
+        return *why = msg, -1;
+    }
+    abort_armed = 1;
+    double r = timed_body(fn, j, kern, why);
+    abort_armed = 0;
+    return r;
 }
 
 static void na(const char *kernel, const char *pass, int N, const char *why) {
@@ -360,13 +405,19 @@ static char *run_mem_probe(int N) {
     fflush(NULL);
     FILE *p = popen(cmd, "r");
     if (!p) return NULL;
-    char *res = NULL;
+    char *res = NULL, last[512] = "";
+    int said = 0;
     while (fgets(line, sizeof line, p)) {
         line[strcspn(line, "\n")] = 0;
         if (!strncmp(line, "MEMPROBE peak_bytes=", 20) && !res) res = ms_strdup(line + 9);
-        else if (!strncmp(line, "MEMPROBE ", 9)) printf("# ms-bf16 N=%d memory probe: %s\n", N, line + 9);
+        else if (!strncmp(line, "MEMPROBE ", 9))
+            printf("# ms-bf16 N=%d memory probe: %s\n", N, line + 9), said = 1;
+        else if (*line)
+            snprintf(last, sizeof last, "%s", line);
     }
-    pclose(p);
+    int st = pclose(p);
+    if (!res && !said) // say why (a child that aborted prints its CUDA error last), then measure in-process
+        printf("# ms-bf16 N=%d memory probe failed (status %d)%s%s\n", N, st, *last ? ": " : "", last);
     return res;
 }
 
@@ -471,6 +522,34 @@ out:
     free(mem);
 }
 
+// Re-runs this program (exec: the lost context goes with the process) with the same options for
+// the lengths from `from`, appending to the TSV, the kernel that lost the context skipped. Returns
+// only when exec fails.
+static void restart(int argc, char **argv, int from, const char *skip_list, int restarts) {
+    static char from_s[16], rs[16], skips[512];
+    snprintf(from_s, sizeof from_s, "%d", from);
+    snprintf(rs, sizeof rs, "%d", restarts);
+    snprintf(skips, sizeof skips, "%s%s%s", skip_list, *skip_list ? "," : "", dead_kern);
+    char **nv = ms_calloc((size_t)argc + 12, sizeof *nv);
+    int n = 0;
+    for (int i = 0; i < argc; i++) { // drop the options this call sets again
+        const char *s = argv[i];
+        if (!strcmp(s, "--from-len") || !strcmp(s, "--skip-kernels") || !strcmp(s, "--restarts")) {
+            i++;
+            continue;
+        }
+        if (!strcmp(s, "--append")) continue;
+        nv[n++] = argv[i];
+    }
+    nv[n++] = "--from-len", nv[n++] = from_s, nv[n++] = "--skip-kernels", nv[n++] = skips;
+    nv[n++] = "--restarts", nv[n++] = rs, nv[n++] = "--append", nv[n] = NULL;
+    fflush(NULL);
+    if (tsv) fclose(tsv), tsv = NULL;
+    execv("/proc/self/exe", nv);
+    fprintf(stderr, "mslab-gpu-bench: restart failed: exec /proc/self/exe\n");
+    free(nv);
+}
+
 static int usage(void) {
     fprintf(stderr,
             "usage: mslab-gpu-bench --attn [--quick] [--max-len N] [--tsv FILE] [--reps R]\n"
@@ -482,21 +561,23 @@ static int usage(void) {
 int attn_bench_main(int argc, char **argv, const Backend *backend) {
     be = backend;
     long max_len = 1048576, fp32_max = 16384;
-    int quick = 0, probe = 0, no_probe = 0;
-    const char *tsv_path = NULL, *kernels = "dense,ms,moba,fp32";
+    int quick = 0, probe = 0, no_probe = 0, append = 0;
+    long from_len = 0, restarts = 0;
+    const char *tsv_path = NULL, *kernels = "dense,ms,moba,fp32", *skip_list = "";
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         char *end = NULL;
         long x = 0;
         if (!strcmp(s, "--attn")) continue;
-        if (!strcmp(s, "--quick") || !strcmp(s, "--no-mem-probe")) {
-            *(s[2] == 'q' ? &quick : &no_probe) = 1;
+        if (!strcmp(s, "--quick") || !strcmp(s, "--no-mem-probe") || !strcmp(s, "--append")) {
+            *(s[2] == 'q' ? &quick : s[2] == 'a' ? &append : &no_probe) = 1;
             continue;
         }
         if (!v) return fprintf(stderr, "mslab-gpu-bench: %s needs a value\n", s), usage();
         if (!strcmp(s, "--tsv")) tsv_path = v;
         else if (!strcmp(s, "--kernels")) kernels = v;
+        else if (!strcmp(s, "--skip-kernels")) skip_list = v;
         else if ((x = strtol(v, &end, 10)), *end || end == v || x < 0)
             return fprintf(stderr, "mslab-gpu-bench: %s: \"%s\" is not a count\n", s, v), usage();
         else if (!strcmp(s, "--max-len")) max_len = x;
@@ -505,14 +586,28 @@ int attn_bench_main(int argc, char **argv, const Backend *backend) {
         else if (!strcmp(s, "--fp32-max")) fp32_max = x;
         else if (!strcmp(s, "--mem-probe")) probe = (int)x;
         else if (!strcmp(s, "--max-call-s")) max_call_s = x > 0 ? (double)x : 1e30;
+        else if (!strcmp(s, "--from-len")) from_len = x;
+        else if (!strcmp(s, "--restarts")) restarts = x;
         else return fprintf(stderr, "mslab-gpu-bench: unknown option %s\n", s), usage();
         i++;
     }
     if (probe) return mem_probe(probe);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_abort;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGABRT, &sa, NULL);
     What w = {.mem_probe = !no_probe, .dense = !!strstr(kernels, "dense"), .ms = !!strstr(kernels, "ms"),
               .moba = !!strstr(kernels, "moba"), .fp32 = !!strstr(kernels, "fp32"),
               .fp32_max = (int)fp32_max};
-    if (tsv_path && !(tsv = fopen(tsv_path, "w"))) {
+    for (const char *p = skip_list; *p;) { // kernels that lost the context in an earlier process
+        size_t n = strcspn(p, ",");
+        char k[32];
+        snprintf(k, sizeof k, "%.*s", (int)(n < 31 ? n : 31), p);
+        if (*k) skip_add(k, "skipped: it lost the CUDA context at a shorter length");
+        p += n + (p[n] == ',');
+    }
+    if (tsv_path && !(tsv = fopen(tsv_path, append ? "a" : "w"))) {
         fprintf(stderr, "mslab-gpu-bench: %s: cannot write\n", tsv_path);
         return 1;
     }
@@ -526,13 +621,23 @@ int attn_bench_main(int argc, char **argv, const Backend *backend) {
              "# mslab-gpu-bench --attn: %s; bf16 causal, B=1 H=%d KVH=%d D=%d; median of %d "
              "CUDA-event timings after warm-up (%d); ms/moba include the selection",
              backend_cuda_device_name(), H, H, D, reps, warmup);
-    printf("%s\n", head);
-    printf("%-11s %-7s %8s %11s %9s  %s\n", "kernel", "pass", "N", "ms", "TFLOP/s", "extra");
-    if (tsv) fprintf(tsv, "%s\n# kernel\tpass\tN\tms\ttflops\textra\n", head), fflush(tsv);
+    if (!append) {
+        printf("%s\n", head);
+        printf("%-11s %-7s %8s %11s %9s  %s\n", "kernel", "pass", "N", "ms", "TFLOP/s", "extra");
+        if (tsv) fprintf(tsv, "%s\n# kernel\tpass\tN\tms\ttflops\textra\n", head), fflush(tsv);
+    }
     w.ctx_base = cuda_mem_used();
     double t0 = ms_now();
-    for (int i = 0; i < nlen && !dead; i++)
-        if (lens[i] <= max_len) bench_length(lens[i], &w);
+    for (int i = 0; i < nlen && !dead; i++) {
+        if (lens[i] > max_len || lens[i] < from_len) continue;
+        bench_length(lens[i], &w);
+        int next = i + 1 < nlen && lens[i + 1] <= max_len ? lens[i + 1] : 0;
+        if (dead && next && restarts < 3) { // a fresh process (a new context) for the rest
+            printf("# %s lost the CUDA context at N=%d: restarting for N >= %d without it\n",
+                   dead_kern, lens[i], next);
+            restart(argc, argv, next, skip_list, (int)restarts + 1);
+        }
+    }
     printf("# done in %.0f s%s\n", ms_now() - t0, dead ? " (stopped: CUDA error)" : "");
     if (tsv) fclose(tsv);
     return dead ? 1 : 0;

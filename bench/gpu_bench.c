@@ -3,11 +3,13 @@
 // model. Times are wall clock around synchronising downloads, best of a few repeats.
 //   build/mslab-gpu-bench [--quick]
 //   build/mslab-gpu-bench --attn [...]   the bf16 attention benchmark (bench/attn_bench.c)
+//   build/mslab-gpu-bench --lm [--tsv F] the end-to-end 162M-model training rows (bf16)
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/attention.h"
 #include "../core/common.h"
 #include "../core/model.h"
 #include "../core/optim.h"
@@ -83,10 +85,18 @@ static void bench_matmul(int N, int IC, int OC) {
     be->free(x), be->free(w), be->free(y), be->free(dx), be->free(dw);
 }
 
-static void bench_train(const char *name, ModelConfig c, int B, int T, int steps) {
+// Returns tokens per second; attn = NULL: dense attention in every layer.
+static double bench_train_attn(const char *name, ModelConfig c, int B, int T, int steps,
+                               const AttnConfig *attn) {
     Model m;
     MS_ASSERT(model_create(&m, &c, be) == 0, "%s", ms_error());
     model_init_weights(&m, 1);
+    if (attn) {
+        AttnConfig *cfgs = malloc(sizeof *cfgs * c.layers);
+        for (int l = 0; l < c.layers; l++) cfgs[l] = *attn;
+        MS_ASSERT(model_set_attention(&m, cfgs) == 0, "%s", ms_error());
+        free(cfgs);
+    }
     OptimConfig oc = optim_config_default();
     oc.steps = steps;
     oc.warmup = 1;
@@ -112,11 +122,56 @@ static void bench_train(const char *name, ModelConfig c, int B, int T, int steps
     optim_destroy(&o, &m);
     model_destroy(&m);
     free(tok), free(tgt);
+    return N / dt;
+}
+static void bench_train(const char *name, ModelConfig c, int B, int T, int steps) {
+    bench_train_attn(name, c, B, T, steps, NULL);
+}
+
+// --lm: issue 8's end-to-end rows, the shapes of torch_peers_dense.py's eager PyTorch LM (dim 768,
+// 12 layers, 12 heads, SwiGLU 4*dim, vocab 32000, untied, 162M parameters) on the bf16 backend:
+// dense at T=4096 x 8, and MS attention (w 16, top 512, merge 128) at T=32768 x 1. Random tokens,
+// AdamW, two warm-up steps; rows appended to --tsv FILE as `lm-<attn>-bf16 train T ms_per_step`.
+static int bench_lm(int argc, char **argv) {
+    const char *tsv = NULL;
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--tsv")) tsv = argv[i + 1];
+    if (!(be = backend_cuda_bf16())) {
+        fprintf(stderr, "mslab-gpu-bench: %s\n", ms_error());
+        return 2;
+    }
+    printf("device: %s (precision bf16)\n", backend_cuda_device_name());
+    ModelConfig c = model_config_default();
+    c.dim = 768, c.layers = 12, c.heads = 12, c.kv_heads = 12, c.ffn = 3072, c.vocab = 32000;
+    c.tied = 0;
+    AttnConfig ms = attn_config_default(ATTN_MS);
+    ms.w = 16, ms.top = 512, ms.merge = 128;
+    struct { const char *name; int B, T; const AttnConfig *attn; } rows[] = {
+        {"lm-dense-bf16", 8, 4096, NULL},
+        {"lm-ms-bf16", 1, 32768, &ms},
+        {"lm-dense-bf16", 1, 32768, NULL},
+    };
+    FILE *f = tsv ? fopen(tsv, "a") : NULL;
+    if (tsv && !f) {
+        fprintf(stderr, "mslab-gpu-bench: cannot append to %s\n", tsv);
+        return 1;
+    }
+    for (int i = 0; i < 3; i++) {
+        double tps = bench_train_attn(rows[i].name, c, rows[i].B, rows[i].T, 7, rows[i].attn);
+        if (f)
+            fprintf(f, "%s\ttrain\t%d\t%.4f\tn/a\ttokens_per_s=%.0f;batch=%d;params_m=%.0f\n",
+                    rows[i].name, rows[i].T, 1e3 * rows[i].B * rows[i].T / tps, tps, rows[i].B,
+                    model_num_params(&c) / 1e6);
+    }
+    if (f) fclose(f);
+    return 0;
 }
 
 int main(int argc, char **argv) {
-    int quick = argc > 1 && !strcmp(argv[1], "--quick"), attn = 0;
-    for (int i = 1; i < argc; i++) attn |= !strcmp(argv[i], "--attn");
+    int quick = argc > 1 && !strcmp(argv[1], "--quick"), attn = 0, lm = 0;
+    for (int i = 1; i < argc; i++)
+        attn |= !strcmp(argv[i], "--attn"), lm |= !strcmp(argv[i], "--lm");
+    if (lm) return bench_lm(argc, argv);
     be = backend_cuda();
     if (!be) {
         fprintf(stderr, "mslab-gpu-bench: %s\n", ms_error());

@@ -1,7 +1,8 @@
 #!/bin/sh
 # bench/run.sh: the attention benchmark on a GPU machine, end to end (`make bench`; docs/bench.md).
 #   sh bench/run.sh [OUT]        (default OUT: bench-out)
-# 1. gpu-bundle/mslab-gpu-bench --attn (ours) -> OUT/ours.tsv, OUT/bench.txt; the bundle's binaries
+# 1. gpu-bundle/mslab-gpu-bench --attn, then --lm (ours; LM=0 skips the end-to-end training rows)
+#    -> OUT/ours.tsv, OUT/bench.txt; the bundle's binaries
 #    ($BUNDLE/mslab and $BUNDLE/mslab-gpu-bench) when both are there, else `make` builds them;
 # 2. bench/peers.py (the PyTorch peers in $PEERS, default peers/, else ../shared/bench or
 #    shared/bench) -> OUT/peers.tsv, OUT/peers_*.log;
@@ -42,6 +43,10 @@ else
     echo "== ours: $GB --attn $BENCH_ARGS =="
     # shellcheck disable=SC2086
     timeout "${T_OURS:-1500}" "$GB" --attn $BENCH_ARGS --tsv "$OUT/ours.tsv" 2>&1 | tee "$OUT/bench.txt"
+    if [ "${LM:-1}" != 0 ]; then # end to end: training steps of the peers' 162M LM (LM=0 skips)
+        echo "== ours: $GB --lm =="
+        timeout "${T_LM:-120}" "$GB" --lm --tsv "$OUT/ours.tsv" 2>&1 | tee -a "$OUT/bench.txt"
+    fi
 fi
 [ -s "$OUT/ours.tsv" ] || { echo "bench: no rows in $OUT/ours.tsv (see $OUT/bench.txt)"; exit 1; }
 

@@ -130,6 +130,8 @@ const char *bench_peer_of(const char *kernel) {
     if (n == 5 && !strncmp(kernel, "dense", 5)) return "fa2";
     if (n == 2 && !strncmp(kernel, "ms", 2)) return "torch-ms";
     if (n == 4 && !strncmp(kernel, "moba", 4)) return "flex-moba";
+    // training steps of the 162M LM (mslab-gpu-bench --lm) vs eager PyTorch at the same B x T
+    if (n == 2 && !strncmp(kernel, "lm", 2)) return "torch-eager-lm";
     return NULL;
 }
 

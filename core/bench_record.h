@@ -35,11 +35,13 @@ void bench_table_free(BenchTable *t);
 double bench_extra(const BenchRow *r, const char *key);
 // x FA2 = FA2's time at the row's N and pass / the row's time (fwd rows against FA2 fwd, fwdbwd
 // against FA2 fwdbwd); x peer = the peer's time / the row's time, the peer of a kernel family
-// being dense -> fa2, ms -> torch-ms, moba -> flex-moba, same pass (select too). NAN when either
+// being dense -> fa2, ms -> torch-ms, moba -> flex-moba, lm (training steps of the 162M model,
+// mslab-gpu-bench --lm) -> torch-eager-lm, same pass (select too). NAN when either
 // side is missing or n/a. Both > 1 mean the row is faster.
 double bench_x_fa2(const BenchTable *t, const BenchRow *r);
 double bench_x_peer(const BenchTable *t, const BenchRow *r);
-// "fa2", "torch-ms", "flex-moba" for a kernel of family dense / ms / moba; NULL otherwise.
+// "fa2", "torch-ms", "flex-moba", "torch-eager-lm" for a kernel of family dense / ms / moba / lm;
+// NULL otherwise.
 const char *bench_peer_of(const char *kernel);
 
 typedef struct {

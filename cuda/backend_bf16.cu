@@ -6,7 +6,8 @@
 // cuda_f32_to_bf16), products are accumulated in fp32, results land in the op's fp32 outputs
 // (attention: its out is the bf16 kernel's bf16 out widened, exactly; lse fp32). Backward ops keep
 // ops.h's += convention: the GEMMs add with beta = 1, the attention gradients (which the bf16
-// kernels return in bf16, overwritten) are added into the fp32 gradients.
+// kernels return in bf16, overwritten) are added into the fp32 gradients. The selection
+// (attention_select) scores the bf16-rounded q / k too (select_bf16, else the fp32 op).
 //
 // GEMM choice: operands are converted into bf16 scratch, then cublasGemmEx with CUDA_R_16BF inputs,
 // CUDA_R_32F output, CUBLAS_COMPUTE_32F (tensor cores). The alternative, CUBLAS_COMPUTE_32F_FAST_16BF
@@ -103,9 +104,9 @@ static void bf16_matmul_bwd(float *dinp, float *dw, const float *dout, const flo
 // first such call per op says so on stderr, so a run never silently changes precision.
 
 static void note_fallback(const char *op, int B, int T, int H, int KVH, int D) {
-    static int said[4];
+    static int said[5];
     int i = !strcmp(op, "attention_fwd") ? 0 : !strcmp(op, "attention_bwd") ? 1
-          : !strcmp(op, "sparse_attention_fwd") ? 2 : 3;
+          : !strcmp(op, "sparse_attention_fwd") ? 2 : !strcmp(op, "sparse_attention_bwd") ? 3 : 4;
     n_fallbacks++;
     if (said[i]) return;
     said[i] = 1;
@@ -202,6 +203,22 @@ static void bf16_sparse_bwd(float *dq, float *dk, float *dv, const float *dout, 
     cuda_bf16_add_to_f32(dv, g.v, nk);
 }
 
+// The selection scores bf16 q / k like the attention that follows (select_bf16: the fp32 op's list
+// on the rounded operands, with fast paths for ms mean / dot / region / rank and moba that the fp32
+// op lacks: at merge 128 x top 512 the fp32 selection dominated a training step). Slot E.
+static void bf16_attention_select(AttnIndex *ix, const struct AttnConfig *cfg, const float *q,
+                                  const float *k, int B, int T, int H, int KVH, int D) {
+    size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KVH * D;
+    uint16_t *qb = (uint16_t *)cuda_scratch(SCRATCH_BF16_E, (up128(nq) + up128(nk) + 1) * 2);
+    uint16_t *kb = qb + up128(nq);
+    cuda_f32_to_bf16(qb, q, nq);
+    cuda_f32_to_bf16(kb, k, nk);
+    if (select_bf16(ix, cfg, qb, kb, B, T, H, KVH, D) != 0) {
+        note_fallback("attention_select", B, T, H, KVH, D);
+        cuda_attention_select(ix, cfg, q, k, B, T, H, KVH, D);
+    }
+}
+
 // ---- the table ----
 
 extern "C" const Backend *backend_cuda_bf16(void) {
@@ -216,7 +233,9 @@ extern "C" const Backend *backend_cuda_bf16(void) {
     bf16_table.attention_bwd = bf16_attention_bwd;
     bf16_table.sparse_attention_fwd = bf16_sparse_fwd;
     bf16_table.sparse_attention_bwd = bf16_sparse_bwd;
-    // attention_select (fp32 on the fp32 q / k) and attention_decode (inference) stay fp32
+    const char *sel = getenv("MSLAB_BF16_SELECT"); // "fp32": the fp32 selection on the fp32 q / k
+    if (!(sel && !strcmp(sel, "fp32"))) bf16_table.attention_select = bf16_attention_select;
+    // attention_decode (inference) stays fp32
     const char *m = getenv("MSLAB_BF16_GEMM");
     fast_gemm = m && !strcmp(m, "fast");
     bf16_ready = 1;

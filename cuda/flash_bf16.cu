@@ -23,13 +23,20 @@
 //     with its keys as the M dimension: S^T = K Q^T, P^T, dP^T = V dO^T, dS^T = P^T (dP^T - Di);
 //     then dV += P^T dO and dK += dS^T Q, the C fragments again fed straight back as A
 //     fragments. dK, dV stay in registers for the whole reduction and are written once.
-//   flash_bwd_dq_kernel: CTA = (b, h, 16 NW-query tile); streams the key tiles up to the
-//     diagonal: S, P, dP = dO V^T, dS, dQ += dS K (K via ldmatrix.trans); written once.
+//   flash_bwd_dq_kernel<D, NW, BK, MI>: CTA = (b, h, 16 MI NW-query tile); streams the key tiles
+//     up to the diagonal: S, P, dP = dO V^T, dS, dQ += dS K (K via ldmatrix.trans); written once.
+//     MI = 2 (32 rows per warp, 32-key tiles) as in the forward.
+//   flash_bwd_combo_kernel: the two split kernels in one launch (dK/dV blocks, then dQ blocks,
+//     each heaviest first), so one pass's light tail overlaps the other's heavy start.
 //   flash_bwd_fused_kernel<D, NW, PIPE>: the dK/dV kernel (NW warps x 16 keys, 64-query steps)
 //     that also makes dQ: dS^T to shared memory, dQ partial = dS K by all warps, added into an
 //     fp32 dQ accumulator in strict key-tile order (per-tile counters; comment at the kernel).
 //     5 matmuls instead of the split path's 7. PIPE = 1 defers each step's accumulation by one
-//     step, with the old values cp.async-prefetched, so the ordering costs no stall.
+//     step, with the old values cp.async-prefetched, to take the ordering off the critical path.
+//     Measured (H200, T = 16K): still slower than the split path (34.5 ms vs 28.1; 23.7 with the
+//     ordering removed): these kernels are bound by shared-memory reads (16-key warps re-read the
+//     whole Q / dO tile for each product), and the fused kernel adds the dS round trip and the
+//     accumulator traffic. Kept as tested variants, not the default.
 //   The 1/sqrt(D) of dS is applied once, to dQ and dK at the end.
 // Deterministic: no floating-point atomics. Every output element is accumulated in a fixed order:
 //   by one thread in a fixed loop (mma's internal order is fixed by the hardware), or, for the
@@ -345,18 +352,19 @@ __global__ void flash_bwd_pre(float *Di, const bf16 *dout, const bf16 *out, int 
     }
 }
 
+// bx = b * KVH + kv head, by = key tile (a __device__ body: flash_bwd_combo_kernel runs it too)
 template <int D, int NW, int BQ>
-__global__ void __launch_bounds__(NW * 32, 1)
-flash_bwd_dkdv_kernel(bf16 *dk, bf16 *dv, const bf16 *dout, const float *lse, const float *Di,
-                      const bf16 *q, const bf16 *k, const bf16 *v, int T, int H, int KVH,
-                      float sl2, float scale) {
+__device__ __forceinline__ void dkdv_body(int bx, int by, bf16 *dk, bf16 *dv, const bf16 *dout,
+                                          const float *lse, const float *Di, const bf16 *q,
+                                          const bf16 *k, const bf16 *v, int T, int H, int KVH,
+                                          float sl2, float scale) {
     constexpr int NT = NW * 32, BKV = 16 * NW, DN = D / 8, NN = BQ / 8;
     extern __shared__ __align__(128) unsigned char smem[];
     bf16 *Ks = (bf16 *)smem, *Vs = Ks + BKV * D, *Qs = Vs + BKV * D, *dOs = Qs + 2 * BQ * D;
     float *Ls = (float *)(dOs + 2 * BQ * D), *Ds = Ls + 2 * BQ;
 
-    int b = blockIdx.x / KVH, kvh = blockIdx.x % KVH, G = H / KVH;
-    int k0 = blockIdx.y * BKV; // key tile 0 sees every query: the heaviest, launched first
+    int b = bx / KVH, kvh = bx % KVH, G = H / KVH;
+    int k0 = by * BKV; // key tile 0 sees every query: the heaviest, launched first
     size_t ldq = (size_t)H * D, ldk = (size_t)KVH * D;
     const bf16 *kb = k + (size_t)b * T * ldk + (size_t)kvh * D;
     const bf16 *vb = v + (size_t)b * T * ldk + (size_t)kvh * D;
@@ -724,18 +732,20 @@ flash_bwd_fused_kernel(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *counters
     }
 }
 
+// bx = b * H + h, qtile = query tile (a __device__ body: flash_bwd_combo_kernel runs it too)
 template <int D, int NW, int BK, int MI>
-__global__ void __launch_bounds__(NW * 32, 1)
-flash_bwd_dq_kernel(bf16 *dq, const bf16 *dout, const float *lse, const float *Di, const bf16 *q,
-                    const bf16 *k, const bf16 *v, int T, int H, int KVH, float sl2, float scale) {
+__device__ __forceinline__ void dq_body(int bx, int qtile, bf16 *dq, const bf16 *dout,
+                                        const float *lse, const float *Di, const bf16 *q,
+                                        const bf16 *k, const bf16 *v, int T, int H, int KVH,
+                                        float sl2, float scale) {
     // MI row blocks of 16 per warp: MI = 2 (with 32-key tiles, for registers) halves the K / V
     // shared-memory reads per FLOP, as in the forward.
     constexpr int NT = NW * 32, WR = 16 * MI, BQ = WR * NW, DN = D / 8, NN = BK / 8;
     extern __shared__ __align__(128) unsigned char smem[];
     bf16 *Qs = (bf16 *)smem, *dOs = Qs + BQ * D, *Ks = dOs + BQ * D, *Vs = Ks + 2 * BK * D;
 
-    int b = blockIdx.x / H, h = blockIdx.x % H, kvh = h / (H / KVH);
-    int q0 = (gridDim.y - 1 - blockIdx.y) * BQ;
+    int b = bx / H, h = bx % H, kvh = h / (H / KVH);
+    int q0 = qtile * BQ;
     size_t ldq = (size_t)H * D, ldk = (size_t)KVH * D;
     const bf16 *qb = q + (size_t)b * T * ldq + (size_t)h * D;
     const bf16 *db = dout + (size_t)b * T * ldq + (size_t)h * D;
@@ -867,25 +877,63 @@ flash_bwd_dq_kernel(bf16 *dq, const bf16 *dout, const float *lse, const float *D
         }
 }
 
+template <int D, int NW, int BQ>
+__global__ void __launch_bounds__(NW * 32, 1)
+flash_bwd_dkdv_kernel(bf16 *dk, bf16 *dv, const bf16 *dout, const float *lse, const float *Di,
+                      const bf16 *q, const bf16 *k, const bf16 *v, int T, int H, int KVH,
+                      float sl2, float scale) {
+    dkdv_body<D, NW, BQ>(blockIdx.x, blockIdx.y, dk, dv, dout, lse, Di, q, k, v, T, H, KVH, sl2,
+                         scale);
+}
+template <int D, int NW, int BK, int MI>
+__global__ void __launch_bounds__(NW * 32, 1)
+flash_bwd_dq_kernel(bf16 *dq, const bf16 *dout, const float *lse, const float *Di, const bf16 *q,
+                    const bf16 *k, const bf16 *v, int T, int H, int KVH, float sl2, float scale) {
+    dq_body<D, NW, BK, MI>(blockIdx.x, gridDim.y - 1 - blockIdx.y, // heaviest (latest) first
+                           dq, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale);
+}
+// Both split backward passes in one launch (same block size): the dK/dV blocks first, heaviest
+// first, then the dQ blocks, heaviest first, so the light tail of one overlaps the heavy start of
+// the other instead of each launch draining on its own.
+template <int D, int NW, int BQK, int BKQ, int MIQ>
+__global__ void __launch_bounds__(NW * 32, 1)
+flash_bwd_combo_kernel(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const float *lse,
+                       const float *Di, const bf16 *q, const bf16 *k, const bf16 *v, int B, int T,
+                       int H, int KVH, float sl2, float scale) {
+    int nkt = (T + 16 * NW - 1) / (16 * NW), n1 = B * KVH * nkt;
+    int idx = blockIdx.x;
+    if (idx < n1) {
+        dkdv_body<D, NW, BQK>(idx % (B * KVH), idx / (B * KVH), dk, dv, dout, lse, Di, q, k, v,
+                              T, H, KVH, sl2, scale);
+    } else {
+        int j = idx - n1, nqt = (T + 16 * MIQ * NW - 1) / (16 * MIQ * NW);
+        dq_body<D, NW, BKQ, MIQ>(j % (B * H), nqt - 1 - j / (B * H), dq, dout, lse, Di, q, k, v,
+                                 T, H, KVH, sl2, scale);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // host
 
+// T up to 65535 tiles of 64 rows: the grids put tiles in gridDim.y (<= 65535)
 static int shape_ok(int B, int T, int H, int KVH, int D) {
-    return (D == 64 || D == 128) && B >= 1 && T >= 1 && H >= 1 && KVH >= 1 && H % KVH == 0 &&
-           (size_t)B * H <= 0x7fffffffu;
+    return (D == 64 || D == 128) && B >= 1 && T >= 1 && T <= 65535 * 64 && H >= 1 && KVH >= 1 &&
+           H % KVH == 0 && (size_t)B * H <= 0x7fffffffu;
 }
 
-// Tilings (flash_bf16_tune picks one per kernel, for the tests' benchmark rows; 0 is the default;
-// -1 skips that backward kernel, so its time can be measured alone; not in attn_bf16.h):
-//   forward  {warps (16 query rows each), keys per tile}
-//   dK/dV    {warps (16 keys each), queries per step}
-//   dQ       {warps (16 query rows each), keys per tile}
+// Tilings: flash_bf16_tune (not in attn_bf16.h; the tests use it) picks one per kernel, -1 skips
+// that backward kernel so the other can be timed alone. The cases of fwd_launch / bwd_launch:
+//   forward  <D, warps, keys per tile, row blocks of 16 per warp>
+//   dK/dV    <D, warps (16 keys each), queries per step>; 4..7 fused <D, warps, PIPE>
+//   dQ       <D, warps, keys per tile, row blocks of 16 per warp>; 6, 7: one launch with dK/dV
 // The environment variable MSLAB_FLASH_BF16_TUNE="fwd,dkdv,dq" overrides the defaults (read at
 // the first call), so a benchmark can compare tilings without a rebuild.
-// Defaults from round 1 on the H200 (T = 16K, H = 32, D = 128): forward 4 (4 warps x 32 rows,
-// 64-key tiles) 7.2 ms vs 8.5 for 8 x 16; dK/dV 1 (4 warps x 16 keys, 64-query steps) 15.6 ms vs
-// 17.2; dQ 0 (4 warps x 16 rows, 64-key tiles) 12.6 ms.
-static int tune_fwd = 4, tune_dkdv = 1, tune_dq = 0, tune_env_read = 0;
+// Defaults from the H200 rounds (T = 16K, B = 1, H = KVH = 32, D = 128; each kernel alone):
+// forward 4 (4 warps x 32 rows, 64-key tiles) 7.1 ms (8 x 16 rows: 8.7); dK/dV 1 (4 warps x 16
+// keys, 64-query steps) 15.4 ms (8 warps: 16.9); dQ 4 (4 warps x 32 rows, 32-key tiles) 9.9 ms
+// (16 rows: 11.6). The fused backward (dK/dV 6) 34.2 ms and the one-launch split (dQ 6) 26.7 ms
+// lost to the two launches (~25.3 ms).
+static int tune_fwd = 4, tune_dkdv = 1, tune_dq = 4, tune_env_read = 0;
 extern "C" void flash_bf16_tune(int fwd, int dkdv, int dq) {
     tune_fwd = fwd, tune_dkdv = dkdv, tune_dq = dq, tune_env_read = 1;
 }
@@ -949,6 +997,23 @@ static void dq_run(bf16 *dq, const bf16 *dout, const float *lse, const float *Di
     cudaLaunchCheck();
 }
 
+template <int D, int NW, int BQK, int BKQ, int MIQ>
+static void combo_run(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const float *lse,
+                      const float *Di, const bf16 *q, const bf16 *k, const bf16 *v, int B, int T,
+                      int H, int KVH, float sl2, float scale) {
+    size_t smem_k =
+        sizeof(bf16) * (size_t)(2 * 16 * NW * D + 4 * BQK * D) + sizeof(float) * 4 * BQK;
+    size_t smem_q = sizeof(bf16) * (size_t)(2 * 16 * MIQ * NW * D + 4 * BKQ * D);
+    size_t smem = smem_k > smem_q ? smem_k : smem_q;
+    static bool init = false;
+    if (!init) smem_optin(flash_bwd_combo_kernel<D, NW, BQK, BKQ, MIQ>, smem), init = true;
+    size_t nkt = (T + 16 * NW - 1) / (16 * NW), nqt = (T + 16 * MIQ * NW - 1) / (16 * MIQ * NW);
+    unsigned grid = (unsigned)((size_t)B * KVH * nkt + (size_t)B * H * nqt);
+    flash_bwd_combo_kernel<D, NW, BQK, BKQ, MIQ><<<grid, NW * 32, smem>>>(
+        dq, dk, dv, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale);
+    cudaLaunchCheck();
+}
+
 template <int D, int NW, int PIPE>
 static void fused_run(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const float *lse,
                       const float *Di, float *dqacc, int *counters, const bf16 *q, const bf16 *k,
@@ -998,6 +1063,15 @@ static void bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf1
         }
         return;
     }
+    if (tune_dq >= 6) { // one launch for both passes (dK/dV tiling 1 with a dQ tiling)
+        if (tune_dq == 6)
+            combo_run<D, 4, 64, 32, 2>(dq, dk, dv, dout, lse, Di, q, k, v, B, T, H, KVH, sl2,
+                                       scale);
+        else
+            combo_run<D, 4, 64, 64, 1>(dq, dk, dv, dout, lse, Di, q, k, v, B, T, H, KVH, sl2,
+                                       scale);
+        return;
+    }
     switch (tune_dkdv) {
     case -1: break;
     case 0: dkdv_run<D, 8, 64>(dk, dv, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale); break;
@@ -1012,7 +1086,7 @@ static void bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf1
     case 2: dq_run<D, 4, 32>(dq, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale); break;
     case 3: dq_run<D, 8, 32>(dq, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale); break;
     case 4: dq_run<D, 4, 32, 2>(dq, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale); break;
-    default: dq_run<D, 8, 32, 2>(dq, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale); break;
+    case 5: dq_run<D, 8, 32, 2>(dq, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale); break;
     }
 }
 

@@ -4,14 +4,16 @@
 //
 // Tiling. A CTA is 4 warps. Forward: CTA = (b, h, 128 consecutive rows of one query block), each
 // warp two m-tiles of 16 rows (rows 16w and 64 + 16w), so every K / V fragment read from shared
-// memory feeds two mma (64-row CTAs when the block has <= 64 rows). dQ: the same with 64-row CTAs.
+// memory feeds two mma (64-row CTAs when the block has <= 64 rows). dQ: 128-row CTAs with 32-key
+// tiles (S, dP and dQ of two m-tiles fit the registers), 64-row CTAs for blocks of <= 64 rows.
 // Rows past the block / sequence are zero and never written. Key tiles of 64 keys are packed from
 // the list (several small regions share a tile: 4 regions of w = 16; a region of 128 spans two
 // tiles); only keys the CTA can see are packed (a slot's range is cut at the CTA's last row, and
 // at t0 - window + 1).
 // List walking. Per chunk of up to SCH slots the CTA computes each slot's visible key count and an
-// exclusive scan in shared memory; packed key p then maps to its slot by binary search, so each
-// loader thread finds its own key row with no serial cursor. K/V rows are read THROUGH the list
+// exclusive scan in shared memory; packed key p then maps to its slot by a shift / division while
+// the leading slots are whole regions, else by binary search, so each loader thread finds its own
+// key row with no serial cursor. K/V rows are read THROUGH the list
 // (cp.async 16 B requests into XOR-swizzled rows: conflict-free ldmatrix), never gathered into a
 // copy; two stages, the next tile loading while the current one computes. A warp's m-tile whose
 // keys are all <= its first row (and no window) skips the mask.
@@ -20,9 +22,11 @@
 // from lse, dS = P (dP - Di), dQ = scale dS K, written once (bf16).
 // Inverse list (dK/dV without atomics): for each (b, kv head, region) the (query head of the
 // group, block) entries that list it. Counting pass (integer atomics: exact), exclusive scan (CUB,
-// integers), then a fill in a FIXED order: one CTA per (b, kv head) walks its lists in (head,
-// block) order, the slots of one list in parallel (a list holds a region once, so no two threads
-// touch one cursor), a barrier between lists: each region's entries come out ascending.
+// integers), then a fill in a FIXED order: the (head, block) lists of a (b, kv head) in chunks of
+// L lists; per chunk the region counts, each region's chunk offsets (its start + earlier chunks'
+// counts), then a CTA per chunk walks its lists one after another, the slots of a list in parallel
+// (a list holds a region once, so no two threads touch one cursor): each region's entries come
+// out in ascending (head, block) order, exactly as one serial walk would place them.
 // dK/dV: CTA = (b, kv head, region r, chunk of kg <= 4 key groups of 16 keys of r). Warp w owns
 // key group w / rsplit (rsplit = 4 / kg) and row slice w % rsplit of every 64-row tile: a region
 // of 16 keys (ms, w = 16) keeps all four warps busy on the one list. The CTA walks r's inverse
@@ -39,13 +43,16 @@
 // fixed warp order) in an order fixed by the list alone: two calls give identical bits.
 // Work: forward 2 matmuls per visible (row, key) pair (4 D flops), backward 7 (S and dP are
 // recomputed by dQ and by dK/dV): 9 vs FlashAttention-2's 7 per pair, the price of no atomics.
-// Padding: 64-key tiles per CTA in the forward / dQ; 16-row x 16-key tiles in dK/dV.
+// Padding: 64-key (dQ: 32-key) tiles per CTA in the forward / dQ; 16-row x 16-key in dK/dV.
+// select_bf16: see the selection section below (fast exact paths for ms with the default knobs and
+// for moba; other configs run the fp32 op per (b, kv head)).
 // Not handled (return -1, the caller uses the fp32 ops): D other than 64 / 128, ix->kpos.
 #include <cuda_bf16.h>
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <cub/device/device_scan.cuh>
 
@@ -182,8 +189,8 @@ __device__ int sb_plan(const SbArgs &a, const int *list, int s0, int ns, int t0,
 // key index of packed key p (< total) of the chunk: the last slot s with off[s] <= p
 __device__ __forceinline__ int sb_key(const int *off, const int *lo, int ns, int nfull, int region,
                                       int p) {
-    if (p < nfull * region) { // whole regions: slot p / region
-        int s = p / region;
+    if (p < nfull * region) { // whole regions: slot p / region (a shift for powers of two)
+        int s = (region & (region - 1)) == 0 ? p >> (__ffs(region) - 1) : p / region;
         return lo[s] + p - s * region;
     }
     int l = nfull, h = ns - 1;
@@ -213,13 +220,13 @@ __device__ __forceinline__ void sb_load_rows64(uint32_t tile, const uint16_t *ba
 // 64 mt + 16 w .. +15 of the CTA's 64 MT rows, so each K / V fragment read from shared memory
 // feeds MT mma (the forward uses MT = 2: half the shared-memory traffic per mma).
 
-template <int DM, int MT>
-__device__ __forceinline__ void sb_scores(float (&s)[MT][8][4], uint32_t qtile, int warp,
+template <int DM, int MT, int BN>
+__device__ __forceinline__ void sb_scores(float (&s)[MT][BN / 8][4], uint32_t qtile, int warp,
                                           uint32_t ktile, int lane) {
 #pragma unroll
     for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-        for (int nb = 0; nb < 8; nb++) s[mt][nb][0] = s[mt][nb][1] = s[mt][nb][2] = s[mt][nb][3] = 0.0f;
+        for (int nb = 0; nb < BN / 8; nb++) s[mt][nb][0] = s[mt][nb][1] = s[mt][nb][2] = s[mt][nb][3] = 0.0f;
 #pragma unroll
     for (int kk = 0; kk < DM / 16; kk++) {
         uint32_t af[MT][4];
@@ -227,7 +234,7 @@ __device__ __forceinline__ void sb_scores(float (&s)[MT][8][4], uint32_t qtile, 
         for (int mt = 0; mt < MT; mt++)
             sb_ldsm(af[mt], qtile + sb_off<DM>(mt * 64 + warp * 16 + (lane & 15), 2 * kk + (lane >> 4)));
 #pragma unroll
-        for (int np = 0; np < 4; np++) {
+        for (int np = 0; np < BN / 16; np++) {
             uint32_t bf[4];
             sb_ldsm(bf, ktile + sb_off<DM>(np * 16 + (lane & 7) + ((lane >> 4) << 3),
                                            2 * kk + ((lane >> 3) & 1)));
@@ -241,11 +248,11 @@ __device__ __forceinline__ void sb_scores(float (&s)[MT][8][4], uint32_t qtile, 
 }
 
 // acc[16 x DM] += P[16 x 64] V[64 x DM] per m-tile (P in registers as the scores' layout)
-template <int DM, int MT>
-__device__ __forceinline__ void sb_pv(float (&acc)[MT][DM / 8][4], const float (&p)[MT][8][4],
+template <int DM, int MT, int BN>
+__device__ __forceinline__ void sb_pv(float (&acc)[MT][DM / 8][4], const float (&p)[MT][BN / 8][4],
                                       uint32_t vtile, int lane) {
 #pragma unroll
-    for (int kk = 0; kk < 4; kk++) {
+    for (int kk = 0; kk < BN / 16; kk++) {
         uint32_t af[MT][4];
 #pragma unroll
         for (int mt = 0; mt < MT; mt++) {
@@ -291,18 +298,18 @@ __device__ __forceinline__ int sb_scan01(int f, int *wtot, int *tot) {
 // its key list the union of their lists (ascending), and a per-(region, row) bit masks each row
 // to the regions it lists. Costs the union's tiles for all 64 rows, so it pays when neighbouring
 // rows pick similar blocks (as MoBA's do), and stays within dense cost when they do not.
-template <int DM, int BWD, int MT, bool UN>
+template <int DM, int BWD, int MT, bool UN, int BN>
 __global__ void __launch_bounds__(SB_NT)
 sb_rows_kernel(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v,
                const uint16_t *dout, const float *Di, SbArgs a, int nsub) {
-    constexpr int TILE = SB_BN * DM * 2; // bytes of one 64-row tile
-    constexpr int BM = 64 * MT;          // rows of the CTA
+    constexpr int QT = 64 * DM * 2, KT = BN * DM * 2; // bytes of a 64-row Q tile, a key tile
+    constexpr int BM = 64 * MT;                      // rows of the CTA
     constexpr int MW = BM / 32;          // UN: mask words per region
     extern __shared__ __align__(128) unsigned char sm[];
     // layout: Q (MT tiles) [, dO], stages x (K, V), then ints [, UN: masks, union list]
-    uint32_t qs = sb_smem(sm), dos = qs + MT * TILE, kv0 = qs + (BWD ? 2 : MT) * TILE;
-    int *kj = (int *)(sm + (BWD ? 2 : MT) * TILE + 4 * TILE); // [2][64]
-    int *off = kj + 2 * SB_BN, *lo = off + SB_SCH + 1, *wsum = lo + SB_SCH;
+    uint32_t qs = sb_smem(sm), dos = qs + MT * QT, kv0 = qs + (BWD ? 2 * MT : MT) * QT;
+    int *kj = (int *)(sm + (BWD ? 2 * MT : MT) * QT + 4 * KT); // [2][BN]
+    int *off = kj + 2 * BN, *lo = off + SB_SCH + 1, *wsum = lo + SB_SCH;
     int *misc = wsum + 2 * (SB_NT / 32);
     uint32_t *umask = (uint32_t *)(misc + 4); // [SB_UMAX][MW]
     int *ulist = (int *)(umask + SB_UMAX * MW);
@@ -350,8 +357,10 @@ sb_rows_kernel(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k, 
     const uint16_t *kb = k + ((size_t)b * T * a.KVH + kvh) * D;
     const uint16_t *vb = v + ((size_t)b * T * a.KVH + kvh) * D;
 #pragma unroll
-    for (int mt = 0; mt < MT; mt++) sb_load_rows64<DM>(qs + mt * TILE, qb, ldq, t0 + 64 * mt, t1);
-    if (BWD) sb_load_rows64<DM>(dos, dout + ((size_t)b * T * H + h) * D, ldq, t0, t1);
+    for (int mt = 0; mt < MT; mt++) {
+        sb_load_rows64<DM>(qs + mt * QT, qb, ldq, t0 + 64 * mt, t1);
+        if (BWD) sb_load_rows64<DM>(dos + mt * QT, dout + ((size_t)b * T * H + h) * D, ldq, t0 + 64 * mt, t1);
+    }
     sb_commit();
 
     int g = lane >> 2, cq = lane & 3;
@@ -364,16 +373,20 @@ sb_rows_kernel(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k, 
 #pragma unroll
         for (int i = 0; i < DM / 8; i++) acc[mt][i][0] = acc[mt][i][1] = acc[mt][i][2] = acc[mt][i][3] = 0.0f;
     }
-    float L_a = 0, L_b = 0, D_a = 0, D_b = 0; // backward (MT = 1): lse * log2e and Di
-    if (BWD) {
-        const float *lr = lse + ((size_t)b * H + h) * T, *dr = Di + ((size_t)b * H + h) * T;
-        if (ta[0] < t1) L_a = lr[ta[0]] * 1.4426950408889634f, D_a = dr[ta[0]];
-        if (tb[0] < t1) L_b = lr[tb[0]] * 1.4426950408889634f, D_b = dr[tb[0]];
+    float L_a[MT], L_b[MT], D_a[MT], D_b[MT]; // backward: lse * log2e and Di of the rows
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        L_a[mt] = L_b[mt] = D_a[mt] = D_b[mt] = 0.0f;
+        if (BWD) {
+            const float *lr = lse + ((size_t)b * H + h) * T, *dr = Di + ((size_t)b * H + h) * T;
+            if (ta[mt] < t1) L_a[mt] = lr[ta[mt]] * 1.4426950408889634f, D_a[mt] = dr[ta[mt]];
+            if (tb[mt] < t1) L_b[mt] = lr[tb[mt]] * 1.4426950408889634f, D_b[mt] = dr[tb[mt]];
+        }
     }
     const float sl2 = a.scale_log2;
-    // loader role: thread -> key row p of the tile, half of its chunks
-    constexpr int CPR = DM / 8;
-    int lp = tid >> 1, lh = tid & 1;
+    // loader role: thread -> key row p of the tile, a share of its chunks
+    constexpr int CPR = DM / 8, TPR = SB_NT / BN;
+    int lp = tid / TPR, lh = tid % TPR;
 
     for (int s0 = 0; s0 < width; s0 += SB_SCH) {
         int ns = min(SB_SCH, width - s0);
@@ -381,16 +394,16 @@ sb_rows_kernel(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k, 
         __syncthreads(); // previous chunk's users of off / lo / kv stages are done
         int total = sb_plan(a, list, s0, ns, t0, t1, off, lo, wsum, misc);
         int nfull = misc[0];
-        int ntile = (total + SB_BN - 1) / SB_BN;
+        int ntile = (total + BN - 1) / BN;
         auto issue = [&](int tile, int st) {
-            int p = tile * SB_BN + lp;
+            int p = tile * BN + lp;
             bool ok = p < total;
             int j = ok ? sb_key(off, lo, ns, nfull, a.region, p) : 0;
-            if (lh == 0) kj[st * SB_BN + lp] = ok ? j : INT_MAX;
-            uint32_t kt = kv0 + st * 2 * TILE, vt = kt + TILE;
+            if (lh == 0) kj[st * BN + lp] = ok ? j : INT_MAX;
+            uint32_t kt = kv0 + st * 2 * KT, vt = kt + KT;
             const uint16_t *kr = kb + (size_t)j * ldk, *vr = vb + (size_t)j * ldk;
 #pragma unroll
-            for (int ch = lh * CPR / 2; ch < (lh + 1) * CPR / 2; ch++) {
+            for (int ch = lh * CPR / TPR; ch < (lh + 1) * CPR / TPR; ch++) {
                 sb_cp16(kt + sb_off<DM>(lp, ch), kr + ch * 8, ok);
                 sb_cp16(vt + sb_off<DM>(lp, ch), vr + ch * 8, ok);
             }
@@ -403,11 +416,11 @@ sb_rows_kernel(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k, 
             sb_commit();
             sb_wait<1>();
             __syncthreads();
-            uint32_t kt = kv0 + st * 2 * TILE, vt = kt + TILE;
-            const int *kjs = kj + st * SB_BN;
-            int k0 = kjs[lane], k1 = kjs[lane + 32];
-            float s[MT][8][4];
-            sb_scores<DM, MT>(s, qs, warp, kt, lane);
+            uint32_t kt = kv0 + st * 2 * KT, vt = kt + KT;
+            const int *kjs = kj + st * BN;
+            int k0 = kjs[lane % BN], k1 = kjs[(lane + 32) % BN];
+            float s[MT][BN / 8][4];
+            sb_scores<DM, MT, BN>(s, qs, warp, kt, lane);
 #pragma unroll
             for (int mt = 0; mt < MT; mt++) {
                 int tw0 = t0 + 64 * mt + warp * 16; // the m-tile's first row
@@ -416,7 +429,7 @@ sb_rows_kernel(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k, 
                 if (__any_sync(0xffffffffu, need)) {
                     int ra = ta[mt] - t0, rb = tb[mt] - t0; // UN: the rows' bits
 #pragma unroll
-                    for (int nb = 0; nb < 8; nb++)
+                    for (int nb = 0; nb < BN / 8; nb++)
 #pragma unroll
                         for (int e2 = 0; e2 < 2; e2++) {
                             int j = kjs[nb * 8 + 2 * cq + e2];
@@ -437,7 +450,7 @@ sb_rows_kernel(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k, 
                 for (int mt = 0; mt < MT; mt++) {
                     float mx_a = -INFINITY, mx_b = -INFINITY;
 #pragma unroll
-                    for (int nb = 0; nb < 8; nb++) {
+                    for (int nb = 0; nb < BN / 8; nb++) {
                         s[mt][nb][0] *= sl2, s[mt][nb][1] *= sl2, s[mt][nb][2] *= sl2, s[mt][nb][3] *= sl2;
                         mx_a = fmaxf(mx_a, fmaxf(s[mt][nb][0], s[mt][nb][1]));
                         mx_b = fmaxf(mx_b, fmaxf(s[mt][nb][2], s[mt][nb][3]));
@@ -452,7 +465,7 @@ sb_rows_kernel(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k, 
                     float al_a = sb_ex2(m_a[mt] - base_a), al_b = sb_ex2(m_b[mt] - base_b);
                     float sum_a = 0.0f, sum_b = 0.0f;
 #pragma unroll
-                    for (int nb = 0; nb < 8; nb++) {
+                    for (int nb = 0; nb < BN / 8; nb++) {
                         s[mt][nb][0] = sb_ex2(s[mt][nb][0] - base_a), s[mt][nb][1] = sb_ex2(s[mt][nb][1] - base_a);
                         s[mt][nb][2] = sb_ex2(s[mt][nb][2] - base_b), s[mt][nb][3] = sb_ex2(s[mt][nb][3] - base_b);
                         sum_a += s[mt][nb][0] + s[mt][nb][1];
@@ -464,18 +477,20 @@ sb_rows_kernel(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k, 
                     for (int i = 0; i < DM / 8; i++)
                         acc[mt][i][0] *= al_a, acc[mt][i][1] *= al_a, acc[mt][i][2] *= al_b, acc[mt][i][3] *= al_b;
                 }
-                sb_pv<DM, MT>(acc, s, vt, lane);
+                sb_pv<DM, MT, BN>(acc, s, vt, lane);
             } else {
-                float dp[MT][8][4];
-                sb_scores<DM, MT>(dp, dos, warp, vt, lane);
+                float dp[MT][BN / 8][4];
+                sb_scores<DM, MT, BN>(dp, dos, warp, vt, lane);
 #pragma unroll
-                for (int nb = 0; nb < 8; nb++) {
-                    s[0][nb][0] = sb_ex2(s[0][nb][0] * sl2 - L_a) * (dp[0][nb][0] - D_a);
-                    s[0][nb][1] = sb_ex2(s[0][nb][1] * sl2 - L_a) * (dp[0][nb][1] - D_a);
-                    s[0][nb][2] = sb_ex2(s[0][nb][2] * sl2 - L_b) * (dp[0][nb][2] - D_b);
-                    s[0][nb][3] = sb_ex2(s[0][nb][3] * sl2 - L_b) * (dp[0][nb][3] - D_b);
-                }
-                sb_pv<DM, MT>(acc, s, kt, lane); // dQ += dS K (K read as the "V" operand)
+                for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                    for (int nb = 0; nb < BN / 8; nb++) {
+                        s[mt][nb][0] = sb_ex2(fmaf(s[mt][nb][0], sl2, -L_a[mt])) * (dp[mt][nb][0] - D_a[mt]);
+                        s[mt][nb][1] = sb_ex2(fmaf(s[mt][nb][1], sl2, -L_a[mt])) * (dp[mt][nb][1] - D_a[mt]);
+                        s[mt][nb][2] = sb_ex2(fmaf(s[mt][nb][2], sl2, -L_b[mt])) * (dp[mt][nb][2] - D_b[mt]);
+                        s[mt][nb][3] = sb_ex2(fmaf(s[mt][nb][3], sl2, -L_b[mt])) * (dp[mt][nb][3] - D_b[mt]);
+                    }
+                sb_pv<DM, MT, BN>(acc, s, kt, lane); // dQ += dS K (K read as the "V" operand)
             }
             __syncthreads(); // stage st is free for the load two tiles on
         }
@@ -554,22 +569,48 @@ __global__ void sb_count_kernel(int *count, const int *idx, int B, int H, int KV
     }
 }
 
-// Fills the inverse list in (head of the group, block) order: one CTA per (b, kv head), the lists
-// one after another, the slots of a list in parallel. cursor starts as the scan's offsets.
-__global__ void sb_fill_kernel(int *inv, int *cursor, const int *idx, int H, int KVH, int nblk,
-                               int width, int nreg) {
-    int b = blockIdx.x / KVH, kvh = blockIdx.x % KVH, G = H / KVH;
-    int *cur = cursor + ((size_t)b * KVH + kvh) * nreg;
-    for (int hg = 0; hg < G; hg++) {
-        int h = kvh * G + hg;
-        for (int c = 0; c < nblk; c++) {
-            const int *list = idx + (((size_t)b * H + h) * nblk + c) * width;
-            for (int s = threadIdx.x; s < width; s += blockDim.x) {
-                int r = list[s];
-                if (r >= 0 && r < nreg) inv[cur[r]++] = hg * nblk + c;
-            }
-            __syncthreads();
+// The fill in (head of the group, block) order, cut into chunks of L consecutive lists of a (b, kv
+// head) so that chunks run in parallel: per-chunk region counts (integer atomics), each region's
+// chunk offsets = its start + the counts of the earlier chunks (one thread per region, chunks in
+// order), then each chunk's CTA walks its lists one after another (slots in parallel, a barrier
+// between lists) from its own cursors. Same positions as one walk over all the lists.
+__global__ void sb_chunk_count(int *ccnt, const int *idx, int H, int KVH, int nblk, int width,
+                               int nreg, int L, int nchunk) {
+    int ch = blockIdx.x, bk = blockIdx.y, b = bk / KVH, kvh = bk % KVH, G = H / KVH;
+    int l0 = ch * L, l1 = min(G * nblk, l0 + L);
+    int *cc = ccnt + ((size_t)bk * nchunk + ch) * nreg;
+    for (size_t e = threadIdx.x; e < (size_t)(l1 - l0) * width; e += blockDim.x) {
+        int l = l0 + (int)(e / width), s = (int)(e % width), hg = l / nblk, c = l % nblk;
+        int r = idx[(((size_t)b * H + kvh * G + hg) * nblk + c) * width + s];
+        if (r >= 0 && r < nreg) atomicAdd(cc + r, 1);
+    }
+}
+__global__ void sb_chunk_scan(int *ccnt, const int *start, size_t nbkt, int nreg, int nchunk) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < nbkt;
+         i += (size_t)gridDim.x * blockDim.x) {
+        size_t bk = i / nreg, r = i % nreg;
+        int run = start[i];
+        for (int ch = 0; ch < nchunk; ch++) {
+            int *p = ccnt + (bk * nchunk + ch) * nreg + r;
+            int t = *p;
+            *p = run;
+            run += t;
         }
+    }
+}
+__global__ void sb_chunk_fill(int *inv, int *ccnt, const int *idx, int H, int KVH, int nblk,
+                              int width, int nreg, int L, int nchunk) {
+    int ch = blockIdx.x, bk = blockIdx.y, b = bk / KVH, kvh = bk % KVH, G = H / KVH;
+    int l0 = ch * L, l1 = min(G * nblk, l0 + L);
+    int *cur = ccnt + ((size_t)bk * nchunk + ch) * nreg;
+    for (int l = l0; l < l1; l++) {
+        int hg = l / nblk, c = l % nblk;
+        const int *list = idx + (((size_t)b * H + kvh * G + hg) * nblk + c) * width;
+        for (int s = threadIdx.x; s < width; s += blockDim.x) {
+            int r = list[s];
+            if (r >= 0 && r < nreg) inv[cur[r]++] = hg * nblk + c;
+        }
+        __syncthreads();
     }
 }
 
@@ -873,9 +914,9 @@ static SbArgs sb_args(const AttnIndex *ix, int B, int T, int H, int KVH, int D) 
     return a;
 }
 
-static size_t rows_smem(int DM, int bwd, int MT, bool un) {
-    return (size_t)(bwd ? 2 : MT) * SB_BN * DM * 2 + 4 * (size_t)SB_BN * DM * 2 +
-           sizeof(int) * (2 * SB_BN + 2 * SB_SCH + 1 + 2 * (SB_NT / 32) + 4) +
+static size_t rows_smem(int DM, int bwd, int MT, bool un, int BN) {
+    return (size_t)(bwd ? 2 * MT : MT) * 64 * DM * 2 + 4 * (size_t)BN * DM * 2 +
+           sizeof(int) * (2 * BN + 2 * SB_SCH + 1 + 2 * (SB_NT / 32) + 4) +
            (un ? sizeof(int) * SB_UMAX * (2 * MT + 1) : 0);
 }
 static size_t dkv_smem(int DM, int kg) {
@@ -885,28 +926,29 @@ static size_t dkv_smem(int DM, int kg) {
 // Tuning / timing hook (not in attn_bf16.h; the tests use it): forward m-tiles per warp (2 =
 // 128-row CTAs, the default; 1 = 64-row CTAs), and which backward kernels run (bit 0: dQ, bit 1:
 // dK/dV; 3 = both, the default; the others only for timing one kernel alone).
-static int sb_fwd_mt = 2, sb_bwd_parts = 3, sb_union_on = 1, sb_kv_regs = 1;
+static int sb_fwd_mt = 2, sb_bwd_parts = 3, sb_union_on = 1, sb_kv_regs = 1, sb_dq_mt2 = 1;
 extern "C" void sparse_bf16_tune(int fwd_mtiles, int bwd_parts) {
     sb_fwd_mt = fwd_mtiles == 1 ? 1 : 2;
     sb_bwd_parts = bwd_parts & 3;
     sb_union_on = !(bwd_parts & 4); // bit 2: per-row CTAs for one-row blocks (comparison)
     sb_kv_regs = !(bwd_parts & 8); // bit 3: D = 128 dK/dV re-reads K / V fragments from smem
+    sb_dq_mt2 = !(bwd_parts & 16); // bit 4: dQ with 64-row CTAs and 64-key tiles
 }
 
-template <int DM, int BWD, int MT, bool UN>
+template <int DM, int BWD, int MT, bool UN, int BN = 64>
 static void launch_rows(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k,
                         const uint16_t *v, const uint16_t *dout, const float *Di, const SbArgs &a) {
-    size_t smem = rows_smem(DM, BWD, MT, UN);
+    size_t smem = rows_smem(DM, BWD, MT, UN, BN);
     static bool attr = false;
     if (!attr) {
-        cudaCheck(cudaFuncSetAttribute(sb_rows_kernel<DM, BWD, MT, UN>,
+        cudaCheck(cudaFuncSetAttribute(sb_rows_kernel<DM, BWD, MT, UN, BN>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         attr = true;
     }
     int nsub = (a.qblock + 64 * MT - 1) / (64 * MT);
     size_t nx = UN ? (a.T + 64 * MT - 1) / (64 * MT) : (size_t)a.nblk * nsub;
     dim3 grid((unsigned)nx, (unsigned)(a.B * a.H));
-    sb_rows_kernel<DM, BWD, MT, UN><<<grid, SB_NT, smem>>>(out, lse, q, k, v, dout, Di, a, nsub);
+    sb_rows_kernel<DM, BWD, MT, UN, BN><<<grid, SB_NT, smem>>>(out, lse, q, k, v, dout, Di, a, nsub);
     cudaLaunchCheck();
 }
 
@@ -967,7 +1009,12 @@ extern "C" int sparse_bf16_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const u
                                             (int)nbkt));
     MS_ASSERT(nent < (size_t)INT_MAX, "sparse_bf16_bwd: index list of %zu entries", nent);
     size_t o_di = 0, o_cnt = align256(o_di + nrow * 4), o_start = align256(o_cnt + nbkt * 4);
-    size_t o_cur = align256(o_start + nbkt * 4), o_inv = align256(o_cur + nbkt * 4);
+    // chunks of L lists for the fill, L doubled until the per-chunk counts stay <= 16M ints
+    int nlists = (H / KVH) * ix->nblk, L = 64;
+    while ((size_t)B * KVH * ((nlists + L - 1) / L) * nreg > ((size_t)16 << 20) && L < nlists) L *= 2;
+    int nchunk = (nlists + L - 1) / L;
+    size_t nccnt = (size_t)B * KVH * nchunk * nreg;
+    size_t o_cur = align256(o_start + nbkt * 4), o_inv = align256(o_cur + nccnt * 4);
     size_t o_tmp = align256(o_inv + nent * 4), total = o_tmp + scan_bytes + 256;
     char *scr = (char *)cuda_scratch(SCRATCH_SPARSE_BF16, total);
     float *Di = (float *)(scr + o_di);
@@ -980,8 +1027,13 @@ extern "C" int sparse_bf16_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const u
     sb_count_kernel<<<grid_for(nent, 256), 256>>>(cnt, ix->idx, B, H, KVH, ix->nblk, ix->width, nreg);
     cudaLaunchCheck();
     cudaCheck(cub::DeviceScan::ExclusiveSum(scr + o_tmp, scan_bytes, cnt, start, (int)nbkt));
-    cudaCheck(cudaMemcpyAsync(cur, start, nbkt * 4, cudaMemcpyDeviceToDevice));
-    sb_fill_kernel<<<B * KVH, 512>>>(inv, cur, ix->idx, H, KVH, ix->nblk, ix->width, nreg);
+    cudaCheck(cudaMemsetAsync(cur, 0, nccnt * 4));
+    dim3 gch((unsigned)nchunk, (unsigned)(B * KVH));
+    sb_chunk_count<<<gch, 256>>>(cur, ix->idx, H, KVH, ix->nblk, ix->width, nreg, L, nchunk);
+    cudaLaunchCheck();
+    sb_chunk_scan<<<grid_for(nbkt, 256), 256>>>(cur, start, nbkt, nreg, nchunk);
+    cudaLaunchCheck();
+    sb_chunk_fill<<<gch, 256>>>(inv, cur, ix->idx, H, KVH, ix->nblk, ix->width, nreg, L, nchunk);
     cudaLaunchCheck();
 
     SbInv iv;
@@ -992,11 +1044,13 @@ extern "C" int sparse_bf16_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const u
     iv.cpr = (iv.gpr + iv.kg - 1) / iv.kg;
     if (D == 64) {
         if ((sb_bwd_parts & 1) && sb_union(a)) launch_rows<64, 1, 1, true>(dq, (float *)lse, q, k, v, dout, Di, a);
+        else if ((sb_bwd_parts & 1) && sb_dq_mt2 && a.qblock > 64) launch_rows<64, 1, 2, false, 32>(dq, (float *)lse, q, k, v, dout, Di, a);
         else if (sb_bwd_parts & 1) launch_rows<64, 1, 1, false>(dq, (float *)lse, q, k, v, dout, Di, a);
         if ((sb_bwd_parts & 2) && a.qblock == 1) launch_dkv<64, true, true>(dk, dv, q, k, v, dout, lse, Di, a, iv);
         else if (sb_bwd_parts & 2) launch_dkv<64, false, true>(dk, dv, q, k, v, dout, lse, Di, a, iv);
     } else {
         if ((sb_bwd_parts & 1) && sb_union(a)) launch_rows<128, 1, 1, true>(dq, (float *)lse, q, k, v, dout, Di, a);
+        else if ((sb_bwd_parts & 1) && sb_dq_mt2 && a.qblock > 64) launch_rows<128, 1, 2, false, 32>(dq, (float *)lse, q, k, v, dout, Di, a);
         else if (sb_bwd_parts & 1) launch_rows<128, 1, 1, false>(dq, (float *)lse, q, k, v, dout, Di, a);
         if ((sb_bwd_parts & 2) && a.qblock == 1) launch_dkv<128, true, true>(dk, dv, q, k, v, dout, lse, Di, a, iv);
         else if ((sb_bwd_parts & 2) && sb_kv_regs) launch_dkv<128, false, true>(dk, dv, q, k, v, dout, lse, Di, a, iv);
@@ -1033,9 +1087,12 @@ struct FsArgs {
     int *fpos;  // [gridDim, N] first scan positions, INT_MAX between lists
     const FsUnit *units;
     int B, T, H, KVH, D, N, w, M, S, W, nblk, first, last_dense, lg, Gq;
+    int NK;      // key regions (kbar rows per kv head): N for ms, blocks for moba
+    int moba_bs; // moba: block size (members are rows, eligible = own block); 0 for ms
 };
 
 __device__ __forceinline__ int fs_elig(const FsArgs &a, int c, int g) { // attn_ms_eligible
+    if (a.moba_bs) return g / a.moba_bs; // moba: the strictly past blocks
     int g0 = c * a.M, local0 = g0 - (a.lg - 1) * a.M;
     int e = min(g - a.M + 1, local0);
     return e > 0 ? e : 0;
@@ -1086,7 +1143,7 @@ __global__ void __launch_bounds__(FS_NT) fs_scores(FsArgs a, int tiles_per_cta) 
         }
         qs[d][mm] = acc;
     }
-    const double *kb = a.kbar + ((size_t)U.b * a.KVH + U.h / (a.H / a.KVH)) * a.N * DM;
+    const double *kb = a.kbar + ((size_t)U.b * a.KVH + U.h / (a.H / a.KVH)) * a.NK * DM;
     for (int jt = jt_begin; jt < jt_begin + tiles_per_cta && jt * 64 < U.ld; jt++) {
         int j0 = jt * 64;
         double acc[4][4];
@@ -1161,7 +1218,7 @@ __global__ void __launch_bounds__(FS_NT) fs_scores_mma(FsArgs a, int tiles_per_c
         }
         qs[mm * QLD + d] = acc;
     }
-    const double *kb = a.kbar + ((size_t)U.b * a.KVH + U.h / (a.H / a.KVH)) * a.N * DM;
+    const double *kb = a.kbar + ((size_t)U.b * a.KVH + U.h / (a.H / a.KVH)) * a.NK * DM;
     for (int jt = jt_begin; jt < jt_begin + tiles_per_cta && jt * 64 < U.ld; jt++) {
         int j0 = jt * 64;
         double acc[4][2][2];
@@ -1241,6 +1298,10 @@ __global__ void __launch_bounds__(FS_NT) fs_topk(FsArgs a, int P, int cache) {
     if (m >= members) return;
     int tid = threadIdx.x, e = fs_elig(a, U.c, g0 + m), n = min(a.S, e);
     int *tops = a.tops + ((size_t)blockIdx.y * a.M + m) * a.S;
+    if (a.moba_bs) { // moba: the row's list directly: top ranks, then its own block, then -1
+        tops = a.idx + (((size_t)U.b * a.H + U.h) * a.nblk + g0 + m) * a.W;
+        for (int s2 = n + tid; s2 < a.W; s2 += FS_NT) tops[s2] = s2 == n ? e : -1;
+    }
     if (n == 0) return;
     const double *row = a.scores + U.off + (size_t)m * U.ld;
     if (e <= cache) { // the radix passes then read shared memory
@@ -1255,9 +1316,16 @@ __global__ void __launch_bounds__(FS_NT) fs_topk(FsArgs a, int P, int cache) {
         for (int shift = 56; shift >= 0; shift -= 8) {
             for (int i = tid; i < 256; i += FS_NT) hist[i] = 0;
             __syncthreads();
-            for (int j = tid; j < e; j += FS_NT) {
-                unsigned long long u = fs_key(row[j]);
-                if ((u & mask) == prefix) atomicAdd(&hist[(u >> shift) & 255], 1);
+            for (int j0 = 0; j0 < e; j0 += FS_NT) { // warp-aggregated: bins are few and hot
+                int j = j0 + tid;
+                unsigned long long u = j < e ? fs_key(row[j]) : 0;
+                bool in = j < e && (u & mask) == prefix;
+                unsigned act = __ballot_sync(0xffffffffu, in);
+                if (in) {
+                    int bin = (int)((u >> shift) & 255);
+                    unsigned same = __match_any_sync(act, bin);
+                    if ((threadIdx.x & 31) == __ffs(same) - 1) atomicAdd(&hist[bin], __popc(same));
+                }
             }
             __syncthreads();
             if (tid == 0) {
@@ -1382,6 +1450,16 @@ __global__ void __launch_bounds__(FS_NT) fs_merge(FsArgs a, int nunits) {
     }
 }
 
+// fs_topk's dynamic shared memory: one opt-in at the largest size either caller uses (P <= 2048
+// keys and ids, 8192 cached scores), so no caller ever lowers the limit below another's launch
+static void fs_topk_optin(void) {
+    static bool done = false;
+    if (done) return;
+    cudaCheck(cudaFuncSetAttribute(fs_topk, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)(2048 * 12 + 8192 * 8)));
+    done = true;
+}
+
 static int fs_select(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q, const uint16_t *k,
                      int B, int T, int H, int KVH, int D) {
     AttnDims d;
@@ -1426,18 +1504,13 @@ static int fs_select(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q, co
     a.units = du;
     a.B = B, a.T = T, a.H = H, a.KVH = KVH, a.D = D, a.N = N, a.w = cfg->w, a.M = d.M, a.S = d.S;
     a.W = d.width, a.nblk = d.nblk, a.first = d.first, a.last_dense = d.last_dense, a.lg = d.lg;
-    a.Gq = d.G;
+    a.Gq = d.G, a.NK = N, a.moba_bs = 0;
     cudaCheck(cudaMemsetAsync(a.fpos, 0x7f, (size_t)MGRID * N * 4)); // 0x7f7f7f7f: "none yet"
     fs_pool_k<<<grid_for(kb_n, 256), 256>>>((double *)a.kbar, k, B, T, KVH, D, cfg->w, N);
     cudaLaunchCheck();
     int cache = 8192; // scores of a member row kept in shared memory (64 KB)
     size_t topk_smem = (size_t)P * 12 + (size_t)cache * 8;
-    static size_t topk_attr = 0;
-    if (topk_smem > 48 * 1024 && topk_smem > topk_attr) {
-        cudaCheck(cudaFuncSetAttribute(fs_topk, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       (int)topk_smem));
-        topk_attr = topk_smem;
-    }
+    fs_topk_optin();
     const int TPC = 4; // candidate tiles per scores CTA
     static int simt = -1; // MSLAB_SELECT_SIMT=1: the FMA-unit scores (comparison runs)
     if (simt < 0) simt = getenv("MSLAB_SELECT_SIMT") ? atoi(getenv("MSLAB_SELECT_SIMT")) : 0;
@@ -1486,6 +1559,87 @@ static int fs_select(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q, co
     return 0;
 }
 
+// moba with the same kernels: members = query rows (64 per unit, "pooled" over one row),
+// candidates = the strictly past blocks (kbar = block means), top - 1 per row, no merge
+static int fs_select_moba(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q,
+                          const uint16_t *k, int B, int T, int H, int KVH, int D) {
+    AttnDims d;
+    if (attn_dims(cfg, T, &d)) return -1;
+    int bs = cfg->block, nb = (T + bs - 1) / bs, S = cfg->top - 1, M = 64;
+    if (S < 0 || S > 2048 || (D != 64 && D != 128) || d.qblock != 1) return -1;
+    int P = 1;
+    while (P < (S > 0 ? S : 1)) P <<= 1;
+    int nch = (T + M - 1) / M;
+    size_t nunit = (size_t)B * H * nch;
+    FsUnit *hu = (FsUnit *)malloc(sizeof(FsUnit) * nunit);
+    MS_ASSERT(hu, "out of memory");
+    size_t maxb = 0, sumb = 0, i = 0;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int c = 0; c < nch; c++, i++) {
+                int e = (min(T, c * M + M) - 1) / bs; // the chunk's last row's own block
+                hu[i].b = b, hu[i].h = h, hu[i].c = c, hu[i].ld = e, hu[i].off = 0;
+                size_t bytes = (size_t)M * e * 8;
+                maxb = bytes > maxb ? bytes : maxb, sumb += bytes;
+            }
+    size_t cap = maxb > FS_CAP ? maxb : FS_CAP;
+    if (cap > sumb) cap = sumb > 0 ? sumb : 8;
+    int MAXU = nunit < 65535 ? (int)nunit : 65535;
+    size_t kb_n = (size_t)B * KVH * nb * D;
+    size_t o_sc = align256(kb_n * 8), o_units = align256(o_sc + cap);
+    size_t total = o_units + (size_t)MAXU * sizeof(FsUnit);
+    char *scr = (char *)cuda_scratch(SCRATCH_SPARSE_BF16, total);
+    FsArgs a;
+    memset(&a, 0, sizeof a);
+    a.idx = ix->idx, a.q = q, a.kbar = (double *)scr, a.scores = (double *)(scr + o_sc);
+    FsUnit *du = (FsUnit *)(scr + o_units);
+    a.units = du;
+    a.B = B, a.T = T, a.H = H, a.KVH = KVH, a.D = D, a.N = T, a.NK = nb, a.w = 1, a.M = M, a.S = S;
+    a.W = d.width, a.nblk = d.nblk, a.moba_bs = bs;
+    fs_pool_k<<<grid_for(kb_n, 256), 256>>>((double *)a.kbar, k, B, T, KVH, D, bs, nb);
+    cudaLaunchCheck();
+    int cache = 8192;
+    size_t topk_smem = (size_t)P * 12 + (size_t)cache * 8;
+    fs_topk_optin();
+    static bool sc_attr = false;
+    if (!sc_attr) {
+        cudaCheck(cudaFuncSetAttribute(fs_scores_mma<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)(sizeof(double) * 64 * (64 + 4 + 36))));
+        cudaCheck(cudaFuncSetAttribute(fs_scores_mma<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)(sizeof(double) * 64 * (128 + 4 + 36))));
+        sc_attr = true;
+    }
+    size_t sc_smem = sizeof(double) * 64 * (D + 4 + 36);
+    const int TPC = 4;
+    for (size_t u0 = 0; u0 < nunit;) {
+        size_t u1 = u0, bytes = 0;
+        int maxld = 0;
+        while (u1 < nunit && u1 - u0 < (size_t)MAXU) {
+            size_t ub = (size_t)M * hu[u1].ld * 8;
+            if (bytes + ub > cap) break;
+            hu[u1].off = (long long)(bytes / 8);
+            bytes += ub;
+            maxld = hu[u1].ld > maxld ? hu[u1].ld : maxld;
+            u1++;
+        }
+        int nu = (int)(u1 - u0);
+        cudaCheck(cudaMemcpy(du, hu + u0, sizeof(FsUnit) * nu, cudaMemcpyHostToDevice));
+        if (maxld > 0) {
+            int ntile = (maxld + 63) / 64;
+            dim3 g1((unsigned)((ntile + TPC - 1) / TPC), 1, (unsigned)nu);
+            if (D == 64) fs_scores_mma<64><<<g1, FS_NT, sc_smem>>>(a, TPC);
+            else fs_scores_mma<128><<<g1, FS_NT, sc_smem>>>(a, TPC);
+            cudaLaunchCheck();
+        }
+        // every row's list is written (own block, -1 padding) even when no block is eligible
+        fs_topk<<<dim3((unsigned)M, (unsigned)nu), FS_NT, topk_smem>>>(a, P, cache);
+        cudaLaunchCheck();
+        u0 = u1;
+    }
+    free(hu);
+    return 0;
+}
+
 __global__ void sb_gather_f32(float *dst, const uint16_t *src, int b, int T, int NH, int h0, int nh,
                               int D) {
     size_t n = (size_t)T * nh * D;
@@ -1507,6 +1661,9 @@ extern "C" int select_bf16(AttnIndex *ix, const struct AttnConfig *cfg, const ui
     if (cfg->kind == ATTN_MS && cfg->pool == POOL_MEAN && cfg->score == SCORE_DOT &&
         cfg->select == SELECT_REGION && cfg->order == ORDER_RANK && !getenv("MSLAB_SELECT_SLOW") &&
         fs_select(ix, cfg, q, k, B, T, H, KVH, D) == 0)
+        return 0;
+    if (cfg->kind == ATTN_MOBA && !getenv("MSLAB_SELECT_SLOW") &&
+        fs_select_moba(ix, cfg, q, k, B, T, H, KVH, D) == 0)
         return 0;
     int G = H / KVH;
     size_t nq = (size_t)T * G * D, nk = (size_t)T * D;

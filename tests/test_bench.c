@@ -82,6 +82,7 @@ TEST(bench_record_ratios_and_rows) {
     CHECK_NEAR(bench_extra(&t.r[4], "share"), 0.05, 1e-15);
     CHECK(isnan(bench_extra(&t.r[4], "shar")));
     CHECK_STR(bench_peer_of("moba-bf16"), "flex-moba");
+    CHECK_STR(bench_peer_of("lm-ms-bf16"), "torch-eager-lm");
     CHECK(bench_peer_of("msx-bf16") == NULL);
     bench_table_free(&t);
 

@@ -291,6 +291,72 @@ static void t_sparse(const char *name, AttnConfig cfg, int B, int T, int H, int 
     free(ic.idx), free(ic.kpos), free(ic.qpos), free(sq), free(sk), free(invf);
 }
 
+// The table's attention_select on fp32 q / k vs the CPU's on the bf16-rounded q / k: the lists
+// (idx, kpos, qpos) must be EQUAL (err = number of differing entries, tolerance 0).
+static void t_select(const char *name, AttnConfig cfg, int B, int T, int H, int KVH, int D) {
+    if (!wanted("bf16.attention_select")) return;
+    AttnDims d;
+    MS_ASSERT(attn_config_check(&cfg, "attention") == 0, "%s", ms_error());
+    MS_ASSERT(attn_dims(&cfg, T, &d) == 0, "%s", ms_error());
+    char shape[128];
+    snprintf(shape, sizeof shape, "%s T=%d H=%d/%d D=%d%s", name, T, H, KVH, D,
+             d.reindex ? " pos" : "");
+    size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KVH * D;
+    size_t ni = (size_t)B * H * d.nblk * d.width, nb = (size_t)B * H * d.nblk;
+    float *q = hr(nq, 1), *k = hr(nk, 1), *qr = hround(q, nq), *kr = hround(k, nk);
+    float *invf = hv(D / 2);
+    for (int i = 0; i < D / 2; i++) invf[i] = (float)pow(10000.0, -2.0 * i / D);
+    AttnIndex ic = {d.qblock, d.nblk, d.region, d.width, d.window, NULL, NULL, NULL, invf, ROPE_HALVES};
+    ic.idx = malloc(sizeof(int) * ni);
+    if (d.reindex) ic.kpos = malloc(sizeof(int) * ni), ic.qpos = malloc(sizeof(int) * nb);
+    cpu->attention_select(&ic, &cfg, qr, kr, B, T, H, KVH, D);
+    float *d_q = dev(q, nq), *d_k = dev(k, nk), *d_inv = dev(invf, D / 2);
+    AttnIndex ig = ic;
+    ig.inv_freq = d_inv;
+    ig.idx = bf->alloc(sizeof(int) * ni);
+    if (d.reindex) ig.kpos = bf->alloc(sizeof(int) * ni), ig.qpos = bf->alloc(sizeof(int) * nb);
+    int *got[2][3] = {{0}};
+    int fb0 = backend_cuda_bf16_fallbacks();
+    for (int r = 0; r < 2; r++) {
+        int *junk = malloc(sizeof(int) * ni); // poison: every entry must be written
+        for (size_t i = 0; i < ni; i++) junk[i] = 0x7eadbeef;
+        bf->upload(ig.idx, junk, sizeof(int) * ni);
+        if (d.reindex) bf->upload(ig.kpos, junk, sizeof(int) * ni), bf->upload(ig.qpos, junk, sizeof(int) * nb);
+        free(junk);
+        bf->attention_select(&ig, &cfg, d_q, d_k, B, T, H, KVH, D);
+        got[r][0] = malloc(sizeof(int) * ni);
+        bf->download(got[r][0], ig.idx, sizeof(int) * ni);
+        if (d.reindex) {
+            got[r][1] = malloc(sizeof(int) * ni), got[r][2] = malloc(sizeof(int) * nb);
+            bf->download(got[r][1], ig.kpos, sizeof(int) * ni);
+            bf->download(got[r][2], ig.qpos, sizeof(int) * nb);
+        }
+    }
+    size_t bad = 0, first = (size_t)-1;
+    int again = 1;
+    const int *want[3] = {ic.idx, ic.kpos, ic.qpos};
+    size_t cnt[3] = {ni, d.reindex ? ni : 0, d.reindex ? nb : 0};
+    for (int a = 0; a < 3; a++)
+        for (size_t i = 0; i < cnt[a]; i++) {
+            if (got[0][a][i] != want[a][i] && bad++ == 0) first = a * 1000000000ull + i;
+            again &= got[0][a][i] == got[1][a][i];
+        }
+    if (backend_cuda_bf16_fallbacks() != fb0)
+        snprintf(shape + strlen(shape), sizeof shape - strlen(shape), " (fp32 fallback)");
+    report("bf16.attention_select.lists", shape, (double)bad, 0, again);
+    if (bad) {
+        int a = (int)(first / 1000000000ull);
+        size_t i = first % 1000000000ull;
+        printf("    %zu differing entries; first: %s[%zu] got %d, want %d\n", bad,
+               a == 0 ? "idx" : a == 1 ? "kpos" : "qpos", i, got[0][a][i], want[a][i]);
+    }
+    for (int r = 0; r < 2; r++)
+        for (int a = 0; a < 3; a++) free(got[r][a]);
+    bf->free(d_q), bf->free(d_k), bf->free(d_inv), bf->free(ig.idx);
+    if (d.reindex) bf->free(ig.kpos), bf->free(ig.qpos);
+    free(q), free(k), free(qr), free(kr), free(invf), free(ic.idx), free(ic.kpos), free(ic.qpos);
+}
+
 static AttnConfig ms_small(int positions) {
     AttnConfig c = attn_config_default(ATTN_MS);
     c.w = 8, c.top = 8, c.merge = 2, c.prefix = 16, c.pool = POOL_MEAN, c.score = SCORE_DOT;
@@ -550,6 +616,18 @@ void t_backend_bf16_all(void) {
     AttnConfig wi = attn_config_default(ATTN_WINDOW);
     wi.window = 100;
     t_sparse("window 100", wi, 1, 1000, 8, 2, 128);
+
+    t_select("ms small", ms_small(POS_TRUE), 2, 203, 4, 2, 64);
+    t_select("ms small", ms_small(POS_REINDEXED), 1, 203, 4, 2, 128);
+    AttnConfig msp = attn_config_default(ATTN_MS); // the paper's ratios scaled down
+    msp.w = 16, msp.top = 32, msp.merge = 8;
+    t_select("ms w16 top32 merge8", msp, 1, 1000, 8, 2, 64);
+    AttnConfig mn = ms_small(POS_TRUE); // not the fast path: the fp32 selection on rounded q / k
+    mn.pool = POOL_NMEAN, mn.score = SCORE_COSINE, mn.order = ORDER_VOTES;
+    t_select("ms nmean/cos/votes", mn, 1, 203, 4, 2, 64);
+    t_select("moba b64 top4", mo, 1, 1000, 8, 2, 64);
+    t_select("window 100", wi, 1, 1000, 8, 2, 128);
+    if (!quick) t_select("ms w16 top32 merge8", msp, 1, 4096, 8, 2, 128);
 
     ModelConfig a = model_config_default(); // gpu_tests.c's small models
     a.dim = 128, a.layers = 2, a.heads = 4, a.kv_heads = 2, a.ffn = 352, a.vocab = 256;

@@ -376,6 +376,8 @@ static void t_sb_perf(const char *name, AttnConfig cfg, int T) {
     double tb = pj_time(&j, 2, reps);
     sparse_bf16_tune(2, 1);
     double tdq = pj_time(&j, 2, reps);
+    sparse_bf16_tune(2, 1 | 16);
+    double tdq1 = pj_time(&j, 2, reps); // dQ with 64-row CTAs
     sparse_bf16_tune(2, 2);
     double tdkv = pj_time(&j, 2, reps);
     sparse_bf16_tune(2, 2 | 8);
@@ -388,10 +390,10 @@ static void t_sb_perf(const char *name, AttnConfig cfg, int T) {
     report("sparse_bf16_perf", shape, 0, 0, -1);
     printf("    %s T=%d H=32 D=128: pairs %.4g (density %.4f); select %.3f ms; fwd %.3f ms (%.1f "
            "TFLOP/s), fwd 64-row CTAs %.3f ms; bwd %.3f ms (%.1f TFLOP/s at 2.5x): pre (Di, "
-           "inverse list) %.3f, +dQ %.3f, +dK/dV %.3f (K/V from smem: %.3f); total sel+fwd+bwd "
-           "%.3f ms\n",
+           "inverse list) %.3f, +dQ %.3f (64-row CTAs: %.3f), +dK/dV %.3f (K/V from smem: %.3f); "
+           "total sel+fwd+bwd %.3f ms\n",
            name, T, st.pairs, st.pairs / st.causal_pairs, ts, tf2, f / tf2 * 1e-9, tf1, tb,
-           2.5 * f / tb * 1e-9, tpre, tdq, tdkv, tdkv_smem, ts + tf2 + tb);
+           2.5 * f / tb * 1e-9, tpre, tdq, tdq1, tdkv, tdkv_smem, ts + tf2 + tb);
     free(hb);
     gpu->free(j.q), gpu->free(j.k), gpu->free(j.v), gpu->free(j.dy), gpu->free(j.o);
     gpu->free(j.dq), gpu->free(j.dk), gpu->free(j.dv), gpu->free(j.lse), gpu->free(j.ix.idx);
