@@ -370,8 +370,8 @@ static void t_flash_perf(int T) {
         if (pass <= 1) {
             snprintf(shape, sizeof shape, "T=%d H=32 D=128: fwd %.2f bwd %.2f tot %.2f ms", T, tf,
                      tb, tf + tb);
-            report(pass == 0 ? "flash_bf16_perf" : "flash_bf16_perf (7,1,4)", shape, 0, 0,
-                   -1);
+            printf("    (info %s: %s)\n", pass == 0 ? "flash_bf16_perf" : "flash_bf16_perf (7,1,4)",
+                   shape); // timing, not a check: the benchmark is mslab-gpu-bench --attn
             printf("    T=%d fwd %.1f TFLOP/s, bwd %.1f TFLOP/s (2.5x), fwd+bwd %.1f TFLOP/s "
                    "(3.5x)\n",
                    T, f / tf * 1e-9, 2.5 * f / tb * 1e-9, 3.5 * f / (tf + tb) * 1e-9);
