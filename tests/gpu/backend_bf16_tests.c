@@ -366,18 +366,6 @@ static AttnConfig ms_small(int positions) {
 
 // ---- the model: one step vs the CPU, determinism, training quality vs fp32 CUDA ----
 
-static void tokens(Rng *r, int *tok, int *tgt, int B, int T, int V) {
-    for (int b = 0; b < B; b++) { // mostly "next = prev + 1 mod V" with random restarts
-        int cur = (int)rng_below(r, V);
-        for (int t = 0; t <= T; t++) {
-            int next = rng_uniform(r) < 0.1 ? (int)rng_below(r, V) : (cur + 1) % V;
-            if (t < T) tok[b * T + t] = cur;
-            if (t > 0) tgt[b * T + t - 1] = cur;
-            cur = next;
-        }
-    }
-}
-
 static void t_model_step(const char *name, ModelConfig cfg, int B, int T, const AttnConfig *attn) {
     if (!wanted("bf16.model")) return;
     char shape[128];
@@ -396,7 +384,7 @@ static void t_model_step(const char *name, ModelConfig cfg, int B, int T, const 
     int N = B * T, *tok = malloc(sizeof(int) * N), *tgt = malloc(sizeof(int) * N);
     Rng r;
     rng_seed(&r, 11);
-    tokens(&r, tok, tgt, B, T, cfg.vocab);
+    batch_tokens(&r, tok, tgt, B, T, cfg.vocab);
     tgt[3] = -1;
     model_zero_grad(&mc);
     model_zero_grad(&mg);
@@ -445,41 +433,6 @@ static void t_model_step(const char *name, ModelConfig cfg, int B, int T, const 
     model_destroy(&mc);
     model_destroy(&mg);
     free(tok), free(tgt);
-}
-
-// `steps` AdamW steps on be; losses[steps]; the parameters at the end into params_out (if given).
-// Returns tokens/s over steps 2.. .
-static double train(const Backend *be, ModelConfig cfg, int B, int T, int steps, float *losses,
-                    float *params_out) {
-    Model m;
-    MS_ASSERT(model_create(&m, &cfg, be) == 0, "%s", ms_error());
-    model_init_weights(&m, 3);
-    OptimConfig oc = optim_config_default();
-    oc.steps = steps;
-    oc.warmup = 5;
-    oc.lr = 2e-3f;
-    Optimizer o;
-    optim_create(&o, &oc, &m);
-    int N = B * T, *tok = malloc(sizeof(int) * N), *tgt = malloc(sizeof(int) * N);
-    Rng r;
-    rng_seed(&r, 5);
-    double t0 = 0;
-    for (int s = 0; s < steps; s++) {
-        if (s == 1) t0 = ms_now();
-        tokens(&r, tok, tgt, B, T, cfg.vocab);
-        model_zero_grad(&m);
-        losses[s] = model_forward(&m, tok, tgt, B, T);
-        model_backward(&m);
-        optim_step(&o, &m, s);
-    }
-    float probe;
-    be->download(&probe, m.params.base, sizeof probe); // waits for the device
-    double tps = steps > 1 ? (double)N * (steps - 1) / (ms_now() - t0) : 0;
-    if (params_out) be->download(params_out, m.params.base, m.params.total * sizeof(float));
-    optim_destroy(&o, &m);
-    model_destroy(&m);
-    free(tok), free(tgt);
-    return tps;
 }
 
 static void t_determinism(ModelConfig cfg, int B, int T, int steps) {

@@ -4,6 +4,7 @@
 #define MSLAB_GPU_CHECK_H
 
 #include "../../core/common.h"
+#include "../../core/model.h"
 #include "../../core/ops.h"
 
 extern const Backend *cpu, *gpu; // the CPU reference and the fp32 CUDA backend
@@ -13,6 +14,14 @@ extern Rng rng;
 int wanted(const char *op); // FILTER (argv) matches op
 // One table row; det: 1 = two CUDA runs gave the same bits, 0 = not (fails), -1 = not checked.
 void report(const char *op, const char *shape, double err, double tol, int det);
+
+// A learnable token stream (mostly next = prev + 1 mod V, random restarts): tok/tgt [B*T].
+void batch_tokens(Rng *r, int *tok, int *tgt, int B, int T, int V);
+// `steps` AdamW steps of a model of cfg on be (seed 3, lr 2e-3, warm-up 5, batch_tokens with seed
+// 5): losses[steps], the final parameters into params_out (if not NULL); returns tokens/s over
+// steps 2.. .
+double train(const Backend *be, ModelConfig cfg, int B, int T, int steps, float *losses,
+             float *params_out);
 
 // The test groups of the other files, called from main in this order.
 void t_flash_bf16_all(void);   // tests/gpu/flash_bf16_tests.c

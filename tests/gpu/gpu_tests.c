@@ -686,7 +686,7 @@ static void t_sparse_all(void) {
 
 // ---- the model: one training step, and determinism over 50 steps ----
 
-static void batch_tokens(Rng *r, int *tok, int *tgt, int B, int T, int V) {
+void batch_tokens(Rng *r, int *tok, int *tgt, int B, int T, int V) {
     // a learnable stream: mostly "next = prev + 1 mod V" with random restarts
     for (int b = 0; b < B; b++) {
         int cur = (int)rng_below(r, V);
@@ -753,8 +753,8 @@ static void t_model_step(const char *name, ModelConfig cfg, int B, int T) {
     t_model_step_attn(name, cfg, B, T, NULL);
 }
 
-// 50 AdamW steps on `be`; fills losses[steps], returns tokens/s (steps 2..)
-static double train(const Backend *be, ModelConfig cfg, int B, int T, int steps, float *losses,
+// `steps` AdamW steps on `be` (gpu_check.h)
+double train(const Backend *be, ModelConfig cfg, int B, int T, int steps, float *losses,
                     float *params_out) {
     Model m;
     MS_ASSERT(model_create(&m, &cfg, be) == 0, "%s", ms_error());
