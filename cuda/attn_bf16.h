@@ -8,7 +8,7 @@
 //
 // Unlike the Backend ops, these kernels OVERWRITE their gradients (dq, dk, dv), like PyTorch's;
 // the bf16 backend's adapters (cuda/backend_bf16.cu) add them into the fp32 gradients.
-// Deterministic: no floating-point atomics; two calls give identical bits.
+// Deterministic by default: two calls give identical bits (see attn_bf16_set_deterministic).
 //
 // Each returns 0 when it launched, or -1 having launched nothing when the shape is one it does not
 // handle (e.g. a head dim other than 64 / 128); the caller then uses the fp32 kernels.
@@ -23,6 +23,16 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+// ---- backward accumulation mode (cuda/attn_mode.cu) ----
+// 1 (the default): deterministic: every gradient element is summed in an order fixed by the
+// inputs (no floating-point atomics, or partials added in a fixed order behind counters), so two
+// calls give identical bits. 0: gradients that several CTAs contribute to may be summed with fp32
+// atomics (FlashAttention-2's choice): faster, equal up to rounding, not bitwise repeatable.
+// Process-wide. MSLAB_DETERMINISTIC=0 in the environment makes 0 the starting value.
+// set returns the previous value.
+int attn_bf16_set_deterministic(int on);
+int attn_bf16_deterministic(void);
 
 // ---- dense causal attention (cuda/flash_bf16.cu) ----
 int flash_bf16_fwd(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k,

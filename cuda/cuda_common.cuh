@@ -50,6 +50,8 @@ enum {
 void *cuda_scratch(int slot, size_t bytes);
 
 static inline unsigned cdiv_u(size_t a, size_t b) { return (unsigned)((a + b - 1) / b); }
+// offsets inside one scratch allocation: each part starts on a 256-byte boundary
+static inline size_t align256(size_t x) { return (x + 255) & ~(size_t)255; }
 // blocks for a grid-stride loop over n elements with `threads` per block (at most 2^20 blocks)
 static inline unsigned grid_for(size_t n, int threads) {
     size_t g = (n + threads - 1) / threads;

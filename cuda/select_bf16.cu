@@ -1,0 +1,641 @@
+// select_bf16.cu: the MS / MoBA selection from bf16 q / k (attn_bf16.h select_bf16): fills an
+// AttnIndex exactly as the CPU's attention_select does on the bf16-rounded inputs.
+#include <cuda_bf16.h>
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_common.cuh"
+extern "C" {
+#include "../core/attention.h"
+#include "attn_bf16.h"
+#include "bf16.h"
+}
+// ---------------------------------------------------------------------------------------------
+// selection. Fast path for ms with the default knobs (pool mean, score dot, select region, order
+// rank; any w / top / merge / prefix / local_groups / tail / positions): the same arithmetic as the
+// CPU (pooled q / k and scores in double, each a sum in row / dimension order), so the lists are
+// equal; but scores as a tiled fp64 GEMM per group, top-S per member by radix select on the
+// scores' order-preserving bits + a bitonic sort of the S winners (score desc, id asc, NaN last),
+// and the rank-major merge in parallel (first occurrence = atomicMin of the scan position per
+// region, then an ordered compaction). Work is cut into batches of (b, h, block) units whose
+// score rows fit a bounded scratch. Other configs: the fp32 CUDA op on fp32 copies, one (b, kv
+// head) at a time (ms / moba lists of a query head depend only on its q and its kv head's k).
+
+#define FS_CAP ((size_t)256 << 20) // bytes of score rows per batch
+#define FS_NT 256
+
+struct FsUnit {
+    long long off; // first score of the unit in the batch buffer (doubles)
+    int b, h, c, ld; // ld: candidates per member row (= eligible count of the last member)
+};
+
+struct FsArgs {
+    int *idx, *kpos, *qpos;
+    const uint16_t *q;
+    const double *kbar; // [B, KVH, N, D]
+    double *scores;
+    int *tops;  // [units, M, S]
+    int *fpos;  // [gridDim, N] first scan positions, INT_MAX between lists
+    const FsUnit *units;
+    int B, T, H, KVH, D, N, w, M, S, W, nblk, first, last_dense, lg, Gq;
+    int NK;      // key regions (kbar rows per kv head): N for ms, blocks for moba
+    int moba_bs; // moba: block size (members are rows, eligible = own block); 0 for ms
+};
+
+__device__ __forceinline__ int fs_elig(const FsArgs &a, int c, int g) { // attn_ms_eligible
+    if (a.moba_bs) return g / a.moba_bs; // moba: the strictly past blocks
+    int g0 = c * a.M, local0 = g0 - (a.lg - 1) * a.M;
+    int e = min(g - a.M + 1, local0);
+    return e > 0 ? e : 0;
+}
+
+__global__ void fs_pool_k(double *kbar, const uint16_t *k, int B, int T, int KVH, int D, int w,
+                          int N) {
+    size_t n = (size_t)B * KVH * N * D;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        int d = (int)(i % D);
+        size_t x = i / D;
+        int r = (int)(x % N);
+        x /= N;
+        int kh = (int)(x % KVH), b = (int)(x / KVH);
+        const uint16_t *src = k + ((size_t)b * T * KVH + kh) * D + d;
+        int r0 = r * w, r1 = min(T, r0 + w);
+        double acc = 0.0;
+        for (int t = r0; t < r1; t++)
+            acc += (double)__uint_as_float((uint32_t)src[(size_t)t * KVH * D] << 16);
+        kbar[i] = acc / (r1 - r0);
+    }
+}
+
+// scores of 64 members x (64-candidate tiles jt0, jt0 + step, ...) of one unit, fp64
+template <int DM>
+__global__ void __launch_bounds__(FS_NT) fs_scores(FsArgs a, int tiles_per_cta) {
+    extern __shared__ double fs_sm[];
+    double(*qs)[65] = (double(*)[65])fs_sm;             // pooled q [DM][member]
+    double(*ks)[65] = (double(*)[65])(fs_sm + DM * 65); // kbar chunk [32][candidate]
+    const FsUnit U = a.units[blockIdx.z];
+    int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+    int g0 = U.c * a.M, members = min(a.N, g0 + a.M) - g0;
+    int m0 = blockIdx.y * 64;
+    if (m0 >= members || U.ld <= 0) return;
+    int jt_begin = blockIdx.x * tiles_per_cta;
+    if (jt_begin * 64 >= U.ld) return;
+    size_t ldq = (size_t)a.H * a.D;
+    const uint16_t *qb = a.q + ((size_t)U.b * a.T * a.H + U.h) * a.D;
+    for (int e = tid; e < 64 * DM; e += FS_NT) { // pooled q of members m0 .. m0 + 63
+        int mm = e / DM, d = e % DM, g = g0 + m0 + mm;
+        double acc = 0.0;
+        if (m0 + mm < members) {
+            int r0 = g * a.w, r1 = min(a.T, r0 + a.w);
+            for (int t = r0; t < r1; t++)
+                acc += (double)__uint_as_float((uint32_t)qb[(size_t)t * ldq + d] << 16);
+            acc /= (r1 - r0);
+        }
+        qs[d][mm] = acc;
+    }
+    const double *kb = a.kbar + ((size_t)U.b * a.KVH + U.h / (a.H / a.KVH)) * a.NK * DM;
+    for (int jt = jt_begin; jt < jt_begin + tiles_per_cta && jt * 64 < U.ld; jt++) {
+        int j0 = jt * 64;
+        double acc[4][4];
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+#pragma unroll
+            for (int jj = 0; jj < 4; jj++) acc[i][jj] = 0.0;
+        for (int d0 = 0; d0 < DM; d0 += 32) {
+            __syncthreads();
+            for (int e = tid; e < 64 * 32; e += FS_NT) {
+                int jj = e / 32, d = e % 32, j = j0 + jj;
+                ks[d][jj] = j < U.ld ? kb[(size_t)j * DM + d0 + d] : 0.0;
+            }
+            __syncthreads();
+#pragma unroll 4
+            for (int d = 0; d < 32; d++) {
+                double qv[4], kv[4];
+#pragma unroll
+                for (int i = 0; i < 4; i++) qv[i] = qs[d0 + d][ty + 16 * i], kv[i] = ks[d][tx + 16 * i];
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+#pragma unroll
+                    for (int jj = 0; jj < 4; jj++) acc[i][jj] = fma(qv[i], kv[jj], acc[i][jj]);
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            int m = m0 + ty + 16 * i;
+            if (m >= members) continue;
+            double *row = a.scores + U.off + (size_t)m * U.ld;
+#pragma unroll
+            for (int jj = 0; jj < 4; jj++) {
+                int j = j0 + tx + 16 * jj;
+                if (j < U.ld) row[j] = acc[i][jj];
+            }
+        }
+    }
+}
+
+// The same scores on the fp64 tensor cores (mma.sync m8n8k4 f64, twice the FMA rate of the
+// FMA units): 8 warps as 2 (32 members) x 4 (16 candidates), each 4 x 2 tiles of 8 x 8. Pooled q
+// [member][d] and a 32-dim kbar chunk [candidate][d] in shared memory, rows padded to 4 mod 16
+// doubles (conflict-free fragment reads).
+__device__ __forceinline__ void fs_dmma(double (&c)[2], double a, double b) {
+    asm volatile("mma.sync.aligned.m8n8k4.row.col.f64.f64.f64.f64 {%0,%1}, {%2}, {%3}, {%0,%1};\n"
+                 : "+d"(c[0]), "+d"(c[1])
+                 : "d"(a), "d"(b));
+}
+template <int DM>
+__global__ void __launch_bounds__(FS_NT) fs_scores_mma(FsArgs a, int tiles_per_cta) {
+    constexpr int QLD = DM + 4, KLD = 36;
+    extern __shared__ double fs_sm[];
+    double *qs = fs_sm, *ks = fs_sm + 64 * QLD; // [64][QLD], [64][KLD]
+    const FsUnit U = a.units[blockIdx.z];
+    int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, cq = lane & 3;
+    int wm = warp >> 2, wn = warp & 3; // 32-member x 16-candidate warp tile
+    int g0 = U.c * a.M, members = min(a.N, g0 + a.M) - g0;
+    int m0 = blockIdx.y * 64;
+    if (m0 >= members || U.ld <= 0) return;
+    int jt_begin = blockIdx.x * tiles_per_cta;
+    if (jt_begin * 64 >= U.ld) return;
+    size_t ldq = (size_t)a.H * a.D;
+    const uint16_t *qb = a.q + ((size_t)U.b * a.T * a.H + U.h) * a.D;
+    for (int e = tid; e < 64 * DM; e += FS_NT) { // pooled q of members m0 .. m0 + 63
+        int mm = e / DM, d = e % DM, gg = g0 + m0 + mm;
+        double acc = 0.0;
+        if (m0 + mm < members) {
+            int r0 = gg * a.w, r1 = min(a.T, r0 + a.w);
+            for (int t = r0; t < r1; t++)
+                acc += (double)__uint_as_float((uint32_t)qb[(size_t)t * ldq + d] << 16);
+            acc /= (r1 - r0);
+        }
+        qs[mm * QLD + d] = acc;
+    }
+    const double *kb = a.kbar + ((size_t)U.b * a.KVH + U.h / (a.H / a.KVH)) * a.NK * DM;
+    for (int jt = jt_begin; jt < jt_begin + tiles_per_cta && jt * 64 < U.ld; jt++) {
+        int j0 = jt * 64;
+        double acc[4][2][2];
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+#pragma unroll
+            for (int n = 0; n < 2; n++) acc[i][n][0] = acc[i][n][1] = 0.0;
+        for (int d0 = 0; d0 < DM; d0 += 32) {
+            __syncthreads();
+            for (int e = tid; e < 64 * 32; e += FS_NT) {
+                int jj = e / 32, d = e % 32, j = j0 + jj;
+                ks[jj * KLD + d] = j < U.ld ? kb[(size_t)j * DM + d0 + d] : 0.0;
+            }
+            __syncthreads();
+#pragma unroll
+            for (int k4 = 0; k4 < 32; k4 += 4) {
+                double af[4], bfr[2];
+#pragma unroll
+                for (int i = 0; i < 4; i++) af[i] = qs[(wm * 32 + i * 8 + g) * QLD + d0 + k4 + cq];
+#pragma unroll
+                for (int n = 0; n < 2; n++) bfr[n] = ks[(wn * 16 + n * 8 + g) * KLD + k4 + cq];
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+#pragma unroll
+                    for (int n = 0; n < 2; n++) fs_dmma(acc[i][n], af[i], bfr[n]);
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            int m = m0 + wm * 32 + i * 8 + g;
+            if (m >= members) continue;
+            double *row = a.scores + U.off + (size_t)m * U.ld;
+#pragma unroll
+            for (int n = 0; n < 2; n++)
+#pragma unroll
+                for (int x = 0; x < 2; x++) {
+                    int j = j0 + wn * 16 + n * 8 + 2 * cq + x;
+                    if (j < U.ld) row[j] = acc[i][n][x];
+                }
+        }
+    }
+}
+
+// order-preserving bits: larger score -> larger key; NaN lowest; -0 == +0
+__device__ __forceinline__ unsigned long long fs_key(double x) {
+    if (isnan(x)) return 0ull;
+    if (x == 0.0) x = 0.0;
+    unsigned long long u = (unsigned long long)__double_as_longlong(x);
+    return (u >> 63) ? ~u : (u | 0x8000000000000000ull);
+}
+
+// block-wide exclusive prefix of a 0/1 flag (FS_NT threads); returns the block total in *tot
+__device__ __forceinline__ int fs_scan01(int f, int *wtot, int *tot) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    unsigned bal = __ballot_sync(0xffffffffu, f);
+    int before = __popc(bal & ((1u << lane) - 1));
+    if (lane == 0) wtot[warp] = __popc(bal);
+    __syncthreads();
+    int base = 0, all = 0;
+    for (int w = 0; w < FS_NT / 32; w++) {
+        if (w < warp) base += wtot[w];
+        all += wtot[w];
+    }
+    __syncthreads();
+    *tot = all;
+    return base + before;
+}
+
+// top-S of one member: grid (member, unit)
+__global__ void __launch_bounds__(FS_NT) fs_topk(FsArgs a, int P, int cache) {
+    extern __shared__ unsigned long long sk[]; // [P] keys, [cache] scores, then [P] ids
+    double *rc = (double *)(sk + P);
+    int *sid = (int *)(rc + cache);
+    __shared__ int hist[256], wtot[FS_NT / 32], s_cnt, s_bin, s_need, s_allin, s_ties;
+    const FsUnit U = a.units[blockIdx.y];
+    int m = blockIdx.x, g0 = U.c * a.M, members = min(a.N, g0 + a.M) - g0;
+    if (m >= members) return;
+    int tid = threadIdx.x, e = fs_elig(a, U.c, g0 + m), n = min(a.S, e);
+    int *tops = a.tops + ((size_t)blockIdx.y * a.M + m) * a.S;
+    if (a.moba_bs) { // moba: the row's list directly: top ranks, then its own block, then -1
+        tops = a.idx + (((size_t)U.b * a.H + U.h) * a.nblk + g0 + m) * a.W;
+        for (int s2 = n + tid; s2 < a.W; s2 += FS_NT) tops[s2] = s2 == n ? e : -1;
+    }
+    if (n == 0) return;
+    const double *row = a.scores + U.off + (size_t)m * U.ld;
+    if (e <= cache) { // the radix passes then read shared memory
+        for (int j = tid; j < e; j += FS_NT) rc[j] = row[j];
+        __syncthreads();
+        row = rc;
+    }
+    unsigned long long prefix = 0, mask = 0;
+    int need = n, allin = 1; // e <= S: every candidate is in
+    if (e > a.S) {
+        allin = 0;
+        for (int shift = 56; shift >= 0; shift -= 8) {
+            for (int i = tid; i < 256; i += FS_NT) hist[i] = 0;
+            __syncthreads();
+            for (int j0 = 0; j0 < e; j0 += FS_NT) { // warp-aggregated: bins are few and hot
+                int j = j0 + tid;
+                unsigned long long u = j < e ? fs_key(row[j]) : 0;
+                bool in = j < e && (u & mask) == prefix;
+                unsigned act = __ballot_sync(0xffffffffu, in);
+                if (in) {
+                    int bin = (int)((u >> shift) & 255);
+                    unsigned same = __match_any_sync(act, bin);
+                    if ((threadIdx.x & 31) == __ffs(same) - 1) atomicAdd(&hist[bin], __popc(same));
+                }
+            }
+            __syncthreads();
+            if (tid == 0) {
+                int cum = 0, bsel = 0;
+                for (int bb = 255; bb >= 0; bb--) {
+                    if (cum + hist[bb] >= need) {
+                        bsel = bb;
+                        break;
+                    }
+                    cum += hist[bb];
+                }
+                s_bin = bsel, s_need = need - cum, s_allin = hist[bsel] == need - cum;
+            }
+            __syncthreads();
+            prefix |= (unsigned long long)s_bin << shift, mask |= 255ull << shift;
+            need = s_need;
+            if (s_allin) {
+                allin = 1;
+                break;
+            }
+            __syncthreads();
+        }
+    }
+    // collect: keys above the prefix, and those equal to it (all, or the lowest ids: exact ties)
+    if (tid == 0) s_cnt = 0, s_ties = 0;
+    __syncthreads();
+    for (int j0 = 0; j0 < e; j0 += FS_NT) {
+        int j = j0 + tid;
+        unsigned long long u = j < e ? fs_key(row[j]) : 0;
+        bool in = j < e && (allin ? (u & mask) >= prefix : (u & mask) > prefix);
+        bool tie = j < e && !allin && (u & mask) == prefix;
+        int tot, r = fs_scan01(tie, wtot, &tot);
+        if (tie && s_ties + r < need) in = true;
+        if (in) {
+            int p = atomicAdd(&s_cnt, 1);
+            sk[p] = u, sid[p] = j;
+        }
+        __syncthreads();
+        if (tid == 0) s_ties += tot;
+        __syncthreads();
+    }
+    for (int p = n + tid; p < P; p += FS_NT) sk[p] = 0, sid[p] = INT_MAX;
+    __syncthreads();
+    // bitonic sort: key desc, id asc
+    for (int size = 2; size <= P; size <<= 1)
+        for (int stride = size >> 1; stride > 0; stride >>= 1) {
+            for (int i = tid; i < P / 2; i += FS_NT) {
+                int lo = 2 * i - (i & (stride - 1)), hi = lo + stride;
+                bool up = (lo & size) == 0; // this run sorted best-first
+                unsigned long long ka = sk[lo], kb2 = sk[hi];
+                int ia = sid[lo], ib = sid[hi];
+                bool a_first = ka > kb2 || (ka == kb2 && ia < ib);
+                if (a_first != up) sk[lo] = kb2, sk[hi] = ka, sid[lo] = ib, sid[hi] = ia;
+            }
+            __syncthreads();
+        }
+    for (int p = tid; p < n; p += FS_NT) tops[p] = sid[p];
+}
+
+// rank-major merge + locals (and the dense lists): one CTA per unit, grid-stride
+__global__ void __launch_bounds__(FS_NT) fs_merge(FsArgs a, int nunits) {
+    extern __shared__ int sel[]; // [S]
+    __shared__ int wtot[FS_NT / 32];
+    int tid = threadIdx.x;
+    int *fp = a.fpos + (size_t)blockIdx.x * a.N;
+    for (int ui = blockIdx.x; ui < nunits; ui += gridDim.x) {
+        const FsUnit U = a.units[ui];
+        int c = U.c, g0 = c * a.M, gend = min(a.N, g0 + a.M);
+        size_t li = ((size_t)U.b * a.H + U.h) * a.nblk + c, lo = li * a.W;
+        int *list = a.idx + lo;
+        if (c < a.first || (c == a.nblk - 1 && a.last_dense)) {
+            for (int s = tid; s < a.W; s += FS_NT) {
+                list[s] = s < gend ? s : -1;
+                if (a.kpos) a.kpos[lo + s] = s < gend ? s * a.w : 0;
+            }
+            if (a.kpos && tid == 0) a.qpos[li] = c * a.Gq;
+            continue;
+        }
+        int local0 = max(0, g0 - (a.lg - 1) * a.M), members = gend - g0;
+        const int *tops = a.tops + (size_t)ui * a.M * a.S;
+        int maxn = 0;
+        for (int m = 0; m < members; m++) maxn = max(maxn, min(a.S, fs_elig(a, c, g0 + m)));
+        int npos = maxn * members, cnt = 0, done = 0;
+        // chunks of the rank-major scan, until S distinct regions: first positions by atomicMin
+        // over the positions seen so far (later positions are larger, so a region's minimum
+        // is final once its first occurrence is in), then an ordered compaction of the chunk
+        for (int c0 = 0; c0 < npos && cnt < a.S; c0 += 2048) {
+            int c1 = min(npos, c0 + 2048);
+            for (int p = c0 + tid; p < c1; p += FS_NT) {
+                int r = p / members, m = p % members;
+                if (r < min(a.S, fs_elig(a, c, g0 + m))) atomicMin(fp + tops[(size_t)m * a.S + r], p);
+            }
+            __syncthreads();
+            for (int p0 = c0; p0 < c1 && cnt < a.S; p0 += FS_NT) {
+                int p = p0 + tid, id = -1;
+                bool first = false;
+                if (p < c1) {
+                    int r = p / members, m = p % members;
+                    if (r < min(a.S, fs_elig(a, c, g0 + m))) {
+                        id = tops[(size_t)m * a.S + r];
+                        first = __ldcg(fp + id) == p; // the atomics live in L2
+                    }
+                }
+                int tot, rk = fs_scan01(first, wtot, &tot);
+                if (first && cnt + rk < a.S) sel[cnt + rk] = id;
+                cnt += tot;
+            }
+            done = c1;
+        }
+        __syncthreads();
+        for (int p = tid; p < done; p += FS_NT) {
+            int r = p / members, m = p % members;
+            if (r < min(a.S, fs_elig(a, c, g0 + m))) fp[tops[(size_t)m * a.S + r]] = INT_MAX;
+        }
+        int nsel = min(cnt, a.S), ntot = nsel + gend - local0;
+        for (int s = tid; s < a.W; s += FS_NT) {
+            list[s] = s < nsel ? sel[s] : s < ntot ? local0 + (s - nsel) : -1;
+            if (a.kpos) a.kpos[lo + s] = s < ntot ? s * a.w : 0;
+        }
+        if (a.kpos && tid == 0) a.qpos[li] = (nsel + g0 - local0) * a.w;
+        __syncthreads(); // sel / fp reused by the next unit
+    }
+}
+
+// fs_topk's dynamic shared memory: one opt-in at the largest size either caller uses (P <= 2048
+// keys and ids, 8192 cached scores), so no caller ever lowers the limit below another's launch
+static void fs_topk_optin(void) {
+    static bool done = false;
+    if (done) return;
+    cudaCheck(cudaFuncSetAttribute(fs_topk, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)(2048 * 12 + 8192 * 8)));
+    done = true;
+}
+
+static int fs_select(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q, const uint16_t *k,
+                     int B, int T, int H, int KVH, int D) {
+    AttnDims d;
+    if (attn_dims(cfg, T, &d)) return -1;
+    if (d.M <= 0 || d.S <= 0 || d.S > 2048 || (D != 64 && D != 128)) return -1;
+    int N = d.N, P = 1;
+    while (P < d.S) P <<= 1;
+    // units and batches
+    size_t nunit = (size_t)B * H * d.nblk;
+    FsUnit *hu = (FsUnit *)malloc(sizeof(FsUnit) * nunit);
+    MS_ASSERT(hu, "out of memory");
+    size_t maxb = 0, sumb = 0, i = 0;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int c = 0; c < d.nblk; c++, i++) {
+                int g0 = c * d.M, gend = g0 + d.M < N ? g0 + d.M : N;
+                bool dense = c < d.first || (c == d.nblk - 1 && d.last_dense);
+                int e = dense ? 0 : attn_ms_eligible(&d, c, gend - 1);
+                hu[i].b = b, hu[i].h = h, hu[i].c = c, hu[i].ld = e, hu[i].off = 0;
+                size_t bytes = (size_t)d.M * e * 8;
+                if (bytes > maxb) maxb = bytes;
+                sumb += bytes;
+            }
+    // scratch: no more than the whole selection needs (short sequences stay small)
+    size_t cap = maxb > FS_CAP ? maxb : FS_CAP;
+    if (cap > sumb) cap = sumb > 0 ? sumb : 8;
+    const int MGRID = nunit < 512 ? (int)nunit : 512;
+    size_t per_unit_tops = (size_t)d.M * d.S * 4;
+    int MAXU = (int)(((size_t)64 << 20) / per_unit_tops);
+    MAXU = MAXU < 1 ? 1 : MAXU > 4096 ? 4096 : MAXU;
+    if ((size_t)MAXU > nunit) MAXU = (int)nunit;
+    size_t kb_n = (size_t)B * KVH * N * D;
+    size_t o_kbar = 0, o_sc = align256(kb_n * 8), o_tops = align256(o_sc + cap);
+    size_t o_fp = align256(o_tops + (size_t)MAXU * d.M * d.S * 4);
+    size_t o_units = align256(o_fp + (size_t)MGRID * N * 4), total = o_units + MAXU * sizeof(FsUnit);
+    char *scr = (char *)cuda_scratch(SCRATCH_SPARSE_BF16, total);
+    FsArgs a;
+    a.idx = ix->idx, a.kpos = ix->kpos, a.qpos = ix->qpos, a.q = q;
+    a.kbar = (double *)(scr + o_kbar), a.scores = (double *)(scr + o_sc);
+    a.tops = (int *)(scr + o_tops), a.fpos = (int *)(scr + o_fp);
+    FsUnit *du = (FsUnit *)(scr + o_units);
+    a.units = du;
+    a.B = B, a.T = T, a.H = H, a.KVH = KVH, a.D = D, a.N = N, a.w = cfg->w, a.M = d.M, a.S = d.S;
+    a.W = d.width, a.nblk = d.nblk, a.first = d.first, a.last_dense = d.last_dense, a.lg = d.lg;
+    a.Gq = d.G, a.NK = N, a.moba_bs = 0;
+    cudaCheck(cudaMemsetAsync(a.fpos, 0x7f, (size_t)MGRID * N * 4)); // 0x7f7f7f7f: "none yet"
+    fs_pool_k<<<grid_for(kb_n, 256), 256>>>((double *)a.kbar, k, B, T, KVH, D, cfg->w, N);
+    cudaLaunchCheck();
+    int cache = 8192; // scores of a member row kept in shared memory (64 KB)
+    size_t topk_smem = (size_t)P * 12 + (size_t)cache * 8;
+    fs_topk_optin();
+    const int TPC = 4; // candidate tiles per scores CTA
+    static int simt = -1; // MSLAB_SELECT_SIMT=1: the FMA-unit scores (comparison runs)
+    if (simt < 0) simt = getenv("MSLAB_SELECT_SIMT") ? atoi(getenv("MSLAB_SELECT_SIMT")) : 0;
+    size_t sc_smem = simt ? sizeof(double) * 65 * (D + 32) : sizeof(double) * 64 * (D + 4 + 36);
+    static bool sc_attr = false;
+    if (!sc_attr) {
+        cudaCheck(cudaFuncSetAttribute(fs_scores_mma<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)(sizeof(double) * 64 * (64 + 4 + 36))));
+        cudaCheck(cudaFuncSetAttribute(fs_scores_mma<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)(sizeof(double) * 64 * (128 + 4 + 36))));
+        cudaCheck(cudaFuncSetAttribute(fs_scores<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)(sizeof(double) * 65 * (64 + 32))));
+        cudaCheck(cudaFuncSetAttribute(fs_scores<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)(sizeof(double) * 65 * (128 + 32))));
+        sc_attr = true;
+    }
+    for (size_t u0 = 0; u0 < nunit;) {
+        size_t u1 = u0, bytes = 0;
+        int maxld = 0;
+        while (u1 < nunit && u1 - u0 < (size_t)MAXU) {
+            size_t ub = (size_t)d.M * hu[u1].ld * 8;
+            if (bytes + ub > cap) break;
+            hu[u1].off = (long long)(bytes / 8);
+            bytes += ub;
+            if (hu[u1].ld > maxld) maxld = hu[u1].ld;
+            u1++;
+        }
+        int nu = (int)(u1 - u0);
+        cudaCheck(cudaMemcpy(du, hu + u0, sizeof(FsUnit) * nu, cudaMemcpyHostToDevice));
+        if (maxld > 0) {
+            int ntile = (maxld + 63) / 64;
+            dim3 g1((unsigned)((ntile + TPC - 1) / TPC), (unsigned)((d.M + 63) / 64), (unsigned)nu);
+            if (simt && D == 64) fs_scores<64><<<g1, FS_NT, sc_smem>>>(a, TPC);
+            else if (simt) fs_scores<128><<<g1, FS_NT, sc_smem>>>(a, TPC);
+            else if (D == 64) fs_scores_mma<64><<<g1, FS_NT, sc_smem>>>(a, TPC);
+            else fs_scores_mma<128><<<g1, FS_NT, sc_smem>>>(a, TPC);
+            cudaLaunchCheck();
+            fs_topk<<<dim3((unsigned)d.M, (unsigned)nu), FS_NT, topk_smem>>>(a, P, cache);
+            cudaLaunchCheck();
+        }
+        fs_merge<<<nu < MGRID ? nu : MGRID, FS_NT, sizeof(int) * d.S>>>(a, nu);
+        cudaLaunchCheck();
+        u0 = u1;
+    }
+    free(hu);
+    return 0;
+}
+
+// moba with the same kernels: members = query rows (64 per unit, "pooled" over one row),
+// candidates = the strictly past blocks (kbar = block means), top - 1 per row, no merge
+static int fs_select_moba(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q,
+                          const uint16_t *k, int B, int T, int H, int KVH, int D) {
+    AttnDims d;
+    if (attn_dims(cfg, T, &d)) return -1;
+    int bs = cfg->block, nb = (T + bs - 1) / bs, S = cfg->top - 1, M = 64;
+    if (S < 0 || S > 2048 || (D != 64 && D != 128) || d.qblock != 1) return -1;
+    int P = 1;
+    while (P < (S > 0 ? S : 1)) P <<= 1;
+    int nch = (T + M - 1) / M;
+    size_t nunit = (size_t)B * H * nch;
+    FsUnit *hu = (FsUnit *)malloc(sizeof(FsUnit) * nunit);
+    MS_ASSERT(hu, "out of memory");
+    size_t maxb = 0, sumb = 0, i = 0;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int c = 0; c < nch; c++, i++) {
+                int e = (min(T, c * M + M) - 1) / bs; // the chunk's last row's own block
+                hu[i].b = b, hu[i].h = h, hu[i].c = c, hu[i].ld = e, hu[i].off = 0;
+                size_t bytes = (size_t)M * e * 8;
+                maxb = bytes > maxb ? bytes : maxb, sumb += bytes;
+            }
+    size_t cap = maxb > FS_CAP ? maxb : FS_CAP;
+    if (cap > sumb) cap = sumb > 0 ? sumb : 8;
+    int MAXU = nunit < 65535 ? (int)nunit : 65535;
+    size_t kb_n = (size_t)B * KVH * nb * D;
+    size_t o_sc = align256(kb_n * 8), o_units = align256(o_sc + cap);
+    size_t total = o_units + (size_t)MAXU * sizeof(FsUnit);
+    char *scr = (char *)cuda_scratch(SCRATCH_SPARSE_BF16, total);
+    FsArgs a;
+    memset(&a, 0, sizeof a);
+    a.idx = ix->idx, a.q = q, a.kbar = (double *)scr, a.scores = (double *)(scr + o_sc);
+    FsUnit *du = (FsUnit *)(scr + o_units);
+    a.units = du;
+    a.B = B, a.T = T, a.H = H, a.KVH = KVH, a.D = D, a.N = T, a.NK = nb, a.w = 1, a.M = M, a.S = S;
+    a.W = d.width, a.nblk = d.nblk, a.moba_bs = bs;
+    fs_pool_k<<<grid_for(kb_n, 256), 256>>>((double *)a.kbar, k, B, T, KVH, D, bs, nb);
+    cudaLaunchCheck();
+    int cache = 8192;
+    size_t topk_smem = (size_t)P * 12 + (size_t)cache * 8;
+    fs_topk_optin();
+    static bool sc_attr = false;
+    if (!sc_attr) {
+        cudaCheck(cudaFuncSetAttribute(fs_scores_mma<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)(sizeof(double) * 64 * (64 + 4 + 36))));
+        cudaCheck(cudaFuncSetAttribute(fs_scores_mma<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)(sizeof(double) * 64 * (128 + 4 + 36))));
+        sc_attr = true;
+    }
+    size_t sc_smem = sizeof(double) * 64 * (D + 4 + 36);
+    const int TPC = 4;
+    for (size_t u0 = 0; u0 < nunit;) {
+        size_t u1 = u0, bytes = 0;
+        int maxld = 0;
+        while (u1 < nunit && u1 - u0 < (size_t)MAXU) {
+            size_t ub = (size_t)M * hu[u1].ld * 8;
+            if (bytes + ub > cap) break;
+            hu[u1].off = (long long)(bytes / 8);
+            bytes += ub;
+            maxld = hu[u1].ld > maxld ? hu[u1].ld : maxld;
+            u1++;
+        }
+        int nu = (int)(u1 - u0);
+        cudaCheck(cudaMemcpy(du, hu + u0, sizeof(FsUnit) * nu, cudaMemcpyHostToDevice));
+        if (maxld > 0) {
+            int ntile = (maxld + 63) / 64;
+            dim3 g1((unsigned)((ntile + TPC - 1) / TPC), 1, (unsigned)nu);
+            if (D == 64) fs_scores_mma<64><<<g1, FS_NT, sc_smem>>>(a, TPC);
+            else fs_scores_mma<128><<<g1, FS_NT, sc_smem>>>(a, TPC);
+            cudaLaunchCheck();
+        }
+        // every row's list is written (own block, -1 padding) even when no block is eligible
+        fs_topk<<<dim3((unsigned)M, (unsigned)nu), FS_NT, topk_smem>>>(a, P, cache);
+        cudaLaunchCheck();
+        u0 = u1;
+    }
+    free(hu);
+    return 0;
+}
+
+__global__ void sb_gather_f32(float *dst, const uint16_t *src, int b, int T, int NH, int h0, int nh,
+                              int D) {
+    size_t n = (size_t)T * nh * D;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        int d = (int)(i % D), hh = (int)((i / D) % nh), t = (int)(i / D / nh);
+        uint32_t u = (uint32_t)src[(((size_t)b * T + t) * NH + h0 + hh) * D + d] << 16;
+        dst[i] = __uint_as_float(u);
+    }
+}
+
+extern "C" int select_bf16(AttnIndex *ix, const struct AttnConfig *cfg, const uint16_t *q,
+                           const uint16_t *k, int B, int T, int H, int KVH, int D) {
+    if (!ix || !cfg || KVH <= 0 || H % KVH || B <= 0 || T <= 0) return -1;
+    if (cfg->kind != ATTN_MS && cfg->kind != ATTN_MOBA) {
+        cuda_attention_select(ix, cfg, NULL, NULL, B, T, H, KVH, D);
+        return 0;
+    }
+    if (cfg->kind == ATTN_MS && cfg->pool == POOL_MEAN && cfg->score == SCORE_DOT &&
+        cfg->select == SELECT_REGION && cfg->order == ORDER_RANK && !getenv("MSLAB_SELECT_SLOW") &&
+        fs_select(ix, cfg, q, k, B, T, H, KVH, D) == 0)
+        return 0;
+    if (cfg->kind == ATTN_MOBA && !getenv("MSLAB_SELECT_SLOW") &&
+        fs_select_moba(ix, cfg, q, k, B, T, H, KVH, D) == 0)
+        return 0;
+    int G = H / KVH;
+    size_t nq = (size_t)T * G * D, nk = (size_t)T * D;
+    float *buf = (float *)cuda_scratch(SCRATCH_SPARSE_BF16, (nq + nk) * sizeof(float));
+    float *q32 = buf, *k32 = buf + nq;
+    size_t per_head = (size_t)ix->nblk * ix->width;
+    for (int b = 0; b < B; b++)
+        for (int kvh = 0; kvh < KVH; kvh++) {
+            sb_gather_f32<<<grid_for(nq, 256), 256>>>(q32, q, b, T, H, kvh * G, G, D);
+            cudaLaunchCheck();
+            sb_gather_f32<<<grid_for(nk, 256), 256>>>(k32, k, b, T, KVH, kvh, 1, D);
+            cudaLaunchCheck();
+            AttnIndex sub = *ix;
+            size_t h0 = (size_t)b * H + (size_t)kvh * G;
+            sub.idx = ix->idx + h0 * per_head;
+            if (ix->kpos) sub.kpos = ix->kpos + h0 * per_head;
+            if (ix->qpos) sub.qpos = ix->qpos + h0 * ix->nblk;
+            cuda_attention_select(&sub, cfg, q32, k32, 1, T, G, 1, D);
+        }
+    return 0;
+}
