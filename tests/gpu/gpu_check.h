@@ -27,5 +27,6 @@ double train(const Backend *be, ModelConfig cfg, int B, int T, int steps, float 
 void t_flash_bf16_all(void);   // tests/gpu/flash_bf16_tests.c
 void t_sparse_bf16_all(void);  // tests/gpu/sparse_bf16_tests.c
 void t_backend_bf16_all(void); // tests/gpu/backend_bf16_tests.c
+void t_select_bf16_all(void);  // tests/gpu/select_bf16_tests.c
 
 #endif
