@@ -18,6 +18,7 @@
 #include "run_eval.h"
 #include "provenance.h"
 #ifdef MSLAB_CUDA
+#include "../cuda/attn_bf16.h"
 #include "../cuda/backend_cuda.h"
 #endif
 
@@ -68,6 +69,7 @@ void run_config_default(RunConfig *rc) {
     memset(rc, 0, sizeof *rc);
     rc->name = "run";
     rc->device = "cpu";
+    rc->deterministic = 1;
     rc->seed = 1;
     rc->model = model_config_default();
     rc->optim = optim_config_default();
@@ -230,6 +232,7 @@ static void store_params(Store *s, int64_t id, const RunConfig *rc) {
 #define P_INT(key, val) (snprintf(v, sizeof v, "%d", (int)(val)), store_param(s, id, key, v))
 #define P_NUM(key, val) (snprintf(v, sizeof v, "%.9g", (double)(val)), store_param(s, id, key, v))
     store_param(s, id, "precision", run_precision(rc));
+    if (!rc->deterministic) store_param(s, id, "deterministic", "false");
     P_INT("model.dim", rc->model.dim);
     P_INT("model.layers", rc->model.layers);
     P_INT("model.heads", rc->model.heads);
@@ -353,6 +356,9 @@ int run_execute(const RunConfig *rc, const Corpus *corpus, Store *store, RunResu
         fail(res, "failed", msg);
         goto finish;
     }
+#ifdef MSLAB_CUDA
+    attn_bf16_set_deterministic(rc->deterministic); // process-wide: set per run
+#endif
     if (model_create(&model, &rc->model, run_backend(rc->device, run_precision(rc)))) {
         fail(res, "failed", ms_error());
         goto finish;
@@ -531,6 +537,8 @@ char *run_config_json(const RunConfig *rc) {
     // only when not fp32: the hashes of fp32 runs (every run before bf16 existed) stay put
     if (strcmp(run_precision(rc), "fp32"))
         json_str(&b, &len, &cap, "\"precision\":\"%s\",", run_precision(rc));
+    if (!rc->deterministic) // likewise: only the non-default value enters the hash
+        json_str(&b, &len, &cap, "\"deterministic\":false,");
     json_str(&b, &len, &cap,
              "\"model\":{\"dim\":%d,\"layers\":%d,\"heads\":%d,\"kv_heads\":%d,\"ffn\":%d,"
              "\"vocab\":%d,\"tied\":%s,\"norm_eps\":%.9g,\"rope_style\":\"%s\"},",

@@ -27,6 +27,8 @@ typedef struct {
     const char *script;
     const char *device;         // "cpu"
     const char *precision;      // "fp32" | "bf16" (cuda only); NULL: bf16 on cuda, fp32 on cpu
+    int deterministic;          // 1 (default): bitwise-repeatable backward; 0: the bf16 attention
+                                // kernels may sum gradients with fp32 atomics (cuda only; faster)
     uint64_t seed;
     ModelConfig model;
     OptimConfig optim;

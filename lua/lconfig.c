@@ -408,6 +408,7 @@ void lconfig_read_run(lua_State *L, int idx, RunConfig *rc, const Corpus **corpu
         {"name", F_STR, &rc->name},       {"data", F_TABLE, NULL},  {"seed", F_U64, &rc->seed},
         {"device", F_CHOICE, &device, devices},
         {"precision", F_CHOICE, &precision, precisions},
+        {"deterministic", F_BOOL, &rc->deterministic},
         {"model", F_TABLE, NULL},         {"positions", F_TABLE, NULL},
         {"attention", F_TABLE, NULL},     {"train", F_TABLE, NULL}, {"eval", F_TABLE, NULL},
         {"finetune", F_TABLE, NULL},      {"export", F_STR, &rc->export_dir},
@@ -427,7 +428,8 @@ void lconfig_read_run(lua_State *L, int idx, RunConfig *rc, const Corpus **corpu
             if (!strcmp(root[i].key, key)) break;
         if (!key || i == NFIELDS(root))
             lconfig_error(L, key ? key : "", "%s: unknown key (known here: name, data, seed, "
-                          "device, precision, model, positions, attention, train, eval, finetune, export)",
+                          "device, precision, deterministic, model, positions, attention, train, eval, "
+                          "finetune, export)",
                           key ? key : "(non-string key)");
         if (strcmp(key, "data")) read_field(L, &root[i], key);
         lua_pop(L, 1);

@@ -107,3 +107,33 @@ TEST(precision_recorded_with_the_run) {
     CHECK_STR(v, "fp32");
     store_close(s);
 }
+
+// `deterministic` (docs/cuda.md "Determinism"): a boolean, default true; only false is recorded
+// (param and config_json), so the hashes of every earlier run stay what they were.
+TEST(deterministic_key) {
+    char err[1024], db[512];
+    CHECK(run_script("ms.run { name = 'x', data = c,\n  deterministic = 'no' }\n", err, sizeof err,
+                     db, sizeof db) == 1);
+    CHECK_STR(err, "prec.lua:4: deterministic: expected a boolean, got string");
+    RunConfig rc;
+    run_config_default(&rc);
+    CHECK(rc.deterministic == 1);
+    char *j = run_config_json(&rc);
+    CHECK(strstr(j, "deterministic") == NULL);
+    free(j);
+    rc.deterministic = 0;
+    j = run_config_json(&rc);
+    CHECK(strstr(j, "\"deterministic\":false,") != NULL);
+    free(j);
+    CHECK(run_script("local r = ms.run { name = 'd', data = c, deterministic = false,\n"
+                     "  model = { dim = 16, layers = 1, heads = 2, ffn = 16 },\n"
+                     "  train = { seq = 16, batch = 2, steps = 2, log_every = 1 } }\n"
+                     "assert(r.status == 'done', r.error)\n",
+                     err, sizeof err, db, sizeof db) == 0);
+    Store *s;
+    CHECK(store_open(&s, db, 1) == 0);
+    char v[256] = "(no row)";
+    CHECK(store_select(s, "SELECT value FROM params WHERE key = 'deterministic'", first_cb, v) == 0);
+    CHECK_STR(v, "false");
+    store_close(s);
+}
