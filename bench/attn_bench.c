@@ -6,7 +6,7 @@
 // Backend rows at short lengths for reference. Median of `reps` CUDA-event timings after warm-up (cuda/timing.h).
 //
 //   mslab-gpu-bench --attn [--quick] [--max-len N] [--tsv FILE] [--reps R] [--warmup W]
-//                          [--kernels dense,ms,moba,fp32] [--fp32-max N] [--no-mem-probe]
+//                          [--kernels dense,ms,moba,fp32,nd] [--fp32-max N] [--no-mem-probe]
 //                          [--max-call-s S]
 //   (after a lost CUDA context it re-executes itself with --from-len N --skip-kernels K --append)
 //   mslab-gpu-bench --attn --mem-probe N    (internal: MS fwd+bwd peak memory in a fresh process)
@@ -231,6 +231,7 @@ static int nonfinite_tail(const uint16_t *o, int N) {
 // ---- one length --------------------------------------------------------------------------------
 typedef struct {
     int dense, ms, moba, fp32;
+    int nd; // also time fwd+bwd with attn_bf16_set_deterministic(0): rows "<kernel>-nd"
     int fp32_max, mem_probe;
     size_t ctx_base; // memory in use before the first length (the context, cuBLAS, ...)
 } What;
@@ -249,7 +250,21 @@ static int fp32_select_ok(const AttnConfig *c, int N) {
 
 // The sparse kinds over the bf16 kernels: select, fwd (select included), fwd+bwd (select
 // included). mem: also report MS's memory at this length (base = in use before the tensors).
-static void bench_sparse(Job *j, const char *name, int fp32, size_t base, size_t ctx_base) {
+// The fwd+bwd of fn again with the backward's atomic accumulation mode (attn_bf16.h): row
+// "<kern>-nd", extra as the deterministic row's (without the memory fields).
+static void timed_nd(CudaTimedFn fn, Job *j, const char *kern, double flops, const char *extra) {
+    char k[40];
+    const char *why;
+    snprintf(k, sizeof k, "%s-nd", kern);
+    int old = attn_bf16_set_deterministic(0);
+    double t = timed(fn, j, k, &why);
+    attn_bf16_set_deterministic(old);
+    if (t > 0) row(k, "fwdbwd", j->N, t, flops, extra);
+    else na(k, "fwdbwd", j->N, why);
+}
+
+static void bench_sparse(Job *j, const char *name, int fp32, int nd, size_t base,
+                         size_t ctx_base) {
     int N = j->N;
     const char *why;
     char kern[32], ex[512];
@@ -341,6 +356,10 @@ static void bench_sparse(Job *j, const char *name, int fp32, size_t base, size_t
                      used - ctx_base);
         }
         row(kern, "fwdbwd", N, t_fb, 3.5 * f_fwd, ex);
+        if (nd && !fp32) {
+            snprintf(ex, sizeof ex, "pairs=%.6g;density=%.5f", st.pairs, density);
+            timed_nd(sp_fb, j, kern, 3.5 * f_fwd, ex);
+        }
     } else {
         na(kern, "fwdbwd", N, why);
     }
@@ -463,7 +482,7 @@ static void bench_length(int N, const What *w) {
     char ex[256];
     if (w->ms) { // first, so its memory delta holds as little of the others' scratch as possible
         j.cfg = ms_config();
-        bench_sparse(&j, "ms", 0, base, w->ctx_base);
+        bench_sparse(&j, "ms", 0, w->nd, base, w->ctx_base);
     }
     if (w->dense && N <= 131072) {
         double fl = dense_flops(N);
@@ -480,12 +499,13 @@ static void bench_length(int N, const What *w) {
         snprintf(ex, sizeof ex, "pairs=%.6g", fl / (4.0 * D));
         if (t > 0) row("dense-bf16", "fwdbwd", N, t, 3.5 * fl, ex);
         else na("dense-bf16", "fwdbwd", N, why);
+        if (w->nd && t > 0) timed_nd(dense_fb, &j, "dense-bf16", 3.5 * fl, ex);
     }
     if (w->moba && N <= 131072) {
         j.cfg = moba_blk_config(N);
-        bench_sparse(&j, "moba-blk", 0, base, w->ctx_base);
+        bench_sparse(&j, "moba-blk", 0, w->nd, base, w->ctx_base);
         j.cfg = moba_config(N);
-        bench_sparse(&j, "moba", 0, base, w->ctx_base);
+        bench_sparse(&j, "moba", 0, 0, base, w->ctx_base);
     }
     if (w->fp32 && N <= w->fp32_max && !dead) { // reference rows: the fp32 Backend ops
         for (int i = 0; i < 8; i++) {
@@ -505,13 +525,13 @@ static void bench_length(int N, const What *w) {
         }
         if (w->ms && be->attention_select && be->sparse_attention_fwd) {
             j.cfg = ms_config();
-            bench_sparse(&j, "ms", 1, base, w->ctx_base);
+            bench_sparse(&j, "ms", 1, 0, base, w->ctx_base);
         }
         if (w->moba && be->attention_select && be->sparse_attention_fwd) {
             j.cfg = moba_blk_config(N);
-            bench_sparse(&j, "moba-blk", 1, base, w->ctx_base);
+            bench_sparse(&j, "moba-blk", 1, 0, base, w->ctx_base);
             j.cfg = moba_config(N);
-            bench_sparse(&j, "moba", 1, base, w->ctx_base);
+            bench_sparse(&j, "moba", 1, 0, base, w->ctx_base);
         }
         for (int i = 0; i < 8; i++) be->free(j.f[i]);
         be->free(j.flse);
@@ -553,7 +573,7 @@ static void restart(int argc, char **argv, int from, const char *skip_list, int 
 static int usage(void) {
     fprintf(stderr,
             "usage: mslab-gpu-bench --attn [--quick] [--max-len N] [--tsv FILE] [--reps R]\n"
-            "                       [--warmup W] [--kernels dense,ms,moba,fp32] [--fp32-max N]\n"
+            "                       [--warmup W] [--kernels dense,ms,moba,fp32,nd] [--fp32-max N]\n"
             "                       [--no-mem-probe] [--max-call-s S]\n");
     return 2;
 }
@@ -563,7 +583,7 @@ int attn_bench_main(int argc, char **argv, const Backend *backend) {
     long max_len = 1048576, fp32_max = 16384;
     int quick = 0, probe = 0, no_probe = 0, append = 0;
     long from_len = 0, restarts = 0;
-    const char *tsv_path = NULL, *kernels = "dense,ms,moba,fp32", *skip_list = "";
+    const char *tsv_path = NULL, *kernels = "dense,ms,moba,fp32,nd", *skip_list = "";
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -598,7 +618,7 @@ int attn_bench_main(int argc, char **argv, const Backend *backend) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGABRT, &sa, NULL);
     What w = {.mem_probe = !no_probe, .dense = !!strstr(kernels, "dense"), .ms = !!strstr(kernels, "ms"),
-              .moba = !!strstr(kernels, "moba"), .fp32 = !!strstr(kernels, "fp32"),
+              .moba = !!strstr(kernels, "moba"), .fp32 = !!strstr(kernels, "fp32"), .nd = !!strstr(kernels, "nd"),
               .fp32_max = (int)fp32_max};
     for (const char *p = skip_list; *p;) { // kernels that lost the context in an earlier process
         size_t n = strcspn(p, ",");
