@@ -6,7 +6,7 @@
 // Backend rows at short lengths for reference. Median of `reps` CUDA-event timings after warm-up (cuda/timing.h).
 //
 //   mslab-gpu-bench --attn [--quick] [--max-len N] [--tsv FILE] [--reps R] [--warmup W]
-//                          [--kernels dense,ms,moba,fp32,nd] [--fp32-max N] [--no-mem-probe]
+//                          [--kernels dense,wgmma,ms,moba,fp32,nd] [--fp32-max N] [--no-mem-probe]
 //                          [--max-call-s S]
 //   (after a lost CUDA context it re-executes itself with --from-len N --skip-kernels K --append)
 //   mslab-gpu-bench --attn --mem-probe N    (internal: MS fwd+bwd peak memory in a fresh process)
@@ -82,6 +82,16 @@ static void dense_fb(void *a) {
     dense_fwd(j);
     j->rc |= flash_bf16_bwd(j->dq, j->dk, j->dv, j->dout, j->o, j->lse, j->q, j->k, j->v, 1, j->N,
                             H, H, D);
+}
+static void wg_fwd(void *a) {
+    Job *j = a;
+    j->rc |= flash_wgmma_fwd(j->o, j->lse, j->q, j->k, j->v, 1, j->N, H, H, D);
+}
+static void wg_fb(void *a) {
+    Job *j = a;
+    wg_fwd(j);
+    j->rc |= flash_wgmma_bwd(j->dq, j->dk, j->dv, j->dout, j->o, j->lse, j->q, j->k, j->v, 1, j->N,
+                             H, H, D);
 }
 static void sp_sel(void *a) { sel(a); }
 static void sp_fwd(void *a) {
@@ -231,6 +241,7 @@ static int nonfinite_tail(const uint16_t *o, int N) {
 // ---- one length --------------------------------------------------------------------------------
 typedef struct {
     int dense, ms, moba, fp32;
+    int wg; // dense-wgmma rows (cuda/flash_wgmma.cu)
     int nd; // also time fwd+bwd with attn_bf16_set_deterministic(0): rows "<kernel>-nd"
     int fp32_max, mem_probe;
     size_t ctx_base; // memory in use before the first length (the context, cuBLAS, ...)
@@ -501,6 +512,17 @@ static void bench_length(int N, const What *w) {
         else na("dense-bf16", "fwdbwd", N, why);
         if (w->nd && t > 0) timed_nd(dense_fb, &j, "dense-bf16", 3.5 * fl, ex);
     }
+    if (w->wg && N <= 131072) { // the Hopper wgmma kernels: n/a while they return -1
+        double fl = dense_flops(N);
+        snprintf(ex, sizeof ex, "pairs=%.6g", fl / (4.0 * D));
+        double t = timed(wg_fwd, &j, "dense-wgmma", &why);
+        if (t > 0) row("dense-wgmma", "fwd", N, t, fl, ex);
+        else na("dense-wgmma", "fwd", N, why);
+        t = timed(wg_fb, &j, "dense-wgmma", &why);
+        if (t > 0) row("dense-wgmma", "fwdbwd", N, t, 3.5 * fl, ex);
+        else na("dense-wgmma", "fwdbwd", N, why);
+        if (w->nd && t > 0) timed_nd(wg_fb, &j, "dense-wgmma", 3.5 * fl, ex);
+    }
     if (w->moba && N <= 131072) {
         j.cfg = moba_blk_config(N);
         bench_sparse(&j, "moba-blk", 0, w->nd, base, w->ctx_base);
@@ -573,7 +595,7 @@ static void restart(int argc, char **argv, int from, const char *skip_list, int 
 static int usage(void) {
     fprintf(stderr,
             "usage: mslab-gpu-bench --attn [--quick] [--max-len N] [--tsv FILE] [--reps R]\n"
-            "                       [--warmup W] [--kernels dense,ms,moba,fp32,nd] [--fp32-max N]\n"
+            "                       [--warmup W] [--kernels dense,wgmma,ms,moba,fp32,nd] [--fp32-max N]\n"
             "                       [--no-mem-probe] [--max-call-s S]\n");
     return 2;
 }
@@ -583,7 +605,7 @@ int attn_bench_main(int argc, char **argv, const Backend *backend) {
     long max_len = 1048576, fp32_max = 16384;
     int quick = 0, probe = 0, no_probe = 0, append = 0;
     long from_len = 0, restarts = 0;
-    const char *tsv_path = NULL, *kernels = "dense,ms,moba,fp32,nd", *skip_list = "";
+    const char *tsv_path = NULL, *kernels = "dense,wgmma,ms,moba,fp32,nd", *skip_list = "";
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -618,7 +640,7 @@ int attn_bench_main(int argc, char **argv, const Backend *backend) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGABRT, &sa, NULL);
     What w = {.mem_probe = !no_probe, .dense = !!strstr(kernels, "dense"), .ms = !!strstr(kernels, "ms"),
-              .moba = !!strstr(kernels, "moba"), .fp32 = !!strstr(kernels, "fp32"), .nd = !!strstr(kernels, "nd"),
+              .moba = !!strstr(kernels, "moba"), .fp32 = !!strstr(kernels, "fp32"), .nd = !!strstr(kernels, "nd"), .wg = !!strstr(kernels, "wgmma"),
               .fp32_max = (int)fp32_max};
     for (const char *p = skip_list; *p;) { // kernels that lost the context in an earlier process
         size_t n = strcspn(p, ",");

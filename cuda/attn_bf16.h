@@ -41,6 +41,14 @@ int flash_bf16_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *dou
                    const uint16_t *out, const float *lse, const uint16_t *q, const uint16_t *k,
                    const uint16_t *v, int B, int T, int H, int KVH, int D);
 
+// ---- dense causal attention on Hopper's wgmma (cuda/flash_wgmma.cu, built for sm_90a) ----
+// The same contract as flash_bf16_fwd / _bwd; -1 (nothing launched) on other GPUs and shapes.
+int flash_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k,
+                    const uint16_t *v, int B, int T, int H, int KVH, int D);
+int flash_wgmma_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *dout,
+                    const uint16_t *out, const float *lse, const uint16_t *q, const uint16_t *k,
+                    const uint16_t *v, int B, int T, int H, int KVH, int D);
+
 // ---- block-sparse causal attention over an index list (cuda/sparse_bf16.cu) ----
 // Which keys each row sees: ix exactly as ops.h's sparse_attention_fwd/bwd (AttnIndex; positions
 // inside when ix->kpos != NULL, if supported, else -1).

@@ -902,6 +902,7 @@ int main(int argc, char **argv) {
     }
     if (!quick) t_determinism(a, 8, 128, 50);
     t_flash_bf16_all();
+    t_flash_wgmma_all();
     t_sparse_bf16_all();
     t_select_bf16_all();
     t_backend_bf16_all();
