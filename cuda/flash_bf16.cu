@@ -37,10 +37,17 @@
 //     ordering removed): these kernels are bound by shared-memory reads (16-key warps re-read the
 //     whole Q / dO tile for each product), and the fused kernel adds the dS round trip and the
 //     accumulator traffic. Kept as tested variants, not the default.
+//   flash_bwd_fa2_kernel<D, BN, DET, PB> (tune dK/dV 10..15): FlashAttention-2's backward.
+//     CTA = (b, kv head, BN-key block), 8 warps, 64-query steps; a different 2D warp tiling per
+//     product so each shared-memory fragment feeds 2..4 mmas (the 16-key-warp kernels above:
+//     1..2); P and dS go through shared memory; dK, dV in registers; dQ partials into an fp32
+//     accumulator, atomically (mode 0) or in key-block order (mode 1; comment at the kernel).
+//     5 matmuls per step instead of the split path's 7.
 //   The 1/sqrt(D) of dS is applied once, to dQ and dK at the end.
-// Deterministic: no floating-point atomics. Every output element is accumulated in a fixed order:
-//   by one thread in a fixed loop (mma's internal order is fixed by the hardware), or, for the
-//   fused dQ, partials added in key-tile order behind a counter; two calls give identical bits.
+// Deterministic (attn_bf16_deterministic() = 1, the default): every output element is accumulated
+//   in a fixed order: by one thread in a fixed loop (mma's internal order is fixed by the
+//   hardware), or, for the fused dQ, partials added in key-tile order behind a counter; two calls
+//   give identical bits. Mode 0 lets the FA2-class kernel add dQ partials with fp32 atomics.
 //
 // Work (causal, per (b, h)): forward 2 matmuls over the lower triangle = 2 T^2 D FLOP; backward
 //   5 matmuls fused (5 T^2 D), 7 split (7 T^2 D: S and dP recomputed for dQ). Bytes: the forward
@@ -71,6 +78,13 @@ __device__ __forceinline__ float ex2(float x) {
     float y;
     asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
     return y;
+}
+
+// 4 bytes global -> shared, asynchronous; valid == false writes 0
+__device__ __forceinline__ void cp_async4(void *smem, const void *gmem, bool valid) {
+    uint32_t s = (uint32_t)__cvta_generic_to_shared(smem);
+    int n = valid ? 4 : 0;
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
 }
 
 // rows [r0, r0 + ROWS) of x (row r at x + r * ld) into the swizzled tile dst; rows >= T zero
@@ -150,7 +164,7 @@ template <typename K> static void smem_optin(K kernel, size_t bytes) {
 // ---------------------------------------------------------------------------------------------
 // forward
 
-template <int D, int NW, int BK, int MI>
+template <int D, int NW, int BK, int MI, int QR = (MI == 1)>
 __global__ void __launch_bounds__(NW * 32, 1)
 flash_fwd_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T, int H,
                  int KVH, float sl2) {
@@ -184,7 +198,9 @@ flash_fwd_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16
     float m[MI][2], l[MI][2];
 #pragma unroll
     for (int mi = 0; mi < MI; mi++) m[mi][0] = m[mi][1] = -INFINITY, l[mi][0] = l[mi][1] = 0.f;
-    uint32_t qf[MI == 1 ? D / 16 : 1][4];
+    // QR: Q's A fragments held in registers for the whole walk (MI = 2: 64 registers, a third
+    // fewer shared-memory reads in S = Q K^T)
+    uint32_t qf[QR ? MI : 1][QR ? D / 16 : 1][4];
 
     for (int j = 0; j < nkt; j++) {
         if (j + 1 < nkt) {
@@ -197,10 +213,12 @@ flash_fwd_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16
             cp_async_wait<0>();
         }
         __syncthreads();
-        if (MI == 1 && j == 0) {
+        if (QR && j == 0) {
 #pragma unroll
-            for (int dc = 0; dc < D / 16; dc++)
-                lds_a<D>(qf[MI == 1 ? dc : 0], Qs, warp * 16, dc, lane);
+            for (int mi = 0; mi < MI; mi++)
+#pragma unroll
+                for (int dc = 0; dc < D / 16; dc++)
+                    lds_a<D>(qf[QR ? mi : 0][QR ? dc : 0], Qs, warp * WR + 16 * mi, dc, lane);
         }
         const bf16 *Kt = Ks + (j & 1) * BK * D, *Vt = Vs + (j & 1) * BK * D;
         int k0 = j * BK;
@@ -215,9 +233,11 @@ flash_fwd_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16
 #pragma unroll
             for (int dc = 0; dc < D / 16; dc++) {
                 uint32_t qa[MI][4];
-                if (MI == 1) {
+                if (QR) {
 #pragma unroll
-                    for (int x = 0; x < 4; x++) qa[0][x] = qf[MI == 1 ? dc : 0][x];
+                    for (int mi = 0; mi < MI; mi++)
+#pragma unroll
+                        for (int x = 0; x < 4; x++) qa[mi][x] = qf[QR ? mi : 0][QR ? dc : 0][x];
                 } else {
 #pragma unroll
                     for (int mi = 0; mi < MI; mi++)
@@ -482,6 +502,25 @@ __device__ __forceinline__ void wait_count(const int *cnt, int v) {
         __nanosleep(32);
         if (clock64() - t_start > (1ll << 31)) break;
     }
+}
+
+// TMA bulk reduce-add of a shared-memory row into global fp32 (sm_90), per-thread bulk groups
+__device__ __forceinline__ void bulk_red_add_f32(float *g, const float *s, int bytes) {
+    uint32_t sa = (uint32_t)__cvta_generic_to_shared(s);
+    asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n"
+                 ::"l"(g), "r"(sa), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void bulk_commit() {
+    asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+}
+__device__ __forceinline__ void bulk_wait_read() {
+    asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+}
+__device__ __forceinline__ void bulk_wait_all() {
+    asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
+}
+__device__ __forceinline__ void fence_proxy_async_smem() {
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
 
 // PIPE = 1: adds this thread's stashed dQ partial of a finished step (head hh, query tile at qs)
@@ -913,6 +952,383 @@ flash_bwd_combo_kernel(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const flo
 }
 
 // ---------------------------------------------------------------------------------------------
+// FA2-class fused backward (flash_bf16_tune dkdv 10 / 11 / 12 / 13; see the header comment).
+// CTA = (b, kv head, BN-key block), 8 warps, 64-query steps (query tile latest first, the G
+// query heads of the group innermost, so every key block's CTA walks the (tile, head) pairs in
+// the same order). Per step, three warp layouts:
+//   S = Q K^T, dP = dO V^T        warps 2 (queries, 32 each) x 4 (keys, BN / 4 each)
+//   P, dS (bf16) -> shared memory, rows = queries, columns = keys
+//   dV += P^T dO, dK += dS^T Q    warps 4 (keys, BN / 4 each) x 2 (D / 2 each), A = ldmatrix.trans
+//                                 of P / dS; dK, dV in registers for the whole walk
+//   dQ partial = dS K             warps 2 (queries, 32 each) x 4 (D / 4 each)
+// so each shared-memory fragment feeds 2..4 mmas (the 16-key warps of the older kernels: 1..2).
+// dQ partials go to an fp32 accumulator [B, T, H, D] in scratch:
+//   DET = 0: atomicAdd(float2) (red.global.add.v2.f32), dq = acc * scale by flash_bwd_dq_convert.
+//   DET = 1: in key-block order behind a per-(b, h, query tile) counter (as the older fused
+//     kernel): block 0 stores, later blocks add, the last writes bf16 dq. Every CTA walks the
+//     pairs in the same order and CTAs are dispatched key block 0 first, so a CTA waits only on
+//     CTAs dispatched before it that are about one accumulation ahead.
+template <int D, int BN, int DET, int PB>
+__global__ void __launch_bounds__(256, 1)
+flash_bwd_fa2_kernel(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *counters, const bf16 *dout,
+                     const float *lse, const float *Di, const bf16 *q, const bf16 *k,
+                     const bf16 *v, int T, int H, int KVH, float sl2, float scale) {
+    constexpr int NT = 256, BM = 64;
+    constexpr int SK = BN / 4, SKN = SK / 8;           // S / dP: keys per warp, n-tiles
+    constexpr int VK = BN / 4, VKM = VK / 16;          // dK / dV: keys per warp, m-tiles
+    constexpr int VD = D / 2, VDN = VD / 8;            // dK / dV: columns per warp, n-tiles
+    constexpr int QD = D / 4, QDN = QD / 8;            // dQ: columns per warp, n-tiles
+    static_assert(SKN % 2 == 0 && VKM >= 1 && QDN % 2 == 0, "tiling");
+    extern __shared__ __align__(128) unsigned char smem[];
+    bf16 *Ks = (bf16 *)smem, *Vs = Ks + BN * D, *Qs = Vs + BN * D, *dOs = Qs + 2 * BM * D;
+    // P, dS: [BM][BN] each, swz<BN>; PB = 1: two pairs (one per step parity), so a step's
+    // P / dS writes never meet the previous step's readers and one barrier per step goes
+    bf16 *Ps0 = dOs + 2 * BM * D;
+    float *Ls = (float *)(Ps0 + (PB ? 4 : 2) * BM * BN), *Ds = Ls + 2 * BM;
+    // DET >= 3: the step's dQ partial staged in fp32 rows [BM][D + 4] (padded: fewer bank
+    // conflicts on the fragment stores; each row stays contiguous for its bulk reduce)
+    float *Stg = Ds + 2 * BM;
+
+    int b = blockIdx.x / KVH, kvh = blockIdx.x % KVH, G = H / KVH;
+    int kb = blockIdx.y, k0 = kb * BN, nkb = (T + BN - 1) / BN;
+    size_t ldq = (size_t)H * D, ldk = (size_t)KVH * D;
+    const bf16 *kbp = k + (size_t)b * T * ldk + (size_t)kvh * D;
+    const bf16 *vbp = v + (size_t)b * T * ldk + (size_t)kvh * D;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+    int wm = warp >> 2, wn = warp & 3; // S / dP and dQ layouts
+    int vk = warp & 3, vd = warp >> 2; // dK / dV layout
+    int nqt = (T + BM - 1) / BM, qt_lo = k0 / BM, total = G * (nqt - qt_lo);
+
+    auto step_h = [&](int i) { return kvh * G + i % G; };
+    auto step_q = [&](int i) { return (nqt - 1 - i / G) * BM; };
+    // lse and Di by cp.async too (no load latency at the top of a step); rows past T read 0:
+    // their P is then 1, but their dO rows are 0, so dP = dS = 0 and P^T dO adds nothing
+    auto load_step = [&](int i) {
+        int hh = step_h(i), qs = step_q(i), buf = i & 1;
+        const bf16 *qb = q + (size_t)b * T * ldq + (size_t)hh * D;
+        const bf16 *db = dout + (size_t)b * T * ldq + (size_t)hh * D;
+        tile_load<D, BM, NT>(Qs + buf * BM * D, qb, ldq, qs, T);
+        tile_load<D, BM, NT>(dOs + buf * BM * D, db, ldq, qs, T);
+        if (threadIdx.x < 2 * BM) {
+            int r = threadIdx.x & (BM - 1), t = qs + r;
+            size_t li = ((size_t)b * H + hh) * T + (t < T ? t : 0);
+            if (threadIdx.x < BM) cp_async4(Ls + buf * BM + r, lse + li, t < T);
+            else cp_async4(Ds + buf * BM + r, Di + li, t < T);
+        }
+    };
+
+    tile_load<D, BN, NT>(Ks, kbp, ldk, k0, T);
+    tile_load<D, BN, NT>(Vs, vbp, ldk, k0, T);
+    if (total > 0) load_step(0);
+    cp_async_commit();
+
+    float dka[VKM][VDN][4], dva[VKM][VDN][4];
+#pragma unroll
+    for (int m = 0; m < VKM; m++)
+#pragma unroll
+        for (int n = 0; n < VDN; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) dka[m][n][e] = dva[m][n][e] = 0.f;
+
+    for (int i = 0; i < total; i++) {
+        if (PB) { // prefetch after the barrier: every warp has left step i - 1 (same buffers)
+            cp_async_wait<0>();
+            __syncthreads();
+            if (i + 1 < total) load_step(i + 1);
+            cp_async_commit();
+        } else if (i + 1 < total) {
+            load_step(i + 1);
+            cp_async_commit();
+            cp_async_wait<1>();
+            __syncthreads();
+        } else {
+            cp_async_wait<0>();
+            __syncthreads();
+        }
+        int buf = i & 1, hh = step_h(i), qs = step_q(i);
+        const bf16 *Qt = Qs + buf * BM * D, *dOt = dOs + buf * BM * D;
+        const float *Lt = Ls + buf * BM, *Dt = Ds + buf * BM;
+        bf16 *Ps = Ps0 + (PB ? buf * 2 * BM * BN : 0), *dSs = Ps + BM * BN;
+        // DET = 2: release the previous step's tile one step late: every thread issued its reds
+        // before the barrier above, and they have long completed, so the fence is short
+        if (DET == 2 && i > 0 && threadIdx.x == 0)
+            st_release(counters + ((size_t)b * H + step_h(i - 1)) * nqt + step_q(i - 1) / BM,
+                       kb + 1);
+        if (DET == 4 && i > 0 && warp == 0) { // warp 0's lanes issued the bulk reduces
+            bulk_wait_all();
+            __syncwarp();
+            if (lane == 0)
+                st_release(counters + ((size_t)b * H + step_h(i - 1)) * nqt + step_q(i - 1) / BM,
+                           kb + 1);
+        }
+
+        // ---- S, dP (queries 32 wm.., keys SK wn..), P and dS to shared memory
+        {
+            int kw0 = k0 + wn * SK, rw0 = qs + 32 * wm; // first key / row of this warp
+            if (kw0 <= rw0 + 31) {
+                float s[2][SKN][4], dp[2][SKN][4];
+#pragma unroll
+                for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+                    for (int n = 0; n < SKN; n++)
+#pragma unroll
+                        for (int e = 0; e < 4; e++) s[mi][n][e] = dp[mi][n][e] = 0.f;
+#pragma unroll
+                for (int dc = 0; dc < D / 16; dc++) {
+                    uint32_t a[2][4];
+#pragma unroll
+                    for (int mi = 0; mi < 2; mi++) lds_a<D>(a[mi], Qt, 32 * wm + 16 * mi, dc, lane);
+#pragma unroll
+                    for (int np = 0; np < SKN / 2; np++) {
+                        uint32_t bb[4];
+                        lds_b<D>(bb, Ks, wn * SK + 16 * np, dc, lane);
+#pragma unroll
+                        for (int mi = 0; mi < 2; mi++) {
+                            mma_bf16_16816(s[mi][2 * np], a[mi], bb[0], bb[1]);
+                            mma_bf16_16816(s[mi][2 * np + 1], a[mi], bb[2], bb[3]);
+                        }
+                    }
+                }
+#pragma unroll
+                for (int dc = 0; dc < D / 16; dc++) {
+                    uint32_t a[2][4];
+#pragma unroll
+                    for (int mi = 0; mi < 2; mi++)
+                        lds_a<D>(a[mi], dOt, 32 * wm + 16 * mi, dc, lane);
+#pragma unroll
+                    for (int np = 0; np < SKN / 2; np++) {
+                        uint32_t bb[4];
+                        lds_b<D>(bb, Vs, wn * SK + 16 * np, dc, lane);
+#pragma unroll
+                        for (int mi = 0; mi < 2; mi++) {
+                            mma_bf16_16816(dp[mi][2 * np], a[mi], bb[0], bb[1]);
+                            mma_bf16_16816(dp[mi][2 * np + 1], a[mi], bb[2], bb[3]);
+                        }
+                    }
+                }
+                bool mask = kw0 + SK - 1 > rw0; // the warp's tile reaches the diagonal
+#pragma unroll
+                for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+                    for (int r = 0; r < 2; r++) {
+                        int rl = 32 * wm + 16 * mi + g + 8 * r, row = qs + rl;
+                        float l2 = Lt[rl] * FL_LOG2E, di = Dt[rl];
+#pragma unroll
+                        for (int n = 0; n < SKN; n++) {
+                            float p[2], ds[2];
+#pragma unroll
+                            for (int c = 0; c < 2; c++) {
+                                int key = kw0 + 8 * n + 2 * tq + c;
+                                float x = ex2(fmaf(s[mi][n][2 * r + c], sl2, -l2));
+                                if (mask && key > row) x = 0.f;
+                                p[c] = x;
+                                ds[c] = x * (dp[mi][n][2 * r + c] - di); // without 1/sqrt(D)
+                            }
+                            int off = swz<BN>(rl, (wn * SK) / 8 + n) + 2 * tq;
+                            *(uint32_t *)(Ps + off) = pack_bf16x2(p[0], p[1]);
+                            *(uint32_t *)(dSs + off) = pack_bf16x2(ds[0], ds[1]);
+                        }
+                    }
+            } else { // every key of the warp after every row: P = dS = 0
+#pragma unroll
+                for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+                    for (int r = 0; r < 2; r++)
+#pragma unroll
+                        for (int n = 0; n < SKN; n++) {
+                            int off = swz<BN>(32 * wm + 16 * mi + g + 8 * r, (wn * SK) / 8 + n) +
+                                      2 * tq;
+                            *(uint32_t *)(Ps + off) = 0u;
+                            *(uint32_t *)(dSs + off) = 0u;
+                        }
+            }
+        }
+        __syncthreads();
+
+        // ---- dV += P^T dO, dK += dS^T Q (keys VK vk.., columns VD vd..)
+        {
+            int kq_end = BM / 16; // query k-steps; on the diagonal the first rows may be all 0
+#pragma unroll
+            for (int kq = 0; kq < BM / 16; kq++) {
+                if (qs + 16 * kq + 15 < k0 + vk * VK) continue; // rows before the warp's keys
+                (void)kq_end;
+                uint32_t pa[VKM][4], sa[VKM][4];
+#pragma unroll
+                for (int m = 0; m < VKM; m++) {
+                    int roff = 16 * kq + (lane & 7) + ((lane >> 4) << 3);
+                    int coff = (vk * VK + 16 * m) / 8 + ((lane >> 3) & 1);
+                    ldsm_x4_t(pa[m], Ps + swz<BN>(roff, coff));
+                    ldsm_x4_t(sa[m], dSs + swz<BN>(roff, coff));
+                }
+#pragma unroll
+                for (int j = 0; j < VD / 16; j++) {
+                    uint32_t bo[4], bq[4];
+                    lds_bt<D>(bo, dOt, 16 * kq, vd * (VD / 16) + j, lane);
+                    lds_bt<D>(bq, Qt, 16 * kq, vd * (VD / 16) + j, lane);
+#pragma unroll
+                    for (int m = 0; m < VKM; m++) {
+                        mma_bf16_16816(dva[m][2 * j], pa[m], bo[0], bo[1]);
+                        mma_bf16_16816(dva[m][2 * j + 1], pa[m], bo[2], bo[3]);
+                        mma_bf16_16816(dka[m][2 * j], sa[m], bq[0], bq[1]);
+                        mma_bf16_16816(dka[m][2 * j + 1], sa[m], bq[2], bq[3]);
+                    }
+                }
+            }
+        }
+
+        // ---- dQ partial = dS K (rows 32 wm.., columns QD wn..)
+        {
+            float acc[2][QDN][4];
+#pragma unroll
+            for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+                for (int n = 0; n < QDN; n++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) acc[mi][n][e] = 0.f;
+            int rlast = qs + 32 * wm + 31; // keys after this warp's last row: dS = 0
+#pragma unroll
+            for (int kc = 0; kc < BN / 16; kc++) {
+                if (k0 + 16 * kc > rlast) break;
+                uint32_t a[2][4];
+#pragma unroll
+                for (int mi = 0; mi < 2; mi++) lds_a<BN>(a[mi], dSs, 32 * wm + 16 * mi, kc, lane);
+#pragma unroll
+                for (int j = 0; j < QD / 16; j++) {
+                    uint32_t bb[4];
+                    lds_bt<D>(bb, Ks, 16 * kc, wn * (QD / 16) + j, lane);
+#pragma unroll
+                    for (int mi = 0; mi < 2; mi++) {
+                        mma_bf16_16816(acc[mi][2 * j], a[mi], bb[0], bb[1]);
+                        mma_bf16_16816(acc[mi][2 * j + 1], a[mi], bb[2], bb[3]);
+                    }
+                }
+            }
+            size_t base = ((size_t)b * T) * ldq + (size_t)hh * D + wn * QD + 2 * tq;
+            if (DET == 2) { // in key-block order: wait for block kb - 1's release of this tile
+                if (threadIdx.x == 0)
+                    wait_count(counters + ((size_t)b * H + hh) * nqt + qs / BM, kb);
+                __syncthreads();
+            }
+            if (DET >= 3) {
+                // TMA bulk reduce-add (FA3's way): stage the partial, warp 0 issues one bulk
+                // op per row (DET = 4: after block kb - 1's release of this tile)
+                if (warp == 0) bulk_wait_read(); // the previous step's bulk reads of Stg
+                __syncthreads();
+#pragma unroll
+                for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+                    for (int r = 0; r < 2; r++) {
+                        float *sr = Stg + (32 * wm + 16 * mi + g + 8 * r) * (D + 4) + wn * QD +
+                                    2 * tq;
+#pragma unroll
+                        for (int n = 0; n < QDN; n++)
+                            *(float2 *)(sr + 8 * n) =
+                                make_float2(acc[mi][n][2 * r], acc[mi][n][2 * r + 1]);
+                    }
+                fence_proxy_async_smem();
+                __syncthreads();
+                if (warp == 0) {
+                    if (DET == 4) {
+                        if (lane == 0)
+                            wait_count(counters + ((size_t)b * H + hh) * nqt + qs / BM, kb);
+                        __syncwarp();
+                    }
+                    for (int r = lane; r < BM; r += 32)
+                        if (qs + r < T)
+                            bulk_red_add_f32(dqacc + ((size_t)b * T + qs + r) * ldq +
+                                                 (size_t)hh * D,
+                                             Stg + r * (D + 4), D * 4);
+                    bulk_commit();
+                }
+            } else if (DET != 1) {
+#pragma unroll
+                for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+                    for (int r = 0; r < 2; r++) {
+                        int t = qs + 32 * wm + 16 * mi + g + 8 * r;
+                        if (t >= T) continue;
+                        float *pr = dqacc + base + (size_t)t * ldq;
+#pragma unroll
+                        for (int n = 0; n < QDN; n++)
+                            atomicAdd((float2 *)(pr + 8 * n),
+                                      make_float2(acc[mi][n][2 * r], acc[mi][n][2 * r + 1]));
+                    }
+            } else {
+                int *cnt = counters + ((size_t)b * H + hh) * nqt + qs / BM;
+                int last = min(nkb - 1, (qs + BM - 1) / BN);
+                if (threadIdx.x == 0) wait_count(cnt, kb);
+                __syncthreads();
+#pragma unroll
+                for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+                    for (int r = 0; r < 2; r++) {
+                        int t = qs + 32 * wm + 16 * mi + g + 8 * r;
+                        if (t >= T) continue;
+                        float *pr = dqacc + base + (size_t)t * ldq;
+                        float2 old[QDN];
+                        if (kb > 0) {
+#pragma unroll
+                            for (int n = 0; n < QDN; n++) old[n] = __ldcg((float2 *)(pr + 8 * n));
+                        }
+#pragma unroll
+                        for (int n = 0; n < QDN; n++) {
+                            float x0 = acc[mi][n][2 * r], x1 = acc[mi][n][2 * r + 1];
+                            if (kb > 0) x0 = old[n].x + x0, x1 = old[n].y + x1;
+                            if (kb == last)
+                                *(uint32_t *)(dq + base + (size_t)t * ldq + 8 * n) =
+                                    pack_bf16x2(x0 * scale, x1 * scale);
+                            else
+                                __stcg((float2 *)(pr + 8 * n), make_float2(x0, x1));
+                        }
+                    }
+                __syncthreads(); // every thread's stores before thread 0's release
+                if (threadIdx.x == 0) st_release(cnt, kb + 1);
+            }
+        }
+        if (!PB) __syncthreads(); // the next step's prefetch and P / dS overwrite these buffers
+    }
+    if (PB) __syncthreads(); // DET = 2: every thread's last reds before the release below
+
+    if (DET == 2 && threadIdx.x == 0) // the loop ended with a barrier after the last reds
+        st_release(counters + ((size_t)b * H + step_h(total - 1)) * nqt + step_q(total - 1) / BM,
+                   kb + 1);
+    if (DET >= 3 && warp == 0) { // the bulk ops must finish reading shared memory before exit
+        bulk_wait_all();
+        __syncwarp();
+        if (DET == 4 && lane == 0)
+            st_release(counters + ((size_t)b * H + step_h(total - 1)) * nqt +
+                           step_q(total - 1) / BM,
+                       kb + 1);
+    }
+    bf16 *dkb = dk + (size_t)b * T * ldk + (size_t)kvh * D;
+    bf16 *dvb = dv + (size_t)b * T * ldk + (size_t)kvh * D;
+#pragma unroll
+    for (int m = 0; m < VKM; m++)
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            int key = k0 + vk * VK + 16 * m + g + 8 * r;
+            if (key >= T) continue;
+            size_t off = (size_t)key * ldk + vd * VD + 2 * tq;
+#pragma unroll
+            for (int n = 0; n < VDN; n++) {
+                *(uint32_t *)(dkb + off + 8 * n) =
+                    pack_bf16x2(dka[m][n][2 * r] * scale, dka[m][n][2 * r + 1] * scale);
+                *(uint32_t *)(dvb + off + 8 * n) =
+                    pack_bf16x2(dva[m][n][2 * r], dva[m][n][2 * r + 1]);
+            }
+        }
+}
+
+// dq = acc * scale in bf16 (the atomic mode's last pass), 4 elements per thread
+__global__ void flash_bwd_dq_convert(bf16 *dq, const float *acc, size_t n4, float scale) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n4) return;
+    float4 x = __ldcs((const float4 *)acc + i);
+    uint2 o = make_uint2(pack_bf16x2(x.x * scale, x.y * scale), pack_bf16x2(x.z * scale, x.w * scale));
+    *((uint2 *)dq + i) = o;
+}
+
+// ---------------------------------------------------------------------------------------------
 // host
 
 // T up to 65535 tiles of 64 rows: the grids put tiles in gridDim.y (<= 65535)
@@ -945,16 +1361,16 @@ static void tune_from_env(void) {
     if (e && sscanf(e, "%d,%d,%d", &f, &d, &q) == 3) tune_fwd = f, tune_dkdv = d, tune_dq = q;
 }
 
-template <int D, int NW, int BK, int MI = 1>
+template <int D, int NW, int BK, int MI = 1, int QR = (MI == 1)>
 static void fwd_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B,
                     int T, int H, int KVH) {
     constexpr int BQ = 16 * MI * NW;
     size_t smem = sizeof(bf16) * (size_t)(BQ * D + 4 * BK * D);
     static bool init = false;
-    if (!init) smem_optin(flash_fwd_kernel<D, NW, BK, MI>, smem), init = true;
+    if (!init) smem_optin(flash_fwd_kernel<D, NW, BK, MI, QR>, smem), init = true;
     dim3 grid(B * H, (T + BQ - 1) / BQ);
-    flash_fwd_kernel<D, NW, BK, MI><<<grid, NW * 32, smem>>>(out, lse, q, k, v, T, H, KVH,
-                                                             FL_LOG2E / sqrtf((float)D));
+    flash_fwd_kernel<D, NW, BK, MI, QR><<<grid, NW * 32, smem>>>(out, lse, q, k, v, T, H, KVH,
+                                                                 FL_LOG2E / sqrtf((float)D));
     cudaLaunchCheck();
 }
 template <int D>
@@ -968,6 +1384,7 @@ static void fwd_launch(bf16 *out, float *lse, const bf16 *q, const bf16 *k, cons
     case 4: fwd_run<D, 4, 64, 2>(out, lse, q, k, v, B, T, H, KVH); break;
     case 5: fwd_run<D, 4, 32, 2>(out, lse, q, k, v, B, T, H, KVH); break;
     case 6: fwd_run<D, 8, 32, 2>(out, lse, q, k, v, B, T, H, KVH); break;
+    case 8: fwd_run<D, 4, 32, 2, 1>(out, lse, q, k, v, B, T, H, KVH); break; // Q in registers
     default: fwd_run<D, 8, 64, 2>(out, lse, q, k, v, B, T, H, KVH); break;
     }
 }
@@ -1031,12 +1448,35 @@ static void fused_run(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const floa
     cudaLaunchCheck();
 }
 
+
+template <int D, int BN, int DET, int PB>
+static void fa2_run(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const float *lse,
+                    const float *Di, float *dqacc, int *counters, const bf16 *q, const bf16 *k,
+                    const bf16 *v, int B, int T, int H, int KVH, float sl2, float scale) {
+    constexpr int BM = 64;
+    size_t smem = sizeof(bf16) * (size_t)(2 * BN * D + 4 * BM * D + (PB ? 4 : 2) * BM * BN) +
+                  sizeof(float) * (4 * BM + (DET >= 3 ? BM * (D + 4) : 0));
+    static bool init = false;
+    if (!init) smem_optin(flash_bwd_fa2_kernel<D, BN, DET, PB>, smem), init = true;
+    size_t nqt = (T + BM - 1) / BM, n = (size_t)B * T * H * D;
+    if (DET)
+        cudaCheck(cudaMemsetAsync(counters, 0, (size_t)B * H * nqt * sizeof(int), 0));
+    if (DET != 1) cudaCheck(cudaMemsetAsync(dqacc, 0, n * sizeof(float), 0));
+    flash_bwd_fa2_kernel<D, BN, DET, PB><<<dim3(B * KVH, (T + BN - 1) / BN), 256, smem>>>(
+        dq, dk, dv, dqacc, counters, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale);
+    cudaLaunchCheck();
+    if (DET != 1) {
+        flash_bwd_dq_convert<<<cdiv_u(n / 4, 256), 256>>>(dq, dqacc, n / 4, scale);
+        cudaLaunchCheck();
+    }
+}
+
 template <int D>
 static void bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *out,
                        const float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B, int T,
                        int H, int KVH) {
     size_t rows = (size_t)B * T * H;
-    bool fused = tune_dkdv >= 4;
+    bool fa2 = tune_dkdv >= 10 && tune_dkdv <= 16, fused = tune_dkdv >= 4;
     // scratch: Di [B, H, T]; fused: dQ accumulator [B, T, H, D] fp32, counters [B, H, T / 64]
     size_t nqt = (T + 63) / 64, acc_off = (rows + 63) / 64 * 64;
     size_t bytes = fused ? (acc_off + rows * D) * 4 + (size_t)B * H * nqt * 4 : rows * 4;
@@ -1044,6 +1484,32 @@ static void bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf1
     flash_bwd_pre<D><<<cdiv_u(rows, 8), 256>>>(Di, dout, out, B, T, H);
     cudaLaunchCheck();
     float scale = 1.f / sqrtf((float)D), sl2 = FL_LOG2E * scale;
+    if (fa2) {
+        float *dqacc = Di + acc_off;
+        int *cnt = (int *)(dqacc + rows * D);
+        bool det = attn_bf16_deterministic() != 0;
+#define FA2_CASE(BN, DETM, PB)                                                                 \
+    (det ? fa2_run<D, BN, DETM, PB>(dq, dk, dv, dout, lse, Di, dqacc, cnt, q, k, v, B, T, H,     \
+                                    KVH, sl2, scale)                                           \
+         : fa2_run<D, BN, 0, PB>(dq, dk, dv, dout, lse, Di, dqacc, cnt, q, k, v, B, T, H, KVH,   \
+                                 sl2, scale))
+        switch (tune_dkdv) {
+        case 10: FA2_CASE(128, 1, 0); break;
+        case 11: FA2_CASE(64, 1, 0); break;
+        case 12: FA2_CASE(128, 2, 0); break;
+        case 13: FA2_CASE(64, 2, 0); break;
+        case 14: FA2_CASE(128, 2, 1); break;
+        case 15: FA2_CASE(64, 2, 1); break;
+        default: // 16: TMA bulk reduce-add of dQ (ordered / not)
+            det ? fa2_run<D, 128, 4, 0>(dq, dk, dv, dout, lse, Di, dqacc, cnt, q, k, v, B, T, H,
+                                        KVH, sl2, scale)
+                : fa2_run<D, 128, 3, 0>(dq, dk, dv, dout, lse, Di, dqacc, cnt, q, k, v, B, T, H,
+                                        KVH, sl2, scale);
+            break;
+        }
+#undef FA2_CASE
+        return;
+    }
     if (fused) {
         float *dqacc = Di + acc_off;
         int *cnt = (int *)(dqacc + rows * D);

@@ -1,9 +1,17 @@
 // select_bf16.cu: the MS / MoBA selection from bf16 q / k (attn_bf16.h select_bf16): fills an
 // AttnIndex exactly as the CPU's attention_select does on the bf16-rounded inputs.
+//
+// ms (pool mean, score dot, select region, order rank): two paths, MSLAB_SELECT_BF16=old|fused.
+// old (fs_select): fp64 score rows in global memory (256 MB batches), a radix select per row;
+//   at 1M it reads / writes ~6.9e10 scores x 8 B several times: 3.93 s, 57% of MS fwd+bwd.
+// fused (fx_select): the same fp64 scores (DMMA, same products in the same order: bit-equal),
+//   filtered in registers against a per-row running threshold, ~S ln(e / S) survivors per row
+//   kept; no score row leaves the chip. Design and invariants at fx_select below.
 #include <cuda_bf16.h>
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -404,6 +412,289 @@ __global__ void __launch_bounds__(FS_NT) fs_merge(FsArgs a, int nunits) {
     }
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// Fused path (fx_select, the default unless MSLAB_SELECT_BF16=old): scores and the per-member
+// top-S in one kernel, no score row in global memory. Persistent CTAs (one per SM: 219 KB smem)
+// take work items (64 members of a unit) from an atomic counter, costliest units first. Per
+// item: pooled q in smem; key tiles of 128 regions, ascending, scores on DMMA exactly as
+// fs_scores_mma (the same products in the same order, so bit-equal); each score is tested
+// against the row's running threshold, and passes are appended to the row's global buffer
+// (64-bit order key + id; L2-hot) and to a 16-bit smem sketch (the order key of the score
+// rounded down to bf16: a lower bound of it). When a sketch fills, its S-th largest becomes the
+// threshold (at least S scores seen are >= that value, so a score below it can never be in the
+// top S; equal ones pass, ties are settled at the end). At the end of the item: the final
+// threshold, the buffer entries at or above it (~S + a few) into smem, a warp bitonic sort
+// (key desc, id asc, NaN last), the first min(S, e) ids into tops; fs_merge as before.
+// A row whose buffer overflows (FX_CAP inserts; e.g. scores rising along the row) or whose
+// survivors exceed FX_PMAX (masses of ties) makes the whole call fall back to the old path.
+#define FX_NT 256
+#define FX_KT 128   // key regions per tile
+#define FX_KLD 36   // kbar chunk row stride (doubles): 4 mod 16, conflict-free fragments
+#define FX_CAPF 896 // sketch entries per member row
+#define FX_PMAX 1024 // survivors per row for the final sort
+#define FX_CAPG 6144 // global buffer entries per member row (at most; maxld when smaller)
+
+__device__ __forceinline__ unsigned fx_key16(double s) { // order key of a bf16 lower bound
+    if (isnan(s)) return 0u;
+    if (s == 0.0) s = 0.0; // -0 == +0
+    unsigned u = __float_as_uint(__double2float_rd(s));
+    unsigned k = (u >> 31) ? ~u : (u | 0x80000000u);
+    return k >> 16; // truncating the order key rounds toward -inf
+}
+__device__ __forceinline__ double fx_unkey(unsigned long long k) { // inverse of fs_key
+    if (k == 0ull) return __longlong_as_double(0x7ff8000000000000ll);
+    unsigned long long u = (k >> 63) ? (k & 0x7fffffffffffffffull) : ~k;
+    return __longlong_as_double((long long)u);
+}
+
+// warp: the bin b (from the top) where the count of bins above reaches `need`; *above = count of
+// entries in bins > b
+__device__ __forceinline__ int fx_find(const int *hist, int need, int *above) {
+    int lane = threadIdx.x & 31, top = 255 - 8 * lane, s = 0;
+#pragma unroll
+    for (int i = 0; i < 8; i++) s += hist[top - i];
+    int inc = s;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        int v = __shfl_up_sync(0xffffffffu, inc, o);
+        if (lane >= o) inc += v;
+    }
+    unsigned hit = __ballot_sync(0xffffffffu, inc >= need);
+    int L = __ffs(hit) - 1; // need <= total, so some lane hits
+    int b = 0, ex = inc - s;
+    if (lane == L) {
+        for (int i = 0; i < 8; i++) {
+            int h = hist[top - i];
+            if (ex + h >= need) {
+                b = top - i;
+                break;
+            }
+            ex += h;
+        }
+    }
+    b = __shfl_sync(0xffffffffu, b, L);
+    *above = __shfl_sync(0xffffffffu, ex, L);
+    return b;
+}
+
+// warp: keep the S largest of a row's sketch (in order), threshold = the S-th largest
+__device__ void fx_compact(uint16_t *v, unsigned *cnt, int *thr, int *hist, int S) {
+    int lane = threadIdx.x & 31;
+    int n = (int)(*cnt & 0xffffu);
+    if (n <= S) return;
+    for (int b = lane; b < 256; b += 32) hist[b] = 0;
+    __syncwarp();
+    for (int p = lane; p < n; p += 32) atomicAdd(&hist[v[p] >> 8], 1);
+    __syncwarp();
+    int a1, b1 = fx_find(hist, S, &a1);
+    __syncwarp();
+    for (int b = lane; b < 256; b += 32) hist[b] = 0;
+    __syncwarp();
+    for (int p = lane; p < n; p += 32)
+        if ((v[p] >> 8) == b1) atomicAdd(&hist[v[p] & 255], 1);
+    __syncwarp();
+    int a2, b2 = fx_find(hist, S - a1, &a2);
+    int tau = b1 << 8 | b2, need = S - a1 - a2; // entries equal to tau to keep
+    unsigned lt = (1u << lane) - 1;
+    int w = 0, ties = 0;
+    for (int p0 = 0; p0 < n; p0 += 32) { // ordered in-place compaction (writes trail reads)
+        int p = p0 + lane, x = p < n ? (int)v[p] : -1;
+        bool eq = x == tau;
+        unsigned beq = __ballot_sync(0xffffffffu, eq);
+        bool keep = x > tau || (eq && ties + __popc(beq & lt) < need);
+        unsigned bk = __ballot_sync(0xffffffffu, keep);
+        __syncwarp();
+        if (keep) v[w + __popc(bk & lt)] = (uint16_t)x;
+        w += __popc(bk), ties += __popc(beq);
+        __syncwarp();
+    }
+    if (lane == 0) *cnt = (*cnt & 0xffff0000u) | (unsigned)S, *thr = tau;
+    __syncwarp();
+}
+
+struct FxArgs {
+    FsArgs a;
+    const int *ord; // work order: batch unit indices, costliest first
+    unsigned long long *gkey;
+    int *gid;
+    int *ctrl; // [0] work counter, [1] failed rows, [2] max inserts of a row
+    int nitems, mt, capg;
+};
+
+template <int DM>
+__global__ void __launch_bounds__(FX_NT, 1) fx_select(FxArgs x) {
+    constexpr int QLD = DM + 4, KLD = FX_KLD, NCH = DM / 32;
+    const FsArgs &a = x.a;
+    extern __shared__ double fs_sm[];
+    double *qs = fs_sm, *ks = fs_sm + 64 * QLD;         // [64][QLD], [FX_KT][KLD]
+    uint16_t *sk = (uint16_t *)(ks + FX_KT * KLD);      // [64][FX_CAPF]
+    int *hist = (int *)ks;                              // [8][256], between tiles only
+    __shared__ unsigned cnt[64]; // inserts: global (high 16 bits), sketch (low 16 bits)
+    __shared__ int thr[64], erow[64], s_item;
+    int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, cq = lane & 3;
+    int wm = warp >> 2, wn = warp & 3; // 32-member x 32-key warp tile
+    unsigned long long *gk = x.gkey + (size_t)blockIdx.x * 64 * x.capg;
+    int *gi = x.gid + (size_t)blockIdx.x * 64 * x.capg;
+    for (;;) {
+        __syncthreads(); // the previous item is done with every shared array
+        if (tid == 0) s_item = atomicAdd(x.ctrl, 1);
+        __syncthreads();
+        int item = s_item;
+        if (item >= x.nitems) return;
+        int ui = x.ord[item / x.mt], m0 = (item % x.mt) * 64;
+        const FsUnit U = a.units[ui];
+        int g0 = U.c * a.M, members = min(a.N, g0 + a.M) - g0;
+        if (m0 >= members) continue;
+        int rows = min(64, members - m0);
+        if (tid < 64) {
+            erow[tid] = tid < rows ? fs_elig(a, U.c, g0 + m0 + tid) : 0;
+            cnt[tid] = 0, thr[tid] = 0;
+        }
+        size_t ldq = (size_t)a.H * a.D;
+        const uint16_t *qb = a.q + ((size_t)U.b * a.T * a.H + U.h) * a.D;
+        for (int e = tid; e < 64 * DM; e += FX_NT) { // pooled q, as fs_scores_mma
+            int mm = e / DM, d = e % DM, gg = g0 + m0 + mm;
+            double acc = 0.0;
+            if (mm < rows) {
+                int r0 = gg * a.w, r1 = min(a.T, r0 + a.w);
+                for (int t = r0; t < r1; t++)
+                    acc += (double)__uint_as_float((uint32_t)qb[(size_t)t * ldq + d] << 16);
+                acc /= (r1 - r0);
+            }
+            qs[mm * QLD + d] = acc;
+        }
+        __syncthreads();
+        int ld = erow[rows - 1]; // eligibility grows with the member
+        const double *kb = a.kbar + ((size_t)U.b * a.KVH + U.h / (a.H / a.KVH)) * a.NK * DM;
+        int ntile = (ld + FX_KT - 1) / FX_KT;
+        double2 pf[8]; // the next kbar chunk (128 keys x 32 dims), prefetched into registers
+        auto load = [&](int jt, int ch) {
+#pragma unroll
+            for (int r = 0; r < 8; r++) {
+                int e2 = tid + FX_NT * r, jj = e2 >> 4, d2 = e2 & 15, j = jt * FX_KT + jj;
+                pf[r] = j < ld ? __ldg((const double2 *)(kb + (size_t)j * DM + ch * 32) + d2)
+                               : make_double2(0.0, 0.0);
+            }
+        };
+        if (ntile > 0) load(0, 0);
+        for (int jt = 0; jt < ntile; jt++) {
+            double acc[4][4][2];
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int n = 0; n < 4; n++) acc[i][n][0] = acc[i][n][1] = 0.0;
+#pragma unroll 1
+            for (int ch = 0; ch < NCH; ch++) {
+                __syncthreads(); // ks (and hist) free
+#pragma unroll
+                for (int r = 0; r < 8; r++) {
+                    int e2 = tid + FX_NT * r, jj = e2 >> 4, d2 = e2 & 15;
+                    *(double2 *)(ks + jj * KLD + 2 * d2) = pf[r];
+                }
+                __syncthreads();
+                if (ch + 1 < NCH) load(jt, ch + 1);
+                else if (jt + 1 < ntile) load(jt + 1, 0);
+#pragma unroll
+                for (int k4 = 0; k4 < 32; k4 += 4) {
+                    double af[4], bfr[4];
+#pragma unroll
+                    for (int i = 0; i < 4; i++)
+                        af[i] = qs[(wm * 32 + i * 8 + g) * QLD + ch * 32 + k4 + cq];
+#pragma unroll
+                    for (int n = 0; n < 4; n++) bfr[n] = ks[(wn * 32 + n * 8 + g) * KLD + k4 + cq];
+#pragma unroll
+                    for (int i = 0; i < 4; i++)
+#pragma unroll
+                        for (int n = 0; n < 4; n++) fs_dmma(acc[i][n], af[i], bfr[n]);
+                }
+            }
+            // insert the scores that reach their row's threshold
+            int j0 = jt * FX_KT + wn * 32 + 2 * cq;
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                int r = wm * 32 + i * 8 + g, er = erow[r], t = thr[r];
+#pragma unroll
+                for (int n = 0; n < 4; n++)
+#pragma unroll
+                    for (int xx = 0; xx < 2; xx++) {
+                        int j = j0 + n * 8 + xx;
+                        double s = acc[i][n][xx];
+                        if (j < er && (int)fx_key16(s) >= t) {
+                            unsigned old = atomicAdd(&cnt[r], 0x10001u);
+                            sk[r * FX_CAPF + (old & 0xffffu)] = (uint16_t)fx_key16(s);
+                            unsigned pg = old >> 16;
+                            if (pg < x.capg) {
+                                gk[(size_t)r * x.capg + pg] = fs_key(s);
+                                gi[(size_t)r * x.capg + pg] = j;
+                            }
+                        }
+                    }
+            }
+            __syncthreads();
+            if (jt + 1 < ntile)
+                for (int r = warp; r < rows; r += FX_NT / 32)
+                    if ((int)(cnt[r] & 0xffffu) > FX_CAPF - FX_KT)
+                        fx_compact(sk + r * FX_CAPF, &cnt[r], &thr[r], hist + warp * 256, a.S);
+        }
+        __syncthreads();
+        for (int r = warp; r < rows; r += FX_NT / 32) // final thresholds (hist on ks)
+            fx_compact(sk + r * FX_CAPF, &cnt[r], &thr[r], hist + warp * 256, a.S);
+        __syncthreads();
+        // survivors of each row into the warp's part of the sketch area, sorted
+        unsigned long long *bk = (unsigned long long *)(sk) + (size_t)warp * (FX_PMAX * 3 / 2);
+        int *bi = (int *)(bk + FX_PMAX);
+        unsigned lt = (1u << lane) - 1;
+        for (int r = warp; r < rows; r += FX_NT / 32) {
+            int nsel = min(a.S, erow[r]);
+            if (nsel <= 0) continue;
+            int ng = (int)(cnt[r] >> 16), t = thr[r];
+            if (lane == 0) atomicMax(x.ctrl + 2, ng);
+            if (ng > x.capg) {
+                if (lane == 0) atomicAdd(x.ctrl + 1, 1);
+                continue;
+            }
+            int w = 0;
+            for (int p0 = 0; p0 < ng; p0 += 32) {
+                int p = p0 + lane, id = 0;
+                unsigned long long key = 0;
+                bool in = false;
+                if (p < ng) {
+                    key = __ldcg(gk + (size_t)r * x.capg + p), id = __ldcg(gi + (size_t)r * x.capg + p);
+                    in = (int)fx_key16(fx_unkey(key)) >= t;
+                }
+                unsigned b = __ballot_sync(0xffffffffu, in);
+                int pos = w + __popc(b & lt);
+                if (in && pos < FX_PMAX) bk[pos] = key, bi[pos] = id;
+                w += __popc(b);
+            }
+            if (w > FX_PMAX || w < nsel) {
+                if (lane == 0) atomicAdd(x.ctrl + 1, 1);
+                continue;
+            }
+            int P = 64;
+            while (P < w) P <<= 1;
+            for (int p = w + lane; p < P; p += 32) bk[p] = 0ull, bi[p] = INT_MAX;
+            __syncwarp();
+            for (int size = 2; size <= P; size <<= 1)
+                for (int stride = size >> 1; stride > 0; stride >>= 1) {
+                    for (int i = lane; i < P / 2; i += 32) {
+                        int lo = 2 * i - (i & (stride - 1)), hi = lo + stride;
+                        bool up = (lo & size) == 0;
+                        unsigned long long ka = bk[lo], kb2 = bk[hi];
+                        int ia = bi[lo], ib = bi[hi];
+                        bool a_first = ka > kb2 || (ka == kb2 && ia < ib);
+                        if (a_first != up) bk[lo] = kb2, bk[hi] = ka, bi[lo] = ib, bi[hi] = ia;
+                    }
+                    __syncwarp();
+                }
+            int *tops = a.tops + ((size_t)U.off * a.M + m0 + r) * a.S;
+            for (int s = lane; s < nsel; s += 32) tops[s] = bi[s];
+            __syncwarp();
+        }
+    }
+}
+
 // fs_topk's dynamic shared memory: one opt-in at the largest size either caller uses (P <= 2048
 // keys and ids, 8192 cached scores), so no caller ever lowers the limit below another's launch
 static void fs_topk_optin(void) {
@@ -513,6 +804,119 @@ static int fs_select(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q, co
     return 0;
 }
 
+static int g_select_path = 0;
+// host side of the fused path; -1: not handled here (the caller runs fs_select), or a row
+// overflowed (likewise, after this call wrote partial lists that fs_select then overwrites)
+static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q,
+                          const uint16_t *k, int B, int T, int H, int KVH, int D) {
+    AttnDims d;
+    if (attn_dims(cfg, T, &d)) return -1;
+    if (d.M <= 0 || d.S <= 0 || d.S > FX_CAPF - 2 * FX_KT || (D != 64 && D != 128)) return -1;
+    int N = d.N;
+    size_t nunit = (size_t)B * H * d.nblk;
+    FsUnit *hu = (FsUnit *)malloc(sizeof(FsUnit) * nunit);
+    int *hord = (int *)malloc(sizeof(int) * nunit);
+    MS_ASSERT(hu && hord, "out of memory");
+    size_t i = 0;
+    int maxld = 0;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int c = 0; c < d.nblk; c++, i++) {
+                int g0 = c * d.M, gend = g0 + d.M < N ? g0 + d.M : N;
+                bool dense = c < d.first || (c == d.nblk - 1 && d.last_dense);
+                int e = dense ? 0 : attn_ms_eligible(&d, c, gend - 1);
+                hu[i].b = b, hu[i].h = h, hu[i].c = c, hu[i].ld = e, hu[i].off = 0;
+                maxld = e > maxld ? e : maxld;
+            }
+    if (maxld > 65535) { // 16-bit insert counters
+        free(hu), free(hord);
+        return -1;
+    }
+    int dev = 0, nsm = 0;
+    cudaCheck(cudaGetDevice(&dev));
+    cudaCheck(cudaDeviceGetAttribute(&nsm, cudaDevAttrMultiProcessorCount, dev));
+    const int MGRID = nunit < 512 ? (int)nunit : 512;
+    size_t per_unit_tops = (size_t)d.M * d.S * 4;
+    int MAXU = (int)(((size_t)256 << 20) / per_unit_tops);
+    MAXU = MAXU < 1 ? 1 : MAXU > 8192 ? 8192 : MAXU;
+    if ((size_t)MAXU > nunit) MAXU = (int)nunit;
+    int mt = (d.M + 63) / 64, nslot = nsm;
+    int capg = maxld < FX_CAPG ? (maxld > 0 ? maxld : 1) : FX_CAPG; // no overflow when maxld fits
+    size_t kb_n = (size_t)B * KVH * N * D, gbuf = (size_t)nslot * 64 * capg;
+    size_t o_tops = align256(kb_n * 8), o_fp = align256(o_tops + (size_t)MAXU * d.M * d.S * 4);
+    size_t o_units = align256(o_fp + (size_t)MGRID * N * 4);
+    size_t o_ord = align256(o_units + MAXU * sizeof(FsUnit)), o_gk = align256(o_ord + MAXU * 4);
+    size_t o_gi = align256(o_gk + gbuf * 8), o_ctrl = align256(o_gi + gbuf * 4);
+    size_t total = o_ctrl + 256;
+    char *scr = (char *)cuda_scratch(SCRATCH_SPARSE_BF16, total);
+    FxArgs x;
+    memset(&x, 0, sizeof x);
+    FsArgs &a = x.a;
+    a.idx = ix->idx, a.kpos = ix->kpos, a.qpos = ix->qpos, a.q = q;
+    a.kbar = (double *)scr, a.scores = NULL;
+    a.tops = (int *)(scr + o_tops), a.fpos = (int *)(scr + o_fp);
+    FsUnit *du = (FsUnit *)(scr + o_units);
+    int *dord = (int *)(scr + o_ord);
+    a.units = du;
+    a.B = B, a.T = T, a.H = H, a.KVH = KVH, a.D = D, a.N = N, a.w = cfg->w, a.M = d.M, a.S = d.S;
+    a.W = d.width, a.nblk = d.nblk, a.first = d.first, a.last_dense = d.last_dense, a.lg = d.lg;
+    a.Gq = d.G, a.NK = N, a.moba_bs = 0;
+    x.ord = dord, x.gkey = (unsigned long long *)(scr + o_gk), x.gid = (int *)(scr + o_gi);
+    x.ctrl = (int *)(scr + o_ctrl), x.mt = mt, x.capg = capg;
+    cudaCheck(cudaMemsetAsync(a.fpos, 0x7f, (size_t)MGRID * N * 4));
+    cudaCheck(cudaMemsetAsync(x.ctrl, 0, 64));
+    fs_pool_k<<<grid_for(kb_n, 256), 256>>>((double *)a.kbar, k, B, T, KVH, D, cfg->w, N);
+    cudaLaunchCheck();
+    size_t smem = sizeof(double) * (64 * (D + 4) + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2;
+    static bool attr = false;
+    if (!attr) {
+        cudaCheck(cudaFuncSetAttribute(fx_select<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)(sizeof(double) * (64 * 68 + FX_KT * FX_KLD) +
+                                             (size_t)64 * FX_CAPF * 2)));
+        cudaCheck(cudaFuncSetAttribute(fx_select<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)(sizeof(double) * (64 * 132 + FX_KT * FX_KLD) +
+                                             (size_t)64 * FX_CAPF * 2)));
+        attr = true;
+    }
+    for (size_t u0 = 0; u0 < nunit;) {
+        size_t u1 = u0 + (size_t)MAXU < nunit ? u0 + (size_t)MAXU : nunit;
+        int nu = (int)(u1 - u0), nw = 0;
+        for (int j = 0; j < nu; j++) {
+            hu[u0 + j].off = j; // its tops slot
+            if (hu[u0 + j].ld > 0) hord[nw++] = j;
+        }
+        // costliest first (ld descending; stable insertion by counting would do, units are
+        // ascending in c inside a head, so reversing runs of one head is enough for balance)
+        for (int lo = 0, hi = nw - 1; lo < hi; lo++, hi--) {
+            int t = hord[lo];
+            hord[lo] = hord[hi], hord[hi] = t;
+        }
+        cudaCheck(cudaMemcpy(du, hu + u0, sizeof(FsUnit) * nu, cudaMemcpyHostToDevice));
+        if (nw > 0) {
+            cudaCheck(cudaMemcpy(dord, hord, sizeof(int) * nw, cudaMemcpyHostToDevice));
+            cudaCheck(cudaMemsetAsync(x.ctrl, 0, 4));
+            x.nitems = nw * mt;
+            int grid = x.nitems < nslot ? x.nitems : nslot;
+            if (D == 64) fx_select<64><<<grid, FX_NT, smem>>>(x);
+            else fx_select<128><<<grid, FX_NT, smem>>>(x);
+            cudaLaunchCheck();
+        }
+        fs_merge<<<nu < MGRID ? nu : MGRID, FS_NT, sizeof(int) * d.S>>>(a, nu);
+        cudaLaunchCheck();
+        u0 = u1;
+    }
+    int ctrl[3];
+    cudaCheck(cudaMemcpy(ctrl, x.ctrl, sizeof ctrl, cudaMemcpyDeviceToHost));
+    static int dbg = -1;
+    if (dbg < 0) dbg = getenv("MSLAB_SELECT_DEBUG") ? atoi(getenv("MSLAB_SELECT_DEBUG")) : 0;
+    if (dbg)
+        fprintf(stderr, "select_bf16 fused: T=%d S=%d maxld=%d failed rows %d, max inserts %d\n", T,
+                d.S, maxld, ctrl[1], ctrl[2]);
+    free(hu), free(hord);
+    g_select_path = ctrl[1] ? 2 : 1;
+    return ctrl[1] ? -1 : 0;
+}
+
 // moba with the same kernels: members = query rows (64 per unit, "pooled" over one row),
 // candidates = the strictly past blocks (kbar = block means), top - 1 per row, no merge
 static int fs_select_moba(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q,
@@ -605,17 +1009,38 @@ __global__ void sb_gather_f32(float *dst, const uint16_t *src, int b, int T, int
     }
 }
 
+// MSLAB_SELECT_BF16: "old" = fs_select (scores in global memory, radix top-S), "fused" = fx_select
+static int g_select_mode = -1;
+static int select_mode(void) {
+    if (g_select_mode < 0) {
+        const char *e = getenv("MSLAB_SELECT_BF16");
+        g_select_mode = e && !strcmp(e, "fused") ? 1 : 0; // default old until a GPU round
+    }
+    return g_select_mode;
+}
+// test hooks (tests/gpu/select_bf16_tests.c): the mode (0 old, 1 fused; returns the previous),
+// and the path of the last ms call (0 old / other, 1 fused, 2 fused fell back to old)
+extern "C" int select_bf16_set_mode(int mode) {
+    int prev = select_mode();
+    g_select_mode = mode;
+    return prev;
+}
+extern "C" int select_bf16_last_path(void) { return g_select_path; }
+
 extern "C" int select_bf16(AttnIndex *ix, const struct AttnConfig *cfg, const uint16_t *q,
                            const uint16_t *k, int B, int T, int H, int KVH, int D) {
     if (!ix || !cfg || KVH <= 0 || H % KVH || B <= 0 || T <= 0) return -1;
+    g_select_path = 0;
     if (cfg->kind != ATTN_MS && cfg->kind != ATTN_MOBA) {
         cuda_attention_select(ix, cfg, NULL, NULL, B, T, H, KVH, D);
         return 0;
     }
     if (cfg->kind == ATTN_MS && cfg->pool == POOL_MEAN && cfg->score == SCORE_DOT &&
         cfg->select == SELECT_REGION && cfg->order == ORDER_RANK && !getenv("MSLAB_SELECT_SLOW") &&
-        fs_select(ix, cfg, q, k, B, T, H, KVH, D) == 0)
+        ((select_mode() == 1 && fx_select_host(ix, cfg, q, k, B, T, H, KVH, D) == 0) ||
+         fs_select(ix, cfg, q, k, B, T, H, KVH, D) == 0))
         return 0;
+    g_select_path = 0;
     if (cfg->kind == ATTN_MOBA && !getenv("MSLAB_SELECT_SLOW") &&
         fs_select_moba(ix, cfg, q, k, B, T, H, KVH, D) == 0)
         return 0;

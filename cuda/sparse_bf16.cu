@@ -34,6 +34,10 @@
 // stages), recomputes S^T = K Q^T and P^T from lse, dP^T = V dO^T, dV += P^T dO, dK += dS^T Q, with
 // dK / dV in registers for the whole walk; the row slices' partials are added in warp order and
 // each key row is written once. The warp's K / V fragments stay in registers for the walk.
+// Fused backward (MSLAB_SPARSE_BF16_BWD=fused; the split dQ + dK/dV kernels above stay the
+// default and the fallback for one-row query blocks): the dQ walk also makes each key tile's dK /
+// dV and adds it into fp32 accumulators in global scratch (5 products per pair instead of 7, K / V
+// read once per CTA); ordered (deterministic) or atomic adds; design at sb_fused_kernel.
 // One-row query blocks (moba: a list per row). Forward / dQ: CTA = 64 consecutive rows whose key
 // list is the UNION of their lists (a bit per (region, row) masks each row to its own regions), so
 // the tiles stay 64 x 64 (cost: the union's keys for all 64 rows: small when neighbouring rows
@@ -133,8 +137,10 @@ struct SbArgs {
 // ---- list planning (forward / dQ): visible key counts of a chunk of slots, scanned ----
 // off[s] = keys before slot s (exclusive), off[ns] = total; lo[s] = slot s's first visible key;
 // misc[0] = leading slots that are whole regions (their keys map to slots by a division).
+// rev > 0: the walk runs from the last valid slot down (rev = the valid slots; chunk position s
+// is list slot rev - 1 - (s0 + s)), as the fused backward walks its lists.
 __device__ int sb_plan(const SbArgs &a, const int *list, int s0, int ns, int t0, int t1, int *off,
-                       int *lo, int *wsum, int *misc) {
+                       int *lo, int *wsum, int *misc, int rev = 0) {
     constexpr int PER = SB_SCH / SB_NT;
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     int cnt[PER], run = 0, nonfull = ns;
@@ -142,7 +148,7 @@ __device__ int sb_plan(const SbArgs &a, const int *list, int s0, int ns, int t0,
     for (int i = 0; i < PER; i++) {
         int s = tid * PER + i, n = 0, l0 = 0;
         if (s < ns) {
-            int r = list[s0 + s];
+            int r = rev ? list[rev - 1 - (s0 + s)] : list[s0 + s];
             if (r >= 0) {
                 l0 = r * a.region;
                 int e = min(min(a.T, l0 + a.region), t1);
@@ -895,6 +901,440 @@ sb_dkv_kernel(uint16_t *dk, uint16_t *dv, const uint16_t *q, const uint16_t *k, 
 }
 
 // ---------------------------------------------------------------------------------------------
+// Fused backward (query-centric, MSLAB_SPARSE_BF16_BWD=fused): the dQ kernel's walk (CTA = BM =
+// 64 MT rows of one query block, 32-key tiles packed from the list, walked from the LAST valid
+// slot down) that also makes the tile's dK / dV: S = Q K^T, dP = dO V^T, P from lse, dS = P (dP -
+// Di) in registers (rows as M); dQ += dS K in registers; P and dS (bf16) go to shared memory over
+// the tile's own K / V stage (free once dQ has read K), then warp w computes (w >> 1 ? dK = dS^T Q :
+// dV = P^T dO) for the tile's 32 keys and D half w & 1 (ldmatrix.trans of P / dS and of Q / dO) and
+// ADDS it into fp32 accumulators in global scratch. 5 products per pair instead of the split path's
+// 7, and K / V read once per CTA as in the forward (the split dK/dV kernel re-streams Q and dO per
+// 16-key region). A small kernel turns the accumulators into bf16 dk (times the scale) / dv.
+// Accumulation: ORD = 0 (attn_bf16_deterministic() == 0): red.global.add.v2.f32, no order.
+// ORD = 1: each region's contributions are added in a fixed order: the region's inverse-list
+// order ((head of the group, block) ascending), then the block's CTAs (sub) ascending, counting only
+// CTAs that see a key of the region. A counter per (b, kv head, region) holds the contributions
+// added so far; before adding a tile, thread 0 waits (acquire, bounded) until the counter of every
+// region starting in the tile equals this CTA's position, the CTA adds with .cg loads / stores,
+// and thread 0 releases position + 1 for every region ending in the tile. CTAs run in ascending
+// (b, kv head, head, block, sub) order and wait only on lower CTAs: no deadlock. Walking the list
+// downwards keeps waits short: a later block has more listed regions above a region r than an
+// earlier one, so it reaches r after the earlier blocks have added theirs; a block's sub s sees
+// 128 / region more local regions than sub s - 1, so it trails it by that much.
+// Memory: the accumulators cover a chunk of (b, kv head)s (one launch per chunk, reused; default
+// <= 1/16 of q, k, v, o + grads; MSLAB_SPARSE_BF16_ACC_MB overrides).
+
+struct SbFu {
+    float *acck, *accv; // fp32 dK (unscaled) / dV of the chunk: [bk - bk0][T][D]
+    int *cnt;           // ORD: per (b, kv head, region): contributions added so far
+    const int *ord;     // ORD: per list slot: contributions before its (head, block) in the order
+    int bk0, nsub, nreg;
+    int up;    // walk the list upwards (first slot first; MSLAB_SB_FUSED_WALK=up, for comparison)
+    int defer; // ORD: release a tile's regions at the next tile (MSLAB_SB_FUSED_DEFER=1)
+};
+
+// visible keys of region r for rows [t0, t1): sb_plan's count (0 for an empty row range)
+__device__ __forceinline__ int sb_vis(const SbArgs &a, int r, int t0, int t1) {
+    if (t0 >= t1 || r < 0) return 0;
+    int l0 = r * a.region, e = min(min(a.T, l0 + a.region), t1);
+    if (a.window) l0 = max(l0, t0 - a.window + 1);
+    return max(0, e - l0);
+}
+__device__ __forceinline__ void sb_sub_rows(const SbArgs &a, int c, int sub, int BM, int &t0,
+                                            int &t1) {
+    int start = c * a.qblock;
+    t0 = start + sub * BM;
+    t1 = min(a.T, min(start + a.qblock, t0 + BM));
+}
+// CTAs of block c before `sub` (all when sub = nsub) that see a key of region r
+__device__ __forceinline__ int sb_subs_before(const SbArgs &a, int c, int sub, int BM, int r) {
+    int n = 0;
+    for (int s = 0; s < sub; s++) {
+        int t0, t1;
+        sb_sub_rows(a, c, s, BM, t0, t1);
+        n += sb_vis(a, r, t0, t1) > 0;
+    }
+    return n;
+}
+
+__device__ __forceinline__ int sb_ld_acquire(const int *p) {
+    int v;
+    asm volatile("ld.acquire.gpu.global.s32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+__device__ __forceinline__ void sb_st_release(int *p, int v) {
+    asm volatile("st.release.gpu.global.s32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
+}
+// waits until *cnt == v; bounded (~1 s): a broken ordering gives wrong dk / dv (the tests catch
+// it), not a hung process
+__device__ __forceinline__ void sb_wait_count(const int *cnt, int v) {
+    long long t_start = clock64();
+    while (sb_ld_acquire(cnt) != v) {
+        __nanosleep(64);
+        if (clock64() - t_start > (1ll << 31)) break;
+    }
+}
+__device__ __forceinline__ void sb_red2(float *p, float x, float y) {
+    asm volatile("red.relaxed.gpu.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(p), "f"(x), "f"(y)
+                 : "memory");
+}
+// byte offset of chunk ch (8 keys) of row `row` in a [rows][32 keys] bf16 P / dS tile (64-byte
+// rows; the XOR makes the 8 rows of an ldmatrix or of a fragment store hit 8 distinct 16-byte
+// bank groups)
+__device__ __forceinline__ uint32_t sb_poff(int row, int ch) {
+    return (uint32_t)(row * 64 + ((ch ^ ((row >> 1) & 3)) << 4));
+}
+
+// acc[16 x DM] += A[16 x BN] V[BN x DM] per m-tile, A already packed as mma A fragments
+template <int DM, int MT, int BN>
+__device__ __forceinline__ void sb_pvp(float (&acc)[MT][DM / 8][4], const uint32_t (&pa)[MT][BN / 16][4],
+                                       uint32_t vtile, int lane) {
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; kk++)
+#pragma unroll
+        for (int dp = 0; dp < DM / 16; dp++) {
+            uint32_t bf[4];
+            sb_ldsm_t(bf, vtile + sb_off<DM>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
+                                             2 * dp + (lane >> 4)));
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                sb_mma(acc[mt][2 * dp], pa[mt][kk], bf[0], bf[1]);
+                sb_mma(acc[mt][2 * dp + 1], pa[mt][kk], bf[2], bf[3]);
+            }
+        }
+}
+
+template <int DM, int MT, bool ORD>
+__global__ void __launch_bounds__(SB_NT, 2)
+sb_fused_kernel(uint16_t *dq, const float *lse, const uint16_t *q, const uint16_t *k,
+                const uint16_t *v, const uint16_t *dout, const float *Di, SbArgs a, SbFu f) {
+    constexpr int BN = 32, QT = 64 * DM * 2, KT = BN * DM * 2, BM = 64 * MT;
+    constexpr int PT = BM * BN * 2;          // bytes of the P (or dS) tile
+    constexpr bool ALIAS = 2 * PT <= 2 * KT; // P, dS over the tile's own K / V stage
+    extern __shared__ __align__(128) unsigned char sm[];
+    // layout: Q (MT tiles), dO (MT tiles), stages x (K, V) [, P, dS], ints
+    uint32_t qs = sb_smem(sm), dos = qs + MT * QT, kv0 = dos + MT * QT, pd1 = kv0 + 4 * KT;
+    int *kj = (int *)(sm + 2 * MT * QT + 4 * KT + (ALIAS ? 0 : 2 * PT)); // [2][BN]
+    int *off = kj + 2 * BN, *lo = off + SB_SCH + 1, *wsum = lo + SB_SCH;
+    int *misc = wsum + 2 * (SB_NT / 32);
+    int *tgt = misc + 4; // ORD: per chunk slot, this CTA's position in its region's order
+    int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, T = a.T, H = a.H;
+    int G = H / a.KVH;
+    int lin = blockIdx.x, sub = lin % f.nsub;
+    lin /= f.nsub;
+    int c = lin % a.nblk;
+    lin /= a.nblk;
+    int hg = lin % G, bk = f.bk0 + lin / G;
+    int b = bk / a.KVH, kvh = bk % a.KVH, h = kvh * G + hg;
+    int t0, t1;
+    sb_sub_rows(a, c, sub, BM, t0, t1);
+    if (t0 >= t1) return;
+    size_t lbase = (((size_t)b * H + h) * a.nblk + c) * a.width;
+    const int *list = a.idx + lbase;
+    if (tid == 0) misc[1] = 0;
+    __syncthreads();
+    // the walk starts at the last slot with keys this CTA sees (valid slots come first; in a
+    // sorted list the regions past the CTA's rows are last): nv = that slot + 1
+    for (int s = tid; s < a.width; s += SB_NT)
+        if (sb_vis(a, list[s], t0, t1) > 0) atomicMax(&misc[1], s + 1);
+    size_t ldq = (size_t)H * DM, ldk = (size_t)a.KVH * DM;
+    const uint16_t *qb = q + ((size_t)b * T * H + h) * DM, *ob = dout + ((size_t)b * T * H + h) * DM;
+    const uint16_t *kb = k + ((size_t)b * T * a.KVH + kvh) * DM;
+    const uint16_t *vb = v + ((size_t)b * T * a.KVH + kvh) * DM;
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        sb_load_rows64<DM>(qs + mt * QT, qb, ldq, t0 + 64 * mt, t1);
+        sb_load_rows64<DM>(dos + mt * QT, ob, ldq, t0 + 64 * mt, t1);
+    }
+    sb_commit();
+    __syncthreads();
+    const int nv = misc[1];
+
+    int g = lane >> 2, cq = lane & 3;
+    int ta[MT], tb[MT];
+    float acc[MT][DM / 8][4], L_a[MT], L_b[MT], D_a[MT], D_b[MT];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        ta[mt] = t0 + 64 * mt + warp * 16 + g, tb[mt] = ta[mt] + 8;
+#pragma unroll
+        for (int i = 0; i < DM / 8; i++) acc[mt][i][0] = acc[mt][i][1] = acc[mt][i][2] = acc[mt][i][3] = 0.0f;
+        // rows past the CTA: P = 0 (lse +inf), so they add nothing to dK / dV
+        const float *lr = lse + ((size_t)b * H + h) * T, *dr = Di + ((size_t)b * H + h) * T;
+        L_a[mt] = L_b[mt] = INFINITY, D_a[mt] = D_b[mt] = 0.0f;
+        if (ta[mt] < t1) L_a[mt] = lr[ta[mt]] * 1.4426950408889634f, D_a[mt] = dr[ta[mt]];
+        if (tb[mt] < t1) L_b[mt] = lr[tb[mt]] * 1.4426950408889634f, D_b[mt] = dr[tb[mt]];
+    }
+    const float sl2 = a.scale_log2;
+    constexpr int CPR = DM / 8, TPR = SB_NT / BN;
+    int lp = tid / TPR, lh = tid % TPR;
+    // dK / dV role of the warp: output (0 dV = P^T dO, 1 dK = dS^T Q), half of D
+    const int ro = warp >> 1, rdh = warp & 1;
+    float *accb = (ro ? f.acck : f.accv) + (size_t)(bk - f.bk0) * T * DM + rdh * (DM / 2) + 2 * cq;
+    int *cntb = ORD ? f.cnt + (size_t)bk * f.nreg : NULL;
+
+    for (int s0 = 0; s0 < nv; s0 += SB_SCH) {
+        int ns = min(SB_SCH, nv - s0);
+        __syncthreads();
+        int total = sb_plan(a, list, s0, ns, t0, t1, off, lo, wsum, misc, f.up ? 0 : nv);
+        int nfull = misc[0];
+        int ntile = (total + BN - 1) / BN;
+        auto issue = [&](int tile, int st) {
+            int p = tile * BN + lp;
+            bool ok = p < total;
+            int j = ok ? sb_key(off, lo, ns, nfull, a.region, p) : 0;
+            if (lh == 0) kj[st * BN + lp] = ok ? j : INT_MAX;
+            uint32_t kt = kv0 + st * 2 * KT, vt = kt + KT;
+            const uint16_t *kr = kb + (size_t)j * ldk, *vr = vb + (size_t)j * ldk;
+#pragma unroll
+            for (int ch = lh * CPR / TPR; ch < (lh + 1) * CPR / TPR; ch++) {
+                sb_cp16(kt + sb_off<DM>(lp, ch), kr + ch * 8, ok);
+                sb_cp16(vt + sb_off<DM>(lp, ch), vr + ch * 8, ok);
+            }
+        };
+        if (ORD) { // each slot's position in its region's order, all slots in parallel
+            for (int s2 = tid; s2 < ns; s2 += SB_NT) {
+                int ls = f.up ? s0 + s2 : nv - 1 - (s0 + s2);
+                int r = list[ls];
+                tgt[s2] = off[s2 + 1] > off[s2] ? f.ord[lbase + ls] + sb_subs_before(a, c, sub, BM, r) : 0;
+            }
+            __syncthreads();
+        }
+        auto slot_of = [&](int p) { // last chunk slot s with off[s] <= p
+            int l = 0, hi = ns - 1;
+            while (l < hi) {
+                int m = (l + hi + 1) >> 1;
+                if (off[m] <= p) l = m;
+                else hi = m - 1;
+            }
+            return l;
+        };
+        if (ntile > 0) issue(0, 0);
+        sb_commit();
+        for (int it = 0; it < ntile; it++) {
+            int st = it & 1;
+            if (it + 1 < ntile) issue(it + 1, st ^ 1);
+            sb_commit();
+            sb_wait<1>();
+            __syncthreads();
+            uint32_t kt = kv0 + st * 2 * KT, vt = kt + KT;
+            const int *kjs = kj + st * BN;
+            int k0 = kjs[lane % BN];
+            float s[MT][BN / 8][4];
+            sb_scores<DM, MT, BN>(s, qs, warp, kt, lane);
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                int tw0 = t0 + 64 * mt + warp * 16;
+                bool need = k0 > tw0 || (a.window && k0 <= tw0 + 15 - a.window);
+                if (__any_sync(0xffffffffu, need)) {
+#pragma unroll
+                    for (int nb = 0; nb < BN / 8; nb++)
+#pragma unroll
+                        for (int e2 = 0; e2 < 2; e2++) {
+                            int j = kjs[nb * 8 + 2 * cq + e2];
+                            bool va = j <= ta[mt] && (!a.window || j > ta[mt] - a.window);
+                            bool vb2 = j <= tb[mt] && (!a.window || j > tb[mt] - a.window);
+                            if (!va) s[mt][nb][e2] = -INFINITY;
+                            if (!vb2) s[mt][nb][2 + e2] = -INFINITY;
+                        }
+                }
+            }
+            uint32_t pp[MT][BN / 16][4], dd[MT][BN / 16][4];
+            {
+                float dp[MT][BN / 8][4];
+                sb_scores<DM, MT, BN>(dp, dos, warp, vt, lane);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                    for (int nb = 0; nb < BN / 8; nb++) {
+                        s[mt][nb][0] = sb_ex2(fmaf(s[mt][nb][0], sl2, -L_a[mt]));
+                        s[mt][nb][1] = sb_ex2(fmaf(s[mt][nb][1], sl2, -L_a[mt]));
+                        s[mt][nb][2] = sb_ex2(fmaf(s[mt][nb][2], sl2, -L_b[mt]));
+                        s[mt][nb][3] = sb_ex2(fmaf(s[mt][nb][3], sl2, -L_b[mt]));
+                        dp[mt][nb][0] = s[mt][nb][0] * (dp[mt][nb][0] - D_a[mt]);
+                        dp[mt][nb][1] = s[mt][nb][1] * (dp[mt][nb][1] - D_a[mt]);
+                        dp[mt][nb][2] = s[mt][nb][2] * (dp[mt][nb][2] - D_b[mt]);
+                        dp[mt][nb][3] = s[mt][nb][3] * (dp[mt][nb][3] - D_b[mt]);
+                    }
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                    for (int kk = 0; kk < BN / 16; kk++) {
+                        pp[mt][kk][0] = sb_pack(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+                        pp[mt][kk][1] = sb_pack(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+                        pp[mt][kk][2] = sb_pack(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+                        pp[mt][kk][3] = sb_pack(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+                        dd[mt][kk][0] = sb_pack(dp[mt][2 * kk][0], dp[mt][2 * kk][1]);
+                        dd[mt][kk][1] = sb_pack(dp[mt][2 * kk][2], dp[mt][2 * kk][3]);
+                        dd[mt][kk][2] = sb_pack(dp[mt][2 * kk + 1][0], dp[mt][2 * kk + 1][1]);
+                        dd[mt][kk][3] = sb_pack(dp[mt][2 * kk + 1][2], dp[mt][2 * kk + 1][3]);
+                    }
+            }
+            sb_pvp<DM, MT, BN>(acc, dd, kt, lane); // dQ += dS K
+            uint32_t ps = ALIAS ? kt : pd1;        // P tile, dS at ps + PT
+            if (ALIAS) __syncthreads();            // every warp's dQ has read K
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int kk = 0; kk < BN / 16; kk++) {
+                    int R = 64 * mt + 16 * warp + g;
+                    char *pb = (char *)sm + (ps - qs) + 4 * cq, *db = pb + PT;
+                    *(uint32_t *)(pb + sb_poff(R, 2 * kk)) = pp[mt][kk][0];
+                    *(uint32_t *)(pb + sb_poff(R + 8, 2 * kk)) = pp[mt][kk][1];
+                    *(uint32_t *)(pb + sb_poff(R, 2 * kk + 1)) = pp[mt][kk][2];
+                    *(uint32_t *)(pb + sb_poff(R + 8, 2 * kk + 1)) = pp[mt][kk][3];
+                    *(uint32_t *)(db + sb_poff(R, 2 * kk)) = dd[mt][kk][0];
+                    *(uint32_t *)(db + sb_poff(R + 8, 2 * kk)) = dd[mt][kk][1];
+                    *(uint32_t *)(db + sb_poff(R, 2 * kk + 1)) = dd[mt][kk][2];
+                    *(uint32_t *)(db + sb_poff(R + 8, 2 * kk + 1)) = dd[mt][kk][3];
+                }
+            __syncthreads();
+            // this warp's share of the tile's dV (P^T dO) or dK (dS^T Q): 32 keys x DM / 2
+            float ac[2][DM / 16][4];
+#pragma unroll
+            for (int km = 0; km < 2; km++)
+#pragma unroll
+                for (int n = 0; n < DM / 16; n++) ac[km][n][0] = ac[km][n][1] = ac[km][n][2] = ac[km][n][3] = 0.0f;
+            {
+                uint32_t sa = ps + ro * PT, sbt = ro ? qs : dos;
+#pragma unroll
+                for (int kk = 0; kk < BM / 16; kk++) {
+                    uint32_t af[2][4];
+                    int prow = 16 * kk + (lane & 7) + ((lane >> 4) & 1) * 8;
+#pragma unroll
+                    for (int km = 0; km < 2; km++)
+                        sb_ldsm_t(af[km], sa + sb_poff(prow, 2 * km + ((lane >> 3) & 1)));
+                    uint32_t tb2 = sbt + (kk >> 2) * QT;
+                    int rrow = 16 * (kk & 3) + (lane & 7) + ((lane >> 3) & 1) * 8;
+#pragma unroll
+                    for (int dp = 0; dp < DM / 32; dp++) {
+                        uint32_t bf[4];
+                        sb_ldsm_t(bf, tb2 + sb_off<DM>(rrow, rdh * (DM / 16) + 2 * dp + (lane >> 4)));
+#pragma unroll
+                        for (int km = 0; km < 2; km++) {
+                            sb_mma(ac[km][2 * dp], af[km], bf[0], bf[1]);
+                            sb_mma(ac[km][2 * dp + 1], af[km], bf[2], bf[3]);
+                        }
+                    }
+                }
+            }
+            // ORD: the regions that start in tile i wait for this CTA's position; those that end
+            // in it are released (position + 1) once its adds are performed (fence). Warp 0, a
+            // slot per lane (the region of slot s: lo[s] / region).
+            auto wait_tile = [&](int i) {
+                int q0 = i * BN, q1 = min(total, q0 + BN);
+                for (int s2 = slot_of(q0) + lane; s2 < ns && off[s2] < q1; s2 += 32)
+                    if (off[s2] >= q0 && off[s2 + 1] > off[s2])
+                        sb_wait_count(cntb + lo[s2] / a.region, tgt[s2]);
+            };
+            auto release_tile = [&](int i) {
+                int q0 = i * BN, q1 = min(total, q0 + BN);
+                for (int s2 = slot_of(q0) + lane; s2 < ns && off[s2] < q1; s2 += 32)
+                    if (off[s2 + 1] > off[s2] && off[s2 + 1] <= q1)
+                        sb_st_release(cntb + lo[s2] / a.region, tgt[s2] + 1);
+            };
+            if (ORD) {
+                if (f.defer) { // the previous tile's adds are long performed: release them now
+                    __threadfence();
+                    __syncthreads();
+                }
+                if (warp == 0) {
+                    if (f.defer && it > 0) release_tile(it - 1);
+                    wait_tile(it);
+                }
+                __syncthreads();
+            }
+            // the adds: fp32 reductions in L2 (in ORD mode one CTA at a time per region, in the
+            // fixed order, so the sums repeat their bits)
+#pragma unroll
+            for (int km = 0; km < 2; km++)
+#pragma unroll
+                for (int hf = 0; hf < 2; hf++) {
+                    int j = kjs[16 * km + g + 8 * hf];
+                    if (j == INT_MAX) continue;
+                    float *row = accb + (size_t)j * DM;
+#pragma unroll
+                    for (int n = 0; n < DM / 16; n++)
+                        sb_red2(row + 8 * n, ac[km][n][2 * hf], ac[km][n][2 * hf + 1]);
+                }
+            if (ORD && (!f.defer || it + 1 == ntile)) {
+                __threadfence(); // this thread's adds are performed before the release
+                __syncthreads();
+                if (warp == 0) release_tile(it);
+            }
+            __syncthreads(); // stage st (K / V, then P / dS) is free for the load two tiles on
+        }
+    }
+    sb_wait<0>();
+    uint16_t *dqb = dq + ((size_t)b * T * H + h) * DM;
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int i = 0; i < DM / 8; i++) {
+            int d = i * 8 + 2 * cq;
+            if (ta[mt] < t1)
+                *(uint32_t *)(dqb + (size_t)ta[mt] * ldq + d) = sb_pack(acc[mt][i][0] * a.scale, acc[mt][i][1] * a.scale);
+            if (tb[mt] < t1)
+                *(uint32_t *)(dqb + (size_t)tb[mt] * ldq + d) = sb_pack(acc[mt][i][2] * a.scale, acc[mt][i][3] * a.scale);
+        }
+}
+
+// ORD: per inverse-list entry (the existing chunked fill's order) the number of CTAs of its block
+// that see the region (wgt), and per list slot its entry's position (spos)
+__global__ void sb_chunk_fill_w(int *wgt, int *spos, int *ccnt, SbArgs a, int nreg, int L,
+                                int nchunk, int BM, int nsub) {
+    int ch = blockIdx.x, bk = blockIdx.y, b = bk / a.KVH, kvh = bk % a.KVH, G = a.H / a.KVH;
+    int l0 = ch * L, l1 = min(G * a.nblk, l0 + L);
+    int *cur = ccnt + ((size_t)bk * nchunk + ch) * nreg;
+    for (int l = l0; l < l1; l++) {
+        int hg = l / a.nblk, c = l % a.nblk;
+        size_t lb = (((size_t)b * a.H + kvh * G + hg) * a.nblk + c) * a.width;
+        for (int s = threadIdx.x; s < a.width; s += blockDim.x) {
+            int r = a.idx[lb + s];
+            if (r >= 0 && r < nreg) {
+                int p = cur[r]++;
+                wgt[p] = sb_subs_before(a, c, nsub, BM, r);
+                spos[lb + s] = p;
+            }
+        }
+        __syncthreads();
+    }
+}
+// ord[slot] = contributions before the slot's entry in its region's order (in place over spos)
+__global__ void sb_ord_kernel(int *spos, const int *pre, const int *start, SbArgs a, int nreg) {
+    size_t n = (size_t)a.B * a.H * a.nblk * a.width;
+    int G = a.H / a.KVH;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        int r = a.idx[i];
+        if (r < 0 || r >= nreg) continue;
+        size_t l = i / a.width;
+        int h = (int)((l / a.nblk) % a.H), b = (int)(l / a.nblk / a.H);
+        spos[i] = pre[spos[i]] - pre[start[((size_t)b * a.KVH + h / G) * nreg + r]];
+    }
+}
+// dk / dv (bf16) of the chunk's (b, kv head)s from the fp32 accumulators, 8 values per thread
+__global__ void sb_acc_out(uint16_t *dk, uint16_t *dv, const float *acck, const float *accv,
+                           int bk0, int nbk, int T, int KVH, int D, float scale) {
+    size_t n8 = (size_t)nbk * T * D / 8;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n8;
+         i += (size_t)gridDim.x * blockDim.x) {
+        size_t e = i * 8;
+        int d = (int)(e % D), t = (int)((e / D) % T), bk = bk0 + (int)(e / D / T);
+        int b = bk / KVH, kvh = bk % KVH;
+        size_t o = (((size_t)b * T + t) * KVH + kvh) * D + d;
+        const float4 *pk = (const float4 *)(acck + e), *pv = (const float4 *)(accv + e);
+        float4 k0 = pk[0], k1 = pk[1], v0 = pv[0], v1 = pv[1];
+        uint4 ko, vo;
+        ko.x = sb_pack(k0.x * scale, k0.y * scale), ko.y = sb_pack(k0.z * scale, k0.w * scale);
+        ko.z = sb_pack(k1.x * scale, k1.y * scale), ko.w = sb_pack(k1.z * scale, k1.w * scale);
+        vo.x = sb_pack(v0.x, v0.y), vo.y = sb_pack(v0.z, v0.w);
+        vo.z = sb_pack(v1.x, v1.y), vo.w = sb_pack(v1.z, v1.w);
+        *(uint4 *)(dk + o) = ko;
+        *(uint4 *)(dv + o) = vo;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // host side
 
 static bool sb_supported(const AttnIndex *ix, int B, int T, int H, int KVH, int D) {
@@ -926,12 +1366,15 @@ static size_t dkv_smem(int DM, int kg) {
 // 128-row CTAs, the default; 1 = 64-row CTAs), and which backward kernels run (bit 0: dQ, bit 1:
 // dK/dV; 3 = both, the default; the others only for timing one kernel alone).
 static int sb_fwd_mt = 2, sb_bwd_parts = 3, sb_union_on = 1, sb_kv_regs = 1, sb_dq_mt2 = 1;
+static int sb_fused_force = 0; // 0: MSLAB_SPARSE_BF16_BWD, 1: split, 2: fused
 extern "C" void sparse_bf16_tune(int fwd_mtiles, int bwd_parts) {
     sb_fwd_mt = fwd_mtiles == 1 ? 1 : 2;
     sb_bwd_parts = bwd_parts & 3;
     sb_union_on = !(bwd_parts & 4); // bit 2: per-row CTAs for one-row blocks (comparison)
     sb_kv_regs = !(bwd_parts & 8); // bit 3: D = 128 dK/dV re-reads K / V fragments from smem
     sb_dq_mt2 = !(bwd_parts & 16); // bit 4: dQ with 64-row CTAs and 64-key tiles
+    // bit 5: the split backward, bit 6: the fused one (neither: MSLAB_SPARSE_BF16_BWD)
+    sb_fused_force = (bwd_parts & 32) ? 1 : (bwd_parts & 64) ? 2 : 0;
 }
 
 template <int DM, int BWD, int MT, bool UN, int BN = 64>
@@ -973,6 +1416,132 @@ static void launch_dkv(uint16_t *dk, uint16_t *dv, const uint16_t *q, const uint
     cudaLaunchCheck();
 }
 
+// ---- fused backward (host) ----
+static size_t fused_smem(int DM, int MT) {
+    size_t QT = 64 * (size_t)DM * 2, KT = 32 * (size_t)DM * 2, PT = 64 * (size_t)MT * 32 * 2;
+    return 2 * MT * QT + 4 * KT + (2 * PT <= 2 * KT ? 0 : 2 * PT) +
+           sizeof(int) * (2 * 32 + 3 * SB_SCH + 1 + 2 * (SB_NT / 32) + 4);
+}
+
+template <int DM, int MT, bool ORD>
+static void launch_fused(uint16_t *dq, const float *lse, const uint16_t *q, const uint16_t *k,
+                         const uint16_t *v, const uint16_t *dout, const float *Di, const SbArgs &a,
+                         const SbFu &f, int nbk) {
+    size_t smem = fused_smem(DM, MT);
+    static bool attr = false;
+    if (!attr) {
+        cudaCheck(cudaFuncSetAttribute(sb_fused_kernel<DM, MT, ORD>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        attr = true;
+    }
+    size_t n = (size_t)nbk * (a.H / a.KVH) * a.nblk * f.nsub;
+    MS_ASSERT(n < (size_t)INT_MAX, "sparse_bf16_bwd: fused grid of %zu CTAs", n);
+    sb_fused_kernel<DM, MT, ORD><<<(unsigned)n, SB_NT, smem>>>(dq, lse, q, k, v, dout, Di, a, f);
+    cudaLaunchCheck();
+}
+
+// 0: the split path (dQ kernel + dK/dV kernel), 1: fused; MSLAB_SPARSE_BF16_BWD=fused|split
+static int sb_fused_default(void) {
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("MSLAB_SPARSE_BF16_BWD");
+        v = e && !strcmp(e, "fused");
+    }
+    return v;
+}
+// accumulator budget in bytes: MSLAB_SPARSE_BF16_ACC_MB, else 1/16 of q, k, v, o + grads
+static size_t sb_acc_budget(int B, int T, int H, int KVH, int D) {
+    const char *e = getenv("MSLAB_SPARSE_BF16_ACC_MB");
+    if (e && atol(e) > 0) return (size_t)atol(e) << 20;
+    return (size_t)B * T * D * (H + KVH) / 2;
+}
+
+static int sb_bwd_fused(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *dout,
+                        const uint16_t *out, const float *lse, const uint16_t *q, const uint16_t *k,
+                        const uint16_t *v, const AttnIndex *ix, int B, int T, int H, int KVH,
+                        int D) {
+    SbArgs a = sb_args(ix, B, T, H, KVH, D);
+    int ord = attn_bf16_deterministic();
+    int MT = a.qblock > 64 ? 2 : 1, BM = 64 * MT, nsub = (a.qblock + BM - 1) / BM;
+    int nreg = (T + ix->region - 1) / ix->region;
+    size_t nrow = (size_t)B * H * T, nbkt = (size_t)B * KVH * nreg, nbk = (size_t)B * KVH;
+    size_t nent = (size_t)B * H * ix->nblk * ix->width;
+    MS_ASSERT(nent < (size_t)INT_MAX, "sparse_bf16_bwd: index list of %zu entries", nent);
+    size_t perbk = 2 * (size_t)T * D * 4, cb = sb_acc_budget(B, T, H, KVH, D) / perbk;
+    cb = cb < 1 ? 1 : cb > nbk ? nbk : cb;
+    int nlists = (H / KVH) * ix->nblk, L = 64;
+    while ((size_t)B * KVH * ((nlists + L - 1) / L) * nreg > ((size_t)16 << 20) && L < nlists) L *= 2;
+    int nchunk = (nlists + L - 1) / L;
+    size_t nccnt = (size_t)B * KVH * nchunk * nreg;
+    size_t scan_bytes = 0, sb2 = 0;
+    if (ord) {
+        cudaCheck(cub::DeviceScan::ExclusiveSum(NULL, scan_bytes, (const int *)NULL, (int *)NULL, (int)nbkt));
+        cudaCheck(cub::DeviceScan::ExclusiveSum(NULL, sb2, (const int *)NULL, (int *)NULL, (int)nent));
+        if (sb2 > scan_bytes) scan_bytes = sb2;
+    }
+    size_t o_di = 0, o_acc = align256(o_di + nrow * 4), o_cnt = align256(o_acc + perbk * cb);
+    size_t o_start = o_cnt, o_cur = o_cnt, o_wgt = o_cnt, o_pre = o_cnt, o_spos = o_cnt, o_tmp = o_cnt;
+    if (ord) {
+        o_start = align256(o_cnt + nbkt * 4), o_cur = align256(o_start + nbkt * 4);
+        o_wgt = align256(o_cur + nccnt * 4), o_pre = align256(o_wgt + nent * 4);
+        o_spos = align256(o_pre + nent * 4), o_tmp = align256(o_spos + nent * 4);
+    }
+    size_t total = o_tmp + scan_bytes + 256;
+    char *scr = (char *)cuda_scratch(SCRATCH_SPARSE_BF16, total);
+    float *Di = (float *)(scr + o_di), *acck = (float *)(scr + o_acc);
+    float *accv = acck + cb * (size_t)T * D;
+    int *cnt = (int *)(scr + o_cnt), *start = (int *)(scr + o_start), *cur = (int *)(scr + o_cur);
+    int *wgt = (int *)(scr + o_wgt), *pre = (int *)(scr + o_pre), *spos = (int *)(scr + o_spos);
+
+    sb_di_kernel<<<grid_for(nrow * 32, 256), 256>>>(Di, dout, out, B, T, H, D);
+    cudaLaunchCheck();
+    if (ord) {
+        cudaCheck(cudaMemsetAsync(cnt, 0, nbkt * 4));
+        sb_count_kernel<<<grid_for(nent, 256), 256>>>(cnt, ix->idx, B, H, KVH, ix->nblk, ix->width, nreg);
+        cudaLaunchCheck();
+        cudaCheck(cub::DeviceScan::ExclusiveSum(scr + o_tmp, scan_bytes, cnt, start, (int)nbkt));
+        cudaCheck(cudaMemsetAsync(cur, 0, nccnt * 4));
+        dim3 gch((unsigned)nchunk, (unsigned)(B * KVH));
+        sb_chunk_count<<<gch, 256>>>(cur, ix->idx, H, KVH, ix->nblk, ix->width, nreg, L, nchunk);
+        cudaLaunchCheck();
+        sb_chunk_scan<<<grid_for(nbkt, 256), 256>>>(cur, start, nbkt, nreg, nchunk);
+        cudaLaunchCheck();
+        sb_chunk_fill_w<<<gch, 256>>>(wgt, spos, cur, a, nreg, L, nchunk, BM, nsub);
+        cudaLaunchCheck();
+        cudaCheck(cub::DeviceScan::ExclusiveSum(scr + o_tmp, scan_bytes, wgt, pre, (int)nent));
+        sb_ord_kernel<<<grid_for(nent, 256), 256>>>(spos, pre, start, a, nreg);
+        cudaLaunchCheck();
+        cudaCheck(cudaMemsetAsync(cnt, 0, nbkt * 4)); // now the per-region counters
+    }
+    SbFu f;
+    f.cnt = cnt, f.ord = spos, f.nsub = nsub, f.nreg = nreg;
+    f.acck = acck, f.accv = accv;
+    const char *we = getenv("MSLAB_SB_FUSED_WALK");
+    f.up = we && !strcmp(we, "up");
+    const char *de = getenv("MSLAB_SB_FUSED_DEFER");
+    f.defer = de && !strcmp(de, "1");
+    for (size_t bk0 = 0; bk0 < nbk; bk0 += cb) {
+        int nb = (int)(nbk - bk0 < cb ? nbk - bk0 : cb);
+        f.bk0 = (int)bk0;
+        cudaCheck(cudaMemsetAsync(acck, 0, perbk * cb));
+        if (D == 64) {
+            if (MT == 2) ord ? launch_fused<64, 2, true>(dq, lse, q, k, v, dout, Di, a, f, nb)
+                         : launch_fused<64, 2, false>(dq, lse, q, k, v, dout, Di, a, f, nb);
+            else ord ? launch_fused<64, 1, true>(dq, lse, q, k, v, dout, Di, a, f, nb)
+                     : launch_fused<64, 1, false>(dq, lse, q, k, v, dout, Di, a, f, nb);
+        } else {
+            if (MT == 2) ord ? launch_fused<128, 2, true>(dq, lse, q, k, v, dout, Di, a, f, nb)
+                         : launch_fused<128, 2, false>(dq, lse, q, k, v, dout, Di, a, f, nb);
+            else ord ? launch_fused<128, 1, true>(dq, lse, q, k, v, dout, Di, a, f, nb)
+                     : launch_fused<128, 1, false>(dq, lse, q, k, v, dout, Di, a, f, nb);
+        }
+        sb_acc_out<<<grid_for((size_t)nb * T * D / 8, 256), 256>>>(dk, dv, acck, accv, (int)bk0, nb,
+                                                                   T, KVH, D, a.scale);
+        cudaLaunchCheck();
+    }
+    return 0;
+}
+
 extern "C" int sparse_bf16_fwd(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k,
                                const uint16_t *v, const AttnIndex *ix, int B, int T, int H,
                                int KVH, int D) {
@@ -997,6 +1566,11 @@ extern "C" int sparse_bf16_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const u
                                const uint16_t *k, const uint16_t *v, const AttnIndex *ix, int B,
                                int T, int H, int KVH, int D) {
     if (!sb_supported(ix, B, T, H, KVH, D)) return -1;
+    // the fused backward: query blocks of > 1 row (one-row blocks stay on the union / gathered
+    // split kernels), both kernels wanted
+    bool fused = sb_fused_force == 2 || (sb_fused_force == 0 && sb_fused_default());
+    if (fused && ix->qblock > 1 && sb_bwd_parts == 3)
+        return sb_bwd_fused(dq, dk, dv, dout, out, lse, q, k, v, ix, B, T, H, KVH, D);
     SbArgs a = sb_args(ix, B, T, H, KVH, D);
     int nreg = (T + ix->region - 1) / ix->region;
     size_t nrow = (size_t)B * H * T, nbkt = (size_t)B * KVH * nreg;

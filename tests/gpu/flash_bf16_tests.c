@@ -24,15 +24,25 @@
 #include "gpu_check.h"
 
 #define BF16_NAN 0x7fc0
-// Tilings of cuda/flash_bf16.cu (forward, dK/dV, dQ; see flash_bf16_tune there); VARS[0] is the
-// default. dK/dV 4..7 are the fused backward (dQ too, ordered fp32 accumulation; 8 / 4 warps,
-// immediate / deferred accumulation), which spin-waits across CTAs. --quick (compute-sanitizer)
-// runs VARS[0] and VARS[1] only.
-#define NVAR 8
-static const int VARS[NVAR][3] = {{4, 1, 4}, {1, 0, 1}, {2, 2, 0}, {3, 3, 5},
-                                  {0, 1, 6}, {5, 5, 2}, {6, 6, 3}, {7, 1, 7}};
-#define NFWD 8
-#define NDKDV 10 // 8, 9: fused without the ordered dQ accumulation (timing only, dq wrong)
+// Tilings of cuda/flash_bf16.cu (forward, dK/dV, dQ; see flash_bf16_tune there) and the backward
+// accumulation mode (attn_bf16_set_deterministic: 1 ordered, 0 atomic); VARS[0] is the default.
+// dK/dV 4..7 are the fused backward (dQ too, ordered fp32 accumulation; 8 / 4 warps,
+// immediate / deferred accumulation), which spin-waits across CTAs. dK/dV 10 / 11 are the
+// FA2-class fused backward (128 / 64-key blocks) in both modes: ordered (counters, bitwise
+// repeat checked) and atomic (same tolerance, repeat not required); 12 / 13 are the same with
+// the ordered mode's other scheme (ordered red.add, release one step late; atomic = 10 / 11);
+// 14 / 15 as 12 / 13 with P / dS double-buffered (one barrier less per step), both modes.
+// 16: dQ partials added by TMA bulk reduce-add (ordered or not). Forward 8: Q's fragments in
+// registers.
+// --quick (compute-sanitizer) runs VARS[0], VARS[1] and the dK/dV 10 and 14 rows only.
+#define NVAR 20
+static const int VARS[NVAR][4] = {{4, 1, 4, 1},  {1, 0, 1, 1},  {2, 2, 0, 1},  {3, 3, 5, 1},
+                                  {0, 1, 6, 1},  {5, 5, 2, 1},  {6, 6, 3, 1},  {7, 1, 7, 1},
+                                  {4, 10, 4, 1}, {4, 10, 4, 0}, {4, 11, 4, 1}, {4, 11, 4, 0},
+                                  {4, 12, 4, 1}, {4, 13, 4, 1}, {4, 14, 4, 1}, {4, 14, 4, 0},
+                                  {4, 15, 4, 1}, {8, 1, 4, 1},  {4, 16, 4, 1}, {4, 16, 4, 0}};
+#define NFWD 9 // 8: Q fragments in registers (4 warps x 32 rows, 32-key tiles)
+#define NDKDV 17 // 8, 9: fused without the ordered dQ accumulation (timing only, dq wrong); 10..13 FA2-class
 #define NDQ 8 // 6, 7: dK/dV and dQ in one launch (time of both)
 
 void flash_bf16_tune(int fwd, int dkdv, int dq); // flash_bf16.cu, not in the header (tests only)
@@ -146,12 +156,13 @@ static void diagnose(const char *name, const float *a, const float *ref, int B, 
     printf("\n");
 }
 
+// need_det = 0 (the atomic mode's gradients): the two calls need not repeat their bits
 static void row(const char *op, const char *shape, const char *name, const float *a,
                 const float *ref, const uint16_t *bits1, const uint16_t *bits2, int B, int T,
-                int NH, int D, double tol) {
+                int NH, int D, double tol, int need_det) {
     size_t n = (size_t)B * T * NH * D;
     double e = rel_l2(a, ref, n);
-    int det = memcmp(bits1, bits2, n * 2) == 0;
+    int det = !need_det || memcmp(bits1, bits2, n * 2) == 0;
     if (g_var) {
         if (!(e / tol <= g_worst)) g_worst = e / tol, snprintf(g_what, sizeof g_what, "%s", name);
         g_det &= det;
@@ -195,9 +206,12 @@ static void t_flash(int B, int T, int H, int KVH, int D) {
     uint16_t *d_dy = dev_from(dyb, nq * 2);
     uint16_t *d_dq = gpu->alloc(nq * 2), *d_dk = gpu->alloc(nk * 2), *d_dv = gpu->alloc(nk * 2);
 
+    int mode0 = attn_bf16_deterministic();
     for (g_var = 0; g_var < NVAR; g_var++) {
-        if (quick && g_var >= 2) continue; // sanitizers: the default and one more tiling
+        // sanitizers: the default, one more tiling and the FA2-class backward in both modes
+        if (quick && g_var >= 2 && VARS[g_var][1] != 10 && VARS[g_var][1] != 14) continue;
         flash_bf16_tune(VARS[g_var][0], VARS[g_var][1], VARS[g_var][2]);
+        attn_bf16_set_deterministic(VARS[g_var][3]);
         g_worst = 0, g_det = 1, g_what[0] = 0;
         if (want_f) {
             uint16_t *ob[2];
@@ -213,7 +227,7 @@ static void t_flash(int B, int T, int H, int KVH, int D) {
             if (rc[0] != 0 || rc[1] != 0) {
                 report("flash_bf16_fwd.out (returned -1)", shape, INFINITY, 1e-2, -1);
             } else if (g_var) {
-                row("", shape, "out", of[0], out, ob[0], ob[1], B, T, H, D, 1e-2);
+                row("", shape, "out", of[0], out, ob[0], ob[1], B, T, H, D, 1e-2, 1);
                 double e = 0;
                 for (size_t i = 0; i < nl; i++) {
                     double d = fabs((double)lf[0][i] - lse[i]) / fmax(fabs(lse[i]), 1.0);
@@ -224,7 +238,8 @@ static void t_flash(int B, int T, int H, int KVH, int D) {
                     g_worst = e / 1e-4, snprintf(g_what, sizeof g_what, "lse");
                 g_det &= memcmp(lf[0], lf[1], nl * 4) == 0;
             } else {
-                row("flash_bf16_fwd.out", shape, "out", of[0], out, ob[0], ob[1], B, T, H, D, 1e-2);
+                row("flash_bf16_fwd.out", shape, "out", of[0], out, ob[0], ob[1], B, T, H, D, 1e-2,
+                    1);
                 double e = 0;
                 size_t bad = (size_t)-1;
                 for (size_t i = 0; i < nl; i++) {
@@ -261,12 +276,13 @@ static void t_flash(int B, int T, int H, int KVH, int D) {
             if (rc[0] != 0 || rc[1] != 0) {
                 report("flash_bf16_bwd (returned -1)", shape, INFINITY, 1e-2, -1);
             } else {
+                int nd = VARS[g_var][3]; // atomic mode: tolerance only
                 row("flash_bf16_bwd.dq", shape, "dq", res[0][0], dqr, bits[0][0], bits[1][0], B, T,
-                    H, D, 1e-2);
+                    H, D, 1e-2, nd);
                 row("flash_bf16_bwd.dk", shape, "dk", res[0][1], dkr, bits[0][1], bits[1][1], B, T,
-                    KVH, D, 1e-2);
+                    KVH, D, 1e-2, nd);
                 row("flash_bf16_bwd.dv", shape, "dv", res[0][2], dvr, bits[0][2], bits[1][2], B, T,
-                    KVH, D, 1e-2);
+                    KVH, D, 1e-2, nd);
             }
             for (int r = 0; r < 2; r++)
                 for (int i = 0; i < 3; i++) free(bits[r][i]), free(res[r][i]);
@@ -280,6 +296,7 @@ static void t_flash(int B, int T, int H, int KVH, int D) {
     }
     g_var = 0;
     flash_bf16_tune(VARS[0][0], VARS[0][1], VARS[0][2]);
+    attn_bf16_set_deterministic(mode0);
     gpu->free(d_dy), gpu->free(d_dq), gpu->free(d_dk), gpu->free(d_dv);
     free(dqr), free(dkr), free(dvr);
     gpu->free(d_q), gpu->free(d_k), gpu->free(d_v), gpu->free(d_out), gpu->free(d_lse);
@@ -342,15 +359,22 @@ static void t_flash_perf(int T) {
     int reps = T >= 65536 ? 2 : 5;
     double f = 2.0 * T * (double)T * D * H; // causal forward FLOPs
     char shape[128];
-    // pass 0: the default tiling, fwd and bwd; pass 1: the candidate (7, 1, 4); then
-    // (T <= 16K) each kernel's tilings alone
-    int npass = T <= 16384 ? 2 + NFWD + NDKDV + NDQ : 2;
+    // pass 0: the default tiling, fwd and bwd; passes 1..NCAND: the candidates CAND (tune,
+    // accumulation mode); then (T <= 16K) each kernel's tilings alone
+    enum { NCAND = 8 };
+    static const int CAND[NCAND][4] = {{4, 10, 4, 1}, {4, 10, 4, 0}, {4, 11, 4, 1},
+                                       {4, 12, 4, 1}, {4, 14, 4, 1}, {4, 14, 4, 0},
+                                       {4, 16, 4, 1}, {4, 16, 4, 0}};
+    int mode0 = attn_bf16_deterministic();
+    int npass = T <= 16384 ? 1 + NCAND + NFWD + NDKDV + NDQ : 1 + NCAND;
     for (int pass = 0; pass < npass; pass++) {
-        int which = -1, var = 0, p = pass - 2;
+        int which = -1, var = 0, p = pass - 1 - NCAND;
         if (p >= 0 && p < NFWD) which = 0, var = p;
         else if (p >= NFWD && p < NFWD + NDKDV) which = 1, var = p - NFWD;
         else if (p >= NFWD + NDKDV) which = 2, var = p - NFWD - NDKDV;
-        if (pass == 1) flash_bf16_tune(7, 1, 4);
+        attn_bf16_set_deterministic(pass >= 1 && pass <= NCAND ? CAND[pass - 1][3] : mode0);
+        if (pass >= 1 && pass <= NCAND)
+            flash_bf16_tune(CAND[pass - 1][0], CAND[pass - 1][1], CAND[pass - 1][2]);
         if (which == 0) flash_bf16_tune(var, 0, 0);
         if (which == 1) flash_bf16_tune(0, var, -1);
         if (which == 2) flash_bf16_tune(0, -1, var);
@@ -367,10 +391,14 @@ static void t_flash_perf(int T) {
         gpu->download(&sync, d_lse, 4);
         double t2 = now_s();
         double tf = (t1 - t0) / reps * 1e3, tb = (t2 - t1) / reps * 1e3;
-        if (pass <= 1) {
+        if (pass <= NCAND) {
             snprintf(shape, sizeof shape, "T=%d H=32 D=128: fwd %.2f bwd %.2f tot %.2f ms", T, tf,
                      tb, tf + tb);
-            printf("    (info %s: %s)\n", pass == 0 ? "flash_bf16_perf" : "flash_bf16_perf (7,1,4)",
+            char what[64] = "default";
+            if (pass > 0)
+                snprintf(what, sizeof what, "%d,%d,%d %s", CAND[pass - 1][0], CAND[pass - 1][1],
+                         CAND[pass - 1][2], CAND[pass - 1][3] ? "det" : "atomic");
+            printf("    (info flash_bf16_perf %s: %s)\n", what,
                    shape); // timing, not a check: the benchmark is mslab-gpu-bench --attn
             printf("    T=%d fwd %.1f TFLOP/s, bwd %.1f TFLOP/s (2.5x), fwd+bwd %.1f TFLOP/s "
                    "(3.5x)\n",
@@ -380,6 +408,7 @@ static void t_flash_perf(int T) {
         } else {
             printf("    tiling T=%d %s variant %d: %.2f ms (incl. Di)\n", T,
                    which == 2   ? (var >= 6 ? "dkdv+dq one launch" : "dq")
+                   : var >= 10 ? "FA2-class fused dk+dv+dq"
                    : var >= 8 ? "fused, unordered dq (timing only)"
                    : var >= 4 ? "fused dk+dv+dq"
                               : "dkdv",
@@ -387,6 +416,7 @@ static void t_flash_perf(int T) {
         }
     }
     flash_bf16_tune(VARS[0][0], VARS[0][1], VARS[0][2]);
+    attn_bf16_set_deterministic(mode0);
     free(hb);
     gpu->free(d_q), gpu->free(d_k), gpu->free(d_v), gpu->free(d_o), gpu->free(d_dy),
         gpu->free(d_dq), gpu->free(d_dk), gpu->free(d_dv), gpu->free(d_lse);

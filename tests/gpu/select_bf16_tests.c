@@ -1,8 +1,142 @@
 // select_bf16_tests.c: select_bf16 (cuda/select_bf16.cu) at the shapes where its speed matters;
 // the lists must equal the CPU's attention_select on the same bf16-rounded inputs. The small
 // shapes are checked in sparse_bf16_tests.c (t_sb) beside the kernels that read the lists.
+//
+// Each shape runs both ms paths, old (scores in global memory) and fused (running top-S), twice
+// each (the second run must repeat the bits), and compares every entry of the list with the
+// CPU's (err = differing entries, tol 0). The fused row also fails when the path taken is not the
+// expected one (fused, or its fallback to old where the inputs are built to overflow it), so a
+// fast path that silently falls back is seen. Inputs: random normal q / k rounded to bf16; `period`
+// > 0 makes key region r a copy of region r % period (equal scores: ties to the lower id).
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../../core/attention.h"
+#include "../../core/common.h"
+#include "../../cuda/attn_bf16.h"
+#include "../../cuda/bf16.h"
 #include "gpu_check.h"
+
+// cuda/select_bf16.cu's test hooks: the ms path (0 old, 1 fused; returns the previous one) and
+// the path the last call took (0 old / other, 1 fused, 2 fused fell back to old)
+int select_bf16_set_mode(int mode);
+int select_bf16_last_path(void);
+
+static double sel_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static AttnConfig ms_cfg(int w, int top, int merge, int prefix) {
+    AttnConfig c = attn_config_default(ATTN_MS);
+    c.w = w, c.top = top, c.merge = merge, c.prefix = prefix;
+    return c;
+}
+
+// expect: path the fused mode must take (1 fused, 2 its fallback)
+static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH, int D,
+                  int period, int expect) {
+    AttnDims d;
+    MS_ASSERT(attn_config_check(&cfg, "attention") == 0, "%s", ms_error());
+    MS_ASSERT(attn_dims(&cfg, T, &d) == 0, "%s", ms_error());
+    char shape[160];
+    snprintf(shape, sizeof shape, "%s T=%d H=%d/%d D=%d B=%d", name, T, H, KVH, D, B);
+    size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KVH * D;
+    size_t ni = (size_t)B * H * d.nblk * d.width;
+    uint16_t *qb = malloc(nq * 2), *kb = malloc(nk * 2);
+    float *q = malloc(nq * 4), *k = malloc(nk * 4);
+    for (size_t i = 0; i < nq; i++) qb[i] = bf16_from_f32(rng_normal(&rng));
+    for (size_t i = 0; i < nk; i++) kb[i] = bf16_from_f32(rng_normal(&rng));
+    if (period > 0) // key region r = region r % period (token rows of the same offset)
+        for (int b = 0; b < B; b++)
+            for (int t = period * cfg.w; t < T; t++) {
+                int src = (t / cfg.w % period) * cfg.w + t % cfg.w;
+                memcpy(kb + ((size_t)b * T + t) * KVH * D, kb + ((size_t)b * T + src) * KVH * D,
+                       (size_t)KVH * D * 2);
+            }
+    for (size_t i = 0; i < nq; i++) q[i] = bf16_to_f32(qb[i]);
+    for (size_t i = 0; i < nk; i++) k[i] = bf16_to_f32(kb[i]);
+    AttnIndex ic = {d.qblock, d.nblk, d.region, d.width, d.window, NULL, NULL, NULL, NULL, 0};
+    ic.idx = malloc(sizeof(int) * ni);
+    double t0 = sel_now();
+    cpu->attention_select(&ic, &cfg, q, k, B, T, H, KVH, D);
+    double tcpu = sel_now() - t0;
+
+    uint16_t *d_q = gpu->alloc(nq * 2 + 16), *d_k = gpu->alloc(nk * 2 + 16);
+    gpu->upload(d_q, qb, nq * 2);
+    gpu->upload(d_k, kb, nk * 2);
+    AttnIndex ig = ic;
+    ig.idx = gpu->alloc(sizeof(int) * ni);
+    int *h1 = malloc(sizeof(int) * ni), *h2 = malloc(sizeof(int) * ni), *fill = malloc(sizeof(int) * ni);
+    for (size_t i = 0; i < ni; i++) fill[i] = 0x7eadbeef;
+    for (int mode = 0; mode < 2; mode++) {
+        int prev = select_bf16_set_mode(mode), rc = 0, path = -1;
+        size_t bad = 0, again = 0;
+        double ms = 0;
+        for (int rep = 0; rep < 2; rep++) {
+            gpu->upload(ig.idx, fill, sizeof(int) * ni);
+            int x;
+            gpu->download(&x, ig.idx, 4); // sync
+            t0 = sel_now();
+            rc |= select_bf16(&ig, &cfg, d_q, d_k, B, T, H, KVH, D);
+            gpu->download(rep ? h2 : h1, ig.idx, sizeof(int) * ni);
+            if (rep == 1) ms = (sel_now() - t0) * 1e3; // includes the list download
+            if (rep == 0) path = select_bf16_last_path();
+        }
+        select_bf16_set_mode(prev);
+        if (rc) {
+            printf("    select_bf16 returned -1\n");
+            bad = ni;
+        } else {
+            for (size_t i = 0; i < ni; i++) bad += h1[i] != ic.idx[i], again += h1[i] != h2[i];
+            for (size_t i = 0; i < ni && bad; i++)
+                if (h1[i] != ic.idx[i]) {
+                    size_t l = i / d.width;
+                    printf("    first diff: b=%zu h=%zu block=%zu slot=%zu gpu %d cpu %d\n",
+                           l / d.nblk / H, (l / d.nblk) % H, l % d.nblk, i % d.width, h1[i],
+                           ic.idx[i]);
+                    break;
+                }
+        }
+        int want = mode == 0 ? 0 : expect;
+        if (path != want) {
+            printf("    path %d, expected %d (0 old, 1 fused, 2 fused fell back)\n", path, want);
+            bad += 1;
+        }
+        char op[64];
+        snprintf(op, sizeof op, "select_bf16.%s", mode ? "fused" : "old");
+        report(op, shape, (double)bad, 0, again ? 0 : 1);
+        printf("    %s: %.2f ms (CPU %.2f s), path %d\n", op, ms, tcpu, path);
+    }
+    free(h1), free(h2), free(fill), free(qb), free(kb), free(q), free(k), free(ic.idx);
+    gpu->free(d_q), gpu->free(d_k), gpu->free(ig.idx);
+}
 
 void t_select_bf16_all(void) {
     if (!wanted("select_bf16")) return;
+    AttnConfig paper = ms_cfg(16, 512, 128, -1); // S 384, prefix 8192
+    AttnConfig m64 = ms_cfg(16, 512, 64, -1);    // S 448
+    AttnConfig small = ms_cfg(16, 64, 16, -1);   // S 48, prefix 1024: many tiles per row
+    t_sel("ms small w16 top64 m16", small, 1, 4096, 2, 1, 64, 0, 1);
+    t_sel("ms small ties p5", small, 1, 4096, 2, 2, 128, 5, 1);
+    if (quick) return;
+    t_sel("ms paper", paper, 1, 16384, 4, 4, 128, 0, 1);
+    t_sel("ms paper partial", paper, 1, 50007, 2, 2, 64, 0, 1); // partial region and group
+    t_sel("ms paper gqa", paper, 1, 65536, 2, 1, 128, 0, 1);
+    t_sel("ms paper B2", paper, 2, 20000, 2, 1, 128, 0, 1);
+    t_sel("ms m64", m64, 1, 32768, 2, 2, 128, 0, 1);
+    AttnConfig lg2 = paper;
+    lg2.local_groups = 2;
+    t_sel("ms paper lg2", lg2, 1, 32768, 2, 2, 128, 0, 1);
+    AttnConfig pre = ms_cfg(16, 512, 128, 2048); // first groups see fewer than S regions
+    t_sel("ms paper prefix 2048", pre, 1, 24576, 2, 2, 128, 0, 1);
+    AttnConfig tail = paper;
+    tail.tail = TAIL_DENSE;
+    t_sel("ms paper tail dense", tail, 1, 30001, 2, 2, 128, 0, 1);
+    t_sel("ms paper ties p7", paper, 1, 32768, 2, 2, 128, 7, 1);
+    t_sel("ms paper ties p1", paper, 1, 32768, 2, 2, 128, 1, 2); // all equal: fused falls back
 }

@@ -23,6 +23,7 @@
 
 // cuda/sparse_bf16.cu's tuning hook: forward m-tiles per warp (2: 128-row CTAs, the default; 1:
 // 64-row), which backward kernels run (bit 0 dQ, bit 1 dK/dV; 3 both, the default)
+// bit 5 (32) the split backward, bit 6 (64) the fused one (neither: MSLAB_SPARSE_BF16_BWD)
 void sparse_bf16_tune(int fwd_mtiles, int bwd_parts);
 
 // host: n random normals * scale, rounded to bf16 (floats and bits)
@@ -269,26 +270,52 @@ static void t_sb(const char *name, AttnConfig cfg, int B, int T, int H, int KVH,
             gpu->upload(d_lse, lse, nl * 4);
             uint16_t *d_dq = gpu->alloc(nq * 2 + 16), *d_dk = gpu->alloc(nk * 2 + 16),
                      *d_dv = gpu->alloc(nk * 2 + 16);
-            float *g[2][3];
-            uint16_t *gb[2][3];
-            int rc = 0;
-            for (int rep = 0; rep < 2; rep++) {
-                poison16(d_dq, nq), poison16(d_dk, nk), poison16(d_dv, nk);
-                rc |= sparse_bf16_bwd(d_dq, d_dk, d_dv, d_dy, d_out, d_lse, d_q, d_k, d_v, &ig, B,
-                                      T, H, KVH, D);
-                g[rep][0] = down16(d_dq, nq, &gb[rep][0]);
-                g[rep][1] = down16(d_dk, nk, &gb[rep][1]);
-                g[rep][2] = down16(d_dv, nk, &gb[rep][2]);
+            // variants: 0 the split kernels; 1 the fused backward, ordered (deterministic) adds;
+            // 2 fused, ordered, the first run with the list walked upwards, deferred releases and
+            // all (b, kv head)s in one accumulator chunk (else the default budget: several chunks
+            // at these shapes), the second run as variant 1: the same order, so the same bits;
+            // 3 fused, fp32 atomics (not bitwise repeatable). One-row blocks: no fused path.
+            static const char *vn[4][3] = {
+                {"sparse_bf16_bwd.dq", "sparse_bf16_bwd.dk", "sparse_bf16_bwd.dv"},
+                {"sparse_bf16_bwd_fused.dq", "sparse_bf16_bwd_fused.dk", "sparse_bf16_bwd_fused.dv"},
+                {"sparse_bf16_bwd_fused_var.dq", "sparse_bf16_bwd_fused_var.dk",
+                 "sparse_bf16_bwd_fused_var.dv"},
+                {"sparse_bf16_bwd_fused_atomic.dq", "sparse_bf16_bwd_fused_atomic.dk",
+                 "sparse_bf16_bwd_fused_atomic.dv"}};
+            for (int var = 0; var < (d.qblock > 1 ? 4 : 1); var++) {
+                sparse_bf16_tune(2, var ? 3 | 64 : 3 | 32);
+                int old_det = attn_bf16_set_deterministic(var != 3);
+                float *g[2][3];
+                uint16_t *gb[2][3];
+                int rc = 0;
+                for (int rep = 0; rep < 2; rep++) {
+                    if (var == 2 && rep == 0) {
+                        setenv("MSLAB_SPARSE_BF16_ACC_MB", "4096", 1);
+                        setenv("MSLAB_SB_FUSED_WALK", "up", 1);
+                        setenv("MSLAB_SB_FUSED_DEFER", "1", 1);
+                    }
+                    poison16(d_dq, nq), poison16(d_dk, nk), poison16(d_dv, nk);
+                    rc |= sparse_bf16_bwd(d_dq, d_dk, d_dv, d_dy, d_out, d_lse, d_q, d_k, d_v, &ig,
+                                          B, T, H, KVH, D);
+                    unsetenv("MSLAB_SPARSE_BF16_ACC_MB");
+                    unsetenv("MSLAB_SB_FUSED_WALK");
+                    unsetenv("MSLAB_SB_FUSED_DEFER");
+                    g[rep][0] = down16(d_dq, nq, &gb[rep][0]);
+                    g[rep][1] = down16(d_dk, nk, &gb[rep][1]);
+                    g[rep][2] = down16(d_dv, nk, &gb[rep][2]);
+                }
+                attn_bf16_set_deterministic(old_det);
+                if (rc) printf("    sparse_bf16_bwd returned -1\n");
+                int rq = !memcmp(gb[0][0], gb[1][0], nq * 2), rk = !memcmp(gb[0][1], gb[1][1], nk * 2),
+                    rv = !memcmp(gb[0][2], gb[1][2], nk * 2);
+                if (var == 3) rq = rk = rv = -1; // atomics: same tolerance, no bitwise repeat
+                chk(vn[var][0], shape, g[0][0], dqr, nq, B, T, H, D, d.qblock, "block", rq);
+                chk(vn[var][1], shape, g[0][1], dkr, nk, B, T, KVH, D, d.region, "region", rk);
+                chk(vn[var][2], shape, g[0][2], dvr, nk, B, T, KVH, D, d.region, "region", rv);
+                for (int r = 0; r < 2; r++)
+                    for (int i = 0; i < 3; i++) free(g[r][i]), free(gb[r][i]);
             }
-            if (rc) printf("    sparse_bf16_bwd returned -1\n");
-            chk("sparse_bf16_bwd.dq", shape, g[0][0], dqr, nq, B, T, H, D, d.qblock, "block",
-                !memcmp(gb[0][0], gb[1][0], nq * 2));
-            chk("sparse_bf16_bwd.dk", shape, g[0][1], dkr, nk, B, T, KVH, D, d.region,
-                "region", !memcmp(gb[0][1], gb[1][1], nk * 2));
-            chk("sparse_bf16_bwd.dv", shape, g[0][2], dvr, nk, B, T, KVH, D, d.region,
-                "region", !memcmp(gb[0][2], gb[1][2], nk * 2));
-            for (int r = 0; r < 2; r++)
-                for (int i = 0; i < 3; i++) free(g[r][i]), free(gb[r][i]);
+            sparse_bf16_tune(2, 3);
             gpu->free(d_dy), gpu->free(d_dq), gpu->free(d_dk), gpu->free(d_dv);
             free(out), free(lse), free(dy), free(dyb), free(obr), free(outr), free(dqr), free(dkr),
                 free(dvr);
@@ -384,6 +411,13 @@ static void t_sb_perf(const char *name, AttnConfig cfg, int T) {
     double tdkv_smem = pj_time(&j, 2, reps); // K / V fragments re-read from shared memory
     sparse_bf16_tune(2, 0);
     double tpre = pj_time(&j, 2, reps); // Di + inverse list only
+    sparse_bf16_tune(2, 3 | 64);
+    double tfu = pj_time(&j, 2, reps); // the fused backward, ordered adds (default mode)
+    int old_det = attn_bf16_set_deterministic(0);
+    double tfua = pj_time(&j, 2, reps); // the fused backward, fp32 atomics
+    attn_bf16_set_deterministic(old_det);
+    sparse_bf16_tune(2, 3 | 32);
+    double tsplit = pj_time(&j, 2, reps);
     sparse_bf16_tune(2, 3);
     char shape[160];
     snprintf(shape, sizeof shape, "%s T=%d: sel %.2f fwd %.2f bwd %.2f ms", name, T, ts, tf2, tb);
@@ -394,13 +428,17 @@ static void t_sb_perf(const char *name, AttnConfig cfg, int T) {
            "total sel+fwd+bwd %.3f ms\n",
            name, T, st.pairs, st.pairs / st.causal_pairs, ts, tf2, f / tf2 * 1e-9, tf1, tb,
            2.5 * f / tb * 1e-9, tpre, tdq, tdq1, tdkv, tdkv_smem, ts + tf2 + tb);
+    printf("    %s T=%d: bwd split %.3f ms, fused ordered %.3f ms (%.1f TFLOP/s at 2.5x), fused "
+           "atomic %.3f ms (%.1f)\n",
+           name, T, tsplit, tfu, 2.5 * f / tfu * 1e-9, tfua, 2.5 * f / tfua * 1e-9);
     free(hb);
     gpu->free(j.q), gpu->free(j.k), gpu->free(j.v), gpu->free(j.dy), gpu->free(j.o);
     gpu->free(j.dq), gpu->free(j.dk), gpu->free(j.dv), gpu->free(j.lse), gpu->free(j.ix.idx);
 }
 
 void t_sparse_bf16_all(void) {
-    if (!wanted("sparse_bf16") && !wanted("select_bf16")) return;
+    // filter sparse_bf16_perf: the timing rows alone
+    if (!wanted("sparse_bf16") && !wanted("select_bf16") && !wanted("sparse_bf16_perf")) return;
     AttnConfig ms = ms_small(16, 32, 8, -1); // prefix top * w = 512, groups of 128 rows
     t_sb("ms", ms, 1, 1000, 8, 2, 64);
     t_sb("ms", ms, 1, 1000, 8, 2, 128);
@@ -437,5 +475,7 @@ void t_sparse_bf16_all(void) {
         AttnConfig mb = attn_config_default(ATTN_MOBA);
         mb.block = 128, mb.top = 16384 / 128 / 16;
         t_sb_perf("moba b128", mb, 16384);
+        AttnConfig mblk = ms_small(128, 32768 / 128 / 16 + 1, 1, 0); // the bench's moba-blk
+        t_sb_perf("moba-blk", mblk, 32768);
     }
 }
