@@ -491,6 +491,11 @@ __device__ __forceinline__ int ld_acquire(const int *p) {
     asm volatile("ld.acquire.gpu.global.s32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
     return v;
 }
+__device__ __forceinline__ int ld_relaxed(const int *p) {
+    int v;
+    asm volatile("ld.relaxed.gpu.global.s32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
 __device__ __forceinline__ void st_release(int *p, int v) {
     asm volatile("st.release.gpu.global.s32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
 }
@@ -968,7 +973,7 @@ flash_bwd_combo_kernel(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const flo
 //     kernel): block 0 stores, later blocks add, the last writes bf16 dq. Every CTA walks the
 //     pairs in the same order and CTAs are dispatched key block 0 first, so a CTA waits only on
 //     CTAs dispatched before it that are about one accumulation ahead.
-template <int D, int BN, int DET, int PB>
+template <int D, int BN, int DET, int PB, int OPT>
 __global__ void __launch_bounds__(256, 1)
 flash_bwd_fa2_kernel(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *counters, const bf16 *dout,
                      const float *lse, const float *Di, const bf16 *q, const bf16 *k,
@@ -1051,7 +1056,7 @@ flash_bwd_fa2_kernel(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *counters, 
         bf16 *Ps = Ps0 + (PB ? buf * 2 * BM * BN : 0), *dSs = Ps + BM * BN;
         // DET = 2: release the previous step's tile one step late: every thread issued its reds
         // before the barrier above, and they have long completed, so the fence is short
-        if (DET == 2 && i > 0 && threadIdx.x == 0)
+        if ((DET == 2 || DET >= 5) && i > 0 && threadIdx.x == 0)
             st_release(counters + ((size_t)b * H + step_h(i - 1)) * nqt + step_q(i - 1) / BM,
                        kb + 1);
         if (DET == 4 && i > 0 && warp == 0) { // warp 0's lanes issued the bulk reduces
@@ -1073,6 +1078,30 @@ flash_bwd_fa2_kernel(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *counters, 
                     for (int n = 0; n < SKN; n++)
 #pragma unroll
                         for (int e = 0; e < 4; e++) s[mi][n][e] = dp[mi][n][e] = 0.f;
+                if (OPT & 2) { // one loop: S and dP chains interleaved (more independent mmas)
+#pragma unroll
+                    for (int dc = 0; dc < D / 16; dc++) {
+                        uint32_t a[2][4], ad[2][4];
+#pragma unroll
+                        for (int mi = 0; mi < 2; mi++) {
+                            lds_a<D>(a[mi], Qt, 32 * wm + 16 * mi, dc, lane);
+                            lds_a<D>(ad[mi], dOt, 32 * wm + 16 * mi, dc, lane);
+                        }
+#pragma unroll
+                        for (int np = 0; np < SKN / 2; np++) {
+                            uint32_t bb[4], bv[4];
+                            lds_b<D>(bb, Ks, wn * SK + 16 * np, dc, lane);
+                            lds_b<D>(bv, Vs, wn * SK + 16 * np, dc, lane);
+#pragma unroll
+                            for (int mi = 0; mi < 2; mi++) {
+                                mma_bf16_16816(s[mi][2 * np], a[mi], bb[0], bb[1]);
+                                mma_bf16_16816(s[mi][2 * np + 1], a[mi], bb[2], bb[3]);
+                                mma_bf16_16816(dp[mi][2 * np], ad[mi], bv[0], bv[1]);
+                                mma_bf16_16816(dp[mi][2 * np + 1], ad[mi], bv[2], bv[3]);
+                            }
+                        }
+                    }
+                } else {
 #pragma unroll
                 for (int dc = 0; dc < D / 16; dc++) {
                     uint32_t a[2][4];
@@ -1105,6 +1134,7 @@ flash_bwd_fa2_kernel(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *counters, 
                             mma_bf16_16816(dp[mi][2 * np + 1], a[mi], bb[2], bb[3]);
                         }
                     }
+                }
                 }
                 bool mask = kw0 + SK - 1 > rw0; // the warp's tile reaches the diagonal
 #pragma unroll
@@ -1150,7 +1180,8 @@ flash_bwd_fa2_kernel(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *counters, 
             int kq_end = BM / 16; // query k-steps; on the diagonal the first rows may be all 0
 #pragma unroll
             for (int kq = 0; kq < BM / 16; kq++) {
-                if (qs + 16 * kq + 15 < k0 + vk * VK) continue; // rows before the warp's keys
+                // rows before the warp's keys (P = dS = 0; OPT & 1: no branch in the hot loop)
+                if (!(OPT & 1) && qs + 16 * kq + 15 < k0 + vk * VK) continue;
                 (void)kq_end;
                 uint32_t pa[VKM][4], sa[VKM][4];
 #pragma unroll
@@ -1186,9 +1217,15 @@ flash_bwd_fa2_kernel(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *counters, 
 #pragma unroll
                     for (int e = 0; e < 4; e++) acc[mi][n][e] = 0.f;
             int rlast = qs + 32 * wm + 31; // keys after this warp's last row: dS = 0
+            // DET = 5: thread 0 polls block kb - 1's release of this tile before the products
+            // (a non-blocking relaxed load: its latency hides under the mmas), checked after
+            // DET = 6: every warp's lane 0 polls, and each warp goes on alone (no CTA barrier)
+            int cval = kb;
+            if ((DET == 5 && threadIdx.x == 0) || (DET == 6 && lane == 0))
+                cval = ld_relaxed(counters + ((size_t)b * H + hh) * nqt + qs / BM);
 #pragma unroll
             for (int kc = 0; kc < BN / 16; kc++) {
-                if (k0 + 16 * kc > rlast) break;
+                if (!(OPT & 1) && k0 + 16 * kc > rlast) break;
                 uint32_t a[2][4];
 #pragma unroll
                 for (int mi = 0; mi < 2; mi++) lds_a<BN>(a[mi], dSs, 32 * wm + 16 * mi, kc, lane);
@@ -1204,10 +1241,15 @@ flash_bwd_fa2_kernel(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *counters, 
                 }
             }
             size_t base = ((size_t)b * T) * ldq + (size_t)hh * D + wn * QD + 2 * tq;
-            if (DET == 2) { // in key-block order: wait for block kb - 1's release of this tile
-                if (threadIdx.x == 0)
+            if (DET == 2 || DET == 5) { // in key-block order: after block kb - 1's release
+                if (threadIdx.x == 0 && (DET == 2 || cval != kb))
                     wait_count(counters + ((size_t)b * H + hh) * nqt + qs / BM, kb);
                 __syncthreads();
+            }
+            if (DET == 6) {
+                if (lane == 0 && cval != kb)
+                    wait_count(counters + ((size_t)b * H + hh) * nqt + qs / BM, kb);
+                __syncwarp();
             }
             if (DET >= 3) {
                 // TMA bulk reduce-add (FA3's way): stage the partial, warp 0 issues one bulk
@@ -1289,7 +1331,7 @@ flash_bwd_fa2_kernel(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *counters, 
     }
     if (PB) __syncthreads(); // DET = 2: every thread's last reds before the release below
 
-    if (DET == 2 && threadIdx.x == 0) // the loop ended with a barrier after the last reds
+    if ((DET == 2 || DET >= 5) && threadIdx.x == 0) // the loop ended with a barrier (last reds)
         st_release(counters + ((size_t)b * H + step_h(total - 1)) * nqt + step_q(total - 1) / BM,
                    kb + 1);
     if (DET >= 3 && warp == 0) { // the bulk ops must finish reading shared memory before exit
@@ -1449,7 +1491,7 @@ static void fused_run(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const floa
 }
 
 
-template <int D, int BN, int DET, int PB>
+template <int D, int BN, int DET, int PB, int OPT = 0>
 static void fa2_run(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const float *lse,
                     const float *Di, float *dqacc, int *counters, const bf16 *q, const bf16 *k,
                     const bf16 *v, int B, int T, int H, int KVH, float sl2, float scale) {
@@ -1457,12 +1499,12 @@ static void fa2_run(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const float 
     size_t smem = sizeof(bf16) * (size_t)(2 * BN * D + 4 * BM * D + (PB ? 4 : 2) * BM * BN) +
                   sizeof(float) * (4 * BM + (DET >= 3 ? BM * (D + 4) : 0));
     static bool init = false;
-    if (!init) smem_optin(flash_bwd_fa2_kernel<D, BN, DET, PB>, smem), init = true;
+    if (!init) smem_optin(flash_bwd_fa2_kernel<D, BN, DET, PB, OPT>, smem), init = true;
     size_t nqt = (T + BM - 1) / BM, n = (size_t)B * T * H * D;
     if (DET)
         cudaCheck(cudaMemsetAsync(counters, 0, (size_t)B * H * nqt * sizeof(int), 0));
     if (DET != 1) cudaCheck(cudaMemsetAsync(dqacc, 0, n * sizeof(float), 0));
-    flash_bwd_fa2_kernel<D, BN, DET, PB><<<dim3(B * KVH, (T + BN - 1) / BN), 256, smem>>>(
+    flash_bwd_fa2_kernel<D, BN, DET, PB, OPT><<<dim3(B * KVH, (T + BN - 1) / BN), 256, smem>>>(
         dq, dk, dv, dqacc, counters, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale);
     cudaLaunchCheck();
     if (DET != 1) {
@@ -1476,7 +1518,7 @@ static void bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf1
                        const float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B, int T,
                        int H, int KVH) {
     size_t rows = (size_t)B * T * H;
-    bool fa2 = tune_dkdv >= 10 && tune_dkdv <= 16, fused = tune_dkdv >= 4;
+    bool fa2 = tune_dkdv >= 10 && tune_dkdv <= 23, fused = tune_dkdv >= 4;
     // scratch: Di [B, H, T]; fused: dQ accumulator [B, T, H, D] fp32, counters [B, H, T / 64]
     size_t nqt = (T + 63) / 64, acc_off = (rows + 63) / 64 * 64;
     size_t bytes = fused ? (acc_off + rows * D) * 4 + (size_t)B * H * nqt * 4 : rows * 4;
@@ -1488,11 +1530,11 @@ static void bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf1
         float *dqacc = Di + acc_off;
         int *cnt = (int *)(dqacc + rows * D);
         bool det = attn_bf16_deterministic() != 0;
-#define FA2_CASE(BN, DETM, PB)                                                                 \
-    (det ? fa2_run<D, BN, DETM, PB>(dq, dk, dv, dout, lse, Di, dqacc, cnt, q, k, v, B, T, H,     \
-                                    KVH, sl2, scale)                                           \
-         : fa2_run<D, BN, 0, PB>(dq, dk, dv, dout, lse, Di, dqacc, cnt, q, k, v, B, T, H, KVH,   \
-                                 sl2, scale))
+#define FA2_CASE(BN, DETM, PB, ...)                                                            \
+    (det ? fa2_run<D, BN, DETM, PB, ##__VA_ARGS__>(dq, dk, dv, dout, lse, Di, dqacc, cnt, q, k, \
+                                                   v, B, T, H, KVH, sl2, scale)                \
+         : fa2_run<D, BN, 0, PB, ##__VA_ARGS__>(dq, dk, dv, dout, lse, Di, dqacc, cnt, q, k, v,  \
+                                                B, T, H, KVH, sl2, scale))
         switch (tune_dkdv) {
         case 10: FA2_CASE(128, 1, 0); break;
         case 11: FA2_CASE(64, 1, 0); break;
@@ -1500,6 +1542,15 @@ static void bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf1
         case 13: FA2_CASE(64, 2, 0); break;
         case 14: FA2_CASE(128, 2, 1); break;
         case 15: FA2_CASE(64, 2, 1); break;
+        // OPT: 1 = no data-dependent branches in the dK/dV and dQ k-loops, 2 = S and dP in one
+        // loop; mode 5 = 2 with the counter polled early
+        case 17: FA2_CASE(128, 5, 1, 1); break;
+        case 18: FA2_CASE(128, 5, 1, 3); break;
+        case 19: FA2_CASE(128, 2, 1, 1); break;
+        case 20: FA2_CASE(128, 5, 0, 1); break;
+        case 21: FA2_CASE(128, 5, 1, 0); break;
+        case 22: FA2_CASE(128, 6, 1, 1); break; // per-warp polling, no CTA barrier
+        case 23: FA2_CASE(128, 6, 0, 1); break;
         default: // 16: TMA bulk reduce-add of dQ (ordered / not)
             det ? fa2_run<D, 128, 4, 0>(dq, dk, dv, dout, lse, Di, dqacc, cnt, q, k, v, B, T, H,
                                         KVH, sl2, scale)

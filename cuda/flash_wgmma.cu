@@ -34,6 +34,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include <cuda.h> // CUtensorMap (the encode function comes through cudaGetDriverEntryPoint)
+
 #include "cuda_common.cuh"
 #include "flash_wgmma.cuh"
 extern "C" {
@@ -323,6 +325,154 @@ __device__ __forceinline__ void fwd2_wg_body(bf16 *out, float *lse, const bf16 *
 }
 
 // ---------------------------------------------------------------------------------------------
+// forward, warp-specialised (FA3's structure): NWG consumer warpgroups (64 query rows each) and
+// one producer warp (warp 4 NWG) that loads Q once and K / V tiles into an NS-slot ring with TMA
+// (128-byte swizzle: the planar layout above), signalling per-slot "full" mbarriers (the
+// transaction bytes); consumers release a slot through its "empty" mbarrier (one arrive per
+// consumer warp after its wgmma.wait_group). No CTA-wide barrier in the loop, so the warpgroups
+// drift apart and one's softmax overlaps the other's products. Inside a warpgroup the same
+// S_j / P_{j-1} V_{j-1} overlap as fwd2. K and V have separate barriers: S_j may start before
+// V_j has landed.
+struct Fwd3Maps {
+    CUtensorMap q, k, v;
+};
+template <int D, int NWG, int BK, int NS>
+__device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, bf16 *out, float *lse, int T,
+                                             int H, int KVH, float sl2) {
+    constexpr int BQ = 64 * NWG, DN = D / 8, NN = BK / 8, NP = D / 64;
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    bf16 *Qs = (bf16 *)smem_base1k(smem_raw), *Ks = Qs + BQ * D, *Vs = Ks + NS * BK * D;
+    uint64_t *bar = (uint64_t *)(Vs + NS * BK * D); // qfull, kfull[NS], vfull[NS], kempty, vempty
+    uint64_t *qfull = bar, *kfull = bar + 1, *vfull = kfull + NS, *kempty = vfull + NS,
+             *vempty = kempty + NS;
+
+    int b = blockIdx.x / H, h = blockIdx.x % H, kvh = h / (H / KVH);
+    int q0 = (gridDim.y - 1 - blockIdx.y) * BQ;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int nkt = (min(q0 + BQ, T) + BK - 1) / BK;
+
+    if (threadIdx.x == 0) {
+        mbar_init(qfull, 1);
+        for (int i = 0; i < NS; i++) {
+            mbar_init(kfull + i, 1), mbar_init(vfull + i, 1);
+            mbar_init(kempty + i, 4 * NWG), mbar_init(vempty + i, 4 * NWG);
+        }
+        mbar_fence_init();
+    }
+    __syncthreads();
+
+    if (warp == 4 * NWG) { // producer
+        if (lane == 0) {
+            mbar_expect_tx(qfull, BQ * D * 2);
+            for (int p = 0; p < NP; p++)
+                tma_load_4d(Qs + p * BQ * 64, &maps.q, qfull, p * 64, h, q0, b);
+            for (int j = 0; j < nkt; j++) {
+                int sl = j % NS, u = j / NS;
+                if (u > 0) mbar_wait(kempty + sl, (u - 1) & 1);
+                mbar_expect_tx(kfull + sl, BK * D * 2);
+                for (int p = 0; p < NP; p++)
+                    tma_load_4d(Ks + sl * BK * D + p * BK * 64, &maps.k, kfull + sl, p * 64, kvh,
+                                j * BK, b);
+                if (u > 0) mbar_wait(vempty + sl, (u - 1) & 1);
+                mbar_expect_tx(vfull + sl, BK * D * 2);
+                for (int p = 0; p < NP; p++)
+                    tma_load_4d(Vs + sl * BK * D + p * BK * 64, &maps.v, vfull + sl, p * 64, kvh,
+                                j * BK, b);
+            }
+        }
+        return;
+    }
+
+    int g = lane >> 2, tq = lane & 3, wg = warp >> 2, wl = warp & 3;
+    int wr0 = q0 + wg * 64;      // this warpgroup's first row
+    int rw0 = wr0 + wl * 16 + g; // this thread's rows rw0, rw0 + 8
+    float o[DN][4];
+#pragma unroll
+    for (int n = 0; n < DN; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, alpha[2];
+    uint32_t pk[NN][2];
+
+    mbar_wait(qfull, 0);
+    mbar_wait(kfull, 0);
+    {
+        float s[NN][4];
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++)
+            wg_ss<BK>(s, desc_k<BQ>(Qs, wg * 64, kk), desc_k<BK>(Ks, 0, kk), kk);
+        wg_commit();
+        wg_wait<0>();
+        wg_keep<BK>(s);
+        if (lane == 0) mbar_arrive(kempty);
+        fwd2_softmax<NN, DN>(s, pk, m, l, alpha, 0, BK, wr0, rw0, tq, T, sl2);
+    }
+    for (int j = 1; j < nkt; j++) {
+        int sl = j % NS, u = j / NS, sp = (j - 1) % NS, up = (j - 1) / NS;
+        const bf16 *Kt = Ks + sl * BK * D, *Vp = Vs + sp * BK * D;
+        float s[NN][4];
+        mbar_wait(kfull + sl, u & 1);
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++)
+            wg_ss<BK>(s, desc_k<BQ>(Qs, wg * 64, kk), desc_k<BK>(Kt, 0, kk), kk);
+        wg_commit();
+        mbar_wait(vfull + sp, up & 1);
+#pragma unroll
+        for (int kk = 0; kk < BK / 16; kk++) {
+            uint32_t a[4] = {pk[2 * kk][0], pk[2 * kk][1], pk[2 * kk + 1][0], pk[2 * kk + 1][1]};
+            wg_rs<D>(o, a, desc_mn<BK>(Vp, kk), 1);
+        }
+        wg_commit();
+        wg_wait<1>();
+        wg_keep<BK>(s);
+        if (lane == 0) mbar_arrive(kempty + sl);
+        uint32_t pn[NN][2];
+        fwd2_softmax<NN, DN>(s, pn, m, l, alpha, j * BK, BK, wr0, rw0, tq, T, sl2);
+        wg_wait<0>();
+        wg_keep<D>(o);
+        if (lane == 0) mbar_arrive(vempty + sp);
+#pragma unroll
+        for (int n = 0; n < DN; n++) {
+            o[n][0] *= alpha[0], o[n][1] *= alpha[0];
+            o[n][2] *= alpha[1], o[n][3] *= alpha[1];
+        }
+#pragma unroll
+        for (int n = 0; n < NN; n++) pk[n][0] = pn[n][0], pk[n][1] = pn[n][1];
+    }
+    {
+        int sp = (nkt - 1) % NS, up = (nkt - 1) / NS;
+        const bf16 *Vp = Vs + sp * BK * D;
+        mbar_wait(vfull + sp, up & 1);
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < BK / 16; kk++) {
+            uint32_t a[4] = {pk[2 * kk][0], pk[2 * kk][1], pk[2 * kk + 1][0], pk[2 * kk + 1][1]};
+            wg_rs<D>(o, a, desc_mn<BK>(Vp, kk), 1);
+        }
+        wg_commit();
+        wg_wait<0>();
+        wg_keep<D>(o);
+    }
+
+    size_t ldq = (size_t)H * D;
+    bf16 *ob = out + (size_t)b * T * ldq + (size_t)h * D;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        float lr = l[r];
+        lr += __shfl_xor_sync(0xffffffffu, lr, 1);
+        lr += __shfl_xor_sync(0xffffffffu, lr, 2);
+        int row = rw0 + 8 * r;
+        if (row >= T) continue;
+        float inv = 1.f / lr;
+        bf16 *orow = ob + (size_t)row * ldq;
+#pragma unroll
+        for (int n = 0; n < DN; n++)
+            *(uint32_t *)(orow + n * 8 + 2 * tq) = pack_bf16x2(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
+        if (tq == 0) lse[((size_t)b * H + h) * T + row] = (m[r] + log2f(lr)) * WG_LN2;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // dK / dV: CTA = (b, kv head, NWG x 64 keys); warpgroup wg owns keys k0 + 64 wg .. + 63 (its warps
 // 16 each, as flash_bwd_dkdv_kernel), loops over the group's query heads and 64-query steps from
 // the diagonal on (fixed order: deterministic). Per step: S^T = K Q^T and dP^T = V dO^T (SS),
@@ -594,7 +744,14 @@ __device__ __forceinline__ void dq_wg_body(bf16 *dq, const bf16 *dout, const flo
 //   DET = 1: in key-block order behind a per-(b, h, query tile) counter: block 0 stores, later
 //     blocks load-add-store, the last (min(nkb - 1, tile's diagonal block)) writes bf16 dq. CTAs
 //     are dispatched key block 0 first (blockIdx.y), so a CTA waits only on CTAs dispatched
-//     before it. Fixed summation order: bitwise repeatable.
+//     before it. Fixed summation order: bitwise repeatable. r1: 24.4 ms at 16K (atomic 15.9):
+//     the wait, the L2 load latency and two CTA barriers sit in every step's critical path.
+//   DET = 2 (the ordered default): the atomic path's red.add, in key-block order per WARP: warp
+//     w of block kb adds its fragment of a tile once warp w of block kb - 1 has released it
+//     (counter [b, h, tile, warp] == kb; every CTA maps warps to the same elements), and
+//     releases it one step later (fence, then st.release after the next step's products are
+//     issued), so neither the reds' completion nor a CTA barrier sits in the critical path.
+//     Reds into a zeroed accumulator in a fixed order: bitwise repeatable; convert kernel as 0.
 __device__ __forceinline__ int ld_acquire_gpu(const int *p) {
     int v;
     asm volatile("ld.acquire.gpu.global.s32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
@@ -613,7 +770,7 @@ __device__ __forceinline__ void wait_count(const int *cnt, int v) {
     }
 }
 
-template <int D, int DET>
+template <int D, int DET, int PIPE>
 __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc,
                                                int *counters, const bf16 *dout, const float *lse,
                                                const float *Di, const bf16 *q, const bf16 *k,
@@ -644,11 +801,21 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         const bf16 *db = dout + (size_t)b * T * ldq + (size_t)hh * D;
         ptile_load<D, BQ, NT>(Qs + buf * BQ * D, qb, ldq, qs, T);
         ptile_load<D, BQ, NT>(dOs + buf * BQ * D, db, ldq, qs, T);
-        for (int r = threadIdx.x; r < BQ; r += NT) {
-            int t = qs + r;
-            size_t li = ((size_t)b * H + hh) * T + t;
-            Ls[buf * BQ + r] = t < T ? lse[li] * WG_LOG2E : INFINITY; // P = 0 past T
-            Ds[buf * BQ + r] = t < T ? Di[li] : 0.f;
+        if (PIPE) { // raw lse by cp.async (no load stall here); rows past T read 0: their P
+                    // is 1 (Q rows are 0), but dO rows are 0 too, so P^T dO and dS add nothing
+            if (threadIdx.x < 2 * BQ) {
+                int r = threadIdx.x & (BQ - 1), t = qs + r;
+                size_t li = ((size_t)b * H + hh) * T + (t < T ? t : 0);
+                if (threadIdx.x < BQ) cp_async4(Ls + buf * BQ + r, lse + li, t < T);
+                else cp_async4(Ds + buf * BQ + r, Di + li, t < T);
+            }
+        } else {
+            for (int r = threadIdx.x; r < BQ; r += NT) {
+                int t = qs + r;
+                size_t li = ((size_t)b * H + hh) * T + t;
+                Ls[buf * BQ + r] = t < T ? lse[li] * WG_LOG2E : INFINITY; // P = 0 past T
+                Ds[buf * BQ + r] = t < T ? Di[li] : 0.f;
+            }
         }
     };
 
@@ -662,6 +829,28 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     for (int n = 0; n < DN; n++)
 #pragma unroll
         for (int e = 0; e < 4; e++) dka[n][e] = dva[n][e] = 0.f;
+    int *cnt_prev = nullptr; // DET = 2: this warp's counter of the previous step (release due)
+    float acc[8][4];         // this step's dQ partial (PIPE: added during the next step)
+    int qs_prev = 0, hh_prev = 0;
+    // this warp's share of a dQ partial into the accumulator (DET = 2: in key-block order)
+    auto dq_add = [&](int qs_a, int hh_a) {
+        size_t base = ((size_t)b * T) * ldq + (size_t)hh_a * D + wg * 64 + 2 * tq;
+        if (DET == 2) {
+            int *cw = counters + (((size_t)b * H + hh_a) * nqt + qs_a / BQ) * 8 + warp;
+            if (lane == 0) wait_count(cw, kb);
+            __syncwarp();
+            cnt_prev = cw;
+        }
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            int t = qs_a + wl * 16 + g + 8 * r;
+            if (t >= T) continue;
+            float *pr = dqacc + base + (size_t)t * ldq;
+#pragma unroll
+            for (int n = 0; n < 8; n++)
+                atomicAdd((float2 *)(pr + 8 * n), make_float2(acc[n][2 * r], acc[n][2 * r + 1]));
+        }
+    };
 
     for (int i = 0; i < total; i++) {
         cp_async_wait<0>();
@@ -682,6 +871,13 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         for (int kk = 0; kk < D / 16; kk++)
             wg_ss<BQ>(dp, desc_k<BKV>(Vs, wg * 64, kk), desc_k<BQ>(dOt, 0, kk), kk);
         wg_commit();
+        if (DET == 2 && cnt_prev) { // the previous step's reds performed: release its tile
+            __threadfence();
+            __syncwarp();
+            if (lane == 0) st_release_gpu(cnt_prev, kb + 1);
+            cnt_prev = nullptr;
+        }
+        if (PIPE && i > 0) dq_add(qs_prev, hh_prev); // the previous step's, under the products
         wg_wait<1>();
         wg_keep<BQ>(s);
         bool diag = wk0 + 63 > qs;
@@ -691,7 +887,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 int qi = n * 8 + 2 * tq + (e & 1);
-                float p = wg_ex2(fmaf(s[n][e], sl2, -Lt[qi]));
+                float p = wg_ex2(fmaf(s[n][e], sl2, PIPE ? -Lt[qi] * WG_LOG2E : -Lt[qi]));
                 s[n][e] = (diag && key[e >> 1] > qs + qi) ? 0.f : p;
             }
 #pragma unroll
@@ -730,7 +926,6 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         wg_commit();
         fence_async_smem(); // the dS^T stores (generic proxy) before the wgmma reads (async)
         __syncthreads();    // both warpgroups' halves of dS^T
-        float acc[8][4];
         wg_fence();
 #pragma unroll
         for (int kk = 0; kk < BKV / 16; kk++)
@@ -744,7 +939,15 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
 
         // dQ partial: rows qs + 16 wl + g (+ 8), columns 64 wg + 8 n + 2 tq (+ 1)
         size_t base = ((size_t)b * T) * ldq + (size_t)hh * D + wg * 64 + 2 * tq;
-        if (DET == 0) {
+        if (PIPE) {
+            qs_prev = qs, hh_prev = hh;
+        } else if (DET != 1) {
+            int *cw = counters + (((size_t)b * H + hh) * nqt + qs / BQ) * 8 + warp;
+            if (DET == 2) {
+                if (lane == 0) wait_count(cw, kb);
+                __syncwarp();
+                cnt_prev = cw;
+            }
 #pragma unroll
             for (int r = 0; r < 2; r++) {
                 int t = qs + wl * 16 + g + 8 * r;
@@ -786,6 +989,20 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         }
     }
 
+    if (DET == 2 && cnt_prev) {
+        __threadfence();
+        __syncwarp();
+        if (lane == 0) st_release_gpu(cnt_prev, kb + 1);
+        cnt_prev = nullptr;
+    }
+    if (PIPE) { // the last step's partial
+        dq_add(qs_prev, hh_prev);
+        if (DET == 2) {
+            __threadfence();
+            __syncwarp();
+            if (lane == 0) st_release_gpu(cnt_prev, kb + 1);
+        }
+    }
     bf16 *dkb = dk + (size_t)b * T * ldk + (size_t)kvh * D;
     bf16 *dvb = dv + (size_t)b * T * ldk + (size_t)kvh * D;
 #pragma unroll
@@ -816,6 +1033,14 @@ __global__ void __launch_bounds__(128 * NWG, 1)
                 int KVH, float sl2) {
     fwd2_wg_body<D, NWG, BK>(out, lse, q, k, v, T, H, KVH, sl2);
 }
+// 288 threads: ptxas would budget 65536 / 384 registers (168) from the launch bounds; 9 warps x
+// 224 fit the register file, so the cap is given directly
+template <int D, int NWG, int BK, int NS>
+__global__ void __maxnreg__(224)
+    fwd3_kernel(const __grid_constant__ Fwd3Maps maps, bf16 *out, float *lse, int T, int H,
+                int KVH, float sl2) {
+    fwd3_wg_body<D, NWG, BK, NS>(maps, out, lse, T, H, KVH, sl2);
+}
 template <int D, int NWG>
 __global__ void __launch_bounds__(128 * NWG, 1)
     dkdv_kernel(bf16 *dk, bf16 *dv, const bf16 *dout, const float *lse, const float *Di,
@@ -830,12 +1055,12 @@ __global__ void __launch_bounds__(128 * NWG, 1)
     dq_wg_body<D, NWG>(dq, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale);
 }
 
-template <int D, int DET>
+template <int D, int DET, int PIPE>
 __global__ void __launch_bounds__(256, 1)
     bwd_fused_kernel(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *counters, const bf16 *dout,
                      const float *lse, const float *Di, const bf16 *q, const bf16 *k,
                      const bf16 *v, int T, int H, int KVH, float sl2, float scale) {
-    bwd_fused_body<D, DET>(dq, dk, dv, dqacc, counters, dout, lse, Di, q, k, v, T, H, KVH, sl2,
+    bwd_fused_body<D, DET, PIPE>(dq, dk, dv, dqacc, counters, dout, lse, Di, q, k, v, T, H, KVH, sl2,
                            scale);
 }
 __global__ void wg_dq_convert(bf16 *dq, const float *acc, size_t n4, float scale) {
@@ -917,10 +1142,18 @@ static void *scratch_buf(size_t bytes) {
 // Tilings (flash_wgmma_tune; -1 skips that backward kernel so the other can be timed alone):
 //   forward 0: <2 warpgroups, 64-key tiles> 1: <1, 64> 2: <1, 128> 3: <2, 128>;
 //           pipelined (fwd2): 4: <2, 64> 5: <2, 128> 6: <3, 64>
+//           warp-specialised TMA (fwd3) <warpgroups, keys, ring slots>: 7: <2, 64, 3>
+//           8: <2, 128, 2> 9: <2, 128, 3>
 //   dK/dV   0: 2 warpgroups (128 keys)  1: 1 warpgroup (64 keys)  2: the fused backward (dK, dV
-//           and dQ in one kernel, D = 128; D = 64 runs the split tilings 0 / 0)
+//           and dQ in one kernel, D = 128; D = 64 runs the split tilings 0 / 0); ordered mode:
+//           per-warp red order; 3: the same, ordered mode: load-add-store per CTA; 4: 2 with
+//           PIPE (each step's dQ reds issued under the next step's products, lse / Di by
+//           cp.async)
 //   dQ      0: 2 warpgroups (128 rows)  1: 1 warpgroup (64 rows)
-static int tune_fwd = 0, tune_dkdv = 0, tune_dq = 0, tune_env_read = 0;
+// Defaults from r1 (H200, T = 16K, B = 1, H = KVH = 32, D = 128, each kernel alone): forward 6
+// 5.68 ms (0: 6.80, 3: 6.22, 5: 5.97; flash_bf16 7.13); dK/dV 1 11.2 ms (0: 12.0), dQ 0 8.0 ms
+// (1: 8.8); fused 15.9 ms atomic, 24.4 ms in the r1 ordered mode (now 3).
+static int tune_fwd = 6, tune_dkdv = 1, tune_dq = 0, tune_env_read = 0;
 extern "C" void flash_wgmma_tune(int fwd, int dkdv, int dq) {
     tune_fwd = fwd, tune_dkdv = dkdv, tune_dq = dq, tune_env_read = 1;
 }
@@ -956,6 +1189,55 @@ static void fwd2_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const 
                                                        WG_LOG2E / sqrtf((float)D));
     cudaLaunchCheck();
 }
+// TMA descriptors: x [B, T, NH, D] bf16 as a 4-d tensor (D, NH, T, B), box (64, 1, rows, 1) =
+// one [rows][64] plane, 128-byte swizzle (the planar tile layout), rows past T zero-filled
+typedef CUresult (*EncodeTiledFn)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *,
+                                  const cuuint64_t *, const cuuint64_t *, const cuuint32_t *,
+                                  const cuuint32_t *, CUtensorMapInterleave, CUtensorMapSwizzle,
+                                  CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+static EncodeTiledFn encode_fn(void) {
+    static EncodeTiledFn fn = NULL;
+    static int tried = 0;
+    if (!tried) {
+        tried = 1;
+        void *p = NULL;
+        cudaDriverEntryPointQueryResult qr;
+        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000,
+                                             cudaEnableDefault, &qr) == cudaSuccess &&
+            qr == cudaDriverEntryPointSuccess)
+            fn = (EncodeTiledFn)p;
+        cudaGetLastError();
+    }
+    return fn;
+}
+static bool make_map(CUtensorMap *m, const bf16 *x, int B, int T, int NH, int D, int rows) {
+    EncodeTiledFn fn = encode_fn();
+    if (!fn) return false;
+    cuuint64_t dims[4] = {(cuuint64_t)D, (cuuint64_t)NH, (cuuint64_t)T, (cuuint64_t)B};
+    cuuint64_t strides[3] = {(cuuint64_t)D * 2, (cuuint64_t)NH * D * 2, (cuuint64_t)T * NH * D * 2};
+    cuuint32_t box[4] = {64, 1, (cuuint32_t)rows, 1}, es[4] = {1, 1, 1, 1};
+    return fn(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, (void *)x, dims, strides, box, es,
+              CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+              CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+// false: the maps could not be made (no driver entry point): the caller runs fwd2 instead
+template <int D, int NWG, int BK, int NS>
+static bool fwd3_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B,
+                     int T, int H, int KVH) {
+    constexpr int BQ = 64 * NWG;
+    Fwd3Maps maps;
+    if (!make_map(&maps.q, q, B, T, H, D, BQ) || !make_map(&maps.k, k, B, T, KVH, D, BK) ||
+        !make_map(&maps.v, v, B, T, KVH, D, BK))
+        return false;
+    size_t smem = 1024 + sizeof(bf16) * (size_t)(BQ * D + 2 * NS * BK * D) + 8 * (1 + 4 * NS);
+    static bool init = false;
+    if (!init) smem_optin(fwd3_kernel<D, NWG, BK, NS>, smem), init = true;
+    dim3 grid(B * H, (T + BQ - 1) / BQ);
+    fwd3_kernel<D, NWG, BK, NS><<<grid, 128 * NWG + 32, smem>>>(maps, out, lse, T, H, KVH,
+                                                               WG_LOG2E / sqrtf((float)D));
+    cudaLaunchCheck();
+    return true;
+}
 template <int D>
 static void fwd_launch(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B,
                        int T, int H, int KVH) {
@@ -966,6 +1248,18 @@ static void fwd_launch(bf16 *out, float *lse, const bf16 *q, const bf16 *k, cons
     case 4: fwd2_run<D, 2, 64>(out, lse, q, k, v, B, T, H, KVH); break;
     case 5: fwd2_run<D, 2, 128>(out, lse, q, k, v, B, T, H, KVH); break;
     case 6: fwd2_run<D, 3, 64>(out, lse, q, k, v, B, T, H, KVH); break;
+    case 7:
+        if (!fwd3_run<D, 2, 64, 3>(out, lse, q, k, v, B, T, H, KVH))
+            fwd2_run<D, 2, 64>(out, lse, q, k, v, B, T, H, KVH);
+        break;
+    case 8:
+        if (!fwd3_run<D, 2, 128, 2>(out, lse, q, k, v, B, T, H, KVH))
+            fwd2_run<D, 2, 128>(out, lse, q, k, v, B, T, H, KVH);
+        break;
+    case 9:
+        if (!fwd3_run<D, 2, 128, 3>(out, lse, q, k, v, B, T, H, KVH))
+            fwd2_run<D, 2, 128>(out, lse, q, k, v, B, T, H, KVH);
+        break;
     default: fwd_run<D, 2, 64>(out, lse, q, k, v, B, T, H, KVH); break;
     }
 }
@@ -994,14 +1288,29 @@ static void dq_run(bf16 *dq, const bf16 *dout, const float *lse, const float *Di
         dq, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale);
     cudaLaunchCheck();
 }
+template <int D, int DET, int PIPE>
+static void fused_run(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *cnt, const bf16 *dout,
+                      const float *lse, const float *Di, const bf16 *q, const bf16 *k,
+                      const bf16 *v, int B, int T, int H, int KVH, float sl2, float scale) {
+    constexpr int BKV = 128, BQ = 64;
+    size_t smem = 1024 + sizeof(bf16) * (size_t)(2 * BKV * D + 4 * BQ * D + BKV * BQ) +
+                  sizeof(float) * 4 * BQ;
+    static bool init = false;
+    if (!init) smem_optin(bwd_fused_kernel<D, DET, PIPE>, smem), init = true;
+    bwd_fused_kernel<D, DET, PIPE><<<dim3(B * KVH, (T + BKV - 1) / BKV), 256, smem>>>(
+        dq, dk, dv, dqacc, cnt, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale);
+    cudaLaunchCheck();
+}
 template <int D>
 static void bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *out,
                        const float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B, int T,
                        int H, int KVH) {
     size_t rows = (size_t)B * T * H, nqt = (T + 63) / 64;
-    bool fused = D == 128 && tune_dkdv == 2;
+    bool fused = D == 128 && tune_dkdv >= 2 && tune_dkdv <= 4;
+    // workspace: Di [rows]; fused: dQ accumulator [rows][D] fp32, counters [B, H, tiles, 8]
     size_t acc_off = align256(rows * 4), cnt_off = acc_off + align256(rows * D * 4);
-    char *ws = (char *)scratch_buf(fused ? cnt_off + (size_t)B * H * nqt * 4 : rows * 4);
+    size_t ncnt = (size_t)B * H * nqt * 8;
+    char *ws = (char *)scratch_buf(fused ? cnt_off + ncnt * 4 : rows * 4);
     float *Di = (float *)ws;
     wg_bwd_pre<D><<<cdiv_u(rows, 8), 256>>>(Di, dout, out, B, T, H);
     cudaLaunchCheck();
@@ -1009,29 +1318,28 @@ static void bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf1
     if constexpr (D == 128) if (fused) {
         float *dqacc = (float *)(ws + acc_off);
         int *cnt = (int *)(ws + cnt_off);
+        // ordered: per-warp red order (2; tune 3: the older load-add-store order, 1); else atomic
         bool det = attn_bf16_deterministic() != 0;
-        constexpr int BKV = 128, BQ = 64;
-        size_t smem = 1024 + sizeof(bf16) * (size_t)(2 * BKV * D + 4 * BQ * D + BKV * BQ) +
-                      sizeof(float) * 4 * BQ;
-        dim3 grid(B * KVH, (T + BKV - 1) / BKV);
-        if (det) {
-            static bool init = false;
-            if (!init) smem_optin(bwd_fused_kernel<D, 1>, smem), init = true;
-            cudaCheck(cudaMemsetAsync(cnt, 0, (size_t)B * H * nqt * sizeof(int), 0));
-            bwd_fused_kernel<D, 1><<<grid, 256, smem>>>(dq, dk, dv, dqacc, cnt, dout, lse, Di, q,
-                                                        k, v, T, H, KVH, sl2, scale);
-            cudaLaunchCheck();
+        int mode = det ? (tune_dkdv == 3 ? 1 : 2) : 0;
+        if (mode != 1) cudaCheck(cudaMemsetAsync(dqacc, 0, rows * D * sizeof(float), 0));
+        if (mode != 0) cudaCheck(cudaMemsetAsync(cnt, 0, ncnt * sizeof(int), 0));
+#define FUSED_GO(DET, PIPE) \
+    fused_run<D, DET, PIPE>(dq, dk, dv, dqacc, cnt, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale)
+        if (tune_dkdv == 4) {
+            if (det) FUSED_GO(2, 1);
+            else FUSED_GO(0, 1);
+        } else if (mode == 1) {
+            FUSED_GO(1, 0);
+            return; // dq written by the kernel
+        } else if (mode == 2) {
+            FUSED_GO(2, 0);
         } else {
-            static bool init = false;
-            if (!init) smem_optin(bwd_fused_kernel<D, 0>, smem), init = true;
-            cudaCheck(cudaMemsetAsync(dqacc, 0, rows * D * sizeof(float), 0));
-            bwd_fused_kernel<D, 0><<<grid, 256, smem>>>(dq, dk, dv, dqacc, cnt, dout, lse, Di, q,
-                                                        k, v, T, H, KVH, sl2, scale);
-            cudaLaunchCheck();
-            size_t n4 = rows * D / 4;
-            wg_dq_convert<<<cdiv_u(n4, 256), 256>>>(dq, dqacc, n4, scale);
-            cudaLaunchCheck();
+            FUSED_GO(0, 0);
         }
+#undef FUSED_GO
+        size_t n4 = rows * D / 4;
+        wg_dq_convert<<<cdiv_u(n4, 256), 256>>>(dq, dqacc, n4, scale);
+        cudaLaunchCheck();
         return;
     }
     switch (tune_dkdv) {

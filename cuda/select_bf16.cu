@@ -4,7 +4,7 @@
 // ms (pool mean, score dot, select region, order rank): two paths, MSLAB_SELECT_BF16=old|fused.
 // old (fs_select): fp64 score rows in global memory (256 MB batches), a radix select per row;
 //   at 1M it reads / writes ~6.9e10 scores x 8 B several times: 3.93 s, 57% of MS fwd+bwd.
-// fused (fx_select): the same fp64 scores (DMMA, same products in the same order: bit-equal),
+// fused (fx_select): the same fp64 scores (DMMA, the same products in dimension order),
 //   filtered in registers against a per-row running threshold, ~S ln(e / S) survivors per row
 //   kept; no score row leaves the chip. Design and invariants at fx_select below.
 #include <cuda_bf16.h>
@@ -417,8 +417,10 @@ __global__ void __launch_bounds__(FS_NT) fs_merge(FsArgs a, int nunits) {
 // Fused path (fx_select, the default unless MSLAB_SELECT_BF16=old): scores and the per-member
 // top-S in one kernel, no score row in global memory. Persistent CTAs (one per SM: 219 KB smem)
 // take work items (64 members of a unit) from an atomic counter, costliest units first. Per
-// item: pooled q in smem; key tiles of 128 regions, ascending, scores on DMMA exactly as
-// fs_scores_mma (the same products in the same order, so bit-equal); each score is tested
+// item: pooled q in smem; key tiles of 128 regions, ascending (CTAs on one kv head sweep it
+// together: L2 reuse), kbar chunks of 32 dims prefetched into registers one chunk ahead; scores
+// on the fp64 tensor cores, m16n8k16 (MSLAB_SELECT_MMA=884: m8n8k4 as fs_scores_mma; both sum
+// the same products in dimension order); each score is tested
 // against the row's running threshold, and passes are appended to the row's global buffer
 // (64-bit order key + id; L2-hot) and to a 16-bit smem sketch (the order key of the score
 // rounded down to bf16: a lower bound of it). When a sketch fills, its S-th largest becomes the
@@ -446,6 +448,17 @@ __device__ __forceinline__ double fx_unkey(unsigned long long k) { // inverse of
     if (k == 0ull) return __longlong_as_double(0x7ff8000000000000ll);
     unsigned long long u = (k >> 63) ? (k & 0x7fffffffffffffffull) : ~k;
     return __longlong_as_double((long long)u);
+}
+
+// mma.sync m16n8k16 f64 (sm_90; CUTLASS's Hopper DGEMM atom): a[v0 + 2 v1] = A[g + 8 v0][cq + 4 v1],
+// b[v] = B[cq + 4 v][g], rows g / g + 8 of C in c0 / c1 (columns 2 cq, 2 cq + 1)
+__device__ __forceinline__ void fx_dmma16(double (&c0)[2], double (&c1)[2], const double (&a)[8],
+                                          const double (&b)[4]) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f64.f64.f64.f64 {%0,%1,%2,%3}, "
+                 "{%4,%5,%6,%7,%8,%9,%10,%11}, {%12,%13,%14,%15}, {%0,%1,%2,%3};\n"
+                 : "+d"(c0[0]), "+d"(c0[1]), "+d"(c1[0]), "+d"(c1[1])
+                 : "d"(a[0]), "d"(a[1]), "d"(a[2]), "d"(a[3]), "d"(a[4]), "d"(a[5]), "d"(a[6]),
+                   "d"(a[7]), "d"(b[0]), "d"(b[1]), "d"(b[2]), "d"(b[3]));
 }
 
 // warp: the bin b (from the top) where the count of bins above reaches `need`; *above = count of
@@ -522,7 +535,8 @@ struct FxArgs {
     int nitems, mt, capg;
 };
 
-template <int DM>
+// MMA 1: m16n8k16 (default), 0: m8n8k4 (as fs_scores_mma)
+template <int DM, int MMA>
 __global__ void __launch_bounds__(FX_NT, 1) fx_select(FxArgs x) {
     constexpr int QLD = DM + 4, KLD = FX_KLD, NCH = DM / 32;
     const FsArgs &a = x.a;
@@ -553,16 +567,34 @@ __global__ void __launch_bounds__(FX_NT, 1) fx_select(FxArgs x) {
         }
         size_t ldq = (size_t)a.H * a.D;
         const uint16_t *qb = a.q + ((size_t)U.b * a.T * a.H + U.h) * a.D;
-        for (int e = tid; e < 64 * DM; e += FX_NT) { // pooled q, as fs_scores_mma
-            int mm = e / DM, d = e % DM, gg = g0 + m0 + mm;
-            double acc = 0.0;
+        // pooled q, as fs_scores_mma (the same sums in token order), two dims per thread; w = 16:
+        // the 16 loads in flight at once (a dependent chain of 16 loads per element cost as much
+        // as the whole GEMM of a 128K item)
+        for (int e = tid; e < 64 * DM / 2; e += FX_NT) {
+            int mm = e / (DM / 2), d = 2 * (e % (DM / 2)), gg = g0 + m0 + mm;
+            double a0 = 0.0, a1 = 0.0;
             if (mm < rows) {
-                int r0 = gg * a.w, r1 = min(a.T, r0 + a.w);
-                for (int t = r0; t < r1; t++)
-                    acc += (double)__uint_as_float((uint32_t)qb[(size_t)t * ldq + d] << 16);
-                acc /= (r1 - r0);
+                int r0 = gg * a.w, n = min(a.T, r0 + a.w) - r0;
+                const uint32_t *src = (const uint32_t *)(qb + (size_t)r0 * ldq + d);
+                size_t st = ldq / 2;
+                if (n == 16) {
+                    uint32_t v[16];
+#pragma unroll
+                    for (int t = 0; t < 16; t++) v[t] = __ldg(src + t * st);
+#pragma unroll
+                    for (int t = 0; t < 16; t++)
+                        a0 += (double)__uint_as_float(v[t] << 16),
+                            a1 += (double)__uint_as_float(v[t] & 0xffff0000u);
+                } else {
+                    for (int t = 0; t < n; t++) {
+                        uint32_t v = __ldg(src + t * st);
+                        a0 += (double)__uint_as_float(v << 16);
+                        a1 += (double)__uint_as_float(v & 0xffff0000u);
+                    }
+                }
+                a0 /= n, a1 /= n;
             }
-            qs[mm * QLD + d] = acc;
+            qs[mm * QLD + d] = a0, qs[mm * QLD + d + 1] = a1;
         }
         __syncthreads();
         int ld = erow[rows - 1]; // eligibility grows with the member
@@ -595,18 +627,42 @@ __global__ void __launch_bounds__(FX_NT, 1) fx_select(FxArgs x) {
                 __syncthreads();
                 if (ch + 1 < NCH) load(jt, ch + 1);
                 else if (jt + 1 < ntile) load(jt + 1, 0);
+                if (MMA == 1) {
 #pragma unroll
-                for (int k4 = 0; k4 < 32; k4 += 4) {
-                    double af[4], bfr[4];
+                    for (int k16 = 0; k16 < 32; k16 += 16) {
+                        double af[2][8];
 #pragma unroll
-                    for (int i = 0; i < 4; i++)
-                        af[i] = qs[(wm * 32 + i * 8 + g) * QLD + ch * 32 + k4 + cq];
+                        for (int mi = 0; mi < 2; mi++)
 #pragma unroll
-                    for (int n = 0; n < 4; n++) bfr[n] = ks[(wn * 32 + n * 8 + g) * KLD + k4 + cq];
+                            for (int v = 0; v < 8; v++)
+                                af[mi][v] = qs[(wm * 32 + mi * 16 + g + 8 * (v & 1)) * QLD + ch * 32 +
+                                               k16 + cq + 4 * (v >> 1)];
 #pragma unroll
-                    for (int i = 0; i < 4; i++)
+                        for (int n = 0; n < 4; n++) {
+                            double bfr[4];
 #pragma unroll
-                        for (int n = 0; n < 4; n++) fs_dmma(acc[i][n], af[i], bfr[n]);
+                            for (int v = 0; v < 4; v++)
+                                bfr[v] = ks[(wn * 32 + n * 8 + g) * KLD + k16 + cq + 4 * v];
+#pragma unroll
+                            for (int mi = 0; mi < 2; mi++)
+                                fx_dmma16(acc[2 * mi][n], acc[2 * mi + 1][n], af[mi], bfr);
+                        }
+                    }
+                } else {
+#pragma unroll
+                    for (int k4 = 0; k4 < 32; k4 += 4) {
+                        double af[4], bfr[4];
+#pragma unroll
+                        for (int i = 0; i < 4; i++)
+                            af[i] = qs[(wm * 32 + i * 8 + g) * QLD + ch * 32 + k4 + cq];
+#pragma unroll
+                        for (int n = 0; n < 4; n++)
+                            bfr[n] = ks[(wn * 32 + n * 8 + g) * KLD + k4 + cq];
+#pragma unroll
+                        for (int i = 0; i < 4; i++)
+#pragma unroll
+                            for (int n = 0; n < 4; n++) fs_dmma(acc[i][n], af[i], bfr[n]);
+                    }
                 }
             }
             // insert the scores that reach their row's threshold
@@ -648,28 +704,33 @@ __global__ void __launch_bounds__(FX_NT, 1) fx_select(FxArgs x) {
         for (int r = warp; r < rows; r += FX_NT / 32) {
             int nsel = min(a.S, erow[r]);
             if (nsel <= 0) continue;
+            int *tops = a.tops + ((size_t)U.off * a.M + m0 + r) * a.S;
             int ng = (int)(cnt[r] >> 16), t = thr[r];
             if (lane == 0) atomicMax(x.ctrl + 2, ng);
-            if (ng > x.capg) {
-                if (lane == 0) atomicAdd(x.ctrl + 1, 1);
-                continue;
-            }
             int w = 0;
-            for (int p0 = 0; p0 < ng; p0 += 32) {
-                int p = p0 + lane, id = 0;
-                unsigned long long key = 0;
-                bool in = false;
-                if (p < ng) {
-                    key = __ldcg(gk + (size_t)r * x.capg + p), id = __ldcg(gi + (size_t)r * x.capg + p);
-                    in = (int)fx_key16(fx_unkey(key)) >= t;
+            if (ng <= x.capg)
+                for (int p0 = 0; p0 < ng; p0 += 128) { // 4 loads in flight per lane
+                    unsigned long long key[4];
+                    int id[4];
+#pragma unroll
+                    for (int u = 0; u < 4; u++) {
+                        int p = p0 + 32 * u + lane;
+                        key[u] = p < ng ? __ldcg(gk + (size_t)r * x.capg + p) : 0ull;
+                        id[u] = p < ng ? __ldcg(gi + (size_t)r * x.capg + p) : 0;
+                    }
+#pragma unroll
+                    for (int u = 0; u < 4; u++) {
+                        bool in = p0 + 32 * u + lane < ng && (int)fx_key16(fx_unkey(key[u])) >= t;
+                        unsigned b = __ballot_sync(0xffffffffu, in);
+                        int pos = w + __popc(b & lt);
+                        if (in && pos < FX_PMAX) bk[pos] = key[u], bi[pos] = id[u];
+                        w += __popc(b);
+                    }
                 }
-                unsigned b = __ballot_sync(0xffffffffu, in);
-                int pos = w + __popc(b & lt);
-                if (in && pos < FX_PMAX) bk[pos] = key, bi[pos] = id;
-                w += __popc(b);
-            }
-            if (w > FX_PMAX || w < nsel) {
-                if (lane == 0) atomicAdd(x.ctrl + 1, 1);
+            if (ng > x.capg || w > FX_PMAX || w < nsel) { // the caller reruns the old path; fs_merge
+                if (lane == 0) atomicAdd(x.ctrl + 1, 1); // still reads this list: valid ids
+                for (int s = lane; s < nsel; s += 32) tops[s] = s;
+                __syncwarp();
                 continue;
             }
             int P = 64;
@@ -688,7 +749,6 @@ __global__ void __launch_bounds__(FX_NT, 1) fx_select(FxArgs x) {
                     }
                     __syncwarp();
                 }
-            int *tops = a.tops + ((size_t)U.off * a.M + m0 + r) * a.S;
             for (int s = lane; s < nsel; s += 32) tops[s] = bi[s];
             __syncwarp();
         }
@@ -868,14 +928,16 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     fs_pool_k<<<grid_for(kb_n, 256), 256>>>((double *)a.kbar, k, B, T, KVH, D, cfg->w, N);
     cudaLaunchCheck();
     size_t smem = sizeof(double) * (64 * (D + 4) + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2;
+    static int mma = -1; // MSLAB_SELECT_MMA=884: the m8n8k4 DMMA (else m16n8k16)
+    if (mma < 0) mma = getenv("MSLAB_SELECT_MMA") && !strcmp(getenv("MSLAB_SELECT_MMA"), "884") ? 0 : 1;
     static bool attr = false;
     if (!attr) {
-        cudaCheck(cudaFuncSetAttribute(fx_select<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       (int)(sizeof(double) * (64 * 68 + FX_KT * FX_KLD) +
-                                             (size_t)64 * FX_CAPF * 2)));
-        cudaCheck(cudaFuncSetAttribute(fx_select<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       (int)(sizeof(double) * (64 * 132 + FX_KT * FX_KLD) +
-                                             (size_t)64 * FX_CAPF * 2)));
+        int s64 = (int)(sizeof(double) * (64 * 68 + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2);
+        int s128 = (int)(sizeof(double) * (64 * 132 + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2);
+        cudaCheck(cudaFuncSetAttribute(fx_select<64, 0>, cudaFuncAttributeMaxDynamicSharedMemorySize, s64));
+        cudaCheck(cudaFuncSetAttribute(fx_select<128, 0>, cudaFuncAttributeMaxDynamicSharedMemorySize, s128));
+        cudaCheck(cudaFuncSetAttribute(fx_select<64, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, s64));
+        cudaCheck(cudaFuncSetAttribute(fx_select<128, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, s128));
         attr = true;
     }
     for (size_t u0 = 0; u0 < nunit;) {
@@ -897,8 +959,10 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
             cudaCheck(cudaMemsetAsync(x.ctrl, 0, 4));
             x.nitems = nw * mt;
             int grid = x.nitems < nslot ? x.nitems : nslot;
-            if (D == 64) fx_select<64><<<grid, FX_NT, smem>>>(x);
-            else fx_select<128><<<grid, FX_NT, smem>>>(x);
+            if (D == 64 && mma) fx_select<64, 1><<<grid, FX_NT, smem>>>(x);
+            else if (D == 64) fx_select<64, 0><<<grid, FX_NT, smem>>>(x);
+            else if (mma) fx_select<128, 1><<<grid, FX_NT, smem>>>(x);
+            else fx_select<128, 0><<<grid, FX_NT, smem>>>(x);
             cudaLaunchCheck();
         }
         fs_merge<<<nu < MGRID ? nu : MGRID, FS_NT, sizeof(int) * d.S>>>(a, nu);

@@ -54,6 +54,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -137,10 +138,14 @@ struct SbArgs {
 // ---- list planning (forward / dQ): visible key counts of a chunk of slots, scanned ----
 // off[s] = keys before slot s (exclusive), off[ns] = total; lo[s] = slot s's first visible key;
 // misc[0] = leading slots that are whole regions (their keys map to slots by a division).
-// rev > 0: the walk runs from the last valid slot down (rev = the valid slots; chunk position s
-// is list slot rev - 1 - (s0 + s)), as the fused backward walks its lists.
+// The fused backward's walk (rev = nv > 0): walk position i is list slot sb_walk_slot(i, nv,
+// nold): the first nold slots (regions before the query block) from the last down, then the
+// others (nv: slots walked) from the last down.
+__device__ __forceinline__ int sb_walk_slot(int i, int nv, int nold) {
+    return i < nold ? nold - 1 - i : nv - 1 - (i - nold);
+}
 __device__ int sb_plan(const SbArgs &a, const int *list, int s0, int ns, int t0, int t1, int *off,
-                       int *lo, int *wsum, int *misc, int rev = 0) {
+                       int *lo, int *wsum, int *misc, int rev = 0, int nold = 0) {
     constexpr int PER = SB_SCH / SB_NT;
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     int cnt[PER], run = 0, nonfull = ns;
@@ -148,7 +153,7 @@ __device__ int sb_plan(const SbArgs &a, const int *list, int s0, int ns, int t0,
     for (int i = 0; i < PER; i++) {
         int s = tid * PER + i, n = 0, l0 = 0;
         if (s < ns) {
-            int r = rev ? list[rev - 1 - (s0 + s)] : list[s0 + s];
+            int r = rev ? list[sb_walk_slot(s0 + s, rev, nold)] : list[s0 + s];
             if (r >= 0) {
                 l0 = r * a.region;
                 int e = min(min(a.T, l0 + a.region), t1);
@@ -579,13 +584,15 @@ __global__ void sb_count_kernel(int *count, const int *idx, int B, int H, int KV
 // chunk offsets = its start + the counts of the earlier chunks (one thread per region, chunks in
 // order), then each chunk's CTA walks its lists one after another (slots in parallel, a barrier
 // between lists) from its own cursors. Same positions as one walk over all the lists.
+// cdesc: the lists in (head of the group, block DESCENDING) order (the fused backward's order C)
 __global__ void sb_chunk_count(int *ccnt, const int *idx, int H, int KVH, int nblk, int width,
-                               int nreg, int L, int nchunk) {
+                               int nreg, int L, int nchunk, int cdesc) {
     int ch = blockIdx.x, bk = blockIdx.y, b = bk / KVH, kvh = bk % KVH, G = H / KVH;
     int l0 = ch * L, l1 = min(G * nblk, l0 + L);
     int *cc = ccnt + ((size_t)bk * nchunk + ch) * nreg;
     for (size_t e = threadIdx.x; e < (size_t)(l1 - l0) * width; e += blockDim.x) {
         int l = l0 + (int)(e / width), s = (int)(e % width), hg = l / nblk, c = l % nblk;
+        if (cdesc) c = nblk - 1 - c;
         int r = idx[(((size_t)b * H + kvh * G + hg) * nblk + c) * width + s];
         if (r >= 0 && r < nreg) atomicAdd(cc + r, 1);
     }
@@ -926,11 +933,16 @@ sb_dkv_kernel(uint16_t *dk, uint16_t *dv, const uint16_t *q, const uint16_t *k, 
 
 struct SbFu {
     float *acck, *accv; // fp32 dK (unscaled) / dV of the chunk: [bk - bk0][T][D]
-    int *cnt;           // ORD: per (b, kv head, region): contributions added so far
-    const int *ord;     // ORD: per list slot: contributions before its (head, block) in the order
-    int bk0, nsub, nreg;
+    int *cnt;           // ORD: per (b, kv head, region, group): contributions added so far
+    const int *ord;     // ORD: [group][list slot]: contributions before its (head, block)
+    size_t nent;        // list slots (the ord stride)
+    int bk0, nsub, nreg, gpr; // gpr: groups per region
+    int cdesc; // blocks in descending order (launch and ORD order)
     int up;    // walk the list upwards (first slot first; MSLAB_SB_FUSED_WALK=up, for comparison)
     int defer; // ORD: release a tile's regions at the next tile (MSLAB_SB_FUSED_DEFER=1)
+    int v4;    // red.v4 after a lane-pair swap (MSLAB_SB_FUSED_V4=1) instead of red.v2
+    int rmw;   // ORD: .cg load + add + store instead of red (MSLAB_SB_FUSED_RMW=1)
+    unsigned long long *stats; // ORD, MSLAB_SB_FUSED_STATS=1: cycles total / waiting / fencing, tiles
 };
 
 // visible keys of region r for rows [t0, t1): sb_plan's count (0 for an empty row range)
@@ -946,13 +958,24 @@ __device__ __forceinline__ void sb_sub_rows(const SbArgs &a, int c, int sub, int
     t0 = start + sub * BM;
     t1 = min(a.T, min(start + a.qblock, t0 + BM));
 }
-// CTAs of block c before `sub` (all when sub = nsub) that see a key of region r
-__device__ __forceinline__ int sb_subs_before(const SbArgs &a, int c, int sub, int BM, int r) {
+// ORD orders the adds per GROUP: keys [32 j, 32 j + 32) of a region (a 32-key tile holds parts
+// of at most two groups of one region, so a region of 128 keys is passed on group by group, not
+// held for four tiles). Visible keys of group j of region r for rows [t0, t1):
+__device__ __forceinline__ int sb_vis_g(const SbArgs &a, int r, int j, int t0, int t1) {
+    if (t0 >= t1 || r < 0) return 0;
+    int l0 = r * a.region, g0 = l0 + 32 * j;
+    int e = min(min(min(a.T, l0 + a.region), g0 + 32), t1);
+    l0 = g0;
+    if (a.window) l0 = max(l0, t0 - a.window + 1);
+    return max(0, e - l0);
+}
+// CTAs of block c before `sub` (all when sub = nsub) that see a key of group j of region r
+__device__ __forceinline__ int sb_subs_before(const SbArgs &a, int c, int sub, int BM, int r, int j) {
     int n = 0;
     for (int s = 0; s < sub; s++) {
         int t0, t1;
         sb_sub_rows(a, c, s, BM, t0, t1);
-        n += sb_vis(a, r, t0, t1) > 0;
+        n += sb_vis_g(a, r, j, t0, t1) > 0;
     }
     return n;
 }
@@ -973,6 +996,19 @@ __device__ __forceinline__ void sb_wait_count(const int *cnt, int v) {
         __nanosleep(64);
         if (clock64() - t_start > (1ll << 31)) break;
     }
+}
+__device__ __forceinline__ float2 sb_ldcg2(const float *p) {
+    float2 x;
+    asm volatile("ld.global.cg.v2.f32 {%0, %1}, [%2];\n" : "=f"(x.x), "=f"(x.y) : "l"(p) : "memory");
+    return x;
+}
+__device__ __forceinline__ void sb_stcg2(float *p, float x, float y) {
+    asm volatile("st.global.cg.v2.f32 [%0], {%1, %2};\n" ::"l"(p), "f"(x), "f"(y) : "memory");
+}
+__device__ __forceinline__ void sb_red4(float *p, float x, float y, float z, float w) {
+    asm volatile("red.relaxed.gpu.global.add.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"l"(p), "f"(x),
+                 "f"(y), "f"(z), "f"(w)
+                 : "memory");
 }
 __device__ __forceinline__ void sb_red2(float *p, float x, float y) {
     asm volatile("red.relaxed.gpu.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(p), "f"(x), "f"(y)
@@ -1022,7 +1058,7 @@ sb_fused_kernel(uint16_t *dq, const float *lse, const uint16_t *q, const uint16_
     int G = H / a.KVH;
     int lin = blockIdx.x, sub = lin % f.nsub;
     lin /= f.nsub;
-    int c = lin % a.nblk;
+    int c = f.cdesc ? a.nblk - 1 - lin % a.nblk : lin % a.nblk;
     lin /= a.nblk;
     int hg = lin % G, bk = f.bk0 + lin / G;
     int b = bk / a.KVH, kvh = bk % a.KVH, h = kvh * G + hg;
@@ -1031,12 +1067,24 @@ sb_fused_kernel(uint16_t *dq, const float *lse, const uint16_t *q, const uint16_
     if (t0 >= t1) return;
     size_t lbase = (((size_t)b * H + h) * a.nblk + c) * a.width;
     const int *list = a.idx + lbase;
-    if (tid == 0) misc[1] = 0;
+    if (tid < 2) misc[1 + tid] = 0;
     __syncthreads();
-    // the walk starts at the last slot with keys this CTA sees (valid slots come first; in a
-    // sorted list the regions past the CTA's rows are last): nv = that slot + 1
-    for (int s = tid; s < a.width; s += SB_NT)
-        if (sb_vis(a, list[s], t0, t1) > 0) atomicMax(&misc[1], s + 1);
+    // the walk covers the slots up to the last one with keys this CTA sees (valid slots come
+    // first; in a sorted list the regions past the CTA's rows are last): nv = that slot + 1.
+    // Order: the regions before the block (nold slots: in a sorted list, the first ones) from the
+    // last down, then the block's own from the last down. ORD: all CTAs of a block then reach a
+    // region before the block at the same walk step (they share those keys), so a block's CTAs
+    // pass each region one right after the other; sub s reaches the block's own region L when
+    // sub s - 1 has passed it (it sees 128 / region more own regions above L).
+    for (int s = tid; s < a.width; s += SB_NT) {
+        int r = list[s];
+        if (sb_vis(a, r, t0, t1) > 0) atomicMax(&misc[1], s + 1);
+    }
+    __syncthreads();
+    for (int s = tid; s < misc[1]; s += SB_NT) {
+        int r = list[s];
+        if (r >= 0 && (r + 1) * a.region <= c * a.qblock) atomicAdd(&misc[2], 1);
+    }
     size_t ldq = (size_t)H * DM, ldk = (size_t)a.KVH * DM;
     const uint16_t *qb = q + ((size_t)b * T * H + h) * DM, *ob = dout + ((size_t)b * T * H + h) * DM;
     const uint16_t *kb = k + ((size_t)b * T * a.KVH + kvh) * DM;
@@ -1048,7 +1096,7 @@ sb_fused_kernel(uint16_t *dq, const float *lse, const uint16_t *q, const uint16_
     }
     sb_commit();
     __syncthreads();
-    const int nv = misc[1];
+    const int nv = misc[1], nold = misc[2];
 
     int g = lane >> 2, cq = lane & 3;
     int ta[MT], tb[MT];
@@ -1070,12 +1118,15 @@ sb_fused_kernel(uint16_t *dq, const float *lse, const uint16_t *q, const uint16_
     // dK / dV role of the warp: output (0 dV = P^T dO, 1 dK = dS^T Q), half of D
     const int ro = warp >> 1, rdh = warp & 1;
     float *accb = (ro ? f.acck : f.accv) + (size_t)(bk - f.bk0) * T * DM + rdh * (DM / 2) + 2 * cq;
-    int *cntb = ORD ? f.cnt + (size_t)bk * f.nreg : NULL;
+    int *cntb = ORD ? f.cnt + (size_t)bk * f.nreg * f.gpr : NULL;
+    const int gpr = f.gpr;
 
-    for (int s0 = 0; s0 < nv; s0 += SB_SCH) {
-        int ns = min(SB_SCH, nv - s0);
+    const int sch = ORD ? SB_SCH / gpr : SB_SCH; // ORD: tgt holds gpr ints per slot
+    long long st_wait = 0, st_fence = 0, st_tiles = 0, st_t0 = clock64();
+    for (int s0 = 0; s0 < nv; s0 += sch) {
+        int ns = min(sch, nv - s0);
         __syncthreads();
-        int total = sb_plan(a, list, s0, ns, t0, t1, off, lo, wsum, misc, f.up ? 0 : nv);
+        int total = sb_plan(a, list, s0, ns, t0, t1, off, lo, wsum, misc, f.up ? 0 : nv, nold);
         int nfull = misc[0];
         int ntile = (total + BN - 1) / BN;
         auto issue = [&](int tile, int st) {
@@ -1091,11 +1142,14 @@ sb_fused_kernel(uint16_t *dq, const float *lse, const uint16_t *q, const uint16_
                 sb_cp16(vt + sb_off<DM>(lp, ch), vr + ch * 8, ok);
             }
         };
-        if (ORD) { // each slot's position in its region's order, all slots in parallel
-            for (int s2 = tid; s2 < ns; s2 += SB_NT) {
-                int ls = f.up ? s0 + s2 : nv - 1 - (s0 + s2);
+        if (ORD) { // each (slot, group)'s position in its order, all in parallel
+            for (int x = tid; x < ns * gpr; x += SB_NT) {
+                int s2 = x / gpr, j = x % gpr;
+                int ls = f.up ? s0 + s2 : sb_walk_slot(s0 + s2, nv, nold);
                 int r = list[ls];
-                tgt[s2] = off[s2 + 1] > off[s2] ? f.ord[lbase + ls] + sb_subs_before(a, c, sub, BM, r) : 0;
+                tgt[x] = sb_vis_g(a, r, j, t0, t1) > 0
+                             ? f.ord[j * f.nent + lbase + ls] + sb_subs_before(a, c, sub, BM, r, j)
+                             : 0;
             }
             __syncthreads();
         }
@@ -1220,18 +1274,27 @@ sb_fused_kernel(uint16_t *dq, const float *lse, const uint16_t *q, const uint16_
             // ORD: the regions that start in tile i wait for this CTA's position; those that end
             // in it are released (position + 1) once its adds are performed (fence). Warp 0, a
             // slot per lane (the region of slot s: lo[s] / region).
-            auto wait_tile = [&](int i) {
-                int q0 = i * BN, q1 = min(total, q0 + BN);
-                for (int s2 = slot_of(q0) + lane; s2 < ns && off[s2] < q1; s2 += 32)
-                    if (off[s2] >= q0 && off[s2 + 1] > off[s2])
-                        sb_wait_count(cntb + lo[s2] / a.region, tgt[s2]);
+            // (slot, group) pairs of tile i, a pair per lane: packed range [pa, pb) of the
+            // group's keys this CTA sees; wait where it starts, release where it ends
+            auto tile_groups = [&](int i, bool rel) {
+                int q0 = i * BN, q1 = min(total, q0 + BN), sA = slot_of(q0);
+                for (int x = lane;; x += 32) {
+                    int s2 = sA + x / gpr, j = x % gpr;
+                    if (s2 >= ns || off[s2] >= q1) break;
+                    int n = off[s2 + 1] - off[s2];
+                    if (n == 0) continue;
+                    int r = lo[s2] / a.region, gk0 = r * a.region + 32 * j;
+                    int va = max(lo[s2], gk0), vb = min(lo[s2] + n, gk0 + 32);
+                    if (va >= vb) continue;
+                    int pa = off[s2] + va - lo[s2], pb = off[s2] + vb - lo[s2];
+                    int *cp = cntb + (size_t)r * gpr + j;
+                    if (!rel && pa >= q0 && pa < q1) sb_wait_count(cp, tgt[s2 * gpr + j]);
+                    if (rel && pb > q0 && pb <= q1) sb_st_release(cp, tgt[s2 * gpr + j] + 1);
+                }
             };
-            auto release_tile = [&](int i) {
-                int q0 = i * BN, q1 = min(total, q0 + BN);
-                for (int s2 = slot_of(q0) + lane; s2 < ns && off[s2] < q1; s2 += 32)
-                    if (off[s2 + 1] > off[s2] && off[s2 + 1] <= q1)
-                        sb_st_release(cntb + lo[s2] / a.region, tgt[s2] + 1);
-            };
+            auto wait_tile = [&](int i) { tile_groups(i, false); };
+            auto release_tile = [&](int i) { tile_groups(i, true); };
+            long long c_w0 = ORD && f.stats ? clock64() : 0;
             if (ORD) {
                 if (f.defer) { // the previous tile's adds are long performed: release them now
                     __threadfence();
@@ -1242,6 +1305,7 @@ sb_fused_kernel(uint16_t *dq, const float *lse, const uint16_t *q, const uint16_
                     wait_tile(it);
                 }
                 __syncthreads();
+                if (f.stats) st_wait += clock64() - c_w0;
             }
             // the adds: fp32 reductions in L2 (in ORD mode one CTA at a time per region, in the
             // fixed order, so the sums repeat their bits)
@@ -1250,17 +1314,43 @@ sb_fused_kernel(uint16_t *dq, const float *lse, const uint16_t *q, const uint16_
 #pragma unroll
                 for (int hf = 0; hf < 2; hf++) {
                     int j = kjs[16 * km + g + 8 * hf];
-                    if (j == INT_MAX) continue;
-                    float *row = accb + (size_t)j * DM;
+                    float *row = accb + (size_t)(j == INT_MAX ? 0 : j) * DM;
+                    if (ORD && f.rmw) { // plain .cg loads / stores (we own the region now)
+                        if (j != INT_MAX) {
+                            float2 o[DM / 16];
 #pragma unroll
-                    for (int n = 0; n < DM / 16; n++)
-                        sb_red2(row + 8 * n, ac[km][n][2 * hf], ac[km][n][2 * hf + 1]);
+                            for (int n = 0; n < DM / 16; n++) o[n] = sb_ldcg2(row + 8 * n);
+#pragma unroll
+                            for (int n = 0; n < DM / 16; n++)
+                                sb_stcg2(row + 8 * n, o[n].x + ac[km][n][2 * hf], o[n].y + ac[km][n][2 * hf + 1]);
+                        }
+                    } else if (f.v4) { // lanes cq, cq ^ 1 swap halves: 4 consecutive d per lane, half the reds
+                        bool odd = cq & 1;
+#pragma unroll
+                        for (int n = 0; n < DM / 16; n += 2) {
+                            float x0 = ac[km][n][2 * hf], x1 = ac[km][n][2 * hf + 1];
+                            float y0 = ac[km][n + 1][2 * hf], y1 = ac[km][n + 1][2 * hf + 1];
+                            float r0 = __shfl_xor_sync(0xffffffffu, odd ? x0 : y0, 1);
+                            float r1 = __shfl_xor_sync(0xffffffffu, odd ? x1 : y1, 1);
+                            if (j != INT_MAX) {
+                                if (odd) sb_red4(row + 8 * n + 6, r0, r1, y0, y1);
+                                else sb_red4(row + 8 * n, x0, x1, r0, r1);
+                            }
+                        }
+                    } else if (j != INT_MAX) {
+#pragma unroll
+                        for (int n = 0; n < DM / 16; n++)
+                            sb_red2(row + 8 * n, ac[km][n][2 * hf], ac[km][n][2 * hf + 1]);
+                    }
                 }
             if (ORD && (!f.defer || it + 1 == ntile)) {
+                long long c_f0 = f.stats ? clock64() : 0;
                 __threadfence(); // this thread's adds are performed before the release
                 __syncthreads();
                 if (warp == 0) release_tile(it);
+                if (f.stats) st_fence += clock64() - c_f0;
             }
+            st_tiles++;
             __syncthreads(); // stage st (K / V, then P / dS) is free for the load two tiles on
         }
     }
@@ -1276,31 +1366,39 @@ sb_fused_kernel(uint16_t *dq, const float *lse, const uint16_t *q, const uint16_
             if (tb[mt] < t1)
                 *(uint32_t *)(dqb + (size_t)tb[mt] * ldq + d) = sb_pack(acc[mt][i][2] * a.scale, acc[mt][i][3] * a.scale);
         }
+    if (ORD && f.stats && tid == 0) {
+        atomicAdd(f.stats, (unsigned long long)(clock64() - st_t0));
+        atomicAdd(f.stats + 1, (unsigned long long)st_wait);
+        atomicAdd(f.stats + 2, (unsigned long long)st_fence);
+        atomicAdd(f.stats + 3, (unsigned long long)st_tiles);
+    }
 }
 
 // ORD: per inverse-list entry (the existing chunked fill's order) the number of CTAs of its block
 // that see the region (wgt), and per list slot its entry's position (spos)
 __global__ void sb_chunk_fill_w(int *wgt, int *spos, int *ccnt, SbArgs a, int nreg, int L,
-                                int nchunk, int BM, int nsub) {
+                                int nchunk, int BM, int nsub, int gpr, size_t nent, int cdesc) {
     int ch = blockIdx.x, bk = blockIdx.y, b = bk / a.KVH, kvh = bk % a.KVH, G = a.H / a.KVH;
     int l0 = ch * L, l1 = min(G * a.nblk, l0 + L);
     int *cur = ccnt + ((size_t)bk * nchunk + ch) * nreg;
     for (int l = l0; l < l1; l++) {
         int hg = l / a.nblk, c = l % a.nblk;
+        if (cdesc) c = a.nblk - 1 - c;
         size_t lb = (((size_t)b * a.H + kvh * G + hg) * a.nblk + c) * a.width;
         for (int s = threadIdx.x; s < a.width; s += blockDim.x) {
             int r = a.idx[lb + s];
             if (r >= 0 && r < nreg) {
                 int p = cur[r]++;
-                wgt[p] = sb_subs_before(a, c, nsub, BM, r);
+                for (int j = 0; j < gpr; j++) wgt[j * nent + p] = sb_subs_before(a, c, nsub, BM, r, j);
                 spos[lb + s] = p;
             }
         }
         __syncthreads();
     }
 }
-// ord[slot] = contributions before the slot's entry in its region's order (in place over spos)
-__global__ void sb_ord_kernel(int *spos, const int *pre, const int *start, SbArgs a, int nreg) {
+// ord[j][slot] = contributions before the slot's entry in the order of group j of its region
+__global__ void sb_ord_kernel(int *ord, const int *spos, const int *pre, const int *start, SbArgs a,
+                              int nreg, int gpr) {
     size_t n = (size_t)a.B * a.H * a.nblk * a.width;
     int G = a.H / a.KVH;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
@@ -1309,7 +1407,8 @@ __global__ void sb_ord_kernel(int *spos, const int *pre, const int *start, SbArg
         if (r < 0 || r >= nreg) continue;
         size_t l = i / a.width;
         int h = (int)((l / a.nblk) % a.H), b = (int)(l / a.nblk / a.H);
-        spos[i] = pre[spos[i]] - pre[start[((size_t)b * a.KVH + h / G) * nreg + r]];
+        int st = start[((size_t)b * a.KVH + h / G) * nreg + r], p = spos[i];
+        for (int j = 0; j < gpr; j++) ord[j * n + i] = pre[j * n + p] - pre[j * n + st];
     }
 }
 // dk / dv (bf16) of the chunk's (b, kv head)s from the fp32 accumulators, 8 values per thread
@@ -1440,14 +1539,16 @@ static void launch_fused(uint16_t *dq, const float *lse, const uint16_t *q, cons
     cudaLaunchCheck();
 }
 
-// 0: the split path (dQ kernel + dK/dV kernel), 1: fused; MSLAB_SPARSE_BF16_BWD=fused|split
+// The default backward: MSLAB_SPARSE_BF16_BWD=fused|split, else fused in the atomic mode (r1:
+// 1.3-1.6x faster than split, parity passed) and split in the deterministic mode (the ordered
+// fused adds were 2-10x slower in r1; being fixed)
 static int sb_fused_default(void) {
-    static int v = -1;
-    if (v < 0) {
+    static int v = -2;
+    if (v == -2) {
         const char *e = getenv("MSLAB_SPARSE_BF16_BWD");
-        v = e && !strcmp(e, "fused");
+        v = e && !strcmp(e, "fused") ? 1 : e && !strcmp(e, "split") ? 0 : -1;
     }
-    return v;
+    return v >= 0 ? v : !attn_bf16_deterministic();
 }
 // accumulator budget in bytes: MSLAB_SPARSE_BF16_ACC_MB, else 1/16 of q, k, v, o + grads
 static size_t sb_acc_budget(int B, int T, int H, int KVH, int D) {
@@ -1473,6 +1574,11 @@ static int sb_bwd_fused(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t
     while ((size_t)B * KVH * ((nlists + L - 1) / L) * nreg > ((size_t)16 << 20) && L < nlists) L *= 2;
     int nchunk = (nlists + L - 1) / L;
     size_t nccnt = (size_t)B * KVH * nchunk * nreg;
+    int gpr = (ix->region + 31) / 32; // ORD: groups of 32 keys per region
+    // ORD order: "c" (MSLAB_SB_FUSED_ORDER=c): blocks launched and ordered latest first, lists
+    // walked upwards; else blocks earliest first, lists walked downwards
+    const char *oe = getenv("MSLAB_SB_FUSED_ORDER");
+    int cdesc = oe && !strcmp(oe, "c");
     size_t scan_bytes = 0, sb2 = 0;
     if (ord) {
         cudaCheck(cub::DeviceScan::ExclusiveSum(NULL, scan_bytes, (const int *)NULL, (int *)NULL, (int)nbkt));
@@ -1482,9 +1588,9 @@ static int sb_bwd_fused(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t
     size_t o_di = 0, o_acc = align256(o_di + nrow * 4), o_cnt = align256(o_acc + perbk * cb);
     size_t o_start = o_cnt, o_cur = o_cnt, o_wgt = o_cnt, o_pre = o_cnt, o_spos = o_cnt, o_tmp = o_cnt;
     if (ord) {
-        o_start = align256(o_cnt + nbkt * 4), o_cur = align256(o_start + nbkt * 4);
-        o_wgt = align256(o_cur + nccnt * 4), o_pre = align256(o_wgt + nent * 4);
-        o_spos = align256(o_pre + nent * 4), o_tmp = align256(o_spos + nent * 4);
+        o_start = align256(o_cnt + nbkt * gpr * 4), o_cur = align256(o_start + nbkt * 4);
+        o_wgt = align256(o_cur + nccnt * 4), o_pre = align256(o_wgt + gpr * nent * 4);
+        o_spos = align256(o_pre + gpr * nent * 4), o_tmp = align256(o_spos + nent * 4);
     }
     size_t total = o_tmp + scan_bytes + 256;
     char *scr = (char *)cuda_scratch(SCRATCH_SPARSE_BF16, total);
@@ -1502,24 +1608,39 @@ static int sb_bwd_fused(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t
         cudaCheck(cub::DeviceScan::ExclusiveSum(scr + o_tmp, scan_bytes, cnt, start, (int)nbkt));
         cudaCheck(cudaMemsetAsync(cur, 0, nccnt * 4));
         dim3 gch((unsigned)nchunk, (unsigned)(B * KVH));
-        sb_chunk_count<<<gch, 256>>>(cur, ix->idx, H, KVH, ix->nblk, ix->width, nreg, L, nchunk);
+        sb_chunk_count<<<gch, 256>>>(cur, ix->idx, H, KVH, ix->nblk, ix->width, nreg, L, nchunk, cdesc);
         cudaLaunchCheck();
         sb_chunk_scan<<<grid_for(nbkt, 256), 256>>>(cur, start, nbkt, nreg, nchunk);
         cudaLaunchCheck();
-        sb_chunk_fill_w<<<gch, 256>>>(wgt, spos, cur, a, nreg, L, nchunk, BM, nsub);
+        sb_chunk_fill_w<<<gch, 256>>>(wgt, spos, cur, a, nreg, L, nchunk, BM, nsub, gpr, nent, cdesc);
         cudaLaunchCheck();
-        cudaCheck(cub::DeviceScan::ExclusiveSum(scr + o_tmp, scan_bytes, wgt, pre, (int)nent));
-        sb_ord_kernel<<<grid_for(nent, 256), 256>>>(spos, pre, start, a, nreg);
+        for (int j = 0; j < gpr; j++)
+            cudaCheck(cub::DeviceScan::ExclusiveSum(scr + o_tmp, scan_bytes, wgt + j * nent,
+                                                    pre + j * nent, (int)nent));
+        sb_ord_kernel<<<grid_for(nent, 256), 256>>>(wgt, spos, pre, start, a, nreg, gpr); // ord over wgt
         cudaLaunchCheck();
-        cudaCheck(cudaMemsetAsync(cnt, 0, nbkt * 4)); // now the per-region counters
+        cudaCheck(cudaMemsetAsync(cnt, 0, nbkt * gpr * 4)); // now the per-group counters
     }
     SbFu f;
-    f.cnt = cnt, f.ord = spos, f.nsub = nsub, f.nreg = nreg;
+    f.cnt = cnt, f.ord = wgt, f.nsub = nsub, f.nreg = nreg, f.gpr = gpr, f.nent = nent;
     f.acck = acck, f.accv = accv;
     const char *we = getenv("MSLAB_SB_FUSED_WALK");
-    f.up = we && !strcmp(we, "up");
+    f.up = (we && !strcmp(we, "up")) || cdesc;
+    f.cdesc = cdesc;
     const char *de = getenv("MSLAB_SB_FUSED_DEFER");
     f.defer = de && !strcmp(de, "1");
+    const char *v4 = getenv("MSLAB_SB_FUSED_V4");
+    f.v4 = v4 && !strcmp(v4, "1");
+    const char *rm = getenv("MSLAB_SB_FUSED_RMW");
+    f.rmw = rm && !strcmp(rm, "1");
+    const char *se = getenv("MSLAB_SB_FUSED_STATS");
+    static unsigned long long *d_stats = NULL;
+    f.stats = NULL;
+    if (ord && se && !strcmp(se, "1")) {
+        if (!d_stats) cudaCheck(cudaMalloc(&d_stats, 4 * sizeof(unsigned long long)));
+        cudaCheck(cudaMemsetAsync(d_stats, 0, 4 * sizeof(unsigned long long)));
+        f.stats = d_stats;
+    }
     for (size_t bk0 = 0; bk0 < nbk; bk0 += cb) {
         int nb = (int)(nbk - bk0 < cb ? nbk - bk0 : cb);
         f.bk0 = (int)bk0;
@@ -1538,6 +1659,13 @@ static int sb_bwd_fused(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t
         sb_acc_out<<<grid_for((size_t)nb * T * D / 8, 256), 256>>>(dk, dv, acck, accv, (int)bk0, nb,
                                                                    T, KVH, D, a.scale);
         cudaLaunchCheck();
+    }
+    if (f.stats) { // debugging the ordered adds: where the CTAs' cycles go
+        unsigned long long h[4];
+        cudaCheck(cudaMemcpy(h, f.stats, sizeof h, cudaMemcpyDeviceToHost));
+        fprintf(stderr, "sb_fused stats T=%d: CTA cycles %.3g, waiting %.1f%%, fencing %.1f%%, "
+                "%.0f cycles per tile (%llu tiles)\n", T, (double)h[0], 100.0 * h[1] / (h[0] + 1),
+                100.0 * h[2] / (h[0] + 1), (double)h[0] / (h[3] + 1), h[3]);
     }
     return 0;
 }
@@ -1569,7 +1697,8 @@ extern "C" int sparse_bf16_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const u
     // the fused backward: query blocks of > 1 row (one-row blocks stay on the union / gathered
     // split kernels), both kernels wanted
     bool fused = sb_fused_force == 2 || (sb_fused_force == 0 && sb_fused_default());
-    if (fused && ix->qblock > 1 && sb_bwd_parts == 3)
+    if (fused && ix->qblock > 1 && sb_bwd_parts == 3 &&
+        !(attn_bf16_deterministic() && (ix->region + 31) / 32 > 64)) // ORD: <= 64 groups
         return sb_bwd_fused(dq, dk, dv, dout, out, lse, q, k, v, ix, B, T, H, KVH, D);
     SbArgs a = sb_args(ix, B, T, H, KVH, D);
     int nreg = (T + ix->region - 1) / ix->region;
@@ -1600,7 +1729,7 @@ extern "C" int sparse_bf16_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const u
     cudaCheck(cub::DeviceScan::ExclusiveSum(scr + o_tmp, scan_bytes, cnt, start, (int)nbkt));
     cudaCheck(cudaMemsetAsync(cur, 0, nccnt * 4));
     dim3 gch((unsigned)nchunk, (unsigned)(B * KVH));
-    sb_chunk_count<<<gch, 256>>>(cur, ix->idx, H, KVH, ix->nblk, ix->width, nreg, L, nchunk);
+    sb_chunk_count<<<gch, 256>>>(cur, ix->idx, H, KVH, ix->nblk, ix->width, nreg, L, nchunk, 0);
     cudaLaunchCheck();
     sb_chunk_scan<<<grid_for(nbkt, 256), 256>>>(cur, start, nbkt, nreg, nchunk);
     cudaLaunchCheck();

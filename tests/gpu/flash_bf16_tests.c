@@ -32,17 +32,22 @@
 // repeat checked) and atomic (same tolerance, repeat not required); 12 / 13 are the same with
 // the ordered mode's other scheme (ordered red.add, release one step late; atomic = 10 / 11);
 // 14 / 15 as 12 / 13 with P / dS double-buffered (one barrier less per step), both modes.
-// 16: dQ partials added by TMA bulk reduce-add (ordered or not). Forward 8: Q's fragments in
-// registers.
+// 16: dQ partials added by TMA bulk reduce-add (ordered or not). 17..21: 128-key blocks without
+// branches in the k-loops (17, 19, 20), S and dP in one loop (18), the ordered mode's counter
+// polled early (17, 18, 20, 21); 22 / 23: polled by every warp, no CTA barrier (P/dS double /
+// single). Forward 8: Q's fragments in registers.
 // --quick (compute-sanitizer) runs VARS[0], VARS[1] and the dK/dV 10 and 14 rows only.
-#define NVAR 20
+#define NVAR 30
 static const int VARS[NVAR][4] = {{4, 1, 4, 1},  {1, 0, 1, 1},  {2, 2, 0, 1},  {3, 3, 5, 1},
                                   {0, 1, 6, 1},  {5, 5, 2, 1},  {6, 6, 3, 1},  {7, 1, 7, 1},
                                   {4, 10, 4, 1}, {4, 10, 4, 0}, {4, 11, 4, 1}, {4, 11, 4, 0},
                                   {4, 12, 4, 1}, {4, 13, 4, 1}, {4, 14, 4, 1}, {4, 14, 4, 0},
-                                  {4, 15, 4, 1}, {8, 1, 4, 1},  {4, 16, 4, 1}, {4, 16, 4, 0}};
+                                  {4, 15, 4, 1}, {8, 1, 4, 1},  {4, 16, 4, 1}, {4, 16, 4, 0},
+                                  {4, 17, 4, 1}, {4, 17, 4, 0}, {4, 18, 4, 1}, {4, 18, 4, 0},
+                                  {4, 19, 4, 1}, {4, 20, 4, 1}, {4, 21, 4, 1}, {4, 22, 4, 1},
+                                  {4, 23, 4, 1}, {4, 23, 4, 0}};
 #define NFWD 9 // 8: Q fragments in registers (4 warps x 32 rows, 32-key tiles)
-#define NDKDV 17 // 8, 9: fused without the ordered dQ accumulation (timing only, dq wrong); 10..13 FA2-class
+#define NDKDV 24 // 8, 9: fused without the ordered dQ accumulation (timing only, dq wrong); 10..13 FA2-class
 #define NDQ 8 // 6, 7: dK/dV and dQ in one launch (time of both)
 
 void flash_bf16_tune(int fwd, int dkdv, int dq); // flash_bf16.cu, not in the header (tests only)

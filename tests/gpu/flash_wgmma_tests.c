@@ -27,17 +27,19 @@ void flash_bf16_tune(int fwd, int dkdv, int dq);  // flash_bf16.cu (the perf com
 
 // {forward, dK/dV, dQ} tilings of flash_wgmma.cu (flash_wgmma_tune); VARS[0] is the default
 // (4..6: the pipelined forward; 7, 8: the fused backward in the ordered / atomic mode, the
-// 4th column: attn_bf16_set_deterministic). MSLAB_WG_TEST_VARS="i,j,..." runs only those
-// (default: all; --quick: 0, 1, 4, 7), so a first run of a new tiling cannot take the others
-// down with it. Only the atomic mode of the fused backward may differ between two calls.
-#define NVAR 9
-#define NFWD 7
-static const int VARS[NVAR][4] = {{0, 0, 0, 1}, {1, 1, 1, 0}, {2, 0, 1, 1}, {3, 1, 0, 1},
-                                  {4, 0, 0, 1}, {5, 1, 1, 1}, {6, 0, 1, 1}, {4, 2, 0, 1},
-                                  {4, 2, 0, 0}};
+// 4th column: attn_bf16_set_deterministic; 9..11: the warp-specialised TMA forward; 12: the
+// fused backward's older ordered mode; 13, 14: the fused backward with PIPE, ordered / atomic). MSLAB_WG_TEST_VARS="i,j,..." runs only those (default:
+// all; --quick: 0, 1, 4, 7, 9), so a first run of a new tiling cannot take the others down with
+// it. Only the atomic mode of the fused backward may differ between two calls.
+#define NVAR 15
+#define NFWD 10
+static const int VARS[NVAR][4] = {{6, 1, 0, 1}, {1, 1, 1, 0}, {2, 0, 1, 1}, {3, 1, 0, 1},
+                                  {4, 0, 0, 1}, {5, 0, 1, 1}, {0, 0, 0, 1}, {4, 2, 0, 1},
+                                  {4, 2, 0, 0}, {7, 0, 0, 1}, {8, 1, 1, 1}, {9, 2, 0, 1},
+                                  {5, 3, 0, 1}, {6, 4, 0, 1}, {6, 4, 0, 0}};
 static int var_on(int var) {
     const char *e = getenv("MSLAB_WG_TEST_VARS");
-    if (!e) return !quick || var == 0 || var == 1 || var == 4 || var == 7;
+    if (!e) return !quick || var == 0 || var == 1 || var == 4 || var == 7 || var == 9;
     for (const char *p = e; *p;) {
         char *end;
         long x = strtol(p, &end, 10);
@@ -206,7 +208,8 @@ static void t_wg(int B, int T, int H, int KVH, int D) {
         if (!var_on(var)) continue;
         flash_wgmma_tune(VARS[var][0], VARS[var][1], VARS[var][2]);
         attn_bf16_set_deterministic(VARS[var][3]);
-        int need_det = VARS[var][3] || !(VARS[var][1] == 2 && D == 128); // split: always
+        int fused = VARS[var][1] >= 2 && VARS[var][1] <= 4 && D == 128;
+        int need_det = VARS[var][3] || !fused; // split: always
         char shape[128];
         snprintf(shape, sizeof shape, "B=%d T=%d H=%d KVH=%d D=%d v%d", B, T, H, KVH, D, var);
         if (want_f) {
@@ -334,9 +337,11 @@ static void t_wg_perf(int T) {
     int reps = T >= 32768 ? 3 : 5;
     double f = 2.0 * T * (double)T * D * H; // causal forward FLOPs
     // pass 0: flash_bf16 default; then each wgmma forward tiling, dK/dV tiling, dQ tiling; last:
-    // the default. MSLAB_WG_PERF_FWD="i,j" limits the forward tilings timed (default: all).
-    // dK/dV passes: 0, 1 (split, dQ skipped), 2 (fused, ordered), 3 (fused, atomic)
-    enum { P_FW = 1, P_KV = P_FW + NFWD, P_DQ = P_KV + 4, P_DEF = P_DQ + 2 };
+    // the default (VARS[0]). With MSLAB_WG_TEST_VARS only the listed variants' tilings.
+    // dK/dV passes {tune, ordered}: split 0, 1 (dQ skipped); fused 2 ordered, 2 atomic, 3 ordered,
+    // 4 (PIPE) ordered, 4 atomic
+    static const int KV[7][2] = {{0, 1}, {1, 1}, {2, 1}, {2, 0}, {3, 1}, {4, 1}, {4, 0}};
+    enum { P_FW = 1, P_KV = P_FW + NFWD, P_DQ = P_KV + 7, P_DEF = P_DQ + 2 };
     int mode0 = attn_bf16_deterministic();
     for (int pass = 0; pass <= P_DEF; pass++) {
         int fw = pass >= P_FW && pass < P_KV, kv = pass >= P_KV && pass < P_DQ;
@@ -346,11 +351,16 @@ static void t_wg_perf(int T) {
             for (int v2 = 0; v2 < NVAR; v2++) keep |= var_on(v2) && VARS[v2][0] == pass - P_FW;
             if (!keep) continue;
         }
-        if (kv && pass - P_KV >= 2 && getenv("MSLAB_WG_TEST_VARS") && !var_on(pass - P_KV + 5))
-            continue; // the fused backward only when variant 7 / 8 is listed
+        if (kv && getenv("MSLAB_WG_TEST_VARS")) { // the fused modes only when a variant has them
+            int keep = pass - P_KV < 2;
+            for (int v2 = 0; v2 < NVAR; v2++)
+                keep |= var_on(v2) && VARS[v2][1] == KV[pass - P_KV][0] &&
+                        VARS[v2][3] == KV[pass - P_KV][1];
+            if (!keep) continue;
+        }
         if (fw) flash_wgmma_tune(pass - P_FW, 0, 0);
-        if (kv) flash_wgmma_tune(0, pass - P_KV < 2 ? pass - P_KV : 2, -1);
-        attn_bf16_set_deterministic(kv && pass - P_KV == 3 ? 0 : mode0);
+        if (kv) flash_wgmma_tune(0, KV[pass - P_KV][0], -1);
+        attn_bf16_set_deterministic(kv ? KV[pass - P_KV][1] : mode0);
         if (dq) flash_wgmma_tune(0, -1, pass - P_DQ);
         if (pass == P_DEF) flash_wgmma_tune(VARS[0][0], VARS[0][1], VARS[0][2]);
         double tt[2];
@@ -368,7 +378,7 @@ static void t_wg_perf(int T) {
             gpu->download(&sync, d_lse, 4);
             tt[ph] = (now_s() - tt[ph]) / reps * 1e3;
         }
-        const char *what = pass == 0 ? "flash_bf16 default" : fw ? "wgmma fwd tiling" : kv ? (pass - P_KV >= 2 ? "wgmma fused bwd (+Di; 2 ordered, 3 atomic)" : "wgmma dkdv tiling (+Di)") : dq ? "wgmma dq tiling (+Di)" : "wgmma default";
+        const char *what = pass == 0 ? "flash_bf16 default" : fw ? "wgmma fwd tiling" : kv ? (pass - P_KV >= 2 ? "wgmma fused bwd (+Di; 2 ordered/warp, 3 atomic, 4 ordered/CTA, 5 PIPE ordered, 6 PIPE atomic)" : "wgmma dkdv tiling (+Di)") : dq ? "wgmma dq tiling (+Di)" : "wgmma default";
         int var = fw ? pass - P_FW : kv ? pass - P_KV : dq ? pass - P_DQ : 0;
         printf("    (info flash_wgmma_perf T=%d %s %d: fwd %.2f ms %.1f TFLOP/s, bwd %.2f ms %.1f "
                "TFLOP/s, fwd+bwd %.2f ms)\n",

@@ -116,8 +116,58 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
     gpu->free(d_q), gpu->free(d_k), gpu->free(ig.idx);
 }
 
+// MSLAB_SELECT_PERF=T1,T2,...: time select_bf16 (paper config, B=1 H=KVH=32 D=128, random bf16
+// q / k, no CPU reference) per path; MSLAB_SELECT_PERF_OLD=1 also times the old path. Rows are
+// information only (not in the default run).
+static void t_sel_perf(int T) {
+    AttnConfig cfg = ms_cfg(16, 512, 128, -1);
+    int H = 32, D = 128;
+    AttnDims d;
+    MS_ASSERT(attn_dims(&cfg, T, &d) == 0, "%s", ms_error());
+    size_t n = (size_t)T * H * D, ni = (size_t)H * d.nblk * d.width;
+    uint16_t *h = malloc(n * 2);
+    uint64_t s = 0x9e3779b97f4a7c15ull ^ (uint64_t)T;
+    uint16_t *d_q = gpu->alloc(n * 2 + 16), *d_k = gpu->alloc(n * 2 + 16);
+    for (int t = 0; t < 2; t++) {
+        for (size_t i = 0; i < n; i++) { // splitmix64 -> uniform [-1, 1) -> bf16
+            uint64_t z = (s += 0x9e3779b97f4a7c15ull);
+            z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull, z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+            h[i] = bf16_from_f32((float)((double)(z >> 11) * 0x1p-52 - 1.0));
+        }
+        gpu->upload(t ? d_k : d_q, h, n * 2);
+    }
+    AttnIndex ig = {d.qblock, d.nblk, d.region, d.width, d.window, NULL, NULL, NULL, NULL, 0};
+    ig.idx = gpu->alloc(sizeof(int) * ni);
+    for (int mode = 1; mode >= 0; mode--) {
+        if (mode == 0 && !getenv("MSLAB_SELECT_PERF_OLD")) break;
+        int prev = select_bf16_set_mode(mode), x;
+        double t0 = 0;
+        for (int r = -1; r < 2; r++) {
+            if (r == 0) gpu->download(&x, ig.idx, 4), t0 = sel_now();
+            select_bf16(&ig, &cfg, d_q, d_k, 1, T, H, H, D);
+        }
+        gpu->download(&x, ig.idx, 4);
+        double ms = (sel_now() - t0) / 2 * 1e3;
+        printf("    select_bf16 perf %s T=%d H=32 D=128 paper: %.2f ms, path %d\n",
+               mode ? "fused" : "old", T, ms, select_bf16_last_path());
+        select_bf16_set_mode(prev);
+    }
+    free(h);
+    gpu->free(d_q), gpu->free(d_k), gpu->free(ig.idx);
+}
+
 void t_select_bf16_all(void) {
     if (!wanted("select_bf16")) return;
+    const char *perf = getenv("MSLAB_SELECT_PERF");
+    if (perf) {
+        for (const char *p = perf; *p;) {
+            int T = atoi(p);
+            if (T > 0) t_sel_perf(T);
+            while (*p && *p != ',') p++;
+            if (*p) p++;
+        }
+        return;
+    }
     AttnConfig paper = ms_cfg(16, 512, 128, -1); // S 384, prefix 8192
     AttnConfig m64 = ms_cfg(16, 512, 64, -1);    // S 448
     AttnConfig small = ms_cfg(16, 64, 16, -1);   // S 48, prefix 1024: many tiles per row

@@ -273,16 +273,21 @@ static void t_sb(const char *name, AttnConfig cfg, int B, int T, int H, int KVH,
             // variants: 0 the split kernels; 1 the fused backward, ordered (deterministic) adds;
             // 2 fused, ordered, the first run with the list walked upwards, deferred releases and
             // all (b, kv head)s in one accumulator chunk (else the default budget: several chunks
-            // at these shapes), the second run as variant 1: the same order, so the same bits;
-            // 3 fused, fp32 atomics (not bitwise repeatable). One-row blocks: no fused path.
-            static const char *vn[4][3] = {
+            // at these shapes), the second run as variant 1: the same order of the dk / dv adds,
+            // so the same dk / dv bits (dq: another walk, another order);
+            // 3 fused, fp32 atomics (not bitwise repeatable). 2 and 3: the first run adds with
+            // red.v4, the second with red.v2. 4 fused, ordered, order "c" (blocks latest first,
+            // lists walked upwards), adds by .cg load / store. One-row blocks: no fused path.
+            static const char *vn[5][3] = {
                 {"sparse_bf16_bwd.dq", "sparse_bf16_bwd.dk", "sparse_bf16_bwd.dv"},
                 {"sparse_bf16_bwd_fused.dq", "sparse_bf16_bwd_fused.dk", "sparse_bf16_bwd_fused.dv"},
                 {"sparse_bf16_bwd_fused_var.dq", "sparse_bf16_bwd_fused_var.dk",
                  "sparse_bf16_bwd_fused_var.dv"},
                 {"sparse_bf16_bwd_fused_atomic.dq", "sparse_bf16_bwd_fused_atomic.dk",
-                 "sparse_bf16_bwd_fused_atomic.dv"}};
-            for (int var = 0; var < (d.qblock > 1 ? 4 : 1); var++) {
+                 "sparse_bf16_bwd_fused_atomic.dv"},
+                {"sparse_bf16_bwd_fused_c.dq", "sparse_bf16_bwd_fused_c.dk",
+                 "sparse_bf16_bwd_fused_c.dv"}};
+            for (int var = 0; var < (d.qblock > 1 ? 5 : 1); var++) {
                 sparse_bf16_tune(2, var ? 3 | 64 : 3 | 32);
                 int old_det = attn_bf16_set_deterministic(var != 3);
                 float *g[2][3];
@@ -294,12 +299,18 @@ static void t_sb(const char *name, AttnConfig cfg, int B, int T, int H, int KVH,
                         setenv("MSLAB_SB_FUSED_WALK", "up", 1);
                         setenv("MSLAB_SB_FUSED_DEFER", "1", 1);
                     }
+                    if (var == 4) setenv("MSLAB_SB_FUSED_ORDER", "c", 1), setenv("MSLAB_SB_FUSED_RMW", "1", 1);
+                    // 2, 3: the first run with red.v4 (lane-pair swap), the second with red.v2
+                    setenv("MSLAB_SB_FUSED_V4", var >= 2 && rep == 0 ? "1" : "0", 1);
                     poison16(d_dq, nq), poison16(d_dk, nk), poison16(d_dv, nk);
                     rc |= sparse_bf16_bwd(d_dq, d_dk, d_dv, d_dy, d_out, d_lse, d_q, d_k, d_v, &ig,
                                           B, T, H, KVH, D);
                     unsetenv("MSLAB_SPARSE_BF16_ACC_MB");
                     unsetenv("MSLAB_SB_FUSED_WALK");
                     unsetenv("MSLAB_SB_FUSED_DEFER");
+                    unsetenv("MSLAB_SB_FUSED_V4");
+                    unsetenv("MSLAB_SB_FUSED_ORDER");
+                    unsetenv("MSLAB_SB_FUSED_RMW");
                     g[rep][0] = down16(d_dq, nq, &gb[rep][0]);
                     g[rep][1] = down16(d_dk, nk, &gb[rep][1]);
                     g[rep][2] = down16(d_dv, nk, &gb[rep][2]);
@@ -309,6 +320,7 @@ static void t_sb(const char *name, AttnConfig cfg, int B, int T, int H, int KVH,
                 int rq = !memcmp(gb[0][0], gb[1][0], nq * 2), rk = !memcmp(gb[0][1], gb[1][1], nk * 2),
                     rv = !memcmp(gb[0][2], gb[1][2], nk * 2);
                 if (var == 3) rq = rk = rv = -1; // atomics: same tolerance, no bitwise repeat
+                if (var == 2) rq = -1; // dq sums the tiles in walk order: another order
                 chk(vn[var][0], shape, g[0][0], dqr, nq, B, T, H, D, d.qblock, "block", rq);
                 chk(vn[var][1], shape, g[0][1], dkr, nk, B, T, KVH, D, d.region, "region", rk);
                 chk(vn[var][2], shape, g[0][2], dvr, nk, B, T, KVH, D, d.region, "region", rv);
