@@ -957,7 +957,7 @@ flash_bwd_combo_kernel(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const flo
 }
 
 // ---------------------------------------------------------------------------------------------
-// FA2-class fused backward (flash_bf16_tune dkdv 10 / 11 / 12 / 13; see the header comment).
+// FA2-class fused backward (flash_bf16_tune dK/dV 10..29; see the header comment).
 // CTA = (b, kv head, BN-key block), 8 warps, 64-query steps (query tile latest first, the G
 // query heads of the group innermost, so every key block's CTA walks the (tile, head) pairs in
 // the same order). Per step, three warp layouts:
@@ -972,7 +972,22 @@ flash_bwd_combo_kernel(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const flo
 //   DET = 1: in key-block order behind a per-(b, h, query tile) counter (as the older fused
 //     kernel): block 0 stores, later blocks add, the last writes bf16 dq. Every CTA walks the
 //     pairs in the same order and CTAs are dispatched key block 0 first, so a CTA waits only on
-//     CTAs dispatched before it that are about one accumulation ahead.
+//     CTAs dispatched before it that are about one accumulation ahead. Slow: the L2 round trip of
+//     the load sits on every step's critical path (+36% over DET = 0 at 16K).
+//   DET = 2 (the ordered default): red.add as DET = 0, but only once the counter reads kb
+//     (thread 0 spins on an acquire load, then a barrier); the release of a step's tile comes at
+//     the next step's top barrier, when the reds have long completed, so its fence is short. The
+//     adds of one element still happen in key-block order (each after the previous block's reds
+//     were performed), so the bits repeat. +8% over DET = 0 at 16K.
+//   DET = 3 / 4: the partial staged in shared memory and added by TMA bulk reduce-add (FA3's
+//     way), unordered / ordered: slower than per-thread red.v2 here (+20%).
+//   DET = 5 / 6: DET = 2 with the counter polled early by a relaxed load (thread 0 / every warp;
+//     6 without the CTA barrier). DET = 7: DET = 2 with the counter snapshot cp.async'd with the
+//     step's tiles a step ahead: no blocking load unless the snapshot is stale.
+// PB = 1: P / dS double-buffered (one barrier per step less). OPT & 1: no data-dependent
+// branches in the dK/dV and dQ k-loops (the diagonal's zero P / dS make them exact), which
+// lets the scheduler overlap the iterations; OPT & 2: S and dP in one loop; OPT & 4: dQ before
+// dK / dV.
 template <int D, int BN, int DET, int PB, int OPT>
 __global__ void __launch_bounds__(256, 1)
 flash_bwd_fa2_kernel(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *counters, const bf16 *dout,
@@ -993,6 +1008,8 @@ flash_bwd_fa2_kernel(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *counters, 
     // DET >= 3: the step's dQ partial staged in fp32 rows [BM][D + 4] (padded: fewer bank
     // conflicts on the fragment stores; each row stays contiguous for its bulk reduce)
     float *Stg = Ds + 2 * BM;
+    // DET = 7: per step parity, a snapshot of the step's tile counter (cp.async, one step ahead)
+    int *Snap = (int *)(Ds + 2 * BM);
 
     int b = blockIdx.x / KVH, kvh = blockIdx.x % KVH, G = H / KVH;
     int kb = blockIdx.y, k0 = kb * BN, nkb = (T + BN - 1) / BN;
@@ -1006,6 +1023,10 @@ flash_bwd_fa2_kernel(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *counters, 
 
     auto step_h = [&](int i) { return kvh * G + i % G; };
     auto step_q = [&](int i) { return (nqt - 1 - i / G) * BM; };
+    // per-(b, h, query tile) counters, 16 bytes apart (DET = 7 copies one by cp.async.cg)
+    auto cnt_at = [&](int hh, int qs) {
+        return counters + (((size_t)b * H + hh) * nqt + qs / BM) * 4;
+    };
     // lse and Di by cp.async too (no load latency at the top of a step); rows past T read 0:
     // their P is then 1, but their dO rows are 0, so dP = dS = 0 and P^T dO adds nothing
     auto load_step = [&](int i) {
@@ -1020,6 +1041,7 @@ flash_bwd_fa2_kernel(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *counters, 
             if (threadIdx.x < BM) cp_async4(Ls + buf * BM + r, lse + li, t < T);
             else cp_async4(Ds + buf * BM + r, Di + li, t < T);
         }
+        if (DET == 7 && threadIdx.x == NT - 1) cp_async16(Snap + buf * 4, cnt_at(hh, qs), true);
     };
 
     tile_load<D, BN, NT>(Ks, kbp, ldk, k0, T);
@@ -1057,13 +1079,13 @@ flash_bwd_fa2_kernel(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *counters, 
         // DET = 2: release the previous step's tile one step late: every thread issued its reds
         // before the barrier above, and they have long completed, so the fence is short
         if ((DET == 2 || DET >= 5) && i > 0 && threadIdx.x == 0)
-            st_release(counters + ((size_t)b * H + step_h(i - 1)) * nqt + step_q(i - 1) / BM,
+            st_release(cnt_at(step_h(i - 1), step_q(i - 1)),
                        kb + 1);
         if (DET == 4 && i > 0 && warp == 0) { // warp 0's lanes issued the bulk reduces
             bulk_wait_all();
             __syncwarp();
             if (lane == 0)
-                st_release(counters + ((size_t)b * H + step_h(i - 1)) * nqt + step_q(i - 1) / BM,
+                st_release(cnt_at(step_h(i - 1), step_q(i - 1)),
                            kb + 1);
         }
 
@@ -1176,7 +1198,7 @@ flash_bwd_fa2_kernel(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *counters, 
         __syncthreads();
 
         // ---- dV += P^T dO, dK += dS^T Q (keys VK vk.., columns VD vd..)
-        {
+        if (!(OPT & 4)) {
             int kq_end = BM / 16; // query k-steps; on the diagonal the first rows may be all 0
 #pragma unroll
             for (int kq = 0; kq < BM / 16; kq++) {
@@ -1222,7 +1244,7 @@ flash_bwd_fa2_kernel(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *counters, 
             // DET = 6: every warp's lane 0 polls, and each warp goes on alone (no CTA barrier)
             int cval = kb;
             if ((DET == 5 && threadIdx.x == 0) || (DET == 6 && lane == 0))
-                cval = ld_relaxed(counters + ((size_t)b * H + hh) * nqt + qs / BM);
+                cval = ld_relaxed(cnt_at(hh, qs));
 #pragma unroll
             for (int kc = 0; kc < BN / 16; kc++) {
                 if (!(OPT & 1) && k0 + 16 * kc > rlast) break;
@@ -1243,15 +1265,21 @@ flash_bwd_fa2_kernel(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *counters, 
             size_t base = ((size_t)b * T) * ldq + (size_t)hh * D + wn * QD + 2 * tq;
             if (DET == 2 || DET == 5) { // in key-block order: after block kb - 1's release
                 if (threadIdx.x == 0 && (DET == 2 || cval != kb))
-                    wait_count(counters + ((size_t)b * H + hh) * nqt + qs / BM, kb);
+                    wait_count(cnt_at(hh, qs), kb);
                 __syncthreads();
+            }
+            if (DET == 7) { // the snapshot taken a step ago usually shows kb - 1's release
+                if (Snap[buf * 4] != kb) { // uniform: every thread reads the same value
+                    if (threadIdx.x == 0) wait_count(cnt_at(hh, qs), kb);
+                    __syncthreads();
+                }
             }
             if (DET == 6) {
                 if (lane == 0 && cval != kb)
-                    wait_count(counters + ((size_t)b * H + hh) * nqt + qs / BM, kb);
+                    wait_count(cnt_at(hh, qs), kb);
                 __syncwarp();
             }
-            if (DET >= 3) {
+            if (DET == 3 || DET == 4) {
                 // TMA bulk reduce-add (FA3's way): stage the partial, warp 0 issues one bulk
                 // op per row (DET = 4: after block kb - 1's release of this tile)
                 if (warp == 0) bulk_wait_read(); // the previous step's bulk reads of Stg
@@ -1272,7 +1300,7 @@ flash_bwd_fa2_kernel(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *counters, 
                 if (warp == 0) {
                     if (DET == 4) {
                         if (lane == 0)
-                            wait_count(counters + ((size_t)b * H + hh) * nqt + qs / BM, kb);
+                            wait_count(cnt_at(hh, qs), kb);
                         __syncwarp();
                     }
                     for (int r = lane; r < BM; r += 32)
@@ -1296,7 +1324,7 @@ flash_bwd_fa2_kernel(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *counters, 
                                       make_float2(acc[mi][n][2 * r], acc[mi][n][2 * r + 1]));
                     }
             } else {
-                int *cnt = counters + ((size_t)b * H + hh) * nqt + qs / BM;
+                int *cnt = cnt_at(hh, qs);
                 int last = min(nkb - 1, (qs + BM - 1) / BN);
                 if (threadIdx.x == 0) wait_count(cnt, kb);
                 __syncthreads();
@@ -1327,19 +1355,50 @@ flash_bwd_fa2_kernel(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *counters, 
                 if (threadIdx.x == 0) st_release(cnt, kb + 1);
             }
         }
+        // OPT & 4: dK / dV after dQ (the dQ reds go out a phase earlier)
+        if (OPT & 4) {
+            int kq_end = BM / 16; // query k-steps; on the diagonal the first rows may be all 0
+#pragma unroll
+            for (int kq = 0; kq < BM / 16; kq++) {
+                // rows before the warp's keys (P = dS = 0; OPT & 1: no branch in the hot loop)
+                if (!(OPT & 1) && qs + 16 * kq + 15 < k0 + vk * VK) continue;
+                (void)kq_end;
+                uint32_t pa[VKM][4], sa[VKM][4];
+#pragma unroll
+                for (int m = 0; m < VKM; m++) {
+                    int roff = 16 * kq + (lane & 7) + ((lane >> 4) << 3);
+                    int coff = (vk * VK + 16 * m) / 8 + ((lane >> 3) & 1);
+                    ldsm_x4_t(pa[m], Ps + swz<BN>(roff, coff));
+                    ldsm_x4_t(sa[m], dSs + swz<BN>(roff, coff));
+                }
+#pragma unroll
+                for (int j = 0; j < VD / 16; j++) {
+                    uint32_t bo[4], bq[4];
+                    lds_bt<D>(bo, dOt, 16 * kq, vd * (VD / 16) + j, lane);
+                    lds_bt<D>(bq, Qt, 16 * kq, vd * (VD / 16) + j, lane);
+#pragma unroll
+                    for (int m = 0; m < VKM; m++) {
+                        mma_bf16_16816(dva[m][2 * j], pa[m], bo[0], bo[1]);
+                        mma_bf16_16816(dva[m][2 * j + 1], pa[m], bo[2], bo[3]);
+                        mma_bf16_16816(dka[m][2 * j], sa[m], bq[0], bq[1]);
+                        mma_bf16_16816(dka[m][2 * j + 1], sa[m], bq[2], bq[3]);
+                    }
+                }
+            }
+        }
+
         if (!PB) __syncthreads(); // the next step's prefetch and P / dS overwrite these buffers
     }
     if (PB) __syncthreads(); // DET = 2: every thread's last reds before the release below
 
     if ((DET == 2 || DET >= 5) && threadIdx.x == 0) // the loop ended with a barrier (last reds)
-        st_release(counters + ((size_t)b * H + step_h(total - 1)) * nqt + step_q(total - 1) / BM,
+        st_release(cnt_at(step_h(total - 1), step_q(total - 1)),
                    kb + 1);
-    if (DET >= 3 && warp == 0) { // the bulk ops must finish reading shared memory before exit
+    if ((DET == 3 || DET == 4) && warp == 0) { // the bulk ops must finish reading shared memory before exit
         bulk_wait_all();
         __syncwarp();
         if (DET == 4 && lane == 0)
-            st_release(counters + ((size_t)b * H + step_h(total - 1)) * nqt +
-                           step_q(total - 1) / BM,
+            st_release(cnt_at(step_h(total - 1), step_q(total - 1)),
                        kb + 1);
     }
     bf16 *dkb = dk + (size_t)b * T * ldk + (size_t)kvh * D;
@@ -1391,7 +1450,9 @@ static int shape_ok(int B, int T, int H, int KVH, int D) {
 // keys, 64-query steps) 15.4 ms (8 warps: 16.9); dQ 4 (4 warps x 32 rows, 32-key tiles) 9.9 ms
 // (16 rows: 11.6). The fused backward (dK/dV 6) 34.2 ms and the one-launch split (dQ 6) 26.7 ms
 // lost to the two launches (~25.3 ms).
-static int tune_fwd = 4, tune_dkdv = 1, tune_dq = 4, tune_env_read = 0;
+// Backward default since round r2 (17:11): dK/dV 24, the FA2-class fused kernel (the split pair
+// dK/dV 1 + dQ 4 stays selectable: MSLAB_FLASH_BF16_TUNE=4,1,4).
+static int tune_fwd = 4, tune_dkdv = 24, tune_dq = 4, tune_env_read = 0;
 extern "C" void flash_bf16_tune(int fwd, int dkdv, int dq) {
     tune_fwd = fwd, tune_dkdv = dkdv, tune_dq = dq, tune_env_read = 1;
 }
@@ -1497,12 +1558,12 @@ static void fa2_run(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const float 
                     const bf16 *v, int B, int T, int H, int KVH, float sl2, float scale) {
     constexpr int BM = 64;
     size_t smem = sizeof(bf16) * (size_t)(2 * BN * D + 4 * BM * D + (PB ? 4 : 2) * BM * BN) +
-                  sizeof(float) * (4 * BM + (DET >= 3 ? BM * (D + 4) : 0));
+                  sizeof(float) * (4 * BM + (DET == 3 || DET == 4 ? BM * (D + 4) : 8));
     static bool init = false;
     if (!init) smem_optin(flash_bwd_fa2_kernel<D, BN, DET, PB, OPT>, smem), init = true;
     size_t nqt = (T + BM - 1) / BM, n = (size_t)B * T * H * D;
-    if (DET)
-        cudaCheck(cudaMemsetAsync(counters, 0, (size_t)B * H * nqt * sizeof(int), 0));
+    if (DET) // 16 bytes per counter (cnt_at in the kernel)
+        cudaCheck(cudaMemsetAsync(counters, 0, (size_t)B * H * nqt * 4 * sizeof(int), 0));
     if (DET != 1) cudaCheck(cudaMemsetAsync(dqacc, 0, n * sizeof(float), 0));
     flash_bwd_fa2_kernel<D, BN, DET, PB, OPT><<<dim3(B * KVH, (T + BN - 1) / BN), 256, smem>>>(
         dq, dk, dv, dqacc, counters, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale);
@@ -1518,10 +1579,10 @@ static void bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf1
                        const float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B, int T,
                        int H, int KVH) {
     size_t rows = (size_t)B * T * H;
-    bool fa2 = tune_dkdv >= 10 && tune_dkdv <= 23, fused = tune_dkdv >= 4;
+    bool fa2 = tune_dkdv >= 10 && tune_dkdv <= 29, fused = tune_dkdv >= 4;
     // scratch: Di [B, H, T]; fused: dQ accumulator [B, T, H, D] fp32, counters [B, H, T / 64]
     size_t nqt = (T + 63) / 64, acc_off = (rows + 63) / 64 * 64;
-    size_t bytes = fused ? (acc_off + rows * D) * 4 + (size_t)B * H * nqt * 4 : rows * 4;
+    size_t bytes = fused ? (acc_off + rows * D) * 4 + (size_t)B * H * nqt * 16 : rows * 4;
     float *Di = (float *)cuda_scratch(SCRATCH_FLASH_BF16, bytes);
     flash_bwd_pre<D><<<cdiv_u(rows, 8), 256>>>(Di, dout, out, B, T, H);
     cudaLaunchCheck();
@@ -1551,6 +1612,42 @@ static void bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf1
         case 21: FA2_CASE(128, 5, 1, 0); break;
         case 22: FA2_CASE(128, 6, 1, 1); break; // per-warp polling, no CTA barrier
         case 23: FA2_CASE(128, 6, 0, 1); break;
+        case 24: // the default: the best of each mode in the H200 rounds
+            det ? fa2_run<D, 128, 2, 1, 1>(dq, dk, dv, dout, lse, Di, dqacc, cnt, q, k, v, B, T,
+                                           H, KVH, sl2, scale)
+                : fa2_run<D, 128, 0, 0, 1>(dq, dk, dv, dout, lse, Di, dqacc, cnt, q, k, v, B, T,
+                                           H, KVH, sl2, scale);
+            break;
+        case 26: // 24 with single P / dS buffers in both modes
+            det ? fa2_run<D, 128, 2, 0, 1>(dq, dk, dv, dout, lse, Di, dqacc, cnt, q, k, v, B, T,
+                                           H, KVH, sl2, scale)
+                : fa2_run<D, 128, 0, 0, 1>(dq, dk, dv, dout, lse, Di, dqacc, cnt, q, k, v, B, T,
+                                           H, KVH, sl2, scale);
+            break;
+        case 27: // 26 with dQ before dK / dV
+            det ? fa2_run<D, 128, 2, 0, 5>(dq, dk, dv, dout, lse, Di, dqacc, cnt, q, k, v, B, T,
+                                           H, KVH, sl2, scale)
+                : fa2_run<D, 128, 0, 0, 5>(dq, dk, dv, dout, lse, Di, dqacc, cnt, q, k, v, B, T,
+                                           H, KVH, sl2, scale);
+            break;
+        case 28: // 24 with the ordered mode's counter snapshot prefetched (DET = 7)
+            det ? fa2_run<D, 128, 7, 1, 1>(dq, dk, dv, dout, lse, Di, dqacc, cnt, q, k, v, B, T,
+                                           H, KVH, sl2, scale)
+                : fa2_run<D, 128, 0, 0, 1>(dq, dk, dv, dout, lse, Di, dqacc, cnt, q, k, v, B, T,
+                                           H, KVH, sl2, scale);
+            break;
+        case 29: // 28 with single P / dS buffers
+            det ? fa2_run<D, 128, 7, 0, 1>(dq, dk, dv, dout, lse, Di, dqacc, cnt, q, k, v, B, T,
+                                           H, KVH, sl2, scale)
+                : fa2_run<D, 128, 0, 0, 1>(dq, dk, dv, dout, lse, Di, dqacc, cnt, q, k, v, B, T,
+                                           H, KVH, sl2, scale);
+            break;
+        case 25: // 24 with dQ before dK / dV
+            det ? fa2_run<D, 128, 2, 1, 5>(dq, dk, dv, dout, lse, Di, dqacc, cnt, q, k, v, B, T,
+                                           H, KVH, sl2, scale)
+                : fa2_run<D, 128, 0, 0, 5>(dq, dk, dv, dout, lse, Di, dqacc, cnt, q, k, v, B, T,
+                                           H, KVH, sl2, scale);
+            break;
         default: // 16: TMA bulk reduce-add of dQ (ordered / not)
             det ? fa2_run<D, 128, 4, 0>(dq, dk, dv, dout, lse, Di, dqacc, cnt, q, k, v, B, T, H,
                                         KVH, sl2, scale)

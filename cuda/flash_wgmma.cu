@@ -336,7 +336,7 @@ __device__ __forceinline__ void fwd2_wg_body(bf16 *out, float *lse, const bf16 *
 struct Fwd3Maps {
     CUtensorMap q, k, v;
 };
-template <int D, int NWG, int BK, int NS>
+template <int D, int NWG, int BK, int NS, int PWG>
 __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, bf16 *out, float *lse, int T,
                                              int H, int KVH, float sl2) {
     constexpr int BQ = 64 * NWG, DN = D / 8, NN = BK / 8, NP = D / 64;
@@ -361,8 +361,10 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, bf16 *out, fl
     }
     __syncthreads();
 
-    if (warp == 4 * NWG) { // producer
-        if (lane == 0) {
+    if (warp >= 4 * NWG) { // producer
+        // PWG: a whole producer warpgroup gives its registers to the consumers (FA3's split)
+        if (PWG) asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
+        if (warp == 4 * NWG && lane == 0) {
             mbar_expect_tx(qfull, BQ * D * 2);
             for (int p = 0; p < NP; p++)
                 tma_load_4d(Qs + p * BQ * 64, &maps.q, qfull, p * 64, h, q0, b);
@@ -383,6 +385,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, bf16 *out, fl
         return;
     }
 
+    if (PWG) asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
     int g = lane >> 2, tq = lane & 3, wg = warp >> 2, wl = warp & 3;
     int wr0 = q0 + wg * 64;      // this warpgroup's first row
     int rw0 = wr0 + wl * 16 + g; // this thread's rows rw0, rw0 + 8
@@ -478,7 +481,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, bf16 *out, fl
 // the diagonal on (fixed order: deterministic). Per step: S^T = K Q^T and dP^T = V dO^T (SS),
 // P^T, dS^T = P^T (dP^T - Di) in registers, dV += P^T dO and dK += dS^T Q (RS, dO / Q as MN-major
 // operands). dK, dV stay in the accumulators for the whole loop.
-template <int D, int NWG>
+template <int D, int NWG, int ALD>
 __device__ __forceinline__ void dkdv_wg_body(bf16 *dk, bf16 *dv, const bf16 *dout,
                                              const float *lse, const float *Di, const bf16 *q,
                                              const bf16 *k, const bf16 *v, int T, int H, int KVH,
@@ -506,11 +509,21 @@ __device__ __forceinline__ void dkdv_wg_body(bf16 *dk, bf16 *dv, const bf16 *dou
         const bf16 *db = dout + (size_t)b * T * ldq + (size_t)hh * D;
         ptile_load<D, BQ, NT>(Qs + buf * BQ * D, qb, ldq, qs, T);
         ptile_load<D, BQ, NT>(dOs + buf * BQ * D, db, ldq, qs, T);
-        for (int r = threadIdx.x; r < BQ; r += NT) {
-            int t = qs + r;
-            size_t li = ((size_t)b * H + hh) * T + t;
-            Ls[buf * BQ + r] = t < T ? lse[li] * WG_LOG2E : INFINITY; // P = 0 past T
-            Ds[buf * BQ + r] = t < T ? Di[li] : 0.f;
+        if (ALD) { // raw lse by cp.async (no blocking load); rows past T read 0: P = 1 there
+                   // (Q rows are 0), but dO rows are 0 too, so P^T dO and dS add nothing
+            for (int x = threadIdx.x; x < 2 * BQ; x += NT) {
+                int r = x & (BQ - 1), t = qs + r;
+                size_t li = ((size_t)b * H + hh) * T + (t < T ? t : 0);
+                if (x < BQ) cp_async4(Ls + buf * BQ + r, lse + li, t < T);
+                else cp_async4(Ds + buf * BQ + r, Di + li, t < T);
+            }
+        } else {
+            for (int r = threadIdx.x; r < BQ; r += NT) {
+                int t = qs + r;
+                size_t li = ((size_t)b * H + hh) * T + t;
+                Ls[buf * BQ + r] = t < T ? lse[li] * WG_LOG2E : INFINITY; // P = 0 past T
+                Ds[buf * BQ + r] = t < T ? Di[li] : 0.f;
+            }
         }
     };
 
@@ -558,7 +571,7 @@ __device__ __forceinline__ void dkdv_wg_body(bf16 *dk, bf16 *dv, const bf16 *dou
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
                     int qi = n * 8 + 2 * tq + (e & 1);
-                    float p = wg_ex2(fmaf(s[n][e], sl2, -Lt[qi]));
+                    float p = wg_ex2(fmaf(s[n][e], sl2, ALD ? -Lt[qi] * WG_LOG2E : -Lt[qi]));
                     s[n][e] = (diag && key[e >> 1] > qs + qi) ? 0.f : p;
                 }
 #pragma unroll
@@ -1033,20 +1046,21 @@ __global__ void __launch_bounds__(128 * NWG, 1)
                 int KVH, float sl2) {
     fwd2_wg_body<D, NWG, BK>(out, lse, q, k, v, T, H, KVH, sl2);
 }
-// 288 threads: ptxas would budget 65536 / 384 registers (168) from the launch bounds; 9 warps x
-// 224 fit the register file, so the cap is given directly
-template <int D, int NWG, int BK, int NS>
-__global__ void __maxnreg__(224)
+// 288 threads = 9 warps: 3 warps share one SM sub-partition's 16K registers, so at most 168 per
+// thread (r2: __maxnreg__(224) failed to launch, out of resources); BK = 128 spills a little
+// PWG = 1: a producer warpgroup (setmaxnreg: 24 there, 240 in the 2 consumer warpgroups)
+template <int D, int NWG, int BK, int NS, int PWG>
+__global__ void __launch_bounds__(128 * NWG + (PWG ? 128 : 32), 1)
     fwd3_kernel(const __grid_constant__ Fwd3Maps maps, bf16 *out, float *lse, int T, int H,
                 int KVH, float sl2) {
-    fwd3_wg_body<D, NWG, BK, NS>(maps, out, lse, T, H, KVH, sl2);
+    fwd3_wg_body<D, NWG, BK, NS, PWG>(maps, out, lse, T, H, KVH, sl2);
 }
-template <int D, int NWG>
+template <int D, int NWG, int ALD>
 __global__ void __launch_bounds__(128 * NWG, 1)
     dkdv_kernel(bf16 *dk, bf16 *dv, const bf16 *dout, const float *lse, const float *Di,
                 const bf16 *q, const bf16 *k, const bf16 *v, int T, int H, int KVH, float sl2,
                 float scale) {
-    dkdv_wg_body<D, NWG>(dk, dv, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale);
+    dkdv_wg_body<D, NWG, ALD>(dk, dv, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale);
 }
 template <int D, int NWG>
 __global__ void __launch_bounds__(128 * NWG, 1)
@@ -1143,17 +1157,23 @@ static void *scratch_buf(size_t bytes) {
 //   forward 0: <2 warpgroups, 64-key tiles> 1: <1, 64> 2: <1, 128> 3: <2, 128>;
 //           pipelined (fwd2): 4: <2, 64> 5: <2, 128> 6: <3, 64>
 //           warp-specialised TMA (fwd3) <warpgroups, keys, ring slots>: 7: <2, 64, 3>
-//           8: <2, 128, 2> 9: <2, 128, 3>
+//           8: <2, 128, 2>; with a producer warpgroup and setmaxnreg 24 / 240: 9: <2, 128, 2>
+//           10: <2, 64, 4>
 //   dK/dV   0: 2 warpgroups (128 keys)  1: 1 warpgroup (64 keys)  2: the fused backward (dK, dV
 //           and dQ in one kernel, D = 128; D = 64 runs the split tilings 0 / 0); ordered mode:
 //           per-warp red order; 3: the same, ordered mode: load-add-store per CTA; 4: 2 with
 //           PIPE (each step's dQ reds issued under the next step's products, lse / Di by
-//           cp.async)
+//           cp.async); 5: 1 with lse / Di by cp.async; 9: ordered mode 1, atomic mode 2
+//   dQ      0: 2 warpgroups  1: 1 warpgroup  2: 3 warpgroups
 //   dQ      0: 2 warpgroups (128 rows)  1: 1 warpgroup (64 rows)
-// Defaults from r1 (H200, T = 16K, B = 1, H = KVH = 32, D = 128, each kernel alone): forward 6
-// 5.68 ms (0: 6.80, 3: 6.22, 5: 5.97; flash_bf16 7.13); dK/dV 1 11.2 ms (0: 12.0), dQ 0 8.0 ms
-// (1: 8.8); fused 15.9 ms atomic, 24.4 ms in the r1 ordered mode (now 3).
-static int tune_fwd = 6, tune_dkdv = 1, tune_dq = 0, tune_env_read = 0;
+// Defaults from r1 / r2 (H200, T = 16K, B = 1, H = KVH = 32, D = 128, each kernel alone, ms):
+//   forward: 7 (fwd3 <2, 64, 3>) 5.31; fwd2: 6 5.68, 5 5.97, 4 7.09; fwd: 0 6.80, 3 6.22, 2 9.30;
+//     flash_bf16 7.13-7.19
+//   dK/dV alone (+Di): 1 11.2, 0 11.9; dQ alone (+Di): 0 7.8, 1 8.9
+//   fused (dK, dV, dQ): atomic 16.1 (PIPE 16.9); ordered per warp 22.4 (PIPE 23.6), per CTA 24.2:
+//     the ordering's acquire / fence latencies sit in every step, so ordered mode keeps the split
+//     path (19.3) and only the atomic mode takes the fused kernel (dK/dV 9 = that choice)
+static int tune_fwd = 7, tune_dkdv = 9, tune_dq = 0, tune_env_read = 0;
 extern "C" void flash_wgmma_tune(int fwd, int dkdv, int dq) {
     tune_fwd = fwd, tune_dkdv = dkdv, tune_dq = dq, tune_env_read = 1;
 }
@@ -1221,7 +1241,7 @@ static bool make_map(CUtensorMap *m, const bf16 *x, int B, int T, int NH, int D,
               CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 // false: the maps could not be made (no driver entry point): the caller runs fwd2 instead
-template <int D, int NWG, int BK, int NS>
+template <int D, int NWG, int BK, int NS, int PWG = 0>
 static bool fwd3_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B,
                      int T, int H, int KVH) {
     constexpr int BQ = 64 * NWG;
@@ -1231,9 +1251,9 @@ static bool fwd3_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const 
         return false;
     size_t smem = 1024 + sizeof(bf16) * (size_t)(BQ * D + 2 * NS * BK * D) + 8 * (1 + 4 * NS);
     static bool init = false;
-    if (!init) smem_optin(fwd3_kernel<D, NWG, BK, NS>, smem), init = true;
+    if (!init) smem_optin(fwd3_kernel<D, NWG, BK, NS, PWG>, smem), init = true;
     dim3 grid(B * H, (T + BQ - 1) / BQ);
-    fwd3_kernel<D, NWG, BK, NS><<<grid, 128 * NWG + 32, smem>>>(maps, out, lse, T, H, KVH,
+    fwd3_kernel<D, NWG, BK, NS, PWG><<<grid, 128 * NWG + (PWG ? 128 : 32), smem>>>(maps, out, lse, T, H, KVH,
                                                                WG_LOG2E / sqrtf((float)D));
     cudaLaunchCheck();
     return true;
@@ -1257,22 +1277,26 @@ static void fwd_launch(bf16 *out, float *lse, const bf16 *q, const bf16 *k, cons
             fwd2_run<D, 2, 128>(out, lse, q, k, v, B, T, H, KVH);
         break;
     case 9:
-        if (!fwd3_run<D, 2, 128, 3>(out, lse, q, k, v, B, T, H, KVH))
+        if (!fwd3_run<D, 2, 128, 2, 1>(out, lse, q, k, v, B, T, H, KVH))
             fwd2_run<D, 2, 128>(out, lse, q, k, v, B, T, H, KVH);
+        break;
+    case 10:
+        if (!fwd3_run<D, 2, 64, 4, 1>(out, lse, q, k, v, B, T, H, KVH))
+            fwd2_run<D, 2, 64>(out, lse, q, k, v, B, T, H, KVH);
         break;
     default: fwd_run<D, 2, 64>(out, lse, q, k, v, B, T, H, KVH); break;
     }
 }
 
-template <int D, int NWG>
+template <int D, int NWG, int ALD = 0>
 static void dkdv_run(bf16 *dk, bf16 *dv, const bf16 *dout, const float *lse, const float *Di,
                      const bf16 *q, const bf16 *k, const bf16 *v, int B, int T, int H, int KVH,
                      float sl2, float scale) {
     constexpr int BKV = 64 * NWG;
     size_t smem = 1024 + sizeof(bf16) * (size_t)(2 * BKV * D + 4 * 64 * D) + sizeof(float) * 4 * 64;
     static bool init = false;
-    if (!init) smem_optin(dkdv_kernel<D, NWG>, smem), init = true;
-    dkdv_kernel<D, NWG><<<dim3(B * KVH, (T + BKV - 1) / BKV), 128 * NWG, smem>>>(
+    if (!init) smem_optin(dkdv_kernel<D, NWG, ALD>, smem), init = true;
+    dkdv_kernel<D, NWG, ALD><<<dim3(B * KVH, (T + BKV - 1) / BKV), 128 * NWG, smem>>>(
         dk, dv, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale);
     cudaLaunchCheck();
 }
@@ -1306,7 +1330,11 @@ static void bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf1
                        const float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B, int T,
                        int H, int KVH) {
     size_t rows = (size_t)B * T * H, nqt = (T + 63) / 64;
-    bool fused = D == 128 && tune_dkdv >= 2 && tune_dkdv <= 4;
+    // 9 (the default): ordered mode -> the split path (dK/dV 1, dQ as tuned); atomic mode -> the
+    // fused backward (2), whose atomic dQ beats the split path (r2, 16K: 16.1 vs 19.3 ms)
+    int dkdv_t = tune_dkdv;
+    if (dkdv_t == 9) dkdv_t = attn_bf16_deterministic() ? 1 : 2;
+    bool fused = D == 128 && dkdv_t >= 2 && dkdv_t <= 4;
     // workspace: Di [rows]; fused: dQ accumulator [rows][D] fp32, counters [B, H, tiles, 8]
     size_t acc_off = align256(rows * 4), cnt_off = acc_off + align256(rows * D * 4);
     size_t ncnt = (size_t)B * H * nqt * 8;
@@ -1320,12 +1348,12 @@ static void bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf1
         int *cnt = (int *)(ws + cnt_off);
         // ordered: per-warp red order (2; tune 3: the older load-add-store order, 1); else atomic
         bool det = attn_bf16_deterministic() != 0;
-        int mode = det ? (tune_dkdv == 3 ? 1 : 2) : 0;
+        int mode = det ? (dkdv_t == 3 ? 1 : 2) : 0;
         if (mode != 1) cudaCheck(cudaMemsetAsync(dqacc, 0, rows * D * sizeof(float), 0));
         if (mode != 0) cudaCheck(cudaMemsetAsync(cnt, 0, ncnt * sizeof(int), 0));
 #define FUSED_GO(DET, PIPE) \
     fused_run<D, DET, PIPE>(dq, dk, dv, dqacc, cnt, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale)
-        if (tune_dkdv == 4) {
+        if (dkdv_t == 4) {
             if (det) FUSED_GO(2, 1);
             else FUSED_GO(0, 1);
         } else if (mode == 1) {
@@ -1342,14 +1370,16 @@ static void bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf1
         cudaLaunchCheck();
         return;
     }
-    switch (tune_dkdv) {
+    switch (dkdv_t) {
     case -1: break;
     case 1: dkdv_run<D, 1>(dk, dv, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale); break;
+    case 5: dkdv_run<D, 1, 1>(dk, dv, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale); break;
     default: dkdv_run<D, 2>(dk, dv, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale); break;
     }
     switch (tune_dq) {
     case -1: break;
     case 1: dq_run<D, 1>(dq, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale); break;
+    case 2: dq_run<D, 3>(dq, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale); break;
     default: dq_run<D, 2>(dq, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale); break;
     }
 }

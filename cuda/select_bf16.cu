@@ -535,14 +535,23 @@ struct FxArgs {
     int nitems, mt, capg;
 };
 
-// MMA 1: m16n8k16 (default), 0: m8n8k4 (as fs_scores_mma)
-template <int DM, int MMA>
+__device__ __forceinline__ void fx_cp16(void *dst, const void *src, int bytes) { // bytes 0: zeros
+    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes));
+}
+
+// MMA 1: m16n8k16 (default), 0: m8n8k4 (as fs_scores_mma). PIPE 1 (MSLAB_SELECT_PIPE=1, S <=
+// 384): kbar chunks by cp.async into two smem buffers, one barrier per chunk, no prefetch
+// registers; the sketch shrinks to FX_CAPF_PIPE entries to make room.
+#define FX_CAPF_PIPE 640
+template <int DM, int MMA, int PIPE>
 __global__ void __launch_bounds__(FX_NT, 1) fx_select(FxArgs x) {
     constexpr int QLD = DM + 4, KLD = FX_KLD, NCH = DM / 32;
+    constexpr int CAPF = PIPE ? FX_CAPF_PIPE : FX_CAPF;
     const FsArgs &a = x.a;
     extern __shared__ double fs_sm[];
-    double *qs = fs_sm, *ks = fs_sm + 64 * QLD;         // [64][QLD], [FX_KT][KLD]
-    uint16_t *sk = (uint16_t *)(ks + FX_KT * KLD);      // [64][FX_CAPF]
+    double *qs = fs_sm, *ks = fs_sm + 64 * QLD;         // [64][QLD], [1 + PIPE][FX_KT][KLD]
+    uint16_t *sk = (uint16_t *)(ks + (1 + PIPE) * FX_KT * KLD); // [64][CAPF]
     int *hist = (int *)ks;                              // [8][256], between tiles only
     __shared__ unsigned cnt[64]; // inserts: global (high 16 bits), sketch (low 16 bits)
     __shared__ int thr[64], erow[64], s_item;
@@ -600,14 +609,19 @@ __global__ void __launch_bounds__(FX_NT, 1) fx_select(FxArgs x) {
         int ld = erow[rows - 1]; // eligibility grows with the member
         const double *kb = a.kbar + ((size_t)U.b * a.KVH + U.h / (a.H / a.KVH)) * a.NK * DM;
         int ntile = (ld + FX_KT - 1) / FX_KT;
-        double2 pf[8]; // the next kbar chunk (128 keys x 32 dims), prefetched into registers
+        double2 pf[PIPE ? 1 : 8]; // the next kbar chunk (128 keys x 32 dims) in registers
         auto load = [&](int jt, int ch) {
 #pragma unroll
             for (int r = 0; r < 8; r++) {
                 int e2 = tid + FX_NT * r, jj = e2 >> 4, d2 = e2 & 15, j = jt * FX_KT + jj;
-                pf[r] = j < ld ? __ldg((const double2 *)(kb + (size_t)j * DM + ch * 32) + d2)
-                               : make_double2(0.0, 0.0);
+                const double *src = kb + (size_t)min(j, ld - 1) * DM + ch * 32 + 2 * d2;
+                if (PIPE)
+                    fx_cp16(ks + (((jt * NCH + ch) & 1) * FX_KT + jj) * KLD + 2 * d2, src,
+                            j < ld ? 16 : 0);
+                else
+                    pf[PIPE ? 0 : r] = j < ld ? __ldg((const double2 *)src) : make_double2(0.0, 0.0);
             }
+            if (PIPE) asm volatile("cp.async.commit_group;\n" ::);
         };
         if (ntile > 0) load(0, 0);
         for (int jt = 0; jt < ntile; jt++) {
@@ -618,13 +632,21 @@ __global__ void __launch_bounds__(FX_NT, 1) fx_select(FxArgs x) {
                 for (int n = 0; n < 4; n++) acc[i][n][0] = acc[i][n][1] = 0.0;
 #pragma unroll 1
             for (int ch = 0; ch < NCH; ch++) {
-                __syncthreads(); // ks (and hist) free
+                const double *kc = ks; // this chunk's buffer
+                if (PIPE) { // own copies of this chunk landed; after the barrier everybody's
+                    // have, and nobody reads the other buffer (the previous chunk) any more
+                    asm volatile("cp.async.wait_all;\n" ::);
+                    __syncthreads();
+                    kc = ks + ((jt * NCH + ch) & 1) * FX_KT * KLD;
+                } else {
+                    __syncthreads(); // ks (and hist) free
 #pragma unroll
-                for (int r = 0; r < 8; r++) {
-                    int e2 = tid + FX_NT * r, jj = e2 >> 4, d2 = e2 & 15;
-                    *(double2 *)(ks + jj * KLD + 2 * d2) = pf[r];
+                    for (int r = 0; r < 8; r++) {
+                        int e2 = tid + FX_NT * r, jj = e2 >> 4, d2 = e2 & 15;
+                        *(double2 *)(ks + jj * KLD + 2 * d2) = pf[PIPE ? 0 : r];
+                    }
+                    __syncthreads();
                 }
-                __syncthreads();
                 if (ch + 1 < NCH) load(jt, ch + 1);
                 else if (jt + 1 < ntile) load(jt + 1, 0);
                 if (MMA == 1) {
@@ -642,7 +664,7 @@ __global__ void __launch_bounds__(FX_NT, 1) fx_select(FxArgs x) {
                             double bfr[4];
 #pragma unroll
                             for (int v = 0; v < 4; v++)
-                                bfr[v] = ks[(wn * 32 + n * 8 + g) * KLD + k16 + cq + 4 * v];
+                                bfr[v] = kc[(wn * 32 + n * 8 + g) * KLD + k16 + cq + 4 * v];
 #pragma unroll
                             for (int mi = 0; mi < 2; mi++)
                                 fx_dmma16(acc[2 * mi][n], acc[2 * mi + 1][n], af[mi], bfr);
@@ -657,7 +679,7 @@ __global__ void __launch_bounds__(FX_NT, 1) fx_select(FxArgs x) {
                             af[i] = qs[(wm * 32 + i * 8 + g) * QLD + ch * 32 + k4 + cq];
 #pragma unroll
                         for (int n = 0; n < 4; n++)
-                            bfr[n] = ks[(wn * 32 + n * 8 + g) * KLD + k4 + cq];
+                            bfr[n] = kc[(wn * 32 + n * 8 + g) * KLD + k4 + cq];
 #pragma unroll
                         for (int i = 0; i < 4; i++)
 #pragma unroll
@@ -678,7 +700,7 @@ __global__ void __launch_bounds__(FX_NT, 1) fx_select(FxArgs x) {
                         double s = acc[i][n][xx];
                         if (j < er && (int)fx_key16(s) >= t) {
                             unsigned old = atomicAdd(&cnt[r], 0x10001u);
-                            sk[r * FX_CAPF + (old & 0xffffu)] = (uint16_t)fx_key16(s);
+                            sk[r * CAPF + (old & 0xffffu)] = (uint16_t)fx_key16(s);
                             unsigned pg = old >> 16;
                             if (pg < x.capg) {
                                 gk[(size_t)r * x.capg + pg] = fs_key(s);
@@ -688,17 +710,19 @@ __global__ void __launch_bounds__(FX_NT, 1) fx_select(FxArgs x) {
                     }
             }
             __syncthreads();
+            int *th = PIPE ? (int *)(ks + ((jt * NCH + NCH - 1) & 1) * FX_KT * KLD) : hist;
             if (jt + 1 < ntile)
                 for (int r = warp; r < rows; r += FX_NT / 32)
-                    if ((int)(cnt[r] & 0xffffu) > FX_CAPF - FX_KT)
-                        fx_compact(sk + r * FX_CAPF, &cnt[r], &thr[r], hist + warp * 256, a.S);
+                    if ((int)(cnt[r] & 0xffffu) > CAPF - FX_KT)
+                        fx_compact(sk + r * CAPF, &cnt[r], &thr[r], th + warp * 256, a.S);
         }
         __syncthreads();
         for (int r = warp; r < rows; r += FX_NT / 32) // final thresholds (hist on ks)
-            fx_compact(sk + r * FX_CAPF, &cnt[r], &thr[r], hist + warp * 256, a.S);
+            fx_compact(sk + r * CAPF, &cnt[r], &thr[r], hist + warp * 256, a.S);
         __syncthreads();
         // survivors of each row into the warp's part of the sketch area, sorted
-        unsigned long long *bk = (unsigned long long *)(sk) + (size_t)warp * (FX_PMAX * 3 / 2);
+        unsigned long long *bk = (unsigned long long *)(PIPE ? (void *)ks : (void *)sk) +
+                                 (size_t)warp * (FX_PMAX * 3 / 2);
         int *bi = (int *)(bk + FX_PMAX);
         unsigned lt = (1u << lane) - 1;
         for (int r = warp; r < rows; r += FX_NT / 32) {
@@ -872,6 +896,9 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     AttnDims d;
     if (attn_dims(cfg, T, &d)) return -1;
     if (d.M <= 0 || d.S <= 0 || d.S > FX_CAPF - 2 * FX_KT || (D != 64 && D != 128)) return -1;
+    static int pipe_env = -1; // MSLAB_SELECT_PIPE=1: the cp.async variant (where S fits it)
+    if (pipe_env < 0) pipe_env = getenv("MSLAB_SELECT_PIPE") ? atoi(getenv("MSLAB_SELECT_PIPE")) : 0;
+    int pipe = pipe_env && d.S <= FX_CAPF_PIPE - 2 * FX_KT;
     int N = d.N;
     size_t nunit = (size_t)B * H * d.nblk;
     FsUnit *hu = (FsUnit *)malloc(sizeof(FsUnit) * nunit);
@@ -927,17 +954,22 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     cudaCheck(cudaMemsetAsync(x.ctrl, 0, 64));
     fs_pool_k<<<grid_for(kb_n, 256), 256>>>((double *)a.kbar, k, B, T, KVH, D, cfg->w, N);
     cudaLaunchCheck();
-    size_t smem = sizeof(double) * (64 * (D + 4) + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2;
+    size_t smem = pipe ? sizeof(double) * (64 * (D + 4) + 2 * FX_KT * FX_KLD) + (size_t)64 * FX_CAPF_PIPE * 2
+                       : sizeof(double) * (64 * (D + 4) + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2;
     static int mma = -1; // MSLAB_SELECT_MMA=884: the m8n8k4 DMMA (else m16n8k16)
     if (mma < 0) mma = getenv("MSLAB_SELECT_MMA") && !strcmp(getenv("MSLAB_SELECT_MMA"), "884") ? 0 : 1;
     static bool attr = false;
     if (!attr) {
         int s64 = (int)(sizeof(double) * (64 * 68 + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2);
         int s128 = (int)(sizeof(double) * (64 * 132 + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2);
-        cudaCheck(cudaFuncSetAttribute(fx_select<64, 0>, cudaFuncAttributeMaxDynamicSharedMemorySize, s64));
-        cudaCheck(cudaFuncSetAttribute(fx_select<128, 0>, cudaFuncAttributeMaxDynamicSharedMemorySize, s128));
-        cudaCheck(cudaFuncSetAttribute(fx_select<64, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, s64));
-        cudaCheck(cudaFuncSetAttribute(fx_select<128, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, s128));
+        int p64 = (int)(sizeof(double) * (64 * 68 + 2 * FX_KT * FX_KLD) + (size_t)64 * FX_CAPF_PIPE * 2);
+        int p128 = (int)(sizeof(double) * (64 * 132 + 2 * FX_KT * FX_KLD) + (size_t)64 * FX_CAPF_PIPE * 2);
+        cudaCheck(cudaFuncSetAttribute(fx_select<64, 0, 0>, cudaFuncAttributeMaxDynamicSharedMemorySize, s64));
+        cudaCheck(cudaFuncSetAttribute(fx_select<128, 0, 0>, cudaFuncAttributeMaxDynamicSharedMemorySize, s128));
+        cudaCheck(cudaFuncSetAttribute(fx_select<64, 1, 0>, cudaFuncAttributeMaxDynamicSharedMemorySize, s64));
+        cudaCheck(cudaFuncSetAttribute(fx_select<128, 1, 0>, cudaFuncAttributeMaxDynamicSharedMemorySize, s128));
+        cudaCheck(cudaFuncSetAttribute(fx_select<64, 1, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, p64));
+        cudaCheck(cudaFuncSetAttribute(fx_select<128, 1, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, p128));
         attr = true;
     }
     for (size_t u0 = 0; u0 < nunit;) {
@@ -959,10 +991,12 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
             cudaCheck(cudaMemsetAsync(x.ctrl, 0, 4));
             x.nitems = nw * mt;
             int grid = x.nitems < nslot ? x.nitems : nslot;
-            if (D == 64 && mma) fx_select<64, 1><<<grid, FX_NT, smem>>>(x);
-            else if (D == 64) fx_select<64, 0><<<grid, FX_NT, smem>>>(x);
-            else if (mma) fx_select<128, 1><<<grid, FX_NT, smem>>>(x);
-            else fx_select<128, 0><<<grid, FX_NT, smem>>>(x);
+            if (D == 64 && pipe) fx_select<64, 1, 1><<<grid, FX_NT, smem>>>(x);
+            else if (pipe) fx_select<128, 1, 1><<<grid, FX_NT, smem>>>(x);
+            else if (D == 64 && mma) fx_select<64, 1, 0><<<grid, FX_NT, smem>>>(x);
+            else if (D == 64) fx_select<64, 0, 0><<<grid, FX_NT, smem>>>(x);
+            else if (mma) fx_select<128, 1, 0><<<grid, FX_NT, smem>>>(x);
+            else fx_select<128, 0, 0><<<grid, FX_NT, smem>>>(x);
             cudaLaunchCheck();
         }
         fs_merge<<<nu < MGRID ? nu : MGRID, FS_NT, sizeof(int) * d.S>>>(a, nu);
@@ -1078,7 +1112,7 @@ static int g_select_mode = -1;
 static int select_mode(void) {
     if (g_select_mode < 0) {
         const char *e = getenv("MSLAB_SELECT_BF16");
-        g_select_mode = e && !strcmp(e, "fused") ? 1 : 0; // default old until a GPU round
+        g_select_mode = e && !strcmp(e, "old") ? 0 : 1; // fused: parity + speed in GPU round r2
     }
     return g_select_mode;
 }

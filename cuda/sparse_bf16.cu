@@ -34,10 +34,17 @@
 // stages), recomputes S^T = K Q^T and P^T from lse, dP^T = V dO^T, dV += P^T dO, dK += dS^T Q, with
 // dK / dV in registers for the whole walk; the row slices' partials are added in warp order and
 // each key row is written once. The warp's K / V fragments stay in registers for the walk.
-// Fused backward (MSLAB_SPARSE_BF16_BWD=fused; the split dQ + dK/dV kernels above stay the
-// default and the fallback for one-row query blocks): the dQ walk also makes each key tile's dK /
-// dV and adds it into fp32 accumulators in global scratch (5 products per pair instead of 7, K / V
-// read once per CTA); ordered (deterministic) or atomic adds; design at sb_fused_kernel.
+// Fused backward (design at sb_fused_kernel): the dQ walk also makes each key tile's dK / dV and
+// adds it into fp32 accumulators in global scratch (5 products per pair instead of 7, K / V read
+// once per CTA). Default in the atomic mode (attn_bf16_set_deterministic(0) / MSLAB_DETERMINISTIC=0:
+// fp32 red.add); in the deterministic mode the split dQ + dK/dV kernels above stay the default (the
+// ordered fused adds repeat their bits but were slower than split on the H200);
+// MSLAB_SPARSE_BF16_BWD=fused|split forces a path. One-row query blocks always take the split path.
+// H200, ms paper config (w 16, top 512, merge 128), H = 32, D = 128, fwd+bwd incl. selection:
+// atomic fused 61.2 / 127 / 277 ms at 32K / 64K / 128K (split: 83.1 / 182 / 392), i.e. the
+// backward ~166 ms at 128K (~226 TFLOP/s on 5 products) vs 275; ncu at 32K: L2 68%, L1 72%, SM 33%
+// (the dK / dV reds and the shared-memory reads bound it). Ordered fused: correct, bitwise
+// repeatable, but CTAs wait ~88% of their cycles on the per-region counters (r2: 317 ms at 32K).
 // One-row query blocks (moba: a list per row). Forward / dQ: CTA = 64 consecutive rows whose key
 // list is the UNION of their lists (a bit per (region, row) masks each row to its own regions), so
 // the tiles stay 64 x 64 (cost: the union's keys for all 64 rows: small when neighbouring rows
@@ -938,10 +945,12 @@ struct SbFu {
     size_t nent;        // list slots (the ord stride)
     int bk0, nsub, nreg, gpr; // gpr: groups per region
     int cdesc; // blocks in descending order (launch and ORD order)
+    int split_old; // downward walk: the regions before the block first (order "new")
     int up;    // walk the list upwards (first slot first; MSLAB_SB_FUSED_WALK=up, for comparison)
     int defer; // ORD: release a tile's regions at the next tile (MSLAB_SB_FUSED_DEFER=1)
     int v4;    // red.v4 after a lane-pair swap (MSLAB_SB_FUSED_V4=1) instead of red.v2
     int rmw;   // ORD: .cg load + add + store instead of red (MSLAB_SB_FUSED_RMW=1)
+    int relax; // ORD: relaxed polls / counter stores with fences (MSLAB_SB_FUSED_RELAXED=1)
     unsigned long long *stats; // ORD, MSLAB_SB_FUSED_STATS=1: cycles total / waiting / fencing, tiles
 };
 
@@ -1004,6 +1013,27 @@ __device__ __forceinline__ float2 sb_ldcg2(const float *p) {
 }
 __device__ __forceinline__ void sb_stcg2(float *p, float x, float y) {
     asm volatile("st.global.cg.v2.f32 [%0], {%1, %2};\n" ::"l"(p), "f"(x), "f"(y) : "memory");
+}
+// relax (MSLAB_SB_FUSED_RELAXED=1): every thread fences (acq_rel) after its adds, a barrier, then
+// a relaxed counter store; the waiter polls with relaxed loads and fences once it sees its value
+// (the fence-fence pattern of CUDA's threadFenceReduction), instead of a release store and an
+// acquire load per poll
+__device__ __forceinline__ void sb_fence(int relax) {
+    if (relax) asm volatile("fence.acq_rel.gpu;\n" ::: "memory");
+    else __threadfence();
+}
+__device__ __forceinline__ void sb_st_relaxed(int *p, int v) {
+    asm volatile("st.relaxed.gpu.global.s32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
+}
+__device__ __forceinline__ void sb_wait_relaxed(const int *cnt, int v) {
+    long long t_start = clock64();
+    for (;;) {
+        int x;
+        asm volatile("ld.relaxed.gpu.global.s32 %0, [%1];\n" : "=r"(x) : "l"(cnt) : "memory");
+        if (x == v || clock64() - t_start > (1ll << 31)) break;
+        __nanosleep(32);
+    }
+    asm volatile("fence.acq_rel.gpu;\n" ::: "memory");
 }
 __device__ __forceinline__ void sb_red4(float *p, float x, float y, float z, float w) {
     asm volatile("red.relaxed.gpu.global.add.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"l"(p), "f"(x),
@@ -1096,7 +1126,7 @@ sb_fused_kernel(uint16_t *dq, const float *lse, const uint16_t *q, const uint16_
     }
     sb_commit();
     __syncthreads();
-    const int nv = misc[1], nold = misc[2];
+    const int nv = misc[1], nold = f.split_old ? misc[2] : 0;
 
     int g = lane >> 2, cq = lane & 3;
     int ta[MT], tb[MT];
@@ -1288,8 +1318,14 @@ sb_fused_kernel(uint16_t *dq, const float *lse, const uint16_t *q, const uint16_
                     if (va >= vb) continue;
                     int pa = off[s2] + va - lo[s2], pb = off[s2] + vb - lo[s2];
                     int *cp = cntb + (size_t)r * gpr + j;
-                    if (!rel && pa >= q0 && pa < q1) sb_wait_count(cp, tgt[s2 * gpr + j]);
-                    if (rel && pb > q0 && pb <= q1) sb_st_release(cp, tgt[s2 * gpr + j] + 1);
+                    if (!rel && pa >= q0 && pa < q1) {
+                        if (f.relax) sb_wait_relaxed(cp, tgt[s2 * gpr + j]);
+                        else sb_wait_count(cp, tgt[s2 * gpr + j]);
+                    }
+                    if (rel && pb > q0 && pb <= q1) {
+                        if (f.relax) sb_st_relaxed(cp, tgt[s2 * gpr + j] + 1);
+                        else sb_st_release(cp, tgt[s2 * gpr + j] + 1);
+                    }
                 }
             };
             auto wait_tile = [&](int i) { tile_groups(i, false); };
@@ -1297,7 +1333,7 @@ sb_fused_kernel(uint16_t *dq, const float *lse, const uint16_t *q, const uint16_
             long long c_w0 = ORD && f.stats ? clock64() : 0;
             if (ORD) {
                 if (f.defer) { // the previous tile's adds are long performed: release them now
-                    __threadfence();
+                    sb_fence(f.relax);
                     __syncthreads();
                 }
                 if (warp == 0) {
@@ -1345,7 +1381,7 @@ sb_fused_kernel(uint16_t *dq, const float *lse, const uint16_t *q, const uint16_
                 }
             if (ORD && (!f.defer || it + 1 == ntile)) {
                 long long c_f0 = f.stats ? clock64() : 0;
-                __threadfence(); // this thread's adds are performed before the release
+                sb_fence(f.relax); // this thread's adds are performed before the release
                 __syncthreads();
                 if (warp == 0) release_tile(it);
                 if (f.stats) st_fence += clock64() - c_f0;
@@ -1372,6 +1408,37 @@ sb_fused_kernel(uint16_t *dq, const float *lse, const uint16_t *q, const uint16_
         atomicAdd(f.stats + 2, (unsigned long long)st_fence);
         atomicAdd(f.stats + 3, (unsigned long long)st_tiles);
     }
+}
+
+// The lists sorted by region id (ms lists are in merge-rank order): the fused walk's orders
+// ("c": upwards, "down") are only meaningful on sorted lists. One CTA per list, bitonic sort in
+// shared memory (-1 sorts last as INT_MAX); lists wider than SB_SORTW are copied unsorted.
+#define SB_SORTW 4096
+__global__ void sb_sort_lists(int *dst, const int *src, int width) {
+    __shared__ int v[SB_SORTW];
+    const int *l = src + (size_t)blockIdx.x * width;
+    int *o = dst + (size_t)blockIdx.x * width;
+    if (width > SB_SORTW) {
+        for (int i = threadIdx.x; i < width; i += blockDim.x) o[i] = l[i];
+        return;
+    }
+    int n = 1;
+    while (n < width) n <<= 1;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) v[i] = i < width && l[i] >= 0 ? l[i] : INT_MAX;
+    __syncthreads();
+    for (int k = 2; k <= n; k <<= 1)
+        for (int j = k >> 1; j > 0; j >>= 1) {
+            for (int i = threadIdx.x; i < n; i += blockDim.x) {
+                int p = i ^ j;
+                if (p > i) {
+                    bool up = (i & k) == 0;
+                    int a = v[i], b = v[p];
+                    if ((a > b) == up) v[i] = b, v[p] = a;
+                }
+            }
+            __syncthreads();
+        }
+    for (int i = threadIdx.x; i < width; i += blockDim.x) o[i] = v[i] == INT_MAX ? -1 : v[i];
 }
 
 // ORD: per inverse-list entry (the existing chunked fill's order) the number of CTAs of its block
@@ -1575,10 +1642,15 @@ static int sb_bwd_fused(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t
     int nchunk = (nlists + L - 1) / L;
     size_t nccnt = (size_t)B * KVH * nchunk * nreg;
     int gpr = (ix->region + 31) / 32; // ORD: groups of 32 keys per region
-    // ORD order: "c" (MSLAB_SB_FUSED_ORDER=c): blocks launched and ordered latest first, lists
-    // walked upwards; else blocks earliest first, lists walked downwards
+    // ORD order (MSLAB_SB_FUSED_ORDER): "c" (default): blocks launched and ordered latest first,
+    // lists walked upwards (a later block has fewer listed regions below a region r, so it
+    // reaches r first); "down": blocks earliest first, lists walked downwards; "new": as "down"
+    // with the regions before the block walked first. r2 at 32K (lists NOT sorted then: ms lists
+    // are in merge-rank order, so these orders were random): c 317 ms, down ~385, new 387.
+    // MSLAB_SB_FUSED_WALK=up|down overrides the walk (the add order stays: tests).
     const char *oe = getenv("MSLAB_SB_FUSED_ORDER");
-    int cdesc = oe && !strcmp(oe, "c");
+    int order = oe && !strcmp(oe, "down") ? 1 : oe && !strcmp(oe, "new") ? 2 : 0;
+    int cdesc = order == 0;
     size_t scan_bytes = 0, sb2 = 0;
     if (ord) {
         cudaCheck(cub::DeviceScan::ExclusiveSum(NULL, scan_bytes, (const int *)NULL, (int *)NULL, (int)nbkt));
@@ -1592,7 +1664,7 @@ static int sb_bwd_fused(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t
         o_wgt = align256(o_cur + nccnt * 4), o_pre = align256(o_wgt + gpr * nent * 4);
         o_spos = align256(o_pre + gpr * nent * 4), o_tmp = align256(o_spos + nent * 4);
     }
-    size_t total = o_tmp + scan_bytes + 256;
+    size_t o_sidx = align256(o_tmp + scan_bytes), total = o_sidx + nent * 4 + 256;
     char *scr = (char *)cuda_scratch(SCRATCH_SPARSE_BF16, total);
     float *Di = (float *)(scr + o_di), *acck = (float *)(scr + o_acc);
     float *accv = acck + cb * (size_t)T * D;
@@ -1601,14 +1673,21 @@ static int sb_bwd_fused(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t
 
     sb_di_kernel<<<grid_for(nrow * 32, 256), 256>>>(Di, dout, out, B, T, H, D);
     cudaLaunchCheck();
+    const char *so = getenv("MSLAB_SB_FUSED_SORT");
+    if (!(so && !strcmp(so, "0"))) { // the walk on lists sorted by region id (MSLAB_SB_FUSED_SORT=0: as given)
+        int *sidx = (int *)(scr + o_sidx);
+        sb_sort_lists<<<(unsigned)((size_t)B * H * ix->nblk), 128>>>(sidx, ix->idx, ix->width);
+        cudaLaunchCheck();
+        a.idx = sidx;
+    }
     if (ord) {
         cudaCheck(cudaMemsetAsync(cnt, 0, nbkt * 4));
-        sb_count_kernel<<<grid_for(nent, 256), 256>>>(cnt, ix->idx, B, H, KVH, ix->nblk, ix->width, nreg);
+        sb_count_kernel<<<grid_for(nent, 256), 256>>>(cnt, a.idx, B, H, KVH, ix->nblk, ix->width, nreg);
         cudaLaunchCheck();
         cudaCheck(cub::DeviceScan::ExclusiveSum(scr + o_tmp, scan_bytes, cnt, start, (int)nbkt));
         cudaCheck(cudaMemsetAsync(cur, 0, nccnt * 4));
         dim3 gch((unsigned)nchunk, (unsigned)(B * KVH));
-        sb_chunk_count<<<gch, 256>>>(cur, ix->idx, H, KVH, ix->nblk, ix->width, nreg, L, nchunk, cdesc);
+        sb_chunk_count<<<gch, 256>>>(cur, a.idx, H, KVH, ix->nblk, ix->width, nreg, L, nchunk, cdesc);
         cudaLaunchCheck();
         sb_chunk_scan<<<grid_for(nbkt, 256), 256>>>(cur, start, nbkt, nreg, nchunk);
         cudaLaunchCheck();
@@ -1625,14 +1704,16 @@ static int sb_bwd_fused(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t
     f.cnt = cnt, f.ord = wgt, f.nsub = nsub, f.nreg = nreg, f.gpr = gpr, f.nent = nent;
     f.acck = acck, f.accv = accv;
     const char *we = getenv("MSLAB_SB_FUSED_WALK");
-    f.up = (we && !strcmp(we, "up")) || cdesc;
-    f.cdesc = cdesc;
+    f.up = we && !strcmp(we, "up") ? 1 : we && !strcmp(we, "down") ? 0 : order == 0;
+    f.cdesc = cdesc, f.split_old = order == 2;
     const char *de = getenv("MSLAB_SB_FUSED_DEFER");
     f.defer = de && !strcmp(de, "1");
     const char *v4 = getenv("MSLAB_SB_FUSED_V4");
     f.v4 = v4 && !strcmp(v4, "1");
     const char *rm = getenv("MSLAB_SB_FUSED_RMW");
     f.rmw = rm && !strcmp(rm, "1");
+    const char *rx = getenv("MSLAB_SB_FUSED_RELAXED");
+    f.relax = rx && !strcmp(rx, "1");
     const char *se = getenv("MSLAB_SB_FUSED_STATS");
     static unsigned long long *d_stats = NULL;
     f.stats = NULL;

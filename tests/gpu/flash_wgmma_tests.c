@@ -25,21 +25,24 @@
 void flash_wgmma_tune(int fwd, int dkdv, int dq); // flash_wgmma.cu, not in the header (tests)
 void flash_bf16_tune(int fwd, int dkdv, int dq);  // flash_bf16.cu (the perf comparison)
 
-// {forward, dK/dV, dQ} tilings of flash_wgmma.cu (flash_wgmma_tune); VARS[0] is the default
-// (4..6: the pipelined forward; 7, 8: the fused backward in the ordered / atomic mode, the
-// 4th column: attn_bf16_set_deterministic; 9..11: the warp-specialised TMA forward; 12: the
-// fused backward's older ordered mode; 13, 14: the fused backward with PIPE, ordered / atomic). MSLAB_WG_TEST_VARS="i,j,..." runs only those (default:
-// all; --quick: 0, 1, 4, 7, 9), so a first run of a new tiling cannot take the others down with
-// it. Only the atomic mode of the fused backward may differ between two calls.
-#define NVAR 15
-#define NFWD 10
-static const int VARS[NVAR][4] = {{6, 1, 0, 1}, {1, 1, 1, 0}, {2, 0, 1, 1}, {3, 1, 0, 1},
-                                  {4, 0, 0, 1}, {5, 0, 1, 1}, {0, 0, 0, 1}, {4, 2, 0, 1},
-                                  {4, 2, 0, 0}, {7, 0, 0, 1}, {8, 1, 1, 1}, {9, 2, 0, 1},
-                                  {5, 3, 0, 1}, {6, 4, 0, 1}, {6, 4, 0, 0}};
+// {forward, dK/dV, dQ} tilings of flash_wgmma.cu (flash_wgmma_tune) and the accumulation mode
+// (attn_bf16_set_deterministic); VARS[0] / [1]: the defaults in the ordered / atomic mode (dK/dV
+// 9: split path when ordered, fused backward when atomic). 9..13: the fused backward (dK/dV 2 per-
+// warp ordered / atomic, 3 per-CTA ordered, 4 PIPE); forward 7..10: the warp-specialised TMA one
+// (9, 10: producer warpgroup + setmaxnreg; variants 16, 17).
+// MSLAB_WG_TEST_VARS="i,j,..." runs only those (default: all; --quick: 0, 1, 14), so a first run
+// of a new tiling cannot take the others down. Only the fused backward's atomic mode may differ
+// between two calls.
+#define NVAR 18
+#define NFWD 11
+static const int VARS[NVAR][4] = {{7, 9, 0, 1}, {7, 9, 0, 0}, {6, 1, 0, 1}, {1, 1, 1, 0},
+                                  {2, 0, 1, 1}, {3, 1, 0, 1}, {4, 0, 0, 1}, {5, 0, 1, 1},
+                                  {0, 0, 0, 1}, {8, 2, 0, 1}, {4, 2, 0, 0}, {5, 3, 0, 1},
+                                  {6, 4, 0, 1}, {6, 4, 0, 0}, {7, 5, 2, 1}, {6, 5, 2, 0},
+                                  {9, 9, 0, 1}, {10, 9, 0, 0}};
 static int var_on(int var) {
     const char *e = getenv("MSLAB_WG_TEST_VARS");
-    if (!e) return !quick || var == 0 || var == 1 || var == 4 || var == 7 || var == 9;
+    if (!e) return !quick || var == 0 || var == 1 || var == 14;
     for (const char *p = e; *p;) {
         char *end;
         long x = strtol(p, &end, 10);
@@ -208,7 +211,8 @@ static void t_wg(int B, int T, int H, int KVH, int D) {
         if (!var_on(var)) continue;
         flash_wgmma_tune(VARS[var][0], VARS[var][1], VARS[var][2]);
         attn_bf16_set_deterministic(VARS[var][3]);
-        int fused = VARS[var][1] >= 2 && VARS[var][1] <= 4 && D == 128;
+        int dk = VARS[var][1] == 9 ? (VARS[var][3] ? 1 : 2) : VARS[var][1];
+        int fused = dk >= 2 && dk <= 4 && D == 128;
         int need_det = VARS[var][3] || !fused; // split: always
         char shape[128];
         snprintf(shape, sizeof shape, "B=%d T=%d H=%d KVH=%d D=%d v%d", B, T, H, KVH, D, var);
@@ -324,7 +328,7 @@ static double now_s(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 static void t_wg_perf(int T) {
-    if (!wanted("flash_wgmma_perf") || !g_arch) return;
+    if (!wanted("flash_wgmma_perf") || !g_arch || getenv("MSLAB_WG_NO_PERF")) return;
     int B = 1, H = 32, KVH = 32, D = 128;
     size_t nq = (size_t)B * T * H * D, nl = (size_t)B * H * T;
     uint16_t *hb = xalloc(nq * 2);
@@ -338,10 +342,10 @@ static void t_wg_perf(int T) {
     double f = 2.0 * T * (double)T * D * H; // causal forward FLOPs
     // pass 0: flash_bf16 default; then each wgmma forward tiling, dK/dV tiling, dQ tiling; last:
     // the default (VARS[0]). With MSLAB_WG_TEST_VARS only the listed variants' tilings.
-    // dK/dV passes {tune, ordered}: split 0, 1 (dQ skipped); fused 2 ordered, 2 atomic, 3 ordered,
-    // 4 (PIPE) ordered, 4 atomic
-    static const int KV[7][2] = {{0, 1}, {1, 1}, {2, 1}, {2, 0}, {3, 1}, {4, 1}, {4, 0}};
-    enum { P_FW = 1, P_KV = P_FW + NFWD, P_DQ = P_KV + 7, P_DEF = P_DQ + 2 };
+    // dK/dV passes {tune, ordered}: split 0, 1, 5 (dQ skipped); fused 2 ordered, 2 atomic, 3
+    // ordered, 4 (PIPE) ordered, 4 atomic
+    static const int KV[8][2] = {{0, 1}, {1, 1}, {5, 1}, {2, 1}, {2, 0}, {3, 1}, {4, 1}, {4, 0}};
+    enum { P_FW = 1, P_KV = P_FW + NFWD, P_DQ = P_KV + 8, P_DEF = P_DQ + 3 };
     int mode0 = attn_bf16_deterministic();
     for (int pass = 0; pass <= P_DEF; pass++) {
         int fw = pass >= P_FW && pass < P_KV, kv = pass >= P_KV && pass < P_DQ;
@@ -378,7 +382,7 @@ static void t_wg_perf(int T) {
             gpu->download(&sync, d_lse, 4);
             tt[ph] = (now_s() - tt[ph]) / reps * 1e3;
         }
-        const char *what = pass == 0 ? "flash_bf16 default" : fw ? "wgmma fwd tiling" : kv ? (pass - P_KV >= 2 ? "wgmma fused bwd (+Di; 2 ordered/warp, 3 atomic, 4 ordered/CTA, 5 PIPE ordered, 6 PIPE atomic)" : "wgmma dkdv tiling (+Di)") : dq ? "wgmma dq tiling (+Di)" : "wgmma default";
+        const char *what = pass == 0 ? "flash_bf16 default" : fw ? "wgmma fwd tiling" : kv ? (pass - P_KV >= 3 ? "wgmma fused bwd (+Di; 3 ordered/warp, 4 atomic, 5 ordered/CTA, 6 PIPE ordered, 7 PIPE atomic)" : "wgmma dkdv tiling (+Di; 2 = tune 5)") : dq ? "wgmma dq tiling (+Di)" : "wgmma default";
         int var = fw ? pass - P_FW : kv ? pass - P_KV : dq ? pass - P_DQ : 0;
         printf("    (info flash_wgmma_perf T=%d %s %d: fwd %.2f ms %.1f TFLOP/s, bwd %.2f ms %.1f "
                "TFLOP/s, fwd+bwd %.2f ms)\n",

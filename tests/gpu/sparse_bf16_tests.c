@@ -271,13 +271,15 @@ static void t_sb(const char *name, AttnConfig cfg, int B, int T, int H, int KVH,
             uint16_t *d_dq = gpu->alloc(nq * 2 + 16), *d_dk = gpu->alloc(nk * 2 + 16),
                      *d_dv = gpu->alloc(nk * 2 + 16);
             // variants: 0 the split kernels; 1 the fused backward, ordered (deterministic) adds;
-            // 2 fused, ordered, the first run with the list walked upwards, deferred releases and
+            // 2 fused, ordered, the first run with the list walked downwards, deferred and relaxed
+            // releases (MSLAB_SB_FUSED_RELAXED), the lists as given (not sorted) and
             // all (b, kv head)s in one accumulator chunk (else the default budget: several chunks
             // at these shapes), the second run as variant 1: the same order of the dk / dv adds,
             // so the same dk / dv bits (dq: another walk, another order);
             // 3 fused, fp32 atomics (not bitwise repeatable). 2 and 3: the first run adds with
-            // red.v4, the second with red.v2. 4 fused, ordered, order "c" (blocks latest first,
-            // lists walked upwards), adds by .cg load / store. One-row blocks: no fused path.
+            // red.v4, the second with red.v2. 4 fused, ordered, order "down" (blocks earliest
+            // first, lists walked downwards), adds by .cg load / store, relaxed releases. One-row blocks:
+            // no fused path.
             static const char *vn[5][3] = {
                 {"sparse_bf16_bwd.dq", "sparse_bf16_bwd.dk", "sparse_bf16_bwd.dv"},
                 {"sparse_bf16_bwd_fused.dq", "sparse_bf16_bwd_fused.dk", "sparse_bf16_bwd_fused.dv"},
@@ -285,8 +287,8 @@ static void t_sb(const char *name, AttnConfig cfg, int B, int T, int H, int KVH,
                  "sparse_bf16_bwd_fused_var.dv"},
                 {"sparse_bf16_bwd_fused_atomic.dq", "sparse_bf16_bwd_fused_atomic.dk",
                  "sparse_bf16_bwd_fused_atomic.dv"},
-                {"sparse_bf16_bwd_fused_c.dq", "sparse_bf16_bwd_fused_c.dk",
-                 "sparse_bf16_bwd_fused_c.dv"}};
+                {"sparse_bf16_bwd_fused_down.dq", "sparse_bf16_bwd_fused_down.dk",
+                 "sparse_bf16_bwd_fused_down.dv"}};
             for (int var = 0; var < (d.qblock > 1 ? 5 : 1); var++) {
                 sparse_bf16_tune(2, var ? 3 | 64 : 3 | 32);
                 int old_det = attn_bf16_set_deterministic(var != 3);
@@ -296,10 +298,15 @@ static void t_sb(const char *name, AttnConfig cfg, int B, int T, int H, int KVH,
                 for (int rep = 0; rep < 2; rep++) {
                     if (var == 2 && rep == 0) {
                         setenv("MSLAB_SPARSE_BF16_ACC_MB", "4096", 1);
-                        setenv("MSLAB_SB_FUSED_WALK", "up", 1);
+                        setenv("MSLAB_SB_FUSED_WALK", "down", 1);
                         setenv("MSLAB_SB_FUSED_DEFER", "1", 1);
+                        setenv("MSLAB_SB_FUSED_RELAXED", "1", 1);
                     }
-                    if (var == 4) setenv("MSLAB_SB_FUSED_ORDER", "c", 1), setenv("MSLAB_SB_FUSED_RMW", "1", 1);
+                    if (var == 4) {
+                        setenv("MSLAB_SB_FUSED_ORDER", "down", 1), setenv("MSLAB_SB_FUSED_RMW", "1", 1);
+                        setenv("MSLAB_SB_FUSED_RELAXED", "1", 1);
+                        setenv("MSLAB_SB_FUSED_SORT", "0", 1);
+                    }
                     // 2, 3: the first run with red.v4 (lane-pair swap), the second with red.v2
                     setenv("MSLAB_SB_FUSED_V4", var >= 2 && rep == 0 ? "1" : "0", 1);
                     poison16(d_dq, nq), poison16(d_dk, nk), poison16(d_dv, nk);
@@ -311,6 +318,8 @@ static void t_sb(const char *name, AttnConfig cfg, int B, int T, int H, int KVH,
                     unsetenv("MSLAB_SB_FUSED_V4");
                     unsetenv("MSLAB_SB_FUSED_ORDER");
                     unsetenv("MSLAB_SB_FUSED_RMW");
+                    unsetenv("MSLAB_SB_FUSED_RELAXED");
+                    unsetenv("MSLAB_SB_FUSED_SORT");
                     g[rep][0] = down16(d_dq, nq, &gb[rep][0]);
                     g[rep][1] = down16(d_dk, nk, &gb[rep][1]);
                     g[rep][2] = down16(d_dv, nk, &gb[rep][2]);
