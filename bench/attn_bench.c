@@ -241,6 +241,7 @@ static int nonfinite_tail(const uint16_t *o, int N) {
 // ---- one length --------------------------------------------------------------------------------
 typedef struct {
     int dense, ms, moba, fp32;
+    int moba_tok; // also the per-token moba rows ("moba" in --kernels; "moba-blk" alone: not)
     int wg; // dense-wgmma rows (cuda/flash_wgmma.cu)
     int nd; // also time fwd+bwd with attn_bf16_set_deterministic(0): rows "<kernel>-nd"
     int fp32_max, mem_probe;
@@ -526,8 +527,10 @@ static void bench_length(int N, const What *w) {
     if (w->moba && N <= 131072) {
         j.cfg = moba_blk_config(N);
         bench_sparse(&j, "moba-blk", 0, w->nd, base, w->ctx_base);
-        j.cfg = moba_config(N);
-        bench_sparse(&j, "moba", 0, 0, base, w->ctx_base);
+        if (w->moba_tok) {
+            j.cfg = moba_config(N);
+            bench_sparse(&j, "moba", 0, 0, base, w->ctx_base);
+        }
     }
     if (w->fp32 && N <= w->fp32_max && !dead) { // reference rows: the fp32 Backend ops
         for (int i = 0; i < 8; i++) {
@@ -552,8 +555,10 @@ static void bench_length(int N, const What *w) {
         if (w->moba && be->attention_select && be->sparse_attention_fwd) {
             j.cfg = moba_blk_config(N);
             bench_sparse(&j, "moba-blk", 1, 0, base, w->ctx_base);
-            j.cfg = moba_config(N);
-            bench_sparse(&j, "moba", 1, 0, base, w->ctx_base);
+            if (w->moba_tok) {
+                j.cfg = moba_config(N);
+                bench_sparse(&j, "moba", 1, 0, base, w->ctx_base);
+            }
         }
         for (int i = 0; i < 8; i++) be->free(j.f[i]);
         be->free(j.flse);
@@ -640,7 +645,8 @@ int attn_bench_main(int argc, char **argv, const Backend *backend) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGABRT, &sa, NULL);
     What w = {.mem_probe = !no_probe, .dense = !!strstr(kernels, "dense"), .ms = !!strstr(kernels, "ms"),
-              .moba = !!strstr(kernels, "moba"), .fp32 = !!strstr(kernels, "fp32"), .nd = !!strstr(kernels, "nd"), .wg = !!strstr(kernels, "wgmma"),
+              .moba = !!strstr(kernels, "moba"),
+              .moba_tok = strstr(kernels, "moba") && !strstr(kernels, "moba-blk"), .fp32 = !!strstr(kernels, "fp32"), .nd = !!strstr(kernels, "nd"), .wg = !!strstr(kernels, "wgmma"),
               .fp32_max = (int)fp32_max};
     for (const char *p = skip_list; *p;) { // kernels that lost the context in an earlier process
         size_t n = strcspn(p, ",");
