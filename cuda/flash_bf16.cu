@@ -37,12 +37,19 @@
 //     ordering removed): these kernels are bound by shared-memory reads (16-key warps re-read the
 //     whole Q / dO tile for each product), and the fused kernel adds the dS round trip and the
 //     accumulator traffic. Kept as tested variants, not the default.
-//   flash_bwd_fa2_kernel<D, BN, DET, PB> (tune dK/dV 10..15): FlashAttention-2's backward.
-//     CTA = (b, kv head, BN-key block), 8 warps, 64-query steps; a different 2D warp tiling per
-//     product so each shared-memory fragment feeds 2..4 mmas (the 16-key-warp kernels above:
-//     1..2); P and dS go through shared memory; dK, dV in registers; dQ partials into an fp32
-//     accumulator, atomically (mode 0) or in key-block order (mode 1; comment at the kernel).
-//     5 matmuls per step instead of the split path's 7.
+//   flash_bwd_fa2_kernel<D, BN, DET, PB, OPT> (tune dK/dV 10..29; THE DEFAULT, 29):
+//     FlashAttention-2's backward. CTA = (b, kv head, BN = 128-key block), 8 warps, 64-query
+//     steps; a different 2D warp tiling per product so each shared-memory fragment feeds 2..4
+//     mmas (the 16-key-warp kernels above: 1..2); P and dS go through shared memory; dK, dV in
+//     registers; dQ partials into an fp32 accumulator by red.global.add, unordered (atomic mode)
+//     or in key-block order behind per-tile counters (deterministic mode; comment at the
+//     kernel), then dq = acc / sqrt(D) in bf16 by a small kernel. 5 matmuls instead of 7.
+//     Measured (H200, B = 1, H = KVH = 32, D = 128; fwd+bwd with the 7.1 / 28.9 ms forward):
+//     16K 28.7 ms ordered / 28.1 atomic, 32K 114.0 / 113.5 (split pair: 32.4 / 131.1; FA2
+//     24.8 / 95.8): 0.86 / 0.84x FA2. ncu at 16K: the kernel ~21.3 ms (~258 TFLOP/s), issue
+//     slots 32% busy with 2 warps per scheduler (255 registers: dK, dV take 128): latency-bound,
+//     not bandwidth-bound (shared-memory pipe ~40%). 64-key blocks: 1.5x slower (twice the dQ
+//     traffic per FLOP).
 //   The 1/sqrt(D) of dS is applied once, to dQ and dK at the end.
 // Deterministic (attn_bf16_deterministic() = 1, the default): every output element is accumulated
 //   in a fixed order: by one thread in a fixed loop (mma's internal order is fixed by the
@@ -1199,12 +1206,10 @@ flash_bwd_fa2_kernel(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *counters, 
 
         // ---- dV += P^T dO, dK += dS^T Q (keys VK vk.., columns VD vd..)
         if (!(OPT & 4)) {
-            int kq_end = BM / 16; // query k-steps; on the diagonal the first rows may be all 0
 #pragma unroll
             for (int kq = 0; kq < BM / 16; kq++) {
                 // rows before the warp's keys (P = dS = 0; OPT & 1: no branch in the hot loop)
                 if (!(OPT & 1) && qs + 16 * kq + 15 < k0 + vk * VK) continue;
-                (void)kq_end;
                 uint32_t pa[VKM][4], sa[VKM][4];
 #pragma unroll
                 for (int m = 0; m < VKM; m++) {
@@ -1357,12 +1362,10 @@ flash_bwd_fa2_kernel(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *counters, 
         }
         // OPT & 4: dK / dV after dQ (the dQ reds go out a phase earlier)
         if (OPT & 4) {
-            int kq_end = BM / 16; // query k-steps; on the diagonal the first rows may be all 0
 #pragma unroll
             for (int kq = 0; kq < BM / 16; kq++) {
                 // rows before the warp's keys (P = dS = 0; OPT & 1: no branch in the hot loop)
                 if (!(OPT & 1) && qs + 16 * kq + 15 < k0 + vk * VK) continue;
-                (void)kq_end;
                 uint32_t pa[VKM][4], sa[VKM][4];
 #pragma unroll
                 for (int m = 0; m < VKM; m++) {
@@ -1450,9 +1453,10 @@ static int shape_ok(int B, int T, int H, int KVH, int D) {
 // keys, 64-query steps) 15.4 ms (8 warps: 16.9); dQ 4 (4 warps x 32 rows, 32-key tiles) 9.9 ms
 // (16 rows: 11.6). The fused backward (dK/dV 6) 34.2 ms and the one-launch split (dQ 6) 26.7 ms
 // lost to the two launches (~25.3 ms).
-// Backward default since round r2 (17:11): dK/dV 24, the FA2-class fused kernel (the split pair
-// dK/dV 1 + dQ 4 stays selectable: MSLAB_FLASH_BF16_TUNE=4,1,4).
-static int tune_fwd = 4, tune_dkdv = 24, tune_dq = 4, tune_env_read = 0;
+// Backward default since round r3 (17:45): dK/dV 29, the FA2-class fused kernel (ordered mode:
+// DET = 7; atomic mode: DET = 0), 28.7 / 114.0 ms fwd+bwd at 16K / 32K in the ordered mode vs
+// 32.4 / 131.1 for the split pair, which stays selectable: MSLAB_FLASH_BF16_TUNE=4,1,4.
+static int tune_fwd = 4, tune_dkdv = 29, tune_dq = 4, tune_env_read = 0;
 extern "C" void flash_bf16_tune(int fwd, int dkdv, int dq) {
     tune_fwd = fwd, tune_dkdv = dkdv, tune_dq = dq, tune_env_read = 1;
 }

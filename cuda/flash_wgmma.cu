@@ -1,35 +1,48 @@
 // flash_wgmma.cu: dense causal grouped-query flash attention in bf16 on Hopper's wgmma
 // (warpgroup MMA, sm_90a; the Makefile builds this one file with -gencode arch=compute_90a,
-// code=sm_90a). Contract: cuda/attn_bf16.h (flash_wgmma_fwd / _bwd = flash_bf16_fwd / _bwd's).
-// Building blocks (descriptors, wgmma wrappers, the planar swizzled tiles): cuda/flash_wgmma.cuh.
+// code=sm_90a). Contract: cuda/attn_bf16.h (flash_wgmma_fwd / _bwd = flash_bf16_fwd / _bwd's);
+// -1 (nothing launched) for D other than 64 / 128, H % KVH != 0, or a GPU other than sm_90.
+// Building blocks (descriptors, wgmma wrappers, planar swizzled tiles, mbarrier / TMA):
+// cuda/flash_wgmma.cuh. Started from an untested draft (HA's /tmp/ha-dup/flash_wg.cuh: fwd_kernel,
+// dkdv_kernel, dq_kernel); its layouts passed parity on the first H200 run.
 //
 // Why: flash_bf16.cu's mma.sync kernels re-read every B fragment per 16-row warp with ldmatrix,
 // so they are bound by shared-memory reads (~280-310 TFLOP/s fwd, bwd worse). A wgmma warpgroup
 // (4 warps, 64 rows) reads each B operand once from shared memory for 64 rows, through a matrix
 // descriptor, and the tensor cores stream it themselves.
 //
-// Forward (fwd_kernel<D, NWG, BK>): CTA = (b, h, NWG x 64 query rows), query tiles heaviest
-//   first; BK-key K / V tiles double-buffered by cp.async. Per tile and warpgroup: S = Q K^T (SS
-//   wgmma m64nBKk16, K-major both), causal mask on diagonal / tail tiles only, online softmax in
-//   registers (log2e-prescaled, ex2), P packed from the S accumulators straight into the A
-//   registers of O += P V (RS wgmma m64nDk16, V an MN-major B operand). out = O / l (bf16),
-//   lse = (m + log2 l) ln 2.
-// Backward, the split path (7 products, no atomics: deterministic in both modes):
-//   Di = rowsum(dO * O) (fp32, wg_bwd_pre);
-//   dkdv_kernel<D, NWG>: CTA = (b, kv head, NWG x 64 keys), keys are the M dimension: per 64-query
-//     step of each head of the group (fixed order), S^T = K Q^T and dP^T = V dO^T (SS), P^T and
-//     dS^T = P^T (dP^T - Di) in registers, dV += P^T dO and dK += dS^T Q (RS, dO / Q MN-major);
-//     dK, dV stay in the accumulators and are written once.
-//   dq_kernel<D, NWG>: CTA = (b, h, NWG x 64 queries), 64-key tiles up to the diagonal: S, dP = dO
-//     V^T (SS), dS, dQ += dS K (RS, K MN-major).
-//   The 1/sqrt(D) of dS is applied once, to dK and dQ at the end.
+// Forward. Per key tile and warpgroup: S = Q K^T (SS wgmma m64nBKk16, K-major both), causal mask
+//   on diagonal / tail tiles only, online softmax in registers (log2e-prescaled, ex2), P packed
+//   from the S accumulators straight into the A registers of O += P V (RS wgmma m64nDk16, V an
+//   MN-major B operand); out = O / l (bf16), lse = (m + log2 l) ln 2. CTA = (b, h, NWG x 64
+//   query rows), query tiles heaviest first. Three generations (flash_wgmma_tune):
+//   fwd_kernel: cp.async double buffer, S, softmax, P V in sequence (r1: 6.2-6.8 ms at 16K);
+//   fwd2_kernel: S_j and P_{j-1} V_{j-1} issued together, S_j's softmax under the P V product
+//     (FA3's intra-warpgroup overlap), 3-slot cp.async ring, one barrier per tile (5.7 ms);
+//   fwd3_kernel (default): warp-specialised: a producer warp loads Q and the K / V ring with TMA
+//     (128-byte swizzle = the planar layout), per-slot full / empty mbarriers, no CTA barrier in
+//     the loop, so the consumer warpgroups drift apart and one's softmax overlaps the other's
+//     products (5.0 ms, 440 TFLOP/s; flash_bf16 7.1 ms).
+// Backward: Di = rowsum(dO * O) (fp32, wg_bwd_pre); P = 2^(S log2e / sqrt(D) - lse log2e)
+//   recomputed; the 1/sqrt(D) of dS applied once, to dK and dQ at the end.
+//   Split path (7 products, no atomics; the ordered-mode default):
+//   dkdv_kernel<D, NWG, ALD>: CTA = (b, kv head, NWG x 64 keys), keys are the M dimension: per
+//     64-query step of each head of the group (fixed order), S^T = K Q^T and dP^T = V dO^T (SS),
+//     P^T and dS^T = P^T (dP^T - Di) in registers, dV += P^T dO and dK += dS^T Q (RS, dO / Q
+//     MN-major); dK, dV stay in the accumulators and are written once. ALD: lse / Di by cp.async.
+//   dq_kernel<D, NWG>: CTA = (b, h, NWG x 64 queries), 64-key tiles up to the diagonal: S, dP =
+//     dO V^T (SS), dS, dQ += dS K (RS, K MN-major).
+//   Fused (5 products, D = 128; the atomic-mode default): bwd_fused_kernel, comment there.
 // Synchronisation: cp.async writes are generic-proxy writes, wgmma reads through the async
 //   proxy: each thread waits its cp.async groups, fence.proxy.async, then __syncthreads; a
-//   buffer is overwritten only after every warpgroup's wgmma.wait_group 0 and a barrier.
+//   buffer is overwritten only after every warpgroup's wgmma.wait_group 0 and a barrier. TMA
+//   writes and wgmma reads are both async proxy: the mbarriers order them.
 //
 // flash_wgmma_tune (not in the header; the tests' timing rows use it) picks the tiling per
 // kernel; MSLAB_FLASH_WGMMA_TUNE="fwd,dkdv,dq" overrides the defaults at the first call.
-// Measured (H200, B=1, H=KVH=32, D=128, causal): see the tune defaults below.
+// Measured (H200, B=1, H=KVH=32, D=128, causal; mslab-gpu-bench, r3): fwd 4.91 / 23.5 ms at
+// 16K / 32K (448 / 375 TFLOP/s; flash_bf16 7.12 / 28.8); fwd+bwd with the r2 split tiling 25.3 /
+// 103 ms (304 / 299), atomic mode 21.8 / 86.9 ms (353 / 354). Per-kernel times: the tune defaults.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -759,12 +772,15 @@ __device__ __forceinline__ void dq_wg_body(bf16 *dq, const bf16 *dout, const flo
 //     are dispatched key block 0 first (blockIdx.y), so a CTA waits only on CTAs dispatched
 //     before it. Fixed summation order: bitwise repeatable. r1: 24.4 ms at 16K (atomic 15.9):
 //     the wait, the L2 load latency and two CTA barriers sit in every step's critical path.
-//   DET = 2 (the ordered default): the atomic path's red.add, in key-block order per WARP: warp
-//     w of block kb adds its fragment of a tile once warp w of block kb - 1 has released it
-//     (counter [b, h, tile, warp] == kb; every CTA maps warps to the same elements), and
-//     releases it one step later (fence, then st.release after the next step's products are
-//     issued), so neither the reds' completion nor a CTA barrier sits in the critical path.
-//     Reds into a zeroed accumulator in a fixed order: bitwise repeatable; convert kernel as 0.
+//   DET = 2 (dK/dV tune 2 in the ordered mode): the atomic path's red.add, in key-block order
+//     per WARP: warp w of block kb adds its fragment of a tile once warp w of block kb - 1 has
+//     released it (counter [b, h, tile, warp] == kb; every CTA maps warps to the same
+//     elements) and releases it one step later (fence, then st.release after the next step's
+//     products are issued). Reds into a zeroed accumulator in a fixed order: bitwise
+//     repeatable; convert kernel as 0. r2/r3: 22.4 ms at 16K, still well above the atomic
+//     16.1-16.5: the acquire round trip and the fence block each warp once per step.
+//   PIPE = 1 (tune 4): each step's reds issued after the next step's S / dP products, lse / Di by
+//     cp.async: no gain (atomic 16.9, ordered 23.6).
 __device__ __forceinline__ int ld_acquire_gpu(const int *p) {
     int v;
     asm volatile("ld.acquire.gpu.global.s32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
@@ -1163,17 +1179,18 @@ static void *scratch_buf(size_t bytes) {
 //           and dQ in one kernel, D = 128; D = 64 runs the split tilings 0 / 0); ordered mode:
 //           per-warp red order; 3: the same, ordered mode: load-add-store per CTA; 4: 2 with
 //           PIPE (each step's dQ reds issued under the next step's products, lse / Di by
-//           cp.async); 5: 1 with lse / Di by cp.async; 9: ordered mode 1, atomic mode 2
+//           cp.async); 5: 1 with lse / Di by cp.async; 9: ordered mode 5, atomic mode 2 (D = 64: 5)
 //   dQ      0: 2 warpgroups  1: 1 warpgroup  2: 3 warpgroups
 //   dQ      0: 2 warpgroups (128 rows)  1: 1 warpgroup (64 rows)
-// Defaults from r1 / r2 (H200, T = 16K, B = 1, H = KVH = 32, D = 128, each kernel alone, ms):
-//   forward: 7 (fwd3 <2, 64, 3>) 5.31; fwd2: 6 5.68, 5 5.97, 4 7.09; fwd: 0 6.80, 3 6.22, 2 9.30;
-//     flash_bf16 7.13-7.19
-//   dK/dV alone (+Di): 1 11.2, 0 11.9; dQ alone (+Di): 0 7.8, 1 8.9
-//   fused (dK, dV, dQ): atomic 16.1 (PIPE 16.9); ordered per warp 22.4 (PIPE 23.6), per CTA 24.2:
-//     the ordering's acquire / fence latencies sit in every step, so ordered mode keeps the split
-//     path (19.3) and only the atomic mode takes the fused kernel (dK/dV 9 = that choice)
-static int tune_fwd = 7, tune_dkdv = 9, tune_dq = 0, tune_env_read = 0;
+// Defaults from r1-r3 (H200, T = 16K, B = 1, H = KVH = 32, D = 128, each kernel alone, ms):
+//   forward: 7 (fwd3 <2, 64, 3>) 5.03 (8: 5.05, 9: 5.11, 10: 5.73); fwd2: 6 5.69, 5 5.96, 4 7.07;
+//     fwd: 3 6.22, 0 6.75, 1 7.32, 2 9.42; flash_bf16 7.13
+//   dK/dV alone (+Di): 5 10.9, 1 11.2, 0 12.1; dQ alone (+Di): 2 7.38, 0 7.96, 1 8.92
+//   fused (dK, dV, dQ): atomic 16.1-16.5 (PIPE 16.9-17.0); ordered per warp 22.4 (PIPE 23.6), per
+//     CTA 24.2-24.4: the ordering's acquire / fence latencies sit in every step, so the ordered
+//     mode keeps the split path (5 + dQ 2: ~18.2) and only the atomic mode takes the fused
+//     kernel (dK/dV 9 = that choice)
+static int tune_fwd = 7, tune_dkdv = 9, tune_dq = 2, tune_env_read = 0;
 extern "C" void flash_wgmma_tune(int fwd, int dkdv, int dq) {
     tune_fwd = fwd, tune_dkdv = dkdv, tune_dq = dq, tune_env_read = 1;
 }
@@ -1330,10 +1347,10 @@ static void bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf1
                        const float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B, int T,
                        int H, int KVH) {
     size_t rows = (size_t)B * T * H, nqt = (T + 63) / 64;
-    // 9 (the default): ordered mode -> the split path (dK/dV 1, dQ as tuned); atomic mode -> the
-    // fused backward (2), whose atomic dQ beats the split path (r2, 16K: 16.1 vs 19.3 ms)
+    // 9 (the default): ordered mode -> the split path (dK/dV 5, dQ as tuned); atomic mode -> the
+    // fused backward (2, D = 128), whose atomic dQ beats the split path (r3, 16K: 16.5 vs 18.2)
     int dkdv_t = tune_dkdv;
-    if (dkdv_t == 9) dkdv_t = attn_bf16_deterministic() ? 1 : 2;
+    if (dkdv_t == 9) dkdv_t = attn_bf16_deterministic() || D != 128 ? 5 : 2;
     bool fused = D == 128 && dkdv_t >= 2 && dkdv_t <= 4;
     // workspace: Di [rows]; fused: dQ accumulator [rows][D] fp32, counters [B, H, tiles, 8]
     size_t acc_off = align256(rows * 4), cnt_off = acc_off + align256(rows * D * 4);

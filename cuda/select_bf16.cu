@@ -4,9 +4,14 @@
 // ms (pool mean, score dot, select region, order rank): two paths, MSLAB_SELECT_BF16=old|fused.
 // old (fs_select): fp64 score rows in global memory (256 MB batches), a radix select per row;
 //   at 1M it reads / writes ~6.9e10 scores x 8 B several times: 3.93 s, 57% of MS fwd+bwd.
-// fused (fx_select): the same fp64 scores (DMMA, the same products in dimension order),
-//   filtered in registers against a per-row running threshold, ~S ln(e / S) survivors per row
-//   kept; no score row leaves the chip. Design and invariants at fx_select below.
+// fused (fx_select, the default): the same fp64 scores (DMMA, the same products in dimension
+//   order), filtered in registers against a per-row running threshold, ~S ln(e / S) survivors per
+//   row kept; no score row leaves the chip. Design and invariants at fx_select below.
+// Measured (H200, paper config w 16 / top 512 / merge 128, B=1 H=32 D=128): 1M select 3.93 s
+//   (old) -> 1.28 s (fused, m8n8k4, GPU round r1, bench); 128K 47 -> 28 ms (fused m16n8k16,
+//   r2/r3). Still only ~14 of the ~67 TFLOP/s fp64 tensor peak: 1 CTA/SM (219 KB smem: pooled q
+//   64 x 132 doubles, a 128-key kbar chunk, the 16-bit sketches), 8 warps, two barriers per
+//   32-dim chunk. The fp64 floor at 1M is ~0.27 s (17.7 TFLOP).
 #include <cuda_bf16.h>
 #include <limits.h>
 #include <math.h>
@@ -419,8 +424,9 @@ __global__ void __launch_bounds__(FS_NT) fs_merge(FsArgs a, int nunits) {
 // take work items (64 members of a unit) from an atomic counter, costliest units first. Per
 // item: pooled q in smem; key tiles of 128 regions, ascending (CTAs on one kv head sweep it
 // together: L2 reuse), kbar chunks of 32 dims prefetched into registers one chunk ahead; scores
-// on the fp64 tensor cores, m16n8k16 (MSLAB_SELECT_MMA=884: m8n8k4 as fs_scores_mma; both sum
-// the same products in dimension order); each score is tested
+// on the fp64 tensor cores, m8n8k4 as fs_scores_mma (MSLAB_SELECT_MMA=16816: m16n8k16, CUTLASS's
+// Hopper DGEMM atom, slower here; both sum the same products in dimension order); each score is
+// tested
 // against the row's running threshold, and passes are appended to the row's global buffer
 // (64-bit order key + id; L2-hot) and to a 16-bit smem sketch (the order key of the score
 // rounded down to bf16: a lower bound of it). When a sketch fills, its S-th largest becomes the
@@ -540,7 +546,7 @@ __device__ __forceinline__ void fx_cp16(void *dst, const void *src, int bytes) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes));
 }
 
-// MMA 1: m16n8k16 (default), 0: m8n8k4 (as fs_scores_mma). PIPE 1 (MSLAB_SELECT_PIPE=1, S <=
+// MMA 0: m8n8k4 (default, as fs_scores_mma), 1: m16n8k16. PIPE 1 (MSLAB_SELECT_PIPE=1, S <=
 // 384): kbar chunks by cp.async into two smem buffers, one barrier per chunk, no prefetch
 // registers; the sketch shrinks to FX_CAPF_PIPE entries to make room.
 #define FX_CAPF_PIPE 640
@@ -956,8 +962,10 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     cudaLaunchCheck();
     size_t smem = pipe ? sizeof(double) * (64 * (D + 4) + 2 * FX_KT * FX_KLD) + (size_t)64 * FX_CAPF_PIPE * 2
                        : sizeof(double) * (64 * (D + 4) + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2;
-    static int mma = -1; // MSLAB_SELECT_MMA=884: the m8n8k4 DMMA (else m16n8k16)
-    if (mma < 0) mma = getenv("MSLAB_SELECT_MMA") && !strcmp(getenv("MSLAB_SELECT_MMA"), "884") ? 0 : 1;
+    // MSLAB_SELECT_MMA=16816: the m16n8k16 DMMA (else m8n8k4: r1 1M 1.28 s; m16n8k16 measured
+    // ~1.3x slower per score in r3). MSLAB_SELECT_PIPE=1 implies m16n8k16.
+    static int mma = -1;
+    if (mma < 0) mma = getenv("MSLAB_SELECT_MMA") && !strcmp(getenv("MSLAB_SELECT_MMA"), "16816") ? 1 : 0;
     static bool attr = false;
     if (!attr) {
         int s64 = (int)(sizeof(double) * (64 * 68 + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2);

@@ -37,14 +37,16 @@
 // Fused backward (design at sb_fused_kernel): the dQ walk also makes each key tile's dK / dV and
 // adds it into fp32 accumulators in global scratch (5 products per pair instead of 7, K / V read
 // once per CTA). Default in the atomic mode (attn_bf16_set_deterministic(0) / MSLAB_DETERMINISTIC=0:
-// fp32 red.add); in the deterministic mode the split dQ + dK/dV kernels above stay the default (the
-// ordered fused adds repeat their bits but were slower than split on the H200);
+// fp32 red.add); in the deterministic mode (ordered adds, bitwise repeatable) the default only for
+// 64K <= T <= 128K and regions <= 32 keys, else the split dQ + dK/dV kernels above;
 // MSLAB_SPARSE_BF16_BWD=fused|split forces a path. One-row query blocks always take the split path.
-// H200, ms paper config (w 16, top 512, merge 128), H = 32, D = 128, fwd+bwd incl. selection:
-// atomic fused 61.2 / 127 / 277 ms at 32K / 64K / 128K (split: 83.1 / 182 / 392), i.e. the
-// backward ~166 ms at 128K (~226 TFLOP/s on 5 products) vs 275; ncu at 32K: L2 68%, L1 72%, SM 33%
-// (the dK / dV reds and the shared-memory reads bound it). Ordered fused: correct, bitwise
-// repeatable, but CTAs wait ~88% of their cycles on the per-region counters (r2: 317 ms at 32K).
+// H200 (r3), ms paper config (w 16, top 512, merge 128), H = 32, D = 128, fwd+bwd incl. selection
+// (split: 83.1 / 182 / 392 ms at 32K / 64K / 128K): atomic fused 54.2 / 118 / 251 ms (the backward
+// ~140 ms at 128K vs 275 split); ordered fused 82.0 ms at 32K, 174 / 356 at 64K / 128K. Per-kernel
+// bwd (perf rows, 16K / 32K): split 28.0 / 62.9, ordered 34.1 / 64.2, atomic 21.2 / 40.2 ms;
+// moba-blk 32K: 15.6 / 22.8 / 13.4. ncu (32K, atomic): L2 68%, L1 72%, SM 33% busy: the dK / dV
+// reds (32 KB per 32-key tile of a 128-row CTA) and the shared-memory reads bound it. Ordered:
+// the CTAs wait ~27% and fence ~24% of their cycles (88% waiting before the lists were sorted).
 // One-row query blocks (moba: a list per row). Forward / dQ: CTA = 64 consecutive rows whose key
 // list is the UNION of their lists (a bit per (region, row) masks each row to its own regions), so
 // the tiles stay 64 x 64 (cost: the union's keys for all 64 rows: small when neighbouring rows
@@ -915,28 +917,37 @@ sb_dkv_kernel(uint16_t *dk, uint16_t *dv, const uint16_t *q, const uint16_t *k, 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Fused backward (query-centric, MSLAB_SPARSE_BF16_BWD=fused): the dQ kernel's walk (CTA = BM =
-// 64 MT rows of one query block, 32-key tiles packed from the list, walked from the LAST valid
-// slot down) that also makes the tile's dK / dV: S = Q K^T, dP = dO V^T, P from lse, dS = P (dP -
-// Di) in registers (rows as M); dQ += dS K in registers; P and dS (bf16) go to shared memory over
-// the tile's own K / V stage (free once dQ has read K), then warp w computes (w >> 1 ? dK = dS^T Q :
-// dV = P^T dO) for the tile's 32 keys and D half w & 1 (ldmatrix.trans of P / dS and of Q / dO) and
-// ADDS it into fp32 accumulators in global scratch. 5 products per pair instead of the split path's
-// 7, and K / V read once per CTA as in the forward (the split dK/dV kernel re-streams Q and dO per
-// 16-key region). A small kernel turns the accumulators into bf16 dk (times the scale) / dv.
+// Fused backward (query-centric): the dQ kernel's walk (CTA = BM = 64 MT rows of one query
+// block, 32-key tiles packed from the list sorted by region id (sb_sort_lists: ms lists are in
+// merge-rank order)) that also makes the tile's dK / dV: S = Q K^T, dP = dO V^T, P from lse, dS =
+// P (dP - Di) in registers (rows as M); dQ += dS K in registers; P and dS (bf16) go to shared
+// memory over the tile's own K / V stage (free once dQ has read K), then warp w computes (w >> 1 ?
+// dK = dS^T Q : dV = P^T dO) for the tile's 32 keys and D half w & 1 (ldmatrix.trans of P / dS and
+// of Q / dO) and ADDS it into fp32 accumulators in global scratch. 5 products per pair instead of
+// the split path's 7, and K / V read once per CTA as in the forward (the split dK/dV kernel
+// re-streams Q and dO per 16-key region). A small kernel turns the accumulators into bf16 dk (times
+// the scale) / dv.
 // Accumulation: ORD = 0 (attn_bf16_deterministic() == 0): red.global.add.v2.f32, no order.
-// ORD = 1: each region's contributions are added in a fixed order: the region's inverse-list
-// order ((head of the group, block) ascending), then the block's CTAs (sub) ascending, counting only
-// CTAs that see a key of the region. A counter per (b, kv head, region) holds the contributions
-// added so far; before adding a tile, thread 0 waits (acquire, bounded) until the counter of every
-// region starting in the tile equals this CTA's position, the CTA adds with .cg loads / stores,
-// and thread 0 releases position + 1 for every region ending in the tile. CTAs run in ascending
-// (b, kv head, head, block, sub) order and wait only on lower CTAs: no deadlock. Walking the list
-// downwards keeps waits short: a later block has more listed regions above a region r than an
-// earlier one, so it reaches r after the earlier blocks have added theirs; a block's sub s sees
-// 128 / region more local regions than sub s - 1, so it trails it by that much.
+// ORD = 1: the contributions to each GROUP (32 keys of a region) are added in a fixed order: the
+// region's inverse-list order ((head of the group, block), blocks latest first in the default
+// order "c"), then the block's CTAs (sub) ascending, counting only CTAs that see a key of the
+// group. A counter per (b, kv head, region, group) holds the contributions added so far; before
+// adding a tile, warp 0 (a group per lane) waits (bounded) until the counter of every group
+// starting in the tile equals this CTA's position; the CTA adds with red (one CTA at a time per
+// group, in order: the fp32 sums repeat their bits), every thread fences, and warp 0 stores
+// position + 1 for every group ending in the tile (relaxed store after the fences, relaxed polls
+// and a fence on success; MSLAB_SB_FUSED_RELAXED=0: release store / acquire polls). CTAs are
+// launched in the order's (b, kv head, head, block, sub) sequence and wait only on lower CTAs: no
+// deadlock. Order "c" walks each list upwards: a later block has fewer listed regions below r
+// than an earlier one, so it reaches r first; a block's CTAs share its regions before the block
+// and reach them together (then pass each one right after the other); its own regions come last
+// and sub s reaches each one together with the subs above it.
 // Memory: the accumulators cover a chunk of (b, kv head)s (one launch per chunk, reused; default
-// <= 1/16 of q, k, v, o + grads; MSLAB_SPARSE_BF16_ACC_MB overrides).
+// <= 1/8 of q, k, v, o + grads; MSLAB_SPARSE_BF16_ACC_MB overrides).
+// Variants for measurements (env): MSLAB_SB_FUSED_ORDER=c|down|new, MSLAB_SB_FUSED_WALK=up|down,
+// MSLAB_SB_FUSED_DEFER=1 (release at the next tile), MSLAB_SB_FUSED_V4=1 (red.v4 after a lane
+// swap), MSLAB_SB_FUSED_RMW=1 (ORD: .cg load / store adds), MSLAB_SB_FUSED_SORT=0,
+// MSLAB_SB_FUSED_STATS=1 (ORD: cycles waiting / fencing, on stderr).
 
 struct SbFu {
     float *acck, *accv; // fp32 dK (unscaled) / dV of the chunk: [bk - bk0][T][D]
@@ -950,7 +961,7 @@ struct SbFu {
     int defer; // ORD: release a tile's regions at the next tile (MSLAB_SB_FUSED_DEFER=1)
     int v4;    // red.v4 after a lane-pair swap (MSLAB_SB_FUSED_V4=1) instead of red.v2
     int rmw;   // ORD: .cg load + add + store instead of red (MSLAB_SB_FUSED_RMW=1)
-    int relax; // ORD: relaxed polls / counter stores with fences (MSLAB_SB_FUSED_RELAXED=1)
+    int relax; // ORD: relaxed polls / counter stores with fences (default; MSLAB_SB_FUSED_RELAXED=0: acquire / release)
     unsigned long long *stats; // ORD, MSLAB_SB_FUSED_STATS=1: cycles total / waiting / fencing, tiles
 };
 
@@ -1014,7 +1025,7 @@ __device__ __forceinline__ float2 sb_ldcg2(const float *p) {
 __device__ __forceinline__ void sb_stcg2(float *p, float x, float y) {
     asm volatile("st.global.cg.v2.f32 [%0], {%1, %2};\n" ::"l"(p), "f"(x), "f"(y) : "memory");
 }
-// relax (MSLAB_SB_FUSED_RELAXED=1): every thread fences (acq_rel) after its adds, a barrier, then
+// relax (default; MSLAB_SB_FUSED_RELAXED=0 turns it off): every thread fences (acq_rel) after its adds, a barrier, then
 // a relaxed counter store; the waiter polls with relaxed loads and fences once it sees its value
 // (the fence-fence pattern of CUDA's threadFenceReduction), instead of a release store and an
 // acquire load per poll
@@ -1606,22 +1617,28 @@ static void launch_fused(uint16_t *dq, const float *lse, const uint16_t *q, cons
     cudaLaunchCheck();
 }
 
-// The default backward: MSLAB_SPARSE_BF16_BWD=fused|split, else fused in the atomic mode (r1:
-// 1.3-1.6x faster than split, parity passed) and split in the deterministic mode (the ordered
-// fused adds were 2-10x slower in r1; being fixed)
-static int sb_fused_default(void) {
+// The default backward: MSLAB_SPARSE_BF16_BWD=fused|split, else fused in the atomic mode (H200
+// r3, ms fwd+bwd 54 / 118 / 251 ms at 32K / 64K / 128K vs split 83 / 182 / 392; moba-blk bwd 13.4
+// vs 15.6 ms at 32K); in the deterministic mode fused (ordered adds) only at 64K <= T <= 128K
+// (the measured range) with regions of <= 32 keys (r3: 174 / 356 ms at 64K / 128K vs split 182 /
+// 392; at 32K equal, at 16K and for moba-blk's 128-key regions slower: 34 vs 28 ms, 22.8 vs 15.6
+// ms bwd).
+static int sb_fused_default(const AttnIndex *ix, int T) {
     static int v = -2;
     if (v == -2) {
         const char *e = getenv("MSLAB_SPARSE_BF16_BWD");
         v = e && !strcmp(e, "fused") ? 1 : e && !strcmp(e, "split") ? 0 : -1;
     }
-    return v >= 0 ? v : !attn_bf16_deterministic();
+    if (v >= 0) return v;
+    return !attn_bf16_deterministic() || (T >= 65536 && T <= 131072 && ix->region <= 32);
 }
-// accumulator budget in bytes: MSLAB_SPARSE_BF16_ACC_MB, else 1/16 of q, k, v, o + grads
+// accumulator budget in bytes: MSLAB_SPARSE_BF16_ACC_MB, else 1/8 of q, k, v, o + grads (r3: 1 GiB
+// at 128K, H = KVH = 32: 8 kv heads per launch; 32K 54.2 ms vs 58.1 with 1/16, 128K equal; peak
+// 9.39 GiB = 1.17x the 8 GiB of q, k, v, o + grads)
 static size_t sb_acc_budget(int B, int T, int H, int KVH, int D) {
     const char *e = getenv("MSLAB_SPARSE_BF16_ACC_MB");
     if (e && atol(e) > 0) return (size_t)atol(e) << 20;
-    return (size_t)B * T * D * (H + KVH) / 2;
+    return (size_t)B * T * D * (H + KVH);
 }
 
 static int sb_bwd_fused(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *dout,
@@ -1712,8 +1729,8 @@ static int sb_bwd_fused(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t
     f.v4 = v4 && !strcmp(v4, "1");
     const char *rm = getenv("MSLAB_SB_FUSED_RMW");
     f.rmw = rm && !strcmp(rm, "1");
-    const char *rx = getenv("MSLAB_SB_FUSED_RELAXED");
-    f.relax = rx && !strcmp(rx, "1");
+    const char *rx = getenv("MSLAB_SB_FUSED_RELAXED"); // default on (measured at 64K / 128K)
+    f.relax = !(rx && !strcmp(rx, "0"));
     const char *se = getenv("MSLAB_SB_FUSED_STATS");
     static unsigned long long *d_stats = NULL;
     f.stats = NULL;
@@ -1777,7 +1794,7 @@ extern "C" int sparse_bf16_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const u
     if (!sb_supported(ix, B, T, H, KVH, D)) return -1;
     // the fused backward: query blocks of > 1 row (one-row blocks stay on the union / gathered
     // split kernels), both kernels wanted
-    bool fused = sb_fused_force == 2 || (sb_fused_force == 0 && sb_fused_default());
+    bool fused = sb_fused_force == 2 || (sb_fused_force == 0 && sb_fused_default(ix, T));
     if (fused && ix->qblock > 1 && sb_bwd_parts == 3 &&
         !(attn_bf16_deterministic() && (ix->region + 31) / 32 > 64)) // ORD: <= 64 groups
         return sb_bwd_fused(dq, dk, dv, dout, out, lse, q, k, v, ix, B, T, H, KVH, D);

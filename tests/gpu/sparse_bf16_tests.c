@@ -8,6 +8,10 @@
 // before each GPU run, and each GPU call runs twice and must repeat its bits.
 // Errors: whole-tensor relative L2 (tol 1e-2) for out, dq, dk, dv; lse max |gpu - ref| / max(|ref|, 1)
 // (tol 1e-4); select_bf16's lists must equal the CPU's (err = differing entries, tol 0).
+// The backward runs as the split kernels, the fused backward with ordered adds (deterministic: two
+// runs, and runs with another walk / chunking / release protocol / unsorted lists, must give the
+// same dk / dv bits), with fp32 atomics (same tolerance, no bitwise check) and with order "down"
+// (rows sparse_bf16_bwd{,_fused,_fused_var,_fused_atomic,_fused_down}.*; one-row blocks: split only).
 // On failure the first bad element is printed: (b, t, h, d), both values, its query block / region.
 #include <math.h>
 #include <stdio.h>
@@ -271,15 +275,15 @@ static void t_sb(const char *name, AttnConfig cfg, int B, int T, int H, int KVH,
             uint16_t *d_dq = gpu->alloc(nq * 2 + 16), *d_dk = gpu->alloc(nk * 2 + 16),
                      *d_dv = gpu->alloc(nk * 2 + 16);
             // variants: 0 the split kernels; 1 the fused backward, ordered (deterministic) adds;
-            // 2 fused, ordered, the first run with the list walked downwards, deferred and relaxed
-            // releases (MSLAB_SB_FUSED_RELAXED), the lists as given (not sorted) and
-            // all (b, kv head)s in one accumulator chunk (else the default budget: several chunks
-            // at these shapes), the second run as variant 1: the same order of the dk / dv adds,
-            // so the same dk / dv bits (dq: another walk, another order);
-            // 3 fused, fp32 atomics (not bitwise repeatable). 2 and 3: the first run adds with
-            // red.v4, the second with red.v2. 4 fused, ordered, order "down" (blocks earliest
-            // first, lists walked downwards), adds by .cg load / store, relaxed releases. One-row blocks:
-            // no fused path.
+            // 2 fused, ordered, the first run with the list walked downwards, deferred releases
+            // by release store / acquire polls (MSLAB_SB_FUSED_RELAXED=0; the default: relaxed
+            // + fences), the lists as given (not sorted) and all (b, kv head)s in one accumulator
+            // chunk (else the default budget: several chunks at these shapes), the second run
+            // with the defaults: the same order of the dk / dv adds, so the same dk / dv bits
+            // (dq: another walk, another order); 3 fused, fp32 atomics (not bitwise repeatable).
+            // 2 and 3: the first run adds with red.v4, the second with red.v2. 4 fused, ordered,
+            // order "down" (blocks earliest first, lists walked downwards), adds by .cg load /
+            // store. One-row blocks: no fused path.
             static const char *vn[5][3] = {
                 {"sparse_bf16_bwd.dq", "sparse_bf16_bwd.dk", "sparse_bf16_bwd.dv"},
                 {"sparse_bf16_bwd_fused.dq", "sparse_bf16_bwd_fused.dk", "sparse_bf16_bwd_fused.dv"},
@@ -300,12 +304,11 @@ static void t_sb(const char *name, AttnConfig cfg, int B, int T, int H, int KVH,
                         setenv("MSLAB_SPARSE_BF16_ACC_MB", "4096", 1);
                         setenv("MSLAB_SB_FUSED_WALK", "down", 1);
                         setenv("MSLAB_SB_FUSED_DEFER", "1", 1);
-                        setenv("MSLAB_SB_FUSED_RELAXED", "1", 1);
+                        setenv("MSLAB_SB_FUSED_RELAXED", "0", 1);
+                        setenv("MSLAB_SB_FUSED_SORT", "0", 1);
                     }
                     if (var == 4) {
                         setenv("MSLAB_SB_FUSED_ORDER", "down", 1), setenv("MSLAB_SB_FUSED_RMW", "1", 1);
-                        setenv("MSLAB_SB_FUSED_RELAXED", "1", 1);
-                        setenv("MSLAB_SB_FUSED_SORT", "0", 1);
                     }
                     // 2, 3: the first run with red.v4 (lane-pair swap), the second with red.v2
                     setenv("MSLAB_SB_FUSED_V4", var >= 2 && rep == 0 ? "1" : "0", 1);
