@@ -21,9 +21,9 @@
 
 #include "../../cuda/attn_bf16.h"
 #include "../../cuda/bf16.h"
+#include "bf16_check.h"
 #include "gpu_check.h"
 
-#define BF16_NAN 0x7fc0
 // Tilings of cuda/flash_bf16.cu (forward, dK/dV, dQ; see flash_bf16_tune there) and the backward
 // accumulation mode (attn_bf16_set_deterministic: 1 ordered, 0 atomic); VARS[0] is the default.
 // dK/dV 4..7 are the fused backward (dQ too, ordered fp32 accumulation; 8 / 4 warps,
@@ -64,59 +64,7 @@ static double g_worst;
 static int g_det;
 static char g_what[64];
 
-static void *xalloc(size_t bytes) {
-    void *p = calloc(bytes ? bytes : 1, 1);
-    MS_ASSERT(p, "out of memory");
-    return p;
-}
-// n random bf16 values: bits in *hb, the same values as float in *hf
-static void rand_bf16(uint16_t **hb, float **hf, size_t n) {
-    *hb = xalloc(n * 2), *hf = xalloc(n * 4);
-    for (size_t i = 0; i < n; i++) {
-        (*hb)[i] = bf16_from_f32(rng_normal(&rng));
-        (*hf)[i] = bf16_to_f32((*hb)[i]);
-    }
-}
-static void *dev_from(const void *h, size_t bytes) {
-    void *d = gpu->alloc(bytes);
-    gpu->upload(d, h, bytes);
-    return d;
-}
-static void poison16(void *d, size_t n) {
-    uint16_t *h = xalloc(n * 2);
-    for (size_t i = 0; i < n; i++) h[i] = BF16_NAN;
-    gpu->upload(d, h, n * 2);
-    free(h);
-}
-static void poison32(void *d, size_t n) {
-    float *h = xalloc(n * 4);
-    for (size_t i = 0; i < n; i++) h[i] = NAN;
-    gpu->upload(d, h, n * 4);
-    free(h);
-}
-static float *down16(const void *d, size_t n, uint16_t **bits) { // also keeps the raw bits
-    uint16_t *h = xalloc(n * 2);
-    gpu->download(h, d, n * 2);
-    float *f = xalloc(n * 4);
-    for (size_t i = 0; i < n; i++) f[i] = bf16_to_f32(h[i]);
-    *bits = h;
-    return f;
-}
 
-// Whole-tensor relative L2; NaN anywhere gives NaN (fails). The denominator has a floor of RMS
-// 1e-3 (inputs are N(0, 1), so real gradients are far above it): at T = 1 dq and dk are exactly 0
-// (one key: dS = P (dP - Di) = 0) and the reference holds only rounding noise (~1e-8), which no
-// relative measure can judge.
-static double rel_l2(const float *a, const float *ref, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)a[i] - ref[i];
-        num += d * d, den += (double)ref[i] * ref[i];
-    }
-    if (isnan(num)) return NAN;
-    den = fmax(den, 1e-6 * (double)n);
-    return sqrt(num / den);
-}
 
 // Diagnostics of a failing [B, T, NH, D] tensor: the first element off by more than 10x the
 // tolerance (relative to the tensor's RMS) or NaN, the count of NaNs, and rel L2 per 64-row tile.
@@ -351,11 +299,6 @@ static void t_flash_unsupported(void) {
 // Timing (not a parity check; reported with err 0, tol 0): B=1, H=KVH=32, D=128, causal, the
 // issue-8 benchmark shape, so a test log also shows the speed. ms per call, mean of a few runs;
 // a 4-byte download synchronizes.
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 static void t_flash_perf(int T) {
     if (!wanted("flash_bf16_perf")) return;
     int B = 1, H = 32, KVH = 32, D = 128;

@@ -20,9 +20,9 @@
 
 #include "../../cuda/attn_bf16.h"
 #include "../../cuda/bf16.h"
+#include "bf16_check.h"
 #include "gpu_check.h"
 
-#define BF16_NAN 0x7fc0
 void flash_wgmma_tune(int fwd, int dkdv, int dq); // flash_wgmma.cu, not in the header (tests)
 void flash_bf16_tune(int fwd, int dkdv, int dq);  // flash_bf16.cu (the perf comparison)
 
@@ -55,54 +55,6 @@ static int var_on(int var) {
 }
 static int g_arch = 1; // 0: the kernels returned -1 (not an sm_90 GPU)
 
-static void *xalloc(size_t bytes) {
-    void *p = calloc(bytes ? bytes : 1, 1);
-    MS_ASSERT(p, "out of memory");
-    return p;
-}
-static void rand_bf16(uint16_t **hb, float **hf, size_t n) {
-    *hb = xalloc(n * 2), *hf = xalloc(n * 4);
-    for (size_t i = 0; i < n; i++) {
-        (*hb)[i] = bf16_from_f32(rng_normal(&rng));
-        (*hf)[i] = bf16_to_f32((*hb)[i]);
-    }
-}
-static void *dev_from(const void *h, size_t bytes) {
-    void *d = gpu->alloc(bytes);
-    gpu->upload(d, h, bytes);
-    return d;
-}
-static void poison16(void *d, size_t n) {
-    uint16_t *h = xalloc(n * 2);
-    for (size_t i = 0; i < n; i++) h[i] = BF16_NAN;
-    gpu->upload(d, h, n * 2);
-    free(h);
-}
-static void poison32(void *d, size_t n) {
-    float *h = xalloc(n * 4);
-    for (size_t i = 0; i < n; i++) h[i] = NAN;
-    gpu->upload(d, h, n * 4);
-    free(h);
-}
-static float *down16(const void *d, size_t n, uint16_t **bits) {
-    uint16_t *h = xalloc(n * 2);
-    gpu->download(h, d, n * 2);
-    float *f = xalloc(n * 4);
-    for (size_t i = 0; i < n; i++) f[i] = bf16_to_f32(h[i]);
-    *bits = h;
-    return f;
-}
-// whole-tensor relative L2, NaN -> NaN; denominator floor RMS 1e-3 (T = 1: dq = dk = 0 exactly)
-static double rel_l2(const float *a, const float *ref, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)a[i] - ref[i];
-        num += d * d, den += (double)ref[i] * ref[i];
-    }
-    if (isnan(num)) return NAN;
-    den = fmax(den, 1e-6 * (double)n);
-    return sqrt(num / den);
-}
 
 static void diagnose(const char *name, const float *a, const float *ref, int B, int T, int NH,
                      int D, double tol) {
@@ -323,11 +275,6 @@ static void t_wg_unsupported(void) {
 
 // Timing (not a check): B=1, H=KVH=32, D=128, causal. ms per call, mean of reps; a 4-byte
 // download synchronizes. Each tiling of each kernel alone, and flash_bf16's default alongside.
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 static void t_wg_perf(int T) {
     if (!wanted("flash_wgmma_perf") || !g_arch || getenv("MSLAB_WG_NO_PERF")) return;
     int B = 1, H = 32, KVH = 32, D = 128;

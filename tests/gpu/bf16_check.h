@@ -1,0 +1,75 @@
+// bf16_check.h: the host-side helpers the bf16 flash tests share (flash_bf16_tests.c,
+// flash_wgmma_tests.c): random bf16 inputs, NaN-poisoned device outputs, bf16 downloads and the
+// whole-tensor relative L2 they are judged by. static inline: each test file gets its own copy.
+#ifndef MSLAB_BF16_CHECK_H
+#define MSLAB_BF16_CHECK_H
+
+#include <math.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "../../cuda/bf16.h"
+#include "gpu_check.h"
+
+#define BF16_NAN 0x7fc0
+
+static inline void *xalloc(size_t bytes) {
+    void *p = calloc(bytes ? bytes : 1, 1);
+    MS_ASSERT(p, "out of memory");
+    return p;
+}
+// n values ~ N(0, 1) rounded to bf16: the bits (*hb) and their exact fp32 values (*hf)
+static inline void rand_bf16(uint16_t **hb, float **hf, size_t n) {
+    *hb = xalloc(n * 2), *hf = xalloc(n * 4);
+    for (size_t i = 0; i < n; i++) {
+        (*hb)[i] = bf16_from_f32(rng_normal(&rng));
+        (*hf)[i] = bf16_to_f32((*hb)[i]);
+    }
+}
+static inline void *dev_from(const void *h, size_t bytes) {
+    void *d = gpu->alloc(bytes);
+    gpu->upload(d, h, bytes);
+    return d;
+}
+static inline void poison16(void *d, size_t n) {
+    uint16_t *h = xalloc(n * 2);
+    for (size_t i = 0; i < n; i++) h[i] = BF16_NAN;
+    gpu->upload(d, h, n * 2);
+    free(h);
+}
+static inline void poison32(void *d, size_t n) {
+    float *h = xalloc(n * 4);
+    for (size_t i = 0; i < n; i++) h[i] = NAN;
+    gpu->upload(d, h, n * 4);
+    free(h);
+}
+// a device bf16 array as fp32 values; its raw bits in *bits (the bitwise-repeat checks)
+static inline float *down16(const void *d, size_t n, uint16_t **bits) {
+    uint16_t *h = xalloc(n * 2);
+    gpu->download(h, d, n * 2);
+    float *f = xalloc(n * 4);
+    for (size_t i = 0; i < n; i++) f[i] = bf16_to_f32(h[i]);
+    *bits = h;
+    return f;
+}
+// Whole-tensor relative L2; NaN anywhere gives NaN (fails). The denominator has a floor of RMS
+// 1e-3 (inputs are N(0, 1), so real gradients are far above it): at T = 1 dq and dk are exactly 0
+// (one key: dS = P (dP - Di) = 0) and the reference holds only rounding noise (~1e-8), which no
+// relative measure can judge.
+static inline double rel_l2(const float *a, const float *ref, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - ref[i];
+        num += d * d, den += (double)ref[i] * ref[i];
+    }
+    if (isnan(num)) return NAN;
+    den = fmax(den, 1e-6 * (double)n);
+    return sqrt(num / den);
+}
+static inline double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+#endif
