@@ -49,10 +49,11 @@ $(BUILD)/%.o: %.cu $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
 
-# wgmma (Hopper's warpgroup MMA) exists only in the arch-specific target sm_90a: this one file is
-# built for it alone (it runs on H100 / H200 only; elsewhere its entry points return -1).
+# wgmma (Hopper's warpgroup MMA) exists only in the arch-specific target sm_90a: the files that use
+# it are built for it alone (they run on H100 / H200 only; elsewhere their entry points return -1).
 CUDA_GENCODE_90A ?= -gencode arch=compute_90a,code=sm_90a
-$(BUILD)/cuda/flash_wgmma.o: NVCCFLAGS := $(filter-out -gencode arch=%,$(NVCCFLAGS)) $(CUDA_GENCODE_90A)
+WGMMA_OBJ := $(patsubst %.cu,$(BUILD)/%.o,$(wildcard cuda/*wgmma*.cu))
+$(WGMMA_OBJ): NVCCFLAGS := $(filter-out -gencode arch=%,$(NVCCFLAGS)) $(CUDA_GENCODE_90A)
 
 $(BIN): $(LIB_OBJ) $(BUILD)/cli/main.o
 	@mkdir -p $(dir $@)

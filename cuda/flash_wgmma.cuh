@@ -20,6 +20,8 @@
 #include <cuda_bf16.h>
 #include <stdint.h>
 
+#include <cuda.h> // CUtensorMap (the encode function comes through cudaGetDriverEntryPoint)
+
 #include "mma_bf16.cuh"
 
 typedef __nv_bfloat16 bf16;
@@ -181,6 +183,73 @@ __device__ __forceinline__ void tma_load_4d(void *dst, const void *tmap, uint64_
                  " [%0], [%1, {%2, %3, %4, %5}], [%6];\n" ::"r"(smem_u32(dst)),
                  "l"(tmap), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(smem_u32(bar))
                  : "memory");
+}
+
+// ---------------------------------------------------------------------------------------------
+// host helpers shared by flash_wgmma.cu (forward) and flash_wgmma_bwd.cu (backward)
+
+// the tilings (flash_wgmma_tune, MSLAB_FLASH_WGMMA_TUNE; defined and explained in flash_wgmma.cu)
+extern int wg_tune_fwd, wg_tune_dkdv, wg_tune_dq;
+void wg_tune_from_env(void);
+
+// wgmma code exists only for sm_90 (sm_90a cubin): elsewhere return -1 and launch nothing
+static inline int arch_ok(void) {
+    static int ok = -1;
+    if (ok < 0) {
+        int dev = 0, major = 0, minor = 0;
+        ok = cudaGetDevice(&dev) == cudaSuccess &&
+             cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) ==
+                 cudaSuccess &&
+             cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) ==
+                 cudaSuccess &&
+             major == 9 && minor == 0;
+        cudaGetLastError();
+    }
+    return ok;
+}
+// the grids put query / key tiles of 64 rows in gridDim.y (<= 65535)
+static inline int shape_ok(int B, int T, int H, int KVH, int D) {
+    return (D == 64 || D == 128) && B >= 1 && T >= 1 && T <= 65535 * 64 && H >= 1 && KVH >= 1 &&
+           H % KVH == 0 && (size_t)B * H <= 0x7fffffffu && arch_ok();
+}
+
+// one-time opt-in to more than 48 KB of dynamic shared memory per kernel instantiation
+template <typename K> static inline void smem_optin(K kernel, size_t bytes) {
+    if (bytes > 48 * 1024)
+        cudaCheck(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)bytes));
+}
+
+// TMA descriptors: x [B, T, NH, D] bf16 as a 4-d tensor (D, NH, T, B), box (64, 1, rows, 1) =
+// one [rows][64] plane, 128-byte swizzle (the planar tile layout), rows past T zero-filled
+typedef CUresult (*EncodeTiledFn)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *,
+                                  const cuuint64_t *, const cuuint64_t *, const cuuint32_t *,
+                                  const cuuint32_t *, CUtensorMapInterleave, CUtensorMapSwizzle,
+                                  CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+static inline EncodeTiledFn encode_fn(void) {
+    static EncodeTiledFn fn = NULL;
+    static int tried = 0;
+    if (!tried) {
+        tried = 1;
+        void *p = NULL;
+        cudaDriverEntryPointQueryResult qr;
+        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000,
+                                             cudaEnableDefault, &qr) == cudaSuccess &&
+            qr == cudaDriverEntryPointSuccess)
+            fn = (EncodeTiledFn)p;
+        cudaGetLastError();
+    }
+    return fn;
+}
+static inline bool make_map(CUtensorMap *m, const bf16 *x, int B, int T, int NH, int D, int rows) {
+    EncodeTiledFn fn = encode_fn();
+    if (!fn) return false;
+    cuuint64_t dims[4] = {(cuuint64_t)D, (cuuint64_t)NH, (cuuint64_t)T, (cuuint64_t)B};
+    cuuint64_t strides[3] = {(cuuint64_t)D * 2, (cuuint64_t)NH * D * 2, (cuuint64_t)T * NH * D * 2};
+    cuuint32_t box[4] = {64, 1, (cuuint32_t)rows, 1}, es[4] = {1, 1, 1, 1};
+    return fn(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, (void *)x, dims, strides, box, es,
+              CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+              CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
 #endif
