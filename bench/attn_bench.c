@@ -97,13 +97,13 @@ static void sp_sel(void *a) { sel(a); }
 static void sp_fwd(void *a) {
     Job *j = a;
     sel(j);
-    j->rc |= sparse_bf16_fwd(j->o, j->lse, j->q, j->k, j->v, &j->ix, 1, j->N, H, H, D);
+    j->rc |= attn_bf16_sparse_fwd(j->o, j->lse, j->q, j->k, j->v, &j->ix, 1, j->N, H, H, D);
 }
 static void sp_fb(void *a) {
     Job *j = a;
     sp_fwd(j);
-    j->rc |= sparse_bf16_bwd(j->dq, j->dk, j->dv, j->dout, j->o, j->lse, j->q, j->k, j->v, &j->ix,
-                             1, j->N, H, H, D);
+    j->rc |= attn_bf16_sparse_bwd(j->dq, j->dk, j->dv, j->dout, j->o, j->lse, j->q, j->k, j->v,
+                                  &j->ix, 1, j->N, H, H, D);
 }
 // fp32 Backend ops (they accumulate gradients; the values do not matter for timing)
 static void f_dense_fwd(void *a) {

@@ -1,5 +1,5 @@
-// attn_bf16.h: the bf16 attention kernels (tensor cores: mma.sync m16n8k16, fp32 accumulation),
-// callable from C. Storage bf16 (uint16_t bits, see bf16.h); softmax statistics fp32.
+// attn_bf16.h: the bf16 attention kernels (tensor cores: mma.sync m16n8k16 everywhere, Hopper's
+// wgmma on sm_90; fp32 accumulation), callable from C. Storage bf16 (uint16_t bits, see bf16.h); softmax statistics fp32.
 //
 // Shapes as ops.h's attention ops: q, out, dout, dq: [B, T, H, D]; k, v, dk, dv: [B, T, KVH, D],
 // H % KVH == 0, query head h reads kv head h / (H / KVH); lse: [B, H, T] fp32, the natural-log
@@ -49,6 +49,16 @@ int flash_wgmma_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *do
                     const uint16_t *out, const float *lse, const uint16_t *q, const uint16_t *k,
                     const uint16_t *v, int B, int T, int H, int KVH, int D);
 
+// ---- block-sparse causal attention over an index list on Hopper's wgmma (forward in
+// cuda/flash_wgmma.cu, backward in cuda/flash_wgmma_bwd.cu; sm_90a) ----
+// The contract of sparse_bf16_fwd / _bwd below; -1 (nothing launched) on other GPUs and for the
+// lists and shapes they do not handle (then sparse_bf16_* runs the call).
+int sparse_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k,
+                     const uint16_t *v, const AttnIndex *ix, int B, int T, int H, int KVH, int D);
+int sparse_wgmma_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *dout,
+                     const uint16_t *out, const float *lse, const uint16_t *q, const uint16_t *k,
+                     const uint16_t *v, const AttnIndex *ix, int B, int T, int H, int KVH, int D);
+
 // ---- block-sparse causal attention over an index list (cuda/sparse_bf16.cu) ----
 // Which keys each row sees: ix exactly as ops.h's sparse_attention_fwd/bwd (AttnIndex; positions
 // inside when ix->kpos != NULL, if supported, else -1).
@@ -62,6 +72,23 @@ int sparse_bf16_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *do
 // same list as the fp32 op on the bf16-rounded inputs converted to fp32).
 int select_bf16(AttnIndex *ix, const struct AttnConfig *cfg, const uint16_t *q, const uint16_t *k,
                 int B, int T, int H, int KVH, int D);
+
+// ---- the default kernel of each call (cuda/attn_mode.cu) ----
+// The wgmma kernels where they run (H100 / H200 and the shapes / lists they handle), else the
+// mma.sync ones; MSLAB_FLASH_WGMMA=0 in the environment keeps the mma.sync ones. Same contract and
+// return value as the kernels. The bf16 backend and the benchmark call these.
+int attn_bf16_dense_fwd(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k,
+                        const uint16_t *v, int B, int T, int H, int KVH, int D);
+int attn_bf16_dense_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *dout,
+                        const uint16_t *out, const float *lse, const uint16_t *q, const uint16_t *k,
+                        const uint16_t *v, int B, int T, int H, int KVH, int D);
+int attn_bf16_sparse_fwd(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k,
+                         const uint16_t *v, const AttnIndex *ix, int B, int T, int H, int KVH,
+                         int D);
+int attn_bf16_sparse_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *dout,
+                         const uint16_t *out, const float *lse, const uint16_t *q,
+                         const uint16_t *k, const uint16_t *v, const AttnIndex *ix, int B, int T,
+                         int H, int KVH, int D);
 
 #ifdef __cplusplus
 }

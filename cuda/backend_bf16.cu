@@ -137,36 +137,14 @@ static QKV grads_bf16(size_t nq, size_t nk) {
     return r;
 }
 
-// Dense attention: the Hopper wgmma kernels where they run (H100 / H200, their shapes), else the
-// mma.sync ones; MSLAB_FLASH_WGMMA=0 keeps the mma.sync ones (for comparisons). Both have the
-// same contract (attn_bf16.h), so a wgmma forward may pair with an mma.sync backward.
-static int use_wgmma(void) {
-    static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("MSLAB_FLASH_WGMMA");
-        on = !(e && !strcmp(e, "0"));
-    }
-    return on;
-}
-static int dense_fwd_bf16(uint16_t *ob, float *lse, QKV x, int B, int T, int H, int KVH, int D) {
-    if (use_wgmma() && flash_wgmma_fwd(ob, lse, x.q, x.k, x.v, B, T, H, KVH, D) == 0) return 0;
-    return flash_bf16_fwd(ob, lse, x.q, x.k, x.v, B, T, H, KVH, D);
-}
-static int dense_bwd_bf16(QKV g, const uint16_t *gb, const uint16_t *ob, const float *lse, QKV x,
-                          int B, int T, int H, int KVH, int D) {
-    if (use_wgmma() &&
-        flash_wgmma_bwd(g.q, g.k, g.v, gb, ob, lse, x.q, x.k, x.v, B, T, H, KVH, D) == 0)
-        return 0;
-    return flash_bf16_bwd(g.q, g.k, g.v, gb, ob, lse, x.q, x.k, x.v, B, T, H, KVH, D);
-}
-
+// Which kernel runs each attention call (wgmma where it can, else mma.sync): attn_mode.cu.
 static void bf16_attention_fwd(float *out, float *lse, const float *q, const float *k,
                                const float *v, int B, int T, int H, int KVH, int D) {
     size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KVH * D;
     if (!nq) return;
     QKV x = qkv_bf16(q, k, v, nq, nk);
     uint16_t *ob = (uint16_t *)cuda_scratch(SCRATCH_BF16_B, nq * sizeof(uint16_t));
-    if (dense_fwd_bf16(ob, lse, x, B, T, H, KVH, D) != 0) {
+    if (attn_bf16_dense_fwd(ob, lse, x.q, x.k, x.v, B, T, H, KVH, D) != 0) {
         note_fallback("attention_fwd", B, T, H, KVH, D);
         cuda_attention_fwd(out, lse, q, k, v, B, T, H, KVH, D);
         return;
@@ -183,7 +161,7 @@ static void bf16_attention_bwd(float *dq, float *dk, float *dv, const float *dou
     const uint16_t *ob = to_bf16(SCRATCH_BF16_B, out, nq);
     const uint16_t *gb = to_bf16(SCRATCH_BF16_C, dout, nq);
     QKV g = grads_bf16(nq, nk);
-    if (dense_bwd_bf16(g, gb, ob, lse, x, B, T, H, KVH, D) != 0) {
+    if (attn_bf16_dense_bwd(g.q, g.k, g.v, gb, ob, lse, x.q, x.k, x.v, B, T, H, KVH, D) != 0) {
         note_fallback("attention_bwd", B, T, H, KVH, D);
         cuda_attention_bwd(dq, dk, dv, dout, out, lse, q, k, v, B, T, H, KVH, D);
         return;
@@ -200,7 +178,7 @@ static void bf16_sparse_fwd(float *out, float *lse, const float *q, const float 
     if (!nq) return;
     QKV x = qkv_bf16(q, k, v, nq, nk);
     uint16_t *ob = (uint16_t *)cuda_scratch(SCRATCH_BF16_B, nq * sizeof(uint16_t));
-    if (sparse_bf16_fwd(ob, lse, x.q, x.k, x.v, ix, B, T, H, KVH, D) != 0) {
+    if (attn_bf16_sparse_fwd(ob, lse, x.q, x.k, x.v, ix, B, T, H, KVH, D) != 0) {
         note_fallback("sparse_attention_fwd", B, T, H, KVH, D);
         cuda_sparse_attention_fwd(out, lse, q, k, v, ix, B, T, H, KVH, D);
         return;
@@ -217,7 +195,8 @@ static void bf16_sparse_bwd(float *dq, float *dk, float *dv, const float *dout, 
     const uint16_t *ob = to_bf16(SCRATCH_BF16_B, out, nq);
     const uint16_t *gb = to_bf16(SCRATCH_BF16_C, dout, nq);
     QKV g = grads_bf16(nq, nk);
-    if (sparse_bf16_bwd(g.q, g.k, g.v, gb, ob, lse, x.q, x.k, x.v, ix, B, T, H, KVH, D) != 0) {
+    if (attn_bf16_sparse_bwd(g.q, g.k, g.v, gb, ob, lse, x.q, x.k, x.v, ix, B, T, H, KVH,
+                             D) != 0) {
         note_fallback("sparse_attention_bwd", B, T, H, KVH, D);
         cuda_sparse_attention_bwd(dq, dk, dv, dout, out, lse, q, k, v, ix, B, T, H, KVH, D);
         return;

@@ -624,3 +624,13 @@ extern "C" int flash_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, con
                         T, H, KVH);
     return 0;
 }
+
+// ---------------------------------------------------------------------------------------------
+// block-sparse forward over an index list (attn_bf16.h sparse_wgmma_fwd): not written yet
+extern "C" int sparse_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k,
+                                const uint16_t *v, const AttnIndex *ix, int B, int T, int H,
+                                int KVH, int D) {
+    (void)out, (void)lse, (void)q, (void)k, (void)v, (void)ix, (void)B, (void)T, (void)H,
+        (void)KVH, (void)D;
+    return -1;
+}

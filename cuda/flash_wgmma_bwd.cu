@@ -771,3 +771,14 @@ extern "C" int flash_wgmma_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const u
                         (const bf16 *)v, B, T, H, KVH);
     return 0;
 }
+
+// ---------------------------------------------------------------------------------------------
+// block-sparse backward over an index list (attn_bf16.h sparse_wgmma_bwd): not written yet
+extern "C" int sparse_wgmma_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *dout,
+                                const uint16_t *out, const float *lse, const uint16_t *q,
+                                const uint16_t *k, const uint16_t *v, const AttnIndex *ix, int B,
+                                int T, int H, int KVH, int D) {
+    (void)dq, (void)dk, (void)dv, (void)dout, (void)out, (void)lse, (void)q, (void)k, (void)v,
+        (void)ix, (void)B, (void)T, (void)H, (void)KVH, (void)D;
+    return -1;
+}

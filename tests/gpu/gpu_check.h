@@ -29,5 +29,7 @@ void t_sparse_bf16_all(void);  // tests/gpu/sparse_bf16_tests.c
 void t_backend_bf16_all(void); // tests/gpu/backend_bf16_tests.c
 void t_select_bf16_all(void);  // tests/gpu/select_bf16_tests.c
 void t_flash_wgmma_all(void);  // tests/gpu/flash_wgmma_tests.c
+void t_sparse_wgmma_fwd_all(void); // tests/gpu/sparse_wgmma_fwd_tests.c
+void t_sparse_wgmma_bwd_all(void); // tests/gpu/sparse_wgmma_bwd_tests.c
 
 #endif

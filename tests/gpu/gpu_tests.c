@@ -904,6 +904,8 @@ int main(int argc, char **argv) {
     t_flash_bf16_all();
     t_flash_wgmma_all();
     t_sparse_bf16_all();
+    t_sparse_wgmma_fwd_all();
+    t_sparse_wgmma_bwd_all();
     t_select_bf16_all();
     t_backend_bf16_all();
 
