@@ -20,7 +20,7 @@
 // Softmax: online, in registers, exp2 of log2e-scaled scores; lse = natural log-sum-exp (fp32).
 // Backward: Di = rowsum(dO * O) (fp32, one warp per row). dQ: the forward's walk, P recomputed
 // from lse, dS = P (dP - Di), dQ = scale dS K, written once (bf16).
-// Inverse list (dK/dV without atomics): for each (b, kv head, region) the (query head of the
+// Inverse list (cuda/sparse_inverse.cu; dK/dV without atomics): for each (b, kv head, region) the (query head of the
 // group, block) entries that list it. Counting pass (integer atomics: exact), exclusive scan (CUB,
 // integers), then a fill in a FIXED order: the (head, block) lists of a (b, kv head) in chunks of
 // L lists; per chunk the region counts, each region's chunk offsets (its start + earlier chunks'
@@ -70,6 +70,7 @@
 #include <cub/device/device_scan.cuh>
 
 #include "cuda_common.cuh"
+#include "sparse_inverse.cuh"
 extern "C" {
 #include "../core/attention.h"
 #include "attn_bf16.h"
@@ -570,68 +571,6 @@ __global__ void sb_di_kernel(float *Di, const uint16_t *dout, const uint16_t *ou
             int h = (int)(row % H), t = (int)((row / H) % T), b = (int)(row / H / T);
             Di[((size_t)b * H + h) * T + t] = s;
         }
-    }
-}
-
-// count[(b, kvh, r)] = entries that list r (integer atomics: the counts are exact)
-__global__ void sb_count_kernel(int *count, const int *idx, int B, int H, int KVH, int nblk,
-                                int width, int nreg) {
-    size_t n = (size_t)B * H * nblk * width;
-    int G = H / KVH;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        int r = idx[i];
-        if (r < 0 || r >= nreg) continue;
-        size_t l = i / width;
-        int h = (int)((l / nblk) % H), b = (int)(l / nblk / H);
-        atomicAdd(count + ((size_t)b * KVH + h / G) * nreg + r, 1);
-    }
-}
-
-// The fill in (head of the group, block) order, cut into chunks of L consecutive lists of a (b, kv
-// head) so that chunks run in parallel: per-chunk region counts (integer atomics), each region's
-// chunk offsets = its start + the counts of the earlier chunks (one thread per region, chunks in
-// order), then each chunk's CTA walks its lists one after another (slots in parallel, a barrier
-// between lists) from its own cursors. Same positions as one walk over all the lists.
-// cdesc: the lists in (head of the group, block DESCENDING) order (the fused backward's order C)
-__global__ void sb_chunk_count(int *ccnt, const int *idx, int H, int KVH, int nblk, int width,
-                               int nreg, int L, int nchunk, int cdesc) {
-    int ch = blockIdx.x, bk = blockIdx.y, b = bk / KVH, kvh = bk % KVH, G = H / KVH;
-    int l0 = ch * L, l1 = min(G * nblk, l0 + L);
-    int *cc = ccnt + ((size_t)bk * nchunk + ch) * nreg;
-    for (size_t e = threadIdx.x; e < (size_t)(l1 - l0) * width; e += blockDim.x) {
-        int l = l0 + (int)(e / width), s = (int)(e % width), hg = l / nblk, c = l % nblk;
-        if (cdesc) c = nblk - 1 - c;
-        int r = idx[(((size_t)b * H + kvh * G + hg) * nblk + c) * width + s];
-        if (r >= 0 && r < nreg) atomicAdd(cc + r, 1);
-    }
-}
-__global__ void sb_chunk_scan(int *ccnt, const int *start, size_t nbkt, int nreg, int nchunk) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < nbkt;
-         i += (size_t)gridDim.x * blockDim.x) {
-        size_t bk = i / nreg, r = i % nreg;
-        int run = start[i];
-        for (int ch = 0; ch < nchunk; ch++) {
-            int *p = ccnt + (bk * nchunk + ch) * nreg + r;
-            int t = *p;
-            *p = run;
-            run += t;
-        }
-    }
-}
-__global__ void sb_chunk_fill(int *inv, int *ccnt, const int *idx, int H, int KVH, int nblk,
-                              int width, int nreg, int L, int nchunk) {
-    int ch = blockIdx.x, bk = blockIdx.y, b = bk / KVH, kvh = bk % KVH, G = H / KVH;
-    int l0 = ch * L, l1 = min(G * nblk, l0 + L);
-    int *cur = ccnt + ((size_t)bk * nchunk + ch) * nreg;
-    for (int l = l0; l < l1; l++) {
-        int hg = l / nblk, c = l % nblk;
-        const int *list = idx + (((size_t)b * H + kvh * G + hg) * nblk + c) * width;
-        for (int s = threadIdx.x; s < width; s += blockDim.x) {
-            int r = list[s];
-            if (r >= 0 && r < nreg) inv[cur[r]++] = hg * nblk + c;
-        }
-        __syncthreads();
     }
 }
 
@@ -1654,8 +1593,7 @@ static int sb_bwd_fused(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t
     MS_ASSERT(nent < (size_t)INT_MAX, "sparse_bf16_bwd: index list of %zu entries", nent);
     size_t perbk = 2 * (size_t)T * D * 4, cb = sb_acc_budget(B, T, H, KVH, D) / perbk;
     cb = cb < 1 ? 1 : cb > nbk ? nbk : cb;
-    int nlists = (H / KVH) * ix->nblk, L = 64;
-    while ((size_t)B * KVH * ((nlists + L - 1) / L) * nreg > ((size_t)16 << 20) && L < nlists) L *= 2;
+    int nlists = (H / KVH) * ix->nblk, L = sparse_inverse_chunk(ix, B, H, KVH, nreg);
     int nchunk = (nlists + L - 1) / L;
     size_t nccnt = (size_t)B * KVH * nchunk * nreg;
     int gpr = (ix->region + 31) / 32; // ORD: groups of 32 keys per region
@@ -1799,39 +1737,15 @@ extern "C" int sparse_bf16_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const u
         !(attn_bf16_deterministic() && (ix->region + 31) / 32 > 64)) // ORD: <= 64 groups
         return sb_bwd_fused(dq, dk, dv, dout, out, lse, q, k, v, ix, B, T, H, KVH, D);
     SbArgs a = sb_args(ix, B, T, H, KVH, D);
-    int nreg = (T + ix->region - 1) / ix->region;
-    size_t nrow = (size_t)B * H * T, nbkt = (size_t)B * KVH * nreg;
-    size_t nent = (size_t)B * H * ix->nblk * ix->width;
-    size_t scan_bytes = 0;
-    cudaCheck(cub::DeviceScan::ExclusiveSum(NULL, scan_bytes, (const int *)NULL, (int *)NULL,
-                                            (int)nbkt));
-    MS_ASSERT(nent < (size_t)INT_MAX, "sparse_bf16_bwd: index list of %zu entries", nent);
-    size_t o_di = 0, o_cnt = align256(o_di + nrow * 4), o_start = align256(o_cnt + nbkt * 4);
-    // chunks of L lists for the fill, L doubled until the per-chunk counts stay <= 16M ints
-    int nlists = (H / KVH) * ix->nblk, L = 64;
-    while ((size_t)B * KVH * ((nlists + L - 1) / L) * nreg > ((size_t)16 << 20) && L < nlists) L *= 2;
-    int nchunk = (nlists + L - 1) / L;
-    size_t nccnt = (size_t)B * KVH * nchunk * nreg;
-    size_t o_cur = align256(o_start + nbkt * 4), o_inv = align256(o_cur + nccnt * 4);
-    size_t o_tmp = align256(o_inv + nent * 4), total = o_tmp + scan_bytes + 256;
-    char *scr = (char *)cuda_scratch(SCRATCH_SPARSE_BF16, total);
-    float *Di = (float *)(scr + o_di);
-    int *cnt = (int *)(scr + o_cnt), *start = (int *)(scr + o_start), *cur = (int *)(scr + o_cur);
-    int *inv = (int *)(scr + o_inv);
+    size_t nrow = (size_t)B * H * T, o_inv = align256(nrow * 4);
+    size_t inv_bytes = sparse_inverse_build(NULL, NULL, ix, B, T, H, KVH);
+    char *scr = (char *)cuda_scratch(SCRATCH_SPARSE_BF16, o_inv + inv_bytes);
+    float *Di = (float *)scr;
+    SparseInverse si;
+    sparse_inverse_build(&si, scr + o_inv, ix, B, T, H, KVH);
+    int *inv = si.inv, *start = si.start, *cnt = si.count, nreg = si.nreg;
 
     sb_di_kernel<<<grid_for(nrow * 32, 256), 256>>>(Di, dout, out, B, T, H, D);
-    cudaLaunchCheck();
-    cudaCheck(cudaMemsetAsync(cnt, 0, nbkt * 4));
-    sb_count_kernel<<<grid_for(nent, 256), 256>>>(cnt, ix->idx, B, H, KVH, ix->nblk, ix->width, nreg);
-    cudaLaunchCheck();
-    cudaCheck(cub::DeviceScan::ExclusiveSum(scr + o_tmp, scan_bytes, cnt, start, (int)nbkt));
-    cudaCheck(cudaMemsetAsync(cur, 0, nccnt * 4));
-    dim3 gch((unsigned)nchunk, (unsigned)(B * KVH));
-    sb_chunk_count<<<gch, 256>>>(cur, ix->idx, H, KVH, ix->nblk, ix->width, nreg, L, nchunk, 0);
-    cudaLaunchCheck();
-    sb_chunk_scan<<<grid_for(nbkt, 256), 256>>>(cur, start, nbkt, nreg, nchunk);
-    cudaLaunchCheck();
-    sb_chunk_fill<<<gch, 256>>>(inv, cur, ix->idx, H, KVH, ix->nblk, ix->width, nreg, L, nchunk);
     cudaLaunchCheck();
 
     SbInv iv;
