@@ -93,19 +93,30 @@ static int first_cb(int n, const char *const *names, const char *const *vals, vo
     return 1;
 }
 
-TEST(precision_recorded_with_the_run) {
-    char err[1024], db[512];
-    CHECK(run_script("local r = ms.run { name = 'p', data = c, precision = 'fp32',\n"
-                     "  model = { dim = 16, layers = 1, heads = 2, ffn = 16 },\n"
-                     "  train = { seq = 16, batch = 2, steps = 2, log_every = 1 } }\n"
-                     "assert(r.status == 'done', r.error)\n",
-                     err, sizeof err, db, sizeof db) == 0);
+// A two-step run with `key` (Lua, e.g. "precision = 'fp32'") in its table; the params row `param`
+// of the run into v ("(no row)" when absent).
+static int tiny_run_param(const char *key, const char *param, char v[256]) {
+    char err[1024], db[512], script[512], sql[256];
+    snprintf(script, sizeof script,
+             "local r = ms.run { name = '%s', data = c, %s,\n"
+             "  model = { dim = 16, layers = 1, heads = 2, ffn = 16 },\n"
+             "  train = { seq = 16, batch = 2, steps = 2, log_every = 1 } }\n"
+             "assert(r.status == 'done', r.error)\n",
+             param, key);
+    if (run_script(script, err, sizeof err, db, sizeof db) != 0) return -1;
     Store *s;
-    CHECK(store_open(&s, db, 1) == 0);
-    char v[256] = "(no row)";
-    CHECK(store_select(s, "SELECT value FROM params WHERE key = 'precision'", first_cb, v) == 0);
-    CHECK_STR(v, "fp32");
+    if (store_open(&s, db, 1) != 0) return -1;
+    snprintf(sql, sizeof sql, "SELECT value FROM params WHERE key = '%s'", param);
+    snprintf(v, 256, "(no row)");
+    int rc = store_select(s, sql, first_cb, v);
     store_close(s);
+    return rc;
+}
+
+TEST(precision_recorded_with_the_run) {
+    char v[256];
+    CHECK(tiny_run_param("precision = 'fp32'", "precision", v) == 0);
+    CHECK_STR(v, "fp32");
 }
 
 // `deterministic` (docs/cuda.md "Determinism"): a boolean, default true; only false is recorded
@@ -125,15 +136,7 @@ TEST(deterministic_key) {
     j = run_config_json(&rc);
     CHECK(strstr(j, "\"deterministic\":false,") != NULL);
     free(j);
-    CHECK(run_script("local r = ms.run { name = 'd', data = c, deterministic = false,\n"
-                     "  model = { dim = 16, layers = 1, heads = 2, ffn = 16 },\n"
-                     "  train = { seq = 16, batch = 2, steps = 2, log_every = 1 } }\n"
-                     "assert(r.status == 'done', r.error)\n",
-                     err, sizeof err, db, sizeof db) == 0);
-    Store *s;
-    CHECK(store_open(&s, db, 1) == 0);
-    char v[256] = "(no row)";
-    CHECK(store_select(s, "SELECT value FROM params WHERE key = 'deterministic'", first_cb, v) == 0);
+    char v[256];
+    CHECK(tiny_run_param("deterministic = false", "deterministic", v) == 0);
     CHECK_STR(v, "false");
-    store_close(s);
 }
