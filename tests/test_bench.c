@@ -29,7 +29,8 @@ static const char *value(const char *db, const char *sql) {
 
 static double num(const char *db, const char *sql) { return strtod(value(db, sql), NULL); }
 
-// Ours: dense 2x faster than FA2 at 4K, MS twice as fast as torch-ms at 16K, a MoBA row n/a.
+// Ours: dense 2x faster than FA2 at 4K, MS twice as fast as torch-ms at 16K, a MoBA row n/a, a
+// moba-blk row at half flex-moba's speed (selection included on both sides).
 static const char *ours_tsv =
     "# mslab-gpu-bench --attn: NVIDIA H200, sm_90, 132 SMs, 139.8 GiB; bf16 causal, B=1; median of 5 "
     "CUDA-event timings\n"
@@ -40,7 +41,9 @@ static const char *ours_tsv =
     "ms-bf16\tselect\t16384\t0.25\t1.0\tselect_dots=3e6\n"
     "ms-bf16\tfwd\t16384\t2.0\t100\tpairs=3e9;density=0.7;share=0.125\n"
     "ms-bf16\tfwdbwd\t16384\t5.0\t140\tpairs=3e9;share=0.05;peak_bytes=9126805504;io_bytes=8589934592\n"
-    "moba-bf16\tfwd\t16384\tn/a\tn/a\tn/a=not available (returns -1)\n";
+    "moba-bf16\tfwd\t16384\tn/a\tn/a\tn/a=not available (returns -1)\n"
+    "moba-blk-bf16\tfwd\t16384\t3.0\t40\n"
+    "moba-blk-bf16\tselect\t16384\t1.0\tn/a\n";
 static const char *peers_tsv =
     "# bench/peers.py\n"
     "fa2\tfwd\t4096\t3.0\t90\treps=10\n"
@@ -49,6 +52,7 @@ static const char *peers_tsv =
     "fa2\tfwdbwd\t16384\t30\t420\n"
     "torch-ms\tfwd\t16384\t4.0\tn/a\n"
     "torch-ms\tfwdbwd\t16384\t15.0\tn/a\tpeak_gib=12.5\n"
+    "flex-moba\tselect\t16384\t0.5\tn/a\n"
     "flex-moba\tfwd\t16384\t1.0\t50\n";
 
 static void write_pair(char *ours, char *peers, size_t n) {
@@ -66,7 +70,7 @@ TEST(bench_record_ratios_and_rows) {
     BenchTable t = {0};
     CHECK(bench_read_tsv(ours, 0, &t) == 0);
     CHECK(bench_read_tsv(peers, 1, &t) == 0);
-    CHECK(t.n == 13);
+    CHECK(t.n == 16);
     CHECK_STR(t.device, "NVIDIA H200, sm_90, 132 SMs, 139.8 GiB");
     CHECK(t.reps == 5);
     CHECK(t.r[5].ms < 0); // n/a
@@ -79,6 +83,9 @@ TEST(bench_record_ratios_and_rows) {
     CHECK_NEAR(bench_x_fa2(&t, &t.r[4]), 6.0, 1e-12);  // ms fwdbwd 5 vs FA2 30
     CHECK_NEAR(bench_x_peer(&t, &t.r[4]), 3.0, 1e-12); // vs torch-ms 15
     CHECK(isnan(bench_x_peer(&t, &t.r[5])));           // n/a row
+    // moba vs flex-moba: ours includes the selection, so flex's select row is added: (0.5 + 1) / 3
+    CHECK_NEAR(bench_x_peer(&t, &t.r[6]), 0.5, 1e-12);
+    CHECK_NEAR(bench_x_peer(&t, &t.r[7]), 0.5, 1e-12); // select vs select: 0.5 / 1
     CHECK_NEAR(bench_extra(&t.r[4], "share"), 0.05, 1e-15);
     CHECK(isnan(bench_extra(&t.r[4], "shar")));
     CHECK_STR(bench_peer_of("moba-bf16"), "flex-moba");
@@ -105,8 +112,8 @@ TEST(bench_record_ratios_and_rows) {
     CHECK_STR(value(db, "SELECT value FROM params WHERE key = 'bench.note'"), "synthetic 'note'");
     CHECK_STR(value(db, "SELECT value FROM params WHERE key = 'bench.gpu'"),
               "NVIDIA H200, sm_90, 132 SMs, 139.8 GiB");
-    // 7 measured rows of ours + peers (the n/a row writes nothing)
-    CHECK(num(db, "SELECT count(*) FROM evals WHERE task = 'bench'") == 12);
+    // 7 measured rows of ours + 8 of the peers (the n/a row writes nothing)
+    CHECK(num(db, "SELECT count(*) FROM evals WHERE task = 'bench'") == 15);
     CHECK(num(db, "SELECT value FROM evals WHERE task = 'bench' AND protocol = 'ms-bf16 fwdbwd' "
                   "AND length = 16384") == 5.0);
     CHECK(num(db, "SELECT n FROM evals WHERE task = 'bench' AND protocol = 'ms-bf16 fwdbwd'") == 5);
@@ -130,7 +137,7 @@ TEST(bench_record_ratios_and_rows) {
     CHECK(bench_record(ours, NULL, &o2, &id) == 0);
     CHECK(id == 2);
     CHECK(num(db, "SELECT count(*) FROM evals WHERE run_id = 2 AND task LIKE 'bench_x_%'") == 0);
-    CHECK(num(db, "SELECT count(*) FROM evals WHERE run_id = 2 AND task = 'bench'") == 5);
+    CHECK(num(db, "SELECT count(*) FROM evals WHERE run_id = 2 AND task = 'bench'") == 7);
 }
 
 TEST(bench_record_bad_lines_name_file_and_line) {
