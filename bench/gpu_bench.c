@@ -132,6 +132,7 @@ static void bench_train(const char *name, ModelConfig c, int B, int T, int steps
 // 12 layers, 12 heads, SwiGLU 4*dim, vocab 32000, untied, 162M parameters) on the bf16 backend:
 // dense at T=4096 x 8, and MS attention (w 16, top 512, merge 128) at T=32768 x 1. Random tokens,
 // AdamW, two warm-up steps; rows appended to --tsv FILE as `lm-<attn>-bf16 train T ms_per_step`.
+// MSLAB_LM_ROWS=02 runs rows 0 and 2 only (for profilers).
 static int bench_lm(int argc, char **argv) {
     const char *tsv = NULL;
     for (int i = 1; i + 1 < argc; i++)
@@ -156,7 +157,9 @@ static int bench_lm(int argc, char **argv) {
         fprintf(stderr, "mslab-gpu-bench: cannot append to %s\n", tsv);
         return 1;
     }
+    const char *only = getenv("MSLAB_LM_ROWS"); // e.g. "0": the rows to run (profiling)
     for (int i = 0; i < 3; i++) {
+        if (only && !strchr(only, '0' + i)) continue;
         double tps = bench_train_attn(rows[i].name, c, rows[i].B, rows[i].T, 7, rows[i].attn);
         if (f)
             fprintf(f, "%s\ttrain\t%d\t%.4f\tn/a\ttokens_per_s=%.0f;batch=%d;params_m=%.0f\n",

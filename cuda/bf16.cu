@@ -1,39 +1,87 @@
 // bf16.cu: fp32 <-> bf16 conversions on the device (cuda/bf16.h).
+//
+// Memory-bound: 8 elements per thread and iteration (two 16-byte fp32 loads, one 16-byte bf16
+// store, or the reverse) when both pointers are 16-byte aligned, else one element at a time; the
+// tail past the last multiple of 8 is done element-wise by the first threads. Before (one element
+// per thread) a 25M-element conversion reached ~2.2 TB/s on the H200 (ncu, 4096x8 LM step).
 #include <cuda_bf16.h>
+#include <stdint.h>
 
+#include "bf16_vec.cuh"
 #include "cuda_common.cuh"
 extern "C" {
 #include "bf16.h"
 }
 
+#define CV_THREADS 256
+
+// f32 -> bf16, VEC: 8 per step (dst, src 16-byte aligned)
+template <int VEC>
 __global__ void f32_to_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x)
-        dst[i] = __float2bfloat16_rn(src[i]);
+    size_t tid = blockIdx.x * (size_t)blockDim.x + threadIdx.x, nt = (size_t)gridDim.x * blockDim.x;
+    size_t done = 0;
+    if (VEC) {
+        size_t n8 = n / 8;
+        const float4 *s4 = (const float4 *)src;
+        uint4 *d4 = (uint4 *)dst;
+        for (size_t i = tid; i < n8; i += nt) {
+            float4 a = s4[2 * i], b = s4[2 * i + 1];
+            uint4 o;
+            o.x = bf16pack(a.x, a.y), o.y = bf16pack(a.z, a.w);
+            o.z = bf16pack(b.x, b.y), o.w = bf16pack(b.z, b.w);
+            d4[i] = o;
+        }
+        done = n8 * 8;
+    }
+    for (size_t i = done + tid; i < n; i += nt) dst[i] = __float2bfloat16_rn(src[i]);
 }
+
+// bf16 -> f32, ADD: dst += src instead of dst = src
+template <int VEC, int ADD>
 __global__ void bf16_to_f32_kernel(float *dst, const __nv_bfloat16 *src, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x)
-        dst[i] = __bfloat162float(src[i]);
+    size_t tid = blockIdx.x * (size_t)blockDim.x + threadIdx.x, nt = (size_t)gridDim.x * blockDim.x;
+    size_t done = 0;
+    if (VEC) {
+        size_t n8 = n / 8;
+        const uint4 *s4 = (const uint4 *)src;
+        float4 *d4 = (float4 *)dst;
+        for (size_t i = tid; i < n8; i += nt) {
+            uint4 u = s4[i];
+            float4 a = make_float4(bf16lo(u.x), bf16hi(u.x), bf16lo(u.y), bf16hi(u.y));
+            float4 b = make_float4(bf16lo(u.z), bf16hi(u.z), bf16lo(u.w), bf16hi(u.w));
+            if (ADD) {
+                float4 x = d4[2 * i], y = d4[2 * i + 1];
+                a.x += x.x, a.y += x.y, a.z += x.z, a.w += x.w;
+                b.x += y.x, b.y += y.y, b.z += y.z, b.w += y.w;
+                // dst + src, as the scalar path: addition commutes exactly
+            }
+            d4[2 * i] = a, d4[2 * i + 1] = b;
+        }
+        done = n8 * 8;
+    }
+    for (size_t i = done + tid; i < n; i += nt) {
+        float v = __bfloat162float(src[i]);
+        dst[i] = ADD ? dst[i] + v : v;
+    }
 }
-__global__ void bf16_add_to_f32_kernel(float *dst, const __nv_bfloat16 *src, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x)
-        dst[i] += __bfloat162float(src[i]);
-}
+
+static unsigned cv_grid(size_t n, int vec) { return grid_for(vec ? (n + 7) / 8 : n, CV_THREADS); }
 
 extern "C" void cuda_f32_to_bf16(uint16_t *dst, const float *src, size_t n) {
     if (!n) return;
-    f32_to_bf16_kernel<<<grid_for(n, 256), 256>>>((__nv_bfloat16 *)dst, src, n);
+    int vec = aligned16(dst) && aligned16(src);
+    if (vec) f32_to_bf16_kernel<1><<<cv_grid(n, 1), CV_THREADS>>>((__nv_bfloat16 *)dst, src, n);
+    else f32_to_bf16_kernel<0><<<cv_grid(n, 0), CV_THREADS>>>((__nv_bfloat16 *)dst, src, n);
     cudaLaunchCheck();
 }
-extern "C" void cuda_bf16_to_f32(float *dst, const uint16_t *src, size_t n) {
+template <int ADD> static void to_f32(float *dst, const uint16_t *src, size_t n) {
     if (!n) return;
-    bf16_to_f32_kernel<<<grid_for(n, 256), 256>>>(dst, (const __nv_bfloat16 *)src, n);
+    const __nv_bfloat16 *s = (const __nv_bfloat16 *)src;
+    if (aligned16(dst) && aligned16(src)) bf16_to_f32_kernel<1, ADD><<<cv_grid(n, 1), CV_THREADS>>>(dst, s, n);
+    else bf16_to_f32_kernel<0, ADD><<<cv_grid(n, 0), CV_THREADS>>>(dst, s, n);
     cudaLaunchCheck();
 }
+extern "C" void cuda_bf16_to_f32(float *dst, const uint16_t *src, size_t n) { to_f32<0>(dst, src, n); }
 extern "C" void cuda_bf16_add_to_f32(float *dst, const uint16_t *src, size_t n) {
-    if (!n) return;
-    bf16_add_to_f32_kernel<<<grid_for(n, 256), 256>>>(dst, (const __nv_bfloat16 *)src, n);
-    cudaLaunchCheck();
+    to_f32<1>(dst, src, n);
 }

@@ -20,6 +20,35 @@ void cuda_f32_to_bf16(uint16_t *dst, const float *src, size_t n);   // dst = rn(
 void cuda_bf16_to_f32(float *dst, const uint16_t *src, size_t n);   // dst = src (exact)
 void cuda_bf16_add_to_f32(float *dst, const uint16_t *src, size_t n); // dst += src
 
+// ---- fused variants of fp32 ops for the bf16 table (cuda/backend_bf16.cu) ----
+// Each is its fp32 op (cuda_common.cuh) plus: a bf16 pointer (ob, dgb, ...; NULL: none) that
+// receives the bf16 rounding of the op's final fp32 output, bit for bit what cuda_f32_to_bf16 of
+// that output gives, and for backward ops acc: 1 = ops.h's +=, 0 = overwrite (the table passes 0
+// only for a gradient it knows is zero, which skips reading it; the result is the same).
+void cuda_swiglu_fwd_x(float *out, uint16_t *ob, const float *gate, const float *up, size_t n);
+void cuda_swiglu_bwd_x(float *dgate, float *dup, uint16_t *dgb, uint16_t *dub, int acc,
+                       const float *dout, const float *gate, const float *up, size_t n);
+void cuda_crossentropy_bwd_x(float *dlogits, uint16_t *db, int acc, const float *logits,
+                             const int *targets, float dloss, int N, int V);
+void cuda_rmsnorm_fwd_x(float *out, uint16_t *ob, float *rstd, const float *inp, const float *w,
+                        int N, int C, float eps);
+void cuda_rmsnorm_bwd_x(float *dinp, uint16_t *db, int acc, float *dw, const float *dout,
+                        const float *inp, const float *w, const float *rstd, int N, int C);
+void cuda_rope_fwd_x(float *out, uint16_t *ob, const float *inp, const float *pos,
+                     const float *inv_freq, int N, int H, int D, int style);
+void cuda_rope_bwd_x(float *dinp, uint16_t *db, int acc, const float *dout, const float *pos,
+                     const float *inv_freq, int N, int H, int D, int style);
+
+// ---- the bf16 table's memory state (cuda/backend_bf16.cu, "Conversions") ----
+// The table keeps bf16 shadows of the arrays its GEMMs / attention read and defers zero() to the
+// next op; both see every write made through the table. Code that writes device memory any other
+// way (the fp32 table, raw CUDA) while the bf16 table is in use calls forget() first.
+void backend_cuda_bf16_forget(void);
+// Tests: cache = 0 drops the shadows and converts every operand per call; lazy = 0 runs zero() at
+// once (both 1 by default; MSLAB_BF16_CACHE=0, MSLAB_BF16_LAZY=0 in the environment).
+void backend_cuda_bf16_set_state(int cache, int lazy);
+size_t backend_cuda_bf16_shadow_bytes(void); // device bytes held by shadows
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,73 +1,171 @@
 // elementwise.cu: add, scale, SwiGLU forward/backward, and the sum of squares.
 //
-// Element-wise ops: one thread per element (grid-stride); each output element is computed alone, so
-// they are deterministic by construction. The expressions follow core/cpu/ term by term; nvcc
+// Element-wise ops: grid-stride loops, 4 elements per thread and step (float4) when the pointers
+// allow; each output element is computed alone, so they are deterministic by construction. The expressions follow core/cpu/ term by term; nvcc
 // contracts a*b+c into FMA (not the CPU build), so results may differ from the CPU in the last bit.
 //
 // sumsq: deterministic two-pass reduction in double. Pass 1: a fixed number of blocks (a function
 // of n only), each thread sums a fixed strided subset in order, the block combines its threads in a
 // fixed tree; pass 2: one block combines the block partials the same way. No atomics.
+#include "bf16_vec.cuh"
 #include "cuda_common.cuh"
+extern "C" {
+#include "bf16.h"
+}
 
 #define EW_THREADS 256
 
-__global__ void add_kernel(float *out, const float *a, const float *b, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x)
-        out[i] = a[i] + b[i];
+// Vectorised element-wise loops: with every pointer 16-byte aligned (VEC), 4 elements per thread
+// and step through float4; the tail (n % 4) and unaligned calls go one element at a time. Each
+// element's expression is the scalar one, so both paths give the same bits.
+template <int VEC, class V4, class V1>
+__device__ __forceinline__ void ew_loop(size_t n, V4 body4, V1 body1) {
+    size_t tid = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    size_t nt = (size_t)gridDim.x * blockDim.x, done = 0;
+    if (VEC) {
+        for (size_t i4 = tid; i4 < n / 4; i4 += nt) body4(i4);
+        done = n / 4 * 4;
+    }
+    for (size_t i = done + tid; i < n; i += nt) body1(i);
 }
 
-__global__ void scale_kernel(float *x, float s, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x)
-        x[i] *= s;
+static unsigned ew_grid(size_t n, int vec) { return grid_for(vec ? (n + 3) / 4 : n, EW_THREADS); }
+#define F4(p) (((float4 *)(p))[i4])
+#define CF4(p) (((const float4 *)(p))[i4])
+
+template <int VEC> __global__ void add_kernel(float *out, const float *a, const float *b, size_t n) {
+    ew_loop<VEC>(n, [&](size_t i4) {
+        float4 x = CF4(a), y = CF4(b);
+        F4(out) = make_float4(x.x + y.x, x.y + y.y, x.z + y.z, x.w + y.w);
+    }, [&](size_t i) { out[i] = a[i] + b[i]; });
+}
+
+template <int VEC> __global__ void scale_kernel(float *x, float s, size_t n) {
+    ew_loop<VEC>(n, [&](size_t i4) {
+        float4 v = F4(x);
+        F4(x) = make_float4(v.x * s, v.y * s, v.z * s, v.w * s);
+    }, [&](size_t i) { x[i] *= s; });
 }
 
 void cuda_add(float *out, const float *a, const float *b, size_t n) {
     if (!n) return;
-    add_kernel<<<grid_for(n, EW_THREADS), EW_THREADS>>>(out, a, b, n);
+    if (aligned16(out) && aligned16(a) && aligned16(b))
+        add_kernel<1><<<ew_grid(n, 1), EW_THREADS>>>(out, a, b, n);
+    else add_kernel<0><<<ew_grid(n, 0), EW_THREADS>>>(out, a, b, n);
     cudaLaunchCheck();
 }
 
 void cuda_scale(float *x, float s, size_t n) {
     if (!n) return;
-    scale_kernel<<<grid_for(n, EW_THREADS), EW_THREADS>>>(x, s, n);
+    if (aligned16(x)) scale_kernel<1><<<ew_grid(n, 1), EW_THREADS>>>(x, s, n);
+    else scale_kernel<0><<<ew_grid(n, 0), EW_THREADS>>>(x, s, n);
     cudaLaunchCheck();
 }
 
 // ---- SwiGLU: out = silu(g) * up; d/dg [g s(g)] = s + g s (1 - s) ----
+//
+// The bf16 table's variants (bf16.h): ob / dgb / dub, when not NULL, receive the bf16 rounding of
+// the fp32 result (the GEMM operand that follows, so it needs no conversion pass), and acc = 0
+// overwrites the gradients (the table knows they are zero) instead of reading them.
 
 __device__ __forceinline__ float sigmoid_f(float z) { return 1.0f / (1.0f + expf(-z)); }
+__device__ __forceinline__ float swiglu1(float g, float u) { return g * sigmoid_f(g) * u; }
 
-__global__ void swiglu_fwd_kernel(float *out, const float *gate, const float *up, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        float g = gate[i];
-        out[i] = g * sigmoid_f(g) * up[i];
-    }
+template <int VEC>
+__global__ void swiglu_fwd_kernel(float *out, uint16_t *ob, const float *gate, const float *up,
+                                  size_t n) {
+    ew_loop<VEC>(n, [&](size_t i4) {
+        float4 g = CF4(gate), u = CF4(up);
+        float4 o = make_float4(swiglu1(g.x, u.x), swiglu1(g.y, u.y), swiglu1(g.z, u.z),
+                               swiglu1(g.w, u.w));
+        F4(out) = o;
+        if (ob) store_bf16x4(ob, 4 * i4, o);
+    }, [&](size_t i) {
+        float o = swiglu1(gate[i], up[i]);
+        out[i] = o;
+        if (ob) ob[i] = (uint16_t)bf16bits(o);
+    });
 }
 
-__global__ void swiglu_bwd_kernel(float *dgate, float *dup, const float *dout, const float *gate,
-                                  const float *up, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        float g = gate[i], s = sigmoid_f(g), d = dout[i];
-        if (dgate) dgate[i] += d * up[i] * (s + g * s * (1.0f - s));
-        if (dup) dup[i] += d * g * s;
-    }
+// one element's gradient increments; acc: added to the old value (read after any earlier write, so
+// dgate == dup takes both increments in order, as the fp32 op)
+__device__ __forceinline__ float swiglu_dg(float old, float d, float g, float u, float s, int acc) {
+    return acc ? old + d * u * (s + g * s * (1.0f - s)) : d * u * (s + g * s * (1.0f - s));
+}
+__device__ __forceinline__ float swiglu_du(float old, float d, float g, float s, int acc) {
+    return acc ? old + d * g * s : d * g * s;
+}
+
+template <int VEC>
+__global__ void swiglu_bwd_kernel(float *dgate, float *dup, uint16_t *dgb, uint16_t *dub, int acc,
+                                  const float *dout, const float *gate, const float *up, size_t n) {
+    ew_loop<VEC>(n, [&](size_t i4) { // VEC only when dgate != dup
+        float4 d = CF4(dout), g = CF4(gate);
+        float4 s = make_float4(sigmoid_f(g.x), sigmoid_f(g.y), sigmoid_f(g.z), sigmoid_f(g.w));
+        if (dgate) {
+            float4 u = CF4(up), a = acc ? F4(dgate) : make_float4(0, 0, 0, 0);
+            a.x = swiglu_dg(a.x, d.x, g.x, u.x, s.x, acc);
+            a.y = swiglu_dg(a.y, d.y, g.y, u.y, s.y, acc);
+            a.z = swiglu_dg(a.z, d.z, g.z, u.z, s.z, acc);
+            a.w = swiglu_dg(a.w, d.w, g.w, u.w, s.w, acc);
+            F4(dgate) = a;
+            if (dgb) store_bf16x4(dgb, 4 * i4, a);
+        }
+        if (dup) {
+            float4 b = acc ? F4(dup) : make_float4(0, 0, 0, 0);
+            b.x = swiglu_du(b.x, d.x, g.x, s.x, acc);
+            b.y = swiglu_du(b.y, d.y, g.y, s.y, acc);
+            b.z = swiglu_du(b.z, d.z, g.z, s.z, acc);
+            b.w = swiglu_du(b.w, d.w, g.w, s.w, acc);
+            F4(dup) = b;
+            if (dub) store_bf16x4(dub, 4 * i4, b);
+        }
+    }, [&](size_t i) {
+        float d = dout[i], g = gate[i], s = sigmoid_f(g);
+        if (dgate) {
+            float a = swiglu_dg(acc ? dgate[i] : 0.0f, d, g, up[i], s, acc);
+            dgate[i] = a;
+            if (dgb) dgb[i] = (uint16_t)bf16bits(a);
+        }
+        if (dup) {
+            float b = swiglu_du(acc ? dup[i] : 0.0f, d, g, s, acc);
+            dup[i] = b;
+            if (dub) dub[i] = (uint16_t)bf16bits(b);
+        }
+    });
+}
+
+void cuda_swiglu_fwd_x(float *out, uint16_t *ob, const float *gate, const float *up, size_t n) {
+    if (!n) return;
+    if (aligned16(out) && aligned16(gate) && aligned16(up) && aligned16(ob))
+        swiglu_fwd_kernel<1><<<ew_grid(n, 1), EW_THREADS>>>(out, ob, gate, up, n);
+    else swiglu_fwd_kernel<0><<<ew_grid(n, 0), EW_THREADS>>>(out, ob, gate, up, n);
+    cudaLaunchCheck();
+}
+
+void cuda_swiglu_bwd_x(float *dgate, float *dup, uint16_t *dgb, uint16_t *dub, int acc,
+                       const float *dout, const float *gate, const float *up, size_t n) {
+    if (!n || (!dgate && !dup)) return;
+    if (dgate == dup) acc = 1, dgb = dub = NULL; // one buffer takes both increments, in order
+    if (!dgate) dgb = NULL;
+    if (!dup) dub = NULL;
+    if (aligned16(dgate) && aligned16(dup) && aligned16(dgb) && aligned16(dub) &&
+        aligned16(dout) && aligned16(gate) && aligned16(up) && dgate != dup)
+        swiglu_bwd_kernel<1><<<ew_grid(n, 1), EW_THREADS>>>(dgate, dup, dgb, dub, acc, dout, gate,
+                                                            up, n);
+    else
+        swiglu_bwd_kernel<0><<<ew_grid(n, 0), EW_THREADS>>>(dgate, dup, dgb, dub, acc, dout, gate,
+                                                            up, n);
+    cudaLaunchCheck();
 }
 
 void cuda_swiglu_fwd(float *out, const float *gate, const float *up, size_t n) {
-    if (!n) return;
-    swiglu_fwd_kernel<<<grid_for(n, EW_THREADS), EW_THREADS>>>(out, gate, up, n);
-    cudaLaunchCheck();
+    cuda_swiglu_fwd_x(out, NULL, gate, up, n);
 }
 
 void cuda_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *gate,
                      const float *up, size_t n) {
-    if (!n || (!dgate && !dup)) return;
-    swiglu_bwd_kernel<<<grid_for(n, EW_THREADS), EW_THREADS>>>(dgate, dup, dout, gate, up, n);
-    cudaLaunchCheck();
+    cuda_swiglu_bwd_x(dgate, dup, NULL, NULL, 1, dout, gate, up, n);
 }
 
 // ---- sum of squares ----

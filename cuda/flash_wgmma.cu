@@ -1,7 +1,10 @@
 // flash_wgmma.cu: dense causal grouped-query flash attention in bf16 on Hopper's wgmma
 // (warpgroup MMA, sm_90a; the Makefile builds this one file with -gencode arch=compute_90a,
-// code=sm_90a). Contract: cuda/attn_bf16.h (flash_wgmma_fwd / _bwd = flash_bf16_fwd / _bwd's);
-// -1 (nothing launched) for D other than 64 / 128, H % KVH != 0, or a GPU other than sm_90.
+// code=sm_90a), and the block-sparse forward over an index list (sparse_wgmma_fwd, the same
+// kernel body with a list key-tile source; see fwd3_wg_body and the end of this file).
+// Contract: cuda/attn_bf16.h (flash_wgmma_fwd / _bwd = flash_bf16_fwd / _bwd's, sparse_wgmma_fwd
+// = sparse_bf16_fwd's); -1 (nothing launched) for D other than 64 / 128, H % KVH != 0, or a GPU
+// other than sm_90 (the backward is in flash_wgmma_bwd.cu).
 // Building blocks (descriptors, wgmma wrappers, planar swizzled tiles, mbarrier / TMA):
 // cuda/flash_wgmma.cuh. Started from an untested draft (HA's /tmp/ha-dup/flash_wg.cuh: fwd_kernel,
 // dkdv_kernel, dq_kernel); its layouts passed parity on the first H200 run.
@@ -23,6 +26,12 @@
 //     (128-byte swizzle = the planar layout), per-slot full / empty mbarriers, no CTA barrier in
 //     the loop, so the consumer warpgroups drift apart and one's softmax overlaps the other's
 //     products (5.0 ms, 440 TFLOP/s; flash_bf16 7.1 ms).
+//   The S_j / P_{j-1} V_{j-1} overlap packs P_j into bf16 only after P_{j-1} V_{j-1} retired
+//   (wg_pack after wgmma.wait_group 0, as FA3): packed while that RS wgmma was in flight, ptxas
+//   gave the new fragments the registers it still read and serialised the wgmma pipeline
+//   ("C7513 ... serialized due to non wgmma instructions defining input registers"; gone in
+//   fwd2 / fwd3 since s5); the V wait inside the stage is followed by an explicit wgmma.fence
+//   (ptxas injected one: C7519).
 // Synchronisation: cp.async writes are generic-proxy writes, wgmma reads through the async
 //   proxy: each thread waits its cp.async groups, fence.proxy.async, then __syncthreads; a
 //   buffer is overwritten only after every warpgroup's wgmma.wait_group 0 and a barrier. TMA
@@ -36,6 +45,8 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <limits.h>
 
 #include <cuda.h> // CUtensorMap (the encode function comes through cudaGetDriverEntryPoint)
 
@@ -174,10 +185,10 @@ __device__ __forceinline__ void fwd_wg_body(bf16 *out, float *lse, const bf16 *q
 // Every warpgroup runs every tile of its CTA (a tile wholly above a warpgroup's rows is all
 // masked: alpha 1, P 0): no wgmma under a divergent branch, which would make ptxas serialise
 // the pipeline (C7520); costs one tile in 2 nkt for NWG = 2.
-template <int NN, int DN>
-__device__ __forceinline__ void fwd2_softmax(float (*s)[4], uint32_t (*pn)[2], float *m, float *l,
-                                             float *alpha, int k0, int BKc, int wr0, int rw0,
-                                             int tq, int T, float sl2) {
+// causal / tail mask of the dense key tile k0 .. k0 + BKc - 1 (only diagonal / tail tiles)
+template <int NN>
+__device__ __forceinline__ void dense_mask(float (*s)[4], int k0, int BKc, int wr0, int rw0, int tq,
+                                           int T) {
     if (k0 + BKc - 1 > wr0 || k0 + BKc > T) {
 #pragma unroll
         for (int n = 0; n < NN; n++)
@@ -187,6 +198,15 @@ __device__ __forceinline__ void fwd2_softmax(float (*s)[4], uint32_t (*pn)[2], f
                 if (key > r || key >= T) s[n][e] = -INFINITY;
             }
     }
+}
+// online softmax of a masked score tile: s becomes P (fp32, in place); m, l, alpha updated.
+// Packing P into the bf16 A fragments of P V is a separate step (wg_pack): fwd3 packs only after
+// the previous P V product has retired, as FA3 does: a pack while an RS wgmma is in flight lets
+// ptxas give the new fragments the registers the wgmma still reads, and it then serialises the
+// wgmma pipeline (C7513).
+template <int NN>
+__device__ __forceinline__ void wg_softmax(float (*s)[4], float *m, float *l, float *alpha,
+                                           float sl2) {
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         float mx = -INFINITY;
@@ -203,11 +223,24 @@ __device__ __forceinline__ void fwd2_softmax(float (*s)[4], uint32_t (*pn)[2], f
         for (int n = 0; n < NN; n++) {
             float p0 = wg_ex2(fmaf(s[n][2 * r], sl2, -mu));
             float p1 = wg_ex2(fmaf(s[n][2 * r + 1], sl2, -mu));
-            pn[n][r] = pack_bf16x2(p0, p1);
+            s[n][2 * r] = p0, s[n][2 * r + 1] = p1;
             rs += p0 + p1;
         }
         l[r] = l[r] * alpha[r] + rs;
     }
+}
+template <int NN> __device__ __forceinline__ void wg_pack(const float (*s)[4], uint32_t (*pk)[2]) {
+#pragma unroll
+    for (int n = 0; n < NN; n++)
+        pk[n][0] = pack_bf16x2(s[n][0], s[n][1]), pk[n][1] = pack_bf16x2(s[n][2], s[n][3]);
+}
+template <int NN, int DN>
+__device__ __forceinline__ void fwd2_softmax(float (*s)[4], uint32_t (*pn)[2], float *m, float *l,
+                                             float *alpha, int k0, int BKc, int wr0, int rw0,
+                                             int tq, int T, float sl2) {
+    dense_mask<NN>(s, k0, BKc, wr0, rw0, tq, T);
+    wg_softmax<NN>(s, m, l, alpha, sl2);
+    wg_pack<NN>(s, pn);
 }
 
 template <int D, int NWG, int BK>
@@ -285,17 +318,16 @@ __device__ __forceinline__ void fwd2_wg_body(bf16 *out, float *lse, const bf16 *
         wg_commit();
         wg_wait<1>();
         wg_keep<BK>(s);
-        uint32_t pn[NN][2];
-        fwd2_softmax<NN, DN>(s, pn, m, l, alpha, j * BK, BK, wr0, rw0, tq, T, sl2);
+        dense_mask<NN>(s, j * BK, BK, wr0, rw0, tq, T);
+        wg_softmax<NN>(s, m, l, alpha, sl2);
         wg_wait<0>();
         wg_keep<D>(o);
+        wg_pack<NN>(s, pk); // after the P V product that read pk (wg_softmax: C7513)
 #pragma unroll
         for (int n = 0; n < DN; n++) {
             o[n][0] *= alpha[0], o[n][1] *= alpha[0];
             o[n][2] *= alpha[1], o[n][3] *= alpha[1];
         }
-#pragma unroll
-        for (int n = 0; n < NN; n++) pk[n][0] = pn[n][0], pk[n][1] = pn[n][1];
     }
     { // the last tile's P V
         const bf16 *Vp = Vs + ((nkt - 1) % NS) * BK * D;
@@ -336,28 +368,74 @@ __device__ __forceinline__ void fwd2_wg_body(bf16 *out, float *lse, const bf16 *
 // drift apart and one's softmax overlaps the other's products. Inside a warpgroup the same
 // S_j / P_{j-1} V_{j-1} overlap as fwd2. K and V have separate barriers: S_j may start before
 // V_j has landed.
+// One body, two key-tile sources (LIST):
+//   dense: tile j = keys j BK .. (one box per 64-column plane), masked on diagonal / tail tiles;
+//   list (the block-sparse forward, sparse_wgmma_fwd): CTA = BQ rows of one query block; the
+//     producer warp walks the block's index list 32 slots at a time (warp scan of each slot's
+//     visible granules), packs granules of G = gcd(region, 64) keys (16 / 32 / 64) into 64-key
+//     tiles, one TMA box of G rows per granule (a map with box height G), and writes each key's
+//     sequence position into a ring of 2 NS position tiles (+ min / max) before the tile's "full"
+//     arrive. Consumers mask by position (key j visible to row t iff j <= t and, with a window,
+//     j > t - window), only in tiles whose min / max say some key may be hidden from a warp's
+//     rows (the causal edge, padding). Padding granules load the tile's first granule again, at
+//     position LIST_PAD (masked: P = 0 times finite values). The end of the walk is a sentinel
+//     tile (0 granules: a plain arrive on "full"). Position tile j is rewritten for tile
+//     j + 2 NS, after the producer waited "kempty" of tile j + NS, which every consumer warp
+//     arrives after its softmax of tile j.
 struct Fwd3Maps {
     CUtensorMap q, k, v;
 };
-template <int D, int NWG, int BK, int NS, int PWG>
-__device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, bf16 *out, float *lse, int T,
-                                             int H, int KVH, float sl2) {
+// the list source's arguments (the dense source ignores them)
+struct Fwd3List {
+    const int *idx;
+    int qblock, nblk, region, width, window, nsub, G;
+    int hm; // grid (blocks x sub-tiles, B H) (1, the default) or (B H, blocks x sub-tiles)
+    const bf16 *k, *v; // SRC 2: the producer warp gathers K / V rows by cp.async
+};
+#define LIST_PAD 0x3fffffff // position of a padding key: after every row
+#define LIST_GBUF 2052      // granule buffer: 32 slots x 64 granules + a partial tile
+
+// SRC: 0 dense, 1 list by TMA boxes, 2 list by cp.async (the producer warp's 32 lanes gather
+// the tile's 64 rows 16 bytes at a time; each lane waits its copies of tile j - 1 after issuing
+// tile j, fences them for the async proxy and arrives on "full": count 32)
+template <int D, int NWG, int BK, int NS, int PWG, int SRC>
+__device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3List &sp, bf16 *out,
+                                             float *lse, int T, int H, int KVH, float sl2) {
     constexpr int BQ = 64 * NWG, DN = D / 8, NN = BK / 8, NP = D / 64;
+    constexpr bool LIST = SRC > 0, CPA = SRC == 2;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     bf16 *Qs = (bf16 *)smem_base1k(smem_raw), *Ks = Qs + BQ * D, *Vs = Ks + NS * BK * D;
     uint64_t *bar = (uint64_t *)(Vs + NS * BK * D); // qfull, kfull[NS], vfull[NS], kempty, vempty
     uint64_t *qfull = bar, *kfull = bar + 1, *vfull = kfull + NS, *kempty = vfull + NS,
              *vempty = kempty + NS;
+    int *kpos = (int *)(vempty + NS);   // LIST: [2 NS][64] key positions
+    int *kinf = kpos + 2 * NS * 64;     // LIST: [2 NS][4] granules, min, max position
+    int *gbuf = kinf + 2 * NS * 4;      // LIST: granule first keys (producer)
 
-    int b = blockIdx.x / H, h = blockIdx.x % H, kvh = h / (H / KVH);
-    int q0 = (gridDim.y - 1 - blockIdx.y) * BQ;
+    // grid: dense (B H, query tiles); LIST (blocks x sub-tiles, B H): a head's CTAs run together
+    // (its K / V stay in L2; a block's sub-tiles read the same regions)
+    int bh = LIST && sp.hm ? blockIdx.y : blockIdx.x;
+    int b = bh / H, h = bh % H, kvh = h / (H / KVH);
+    int q0, t1, nkt = 0;
+    const int *list = NULL;
+    if (LIST) { // later blocks first
+        int bt = sp.hm ? blockIdx.x : blockIdx.y;
+        int c = sp.nblk - 1 - bt / sp.nsub, sub = bt % sp.nsub;
+        q0 = c * sp.qblock + sub * BQ;
+        t1 = min(T, min(c * sp.qblock + sp.qblock, q0 + BQ));
+        if (q0 >= t1) return; // whole CTA
+        list = sp.idx + (((size_t)b * H + h) * sp.nblk + c) * sp.width;
+    } else {
+        q0 = (gridDim.y - 1 - blockIdx.y) * BQ;
+        t1 = min(T, q0 + BQ);
+        nkt = (t1 + BK - 1) / BK;
+    }
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int nkt = (min(q0 + BQ, T) + BK - 1) / BK;
 
     if (threadIdx.x == 0) {
         mbar_init(qfull, 1);
         for (int i = 0; i < NS; i++) {
-            mbar_init(kfull + i, 1), mbar_init(vfull + i, 1);
+            mbar_init(kfull + i, CPA ? 32 : 1), mbar_init(vfull + i, CPA ? 32 : 1);
             mbar_init(kempty + i, 4 * NWG), mbar_init(vempty + i, 4 * NWG);
         }
         mbar_fence_init();
@@ -367,24 +445,141 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, bf16 *out, fl
     if (warp >= 4 * NWG) { // producer
         // PWG: a whole producer warpgroup gives its registers to the consumers (FA3's split)
         if (PWG) asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
-        if (warp == 4 * NWG && lane == 0) {
+        if (warp != 4 * NWG) return;
+        if (lane == 0) {
             mbar_expect_tx(qfull, BQ * D * 2);
             for (int p = 0; p < NP; p++)
                 tma_load_4d(Qs + p * BQ * 64, &maps.q, qfull, p * 64, h, q0, b);
-            for (int j = 0; j < nkt; j++) {
-                int sl = j % NS, u = j / NS;
-                if (u > 0) mbar_wait(kempty + sl, (u - 1) & 1);
-                mbar_expect_tx(kfull + sl, BK * D * 2);
-                for (int p = 0; p < NP; p++)
-                    tma_load_4d(Ks + sl * BK * D + p * BK * 64, &maps.k, kfull + sl, p * 64, kvh,
-                                j * BK, b);
-                if (u > 0) mbar_wait(vempty + sl, (u - 1) & 1);
-                mbar_expect_tx(vfull + sl, BK * D * 2);
-                for (int p = 0; p < NP; p++)
-                    tma_load_4d(Vs + sl * BK * D + p * BK * 64, &maps.v, vfull + sl, p * 64, kvh,
-                                j * BK, b);
-            }
         }
+        if (!LIST) {
+            if (lane == 0)
+                for (int j = 0; j < nkt; j++) {
+                    int sl = j % NS, u = j / NS;
+                    if (u > 0) mbar_wait(kempty + sl, (u - 1) & 1);
+                    mbar_expect_tx(kfull + sl, BK * D * 2);
+                    for (int p = 0; p < NP; p++)
+                        tma_load_4d(Ks + sl * BK * D + p * BK * 64, &maps.k, kfull + sl, p * 64,
+                                    kvh, j * BK, b);
+                    if (u > 0) mbar_wait(vempty + sl, (u - 1) & 1);
+                    mbar_expect_tx(vfull + sl, BK * D * 2);
+                    for (int p = 0; p < NP; p++)
+                        tma_load_4d(Vs + sl * BK * D + p * BK * 64, &maps.v, vfull + sl, p * 64,
+                                    kvh, j * BK, b);
+                }
+            return;
+        }
+        // the list walk (whole warp; lane 0 issues the copies)
+        const int G = sp.G, gpt = BK / G, region = sp.region;
+        const int lo_w = sp.window ? q0 - sp.window + 1 : 0; // first key any row may see
+        int j = 0;                                           // tiles emitted
+        auto emit = [&](const int *gs, int ng) {             // tile j from granules gs[0 .. ng)
+            int sl = j % NS, u = j / NS, pe = j % (2 * NS);
+            __syncwarp();
+            if (u > 0) mbar_wait(kempty + sl, (u - 1) & 1);
+            int mn = INT_MAX, mx = INT_MIN;
+            for (int kk = lane; kk < BK; kk += 32) {
+                int gi = kk / G, pos = gi < ng ? gs[gi] + kk % G : LIST_PAD;
+                kpos[pe * 64 + kk] = pos;
+                mn = min(mn, pos), mx = max(mx, pos);
+            }
+#pragma unroll
+            for (int o = 16; o >= 1; o >>= 1) {
+                mn = min(mn, __shfl_xor_sync(0xffffffffu, mn, o));
+                mx = max(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+            }
+            if (lane == 0) kinf[pe * 4] = ng, kinf[pe * 4 + 1] = mn, kinf[pe * 4 + 2] = mx;
+            __syncwarp();
+            if (CPA) {
+                if (ng > 0) { // lane: keys lane, lane + 32 of the tile; padding re-reads granule 0
+                    int r0 = gs[lane / G < ng ? lane / G : 0] + lane % G;
+                    int r1 = gs[(lane + 32) / G < ng ? (lane + 32) / G : 0] + (lane + 32) % G;
+                    size_t ld = (size_t)KVH * D, base = ((size_t)b * T * KVH + kvh) * D;
+                    const bf16 *src[2][2] = {{sp.k + base + (size_t)min(r0, T - 1) * ld,
+                                              sp.k + base + (size_t)min(r1, T - 1) * ld},
+                                             {sp.v + base + (size_t)min(r0, T - 1) * ld,
+                                              sp.v + base + (size_t)min(r1, T - 1) * ld}};
+                    bool ok[2] = {r0 < T, r1 < T};
+#pragma unroll
+                    for (int kv = 0; kv < 2; kv++) {
+                        if (kv == 1 && u > 0) mbar_wait(vempty + sl, (u - 1) & 1);
+                        bf16 *dst = (kv ? Vs : Ks) + sl * BK * D;
+#pragma unroll
+                        for (int e = 0; e < 2; e++)
+#pragma unroll
+                            for (int c = 0; c < D / 8; c++)
+                                cp_async16(dst + pl<BK>(lane + 32 * e, c), src[kv][e] + c * 8, ok[e]);
+                        cp_async_commit();
+                    }
+                }
+                if (j > 0) { // tile j - 1 complete: visible to the async proxy, then "full"
+                    if (ng > 0) cp_async_wait<2>();
+                    else cp_async_wait<0>();
+                    fence_async_smem();
+                    mbar_arrive(kfull + (j - 1) % NS), mbar_arrive(vfull + (j - 1) % NS);
+                }
+                if (ng == 0) {
+                    __threadfence_block();
+                    mbar_arrive(kfull + sl); // the sentinel
+                }
+            } else if (lane == 0) {
+                __threadfence_block(); // the warp's position stores before the release below
+                if (ng == 0) {
+                    mbar_arrive(kfull + sl); // the sentinel: no more tiles
+                } else {
+                    mbar_expect_tx(kfull + sl, BK * D * 2);
+                    for (int gi = 0; gi < gpt; gi++) {
+                        int k0 = gs[gi < ng ? gi : 0]; // padding: any real rows (masked)
+                        for (int p = 0; p < NP; p++)
+                            tma_load_4d(Ks + sl * BK * D + p * BK * 64 + gi * G * 64, &maps.k,
+                                        kfull + sl, p * 64, kvh, k0, b);
+                    }
+                    if (u > 0) mbar_wait(vempty + sl, (u - 1) & 1);
+                    mbar_expect_tx(vfull + sl, BK * D * 2);
+                    for (int gi = 0; gi < gpt; gi++) {
+                        int k0 = gs[gi < ng ? gi : 0];
+                        for (int p = 0; p < NP; p++)
+                            tma_load_4d(Vs + sl * BK * D + p * BK * 64 + gi * G * 64, &maps.v,
+                                        vfull + sl, p * 64, kvh, k0, b);
+                    }
+                }
+            }
+            j++;
+        };
+        int have = 0; // granules waiting in gbuf[0 .. have)
+        bool done = false;
+        int rnext = lane < sp.width ? list[lane] : -1; // the list read one chunk ahead
+        for (int s0 = 0; s0 < sp.width && !done; s0 += 32) {
+            int s = s0 + lane, r = rnext, n = 0, kf = 0;
+            rnext = s + 32 < sp.width ? list[s + 32] : -1;
+            done = __any_sync(0xffffffffu, s < sp.width && r < 0); // valid slots come first
+            if (r >= 0) { // the granules of the keys some row of the CTA may see
+                int rs = r * region, lo = max(rs, lo_w), hi = min(min(T, rs + region), t1);
+                if (hi > lo) {
+                    int g0 = (lo - rs) / G;
+                    n = (hi - 1 - rs) / G - g0 + 1, kf = rs + g0 * G;
+                }
+            }
+            int incl = n;
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+                int y = __shfl_up_sync(0xffffffffu, incl, o);
+                if (lane >= o) incl += y;
+            }
+            int tot = __shfl_sync(0xffffffffu, incl, 31);
+            for (int i = 0; i < n; i++) gbuf[have + incl - n + i] = kf + i * G;
+            have += tot;
+            __syncwarp();
+            int base = 0;
+            for (; have - base >= gpt; base += gpt) emit(gbuf + base, gpt);
+            __syncwarp();
+            int left = have - base, keep = lane < left ? gbuf[base + lane] : 0;
+            __syncwarp();
+            if (lane < left) gbuf[lane] = keep;
+            have = left;
+            __syncwarp();
+        }
+        if (have > 0) emit(gbuf, have);
+        emit(gbuf, 0);
         return;
     }
 
@@ -392,6 +587,32 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, bf16 *out, fl
     int g = lane >> 2, tq = lane & 3, wg = warp >> 2, wl = warp & 3;
     int wr0 = q0 + wg * 64;      // this warpgroup's first row
     int rw0 = wr0 + wl * 16 + g; // this thread's rows rw0, rw0 + 8
+    int rf = wr0 + wl * 16;      // this warp's first row
+    // does tile j exist (LIST: waits for its "full" arrive, the sentinel has 0 granules)
+    auto has = [&](int j) -> bool {
+        if (!LIST) return j < nkt;
+        mbar_wait(kfull + j % NS, (j / NS) & 1);
+        return kinf[(j % (2 * NS)) * 4] > 0;
+    };
+    auto mask = [&](float (*s)[4], int j) {
+        if (!LIST) {
+            dense_mask<NN>(s, j * BK, BK, wr0, rw0, tq, T);
+            return;
+        }
+        const int *kp = kpos + (j % (2 * NS)) * 64, *ki = kinf + (j % (2 * NS)) * 4;
+        int win = sp.window;
+        if (ki[2] > rf || (win && ki[1] <= rf + 15 - win)) { // warp-uniform
+#pragma unroll
+            for (int n = 0; n < NN; n++) {
+                int2 kj = *(const int2 *)(kp + n * 8 + 2 * tq);
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int key = (e & 1) ? kj.y : kj.x, r = rw0 + 8 * (e >> 1);
+                    if (key > r || (win && key <= r - win)) s[n][e] = -INFINITY;
+                }
+            }
+        }
+    };
     float o[DN][4];
 #pragma unroll
     for (int n = 0; n < DN; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
@@ -399,67 +620,73 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, bf16 *out, fl
     uint32_t pk[NN][2];
 
     mbar_wait(qfull, 0);
-    mbar_wait(kfull, 0);
-    {
-        float s[NN][4];
-        wg_fence();
+    if (has(0)) {
+        {
+            mbar_wait(kfull, 0);
+            float s[NN][4];
+            wg_fence();
 #pragma unroll
-        for (int kk = 0; kk < D / 16; kk++)
-            wg_ss<BK>(s, desc_k<BQ>(Qs, wg * 64, kk), desc_k<BK>(Ks, 0, kk), kk);
-        wg_commit();
-        wg_wait<0>();
-        wg_keep<BK>(s);
-        if (lane == 0) mbar_arrive(kempty);
-        fwd2_softmax<NN, DN>(s, pk, m, l, alpha, 0, BK, wr0, rw0, tq, T, sl2);
-    }
-    for (int j = 1; j < nkt; j++) {
-        int sl = j % NS, u = j / NS, sp = (j - 1) % NS, up = (j - 1) / NS;
-        const bf16 *Kt = Ks + sl * BK * D, *Vp = Vs + sp * BK * D;
-        float s[NN][4];
-        mbar_wait(kfull + sl, u & 1);
-        wg_fence();
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++)
-            wg_ss<BK>(s, desc_k<BQ>(Qs, wg * 64, kk), desc_k<BK>(Kt, 0, kk), kk);
-        wg_commit();
-        mbar_wait(vfull + sp, up & 1);
-#pragma unroll
-        for (int kk = 0; kk < BK / 16; kk++) {
-            uint32_t a[4] = {pk[2 * kk][0], pk[2 * kk][1], pk[2 * kk + 1][0], pk[2 * kk + 1][1]};
-            wg_rs<D>(o, a, desc_mn<BK>(Vp, kk), 1);
+            for (int kk = 0; kk < D / 16; kk++)
+                wg_ss<BK>(s, desc_k<BQ>(Qs, wg * 64, kk), desc_k<BK>(Ks, 0, kk), kk);
+            wg_commit();
+            wg_wait<0>();
+            wg_keep<BK>(s);
+            if (lane == 0) mbar_arrive(kempty);
+            mask(s, 0);
+            wg_softmax<NN>(s, m, l, alpha, sl2);
+            wg_pack<NN>(s, pk);
         }
-        wg_commit();
-        wg_wait<1>();
-        wg_keep<BK>(s);
-        if (lane == 0) mbar_arrive(kempty + sl);
-        uint32_t pn[NN][2];
-        fwd2_softmax<NN, DN>(s, pn, m, l, alpha, j * BK, BK, wr0, rw0, tq, T, sl2);
-        wg_wait<0>();
-        wg_keep<D>(o);
-        if (lane == 0) mbar_arrive(vempty + sp);
+        int j = 1;
+        for (; has(j); j++) {
+            int sl = j % NS, u = j / NS, sp_ = (j - 1) % NS, up = (j - 1) / NS;
+            const bf16 *Kt = Ks + sl * BK * D, *Vp = Vs + sp_ * BK * D;
+            float s[NN][4];
+            mbar_wait(kfull + sl, u & 1);
+            wg_fence();
 #pragma unroll
-        for (int n = 0; n < DN; n++) {
-            o[n][0] *= alpha[0], o[n][1] *= alpha[0];
-            o[n][2] *= alpha[1], o[n][3] *= alpha[1];
+            for (int kk = 0; kk < D / 16; kk++)
+                wg_ss<BK>(s, desc_k<BQ>(Qs, wg * 64, kk), desc_k<BK>(Kt, 0, kk), kk);
+            wg_commit();
+            mbar_wait(vfull + sp_, up & 1);
+            wg_fence(); // after the wait loop (else ptxas injects it: C7519)
+#pragma unroll
+            for (int kk = 0; kk < BK / 16; kk++) {
+                uint32_t a[4] = {pk[2 * kk][0], pk[2 * kk][1], pk[2 * kk + 1][0], pk[2 * kk + 1][1]};
+                wg_rs<D>(o, a, desc_mn<BK>(Vp, kk), 1);
+            }
+            wg_commit();
+            wg_wait<1>();
+            wg_keep<BK>(s);
+            if (lane == 0) mbar_arrive(kempty + sl);
+            mask(s, j);
+            wg_softmax<NN>(s, m, l, alpha, sl2);
+            wg_wait<0>();
+            wg_keep<D>(o);
+            if (lane == 0) mbar_arrive(vempty + sp_);
+            wg_pack<NN>(s, pk); // only now: the P V product that read pk has retired
+#pragma unroll
+            for (int n = 0; n < DN; n++) {
+                o[n][0] *= alpha[0], o[n][1] *= alpha[0];
+                o[n][2] *= alpha[1], o[n][3] *= alpha[1];
+            }
         }
+        {
+            int sp_ = (j - 1) % NS, up = (j - 1) / NS;
+            const bf16 *Vp = Vs + sp_ * BK * D;
+            mbar_wait(vfull + sp_, up & 1);
+            wg_fence();
 #pragma unroll
-        for (int n = 0; n < NN; n++) pk[n][0] = pn[n][0], pk[n][1] = pn[n][1];
-    }
-    {
-        int sp = (nkt - 1) % NS, up = (nkt - 1) / NS;
-        const bf16 *Vp = Vs + sp * BK * D;
-        mbar_wait(vfull + sp, up & 1);
-        wg_fence();
-#pragma unroll
-        for (int kk = 0; kk < BK / 16; kk++) {
-            uint32_t a[4] = {pk[2 * kk][0], pk[2 * kk][1], pk[2 * kk + 1][0], pk[2 * kk + 1][1]};
-            wg_rs<D>(o, a, desc_mn<BK>(Vp, kk), 1);
+            for (int kk = 0; kk < BK / 16; kk++) {
+                uint32_t a[4] = {pk[2 * kk][0], pk[2 * kk][1], pk[2 * kk + 1][0], pk[2 * kk + 1][1]};
+                wg_rs<D>(o, a, desc_mn<BK>(Vp, kk), 1);
+            }
+            wg_commit();
+            wg_wait<0>();
+            wg_keep<D>(o);
         }
-        wg_commit();
-        wg_wait<0>();
-        wg_keep<D>(o);
     }
 
+    // out = O / l; a row that sees no key (LIST only): out 0, lse +inf (sparse_bf16's convention)
     size_t ldq = (size_t)H * D;
     bf16 *ob = out + (size_t)b * T * ldq + (size_t)h * D;
 #pragma unroll
@@ -468,13 +695,14 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, bf16 *out, fl
         lr += __shfl_xor_sync(0xffffffffu, lr, 1);
         lr += __shfl_xor_sync(0xffffffffu, lr, 2);
         int row = rw0 + 8 * r;
-        if (row >= T) continue;
-        float inv = 1.f / lr;
+        if (row >= t1) continue;
+        float inv = lr > 0.f ? 1.f / lr : 0.f;
         bf16 *orow = ob + (size_t)row * ldq;
 #pragma unroll
         for (int n = 0; n < DN; n++)
             *(uint32_t *)(orow + n * 8 + 2 * tq) = pack_bf16x2(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
-        if (tq == 0) lse[((size_t)b * H + h) * T + row] = (m[r] + log2f(lr)) * WG_LN2;
+        if (tq == 0)
+            lse[((size_t)b * H + h) * T + row] = lr > 0.f ? (m[r] + log2f(lr)) * WG_LN2 : INFINITY;
     }
 }
 
@@ -496,11 +724,12 @@ __global__ void __launch_bounds__(128 * NWG, 1)
 // 288 threads = 9 warps: 3 warps share one SM sub-partition's 16K registers, so at most 168 per
 // thread (r2: __maxnreg__(224) failed to launch, out of resources); BK = 128 spills a little
 // PWG = 1: a producer warpgroup (setmaxnreg: 24 there, 240 in the 2 consumer warpgroups)
-template <int D, int NWG, int BK, int NS, int PWG>
+// SRC > 0: the block-sparse forward (key tiles from an index list, Fwd3List)
+template <int D, int NWG, int BK, int NS, int PWG, int SRC = 0>
 __global__ void __launch_bounds__(128 * NWG + (PWG ? 128 : 32), 1)
-    fwd3_kernel(const __grid_constant__ Fwd3Maps maps, bf16 *out, float *lse, int T, int H,
-                int KVH, float sl2) {
-    fwd3_wg_body<D, NWG, BK, NS, PWG>(maps, out, lse, T, H, KVH, sl2);
+    fwd3_kernel(const __grid_constant__ Fwd3Maps maps, const Fwd3List sp, bf16 *out, float *lse,
+                int T, int H, int KVH, float sl2) {
+    fwd3_wg_body<D, NWG, BK, NS, PWG, SRC>(maps, sp, out, lse, T, H, KVH, sl2);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -577,8 +806,9 @@ static bool fwd3_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const 
     static bool init = false;
     if (!init) smem_optin(fwd3_kernel<D, NWG, BK, NS, PWG>, smem), init = true;
     dim3 grid(B * H, (T + BQ - 1) / BQ);
-    fwd3_kernel<D, NWG, BK, NS, PWG><<<grid, 128 * NWG + (PWG ? 128 : 32), smem>>>(maps, out, lse, T, H, KVH,
-                                                               WG_LOG2E / sqrtf((float)D));
+    Fwd3List none = {};
+    fwd3_kernel<D, NWG, BK, NS, PWG><<<grid, 128 * NWG + (PWG ? 128 : 32), smem>>>(
+        maps, none, out, lse, T, H, KVH, WG_LOG2E / sqrtf((float)D));
     cudaLaunchCheck();
     return true;
 }
@@ -626,11 +856,76 @@ extern "C" int flash_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, con
 }
 
 // ---------------------------------------------------------------------------------------------
-// block-sparse forward over an index list (attn_bf16.h sparse_wgmma_fwd): not written yet
+// block-sparse forward over an index list (attn_bf16.h sparse_wgmma_fwd): fwd3's body with the
+// list source (fwd3_wg_body, LIST). Handles query blocks of >= 64 rows (CTA = 128 rows of one
+// block, 64 for blocks of <= 64 rows), regions of a multiple of 16 keys (<= 64 granules of
+// gcd(region, 64)), a window, GQA, D 64 / 128; -1 otherwise (one-row blocks: moba's per-row lists,
+// positions inside (kpos), other D / GPUs, MSLAB_SPARSE_WGMMA=0): sparse_bf16_fwd runs those.
+// Tuning / timing hook (not in the header; the tests' timing rows use it): ring slots (3, the
+// default, or 4), the grid order (1: a head's CTAs together, the default; 0: heads fastest) and
+// the K / V gather (0: TMA boxes, the default; 1: cp.async by the producer warp)
+static int sw_ns = 3, sw_hm = 1, sw_cpa = 0;
+extern "C" void sparse_wgmma_fwd_tune(int ns, int head_major, int cpa) {
+    sw_ns = ns == 4 ? 4 : 3, sw_hm = head_major ? 1 : 0, sw_cpa = cpa ? 1 : 0;
+}
+
+template <int D, int NWG, int NS, int SRC>
+static int sparse_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
+                      const AttnIndex *ix, int B, int T, int H, int KVH) {
+    constexpr int BQ = 64 * NWG, BK = 64;
+    Fwd3List sp;
+    sp.idx = ix->idx, sp.qblock = ix->qblock, sp.nblk = ix->nblk, sp.region = ix->region;
+    sp.width = ix->width, sp.window = ix->window;
+    sp.nsub = (ix->qblock + BQ - 1) / BQ;
+    sp.G = ix->region % 64 == 0 ? 64 : ix->region % 32 == 0 ? 32 : 16;
+    sp.k = k, sp.v = v;
+    size_t ntile = (size_t)sp.nblk * sp.nsub;
+    sp.hm = sw_hm || ntile > 65535;
+    if (ntile > 0x7fffffffu || (size_t)B * H > (sp.hm ? 65535u : 0x7fffffffu) ||
+        ix->region / sp.G > 64)
+        return -1;
+    Fwd3Maps maps;
+    if (!make_map(&maps.q, q, B, T, H, D, BQ) || !make_map(&maps.k, k, B, T, KVH, D, sp.G) ||
+        !make_map(&maps.v, v, B, T, KVH, D, sp.G))
+        return -1;
+    size_t smem = 1024 + sizeof(bf16) * (size_t)(BQ * D + 2 * NS * BK * D) + 8 * (1 + 4 * NS) +
+                  4 * (2 * NS * (64 + 4) + LIST_GBUF);
+    static bool init = false;
+    if (!init) smem_optin(fwd3_kernel<D, NWG, BK, NS, 0, SRC>, smem), init = true;
+    dim3 grid = sp.hm ? dim3((unsigned)ntile, B * H) : dim3(B * H, (unsigned)ntile);
+    fwd3_kernel<D, NWG, BK, NS, 0, SRC><<<grid, 128 * NWG + 32, smem>>>(
+        maps, sp, out, lse, T, H, KVH, WG_LOG2E / sqrtf((float)D));
+    cudaLaunchCheck();
+    return 0;
+}
+template <int D, int NWG>
+static int sparse_ns(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
+                     const AttnIndex *ix, int B, int T, int H, int KVH) {
+    if (sw_cpa) {
+        if (sw_ns == 4) return sparse_run<D, NWG, 4, 2>(out, lse, q, k, v, ix, B, T, H, KVH);
+        return sparse_run<D, NWG, 3, 2>(out, lse, q, k, v, ix, B, T, H, KVH);
+    }
+    if (sw_ns == 4) return sparse_run<D, NWG, 4, 1>(out, lse, q, k, v, ix, B, T, H, KVH);
+    return sparse_run<D, NWG, 3, 1>(out, lse, q, k, v, ix, B, T, H, KVH);
+}
+
 extern "C" int sparse_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k,
                                 const uint16_t *v, const AttnIndex *ix, int B, int T, int H,
                                 int KVH, int D) {
-    (void)out, (void)lse, (void)q, (void)k, (void)v, (void)ix, (void)B, (void)T, (void)H,
-        (void)KVH, (void)D;
-    return -1;
+    static int off = -1; // MSLAB_SPARSE_WGMMA=0: decline every call (sparse_bf16_fwd runs)
+    if (off < 0) {
+        const char *e = getenv("MSLAB_SPARSE_WGMMA");
+        off = e && !strcmp(e, "0");
+    }
+    if (off || !ix || ix->kpos || ix->qblock < 64 || ix->region < 16 || ix->region % 16 ||
+        ix->width < 1 || ix->window < 0 || !shape_ok(B, T, H, KVH, D))
+        return -1;
+    bf16 *o = (bf16 *)out;
+    const bf16 *qq = (const bf16 *)q, *kk = (const bf16 *)k, *vv = (const bf16 *)v;
+    bool two = ix->qblock > 64;
+    if (D == 64)
+        return two ? sparse_ns<64, 2>(o, lse, qq, kk, vv, ix, B, T, H, KVH)
+                   : sparse_ns<64, 1>(o, lse, qq, kk, vv, ix, B, T, H, KVH);
+    return two ? sparse_ns<128, 2>(o, lse, qq, kk, vv, ix, B, T, H, KVH)
+               : sparse_ns<128, 1>(o, lse, qq, kk, vv, ix, B, T, H, KVH);
 }

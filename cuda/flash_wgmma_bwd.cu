@@ -5,48 +5,154 @@
 // Backward: Di = rowsum(dO * O) (fp32, wg_bwd_pre); P = 2^(S log2e / sqrt(D) - lse log2e)
 //   recomputed; the 1/sqrt(D) of dS applied once, to dK and dQ at the end.
 //   Split path (7 products, no atomics; the ordered-mode default):
-//   dkdv_kernel<D, NWG, ALD>: CTA = (b, kv head, NWG x 64 keys), keys are the M dimension: per
-//     64-query step of each head of the group (fixed order), S^T = K Q^T and dP^T = V dO^T (SS),
+//   dkdv_kernel<D, NWG, ALD, SP>: CTA = (b, kv head, NWG x 64 keys), keys are the M dimension:
+//     per 64-query step of each head of the group (fixed order), S^T = K Q^T and dP^T = V dO^T (SS),
 //     P^T and dS^T = P^T (dP^T - Di) in registers, dV += P^T dO and dK += dS^T Q (RS, dO / Q
 //     MN-major); dK, dV stay in the accumulators and are written once. ALD: lse / Di by cp.async.
-//   dq_kernel<D, NWG>: CTA = (b, h, NWG x 64 queries), 64-key tiles up to the diagonal: S, dP =
+//   dq_kernel<D, NWG, SP>: CTA = (b, h, NWG x 64 queries), 64-key tiles up to the diagonal: S, dP =
 //     dO V^T (SS), dS, dQ += dS K (RS, K MN-major).
 //   Fused (5 products, D = 128; the atomic-mode default): bwd_fused_kernel, comment there.
+// Block-sparse (sparse_wgmma_bwd, lists of ops.h AttnIndex with regions and query blocks that are
+//   multiples of 64): the same split kernels with SP = true: an iteration policy (KvWalk, QWalk)
+//   replaces the causal range by the region's inverse list (dK/dV) / the block's list (dQ); the
+//   masks are the diagonal's, plus the window. Host part and figures at sparse_wgmma_bwd.
 // Synchronisation: cp.async writes are generic-proxy writes, wgmma reads through the async
 //   proxy: each thread waits its cp.async groups, fence.proxy.async, then __syncthreads; a
 //   buffer is overwritten only after every warpgroup's wgmma.wait_group 0 and a barrier. TMA
 //   writes and wgmma reads are both async proxy: the mbarriers order them.
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include <type_traits>
 
 #include <cuda.h> // CUtensorMap (the encode function comes through cudaGetDriverEntryPoint)
 
 #include "cuda_common.cuh"
 #include "flash_wgmma.cuh"
+#include "sparse_inverse.cuh"
 extern "C" {
 #include "attn_bf16.h"
 }
 
 // ---------------------------------------------------------------------------------------------
+// Iteration policies: the split kernels walk a sequence of entries, each a range of 64-row tiles
+// (dK/dV: query tiles of one head; dQ: key tiles). SP = false: the dense causal range; SP = true:
+// a block-sparse list (ops.h AttnIndex; regions and query blocks multiples of 64), the tiles cut
+// to the rows / keys that can see something (causal, window); masks as at the dense diagonal.
+// Empty entries are skipped; the next entry's list value is loaded one entry ahead, so its
+// latency hides under a step. Same order every call: deterministic.
+struct SpArgs {
+    const int *idx;                 // [B, H, nblk, width] region ids, -1 = empty slot (dQ)
+    const int *inv, *start, *count; // the inverse list (sparse_inverse.cuh; dK/dV)
+    int nblk, width, qblock, region, window, nreg;
+    int hmajor; // grid (tiles, b * heads): the CTAs of one head run together (L2 reuse)
+};
+
+// dK/dV CTA (keys k0 .., kv head kvh): entries = the group's heads, tiles [tlo, tend) (dense), or
+// the region's inverse-list entries (head of the group, query block), the block's tiles from
+// the CTA's first key on, up to the last row its keys are in the window of (sparse)
+template <bool SP> struct KvWalk {
+    int e, n, t, tb, hh;   // entry e of n; its tile t of [.., tb); its query head
+    int kvh, G, tlo, tend; // dense
+    const int *inv;        // sparse: the region's entries
+    int nv, nblk, qb, k0, rend;
+    __device__ __forceinline__ void enter(int v) {
+        if (!SP) {
+            hh = kvh * G + v, t = tlo, tb = tend;
+            return;
+        }
+        int hg = v / nblk, c = v - hg * nblk;
+        int rs = max(c * qb, k0), re = min(c * qb + qb, rend);
+        hh = kvh * G + hg, t = rs >> 6, tb = re > rs ? (re + 63) >> 6 : t;
+    }
+    __device__ __forceinline__ void next_entry() {
+        while (++e < n) {
+            int v = e;
+            if (SP) {
+                v = nv;
+                if (e + 1 < n) nv = __ldg(inv + e + 1);
+            }
+            enter(v);
+            if (t < tb) return;
+        }
+    }
+    __device__ __forceinline__ void begin() {
+        e = -1;
+        if (SP && n > 0) nv = __ldg(inv);
+        next_entry();
+    }
+    __device__ __forceinline__ void next() {
+        if (++t >= tb) next_entry();
+    }
+    __device__ __forceinline__ bool ok() const { return e < n; }
+};
+
+// dQ CTA (rows q0 .. of a query block): one entry, key tiles [0, tend) (dense), or the block's
+// list slots, each region's key tiles cut at the CTA's last row (kend) and the window (klo)
+template <bool SP> struct QWalk {
+    int e, n, t, tb;
+    int tend;        // dense
+    const int *lst;  // sparse: the block's slots
+    int nv, nreg, R, klo, kend;
+    __device__ __forceinline__ void enter(int v) {
+        if (!SP) {
+            t = 0, tb = tend;
+            return;
+        }
+        if (v < 0 || v >= nreg) {
+            t = tb = 0;
+            return;
+        }
+        int ks = max(v * R, klo), ke = min(v * R + R, kend);
+        t = ks >> 6, tb = ke > ks ? (ke + 63) >> 6 : t;
+    }
+    __device__ __forceinline__ void next_entry() {
+        while (++e < n) {
+            int v = e;
+            if (SP) {
+                v = nv;
+                if (e + 1 < n) nv = __ldg(lst + e + 1);
+            }
+            enter(v);
+            if (t < tb) return;
+        }
+    }
+    __device__ __forceinline__ void begin() {
+        e = -1;
+        if (SP && n > 0) nv = __ldg(lst);
+        next_entry();
+    }
+    __device__ __forceinline__ void next() {
+        if (++t >= tb) next_entry();
+    }
+    __device__ __forceinline__ bool ok() const { return e < n; }
+};
+
+// ---------------------------------------------------------------------------------------------
 // dK / dV: CTA = (b, kv head, NWG x 64 keys); warpgroup wg owns keys k0 + 64 wg .. + 63 (its warps
-// 16 each, as flash_bwd_dkdv_kernel), loops over the group's query heads and 64-query steps from
-// the diagonal on (fixed order: deterministic). Per step: S^T = K Q^T and dP^T = V dO^T (SS),
+// 16 each, as flash_bwd_dkdv_kernel), walks its (head, 64-query tile) steps (KvWalk: dense = the
+// group's heads, tiles from the diagonal on; sparse = the region's inverse list) in a fixed order
+// (deterministic). Per step: S^T = K Q^T and dP^T = V dO^T (SS),
 // P^T, dS^T = P^T (dP^T - Di) in registers, dV += P^T dO and dK += dS^T Q (RS, dO / Q as MN-major
 // operands). dK, dV stay in the accumulators for the whole loop.
-template <int D, int NWG, int ALD>
+template <int D, int NWG, int ALD, bool SP>
 __device__ __forceinline__ void dkdv_wg_body(bf16 *dk, bf16 *dv, const bf16 *dout,
                                              const float *lse, const float *Di, const bf16 *q,
                                              const bf16 *k, const bf16 *v, int T, int H, int KVH,
-                                             float sl2, float scale) {
+                                             float sl2, float scale, const SpArgs &sp) {
     constexpr int NT = 128 * NWG, BKV = 64 * NWG, BQ = 64, DN = D / 8, NN = BQ / 8;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     bf16 *Ks = (bf16 *)smem_base1k(smem_raw), *Vs = Ks + BKV * D, *Qs = Vs + BKV * D;
     bf16 *dOs = Qs + 2 * BQ * D;
     float *Ls = (float *)(dOs + 2 * BQ * D), *Ds = Ls + 2 * BQ;
 
-    int b = blockIdx.x / KVH, kvh = blockIdx.x % KVH, G = H / KVH;
-    int k0 = blockIdx.y * BKV;
+    int bh = blockIdx.x, kblk = blockIdx.y;
+    if (SP && sp.hmajor) bh = blockIdx.y, kblk = blockIdx.x;
+    int b = bh / KVH, kvh = bh % KVH, G = H / KVH;
+    int k0 = kblk * BKV;
     size_t ldq = (size_t)H * D, ldk = (size_t)KVH * D;
     const bf16 *kb = k + (size_t)b * T * ldk + (size_t)kvh * D;
     const bf16 *vb = v + (size_t)b * T * ldk + (size_t)kvh * D;
@@ -54,10 +160,20 @@ __device__ __forceinline__ void dkdv_wg_body(bf16 *dk, bf16 *dv, const bf16 *dou
     int wg = warp >> 2, wl = warp & 3;
     int wk0 = k0 + wg * 64;
     int key[2] = {wk0 + wl * 16 + g, wk0 + wl * 16 + g + 8};
-    int qt0 = k0 / BQ, nqt = (T + BQ - 1) / BQ, steps = nqt - qt0, total = G * steps;
+    KvWalk<SP> L; // the load cursor, one step ahead of the compute
+    L.kvh = kvh, L.G = G;
+    if (SP) {
+        int bk = (b * KVH + kvh) * sp.nreg + k0 / sp.region;
+        L.inv = sp.inv + sp.start[bk], L.n = sp.count[bk];
+        L.nblk = sp.nblk, L.qb = sp.qblock, L.k0 = k0;
+        L.rend = sp.window ? min(T, k0 + BKV - 1 + sp.window) : T;
+    } else {
+        L.n = G, L.tlo = k0 / BQ, L.tend = (T + BQ - 1) / BQ;
+    }
+    L.begin();
+    int win = SP ? sp.window : 0;
 
-    auto load_step = [&](int i) {
-        int hh = kvh * G + i / steps, qs = (qt0 + i % steps) * BQ, buf = i & 1;
+    auto load_step = [&](int hh, int qs, int buf) {
         const bf16 *qb = q + (size_t)b * T * ldq + (size_t)hh * D;
         const bf16 *db = dout + (size_t)b * T * ldq + (size_t)hh * D;
         ptile_load<D, BQ, NT>(Qs + buf * BQ * D, qb, ldq, qs, T);
@@ -80,9 +196,14 @@ __device__ __forceinline__ void dkdv_wg_body(bf16 *dk, bf16 *dv, const bf16 *dou
         }
     };
 
-    ptile_load<D, BKV, NT>(Ks, kb, ldk, k0, T);
-    ptile_load<D, BKV, NT>(Vs, vb, ldk, k0, T);
-    load_step(0);
+    bool more = L.ok();
+    int hh = L.hh, qs = L.t * BQ; // the step being computed
+    if (more) {
+        ptile_load<D, BKV, NT>(Ks, kb, ldk, k0, T);
+        ptile_load<D, BKV, NT>(Vs, vb, ldk, k0, T);
+        load_step(hh, qs, 0);
+        L.next();
+    }
     cp_async_commit();
 
     float dka[DN][4], dva[DN][4];
@@ -91,9 +212,12 @@ __device__ __forceinline__ void dkdv_wg_body(bf16 *dk, bf16 *dv, const bf16 *dou
 #pragma unroll
         for (int e = 0; e < 4; e++) dka[n][e] = dva[n][e] = 0.f;
 
-    for (int i = 0; i < total; i++) {
-        if (i + 1 < total) {
-            load_step(i + 1);
+    for (int i = 0; more; i++) {
+        bool nmore = L.ok();
+        int nh = L.hh, nqs = L.t * BQ;
+        if (nmore) {
+            load_step(nh, nqs, (i + 1) & 1);
+            L.next();
             cp_async_commit();
             cp_async_wait<1>();
         } else {
@@ -101,10 +225,11 @@ __device__ __forceinline__ void dkdv_wg_body(bf16 *dk, bf16 *dv, const bf16 *dou
         }
         fence_async_smem();
         __syncthreads();
-        int buf = i & 1, qs = (qt0 + i % steps) * BQ;
+        int buf = i & 1;
         const bf16 *Qt = Qs + buf * BQ * D, *dOt = dOs + buf * BQ * D;
         const float *Lt = Ls + buf * BQ, *Dt = Ds + buf * BQ;
-        if (wk0 <= qs + BQ - 1) { // warpgroup-uniform: else every key is after every query
+        // warpgroup-uniform: else every key is after every query (or before the window)
+        if (wk0 <= qs + BQ - 1 && !(SP && win && wk0 + 63 <= qs - win)) {
             float s[NN][4], dp[NN][4];
             wg_fence();
 #pragma unroll
@@ -118,6 +243,7 @@ __device__ __forceinline__ void dkdv_wg_body(bf16 *dk, bf16 *dv, const bf16 *dou
             wg_wait<1>();
             wg_keep<BQ>(s);
             bool diag = wk0 + 63 > qs;
+            bool wcut = SP && win && wk0 <= qs + BQ - 1 - win; // some key before a row's window
             uint32_t pa[BQ / 16][4];
 #pragma unroll
             for (int n = 0; n < NN; n++)
@@ -125,7 +251,9 @@ __device__ __forceinline__ void dkdv_wg_body(bf16 *dk, bf16 *dv, const bf16 *dou
                 for (int e = 0; e < 4; e++) {
                     int qi = n * 8 + 2 * tq + (e & 1);
                     float p = wg_ex2(fmaf(s[n][e], sl2, ALD ? -Lt[qi] * WG_LOG2E : -Lt[qi]));
-                    s[n][e] = (diag && key[e >> 1] > qs + qi) ? 0.f : p;
+                    bool cut = diag && key[e >> 1] > qs + qi;
+                    if (SP) cut = cut || (wcut && key[e >> 1] <= qs + qi - win);
+                    s[n][e] = cut ? 0.f : p;
                 }
 #pragma unroll
             for (int kk = 0; kk < BQ / 16; kk++) {
@@ -162,7 +290,9 @@ __device__ __forceinline__ void dkdv_wg_body(bf16 *dk, bf16 *dv, const bf16 *dou
             wg_keep<D>(dka);
         }
         __syncthreads();
+        more = nmore, hh = nh, qs = nqs;
     }
+    cp_async_wait<0>(); // no step (sparse: a region no block lists): dK = dV = 0
 
     bf16 *dkb = dk + (size_t)b * T * ldk + (size_t)kvh * D;
     bf16 *dvb = dv + (size_t)b * T * ldk + (size_t)kvh * D;
@@ -180,20 +310,23 @@ __device__ __forceinline__ void dkdv_wg_body(bf16 *dk, bf16 *dv, const bf16 *dou
 }
 
 // ---------------------------------------------------------------------------------------------
-// dQ: CTA = (b, h, NWG x 64 query rows), 64-key tiles double-buffered up to the diagonal.
-// S = Q K^T, dP = dO V^T (SS), dS = P (dP - Di) in registers, dQ += dS K (RS, K as MN-major).
-template <int D, int NWG>
+// dQ: CTA = (b, h, NWG x 64 query rows), 64-key tiles double-buffered (QWalk: dense = up to the
+// diagonal; sparse = the block's listed regions in slot order). S = Q K^T, dP = dO V^T (SS),
+// dS = P (dP - Di) in registers, dQ += dS K (RS, K as MN-major).
+template <int D, int NWG, bool SP>
 __device__ __forceinline__ void dq_wg_body(bf16 *dq, const bf16 *dout, const float *lse,
                                            const float *Di, const bf16 *q, const bf16 *k,
                                            const bf16 *v, int T, int H, int KVH, float sl2,
-                                           float scale) {
+                                           float scale, const SpArgs &sp) {
     constexpr int NT = 128 * NWG, BQ = 64 * NWG, BK = 64, DN = D / 8, NN = BK / 8;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     bf16 *Qs = (bf16 *)smem_base1k(smem_raw), *dOs = Qs + BQ * D, *Ks = dOs + BQ * D;
     bf16 *Vs = Ks + 2 * BK * D;
 
-    int b = blockIdx.x / H, h = blockIdx.x % H, kvh = h / (H / KVH);
-    int q0 = (gridDim.y - 1 - blockIdx.y) * BQ; // heaviest (latest) first
+    int bh = blockIdx.x, qi = blockIdx.y, nqb = gridDim.y;
+    if (SP && sp.hmajor) bh = blockIdx.y, qi = blockIdx.x, nqb = gridDim.x;
+    int b = bh / H, h = bh % H, kvh = h / (H / KVH);
+    int q0 = (nqb - 1 - qi) * BQ; // heaviest (latest) first
     size_t ldq = (size_t)H * D, ldk = (size_t)KVH * D;
     const bf16 *qb = q + (size_t)b * T * ldq + (size_t)h * D;
     const bf16 *db = dout + (size_t)b * T * ldq + (size_t)h * D;
@@ -210,23 +343,41 @@ __device__ __forceinline__ void dq_wg_body(bf16 *dq, const bf16 *dout, const flo
         l2[r] = row < T ? lse[li] * WG_LOG2E : INFINITY;
         di[r] = row < T ? Di[li] : 0.f;
     }
-    int nkt = (min(q0 + BQ, T) + BK - 1) / BK;
+    QWalk<SP> L; // the load cursor, one key tile ahead of the compute
+    if (SP) {
+        int c = q0 / sp.qblock;
+        L.lst = sp.idx + (((size_t)b * H + h) * sp.nblk + c) * sp.width, L.n = sp.width;
+        L.nreg = sp.nreg, L.R = sp.region, L.kend = min(q0 + BQ, T);
+        L.klo = sp.window ? max(0, q0 - sp.window + 1) : 0;
+    } else {
+        L.n = 1, L.tend = (min(q0 + BQ, T) + BK - 1) / BK;
+    }
+    L.begin();
+    int win = SP ? sp.window : 0;
 
     ptile_load<D, BQ, NT>(Qs, qb, ldq, q0, T);
     ptile_load<D, BQ, NT>(dOs, db, ldq, q0, T);
-    ptile_load<D, BK, NT>(Ks, kb, ldk, 0, T);
-    ptile_load<D, BK, NT>(Vs, vb, ldk, 0, T);
+    bool more = L.ok();
+    int k0 = L.t * BK; // the key tile being computed
+    if (more) {
+        ptile_load<D, BK, NT>(Ks, kb, ldk, k0, T);
+        ptile_load<D, BK, NT>(Vs, vb, ldk, k0, T);
+        L.next();
+    }
     cp_async_commit();
 
     float acc[DN][4];
 #pragma unroll
     for (int n = 0; n < DN; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
 
-    for (int j = 0; j < nkt; j++) {
-        if (j + 1 < nkt) {
+    for (int j = 0; more; j++) {
+        bool nmore = L.ok();
+        int nk0 = L.t * BK;
+        if (nmore) {
             int nb = (j + 1) & 1;
-            ptile_load<D, BK, NT>(Ks + nb * BK * D, kb, ldk, (j + 1) * BK, T);
-            ptile_load<D, BK, NT>(Vs + nb * BK * D, vb, ldk, (j + 1) * BK, T);
+            ptile_load<D, BK, NT>(Ks + nb * BK * D, kb, ldk, nk0, T);
+            ptile_load<D, BK, NT>(Vs + nb * BK * D, vb, ldk, nk0, T);
+            L.next();
             cp_async_commit();
             cp_async_wait<1>();
         } else {
@@ -235,8 +386,7 @@ __device__ __forceinline__ void dq_wg_body(bf16 *dq, const bf16 *dout, const flo
         fence_async_smem();
         __syncthreads();
         const bf16 *Kt = Ks + (j & 1) * BK * D, *Vt = Vs + (j & 1) * BK * D;
-        int k0 = j * BK;
-        if (wr0 + 63 >= k0) {
+        if (wr0 + 63 >= k0 && !(SP && win && k0 + BK - 1 <= wr0 - win)) {
             float s[NN][4], dp[NN][4];
             wg_fence();
 #pragma unroll
@@ -249,14 +399,17 @@ __device__ __forceinline__ void dq_wg_body(bf16 *dq, const bf16 *dout, const flo
             wg_commit();
             wg_wait<1>();
             wg_keep<BK>(s);
-            bool mask = k0 + BK - 1 > wr0 || k0 + BK > T;
+            bool wcut = SP && win && k0 <= wr0 + 63 - win; // some key before a row's window
+            bool mask = k0 + BK - 1 > wr0 || k0 + BK > T || wcut;
 #pragma unroll
             for (int n = 0; n < NN; n++)
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
                     int kk = k0 + n * 8 + 2 * tq + (e & 1), row = rw0 + 8 * (e >> 1);
                     float p = wg_ex2(fmaf(s[n][e], sl2, -l2[e >> 1]));
-                    s[n][e] = (mask && (kk > row || kk >= T)) ? 0.f : p;
+                    bool cut = kk > row || kk >= T;
+                    if (SP) cut = cut || (wcut && kk <= row - win);
+                    s[n][e] = (mask && cut) ? 0.f : p;
                 }
             wg_wait<0>();
             wg_keep<BK>(dp);
@@ -280,7 +433,9 @@ __device__ __forceinline__ void dq_wg_body(bf16 *dq, const bf16 *dout, const flo
             wg_keep<D>(acc);
         }
         __syncthreads();
+        more = nmore, k0 = nk0;
     }
+    cp_async_wait<0>(); // no key tile: Q / dO loads still in flight
 
     bf16 *dqb = dq + (size_t)b * T * ldq + (size_t)h * D;
 #pragma unroll
@@ -339,21 +494,35 @@ __device__ __forceinline__ void wait_count(const int *cnt, int v) {
     }
 }
 
-template <int D, int DET, int PIPE>
+// The fused backward's dense order: latest query tile first, heads innermost (the ordered modes
+// rely on every key block's CTA meeting a (tile, head) pair at the same step index). Sparse
+// (atomic mode only): the region's inverse list (KvWalk<true>).
+struct FusedDenseWalk {
+    int i, n, G, kvh, nqt, hh, t;
+    __device__ __forceinline__ void set() { hh = kvh * G + i % G, t = nqt - 1 - i / G; }
+    __device__ __forceinline__ void begin() { i = 0, set(); }
+    __device__ __forceinline__ void next() { ++i, set(); }
+    __device__ __forceinline__ bool ok() const { return i < n; }
+};
+
+template <int D, int DET, int PIPE, bool SP>
 __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc,
                                                int *counters, const bf16 *dout, const float *lse,
                                                const float *Di, const bf16 *q, const bf16 *k,
                                                const bf16 *v, int T, int H, int KVH, float sl2,
-                                               float scale) {
+                                               float scale, const SpArgs &sp) {
     static_assert(D == 128, "dQ columns split between the two warpgroups: one plane each");
+    static_assert(!SP || DET == 0, "sparse lists: the atomic mode only");
     constexpr int NT = 256, BKV = 128, BQ = 64, DN = D / 8, NN = BQ / 8;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     bf16 *Ks = (bf16 *)smem_base1k(smem_raw), *Vs = Ks + BKV * D, *Qs = Vs + BKV * D;
     bf16 *dOs = Qs + 2 * BQ * D, *dSs = dOs + 2 * BQ * D;
     float *Ls = (float *)(dSs + BKV * BQ), *Ds = Ls + 2 * BQ;
 
-    int b = blockIdx.x / KVH, kvh = blockIdx.x % KVH, G = H / KVH;
-    int kb = blockIdx.y, k0 = kb * BKV, nkb = (T + BKV - 1) / BKV;
+    int bh = blockIdx.x, kb = blockIdx.y;
+    if (SP && sp.hmajor) bh = blockIdx.y, kb = blockIdx.x;
+    int b = bh / KVH, kvh = bh % KVH, G = H / KVH;
+    int k0 = kb * BKV, nkb = (T + BKV - 1) / BKV;
     size_t ldq = (size_t)H * D, ldk = (size_t)KVH * D;
     const bf16 *kbp = k + (size_t)b * T * ldk + (size_t)kvh * D;
     const bf16 *vbp = v + (size_t)b * T * ldk + (size_t)kvh * D;
@@ -361,11 +530,19 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     int wg = warp >> 2, wl = warp & 3;
     int wk0 = k0 + wg * 64;
     int key[2] = {wk0 + wl * 16 + g, wk0 + wl * 16 + g + 8};
-    int nqt = (T + BQ - 1) / BQ, qt_lo = k0 / BQ, total = G * (nqt - qt_lo);
-    auto step_h = [&](int i) { return kvh * G + i % G; };
-    auto step_q = [&](int i) { return (nqt - 1 - i / G) * BQ; };
-    auto load_step = [&](int i) {
-        int hh = step_h(i), qs = step_q(i), buf = i & 1;
+    int nqt = (T + BQ - 1) / BQ;
+    typename std::conditional<SP, KvWalk<true>, FusedDenseWalk>::type L; // load cursor
+    if constexpr (SP) {
+        int bk = (b * KVH + kvh) * sp.nreg + k0 / sp.region;
+        L.kvh = kvh, L.G = G, L.inv = sp.inv + sp.start[bk], L.n = sp.count[bk];
+        L.nblk = sp.nblk, L.qb = sp.qblock, L.k0 = k0;
+        L.rend = sp.window ? min(T, k0 + BKV - 1 + sp.window) : T;
+    } else {
+        L.n = G * (nqt - k0 / BQ), L.G = G, L.kvh = kvh, L.nqt = nqt;
+    }
+    L.begin();
+    int win = SP ? sp.window : 0;
+    auto load_step = [&](int hh, int qs, int buf) {
         const bf16 *qb = q + (size_t)b * T * ldq + (size_t)hh * D;
         const bf16 *db = dout + (size_t)b * T * ldq + (size_t)hh * D;
         ptile_load<D, BQ, NT>(Qs + buf * BQ * D, qb, ldq, qs, T);
@@ -388,9 +565,14 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         }
     };
 
-    ptile_load<D, BKV, NT>(Ks, kbp, ldk, k0, T);
-    ptile_load<D, BKV, NT>(Vs, vbp, ldk, k0, T);
-    load_step(0); // total >= 1: the block's own diagonal tile
+    bool more = L.ok(); // dense: always (the block's own diagonal tile)
+    int hh = L.hh, qs = L.t * BQ; // the step being computed
+    if (more) {
+        ptile_load<D, BKV, NT>(Ks, kbp, ldk, k0, T);
+        ptile_load<D, BKV, NT>(Vs, vbp, ldk, k0, T);
+        load_step(hh, qs, 0);
+        L.next();
+    }
     cp_async_commit();
 
     float dka[DN][4], dva[DN][4];
@@ -421,13 +603,15 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         }
     };
 
-    for (int i = 0; i < total; i++) {
+    for (int i = 0; more; i++) {
         cp_async_wait<0>();
         fence_async_smem();
         __syncthreads(); // step i's tiles landed; every warpgroup left step i - 1 (buffers, dS)
-        if (i + 1 < total) load_step(i + 1);
+        bool nmore = L.ok();
+        int nh = L.hh, nqs = L.t * BQ;
+        if (nmore) load_step(nh, nqs, (i + 1) & 1), L.next();
         cp_async_commit();
-        int buf = i & 1, qs = step_q(i), hh = step_h(i);
+        int buf = i & 1;
         const bf16 *Qt = Qs + buf * BQ * D, *dOt = dOs + buf * BQ * D;
         const float *Lt = Ls + buf * BQ, *Dt = Ds + buf * BQ;
         float s[NN][4], dp[NN][4];
@@ -450,6 +634,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         wg_wait<1>();
         wg_keep<BQ>(s);
         bool diag = wk0 + 63 > qs;
+        bool wcut = SP && win && wk0 <= qs + BQ - 1 - win; // some key before a row's window
         uint32_t pa[BQ / 16][4], da[BQ / 16][4];
 #pragma unroll
         for (int n = 0; n < NN; n++)
@@ -457,7 +642,9 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
             for (int e = 0; e < 4; e++) {
                 int qi = n * 8 + 2 * tq + (e & 1);
                 float p = wg_ex2(fmaf(s[n][e], sl2, PIPE ? -Lt[qi] * WG_LOG2E : -Lt[qi]));
-                s[n][e] = (diag && key[e >> 1] > qs + qi) ? 0.f : p;
+                bool cut = diag && key[e >> 1] > qs + qi;
+                if (SP) cut = cut || (wcut && key[e >> 1] <= qs + qi - win);
+                s[n][e] = cut ? 0.f : p;
             }
 #pragma unroll
         for (int kk = 0; kk < BQ / 16; kk++) {
@@ -556,7 +743,9 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
             __syncthreads(); // every thread's stores before thread 0's release
             if (threadIdx.x == 0) st_release_gpu(cnt, kb + 1);
         }
+        more = nmore, hh = nh, qs = nqs;
     }
+    cp_async_wait<0>(); // sparse: no step (a region no block lists): dK = dV = 0
 
     if (DET == 2 && cnt_prev) {
         __threadfence();
@@ -588,29 +777,220 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
 }
 
 // ---------------------------------------------------------------------------------------------
+// Query-centric fused backward for lists of small regions (16 / 32 keys: ms with w < 64), atomic
+// mode, D = 128 (sq_fused_kernel; off unless MSLAB_SPARSE_WGMMA_BWD=small or the tests' tune).
+// CTA = (b, h, 128 rows of one query block), 2 warpgroups of 64 rows. The block's list (valid
+// slots first) is packed into 64-key tiles of 64 / region slots, K / V rows read through the list
+// by cp.async (rows of slots past the list / keys past T zero, their key id INT_MAX: masked by
+// the causal test), two stages. Per tile: S = Q K^T, dP = dO V^T (SS, rows as M), P from lse,
+// dS = P (dP - Di) in registers, dQ += dS K (RS) in registers for the whole walk; P and dS (bf16)
+// to shared memory [128 rows][64 keys], then warpgroup 0 makes dV = P^T dO and warpgroup 1
+// dK = dS^T Q for the tile's 64 keys (SS, A M-major, B MN-major, K = the CTA's 128 rows, N = D in
+// two halves) and adds them into fp32 accumulators [B, T, KVH, D] by red.add (64 KB per tile);
+// a convert kernel makes dk = scale acc, dv. 5 products per pair.
+__device__ __forceinline__ void wg_red2(float *p, float x, float y) {
+    asm volatile("red.relaxed.gpu.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(p), "f"(x), "f"(y)
+                 : "memory");
+}
+template <int D>
+__global__ void __launch_bounds__(256, 1)
+    sq_fused_kernel(bf16 *dq, float *acck, float *accv, const bf16 *dout, const float *lse,
+                    const float *Di, const bf16 *q, const bf16 *k, const bf16 *v, int T, int H,
+                    int KVH, float sl2, float scale, SpArgs sp) {
+    static_assert(D == 128, "dK / dV: N = D in two 64-column halves");
+    constexpr int NT = 256, BQ = 128, BK = 64, DN = D / 8, NN = BK / 8;
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    bf16 *Qs = (bf16 *)smem_base1k(smem_raw), *dOs = Qs + BQ * D, *Ks = dOs + BQ * D;
+    bf16 *Vs = Ks + 2 * BK * D, *Ps = Vs + 2 * BK * D, *dSs = Ps + BQ * BK;
+    int *kid = (int *)(dSs + BQ * BK); // [2][BK] key of each tile row (INT_MAX: none)
+    __shared__ int nvalid;
+
+    int bh = blockIdx.y, b = bh / H, h = bh % H, kvh = h / (H / KVH);
+    int q0 = (gridDim.x - 1 - blockIdx.x) * BQ; // latest (fullest lists) first
+    size_t ldq = (size_t)H * D, ldk = (size_t)KVH * D;
+    const bf16 *qb = q + (size_t)b * T * ldq + (size_t)h * D;
+    const bf16 *db = dout + (size_t)b * T * ldq + (size_t)h * D;
+    const bf16 *kb = k + (size_t)b * T * ldk + (size_t)kvh * D;
+    const bf16 *vb = v + (size_t)b * T * ldk + (size_t)kvh * D;
+    const int *lst = sp.idx + (((size_t)b * H + h) * sp.nblk + q0 / sp.qblock) * sp.width;
+    int rsh = sp.region == 16 ? 4 : 5, spt = BK >> rsh; // slots per tile
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+    int wg = warp >> 2, wl = warp & 3;
+    int wr0 = q0 + wg * 64, rw0 = wr0 + wl * 16 + g;
+    float l2[2], di[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        int row = rw0 + 8 * r;
+        size_t li = ((size_t)b * H + h) * T + row;
+        l2[r] = row < T ? lse[li] * WG_LOG2E : INFINITY;
+        di[r] = row < T ? Di[li] : 0.f;
+    }
+    if (threadIdx.x == 0) nvalid = sp.width;
+    __syncthreads();
+    for (int s = threadIdx.x; s < sp.width; s += NT)
+        if (__ldg(lst + s) < 0) atomicMin(&nvalid, s);
+    __syncthreads();
+    int nv = nvalid, ntile = (nv + spt - 1) / spt;
+
+    auto load_tile = [&](int j, int buf) {
+        bf16 *Kd = Ks + buf * BK * D, *Vd = Vs + buf * BK * D;
+        for (int i = threadIdx.x; i < BK * (D / 8); i += NT) {
+            int p = i / (D / 8), ch = i % (D / 8), s = j * spt + (p >> rsh);
+            int r = s < nv ? __ldg(lst + s) : -1;
+            int key = (r << rsh) + (p & (sp.region - 1));
+            bool ok = r >= 0 && key < T;
+            size_t off = (size_t)(ok ? key : 0) * ldk + ch * 8;
+            cp_async16(Kd + pl<BK>(p, ch), kb + off, ok);
+            cp_async16(Vd + pl<BK>(p, ch), vb + off, ok);
+            if (ch == 0) kid[buf * BK + p] = ok ? key : INT_MAX;
+        }
+    };
+
+    ptile_load<D, BQ, NT>(Qs, qb, ldq, q0, T);
+    ptile_load<D, BQ, NT>(dOs, db, ldq, q0, T);
+    if (ntile > 0) load_tile(0, 0);
+    cp_async_commit();
+
+    float acc[DN][4];
+#pragma unroll
+    for (int n = 0; n < DN; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+
+    for (int j = 0; j < ntile; j++) {
+        if (j + 1 < ntile) {
+            load_tile(j + 1, (j + 1) & 1);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        fence_async_smem();
+        __syncthreads(); // tile j landed (and its key ids)
+        const bf16 *Kt = Ks + (j & 1) * BK * D, *Vt = Vs + (j & 1) * BK * D;
+        const int *kt = kid + (j & 1) * BK;
+        float s[NN][4], dp[NN][4];
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++)
+            wg_ss<BK>(s, desc_k<BQ>(Qs, wg * 64, kk), desc_k<BK>(Kt, 0, kk), kk);
+        wg_commit();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++)
+            wg_ss<BK>(dp, desc_k<BQ>(dOs, wg * 64, kk), desc_k<BK>(Vt, 0, kk), kk);
+        wg_commit();
+        wg_wait<1>();
+        wg_keep<BK>(s);
+#pragma unroll
+        for (int n = 0; n < NN; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int key = kt[n * 8 + 2 * tq + (e & 1)], row = rw0 + 8 * (e >> 1);
+                float p = wg_ex2(fmaf(s[n][e], sl2, -l2[e >> 1]));
+                s[n][e] = key > row ? 0.f : p; // causal; INT_MAX (no key) is after every row
+            }
+        uint32_t pa[BK / 16][4], da[BK / 16][4];
+#pragma unroll
+        for (int kk = 0; kk < BK / 16; kk++) {
+            pa[kk][0] = pack_bf16x2(s[2 * kk][0], s[2 * kk][1]);
+            pa[kk][1] = pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
+            pa[kk][2] = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            pa[kk][3] = pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+        }
+        wg_wait<0>();
+        wg_keep<BK>(dp);
+#pragma unroll
+        for (int n = 0; n < NN; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) s[n][e] *= dp[n][e] - di[e >> 1];
+        int r0 = wg * 64 + wl * 16 + g; // this thread's rows r0, r0 + 8 of the CTA
+#pragma unroll
+        for (int kk = 0; kk < BK / 16; kk++) {
+            da[kk][0] = pack_bf16x2(s[2 * kk][0], s[2 * kk][1]);
+            da[kk][1] = pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
+            da[kk][2] = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            da[kk][3] = pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+            *(uint32_t *)(Ps + pl<BQ>(r0, 2 * kk) + 2 * tq) = pa[kk][0];
+            *(uint32_t *)(Ps + pl<BQ>(r0 + 8, 2 * kk) + 2 * tq) = pa[kk][1];
+            *(uint32_t *)(Ps + pl<BQ>(r0, 2 * kk + 1) + 2 * tq) = pa[kk][2];
+            *(uint32_t *)(Ps + pl<BQ>(r0 + 8, 2 * kk + 1) + 2 * tq) = pa[kk][3];
+            *(uint32_t *)(dSs + pl<BQ>(r0, 2 * kk) + 2 * tq) = da[kk][0];
+            *(uint32_t *)(dSs + pl<BQ>(r0 + 8, 2 * kk) + 2 * tq) = da[kk][1];
+            *(uint32_t *)(dSs + pl<BQ>(r0, 2 * kk + 1) + 2 * tq) = da[kk][2];
+            *(uint32_t *)(dSs + pl<BQ>(r0 + 8, 2 * kk + 1) + 2 * tq) = da[kk][3];
+        }
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < BK / 16; kk++) wg_rs<D>(acc, da[kk], desc_mn<BK>(Kt, kk), 1);
+        wg_commit();
+        fence_async_smem(); // the P / dS stores (generic proxy) before the wgmma reads (async)
+        __syncthreads();    // both warpgroups' rows of P / dS
+        // warpgroup 0: dV = P^T dO, 1: dK = dS^T Q; M = the tile's 64 keys, K = the 128 rows
+        const bf16 *As = wg ? dSs : Ps, *Bs = wg ? Qs : dOs;
+        float t0[8][4], t1[8][4];
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < BQ / 16; kk++)
+            wg_ss_tt_n64(t0, desc_mn<BQ>(As, kk), desc_mn<BQ>(Bs, kk), kk);
+#pragma unroll
+        for (int kk = 0; kk < BQ / 16; kk++)
+            wg_ss_tt_n64(t1, desc_mn<BQ>(As, kk), desc_mn<BQ>(Bs + BQ * 64, kk), kk);
+        wg_commit();
+        wg_wait<0>();
+        wg_keep<D>(acc);
+        wg_keep<64>(t0);
+        wg_keep<64>(t1);
+        float *accw = wg ? acck : accv;
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            int key = kt[wl * 16 + g + 8 * r];
+            if (key >= T) continue;
+            float *pr = accw + ((size_t)b * T + key) * ldk + (size_t)kvh * D + 2 * tq;
+#pragma unroll
+            for (int n = 0; n < 8; n++) {
+                wg_red2(pr + 8 * n, t0[n][2 * r], t0[n][2 * r + 1]);
+                wg_red2(pr + 64 + 8 * n, t1[n][2 * r], t1[n][2 * r + 1]);
+            }
+        }
+        __syncthreads(); // P / dS, this K / V stage and its key ids free for tile j + 2
+    }
+    cp_async_wait<0>(); // no tile: Q / dO loads still in flight
+
+    bf16 *dqb = dq + (size_t)b * T * ldq + (size_t)h * D;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        int row = rw0 + 8 * r;
+        if (row >= T) continue;
+        bf16 *o = dqb + (size_t)row * ldq + 2 * tq;
+#pragma unroll
+        for (int n = 0; n < DN; n++)
+            *(uint32_t *)(o + n * 8) = pack_bf16x2(acc[n][2 * r] * scale, acc[n][2 * r + 1] * scale);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // kernels
 
-template <int D, int NWG, int ALD>
+template <int D, int NWG, int ALD, bool SP>
 __global__ void __launch_bounds__(128 * NWG, 1)
     dkdv_kernel(bf16 *dk, bf16 *dv, const bf16 *dout, const float *lse, const float *Di,
                 const bf16 *q, const bf16 *k, const bf16 *v, int T, int H, int KVH, float sl2,
-                float scale) {
-    dkdv_wg_body<D, NWG, ALD>(dk, dv, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale);
+                float scale, SpArgs sp) {
+    dkdv_wg_body<D, NWG, ALD, SP>(dk, dv, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale, sp);
 }
-template <int D, int NWG>
+template <int D, int NWG, bool SP>
 __global__ void __launch_bounds__(128 * NWG, 1)
     dq_kernel(bf16 *dq, const bf16 *dout, const float *lse, const float *Di, const bf16 *q,
-              const bf16 *k, const bf16 *v, int T, int H, int KVH, float sl2, float scale) {
-    dq_wg_body<D, NWG>(dq, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale);
+              const bf16 *k, const bf16 *v, int T, int H, int KVH, float sl2, float scale,
+              SpArgs sp) {
+    dq_wg_body<D, NWG, SP>(dq, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale, sp);
 }
 
-template <int D, int DET, int PIPE>
+template <int D, int DET, int PIPE, bool SP>
 __global__ void __launch_bounds__(256, 1)
     bwd_fused_kernel(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *counters, const bf16 *dout,
                      const float *lse, const float *Di, const bf16 *q, const bf16 *k,
-                     const bf16 *v, int T, int H, int KVH, float sl2, float scale) {
-    bwd_fused_body<D, DET, PIPE>(dq, dk, dv, dqacc, counters, dout, lse, Di, q, k, v, T, H, KVH, sl2,
-                           scale);
+                     const bf16 *v, int T, int H, int KVH, float sl2, float scale, SpArgs sp) {
+    bwd_fused_body<D, DET, PIPE, SP>(dq, dk, dv, dqacc, counters, dout, lse, Di, q, k, v, T, H,
+                                     KVH, sl2, scale, sp);
 }
 __global__ void wg_dq_convert(bf16 *dq, const float *acc, size_t n4, float scale) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -659,41 +1039,48 @@ static void *scratch_buf(size_t bytes) {
     }
     return p;
 }
-template <int D, int NWG, int ALD = 0>
+template <int D, int NWG, int ALD = 0, bool SP = false>
 static void dkdv_run(bf16 *dk, bf16 *dv, const bf16 *dout, const float *lse, const float *Di,
                      const bf16 *q, const bf16 *k, const bf16 *v, int B, int T, int H, int KVH,
-                     float sl2, float scale) {
+                     float sl2, float scale, SpArgs sp = SpArgs{}) {
     constexpr int BKV = 64 * NWG;
     size_t smem = 1024 + sizeof(bf16) * (size_t)(2 * BKV * D + 4 * 64 * D) + sizeof(float) * 4 * 64;
     static bool init = false;
-    if (!init) smem_optin(dkdv_kernel<D, NWG, ALD>, smem), init = true;
-    dkdv_kernel<D, NWG, ALD><<<dim3(B * KVH, (T + BKV - 1) / BKV), 128 * NWG, smem>>>(
-        dk, dv, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale);
+    if (!init) smem_optin(dkdv_kernel<D, NWG, ALD, SP>, smem), init = true;
+    dim3 grid(B * KVH, (T + BKV - 1) / BKV);
+    if (SP && sp.hmajor) grid = dim3(grid.y, grid.x);
+    dkdv_kernel<D, NWG, ALD, SP><<<grid, 128 * NWG, smem>>>(
+        dk, dv, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale, sp);
     cudaLaunchCheck();
 }
-template <int D, int NWG>
+template <int D, int NWG, bool SP = false>
 static void dq_run(bf16 *dq, const bf16 *dout, const float *lse, const float *Di, const bf16 *q,
                    const bf16 *k, const bf16 *v, int B, int T, int H, int KVH, float sl2,
-                   float scale) {
+                   float scale, SpArgs sp = SpArgs{}) {
     constexpr int BQ = 64 * NWG;
     size_t smem = 1024 + sizeof(bf16) * (size_t)(2 * BQ * D + 4 * 64 * D);
     static bool init = false;
-    if (!init) smem_optin(dq_kernel<D, NWG>, smem), init = true;
-    dq_kernel<D, NWG><<<dim3(B * H, (T + BQ - 1) / BQ), 128 * NWG, smem>>>(
-        dq, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale);
+    if (!init) smem_optin(dq_kernel<D, NWG, SP>, smem), init = true;
+    dim3 grid(B * H, (T + BQ - 1) / BQ);
+    if (SP && sp.hmajor) grid = dim3(grid.y, grid.x);
+    dq_kernel<D, NWG, SP><<<grid, 128 * NWG, smem>>>(
+        dq, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale, sp);
     cudaLaunchCheck();
 }
-template <int D, int DET, int PIPE>
+template <int D, int DET, int PIPE, bool SP = false>
 static void fused_run(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *cnt, const bf16 *dout,
                       const float *lse, const float *Di, const bf16 *q, const bf16 *k,
-                      const bf16 *v, int B, int T, int H, int KVH, float sl2, float scale) {
+                      const bf16 *v, int B, int T, int H, int KVH, float sl2, float scale,
+                      SpArgs sp = SpArgs{}) {
     constexpr int BKV = 128, BQ = 64;
     size_t smem = 1024 + sizeof(bf16) * (size_t)(2 * BKV * D + 4 * BQ * D + BKV * BQ) +
                   sizeof(float) * 4 * BQ;
     static bool init = false;
-    if (!init) smem_optin(bwd_fused_kernel<D, DET, PIPE>, smem), init = true;
-    bwd_fused_kernel<D, DET, PIPE><<<dim3(B * KVH, (T + BKV - 1) / BKV), 256, smem>>>(
-        dq, dk, dv, dqacc, cnt, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale);
+    if (!init) smem_optin(bwd_fused_kernel<D, DET, PIPE, SP>, smem), init = true;
+    dim3 grid(B * KVH, (T + BKV - 1) / BKV);
+    if (SP && sp.hmajor) grid = dim3(grid.y, grid.x);
+    bwd_fused_kernel<D, DET, PIPE, SP><<<grid, 256, smem>>>(
+        dq, dk, dv, dqacc, cnt, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale, sp);
     cudaLaunchCheck();
 }
 template <int D>
@@ -773,12 +1160,133 @@ extern "C" int flash_wgmma_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const u
 }
 
 // ---------------------------------------------------------------------------------------------
-// block-sparse backward over an index list (attn_bf16.h sparse_wgmma_bwd): not written yet
+// block-sparse backward over an index list (attn_bf16.h sparse_wgmma_bwd): the split kernels with
+// the sparse walks (SP = true): Di, the inverse list (sparse_inverse_build), dK/dV (1 warpgroup,
+// 64 keys: a CTA lies in one region) over the region's inverse list, dQ (2 warpgroups when the
+// query block is a multiple of 128 rows, else 1) over the block's list: no fp atomics, bitwise
+// repeatable. The atomic mode: the fused kernel (dQ by fp32 atomics) where D = 128 and the
+// regions are multiples of 128 keys, else the same split kernels. Handles regions and query
+// blocks that are multiples of 64 (moba-blk 128 / 128; ms with w >= 64), no positions inside
+// (kpos); else -1 (16 / 32-key regions: see sq_fused_kernel, off by default).
+// MSLAB_SPARSE_WGMMA_BWD=0 declines every call (the mma.sync kernels run it).
+// H200 r1 (grids head-fastest; B = 1, H = KVH = 32, D = 128, T = 32K, bwd alone, TFLOP/s at 2.5x
+// the forward's 4 D flops per pair): moba-blk (2.14e9 pairs) ordered 12.6 ms (218), atomic fused
+// 12.8, atomic split 12.7; sparse_bf16 16.4 / atomic 13.3. ms w64 top64 m2 (3.97e9 pairs):
+// ordered 22.9 (222), atomic 23.2; sparse_bf16 27.6 / 23.2.
+// tunables (sparse_wgmma_bwd_tune; tests): the atomic mode's fused path (MSLAB_SPARSE_WGMMA_BWD=
+// split: off), which split kernels run (bit 0 dQ, bit 1 dK/dV), head-major grids, dK/dV
+// warpgroups (1: 64 keys; 2: 128 keys where the regions allow)
+static int sp_fused = 1, sp_parts = 3, sp_hmajor = 1, sp_kvwg = 1;
+// the query-centric fused backward for 16 / 32-key regions (sq_fused_kernel; atomic mode):
+// MSLAB_SPARSE_WGMMA_BWD=small or sparse_wgmma_bwd_tune_small(1) turns it on
+static int sp_small = 0;
+static bool small_ok(const AttnIndex *ix, int D) {
+    return sp_small && D == 128 && !attn_bf16_deterministic() &&
+           (ix->region == 16 || ix->region == 32) && ix->qblock % 128 == 0 && !ix->window;
+}
+static void small_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *out,
+                         const float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
+                         const AttnIndex *ix, int B, int T, int H, int KVH) {
+    constexpr int D = 128;
+    size_t rows = (size_t)B * T * H, nk = (size_t)B * T * KVH * D, acc_off = align256(rows * 4);
+    char *ws = (char *)scratch_buf(acc_off + 2 * align256(nk * 4));
+    float *Di = (float *)ws, *acck = (float *)(ws + acc_off);
+    float *accv = (float *)(ws + acc_off + align256(nk * 4));
+    wg_bwd_pre<D><<<cdiv_u(rows, 8), 256>>>(Di, dout, out, B, T, H);
+    cudaLaunchCheck();
+    cudaCheck(cudaMemsetAsync(acck, 0, 2 * align256(nk * 4), 0));
+    SpArgs sp = {};
+    sp.idx = ix->idx, sp.nblk = ix->nblk, sp.width = ix->width, sp.qblock = ix->qblock;
+    sp.region = ix->region;
+    float scale = 1.f / sqrtf((float)D), sl2 = WG_LOG2E * scale;
+    size_t smem = 1024 + sizeof(bf16) * (size_t)(2 * 128 * D + 4 * 64 * D + 2 * 128 * 64) +
+                  sizeof(int) * 2 * 64;
+    static bool init = false;
+    if (!init) smem_optin(sq_fused_kernel<D>, smem), init = true;
+    sq_fused_kernel<D><<<dim3((T + 127) / 128, B * H), 256, smem>>>(
+        dq, acck, accv, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale, sp);
+    cudaLaunchCheck();
+    wg_dq_convert<<<cdiv_u(nk / 4, 256), 256>>>(dk, acck, nk / 4, scale);
+    cudaLaunchCheck();
+    wg_dq_convert<<<cdiv_u(nk / 4, 256), 256>>>(dv, accv, nk / 4, 1.f);
+    cudaLaunchCheck();
+}
+template <int D>
+static void sparse_bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *out,
+                              const float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
+                              const AttnIndex *ix, int B, int T, int H, int KVH) {
+    // atomic mode, D = 128, regions of 128k keys (a 128-key CTA in one region): the fused kernel
+    bool fused = D == 128 && !attn_bf16_deterministic() && ix->region % 128 == 0 && sp_fused;
+    size_t rows = (size_t)B * T * H, acc_off = align256(rows * 4);
+    size_t inv_off = fused ? acc_off + align256(rows * D * 4) : acc_off;
+    size_t inv_bytes = sparse_inverse_build(NULL, NULL, ix, B, T, H, KVH);
+    char *ws = (char *)scratch_buf(inv_off + inv_bytes);
+    float *Di = (float *)ws;
+    wg_bwd_pre<D><<<cdiv_u(rows, 8), 256>>>(Di, dout, out, B, T, H);
+    cudaLaunchCheck();
+    SparseInverse iv;
+    sparse_inverse_build(&iv, ws + inv_off, ix, B, T, H, KVH);
+    SpArgs sp = {ix->idx,      iv.inv,     iv.start,   iv.count, ix->nblk, ix->width,
+                 ix->qblock,   ix->region, ix->window, iv.nreg,  sp_hmajor};
+    float scale = 1.f / sqrtf((float)D), sl2 = WG_LOG2E * scale;
+    if constexpr (D == 128) if (fused) {
+        float *dqacc = (float *)(ws + acc_off);
+        cudaCheck(cudaMemsetAsync(dqacc, 0, rows * D * sizeof(float), 0));
+        fused_run<D, 0, 0, true>(dq, dk, dv, dqacc, NULL, dout, lse, Di, q, k, v, B, T, H, KVH,
+                                 sl2, scale, sp);
+        size_t n4 = rows * D / 4;
+        wg_dq_convert<<<cdiv_u(n4, 256), 256>>>(dq, dqacc, n4, scale);
+        cudaLaunchCheck();
+        return;
+    }
+    if (!(sp_parts & 2)) {
+    } else if (sp_kvwg == 2 && ix->region % 128 == 0) {
+        dkdv_run<D, 2, 1, true>(dk, dv, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale, sp);
+    } else {
+        dkdv_run<D, 1, 1, true>(dk, dv, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale, sp);
+    }
+    if (!(sp_parts & 1)) return;
+    if (ix->qblock % 128 == 0)
+        dq_run<D, 2, true>(dq, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale, sp);
+    else
+        dq_run<D, 1, true>(dq, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale, sp);
+}
+
+// tests / timing: sq_fused_kernel on (1) / off (0, the default)
+extern "C" void sparse_wgmma_bwd_tune_small(int on) { sp_small = on; }
+// tests / timing: the tunables above (defaults 1, 3, 1, 1)
+extern "C" void sparse_wgmma_bwd_tune(int fused, int parts, int hmajor, int kvwg) {
+    sp_fused = fused, sp_parts = parts, sp_hmajor = hmajor, sp_kvwg = kvwg;
+}
+
 extern "C" int sparse_wgmma_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *dout,
                                 const uint16_t *out, const float *lse, const uint16_t *q,
                                 const uint16_t *k, const uint16_t *v, const AttnIndex *ix, int B,
                                 int T, int H, int KVH, int D) {
-    (void)dq, (void)dk, (void)dv, (void)dout, (void)out, (void)lse, (void)q, (void)k, (void)v,
-        (void)ix, (void)B, (void)T, (void)H, (void)KVH, (void)D;
-    return -1;
+    static int off = -1;
+    if (off < 0) {
+        const char *e = getenv("MSLAB_SPARSE_WGMMA_BWD");
+        off = e && !strcmp(e, "0");
+        if (e && !strcmp(e, "split")) sp_fused = 0;
+        if (e && !strcmp(e, "small")) sp_small = 1;
+    }
+    if (!off && shape_ok(B, T, H, KVH, D) && (size_t)B * H <= 65535 && !ix->kpos &&
+        ix->nblk == (T + ix->qblock - 1) / ix->qblock && small_ok(ix, D)) {
+        small_launch((bf16 *)dq, (bf16 *)dk, (bf16 *)dv, (const bf16 *)dout, (const bf16 *)out,
+                     lse, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, ix, B, T, H, KVH);
+        return 0;
+    }
+    if (off || !shape_ok(B, T, H, KVH, D) || (size_t)B * H > 65535 || ix->kpos || ix->region <= 0 || ix->qblock <= 0 ||
+        ix->region % 64 || ix->qblock % 64 || ix->window < 0 ||
+        ix->nblk != (T + ix->qblock - 1) / ix->qblock)
+        return -1;
+    if (D == 64)
+        sparse_bwd_launch<64>((bf16 *)dq, (bf16 *)dk, (bf16 *)dv, (const bf16 *)dout,
+                              (const bf16 *)out, lse, (const bf16 *)q, (const bf16 *)k,
+                              (const bf16 *)v, ix, B, T, H, KVH);
+    else
+        sparse_bwd_launch<128>((bf16 *)dq, (bf16 *)dk, (bf16 *)dv, (const bf16 *)dout,
+                               (const bf16 *)out, lse, (const bf16 *)q, (const bf16 *)k,
+                               (const bf16 *)v, ix, B, T, H, KVH);
+    return 0;
 }

@@ -6,15 +6,26 @@
 // pass 1 cuts the rows into fixed chunks of NORM_RCH (a function of N only), one thread column per
 // (chunk, c) sums its chunk's rows in a fixed order and writes a partial; pass 2 adds the partials
 // of each column in chunk order to dw. No atomics: bitwise-identical on every call.
+// With C <= 1536 both backward passes run as one kernel that reads dy and x from memory once
+// (rmsnorm_bwd_fused_kernel: the same sums in the same order; MSLAB_NORM_FUSED=0: two kernels).
+// The bf16 table's variants (bf16.h, _x): a bf16 copy of out / dinp written in the same pass, and
+// acc = 0 to overwrite a dinp known to be zero.
+#include <stdlib.h>
+#include <string.h>
+
+#include "bf16_vec.cuh"
 #include "cuda_common.cuh"
+extern "C" {
+#include "bf16.h"
+}
 
 #define NORM_THREADS 256 // 8 warps = 8 rows per block
-#define NORM_RCH 128     // rows per dw partial
+#define NORM_RCH 32      // rows per dw partial (4 per warp in the fused kernel)
 #define NORM_TY 8        // row lanes per column in the dw partial kernel
 
 __global__ void __launch_bounds__(NORM_THREADS)
-rmsnorm_fwd_kernel(float *out, float *rstd, const float *inp, const float *w, int N, int C,
-                   float eps) {
+rmsnorm_fwd_kernel(float *out, uint16_t *ob, float *rstd, const float *inp, const float *w, int N,
+                   int C, float eps) {
     int n = blockIdx.x * (NORM_THREADS / 32) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (n >= N) return;
     const float *x = inp + (size_t)n * C;
@@ -23,14 +34,18 @@ rmsnorm_fwd_kernel(float *out, float *rstd, const float *inp, const float *w, in
     for (int c = lane; c < C; c += 32) ss += (double)x[c] * x[c];
     ss = warp_sum(ss);
     float r = (float)(1.0 / sqrt(ss / C + eps));
-    for (int c = lane; c < C; c += 32) y[c] = x[c] * r * w[c];
+    for (int c = lane; c < C; c += 32) {
+        float o = x[c] * r * w[c];
+        y[c] = o;
+        if (ob) ob[(size_t)n * C + c] = (uint16_t)bf16bits(o);
+    }
     if (lane == 0) rstd[n] = r;
 }
 
 // dx_c += r w_c dy_c - (r^3 / C) x_c sum_j dy_j w_j x_j
 __global__ void __launch_bounds__(NORM_THREADS)
-rmsnorm_bwd_dx_kernel(float *dinp, const float *dout, const float *inp, const float *w,
-                      const float *rstd, int N, int C) {
+rmsnorm_bwd_dx_kernel(float *dinp, uint16_t *db, int acc, const float *dout, const float *inp,
+                      const float *w, const float *rstd, int N, int C) {
     int n = blockIdx.x * (NORM_THREADS / 32) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (n >= N) return;
     const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
@@ -40,25 +55,32 @@ rmsnorm_bwd_dx_kernel(float *dinp, const float *dout, const float *inp, const fl
     dot = warp_sum(dot);
     float r = rstd[n];
     float k = (float)((double)r * r * r * dot / C);
-    for (int c = lane; c < C; c += 32) dx[c] += r * w[c] * dy[c] - k * x[c];
+    for (int c = lane; c < C; c += 32) {
+        float g = acc ? dx[c] + (r * w[c] * dy[c] - k * x[c]) : r * w[c] * dy[c] - k * x[c];
+        dx[c] = g;
+        if (db) db[(size_t)n * C + c] = (uint16_t)bf16bits(g);
+    }
 }
 
 // grid (ceil(C / 32), nchunk), block (32, NORM_TY): part[chunk, c]
 __global__ void rmsnorm_dw_partial_kernel(float *part, const float *dout, const float *inp,
-                                          const float *rstd, int N, int C) {
+                                          const float *rstd, int N, int C, int nchunk) {
     __shared__ float sh[NORM_TY][33];
-    int c = blockIdx.x * 32 + threadIdx.x, chunk = blockIdx.y;
-    int n0 = chunk * NORM_RCH, n1 = min(N, n0 + NORM_RCH);
-    float acc = 0.0f;
-    if (c < C)
-        for (int n = n0 + threadIdx.y; n < n1; n += NORM_TY)
-            acc += dout[(size_t)n * C + c] * inp[(size_t)n * C + c] * rstd[n];
-    sh[threadIdx.y][threadIdx.x] = acc;
-    __syncthreads();
-    if (threadIdx.y == 0 && c < C) {
-        float s = sh[0][threadIdx.x];
-        for (int i = 1; i < NORM_TY; i++) s += sh[i][threadIdx.x];
-        part[(size_t)chunk * C + c] = s;
+    int c = blockIdx.x * 32 + threadIdx.x;
+    for (int chunk = blockIdx.y; chunk < nchunk; chunk += gridDim.y) {
+        int n0 = chunk * NORM_RCH, n1 = min(N, n0 + NORM_RCH);
+        float acc = 0.0f;
+        if (c < C)
+            for (int n = n0 + threadIdx.y; n < n1; n += NORM_TY)
+                acc += dout[(size_t)n * C + c] * inp[(size_t)n * C + c] * rstd[n];
+        sh[threadIdx.y][threadIdx.x] = acc;
+        __syncthreads();
+        if (threadIdx.y == 0 && c < C) {
+            float s = sh[0][threadIdx.x];
+            for (int i = 1; i < NORM_TY; i++) s += sh[i][threadIdx.x];
+            part[(size_t)chunk * C + c] = s;
+        }
+        __syncthreads();
     }
 }
 
@@ -70,30 +92,91 @@ __global__ void rmsnorm_dw_final_kernel(float *dw, const float *part, int nchunk
     dw[c] += s;
 }
 
-void cuda_rmsnorm_fwd(float *out, float *rstd, const float *inp, const float *w, int N, int C,
-                      float eps) {
+void cuda_rmsnorm_fwd_x(float *out, uint16_t *ob, float *rstd, const float *inp, const float *w,
+                        int N, int C, float eps) {
     if (N <= 0) return;
-    rmsnorm_fwd_kernel<<<cdiv_u(N, NORM_THREADS / 32), NORM_THREADS>>>(out, rstd, inp, w, N, C,
-                                                                        eps);
+    rmsnorm_fwd_kernel<<<cdiv_u(N, NORM_THREADS / 32), NORM_THREADS>>>(out, ob, rstd, inp, w, N,
+                                                                        C, eps);
     cudaLaunchCheck();
 }
 
-void cuda_rmsnorm_bwd(float *dinp, float *dw, const float *dout, const float *inp,
-                      const float *w, const float *rstd, int N, int C) {
+void cuda_rmsnorm_fwd(float *out, float *rstd, const float *inp, const float *w, int N, int C,
+                      float eps) {
+    cuda_rmsnorm_fwd_x(out, NULL, rstd, inp, w, N, C, eps);
+}
+
+// Both gradients in one pass: block = one dw chunk of NORM_RCH rows, warp w takes rows n0 + w,
+// n0 + w + 8, ... (the partial kernel's row lanes): the dot, then dx and the row's dw terms, summed
+// per warp in shared memory (8 x C floats), the 8 warps combined in warp order. Every sum in the
+// order of the two kernels above (the same bits); dy and x come from memory once (their second
+// read, right after the dot, hits L1 / L2) instead of again in the partial kernel.
+__global__ void __launch_bounds__(NORM_THREADS)
+rmsnorm_bwd_fused_kernel(float *dinp, uint16_t *db, int acc, float *part, const float *dout,
+                         const float *inp, const float *w, const float *rstd, int N, int C) {
+    extern __shared__ float shw[]; // [8][C]
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int n0 = blockIdx.x * NORM_RCH, n1 = min(N, n0 + NORM_RCH);
+    float *dws = shw + (size_t)warp * C;
+    for (int c = lane; c < C; c += 32) dws[c] = 0.0f;
+    for (int n = n0 + warp; n < n1; n += NORM_THREADS / 32) {
+        const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
+        double dot = 0;
+        for (int c = lane; c < C; c += 32) dot += (double)dy[c] * w[c] * x[c];
+        dot = warp_sum(dot);
+        float r = rstd[n];
+        float k = (float)((double)r * r * r * dot / C);
+        float *dx = dinp ? dinp + (size_t)n * C : NULL;
+        for (int c = lane; c < C; c += 32) {
+            float xv = x[c], dyv = dy[c];
+            if (dx) {
+                float g = acc ? dx[c] + (r * w[c] * dyv - k * xv) : r * w[c] * dyv - k * xv;
+                dx[c] = g;
+                if (db) db[(size_t)n * C + c] = (uint16_t)bf16bits(g);
+            }
+            dws[c] += dyv * xv * r;
+        }
+    }
+    __syncthreads();
+    for (int c = threadIdx.x; c < C; c += NORM_THREADS) {
+        float s = shw[c];
+        for (int i = 1; i < NORM_THREADS / 32; i++) s += shw[(size_t)i * C + c];
+        part[(size_t)blockIdx.x * C + c] = s;
+    }
+}
+
+void cuda_rmsnorm_bwd_x(float *dinp, uint16_t *db, int acc, float *dw, const float *dout,
+                        const float *inp, const float *w, const float *rstd, int N, int C) {
     if (N <= 0 || C <= 0) return;
+    static int fused = -1; // MSLAB_NORM_FUSED=0: the two-kernel path (same bits)
+    if (fused < 0) fused = !(getenv("MSLAB_NORM_FUSED") && !strcmp(getenv("MSLAB_NORM_FUSED"), "0"));
+    size_t smem = (size_t)(NORM_THREADS / 32) * C * sizeof(float);
+    if (dw && fused && smem <= 48 * 1024) {
+        int nchunk = (int)cdiv_u(N, NORM_RCH);
+        float *part = (float *)cuda_scratch(SCRATCH_NORM, (size_t)nchunk * C * sizeof(float));
+        rmsnorm_bwd_fused_kernel<<<nchunk, NORM_THREADS, smem>>>(dinp, db, acc, part, dout, inp,
+                                                                 w, rstd, N, C);
+        cudaLaunchCheck();
+        rmsnorm_dw_final_kernel<<<cdiv_u(C, 256), 256>>>(dw, part, nchunk, C);
+        cudaLaunchCheck();
+        return;
+    }
     if (dinp) {
-        rmsnorm_bwd_dx_kernel<<<cdiv_u(N, NORM_THREADS / 32), NORM_THREADS>>>(dinp, dout, inp, w,
-                                                                               rstd, N, C);
+        rmsnorm_bwd_dx_kernel<<<cdiv_u(N, NORM_THREADS / 32), NORM_THREADS>>>(
+            dinp, db, acc, dout, inp, w, rstd, N, C);
         cudaLaunchCheck();
     }
     if (dw) {
         int nchunk = (int)cdiv_u(N, NORM_RCH);
-        MS_ASSERT(nchunk <= 65535, "rmsnorm_bwd: N = %d rows is too many", N);
         float *part = (float *)cuda_scratch(SCRATCH_NORM, (size_t)nchunk * C * sizeof(float));
-        rmsnorm_dw_partial_kernel<<<dim3(cdiv_u(C, 32), nchunk), dim3(32, NORM_TY)>>>(
-            part, dout, inp, rstd, N, C);
+        rmsnorm_dw_partial_kernel<<<dim3(cdiv_u(C, 32), nchunk < 65535 ? nchunk : 65535),
+                                    dim3(32, NORM_TY)>>>(part, dout, inp, rstd, N, C, nchunk);
         cudaLaunchCheck();
         rmsnorm_dw_final_kernel<<<cdiv_u(C, 256), 256>>>(dw, part, nchunk, C);
         cudaLaunchCheck();
     }
+}
+
+void cuda_rmsnorm_bwd(float *dinp, float *dw, const float *dout, const float *inp,
+                      const float *w, const float *rstd, int N, int C) {
+    cuda_rmsnorm_bwd_x(dinp, NULL, 1, dw, dout, inp, w, rstd, N, C);
 }

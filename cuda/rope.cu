@@ -6,13 +6,20 @@
 // the pair in all H heads. Each output element is written by one thread: deterministic.
 //   forward  out = R(angle) inp          (overwrite; out may alias inp)
 //   backward dinp += R(-angle) dout
+// The bf16 table's variants (bf16.h, _x): a bf16 copy of the result in the same pass; backward
+// acc = 0 overwrites a dinp known to be zero.
+#include "bf16_vec.cuh"
 #include "cuda_common.cuh"
+extern "C" {
+#include "bf16.h"
+}
 
 #define ROPE_THREADS 256
 
+// ob: bf16 copy of the result (NULL: none); acc = 0 (backward): out is known zero, overwrite it
 template <int BACKWARD>
-__global__ void rope_kernel(float *out, const float *inp, const float *pos, const float *inv_freq,
-                            int N, int H, int D, int style) {
+__global__ void rope_kernel(float *out, uint16_t *ob, int acc, const float *inp, const float *pos,
+                            const float *inv_freq, int N, int H, int D, int style) {
     int half = D / 2;
     int stride = style == ROPE_INTERLEAVED ? 2 : 1, boff = style == ROPE_INTERLEAVED ? 1 : half;
     size_t total = (size_t)N * half;
@@ -28,38 +35,45 @@ __global__ void rope_kernel(float *out, const float *inp, const float *pos, cons
             size_t ia = base + (size_t)i * stride, ib = ia + boff;
             float a = inp[ia], b = inp[ib];
             float ra = a * cf - b * sf, rb = a * sf + b * cf;
-            if (BACKWARD) {
-                out[ia] += ra;
-                out[ib] += rb;
-            } else {
-                out[ia] = ra;
-                out[ib] = rb;
-            }
+            if (BACKWARD && acc) ra = out[ia] + ra, rb = out[ib] + rb;
+            out[ia] = ra;
+            out[ib] = rb;
+            if (ob) ob[ia] = (uint16_t)bf16bits(ra), ob[ib] = (uint16_t)bf16bits(rb);
         }
     }
 }
 
-static void rope_launch(int backward, float *out, const float *inp, const float *pos,
-                        const float *inv_freq, int N, int H, int D, int style) {
+static void rope_launch(int backward, float *out, uint16_t *ob, int acc, const float *inp,
+                        const float *pos, const float *inv_freq, int N, int H, int D, int style) {
     MS_ASSERT(D % 2 == 0, "rope: head dim %d is odd", D);
     MS_ASSERT(style == ROPE_INTERLEAVED || style == ROPE_HALVES, "rope: style %d", style);
     size_t total = (size_t)N * (D / 2);
     if (!total || H <= 0) return;
     if (backward)
-        rope_kernel<1><<<grid_for(total, ROPE_THREADS), ROPE_THREADS>>>(out, inp, pos, inv_freq,
-                                                                        N, H, D, style);
+        rope_kernel<1><<<grid_for(total, ROPE_THREADS), ROPE_THREADS>>>(out, ob, acc, inp, pos,
+                                                                        inv_freq, N, H, D, style);
     else
-        rope_kernel<0><<<grid_for(total, ROPE_THREADS), ROPE_THREADS>>>(out, inp, pos, inv_freq,
-                                                                        N, H, D, style);
+        rope_kernel<0><<<grid_for(total, ROPE_THREADS), ROPE_THREADS>>>(out, ob, 0, inp, pos,
+                                                                        inv_freq, N, H, D, style);
     cudaLaunchCheck();
+}
+
+void cuda_rope_fwd_x(float *out, uint16_t *ob, const float *inp, const float *pos,
+                     const float *inv_freq, int N, int H, int D, int style) {
+    rope_launch(0, out, ob, 0, inp, pos, inv_freq, N, H, D, style);
+}
+
+void cuda_rope_bwd_x(float *dinp, uint16_t *db, int acc, const float *dout, const float *pos,
+                     const float *inv_freq, int N, int H, int D, int style) {
+    rope_launch(1, dinp, db, acc, dout, pos, inv_freq, N, H, D, style);
 }
 
 void cuda_rope_fwd(float *out, const float *inp, const float *pos, const float *inv_freq, int N,
                    int H, int D, int style) {
-    rope_launch(0, out, inp, pos, inv_freq, N, H, D, style);
+    rope_launch(0, out, NULL, 0, inp, pos, inv_freq, N, H, D, style);
 }
 
 void cuda_rope_bwd(float *dinp, const float *dout, const float *pos, const float *inv_freq,
                    int N, int H, int D, int style) {
-    rope_launch(1, dinp, dout, pos, inv_freq, N, H, D, style);
+    rope_launch(1, dinp, NULL, 1, dout, pos, inv_freq, N, H, D, style);
 }

@@ -7,11 +7,15 @@
 // fused (fx_select, the default): the same fp64 scores (DMMA, the same products in dimension
 //   order), filtered in registers against a per-row running threshold, ~S ln(e / S) survivors per
 //   row kept; no score row leaves the chip. Design and invariants at fx_select below.
-// Measured (H200, paper config w 16 / top 512 / merge 128, B=1 H=32 D=128): 1M select 3.93 s
-//   (old) -> 1.28 s (fused, m8n8k4, GPU round r1, bench); 128K 47 -> 28 ms (fused m16n8k16,
-//   r2/r3). Still only ~14 of the ~67 TFLOP/s fp64 tensor peak: 1 CTA/SM (219 KB smem: pooled q
-//   64 x 132 doubles, a 128-key kbar chunk, the 16-bit sketches), 8 warps, two barriers per
-//   32-dim chunk. The fp64 floor at 1M is ~0.27 s (17.7 TFLOP).
+// Measured (H200, paper config w 16 / top 512 / merge 128, B=1 H=32 D=128; s4 final bench): 1M
+//   select 3.93 s (old) -> 1.23 s (fused); 128K 47 -> 31.5 ms. Still only ~14 of the ~67 TFLOP/s
+//   fp64 tensor peak: 1 CTA/SM (219 KB smem: pooled q 64 x 132 doubles, a 128-key kbar chunk, the
+//   16-bit sketches), 8 warps, two barriers per 32-dim chunk. The fp64 floor at 1M is ~0.27 s
+//   (17.7 TFLOP).
+// Removed after measurement (s5; in git history): the scores on the FMA units (fs_scores, half
+//   the DMMA rate), fx_select on the m16n8k16 DMMA (CUTLASS's Hopper atom: 128K 28.0 ms in r2/r3,
+//   but ~1.3x slower per score at 1M in r3, so the s4 default went back to m8n8k4) and with a
+//   cp.async double buffer for the kbar chunks (128K 30.9 vs 28.0 ms in r3).
 #include <cuda_bf16.h>
 #include <limits.h>
 #include <math.h>
@@ -84,80 +88,30 @@ __global__ void fs_pool_k(double *kbar, const uint16_t *k, int B, int T, int KVH
     }
 }
 
-// scores of 64 members x (64-candidate tiles jt0, jt0 + step, ...) of one unit, fp64
-template <int DM>
-__global__ void __launch_bounds__(FS_NT) fs_scores(FsArgs a, int tiles_per_cta) {
-    extern __shared__ double fs_sm[];
-    double(*qs)[65] = (double(*)[65])fs_sm;             // pooled q [DM][member]
-    double(*ks)[65] = (double(*)[65])(fs_sm + DM * 65); // kbar chunk [32][candidate]
-    const FsUnit U = a.units[blockIdx.z];
-    int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
-    int g0 = U.c * a.M, members = min(a.N, g0 + a.M) - g0;
-    int m0 = blockIdx.y * 64;
-    if (m0 >= members || U.ld <= 0) return;
-    int jt_begin = blockIdx.x * tiles_per_cta;
-    if (jt_begin * 64 >= U.ld) return;
-    size_t ldq = (size_t)a.H * a.D;
-    const uint16_t *qb = a.q + ((size_t)U.b * a.T * a.H + U.h) * a.D;
-    for (int e = tid; e < 64 * DM; e += FS_NT) { // pooled q of members m0 .. m0 + 63
-        int mm = e / DM, d = e % DM, g = g0 + m0 + mm;
-        double acc = 0.0;
-        if (m0 + mm < members) {
-            int r0 = g * a.w, r1 = min(a.T, r0 + a.w);
-            for (int t = r0; t < r1; t++)
-                acc += (double)__uint_as_float((uint32_t)qb[(size_t)t * ldq + d] << 16);
-            acc /= (r1 - r0);
-        }
-        qs[d][mm] = acc;
-    }
-    const double *kb = a.kbar + ((size_t)U.b * a.KVH + U.h / (a.H / a.KVH)) * a.NK * DM;
-    for (int jt = jt_begin; jt < jt_begin + tiles_per_cta && jt * 64 < U.ld; jt++) {
-        int j0 = jt * 64;
-        double acc[4][4];
-#pragma unroll
-        for (int i = 0; i < 4; i++)
-#pragma unroll
-            for (int jj = 0; jj < 4; jj++) acc[i][jj] = 0.0;
-        for (int d0 = 0; d0 < DM; d0 += 32) {
-            __syncthreads();
-            for (int e = tid; e < 64 * 32; e += FS_NT) {
-                int jj = e / 32, d = e % 32, j = j0 + jj;
-                ks[d][jj] = j < U.ld ? kb[(size_t)j * DM + d0 + d] : 0.0;
-            }
-            __syncthreads();
-#pragma unroll 4
-            for (int d = 0; d < 32; d++) {
-                double qv[4], kv[4];
-#pragma unroll
-                for (int i = 0; i < 4; i++) qv[i] = qs[d0 + d][ty + 16 * i], kv[i] = ks[d][tx + 16 * i];
-#pragma unroll
-                for (int i = 0; i < 4; i++)
-#pragma unroll
-                    for (int jj = 0; jj < 4; jj++) acc[i][jj] = fma(qv[i], kv[jj], acc[i][jj]);
-            }
-        }
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            int m = m0 + ty + 16 * i;
-            if (m >= members) continue;
-            double *row = a.scores + U.off + (size_t)m * U.ld;
-#pragma unroll
-            for (int jj = 0; jj < 4; jj++) {
-                int j = j0 + tx + 16 * jj;
-                if (j < U.ld) row[j] = acc[i][jj];
-            }
-        }
-    }
-}
-
-// The same scores on the fp64 tensor cores (mma.sync m8n8k4 f64, twice the FMA rate of the
-// FMA units): 8 warps as 2 (32 members) x 4 (16 candidates), each 4 x 2 tiles of 8 x 8. Pooled q
+// Scores of 64 members x (64-candidate tiles jt0, jt0 + step, ...) of one unit on the fp64 tensor
+// cores (mma.sync m8n8k4 f64, twice the FMA rate of the FMA units; each score the sum of the
+// products in dimension order): 8 warps as 2 (32 members) x 4 (16 candidates), each 4 x 2 tiles
+// of 8 x 8. Pooled q
 // [member][d] and a 32-dim kbar chunk [candidate][d] in shared memory, rows padded to 4 mod 16
 // doubles (conflict-free fragment reads).
 __device__ __forceinline__ void fs_dmma(double (&c)[2], double a, double b) {
     asm volatile("mma.sync.aligned.m8n8k4.row.col.f64.f64.f64.f64 {%0,%1}, {%2}, {%3}, {%0,%1};\n"
                  : "+d"(c[0]), "+d"(c[1])
                  : "d"(a), "d"(b));
+}
+// a warp's 4 x NB tiles of 8 x 8 over 4 dims: acc[i][n] += A[8 i + g][cq] B[8 n + g][cq], with
+// q = A's element (g, cq) (rows QLD apart) and k = B's (rows KLD apart)
+template <int QLD, int KLD, int NB>
+__device__ __forceinline__ void fs_dmma4(double (&acc)[4][NB][2], const double *q, const double *k) {
+    double af[4], bfr[NB];
+#pragma unroll
+    for (int i = 0; i < 4; i++) af[i] = q[i * 8 * QLD];
+#pragma unroll
+    for (int n = 0; n < NB; n++) bfr[n] = k[n * 8 * KLD];
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int n = 0; n < NB; n++) fs_dmma(acc[i][n], af[i], bfr[n]);
 }
 template <int DM>
 __global__ void __launch_bounds__(FS_NT) fs_scores_mma(FsArgs a, int tiles_per_cta) {
@@ -201,17 +155,9 @@ __global__ void __launch_bounds__(FS_NT) fs_scores_mma(FsArgs a, int tiles_per_c
             }
             __syncthreads();
 #pragma unroll
-            for (int k4 = 0; k4 < 32; k4 += 4) {
-                double af[4], bfr[2];
-#pragma unroll
-                for (int i = 0; i < 4; i++) af[i] = qs[(wm * 32 + i * 8 + g) * QLD + d0 + k4 + cq];
-#pragma unroll
-                for (int n = 0; n < 2; n++) bfr[n] = ks[(wn * 16 + n * 8 + g) * KLD + k4 + cq];
-#pragma unroll
-                for (int i = 0; i < 4; i++)
-#pragma unroll
-                    for (int n = 0; n < 2; n++) fs_dmma(acc[i][n], af[i], bfr[n]);
-            }
+            for (int k4 = 0; k4 < 32; k4 += 4)
+                fs_dmma4<QLD, KLD, 2>(acc, qs + (wm * 32 + g) * QLD + d0 + k4 + cq,
+                                      ks + (wn * 16 + g) * KLD + k4 + cq);
         }
 #pragma unroll
         for (int i = 0; i < 4; i++) {
@@ -424,12 +370,10 @@ __global__ void __launch_bounds__(FS_NT) fs_merge(FsArgs a, int nunits) {
 // take work items (64 members of a unit) from an atomic counter, costliest units first. Per
 // item: pooled q in smem; key tiles of 128 regions, ascending (CTAs on one kv head sweep it
 // together: L2 reuse), kbar chunks of 32 dims prefetched into registers one chunk ahead; scores
-// on the fp64 tensor cores, m8n8k4 as fs_scores_mma (MSLAB_SELECT_MMA=16816: m16n8k16, CUTLASS's
-// Hopper DGEMM atom, slower here; both sum the same products in dimension order); each score is
-// tested
-// against the row's running threshold, and passes are appended to the row's global buffer
-// (64-bit order key + id; L2-hot) and to a 16-bit smem sketch (the order key of the score
-// rounded down to bf16: a lower bound of it). When a sketch fills, its S-th largest becomes the
+// on the fp64 tensor cores, m8n8k4 as fs_scores_mma (the same products in dimension order); each
+// score is tested against the row's running threshold, and passes are appended to the row's
+// global buffer (64-bit order key + id; L2-hot) and to a 16-bit smem sketch (the order key of the
+// score rounded down to bf16: a lower bound of it). When a sketch fills, its S-th largest becomes the
 // threshold (at least S scores seen are >= that value, so a score below it can never be in the
 // top S; equal ones pass, ties are settled at the end). At the end of the item: the final
 // threshold, the buffer entries at or above it (~S + a few) into smem, a warp bitonic sort
@@ -454,17 +398,6 @@ __device__ __forceinline__ double fx_unkey(unsigned long long k) { // inverse of
     if (k == 0ull) return __longlong_as_double(0x7ff8000000000000ll);
     unsigned long long u = (k >> 63) ? (k & 0x7fffffffffffffffull) : ~k;
     return __longlong_as_double((long long)u);
-}
-
-// mma.sync m16n8k16 f64 (sm_90; CUTLASS's Hopper DGEMM atom): a[v0 + 2 v1] = A[g + 8 v0][cq + 4 v1],
-// b[v] = B[cq + 4 v][g], rows g / g + 8 of C in c0 / c1 (columns 2 cq, 2 cq + 1)
-__device__ __forceinline__ void fx_dmma16(double (&c0)[2], double (&c1)[2], const double (&a)[8],
-                                          const double (&b)[4]) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f64.f64.f64.f64 {%0,%1,%2,%3}, "
-                 "{%4,%5,%6,%7,%8,%9,%10,%11}, {%12,%13,%14,%15}, {%0,%1,%2,%3};\n"
-                 : "+d"(c0[0]), "+d"(c0[1]), "+d"(c1[0]), "+d"(c1[1])
-                 : "d"(a[0]), "d"(a[1]), "d"(a[2]), "d"(a[3]), "d"(a[4]), "d"(a[5]), "d"(a[6]),
-                   "d"(a[7]), "d"(b[0]), "d"(b[1]), "d"(b[2]), "d"(b[3]));
 }
 
 // warp: the bin b (from the top) where the count of bins above reaches `need`; *above = count of
@@ -541,23 +474,13 @@ struct FxArgs {
     int nitems, mt, capg;
 };
 
-__device__ __forceinline__ void fx_cp16(void *dst, const void *src, int bytes) { // bytes 0: zeros
-    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes));
-}
-
-// MMA 0: m8n8k4 (default, as fs_scores_mma), 1: m16n8k16. PIPE 1 (MSLAB_SELECT_PIPE=1, S <=
-// 384): kbar chunks by cp.async into two smem buffers, one barrier per chunk, no prefetch
-// registers; the sketch shrinks to FX_CAPF_PIPE entries to make room.
-#define FX_CAPF_PIPE 640
-template <int DM, int MMA, int PIPE>
+template <int DM>
 __global__ void __launch_bounds__(FX_NT, 1) fx_select(FxArgs x) {
-    constexpr int QLD = DM + 4, KLD = FX_KLD, NCH = DM / 32;
-    constexpr int CAPF = PIPE ? FX_CAPF_PIPE : FX_CAPF;
+    constexpr int QLD = DM + 4, KLD = FX_KLD, NCH = DM / 32, CAPF = FX_CAPF;
     const FsArgs &a = x.a;
     extern __shared__ double fs_sm[];
-    double *qs = fs_sm, *ks = fs_sm + 64 * QLD;         // [64][QLD], [1 + PIPE][FX_KT][KLD]
-    uint16_t *sk = (uint16_t *)(ks + (1 + PIPE) * FX_KT * KLD); // [64][CAPF]
+    double *qs = fs_sm, *ks = fs_sm + 64 * QLD;         // [64][QLD], [FX_KT][KLD]
+    uint16_t *sk = (uint16_t *)(ks + FX_KT * KLD);      // [64][CAPF]
     int *hist = (int *)ks;                              // [8][256], between tiles only
     __shared__ unsigned cnt[64]; // inserts: global (high 16 bits), sketch (low 16 bits)
     __shared__ int thr[64], erow[64], s_item;
@@ -615,19 +538,14 @@ __global__ void __launch_bounds__(FX_NT, 1) fx_select(FxArgs x) {
         int ld = erow[rows - 1]; // eligibility grows with the member
         const double *kb = a.kbar + ((size_t)U.b * a.KVH + U.h / (a.H / a.KVH)) * a.NK * DM;
         int ntile = (ld + FX_KT - 1) / FX_KT;
-        double2 pf[PIPE ? 1 : 8]; // the next kbar chunk (128 keys x 32 dims) in registers
+        double2 pf[8]; // the next kbar chunk (128 keys x 32 dims) in registers
         auto load = [&](int jt, int ch) {
 #pragma unroll
             for (int r = 0; r < 8; r++) {
                 int e2 = tid + FX_NT * r, jj = e2 >> 4, d2 = e2 & 15, j = jt * FX_KT + jj;
                 const double *src = kb + (size_t)min(j, ld - 1) * DM + ch * 32 + 2 * d2;
-                if (PIPE)
-                    fx_cp16(ks + (((jt * NCH + ch) & 1) * FX_KT + jj) * KLD + 2 * d2, src,
-                            j < ld ? 16 : 0);
-                else
-                    pf[PIPE ? 0 : r] = j < ld ? __ldg((const double2 *)src) : make_double2(0.0, 0.0);
+                pf[r] = j < ld ? __ldg((const double2 *)src) : make_double2(0.0, 0.0);
             }
-            if (PIPE) asm volatile("cp.async.commit_group;\n" ::);
         };
         if (ntile > 0) load(0, 0);
         for (int jt = 0; jt < ntile; jt++) {
@@ -638,60 +556,19 @@ __global__ void __launch_bounds__(FX_NT, 1) fx_select(FxArgs x) {
                 for (int n = 0; n < 4; n++) acc[i][n][0] = acc[i][n][1] = 0.0;
 #pragma unroll 1
             for (int ch = 0; ch < NCH; ch++) {
-                const double *kc = ks; // this chunk's buffer
-                if (PIPE) { // own copies of this chunk landed; after the barrier everybody's
-                    // have, and nobody reads the other buffer (the previous chunk) any more
-                    asm volatile("cp.async.wait_all;\n" ::);
-                    __syncthreads();
-                    kc = ks + ((jt * NCH + ch) & 1) * FX_KT * KLD;
-                } else {
-                    __syncthreads(); // ks (and hist) free
+                __syncthreads(); // ks (and hist) free
 #pragma unroll
-                    for (int r = 0; r < 8; r++) {
-                        int e2 = tid + FX_NT * r, jj = e2 >> 4, d2 = e2 & 15;
-                        *(double2 *)(ks + jj * KLD + 2 * d2) = pf[PIPE ? 0 : r];
-                    }
-                    __syncthreads();
+                for (int r = 0; r < 8; r++) {
+                    int e2 = tid + FX_NT * r, jj = e2 >> 4, d2 = e2 & 15;
+                    *(double2 *)(ks + jj * KLD + 2 * d2) = pf[r];
                 }
+                __syncthreads();
                 if (ch + 1 < NCH) load(jt, ch + 1);
                 else if (jt + 1 < ntile) load(jt + 1, 0);
-                if (MMA == 1) {
 #pragma unroll
-                    for (int k16 = 0; k16 < 32; k16 += 16) {
-                        double af[2][8];
-#pragma unroll
-                        for (int mi = 0; mi < 2; mi++)
-#pragma unroll
-                            for (int v = 0; v < 8; v++)
-                                af[mi][v] = qs[(wm * 32 + mi * 16 + g + 8 * (v & 1)) * QLD + ch * 32 +
-                                               k16 + cq + 4 * (v >> 1)];
-#pragma unroll
-                        for (int n = 0; n < 4; n++) {
-                            double bfr[4];
-#pragma unroll
-                            for (int v = 0; v < 4; v++)
-                                bfr[v] = kc[(wn * 32 + n * 8 + g) * KLD + k16 + cq + 4 * v];
-#pragma unroll
-                            for (int mi = 0; mi < 2; mi++)
-                                fx_dmma16(acc[2 * mi][n], acc[2 * mi + 1][n], af[mi], bfr);
-                        }
-                    }
-                } else {
-#pragma unroll
-                    for (int k4 = 0; k4 < 32; k4 += 4) {
-                        double af[4], bfr[4];
-#pragma unroll
-                        for (int i = 0; i < 4; i++)
-                            af[i] = qs[(wm * 32 + i * 8 + g) * QLD + ch * 32 + k4 + cq];
-#pragma unroll
-                        for (int n = 0; n < 4; n++)
-                            bfr[n] = kc[(wn * 32 + n * 8 + g) * KLD + k4 + cq];
-#pragma unroll
-                        for (int i = 0; i < 4; i++)
-#pragma unroll
-                            for (int n = 0; n < 4; n++) fs_dmma(acc[i][n], af[i], bfr[n]);
-                    }
-                }
+                for (int k4 = 0; k4 < 32; k4 += 4)
+                    fs_dmma4<QLD, KLD, 4>(acc, qs + (wm * 32 + g) * QLD + ch * 32 + k4 + cq,
+                                          ks + (wn * 32 + g) * KLD + k4 + cq);
             }
             // insert the scores that reach their row's threshold
             int j0 = jt * FX_KT + wn * 32 + 2 * cq;
@@ -716,19 +593,17 @@ __global__ void __launch_bounds__(FX_NT, 1) fx_select(FxArgs x) {
                     }
             }
             __syncthreads();
-            int *th = PIPE ? (int *)(ks + ((jt * NCH + NCH - 1) & 1) * FX_KT * KLD) : hist;
             if (jt + 1 < ntile)
                 for (int r = warp; r < rows; r += FX_NT / 32)
                     if ((int)(cnt[r] & 0xffffu) > CAPF - FX_KT)
-                        fx_compact(sk + r * CAPF, &cnt[r], &thr[r], th + warp * 256, a.S);
+                        fx_compact(sk + r * CAPF, &cnt[r], &thr[r], hist + warp * 256, a.S);
         }
         __syncthreads();
         for (int r = warp; r < rows; r += FX_NT / 32) // final thresholds (hist on ks)
             fx_compact(sk + r * CAPF, &cnt[r], &thr[r], hist + warp * 256, a.S);
         __syncthreads();
         // survivors of each row into the warp's part of the sketch area, sorted
-        unsigned long long *bk = (unsigned long long *)(PIPE ? (void *)ks : (void *)sk) +
-                                 (size_t)warp * (FX_PMAX * 3 / 2);
+        unsigned long long *bk = (unsigned long long *)sk + (size_t)warp * (FX_PMAX * 3 / 2);
         int *bi = (int *)(bk + FX_PMAX);
         unsigned lt = (1u << lane) - 1;
         for (int r = warp; r < rows; r += FX_NT / 32) {
@@ -795,6 +670,49 @@ static void fs_topk_optin(void) {
     done = true;
 }
 
+// fs_scores_mma's dynamic shared memory for head dim D (pooled q [64][D + 4], a kbar chunk
+// [64][36]); the opt-in once for both instantiations
+static size_t fs_scores_optin(int D) {
+    static bool done = false;
+    if (!done) {
+        cudaCheck(cudaFuncSetAttribute(fs_scores_mma<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)(sizeof(double) * 64 * (64 + 4 + 36))));
+        cudaCheck(cudaFuncSetAttribute(fs_scores_mma<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)(sizeof(double) * 64 * (128 + 4 + 36))));
+        done = true;
+    }
+    return sizeof(double) * 64 * (D + 4 + 36);
+}
+
+// FsArgs of an ms selection but for the scratch pointers (the caller's)
+static FsArgs fs_args_ms(const AttnIndex *ix, const AttnConfig *cfg, const AttnDims &d,
+                         const uint16_t *q, int B, int T, int H, int KVH, int D) {
+    FsArgs a;
+    memset(&a, 0, sizeof a);
+    a.idx = ix->idx, a.kpos = ix->kpos, a.qpos = ix->qpos, a.q = q;
+    a.B = B, a.T = T, a.H = H, a.KVH = KVH, a.D = D, a.N = d.N, a.w = cfg->w, a.M = d.M, a.S = d.S;
+    a.W = d.width, a.nblk = d.nblk, a.first = d.first, a.last_dense = d.last_dense, a.lg = d.lg;
+    a.Gq = d.G, a.NK = d.N, a.moba_bs = 0;
+    return a;
+}
+// the units of an ms selection, one per (b, h, block) (malloc'd, *n of them): ld = the eligible
+// regions of the block's last member (0 for the dense blocks), off 0
+static FsUnit *fs_units_ms(const AttnDims &d, int B, int H, size_t *n) {
+    *n = (size_t)B * H * d.nblk;
+    FsUnit *hu = (FsUnit *)malloc(sizeof(FsUnit) * *n);
+    MS_ASSERT(hu, "out of memory");
+    size_t i = 0;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int c = 0; c < d.nblk; c++, i++) {
+                int g0 = c * d.M, gend = g0 + d.M < d.N ? g0 + d.M : d.N;
+                bool dense = c < d.first || (c == d.nblk - 1 && d.last_dense);
+                int e = dense ? 0 : attn_ms_eligible(&d, c, gend - 1);
+                hu[i].b = b, hu[i].h = h, hu[i].c = c, hu[i].ld = e, hu[i].off = 0;
+            }
+    return hu;
+}
+
 static int fs_select(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q, const uint16_t *k,
                      int B, int T, int H, int KVH, int D) {
     AttnDims d;
@@ -803,21 +721,13 @@ static int fs_select(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q, co
     int N = d.N, P = 1;
     while (P < d.S) P <<= 1;
     // units and batches
-    size_t nunit = (size_t)B * H * d.nblk;
-    FsUnit *hu = (FsUnit *)malloc(sizeof(FsUnit) * nunit);
-    MS_ASSERT(hu, "out of memory");
-    size_t maxb = 0, sumb = 0, i = 0;
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++)
-            for (int c = 0; c < d.nblk; c++, i++) {
-                int g0 = c * d.M, gend = g0 + d.M < N ? g0 + d.M : N;
-                bool dense = c < d.first || (c == d.nblk - 1 && d.last_dense);
-                int e = dense ? 0 : attn_ms_eligible(&d, c, gend - 1);
-                hu[i].b = b, hu[i].h = h, hu[i].c = c, hu[i].ld = e, hu[i].off = 0;
-                size_t bytes = (size_t)d.M * e * 8;
-                if (bytes > maxb) maxb = bytes;
-                sumb += bytes;
-            }
+    size_t nunit, maxb = 0, sumb = 0;
+    FsUnit *hu = fs_units_ms(d, B, H, &nunit);
+    for (size_t i = 0; i < nunit; i++) {
+        size_t bytes = (size_t)d.M * hu[i].ld * 8;
+        if (bytes > maxb) maxb = bytes;
+        sumb += bytes;
+    }
     // scratch: no more than the whole selection needs (short sequences stay small)
     size_t cap = maxb > FS_CAP ? maxb : FS_CAP;
     if (cap > sumb) cap = sumb > 0 ? sumb : 8;
@@ -831,15 +741,11 @@ static int fs_select(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q, co
     size_t o_fp = align256(o_tops + (size_t)MAXU * d.M * d.S * 4);
     size_t o_units = align256(o_fp + (size_t)MGRID * N * 4), total = o_units + MAXU * sizeof(FsUnit);
     char *scr = (char *)cuda_scratch(SCRATCH_SPARSE_BF16, total);
-    FsArgs a;
-    a.idx = ix->idx, a.kpos = ix->kpos, a.qpos = ix->qpos, a.q = q;
+    FsArgs a = fs_args_ms(ix, cfg, d, q, B, T, H, KVH, D);
     a.kbar = (double *)(scr + o_kbar), a.scores = (double *)(scr + o_sc);
     a.tops = (int *)(scr + o_tops), a.fpos = (int *)(scr + o_fp);
     FsUnit *du = (FsUnit *)(scr + o_units);
     a.units = du;
-    a.B = B, a.T = T, a.H = H, a.KVH = KVH, a.D = D, a.N = N, a.w = cfg->w, a.M = d.M, a.S = d.S;
-    a.W = d.width, a.nblk = d.nblk, a.first = d.first, a.last_dense = d.last_dense, a.lg = d.lg;
-    a.Gq = d.G, a.NK = N, a.moba_bs = 0;
     cudaCheck(cudaMemsetAsync(a.fpos, 0x7f, (size_t)MGRID * N * 4)); // 0x7f7f7f7f: "none yet"
     fs_pool_k<<<grid_for(kb_n, 256), 256>>>((double *)a.kbar, k, B, T, KVH, D, cfg->w, N);
     cudaLaunchCheck();
@@ -847,21 +753,7 @@ static int fs_select(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q, co
     size_t topk_smem = (size_t)P * 12 + (size_t)cache * 8;
     fs_topk_optin();
     const int TPC = 4; // candidate tiles per scores CTA
-    static int simt = -1; // MSLAB_SELECT_SIMT=1: the FMA-unit scores (comparison runs)
-    if (simt < 0) simt = getenv("MSLAB_SELECT_SIMT") ? atoi(getenv("MSLAB_SELECT_SIMT")) : 0;
-    size_t sc_smem = simt ? sizeof(double) * 65 * (D + 32) : sizeof(double) * 64 * (D + 4 + 36);
-    static bool sc_attr = false;
-    if (!sc_attr) {
-        cudaCheck(cudaFuncSetAttribute(fs_scores_mma<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       (int)(sizeof(double) * 64 * (64 + 4 + 36))));
-        cudaCheck(cudaFuncSetAttribute(fs_scores_mma<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       (int)(sizeof(double) * 64 * (128 + 4 + 36))));
-        cudaCheck(cudaFuncSetAttribute(fs_scores<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       (int)(sizeof(double) * 65 * (64 + 32))));
-        cudaCheck(cudaFuncSetAttribute(fs_scores<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       (int)(sizeof(double) * 65 * (128 + 32))));
-        sc_attr = true;
-    }
+    size_t sc_smem = fs_scores_optin(D);
     for (size_t u0 = 0; u0 < nunit;) {
         size_t u1 = u0, bytes = 0;
         int maxld = 0;
@@ -878,9 +770,7 @@ static int fs_select(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q, co
         if (maxld > 0) {
             int ntile = (maxld + 63) / 64;
             dim3 g1((unsigned)((ntile + TPC - 1) / TPC), (unsigned)((d.M + 63) / 64), (unsigned)nu);
-            if (simt && D == 64) fs_scores<64><<<g1, FS_NT, sc_smem>>>(a, TPC);
-            else if (simt) fs_scores<128><<<g1, FS_NT, sc_smem>>>(a, TPC);
-            else if (D == 64) fs_scores_mma<64><<<g1, FS_NT, sc_smem>>>(a, TPC);
+            if (D == 64) fs_scores_mma<64><<<g1, FS_NT, sc_smem>>>(a, TPC);
             else fs_scores_mma<128><<<g1, FS_NT, sc_smem>>>(a, TPC);
             cudaLaunchCheck();
             fs_topk<<<dim3((unsigned)d.M, (unsigned)nu), FS_NT, topk_smem>>>(a, P, cache);
@@ -902,25 +792,12 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     AttnDims d;
     if (attn_dims(cfg, T, &d)) return -1;
     if (d.M <= 0 || d.S <= 0 || d.S > FX_CAPF - 2 * FX_KT || (D != 64 && D != 128)) return -1;
-    static int pipe_env = -1; // MSLAB_SELECT_PIPE=1: the cp.async variant (where S fits it)
-    if (pipe_env < 0) pipe_env = getenv("MSLAB_SELECT_PIPE") ? atoi(getenv("MSLAB_SELECT_PIPE")) : 0;
-    int pipe = pipe_env && d.S <= FX_CAPF_PIPE - 2 * FX_KT;
-    int N = d.N;
-    size_t nunit = (size_t)B * H * d.nblk;
-    FsUnit *hu = (FsUnit *)malloc(sizeof(FsUnit) * nunit);
+    int N = d.N, maxld = 0;
+    size_t nunit;
+    FsUnit *hu = fs_units_ms(d, B, H, &nunit);
     int *hord = (int *)malloc(sizeof(int) * nunit);
-    MS_ASSERT(hu && hord, "out of memory");
-    size_t i = 0;
-    int maxld = 0;
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++)
-            for (int c = 0; c < d.nblk; c++, i++) {
-                int g0 = c * d.M, gend = g0 + d.M < N ? g0 + d.M : N;
-                bool dense = c < d.first || (c == d.nblk - 1 && d.last_dense);
-                int e = dense ? 0 : attn_ms_eligible(&d, c, gend - 1);
-                hu[i].b = b, hu[i].h = h, hu[i].c = c, hu[i].ld = e, hu[i].off = 0;
-                maxld = e > maxld ? e : maxld;
-            }
+    MS_ASSERT(hord, "out of memory");
+    for (size_t i = 0; i < nunit; i++) maxld = hu[i].ld > maxld ? hu[i].ld : maxld;
     if (maxld > 65535) { // 16-bit insert counters
         free(hu), free(hord);
         return -1;
@@ -945,39 +822,25 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     FxArgs x;
     memset(&x, 0, sizeof x);
     FsArgs &a = x.a;
-    a.idx = ix->idx, a.kpos = ix->kpos, a.qpos = ix->qpos, a.q = q;
+    a = fs_args_ms(ix, cfg, d, q, B, T, H, KVH, D);
     a.kbar = (double *)scr, a.scores = NULL;
     a.tops = (int *)(scr + o_tops), a.fpos = (int *)(scr + o_fp);
     FsUnit *du = (FsUnit *)(scr + o_units);
     int *dord = (int *)(scr + o_ord);
     a.units = du;
-    a.B = B, a.T = T, a.H = H, a.KVH = KVH, a.D = D, a.N = N, a.w = cfg->w, a.M = d.M, a.S = d.S;
-    a.W = d.width, a.nblk = d.nblk, a.first = d.first, a.last_dense = d.last_dense, a.lg = d.lg;
-    a.Gq = d.G, a.NK = N, a.moba_bs = 0;
     x.ord = dord, x.gkey = (unsigned long long *)(scr + o_gk), x.gid = (int *)(scr + o_gi);
     x.ctrl = (int *)(scr + o_ctrl), x.mt = mt, x.capg = capg;
     cudaCheck(cudaMemsetAsync(a.fpos, 0x7f, (size_t)MGRID * N * 4));
     cudaCheck(cudaMemsetAsync(x.ctrl, 0, 64));
     fs_pool_k<<<grid_for(kb_n, 256), 256>>>((double *)a.kbar, k, B, T, KVH, D, cfg->w, N);
     cudaLaunchCheck();
-    size_t smem = pipe ? sizeof(double) * (64 * (D + 4) + 2 * FX_KT * FX_KLD) + (size_t)64 * FX_CAPF_PIPE * 2
-                       : sizeof(double) * (64 * (D + 4) + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2;
-    // MSLAB_SELECT_MMA=16816: the m16n8k16 DMMA (else m8n8k4: r1 1M 1.28 s; m16n8k16 measured
-    // ~1.3x slower per score in r3). MSLAB_SELECT_PIPE=1 implies m16n8k16.
-    static int mma = -1;
-    if (mma < 0) mma = getenv("MSLAB_SELECT_MMA") && !strcmp(getenv("MSLAB_SELECT_MMA"), "16816") ? 1 : 0;
+    size_t smem = sizeof(double) * (64 * (D + 4) + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2;
     static bool attr = false;
     if (!attr) {
         int s64 = (int)(sizeof(double) * (64 * 68 + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2);
         int s128 = (int)(sizeof(double) * (64 * 132 + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2);
-        int p64 = (int)(sizeof(double) * (64 * 68 + 2 * FX_KT * FX_KLD) + (size_t)64 * FX_CAPF_PIPE * 2);
-        int p128 = (int)(sizeof(double) * (64 * 132 + 2 * FX_KT * FX_KLD) + (size_t)64 * FX_CAPF_PIPE * 2);
-        cudaCheck(cudaFuncSetAttribute(fx_select<64, 0, 0>, cudaFuncAttributeMaxDynamicSharedMemorySize, s64));
-        cudaCheck(cudaFuncSetAttribute(fx_select<128, 0, 0>, cudaFuncAttributeMaxDynamicSharedMemorySize, s128));
-        cudaCheck(cudaFuncSetAttribute(fx_select<64, 1, 0>, cudaFuncAttributeMaxDynamicSharedMemorySize, s64));
-        cudaCheck(cudaFuncSetAttribute(fx_select<128, 1, 0>, cudaFuncAttributeMaxDynamicSharedMemorySize, s128));
-        cudaCheck(cudaFuncSetAttribute(fx_select<64, 1, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, p64));
-        cudaCheck(cudaFuncSetAttribute(fx_select<128, 1, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, p128));
+        cudaCheck(cudaFuncSetAttribute(fx_select<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, s64));
+        cudaCheck(cudaFuncSetAttribute(fx_select<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, s128));
         attr = true;
     }
     for (size_t u0 = 0; u0 < nunit;) {
@@ -999,12 +862,8 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
             cudaCheck(cudaMemsetAsync(x.ctrl, 0, 4));
             x.nitems = nw * mt;
             int grid = x.nitems < nslot ? x.nitems : nslot;
-            if (D == 64 && pipe) fx_select<64, 1, 1><<<grid, FX_NT, smem>>>(x);
-            else if (pipe) fx_select<128, 1, 1><<<grid, FX_NT, smem>>>(x);
-            else if (D == 64 && mma) fx_select<64, 1, 0><<<grid, FX_NT, smem>>>(x);
-            else if (D == 64) fx_select<64, 0, 0><<<grid, FX_NT, smem>>>(x);
-            else if (mma) fx_select<128, 1, 0><<<grid, FX_NT, smem>>>(x);
-            else fx_select<128, 0, 0><<<grid, FX_NT, smem>>>(x);
+            if (D == 64) fx_select<64><<<grid, FX_NT, smem>>>(x);
+            else fx_select<128><<<grid, FX_NT, smem>>>(x);
             cudaLaunchCheck();
         }
         fs_merge<<<nu < MGRID ? nu : MGRID, FS_NT, sizeof(int) * d.S>>>(a, nu);
@@ -1065,15 +924,7 @@ static int fs_select_moba(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     int cache = 8192;
     size_t topk_smem = (size_t)P * 12 + (size_t)cache * 8;
     fs_topk_optin();
-    static bool sc_attr = false;
-    if (!sc_attr) {
-        cudaCheck(cudaFuncSetAttribute(fs_scores_mma<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       (int)(sizeof(double) * 64 * (64 + 4 + 36))));
-        cudaCheck(cudaFuncSetAttribute(fs_scores_mma<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       (int)(sizeof(double) * 64 * (128 + 4 + 36))));
-        sc_attr = true;
-    }
-    size_t sc_smem = sizeof(double) * 64 * (D + 4 + 36);
+    size_t sc_smem = fs_scores_optin(D);
     const int TPC = 4;
     for (size_t u0 = 0; u0 < nunit;) {
         size_t u1 = u0, bytes = 0;
@@ -1133,6 +984,9 @@ extern "C" int select_bf16_set_mode(int mode) {
 }
 extern "C" int select_bf16_last_path(void) { return g_select_path; }
 
+// select_blocks.cu: merge 1 with few regions (path 3); -1 when it does not apply
+extern "C" int select_blocks(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q,
+                             const uint16_t *k, int B, int T, int H, int KVH, int D);
 extern "C" int select_bf16(AttnIndex *ix, const struct AttnConfig *cfg, const uint16_t *q,
                            const uint16_t *k, int B, int T, int H, int KVH, int D) {
     if (!ix || !cfg || KVH <= 0 || H % KVH || B <= 0 || T <= 0) return -1;
@@ -1143,7 +997,8 @@ extern "C" int select_bf16(AttnIndex *ix, const struct AttnConfig *cfg, const ui
     }
     if (cfg->kind == ATTN_MS && cfg->pool == POOL_MEAN && cfg->score == SCORE_DOT &&
         cfg->select == SELECT_REGION && cfg->order == ORDER_RANK && !getenv("MSLAB_SELECT_SLOW") &&
-        ((select_mode() == 1 && fx_select_host(ix, cfg, q, k, B, T, H, KVH, D) == 0) ||
+        ((select_blocks(ix, cfg, q, k, B, T, H, KVH, D) == 0 && (g_select_path = 3) > 0) ||
+         (select_mode() == 1 && fx_select_host(ix, cfg, q, k, B, T, H, KVH, D) == 0) ||
          fs_select(ix, cfg, q, k, B, T, H, KVH, D) == 0))
         return 0;
     g_select_path = 0;

@@ -43,10 +43,19 @@
 // H200 (r3), ms paper config (w 16, top 512, merge 128), H = 32, D = 128, fwd+bwd incl. selection
 // (split: 83.1 / 182 / 392 ms at 32K / 64K / 128K): atomic fused 54.2 / 118 / 251 ms (the backward
 // ~140 ms at 128K vs 275 split); ordered fused 82.0 ms at 32K, 174 / 356 at 64K / 128K. Per-kernel
-// bwd (perf rows, 16K / 32K): split 28.0 / 62.9, ordered 34.1 / 64.2, atomic 21.2 / 40.2 ms;
-// moba-blk 32K: 15.6 / 22.8 / 13.4. ncu (32K, atomic): L2 68%, L1 72%, SM 33% busy: the dK / dV
-// reds (32 KB per 32-key tile of a 128-row CTA) and the shared-memory reads bound it. Ordered:
+// bwd (perf rows, 16K / 32K; s5 r1, relaxed counters): split 28.0 / 63.5, ordered 29.0 / 59.7,
+// atomic 18.4 / 37.9 ms; moba-blk 32K: 15.9 / 20.5 / 13.2. ncu (32K, atomic): L2 68%, L1 72%,
+// SM 33% busy: the dK / dV reds (32 KB per 32-key tile of a 128-row CTA) and the shared-memory
+// reads bound it. Ordered (r3, release / acquire counters):
 // the CTAs wait ~27% and fence ~24% of their cycles (88% waiting before the lists were sorted).
+// Removed after measurement (s5; in git history; H200, ms paper config, H = 32, D = 128): 64-row
+// forward / dQ CTAs for blocks of > 64 rows (16K: fwd 10.5 vs 6.6 ms, dQ 11.9 vs 6.9); dK/dV
+// re-reading its K / V fragments from shared memory (16K 21.9 vs 21.3 ms); in the fused
+// backward: other walk / add orders (r3 32K fwd+bwd: blocks earliest first 85.2 vs 82.0 ms;
+// unsorted lists 314 ms), releases deferred to the next tile (r2 32K: 396 vs 317 ms), red.v4
+// after a lane swap (atomic 128K 278.1 vs 277.2 ms), .cg load / store adds instead of red (96.3
+// vs 86.2 ms), release / acquire counters instead of relaxed polls + fences (r3 32K: 82.0 vs
+// 86.2 ms, where this path is not the default; relaxed was kept for 64K-128K, where it is).
 // One-row query blocks (moba: a list per row). Forward / dQ: CTA = 64 consecutive rows whose key
 // list is the UNION of their lists (a bit per (region, row) masks each row to its own regions), so
 // the tiles stay 64 x 64 (cost: the union's keys for all 64 rows: small when neighbouring rows
@@ -148,14 +157,8 @@ struct SbArgs {
 // ---- list planning (forward / dQ): visible key counts of a chunk of slots, scanned ----
 // off[s] = keys before slot s (exclusive), off[ns] = total; lo[s] = slot s's first visible key;
 // misc[0] = leading slots that are whole regions (their keys map to slots by a division).
-// The fused backward's walk (rev = nv > 0): walk position i is list slot sb_walk_slot(i, nv,
-// nold): the first nold slots (regions before the query block) from the last down, then the
-// others (nv: slots walked) from the last down.
-__device__ __forceinline__ int sb_walk_slot(int i, int nv, int nold) {
-    return i < nold ? nold - 1 - i : nv - 1 - (i - nold);
-}
 __device__ int sb_plan(const SbArgs &a, const int *list, int s0, int ns, int t0, int t1, int *off,
-                       int *lo, int *wsum, int *misc, int rev = 0, int nold = 0) {
+                       int *lo, int *wsum, int *misc) {
     constexpr int PER = SB_SCH / SB_NT;
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     int cnt[PER], run = 0, nonfull = ns;
@@ -163,7 +166,7 @@ __device__ int sb_plan(const SbArgs &a, const int *list, int s0, int ns, int t0,
     for (int i = 0; i < PER; i++) {
         int s = tid * PER + i, n = 0, l0 = 0;
         if (s < ns) {
-            int r = rev ? list[sb_walk_slot(s0 + s, rev, nold)] : list[s0 + s];
+            int r = list[s0 + s];
             if (r >= 0) {
                 l0 = r * a.region;
                 int e = min(min(a.T, l0 + a.region), t1);
@@ -206,6 +209,15 @@ __device__ int sb_plan(const SbArgs &a, const int *list, int s0, int ns, int t0,
     return total;
 }
 
+// the last slot s in [l, h] with off[s] <= p (binary search)
+__device__ __forceinline__ int sb_slot(const int *off, int l, int h, int p) {
+    while (l < h) {
+        int m = (l + h + 1) >> 1;
+        if (off[m] <= p) l = m;
+        else h = m - 1;
+    }
+    return l;
+}
 // key index of packed key p (< total) of the chunk: the last slot s with off[s] <= p
 __device__ __forceinline__ int sb_key(const int *off, const int *lo, int ns, int nfull, int region,
                                       int p) {
@@ -213,13 +225,48 @@ __device__ __forceinline__ int sb_key(const int *off, const int *lo, int ns, int
         int s = (region & (region - 1)) == 0 ? p >> (__ffs(region) - 1) : p / region;
         return lo[s] + p - s * region;
     }
-    int l = nfull, h = ns - 1;
-    while (l < h) {
-        int m = (l + h + 1) >> 1;
-        if (off[m] <= p) l = m;
-        else h = m - 1;
-    }
+    int l = sb_slot(off, nfull, ns - 1, p);
     return lo[l] + p - off[l];
+}
+
+// Key tile `tile` of a planned chunk (packed keys tile * BN .. + BN - 1) into stage st of the
+// K / V stages at kv0 (cp.async; zeros past the chunk's total), its key indices into kj[st][.]
+// (INT_MAX past the total); SB_NT / BN threads per key row. The forward / dQ and the fused
+// backward walk their lists with it.
+template <int DM, int BN>
+__device__ __forceinline__ void sb_issue_kv(int *kj, uint32_t kv0, int tile, int st, int total,
+                                            const int *off, const int *lo, int ns, int nfull,
+                                            int region, const uint16_t *kb, const uint16_t *vb,
+                                            size_t ldk) {
+    constexpr int KT = BN * DM * 2, CPR = DM / 8, TPR = SB_NT / BN;
+    int lp = (int)threadIdx.x / TPR, lh = (int)threadIdx.x % TPR;
+    int p = tile * BN + lp;
+    bool ok = p < total;
+    int j = ok ? sb_key(off, lo, ns, nfull, region, p) : 0;
+    if (lh == 0) kj[st * BN + lp] = ok ? j : INT_MAX;
+    uint32_t kt = kv0 + st * 2 * KT, vt = kt + KT;
+    const uint16_t *kr = kb + (size_t)j * ldk, *vr = vb + (size_t)j * ldk;
+#pragma unroll
+    for (int ch = lh * CPR / TPR; ch < (lh + 1) * CPR / TPR; ch++) {
+        sb_cp16(kt + sb_off<DM>(lp, ch), kr + ch * 8, ok);
+        sb_cp16(vt + sb_off<DM>(lp, ch), vr + ch * 8, ok);
+    }
+}
+
+// The key tiles of a planned chunk through the two cp.async stages: issue(tile, stage) starts a
+// tile's loads, body(it, stage) computes on tile it while tile it + 1 loads.
+template <class Issue, class Body>
+__device__ __forceinline__ void sb_tiles(int ntile, Issue &issue, Body &&body) {
+    if (ntile > 0) issue(0, 0);
+    sb_commit();
+    for (int it = 0; it < ntile; it++) {
+        int st = it & 1;
+        if (it + 1 < ntile) issue(it + 1, st ^ 1);
+        sb_commit();
+        sb_wait<1>();
+        __syncthreads();
+        body(it, st);
+    }
 }
 
 // 64 rows x DM of a [.., ld] bf16 tensor into a swizzled tile; row i is `rowptr(i)` or zeros
@@ -267,20 +314,16 @@ __device__ __forceinline__ void sb_scores(float (&s)[MT][BN / 8][4], uint32_t qt
     }
 }
 
-// acc[16 x DM] += P[16 x 64] V[64 x DM] per m-tile (P in registers as the scores' layout)
-template <int DM, int MT, int BN>
-__device__ __forceinline__ void sb_pv(float (&acc)[MT][DM / 8][4], const float (&p)[MT][BN / 8][4],
-                                      uint32_t vtile, int lane) {
+// acc[16 x DM] += A[16 x BN] V[BN x DM] per m-tile; frag(mt, kk, f) gives f = the A fragment of
+// m-tile mt over keys 16 kk .. 16 kk + 15 (each V fragment read from shared memory feeds MT mma)
+template <int DM, int MT, int BN, class Frag>
+__device__ __forceinline__ void sb_av(float (&acc)[MT][DM / 8][4], Frag &&frag, uint32_t vtile,
+                                      int lane) {
 #pragma unroll
     for (int kk = 0; kk < BN / 16; kk++) {
         uint32_t af[MT][4];
 #pragma unroll
-        for (int mt = 0; mt < MT; mt++) {
-            af[mt][0] = sb_pack(p[mt][2 * kk][0], p[mt][2 * kk][1]);
-            af[mt][1] = sb_pack(p[mt][2 * kk][2], p[mt][2 * kk][3]);
-            af[mt][2] = sb_pack(p[mt][2 * kk + 1][0], p[mt][2 * kk + 1][1]);
-            af[mt][3] = sb_pack(p[mt][2 * kk + 1][2], p[mt][2 * kk + 1][3]);
-        }
+        for (int mt = 0; mt < MT; mt++) frag(mt, kk, af[mt]);
 #pragma unroll
         for (int dp = 0; dp < DM / 16; dp++) {
             uint32_t bf[4];
@@ -293,6 +336,17 @@ __device__ __forceinline__ void sb_pv(float (&acc)[MT][DM / 8][4], const float (
             }
         }
     }
+}
+// acc += P V, P the fp32 C fragments of the scores, packed to bf16 A fragments on the way
+template <int DM, int MT, int BN>
+__device__ __forceinline__ void sb_pv(float (&acc)[MT][DM / 8][4], const float (&p)[MT][BN / 8][4],
+                                      uint32_t vtile, int lane) {
+    sb_av<DM, MT, BN>(acc, [&](int mt, int kk, uint32_t (&f)[4]) {
+        f[0] = sb_pack(p[mt][2 * kk][0], p[mt][2 * kk][1]);
+        f[1] = sb_pack(p[mt][2 * kk][2], p[mt][2 * kk][3]);
+        f[2] = sb_pack(p[mt][2 * kk + 1][0], p[mt][2 * kk + 1][1]);
+        f[3] = sb_pack(p[mt][2 * kk + 1][2], p[mt][2 * kk + 1][3]);
+    }, vtile, lane);
 }
 
 // block-wide exclusive prefix of a 0/1 flag over SB_NT threads; *tot = the block's count
@@ -405,8 +459,6 @@ sb_rows_kernel(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k, 
     }
     const float sl2 = a.scale_log2;
     // loader role: thread -> key row p of the tile, a share of its chunks
-    constexpr int CPR = DM / 8, TPR = SB_NT / BN;
-    int lp = tid / TPR, lh = tid % TPR;
 
     for (int s0 = 0; s0 < width; s0 += SB_SCH) {
         int ns = min(SB_SCH, width - s0);
@@ -416,26 +468,9 @@ sb_rows_kernel(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k, 
         int nfull = misc[0];
         int ntile = (total + BN - 1) / BN;
         auto issue = [&](int tile, int st) {
-            int p = tile * BN + lp;
-            bool ok = p < total;
-            int j = ok ? sb_key(off, lo, ns, nfull, a.region, p) : 0;
-            if (lh == 0) kj[st * BN + lp] = ok ? j : INT_MAX;
-            uint32_t kt = kv0 + st * 2 * KT, vt = kt + KT;
-            const uint16_t *kr = kb + (size_t)j * ldk, *vr = vb + (size_t)j * ldk;
-#pragma unroll
-            for (int ch = lh * CPR / TPR; ch < (lh + 1) * CPR / TPR; ch++) {
-                sb_cp16(kt + sb_off<DM>(lp, ch), kr + ch * 8, ok);
-                sb_cp16(vt + sb_off<DM>(lp, ch), vr + ch * 8, ok);
-            }
+            sb_issue_kv<DM, BN>(kj, kv0, tile, st, total, off, lo, ns, nfull, a.region, kb, vb, ldk);
         };
-        if (ntile > 0) issue(0, 0);
-        sb_commit();
-        for (int it = 0; it < ntile; it++) {
-            int st = it & 1;
-            if (it + 1 < ntile) issue(it + 1, st ^ 1);
-            sb_commit();
-            sb_wait<1>();
-            __syncthreads();
+        sb_tiles(ntile, issue, [&](int it, int st) {
             uint32_t kt = kv0 + st * 2 * KT, vt = kt + KT;
             const int *kjs = kj + st * BN;
             int k0 = kjs[lane % BN], k1 = kjs[(lane + 32) % BN];
@@ -513,7 +548,7 @@ sb_rows_kernel(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k, 
                 sb_pv<DM, MT, BN>(acc, s, kt, lane); // dQ += dS K (K read as the "V" operand)
             }
             __syncthreads(); // stage st is free for the load two tiles on
-        }
+        });
     }
     sb_wait<0>();
     uint16_t *ob = out + ((size_t)b * T * H + h) * D;
@@ -594,7 +629,7 @@ struct SbWalk {
 // GA (gathered rows, for one-row query blocks: moba's per-row lists): a step is up to 64
 // consecutive inverse-list entries of one query head, i.e. 64 arbitrary rows that list the region,
 // loaded by index (W.ta .. W.re are then positions in the inverse list).
-template <int DM, bool GA, bool KV>
+template <int DM, bool GA>
 __global__ void __launch_bounds__(SB_NT)
 sb_dkv_kernel(uint16_t *dk, uint16_t *dv, const uint16_t *q, const uint16_t *k, const uint16_t *v,
               const uint16_t *dout, const float *lse, const float *Di, SbArgs a, SbInv iv) {
@@ -710,7 +745,7 @@ sb_dkv_kernel(uint16_t *dk, uint16_t *dv, const uint16_t *q, const uint16_t *k, 
     const float sl2 = a.scale_log2;
     int nsub = (SB_RT / 16) / rsplit, u0 = rw * nsub; // this warp's 16-row sub-tiles
 
-    uint32_t kf[KV ? DM / 16 : 1][4], vf[KV ? DM / 16 : 1][4];
+    uint32_t kf[DM / 16][4], vf[DM / 16][4];
     bool kv_in = false;
     SbWalk W;
     W.cur = 0, W.done = false;
@@ -726,7 +761,7 @@ sb_dkv_kernel(uint16_t *dk, uint16_t *dv, const uint16_t *q, const uint16_t *k, 
         sb_commit();
         sb_wait<1>();
         __syncthreads();
-        if (KV && !kv_in && ja < jb) { // the warp's K / V fragments, once (KV: kept in registers)
+        if (!kv_in && ja < jb) { // the warp's K / V fragments, once, kept in registers
 #pragma unroll
             for (int kk = 0; kk < DM / 16; kk++) {
                 sb_ldsm(kf[kk], ks + sb_off<DM>(gw * 16 + (lane & 15), 2 * kk + (lane >> 4)));
@@ -753,27 +788,15 @@ sb_dkv_kernel(uint16_t *dk, uint16_t *dv, const uint16_t *q, const uint16_t *k, 
                     for (int e = 0; e < 4; e++) sT[nb][e] = dpT[nb][e] = 0.0f;
 #pragma unroll
                 for (int kk = 0; kk < DM / 16; kk++) {
-                    uint32_t af[4], bf[4];
-                    if (KV) {
-#pragma unroll
-                        for (int x = 0; x < 4; x++) af[x] = kf[KV ? kk : 0][x];
-                    } else {
-                        sb_ldsm(af, ks + sb_off<DM>(gw * 16 + (lane & 15), 2 * kk + (lane >> 4)));
-                    }
+                    uint32_t bf[4];
                     sb_ldsm(bf, qt + sb_off<DM>(16 * u + (lane & 7) + ((lane >> 4) << 3),
                                                 2 * kk + ((lane >> 3) & 1)));
-                    sb_mma(sT[0], af, bf[0], bf[1]);
-                    sb_mma(sT[1], af, bf[2], bf[3]);
-                    if (KV) {
-#pragma unroll
-                        for (int x = 0; x < 4; x++) af[x] = vf[KV ? kk : 0][x];
-                    } else {
-                        sb_ldsm(af, vs + sb_off<DM>(gw * 16 + (lane & 15), 2 * kk + (lane >> 4)));
-                    }
+                    sb_mma(sT[0], kf[kk], bf[0], bf[1]);
+                    sb_mma(sT[1], kf[kk], bf[2], bf[3]);
                     sb_ldsm(bf, dt + sb_off<DM>(16 * u + (lane & 7) + ((lane >> 4) << 3),
                                                 2 * kk + ((lane >> 3) & 1)));
-                    sb_mma(dpT[0], af, bf[0], bf[1]);
-                    sb_mma(dpT[1], af, bf[2], bf[3]);
+                    sb_mma(dpT[0], vf[kk], bf[0], bf[1]);
+                    sb_mma(dpT[1], vf[kk], bf[2], bf[3]);
                 }
                 // sT[nb][e]: key (e < 2 ? key_a : key_b), row 16u + nb*8 + 2cq + (e & 1)
 #pragma unroll
@@ -868,25 +891,23 @@ sb_dkv_kernel(uint16_t *dk, uint16_t *dv, const uint16_t *q, const uint16_t *k, 
 // the scale) / dv.
 // Accumulation: ORD = 0 (attn_bf16_deterministic() == 0): red.global.add.v2.f32, no order.
 // ORD = 1: the contributions to each GROUP (32 keys of a region) are added in a fixed order: the
-// region's inverse-list order ((head of the group, block), blocks latest first in the default
-// order "c"), then the block's CTAs (sub) ascending, counting only CTAs that see a key of the
-// group. A counter per (b, kv head, region, group) holds the contributions added so far; before
+// region's inverse-list order ((head of the group, block), blocks latest first), then the
+// block's CTAs (sub) ascending, counting only CTAs that see a key of the group. A counter per (b, kv head, region, group) holds the contributions added so far; before
 // adding a tile, warp 0 (a group per lane) waits (bounded) until the counter of every group
 // starting in the tile equals this CTA's position; the CTA adds with red (one CTA at a time per
 // group, in order: the fp32 sums repeat their bits), every thread fences, and warp 0 stores
 // position + 1 for every group ending in the tile (relaxed store after the fences, relaxed polls
-// and a fence on success; MSLAB_SB_FUSED_RELAXED=0: release store / acquire polls). CTAs are
-// launched in the order's (b, kv head, head, block, sub) sequence and wait only on lower CTAs: no
-// deadlock. Order "c" walks each list upwards: a later block has fewer listed regions below r
-// than an earlier one, so it reaches r first; a block's CTAs share its regions before the block
-// and reach them together (then pass each one right after the other); its own regions come last
-// and sub s reaches each one together with the subs above it.
+// and a fence on success: the fence-fence pattern of CUDA's threadFenceReduction, instead of a
+// release store and an acquire load per poll). CTAs are launched in the order's (b, kv head,
+// head, block, sub) sequence and wait only on lower CTAs: no deadlock. Each list is walked
+// upwards: a later block has fewer listed regions below r than an earlier one, so it reaches r
+// first; a block's CTAs share its regions before the block and reach them together (then pass
+// each one right after the other); its own regions come last and sub s reaches each one together
+// with the subs above it. r3 at 32K, lists still in rank order: this order 317 ms, blocks
+// earliest first with the lists walked downwards ~385, the same with the regions before the
+// block first 387; with the lists sorted 82 ms.
 // Memory: the accumulators cover a chunk of (b, kv head)s (one launch per chunk, reused; default
 // <= 1/8 of q, k, v, o + grads; MSLAB_SPARSE_BF16_ACC_MB overrides).
-// Variants for measurements (env): MSLAB_SB_FUSED_ORDER=c|down|new, MSLAB_SB_FUSED_WALK=up|down,
-// MSLAB_SB_FUSED_DEFER=1 (release at the next tile), MSLAB_SB_FUSED_V4=1 (red.v4 after a lane
-// swap), MSLAB_SB_FUSED_RMW=1 (ORD: .cg load / store adds), MSLAB_SB_FUSED_SORT=0,
-// MSLAB_SB_FUSED_STATS=1 (ORD: cycles waiting / fencing, on stderr).
 
 struct SbFu {
     float *acck, *accv; // fp32 dK (unscaled) / dV of the chunk: [bk - bk0][T][D]
@@ -894,14 +915,6 @@ struct SbFu {
     const int *ord;     // ORD: [group][list slot]: contributions before its (head, block)
     size_t nent;        // list slots (the ord stride)
     int bk0, nsub, nreg, gpr; // gpr: groups per region
-    int cdesc; // blocks in descending order (launch and ORD order)
-    int split_old; // downward walk: the regions before the block first (order "new")
-    int up;    // walk the list upwards (first slot first; MSLAB_SB_FUSED_WALK=up, for comparison)
-    int defer; // ORD: release a tile's regions at the next tile (MSLAB_SB_FUSED_DEFER=1)
-    int v4;    // red.v4 after a lane-pair swap (MSLAB_SB_FUSED_V4=1) instead of red.v2
-    int rmw;   // ORD: .cg load + add + store instead of red (MSLAB_SB_FUSED_RMW=1)
-    int relax; // ORD: relaxed polls / counter stores with fences (default; MSLAB_SB_FUSED_RELAXED=0: acquire / release)
-    unsigned long long *stats; // ORD, MSLAB_SB_FUSED_STATS=1: cycles total / waiting / fencing, tiles
 };
 
 // visible keys of region r for rows [t0, t1): sb_plan's count (0 for an empty row range)
@@ -939,39 +952,11 @@ __device__ __forceinline__ int sb_subs_before(const SbArgs &a, int c, int sub, i
     return n;
 }
 
-__device__ __forceinline__ int sb_ld_acquire(const int *p) {
-    int v;
-    asm volatile("ld.acquire.gpu.global.s32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
-    return v;
-}
-__device__ __forceinline__ void sb_st_release(int *p, int v) {
-    asm volatile("st.release.gpu.global.s32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
-}
-// waits until *cnt == v; bounded (~1 s): a broken ordering gives wrong dk / dv (the tests catch
-// it), not a hung process
-__device__ __forceinline__ void sb_wait_count(const int *cnt, int v) {
-    long long t_start = clock64();
-    while (sb_ld_acquire(cnt) != v) {
-        __nanosleep(64);
-        if (clock64() - t_start > (1ll << 31)) break;
-    }
-}
-__device__ __forceinline__ float2 sb_ldcg2(const float *p) {
-    float2 x;
-    asm volatile("ld.global.cg.v2.f32 {%0, %1}, [%2];\n" : "=f"(x.x), "=f"(x.y) : "l"(p) : "memory");
-    return x;
-}
-__device__ __forceinline__ void sb_stcg2(float *p, float x, float y) {
-    asm volatile("st.global.cg.v2.f32 [%0], {%1, %2};\n" ::"l"(p), "f"(x), "f"(y) : "memory");
-}
-// relax (default; MSLAB_SB_FUSED_RELAXED=0 turns it off): every thread fences (acq_rel) after its adds, a barrier, then
-// a relaxed counter store; the waiter polls with relaxed loads and fences once it sees its value
-// (the fence-fence pattern of CUDA's threadFenceReduction), instead of a release store and an
-// acquire load per poll
-__device__ __forceinline__ void sb_fence(int relax) {
-    if (relax) asm volatile("fence.acq_rel.gpu;\n" ::: "memory");
-    else __threadfence();
-}
+// ORD's counters (protocol at sb_fused_kernel's comment): every thread fences after its adds,
+// a barrier, then a relaxed counter store; the waiter polls with relaxed loads and fences once it
+// sees its value. The wait is bounded (~1 s): a broken ordering gives wrong dk / dv (the tests
+// catch it), not a hung process.
+__device__ __forceinline__ void sb_fence() { asm volatile("fence.acq_rel.gpu;\n" ::: "memory"); }
 __device__ __forceinline__ void sb_st_relaxed(int *p, int v) {
     asm volatile("st.relaxed.gpu.global.s32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
 }
@@ -985,11 +970,6 @@ __device__ __forceinline__ void sb_wait_relaxed(const int *cnt, int v) {
     }
     asm volatile("fence.acq_rel.gpu;\n" ::: "memory");
 }
-__device__ __forceinline__ void sb_red4(float *p, float x, float y, float z, float w) {
-    asm volatile("red.relaxed.gpu.global.add.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"l"(p), "f"(x),
-                 "f"(y), "f"(z), "f"(w)
-                 : "memory");
-}
 __device__ __forceinline__ void sb_red2(float *p, float x, float y) {
     asm volatile("red.relaxed.gpu.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(p), "f"(x), "f"(y)
                  : "memory");
@@ -1001,23 +981,14 @@ __device__ __forceinline__ uint32_t sb_poff(int row, int ch) {
     return (uint32_t)(row * 64 + ((ch ^ ((row >> 1) & 3)) << 4));
 }
 
-// acc[16 x DM] += A[16 x BN] V[BN x DM] per m-tile, A already packed as mma A fragments
+// acc += A V, A already packed as mma A fragments
 template <int DM, int MT, int BN>
-__device__ __forceinline__ void sb_pvp(float (&acc)[MT][DM / 8][4], const uint32_t (&pa)[MT][BN / 16][4],
-                                       uint32_t vtile, int lane) {
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; kk++)
-#pragma unroll
-        for (int dp = 0; dp < DM / 16; dp++) {
-            uint32_t bf[4];
-            sb_ldsm_t(bf, vtile + sb_off<DM>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
-                                             2 * dp + (lane >> 4)));
-#pragma unroll
-            for (int mt = 0; mt < MT; mt++) {
-                sb_mma(acc[mt][2 * dp], pa[mt][kk], bf[0], bf[1]);
-                sb_mma(acc[mt][2 * dp + 1], pa[mt][kk], bf[2], bf[3]);
-            }
-        }
+__device__ __forceinline__ void sb_pvp(float (&acc)[MT][DM / 8][4],
+                                       const uint32_t (&pa)[MT][BN / 16][4], uint32_t vtile,
+                                       int lane) {
+    sb_av<DM, MT, BN>(acc, [&](int mt, int kk, uint32_t (&f)[4]) {
+        for (int x = 0; x < 4; x++) f[x] = pa[mt][kk][x];
+    }, vtile, lane);
 }
 
 template <int DM, int MT, bool ORD>
@@ -1038,7 +1009,7 @@ sb_fused_kernel(uint16_t *dq, const float *lse, const uint16_t *q, const uint16_
     int G = H / a.KVH;
     int lin = blockIdx.x, sub = lin % f.nsub;
     lin /= f.nsub;
-    int c = f.cdesc ? a.nblk - 1 - lin % a.nblk : lin % a.nblk;
+    int c = a.nblk - 1 - lin % a.nblk; // blocks latest first
     lin /= a.nblk;
     int hg = lin % G, bk = f.bk0 + lin / G;
     int b = bk / a.KVH, kvh = bk % a.KVH, h = kvh * G + hg;
@@ -1047,23 +1018,13 @@ sb_fused_kernel(uint16_t *dq, const float *lse, const uint16_t *q, const uint16_
     if (t0 >= t1) return;
     size_t lbase = (((size_t)b * H + h) * a.nblk + c) * a.width;
     const int *list = a.idx + lbase;
-    if (tid < 2) misc[1 + tid] = 0;
+    if (tid == 0) misc[1] = 0;
     __syncthreads();
     // the walk covers the slots up to the last one with keys this CTA sees (valid slots come
-    // first; in a sorted list the regions past the CTA's rows are last): nv = that slot + 1.
-    // Order: the regions before the block (nold slots: in a sorted list, the first ones) from the
-    // last down, then the block's own from the last down. ORD: all CTAs of a block then reach a
-    // region before the block at the same walk step (they share those keys), so a block's CTAs
-    // pass each region one right after the other; sub s reaches the block's own region L when
-    // sub s - 1 has passed it (it sees 128 / region more own regions above L).
+    // first; in a sorted list the regions past the CTA's rows are last): nv = that slot + 1
     for (int s = tid; s < a.width; s += SB_NT) {
         int r = list[s];
         if (sb_vis(a, r, t0, t1) > 0) atomicMax(&misc[1], s + 1);
-    }
-    __syncthreads();
-    for (int s = tid; s < misc[1]; s += SB_NT) {
-        int r = list[s];
-        if (r >= 0 && (r + 1) * a.region <= c * a.qblock) atomicAdd(&misc[2], 1);
     }
     size_t ldq = (size_t)H * DM, ldk = (size_t)a.KVH * DM;
     const uint16_t *qb = q + ((size_t)b * T * H + h) * DM, *ob = dout + ((size_t)b * T * H + h) * DM;
@@ -1076,7 +1037,7 @@ sb_fused_kernel(uint16_t *dq, const float *lse, const uint16_t *q, const uint16_
     }
     sb_commit();
     __syncthreads();
-    const int nv = misc[1], nold = f.split_old ? misc[2] : 0;
+    const int nv = misc[1];
 
     int g = lane >> 2, cq = lane & 3;
     int ta[MT], tb[MT];
@@ -1093,8 +1054,6 @@ sb_fused_kernel(uint16_t *dq, const float *lse, const uint16_t *q, const uint16_
         if (tb[mt] < t1) L_b[mt] = lr[tb[mt]] * 1.4426950408889634f, D_b[mt] = dr[tb[mt]];
     }
     const float sl2 = a.scale_log2;
-    constexpr int CPR = DM / 8, TPR = SB_NT / BN;
-    int lp = tid / TPR, lh = tid % TPR;
     // dK / dV role of the warp: output (0 dV = P^T dO, 1 dK = dS^T Q), half of D
     const int ro = warp >> 1, rdh = warp & 1;
     float *accb = (ro ? f.acck : f.accv) + (size_t)(bk - f.bk0) * T * DM + rdh * (DM / 2) + 2 * cq;
@@ -1102,54 +1061,26 @@ sb_fused_kernel(uint16_t *dq, const float *lse, const uint16_t *q, const uint16_
     const int gpr = f.gpr;
 
     const int sch = ORD ? SB_SCH / gpr : SB_SCH; // ORD: tgt holds gpr ints per slot
-    long long st_wait = 0, st_fence = 0, st_tiles = 0, st_t0 = clock64();
     for (int s0 = 0; s0 < nv; s0 += sch) {
         int ns = min(sch, nv - s0);
         __syncthreads();
-        int total = sb_plan(a, list, s0, ns, t0, t1, off, lo, wsum, misc, f.up ? 0 : nv, nold);
+        int total = sb_plan(a, list, s0, ns, t0, t1, off, lo, wsum, misc);
         int nfull = misc[0];
         int ntile = (total + BN - 1) / BN;
         auto issue = [&](int tile, int st) {
-            int p = tile * BN + lp;
-            bool ok = p < total;
-            int j = ok ? sb_key(off, lo, ns, nfull, a.region, p) : 0;
-            if (lh == 0) kj[st * BN + lp] = ok ? j : INT_MAX;
-            uint32_t kt = kv0 + st * 2 * KT, vt = kt + KT;
-            const uint16_t *kr = kb + (size_t)j * ldk, *vr = vb + (size_t)j * ldk;
-#pragma unroll
-            for (int ch = lh * CPR / TPR; ch < (lh + 1) * CPR / TPR; ch++) {
-                sb_cp16(kt + sb_off<DM>(lp, ch), kr + ch * 8, ok);
-                sb_cp16(vt + sb_off<DM>(lp, ch), vr + ch * 8, ok);
-            }
+            sb_issue_kv<DM, BN>(kj, kv0, tile, st, total, off, lo, ns, nfull, a.region, kb, vb, ldk);
         };
         if (ORD) { // each (slot, group)'s position in its order, all in parallel
             for (int x = tid; x < ns * gpr; x += SB_NT) {
                 int s2 = x / gpr, j = x % gpr;
-                int ls = f.up ? s0 + s2 : sb_walk_slot(s0 + s2, nv, nold);
-                int r = list[ls];
+                int ls = s0 + s2, r = list[ls];
                 tgt[x] = sb_vis_g(a, r, j, t0, t1) > 0
                              ? f.ord[j * f.nent + lbase + ls] + sb_subs_before(a, c, sub, BM, r, j)
                              : 0;
             }
             __syncthreads();
         }
-        auto slot_of = [&](int p) { // last chunk slot s with off[s] <= p
-            int l = 0, hi = ns - 1;
-            while (l < hi) {
-                int m = (l + hi + 1) >> 1;
-                if (off[m] <= p) l = m;
-                else hi = m - 1;
-            }
-            return l;
-        };
-        if (ntile > 0) issue(0, 0);
-        sb_commit();
-        for (int it = 0; it < ntile; it++) {
-            int st = it & 1;
-            if (it + 1 < ntile) issue(it + 1, st ^ 1);
-            sb_commit();
-            sb_wait<1>();
-            __syncthreads();
+        sb_tiles(ntile, issue, [&](int it, int st) {
             uint32_t kt = kv0 + st * 2 * KT, vt = kt + KT;
             const int *kjs = kj + st * BN;
             int k0 = kjs[lane % BN];
@@ -1257,7 +1188,7 @@ sb_fused_kernel(uint16_t *dq, const float *lse, const uint16_t *q, const uint16_
             // (slot, group) pairs of tile i, a pair per lane: packed range [pa, pb) of the
             // group's keys this CTA sees; wait where it starts, release where it ends
             auto tile_groups = [&](int i, bool rel) {
-                int q0 = i * BN, q1 = min(total, q0 + BN), sA = slot_of(q0);
+                int q0 = i * BN, q1 = min(total, q0 + BN), sA = sb_slot(off, 0, ns - 1, q0);
                 for (int x = lane;; x += 32) {
                     int s2 = sA + x / gpr, j = x % gpr;
                     if (s2 >= ns || off[s2] >= q1) break;
@@ -1268,30 +1199,13 @@ sb_fused_kernel(uint16_t *dq, const float *lse, const uint16_t *q, const uint16_
                     if (va >= vb) continue;
                     int pa = off[s2] + va - lo[s2], pb = off[s2] + vb - lo[s2];
                     int *cp = cntb + (size_t)r * gpr + j;
-                    if (!rel && pa >= q0 && pa < q1) {
-                        if (f.relax) sb_wait_relaxed(cp, tgt[s2 * gpr + j]);
-                        else sb_wait_count(cp, tgt[s2 * gpr + j]);
-                    }
-                    if (rel && pb > q0 && pb <= q1) {
-                        if (f.relax) sb_st_relaxed(cp, tgt[s2 * gpr + j] + 1);
-                        else sb_st_release(cp, tgt[s2 * gpr + j] + 1);
-                    }
+                    if (!rel && pa >= q0 && pa < q1) sb_wait_relaxed(cp, tgt[s2 * gpr + j]);
+                    if (rel && pb > q0 && pb <= q1) sb_st_relaxed(cp, tgt[s2 * gpr + j] + 1);
                 }
             };
-            auto wait_tile = [&](int i) { tile_groups(i, false); };
-            auto release_tile = [&](int i) { tile_groups(i, true); };
-            long long c_w0 = ORD && f.stats ? clock64() : 0;
             if (ORD) {
-                if (f.defer) { // the previous tile's adds are long performed: release them now
-                    sb_fence(f.relax);
-                    __syncthreads();
-                }
-                if (warp == 0) {
-                    if (f.defer && it > 0) release_tile(it - 1);
-                    wait_tile(it);
-                }
+                if (warp == 0) tile_groups(it, false); // wait
                 __syncthreads();
-                if (f.stats) st_wait += clock64() - c_w0;
             }
             // the adds: fp32 reductions in L2 (in ORD mode one CTA at a time per region, in the
             // fixed order, so the sums repeat their bits)
@@ -1301,44 +1215,19 @@ sb_fused_kernel(uint16_t *dq, const float *lse, const uint16_t *q, const uint16_
                 for (int hf = 0; hf < 2; hf++) {
                     int j = kjs[16 * km + g + 8 * hf];
                     float *row = accb + (size_t)(j == INT_MAX ? 0 : j) * DM;
-                    if (ORD && f.rmw) { // plain .cg loads / stores (we own the region now)
-                        if (j != INT_MAX) {
-                            float2 o[DM / 16];
-#pragma unroll
-                            for (int n = 0; n < DM / 16; n++) o[n] = sb_ldcg2(row + 8 * n);
-#pragma unroll
-                            for (int n = 0; n < DM / 16; n++)
-                                sb_stcg2(row + 8 * n, o[n].x + ac[km][n][2 * hf], o[n].y + ac[km][n][2 * hf + 1]);
-                        }
-                    } else if (f.v4) { // lanes cq, cq ^ 1 swap halves: 4 consecutive d per lane, half the reds
-                        bool odd = cq & 1;
-#pragma unroll
-                        for (int n = 0; n < DM / 16; n += 2) {
-                            float x0 = ac[km][n][2 * hf], x1 = ac[km][n][2 * hf + 1];
-                            float y0 = ac[km][n + 1][2 * hf], y1 = ac[km][n + 1][2 * hf + 1];
-                            float r0 = __shfl_xor_sync(0xffffffffu, odd ? x0 : y0, 1);
-                            float r1 = __shfl_xor_sync(0xffffffffu, odd ? x1 : y1, 1);
-                            if (j != INT_MAX) {
-                                if (odd) sb_red4(row + 8 * n + 6, r0, r1, y0, y1);
-                                else sb_red4(row + 8 * n, x0, x1, r0, r1);
-                            }
-                        }
-                    } else if (j != INT_MAX) {
+                    if (j != INT_MAX) {
 #pragma unroll
                         for (int n = 0; n < DM / 16; n++)
                             sb_red2(row + 8 * n, ac[km][n][2 * hf], ac[km][n][2 * hf + 1]);
                     }
                 }
-            if (ORD && (!f.defer || it + 1 == ntile)) {
-                long long c_f0 = f.stats ? clock64() : 0;
-                sb_fence(f.relax); // this thread's adds are performed before the release
+            if (ORD) {
+                sb_fence(); // this thread's adds are performed before the release
                 __syncthreads();
-                if (warp == 0) release_tile(it);
-                if (f.stats) st_fence += clock64() - c_f0;
+                if (warp == 0) tile_groups(it, true); // release
             }
-            st_tiles++;
             __syncthreads(); // stage st (K / V, then P / dS) is free for the load two tiles on
-        }
+        });
     }
     sb_wait<0>();
     uint16_t *dqb = dq + ((size_t)b * T * H + h) * DM;
@@ -1352,17 +1241,12 @@ sb_fused_kernel(uint16_t *dq, const float *lse, const uint16_t *q, const uint16_
             if (tb[mt] < t1)
                 *(uint32_t *)(dqb + (size_t)tb[mt] * ldq + d) = sb_pack(acc[mt][i][2] * a.scale, acc[mt][i][3] * a.scale);
         }
-    if (ORD && f.stats && tid == 0) {
-        atomicAdd(f.stats, (unsigned long long)(clock64() - st_t0));
-        atomicAdd(f.stats + 1, (unsigned long long)st_wait);
-        atomicAdd(f.stats + 2, (unsigned long long)st_fence);
-        atomicAdd(f.stats + 3, (unsigned long long)st_tiles);
-    }
 }
 
-// The lists sorted by region id (ms lists are in merge-rank order): the fused walk's orders
-// ("c": upwards, "down") are only meaningful on sorted lists. One CTA per list, bitonic sort in
-// shared memory (-1 sorts last as INT_MAX); lists wider than SB_SORTW are copied unsorted.
+// The lists sorted by region id (ms lists are in merge-rank order): the fused walk's order is
+// only meaningful on sorted lists (r3 32K ordered: 82 ms sorted, 314 unsorted). One CTA per
+// list, bitonic sort in shared memory (-1 sorts last as INT_MAX); lists wider than SB_SORTW are
+// copied unsorted (correct in either order, only slower).
 #define SB_SORTW 4096
 __global__ void sb_sort_lists(int *dst, const int *src, int width) {
     __shared__ int v[SB_SORTW];
@@ -1394,13 +1278,12 @@ __global__ void sb_sort_lists(int *dst, const int *src, int width) {
 // ORD: per inverse-list entry (the existing chunked fill's order) the number of CTAs of its block
 // that see the region (wgt), and per list slot its entry's position (spos)
 __global__ void sb_chunk_fill_w(int *wgt, int *spos, int *ccnt, SbArgs a, int nreg, int L,
-                                int nchunk, int BM, int nsub, int gpr, size_t nent, int cdesc) {
+                                int nchunk, int BM, int nsub, int gpr, size_t nent) {
     int ch = blockIdx.x, bk = blockIdx.y, b = bk / a.KVH, kvh = bk % a.KVH, G = a.H / a.KVH;
     int l0 = ch * L, l1 = min(G * a.nblk, l0 + L);
     int *cur = ccnt + ((size_t)bk * nchunk + ch) * nreg;
     for (int l = l0; l < l1; l++) {
-        int hg = l / a.nblk, c = l % a.nblk;
-        if (cdesc) c = a.nblk - 1 - c;
+        int hg = l / a.nblk, c = a.nblk - 1 - l % a.nblk; // blocks latest first
         size_t lb = (((size_t)b * a.H + kvh * G + hg) * a.nblk + c) * a.width;
         for (int s = threadIdx.x; s < a.width; s += blockDim.x) {
             int r = a.idx[lb + s];
@@ -1478,19 +1361,17 @@ static size_t dkv_smem(int DM, int kg) {
     return 2 * (size_t)kg * 16 * DM * 2 + 4 * (size_t)SB_RT * DM * 2 + 4 * SB_RT * sizeof(float);
 }
 
-// Tuning / timing hook (not in attn_bf16.h; the tests use it): forward m-tiles per warp (2 =
-// 128-row CTAs, the default; 1 = 64-row CTAs), and which backward kernels run (bit 0: dQ, bit 1:
-// dK/dV; 3 = both, the default; the others only for timing one kernel alone).
-static int sb_fwd_mt = 2, sb_bwd_parts = 3, sb_union_on = 1, sb_kv_regs = 1, sb_dq_mt2 = 1;
+// Test / timing hook (not in attn_bf16.h; the tests use it), flags: bits 0, 1 which split
+// backward kernels run (bit 0: dQ, bit 1: dK/dV; 3 = both, the default; the others only for
+// timing one kernel alone); bit 2: one-row query blocks on per-row CTAs instead of the union
+// (the fallback when the regions exceed SB_UMAX; the tests cover it at small shapes); bit 5
+// forces the split backward, bit 6 the fused one (neither: MSLAB_SPARSE_BF16_BWD / the default).
+static int sb_bwd_parts = 3, sb_union_on = 1;
 static int sb_fused_force = 0; // 0: MSLAB_SPARSE_BF16_BWD, 1: split, 2: fused
-extern "C" void sparse_bf16_tune(int fwd_mtiles, int bwd_parts) {
-    sb_fwd_mt = fwd_mtiles == 1 ? 1 : 2;
-    sb_bwd_parts = bwd_parts & 3;
-    sb_union_on = !(bwd_parts & 4); // bit 2: per-row CTAs for one-row blocks (comparison)
-    sb_kv_regs = !(bwd_parts & 8); // bit 3: D = 128 dK/dV re-reads K / V fragments from smem
-    sb_dq_mt2 = !(bwd_parts & 16); // bit 4: dQ with 64-row CTAs and 64-key tiles
-    // bit 5: the split backward, bit 6: the fused one (neither: MSLAB_SPARSE_BF16_BWD)
-    sb_fused_force = (bwd_parts & 32) ? 1 : (bwd_parts & 64) ? 2 : 0;
+extern "C" void sparse_bf16_tune(int flags) {
+    sb_bwd_parts = flags & 3;
+    sb_union_on = !(flags & 4);
+    sb_fused_force = (flags & 32) ? 1 : (flags & 64) ? 2 : 0;
 }
 
 template <int DM, int BWD, int MT, bool UN, int BN = 64>
@@ -1515,20 +1396,20 @@ static bool sb_union(const SbArgs &a) {
     return sb_union_on && a.qblock == 1 && (a.T + a.region - 1) / a.region <= SB_UMAX;
 }
 
-template <int DM, bool GA, bool KV>
+template <int DM, bool GA>
 static void launch_dkv(uint16_t *dk, uint16_t *dv, const uint16_t *q, const uint16_t *k,
                        const uint16_t *v, const uint16_t *dout, const float *lse, const float *Di,
                        const SbArgs &a, const SbInv &iv) {
     size_t smem = dkv_smem(DM, iv.kg);
     static bool attr = false;
     if (!attr) {
-        cudaCheck(cudaFuncSetAttribute(sb_dkv_kernel<DM, GA, KV>,
+        cudaCheck(cudaFuncSetAttribute(sb_dkv_kernel<DM, GA>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        (int)dkv_smem(DM, SB_KG)));
         attr = true;
     }
     dim3 grid((unsigned)((size_t)iv.nreg * iv.cpr), (unsigned)(a.B * a.KVH));
-    sb_dkv_kernel<DM, GA, KV><<<grid, SB_NT, smem>>>(dk, dv, q, k, v, dout, lse, Di, a, iv);
+    sb_dkv_kernel<DM, GA><<<grid, SB_NT, smem>>>(dk, dv, q, k, v, dout, lse, Di, a, iv);
     cudaLaunchCheck();
 }
 
@@ -1597,15 +1478,6 @@ static int sb_bwd_fused(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t
     int nchunk = (nlists + L - 1) / L;
     size_t nccnt = (size_t)B * KVH * nchunk * nreg;
     int gpr = (ix->region + 31) / 32; // ORD: groups of 32 keys per region
-    // ORD order (MSLAB_SB_FUSED_ORDER): "c" (default): blocks launched and ordered latest first,
-    // lists walked upwards (a later block has fewer listed regions below a region r, so it
-    // reaches r first); "down": blocks earliest first, lists walked downwards; "new": as "down"
-    // with the regions before the block walked first. r2 at 32K (lists NOT sorted then: ms lists
-    // are in merge-rank order, so these orders were random): c 317 ms, down ~385, new 387.
-    // MSLAB_SB_FUSED_WALK=up|down overrides the walk (the add order stays: tests).
-    const char *oe = getenv("MSLAB_SB_FUSED_ORDER");
-    int order = oe && !strcmp(oe, "down") ? 1 : oe && !strcmp(oe, "new") ? 2 : 0;
-    int cdesc = order == 0;
     size_t scan_bytes = 0, sb2 = 0;
     if (ord) {
         cudaCheck(cub::DeviceScan::ExclusiveSum(NULL, scan_bytes, (const int *)NULL, (int *)NULL, (int)nbkt));
@@ -1628,8 +1500,7 @@ static int sb_bwd_fused(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t
 
     sb_di_kernel<<<grid_for(nrow * 32, 256), 256>>>(Di, dout, out, B, T, H, D);
     cudaLaunchCheck();
-    const char *so = getenv("MSLAB_SB_FUSED_SORT");
-    if (!(so && !strcmp(so, "0"))) { // the walk on lists sorted by region id (MSLAB_SB_FUSED_SORT=0: as given)
+    { // the walk on lists sorted by region id
         int *sidx = (int *)(scr + o_sidx);
         sb_sort_lists<<<(unsigned)((size_t)B * H * ix->nblk), 128>>>(sidx, ix->idx, ix->width);
         cudaLaunchCheck();
@@ -1642,11 +1513,11 @@ static int sb_bwd_fused(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t
         cudaCheck(cub::DeviceScan::ExclusiveSum(scr + o_tmp, scan_bytes, cnt, start, (int)nbkt));
         cudaCheck(cudaMemsetAsync(cur, 0, nccnt * 4));
         dim3 gch((unsigned)nchunk, (unsigned)(B * KVH));
-        sb_chunk_count<<<gch, 256>>>(cur, a.idx, H, KVH, ix->nblk, ix->width, nreg, L, nchunk, cdesc);
+        sb_chunk_count<<<gch, 256>>>(cur, a.idx, H, KVH, ix->nblk, ix->width, nreg, L, nchunk, 1);
         cudaLaunchCheck();
         sb_chunk_scan<<<grid_for(nbkt, 256), 256>>>(cur, start, nbkt, nreg, nchunk);
         cudaLaunchCheck();
-        sb_chunk_fill_w<<<gch, 256>>>(wgt, spos, cur, a, nreg, L, nchunk, BM, nsub, gpr, nent, cdesc);
+        sb_chunk_fill_w<<<gch, 256>>>(wgt, spos, cur, a, nreg, L, nchunk, BM, nsub, gpr, nent);
         cudaLaunchCheck();
         for (int j = 0; j < gpr; j++)
             cudaCheck(cub::DeviceScan::ExclusiveSum(scr + o_tmp, scan_bytes, wgt + j * nent,
@@ -1658,25 +1529,6 @@ static int sb_bwd_fused(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t
     SbFu f;
     f.cnt = cnt, f.ord = wgt, f.nsub = nsub, f.nreg = nreg, f.gpr = gpr, f.nent = nent;
     f.acck = acck, f.accv = accv;
-    const char *we = getenv("MSLAB_SB_FUSED_WALK");
-    f.up = we && !strcmp(we, "up") ? 1 : we && !strcmp(we, "down") ? 0 : order == 0;
-    f.cdesc = cdesc, f.split_old = order == 2;
-    const char *de = getenv("MSLAB_SB_FUSED_DEFER");
-    f.defer = de && !strcmp(de, "1");
-    const char *v4 = getenv("MSLAB_SB_FUSED_V4");
-    f.v4 = v4 && !strcmp(v4, "1");
-    const char *rm = getenv("MSLAB_SB_FUSED_RMW");
-    f.rmw = rm && !strcmp(rm, "1");
-    const char *rx = getenv("MSLAB_SB_FUSED_RELAXED"); // default on (measured at 64K / 128K)
-    f.relax = !(rx && !strcmp(rx, "0"));
-    const char *se = getenv("MSLAB_SB_FUSED_STATS");
-    static unsigned long long *d_stats = NULL;
-    f.stats = NULL;
-    if (ord && se && !strcmp(se, "1")) {
-        if (!d_stats) cudaCheck(cudaMalloc(&d_stats, 4 * sizeof(unsigned long long)));
-        cudaCheck(cudaMemsetAsync(d_stats, 0, 4 * sizeof(unsigned long long)));
-        f.stats = d_stats;
-    }
     for (size_t bk0 = 0; bk0 < nbk; bk0 += cb) {
         int nb = (int)(nbk - bk0 < cb ? nbk - bk0 : cb);
         f.bk0 = (int)bk0;
@@ -1696,13 +1548,6 @@ static int sb_bwd_fused(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t
                                                                    T, KVH, D, a.scale);
         cudaLaunchCheck();
     }
-    if (f.stats) { // debugging the ordered adds: where the CTAs' cycles go
-        unsigned long long h[4];
-        cudaCheck(cudaMemcpy(h, f.stats, sizeof h, cudaMemcpyDeviceToHost));
-        fprintf(stderr, "sb_fused stats T=%d: CTA cycles %.3g, waiting %.1f%%, fencing %.1f%%, "
-                "%.0f cycles per tile (%llu tiles)\n", T, (double)h[0], 100.0 * h[1] / (h[0] + 1),
-                100.0 * h[2] / (h[0] + 1), (double)h[0] / (h[3] + 1), h[3]);
-    }
     return 0;
 }
 
@@ -1712,7 +1557,7 @@ extern "C" int sparse_bf16_fwd(uint16_t *out, float *lse, const uint16_t *q, con
     if (!sb_supported(ix, B, T, H, KVH, D)) return -1;
     SbArgs a = sb_args(ix, B, T, H, KVH, D);
     // 128-row CTAs only pay when a block has that many rows
-    bool two = sb_fwd_mt == 2 && a.qblock > 64, un = sb_union(a);
+    bool two = a.qblock > 64, un = sb_union(a);
     if (D == 64) {
         if (un) launch_rows<64, 0, 1, true>(out, lse, q, k, v, NULL, NULL, a);
         else if (two) launch_rows<64, 0, 2, false>(out, lse, q, k, v, NULL, NULL, a);
@@ -1754,19 +1599,19 @@ extern "C" int sparse_bf16_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const u
     iv.kg = iv.gpr < SB_KG ? iv.gpr : SB_KG;
     if (iv.kg == 3) iv.kg = 4; // 4 / kg row slices must divide the 4 sub-tiles: one warp idles
     iv.cpr = (iv.gpr + iv.kg - 1) / iv.kg;
+    float *lsw = (float *)lse; // launch_rows' lse slot (read, not written, by the dQ kernel)
     if (D == 64) {
-        if ((sb_bwd_parts & 1) && sb_union(a)) launch_rows<64, 1, 1, true>(dq, (float *)lse, q, k, v, dout, Di, a);
-        else if ((sb_bwd_parts & 1) && sb_dq_mt2 && a.qblock > 64) launch_rows<64, 1, 2, false, 32>(dq, (float *)lse, q, k, v, dout, Di, a);
-        else if (sb_bwd_parts & 1) launch_rows<64, 1, 1, false>(dq, (float *)lse, q, k, v, dout, Di, a);
-        if ((sb_bwd_parts & 2) && a.qblock == 1) launch_dkv<64, true, true>(dk, dv, q, k, v, dout, lse, Di, a, iv);
-        else if (sb_bwd_parts & 2) launch_dkv<64, false, true>(dk, dv, q, k, v, dout, lse, Di, a, iv);
+        if ((sb_bwd_parts & 1) && sb_union(a)) launch_rows<64, 1, 1, true>(dq, lsw, q, k, v, dout, Di, a);
+        else if ((sb_bwd_parts & 1) && a.qblock > 64) launch_rows<64, 1, 2, false, 32>(dq, lsw, q, k, v, dout, Di, a);
+        else if (sb_bwd_parts & 1) launch_rows<64, 1, 1, false>(dq, lsw, q, k, v, dout, Di, a);
+        if ((sb_bwd_parts & 2) && a.qblock == 1) launch_dkv<64, true>(dk, dv, q, k, v, dout, lse, Di, a, iv);
+        else if (sb_bwd_parts & 2) launch_dkv<64, false>(dk, dv, q, k, v, dout, lse, Di, a, iv);
     } else {
-        if ((sb_bwd_parts & 1) && sb_union(a)) launch_rows<128, 1, 1, true>(dq, (float *)lse, q, k, v, dout, Di, a);
-        else if ((sb_bwd_parts & 1) && sb_dq_mt2 && a.qblock > 64) launch_rows<128, 1, 2, false, 32>(dq, (float *)lse, q, k, v, dout, Di, a);
-        else if (sb_bwd_parts & 1) launch_rows<128, 1, 1, false>(dq, (float *)lse, q, k, v, dout, Di, a);
-        if ((sb_bwd_parts & 2) && a.qblock == 1) launch_dkv<128, true, true>(dk, dv, q, k, v, dout, lse, Di, a, iv);
-        else if ((sb_bwd_parts & 2) && sb_kv_regs) launch_dkv<128, false, true>(dk, dv, q, k, v, dout, lse, Di, a, iv);
-        else if (sb_bwd_parts & 2) launch_dkv<128, false, false>(dk, dv, q, k, v, dout, lse, Di, a, iv);
+        if ((sb_bwd_parts & 1) && sb_union(a)) launch_rows<128, 1, 1, true>(dq, lsw, q, k, v, dout, Di, a);
+        else if ((sb_bwd_parts & 1) && a.qblock > 64) launch_rows<128, 1, 2, false, 32>(dq, lsw, q, k, v, dout, Di, a);
+        else if (sb_bwd_parts & 1) launch_rows<128, 1, 1, false>(dq, lsw, q, k, v, dout, Di, a);
+        if ((sb_bwd_parts & 2) && a.qblock == 1) launch_dkv<128, true>(dk, dv, q, k, v, dout, lse, Di, a, iv);
+        else if (sb_bwd_parts & 2) launch_dkv<128, false>(dk, dv, q, k, v, dout, lse, Di, a, iv);
     }
     return 0;
 }

@@ -17,6 +17,9 @@
 //   3e-2  ... and every gradient tensor (errors of many bf16 GEMMs compound through the layers)
 //   0     two 50-step trainings on the bf16 table: bitwise-identical losses and parameters
 //   2e-2  200 steps, bf16 vs fp32 CUDA: mean loss of the last 10 steps (training quality)
+//   0     the table's shadows (bf16 copies kept between ops) on vs off: the same bits after a few
+//         training steps; 1e-5 deferred zeros on vs off (GEMMs with beta 0 may run other kernels);
+//         1e-5 a GEMM after its weight / input was rewritten by each kind of write (no stale copy)
 // Forward outputs are poisoned (NaN) before each call; backward gradients start from random values
 // and the increments are compared (checks +=). Each op runs twice and must repeat its bits (det).
 // Rows whose shape ends in "(fp32 fallback)" ran the fp32 kernels: the bf16 kernels returned -1.
@@ -473,6 +476,142 @@ static void t_quality(ModelConfig cfg, int B, int T, int steps) {
     free(lb), free(lf);
 }
 
+// ---- the table's memory state (backend_bf16.cu "Conversions"): shadows and deferred zeros ----
+
+// `steps` AdamW steps on the bf16 table (attn NULL: dense), losses and final parameters out.
+static void train_bf(ModelConfig cfg, const AttnConfig *attn, int B, int T, int steps,
+                     float *losses, float *params) {
+    Model m;
+    MS_ASSERT(model_create(&m, &cfg, bf) == 0, "%s", ms_error());
+    if (attn) {
+        AttnConfig *per = malloc(sizeof(AttnConfig) * cfg.layers);
+        for (int l = 0; l < cfg.layers; l++) per[l] = *attn;
+        MS_ASSERT(model_set_attention(&m, per) == 0, "%s", ms_error());
+        free(per);
+    }
+    model_init_weights(&m, 3);
+    OptimConfig oc = optim_config_default();
+    oc.lr = 2e-3f, oc.steps = steps, oc.warmup = 1;
+    Optimizer o;
+    optim_create(&o, &oc, &m);
+    int N = B * T, *tok = malloc(sizeof(int) * N), *tgt = malloc(sizeof(int) * N);
+    Rng r;
+    rng_seed(&r, 5);
+    for (int s = 0; s < steps; s++) {
+        batch_tokens(&r, tok, tgt, B, T, cfg.vocab);
+        tgt[1] = -1; // an ignored row: its dlogits row must come out zero under a deferred zero
+        model_zero_grad(&m);
+        losses[s] = model_forward(&m, tok, tgt, B, T);
+        model_backward(&m);
+        optim_step(&o, &m, s);
+    }
+    bf->download(params, m.params.base, m.params.total * sizeof(float));
+    optim_destroy(&o, &m);
+    model_destroy(&m);
+    free(tok), free(tgt);
+}
+
+// Shadows and fused bf16 outputs change no value: cache on vs off gives the same bits (losses,
+// parameters after `steps` steps: a stale shadow shows from step 2 on). Deferred zeros make GEMMs
+// run with beta 0 and backward ops overwrite: the same sums, so ~0 (cuBLAS may pick another
+// kernel for beta 0: tolerance 1e-5 relative on the parameters).
+static void t_state_train(const char *name, ModelConfig cfg, const AttnConfig *attn, int B, int T,
+                          int steps) {
+    if (!wanted("bf16.state")) return;
+    char shape[128];
+    snprintf(shape, sizeof shape, "%s B=%d T=%d, %d steps", name, B, T, steps);
+    size_t np = model_num_params(&cfg);
+    float *l[3], *p[3];
+    int modes[3][2] = {{0, 0}, {1, 0}, {1, 1}}; // (cache, lazy)
+    size_t held = 0;
+    for (int i = 0; i < 3; i++) {
+        l[i] = hv(steps), p[i] = hv(np);
+        backend_cuda_bf16_set_state(modes[i][0], modes[i][1]);
+        train_bf(cfg, attn, B, T, steps, l[i], p[i]);
+        if (i == 2) held = backend_cuda_bf16_shadow_bytes();
+    }
+    backend_cuda_bf16_set_state(1, 1);
+    report("bf16.state.cache.losses", shape, same(l[0], l[1], steps) ? 0 : INFINITY, 0, -1);
+    report("bf16.state.cache.params", shape, same(p[0], p[1], np) ? 0 : INFINITY, 0, -1);
+    double e = 0;
+    for (int s = 0; s < steps; s++) e = fmax(e, fabs((double)l[2][s] - l[0][s]) / fabs(l[0][s]));
+    report("bf16.state.lazy.losses", shape, e, 1e-5, -1);
+    cmp("bf16.state.lazy.params", shape, p[2], p[0], NULL, NULL, np, 1e-5);
+    printf("    (shadows held after the model was freed: %zu bytes; lazy zeros bitwise-equal: %s)\n",
+           held, same(p[0], p[2], np) ? "yes" : "no");
+    for (int i = 0; i < 3; i++) free(l[i]), free(p[i]);
+}
+
+// A shadow never outlives a write through the table: the weight of a GEMM rewritten by upload,
+// scale, adamw, a freed-and-reallocated buffer; the input zeroed (deferred) or partly zeroed.
+static void t_state_stale(void) {
+    if (!wanted("bf16.state.stale")) return;
+    const int N = 64, IC = 96, OC = 80;
+    const char *shape = "N=64 IC=96 OC=80";
+    size_t ni = (size_t)N * IC, nw = (size_t)OC * IC, no = (size_t)N * OC;
+    float *x = hr(ni, 1), *w = hr(nw, 0.05f), *ref = hv(no), *xr = hv(ni), *wr = hv(nw);
+    float *d_x = dev(x, ni), *d_w = dev(w, nw), *d_o = bf->alloc(no * 4);
+    double worst = 0;
+#define CHECK_FWD(label)                                                                      \
+    do {                                                                                      \
+        float *hw = get(d_w, nw), *hx = get(d_x, ni);                                         \
+        for (size_t i = 0; i < nw; i++) wr[i] = bf16_round(hw[i]);                            \
+        for (size_t i = 0; i < ni; i++) xr[i] = bf16_round(hx[i]);                            \
+        cpu->matmul_fwd(ref, xr, wr, N, IC, OC);                                              \
+        bf->matmul_fwd(d_o, d_x, d_w, N, IC, OC);                                             \
+        float *o = get(d_o, no);                                                              \
+        double e = cmp("bf16.state.stale." label, shape, o, ref, NULL, NULL, no, 1e-5);       \
+        worst = fmax(worst, e);                                                               \
+        free(hw), free(hx), free(o);                                                          \
+    } while (0)
+    CHECK_FWD("first");
+    CHECK_FWD("again"); // the shadows are reused
+    bf->scale(d_w, 2.0f, nw);
+    CHECK_FWD("after scale");
+    float *w2 = hr(nw, 0.05f);
+    bf->upload(d_w, w2, nw * sizeof(float));
+    CHECK_FWD("after upload");
+    { // AdamW on the weight, as an optimizer step
+        float *d_g = dev(w2, nw), *d_m = bf->alloc(nw * 4), *d_v = bf->alloc(nw * 4);
+        bf->adamw(d_w, d_g, d_m, d_v, nw, 0.01f, 0.9f, 0.95f, 1e-8f, 0.1f, 1);
+        CHECK_FWD("after adamw");
+        bf->free(d_g), bf->free(d_m), bf->free(d_v);
+    }
+    bf->free(d_w); // a new buffer, likely at the same address, with other values
+    d_w = dev(w, nw);
+    CHECK_FWD("after free+alloc");
+    bf->zero(d_x, ni);
+    CHECK_FWD("after zero");
+    bf->upload(d_x, x, ni * sizeof(float));
+    bf->zero(d_x + ni / 2, ni / 2); // a part: the next op (the GEMM) runs the memset first
+    CHECK_FWD("after half zero");
+    { // deferred zeros consumed by the backward GEMM (beta 0), and one not consumed (a part)
+        float *dy = hr(no, 1), *d_dy = dev(dy, no), *d_dx = dev(x, ni);
+        float *dyr = hround(dy, no), *hw = get(d_w, nw), *dxr = hv(ni);
+        for (size_t i = 0; i < nw; i++) wr[i] = bf16_round(hw[i]);
+        cpu->matmul_bwd(dxr, NULL, dyr, xr, wr, N, IC, OC);
+        bf->zero(d_dx, ni);
+        bf->matmul_bwd(d_dx, NULL, d_dy, d_x, d_w, N, IC, OC);
+        float *g = get(d_dx, ni);
+        worst = fmax(worst, cmp("bf16.state.zero+bwd", shape, g, dxr, NULL, NULL, ni, 1e-5));
+        float *base = hdup(x, ni); // x, its second half zeroed, plus the same increment
+        for (size_t i = ni / 2; i < ni; i++) base[i] = 0;
+        float *want = hdup(base, ni);
+        for (size_t i = 0; i < ni; i++) want[i] += dxr[i];
+        bf->upload(d_dx, x, ni * sizeof(float));
+        bf->zero(d_dx + ni / 2, ni / 2);
+        bf->matmul_bwd(d_dx, NULL, d_dy, d_x, d_w, N, IC, OC);
+        free(g);
+        g = get(d_dx, ni);
+        worst = fmax(worst, cmp("bf16.state.halfzero+bwd", shape, g, want, base, NULL, ni, 1e-5));
+        bf->free(d_dy), bf->free(d_dx);
+        free(dy), free(dyr), free(hw), free(dxr), free(g), free(base), free(want);
+    }
+#undef CHECK_FWD
+    bf->free(d_x), bf->free(d_w), bf->free(d_o);
+    free(x), free(w), free(w2), free(ref), free(xr), free(wr);
+}
+
 // Information, not a check: training-step throughput of gpu_bench.c's ~100M model (dim 768, 12
 // layers, 32k vocabulary, B=8 T=1024) and one GEMM, fp32 table vs bf16 table (and the bf16 table
 // with COMPUTE_32F_FAST_16BF GEMMs).
@@ -593,6 +732,9 @@ void t_backend_bf16_all(void) {
     t_model_step("ms pos D=64", b, 2, 150, &msa);
     ModelConfig c = a; // D = 64: the dense bf16 kernel's head dim
     c.heads = 2, c.kv_heads = 1;
+    t_state_stale();
+    t_state_train("dense D=64", c, NULL, 4, 64, 4);
+    t_state_train("untied halves D=64 ms", b, &msa, 2, 150, 3);
     if (!quick) {
         t_determinism(c, 8, 128, 50);
         t_quality(c, 8, 128, 200);

@@ -1,10 +1,12 @@
-// bf16_check.h: the host-side helpers the bf16 flash tests share (flash_bf16_tests.c,
-// flash_wgmma_tests.c): random bf16 inputs, NaN-poisoned device outputs, bf16 downloads and the
-// whole-tensor relative L2 they are judged by. static inline: each test file gets its own copy.
+// bf16_check.h: the host-side helpers the bf16 tests share (flash_bf16_tests.c,
+// flash_wgmma_tests.c, sparse_bf16_tests.c, select_bf16_tests.c): random bf16 inputs,
+// NaN-poisoned device outputs, bf16 downloads, the whole-tensor relative L2 they are judged by and
+// index-list comparison. static inline: each test file gets its own copy.
 #ifndef MSLAB_BF16_CHECK_H
 #define MSLAB_BF16_CHECK_H
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -70,6 +72,21 @@ static inline double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+// Index lists [B, H, nblk, width] (select_bf16 / sparse_bf16 tests): the entries that differ,
+// and the first of them printed as (b, h, block, slot) with both values.
+static inline size_t list_diff(const int *gpu_idx, const int *cpu_idx, size_t n, int width,
+                               int nblk, int H) {
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (gpu_idx[i] == cpu_idx[i]) continue;
+        if (!bad++) {
+            size_t l = i / width;
+            printf("    first diff: b=%zu h=%zu block=%zu slot=%zu gpu %d cpu %d\n",
+                   l / nblk / H, (l / nblk) % H, l % nblk, i % width, gpu_idx[i], cpu_idx[i]);
+        }
+    }
+    return bad;
 }
 
 #endif

@@ -24,7 +24,6 @@
 #include "gpu_check.h"
 
 void flash_wgmma_tune(int fwd, int dkdv, int dq); // flash_wgmma.cu, not in the header (tests)
-void flash_bf16_tune(int fwd, int dkdv, int dq);  // flash_bf16.cu (the perf comparison)
 
 // {forward, dK/dV, dQ} tilings of flash_wgmma.cu (flash_wgmma_tune) and the accumulation mode
 // (attn_bf16_set_deterministic); VARS[0] / [1]: the defaults in the ordered / atomic mode (dK/dV

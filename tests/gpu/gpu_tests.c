@@ -850,6 +850,7 @@ int main(int argc, char **argv) {
     t_rmsnorm(1, 64);
     t_rmsnorm(37, 200);
     t_rmsnorm(1000, 128);
+    t_rmsnorm(300, 768); // C = 32 x 24: the fused backward (norm.cu) at the LM's width
     if (!quick) t_rmsnorm(4096, 4096);
     t_rope(1, 8, 64, ROPE_INTERLEAVED, 10000, 1);
     t_rope(37, 8, 64, ROPE_HALVES, 10000, 37);
@@ -857,6 +858,8 @@ int main(int argc, char **argv) {
     if (!quick) t_rope(1000, 8, 128, ROPE_HALVES, 10000, 1e6);
     t_crossentropy(1, 256);
     t_crossentropy(37, 1000);
+    t_crossentropy(5, 1001);  // V % 4 != 0: the strided kernels (the rest: rows in registers)
+    t_crossentropy(3, 40000); // a row too long for the registers
     if (!quick) t_crossentropy(512, 32000);
     // attention: T = 1, 37, 200, 1000; grouped heads 8/2; head dims 64 and 128, and the
     // padded / small-tile paths (16, 32, 48, 256)

@@ -18,18 +18,16 @@
 #include "../../core/common.h"
 #include "../../cuda/attn_bf16.h"
 #include "../../cuda/bf16.h"
+#include "bf16_check.h"
 #include "gpu_check.h"
 
 // cuda/select_bf16.cu's test hooks: the ms path (0 old, 1 fused; returns the previous one) and
 // the path the last call took (0 old / other, 1 fused, 2 fused fell back to old)
 int select_bf16_set_mode(int mode);
 int select_bf16_last_path(void);
-
-static double sel_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+// cuda/select_blocks.cu's switch (merge 1, few regions; path 3): 1 on, 0 off, -1 query; returns
+// the previous setting. Modes 0 / 1 below run with it off; mode 2 (merge 1 plans only) with it on.
+int select_blocks_set(int on);
 
 static AttnConfig ms_cfg(int w, int top, int merge, int prefix) {
     AttnConfig c = attn_config_default(ATTN_MS);
@@ -37,7 +35,8 @@ static AttnConfig ms_cfg(int w, int top, int merge, int prefix) {
     return c;
 }
 
-// expect: path the fused mode must take (1 fused, 2 its fallback)
+// expect: path the fused mode must take (1 fused, 2 its fallback); | 4: merge 1 but the blocks
+// path must decline (too many regions), so mode 2 takes the fused path too
 static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH, int D,
                   int period, int expect) {
     AttnDims d;
@@ -62,9 +61,9 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
     for (size_t i = 0; i < nk; i++) k[i] = bf16_to_f32(kb[i]);
     AttnIndex ic = {d.qblock, d.nblk, d.region, d.width, d.window, NULL, NULL, NULL, NULL, 0};
     ic.idx = malloc(sizeof(int) * ni);
-    double t0 = sel_now();
+    double t0 = now_s();
     cpu->attention_select(&ic, &cfg, q, k, B, T, H, KVH, D);
-    double tcpu = sel_now() - t0;
+    double tcpu = now_s() - t0;
 
     uint16_t *d_q = gpu->alloc(nq * 2 + 16), *d_k = gpu->alloc(nk * 2 + 16);
     gpu->upload(d_q, qb, nq * 2);
@@ -73,42 +72,38 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
     ig.idx = gpu->alloc(sizeof(int) * ni);
     int *h1 = malloc(sizeof(int) * ni), *h2 = malloc(sizeof(int) * ni), *fill = malloc(sizeof(int) * ni);
     for (size_t i = 0; i < ni; i++) fill[i] = 0x7eadbeef;
-    for (int mode = 0; mode < 2; mode++) {
-        int prev = select_bf16_set_mode(mode), rc = 0, path = -1;
+    for (int mode = 0; mode < 3; mode++) {
+        if (mode == 2 && cfg.merge != 1) break;
+        int blk = select_blocks_set(mode == 2);
+        int prev = select_bf16_set_mode(mode ? 1 : 0), rc = 0, path = -1;
         size_t bad = 0, again = 0;
         double ms = 0;
         for (int rep = 0; rep < 2; rep++) {
             gpu->upload(ig.idx, fill, sizeof(int) * ni);
             int x;
             gpu->download(&x, ig.idx, 4); // sync
-            t0 = sel_now();
+            t0 = now_s();
             rc |= select_bf16(&ig, &cfg, d_q, d_k, B, T, H, KVH, D);
             gpu->download(rep ? h2 : h1, ig.idx, sizeof(int) * ni);
-            if (rep == 1) ms = (sel_now() - t0) * 1e3; // includes the list download
+            if (rep == 1) ms = (now_s() - t0) * 1e3; // includes the list download
             if (rep == 0) path = select_bf16_last_path();
         }
         select_bf16_set_mode(prev);
+        select_blocks_set(blk);
         if (rc) {
             printf("    select_bf16 returned -1\n");
             bad = ni;
         } else {
-            for (size_t i = 0; i < ni; i++) bad += h1[i] != ic.idx[i], again += h1[i] != h2[i];
-            for (size_t i = 0; i < ni && bad; i++)
-                if (h1[i] != ic.idx[i]) {
-                    size_t l = i / d.width;
-                    printf("    first diff: b=%zu h=%zu block=%zu slot=%zu gpu %d cpu %d\n",
-                           l / d.nblk / H, (l / d.nblk) % H, l % d.nblk, i % d.width, h1[i],
-                           ic.idx[i]);
-                    break;
-                }
+            for (size_t i = 0; i < ni; i++) again += h1[i] != h2[i];
+            bad = list_diff(h1, ic.idx, ni, d.width, d.nblk, H);
         }
-        int want = mode == 0 ? 0 : expect;
+        int want = mode == 0 ? 0 : mode == 1 || (expect & 4) ? expect & 3 : 3;
         if (path != want) {
             printf("    path %d, expected %d (0 old, 1 fused, 2 fused fell back)\n", path, want);
             bad += 1;
         }
         char op[64];
-        snprintf(op, sizeof op, "select_bf16.%s", mode ? "fused" : "old");
+        snprintf(op, sizeof op, "select_bf16.%s", mode == 2 ? "blocks" : mode ? "fused" : "old");
         report(op, shape, (double)bad, 0, again ? 0 : 1);
         printf("    %s: %.2f ms (CPU %.2f s), path %d\n", op, ms, tcpu, path);
     }
@@ -119,8 +114,11 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
 // MSLAB_SELECT_PERF=T1,T2,...: time select_bf16 (paper config, B=1 H=KVH=32 D=128, random bf16
 // q / k, no CPU reference) per path; MSLAB_SELECT_PERF_OLD=1 also times the old path. Rows are
 // information only (not in the default run).
-static void t_sel_perf(int T) {
-    AttnConfig cfg = ms_cfg(16, 512, 128, -1);
+// blk: the bench's moba-blk plan instead (w 128, merge 1, prefix 0, top nb / 16 + 1), timed with
+// the blocks path (select_blocks.cu) and without it (fused)
+static void t_sel_perf(int T, int blk) {
+    int nb = (T + 127) / 128;
+    AttnConfig cfg = blk ? ms_cfg(128, (nb / 16 > 1 ? nb / 16 : 1) + 1, 1, 0) : ms_cfg(16, 512, 128, -1);
     int H = 32, D = 128;
     AttnDims d;
     MS_ASSERT(attn_dims(&cfg, T, &d) == 0, "%s", ms_error());
@@ -149,19 +147,22 @@ static void t_sel_perf(int T) {
     free(pool);
     AttnIndex ig = {d.qblock, d.nblk, d.region, d.width, d.window, NULL, NULL, NULL, NULL, 0};
     ig.idx = gpu->alloc(sizeof(int) * ni);
-    for (int mode = 1; mode >= 0; mode--) {
+    for (int mode = blk ? 2 : 1; mode >= 0; mode--) {
         if (mode == 0 && !getenv("MSLAB_SELECT_PERF_OLD")) break;
-        int prev = select_bf16_set_mode(mode), x;
+        int blk_prev = select_blocks_set(mode == 2);
+        int prev = select_bf16_set_mode(mode ? 1 : 0), x;
         double t0 = 0;
         for (int r = -1; r < 2; r++) {
-            if (r == 0) gpu->download(&x, ig.idx, 4), t0 = sel_now();
+            if (r == 0) gpu->download(&x, ig.idx, 4), t0 = now_s();
             select_bf16(&ig, &cfg, d_q, d_k, 1, T, H, H, D);
         }
         gpu->download(&x, ig.idx, 4);
-        double ms = (sel_now() - t0) / 2 * 1e3;
-        printf("    select_bf16 perf %s T=%d H=32 D=128 paper: %.2f ms, path %d\n",
-               mode ? "fused" : "old", T, ms, select_bf16_last_path());
+        double ms = (now_s() - t0) / 2 * 1e3;
+        printf("    select_bf16 perf %s T=%d H=32 D=128 %s: %.2f ms, path %d\n",
+               mode == 2 ? "blocks" : mode ? "fused" : "old", T, blk ? "moba-blk" : "paper", ms,
+               select_bf16_last_path());
         select_bf16_set_mode(prev);
+        select_blocks_set(blk_prev);
     }
     free(h);
     gpu->free(d_q), gpu->free(d_k), gpu->free(ig.idx);
@@ -169,11 +170,11 @@ static void t_sel_perf(int T) {
 
 void t_select_bf16_all(void) {
     if (!wanted("select_bf16")) return;
-    const char *perf = getenv("MSLAB_SELECT_PERF");
-    if (perf) {
-        for (const char *p = perf; *p;) {
+    const char *perf = getenv("MSLAB_SELECT_PERF"), *pblk = getenv("MSLAB_SELECT_PERF_BLK");
+    if (perf || pblk) { // MSLAB_SELECT_PERF_BLK=T1,...: the moba-blk plan
+        for (const char *p = perf ? perf : pblk; *p;) {
             int T = atoi(p);
-            if (T > 0) t_sel_perf(T);
+            if (T > 0) t_sel_perf(T, !perf);
             while (*p && *p != ',') p++;
             if (*p) p++;
         }
@@ -184,7 +185,20 @@ void t_select_bf16_all(void) {
     AttnConfig small = ms_cfg(16, 64, 16, -1);   // S 48, prefix 1024: many tiles per row
     t_sel("ms small w16 top64 m16", small, 1, 4096, 2, 1, 64, 0, 1);
     t_sel("ms small ties p5", small, 1, 4096, 2, 2, 128, 5, 1);
+    // the bench's moba-blk plan (w 128, merge 1, prefix 0, top nb / 16 + 1) and merge-1 variants:
+    // also run with the blocks path (select_blocks.cu, mode 2)
+    t_sel("moba-blk", ms_cfg(128, 2, 1, 0), 1, 1000, 8, 2, 128, 0, 1);
+    t_sel("moba-blk", ms_cfg(128, 5, 1, 0), 1, 8192, 4, 4, 128, 0, 1);
     if (quick) return;
+    t_sel("merge1 w128 top33 ties p3", ms_cfg(128, 33, 1, 0), 1, 8192, 4, 2, 64, 3, 1);
+    t_sel("merge1 w128 top17 ties p1", ms_cfg(128, 17, 1, 0), 1, 8192, 2, 2, 128, 1, 1);
+    t_sel("merge1 w128 top17 B2", ms_cfg(128, 17, 1, 0), 2, 20000, 2, 1, 128, 0, 1);
+    t_sel("merge1 w128 top101", ms_cfg(128, 101, 1, 0), 1, 16384, 4, 4, 64, 0, 1);
+    t_sel("merge1 w64 top257 N1024", ms_cfg(64, 257, 1, 0), 1, 65536, 2, 1, 128, 0, 1);
+    AttnConfig m1 = ms_cfg(128, 9, 1, 1024); // dense prefix, two local regions, dense partial tail
+    m1.local_groups = 2, m1.tail = TAIL_DENSE;
+    t_sel("merge1 w128 top9 lg2 prefix tail", m1, 1, 5000, 4, 2, 128, 0, 1);
+    t_sel("merge1 w32 N1250 (blocks declines)", ms_cfg(32, 65, 1, 0), 1, 40000, 2, 2, 64, 0, 5);
     t_sel("ms paper", paper, 1, 16384, 4, 4, 128, 0, 1);
     t_sel("ms paper partial", paper, 1, 50007, 2, 2, 64, 0, 1); // partial region and group
     t_sel("ms paper gqa", paper, 1, 65536, 2, 1, 128, 0, 1);
@@ -200,4 +214,6 @@ void t_select_bf16_all(void) {
     t_sel("ms paper tail dense", tail, 1, 30001, 2, 2, 128, 0, 1);
     t_sel("ms paper ties p7", paper, 1, 32768, 2, 2, 128, 7, 1);
     t_sel("ms paper ties p1", paper, 1, 32768, 2, 2, 128, 1, 2); // all equal: fused falls back
+    t_sel_perf(32768, 1); // info: the moba-blk selection, blocks vs fused, B=1 H=32 D=128
+    t_sel_perf(131072, 1);
 }

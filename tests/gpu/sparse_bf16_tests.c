@@ -9,9 +9,9 @@
 // Errors: whole-tensor relative L2 (tol 1e-2) for out, dq, dk, dv; lse max |gpu - ref| / max(|ref|, 1)
 // (tol 1e-4); select_bf16's lists must equal the CPU's (err = differing entries, tol 0).
 // The backward runs as the split kernels, the fused backward with ordered adds (deterministic: two
-// runs, and runs with another walk / chunking / release protocol / unsorted lists, must give the
-// same dk / dv bits), with fp32 atomics (same tolerance, no bitwise check) and with order "down"
-// (rows sparse_bf16_bwd{,_fused,_fused_var,_fused_atomic,_fused_down}.*; one-row blocks: split only).
+// runs, and a run with all (b, kv head)s in one accumulator chunk, must give the same bits) and
+// with fp32 atomics (same tolerance, no bitwise check) (rows
+// sparse_bf16_bwd{,_fused,_fused_var,_fused_atomic}.*; one-row blocks: split only).
 // On failure the first bad element is printed: (b, t, h, d), both values, its query block / region.
 #include <math.h>
 #include <stdio.h>
@@ -23,48 +23,19 @@
 #include "../../core/common.h"
 #include "../../cuda/attn_bf16.h"
 #include "../../cuda/bf16.h"
+#include "bf16_check.h"
 #include "gpu_check.h"
 
-// cuda/sparse_bf16.cu's tuning hook: forward m-tiles per warp (2: 128-row CTAs, the default; 1:
-// 64-row), which backward kernels run (bit 0 dQ, bit 1 dK/dV; 3 both, the default)
-// bit 5 (32) the split backward, bit 6 (64) the fused one (neither: MSLAB_SPARSE_BF16_BWD)
-void sparse_bf16_tune(int fwd_mtiles, int bwd_parts);
+// cuda/sparse_bf16.cu's test hook: which split backward kernels run (bit 0 dQ, bit 1 dK/dV; 3
+// both, the default), bit 2 (4) per-row CTAs for one-row blocks instead of the union, bit 5 (32)
+// the split backward, bit 6 (64) the fused one (neither: MSLAB_SPARSE_BF16_BWD)
+void sparse_bf16_tune(int flags);
 
-// host: n random normals * scale, rounded to bf16 (floats and bits)
-static float *rnd_bf16(size_t n, float scale, uint16_t **bits) {
-    float *x = malloc(sizeof(float) * (n ? n : 1));
-    uint16_t *u = malloc(sizeof(uint16_t) * (n ? n : 1));
-    for (size_t i = 0; i < n; i++) {
-        u[i] = bf16_from_f32(scale * rng_normal(&rng));
-        x[i] = bf16_to_f32(u[i]);
-    }
-    *bits = u;
-    return x;
-}
+// device copy of n bf16 values (16 bytes of slack past the end)
 static uint16_t *dev_bits(const uint16_t *h, size_t n) {
     uint16_t *d = gpu->alloc(n * 2 + 16);
     gpu->upload(d, h, n * 2);
     return d;
-}
-static void poison16(uint16_t *d, size_t n) {
-    uint16_t *h = malloc(n * 2 + 2);
-    for (size_t i = 0; i < n; i++) h[i] = 0x7fc0;
-    gpu->upload(d, h, n * 2);
-    free(h);
-}
-static void poison32(float *d, size_t n) {
-    float *h = malloc(n * 4 + 4);
-    for (size_t i = 0; i < n; i++) h[i] = NAN;
-    gpu->upload(d, h, n * 4);
-    free(h);
-}
-static float *down16(const uint16_t *d, size_t n, uint16_t **bits) {
-    uint16_t *u = malloc(n * 2 + 2);
-    gpu->download(u, d, n * 2);
-    float *x = malloc(n * 4 + 4);
-    for (size_t i = 0; i < n; i++) x[i] = bf16_to_f32(u[i]);
-    *bits = u;
-    return x;
 }
 static float *down32(const float *d, size_t n) {
     float *x = malloc(n * 4 + 4);
@@ -78,14 +49,6 @@ static size_t int_diff_bf16(const int *a, const int *b, size_t n) {
     return k;
 }
 
-static double rel_l2(const float *a, const float *ref, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        double e = (double)a[i] - ref[i];
-        num += e * e, den += (double)ref[i] * ref[i];
-    }
-    return den > 0 ? sqrt(num / den) : (num == 0 ? 0 : INFINITY);
-}
 static double lse_err(const float *a, const float *ref, size_t n) {
     double w = 0;
     for (size_t i = 0; i < n; i++) {
@@ -151,7 +114,8 @@ static void t_sb(const char *name, AttnConfig cfg, int B, int T, int H, int KVH,
     size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KVH * D, nl = (size_t)B * H * T;
     size_t ni = (size_t)B * H * d.nblk * d.width, nb = (size_t)B * H * d.nblk;
     uint16_t *qb, *kb, *vb;
-    float *q = rnd_bf16(nq, 1, &qb), *k = rnd_bf16(nk, 1, &kb), *v = rnd_bf16(nk, 1, &vb);
+    float *q, *k, *v;
+    rand_bf16(&qb, &q, nq), rand_bf16(&kb, &k, nk), rand_bf16(&vb, &v, nk);
     float *invf = malloc(sizeof(float) * D);
     for (int i = 0; i < D / 2; i++) invf[i] = (float)pow(10000.0, -2.0 * i / D);
     AttnIndex ic = {d.qblock, d.nblk, d.region, d.width, d.window, NULL, NULL, NULL, invf, ROPE_HALVES};
@@ -183,17 +147,8 @@ static void t_sb(const char *name, AttnConfig cfg, int B, int T, int H, int KVH,
             printf("    select_bf16 returned -1\n");
             bad = ni;
         } else {
-            bad += int_diff_bf16(h1, ic.idx, ni), again += int_diff_bf16(h1, h2, ni);
-            if (bad) { // first differing entry: (b, h, block, slot)
-                for (size_t i = 0; i < ni; i++)
-                    if (h1[i] != ic.idx[i]) {
-                        size_t l = i / d.width;
-                        printf("    first diff: b=%zu h=%zu block=%zu slot=%zu gpu %d cpu %d\n",
-                               l / d.nblk / H, (l / d.nblk) % H, l % d.nblk, i % d.width, h1[i],
-                               ic.idx[i]);
-                        break;
-                    }
-            }
+            bad += list_diff(h1, ic.idx, ni, d.width, d.nblk, H);
+            again += int_diff_bf16(h1, h2, ni);
             if (d.reindex) {
                 gpu->download(h1, ig.kpos, sizeof(int) * ni);
                 bad += int_diff_bf16(h1, ic.kpos, ni);
@@ -219,7 +174,7 @@ static void t_sb(const char *name, AttnConfig cfg, int B, int T, int H, int KVH,
             uint16_t *ob;
             float *o = down16(d_out, nq, &ob);
             size_t touched = 0;
-            for (size_t i = 0; i < nq; i++) touched += ob[i] != 0x7fc0;
+            for (size_t i = 0; i < nq; i++) touched += ob[i] != BF16_NAN;
             report("sparse_bf16_fwd.pos_declines", shape, rc == -1 ? (double)touched : 1.0, 0, -1);
             uint16_t *dq = gpu->alloc(nq * 2 + 16), *dk = gpu->alloc(nk * 2 + 16),
                      *dv = gpu->alloc(nk * 2 + 16);
@@ -230,9 +185,9 @@ static void t_sb(const char *name, AttnConfig cfg, int B, int T, int H, int KVH,
         } else {
             float *out = calloc(nq, sizeof(float)), *lse = calloc(nl, sizeof(float));
             cpu->sparse_attention_fwd(out, lse, q, k, v, &ic, B, T, H, KVH, D);
-            // variant 1: the other tiling: 64-row CTAs, or per-row CTAs for one-row blocks (moba)
-            for (int variant = 0; variant < 2; variant++) {
-                sparse_bf16_tune(variant ? 1 : 2, variant && d.qblock == 1 ? 7 : 3);
+            // variant 1 (one-row blocks, moba): per-row CTAs instead of the union (the fallback)
+            for (int variant = 0; variant < (d.qblock == 1 ? 2 : 1); variant++) {
+                sparse_bf16_tune(variant ? 3 | 4 : 3);
                 const char *on = variant ? "sparse_bf16_fwd_alt.out" : "sparse_bf16_fwd.out";
                 const char *ln = variant ? "sparse_bf16_fwd_alt.lse" : "sparse_bf16_fwd.lse";
                 float *o[2], *l[2];
@@ -261,11 +216,12 @@ static void t_sb(const char *name, AttnConfig cfg, int B, int T, int H, int KVH,
                 }
                 for (int r = 0; r < 2; r++) free(o[r]), free(l[r]), free(ob[r]);
             }
-            sparse_bf16_tune(2, 3);
+            sparse_bf16_tune(3);
 
             // backward on the rounded forward output and the CPU's lse
             uint16_t *dyb, *obr = malloc(nq * 2);
-            float *dy = rnd_bf16(nq, 1, &dyb), *outr = malloc(nq * 4);
+            float *dy, *outr = malloc(nq * 4);
+            rand_bf16(&dyb, &dy, nq);
             for (size_t i = 0; i < nq; i++) obr[i] = bf16_from_f32(out[i]), outr[i] = bf16_to_f32(obr[i]);
             float *dqr = calloc(nq, 4), *dkr = calloc(nk, 4), *dvr = calloc(nk, 4);
             cpu->sparse_attention_bwd(dqr, dkr, dvr, dy, outr, lse, q, k, v, &ic, B, T, H, KVH, D);
@@ -275,54 +231,29 @@ static void t_sb(const char *name, AttnConfig cfg, int B, int T, int H, int KVH,
             uint16_t *d_dq = gpu->alloc(nq * 2 + 16), *d_dk = gpu->alloc(nk * 2 + 16),
                      *d_dv = gpu->alloc(nk * 2 + 16);
             // variants: 0 the split kernels; 1 the fused backward, ordered (deterministic) adds;
-            // 2 fused, ordered, the first run with the list walked downwards, deferred releases
-            // by release store / acquire polls (MSLAB_SB_FUSED_RELAXED=0; the default: relaxed
-            // + fences), the lists as given (not sorted) and all (b, kv head)s in one accumulator
-            // chunk (else the default budget: several chunks at these shapes), the second run
-            // with the defaults: the same order of the dk / dv adds, so the same dk / dv bits
-            // (dq: another walk, another order); 3 fused, fp32 atomics (not bitwise repeatable).
-            // 2 and 3: the first run adds with red.v4, the second with red.v2. 4 fused, ordered,
-            // order "down" (blocks earliest first, lists walked downwards), adds by .cg load /
-            // store. One-row blocks: no fused path.
-            static const char *vn[5][3] = {
+            // 2 fused, ordered, the first run with all (b, kv head)s in one accumulator chunk
+            // (else the default budget: several chunks at these shapes), the second run with the
+            // default: the same bits; 3 fused, fp32 atomics (not bitwise repeatable). One-row
+            // blocks: no fused path.
+            static const char *vn[4][3] = {
                 {"sparse_bf16_bwd.dq", "sparse_bf16_bwd.dk", "sparse_bf16_bwd.dv"},
                 {"sparse_bf16_bwd_fused.dq", "sparse_bf16_bwd_fused.dk", "sparse_bf16_bwd_fused.dv"},
                 {"sparse_bf16_bwd_fused_var.dq", "sparse_bf16_bwd_fused_var.dk",
                  "sparse_bf16_bwd_fused_var.dv"},
                 {"sparse_bf16_bwd_fused_atomic.dq", "sparse_bf16_bwd_fused_atomic.dk",
-                 "sparse_bf16_bwd_fused_atomic.dv"},
-                {"sparse_bf16_bwd_fused_down.dq", "sparse_bf16_bwd_fused_down.dk",
-                 "sparse_bf16_bwd_fused_down.dv"}};
-            for (int var = 0; var < (d.qblock > 1 ? 5 : 1); var++) {
-                sparse_bf16_tune(2, var ? 3 | 64 : 3 | 32);
+                 "sparse_bf16_bwd_fused_atomic.dv"}};
+            for (int var = 0; var < (d.qblock > 1 ? 4 : 1); var++) {
+                sparse_bf16_tune(var ? 3 | 64 : 3 | 32);
                 int old_det = attn_bf16_set_deterministic(var != 3);
                 float *g[2][3];
                 uint16_t *gb[2][3];
                 int rc = 0;
                 for (int rep = 0; rep < 2; rep++) {
-                    if (var == 2 && rep == 0) {
-                        setenv("MSLAB_SPARSE_BF16_ACC_MB", "4096", 1);
-                        setenv("MSLAB_SB_FUSED_WALK", "down", 1);
-                        setenv("MSLAB_SB_FUSED_DEFER", "1", 1);
-                        setenv("MSLAB_SB_FUSED_RELAXED", "0", 1);
-                        setenv("MSLAB_SB_FUSED_SORT", "0", 1);
-                    }
-                    if (var == 4) {
-                        setenv("MSLAB_SB_FUSED_ORDER", "down", 1), setenv("MSLAB_SB_FUSED_RMW", "1", 1);
-                    }
-                    // 2, 3: the first run with red.v4 (lane-pair swap), the second with red.v2
-                    setenv("MSLAB_SB_FUSED_V4", var >= 2 && rep == 0 ? "1" : "0", 1);
+                    if (var == 2 && rep == 0) setenv("MSLAB_SPARSE_BF16_ACC_MB", "4096", 1);
                     poison16(d_dq, nq), poison16(d_dk, nk), poison16(d_dv, nk);
                     rc |= sparse_bf16_bwd(d_dq, d_dk, d_dv, d_dy, d_out, d_lse, d_q, d_k, d_v, &ig,
                                           B, T, H, KVH, D);
                     unsetenv("MSLAB_SPARSE_BF16_ACC_MB");
-                    unsetenv("MSLAB_SB_FUSED_WALK");
-                    unsetenv("MSLAB_SB_FUSED_DEFER");
-                    unsetenv("MSLAB_SB_FUSED_V4");
-                    unsetenv("MSLAB_SB_FUSED_ORDER");
-                    unsetenv("MSLAB_SB_FUSED_RMW");
-                    unsetenv("MSLAB_SB_FUSED_RELAXED");
-                    unsetenv("MSLAB_SB_FUSED_SORT");
                     g[rep][0] = down16(d_dq, nq, &gb[rep][0]);
                     g[rep][1] = down16(d_dk, nk, &gb[rep][1]);
                     g[rep][2] = down16(d_dv, nk, &gb[rep][2]);
@@ -332,14 +263,13 @@ static void t_sb(const char *name, AttnConfig cfg, int B, int T, int H, int KVH,
                 int rq = !memcmp(gb[0][0], gb[1][0], nq * 2), rk = !memcmp(gb[0][1], gb[1][1], nk * 2),
                     rv = !memcmp(gb[0][2], gb[1][2], nk * 2);
                 if (var == 3) rq = rk = rv = -1; // atomics: same tolerance, no bitwise repeat
-                if (var == 2) rq = -1; // dq sums the tiles in walk order: another order
                 chk(vn[var][0], shape, g[0][0], dqr, nq, B, T, H, D, d.qblock, "block", rq);
                 chk(vn[var][1], shape, g[0][1], dkr, nk, B, T, KVH, D, d.region, "region", rk);
                 chk(vn[var][2], shape, g[0][2], dvr, nk, B, T, KVH, D, d.region, "region", rv);
                 for (int r = 0; r < 2; r++)
                     for (int i = 0; i < 3; i++) free(g[r][i]), free(gb[r][i]);
             }
-            sparse_bf16_tune(2, 3);
+            sparse_bf16_tune(3);
             gpu->free(d_dy), gpu->free(d_dq), gpu->free(d_dk), gpu->free(d_dv);
             free(out), free(lse), free(dy), free(dyb), free(obr), free(outr), free(dqr), free(dkr),
                 free(dvr);
@@ -360,11 +290,6 @@ static AttnConfig ms_small(int w, int top, int merge, int prefix) {
 
 // ---- timing rows (information, always "ok"): the paper config at B=1 H=32 D=128 ----
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 typedef struct {
     AttnIndex ix;
     AttnConfig cfg;
@@ -421,37 +346,29 @@ static void t_sb_perf(const char *name, AttnConfig cfg, int T) {
     free(hidx);
     double f = 4.0 * st.pairs * D; // forward FLOPs
     double tf2 = pj_time(&j, 1, reps);
-    sparse_bf16_tune(1, 3);
-    double tf1 = pj_time(&j, 1, reps);
-    sparse_bf16_tune(2, 3);
     double tb = pj_time(&j, 2, reps);
-    sparse_bf16_tune(2, 1);
+    sparse_bf16_tune(1 | 32);
     double tdq = pj_time(&j, 2, reps);
-    sparse_bf16_tune(2, 1 | 16);
-    double tdq1 = pj_time(&j, 2, reps); // dQ with 64-row CTAs
-    sparse_bf16_tune(2, 2);
+    sparse_bf16_tune(2 | 32);
     double tdkv = pj_time(&j, 2, reps);
-    sparse_bf16_tune(2, 2 | 8);
-    double tdkv_smem = pj_time(&j, 2, reps); // K / V fragments re-read from shared memory
-    sparse_bf16_tune(2, 0);
+    sparse_bf16_tune(0 | 32);
     double tpre = pj_time(&j, 2, reps); // Di + inverse list only
-    sparse_bf16_tune(2, 3 | 64);
+    sparse_bf16_tune(3 | 64);
     double tfu = pj_time(&j, 2, reps); // the fused backward, ordered adds (default mode)
     int old_det = attn_bf16_set_deterministic(0);
     double tfua = pj_time(&j, 2, reps); // the fused backward, fp32 atomics
     attn_bf16_set_deterministic(old_det);
-    sparse_bf16_tune(2, 3 | 32);
+    sparse_bf16_tune(3 | 32);
     double tsplit = pj_time(&j, 2, reps);
-    sparse_bf16_tune(2, 3);
+    sparse_bf16_tune(3);
     char shape[160];
     snprintf(shape, sizeof shape, "%s T=%d: sel %.2f fwd %.2f bwd %.2f ms", name, T, ts, tf2, tb);
     printf("    (info sparse_bf16_perf: %s)\n", shape); // timing, not a check
     printf("    %s T=%d H=32 D=128: pairs %.4g (density %.4f); select %.3f ms; fwd %.3f ms (%.1f "
-           "TFLOP/s), fwd 64-row CTAs %.3f ms; bwd %.3f ms (%.1f TFLOP/s at 2.5x): pre (Di, "
-           "inverse list) %.3f, +dQ %.3f (64-row CTAs: %.3f), +dK/dV %.3f (K/V from smem: %.3f); "
-           "total sel+fwd+bwd %.3f ms\n",
-           name, T, st.pairs, st.pairs / st.causal_pairs, ts, tf2, f / tf2 * 1e-9, tf1, tb,
-           2.5 * f / tb * 1e-9, tpre, tdq, tdq1, tdkv, tdkv_smem, ts + tf2 + tb);
+           "TFLOP/s); bwd %.3f ms (%.1f TFLOP/s at 2.5x); split bwd parts: pre (Di, inverse "
+           "list) %.3f, +dQ %.3f, +dK/dV %.3f; total sel+fwd+bwd %.3f ms\n",
+           name, T, st.pairs, st.pairs / st.causal_pairs, ts, tf2, f / tf2 * 1e-9, tb,
+           2.5 * f / tb * 1e-9, tpre, tdq, tdkv, ts + tf2 + tb);
     printf("    %s T=%d: bwd split %.3f ms, fused ordered %.3f ms (%.1f TFLOP/s at 2.5x), fused "
            "atomic %.3f ms (%.1f)\n",
            name, T, tsplit, tfu, 2.5 * f / tfu * 1e-9, tfua, 2.5 * f / tfua * 1e-9);

@@ -1,5 +1,392 @@
-// sparse_wgmma_bwd_tests.c: the Hopper wgmma block-sparse bwd (cuda/attn_bf16.h sparse_wgmma_bwd)
-// against the CPU reference on bf16-rounded inputs. Not written yet.
+// sparse_wgmma_bwd_tests.c: the Hopper wgmma block-sparse backward (cuda/flash_wgmma_bwd.cu,
+// attn_bf16.h sparse_wgmma_bwd) against the CPU's fp32 op on the same bf16-rounded inputs and
+// the same list (filter "sparse_wgmma_bwd").
+//
+// Inputs q, k, v, dout ~ N(0, 1) rounded to bf16; the reference is the CPU's sparse_attention_fwd
+// (out, lse) and sparse_attention_bwd on the rounded values (out rounded to bf16 as the GPU gets
+// it). Lists: hand-made (each block's own regions, random other regions, earlier and later ones,
+// in random slot order, then -1 slots), the CPU's attention_select for ms with w >= 64 and the
+// bench's moba-blk config, and the window kind (window masks). dq, dk, dv: whole-tensor relative
+// L2 (tol 1e-2), outputs NaN-poisoned before every call; each mode runs twice: in the ordered
+// mode (attn_bf16_set_deterministic(1)) the bits must repeat; the atomic mode (0) is judged by
+// the same tolerance only (it takes the fused kernel, fp32 atomics for dQ, where D = 128 and the
+// regions are multiples of 128 keys; else the split kernels); rows *_var: the ordered mode with
+// the other tunables (128-key dK/dV CTAs where the regions allow, grids head-fastest). Lists the kernel does not handle
+// (16-key regions, 32-row or one-row blocks, positions inside) must return -1 having written
+// nothing. A GPU that is not sm_90 makes every call return -1: the checks are skipped with a
+// note. Timing rows (info, sparse_wgmma_bwd_perf): B = 1, H = KVH = 32, D = 128, T = 32K,
+// moba-blk and ms w64: ms per call of sparse_wgmma_bwd (ordered; atomic; atomic forced split;
+// the tunables; the kernels' shares) and of sparse_bf16_bwd in both modes.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../core/attention.h"
+#include "../../cuda/attn_bf16.h"
+#include "bf16_check.h"
 #include "gpu_check.h"
 
-void t_sparse_wgmma_bwd_all(void) {}
+// flash_wgmma_bwd.cu (tests, timing): the atomic mode's fused path, the split kernels run (bit 0
+// dQ, bit 1 dK/dV), head-major grids, dK/dV warpgroups; defaults 1, 3, 1, 1
+void sparse_wgmma_bwd_tune(int fused, int parts, int hmajor, int kvwg);
+void sparse_wgmma_bwd_tune_small(int on); // the 16 / 32-key region kernel (atomic mode), default off
+
+static int g_arch = 1; // 0: not an sm_90 GPU (the wgmma kernels return -1)
+
+// A hand-made list [B, H, nblk, width]: per (b, h, block) the regions its rows lie in (so every
+// row sees its own key), then up to `extra` other distinct regions (mostly earlier, 1 in 8 later:
+// they add nothing), all in random slot order, then -1.
+static void make_list(int *idx, int B, int H, int T, int qb, int R, int width, int extra) {
+    int nblk = (T + qb - 1) / qb, nreg = (T + R - 1) / R;
+    int *seen = xalloc(sizeof(int) * nreg);
+    for (int l = 0; l < B * H * nblk; l++) {
+        int c = l % nblk, *lst = idx + (size_t)l * width, n = 0;
+        memset(seen, 0, sizeof(int) * nreg);
+        int r0 = c * qb / R, r1 = (c * qb + qb < T ? c * qb + qb : T) - 1;
+        for (int r = r0; r <= r1 / R && n < width; r++) lst[n++] = r, seen[r] = 1;
+        int want = n + extra < width ? n + extra : width;
+        for (int tries = 0; tries < 8 * extra && n < want; tries++) {
+            int hi = rng_below(&rng, 8) ? r0 : nreg; // later regions now and then
+            if (hi <= 0) continue;
+            int r = (int)rng_below(&rng, (uint64_t)hi);
+            if (!seen[r]) lst[n++] = r, seen[r] = 1;
+        }
+        for (int i = n - 1; i > 0; i--) { // shuffle the valid slots
+            int j = (int)rng_below(&rng, (uint64_t)(i + 1)), t = lst[i];
+            lst[i] = lst[j], lst[j] = t;
+        }
+        for (int i = n; i < width; i++) lst[i] = -1;
+    }
+    free(seen);
+}
+
+static void diag(const char *what, const float *g, const float *r, int B, int T, int NH, int D) {
+    size_t n = (size_t)B * T * NH * D, nnan = 0;
+    double ss = 0;
+    for (size_t i = 0; i < n; i++) ss += (double)r[i] * r[i], nnan += isnan(g[i]) != 0;
+    double rms = sqrt(ss / (n ? n : 1));
+    size_t first = n, bad_rows = 0;
+    for (size_t row = 0; row < n / D; row++) {
+        int bad = 0;
+        for (int d = 0; d < D; d++) {
+            size_t i = row * D + d;
+            if (!(fabs((double)g[i] - r[i]) <= 0.1 * rms)) bad = 1, first = first < i ? first : i;
+        }
+        bad_rows += bad;
+    }
+    printf("    %s: %zu NaN, %zu of %zu rows bad (ref rms %.3g)\n", what, nnan, bad_rows, n / D, rms);
+    if (first < n) {
+        int d = (int)(first % D), h = (int)(first / D % NH), t = (int)(first / D / NH % T);
+        int b = (int)(first / ((size_t)D * NH * T));
+        printf("    first bad: b=%d t=%d h=%d d=%d gpu %.6g ref %.6g\n", b, t, h, d, g[first],
+               r[first]);
+    }
+}
+
+// is the GPU an sm_90 (the dense wgmma backward handles a tiny shape)?
+static int arch_is_90(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *dy,
+                      const uint16_t *o, const float *lse, const uint16_t *q, const uint16_t *k,
+                      const uint16_t *v) {
+    return flash_wgmma_bwd(dq, dk, dv, dy, o, lse, q, k, v, 1, 1, 1, 1, 64) == 0;
+}
+
+// One list: the reference, then sparse_wgmma_bwd in the ordered and the atomic mode; small: lists
+// of 16 / 32-key regions, the atomic mode with the query-centric kernel on (rows *_small)
+static void t_swb(const char *name, const AttnIndex *ic, int B, int T, int H, int KVH, int D,
+                  int small) {
+    if (!wanted("sparse_wgmma_bwd") || !g_arch) return;
+    char shape[128];
+    snprintf(shape, sizeof shape, "%s T=%d H=%d/%d D=%d B=%d", name, T, H, KVH, D, B);
+    size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KVH * D, nl = (size_t)B * H * T;
+    size_t ni = (size_t)B * H * ic->nblk * ic->width;
+    uint16_t *qb, *kb, *vb, *yb;
+    float *q, *k, *v, *dy;
+    rand_bf16(&qb, &q, nq), rand_bf16(&kb, &k, nk), rand_bf16(&vb, &v, nk), rand_bf16(&yb, &dy, nq);
+    float *out = xalloc(nq * 4), *lse = xalloc(nl * 4), *outr = xalloc(nq * 4);
+    uint16_t *ob = xalloc(nq * 2);
+    cpu->sparse_attention_fwd(out, lse, q, k, v, ic, B, T, H, KVH, D);
+    for (size_t i = 0; i < nq; i++) ob[i] = bf16_from_f32(out[i]), outr[i] = bf16_to_f32(ob[i]);
+    float *dqr = xalloc(nq * 4), *dkr = xalloc(nk * 4), *dvr = xalloc(nk * 4);
+    cpu->sparse_attention_bwd(dqr, dkr, dvr, dy, outr, lse, q, k, v, ic, B, T, H, KVH, D);
+
+    uint16_t *d_q = dev_from(qb, nq * 2), *d_k = dev_from(kb, nk * 2), *d_v = dev_from(vb, nk * 2);
+    uint16_t *d_y = dev_from(yb, nq * 2), *d_o = dev_from(ob, nq * 2);
+    float *d_l = dev_from(lse, nl * 4);
+    uint16_t *d_dq = gpu->alloc(nq * 2), *d_dk = gpu->alloc(nk * 2), *d_dv = gpu->alloc(nk * 2);
+    AttnIndex ig = *ic;
+    ig.idx = dev_from(ic->idx, ni * 4);
+
+    int mode0 = attn_bf16_deterministic();
+    // passes: ordered (default tunables), atomic, then ordered with 128-key dK/dV CTAs (regions
+    // of 128k keys) and head-fastest grids (rows *_var)
+    for (int pass = small ? 3 : 0; pass < (small ? 4 : 3) && g_arch; pass++) {
+        int vi = pass == 0 ? 1 : pass == 1 ? 0 : pass, mode = vi == 1 || vi == 2; // row names
+        attn_bf16_set_deterministic(mode);
+        sparse_wgmma_bwd_tune(1, 3, vi != 2, vi == 2 ? 2 : 1);
+        sparse_wgmma_bwd_tune_small(vi == 3);
+        float *g[2][3];
+        uint16_t *gb[2][3];
+        int rc = 0;
+        for (int rep = 0; rep < 2; rep++) {
+            poison16(d_dq, nq), poison16(d_dk, nk), poison16(d_dv, nk);
+            rc |= sparse_wgmma_bwd(d_dq, d_dk, d_dv, d_y, d_o, d_l, d_q, d_k, d_v, &ig, B, T, H,
+                                   KVH, D);
+            g[rep][0] = down16(d_dq, nq, &gb[rep][0]);
+            g[rep][1] = down16(d_dk, nk, &gb[rep][1]);
+            g[rep][2] = down16(d_dv, nk, &gb[rep][2]);
+        }
+        if (rc && !arch_is_90(d_dq, d_dk, d_dv, d_y, d_o, d_l, d_q, d_k, d_v)) {
+            printf("    (sparse_wgmma_bwd: not an sm_90 GPU, checks skipped)\n");
+            g_arch = 0;
+        } else {
+            if (rc) printf("    sparse_wgmma_bwd returned -1 on a list it must handle\n");
+            static const char *nm[4][3] = {
+                {"sparse_wgmma_bwd_atomic.dq", "sparse_wgmma_bwd_atomic.dk",
+                 "sparse_wgmma_bwd_atomic.dv"},
+                {"sparse_wgmma_bwd.dq", "sparse_wgmma_bwd.dk", "sparse_wgmma_bwd.dv"},
+                {"sparse_wgmma_bwd_var.dq", "sparse_wgmma_bwd_var.dk", "sparse_wgmma_bwd_var.dv"},
+                {"sparse_wgmma_bwd_small.dq", "sparse_wgmma_bwd_small.dk",
+                 "sparse_wgmma_bwd_small.dv"}};
+            const float *ref[3] = {dqr, dkr, dvr};
+            size_t n[3] = {nq, nk, nk};
+            int nh[3] = {H, KVH, KVH};
+            for (int t = 0; t < 3; t++) {
+                int det = mode ? !memcmp(gb[0][t], gb[1][t], n[t] * 2) : -1;
+                double e = rc ? INFINITY : rel_l2(g[0][t], ref[t], n[t]);
+                report(nm[vi][t], shape, e, 1e-2, det);
+                if (!(e <= 1e-2)) diag(nm[vi][t], g[0][t], ref[t], B, T, nh[t], D);
+            }
+        }
+        for (int r = 0; r < 2; r++)
+            for (int t = 0; t < 3; t++) free(g[r][t]), free(gb[r][t]);
+    }
+    attn_bf16_set_deterministic(mode0);
+    sparse_wgmma_bwd_tune(1, 3, 1, 1);
+    sparse_wgmma_bwd_tune_small(0);
+    gpu->free(d_q), gpu->free(d_k), gpu->free(d_v), gpu->free(d_y), gpu->free(d_o), gpu->free(d_l);
+    gpu->free(d_dq), gpu->free(d_dk), gpu->free(d_dv), gpu->free(ig.idx);
+    free(qb), free(kb), free(vb), free(yb), free(q), free(k), free(v), free(dy), free(out),
+        free(lse), free(outr), free(ob), free(dqr), free(dkr), free(dvr);
+}
+
+// hand-made list: query blocks of qb rows, regions of R keys, `extra` other regions per block
+static void t_hand(int B, int T, int H, int KVH, int D, int qb, int R, int width, int extra,
+                   int window) {
+    AttnIndex ix = {qb, (T + qb - 1) / qb, R, width, window, NULL, NULL, NULL, NULL, 0};
+    ix.idx = xalloc(sizeof(int) * (size_t)B * H * ix.nblk * width);
+    make_list(ix.idx, B, H, T, qb, R, width, extra);
+    char name[96];
+    snprintf(name, sizeof name, "hand qb%d r%d w%d+%d%s", qb, R, width, extra, window ? " win" : "");
+    if (window) snprintf(name + strlen(name), sizeof name - strlen(name), "%d", window);
+    t_swb(name, &ix, B, T, H, KVH, D, R < 64);
+    free(ix.idx);
+}
+
+// a config's list from the CPU's selection on random bf16 q / k (the reference's own inputs are
+// drawn again inside t_swb: the list need not come from them)
+static void t_cfg(const char *name, AttnConfig cfg, int B, int T, int H, int KVH, int D) {
+    if (!wanted("sparse_wgmma_bwd") || !g_arch) return;
+    AttnDims d;
+    MS_ASSERT(attn_config_check(&cfg, "attention") == 0, "%s", ms_error());
+    MS_ASSERT(attn_dims(&cfg, T, &d) == 0, "%s", ms_error());
+    size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KVH * D;
+    uint16_t *qb, *kb;
+    float *q, *k;
+    rand_bf16(&qb, &q, nq), rand_bf16(&kb, &k, nk);
+    AttnIndex ix = {d.qblock, d.nblk, d.region, d.width, d.window, NULL, NULL, NULL, NULL, 0};
+    ix.idx = xalloc(sizeof(int) * (size_t)B * H * d.nblk * d.width);
+    cpu->attention_select(&ix, &cfg, q, k, B, T, H, KVH, D);
+    t_swb(name, &ix, B, T, H, KVH, D, d.region < 64);
+    free(ix.idx), free(qb), free(kb), free(q), free(k);
+}
+
+// lists the kernel does not handle: -1 and the outputs untouched
+static void t_declines(void) {
+    if (!wanted("sparse_wgmma_bwd") || !g_arch) return;
+    int B = 1, T = 300, H = 4, KVH = 2, D = 64;
+    size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KVH * D, nl = (size_t)B * H * T;
+    uint16_t *d_q = gpu->alloc(nq * 2), *d_k = gpu->alloc(nk * 2), *d_v = gpu->alloc(nk * 2);
+    uint16_t *d_y = gpu->alloc(nq * 2), *d_o = gpu->alloc(nq * 2);
+    float *d_l = gpu->alloc(nl * 4);
+    uint16_t *d_dq = gpu->alloc(nq * 2), *d_dk = gpu->alloc(nk * 2), *d_dv = gpu->alloc(nk * 2);
+    // {qblock, region}: 16-key regions (ms w 16), a 32-row block, one-row blocks (moba), positions
+    static const int QR[4][2] = {{128, 16}, {32, 64}, {1, 64}, {128, 64}};
+    double bad = 0;
+    for (int c = 0; c < 4; c++) {
+        AttnIndex ix = {QR[c][0], (T + QR[c][0] - 1) / QR[c][0], QR[c][1], 2, 0, NULL, NULL, NULL,
+                        NULL, 0};
+        size_t ni = (size_t)B * H * ix.nblk * ix.width;
+        int *h = xalloc(ni * 4);
+        for (size_t i = 0; i < ni; i++) h[i] = i % 2 ? -1 : 0;
+        ix.idx = dev_from(h, ni * 4);
+        if (c == 3) ix.kpos = dev_from(h, ni * 4), ix.qpos = dev_from(h, (size_t)B * H * ix.nblk * 4);
+        poison16(d_dq, nq), poison16(d_dk, nk), poison16(d_dv, nk);
+        int rc = sparse_wgmma_bwd(d_dq, d_dk, d_dv, d_y, d_o, d_l, d_q, d_k, d_v, &ix, B, T, H, KVH, D);
+        uint16_t *bits[3];
+        float *f[3] = {down16(d_dq, nq, &bits[0]), down16(d_dk, nk, &bits[1]),
+                       down16(d_dv, nk, &bits[2])};
+        size_t touched = 0, n[3] = {nq, nk, nk};
+        for (int t = 0; t < 3; t++)
+            for (size_t i = 0; i < n[t]; i++) touched += bits[t][i] != BF16_NAN;
+        if (rc != -1 || touched) {
+            printf("    decline case %d (qblock %d region %d%s): rc %d, %zu outputs written\n", c,
+                   QR[c][0], QR[c][1], c == 3 ? " kpos" : "", rc, touched);
+            bad += 1;
+        }
+        for (int t = 0; t < 3; t++) free(f[t]), free(bits[t]);
+        gpu->free(ix.idx);
+        if (ix.kpos) gpu->free(ix.kpos), gpu->free(ix.qpos);
+        free(h);
+    }
+    report("sparse_wgmma_bwd (-1)", "r16, qb32, qb1, kpos", bad, 0, -1);
+    gpu->free(d_q), gpu->free(d_k), gpu->free(d_v), gpu->free(d_y), gpu->free(d_o), gpu->free(d_l);
+    gpu->free(d_dq), gpu->free(d_dk), gpu->free(d_dv);
+}
+
+// ---- timing rows (information): B = 1, H = KVH = 32, D = 128 ----
+static void t_perf(const char *name, AttnConfig cfg, int T) {
+    if (!wanted("sparse_wgmma_bwd_perf") || !g_arch || getenv("MSLAB_WG_NO_PERF")) return;
+    int H = 32, D = 128, reps = 3;
+    AttnDims d;
+    MS_ASSERT(attn_dims(&cfg, T, &d) == 0, "%s", ms_error());
+    size_t nq = (size_t)T * H * D, ni = (size_t)H * d.nblk * d.width;
+    uint16_t *hb = xalloc(nq * 2);
+    for (size_t i = 0; i < nq; i++)
+        hb[i] = i < (1u << 22) ? bf16_from_f32(rng_normal(&rng)) : hb[i & ((1u << 22) - 1)];
+    uint16_t *q = dev_from(hb, nq * 2), *v = dev_from(hb, nq * 2), *y = dev_from(hb, nq * 2);
+    uint16_t *k = gpu->alloc(nq * 2); // k: q shifted by a few rows
+    gpu->upload(k, hb + 12345, (nq - 12345) * 2);
+    uint16_t *o = gpu->alloc(nq * 2), *dq = gpu->alloc(nq * 2), *dk = gpu->alloc(nq * 2),
+             *dv = gpu->alloc(nq * 2);
+    float *lse = gpu->alloc((size_t)H * T * 4), sync;
+    AttnIndex ix = {d.qblock, d.nblk, d.region, d.width, d.window, NULL, NULL, NULL, NULL, 0};
+    ix.idx = gpu->alloc(ni * 4);
+    select_bf16(&ix, &cfg, q, k, 1, T, H, H, D);
+    int *hidx = xalloc(ni * 4);
+    gpu->download(hidx, ix.idx, ni * 4);
+    AttnStats st;
+    attn_count(&cfg, &d, hidx, H, T, &st);
+    // the dK/dV work per region: how many (head, block) lists hold it (the CTAs' imbalance)
+    int nreg = (T + d.region - 1) / d.region, inv_max = 0;
+    int *cnt = xalloc(sizeof(int) * (size_t)H * nreg);
+    for (size_t i = 0; i < ni; i++)
+        if (hidx[i] >= 0 && hidx[i] < nreg) cnt[(i / d.width / d.nblk) * nreg + hidx[i]]++;
+    double inv_mean = 0;
+    for (int i = 0; i < H * nreg; i++)
+        inv_max = cnt[i] > inv_max ? cnt[i] : inv_max, inv_mean += cnt[i];
+    inv_mean /= (double)H * nreg;
+    free(cnt), free(hidx);
+    double f = 4.0 * st.pairs * D; // forward FLOPs; the backward counts 2.5x
+    attn_bf16_sparse_fwd(o, lse, q, k, v, &ix, 1, T, H, H, D);
+    int mode0 = attn_bf16_deterministic();
+    if (d.region < 64) { // the query-centric kernel (atomic mode) vs sparse_bf16 in both modes
+        double t[3];
+        for (int x = 0; x < 3; x++) {
+            attn_bf16_set_deterministic(x == 2);
+            sparse_wgmma_bwd_tune_small(x == 0);
+            double t0 = 0;
+            int rc = 0;
+            for (int r = -1; r < reps; r++) {
+                if (r == 0) gpu->download(&sync, lse, 4), t0 = now_s();
+                if (x == 0) rc |= sparse_wgmma_bwd(dq, dk, dv, y, o, lse, q, k, v, &ix, 1, T, H, H, D);
+                else sparse_bf16_bwd(dq, dk, dv, y, o, lse, q, k, v, &ix, 1, T, H, H, D);
+            }
+            gpu->download(&sync, lse, 4);
+            t[x] = rc ? 0 : (now_s() - t0) / reps * 1e3;
+        }
+        sparse_wgmma_bwd_tune_small(0);
+        attn_bf16_set_deterministic(mode0);
+        printf("    (info sparse_wgmma_bwd_perf %s T=%d H=32 D=128: pairs %.4g; bwd ms (TFLOP/s at "
+               "2.5x fwd): wgmma small-region atomic %.3f (%.1f); sparse_bf16 atomic %.3f (%.1f), "
+               "ordered %.3f (%.1f))\n",
+               name, T, st.pairs, t[0], t[0] > 0 ? 2.5 * f / t[0] * 1e-9 : 0, t[1],
+               2.5 * f / t[1] * 1e-9, t[2], 2.5 * f / t[2] * 1e-9);
+        goto done;
+    }
+    {
+    // wgmma {ordered, fused, parts, hmajor, kvwg} per pass; then sparse_bf16 ordered, atomic
+    enum { NW = 9 };
+    static const int P[NW][5] = {{1, 1, 3, 1, 1}, {0, 1, 3, 1, 1}, {0, 0, 3, 1, 1},
+                                 {1, 1, 3, 0, 1}, {0, 1, 3, 0, 1}, {1, 1, 3, 1, 2},
+                                 {1, 1, 0, 1, 1}, {1, 1, 2, 1, 1}, {1, 1, 1, 1, 1}};
+    double t[NW + 2];
+    for (int x = 0; x < NW + 2; x++) {
+        attn_bf16_set_deterministic(x < NW ? P[x][0] : x == NW);
+        if (x < NW) sparse_wgmma_bwd_tune(P[x][1], P[x][2], P[x][3], P[x][4]);
+        double t0 = 0;
+        int rc = 0;
+        for (int r = -1; r < reps; r++) {
+            if (r == 0) gpu->download(&sync, lse, 4), t0 = now_s();
+            if (x < NW) rc |= sparse_wgmma_bwd(dq, dk, dv, y, o, lse, q, k, v, &ix, 1, T, H, H, D);
+            else sparse_bf16_bwd(dq, dk, dv, y, o, lse, q, k, v, &ix, 1, T, H, H, D);
+        }
+        gpu->download(&sync, lse, 4);
+        t[x] = rc ? 0 : (now_s() - t0) / reps * 1e3;
+    }
+    sparse_wgmma_bwd_tune(1, 3, 1, 1);
+    attn_bf16_set_deterministic(mode0);
+    double tf[NW + 2];
+    for (int x = 0; x < NW + 2; x++) tf[x] = t[x] > 0 ? 2.5 * f / t[x] * 1e-9 : 0;
+    printf("    (info sparse_wgmma_bwd_perf %s T=%d H=32 D=128: pairs %.4g; bwd ms (TFLOP/s at 2.5x "
+           "fwd): wgmma ordered %.3f (%.1f), atomic %.3f (%.1f), atomic split %.3f (%.1f); "
+           "sparse_bf16 ordered %.3f (%.1f), atomic %.3f (%.1f))\n",
+           name, T, st.pairs, t[0], tf[0], t[1], tf[1], t[2], tf[2], t[NW], tf[NW], t[NW + 1],
+           tf[NW + 1]);
+    printf("    (info sparse_wgmma_bwd_perf %s T=%d: head-fastest grids: ordered %.3f, atomic %.3f; "
+           "128-key dK/dV CTAs: ordered %.3f; pre (Di, inverse list) %.3f, +dK/dV %.3f, +dQ %.3f; "
+           "inverse entries per region: max %d, mean %.1f)\n",
+           name, T, t[3], t[4], t[5], t[6], t[7], t[8], inv_max, inv_mean);
+    }
+done:
+    free(hb);
+    gpu->free(q), gpu->free(k), gpu->free(v), gpu->free(y), gpu->free(o), gpu->free(dq);
+    gpu->free(dk), gpu->free(dv), gpu->free(lse), gpu->free(ix.idx);
+}
+
+static AttnConfig ms_cfg(int w, int top, int merge, int prefix) {
+    AttnConfig c = attn_config_default(ATTN_MS);
+    c.w = w, c.top = top, c.merge = merge, c.prefix = prefix;
+    return c;
+}
+
+void t_sparse_wgmma_bwd_all(void) {
+    // filter sparse_wgmma_bwd_perf: the timing rows alone
+    if (!wanted("sparse_wgmma_bwd") && !wanted("sparse_wgmma_bwd_perf")) return;
+    // hand-made lists: one block of one tile first, then tails (T % 64 != 0), GQA, D 64 / 128,
+    // blocks of 64 / 128 / 192 rows (dQ with 1 / 2 warpgroups), regions of 64 / 128 / 256 keys
+    t_hand(1, 64, 1, 1, 128, 64, 64, 1, 0, 0);
+    t_hand(1, 1000, 8, 2, 64, 128, 128, 6, 4, 0);
+    t_hand(1, 1000, 8, 2, 128, 128, 128, 6, 4, 0);
+    t_hand(2, 777, 4, 4, 128, 64, 128, 5, 3, 0);
+    t_hand(1, 1000, 6, 3, 64, 192, 64, 9, 5, 0);
+    t_hand(1, 999, 4, 1, 128, 128, 256, 4, 2, 0);
+    t_hand(1, 1000, 8, 2, 128, 128, 64, 8, 5, 200); // window masks inside the regions
+    AttnConfig wi = attn_config_default(ATTN_WINDOW);
+    wi.window = 128;
+    t_cfg("window 128", wi, 1, 1000, 8, 2, 128);
+    wi.window = 192;
+    t_cfg("window 192", wi, 1, 1000, 4, 2, 64);
+    // ms with w >= 64 (the CPU's selection: -1 slots in the early blocks) and moba-blk
+    t_cfg("ms w64 top8 m2", ms_cfg(64, 8, 2, -1), 1, 1000, 8, 2, 128);
+    t_cfg("ms w64 top8 m2", ms_cfg(64, 8, 2, -1), 1, 1000, 8, 2, 64);
+    t_cfg("moba-blk", ms_cfg(128, 1000 / 128 / 4 + 1, 1, 0), 1, 1000, 8, 8, 128);
+    t_declines();
+    if (!quick) {
+        t_hand(2, 3000, 8, 2, 128, 256, 128, 12, 8, 0);
+        t_cfg("moba-blk", ms_cfg(128, 4096 / 128 / 16 + 1, 1, 0), 1, 4096, 8, 2, 128);
+        t_cfg("ms w128 top16 m1", ms_cfg(128, 16, 1, -1), 1, 4096, 4, 4, 64);
+        t_perf("moba-blk", ms_cfg(128, 32768 / 128 / 16 + 1, 1, 0), 32768);
+        t_perf("ms w64 top64 m2", ms_cfg(64, 64, 2, -1), 32768);
+    }
+    // 16 / 32-key regions (the query-centric kernel, atomic mode): hand-made and ms lists (last:
+    // the newest kernel)
+    t_hand(1, 1000, 8, 2, 128, 128, 16, 24, 12, 0);
+    t_hand(2, 700, 4, 4, 128, 256, 32, 14, 6, 0);
+    t_cfg("ms w16 top32 m8", ms_cfg(16, 32, 8, -1), 1, 1000, 8, 2, 128);
+    t_cfg("ms w32 top12 m4", ms_cfg(32, 12, 4, 16), 1, 1111, 4, 1, 128);
+    if (!quick) {
+        t_cfg("ms w16 top64 m16", ms_cfg(16, 64, 16, -1), 2, 3000, 4, 1, 128);
+        t_perf("ms paper", ms_cfg(16, 512, 128, -1), 32768);
+    }
+}
