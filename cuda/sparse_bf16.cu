@@ -38,7 +38,7 @@
 // adds it into fp32 accumulators in global scratch (5 products per pair instead of 7, K / V read
 // once per CTA). Default in the atomic mode (attn_bf16_set_deterministic(0) / MSLAB_DETERMINISTIC=0:
 // fp32 red.add); in the deterministic mode (ordered adds, bitwise repeatable) the default only for
-// 32K <= T <= 128K and regions <= 32 keys, else the split dQ + dK/dV kernels above;
+// 64K <= T <= 128K and regions <= 32 keys, else the split dQ + dK/dV kernels above;
 // MSLAB_SPARSE_BF16_BWD=fused|split forces a path. One-row query blocks always take the split path.
 // H200 (r3), ms paper config (w 16, top 512, merge 128), H = 32, D = 128, fwd+bwd incl. selection
 // (split: 83.1 / 182 / 392 ms at 32K / 64K / 128K): atomic fused 54.2 / 118 / 251 ms (the backward
@@ -1439,7 +1439,7 @@ static void launch_fused(uint16_t *dq, const float *lse, const uint16_t *q, cons
 
 // The default backward: MSLAB_SPARSE_BF16_BWD=fused|split, else fused in the atomic mode (H200
 // r3, ms fwd+bwd 54 / 118 / 251 ms at 32K / 64K / 128K vs split 83 / 182 / 392; moba-blk bwd 13.4
-// vs 15.6 ms at 32K); in the deterministic mode fused (ordered adds) only at 32K <= T <= 128K
+// vs 15.6 ms at 32K); in the deterministic mode fused (ordered adds) only at 64K <= T <= 128K
 // (the measured range) with regions of <= 32 keys (r3: 174 / 356 ms at 64K / 128K vs split 182 /
 // 392; at 32K equal, at 16K and for moba-blk's 128-key regions slower: 34 vs 28 ms, 22.8 vs 15.6
 // ms bwd).
@@ -1450,8 +1450,9 @@ static int sb_fused_default(const AttnIndex *ix, int T) {
         v = e && !strcmp(e, "fused") ? 1 : e && !strcmp(e, "split") ? 0 : -1;
     }
     if (v >= 0) return v;
-    // ordered fused from 32K (s5 r2 perf rows, 32K bwd: 59.7 ms vs split 63.5; 16K: 29.0 vs 28.0)
-    return !attn_bf16_deterministic() || (T >= 32768 && T <= 131072 && ix->region <= 32);
+    // s5: at 32K, H = 32, D = 128 the ordered kernel now beats the split pair (bwd 59.7 vs 63.5 ms),
+    // but the LM's MS row (32K, H = 12, D = 64) ran 360 ms/step with it vs 290 split: kept at 64K
+    return !attn_bf16_deterministic() || (T >= 65536 && T <= 131072 && ix->region <= 32);
 }
 // accumulator budget in bytes: MSLAB_SPARSE_BF16_ACC_MB, else 1/8 of q, k, v, o + grads (r3: 1 GiB
 // at 128K, H = KVH = 32: 8 kv heads per launch; 32K 54.2 ms vs 58.1 with 1/16, 128K equal; peak
