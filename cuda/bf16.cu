@@ -2,8 +2,9 @@
 //
 // Memory-bound: 8 elements per thread and iteration (two 16-byte fp32 loads, one 16-byte bf16
 // store, or the reverse) when both pointers are 16-byte aligned, else one element at a time; the
-// tail past the last multiple of 8 is done element-wise by the first threads. Before (one element
-// per thread) a 25M-element conversion reached ~2.2 TB/s on the H200 (ncu, 4096x8 LM step).
+// tail past the last multiple of 8 is done element-wise by the first threads. H200 (ncu, the
+// 4096 x 8 LM step): one element per thread reached ~2.2 TB/s, this ~4.3 TB/s (fp32 read + bf16
+// written, 129 calls of 0.6M-25M elements in 1.88 ms).
 #include <cuda_bf16.h>
 #include <stdint.h>
 

@@ -17,7 +17,9 @@ extern "C" {
 
 // Vectorised element-wise loops: with every pointer 16-byte aligned (VEC), 4 elements per thread
 // and step through float4; the tail (n % 4) and unaligned calls go one element at a time. Each
-// element's expression is the scalar one, so both paths give the same bits.
+// element's expression is the scalar one, so both paths give the same bits. H200, n = 32768 x 3072
+// (the LM's SwiGLU) with the bf16 copies: swiglu fwd 0.33 ms, bwd 0.57 ms (~4.2 TB/s; were 0.49 /
+// 0.82 ms without the copies).
 template <int VEC, class V4, class V1>
 __device__ __forceinline__ void ew_loop(size_t n, V4 body4, V1 body1) {
     size_t tid = blockIdx.x * (size_t)blockDim.x + threadIdx.x;

@@ -77,6 +77,9 @@ crossentropy_bwd_kernel(float *dlogits, const float *logits, const int *targets,
 // backward reads them once and writes the gradient (and, for the bf16 table, its bf16 copy and
 // without reading the old gradient when acc = 0). Same statistics as above (fp32 max, sum of
 // expf in double, fixed-tree block reductions), the sum in another fixed order.
+// H200, N = 32768, V = 32000 (the 4096 x 8 LM step): forward 1.55 ms (was 1.87), backward 2.77 ms
+// writing the bf16 copy and skipping the zeroed gradient (was 5.17 ms plus a memset and a 2.1 GB
+// conversion); the step is 5 ms slower with MSLAB_CE_REGS=0.
 #define CE_RT 1024
 #define CE_RPER 8
 
