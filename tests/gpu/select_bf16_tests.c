@@ -8,6 +8,8 @@
 // expected one (fused, or its fallback to old where the inputs are built to overflow it), so a
 // fast path that silently falls back is seen. Inputs: random normal q / k rounded to bf16; `period`
 // > 0 makes key region r a copy of region r % period (equal scores: ties to the lower id).
+// Merge-1 plans (the bench's moba-blk) also run the blocks path (cuda/select_blocks.cu, path 3),
+// and the info rows time the moba-blk selection at 32K / 128K with and without it.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,7 +101,7 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
         }
         int want = mode == 0 ? 0 : mode == 1 || (expect & 4) ? expect & 3 : 3;
         if (path != want) {
-            printf("    path %d, expected %d (0 old, 1 fused, 2 fused fell back)\n", path, want);
+            printf("    path %d, expected %d (0 old, 1 fused, 2 fused fell back, 3 blocks)\n", path, want);
             bad += 1;
         }
         char op[64];

@@ -400,6 +400,9 @@ void t_sparse_bf16_all(void) {
     AttnConfig msp = ms;
     msp.positions = POS_REINDEXED;
     t_sb("ms", msp, 1, 1000, 8, 2, 64); // positions inside: -1
+    AttnConfig m1p = ms_small(128, 3, 1, 0); // merge 1 (cuda/select_blocks.cu): kpos / qpos too
+    m1p.positions = POS_REINDEXED;
+    t_sb("ms w128 top3 m1", m1p, 1, 1000, 8, 2, 64);
     if (!quick) {
         t_sb("ms", ms, 1, 4096, 8, 2, 64);
         t_sb("ms", ms, 1, 4096, 8, 2, 128);
