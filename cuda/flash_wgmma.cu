@@ -22,10 +22,11 @@
 //   fwd_kernel: cp.async double buffer, S, softmax, P V in sequence (r1: 6.2-6.8 ms at 16K);
 //   fwd2_kernel: S_j and P_{j-1} V_{j-1} issued together, S_j's softmax under the P V product
 //     (FA3's intra-warpgroup overlap), 3-slot cp.async ring, one barrier per tile (5.7 ms);
-//   fwd3_kernel (default): warp-specialised: a producer warp loads Q and the K / V ring with TMA
-//     (128-byte swizzle = the planar layout), per-slot full / empty mbarriers, no CTA barrier in
-//     the loop, so the consumer warpgroups drift apart and one's softmax overlaps the other's
-//     products (5.0 ms, 440 TFLOP/s; flash_bf16 7.1 ms).
+//   fwd3_kernel (default): warp-specialised: a producer warp loads Q and the K / V ring with
+//     TMA (128-byte swizzle = the planar layout), per-slot full / empty mbarriers, no CTA
+//     barrier in the loop, so the consumer warpgroups drift apart and one's softmax overlaps the
+//     other's products (5.0 ms, 440 TFLOP/s; flash_bf16 7.1 ms). Since s5 r4 the default is
+//     tiling 11: 3 consumer warpgroups (192 rows) and a producer warpgroup, setmaxnreg 32 / 160.
 //   The S_j / P_{j-1} V_{j-1} overlap packs P_j into bf16 only after P_{j-1} V_{j-1} retired
 //   (wg_pack after wgmma.wait_group 0, as FA3): packed while that RS wgmma was in flight, ptxas
 //   gave the new fragments the registers it still read and serialised the wgmma pipeline
@@ -39,9 +40,18 @@
 //
 // flash_wgmma_tune (not in the header; the tests' timing rows use it) picks the tiling per
 // kernel; MSLAB_FLASH_WGMMA_TUNE="fwd,dkdv,dq" overrides the defaults at the first call.
-// Measured (H200, B=1, H=KVH=32, D=128, causal; mslab-gpu-bench, r3): fwd 4.91 / 23.5 ms at
-// 16K / 32K (448 / 375 TFLOP/s; flash_bf16 7.12 / 28.8); fwd+bwd with the r2 split tiling 25.3 /
-// 103 ms (304 / 299), atomic mode 21.8 / 86.9 ms (353 / 354). Per-kernel times: the tune defaults.
+// Measured (H200, B=1, H=KVH=32, D=128, causal; mslab-gpu-bench, s5 r2, after the C7513 fix,
+// tiling 7): fwd 4.01 / 17.3 ms at 16K / 32K (549 / 508 TFLOP/s; before the fix 4.91 / 23.5 =
+// 448 / 375; flash_bf16 7.12 / 28.8); fwd+bwd with the s5 r2 defaults 21.0 / 88.9 ms (367 /
+// 346). s5 r4: tiling 11 (3 consumer warpgroups, the default since) 3.48 ms at 16K (631 TFLOP/s;
+// 7: 3.98 = 553), the test's timing rows.
+// Block-sparse forward (sparse_wgmma_fwd; s5 r3, 32K, H = 32, D = 128, lists by select_bf16,
+// the forward alone, 4 flops x D per visible pair): ms paper (w 16, top 512, merge 128) 8.66 ms
+// = 397 TFLOP/s with 192-row CTAs (128-row: 10.8 ms = 318; sparse_bf16_fwd 14.7 ms = 234);
+// moba-blk (region 128, 1/16 + own) 2.55 ms = 431 (sparse_bf16 4.94 = 222). The same 8192
+// keys a list in regions of 32 / 64 keys: 7.1 / 6.6 ms (482 / 523): w = 16 is bound by its
+// 16-row TMA boxes (16 a tile). Bench rows (r3, fwd incl. the selection): 64K ms 33.1 ms
+// (select 10.5), moba-blk 9.86 ms (select 0.64).
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -390,19 +400,14 @@ struct Fwd3List {
     const int *idx;
     int qblock, nblk, region, width, window, nsub, G;
     int hm; // grid (blocks x sub-tiles, B H) (1, the default) or (B H, blocks x sub-tiles)
-    const bf16 *k, *v; // SRC 2: the producer warp gathers K / V rows by cp.async
 };
 #define LIST_PAD 0x3fffffff // position of a padding key: after every row
 #define LIST_GBUF 2052      // granule buffer: 32 slots x 64 granules + a partial tile
 
-// SRC: 0 dense, 1 list by TMA boxes, 2 list by cp.async (the producer warp's 32 lanes gather
-// the tile's 64 rows 16 bytes at a time; each lane waits its copies of tile j - 1 after issuing
-// tile j, fences them for the async proxy and arrives on "full": count 32)
-template <int D, int NWG, int BK, int NS, int PWG, int SRC>
+template <int D, int NWG, int BK, int NS, int PWG, bool LIST>
 __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3List &sp, bf16 *out,
                                              float *lse, int T, int H, int KVH, float sl2) {
     constexpr int BQ = 64 * NWG, DN = D / 8, NN = BK / 8, NP = D / 64;
-    constexpr bool LIST = SRC > 0, CPA = SRC == 2;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     bf16 *Qs = (bf16 *)smem_base1k(smem_raw), *Ks = Qs + BQ * D, *Vs = Ks + NS * BK * D;
     uint64_t *bar = (uint64_t *)(Vs + NS * BK * D); // qfull, kfull[NS], vfull[NS], kempty, vempty
@@ -435,7 +440,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
     if (threadIdx.x == 0) {
         mbar_init(qfull, 1);
         for (int i = 0; i < NS; i++) {
-            mbar_init(kfull + i, CPA ? 32 : 1), mbar_init(vfull + i, CPA ? 32 : 1);
+            mbar_init(kfull + i, 1), mbar_init(vfull + i, 1);
             mbar_init(kempty + i, 4 * NWG), mbar_init(vempty + i, 4 * NWG);
         }
         mbar_fence_init();
@@ -444,7 +449,8 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
 
     if (warp >= 4 * NWG) { // producer
         // PWG: a whole producer warpgroup gives its registers to the consumers (FA3's split)
-        if (PWG) asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
+        // (64K registers: NWG = 2: 24 / 240; NWG = 3: 32 / 160 per thread)
+        if (PWG) asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(NWG >= 3 ? 32 : 24) : "memory");
         if (warp != 4 * NWG) return;
         if (lane == 0) {
             mbar_expect_tx(qfull, BQ * D * 2);
@@ -489,39 +495,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             }
             if (lane == 0) kinf[pe * 4] = ng, kinf[pe * 4 + 1] = mn, kinf[pe * 4 + 2] = mx;
             __syncwarp();
-            if (CPA) {
-                if (ng > 0) { // lane: keys lane, lane + 32 of the tile; padding re-reads granule 0
-                    int r0 = gs[lane / G < ng ? lane / G : 0] + lane % G;
-                    int r1 = gs[(lane + 32) / G < ng ? (lane + 32) / G : 0] + (lane + 32) % G;
-                    size_t ld = (size_t)KVH * D, base = ((size_t)b * T * KVH + kvh) * D;
-                    const bf16 *src[2][2] = {{sp.k + base + (size_t)min(r0, T - 1) * ld,
-                                              sp.k + base + (size_t)min(r1, T - 1) * ld},
-                                             {sp.v + base + (size_t)min(r0, T - 1) * ld,
-                                              sp.v + base + (size_t)min(r1, T - 1) * ld}};
-                    bool ok[2] = {r0 < T, r1 < T};
-#pragma unroll
-                    for (int kv = 0; kv < 2; kv++) {
-                        if (kv == 1 && u > 0) mbar_wait(vempty + sl, (u - 1) & 1);
-                        bf16 *dst = (kv ? Vs : Ks) + sl * BK * D;
-#pragma unroll
-                        for (int e = 0; e < 2; e++)
-#pragma unroll
-                            for (int c = 0; c < D / 8; c++)
-                                cp_async16(dst + pl<BK>(lane + 32 * e, c), src[kv][e] + c * 8, ok[e]);
-                        cp_async_commit();
-                    }
-                }
-                if (j > 0) { // tile j - 1 complete: visible to the async proxy, then "full"
-                    if (ng > 0) cp_async_wait<2>();
-                    else cp_async_wait<0>();
-                    fence_async_smem();
-                    mbar_arrive(kfull + (j - 1) % NS), mbar_arrive(vfull + (j - 1) % NS);
-                }
-                if (ng == 0) {
-                    __threadfence_block();
-                    mbar_arrive(kfull + sl); // the sentinel
-                }
-            } else if (lane == 0) {
+            if (lane == 0) {
                 __threadfence_block(); // the warp's position stores before the release below
                 if (ng == 0) {
                     mbar_arrive(kfull + sl); // the sentinel: no more tiles
@@ -583,7 +557,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
         return;
     }
 
-    if (PWG) asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
+    if (PWG) asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(NWG >= 3 ? 160 : 240) : "memory");
     int g = lane >> 2, tq = lane & 3, wg = warp >> 2, wl = warp & 3;
     int wr0 = q0 + wg * 64;      // this warpgroup's first row
     int rw0 = wr0 + wl * 16 + g; // this thread's rows rw0, rw0 + 8
@@ -724,12 +698,12 @@ __global__ void __launch_bounds__(128 * NWG, 1)
 // 288 threads = 9 warps: 3 warps share one SM sub-partition's 16K registers, so at most 168 per
 // thread (r2: __maxnreg__(224) failed to launch, out of resources); BK = 128 spills a little
 // PWG = 1: a producer warpgroup (setmaxnreg: 24 there, 240 in the 2 consumer warpgroups)
-// SRC > 0: the block-sparse forward (key tiles from an index list, Fwd3List)
-template <int D, int NWG, int BK, int NS, int PWG, int SRC = 0>
+// LIST: the block-sparse forward (key tiles from an index list, Fwd3List)
+template <int D, int NWG, int BK, int NS, int PWG, bool LIST = false>
 __global__ void __launch_bounds__(128 * NWG + (PWG ? 128 : 32), 1)
     fwd3_kernel(const __grid_constant__ Fwd3Maps maps, const Fwd3List sp, bf16 *out, float *lse,
                 int T, int H, int KVH, float sl2) {
-    fwd3_wg_body<D, NWG, BK, NS, PWG, SRC>(maps, sp, out, lse, T, H, KVH, sl2);
+    fwd3_wg_body<D, NWG, BK, NS, PWG, LIST>(maps, sp, out, lse, T, H, KVH, sl2);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -740,7 +714,7 @@ __global__ void __launch_bounds__(128 * NWG + (PWG ? 128 : 32), 1)
 //           pipelined (fwd2): 4: <2, 64> 5: <2, 128> 6: <3, 64>
 //           warp-specialised TMA (fwd3) <warpgroups, keys, ring slots>: 7: <2, 64, 3>
 //           8: <2, 128, 2>; with a producer warpgroup and setmaxnreg 24 / 240: 9: <2, 128, 2>
-//           10: <2, 64, 4>
+//           10: <2, 64, 4>; 11: <3, 64, 4> (setmaxnreg 32 / 160: the sparse forward's wg3)
 //   dK/dV   0: 2 warpgroups (128 keys)  1: 1 warpgroup (64 keys)  2: the fused backward (dK, dV
 //           and dQ in one kernel, D = 128; D = 64 runs the split tilings 0 / 0); ordered mode:
 //           per-warp red order; 3: the same, ordered mode: load-add-store per CTA; 4: 2 with
@@ -750,13 +724,14 @@ __global__ void __launch_bounds__(128 * NWG + (PWG ? 128 : 32), 1)
 //   dQ      0: 2 warpgroups (128 rows)  1: 1 warpgroup (64 rows)
 // Defaults from r1-r3 (H200, T = 16K, B = 1, H = KVH = 32, D = 128, each kernel alone, ms):
 //   forward: 7 (fwd3 <2, 64, 3>) 5.03 (8: 5.05, 9: 5.11, 10: 5.73); fwd2: 6 5.69, 5 5.96, 4 7.07;
-//     fwd: 3 6.22, 0 6.75, 1 7.32, 2 9.42; flash_bf16 7.13
+//     fwd: 3 6.22, 0 6.75, 1 7.32, 2 9.42; flash_bf16 7.13. s5 (after the C7513 fix): 7 3.98,
+//     11 (fwd3 <3, 64, 4> + producer warpgroup) 3.48 ms = 631 TFLOP/s: the default since s5 r4
 //   dK/dV alone (+Di): 5 10.9, 1 11.2, 0 12.1; dQ alone (+Di): 2 7.38, 0 7.96, 1 8.92
 //   fused (dK, dV, dQ): atomic 16.1-16.5 (PIPE 16.9-17.0); ordered per warp 22.4 (PIPE 23.6), per
 //     CTA 24.2-24.4: the ordering's acquire / fence latencies sit in every step, so the ordered
 //     mode keeps the split path (5 + dQ 2: ~18.2) and only the atomic mode takes the fused
 //     kernel (dK/dV 9 = that choice)
-int wg_tune_fwd = 7, wg_tune_dkdv = 9, wg_tune_dq = 2;
+int wg_tune_fwd = 11, wg_tune_dkdv = 9, wg_tune_dq = 2;
 static int tune_env_read = 0;
 extern "C" void flash_wgmma_tune(int fwd, int dkdv, int dq) {
     wg_tune_fwd = fwd, wg_tune_dkdv = dkdv, wg_tune_dq = dq, tune_env_read = 1;
@@ -838,6 +813,10 @@ static void fwd_launch(bf16 *out, float *lse, const bf16 *q, const bf16 *k, cons
         if (!fwd3_run<D, 2, 64, 4, 1>(out, lse, q, k, v, B, T, H, KVH))
             fwd2_run<D, 2, 64>(out, lse, q, k, v, B, T, H, KVH);
         break;
+    case 11:
+        if (!fwd3_run<D, 3, 64, 4, 1>(out, lse, q, k, v, B, T, H, KVH))
+            fwd2_run<D, 2, 64>(out, lse, q, k, v, B, T, H, KVH);
+        break;
     default: fwd_run<D, 2, 64>(out, lse, q, k, v, B, T, H, KVH); break;
     }
 }
@@ -858,18 +837,27 @@ extern "C" int flash_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, con
 // ---------------------------------------------------------------------------------------------
 // block-sparse forward over an index list (attn_bf16.h sparse_wgmma_fwd): fwd3's body with the
 // list source (fwd3_wg_body, LIST). Handles query blocks of >= 64 rows (CTA = 128 rows of one
-// block, 64 for blocks of <= 64 rows), regions of a multiple of 16 keys (<= 64 granules of
+// block, 64 for blocks of <= 64 rows, 192 for blocks of >= 1024: wg3 below), regions of a multiple of 16 keys (<= 64 granules of
 // gcd(region, 64)), a window, GQA, D 64 / 128; -1 otherwise (one-row blocks: moba's per-row lists,
 // positions inside (kpos), other D / GPUs, MSLAB_SPARSE_WGMMA=0): sparse_bf16_fwd runs those.
-// Tuning / timing hook (not in the header; the tests' timing rows use it): ring slots (3, the
-// default, or 4), the grid order (1: a head's CTAs together, the default; 0: heads fastest) and
-// the K / V gather (0: TMA boxes, the default; 1: cp.async by the producer warp)
-static int sw_ns = 3, sw_hm = 1, sw_cpa = 0;
-extern "C" void sparse_wgmma_fwd_tune(int ns, int head_major, int cpa) {
-    sw_ns = ns == 4 ? 4 : 3, sw_hm = head_major ? 1 : 0, sw_cpa = cpa ? 1 : 0;
+// Tuning / timing hook (not in the header; the tests' timing rows use it): ring slots (4, the
+// default, or 3), the grid order (1: a head's CTAs together, the default; 0: heads fastest) and
+// wg3 (1, the default: 192-row CTAs for query blocks of >= 1024 rows; 0: 128-row CTAs).
+// r1 / r2 (H200, 32K, H = 32, D = 128): 4 slots 1-3% faster than 3 in all four lists timed; the
+// grid order within noise; a cp.async gather by the producer warp (tried in r2, removed) lost
+// to the TMA boxes everywhere (ms 12.3 vs 11.1 ms, moba-blk 4.1 vs 2.6 ms).
+// wg3: query blocks of >= 1024 rows in CTAs of 3 consumer warpgroups (192 rows) and a producer
+// warpgroup (setmaxnreg 32 / 160): each gathered K / V box serves 1.5x the rows (the last CTA
+// of a 2048-row block holds 128). Why: the 16-row boxes of w = 16 bound the forward (r2, the
+// paper's 8192 keys a list at 32K: w 16 11.1 ms, w 32 8.2, w 64 7.3: the same products, 16 / 8
+// / 4 boxes a tile). r3 (32K): ms paper 10.81 -> 8.66 ms (318 -> 397 TFLOP/s), the same budget
+// in w 32 / 64: 8.01 -> 7.14 / 7.18 -> 6.57 ms (482 / 523 TFLOP/s).
+static int sw_ns = 4, sw_hm = 1, sw_wg3 = 1;
+extern "C" void sparse_wgmma_fwd_tune(int ns, int head_major, int wg3) {
+    sw_ns = ns == 3 ? 3 : 4, sw_hm = head_major ? 1 : 0, sw_wg3 = wg3 ? 1 : 0;
 }
 
-template <int D, int NWG, int NS, int SRC>
+template <int D, int NWG, int NS, int PWG>
 static int sparse_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
                       const AttnIndex *ix, int B, int T, int H, int KVH) {
     constexpr int BQ = 64 * NWG, BK = 64;
@@ -878,7 +866,6 @@ static int sparse_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const
     sp.width = ix->width, sp.window = ix->window;
     sp.nsub = (ix->qblock + BQ - 1) / BQ;
     sp.G = ix->region % 64 == 0 ? 64 : ix->region % 32 == 0 ? 32 : 16;
-    sp.k = k, sp.v = v;
     size_t ntile = (size_t)sp.nblk * sp.nsub;
     sp.hm = sw_hm || ntile > 65535;
     if (ntile > 0x7fffffffu || (size_t)B * H > (sp.hm ? 65535u : 0x7fffffffu) ||
@@ -891,9 +878,9 @@ static int sparse_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const
     size_t smem = 1024 + sizeof(bf16) * (size_t)(BQ * D + 2 * NS * BK * D) + 8 * (1 + 4 * NS) +
                   4 * (2 * NS * (64 + 4) + LIST_GBUF);
     static bool init = false;
-    if (!init) smem_optin(fwd3_kernel<D, NWG, BK, NS, 0, SRC>, smem), init = true;
+    if (!init) smem_optin(fwd3_kernel<D, NWG, BK, NS, PWG, true>, smem), init = true;
     dim3 grid = sp.hm ? dim3((unsigned)ntile, B * H) : dim3(B * H, (unsigned)ntile);
-    fwd3_kernel<D, NWG, BK, NS, 0, SRC><<<grid, 128 * NWG + 32, smem>>>(
+    fwd3_kernel<D, NWG, BK, NS, PWG, true><<<grid, 128 * NWG + (PWG ? 128 : 32), smem>>>(
         maps, sp, out, lse, T, H, KVH, WG_LOG2E / sqrtf((float)D));
     cudaLaunchCheck();
     return 0;
@@ -901,12 +888,12 @@ static int sparse_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const
 template <int D, int NWG>
 static int sparse_ns(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
                      const AttnIndex *ix, int B, int T, int H, int KVH) {
-    if (sw_cpa) {
-        if (sw_ns == 4) return sparse_run<D, NWG, 4, 2>(out, lse, q, k, v, ix, B, T, H, KVH);
-        return sparse_run<D, NWG, 3, 2>(out, lse, q, k, v, ix, B, T, H, KVH);
+    if (NWG == 2 && sw_wg3 && ix->qblock >= 1024) {
+        if (sw_ns == 3) return sparse_run<D, 3, 3, 1>(out, lse, q, k, v, ix, B, T, H, KVH);
+        return sparse_run<D, 3, 4, 1>(out, lse, q, k, v, ix, B, T, H, KVH);
     }
-    if (sw_ns == 4) return sparse_run<D, NWG, 4, 1>(out, lse, q, k, v, ix, B, T, H, KVH);
-    return sparse_run<D, NWG, 3, 1>(out, lse, q, k, v, ix, B, T, H, KVH);
+    if (sw_ns == 3) return sparse_run<D, NWG, 3, 0>(out, lse, q, k, v, ix, B, T, H, KVH);
+    return sparse_run<D, NWG, 4, 0>(out, lse, q, k, v, ix, B, T, H, KVH);
 }
 
 extern "C" int sparse_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k,

@@ -28,18 +28,19 @@ void flash_wgmma_tune(int fwd, int dkdv, int dq); // flash_wgmma.cu, not in the 
 // {forward, dK/dV, dQ} tilings of flash_wgmma.cu (flash_wgmma_tune) and the accumulation mode
 // (attn_bf16_set_deterministic); VARS[0] / [1]: the defaults in the ordered / atomic mode (dK/dV
 // 9: split path when ordered, fused backward when atomic). 9..13: the fused backward (dK/dV 2 per-
-// warp ordered / atomic, 3 per-CTA ordered, 4 PIPE); forward 7..10: the warp-specialised TMA one
-// (9, 10: producer warpgroup + setmaxnreg; variants 16, 17).
+// warp ordered / atomic, 3 per-CTA ordered, 4 PIPE); forward 7..11: the warp-specialised TMA one
+// (9, 10, 11: producer warpgroup + setmaxnreg; variants 16, 17, 0; 11 (3 consumer warpgroups) is
+// the default since s5 r4; 7, the default before, is variant 18).
 // MSLAB_WG_TEST_VARS="i,j,..." runs only those (default: all; --quick: 0, 1, 14), so a first run
 // of a new tiling cannot take the others down. Only the fused backward's atomic mode may differ
 // between two calls.
-#define NVAR 18
-#define NFWD 11
-static const int VARS[NVAR][4] = {{7, 9, 2, 1}, {7, 9, 2, 0}, {6, 1, 0, 1}, {1, 1, 1, 0},
+#define NVAR 19
+#define NFWD 12
+static const int VARS[NVAR][4] = {{11, 9, 2, 1}, {11, 9, 2, 0}, {6, 1, 0, 1}, {1, 1, 1, 0},
                                   {2, 0, 1, 1}, {3, 1, 0, 1}, {4, 0, 0, 1}, {5, 0, 1, 1},
                                   {0, 0, 0, 1}, {8, 2, 0, 1}, {4, 2, 0, 0}, {5, 3, 0, 1},
                                   {6, 4, 0, 1}, {6, 4, 0, 0}, {7, 5, 2, 1}, {6, 5, 2, 0},
-                                  {9, 9, 0, 1}, {10, 9, 0, 0}};
+                                  {9, 9, 0, 1}, {10, 9, 0, 0}, {7, 9, 2, 1}};
 static int var_on(int var) {
     const char *e = getenv("MSLAB_WG_TEST_VARS");
     if (!e) return !quick || var == 0 || var == 1 || var == 14;

@@ -1,18 +1,21 @@
 // sparse_wgmma_fwd_tests.c: the Hopper wgmma block-sparse forward (cuda/attn_bf16.h
 // sparse_wgmma_fwd, in cuda/flash_wgmma.cu) against the CPU's fp32 op on the same bf16-rounded
-// inputs and the same list (filter "sparse_wgmma_fwd").
+// inputs and the same list (filter "sparse_wgmma_fwd.": parity; "sparse_wgmma_fwd_perf": timing).
 //
 // Inputs ~ N(0, 1) rounded to bf16; lists from the CPU's attention_select on the rounded values
-// (ms at several w / top / merge, moba-blk = ms with w 128, merge 1, prefix 0, window, s2), and
-// hand-made random lists (any region order, regions past the block, blocks with no region: rows
-// that see nothing get out 0 and lse +inf). Reference: the CPU's sparse_attention_fwd. out: whole-
-// tensor relative L2 (tol 1e-2); lse: max |gpu - ref| / max(|ref|, 1) (tol 1e-4); each call runs
-// twice on NaN-poisoned outputs and must repeat its bits. The -1 contract (sparse_wgmma_fwd.
-// declines): one-row query blocks (moba's per-row lists), positions inside (kpos), regions that
-// are not a multiple of 16 and D = 96 must return -1 and leave the output untouched.
-// sparse_wgmma_fwd_perf (info lines, not checks): ms paper (w 16, top 512, merge 128) and
-// moba-blk at T = 32K, B = 1, H = KVH = 32, D = 128, lists by select_bf16: sparse_wgmma_fwd vs
-// sparse_bf16_fwd, ms and TFLOP/s (4 D flops per visible pair).
+// (ms at w 16 / 32 / 48 / 64 with query blocks of 64 .. 2048 rows, moba-blk = ms with w 128,
+// merge 1, prefix 0, window 192 / 512, s2), and hand-made random lists (any region order, regions
+// past the block, blocks with no region: rows that see nothing get out 0 and lse +inf); GQA,
+// B = 2, D 64 / 128, T not a multiple of 64. Reference: the CPU's sparse_attention_fwd. out:
+// whole-tensor relative L2 (tol 1e-2); lse: max |gpu - ref| / max(|ref|, 1) (tol 1e-4); each call
+// runs twice on NaN-poisoned outputs and must repeat its bits, in three tunings (check_fwd).
+// The -1 contract (sparse_wgmma_fwd.declines): one-row query blocks (moba's per-row lists),
+// positions inside (kpos), regions that are not a multiple of 16 and D = 32 must return -1 and
+// leave the output untouched.
+// sparse_wgmma_fwd_perf (info lines, not checks): ms paper (w 16, top 512, merge 128), moba-blk
+// and the paper's key budget in regions of 64 / 32 keys, T = 32K, B = 1, H = KVH = 32, D = 128,
+// lists by select_bf16: sparse_wgmma_fwd (and its other tunings) vs sparse_bf16_fwd, ms and
+// TFLOP/s (4 D flops per visible pair).
 // A GPU that is not sm_90 makes the kernel return -1 everywhere: the parity rows then fail with
 // "returned -1" (the suite runs on the H200).
 #include <math.h>
@@ -27,10 +30,10 @@
 #include "bf16_check.h"
 #include "gpu_check.h"
 
-// cuda/flash_wgmma.cu's timing hook (not in the header): ring slots 3 (default) / 4, grid order
-// (1: a head's CTAs together, the default; 0: heads fastest), K / V gather (0: TMA boxes, the
-// default; 1: cp.async by the producer warp)
-void sparse_wgmma_fwd_tune(int ns, int head_major, int cpa);
+// cuda/flash_wgmma.cu's timing hook (not in the header): ring slots 4 (default) / 3, grid order
+// (1: a head's CTAs together, the default; 0: heads fastest), wg3 (1, the default: 192-row CTAs
+// for query blocks of >= 1024 rows; 0: 128-row CTAs)
+void sparse_wgmma_fwd_tune(int ns, int head_major, int wg3);
 
 static double lse_err(const float *a, const float *ref, size_t n) {
     double w = 0;
@@ -62,17 +65,18 @@ static void first_bad(const float *g, const float *r, int B, int T, int H, int D
 }
 
 // runs sparse_wgmma_fwd twice on (q, k, v, list) and checks it against out / lse (CPU); variants
-// (sparse_wgmma_fwd_tune): 0 the default (TMA boxes, 3 slots, a head's CTAs together), 1 the
-// cp.async gather ("_cpa"), 2 4 slots with heads fastest ("_ns4"); all three add the same
-// products in the same order, so they must also give the default's bits (det column: both the
-// repeat and that)
+// (sparse_wgmma_fwd_tune): 0 the default (4 ring slots, a head's CTAs together, 192-row CTAs
+// for blocks of >= 1024 rows), 1 3 slots with heads fastest ("_ns3"): the same products in
+// the same order, so it must also give the default's bits (det column: both the repeat and
+// that); 2 128-row CTAs for every block ("_wg2"; differs from the default only for blocks of
+// >= 1024 rows)
 static void check_fwd(const char *shape, const AttnIndex *ig, const uint16_t *d_q,
                       const uint16_t *d_k, const uint16_t *d_v, const float *out, const float *lse,
                       int B, int T, int H, int KVH, int D) {
-    static const int TUNE[3][3] = {{3, 1, 0}, {3, 1, 1}, {4, 0, 0}};
+    static const int TUNE[3][3] = {{4, 1, 1}, {3, 0, 1}, {4, 1, 0}};
     static const char *NAME[3][2] = {{"sparse_wgmma_fwd.out", "sparse_wgmma_fwd.lse"},
-                                     {"sparse_wgmma_fwd_cpa.out", "sparse_wgmma_fwd_cpa.lse"},
-                                     {"sparse_wgmma_fwd_ns4.out", "sparse_wgmma_fwd_ns4.lse"}};
+                                     {"sparse_wgmma_fwd_ns3.out", "sparse_wgmma_fwd_ns3.lse"},
+                                     {"sparse_wgmma_fwd_wg2.out", "sparse_wgmma_fwd_wg2.lse"}};
     size_t nq = (size_t)B * T * H * D, nl = (size_t)B * H * T;
     uint16_t *d_out = gpu->alloc(nq * 2 + 16);
     float *d_lse = gpu->alloc(nl * 4 + 16);
@@ -92,7 +96,7 @@ static void check_fwd(const char *shape, const AttnIndex *ig, const uint16_t *d_
         }
         if (rc) printf("    sparse_wgmma_fwd returned -1\n");
         int det_o = !memcmp(ob[0], ob[1], nq * 2), det_l = !memcmp(l[0], l[1], nl * 4);
-        if (var > 0) det_o &= !memcmp(ob[0], ob0, nq * 2), det_l &= !memcmp(l[0], l0, nl * 4);
+        if (var == 1) det_o &= !memcmp(ob[0], ob0, nq * 2), det_l &= !memcmp(l[0], l0, nl * 4);
         double eo = rc ? INFINITY : rel_l2(o[0], out, nq);
         report(NAME[var][0], shape, eo, 1e-2, det_o);
         if (!(eo <= 1e-2) && !rc) first_bad(o[0], out, B, T, H, D, ig->qblock);
@@ -114,7 +118,7 @@ static void check_fwd(const char *shape, const AttnIndex *ig, const uint16_t *d_
         }
         for (int r = 0; r < 2; r++) free(o[r]), free(l[r]), free(ob[r]);
     }
-    sparse_wgmma_fwd_tune(3, 1, 0);
+    sparse_wgmma_fwd_tune(4, 1, 1);
     free(ob0), free(l0);
     gpu->free(d_out), gpu->free(d_lse);
 }
@@ -248,18 +252,16 @@ static void t_sw_perf(const char *name, AttnConfig cfg, int T) {
     int reps = 5;
     double tw = time_fwd(1, o, lse, q, k, v, &ix, T, reps);
     double tb = time_fwd(0, o, lse, q, k, v, &ix, T, reps);
-    sparse_wgmma_fwd_tune(4, 1, 0);
-    double tw4 = time_fwd(1, o, lse, q, k, v, &ix, T, reps);
     sparse_wgmma_fwd_tune(3, 1, 1);
-    double tc3 = time_fwd(1, o, lse, q, k, v, &ix, T, reps);
+    double tw3 = time_fwd(1, o, lse, q, k, v, &ix, T, reps);
+    sparse_wgmma_fwd_tune(4, 1, 0);
+    double tg3 = time_fwd(1, o, lse, q, k, v, &ix, T, reps);
     sparse_wgmma_fwd_tune(4, 1, 1);
-    double tc4 = time_fwd(1, o, lse, q, k, v, &ix, T, reps);
-    sparse_wgmma_fwd_tune(3, 1, 0);
     printf("    (info sparse_wgmma_fwd_perf: %s T=%d H=32 D=128 pairs %.4g: wgmma %.3f ms (%.1f "
-           "TFLOP/s), sparse_bf16 %.3f ms (%.1f TFLOP/s); wgmma 4 slots %.3f ms (%.1f); cp.async "
-           "gather 3 / 4 slots %.3f (%.1f) / %.3f ms (%.1f))\n",
-           name, T, st.pairs, tw, f / tw * 1e-9, tb, f / tb * 1e-9, tw4, f / tw4 * 1e-9, tc3,
-           f / tc3 * 1e-9, tc4, f / tc4 * 1e-9);
+           "TFLOP/s), sparse_bf16 %.3f ms (%.1f TFLOP/s); wgmma 3 slots %.3f ms (%.1f), 128-row "
+           "CTAs %.3f ms (%.1f))\n",
+           name, T, st.pairs, tw, f / tw * 1e-9, tb, f / tb * 1e-9, tw3, f / tw3 * 1e-9, tg3,
+           f / tg3 * 1e-9);
     free(hb);
     gpu->free(q), gpu->free(k), gpu->free(v), gpu->free(o), gpu->free(lse), gpu->free(ix.idx);
 }
@@ -281,6 +283,9 @@ void t_sparse_wgmma_fwd_all(void) {
         t_sw("ms w64 top6 m1", &m64, 0, 0, 0, 1, 1000, 4, 2, 128, 0);
         AttnConfig big = ms_cfg(16, 64, 16, -1); // qblock 256 (2 CTAs per block), width 64
         t_sw("ms w16 top64 m16", &big, 0, 0, 0, 2, 3000, 4, 1, 128, 0);
+        AttnConfig m1k = ms_cfg(16, 128, 64, -1); // qblock 1024: 192-row CTAs (wg3)
+        t_sw("ms w16 top128 m64", &m1k, 0, 0, 0, 1, 3100, 4, 2, 128, 0);
+        t_sw("ms w16 top128 m64", &m1k, 0, 0, 0, 1, 2900, 2, 2, 64, 0);
         AttnConfig wi = attn_config_default(ATTN_WINDOW);
         wi.window = 512; // qblock = region = window = 512: 8 tiles a region, window masks
         t_sw("window 512", &wi, 0, 0, 0, 1, 2100, 4, 2, 128, 0);
