@@ -6,16 +6,19 @@
 //   recomputed; the 1/sqrt(D) of dS applied once, to dK and dQ at the end.
 //   Split path (7 products, no atomics; the ordered-mode default):
 //   dkdv_kernel<D, NWG, ALD, SP>: CTA = (b, kv head, NWG x 64 keys), keys are the M dimension:
-//     per 64-query step of each head of the group (fixed order), S^T = K Q^T and dP^T = V dO^T (SS),
-//     P^T and dS^T = P^T (dP^T - Di) in registers, dV += P^T dO and dK += dS^T Q (RS, dO / Q
-//     MN-major); dK, dV stay in the accumulators and are written once. ALD: lse / Di by cp.async.
+//     per 64-query step of each head of the group (fixed order), S^T = K Q^T and dP^T = V dO^T
+//     (SS), P^T and dS^T = P^T (dP^T - Di) in registers, dV += P^T dO and dK += dS^T Q (RS,
+//     dO / Q MN-major); dK, dV stay in the accumulators and are written once. ALD: lse / Di by
+//     cp.async.
 //   dq_kernel<D, NWG, SP>: CTA = (b, h, NWG x 64 queries), 64-key tiles up to the diagonal: S, dP =
 //     dO V^T (SS), dS, dQ += dS K (RS, K MN-major).
 //   Fused (5 products, D = 128; the atomic-mode default): bwd_fused_kernel, comment there.
 // Block-sparse (sparse_wgmma_bwd, lists of ops.h AttnIndex with regions and query blocks that are
 //   multiples of 64): the same split kernels with SP = true: an iteration policy (KvWalk, QWalk)
 //   replaces the causal range by the region's inverse list (dK/dV) / the block's list (dQ); the
-//   masks are the diagonal's, plus the window. Host part and figures at sparse_wgmma_bwd.
+//   masks are the diagonal's, plus the window; the atomic mode's fused kernel the same way
+//   (bwd_fused_kernel<.., SP>). 16 / 32-key regions (atomic mode): sq_fused_kernel, a
+//   query-centric fused kernel (comment there). Host part and figures at sparse_wgmma_bwd.
 // Synchronisation: cp.async writes are generic-proxy writes, wgmma reads through the async
 //   proxy: each thread waits its cp.async groups, fence.proxy.async, then __syncthreads; a
 //   buffer is overwritten only after every warpgroup's wgmma.wait_group 0 and a barrier. TMA
@@ -778,7 +781,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
 
 // ---------------------------------------------------------------------------------------------
 // Query-centric fused backward for lists of small regions (16 / 32 keys: ms with w < 64), atomic
-// mode, D = 128 (sq_fused_kernel; off unless MSLAB_SPARSE_WGMMA_BWD=small or the tests' tune).
+// mode, D = 128 (sq_fused_kernel; the atomic mode's default for those lists).
 // CTA = (b, h, 128 rows of one query block), 2 warpgroups of 64 rows. The block's list (valid
 // slots first) is packed into 64-key tiles of 64 / region slots, K / V rows read through the list
 // by cp.async (rows of slots past the list / keys past T zero, their key id INT_MAX: masked by
@@ -787,7 +790,8 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
 // to shared memory [128 rows][64 keys], then warpgroup 0 makes dV = P^T dO and warpgroup 1
 // dK = dS^T Q for the tile's 64 keys (SS, A M-major, B MN-major, K = the CTA's 128 rows, N = D in
 // two halves) and adds them into fp32 accumulators [B, T, KVH, D] by red.add (64 KB per tile);
-// a convert kernel makes dk = scale acc, dv. 5 products per pair.
+// a convert kernel makes dk = scale acc, dv. 5 products per pair. Tiles wholly after the CTA's
+// rows (later regions of the own block: ~12% of the ms paper config's tiles) are skipped.
 __device__ __forceinline__ void wg_red2(float *p, float x, float y) {
     asm volatile("red.relaxed.gpu.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(p), "f"(x), "f"(y)
                  : "memory");
@@ -865,6 +869,14 @@ __global__ void __launch_bounds__(256, 1)
         }
         fence_async_smem();
         __syncthreads(); // tile j landed (and its key ids)
+        // a tile wholly after the CTA's last row (the own block's later regions) adds nothing
+        int kmin = INT_MAX;
+        for (int x = 0; x < spt; x++)
+            if (j * spt + x < nv) kmin = min(kmin, __ldg(lst + j * spt + x) << rsh);
+        if (kmin > q0 + BQ - 1) {
+            __syncthreads(); // (no buffer was read: only keeps the steps in lockstep)
+            continue;
+        }
         const bf16 *Kt = Ks + (j & 1) * BK * D, *Vt = Vs + (j & 1) * BK * D;
         const int *kt = kid + (j & 1) * BK;
         float s[NN][4], dp[NN][4];
@@ -1167,22 +1179,39 @@ extern "C" int flash_wgmma_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const u
 // repeatable. The atomic mode: the fused kernel (dQ by fp32 atomics) where D = 128 and the
 // regions are multiples of 128 keys, else the same split kernels. Handles regions and query
 // blocks that are multiples of 64 (moba-blk 128 / 128; ms with w >= 64), no positions inside
-// (kpos); else -1 (16 / 32-key regions: see sq_fused_kernel, off by default).
-// MSLAB_SPARSE_WGMMA_BWD=0 declines every call (the mma.sync kernels run it).
-// H200 r1 (grids head-fastest; B = 1, H = KVH = 32, D = 128, T = 32K, bwd alone, TFLOP/s at 2.5x
-// the forward's 4 D flops per pair): moba-blk (2.14e9 pairs) ordered 12.6 ms (218), atomic fused
-// 12.8, atomic split 12.7; sparse_bf16 16.4 / atomic 13.3. ms w64 top64 m2 (3.97e9 pairs):
-// ordered 22.9 (222), atomic 23.2; sparse_bf16 27.6 / 23.2.
-// tunables (sparse_wgmma_bwd_tune; tests): the atomic mode's fused path (MSLAB_SPARSE_WGMMA_BWD=
-// split: off), which split kernels run (bit 0 dQ, bit 1 dK/dV), head-major grids, dK/dV
-// warpgroups (1: 64 keys; 2: 128 keys where the regions allow)
-static int sp_fused = 1, sp_parts = 3, sp_hmajor = 1, sp_kvwg = 1;
-// the query-centric fused backward for 16 / 32-key regions (sq_fused_kernel; atomic mode):
-// MSLAB_SPARSE_WGMMA_BWD=small or sparse_wgmma_bwd_tune_small(1) turns it on
-static int sp_small = 0;
-static bool small_ok(const AttnIndex *ix, int D) {
+// (kpos); else -1, except 16 / 32-key regions in the atomic mode (sq_fused_kernel: D = 128, query
+// blocks of 128k rows, no window: ms with w 16 / 32).
+// MSLAB_SPARSE_WGMMA_BWD=0 declines every call (the mma.sync kernels run it); =split: the split
+// kernels only (no fused / small-region kernel in the atomic mode); =nosmall: no small-region one.
+// Grids: the split kernels head-fastest (dense's order), the fused one head-major (the CTAs of a
+// head together: its Q / dO stay in L2 while its key blocks walk their scattered lists).
+// H200 (r1 / r2; B = 1, H = KVH = 32, D = 128, T = 32K, bwd alone, TFLOP/s at 2.5x the forward's
+// 4 D flops per pair): moba-blk (2.14e9 pairs) ordered 12.5-12.6 ms (~218; Di + inverse list 0.24,
+// dK/dV 7.85 (280 real), dQ 4.9 (335 real)), atomic fused 11.5 (239; head-fastest 12.5-12.8),
+// atomic split 12.7-12.9; sparse_bf16 15.6-16.4 / atomic 13.1-13.3. ms w64 top64 m2 (3.97e9
+// pairs): ordered 22.9-23.0 (221), atomic 22.9-23.2; sparse_bf16 27.6-27.8 / 23.1-23.2. dK/dV
+// with 128-key CTAs (tunable): 12.9-13.4 vs 12.5-13.0. Bench moba-blk fwd+bwd (selection
+// included) 32K: 15.3 ms ordered, 13.6 atomic (r3, with the r3 forward; r0: 21.8). ms paper
+// config 32K fwd+bwd atomic (small-region kernel): 46.9 ms (r3; bwd ~29 vs sparse_bf16's atomic
+// ~40).
+// tunables (sparse_wgmma_bwd_tune; tests): the atomic mode's fused path, which split kernels run
+// (bit 0 dQ, bit 1 dK/dV), head-major grids (-1: the fused kernel only), dK/dV warpgroups (1: 64
+// keys; 2: 128 keys where the regions allow)
+static int sp_fused = 1, sp_parts = 3, sp_hmajor = -1, sp_kvwg = 1;
+// the query-centric fused backward for 16 / 32-key regions (sq_fused_kernel; atomic mode): on by
+// default (MSLAB_SPARSE_WGMMA_BWD=nosmall / sparse_wgmma_bwd_tune_small(0): off)
+static int sp_small = 1;
+// Its fp32 dK / dV accumulators (8 B per key row element) are capped (12 GB: T = 256K at B = 1,
+// KVH = 32, D = 128; MSLAB_SPARSE_WGMMA_ACC_MB overrides): past it sparse_bf16's chunked one runs.
+static bool small_ok(const AttnIndex *ix, int B, int T, int KVH, int D) {
+    static double cap_mb = -1;
+    if (cap_mb < 0) {
+        const char *e = getenv("MSLAB_SPARSE_WGMMA_ACC_MB");
+        cap_mb = e ? atof(e) : 12288.0;
+    }
     return sp_small && D == 128 && !attn_bf16_deterministic() &&
-           (ix->region == 16 || ix->region == 32) && ix->qblock % 128 == 0 && !ix->window;
+           (ix->region == 16 || ix->region == 32) && ix->qblock % 128 == 0 && !ix->window &&
+           8.0 * B * T * KVH * D <= cap_mb * 1048576.0;
 }
 static void small_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *out,
                          const float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
@@ -1227,7 +1256,7 @@ static void sparse_bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, co
     SparseInverse iv;
     sparse_inverse_build(&iv, ws + inv_off, ix, B, T, H, KVH);
     SpArgs sp = {ix->idx,      iv.inv,     iv.start,   iv.count, ix->nblk, ix->width,
-                 ix->qblock,   ix->region, ix->window, iv.nreg,  sp_hmajor};
+                 ix->qblock,   ix->region, ix->window, iv.nreg,  sp_hmajor < 0 ? fused : sp_hmajor};
     float scale = 1.f / sqrtf((float)D), sl2 = WG_LOG2E * scale;
     if constexpr (D == 128) if (fused) {
         float *dqacc = (float *)(ws + acc_off);
@@ -1252,9 +1281,9 @@ static void sparse_bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, co
         dq_run<D, 1, true>(dq, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale, sp);
 }
 
-// tests / timing: sq_fused_kernel on (1) / off (0, the default)
+// tests / timing: sq_fused_kernel on (1, the default) / off (0)
 extern "C" void sparse_wgmma_bwd_tune_small(int on) { sp_small = on; }
-// tests / timing: the tunables above (defaults 1, 3, 1, 1)
+// tests / timing: the tunables above (defaults 1, 3, -1, 1)
 extern "C" void sparse_wgmma_bwd_tune(int fused, int parts, int hmajor, int kvwg) {
     sp_fused = fused, sp_parts = parts, sp_hmajor = hmajor, sp_kvwg = kvwg;
 }
@@ -1267,19 +1296,18 @@ extern "C" int sparse_wgmma_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const 
     if (off < 0) {
         const char *e = getenv("MSLAB_SPARSE_WGMMA_BWD");
         off = e && !strcmp(e, "0");
-        if (e && !strcmp(e, "split")) sp_fused = 0;
-        if (e && !strcmp(e, "small")) sp_small = 1;
+        if (e && !strcmp(e, "split")) sp_fused = 0, sp_small = 0;
+        if (e && !strcmp(e, "nosmall")) sp_small = 0;
     }
-    if (!off && shape_ok(B, T, H, KVH, D) && (size_t)B * H <= 65535 && !ix->kpos &&
-        ix->nblk == (T + ix->qblock - 1) / ix->qblock && small_ok(ix, D)) {
+    bool ok = !off && shape_ok(B, T, H, KVH, D) && (size_t)B * H <= 65535 && !ix->kpos &&
+              ix->region > 0 && ix->qblock > 0 && ix->window >= 0 &&
+              ix->nblk == (T + ix->qblock - 1) / ix->qblock;
+    if (ok && small_ok(ix, B, T, KVH, D)) {
         small_launch((bf16 *)dq, (bf16 *)dk, (bf16 *)dv, (const bf16 *)dout, (const bf16 *)out,
                      lse, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, ix, B, T, H, KVH);
         return 0;
     }
-    if (off || !shape_ok(B, T, H, KVH, D) || (size_t)B * H > 65535 || ix->kpos || ix->region <= 0 || ix->qblock <= 0 ||
-        ix->region % 64 || ix->qblock % 64 || ix->window < 0 ||
-        ix->nblk != (T + ix->qblock - 1) / ix->qblock)
-        return -1;
+    if (!ok || ix->region % 64 || ix->qblock % 64) return -1;
     if (D == 64)
         sparse_bwd_launch<64>((bf16 *)dq, (bf16 *)dk, (bf16 *)dv, (const bf16 *)dout,
                               (const bf16 *)out, lse, (const bf16 *)q, (const bf16 *)k,

@@ -5,18 +5,21 @@
 // Inputs q, k, v, dout ~ N(0, 1) rounded to bf16; the reference is the CPU's sparse_attention_fwd
 // (out, lse) and sparse_attention_bwd on the rounded values (out rounded to bf16 as the GPU gets
 // it). Lists: hand-made (each block's own regions, random other regions, earlier and later ones,
-// in random slot order, then -1 slots), the CPU's attention_select for ms with w >= 64 and the
-// bench's moba-blk config, and the window kind (window masks). dq, dk, dv: whole-tensor relative
-// L2 (tol 1e-2), outputs NaN-poisoned before every call; each mode runs twice: in the ordered
-// mode (attn_bf16_set_deterministic(1)) the bits must repeat; the atomic mode (0) is judged by
-// the same tolerance only (it takes the fused kernel, fp32 atomics for dQ, where D = 128 and the
-// regions are multiples of 128 keys; else the split kernels); rows *_var: the ordered mode with
-// the other tunables (128-key dK/dV CTAs where the regions allow, grids head-fastest). Lists the kernel does not handle
-// (16-key regions, 32-row or one-row blocks, positions inside) must return -1 having written
-// nothing. A GPU that is not sm_90 makes every call return -1: the checks are skipped with a
-// note. Timing rows (info, sparse_wgmma_bwd_perf): B = 1, H = KVH = 32, D = 128, T = 32K,
-// moba-blk and ms w64: ms per call of sparse_wgmma_bwd (ordered; atomic; atomic forced split;
-// the tunables; the kernels' shares) and of sparse_bf16_bwd in both modes.
+// in random slot order, then -1 slots), the CPU's attention_select for ms and the bench's
+// moba-blk config, and the window kind (window masks). dq, dk, dv: whole-tensor relative L2 (tol
+// 1e-2), outputs NaN-poisoned before every call; each pass runs twice. Regions of 64k keys: the
+// ordered mode (attn_bf16_set_deterministic(1); the split kernels) must repeat its bits; the
+// atomic mode (0; the fused kernel with fp32 atomics for dQ where D = 128 and the regions are
+// multiples of 128 keys, else the split kernels) is judged by the tolerance only; rows *_var: the
+// ordered mode with the other tunables (128-key dK/dV CTAs where the regions allow, head-major
+// grids). Regions of 16 / 32 keys (ms with w < 64; rows *_small): the atomic mode's query-centric
+// kernel (sq_fused_kernel), tolerance only. Lists the kernel does not handle (16-key regions in
+// the ordered mode or in 64-row blocks, 32-row or one-row blocks, positions inside) must return
+// -1 having written nothing. A GPU that is not sm_90 makes every call return -1: the checks are
+// skipped with a note. Timing rows (info, sparse_wgmma_bwd_perf): B = 1, H = KVH = 32, D = 128,
+// T = 32K, moba-blk, ms w64 and the ms paper config: ms per call of sparse_wgmma_bwd (ordered;
+// atomic; atomic forced split; the tunables; the kernels' shares) and of sparse_bf16_bwd in both
+// modes.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,9 +31,10 @@
 #include "gpu_check.h"
 
 // flash_wgmma_bwd.cu (tests, timing): the atomic mode's fused path, the split kernels run (bit 0
-// dQ, bit 1 dK/dV), head-major grids, dK/dV warpgroups; defaults 1, 3, 1, 1
+// dQ, bit 1 dK/dV), head-major grids (-1: the fused kernel only), dK/dV warpgroups; defaults
+// 1, 3, -1, 1
 void sparse_wgmma_bwd_tune(int fused, int parts, int hmajor, int kvwg);
-void sparse_wgmma_bwd_tune_small(int on); // the 16 / 32-key region kernel (atomic mode), default off
+void sparse_wgmma_bwd_tune_small(int on); // the 16 / 32-key region kernel (atomic mode), default on
 
 static int g_arch = 1; // 0: not an sm_90 GPU (the wgmma kernels return -1)
 
@@ -119,12 +123,11 @@ static void t_swb(const char *name, const AttnIndex *ic, int B, int T, int H, in
 
     int mode0 = attn_bf16_deterministic();
     // passes: ordered (default tunables), atomic, then ordered with 128-key dK/dV CTAs (regions
-    // of 128k keys) and head-fastest grids (rows *_var)
+    // of 128k keys) and head-major grids (rows *_var); small: the atomic mode alone (*_small)
     for (int pass = small ? 3 : 0; pass < (small ? 4 : 3) && g_arch; pass++) {
         int vi = pass == 0 ? 1 : pass == 1 ? 0 : pass, mode = vi == 1 || vi == 2; // row names
         attn_bf16_set_deterministic(mode);
-        sparse_wgmma_bwd_tune(1, 3, vi != 2, vi == 2 ? 2 : 1);
-        sparse_wgmma_bwd_tune_small(vi == 3);
+        sparse_wgmma_bwd_tune(1, 3, vi == 2 ? 1 : -1, vi == 2 ? 2 : 1);
         float *g[2][3];
         uint16_t *gb[2][3];
         int rc = 0;
@@ -162,8 +165,7 @@ static void t_swb(const char *name, const AttnIndex *ic, int B, int T, int H, in
             for (int t = 0; t < 3; t++) free(g[r][t]), free(gb[r][t]);
     }
     attn_bf16_set_deterministic(mode0);
-    sparse_wgmma_bwd_tune(1, 3, 1, 1);
-    sparse_wgmma_bwd_tune_small(0);
+    sparse_wgmma_bwd_tune(1, 3, -1, 1);
     gpu->free(d_q), gpu->free(d_k), gpu->free(d_v), gpu->free(d_y), gpu->free(d_o), gpu->free(d_l);
     gpu->free(d_dq), gpu->free(d_dk), gpu->free(d_dv), gpu->free(ig.idx);
     free(qb), free(kb), free(vb), free(yb), free(q), free(k), free(v), free(dy), free(out),
@@ -211,9 +213,12 @@ static void t_declines(void) {
     float *d_l = gpu->alloc(nl * 4);
     uint16_t *d_dq = gpu->alloc(nq * 2), *d_dk = gpu->alloc(nk * 2), *d_dv = gpu->alloc(nk * 2);
     // {qblock, region}: 16-key regions (ms w 16), a 32-row block, one-row blocks (moba), positions
-    static const int QR[4][2] = {{128, 16}, {32, 64}, {1, 64}, {128, 64}};
+    // (the ordered mode); in the atomic mode 16-key regions in 64-row blocks
+    static const int QR[5][2] = {{128, 16}, {32, 64}, {1, 64}, {128, 64}, {64, 16}};
     double bad = 0;
-    for (int c = 0; c < 4; c++) {
+    int mode0 = attn_bf16_deterministic();
+    for (int c = 0; c < 5; c++) {
+        attn_bf16_set_deterministic(c < 4);
         AttnIndex ix = {QR[c][0], (T + QR[c][0] - 1) / QR[c][0], QR[c][1], 2, 0, NULL, NULL, NULL,
                         NULL, 0};
         size_t ni = (size_t)B * H * ix.nblk * ix.width;
@@ -239,7 +244,8 @@ static void t_declines(void) {
         if (ix.kpos) gpu->free(ix.kpos), gpu->free(ix.qpos);
         free(h);
     }
-    report("sparse_wgmma_bwd (-1)", "r16, qb32, qb1, kpos", bad, 0, -1);
+    attn_bf16_set_deterministic(mode0);
+    report("sparse_wgmma_bwd (-1)", "r16, qb32, qb1, kpos; atomic qb64 r16", bad, 0, -1);
     gpu->free(d_q), gpu->free(d_k), gpu->free(d_v), gpu->free(d_y), gpu->free(d_o), gpu->free(d_l);
     gpu->free(d_dq), gpu->free(d_dk), gpu->free(d_dv);
 }
@@ -295,7 +301,7 @@ static void t_perf(const char *name, AttnConfig cfg, int T) {
             gpu->download(&sync, lse, 4);
             t[x] = rc ? 0 : (now_s() - t0) / reps * 1e3;
         }
-        sparse_wgmma_bwd_tune_small(0);
+        sparse_wgmma_bwd_tune_small(1);
         attn_bf16_set_deterministic(mode0);
         printf("    (info sparse_wgmma_bwd_perf %s T=%d H=32 D=128: pairs %.4g; bwd ms (TFLOP/s at "
                "2.5x fwd): wgmma small-region atomic %.3f (%.1f); sparse_bf16 atomic %.3f (%.1f), "
@@ -307,9 +313,9 @@ static void t_perf(const char *name, AttnConfig cfg, int T) {
     {
     // wgmma {ordered, fused, parts, hmajor, kvwg} per pass; then sparse_bf16 ordered, atomic
     enum { NW = 9 };
-    static const int P[NW][5] = {{1, 1, 3, 1, 1}, {0, 1, 3, 1, 1}, {0, 0, 3, 1, 1},
-                                 {1, 1, 3, 0, 1}, {0, 1, 3, 0, 1}, {1, 1, 3, 1, 2},
-                                 {1, 1, 0, 1, 1}, {1, 1, 2, 1, 1}, {1, 1, 1, 1, 1}};
+    static const int P[NW][5] = {{1, 1, 3, -1, 1}, {0, 1, 3, -1, 1}, {0, 0, 3, -1, 1},
+                                 {1, 1, 3, 1, 1},  {0, 1, 3, 0, 1},  {1, 1, 3, -1, 2},
+                                 {1, 1, 0, -1, 1}, {1, 1, 2, -1, 1}, {1, 1, 1, -1, 1}};
     double t[NW + 2];
     for (int x = 0; x < NW + 2; x++) {
         attn_bf16_set_deterministic(x < NW ? P[x][0] : x == NW);
@@ -324,7 +330,7 @@ static void t_perf(const char *name, AttnConfig cfg, int T) {
         gpu->download(&sync, lse, 4);
         t[x] = rc ? 0 : (now_s() - t0) / reps * 1e3;
     }
-    sparse_wgmma_bwd_tune(1, 3, 1, 1);
+    sparse_wgmma_bwd_tune(1, 3, -1, 1);
     attn_bf16_set_deterministic(mode0);
     double tf[NW + 2];
     for (int x = 0; x < NW + 2; x++) tf[x] = t[x] > 0 ? 2.5 * f / t[x] * 1e-9 : 0;
@@ -333,7 +339,7 @@ static void t_perf(const char *name, AttnConfig cfg, int T) {
            "sparse_bf16 ordered %.3f (%.1f), atomic %.3f (%.1f))\n",
            name, T, st.pairs, t[0], tf[0], t[1], tf[1], t[2], tf[2], t[NW], tf[NW], t[NW + 1],
            tf[NW + 1]);
-    printf("    (info sparse_wgmma_bwd_perf %s T=%d: head-fastest grids: ordered %.3f, atomic %.3f; "
+    printf("    (info sparse_wgmma_bwd_perf %s T=%d: ordered head-major %.3f, atomic head-fastest %.3f; "
            "128-key dK/dV CTAs: ordered %.3f; pre (Di, inverse list) %.3f, +dK/dV %.3f, +dQ %.3f; "
            "inverse entries per region: max %d, mean %.1f)\n",
            name, T, t[3], t[4], t[5], t[6], t[7], t[8], inv_max, inv_mean);
@@ -384,7 +390,7 @@ void t_sparse_wgmma_bwd_all(void) {
     t_hand(1, 1000, 8, 2, 128, 128, 16, 24, 12, 0);
     t_hand(2, 700, 4, 4, 128, 256, 32, 14, 6, 0);
     t_cfg("ms w16 top32 m8", ms_cfg(16, 32, 8, -1), 1, 1000, 8, 2, 128);
-    t_cfg("ms w32 top12 m4", ms_cfg(32, 12, 4, 16), 1, 1111, 4, 1, 128);
+    t_cfg("ms w32 top12 m4", ms_cfg(32, 12, 4, -1), 1, 1111, 4, 1, 128);
     if (!quick) {
         t_cfg("ms w16 top64 m16", ms_cfg(16, 64, 16, -1), 2, 3000, 4, 1, 128);
         t_perf("ms paper", ms_cfg(16, 512, 128, -1), 32768);
