@@ -1192,8 +1192,8 @@ extern "C" int flash_wgmma_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const u
 // pairs): ordered 22.9-23.0 (221), atomic 22.9-23.2; sparse_bf16 27.6-27.8 / 23.1-23.2. dK/dV
 // with 128-key CTAs (tunable): 12.9-13.4 vs 12.5-13.0. Bench moba-blk fwd+bwd (selection
 // included) 32K: 15.3 ms ordered, 13.6 atomic (r3, with the r3 forward; r0: 21.8). ms paper
-// config 32K fwd+bwd atomic (small-region kernel): 46.9 ms (r3; bwd ~29 vs sparse_bf16's atomic
-// ~40).
+// config (6.71e9 pairs) 32K bwd, atomic: small-region kernel 32.8 ms (262) vs sparse_bf16's 37.9
+// (r4 perf row); bench fwd+bwd atomic 46.9 ms (r3).
 // tunables (sparse_wgmma_bwd_tune; tests): the atomic mode's fused path, which split kernels run
 // (bit 0 dQ, bit 1 dK/dV), head-major grids (-1: the fused kernel only), dK/dV warpgroups (1: 64
 // keys; 2: 128 keys where the regions allow)
