@@ -33,6 +33,17 @@ static inline void *dev_from(const void *h, size_t bytes) {
     gpu->upload(d, h, bytes);
     return d;
 }
+// The timing rows' inputs (B = 1): n values ~ N(0, 1) in bf16 (the first 4M drawn, the rest
+// repeating them: quick to make at 128K) uploaded as *q and *v, and the same shifted by 12345
+// elements as *k (so that q . k is not q . q). Returns the host bits (the caller frees them).
+static inline uint16_t *perf_qkv(size_t n, uint16_t **q, uint16_t **k, uint16_t **v) {
+    uint16_t *hb = xalloc(n * 2);
+    for (size_t i = 0; i < n; i++)
+        hb[i] = i < (1u << 22) ? bf16_from_f32(rng_normal(&rng)) : hb[i & ((1u << 22) - 1)];
+    *q = dev_from(hb, n * 2), *v = dev_from(hb, n * 2), *k = gpu->alloc(n * 2);
+    gpu->upload(*k, hb + 12345, (n - 12345) * 2);
+    return hb;
+}
 static inline void poison16(void *d, size_t n) {
     uint16_t *h = xalloc(n * 2);
     for (size_t i = 0; i < n; i++) h[i] = BF16_NAN;

@@ -322,15 +322,10 @@ static void t_sb_perf(const char *name, AttnConfig cfg, int T) {
     AttnDims d;
     MS_ASSERT(attn_dims(&cfg, T, &d) == 0, "%s", ms_error());
     size_t nq = (size_t)T * H * D, ni = (size_t)H * d.nblk * d.width;
-    uint16_t *hb = malloc(nq * 2);
-    for (size_t i = 0; i < nq; i++)
-        hb[i] = i < (1u << 22) ? bf16_from_f32(rng_normal(&rng)) : hb[i & ((1u << 22) - 1)];
     PerfJob j;
     memset(&j, 0, sizeof j);
     j.cfg = cfg, j.T = T, j.H = H, j.D = D;
-    j.q = dev_bits(hb, nq), j.v = dev_bits(hb, nq);
-    j.k = gpu->alloc(nq * 2); // k: q shifted by a few rows (not identical to q)
-    gpu->upload(j.k, hb + 12345, (nq - 12345) * 2);
+    uint16_t *hb = perf_qkv(nq, &j.q, &j.k, &j.v);
     j.dy = dev_bits(hb, nq);
     j.o = gpu->alloc(nq * 2), j.dq = gpu->alloc(nq * 2), j.dk = gpu->alloc(nq * 2);
     j.dv = gpu->alloc(nq * 2), j.lse = gpu->alloc((size_t)H * T * 4);

@@ -257,12 +257,7 @@ static void t_perf(const char *name, AttnConfig cfg, int T) {
     AttnDims d;
     MS_ASSERT(attn_dims(&cfg, T, &d) == 0, "%s", ms_error());
     size_t nq = (size_t)T * H * D, ni = (size_t)H * d.nblk * d.width;
-    uint16_t *hb = xalloc(nq * 2);
-    for (size_t i = 0; i < nq; i++)
-        hb[i] = i < (1u << 22) ? bf16_from_f32(rng_normal(&rng)) : hb[i & ((1u << 22) - 1)];
-    uint16_t *q = dev_from(hb, nq * 2), *v = dev_from(hb, nq * 2), *y = dev_from(hb, nq * 2);
-    uint16_t *k = gpu->alloc(nq * 2); // k: q shifted by a few rows
-    gpu->upload(k, hb + 12345, (nq - 12345) * 2);
+    uint16_t *q, *k, *v, *hb = perf_qkv(nq, &q, &k, &v), *y = dev_from(hb, nq * 2);
     uint16_t *o = gpu->alloc(nq * 2), *dq = gpu->alloc(nq * 2), *dk = gpu->alloc(nq * 2),
              *dv = gpu->alloc(nq * 2);
     float *lse = gpu->alloc((size_t)H * T * 4), sync;
