@@ -54,64 +54,12 @@ struct SpArgs {
     int hmajor; // grid (tiles, b * heads): the CTAs of one head run together (L2 reuse)
 };
 
-// dK/dV CTA (keys k0 .., kv head kvh): entries = the group's heads, tiles [tlo, tend) (dense), or
-// the region's inverse-list entries (head of the group, query block), the block's tiles from
-// the CTA's first key on, up to the last row its keys are in the window of (sparse)
-template <bool SP> struct KvWalk {
-    int e, n, t, tb, hh;   // entry e of n; its tile t of [.., tb); its query head
-    int kvh, G, tlo, tend; // dense
-    const int *inv;        // sparse: the region's entries
-    int nv, nblk, qb, k0, rend;
-    __device__ __forceinline__ void enter(int v) {
-        if (!SP) {
-            hh = kvh * G + v, t = tlo, tb = tend;
-            return;
-        }
-        int hg = v / nblk, c = v - hg * nblk;
-        int rs = max(c * qb, k0), re = min(c * qb + qb, rend);
-        hh = kvh * G + hg, t = rs >> 6, tb = re > rs ? (re + 63) >> 6 : t;
-    }
-    __device__ __forceinline__ void next_entry() {
-        while (++e < n) {
-            int v = e;
-            if (SP) {
-                v = nv;
-                if (e + 1 < n) nv = __ldg(inv + e + 1);
-            }
-            enter(v);
-            if (t < tb) return;
-        }
-    }
-    __device__ __forceinline__ void begin() {
-        e = -1;
-        if (SP && n > 0) nv = __ldg(inv);
-        next_entry();
-    }
-    __device__ __forceinline__ void next() {
-        if (++t >= tb) next_entry();
-    }
-    __device__ __forceinline__ bool ok() const { return e < n; }
-};
-
-// dQ CTA (rows q0 .. of a query block): one entry, key tiles [0, tend) (dense), or the block's
-// list slots, each region's key tiles cut at the CTA's last row (kend) and the window (klo)
-template <bool SP> struct QWalk {
-    int e, n, t, tb;
-    int tend;        // dense
-    const int *lst;  // sparse: the block's slots
-    int nv, nreg, R, klo, kend;
-    __device__ __forceinline__ void enter(int v) {
-        if (!SP) {
-            t = 0, tb = tend;
-            return;
-        }
-        if (v < 0 || v >= nreg) {
-            t = tb = 0;
-            return;
-        }
-        int ks = max(v * R, klo), ke = min(v * R + R, kend);
-        t = ks >> 6, tb = ke > ks ? (ke + 63) >> 6 : t;
-    }
+// The iteration both walks share (W: the walk, which defines enter(v): entry value v -> its tiles
+// [t, tb)): entries e = 0 .. n - 1; sparse: the entry values come from lst, read one ahead.
+template <bool SP, class W> struct EntryWalk {
+    int e, n, t, tb; // entry e of n; its tile t of [.., tb)
+    const int *lst;  // sparse: the entries' values
+    int nv;          // sparse: the next entry's value
     __device__ __forceinline__ void next_entry() {
         while (++e < n) {
             int v = e;
@@ -119,7 +67,7 @@ template <bool SP> struct QWalk {
                 v = nv;
                 if (e + 1 < n) nv = __ldg(lst + e + 1);
             }
-            enter(v);
+            static_cast<W *>(this)->enter(v);
             if (t < tb) return;
         }
     }
@@ -132,6 +80,43 @@ template <bool SP> struct QWalk {
         if (++t >= tb) next_entry();
     }
     __device__ __forceinline__ bool ok() const { return e < n; }
+};
+
+// dK/dV CTA (keys k0 .., kv head kvh): entries = the group's heads, tiles [tlo, tend) (dense), or
+// the region's inverse-list entries (lst; head of the group, query block), the block's tiles from
+// the CTA's first key on, up to the last row its keys are in the window of (sparse)
+template <bool SP> struct KvWalk : EntryWalk<SP, KvWalk<SP>> {
+    int hh;                // the entry's query head
+    int kvh, G, tlo, tend; // dense
+    int nblk, qb, k0, rend;
+    __device__ __forceinline__ void enter(int v) {
+        if (!SP) {
+            hh = kvh * G + v, this->t = tlo, this->tb = tend;
+            return;
+        }
+        int hg = v / nblk, c = v - hg * nblk;
+        int rs = max(c * qb, k0), re = min(c * qb + qb, rend);
+        hh = kvh * G + hg, this->t = rs >> 6, this->tb = re > rs ? (re + 63) >> 6 : this->t;
+    }
+};
+
+// dQ CTA (rows q0 .. of a query block): one entry, key tiles [0, tend) (dense), or the block's
+// list slots (lst), each region's key tiles cut at the CTA's last row (kend) and the window (klo)
+template <bool SP> struct QWalk : EntryWalk<SP, QWalk<SP>> {
+    int tend; // dense
+    int nreg, R, klo, kend;
+    __device__ __forceinline__ void enter(int v) {
+        if (!SP) {
+            this->t = 0, this->tb = tend;
+            return;
+        }
+        if (v < 0 || v >= nreg) {
+            this->t = this->tb = 0;
+            return;
+        }
+        int ks = max(v * R, klo), ke = min(v * R + R, kend);
+        this->t = ks >> 6, this->tb = ke > ks ? (ke + 63) >> 6 : this->t;
+    }
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -167,7 +152,7 @@ __device__ __forceinline__ void dkdv_wg_body(bf16 *dk, bf16 *dv, const bf16 *dou
     L.kvh = kvh, L.G = G;
     if (SP) {
         int bk = (b * KVH + kvh) * sp.nreg + k0 / sp.region;
-        L.inv = sp.inv + sp.start[bk], L.n = sp.count[bk];
+        L.lst = sp.inv + sp.start[bk], L.n = sp.count[bk];
         L.nblk = sp.nblk, L.qb = sp.qblock, L.k0 = k0;
         L.rend = sp.window ? min(T, k0 + BKV - 1 + sp.window) : T;
     } else {
@@ -537,7 +522,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     typename std::conditional<SP, KvWalk<true>, FusedDenseWalk>::type L; // load cursor
     if constexpr (SP) {
         int bk = (b * KVH + kvh) * sp.nreg + k0 / sp.region;
-        L.kvh = kvh, L.G = G, L.inv = sp.inv + sp.start[bk], L.n = sp.count[bk];
+        L.kvh = kvh, L.G = G, L.lst = sp.inv + sp.start[bk], L.n = sp.count[bk];
         L.nblk = sp.nblk, L.qb = sp.qblock, L.k0 = k0;
         L.rend = sp.window ? min(T, k0 + BKV - 1 + sp.window) : T;
     } else {
