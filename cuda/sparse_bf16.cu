@@ -20,8 +20,8 @@
 // Softmax: online, in registers, exp2 of log2e-scaled scores; lse = natural log-sum-exp (fp32).
 // Backward: Di = rowsum(dO * O) (fp32, one warp per row). dQ: the forward's walk, P recomputed
 // from lse, dS = P (dP - Di), dQ = scale dS K, written once (bf16).
-// Inverse list (cuda/sparse_inverse.cu; dK/dV without atomics): for each (b, kv head, region) the (query head of the
-// group, block) entries that list it. Counting pass (integer atomics: exact), exclusive scan (CUB,
+// Inverse list (cuda/sparse_inverse.cu; dK/dV without atomics): for each (b, kv head, region)
+// the (query head of the group, block) entries that list it. Counting pass (integer atomics: exact), exclusive scan (CUB,
 // integers), then a fill in a FIXED order: the (head, block) lists of a (b, kv head) in chunks of
 // L lists; per chunk the region counts, each region's chunk offsets (its start + earlier chunks'
 // counts), then a CTA per chunk walks its lists one after another, the slots of a list in parallel
