@@ -18,7 +18,7 @@
 //   replaces the causal range by the region's inverse list (dK/dV) / the block's list (dQ); the
 //   masks are the diagonal's, plus the window; the atomic mode's fused kernel the same way
 //   (bwd_fused_kernel<.., SP>). 16 / 32-key regions (atomic mode): sq_fused_kernel, a
-//   query-centric fused kernel (comment there). Host part and figures at sparse_wgmma_bwd.
+//   query-centric fused kernel (sparse_wgmma_small.cu). Host part and figures at sparse_wgmma_bwd.
 // Synchronisation: cp.async writes are generic-proxy writes, wgmma reads through the async
 //   proxy: each thread waits its cp.async groups, fence.proxy.async, then __syncthreads; a
 //   buffer is overwritten only after every warpgroup's wgmma.wait_group 0 and a barrier. TMA
@@ -34,7 +34,7 @@
 #include <cuda.h> // CUtensorMap (the encode function comes through cudaGetDriverEntryPoint)
 
 #include "cuda_common.cuh"
-#include "flash_wgmma.cuh"
+#include "flash_wgmma_bwd.cuh"
 #include "sparse_inverse.cuh"
 extern "C" {
 #include "attn_bf16.h"
@@ -47,12 +47,6 @@ extern "C" {
 // to the rows / keys that can see something (causal, window); masks as at the dense diagonal.
 // Empty entries are skipped; the next entry's list value is loaded one entry ahead, so its
 // latency hides under a step. Same order every call: deterministic.
-struct SpArgs {
-    const int *idx;                 // [B, H, nblk, width] region ids, -1 = empty slot (dQ)
-    const int *inv, *start, *count; // the inverse list (sparse_inverse.cuh; dK/dV)
-    int nblk, width, qblock, region, window, nreg;
-    int hmajor; // grid (tiles, b * heads): the CTAs of one head run together (L2 reuse)
-};
 
 // The iteration both walks share (W: the walk, which defines enter(v): entry value v -> its tiles
 // [t, tb)): entries e = 0 .. n - 1; sparse: the entry values come from lst, read one ahead.
@@ -437,7 +431,6 @@ __device__ __forceinline__ void dq_wg_body(bf16 *dq, const bf16 *dout, const flo
     }
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // Fused backward (5 products; D = 128): CTA = (b, kv head, 128 keys), 2 warpgroups of 64 keys,
 // walking the (query tile, head) pairs latest query tile first, heads innermost, from the last
@@ -464,23 +457,6 @@ __device__ __forceinline__ void dq_wg_body(bf16 *dq, const bf16 *dout, const flo
 //     16.1-16.5: the acquire round trip and the fence block each warp once per step.
 //   PIPE = 1 (tune 4): each step's reds issued after the next step's S / dP products, lse / Di by
 //     cp.async: no gain (atomic 16.9, ordered 23.6).
-__device__ __forceinline__ int ld_acquire_gpu(const int *p) {
-    int v;
-    asm volatile("ld.acquire.gpu.global.s32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
-    return v;
-}
-__device__ __forceinline__ void st_release_gpu(int *p, int v) {
-    asm volatile("st.release.gpu.global.s32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
-}
-// thread 0 waits until *cnt == v; bounded (~1 s at 2 GHz): a broken ordering assumption gives a
-// wrong dq (the parity test catches it) rather than a hung process
-__device__ __forceinline__ void wait_count(const int *cnt, int v) {
-    long long t0 = clock64();
-    while (ld_acquire_gpu(cnt) != v) {
-        __nanosleep(20);
-        if (clock64() - t0 > (1ll << 31)) break;
-    }
-}
 
 // The fused backward's dense order: latest query tile first, heads innermost (the ordered modes
 // rely on every key block's CTA meeting a (tile, head) pair at the same step index). Sparse
@@ -765,205 +741,6 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
 }
 
 // ---------------------------------------------------------------------------------------------
-// Query-centric fused backward for lists of small regions (16 / 32 keys: ms with w < 64), atomic
-// mode, D = 128 (sq_fused_kernel; the atomic mode's default for those lists).
-// CTA = (b, h, 128 rows of one query block), 2 warpgroups of 64 rows. The block's list (valid
-// slots first) is packed into 64-key tiles of 64 / region slots, K / V rows read through the list
-// by cp.async (rows of slots past the list / keys past T zero, their key id INT_MAX: masked by
-// the causal test), two stages. Per tile: S = Q K^T, dP = dO V^T (SS, rows as M), P from lse,
-// dS = P (dP - Di) in registers, dQ += dS K (RS) in registers for the whole walk; P and dS (bf16)
-// to shared memory [128 rows][64 keys], then warpgroup 0 makes dV = P^T dO and warpgroup 1
-// dK = dS^T Q for the tile's 64 keys (SS, A M-major, B MN-major, K = the CTA's 128 rows, N = D in
-// two halves) and adds them into fp32 accumulators [B, T, KVH, D] by red.add (64 KB per tile);
-// a convert kernel makes dk = scale acc, dv. 5 products per pair. Tiles wholly after the CTA's
-// rows (later regions of the own block: ~12% of the ms paper config's tiles) are skipped.
-__device__ __forceinline__ void wg_red2(float *p, float x, float y) {
-    asm volatile("red.relaxed.gpu.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(p), "f"(x), "f"(y)
-                 : "memory");
-}
-template <int D>
-__global__ void __launch_bounds__(256, 1)
-    sq_fused_kernel(bf16 *dq, float *acck, float *accv, const bf16 *dout, const float *lse,
-                    const float *Di, const bf16 *q, const bf16 *k, const bf16 *v, int T, int H,
-                    int KVH, float sl2, float scale, SpArgs sp) {
-    static_assert(D == 128, "dK / dV: N = D in two 64-column halves");
-    constexpr int NT = 256, BQ = 128, BK = 64, DN = D / 8, NN = BK / 8;
-    extern __shared__ __align__(1024) unsigned char smem_raw[];
-    bf16 *Qs = (bf16 *)smem_base1k(smem_raw), *dOs = Qs + BQ * D, *Ks = dOs + BQ * D;
-    bf16 *Vs = Ks + 2 * BK * D, *Ps = Vs + 2 * BK * D, *dSs = Ps + BQ * BK;
-    int *kid = (int *)(dSs + BQ * BK); // [2][BK] key of each tile row (INT_MAX: none)
-    __shared__ int nvalid;
-
-    int bh = blockIdx.y, b = bh / H, h = bh % H, kvh = h / (H / KVH);
-    int q0 = (gridDim.x - 1 - blockIdx.x) * BQ; // latest (fullest lists) first
-    size_t ldq = (size_t)H * D, ldk = (size_t)KVH * D;
-    const bf16 *qb = q + (size_t)b * T * ldq + (size_t)h * D;
-    const bf16 *db = dout + (size_t)b * T * ldq + (size_t)h * D;
-    const bf16 *kb = k + (size_t)b * T * ldk + (size_t)kvh * D;
-    const bf16 *vb = v + (size_t)b * T * ldk + (size_t)kvh * D;
-    const int *lst = sp.idx + (((size_t)b * H + h) * sp.nblk + q0 / sp.qblock) * sp.width;
-    int rsh = sp.region == 16 ? 4 : 5, spt = BK >> rsh; // slots per tile
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
-    int wg = warp >> 2, wl = warp & 3;
-    int wr0 = q0 + wg * 64, rw0 = wr0 + wl * 16 + g;
-    float l2[2], di[2];
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        int row = rw0 + 8 * r;
-        size_t li = ((size_t)b * H + h) * T + row;
-        l2[r] = row < T ? lse[li] * WG_LOG2E : INFINITY;
-        di[r] = row < T ? Di[li] : 0.f;
-    }
-    if (threadIdx.x == 0) nvalid = sp.width;
-    __syncthreads();
-    for (int s = threadIdx.x; s < sp.width; s += NT)
-        if (__ldg(lst + s) < 0) atomicMin(&nvalid, s);
-    __syncthreads();
-    int nv = nvalid, ntile = (nv + spt - 1) / spt;
-
-    auto load_tile = [&](int j, int buf) {
-        bf16 *Kd = Ks + buf * BK * D, *Vd = Vs + buf * BK * D;
-        for (int i = threadIdx.x; i < BK * (D / 8); i += NT) {
-            int p = i / (D / 8), ch = i % (D / 8), s = j * spt + (p >> rsh);
-            int r = s < nv ? __ldg(lst + s) : -1;
-            int key = (r << rsh) + (p & (sp.region - 1));
-            bool ok = r >= 0 && key < T;
-            size_t off = (size_t)(ok ? key : 0) * ldk + ch * 8;
-            cp_async16(Kd + pl<BK>(p, ch), kb + off, ok);
-            cp_async16(Vd + pl<BK>(p, ch), vb + off, ok);
-            if (ch == 0) kid[buf * BK + p] = ok ? key : INT_MAX;
-        }
-    };
-
-    ptile_load<D, BQ, NT>(Qs, qb, ldq, q0, T);
-    ptile_load<D, BQ, NT>(dOs, db, ldq, q0, T);
-    if (ntile > 0) load_tile(0, 0);
-    cp_async_commit();
-
-    float acc[DN][4];
-#pragma unroll
-    for (int n = 0; n < DN; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
-
-    for (int j = 0; j < ntile; j++) {
-        if (j + 1 < ntile) {
-            load_tile(j + 1, (j + 1) & 1);
-            cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
-        fence_async_smem();
-        __syncthreads(); // tile j landed (and its key ids)
-        // a tile wholly after the CTA's last row (the own block's later regions) adds nothing
-        int kmin = INT_MAX;
-        for (int x = 0; x < spt; x++)
-            if (j * spt + x < nv) kmin = min(kmin, __ldg(lst + j * spt + x) << rsh);
-        if (kmin > q0 + BQ - 1) {
-            __syncthreads(); // (no buffer was read: only keeps the steps in lockstep)
-            continue;
-        }
-        const bf16 *Kt = Ks + (j & 1) * BK * D, *Vt = Vs + (j & 1) * BK * D;
-        const int *kt = kid + (j & 1) * BK;
-        float s[NN][4], dp[NN][4];
-        wg_fence();
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++)
-            wg_ss<BK>(s, desc_k<BQ>(Qs, wg * 64, kk), desc_k<BK>(Kt, 0, kk), kk);
-        wg_commit();
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++)
-            wg_ss<BK>(dp, desc_k<BQ>(dOs, wg * 64, kk), desc_k<BK>(Vt, 0, kk), kk);
-        wg_commit();
-        wg_wait<1>();
-        wg_keep<BK>(s);
-#pragma unroll
-        for (int n = 0; n < NN; n++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int key = kt[n * 8 + 2 * tq + (e & 1)], row = rw0 + 8 * (e >> 1);
-                float p = wg_ex2(fmaf(s[n][e], sl2, -l2[e >> 1]));
-                s[n][e] = key > row ? 0.f : p; // causal; INT_MAX (no key) is after every row
-            }
-        uint32_t pa[BK / 16][4], da[BK / 16][4];
-#pragma unroll
-        for (int kk = 0; kk < BK / 16; kk++) {
-            pa[kk][0] = pack_bf16x2(s[2 * kk][0], s[2 * kk][1]);
-            pa[kk][1] = pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
-            pa[kk][2] = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            pa[kk][3] = pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-        }
-        wg_wait<0>();
-        wg_keep<BK>(dp);
-#pragma unroll
-        for (int n = 0; n < NN; n++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) s[n][e] *= dp[n][e] - di[e >> 1];
-        int r0 = wg * 64 + wl * 16 + g; // this thread's rows r0, r0 + 8 of the CTA
-#pragma unroll
-        for (int kk = 0; kk < BK / 16; kk++) {
-            da[kk][0] = pack_bf16x2(s[2 * kk][0], s[2 * kk][1]);
-            da[kk][1] = pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
-            da[kk][2] = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            da[kk][3] = pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-            *(uint32_t *)(Ps + pl<BQ>(r0, 2 * kk) + 2 * tq) = pa[kk][0];
-            *(uint32_t *)(Ps + pl<BQ>(r0 + 8, 2 * kk) + 2 * tq) = pa[kk][1];
-            *(uint32_t *)(Ps + pl<BQ>(r0, 2 * kk + 1) + 2 * tq) = pa[kk][2];
-            *(uint32_t *)(Ps + pl<BQ>(r0 + 8, 2 * kk + 1) + 2 * tq) = pa[kk][3];
-            *(uint32_t *)(dSs + pl<BQ>(r0, 2 * kk) + 2 * tq) = da[kk][0];
-            *(uint32_t *)(dSs + pl<BQ>(r0 + 8, 2 * kk) + 2 * tq) = da[kk][1];
-            *(uint32_t *)(dSs + pl<BQ>(r0, 2 * kk + 1) + 2 * tq) = da[kk][2];
-            *(uint32_t *)(dSs + pl<BQ>(r0 + 8, 2 * kk + 1) + 2 * tq) = da[kk][3];
-        }
-        wg_fence();
-#pragma unroll
-        for (int kk = 0; kk < BK / 16; kk++) wg_rs<D>(acc, da[kk], desc_mn<BK>(Kt, kk), 1);
-        wg_commit();
-        fence_async_smem(); // the P / dS stores (generic proxy) before the wgmma reads (async)
-        __syncthreads();    // both warpgroups' rows of P / dS
-        // warpgroup 0: dV = P^T dO, 1: dK = dS^T Q; M = the tile's 64 keys, K = the 128 rows
-        const bf16 *As = wg ? dSs : Ps, *Bs = wg ? Qs : dOs;
-        float t0[8][4], t1[8][4];
-        wg_fence();
-#pragma unroll
-        for (int kk = 0; kk < BQ / 16; kk++)
-            wg_ss_tt_n64(t0, desc_mn<BQ>(As, kk), desc_mn<BQ>(Bs, kk), kk);
-#pragma unroll
-        for (int kk = 0; kk < BQ / 16; kk++)
-            wg_ss_tt_n64(t1, desc_mn<BQ>(As, kk), desc_mn<BQ>(Bs + BQ * 64, kk), kk);
-        wg_commit();
-        wg_wait<0>();
-        wg_keep<D>(acc);
-        wg_keep<64>(t0);
-        wg_keep<64>(t1);
-        float *accw = wg ? acck : accv;
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            int key = kt[wl * 16 + g + 8 * r];
-            if (key >= T) continue;
-            float *pr = accw + ((size_t)b * T + key) * ldk + (size_t)kvh * D + 2 * tq;
-#pragma unroll
-            for (int n = 0; n < 8; n++) {
-                wg_red2(pr + 8 * n, t0[n][2 * r], t0[n][2 * r + 1]);
-                wg_red2(pr + 64 + 8 * n, t1[n][2 * r], t1[n][2 * r + 1]);
-            }
-        }
-        __syncthreads(); // P / dS, this K / V stage and its key ids free for tile j + 2
-    }
-    cp_async_wait<0>(); // no tile: Q / dO loads still in flight
-
-    bf16 *dqb = dq + (size_t)b * T * ldq + (size_t)h * D;
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        int row = rw0 + 8 * r;
-        if (row >= T) continue;
-        bf16 *o = dqb + (size_t)row * ldq + 2 * tq;
-#pragma unroll
-        for (int n = 0; n < DN; n++)
-            *(uint32_t *)(o + n * 8) = pack_bf16x2(acc[n][2 * r] * scale, acc[n][2 * r + 1] * scale);
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // kernels
 
 template <int D, int NWG, int ALD, bool SP>
@@ -989,44 +766,11 @@ __global__ void __launch_bounds__(256, 1)
     bwd_fused_body<D, DET, PIPE, SP>(dq, dk, dv, dqacc, counters, dout, lse, Di, q, k, v, T, H,
                                      KVH, sl2, scale, sp);
 }
-__global__ void wg_dq_convert(bf16 *dq, const float *acc, size_t n4, float scale) {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n4) return;
-    float4 x = __ldcs((const float4 *)acc + i);
-    uint2 o = make_uint2(pack_bf16x2(x.x * scale, x.y * scale), pack_bf16x2(x.z * scale, x.w * scale));
-    *((uint2 *)dq + i) = o;
-}
-
-// Di[b, h, t] = sum_d dout * out (fp32), one warp per (b, t, h) row, fixed shuffle order
-template <int D>
-__global__ void wg_bwd_pre(float *Di, const bf16 *dout, const bf16 *out, int B, int T, int H) {
-    size_t rowi = (size_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (rowi >= (size_t)B * T * H) return;
-    int lane = threadIdx.x & 31;
-    const __nv_bfloat162 *a = (const __nv_bfloat162 *)(dout + rowi * D);
-    const __nv_bfloat162 *c = (const __nv_bfloat162 *)(out + rowi * D);
-    float s = 0.f;
-#pragma unroll
-    for (int i = lane; i < D / 2; i += 32) {
-        float2 x = __bfloat1622float2(a[i]), y = __bfloat1622float2(c[i]);
-        s = fmaf(x.x, y.x, s);
-        s = fmaf(x.y, y.y, s);
-    }
-    s = warp_sum(s);
-    if (lane == 0) {
-        int h = (int)(rowi % H);
-        size_t bt = rowi / H;
-        int t = (int)(bt % T), b = (int)(bt / T);
-        Di[((size_t)b * H + h) * T + t] = s;
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // host
 
-// backward workspace (Di; fused: the fp32 dQ accumulator and the counters): a grow-only buffer
-// of this file (growing frees the old one, which waits for the device)
-static void *scratch_buf(size_t bytes) {
+void *wg_bwd_scratch(size_t bytes) { // flash_wgmma_bwd.cuh
     static void *p = NULL;
     static size_t cap = 0;
     if (bytes > cap) {
@@ -1093,7 +837,7 @@ static void bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf1
     // workspace: Di [rows]; fused: dQ accumulator [rows][D] fp32, counters [B, H, tiles, 8]
     size_t acc_off = align256(rows * 4), cnt_off = acc_off + align256(rows * D * 4);
     size_t ncnt = (size_t)B * H * nqt * 8;
-    char *ws = (char *)scratch_buf(fused ? cnt_off + ncnt * 4 : rows * 4);
+    char *ws = (char *)wg_bwd_scratch(fused ? cnt_off + ncnt * 4 : rows * 4);
     float *Di = (float *)ws;
     wg_bwd_pre<D><<<cdiv_u(rows, 8), 256>>>(Di, dout, out, B, T, H);
     cudaLaunchCheck();
@@ -1183,48 +927,6 @@ extern "C" int flash_wgmma_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const u
 // (bit 0 dQ, bit 1 dK/dV), head-major grids (-1: the fused kernel only), dK/dV warpgroups (1: 64
 // keys; 2: 128 keys where the regions allow)
 static int sp_fused = 1, sp_parts = 3, sp_hmajor = -1, sp_kvwg = 1;
-// the query-centric fused backward for 16 / 32-key regions (sq_fused_kernel; atomic mode): on by
-// default (MSLAB_SPARSE_WGMMA_BWD=nosmall / sparse_wgmma_bwd_tune_small(0): off)
-static int sp_small = 1;
-// Its fp32 dK / dV accumulators (8 B per key row element) are capped (12 GB: T = 256K at B = 1,
-// KVH = 32, D = 128; MSLAB_SPARSE_WGMMA_ACC_MB overrides): past it sparse_bf16's chunked one runs.
-static bool small_ok(const AttnIndex *ix, int B, int T, int KVH, int D) {
-    static double cap_mb = -1;
-    if (cap_mb < 0) {
-        const char *e = getenv("MSLAB_SPARSE_WGMMA_ACC_MB");
-        cap_mb = e ? atof(e) : 12288.0;
-    }
-    return sp_small && D == 128 && !attn_bf16_deterministic() &&
-           (ix->region == 16 || ix->region == 32) && ix->qblock % 128 == 0 && !ix->window &&
-           8.0 * B * T * KVH * D <= cap_mb * 1048576.0;
-}
-static void small_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *out,
-                         const float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
-                         const AttnIndex *ix, int B, int T, int H, int KVH) {
-    constexpr int D = 128;
-    size_t rows = (size_t)B * T * H, nk = (size_t)B * T * KVH * D, acc_off = align256(rows * 4);
-    char *ws = (char *)scratch_buf(acc_off + 2 * align256(nk * 4));
-    float *Di = (float *)ws, *acck = (float *)(ws + acc_off);
-    float *accv = (float *)(ws + acc_off + align256(nk * 4));
-    wg_bwd_pre<D><<<cdiv_u(rows, 8), 256>>>(Di, dout, out, B, T, H);
-    cudaLaunchCheck();
-    cudaCheck(cudaMemsetAsync(acck, 0, 2 * align256(nk * 4), 0));
-    SpArgs sp = {};
-    sp.idx = ix->idx, sp.nblk = ix->nblk, sp.width = ix->width, sp.qblock = ix->qblock;
-    sp.region = ix->region;
-    float scale = 1.f / sqrtf((float)D), sl2 = WG_LOG2E * scale;
-    size_t smem = 1024 + sizeof(bf16) * (size_t)(2 * 128 * D + 4 * 64 * D + 2 * 128 * 64) +
-                  sizeof(int) * 2 * 64;
-    static bool init = false;
-    if (!init) smem_optin(sq_fused_kernel<D>, smem), init = true;
-    sq_fused_kernel<D><<<dim3((T + 127) / 128, B * H), 256, smem>>>(
-        dq, acck, accv, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale, sp);
-    cudaLaunchCheck();
-    wg_dq_convert<<<cdiv_u(nk / 4, 256), 256>>>(dk, acck, nk / 4, scale);
-    cudaLaunchCheck();
-    wg_dq_convert<<<cdiv_u(nk / 4, 256), 256>>>(dv, accv, nk / 4, 1.f);
-    cudaLaunchCheck();
-}
 template <int D>
 static void sparse_bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *out,
                               const float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
@@ -1234,7 +936,7 @@ static void sparse_bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, co
     size_t rows = (size_t)B * T * H, acc_off = align256(rows * 4);
     size_t inv_off = fused ? acc_off + align256(rows * D * 4) : acc_off;
     size_t inv_bytes = sparse_inverse_build(NULL, NULL, ix, B, T, H, KVH);
-    char *ws = (char *)scratch_buf(inv_off + inv_bytes);
+    char *ws = (char *)wg_bwd_scratch(inv_off + inv_bytes);
     float *Di = (float *)ws;
     wg_bwd_pre<D><<<cdiv_u(rows, 8), 256>>>(Di, dout, out, B, T, H);
     cudaLaunchCheck();
@@ -1266,8 +968,6 @@ static void sparse_bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, co
         dq_run<D, 1, true>(dq, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale, sp);
 }
 
-// tests / timing: sq_fused_kernel on (1, the default) / off (0)
-extern "C" void sparse_wgmma_bwd_tune_small(int on) { sp_small = on; }
 // tests / timing: the tunables above (defaults 1, 3, -1, 1)
 extern "C" void sparse_wgmma_bwd_tune(int fused, int parts, int hmajor, int kvwg) {
     sp_fused = fused, sp_parts = parts, sp_hmajor = hmajor, sp_kvwg = kvwg;
@@ -1281,17 +981,16 @@ extern "C" int sparse_wgmma_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const 
     if (off < 0) {
         const char *e = getenv("MSLAB_SPARSE_WGMMA_BWD");
         off = e && !strcmp(e, "0");
-        if (e && !strcmp(e, "split")) sp_fused = 0, sp_small = 0;
-        if (e && !strcmp(e, "nosmall")) sp_small = 0;
+        if (e && !strcmp(e, "split")) sp_fused = 0, wg_sp_small = 0;
+        if (e && !strcmp(e, "nosmall")) wg_sp_small = 0;
     }
     bool ok = !off && shape_ok(B, T, H, KVH, D) && (size_t)B * H <= 65535 && !ix->kpos &&
               ix->region > 0 && ix->qblock > 0 && ix->window >= 0 &&
               ix->nblk == (T + ix->qblock - 1) / ix->qblock;
-    if (ok && small_ok(ix, B, T, KVH, D)) {
-        small_launch((bf16 *)dq, (bf16 *)dk, (bf16 *)dv, (const bf16 *)dout, (const bf16 *)out,
-                     lse, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, ix, B, T, H, KVH);
+    if (ok && sparse_wgmma_small_bwd((bf16 *)dq, (bf16 *)dk, (bf16 *)dv, (const bf16 *)dout,
+                                     (const bf16 *)out, lse, (const bf16 *)q, (const bf16 *)k,
+                                     (const bf16 *)v, ix, B, T, H, KVH, D) == 0)
         return 0;
-    }
     if (!ok || ix->region % 64 || ix->qblock % 64) return -1;
     if (D == 64)
         sparse_bwd_launch<64>((bf16 *)dq, (bf16 *)dk, (bf16 *)dv, (const bf16 *)dout,

@@ -1,0 +1,86 @@
+// flash_wgmma_bwd.cuh: what the wgmma backward files share (cuda/flash_wgmma_bwd.cu: dense and
+// block-sparse split / fused kernels; cuda/sparse_wgmma_small.cu: the 16 / 32-key region kernel):
+// the list arguments, the ordered-add counters, the fp32 red, the Di pre-pass, the accumulator
+// convert, and the one grow-only backward workspace.
+#ifndef MSLAB_FLASH_WGMMA_BWD_CUH
+#define MSLAB_FLASH_WGMMA_BWD_CUH
+#include "cuda_common.cuh"
+#include "flash_wgmma.cuh"
+extern "C" {
+#include "attn_bf16.h"
+}
+
+// The block-sparse list of a backward call (ops.h AttnIndex) and its inverse (sparse_inverse.cuh).
+struct SpArgs {
+    const int *idx;                 // [B, H, nblk, width] region ids, -1 = empty slot (dQ)
+    const int *inv, *start, *count; // the inverse list (sparse_inverse.cuh; dK/dV)
+    int nblk, width, qblock, region, window, nreg;
+    int hmajor; // grid (tiles, b * heads): the CTAs of one head run together (L2 reuse)
+};
+
+__device__ __forceinline__ int ld_acquire_gpu(const int *p) {
+    int v;
+    asm volatile("ld.acquire.gpu.global.s32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+__device__ __forceinline__ void st_release_gpu(int *p, int v) {
+    asm volatile("st.release.gpu.global.s32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
+}
+// thread 0 waits until *cnt == v; bounded (~1 s at 2 GHz): a broken ordering assumption gives a
+// wrong dq (the parity test catches it) rather than a hung process
+__device__ __forceinline__ void wait_count(const int *cnt, int v) {
+    long long t0 = clock64();
+    while (ld_acquire_gpu(cnt) != v) {
+        __nanosleep(20);
+        if (clock64() - t0 > (1ll << 31)) break;
+    }
+}
+
+__device__ __forceinline__ void wg_red2(float *p, float x, float y) {
+    asm volatile("red.relaxed.gpu.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(p), "f"(x), "f"(y)
+                 : "memory");
+}
+
+static __global__ void wg_dq_convert(bf16 *dq, const float *acc, size_t n4, float scale) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n4) return;
+    float4 x = __ldcs((const float4 *)acc + i);
+    uint2 o = make_uint2(pack_bf16x2(x.x * scale, x.y * scale), pack_bf16x2(x.z * scale, x.w * scale));
+    *((uint2 *)dq + i) = o;
+}
+
+// Di[b, h, t] = sum_d dout * out (fp32), one warp per (b, t, h) row, fixed shuffle order
+template <int D>
+__global__ void wg_bwd_pre(float *Di, const bf16 *dout, const bf16 *out, int B, int T, int H) {
+    size_t rowi = (size_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (rowi >= (size_t)B * T * H) return;
+    int lane = threadIdx.x & 31;
+    const __nv_bfloat162 *a = (const __nv_bfloat162 *)(dout + rowi * D);
+    const __nv_bfloat162 *c = (const __nv_bfloat162 *)(out + rowi * D);
+    float s = 0.f;
+#pragma unroll
+    for (int i = lane; i < D / 2; i += 32) {
+        float2 x = __bfloat1622float2(a[i]), y = __bfloat1622float2(c[i]);
+        s = fmaf(x.x, y.x, s);
+        s = fmaf(x.y, y.y, s);
+    }
+    s = warp_sum(s);
+    if (lane == 0) {
+        int h = (int)(rowi % H);
+        size_t bt = rowi / H;
+        int t = (int)(bt % T), b = (int)(bt / T);
+        Di[((size_t)b * H + h) * T + t] = s;
+    }
+}
+
+// the backward workspace (Di; the fp32 accumulators, the counters, the inverse list): one
+// grow-only buffer for every wgmma backward (growing frees the old one, which waits for the
+// device); defined in flash_wgmma_bwd.cu
+void *wg_bwd_scratch(size_t bytes);
+// flash_wgmma_bwd.cu's sparse entry point hands lists of 16 / 32-key regions here first
+// (sparse_wgmma_small.cu): 0 = done, -1 = not this kernel's case
+int sparse_wgmma_small_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *out,
+                           const float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
+                           const AttnIndex *ix, int B, int T, int H, int KVH, int D);
+extern int wg_sp_small; // sq_fused_kernel on (1, the default) / off (MSLAB_SPARSE_WGMMA_BWD)
+#endif
