@@ -214,22 +214,6 @@ static void print_table(const BenchTable *t, FILE *out) {
 }
 
 // ---- the run ----------------------------------------------------------------------------------
-static void read_git(char *rev, size_t n, int *dirty) {
-    rev[0] = 0;
-    *dirty = 0;
-    FILE *f = popen("git rev-parse HEAD 2>/dev/null", "r");
-    if (f) {
-        if (fgets(rev, (int)n, f)) rev[strcspn(rev, "\n")] = 0;
-        pclose(f);
-    }
-    if (!rev[0]) return;
-    f = popen("git status --porcelain --untracked-files=no 2>/dev/null", "r");
-    if (f) {
-        char line[64];
-        if (fgets(line, sizeof line, f)) *dirty = 1;
-        pclose(f);
-    }
-}
 
 // A JSON string body: quotes, backslashes and control characters escaped.
 static void json_str(char *out, size_t n, const char *s) {
@@ -290,7 +274,7 @@ int bench_record(const char *ours, const char *peers, const BenchRecordOpts *o, 
     char host[256] = "unknown", rev[64];
     int dirty;
     gethostname(host, sizeof host);
-    read_git(rev, sizeof rev, &dirty);
+    provenance_git(rev, sizeof rev, &dirty);
     char *prov = provenance_json("cuda", 0);
     RunInfo info = {.name = o->name && *o->name ? o->name : "bench", .script = ours,
                     .config_json = cfg, .config_hash = hash, .git_rev = rev[0] ? rev : NULL,

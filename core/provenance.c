@@ -92,3 +92,20 @@ void provenance_file_hash(const char *path, char out[17]) {
     fclose(f);
     ms_hex64(h, out);
 }
+
+void provenance_git(char *rev, size_t n, int *dirty) {
+    rev[0] = 0;
+    *dirty = 0;
+    FILE *f = popen("git rev-parse HEAD 2>/dev/null", "r");
+    if (f) {
+        if (fgets(rev, (int)n, f)) rev[strcspn(rev, "\n")] = 0;
+        pclose(f);
+    }
+    if (!rev[0]) return;
+    f = popen("git status --porcelain --untracked-files=no 2>/dev/null", "r");
+    if (f) {
+        char line[64];
+        if (fgets(line, sizeof line, f)) *dirty = 1;
+        pclose(f);
+    }
+}

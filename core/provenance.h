@@ -4,6 +4,7 @@
 #ifndef MSLAB_PROVENANCE_H
 #define MSLAB_PROVENANCE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 // malloc'd JSON object; device is the run's device ("cpu", "cuda").
@@ -13,5 +14,8 @@ char *provenance_json(const char *device, uint64_t seed);
 double provenance_peak_rss_mb(void);
 // FNV-1a 64 of a file's bytes as 16 hex digits; "" when it cannot be read.
 void provenance_file_hash(const char *path, char out[17]);
+// The checkout's git revision ("" outside a git checkout or without git) and whether tracked files
+// differ from it.
+void provenance_git(char *rev, size_t n, int *dirty);
 
 #endif

@@ -133,22 +133,6 @@ int run_config_check(const RunConfig *rc) {
     return 0;
 }
 
-static void read_git(char *rev, size_t n, int *dirty) {
-    rev[0] = 0;
-    *dirty = 0;
-    FILE *f = popen("git rev-parse HEAD 2>/dev/null", "r");
-    if (f) {
-        if (fgets(rev, (int)n, f)) rev[strcspn(rev, "\n")] = 0;
-        pclose(f);
-    }
-    if (!rev[0]) return;
-    f = popen("git status --porcelain --untracked-files=no 2>/dev/null", "r");
-    if (f) {
-        char line[64];
-        if (fgets(line, sizeof line, f)) *dirty = 1;
-        pclose(f);
-    }
-}
 
 // checkpoints/<runs.uid>.ckpt: the uid is unique across databases (the row id is not), and a
 // resumed run keeps its row, so it finds its file again.
@@ -316,7 +300,7 @@ int run_execute(const RunConfig *rc, const Corpus *corpus, Store *store, RunResu
     char host[256] = "unknown", rev[64];
     int dirty;
     gethostname(host, sizeof host);
-    read_git(rev, sizeof rev, &dirty);
+    provenance_git(rev, sizeof rev, &dirty);
     char *prov = provenance_json(rc->device, rc->seed);
     RunInfo info = {.name = rc->name, .script = rc->script, .config_json = rc->config_json,
                     .config_hash = rc->config_hash, .git_rev = rev[0] ? rev : NULL,

@@ -65,6 +65,10 @@ const char *test_shared_path(const char *rel); // NULL when absent
 void *test_read_file(const char *path, size_t *n);
 void test_write_file(const char *path, const char *text);
 
+// Runs `body` as <tmpdir>/bad.lua (against <tmpdir>/<db>) after a prelude that opens `corpus` as
+// `c`; the script must fail (a CHECK); returns its error text from "bad.lua:" on (test_lua.c).
+const char *test_script_error(const char *corpus, const char *db, const char *body);
+
 // A fresh temporary directory for this test (removed at exit).
 const char *test_tmpdir(void);
 

@@ -303,22 +303,10 @@ TEST(run_eval_json_is_stable) {
 }
 
 static const char *eval_script_error(const char *body) {
-    const char *dir = test_tmpdir();
-    char corpus[512], script[512], db[512], text[4096];
-    snprintf(corpus, sizeof corpus, "%s/corpus", dir);
+    char corpus[512];
+    snprintf(corpus, sizeof corpus, "%s/corpus", test_tmpdir());
     eval_corpus(corpus);
-    snprintf(script, sizeof script, "%s/bad.lua", dir);
-    snprintf(db, sizeof db, "%s/results.db", dir);
-    snprintf(text, sizeof text,
-             "local ms = require 'mslab'\nlocal c = ms.corpus { path = '%s', cache = '%s/cache' }\n%s",
-             corpus, dir, body);
-    test_write_file(script, text);
-    ms_clear_error();
-    CHECK(lua_host_run(script, db, 0, NULL) == 1);
-    static char msg[1024];
-    const char *e = ms_error(), *base = strstr(e, "bad.lua:");
-    snprintf(msg, sizeof msg, "%s", base ? base : e);
-    return msg;
+    return test_script_error(corpus, "results.db", body);
 }
 
 TEST(run_eval_lua_errors_name_key_and_line) {

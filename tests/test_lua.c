@@ -81,26 +81,32 @@ TEST(lua_experiment_end_to_end) {
     store_close(s);
 }
 
-// Runs `body` as a script and returns the error text.
-static const char *script_error(const char *body) {
+// test.h: runs `body` after a prelude that opens `corpus` as c, as <tmpdir>/bad.lua against
+// <tmpdir>/<db>; the script must fail; returns its error text from "bad.lua:" on.
+const char *test_script_error(const char *corpus, const char *db, const char *body) {
     const char *dir = test_tmpdir();
-    char corpus[512], script[512], db[512], text[4096];
-    snprintf(corpus, sizeof corpus, "%s/corpus", dir);
-    mkdir(corpus, 0755);
-    write_corpus(corpus);
+    char script[512], dbpath[512], text[4096];
     snprintf(script, sizeof script, "%s/bad.lua", dir);
-    snprintf(db, sizeof db, "%s/results.db", dir);
+    snprintf(dbpath, sizeof dbpath, "%s/%s", dir, db);
     snprintf(text, sizeof text, "local ms = require 'mslab'\nlocal c = ms.corpus { path = '%s', cache = '%s/cache' }\n%s",
              corpus, dir, body);
     test_write_file(script, text);
     ms_clear_error();
-    int rc = lua_host_run(script, db, 0, NULL);
-    CHECK(rc == 1);
+    CHECK(lua_host_run(script, dbpath, 0, NULL) == 1);
     static char msg[1024];
     const char *e = ms_error();
     const char *base = strstr(e, "bad.lua:"); // strip the temporary directory
     snprintf(msg, sizeof msg, "%s", base ? base : e);
     return msg;
+}
+
+// Runs `body` as a script and returns the error text.
+static const char *script_error(const char *body) {
+    char corpus[512];
+    snprintf(corpus, sizeof corpus, "%s/corpus", test_tmpdir());
+    mkdir(corpus, 0755);
+    write_corpus(corpus);
+    return test_script_error(corpus, "results.db", body);
 }
 
 TEST(lua_errors_name_file_line_and_key) {
