@@ -69,6 +69,14 @@ void test_write_file(const char *path, const char *text);
 // `c`; the script must fail (a CHECK); returns its error text from "bad.lua:" on (test_lua.c).
 const char *test_script_error(const char *corpus, const char *db, const char *body);
 
+// results.db in tests (test_db.c): the first column of the first row ("(no row)", "NULL"; a failing
+// query is a CHECK failure), the number of rows, and the first value from a database file opened
+// read-only ("(no db)" when it cannot be opened). The text stays valid until the next call.
+typedef struct Store Store;
+const char *test_db_first(Store *s, const char *sql);
+int test_db_rows(Store *s, const char *sql);
+const char *test_db_value(const char *db, const char *sql);
+
 // A fresh temporary directory for this test (removed at exit).
 const char *test_tmpdir(void);
 

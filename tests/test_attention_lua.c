@@ -104,19 +104,6 @@ TEST(attention_lua_config_errors_name_the_line) {
               "s.lua:4: attention.top (4) must be greater than attention.merge (4)");
 }
 
-static int first_cb(int n, const char *const *names, const char *const *vals, void *ctx) {
-    (void)names;
-    snprintf(ctx, 8192, "%s", n > 0 && vals[0] ? vals[0] : "NULL");
-    return 1;
-}
-
-static const char *query1(Store *s, const char *sql) {
-    static char buf[8192];
-    strcpy(buf, "(no row)");
-    CHECK(store_select(s, sql, first_cb, buf) == 0);
-    return buf;
-}
-
 // A run with ms attention (dense first layer): params, canonical config, sparsity and FLOPs.
 TEST(attention_run_records_sparsity_and_flops) {
     char db[512];
@@ -138,20 +125,20 @@ TEST(attention_run_records_sparsity_and_flops) {
     if (rc) fprintf(stderr, "    %s\n", err);
     Store *s;
     if (store_open(&s, db, 1)) return;
-    CHECK_STR(query1(s, "SELECT value FROM params WHERE key = 'attention.kind'"), "ms");
-    CHECK_STR(query1(s, "SELECT value FROM params WHERE key = 'attention.merge'"), "2");
-    CHECK_STR(query1(s, "SELECT value FROM params WHERE key = 'attention.layers[1].kind'"), "dense");
-    CHECK_STR(query1(s, "SELECT value FROM params WHERE key = 'attention.eval'"), "dense");
+    CHECK_STR(test_db_first(s, "SELECT value FROM params WHERE key = 'attention.kind'"), "ms");
+    CHECK_STR(test_db_first(s, "SELECT value FROM params WHERE key = 'attention.merge'"), "2");
+    CHECK_STR(test_db_first(s, "SELECT value FROM params WHERE key = 'attention.layers[1].kind'"), "dense");
+    CHECK_STR(test_db_first(s, "SELECT value FROM params WHERE key = 'attention.eval'"), "dense");
     // an override without a kind changes knobs of the section's config
-    CHECK_STR(query1(s, "SELECT value FROM params WHERE key = 'attention.layers[2].w'"), "2");
-    CHECK_STR(query1(s, "SELECT value FROM params WHERE key = 'attention.layers[2].order'"), "votes");
-    CHECK(strstr(query1(s, "SELECT config_json FROM runs"),
+    CHECK_STR(test_db_first(s, "SELECT value FROM params WHERE key = 'attention.layers[2].w'"), "2");
+    CHECK_STR(test_db_first(s, "SELECT value FROM params WHERE key = 'attention.layers[2].order'"), "votes");
+    CHECK(strstr(test_db_first(s, "SELECT config_json FROM runs"),
                  "\"attention\":{\"kind\":\"ms\",\"w\":2,\"top\":4,\"ratio\":0,\"merge\":2,") != NULL);
-    CHECK(strstr(query1(s, "SELECT config_json FROM runs"), "\"layers\":{\"1\":{\"kind\":\"dense\"},\"2\":{\"kind\":\"ms\",") != NULL);
-    double sp = atof(query1(s, "SELECT value FROM metrics WHERE name = 'attn.sparsity'"));
+    CHECK(strstr(test_db_first(s, "SELECT config_json FROM runs"), "\"layers\":{\"1\":{\"kind\":\"dense\"},\"2\":{\"kind\":\"ms\",") != NULL);
+    double sp = atof(test_db_first(s, "SELECT value FROM metrics WHERE name = 'attn.sparsity'"));
     CHECK(sp > 0.5 && sp < 1);
-    double fl = atof(query1(s, "SELECT value FROM metrics WHERE name = 'attn.flops_per_token'"));
-    double dfl = atof(query1(s, "SELECT value FROM metrics WHERE name = 'attn.dense_flops_per_token'"));
+    double fl = atof(test_db_first(s, "SELECT value FROM metrics WHERE name = 'attn.flops_per_token'"));
+    double dfl = atof(test_db_first(s, "SELECT value FROM metrics WHERE name = 'attn.dense_flops_per_token'"));
     // head dim 8: 4 * 8 * causal pairs (2 layers x 2 heads x 528) / 32 tokens, dense
     CHECK_NEAR(dfl, 4.0 * 8 * 2 * 2 * 528 / 32, 1e-9);
     CHECK(fl < dfl * 1.2 && fl > dfl * 0.5);

@@ -11,23 +11,7 @@
 #include "../core/store.h"
 #include "test.h"
 
-static int first_cb(int ncols, const char *const *names, const char *const *v, void *ctx) {
-    (void)names;
-    snprintf(ctx, 4096, "%s", ncols > 0 && v[0] ? v[0] : "(null)");
-    return 1;
-}
-
-static const char *value(const char *db, const char *sql) {
-    static char buf[4096];
-    strcpy(buf, "(no row)");
-    Store *s;
-    if (store_open(&s, db, 1)) return "(no db)";
-    CHECK(store_select(s, sql, first_cb, buf) == 0);
-    store_close(s);
-    return buf;
-}
-
-static double num(const char *db, const char *sql) { return strtod(value(db, sql), NULL); }
+static double num(const char *db, const char *sql) { return strtod(test_db_value(db, sql), NULL); }
 
 // Ours: dense 2x faster than FA2 at 4K, MS twice as fast as torch-ms at 16K, a MoBA row n/a, a
 // moba-blk row at half flex-moba's speed (selection included on both sides).
@@ -108,9 +92,9 @@ TEST(bench_record_ratios_and_rows) {
     CHECK(text && strstr(text, "not available (returns -1)")); // the n/a row keeps its reason
     CHECK(text && strstr(text, "select 5.0%"));
     free(text);
-    CHECK_STR(value(db, "SELECT name || ' ' || status || ' ' || device FROM runs"), "bench done cuda");
-    CHECK_STR(value(db, "SELECT value FROM params WHERE key = 'bench.note'"), "synthetic 'note'");
-    CHECK_STR(value(db, "SELECT value FROM params WHERE key = 'bench.gpu'"),
+    CHECK_STR(test_db_value(db, "SELECT name || ' ' || status || ' ' || device FROM runs"), "bench done cuda");
+    CHECK_STR(test_db_value(db, "SELECT value FROM params WHERE key = 'bench.note'"), "synthetic 'note'");
+    CHECK_STR(test_db_value(db, "SELECT value FROM params WHERE key = 'bench.gpu'"),
               "NVIDIA H200, sm_90, 132 SMs, 139.8 GiB");
     // 7 measured rows of ours + 8 of the peers (the n/a row writes nothing)
     CHECK(num(db, "SELECT count(*) FROM evals WHERE task = 'bench'") == 15);
@@ -171,7 +155,7 @@ TEST(bench_record_bad_lines_name_file_and_line) {
     test_write_file(peers, "fa2\tfwd\t4096\t3.0\t90\nfa2\tfwdbwd\tN\t1\t1\n");
     CHECK(bench_record(ours, peers, &o, NULL) == -1);
     CHECK(strstr(ms_error(), "peers.tsv:2: N \"N\"") != NULL);
-    CHECK_STR(value(db, "SELECT count(*) FROM runs"), "(no db)"); // nothing written on bad input
+    CHECK_STR(test_db_value(db, "SELECT count(*) FROM runs"), "(no db)"); // nothing written on bad input
 }
 
 // speed-vs-length draws the newest bench run (one line per kernel + pass; peers open points; the

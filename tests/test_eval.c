@@ -202,31 +202,6 @@ static void eval_corpus(const char *dir) {
     }
 }
 
-static int row_count_cb(int n, const char *const *names, const char *const *vals, void *ctx) {
-    (void)n, (void)names, (void)vals;
-    (*(int *)ctx)++;
-    return 0;
-}
-
-static int first_cb(int n, const char *const *names, const char *const *vals, void *ctx) {
-    (void)names;
-    snprintf(ctx, 256, "%s", n > 0 && vals[0] ? vals[0] : "NULL");
-    return 1;
-}
-
-static int nrows(Store *s, const char *sql) {
-    int n = 0;
-    CHECK(store_select(s, sql, row_count_cb, &n) == 0);
-    return n;
-}
-
-static const char *first(Store *s, const char *sql) {
-    static char buf[256];
-    strcpy(buf, "(no row)");
-    CHECK(store_select(s, sql, first_cb, buf) == 0);
-    return buf;
-}
-
 TEST(run_eval_protocols_and_passkey_end_to_end) {
     const char *dir = test_tmpdir();
     char corpus[512], books[512], script[512], db[512], text[4096];
@@ -256,30 +231,30 @@ TEST(run_eval_protocols_and_passkey_end_to_end) {
     CHECK(lua_host_run(script, db, 0, NULL) == 0);
     Store *s;
     CHECK(store_open(&s, db, 1) == 0);
-    CHECK(nrows(s, "SELECT * FROM evals e JOIN runs r ON r.id = e.run_id "
+    CHECK(test_db_rows(s, "SELECT * FROM evals e JOIN runs r ON r.id = e.run_id "
                    "WHERE r.name = 'ev' AND task = 'ppl'") == 8);
-    CHECK_STR(first(s, "SELECT group_concat(protocol) FROM (SELECT protocol FROM evals e JOIN runs r"
+    CHECK_STR(test_db_first(s, "SELECT group_concat(protocol) FROM (SELECT protocol FROM evals e JOIN runs r"
                        " ON r.id = e.run_id WHERE r.name = 'ev' AND length = 16 AND task = 'ppl' "
                        "ORDER BY e.rowid)"), "windows,sliding,truncate,longlora");
     // windows: 512 / 64 = 8 whole windows; sliding with stride 8: 64 + 56 x 8 = 512
-    CHECK_STR(first(s, "SELECT n FROM evals WHERE protocol = 'windows' AND length = 64"), "512");
-    CHECK_STR(first(s, "SELECT n FROM evals e JOIN runs r ON r.id = e.run_id WHERE r.name = 'ev' AND"
+    CHECK_STR(test_db_first(s, "SELECT n FROM evals WHERE protocol = 'windows' AND length = 64"), "512");
+    CHECK_STR(test_db_first(s, "SELECT n FROM evals e JOIN runs r ON r.id = e.run_id WHERE r.name = 'ev' AND"
                        " protocol = 'sliding' AND length = 64"), "512");
     // passkey: one row per trial, accuracy = mean(correct) per length
-    CHECK(nrows(s, "SELECT * FROM passkey_trials p JOIN runs r ON r.id = p.run_id WHERE r.name = 'ev'") == 6);
-    CHECK(nrows(s, "SELECT * FROM passkey_trials WHERE length = 360") == 3);
-    CHECK(nrows(s, "SELECT * FROM passkey_trials WHERE passkey < 1 OR passkey > 50000 "
+    CHECK(test_db_rows(s, "SELECT * FROM passkey_trials p JOIN runs r ON r.id = p.run_id WHERE r.name = 'ev'") == 6);
+    CHECK(test_db_rows(s, "SELECT * FROM passkey_trials WHERE length = 360") == 3);
+    CHECK(test_db_rows(s, "SELECT * FROM passkey_trials WHERE passkey < 1 OR passkey > 50000 "
                    "OR depth < 0 OR depth > 1") == 0);
-    CHECK_STR(first(s, "SELECT count(*) FROM evals e WHERE task = 'passkey' AND protocol = 'landmark'"
+    CHECK_STR(test_db_first(s, "SELECT count(*) FROM evals e WHERE task = 'passkey' AND protocol = 'landmark'"
                        " AND n = (SELECT count(*) FROM passkey_trials p WHERE p.run_id = e.run_id AND "
                        "p.length = e.length) AND abs(value - (SELECT avg(correct) FROM passkey_trials p"
                        " WHERE p.run_id = e.run_id AND p.length = e.length)) < 1e-12"), "3");
     // the separate corpus: truncate over all its documents (3 of them have 65 tokens)
-    CHECK_STR(first(s, "SELECT n FROM evals e JOIN runs r ON r.id = e.run_id WHERE r.name = 'books'"
+    CHECK_STR(test_db_first(s, "SELECT n FROM evals e JOIN runs r ON r.id = e.run_id WHERE r.name = 'books'"
                        " AND task = 'ppl'"), "192");
-    CHECK_STR(first(s, "SELECT min(abs(depth - 0.5)) < 0.01 FROM passkey_trials p JOIN runs r ON "
+    CHECK_STR(test_db_first(s, "SELECT min(abs(depth - 0.5)) < 0.01 FROM passkey_trials p JOIN runs r ON "
                        "r.id = p.run_id WHERE r.name = 'books'"), "1");
-    CHECK_STR(first(s, "SELECT instr(config_json, '\"protocol\":\"truncate\"') > 0 AND "
+    CHECK_STR(test_db_first(s, "SELECT instr(config_json, '\"protocol\":\"truncate\"') > 0 AND "
                        "instr(config_json, '\"passkey\":{') > 0 FROM runs WHERE name = 'books'"), "1");
     store_close(s);
 }
@@ -361,9 +336,9 @@ TEST(run_eval_passkey_with_bpe_corpus) {
     CHECK(lua_host_run(script, db, 0, NULL) == 0);
     Store *s;
     CHECK(store_open(&s, db, 1) == 0);
-    CHECK(nrows(s, "SELECT * FROM passkey_trials WHERE length = 200") == 2);
-    CHECK_STR(first(s, "SELECT value FROM params WHERE key = 'model.vocab'"), "512");
-    CHECK_STR(first(s, "SELECT n FROM evals WHERE task = 'passkey'"), "2");
+    CHECK(test_db_rows(s, "SELECT * FROM passkey_trials WHERE length = 200") == 2);
+    CHECK_STR(test_db_first(s, "SELECT value FROM params WHERE key = 'model.vocab'"), "512");
+    CHECK_STR(test_db_first(s, "SELECT n FROM evals WHERE task = 'passkey'"), "2");
     store_close(s);
     // a length below the bare prompt is an error that names the key
     snprintf(text, sizeof text,

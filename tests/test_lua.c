@@ -21,31 +21,6 @@ static void write_corpus(const char *dir) {
     }
 }
 
-static int count_rows_cb(int n, const char *const *names, const char *const *vals, void *ctx) {
-    (void)n, (void)names, (void)vals;
-    (*(int *)ctx)++;
-    return 0;
-}
-
-static int first_value_cb(int n, const char *const *names, const char *const *vals, void *ctx) {
-    (void)names;
-    snprintf(ctx, 256, "%s", n > 0 && vals[0] ? vals[0] : "NULL");
-    return 1;
-}
-
-static int rows(Store *s, const char *sql) {
-    int n = 0;
-    CHECK(store_select(s, sql, count_rows_cb, &n) == 0);
-    return n;
-}
-
-static const char *value(Store *s, const char *sql) {
-    static char buf[256];
-    strcpy(buf, "(no row)");
-    CHECK(store_select(s, sql, first_value_cb, buf) == 0);
-    return buf;
-}
-
 TEST(lua_experiment_end_to_end) {
     const char *dir = test_tmpdir();
     char corpus[512], script[512], db[512], text[2048];
@@ -71,13 +46,13 @@ TEST(lua_experiment_end_to_end) {
     CHECK(lua_host_run(script, db, 0, NULL) == 0);
     Store *s;
     CHECK(store_open(&s, db, 1) == 0);
-    CHECK_STR(value(s, "SELECT status FROM runs WHERE name = 'tiny'"), "done");
-    CHECK_STR(value(s, "SELECT script FROM runs"), script);
-    CHECK(rows(s, "SELECT * FROM metrics WHERE name = 'train.loss'") == 4); // steps 1, 4, 8, 12
-    CHECK(rows(s, "SELECT * FROM evals WHERE task = 'ppl' AND protocol = 'windows'") == 2);
-    CHECK_STR(value(s, "SELECT n FROM evals WHERE length = 32"), "256"); // 8 windows x 32
-    CHECK_STR(value(s, "SELECT value FROM params WHERE key = 'model.kv_heads'"), "2");
-    CHECK_STR(value(s, "SELECT count(*) FROM artifacts WHERE kind = 'checkpoint'"), "1");
+    CHECK_STR(test_db_first(s, "SELECT status FROM runs WHERE name = 'tiny'"), "done");
+    CHECK_STR(test_db_first(s, "SELECT script FROM runs"), script);
+    CHECK(test_db_rows(s, "SELECT * FROM metrics WHERE name = 'train.loss'") == 4); // steps 1, 4, 8, 12
+    CHECK(test_db_rows(s, "SELECT * FROM evals WHERE task = 'ppl' AND protocol = 'windows'") == 2);
+    CHECK_STR(test_db_first(s, "SELECT n FROM evals WHERE length = 32"), "256"); // 8 windows x 32
+    CHECK_STR(test_db_first(s, "SELECT value FROM params WHERE key = 'model.kv_heads'"), "2");
+    CHECK_STR(test_db_first(s, "SELECT count(*) FROM artifacts WHERE kind = 'checkpoint'"), "1");
     store_close(s);
 }
 
@@ -161,7 +136,7 @@ TEST(lua_failed_run_is_recorded_and_script_goes_on) {
     CHECK(lua_host_run(script, db, 0, NULL) == 0);
     Store *s;
     CHECK(store_open(&s, db, 1) == 0);
-    CHECK_STR(value(s, "SELECT status FROM runs"), "failed");
-    CHECK(strstr(value(s, "SELECT error FROM runs"), "corpus too small") != NULL);
+    CHECK_STR(test_db_first(s, "SELECT status FROM runs"), "failed");
+    CHECK(strstr(test_db_first(s, "SELECT error FROM runs"), "corpus too small") != NULL);
     store_close(s);
 }

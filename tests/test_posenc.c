@@ -478,19 +478,6 @@ TEST(posenc_lua_errors_name_the_line) {
               "pos.lua:5: positions.infer_scale: no value for eval length 64 (eval.ppl.lengths)");
 }
 
-static int first_cb(int n, const char *const *names, const char *const *vals, void *ctx) {
-    (void)names;
-    snprintf(ctx, 4096, "%s", n > 0 && vals[0] ? vals[0] : "NULL");
-    return 1;
-}
-
-static const char *query(Store *s, const char *sql) {
-    static char buf[4096];
-    strcpy(buf, "(no row)");
-    CHECK(store_select(s, sql, first_cb, buf) == 0);
-    return buf;
-}
-
 // A crd-ntk run whose scale is a Lua function of the step and whose cycle doubles: the values
 // used are in metrics at the steps they changed, the config in params and config_json, the
 // inference S per eval length in params; a failing function fails the run, naming key and step.
@@ -516,26 +503,26 @@ TEST(posenc_lua_schedules_are_logged) {
     CHECK(store_open(&s, db, 1) == 0);
     // scale 4 (steps 0-2), 8 (3-5), 16 (6-7), cycle 16 (0-3), 32 (4-7): every value is logged at
     // metric step 1, where one changed (4, 5, 7) and at the last (8)
-    CHECK_STR(query(s, "SELECT group_concat(step || ':' || value, ' ') FROM (SELECT step, value FROM "
+    CHECK_STR(test_db_first(s, "SELECT group_concat(step || ':' || value, ' ') FROM (SELECT step, value FROM "
                        "metrics WHERE name = 'pos.scale' AND run_id = 1 ORDER BY step)"),
               "1:4.0 4:8.0 5:8.0 7:16.0 8:16.0");
-    CHECK_STR(query(s, "SELECT group_concat(step || ':' || value, ' ') FROM (SELECT step, value FROM "
+    CHECK_STR(test_db_first(s, "SELECT group_concat(step || ':' || value, ' ') FROM (SELECT step, value FROM "
                        "metrics WHERE name = 'pos.cycle' AND run_id = 1 ORDER BY step)"),
               "1:16.0 4:16.0 5:32.0 7:32.0 8:32.0");
-    CHECK_STR(query(s, "SELECT count(*) FROM metrics WHERE name = 'pos.offset' AND run_id = 1"), "5");
-    CHECK_STR(query(s, "SELECT value FROM params WHERE run_id = 1 AND key = 'positions.kind'"), "crd-ntk");
-    CHECK(strstr(query(s, "SELECT value FROM params WHERE run_id = 1 AND key = 'positions.scale'"),
+    CHECK_STR(test_db_first(s, "SELECT count(*) FROM metrics WHERE name = 'pos.offset' AND run_id = 1"), "5");
+    CHECK_STR(test_db_first(s, "SELECT value FROM params WHERE run_id = 1 AND key = 'positions.kind'"), "crd-ntk");
+    CHECK(strstr(test_db_first(s, "SELECT value FROM params WHERE run_id = 1 AND key = 'positions.scale'"),
                  "function at ") != NULL);
-    CHECK_STR(query(s, "SELECT value FROM params WHERE run_id = 1 AND key = 'positions.cycle'"),
+    CHECK_STR(test_db_first(s, "SELECT value FROM params WHERE run_id = 1 AND key = 'positions.cycle'"),
               "{\"value\":16,\"double_every\":4}");
-    CHECK_STR(query(s, "SELECT value FROM params WHERE run_id = 1 AND key = 'positions.infer.64.scale'"), "16");
-    CHECK_STR(query(s, "SELECT value FROM params WHERE run_id = 1 AND key = 'positions.infer.16.scale'"), "4");
-    CHECK(strstr(query(s, "SELECT config_json FROM runs WHERE id = 1"),
+    CHECK_STR(test_db_first(s, "SELECT value FROM params WHERE run_id = 1 AND key = 'positions.infer.64.scale'"), "16");
+    CHECK_STR(test_db_first(s, "SELECT value FROM params WHERE run_id = 1 AND key = 'positions.infer.16.scale'"), "4");
+    CHECK(strstr(test_db_first(s, "SELECT config_json FROM runs WHERE id = 1"),
                  "\"positions\":{\"kind\":\"crd-ntk\",\"base\":10000,\"scale\":\"function at ") != NULL);
-    CHECK(strstr(query(s, "SELECT config_json FROM runs WHERE id = 1"),
+    CHECK(strstr(test_db_first(s, "SELECT config_json FROM runs WHERE id = 1"),
                  "\"cycle\":{\"value\":16,\"double_every\":4},\"truncation\":\"phase\","
                  "\"offset\":\"layer-sequence\",\"infer_base\":\"beyond-orig\"") != NULL);
-    CHECK_STR(query(s, "SELECT status FROM runs WHERE id = 2"), "failed");
+    CHECK_STR(test_db_first(s, "SELECT status FROM runs WHERE id = 2"), "failed");
     store_close(s);
 }
 

@@ -87,12 +87,6 @@ TEST(precision_defaults_and_engine_check) {
     free(j);
 }
 
-static int first_cb(int n, const char *const *names, const char *const *vals, void *ctx) {
-    (void)names;
-    snprintf(ctx, 256, "%s", n > 0 && vals[0] ? vals[0] : "NULL");
-    return 1;
-}
-
 // A two-step run with `key` (Lua, e.g. "precision = 'fp32'") in its table; the params row `param`
 // of the run into v ("(no row)" when absent).
 static int tiny_run_param(const char *key, const char *param, char v[256]) {
@@ -107,10 +101,9 @@ static int tiny_run_param(const char *key, const char *param, char v[256]) {
     Store *s;
     if (store_open(&s, db, 1) != 0) return -1;
     snprintf(sql, sizeof sql, "SELECT value FROM params WHERE key = '%s'", param);
-    snprintf(v, 256, "(no row)");
-    int rc = store_select(s, sql, first_cb, v);
+    snprintf(v, 256, "%s", test_db_first(s, sql));
     store_close(s);
-    return rc;
+    return 0;
 }
 
 TEST(precision_recorded_with_the_run) {

@@ -29,22 +29,6 @@ static void write_corpus(const char *dir) {
     }
 }
 
-static int first_cb(int n, const char *const *names, const char *const *vals, void *ctx) {
-    (void)names;
-    snprintf(ctx, 4096, "%s", n > 0 && vals[0] ? vals[0] : "NULL");
-    return 1;
-}
-
-static const char *value(const char *db, const char *sql) {
-    static char buf[4096];
-    strcpy(buf, "(no row)");
-    Store *s;
-    if (store_open(&s, db, 1)) return "(no db)";
-    CHECK(store_select(s, sql, first_cb, buf) == 0);
-    store_close(s);
-    return buf;
-}
-
 // A script: the corpus in DIR/corpus, then BODY (with `c` the corpus, `tiny` a small config).
 static void script(char *path, size_t n, const char *name, const char *body) {
     const char *dir = test_tmpdir();
@@ -85,7 +69,7 @@ TEST(sweep_hash_ignores_key_order_number_format_and_name) {
            "  train = { seq = 16, batch = 4, steps = 4, lr = 0.003, warmup = 2 } }\n"
            "assert(d.config_hash ~= a.config_hash and not d.skipped)\n");
     CHECK(lua_host_run(path, db, 0, NULL) == 0);
-    CHECK_STR(value(db, "SELECT count(*) FROM runs"), "2");
+    CHECK_STR(test_db_value(db, "SELECT count(*) FROM runs"), "2");
 }
 
 TEST(sweep_grid_and_random_are_deterministic) {
@@ -109,7 +93,7 @@ TEST(sweep_grid_and_random_are_deterministic) {
            "local rs = ms.sweep { g[1], g[2] }\n"
            "assert(#rs == 2 and rs[2].status == 'done')\n");
     CHECK(lua_host_run(path, db, 0, NULL) == 0);
-    CHECK_STR(value(db, "SELECT group_concat(name, ';') FROM runs"),
+    CHECK_STR(test_db_value(db, "SELECT group_concat(name, ';') FROM runs"),
               "tiny/model.dim=16,train.lr=0.001;tiny/model.dim=16,train.lr=0.002");
 }
 
@@ -124,19 +108,19 @@ TEST(sweep_bad_config_is_recorded_and_sweep_goes_on) {
            "assert(rs[1].status == 'done' and rs[2].status == 'failed' and rs[4].status == 'done')\n"
            "assert(rs[3].status == 'failed')\n");
     CHECK(lua_host_run(path, db, 0, NULL) == 0);
-    CHECK(strstr(value(db, "SELECT error FROM runs WHERE name = 'bad'"),
+    CHECK(strstr(test_db_value(db, "SELECT error FROM runs WHERE name = 'bad'"),
                  "bad.lua:12: model.heads (4) must divide model.dim (30)") != NULL);
-    CHECK_STR(value(db, "SELECT count(*) FROM runs"), "4");
+    CHECK_STR(test_db_value(db, "SELECT count(*) FROM runs"), "4");
     // again: done and failed runs are skipped
     CHECK(lua_host_run(path, db, 0, NULL) == 0);
-    CHECK_STR(value(db, "SELECT count(*) FROM runs"), "4");
+    CHECK_STR(test_db_value(db, "SELECT count(*) FROM runs"), "4");
     // --retry-failed reruns the two failed ones (new rows); --force everything
     HostOptions o = {.retry_failed = 1};
     CHECK(lua_host_run_opts(path, db, 0, NULL, &o) == 0);
-    CHECK_STR(value(db, "SELECT count(*) FROM runs"), "6");
+    CHECK_STR(test_db_value(db, "SELECT count(*) FROM runs"), "6");
     HostOptions f = {.force = 1};
     CHECK(lua_host_run_opts(path, db, 0, NULL, &f) == 0);
-    CHECK_STR(value(db, "SELECT count(*) FROM runs"), "10");
+    CHECK_STR(test_db_value(db, "SELECT count(*) FROM runs"), "10");
     // a single ms.run with a bad config stops the script (a typo should not pass unnoticed)
     script(path, sizeof path, "single.lua", "ms.run(tiny { model = { dim = 30, heads = 4 } })\n");
     CHECK(lua_host_run(path, db, 0, NULL) == 1);
@@ -144,12 +128,8 @@ TEST(sweep_bad_config_is_recorded_and_sweep_goes_on) {
 }
 
 static long long last_step(const char *db) {
-    Store *s;
-    if (store_open(&s, db, 1)) return -1;
-    char buf[4096] = "-1";
-    store_select(s, "SELECT max(step) FROM metrics WHERE name = 'train.loss'", first_cb, buf);
-    store_close(s);
-    return atoll(buf);
+    const char *v = test_db_value(db, "SELECT max(step) FROM metrics WHERE name = 'train.loss'");
+    return strcmp(v, "(no db)") ? atoll(v) : -1;
 }
 
 TEST(sweep_kill9_then_resume_is_bitwise_equal) {
@@ -182,26 +162,26 @@ TEST(sweep_kill9_then_resume_is_bitwise_equal) {
     int st;
     waitpid(pid, &st, 0);
     CHECK(WIFSIGNALED(st)); // killed mid-run, not finished
-    CHECK_STR(value(db2, "SELECT status FROM runs"), "running");
+    CHECK_STR(test_db_value(db2, "SELECT status FROM runs"), "running");
     fprintf(stderr, "    killed at step %lld (of 1500)\n", last_step(db2));
     CHECK(lua_host_run(path, db2, 1, a2) == 0); // the dead pid: resumed from its checkpoint
-    CHECK_STR(value(db2, "SELECT status || count(*) FROM runs"), "done1");
+    CHECK_STR(test_db_value(db2, "SELECT status || count(*) FROM runs"), "done1");
     const char *q = "SELECT group_concat(v, ',') FROM (SELECT quote(value) AS v FROM metrics"
                     " WHERE name IN ('train.loss', 'eval.loss') ORDER BY step, name)";
-    snprintf(curve1, sizeof curve1, "%.4000s", value(db1, q));
-    snprintf(curve2, sizeof curve2, "%.4000s", value(db2, q));
+    snprintf(curve1, sizeof curve1, "%.4000s", test_db_value(db1, q));
+    snprintf(curve2, sizeof curve2, "%.4000s", test_db_value(db2, q));
     CHECK(strlen(curve1) > 1000);
     CHECK_STR(curve1, curve2);
     const char *last = "SELECT quote(value) FROM metrics WHERE name = 'train.loss' ORDER BY step DESC LIMIT 1";
     char l1[64];
-    snprintf(l1, sizeof l1, "%s", value(db1, last));
-    CHECK_STR(l1, value(db2, last));
-    snprintf(l1, sizeof l1, "%s", value(db1, "SELECT quote(value) FROM evals"));
-    CHECK_STR(l1, value(db2, "SELECT quote(value) FROM evals"));
+    snprintf(l1, sizeof l1, "%s", test_db_value(db1, last));
+    CHECK_STR(l1, test_db_value(db2, last));
+    snprintf(l1, sizeof l1, "%s", test_db_value(db1, "SELECT quote(value) FROM evals"));
+    CHECK_STR(l1, test_db_value(db2, "SELECT quote(value) FROM evals"));
     // provenance and the checkpoint named by uid
-    CHECK(strstr(value(db2, "SELECT provenance_json FROM runs"), "\"pid\":") != NULL);
-    CHECK_STR(value(db2, "SELECT length(script_hash) = 16 AND peak_rss_mb > 0 FROM runs"), "1");
-    CHECK(strstr(value(db2, "SELECT path FROM artifacts"), value(db2, "SELECT uid FROM runs")) != NULL);
+    CHECK(strstr(test_db_value(db2, "SELECT provenance_json FROM runs"), "\"pid\":") != NULL);
+    CHECK_STR(test_db_value(db2, "SELECT length(script_hash) = 16 AND peak_rss_mb > 0 FROM runs"), "1");
+    CHECK(strstr(test_db_value(db2, "SELECT path FROM artifacts"), test_db_value(db2, "SELECT uid FROM runs")) != NULL);
 }
 
 TEST(store_16_concurrent_writers_lose_nothing) {
@@ -237,9 +217,9 @@ TEST(store_16_concurrent_writers_lose_nothing) {
         ok &= WIFEXITED(st) && WEXITSTATUS(st) == 0;
     }
     CHECK(ok);
-    CHECK_STR(value(db, "SELECT count(*) FROM runs WHERE status = 'done'"), "32");
-    CHECK_STR(value(db, "SELECT count(*) FROM metrics"), "9600");
-    CHECK_STR(value(db, "SELECT count(*) FROM evals"), "32");
+    CHECK_STR(test_db_value(db, "SELECT count(*) FROM runs WHERE status = 'done'"), "32");
+    CHECK_STR(test_db_value(db, "SELECT count(*) FROM metrics"), "9600");
+    CHECK_STR(test_db_value(db, "SELECT count(*) FROM evals"), "32");
 }
 
 TEST(store_full_disk_is_a_clear_error_and_keeps_earlier_rows) {
@@ -273,8 +253,8 @@ TEST(store_full_disk_is_a_clear_error_and_keeps_earlier_rows) {
     int st;
     waitpid(pid, &st, 0);
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    CHECK_STR(value(db, "SELECT status FROM runs WHERE name = 'before'"), "done");
-    CHECK_STR(value(db, "PRAGMA quick_check"), "ok");
+    CHECK_STR(test_db_value(db, "SELECT status FROM runs WHERE name = 'before'"), "done");
+    CHECK_STR(test_db_value(db, "PRAGMA quick_check"), "ok");
 }
 
 TEST(sweep_malformed_inputs_are_clear_errors) {
@@ -346,7 +326,7 @@ TEST(store_show_compare_csv_json) {
     CHECK_STR(t, "[\n {\"id\": 2, \"x\": 0.5, \"z\": null, \"s\": \"q\\\"\"}\n]\n");
     t = capture(runs_where, db, "r.id = 2");
     CHECK(strstr(t, "lr=0.002") && !strstr(t, "lr=0.001"));
-    CHECK_STR(value(db, "SELECT count(*) || ',' || round(min(train_lr), 6) || ',' || max(model_dim) FROM ppl_by_length"),
+    CHECK_STR(test_db_value(db, "SELECT count(*) || ',' || round(min(train_lr), 6) || ',' || max(model_dim) FROM ppl_by_length"),
               "2,0.001,16");
 }
 
@@ -374,7 +354,7 @@ TEST(sweep_running_rows_alive_or_stale) {
         CHECK(sqlite3_exec(raw, sql, NULL, NULL, NULL) == SQLITE_OK);
         sqlite3_close(raw);
         CHECK(lua_host_run(path, db, 0, NULL) == 0);
-        CHECK_STR(value(db, "SELECT count(*) || status FROM runs"), c < 2 ? "1running" : "1done");
+        CHECK_STR(test_db_value(db, "SELECT count(*) || status FROM runs"), c < 2 ? "1running" : "1done");
     }
 }
 
@@ -430,7 +410,7 @@ TEST(sweep_jobs_run_in_separate_processes) {
     HostOptions o = {.jobs = 2, .exe = exe};
     fflush(NULL);
     CHECK(lua_host_run_opts(path, db, 0, NULL, &o) == 0);
-    CHECK_STR(value(db, "SELECT count(*) || ',' || count(DISTINCT json_extract(provenance_json, '$.pid'))"
+    CHECK_STR(test_db_value(db, "SELECT count(*) || ',' || count(DISTINCT json_extract(provenance_json, '$.pid'))"
                         " || ',' || sum(status = 'done') FROM runs"), "3,3,3");
     HostOptions dry = {.dry_run = 1};
     CHECK(lua_host_run_opts(path, db, 0, NULL, &dry) == 0); // prints the plan: 3 skips
@@ -439,7 +419,7 @@ TEST(sweep_jobs_run_in_separate_processes) {
     script(path, sizeof path, "loop.lua",
            "for s = 4, 5 do local r = ms.run(tiny { seed = s }); assert(r.status == 'done') end\n");
     CHECK(lua_host_run_opts(path, db, 0, NULL, &o) == 0);
-    CHECK_STR(value(db, "SELECT count(*) || ',' || sum(status = 'done') FROM runs"), "5,5");
+    CHECK_STR(test_db_value(db, "SELECT count(*) || ',' || sum(status = 'done') FROM runs"), "5,5");
 }
 
 // A read-only directory or database file: a clear error, earlier rows intact. Permissions do not
@@ -474,7 +454,7 @@ TEST(store_readonly_directory_and_file) {
     waitpid(pid, &st, 0);
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     chmod(dir, 0755);
-    CHECK_STR(value(db, "SELECT name || status FROM runs"), "keptdone");
+    CHECK_STR(test_db_value(db, "SELECT name || status FROM runs"), "keptdone");
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     CHECK(system(cmd) == 0);
@@ -489,14 +469,14 @@ TEST(sweep_resume_after_last_step_rewrites_final_eval) {
     CHECK(lua_host_run(path, db, 0, NULL) == 0);
     const char *curve = "SELECT group_concat(v, ',') FROM (SELECT quote(value) AS v FROM metrics"
                         " WHERE name = 'train.loss' ORDER BY step)";
-    snprintf(before, sizeof before, "%s", value(db, curve));
+    snprintf(before, sizeof before, "%s", test_db_value(db, curve));
     sqlite3 *raw;
     CHECK(sqlite3_open(db, &raw) == SQLITE_OK);
     CHECK(sqlite3_exec(raw, "UPDATE runs SET status = 'interrupted'", NULL, NULL, NULL) == SQLITE_OK);
     sqlite3_close(raw);
     CHECK(lua_host_run(path, db, 0, NULL) == 0);
-    CHECK_STR(value(db, "SELECT status || count(*) FROM runs"), "done1");
-    CHECK_STR(value(db, "SELECT count(*) FROM metrics WHERE name = 'eval.loss'"), "1");
-    CHECK_STR(value(db, curve), before);
-    CHECK_STR(value(db, "SELECT count(*) FROM evals WHERE task = 'ppl'"), "1");
+    CHECK_STR(test_db_value(db, "SELECT status || count(*) FROM runs"), "done1");
+    CHECK_STR(test_db_value(db, "SELECT count(*) FROM metrics WHERE name = 'eval.loss'"), "1");
+    CHECK_STR(test_db_value(db, curve), before);
+    CHECK_STR(test_db_value(db, "SELECT count(*) FROM evals WHERE task = 'ppl'"), "1");
 }
