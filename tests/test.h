@@ -64,6 +64,13 @@ const char *test_shared_path(const char *rel); // NULL when absent
 // the file cannot be read); write creates or truncates the file with the text.
 void *test_read_file(const char *path, size_t *n);
 void test_write_file(const char *path, const char *text);
+void test_write_bytes(const char *path, const void *data, size_t n); // aborts when it cannot
+// "a/b" in memory that stays valid for the whole run (the strings are few and small)
+char *test_path_join(const char *a, const char *b);
+// max over i of |a[i] - ref[i]| / (atol + rtol |ref[i]|) must be <= 1 (a CHECK; the worst element
+// is reported under `what`); returns whether it is
+int test_close_to(const char *what, const float *a, const double *ref, size_t n, double atol,
+                  double rtol);
 
 // Runs `body` as <tmpdir>/bad.lua (against <tmpdir>/<db>) after a prelude that opens `corpus` as
 // `c`; the script must fail (a CHECK); returns its error text from "bad.lua:" on (test_lua.c).

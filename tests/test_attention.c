@@ -165,21 +165,6 @@ static void ref_attention(Ref *r, Shape s, const float *q, const float *k, const
 
 static void ref_free(Ref *r) { free(r->out), free(r->lse), free(r->dq), free(r->dk), free(r->dv); }
 
-// max |a - ref| / (atol + rtol |ref|) <= 1
-static int close_to(const char *what, const float *a, const double *ref, size_t n, double atol,
-                    double rtol) {
-    double worst = 0;
-    size_t wi = 0;
-    for (size_t i = 0; i < n; i++) {
-        double e = fabs(a[i] - ref[i]) / (atol + rtol * fabs(ref[i]));
-        if (!(e <= worst)) worst = e, wi = i;
-    }
-    CHECK(worst <= 1.0);
-    if (!(worst <= 1.0))
-        fprintf(stderr, "    ^ %s: [%zu] %.9g vs reference %.9g (%.3g x tolerance)\n", what, wi,
-                a[wi], ref[wi], worst);
-    return worst <= 1.0;
-}
 
 static double maxabs_d(const double *x, size_t n) {
     double m = 0;
@@ -273,11 +258,11 @@ static void check_kind(const char *what, const AttnConfig *cfg, Shape s, uint64_
     be()->sparse_attention_bwd(dq, dk, dv, dout, out, lse, q, k, v, &p.ix, s.B, s.T, s.H, s.KVH, s.D);
     Ref ref;
     ref_attention(&ref, s, q, k, v, dout, mask, qp, kp, inv, ROPE_HALVES);
-    close_to("out", out, ref.out, nq, 1e-5, 1e-5);
-    close_to("lse", lse, ref.lse, (size_t)s.B * s.H * s.T, 1e-5, 1e-5);
-    close_to("dq", dq, ref.dq, nq, 1e-5 * fmax(maxabs_d(ref.dq, nq), 0.1), 0);
-    close_to("dk", dk, ref.dk, nk, 1e-5 * fmax(maxabs_d(ref.dk, nk), 0.1), 0);
-    close_to("dv", dv, ref.dv, nk, 1e-5 * fmax(maxabs_d(ref.dv, nk), 0.1), 0);
+    test_close_to("out", out, ref.out, nq, 1e-5, 1e-5);
+    test_close_to("lse", lse, ref.lse, (size_t)s.B * s.H * s.T, 1e-5, 1e-5);
+    test_close_to("dq", dq, ref.dq, nq, 1e-5 * fmax(maxabs_d(ref.dq, nq), 0.1), 0);
+    test_close_to("dk", dk, ref.dk, nk, 1e-5 * fmax(maxabs_d(ref.dk, nk), 0.1), 0);
+    test_close_to("dv", dv, ref.dv, nk, 1e-5 * fmax(maxabs_d(ref.dv, nk), 0.1), 0);
     if (fd) {
         FdCtx c = {s, &p.ix, q, k, v, out, lse, dout};
         fd_check("dq", &c, q, dq, nq, &r);

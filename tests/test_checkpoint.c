@@ -65,23 +65,7 @@ static void fill(float *x, size_t n, uint64_t seed) {
     for (size_t i = 0; i < n; i++) x[i] = rng_normal(&r);
 }
 
-// "a/b" in memory that stays valid for the whole run (the strings are few and small)
-static char *kept[1024];
-static char *pjoin(const char *a, const char *b) {
-    static int k;
-    size_t n = strlen(a) + strlen(b) + 2;
-    char *out = malloc(n);
-    snprintf(out, n, "%s/%s", a, b);
-    if (k < 1024) kept[k++] = out; // reachable, so leak checkers stay quiet
-    return out;
-}
 
-static void spit(const char *path, const void *p, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (!f) abort();
-    if (n && fwrite(p, 1, n, f) != n) abort();
-    fclose(f);
-}
 
 static int contains(const char *hay, const char *needle) { return hay && strstr(hay, needle) != NULL; }
 
@@ -111,7 +95,7 @@ TEST(ckpt_round_trip_bitwise) {
         TrainState sa = {.step = 123456789012LL, .adam_m = am, .adam_v = av}, sb = {.adam_m = bm, .adam_v = bv};
         rng_seed(&sa.rng, 77);
         for (int i = 0; i < 5; i++) rng_u64(&sa.rng);
-        const char *path = pjoin(dir, tied ? "sub/dir/tied.ckpt" : "untied.ckpt"); // parents created
+        const char *path = test_path_join(dir, tied ? "sub/dir/tied.ckpt" : "untied.ckpt"); // parents created
         CHECK(checkpoint_save(path, &a, &sa) == 0);
         char tmp[1100];
         snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -246,10 +230,10 @@ TEST(ckpt_truncated_at_every_length) {
     Fixture fx;
     fixture_make(&fx, dir);
     CHECK(fx.len == 16 + 96 + 12 * fx.src.params.total + 8);
-    const char *p = pjoin(dir, "cut.ckpt");
+    const char *p = test_path_join(dir, "cut.ckpt");
     int bad_msgs = 0;
     for (size_t L = 0; L < fx.len; L++) {
-        spit(p, fx.raw, L);
+        test_write_bytes(p, fx.raw, L);
         CHECK(fixture_load(&fx, p) == -1);
         const char *e = ms_error();
         int ok = contains(e, p) && contains(e, "truncated");
@@ -264,7 +248,7 @@ TEST(ckpt_truncated_at_every_length) {
     }
     CHECK(bad_msgs == 0);
     CHECK(fixture_untouched(&fx));
-    spit(p, fx.raw, fx.len); // the whole file loads
+    test_write_bytes(p, fx.raw, fx.len); // the whole file loads
     CHECK(fixture_load(&fx, p) == 0);
     CHECK(memcmp(fx.dst.params.base, fx.src.params.base, 4 * fx.src.params.total) == 0);
     fixture_free(&fx);
@@ -274,14 +258,14 @@ TEST(ckpt_flipped_bytes_and_garbage) {
     const char *dir = test_tmpdir();
     Fixture fx;
     fixture_make(&fx, dir);
-    const char *p = pjoin(dir, "flip.ckpt");
+    const char *p = test_path_join(dir, "flip.ckpt");
     unsigned char *buf = malloc(fx.len + 64);
     int silent = 0;
     for (size_t i = 0; i < fx.len; i++) {
         for (int k = 0; k < 2; k++) {
             memcpy(buf, fx.raw, fx.len);
             buf[i] ^= k ? 0x80 : 0x01;
-            spit(p, buf, fx.len);
+            test_write_bytes(p, buf, fx.len);
             if (fixture_load(&fx, p) != -1 || !contains(ms_error(), p)) {
                 if (silent++ < 5) fprintf(stderr, "  flip at %zu accepted or unnamed: %s\n", i, ms_error());
             }
@@ -293,15 +277,15 @@ TEST(ckpt_flipped_bytes_and_garbage) {
     // specific fields
     memcpy(buf, fx.raw, fx.len);
     buf[16] ^= 1; // config.dim
-    spit(p, buf, fx.len);
+    test_write_bytes(p, buf, fx.len);
     CHECK(fixture_load(&fx, p) == -1 && contains(ms_error(), "checksum mismatch"));
     memcpy(buf, fx.raw, fx.len);
     buf[16 + 44] ^= 1; // step
-    spit(p, buf, fx.len);
+    test_write_bytes(p, buf, fx.len);
     CHECK(fixture_load(&fx, p) == -1 && contains(ms_error(), "checksum mismatch"));
     memcpy(buf, fx.raw, fx.len);
     buf[fx.len] = 0; // one trailing byte
-    spit(p, buf, fx.len + 1);
+    test_write_bytes(p, buf, fx.len + 1);
     CHECK(fixture_load(&fx, p) == -1 && contains(ms_error(), "trailing"));
     CHECK(fixture_untouched(&fx));
 
@@ -313,7 +297,7 @@ TEST(ckpt_flipped_bytes_and_garbage) {
         size_t L = 1 + rng_below(&r, 8000);
         for (size_t i = 0; i < L; i++) g[i] = (unsigned char)rng_u64(&r);
         if (memcmp(g, "MSLABCKP", L < 8 ? L : 8) == 0) g[0] ^= 0xff;
-        spit(p, g, L);
+        test_write_bytes(p, g, L);
         CHECK(fixture_load(&fx, p) == -1);
         CHECK(contains(ms_error(), p) && contains(ms_error(), "not an mslab checkpoint"));
     }
@@ -328,7 +312,7 @@ TEST(ckpt_flipped_bytes_and_garbage) {
             memcpy(g + 16 + 84, &np, 8);
             memset(g + 16 + 92, 0, 4);
         }
-        spit(p, g, L);
+        test_write_bytes(p, g, L);
         ModelConfig c;
         CHECK(fixture_load(&fx, p) == -1 && contains(ms_error(), p));
         (void)checkpoint_read_config(p, &c); // may pass: read_config does not check the payload
@@ -343,20 +327,20 @@ TEST(ckpt_magic_version_missing) {
     const char *dir = test_tmpdir();
     Fixture fx;
     fixture_make(&fx, dir);
-    const char *p = pjoin(dir, "v.ckpt");
+    const char *p = test_path_join(dir, "v.ckpt");
     unsigned char *buf = malloc(fx.len);
     char want[1200];
 
     memcpy(buf, fx.raw, fx.len);
     memcpy(buf, "GGUF\0\0\0\0", 8);
-    spit(p, buf, fx.len);
+    test_write_bytes(p, buf, fx.len);
     CHECK(fixture_load(&fx, p) == -1);
     snprintf(want, sizeof want, "checkpoint %s: not an mslab checkpoint", p);
     CHECK_STR(ms_error(), want);
 
     memcpy(buf, fx.raw, fx.len);
     buf[8] = 2;
-    spit(p, buf, fx.len);
+    test_write_bytes(p, buf, fx.len);
     CHECK(fixture_load(&fx, p) == -1);
     snprintf(want, sizeof want, "checkpoint %s: version 2 is newer than this mslab (1)", p);
     CHECK_STR(ms_error(), want);
@@ -365,20 +349,20 @@ TEST(ckpt_magic_version_missing) {
     CHECK_STR(ms_error(), want);
 
     buf[8] = 0;
-    spit(p, buf, fx.len);
+    test_write_bytes(p, buf, fx.len);
     CHECK(fixture_load(&fx, p) == -1 && contains(ms_error(), "unsupported version 0"));
 
     memcpy(buf, fx.raw, fx.len);
     buf[12] = 100; // header size
-    spit(p, buf, fx.len);
+    test_write_bytes(p, buf, fx.len);
     CHECK(fixture_load(&fx, p) == -1 && contains(ms_error(), "header size 100"));
 
-    const char *missing = pjoin(dir, "none.ckpt");
+    const char *missing = test_path_join(dir, "none.ckpt");
     CHECK(fixture_load(&fx, missing) == -1 && contains(ms_error(), missing));
     CHECK(checkpoint_read_config(missing, &c) == -1 && contains(ms_error(), missing));
     // saving where the directory cannot be created
-    spit(pjoin(dir, "blocker"), "x", 1);
-    const char *bad = pjoin(dir, "blocker/sub/x.ckpt");
+    test_write_bytes(test_path_join(dir, "blocker"), "x", 1);
+    const char *bad = test_path_join(dir, "blocker/sub/x.ckpt");
     CHECK(checkpoint_save(bad, &fx.src, NULL) == -1 && contains(ms_error(), bad));
     CHECK(fixture_untouched(&fx));
     free(buf);
@@ -487,32 +471,32 @@ TEST(llama2c_stories260k_weights) {
 
     // truncated copies
     const char *dir = test_tmpdir();
-    const char *cut = pjoin(dir, "cut.bin");
+    const char *cut = test_path_join(dir, "cut.bin");
     char want[1200];
-    spit(cut, raw, len - 1);
+    test_write_bytes(cut, raw, len - 1);
     CHECK(llama2c_read_config(cut, &c2) == -1);
     snprintf(want, sizeof want, "llama2c %s: truncated: expected 1056540 bytes", cut);
     CHECK(contains(ms_error(), want) && contains(ms_error(), "found 1056539"));
     fake_model(&m, &c);
     CHECK(llama2c_load(cut, &m) == -1 && contains(ms_error(), want));
-    spit(cut, raw, 20);
+    test_write_bytes(cut, raw, 20);
     CHECK(llama2c_load(cut, &m) == -1 && contains(ms_error(), cut) && contains(ms_error(), "truncated"));
-    spit(cut, raw, 1000);
+    test_write_bytes(cut, raw, 1000);
     CHECK(llama2c_load(cut, &m) == -1 && contains(ms_error(), cut) && contains(ms_error(), "truncated"));
     unsigned char *longer = malloc(len + 4);
     memcpy(longer, raw, len);
     memset(longer + len, 0, 4);
-    spit(cut, longer, len + 4);
+    test_write_bytes(cut, longer, len + 4);
     CHECK(llama2c_load(cut, &m) == -1 && contains(ms_error(), cut) && contains(ms_error(), "wrong size"));
     // a garbage header
     memcpy(longer, "\x10\0\0\0\xff\xff\xff\xff", 8);
-    spit(cut, longer, len);
+    test_write_bytes(cut, longer, len);
     CHECK(llama2c_load(cut, &m) == -1 && contains(ms_error(), "not a llama2.c v0 checkpoint"));
     // a newer llama2.c export
     memcpy(longer, "\x32\x34\x6b\x61\x01\0\0\0", 8);
-    spit(cut, longer, len);
+    test_write_bytes(cut, longer, len);
     CHECK(llama2c_read_config(cut, &c2) == -1 && contains(ms_error(), "ak42"));
-    const char *missing = pjoin(dir, "missing.bin");
+    const char *missing = test_path_join(dir, "missing.bin");
     CHECK(llama2c_read_config(missing, &c2) == -1 && contains(ms_error(), missing));
     free(longer);
     fake_free(&m);
@@ -530,7 +514,7 @@ TEST(llama2c_untied_synthetic) {
     size_t total = n + nf;
     float *f = malloc(total * 4);
     for (size_t i = 0; i < total; i++) f[i] = (float)i;
-    const char *path = pjoin(dir, "untied.bin");
+    const char *path = test_path_join(dir, "untied.bin");
     FILE *fp = fopen(path, "wb");
     fwrite(hd, 4, 7, fp);
     fwrite(f, 4, total, fp);

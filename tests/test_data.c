@@ -10,25 +10,9 @@
 #include "test.h"
 
 // ---- helpers --------------------------------------------------------------------------------------
-// "a/b" in memory that stays valid for the whole run (the strings are few and small)
-static char *kept[1024];
-static char *pjoin(const char *a, const char *b) {
-    static int k;
-    size_t n = strlen(a) + strlen(b) + 2;
-    char *out = malloc(n);
-    snprintf(out, n, "%s/%s", a, b);
-    if (k < 1024) kept[k++] = out; // reachable, so leak checkers stay quiet
-    return out;
-}
 
-static void write_bytes(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (!f) { fprintf(stderr, "  cannot write %s\n", path); abort(); }
-    if (n && fwrite(data, 1, n, f) != n) abort();
-    fclose(f);
-}
 
-static void write_str(const char *path, const char *s) { write_bytes(path, s, strlen(s)); }
+static void write_str(const char *path, const char *s) { test_write_bytes(path, s, strlen(s)); }
 
 static int open1(Corpus *c, const char *path, double frac, const char *cache, uint64_t seed) {
     const char *paths[1] = {path};
@@ -74,7 +58,7 @@ TEST(data_byte_tokens_of_file) {
     const char *dir = test_tmpdir();
     const char *text = "Hello, w\xc3\xb6rld! \xe2\x9c\x93 \xf0\x9f\x98\x80\n"; // ö ✓ 😀
     size_t n = strlen(text);
-    const char *path = pjoin(dir, "one.txt");
+    const char *path = test_path_join(dir, "one.txt");
     write_str(path, text);
     Corpus c;
     CHECK(open1(&c, path, 0.25, "", 1) == 0);
@@ -96,7 +80,7 @@ TEST(data_utf8_across_chunk_boundaries) {
     CHECK(saved == 1u << 20);
     // valid: 2-, 3- and 4-byte sequences at every offset relative to every small chunk size
     const char *good = "a\xc3\xa9\xe2\x82\xac\xf0\x90\x8d\x88z\xed\x9f\xbf\xee\x80\x80\xf4\x8f\xbf\xbf.";
-    const char *gp = pjoin(dir, "good.txt");
+    const char *gp = test_path_join(dir, "good.txt");
     write_str(gp, good);
     for (size_t chunk = 1; chunk <= 9; chunk++) {
         corpus_chunk_bytes = chunk;
@@ -121,7 +105,7 @@ TEST(data_utf8_across_chunk_boundaries) {
         {"\xe2\x82\xac\xe2\x82\xac\x80", 6},  // stray continuation after valid ones
         {"hello\xe2\x82", 5},                 // cut off at the end of the file
     };
-    const char *bp = pjoin(dir, "bad.txt");
+    const char *bp = test_path_join(dir, "bad.txt");
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         write_str(bp, bad[i].s);
         for (size_t chunk = 1; chunk <= 8; chunk++) {
@@ -146,14 +130,14 @@ TEST(data_utf8_across_chunk_boundaries) {
     char *big = malloc(n);
     memset(big, 'a', n);
     memcpy(big + (1u << 20) - 1, "\xe2\x82\x41", 3); // broken, starts at the last byte of chunk 0
-    const char *lp = pjoin(dir, "large.txt");
-    write_bytes(lp, big, n);
+    const char *lp = test_path_join(dir, "large.txt");
+    test_write_bytes(lp, big, n);
     Corpus c;
     CHECK(open1(&c, lp, 0.5, "", 0) == -1);
     CHECK(contains(ms_error(), lp) && has_offset(ms_error(), (1u << 20) - 1));
     memcpy(big + (1u << 20) - 2, "\xe2\x82\xac", 3); // valid euro sign across the boundary
     big[(1u << 20) + 1] = 'a';
-    write_bytes(lp, big, n);
+    test_write_bytes(lp, big, n);
     CHECK(open1(&c, lp, 1e-6, "", 0) == 0);
     CHECK(c.n_train == n - 1 && c.n_eval == 1);
     CHECK(c.train[(1u << 20) - 2] == 0xe2 && c.train[(1u << 20)] == 0xac);
@@ -164,32 +148,32 @@ TEST(data_utf8_across_chunk_boundaries) {
 TEST(data_errors_name_the_file) {
     const char *dir = test_tmpdir();
     Corpus c;
-    const char *empty = pjoin(dir, "empty.txt");
-    write_bytes(empty, "", 0);
+    const char *empty = test_path_join(dir, "empty.txt");
+    test_write_bytes(empty, "", 0);
     CHECK(open1(&c, empty, 0.1, "", 0) == -1);
     CHECK(contains(ms_error(), empty) && contains(ms_error(), "empty"));
 
-    const char *missing = pjoin(dir, "nope.txt");
+    const char *missing = test_path_join(dir, "nope.txt");
     CHECK(open1(&c, missing, 0.1, "", 0) == -1);
     CHECK(contains(ms_error(), missing) && contains(ms_error(), "No such file"));
 
     // a directory without .txt files
-    const char *d1 = pjoin(dir, "notext");
+    const char *d1 = test_path_join(dir, "notext");
     mkdir(d1, 0755);
-    write_str(pjoin(d1, "readme.md"), "hello");
+    write_str(test_path_join(d1, "readme.md"), "hello");
     CHECK(open1(&c, d1, 0.1, "", 0) == -1);
     CHECK(contains(ms_error(), d1) && contains(ms_error(), "no .txt"));
 
     // an empty document deep inside a directory is named by its full path
-    const char *d2 = pjoin(dir, "tree");
+    const char *d2 = test_path_join(dir, "tree");
     mkdir(d2, 0755);
-    mkdir(pjoin(d2, "sub"), 0755);
-    write_str(pjoin(d2, "a.txt"), "fine");
-    write_bytes(pjoin(d2, "sub/b.txt"), "", 0);
+    mkdir(test_path_join(d2, "sub"), 0755);
+    write_str(test_path_join(d2, "a.txt"), "fine");
+    test_write_bytes(test_path_join(d2, "sub/b.txt"), "", 0);
     CHECK(open1(&c, d2, 0.1, "", 0) == -1);
-    CHECK(contains(ms_error(), pjoin(d2, "sub/b.txt")) && contains(ms_error(), "empty"));
+    CHECK(contains(ms_error(), test_path_join(d2, "sub/b.txt")) && contains(ms_error(), "empty"));
 
-    const char *ok = pjoin(dir, "ok.txt");
+    const char *ok = test_path_join(dir, "ok.txt");
     write_str(ok, "some text");
     const char *paths[1] = {ok};
     CorpusSpec spec = {.paths = paths, .n_paths = 1, .tokenizer = "bpe42", .eval_frac = 0.1, .cache_dir = ""};
@@ -261,27 +245,27 @@ static void make_docs(const char *root, int permute) {
         char rel[64], sub[64];
         if (name % 2) { // odd names inside a subdirectory: "p01/x.txt" sorts between p00.txt and p02.txt
             snprintf(sub, sizeof sub, "p%02d", name);
-            mkdir(pjoin(root, sub), 0755);
+            mkdir(test_path_join(root, sub), 0755);
             snprintf(rel, sizeof rel, "p%02d/x.txt", name);
         } else {
             snprintf(rel, sizeof rel, "p%02d.txt", name);
         }
         char *buf = malloc(doc_len(i));
         memset(buf, 'A' + i, doc_len(i));
-        write_bytes(pjoin(root, rel), buf, doc_len(i));
+        test_write_bytes(test_path_join(root, rel), buf, doc_len(i));
         free(buf);
     }
-    write_str(pjoin(root, "notes.md"), "not a document");
-    write_str(pjoin(root, ".hidden.txt"), "hidden, skipped");
+    write_str(test_path_join(root, "notes.md"), "not a document");
+    write_str(test_path_join(root, ".hidden.txt"), "hidden, skipped");
 }
 
 TEST(data_split_by_document) {
     const char *dir = test_tmpdir();
-    const char *root = pjoin(dir, "corpus");
+    const char *root = test_path_join(dir, "corpus");
     make_docs(root, 0);
     // a link to one of the documents, and the directory plus one of its files again: counted once
-    CHECK(symlink("p00.txt", pjoin(root, "zz-link.txt")) == 0);
-    const char *paths[2] = {root, pjoin(root, "p04.txt")};
+    CHECK(symlink("p00.txt", test_path_join(root, "zz-link.txt")) == 0);
+    const char *paths[2] = {root, test_path_join(root, "p04.txt")};
     CorpusSpec spec = {.paths = paths, .n_paths = 2, .tokenizer = "byte", .eval_frac = 0.2,
                        .cache_dir = "", .split_seed = 7};
     Corpus a, b;
@@ -294,7 +278,7 @@ TEST(data_split_by_document) {
     CHECK(memcmp(a.train, b.train, a.n_train * 2) == 0 && memcmp(a.eval, b.eval, a.n_eval * 2) == 0);
     corpus_close(&b);
     // the choice depends on the contents, not on the file names
-    const char *root2 = pjoin(dir, "renamed");
+    const char *root2 = test_path_join(dir, "renamed");
     make_docs(root2, 1);
     spec.paths = (const char *const[]){root2};
     spec.n_paths = 1;
@@ -326,11 +310,11 @@ TEST(data_split_by_document) {
     corpus_close(&a);
 
     // two documents: always exactly one in eval, whatever the fraction
-    const char *two = pjoin(dir, "two");
+    const char *two = test_path_join(dir, "two");
     mkdir(two, 0755);
     const char *ta = "first document, a bit longer than the other\n", *tb = "second\n";
-    write_str(pjoin(two, "a.txt"), ta);
-    write_str(pjoin(two, "b.txt"), tb);
+    write_str(test_path_join(two, "a.txt"), ta);
+    write_str(test_path_join(two, "b.txt"), tb);
     double fracs[3] = {0.01, 0.5, 0.99};
     for (int i = 0; i < 3; i++) {
         CHECK(open1(&a, two, fracs[i], "", 3) == 0);
@@ -347,15 +331,15 @@ TEST(data_one_document_tail_split) {
     const char *dir = test_tmpdir();
     char text[1000];
     for (int i = 0; i < 1000; i++) text[i] = (char)('a' + (i * 7) % 26);
-    const char *p = pjoin(dir, "doc.txt");
-    write_bytes(p, text, 1000);
+    const char *p = test_path_join(dir, "doc.txt");
+    test_write_bytes(p, text, 1000);
     Corpus c;
     CHECK(open1(&c, p, 0.1, "", 0) == 0);
     CHECK(c.n_train == 900 && c.n_eval == 100);
     CHECK(memcmp(c.train, (uint16_t[]){'a', 'h', 'o'}, 6) == 0);
     for (int i = 0; i < 100; i++) CHECK(c.eval[i] == (unsigned char)text[900 + i]);
     corpus_close(&c);
-    const char *q = pjoin(dir, "ten.txt");
+    const char *q = test_path_join(dir, "ten.txt");
     write_str(q, "0123456789");
     static const struct { double frac; size_t n_eval; } cases[] = {
         {0.333, 3}, {0.25, 3} /* 2.5 rounds away from zero */, {0.001, 1} /* at least one */,
@@ -371,11 +355,11 @@ TEST(data_one_document_tail_split) {
 
 TEST(data_token_cache) {
     const char *dir = test_tmpdir();
-    const char *doc = pjoin(dir, "doc.txt");
+    const char *doc = test_path_join(dir, "doc.txt");
     const char *text = "hello cache\n";
     size_t n = strlen(text);
     write_str(doc, text);
-    const char *cache = pjoin(dir, "cache/nested"); // created with its parent
+    const char *cache = test_path_join(dir, "cache/nested"); // created with its parent
     Corpus a, b;
     CHECK(open1(&a, doc, 0.25, cache, 0) == 0);
     CHECK(count_files(cache, ".tok") == 1);
@@ -385,7 +369,7 @@ TEST(data_token_cache) {
     char hex[17], name[32];
     ms_hex64(key, hex);
     snprintf(name, sizeof name, "%s.tok", hex);
-    const char *cf = pjoin(cache, name);
+    const char *cf = test_path_join(cache, name);
     FILE *f = fopen(cf, "rb");
     CHECK(f != NULL);
     if (!f) return;
@@ -417,7 +401,7 @@ TEST(data_token_cache) {
     mod[48] = 'J';
     uint64_t sum = ms_fnv1a(MS_FNV_INIT, mod, 48 + 2 * n);
     memcpy(mod + 48 + 2 * n, &sum, 8);
-    write_bytes(cf, mod, got);
+    test_write_bytes(cf, mod, got);
     CHECK(open1(&b, doc, 0.25, cache, 0) == 0);
     CHECK(b.train[0] == 'J' && b.train[1] == 'e');
     corpus_close(&b);
@@ -433,7 +417,7 @@ TEST(data_token_cache) {
             sum = ms_fnv1a(MS_FNV_INIT, mod, 48 + 2 * n);
             memcpy(mod + 48 + 2 * n, &sum, 8);
         }
-        write_bytes(cf, mod, len);
+        test_write_bytes(cf, mod, len);
         CHECK(open1(&b, doc, 0.25, cache, 0) == 0);
         CHECK(memcmp(a.train, b.train, 2 * a.n_train) == 0);
         corpus_close(&b);
@@ -453,9 +437,9 @@ TEST(data_token_cache) {
     corpus_close(&b);
 
     // a cache directory that cannot exist (below a regular file): works without a cache
-    const char *blocker = pjoin(dir, "afile");
+    const char *blocker = test_path_join(dir, "afile");
     write_str(blocker, "x");
-    CHECK(open1(&b, doc, 0.25, pjoin(blocker, "sub"), 0) == 0);
+    CHECK(open1(&b, doc, 0.25, test_path_join(blocker, "sub"), 0) == 0);
     CHECK(b.n_train + b.n_eval == n + 1 && b.train[0] == 'h');
     corpus_close(&b);
     corpus_close(&a);
@@ -463,7 +447,7 @@ TEST(data_token_cache) {
 
 TEST(data_batch_windows) {
     const char *dir = test_tmpdir();
-    const char *p = pjoin(dir, "abc.txt");
+    const char *p = test_path_join(dir, "abc.txt");
     write_str(p, "ABCDEFGHIJKLMNOPQRSTUVWXYZ");
     Corpus c;
     CHECK(open1(&c, p, 0.1, "", 0) == 0);
@@ -498,7 +482,7 @@ TEST(data_batch_windows) {
         x = x * 6364136223846793005ULL + 1442695040888963407ULL;
         text[i] = (char)('a' + (x >> 59) % 26);
     }
-    write_bytes(p, text, 5000);
+    test_write_bytes(p, text, 5000);
     CHECK(open1(&c, p, 0.2, "", 0) == 0);
     CHECK(c.n_train == 4000);
     enum { B2 = 8, T2 = 64 };

@@ -120,20 +120,6 @@ static void check_doubled(const char *what, const float *once, const float *twic
                 twice[wi], once[wi]);
 }
 
-// max over i of |a[i] - ref[i]| / (atol + rtol |ref[i]|) must be <= 1; reports the worst element
-static void check_close(const char *what, const float *a, const double *ref, size_t n, double atol,
-                        double rtol) {
-    double worst = 0;
-    size_t wi = 0;
-    for (size_t i = 0; i < n; i++) {
-        double e = fabs(a[i] - ref[i]) / (atol + rtol * fabs(ref[i]));
-        if (!(e <= worst)) worst = e, wi = i;
-    }
-    CHECK(worst <= 1.0);
-    if (!(worst <= 1.0))
-        fprintf(stderr, "    ^ %s: [%zu] %.9g vs reference %.9g (%.3g x tolerance)\n", what, wi,
-                a[wi], ref[wi], worst);
-}
 
 // ======================================== embedding ==========================================
 
@@ -384,7 +370,7 @@ TEST(rope_vs_reference_both_styles) {
     for (int style = 0; style < 2; style++) {
         be()->rope_fwd(out, x, pos, inv_freq, N, H, D, style);
         naive_rope(ref, x, pos, inv_freq, N, H, D, style);
-        check_close(style ? "rope halves" : "rope interleaved", out, ref, n, 1e-6, 1e-6);
+        test_close_to(style ? "rope halves" : "rope interleaved", out, ref, n, 1e-6, 1e-6);
     }
     // the styles differ (pairs are different): guards against one style silently used for both
     float *out2 = fvec(n);
@@ -561,8 +547,8 @@ static int attention_vs_naive(int B, int T, int H, int KVH, int D, uint64_t seed
     double *ro = calloc(nq, sizeof(double)), *rl = calloc((size_t)B * H * T, sizeof(double));
     be()->attention_fwd(out, lse, q, k, v, B, T, H, KVH, D);
     naive_attention(ro, rl, q, k, v, B, T, H, KVH, D);
-    check_close("attention out", out, ro, nq, 2e-6, 2e-6);
-    check_close("attention lse", lse, rl, (size_t)B * H * T, 2e-6, 2e-6);
+    test_close_to("attention out", out, ro, nq, 2e-6, 2e-6);
+    test_close_to("attention lse", lse, rl, (size_t)B * H * T, 2e-6, 2e-6);
     if (with_bwd) {
         float *dout = rand_vec(nq, &r, 1), *dq = fvec(nq), *dk = fvec(nk), *dv = fvec(nk);
         double *rq = calloc(nq, sizeof(double)), *rk = calloc(nk, sizeof(double)),
@@ -573,9 +559,9 @@ static int attention_vs_naive(int B, int T, int H, int KVH, int D, uint64_t seed
         double mq = 0, mk = 0, mv = 0;
         for (size_t i = 0; i < nq; i++) mq = fmax(mq, fabs(rq[i]));
         for (size_t i = 0; i < nk; i++) mk = fmax(mk, fabs(rk[i])), mv = fmax(mv, fabs(rv[i]));
-        check_close("attention dq", dq, rq, nq, 1e-5 * fmax(mq, 0.1), 0); // (T = 1: dq = dk = 0)
-        check_close("attention dk", dk, rk, nk, 1e-5 * fmax(mk, 0.1), 0);
-        check_close("attention dv", dv, rv, nk, 1e-5 * fmax(mv, 0.1), 0);
+        test_close_to("attention dq", dq, rq, nq, 1e-5 * fmax(mq, 0.1), 0); // (T = 1: dq = dk = 0)
+        test_close_to("attention dk", dk, rk, nk, 1e-5 * fmax(mk, 0.1), 0);
+        test_close_to("attention dv", dv, rv, nk, 1e-5 * fmax(mv, 0.1), 0);
         free(dout), free(dq), free(dk), free(dv), free(rq), free(rk), free(rv);
     }
     if (test_failed_checks != before)
@@ -718,10 +704,10 @@ TEST(swiglu_vs_reference) {
     }
     be()->swiglu_fwd(out, g, u, n);
     be()->swiglu_bwd(dg, du, dout, g, u, n);
-    check_close("swiglu out", out, ro, n, 1e-30, 2e-6);
+    test_close_to("swiglu out", out, ro, n, 1e-30, 2e-6);
     // (the derivative of g s(g) crosses 0 near g = -1.28: there only absolute accuracy is possible)
-    check_close("swiglu dgate", dg, rg, n, 1e-7, 2e-6);
-    check_close("swiglu dup", du, ru, n, 1e-30, 2e-6);
+    test_close_to("swiglu dgate", dg, rg, n, 1e-7, 2e-6);
+    test_close_to("swiglu dup", du, ru, n, 1e-30, 2e-6);
     free(g), free(u), free(dout), free(out), free(dg), free(du), free(ro);
 }
 
@@ -807,8 +793,8 @@ TEST(crossentropy_vs_reference_large_vocab) {
     }
     be()->crossentropy_fwd(losses, logits, targets, N, V);
     be()->crossentropy_bwd(dl, logits, targets, dloss, N, V);
-    check_close("crossentropy loss", losses, rl, N, 1e-6, 1e-6);
-    check_close("crossentropy dlogits", dl, rd, n, 1e-9, 1e-5);
+    test_close_to("crossentropy loss", losses, rl, N, 1e-6, 1e-6);
+    test_close_to("crossentropy dlogits", dl, rd, n, 1e-9, 1e-5);
     free(logits), free(losses), free(dl), free(rl), free(rd);
 }
 
