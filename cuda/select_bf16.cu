@@ -1,7 +1,8 @@
 // select_bf16.cu: the MS / MoBA selection from bf16 q / k (attn_bf16.h select_bf16): fills an
 // AttnIndex exactly as the CPU's attention_select does on the bf16-rounded inputs.
 //
-// ms (pool mean, score dot, select region, order rank): two paths, MSLAB_SELECT_BF16=old|fused.
+// ms (pool mean, score dot, select region, order rank): three paths, MSLAB_SELECT_BF16=
+// old|fused|tp (each falls back to the one before it when a row overflows its buffers).
 // old (fs_select): fp64 score rows in global memory (256 MB batches), a radix select per row;
 //   at 1M it reads / writes ~6.9e10 scores x 8 B several times: 3.93 s, 57% of MS fwd+bwd.
 // fused (fx_select, the default): the same fp64 scores (DMMA, the same products in dimension
@@ -16,7 +17,27 @@
 //   the DMMA rate), fx_select on the m16n8k16 DMMA (CUTLASS's Hopper atom: 128K 28.0 ms in r2/r3,
 //   but ~1.3x slower per score at 1M in r3, so the s4 default went back to m8n8k4) and with a
 //   cp.async double buffer for the kbar chunks (128K 30.9 vs 28.0 ms in r3).
+// tp (tp_select, s6; opt-in: MSLAB_SELECT_BF16=tp, or auto = tp when the longest row has >=
+//   TP_AUTO_MIN candidates): no fp64 GEMM. Scores from fp16 splits of the pooled q / k (hi + lo,
+//   3 MMAs, fp32) with a rigorous bound |s - s'| <= 5.8e-6 |q| |k| prune against the same
+//   running threshold (on lower bounds); the survivors (~S + 8 per row) are ordered by their
+//   intervals, and only those the bound cannot order get the CPU's double score (dmul, dadd in
+//   dimension order). Design, bound and invariants at tp_select. Lists equal the CPU's on every
+//   select_bf16_tests shape (s6 r1 / r2, incl. ties, all-equal keys, D 64, B 2, gqa, lg 2, tail).
+//   Measured (H200, paper config, B=1 H=32 D=128, tests MSLAB_SELECT_PERF, ms per call; s6 r1):
+//   tp / fused 16K 1.31 / 1.12 (r2), 32K 5.80 / 3.59, 128K 41.9 / 31.7, 1M 994 / 1236. Exact
+//   scores per row: 33 at 128K, 48 at 1M (of ~367 / 400 survivors); bf16 limbs instead
+//   (MSLAB_SELECT_TP16=0, bound 8e-5): 240 per row, 128K 51.2 ms. So the bound works but the
+//   sweep does not: ncu (256K, one launch 41.3 ms) tensor pipe 4% active, issue 22%, 8 warps per
+//   SM (12.5% occupancy: 227 KB smem, 255 regs), stalls per issue barrier 2.5, wait 2.4 (dependent
+//   chains), short scoreboard 1.7. Next: more warps (A fragments from smem via ldmatrix instead of
+//   64 registers, 16 warps), B fragments by ldmatrix, fewer barriers per tile. Default stays fused.
+//   Removed after measurement (s6 r2): warp-aggregated (match_any) sketch histograms in
+//   fx_compact: fused 32K / 128K 3.59 / 31.7 -> 4.06 / 39.2 ms.
+// Shared with select_blocks.cu (select_common.cuh): the region pooling, fs_key, the DMMA step,
+//   the histogram bin search and the warp bitonic sort.
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
@@ -25,6 +46,8 @@
 #include <string.h>
 
 #include "cuda_common.cuh"
+#include "mma_bf16.cuh"
+#include "select_common.cuh"
 extern "C" {
 #include "../core/attention.h"
 #include "attn_bf16.h"
@@ -69,36 +92,12 @@ __device__ __forceinline__ int fs_elig(const FsArgs &a, int c, int g) { // attn_
     return e > 0 ? e : 0;
 }
 
-__global__ void fs_pool_k(double *kbar, const uint16_t *k, int B, int T, int KVH, int D, int w,
-                          int N) {
-    size_t n = (size_t)B * KVH * N * D;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        int d = (int)(i % D);
-        size_t x = i / D;
-        int r = (int)(x % N);
-        x /= N;
-        int kh = (int)(x % KVH), b = (int)(x / KVH);
-        const uint16_t *src = k + ((size_t)b * T * KVH + kh) * D + d;
-        int r0 = r * w, r1 = min(T, r0 + w);
-        double acc = 0.0;
-        for (int t = r0; t < r1; t++)
-            acc += (double)__uint_as_float((uint32_t)src[(size_t)t * KVH * D] << 16);
-        kbar[i] = acc / (r1 - r0);
-    }
-}
-
 // Scores of 64 members x (64-candidate tiles jt0, jt0 + step, ...) of one unit on the fp64 tensor
 // cores (mma.sync m8n8k4 f64, twice the FMA rate of the FMA units; each score the sum of the
 // products in dimension order): 8 warps as 2 (32 members) x 4 (16 candidates), each 4 x 2 tiles
 // of 8 x 8. Pooled q
 // [member][d] and a 32-dim kbar chunk [candidate][d] in shared memory, rows padded to 4 mod 16
 // doubles (conflict-free fragment reads).
-__device__ __forceinline__ void fs_dmma(double (&c)[2], double a, double b) {
-    asm volatile("mma.sync.aligned.m8n8k4.row.col.f64.f64.f64.f64 {%0,%1}, {%2}, {%3}, {%0,%1};\n"
-                 : "+d"(c[0]), "+d"(c[1])
-                 : "d"(a), "d"(b));
-}
 // a warp's 4 x NB tiles of 8 x 8 over 4 dims: acc[i][n] += A[8 i + g][cq] B[8 n + g][cq], with
 // q = A's element (g, cq) (rows QLD apart) and k = B's (rows KLD apart)
 template <int QLD, int KLD, int NB>
@@ -173,14 +172,6 @@ __global__ void __launch_bounds__(FS_NT) fs_scores_mma(FsArgs a, int tiles_per_c
                 }
         }
     }
-}
-
-// order-preserving bits: larger score -> larger key; NaN lowest; -0 == +0
-__device__ __forceinline__ unsigned long long fs_key(double x) {
-    if (isnan(x)) return 0ull;
-    if (x == 0.0) x = 0.0;
-    unsigned long long u = (unsigned long long)__double_as_longlong(x);
-    return (u >> 63) ? ~u : (u | 0x8000000000000000ull);
 }
 
 // block-wide exclusive prefix of a 0/1 flag (FS_NT threads); returns the block total in *tot
@@ -400,36 +391,6 @@ __device__ __forceinline__ double fx_unkey(unsigned long long k) { // inverse of
     return __longlong_as_double((long long)u);
 }
 
-// warp: the bin b (from the top) where the count of bins above reaches `need`; *above = count of
-// entries in bins > b
-__device__ __forceinline__ int fx_find(const int *hist, int need, int *above) {
-    int lane = threadIdx.x & 31, top = 255 - 8 * lane, s = 0;
-#pragma unroll
-    for (int i = 0; i < 8; i++) s += hist[top - i];
-    int inc = s;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-        int v = __shfl_up_sync(0xffffffffu, inc, o);
-        if (lane >= o) inc += v;
-    }
-    unsigned hit = __ballot_sync(0xffffffffu, inc >= need);
-    int L = __ffs(hit) - 1; // need <= total, so some lane hits
-    int b = 0, ex = inc - s;
-    if (lane == L) {
-        for (int i = 0; i < 8; i++) {
-            int h = hist[top - i];
-            if (ex + h >= need) {
-                b = top - i;
-                break;
-            }
-            ex += h;
-        }
-    }
-    b = __shfl_sync(0xffffffffu, b, L);
-    *above = __shfl_sync(0xffffffffu, ex, L);
-    return b;
-}
-
 // warp: keep the S largest of a row's sketch (in order), threshold = the S-th largest
 __device__ void fx_compact(uint16_t *v, unsigned *cnt, int *thr, int *hist, int S) {
     int lane = threadIdx.x & 31;
@@ -439,14 +400,14 @@ __device__ void fx_compact(uint16_t *v, unsigned *cnt, int *thr, int *hist, int 
     __syncwarp();
     for (int p = lane; p < n; p += 32) atomicAdd(&hist[v[p] >> 8], 1);
     __syncwarp();
-    int a1, b1 = fx_find(hist, S, &a1);
+    int a1, b1 = sel_find(hist, S, &a1);
     __syncwarp();
     for (int b = lane; b < 256; b += 32) hist[b] = 0;
     __syncwarp();
     for (int p = lane; p < n; p += 32)
         if ((v[p] >> 8) == b1) atomicAdd(&hist[v[p] & 255], 1);
     __syncwarp();
-    int a2, b2 = fx_find(hist, S - a1, &a2);
+    int a2, b2 = sel_find(hist, S - a1, &a2);
     int tau = b1 << 8 | b2, need = S - a1 - a2; // entries equal to tau to keep
     unsigned lt = (1u << lane) - 1;
     int w = 0, ties = 0;
@@ -465,14 +426,115 @@ __device__ void fx_compact(uint16_t *v, unsigned *cnt, int *thr, int *hist, int 
     __syncwarp();
 }
 
+// pooled q of members gm .. gm + 63 into qs [64][DM + 4] (rows >= `rows`: 0), as the CPU's
+// pool_rows: a thread per dim pair (sel_pool2)
+template <int DM>
+__device__ __forceinline__ void fx_pool_q(double *qs, const FsArgs &a, const FsUnit &U, int gm, int rows) {
+    constexpr int QLD = DM + 4;
+    size_t st = (size_t)a.H * a.D / 2; // token stride in dim pairs
+    const uint32_t *qb = (const uint32_t *)(a.q + ((size_t)U.b * a.T * a.H + U.h) * a.D);
+    for (int e = threadIdx.x; e < 64 * DM / 2; e += blockDim.x) {
+        int mm = e / (DM / 2), d = 2 * (e % (DM / 2));
+        double m0 = 0.0, m1 = 0.0;
+        if (mm < rows) {
+            int r0 = (gm + mm) * a.w, n = min(a.T, r0 + a.w) - r0;
+            sel_pool2(qb + (size_t)r0 * st + d / 2, st, n, &m0, &m1);
+        }
+        qs[mm * QLD + d] = m0, qs[mm * QLD + d + 1] = m1;
+    }
+}
+
+// after a barrier (every insert in): each row's sketch holding more than `over` entries cut to
+// its S largest (fx_compact), a warp per row
+__device__ __forceinline__ void fx_compact_rows(uint16_t *sk, int capf, unsigned *cnt, int *thr,
+                                                int *hist, int rows, int S, int over) {
+    __syncthreads();
+    int warp = threadIdx.x >> 5;
+    for (int r = warp; r < rows; r += blockDim.x / 32)
+        if ((int)(cnt[r] & 0xffffu) > over) fx_compact(sk + r * capf, &cnt[r], &thr[r], hist + warp * 256, S);
+}
+
 struct FxArgs {
     FsArgs a;
     const int *ord; // work order: batch unit indices, costliest first
     unsigned long long *gkey;
     int *gid;
-    int *ctrl; // [0] work counter, [1] failed rows, [2] max inserts of a row
+    int *ctrl; // [0] work counter, [1] failed rows, [2] max inserts of a row; tp: [3] max key
+               // norm, [4] / [5] exact scores / survivors (all rows)
     int nitems, mt, capg;
+    // two-pass path (tp_select): kbar as bf16 pairs [B, KVH, N, 2, D], key norm bounds [B, KVH,
+    // nkp], the row buffers (gkey) as (s' << 32 | hi16 << 16 | id) words
+    const uint16_t *kbf;
+    const float *knorm, *kfac; // kfac (fp16 limbs): 2^-e of each key's scale 2^e, as knorm
 };
+
+// the next work item (64 members of a unit) of a persistent fx_select / tp_select CTA: false when
+// none is left; else U, m0, rows, the rows' eligible counts, cleared counters and thresholds, and
+// their pooled q in qs (zeros past rows). Barriers at the start (the previous item is done with
+// every shared array) and the end.
+template <int DM>
+__device__ bool fx_next(const FxArgs &x, double *qs, int *s_item, int *erow, unsigned *cnt, int *thr,
+                        FsUnit &U, int &m0, int &rows) {
+    const FsArgs &a = x.a;
+    for (;;) {
+        __syncthreads();
+        if (threadIdx.x == 0) *s_item = atomicAdd(x.ctrl, 1);
+        __syncthreads();
+        int item = *s_item;
+        if (item >= x.nitems) return false;
+        m0 = (item % x.mt) * 64;
+        U = a.units[x.ord[item / x.mt]];
+        int g0 = U.c * a.M, members = min(a.N, g0 + a.M) - g0;
+        if (m0 >= members) continue;
+        rows = min(64, members - m0);
+        if (threadIdx.x < 64) {
+            int r = threadIdx.x;
+            erow[r] = r < rows ? fs_elig(a, U.c, g0 + m0 + r) : 0;
+            cnt[r] = 0, thr[r] = 0;
+        }
+        fx_pool_q<DM>(qs, a, U, g0 + m0, rows);
+        __syncthreads();
+        return true;
+    }
+}
+
+// warp, one row of an item: the entries of its global buffer (load(p), p < the row's inserts ng)
+// that pass keep(v), in order, through put(pos, v), pos < cap; returns how many. -1: the row
+// failed (buffer or cap overflow, fewer than nsel; the call falls back to the next path) and its
+// list got valid ids (fs_merge still reads it)
+struct FxEnt {
+    unsigned long long k;
+    int id;
+};
+template <class Load, class Keep, class Put>
+__device__ __forceinline__ int fx_survivors(const FxArgs &x, unsigned cnt_r, int nsel, int *tops,
+                                            int cap, Load load, Keep keep, Put put) {
+    int lane = threadIdx.x & 31, ng = (int)(cnt_r >> 16), w = 0;
+    unsigned lt = (1u << lane) - 1;
+    if (lane == 0) atomicMax(x.ctrl + 2, ng);
+    if (ng <= x.capg)
+        for (int p0 = 0; p0 < ng; p0 += 128) { // 4 loads in flight per lane
+            decltype(load(0)) v[4];
+#pragma unroll
+            for (int u = 0; u < 4; u++) v[u] = load(min(p0 + 32 * u + lane, ng - 1));
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                bool in = p0 + 32 * u + lane < ng && keep(v[u]);
+                unsigned b = __ballot_sync(0xffffffffu, in);
+                int pos = w + __popc(b & lt);
+                if (in && pos < cap) put(pos, v[u]);
+                w += __popc(b);
+            }
+        }
+    if (ng > x.capg || w > cap || w < nsel) {
+        if (lane == 0) atomicAdd(x.ctrl + 1, 1);
+        for (int s = lane; s < nsel; s += 32) tops[s] = s;
+        __syncwarp();
+        return -1;
+    }
+    __syncwarp();
+    return w;
+}
 
 template <int DM>
 __global__ void __launch_bounds__(FX_NT, 1) fx_select(FxArgs x) {
@@ -488,53 +550,9 @@ __global__ void __launch_bounds__(FX_NT, 1) fx_select(FxArgs x) {
     int wm = warp >> 2, wn = warp & 3; // 32-member x 32-key warp tile
     unsigned long long *gk = x.gkey + (size_t)blockIdx.x * 64 * x.capg;
     int *gi = x.gid + (size_t)blockIdx.x * 64 * x.capg;
-    for (;;) {
-        __syncthreads(); // the previous item is done with every shared array
-        if (tid == 0) s_item = atomicAdd(x.ctrl, 1);
-        __syncthreads();
-        int item = s_item;
-        if (item >= x.nitems) return;
-        int ui = x.ord[item / x.mt], m0 = (item % x.mt) * 64;
-        const FsUnit U = a.units[ui];
-        int g0 = U.c * a.M, members = min(a.N, g0 + a.M) - g0;
-        if (m0 >= members) continue;
-        int rows = min(64, members - m0);
-        if (tid < 64) {
-            erow[tid] = tid < rows ? fs_elig(a, U.c, g0 + m0 + tid) : 0;
-            cnt[tid] = 0, thr[tid] = 0;
-        }
-        size_t ldq = (size_t)a.H * a.D;
-        const uint16_t *qb = a.q + ((size_t)U.b * a.T * a.H + U.h) * a.D;
-        // pooled q, as fs_scores_mma (the same sums in token order), two dims per thread; w = 16:
-        // the 16 loads in flight at once (a dependent chain of 16 loads per element cost as much
-        // as the whole GEMM of a 128K item)
-        for (int e = tid; e < 64 * DM / 2; e += FX_NT) {
-            int mm = e / (DM / 2), d = 2 * (e % (DM / 2)), gg = g0 + m0 + mm;
-            double a0 = 0.0, a1 = 0.0;
-            if (mm < rows) {
-                int r0 = gg * a.w, n = min(a.T, r0 + a.w) - r0;
-                const uint32_t *src = (const uint32_t *)(qb + (size_t)r0 * ldq + d);
-                size_t st = ldq / 2;
-                if (n == 16) {
-                    uint32_t v[16];
-#pragma unroll
-                    for (int t = 0; t < 16; t++) v[t] = __ldg(src + t * st);
-#pragma unroll
-                    for (int t = 0; t < 16; t++)
-                        a0 += (double)__uint_as_float(v[t] << 16),
-                            a1 += (double)__uint_as_float(v[t] & 0xffff0000u);
-                } else {
-                    for (int t = 0; t < n; t++) {
-                        uint32_t v = __ldg(src + t * st);
-                        a0 += (double)__uint_as_float(v << 16);
-                        a1 += (double)__uint_as_float(v & 0xffff0000u);
-                    }
-                }
-                a0 /= n, a1 /= n;
-            }
-            qs[mm * QLD + d] = a0, qs[mm * QLD + d + 1] = a1;
-        }
-        __syncthreads();
+    FsUnit U;
+    int m0, rows;
+    while (fx_next<DM>(x, qs, &s_item, erow, cnt, thr, U, m0, rows)) {
         int ld = erow[rows - 1]; // eligibility grows with the member
         const double *kb = a.kbar + ((size_t)U.b * a.KVH + U.h / (a.H / a.KVH)) * a.NK * DM;
         int ntile = (ld + FX_KT - 1) / FX_KT;
@@ -592,68 +610,414 @@ __global__ void __launch_bounds__(FX_NT, 1) fx_select(FxArgs x) {
                         }
                     }
             }
-            __syncthreads();
-            if (jt + 1 < ntile)
-                for (int r = warp; r < rows; r += FX_NT / 32)
-                    if ((int)(cnt[r] & 0xffffu) > CAPF - FX_KT)
-                        fx_compact(sk + r * CAPF, &cnt[r], &thr[r], hist + warp * 256, a.S);
+            // full sketches compacted (room for the next tile)
+            fx_compact_rows(sk, CAPF, cnt, thr, hist, rows, a.S, jt + 1 < ntile ? CAPF - FX_KT : INT_MAX);
         }
-        __syncthreads();
-        for (int r = warp; r < rows; r += FX_NT / 32) // final thresholds (hist on ks)
-            fx_compact(sk + r * CAPF, &cnt[r], &thr[r], hist + warp * 256, a.S);
+        fx_compact_rows(sk, CAPF, cnt, thr, hist, rows, a.S, 0); // final thresholds (hist on ks)
         __syncthreads();
         // survivors of each row into the warp's part of the sketch area, sorted
         unsigned long long *bk = (unsigned long long *)sk + (size_t)warp * (FX_PMAX * 3 / 2);
         int *bi = (int *)(bk + FX_PMAX);
+        for (int r = warp; r < rows; r += FX_NT / 32) {
+            int nsel = min(a.S, erow[r]);
+            if (nsel <= 0) continue;
+            int *tops = a.tops + ((size_t)U.off * a.M + m0 + r) * a.S, t = thr[r];
+            const unsigned long long *rk = gk + (size_t)r * x.capg;
+            const int *ri = gi + (size_t)r * x.capg;
+            int w = fx_survivors(
+                x, cnt[r], nsel, tops, FX_PMAX, [&](int p) { return FxEnt{__ldcg(rk + p), __ldcg(ri + p)}; },
+                [&](FxEnt v) { return (int)fx_key16(fx_unkey(v.k)) >= t; },
+                [&](int pos, FxEnt v) { bk[pos] = v.k, bi[pos] = v.id; });
+            if (w < 0) continue;
+            sel_warp_sort(bk, bi, w, 64);
+            for (int s = lane; s < nsel; s += 32) tops[s] = bi[s];
+            __syncwarp();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Two-pass path (tp_select, MSLAB_SELECT_BF16=tp): fx_select's running-threshold filter, but on
+// approximate scores with a rigorous error bound, and exact scores only where the bound cannot
+// order the top S.
+// Pass 1 per tile of 64 keys: s' = qh.kh + (ql.kh + qh.kl) on the tensor cores (mma m16n8k16,
+// fp32 accumulation; qh.kh from zero per 16 dims, summed on the FMA units, the small terms in
+// their own accumulator), with q = qh + ql + rq: the pooled q (double) scaled by a power of 2
+// (max |q| in [2^13, 2^14)), rounded to float then fp16 (RN), ql the same of the rest; k likewise
+// per key (tp_prep_k); s' unscaled exactly. |s - s'| <= E = TP_C16 |q| |k| for the CPU's double
+// score s (below). Every score gives an interval [lo, hi] = [s' - E, s' + E] (directed rounding);
+// the sketch holds lo (16-bit key, rounded down), so its S-th largest t is a value that S
+// candidates reach; a candidate with hi < t is strictly below S others and can never be in the
+// top S (ties included). Candidates with hi >= t go to the row's global buffer as (s', hi16, id);
+// at the end, those with hi16 >= the final t (~S + a few) are sorted by s', cut into clusters (a
+// cut after position p where min lo over <= p > max hi over > p: every exact score above is
+// larger than every one below), and only the members of clusters of 2+ that reach the first
+// min(S, e) get the CPU's score in double (dmul then dadd in dimension order, from the double
+// kbar); a sort by (cluster, exact score desc, id asc) gives the CPU's order. Invalid bound
+// (non-finite norms, |q| |k| > 2^100, a scale out of 2^+-60) or overflow (buffer, > TP_PMAX
+// survivors): the row fails and the call falls back to fx_select. MSLAB_SELECT_TP16=0: bf16 limbs,
+// no scaling (TP_C 8e-5: 3 u^2 with u = 2^-8 dominates; most of the top S then needs exact scores).
+// The bound (fp16 limbs): u = 2^-11 + 2^-23 (double -> float -> fp16, relative), Cauchy-Schwarz
+// on each sum:
+//   dropped terms ql.kl + qh.rk + ql.rk + rq.k: <= 3 u^2 (1 + 1.4 u) |q| |k| = 7.2e-7 |q| |k|;
+//   fp32 accumulation, taking <= 16 2^-23 sum |products| per k16 MMA from zero (exact fp16
+//   products; recursive summation with truncation) and doubling it, plus 8 RN adds: 4.3e-6; the
+//   small terms (2u of it), chained: < 1e-7; their sum: 6e-8; subnormal fp16 limbs flushed (both
+//   limbs, absolute 2^-13 of a max >= 2^13, both sides): 3.4e-7; the CPU's fp64 sum: 128 2^-53;
+//   fp32 underflow (absolute, < 2^-117): covered by norms floored at 2^-40 -> 5.52e-6 |q| |k|:
+//   TP_C16 = 5.8e-6.
+#define TP_KT 64      // keys per tile
+#define TP_CAPF 704   // sketch entries per member row
+#define TP_PMAX 512   // survivors per row
+#define TP_C 8.0e-5f   // bf16 limbs
+#define TP_C16 5.8e-6f // fp16 limbs
+#define TP_WARP_BYTES 16640 // per warp at the end: keys [512] u64, ids, clusters, lo, hi [512] int /
+                            // float, stage [32][17] double
+
+__device__ __forceinline__ unsigned tp_okey(float x) { // order key of a float
+    unsigned u = __float_as_uint(x);
+    return (u >> 31) ? ~u : (u | 0x80000000u);
+}
+__device__ __forceinline__ float tp_unokey(unsigned k) {
+    return __uint_as_float((k >> 31) ? (k & 0x7fffffffu) : ~k);
+}
+// 16-bit order key of x rounded down (a lower bound; NaN lowest) / up (an upper bound; NaN highest)
+__device__ __forceinline__ unsigned tp_key16dn(float x) { return isnan(x) ? 0u : tp_okey(x) >> 16; }
+__device__ __forceinline__ unsigned tp_key16up(float x) {
+    return isnan(x) ? 0xffffu : (tp_okey(x) + 0xffffu) >> 16; // finite / inf keys <= 0xff800000
+}
+// upper bound of the norm from a sum of squares (each term and add rounded: relative < 2^-46)
+__device__ __forceinline__ float tp_norm_up(double ss) {
+    if (!(ss <= 1e300)) return INFINITY; // NaN, inf
+    float n = __double2float_ru(__dsqrt_ru(ss) * (1.0 + 0x1p-40));
+    return fmaxf(n, 0x1p-40f);
+}
+// x = h + l + r, h and l in the limb format (F16: fp16, x already scaled; else bf16), each via
+// float, RN; returns their bits
+template <bool F16> __device__ __forceinline__ void tp_split(double x, uint32_t *h, uint32_t *l) {
+    if (F16) {
+        __half hh = __float2half_rn(__double2float_rn(x));
+        *h = __half_as_ushort(hh);
+        *l = __half_as_ushort(__float2half_rn(__double2float_rn(x - (double)__half2float(hh))));
+    } else {
+        __nv_bfloat16 hb = __float2bfloat16_rn(__double2float_rn(x));
+        *h = __bfloat16_as_ushort(hb);
+        *l = __bfloat16_as_ushort(__float2bfloat16_rn(__double2float_rn(x - (double)__bfloat162float(hb))));
+    }
+}
+// fp16 limbs: the exponent e of the scale 2^e that brings max |v| = m into [2^13, 2^14) (values
+// down to 2^-27 m stay normal fp16); 0 for a zero vector; TP_EBAD when out of [-60, 60] (the
+// row / key fails: the call falls back; so the two inverse scales' product is an exact float)
+#define TP_EBAD 1000
+__device__ __forceinline__ int tp_exp(double m) {
+    if (m == 0.0) return 0;
+    if (!(m <= 1e300) || m < 1e-300) return TP_EBAD;
+    int e = 13 - ilogb(m);
+    return e < -60 || e > 60 ? TP_EBAD : e;
+}
+template <bool F16>
+__device__ __forceinline__ void tp_mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    if (F16)
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    else mma_bf16_16816(c, a, b0, b1);
+}
+
+// kbar -> [rows][2][D] limbs (kh, kl; fp16 of the scaled key: kfac = the inverse scale) and the
+// key norm bounds; a warp per key region (D <= 128)
+template <bool F16>
+__global__ void tp_prep_k(uint16_t *kbf, float *knorm, float *kfac, int *ctrl, const double *kbar,
+                          size_t heads, int N, int nkp, int D) {
+    size_t rows = heads * N;
+    int lane = threadIdx.x & 31;
+    size_t wid = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5;
+    size_t nw = (size_t)gridDim.x * blockDim.x >> 5;
+    for (size_t r = wid; r < rows; r += nw) {
+        double2 v[2];
+        double ss = 0.0, m = 0.0;
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            int d = 2 * lane + 64 * i;
+            v[i] = d < D ? *(const double2 *)(kbar + r * D + d) : make_double2(0.0, 0.0);
+            ss += v[i].x * v[i].x + v[i].y * v[i].y;
+            m = fmax(m, fmax(fabs(v[i].x), fabs(v[i].y)));
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1)
+            ss += __shfl_xor_sync(0xffffffffu, ss, o), m = fmax(m, __shfl_xor_sync(0xffffffffu, m, o));
+        int e = F16 ? tp_exp(m) : 0;
+        double sc = e == TP_EBAD ? 1.0 : ldexp(1.0, e);
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            int d = 2 * lane + 64 * i;
+            if (d >= D) continue;
+            uint32_t h0, l0, h1, l1;
+            tp_split<F16>(v[i].x * sc, &h0, &l0), tp_split<F16>(v[i].y * sc, &h1, &l1);
+            *(uint32_t *)(kbf + r * 2 * D + d) = h0 | h1 << 16;
+            *(uint32_t *)(kbf + r * 2 * D + D + d) = l0 | l1 << 16;
+        }
+        if (lane == 0) {
+            float n = e == TP_EBAD ? INFINITY : tp_norm_up(ss);
+            knorm[r / N * nkp + r % N] = n;
+            if (F16) kfac[r / N * nkp + r % N] = ldexpf(1.0f, e == TP_EBAD ? 0 : -e);
+            atomicMax(ctrl + 3, __float_as_int(n)); // positive floats order as ints
+        }
+    }
+}
+
+// dynamic smem: pooled q, then the tiles, sketches, norms and hist (during the key sweep) or the
+// per-warp survivor buffers (after it)
+static size_t tp_smem(int DM) {
+    size_t sweep = (size_t)2 * TP_KT * (2 * DM + 8) * 2 + 64 * TP_CAPF * 2 + 4 * TP_KT * 4;
+    size_t fin = (size_t)8 * TP_WARP_BYTES;
+    return (size_t)64 * (DM + 4) * 8 + (sweep > fin ? sweep : fin);
+}
+template <int DM, bool F16>
+__global__ void __launch_bounds__(FX_NT, 1) tp_select(FxArgs x) {
+    constexpr int QLD = DM + 4, KLD = 2 * DM + 8, CAPF = TP_CAPF, KS = DM / 16, CPR = 2 * DM / 8;
+    const FsArgs &a = x.a;
+    extern __shared__ double fs_sm[];
+    double *qs = fs_sm;                                      // [64][QLD] pooled q (double)
+    uint16_t *kt = (uint16_t *)(qs + 64 * QLD);              // [2][TP_KT][KLD] bf16 kh | kl
+    uint16_t *sk = kt + 2 * TP_KT * KLD;                     // [64][CAPF] lower-bound sketch
+    float *kn = (float *)(sk + 64 * CAPF);                   // [2][TP_KT] key norm bounds
+    float *kf = kn + 2 * TP_KT;                              // [2][TP_KT] key inverse scales
+    // fx_compact's [8][256] histograms: on the tile buffer just used (the next one is loading)
+    __shared__ unsigned cnt[64]; // inserts: global (high 16 bits), sketch (low 16 bits)
+    __shared__ int thr[64], erow[64], s_item;
+    __shared__ float crow[64];   // TP_C |q| per row
+    __shared__ int qe[64];       // fp16 limbs: the row's scale exponent
+    int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, cq = lane & 3;
+    int wm = warp & 3, wn = warp >> 2; // 16-member x 32-key warp tile
+    unsigned long long *gq = x.gkey + (size_t)blockIdx.x * 64 * x.capg;
+    const float nkmax = __int_as_float(x.ctrl[3]);
+    FsUnit U;
+    int m0, rows;
+    while (fx_next<DM>(x, qs, &s_item, erow, cnt, thr, U, m0, rows)) {
+        for (int r = warp; r < 64; r += FX_NT / 32) { // row norms (the bound) and scales
+            double ss = 0.0, mx = 0.0;
+            for (int d = lane; d < DM; d += 32) ss += qs[r * QLD + d] * qs[r * QLD + d], mx = fmax(mx, fabs(qs[r * QLD + d]));
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1)
+                ss += __shfl_xor_sync(0xffffffffu, ss, o), mx = fmax(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+            float n = tp_norm_up(ss);
+            int e = F16 ? tp_exp(mx) : 0;
+            if (lane == 0) {
+                crow[r] = __fmul_ru(F16 ? TP_C16 : TP_C, n), qe[r] = e == TP_EBAD ? 0 : e;
+                if (r < rows && (!(n * nkmax <= 0x1p100f) || e == TP_EBAD)) atomicAdd(x.ctrl + 1, 1); // falls back
+            }
+        }
+        __syncthreads();
+        int ld = erow[rows - 1]; // eligibility grows with the member
+        size_t kvh = (size_t)U.b * a.KVH + U.h / (a.H / a.KVH);
+        const uint16_t *kb = x.kbf + kvh * a.NK * 2 * DM;
+        const float *knb = x.knorm + kvh * ((a.NK + 3) / 4 * 4), *kfb = x.kfac + kvh * ((a.NK + 3) / 4 * 4);
+        int ntile = (ld + TP_KT - 1) / TP_KT;
+        auto issue = [&](int jt) { // tile jt -> buffer jt & 1 (16-byte chunks)
+            uint16_t *dst = kt + (jt & 1) * TP_KT * KLD;
+            for (int e = tid; e < TP_KT * CPR; e += FX_NT) {
+                int jj = e / CPR, c = e % CPR, j = min(jt * TP_KT + jj, ld - 1);
+                cp_async16(dst + jj * KLD + c * 8, kb + (size_t)j * 2 * DM + c * 8, true);
+            }
+            if (tid < TP_KT / 4) // norms past ld (the allocation has room): unused
+                cp_async16(kn + (jt & 1) * TP_KT + 4 * tid, knb + jt * TP_KT + 4 * tid, true);
+            else if (F16 && tid < TP_KT / 2)
+                cp_async16(kf + (jt & 1) * TP_KT + 4 * tid - TP_KT, kfb + jt * TP_KT + 4 * tid - TP_KT, true);
+            cp_async_commit();
+        };
+        if (ntile > 0) issue(0);
+        // A fragments (rows 16 wm + g, + 8) of qh and ql for all DM dims, in registers
+        uint32_t afh[KS][4], afl[KS][4];
+        int r0 = wm * 16 + g, r1 = r0 + 8;
+        const double sq0 = ldexp(1.0, qe[r0]), sq1 = ldexp(1.0, qe[r1]);
+#pragma unroll
+        for (int kk = 0; kk < KS; kk++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) { // a0 (r0, d), a1 (r1, d), a2 (r0, d + 8), a3 (r1, d + 8)
+                const double *qv = qs + ((i & 1) ? r1 : r0) * QLD + 16 * kk + 2 * cq + (i >> 1) * 8;
+                double sq = (i & 1) ? sq1 : sq0;
+                uint32_t h0, l0, h1, l1;
+                tp_split<F16>(qv[0] * sq, &h0, &l0), tp_split<F16>(qv[1] * sq, &h1, &l1);
+                afh[kk][i] = h0 | h1 << 16, afl[kk][i] = l0 | l1 << 16;
+            }
+        const float cr0 = crow[r0], cr1 = crow[r1];
+        const float fq0 = ldexpf(1.0f, -qe[r0]), fq1 = ldexpf(1.0f, -qe[r1]);
+        const int er0 = erow[r0], er1 = erow[r1];
+        for (int jt = 0; jt < ntile; jt++) {
+            cp_async_wait<0>();
+            __syncthreads(); // tile jt landed; buffer (jt + 1) & 1 and the sketches free
+            if (jt + 1 < ntile) issue(jt + 1);
+            const uint16_t *kbt = kt + (jt & 1) * TP_KT * KLD + (wn * 32 + g) * KLD + 2 * cq;
+            const float *knt = kn + (jt & 1) * TP_KT + wn * 32 + 2 * cq;
+            const float *kft = kf + (jt & 1) * TP_KT + wn * 32 + 2 * cq;
+            float am[4][4], ac[4][4]; // qh.kh; ql.kh + qh.kl
+#pragma unroll
+            for (int n = 0; n < 4; n++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) am[n][i] = ac[n][i] = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < KS; kk++)
+#pragma unroll
+                for (int n = 0; n < 4; n++) {
+                    const uint16_t *bp = kbt + n * 8 * KLD + 16 * kk;
+                    uint32_t bh0 = *(const uint32_t *)bp, bh1 = *(const uint32_t *)(bp + 8);
+                    uint32_t bl0 = *(const uint32_t *)(bp + DM), bl1 = *(const uint32_t *)(bp + DM + 8);
+                    float t4[4] = {0.f, 0.f, 0.f, 0.f}; // qh.kh of 16 dims from zero (the bound)
+                    tp_mma<F16>(t4, afh[kk], bh0, bh1);
+#pragma unroll
+                    for (int i = 0; i < 4; i++) am[n][i] += t4[i];
+                    tp_mma<F16>(ac[n], afl[kk], bh0, bh1);
+                    tp_mma<F16>(ac[n], afh[kk], bl0, bl1);
+                }
+            const int t0 = thr[r0], t1 = thr[r1];
+            const int jb = jt * TP_KT + wn * 32 + 2 * cq;
+#pragma unroll
+            for (int n = 0; n < 4; n++)
+#pragma unroll
+                for (int xx = 0; xx < 4; xx++) {
+                    int r = xx < 2 ? r0 : r1, j = jb + n * 8 + (xx & 1);
+                    float s = am[n][xx] + ac[n][xx], E = __fmul_ru(xx < 2 ? cr0 : cr1, knt[n * 8 + (xx & 1)]);
+                    if (F16) s *= (xx < 2 ? fq0 : fq1) * kft[n * 8 + (xx & 1)]; // exact: 2^-120 .. 2^120
+                    unsigned h16 = tp_key16up(__fadd_ru(s, E));
+                    if (j < (xx < 2 ? er0 : er1) && (int)h16 >= (xx < 2 ? t0 : t1)) {
+                        unsigned old = atomicAdd(&cnt[r], 0x10001u);
+                        sk[r * CAPF + (old & 0xffffu)] = (uint16_t)tp_key16dn(__fsub_rd(s, E));
+                        unsigned pg = old >> 16;
+                        if (pg < (unsigned)x.capg)
+                            gq[(size_t)r * x.capg + pg] =
+                                (unsigned long long)__float_as_uint(s) << 32 | h16 << 16 | (unsigned)j;
+                    }
+                }
+            // full sketches compacted (room for the next tile)
+            int *hist = (int *)(kt + (jt & 1) * TP_KT * KLD);
+            fx_compact_rows(sk, CAPF, cnt, thr, hist, rows, a.S, jt + 1 < ntile ? CAPF - TP_KT : INT_MAX);
+        }
+        fx_compact_rows(sk, CAPF, cnt, thr, (int *)kt, rows, a.S, 0); // final thresholds
+        __syncthreads();
+        // per row (a warp): survivors, sorted by s'; intervals; clusters; exact scores where
+        // needed; the final order
+        char *wa = (char *)kt + (size_t)warp * TP_WARP_BYTES;
+        unsigned long long *bk = (unsigned long long *)wa;  // [TP_PMAX] order keys
+        int *bi = (int *)(wa + TP_PMAX * 8), *cl = bi + TP_PMAX; // ids, cluster index
+        float *flo = (float *)(cl + TP_PMAX), *fhi = flo + TP_PMAX;
+        double *stg = (double *)(fhi + TP_PMAX); // [32][17]
+        const double *kd = a.kbar + kvh * a.NK * DM;
         unsigned lt = (1u << lane) - 1;
         for (int r = warp; r < rows; r += FX_NT / 32) {
             int nsel = min(a.S, erow[r]);
             if (nsel <= 0) continue;
-            int *tops = a.tops + ((size_t)U.off * a.M + m0 + r) * a.S;
-            int ng = (int)(cnt[r] >> 16), t = thr[r];
-            if (lane == 0) atomicMax(x.ctrl + 2, ng);
-            int w = 0;
-            if (ng <= x.capg)
-                for (int p0 = 0; p0 < ng; p0 += 128) { // 4 loads in flight per lane
-                    unsigned long long key[4];
-                    int id[4];
-#pragma unroll
-                    for (int u = 0; u < 4; u++) {
-                        int p = p0 + 32 * u + lane;
-                        key[u] = p < ng ? __ldcg(gk + (size_t)r * x.capg + p) : 0ull;
-                        id[u] = p < ng ? __ldcg(gi + (size_t)r * x.capg + p) : 0;
-                    }
-#pragma unroll
-                    for (int u = 0; u < 4; u++) {
-                        bool in = p0 + 32 * u + lane < ng && (int)fx_key16(fx_unkey(key[u])) >= t;
-                        unsigned b = __ballot_sync(0xffffffffu, in);
-                        int pos = w + __popc(b & lt);
-                        if (in && pos < FX_PMAX) bk[pos] = key[u], bi[pos] = id[u];
-                        w += __popc(b);
-                    }
-                }
-            if (ng > x.capg || w > FX_PMAX || w < nsel) { // the caller reruns the old path; fs_merge
-                if (lane == 0) atomicAdd(x.ctrl + 1, 1); // still reads this list: valid ids
-                for (int s = lane; s < nsel; s += 32) tops[s] = s;
-                __syncwarp();
-                continue;
+            int *tops = a.tops + ((size_t)U.off * a.M + m0 + r) * a.S, t = thr[r];
+            const unsigned long long *rq = gq + (size_t)r * x.capg;
+            int w = fx_survivors(
+                x, cnt[r], nsel, tops, TP_PMAX, [&](int p) { return __ldcg(rq + p); },
+                [&](unsigned long long v) { return (int)((v >> 16) & 0xffffu) >= t; },
+                [&](int pos, unsigned long long v) {
+                    bk[pos] = tp_okey(__uint_as_float((unsigned)(v >> 32))), bi[pos] = (int)(v & 0xffffu);
+                });
+            if (w < 0) continue;
+            sel_warp_sort(bk, bi, w, 64); // s' desc
+            const float crr = crow[r];
+            for (int p = lane; p < w; p += 32) {
+                float s = tp_unokey((unsigned)bk[p]), E = __fmul_ru(crr, __ldg(knb + bi[p]));
+                flo[p] = __fsub_rd(s, E), fhi[p] = __fadd_ru(s, E);
             }
-            int P = 64;
-            while (P < w) P <<= 1;
-            for (int p = w + lane; p < P; p += 32) bk[p] = 0ull, bi[p] = INT_MAX;
             __syncwarp();
-            for (int size = 2; size <= P; size <<= 1)
-                for (int stride = size >> 1; stride > 0; stride >>= 1) {
-                    for (int i = lane; i < P / 2; i += 32) {
-                        int lo = 2 * i - (i & (stride - 1)), hi = lo + stride;
-                        bool up = (lo & size) == 0;
-                        unsigned long long ka = bk[lo], kb2 = bk[hi];
-                        int ia = bi[lo], ib = bi[hi];
-                        bool a_first = ka > kb2 || (ka == kb2 && ia < ib);
-                        if (a_first != up) bk[lo] = kb2, bk[hi] = ka, bi[lo] = ib, bi[hi] = ia;
+            float carry = INFINITY; // flo -> prefix min over <= p
+            for (int c0 = 0; c0 < w; c0 += 32) {
+                int p = c0 + lane;
+                float v = p < w ? flo[p] : INFINITY;
+#pragma unroll
+                for (int o = 1; o < 32; o <<= 1) {
+                    float y = __shfl_up_sync(0xffffffffu, v, o);
+                    if (lane >= o) v = fminf(v, y);
+                }
+                v = fminf(v, carry);
+                if (p < w) flo[p] = v;
+                carry = __shfl_sync(0xffffffffu, v, 31);
+            }
+            carry = -INFINITY; // fhi -> suffix max over >= p
+            for (int c0 = (w - 1) / 32 * 32; c0 >= 0; c0 -= 32) {
+                int p = c0 + lane;
+                float v = p < w ? fhi[p] : -INFINITY;
+#pragma unroll
+                for (int o = 1; o < 32; o <<= 1) {
+                    float y = __shfl_down_sync(0xffffffffu, v, o);
+                    if (lane + o < 32) v = fmaxf(v, y);
+                }
+                v = fmaxf(v, carry);
+                if (p < w) fhi[p] = v;
+                carry = __shfl_sync(0xffffffffu, v, 0);
+            }
+            __syncwarp();
+            int ncut = 0; // cl[p] = cuts before p (a cut after p: all of <= p above all of > p)
+            for (int c0 = 0; c0 < w; c0 += 32) {
+                int p = c0 + lane;
+                bool cut = p < w && (p + 1 >= w || flo[p] > fhi[p + 1]);
+                unsigned bc = __ballot_sync(0xffffffffu, cut);
+                if (p < w) cl[p] = ncut + __popc(bc & lt);
+                ncut += __popc(bc);
+            }
+            __syncwarp();
+            int clmax = cl[nsel - 1], m = 0, *lst = (int *)flo; // positions to score exactly
+            for (int c0 = 0; c0 < w; c0 += 32) {
+                int p = c0 + lane;
+                bool need = p < w && cl[p] <= clmax &&
+                            ((p > 0 && cl[p - 1] == cl[p]) || (p + 1 < w && cl[p + 1] == cl[p]));
+                unsigned bn = __ballot_sync(0xffffffffu, need);
+                if (need) lst[m + __popc(bn & lt)] = p;
+                m += __popc(bn);
+            }
+            __syncwarp();
+            if (lane == 0) atomicAdd(x.ctrl + 4, m), atomicAdd(x.ctrl + 5, w);
+            const double *qr = qs + r * QLD;
+            for (int p0 = 0; p0 < m; p0 += 32) { // a lane per position, 16-dim chunks via stg
+                int pos = lst[min(p0 + lane, m - 1)], id = bi[pos];
+                double sc = 0.0;
+                for (int d0 = 0; d0 < DM; d0 += 16) {
+#pragma unroll
+                    for (int v = 0; v < 8; v++) {
+                        int rr = v * 4 + (lane >> 3), idr = __shfl_sync(0xffffffffu, id, rr);
+                        double2 kv = __ldg((const double2 *)(kd + (size_t)idr * DM + d0 + 2 * (lane & 7)));
+                        stg[rr * 17 + 2 * (lane & 7)] = kv.x, stg[rr * 17 + 2 * (lane & 7) + 1] = kv.y;
                     }
                     __syncwarp();
+#pragma unroll
+                    for (int dd = 0; dd < 16; dd++) // the CPU's s += a * b: dmul, then dadd
+                        sc = __dadd_rn(sc, __dmul_rn(qr[d0 + dd], stg[lane * 17 + dd]));
+                    __syncwarp();
                 }
+                if (p0 + lane < m) bk[pos] = fs_key(sc);
+            }
+            __syncwarp();
+            // order inside those clusters (exact desc, id asc): a lane per cluster (insertion;
+            // they are short), or the warp's sort by (cluster, key, id) when one is long
+            auto cend = [&](int p) { // the end of p's cluster
+                int e = p + 1;
+                while (e < w && cl[e] == cl[p]) e++;
+                return e;
+            };
+            bool longc = false;
+            for (int i = lane; i < m; i += 32) {
+                int p = lst[i];
+                if (p == 0 || cl[p - 1] != cl[p]) longc |= cend(p) - p > 32;
+            }
+            if (__any_sync(0xffffffffu, longc)) sel_warp_sort(bk, bi, w, 64, cl);
+            else
+                for (int i = lane; i < m; i += 32) {
+                    int p = lst[i], e;
+                    if (p > 0 && cl[p - 1] == cl[p]) continue; // not a cluster's first
+                    e = cend(p);
+                    for (int c = p + 1; c < e; c++) {
+                        unsigned long long k = bk[c];
+                        int id = bi[c], b = c - 1;
+                        for (; b >= p && (bk[b] < k || (bk[b] == k && bi[b] > id)); b--)
+                            bk[b + 1] = bk[b], bi[b + 1] = bi[b];
+                        bk[b + 1] = k, bi[b + 1] = id;
+                    }
+                }
+            __syncwarp();
             for (int s = lane; s < nsel; s += 32) tops[s] = bi[s];
             __syncwarp();
         }
@@ -747,7 +1111,7 @@ static int fs_select(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q, co
     FsUnit *du = (FsUnit *)(scr + o_units);
     a.units = du;
     cudaCheck(cudaMemsetAsync(a.fpos, 0x7f, (size_t)MGRID * N * 4)); // 0x7f7f7f7f: "none yet"
-    fs_pool_k<<<grid_for(kb_n, 256), 256>>>((double *)a.kbar, k, B, T, KVH, D, cfg->w, N);
+    sel_pool<<<grid_for(kb_n / 2, 256), 256>>>((double *)a.kbar, k, B, T, KVH, D, cfg->w, N);
     cudaLaunchCheck();
     int cache = 8192; // scores of a member row kept in shared memory (64 KB)
     size_t topk_smem = (size_t)P * 12 + (size_t)cache * 8;
@@ -785,20 +1149,27 @@ static int fs_select(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q, co
 }
 
 static int g_select_path = 0;
-// host side of the fused path; -1: not handled here (the caller runs fs_select), or a row
-// overflowed (likewise, after this call wrote partial lists that fs_select then overwrites)
+// host side of the fused path (tp: the two-pass tp_select); -1: not handled here (the caller
+// runs the next path), or a row failed (likewise, after this call wrote partial lists that the
+// next path then overwrites)
+// MSLAB_SELECT_BF16 (select_mode below): the default path, and auto's tp cut
+#define SELECT_DEFAULT 1 // fused
+#define TP_AUTO_MIN 16384
+static int select_mode(void);
 static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q,
-                          const uint16_t *k, int B, int T, int H, int KVH, int D) {
+                          const uint16_t *k, int B, int T, int H, int KVH, int D, bool tp) {
     AttnDims d;
     if (attn_dims(cfg, T, &d)) return -1;
     if (d.M <= 0 || d.S <= 0 || d.S > FX_CAPF - 2 * FX_KT || (D != 64 && D != 128)) return -1;
+    // tp: a tile's inserts fit the sketch after a compaction; S + the bound's few fit TP_PMAX
+    if (tp && (d.S > TP_CAPF - TP_KT || d.S > TP_PMAX - 64)) return -1;
     int N = d.N, maxld = 0;
     size_t nunit;
     FsUnit *hu = fs_units_ms(d, B, H, &nunit);
     int *hord = (int *)malloc(sizeof(int) * nunit);
     MS_ASSERT(hord, "out of memory");
     for (size_t i = 0; i < nunit; i++) maxld = hu[i].ld > maxld ? hu[i].ld : maxld;
-    if (maxld > 65535) { // 16-bit insert counters
+    if (maxld > 65535 || (tp && select_mode() == 3 && maxld < TP_AUTO_MIN)) { // 16-bit counters
         free(hu), free(hord);
         return -1;
     }
@@ -817,7 +1188,12 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     size_t o_units = align256(o_fp + (size_t)MGRID * N * 4);
     size_t o_ord = align256(o_units + MAXU * sizeof(FsUnit)), o_gk = align256(o_ord + MAXU * 4);
     size_t o_gi = align256(o_gk + gbuf * 8), o_ctrl = align256(o_gi + gbuf * 4);
-    size_t total = o_ctrl + 256;
+    // tp: bf16 kbar, key norm bounds per kv head padded to NKP (16-byte aligned tiles; a tile
+    // may read 128 past the last)
+    size_t nkp = ((size_t)N + 3) / 4 * 4, heads = (size_t)B * KVH;
+    size_t nkn = tp ? heads * nkp + 128 : 0; // floats
+    size_t o_kbf = align256(o_ctrl + 256), o_kn = align256(o_kbf + (tp ? kb_n * 4 : 0));
+    size_t o_kf = align256(o_kn + nkn * 4), total = o_kf + nkn * 4;
     char *scr = (char *)cuda_scratch(SCRATCH_SPARSE_BF16, total);
     FxArgs x;
     memset(&x, 0, sizeof x);
@@ -830,17 +1206,31 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     a.units = du;
     x.ord = dord, x.gkey = (unsigned long long *)(scr + o_gk), x.gid = (int *)(scr + o_gi);
     x.ctrl = (int *)(scr + o_ctrl), x.mt = mt, x.capg = capg;
+    x.kbf = (const uint16_t *)(scr + o_kbf), x.knorm = (const float *)(scr + o_kn);
+    x.kfac = (const float *)(scr + o_kf);
+    static int f16 = -1; // MSLAB_SELECT_TP16=0: bf16 limbs (looser bound)
+    if (f16 < 0) f16 = !(getenv("MSLAB_SELECT_TP16") && !strcmp(getenv("MSLAB_SELECT_TP16"), "0"));
     cudaCheck(cudaMemsetAsync(a.fpos, 0x7f, (size_t)MGRID * N * 4));
     cudaCheck(cudaMemsetAsync(x.ctrl, 0, 64));
-    fs_pool_k<<<grid_for(kb_n, 256), 256>>>((double *)a.kbar, k, B, T, KVH, D, cfg->w, N);
+    sel_pool<<<grid_for(kb_n / 2, 256), 256>>>((double *)a.kbar, k, B, T, KVH, D, cfg->w, N);
     cudaLaunchCheck();
-    size_t smem = sizeof(double) * (64 * (D + 4) + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2;
+    if (tp) {
+        unsigned gp = grid_for(heads * N * 32, 256);
+        if (f16) tp_prep_k<true><<<gp, 256>>>((uint16_t *)x.kbf, (float *)x.knorm, (float *)x.kfac, x.ctrl, a.kbar, heads, N, (int)nkp, D);
+        else tp_prep_k<false><<<gp, 256>>>((uint16_t *)x.kbf, (float *)x.knorm, (float *)x.kfac, x.ctrl, a.kbar, heads, N, (int)nkp, D);
+        cudaLaunchCheck();
+    }
+    size_t smem = tp ? tp_smem(D) : sizeof(double) * (64 * (D + 4) + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2;
     static bool attr = false;
     if (!attr) {
         int s64 = (int)(sizeof(double) * (64 * 68 + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2);
         int s128 = (int)(sizeof(double) * (64 * 132 + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2);
         cudaCheck(cudaFuncSetAttribute(fx_select<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, s64));
         cudaCheck(cudaFuncSetAttribute(fx_select<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, s128));
+        cudaCheck(cudaFuncSetAttribute(tp_select<64, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tp_smem(64)));
+        cudaCheck(cudaFuncSetAttribute(tp_select<128, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tp_smem(128)));
+        cudaCheck(cudaFuncSetAttribute(tp_select<64, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tp_smem(64)));
+        cudaCheck(cudaFuncSetAttribute(tp_select<128, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tp_smem(128)));
         attr = true;
     }
     for (size_t u0 = 0; u0 < nunit;) {
@@ -862,7 +1252,12 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
             cudaCheck(cudaMemsetAsync(x.ctrl, 0, 4));
             x.nitems = nw * mt;
             int grid = x.nitems < nslot ? x.nitems : nslot;
-            if (D == 64) fx_select<64><<<grid, FX_NT, smem>>>(x);
+            if (tp) {
+                if (D == 64 && f16) tp_select<64, true><<<grid, FX_NT, smem>>>(x);
+                else if (D == 64) tp_select<64, false><<<grid, FX_NT, smem>>>(x);
+                else if (f16) tp_select<128, true><<<grid, FX_NT, smem>>>(x);
+                else tp_select<128, false><<<grid, FX_NT, smem>>>(x);
+            } else if (D == 64) fx_select<64><<<grid, FX_NT, smem>>>(x);
             else fx_select<128><<<grid, FX_NT, smem>>>(x);
             cudaLaunchCheck();
         }
@@ -870,15 +1265,17 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         cudaLaunchCheck();
         u0 = u1;
     }
-    int ctrl[3];
+    int ctrl[6];
     cudaCheck(cudaMemcpy(ctrl, x.ctrl, sizeof ctrl, cudaMemcpyDeviceToHost));
     static int dbg = -1;
     if (dbg < 0) dbg = getenv("MSLAB_SELECT_DEBUG") ? atoi(getenv("MSLAB_SELECT_DEBUG")) : 0;
     if (dbg)
-        fprintf(stderr, "select_bf16 fused: T=%d S=%d maxld=%d failed rows %d, max inserts %d\n", T,
-                d.S, maxld, ctrl[1], ctrl[2]);
+        fprintf(stderr, "select_bf16 %s: T=%d S=%d maxld=%d failed rows %d, max inserts %d%s",
+                tp ? "tp" : "fused", T, d.S, maxld, ctrl[1], ctrl[2], tp ? "" : "\n");
+    if (dbg && tp)
+        fprintf(stderr, ", survivors %d, exact %d\n", ctrl[5], ctrl[4]);
     free(hu), free(hord);
-    g_select_path = ctrl[1] ? 2 : 1;
+    g_select_path = tp ? (ctrl[1] ? 0 : 4) : ctrl[1] ? 2 : 1;
     return ctrl[1] ? -1 : 0;
 }
 
@@ -919,7 +1316,7 @@ static int fs_select_moba(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     a.units = du;
     a.B = B, a.T = T, a.H = H, a.KVH = KVH, a.D = D, a.N = T, a.NK = nb, a.w = 1, a.M = M, a.S = S;
     a.W = d.width, a.nblk = d.nblk, a.moba_bs = bs;
-    fs_pool_k<<<grid_for(kb_n, 256), 256>>>((double *)a.kbar, k, B, T, KVH, D, bs, nb);
+    sel_pool<<<grid_for(kb_n / 2, 256), 256>>>((double *)a.kbar, k, B, T, KVH, D, bs, nb);
     cudaLaunchCheck();
     int cache = 8192;
     size_t topk_smem = (size_t)P * 12 + (size_t)cache * 8;
@@ -966,12 +1363,18 @@ __global__ void sb_gather_f32(float *dst, const uint16_t *src, int b, int T, int
     }
 }
 
-// MSLAB_SELECT_BF16: "old" = fs_select (scores in global memory, radix top-S), "fused" = fx_select
+// MSLAB_SELECT_BF16: "old" = fs_select (scores in global memory, radix top-S), "fused" = fx_select,
+// "tp" = tp_select, "auto" = tp_select when the longest row has >= TP_AUTO_MIN candidates, else
+// fx_select
 static int g_select_mode = -1;
 static int select_mode(void) {
     if (g_select_mode < 0) {
         const char *e = getenv("MSLAB_SELECT_BF16");
-        g_select_mode = e && !strcmp(e, "old") ? 0 : 1; // fused: parity + speed in GPU round r2
+        g_select_mode = !e               ? SELECT_DEFAULT
+                        : !strcmp(e, "old")  ? 0
+                        : !strcmp(e, "tp")   ? 2
+                        : !strcmp(e, "auto") ? 3
+                                             : 1;
     }
     return g_select_mode;
 }
@@ -998,7 +1401,8 @@ extern "C" int select_bf16(AttnIndex *ix, const struct AttnConfig *cfg, const ui
     if (cfg->kind == ATTN_MS && cfg->pool == POOL_MEAN && cfg->score == SCORE_DOT &&
         cfg->select == SELECT_REGION && cfg->order == ORDER_RANK && !getenv("MSLAB_SELECT_SLOW") &&
         ((select_blocks(ix, cfg, q, k, B, T, H, KVH, D) == 0 && (g_select_path = 3) > 0) ||
-         (select_mode() == 1 && fx_select_host(ix, cfg, q, k, B, T, H, KVH, D) == 0) ||
+         (select_mode() >= 2 && fx_select_host(ix, cfg, q, k, B, T, H, KVH, D, true) == 0) ||
+         (select_mode() >= 1 && fx_select_host(ix, cfg, q, k, B, T, H, KVH, D, false) == 0) ||
          fs_select(ix, cfg, q, k, B, T, H, KVH, D) == 0))
         return 0;
     g_select_path = 0;

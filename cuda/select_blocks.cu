@@ -10,15 +10,16 @@
 // B x H times. ncu (s5 r2, H200, B=1 H=KVH=32 D=128, moba-blk): fx_select 2.56 ms at 32K; 128K
 // in 4 batches of 5.07 ms (21.2 ms per call).
 //
-// Here: (1) sb_pool: pooled q and k per region in double ([B, heads, N, D]: the sum in token order
-// over the region's rows, then / rows, as the CPU's pool_rows). (2) sb_select, one CTA per (b, h,
-// 16 consecutive query regions), costliest tiles first: the 16 x e scores in double, kbar chunks
-// of 128 keys x 32 dims through registers (one chunk ahead) into smem, on the fp64 tensor cores
+// Here: (1) sel_pool (select_common.cuh): pooled q and k per region in double ([B, heads, N, D]:
+// the sum in token order over the region's rows, then / rows, as the CPU's pool_rows). (2)
+// sb_select, one CTA per (b, h, 16 consecutive query regions), costliest tiles first: the 16 x e
+// scores in double, kbar chunks of 128 keys x 32 dims through registers (one chunk ahead) into
+// smem, on the fp64 tensor cores
 // (default: mma m8n8k4 as fx_select, each warp 16 rows x 16 keys, the products added in dimension
 // order: the same arithmetic, so the same scores as the fused path; exact bf16 products make it
 // the CPU's `s += a[d] * b[d]`) or on the FMA units (MSLAB_SELECT_BLOCKS=1: dmul then dadd, the
 // CPU's rounding even for an inexact product); kept in smem as order-preserving 64-bit keys
-// (select_bf16.cu's fs_key); then a warp per row: radix select of the top S (8-bit digits from
+// (select_common.cuh's fs_key); then a warp per row: radix select of the top S (8-bit digits from
 // the first digit where the row's keys differ, stops when the boundary digit holds exactly the
 // remaining count; exact ties at the boundary go to the lower ids by an ordered scan), a warp
 // bitonic sort of the S winners (key desc, id asc, NaN last: the CPU's cand_cmp), the list (top
@@ -27,7 +28,7 @@
 // smem), S <= 256, D a multiple of 32 up to 256; otherwise select_bf16's other paths run.
 // Measured (s5 r2 / r3, same shape; both score variants' lists equal the CPU's at 1K-64K incl.
 // ties, all-equal keys, prefix, lg 2, tail dense, B 2, D 64): select_bf16 at 32K 0.23 ms (FMA
-// variant 0.26; fused 2.82), at 128K 1.36 ms (FMA 1.64; fused 21.2). ncu: sb_pool (q and k)
+// variant 0.26; fused 2.82), at 128K 1.36 ms (FMA 1.64; fused 21.2). ncu: the pooling (q and k)
 // 0.150 / 0.558 ms at 32K / 128K (the 0.5 / 2.1 GB of q and k at ~3.5-3.8 TB/s: the floor of
 // any exact pooling); sb_select 0.069 / 0.782 ms (FMA 0.098 / 1.071), of which the scores alone
 // (MSLAB_SELECT_BLOCKS_NOSEL=1, timing only: no lists) 0.031 / 0.342 (FMA 0.055 / 0.603).
@@ -42,6 +43,7 @@
 #include <string.h>
 
 #include "cuda_common.cuh"
+#include "select_common.cuh"
 extern "C" {
 #include "../core/attention.h"
 #include "attn_bf16.h"
@@ -62,82 +64,10 @@ struct SbArgs {
     int nosel; // timing only (MSLAB_SELECT_BLOCKS_NOSEL=1): scores, then no lists
 };
 
-// dst [B, NH, N, D] = mean over each region's rows of src [B, T, NH, D] (bf16), in double, the
-// sum in token order; a thread per (b, head, region, dim pair)
-__global__ void sb_pool(double *dst, const uint16_t *src, int B, int T, int NH, int D, int w,
-                        int N) {
-    int D2 = D / 2;
-    size_t n = (size_t)B * NH * N * D2;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        int d2 = (int)(i % D2);
-        size_t x = i / D2;
-        int r = (int)(x % N);
-        x /= N;
-        int hh = (int)(x % NH), b = (int)(x / NH);
-        int r0 = r * w, cnt = min(T, r0 + w) - r0;
-        const uint32_t *s = (const uint32_t *)(src + ((size_t)b * T * NH + hh) * D) + d2;
-        size_t st = (size_t)NH * D2;
-        s += (size_t)r0 * st;
-        double a0 = 0.0, a1 = 0.0;
-#pragma unroll 8
-        for (int t = 0; t < cnt; t++) {
-            uint32_t v = __ldg(s + (size_t)t * st);
-            a0 += (double)__uint_as_float(v << 16);
-            a1 += (double)__uint_as_float(v & 0xffff0000u);
-        }
-        double *o = dst + x * N * D + (size_t)r * D + 2 * d2; // x = b * NH + hh
-        o[0] = a0 / cnt, o[1] = a1 / cnt;
-    }
-}
-
-// order-preserving bits (select_bf16.cu's fs_key): larger score -> larger key; NaN lowest; -0 == +0
-__device__ __forceinline__ unsigned long long sb_key(double x) {
-    if (isnan(x)) return 0ull;
-    if (x == 0.0) x = 0.0;
-    unsigned long long u = (unsigned long long)__double_as_longlong(x);
-    return (u >> 63) ? ~u : (u | 0x8000000000000000ull);
-}
-
-// warp: the bin b, counting from the top, where the running count reaches need (<= total);
-// *above = entries in bins > b
-__device__ __forceinline__ int sb_find(const int *hist, int need, int *above) {
-    int lane = threadIdx.x & 31, top = 255 - 8 * lane, s = 0;
-#pragma unroll
-    for (int i = 0; i < 8; i++) s += hist[top - i];
-    int inc = s;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-        int v = __shfl_up_sync(0xffffffffu, inc, o);
-        if (lane >= o) inc += v;
-    }
-    int L = __ffs(__ballot_sync(0xffffffffu, inc >= need)) - 1;
-    int b = 0, ex = inc - s;
-    if (lane == L)
-        for (int i = 0; i < 8; i++) {
-            int h = hist[top - i];
-            if (ex + h >= need) {
-                b = top - i;
-                break;
-            }
-            ex += h;
-        }
-    *above = __shfl_sync(0xffffffffu, ex, L);
-    return __shfl_sync(0xffffffffu, b, L);
-}
-
 // eligible key regions of query region c (attn_ms_eligible with merge 1)
 __device__ __forceinline__ int sb_elig(const SbArgs &a, int c) { return max(0, c - (a.lg - 1)); }
 __device__ __forceinline__ bool sb_dense(const SbArgs &a, int c) {
     return c < a.first || (c == a.nblk - 1 && a.last_dense);
-}
-
-// fp64 tensor-core step (select_bf16.cu's fs_dmma, the fused path's arithmetic): c += a b over
-// 4 dims, each product added in dimension order
-__device__ __forceinline__ void sb_dmma(double (&c)[2], double a, double b) {
-    asm volatile("mma.sync.aligned.m8n8k4.row.col.f64.f64.f64.f64 {%0,%1}, {%2}, {%3}, {%0,%1};\n"
-                 : "+d"(c[0]), "+d"(c[1])
-                 : "d"(a), "d"(b));
 }
 
 // MMA: scores on the fp64 tensor cores (m8n8k4, as fx_select: each warp 16 rows x 16 keys) with
@@ -198,8 +128,8 @@ template <bool MMA> __global__ void __launch_bounds__(SB_NT) sb_select(SbArgs a)
 #pragma unroll
                 for (int k4 = 0; k4 < SB_DC; k4 += 4) {
                     double af0 = qf[k4], af1 = qf[8 * qld + k4], bf0 = kf[k4], bf1 = kf[8 * KLD + k4];
-                    sb_dmma(acc[0], af0, bf0), sb_dmma(acc[1], af0, bf1);
-                    sb_dmma(acc[2], af1, bf0), sb_dmma(acc[3], af1, bf1);
+                    fs_dmma(acc[0], af0, bf0), fs_dmma(acc[1], af0, bf1);
+                    fs_dmma(acc[2], af1, bf0), fs_dmma(acc[3], af1, bf1);
                 }
                 if (ch + 1 < nch) continue;
 #pragma unroll
@@ -210,7 +140,7 @@ template <bool MMA> __global__ void __launch_bounds__(SB_NT) sb_select(SbArgs a)
 #pragma unroll
                     for (int x = 0; x < 2; x++) {
                         int j = j0 + warp * 16 + (t & 1) * 8 + 2 * cq + x;
-                        if (j < e) sc[(size_t)r * a.N + j] = sb_key(acc[t][x]);
+                        if (j < e) sc[(size_t)r * a.N + j] = fs_key(acc[t][x]);
                     }
                 }
                 continue;
@@ -236,7 +166,7 @@ template <bool MMA> __global__ void __launch_bounds__(SB_NT) sb_select(SbArgs a)
 #pragma unroll
                 for (int x = 0; x < 2; x++) {
                     int j = j0 + kg * 64 + lane + 32 * x;
-                    if (j < e) sc[(size_t)r * a.N + j] = sb_key(acc[i][x]);
+                    if (j < e) sc[(size_t)r * a.N + j] = fs_key(acc[i][x]);
                 }
             }
         }
@@ -301,7 +231,7 @@ template <bool MMA> __global__ void __launch_bounds__(SB_NT) sb_select(SbArgs a)
                         }
                     }
                     __syncwarp();
-                    int above, bsel = sb_find(wh, need, &above);
+                    int above, bsel = sel_find(wh, need, &above);
                     int inbin = wh[bsel];
                     need -= above;
                     prefix |= (unsigned long long)bsel << shift, mask |= 255ull << shift;
@@ -339,22 +269,7 @@ template <bool MMA> __global__ void __launch_bounds__(SB_NT) sb_select(SbArgs a)
                     cnt += __popc(bin);
                 }
             }
-            int P = 32;
-            while (P < n) P <<= 1;
-            for (int p = n + lane; p < P; p += 32) wk[p] = 0ull, wi[p] = INT_MAX;
-            __syncwarp();
-            for (int size = 2; size <= P; size <<= 1) // bitonic: key desc, id asc
-                for (int stride = size >> 1; stride > 0; stride >>= 1) {
-                    for (int i = lane; i < P / 2; i += 32) {
-                        int l = 2 * i - (i & (stride - 1)), hgh = l + stride;
-                        bool up = (l & size) == 0;
-                        unsigned long long ka = wk[l], kb2 = wk[hgh];
-                        int ia = wi[l], ib = wi[hgh];
-                        bool a_first = ka > kb2 || (ka == kb2 && ia < ib);
-                        if (a_first != up) wk[l] = kb2, wk[hgh] = ka, wi[l] = ib, wi[hgh] = ia;
-                    }
-                    __syncwarp();
-                }
+            sel_warp_sort(wk, wi, n, 32); // key desc, id asc
         }
         int local0 = max(0, c - (a.lg - 1)), ntot = n + c + 1 - local0;
         for (int s = lane; s < a.W; s += 32) {
@@ -402,9 +317,9 @@ extern "C" int select_blocks(AttnIndex *ix, const AttnConfig *cfg, const uint16_
     a.qbar = (const double *)scr, a.kbar = (const double *)(scr + o_k);
     a.B = B, a.H = H, a.KVH = KVH, a.D = D, a.N = N, a.w = cfg->w, a.S = d.S, a.W = d.width;
     a.nblk = d.nblk, a.first = d.first, a.last_dense = d.last_dense, a.lg = d.lg, a.P = P;
-    sb_pool<<<grid_for(nq / 2, 256), 256>>>((double *)scr, q, B, T, H, D, cfg->w, N);
+    sel_pool<<<grid_for(nq / 2, 256), 256>>>((double *)scr, q, B, T, H, D, cfg->w, N);
     cudaLaunchCheck();
-    sb_pool<<<grid_for(nk / 2, 256), 256>>>((double *)(scr + o_k), k, B, T, KVH, D, cfg->w, N);
+    sel_pool<<<grid_for(nk / 2, 256), 256>>>((double *)(scr + o_k), k, B, T, KVH, D, cfg->w, N);
     cudaLaunchCheck();
     bool mma = g_blocks_mma && D <= 128;
     static int nosel = -1;

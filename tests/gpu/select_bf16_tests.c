@@ -2,12 +2,14 @@
 // the lists must equal the CPU's attention_select on the same bf16-rounded inputs. The small
 // shapes are checked in sparse_bf16_tests.c (t_sb) beside the kernels that read the lists.
 //
-// Each shape runs both ms paths, old (scores in global memory) and fused (running top-S), twice
-// each (the second run must repeat the bits), and compares every entry of the list with the
-// CPU's (err = differing entries, tol 0). The fused row also fails when the path taken is not the
-// expected one (fused, or its fallback to old where the inputs are built to overflow it), so a
-// fast path that silently falls back is seen. Inputs: random normal q / k rounded to bf16; `period`
-// > 0 makes key region r a copy of region r % period (equal scores: ties to the lower id).
+// Each shape runs the ms paths, old (scores in global memory), fused (running top-S) and tp (the
+// two-pass fused path: tensor-core scores with an error bound, exact scores where it cannot
+// order), twice each (the second run must repeat the bits), and compares every entry of the list
+// with the CPU's (err = differing entries, tol 0). The fused / tp rows also fail when the path
+// taken is not the expected one (fused / tp, or their fallbacks where the inputs are built to
+// overflow them; tp may also hand inputs with masses of ties to fused), so a fast path that
+// silently falls back is seen. Inputs: random normal q / k rounded to bf16; `period` > 0 makes
+// key region r a copy of region r % period (equal scores: ties to the lower id).
 // Merge-1 plans (the bench's moba-blk) also run the blocks path (cuda/select_blocks.cu, path 3),
 // and the info rows time the moba-blk selection at 32K / 128K with and without it.
 #include <math.h>
@@ -23,8 +25,9 @@
 #include "bf16_check.h"
 #include "gpu_check.h"
 
-// cuda/select_bf16.cu's test hooks: the ms path (0 old, 1 fused; returns the previous one) and
-// the path the last call took (0 old / other, 1 fused, 2 fused fell back to old)
+// cuda/select_bf16.cu's test hooks: the ms path (0 old, 1 fused, 2 tp; returns the previous one)
+// and the path the last call took (0 old / other, 1 fused, 2 fused fell back to old, 3 blocks,
+// 4 tp)
 int select_bf16_set_mode(int mode);
 int select_bf16_last_path(void);
 // cuda/select_blocks.cu's switch (merge 1, few regions; path 3): 1 on, 0 off, -1 query; returns
@@ -74,10 +77,10 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
     ig.idx = gpu->alloc(sizeof(int) * ni);
     int *h1 = malloc(sizeof(int) * ni), *h2 = malloc(sizeof(int) * ni), *fill = malloc(sizeof(int) * ni);
     for (size_t i = 0; i < ni; i++) fill[i] = 0x7eadbeef;
-    for (int mode = 0; mode < 3; mode++) {
-        if (mode == 2 && cfg.merge != 1) break;
-        int blk = select_blocks_set(mode == 2);
-        int prev = select_bf16_set_mode(mode ? 1 : 0), rc = 0, path = -1;
+    for (int mode = 0; mode < 4; mode++) { // old, fused, tp, blocks
+        if (mode == 3 && cfg.merge != 1) break;
+        int blk = select_blocks_set(mode == 3);
+        int prev = select_bf16_set_mode(mode == 2 ? 2 : mode ? 1 : 0), rc = 0, path = -1;
         size_t bad = 0, again = 0;
         double ms = 0;
         for (int rep = 0; rep < 2; rep++) {
@@ -99,13 +102,15 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
             for (size_t i = 0; i < ni; i++) again += h1[i] != h2[i];
             bad = list_diff(h1, ic.idx, ni, d.width, d.nblk, H);
         }
-        int want = mode == 0 ? 0 : mode == 1 || (expect & 4) ? expect & 3 : 3;
+        int want = mode == 0 ? 0 : mode == 1 || (mode == 3 && (expect & 4)) ? expect & 3 : mode == 3 ? 3
+                   : (expect & 3) == 2 ? 2 : 4;
+        if (mode == 2 && period > 0 && path == 1) want = 1; // tp handed the ties to fused
         if (path != want) {
-            printf("    path %d, expected %d (0 old, 1 fused, 2 fused fell back, 3 blocks)\n", path, want);
+            printf("    path %d, expected %d (0 old, 1 fused, 2 fused fell back, 3 blocks, 4 tp)\n", path, want);
             bad += 1;
         }
         char op[64];
-        snprintf(op, sizeof op, "select_bf16.%s", mode == 2 ? "blocks" : mode ? "fused" : "old");
+        snprintf(op, sizeof op, "select_bf16.%s", (const char *[]){"old", "fused", "tp", "blocks"}[mode]);
         report(op, shape, (double)bad, 0, again ? 0 : 1);
         printf("    %s: %.2f ms (CPU %.2f s), path %d\n", op, ms, tcpu, path);
     }
@@ -114,8 +119,8 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
 }
 
 // MSLAB_SELECT_PERF=T1,T2,...: time select_bf16 (paper config, B=1 H=KVH=32 D=128, random bf16
-// q / k, no CPU reference) per path; MSLAB_SELECT_PERF_OLD=1 also times the old path. Rows are
-// information only (not in the default run).
+// q / k, no CPU reference) per path (tp, fused); MSLAB_SELECT_PERF_OLD=1 also times the old path.
+// Rows are information only (not in the default run).
 // blk: the bench's moba-blk plan instead (w 128, merge 1, prefix 0, top nb / 16 + 1), timed with
 // the blocks path (select_blocks.cu) and without it (fused)
 static void t_sel_perf(int T, int blk) {
@@ -149,10 +154,11 @@ static void t_sel_perf(int T, int blk) {
     free(pool);
     AttnIndex ig = {d.qblock, d.nblk, d.region, d.width, d.window, NULL, NULL, NULL, NULL, 0};
     ig.idx = gpu->alloc(sizeof(int) * ni);
-    for (int mode = blk ? 2 : 1; mode >= 0; mode--) {
+    for (int mode = blk ? 3 : 2; mode >= 0; mode--) { // blocks / tp, fused, old
         if (mode == 0 && !getenv("MSLAB_SELECT_PERF_OLD")) break;
-        int blk_prev = select_blocks_set(mode == 2);
-        int prev = select_bf16_set_mode(mode ? 1 : 0), x;
+        if (blk && mode == 2) continue;
+        int blk_prev = select_blocks_set(mode == 3);
+        int prev = select_bf16_set_mode(mode == 3 ? 1 : mode), x;
         double t0 = 0;
         for (int r = -1; r < 2; r++) {
             if (r == 0) gpu->download(&x, ig.idx, 4), t0 = now_s();
@@ -161,7 +167,7 @@ static void t_sel_perf(int T, int blk) {
         gpu->download(&x, ig.idx, 4);
         double ms = (now_s() - t0) / 2 * 1e3;
         printf("    select_bf16 perf %s T=%d H=32 D=128 %s: %.2f ms, path %d\n",
-               mode == 2 ? "blocks" : mode ? "fused" : "old", T, blk ? "moba-blk" : "paper", ms,
+               (const char *[]){"old", "fused", "tp", "blocks"}[mode], T, blk ? "moba-blk" : "paper", ms,
                select_bf16_last_path());
         select_bf16_set_mode(prev);
         select_blocks_set(blk_prev);
