@@ -33,12 +33,44 @@
 //    array (matmul_bwd's GEMM with beta 0, swiglu / rmsnorm / rope / cross-entropy backward with
 //    acc = 0: no memset, no read of the zeros) or runs the memset first (every op flushes the
 //    zeros it does not consume, so no op ever sees an unrun zero). MSLAB_BF16_LAZY=0: at once.
-// Memory written other than through this table must be announced: backend_cuda_bf16_forget().
-// Measured (H200, `mslab-gpu-bench --lm`, the 162M LM at 4096 x 8): 116.6 ms/step; 145.2 ms with
-// MSLAB_BF16_CACHE=0 MSLAB_BF16_LAZY=0 (same kernels otherwise); 170.7 ms before this work, when
-// conversions took ~36 ms/step in ~545 calls (now 129 calls, 1.9 ms: each weight once, and v /
-// att / datt / dv per layer, which no op of this file produces).
-// Shadows at that shape: ~9.5 GB (LM-head gradient 2.1 GB, per layer ln1 ln2 att h q k v).
+//  - Activations (default; MSLAB_BF16_ACTS=0: off; backend_cuda_bf16_set_acts): outputs that only
+//    a GEMM or the attention reads in the LM step are kept in bf16 only. (a) rmsnorm_fwd,
+//    swiglu_fwd / bwd, rope_fwd / bwd and crossentropy_bwd (a backward only over a deferred zero)
+//    write only the shadow of an output array that has one (a GEMM / the attention read it
+//    before): the shadow is "own", the fp32 memory stale, and the array's value is the bf16
+//    rounding of the result, which is all that its GEMM / attention would read of it anyway.
+//    (b) The attention's out and its dq / dk / dv over deferred zeros are the kernels' bf16
+//    results (exact): written into the arrays' shadows (own) instead of being widened / added;
+//    rope_bwd reads such a dq / dk as bf16. Every op reads fp32 arrays through need(), which widens
+//    the own shadows over what it reads, and a write that covers an own array in part widens it
+//    first; so an array is never seen stale. Arrays without a shadow (an fp32 op's operand only:
+//    attention_decode's cache, ...) keep their fp32 values. Training gives the same values with
+//    and without (bf16.state.acts: losses and parameters of the test models, also with shadows
+//    off; bf16.acts.*: each op's output read back after a GEMM read the array).
+//  - Cross-entropy (MSLAB_BF16_CE_FUSE=0: off; with acts): the forward also writes the gradient
+//    that the model's backward asks for (dloss = 1 / rows with a target), bf16 into a buffer that
+//    the backward swaps into the dlogits shadow (own) when the call matches: one pass over the
+//    4.2 GB of logits instead of two at the LM's shape.
+//  - Residual add + norm (MSLAB_BF16_ADDNORM, default: as acts): add() is deferred; when the next
+//    op is the rmsnorm_fwd of its sum, one kernel reads a and b, writes the sum and the norm (the
+//    same bits as the two ops); any other next op runs the add first.
+// Memory written or read other than through this table must be announced first:
+// backend_cuda_bf16_forget() (runs what is deferred, widens what is kept in bf16 only).
+// Measured (H200, `MSLAB_LM_ROWS=0 mslab-gpu-bench --lm`, the 162M LM at 4096 x 8, bf16; GPU
+// round s6 r2): 103.2 ms/step with acts (and its add + norm and cross-entropy fusions; 1.29x
+// PyTorch eager's 133.5), 114.2 with MSLAB_BF16_ACTS=0 (the same loss, 8.895); 116.4 before this
+// session's changes. Row 1 (MS, 1 x 32768): 270.7 ms/step (was 281.6). 145.2 ms with
+// MSLAB_BF16_CACHE=0 MSLAB_BF16_LAZY=0 (session 5); 170.7 ms before the shadows, when conversions
+// took ~36 ms/step in ~545 calls (now ~120 calls, 1.3 ms: each weight once, v and datt per layer).
+// ncu (`ncu --metrics gpu__time_duration.sum`, s6 r2, per call): swiglu bwd 0.366 ms (was 0.57),
+// fwd 0.226 (0.33), cross-entropy fwd + gradient 1.85 (fwd 1.55 + bwd 2.77), rmsnorm bwd 0.127
+// (0.195), add + rmsnorm fwd 0.115 (add 0.068 + norm 0.045: the fusion is neutral per kernel),
+// rope fwd 0.040 (0.059), rope bwd from bf16 0.035 (0.077, plus the attention gradients' adds,
+// 3 x 0.064). What is left at 103 ms: attention ~35 ms (D 64 wgmma kernels), GEMMs ~40 ms (the
+// LM head's three at 2.6 / 1.9 / 2.1 ms, memory-bound on the 4.2 GB fp32 logits and the
+// re-read bf16 gradient), element-wise, norms, rope, AdamW and conversions ~16 ms.
+// Shadows at that shape: ~9.5 GB (LM-head gradient 2.1 GB, per layer ln1 ln2 att h q k v), with
+// acts ~0.2 GB more (dq / dk) and the cross-entropy's 2.1 GB buffer.
 //
 // Determinism: as matmul.cu (one stream, cuBLAS atomics off); the bf16 attention kernels are
 // deterministic unless the run says `deterministic = false` (attn_bf16_set_deterministic); the
@@ -67,29 +99,93 @@ struct Shadow {
     size_t n;
     uint16_t *b;    // ... and its bf16 copy, own allocation
     int valid;      // b holds rn(p[0 .. n)) as the array is now
+    int own;        // (valid) b IS the array: the fp32 memory is stale, widened on an fp32 read
 };
 static Shadow *shadows;
 static int n_shadows, cap_shadows;
 static size_t shadow_bytes, shadow_budget; // the budget is set at the first shadow
 static int cache_on = 1, lazy_on = 1;      // MSLAB_BF16_CACHE=0, MSLAB_BF16_LAZY=0
+static int acts_on = 1;                    // MSLAB_BF16_ACTS=0: off (header, "Activations")
 struct Alloc { void *p; size_t bytes; };   // what this table allocated (free drops its shadows)
 static Alloc *allocs;
 static int n_allocs, cap_allocs;
 #define MAX_ZEROS 16
 static struct { float *p; size_t n; } zeros[MAX_ZEROS]; // zero() calls not yet run
 static int n_zeros;
+static int addnorm_on = -1; // MSLAB_BF16_ADDNORM=0 / 1 (default: as acts)
+static struct { float *out; const float *a, *b; size_t n; } pend; // add() not yet run (w_add)
+// The deferred add runs before anything else the table does (every op starts with this, through
+// flush_zeros / flush_over / take_zero / is_zero), except the rmsnorm_fwd that reads its sum.
+static void flush_add(void) {
+    if (!pend.out) return;
+    cuda_add(pend.out, pend.a, pend.b, pend.n);
+    pend.out = NULL;
+}
+
+// The cross-entropy forward's gradient for its backward (acts; header, "Cross-entropy"): valid
+// while logits and targets are not written; b (bytes, counted in shadow_bytes) becomes the
+// dlogits shadow's buffer by a swap.
+static struct {
+    const float *logits;
+    const int *targets;
+    int N, V;
+    float dloss;
+    uint16_t *b;
+    size_t bytes;
+    int valid;
+} ce;
+static int cefuse_on = -1; // MSLAB_BF16_CE_FUSE=0 / 1 (default: as acts)
 
 static size_t shadow_size(size_t n) { return (n * sizeof(uint16_t) + 255) & ~(size_t)255; }
+static int overlap(const void *a, size_t abytes, const void *b, size_t bbytes);
+static void ce_wrote(const void *p, size_t bytes) {
+    if (ce.valid && (overlap(ce.logits, (size_t)ce.N * ce.V * sizeof(float), p, bytes) ||
+                     overlap(ce.targets, (size_t)ce.N * sizeof(int), p, bytes)))
+        ce.valid = 0;
+}
 static int overlap(const void *a, size_t abytes, const void *b, size_t bbytes) {
     uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
     return x < y + bbytes && y < x + abytes;
 }
-// An op of this table is about to write [p, p + bytes): the shadows over it go stale.
-static void wrote(const void *p, size_t bytes) {
+static int covers(const void *p, size_t bytes, const Shadow *s) { // [p, p + bytes) holds s's array
+    uintptr_t x = (uintptr_t)p, y = (uintptr_t)s->p;
+    return x <= y && y + s->n * sizeof(float) <= x + bytes;
+}
+// An own shadow's fp32 array is written from the bf16 copy (exact): it is the array's value.
+static void materialize(Shadow *s) {
+    cuda_bf16_to_f32((float *)s->p, s->b, s->n);
+    s->own = 0;
+}
+// An op is about to read [p, p + bytes) in fp32: the arrays there kept in bf16 only are widened.
+static void need(const void *p, size_t bytes) {
     if (!p || !bytes) return;
     for (int i = 0; i < n_shadows; i++)
-        if (shadows[i].valid && overlap(shadows[i].p, shadows[i].n * sizeof(float), p, bytes))
-            shadows[i].valid = 0;
+        if (shadows[i].own && overlap(shadows[i].p, shadows[i].n * sizeof(float), p, bytes))
+            materialize(&shadows[i]);
+}
+// An op of this table is about to write [p, p + bytes): the shadows over it go stale (an own one
+// that the write covers only in part is widened first: the rest of its array stays).
+static void wrote(const void *p, size_t bytes) {
+    if (!p || !bytes) return;
+    ce_wrote(p, bytes);
+    for (int i = 0; i < n_shadows; i++) {
+        Shadow *s = &shadows[i];
+        if (!s->valid || !overlap(s->p, s->n * sizeof(float), p, bytes)) continue;
+        if (s->own && !covers(p, bytes, s)) materialize(s);
+        s->valid = s->own = 0;
+    }
+}
+static void materialize_all(void) {
+    for (int i = 0; i < n_shadows; i++)
+        if (shadows[i].own) materialize(&shadows[i]);
+}
+// Bytes from p to the end of the table's allocation holding it (ops whose extent the shapes do not
+// give: the embedding's rows); unknown memory: everything above p.
+static size_t extent(const void *p) {
+    for (int i = 0; i < n_allocs; i++)
+        if (overlap(allocs[i].p, allocs[i].bytes, p, 1))
+            return (uintptr_t)allocs[i].p + allocs[i].bytes - (uintptr_t)p;
+    return ~(uintptr_t)0 - (uintptr_t)p;
 }
 static void drop_shadow(int i) { // cudaFree waits for the device: no queued reader is left
     cudaCheck(cudaFree(shadows[i].b));
@@ -98,6 +194,7 @@ static void drop_shadow(int i) { // cudaFree waits for the device: no queued rea
 }
 // Every op but the one that consumes a deferred zero starts here: the memsets run before it.
 static void flush_zeros(void) {
+    flush_add();
     for (int i = 0; i < n_zeros; i++)
         cudaCheck(cudaMemsetAsync(zeros[i].p, 0, zeros[i].n * sizeof(float), 0));
     n_zeros = 0;
@@ -105,6 +202,7 @@ static void flush_zeros(void) {
 // Only the deferred zeros over [p, p + bytes), for an op that touches nothing else (its every
 // operand passed here): the others stay deferred for the op after it (rope_bwd of dq, then dk).
 static void flush_over(const void *p, size_t bytes) {
+    flush_add();
     for (int i = n_zeros - 1; i >= 0; i--)
         if (overlap(zeros[i].p, zeros[i].n * sizeof(float), p, bytes)) {
             cudaCheck(cudaMemsetAsync(zeros[i].p, 0, zeros[i].n * sizeof(float), 0));
@@ -112,6 +210,7 @@ static void flush_over(const void *p, size_t bytes) {
         }
 }
 static int is_zero(const float *p, size_t n) {
+    flush_add();
     for (int i = 0; i < n_zeros; i++)
         if (zeros[i].p == p && zeros[i].n == n) return 1;
     return 0;
@@ -119,6 +218,7 @@ static int is_zero(const float *p, size_t n) {
 // 1 when [p, p + n) is exactly a deferred zero, which is then dropped: the caller overwrites the
 // whole array instead of adding to it.
 static int take_zero(const float *p, size_t n) {
+    flush_add();
     for (int i = 0; i < n_zeros; i++)
         if (zeros[i].p == p && zeros[i].n == n) {
             zeros[i] = zeros[--n_zeros];
@@ -132,17 +232,19 @@ static Shadow *shadow_find(const float *p, size_t n) {
         if (shadows[i].p == p && shadows[i].n == n) return &shadows[i];
     return NULL;
 }
+static void set_budget(void) { // MSLAB_BF16_CACHE_MB, else a quarter of the device, at most half free
+    if (shadow_budget) return;
+    size_t fr = 0, tot = 0;
+    cudaCheck(cudaMemGetInfo(&fr, &tot));
+    const char *e = getenv("MSLAB_BF16_CACHE_MB");
+    shadow_budget = e && atol(e) > 0 ? (size_t)atol(e) << 20 : (tot / 4 < fr / 2 ? tot / 4 : fr / 2);
+    if (!shadow_budget) shadow_budget = 1;
+}
 // The shadow of [p, p + n), created (stale) when the budget allows; NULL: use a scratch slot.
 static Shadow *shadow_make(const float *p, size_t n) {
     Shadow *s = shadow_find(p, n);
     if (s || !cache_on || !n) return s;
-    if (!shadow_budget) { // MSLAB_BF16_CACHE_MB, else a quarter of the device, at most half free
-        size_t fr = 0, tot = 0;
-        cudaCheck(cudaMemGetInfo(&fr, &tot));
-        const char *e = getenv("MSLAB_BF16_CACHE_MB");
-        shadow_budget = e && atol(e) > 0 ? (size_t)atol(e) << 20 : (tot / 4 < fr / 2 ? tot / 4 : fr / 2);
-        if (!shadow_budget) shadow_budget = 1;
-    }
+    set_budget();
     size_t bytes = shadow_size(n);
     if (shadow_bytes + bytes > shadow_budget) return NULL;
     uint16_t *b;
@@ -165,24 +267,30 @@ static Shadow *shadow_make(const float *p, size_t n) {
 // (grow-only; freed buffers wait for the device, so a queued reader of the old buffer is safe).
 static const uint16_t *to_bf16(int slot, const float *src, size_t n) {
     Shadow *s = shadow_make(src, n);
-    if (s) {
-        if (!s->valid) cuda_f32_to_bf16(s->b, src, n);
-        s->valid = 1;
-        return s->b;
-    }
-    uint16_t *d = (uint16_t *)cuda_scratch(slot, (n ? n : 1) * sizeof(uint16_t));
+    if (s && s->valid) return s->b;
+    need(src, n * sizeof(float)); // a part of an array kept in bf16 only
+    uint16_t *d = s ? s->b : (uint16_t *)cuda_scratch(slot, (n ? n : 1) * sizeof(uint16_t));
     cuda_f32_to_bf16(d, src, n);
+    if (s) s->valid = 1;
     return d;
 }
-// An op about to write [p, p + n) (after wrote()) may fill its shadow too: only arrays that a bf16
-// operand was made of before have one, so nothing is allocated for outputs no GEMM reads.
-static uint16_t *produce(const float *p, size_t n) {
-    Shadow *s = shadow_find(p, n);
-    return s ? s->b : NULL;
+// Where an op puts its output [p, p + n) (after wrote()): the fp32 array, and its shadow's bf16
+// copy in the same pass when it has one (only arrays that a bf16 operand was made of before have
+// one, so nothing is allocated for outputs no GEMM reads). bf16_only (acts, and what the op
+// allows): then the shadow alone takes it, own: the array's value is the bf16 rounding.
+struct Dst {
+    float *f;
+    uint16_t *b;
+    Shadow *s;
+};
+static Dst dest(float *p, size_t n, int bf16_only) {
+    Shadow *s = p && n ? shadow_find(p, n) : NULL;
+    Dst d = {p, s ? s->b : NULL, s};
+    if (s && bf16_only) d.f = NULL;
+    return d;
 }
-static void produced(const float *p, size_t n) {
-    Shadow *s = shadow_find(p, n);
-    if (s) s->valid = 1;
+static void done(const Dst &d) {
+    if (d.s) d.s->valid = 1, d.s->own = d.f == NULL;
 }
 
 // ---- matmul ----
@@ -215,6 +323,7 @@ static void bf16_matmul_fwd(float *out, const float *inp, const float *w, int N,
         return;
     }
     if (fast_gemm) {
+        need(w, (size_t)OC * IC * sizeof(float)), need(inp, (size_t)N * IC * sizeof(float));
         gemm_fast(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, w, IC, inp, IC, 0.0f, out, OC);
         return;
     }
@@ -234,9 +343,13 @@ static void bf16_matmul_bwd(float *dinp, float *dw, const float *dout, const flo
     float bi = dinp && take_zero(dinp, ni) ? 0.0f : 1.0f;
     float bw = dw && dw != dinp && take_zero(dw, nw) ? 0.0f : 1.0f;
     flush_zeros();
+    if (bi != 0.0f) need(dinp, ni * sizeof(float)); // read by beta = 1
+    if (bw != 0.0f) need(dw, nw * sizeof(float));
     wrote(dinp, ni * sizeof(float));
     wrote(dw, nw * sizeof(float));
     if (fast_gemm) {
+        need(w, nw * sizeof(float)), need(inp, ni * sizeof(float));
+        need(dout, (size_t)N * OC * sizeof(float));
         if (dinp) gemm_fast(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, w, IC, dout, OC, bi, dinp, IC);
         if (dw) gemm_fast(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, inp, IC, dout, OC, bw, dw, IC);
         return;
@@ -256,7 +369,8 @@ static void bf16_matmul_bwd(float *dinp, float *dw, const float *dout, const flo
 //
 // Slots: A = q | k | v, B = out, C = dout, D = dq | dk | dv (bf16). A shape the bf16 kernels do not
 // handle (they return -1 having launched nothing) runs the fp32 kernel on the fp32 operands; the
-// first such call per op says so on stderr, so a run never silently changes precision.
+// first such call per op says so on stderr, so a run never silently changes precision. One adapter
+// per direction for the dense (ix NULL) and the sparse op.
 
 static void note_fallback(const char *op, int B, int T, int H, int KVH, int D) {
     static int said[5];
@@ -279,6 +393,7 @@ static QKV qkv_bf16(const float *q, const float *k, const float *v, size_t nq, s
                  (uint16_t *)to_bf16(SCRATCH_BF16_A, v, nk)};
         return r;
     }
+    need(q, nq * sizeof(float)), need(k, nk * sizeof(float)), need(v, nk * sizeof(float));
     uint16_t *base =
         (uint16_t *)cuda_scratch(SCRATCH_BF16_A, (up128(nq) + 2 * up128(nk)) * sizeof(uint16_t));
     QKV r = {base, base + up128(nq), base + up128(nq) + up128(nk)};
@@ -287,82 +402,80 @@ static QKV qkv_bf16(const float *q, const float *k, const float *v, size_t nq, s
     cuda_f32_to_bf16(r.v, v, nk);
     return r;
 }
+static void need_qkv(const float *q, const float *k, const float *v, size_t nq, size_t nk) {
+    need(q, nq * sizeof(float)), need(k, nk * sizeof(float)), need(v, nk * sizeof(float));
+}
 
-// The kernels' bf16 dq | dk | dv (slot D), before they are added into the fp32 gradients.
-static QKV grads_bf16(size_t nq, size_t nk) {
+// The forward's out is the kernel's bf16 out widened (exact): with acts the kernel writes it into
+// out's shadow and the table keeps it there (own), else into slot B, widened into out.
+static void bf16_attn_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
+                          const AttnIndex *ix, int B, int T, int H, int KVH, int D) {
+    size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KVH * D;
+    if (!nq) return;
+    QKV x = qkv_bf16(q, k, v, nq, nk);
+    Shadow *so = acts_on ? shadow_make(out, nq) : NULL;
+    uint16_t *ob = so ? so->b : (uint16_t *)cuda_scratch(SCRATCH_BF16_B, nq * sizeof(uint16_t));
+    int r = ix ? attn_bf16_sparse_fwd(ob, lse, x.q, x.k, x.v, ix, B, T, H, KVH, D)
+               : attn_bf16_dense_fwd(ob, lse, x.q, x.k, x.v, B, T, H, KVH, D);
+    if (r != 0) {
+        note_fallback(ix ? "sparse_attention_fwd" : "attention_fwd", B, T, H, KVH, D);
+        need_qkv(q, k, v, nq, nk);
+        if (ix) cuda_sparse_attention_fwd(out, lse, q, k, v, ix, B, T, H, KVH, D);
+        else cuda_attention_fwd(out, lse, q, k, v, B, T, H, KVH, D);
+        return;
+    }
+    if (so) so->valid = so->own = 1;
+    else cuda_bf16_to_f32(out, ob, nq);
+}
+
+// The backward's gradients dq, dk, dv (index 0, 1, 2): the kernels return them in bf16,
+// overwritten. z: the gradient was a deferred zero (taken by the wrapper), so the bf16 result is
+// its exact value: with acts kept in the array's shadow alone (own), else widened into it; a
+// gradient that was not zero gets the result added (ops.h's +=).
+struct Grads {
+    float *f[3];
+    size_t n[3];
+    int z[3];
+};
+static Grads grads_take(float *dq, float *dk, float *dv, size_t nq, size_t nk) {
+    Grads g = {{dq, dk, dv}, {nq, nk, nk}, {0, 0, 0}};
+    if (dq != dk && dq != dv && dk != dv) // (aliased gradients: added in turn, as the fp32 op)
+        for (int i = 0; i < 3; i++) g.z[i] = g.n[i] && take_zero(g.f[i], g.n[i]);
+    return g;
+}
+static void bf16_attn_bwd(const Grads &g, const float *dout, const float *out, const float *lse,
+                          const float *q, const float *k, const float *v, const AttnIndex *ix,
+                          int B, int T, int H, int KVH, int D) {
+    size_t nq = g.n[0], nk = g.n[1];
+    if (!nq) return;
+    QKV x = qkv_bf16(q, k, v, nq, nk);
+    const uint16_t *ob = to_bf16(SCRATCH_BF16_B, out, nq);
+    const uint16_t *gb = to_bf16(SCRATCH_BF16_C, dout, nq);
     uint16_t *base =
         (uint16_t *)cuda_scratch(SCRATCH_BF16_D, (up128(nq) + 2 * up128(nk)) * sizeof(uint16_t));
-    QKV r = {base, base + up128(nq), base + up128(nq) + up128(nk)};
-    return r;
-}
-
-// Which kernel runs each attention call (wgmma where it can, else mma.sync): attn_mode.cu.
-static void bf16_attention_fwd(float *out, float *lse, const float *q, const float *k,
-                               const float *v, int B, int T, int H, int KVH, int D) {
-    size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KVH * D;
-    if (!nq) return;
-    QKV x = qkv_bf16(q, k, v, nq, nk);
-    uint16_t *ob = (uint16_t *)cuda_scratch(SCRATCH_BF16_B, nq * sizeof(uint16_t));
-    if (attn_bf16_dense_fwd(ob, lse, x.q, x.k, x.v, B, T, H, KVH, D) != 0) {
-        note_fallback("attention_fwd", B, T, H, KVH, D);
-        cuda_attention_fwd(out, lse, q, k, v, B, T, H, KVH, D);
+    uint16_t *b[3] = {base, base + up128(nq), base + up128(nq) + up128(nk)};
+    Shadow *sh[3] = {NULL, NULL, NULL};
+    for (int i = 0; i < 3; i++)
+        if (acts_on && g.z[i] && (sh[i] = shadow_make(g.f[i], g.n[i]))) b[i] = sh[i]->b;
+    int r = ix ? attn_bf16_sparse_bwd(b[0], b[1], b[2], gb, ob, lse, x.q, x.k, x.v, ix, B, T, H,
+                                      KVH, D)
+               : attn_bf16_dense_bwd(b[0], b[1], b[2], gb, ob, lse, x.q, x.k, x.v, B, T, H, KVH, D);
+    if (r != 0) {
+        note_fallback(ix ? "sparse_attention_bwd" : "attention_bwd", B, T, H, KVH, D);
+        for (int i = 0; i < 3; i++)
+            if (g.z[i]) cudaCheck(cudaMemsetAsync(g.f[i], 0, g.n[i] * sizeof(float), 0));
+        need_qkv(q, k, v, nq, nk);
+        need(out, nq * sizeof(float)), need(dout, nq * sizeof(float));
+        if (ix) cuda_sparse_attention_bwd(g.f[0], g.f[1], g.f[2], dout, out, lse, q, k, v, ix, B, T,
+                                          H, KVH, D);
+        else cuda_attention_bwd(g.f[0], g.f[1], g.f[2], dout, out, lse, q, k, v, B, T, H, KVH, D);
         return;
     }
-    cuda_bf16_to_f32(out, ob, nq);
-}
-
-static void bf16_attention_bwd(float *dq, float *dk, float *dv, const float *dout,
-                               const float *out, const float *lse, const float *q, const float *k,
-                               const float *v, int B, int T, int H, int KVH, int D) {
-    size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KVH * D;
-    if (!nq) return;
-    QKV x = qkv_bf16(q, k, v, nq, nk);
-    const uint16_t *ob = to_bf16(SCRATCH_BF16_B, out, nq);
-    const uint16_t *gb = to_bf16(SCRATCH_BF16_C, dout, nq);
-    QKV g = grads_bf16(nq, nk);
-    if (attn_bf16_dense_bwd(g.q, g.k, g.v, gb, ob, lse, x.q, x.k, x.v, B, T, H, KVH, D) != 0) {
-        note_fallback("attention_bwd", B, T, H, KVH, D);
-        cuda_attention_bwd(dq, dk, dv, dout, out, lse, q, k, v, B, T, H, KVH, D);
-        return;
+    for (int i = 0; i < 3; i++) {
+        if (sh[i]) sh[i]->valid = sh[i]->own = 1;
+        else if (g.z[i]) cuda_bf16_to_f32(g.f[i], b[i], g.n[i]);
+        else cuda_bf16_add_to_f32(g.f[i], b[i], g.n[i]);
     }
-    cuda_bf16_add_to_f32(dq, g.q, nq);
-    cuda_bf16_add_to_f32(dk, g.k, nk);
-    cuda_bf16_add_to_f32(dv, g.v, nk);
-}
-
-static void bf16_sparse_fwd(float *out, float *lse, const float *q, const float *k,
-                            const float *v, const AttnIndex *ix, int B, int T, int H, int KVH,
-                            int D) {
-    size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KVH * D;
-    if (!nq) return;
-    QKV x = qkv_bf16(q, k, v, nq, nk);
-    uint16_t *ob = (uint16_t *)cuda_scratch(SCRATCH_BF16_B, nq * sizeof(uint16_t));
-    if (attn_bf16_sparse_fwd(ob, lse, x.q, x.k, x.v, ix, B, T, H, KVH, D) != 0) {
-        note_fallback("sparse_attention_fwd", B, T, H, KVH, D);
-        cuda_sparse_attention_fwd(out, lse, q, k, v, ix, B, T, H, KVH, D);
-        return;
-    }
-    cuda_bf16_to_f32(out, ob, nq);
-}
-
-static void bf16_sparse_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out,
-                            const float *lse, const float *q, const float *k, const float *v,
-                            const AttnIndex *ix, int B, int T, int H, int KVH, int D) {
-    size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KVH * D;
-    if (!nq) return;
-    QKV x = qkv_bf16(q, k, v, nq, nk);
-    const uint16_t *ob = to_bf16(SCRATCH_BF16_B, out, nq);
-    const uint16_t *gb = to_bf16(SCRATCH_BF16_C, dout, nq);
-    QKV g = grads_bf16(nq, nk);
-    if (attn_bf16_sparse_bwd(g.q, g.k, g.v, gb, ob, lse, x.q, x.k, x.v, ix, B, T, H, KVH,
-                             D) != 0) {
-        note_fallback("sparse_attention_bwd", B, T, H, KVH, D);
-        cuda_sparse_attention_bwd(dq, dk, dv, dout, out, lse, q, k, v, ix, B, T, H, KVH, D);
-        return;
-    }
-    cuda_bf16_add_to_f32(dq, g.q, nq);
-    cuda_bf16_add_to_f32(dk, g.k, nk);
-    cuda_bf16_add_to_f32(dv, g.v, nk);
 }
 
 // The selection scores bf16 q / k like the attention that follows (select_bf16: the fp32 op's list
@@ -387,11 +500,15 @@ static void bf16_attention_select(AttnIndex *ix, const struct AttnConfig *cfg, c
 // (wrote), so a shadow is valid only while no op of this table wrote its array since it was made.
 
 static Backend fp; // the fp32 table's ops
+#define NB(p, n) (p), (size_t)(n) * sizeof(float) // an fp32 array's bytes, for need / wrote
 
 static void *w_alloc(size_t bytes) {
     flush_zeros();
     void *p = fp.alloc(bytes);
-    wrote(p, bytes); // memory a shadow still names was freed outside this table
+    for (int i = 0; i < n_shadows; i++) // memory a shadow still names was freed outside this table
+        if (overlap(shadows[i].p, shadows[i].n * sizeof(float), p, bytes))
+            shadows[i].valid = shadows[i].own = 0;
+    ce_wrote(p, bytes);
     if (n_allocs == cap_allocs) {
         cap_allocs = cap_allocs ? 2 * cap_allocs : 256;
         allocs = (Alloc *)realloc(allocs, cap_allocs * sizeof(Alloc));
@@ -411,7 +528,10 @@ static void w_free(void *p) {
             allocs[i] = allocs[--n_allocs];
             break;
         }
-    for (int i = n_shadows - 1; i >= 0; i--) // not ours: drop every shadow
+    if (!known) materialize_all(); // not ours: drop every shadow, keeping the arrays' values
+    wrote(p, known ? bytes : 1);    // (the cross-entropy's gradient over freed logits / targets)
+    if (!known) ce.valid = 0;
+    for (int i = n_shadows - 1; i >= 0; i--)
         if (!known || overlap(shadows[i].p, shadows[i].n * sizeof(float), p, bytes)) drop_shadow(i);
     fp.free(p);
 }
@@ -422,13 +542,14 @@ static void w_upload(void *dst, const void *src, size_t bytes) {
 }
 static void w_download(void *dst, const void *src, size_t bytes) {
     flush_zeros();
+    need(src, bytes);
     fp.download(dst, src, bytes);
 }
 // Deferred: the next op either overwrites exactly this array (a += gradient op that then skips
 // reading it, a GEMM with beta 0) or runs the memset first.
 static void w_zero(float *x, size_t n) {
     if (!n) return;
-    wrote(x, n * sizeof(float));
+    wrote(NB(x, n));
     if (!lazy_on || n_zeros == MAX_ZEROS) flush_zeros();
     if (!lazy_on) {
         fp.zero(x, n);
@@ -439,43 +560,65 @@ static void w_zero(float *x, size_t n) {
 }
 static void w_copy(float *dst, const float *src, size_t n) {
     flush_zeros();
-    wrote(dst, n * sizeof(float));
+    need(NB(src, n));
+    wrote(NB(dst, n));
     fp.copy(dst, src, n);
 }
+// Deferred (addnorm): a residual add followed by the rmsnorm_fwd of its sum runs as one kernel
+// (the sum written on the way, the same bits); any other next op runs it first.
 static void w_add(float *out, const float *a, const float *b, size_t n) {
     flush_zeros();
-    wrote(out, n * sizeof(float));
-    fp.add(out, a, b, n);
+    need(NB(a, n)), need(NB(b, n));
+    wrote(NB(out, n));
+    if (addnorm_on && n) pend.out = out, pend.a = a, pend.b = b, pend.n = n;
+    else fp.add(out, a, b, n);
 }
 static void w_scale(float *x, float sc, size_t n) {
     flush_zeros();
-    wrote(x, n * sizeof(float));
+    need(NB(x, n));
+    wrote(NB(x, n));
     fp.scale(x, sc, n);
 }
 static double w_sumsq(const float *x, size_t n) {
     flush_zeros();
+    need(NB(x, n));
     return fp.sumsq(x, n);
 }
 static void w_embedding_fwd(float *out, const int *tok, const float *wte, int N, int C) {
     flush_zeros();
-    if (N > 0 && C > 0) wrote(out, (size_t)N * C * sizeof(float));
+    need(wte, extent(wte)); // rows up to the largest token
+    if (N > 0 && C > 0) wrote(NB(out, (size_t)N * C));
     fp.embedding_fwd(out, tok, wte, N, C);
 }
 static void w_embedding_bwd(float *dwte, const float *dout, const int *tok, int N, int C) {
     flush_zeros();
-    wrote(dwte, ~(uintptr_t)0 - (uintptr_t)dwte); // rows up to the largest token: all above dwte
+    if (N > 0 && C > 0) need(NB(dout, (size_t)N * C));
+    need(dwte, extent(dwte));
+    wrote(dwte, extent(dwte));
     fp.embedding_bwd(dwte, dout, tok, N, C);
 }
 static void w_rmsnorm_fwd(float *out, float *rstd, const float *inp, const float *w, int N, int C,
                           float eps) {
+    size_t n = (size_t)(N > 0 ? N : 0) * (C > 0 ? C : 0);
+    const float *ra = NULL, *rb = NULL; // the deferred add whose sum is inp: fused
+    if (pend.out && pend.out == inp && pend.n == n && n && !n_zeros) {
+        const void *outs[2] = {out, rstd};
+        size_t ob[2] = {n * sizeof(float), (size_t)N * sizeof(float)};
+        int clash = 0; // the fused kernel reads a, b and writes the sum, out, rstd
+        for (int i = 0; i < 2; i++)
+            clash |= overlap(outs[i], ob[i], pend.a, n * 4) || overlap(outs[i], ob[i], pend.b, n * 4) ||
+                     overlap(outs[i], ob[i], pend.out, n * 4) || overlap(w, C * 4, outs[i], ob[i]);
+        if (!clash) ra = pend.a, rb = pend.b, pend.out = NULL;
+    }
     flush_zeros();
     if (N <= 0) return;
-    size_t n = (size_t)N * C;
-    wrote(out, n * sizeof(float));
-    wrote(rstd, (size_t)N * sizeof(float));
-    uint16_t *ob = produce(out, n);
-    cuda_rmsnorm_fwd_x(out, ob, rstd, inp, w, N, C, eps);
-    if (ob) produced(out, n);
+    need(NB(inp, n)), need(NB(w, C));
+    wrote(NB(out, n));
+    wrote(NB(rstd, N));
+    Dst d = dest(out, n, acts_on);
+    if (ra) cuda_rmsnorm_fwd_x(d.f, d.b, rstd, ra, rb, (float *)inp, w, N, C, eps);
+    else cuda_rmsnorm_fwd_x(d.f, d.b, rstd, inp, NULL, NULL, w, N, C, eps);
+    done(d);
 }
 static void w_rmsnorm_bwd(float *dinp, float *dw, const float *dout, const float *inp,
                           const float *w, const float *rstd, int N, int C) {
@@ -483,71 +626,89 @@ static void w_rmsnorm_bwd(float *dinp, float *dw, const float *dout, const float
     int acc = !(dinp && n && take_zero(dinp, n));
     flush_zeros();
     if (!n) return;
-    wrote(dinp, n * sizeof(float));
-    wrote(dw, (size_t)C * sizeof(float));
-    uint16_t *db = dinp ? produce(dinp, n) : NULL;
-    cuda_rmsnorm_bwd_x(dinp, db, acc, dw, dout, inp, w, rstd, N, C);
-    if (db) produced(dinp, n);
+    need(NB(dout, n)), need(NB(inp, n)), need(NB(w, C)), need(NB(rstd, N));
+    if (acc) need(NB(dinp, n));
+    if (dw) need(NB(dw, C));
+    wrote(NB(dinp, n));
+    wrote(NB(dw, C));
+    Dst d = dest(dinp, n, 0); // the residual stream's gradient stays fp32
+    cuda_rmsnorm_bwd_x(dinp, d.b, acc, dw, dout, inp, w, rstd, N, C);
+    done(d);
 }
 static void w_rope_fwd(float *out, const float *inp, const float *pos, const float *inv_freq,
                        int N, int H, int D, int style) {
     flush_zeros();
     size_t n = (size_t)(N > 0 ? N : 0) * (H > 0 ? H : 0) * (D > 0 ? D : 0);
-    wrote(out, n * sizeof(float));
-    uint16_t *ob = n ? produce(out, n) : NULL;
-    cuda_rope_fwd_x(out, ob, inp, pos, inv_freq, N, H, D, style);
-    if (ob) produced(out, n);
+    need(NB(inp, n)), need(NB(pos, N > 0 ? N : 0)), need(NB(inv_freq, D > 0 ? D / 2 : 0));
+    wrote(NB(out, n));
+    Dst d = dest(out, n, acts_on);
+    cuda_rope_fwd_x(d.f, d.b, inp, pos, inv_freq, N, H, D, style);
+    done(d);
 }
 static void w_rope_bwd(float *dinp, const float *dout, const float *pos, const float *inv_freq,
                        int N, int H, int D, int style) {
     size_t n = (size_t)(N > 0 ? N : 0) * (H > 0 ? H : 0) * (D > 0 ? D : 0);
     int acc = !(n && D % 2 == 0 && take_zero(dinp, n));
     if (n) { // what it reads and writes: dout, pos, inv_freq, dinp
-        flush_over(dout, n * sizeof(float));
-        flush_over(pos, (size_t)N * sizeof(float));
-        flush_over(inv_freq, (size_t)(D / 2) * sizeof(float));
-        flush_over(dinp, n * sizeof(float));
+        flush_over(NB(dout, n));
+        flush_over(NB(pos, N));
+        flush_over(NB(inv_freq, D / 2));
+        flush_over(NB(dinp, n));
     } else flush_zeros();
-    wrote(dinp, n * sizeof(float));
-    uint16_t *db = n ? produce(dinp, n) : NULL;
-    cuda_rope_bwd_x(dinp, db, acc, dout, pos, inv_freq, N, H, D, style);
-    if (db) produced(dinp, n);
+    // dout kept in bf16 only (the attention backward's dq / dk): read as bf16, it is the value
+    Shadow *si = n ? shadow_find(dout, n) : NULL;
+    const uint16_t *dob = si && si->own ? si->b : NULL;
+    if (!dob) need(NB(dout, n));
+    need(NB(pos, n ? N : 0)), need(NB(inv_freq, n ? D / 2 : 0));
+    if (acc) need(NB(dinp, n));
+    wrote(NB(dinp, n));
+    Dst d = dest(dinp, n, acts_on && !acc);
+    cuda_rope_bwd_x(d.f, d.b, acc, dout, dob, pos, inv_freq, N, H, D, style);
+    done(d);
 }
 static void w_attention_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
                             int B, int T, int H, int KVH, int D) {
     flush_zeros();
-    wrote(out, (size_t)B * T * H * D * sizeof(float));
-    wrote(lse, (size_t)B * H * T * sizeof(float));
-    bf16_attention_fwd(out, lse, q, k, v, B, T, H, KVH, D);
+    wrote(NB(out, (size_t)B * T * H * D));
+    wrote(NB(lse, (size_t)B * H * T));
+    bf16_attn_fwd(out, lse, q, k, v, NULL, B, T, H, KVH, D);
+}
+// The gradients: deferred zeros taken first (overwritten), then the state as every op.
+static Grads attn_grads(float *dq, float *dk, float *dv, const float *lse, int B, int T, int H,
+                        int KVH, int D) {
+    size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KVH * D;
+    Grads g = grads_take(dq, dk, dv, nq, nk);
+    flush_zeros();
+    need(NB(lse, (size_t)B * H * T));
+    for (int i = 0; i < 3; i++) {
+        if (!g.z[i]) need(NB(g.f[i], g.n[i]));
+        wrote(NB(g.f[i], g.n[i]));
+    }
+    return g;
 }
 static void w_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out,
                             const float *lse, const float *q, const float *k, const float *v,
                             int B, int T, int H, int KVH, int D) {
-    flush_zeros();
-    wrote(dq, (size_t)B * T * H * D * sizeof(float));
-    wrote(dk, (size_t)B * T * KVH * D * sizeof(float));
-    wrote(dv, (size_t)B * T * KVH * D * sizeof(float));
-    bf16_attention_bwd(dq, dk, dv, dout, out, lse, q, k, v, B, T, H, KVH, D);
+    Grads g = attn_grads(dq, dk, dv, lse, B, T, H, KVH, D);
+    bf16_attn_bwd(g, dout, out, lse, q, k, v, NULL, B, T, H, KVH, D);
 }
 static void w_sparse_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
                          const AttnIndex *ix, int B, int T, int H, int KVH, int D) {
     flush_zeros();
-    wrote(out, (size_t)B * T * H * D * sizeof(float));
-    wrote(lse, (size_t)B * H * T * sizeof(float));
-    bf16_sparse_fwd(out, lse, q, k, v, ix, B, T, H, KVH, D);
+    wrote(NB(out, (size_t)B * T * H * D));
+    wrote(NB(lse, (size_t)B * H * T));
+    bf16_attn_fwd(out, lse, q, k, v, ix, B, T, H, KVH, D);
 }
 static void w_sparse_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out,
                          const float *lse, const float *q, const float *k, const float *v,
                          const AttnIndex *ix, int B, int T, int H, int KVH, int D) {
-    flush_zeros();
-    wrote(dq, (size_t)B * T * H * D * sizeof(float));
-    wrote(dk, (size_t)B * T * KVH * D * sizeof(float));
-    wrote(dv, (size_t)B * T * KVH * D * sizeof(float));
-    bf16_sparse_bwd(dq, dk, dv, dout, out, lse, q, k, v, ix, B, T, H, KVH, D);
+    Grads g = attn_grads(dq, dk, dv, lse, B, T, H, KVH, D);
+    bf16_attn_bwd(g, dout, out, lse, q, k, v, ix, B, T, H, KVH, D);
 }
 static void w_select(AttnIndex *ix, const struct AttnConfig *cfg, const float *q, const float *k,
                      int B, int T, int H, int KVH, int D) {
     flush_zeros();
+    need(NB(q, (size_t)B * T * H * D)), need(NB(k, (size_t)B * T * KVH * D));
     size_t nb = (size_t)B * H * (ix->nblk > 0 ? ix->nblk : 0);
     wrote(ix->idx, nb * (ix->width > 0 ? ix->width : 0) * sizeof(int));
     wrote(ix->kpos, nb * (ix->width > 0 ? ix->width : 0) * sizeof(int));
@@ -556,10 +717,11 @@ static void w_select(AttnIndex *ix, const struct AttnConfig *cfg, const float *q
 }
 static void w_swiglu_fwd(float *out, const float *gate, const float *up, size_t n) {
     flush_zeros();
-    wrote(out, n * sizeof(float));
-    uint16_t *ob = n ? produce(out, n) : NULL;
-    cuda_swiglu_fwd_x(out, ob, gate, up, n);
-    if (ob) produced(out, n);
+    need(NB(gate, n)), need(NB(up, n));
+    wrote(NB(out, n));
+    Dst d = dest(out, n, acts_on);
+    cuda_swiglu_fwd_x(d.f, d.b, gate, up, n);
+    done(d);
 }
 static void w_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *gate,
                          const float *up, size_t n) {
@@ -572,17 +734,51 @@ static void w_swiglu_bwd(float *dgate, float *dup, const float *dout, const floa
         }
     }
     flush_zeros();
-    wrote(dgate, n * sizeof(float));
-    wrote(dup, n * sizeof(float));
-    uint16_t *gb = n && dgate != dup ? produce(dgate, n) : NULL;
-    uint16_t *ub = n && dgate != dup ? produce(dup, n) : NULL;
-    cuda_swiglu_bwd_x(dgate, dup, gb, ub, acc, dout, gate, up, n);
-    if (gb) produced(dgate, n);
-    if (ub) produced(dup, n);
+    need(NB(dout, n)), need(NB(gate, n)), need(NB(up, n));
+    if (acc) need(NB(dgate, n)), need(NB(dup, n));
+    wrote(NB(dgate, n));
+    wrote(NB(dup, n));
+    int two = n && dgate != dup; // one buffer for both: no copies (the fp32 op's order)
+    Dst g = dest(two ? dgate : NULL, n, acts_on && !acc), u = dest(two ? dup : NULL, n, acts_on && !acc);
+    cuda_swiglu_bwd_x(two ? g.f : dgate, two ? u.f : dup, g.b, u.b, acc, dout, gate, up, n);
+    done(g), done(u);
 }
+// With acts (cefuse), the forward also writes the gradient the backward will be asked for: dloss
+// = 1 / (rows with a target), the model's (core/model.c), rounded to bf16 as acts stores it. The
+// backward that asks exactly that (the same logits, targets, dloss, a zeroed dlogits with a shadow)
+// takes it by a pointer swap: no pass over the logits.
 static void w_ce_fwd(float *losses, const float *logits, const int *targets, int N, int V) {
     flush_zeros();
-    if (N > 0) wrote(losses, (size_t)N * sizeof(float));
+    size_t n = (size_t)(N > 0 ? N : 0) * (V > 0 ? V : 0);
+    if (N > 0) need(NB(logits, n));
+    if (N > 0) wrote(NB(losses, N));
+    ce.valid = 0;
+    if (acts_on && cefuse_on && cache_on && n && cuda_crossentropy_regs(logits, V) &&
+        !overlap(losses, N * sizeof(float), logits, n * sizeof(float))) {
+        int *t = (int *)malloc((size_t)N * sizeof(int)), nv = 0;
+        MS_ASSERT(t, "out of memory");
+        fp.download(t, targets, (size_t)N * sizeof(int));
+        for (int i = 0; i < N; i++) nv += t[i] >= 0;
+        free(t);
+        size_t bytes = shadow_size(n);
+        if (ce.b && ce.bytes != bytes) { // (another shape)
+            cudaCheck(cudaFree(ce.b));
+            shadow_bytes -= ce.bytes;
+            ce.b = NULL, ce.bytes = 0;
+        }
+        set_budget();
+        if (!ce.b && shadow_bytes + bytes <= shadow_budget) {
+            if (cudaMalloc(&ce.b, bytes) == cudaSuccess) ce.bytes = bytes, shadow_bytes += bytes;
+            else (void)cudaGetLastError(), ce.b = NULL;
+        }
+        if (ce.b && nv > 0) {
+            float dloss = 1.0f / (float)nv;
+            cuda_crossentropy_fwd_grad(losses, ce.b, logits, targets, dloss, N, V);
+            ce.logits = logits, ce.targets = targets, ce.N = N, ce.V = V, ce.dloss = dloss;
+            ce.valid = 1;
+            return;
+        }
+    }
     fp.crossentropy_fwd(losses, logits, targets, N, V);
 }
 static void w_ce_bwd(float *dlogits, const float *logits, const int *targets, float dloss, int N,
@@ -591,23 +787,40 @@ static void w_ce_bwd(float *dlogits, const float *logits, const int *targets, fl
     int acc = !(n && take_zero(dlogits, n));
     flush_zeros();
     if (!n) return;
-    wrote(dlogits, n * sizeof(float));
-    uint16_t *db = produce(dlogits, n);
-    cuda_crossentropy_bwd_x(dlogits, db, acc, logits, targets, dloss, N, V);
-    if (db) produced(dlogits, n);
+    Shadow *s = NULL;
+    if (ce.valid && !acc && acts_on && ce.logits == logits && ce.targets == targets && ce.N == N &&
+        ce.V == V && ce.dloss == dloss && (s = shadow_find(dlogits, n)) && ce.bytes == shadow_size(n)) {
+        wrote(NB(dlogits, n));
+        uint16_t *b = s->b; // the forward's gradient becomes the shadow: dlogits kept in bf16 only
+        s->b = ce.b, ce.b = b;
+        s->valid = s->own = 1;
+        ce.valid = 0;
+        return;
+    }
+    need(NB(logits, n));
+    if (acc) need(NB(dlogits, n));
+    wrote(NB(dlogits, n));
+    Dst d = dest(dlogits, n, acts_on && !acc && cuda_crossentropy_regs(logits, V));
+    cuda_crossentropy_bwd_x(d.f, d.b, acc, logits, targets, dloss, N, V);
+    done(d);
 }
 static void w_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1,
                     float b2, float eps, float wd, int t) {
     flush_zeros();
-    wrote(p, n * sizeof(float));
-    wrote(m, n * sizeof(float));
-    wrote(v, n * sizeof(float));
+    need(NB(p, n)), need(NB(g, n)), need(NB(m, n)), need(NB(v, n));
+    wrote(NB(p, n));
+    wrote(NB(m, n));
+    wrote(NB(v, n));
     fp.adamw(p, g, m, v, n, lr, b1, b2, eps, wd, t);
 }
 static void w_decode(float *out, const float *q, const float *k, const float *v, int Tq, int t0,
                      int H, int KVH, int D) {
     flush_zeros();
-    if (Tq > 0) wrote(out, (size_t)Tq * H * D * sizeof(float));
+    if (Tq > 0) {
+        need(NB(q, (size_t)Tq * H * D));
+        need(NB(k, (size_t)(t0 + Tq) * KVH * D)), need(NB(v, (size_t)(t0 + Tq) * KVH * D));
+        wrote(NB(out, (size_t)Tq * H * D));
+    }
     fp.attention_decode(out, q, k, v, Tq, t0, H, KVH, D);
 }
 
@@ -628,6 +841,11 @@ extern "C" const Backend *backend_cuda_bf16(void) {
     const char *c = getenv("MSLAB_BF16_CACHE"), *z = getenv("MSLAB_BF16_LAZY");
     cache_on = !(c && !strcmp(c, "0"));
     lazy_on = !(z && !strcmp(z, "0"));
+    const char *ac = getenv("MSLAB_BF16_ACTS"), *an = getenv("MSLAB_BF16_ADDNORM");
+    if (ac) acts_on = strcmp(ac, "0") != 0;
+    addnorm_on = an ? strcmp(an, "0") != 0 : acts_on;
+    const char *cf = getenv("MSLAB_BF16_CE_FUSE");
+    cefuse_on = cf ? strcmp(cf, "0") != 0 : 1;
     // every op through the state (the attention ops: the adapters above)
     Backend *b = &bf16_table;
     b->alloc = w_alloc, b->free = w_free, b->upload = w_upload, b->download = w_download;
@@ -648,15 +866,31 @@ extern "C" const Backend *backend_cuda_bf16(void) {
 
 extern "C" void backend_cuda_bf16_fast_gemm(int on) { fast_gemm = on != 0; }
 
-extern "C" void backend_cuda_bf16_forget(void) {
+extern "C" void backend_cuda_bf16_forget(void) { // called before the outside write
     flush_zeros();
+    materialize_all();
     for (int i = 0; i < n_shadows; i++) shadows[i].valid = 0;
+    ce.valid = 0;
 }
 
 extern "C" void backend_cuda_bf16_set_state(int cache, int lazy) {
     flush_zeros();
+    materialize_all();
     while (n_shadows) drop_shadow(n_shadows - 1);
+    ce.valid = 0;
+    if (ce.b) cudaCheck(cudaFree(ce.b)), shadow_bytes -= ce.bytes, ce.b = NULL, ce.bytes = 0;
     cache_on = cache != 0, lazy_on = lazy != 0;
+}
+
+extern "C" int backend_cuda_bf16_set_acts(int acts) {
+    flush_zeros();
+    materialize_all();
+    ce.valid = 0;
+    int was = acts_on;
+    acts_on = acts != 0;
+    const char *an = getenv("MSLAB_BF16_ADDNORM");
+    addnorm_on = an ? strcmp(an, "0") != 0 : acts_on;
+    return was;
 }
 
 extern "C" size_t backend_cuda_bf16_shadow_bytes(void) { return shadow_bytes; }

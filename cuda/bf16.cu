@@ -19,51 +19,31 @@ extern "C" {
 // f32 -> bf16, VEC: 8 per step (dst, src 16-byte aligned)
 template <int VEC>
 __global__ void f32_to_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t n) {
-    size_t tid = blockIdx.x * (size_t)blockDim.x + threadIdx.x, nt = (size_t)gridDim.x * blockDim.x;
-    size_t done = 0;
-    if (VEC) {
-        size_t n8 = n / 8;
-        const float4 *s4 = (const float4 *)src;
-        uint4 *d4 = (uint4 *)dst;
-        for (size_t i = tid; i < n8; i += nt) {
-            float4 a = s4[2 * i], b = s4[2 * i + 1];
-            uint4 o;
-            o.x = bf16pack(a.x, a.y), o.y = bf16pack(a.z, a.w);
-            o.z = bf16pack(b.x, b.y), o.w = bf16pack(b.z, b.w);
-            d4[i] = o;
-        }
-        done = n8 * 8;
-    }
-    for (size_t i = done + tid; i < n; i += nt) dst[i] = __float2bfloat16_rn(src[i]);
+    vec_loop<VEC, 8>(n, [&](size_t j) {
+        float4 a = ((const float4 *)src)[2 * j], b = ((const float4 *)src)[2 * j + 1];
+        ((uint4 *)dst)[j] = make_uint4(bf16pack(a.x, a.y), bf16pack(a.z, a.w), bf16pack(b.x, b.y),
+                                       bf16pack(b.z, b.w));
+    }, [&](size_t i) { dst[i] = __float2bfloat16_rn(src[i]); });
 }
 
-// bf16 -> f32, ADD: dst += src instead of dst = src
+// bf16 -> f32, ADD: dst += src instead of dst = src (dst + src in both paths: the same bits)
 template <int VEC, int ADD>
 __global__ void bf16_to_f32_kernel(float *dst, const __nv_bfloat16 *src, size_t n) {
-    size_t tid = blockIdx.x * (size_t)blockDim.x + threadIdx.x, nt = (size_t)gridDim.x * blockDim.x;
-    size_t done = 0;
-    if (VEC) {
-        size_t n8 = n / 8;
-        const uint4 *s4 = (const uint4 *)src;
-        float4 *d4 = (float4 *)dst;
-        for (size_t i = tid; i < n8; i += nt) {
-            uint4 u = s4[i];
-            float4 a = make_float4(bf16lo(u.x), bf16hi(u.x), bf16lo(u.y), bf16hi(u.y));
-            float4 b = make_float4(bf16lo(u.z), bf16hi(u.z), bf16lo(u.w), bf16hi(u.w));
-            if (ADD) {
-                float4 x = d4[2 * i], y = d4[2 * i + 1];
-                a.x += x.x, a.y += x.y, a.z += x.z, a.w += x.w;
-                b.x += y.x, b.y += y.y, b.z += y.z, b.w += y.w;
-                // dst + src, as the scalar path: addition commutes exactly
-            }
-            d4[2 * i] = a, d4[2 * i + 1] = b;
+    vec_loop<VEC, 8>(n, [&](size_t j) {
+        uint4 u = ((const uint4 *)src)[j];
+        float4 *d4 = (float4 *)dst + 2 * j;
+        float4 a = make_float4(bf16lo(u.x), bf16hi(u.x), bf16lo(u.y), bf16hi(u.y));
+        float4 b = make_float4(bf16lo(u.z), bf16hi(u.z), bf16lo(u.w), bf16hi(u.w));
+        if (ADD) {
+            float4 x = d4[0], y = d4[1];
+            a = make_float4(x.x + a.x, x.y + a.y, x.z + a.z, x.w + a.w);
+            b = make_float4(y.x + b.x, y.y + b.y, y.z + b.z, y.w + b.w);
         }
-        done = n8 * 8;
-    }
-    for (size_t i = done + tid; i < n; i += nt) {
+        d4[0] = a, d4[1] = b;
+    }, [&](size_t i) {
         float v = __bfloat162float(src[i]);
         dst[i] = ADD ? dst[i] + v : v;
-    }
+    });
 }
 
 static unsigned cv_grid(size_t n, int vec) { return grid_for(vec ? (n + 7) / 8 : n, CV_THREADS); }

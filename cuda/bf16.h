@@ -23,30 +23,45 @@ void cuda_bf16_add_to_f32(float *dst, const uint16_t *src, size_t n); // dst += 
 // ---- fused variants of fp32 ops for the bf16 table (cuda/backend_bf16.cu) ----
 // Each is its fp32 op (cuda_common.cuh) plus: a bf16 pointer (ob, dgb, ...; NULL: none) that
 // receives the bf16 rounding of the op's final fp32 output, bit for bit what cuda_f32_to_bf16 of
-// that output gives, and for backward ops acc: 1 = ops.h's +=, 0 = overwrite (the table passes 0
-// only for a gradient it knows is zero, which skips reading it; the result is the same).
+// that output gives; the fp32 output pointer may be NULL when the bf16 one is not (the table
+// keeps the array in bf16 only); and for backward ops acc: 1 = ops.h's +=, 0 = overwrite (the
+// table passes 0 only for a gradient it knows is zero, which skips reading it; the same result).
 void cuda_swiglu_fwd_x(float *out, uint16_t *ob, const float *gate, const float *up, size_t n);
 void cuda_swiglu_bwd_x(float *dgate, float *dup, uint16_t *dgb, uint16_t *dub, int acc,
                        const float *dout, const float *gate, const float *up, size_t n);
+// dlogits NULL only where cuda_crossentropy_regs(logits, V) (the register path)
 void cuda_crossentropy_bwd_x(float *dlogits, uint16_t *db, int acc, const float *logits,
                              const int *targets, float dloss, int N, int V);
-void cuda_rmsnorm_fwd_x(float *out, uint16_t *ob, float *rstd, const float *inp, const float *w,
-                        int N, int C, float eps);
+int cuda_crossentropy_regs(const float *logits, int V);
+// the forward and, in the same pass, the backward's gradient for dloss (acc = 0) into db
+// (bf16 only); only where cuda_crossentropy_regs(logits, V)
+void cuda_crossentropy_fwd_grad(float *losses, uint16_t *db, const float *logits,
+                                const int *targets, float dloss, int N, int V);
+// res (NULL: none): the input is inp + res (as cuda_add), also written to sum
+void cuda_rmsnorm_fwd_x(float *out, uint16_t *ob, float *rstd, const float *inp, const float *res,
+                        float *sum, const float *w, int N, int C, float eps);
 void cuda_rmsnorm_bwd_x(float *dinp, uint16_t *db, int acc, float *dw, const float *dout,
                         const float *inp, const float *w, const float *rstd, int N, int C);
 void cuda_rope_fwd_x(float *out, uint16_t *ob, const float *inp, const float *pos,
                      const float *inv_freq, int N, int H, int D, int style);
-void cuda_rope_bwd_x(float *dinp, uint16_t *db, int acc, const float *dout, const float *pos,
-                     const float *inv_freq, int N, int H, int D, int style);
+// dout_b: the gradient in bf16 instead of dout (NULL: dout)
+void cuda_rope_bwd_x(float *dinp, uint16_t *db, int acc, const float *dout, const uint16_t *dout_b,
+                     const float *pos, const float *inv_freq, int N, int H, int D, int style);
 
 // ---- the bf16 table's memory state (cuda/backend_bf16.cu, "Conversions") ----
 // The table keeps bf16 shadows of the arrays its GEMMs / attention read and defers zero() to the
-// next op; both see every write made through the table. Code that writes device memory any other
-// way (the fp32 table, raw CUDA) while the bf16 table is in use calls forget() first.
+// next op (and, with acts, add() and some outputs kept in bf16 only); all of it sees every access
+// made through the table. Code that writes or reads the table's device memory any other way (the
+// fp32 table, raw CUDA) while the bf16 table is in use calls forget() first.
 void backend_cuda_bf16_forget(void);
 // Tests: cache = 0 drops the shadows and converts every operand per call; lazy = 0 runs zero() at
 // once (both 1 by default; MSLAB_BF16_CACHE=0, MSLAB_BF16_LAZY=0 in the environment).
 void backend_cuda_bf16_set_state(int cache, int lazy);
+// acts = 1: the table keeps the outputs of rmsnorm_fwd, swiglu_fwd / bwd, rope_fwd / bwd and
+// crossentropy_bwd in bf16 only (their value: the bf16 rounding) where a GEMM / the attention read
+// the array before
+// (backend_bf16.cu, "Activations"; default 1, MSLAB_BF16_ACTS=0 in the environment: 0)
+int backend_cuda_bf16_set_acts(int acts); // returns the previous setting
 size_t backend_cuda_bf16_shadow_bytes(void); // device bytes held by shadows
 
 #ifdef __cplusplus

@@ -23,4 +23,33 @@ __device__ __forceinline__ void store_bf16x4(uint16_t *dst, size_t i, float4 v) 
 }
 static inline int aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
+// Grid-stride loop over n elements: with VEC, W at a time through body_w(j) (elements W j ..
+// W j + W - 1), the tail (n % W) and every element without VEC one at a time through body1(i).
+template <int VEC, int W, class BW, class B1>
+__device__ __forceinline__ void vec_loop(size_t n, BW body_w, B1 body1) {
+    size_t tid = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    size_t nt = (size_t)gridDim.x * blockDim.x, done = 0;
+    if (VEC) {
+        for (size_t j = tid; j < n / W; j += nt) body_w(j);
+        done = n / W * W;
+    }
+    for (size_t i = done + tid; i < n; i += nt) body1(i);
+}
+
+// An output of the bf16 table's fused ops (bf16.h, _x): f the fp32 array (NULL: not stored, the
+// table keeps the array in bf16 only), b its bf16 copy (NULL: none).
+struct OutBF {
+    float *f;
+    uint16_t *b;
+};
+__device__ __forceinline__ void out_put(const OutBF &o, size_t i, float v) {
+    if (o.f) o.f[i] = v;
+    if (o.b) o.b[i] = (uint16_t)bf16bits(v);
+}
+// elements i .. i+3 (f 16-byte, b 8-byte aligned there)
+__device__ __forceinline__ void out_put4(const OutBF &o, size_t i, float4 v) {
+    if (o.f) *(float4 *)(o.f + i) = v;
+    if (o.b) store_bf16x4(o.b, i, v);
+}
+
 #endif

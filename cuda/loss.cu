@@ -6,6 +6,8 @@
 // dlogits[n, i] += dloss * (exp(x_i - max) / sum - [i == target]) in the same pass, so no softmax
 // is stored. Ignored rows (target < 0) have loss 0 and no gradient; a target >= V stops the kernel
 // with a message (the CPU reference asserts). Deterministic: fixed-order reductions only.
+// One kernel template (crossentropy_kernel) for the forward, the register backward and the bf16
+// table's forward that also writes the gradient; the strided backward is its own kernel.
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,21 +40,6 @@ __device__ __forceinline__ void ce_check_target(int t, int V, int n) {
 }
 
 __global__ void __launch_bounds__(CE_THREADS)
-crossentropy_fwd_kernel(float *losses, const float *logits, const int *targets, int V) {
-    int n = blockIdx.x, t = targets[n];
-    if (t < 0) {
-        if (threadIdx.x == 0) losses[n] = 0.0f;
-        return;
-    }
-    ce_check_target(t, V, n);
-    const float *x = logits + (size_t)n * V;
-    float mx;
-    double s;
-    ce_row_stats(x, V, &mx, &s);
-    if (threadIdx.x == 0) losses[n] = (float)(log(s) + (double)(mx - x[t]));
-}
-
-__global__ void __launch_bounds__(CE_THREADS)
 crossentropy_bwd_kernel(float *dlogits, const float *logits, const int *targets, float dloss,
                         int V) {
     int n = blockIdx.x, t = targets[n];
@@ -79,7 +66,9 @@ crossentropy_bwd_kernel(float *dlogits, const float *logits, const int *targets,
 // expf in double, fixed-tree block reductions), the sum in another fixed order.
 // H200, N = 32768, V = 32000 (the 4096 x 8 LM step): forward 1.55 ms (was 1.87), backward 2.77 ms
 // writing the bf16 copy and skipping the zeroed gradient (was 5.17 ms plus a memset and a 2.1 GB
-// conversion); the step is 5 ms slower with MSLAB_CE_REGS=0.
+// conversion); the step is 5 ms slower with MSLAB_CE_REGS=0. The bf16 table's forward that also
+// writes the bf16 gradient (backend_bf16.cu, "Cross-entropy"): 1.85 ms (s6 r2; 2.28 before the
+// gradient reused the sum's expf values), where the forward and backward took 1.55 + 2.77 ms.
 #define CE_RT 1024
 #define CE_RPER 8
 
@@ -98,74 +87,65 @@ __device__ __forceinline__ void ce_row_regs(const float *x, int V, float4 (&r)[P
         mx = fmaxf(mx, fmaxf(fmaxf(r[j].x, r[j].y), fmaxf(r[j].z, r[j].w)));
     }
     mx = block_max<CE_RT>(mx, shf);
-    double s = 0;
+    double s = 0; // r becomes exp(x - max): the gradient reuses it (one expf per element)
 #pragma unroll
     for (int j = 0; j < PER; j++)
-        if (threadIdx.x + j * CE_RT < n4)
-            s += (double)expf(r[j].x - mx) + (double)expf(r[j].y - mx) +
-                 (double)expf(r[j].z - mx) + (double)expf(r[j].w - mx);
+        if (threadIdx.x + j * CE_RT < n4) {
+            r[j] = make_float4(expf(r[j].x - mx), expf(r[j].y - mx), expf(r[j].z - mx),
+                               expf(r[j].w - mx));
+            s += (double)r[j].x + (double)r[j].y + (double)r[j].z + (double)r[j].w;
+        }
     s = block_sum<CE_RT>(s, shd);
     *mx_out = mx;
     *s_out = s;
 }
 
-template <int PER>
-__global__ void __launch_bounds__(CE_RT)
-crossentropy_fwd_regs_kernel(float *losses, const float *logits, const int *targets, int V) {
-    int n = blockIdx.x, t = targets[n];
-    if (t < 0) {
-        if (threadIdx.x == 0) losses[n] = 0.0f;
-        return;
-    }
-    ce_check_target(t, V, n);
-    const float *x = logits + (size_t)n * V;
-    float4 r[PER];
-    float mx;
-    double s;
-    ce_row_regs<PER>(x, V, r, &mx, &s);
-    if (threadIdx.x == 0) losses[n] = (float)(log(s) + (double)(mx - x[t]));
-}
-
-__device__ __forceinline__ float ce_grad1(float old, float k, float x, float mx, int i, int t,
-                                          float dloss, int acc) {
-    float g = acc ? old + k * expf(x - mx) : k * expf(x - mx);
+// e = exp(x - max) of element i
+__device__ __forceinline__ float ce_grad1(float old, float k, float e, int i, int t, float dloss,
+                                          int acc) {
+    float g = acc ? old + k * e : k * e;
     if (i == t) g -= dloss;
     return g;
 }
 
-// acc = 0: the gradient is known to be zero: ignored rows write zeros, nothing is read
-template <int PER>
-__global__ void __launch_bounds__(CE_RT)
-crossentropy_bwd_regs_kernel(float *dlogits, uint16_t *db, int acc, const float *logits,
-                             const int *targets, float dloss, int V) {
+// One row per block. LOSS: losses[n]; GRAD (register path only): the gradient into o (o.f may be
+// NULL with o.b set: the bf16 table keeps it in bf16 only), acc = 0: it is known
+// to be zero: ignored rows write zeros, nothing is read. PER = 0: the strided statistics (CE_THREADS
+// threads), else the register ones (CE_RT threads). LOSS and GRAD together: the bf16 table's
+// forward that also leaves the backward's gradient (backend_bf16.cu, "Cross-entropy").
+template <int PER, int LOSS, int GRAD>
+__global__ void __launch_bounds__(PER ? CE_RT : CE_THREADS)
+crossentropy_kernel(float *losses, OutBF o, int acc, const float *logits, const int *targets,
+                    float dloss, int V) {
     int n = blockIdx.x, t = targets[n], n4 = V / 4;
-    float4 *dx4 = (float4 *)(dlogits + (size_t)n * V);
-    uint16_t *dbr = db ? db + (size_t)n * V : NULL;
+    size_t row = (size_t)n * V;
     if (t < 0) {
-        if (acc) return;
-        for (int c = threadIdx.x; c < n4; c += CE_RT) {
-            dx4[c] = make_float4(0, 0, 0, 0);
-            if (dbr) *(uint2 *)(dbr + 4 * (size_t)c) = make_uint2(0, 0);
-        }
+        if (LOSS && threadIdx.x == 0) losses[n] = 0.0f;
+        if (GRAD && !acc)
+            for (int c = threadIdx.x; c < n4; c += CE_RT)
+                out_put4(o, row + 4 * (size_t)c, make_float4(0, 0, 0, 0));
         return;
     }
     ce_check_target(t, V, n);
-    float4 r[PER];
+    const float *x = logits + row;
+    float4 r[PER ? PER : 1];
     float mx;
     double s;
-    ce_row_regs<PER>(logits + (size_t)n * V, V, r, &mx, &s);
+    if (PER) ce_row_regs<PER ? PER : 1>(x, V, r, &mx, &s);
+    else ce_row_stats(x, V, &mx, &s);
+    if (LOSS && threadIdx.x == 0) losses[n] = (float)(log(s) + (double)(mx - x[t]));
+    if (!GRAD) return;
     float k = (float)(dloss / s);
 #pragma unroll
     for (int j = 0; j < PER; j++) {
         int c = threadIdx.x + j * CE_RT;
         if (c >= n4) break;
-        float4 o = acc ? dx4[c] : make_float4(0, 0, 0, 0);
-        o.x = ce_grad1(o.x, k, r[j].x, mx, 4 * c, t, dloss, acc);
-        o.y = ce_grad1(o.y, k, r[j].y, mx, 4 * c + 1, t, dloss, acc);
-        o.z = ce_grad1(o.z, k, r[j].z, mx, 4 * c + 2, t, dloss, acc);
-        o.w = ce_grad1(o.w, k, r[j].w, mx, 4 * c + 3, t, dloss, acc);
-        dx4[c] = o;
-        if (dbr) store_bf16x4(dbr, 4 * (size_t)c, o);
+        float4 g = acc ? *(const float4 *)(o.f + row + 4 * (size_t)c) : make_float4(0, 0, 0, 0);
+        g.x = ce_grad1(g.x, k, r[j].x, 4 * c, t, dloss, acc);
+        g.y = ce_grad1(g.y, k, r[j].y, 4 * c + 1, t, dloss, acc);
+        g.z = ce_grad1(g.z, k, r[j].z, 4 * c + 2, t, dloss, acc);
+        g.w = ce_grad1(g.w, k, r[j].w, 4 * c + 3, t, dloss, acc);
+        out_put4(o, row + 4 * (size_t)c, g);
     }
 }
 
@@ -179,36 +159,55 @@ static int ce_per(const void *logits, const void *dlogits, const void *db, int V
     return c <= 1 ? 1 : c <= 2 ? 2 : c <= 4 ? 4 : c <= CE_RPER ? CE_RPER : 0;
 }
 
-void cuda_crossentropy_fwd(float *losses, const float *logits, const int *targets, int N, int V) {
-    if (N <= 0) return;
-    switch (ce_per(logits, NULL, NULL, V)) {
-    case 1: crossentropy_fwd_regs_kernel<1><<<N, CE_RT>>>(losses, logits, targets, V); break;
-    case 2: crossentropy_fwd_regs_kernel<2><<<N, CE_RT>>>(losses, logits, targets, V); break;
-    case 4: crossentropy_fwd_regs_kernel<4><<<N, CE_RT>>>(losses, logits, targets, V); break;
-    case 8: crossentropy_fwd_regs_kernel<8><<<N, CE_RT>>>(losses, logits, targets, V); break;
-    default: crossentropy_fwd_kernel<<<N, CE_THREADS>>>(losses, logits, targets, V);
+int cuda_crossentropy_regs(const float *logits, int V) { return ce_per(logits, NULL, NULL, V) != 0; }
+
+// one launch of crossentropy_kernel<P, LOSS, GRAD> for per = ce_per(...) (0: the strided forward)
+template <int LOSS, int GRAD>
+static void ce_launch(int per, float *losses, OutBF o, int acc, const float *logits,
+                      const int *targets, float dloss, int N, int V) {
+    switch (per) {
+#define CE_K(P, NT) crossentropy_kernel<P, LOSS, GRAD><<<N, NT>>>(losses, o, acc, logits, targets, dloss, V)
+    case 1: CE_K(1, CE_RT); break;
+    case 2: CE_K(2, CE_RT); break;
+    case 4: CE_K(4, CE_RT); break;
+    case 8: CE_K(8, CE_RT); break;
+    default: MS_ASSERT(!GRAD, "crossentropy: no register path"); CE_K(0, CE_THREADS);
+#undef CE_K
     }
     cudaLaunchCheck();
 }
 
+void cuda_crossentropy_fwd(float *losses, const float *logits, const int *targets, int N, int V) {
+    if (N <= 0) return;
+    ce_launch<1, 0>(ce_per(logits, NULL, NULL, V), losses, OutBF{NULL, NULL}, 0, logits,
+                    targets, 0.0f, N, V);
+}
+
+// The forward plus the gradient for dloss into db (bf16 only; as cuda_crossentropy_bwd_x with
+// acc = 0): only where cuda_crossentropy_regs(logits, V).
+void cuda_crossentropy_fwd_grad(float *losses, uint16_t *db, const float *logits,
+                                const int *targets, float dloss, int N, int V) {
+    if (N <= 0) return;
+    ce_launch<1, 1>(ce_per(logits, NULL, db, V), losses, OutBF{NULL, db}, 0, logits, targets,
+                    dloss, N, V);
+}
+
+// dlogits NULL (with db): the register path only
 void cuda_crossentropy_bwd_x(float *dlogits, uint16_t *db, int acc, const float *logits,
                              const int *targets, float dloss, int N, int V) {
     if (N <= 0) return;
-    switch (ce_per(logits, dlogits, db, V)) {
-#define CE_B(P) crossentropy_bwd_regs_kernel<P><<<N, CE_RT>>>(dlogits, db, acc, logits, targets, dloss, V)
-    case 1: CE_B(1); break;
-    case 2: CE_B(2); break;
-    case 4: CE_B(4); break;
-    case 8: CE_B(8); break;
-#undef CE_B
-    default: // the strided path: always +=, then the copy
-        if (!acc) cudaCheck(cudaMemsetAsync(dlogits, 0, (size_t)N * V * sizeof(float), 0));
-        crossentropy_bwd_kernel<<<N, CE_THREADS>>>(dlogits, logits, targets, dloss, V);
-        cudaLaunchCheck();
-        if (db) cuda_f32_to_bf16(db, dlogits, (size_t)N * V);
+    if (!dlogits) acc = 0;
+    int per = ce_per(logits, dlogits, db, V);
+    if (per) {
+        ce_launch<0, 1>(per, NULL, OutBF{dlogits, db}, acc, logits, targets, dloss, N, V);
         return;
     }
+    // the strided path: always +=, then the copy
+    MS_ASSERT(dlogits, "crossentropy_bwd: no fp32 gradient for the strided path");
+    if (!acc) cudaCheck(cudaMemsetAsync(dlogits, 0, (size_t)N * V * sizeof(float), 0));
+    crossentropy_bwd_kernel<<<N, CE_THREADS>>>(dlogits, logits, targets, dloss, V);
     cudaLaunchCheck();
+    if (db) cuda_f32_to_bf16(db, dlogits, (size_t)N * V);
 }
 
 void cuda_crossentropy_bwd(float *dlogits, const float *logits, const int *targets, float dloss,

@@ -12,8 +12,14 @@
 // fused kernel with the two kernels' bits).
 // H200, the 4096 x 8 LM step (N = 32768, C = 768, with the bf16 copy): 116.6 ms/step with mode 2,
 // 119.2 with 1 (fused scalar: 0.195 ms + 0.037 ms final per call), 119.5 with 0.
-// The bf16 table's variants (bf16.h, _x): a bf16 copy of out / dinp written in the same pass, and
-// acc = 0 to overwrite a dinp known to be zero.
+// Rows in registers (forward: C <= 1024, the backward's VEC path: C <= 1024; MSLAB_NORM_REGS=0:
+// off): each lane keeps its elements of the row between the two passes instead of reading them
+// again (the same arithmetic in the same order: the same bits). H200, the LM step (s6 r1 / r2,
+// ncu): backward 0.127 ms per call (was 0.195), its dw final sum 0.011 (0.037, its loads now
+// unrolled); the step 0.8 ms slower with MSLAB_NORM_REGS=0. The forward with the bf16 table's
+// residual add (res): 0.115 ms (0.141 while the sum's stores came between the loads).
+// The bf16 table's variants (bf16.h, _x): a bf16 copy of out / dinp written in the same pass (the
+// forward's fp32 out may then be skipped), and acc = 0 to overwrite a dinp known to be zero.
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,22 +33,58 @@ extern "C" {
 #define NORM_RCH 32      // rows per dw partial (4 per warp in the fused kernel)
 #define NORM_TY 8        // row lanes per column in the dw partial kernel
 
+static int norm_regs(void) { // MSLAB_NORM_REGS=0: the rows are not kept in registers (measurements)
+    static int regs = -1;
+    if (regs < 0) regs = !(getenv("MSLAB_NORM_REGS") && !strcmp(getenv("MSLAB_NORM_REGS"), "0"));
+    return regs;
+}
+
+// PER > 0 (C <= 32 PER): the lane's PER elements of the row stay in registers for the second pass
+// (the same order: the same bits as PER = 0). res (the bf16 table's deferred residual add): the
+// input is inp + res, element by element as cuda_add, and is written to sum on the way.
+template <int PER>
 __global__ void __launch_bounds__(NORM_THREADS)
-rmsnorm_fwd_kernel(float *out, uint16_t *ob, float *rstd, const float *inp, const float *w, int N,
-                   int C, float eps) {
+rmsnorm_fwd_kernel(OutBF o, float *rstd, const float *inp, const float *res, float *sum,
+                   const float *w, int N, int C, float eps) {
     int n = blockIdx.x * (NORM_THREADS / 32) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (n >= N) return;
-    const float *x = inp + (size_t)n * C;
-    float *y = out + (size_t)n * C;
+    size_t row = (size_t)n * C;
+    float rx[PER ? PER : 1];
     double ss = 0;
-    for (int c = lane; c < C; c += 32) ss += (double)x[c] * x[c];
+    if (PER) { // every load before the first store: nvcc keeps a load after a store that may alias it
+#pragma unroll
+        for (int j = 0; j < PER; j++)
+            if (lane + 32 * j < C) rx[j] = inp[row + lane + 32 * j];
+        if (res) {
+#pragma unroll
+            for (int j = 0; j < PER; j++)
+                if (lane + 32 * j < C) rx[j] += res[row + lane + 32 * j];
+#pragma unroll
+            for (int j = 0; j < PER; j++)
+                if (lane + 32 * j < C) sum[row + lane + 32 * j] = rx[j];
+        }
+#pragma unroll
+        for (int j = 0; j < PER; j++)
+            if (lane + 32 * j < C) ss += (double)rx[j] * rx[j];
+    } else
+        for (int c = lane; c < C; c += 32) {
+            float v = res ? inp[row + c] + res[row + c] : inp[row + c];
+            if (res) sum[row + c] = v;
+            ss += (double)v * v;
+        }
     ss = warp_sum(ss);
     float r = (float)(1.0 / sqrt(ss / C + eps));
-    for (int c = lane; c < C; c += 32) {
-        float o = x[c] * r * w[c];
-        y[c] = o;
-        if (ob) ob[(size_t)n * C + c] = (uint16_t)bf16bits(o);
-    }
+    if (PER) {
+#pragma unroll
+        for (int j = 0; j < PER; j++) {
+            int c = lane + 32 * j;
+            if (c < C) out_put(o, row + c, rx[j] * r * w[c]);
+        }
+    } else
+        for (int c = lane; c < C; c += 32) {
+            float v = res ? inp[row + c] + res[row + c] : inp[row + c];
+            out_put(o, row + c, v * r * w[c]);
+        }
     if (lane == 0) rstd[n] = r;
 }
 
@@ -94,8 +136,10 @@ __global__ void rmsnorm_dw_final_kernel(float *dw, const float *part, int nchunk
     __shared__ float sh[NORM_TY][33];
     int c = blockIdx.x * 32 + threadIdx.x, lanes = blockDim.y;
     float s = 0.0f;
-    if (c < C)
+    if (c < C) { // unrolled: the loads of 8 partials in flight at once, the adds in the same order
+#pragma unroll 8
         for (int i = threadIdx.y; i < nchunk; i += lanes) s += part[(size_t)i * C + c];
+    }
     sh[threadIdx.y][threadIdx.x] = s;
     __syncthreads();
     if (threadIdx.y == 0 && c < C) {
@@ -105,17 +149,25 @@ __global__ void rmsnorm_dw_final_kernel(float *dw, const float *part, int nchunk
     }
 }
 
-void cuda_rmsnorm_fwd_x(float *out, uint16_t *ob, float *rstd, const float *inp, const float *w,
-                        int N, int C, float eps) {
+void cuda_rmsnorm_fwd_x(float *out, uint16_t *ob, float *rstd, const float *inp, const float *res,
+                        float *sum, const float *w, int N, int C, float eps) {
     if (N <= 0) return;
-    rmsnorm_fwd_kernel<<<cdiv_u(N, NORM_THREADS / 32), NORM_THREADS>>>(out, ob, rstd, inp, w, N,
-                                                                        C, eps);
+    OutBF o = {out, ob};
+    unsigned g = cdiv_u(N, NORM_THREADS / 32);
+    int per = norm_regs() ? (C + 31) / 32 : 0; // registers per lane for the row
+#define NF_K(P) rmsnorm_fwd_kernel<P><<<g, NORM_THREADS>>>(o, rstd, inp, res, sum, w, N, C, eps)
+    if (per > 0 && per <= 8) NF_K(8);
+    else if (per > 0 && per <= 16) NF_K(16);
+    else if (per > 0 && per <= 24) NF_K(24);
+    else if (per > 0 && per <= 32) NF_K(32);
+    else NF_K(0);
+#undef NF_K
     cudaLaunchCheck();
 }
 
 void cuda_rmsnorm_fwd(float *out, float *rstd, const float *inp, const float *w, int N, int C,
                       float eps) {
-    cuda_rmsnorm_fwd_x(out, NULL, rstd, inp, w, N, C, eps);
+    cuda_rmsnorm_fwd_x(out, NULL, rstd, inp, NULL, NULL, w, N, C, eps);
 }
 
 // Both gradients in one pass: block = one dw chunk of NORM_RCH rows, warp w takes rows n0 + w,
@@ -125,7 +177,11 @@ void cuda_rmsnorm_fwd(float *out, float *rstd, const float *inp, const float *w,
 // read, right after the dot, hits L1 / L2) instead of again in the partial kernel.
 // VEC (C % 4 == 0, every row 16-byte aligned): lane l takes the float4 chunks l, l + 32, ... of a
 // row (the dot's terms in another order than the scalar path: other bits, the same sums otherwise).
-template <int VEC>
+// PER > 0 (VEC, C <= 128 PER): the lane's PER chunks of dy and x stay in registers between the dot
+// and the second pass (the same terms in the same order: the same bits as PER = 0). With PER = 0
+// the second pass re-read them from L2 / HBM: a wave's rows (~200 MB at the LM's shape) do not
+// fit L1 / L2, and the kernel ran at ~2.3 TB/s (0.195 ms for 450 MB at N = 32768, C = 768).
+template <int VEC, int PER>
 __global__ void __launch_bounds__(NORM_THREADS)
 rmsnorm_bwd_fused_kernel(float *dinp, uint16_t *db, int acc, float *part, const float *dout,
                          const float *inp, const float *w, const float *rstd, int N, int C) {
@@ -135,40 +191,54 @@ rmsnorm_bwd_fused_kernel(float *dinp, uint16_t *db, int acc, float *part, const 
     float *dws = shw + (size_t)warp * C;
     for (int c = lane; c < C; c += 32) dws[c] = 0.0f;
     __syncwarp(); // VEC: other lanes than these add to them
+    const float4 *w4 = (const float4 *)w;
     for (int n = n0 + warp; n < n1; n += NORM_THREADS / 32) {
         const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
-        const float4 *x4 = (const float4 *)x, *dy4 = (const float4 *)dy, *w4 = (const float4 *)w;
+        const float4 *x4 = (const float4 *)x, *dy4 = (const float4 *)dy;
+        float4 rd[PER ? PER : 1], rx[PER ? PER : 1];
         double dot = 0;
-        if (VEC)
-            for (int q = lane; q < C / 4; q += 32) {
-                float4 a = dy4[q], b = w4[q], e = x4[q];
-                dot += (double)a.x * b.x * e.x;
-                dot += (double)a.y * b.y * e.y;
-                dot += (double)a.z * b.z * e.z;
-                dot += (double)a.w * b.w * e.w;
-            }
+        auto dot4 = [&](float4 a, float4 b, float4 e) {
+            dot += (double)a.x * b.x * e.x;
+            dot += (double)a.y * b.y * e.y;
+            dot += (double)a.z * b.z * e.z;
+            dot += (double)a.w * b.w * e.w;
+        };
+        if (VEC && PER) {
+#pragma unroll
+            for (int j = 0; j < PER; j++)
+                if (lane + 32 * j < C / 4) rd[j] = dy4[lane + 32 * j], rx[j] = x4[lane + 32 * j];
+#pragma unroll
+            for (int j = 0; j < PER; j++)
+                if (lane + 32 * j < C / 4) dot4(rd[j], w4[lane + 32 * j], rx[j]);
+        } else if (VEC)
+            for (int q = lane; q < C / 4; q += 32) dot4(dy4[q], w4[q], x4[q]);
         else
             for (int c = lane; c < C; c += 32) dot += (double)dy[c] * w[c] * x[c];
         dot = warp_sum(dot);
         float r = rstd[n];
         float k = (float)((double)r * r * r * dot / C);
         float *dx = dinp ? dinp + (size_t)n * C : NULL;
-        if (VEC) {
-            for (int q = lane; q < C / 4; q += 32) {
-                float4 e = x4[q], a = dy4[q], b = w4[q];
-                if (dx) {
-                    float4 g = acc ? ((float4 *)dx)[q] : make_float4(0, 0, 0, 0);
-                    g.x = acc ? g.x + (r * b.x * a.x - k * e.x) : r * b.x * a.x - k * e.x;
-                    g.y = acc ? g.y + (r * b.y * a.y - k * e.y) : r * b.y * a.y - k * e.y;
-                    g.z = acc ? g.z + (r * b.z * a.z - k * e.z) : r * b.z * a.z - k * e.z;
-                    g.w = acc ? g.w + (r * b.w * a.w - k * e.w) : r * b.w * a.w - k * e.w;
-                    ((float4 *)dx)[q] = g;
-                    if (db) store_bf16x4(db + (size_t)n * C, 4 * (size_t)q, g);
-                }
-                float4 t = ((float4 *)dws)[q];
-                t.x += a.x * e.x * r, t.y += a.y * e.y * r, t.z += a.z * e.z * r, t.w += a.w * e.w * r;
-                ((float4 *)dws)[q] = t;
+        auto pass2 = [&](int q, float4 a, float4 e) { // chunk q: dx, its copy, the dw terms
+            float4 b = w4[q];
+            if (dx) {
+                float4 g = acc ? ((float4 *)dx)[q] : make_float4(0, 0, 0, 0);
+                g.x = acc ? g.x + (r * b.x * a.x - k * e.x) : r * b.x * a.x - k * e.x;
+                g.y = acc ? g.y + (r * b.y * a.y - k * e.y) : r * b.y * a.y - k * e.y;
+                g.z = acc ? g.z + (r * b.z * a.z - k * e.z) : r * b.z * a.z - k * e.z;
+                g.w = acc ? g.w + (r * b.w * a.w - k * e.w) : r * b.w * a.w - k * e.w;
+                ((float4 *)dx)[q] = g;
+                if (db) store_bf16x4(db + (size_t)n * C, 4 * (size_t)q, g);
             }
+            float4 t = ((float4 *)dws)[q];
+            t.x += a.x * e.x * r, t.y += a.y * e.y * r, t.z += a.z * e.z * r, t.w += a.w * e.w * r;
+            ((float4 *)dws)[q] = t;
+        };
+        if (VEC && PER) {
+#pragma unroll
+            for (int j = 0; j < PER; j++)
+                if (lane + 32 * j < C / 4) pass2(lane + 32 * j, rd[j], rx[j]);
+        } else if (VEC) {
+            for (int q = lane; q < C / 4; q += 32) pass2(q, dy4[q], x4[q]);
         } else {
             for (int c = lane; c < C; c += 32) {
                 float xv = x[c], dyv = dy[c];
@@ -202,12 +272,20 @@ void cuda_rmsnorm_bwd_x(float *dinp, uint16_t *db, int acc, float *dw, const flo
         float *part = (float *)cuda_scratch(SCRATCH_NORM, (size_t)nchunk * C * sizeof(float));
         int vec = fused == 2 && C % 4 == 0 && aligned16(dinp) && aligned16(db) &&
                   aligned16(dout) && aligned16(inp) && aligned16(w);
-        if (vec)
-            rmsnorm_bwd_fused_kernel<1><<<nchunk, NORM_THREADS, smem>>>(dinp, db, acc, part, dout,
-                                                                        inp, w, rstd, N, C);
-        else
-            rmsnorm_bwd_fused_kernel<0><<<nchunk, NORM_THREADS, smem>>>(dinp, db, acc, part, dout,
-                                                                        inp, w, rstd, N, C);
+        // the register path (MSLAB_NORM_REGS=0: off): the smallest PER that holds the row
+        int per = vec && norm_regs() ? (C / 4 + 31) / 32 : 0;
+        per = per <= 2 ? per : per <= 4 ? 4 : per <= 6 ? 6 : per <= 8 ? 8 : 0;
+#define NB_K(V, P) rmsnorm_bwd_fused_kernel<V, P><<<nchunk, NORM_THREADS, smem>>>(dinp, db, acc, \
+                       part, dout, inp, w, rstd, N, C)
+        switch (vec ? per : -1) {
+        case 1: case 2: NB_K(1, 2); break;
+        case 4: NB_K(1, 4); break;
+        case 6: NB_K(1, 6); break;
+        case 8: NB_K(1, 8); break;
+        case 0: NB_K(1, 0); break;
+        default: NB_K(0, 0);
+        }
+#undef NB_K
         cudaLaunchCheck();
         rmsnorm_dw_final_kernel<<<cdiv_u(C, 32), dim3(32, fused == 2 ? NORM_TY : 1)>>>(
             dw, part, nchunk, C);

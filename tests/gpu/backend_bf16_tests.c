@@ -261,14 +261,20 @@ static void t_attn(int B, int T, int H, int KVH, int D) {
     t_attn_common("attention", shape, NULL, NULL, B, T, H, KVH, D, 1);
 }
 
+// The list's dims for cfg at length T and the rows' shape label.
+static AttnDims list_dims(const char *name, AttnConfig *cfg, int T, int H, int KVH, int D,
+                          char *shape, size_t cap) {
+    AttnDims d;
+    MS_ASSERT(attn_config_check(cfg, "attention") == 0, "%s", ms_error());
+    MS_ASSERT(attn_dims(cfg, T, &d) == 0, "%s", ms_error());
+    snprintf(shape, cap, "%s T=%d H=%d/%d D=%d%s", name, T, H, KVH, D, d.reindex ? " pos" : "");
+    return d;
+}
+
 static void t_sparse(const char *name, AttnConfig cfg, int B, int T, int H, int KVH, int D) {
     if (!wanted("bf16.sparse")) return;
-    AttnDims d;
-    MS_ASSERT(attn_config_check(&cfg, "attention") == 0, "%s", ms_error());
-    MS_ASSERT(attn_dims(&cfg, T, &d) == 0, "%s", ms_error());
     char shape[128];
-    snprintf(shape, sizeof shape, "%s T=%d H=%d/%d D=%d%s", name, T, H, KVH, D,
-             d.reindex ? " pos" : "");
+    AttnDims d = list_dims(name, &cfg, T, H, KVH, D, shape, sizeof shape);
     size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KVH * D;
     size_t ni = (size_t)B * H * d.nblk * d.width, nb = (size_t)B * H * d.nblk;
     // the list from the CPU's selection on separate random q / k (the list is an input here)
@@ -298,12 +304,8 @@ static void t_sparse(const char *name, AttnConfig cfg, int B, int T, int H, int 
 // (idx, kpos, qpos) must be EQUAL (err = number of differing entries, tolerance 0).
 static void t_select(const char *name, AttnConfig cfg, int B, int T, int H, int KVH, int D) {
     if (!wanted("bf16.attention_select")) return;
-    AttnDims d;
-    MS_ASSERT(attn_config_check(&cfg, "attention") == 0, "%s", ms_error());
-    MS_ASSERT(attn_dims(&cfg, T, &d) == 0, "%s", ms_error());
     char shape[128];
-    snprintf(shape, sizeof shape, "%s T=%d H=%d/%d D=%d%s", name, T, H, KVH, D,
-             d.reindex ? " pos" : "");
+    AttnDims d = list_dims(name, &cfg, T, H, KVH, D, shape, sizeof shape);
     size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KVH * D;
     size_t ni = (size_t)B * H * d.nblk * d.width, nb = (size_t)B * H * d.nblk;
     float *q = hr(nq, 1), *k = hr(nk, 1), *qr = hround(q, nq), *kr = hround(k, nk);
@@ -521,25 +523,189 @@ static void t_state_train(const char *name, ModelConfig cfg, const AttnConfig *a
     char shape[128];
     snprintf(shape, sizeof shape, "%s B=%d T=%d, %d steps", name, B, T, steps);
     size_t np = model_num_params(&cfg);
-    float *l[3], *p[3];
-    int modes[3][2] = {{0, 0}, {1, 0}, {1, 1}}; // (cache, lazy)
+    float *l[5], *p[5];
+    // (cache, lazy, acts); 3, 4: activations in bf16 (backend_bf16.cu "Activations") with and
+    // without shadows
+    int modes[5][3] = {{0, 0, 0}, {1, 0, 0}, {1, 1, 0}, {1, 1, 1}, {0, 1, 1}};
     size_t held = 0;
-    for (int i = 0; i < 3; i++) {
+    int acts0 = backend_cuda_bf16_set_acts(0);
+    for (int i = 0; i < 5; i++) {
         l[i] = hv(steps), p[i] = hv(np);
         backend_cuda_bf16_set_state(modes[i][0], modes[i][1]);
+        backend_cuda_bf16_set_acts(modes[i][2]);
         train_bf(cfg, attn, B, T, steps, l[i], p[i]);
         if (i == 2) held = backend_cuda_bf16_shadow_bytes();
     }
     backend_cuda_bf16_set_state(1, 1);
+    backend_cuda_bf16_set_acts(acts0);
     report("bf16.state.cache.losses", shape, same(l[0], l[1], steps) ? 0 : INFINITY, 0, -1);
     report("bf16.state.cache.params", shape, same(p[0], p[1], np) ? 0 : INFINITY, 0, -1);
     double e = 0;
     for (int s = 0; s < steps; s++) e = fmax(e, fabs((double)l[2][s] - l[0][s]) / fabs(l[0][s]));
     report("bf16.state.lazy.losses", shape, e, 1e-5, -1);
     cmp("bf16.state.lazy.params", shape, p[2], p[0], NULL, NULL, np, 1e-5);
-    printf("    (shadows held after the model was freed: %zu bytes; lazy zeros bitwise-equal: %s)\n",
-           held, same(p[0], p[2], np) ? "yes" : "no");
-    for (int i = 0; i < 3; i++) free(l[i]), free(p[i]);
+    // acts rounds at the producer what only a GEMM / the attention reads (which round it anyway)
+    // and keeps exact bf16 results in bf16: the same values (a zero's sign aside)
+    e = 0;
+    for (int s = 0; s < steps; s++) e = fmax(e, fabs((double)l[3][s] - l[2][s]) / fabs(l[2][s]));
+    report("bf16.state.acts.losses", shape, e, 0, -1);
+    cmp("bf16.state.acts.params", shape, p[3], p[2], NULL, NULL, np, 0);
+    report("bf16.state.acts.cache.losses", shape, same(l[3], l[4], steps) ? 0 : INFINITY, 0, -1);
+    report("bf16.state.acts.cache.params", shape, same(p[3], p[4], np) ? 0 : INFINITY, 0, -1);
+    printf("    (shadows held after the model was freed: %zu bytes; lazy zeros bitwise-equal: %s; "
+           "acts bitwise-equal: %s)\n", held, same(p[0], p[2], np) ? "yes" : "no",
+           same(p[2], p[3], np) ? "yes" : "no");
+    for (int i = 0; i < 5; i++) free(l[i]), free(p[i]);
+}
+
+// acts (backend_bf16.cu "Activations"): an op whose output array a GEMM read before keeps that
+// output in bf16 only. Read back through the table (download, a GEMM, an fp32 op) it must be the
+// fp32 table's result rounded to bf16, bit for bit (err = number of differing elements); a write
+// over half of it keeps the other half. Each op's output is primed by a GEMM reading it first.
+static float *d_pw, *d_pt; // the priming GEMM's weight [C, C] and output [N, C]
+static void prime(float *d, int N, int C) { bf->matmul_fwd(d_pt, d, d_pw, N, C, C); }
+static void acts_check_r(const char *op, const char *shape, const float *d_got,
+                         const float *d_want32, size_t n, int rnd) { // rnd 0: want exactly the fp32
+    float *got = get(d_got, n), *want = hv(n);
+    gpu->download(want, d_want32, n * sizeof(float));
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < n; i++) {
+        float w = rnd ? bf16_round(want[i]) : want[i];
+        if (memcmp(&got[i], &w, sizeof w) && bad++ == 0) first = i;
+    }
+    report(op, shape, (double)bad, 0, -1);
+    if (bad)
+        printf("    %zu differing; first %zu: got %.9g, want %.9g (fp32 %.9g)\n", bad, first,
+               got[first], bf16_round(want[first]), want[first]);
+    free(got), free(want);
+}
+static void acts_check(const char *op, const char *shape, const float *d_got, const float *d_want32,
+                       size_t n) {
+    acts_check_r(op, shape, d_got, d_want32, n, 1);
+}
+
+static void t_acts_ops(void) {
+    if (!wanted("bf16.acts")) return;
+    int acts0 = backend_cuda_bf16_set_acts(1);
+    const int N = 64, H = 3, D = 32, C = H * D; // C = 96 = V of the cross-entropy
+    const char *shape = "N=64 C=96 (H=3 D=32, V=96)";
+    size_t n = (size_t)N * C;
+    float *a = hr(n, 1), *b = hr(n, 1), *g = hr(n, 1), *w = hr(C, 1), *pw = hr((size_t)C * C, 0.05f);
+    float *pos = hv(N), *inv = hv(D / 2);
+    for (int i = 0; i < N; i++) pos[i] = (float)(3 * i + 1);
+    for (int i = 0; i < D / 2; i++) inv[i] = (float)pow(10000.0, -2.0 * i / D);
+    int *tgt = malloc(sizeof(int) * N);
+    for (int i = 0; i < N; i++) tgt[i] = i == 5 ? -1 : (int)rng_below(&rng, C);
+    d_pw = dev(pw, (size_t)C * C), d_pt = bf->alloc(n * 4);
+    float *d_a = dev(a, n), *d_b = dev(b, n), *d_g = dev(g, n), *d_w = dev(w, C);
+    float *d_pos = dev(pos, N), *d_inv = dev(inv, D / 2), *d_rs = bf->alloc(N * 4);
+    int *d_tgt = bf->alloc(sizeof(int) * N);
+    bf->upload(d_tgt, tgt, sizeof(int) * N);
+    float *d_o = bf->alloc(n * 4), *d_o2 = bf->alloc(n * 4);
+    // the fp32 table on its own buffers (the same inputs)
+    float *f_a = gpu->alloc(n * 4), *f_b = gpu->alloc(n * 4), *f_g = gpu->alloc(n * 4);
+    float *f_w = gpu->alloc(C * 4), *f_pos = gpu->alloc(N * 4), *f_inv = gpu->alloc(D / 2 * 4);
+    float *f_o = gpu->alloc(n * 4), *f_o2 = gpu->alloc(n * 4), *f_rs = gpu->alloc(N * 4);
+    int *f_tgt = gpu->alloc(sizeof(int) * N);
+    gpu->upload(f_a, a, n * 4), gpu->upload(f_b, b, n * 4), gpu->upload(f_g, g, n * 4);
+    gpu->upload(f_w, w, C * 4), gpu->upload(f_pos, pos, N * 4), gpu->upload(f_inv, inv, D / 2 * 4);
+    gpu->upload(f_tgt, tgt, sizeof(int) * N);
+
+    prime(d_o, N, C);
+    bf->rmsnorm_fwd(d_o, d_rs, d_a, d_w, N, C, 1e-5f);
+    gpu->rmsnorm_fwd(f_o, f_rs, f_a, f_w, N, C, 1e-5f);
+    acts_check("bf16.acts.rmsnorm_fwd", shape, d_o, f_o, n);
+    // the residual add deferred into the norm of its sum (MSLAB_BF16_ADDNORM): the same sum
+    prime(d_o, N, C);
+    bf->add(d_o2, d_a, d_b, n);
+    bf->rmsnorm_fwd(d_o, d_rs, d_o2, d_w, N, C, 1e-5f);
+    gpu->add(f_o2, f_a, f_b, n);
+    gpu->rmsnorm_fwd(f_o, f_rs, f_o2, f_w, N, C, 1e-5f);
+    acts_check("bf16.acts.add+rmsnorm_fwd", shape, d_o, f_o, n);
+    acts_check_r("bf16.acts.add+rmsnorm_fwd.sum", shape, d_o2, f_o2, n, 0);
+    acts_check_r("bf16.acts.add+rmsnorm_fwd.rstd", "N=64", d_rs, f_rs, N, 0);
+    bf->add(d_o2, d_a, d_b, n); // not followed by its norm: run by the next op (the download)
+    acts_check_r("bf16.acts.add", shape, d_o2, f_o2, n, 0);
+
+    prime(d_o, N, C);
+    bf->swiglu_fwd(d_o, d_a, d_b, n);
+    gpu->swiglu_fwd(f_o, f_a, f_b, n);
+    { // a GEMM reading the bf16-only output vs the CPU on its rounded values
+        float *want = get(f_o, n), *ref = hv(n), *pr = hround(pw, (size_t)C * C);
+        for (size_t i = 0; i < n; i++) want[i] = bf16_round(want[i]);
+        cpu->matmul_fwd(ref, want, pr, N, C, C);
+        prime(d_o, N, C);
+        float *o = get(d_pt, n);
+        cmp("bf16.acts.swiglu_fwd+gemm", shape, o, ref, NULL, NULL, n, 1e-5);
+        free(want), free(ref), free(pr), free(o);
+    }
+    acts_check("bf16.acts.swiglu_fwd", shape, d_o, f_o, n);
+    prime(d_o, N, C); // again kept in bf16 only, then half of it written
+    bf->swiglu_fwd(d_o, d_a, d_b, n);
+    bf->zero(d_o + n / 2, n - n / 2);
+    gpu->zero(f_o + n / 2, n - n / 2);
+    acts_check("bf16.acts.half_zeroed", shape, d_o, f_o, n);
+
+    prime(d_o, N, C), prime(d_o2, N, C);
+    bf->zero(d_o, n), bf->zero(d_o2, n);
+    bf->swiglu_bwd(d_o, d_o2, d_g, d_a, d_b, n);
+    gpu->zero(f_o, n), gpu->zero(f_o2, n);
+    gpu->swiglu_bwd(f_o, f_o2, f_g, f_a, f_b, n);
+    acts_check("bf16.acts.swiglu_bwd.dgate", shape, d_o, f_o, n);
+    acts_check("bf16.acts.swiglu_bwd.dup", shape, d_o2, f_o2, n);
+
+    for (int style = 0; style < 2; style++) {
+        prime(d_o, N, C), prime(d_o2, N, C);
+        bf->rope_fwd(d_o, d_a, d_pos, d_inv, N, H, D, style);
+        gpu->rope_fwd(f_o, f_a, f_pos, f_inv, N, H, D, style);
+        acts_check(style ? "bf16.acts.rope_fwd halves" : "bf16.acts.rope_fwd interl", shape, d_o,
+                   f_o, n);
+        // the backward reading that bf16-only output as its dout (the attention's dq / dk)
+        bf->rope_fwd(d_o, d_a, d_pos, d_inv, N, H, D, style);
+        bf->zero(d_o2, n);
+        bf->rope_bwd(d_o2, d_o, d_pos, d_inv, N, H, D, style);
+        float *h = get(f_o, n);
+        for (size_t i = 0; i < n; i++) h[i] = bf16_round(h[i]);
+        gpu->upload(f_o, h, n * 4);
+        gpu->zero(f_o2, n);
+        gpu->rope_bwd(f_o2, f_o, f_pos, f_inv, N, H, D, style);
+        acts_check(style ? "bf16.acts.rope_bwd halves" : "bf16.acts.rope_bwd interl", shape, d_o2,
+                   f_o2, n);
+        free(h);
+    }
+
+    prime(d_o, N, C);
+    bf->zero(d_o, n);
+    bf->crossentropy_bwd(d_o, d_a, d_tgt, 0.03f, N, C);
+    gpu->zero(f_o, n);
+    gpu->crossentropy_bwd(f_o, f_a, f_tgt, 0.03f, N, C);
+    acts_check("bf16.acts.crossentropy_bwd", shape, d_o, f_o, n);
+    { // the forward leaving the backward's gradient for dloss = 1 / (rows with a target)
+        float *d_l = bf->alloc(N * 4), *f_l = gpu->alloc(N * 4);
+        float dl = 1.0f / (float)(N - 1); // row 5 is ignored
+        bf->crossentropy_fwd(d_l, d_a, d_tgt, N, C);
+        bf->zero(d_o, n);
+        bf->crossentropy_bwd(d_o, d_a, d_tgt, dl, N, C);
+        gpu->crossentropy_fwd(f_l, f_a, f_tgt, N, C);
+        gpu->zero(f_o, n);
+        gpu->crossentropy_bwd(f_o, f_a, f_tgt, dl, N, C);
+        acts_check("bf16.acts.crossentropy_fwd+bwd", shape, d_o, f_o, n);
+        acts_check_r("bf16.acts.crossentropy_fwd.loss", "N=64", d_l, f_l, N, 0);
+        bf->crossentropy_fwd(d_l, d_a, d_tgt, N, C); // another dloss: the backward's own pass
+        bf->zero(d_o, n);
+        bf->crossentropy_bwd(d_o, d_a, d_tgt, 0.03f, N, C);
+        gpu->zero(f_o, n);
+        gpu->crossentropy_bwd(f_o, f_a, f_tgt, 0.03f, N, C);
+        acts_check("bf16.acts.crossentropy_fwd+bwd other dloss", shape, d_o, f_o, n);
+        bf->free(d_l), gpu->free(f_l);
+    }
+
+    backend_cuda_bf16_set_acts(acts0);
+    bf->free(d_pw), bf->free(d_pt), bf->free(d_a), bf->free(d_b), bf->free(d_g), bf->free(d_w);
+    bf->free(d_pos), bf->free(d_inv), bf->free(d_rs), bf->free(d_tgt), bf->free(d_o), bf->free(d_o2);
+    gpu->free(f_a), gpu->free(f_b), gpu->free(f_g), gpu->free(f_w), gpu->free(f_pos);
+    gpu->free(f_inv), gpu->free(f_o), gpu->free(f_o2), gpu->free(f_rs), gpu->free(f_tgt);
+    free(a), free(b), free(g), free(w), free(pw), free(pos), free(inv), free(tgt);
 }
 
 // A shadow never outlives a write through the table: the weight of a GEMM rewritten by upload,
@@ -733,6 +899,7 @@ void t_backend_bf16_all(void) {
     ModelConfig c = a; // D = 64: the dense bf16 kernel's head dim
     c.heads = 2, c.kv_heads = 1;
     t_state_stale();
+    t_acts_ops();
     t_state_train("dense D=64", c, NULL, 4, 64, 4);
     t_state_train("untied halves D=64 ms", b, &msa, 2, 150, 3);
     if (!quick) {
