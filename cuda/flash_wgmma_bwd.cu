@@ -16,9 +16,11 @@
 // Block-sparse (sparse_wgmma_bwd, lists of ops.h AttnIndex with regions and query blocks that are
 //   multiples of 64): the same split kernels with SP = true: an iteration policy (KvWalk, QWalk)
 //   replaces the causal range by the region's inverse list (dK/dV) / the block's list (dQ); the
-//   masks are the diagonal's, plus the window; the atomic mode's fused kernel the same way
-//   (bwd_fused_kernel<.., SP>). 16 / 32-key regions (atomic mode): sq_fused_kernel, a
-//   query-centric fused kernel (sparse_wgmma_small.cu). Host part and figures at sparse_wgmma_bwd.
+//   masks are the diagonal's, plus the window; the fused kernel the same way (bwd_fused_kernel
+//   <.., SP>; D = 128, regions of 128k keys): the atomic mode with fp32 dQ atomics, the ordered
+//   mode (the default there since s6) with fixed-point integer dQ adds (DET = 3: any order, the
+//   same bits). 16 / 32-key regions: sq_fused_kernel, a query-centric fused kernel
+//   (sparse_wgmma_small.cu). Host part and figures at sparse_wgmma_bwd.
 // Synchronisation: cp.async writes are generic-proxy writes, wgmma reads through the async
 //   proxy: each thread waits its cp.async groups, fence.proxy.async, then __syncthreads; a
 //   buffer is overwritten only after every warpgroup's wgmma.wait_group 0 and a barrier. TMA
@@ -54,12 +56,13 @@ template <bool SP, class W> struct EntryWalk {
     int e, n, t, tb; // entry e of n; its tile t of [.., tb)
     const int *lst;  // sparse: the entries' values
     int nv;          // sparse: the next entry's value
+    int rev = 0;     // sparse: lst from its end (the dK/dV walks' latest-block-first order)
     __device__ __forceinline__ void next_entry() {
         while (++e < n) {
             int v = e;
             if (SP) {
                 v = nv;
-                if (e + 1 < n) nv = __ldg(lst + e + 1);
+                if (e + 1 < n) nv = __ldg(lst + (rev ? n - 2 - e : e + 1));
             }
             static_cast<W *>(this)->enter(v);
             if (t < tb) return;
@@ -67,7 +70,7 @@ template <bool SP, class W> struct EntryWalk {
     }
     __device__ __forceinline__ void begin() {
         e = -1;
-        if (SP && n > 0) nv = __ldg(lst);
+        if (SP && n > 0) nv = __ldg(lst + (rev ? n - 1 : 0));
         next_entry();
     }
     __device__ __forceinline__ void next() {
@@ -146,7 +149,7 @@ __device__ __forceinline__ void dkdv_wg_body(bf16 *dk, bf16 *dv, const bf16 *dou
     L.kvh = kvh, L.G = G;
     if (SP) {
         int bk = (b * KVH + kvh) * sp.nreg + k0 / sp.region;
-        L.lst = sp.inv + sp.start[bk], L.n = sp.count[bk];
+        L.lst = sp.inv + sp.start[bk], L.n = sp.count[bk], L.rev = sp.desc;
         L.nblk = sp.nblk, L.qb = sp.qblock, L.k0 = k0;
         L.rend = sp.window ? min(T, k0 + BKV - 1 + sp.window) : T;
     } else {
@@ -431,6 +434,10 @@ __device__ __forceinline__ void dq_wg_body(bf16 *dq, const bf16 *dout, const flo
     }
 }
 
+__device__ __forceinline__ void wg_red_s64(long long *p, long long x) {
+    asm volatile("red.relaxed.gpu.global.add.u64 [%0], %1;\n" ::"l"(p), "l"(x) : "memory");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Fused backward (5 products; D = 128): CTA = (b, kv head, 128 keys), 2 warpgroups of 64 keys,
 // walking the (query tile, head) pairs latest query tile first, heads innermost, from the last
@@ -456,7 +463,9 @@ __device__ __forceinline__ void dq_wg_body(bf16 *dq, const bf16 *dout, const flo
 //     repeatable; convert kernel as 0. r2/r3: 22.4 ms at 16K, still well above the atomic
 //     16.1-16.5: the acquire round trip and the fence block each warp once per step.
 //   PIPE = 1 (tune 4): each step's reds issued after the next step's S / dP products, lse / Di by
-//     cp.async: no gain (atomic 16.9, ordered 23.6).
+//     cp.async: no gain (atomic 16.9, ordered 23.6). PIPE = 2: lse / Di by cp.async alone.
+//   DET = 3 (sparse lists, the ordered mode): fixed-point integer reds of the partials, two
+//     columns per 64-bit red (the scheme and figures at sparse_wgmma_bwd).
 
 // The fused backward's dense order: latest query tile first, heads innermost (the ordered modes
 // rely on every key block's CTA meeting a (tile, head) pair at the same step index). Sparse
@@ -474,9 +483,11 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
                                                int *counters, const bf16 *dout, const float *lse,
                                                const float *Di, const bf16 *q, const bf16 *k,
                                                const bf16 *v, int T, int H, int KVH, float sl2,
-                                               float scale, const SpArgs &sp) {
+                                               float scale, const SpArgs &sp, const float *rsc) {
     static_assert(D == 128, "dQ columns split between the two warpgroups: one plane each");
-    static_assert(!SP || DET == 0, "sparse lists: the atomic mode only");
+    static_assert(!SP || DET == 0 || DET == 3, "sparse lists: atomic or fixed-point dQ");
+    static_assert(DET != 3 || PIPE != 1, "fixed-point dQ: the plain step order");
+    constexpr bool ALDL = PIPE != 0, DEFER = PIPE == 1; // PIPE = 2: lse / Di by cp.async alone
     constexpr int NT = 256, BKV = 128, BQ = 64, DN = D / 8, NN = BQ / 8;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     bf16 *Ks = (bf16 *)smem_base1k(smem_raw), *Vs = Ks + BKV * D, *Qs = Vs + BKV * D;
@@ -498,7 +509,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     typename std::conditional<SP, KvWalk<true>, FusedDenseWalk>::type L; // load cursor
     if constexpr (SP) {
         int bk = (b * KVH + kvh) * sp.nreg + k0 / sp.region;
-        L.kvh = kvh, L.G = G, L.lst = sp.inv + sp.start[bk], L.n = sp.count[bk];
+        L.kvh = kvh, L.G = G, L.lst = sp.inv + sp.start[bk], L.n = sp.count[bk], L.rev = sp.desc;
         L.nblk = sp.nblk, L.qb = sp.qblock, L.k0 = k0;
         L.rend = sp.window ? min(T, k0 + BKV - 1 + sp.window) : T;
     } else {
@@ -511,7 +522,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         const bf16 *db = dout + (size_t)b * T * ldq + (size_t)hh * D;
         ptile_load<D, BQ, NT>(Qs + buf * BQ * D, qb, ldq, qs, T);
         ptile_load<D, BQ, NT>(dOs + buf * BQ * D, db, ldq, qs, T);
-        if (PIPE) { // raw lse by cp.async (no load stall here); rows past T read 0: their P
+        if (ALDL) { // raw lse by cp.async (no load stall here); rows past T read 0: their P
                     // is 1 (Q rows are 0), but dO rows are 0 too, so P^T dO and dS add nothing
             if (threadIdx.x < 2 * BQ) {
                 int r = threadIdx.x & (BQ - 1), t = qs + r;
@@ -578,6 +589,13 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         int buf = i & 1;
         const bf16 *Qt = Qs + buf * BQ * D, *dOt = dOs + buf * BQ * D;
         const float *Lt = Ls + buf * BQ, *Dt = Ds + buf * BQ;
+        float fsc[2]; // DET = 3: this thread's dQ rows' fixed-point scales (latency under the step)
+        if (DET == 3)
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                int t = qs + wl * 16 + g + 8 * r;
+                fsc[r] = t < T ? __ldg(rsc + ((size_t)b * T + t) * H + hh) : 0.f;
+            }
         float s[NN][4], dp[NN][4];
         wg_fence();
 #pragma unroll
@@ -594,7 +612,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
             if (lane == 0) st_release_gpu(cnt_prev, kb + 1);
             cnt_prev = nullptr;
         }
-        if (PIPE && i > 0) dq_add(qs_prev, hh_prev); // the previous step's, under the products
+        if (DEFER && i > 0) dq_add(qs_prev, hh_prev); // the previous step's, under the products
         wg_wait<1>();
         wg_keep<BQ>(s);
         bool diag = wk0 + 63 > qs;
@@ -605,7 +623,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 int qi = n * 8 + 2 * tq + (e & 1);
-                float p = wg_ex2(fmaf(s[n][e], sl2, PIPE ? -Lt[qi] * WG_LOG2E : -Lt[qi]));
+                float p = wg_ex2(fmaf(s[n][e], sl2, ALDL ? -Lt[qi] * WG_LOG2E : -Lt[qi]));
                 bool cut = diag && key[e >> 1] > qs + qi;
                 if (SP) cut = cut || (wcut && key[e >> 1] <= qs + qi - win);
                 s[n][e] = cut ? 0.f : p;
@@ -659,8 +677,22 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
 
         // dQ partial: rows qs + 16 wl + g (+ 8), columns 64 wg + 8 n + 2 tq (+ 1)
         size_t base = ((size_t)b * T) * ldq + (size_t)hh * D + wg * 64 + 2 * tq;
-        if (PIPE) {
+        if (DEFER) {
             qs_prev = qs, hh_prev = hh;
+        } else if (DET == 3) { // integer adds (any order, the same bits): two 32-bit lanes in
+                               // one 64-bit add, (odd << 32) + even
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                int t = qs + wl * 16 + g + 8 * r;
+                if (t >= T) continue;
+                long long *pr = (long long *)dqacc + (base + (size_t)t * ldq) / 2;
+#pragma unroll
+                for (int n = 0; n < 8; n++) {
+                    long long lo = __float2ll_rn(acc[n][2 * r] * fsc[r]);
+                    long long hi = __float2ll_rn(acc[n][2 * r + 1] * fsc[r]);
+                    wg_red_s64(pr + 4 * n, hi * 4294967296ll + lo);
+                }
+            }
         } else if (DET != 1) {
             int *cw = counters + (((size_t)b * H + hh) * nqt + qs / BQ) * 8 + warp;
             if (DET == 2) {
@@ -717,7 +749,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         if (lane == 0) st_release_gpu(cnt_prev, kb + 1);
         cnt_prev = nullptr;
     }
-    if (PIPE) { // the last step's partial
+    if (DEFER) { // the last step's partial
         dq_add(qs_prev, hh_prev);
         if (DET == 2) {
             __threadfence();
@@ -762,9 +794,63 @@ template <int D, int DET, int PIPE, bool SP>
 __global__ void __launch_bounds__(256, 1)
     bwd_fused_kernel(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *counters, const bf16 *dout,
                      const float *lse, const float *Di, const bf16 *q, const bf16 *k,
-                     const bf16 *v, int T, int H, int KVH, float sl2, float scale, SpArgs sp) {
+                     const bf16 *v, int T, int H, int KVH, float sl2, float scale, SpArgs sp,
+                     const float *rsc) {
     bwd_fused_body<D, DET, PIPE, SP>(dq, dk, dv, dqacc, counters, dout, lse, Di, q, k, v, T, H,
-                                     KVH, sl2, scale, sp);
+                                     KVH, sl2, scale, sp, rsc);
+}
+
+// The fixed-point dQ (DET = 3): per (b, kv head) {max |K_jd|, max |V_j|_2} as float bits (non-
+// negative floats order as their bits; NaN bits win: the row scales become NaN). CTA = (b * KVH +
+// kv head, a chunk of rows), a warp per row, one atomicMax per CTA and value.
+template <int D>
+__global__ void wg_kv_bound(unsigned *m, const bf16 *k, const bf16 *v, int T, int KVH, int rows) {
+    int bk = blockIdx.x, b = bk / KVH, kvh = bk % KVH, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    float a = 0.f, c = 0.f;
+    bool nan = false;
+    for (int t = blockIdx.y * rows + warp; t < min(T, (blockIdx.y + 1) * rows); t += blockDim.x >> 5) {
+        size_t o = (((size_t)b * T + t) * KVH + kvh) * D;
+        float vv = 0.f;
+#pragma unroll
+        for (int i = lane; i < D / 2; i += 32) {
+            float2 x = __bfloat1622float2(((const __nv_bfloat162 *)(k + o))[i]);
+            float2 y = __bfloat1622float2(((const __nv_bfloat162 *)(v + o))[i]);
+            a = fmaxf(a, fmaxf(fabsf(x.x), fabsf(x.y))), vv = fmaf(y.x, y.x, fmaf(y.y, y.y, vv));
+            nan |= isnan(x.x + x.y);
+        }
+        vv = warp_sum(vv);
+        c = fmaxf(c, vv), nan |= isnan(vv);
+    }
+    a = warp_max(a), nan = __any_sync(0xffffffffu, nan);
+    __shared__ float sa[32], sc[32];
+    __shared__ int sn;
+    if (threadIdx.x == 0) sn = 0;
+    __syncthreads();
+    if (lane == 0) {
+        sa[warp] = a, sc[warp] = c;
+        if (nan) sn = 1;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < (int)(blockDim.x >> 5); w++) a = fmaxf(a, sa[w]), c = fmaxf(c, sc[w]);
+        atomicMax(m + 2 * bk, __float_as_uint(sn ? NAN : a));
+        atomicMax(m + 2 * bk + 1, __float_as_uint(sn ? NAN : sqrtf(c)));
+    }
+}
+// dq[row][2i, 2i + 1] = lanes * 2^-s * scale (row = (b, t, h)): the even element is the low 32
+// bits as a signed lane (|its sum| < 2^31), the odd one the rest; power-of-2 scaling, exact
+__global__ void wg_dq_convert_fx(bf16 *dq, const long long *acc, const float *rsc, size_t n2,
+                                 int D, float scale) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n2) return;
+    long long p = __ldcs(acc + i);
+    int lo = (int)(unsigned)(unsigned long long)p;
+    long long hi = (p - lo) >> 32;
+    float sc = rsc[2 * i / D];
+    double f = (double)scale / sc; // sc a power of 2 (up to 2^127): exact in double
+    float y0 = (float)((double)lo * f), y1 = (float)((double)hi * f);
+    if (isnan(sc)) y0 = y1 = NAN;
+    *((uint32_t *)dq + i) = pack_bf16x2(y0, y1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -812,7 +898,7 @@ template <int D, int DET, int PIPE, bool SP = false>
 static void fused_run(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *cnt, const bf16 *dout,
                       const float *lse, const float *Di, const bf16 *q, const bf16 *k,
                       const bf16 *v, int B, int T, int H, int KVH, float sl2, float scale,
-                      SpArgs sp = SpArgs{}) {
+                      SpArgs sp = SpArgs{}, const float *rsc = nullptr) {
     constexpr int BKV = 128, BQ = 64;
     size_t smem = 1024 + sizeof(bf16) * (size_t)(2 * BKV * D + 4 * BQ * D + BKV * BQ) +
                   sizeof(float) * 4 * BQ;
@@ -821,7 +907,7 @@ static void fused_run(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *cnt, cons
     dim3 grid(B * KVH, (T + BKV - 1) / BKV);
     if (SP && sp.hmajor) grid = dim3(grid.y, grid.x);
     bwd_fused_kernel<D, DET, PIPE, SP><<<grid, 256, smem>>>(
-        dq, dk, dv, dqacc, cnt, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale, sp);
+        dq, dk, dv, dqacc, cnt, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale, sp, rsc);
     cudaLaunchCheck();
 }
 template <int D>
@@ -905,13 +991,26 @@ extern "C" int flash_wgmma_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const u
 // the sparse walks (SP = true): Di, the inverse list (sparse_inverse_build), dK/dV (1 warpgroup,
 // 64 keys: a CTA lies in one region) over the region's inverse list, dQ (2 warpgroups when the
 // query block is a multiple of 128 rows, else 1) over the block's list: no fp atomics, bitwise
-// repeatable. The atomic mode: the fused kernel (dQ by fp32 atomics) where D = 128 and the
-// regions are multiples of 128 keys, else the same split kernels. Handles regions and query
+// repeatable. Where D = 128 and the regions are multiples of 128 keys the fused kernel instead
+// (5 products, not 7): atomic mode, dQ by fp32 atomics (hmajor grid); ordered mode (s6), dQ by
+// fixed-point integer reds, bitwise repeatable (integer adds commute):
+//   wg_kv_bound: per (b, kv head) max |K_jd| and max |V_j|_2; wg_bwd_pre: per row i a power of 2
+//   s_i with (|dO_i|_2 max|V_j|_2 + |Di|) max|K_jd| * 1.0625 * s_i < 2^30, which bounds every
+//   partial sum of the row's dQ (sum_j P_ij <= 1); each step's partial x * s_i is rounded to an
+//   integer, two columns packed in one 64-bit red (odd << 32) + even (the even lane's sum stays
+//   in int32, so the convert recovers both exactly); dq = sum / s_i / sqrt(D). Absolute error per
+//   element <= (#partials) 2^-31 of the row's bound: the bound exceeds |dQ| by ~1e3 on N(0, 1)
+//   inputs, so ~1e-6 relative (fp32 atomics ~1e-7; the bf16 output 4e-3). A non-finite K / V /
+//   dO row gives a NaN scale and a NaN dq row. The inverse lists walked latest block first and
+//   lse / Di by cp.async (PIPE = 2) there (-1 tunables: on this path only).
+// Handles regions and query
 // blocks that are multiples of 64 (moba-blk 128 / 128; ms with w >= 64), no positions inside
-// (kpos); else -1, except 16 / 32-key regions in the atomic mode (sq_fused_kernel: D = 128, query
-// blocks of 128k rows, no window: ms with w 16 / 32).
+// (kpos); else -1, except 16 / 32-key regions (sparse_wgmma_small.cu's sq_fused_kernel, both
+// modes, D = 64 / 128, query blocks of 128k rows, no window: ms with w 16 / 32).
 // MSLAB_SPARSE_WGMMA_BWD=0 declines every call (the mma.sync kernels run it); =split: the split
-// kernels only (no fused / small-region kernel in the atomic mode); =nosmall: no small-region one.
+// kernels only (no fused / small-region kernel in the atomic mode); =nosmall: no small-region one;
+// containing "nofx": no ordered fused kernel; "desc" / "nodesc", "ald" / "noald": force the
+// latest-first walks / the cp.async lse on / off on every path.
 // Grids: the split kernels head-fastest (dense's order), the fused one head-major (the CTAs of a
 // head together: its Q / dO stay in L2 while its key blocks walk their scattered lists).
 // H200 (r1 / r2; B = 1, H = KVH = 32, D = 128, T = 32K, bwd alone, TFLOP/s at 2.5x the forward's
@@ -923,35 +1022,96 @@ extern "C" int flash_wgmma_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const u
 // included) 32K: 15.3 ms ordered, 13.6 atomic (r3, with the r3 forward; r0: 21.8). ms paper
 // config (6.71e9 pairs) 32K bwd, atomic: small-region kernel 32.8 ms (262) vs sparse_bf16's 37.9
 // (r4 perf row); bench fwd+bwd atomic 46.9 ms (r3).
+// s6 r1 (moba-blk; perf rows, MSLAB_SWB_PERF_MIN; RAND = q, k rows drawn at random, lists like the
+// bench's; TFLOP/s at 2.5x fwd): 32K (inverse entries per region max 163 perf_qkv / 122 RAND,
+// mean 16.5): ordered split 12.48 / 12.49 ms (220), atomic fused 11.45 / 11.25 (240 / 244);
+// ordered fused with one int64 red per element 18.3 / 18.0 (150; ncu: lg_throttle and long
+// scoreboard stalls, 2x the reds of the float2 ones) -> removed for the 32-bit lanes: 12.06 / 11.99
+// (228), latest block first + lse by cp.async 11.88 / 11.87 (231). 128K RAND (3.35e10 pairs,
+// inverse max 514, mean 63): ordered split 190.5 (225), atomic 154.7 (278), int64 264.6, lanes
+// 162.5 (264), lanes latest first + cp.async lse 159.7 (269).
+//   Latest block first alone: atomic 11.45 / 159.9 (vs 11.45 / 154.7: worse at 128K), split
+//   ordered 12.61 / 193.0 (vs 12.48 / 190.5), split with head-major dK/dV 12.97 / 184.7: not the
+//   default for the atomic mode or the split path. lse by cp.async alone, atomic: 11.54 / 154.2
+//   (neutral). Work order "the first 4 regions of every head first, then head-major" (the longest
+//   inverse lists first): atomic 11.36 / 11.32 / 153.9 vs 11.45 / 11.25 / 154.7: noise -> removed.
+//   ncu (32K RAND, one call): split dK/dV 7.38 ms (L2 hit 26 %, DRAM 1.79 TB/s), dQ 4.87 (L2 18 %),
+//   fused atomic 10.8 (L2 82 %, DRAM 11 %), fused lanes 11.2 (latest first + cp.async 11.1); Di
+//   0.20, converts 0.19 (fp32) / 0.28 (lanes).
+//   Not built: the rank-ordered fused kernel (dense DET = 2 for lists): a CTA meets a dQ tile at a
+//   step that depends on its own list, and the earliest regions (launched first) have the longest
+//   lists, so ordered adds would make every CTA wait for the slowest walk (dense DET = 2 already
+//   lost to the split path: 22.4 vs 18.2 ms at 16K). Splitting long inverse lists: the long lists
+//   start first (early regions) and the work-order test above shows no tail to win.
+// s6 r2 (defaults as now: ordered = fused, fixed-point dQ with the per-(b, kv head) bound, latest
+// first, cp.async lse): perf rows RAND 32K ordered 12.06 ms (228; split 12.47, fused in list order
+// with plain lse loads 12.35, atomic 11.25), 128K 159.0 (270; split 194.7, plain 162.4, atomic
+// 154.9). Bench (mslab-gpu-bench --attn --kernels moba-blk,nd --from-len 16384 --max-len 131072
+// --reps 3; fwd+bwd incl. the selection, ms) ordered / atomic: 16K 4.50 / 4.19, 32K 14.46 / 13.58,
+// 64K 51.6 / 49.3, 128K 199.1 / 195.9 (s5 final ordered: 4.53, 15.76, 61.3, 240.2); flex-moba
+// (s5 peers, selection included: 6.33, 13.47, 45.7, 169.5) / ours: ordered 1.41 / 0.93 / 0.89 /
+// 0.85x, atomic 1.51 / 0.99 / 0.93 / 0.87x.
 // tunables (sparse_wgmma_bwd_tune; tests): the atomic mode's fused path, which split kernels run
-// (bit 0 dQ, bit 1 dK/dV), head-major grids (-1: the fused kernel only), dK/dV warpgroups (1: 64
-// keys; 2: 128 keys where the regions allow)
+// (bit 0 dQ, bit 1 dK/dV), head-major grids (-1: the fused kernel only; else bit 0 the dK/dV or
+// fused kernel, bit 1 the dQ kernel), dK/dV warpgroups (1: 64 keys; 2: 128 keys where the regions
+// allow)
 static int sp_fused = 1, sp_parts = 3, sp_hmajor = -1, sp_kvwg = 1;
+static int sp_fx = 1;    // the ordered mode's fused kernel with fixed-point dQ (DET = 3)
+static int sp_desc = -1; // the dK/dV walks latest query block first (-1: the ordered fused path)
+static int sp_ald = -1;  // the fused kernel's lse / Di by cp.async (PIPE = 2; -1: ordered fused)
 template <int D>
 static void sparse_bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *out,
                               const float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
                               const AttnIndex *ix, int B, int T, int H, int KVH) {
-    // atomic mode, D = 128, regions of 128k keys (a 128-key CTA in one region): the fused kernel
-    bool fused = D == 128 && !attn_bf16_deterministic() && ix->region % 128 == 0 && sp_fused;
+    // D = 128, regions of 128k keys (a 128-key CTA in one region): the fused kernel; atomic
+    // mode: fp32 dQ atomics; ordered mode (sp_fx): fixed-point dQ reds
+    bool det = attn_bf16_deterministic() != 0;
+    bool fused = D == 128 && ix->region % 128 == 0 && (det ? sp_fx : sp_fused);
     size_t rows = (size_t)B * T * H, acc_off = align256(rows * 4);
-    size_t inv_off = fused ? acc_off + align256(rows * D * 4) : acc_off;
+    size_t rsc_off = acc_off + (fused ? align256(rows * D * 4) : 0);
+    size_t kvm_off = rsc_off + (fused && det ? align256(rows * 4) : 0);
+    size_t inv_off = kvm_off + (fused && det ? align256((size_t)B * KVH * 8) : 0);
     size_t inv_bytes = sparse_inverse_build(NULL, NULL, ix, B, T, H, KVH);
     char *ws = (char *)wg_bwd_scratch(inv_off + inv_bytes);
-    float *Di = (float *)ws;
-    wg_bwd_pre<D><<<cdiv_u(rows, 8), 256>>>(Di, dout, out, B, T, H);
+    float *Di = (float *)ws, *rsc = NULL;
+    if (fused && det) {
+        unsigned *kvm = (unsigned *)(ws + kvm_off);
+        rsc = (float *)(ws + rsc_off);
+        cudaCheck(cudaMemsetAsync(kvm, 0, (size_t)B * KVH * 8, 0));
+        wg_kv_bound<D><<<dim3(B * KVH, cdiv_u(T, 512)), 256>>>(kvm, k, v, T, KVH, 512);
+        cudaLaunchCheck();
+        wg_bwd_pre<D><<<cdiv_u(rows, 8), 256>>>(Di, dout, out, B, T, H, rsc, kvm, 30, H / KVH);
+    } else {
+        wg_bwd_pre<D><<<cdiv_u(rows, 8), 256>>>(Di, dout, out, B, T, H);
+    }
     cudaLaunchCheck();
     SparseInverse iv;
     sparse_inverse_build(&iv, ws + inv_off, ix, B, T, H, KVH);
-    SpArgs sp = {ix->idx,      iv.inv,     iv.start,   iv.count, ix->nblk, ix->width,
-                 ix->qblock,   ix->region, ix->window, iv.nreg,  sp_hmajor < 0 ? fused : sp_hmajor};
+    SpArgs sp = {ix->idx,    iv.inv,     iv.start,   iv.count, ix->nblk,
+                 ix->width,  ix->qblock, ix->region, ix->window, iv.nreg,
+                 sp_hmajor < 0 ? fused : sp_hmajor & 1, 0};
     float scale = 1.f / sqrtf((float)D), sl2 = WG_LOG2E * scale;
+    bool fx = fused && det, ald = sp_ald < 0 ? fx : sp_ald; // auto (-1): the ordered fused path
+    sp.desc = sp_desc < 0 ? fx : sp_desc;
     if constexpr (D == 128) if (fused) {
         float *dqacc = (float *)(ws + acc_off);
-        cudaCheck(cudaMemsetAsync(dqacc, 0, rows * D * sizeof(float), 0));
-        fused_run<D, 0, 0, true>(dq, dk, dv, dqacc, NULL, dout, lse, Di, q, k, v, B, T, H, KVH,
-                                 sl2, scale, sp);
-        size_t n4 = rows * D / 4;
-        wg_dq_convert<<<cdiv_u(n4, 256), 256>>>(dq, dqacc, n4, scale);
+        cudaCheck(cudaMemsetAsync(dqacc, 0, rows * D * 4, 0));
+#define SP_FUSED(DET, PIPE)                                                                      \
+    fused_run<D, DET, PIPE, true>(dq, dk, dv, dqacc, NULL, dout, lse, Di, q, k, v, B, T, H, KVH, \
+                                  sl2, scale, sp, rsc)
+        if (det) {
+            if (ald) SP_FUSED(3, 2);
+            else SP_FUSED(3, 0);
+            size_t n2 = rows * D / 2;
+            wg_dq_convert_fx<<<cdiv_u(n2, 256), 256>>>(dq, (const long long *)dqacc, rsc, n2, D,
+                                                       scale);
+        } else {
+            if (ald) SP_FUSED(0, 2);
+            else SP_FUSED(0, 0);
+            size_t n4 = rows * D / 4;
+            wg_dq_convert<<<cdiv_u(n4, 256), 256>>>(dq, dqacc, n4, scale);
+        }
+#undef SP_FUSED
         cudaLaunchCheck();
         return;
     }
@@ -962,6 +1122,7 @@ static void sparse_bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, co
         dkdv_run<D, 1, 1, true>(dk, dv, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale, sp);
     }
     if (!(sp_parts & 1)) return;
+    sp.hmajor = sp_hmajor > 0 && (sp_hmajor & 2);
     if (ix->qblock % 128 == 0)
         dq_run<D, 2, true>(dq, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale, sp);
     else
@@ -972,6 +1133,9 @@ static void sparse_bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, co
 extern "C" void sparse_wgmma_bwd_tune(int fused, int parts, int hmajor, int kvwg) {
     sp_fused = fused, sp_parts = parts, sp_hmajor = hmajor, sp_kvwg = kvwg;
 }
+extern "C" void sparse_wgmma_bwd_tune2(int fx, int desc, int ald) { // defaults 1, -1, -1
+    sp_fx = fx, sp_desc = desc, sp_ald = ald;
+}
 
 extern "C" int sparse_wgmma_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *dout,
                                 const uint16_t *out, const float *lse, const uint16_t *q,
@@ -981,8 +1145,11 @@ extern "C" int sparse_wgmma_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const 
     if (off < 0) {
         const char *e = getenv("MSLAB_SPARSE_WGMMA_BWD");
         off = e && !strcmp(e, "0");
-        if (e && !strcmp(e, "split")) sp_fused = 0, wg_sp_small = 0;
+        if (e && !strcmp(e, "split")) sp_fused = 0, sp_fx = 0, wg_sp_small = 0;
         if (e && !strcmp(e, "nosmall")) wg_sp_small = 0;
+        if (e && strstr(e, "nofx")) sp_fx = 0; // e.g. "nofx", "desc,ald", "nodesc"
+        if (e && strstr(e, "desc")) sp_desc = !strstr(e, "nodesc");
+        if (e && strstr(e, "ald")) sp_ald = !strstr(e, "noald");
     }
     bool ok = !off && shape_ok(B, T, H, KVH, D) && (size_t)B * H <= 65535 && !ix->kpos &&
               ix->region > 0 && ix->qblock > 0 && ix->window >= 0 &&

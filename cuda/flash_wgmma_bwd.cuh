@@ -16,6 +16,7 @@ struct SpArgs {
     const int *inv, *start, *count; // the inverse list (sparse_inverse.cuh; dK/dV)
     int nblk, width, qblock, region, window, nreg;
     int hmajor; // grid (tiles, b * heads): the CTAs of one head run together (L2 reuse)
+    int desc;   // dK/dV walks: the inverse list latest query block first (flash_wgmma_bwd.cu)
 };
 
 __device__ __forceinline__ int ld_acquire_gpu(const int *p) {
@@ -49,22 +50,36 @@ static __global__ void wg_dq_convert(bf16 *dq, const float *acc, size_t n4, floa
     *((uint2 *)dq + i) = o;
 }
 
-// Di[b, h, t] = sum_d dout * out (fp32), one warp per (b, t, h) row, fixed shuffle order
+// Di[b, h, t] = sum_d dout * out (fp32), one warp per (b, t, h) row, fixed shuffle order.
+// rsc (the sparse backward's fixed-point dQ, flash_wgmma_bwd.cu): also the row's scale 2^s
+// [B, T, H] with |any partial sum of the row's dQ| * 2^s < 2^fxb, from kvmax [B, KVH][2] =
+// {max |K_jd|, max |V_j|_2} (float bits; G = H / KVH): as sum_j P_ij <= 1,
+// |dQ_id| <= sum_j P_ij |dP_ij - Di| |K_jd| <= (|dO_i|_2 max |V_j|_2 + |Di|) max |K_jd|
 template <int D>
-__global__ void wg_bwd_pre(float *Di, const bf16 *dout, const bf16 *out, int B, int T, int H) {
+__global__ void wg_bwd_pre(float *Di, const bf16 *dout, const bf16 *out, int B, int T, int H,
+                           float *rsc = nullptr, const unsigned *kvmax = nullptr, int fxb = 61,
+                           int G = 1) {
     size_t rowi = (size_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (rowi >= (size_t)B * T * H) return;
     int lane = threadIdx.x & 31;
     const __nv_bfloat162 *a = (const __nv_bfloat162 *)(dout + rowi * D);
     const __nv_bfloat162 *c = (const __nv_bfloat162 *)(out + rowi * D);
-    float s = 0.f;
+    float s = 0.f, ss = 0.f;
 #pragma unroll
     for (int i = lane; i < D / 2; i += 32) {
         float2 x = __bfloat1622float2(a[i]), y = __bfloat1622float2(c[i]);
         s = fmaf(x.x, y.x, s);
         s = fmaf(x.y, y.y, s);
+        ss = fmaf(x.x, x.x, fmaf(x.y, x.y, ss));
     }
     s = warp_sum(s);
+    if (rsc) ss = warp_sum(ss);
+    if (rsc && lane == 0) { // NaN: a non-finite input (the convert writes NaN rows)
+        const unsigned *m = kvmax + 2 * ((rowi / H / T) * (H / G) + (rowi % H) / G);
+        float bnd = (sqrtf(ss) * __uint_as_float(m[1]) + fabsf(s)) * __uint_as_float(m[0]) * 1.0625f;
+        int e = bnd > 0.f ? max(ilogbf(bnd) + 1, fxb - 127) : 0; // bnd < 2^e; 2^(fxb - e) a float
+        rsc[rowi] = bnd <= 3e38f ? ldexpf(1.f, fxb - e) : NAN;
+    }
     if (lane == 0) {
         int h = (int)(rowi % H);
         size_t bt = rowi / H;

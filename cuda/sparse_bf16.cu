@@ -1274,6 +1274,11 @@ __global__ void sb_sort_lists(int *dst, const int *src, int width) {
         }
     for (int i = threadIdx.x; i < width; i += blockDim.x) o[i] = v[i] == INT_MAX ? -1 : v[i];
 }
+// (also sparse_wgmma_small.cu's ordered walk)
+void sparse_sort_lists(int *dst, const int *src, size_t nlists, int width) {
+    sb_sort_lists<<<(unsigned)nlists, 128>>>(dst, src, width);
+    cudaLaunchCheck();
+}
 
 // ORD: per inverse-list entry (the existing chunked fill's order) the number of CTAs of its block
 // that see the region (wgt), and per list slot its entry's position (spos)

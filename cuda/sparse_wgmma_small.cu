@@ -3,6 +3,7 @@
 // (contract: cuda/attn_bf16.h); shared pieces in flash_wgmma_bwd.cuh.
 #include <limits.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,8 +12,9 @@ extern "C" {
 #include "attn_bf16.h"
 }
 
-// Query-centric fused backward for lists of small regions (16 / 32 keys: ms with w < 64), atomic
-// mode, D = 128 (sq_fused_kernel; the atomic mode's default for those lists).
+// Query-centric fused backward for lists of small regions (16 / 32 keys: ms with w < 64), D = 128
+// or 64, both modes (sq_fused_kernel; atomic: red.add in any order; ordered (ORD, below): the
+// same adds in a fixed order per region, bitwise repeatable).
 // CTA = (b, h, 128 rows of one query block), 2 warpgroups of 64 rows. The block's list (valid
 // slots first) is packed into 64-key tiles of 64 / region slots, K / V rows read through the list
 // by cp.async (rows of slots past the list / keys past T zero, their key id INT_MAX: masked by
@@ -20,15 +22,79 @@ extern "C" {
 // dS = P (dP - Di) in registers, dQ += dS K (RS) in registers for the whole walk; P and dS (bf16)
 // to shared memory [128 rows][64 keys], then warpgroup 0 makes dV = P^T dO and warpgroup 1
 // dK = dS^T Q for the tile's 64 keys (SS, A M-major, B MN-major, K = the CTA's 128 rows, N = D in
-// two halves) and adds them into fp32 accumulators [B, T, KVH, D] by red.add (64 KB per tile);
+// 64-column halves) and adds them into fp32 accumulators [B, T, KVH, D] by red.add (64 KB per tile);
 // a convert kernel makes dk = scale acc, dv. 5 products per pair. Tiles wholly after the CTA's
-// rows (later regions of the own block: ~12% of the ms paper config's tiles) are skipped.
-template <int D>
-__global__ void __launch_bounds__(256, 1)
+// rows (later regions of the own block: ~12% of the ms paper config's tiles) are skipped, and so
+// are the adds of keys past the CTA's rows (zeros). D = 64 runs 2 CTAs per SM (128 registers).
+// Accumulators of a group of (b, kv head)s at a time (one launch each; small_launch's budget).
+// Measured (H200, bf16, ms paper config w 16 top 512 merge 128, B = 1, H = KVH = 32, D = 128):
+// bwd alone at 32K (tests sparse_wgmma_bwd_perf, s6 r2; TFLOP/s at 2.5x the forward's flops):
+// atomic 32.7 ms (262), ordered 44.0 ms (195) vs sparse_bf16's ordered 63.5 (135) / atomic 37.9.
+// Bench fwd+bwd incl. selection (s6 r2, `mslab-gpu-bench --attn --kernels ms,nd --max-len 131072
+// --reps 3`, one launch): deterministic 25.0 / 56.9 / 123.9 / 267.7 ms at 16K / 32K / 64K / 128K
+// (s5 with sparse_bf16's ordered kernels: 32.9 / 75.6 / 149.0 / 314.5), atomic 19.6 / 45.3 /
+// 98.8 / 215.7; peak at 128K 11.34 GB with one launch (1.32x the 8 GiB of q, k, v, o + grads):
+// hence the groups (s6 r3, defaults, 2 launches at 128K: deterministic 24.3 / 54.5 / 117.9 /
+// 254.3 ms, atomic 18.7 / 42.8 / 93.0 / 202.4, peak 9.19 GB = 1.07x; LM row 231.1). LM row (H = 12, D = 64, T = 32K, deterministic, s6
+// r1): 251.9 ms/step (s5, sparse_bf16 split: 281.6).
+// Tried and removed (s6): ORD releases deferred to the next tile (its fence then finds the adds
+// done): 51.6 vs 44.0 ms (r2 perf row: the handoff waits a tile longer); the atomic mode on
+// sorted lists: 32.6 vs 32.7 ms (no gain); D = 64 at 1 CTA per SM: LM 282.6 vs 251.9 ms/step.
+
+// ORD's per-call state: places [B, H, CTAs, width] (sq_ord_pos), counters [B, KVH, nreg] and,
+// after them, the timeout flag (cnt[flag])
+struct SqOrd {
+    const int *pos;
+    int *cnt;
+    int nreg;
+    size_t flag;
+};
+// The counters: relaxed loads / stores ordered by fences (fence.acq_rel.gpu): the adder's
+// threads fence after their adds, a barrier, then the store; the waiter fences after the load
+// that saw its value (the fence-fence pattern of sparse_bf16's ORD).
+__device__ __forceinline__ void sq_fence() { asm volatile("fence.acq_rel.gpu;\n" ::: "memory"); }
+__device__ __forceinline__ int ld_relaxed_gpu(const int *p) {
+    int v;
+    asm volatile("ld.relaxed.gpu.global.s32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+__device__ __forceinline__ void st_relaxed_gpu(int *p, int v) {
+    asm volatile("st.relaxed.gpu.global.s32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
+}
+// waits until *cnt == v (relaxed polls; the caller fences); bounded (~0.5 s at 2 GHz): on a
+// timeout it raises the flag, which ends every wait after it (a broken order costs one timeout,
+// not one per tile)
+__device__ __forceinline__ void sq_wait(const int *cnt, int v, int *flag) {
+    long long t0 = clock64();
+    while (ld_relaxed_gpu(cnt) != v) {
+        if (*(volatile int *)flag) return;
+        __nanosleep(20);
+        if (clock64() - t0 > (1ll << 30)) {
+            atomicExch(flag, 1);
+            return;
+        }
+    }
+}
+
+// Ordered mode (ORD; attn_bf16_deterministic()): the same kernel on the lists sorted by region
+// id (sparse_sort_lists), its dK / dV adds per region in a FIXED order: the CTAs' launch order
+// ((b, kv head) group; head; query rows latest first), counting only CTAs whose rows reach the
+// region (others add nothing: keys past the CTA's last row are not added). sq_ord_pos (one CTA
+// per (b, kv head), one list after another in that order, a shared counter per region) gives
+// each (CTA, slot) its place in its region's order (-1: adds nothing). Per tile, thread x < spt
+// reads its region's counter before the tile's products (latency hidden) and, if it is not yet
+// the CTA's place, polls it after them (relaxed loads, then a fence); a barrier; the CTA adds by
+// red, every thread fences, a barrier, and the thread stores place + 1 (relaxed).
+// A CTA waits only for CTAs launched before it; waits are bounded and a timeout raises a flag
+// that ends every later wait (a broken order: wrong dk / dv, which the tests catch, not a hang).
+// Sorted lists walked upwards: a later block has fewer listed regions below r than an earlier
+// one, so it reaches r first, the order the adds take (sparse_bf16's ORD lesson: 82 vs 314 ms).
+template <int D, bool ORD, int MINB>
+__global__ void __launch_bounds__(256, MINB)
     sq_fused_kernel(bf16 *dq, float *acck, float *accv, const bf16 *dout, const float *lse,
                     const float *Di, const bf16 *q, const bf16 *k, const bf16 *v, int T, int H,
-                    int KVH, float sl2, float scale, SpArgs sp) {
-    static_assert(D == 128, "dK / dV: N = D in two 64-column halves");
+                    int KVH, float sl2, float scale, SpArgs sp, SqOrd od, int bk0) {
+    static_assert(D == 64 || D == 128, "dK / dV: N = D in 64-column halves");
     constexpr int NT = 256, BQ = 128, BK = 64, DN = D / 8, NN = BK / 8;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     bf16 *Qs = (bf16 *)smem_base1k(smem_raw), *dOs = Qs + BQ * D, *Ks = dOs + BQ * D;
@@ -36,7 +102,8 @@ __global__ void __launch_bounds__(256, 1)
     int *kid = (int *)(dSs + BQ * BK); // [2][BK] key of each tile row (INT_MAX: none)
     __shared__ int nvalid;
 
-    int bh = blockIdx.y, b = bh / H, h = bh % H, kvh = h / (H / KVH);
+    // the launch covers the (b, kv head)s from bk0 (their heads' rows; accumulators [bk - bk0])
+    int bh = blockIdx.y + bk0 * (H / KVH), b = bh / H, h = bh % H, kvh = h / (H / KVH);
     int q0 = (gridDim.x - 1 - blockIdx.x) * BQ; // latest (fullest lists) first
     size_t ldq = (size_t)H * D, ldk = (size_t)KVH * D;
     const bf16 *qb = q + (size_t)b * T * ldq + (size_t)h * D;
@@ -45,6 +112,9 @@ __global__ void __launch_bounds__(256, 1)
     const bf16 *vb = v + (size_t)b * T * ldk + (size_t)kvh * D;
     const int *lst = sp.idx + (((size_t)b * H + h) * sp.nblk + q0 / sp.qblock) * sp.width;
     int rsh = sp.region == 16 ? 4 : 5, spt = BK >> rsh; // slots per tile
+    // ORD: this CTA's place in each slot's region order; the (b, kv head)'s region counters
+    const int *opos = ORD ? od.pos + (((size_t)b * H + h) * gridDim.x + q0 / BQ) * sp.width : NULL;
+    int *ocnt = ORD ? od.cnt + ((size_t)b * KVH + kvh) * od.nreg : NULL;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
     int wg = warp >> 2, wl = warp & 3;
     int wr0 = q0 + wg * 64, rw0 = wr0 + wl * 16 + g;
@@ -103,6 +173,13 @@ __global__ void __launch_bounds__(256, 1)
         if (kmin > q0 + BQ - 1) {
             __syncthreads(); // (no buffer was read: only keeps the steps in lockstep)
             continue;
+        }
+        // ORD: thread x < spt reads its slot's place and region and (mp > 0) the region's counter
+        // now: the load's latency hides behind the tile's products
+        int ms = j * spt + threadIdx.x, mp = -1, mr = 0, mc = 0;
+        if (ORD && threadIdx.x < spt && ms < nv) {
+            mp = __ldg(opos + ms), mr = __ldg(lst + ms);
+            if (mp > 0) mc = ld_relaxed_gpu(ocnt + mr);
         }
         const bf16 *Kt = Ks + (j & 1) * BK * D, *Vt = Vs + (j & 1) * BK * D;
         const int *kt = kid + (j & 1) * BK;
@@ -169,27 +246,39 @@ __global__ void __launch_bounds__(256, 1)
 #pragma unroll
         for (int kk = 0; kk < BQ / 16; kk++)
             wg_ss_tt_n64(t0, desc_mn<BQ>(As, kk), desc_mn<BQ>(Bs, kk), kk);
+        if constexpr (D == 128) {
 #pragma unroll
-        for (int kk = 0; kk < BQ / 16; kk++)
-            wg_ss_tt_n64(t1, desc_mn<BQ>(As, kk), desc_mn<BQ>(Bs + BQ * 64, kk), kk);
+            for (int kk = 0; kk < BQ / 16; kk++)
+                wg_ss_tt_n64(t1, desc_mn<BQ>(As, kk), desc_mn<BQ>(Bs + BQ * 64, kk), kk);
+        }
         wg_commit();
         wg_wait<0>();
         wg_keep<D>(acc);
         wg_keep<64>(t0);
-        wg_keep<64>(t1);
+        if constexpr (D == 128) wg_keep<64>(t1);
+        // ORD: the CTA's turn for each region of the tile
+        if (ORD) {
+            if (mp > 0) {
+                if (mc != mp) sq_wait(ocnt + mr, mp, od.cnt + od.flag);
+                sq_fence();
+            }
+            __syncthreads();
+        }
         float *accw = wg ? acck : accv;
 #pragma unroll
         for (int r = 0; r < 2; r++) {
             int key = kt[wl * 16 + g + 8 * r];
-            if (key >= T) continue;
-            float *pr = accw + ((size_t)b * T + key) * ldk + (size_t)kvh * D + 2 * tq;
+            if (key >= T || key >= q0 + BQ) continue; // past the CTA's rows: zeros
+            float *pr = accw + ((size_t)(b * KVH + kvh - bk0) * T + key) * D + 2 * tq;
 #pragma unroll
             for (int n = 0; n < 8; n++) {
                 wg_red2(pr + 8 * n, t0[n][2 * r], t0[n][2 * r + 1]);
-                wg_red2(pr + 64 + 8 * n, t1[n][2 * r], t1[n][2 * r + 1]);
+                if constexpr (D == 128) wg_red2(pr + 64 + 8 * n, t1[n][2 * r], t1[n][2 * r + 1]);
             }
         }
+        if (ORD) sq_fence(); // this thread's adds before the release
         __syncthreads(); // P / dS, this K / V stage and its key ids free for tile j + 2
+        if (ORD && mp >= 0) st_relaxed_gpu(ocnt + mr, mp + 1);
     }
     cp_async_wait<0>(); // no tile: Q / dO loads still in flight
 
@@ -205,56 +294,168 @@ __global__ void __launch_bounds__(256, 1)
     }
 }
 
-// the query-centric fused backward for 16 / 32-key regions (sq_fused_kernel; atomic mode): on by
-// default (MSLAB_SPARSE_WGMMA_BWD=nosmall / sparse_wgmma_bwd_tune_small(0): off)
+// ORD: each (CTA, slot)'s place in its region's add order (-1: the CTA adds nothing to it). One
+// CTA per (b, kv head) walks the CTAs of its heads in launch order (head, rows latest first), a
+// thread per slot (a list holds a region once), a counter per region in shared memory; the next
+// U lists are loaded ahead (the walk is serial: only the shared counters carry over).
+__global__ void sq_ord_pos(int *pos, const int *sl, SpArgs sp, int T, int H, int KVH, int nqb,
+                           int nreg) {
+    extern __shared__ int rc[]; // [nreg]
+    constexpr int U = 8;
+    int bk = blockIdx.x, b = bk / KVH, kvh = bk % KVH, G = H / KVH, s = threadIdx.x;
+    for (int i = s; i < nreg; i += blockDim.x) rc[i] = 0;
+    __syncthreads();
+    int nst = G * nqb;
+    bool own = s < sp.width;
+    for (int t0 = 0; t0 < nst; t0 += U) {
+        int rr[U];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            int t = t0 + u, h = kvh * G + t / nqb, q0 = (nqb - 1 - t % nqb) * 128;
+            size_t l = ((size_t)b * H + h) * sp.nblk + q0 / sp.qblock;
+            rr[u] = own && t < nst ? __ldg(sl + l * sp.width + s) : -1;
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            int t = t0 + u, h = kvh * G + t / nqb, x = nqb - 1 - t % nqb, r = rr[u];
+            if (t >= nst) break;
+            bool in = r >= 0 && r < nreg && r * sp.region <= x * 128 + 127;
+            if (own) pos[(((size_t)b * H + h) * nqb + x) * sp.width + s] = in ? rc[r]++ : -1;
+            __syncthreads();
+        }
+    }
+}
+// dk (times scale) / dv (bf16) of the (b, kv head)s [bk0, ..) from their accumulators [bk][T][D]
+template <int D>
+__global__ void sq_acc_out(bf16 *dk, bf16 *dv, const float *acck, const float *accv, int bk0,
+                           size_t n4, int T, int KVH, float scale) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n4) return;
+    size_t row = i * 4 / D;
+    int t = (int)(row % T), bk = bk0 + (int)(row / T), b = bk / KVH, kvh = bk % KVH;
+    size_t o = (((size_t)b * T + t) * KVH + kvh) * D + i * 4 % D;
+    float4 x = __ldcs((const float4 *)acck + i), y = __ldcs((const float4 *)accv + i);
+    *(uint2 *)(dk + o) = make_uint2(pack_bf16x2(x.x * scale, x.y * scale),
+                                    pack_bf16x2(x.z * scale, x.w * scale));
+    *(uint2 *)(dv + o) = make_uint2(pack_bf16x2(y.x, y.y), pack_bf16x2(y.z, y.w));
+}
+// sparse_bf16.cu: the lists sorted by region id (-1 last), one CTA per list
+void sparse_sort_lists(int *dst, const int *src, size_t nlists, int width);
+
+// the query-centric fused backward for 16 / 32-key regions (sq_fused_kernel): on by default
+// (MSLAB_SPARSE_WGMMA_BWD=nosmall / sparse_wgmma_bwd_tune_small(0): off)
 int wg_sp_small = 1;
+// its modes beyond the atomic D = 128 one (bits): 1 the ordered mode (ORD), 2 D = 64; MSLAB_SQ_MODES overrides, sparse_wgmma_bwd_tune_small_modes
+// (tests; -1: back to the default)
+#define SQ_MODES_DEFAULT 3
+static int sq_modes = -1;
+static int sq_modes_get(void) {
+    if (sq_modes < 0) {
+        const char *e = getenv("MSLAB_SQ_MODES");
+        sq_modes = e ? atoi(e) : SQ_MODES_DEFAULT;
+    }
+    return sq_modes;
+}
 // Its fp32 dK / dV accumulators (8 B per key row element) are capped (12 GB: T = 256K at B = 1,
 // KVH = 32, D = 128; MSLAB_SPARSE_WGMMA_ACC_MB overrides): past it sparse_bf16's chunked one runs.
+// ORD also needs a list of <= 1024 slots (a thread each in sq_ord_pos) and the region counters
+// of one (b, kv head) in shared memory (T <= 640K at 16-key regions).
 static bool small_ok(const AttnIndex *ix, int B, int T, int KVH, int D) {
     static double cap_mb = -1;
     if (cap_mb < 0) {
         const char *e = getenv("MSLAB_SPARSE_WGMMA_ACC_MB");
         cap_mb = e ? atof(e) : 12288.0;
     }
-    return wg_sp_small && D == 128 && !attn_bf16_deterministic() &&
+    int m = sq_modes_get(), nreg = (T + ix->region - 1) / ix->region;
+    bool ord = attn_bf16_deterministic();
+    return wg_sp_small && (D == 128 || (D == 64 && (m & 2))) &&
+           (!ord || ((m & 1) && ix->width <= 1024 && nreg <= 40960)) &&
            (ix->region == 16 || ix->region == 32) && ix->qblock % 128 == 0 && !ix->window &&
            8.0 * B * T * KVH * D <= cap_mb * 1048576.0;
 }
+template <int D>
 static void small_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *out,
                          const float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
                          const AttnIndex *ix, int B, int T, int H, int KVH) {
-    constexpr int D = 128;
-    size_t rows = (size_t)B * T * H, nk = (size_t)B * T * KVH * D, acc_off = align256(rows * 4);
-    char *ws = (char *)wg_bwd_scratch(acc_off + 2 * align256(nk * 4));
+    bool ord = attn_bf16_deterministic(), sorted = ord;
+    int nqb = (T + 127) / 128, nreg = (T + ix->region - 1) / ix->region;
+    // the accumulators of cbk (b, kv head)s at a time (one launch each): <= max(3/8 of q, k, v,
+    // o + grads, 2 GiB) (MSLAB_SQ_ACC_MB overrides): one launch to 64K at H = KVH = 32, D = 128,
+    // two at 128K (bench peak 11.34 GB with one: over 1.25x the 8 GiB)
+    size_t nbk = (size_t)B * KVH, perbk = 2 * (size_t)T * D * 4, io = 8 * (size_t)B * T * D * (H + KVH);
+    const char *eb = getenv("MSLAB_SQ_ACC_MB");
+    size_t budget = eb ? (size_t)(atof(eb) * 1048576.0) : io / 8 * 3 > (2ull << 30) ? io / 8 * 3 : 2ull << 30;
+    size_t nch = (nbk * perbk + budget - 1) / (budget ? budget : 1);
+    nch = nch < 1 ? 1 : nch > nbk ? nbk : nch;
+    size_t cbk = (nbk + nch - 1) / nch, nkc = cbk * T * D;
+    size_t rows = (size_t)B * T * H, acc_off = align256(rows * 4);
+    size_t nl = (size_t)B * H * ix->nblk, sl_off = acc_off + 2 * align256(nkc * 4);
+    size_t pos_off = sl_off + (sorted ? align256(nl * ix->width * 4) : 0);
+    size_t ncnt = (size_t)B * KVH * nreg, cnt_off = pos_off + align256((size_t)B * H * nqb * ix->width * 4);
+    char *ws = (char *)wg_bwd_scratch(ord ? cnt_off + align256((ncnt + 1) * 4) : pos_off);
     float *Di = (float *)ws, *acck = (float *)(ws + acc_off);
-    float *accv = (float *)(ws + acc_off + align256(nk * 4));
+    float *accv = (float *)(ws + acc_off + align256(nkc * 4));
     wg_bwd_pre<D><<<cdiv_u(rows, 8), 256>>>(Di, dout, out, B, T, H);
     cudaLaunchCheck();
-    cudaCheck(cudaMemsetAsync(acck, 0, 2 * align256(nk * 4), 0));
     SpArgs sp = {};
     sp.idx = ix->idx, sp.nblk = ix->nblk, sp.width = ix->width, sp.qblock = ix->qblock;
     sp.region = ix->region;
+    SqOrd od = {};
+    if (sorted) {
+        sparse_sort_lists((int *)(ws + sl_off), ix->idx, nl, ix->width);
+        sp.idx = (const int *)(ws + sl_off);
+    }
+    if (ord) {
+        od.pos = (const int *)(ws + pos_off), od.cnt = (int *)(ws + cnt_off), od.nreg = nreg;
+        od.flag = ncnt;
+        cudaCheck(cudaMemsetAsync(od.cnt, 0, (ncnt + 1) * 4, 0));
+        static int init_pos = 0;
+        if (!init_pos) smem_optin(sq_ord_pos, 40960 * 4), init_pos = 1;
+        sq_ord_pos<<<B * KVH, (ix->width + 31) / 32 * 32, nreg * 4>>>(
+            (int *)od.pos, sp.idx, sp, T, H, KVH, nqb, nreg);
+        cudaLaunchCheck();
+    }
     float scale = 1.f / sqrtf((float)D), sl2 = WG_LOG2E * scale;
     size_t smem = 1024 + sizeof(bf16) * (size_t)(2 * 128 * D + 4 * 64 * D + 2 * 128 * 64) +
                   sizeof(int) * 2 * 64;
-    static bool init = false;
-    if (!init) smem_optin(sq_fused_kernel<D>, smem), init = true;
-    sq_fused_kernel<D><<<dim3((T + 127) / 128, B * H), 256, smem>>>(
-        dq, acck, accv, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale, sp);
-    cudaLaunchCheck();
-    wg_dq_convert<<<cdiv_u(nk / 4, 256), 256>>>(dk, acck, nk / 4, scale);
-    cudaLaunchCheck();
-    wg_dq_convert<<<cdiv_u(nk / 4, 256), 256>>>(dv, accv, nk / 4, 1.f);
-    cudaLaunchCheck();
+    static bool init[2]; // per mode (the kernels share one pointer type)
+    // D = 64: 2 CTAs per SM (<= 128 registers; r1 LM row, ordered: 251.9 ms/step vs 282.6 at 1)
+    constexpr int MINB = D == 64 ? 2 : 1;
+    auto kernel = ord ? sq_fused_kernel<D, true, MINB> : sq_fused_kernel<D, false, MINB>;
+    if (!init[ord]) smem_optin(kernel, smem), init[ord] = true;
+    for (size_t bk0 = 0; bk0 < nbk; bk0 += cbk) {
+        size_t n = nbk - bk0 < cbk ? nbk - bk0 : cbk;
+        cudaCheck(cudaMemsetAsync(acck, 0, 2 * align256(nkc * 4), 0));
+        dim3 grid(nqb, (unsigned)(n * (H / KVH)));
+        kernel<<<grid, 256, smem>>>(dq, acck, accv, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale,
+                                    sp, od, (int)bk0);
+        cudaLaunchCheck();
+        size_t n4 = n * T * D / 4;
+        sq_acc_out<D><<<cdiv_u(n4, 256), 256>>>(dk, dv, acck, accv, (int)bk0, n4, T, KVH, scale);
+        cudaLaunchCheck();
+    }
+    static int check = -1; // MSLAB_SQ_CHECK=1: report an ordered call whose waits timed out
+    if (check < 0) check = getenv("MSLAB_SQ_CHECK") ? atoi(getenv("MSLAB_SQ_CHECK")) : 0;
+    if (ord && check) {
+        int flag = 0;
+        cudaCheck(cudaMemcpy(&flag, od.cnt + od.flag, 4, cudaMemcpyDeviceToHost));
+        if (flag) fprintf(stderr, "sparse_wgmma_small_bwd: ordered adds timed out (T %d)\n", T);
+    }
 }
 
-// tests / timing: sq_fused_kernel on (1, the default) / off (0)
+// tests / timing: sq_fused_kernel on (1, the default) / off (0); its modes (bits as sq_modes; -1:
+// the default)
 extern "C" void sparse_wgmma_bwd_tune_small(int on) { wg_sp_small = on; }
+extern "C" void sparse_wgmma_bwd_tune_small_modes(int bits) {
+    sq_modes = bits;
+    if (bits < 0) sq_modes_get();
+}
 
 int sparse_wgmma_small_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *out,
                            const float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
                            const AttnIndex *ix, int B, int T, int H, int KVH, int D) {
     if (!small_ok(ix, B, T, KVH, D)) return -1;
-    small_launch(dq, dk, dv, dout, out, lse, q, k, v, ix, B, T, H, KVH);
+    if (D == 64) small_launch<64>(dq, dk, dv, dout, out, lse, q, k, v, ix, B, T, H, KVH);
+    else small_launch<128>(dq, dk, dv, dout, out, lse, q, k, v, ix, B, T, H, KVH);
     return 0;
 }

@@ -8,14 +8,18 @@
 // in random slot order, then -1 slots), the CPU's attention_select for ms and the bench's
 // moba-blk config, and the window kind (window masks). dq, dk, dv: whole-tensor relative L2 (tol
 // 1e-2), outputs NaN-poisoned before every call; each pass runs twice. Regions of 64k keys: the
-// ordered mode (attn_bf16_set_deterministic(1); the split kernels) must repeat its bits; the
+// ordered mode (attn_bf16_set_deterministic(1); the split kernels, or where D = 128 and the
+// regions are multiples of 128 keys the fused kernel with fixed-point dQ) must repeat its bits; the
 // atomic mode (0; the fused kernel with fp32 atomics for dQ where D = 128 and the regions are
 // multiples of 128 keys, else the split kernels) is judged by the tolerance only; rows *_var: the
-// ordered mode with the other tunables (128-key dK/dV CTAs where the regions allow, head-major
-// grids). Regions of 16 / 32 keys (ms with w < 64; rows *_small): the atomic mode's query-centric
-// kernel (sq_fused_kernel), tolerance only. Lists the kernel does not handle (16-key regions in
-// the ordered mode or in 64-row blocks, 32-row or one-row blocks, positions inside) must return
-// -1 having written nothing. A GPU that is not sm_90 makes every call return -1: the checks are
+// ordered mode's split kernels with the other tunables (128-key dK/dV CTAs where the regions
+// allow, head-major grids, inverse lists walked latest block first); rows *_fx: the ordered fused
+// kernel in list order with plain lse loads (D = 128, regions of 128k keys; must repeat its bits).
+// Skew lists: the first 3 regions in nearly every list (very uneven inverse lists). Regions of 16 / 32 keys (ms with w < 64; rows *_small): the query-centric kernel
+// (sq_fused_kernel, D = 128 / 64) in the atomic mode (tolerance only) and in the ordered mode
+// (*_small_ord: must also repeat its bits). Lists
+// the kernel does not handle (16-key regions in 64-row blocks, 32-row or one-row blocks,
+// positions inside) must return -1 having written nothing. A GPU that is not sm_90 makes every call return -1: the checks are
 // skipped with a note. Timing rows (info, sparse_wgmma_bwd_perf): B = 1, H = KVH = 32, D = 128,
 // T = 32K, moba-blk, ms w64 and the ms paper config: ms per call of sparse_wgmma_bwd (ordered;
 // atomic; atomic forced split; the tunables; the kernels' shares) and of sparse_bf16_bwd in both
@@ -35,13 +39,21 @@
 // 1, 3, -1, 1
 void sparse_wgmma_bwd_tune(int fused, int parts, int hmajor, int kvwg);
 void sparse_wgmma_bwd_tune_small(int on); // the 16 / 32-key region kernel (atomic mode), default on
+// the ordered mode's fused kernel with fixed-point dQ (D = 128, regions of 128k keys); the dK/dV
+// walks latest block first; the fused kernel's lse / Di by cp.async (defaults 1, -1, -1; -1: on
+// the ordered fused path)
+void sparse_wgmma_bwd_tune2(int fx, int desc, int ald);
+// its modes (bits): 1 the ordered mode, 2 D = 64 (default 3); -1 the default
+void sparse_wgmma_bwd_tune_small_modes(int bits);
 
 static int g_arch = 1; // 0: not an sm_90 GPU (the wgmma kernels return -1)
 
 // A hand-made list [B, H, nblk, width]: per (b, h, block) the regions its rows lie in (so every
 // row sees its own key), then up to `extra` other distinct regions (mostly earlier, 1 in 8 later:
-// they add nothing), all in random slot order, then -1.
-static void make_list(int *idx, int B, int H, int T, int qb, int R, int width, int extra) {
+// they add nothing; skew: 3 in 4 from the first 3 regions, whose inverse lists then hold nearly
+// every block), all in random slot order, then -1.
+static void make_list_skew(int *idx, int B, int H, int T, int qb, int R, int width, int extra,
+                           int skew) {
     int nblk = (T + qb - 1) / qb, nreg = (T + R - 1) / R;
     int *seen = xalloc(sizeof(int) * nreg);
     for (int l = 0; l < B * H * nblk; l++) {
@@ -52,6 +64,7 @@ static void make_list(int *idx, int B, int H, int T, int qb, int R, int width, i
         int want = n + extra < width ? n + extra : width;
         for (int tries = 0; tries < 8 * extra && n < want; tries++) {
             int hi = rng_below(&rng, 8) ? r0 : nreg; // later regions now and then
+            if (skew && rng_below(&rng, 4) && hi > 3) hi = 3;
             if (hi <= 0) continue;
             int r = (int)rng_below(&rng, (uint64_t)hi);
             if (!seen[r]) lst[n++] = r, seen[r] = 1;
@@ -100,6 +113,7 @@ static int arch_is_90(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *
 static void t_swb(const char *name, const AttnIndex *ic, int B, int T, int H, int KVH, int D,
                   int small) {
     if (!wanted("sparse_wgmma_bwd") || !g_arch) return;
+    if (small && getenv("MSLAB_SWB_NO_SMALL")) return; // the >= 64-key lists alone (GPU rounds)
     char shape[128];
     snprintf(shape, sizeof shape, "%s T=%d H=%d/%d D=%d B=%d", name, T, H, KVH, D, B);
     size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KVH * D, nl = (size_t)B * H * T;
@@ -124,10 +138,19 @@ static void t_swb(const char *name, const AttnIndex *ic, int B, int T, int H, in
     int mode0 = attn_bf16_deterministic();
     // passes: ordered (default tunables), atomic, then ordered with 128-key dK/dV CTAs (regions
     // of 128k keys) and head-major grids (rows *_var); small: the atomic mode alone (*_small)
-    for (int pass = small ? 3 : 0; pass < (small ? 4 : 3) && g_arch; pass++) {
-        int vi = pass == 0 ? 1 : pass == 1 ? 0 : pass, mode = vi == 1 || vi == 2; // row names
+    // small: then the ordered mode of the same kernel (*_small_ord: repeats its bits)
+    // D = 128 and regions of 128k keys: the ordered mode's default is the fused kernel with
+    // fixed-point dQ (latest block first, lse / Di by cp.async); *_var: the split kernels (128-key
+    // dK/dV CTAs, head-major grids, latest block first); *_fx (vi 5): the fused kernel in the
+    // list order, lse / Di by plain loads (repeats its bits)
+    int fxok = !small && D == 128 && ic->region % 128 == 0;
+    for (int pass = small ? 3 : 0; pass < (small ? 5 : fxok ? 4 : 3) && g_arch; pass++) {
+        int vi = pass == 0 ? 1 : pass == 1 ? 0 : !small && pass == 3 ? 5 : pass;
+        int mode = vi == 1 || vi == 2 || vi == 4 || vi == 5;
         attn_bf16_set_deterministic(mode);
-        sparse_wgmma_bwd_tune(1, 3, vi == 2 ? 1 : -1, vi == 2 ? 2 : 1);
+        sparse_wgmma_bwd_tune2(vi != 2, vi == 2 ? 1 : vi == 5 ? 0 : -1, vi == 5 ? 0 : -1);
+        sparse_wgmma_bwd_tune_small_modes(small ? 3 : -1);
+        sparse_wgmma_bwd_tune(1, 3, vi == 2 ? 3 : -1, vi == 2 ? 2 : 1);
         float *g[2][3];
         uint16_t *gb[2][3];
         int rc = 0;
@@ -144,13 +167,16 @@ static void t_swb(const char *name, const AttnIndex *ic, int B, int T, int H, in
             g_arch = 0;
         } else {
             if (rc) printf("    sparse_wgmma_bwd returned -1 on a list it must handle\n");
-            static const char *nm[4][3] = {
+            static const char *nm[6][3] = {
                 {"sparse_wgmma_bwd_atomic.dq", "sparse_wgmma_bwd_atomic.dk",
                  "sparse_wgmma_bwd_atomic.dv"},
                 {"sparse_wgmma_bwd.dq", "sparse_wgmma_bwd.dk", "sparse_wgmma_bwd.dv"},
                 {"sparse_wgmma_bwd_var.dq", "sparse_wgmma_bwd_var.dk", "sparse_wgmma_bwd_var.dv"},
                 {"sparse_wgmma_bwd_small.dq", "sparse_wgmma_bwd_small.dk",
-                 "sparse_wgmma_bwd_small.dv"}};
+                 "sparse_wgmma_bwd_small.dv"},
+                {"sparse_wgmma_bwd_small_ord.dq", "sparse_wgmma_bwd_small_ord.dk",
+                 "sparse_wgmma_bwd_small_ord.dv"},
+                {"sparse_wgmma_bwd_fx.dq", "sparse_wgmma_bwd_fx.dk", "sparse_wgmma_bwd_fx.dv"}};
             const float *ref[3] = {dqr, dkr, dvr};
             size_t n[3] = {nq, nk, nk};
             int nh[3] = {H, KVH, KVH};
@@ -166,6 +192,8 @@ static void t_swb(const char *name, const AttnIndex *ic, int B, int T, int H, in
     }
     attn_bf16_set_deterministic(mode0);
     sparse_wgmma_bwd_tune(1, 3, -1, 1);
+    sparse_wgmma_bwd_tune_small_modes(-1);
+    sparse_wgmma_bwd_tune2(1, -1, -1);
     gpu->free(d_q), gpu->free(d_k), gpu->free(d_v), gpu->free(d_y), gpu->free(d_o), gpu->free(d_l);
     gpu->free(d_dq), gpu->free(d_dk), gpu->free(d_dv), gpu->free(ig.idx);
     free(qb), free(kb), free(vb), free(yb), free(q), free(k), free(v), free(dy), free(out),
@@ -173,16 +201,21 @@ static void t_swb(const char *name, const AttnIndex *ic, int B, int T, int H, in
 }
 
 // hand-made list: query blocks of qb rows, regions of R keys, `extra` other regions per block
-static void t_hand(int B, int T, int H, int KVH, int D, int qb, int R, int width, int extra,
-                   int window) {
+static void t_hand_skew(int B, int T, int H, int KVH, int D, int qb, int R, int width, int extra,
+                        int window, int skew) {
     AttnIndex ix = {qb, (T + qb - 1) / qb, R, width, window, NULL, NULL, NULL, NULL, 0};
     ix.idx = xalloc(sizeof(int) * (size_t)B * H * ix.nblk * width);
-    make_list(ix.idx, B, H, T, qb, R, width, extra);
+    make_list_skew(ix.idx, B, H, T, qb, R, width, extra, skew);
     char name[96];
-    snprintf(name, sizeof name, "hand qb%d r%d w%d+%d%s", qb, R, width, extra, window ? " win" : "");
+    snprintf(name, sizeof name, "hand%s qb%d r%d w%d+%d%s", skew ? " skew" : "", qb, R, width,
+             extra, window ? " win" : "");
     if (window) snprintf(name + strlen(name), sizeof name - strlen(name), "%d", window);
     t_swb(name, &ix, B, T, H, KVH, D, R < 64);
     free(ix.idx);
+}
+static void t_hand(int B, int T, int H, int KVH, int D, int qb, int R, int width, int extra,
+                   int window) {
+    t_hand_skew(B, T, H, KVH, D, qb, R, width, extra, window, 0);
 }
 
 // a config's list from the CPU's selection on random bf16 q / k (the reference's own inputs are
@@ -190,8 +223,11 @@ static void t_hand(int B, int T, int H, int KVH, int D, int qb, int R, int width
 static void t_cfg(const char *name, AttnConfig cfg, int B, int T, int H, int KVH, int D) {
     if (!wanted("sparse_wgmma_bwd") || !g_arch) return;
     AttnDims d;
-    MS_ASSERT(attn_config_check(&cfg, "attention") == 0, "%s", ms_error());
-    MS_ASSERT(attn_dims(&cfg, T, &d) == 0, "%s", ms_error());
+    if (attn_config_check(&cfg, "attention") || attn_dims(&cfg, T, &d)) { // a failed row, not an abort
+        printf("    %s: invalid config: %s\n", name, ms_error());
+        report("sparse_wgmma_bwd (config)", name, INFINITY, 0, -1);
+        return;
+    }
     size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KVH * D;
     uint16_t *qb, *kb;
     float *q, *k;
@@ -212,9 +248,9 @@ static void t_declines(void) {
     uint16_t *d_y = gpu->alloc(nq * 2), *d_o = gpu->alloc(nq * 2);
     float *d_l = gpu->alloc(nl * 4);
     uint16_t *d_dq = gpu->alloc(nq * 2), *d_dk = gpu->alloc(nk * 2), *d_dv = gpu->alloc(nk * 2);
-    // {qblock, region}: 16-key regions (ms w 16), a 32-row block, one-row blocks (moba), positions
-    // (the ordered mode); in the atomic mode 16-key regions in 64-row blocks
-    static const int QR[5][2] = {{128, 16}, {32, 64}, {1, 64}, {128, 64}, {64, 16}};
+    // {qblock, region}: 16-key regions in 64-row blocks, a 32-row block, one-row blocks (moba),
+    // positions (the ordered mode); the same 16-key case in the atomic mode
+    static const int QR[5][2] = {{64, 16}, {32, 64}, {1, 64}, {128, 64}, {64, 16}};
     double bad = 0;
     int mode0 = attn_bf16_deterministic();
     for (int c = 0; c < 5; c++) {
@@ -245,19 +281,36 @@ static void t_declines(void) {
         free(h);
     }
     attn_bf16_set_deterministic(mode0);
-    report("sparse_wgmma_bwd (-1)", "r16, qb32, qb1, kpos; atomic qb64 r16", bad, 0, -1);
+    report("sparse_wgmma_bwd (-1)", "qb64 r16, qb32, qb1, kpos; atomic qb64 r16", bad, 0, -1);
     gpu->free(d_q), gpu->free(d_k), gpu->free(d_v), gpu->free(d_y), gpu->free(d_o), gpu->free(d_l);
     gpu->free(d_dq), gpu->free(d_dk), gpu->free(d_dv);
 }
 
 // ---- timing rows (information): B = 1, H = KVH = 32, D = 128 ----
+// MSLAB_SWB_PERF=name: that row alone; MSLAB_SWB_PERF_MIN: the defaults, the candidates and the
+// kernels' shares only; MSLAB_SWB_PERF_REPS: timed calls per variant (3; 0: the warm-up alone, ncu); MSLAB_SWB_PERF_RAND: q, k rows drawn at random from perf_qkv's 1024-row
+// period (no periodic block means: a selection like the bench's random inputs)
 static void t_perf(const char *name, AttnConfig cfg, int T) {
     if (!wanted("sparse_wgmma_bwd_perf") || !g_arch || getenv("MSLAB_WG_NO_PERF")) return;
-    int H = 32, D = 128, reps = 3;
+    const char *only = getenv("MSLAB_SWB_PERF");
+    if (only && strcmp(only, name)) return;
+    int H = 32, D = 128, reps = 3, minimal = getenv("MSLAB_SWB_PERF_MIN") != NULL;
+    if (getenv("MSLAB_SWB_PERF_REPS")) reps = atoi(getenv("MSLAB_SWB_PERF_REPS")); // 0: one call
     AttnDims d;
     MS_ASSERT(attn_dims(&cfg, T, &d) == 0, "%s", ms_error());
     size_t nq = (size_t)T * H * D, ni = (size_t)H * d.nblk * d.width;
     uint16_t *q, *k, *v, *hb = perf_qkv(nq, &q, &k, &v), *y = dev_from(hb, nq * 2);
+    if (getenv("MSLAB_SWB_PERF_RAND")) {
+        uint16_t *h2 = xalloc(nq * 2);
+        size_t row = (size_t)H * D;
+        for (size_t t = 0; t < (size_t)T; t++)
+            memcpy(h2 + t * row, hb + (rng_below(&rng, 1024) % (size_t)T) * row, row * 2);
+        gpu->upload(q, h2, nq * 2);
+        for (size_t t = 0; t < (size_t)T; t++)
+            memcpy(h2 + t * row, hb + (rng_below(&rng, 1024) % (size_t)T) * row, row * 2);
+        gpu->upload(k, h2, nq * 2);
+        free(h2);
+    }
     uint16_t *o = gpu->alloc(nq * 2), *dq = gpu->alloc(nq * 2), *dk = gpu->alloc(nq * 2),
              *dv = gpu->alloc(nq * 2);
     float *lse = gpu->alloc((size_t)H * T * 4), sync;
@@ -281,40 +334,54 @@ static void t_perf(const char *name, AttnConfig cfg, int T) {
     double f = 4.0 * st.pairs * D; // forward FLOPs; the backward counts 2.5x
     attn_bf16_sparse_fwd(o, lse, q, k, v, &ix, 1, T, H, H, D);
     int mode0 = attn_bf16_deterministic();
-    if (d.region < 64) { // the query-centric kernel (atomic mode) vs sparse_bf16 in both modes
-        double t[3];
-        for (int x = 0; x < 3; x++) {
-            attn_bf16_set_deterministic(x == 2);
-            sparse_wgmma_bwd_tune_small(x == 0);
+    if (d.region < 64) { // the query-centric kernel (both modes) vs sparse_bf16 in both modes
+        // x: wgmma small atomic, sparse_bf16 atomic, ordered, wgmma small ordered
+        double t[4], tf[4];
+        for (int x = 0; x < 4; x++) {
+            attn_bf16_set_deterministic(x == 2 || x == 3);
+            sparse_wgmma_bwd_tune_small(x != 1 && x != 2);
+            sparse_wgmma_bwd_tune_small_modes(x == 3 ? 1 : 0);
             double t0 = 0;
             int rc = 0;
             for (int r = -1; r < reps; r++) {
                 if (r == 0) gpu->download(&sync, lse, 4), t0 = now_s();
-                if (x == 0) rc |= sparse_wgmma_bwd(dq, dk, dv, y, o, lse, q, k, v, &ix, 1, T, H, H, D);
+                if (x != 1 && x != 2)
+                    rc |= sparse_wgmma_bwd(dq, dk, dv, y, o, lse, q, k, v, &ix, 1, T, H, H, D);
                 else sparse_bf16_bwd(dq, dk, dv, y, o, lse, q, k, v, &ix, 1, T, H, H, D);
             }
             gpu->download(&sync, lse, 4);
             t[x] = rc ? 0 : (now_s() - t0) / reps * 1e3;
+            tf[x] = t[x] > 0 ? 2.5 * f / t[x] * 1e-9 : 0;
         }
         sparse_wgmma_bwd_tune_small(1);
+        sparse_wgmma_bwd_tune_small_modes(-1);
         attn_bf16_set_deterministic(mode0);
         printf("    (info sparse_wgmma_bwd_perf %s T=%d H=32 D=128: pairs %.4g; bwd ms (TFLOP/s at "
-               "2.5x fwd): wgmma small-region atomic %.3f (%.1f); sparse_bf16 atomic %.3f (%.1f), "
-               "ordered %.3f (%.1f))\n",
-               name, T, st.pairs, t[0], t[0] > 0 ? 2.5 * f / t[0] * 1e-9 : 0, t[1],
-               2.5 * f / t[1] * 1e-9, t[2], 2.5 * f / t[2] * 1e-9);
+               "2.5x fwd): wgmma small-region atomic %.3f (%.1f), ordered %.3f (%.1f); sparse_bf16 "
+               "atomic %.3f (%.1f), ordered %.3f (%.1f))\n",
+               name, T, st.pairs, t[0], tf[0], t[3], tf[3], t[1], tf[1], t[2], tf[2]);
         goto done;
     }
     {
     // wgmma {ordered, fused, parts, hmajor, kvwg} per pass; then sparse_bf16 ordered, atomic
-    enum { NW = 9 };
-    static const int P[NW][5] = {{1, 1, 3, -1, 1}, {0, 1, 3, -1, 1}, {0, 0, 3, -1, 1},
-                                 {1, 1, 3, 1, 1},  {0, 1, 3, 0, 1},  {1, 1, 3, -1, 2},
-                                 {1, 1, 0, -1, 1}, {1, 1, 2, -1, 1}, {1, 1, 1, -1, 1}};
+    // ... fx: the ordered mode's fused kernel with fixed-point dQ (regions of 128k keys; -1 its
+    // default), desc: the dK/dV walks latest block first, ald: the fused kernel's lse / Di by
+    // cp.async (-1: on the ordered fused path). 9: ordered split; 10: ordered fused in list order,
+    // plain lse loads; 11: ordered split, dK/dV head-major latest first; 12: atomic latest first
+    enum { NW = 13 };
+    static const int P[NW][8] = {
+        {1, 1, 3, -1, 1, 1, -1, -1}, {0, 1, 3, -1, 1, 1, -1, -1}, {0, 0, 3, -1, 1, 1, -1, -1},
+        {1, 1, 3, 3, 1, 0, -1, -1},  {0, 1, 3, 0, 1, 1, -1, -1},  {1, 1, 3, -1, 2, 0, -1, -1},
+        {1, 1, 0, -1, 1, 0, -1, -1}, {1, 1, 2, -1, 1, 0, -1, -1}, {1, 1, 1, -1, 1, 0, -1, -1},
+        {1, 1, 3, -1, 1, 0, -1, -1}, {1, 1, 3, -1, 1, 1, 0, 0},   {1, 1, 3, 1, 1, 0, 1, -1},
+        {0, 1, 3, -1, 1, 1, 1, 1}};
     double t[NW + 2];
     for (int x = 0; x < NW + 2; x++) {
+        t[x] = 0;
+        if (minimal && (x == 2 || x == 3 || x == 4 || x == 5 || x >= NW)) continue;
         attn_bf16_set_deterministic(x < NW ? P[x][0] : x == NW);
         if (x < NW) sparse_wgmma_bwd_tune(P[x][1], P[x][2], P[x][3], P[x][4]);
+        if (x < NW) sparse_wgmma_bwd_tune2(P[x][5], P[x][6], P[x][7]);
         double t0 = 0;
         int rc = 0;
         for (int r = -1; r < reps; r++) {
@@ -323,9 +390,10 @@ static void t_perf(const char *name, AttnConfig cfg, int T) {
             else sparse_bf16_bwd(dq, dk, dv, y, o, lse, q, k, v, &ix, 1, T, H, H, D);
         }
         gpu->download(&sync, lse, 4);
-        t[x] = rc ? 0 : (now_s() - t0) / reps * 1e3;
+        t[x] = rc || reps < 1 ? 0 : (now_s() - t0) / reps * 1e3;
     }
     sparse_wgmma_bwd_tune(1, 3, -1, 1);
+    sparse_wgmma_bwd_tune2(1, -1, -1);
     attn_bf16_set_deterministic(mode0);
     double tf[NW + 2];
     for (int x = 0; x < NW + 2; x++) tf[x] = t[x] > 0 ? 2.5 * f / t[x] * 1e-9 : 0;
@@ -334,10 +402,15 @@ static void t_perf(const char *name, AttnConfig cfg, int T) {
            "sparse_bf16 ordered %.3f (%.1f), atomic %.3f (%.1f))\n",
            name, T, st.pairs, t[0], tf[0], t[1], tf[1], t[2], tf[2], t[NW], tf[NW], t[NW + 1],
            tf[NW + 1]);
-    printf("    (info sparse_wgmma_bwd_perf %s T=%d: ordered head-major %.3f, atomic head-fastest %.3f; "
-           "128-key dK/dV CTAs: ordered %.3f; pre (Di, inverse list) %.3f, +dK/dV %.3f, +dQ %.3f; "
+    printf("    (info sparse_wgmma_bwd_perf %s T=%d: ordered split head-major %.3f, atomic head-fastest "
+           "%.3f; split 128-key dK/dV CTAs: ordered %.3f; split: pre (Di, inverse list) %.3f, +dK/dV "
+           "%.3f, +dQ %.3f; "
            "inverse entries per region: max %d, mean %.1f)\n",
            name, T, t[3], t[4], t[5], t[6], t[7], t[8], inv_max, inv_mean);
+    printf("    (info sparse_wgmma_bwd_perf %s T=%d: ordered split %.3f (%.1f); ordered fused in "
+           "list order, plain lse loads %.3f (%.1f); ordered split, dK/dV head-major latest first "
+           "%.3f (%.1f); atomic latest first, lse by cp.async %.3f (%.1f))\n",
+           name, T, t[9], tf[9], t[10], tf[10], t[11], tf[11], t[12], tf[12]);
     }
 done:
     free(hb);
@@ -372,20 +445,29 @@ void t_sparse_wgmma_bwd_all(void) {
     t_cfg("ms w64 top8 m2", ms_cfg(64, 8, 2, -1), 1, 1000, 8, 2, 128);
     t_cfg("ms w64 top8 m2", ms_cfg(64, 8, 2, -1), 1, 1000, 8, 2, 64);
     t_cfg("moba-blk", ms_cfg(128, 1000 / 128 / 4 + 1, 1, 0), 1, 1000, 8, 8, 128);
+    // very uneven inverse lists (the first 3 regions in nearly every list): GQA, B = 2
+    t_hand_skew(2, 1500, 4, 2, 128, 128, 128, 8, 6, 0, 1);
     t_declines();
     if (!quick) {
         t_hand(2, 3000, 8, 2, 128, 256, 128, 12, 8, 0);
+        t_hand_skew(1, 4096, 4, 1, 128, 128, 128, 12, 10, 0, 1);
         t_cfg("moba-blk", ms_cfg(128, 4096 / 128 / 16 + 1, 1, 0), 1, 4096, 8, 2, 128);
         t_cfg("ms w128 top16 m1", ms_cfg(128, 16, 1, -1), 1, 4096, 4, 4, 64);
-        t_perf("moba-blk", ms_cfg(128, 32768 / 128 / 16 + 1, 1, 0), 32768);
+        // MSLAB_SWB_PERF_T: the moba-blk row at that length instead of 32K
+        const char *pt = getenv("MSLAB_SWB_PERF_T");
+        int T = pt ? atoi(pt) : 32768;
+        t_perf("moba-blk", ms_cfg(128, T / 128 / 16 + 1, 1, 0), T);
         t_perf("ms w64 top64 m2", ms_cfg(64, 64, 2, -1), 32768);
     }
-    // 16 / 32-key regions (the query-centric kernel, atomic mode): hand-made and ms lists (last:
-    // the newest kernel)
+    // 16 / 32-key regions (the query-centric kernel, atomic and ordered mode, D = 128 / 64):
+    // hand-made and ms lists, GQA, B = 2, 256-row blocks (two CTAs per list; last: the newest
+    // kernel)
     t_hand(1, 1000, 8, 2, 128, 128, 16, 24, 12, 0);
     t_hand(2, 700, 4, 4, 128, 256, 32, 14, 6, 0);
+    t_hand(2, 700, 4, 2, 64, 128, 16, 20, 10, 0);
     t_cfg("ms w16 top32 m8", ms_cfg(16, 32, 8, -1), 1, 1000, 8, 2, 128);
     t_cfg("ms w32 top12 m4", ms_cfg(32, 12, 4, -1), 1, 1111, 4, 1, 128);
+    t_cfg("ms w16 top32 m8", ms_cfg(16, 32, 8, -1), 1, 1000, 6, 2, 64);
     if (!quick) {
         t_cfg("ms w16 top64 m16", ms_cfg(16, 64, 16, -1), 2, 3000, 4, 1, 128);
         t_perf("ms paper", ms_cfg(16, 512, 128, -1), 32768);
