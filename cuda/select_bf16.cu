@@ -5,7 +5,7 @@
 // old|fused|tp (each falls back to the one before it when a row overflows its buffers).
 // old (fs_select): fp64 score rows in global memory (256 MB batches), a radix select per row;
 //   at 1M it reads / writes ~6.9e10 scores x 8 B several times: 3.93 s, 57% of MS fwd+bwd.
-// fused (fx_select, the default): the same fp64 scores (DMMA, the same products in dimension
+// fused (fx_select, the default below 512K): the same fp64 scores (DMMA, the same products in dimension
 //   order), filtered in registers against a per-row running threshold, ~S ln(e / S) survivors per
 //   row kept; no score row leaves the chip. Design and invariants at fx_select below.
 // Measured (H200, paper config w 16 / top 512 / merge 128, B=1 H=32 D=128; s4 final bench): 1M
@@ -17,8 +17,9 @@
 //   the DMMA rate), fx_select on the m16n8k16 DMMA (CUTLASS's Hopper atom: 128K 28.0 ms in r2/r3,
 //   but ~1.3x slower per score at 1M in r3, so the s4 default went back to m8n8k4) and with a
 //   cp.async double buffer for the kbar chunks (128K 30.9 vs 28.0 ms in r3).
-// tp (tp_select, s6; opt-in: MSLAB_SELECT_BF16=tp, or auto = tp when the longest row has >=
-//   TP_AUTO_MIN candidates): no fp64 GEMM. Scores from fp16 splits of the pooled q / k (hi + lo,
+// tp (tp_select, s6; the default (auto) where the longest row has >= TP_AUTO_MIN = 32768
+//   candidates, i.e. T >= 512K at w 16 — measured at 1M only, equal at 128K; MSLAB_SELECT_BF16=tp
+//   everywhere, =fused never): no fp64 GEMM. Scores from fp16 splits of the pooled q / k (hi + lo,
 //   3 MMAs, fp32) with a rigorous bound |s - s'| <= 5.8e-6 |q| |k| prune against the same
 //   running threshold (on lower bounds); the survivors (~S + 8 per row) are ordered by their
 //   intervals, and only those the bound cannot order get the CPU's double score (dmul, dadd in
@@ -31,7 +32,8 @@
 //   sweep does not: ncu (256K, one launch 41.3 ms) tensor pipe 4% active, issue 22%, 8 warps per
 //   SM (12.5% occupancy: 227 KB smem, 255 regs), stalls per issue barrier 2.5, wait 2.4 (dependent
 //   chains), short scoreboard 1.7. Next: more warps (A fragments from smem via ldmatrix instead of
-//   64 registers, 16 warps), B fragments by ldmatrix, fewer barriers per tile. Default stays fused.
+//   64 registers, 16 warps), B fragments by ldmatrix, fewer barriers per tile. Below the auto
+//   cut the default stays fused.
 //   Removed after measurement (s6 r2): warp-aggregated (match_any) sketch histograms in
 //   fx_compact: fused 32K / 128K 3.59 / 31.7 -> 4.06 / 39.2 ms.
 // Shared with select_blocks.cu (select_common.cuh): the region pooling, fs_key, the DMMA step,
@@ -1153,8 +1155,8 @@ static int g_select_path = 0;
 // runs the next path), or a row failed (likewise, after this call wrote partial lists that the
 // next path then overwrites)
 // MSLAB_SELECT_BF16 (select_mode below): the default path, and auto's tp cut
-#define SELECT_DEFAULT 1 // fused
-#define TP_AUTO_MIN 16384
+#define SELECT_DEFAULT 3 // auto: tp from TP_AUTO_MIN candidates (T >= 512K at w 16), else fused
+#define TP_AUTO_MIN 32768
 static int select_mode(void);
 static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q,
                           const uint16_t *k, int B, int T, int H, int KVH, int D, bool tp) {
