@@ -18,40 +18,44 @@
 //   on diagonal / tail tiles only, online softmax in registers (log2e-prescaled, ex2), P packed
 //   from the S accumulators straight into the A registers of O += P V (RS wgmma m64nDk16, V an
 //   MN-major B operand); out = O / l (bf16), lse = (m + log2 l) ln 2. CTA = (b, h, NWG x 64
-//   query rows), query tiles heaviest first. Three generations (flash_wgmma_tune):
-//   fwd_kernel: cp.async double buffer, S, softmax, P V in sequence (r1: 6.2-6.8 ms at 16K);
-//   fwd2_kernel: S_j and P_{j-1} V_{j-1} issued together, S_j's softmax under the P V product
-//     (FA3's intra-warpgroup overlap), 3-slot cp.async ring, one barrier per tile (5.7 ms);
-//   fwd3_kernel (default): warp-specialised: a producer warp loads Q and the K / V ring with
-//     TMA (128-byte swizzle = the planar layout), per-slot full / empty mbarriers, no CTA
-//     barrier in the loop, so the consumer warpgroups drift apart and one's softmax overlaps the
-//     other's products (5.0 ms, 440 TFLOP/s; flash_bf16 7.1 ms). Since s5 r4 the default is
-//     tiling 11: 3 consumer warpgroups (192 rows) and a producer warpgroup, setmaxnreg 32 / 160.
+//   query rows), query tiles heaviest first. Warp-specialised (fwd3_kernel, FA3's structure): a
+//   producer warp loads Q and the K / V ring with TMA (128-byte swizzle = the planar layout),
+//   per-slot full / empty mbarriers, no CTA barrier in the loop, so the consumer warpgroups
+//   drift apart and one's softmax overlaps the other's products; inside a warpgroup S_j and
+//   P_{j-1} V_{j-1} are issued together and S_j's softmax runs under the P V product. Tiling 11
+//   (the only one since s6): 3 consumer warpgroups (192 rows) and a producer warpgroup,
+//   setmaxnreg 32 / 160, 64-key tiles, 4 ring slots.
+//   History: fwd_kernel (cp.async double buffer, S, softmax, P V in sequence: 6.2-6.8 ms at
+//   16K) and fwd2_kernel (the in-warpgroup overlap on a 3-slot cp.async ring: 5.7 ms) lost to
+//   fwd3 (5.0 ms in r3, 3.48 ms as tiling 11 in s5) and were removed in s6 with fwd3's other
+//   tilings (figures in the tilings comment at flash_wgmma_tune).
 //   The S_j / P_{j-1} V_{j-1} overlap packs P_j into bf16 only after P_{j-1} V_{j-1} retired
 //   (wg_pack after wgmma.wait_group 0, as FA3): packed while that RS wgmma was in flight, ptxas
 //   gave the new fragments the registers it still read and serialised the wgmma pipeline
-//   ("C7513 ... serialized due to non wgmma instructions defining input registers"; gone in
-//   fwd2 / fwd3 since s5); the V wait inside the stage is followed by an explicit wgmma.fence
-//   (ptxas injected one: C7519).
-// Synchronisation: cp.async writes are generic-proxy writes, wgmma reads through the async
-//   proxy: each thread waits its cp.async groups, fence.proxy.async, then __syncthreads; a
-//   buffer is overwritten only after every warpgroup's wgmma.wait_group 0 and a barrier. TMA
-//   writes and wgmma reads are both async proxy: the mbarriers order them.
+//   ("C7513 ... serialized due to non wgmma instructions defining input registers"; gone
+//   since s5); the V wait inside the stage is followed by an explicit wgmma.fence (ptxas
+//   injected one: C7519).
+// Synchronisation: TMA writes and wgmma reads are both async proxy: the mbarriers order them.
 //
 // flash_wgmma_tune (not in the header; the tests' timing rows use it) picks the tiling per
-// kernel; MSLAB_FLASH_WGMMA_TUNE="fwd,dkdv,dq" overrides the defaults at the first call.
+// backward kernel (the forward's value is ignored since s6); MSLAB_FLASH_WGMMA_TUNE="fwd,dkdv,dq"
+// overrides the defaults at the first call.
 // Measured (H200, B=1, H=KVH=32, D=128, causal; mslab-gpu-bench, s5 r2, after the C7513 fix,
 // tiling 7): fwd 4.01 / 17.3 ms at 16K / 32K (549 / 508 TFLOP/s; before the fix 4.91 / 23.5 =
 // 448 / 375; flash_bf16 7.12 / 28.8); fwd+bwd with the s5 r2 defaults 21.0 / 88.9 ms (367 /
 // 346). s5 r4: tiling 11 (3 consumer warpgroups, the default since) 3.48 ms at 16K (631 TFLOP/s;
-// 7: 3.98 = 553), the test's timing rows.
+// 7: 3.98 = 553), the test's timing rows. s6 r1 / r2, after the pruning (the other tilings
+// removed; parity unchanged): 3.43 / 3.44 ms (641 / 639 TFLOP/s), the same rows.
 // Block-sparse forward (sparse_wgmma_fwd; s5 r3, 32K, H = 32, D = 128, lists by select_bf16,
 // the forward alone, 4 flops x D per visible pair): ms paper (w 16, top 512, merge 128) 8.66 ms
 // = 397 TFLOP/s with 192-row CTAs (128-row: 10.8 ms = 318; sparse_bf16_fwd 14.7 ms = 234);
 // moba-blk (region 128, 1/16 + own) 2.55 ms = 431 (sparse_bf16 4.94 = 222). The same 8192
 // keys a list in regions of 32 / 64 keys: 7.1 / 6.6 ms (482 / 523): w = 16 is bound by its
 // 16-row TMA boxes (16 a tile). Bench rows (r3, fwd incl. the selection): 64K ms 33.1 ms
-// (select 10.5), moba-blk 9.86 ms (select 0.64).
+// (select 10.5), moba-blk 9.86 ms (select 0.64). s6 r2: 16-key granules in grouped tiles (a
+// box per granule for both planes, 8 a tile, issued by 4 lanes): ms paper 8.55 -> 7.46 ms (402
+// -> 461 TFLOP/s; the tests' timing rows); final code (r3): 6.85 ms (502) vs 8.77 planar in the
+// same run; see sparse_wgmma_fwd_opt.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,134 +71,7 @@ extern "C" {
 }
 
 // ---------------------------------------------------------------------------------------------
-// forward: CTA = NWG warpgroups x 64 query rows, BK-key tiles double-buffered by cp.async.
-// Per tile: S = Q K^T (SS, N = BK), online softmax in registers, O += P V (RS, N = D, V as an
-// MN-major operand). Grid as flash_fwd_kernel: (B * H, query tiles), heaviest first.
-template <int D, int NWG, int BK>
-__device__ __forceinline__ void fwd_wg_body(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
-                                            const bf16 *v, int T, int H, int KVH, float sl2) {
-    constexpr int NT = 128 * NWG, BQ = 64 * NWG, DN = D / 8, NN = BK / 8;
-    extern __shared__ __align__(1024) unsigned char smem_raw[];
-    bf16 *Qs = (bf16 *)smem_base1k(smem_raw), *Ks = Qs + BQ * D, *Vs = Ks + 2 * BK * D;
-
-    int b = blockIdx.x / H, h = blockIdx.x % H, kvh = h / (H / KVH);
-    int q0 = (gridDim.y - 1 - blockIdx.y) * BQ;
-    size_t ldq = (size_t)H * D, ldk = (size_t)KVH * D;
-    const bf16 *qb = q + (size_t)b * T * ldq + (size_t)h * D;
-    const bf16 *kb = k + (size_t)b * T * ldk + (size_t)kvh * D;
-    const bf16 *vb = v + (size_t)b * T * ldk + (size_t)kvh * D;
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
-    int wg = warp >> 2, wl = warp & 3;
-    int wr0 = q0 + wg * 64;          // this warpgroup's first row
-    int rw0 = wr0 + wl * 16 + g;     // this thread's rows rw0, rw0 + 8
-    int nkt = (min(q0 + BQ, T) + BK - 1) / BK;
-
-    ptile_load<D, BQ, NT>(Qs, qb, ldq, q0, T);
-    ptile_load<D, BK, NT>(Ks, kb, ldk, 0, T);
-    ptile_load<D, BK, NT>(Vs, vb, ldk, 0, T);
-    cp_async_commit();
-
-    float o[DN][4];
-#pragma unroll
-    for (int n = 0; n < DN; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-
-    for (int j = 0; j < nkt; j++) {
-        if (j + 1 < nkt) {
-            int nb = (j + 1) & 1;
-            ptile_load<D, BK, NT>(Ks + nb * BK * D, kb, ldk, (j + 1) * BK, T);
-            ptile_load<D, BK, NT>(Vs + nb * BK * D, vb, ldk, (j + 1) * BK, T);
-            cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
-        fence_async_smem();
-        __syncthreads();
-        const bf16 *Kt = Ks + (j & 1) * BK * D, *Vt = Vs + (j & 1) * BK * D;
-        int k0 = j * BK;
-        if (wr0 + 63 >= k0) { // warpgroup-uniform: else every row is above the tile
-            float s[NN][4];
-            wg_fence();
-#pragma unroll
-            for (int kk = 0; kk < D / 16; kk++)
-                wg_ss<BK>(s, desc_k<BQ>(Qs, wg * 64, kk), desc_k<BK>(Kt, 0, kk), kk);
-            wg_commit();
-            wg_wait<0>();
-            wg_keep<BK>(s);
-            if (k0 + BK - 1 > wr0 || k0 + BK > T) {
-#pragma unroll
-                for (int n = 0; n < NN; n++)
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        int key = k0 + n * 8 + 2 * tq + (e & 1), r = rw0 + 8 * (e >> 1);
-                        if (key > r || key >= T) s[n][e] = -INFINITY;
-                    }
-            }
-            uint32_t pk[NN][2];
-#pragma unroll
-            for (int r = 0; r < 2; r++) {
-                float mx = -INFINITY;
-#pragma unroll
-                for (int n = 0; n < NN; n++) mx = fmaxf(mx, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                float mnew = fmaxf(m[r], mx * sl2);
-                float mu = mnew == -INFINITY ? 0.f : mnew;
-                float alpha = wg_ex2(m[r] - mu);
-                m[r] = mnew;
-                l[r] *= alpha;
-#pragma unroll
-                for (int n = 0; n < DN; n++) o[n][2 * r] *= alpha, o[n][2 * r + 1] *= alpha;
-                float rs = 0.f;
-#pragma unroll
-                for (int n = 0; n < NN; n++) {
-                    float p0 = wg_ex2(fmaf(s[n][2 * r], sl2, -mu));
-                    float p1 = wg_ex2(fmaf(s[n][2 * r + 1], sl2, -mu));
-                    pk[n][r] = pack_bf16x2(p0, p1);
-                    rs += p0 + p1;
-                }
-                l[r] += rs;
-            }
-            wg_fence();
-#pragma unroll
-            for (int kk = 0; kk < BK / 16; kk++) {
-                uint32_t a[4] = {pk[2 * kk][0], pk[2 * kk][1], pk[2 * kk + 1][0], pk[2 * kk + 1][1]};
-                wg_rs<D>(o, a, desc_mn<BK>(Vt, kk), 1);
-            }
-            wg_commit();
-            wg_wait<0>();
-            wg_keep<D>(o);
-        }
-        __syncthreads(); // the next prefetch overwrites this buffer
-    }
-
-    bf16 *ob = out + (size_t)b * T * ldq + (size_t)h * D;
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        float lr = l[r];
-        lr += __shfl_xor_sync(0xffffffffu, lr, 1);
-        lr += __shfl_xor_sync(0xffffffffu, lr, 2);
-        int row = rw0 + 8 * r;
-        if (row >= T) continue;
-        float inv = 1.f / lr;
-        bf16 *orow = ob + (size_t)row * ldq;
-#pragma unroll
-        for (int n = 0; n < DN; n++)
-            *(uint32_t *)(orow + n * 8 + 2 * tq) = pack_bf16x2(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
-        if (tq == 0) lse[((size_t)b * H + h) * T + row] = (m[r] + log2f(lr)) * WG_LN2;
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// forward, pipelined inside the warpgroup (FA3's softmax / GEMM overlap): in iteration j the
-// warpgroup issues S_j = Q K_j^T and O += P_{j-1} V_{j-1} back to back, waits for S_j only, and
-// does S_j's softmax while the tensor cores still run the P V product; then it waits for that
-// and rescales O by S_j's alpha. K / V tiles in a 3-slot cp.async ring (tile j in slot j % 3):
-// tile j + 1 loads during iteration j while V_{j-1} is still being read. One barrier per tile.
-// Every warpgroup runs every tile of its CTA (a tile wholly above a warpgroup's rows is all
-// masked: alpha 1, P 0): no wgmma under a divergent branch, which would make ptxas serialise
-// the pipeline (C7520); costs one tile in 2 nkt for NWG = 2.
+// forward building blocks
 // causal / tail mask of the dense key tile k0 .. k0 + BKc - 1 (only diagonal / tail tiles)
 template <int NN>
 __device__ __forceinline__ void dense_mask(float (*s)[4], int k0, int BKc, int wr0, int rw0, int tq,
@@ -244,140 +121,16 @@ template <int NN> __device__ __forceinline__ void wg_pack(const float (*s)[4], u
     for (int n = 0; n < NN; n++)
         pk[n][0] = pack_bf16x2(s[n][0], s[n][1]), pk[n][1] = pack_bf16x2(s[n][2], s[n][3]);
 }
-template <int NN, int DN>
-__device__ __forceinline__ void fwd2_softmax(float (*s)[4], uint32_t (*pn)[2], float *m, float *l,
-                                             float *alpha, int k0, int BKc, int wr0, int rw0,
-                                             int tq, int T, float sl2) {
-    dense_mask<NN>(s, k0, BKc, wr0, rw0, tq, T);
-    wg_softmax<NN>(s, m, l, alpha, sl2);
-    wg_pack<NN>(s, pn);
-}
-
-template <int D, int NWG, int BK>
-__device__ __forceinline__ void fwd2_wg_body(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
-                                             const bf16 *v, int T, int H, int KVH, float sl2) {
-    constexpr int NT = 128 * NWG, BQ = 64 * NWG, DN = D / 8, NN = BK / 8, NS = 3;
-    extern __shared__ __align__(1024) unsigned char smem_raw[];
-    bf16 *Qs = (bf16 *)smem_base1k(smem_raw), *Ks = Qs + BQ * D, *Vs = Ks + NS * BK * D;
-
-    int b = blockIdx.x / H, h = blockIdx.x % H, kvh = h / (H / KVH);
-    int q0 = (gridDim.y - 1 - blockIdx.y) * BQ;
-    size_t ldq = (size_t)H * D, ldk = (size_t)KVH * D;
-    const bf16 *qb = q + (size_t)b * T * ldq + (size_t)h * D;
-    const bf16 *kb = k + (size_t)b * T * ldk + (size_t)kvh * D;
-    const bf16 *vb = v + (size_t)b * T * ldk + (size_t)kvh * D;
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
-    int wg = warp >> 2, wl = warp & 3;
-    int wr0 = q0 + wg * 64;      // this warpgroup's first row
-    int rw0 = wr0 + wl * 16 + g; // this thread's rows rw0, rw0 + 8
-    int nkt = (min(q0 + BQ, T) + BK - 1) / BK;
-
-    ptile_load<D, BQ, NT>(Qs, qb, ldq, q0, T);
-    ptile_load<D, BK, NT>(Ks, kb, ldk, 0, T);
-    ptile_load<D, BK, NT>(Vs, vb, ldk, 0, T);
-    cp_async_commit();
-
-    float o[DN][4];
-#pragma unroll
-    for (int n = 0; n < DN; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, alpha[2];
-    uint32_t pk[NN][2]; // P of the previous tile: the A operand of the P V product in flight
-
-    // tile 0: S only
-    cp_async_wait<0>();
-    fence_async_smem();
-    __syncthreads();
-    if (nkt > 1) {
-        ptile_load<D, BK, NT>(Ks + BK * D, kb, ldk, BK, T);
-        ptile_load<D, BK, NT>(Vs + BK * D, vb, ldk, BK, T);
-    }
-    cp_async_commit();
-    {
-        float s[NN][4];
-        wg_fence();
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++)
-            wg_ss<BK>(s, desc_k<BQ>(Qs, wg * 64, kk), desc_k<BK>(Ks, 0, kk), kk);
-        wg_commit();
-        wg_wait<0>();
-        wg_keep<BK>(s);
-        fwd2_softmax<NN, DN>(s, pk, m, l, alpha, 0, BK, wr0, rw0, tq, T, sl2);
-    }
-    for (int j = 1; j < nkt; j++) {
-        cp_async_wait<0>(); // tile j (issued in iteration j - 1)
-        fence_async_smem();
-        __syncthreads(); // also: every warpgroup is done with tile j - 2 (slot (j + 1) % 3)
-        if (j + 1 < nkt) {
-            int sl = (j + 1) % NS;
-            ptile_load<D, BK, NT>(Ks + sl * BK * D, kb, ldk, (j + 1) * BK, T);
-            ptile_load<D, BK, NT>(Vs + sl * BK * D, vb, ldk, (j + 1) * BK, T);
-        }
-        cp_async_commit();
-        const bf16 *Kt = Ks + (j % NS) * BK * D, *Vp = Vs + ((j + NS - 1) % NS) * BK * D;
-        float s[NN][4];
-        wg_fence();
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++)
-            wg_ss<BK>(s, desc_k<BQ>(Qs, wg * 64, kk), desc_k<BK>(Kt, 0, kk), kk);
-        wg_commit();
-#pragma unroll
-        for (int kk = 0; kk < BK / 16; kk++) {
-            uint32_t a[4] = {pk[2 * kk][0], pk[2 * kk][1], pk[2 * kk + 1][0], pk[2 * kk + 1][1]};
-            wg_rs<D>(o, a, desc_mn<BK>(Vp, kk), 1);
-        }
-        wg_commit();
-        wg_wait<1>();
-        wg_keep<BK>(s);
-        dense_mask<NN>(s, j * BK, BK, wr0, rw0, tq, T);
-        wg_softmax<NN>(s, m, l, alpha, sl2);
-        wg_wait<0>();
-        wg_keep<D>(o);
-        wg_pack<NN>(s, pk); // after the P V product that read pk (wg_softmax: C7513)
-#pragma unroll
-        for (int n = 0; n < DN; n++) {
-            o[n][0] *= alpha[0], o[n][1] *= alpha[0];
-            o[n][2] *= alpha[1], o[n][3] *= alpha[1];
-        }
-    }
-    { // the last tile's P V
-        const bf16 *Vp = Vs + ((nkt - 1) % NS) * BK * D;
-        wg_fence();
-#pragma unroll
-        for (int kk = 0; kk < BK / 16; kk++) {
-            uint32_t a[4] = {pk[2 * kk][0], pk[2 * kk][1], pk[2 * kk + 1][0], pk[2 * kk + 1][1]};
-            wg_rs<D>(o, a, desc_mn<BK>(Vp, kk), 1);
-        }
-        wg_commit();
-        wg_wait<0>();
-        wg_keep<D>(o);
-    }
-
-    bf16 *ob = out + (size_t)b * T * ldq + (size_t)h * D;
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        float lr = l[r];
-        lr += __shfl_xor_sync(0xffffffffu, lr, 1);
-        lr += __shfl_xor_sync(0xffffffffu, lr, 2);
-        int row = rw0 + 8 * r;
-        if (row >= T) continue;
-        float inv = 1.f / lr;
-        bf16 *orow = ob + (size_t)row * ldq;
-#pragma unroll
-        for (int n = 0; n < DN; n++)
-            *(uint32_t *)(orow + n * 8 + 2 * tq) = pack_bf16x2(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
-        if (tq == 0) lse[((size_t)b * H + h) * T + row] = (m[r] + log2f(lr)) * WG_LN2;
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // forward, warp-specialised (FA3's structure): NWG consumer warpgroups (64 query rows each) and
 // one producer warp (warp 4 NWG) that loads Q once and K / V tiles into an NS-slot ring with TMA
 // (128-byte swizzle: the planar layout above), signalling per-slot "full" mbarriers (the
 // transaction bytes); consumers release a slot through its "empty" mbarrier (one arrive per
 // consumer warp after its wgmma.wait_group). No CTA-wide barrier in the loop, so the warpgroups
-// drift apart and one's softmax overlaps the other's products. Inside a warpgroup the same
-// S_j / P_{j-1} V_{j-1} overlap as fwd2. K and V have separate barriers: S_j may start before
-// V_j has landed.
+// drift apart and one's softmax overlaps the other's products. Inside a warpgroup S_j = Q K_j^T
+// and O += P_{j-1} V_{j-1} are issued back to back, the warpgroup waits for S_j only and runs its
+// softmax while the tensor cores still run the P V product. K and V have separate barriers: S_j
+// may start before V_j has landed.
 // One body, two key-tile sources (LIST):
 //   dense: tile j = keys j BK .. (one box per 64-column plane), masked on diagonal / tail tiles;
 //   list (the block-sparse forward, sparse_wgmma_fwd): CTA = BQ rows of one query block; the
@@ -392,8 +145,14 @@ __device__ __forceinline__ void fwd2_wg_body(bf16 *out, float *lse, const bf16 *
 //     tile (0 granules: a plain arrive on "full"). Position tile j is rewritten for tile
 //     j + 2 NS, after the producer waited "kempty" of tile j + NS, which every consumer warp
 //     arrives after its softmax of tile j.
+//   X = 2 (s6; lists of 16-key granules, D 128, T % 8 == 0; sparse_wgmma_fwd_opt): K and V
+//     tiles as [8-row group][plane][8][64] (the wgmma descriptors step 8 rows by 2048 bytes, the
+//     second plane 1024 bytes on), so one 5-d box (ki / vi maps) lands a granule in both planes:
+//     4 + 4 copies a w 16 tile instead of 8 + 8, issued by lanes 0 .. 3 at once (lane 0 alone
+//     issued them slower than the 8 + 8: r2, ms paper 9.59 vs 8.55 ms).
+// LIST only: ki / vi: boxes of G rows in 8-row groups x both planes (X = 2)
 struct Fwd3Maps {
-    CUtensorMap q, k, v;
+    CUtensorMap q, k, v, ki, vi;
 };
 // the list source's arguments (the dense source ignores them)
 struct Fwd3List {
@@ -401,10 +160,18 @@ struct Fwd3List {
     int qblock, nblk, region, width, window, nsub, G;
     int hm; // grid (blocks x sub-tiles, B H) (1, the default) or (B H, blocks x sub-tiles)
 };
+// 5-d tile load (the v2 map: coordinates column, row, plane, head, batch)
+__device__ __forceinline__ void tma_load_5d(void *dst, const void *tmap, uint64_t *bar, int c0,
+                                            int c1, int c2, int c3, int c4) {
+    asm volatile("cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+                 " [%0], [%1, {%2, %3, %4, %5, %6}], [%7];\n" ::"r"(smem_u32(dst)),
+                 "l"(tmap), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(c4), "r"(smem_u32(bar))
+                 : "memory");
+}
 #define LIST_PAD 0x3fffffff // position of a padding key: after every row
 #define LIST_GBUF 2052      // granule buffer: 32 slots x 64 granules + a partial tile
 
-template <int D, int NWG, int BK, int NS, int PWG, bool LIST>
+template <int D, int NWG, int BK, int NS, int PWG, bool LIST, int X>
 __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3List &sp, bf16 *out,
                                              float *lse, int T, int H, int KVH, float sl2) {
     constexpr int BQ = 64 * NWG, DN = D / 8, NN = BK / 8, NP = D / 64;
@@ -474,10 +241,19 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
                 }
             return;
         }
-        // the list walk (whole warp; lane 0 issues the copies)
+        // the list walk (whole warp; lane 0 issues the copies, X 2: lanes 0 .. gpt - 1)
         const int G = sp.G, gpt = BK / G, region = sp.region;
         const int lo_w = sp.window ? q0 - sp.window + 1 : 0; // first key any row may see
         int j = 0;                                           // tiles emitted
+        // X 2: K (kv 0) or V (kv 1) of ring slot sl, lane gi copies granule gi (both planes, one
+        // 5-d box); the map is named at a fixed parameter offset (r1: picked at run time, the
+        // producer ran the ms forward ~2x slower)
+        auto copies = [&](const int *gs, int ng, int sl, int kv) {
+            if (lane < gpt)
+                tma_load_5d((kv ? Vs : Ks) + sl * BK * D + lane * G * D, kv ? &maps.vi : &maps.ki,
+                            (kv ? vfull : kfull) + sl, 0, 0, 0, (b * T + gs[lane < ng ? lane : 0]) >> 3,
+                            kvh);
+        };
         auto emit = [&](const int *gs, int ng) {             // tile j from granules gs[0 .. ng)
             int sl = j % NS, u = j / NS, pe = j % (2 * NS);
             __syncwarp();
@@ -495,26 +271,42 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             }
             if (lane == 0) kinf[pe * 4] = ng, kinf[pe * 4 + 1] = mn, kinf[pe * 4 + 2] = mx;
             __syncwarp();
-            if (lane == 0) {
-                __threadfence_block(); // the warp's position stores before the release below
-                if (ng == 0) {
-                    mbar_arrive(kfull + sl); // the sentinel: no more tiles
-                } else {
-                    mbar_expect_tx(kfull + sl, BK * D * 2);
-                    for (int gi = 0; gi < gpt; gi++) {
-                        int k0 = gs[gi < ng ? gi : 0]; // padding: any real rows (masked)
-                        for (int p = 0; p < NP; p++)
-                            tma_load_4d(Ks + sl * BK * D + p * BK * 64 + gi * G * 64, &maps.k,
-                                        kfull + sl, p * 64, kvh, k0, b);
+            if (X == 0) { // lane 0 issues every copy
+                if (lane == 0) {
+                    __threadfence_block(); // the warp's position stores before the release below
+                    if (ng == 0) {
+                        mbar_arrive(kfull + sl); // the sentinel: no more tiles
+                    } else {
+                        mbar_expect_tx(kfull + sl, BK * D * 2);
+                        for (int gi = 0; gi < gpt; gi++) {
+                            int k0 = gs[gi < ng ? gi : 0]; // padding: any real rows (masked)
+                            for (int p = 0; p < NP; p++)
+                                tma_load_4d(Ks + sl * BK * D + p * BK * 64 + gi * G * 64, &maps.k,
+                                            kfull + sl, p * 64, kvh, k0, b);
+                        }
+                        if (u > 0) mbar_wait(vempty + sl, (u - 1) & 1);
+                        mbar_expect_tx(vfull + sl, BK * D * 2);
+                        for (int gi = 0; gi < gpt; gi++) {
+                            int k0 = gs[gi < ng ? gi : 0];
+                            for (int p = 0; p < NP; p++)
+                                tma_load_4d(Vs + sl * BK * D + p * BK * 64 + gi * G * 64, &maps.v,
+                                            vfull + sl, p * 64, kvh, k0, b);
+                        }
                     }
-                    if (u > 0) mbar_wait(vempty + sl, (u - 1) & 1);
-                    mbar_expect_tx(vfull + sl, BK * D * 2);
-                    for (int gi = 0; gi < gpt; gi++) {
-                        int k0 = gs[gi < ng ? gi : 0];
-                        for (int p = 0; p < NP; p++)
-                            tma_load_4d(Vs + sl * BK * D + p * BK * 64 + gi * G * 64, &maps.v,
-                                        vfull + sl, p * 64, kvh, k0, b);
-                    }
+                }
+            } else { // X 2: the copies from lanes 0 .. gpt - 1, after lane 0's expect_tx
+                if (lane == 0) {
+                    __threadfence_block();
+                    if (ng == 0) mbar_arrive(kfull + sl);
+                    else mbar_expect_tx(kfull + sl, BK * D * 2);
+                }
+                if (ng > 0) {
+                    __syncwarp();
+                    copies(gs, ng, sl, 0);
+                    if (u > 0 && lane < gpt) mbar_wait(vempty + sl, (u - 1) & 1);
+                    if (lane == 0) mbar_expect_tx(vfull + sl, BK * D * 2);
+                    __syncwarp();
+                    copies(gs, ng, sl, 1);
                 }
             }
             j++;
@@ -587,6 +379,16 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             }
         }
     };
+    // K / V operands: planar tiles (desc_k / desc_mn), or X 2 (grouped) [8-row group][plane][8]
+    // [64]: 8-row groups 16 D bytes apart, plane 1 at 8 rows (1024 bytes)
+    auto kdesc = [&](const bf16 *Kt, int kk) -> uint64_t {
+        if constexpr (X == 2) return wg_desc(Kt + (kk >> 2) * 512 + (kk & 3) * 16, 16, 16 * D);
+        else return desc_k<BK>(Kt, 0, kk);
+    };
+    auto vdesc = [&](const bf16 *Vt, int kk) -> uint64_t {
+        if constexpr (X == 2) return wg_desc(Vt + kk * 16 * D, 1024, 16 * D);
+        else return desc_mn<BK>(Vt, kk);
+    };
     float o[DN][4];
 #pragma unroll
     for (int n = 0; n < DN; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
@@ -601,7 +403,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             wg_fence();
 #pragma unroll
             for (int kk = 0; kk < D / 16; kk++)
-                wg_ss<BK>(s, desc_k<BQ>(Qs, wg * 64, kk), desc_k<BK>(Ks, 0, kk), kk);
+                wg_ss<BK>(s, desc_k<BQ>(Qs, wg * 64, kk), kdesc(Ks, kk), kk);
             wg_commit();
             wg_wait<0>();
             wg_keep<BK>(s);
@@ -619,14 +421,14 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             wg_fence();
 #pragma unroll
             for (int kk = 0; kk < D / 16; kk++)
-                wg_ss<BK>(s, desc_k<BQ>(Qs, wg * 64, kk), desc_k<BK>(Kt, 0, kk), kk);
+                wg_ss<BK>(s, desc_k<BQ>(Qs, wg * 64, kk), kdesc(Kt, kk), kk);
             wg_commit();
             mbar_wait(vfull + sp_, up & 1);
             wg_fence(); // after the wait loop (else ptxas injects it: C7519)
 #pragma unroll
             for (int kk = 0; kk < BK / 16; kk++) {
                 uint32_t a[4] = {pk[2 * kk][0], pk[2 * kk][1], pk[2 * kk + 1][0], pk[2 * kk + 1][1]};
-                wg_rs<D>(o, a, desc_mn<BK>(Vp, kk), 1);
+                wg_rs<D>(o, a, vdesc(Vp, kk), 1);
             }
             wg_commit();
             wg_wait<1>();
@@ -652,7 +454,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
 #pragma unroll
             for (int kk = 0; kk < BK / 16; kk++) {
                 uint32_t a[4] = {pk[2 * kk][0], pk[2 * kk][1], pk[2 * kk + 1][0], pk[2 * kk + 1][1]};
-                wg_rs<D>(o, a, desc_mn<BK>(Vp, kk), 1);
+                wg_rs<D>(o, a, vdesc(Vp, kk), 1);
             }
             wg_commit();
             wg_wait<0>();
@@ -683,38 +485,31 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
 // ---------------------------------------------------------------------------------------------
 // kernels
 
-template <int D, int NWG, int BK>
-__global__ void __launch_bounds__(128 * NWG, 1)
-    fwd_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T, int H,
-               int KVH, float sl2) {
-    fwd_wg_body<D, NWG, BK>(out, lse, q, k, v, T, H, KVH, sl2);
-}
-template <int D, int NWG, int BK>
-__global__ void __launch_bounds__(128 * NWG, 1)
-    fwd2_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T, int H,
-                int KVH, float sl2) {
-    fwd2_wg_body<D, NWG, BK>(out, lse, q, k, v, T, H, KVH, sl2);
-}
 // 288 threads = 9 warps: 3 warps share one SM sub-partition's 16K registers, so at most 168 per
 // thread (r2: __maxnreg__(224) failed to launch, out of resources); BK = 128 spills a little
 // PWG = 1: a producer warpgroup (setmaxnreg: 24 there, 240 in the 2 consumer warpgroups)
 // LIST: the block-sparse forward (key tiles from an index list, Fwd3List)
-template <int D, int NWG, int BK, int NS, int PWG, bool LIST = false>
+// X (LIST): 0 planar tiles, 2 grouped tiles (8-row groups x both planes, a copy per granule)
+template <int D, int NWG, int BK, int NS, int PWG, bool LIST = false, int X = 0>
 __global__ void __launch_bounds__(128 * NWG + (PWG ? 128 : 32), 1)
     fwd3_kernel(const __grid_constant__ Fwd3Maps maps, const Fwd3List sp, bf16 *out, float *lse,
                 int T, int H, int KVH, float sl2) {
-    fwd3_wg_body<D, NWG, BK, NS, PWG, LIST>(maps, sp, out, lse, T, H, KVH, sl2);
+    fwd3_wg_body<D, NWG, BK, NS, PWG, LIST, X>(maps, sp, out, lse, T, H, KVH, sl2);
 }
 
 // ---------------------------------------------------------------------------------------------
 // host
 
 // Tilings (flash_wgmma_tune; -1 skips that backward kernel so the other can be timed alone):
-//   forward 0: <2 warpgroups, 64-key tiles> 1: <1, 64> 2: <1, 128> 3: <2, 128>;
-//           pipelined (fwd2): 4: <2, 64> 5: <2, 128> 6: <3, 64>
-//           warp-specialised TMA (fwd3) <warpgroups, keys, ring slots>: 7: <2, 64, 3>
-//           8: <2, 128, 2>; with a producer warpgroup and setmaxnreg 24 / 240: 9: <2, 128, 2>
-//           10: <2, 64, 4>; 11: <3, 64, 4> (setmaxnreg 32 / 160: the sparse forward's wg3)
+//   forward: fwd3 <3 consumer warpgroups, 64-key tiles, 4 ring slots> with a producer warpgroup
+//           (setmaxnreg 32 / 160), tiling 11, the only one left (s6: any value runs it). Removed
+//           in s6 (H200, T = 16K, B = 1, H = KVH = 32, D = 128, the forward alone, ms; 11: 3.48 =
+//           631 TFLOP/s, s5 r4): fwd (cp.async double buffer) 0 <2 warpgroups, 64 keys> 6.75,
+//           1 <1, 64> 7.32, 2 <1, 128> 9.42, 3 <2, 128> 6.22; fwd2 (in-warpgroup pipelined,
+//           3-slot cp.async ring) 4 <2, 64> 7.07, 5 <2, 128> 5.96, 6 <3, 64> 5.69 (r1-r3, before
+//           the C7513 fix); fwd3 <warpgroups, keys, slots> 7 <2, 64, 3> 3.98 (s5), 8 <2, 128, 2>
+//           5.05 (spilled: C7512), 9 <2, 128, 2> + producer warpgroup 5.11, 10 <2, 64, 4> +
+//           producer warpgroup 5.73 (r1-r3)
 //   dK/dV   0: 2 warpgroups (128 keys)  1: 1 warpgroup (64 keys)  2: the fused backward (dK, dV
 //           and dQ in one kernel, D = 128; D = 64 runs the split tilings 0 / 0); ordered mode:
 //           per-warp red order; 3: the same, ordered mode: load-add-store per CTA; 4: 2 with
@@ -723,9 +518,7 @@ __global__ void __launch_bounds__(128 * NWG + (PWG ? 128 : 32), 1)
 //   dQ      0: 2 warpgroups  1: 1 warpgroup  2: 3 warpgroups
 //   dQ      0: 2 warpgroups (128 rows)  1: 1 warpgroup (64 rows)
 // Defaults from r1-r3 (H200, T = 16K, B = 1, H = KVH = 32, D = 128, each kernel alone, ms):
-//   forward: 7 (fwd3 <2, 64, 3>) 5.03 (8: 5.05, 9: 5.11, 10: 5.73); fwd2: 6 5.69, 5 5.96, 4 7.07;
-//     fwd: 3 6.22, 0 6.75, 1 7.32, 2 9.42; flash_bf16 7.13. s5 (after the C7513 fix): 7 3.98,
-//     11 (fwd3 <3, 64, 4> + producer warpgroup) 3.48 ms = 631 TFLOP/s: the default since s5 r4
+//   forward: flash_bf16 7.13; 11 3.48 ms = 631 TFLOP/s (s5 r4, the default since)
 //   dK/dV alone (+Di): 5 10.9, 1 11.2, 0 12.1; dQ alone (+Di): 2 7.38, 0 7.96, 1 8.92
 //   fused (dK, dV, dQ): atomic 16.1-16.5 (PIPE 16.9-17.0); ordered per warp 22.4 (PIPE 23.6), per
 //     CTA 24.2-24.4: the ordering's acquire / fence latencies sit in every step, so the ordered
@@ -744,36 +537,14 @@ void wg_tune_from_env(void) {
     if (e && sscanf(e, "%d,%d,%d", &f, &d, &q) == 3) wg_tune_fwd = f, wg_tune_dkdv = d, wg_tune_dq = q;
 }
 
-template <int D, int NWG, int BK>
-static void fwd_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B,
-                    int T, int H, int KVH) {
-    constexpr int BQ = 64 * NWG;
-    size_t smem = 1024 + sizeof(bf16) * (size_t)(BQ * D + 4 * BK * D);
-    static bool init = false;
-    if (!init) smem_optin(fwd_kernel<D, NWG, BK>, smem), init = true;
-    dim3 grid(B * H, (T + BQ - 1) / BQ);
-    fwd_kernel<D, NWG, BK><<<grid, 128 * NWG, smem>>>(out, lse, q, k, v, T, H, KVH,
-                                                      WG_LOG2E / sqrtf((float)D));
-    cudaLaunchCheck();
-}
-template <int D, int NWG, int BK>
-static void fwd2_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B,
-                     int T, int H, int KVH) {
-    constexpr int BQ = 64 * NWG;
-    size_t smem = 1024 + sizeof(bf16) * (size_t)(BQ * D + 6 * BK * D);
-    static bool init = false;
-    if (!init) smem_optin(fwd2_kernel<D, NWG, BK>, smem), init = true;
-    dim3 grid(B * H, (T + BQ - 1) / BQ);
-    fwd2_kernel<D, NWG, BK><<<grid, 128 * NWG, smem>>>(out, lse, q, k, v, T, H, KVH,
-                                                       WG_LOG2E / sqrtf((float)D));
-    cudaLaunchCheck();
-}
-// false: the maps could not be made (no driver entry point): the caller runs fwd2 instead
+// false: the maps could not be made (no driver entry point): flash_wgmma_fwd returns -1 and the
+// caller (attn_mode.cu) runs flash_bf16_fwd
 template <int D, int NWG, int BK, int NS, int PWG = 0>
 static bool fwd3_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B,
                      int T, int H, int KVH) {
     constexpr int BQ = 64 * NWG;
     Fwd3Maps maps;
+    memset(&maps, 0, sizeof maps);
     if (!make_map(&maps.q, q, B, T, H, D, BQ) || !make_map(&maps.k, k, B, T, KVH, D, BK) ||
         !make_map(&maps.v, v, B, T, KVH, D, BK))
         return false;
@@ -787,51 +558,15 @@ static bool fwd3_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const 
     cudaLaunchCheck();
     return true;
 }
-template <int D>
-static void fwd_launch(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B,
-                       int T, int H, int KVH) {
-    switch (wg_tune_fwd) {
-    case 1: fwd_run<D, 1, 64>(out, lse, q, k, v, B, T, H, KVH); break;
-    case 2: fwd_run<D, 1, 128>(out, lse, q, k, v, B, T, H, KVH); break;
-    case 3: fwd_run<D, 2, 128>(out, lse, q, k, v, B, T, H, KVH); break;
-    case 4: fwd2_run<D, 2, 64>(out, lse, q, k, v, B, T, H, KVH); break;
-    case 5: fwd2_run<D, 2, 128>(out, lse, q, k, v, B, T, H, KVH); break;
-    case 6: fwd2_run<D, 3, 64>(out, lse, q, k, v, B, T, H, KVH); break;
-    case 7:
-        if (!fwd3_run<D, 2, 64, 3>(out, lse, q, k, v, B, T, H, KVH))
-            fwd2_run<D, 2, 64>(out, lse, q, k, v, B, T, H, KVH);
-        break;
-    case 8:
-        if (!fwd3_run<D, 2, 128, 2>(out, lse, q, k, v, B, T, H, KVH))
-            fwd2_run<D, 2, 128>(out, lse, q, k, v, B, T, H, KVH);
-        break;
-    case 9:
-        if (!fwd3_run<D, 2, 128, 2, 1>(out, lse, q, k, v, B, T, H, KVH))
-            fwd2_run<D, 2, 128>(out, lse, q, k, v, B, T, H, KVH);
-        break;
-    case 10:
-        if (!fwd3_run<D, 2, 64, 4, 1>(out, lse, q, k, v, B, T, H, KVH))
-            fwd2_run<D, 2, 64>(out, lse, q, k, v, B, T, H, KVH);
-        break;
-    case 11:
-        if (!fwd3_run<D, 3, 64, 4, 1>(out, lse, q, k, v, B, T, H, KVH))
-            fwd2_run<D, 2, 64>(out, lse, q, k, v, B, T, H, KVH);
-        break;
-    default: fwd_run<D, 2, 64>(out, lse, q, k, v, B, T, H, KVH); break;
-    }
-}
-
 extern "C" int flash_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k,
                                const uint16_t *v, int B, int T, int H, int KVH, int D) {
     if (!shape_ok(B, T, H, KVH, D)) return -1;
-    wg_tune_from_env();
-    if (D == 64)
-        fwd_launch<64>((bf16 *)out, lse, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, B, T,
-                       H, KVH);
-    else
-        fwd_launch<128>((bf16 *)out, lse, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, B,
-                        T, H, KVH);
-    return 0;
+    wg_tune_from_env(); // (the backward's tilings; the forward has one)
+    bf16 *o = (bf16 *)out;
+    const bf16 *qq = (const bf16 *)q, *kk = (const bf16 *)k, *vv = (const bf16 *)v;
+    bool ok = D == 64 ? fwd3_run<64, 3, 64, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH)
+                      : fwd3_run<128, 3, 64, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH);
+    return ok ? 0 : -1;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -852,11 +587,51 @@ extern "C" int flash_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, con
 // paper's 8192 keys a list at 32K: w 16 11.1 ms, w 32 8.2, w 64 7.3: the same products, 16 / 8
 // / 4 boxes a tile). r3 (32K): ms paper 10.81 -> 8.66 ms (318 -> 397 TFLOP/s), the same budget
 // in w 32 / 64: 8.01 -> 7.14 / 7.18 -> 6.57 ms (482 / 523 TFLOP/s).
-static int sw_ns = 4, sw_hm = 1, sw_wg3 = 1;
+// s6 (H200, 32K, H = 32, D = 128, the tests' timing rows): the copies of 16-key granules.
+//   Kept (X = 2, lists of 16-key granules, D 128, T % 8 == 0): K / V tiles in 8-row groups x
+//   both planes, a 5-d box per granule, issued by lanes 0 .. 3: ms paper 8.55 -> 7.46 ms (r2;
+//   402 -> 461 TFLOP/s). The grouped tiles with lane 0 issuing: 9.59 ms; lanes alone (planar
+//   boxes): 8.44. Not used for 32 / 64-key granules (r2, the same 8192 keys a list: w 32 7.07
+//   vs 6.97-7.18 ms, w 64 7.13 vs 6.29-6.77, moba-blk 2.70 vs 2.54-2.59).
+//   Removed: a run of consecutive granules in one box (maps of 2-4 granule heights; the local
+//   part of an ms list is 128 consecutive regions): 18.98 ms with lane 0 issuing, 9.87 with
+//   lanes (r2; ms paper, planar); regions of one granule walked in key order (a bitmap) so
+//   selected neighbours form runs: 9.94 (planar + runs + lanes), 9.74 (grouped + runs + lanes)
+//   vs 7.46; V alone in two-plane granule-major boxes (r1): behind grouped K and V in all four
+//   lists; every producer lane arriving on "full" itself (the racecheck experiment, docs/cuda.md):
+//   the same speed. r1 built all of these as run-time flags in one body and every path ran ~2x
+//   slower (ms paper 16.1 ms with none set; suspected: the run-time-picked tensor-map pointers
+//   and the larger producer): since r2 the kept option is a kernel variant (X) and X = 0 is the
+//   s5 code (8.55-8.61 ms, as s5's 8.66).
+static int sw_ns = 4, sw_hm = 1, sw_wg3 = 1, sw_opt = -1, sw_last = 0;
 extern "C" void sparse_wgmma_fwd_tune(int ns, int head_major, int wg3) {
     sw_ns = ns == 3 ? 3 : 4, sw_hm = head_major ? 1 : 0, sw_wg3 = wg3 ? 1 : 0;
 }
-
+// grouped tiles (X = 2) for lists of 16-key granules: 1 (the default since s6 r2) or 0 (the s5
+// planar copies); MSLAB_SPARSE_WGMMA_OPT=0 / 1 overrides the default at the first call; returns
+// the previous value (-1 leaves it; -2: whether the last launch ran X = 2)
+extern "C" int sparse_wgmma_fwd_opt(int opt) {
+    if (opt == -2) return sw_last;
+    if (sw_opt < 0) {
+        const char *e = getenv("MSLAB_SPARSE_WGMMA_OPT");
+        sw_opt = e ? atoi(e) != 0 : 1;
+    }
+    int old = sw_opt;
+    if (opt >= 0) sw_opt = opt != 0;
+    return old;
+}
+// 5-d map of x [B, T, NH, D = 128] (T % 8 == 0) as (64, 8 rows, 2 planes, B T / 8 groups, NH),
+// box (64, 8, 2, groups, 1): [group][plane][8][64] (128-byte swizzle), the grouped tiles (X = 2)
+static bool make_map_groups(CUtensorMap *m, const bf16 *x, int B, int T, int NH, int groups) {
+    EncodeTiledFn fn = encode_fn();
+    if (!fn) return false;
+    cuuint64_t dims[5] = {64, 8, 2, (cuuint64_t)B * T / 8, (cuuint64_t)NH};
+    cuuint64_t strides[4] = {(cuuint64_t)NH * 256, 128, (cuuint64_t)NH * 256 * 8, 256};
+    cuuint32_t box[5] = {64, 8, 2, (cuuint32_t)groups, 1}, es[5] = {1, 1, 1, 1, 1};
+    return fn(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 5, (void *)x, dims, strides, box, es,
+              CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+              CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
 template <int D, int NWG, int NS, int PWG>
 static int sparse_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
                       const AttnIndex *ix, int B, int T, int H, int KVH) {
@@ -872,16 +647,34 @@ static int sparse_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const
         ix->region / sp.G > 64)
         return -1;
     Fwd3Maps maps;
+    memset(&maps, 0, sizeof maps);
     if (!make_map(&maps.q, q, B, T, H, D, BQ) || !make_map(&maps.k, k, B, T, KVH, D, sp.G) ||
         !make_map(&maps.v, v, B, T, KVH, D, sp.G))
         return -1;
+    // X = 2 (D = 128, 16-key granules, T % 8 == 0: rows in 8-row groups across the batch): x as
+    // (64, 8 rows, 2 planes, B T / 8 groups, NH), box (64, 8, 2, G / 8, 1); else (or no maps) X 0
+    bool x2 = D == 128 && sparse_wgmma_fwd_opt(-1) && sp.G == 16 && T % 8 == 0 &&
+              make_map_groups(&maps.ki, k, B, T, KVH, sp.G / 8) &&
+              make_map_groups(&maps.vi, v, B, T, KVH, sp.G / 8);
+    sw_last = x2;
     size_t smem = 1024 + sizeof(bf16) * (size_t)(BQ * D + 2 * NS * BK * D) + 8 * (1 + 4 * NS) +
                   4 * (2 * NS * (64 + 4) + LIST_GBUF);
-    static bool init = false;
-    if (!init) smem_optin(fwd3_kernel<D, NWG, BK, NS, PWG, true>, smem), init = true;
     dim3 grid = sp.hm ? dim3((unsigned)ntile, B * H) : dim3(B * H, (unsigned)ntile);
-    fwd3_kernel<D, NWG, BK, NS, PWG, true><<<grid, 128 * NWG + (PWG ? 128 : 32), smem>>>(
-        maps, sp, out, lse, T, H, KVH, WG_LOG2E / sqrtf((float)D));
+    float sl2 = WG_LOG2E / sqrtf((float)D);
+    int nt = 128 * NWG + (PWG ? 128 : 32);
+    if constexpr (D == 128) {
+        if (x2) {
+            static bool init = false;
+            if (!init) smem_optin(fwd3_kernel<D, NWG, BK, NS, PWG, true, 2>, smem), init = true;
+            fwd3_kernel<D, NWG, BK, NS, PWG, true, 2><<<grid, nt, smem>>>(maps, sp, out, lse, T, H,
+                                                                          KVH, sl2);
+            cudaLaunchCheck();
+            return 0;
+        }
+    }
+    static bool init = false;
+    if (!init) smem_optin(fwd3_kernel<D, NWG, BK, NS, PWG, true, 0>, smem), init = true;
+    fwd3_kernel<D, NWG, BK, NS, PWG, true, 0><<<grid, nt, smem>>>(maps, sp, out, lse, T, H, KVH, sl2);
     cudaLaunchCheck();
     return 0;
 }

@@ -28,19 +28,19 @@ void flash_wgmma_tune(int fwd, int dkdv, int dq); // flash_wgmma.cu, not in the 
 // {forward, dK/dV, dQ} tilings of flash_wgmma.cu (flash_wgmma_tune) and the accumulation mode
 // (attn_bf16_set_deterministic); VARS[0] / [1]: the defaults in the ordered / atomic mode (dK/dV
 // 9: split path when ordered, fused backward when atomic). 9..13: the fused backward (dK/dV 2 per-
-// warp ordered / atomic, 3 per-CTA ordered, 4 PIPE); forward 7..11: the warp-specialised TMA one
-// (9, 10, 11: producer warpgroup + setmaxnreg; variants 16, 17, 0; 11 (3 consumer warpgroups) is
-// the default since s5 r4; 7, the default before, is variant 18).
+// warp ordered / atomic, 3 per-CTA ordered, 4 PIPE). The forward has one tiling since s6 (11:
+// fwd3, 3 consumer warpgroups; the others were removed with their rows): it is checked in the
+// first variant that runs (the forward does not depend on the backward's tilings or the mode);
+// 5, 7, 8 now repeat 2, 4, 6 (they differed in the forward) and stay so the indices do not move.
 // MSLAB_WG_TEST_VARS="i,j,..." runs only those (default: all; --quick: 0, 1, 14), so a first run
 // of a new tiling cannot take the others down. Only the fused backward's atomic mode may differ
 // between two calls.
-#define NVAR 19
-#define NFWD 12
-static const int VARS[NVAR][4] = {{11, 9, 2, 1}, {11, 9, 2, 0}, {6, 1, 0, 1}, {1, 1, 1, 0},
-                                  {2, 0, 1, 1}, {3, 1, 0, 1}, {4, 0, 0, 1}, {5, 0, 1, 1},
-                                  {0, 0, 0, 1}, {8, 2, 0, 1}, {4, 2, 0, 0}, {5, 3, 0, 1},
-                                  {6, 4, 0, 1}, {6, 4, 0, 0}, {7, 5, 2, 1}, {6, 5, 2, 0},
-                                  {9, 9, 0, 1}, {10, 9, 0, 0}, {7, 9, 2, 1}};
+#define NVAR 18
+static const int VARS[NVAR][4] = {{11, 9, 2, 1}, {11, 9, 2, 0}, {11, 1, 0, 1}, {11, 1, 1, 0},
+                                  {11, 0, 1, 1}, {11, 1, 0, 1}, {11, 0, 0, 1}, {11, 0, 1, 1},
+                                  {11, 0, 0, 1}, {11, 2, 0, 1}, {11, 2, 0, 0}, {11, 3, 0, 1},
+                                  {11, 4, 0, 1}, {11, 4, 0, 0}, {11, 5, 2, 1}, {11, 5, 2, 0},
+                                  {11, 9, 0, 1}, {11, 9, 0, 0}};
 static int var_on(int var) {
     const char *e = getenv("MSLAB_WG_TEST_VARS");
     if (!e) return !quick || var == 0 || var == 1 || var == 14;
@@ -159,9 +159,11 @@ static void t_wg(int B, int T, int H, int KVH, int D) {
     float *d_lse = gpu->alloc(nl * 4);
     uint16_t *d_dq = gpu->alloc(nq * 2), *d_dk = gpu->alloc(nk * 2), *d_dv = gpu->alloc(nk * 2);
 
-    int mode0 = attn_bf16_deterministic();
+    int mode0 = attn_bf16_deterministic(), fwd_done = 0;
     for (int var = 0; var < NVAR && g_arch; var++) {
         if (!var_on(var)) continue;
+        int do_f = want_f && !fwd_done;
+        fwd_done |= do_f;
         flash_wgmma_tune(VARS[var][0], VARS[var][1], VARS[var][2]);
         attn_bf16_set_deterministic(VARS[var][3]);
         int dk = VARS[var][1] == 9 ? (VARS[var][3] || D != 128 ? 5 : 2) : VARS[var][1];
@@ -169,7 +171,7 @@ static void t_wg(int B, int T, int H, int KVH, int D) {
         int need_det = VARS[var][3] || !fused; // split: always
         char shape[128];
         snprintf(shape, sizeof shape, "B=%d T=%d H=%d KVH=%d D=%d v%d", B, T, H, KVH, D, var);
-        if (want_f) {
+        if (do_f) {
             uint16_t *ob[2];
             float *of[2], *lf[2];
             int rc[2];
@@ -288,21 +290,16 @@ static void t_wg_perf(int T) {
     float *d_lse = gpu->alloc(nl * 4), sync;
     int reps = T >= 32768 ? 3 : 5;
     double f = 2.0 * T * (double)T * D * H; // causal forward FLOPs
-    // pass 0: flash_bf16 default; then each wgmma forward tiling, dK/dV tiling, dQ tiling; last:
+    // pass 0: flash_bf16 default; then the wgmma forward, each dK/dV tiling, dQ tiling; last:
     // the default (VARS[0]). With MSLAB_WG_TEST_VARS only the listed variants' tilings.
     // dK/dV passes {tune, ordered}: split 0, 1, 5 (dQ skipped); fused 2 ordered, 2 atomic, 3
     // ordered, 4 (PIPE) ordered, 4 atomic
     static const int KV[8][2] = {{0, 1}, {1, 1}, {5, 1}, {2, 1}, {2, 0}, {3, 1}, {4, 1}, {4, 0}};
-    enum { P_FW = 1, P_KV = P_FW + NFWD, P_DQ = P_KV + 8, P_DEF = P_DQ + 3 };
+    enum { P_FW = 1, P_KV = P_FW + 1, P_DQ = P_KV + 8, P_DEF = P_DQ + 3 };
     int mode0 = attn_bf16_deterministic();
     for (int pass = 0; pass <= P_DEF; pass++) {
         int fw = pass >= P_FW && pass < P_KV, kv = pass >= P_KV && pass < P_DQ;
         int dq = pass >= P_DQ && pass < P_DEF;
-        if (fw && getenv("MSLAB_WG_TEST_VARS")) { // only the listed variants' forward tilings
-            int keep = 0;
-            for (int v2 = 0; v2 < NVAR; v2++) keep |= var_on(v2) && VARS[v2][0] == pass - P_FW;
-            if (!keep) continue;
-        }
         if (kv && getenv("MSLAB_WG_TEST_VARS")) { // the fused modes only when a variant has them
             int keep = pass - P_KV < 2;
             for (int v2 = 0; v2 < NVAR; v2++)
@@ -310,7 +307,7 @@ static void t_wg_perf(int T) {
                         VARS[v2][3] == KV[pass - P_KV][1];
             if (!keep) continue;
         }
-        if (fw) flash_wgmma_tune(pass - P_FW, 0, 0);
+        if (fw) flash_wgmma_tune(VARS[0][0], 0, 0);
         if (kv) flash_wgmma_tune(0, KV[pass - P_KV][0], -1);
         attn_bf16_set_deterministic(kv ? KV[pass - P_KV][1] : mode0);
         if (dq) flash_wgmma_tune(0, -1, pass - P_DQ);
@@ -331,7 +328,7 @@ static void t_wg_perf(int T) {
             tt[ph] = (now_s() - tt[ph]) / reps * 1e3;
         }
         const char *what = pass == 0 ? "flash_bf16 default" : fw ? "wgmma fwd tiling" : kv ? (pass - P_KV >= 3 ? "wgmma fused bwd (+Di; 3 ordered/warp, 4 atomic, 5 ordered/CTA, 6 PIPE ordered, 7 PIPE atomic)" : "wgmma dkdv tiling (+Di; 2 = tune 5)") : dq ? "wgmma dq tiling (+Di)" : "wgmma default";
-        int var = fw ? pass - P_FW : kv ? pass - P_KV : dq ? pass - P_DQ : 0;
+        int var = fw ? VARS[0][0] : kv ? pass - P_KV : dq ? pass - P_DQ : 0;
         printf("    (info flash_wgmma_perf T=%d %s %d: fwd %.2f ms %.1f TFLOP/s, bwd %.2f ms %.1f "
                "TFLOP/s, fwd+bwd %.2f ms)\n",
                T, what, var, tt[0], tt[0] > 0 ? f / tt[0] * 1e-9 : 0, tt[1],

@@ -5,7 +5,8 @@
 // Inputs ~ N(0, 1) rounded to bf16; lists from the CPU's attention_select on the rounded values
 // (ms at w 16 / 32 / 48 / 64 with query blocks of 64 .. 2048 rows, moba-blk = ms with w 128,
 // merge 1, prefix 0, window 192 / 512, s2), and hand-made random lists (any region order, regions
-// past the block, blocks with no region: rows that see nothing get out 0 and lse +inf); GQA,
+// past the block, blocks with no region: rows that see nothing get out 0 and lse +inf; one with
+// regions listed twice, counted twice as the CPU does); GQA,
 // B = 2, D 64 / 128, T not a multiple of 64. Reference: the CPU's sparse_attention_fwd. out:
 // whole-tensor relative L2 (tol 1e-2); lse: max |gpu - ref| / max(|ref|, 1) (tol 1e-4); each call
 // runs twice on NaN-poisoned outputs and must repeat its bits, in three tunings (check_fwd).
@@ -14,8 +15,8 @@
 // leave the output untouched.
 // sparse_wgmma_fwd_perf (info lines, not checks): ms paper (w 16, top 512, merge 128), moba-blk
 // and the paper's key budget in regions of 64 / 32 keys, T = 32K, B = 1, H = KVH = 32, D = 128,
-// lists by select_bf16: sparse_wgmma_fwd (and its other tunings) vs sparse_bf16_fwd, ms and
-// TFLOP/s (4 D flops per visible pair).
+// lists by select_bf16: sparse_wgmma_fwd (and its other tunings, the other tile layout for 16-key
+// granules included) vs sparse_bf16_fwd, ms and TFLOP/s (4 D flops per visible pair).
 // A GPU that is not sm_90 makes the kernel return -1 everywhere: the parity rows then fail with
 // "returned -1" (the suite runs on the H200).
 #include <math.h>
@@ -34,6 +35,10 @@
 // (1: a head's CTAs together, the default; 0: heads fastest), wg3 (1, the default: 192-row CTAs
 // for query blocks of >= 1024 rows; 0: 128-row CTAs)
 void sparse_wgmma_fwd_tune(int ns, int head_major, int wg3);
+// grouped tiles for lists of 16-key granules (flash_wgmma.cu's X = 2: 1, the default; 0: the s5
+// planar copies): the same products in the same order, so the same bits; returns the previous
+// value (-1 leaves it; -2: whether the last launch ran them)
+int sparse_wgmma_fwd_opt(int opt);
 
 static double lse_err(const float *a, const float *ref, size_t n) {
     double w = 0;
@@ -66,10 +71,10 @@ static void first_bad(const float *g, const float *r, int B, int T, int H, int D
 
 // runs sparse_wgmma_fwd twice on (q, k, v, list) and checks it against out / lse (CPU); variants
 // (sparse_wgmma_fwd_tune): 0 the default (4 ring slots, a head's CTAs together, 192-row CTAs
-// for blocks of >= 1024 rows), 1 3 slots with heads fastest ("_ns3"): the same products in
-// the same order, so it must also give the default's bits (det column: both the repeat and
-// that); 2 128-row CTAs for every block ("_wg2"; differs from the default only for blocks of
-// >= 1024 rows)
+// for blocks of >= 1024 rows), 1 3 slots with heads fastest and the other tile layout for 16-key
+// granules (sparse_wgmma_fwd_opt flipped; "_ns3"): the same products in the same order, so it
+// must also give the default's bits (det column: both the repeat and that); 2 128-row CTAs for
+// every block ("_wg2"; differs from the default only for blocks of >= 1024 rows)
 static void check_fwd(const char *shape, const AttnIndex *ig, const uint16_t *d_q,
                       const uint16_t *d_k, const uint16_t *d_v, const float *out, const float *lse,
                       int B, int T, int H, int KVH, int D) {
@@ -82,8 +87,10 @@ static void check_fwd(const char *shape, const AttnIndex *ig, const uint16_t *d_
     float *d_lse = gpu->alloc(nl * 4 + 16);
     uint16_t *ob0 = NULL;
     float *l0 = NULL;
+    int opt0 = sparse_wgmma_fwd_opt(-1);
     for (int var = 0; var < 3; var++) {
         sparse_wgmma_fwd_tune(TUNE[var][0], TUNE[var][1], TUNE[var][2]);
+        sparse_wgmma_fwd_opt(var == 1 ? !opt0 : opt0);
         float *o[2], *l[2];
         uint16_t *ob[2];
         int rc = 0;
@@ -119,6 +126,7 @@ static void check_fwd(const char *shape, const AttnIndex *ig, const uint16_t *d_
         for (int r = 0; r < 2; r++) free(o[r]), free(l[r]), free(ob[r]);
     }
     sparse_wgmma_fwd_tune(4, 1, 1);
+    sparse_wgmma_fwd_opt(opt0);
     free(ob0), free(l0);
     gpu->free(d_out), gpu->free(d_lse);
 }
@@ -168,8 +176,9 @@ static void t_sw(const char *name, const AttnConfig *cfg, int rg, int qb, int wd
     if (d.reindex) ic.kpos = xalloc(sizeof(int) * ni), ic.qpos = xalloc(sizeof(int) * nb);
     if (cfg) {
         cpu->attention_select(&ic, cfg, q, k, B, T, H, KVH, D);
-    } else { // random distinct regions (any order, some past the block), then -1; some empty
-        int nreg = (T + rg - 1) / rg;
+    } else { // random distinct regions (any order, some past the block), then -1; some empty;
+             // a name with "dup": some regions twice (counted twice, as the CPU does)
+        int nreg = (T + rg - 1) / rg, dups = strstr(name, "dup") != NULL;
         for (size_t li = 0; li < nb; li++) {
             int *row = ic.idx + li * wd, c = (int)(li % d.nblk);
             int nv = (li % 7 == 3) ? 0 : 1 + (int)rng_below(&rng, (uint64_t)wd);
@@ -182,6 +191,8 @@ static void t_sw(const char *name, const AttnConfig *cfg, int rg, int qb, int wd
             while (cnt < nv) {
                 int r = (int)rng_below(&rng, (uint64_t)lim), dup = 0;
                 for (int s = 0; s < cnt; s++) dup |= row[s] == r;
+                if (dups && cnt > 0 && rng_below(&rng, 4) == 0) // a region listed again
+                    r = row[rng_below(&rng, (uint64_t)cnt)], dup = 0;
                 if (!dup) row[cnt++] = r;
             }
             for (int s = cnt; s < wd; s++) row[s] = -1;
@@ -253,11 +264,16 @@ static void t_sw_perf(const char *name, AttnConfig cfg, int T) {
     sparse_wgmma_fwd_tune(4, 1, 0);
     double tg3 = time_fwd(1, o, lse, q, k, v, &ix, T, reps);
     sparse_wgmma_fwd_tune(4, 1, 1);
+    int opt0 = sparse_wgmma_fwd_opt(-1), used0 = sparse_wgmma_fwd_opt(-2);
+    sparse_wgmma_fwd_opt(!opt0); // the other tile layout for 16-key granules
+    double tx = time_fwd(1, o, lse, q, k, v, &ix, T, reps);
+    int usedx = sparse_wgmma_fwd_opt(-2);
+    sparse_wgmma_fwd_opt(opt0);
     printf("    (info sparse_wgmma_fwd_perf: %s T=%d H=32 D=128 pairs %.4g: wgmma %.3f ms (%.1f "
-           "TFLOP/s), sparse_bf16 %.3f ms (%.1f TFLOP/s); wgmma 3 slots %.3f ms (%.1f), 128-row "
-           "CTAs %.3f ms (%.1f))\n",
-           name, T, st.pairs, tw, f / tw * 1e-9, tb, f / tb * 1e-9, tw3, f / tw3 * 1e-9, tg3,
-           f / tg3 * 1e-9);
+           "TFLOP/s, grouped tiles %d), sparse_bf16 %.3f ms (%.1f TFLOP/s); wgmma 3 slots %.3f ms "
+           "(%.1f), 128-row CTAs %.3f ms (%.1f), grouped tiles %d %.3f ms (%.1f))\n",
+           name, T, st.pairs, tw, f / tw * 1e-9, used0, tb, f / tb * 1e-9, tw3, f / tw3 * 1e-9,
+           tg3, f / tg3 * 1e-9, usedx, tx, f / tx * 1e-9);
     free(hb);
     gpu->free(q), gpu->free(k), gpu->free(v), gpu->free(o), gpu->free(lse), gpu->free(ix.idx);
 }
@@ -292,6 +308,7 @@ void t_sparse_wgmma_fwd_all(void) {
         t_sw("s2 g128", &s2, 0, 0, 0, 1, 1000, 8, 2, 128, 0);
         // random lists: any order, regions past the block, empty lists (rows that see nothing)
         t_sw("random r16 qb128", NULL, 16, 128, 24, 1, 1000, 4, 2, 128, 0);
+        t_sw("random dup r16 qb128", NULL, 16, 128, 24, 1, 1000, 4, 2, 128, 0);
         t_sw("random r80 qb96", NULL, 80, 96, 6, 2, 901, 4, 4, 64, 0);
         t_sw("random r1024 qb256", NULL, 1024, 256, 3, 1, 2500, 2, 1, 128, 0);
         // the -1 contract
