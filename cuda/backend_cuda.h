@@ -28,7 +28,9 @@ const Backend *backend_cuda(void);
 
 // bf16 mixed precision (cuda/backend_bf16.cu, docs/cuda.md "Precision"): backend_cuda()'s table
 // (name "cuda-bf16") whose matmul and dense / sparse attention ops round their operands to bf16 and
-// accumulate in fp32; storage, the other ops, the loss and AdamW stay fp32. NULL as backend_cuda().
+// accumulate in fp32; activations that only those ops read are kept in bf16 only (MSLAB_BF16_ACTS;
+// widened exactly when anything reads them in fp32); weights, gradients, the residual stream, the
+// loss and AdamW stay fp32. NULL as backend_cuda().
 const Backend *backend_cuda_bf16(void);
 // Measurements only: 1 runs its GEMMs as CUBLAS_COMPUTE_32F_FAST_16BF on the fp32 buffers (cuBLAS's
 // own down-conversion) instead of rounding the operands first (also MSLAB_BF16_GEMM=fast).
