@@ -41,7 +41,7 @@ enum {
     SCRATCH_SELECT,  // attention_select: pooled keys, norms, per-block scores and marks
     SCRATCH_SPARSE,  // sparse attention backward: Di
     SCRATCH_FLASH_BF16,  // flash_bf16.cu: backward workspace (Di, ...)
-    SCRATCH_SPARSE_BF16, // sparse_bf16.cu: backward workspace, select_bf16's fp32 copies
+    SCRATCH_SPARSE_BF16, // sparse_bf16.cu / the wgmma backwards: workspace; select_bf16's scratch
     SCRATCH_SELECT_BIG,  // attn_select.cu: per-block list arrays when merge x top is too large
     SCRATCH_BF16_A, SCRATCH_BF16_B, SCRATCH_BF16_C, SCRATCH_BF16_D, SCRATCH_BF16_E,
     SCRATCH_BF16_F,      // backend_bf16.cu: operands converted to / from bf16

@@ -856,16 +856,11 @@ __global__ void wg_dq_convert_fx(bf16 *dq, const long long *acc, const float *rs
 // ---------------------------------------------------------------------------------------------
 // host
 
-void *wg_bwd_scratch(size_t bytes) { // flash_wgmma_bwd.cuh
-    static void *p = NULL;
-    static size_t cap = 0;
-    if (bytes > cap) {
-        if (p) cudaCheck(cudaFree(p));
-        cudaCheck(cudaMalloc(&p, bytes));
-        cap = bytes;
-    }
-    return p;
-}
+// flash_wgmma_bwd.cuh. The slot sparse_bf16.cu's backward and select_bf16's scratch use too: all
+// of them are dead once their call returns, so one buffer serves them (MS fwd+bwd at 128K peaked
+// at 1.31x the bytes of q, k, v, o + grads with a buffer of its own here: the selection's ~1 GB
+// stayed allocated beside the backward's accumulators).
+void *wg_bwd_scratch(size_t bytes) { return cuda_scratch(SCRATCH_SPARSE_BF16, bytes); }
 template <int D, int NWG, int ALD = 0, bool SP = false>
 static void dkdv_run(bf16 *dk, bf16 *dv, const bf16 *dout, const float *lse, const float *Di,
                      const bf16 *q, const bf16 *k, const bf16 *v, int B, int T, int H, int KVH,

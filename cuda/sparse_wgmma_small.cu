@@ -383,8 +383,8 @@ static void small_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const b
     // o + grads, 1 GiB) (MSLAB_SQ_ACC_MB overrides): at H = KVH = 32, D = 128 one launch to 32K,
     // two at 64K, four at 128K. MS fwd+bwd peak at 128K (bench probe, s6): 12.32e9 B (1.43x the
     // 8 GiB) with max(3/8, 2 GiB) (two launches), 11.25e9 (1.31x) with this, times equal (253.5 vs
-    // 255.0 ms); the rest of the excess is the selection's scratch (pooled q / k in fp64, tops),
-    // which outlives the selection: the 1.25x target needs it freed or shared.
+    // 255.0 ms); 10.09e9 (1.17x, 254.9 ms) once the backward's workspace shared the selection's
+    // scratch slot (wg_bwd_scratch).
     size_t nbk = (size_t)B * KVH, perbk = 2 * (size_t)T * D * 4, io = 8 * (size_t)B * T * D * (H + KVH);
     const char *eb = getenv("MSLAB_SQ_ACC_MB");
     size_t budget = eb ? (size_t)(atof(eb) * 1048576.0) : io / 8 > (1ull << 30) ? io / 8 : 1ull << 30;
