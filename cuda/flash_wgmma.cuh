@@ -142,6 +142,14 @@ __device__ __forceinline__ void wg_rs(float (*d)[4], const uint32_t a[4], uint64
     else wg_rs_n128(d, a, db, acc);
 }
 // pins the accumulators after a wait: no read of them moves above the wgmma.wait_group
+// k-step kk of the RS A operand from C fragments (c[n][0..3]: columns 8n..8n+7 of the thread's two
+// rows): column groups 2kk and 2kk + 1 packed to bf16 pairs, the layout P V / dS K consume
+__device__ __forceinline__ void wg_pack_kk(uint32_t (&a)[4], const float (*c)[4], int kk) {
+    a[0] = pack_bf16x2(c[2 * kk][0], c[2 * kk][1]);
+    a[1] = pack_bf16x2(c[2 * kk][2], c[2 * kk][3]);
+    a[2] = pack_bf16x2(c[2 * kk + 1][0], c[2 * kk + 1][1]);
+    a[3] = pack_bf16x2(c[2 * kk + 1][2], c[2 * kk + 1][3]);
+}
 template <int N> __device__ __forceinline__ void wg_keep(float (*d)[4]) {
     if constexpr (N == 64) wg_keep_n64(d);
     else wg_keep_n128(d);

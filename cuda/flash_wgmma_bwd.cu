@@ -242,10 +242,7 @@ __device__ __forceinline__ void dkdv_wg_body(bf16 *dk, bf16 *dv, const bf16 *dou
                 }
 #pragma unroll
             for (int kk = 0; kk < BQ / 16; kk++) {
-                pa[kk][0] = pack_bf16x2(s[2 * kk][0], s[2 * kk][1]);
-                pa[kk][1] = pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
-                pa[kk][2] = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-                pa[kk][3] = pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+                wg_pack_kk(pa[kk], s, kk);
             }
             wg_wait<0>();
             wg_keep<BQ>(dp);
@@ -259,10 +256,7 @@ __device__ __forceinline__ void dkdv_wg_body(bf16 *dk, bf16 *dv, const bf16 *dou
                 }
 #pragma unroll
             for (int kk = 0; kk < BQ / 16; kk++) {
-                da[kk][0] = pack_bf16x2(s[2 * kk][0], s[2 * kk][1]);
-                da[kk][1] = pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
-                da[kk][2] = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-                da[kk][3] = pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+                wg_pack_kk(da[kk], s, kk);
             }
             wg_fence();
 #pragma unroll
@@ -405,10 +399,7 @@ __device__ __forceinline__ void dq_wg_body(bf16 *dq, const bf16 *dout, const flo
                 for (int e = 0; e < 4; e++) s[n][e] *= dp[n][e] - di[e >> 1];
 #pragma unroll
             for (int kk = 0; kk < BK / 16; kk++) {
-                da[kk][0] = pack_bf16x2(s[2 * kk][0], s[2 * kk][1]);
-                da[kk][1] = pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
-                da[kk][2] = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-                da[kk][3] = pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+                wg_pack_kk(da[kk], s, kk);
             }
             wg_fence();
 #pragma unroll
@@ -630,10 +621,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
             }
 #pragma unroll
         for (int kk = 0; kk < BQ / 16; kk++) {
-            pa[kk][0] = pack_bf16x2(s[2 * kk][0], s[2 * kk][1]);
-            pa[kk][1] = pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
-            pa[kk][2] = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            pa[kk][3] = pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+            wg_pack_kk(pa[kk], s, kk);
         }
         wg_wait<0>();
         wg_keep<BQ>(dp);
@@ -647,10 +635,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         int r0 = wg * 64 + wl * 16 + g; // this thread's key rows r0, r0 + 8 in the CTA's block
 #pragma unroll
         for (int kk = 0; kk < BQ / 16; kk++) {
-            da[kk][0] = pack_bf16x2(s[2 * kk][0], s[2 * kk][1]);
-            da[kk][1] = pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
-            da[kk][2] = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            da[kk][3] = pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+            wg_pack_kk(da[kk], s, kk);
             *(uint32_t *)(dSs + pl<BKV>(r0, 2 * kk) + 2 * tq) = da[kk][0];
             *(uint32_t *)(dSs + pl<BKV>(r0 + 8, 2 * kk) + 2 * tq) = da[kk][1];
             *(uint32_t *)(dSs + pl<BKV>(r0, 2 * kk + 1) + 2 * tq) = da[kk][2];

@@ -206,10 +206,7 @@ __global__ void __launch_bounds__(256, MINB)
         uint32_t pa[BK / 16][4], da[BK / 16][4];
 #pragma unroll
         for (int kk = 0; kk < BK / 16; kk++) {
-            pa[kk][0] = pack_bf16x2(s[2 * kk][0], s[2 * kk][1]);
-            pa[kk][1] = pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
-            pa[kk][2] = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            pa[kk][3] = pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+            wg_pack_kk(pa[kk], s, kk);
         }
         wg_wait<0>();
         wg_keep<BK>(dp);
@@ -220,10 +217,7 @@ __global__ void __launch_bounds__(256, MINB)
         int r0 = wg * 64 + wl * 16 + g; // this thread's rows r0, r0 + 8 of the CTA
 #pragma unroll
         for (int kk = 0; kk < BK / 16; kk++) {
-            da[kk][0] = pack_bf16x2(s[2 * kk][0], s[2 * kk][1]);
-            da[kk][1] = pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
-            da[kk][2] = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            da[kk][3] = pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+            wg_pack_kk(da[kk], s, kk);
             *(uint32_t *)(Ps + pl<BQ>(r0, 2 * kk) + 2 * tq) = pa[kk][0];
             *(uint32_t *)(Ps + pl<BQ>(r0 + 8, 2 * kk) + 2 * tq) = pa[kk][1];
             *(uint32_t *)(Ps + pl<BQ>(r0, 2 * kk + 1) + 2 * tq) = pa[kk][2];
