@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "../../core/attention.h"
+#include "../../cuda/attn_bf16.h"
 #include "../../cuda/bf16.h"
 #include "gpu_check.h"
 
@@ -43,6 +45,21 @@ static inline uint16_t *perf_qkv(size_t n, uint16_t **q, uint16_t **k, uint16_t 
     *q = dev_from(hb, n * 2), *v = dev_from(hb, n * 2), *k = gpu->alloc(n * 2);
     gpu->upload(*k, hb + 12345, (n - 12345) * 2);
     return hb;
+}
+// The timing rows' list: cfg's selection of q / k (B = 1, H = KVH) into ix (its device idx
+// allocated here), its pairs in *st; returns the host copy of the list (the caller frees it).
+static inline int *perf_list(AttnIndex *ix, const AttnConfig *cfg, const AttnDims *d,
+                             const uint16_t *q, const uint16_t *k, int T, int H, int D,
+                             AttnStats *st) {
+    size_t ni = (size_t)H * d->nblk * d->width;
+    AttnIndex x = {d->qblock, d->nblk, d->region, d->width, d->window, NULL, NULL, NULL, NULL, 0};
+    *ix = x;
+    ix->idx = gpu->alloc(ni * 4);
+    select_bf16(ix, cfg, q, k, 1, T, H, H, D);
+    int *hidx = xalloc(ni * 4);
+    gpu->download(hidx, ix->idx, ni * 4);
+    attn_count(cfg, d, hidx, H, T, st);
+    return hidx;
 }
 static inline void poison16(void *d, size_t n) {
     uint16_t *h = xalloc(n * 2);

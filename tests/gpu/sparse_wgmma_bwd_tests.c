@@ -314,13 +314,9 @@ static void t_perf(const char *name, AttnConfig cfg, int T) {
     uint16_t *o = gpu->alloc(nq * 2), *dq = gpu->alloc(nq * 2), *dk = gpu->alloc(nq * 2),
              *dv = gpu->alloc(nq * 2);
     float *lse = gpu->alloc((size_t)H * T * 4), sync;
-    AttnIndex ix = {d.qblock, d.nblk, d.region, d.width, d.window, NULL, NULL, NULL, NULL, 0};
-    ix.idx = gpu->alloc(ni * 4);
-    select_bf16(&ix, &cfg, q, k, 1, T, H, H, D);
-    int *hidx = xalloc(ni * 4);
-    gpu->download(hidx, ix.idx, ni * 4);
+    AttnIndex ix;
     AttnStats st;
-    attn_count(&cfg, &d, hidx, H, T, &st);
+    int *hidx = perf_list(&ix, &cfg, &d, q, k, T, H, D, &st);
     // the dK/dV work per region: how many (head, block) lists hold it (the CTAs' imbalance)
     int nreg = (T + d.region - 1) / d.region, inv_max = 0;
     int *cnt = xalloc(sizeof(int) * (size_t)H * nreg);
