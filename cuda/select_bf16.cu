@@ -5,9 +5,10 @@
 // old|fused|tp (each falls back to the one before it when a row overflows its buffers).
 // old (fs_select): fp64 score rows in global memory (256 MB batches), a radix select per row;
 //   at 1M it reads / writes ~6.9e10 scores x 8 B several times: 3.93 s, 57% of MS fwd+bwd.
-// fused (fx_select, the default below 512K): the same fp64 scores (DMMA, the same products in dimension
-//   order), filtered in registers against a per-row running threshold, ~S ln(e / S) survivors per
-//   row kept; no score row leaves the chip. Design and invariants at fx_select below.
+// fused (fx_select, the default below 512K until s6; since s7 where tp does not apply or fails):
+//   the same fp64 scores (DMMA, the same products in dimension order), filtered in registers
+//   against a per-row running threshold, ~S ln(e / S) survivors per row kept; no score row leaves
+//   the chip. Design and invariants at fx_select below.
 // Measured (H200, paper config w 16 / top 512 / merge 128, B=1 H=32 D=128; s4 final bench): 1M
 //   select 3.93 s (old) -> 1.23 s (fused); 128K 47 -> 31.5 ms. Still only ~14 of the ~67 TFLOP/s
 //   fp64 tensor peak: 1 CTA/SM (219 KB smem: pooled q 64 x 132 doubles, a 128-key kbar chunk, the
@@ -17,25 +18,47 @@
 //   the DMMA rate), fx_select on the m16n8k16 DMMA (CUTLASS's Hopper atom: 128K 28.0 ms in r2/r3,
 //   but ~1.3x slower per score at 1M in r3, so the s4 default went back to m8n8k4) and with a
 //   cp.async double buffer for the kbar chunks (128K 30.9 vs 28.0 ms in r3).
-// tp (tp_select, s6; the default (auto) where the longest row has >= TP_AUTO_MIN = 32768
-//   candidates, i.e. T >= 512K at w 16 — measured at 1M only, equal at 128K; MSLAB_SELECT_BF16=tp
-//   everywhere, =fused never): no fp64 GEMM. Scores from fp16 splits of the pooled q / k (hi + lo,
-//   3 MMAs, fp32) with a rigorous bound |s - s'| <= 5.8e-6 |q| |k| prune against the same
-//   running threshold (on lower bounds); the survivors (~S + 8 per row) are ordered by their
-//   intervals, and only those the bound cannot order get the CPU's double score (dmul, dadd in
-//   dimension order). Design, bound and invariants at tp_select. Lists equal the CPU's on every
-//   select_bf16_tests shape (s6 r1 / r2, incl. ties, all-equal keys, D 64, B 2, gqa, lg 2, tail).
-//   Measured (H200, paper config, B=1 H=32 D=128, tests MSLAB_SELECT_PERF, ms per call; s6 r1):
-//   tp / fused 16K 1.31 / 1.12 (r2), 32K 5.80 / 3.59, 128K 41.9 / 31.7, 1M 994 / 1236. Exact
-//   scores per row: 33 at 128K, 48 at 1M (of ~367 / 400 survivors); bf16 limbs instead
-//   (MSLAB_SELECT_TP16=0, bound 8e-5): 240 per row, 128K 51.2 ms. So the bound works but the
-//   sweep does not: ncu (256K, one launch 41.3 ms) tensor pipe 4% active, issue 22%, 8 warps per
-//   SM (12.5% occupancy: 227 KB smem, 255 regs), stalls per issue barrier 2.5, wait 2.4 (dependent
-//   chains), short scoreboard 1.7. Next: more warps (A fragments from smem via ldmatrix instead of
-//   64 registers, 16 warps), B fragments by ldmatrix, fewer barriers per tile. Below the auto
-//   cut the default stays fused.
-//   Removed after measurement (s6 r2): warp-aggregated (match_any) sketch histograms in
-//   fx_compact: fused 32K / 128K 3.59 / 31.7 -> 4.06 / 39.2 ms.
+// tp (tp_select, s6; the default (auto) since s7 wherever it applies (TP_AUTO_MIN 0; S <= 448,
+//   rows < 64K candidates); MSLAB_SELECT_BF16=fused: never): no fp64 GEMM. Scores
+//   from fp16 splits of the pooled q / k (hi + lo, 3 MMAs, fp32) with a rigorous bound
+//   |s - s'| <= 5.8e-6 |q| |k| prune against the same running threshold (on lower bounds); the
+//   survivors (~S + 8 per row) are ordered by their intervals, and only those the bound cannot
+//   order get the CPU's double score (dmul, dadd in dimension order). Design, bound and
+//   invariants at tp_select. Lists equal the CPU's on every select_bf16_tests shape (s6 r1 / r2,
+//   s7 r1-r3, incl. ties, all-equal keys, rising scores, D 64, B 2, gqa, lg 2, tail).
+//   s6 (H200, paper config, B=1 H=32 D=128, tests MSLAB_SELECT_PERF, ms per call): tp / fused
+//   16K 1.31 / 1.12, 32K 3.92 / 3.55, 128K 31.7 / 31.8, 1M 873 / 1236; exact scores per row 33
+//   at 128K, 48 at 1M (of ~367 / 400 survivors); bf16 limbs instead (MSLAB_SELECT_TP16=0, bound
+//   8e-5): 240 per row, 128K 51.2 ms.
+//   s7 profile (MSLAB_SELECT_PROF=1: clock64 sections per warp, printed per call): the MMAs were
+//   never the cost. Shares of tp_select (r2, 16K / 32K / 128K): the survivors' sort 50 / 41 / 23%
+//   (a warp bitonic sort of (u64 key, id) in shared memory, ~56K cycles a row: shared bandwidth,
+//   45 stages of loads and stores), sketch compaction 12 / 18 / 24% (fx_compact ~14.6K cycles a
+//   row: a chain of load, ballots, store per 32 entries) plus most of the tile wait (0.9 / 2.9 /
+//   14%: warps waiting for the slowest compaction), clusters 10 / 9 / 5% (key norm gathers one at
+//   a time), exact scores 9 / 8 / 6%, filter + insert 4 / 7 / 13%, MMAs 2 / 3 / 7%. Now: the sort
+//   on 32-bit keys in registers (tp_sort_surv), the compaction in registers (tp_compact_reg), the
+//   gathers and exact-score chunks in flight together, rows taken in turn in the finish, and
+//   (after r3) the intervals / clusters in registers (16 positions a lane, one warp scan).
+//   Measured (s7 r3, H200, paper config, B=1 H=32 D=128, MSLAB_SELECT_PERF, ms per call incl. the
+//   list download): tp / fused 16K 0.75 / 1.02, 32K 2.47 / 3.49, 64K 7.22 / 10.16, 128K 21.2 /
+//   31.2 (s6 tp 1.31 / 3.92 / - / 31.7); the old compaction (MSLAB_SELECT_TPRC=0) 32K 2.69, 128K
+//   25.2. tp_select shares then (128K): compaction 25.5 + 2.5% (bisection over 11 words a lane,
+//   ~12K cycles a row), tile wait 12%, insert 11%, MMAs 10%, filter 7%, survivors 7%, clusters 8%,
+//   exact 6.5%, sort 4%; 16K: clusters 19%, exact 13%, sort 11%, compaction 19%. Final (s7 r4,
+//   clusters in registers): tp 16K 0.75, 32K 2.44, 64K 7.22, 128K 21.0 ms (fused 1.05 / 3.51 /
+//   10.2 / 31.3); r5: 1M tp 763 ms, fused 1227 (s6 tp 873). The bisection's counts by plain
+//   compares instead of __vsetgeu2 lost (r5: 32K 2.53, 128K 22.9 ms).
+//   Removed after measurement (s6 r2, s7 r1 / r2): warp-aggregated (match_any) sketch histograms
+//   in fx_compact (fused 32K / 128K 3.59 / 31.7 -> 4.06 / 39.2 ms); the sort as 64-bit keys in
+//   registers (shuffles of two words per element: sort share 41 -> 32% at 32K, the 32-bit one
+//   replaced it); one slot atomic per row and warp for the inserts (4 lanes' counts by shuffles:
+//   128K filter + insert 13.3 -> 15.2%); fx_compact's first histogram over a 256-step window above
+//   the old threshold (no change: 20.7 / 20.5%); pooled q in global memory for a 1216-entry
+//   sketch (no gain in r2; simulated: fewer compactions but more inserts, the first compaction
+//   comes later). Kept though
+//   neutral (r1: 32K 3.96, 128K 32.4 ms vs s6 3.92 / 31.7): B fragments by ldmatrix, the
+//   qh.kh product from a zero register, the threshold test on floats, 8 survivor loads in flight.
 // Shared with select_blocks.cu (select_common.cuh): the region pooling, fs_key, the DMMA step,
 //   the histogram bin search and the warp bitonic sort.
 #include <cuda_bf16.h>
@@ -46,6 +69,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cuda_common.cuh"
 #include "mma_bf16.cuh"
@@ -379,6 +403,7 @@ __global__ void __launch_bounds__(FS_NT) fs_merge(FsArgs a, int nunits) {
 #define FX_CAPF 896 // sketch entries per member row
 #define FX_PMAX 1024 // survivors per row for the final sort
 #define FX_CAPG 6144 // global buffer entries per member row (at most; maxld when smaller)
+#define TP_CAPF 704  // tp_select: sketch entries per member row (a multiple of 64: tp_compact_reg)
 
 __device__ __forceinline__ unsigned fx_key16(double s) { // order key of a bf16 lower bound
     if (isnan(s)) return 0u;
@@ -393,6 +418,7 @@ __device__ __forceinline__ double fx_unkey(unsigned long long k) { // inverse of
     return __longlong_as_double((long long)u);
 }
 
+__device__ void fx_keep(uint16_t *v, int n, unsigned *cnt, int *thr, int tau, int need, int S);
 // warp: keep the S largest of a row's sketch (in order), threshold = the S-th largest
 __device__ void fx_compact(uint16_t *v, unsigned *cnt, int *thr, int *hist, int S) {
     int lane = threadIdx.x & 31;
@@ -410,7 +436,12 @@ __device__ void fx_compact(uint16_t *v, unsigned *cnt, int *thr, int *hist, int 
         if ((v[p] >> 8) == b1) atomicAdd(&hist[v[p] & 255], 1);
     __syncwarp();
     int a2, b2 = sel_find(hist, S - a1, &a2);
-    int tau = b1 << 8 | b2, need = S - a1 - a2; // entries equal to tau to keep
+    fx_keep(v, n, cnt, thr, b1 << 8 | b2, S - a1 - a2, S);
+}
+// warp: keep the sketch's entries above tau and the first `need` equal to it (S in all), in order;
+// the row's threshold becomes tau
+__device__ void fx_keep(uint16_t *v, int n, unsigned *cnt, int *thr, int tau, int need, int S) {
+    int lane = threadIdx.x & 31;
     unsigned lt = (1u << lane) - 1;
     int w = 0, ties = 0;
     for (int p0 = 0; p0 < n; p0 += 32) { // ordered in-place compaction (writes trail reads)
@@ -446,14 +477,92 @@ __device__ __forceinline__ void fx_pool_q(double *qs, const FsArgs &a, const FsU
     }
 }
 
+// warp exclusive prefix sum
+__device__ __forceinline__ unsigned sel_warp_excl(unsigned x) {
+    int lane = threadIdx.x & 31;
+    unsigned v = x;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        unsigned y = __shfl_up_sync(0xffffffffu, v, o);
+        if (lane >= o) v += y;
+    }
+    return v - x;
+}
+// warp, tp (MSLAB_SELECT_TPRC, default on): fx_compact in registers. The row's sketch (n <= NW * 64
+// keys) loaded once as word pairs; the S-th largest tau by bisection on warp-summed counts, from
+// the old threshold t (>= S entries are >= t: those kept last time) to the maximum; the entries
+// above tau and the first need equal to it (lanes in order) kept, their slots by warp prefixes:
+// no shared atomics and no chain of loads, ballots and stores per 32 entries. fx_compact ran
+// ~14.6K cycles a row at 128K (s7 r2: 21% of tp_select, and most of its 14% tile wait). tau 0
+// (S-th largest the lowest key): fx_compact
+template <int NW>
+__device__ void tp_compact_reg(uint16_t *v, unsigned *cnt, int *thr, int *hist, int S) {
+    int lane = threadIdx.x & 31, n = (int)(*cnt & 0xffffu);
+    if (n <= S) return;
+    const uint32_t *vw = (const uint32_t *)v;
+    uint32_t wv[NW];
+    unsigned mx = 0;
+#pragma unroll
+    for (int k = 0; k < NW; k++) { // entries 2 (lane + 32 k), + 1; past n: 0 (never counted below)
+        int p = 2 * (lane + 32 * k);
+        uint32_t x = p < n ? vw[lane + 32 * k] : 0u;
+        if (p + 1 >= n) x &= 0xffffu;
+        wv[k] = x, mx = max(mx, max(x & 0xffffu, x >> 16));
+    }
+    auto count = [&](unsigned c) { // entries >= c (c >= 1: the padding never counts)
+        unsigned acc = 0;
+#pragma unroll
+        for (int k = 0; k < NW; k++) acc += __vsetgeu2(wv[k], c * 0x10001u);
+        return __reduce_add_sync(0xffffffffu, (acc & 0xffffu) + (acc >> 16));
+    };
+    unsigned lo = (unsigned)*thr, hi = __reduce_max_sync(0xffffffffu, mx);
+    while (lo < hi) { // count(>= lo) >= S
+        unsigned mid = (lo + hi + 1) >> 1;
+        if ((int)count(mid) >= S) lo = mid;
+        else hi = mid - 1;
+    }
+    if (lo == 0) {
+        fx_compact(v, cnt, thr, hist, S);
+        return;
+    }
+    unsigned tau = lo;
+    int need = S - (tau < 0xffffu ? (int)count(tau + 1) : 0); // entries equal to tau to keep
+    unsigned gt = 0, eq = 0;
+#pragma unroll
+    for (int k = 0; k < NW; k++) {
+        unsigned a0 = wv[k] & 0xffffu, a1 = wv[k] >> 16;
+        gt += (a0 > tau) + (a1 > tau), eq += (a0 == tau) + (a1 == tau);
+    }
+    unsigned pe = sel_warp_excl(eq); // ties before this lane's
+    int keq = min(max(need - (int)pe, 0), (int)eq);
+    unsigned pos = sel_warp_excl(gt + keq);
+    __syncwarp(); // every lane's loads done
+    int te = (int)pe;
+#pragma unroll
+    for (int k = 0; k < NW; k++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            unsigned a = h ? wv[k] >> 16 : wv[k] & 0xffffu;
+            bool keep = a > tau || (a == tau && te < need);
+            te += a == tau;
+            if (keep) v[pos++] = (uint16_t)a;
+        }
+    __syncwarp();
+    if (lane == 0) *cnt = (*cnt & 0xffff0000u) | (unsigned)S, *thr = (int)tau;
+    __syncwarp();
+}
+
 // after a barrier (every insert in): each row's sketch holding more than `over` entries cut to
-// its S largest (fx_compact), a warp per row
+// its S largest (fx_compact; reg: tp_compact_reg, sketches of <= TP_CAPF entries), a warp per row
 __device__ __forceinline__ void fx_compact_rows(uint16_t *sk, int capf, unsigned *cnt, int *thr,
-                                                int *hist, int rows, int S, int over) {
+                                                int *hist, int rows, int S, int over, bool reg = false) {
     __syncthreads();
     int warp = threadIdx.x >> 5;
     for (int r = warp; r < rows; r += blockDim.x / 32)
-        if ((int)(cnt[r] & 0xffffu) > over) fx_compact(sk + r * capf, &cnt[r], &thr[r], hist + warp * 256, S);
+        if ((int)(cnt[r] & 0xffffu) > over) {
+            if (reg) tp_compact_reg<TP_CAPF / 64>(sk + r * capf, &cnt[r], &thr[r], hist + warp * 256, S);
+            else fx_compact(sk + r * capf, &cnt[r], &thr[r], hist + warp * 256, S);
+        }
 }
 
 struct FxArgs {
@@ -468,7 +577,16 @@ struct FxArgs {
     // nkp], the row buffers (gkey) as (s' << 32 | hi16 << 16 | id) words
     const uint16_t *kbf;
     const float *knorm, *kfac; // kfac (fp16 limbs): 2^-e of each key's scale 2^e, as knorm
+    int rcmp;                  // tp: sketch compaction in registers (tp_compact_reg; MSLAB_SELECT_TPRC=0: off)
+    unsigned long long *prof;  // MSLAB_SELECT_PROF: tp_select's clock64 section sums (TP_NPROF), else null
 };
+// tp_select's profile sections (MSLAB_SELECT_PROF=1: per-warp clock64 sums, printed per call)
+#define TP_NPROF 17
+enum { TPP_NEXT, TPP_PRO, TPP_WAIT, TPP_MMA, TPP_FILT, TPP_INS, TPP_BAR, TPP_CMP, TPP_FCMP, TPP_SURV, TPP_SORT,
+       TPP_CLU, TPP_EXACT, TPP_ORD, TPP_NTILE, TPP_NCMP, TPP_NITEM };
+static const char *tp_prof_names[TP_NPROF] = {"next+pool", "norms+afrag", "tile wait", "mma", "filter", "insert",
+                                             "barrier", "compact", "final compact", "survivors", "sort",
+                                             "clusters", "exact", "order+write", "#tiles", "#row compactions", "#items"};
 
 // the next work item (64 members of a unit) of a persistent fx_select / tp_select CTA: false when
 // none is left; else U, m0, rows, the rows' eligible counts, cleared counters and thresholds, and
@@ -504,6 +622,7 @@ __device__ bool fx_next(const FxArgs &x, double *qs, int *s_item, int *erow, uns
 // that pass keep(v), in order, through put(pos, v), pos < cap; returns how many. -1: the row
 // failed (buffer or cap overflow, fewer than nsel; the call falls back to the next path) and its
 // list got valid ids (fs_merge still reads it)
+#define FX_SURV_U 8 // survivor loads in flight per lane (the row buffers are mostly past L2)
 struct FxEnt {
     unsigned long long k;
     int id;
@@ -515,12 +634,12 @@ __device__ __forceinline__ int fx_survivors(const FxArgs &x, unsigned cnt_r, int
     unsigned lt = (1u << lane) - 1;
     if (lane == 0) atomicMax(x.ctrl + 2, ng);
     if (ng <= x.capg)
-        for (int p0 = 0; p0 < ng; p0 += 128) { // 4 loads in flight per lane
-            decltype(load(0)) v[4];
+        for (int p0 = 0; p0 < ng; p0 += 32 * FX_SURV_U) { // FX_SURV_U loads in flight per lane
+            decltype(load(0)) v[FX_SURV_U];
 #pragma unroll
-            for (int u = 0; u < 4; u++) v[u] = load(min(p0 + 32 * u + lane, ng - 1));
+            for (int u = 0; u < FX_SURV_U; u++) v[u] = load(min(p0 + 32 * u + lane, ng - 1));
 #pragma unroll
-            for (int u = 0; u < 4; u++) {
+            for (int u = 0; u < FX_SURV_U; u++) {
                 bool in = p0 + 32 * u + lane < ng && keep(v[u]);
                 unsigned b = __ballot_sync(0xffffffffu, in);
                 int pos = w + __popc(b & lt);
@@ -651,9 +770,9 @@ __global__ void __launch_bounds__(FX_NT, 1) fx_select(FxArgs x) {
 // the sketch holds lo (16-bit key, rounded down), so its S-th largest t is a value that S
 // candidates reach; a candidate with hi < t is strictly below S others and can never be in the
 // top S (ties included). Candidates with hi >= t go to the row's global buffer as (s', hi16, id);
-// at the end, those with hi16 >= the final t (~S + a few) are sorted by s', cut into clusters (a
-// cut after position p where min lo over <= p > max hi over > p: every exact score above is
-// larger than every one below), and only the members of clusters of 2+ that reach the first
+// at the end, those with hi16 >= the final t (~S + a few) are sorted by s' (to ~2^-14: any order
+// is valid, a better one just cuts more), cut into clusters (a cut after position p where min lo
+// over <= p > max hi over > p: every exact score above is larger than every one below), and only the members of clusters of 2+ that reach the first
 // min(S, e) get the CPU's score in double (dmul then dadd in dimension order, from the double
 // kbar); a sort by (cluster, exact score desc, id asc) gives the CPU's order. Invalid bound
 // (non-finite norms, |q| |k| > 2^100, a scale out of 2^+-60) or overflow (buffer, > TP_PMAX
@@ -669,7 +788,6 @@ __global__ void __launch_bounds__(FX_NT, 1) fx_select(FxArgs x) {
 //   fp32 underflow (absolute, < 2^-117): covered by norms floored at 2^-40 -> 5.52e-6 |q| |k|:
 //   TP_C16 = 5.8e-6.
 #define TP_KT 64      // keys per tile
-#define TP_CAPF 704   // sketch entries per member row
 #define TP_PMAX 512   // survivors per row
 #define TP_C 8.0e-5f   // bf16 limbs
 #define TP_C16 5.8e-6f // fp16 limbs
@@ -727,6 +845,22 @@ __device__ __forceinline__ void tp_mma(float c[4], const uint32_t a[4], uint32_t
     else mma_bf16_16816(c, a, b0, b1);
 }
 
+// d = a b from zero (the C operand a zero register: no per-product zeroing moves)
+template <bool F16>
+__device__ __forceinline__ void tp_mma0(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    const float z = 0.f;
+    if (F16)
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%10,%10,%10};\n"
+                     : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(z));
+    else
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%10,%10,%10};\n"
+                     : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(z));
+}
+
 // kbar -> [rows][2][D] limbs (kh, kl; fp16 of the scaled key: kfac = the inverse scale) and the
 // key norm bounds; a warp per key region (D <= 128)
 template <bool F16>
@@ -769,6 +903,64 @@ __global__ void tp_prep_k(uint16_t *kbf, float *knorm, float *kfac, int *ctrl, c
     }
 }
 
+// warp: order the n <= 512 survivors bk[p] = okey(s') << 32 | ~id by s' desc: bk[p] = okey(s'),
+// bi[p] = id in that order. Sorted as 32-bit keys, okey(s') with its low 9 bits replaced by p (a
+// unique key; s' within ~2^-14 of another may come out in either order: the clusters still hold,
+// as a cut needs only the bounds of what lies on each side, and such neighbours share a cluster
+// and get exact scores), in registers: element 16 lane + i in v[i], bitonic, strides < 16 in the
+// lane (min / max), the 5 lane bits by shuffles; tmp, tmp2 [512] words: the sorted keys (swizzled), okeys.
+// s6/s7 r2 (H200, 128K paper): the smem sort of (u64 key, id) took ~56K cycles a row (shared
+// bandwidth: 45 stages of loads and stores), 23-50% of tp_select; 64-bit keys in registers ~48K
+// (shuffles of two words per element)
+__device__ __forceinline__ void tp_sort_surv(unsigned long long *bk, int *bi, unsigned *tmp, unsigned *tmp2,
+                                             int n) {
+    int lane = threadIdx.x & 31;
+    unsigned v[16];
+#pragma unroll
+    for (int i = 0; i < 16; i++) { // any input order: read coalesced
+        int p = 32 * i + lane;
+        v[i] = p < n ? ((unsigned)(bk[p] >> 32) & ~0x1ffu) | (unsigned)p : 0u; // pads last
+    }
+#pragma unroll
+    for (int size = 2; size <= 512; size <<= 1) {
+        // this run best-first (the lower element keeps the max): bit `size` of e = 16 lane + i
+        const bool lup = (lane & (size >> 4)) == 0; // size >= 16
+#pragma unroll
+        for (int stride = size >> 1; stride > 0; stride >>= 1) {
+            if (stride < 16) {
+#pragma unroll
+                for (int i = 0; i < 16; i++) {
+                    if (i & stride) continue;
+                    int j = i | stride;
+                    bool up = size < 16 ? (i & size) == 0 : lup;
+                    unsigned a = v[i], b = v[j], hi = max(a, b), lo = min(a, b);
+                    v[i] = up ? hi : lo, v[j] = up ? lo : hi;
+                }
+            } else {
+                int ls = stride >> 4;
+                bool kmax = ((lane & ls) == 0) == lup;
+#pragma unroll
+                for (int i = 0; i < 16; i++) {
+                    unsigned b = __shfl_xor_sync(0xffffffffu, v[i], ls);
+                    v[i] = kmax ? max(v[i], b) : min(v[i], b);
+                }
+            }
+        }
+    }
+    // e = 16 lane + i -> tmp[16 lane + (i ^ (lane >> 1 & 15))]: 32 distinct banks per store
+#pragma unroll
+    for (int i = 0; i < 16; i++) tmp[16 * lane + (i ^ (lane >> 1 & 15))] = v[i];
+    __syncwarp();
+    // gather: ids into bi, okeys via tmp2 (bk is still being read)
+    for (int p = lane; p < n; p += 32) {
+        unsigned long long ent = bk[tmp[16 * (p >> 4) + ((p & 15) ^ (p >> 5 & 15))] & 0x1ffu];
+        bi[p] = (int)(0xffffffffu - (unsigned)ent), tmp2[p] = (unsigned)(ent >> 32);
+    }
+    __syncwarp();
+    for (int p = lane; p < n; p += 32) bk[p] = tmp2[p];
+    __syncwarp();
+}
+
 // dynamic smem: pooled q, then the tiles, sketches, norms and hist (during the key sweep) or the
 // per-warp survivor buffers (after it)
 static size_t tp_smem(int DM) {
@@ -778,7 +970,8 @@ static size_t tp_smem(int DM) {
 }
 template <int DM, bool F16>
 __global__ void __launch_bounds__(FX_NT, 1) tp_select(FxArgs x) {
-    constexpr int QLD = DM + 4, KLD = 2 * DM + 8, CAPF = TP_CAPF, KS = DM / 16, CPR = 2 * DM / 8;
+    constexpr int QLD = DM + 4, KLD = 2 * DM + 8, KS = DM / 16, CPR = 2 * DM / 8;
+    constexpr int CAPF = TP_CAPF;
     const FsArgs &a = x.a;
     extern __shared__ double fs_sm[];
     double *qs = fs_sm;                                      // [64][QLD] pooled q (double)
@@ -791,13 +984,32 @@ __global__ void __launch_bounds__(FX_NT, 1) tp_select(FxArgs x) {
     __shared__ int thr[64], erow[64], s_item;
     __shared__ float crow[64];   // TP_C |q| per row
     __shared__ int qe[64];       // fp16 limbs: the row's scale exponent
+    __shared__ int s_row;        // the finish's next row
+    __shared__ unsigned long long s_prof[FX_NT / 32][TP_NPROF];
     int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, cq = lane & 3;
     int wm = warp & 3, wn = warp >> 2; // 16-member x 32-key warp tile
+    const bool prof = x.prof != nullptr;
+    long long tlast = 0;
+    auto mark = [&](int sec) { // profile: the time since the last mark into section sec
+        if (!prof) return;
+        long long t = clock64();
+        if (lane == 0) s_prof[warp][sec] += (unsigned long long)(t - tlast);
+        tlast = t;
+    };
+    auto count = [&](int sec, int n) {
+        if (prof && lane == 0) s_prof[warp][sec] += (unsigned long long)n;
+    };
+    if (prof) {
+        for (int i = lane; i < TP_NPROF; i += 32) s_prof[warp][i] = 0;
+        tlast = clock64();
+    }
     unsigned long long *gq = x.gkey + (size_t)blockIdx.x * 64 * x.capg;
     const float nkmax = __int_as_float(x.ctrl[3]);
     FsUnit U;
     int m0, rows;
     while (fx_next<DM>(x, qs, &s_item, erow, cnt, thr, U, m0, rows)) {
+        mark(TPP_NEXT);
+        count(TPP_NITEM, 1);
         for (int r = warp; r < 64; r += FX_NT / 32) { // row norms (the bound) and scales
             double ss = 0.0, mx = 0.0;
             for (int d = lane; d < DM; d += 32) ss += qs[r * QLD + d] * qs[r * QLD + d], mx = fmax(mx, fabs(qs[r * QLD + d]));
@@ -847,11 +1059,17 @@ __global__ void __launch_bounds__(FX_NT, 1) tp_select(FxArgs x) {
         const float cr0 = crow[r0], cr1 = crow[r1];
         const float fq0 = ldexpf(1.0f, -qe[r0]), fq1 = ldexpf(1.0f, -qe[r1]);
         const int er0 = erow[r0], er1 = erow[r1];
+        mark(TPP_PRO);
+        count(TPP_NTILE, ntile);
         for (int jt = 0; jt < ntile; jt++) {
             cp_async_wait<0>();
             __syncthreads(); // tile jt landed; buffer (jt + 1) & 1 and the sketches free
             if (jt + 1 < ntile) issue(jt + 1);
-            const uint16_t *kbt = kt + (jt & 1) * TP_KT * KLD + (wn * 32 + g) * KLD + 2 * cq;
+            mark(TPP_WAIT);
+            // B fragments by ldmatrix.x4: lanes 8 i .. 8 i + 7 address key rows of n-tile n + i / 2,
+            // dims + 8 (i & 1): r = {b0, b1} of n-tile n, then of n + 1
+            const uint16_t *kbt = kt + (jt & 1) * TP_KT * KLD + (wn * 32 + (lane >> 4) * 8 + (lane & 7)) * KLD +
+                                  ((lane >> 3) & 1) * 8;
             const float *knt = kn + (jt & 1) * TP_KT + wn * 32 + 2 * cq;
             const float *kft = kf + (jt & 1) * TP_KT + wn * 32 + 2 * cq;
             float am[4][4], ac[4][4]; // qh.kh; ql.kh + qh.kl
@@ -862,42 +1080,82 @@ __global__ void __launch_bounds__(FX_NT, 1) tp_select(FxArgs x) {
 #pragma unroll
             for (int kk = 0; kk < KS; kk++)
 #pragma unroll
-                for (int n = 0; n < 4; n++) {
-                    const uint16_t *bp = kbt + n * 8 * KLD + 16 * kk;
-                    uint32_t bh0 = *(const uint32_t *)bp, bh1 = *(const uint32_t *)(bp + 8);
-                    uint32_t bl0 = *(const uint32_t *)(bp + DM), bl1 = *(const uint32_t *)(bp + DM + 8);
-                    float t4[4] = {0.f, 0.f, 0.f, 0.f}; // qh.kh of 16 dims from zero (the bound)
-                    tp_mma<F16>(t4, afh[kk], bh0, bh1);
+                for (int n2 = 0; n2 < 4; n2 += 2) {
+                    uint32_t bh[4], bl[4];
+                    ldsm_x4(bh, kbt + n2 * 8 * KLD + 16 * kk);
+                    ldsm_x4(bl, kbt + n2 * 8 * KLD + 16 * kk + DM);
 #pragma unroll
-                    for (int i = 0; i < 4; i++) am[n][i] += t4[i];
-                    tp_mma<F16>(ac[n], afl[kk], bh0, bh1);
-                    tp_mma<F16>(ac[n], afh[kk], bl0, bl1);
+                    for (int h = 0; h < 2; h++) {
+                        int n = n2 + h;
+                        float t4[4]; // qh.kh of 16 dims from zero (the bound)
+                        tp_mma0<F16>(t4, afh[kk], bh[2 * h], bh[2 * h + 1]);
+#pragma unroll
+                        for (int i = 0; i < 4; i++) am[n][i] += t4[i];
+                        tp_mma<F16>(ac[n], afl[kk], bh[2 * h], bh[2 * h + 1]);
+                        tp_mma<F16>(ac[n], afh[kk], bl[2 * h], bl[2 * h + 1]);
+                    }
                 }
-            const int t0 = thr[r0], t1 = thr[r1];
+            if (prof) { // the MMAs' results in (else the section shows only their issue)
+                float z = 0.f;
+#pragma unroll
+                for (int n = 0; n < 4; n++) z += am[n][0] + ac[n][0];
+                asm volatile("" ::"f"(z));
+            }
+            mark(TPP_MMA);
+            // key16up(hi) >= t  <=>  okey(hi) >= (t - 1) << 16 | 1  <=  hi >= that float (not below
+            // it: NaN passes; -0 against +0 passes too: a superset, the finish filters by key)
+            auto thrf = [](int t) { return t == 0 ? -INFINITY : tp_unokey((unsigned)(t - 1) << 16 | 1u); };
+            const float tf0 = thrf(thr[r0]), tf1 = thrf(thr[r1]);
             const int jb = jt * TP_KT + wn * 32 + 2 * cq;
+            // the lane's passes (s' + E reaches the row's threshold): bit 2 n + (xx & 1) of pm[row];
+            // s' kept in am, the keys of hi (bits 0-15) and lo (16-31) in ac
+            unsigned pm[2] = {0u, 0u};
 #pragma unroll
             for (int n = 0; n < 4; n++)
 #pragma unroll
                 for (int xx = 0; xx < 4; xx++) {
-                    int r = xx < 2 ? r0 : r1, j = jb + n * 8 + (xx & 1);
                     float s = am[n][xx] + ac[n][xx], E = __fmul_ru(xx < 2 ? cr0 : cr1, knt[n * 8 + (xx & 1)]);
                     if (F16) s *= (xx < 2 ? fq0 : fq1) * kft[n * 8 + (xx & 1)]; // exact: 2^-120 .. 2^120
-                    unsigned h16 = tp_key16up(__fadd_ru(s, E));
-                    if (j < (xx < 2 ? er0 : er1) && (int)h16 >= (xx < 2 ? t0 : t1)) {
-                        unsigned old = atomicAdd(&cnt[r], 0x10001u);
-                        sk[r * CAPF + (old & 0xffffu)] = (uint16_t)tp_key16dn(__fsub_rd(s, E));
+                    float hi = __fadd_ru(s, E);
+                    int j = jb + n * 8 + (xx & 1);
+                    if (j < (xx < 2 ? er0 : er1) && !(hi < (xx < 2 ? tf0 : tf1)))
+                        pm[xx >> 1] |= 1u << (2 * n + (xx & 1));
+                    am[n][xx] = s;
+                    ac[n][xx] = __uint_as_float(tp_key16up(hi) | tp_key16dn(__fsub_rd(s, E)) << 16);
+                }
+            mark(TPP_FILT);
+            // a slot per pass: an atomic on the row's counter (one per row and warp, the 4 lanes'
+            // counts by shuffles, measured slower: s7 r2, 128K filter+insert 13.3 -> 15.2%)
+#pragma unroll
+            for (int n = 0; n < 4; n++)
+#pragma unroll
+                for (int xx = 0; xx < 4; xx++)
+                    if (pm[xx >> 1] >> (2 * n + (xx & 1)) & 1) {
+                        int r = xx < 2 ? r0 : r1, j = jb + n * 8 + (xx & 1);
+                        unsigned keys = __float_as_uint(ac[n][xx]), old = atomicAdd(&cnt[r], 0x10001u);
+                        sk[r * CAPF + (old & 0xffffu)] = (uint16_t)(keys >> 16);
                         unsigned pg = old >> 16;
                         if (pg < (unsigned)x.capg)
-                            gq[(size_t)r * x.capg + pg] =
-                                (unsigned long long)__float_as_uint(s) << 32 | h16 << 16 | (unsigned)j;
+                            gq[(size_t)r * x.capg + pg] = (unsigned long long)__float_as_uint(am[n][xx]) << 32 |
+                                                          (keys & 0xffffu) << 16 | (unsigned)j;
                     }
-                }
+            mark(TPP_INS);
+            if (prof) {
+                __syncthreads();
+                mark(TPP_BAR);
+                if (lane == 0 && warp == 0)
+                    for (int r = 0; r < rows; r++)
+                        s_prof[0][TPP_NCMP] += (int)(cnt[r] & 0xffffu) > (jt + 1 < ntile ? CAPF - TP_KT : INT_MAX);
+            }
             // full sketches compacted (room for the next tile)
             int *hist = (int *)(kt + (jt & 1) * TP_KT * KLD);
-            fx_compact_rows(sk, CAPF, cnt, thr, hist, rows, a.S, jt + 1 < ntile ? CAPF - TP_KT : INT_MAX);
+            fx_compact_rows(sk, CAPF, cnt, thr, hist, rows, a.S, jt + 1 < ntile ? CAPF - TP_KT : INT_MAX, x.rcmp);
+            mark(TPP_CMP);
         }
-        fx_compact_rows(sk, CAPF, cnt, thr, (int *)kt, rows, a.S, 0); // final thresholds
+        fx_compact_rows(sk, CAPF, cnt, thr, (int *)kt, rows, a.S, 0, x.rcmp); // final thresholds
+        if (tid == 0) s_row = 0;
         __syncthreads();
+        mark(TPP_FCMP);
         // per row (a warp): survivors, sorted by s'; intervals; clusters; exact scores where
         // needed; the final order
         char *wa = (char *)kt + (size_t)warp * TP_WARP_BYTES;
@@ -906,8 +1164,11 @@ __global__ void __launch_bounds__(FX_NT, 1) tp_select(FxArgs x) {
         float *flo = (float *)(cl + TP_PMAX), *fhi = flo + TP_PMAX;
         double *stg = (double *)(fhi + TP_PMAX); // [32][17]
         const double *kd = a.kbar + kvh * a.NK * DM;
-        unsigned lt = (1u << lane) - 1;
-        for (int r = warp; r < rows; r += FX_NT / 32) {
+        for (;;) { // rows taken in turn (their costs vary: survivors, exact scores)
+            int r = 0;
+            if (lane == 0) r = atomicAdd(&s_row, 1);
+            r = __shfl_sync(0xffffffffu, r, 0);
+            if (r >= rows) break;
             int nsel = min(a.S, erow[r]);
             if (nsel <= 0) continue;
             int *tops = a.tops + ((size_t)U.off * a.M + m0 + r) * a.S, t = thr[r];
@@ -915,84 +1176,127 @@ __global__ void __launch_bounds__(FX_NT, 1) tp_select(FxArgs x) {
             int w = fx_survivors(
                 x, cnt[r], nsel, tops, TP_PMAX, [&](int p) { return __ldcg(rq + p); },
                 [&](unsigned long long v) { return (int)((v >> 16) & 0xffffu) >= t; },
-                [&](int pos, unsigned long long v) {
-                    bk[pos] = tp_okey(__uint_as_float((unsigned)(v >> 32))), bi[pos] = (int)(v & 0xffffu);
+                [&](int pos, unsigned long long v) { // packed: order key of s', then ~id (ties: id asc)
+                    bk[pos] = (unsigned long long)tp_okey(__uint_as_float((unsigned)(v >> 32))) << 32 |
+                              (0xffffffffu - (unsigned)(v & 0xffffu));
                 });
+            mark(TPP_SURV);
             if (w < 0) continue;
-            sel_warp_sort(bk, bi, w, 64); // s' desc
+            __syncwarp();
+            tp_sort_surv(bk, bi, (unsigned *)cl, (unsigned *)flo, w); // s' desc
+            mark(TPP_SORT);
+            // intervals and clusters in registers: position p = 16 lane + i (prefix min / suffix
+            // max inside the lane, one warp scan for the carry; the loop over 32-position chunks
+            // with a scan each was ~13K cycles a row: s7 r3, 15% of tp_select at 32K)
             const float crr = crow[r];
-            for (int p = lane; p < w; p += 32) {
-                float s = tp_unokey((unsigned)bk[p]), E = __fmul_ru(crr, __ldg(knb + bi[p]));
-                flo[p] = __fsub_rd(s, E), fhi[p] = __fadd_ru(s, E);
-            }
-            __syncwarp();
-            float carry = INFINITY; // flo -> prefix min over <= p
-            for (int c0 = 0; c0 < w; c0 += 32) {
-                int p = c0 + lane;
-                float v = p < w ? flo[p] : INFINITY;
+            float lo[16], hi[16];
+            {
+                float sv[16];
+                int idv[16];
 #pragma unroll
-                for (int o = 1; o < 32; o <<= 1) {
-                    float y = __shfl_up_sync(0xffffffffu, v, o);
-                    if (lane >= o) v = fminf(v, y);
+                for (int i = 0; i < 16; i++) {
+                    int p = 16 * lane + i;
+                    idv[i] = p < w ? bi[p] : 0, sv[i] = p < w ? tp_unokey((unsigned)bk[p]) : 0.f;
                 }
-                v = fminf(v, carry);
-                if (p < w) flo[p] = v;
-                carry = __shfl_sync(0xffffffffu, v, 31);
-            }
-            carry = -INFINITY; // fhi -> suffix max over >= p
-            for (int c0 = (w - 1) / 32 * 32; c0 >= 0; c0 -= 32) {
-                int p = c0 + lane;
-                float v = p < w ? fhi[p] : -INFINITY;
 #pragma unroll
-                for (int o = 1; o < 32; o <<= 1) {
-                    float y = __shfl_down_sync(0xffffffffu, v, o);
-                    if (lane + o < 32) v = fmaxf(v, y);
+                for (int i = 0; i < 16; i++) lo[i] = 16 * lane + i < w ? __ldg(knb + idv[i]) : 0.f; // norms
+#pragma unroll
+                for (int i = 0; i < 16; i++) {
+                    bool in = 16 * lane + i < w;
+                    float E = __fmul_ru(crr, lo[i]);
+                    lo[i] = in ? __fsub_rd(sv[i], E) : INFINITY, hi[i] = in ? __fadd_ru(sv[i], E) : -INFINITY;
                 }
-                v = fmaxf(v, carry);
-                if (p < w) fhi[p] = v;
-                carry = __shfl_sync(0xffffffffu, v, 0);
             }
-            __syncwarp();
-            int ncut = 0; // cl[p] = cuts before p (a cut after p: all of <= p above all of > p)
-            for (int c0 = 0; c0 < w; c0 += 32) {
-                int p = c0 + lane;
-                bool cut = p < w && (p + 1 >= w || flo[p] > fhi[p + 1]);
-                unsigned bc = __ballot_sync(0xffffffffu, cut);
-                if (p < w) cl[p] = ncut + __popc(bc & lt);
-                ncut += __popc(bc);
+            float run = INFINITY; // lo -> min over <= p
+#pragma unroll
+            for (int i = 0; i < 16; i++) run = fminf(run, lo[i]), lo[i] = run;
+            float cv = run;
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+                float y = __shfl_up_sync(0xffffffffu, cv, o);
+                if (lane >= o) cv = fminf(cv, y);
             }
-            __syncwarp();
-            int clmax = cl[nsel - 1], m = 0, *lst = (int *)flo; // positions to score exactly
-            for (int c0 = 0; c0 < w; c0 += 32) {
-                int p = c0 + lane;
-                bool need = p < w && cl[p] <= clmax &&
-                            ((p > 0 && cl[p - 1] == cl[p]) || (p + 1 < w && cl[p + 1] == cl[p]));
-                unsigned bn = __ballot_sync(0xffffffffu, need);
-                if (need) lst[m + __popc(bn & lt)] = p;
-                m += __popc(bn);
+            cv = __shfl_up_sync(0xffffffffu, cv, 1); // lanes before this one
+            if (lane > 0)
+#pragma unroll
+                for (int i = 0; i < 16; i++) lo[i] = fminf(lo[i], cv);
+            run = -INFINITY; // hi -> max over >= p
+#pragma unroll
+            for (int i = 15; i >= 0; i--) run = fmaxf(run, hi[i]), hi[i] = run;
+            cv = run;
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+                float y = __shfl_down_sync(0xffffffffu, cv, o);
+                if (lane + o < 32) cv = fmaxf(cv, y);
             }
+            cv = __shfl_down_sync(0xffffffffu, cv, 1); // lanes after this one
+            if (lane < 31)
+#pragma unroll
+                for (int i = 0; i < 16; i++) hi[i] = fmaxf(hi[i], cv);
+            // a cut after p: all of <= p above all of > p (bit i of cuts); the last position cuts
+            float hnext = __shfl_down_sync(0xffffffffu, hi[0], 1);
+            unsigned cuts = 0;
+#pragma unroll
+            for (int i = 0; i < 16; i++) {
+                int p = 16 * lane + i;
+                float hn = i < 15 ? hi[i + 1] : (lane < 31 ? hnext : -INFINITY);
+                if (p < w && (p + 1 >= w || lo[i] > hn)) cuts |= 1u << i;
+            }
+            unsigned cbase = sel_warp_excl(__popc(cuts)); // cuts before this lane's positions
+            int ln = (nsel - 1) >> 4, in_ = (nsel - 1) & 15;
+            int clmax = __shfl_sync(0xffffffffu, (int)(cbase + __popc(cuts & ((1u << in_) - 1))), ln);
+            unsigned cprev = __shfl_up_sync(0xffffffffu, cuts, 1) >> 15 & 1; // a cut after p - 1, i = 0
+            if (lane == 0) cprev = 1;
+            unsigned needm = 0; // in a cluster of 2+ that reaches the first nsel: exact scores
+#pragma unroll
+            for (int i = 0; i < 16; i++) {
+                int p = 16 * lane + i, c = (int)(cbase + __popc(cuts & ((1u << i) - 1)));
+                if (p >= w) continue;
+                cl[p] = c;
+                bool before = i ? (cuts >> (i - 1) & 1) : cprev, after = cuts >> i & 1;
+                if (c <= clmax && !(before && after)) needm |= 1u << i;
+            }
+            int *lst = (int *)flo; // positions to score exactly
+            unsigned lpos = sel_warp_excl(__popc(needm));
+            int m = __reduce_add_sync(0xffffffffu, __popc(needm));
+#pragma unroll
+            for (int i = 0; i < 16; i++)
+                if (needm >> i & 1) lst[lpos++] = 16 * lane + i;
             __syncwarp();
             if (lane == 0) atomicAdd(x.ctrl + 4, m), atomicAdd(x.ctrl + 5, w);
+            mark(TPP_CLU);
             const double *qr = qs + r * QLD;
             for (int p0 = 0; p0 < m; p0 += 32) { // a lane per position, 16-dim chunks via stg
-                int pos = lst[min(p0 + lane, m - 1)], id = bi[pos];
+                int pos = lst[min(p0 + lane, m - 1)], id = bi[pos], idr[8];
                 double sc = 0.0;
-                for (int d0 = 0; d0 < DM; d0 += 16) {
+                double2 ka[8], kb[8]; // the next two chunks, in flight during the current one's sums
+#pragma unroll
+                for (int v = 0; v < 8; v++) idr[v] = __shfl_sync(0xffffffffu, id, v * 4 + (lane >> 3));
+                auto ldk = [&](double2 (&kv)[8], int d0) {
+#pragma unroll
+                    for (int v = 0; v < 8; v++)
+                        kv[v] = __ldg((const double2 *)(kd + (size_t)idr[v] * DM + d0 + 2 * (lane & 7)));
+                };
+                auto step = [&](double2 (&kv)[8], int d0) { // stage chunk d0, refill kv with d0 + 32, sum
 #pragma unroll
                     for (int v = 0; v < 8; v++) {
-                        int rr = v * 4 + (lane >> 3), idr = __shfl_sync(0xffffffffu, id, rr);
-                        double2 kv = __ldg((const double2 *)(kd + (size_t)idr * DM + d0 + 2 * (lane & 7)));
-                        stg[rr * 17 + 2 * (lane & 7)] = kv.x, stg[rr * 17 + 2 * (lane & 7) + 1] = kv.y;
+                        int rr = v * 4 + (lane >> 3);
+                        stg[rr * 17 + 2 * (lane & 7)] = kv[v].x, stg[rr * 17 + 2 * (lane & 7) + 1] = kv[v].y;
                     }
                     __syncwarp();
+                    if (d0 + 32 < DM) ldk(kv, d0 + 32);
 #pragma unroll
                     for (int dd = 0; dd < 16; dd++) // the CPU's s += a * b: dmul, then dadd
                         sc = __dadd_rn(sc, __dmul_rn(qr[d0 + dd], stg[lane * 17 + dd]));
                     __syncwarp();
-                }
+                };
+                ldk(ka, 0), ldk(kb, 16);
+#pragma unroll 1
+                for (int d0 = 0; d0 < DM; d0 += 32) step(ka, d0), step(kb, d0 + 16);
                 if (p0 + lane < m) bk[pos] = fs_key(sc);
             }
             __syncwarp();
+            mark(TPP_EXACT);
             // order inside those clusters (exact desc, id asc): a lane per cluster (insertion;
             // they are short), or the warp's sort by (cluster, key, id) when one is long
             auto cend = [&](int p) { // the end of p's cluster
@@ -1022,8 +1326,11 @@ __global__ void __launch_bounds__(FX_NT, 1) tp_select(FxArgs x) {
             __syncwarp();
             for (int s = lane; s < nsel; s += 32) tops[s] = bi[s];
             __syncwarp();
+            mark(TPP_ORD);
         }
     }
+    if (prof && lane == 0)
+        for (int i = 0; i < TP_NPROF; i++) atomicAdd(x.prof + i, s_prof[warp][i]);
 }
 
 // fs_topk's dynamic shared memory: one opt-in at the largest size either caller uses (P <= 2048
@@ -1155,8 +1462,11 @@ static int g_select_path = 0;
 // runs the next path), or a row failed (likewise, after this call wrote partial lists that the
 // next path then overwrites)
 // MSLAB_SELECT_BF16 (select_mode below): the default path, and auto's tp cut
-#define SELECT_DEFAULT 3 // auto: tp from TP_AUTO_MIN candidates (T >= 512K at w 16), else fused
-#define TP_AUTO_MIN 32768
+// auto: tp from TP_AUTO_MIN candidates in the longest row, else fused. s7 r3 (H200, paper config,
+// B=1 H=32 D=128): tp faster at every measured length (16K 0.75 vs 1.02 ms, 32K 2.47 / 3.49, 64K
+// 7.22 / 10.16, 128K 21.2 / 31.2; s6: 1M 873 / 1236), so 0: tp wherever it applies
+#define SELECT_DEFAULT 3
+#define TP_AUTO_MIN 0
 static int select_mode(void);
 static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q,
                           const uint16_t *k, int B, int T, int H, int KVH, int D, bool tp) {
@@ -1212,6 +1522,29 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     x.kfac = (const float *)(scr + o_kf);
     static int f16 = -1; // MSLAB_SELECT_TP16=0: bf16 limbs (looser bound)
     if (f16 < 0) f16 = !(getenv("MSLAB_SELECT_TP16") && !strcmp(getenv("MSLAB_SELECT_TP16"), "0"));
+    // MSLAB_SELECT_PROF=1: tp_select's section profile and the kernels' times (events), on stderr
+    static int profon = -1;
+    static unsigned long long *dprof = NULL;
+    if (profon < 0) {
+        profon = getenv("MSLAB_SELECT_PROF") && atoi(getenv("MSLAB_SELECT_PROF")) > 0;
+        if (profon) cudaCheck(cudaMalloc(&dprof, sizeof(unsigned long long) * TP_NPROF));
+    }
+    // host clock around synchronised phases (profile only)
+    auto pnow = [&]() {
+        cudaCheck(cudaDeviceSynchronize());
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+    };
+    double ksel = 0, kmerge = 0, tp0 = 0, tp1 = 0, tk = 0;
+    static int rcmp = -1;
+    if (rcmp < 0) rcmp = getenv("MSLAB_SELECT_TPRC") ? atoi(getenv("MSLAB_SELECT_TPRC")) : 1;
+    x.rcmp = rcmp;
+    if (profon && tp) {
+        x.prof = dprof;
+        cudaCheck(cudaMemsetAsync(dprof, 0, sizeof(unsigned long long) * TP_NPROF));
+    }
+    if (profon) tp0 = pnow();
     cudaCheck(cudaMemsetAsync(a.fpos, 0x7f, (size_t)MGRID * N * 4));
     cudaCheck(cudaMemsetAsync(x.ctrl, 0, 64));
     sel_pool<<<grid_for(kb_n / 2, 256), 256>>>((double *)a.kbar, k, B, T, KVH, D, cfg->w, N);
@@ -1222,6 +1555,7 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         else tp_prep_k<false><<<gp, 256>>>((uint16_t *)x.kbf, (float *)x.knorm, (float *)x.kfac, x.ctrl, a.kbar, heads, N, (int)nkp, D);
         cudaLaunchCheck();
     }
+    if (profon) tp1 = pnow();
     size_t smem = tp ? tp_smem(D) : sizeof(double) * (64 * (D + 4) + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2;
     static bool attr = false;
     if (!attr) {
@@ -1229,10 +1563,11 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         int s128 = (int)(sizeof(double) * (64 * 132 + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2);
         cudaCheck(cudaFuncSetAttribute(fx_select<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, s64));
         cudaCheck(cudaFuncSetAttribute(fx_select<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, s128));
-        cudaCheck(cudaFuncSetAttribute(tp_select<64, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tp_smem(64)));
-        cudaCheck(cudaFuncSetAttribute(tp_select<128, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tp_smem(128)));
-        cudaCheck(cudaFuncSetAttribute(tp_select<64, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tp_smem(64)));
-        cudaCheck(cudaFuncSetAttribute(tp_select<128, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tp_smem(128)));
+        int m64 = (int)tp_smem(64), m128 = (int)tp_smem(128);
+        cudaCheck(cudaFuncSetAttribute(tp_select<64, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, m64));
+        cudaCheck(cudaFuncSetAttribute(tp_select<128, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, m128));
+        cudaCheck(cudaFuncSetAttribute(tp_select<64, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, m64));
+        cudaCheck(cudaFuncSetAttribute(tp_select<128, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, m128));
         attr = true;
     }
     for (size_t u0 = 0; u0 < nunit;) {
@@ -1254,6 +1589,7 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
             cudaCheck(cudaMemsetAsync(x.ctrl, 0, 4));
             x.nitems = nw * mt;
             int grid = x.nitems < nslot ? x.nitems : nslot;
+            if (profon) tk = pnow();
             if (tp) {
                 if (D == 64 && f16) tp_select<64, true><<<grid, FX_NT, smem>>>(x);
                 else if (D == 64) tp_select<64, false><<<grid, FX_NT, smem>>>(x);
@@ -1262,10 +1598,30 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
             } else if (D == 64) fx_select<64><<<grid, FX_NT, smem>>>(x);
             else fx_select<128><<<grid, FX_NT, smem>>>(x);
             cudaLaunchCheck();
+            if (profon) {
+                double t = pnow();
+                ksel += t - tk, tk = t;
+            }
         }
         fs_merge<<<nu < MGRID ? nu : MGRID, FS_NT, sizeof(int) * d.S>>>(a, nu);
         cudaLaunchCheck();
+        if (profon) kmerge += pnow() - tk;
         u0 = u1;
+    }
+    if (profon) {
+        fprintf(stderr, "select_bf16 prof %s T=%d: pool+prep %.3f ms, select kernel %.3f ms, merge %.3f ms\n",
+                tp ? "tp" : "fused", T, tp1 - tp0, ksel, kmerge);
+        if (tp) {
+            unsigned long long hp[TP_NPROF], tot = 0;
+            cudaCheck(cudaMemcpy(hp, dprof, sizeof hp, cudaMemcpyDeviceToHost));
+            for (int i = 0; i < TPP_NTILE; i++) tot += hp[i];
+            fprintf(stderr, "  tp sections (warp-cycles, share):");
+            for (int i = 0; i < TPP_NTILE; i++)
+                fprintf(stderr, " %s %.1f%%", tp_prof_names[i], 100.0 * hp[i] / (tot ? tot : 1));
+            fprintf(stderr, "\n  total %.3e warp-cycles; %s %llu, %s %llu, %s %llu; cycles per tile per warp %.0f\n",
+                    (double)tot, tp_prof_names[TPP_NTILE], hp[TPP_NTILE] / 8, tp_prof_names[TPP_NCMP], hp[TPP_NCMP],
+                    tp_prof_names[TPP_NITEM], hp[TPP_NITEM] / 8, (double)tot / (hp[TPP_NTILE] ? hp[TPP_NTILE] : 1));
+        }
     }
     int ctrl[6];
     cudaCheck(cudaMemcpy(ctrl, x.ctrl, sizeof ctrl, cudaMemcpyDeviceToHost));
@@ -1366,8 +1722,8 @@ __global__ void sb_gather_f32(float *dst, const uint16_t *src, int b, int T, int
 }
 
 // MSLAB_SELECT_BF16: "old" = fs_select (scores in global memory, radix top-S), "fused" = fx_select,
-// "tp" = tp_select, "auto" = tp_select when the longest row has >= TP_AUTO_MIN candidates, else
-// fx_select
+// "tp" = tp_select, "auto" (the default) = tp_select when the longest row has >= TP_AUTO_MIN
+// candidates (0: always), else fx_select
 static int g_select_mode = -1;
 static int select_mode(void) {
     if (g_select_mode < 0) {

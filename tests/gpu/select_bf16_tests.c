@@ -9,7 +9,9 @@
 // taken is not the expected one (fused / tp, or their fallbacks where the inputs are built to
 // overflow them; tp may also hand inputs with masses of ties to fused), so a fast path that
 // silently falls back is seen. Inputs: random normal q / k rounded to bf16; `period` > 0 makes
-// key region r a copy of region r % period (equal scores: ties to the lower id).
+// key region r a copy of region r % period (equal scores: ties to the lower id); g_rise > 0
+// scales key region r by 2^(r / g_rise) (rising scores: long runs of inserts, thresholds that
+// jump). The default (auto) is tp since s7: sparse_bf16_tests.c's select_bf16.lists rows run it.
 // Merge-1 plans (the bench's moba-blk) also run the blocks path (cuda/select_blocks.cu, path 3),
 // and the info rows time the moba-blk selection at 32K / 128K with and without it.
 #include <math.h>
@@ -40,6 +42,10 @@ static AttnConfig ms_cfg(int w, int top, int merge, int prefix) {
     return c;
 }
 
+// > 0: key region r scaled by 2^(r / g_rise) (scores rising along the row: every new tile passes the
+// running threshold, which then jumps past tp_compact's window of 256 key steps)
+static double g_rise = 0;
+
 // expect: path the fused mode must take (1 fused, 2 its fallback); | 4: merge 1 but the blocks
 // path must decline (too many regions), so mode 2 takes the fused path too
 static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH, int D,
@@ -54,7 +60,10 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
     uint16_t *qb = malloc(nq * 2), *kb = malloc(nk * 2);
     float *q = malloc(nq * 4), *k = malloc(nk * 4);
     for (size_t i = 0; i < nq; i++) qb[i] = bf16_from_f32(rng_normal(&rng));
-    for (size_t i = 0; i < nk; i++) kb[i] = bf16_from_f32(rng_normal(&rng));
+    for (size_t i = 0; i < nk; i++) {
+        double sc = g_rise > 0 ? exp2((double)(i / ((size_t)KVH * D) % T / cfg.w) / g_rise) : 1.0;
+        kb[i] = bf16_from_f32((float)(rng_normal(&rng) * sc));
+    }
     if (period > 0) // key region r = region r % period (token rows of the same offset)
         for (int b = 0; b < B; b++)
             for (int t = period * cfg.w; t < T; t++) {
@@ -222,6 +231,9 @@ void t_select_bf16_all(void) {
     t_sel("ms paper tail dense", tail, 1, 30001, 2, 2, 128, 0, 1);
     t_sel("ms paper ties p7", paper, 1, 32768, 2, 2, 128, 7, 1);
     t_sel("ms paper ties p1", paper, 1, 32768, 2, 2, 128, 1, 2); // all equal: fused falls back
+    g_rise = 256; // rising scores: x2 every 256 regions (fused overflows its buffer: old path)
+    t_sel("ms paper rising", paper, 1, 32768, 2, 2, 128, 0, 1);
+    g_rise = 0;
     t_sel_perf(32768, 1); // info: the moba-blk selection, blocks vs fused, B=1 H=32 D=128
     t_sel_perf(131072, 1);
 }
