@@ -35,8 +35,30 @@ extern "C" {
 // (s5 with sparse_bf16's ordered kernels: 32.9 / 75.6 / 149.0 / 314.5), atomic 19.6 / 45.3 /
 // 98.8 / 215.7; peak at 128K 11.34 GB with one launch (1.32x the 8 GiB of q, k, v, o + grads):
 // hence the groups (s6 r3, defaults, 2 launches at 128K: deterministic 24.3 / 54.5 / 117.9 /
-// 254.3 ms, atomic 18.7 / 42.8 / 93.0 / 202.4, peak 9.19 GB = 1.07x; LM row 231.1). LM row (H = 12, D = 64, T = 32K, deterministic, s6
-// r1): 251.9 ms/step (s5, sparse_bf16 split: 281.6).
+// 254.3 ms, atomic 18.7 / 42.8 / 93.0 / 202.4, peak 9.19 GB = 1.07x; LM row 231.1). LM row (H = 12,
+// D = 64, T = 32K, deterministic, s6 r1): 251.9 ms/step (s5, sparse_bf16 split: 281.6).
+// s7 (perf row as above, ms at 32K; the ordered mode's cost is the reds' drain, not the waits):
+// ORD as in s6 44.2, the same without any wait (wrong sums, timing only) 44.0: the every-thread
+// fence after the adds stalls the CTA until its 64 KB of reds are performed. One fence by the
+// releasing thread after the barrier (the release pattern of CUTLASS's semaphore; now the
+// default): 41.6 / 41.4 / 41.4 (r1 / r2 / r3). A 9th warp doing the waits and the releases
+// (named barriers; the compute warps never fence): 41.4, no better -> removed. Bench (r2, that 9th
+// warp): ordered 23.1 / 52.0 / 112.4 / 246.0 ms at 16K / 32K / 64K / 128K, atomic 18.8 / 42.7 /
+// 92.8 / 204.0; peak at 128K 8.61e9 B. r4 (defaults as now, with the other helpers' s7 work):
+// bench ordered 23.0 / 51.0 / 110.3 / 233.4 ms, atomic 18.4 / 41.8 / 90.6 / 193.3; perf row
+// ordered 41.7, atomic 32.8; LM row 219.0 ms/step CTAs fastest, 198.6 heads fastest (s6: 231.1).
+// What is left (41.4 vs 32.7) is not profiled: with every thread fencing, dropping the waits
+// changed nothing (44.0 vs 44.2); a candidate is the drain before each release delaying the
+// region's next CTA (the 16 CTAs of a 2048-row block share one list and walk it side by side).
+// Tried and removed (s7 r1, same row): fixed-point dK / dV sums (order-free integer adds, the
+// MoBA dQ's DET = 3 idea; a per-region scale from cnt * 128 max|dO| resp. cnt * 128
+// (max|dO|_2 max|V|_2 + max|Di|) max|Q|, cnt = the CTAs adding to the region): int64 per element
+// (red.u64 x2 per pair + F2I.S64) 74.5 ms; two integer-valued fp32 lanes per element (hi, lo) in
+// one red.v4.f32 per pair 44.3 ms (the reds' bytes double: the atomic kernel is bound by the L2
+// reduction traffic) and imprecise: the bound exceeds the partials by ~2^18 (dV) / 2^23 (dK)
+// (P <= 1 per entry; sums of ~1e-4 P), so dK kept ~9 bits (simulated 6.5e-4 rel. L2, 25% of
+// the bf16 values off by one ulp; on a test row with uneven magnitudes 91285 of 358400 dk values
+// differed from the counters' mode, int64: 200). The atomic mode with red.v4.f32 (lane pairs swap half rows): 32.8 vs 32.7.
 // Tried and removed (s6): ORD releases deferred to the next tile (its fence then finds the adds
 // done): 51.6 vs 44.0 ms (r2 perf row: the handoff waits a tile longer); the atomic mode on
 // sorted lists: 32.6 vs 32.7 ms (no gain); D = 64 at 1 CTA per SM: LM 282.6 vs 251.9 ms/step.
@@ -48,10 +70,12 @@ struct SqOrd {
     int *cnt;
     int nreg;
     size_t flag;
+    int hfast; // the grid (heads, CTAs): heads fastest in the launch order (else CTAs fastest)
 };
-// The counters: relaxed loads / stores ordered by fences (fence.acq_rel.gpu): the adder's
-// threads fence after their adds, a barrier, then the store; the waiter fences after the load
-// that saw its value (the fence-fence pattern of sparse_bf16's ORD).
+// The counters: relaxed loads / stores ordered by fences (fence.acq_rel.gpu): after the adds a
+// barrier (the adds performed relative to the CTA), then the releasing thread fences (cumulative:
+// it orders the CTA's adds it has observed) and stores; the waiter fences after the load that saw
+// its value (the fence-fence pattern of sparse_bf16's ORD).
 __device__ __forceinline__ void sq_fence() { asm volatile("fence.acq_rel.gpu;\n" ::: "memory"); }
 __device__ __forceinline__ int ld_relaxed_gpu(const int *p) {
     int v;
@@ -78,13 +102,20 @@ __device__ __forceinline__ void sq_wait(const int *cnt, int v, int *flag) {
 
 // Ordered mode (ORD; attn_bf16_deterministic()): the same kernel on the lists sorted by region
 // id (sparse_sort_lists), its dK / dV adds per region in a FIXED order: the CTAs' launch order
-// ((b, kv head) group; head; query rows latest first), counting only CTAs whose rows reach the
+// ((b, kv head) group; head; query rows latest first; hfast: rows latest first, then head),
+// counting only CTAs whose rows reach the
 // region (others add nothing: keys past the CTA's last row are not added). sq_ord_pos (one CTA
 // per (b, kv head), one list after another in that order, a shared counter per region) gives
 // each (CTA, slot) its place in its region's order (-1: adds nothing). Per tile, thread x < spt
 // reads its region's counter before the tile's products (latency hidden) and, if it is not yet
 // the CTA's place, polls it after them (relaxed loads, then a fence); a barrier; the CTA adds by
-// red, every thread fences, a barrier, and the thread stores place + 1 (relaxed).
+// red; a barrier, then the thread fences and stores place + 1 (relaxed).
+// hfast (the default at D = 64; MSLAB_SQ_HFAST): the grid (heads, CTAs), heads fastest, so that
+// the 16 CTAs of a 2048-row block (one list) do not run side by side queueing for each other
+// every tile. D = 64 (LM row, H = 12, 2 CTAs per SM; s7 r4): 198.6 vs 219.0 ms/step. D = 128
+// (perf row, H = 32; s7 r3): 52.5 vs 41.4 ms (the same without waits 53.4: the lost L2 reuse of
+// the list's K / V tiles and of the reds' lines costs more than the queue; the atomic mode heads
+// fastest 50.2 vs 32.7).
 // A CTA waits only for CTAs launched before it; waits are bounded and a timeout raises a flag
 // that ends every later wait (a broken order: wrong dk / dv, which the tests catch, not a hang).
 // Sorted lists walked upwards: a later block has fewer listed regions below r than an earlier
@@ -103,8 +134,12 @@ __global__ void __launch_bounds__(256, MINB)
     __shared__ int nvalid;
 
     // the launch covers the (b, kv head)s from bk0 (their heads' rows; accumulators [bk - bk0])
-    int bh = blockIdx.y + bk0 * (H / KVH), b = bh / H, h = bh % H, kvh = h / (H / KVH);
-    int q0 = (gridDim.x - 1 - blockIdx.x) * BQ; // latest (fullest lists) first
+    // grid (CTAs, heads); ORD with hfast: (heads, CTAs), heads fastest
+    bool hf = ORD && od.hfast;
+    int nqb = hf ? gridDim.y : gridDim.x, cx = hf ? blockIdx.y : blockIdx.x;
+    int bh = (hf ? blockIdx.x : blockIdx.y) + bk0 * (H / KVH), b = bh / H, h = bh % H;
+    int kvh = h / (H / KVH);
+    int q0 = (nqb - 1 - cx) * BQ; // latest (fullest lists) first
     size_t ldq = (size_t)H * D, ldk = (size_t)KVH * D;
     const bf16 *qb = q + (size_t)b * T * ldq + (size_t)h * D;
     const bf16 *db = dout + (size_t)b * T * ldq + (size_t)h * D;
@@ -113,11 +148,12 @@ __global__ void __launch_bounds__(256, MINB)
     const int *lst = sp.idx + (((size_t)b * H + h) * sp.nblk + q0 / sp.qblock) * sp.width;
     int rsh = sp.region == 16 ? 4 : 5, spt = BK >> rsh; // slots per tile
     // ORD: this CTA's place in each slot's region order; the (b, kv head)'s region counters
-    const int *opos = ORD ? od.pos + (((size_t)b * H + h) * gridDim.x + q0 / BQ) * sp.width : NULL;
+    const int *opos = ORD ? od.pos + (((size_t)b * H + h) * nqb + q0 / BQ) * sp.width : NULL;
     int *ocnt = ORD ? od.cnt + ((size_t)b * KVH + kvh) * od.nreg : NULL;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
     int wg = warp >> 2, wl = warp & 3;
     int wr0 = q0 + wg * 64, rw0 = wr0 + wl * 16 + g;
+    size_t bkl = (size_t)b * KVH + kvh - bk0; // this launch's (b, kv head)
     float l2[2], di[2];
 #pragma unroll
     for (int r = 0; r < 2; r++) {
@@ -263,16 +299,18 @@ __global__ void __launch_bounds__(256, MINB)
         for (int r = 0; r < 2; r++) {
             int key = kt[wl * 16 + g + 8 * r];
             if (key >= T || key >= q0 + BQ) continue; // past the CTA's rows: zeros
-            float *pr = accw + ((size_t)(b * KVH + kvh - bk0) * T + key) * D + 2 * tq;
+            float *pr = accw + (bkl * T + key) * D + 2 * tq;
 #pragma unroll
             for (int n = 0; n < 8; n++) {
                 wg_red2(pr + 8 * n, t0[n][2 * r], t0[n][2 * r + 1]);
                 if constexpr (D == 128) wg_red2(pr + 64 + 8 * n, t1[n][2 * r], t1[n][2 * r + 1]);
             }
         }
-        if (ORD) sq_fence(); // this thread's adds before the release
         __syncthreads(); // P / dS, this K / V stage and its key ids free for tile j + 2
-        if (ORD && mp >= 0) st_relaxed_gpu(ocnt + mr, mp + 1);
+        if (ORD && mp >= 0) { // release: the barrier, then the releasing thread's fence
+            sq_fence();
+            st_relaxed_gpu(ocnt + mr, mp + 1);
+        }
     }
     cp_async_wait<0>(); // no tile: Q / dO loads still in flight
 
@@ -293,7 +331,7 @@ __global__ void __launch_bounds__(256, MINB)
 // thread per slot (a list holds a region once), a counter per region in shared memory; the next
 // U lists are loaded ahead (the walk is serial: only the shared counters carry over).
 __global__ void sq_ord_pos(int *pos, const int *sl, SpArgs sp, int T, int H, int KVH, int nqb,
-                           int nreg) {
+                           int nreg, int hfast) {
     extern __shared__ int rc[]; // [nreg]
     constexpr int U = 8;
     int bk = blockIdx.x, b = bk / KVH, kvh = bk % KVH, G = H / KVH, s = threadIdx.x;
@@ -305,13 +343,15 @@ __global__ void sq_ord_pos(int *pos, const int *sl, SpArgs sp, int T, int H, int
         int rr[U];
 #pragma unroll
         for (int u = 0; u < U; u++) {
-            int t = t0 + u, h = kvh * G + t / nqb, q0 = (nqb - 1 - t % nqb) * 128;
+            int t = t0 + u, h = kvh * G + (hfast ? t % G : t / nqb);
+            int q0 = (nqb - 1 - (hfast ? t / G : t % nqb)) * 128;
             size_t l = ((size_t)b * H + h) * sp.nblk + q0 / sp.qblock;
             rr[u] = own && t < nst ? __ldg(sl + l * sp.width + s) : -1;
         }
 #pragma unroll
         for (int u = 0; u < U; u++) {
-            int t = t0 + u, h = kvh * G + t / nqb, x = nqb - 1 - t % nqb, r = rr[u];
+            int t = t0 + u, h = kvh * G + (hfast ? t % G : t / nqb);
+            int x = nqb - 1 - (hfast ? t / G : t % nqb), r = rr[u];
             if (t >= nst) break;
             bool in = r >= 0 && r < nreg && r * sp.region <= x * 128 + 127;
             if (own) pos[(((size_t)b * H + h) * nqb + x) * sp.width + s] = in ? rc[r]++ : -1;
@@ -349,6 +389,14 @@ static int sq_modes_get(void) {
         sq_modes = e ? atoi(e) : SQ_MODES_DEFAULT;
     }
     return sq_modes;
+}
+// ORD's launch order: heads fastest (1) or CTAs fastest (0); by default heads fastest at D = 64
+// only (s7 r4: LM row 198.6 vs 219.0 ms/step; D = 128, H = 32: 52.5 vs 41.4 ms, r3);
+// MSLAB_SQ_HFAST overrides, sparse_wgmma_bwd_tune_small_hfast (tests; -1: back to the default)
+static int sq_hfast = -2; // -2: not read yet, -1: the default
+static int sq_hfast_get(int D) {
+    if (sq_hfast == -2) sq_hfast = getenv("MSLAB_SQ_HFAST") ? atoi(getenv("MSLAB_SQ_HFAST")) : -1;
+    return sq_hfast < 0 ? D == 64 : sq_hfast;
 }
 // Its fp32 dK / dV accumulators (8 B per key row element) are capped (12 GB: T = 256K at B = 1,
 // KVH = 32, D = 128; MSLAB_SPARSE_WGMMA_ACC_MB overrides): past it sparse_bf16's chunked one runs.
@@ -404,12 +452,12 @@ static void small_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const b
     }
     if (ord) {
         od.pos = (const int *)(ws + pos_off), od.cnt = (int *)(ws + cnt_off), od.nreg = nreg;
-        od.flag = ncnt;
+        od.flag = ncnt, od.hfast = sq_hfast_get(D);
         cudaCheck(cudaMemsetAsync(od.cnt, 0, (ncnt + 1) * 4, 0));
         static int init_pos = 0;
         if (!init_pos) smem_optin(sq_ord_pos, 40960 * 4), init_pos = 1;
         sq_ord_pos<<<B * KVH, (ix->width + 31) / 32 * 32, nreg * 4>>>(
-            (int *)od.pos, sp.idx, sp, T, H, KVH, nqb, nreg);
+            (int *)od.pos, sp.idx, sp, T, H, KVH, nqb, nreg, od.hfast);
         cudaLaunchCheck();
     }
     float scale = 1.f / sqrtf((float)D), sl2 = WG_LOG2E * scale;
@@ -424,6 +472,7 @@ static void small_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const b
         size_t n = nbk - bk0 < cbk ? nbk - bk0 : cbk;
         cudaCheck(cudaMemsetAsync(acck, 0, 2 * align256(nkc * 4), 0));
         dim3 grid(nqb, (unsigned)(n * (H / KVH)));
+        if (od.hfast) grid = dim3(grid.y, grid.x);
         kernel<<<grid, 256, smem>>>(dq, acck, accv, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale,
                                     sp, od, (int)bk0);
         cudaLaunchCheck();
@@ -447,6 +496,8 @@ extern "C" void sparse_wgmma_bwd_tune_small_modes(int bits) {
     sq_modes = bits;
     if (bits < 0) sq_modes_get();
 }
+// ORD's launch order: 1 heads fastest, 0 CTAs fastest (-1: the default)
+extern "C" void sparse_wgmma_bwd_tune_small_hfast(int on) { sq_hfast = on < 0 ? -2 : on; }
 
 int sparse_wgmma_small_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *out,
                            const float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
