@@ -38,8 +38,10 @@
 // Synchronisation: TMA writes and wgmma reads are both async proxy: the mbarriers order them.
 //
 // flash_wgmma_tune (not in the header; the tests' timing rows use it) picks the tiling per
-// backward kernel (the forward's value is ignored since s6); MSLAB_FLASH_WGMMA_TUNE="fwd,dkdv,dq"
-// overrides the defaults at the first call.
+// kernel (the forward's value only at D = 64 since s7: D 128 has one); MSLAB_FLASH_WGMMA_TUNE=
+// "fwd,dkdv,dq" overrides the defaults at the first call. D 64 has its own defaults (s7, the 162M
+// LM's head dim: 128-key forward tiles, 3 dK/dV CTAs per SM, 2 dQ CTAs per SM of 2 warpgroups;
+// tilings and figures at flash_wgmma_tune).
 // Measured (H200, B=1, H=KVH=32, D=128, causal; mslab-gpu-bench, s5 r2, after the C7513 fix,
 // tiling 7): fwd 4.01 / 17.3 ms at 16K / 32K (549 / 508 TFLOP/s; before the fix 4.91 / 23.5 =
 // 448 / 375; flash_bf16 7.12 / 28.8); fwd+bwd with the s5 r2 defaults 21.0 / 88.9 ms (367 /
@@ -512,19 +514,41 @@ __global__ void __launch_bounds__(128 * NWG + (PWG ? 128 : 32), 1)
 //           producer warpgroup 5.73 (r1-r3)
 //   dK/dV   0: 2 warpgroups (128 keys)  1: 1 warpgroup (64 keys)  2: the fused backward (dK, dV
 //           and dQ in one kernel, D = 128; D = 64 runs the split tilings 0 / 0); ordered mode:
-//           per-warp red order; 3: the same, ordered mode: load-add-store per CTA; 4: 2 with
-//           PIPE (each step's dQ reds issued under the next step's products, lse / Di by
-//           cp.async); 5: 1 with lse / Di by cp.async; 9: ordered mode 5, atomic mode 2 (D = 64: 5)
-//   dQ      0: 2 warpgroups  1: 1 warpgroup  2: 3 warpgroups
+//           per-warp red order; 3: the same, ordered mode: load-add-store per CTA; 4: 2, the
+//           atomic mode with Q / dO / dK / dV by TMA and the dQ partials by bulk reduce-adds
+//           (PIPE 22, flash_wgmma_bwd.cu; s7 r3, 16K fwd+bwd 16.52 ms vs 20.72; until s7 tune 4
+//           was PIPE: each step's dQ reds issued under the next step's products, removed);
+//           5: 1 with lse / Di by cp.async; 6, 7, 8, 10: D 64 tilings (below);
+//           9: ordered mode 5, atomic mode 4 (s7; 2 before) (D = 64: WG64_DKDV)
+//   dQ      0: 2 warpgroups  1: 1 warpgroup  2: 3 warpgroups  3, 4: D 64 tilings (below);
+//           9: 2 (D = 64: WG64_DQ)
 //   dQ      0: 2 warpgroups (128 rows)  1: 1 warpgroup (64 rows)
 // Defaults from r1-r3 (H200, T = 16K, B = 1, H = KVH = 32, D = 128, each kernel alone, ms):
 //   forward: flash_bf16 7.13; 11 3.48 ms = 631 TFLOP/s (s5 r4, the default since)
 //   dK/dV alone (+Di): 5 10.9, 1 11.2, 0 12.1; dQ alone (+Di): 2 7.38, 0 7.96, 1 8.92
+//   s7 r4 (bench, fwd+bwd, atomic mode = dK/dV 4: the fused kernel with TMA tiles and bulk dQ adds,
+//   PIPE 22 in flash_wgmma_bwd.cu): 16K 16.37 ms (470 TFLOP/s; tune 2: 20.72), 32K 71.6 (430);
+//   ordered (split, unchanged) 20.85 / 84.0.
 //   fused (dK, dV, dQ): atomic 16.1-16.5 (PIPE 16.9-17.0); ordered per warp 22.4 (PIPE 23.6), per
 //     CTA 24.2-24.4: the ordering's acquire / fence latencies sit in every step, so the ordered
 //     mode keeps the split path (5 + dQ 2: ~18.2) and only the atomic mode takes the fused
 //     kernel (dK/dV 9 = that choice)
-int wg_tune_fwd = 11, wg_tune_dkdv = 9, wg_tune_dq = 2;
+// D = 64 (s7, H4; the 162M LM's heads; measured at its shape B 8, T 4096, H 12, the tests'
+// flash_wgmma_perf64 rows): forward 12 <3 warpgroups, 128 keys, 2 slots>, 13 <3, 128, 3>, 14 <2,
+// 128, 4>, 15 <3, 128, 4> (11 = <3, 64, 4>); dK/dV 6: 0 with lse / Di by cp.async, 7: 5 at 3 CTAs
+// per SM (168 registers), 8: 6 at 2 CTAs per SM (128 registers, spills), 10: 5 at 4 CTAs per SM
+// (128, spills); dQ 3: 0 at 2 CTAs per SM (128 registers), 4: 1 at 4 (D 128 runs 11 / 5 / 6 / 0 /
+// 1 for these). 9 (the default of all three): per D, WG64_* for D 64.
+// s7 r1 (H200, B 8, T 4096, H 12, D 64, each kernel alone, ms; dK/dV and dQ include Di 0.07):
+//   forward 11 0.565 (365 TFLOP/s), 12 0.523 (394), 13 0.503 (410), 14 0.556 (371)
+//   dK/dV 0 1.751, 1 1.614, 5 1.429, 6 1.457, 7 1.230, 8 1.440; dQ 0 1.164, 1 1.060, 2 1.071,
+//   3 0.915, 4 1.018 (the LM's s6 defaults 11 / 5 / 2: fwd+bwd 3.15 ms, 6 of the 35 ms per step)
+//   162M LM row 0: 103.3 ms/step with 11 / 5 / 2, 99.9 with 12 / 7 / 3
+// s7 r2 (the same rows): forward 13 0.500 ms, 15 0.507; dK/dV 7 1.225, 10 1.502 (4 CTAs per SM:
+//   the spills and L2 traffic cost more than the warps win); dQ 3 0.895: defaults 13 / 7 / 3, fwd+bwd
+//   2.563 ms (was 3.149: 280 TFLOP/s at 3.5x the forward's FLOPs, was 229)
+#define WG64_FWD 13
+int wg_tune_fwd = 9, wg_tune_dkdv = 9, wg_tune_dq = 9;
 static int tune_env_read = 0;
 extern "C" void flash_wgmma_tune(int fwd, int dkdv, int dq) {
     wg_tune_fwd = fwd, wg_tune_dkdv = dkdv, wg_tune_dq = dq, tune_env_read = 1;
@@ -564,8 +588,18 @@ extern "C" int flash_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, con
     wg_tune_from_env(); // (the backward's tilings; the forward has one)
     bf16 *o = (bf16 *)out;
     const bf16 *qq = (const bf16 *)q, *kk = (const bf16 *)k, *vv = (const bf16 *)v;
-    bool ok = D == 64 ? fwd3_run<64, 3, 64, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH)
-                      : fwd3_run<128, 3, 64, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH);
+    bool ok;
+    if (D == 64) { // D 64 tilings (s7, H4; the LM's heads): <consumer warpgroups, keys, slots>
+        switch (wg_tune_fwd == 9 ? WG64_FWD : wg_tune_fwd) {
+        case 12: ok = fwd3_run<64, 3, 128, 2, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
+        case 13: ok = fwd3_run<64, 3, 128, 3, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
+        case 14: ok = fwd3_run<64, 2, 128, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
+        case 15: ok = fwd3_run<64, 3, 128, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
+        default: ok = fwd3_run<64, 3, 64, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
+        }
+    } else {
+        ok = fwd3_run<128, 3, 64, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH);
+    }
     return ok ? 0 : -1;
 }
 

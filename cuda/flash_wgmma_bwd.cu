@@ -4,7 +4,8 @@
 // flash_wgmma.cu; building blocks and the host helpers both files share: cuda/flash_wgmma.cuh.
 // Backward: Di = rowsum(dO * O) (fp32, wg_bwd_pre); P = 2^(S log2e / sqrt(D) - lse log2e)
 //   recomputed; the 1/sqrt(D) of dS applied once, to dK and dQ at the end.
-//   Split path (7 products, no atomics; the ordered-mode default):
+//   Split path (7 products, no atomics; the ordered-mode default, and D 64's in both modes; D 64
+//   tilings run more CTAs per SM (MINB, s7): 1-warpgroup dK/dV at 3, 2-warpgroup dQ at 2):
 //   dkdv_kernel<D, NWG, ALD, SP>: CTA = (b, kv head, NWG x 64 keys), keys are the M dimension:
 //     per 64-query step of each head of the group (fixed order), S^T = K Q^T and dP^T = V dO^T
 //     (SS), P^T and dS^T = P^T (dP^T - Di) in registers, dV += P^T dO and dK += dS^T Q (RS,
@@ -17,10 +18,12 @@
 //   multiples of 64): the same split kernels with SP = true: an iteration policy (KvWalk, QWalk)
 //   replaces the causal range by the region's inverse list (dK/dV) / the block's list (dQ); the
 //   masks are the diagonal's, plus the window; the fused kernel the same way (bwd_fused_kernel
-//   <.., SP>; D = 128, regions of 128k keys): the atomic mode with fp32 dQ atomics, the ordered
+//   <.., SP>; D = 128, regions of 128k keys): the atomic mode with fp32 dQ adds, the ordered
 //   mode (the default there since s6) with fixed-point integer dQ adds (DET = 3: any order, the
-//   same bits). 16 / 32-key regions: sq_fused_kernel, a query-centric fused kernel
-//   (sparse_wgmma_small.cu). Host part and figures at sparse_wgmma_bwd.
+//   same bits); since s7 in both modes with Q / dO tiles and dK / dV by TMA and the dQ partials
+//   as bulk tensor reduce-adds (PIPE 30, at bwd_fused_body). 16 / 32-key regions:
+//   sq_fused_kernel, a query-centric fused kernel (sparse_wgmma_small.cu). Host part and figures
+//   at sparse_wgmma_bwd.
 // Synchronisation: cp.async writes are generic-proxy writes, wgmma reads through the async
 //   proxy: each thread waits its cp.async groups, fence.proxy.async, then __syncthreads; a
 //   buffer is overwritten only after every warpgroup's wgmma.wait_group 0 and a barrier. TMA
@@ -236,8 +239,8 @@ __device__ __forceinline__ void dkdv_wg_body(bf16 *dk, bf16 *dv, const bf16 *dou
                 for (int e = 0; e < 4; e++) {
                     int qi = n * 8 + 2 * tq + (e & 1);
                     float p = wg_ex2(fmaf(s[n][e], sl2, ALD ? -Lt[qi] * WG_LOG2E : -Lt[qi]));
-                    bool cut = diag && key[e >> 1] > qs + qi;
-                    if (SP) cut = cut || (wcut && key[e >> 1] <= qs + qi - win);
+                    bool cut = diag & (key[e >> 1] > qs + qi); // bitwise: no branches
+                    if (SP) cut |= wcut & (key[e >> 1] <= qs + qi - win);
                     s[n][e] = cut ? 0.f : p;
                 }
 #pragma unroll
@@ -386,9 +389,9 @@ __device__ __forceinline__ void dq_wg_body(bf16 *dq, const bf16 *dout, const flo
                 for (int e = 0; e < 4; e++) {
                     int kk = k0 + n * 8 + 2 * tq + (e & 1), row = rw0 + 8 * (e >> 1);
                     float p = wg_ex2(fmaf(s[n][e], sl2, -l2[e >> 1]));
-                    bool cut = kk > row || kk >= T;
-                    if (SP) cut = cut || (wcut && kk <= row - win);
-                    s[n][e] = (mask && cut) ? 0.f : p;
+                    bool cut = (kk > row) | (kk >= T); // bitwise: no branches
+                    if (SP) cut |= wcut & (kk <= row - win);
+                    s[n][e] = (mask & cut) ? 0.f : p;
                 }
             wg_wait<0>();
             wg_keep<BK>(dp);
@@ -428,6 +431,25 @@ __device__ __forceinline__ void dq_wg_body(bf16 *dq, const bf16 *dout, const flo
 __device__ __forceinline__ void wg_red_s64(long long *p, long long x) {
     asm volatile("red.relaxed.gpu.global.add.u64 [%0], %1;\n" ::"l"(p), "l"(x) : "memory");
 }
+// one box of a 4-d tensor map (columns, head, row, batch; rows past T clipped) from shared memory
+// (the map's swizzle) by the TMA unit (async proxy): stored, or ADD: reduce-added (fp32 or u64 as
+// the map says); a bulk group per issuing thread
+template <bool ADD>
+__device__ __forceinline__ void tma_out_4d(const void *map, const void *src, int c0, int c1, int c2,
+                                           int c3) {
+    if (ADD)
+        asm volatile("cp.reduce.async.bulk.tensor.4d.global.shared::cta.add.tile.bulk_group"
+                     " [%0, {%1, %2, %3, %4}], [%5];\n" ::"l"(map), "r"(c0), "r"(c1), "r"(c2),
+                     "r"(c3), "r"(smem_u32(src)) : "memory");
+    else
+        asm volatile("cp.async.bulk.tensor.4d.global.shared::cta.tile.bulk_group"
+                     " [%0, {%1, %2, %3, %4}], [%5];\n" ::"l"(map), "r"(c0), "r"(c1), "r"(c2),
+                     "r"(c3), "r"(smem_u32(src)) : "memory");
+    asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+}
+__device__ __forceinline__ void bulk_wait_read() {
+    asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+}
 
 // ---------------------------------------------------------------------------------------------
 // Fused backward (5 products; D = 128): CTA = (b, kv head, 128 keys), 2 warpgroups of 64 keys,
@@ -453,10 +475,47 @@ __device__ __forceinline__ void wg_red_s64(long long *p, long long x) {
 //     products are issued). Reds into a zeroed accumulator in a fixed order: bitwise
 //     repeatable; convert kernel as 0. r2/r3: 22.4 ms at 16K, still well above the atomic
 //     16.1-16.5: the acquire round trip and the fence block each warp once per step.
-//   PIPE = 1 (tune 4): each step's reds issued after the next step's S / dP products, lse / Di by
-//     cp.async: no gain (atomic 16.9, ordered 23.6). PIPE = 2: lse / Di by cp.async alone.
 //   DET = 3 (sparse lists, the ordered mode): fixed-point integer reds of the partials, two
 //     columns per 64-bit red (the scheme and figures at sparse_wgmma_bwd).
+// PIPE bits (s7: 22 = 2 + 4 + 16 is the sparse default in both modes and the dense tune 4):
+//   2: lse / Di by cp.async.
+//   4 (DET = 0 / 3): each step's partial goes to a shared staging tile (4 boxes of 32 fp32 / 16
+//     u64 columns x 64 rows, 128-byte rows, 128-byte swizzle: conflict-free float2 / u64 stores)
+//     instead of 16 reds per thread; after the next step's first barrier 4 threads hand one box
+//     each to the TMA unit as a tensor bulk reduce-add (.add.f32 / .add.u64 by the map: the same
+//     adds, integer ones commute), whose smem reads finish before the step's dS barrier
+//     (wait_group.read), after which the tile is rewritten. The compute warps issue no reds.
+//   8 (with 4): three Q / dO / lse / Di buffers, loads two steps ahead, issued after the step's
+//     S / dP products.
+//   16 (with 2): Q / dO tiles by TMA (thread 0, a "full" mbarrier per buffer), not cp.async; dK /
+//     dV staged in the Q / dO buffers (planar) and written by 4 TMA stores.
+//   Tried (s7, 32K moba-blk RAND bwd, ms ordered / atomic): 4 as 64 row-sized bulk copies (no
+//   map, 544-byte pitch): 11.97 / 10.74 (s6 path 12.05 / 11.34; the trace: their issue ~1300
+//   cycles a step), + 8: 11.90 / 10.72; 4 as map boxes: 11.00 / 10.16, + 8: 11.14 / 10.32; + 16
+//   (2 + 4 + 8 + 16): 10.22 / 9.10 (128K: 137.0 / 122.8 vs 159.7 / 155.3). Removed: the row copies.
+//   r3 (with the branch-free cut): 30: 8.63 / 7.45; 22 (two buffers): 8.13 / 6.86 -> the default.
+//   (PIPE = 1, tune 4 until s7: each step's reds issued after the next step's S / dP products;
+//   ptxas serialised its wgmma (C7518) and it lost: s6 final, 16K, atomic 17.13 ms vs 16.32,
+//   ordered 22.36 vs 22.02: removed in s7.)
+
+// Diagnostics (MSLAB_BWD_TRACE=1; off by default: the TR = 1 instantiations only run then): per
+// CTA of the fused kernel, thread 0 records FT_REC u64: globaltimer at start / end, clock64 at
+// start / end, steps | SM id << 32, prologue cycles (start .. step 0's tiles landed), epilogue
+// cycles (loop exit .. dK / dV stored), warp 0's cycles per step phase (wait + barrier, S, dP wait
+// + dS, dS stores + barrier, dK / dV / dQ products, dQ adds, P: softmax before the dP wait), the
+// block index. fused_trace_report prints two lines (the last CTAs to finish in the second).
+constexpr int FT_REC = 16;
+__device__ unsigned long long *g_fused_trace;
+__device__ __forceinline__ unsigned long long ft_gtime() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+__device__ __forceinline__ unsigned ft_smid() {
+    unsigned r;
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(r));
+    return r;
+}
 
 // The fused backward's dense order: latest query tile first, heads innermost (the ordered modes
 // rely on every key block's CTA meeting a (tile, head) pair at the same step index). Sparse
@@ -469,26 +528,67 @@ struct FusedDenseWalk {
     __device__ __forceinline__ bool ok() const { return i < n; }
 };
 
-template <int D, int DET, int PIPE, bool SP>
+template <int D, int DET, int PIPE, bool SP, int TR>
 __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc,
                                                int *counters, const bf16 *dout, const float *lse,
                                                const float *Di, const bf16 *q, const bf16 *k,
                                                const bf16 *v, int T, int H, int KVH, float sl2,
-                                               float scale, const SpArgs &sp, const float *rsc) {
+                                               float scale, const SpArgs &sp, const float *rsc,
+                                               const CUtensorMap &dqmap, const CUtensorMap &qmap,
+                                               const CUtensorMap &omap, const CUtensorMap &dkmap,
+                                               const CUtensorMap &dvmap) {
     static_assert(D == 128, "dQ columns split between the two warpgroups: one plane each");
     static_assert(!SP || DET == 0 || DET == 3, "sparse lists: atomic or fixed-point dQ");
-    static_assert(DET != 3 || PIPE != 1, "fixed-point dQ: the plain step order");
-    constexpr bool ALDL = PIPE != 0, DEFER = PIPE == 1; // PIPE = 2: lse / Di by cp.async alone
+    constexpr bool ALDL = (PIPE & 2) != 0; // lse / Di by cp.async
+    constexpr bool BULKQ = (PIPE & 4) != 0; // dQ partials by bulk reduce-adds (map dqmap)
+    constexpr int NB = PIPE & 8 ? 3 : 2;     // Q / dO / lse / Di buffers: loads NB - 1 steps ahead
+    constexpr bool TML = (PIPE & 16) != 0;   // Q / dO tiles, dK / dV by TMA (qmap .. dvmap)
+    static_assert(!TML || ALDL, "TMA tiles: lse / Di by cp.async");
+    static_assert(!(PIPE & 8) || BULKQ, "three buffers: with the bulk adds");
+    static_assert(!BULKQ || DET == 0 || DET == 3, "bulk dQ adds: atomic or fixed-point");
     constexpr int NT = 256, BKV = 128, BQ = 64, DN = D / 8, NN = BQ / 8;
+    // TR: thread 0's stamps (diagnostics above)
+    // (few registers: the kernel sits at ~254; stamps go to the record, phase sums to smem)
+    bool trw = TR && threadIdx.x == 0;
+    unsigned long long *trec =
+        TR ? g_fused_trace + ((size_t)blockIdx.y * gridDim.x + blockIdx.x) * FT_REC : nullptr;
+    unsigned tr_cp = 0, *trs = nullptr; // trs (smem): [0 .. 6] phase sums, [7] steps (set below)
+    if (TR && trw) trec[0] = ft_gtime(), trec[2] = clock64();
+    auto tr_stamp = [&](int ph) {
+        if (TR && trw) {
+            unsigned c = (unsigned)clock();
+            trs[ph] += c - tr_cp;
+            tr_cp = c;
+        }
+    };
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     bf16 *Ks = (bf16 *)smem_base1k(smem_raw), *Vs = Ks + BKV * D, *Qs = Vs + BKV * D;
-    bf16 *dOs = Qs + 2 * BQ * D, *dSs = dOs + 2 * BQ * D;
-    float *Ls = (float *)(dSs + BKV * BQ), *Ds = Ls + 2 * BQ;
+    bf16 *dOs = Qs + NB * BQ * D, *dSs = dOs + NB * BQ * D;
+    unsigned char *dQs = (unsigned char *)(dSs + BKV * BQ); // BULKQ: staging tile (1 KB aligned)
+    float *Ls = (float *)(dQs + (BULKQ ? BQ * 512 : 0)), *Ds = Ls + NB * BQ;
+    uint64_t *tbar = (uint64_t *)(Ds + NB * BQ); // TML: a "full" mbarrier per buffer
+    if (TML) {
+        if (threadIdx.x == 0) {
+            for (int j = 0; j < NB; j++) mbar_init(tbar + j, 1);
+            mbar_fence_init();
+        }
+        __syncthreads();
+    }
+    if (TR) {
+        trs = (unsigned *)(tbar + NB);
+        if (trw)
+            for (int p = 0; p < 8; p++) trs[p] = 0;
+    }
 
     int bh = blockIdx.x, kb = blockIdx.y;
     if (SP && sp.hmajor) bh = blockIdx.y, kb = blockIdx.x;
+    int nkb = (T + BKV - 1) / BKV;
+    if (SP && counters) { // SP: counters = the launch order (fused_order; NULL: the grid's)
+        int w = counters[(size_t)blockIdx.y * gridDim.x + blockIdx.x];
+        bh = w / nkb, kb = w % nkb;
+    }
     int b = bh / KVH, kvh = bh % KVH, G = H / KVH;
-    int k0 = kb * BKV, nkb = (T + BKV - 1) / BKV;
+    int k0 = kb * BKV;
     size_t ldq = (size_t)H * D, ldk = (size_t)KVH * D;
     const bf16 *kbp = k + (size_t)b * T * ldk + (size_t)kvh * D;
     const bf16 *vbp = v + (size_t)b * T * ldk + (size_t)kvh * D;
@@ -509,10 +609,21 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     L.begin();
     int win = SP ? sp.window : 0;
     auto load_step = [&](int hh, int qs, int buf) {
-        const bf16 *qb = q + (size_t)b * T * ldq + (size_t)hh * D;
-        const bf16 *db = dout + (size_t)b * T * ldq + (size_t)hh * D;
-        ptile_load<D, BQ, NT>(Qs + buf * BQ * D, qb, ldq, qs, T);
-        ptile_load<D, BQ, NT>(dOs + buf * BQ * D, db, ldq, qs, T);
+        if (TML) { // thread 0: 2 planes each, rows past T zero-filled (the full bytes arrive)
+            if (threadIdx.x == 0) {
+                mbar_expect_tx(tbar + buf, 2 * BQ * D * 2);
+                for (int p = 0; p < D / 64; p++) {
+                    int o = buf * BQ * D + p * BQ * 64;
+                    tma_load_4d(Qs + o, &qmap, tbar + buf, p * 64, hh, qs, b);
+                    tma_load_4d(dOs + o, &omap, tbar + buf, p * 64, hh, qs, b);
+                }
+            }
+        } else {
+            const bf16 *qb = q + (size_t)b * T * ldq + (size_t)hh * D;
+            const bf16 *db = dout + (size_t)b * T * ldq + (size_t)hh * D;
+            ptile_load<D, BQ, NT>(Qs + buf * BQ * D, qb, ldq, qs, T);
+            ptile_load<D, BQ, NT>(dOs + buf * BQ * D, db, ldq, qs, T);
+        }
         if (ALDL) { // raw lse by cp.async (no load stall here); rows past T read 0: their P
                     // is 1 (Q rows are 0), but dO rows are 0 too, so P^T dO and dS add nothing
             if (threadIdx.x < 2 * BQ) {
@@ -531,15 +642,23 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         }
     };
 
-    bool more = L.ok(); // dense: always (the block's own diagonal tile)
-    int hh = L.hh, qs = L.t * BQ; // the step being computed
-    if (more) {
-        ptile_load<D, BKV, NT>(Ks, kbp, ldk, k0, T);
-        ptile_load<D, BKV, NT>(Vs, vbp, ldk, k0, T);
-        load_step(hh, qs, 0);
-        L.next();
+    // steps i .. i + NB - 2 (loaded or in flight): head, first query row, present (dense: step 0
+    // always, the block's own diagonal tile); one cp.async group per step
+    int ph[NB - 1], pq[NB - 1];
+    bool pm[NB - 1];
+#pragma unroll
+    for (int j = 0; j < NB - 1; j++) {
+        pm[j] = L.ok(), ph[j] = L.hh, pq[j] = L.t * BQ;
+        if (pm[j]) {
+            if (j == 0) {
+                ptile_load<D, BKV, NT>(Ks, kbp, ldk, k0, T);
+                ptile_load<D, BKV, NT>(Vs, vbp, ldk, k0, T);
+            }
+            load_step(ph[j], pq[j], j);
+            L.next();
+        }
+        cp_async_commit();
     }
-    cp_async_commit();
 
     float dka[DN][4], dva[DN][4];
 #pragma unroll
@@ -547,37 +666,34 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
 #pragma unroll
         for (int e = 0; e < 4; e++) dka[n][e] = dva[n][e] = 0.f;
     int *cnt_prev = nullptr; // DET = 2: this warp's counter of the previous step (release due)
-    float acc[8][4];         // this step's dQ partial (PIPE: added during the next step)
-    int qs_prev = 0, hh_prev = 0;
-    // this warp's share of a dQ partial into the accumulator (DET = 2: in key-block order)
-    auto dq_add = [&](int qs_a, int hh_a) {
-        size_t base = ((size_t)b * T) * ldq + (size_t)hh_a * D + wg * 64 + 2 * tq;
-        if (DET == 2) {
-            int *cw = counters + (((size_t)b * H + hh_a) * nqt + qs_a / BQ) * 8 + warp;
-            if (lane == 0) wait_count(cw, kb);
-            __syncwarp();
-            cnt_prev = cw;
-        }
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            int t = qs_a + wl * 16 + g + 8 * r;
-            if (t >= T) continue;
-            float *pr = dqacc + base + (size_t)t * ldq;
-#pragma unroll
-            for (int n = 0; n < 8; n++)
-                atomicAdd((float2 *)(pr + 8 * n), make_float2(acc[n][2 * r], acc[n][2 * r + 1]));
-        }
+    float acc[8][4];         // this step's dQ partial
+    int bq_qs = -1, bq_hh = 0; // BULKQ: the staged partial's query tile (-1: none)
+    // BULKQ: thread 32 x (x < 4) hands box x (fp32 columns 32 x .. + 31) to the TMA unit
+    auto bulk_issue = [&]() {
+        if ((threadIdx.x & 31) == 0 && threadIdx.x < 128)
+            tma_out_4d<true>(&dqmap, dQs + (threadIdx.x >> 5) * 8192,
+                             (threadIdx.x >> 5) * (DET == 3 ? 16 : 32), bq_hh, bq_qs, b);
     };
 
-    for (int i = 0; more; i++) {
-        cp_async_wait<0>();
+    for (int i = 0, buf = 0; pm[0]; i++, buf = buf == NB - 1 ? 0 : buf + 1) {
+        if (TR && trw && i > 0) tr_cp = (unsigned)clock();
+        cp_async_wait<NB - 2>();
         fence_async_smem();
+        if (TML) mbar_wait(tbar + buf, (i / NB) & 1); // this step's Q / dO tiles
         __syncthreads(); // step i's tiles landed; every warpgroup left step i - 1 (buffers, dS)
-        bool nmore = L.ok();
+        if (TR && trw && i == 0) tr_cp = (unsigned)clock(), trec[5] = clock64();
+        else tr_stamp(0);
+        int hh = ph[0], qs = pq[0];
+        bool nmore = L.ok(); // step i + NB - 1 into the buffer step i - 1 used
         int nh = L.hh, nqs = L.t * BQ;
-        if (nmore) load_step(nh, nqs, (i + 1) & 1), L.next();
-        cp_async_commit();
-        int buf = i & 1;
+        // the previous step's staged partial, the loads (NB = 3: after this step's S / dP issue,
+        // so that the tensor cores restart sooner; the loads are two steps ahead anyway)
+        auto issue_loads = [&]() {
+            if (BULKQ && bq_qs >= 0) bulk_issue();
+            if (nmore) load_step(nh, nqs, buf == 0 ? NB - 1 : buf - 1), L.next();
+            cp_async_commit();
+        };
+        if (NB == 2) issue_loads();
         const bf16 *Qt = Qs + buf * BQ * D, *dOt = dOs + buf * BQ * D;
         const float *Lt = Ls + buf * BQ, *Dt = Ds + buf * BQ;
         float fsc[2]; // DET = 3: this thread's dQ rows' fixed-point scales (latency under the step)
@@ -597,15 +713,16 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         for (int kk = 0; kk < D / 16; kk++)
             wg_ss<BQ>(dp, desc_k<BKV>(Vs, wg * 64, kk), desc_k<BQ>(dOt, 0, kk), kk);
         wg_commit();
+        if (NB == 3) issue_loads();
         if (DET == 2 && cnt_prev) { // the previous step's reds performed: release its tile
             __threadfence();
             __syncwarp();
             if (lane == 0) st_release_gpu(cnt_prev, kb + 1);
             cnt_prev = nullptr;
         }
-        if (DEFER && i > 0) dq_add(qs_prev, hh_prev); // the previous step's, under the products
         wg_wait<1>();
         wg_keep<BQ>(s);
+        tr_stamp(1);
         bool diag = wk0 + 63 > qs;
         bool wcut = SP && win && wk0 <= qs + BQ - 1 - win; // some key before a row's window
         uint32_t pa[BQ / 16][4], da[BQ / 16][4];
@@ -615,14 +732,17 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
             for (int e = 0; e < 4; e++) {
                 int qi = n * 8 + 2 * tq + (e & 1);
                 float p = wg_ex2(fmaf(s[n][e], sl2, ALDL ? -Lt[qi] * WG_LOG2E : -Lt[qi]));
-                bool cut = diag && key[e >> 1] > qs + qi;
-                if (SP) cut = cut || (wcut && key[e >> 1] <= qs + qi - win);
+                // bitwise, not || / &&: the short-circuit form compiled to 3 branches per element
+                // on the sparse path (SP; s7 trace: the P phase 2500 cycles a step vs ~500)
+                bool cut = diag & (key[e >> 1] > qs + qi);
+                if (SP) cut |= wcut & (key[e >> 1] <= qs + qi - win);
                 s[n][e] = cut ? 0.f : p;
             }
 #pragma unroll
         for (int kk = 0; kk < BQ / 16; kk++) {
             wg_pack_kk(pa[kk], s, kk);
         }
+        tr_stamp(6);
         wg_wait<0>();
         wg_keep<BQ>(dp);
 #pragma unroll
@@ -632,6 +752,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
                 int qi = n * 8 + 2 * tq + (e & 1);
                 s[n][e] *= dp[n][e] - Dt[qi]; // dS^T (without the 1/sqrt(D))
             }
+        tr_stamp(2);
         int r0 = wg * 64 + wl * 16 + g; // this thread's key rows r0, r0 + 8 in the CTA's block
 #pragma unroll
         for (int kk = 0; kk < BQ / 16; kk++) {
@@ -648,7 +769,9 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         for (int kk = 0; kk < BQ / 16; kk++) wg_rs<D>(dka, da[kk], desc_mn<BQ>(Qt, kk), 1);
         wg_commit();
         fence_async_smem(); // the dS^T stores (generic proxy) before the wgmma reads (async)
+        if (BULKQ) bulk_wait_read(); // the staging tile read: rewritten after this barrier
         __syncthreads();    // both warpgroups' halves of dS^T
+        tr_stamp(3);
         wg_fence();
 #pragma unroll
         for (int kk = 0; kk < BKV / 16; kk++)
@@ -659,11 +782,31 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         wg_keep<D>(dva);
         wg_keep<D>(dka);
         wg_keep<64>(acc);
+        tr_stamp(4);
 
         // dQ partial: rows qs + 16 wl + g (+ 8), columns 64 wg + 8 n + 2 tq (+ 1)
         size_t base = ((size_t)b * T) * ldq + (size_t)hh * D + wg * 64 + 2 * tq;
-        if (DEFER) {
-            qs_prev = qs, hh_prev = hh;
+        if (BULKQ) { // into the staging tile (fp32 pairs or the fixed-point lanes)
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                int row = wl * 16 + g + 8 * r;
+#pragma unroll
+                for (int n = 0; n < 8; n++) {
+                    // column c = 64 wg + 8 n + 2 tq: box c / 32, at row * 128 + 16-byte chunk
+                    // ((c % 32) / 4) ^ (row % 8), byte 8 (tq % 2)
+                    unsigned char *pe = dQs + (2 * wg + n / 4) * 8192 + row * 128 +
+                                        ((((n % 4) * 2 + tq / 2) ^ (row & 7)) << 4) + (tq & 1) * 8;
+                    if (DET == 3) {
+                        long long lo = __float2ll_rn(acc[n][2 * r] * fsc[r]);
+                        long long hi = __float2ll_rn(acc[n][2 * r + 1] * fsc[r]);
+                        *(long long *)pe = hi * 4294967296ll + lo;
+                    } else {
+                        *(float2 *)pe = make_float2(acc[n][2 * r], acc[n][2 * r + 1]);
+                    }
+                }
+            }
+            fence_async_smem(); // generic stores before the TMA unit reads them
+            bq_qs = qs, bq_hh = hh;
         } else if (DET == 3) { // integer adds (any order, the same bits): two 32-bit lanes in
                                // one 64-bit add, (odd << 32) + even
 #pragma unroll
@@ -724,9 +867,19 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
             __syncthreads(); // every thread's stores before thread 0's release
             if (threadIdx.x == 0) st_release_gpu(cnt, kb + 1);
         }
-        more = nmore, hh = nh, qs = nqs;
+        tr_stamp(5);
+        if (TR && trw) trs[7] = i + 1;
+#pragma unroll
+        for (int j = 0; j < NB - 2; j++) pm[j] = pm[j + 1], ph[j] = ph[j + 1], pq[j] = pq[j + 1];
+        pm[NB - 2] = nmore, ph[NB - 2] = nh, pq[NB - 2] = nqs;
     }
     cp_async_wait<0>(); // sparse: no step (a region no block lists): dK = dV = 0
+    if (TR && trw) trec[6] = clock64();
+    if (BULKQ && bq_qs >= 0) { // the last step's partial; its smem reads done before the CTA
+        __syncthreads();          // exits (the adds complete with the grid, as TMA stores do)
+        bulk_issue();
+        bulk_wait_read();
+    }
 
     if (DET == 2 && cnt_prev) {
         __threadfence();
@@ -734,14 +887,30 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         if (lane == 0) st_release_gpu(cnt_prev, kb + 1);
         cnt_prev = nullptr;
     }
-    if (DEFER) { // the last step's partial
-        dq_add(qs_prev, hh_prev);
-        if (DET == 2) {
-            __threadfence();
-            __syncwarp();
-            if (lane == 0) st_release_gpu(cnt_prev, kb + 1);
+    if (TML) { // dK / dV as planar tiles in the Q / dO buffers, then 4 TMA stores (rows past T
+               // clipped); the smem reads done before the CTA exits
+        __syncthreads(); // every warpgroup's products done with the buffers
+        bf16 *dKs = Qs, *dVs = dOs;
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            int row = wg * 64 + wl * 16 + g + 8 * r;
+#pragma unroll
+            for (int n = 0; n < DN; n++) {
+                *(uint32_t *)(dKs + pl<BKV>(row, n) + 2 * tq) =
+                    pack_bf16x2(dka[n][2 * r] * scale, dka[n][2 * r + 1] * scale);
+                *(uint32_t *)(dVs + pl<BKV>(row, n) + 2 * tq) =
+                    pack_bf16x2(dva[n][2 * r], dva[n][2 * r + 1]);
+            }
         }
-    }
+        fence_async_smem();
+        __syncthreads();
+        if (threadIdx.x < 2 * (D / 64)) {
+            int p = threadIdx.x >> 1, kv = threadIdx.x & 1; // thread 2 p + kv: plane p of dK / dV
+            tma_out_4d<false>(kv ? &dvmap : &dkmap, (kv ? dVs : dKs) + p * BKV * 64, p * 64, kvh, k0,
+                              b);
+            bulk_wait_read();
+        }
+    } else {
     bf16 *dkb = dk + (size_t)b * T * ldk + (size_t)kvh * D;
     bf16 *dvb = dv + (size_t)b * T * ldk + (size_t)kvh * D;
 #pragma unroll
@@ -755,34 +924,51 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
             *(uint32_t *)(dvb + off + n * 8) = pack_bf16x2(dva[n][2 * r], dva[n][2 * r + 1]);
         }
     }
+    }
+    if (TR && trw) {
+        unsigned long long c3 = clock64();
+        trec[1] = ft_gtime(), trec[3] = c3;
+        trec[4] = (unsigned long long)trs[7] | (unsigned long long)ft_smid() << 32;
+        trec[5] -= trec[2], trec[6] = c3 - trec[6];
+        for (int p = 0; p < 7; p++) trec[7 + p] = trs[p];
+        trec[14] = blockIdx.x | (unsigned long long)blockIdx.y << 32;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // kernels
 
-template <int D, int NWG, int ALD, bool SP>
-__global__ void __launch_bounds__(128 * NWG, 1)
+// the D 64 defaults of the backward (tilings and figures at flash_wgmma_tune, flash_wgmma.cu)
+#define WG64_DKDV 7
+#define WG64_DQ 3
+// MINB: CTAs per SM for the register budget (D 64 tilings dK/dV 7, dQ 3 / 4; s7, H4)
+template <int D, int NWG, int ALD, bool SP, int MINB = 1>
+__global__ void __launch_bounds__(128 * NWG, MINB)
     dkdv_kernel(bf16 *dk, bf16 *dv, const bf16 *dout, const float *lse, const float *Di,
                 const bf16 *q, const bf16 *k, const bf16 *v, int T, int H, int KVH, float sl2,
                 float scale, SpArgs sp) {
     dkdv_wg_body<D, NWG, ALD, SP>(dk, dv, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale, sp);
 }
-template <int D, int NWG, bool SP>
-__global__ void __launch_bounds__(128 * NWG, 1)
+template <int D, int NWG, bool SP, int MINB = 1>
+__global__ void __launch_bounds__(128 * NWG, MINB)
     dq_kernel(bf16 *dq, const bf16 *dout, const float *lse, const float *Di, const bf16 *q,
               const bf16 *k, const bf16 *v, int T, int H, int KVH, float sl2, float scale,
               SpArgs sp) {
     dq_wg_body<D, NWG, SP>(dq, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale, sp);
 }
 
-template <int D, int DET, int PIPE, bool SP>
+template <int D, int DET, int PIPE, bool SP, int TR>
 __global__ void __launch_bounds__(256, 1)
     bwd_fused_kernel(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *counters, const bf16 *dout,
                      const float *lse, const float *Di, const bf16 *q, const bf16 *k,
                      const bf16 *v, int T, int H, int KVH, float sl2, float scale, SpArgs sp,
-                     const float *rsc) {
-    bwd_fused_body<D, DET, PIPE, SP>(dq, dk, dv, dqacc, counters, dout, lse, Di, q, k, v, T, H,
-                                     KVH, sl2, scale, sp, rsc);
+                     const float *rsc, const __grid_constant__ CUtensorMap dqmap,
+                     const __grid_constant__ CUtensorMap qmap,
+                     const __grid_constant__ CUtensorMap omap,
+                     const __grid_constant__ CUtensorMap dkmap,
+                     const __grid_constant__ CUtensorMap dvmap) {
+    bwd_fused_body<D, DET, PIPE, SP, TR>(dq, dk, dv, dqacc, counters, dout, lse, Di, q, k, v, T, H,
+                                         KVH, sl2, scale, sp, rsc, dqmap, qmap, omap, dkmap, dvmap);
 }
 
 // The fixed-point dQ (DET = 3): per (b, kv head) {max |K_jd|, max |V_j|_2} as float bits (non-
@@ -838,6 +1024,62 @@ __global__ void wg_dq_convert_fx(bf16 *dq, const long long *acc, const float *rs
     *((uint32_t *)dq + i) = pack_bf16x2(y0, y1);
 }
 
+// The sparse fused kernel's launch order (sp_order; s7): head-major as the grid, but each (b, kv
+// head)'s long walks (inverse lists >= 3x its mean) start FO_SHIFT heads early, ahead of that
+// head's CTAs: the s7 trace (32K) showed the last head's longest walks (170-202 steps) finishing
+// ~0.5 ms after the rest. order[pos] = bh * nkb + kb.
+constexpr int FO_SHIFT = 2;
+// per bh (one CTA): each CTA's rank within its class (long: bit 30 set), the class sizes
+__global__ void fo_rank(int *rank, int *nls, const int *count, int nreg, int nkb, int region) {
+    int bh = blockIdx.x;
+    const int *c = count + (size_t)bh * nreg;
+    __shared__ int red[32], sl, ss;
+    long long sum = 0;
+    for (int kb = threadIdx.x; kb < nkb; kb += blockDim.x) sum += c[kb * 128 / region];
+    for (int o = 16; o; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = (int)sum;
+    if (threadIdx.x == 0) sl = ss = 0;
+    __syncthreads();
+    long long tot = 0;
+    for (int w = 0; w < (int)(blockDim.x >> 5); w++) tot += red[w];
+    for (int k0 = 0; k0 < nkb; k0 += blockDim.x) { // ranks in kb order, a chunk at a time
+        int kb = k0 + threadIdx.x;
+        bool in = kb < nkb, lg = in && (long long)c[kb * 128 / region] * nkb >= 3 * tot && tot > 0;
+        unsigned bl = __ballot_sync(0xffffffffu, lg), bs = __ballot_sync(0xffffffffu, in && !lg);
+        __shared__ int wl[32], wsh[32];
+        int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+        if (lane == 0) wl[warp] = __popc(bl), wsh[warp] = __popc(bs);
+        __syncthreads();
+        int ol = sl, os = ss;
+        for (int w = 0; w < warp; w++) ol += wl[w], os += wsh[w];
+        unsigned below = (1u << lane) - 1;
+        if (in)
+            rank[(size_t)bh * nkb + kb] =
+                lg ? (ol + __popc(bl & below)) | (1 << 30) : os + __popc(bs & below);
+        __syncthreads();
+        if (threadIdx.x == 0)
+            for (int w = 0; w < (int)(blockDim.x >> 5); w++) sl += wl[w], ss += wsh[w];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) nls[2 * bh] = sl, nls[2 * bh + 1] = ss;
+}
+// one thread: each bh's first long / short position (group g = the long walks of bh g + FO_SHIFT
+// (bh <= FO_SHIFT for g 0), then the short ones of bh g)
+__global__ void fo_base(int *base, const int *nls, int nbh) {
+    int pos = 0;
+    for (int g = 0; g < nbh; g++) {
+        for (int bh = g == 0 ? 0 : g + FO_SHIFT; bh <= g + FO_SHIFT && bh < nbh; bh++)
+            base[2 * bh] = pos, pos += nls[2 * bh];
+        base[2 * g + 1] = pos, pos += nls[2 * g + 1];
+    }
+}
+__global__ void fo_place(int *order, const int *rank, const int *base, int nkb, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    int bh = (int)(i / nkb), r = rank[i];
+    order[base[2 * bh + !(r >> 30)] + (r & ((1 << 30) - 1))] = (int)i;
+}
+
 // ---------------------------------------------------------------------------------------------
 // host
 
@@ -846,31 +1088,119 @@ __global__ void wg_dq_convert_fx(bf16 *dq, const long long *acc, const float *rs
 // at 1.31x the bytes of q, k, v, o + grads with a buffer of its own here: the selection's ~1 GB
 // stayed allocated beside the backward's accumulators).
 void *wg_bwd_scratch(size_t bytes) { return cuda_scratch(SCRATCH_SPARSE_BF16, bytes); }
-template <int D, int NWG, int ALD = 0, bool SP = false>
+
+// the fused kernel's trace (diagnostics above): on with MSLAB_BWD_TRACE=1
+static bool fused_trace_on() {
+    static int on = -1;
+    if (on < 0) on = getenv("MSLAB_BWD_TRACE") && atoi(getenv("MSLAB_BWD_TRACE")) > 0;
+    return on > 0;
+}
+static unsigned long long *fused_trace_buf(size_t nrec) {
+    static unsigned long long *buf = NULL;
+    static size_t cap = 0;
+    if (nrec > cap) {
+        if (buf) cudaCheck(cudaFree(buf));
+        cudaCheck(cudaMalloc(&buf, nrec * FT_REC * 8));
+        cap = nrec;
+        cudaCheck(cudaMemcpyToSymbol(g_fused_trace, &buf, sizeof buf));
+    }
+    return buf;
+}
+static int ft_cmp(const void *a, const void *b) { // by SM, then start time
+    const unsigned long long *x = (const unsigned long long *)a, *y = (const unsigned long long *)b;
+    unsigned sx = (unsigned)(x[4] >> 32), sy = (unsigned)(y[4] >> 32);
+    if (sx != sy) return sx < sy ? -1 : 1;
+    return x[0] < y[0] ? -1 : x[0] > y[0];
+}
+// one line: span, SM busy share, the tail (mean idle per SM after its last CTA), the gaps between
+// an SM's CTAs, cycles per step and per phase, prologue / epilogue, per-step cycles of short and
+// long walks
+static void fused_trace_report(const unsigned long long *drec, size_t n, const char *what) {
+    unsigned long long *r = (unsigned long long *)malloc(n * FT_REC * 8);
+    cudaCheck(cudaDeviceSynchronize());
+    cudaCheck(cudaMemcpy(r, drec, n * FT_REC * 8, cudaMemcpyDeviceToHost));
+    qsort(r, n, FT_REC * 8, ft_cmp);
+    for (size_t i = 0; i < n; i++) r[i * FT_REC + 15] = 0; // host mark: listed below
+    unsigned long long g0 = ~0ull, g1 = 0;
+    double busy = 0, cyc = 0, steps = 0, ph[7] = {0}, pro = 0, epi = 0, gap = 0, tail = 0;
+    double sc[2] = {0, 0}, sn[2] = {0, 0};
+    int nsm = 0, ngap = 0, smax = 0;
+    for (size_t i = 0; i < n; i++) {
+        const unsigned long long *x = r + i * FT_REC;
+        g0 = x[0] < g0 ? x[0] : g0, g1 = x[1] > g1 ? x[1] : g1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const unsigned long long *x = r + i * FT_REC;
+        int st = (int)(unsigned)x[4];
+        busy += (double)(x[1] - x[0]), cyc += (double)(x[3] - x[2]), steps += st;
+        smax = st > smax ? st : smax;
+        for (int p = 0; p < 7; p++) ph[p] += (double)x[7 + p];
+        pro += (double)x[5], epi += (double)x[6];
+        double body = 0;
+        for (int p = 0; p < 7; p++) body += (double)x[7 + p];
+        if (st > 1 && st <= 40) sc[0] += body, sn[0] += st - 1;
+        if (st >= 200) sc[1] += body, sn[1] += st - 1;
+        bool last = i + 1 == n || (x[4] >> 32) != (x[FT_REC + 4] >> 32);
+        if (i == 0 || (x[4] >> 32) != (x[-FT_REC + 4] >> 32)) nsm++;
+        else gap += (double)x[0] - (double)x[-FT_REC + 1], ngap++;
+        if (last) tail += (double)(g1 - x[1]);
+    }
+    double span = (double)(g1 - g0), ghz = cyc / busy, sb = steps - (double)n;
+    double pst =
+        (sb > 0 ? ph[0] / sb : 0) + (ph[1] + ph[2] + ph[3] + ph[4] + ph[5] + ph[6]) / steps;
+    printf("    (fused trace %s: %zu CTAs on %d SMs, span %.3f ms, SM busy %.1f%%, tail idle %.3f ms "
+           "per SM, gap %.2f us; %.2f GHz; steps %.0f (mean %.1f, max %d); per step %.0f cycles "
+           "(%.2f us): wait %.0f, S %.0f, P %.0f, dP+dS %.0f, dS+bar %.0f, dK/dV/dQ %.0f, dQ adds "
+           "%.0f; "
+           "prologue %.0f, epilogue %.0f cycles; per step, walks <= 40: %.0f, >= 200: %.0f)\n",
+           what, n, nsm, span * 1e-6, 100 * busy / (span * nsm), tail / nsm * 1e-6,
+           ngap ? gap / ngap * 1e-3 : 0, ghz, steps, steps / n, smax,
+           pst, pst / ghz * 1e-3, ph[0] / sb,
+           ph[1] / steps, ph[6] / steps, ph[2] / steps, ph[3] / steps, ph[4] / steps, ph[5] / steps,
+           pro / n,
+           epi / n, sn[0] ? sc[0] / sn[0] : 0, sn[1] ? sc[1] / sn[1] : 0);
+    // the last CTAs to finish: block (x, y), steps, start and end (us after the first start)
+    printf("    (fused trace %s: last CTAs (block x, y: steps, start-end us):", what);
+    for (int k = 0; k < 6; k++) {
+        size_t best = n;
+        for (size_t i = 0; i < n; i++)
+            if (r[i * FT_REC + 15] == 0 && (best == n || r[i * FT_REC + 1] > r[best * FT_REC + 1]))
+                best = i;
+        if (best == n) break;
+        unsigned long long *x = r + best * FT_REC;
+        x[15] = 1;
+        printf(" %u,%u: %u, %.0f-%.0f;", (unsigned)x[14], (unsigned)(x[14] >> 32), (unsigned)x[4],
+               (x[0] - g0) * 1e-3, (x[1] - g0) * 1e-3);
+    }
+    printf(")\n");
+    fflush(stdout);
+    free(r);
+}
+template <int D, int NWG, int ALD = 0, bool SP = false, int MINB = 1>
 static void dkdv_run(bf16 *dk, bf16 *dv, const bf16 *dout, const float *lse, const float *Di,
                      const bf16 *q, const bf16 *k, const bf16 *v, int B, int T, int H, int KVH,
                      float sl2, float scale, SpArgs sp = SpArgs{}) {
     constexpr int BKV = 64 * NWG;
     size_t smem = 1024 + sizeof(bf16) * (size_t)(2 * BKV * D + 4 * 64 * D) + sizeof(float) * 4 * 64;
     static bool init = false;
-    if (!init) smem_optin(dkdv_kernel<D, NWG, ALD, SP>, smem), init = true;
+    if (!init) smem_optin(dkdv_kernel<D, NWG, ALD, SP, MINB>, smem), init = true;
     dim3 grid(B * KVH, (T + BKV - 1) / BKV);
     if (SP && sp.hmajor) grid = dim3(grid.y, grid.x);
-    dkdv_kernel<D, NWG, ALD, SP><<<grid, 128 * NWG, smem>>>(
+    dkdv_kernel<D, NWG, ALD, SP, MINB><<<grid, 128 * NWG, smem>>>(
         dk, dv, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale, sp);
     cudaLaunchCheck();
 }
-template <int D, int NWG, bool SP = false>
+template <int D, int NWG, bool SP = false, int MINB = 1>
 static void dq_run(bf16 *dq, const bf16 *dout, const float *lse, const float *Di, const bf16 *q,
                    const bf16 *k, const bf16 *v, int B, int T, int H, int KVH, float sl2,
                    float scale, SpArgs sp = SpArgs{}) {
     constexpr int BQ = 64 * NWG;
     size_t smem = 1024 + sizeof(bf16) * (size_t)(2 * BQ * D + 4 * 64 * D);
     static bool init = false;
-    if (!init) smem_optin(dq_kernel<D, NWG, SP>, smem), init = true;
+    if (!init) smem_optin(dq_kernel<D, NWG, SP, MINB>, smem), init = true;
     dim3 grid(B * H, (T + BQ - 1) / BQ);
     if (SP && sp.hmajor) grid = dim3(grid.y, grid.x);
-    dq_kernel<D, NWG, SP><<<grid, 128 * NWG, smem>>>(
+    dq_kernel<D, NWG, SP, MINB><<<grid, 128 * NWG, smem>>>(
         dq, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale, sp);
     cudaLaunchCheck();
 }
@@ -880,14 +1210,55 @@ static void fused_run(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *cnt, cons
                       const bf16 *v, int B, int T, int H, int KVH, float sl2, float scale,
                       SpArgs sp = SpArgs{}, const float *rsc = nullptr) {
     constexpr int BKV = 128, BQ = 64;
-    size_t smem = 1024 + sizeof(bf16) * (size_t)(2 * BKV * D + 4 * BQ * D + BKV * BQ) +
-                  sizeof(float) * 4 * BQ;
+    constexpr int NB = PIPE & 8 ? 3 : 2; // the body's Q / dO / lse / Di buffers
+    size_t smem = 1024 + sizeof(bf16) * (size_t)(2 * BKV * D + 2 * NB * BQ * D + BKV * BQ) +
+                  sizeof(float) * 2 * NB * BQ + 8 * NB + 32 + // + mbarriers, trace sums
+                  (PIPE & 4 ? BQ * 512 : 0);
+    // PIPE & 4: dqacc [B, T, H, D] fp32 (or D / 2 u64 lanes) as (columns, H, T, B), box 128 B x
+    // 64 rows, 128-byte swizzle
+    CUtensorMap dqmap, qmap, omap, dkmap, dvmap;
+    memset(&dqmap, 0, sizeof dqmap), memset(&qmap, 0, sizeof qmap), memset(&omap, 0, sizeof omap);
+    memset(&dkmap, 0, sizeof dkmap), memset(&dvmap, 0, sizeof dvmap);
+    if constexpr ((PIPE & 16) != 0) // Q / dO tiles, dK / dV by TMA: planes, 128-byte swizzle
+        MS_ASSERT(make_map(&qmap, q, B, T, H, D, BQ) && make_map(&omap, dout, B, T, H, D, BQ) &&
+                      make_map(&dkmap, dk, B, T, KVH, D, BKV) &&
+                      make_map(&dvmap, dv, B, T, KVH, D, BKV),
+                  "fused_run: the Q / dO / dK / dV tensor maps");
+    if constexpr ((PIPE & 4) != 0) {
+        EncodeTiledFn fn = encode_fn();
+        int u64 = DET == 3, nc = u64 ? D / 2 : D, es = u64 ? 8 : 4;
+        cuuint64_t dims[4] = {(cuuint64_t)nc, (cuuint64_t)H, (cuuint64_t)T, (cuuint64_t)B};
+        cuuint64_t str[3] = {(cuuint64_t)D * 4, (cuuint64_t)H * D * 4, (cuuint64_t)T * H * D * 4};
+        cuuint32_t box[4] = {(cuuint32_t)(128 / es), 1, (cuuint32_t)BQ, 1}, el[4] = {1, 1, 1, 1};
+        CUtensorMapDataType dt =
+            u64 ? CU_TENSOR_MAP_DATA_TYPE_UINT64 : CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
+        MS_ASSERT(fn && fn(&dqmap, dt, 4, (void *)dqacc, dims, str, box, el,
+                           CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                           CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                           CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS,
+                  "fused_run: the dQ accumulator's tensor map");
+    }
     static bool init = false;
-    if (!init) smem_optin(bwd_fused_kernel<D, DET, PIPE, SP>, smem), init = true;
+    if (!init) smem_optin(bwd_fused_kernel<D, DET, PIPE, SP, 0>, smem), init = true;
     dim3 grid(B * KVH, (T + BKV - 1) / BKV);
     if (SP && sp.hmajor) grid = dim3(grid.y, grid.x);
-    bwd_fused_kernel<D, DET, PIPE, SP><<<grid, 256, smem>>>(
-        dq, dk, dv, dqacc, cnt, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale, sp, rsc);
+    if constexpr (DET != 1 && DET != 2) if (fused_trace_on()) { // diagnostics
+        static bool init1 = false;
+        if (!init1) smem_optin(bwd_fused_kernel<D, DET, PIPE, SP, 1>, smem), init1 = true;
+        unsigned long long *rec = fused_trace_buf((size_t)grid.x * grid.y);
+        bwd_fused_kernel<D, DET, PIPE, SP, 1><<<grid, 256, smem>>>(
+            dq, dk, dv, dqacc, cnt, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale, sp, rsc, dqmap,
+            qmap, omap, dkmap, dvmap);
+        cudaLaunchCheck();
+        char what[64];
+        snprintf(what, sizeof what, "%s DET %d PIPE %d T %d", SP ? "sparse" : "dense", DET, PIPE,
+                 T);
+        fused_trace_report(rec, (size_t)grid.x * grid.y, what);
+        return;
+    }
+    bwd_fused_kernel<D, DET, PIPE, SP, 0><<<grid, 256, smem>>>(
+        dq, dk, dv, dqacc, cnt, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale, sp, rsc, dqmap,
+        qmap, omap, dkmap, dvmap);
     cudaLaunchCheck();
 }
 template <int D>
@@ -896,9 +1267,11 @@ static void bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf1
                        int H, int KVH) {
     size_t rows = (size_t)B * T * H, nqt = (T + 63) / 64;
     // 9 (the default): ordered mode -> the split path (dK/dV 5, dQ as tuned); atomic mode -> the
-    // fused backward (2, D = 128), whose atomic dQ beats the split path (r3, 16K: 16.5 vs 18.2)
+    // fused backward (D = 128), whose atomic dQ beats the split path (r3, 16K: 16.5 vs 18.2),
+    // since s7 as tune 4: TMA tiles and bulk dQ adds (PIPE 22; s7 r3, 16K fwd+bwd atomic 16.52 ms
+    // with PIPE 30 vs 20.72 with tune 2)
     int dkdv_t = wg_tune_dkdv;
-    if (dkdv_t == 9) dkdv_t = attn_bf16_deterministic() || D != 128 ? 5 : 2;
+    if (dkdv_t == 9) dkdv_t = D == 64 ? WG64_DKDV : attn_bf16_deterministic() ? 5 : 4;
     bool fused = D == 128 && dkdv_t >= 2 && dkdv_t <= 4;
     // workspace: Di [rows]; fused: dQ accumulator [rows][D] fp32, counters [B, H, tiles, 8]
     size_t acc_off = align256(rows * 4), cnt_off = acc_off + align256(rows * D * 4);
@@ -918,9 +1291,8 @@ static void bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf1
         if (mode != 0) cudaCheck(cudaMemsetAsync(cnt, 0, ncnt * sizeof(int), 0));
 #define FUSED_GO(DET, PIPE) \
     fused_run<D, DET, PIPE>(dq, dk, dv, dqacc, cnt, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale)
-        if (dkdv_t == 4) {
-            if (det) FUSED_GO(2, 1);
-            else FUSED_GO(0, 1);
+        if (mode == 0 && dkdv_t == 4) {
+            FUSED_GO(0, 22); // TMA tiles, bulk dQ adds (the sparse path's PIPE 22)
         } else if (mode == 1) {
             FUSED_GO(1, 0);
             return; // dq written by the kernel
@@ -939,12 +1311,22 @@ static void bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf1
     case -1: break;
     case 1: dkdv_run<D, 1>(dk, dv, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale); break;
     case 5: dkdv_run<D, 1, 1>(dk, dv, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale); break;
+    case 6: dkdv_run<D, 2, 1>(dk, dv, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale); break;
+    // D 64: 5 at 3 CTAs / SM (173 -> 168 registers; D 128: as 5)
+    case 7: dkdv_run<D, 1, 1, false, D == 64 ? 3 : 1>(dk, dv, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale); break;
+    // D 64: 5 at 4 CTAs / SM (128 registers; D 128: as 5)
+    case 10: dkdv_run<D, 1, 1, false, D == 64 ? 4 : 1>(dk, dv, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale); break;
+    // D 64: 6 at 2 CTAs / SM (128 registers; D 128: as 6)
+    case 8: dkdv_run<D, 2, 1, false, D == 64 ? 2 : 1>(dk, dv, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale); break;
     default: dkdv_run<D, 2>(dk, dv, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale); break;
     }
-    switch (wg_tune_dq) {
+    switch (wg_tune_dq == 9 ? (D == 64 ? WG64_DQ : 2) : wg_tune_dq) { // 9: per D
     case -1: break;
     case 1: dq_run<D, 1>(dq, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale); break;
     case 2: dq_run<D, 3>(dq, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale); break;
+    // D 64: 0 at 2 CTAs / SM, 1 at 4 (141 -> 128 registers; D 128: as 0 / 1)
+    case 3: dq_run<D, 2, false, D == 64 ? 2 : 1>(dq, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale); break;
+    case 4: dq_run<D, 1, false, D == 64 ? 4 : 1>(dq, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale); break;
     default: dq_run<D, 2>(dq, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale); break;
     }
 }
@@ -990,7 +1372,9 @@ extern "C" int flash_wgmma_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const u
 // MSLAB_SPARSE_WGMMA_BWD=0 declines every call (the mma.sync kernels run it); =split: the split
 // kernels only (no fused / small-region kernel in the atomic mode); =nosmall: no small-region one;
 // containing "nofx": no ordered fused kernel; "desc" / "nodesc", "ald" / "noald": force the
-// latest-first walks / the cp.async lse on / off on every path.
+// latest-first walks / the cp.async lse on / off on every path; "notml": the s6 fused paths (no
+// TMA, per-thread dQ reds); "nonb3": two Q / dO buffers (PIPE 22); "order" / "noorder": the
+// launch order (sp_order). MSLAB_BWD_TRACE=1: the fused kernel's trace (diagnostics).
 // Grids: the split kernels head-fastest (dense's order), the fused one head-major (the CTAs of a
 // head together: its Q / dO stay in L2 while its key blocks walk their scattered lists).
 // H200 (r1 / r2; B = 1, H = KVH = 32, D = 128, T = 32K, bwd alone, TFLOP/s at 2.5x the forward's
@@ -1031,6 +1415,26 @@ extern "C" int flash_wgmma_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const u
 // 64K 51.6 / 49.3, 128K 199.1 / 195.9 (s5 final ordered: 4.53, 15.76, 61.3, 240.2); flex-moba
 // (s5 peers, selection included: 6.33, 13.47, 45.7, 169.5) / ours: ordered 1.41 / 0.93 / 0.89 /
 // 0.85x, atomic 1.51 / 0.99 / 0.93 / 0.87x.
+// s7 (H3; 32K moba-blk RAND, the perf rows, bwd alone, ms ordered / atomic; MSLAB_BWD_TRACE: per-
+// CTA stamps and step phases, one line per launch): the s6 fused path spent 8500 cycles a 64-query
+// step vs the dense fused kernel's 6300 (32K): (1) the dQ reds, 1400-1800 cycles a step -> bulk
+// tensor reduce-adds from a staging tile (PIPE & 4); (2) the cp.async tiles -> TMA (PIPE & 16),
+// dK / dV through smem + TMA stores (epilogue 7400 -> 4500 cycles): s6 path 12.03 / 11.32 ->
+// 10.22 / 9.10 (128K, reps 1: 159.7 / 155.3 -> 137.0 / 122.8); (3) the window / causal cut as
+// `cut || (wcut && ..)` compiled to 3 branches per score on the SP path (PTX: 96 bra.uni in the
+// P stage; the dense path's `diag && ..` none): the P stage took 2500 cycles a step vs ~500 ->
+// bitwise & / | (also in the split kernels). Not kept: see the PIPE bits at bwd_fused_body.
+// Tail (trace, 32K): SMs 94% busy; the last head's longest walks (170-202 steps) end ~0.5 ms after
+// the rest -> sp_order (fo_*): those walks launched FO_SHIFT heads early (r3: 8.63 / 7.45 -> 8.44 /
+// 7.26 ms; SMs 97% busy, tail 0.17 ms).
+// s7 r4 (the defaults: PIPE 22 + the launch order, both modes): perf rows 32K ordered 8.01 ms (343
+// TFLOP/s at 2.5x), atomic 6.72 (408) (s6: 12.06 / 11.25); trace: 6214 / 5525 cycles a step (dense
+// fused s6 path: 6300). Bench (mslab-gpu-bench --attn --kernels moba-blk,nd --from-len 16384
+// --max-len 131072 --reps 3; fwd+bwd incl. the selection, ms) ordered / atomic: 16K 3.33 / 2.92,
+// 32K 10.60 / 9.76, 64K 38.98 / 35.79, 128K 155.5 / 143.3 (s6: 4.50 / 4.19, 14.46 / 13.58, 51.6 /
+// 49.3, 199.1 / 195.9): vs flex-moba with its selection (13.64 ms at 32K, 45.7 at 64K, 168.2 at
+// 128K) ordered 1.29 / 1.17 / 1.08x, atomic 1.40 / 1.28 / 1.17x. The forward is now ~25% of the
+// 128K row (39.4 ms, 435 TFLOP/s).
 // tunables (sparse_wgmma_bwd_tune; tests): the atomic mode's fused path, which split kernels run
 // (bit 0 dQ, bit 1 dK/dV), head-major grids (-1: the fused kernel only; else bit 0 the dK/dV or
 // fused kernel, bit 1 the dQ kernel), dK/dV warpgroups (1: 64 keys; 2: 128 keys where the regions
@@ -1039,6 +1443,9 @@ static int sp_fused = 1, sp_parts = 3, sp_hmajor = -1, sp_kvwg = 1;
 static int sp_fx = 1;    // the ordered mode's fused kernel with fixed-point dQ (DET = 3)
 static int sp_desc = -1; // the dK/dV walks latest query block first (-1: the ordered fused path)
 static int sp_ald = -1;  // the fused kernel's lse / Di by cp.async (PIPE = 2; -1: ordered fused)
+static int sp_tml = 1;   // the fused kernel with TMA tiles and bulk dQ adds (PIPE 30; s7 default)
+static int sp_nb3 = 0;   // ... with three Q / dO buffers (1: PIPE 30; 0: PIPE 22, the default)
+static int sp_order = 1; // the fused kernel's long walks launched FO_SHIFT heads early (s7)
 template <int D>
 static void sparse_bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *out,
                               const float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
@@ -1052,7 +1459,11 @@ static void sparse_bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, co
     size_t kvm_off = rsc_off + (fused && det ? align256(rows * 4) : 0);
     size_t inv_off = kvm_off + (fused && det ? align256((size_t)B * KVH * 8) : 0);
     size_t inv_bytes = sparse_inverse_build(NULL, NULL, ix, B, T, H, KVH);
-    char *ws = (char *)wg_bwd_scratch(inv_off + inv_bytes);
+    size_t nkb = (T + 127) / 128, ncta = (size_t)B * KVH * nkb;
+    size_t ord_off = inv_off + align256(inv_bytes);
+    bool ord = fused && sp_order && ix->window == 0; // the launch order (fo_*)
+    size_t ord_bytes = ord ? 2 * align256(ncta * 4) + align256((size_t)B * KVH * 16) : 0;
+    char *ws = (char *)wg_bwd_scratch(ord_off + ord_bytes);
     float *Di = (float *)ws, *rsc = NULL;
     if (fused && det) {
         unsigned *kvm = (unsigned *)(ws + kvm_off);
@@ -1070,27 +1481,49 @@ static void sparse_bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, co
     SpArgs sp = {ix->idx,    iv.inv,     iv.start,   iv.count, ix->nblk,
                  ix->width,  ix->qblock, ix->region, ix->window, iv.nreg,
                  sp_hmajor < 0 ? fused : sp_hmajor & 1, 0};
+    int *order = NULL;
+    if (ord) {
+        int *rank = (int *)(ws + ord_off), *nls = (int *)(ws + ord_off + align256(ncta * 4));
+        order = nls + align256((size_t)B * KVH * 16) / 4;
+        int *base = nls + 2 * B * KVH;
+        fo_rank<<<B * KVH, 1024>>>(rank, nls, iv.count, iv.nreg, (int)nkb, ix->region);
+        cudaLaunchCheck();
+        fo_base<<<1, 1>>>(base, nls, B * KVH);
+        cudaLaunchCheck();
+        fo_place<<<cdiv_u(ncta, 256), 256>>>(order, rank, base, (int)nkb, ncta);
+        cudaLaunchCheck();
+    }
     float scale = 1.f / sqrtf((float)D), sl2 = WG_LOG2E * scale;
-    bool fx = fused && det, ald = sp_ald < 0 ? fx : sp_ald; // auto (-1): the ordered fused path
+    // ald auto (-1): on the fused path with TMA tiles (both modes), else the ordered fused path
+    bool fx = fused && det, ald = sp_ald < 0 ? fx || (fused && sp_tml) : sp_ald;
     sp.desc = sp_desc < 0 ? fx : sp_desc;
     if constexpr (D == 128) if (fused) {
         float *dqacc = (float *)(ws + acc_off);
         cudaCheck(cudaMemsetAsync(dqacc, 0, rows * D * 4, 0));
 #define SP_FUSED(DET, PIPE)                                                                      \
-    fused_run<D, DET, PIPE, true>(dq, dk, dv, dqacc, NULL, dout, lse, Di, q, k, v, B, T, H, KVH, \
+    fused_run<D, DET, PIPE, true>(dq, dk, dv, dqacc, order, dout, lse, Di, q, k, v, B, T, H, KVH, \
                                   sl2, scale, sp, rsc)
+        // PIPE bits (at bwd_fused_body): 2 lse / Di by cp.async, 4 bulk dQ adds, 8 three buffers,
+        // 16 TMA tiles (the s7 default: all)
+        int pipe = sp_tml && ald ? (sp_nb3 ? 30 : 22) : ald ? 2 : 0;
+#define SP_PIPES(DET)                                                                            \
+    switch (pipe) {                                                                              \
+    case 2: SP_FUSED(DET, 2); break;                                                             \
+    case 22: SP_FUSED(DET, 22); break;                                                           \
+    case 30: SP_FUSED(DET, 30); break;                                                           \
+    default: SP_FUSED(DET, 0); break;                                                            \
+    }
         if (det) {
-            if (ald) SP_FUSED(3, 2);
-            else SP_FUSED(3, 0);
+            SP_PIPES(3);
             size_t n2 = rows * D / 2;
             wg_dq_convert_fx<<<cdiv_u(n2, 256), 256>>>(dq, (const long long *)dqacc, rsc, n2, D,
                                                        scale);
         } else {
-            if (ald) SP_FUSED(0, 2);
-            else SP_FUSED(0, 0);
+            SP_PIPES(0);
             size_t n4 = rows * D / 4;
             wg_dq_convert<<<cdiv_u(n4, 256), 256>>>(dq, dqacc, n4, scale);
         }
+#undef SP_PIPES
 #undef SP_FUSED
         cudaLaunchCheck();
         return;
@@ -1116,6 +1549,8 @@ extern "C" void sparse_wgmma_bwd_tune(int fused, int parts, int hmajor, int kvwg
 extern "C" void sparse_wgmma_bwd_tune2(int fx, int desc, int ald) { // defaults 1, -1, -1
     sp_fx = fx, sp_desc = desc, sp_ald = ald;
 }
+extern "C" void sparse_wgmma_bwd_tune3(int tml, int nb3) { sp_tml = tml, sp_nb3 = nb3; } // 1, 1
+
 
 extern "C" int sparse_wgmma_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *dout,
                                 const uint16_t *out, const float *lse, const uint16_t *q,
@@ -1130,6 +1565,9 @@ extern "C" int sparse_wgmma_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const 
         if (e && strstr(e, "nofx")) sp_fx = 0; // e.g. "nofx", "desc,ald", "nodesc"
         if (e && strstr(e, "desc")) sp_desc = !strstr(e, "nodesc");
         if (e && strstr(e, "ald")) sp_ald = !strstr(e, "noald");
+        if (e && strstr(e, "nb3")) sp_nb3 = !strstr(e, "nonb3");
+        if (e && strstr(e, "tml")) sp_tml = !strstr(e, "notml");
+        if (e && strstr(e, "order")) sp_order = !strstr(e, "noorder");
     }
     bool ok = !off && shape_ok(B, T, H, KVH, D) && (size_t)B * H <= 65535 && !ix->kpos &&
               ix->region > 0 && ix->qblock > 0 && ix->window >= 0 &&

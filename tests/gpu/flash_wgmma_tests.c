@@ -26,21 +26,27 @@
 void flash_wgmma_tune(int fwd, int dkdv, int dq); // flash_wgmma.cu, not in the header (tests)
 
 // {forward, dK/dV, dQ} tilings of flash_wgmma.cu (flash_wgmma_tune) and the accumulation mode
-// (attn_bf16_set_deterministic); VARS[0] / [1]: the defaults in the ordered / atomic mode (dK/dV
-// 9: split path when ordered, fused backward when atomic). 9..13: the fused backward (dK/dV 2 per-
+// (attn_bf16_set_deterministic); VARS[0] / [1]: the defaults in the ordered / atomic mode (9: per
+// D (s7); dK/dV 9 at D 128: split path when ordered, fused backward when atomic). 9..13: the fused backward (dK/dV 2 per-
 // warp ordered / atomic, 3 per-CTA ordered, 4 PIPE). The forward has one tiling since s6 (11:
 // fwd3, 3 consumer warpgroups; the others were removed with their rows): it is checked in the
 // first variant that runs (the forward does not depend on the backward's tilings or the mode);
 // 5, 7, 8 now repeat 2, 4, 6 (they differed in the forward) and stay so the indices do not move.
+// 18..20 (s7): the D 64 forward tilings 12 / 13 / 14 (D 128 runs 11 for them) and dK/dV 6 (2
+// warpgroups, lse / Di by cp.async); each forward tiling is checked once per shape. 21, 22: dK/dV 7
+// (D 64: 5 at 3 CTAs per SM), dQ 3 / 4 (D 64: 0 / 1 at 2 / 4 CTAs per SM); 23: dK/dV 8 (D 64: 6 at
+// 2 CTAs per SM); 24: forward 15, dK/dV 10 (D 64: 5 at 4 CTAs per SM).
 // MSLAB_WG_TEST_VARS="i,j,..." runs only those (default: all; --quick: 0, 1, 14), so a first run
 // of a new tiling cannot take the others down. Only the fused backward's atomic mode may differ
 // between two calls.
-#define NVAR 18
-static const int VARS[NVAR][4] = {{11, 9, 2, 1}, {11, 9, 2, 0}, {11, 1, 0, 1}, {11, 1, 1, 0},
+#define NVAR 25
+static const int VARS[NVAR][4] = {{9, 9, 9, 1}, {9, 9, 9, 0}, {11, 1, 0, 1}, {11, 1, 1, 0},
                                   {11, 0, 1, 1}, {11, 1, 0, 1}, {11, 0, 0, 1}, {11, 0, 1, 1},
                                   {11, 0, 0, 1}, {11, 2, 0, 1}, {11, 2, 0, 0}, {11, 3, 0, 1},
                                   {11, 4, 0, 1}, {11, 4, 0, 0}, {11, 5, 2, 1}, {11, 5, 2, 0},
-                                  {11, 9, 0, 1}, {11, 9, 0, 0}};
+                                  {11, 9, 0, 1}, {11, 9, 0, 0}, {12, 6, 0, 1}, {13, 6, 1, 1},
+                                  {14, 1, 2, 0}, {11, 7, 3, 1}, {11, 7, 4, 1},
+                                  {11, 8, 4, 0}, {15, 10, 3, 1}};
 static int var_on(int var) {
     const char *e = getenv("MSLAB_WG_TEST_VARS");
     if (!e) return !quick || var == 0 || var == 1 || var == 14;
@@ -162,8 +168,10 @@ static void t_wg(int B, int T, int H, int KVH, int D) {
     int mode0 = attn_bf16_deterministic(), fwd_done = 0;
     for (int var = 0; var < NVAR && g_arch; var++) {
         if (!var_on(var)) continue;
-        int do_f = want_f && !fwd_done;
-        fwd_done |= do_f;
+        int fv = VARS[var][0]; // D 128: one forward tiling; D 64: 9 (the default) and 11..15
+        int fbit = 1 << (D == 64 ? (fv == 9 ? 7 : fv - 11) : 0);
+        int do_f = want_f && !(fwd_done & fbit);
+        if (do_f) fwd_done |= fbit;
         flash_wgmma_tune(VARS[var][0], VARS[var][1], VARS[var][2]);
         attn_bf16_set_deterministic(VARS[var][3]);
         int dk = VARS[var][1] == 9 ? (VARS[var][3] || D != 128 ? 5 : 2) : VARS[var][1];
@@ -275,11 +283,14 @@ static void t_wg_unsupported(void) {
         gpu->free(d_dk), gpu->free(d_dv), gpu->free(d_lse);
 }
 
-// Timing (not a check): B=1, H=KVH=32, D=128, causal. ms per call, mean of reps; a 4-byte
-// download synchronizes. Each tiling of each kernel alone, and flash_bf16's default alongside.
-static void t_wg_perf(int T) {
-    if (!wanted("flash_wgmma_perf") || !g_arch || getenv("MSLAB_WG_NO_PERF")) return;
-    int B = 1, H = 32, KVH = 32, D = 128;
+// Timing (not a check): causal, H = KVH; flash_wgmma_perf: B=1, T=16K, H=32, D=128;
+// flash_wgmma_perf64: the LM's attention (bench/gpu_bench.c --lm row 0: B=8, T=4096, H=12, D=64;
+// MSLAB_WG_PERF64="B,T,H" another shape, e.g. row 2's "1,32768,12").
+// ms per call, mean of reps; a 4-byte download synchronizes. Each tiling of each kernel alone, and
+// flash_bf16's default alongside.
+static void t_wg_perf(const char *name, int B, int T, int H, int D) {
+    if (!wanted(name) || !g_arch || getenv("MSLAB_WG_NO_PERF")) return;
+    int KVH = H;
     size_t nq = (size_t)B * T * H * D, nl = (size_t)B * H * T;
     uint16_t *hb = xalloc(nq * 2);
     for (size_t i = 0; i < nq; i++)
@@ -288,28 +299,33 @@ static void t_wg_perf(int T) {
     uint16_t *d_o = gpu->alloc(nq * 2), *d_dy = dev_from(hb, nq * 2);
     uint16_t *d_dq = gpu->alloc(nq * 2), *d_dk = gpu->alloc(nq * 2), *d_dv = gpu->alloc(nq * 2);
     float *d_lse = gpu->alloc(nl * 4), sync;
-    int reps = T >= 32768 ? 3 : 5;
-    double f = 2.0 * T * (double)T * D * H; // causal forward FLOPs
-    // pass 0: flash_bf16 default; then the wgmma forward, each dK/dV tiling, dQ tiling; last:
-    // the default (VARS[0]). With MSLAB_WG_TEST_VARS only the listed variants' tilings.
-    // dK/dV passes {tune, ordered}: split 0, 1, 5 (dQ skipped); fused 2 ordered, 2 atomic, 3
-    // ordered, 4 (PIPE) ordered, 4 atomic
-    static const int KV[8][2] = {{0, 1}, {1, 1}, {5, 1}, {2, 1}, {2, 0}, {3, 1}, {4, 1}, {4, 0}};
-    enum { P_FW = 1, P_KV = P_FW + 1, P_DQ = P_KV + 8, P_DEF = P_DQ + 3 };
+    int reps = (double)T * T * B * H >= 32768.0 * 32768 * 32 ? 3 : 5;
+    double f = 2.0 * T * (double)T * D * H * B; // causal forward FLOPs
+    // pass 0: flash_bf16 default; then each wgmma forward tiling (D 64: 11..15), each dK/dV
+    // tiling, dQ tiling; last: the default (VARS[0]). With MSLAB_WG_TEST_VARS only the listed
+    // variants' tilings.
+    // dK/dV passes {tune, ordered}: split 0, 1, 5, 6, 7, 8, 10 (dQ skipped); fused (D 128) 2 ordered, 2
+    // atomic, 3 ordered, 4 (PIPE) ordered, 4 atomic; dQ 0 .. 4
+    enum { NKV = 12, NSPLIT = 7, NDQ = 5 };
+    static const int KV[NKV][2] = {{0, 1}, {1, 1}, {5, 1}, {6, 1}, {7, 1}, {8, 1}, {10, 1},
+                                   {2, 1}, {2, 0}, {3, 1}, {4, 1}, {4, 0}};
+    int nfw = D == 64 ? 5 : 1;
+    int P_FW = 1, P_KV = P_FW + nfw, P_DQ = P_KV + NKV, P_DEF = P_DQ + NDQ;
     int mode0 = attn_bf16_deterministic();
     for (int pass = 0; pass <= P_DEF; pass++) {
         int fw = pass >= P_FW && pass < P_KV, kv = pass >= P_KV && pass < P_DQ;
         int dq = pass >= P_DQ && pass < P_DEF;
+        int kvi = pass - P_KV, fused = kv && kvi >= NSPLIT;
+        if (fused && D != 128) continue;
         if (kv && getenv("MSLAB_WG_TEST_VARS")) { // the fused modes only when a variant has them
-            int keep = pass - P_KV < 2;
+            int keep = kvi < 2;
             for (int v2 = 0; v2 < NVAR; v2++)
-                keep |= var_on(v2) && VARS[v2][1] == KV[pass - P_KV][0] &&
-                        VARS[v2][3] == KV[pass - P_KV][1];
+                keep |= var_on(v2) && VARS[v2][1] == KV[kvi][0] && VARS[v2][3] == KV[kvi][1];
             if (!keep) continue;
         }
-        if (fw) flash_wgmma_tune(VARS[0][0], 0, 0);
-        if (kv) flash_wgmma_tune(0, KV[pass - P_KV][0], -1);
-        attn_bf16_set_deterministic(kv ? KV[pass - P_KV][1] : mode0);
+        if (fw) flash_wgmma_tune(11 + pass - P_FW, 0, 0);
+        if (kv) flash_wgmma_tune(0, KV[kvi][0], -1);
+        attn_bf16_set_deterministic(kv ? KV[kvi][1] : mode0);
         if (dq) flash_wgmma_tune(0, -1, pass - P_DQ);
         if (pass == P_DEF) flash_wgmma_tune(VARS[0][0], VARS[0][1], VARS[0][2]);
         double tt[2];
@@ -327,12 +343,13 @@ static void t_wg_perf(int T) {
             gpu->download(&sync, d_lse, 4);
             tt[ph] = (now_s() - tt[ph]) / reps * 1e3;
         }
-        const char *what = pass == 0 ? "flash_bf16 default" : fw ? "wgmma fwd tiling" : kv ? (pass - P_KV >= 3 ? "wgmma fused bwd (+Di; 3 ordered/warp, 4 atomic, 5 ordered/CTA, 6 PIPE ordered, 7 PIPE atomic)" : "wgmma dkdv tiling (+Di; 2 = tune 5)") : dq ? "wgmma dq tiling (+Di)" : "wgmma default";
-        int var = fw ? VARS[0][0] : kv ? pass - P_KV : dq ? pass - P_DQ : 0;
-        printf("    (info flash_wgmma_perf T=%d %s %d: fwd %.2f ms %.1f TFLOP/s, bwd %.2f ms %.1f "
-               "TFLOP/s, fwd+bwd %.2f ms)\n",
-               T, what, var, tt[0], tt[0] > 0 ? f / tt[0] * 1e-9 : 0, tt[1],
-               tt[1] > 0 ? 2.5 * f / tt[1] * 1e-9 : 0, tt[0] + tt[1]);
+        const char *what = pass == 0 ? "flash_bf16 default" : fw ? "wgmma fwd tiling" : fused ? "wgmma fused bwd (+Di; tune, ordered)" : kv ? "wgmma dkdv tiling (+Di; tune, ordered)" : dq ? "wgmma dq tiling (+Di)" : "wgmma default";
+        int var = fw ? 11 + pass - P_FW : kv ? KV[kvi][0] : dq ? pass - P_DQ : 0;
+        printf("    (info %s B=%d T=%d H=%d D=%d %s %d%s: fwd %.3f ms %.1f TFLOP/s, bwd %.3f ms "
+               "%.1f TFLOP/s, fwd+bwd %.3f ms)\n",
+               name, B, T, H, D, what, var, kv ? (KV[kvi][1] ? " ord" : " atomic") : "", tt[0],
+               tt[0] > 0 ? f / tt[0] * 1e-9 : 0, tt[1], tt[1] > 0 ? 2.5 * f / tt[1] * 1e-9 : 0,
+               tt[0] + tt[1]);
     }
     flash_wgmma_tune(VARS[0][0], VARS[0][1], VARS[0][2]);
     attn_bf16_set_deterministic(mode0);
@@ -356,5 +373,8 @@ void t_flash_wgmma_all(void) {
             }
     if (!quick) t_wg(1, 2048, 8, 2, 128);
     t_wg_unsupported();
-    if (!quick) t_wg_perf(16384);
+    if (!quick) t_wg_perf("flash_wgmma_perf", 1, 16384, 32, 128);
+    int pb = 8, pt = 4096, ph = 12; // MSLAB_WG_PERF64="B,T,H": another D 64 shape
+    if (getenv("MSLAB_WG_PERF64")) sscanf(getenv("MSLAB_WG_PERF64"), "%d,%d,%d", &pb, &pt, &ph);
+    if (!quick) t_wg_perf("flash_wgmma_perf64", pb, pt, ph, 64);
 }

@@ -14,10 +14,16 @@
 // multiples of 128 keys, else the split kernels) is judged by the tolerance only; rows *_var: the
 // ordered mode's split kernels with the other tunables (128-key dK/dV CTAs where the regions
 // allow, head-major grids, inverse lists walked latest block first); rows *_fx: the ordered fused
-// kernel in list order with plain lse loads (D = 128, regions of 128k keys; must repeat its bits).
+// kernel in list order with plain lse loads (D = 128, regions of 128k keys; must repeat its bits);
+// D = 128 and regions of 128k keys: the default fused kernel (both modes) loads Q / dO by TMA and
+// adds the dQ partials by bulk tensor reduce-adds, long walks launched early (s7); rows *_s6 /
+// *_s6_atomic: the s6 fused paths (cp.async tiles, per-thread reds), ordered (must repeat its
+// bits) / atomic.
 // Skew lists: the first 3 regions in nearly every list (very uneven inverse lists). Regions of 16 / 32 keys (ms with w < 64; rows *_small): the query-centric kernel
 // (sq_fused_kernel, D = 128 / 64) in the atomic mode (tolerance only) and in the ordered mode
-// (*_small_ord: must also repeat its bits). Lists
+// (*_small_ord: must also repeat its bits; *_small_ord1: the other launch order); their
+// extra rows: uneven input magnitudes, one NaN q element (the reference's non-finite outputs
+// must be non-finite), merge 128 at D = 64 (the paper config's and the LM's 2048-row blocks). Lists
 // the kernel does not handle (16-key regions in 64-row blocks, 32-row or one-row blocks,
 // positions inside) must return -1 having written nothing. A GPU that is not sm_90 makes every call return -1: the checks are
 // skipped with a note. Timing rows (info, sparse_wgmma_bwd_perf): B = 1, H = KVH = 32, D = 128,
@@ -43,8 +49,18 @@ void sparse_wgmma_bwd_tune_small(int on); // the 16 / 32-key region kernel (atom
 // walks latest block first; the fused kernel's lse / Di by cp.async (defaults 1, -1, -1; -1: on
 // the ordered fused path)
 void sparse_wgmma_bwd_tune2(int fx, int desc, int ald);
+// the fused kernel with TMA tiles and bulk dQ adds (0: the s6 paths); its three Q / dO buffers
+// (defaults 1, 1)
+void sparse_wgmma_bwd_tune3(int tml, int nb3);
 // its modes (bits): 1 the ordered mode, 2 D = 64 (default 3); -1 the default
 void sparse_wgmma_bwd_tune_small_modes(int bits);
+// its ordered mode's launch order: 1 heads fastest, 0 CTAs fastest; -1 the default (heads
+// fastest at D = 64 only)
+void sparse_wgmma_bwd_tune_small_hfast(int on);
+// t_swb's inputs: 1 = uneven magnitudes (rows of q, dout, v scaled by powers of 2 from 2^-8 to
+// 2^8); 2 = one q element NaN (the outputs the CPU makes non-finite must be non-finite, the rest
+// close)
+static int g_swb_inputs = 0;
 
 static int g_arch = 1; // 0: not an sm_90 GPU (the wgmma kernels return -1)
 
@@ -108,12 +124,31 @@ static int arch_is_90(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *
     return flash_wgmma_bwd(dq, dk, dv, dy, o, lse, q, k, v, 1, 1, 1, 1, 64) == 0;
 }
 
+// NaN inputs: a reference element that is not finite must not be finite here (else inf); over the
+// elements finite in both, the relative L2; the finite reference elements not finite here are
+// counted (info)
+static double nonfinite_err(const float *g, const float *r, size_t n) {
+    size_t missed = 0, extra = 0, m = 0;
+    float *a = xalloc(n * 4), *b = xalloc(n * 4);
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(r[i])) missed += isfinite(g[i]) != 0;
+        else if (!isfinite(g[i])) extra++;
+        else a[m] = g[i], b[m] = r[i], m++;
+    }
+    double e = missed ? INFINITY : rel_l2(a, b, m);
+    printf("    (NaN q: %zu reference elements non-finite, %zu missed, %zu more here)\n",
+           n - m - extra, missed, extra);
+    free(a), free(b);
+    return e;
+}
+
 // One list: the reference, then sparse_wgmma_bwd in the ordered and the atomic mode; small: lists
 // of 16 / 32-key regions, the atomic mode with the query-centric kernel on (rows *_small)
 static void t_swb(const char *name, const AttnIndex *ic, int B, int T, int H, int KVH, int D,
                   int small) {
     if (!wanted("sparse_wgmma_bwd") || !g_arch) return;
     if (small && getenv("MSLAB_SWB_NO_SMALL")) return; // the >= 64-key lists alone (GPU rounds)
+    if (!small && getenv("MSLAB_SWB_ONLY_SMALL")) return; // the 16 / 32-key lists alone
     char shape[128];
     snprintf(shape, sizeof shape, "%s T=%d H=%d/%d D=%d B=%d", name, T, H, KVH, D, B);
     size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KVH * D, nl = (size_t)B * H * T;
@@ -121,6 +156,19 @@ static void t_swb(const char *name, const AttnIndex *ic, int B, int T, int H, in
     uint16_t *qb, *kb, *vb, *yb;
     float *q, *k, *v, *dy;
     rand_bf16(&qb, &q, nq), rand_bf16(&kb, &k, nk), rand_bf16(&vb, &v, nk), rand_bf16(&yb, &dy, nq);
+    if (g_swb_inputs == 1) { // row r of q / dout / v times 2^(r * 7 % 17 - 8) (bf16-exact)
+        for (size_t i = 0; i < nq; i++) {
+            float f = ldexpf(1.f, (int)(i / D * 7 % 17) - 8);
+            q[i] *= f, qb[i] = bf16_from_f32(q[i]), dy[i] *= f, yb[i] = bf16_from_f32(dy[i]);
+        }
+        for (size_t i = 0; i < nk; i++)
+            v[i] *= ldexpf(1.f, (int)(i / D * 5 % 17) - 8), vb[i] = bf16_from_f32(v[i]);
+        snprintf(shape + strlen(shape), sizeof shape - strlen(shape), " uneven");
+    } else if (g_swb_inputs == 2) { // one q element of a middle row NaN
+        size_t i = ((size_t)(T / 2) * H + H - 1) * D + 5;
+        q[i] = NAN, qb[i] = BF16_NAN;
+        snprintf(shape + strlen(shape), sizeof shape - strlen(shape), " NaN q");
+    }
     float *out = xalloc(nq * 4), *lse = xalloc(nl * 4), *outr = xalloc(nq * 4);
     uint16_t *ob = xalloc(nq * 2);
     cpu->sparse_attention_fwd(out, lse, q, k, v, ic, B, T, H, KVH, D);
@@ -142,14 +190,19 @@ static void t_swb(const char *name, const AttnIndex *ic, int B, int T, int H, in
     // D = 128 and regions of 128k keys: the ordered mode's default is the fused kernel with
     // fixed-point dQ (latest block first, lse / Di by cp.async); *_var: the split kernels (128-key
     // dK/dV CTAs, head-major grids, latest block first); *_fx (vi 5): the fused kernel in the
-    // list order, lse / Di by plain loads (repeats its bits)
+    // list order, lse / Di by plain loads (repeats its bits); *_s6 / *_s6_atomic (vi 9 / 10): the
+    // s6 fused paths without TMA, ordered (repeats its bits) / atomic
+    // small: *_small_ord1 (vi 6): the ordered mode with the other launch order (CTAs fastest at
+    // D = 64, heads fastest at D = 128; repeats its bits)
     int fxok = !small && D == 128 && ic->region % 128 == 0;
-    for (int pass = small ? 3 : 0; pass < (small ? 5 : fxok ? 4 : 3) && g_arch; pass++) {
-        int vi = pass == 0 ? 1 : pass == 1 ? 0 : !small && pass == 3 ? 5 : pass;
-        int mode = vi == 1 || vi == 2 || vi == 4 || vi == 5;
+    for (int pass = small ? 3 : 0; pass < (small ? 6 : fxok ? 6 : 3) && g_arch; pass++) {
+        int vi = pass == 0 ? 1 : pass == 1 ? 0 : !small && pass == 3 ? 5 : !small && pass > 3 ? pass + 5 : small && pass == 5 ? 6 : pass;
+        int mode = vi == 1 || vi == 2 || vi == 4 || vi == 5 || vi == 6 || vi == 9;
+        sparse_wgmma_bwd_tune3(vi != 9 && vi != 10, 1); // *_s6*: the s6 fused paths (no TMA)
         attn_bf16_set_deterministic(mode);
         sparse_wgmma_bwd_tune2(vi != 2, vi == 2 ? 1 : vi == 5 ? 0 : -1, vi == 5 ? 0 : -1);
         sparse_wgmma_bwd_tune_small_modes(small ? 3 : -1);
+        sparse_wgmma_bwd_tune_small_hfast(vi == 6 ? D != 64 : -1);
         sparse_wgmma_bwd_tune(1, 3, vi == 2 ? 3 : -1, vi == 2 ? 2 : 1);
         float *g[2][3];
         uint16_t *gb[2][3];
@@ -167,7 +220,7 @@ static void t_swb(const char *name, const AttnIndex *ic, int B, int T, int H, in
             g_arch = 0;
         } else {
             if (rc) printf("    sparse_wgmma_bwd returned -1 on a list it must handle\n");
-            static const char *nm[6][3] = {
+            static const char *nm[11][3] = {
                 {"sparse_wgmma_bwd_atomic.dq", "sparse_wgmma_bwd_atomic.dk",
                  "sparse_wgmma_bwd_atomic.dv"},
                 {"sparse_wgmma_bwd.dq", "sparse_wgmma_bwd.dk", "sparse_wgmma_bwd.dv"},
@@ -176,13 +229,21 @@ static void t_swb(const char *name, const AttnIndex *ic, int B, int T, int H, in
                  "sparse_wgmma_bwd_small.dv"},
                 {"sparse_wgmma_bwd_small_ord.dq", "sparse_wgmma_bwd_small_ord.dk",
                  "sparse_wgmma_bwd_small_ord.dv"},
-                {"sparse_wgmma_bwd_fx.dq", "sparse_wgmma_bwd_fx.dk", "sparse_wgmma_bwd_fx.dv"}};
+                {"sparse_wgmma_bwd_fx.dq", "sparse_wgmma_bwd_fx.dk", "sparse_wgmma_bwd_fx.dv"},
+                {"sparse_wgmma_bwd_small_ord1.dq", "sparse_wgmma_bwd_small_ord1.dk",
+                 "sparse_wgmma_bwd_small_ord1.dv"},
+                {"(free)", "(free)", "(free)"}, // vi 7, 8: unused
+                {"(free)", "(free)", "(free)"},
+                {"sparse_wgmma_bwd_s6.dq", "sparse_wgmma_bwd_s6.dk", "sparse_wgmma_bwd_s6.dv"},
+                {"sparse_wgmma_bwd_s6_atomic.dq", "sparse_wgmma_bwd_s6_atomic.dk",
+                 "sparse_wgmma_bwd_s6_atomic.dv"}};
             const float *ref[3] = {dqr, dkr, dvr};
             size_t n[3] = {nq, nk, nk};
             int nh[3] = {H, KVH, KVH};
             for (int t = 0; t < 3; t++) {
                 int det = mode ? !memcmp(gb[0][t], gb[1][t], n[t] * 2) : -1;
-                double e = rc ? INFINITY : rel_l2(g[0][t], ref[t], n[t]);
+                double e = rc ? INFINITY : g_swb_inputs == 2 ? nonfinite_err(g[0][t], ref[t], n[t])
+                                                             : rel_l2(g[0][t], ref[t], n[t]);
                 report(nm[vi][t], shape, e, 1e-2, det);
                 if (!(e <= 1e-2)) diag(nm[vi][t], g[0][t], ref[t], B, T, nh[t], D);
             }
@@ -193,7 +254,9 @@ static void t_swb(const char *name, const AttnIndex *ic, int B, int T, int H, in
     attn_bf16_set_deterministic(mode0);
     sparse_wgmma_bwd_tune(1, 3, -1, 1);
     sparse_wgmma_bwd_tune_small_modes(-1);
+    sparse_wgmma_bwd_tune_small_hfast(-1);
     sparse_wgmma_bwd_tune2(1, -1, -1);
+    sparse_wgmma_bwd_tune3(1, 1);
     gpu->free(d_q), gpu->free(d_k), gpu->free(d_v), gpu->free(d_y), gpu->free(d_o), gpu->free(d_l);
     gpu->free(d_dq), gpu->free(d_dk), gpu->free(d_dv), gpu->free(ig.idx);
     free(qb), free(kb), free(vb), free(yb), free(q), free(k), free(v), free(dy), free(out),
@@ -334,6 +397,8 @@ static void t_perf(const char *name, AttnConfig cfg, int T) {
         // x: wgmma small atomic, sparse_bf16 atomic, ordered, wgmma small ordered
         double t[4], tf[4];
         for (int x = 0; x < 4; x++) {
+            t[x] = tf[x] = 0;
+            if (minimal && (x == 1 || x == 2)) continue; // MIN: no sparse_bf16 rows
             attn_bf16_set_deterministic(x == 2 || x == 3);
             sparse_wgmma_bwd_tune_small(x != 1 && x != 2);
             sparse_wgmma_bwd_tune_small_modes(x == 3 ? 1 : 0);
@@ -464,7 +529,15 @@ void t_sparse_wgmma_bwd_all(void) {
     t_cfg("ms w16 top32 m8", ms_cfg(16, 32, 8, -1), 1, 1000, 8, 2, 128);
     t_cfg("ms w32 top12 m4", ms_cfg(32, 12, 4, -1), 1, 1111, 4, 1, 128);
     t_cfg("ms w16 top32 m8", ms_cfg(16, 32, 8, -1), 1, 1000, 6, 2, 64);
+    // uneven magnitudes, a NaN input (GQA, B = 2)
+    g_swb_inputs = 1;
+    t_hand(2, 700, 4, 2, 128, 128, 16, 20, 10, 0);
+    g_swb_inputs = 2;
+    t_hand(2, 700, 4, 2, 128, 128, 16, 20, 10, 0);
+    g_swb_inputs = 0;
     if (!quick) {
+        // merge 128 (2048-row blocks, as the paper config and the LM's ms row), D = 64
+        t_cfg("ms w16 top256 m128", ms_cfg(16, 256, 128, 2048), 1, 6144, 4, 2, 64);
         t_cfg("ms w16 top64 m16", ms_cfg(16, 64, 16, -1), 2, 3000, 4, 1, 128);
         t_perf("ms paper", ms_cfg(16, 512, 128, -1), 32768);
     }
