@@ -28,7 +28,8 @@ void flash_wgmma_tune(int fwd, int dkdv, int dq); // flash_wgmma.cu, not in the 
 // {forward, dK/dV, dQ} tilings of flash_wgmma.cu (flash_wgmma_tune) and the accumulation mode
 // (attn_bf16_set_deterministic); VARS[0] / [1]: the defaults in the ordered / atomic mode (9: per
 // D (s7); dK/dV 9 at D 128: split path when ordered, fused backward when atomic). 9..13: the fused backward (dK/dV 2 per-
-// warp ordered / atomic, 3 per-CTA ordered, 4 PIPE). The forward has one tiling since s6 (11:
+// warp ordered / atomic, 3 per-CTA ordered, 4: since s7 the fused kernel with TMA tiles and bulk
+// dQ reduce-adds (PIPE 22) when atomic, = 2 when ordered; the old PIPE = 1 is gone). The forward has one tiling since s6 (11:
 // fwd3, 3 consumer warpgroups; the others were removed with their rows): it is checked in the
 // first variant that runs (the forward does not depend on the backward's tilings or the mode);
 // 5, 7, 8 now repeat 2, 4, 6 (they differed in the forward) and stay so the indices do not move.
@@ -305,7 +306,7 @@ static void t_wg_perf(const char *name, int B, int T, int H, int D) {
     // tiling, dQ tiling; last: the default (VARS[0]). With MSLAB_WG_TEST_VARS only the listed
     // variants' tilings.
     // dK/dV passes {tune, ordered}: split 0, 1, 5, 6, 7, 8, 10 (dQ skipped); fused (D 128) 2 ordered, 2
-    // atomic, 3 ordered, 4 (PIPE) ordered, 4 atomic; dQ 0 .. 4
+    // atomic, 3 ordered, 4 ordered (= 2), 4 atomic (TMA + bulk dQ adds, the atomic default); dQ 0 .. 4
     enum { NKV = 12, NSPLIT = 7, NDQ = 5 };
     static const int KV[NKV][2] = {{0, 1}, {1, 1}, {5, 1}, {6, 1}, {7, 1}, {8, 1}, {10, 1},
                                    {2, 1}, {2, 0}, {3, 1}, {4, 1}, {4, 0}};
