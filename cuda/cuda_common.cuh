@@ -59,6 +59,26 @@ static inline unsigned grid_for(size_t n, int threads) {
     return g > (1u << 20) ? (1u << 20) : (unsigned)g;
 }
 
+// GPU-scope memory-order primitives for the cross-CTA counters of the ordered (deterministic)
+// backward kernels: acquire / release loads and stores, relaxed ones ordered by explicit fences.
+__device__ __forceinline__ int ld_acquire_gpu(const int *p) {
+    int v;
+    asm volatile("ld.acquire.gpu.global.s32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+__device__ __forceinline__ void st_release_gpu(int *p, int v) {
+    asm volatile("st.release.gpu.global.s32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
+}
+__device__ __forceinline__ int ld_relaxed_gpu(const int *p) {
+    int v;
+    asm volatile("ld.relaxed.gpu.global.s32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+__device__ __forceinline__ void st_relaxed_gpu(int *p, int v) {
+    asm volatile("st.relaxed.gpu.global.s32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
+}
+__device__ __forceinline__ void fence_acq_rel_gpu() { asm volatile("fence.acq_rel.gpu;\n" ::: "memory"); }
+
 // ---- fixed-order reductions inside one block (deterministic: a tree of fixed shape) ----
 // The XOR butterfly leaves the same value in every lane (IEEE addition is commutative, and each
 // lane adds the same pairs).

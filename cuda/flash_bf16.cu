@@ -323,20 +323,13 @@ __global__ void flash_bwd_pre(float *Di, const bf16 *dout, const bf16 *out, int 
     }
 }
 
-// The ordered mode's counters: per (b, h, query tile), the key blocks whose dQ partials are in.
-__device__ __forceinline__ int ld_acquire(const int *p) {
-    int v;
-    asm volatile("ld.acquire.gpu.global.s32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
-    return v;
-}
-__device__ __forceinline__ void st_release(int *p, int v) {
-    asm volatile("st.release.gpu.global.s32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
-}
+// The ordered mode's counters: per (b, h, query tile), the key blocks whose dQ partials are in
+// (ld_acquire_gpu / st_release_gpu: cuda_common.cuh).
 // Thread 0 waits until *cnt == v. Bounded (~1 s): if the ordering assumption ever failed, wrong
 // dq (the tests catch it) rather than a hung process.
 __device__ __forceinline__ void wait_count(const int *cnt, int v) {
     long long t_start = clock64();
-    while (ld_acquire(cnt) != v) {
+    while (ld_acquire_gpu(cnt) != v) {
         __nanosleep(32);
         if (clock64() - t_start > (1ll << 31)) break;
     }
@@ -441,7 +434,7 @@ flash_bwd_fa2_kernel(bf16 *dk, bf16 *dv, float *dqacc, int *counters, const bf16
         // ORD: release the previous step's tile one step late: every thread issued its reds
         // before the barrier above, and they have long completed, so the fence is short
         if (ORD && i > 0 && threadIdx.x == 0)
-            st_release(cnt_at(step_h(i - 1), step_q(i - 1)), kb + 1);
+            st_release_gpu(cnt_at(step_h(i - 1), step_q(i - 1)), kb + 1);
 
         // ---- S, dP (queries 32 wm.., keys SK wn..), P and dS to shared memory
         {
@@ -556,7 +549,7 @@ flash_bwd_fa2_kernel(bf16 *dk, bf16 *dv, float *dqacc, int *counters, const bf16
     }
 
     if (ORD && threadIdx.x == 0) // the loop ended with a barrier (every thread's last reds)
-        st_release(cnt_at(step_h(total - 1), step_q(total - 1)), kb + 1);
+        st_release_gpu(cnt_at(step_h(total - 1), step_q(total - 1)), kb + 1);
     bf16 *dkb = dk + (size_t)b * T * ldk + (size_t)kvh * D;
     bf16 *dvb = dv + (size_t)b * T * ldk + (size_t)kvh * D;
 #pragma unroll

@@ -19,14 +19,6 @@ struct SpArgs {
     int desc;   // dK/dV walks: the inverse list latest query block first (flash_wgmma_bwd.cu)
 };
 
-__device__ __forceinline__ int ld_acquire_gpu(const int *p) {
-    int v;
-    asm volatile("ld.acquire.gpu.global.s32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
-    return v;
-}
-__device__ __forceinline__ void st_release_gpu(int *p, int v) {
-    asm volatile("st.release.gpu.global.s32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
-}
 // thread 0 waits until *cnt == v; bounded (~1 s at 2 GHz): a broken ordering assumption gives a
 // wrong dq (the parity test catches it) rather than a hung process
 __device__ __forceinline__ void wait_count(const int *cnt, int v) {

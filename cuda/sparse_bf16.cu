@@ -956,19 +956,14 @@ __device__ __forceinline__ int sb_subs_before(const SbArgs &a, int c, int sub, i
 // a barrier, then a relaxed counter store; the waiter polls with relaxed loads and fences once it
 // sees its value. The wait is bounded (~1 s): a broken ordering gives wrong dk / dv (the tests
 // catch it), not a hung process.
-__device__ __forceinline__ void sb_fence() { asm volatile("fence.acq_rel.gpu;\n" ::: "memory"); }
-__device__ __forceinline__ void sb_st_relaxed(int *p, int v) {
-    asm volatile("st.relaxed.gpu.global.s32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
-}
 __device__ __forceinline__ void sb_wait_relaxed(const int *cnt, int v) {
     long long t_start = clock64();
     for (;;) {
-        int x;
-        asm volatile("ld.relaxed.gpu.global.s32 %0, [%1];\n" : "=r"(x) : "l"(cnt) : "memory");
+        int x = ld_relaxed_gpu(cnt);
         if (x == v || clock64() - t_start > (1ll << 31)) break;
         __nanosleep(32);
     }
-    asm volatile("fence.acq_rel.gpu;\n" ::: "memory");
+    fence_acq_rel_gpu();
 }
 __device__ __forceinline__ void sb_red2(float *p, float x, float y) {
     asm volatile("red.relaxed.gpu.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(p), "f"(x), "f"(y)
@@ -1200,7 +1195,7 @@ sb_fused_kernel(uint16_t *dq, const float *lse, const uint16_t *q, const uint16_
                     int pa = off[s2] + va - lo[s2], pb = off[s2] + vb - lo[s2];
                     int *cp = cntb + (size_t)r * gpr + j;
                     if (!rel && pa >= q0 && pa < q1) sb_wait_relaxed(cp, tgt[s2 * gpr + j]);
-                    if (rel && pb > q0 && pb <= q1) sb_st_relaxed(cp, tgt[s2 * gpr + j] + 1);
+                    if (rel && pb > q0 && pb <= q1) st_relaxed_gpu(cp, tgt[s2 * gpr + j] + 1);
                 }
             };
             if (ORD) {
@@ -1222,7 +1217,7 @@ sb_fused_kernel(uint16_t *dq, const float *lse, const uint16_t *q, const uint16_
                     }
                 }
             if (ORD) {
-                sb_fence(); // this thread's adds are performed before the release
+                fence_acq_rel_gpu(); // this thread's adds are performed before the release
                 __syncthreads();
                 if (warp == 0) tile_groups(it, true); // release
             }

@@ -76,15 +76,6 @@ struct SqOrd {
 // barrier (the adds performed relative to the CTA), then the releasing thread fences (cumulative:
 // it orders the CTA's adds it has observed) and stores; the waiter fences after the load that saw
 // its value (the fence-fence pattern of sparse_bf16's ORD).
-__device__ __forceinline__ void sq_fence() { asm volatile("fence.acq_rel.gpu;\n" ::: "memory"); }
-__device__ __forceinline__ int ld_relaxed_gpu(const int *p) {
-    int v;
-    asm volatile("ld.relaxed.gpu.global.s32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
-    return v;
-}
-__device__ __forceinline__ void st_relaxed_gpu(int *p, int v) {
-    asm volatile("st.relaxed.gpu.global.s32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
-}
 // waits until *cnt == v (relaxed polls; the caller fences); bounded (~0.5 s at 2 GHz): on a
 // timeout it raises the flag, which ends every wait after it (a broken order costs one timeout,
 // not one per tile)
@@ -290,7 +281,7 @@ __global__ void __launch_bounds__(256, MINB)
         if (ORD) {
             if (mp > 0) {
                 if (mc != mp) sq_wait(ocnt + mr, mp, od.cnt + od.flag);
-                sq_fence();
+                fence_acq_rel_gpu();
             }
             __syncthreads();
         }
@@ -308,7 +299,7 @@ __global__ void __launch_bounds__(256, MINB)
         }
         __syncthreads(); // P / dS, this K / V stage and its key ids free for tile j + 2
         if (ORD && mp >= 0) { // release: the barrier, then the releasing thread's fence
-            sq_fence();
+            fence_acq_rel_gpu();
             st_relaxed_gpu(ocnt + mr, mp + 1);
         }
     }
