@@ -49,6 +49,37 @@
 //   clusters in registers): tp 16K 0.75, 32K 2.44, 64K 7.22, 128K 21.0 ms (fused 1.05 / 3.51 /
 //   10.2 / 31.3); r5: 1M tp 763 ms, fused 1227 (s6 tp 873). The bisection's counts by plain
 //   compares instead of __vsetgeu2 lost (r5: 32K 2.53, 128K 22.9 ms).
+//   s8 (issue 8: the sweep's thresholds). Histogram rows (tp_hist_update; MSLAB_SELECT_TPH=0:
+//   off): once a sketch compaction finds few keys (<= S / 8) more than 255 bins above its S-th
+//   key t, the row's 1408 sketch bytes become 256 counts of lower-bound keys from t (bins of 2^sh
+//   keys, the finest sh <= 2 (MSLAB_SELECT_TPHS) with few past them; the top bin: all above)
+//   and a ring of the keys inserted since; every 128 inserts (MSLAB_SELECT_TPHU) the ring is
+//   binned and t moves to the largest bin edge with S counted at or above it: no compaction
+//   again (~1K cycles an update against ~9K a compaction). The first compactions find t < 0 (the
+//   40th percentile of the first 640), ~32K keys from the positive scores, so rows turn at their
+//   2nd / 3rd (simulated on normal scores, 1-key bins: 4.0 -> 2.0 compactions a row at 4256
+//   candidates, 8.0 -> 2.1 at 32K; bins on a linear value scale would turn at the 1st, but their
+//   resolution breaks on rising scores). Sweep compactions stop their bisection at a key keeping
+//   S .. S + 63 (MSLAB_SELECT_TPCW=0: the exact S-th; histogram rows find it from the bins), the
+//   rows with threshold work are dealt out to the warps in turn (TPDEAL=0: rows warp + 8 i; the
+//   tile barrier waited for a warp with several: 128K 22.1 vs 21.2 ms in r3), the finish takes
+//   its next row a row ahead and prefetches that row's buffer to L2 (TPNR=0: 21.2 vs 21.0 ms,
+//   r3). Profile (r4, 128K, 1-key bins / s7's switches): compactions 634K / 870K + 588K updates,
+//   compaction + final 22.5 / 23.3% of the warp-cycles, tile wait 9.1 / 13.7%, kernel 19.8 /
+//   21.7 ms. Measured (r5, H200, paper config, B=1 H=32 D=128, MSLAB_SELECT_PERF, ms per call,
+//   2 runs): tp 16K 0.72, 32K 2.41-2.43, 64K 6.82-6.88, 128K 19.60-19.66 (1-key bins: 0.71-0.72 /
+//   2.44-2.48 / 6.95 / 19.71-19.89; s7's switches 0.73-0.75 / 2.49-2.52 / 7.36 / 21.41-21.50;
+//   s7: 0.75 / 2.44 / 7.22 / 21.0); r4 (1-key bins): 1M 650 ms (s7 763 in the same test).
+//   The count of tp_compact_reg with the ~a half of __vsetgeu2 hoisted out of the bisection (lop3
+//   as it expands, 5 instructions a word, not 7) lost: r5 128K 19.87-19.91 vs 19.71-19.89, r4's
+//   final compaction 4.3K -> 6.1K cycles a row; removed.
+//   Removed after measurement (s8 r1-r3, 128K ms; default then 21.2): the histogram counted at
+//   insert (a second shared atomic a pass; insert share 11 -> 18%); the lower-bound keys made at
+//   insert, not in the filter (no gain: the loop runs for some lane anyway); exact scores 64 a
+//   pass, two chains a lane, where more than 32 (20.6 without); the exact rows' kbar and the key
+//   norms prefetched to L2 (20.9 without); 16 / 32 survivor loads in flight (no change); the next
+//   item's q prefetched to L2 during the finish (no change); an early stop for the final
+//   compaction too (no change).
 //   Removed after measurement (s6 r2, s7 r1 / r2): warp-aggregated (match_any) sketch histograms
 //   in fx_compact (fused 32K / 128K 3.59 / 31.7 -> 4.06 / 39.2 ms); the sort as 64-bit keys in
 //   registers (shuffles of two words per element: sort share 41 -> 32% at 32K, the 32-bit one
@@ -404,6 +435,9 @@ __global__ void __launch_bounds__(FS_NT) fs_merge(FsArgs a, int nunits) {
 #define FX_PMAX 1024 // survivors per row for the final sort
 #define FX_CAPG 6144 // global buffer entries per member row (at most; maxld when smaller)
 #define TP_CAPF 704  // tp_select: sketch entries per member row (a multiple of 64: tp_compact_reg)
+#define TP_HB 256    // tp_select's histogram mode: bins per row, 8 a lane (1 KB of its 1408-byte sketch;
+                     // the rest: <= 192 keys inserted since the last update)
+#define TP_HUMAX (TP_CAPF - 2 * TP_HB - TP_KT + 1) // updates at least every 129 inserts: the ring fits
 
 __device__ __forceinline__ unsigned fx_key16(double s) { // order key of a bf16 lower bound
     if (isnan(s)) return 0u;
@@ -495,8 +529,13 @@ __device__ __forceinline__ unsigned sel_warp_excl(unsigned x) {
 // no shared atomics and no chain of loads, ballots and stores per 32 entries. fx_compact ran
 // ~14.6K cycles a row at 128K (s7 r2: 21% of tp_select, and most of its 14% tile wait). tau 0
 // (S-th largest the lowest key): fx_compact
+// hm (tp's histogram mode, MSLAB_SELECT_TPH): the row may turn into a histogram over the same
+// words (tp_hist_update; *hm = 1 + sh, bins of 2^sh keys, sh <= hsh) instead of keeping its S
+// largest
+__device__ void tp_hist_update(int *h, unsigned *cnt, int *thr, int S, int sh);
 template <int NW>
-__device__ void tp_compact_reg(uint16_t *v, unsigned *cnt, int *thr, int *hist, int S) {
+__device__ void tp_compact_reg(uint16_t *v, unsigned *cnt, int *thr, int *hist, int S, int *hm = nullptr,
+                               int win = 0, int hsh = 0) {
     int lane = threadIdx.x & 31, n = (int)(*cnt & 0xffffu);
     if (n <= S) return;
     const uint32_t *vw = (const uint32_t *)v;
@@ -516,17 +555,51 @@ __device__ void tp_compact_reg(uint16_t *v, unsigned *cnt, int *thr, int *hist, 
         return __reduce_add_sync(0xffffffffu, (acc & 0xffffu) + (acc >> 16));
     };
     unsigned lo = (unsigned)*thr, hi = __reduce_max_sync(0xffffffffu, mx);
+    int clo = 0; // count(>= lo) once known; win > 0: the search stops at any lo that keeps S .. S + win
     while (lo < hi) { // count(>= lo) >= S
         unsigned mid = (lo + hi + 1) >> 1;
-        if ((int)count(mid) >= S) lo = mid;
-        else hi = mid - 1;
+        int c = (int)count(mid);
+        if (c >= S) {
+            lo = mid, clo = c;
+            if (c <= S + win - 1) break;
+        } else hi = mid - 1;
     }
     if (lo == 0) {
         fx_compact(v, cnt, thr, hist, S);
         return;
     }
     unsigned tau = lo;
-    int need = S - (tau < 0xffffu ? (int)count(tau + 1) : 0); // entries equal to tau to keep
+    // histogram: once few entries lie past its bins (keys tau + (255 << sh) up: S / 8 at most;
+    // e.g. tau negative and the entries positive: ~32K keys apart), each entry >= tau in bin
+    // (key - tau) >> sh (the top bin: all from tau + (255 << sh) up)
+    int sh = 0; // histogram bins of 2^sh keys, sh <= hsh: the finest with few keys past them
+    bool few = false;
+    for (; hm; sh++) {
+        unsigned c = tau + ((TP_HB - 1u) << sh);
+        few = c > 0xffffu || (int)count(c) <= S / 8;
+        if (few || sh >= hsh) break;
+    }
+    if (few) {
+        int *h = (int *)v;
+        __syncwarp(); // every lane's loads done
+        ((int4 *)h)[2 * lane] = make_int4(0, 0, 0, 0), ((int4 *)h)[2 * lane + 1] = make_int4(0, 0, 0, 0);
+        __syncwarp();
+#pragma unroll
+        for (int k = 0; k < NW; k++)
+#pragma unroll
+            for (int hh = 0; hh < 2; hh++) {
+                unsigned a = hh ? wv[k] >> 16 : wv[k] & 0xffffu; // padding 0 < tau
+                if (a >= tau) atomicAdd(h + min((a - tau) >> sh, (unsigned)TP_HB - 1), 1);
+            }
+        __syncwarp();
+        if (lane == 0) *cnt &= 0xffff0000u, *thr = (int)tau, *hm = 1 + sh;
+        __syncwarp();
+        tp_hist_update(h, cnt, thr, S, sh); // the S-th key (to 2^sh) when the search stopped early
+        return;
+    }
+    // entries equal to tau to keep: S - those above; an early stop keeps all clo of them
+    bool early = win > 0 && clo > 0 && clo <= S + win - 1;
+    int need = early ? INT_MAX : S - (tau < 0xffffu ? (int)count(tau + 1) : 0);
     unsigned gt = 0, eq = 0;
 #pragma unroll
     for (int k = 0; k < NW; k++) {
@@ -548,21 +621,102 @@ __device__ void tp_compact_reg(uint16_t *v, unsigned *cnt, int *thr, int *hist, 
             if (keep) v[pos++] = (uint16_t)a;
         }
     __syncwarp();
-    if (lane == 0) *cnt = (*cnt & 0xffff0000u) | (unsigned)S, *thr = (int)tau;
+    if (lane == 0) *cnt = (*cnt & 0xffff0000u) | (unsigned)(early ? clo : S), *thr = (int)tau;
     __syncwarp();
 }
 
-// after a barrier (every insert in): each row's sketch holding more than `over` entries cut to
-// its S largest (fx_compact; reg: tp_compact_reg, sketches of <= TP_CAPF entries), a warp per row
+// warp, tp's histogram mode: a row's threshold from its histogram h[TP_HB] over the sketch words
+// (bin b: inserts since the row turned, with lower-bound key >= thr + (b << sh): below thr +
+// (b + 1 << sh) too under the top bin; those below thr not counted; the keys inserted since the
+// last update, in the sketch words past the bins, binned first): the largest b with >= S entries
+// in bins >= b; thr += b << sh, the bins shifted down by b (those below dropped: counts only
+// ever understate a key, so the threshold stays one that S candidates reach). ~50 instructions
+// against tp_compact_reg's bisection over 11 words a lane (~9-12K cycles a row at 128K); and no
+// sketch to fill, so the threshold follows the inserts closely (every `upd` inserts)
+__device__ void tp_hist_update(int *h, unsigned *cnt, int *thr, int S, int sh) {
+    int lane = threadIdx.x & 31, n = (int)(*cnt & 0xffffu), t = *thr;
+    const uint16_t *ring = (const uint16_t *)(h + TP_HB); // lower-bound keys inserted since the last update
+    for (int p = lane; p < n; p += 32) {
+        int b = (int)ring[p] - t;
+        if (b >= 0) atomicAdd(h + min(b >> sh, TP_HB - 1), 1);
+    }
+    __syncwarp();
+    int4 x0 = ((const int4 *)h)[2 * lane], x1 = ((const int4 *)h)[2 * lane + 1];
+    int hv[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w}, s = 0;
+#pragma unroll
+    for (int i = 0; i < 8; i++) s += hv[i];
+    int inc = s; // entries in the bins of lanes >= this one
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        int y = __shfl_down_sync(0xffffffffu, inc, o);
+        if (lane + o < 32) inc += y;
+    }
+    int c = inc - s, b = 0;
+#pragma unroll
+    for (int i = 7; i >= 0; i--) {
+        c += hv[i];
+        if (c >= S && b == 0 && c - hv[i] < S) b = 8 * lane + i;
+    }
+    b = __reduce_max_sync(0xffffffffu, b);
+    if (b > 0) {
+        int nv[8];
+#pragma unroll
+        for (int i = 0; i < 8; i++) nv[i] = 8 * lane + i + b < TP_HB ? h[8 * lane + i + b] : 0;
+        __syncwarp();
+        ((int4 *)h)[2 * lane] = make_int4(nv[0], nv[1], nv[2], nv[3]);
+        ((int4 *)h)[2 * lane + 1] = make_int4(nv[4], nv[5], nv[6], nv[7]);
+    }
+    __syncwarp();
+    if (lane == 0) *cnt &= 0xffff0000u, *thr += b << sh;
+    __syncwarp();
+}
+
+// fused: after a barrier (every insert in): each row's sketch holding more than `over` entries cut
+// to its S largest (fx_compact), a warp per row
 __device__ __forceinline__ void fx_compact_rows(uint16_t *sk, int capf, unsigned *cnt, int *thr,
-                                                int *hist, int rows, int S, int over, bool reg = false) {
+                                                int *hist, int rows, int S, int over) {
     __syncthreads();
     int warp = threadIdx.x >> 5;
     for (int r = warp; r < rows; r += blockDim.x / 32)
-        if ((int)(cnt[r] & 0xffffu) > over) {
-            if (reg) tp_compact_reg<TP_CAPF / 64>(sk + r * capf, &cnt[r], &thr[r], hist + warp * 256, S);
-            else fx_compact(sk + r * capf, &cnt[r], &thr[r], hist + warp * 256, S);
-        }
+        if ((int)(cnt[r] & 0xffffu) > over) fx_compact(sk + r * capf, &cnt[r], &thr[r], hist + warp * 256, S);
+}
+
+// tp: after a barrier (every insert in), each row's threshold brought up to date, a warp per row:
+// sketch rows holding more than `over` entries compacted (tp_compact_reg, or fx_compact; turning
+// into histogram rows where they can when tohist), histogram rows with `upd` or more inserts
+// since their last update (tp_hist_update). Returns (compactions << 16) + updates of this warp
+// (the profile's counts)
+__device__ __forceinline__ int tp_update_rows(uint16_t *sk, unsigned *cnt, int *thr, int *hm, int *hist,
+                                              int rows, int S, int over, int upd, bool reg, bool tohist,
+                                              int win, bool deal, int hsh) {
+    __syncthreads();
+    // the rows with work (every warp finds the same masks), dealt out in turn: compactions first,
+    // then updates (deal, MSLAB_SELECT_TPDEAL; else rows r = warp + 8 i: the tile barrier then
+    // waits for a warp with several)
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarp = blockDim.x / 32, n = 0, k = 0;
+    unsigned long long mc = 0, mu = 0;
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        int r = lane + 32 * h, c = r < rows ? (int)(cnt[r] & 0xffffu) : 0, hr = r < rows ? hm[r] : 0;
+        mc |= (unsigned long long)__ballot_sync(0xffffffffu, r < rows && !hr && c > over) << (32 * h);
+        mu |= (unsigned long long)__ballot_sync(0xffffffffu, r < rows && hr && c >= upd) << (32 * h);
+    }
+    if (deal) __syncthreads(); // every warp has the masks before any row changes
+    for (; mc; mc &= mc - 1, k++) {
+        int r = __ffsll((long long)mc) - 1;
+        if ((deal ? k : r) % nwarp != warp) continue;
+        if (reg)
+            tp_compact_reg<TP_CAPF / 64>(sk + r * TP_CAPF, &cnt[r], &thr[r], hist + warp * 256, S,
+                                         tohist ? &hm[r] : nullptr, win, hsh);
+        else fx_compact(sk + r * TP_CAPF, &cnt[r], &thr[r], hist + warp * 256, S);
+        n += 1 << 16;
+    }
+    for (; mu; mu &= mu - 1, k++) {
+        int r = __ffsll((long long)mu) - 1;
+        if ((deal ? k : r) % nwarp == warp)
+            tp_hist_update((int *)(sk + r * TP_CAPF), &cnt[r], &thr[r], S, hm[r] - 1), n++;
+    }
+    return n;
 }
 
 struct FxArgs {
@@ -578,15 +732,22 @@ struct FxArgs {
     const uint16_t *kbf;
     const float *knorm, *kfac; // kfac (fp16 limbs): 2^-e of each key's scale 2^e, as knorm
     int rcmp;                  // tp: sketch compaction in registers (tp_compact_reg; MSLAB_SELECT_TPRC=0: off)
+    int nrpf;                  // tp: the finish's next row taken ahead, its buffer to L2 (MSLAB_SELECT_TPNR)
+    int cwin;                  // tp: sweep compactions stop at a key keeping S .. S + cwin - 1 (_TPCW)
+    int deal;                  // tp: rows with threshold work dealt out to warps in turn (MSLAB_SELECT_TPDEAL)
+    int hsh;                   // tp histogram rows: bins of up to 2^hsh keys (MSLAB_SELECT_TPHS)
+    int hist, hupd;            // tp histogram mode (needs rcmp; MSLAB_SELECT_TPH=0: off), its threshold
+                               // updates every hupd inserts (MSLAB_SELECT_TPHU)
     unsigned long long *prof;  // MSLAB_SELECT_PROF: tp_select's clock64 section sums (TP_NPROF), else null
 };
 // tp_select's profile sections (MSLAB_SELECT_PROF=1: per-warp clock64 sums, printed per call)
-#define TP_NPROF 17
+#define TP_NPROF 18
 enum { TPP_NEXT, TPP_PRO, TPP_WAIT, TPP_MMA, TPP_FILT, TPP_INS, TPP_BAR, TPP_CMP, TPP_FCMP, TPP_SURV, TPP_SORT,
-       TPP_CLU, TPP_EXACT, TPP_ORD, TPP_NTILE, TPP_NCMP, TPP_NITEM };
+       TPP_CLU, TPP_EXACT, TPP_ORD, TPP_NTILE, TPP_NCMP, TPP_NUPD, TPP_NITEM };
 static const char *tp_prof_names[TP_NPROF] = {"next+pool", "norms+afrag", "tile wait", "mma", "filter", "insert",
                                              "barrier", "compact", "final compact", "survivors", "sort",
-                                             "clusters", "exact", "order+write", "#tiles", "#row compactions", "#items"};
+                                             "clusters", "exact", "order+write", "#tiles", "#row compactions",
+                                             "#hist updates", "#items"};
 
 // the next work item (64 members of a unit) of a persistent fx_select / tp_select CTA: false when
 // none is left; else U, m0, rows, the rows' eligible counts, cleared counters and thresholds, and
@@ -769,7 +930,11 @@ __global__ void __launch_bounds__(FX_NT, 1) fx_select(FxArgs x) {
 // score s (below). Every score gives an interval [lo, hi] = [s' - E, s' + E] (directed rounding);
 // the sketch holds lo (16-bit key, rounded down), so its S-th largest t is a value that S
 // candidates reach; a candidate with hi < t is strictly below S others and can never be in the
-// top S (ties included). Candidates with hi >= t go to the row's global buffer as (s', hi16, id);
+// top S (ties included). Histogram rows (s8, tp_hist_update): once a compaction finds few keys
+// more than 255 bins above its t, the row's sketch words become counts of lo keys in bins of 1-4
+// keys from t (the top bin: all above), and t is then a bin edge with S counted at or above it:
+// updated every 128 inserts, no compaction again. Candidates with hi >= t go to the row's global
+// buffer as (s', hi16, id);
 // at the end, those with hi16 >= the final t (~S + a few) are sorted by s' (to ~2^-14: any order
 // is valid, a better one just cuts more), cut into clusters (a cut after position p where min lo
 // over <= p > max hi over > p: every exact score above is larger than every one below), and only the members of clusters of 2+ that reach the first
@@ -961,6 +1126,48 @@ __device__ __forceinline__ void tp_sort_surv(unsigned long long *bk, int *bi, un
     __syncwarp();
 }
 
+// warp: the CPU's double scores (dmul, then dadd in dimension order; the pooled q row qr, kbar
+// rows kd) of the positions lst[0 .. m) (ids bi[pos]) into bk[pos] as fs_key: a lane per position,
+// 16-dim chunks of their kbar rows staged through stg ([32][17] doubles: conflict-free), the next
+// two chunks in flight during a chunk's sums. s8 r2 / r3 (H200, paper config, 128K): 64 positions
+// a pass (two chains a lane, [64][9] chunks of 8 dims) where more than 32: 21.2 vs 20.6 ms;
+// the rows' kbar prefetched to L2 before the loop (and the key norms before the survivors):
+// 21.2 vs 20.9 ms; both removed
+template <int DM>
+__device__ __forceinline__ void tp_exact(const double *qr, const double *kd, const int *lst, const int *bi,
+                                         unsigned long long *bk, double *stg, int m) {
+    int lane = threadIdx.x & 31;
+    for (int p0 = 0; p0 < m; p0 += 32) {
+        int pos = lst[min(p0 + lane, m - 1)], id = bi[pos], idr[8];
+        double sc = 0.0;
+        double2 ka[8], kb[8];
+#pragma unroll
+        for (int v = 0; v < 8; v++) idr[v] = __shfl_sync(0xffffffffu, id, v * 4 + (lane >> 3));
+        auto ldk = [&](double2 (&kv)[8], int d0) {
+#pragma unroll
+            for (int v = 0; v < 8; v++)
+                kv[v] = __ldg((const double2 *)(kd + (size_t)idr[v] * DM + d0 + 2 * (lane & 7)));
+        };
+        auto step = [&](double2 (&kv)[8], int d0) { // stage chunk d0, refill kv with d0 + 32, sum
+#pragma unroll
+            for (int v = 0; v < 8; v++) {
+                int rr = v * 4 + (lane >> 3);
+                stg[rr * 17 + 2 * (lane & 7)] = kv[v].x, stg[rr * 17 + 2 * (lane & 7) + 1] = kv[v].y;
+            }
+            __syncwarp();
+            if (d0 + 32 < DM) ldk(kv, d0 + 32);
+#pragma unroll
+            for (int dd = 0; dd < 16; dd++) // the CPU's s += a * b: dmul, then dadd
+                sc = __dadd_rn(sc, __dmul_rn(qr[d0 + dd], stg[lane * 17 + dd]));
+            __syncwarp();
+        };
+        ldk(ka, 0), ldk(kb, 16);
+#pragma unroll 1
+        for (int d0 = 0; d0 < DM; d0 += 32) step(ka, d0), step(kb, d0 + 16);
+        if (p0 + lane < m) bk[pos] = fs_key(sc);
+    }
+}
+
 // dynamic smem: pooled q, then the tiles, sketches, norms and hist (during the key sweep) or the
 // per-warp survivor buffers (after it)
 static size_t tp_smem(int DM) {
@@ -982,6 +1189,7 @@ __global__ void __launch_bounds__(FX_NT, 1) tp_select(FxArgs x) {
     // fx_compact's [8][256] histograms: on the tile buffer just used (the next one is loading)
     __shared__ unsigned cnt[64]; // inserts: global (high 16 bits), sketch (low 16 bits)
     __shared__ int thr[64], erow[64], s_item;
+    __shared__ int hm[64];       // 1 + sh: the row's sketch words hold its histogram of 2^sh-key bins
     __shared__ float crow[64];   // TP_C |q| per row
     __shared__ int qe[64];       // fp16 limbs: the row's scale exponent
     __shared__ int s_row;        // the finish's next row
@@ -1019,7 +1227,7 @@ __global__ void __launch_bounds__(FX_NT, 1) tp_select(FxArgs x) {
             float n = tp_norm_up(ss);
             int e = F16 ? tp_exp(mx) : 0;
             if (lane == 0) {
-                crow[r] = __fmul_ru(F16 ? TP_C16 : TP_C, n), qe[r] = e == TP_EBAD ? 0 : e;
+                crow[r] = __fmul_ru(F16 ? TP_C16 : TP_C, n), qe[r] = e == TP_EBAD ? 0 : e, hm[r] = 0;
                 if (r < rows && (!(n * nkmax <= 0x1p100f) || e == TP_EBAD)) atomicAdd(x.ctrl + 1, 1); // falls back
             }
         }
@@ -1105,6 +1313,7 @@ __global__ void __launch_bounds__(FX_NT, 1) tp_select(FxArgs x) {
             // key16up(hi) >= t  <=>  okey(hi) >= (t - 1) << 16 | 1  <=  hi >= that float (not below
             // it: NaN passes; -0 against +0 passes too: a superset, the finish filters by key)
             auto thrf = [](int t) { return t == 0 ? -INFINITY : tp_unokey((unsigned)(t - 1) << 16 | 1u); };
+            const int hm0 = hm[r0], hm1 = hm[r1];
             const float tf0 = thrf(thr[r0]), tf1 = thrf(thr[r1]);
             const int jb = jt * TP_KT + wn * 32 + 2 * cq;
             // the lane's passes (s' + E reaches the row's threshold): bit 2 n + (xx & 1) of pm[row];
@@ -1133,7 +1342,10 @@ __global__ void __launch_bounds__(FX_NT, 1) tp_select(FxArgs x) {
                     if (pm[xx >> 1] >> (2 * n + (xx & 1)) & 1) {
                         int r = xx < 2 ? r0 : r1, j = jb + n * 8 + (xx & 1);
                         unsigned keys = __float_as_uint(ac[n][xx]), old = atomicAdd(&cnt[r], 0x10001u);
-                        sk[r * CAPF + (old & 0xffffu)] = (uint16_t)(keys >> 16);
+                        // the lower bound's key into the sketch (histogram rows: past the bins, binned
+                        // at the next update)
+                        int o = ((xx < 2 ? hm0 : hm1) ? 2 * TP_HB : 0) + (int)(old & 0xffffu);
+                        sk[r * CAPF + o] = (uint16_t)(keys >> 16);
                         unsigned pg = old >> 16;
                         if (pg < (unsigned)x.capg)
                             gq[(size_t)r * x.capg + pg] = (unsigned long long)__float_as_uint(am[n][xx]) << 32 |
@@ -1143,16 +1355,18 @@ __global__ void __launch_bounds__(FX_NT, 1) tp_select(FxArgs x) {
             if (prof) {
                 __syncthreads();
                 mark(TPP_BAR);
-                if (lane == 0 && warp == 0)
-                    for (int r = 0; r < rows; r++)
-                        s_prof[0][TPP_NCMP] += (int)(cnt[r] & 0xffffu) > (jt + 1 < ntile ? CAPF - TP_KT : INT_MAX);
             }
-            // full sketches compacted (room for the next tile)
-            int *hist = (int *)(kt + (jt & 1) * TP_KT * KLD);
-            fx_compact_rows(sk, CAPF, cnt, thr, hist, rows, a.S, jt + 1 < ntile ? CAPF - TP_KT : INT_MAX, x.rcmp);
+            // thresholds up to date: full sketches compacted (room for the next tile), histogram rows
+            // updated (the last tile: the final update below)
+            if (jt + 1 < ntile) {
+                int *hist = (int *)(kt + (jt & 1) * TP_KT * KLD);
+                int n = tp_update_rows(sk, cnt, thr, hm, hist, rows, a.S, CAPF - TP_KT, x.hupd, x.rcmp, x.hist,
+                                       x.cwin, x.deal, x.hsh);
+                count(TPP_NCMP, n >> 16), count(TPP_NUPD, n & 0xffff);
+            }
             mark(TPP_CMP);
         }
-        fx_compact_rows(sk, CAPF, cnt, thr, (int *)kt, rows, a.S, 0, x.rcmp); // final thresholds
+        tp_update_rows(sk, cnt, thr, hm, (int *)kt, rows, a.S, 0, 1, x.rcmp, false, 0, x.deal, 0); // final
         if (tid == 0) s_row = 0;
         __syncthreads();
         mark(TPP_FCMP);
@@ -1164,22 +1378,34 @@ __global__ void __launch_bounds__(FX_NT, 1) tp_select(FxArgs x) {
         float *flo = (float *)(cl + TP_PMAX), *fhi = flo + TP_PMAX;
         double *stg = (double *)(fhi + TP_PMAX); // [32][17]
         const double *kd = a.kbar + kvh * a.NK * DM;
-        for (;;) { // rows taken in turn (their costs vary: survivors, exact scores)
+        auto take = [&]() { // rows taken in turn (their costs vary: survivors, exact scores)
             int r = 0;
             if (lane == 0) r = atomicAdd(&s_row, 1);
-            r = __shfl_sync(0xffffffffu, r, 0);
+            return __shfl_sync(0xffffffffu, r, 0);
+        };
+        int rnx = -1; // x.nrpf: the warp's next row, taken a row ahead (its buffer to L2 meanwhile)
+        for (;;) {
+            int r = rnx >= 0 ? rnx : take();
+            if (x.nrpf && r < rows) {
+                rnx = take();
+                if (rnx < rows) {
+                    int ng = min((int)(cnt[rnx] >> 16), x.capg); // 16 entries a line
+                    for (int i = lane; i * 16 < ng; i += 32)
+                        asm volatile("prefetch.global.L2 [%0];" ::"l"(gq + (size_t)rnx * x.capg + 16 * i));
+                }
+            }
             if (r >= rows) break;
             int nsel = min(a.S, erow[r]);
             if (nsel <= 0) continue;
             int *tops = a.tops + ((size_t)U.off * a.M + m0 + r) * a.S, t = thr[r];
             const unsigned long long *rq = gq + (size_t)r * x.capg;
-            int w = fx_survivors(
-                x, cnt[r], nsel, tops, TP_PMAX, [&](int p) { return __ldcg(rq + p); },
-                [&](unsigned long long v) { return (int)((v >> 16) & 0xffffu) >= t; },
-                [&](int pos, unsigned long long v) { // packed: order key of s', then ~id (ties: id asc)
-                    bk[pos] = (unsigned long long)tp_okey(__uint_as_float((unsigned)(v >> 32))) << 32 |
-                              (0xffffffffu - (unsigned)(v & 0xffffu));
-                });
+            auto sload = [&](int p) { return __ldcg(rq + p); };
+            auto skeep = [&](unsigned long long v) { return (int)((v >> 16) & 0xffffu) >= t; };
+            auto sput = [&](int pos, unsigned long long v) { // order key of s', then ~id (ties: id asc)
+                bk[pos] = (unsigned long long)tp_okey(__uint_as_float((unsigned)(v >> 32))) << 32 |
+                          (0xffffffffu - (unsigned)(v & 0xffffu));
+            };
+            int w = fx_survivors(x, cnt[r], nsel, tops, TP_PMAX, sload, skeep, sput);
             mark(TPP_SURV);
             if (w < 0) continue;
             __syncwarp();
@@ -1266,35 +1492,7 @@ __global__ void __launch_bounds__(FX_NT, 1) tp_select(FxArgs x) {
             if (lane == 0) atomicAdd(x.ctrl + 4, m), atomicAdd(x.ctrl + 5, w);
             mark(TPP_CLU);
             const double *qr = qs + r * QLD;
-            for (int p0 = 0; p0 < m; p0 += 32) { // a lane per position, 16-dim chunks via stg
-                int pos = lst[min(p0 + lane, m - 1)], id = bi[pos], idr[8];
-                double sc = 0.0;
-                double2 ka[8], kb[8]; // the next two chunks, in flight during the current one's sums
-#pragma unroll
-                for (int v = 0; v < 8; v++) idr[v] = __shfl_sync(0xffffffffu, id, v * 4 + (lane >> 3));
-                auto ldk = [&](double2 (&kv)[8], int d0) {
-#pragma unroll
-                    for (int v = 0; v < 8; v++)
-                        kv[v] = __ldg((const double2 *)(kd + (size_t)idr[v] * DM + d0 + 2 * (lane & 7)));
-                };
-                auto step = [&](double2 (&kv)[8], int d0) { // stage chunk d0, refill kv with d0 + 32, sum
-#pragma unroll
-                    for (int v = 0; v < 8; v++) {
-                        int rr = v * 4 + (lane >> 3);
-                        stg[rr * 17 + 2 * (lane & 7)] = kv[v].x, stg[rr * 17 + 2 * (lane & 7) + 1] = kv[v].y;
-                    }
-                    __syncwarp();
-                    if (d0 + 32 < DM) ldk(kv, d0 + 32);
-#pragma unroll
-                    for (int dd = 0; dd < 16; dd++) // the CPU's s += a * b: dmul, then dadd
-                        sc = __dadd_rn(sc, __dmul_rn(qr[d0 + dd], stg[lane * 17 + dd]));
-                    __syncwarp();
-                };
-                ldk(ka, 0), ldk(kb, 16);
-#pragma unroll 1
-                for (int d0 = 0; d0 < DM; d0 += 32) step(ka, d0), step(kb, d0 + 16);
-                if (p0 + lane < m) bk[pos] = fs_key(sc);
-            }
+            tp_exact<DM>(qr, kd, lst, bi, bk, stg, m);
             __syncwarp();
             mark(TPP_EXACT);
             // order inside those clusters (exact desc, id asc): a lane per cluster (insertion;
@@ -1458,6 +1656,21 @@ static int fs_select(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q, co
 }
 
 static int g_select_path = 0;
+// an integer switch from the environment, def when unset
+static int sel_env(const char *name, int def) {
+    const char *e = getenv(name);
+    return e ? atoi(e) : def;
+}
+// tp's histogram mode (tp_hist_update; MSLAB_SELECT_TPH=0: off, the sketch compactions only): a
+// threshold update every upd inserts (MSLAB_SELECT_TPHU), bins of up to 2^sh keys (_TPHS)
+static int g_tph_on = -1, g_tph_upd = 128, g_tph_sh = 2;
+static void tp_hist_knobs(void) {
+    if (g_tph_on >= 0) return;
+    g_tph_on = sel_env("MSLAB_SELECT_TPH", 1) != 0, g_tph_upd = sel_env("MSLAB_SELECT_TPHU", g_tph_upd);
+    g_tph_upd = g_tph_upd < 1 ? 1 : g_tph_upd > TP_HUMAX ? TP_HUMAX : g_tph_upd;
+    g_tph_sh = sel_env("MSLAB_SELECT_TPHS", g_tph_sh);
+    g_tph_sh = g_tph_sh < 0 ? 0 : g_tph_sh > 4 ? 4 : g_tph_sh;
+}
 // host side of the fused path (tp: the two-pass tp_select); -1: not handled here (the caller
 // runs the next path), or a row failed (likewise, after this call wrote partial lists that the
 // next path then overwrites)
@@ -1537,9 +1750,15 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
     };
     double ksel = 0, kmerge = 0, tp0 = 0, tp1 = 0, tk = 0;
-    static int rcmp = -1;
-    if (rcmp < 0) rcmp = getenv("MSLAB_SELECT_TPRC") ? atoi(getenv("MSLAB_SELECT_TPRC")) : 1;
-    x.rcmp = rcmp;
+    // tp's switches (read once): the sketch compaction in registers (TPRC), the sweep compactions
+    // early stop (TPCW: keys keeping S .. S + 63), rows with threshold work dealt out to warps in
+    // turn (TPDEAL), the finish's next row taken a row ahead (TPNR), histogram rows (g_tph_*)
+    static int rcmp = sel_env("MSLAB_SELECT_TPRC", 1), cwin = sel_env("MSLAB_SELECT_TPCW", 64);
+    static int deal = sel_env("MSLAB_SELECT_TPDEAL", 1), nrpf = sel_env("MSLAB_SELECT_TPNR", 1);
+    tp_hist_knobs();
+    x.rcmp = rcmp, x.hist = rcmp && g_tph_on, x.hupd = g_tph_upd;
+    x.cwin = cwin < 0 ? 0 : cwin > 128 ? 128 : cwin, x.deal = deal != 0, x.nrpf = nrpf != 0;
+    x.hsh = g_tph_sh;
     if (profon && tp) {
         x.prof = dprof;
         cudaCheck(cudaMemsetAsync(dprof, 0, sizeof(unsigned long long) * TP_NPROF));
@@ -1618,9 +1837,11 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
             fprintf(stderr, "  tp sections (warp-cycles, share):");
             for (int i = 0; i < TPP_NTILE; i++)
                 fprintf(stderr, " %s %.1f%%", tp_prof_names[i], 100.0 * hp[i] / (tot ? tot : 1));
-            fprintf(stderr, "\n  total %.3e warp-cycles; %s %llu, %s %llu, %s %llu; cycles per tile per warp %.0f\n",
+            fprintf(stderr, "\n  total %.3e warp-cycles; %s %llu, %s %llu, %s %llu, %s %llu; "
+                            "cycles per tile per warp %.0f\n",
                     (double)tot, tp_prof_names[TPP_NTILE], hp[TPP_NTILE] / 8, tp_prof_names[TPP_NCMP], hp[TPP_NCMP],
-                    tp_prof_names[TPP_NITEM], hp[TPP_NITEM] / 8, (double)tot / (hp[TPP_NTILE] ? hp[TPP_NTILE] : 1));
+                    tp_prof_names[TPP_NUPD], hp[TPP_NUPD], tp_prof_names[TPP_NITEM], hp[TPP_NITEM] / 8,
+                    (double)tot / (hp[TPP_NTILE] ? hp[TPP_NTILE] : 1));
         }
     }
     int ctrl[6];
@@ -1744,6 +1965,15 @@ extern "C" int select_bf16_set_mode(int mode) {
     return prev;
 }
 extern "C" int select_bf16_last_path(void) { return g_select_path; }
+// tp's histogram knobs (on: 0 off, 1 + sh on with bins of up to 2^sh keys; upd): set to *on /
+// *upd, the previous ones written back
+extern "C" void select_bf16_tph(int *on, int *upd) {
+    tp_hist_knobs();
+    int o = g_tph_on ? 1 + g_tph_sh : 0, u = g_tph_upd;
+    g_tph_on = *on > 0, g_tph_sh = *on > 1 ? (*on > 5 ? 4 : *on - 1) : 0;
+    g_tph_upd = *upd < 1 ? 1 : *upd > TP_HUMAX ? TP_HUMAX : *upd;
+    *on = o, *upd = u;
+}
 
 // select_blocks.cu: merge 1 with few regions (path 3); -1 when it does not apply
 extern "C" int select_blocks(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q,
