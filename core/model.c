@@ -251,6 +251,9 @@ float model_forward(Model *m, const int *tokens, const int *targets, int B, int 
     // same logits, and MS selection scores, with one pass instead of two.
     float qscale = m->rope_mscale * m->rope_mscale;
     be->upload(a->tokens, tokens, (size_t)N * sizeof(int));
+    // the targets now, while the device is idle: uploaded after the forward's ops were queued, the
+    // copy waited for all of them and left the device idle until the loss's ops came
+    if (targets) be->upload(a->targets, targets, (size_t)N * sizeof(int));
     m->B = B;
     m->T = T;
     m->n_targets = 0;
@@ -304,7 +307,6 @@ float model_forward(Model *m, const int *tokens, const int *targets, int B, int 
     if (!targets) return 0.0f;
 
     for (int i = 0; i < N; i++) m->n_targets += targets[i] >= 0;
-    be->upload(a->targets, targets, (size_t)N * sizeof(int));
     be->crossentropy_fwd(a->losses, a->logits, a->targets, N, V);
     float *losses = ms_malloc((size_t)N * sizeof(float));
     be->download(losses, a->losses, (size_t)N * sizeof(float));

@@ -50,10 +50,22 @@
 //  - Cross-entropy (MSLAB_BF16_CE_FUSE=0: off; with acts): the forward also writes the gradient
 //    that the model's backward asks for (dloss = 1 / rows with a target), bf16 into a buffer that
 //    the backward swaps into the dlogits shadow (own) when the call matches: one pass over the
-//    4.2 GB of logits instead of two at the LM's shape.
+//    4.2 GB of logits instead of two at the LM's shape. The rows with a target are counted from
+//    the host copy of the targets' upload when that was the last write there (else downloaded:
+//    a device sync in the forward).
 //  - Residual add + norm (MSLAB_BF16_ADDNORM, default: as acts): add() is deferred; when the next
 //    op is the rmsnorm_fwd of its sum, one kernel reads a and b, writes the sum and the norm (the
 //    same bits as the two ops); any other next op runs the add first.
+//  - GEMM outputs (MSLAB_BF16_GEMM_OUT; with acts): a GEMM output array that has a shadow and was
+//    never read by an fp32 consumer (in the LM: v, and the attention's dout as Wo's dinp) is
+//    written by cuBLAS in bf16 straight into its shadow (own): no fp32 store, no conversion.
+//    (s7's version took every output with a shadow: the MS model's raw q / k, which rope_fwd
+//    also reads in fp32, then changed the training values.)
+//  - Optimizer (MSLAB_BF16_OPT): the gradient clip's scale() is deferred and read by the AdamW
+//    calls (g * s, the same bits); AdamW writes the bf16 shadows of the weight slices inside the
+//    tensor it updates (one launch per tensor), so no weight is converted in the next forward.
+//  - GEMM algorithms (MSLAB_BF16_LT): cuBLASLt with the index-th algorithm of its heuristic list,
+//    per product where a measurement beat cublasGemmEx (lt_choice), else cublasGemmEx.
 // Memory written or read other than through this table must be announced first:
 // backend_cuda_bf16_forget() (runs what is deferred, widens what is kept in bf16 only).
 // Measured (H200, `MSLAB_LM_ROWS=0 mslab-gpu-bench --lm`, the 162M LM at 4096 x 8, bf16; GPU
@@ -71,6 +83,15 @@
 // re-read bf16 gradient), element-wise, norms, rope, AdamW and conversions ~16 ms.
 // Shadows at that shape: ~9.5 GB (LM-head gradient 2.1 GB, per layer ln1 ln2 att h q k v), with
 // acts ~0.2 GB more (dq / dk) and the cross-entropy's 2.1 GB buffer.
+// Session 8 (H200, row 0): GEMM_OUT + OPT + norm.cu's float4 rows + loss.cu's prefetching
+// cross-entropy 98.7 -> 96.4 ms/step (r2); with the cuBLASLt table 94.7 (r3; 95.9 with
+// MSLAB_BF16_LT=-1, 98.2 with all of these off); 92.7 / 93.1 (r4 / r5, with the attention's
+// changes of the same rounds) = 1.45x / 1.44x PyTorch eager's 134.3; MS row 192.5 / 192.3. ncu over one step (r3, unlocked clocks, 559
+// kernels): 87.1 ms of kernels: GEMMs 37.9 (incl. split-K reduces 1.3), attention 30.8, swiglu
+// 7.1, rmsnorm 5.1, rope 2.4, cross-entropy 1.85, AdamW 1.15, clip scale 0.3 (the timing start's
+// sync ran it), sumsq 0.26, embedding 0.27; the rest of the 94.7 ms is no host gap we found (the
+// syncs: positions / tokens / targets uploads at the step's start, the losses download, sumsq):
+// most likely the lower clocks of a continuous run (~1.8 GHz in s8 traces) than ncu's replays.
 //
 // Determinism: as matmul.cu (one stream, cuBLAS atomics off); the bf16 attention kernels are
 // deterministic unless the run says `deterministic = false` (attn_bf16_set_deterministic); the
@@ -78,6 +99,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <cublasLt.h>
 
 #include "cuda_common.cuh"
 extern "C" {
@@ -116,10 +139,19 @@ static int addnorm_on = -1; // MSLAB_BF16_ADDNORM=0 / 1 (default: as acts)
 static struct { float *out; const float *a, *b; size_t n; } pend; // add() not yet run (w_add)
 // The deferred add runs before anything else the table does (every op starts with this, through
 // flush_zeros / flush_over / take_zero / is_zero), except the rmsnorm_fwd that reads its sum.
+// The gradient clip's scale (w_scale, lazy) is deferred too: the AdamW calls over parts of it read
+// the gradient times the factor (cuda_adamw_x); a zero() over all of it drops it; anything else
+// runs it first (flush_add).
+static struct { float *x; float s; size_t n; } pscale;
+// The host copy of the last upload (up to 4 MB; the model's targets): the cross-entropy counts the
+// rows with a target from it instead of downloading them (a device sync); wrote() drops it.
+static struct { void *dst; size_t bytes; void *h; size_t cap; } lastup;
+static int opt_on = 1; // MSLAB_BF16_OPT=0: off (the deferred clip scale, AdamW's shadow outputs)
 static void flush_add(void) {
-    if (!pend.out) return;
-    cuda_add(pend.out, pend.a, pend.b, pend.n);
+    if (pend.out) cuda_add(pend.out, pend.a, pend.b, pend.n);
     pend.out = NULL;
+    if (pscale.x) cuda_scale(pscale.x, pscale.s, pscale.n);
+    pscale.x = NULL;
 }
 
 // The cross-entropy forward's gradient for its backward (acts; header, "Cross-entropy"): valid
@@ -156,18 +188,64 @@ static void materialize(Shadow *s) {
     cuda_bf16_to_f32((float *)s->p, s->b, s->n);
     s->own = 0;
 }
-// An op is about to read [p, p + bytes) in fp32: the arrays there kept in bf16 only are widened.
-static void need(const void *p, size_t bytes) {
+// The ranges an fp32 consumer (an op's fp32 operand, a download) has read, kept while their
+// memory is allocated: a GEMM output is kept in bf16 only (gemm_out) where none was ever read so
+// (the MS model's raw q / k are read by the attention in bf16 and by rope_fwd in fp32: they stay
+// fp32). A hash set of exact (p, bytes) ranges, open addressing; free / alloc drop what they cover.
+struct Range { const void *p; size_t bytes; };
+static Range *f32r;     // slots (p NULL: empty)
+static int cap_f32r, n_f32r;
+static size_t range_slot(const void *p, size_t bytes) {
+    uintptr_t h = ((uintptr_t)p >> 4) * 0x9E3779B97F4A7C15ull ^ bytes * 0xC2B2AE3D27D4EB4Full;
+    return (size_t)(h >> 17) & (cap_f32r - 1);
+}
+static void f32_read(const void *p, size_t bytes) {
+    if (2 * (n_f32r + 1) > cap_f32r) { // grow (also the first call)
+        Range *old = f32r;
+        int oc = cap_f32r;
+        cap_f32r = cap_f32r ? 2 * cap_f32r : 1024, n_f32r = 0;
+        f32r = (Range *)calloc(cap_f32r, sizeof(Range));
+        MS_ASSERT(f32r, "out of memory");
+        for (int i = 0; i < oc; i++)
+            if (old[i].p) f32_read(old[i].p, old[i].bytes);
+        free(old);
+    }
+    size_t i = range_slot(p, bytes);
+    while (f32r[i].p && !(f32r[i].p == p && f32r[i].bytes == bytes)) i = (i + 1) & (cap_f32r - 1);
+    if (!f32r[i].p) f32r[i] = {p, bytes}, n_f32r++;
+}
+static int f32_was_read(const void *p, size_t bytes) {
+    for (int i = 0; i < cap_f32r; i++)
+        if (f32r[i].p && overlap(f32r[i].p, f32r[i].bytes, p, bytes)) return 1;
+    return 0;
+}
+static void f32_forget(const void *p, size_t bytes) { // memory [p, p + bytes) freed / reused
+    if (!f32_was_read(p, bytes)) return;
+    Range *old = f32r;
+    int oc = cap_f32r;
+    f32r = NULL, cap_f32r = n_f32r = 0;
+    for (int i = 0; i < oc; i++)
+        if (old[i].p && !overlap(old[i].p, old[i].bytes, p, bytes)) f32_read(old[i].p, old[i].bytes);
+    free(old);
+}
+// [p, p + bytes) is about to be read in fp32: the arrays there kept in bf16 only are widened.
+static void need_conv(const void *p, size_t bytes) { // (read to convert it to bf16: no record)
     if (!p || !bytes) return;
     for (int i = 0; i < n_shadows; i++)
         if (shadows[i].own && overlap(shadows[i].p, shadows[i].n * sizeof(float), p, bytes))
             materialize(&shadows[i]);
+}
+static void need(const void *p, size_t bytes) { // an fp32 consumer's read
+    if (!p || !bytes) return;
+    f32_read(p, bytes);
+    need_conv(p, bytes);
 }
 // An op of this table is about to write [p, p + bytes): the shadows over it go stale (an own one
 // that the write covers only in part is widened first: the rest of its array stays).
 static void wrote(const void *p, size_t bytes) {
     if (!p || !bytes) return;
     ce_wrote(p, bytes);
+    if (lastup.dst && overlap(lastup.dst, lastup.bytes, p, bytes)) lastup.dst = NULL;
     for (int i = 0; i < n_shadows; i++) {
         Shadow *s = &shadows[i];
         if (!s->valid || !overlap(s->p, s->n * sizeof(float), p, bytes)) continue;
@@ -268,7 +346,7 @@ static Shadow *shadow_make(const float *p, size_t n) {
 static const uint16_t *to_bf16(int slot, const float *src, size_t n) {
     Shadow *s = shadow_make(src, n);
     if (s && s->valid) return s->b;
-    need(src, n * sizeof(float)); // a part of an array kept in bf16 only
+    need_conv(src, n * sizeof(float)); // a part of an array kept in bf16 only
     uint16_t *d = s ? s->b : (uint16_t *)cuda_scratch(slot, (n ? n : 1) * sizeof(uint16_t));
     cuda_f32_to_bf16(d, src, n);
     if (s) s->valid = 1;
@@ -295,14 +373,138 @@ static void done(const Dst &d) {
 
 // ---- matmul ----
 
-// C (m x n, column-major, fp32) = A op . B op + beta C, bf16 operands, fp32 accumulation.
+// C (m x n, column-major, fp32) = A op . B op + beta C, bf16 operands, fp32 accumulation; Cb (not
+// NULL, beta 0 only): the result goes there in bf16 instead (cuBLAS rounds the fp32 accumulator
+// to nearest-even, as cuda_f32_to_bf16 would round the fp32 result; test bf16.acts.gemm_out).
+// cuBLASLt (MSLAB_BF16_LT=i: the i-th algorithm of cuBLASLt's heuristic list for every GEMM, -1:
+// cublasGemmEx everywhere; measurements; default: lt_choice per shape): the list is a function of the shape, types and alignments only, so a fixed index
+// is as deterministic as cublasGemmEx's own choice. Plans cached per shape.
+static int lt_index = -2; // -2: lt_choice per shape, -1: cublasGemmEx, i >= 0: index i everywhere
+static cublasLtHandle_t lt_handle;
+static void *lt_ws;
+static const size_t LT_WS = (size_t)32 << 20;
+struct LtPlan {
+    int key[12];
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t a, b, c;
+    cublasLtMatmulAlgo_t algo;
+    size_t ws;
+};
+static LtPlan *lt_plans;
+static int n_lt_plans, cap_lt_plans;
+static unsigned align_of(const void *p) {
+    uintptr_t x = (uintptr_t)p;
+    unsigned a = 256;
+    while (a > 1 && (x & (a - 1))) a >>= 1;
+    return a;
+}
+// The products where a cuBLASLt heuristic index beat cublasGemmEx (bf16.lt, H200; -1: cublasGemmEx):
+// transposes, m, n, k, output bf16 (cbf), beta 0 (b0) as gemm_bf16 gets them.
+static int lt_choice(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, int cbf,
+                     int b0) {
+    // us per call, cublasGemmEx -> the index (s8 r4, `mslab-gpu-tests bf16.lt`, N = 32768, random
+    // operands: r2's all-zero ones ranked some otherwise, e.g. W2's forward 192 -> 186 there, 213
+    // -> 226 here and in the LM step; not listed: within 3% of cublasGemmEx, and datt's bf16
+    // output, 71.6 -> 64.3, not yet checked against its fp32 twin by bf16.acts.gemm_out)
+    const int T = CUBLAS_OP_T, N = CUBLAS_OP_N, R = 32768;
+    static const struct { int ta, tb, m, n, k, cbf, b0, idx; } tab[] = {
+        {T, N, 768, R, 768, 0, 1, 5},    // q k o:      71.8 -> 63.4
+        {T, N, 768, R, 768, 1, 1, 5},    // v (bf16):   61.1 -> 57.3
+        {T, N, 3072, R, 768, 0, 1, 6},   // gate up:   250.2 -> 217.7
+        {T, N, 32000, R, 768, 0, 1, 6},  // logits:     2872 -> 2553
+        {N, N, 768, R, 768, 0, 1, 5},    // dln (Wq):   72.0 -> 64.2
+        {N, N, 768, R, 768, 0, 0, 5},    // dln += (Wk, Wv): 103.2 -> 89.3
+        {N, N, 768, R, 3072, 0, 0, 6},   // dln += (W3): 260.4 -> 243.0
+        {N, N, 3072, R, 768, 0, 1, 6},   // dh:        314.9 -> 226.1
+        {N, N, 768, R, 32000, 0, 1, 6},  // dlnf:       2580 -> 2348
+        {N, T, 768, 32000, R, 0, 0, 1},  // dWcls +=:   2386 -> 2304
+    };
+    for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++)
+        if (tab[i].ta == (int)ta && tab[i].tb == (int)tb && tab[i].m == m && tab[i].n == n &&
+            tab[i].k == k && tab[i].cbf == cbf && tab[i].b0 == b0)
+            return tab[i].idx;
+    return -1;
+}
+static int gemm_lt(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                   const uint16_t *A, int lda, const uint16_t *B, int ldb, float beta, void *C,
+                   int ldc, int cbf, int idx) {
+    unsigned al = align_of(A) < align_of(B) ? align_of(A) : align_of(B);
+    al = al < align_of(C) ? al : align_of(C);
+    int key[12] = {(int)ta, (int)tb, m, n, k, lda, ldb, ldc, cbf, beta == 0.0f, (int)al, idx};
+    LtPlan *pl = NULL;
+    for (int i = 0; i < n_lt_plans && !pl; i++)
+        if (!memcmp(lt_plans[i].key, key, sizeof key)) pl = &lt_plans[i];
+    if (!pl) {
+        if (!lt_handle) {
+            cublasCheck(cublasLtCreate(&lt_handle));
+            cudaCheck(cudaMalloc(&lt_ws, LT_WS));
+        }
+        if (n_lt_plans == cap_lt_plans) {
+            cap_lt_plans = cap_lt_plans ? 2 * cap_lt_plans : 32;
+            lt_plans = (LtPlan *)realloc(lt_plans, cap_lt_plans * sizeof(LtPlan));
+            MS_ASSERT(lt_plans, "out of memory");
+        }
+        pl = &lt_plans[n_lt_plans];
+        memcpy(pl->key, key, sizeof key);
+        cublasCheck(cublasLtMatmulDescCreate(&pl->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+        cublasCheck(cublasLtMatmulDescSetAttribute(pl->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+        cublasCheck(cublasLtMatmulDescSetAttribute(pl->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+        int an = ta == CUBLAS_OP_N, bn = tb == CUBLAS_OP_N;
+        cublasCheck(cublasLtMatrixLayoutCreate(&pl->a, CUDA_R_16BF, an ? m : k, an ? k : m, lda));
+        cublasCheck(cublasLtMatrixLayoutCreate(&pl->b, CUDA_R_16BF, bn ? k : n, bn ? n : k, ldb));
+        cublasCheck(cublasLtMatrixLayoutCreate(&pl->c, cbf ? CUDA_R_16BF : CUDA_R_32F, m, n, ldc));
+        cublasLtMatmulPreference_t pref;
+        cublasCheck(cublasLtMatmulPreferenceCreate(&pref));
+        size_t ws = LT_WS;
+        uint32_t a32 = al;
+        cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+        cublasLtMatmulPreferenceAttributes_t at[4] = {
+            CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+            CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+        for (int i = 0; i < 4; i++)
+            cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, at[i], &a32, sizeof a32));
+        cublasLtMatmulHeuristicResult_t res[16];
+        int nres = 0;
+        cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt_handle, pl->desc, pl->a, pl->b, pl->c,
+                                                           pl->c, pref, 16, res, &nres);
+        cublasLtMatmulPreferenceDestroy(pref);
+        if (st != CUBLAS_STATUS_SUCCESS || nres == 0) return -1; // (plan not kept: cublasGemmEx)
+        int i = idx < nres ? idx : nres - 1;
+        pl->algo = res[i].algo, pl->ws = res[i].workspaceSize;
+        n_lt_plans++;
+    }
+    const float one = 1.0f;
+    cublasCheck(cublasLtMatmul(lt_handle, pl->desc, &one, A, pl->a, B, pl->b, &beta, C, pl->c, C,
+                               pl->c, &pl->algo, lt_ws, pl->ws, 0));
+    return 0;
+}
 static void gemm_bf16(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                       const uint16_t *A, int lda, const uint16_t *B, int ldb, float beta, float *C,
-                      int ldc) {
+                      int ldc, uint16_t *Cb = NULL) {
     const float one = 1.0f;
+    MS_ASSERT(!Cb || beta == 0.0f, "gemm_bf16: a bf16 output only with beta 0");
+    int idx = lt_index >= -1 ? lt_index : lt_choice(ta, tb, m, n, k, Cb != NULL, beta == 0.0f);
+    if (idx >= 0 && !gemm_lt(ta, tb, m, n, k, A, lda, B, ldb, beta, Cb ? (void *)Cb : (void *)C,
+                             ldc, Cb != NULL, idx))
+        return;
     cublasCheck(cublasGemmEx(cuda_cublas, ta, tb, m, n, k, &one, A, CUDA_R_16BF, lda, B,
-                             CUDA_R_16BF, ldb, &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
+                             CUDA_R_16BF, ldb, &beta, Cb ? (void *)Cb : (void *)C,
+                             Cb ? CUDA_R_16BF : CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
                              CUBLAS_GEMM_DEFAULT));
+}
+// With acts (and MSLAB_BF16_GEMM_OUT), a GEMM output [p, p + n) over nothing it reads, whose
+// array has a shadow (a GEMM / the attention read it before) and was never read by an fp32
+// consumer (f32_read: in the LM, v and the attention's dout), is written in bf16 into that
+// shadow (own): the array's value is the bf16 rounding, all its readers take of it; no fp32
+// store, no conversion pass.
+static int gemm_out_on = 1; // MSLAB_BF16_GEMM_OUT=0: off
+static Shadow *gemm_out(float *p, size_t n, const void *a, size_t abytes, const void *b,
+                        size_t bbytes) {
+    if (!acts_on || !gemm_out_on || !p || !n) return NULL;
+    if (overlap(p, n * sizeof(float), a, abytes) || overlap(p, n * sizeof(float), b, bbytes))
+        return NULL;
+    Shadow *s = shadow_find(p, n);
+    return s && !f32_was_read(p, n * sizeof(float)) ? s : NULL;
 }
 static void gemm_fast(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                       const float *A, int lda, const float *B, int ldb, float beta, float *C,
@@ -329,7 +531,11 @@ static void bf16_matmul_fwd(float *out, const float *inp, const float *w, int N,
     }
     const uint16_t *wb = to_bf16(SCRATCH_BF16_B, w, (size_t)OC * IC);
     const uint16_t *ib = to_bf16(SCRATCH_BF16_A, inp, (size_t)N * IC);
-    gemm_bf16(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, wb, IC, ib, IC, 0.0f, out, OC);
+    Shadow *so = gemm_out(out, (size_t)N * OC, w, (size_t)OC * IC * sizeof(float), inp,
+                          (size_t)N * IC * sizeof(float));
+    gemm_bf16(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, wb, IC, ib, IC, 0.0f, out, OC,
+              so ? so->b : NULL);
+    if (so) so->valid = so->own = 1;
 }
 
 // beta 0 for a gradient that is a deferred zero (the GEMM then does not read it)
@@ -357,7 +563,12 @@ static void bf16_matmul_bwd(float *dinp, float *dw, const float *dout, const flo
     const uint16_t *db = to_bf16(SCRATCH_BF16_C, dout, (size_t)N * OC); // shared by both products
     if (dinp) {
         const uint16_t *wb = to_bf16(SCRATCH_BF16_B, w, nw);
-        gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, wb, IC, db, OC, bi, dinp, IC);
+        Shadow *so = bi == 0.0f ? gemm_out(dinp, ni, dout, (size_t)N * OC * sizeof(float), w,
+                                           nw * sizeof(float)) : NULL;
+        if (so && dw && overlap(dinp, ni * sizeof(float), inp, ni * sizeof(float))) so = NULL;
+        gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, wb, IC, db, OC, bi, dinp, IC,
+                  so ? so->b : NULL);
+        if (so) so->valid = so->own = 1;
     }
     if (dw) {
         const uint16_t *ib = to_bf16(SCRATCH_BF16_A, inp, ni);
@@ -393,7 +604,8 @@ static QKV qkv_bf16(const float *q, const float *k, const float *v, size_t nq, s
                  (uint16_t *)to_bf16(SCRATCH_BF16_A, v, nk)};
         return r;
     }
-    need(q, nq * sizeof(float)), need(k, nk * sizeof(float)), need(v, nk * sizeof(float));
+    need_conv(q, nq * sizeof(float)), need_conv(k, nk * sizeof(float));
+    need_conv(v, nk * sizeof(float));
     uint16_t *base =
         (uint16_t *)cuda_scratch(SCRATCH_BF16_A, (up128(nq) + 2 * up128(nk)) * sizeof(uint16_t));
     QKV r = {base, base + up128(nq), base + up128(nq) + up128(nk)};
@@ -509,6 +721,8 @@ static void *w_alloc(size_t bytes) {
         if (overlap(shadows[i].p, shadows[i].n * sizeof(float), p, bytes))
             shadows[i].valid = shadows[i].own = 0;
     ce_wrote(p, bytes);
+    f32_forget(p, bytes);
+    if (lastup.dst && overlap(lastup.dst, lastup.bytes, p, bytes)) lastup.dst = NULL;
     if (n_allocs == cap_allocs) {
         cap_allocs = cap_allocs ? 2 * cap_allocs : 256;
         allocs = (Alloc *)realloc(allocs, cap_allocs * sizeof(Alloc));
@@ -529,8 +743,9 @@ static void w_free(void *p) {
             break;
         }
     if (!known) materialize_all(); // not ours: drop every shadow, keeping the arrays' values
+    if (known) f32_forget(p, bytes);
     wrote(p, known ? bytes : 1);    // (the cross-entropy's gradient over freed logits / targets)
-    if (!known) ce.valid = 0;
+    if (!known) ce.valid = 0, lastup.dst = NULL;
     for (int i = n_shadows - 1; i >= 0; i--)
         if (!known || overlap(shadows[i].p, shadows[i].n * sizeof(float), p, bytes)) drop_shadow(i);
     fp.free(p);
@@ -539,6 +754,16 @@ static void w_upload(void *dst, const void *src, size_t bytes) {
     flush_zeros();
     wrote(dst, bytes);
     fp.upload(dst, src, bytes);
+    if (bytes && bytes <= ((size_t)4 << 20)) {
+        if (lastup.cap < bytes) {
+            free(lastup.h);
+            lastup.h = malloc(bytes);
+            MS_ASSERT(lastup.h, "out of memory");
+            lastup.cap = bytes;
+        }
+        memcpy(lastup.h, src, bytes);
+        lastup.dst = dst, lastup.bytes = bytes;
+    }
 }
 static void w_download(void *dst, const void *src, size_t bytes) {
     flush_zeros();
@@ -549,6 +774,7 @@ static void w_download(void *dst, const void *src, size_t bytes) {
 // reading it, a GEMM with beta 0) or runs the memset first.
 static void w_zero(float *x, size_t n) {
     if (!n) return;
+    if (pscale.x && x <= pscale.x && pscale.x + pscale.n <= x + n) pscale.x = NULL; // overwritten
     wrote(NB(x, n));
     if (!lazy_on || n_zeros == MAX_ZEROS) flush_zeros();
     if (!lazy_on) {
@@ -577,7 +803,8 @@ static void w_scale(float *x, float sc, size_t n) {
     flush_zeros();
     need(NB(x, n));
     wrote(NB(x, n));
-    fp.scale(x, sc, n);
+    if (opt_on && lazy_on && n) pscale.x = x, pscale.s = sc, pscale.n = n;
+    else fp.scale(x, sc, n);
 }
 static double w_sumsq(const float *x, size_t n) {
     flush_zeros();
@@ -755,11 +982,16 @@ static void w_ce_fwd(float *losses, const float *logits, const int *targets, int
     ce.valid = 0;
     if (acts_on && cefuse_on && cache_on && n && cuda_crossentropy_regs(logits, V) &&
         !overlap(losses, N * sizeof(float), logits, n * sizeof(float))) {
-        int *t = (int *)malloc((size_t)N * sizeof(int)), nv = 0;
-        MS_ASSERT(t, "out of memory");
-        fp.download(t, targets, (size_t)N * sizeof(int));
-        for (int i = 0; i < N; i++) nv += t[i] >= 0;
-        free(t);
+        int nv = 0;
+        if (lastup.dst == targets && lastup.bytes == (size_t)N * sizeof(int)) {
+            for (int i = 0; i < N; i++) nv += ((const int *)lastup.h)[i] >= 0;
+        } else {
+            int *t = (int *)malloc((size_t)N * sizeof(int));
+            MS_ASSERT(t, "out of memory");
+            fp.download(t, targets, (size_t)N * sizeof(int));
+            for (int i = 0; i < N; i++) nv += t[i] >= 0;
+            free(t);
+        }
         size_t bytes = shadow_size(n);
         if (ce.b && ce.bytes != bytes) { // (another shape)
             cudaCheck(cudaFree(ce.b));
@@ -804,14 +1036,52 @@ static void w_ce_bwd(float *dlogits, const float *logits, const int *targets, fl
     cuda_crossentropy_bwd_x(d.f, d.b, acc, logits, targets, dloss, N, V);
     done(d);
 }
+// The gradient read through a deferred clip scale over it (pscale: it stays deferred), and the
+// shadows of the weights inside [p, p + n) (the per-layer slices the GEMMs read) written in the
+// same pass: one launch per slice and per gap between slices.
+static int shadow_addr_cmp(const void *a, const void *b) {
+    const Shadow *x = *(Shadow *const *)a, *y = *(Shadow *const *)b;
+    return x->p < y->p ? -1 : x->p > y->p;
+}
 static void w_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1,
                     float b2, float eps, float wd, int t) {
+    float gs = 1.0f;
+    int scaled = pscale.x && n && pscale.x <= g && g + n <= pscale.x + pscale.n &&
+                 !overlap(pscale.x, pscale.n * 4, p, n * 4) &&
+                 !overlap(pscale.x, pscale.n * 4, m, n * 4) && !overlap(pscale.x, pscale.n * 4, v, n * 4);
+    float *keep = pscale.x;
+    if (scaled) gs = pscale.s, pscale.x = NULL; // not run by the flush below
     flush_zeros();
+    if (scaled) pscale.x = keep;
     need(NB(p, n)), need(NB(g, n)), need(NB(m, n)), need(NB(v, n));
     wrote(NB(p, n));
     wrote(NB(m, n));
     wrote(NB(v, n));
-    fp.adamw(p, g, m, v, n, lr, b1, b2, eps, wd, t);
+    static Shadow **in; // the shadows inside [p, p + n), by address
+    static int cap;
+    int k = 0;
+    for (int i = 0; i < n_shadows && opt_on; i++)
+        if (covers(p, n * sizeof(float), &shadows[i])) {
+            if (k == cap) cap = cap ? 2 * cap : 64, in = (Shadow **)realloc(in, cap * sizeof *in);
+            MS_ASSERT(in, "out of memory");
+            in[k++] = &shadows[i];
+        }
+    if (k) qsort(in, k, sizeof *in, shadow_addr_cmp);
+    size_t at = 0, from = 0; // parameters [0, at) placed, [0, from) launched
+    AdamSegs sg = {};
+    for (int i = 0; i <= k; i++) {
+        size_t s0 = i < k ? (size_t)(in[i]->p - p) : n;
+        if (i < k && s0 < at) continue; // overlaps the one before: left stale
+        if (i == k || sg.n == ADAM_SEGS) { // launch [from, s0) with the ranges collected
+            cuda_adamw_x(p + from, &sg, g + from, gs, m + from, v + from, s0 - from, lr, b1, b2,
+                         eps, wd, t);
+            from = s0, sg.n = 0;
+        }
+        if (i == k) break;
+        sg.off[sg.n] = s0 - from, sg.len[sg.n] = in[i]->n, sg.b[sg.n++] = in[i]->b;
+        in[i]->valid = 1; // (not own: the fp32 parameters are written too)
+        at = s0 + in[i]->n;
+    }
 }
 static void w_decode(float *out, const float *q, const float *k, const float *v, int Tq, int t0,
                      int H, int KVH, int D) {
@@ -844,6 +1114,11 @@ extern "C" const Backend *backend_cuda_bf16(void) {
     const char *ac = getenv("MSLAB_BF16_ACTS"), *an = getenv("MSLAB_BF16_ADDNORM");
     if (ac) acts_on = strcmp(ac, "0") != 0;
     addnorm_on = an ? strcmp(an, "0") != 0 : acts_on;
+    const char *lt = getenv("MSLAB_BF16_LT");
+    lt_index = lt && *lt ? atoi(lt) : -2;
+    const char *go = getenv("MSLAB_BF16_GEMM_OUT"), *op = getenv("MSLAB_BF16_OPT");
+    gemm_out_on = !(go && !strcmp(go, "0"));
+    opt_on = !(op && !strcmp(op, "0"));
     const char *cf = getenv("MSLAB_BF16_CE_FUSE");
     cefuse_on = cf ? strcmp(cf, "0") != 0 : 1;
     // every op through the state (the attention ops: the adapters above)
@@ -871,6 +1146,7 @@ extern "C" void backend_cuda_bf16_forget(void) { // called before the outside wr
     materialize_all();
     for (int i = 0; i < n_shadows; i++) shadows[i].valid = 0;
     ce.valid = 0;
+    lastup.dst = NULL;
 }
 
 extern "C" void backend_cuda_bf16_set_state(int cache, int lazy) {
@@ -890,6 +1166,25 @@ extern "C" int backend_cuda_bf16_set_acts(int acts) {
     acts_on = acts != 0;
     const char *an = getenv("MSLAB_BF16_ADDNORM");
     addnorm_on = an ? strcmp(an, "0") != 0 : acts_on;
+    return was;
+}
+
+extern "C" int backend_cuda_bf16_set_lt(int index) { // measurements (MSLAB_BF16_LT)
+    int was = lt_index;
+    lt_index = index;
+    return was;
+}
+
+extern "C" int backend_cuda_bf16_set_opt(int on) {
+    flush_zeros(); // (a deferred scale runs)
+    int was = opt_on;
+    opt_on = on != 0;
+    return was;
+}
+
+extern "C" int backend_cuda_bf16_set_gemm_out(int on) {
+    int was = gemm_out_on;
+    gemm_out_on = on != 0;
     return was;
 }
 

@@ -48,6 +48,17 @@ void cuda_rope_fwd_x(float *out, uint16_t *ob, const float *inp, const float *po
 void cuda_rope_bwd_x(float *dinp, uint16_t *db, int acc, const float *dout, const uint16_t *dout_b,
                      const float *pos, const float *inv_freq, int N, int H, int D, int style);
 
+// AdamW (cuda_adamw) reading the gradient times gs (the bits cuda_scale(g, gs) would leave), with
+// the bf16 rounding of the new parameters p[off[i] .. off[i] + len[i]) into b[i] (sg NULL: none;
+// ranges disjoint)
+#define ADAM_SEGS 16
+typedef struct {
+    int n;
+    size_t off[ADAM_SEGS], len[ADAM_SEGS];
+    uint16_t *b[ADAM_SEGS];
+} AdamSegs;
+void cuda_adamw_x(float *p, const AdamSegs *sg, const float *g, float gs, float *m, float *v,
+                  size_t n, float lr, float b1, float b2, float eps, float wd, int t);
 // ---- the bf16 table's memory state (cuda/backend_bf16.cu, "Conversions") ----
 // The table keeps bf16 shadows of the arrays its GEMMs / attention read and defers zero() to the
 // next op (and, with acts, add() and some outputs kept in bf16 only); all of it sees every access
@@ -63,6 +74,15 @@ void backend_cuda_bf16_set_state(int cache, int lazy);
 // (backend_bf16.cu, "Activations"; default 1, MSLAB_BF16_ACTS=0 in the environment: 0)
 int backend_cuda_bf16_set_acts(int acts); // returns the previous setting
 size_t backend_cuda_bf16_shadow_bytes(void); // device bytes held by shadows
+// with acts: GEMM outputs whose array a GEMM read before written in bf16 only (backend_bf16.cu,
+// gemm_out; MSLAB_BF16_GEMM_OUT); returns the previous setting
+int backend_cuda_bf16_set_gemm_out(int on);
+// the gradient clip's scale deferred into AdamW, AdamW writing the weights' bf16 copies
+// (backend_bf16.cu, w_adamw; MSLAB_BF16_OPT); returns the previous setting
+int backend_cuda_bf16_set_opt(int on);
+// GEMMs through cuBLASLt, the index-th algorithm of its heuristic list (-1: cublasGemmEx, -2: the
+// per-shape choice, the default; MSLAB_BF16_LT)
+int backend_cuda_bf16_set_lt(int index);
 
 #ifdef __cplusplus
 }

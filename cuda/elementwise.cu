@@ -154,6 +154,9 @@ __global__ void __launch_bounds__(SUMSQ_THREADS)
 sumsq_partial_kernel(const float *x, size_t n, double *part) {
     __shared__ double sh[SUMSQ_THREADS / 32];
     double s = 0;
+    // unrolled: 8 loads in flight per thread, the adds in the same order (s8: 0.264 ms for the
+    // LM's 162M gradients, ~2.5 TB/s, with one load at a time)
+#pragma unroll 8
     for (size_t i = blockIdx.x * (size_t)SUMSQ_THREADS + threadIdx.x; i < n;
          i += (size_t)gridDim.x * SUMSQ_THREADS)
         s += (double)x[i] * x[i]; // exact: a float product fits a double

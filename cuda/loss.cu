@@ -13,6 +13,7 @@
 
 #include "bf16_vec.cuh"
 #include "cuda_common.cuh"
+#include "mma_bf16.cuh" // cp_async16
 extern "C" {
 #include "bf16.h"
 }
@@ -69,6 +70,8 @@ crossentropy_bwd_kernel(float *dlogits, const float *logits, const int *targets,
 // conversion); the step is 5 ms slower with MSLAB_CE_REGS=0. The bf16 table's forward that also
 // writes the bf16 gradient (backend_bf16.cu, "Cross-entropy"): 1.85 ms (s6 r2; 2.28 before the
 // gradient reused the sum's expf values), where the forward and backward took 1.55 + 2.77 ms.
+// With the next row prefetched into shared memory (crossentropy_pf_kernel, MSLAB_CE_PF=0: off):
+// the LM step 96.7 -> 96.4 ms (s8 r2); ncu 1.85 ms per call (s8 r3; 6.3 GB: 3.4 TB/s).
 #define CE_RT 1024
 #define CE_RPER 8
 
@@ -113,13 +116,17 @@ __device__ __forceinline__ float ce_grad1(float old, float k, float e, int i, in
 // to be zero: ignored rows write zeros, nothing is read. PER = 0: the strided statistics (CE_THREADS
 // threads), else the register ones (CE_RT threads). LOSS and GRAD together: the bf16 table's
 // forward that also leaves the backward's gradient (backend_bf16.cu, "Cross-entropy").
-template <int PER, int LOSS, int GRAD>
-__global__ void __launch_bounds__(PER ? CE_RT : CE_THREADS)
-crossentropy_kernel(float *losses, OutBF o, int acc, const float *logits, const int *targets,
-                    float dloss, int V) {
-    int n = blockIdx.x, t = targets[n], n4 = V / 4;
+// src: where the row's statistics read it (the row in logits, or its copy in shared memory:
+// crossentropy_pf_kernel); stats_done() runs in every thread once the row has been read (or at
+// once for an ignored row).
+template <int PER, int LOSS, int GRAD, class F>
+__device__ __forceinline__ void ce_row(int n, const float *src, float *losses, OutBF o, int acc,
+                                       const float *logits, const int *targets, float dloss,
+                                       int V, F stats_done) {
+    int t = targets[n], n4 = V / 4;
     size_t row = (size_t)n * V;
     if (t < 0) {
+        stats_done();
         if (LOSS && threadIdx.x == 0) losses[n] = 0.0f;
         if (GRAD && !acc)
             for (int c = threadIdx.x; c < n4; c += CE_RT)
@@ -131,8 +138,9 @@ crossentropy_kernel(float *losses, OutBF o, int acc, const float *logits, const 
     float4 r[PER ? PER : 1];
     float mx;
     double s;
-    if (PER) ce_row_regs<PER ? PER : 1>(x, V, r, &mx, &s);
-    else ce_row_stats(x, V, &mx, &s);
+    if (PER) ce_row_regs<PER ? PER : 1>(src, V, r, &mx, &s);
+    else ce_row_stats(src, V, &mx, &s);
+    stats_done();
     if (LOSS && threadIdx.x == 0) losses[n] = (float)(log(s) + (double)(mx - x[t]));
     if (!GRAD) return;
     float k = (float)(dloss / s);
@@ -146,6 +154,43 @@ crossentropy_kernel(float *losses, OutBF o, int acc, const float *logits, const 
         g.z = ce_grad1(g.z, k, r[j].z, 4 * c + 2, t, dloss, acc);
         g.w = ce_grad1(g.w, k, r[j].w, 4 * c + 3, t, dloss, acc);
         out_put4(o, row + 4 * (size_t)c, g);
+    }
+}
+
+template <int PER, int LOSS, int GRAD>
+__global__ void __launch_bounds__(PER ? CE_RT : CE_THREADS)
+crossentropy_kernel(float *losses, OutBF o, int acc, const float *logits, const int *targets,
+                    float dloss, int V) {
+    int n = blockIdx.x;
+    ce_row<PER, LOSS, GRAD>(n, logits + (size_t)n * V, losses, o, acc, logits, targets, dloss, V,
+                            [] {});
+}
+
+// The fused forward + gradient (LOSS, GRAD, acc = 0) with the next row in flight: persistent
+// blocks (one per SM: a row's registers are half the register file), row n + grid copied into
+// shared memory by cp.async while row n's exponentials, sums and gradient stores run (in
+// crossentropy_kernel a block's loads and its reductions / stores alternate, so the SM's memory
+// pipe idles for half of each row). The same statistics from the same values: the same bits.
+// MSLAB_CE_PF=0: crossentropy_kernel.
+template <int PER>
+__global__ void __launch_bounds__(CE_RT, 1)
+crossentropy_pf_kernel(float *losses, OutBF o, const float *logits, const int *targets,
+                       float dloss, int N, int V) {
+    extern __shared__ float4 ce_buf[]; // one row, V / 4 float4
+    int n4 = V / 4;
+    auto fetch = [&](int n) {
+        const float4 *g = (const float4 *)(logits + (size_t)n * V);
+        for (int c = threadIdx.x; c < n4; c += CE_RT) cp_async16(ce_buf + c, g + c, true);
+        cp_async_commit();
+    };
+    if (blockIdx.x < N) fetch(blockIdx.x);
+    for (int n = blockIdx.x; n < N; n += gridDim.x) {
+        cp_async_wait<0>();
+        __syncthreads(); // row n in ce_buf
+        ce_row<PER, 1, 1>(n, (const float *)ce_buf, losses, o, 0, logits, targets, dloss, V, [&] {
+            __syncthreads(); // every thread has its part of row n in registers
+            if (n + (int)gridDim.x < N) fetch(n + gridDim.x);
+        });
     }
 }
 
@@ -188,8 +233,35 @@ void cuda_crossentropy_fwd(float *losses, const float *logits, const int *target
 void cuda_crossentropy_fwd_grad(float *losses, uint16_t *db, const float *logits,
                                 const int *targets, float dloss, int N, int V) {
     if (N <= 0) return;
-    ce_launch<1, 1>(ce_per(logits, NULL, db, V), losses, OutBF{NULL, db}, 0, logits, targets,
-                    dloss, N, V);
+    static int pf = -1, nsm;
+    if (pf < 0) {
+        pf = getenv("MSLAB_CE_PF") ? atoi(getenv("MSLAB_CE_PF")) : 1;
+        cudaCheck(cudaDeviceGetAttribute(&nsm, cudaDevAttrMultiProcessorCount, 0));
+    }
+    int per = ce_per(logits, NULL, db, V);
+    size_t smem = (size_t)V / 4 * sizeof(float4);
+    if (pf && per && smem <= 200 * 1024) {
+        unsigned grid = (unsigned)(N < nsm ? N : nsm);
+        OutBF o = {NULL, db};
+#define CE_PF(P)                                                                                 \
+    do {                                                                                         \
+        static int attr;                                                                         \
+        if (!attr) cudaCheck(cudaFuncSetAttribute(crossentropy_pf_kernel<P>,                     \
+                                                  cudaFuncAttributeMaxDynamicSharedMemorySize,   \
+                                                  200 * 1024)), attr = 1;                        \
+        crossentropy_pf_kernel<P><<<grid, CE_RT, smem>>>(losses, o, logits, targets, dloss, N, V); \
+    } while (0)
+        switch (per) {
+        case 1: CE_PF(1); break;
+        case 2: CE_PF(2); break;
+        case 4: CE_PF(4); break;
+        default: CE_PF(8);
+        }
+#undef CE_PF
+        cudaLaunchCheck();
+        return;
+    }
+    ce_launch<1, 1>(per, losses, OutBF{NULL, db}, 0, logits, targets, dloss, N, V);
 }
 
 // dlogits NULL (with db): the register path only

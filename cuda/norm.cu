@@ -8,8 +8,8 @@
 // of each column in chunk order to dw. No atomics: bitwise-identical on every call.
 // With C <= 1536 both backward passes run as one kernel that reads dy and x from memory once
 // (rmsnorm_bwd_fused_kernel: the same sums in the same order; MSLAB_NORM_FUSED=0: two kernels);
-// by default on float4 rows and with the final sum over 8 row lanes (MSLAB_NORM_FUSED=2; 1: the
-// fused kernel with the two kernels' bits).
+// by default on float4 rows and with the final sum over 32 row lanes (MSLAB_NORM_FUSED=2; 1: the
+// fused kernel with the two kernels' bits; 8 lanes until s8).
 // H200, the 4096 x 8 LM step (N = 32768, C = 768, with the bf16 copy): 116.6 ms/step with mode 2,
 // 119.2 with 1 (fused scalar: 0.195 ms + 0.037 ms final per call), 119.5 with 0.
 // Rows in registers (forward: C <= 1024, the backward's VEC path: C <= 1024; MSLAB_NORM_REGS=0:
@@ -18,6 +18,13 @@
 // ncu): backward 0.127 ms per call (was 0.195), its dw final sum 0.011 (0.037, its loads now
 // unrolled); the step 0.8 ms slower with MSLAB_NORM_REGS=0. The forward with the bf16 table's
 // residual add (res): 0.115 ms (0.141 while the sum's stores came between the loads).
+// float4 rows (MSLAB_NORM_VEC=0: off, measurements): the forward's lanes hold float4 chunks (a
+// quarter of the load / store instructions; the sum of squares in another order: other bits of
+// rstd), and the backward's register path loads the old dx with dy and x, before the dot, instead
+// of after it (one memory round trip per row instead of two; the same bits). H200, the LM step
+// (s8 r2): part of the 98.7 -> 96.4 ms/step of the four hd switches (NORM_VEC, GEMM_OUT, OPT, CE_PF);
+// ncu (s8 r3, N = 32768, C = 768): forward with the add 82 us per call (r1: 124.5 at base
+// clocks, ~4.2 TB/s now), backward 112 us (r1: 134-138).
 // The bf16 table's variants (bf16.h, _x): a bf16 copy of out / dinp written in the same pass (the
 // forward's fp32 out may then be skipped), and acc = 0 to overwrite a dinp known to be zero.
 #include <stdlib.h>
@@ -33,6 +40,11 @@ extern "C" {
 #define NORM_RCH 32      // rows per dw partial (4 per warp in the fused kernel)
 #define NORM_TY 8        // row lanes per column in the dw partial kernel
 
+static int norm_vec(void) { // MSLAB_NORM_VEC=0: the forward's scalar path, no dx prefetch (measurements)
+    static int vec = -1;
+    if (vec < 0) vec = !(getenv("MSLAB_NORM_VEC") && !strcmp(getenv("MSLAB_NORM_VEC"), "0"));
+    return vec;
+}
 static int norm_regs(void) { // MSLAB_NORM_REGS=0: the rows are not kept in registers (measurements)
     static int regs = -1;
     if (regs < 0) regs = !(getenv("MSLAB_NORM_REGS") && !strcmp(getenv("MSLAB_NORM_REGS"), "0"));
@@ -42,7 +54,10 @@ static int norm_regs(void) { // MSLAB_NORM_REGS=0: the rows are not kept in regi
 // PER > 0 (C <= 32 PER): the lane's PER elements of the row stay in registers for the second pass
 // (the same order: the same bits as PER = 0). res (the bf16 table's deferred residual add): the
 // input is inp + res, element by element as cuda_add, and is written to sum on the way.
-template <int PER>
+// V4 > 0 (C % 4 == 0, every pointer 16-byte aligned, C <= 128 V4): the lane's float4 chunks
+// lane, lane + 32, ... (V4 of them) in registers: a quarter of the load / store instructions
+// (the sum of squares in another order than PER: other bits of rstd, the same sum otherwise).
+template <int PER, int V4 = 0>
 __global__ void __launch_bounds__(NORM_THREADS)
 rmsnorm_fwd_kernel(OutBF o, float *rstd, const float *inp, const float *res, float *sum,
                    const float *w, int N, int C, float eps) {
@@ -51,6 +66,44 @@ rmsnorm_fwd_kernel(OutBF o, float *rstd, const float *inp, const float *res, flo
     size_t row = (size_t)n * C;
     float rx[PER ? PER : 1];
     double ss = 0;
+    if (V4) {
+        const float4 *i4 = (const float4 *)(inp + row), *r4 = (const float4 *)(res + row);
+        float4 x4[V4 ? V4 : 1];
+        int nq = C / 4;
+#pragma unroll
+        for (int j = 0; j < V4; j++)
+            if (lane + 32 * j < nq) x4[j] = i4[lane + 32 * j];
+        if (res) {
+#pragma unroll
+            for (int j = 0; j < V4; j++)
+                if (lane + 32 * j < nq) {
+                    float4 b = r4[lane + 32 * j];
+                    x4[j].x += b.x, x4[j].y += b.y, x4[j].z += b.z, x4[j].w += b.w;
+                }
+#pragma unroll
+            for (int j = 0; j < V4; j++)
+                if (lane + 32 * j < nq) ((float4 *)(sum + row))[lane + 32 * j] = x4[j];
+        }
+#pragma unroll
+        for (int j = 0; j < V4; j++)
+            if (lane + 32 * j < nq) {
+                ss += (double)x4[j].x * x4[j].x;
+                ss += (double)x4[j].y * x4[j].y;
+                ss += (double)x4[j].z * x4[j].z;
+                ss += (double)x4[j].w * x4[j].w;
+            }
+        ss = warp_sum(ss);
+        float r = (float)(1.0 / sqrt(ss / C + eps));
+#pragma unroll
+        for (int j = 0; j < V4; j++)
+            if (lane + 32 * j < nq) {
+                float4 g = ((const float4 *)w)[lane + 32 * j], v = x4[j];
+                out_put4(o, row + 4 * (size_t)(lane + 32 * j),
+                         make_float4(v.x * r * g.x, v.y * r * g.y, v.z * r * g.z, v.w * r * g.w));
+            }
+        if (lane == 0) rstd[n] = r;
+        return;
+    }
     if (PER) { // every load before the first store: nvcc keeps a load after a store that may alias it
 #pragma unroll
         for (int j = 0; j < PER; j++)
@@ -130,10 +183,11 @@ __global__ void rmsnorm_dw_partial_kernel(float *part, const float *dout, const 
     }
 }
 
-// grid ceil(C / 32), block (32, lanes <= NORM_TY): row lane y sums the partials y, y + lanes, ...
+// grid ceil(C / 32), block (32, lanes <= NORM_FL): row lane y sums the partials y, y + lanes, ...
 // in order, then the lanes' sums are added in lane order (lanes = 1: one sequential sum)
+#define NORM_FL 32 // the fused path's lanes (s8: 11.2 us per call with 8, the LM's 1024 partials)
 __global__ void rmsnorm_dw_final_kernel(float *dw, const float *part, int nchunk, int C) {
-    __shared__ float sh[NORM_TY][33];
+    __shared__ float sh[NORM_FL][33];
     int c = blockIdx.x * 32 + threadIdx.x, lanes = blockDim.y;
     float s = 0.0f;
     if (c < C) { // unrolled: the loads of 8 partials in flight at once, the adds in the same order
@@ -155,13 +209,21 @@ void cuda_rmsnorm_fwd_x(float *out, uint16_t *ob, float *rstd, const float *inp,
     OutBF o = {out, ob};
     unsigned g = cdiv_u(N, NORM_THREADS / 32);
     int per = norm_regs() ? (C + 31) / 32 : 0; // registers per lane for the row
+    int v4 = norm_regs() && norm_vec() && C % 4 == 0 && aligned16(out) && ((uintptr_t)ob & 7) == 0 &&
+             aligned16(inp) && aligned16(res) && aligned16(sum) && aligned16(w) ? (C / 4 + 31) / 32 : 0;
 #define NF_K(P) rmsnorm_fwd_kernel<P><<<g, NORM_THREADS>>>(o, rstd, inp, res, sum, w, N, C, eps)
-    if (per > 0 && per <= 8) NF_K(8);
+#define NF_V(V) rmsnorm_fwd_kernel<0, V><<<g, NORM_THREADS>>>(o, rstd, inp, res, sum, w, N, C, eps)
+    if (v4 > 0 && v4 <= 2) NF_V(2);
+    else if (v4 > 0 && v4 <= 4) NF_V(4);
+    else if (v4 > 0 && v4 <= 6) NF_V(6);
+    else if (v4 > 0 && v4 <= 8) NF_V(8);
+    else if (per > 0 && per <= 8) NF_K(8);
     else if (per > 0 && per <= 16) NF_K(16);
     else if (per > 0 && per <= 24) NF_K(24);
     else if (per > 0 && per <= 32) NF_K(32);
     else NF_K(0);
 #undef NF_K
+#undef NF_V
     cudaLaunchCheck();
 }
 
@@ -184,7 +246,8 @@ void cuda_rmsnorm_fwd(float *out, float *rstd, const float *inp, const float *w,
 template <int VEC, int PER>
 __global__ void __launch_bounds__(NORM_THREADS)
 rmsnorm_bwd_fused_kernel(float *dinp, uint16_t *db, int acc, float *part, const float *dout,
-                         const float *inp, const float *w, const float *rstd, int N, int C) {
+                         const float *inp, const float *w, const float *rstd, int N, int C,
+                         int pf) {
     extern __shared__ float shw[]; // [8][C]
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int n0 = blockIdx.x * NORM_RCH, n1 = min(N, n0 + NORM_RCH);
@@ -195,7 +258,7 @@ rmsnorm_bwd_fused_kernel(float *dinp, uint16_t *db, int acc, float *part, const 
     for (int n = n0 + warp; n < n1; n += NORM_THREADS / 32) {
         const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
         const float4 *x4 = (const float4 *)x, *dy4 = (const float4 *)dy;
-        float4 rd[PER ? PER : 1], rx[PER ? PER : 1];
+        float4 rd[PER ? PER : 1], rx[PER ? PER : 1], rg[PER ? PER : 1];
         double dot = 0;
         auto dot4 = [&](float4 a, float4 b, float4 e) {
             dot += (double)a.x * b.x * e.x;
@@ -203,10 +266,14 @@ rmsnorm_bwd_fused_kernel(float *dinp, uint16_t *db, int acc, float *part, const 
             dot += (double)a.z * b.z * e.z;
             dot += (double)a.w * b.w * e.w;
         };
-        if (VEC && PER) {
+        float *dx = dinp ? dinp + (size_t)n * C : NULL;
+        if (VEC && PER) { // (the old dx too: its loads in flight with dy's and x's, not after the dot)
 #pragma unroll
             for (int j = 0; j < PER; j++)
-                if (lane + 32 * j < C / 4) rd[j] = dy4[lane + 32 * j], rx[j] = x4[lane + 32 * j];
+                if (lane + 32 * j < C / 4) {
+                    rd[j] = dy4[lane + 32 * j], rx[j] = x4[lane + 32 * j];
+                    if (dx && acc && pf) rg[j] = ((const float4 *)dx)[lane + 32 * j];
+                }
 #pragma unroll
             for (int j = 0; j < PER; j++)
                 if (lane + 32 * j < C / 4) dot4(rd[j], w4[lane + 32 * j], rx[j]);
@@ -217,11 +284,10 @@ rmsnorm_bwd_fused_kernel(float *dinp, uint16_t *db, int acc, float *part, const 
         dot = warp_sum(dot);
         float r = rstd[n];
         float k = (float)((double)r * r * r * dot / C);
-        float *dx = dinp ? dinp + (size_t)n * C : NULL;
-        auto pass2 = [&](int q, float4 a, float4 e) { // chunk q: dx, its copy, the dw terms
+        auto pass2 = [&](int q, float4 a, float4 e, const float4 *old) { // chunk q: dx, its copy, dw terms
             float4 b = w4[q];
             if (dx) {
-                float4 g = acc ? ((float4 *)dx)[q] : make_float4(0, 0, 0, 0);
+                float4 g = acc ? (old ? *old : ((float4 *)dx)[q]) : make_float4(0, 0, 0, 0);
                 g.x = acc ? g.x + (r * b.x * a.x - k * e.x) : r * b.x * a.x - k * e.x;
                 g.y = acc ? g.y + (r * b.y * a.y - k * e.y) : r * b.y * a.y - k * e.y;
                 g.z = acc ? g.z + (r * b.z * a.z - k * e.z) : r * b.z * a.z - k * e.z;
@@ -236,9 +302,9 @@ rmsnorm_bwd_fused_kernel(float *dinp, uint16_t *db, int acc, float *part, const 
         if (VEC && PER) {
 #pragma unroll
             for (int j = 0; j < PER; j++)
-                if (lane + 32 * j < C / 4) pass2(lane + 32 * j, rd[j], rx[j]);
+                if (lane + 32 * j < C / 4) pass2(lane + 32 * j, rd[j], rx[j], pf ? &rg[j] : NULL);
         } else if (VEC) {
-            for (int q = lane; q < C / 4; q += 32) pass2(q, dy4[q], x4[q]);
+            for (int q = lane; q < C / 4; q += 32) pass2(q, dy4[q], x4[q], NULL);
         } else {
             for (int c = lane; c < C; c += 32) {
                 float xv = x[c], dyv = dy[c];
@@ -276,7 +342,7 @@ void cuda_rmsnorm_bwd_x(float *dinp, uint16_t *db, int acc, float *dw, const flo
         int per = vec && norm_regs() ? (C / 4 + 31) / 32 : 0;
         per = per <= 2 ? per : per <= 4 ? 4 : per <= 6 ? 6 : per <= 8 ? 8 : 0;
 #define NB_K(V, P) rmsnorm_bwd_fused_kernel<V, P><<<nchunk, NORM_THREADS, smem>>>(dinp, db, acc, \
-                       part, dout, inp, w, rstd, N, C)
+                       part, dout, inp, w, rstd, N, C, norm_vec())
         switch (vec ? per : -1) {
         case 1: case 2: NB_K(1, 2); break;
         case 4: NB_K(1, 4); break;
@@ -287,7 +353,7 @@ void cuda_rmsnorm_bwd_x(float *dinp, uint16_t *db, int acc, float *dw, const flo
         }
 #undef NB_K
         cudaLaunchCheck();
-        rmsnorm_dw_final_kernel<<<cdiv_u(C, 32), dim3(32, fused == 2 ? NORM_TY : 1)>>>(
+        rmsnorm_dw_final_kernel<<<cdiv_u(C, 32), dim3(32, fused == 2 ? NORM_FL : 1)>>>(
             dw, part, nchunk, C);
         cudaLaunchCheck();
         return;

@@ -708,6 +708,79 @@ static void t_acts_ops(void) {
     free(a), free(b), free(g), free(w), free(pw), free(pos), free(inv), free(tgt);
 }
 
+// acts with MSLAB_BF16_GEMM_OUT: a GEMM output whose array a GEMM read before (the LM's v, and the
+// attention's dout as matmul_bwd's dinp over a deferred zero) is written in bf16 only: read back,
+// it must be the same GEMM's fp32 output rounded, bit for bit (err = number of differing elements).
+static void t_acts_gemm_out(int N, int IC, int OC) {
+    if (!wanted("bf16.acts.gemm_out")) return;
+    int acts0 = backend_cuda_bf16_set_acts(1), go0 = backend_cuda_bf16_set_gemm_out(1);
+    char shape[64];
+    snprintf(shape, sizeof shape, "N=%d IC=%d OC=%d", N, IC, OC);
+    size_t ni = (size_t)N * IC, nw = (size_t)OC * IC, no = (size_t)N * OC;
+    float *x = hr(ni, 1), *w = hr(nw, 0.05f), *dy = hr(no, 1);
+    float *d_x = dev(x, ni), *d_w = dev(w, nw), *d_dy = dev(dy, no);
+    float *d_o = bf->alloc(no * 4), *d_o2 = bf->alloc(no * 4), *d_t = bf->alloc(no * 4);
+    float *d_i = bf->alloc(ni * 4), *d_i2 = bf->alloc(ni * 4);
+    float *d_pw = dev(w, nw); // the priming GEMMs' weight
+    poison_dev(d_o, no), poison_dev(d_i, ni);
+    // forward: out read by a GEMM before (its shadow exists), then written by one
+    bf->matmul_fwd(d_t, d_o, d_pw, N, OC, OC <= IC ? OC : IC); // reads d_o [N, OC] (IC >= OC)
+    bf->matmul_fwd(d_o, d_x, d_w, N, IC, OC);
+    bf->matmul_fwd(d_o2, d_x, d_w, N, IC, OC); // no shadow: the fp32 output
+    acts_check("bf16.acts.gemm_out.fwd", shape, d_o, d_o2, no);
+    // backward: dinp over a deferred zero, read by a GEMM before
+    bf->matmul_fwd(d_t, d_i, d_pw, N, IC, OC);
+    bf->zero(d_i, ni), bf->zero(d_i2, ni);
+    bf->matmul_bwd(d_i, NULL, d_dy, d_x, d_w, N, IC, OC);
+    bf->matmul_bwd(d_i2, NULL, d_dy, d_x, d_w, N, IC, OC);
+    acts_check("bf16.acts.gemm_out.dinp", shape, d_i, d_i2, ni);
+    backend_cuda_bf16_set_acts(acts0);
+    backend_cuda_bf16_set_gemm_out(go0);
+    bf->free(d_x), bf->free(d_w), bf->free(d_dy), bf->free(d_o), bf->free(d_o2), bf->free(d_t);
+    bf->free(d_i), bf->free(d_i2), bf->free(d_pw);
+    free(x), free(w), free(dy);
+}
+
+// MSLAB_BF16_OPT: scale (deferred) then AdamW over a tensor of 3 weight slices that GEMMs read
+// (their shadows written by AdamW): parameters, moments and the scaled gradient must be the fp32
+// table's bits, and a GEMM on each slice the same as after a fresh conversion (err = number of
+// differing elements). n4: the slices' length (odd: AdamW's scalar path).
+static void t_opt(int n4) {
+    if (!wanted("bf16.opt")) return;
+    int opt0 = backend_cuda_bf16_set_opt(1);
+    const int N = 8, S = 3; // GEMM rows; slices
+    size_t n = (size_t)S * n4 + 5, ns = (size_t)n4; // 5 parameters after the last slice
+    char shape[64];
+    snprintf(shape, sizeof shape, "n=%zu, %d slices of %d", n, S, n4);
+    float *h[4] = {hr(n, 0.05f), hr(n, 1), hr(n, 0.01f), hr(n, 0.01f)}; // p g m v
+    for (size_t i = 0; i < n; i++) h[3][i] = fabsf(h[3][i]);
+    float *d[4], *f[4];
+    for (int i = 0; i < 4; i++) d[i] = dev(h[i], n), f[i] = gpu->alloc(n * 4), gpu->upload(f[i], h[i], n * 4);
+    float *x = hr((size_t)N * ns, 1), *d_x = dev(x, (size_t)N * ns), *d_y = bf->alloc(N * 4);
+    float *d_y2 = bf->alloc(N * 4);
+    for (int s = 0; s < S; s++) bf->matmul_fwd(d_y, d_x, d[0] + s * ns, N, n4, 1); // shadows
+    bf->scale(d[1], 0.37f, n);
+    bf->adamw(d[0], d[1], d[2], d[3], n, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 3);
+    gpu->scale(f[1], 0.37f, n);
+    gpu->adamw(f[0], f[1], f[2], f[3], n, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 3);
+    const char *name[4] = {"bf16.opt.params", "bf16.opt.grad", "bf16.opt.m", "bf16.opt.v"};
+    for (int i = 0; i < 4; i++) acts_check_r(name[i], shape, d[i], f[i], n, 0);
+    double bad = 0;
+    for (int s = 0; s < S; s++) { // the slice's shadow (from AdamW) vs a fresh conversion
+        bf->matmul_fwd(d_y, d_x, d[0] + s * ns, N, n4, 1);
+        backend_cuda_bf16_forget();
+        bf->matmul_fwd(d_y2, d_x, d[0] + s * ns, N, n4, 1);
+        float *a = get(d_y, N), *b = get(d_y2, N);
+        bad += !same(a, b, N);
+        free(a), free(b);
+    }
+    report("bf16.opt.shadows", shape, bad, 0, -1);
+    backend_cuda_bf16_set_opt(opt0);
+    for (int i = 0; i < 4; i++) bf->free(d[i]), gpu->free(f[i]), free(h[i]);
+    bf->free(d_x), bf->free(d_y), bf->free(d_y2);
+    free(x);
+}
+
 // A shadow never outlives a write through the table: the weight of a GEMM rewritten by upload,
 // scale, adamw, a freed-and-reallocated buffer; the input zeroed (deferred) or partly zeroed.
 static void t_state_stale(void) {
@@ -827,6 +900,114 @@ static double gemm_time(const Backend *be, int N, int IC, int OC) {
     return best;
 }
 
+// Information (only with the filter bf16.lt): the LM's GEMMs (N = 32768) per cuBLASLt heuristic
+// index (-1: cublasGemmEx), us per call of each product: fwd (fp32 out; bf16 out into a shadow
+// for the 768 x 768 shape), dinp over a deferred zero (beta 0), dinp added (beta 1), dW (beta 1).
+static double lt_time(int what, float *x, float *w, float *y, float *dx, float *dw, int N, int IC,
+                      int OC) {
+    float probe;
+    double best = 1e30;
+    for (int rep = 0; rep < 3; rep++) {
+        bf->download(&probe, dw, sizeof probe);
+        double t0 = ms_now();
+        for (int i = 0; i < 10; i++) {
+            if (what == 0) bf->matmul_fwd(y, x, w, N, IC, OC);
+            if (what == 1) bf->zero(dx, (size_t)N * IC), bf->matmul_bwd(dx, NULL, y, x, w, N, IC, OC);
+            if (what == 2) bf->matmul_bwd(dx, NULL, y, x, w, N, IC, OC);
+            if (what == 3) bf->matmul_bwd(NULL, dw, y, x, w, N, IC, OC);
+        }
+        bf->download(&probe, dw, sizeof probe);
+        if (rep) best = fmin(best, (ms_now() - t0) / 10);
+    }
+    return best;
+}
+static void t_lt_algos(void) {
+    if (!wanted("bf16.lt") || wanted("bf16.")) return; // only when asked for (the filter bf16.lt)
+    const int N = 32768, shapes[4][2] = {{768, 768}, {768, 3072}, {3072, 768}, {768, 32000}};
+    const char *what[6] = {"fwd", "dinp b0", "dinp b1", "dW", "fwd bf16", "dinp bf16"};
+    const size_t blk = 1 << 20;
+    float *hb = hr(blk, 1);
+    for (int s = 0; s < 4; s++) {
+        int IC = shapes[s][0], OC = shapes[s][1];
+        float *x = bf->alloc((size_t)N * IC * 4), *w = bf->alloc((size_t)OC * IC * 4);
+        float *y = bf->alloc((size_t)N * OC * 4), *dx = bf->alloc((size_t)N * IC * 4);
+        float *dw = bf->alloc((size_t)OC * IC * 4);
+        // random operands (all-zero ones draw less power: other clocks, other rankings), tiled
+        size_t ni = (size_t)N * IC, nw = (size_t)OC * IC;
+        for (size_t o = 0; o < ni; o += blk) bf->upload(x + o, hb, (ni - o < blk ? ni - o : blk) * 4);
+        for (size_t o = 0; o < nw; o += blk) bf->upload(w + o, hb, (nw - o < blk ? nw - o : blk) * 4);
+        bf->scale(w, 0.05f, nw);
+        bf->zero(dw, nw), bf->zero(dx, ni);
+        bf->matmul_fwd(y, x, w, N, IC, OC);
+        bf->matmul_bwd(dx, dw, y, x, w, N, IC, OC); // y's shadow: read by a GEMM (the bf16 out)
+        bf->matmul_fwd(y, dx, w, N, IC, OC);        // dx's shadow (dinp bf16; IC = OC here)
+        for (int k = 0; k < (s == 0 ? 6 : 4); k++) {
+            int go = backend_cuda_bf16_set_gemm_out(k >= 4);
+            printf("    (info bf16.lt N=%d IC=%d OC=%d %-8s us [idx]:", N, IC, OC, what[k]);
+            for (int idx = -1; idx < 8; idx++) {
+                int was = backend_cuda_bf16_set_lt(idx);
+                double t = lt_time(k == 4 ? 0 : k == 5 ? 1 : k, x, w, y, dx, dw, N, IC, OC);
+                backend_cuda_bf16_set_lt(was);
+                printf(" [%d] %.1f", idx, t * 1e6);
+            }
+            printf(")\n");
+            backend_cuda_bf16_set_gemm_out(go);
+        }
+        bf->free(x), bf->free(w), bf->free(y), bf->free(dx), bf->free(dw);
+    }
+    free(hb);
+}
+
+// The cuBLASLt choices (backend_bf16.cu lt_choice: the LM's products at N = 32768) against
+// cublasGemmEx on the same bf16 operands: the same products up to the summation order (relative
+// L2 <= 1e-5; err on the device: sumsq(a - b) / sumsq(b)), and the same bits on a second call.
+static double dev_rel(float *a, float *b, float *t, size_t n) { // (b is negated on the way)
+    bf->scale(b, -1.0f, n);
+    bf->add(t, a, b, n);
+    double e = bf->sumsq(t, n), r = bf->sumsq(b, n);
+    return r > 0 ? sqrt(e / r) : sqrt(e);
+}
+static void t_lt_products(void) {
+    if (!wanted("bf16.lt_products") || quick) return;
+    const int N = 32768, shapes[4][2] = {{768, 768}, {768, 3072}, {3072, 768}, {768, 32000}};
+    const size_t blk = 1 << 20; // random values, tiled (uploads of ~1 GB host arrays otherwise)
+    float *hb = hr(blk, 1);
+    for (int s = 0; s < 4; s++) {
+        int IC = shapes[s][0], OC = shapes[s][1];
+        size_t ni = (size_t)N * IC, nw = (size_t)OC * IC, no = (size_t)N * OC;
+        size_t big = ni > no ? ni : no;
+        float *x = bf->alloc(ni * 4), *w = bf->alloc(nw * 4), *t = bf->alloc(big * 4);
+        float *y[3], *dx[3], *dw[3];
+        for (int i = 0; i < 3; i++)
+            y[i] = bf->alloc(no * 4), dx[i] = bf->alloc(ni * 4), dw[i] = bf->alloc(nw * 4);
+        for (size_t o = 0; o < ni; o += blk) bf->upload(x + o, hb, (ni - o < blk ? ni - o : blk) * 4);
+        for (size_t o = 0; o < nw; o += blk) bf->upload(w + o, hb, (nw - o < blk ? nw - o : blk) * 4);
+        bf->scale(w, 0.05f, nw);
+        // i = 0, 1: the table's choice twice; 2: cublasGemmEx. dinp: beta 0, then beta 1 on top;
+        // dW: beta 1 (added to the allocation's zeros), as the model's weight gradients
+        for (int i = 0; i < 3; i++) {
+            int was = backend_cuda_bf16_set_lt(i == 2 ? -1 : -2);
+            bf->matmul_fwd(y[i], x, w, N, IC, OC);
+            bf->zero(dx[i], ni);
+            bf->matmul_bwd(dx[i], dw[i], y[0], x, w, N, IC, OC);
+            bf->matmul_bwd(dx[i], NULL, y[0], x, w, N, IC, OC);
+            backend_cuda_bf16_set_lt(was);
+        }
+        char shape[64];
+        snprintf(shape, sizeof shape, "N=%d IC=%d OC=%d", N, IC, OC);
+        float **r[3] = {y, dx, dw};
+        size_t nn[3] = {no, ni, nw};
+        const char *nm[3] = {"bf16.lt_products.fwd", "bf16.lt_products.dinp", "bf16.lt_products.dw"};
+        for (int k = 0; k < 3; k++) {
+            double same01 = dev_rel(r[k][0], r[k][1], t, nn[k]); // 0: the same bits
+            report(nm[k], shape, dev_rel(r[k][0], r[k][2], t, nn[k]), 1e-5, same01 == 0);
+        }
+        bf->free(x), bf->free(w), bf->free(t);
+        for (int i = 0; i < 3; i++) bf->free(y[i]), bf->free(dx[i]), bf->free(dw[i]);
+    }
+    free(hb);
+}
+
 static void t_speed(void) {
     if (!wanted("bf16.speed") || quick) return;
     ModelConfig big = model_config_default();
@@ -900,6 +1081,11 @@ void t_backend_bf16_all(void) {
     c.heads = 2, c.kv_heads = 1;
     t_state_stale();
     t_acts_ops();
+    t_opt(1000);
+    t_opt(333);
+    t_acts_gemm_out(64, 96, 80);
+    t_acts_gemm_out(300, 512, 256);
+    if (!quick) t_acts_gemm_out(32768, 768, 768);
     t_state_train("dense D=64", c, NULL, 4, 64, 4);
     t_state_train("untied halves D=64 ms", b, &msa, 2, 150, 3);
     if (!quick) {
@@ -907,4 +1093,6 @@ void t_backend_bf16_all(void) {
         t_quality(c, 8, 128, 200);
     }
     t_speed();
+    t_lt_products();
+    t_lt_algos();
 }
