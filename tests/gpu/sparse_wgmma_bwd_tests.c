@@ -20,10 +20,12 @@
 // *_s6_atomic: the s6 fused paths (cp.async tiles, per-thread reds), ordered (must repeat its
 // bits) / atomic.
 // Skew lists: the first 3 regions in nearly every list (very uneven inverse lists). Regions of 16 / 32 keys (ms with w < 64; rows *_small): the query-centric kernel
-// (sq_fused_kernel, D = 128 / 64) in the atomic mode (tolerance only) and in the ordered mode
-// (*_small_ord: must also repeat its bits; *_small_ord1: the other launch order); their
-// extra rows: uneven input magnitudes, one NaN q element (the reference's non-finite outputs
-// must be non-finite), merge 128 at D = 64 (the paper config's and the LM's 2048-row blocks). Lists
+// (sq_fused_kernel, D = 128: dK / dV by bulk reduce-adds, 64: reds) in the atomic mode (tolerance
+// only) and in the ordered mode (*_small_ord: must also repeat its bits; *_small_ord1: the other
+// launch order); their extra rows: uneven input magnitudes, one NaN q element (the reference's
+// non-finite outputs must be non-finite), an odd count of 128-row CTAs in 256-row blocks, merge
+// 128 at D = 64 and 128 (the paper config's and the LM's 2048-row blocks; at D = 128 the last
+// block one CTA). Lists
 // the kernel does not handle (16-key regions in 64-row blocks, 32-row or one-row blocks,
 // positions inside) must return -1 having written nothing. A GPU that is not sm_90 makes every call return -1: the checks are
 // skipped with a note. Timing rows (info, sparse_wgmma_bwd_perf): B = 1, H = KVH = 32, D = 128,
@@ -124,24 +126,6 @@ static int arch_is_90(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *
     return flash_wgmma_bwd(dq, dk, dv, dy, o, lse, q, k, v, 1, 1, 1, 1, 64) == 0;
 }
 
-// NaN inputs: a reference element that is not finite must not be finite here (else inf); over the
-// elements finite in both, the relative L2; the finite reference elements not finite here are
-// counted (info)
-static double nonfinite_err(const float *g, const float *r, size_t n) {
-    size_t missed = 0, extra = 0, m = 0;
-    float *a = xalloc(n * 4), *b = xalloc(n * 4);
-    for (size_t i = 0; i < n; i++) {
-        if (!isfinite(r[i])) missed += isfinite(g[i]) != 0;
-        else if (!isfinite(g[i])) extra++;
-        else a[m] = g[i], b[m] = r[i], m++;
-    }
-    double e = missed ? INFINITY : rel_l2(a, b, m);
-    printf("    (NaN q: %zu reference elements non-finite, %zu missed, %zu more here)\n",
-           n - m - extra, missed, extra);
-    free(a), free(b);
-    return e;
-}
-
 // One list: the reference, then sparse_wgmma_bwd in the ordered and the atomic mode; small: lists
 // of 16 / 32-key regions, the atomic mode with the query-centric kernel on (rows *_small)
 static void t_swb(const char *name, const AttnIndex *ic, int B, int T, int H, int KVH, int D,
@@ -156,19 +140,8 @@ static void t_swb(const char *name, const AttnIndex *ic, int B, int T, int H, in
     uint16_t *qb, *kb, *vb, *yb;
     float *q, *k, *v, *dy;
     rand_bf16(&qb, &q, nq), rand_bf16(&kb, &k, nk), rand_bf16(&vb, &v, nk), rand_bf16(&yb, &dy, nq);
-    if (g_swb_inputs == 1) { // row r of q / dout / v times 2^(r * 7 % 17 - 8) (bf16-exact)
-        for (size_t i = 0; i < nq; i++) {
-            float f = ldexpf(1.f, (int)(i / D * 7 % 17) - 8);
-            q[i] *= f, qb[i] = bf16_from_f32(q[i]), dy[i] *= f, yb[i] = bf16_from_f32(dy[i]);
-        }
-        for (size_t i = 0; i < nk; i++)
-            v[i] *= ldexpf(1.f, (int)(i / D * 5 % 17) - 8), vb[i] = bf16_from_f32(v[i]);
-        snprintf(shape + strlen(shape), sizeof shape - strlen(shape), " uneven");
-    } else if (g_swb_inputs == 2) { // one q element of a middle row NaN
-        size_t i = ((size_t)(T / 2) * H + H - 1) * D + 5;
-        q[i] = NAN, qb[i] = BF16_NAN;
-        snprintf(shape + strlen(shape), sizeof shape - strlen(shape), " NaN q");
-    }
+    snprintf(shape + strlen(shape), sizeof shape - strlen(shape), "%s",
+             odd_inputs(g_swb_inputs, q, qb, dy, yb, v, vb, nq, nk, T, H, D));
     float *out = xalloc(nq * 4), *lse = xalloc(nl * 4), *outr = xalloc(nq * 4);
     uint16_t *ob = xalloc(nq * 2);
     cpu->sparse_attention_fwd(out, lse, q, k, v, ic, B, T, H, KVH, D);
@@ -526,6 +499,8 @@ void t_sparse_wgmma_bwd_all(void) {
     t_hand(1, 1000, 8, 2, 128, 128, 16, 24, 12, 0);
     t_hand(2, 700, 4, 4, 128, 256, 32, 14, 6, 0);
     t_hand(2, 700, 4, 2, 64, 128, 16, 20, 10, 0);
+    // an odd count of 128-row CTAs, 256-row blocks (the last one a single CTA)
+    t_hand(1, 600, 4, 2, 128, 256, 16, 20, 10, 0);
     t_cfg("ms w16 top32 m8", ms_cfg(16, 32, 8, -1), 1, 1000, 8, 2, 128);
     t_cfg("ms w32 top12 m4", ms_cfg(32, 12, 4, -1), 1, 1111, 4, 1, 128);
     t_cfg("ms w16 top32 m8", ms_cfg(16, 32, 8, -1), 1, 1000, 6, 2, 64);
@@ -539,6 +514,8 @@ void t_sparse_wgmma_bwd_all(void) {
         // merge 128 (2048-row blocks, as the paper config and the LM's ms row), D = 64
         t_cfg("ms w16 top256 m128", ms_cfg(16, 256, 128, 2048), 1, 6144, 4, 2, 64);
         t_cfg("ms w16 top64 m16", ms_cfg(16, 64, 16, -1), 2, 3000, 4, 1, 128);
+        // 2048-row blocks at D = 128, the last one a single CTA (17 CTAs per head)
+        t_cfg("ms w16 top256 m128", ms_cfg(16, 256, 128, -1), 1, 2100, 2, 1, 128);
         t_perf("ms paper", ms_cfg(16, 512, 128, -1), 32768);
     }
 }
