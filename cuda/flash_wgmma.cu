@@ -518,8 +518,11 @@ __global__ void __launch_bounds__(128 * NWG + (PWG ? 128 : 32), 1)
 //           atomic mode with Q / dO / dK / dV by TMA and the dQ partials by bulk reduce-adds
 //           (PIPE 22, flash_wgmma_bwd.cu; s7 r3, 16K fwd+bwd 16.52 ms vs 20.72; until s7 tune 4
 //           was PIPE: each step's dQ reds issued under the next step's products, removed);
-//           5: 1 with lse / Di by cp.async; 6, 7, 8, 10: D 64 tilings (below);
-//           9: ordered mode 5, atomic mode 4 (s7; 2 before) (D = 64: WG64_DKDV)
+//           5: 1 with lse / Di by cp.async; 6, 7: D 64 tilings (below; 8, 10 removed in s8);
+//           11 (s8): the fused backward as 4 in both modes, ordered with fixed-point dQ adds
+//           (DET 4: s32 adds), D 64 too (figures at WG128_DKDV_DET, flash_wgmma_bwd.cu);
+//           9: ordered mode 11 (s8; 5 before), atomic mode 4 (s7; 2 before) (D = 64: 11 in
+//           both modes since s8, WG64_DKDV / WG64_DKDV_DET; 7 before)
 //   dQ      0: 2 warpgroups  1: 1 warpgroup  2: 3 warpgroups  3, 4: D 64 tilings (below);
 //           9: 2 (D = 64: WG64_DQ)
 //   dQ      0: 2 warpgroups (128 rows)  1: 1 warpgroup (64 rows)

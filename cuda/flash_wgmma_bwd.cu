@@ -4,8 +4,9 @@
 // flash_wgmma.cu; building blocks and the host helpers both files share: cuda/flash_wgmma.cuh.
 // Backward: Di = rowsum(dO * O) (fp32, wg_bwd_pre); P = 2^(S log2e / sqrt(D) - lse log2e)
 //   recomputed; the 1/sqrt(D) of dS applied once, to dK and dQ at the end.
-//   Split path (7 products, no atomics; the ordered-mode default, and D 64's in both modes; D 64
-//   tilings run more CTAs per SM (MINB, s7): 1-warpgroup dK/dV at 3, 2-warpgroup dQ at 2):
+//   Split path (7 products, no atomics; until s8 the ordered mode's default, and D 64's in both
+//   modes; now tunings; D 64 tilings run more CTAs per SM (MINB, s7): 1-warpgroup dK/dV at 3,
+//   2-warpgroup dQ at 2):
 //   dkdv_kernel<D, NWG, ALD, SP>: CTA = (b, kv head, NWG x 64 keys), keys are the M dimension:
 //     per 64-query step of each head of the group (fixed order), S^T = K Q^T and dP^T = V dO^T
 //     (SS), P^T and dS^T = P^T (dP^T - Di) in registers, dV += P^T dO and dK += dS^T Q (RS,
@@ -13,7 +14,9 @@
 //     cp.async.
 //   dq_kernel<D, NWG, SP>: CTA = (b, h, NWG x 64 queries), 64-key tiles up to the diagonal: S, dP =
 //     dO V^T (SS), dS, dQ += dS K (RS, K MN-major).
-//   Fused (5 products, D = 128; the atomic-mode default): bwd_fused_kernel, comment there.
+//   Fused (5 products; since s8 the default at D 64 and 128 in both modes, the ordered one with
+//   fixed-point dQ adds (DET = 3); D 64: a warpgroup of 64 keys, 2 CTAs per SM; CTAs in groups of
+//   8 heads, fused_hgroup): bwd_fused_kernel, comment there; s8 figures at WG128_DKDV_DET.
 // Block-sparse (sparse_wgmma_bwd, lists of ops.h AttnIndex with regions and query blocks that are
 //   multiples of 64): the same split kernels with SP = true: an iteration policy (KvWalk, QWalk)
 //   replaces the causal range by the region's inverse list (dK/dV) / the block's list (dQ); the
@@ -428,6 +431,13 @@ __device__ __forceinline__ void dq_wg_body(bf16 *dq, const bf16 *dout, const flo
     }
 }
 
+// DET = 3: two dQ partials x, y of a row (scale sc) as one 64-bit lane pair (y << 32) + x. Each
+// |x sc| < 2^30 (a partial sum of the row: the bound at sparse_wgmma_bwd), so 32-bit conversions
+// (s8; was __float2ll_rn, the same values; neutral: sparse moba-blk 32K ordered 8.014 ms, s7 8.012)
+__device__ __forceinline__ long long fx_pair(float x, float y, float sc) {
+    return (long long)__float2int_rn(y * sc) * 4294967296ll + __float2int_rn(x * sc);
+}
+
 __device__ __forceinline__ void wg_red_s64(long long *p, long long x) {
     asm volatile("red.relaxed.gpu.global.add.u64 [%0], %1;\n" ::"l"(p), "l"(x) : "memory");
 }
@@ -452,13 +462,15 @@ __device__ __forceinline__ void bulk_wait_read() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Fused backward (5 products; D = 128): CTA = (b, kv head, 128 keys), 2 warpgroups of 64 keys,
-// walking the (query tile, head) pairs latest query tile first, heads innermost, from the last
-// tile down to its diagonal: every key block's CTA meets a given pair at the same step index.
+// Fused backward (5 products): CTA = (b, kv head, D keys), D / 64 warpgroups of 64 keys (D 128: 2
+// warpgroups, 128 keys; D 64 (s8): 1 warpgroup, 64 keys, MINB = 2 / 3 CTAs per SM), walking the
+// (query tile, head) pairs latest query tile first, heads innermost, from the last tile down to
+// its diagonal: every key block's CTA meets a given pair at the same step index.
 // Per 64-query step: S^T = K Q^T, dP^T = V dO^T (SS), P^T, dS^T in registers, dV += P^T dO and
-// dK += dS^T Q (RS) as the split dK/dV kernel; and dS^T (bf16) to shared memory [128 keys][64
-// queries] (the MN-major layout), then dQ partial [64 queries][128 D] = dS K over the CTA's 128
-// keys (SS, A M-major from dS^T, B = the K tile N-major; warpgroup w makes columns 64w..64w+63).
+// dK += dS^T Q (RS) as the split dK/dV kernel; and dS^T (bf16) to shared memory [D keys][64
+// queries] (the MN-major layout), then dQ partial [64 queries][D] = dS K over the CTA's D keys
+// (SS, A M-major from dS^T, B = the K tile N-major; warpgroup w makes columns 64w..64w+63 from
+// the plane of K it owns: hence a warpgroup per 64 columns of D and per 64 keys).
 // Every warpgroup runs every step (a step wholly above a warpgroup's keys gives P = dS = 0): no
 // wgmma under a divergent branch.
 // dQ partials go to an fp32 accumulator [B, T, H, D]:
@@ -475,20 +487,26 @@ __device__ __forceinline__ void bulk_wait_read() {
 //     products are issued). Reds into a zeroed accumulator in a fixed order: bitwise
 //     repeatable; convert kernel as 0. r2/r3: 22.4 ms at 16K, still well above the atomic
 //     16.1-16.5: the acquire round trip and the fence block each warp once per step.
-//   DET = 3 (sparse lists, the ordered mode): fixed-point integer reds of the partials, two
-//     columns per 64-bit red (the scheme and figures at sparse_wgmma_bwd).
-// PIPE bits (s7: 22 = 2 + 4 + 16 is the sparse default in both modes and the dense tune 4):
+//   DET = 3 (the ordered mode: sparse lists since s6, dense since s8): fixed-point integer adds of
+//     the partials, two columns per 64-bit add (the scheme and figures at sparse_wgmma_bwd); per
+//     thread (PIPE without 4).
+//   DET = 4 (s8; with PIPE 4, the ordered mode's default there): the same fixed point, one s32
+//     bulk add per element (s8 r5, ordered, vs DET 3's u64 lanes by bulk adds: D 64 LM shape
+//     1.825 vs 1.897 ms, sparse moba-blk 32K RAND 7.844 vs 8.014, dense D 128 16K / 32K fwd+bwd
+//     16.67 / 67.55 vs 16.40 / 68.19 (noise); DET 3 with PIPE 4 removed).
+// PIPE bits (s7: 22 = 2 + 4 + 16 is the sparse default in both modes, the dense tune 4; s8 11):
 //   2: lse / Di by cp.async.
-//   4 (DET = 0 / 3): each step's partial goes to a shared staging tile (4 boxes of 32 fp32 / 16
-//     u64 columns x 64 rows, 128-byte rows, 128-byte swizzle: conflict-free float2 / u64 stores)
-//     instead of 16 reds per thread; after the next step's first barrier 4 threads hand one box
-//     each to the TMA unit as a tensor bulk reduce-add (.add.f32 / .add.u64 by the map: the same
-//     adds, integer ones commute), whose smem reads finish before the step's dS barrier
+//   4 (DET = 0 / 4): each step's partial goes to a shared staging tile (D / 32 boxes of 32 fp32 /
+//     s32 columns x 64 rows, 128-byte rows, 128-byte swizzle: conflict-free 8-byte stores)
+//     instead of 16 reds per thread; after the next step's first barrier D / 32 threads hand one
+//     box each to the TMA unit as a tensor bulk reduce-add (.add.f32 / .add.s32 by the map: the
+//     same adds, integer ones commute), whose smem reads finish before the step's dS barrier
 //     (wait_group.read), after which the tile is rewritten. The compute warps issue no reds.
 //   8 (with 4): three Q / dO / lse / Di buffers, loads two steps ahead, issued after the step's
 //     S / dP products.
 //   16 (with 2): Q / dO tiles by TMA (thread 0, a "full" mbarrier per buffer), not cp.async; dK /
 //     dV staged in the Q / dO buffers (planar) and written by 4 TMA stores.
+
 //   Tried (s7, 32K moba-blk RAND bwd, ms ordered / atomic): 4 as 64 row-sized bulk copies (no
 //   map, 544-byte pitch): 11.97 / 10.74 (s6 path 12.05 / 11.34; the trace: their issue ~1300
 //   cycles a step), + 8: 11.90 / 10.72; 4 as map boxes: 11.00 / 10.16, + 8: 11.14 / 10.32; + 16
@@ -537,16 +555,19 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
                                                const CUtensorMap &dqmap, const CUtensorMap &qmap,
                                                const CUtensorMap &omap, const CUtensorMap &dkmap,
                                                const CUtensorMap &dvmap) {
-    static_assert(D == 128, "dQ columns split between the two warpgroups: one plane each");
-    static_assert(!SP || DET == 0 || DET == 3, "sparse lists: atomic or fixed-point dQ");
+    static_assert(!SP || DET == 0 || DET >= 3, "sparse lists: atomic or fixed-point dQ");
+    static_assert(D == 128 || DET == 0 || DET >= 3, "D 64: atomic or fixed-point dQ");
+    constexpr bool FX = DET >= 3; // fixed-point dQ: 3 two 32-bit lanes per u64 red, 4 s32 bulk adds
     constexpr bool ALDL = (PIPE & 2) != 0; // lse / Di by cp.async
     constexpr bool BULKQ = (PIPE & 4) != 0; // dQ partials by bulk reduce-adds (map dqmap)
     constexpr int NB = PIPE & 8 ? 3 : 2;     // Q / dO / lse / Di buffers: loads NB - 1 steps ahead
     constexpr bool TML = (PIPE & 16) != 0;   // Q / dO tiles, dK / dV by TMA (qmap .. dvmap)
     static_assert(!TML || ALDL, "TMA tiles: lse / Di by cp.async");
     static_assert(!(PIPE & 8) || BULKQ, "three buffers: with the bulk adds");
-    static_assert(!BULKQ || DET == 0 || DET == 3, "bulk dQ adds: atomic or fixed-point");
-    constexpr int NT = 256, BKV = 128, BQ = 64, DN = D / 8, NN = BQ / 8;
+    static_assert(!BULKQ || DET == 0 || DET == 4, "bulk dQ adds: fp32 or s32");
+    static_assert(DET != 4 || BULKQ, "s32 dQ adds: the bulk adds only");
+    // a warpgroup per 64 keys and 64 dQ columns (one plane; D 128: 2, 128 keys; D 64: 1, 64 keys)
+    constexpr int NWG = D / 64, NT = 128 * NWG, BKV = 64 * NWG, BQ = 64, DN = D / 8, NN = BQ / 8;
     // TR: thread 0's stamps (diagnostics above)
     // (few registers: the kernel sits at ~254; stamps go to the record, phase sums to smem)
     bool trw = TR && threadIdx.x == 0;
@@ -565,7 +586,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     bf16 *Ks = (bf16 *)smem_base1k(smem_raw), *Vs = Ks + BKV * D, *Qs = Vs + BKV * D;
     bf16 *dOs = Qs + NB * BQ * D, *dSs = dOs + NB * BQ * D;
     unsigned char *dQs = (unsigned char *)(dSs + BKV * BQ); // BULKQ: staging tile (1 KB aligned)
-    float *Ls = (float *)(dQs + (BULKQ ? BQ * 512 : 0)), *Ds = Ls + NB * BQ;
+    float *Ls = (float *)(dQs + (BULKQ ? BQ * D * 4 : 0)), *Ds = Ls + NB * BQ;
     uint64_t *tbar = (uint64_t *)(Ds + NB * BQ); // TML: a "full" mbarrier per buffer
     if (TML) {
         if (threadIdx.x == 0) {
@@ -586,6 +607,11 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     if (SP && counters) { // SP: counters = the launch order (fused_order; NULL: the grid's)
         int w = counters[(size_t)blockIdx.y * gridDim.x + blockIdx.x];
         bh = w / nkb, kb = w % nkb;
+    }
+    if (!SP && sp.hgroup > 0) { // groups of hgroup bh in launch order (x fastest), kb outer
+        int nbh = gridDim.x, lin = blockIdx.y * nbh + blockIdx.x, gsz = sp.hgroup * nkb;
+        int gi = lin / gsz, r = lin - gi * gsz, gh = min(sp.hgroup, nbh - gi * sp.hgroup);
+        kb = r / gh, bh = gi * sp.hgroup + r % gh;
     }
     int b = bh / KVH, kvh = bh % KVH, G = H / KVH;
     int k0 = kb * BKV;
@@ -668,11 +694,11 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     int *cnt_prev = nullptr; // DET = 2: this warp's counter of the previous step (release due)
     float acc[8][4];         // this step's dQ partial
     int bq_qs = -1, bq_hh = 0; // BULKQ: the staged partial's query tile (-1: none)
-    // BULKQ: thread 32 x (x < 4) hands box x (fp32 columns 32 x .. + 31) to the TMA unit
+    // BULKQ: thread 32 x (x < D / 32) hands box x (fp32 columns 32 x .. + 31) to the TMA unit
     auto bulk_issue = [&]() {
-        if ((threadIdx.x & 31) == 0 && threadIdx.x < 128)
+        if ((threadIdx.x & 31) == 0 && threadIdx.x < D)
             tma_out_4d<true>(&dqmap, dQs + (threadIdx.x >> 5) * 8192,
-                             (threadIdx.x >> 5) * (DET == 3 ? 16 : 32), bq_hh, bq_qs, b);
+                             (threadIdx.x >> 5) * 32, bq_hh, bq_qs, b);
     };
 
     for (int i = 0, buf = 0; pm[0]; i++, buf = buf == NB - 1 ? 0 : buf + 1) {
@@ -696,8 +722,8 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         if (NB == 2) issue_loads();
         const bf16 *Qt = Qs + buf * BQ * D, *dOt = dOs + buf * BQ * D;
         const float *Lt = Ls + buf * BQ, *Dt = Ds + buf * BQ;
-        float fsc[2]; // DET = 3: this thread's dQ rows' fixed-point scales (latency under the step)
-        if (DET == 3)
+        float fsc[2]; // FX: this thread's dQ rows' fixed-point scales (latency under the step)
+        if (FX)
 #pragma unroll
             for (int r = 0; r < 2; r++) {
                 int t = qs + wl * 16 + g + 8 * r;
@@ -796,10 +822,9 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
                     // ((c % 32) / 4) ^ (row % 8), byte 8 (tq % 2)
                     unsigned char *pe = dQs + (2 * wg + n / 4) * 8192 + row * 128 +
                                         ((((n % 4) * 2 + tq / 2) ^ (row & 7)) << 4) + (tq & 1) * 8;
-                    if (DET == 3) {
-                        long long lo = __float2ll_rn(acc[n][2 * r] * fsc[r]);
-                        long long hi = __float2ll_rn(acc[n][2 * r + 1] * fsc[r]);
-                        *(long long *)pe = hi * 4294967296ll + lo;
+                    if (DET == 4) {
+                        *(int2 *)pe = make_int2(__float2int_rn(acc[n][2 * r] * fsc[r]),
+                                                __float2int_rn(acc[n][2 * r + 1] * fsc[r]));
                     } else {
                         *(float2 *)pe = make_float2(acc[n][2 * r], acc[n][2 * r + 1]);
                     }
@@ -815,11 +840,8 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
                 if (t >= T) continue;
                 long long *pr = (long long *)dqacc + (base + (size_t)t * ldq) / 2;
 #pragma unroll
-                for (int n = 0; n < 8; n++) {
-                    long long lo = __float2ll_rn(acc[n][2 * r] * fsc[r]);
-                    long long hi = __float2ll_rn(acc[n][2 * r + 1] * fsc[r]);
-                    wg_red_s64(pr + 4 * n, hi * 4294967296ll + lo);
-                }
+                for (int n = 0; n < 8; n++)
+                    wg_red_s64(pr + 4 * n, fx_pair(acc[n][2 * r], acc[n][2 * r + 1], fsc[r]));
             }
         } else if (DET != 1) {
             int *cw = counters + (((size_t)b * H + hh) * nqt + qs / BQ) * 8 + warp;
@@ -939,8 +961,32 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
 // kernels
 
 // the D 64 defaults of the backward (tilings and figures at flash_wgmma_tune, flash_wgmma.cu)
-#define WG64_DKDV 7
+#define WG64_DKDV 11     // the atomic mode (s8; 7 before: the split pair)
+#define WG64_DKDV_DET 11 // the ordered mode (s8; 7 before)
 #define WG64_DQ 3
+// D 128's ordered mode (the atomic mode: 4, the same kernel with fp32 dQ adds).
+// s8 (H200; tune 11 = the fused kernel with PIPE 22 in both modes, the ordered one with
+// fixed-point dQ (DET 3) as the sparse path since s6):
+//   D 128 (B 1, H = KVH = 32, fwd+bwd ms at 16K / 32K; mslab-gpu-bench --attn --kernels wgmma,nd
+//   --from-len 16384 --max-len 32768 --reps 3): ordered r1 split pair 22.13 / 86.75 -> fused DET 3
+//   16.93 / 69.94 (454 / 440 TFLOP/s; atomic 16.73 / 70.53: here the fixed point costs nothing);
+//   r3 with CTA groups of 8 (fused_hgroup): ordered 16.99 / 68.32, atomic 15.76 / 63.72 (489 / 483).
+//   D 64 (the 162M LM's attention, B 8, T 4096, H = KVH = 12; the tests' flash_wgmma_perf64 rows,
+//   backward + Di alone, ms): split pair (dK/dV 7 + dQ 3) 2.04-2.14; fused, one warpgroup of 64
+//   keys at 2 CTAs per SM (184 registers): r1 ordered 2.166, atomic 1.778; with CTA groups of 4 /
+//   8 / 16 (r3) 1.887 / 1.891 / 1.902 and 1.558 / 1.561 / 1.561 (fwd+bwd ~2.40 ms = 300 TFLOP/s
+//   ordered). LM row 0 (ordered; mslab-gpu-bench --lm, MSLAB_LM_ROWS=0): 99.8 -> 91.8 ms/step (r3).
+//   Tried at D 64 and removed: 3 CTAs per SM (168 registers): r1 2.143 / 1.938; 2 warpgroups of
+//   64 keys (128-key CTAs) each making 32 dQ columns over all 128 keys (m64n32k16 from byte 64 of
+//   the swizzled K rows; parity ok): r3 1.921 / 1.582 with groups of 4. The fixed point costs
+//   ~0.33 ms at D 64 (trace, 128-key CTAs, no groups: 4224 vs 3513 cycles a step: dQ adds +231,
+//   the 32-bit conversions; dS wait + barrier +240, the u64 bulk adds' smem reads; P +191).
+//   Tried (r4; ordered / atomic, PIPE 22: 1.884 / 1.555) and removed: two staging tiles (a step's
+//   bulk adds read while the next partial is written): 1.885 / 1.562; the conversions by FP32
+//   adds, not F2I (whose pipe the softmax's ex2 shares): ordered 1.921; both 1.918. r5: the fixed
+//   point by s32 bulk adds (DET 4, the default since): ordered 1.825 ms (atomic 1.572); LM row 0
+//   ordered 91.8 ms/step (r4 with DET 3: 92.8; groups of 4: 92.8).
+#define WG128_DKDV_DET 11
 // MINB: CTAs per SM for the register budget (D 64 tilings dK/dV 7, dQ 3 / 4; s7, H4)
 template <int D, int NWG, int ALD, bool SP, int MINB = 1>
 __global__ void __launch_bounds__(128 * NWG, MINB)
@@ -957,8 +1003,9 @@ __global__ void __launch_bounds__(128 * NWG, MINB)
     dq_wg_body<D, NWG, SP>(dq, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale, sp);
 }
 
-template <int D, int DET, int PIPE, bool SP, int TR>
-__global__ void __launch_bounds__(256, 1)
+// MINB: CTAs per SM for the register budget (D 64: 2, 184 registers; D 128: 1)
+template <int D, int DET, int PIPE, bool SP, int TR, int MINB = 1>
+__global__ void __launch_bounds__(2 * D, MINB)
     bwd_fused_kernel(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *counters, const bf16 *dout,
                      const float *lse, const float *Di, const bf16 *q, const bf16 *k,
                      const bf16 *v, int T, int H, int KVH, float sl2, float scale, SpArgs sp,
@@ -1009,14 +1056,16 @@ __global__ void wg_kv_bound(unsigned *m, const bf16 *k, const bf16 *v, int T, in
     }
 }
 // dq[row][2i, 2i + 1] = lanes * 2^-s * scale (row = (b, t, h)): the even element is the low 32
-// bits as a signed lane (|its sum| < 2^31), the odd one the rest; power-of-2 scaling, exact
+// bits as a signed lane (|its sum| < 2^31), the odd one the rest; power-of-2 scaling, exact.
+// S32 (DET = 4): one s32 per element
+template <bool S32>
 __global__ void wg_dq_convert_fx(bf16 *dq, const long long *acc, const float *rsc, size_t n2,
                                  int D, float scale) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n2) return;
     long long p = __ldcs(acc + i);
     int lo = (int)(unsigned)(unsigned long long)p;
-    long long hi = (p - lo) >> 32;
+    long long hi = S32 ? (int)(unsigned)((unsigned long long)p >> 32) : (p - lo) >> 32;
     float sc = rsc[2 * i / D];
     double f = (double)scale / sc; // sc a power of 2 (up to 2^127): exact in double
     float y0 = (float)((double)lo * f), y1 = (float)((double)hi * f);
@@ -1204,18 +1253,18 @@ static void dq_run(bf16 *dq, const bf16 *dout, const float *lse, const float *Di
         dq, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale, sp);
     cudaLaunchCheck();
 }
-template <int D, int DET, int PIPE, bool SP = false>
+template <int D, int DET, int PIPE, bool SP = false, int MINB = 1>
 static void fused_run(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *cnt, const bf16 *dout,
                       const float *lse, const float *Di, const bf16 *q, const bf16 *k,
                       const bf16 *v, int B, int T, int H, int KVH, float sl2, float scale,
                       SpArgs sp = SpArgs{}, const float *rsc = nullptr) {
-    constexpr int BKV = 128, BQ = 64;
+    constexpr int BKV = D, BQ = 64, NT = 2 * D; // the body's key block: a warpgroup per 64 keys
     constexpr int NB = PIPE & 8 ? 3 : 2; // the body's Q / dO / lse / Di buffers
     size_t smem = 1024 + sizeof(bf16) * (size_t)(2 * BKV * D + 2 * NB * BQ * D + BKV * BQ) +
                   sizeof(float) * 2 * NB * BQ + 8 * NB + 32 + // + mbarriers, trace sums
-                  (PIPE & 4 ? BQ * 512 : 0);
-    // PIPE & 4: dqacc [B, T, H, D] fp32 (or D / 2 u64 lanes) as (columns, H, T, B), box 128 B x
-    // 64 rows, 128-byte swizzle
+                  (PIPE & 4 ? BQ * D * 4 : 0);
+    // PIPE & 4: dqacc [B, T, H, D] fp32 (DET 4: s32) as (columns, H, T, B), box 32 columns x 64
+    // rows, 128-byte swizzle
     CUtensorMap dqmap, qmap, omap, dkmap, dvmap;
     memset(&dqmap, 0, sizeof dqmap), memset(&qmap, 0, sizeof qmap), memset(&omap, 0, sizeof omap);
     memset(&dkmap, 0, sizeof dkmap), memset(&dvmap, 0, sizeof dvmap);
@@ -1226,12 +1275,11 @@ static void fused_run(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *cnt, cons
                   "fused_run: the Q / dO / dK / dV tensor maps");
     if constexpr ((PIPE & 4) != 0) {
         EncodeTiledFn fn = encode_fn();
-        int u64 = DET == 3, nc = u64 ? D / 2 : D, es = u64 ? 8 : 4;
-        cuuint64_t dims[4] = {(cuuint64_t)nc, (cuuint64_t)H, (cuuint64_t)T, (cuuint64_t)B};
+        cuuint64_t dims[4] = {(cuuint64_t)D, (cuuint64_t)H, (cuuint64_t)T, (cuuint64_t)B};
         cuuint64_t str[3] = {(cuuint64_t)D * 4, (cuuint64_t)H * D * 4, (cuuint64_t)T * H * D * 4};
-        cuuint32_t box[4] = {(cuuint32_t)(128 / es), 1, (cuuint32_t)BQ, 1}, el[4] = {1, 1, 1, 1};
+        cuuint32_t box[4] = {32, 1, (cuuint32_t)BQ, 1}, el[4] = {1, 1, 1, 1};
         CUtensorMapDataType dt =
-            u64 ? CU_TENSOR_MAP_DATA_TYPE_UINT64 : CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
+            DET == 4 ? CU_TENSOR_MAP_DATA_TYPE_INT32 : CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
         MS_ASSERT(fn && fn(&dqmap, dt, 4, (void *)dqacc, dims, str, box, el,
                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
@@ -1239,14 +1287,16 @@ static void fused_run(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *cnt, cons
                   "fused_run: the dQ accumulator's tensor map");
     }
     static bool init = false;
-    if (!init) smem_optin(bwd_fused_kernel<D, DET, PIPE, SP, 0>, smem), init = true;
+    if (!init) smem_optin(bwd_fused_kernel<D, DET, PIPE, SP, 0, MINB>, smem), init = true;
     dim3 grid(B * KVH, (T + BKV - 1) / BKV);
     if (SP && sp.hmajor) grid = dim3(grid.y, grid.x);
     if constexpr (DET != 1 && DET != 2) if (fused_trace_on()) { // diagnostics
+        // (at 2 CTAs per SM at most: with the stamps' registers ptxas serialises the wgmma at 3)
+        constexpr int TMINB = MINB < 2 ? MINB : 2;
         static bool init1 = false;
-        if (!init1) smem_optin(bwd_fused_kernel<D, DET, PIPE, SP, 1>, smem), init1 = true;
+        if (!init1) smem_optin(bwd_fused_kernel<D, DET, PIPE, SP, 1, TMINB>, smem), init1 = true;
         unsigned long long *rec = fused_trace_buf((size_t)grid.x * grid.y);
-        bwd_fused_kernel<D, DET, PIPE, SP, 1><<<grid, 256, smem>>>(
+        bwd_fused_kernel<D, DET, PIPE, SP, 1, TMINB><<<grid, NT, smem>>>(
             dq, dk, dv, dqacc, cnt, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale, sp, rsc, dqmap,
             qmap, omap, dkmap, dvmap);
         cudaLaunchCheck();
@@ -1256,55 +1306,113 @@ static void fused_run(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *cnt, cons
         fused_trace_report(rec, (size_t)grid.x * grid.y, what);
         return;
     }
-    bwd_fused_kernel<D, DET, PIPE, SP, 0><<<grid, 256, smem>>>(
+    bwd_fused_kernel<D, DET, PIPE, SP, 0, MINB><<<grid, NT, smem>>>(
         dq, dk, dv, dqacc, cnt, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale, sp, rsc, dqmap,
         qmap, omap, dkmap, dvmap);
     cudaLaunchCheck();
 }
+// Di; with rsc (the fixed-point dQ, DET = 3) also the K / V bound kvm [B, KVH][2] and the rows'
+// scales (the scheme at sparse_wgmma_bwd)
+template <int D>
+static void bwd_pre_run(float *Di, float *rsc, unsigned *kvm, const bf16 *dout, const bf16 *out,
+                        const bf16 *k, const bf16 *v, int B, int T, int H, int KVH) {
+    size_t rows = (size_t)B * T * H;
+    if (rsc) {
+        cudaCheck(cudaMemsetAsync(kvm, 0, (size_t)B * KVH * 8, 0));
+        wg_kv_bound<D><<<dim3(B * KVH, cdiv_u(T, 512)), 256>>>(kvm, k, v, T, KVH, 512);
+        cudaLaunchCheck();
+        wg_bwd_pre<D><<<cdiv_u(rows, 8), 256>>>(Di, dout, out, B, T, H, rsc, kvm, 30, H / KVH);
+    } else {
+        wg_bwd_pre<D><<<cdiv_u(rows, 8), 256>>>(Di, dout, out, B, T, H);
+    }
+    cudaLaunchCheck();
+}
+// dq from the fused kernel's accumulator: fp32, or (rsc) the fixed-point lanes (s32: one per
+// element, DET = 4)
+static void dq_convert_run(bf16 *dq, const float *dqacc, const float *rsc, size_t rows, int D,
+                           float scale, bool s32 = false) {
+    if (rsc) {
+        size_t n2 = rows * D / 2;
+        if (s32)
+            wg_dq_convert_fx<true><<<cdiv_u(n2, 256), 256>>>(dq, (const long long *)dqacc, rsc, n2,
+                                                             D, scale);
+        else
+            wg_dq_convert_fx<false><<<cdiv_u(n2, 256), 256>>>(dq, (const long long *)dqacc, rsc, n2,
+                                                              D, scale);
+    } else {
+        size_t n4 = rows * D / 4;
+        wg_dq_convert<<<cdiv_u(n4, 256), 256>>>(dq, dqacc, n4, scale);
+    }
+    cudaLaunchCheck();
+}
+
+// the dense fused kernel's CTA groups (SpArgs.hgroup; s8): 8 (b, kv head)s, key blocks outer inside a
+// group, so that the CTAs which add into a dQ tile run near together (its adds hit L2; the grid's
+// order, key blocks outer over all heads, spread them over the whole run); MSLAB_FLASH_WGMMA_HGROUP
+// =n another size (0: the grid's order). r3 (H200, ms, fwd+bwd; bwd +Di alone at D 64): B 8 T 4096
+// H 12 D 64 ordered / atomic, groups 0: 2.141 / 1.855, 4: 1.887 / 1.558, 8: 1.891 / 1.561, 16:
+// 1.902 / 1.561; D 128 B 1 H 32 16K / 32K groups 8: ordered 16.99 / 68.32, atomic 15.76 / 63.72
+// (0, r2: 17.00 / 71.01, 16.76 / 72.35)
+static int fused_hgroup() {
+    static int g = -1;
+    if (g < 0) g = getenv("MSLAB_FLASH_WGMMA_HGROUP") ? atoi(getenv("MSLAB_FLASH_WGMMA_HGROUP")) : 8;
+    return g > 0 ? g : 0;
+}
+
 template <int D>
 static void bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *out,
                        const float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B, int T,
                        int H, int KVH) {
     size_t rows = (size_t)B * T * H, nqt = (T + 63) / 64;
-    // 9 (the default): ordered mode -> the split path (dK/dV 5, dQ as tuned); atomic mode -> the
-    // fused backward (D = 128), whose atomic dQ beats the split path (r3, 16K: 16.5 vs 18.2),
-    // since s7 as tune 4: TMA tiles and bulk dQ adds (PIPE 22; s7 r3, 16K fwd+bwd atomic 16.52 ms
-    // with PIPE 30 vs 20.72 with tune 2)
+    bool det = attn_bf16_deterministic() != 0;
+    // 9 (the default): the fused backward, both D, both modes (s8; figures at WG128_DKDV_DET):
+    // tune 11, = 4 in the atomic mode (TMA tiles and bulk dQ adds, PIPE 22; s7 r3, 16K fwd+bwd
+    // atomic 16.52 ms with PIPE 30 vs 20.72 with tune 2); until s7 the ordered mode and D 64 ran
+    // the split path (dK/dV 5 / 7, dQ as tuned)
     int dkdv_t = wg_tune_dkdv;
-    if (dkdv_t == 9) dkdv_t = D == 64 ? WG64_DKDV : attn_bf16_deterministic() ? 5 : 4;
-    bool fused = D == 128 && dkdv_t >= 2 && dkdv_t <= 4;
-    // workspace: Di [rows]; fused: dQ accumulator [rows][D] fp32, counters [B, H, tiles, 8]
-    size_t acc_off = align256(rows * 4), cnt_off = acc_off + align256(rows * D * 4);
+    if (dkdv_t == 9) dkdv_t = D == 64 ? (det ? WG64_DKDV_DET : WG64_DKDV) : det ? WG128_DKDV_DET : 4;
+    // 11 (s8): the fused kernel with TMA tiles and bulk dQ adds (PIPE 22) in both modes, ordered =
+    // fixed-point dQ (DET 3); D 64: 1 warpgroup of 64 keys, 2 CTAs per SM
+    bool fx = dkdv_t == 11;
+    bool fused = fx || (D == 128 && dkdv_t >= 2 && dkdv_t <= 4);
+    // dQ: 3 fixed point (by s32 bulk adds: DET 4), 0 atomic, 2 per-warp red order, 1 per-CTA
+    // load-add-store (tune 3)
+    int mode = fx ? (det ? 3 : 0) : det ? (dkdv_t == 3 ? 1 : 2) : 0;
+    // workspace: Di [rows]; fused: dQ accumulator [rows][D] fp32 (or s32), counters [B, H,
+    // tiles, 8]; DET 3: row scales [rows], the K / V bound [B, KVH][2]
     size_t ncnt = (size_t)B * H * nqt * 8;
-    char *ws = (char *)wg_bwd_scratch(fused ? cnt_off + ncnt * 4 : rows * 4);
-    float *Di = (float *)ws;
-    wg_bwd_pre<D><<<cdiv_u(rows, 8), 256>>>(Di, dout, out, B, T, H);
-    cudaLaunchCheck();
+    size_t acc_off = align256(rows * 4), cnt_off = acc_off + align256(rows * D * 4);
+    size_t rsc_off = cnt_off + align256(ncnt * 4), kvm_off = rsc_off + align256(rows * 4);
+    char *ws = (char *)wg_bwd_scratch(!fused ? rows * 4 : mode == 3 ? kvm_off + (size_t)B * KVH * 8
+                                                                    : cnt_off + ncnt * 4);
+    float *Di = (float *)ws, *rsc = mode == 3 ? (float *)(ws + rsc_off) : nullptr;
+    bwd_pre_run<D>(Di, rsc, (unsigned *)(ws + kvm_off), dout, out, k, v, B, T, H, KVH);
     float scale = 1.f / sqrtf((float)D), sl2 = WG_LOG2E * scale;
-    if constexpr (D == 128) if (fused) {
+    if (fused) {
         float *dqacc = (float *)(ws + acc_off);
         int *cnt = (int *)(ws + cnt_off);
-        // ordered: per-warp red order (2; tune 3: the older load-add-store order, 1); else atomic
-        bool det = attn_bf16_deterministic() != 0;
-        int mode = det ? (dkdv_t == 3 ? 1 : 2) : 0;
         if (mode != 1) cudaCheck(cudaMemsetAsync(dqacc, 0, rows * D * sizeof(float), 0));
-        if (mode != 0) cudaCheck(cudaMemsetAsync(cnt, 0, ncnt * sizeof(int), 0));
-#define FUSED_GO(DET, PIPE) \
-    fused_run<D, DET, PIPE>(dq, dk, dv, dqacc, cnt, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale)
-        if (mode == 0 && dkdv_t == 4) {
-            FUSED_GO(0, 22); // TMA tiles, bulk dQ adds (the sparse path's PIPE 22)
-        } else if (mode == 1) {
-            FUSED_GO(1, 0);
-            return; // dq written by the kernel
-        } else if (mode == 2) {
-            FUSED_GO(2, 0);
-        } else {
-            FUSED_GO(0, 0);
+        if (mode == 1 || mode == 2) cudaCheck(cudaMemsetAsync(cnt, 0, ncnt * sizeof(int), 0));
+        SpArgs sp = {};
+        sp.hgroup = mode == 0 || mode == 3 ? fused_hgroup() : 0; // the PIPE 22 paths
+#define FUSED_GO(DET, PIPE)                                                                       \
+    fused_run<D, DET, PIPE, false, D == 64 ? 2 : 1>(dq, dk, dv, dqacc, cnt, dout, lse, Di, q, k, v, \
+                                                   B, T, H, KVH, sl2, scale, sp, rsc)
+        bool s32 = mode == 3; // (fx only) the fixed point by s32 bulk adds
+        if (fx || dkdv_t == 4) { // TMA tiles, bulk dQ adds (the sparse path's PIPE 22)
+            if (mode == 3) FUSED_GO(4, 22);
+            else if (mode == 0) FUSED_GO(0, 22);
+            else if constexpr (D == 128) FUSED_GO(2, 0); // tune 4, ordered: = 2
+        } else if constexpr (D == 128) {
+            if (mode == 1) {
+                FUSED_GO(1, 0);
+                return; // dq written by the kernel
+            }
+            if (mode == 2) FUSED_GO(2, 0);
+            else FUSED_GO(0, 0);
         }
 #undef FUSED_GO
-        size_t n4 = rows * D / 4;
-        wg_dq_convert<<<cdiv_u(n4, 256), 256>>>(dq, dqacc, n4, scale);
-        cudaLaunchCheck();
+        dq_convert_run(dq, dqacc, rsc, rows, D, scale, s32);
         return;
     }
     switch (dkdv_t) {
@@ -1312,12 +1420,10 @@ static void bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf1
     case 1: dkdv_run<D, 1>(dk, dv, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale); break;
     case 5: dkdv_run<D, 1, 1>(dk, dv, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale); break;
     case 6: dkdv_run<D, 2, 1>(dk, dv, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale); break;
-    // D 64: 5 at 3 CTAs / SM (173 -> 168 registers; D 128: as 5)
+    // D 64: 5 at 3 CTAs / SM (173 -> 168 registers; D 128: as 5). 8 (6 at 2 CTAs / SM) and 10 (5
+    // at 4) removed in s8 (they run 0 now): s7 r1 / r2 at the LM shape 1.440 / 1.502 ms vs 7's
+    // 1.225, both spilled and ptxas serialised their wgmma (C7512)
     case 7: dkdv_run<D, 1, 1, false, D == 64 ? 3 : 1>(dk, dv, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale); break;
-    // D 64: 5 at 4 CTAs / SM (128 registers; D 128: as 5)
-    case 10: dkdv_run<D, 1, 1, false, D == 64 ? 4 : 1>(dk, dv, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale); break;
-    // D 64: 6 at 2 CTAs / SM (128 registers; D 128: as 6)
-    case 8: dkdv_run<D, 2, 1, false, D == 64 ? 2 : 1>(dk, dv, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale); break;
     default: dkdv_run<D, 2>(dk, dv, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale); break;
     }
     switch (wg_tune_dq == 9 ? (D == 64 ? WG64_DQ : 2) : wg_tune_dq) { // 9: per D
@@ -1435,6 +1541,8 @@ extern "C" int flash_wgmma_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const u
 // 49.3, 199.1 / 195.9): vs flex-moba with its selection (13.64 ms at 32K, 45.7 at 64K, 168.2 at
 // 128K) ordered 1.29 / 1.17 / 1.08x, atomic 1.40 / 1.28 / 1.17x. The forward is now ~25% of the
 // 128K row (39.4 ms, 435 TFLOP/s).
+// s8: the ordered fused path's fixed-point partials (PIPE 22 / 30) as one s32 bulk add per element
+// (DET 4), not two lanes per u64 add: perf rows 32K RAND ordered 7.844 ms vs 8.014 (atomic 6.675).
 // tunables (sparse_wgmma_bwd_tune; tests): the atomic mode's fused path, which split kernels run
 // (bit 0 dQ, bit 1 dK/dV), head-major grids (-1: the fused kernel only; else bit 0 the dK/dV or
 // fused kernel, bit 1 the dQ kernel), dK/dV warpgroups (1: 64 keys; 2: 128 keys where the regions
@@ -1464,18 +1572,8 @@ static void sparse_bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, co
     bool ord = fused && sp_order && ix->window == 0; // the launch order (fo_*)
     size_t ord_bytes = ord ? 2 * align256(ncta * 4) + align256((size_t)B * KVH * 16) : 0;
     char *ws = (char *)wg_bwd_scratch(ord_off + ord_bytes);
-    float *Di = (float *)ws, *rsc = NULL;
-    if (fused && det) {
-        unsigned *kvm = (unsigned *)(ws + kvm_off);
-        rsc = (float *)(ws + rsc_off);
-        cudaCheck(cudaMemsetAsync(kvm, 0, (size_t)B * KVH * 8, 0));
-        wg_kv_bound<D><<<dim3(B * KVH, cdiv_u(T, 512)), 256>>>(kvm, k, v, T, KVH, 512);
-        cudaLaunchCheck();
-        wg_bwd_pre<D><<<cdiv_u(rows, 8), 256>>>(Di, dout, out, B, T, H, rsc, kvm, 30, H / KVH);
-    } else {
-        wg_bwd_pre<D><<<cdiv_u(rows, 8), 256>>>(Di, dout, out, B, T, H);
-    }
-    cudaLaunchCheck();
+    float *Di = (float *)ws, *rsc = fused && det ? (float *)(ws + rsc_off) : NULL;
+    bwd_pre_run<D>(Di, rsc, (unsigned *)(ws + kvm_off), dout, out, k, v, B, T, H, KVH);
     SparseInverse iv;
     sparse_inverse_build(&iv, ws + inv_off, ix, B, T, H, KVH);
     SpArgs sp = {ix->idx,    iv.inv,     iv.start,   iv.count, ix->nblk,
@@ -1513,19 +1611,16 @@ static void sparse_bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, co
     case 30: SP_FUSED(DET, 30); break;                                                           \
     default: SP_FUSED(DET, 0); break;                                                            \
     }
-        if (det) {
-            SP_PIPES(3);
-            size_t n2 = rows * D / 2;
-            wg_dq_convert_fx<<<cdiv_u(n2, 256), 256>>>(dq, (const long long *)dqacc, rsc, n2, D,
-                                                       scale);
-        } else {
-            SP_PIPES(0);
-            size_t n4 = rows * D / 4;
-            wg_dq_convert<<<cdiv_u(n4, 256), 256>>>(dq, dqacc, n4, scale);
-        }
+        bool s32 = det && (pipe == 22 || pipe == 30); // fixed point: s32 bulk adds (DET 4), or
+        if (det) {                                    // u64 lane reds per thread (DET 3)
+            if (pipe == 30) SP_FUSED(4, 30);
+            else if (pipe == 22) SP_FUSED(4, 22);
+            else if (pipe == 2) SP_FUSED(3, 2);
+            else SP_FUSED(3, 0);
+        } else SP_PIPES(0)
 #undef SP_PIPES
 #undef SP_FUSED
-        cudaLaunchCheck();
+        dq_convert_run(dq, dqacc, rsc, rows, D, scale, s32);
         return;
     }
     if (!(sp_parts & 2)) {

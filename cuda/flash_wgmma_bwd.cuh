@@ -17,6 +17,8 @@ struct SpArgs {
     int nblk, width, qblock, region, window, nreg;
     int hmajor; // grid (tiles, b * heads): the CTAs of one head run together (L2 reuse)
     int desc;   // dK/dV walks: the inverse list latest query block first (flash_wgmma_bwd.cu)
+    int hgroup; // dense fused kernel: CTAs in groups of hgroup (b, kv head)s, key blocks outer
+                // inside a group (0: the grid's order, key blocks outer; flash_wgmma_bwd.cu)
 };
 
 // thread 0 waits until *cnt == v; bounded (~1 s at 2 GHz): a broken ordering assumption gives a

@@ -96,6 +96,47 @@ static inline double rel_l2(const float *a, const float *ref, size_t n) {
     den = fmax(den, 1e-6 * (double)n);
     return sqrt(num / den);
 }
+// The backward tests' extra inputs (q / dout [nq], v [nk], rows of D; values and bits changed
+// together): mode 1 = uneven magnitudes (row r of q / dout times 2^(r * 7 % 17 - 8), of v 2^(r *
+// 5 % 17 - 8): bf16-exact), 2 = one q element NaN (batch 0, row T / 2, head H - 1). Returns the
+// shape label's suffix.
+static inline const char *odd_inputs(int mode, float *q, uint16_t *qb, float *dy, uint16_t *yb,
+                                     float *v, uint16_t *vb, size_t nq, size_t nk, int T, int H,
+                                     int D) {
+    if (mode == 1) {
+        for (size_t i = 0; i < nq; i++) {
+            float f = ldexpf(1.f, (int)(i / D * 7 % 17) - 8);
+            q[i] *= f, qb[i] = bf16_from_f32(q[i]), dy[i] *= f, yb[i] = bf16_from_f32(dy[i]);
+        }
+        for (size_t i = 0; i < nk; i++)
+            v[i] *= ldexpf(1.f, (int)(i / D * 5 % 17) - 8), vb[i] = bf16_from_f32(v[i]);
+        return " uneven";
+    }
+    if (mode == 2) {
+        size_t i = ((size_t)(T / 2) * H + H - 1) * D + 5;
+        q[i] = NAN, qb[i] = BF16_NAN;
+        return " NaN q";
+    }
+    return "";
+}
+// NaN inputs: a reference element that is not finite must not be finite here (else inf); over the
+// elements finite in both, the relative L2; the finite reference elements not finite here are
+// counted (info)
+static inline double nonfinite_err(const float *g, const float *r, size_t n) {
+    size_t missed = 0, extra = 0, m = 0;
+    float *a = xalloc(n * 4), *b = xalloc(n * 4);
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(r[i])) missed += isfinite(g[i]) != 0;
+        else if (!isfinite(g[i])) extra++;
+        else a[m] = g[i], b[m] = r[i], m++;
+    }
+    double e = missed ? INFINITY : rel_l2(a, b, m);
+    printf("    (NaN q: %zu reference elements non-finite, %zu missed, %zu more here)\n",
+           n - m - extra, missed, extra);
+    free(a), free(b);
+    return e;
+}
+
 static inline double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

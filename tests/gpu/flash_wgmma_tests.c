@@ -27,7 +27,8 @@ void flash_wgmma_tune(int fwd, int dkdv, int dq); // flash_wgmma.cu, not in the 
 
 // {forward, dK/dV, dQ} tilings of flash_wgmma.cu (flash_wgmma_tune) and the accumulation mode
 // (attn_bf16_set_deterministic); VARS[0] / [1]: the defaults in the ordered / atomic mode (9: per
-// D (s7); dK/dV 9 at D 128: split path when ordered, fused backward when atomic). 9..13: the fused backward (dK/dV 2 per-
+// D (s7); dK/dV 9: since s8 the fused backward at both D in both modes, fixed-point dQ when
+// ordered (= 11; D 128 atomic = 4); the split path before). 9..13: the fused backward (dK/dV 2 per-
 // warp ordered / atomic, 3 per-CTA ordered, 4: since s7 the fused kernel with TMA tiles and bulk
 // dQ reduce-adds (PIPE 22) when atomic, = 2 when ordered; the old PIPE = 1 is gone). The forward has one tiling since s6 (11:
 // fwd3, 3 consumer warpgroups; the others were removed with their rows): it is checked in the
@@ -35,11 +36,15 @@ void flash_wgmma_tune(int fwd, int dkdv, int dq); // flash_wgmma.cu, not in the 
 // 5, 7, 8 now repeat 2, 4, 6 (they differed in the forward) and stay so the indices do not move.
 // 18..20 (s7): the D 64 forward tilings 12 / 13 / 14 (D 128 runs 11 for them) and dK/dV 6 (2
 // warpgroups, lse / Di by cp.async); each forward tiling is checked once per shape. 21, 22: dK/dV 7
-// (D 64: 5 at 3 CTAs per SM), dQ 3 / 4 (D 64: 0 / 1 at 2 / 4 CTAs per SM); 23: dK/dV 8 (D 64: 6 at
-// 2 CTAs per SM); 24: forward 15, dK/dV 10 (D 64: 5 at 4 CTAs per SM).
+// (D 64: 5 at 3 CTAs per SM), dQ 3 / 4 (D 64: 0 / 1 at 2 / 4 CTAs per SM); 23, 24 (s8; dK/dV 8 and 10
+// until s7): dK/dV 11, the fused kernel with TMA tiles and bulk dQ adds in both modes (ordered:
+// fixed-point dQ by s32 adds, DET 4; D 64: 1 warpgroup of 64 keys, 2 CTAs per SM), atomic / ordered (24 also
+// forward 15); since s8 also the defaults (9) at both D.
 // MSLAB_WG_TEST_VARS="i,j,..." runs only those (default: all; --quick: 0, 1, 14), so a first run
 // of a new tiling cannot take the others down. Only the fused backward's atomic mode may differ
-// between two calls.
+// between two calls. Extra rows (g_wg_inputs, the fused variants and the defaults): uneven input
+// magnitudes (rows of q, dout, v scaled by 2^-8 .. 2^8) and one NaN q element (the reference's
+// non-finite outputs must be non-finite, the rest close; nonfinite_err).
 #define NVAR 25
 static const int VARS[NVAR][4] = {{9, 9, 9, 1}, {9, 9, 9, 0}, {11, 1, 0, 1}, {11, 1, 1, 0},
                                   {11, 0, 1, 1}, {11, 1, 0, 1}, {11, 0, 0, 1}, {11, 0, 1, 1},
@@ -47,7 +52,7 @@ static const int VARS[NVAR][4] = {{9, 9, 9, 1}, {9, 9, 9, 0}, {11, 1, 0, 1}, {11
                                   {11, 4, 0, 1}, {11, 4, 0, 0}, {11, 5, 2, 1}, {11, 5, 2, 0},
                                   {11, 9, 0, 1}, {11, 9, 0, 0}, {12, 6, 0, 1}, {13, 6, 1, 1},
                                   {14, 1, 2, 0}, {11, 7, 3, 1}, {11, 7, 4, 1},
-                                  {11, 8, 4, 0}, {15, 10, 3, 1}};
+                                  {11, 11, 4, 0}, {15, 11, 3, 1}};
 static int var_on(int var) {
     const char *e = getenv("MSLAB_WG_TEST_VARS");
     if (!e) return !quick || var == 0 || var == 1 || var == 14;
@@ -61,6 +66,12 @@ static int var_on(int var) {
     return 0;
 }
 static int g_arch = 1; // 0: the kernels returned -1 (not an sm_90 GPU)
+static int g_wg_inputs = 0; // 1: uneven magnitudes, 2: one NaN q element (t_wg)
+
+// dK/dV tuning 9 as flash_wgmma_bwd.cu resolves it (WG64_DKDV*, WG128_DKDV_DET there)
+static int dkdv_default(int D, int det) { return D == 64 || det ? 11 : 4; }
+// does the dK/dV tuning run the fused kernel (atomic mode: its dQ adds may differ between calls)?
+static int dkdv_fused(int dk, int D) { return (dk >= 2 && dk <= 4 && D == 128) || dk == 11; }
 
 
 static void diagnose(const char *name, const float *a, const float *ref, int B, int T, int NH,
@@ -136,7 +147,7 @@ static void row(const char *op, const char *shape, const char *name, const float
                 const float *ref, const uint16_t *b1, const uint16_t *b2, int B, int T, int NH,
                 int D, double tol, int need_det) {
     size_t n = (size_t)B * T * NH * D;
-    double e = rel_l2(a, ref, n);
+    double e = g_wg_inputs == 2 ? nonfinite_err(a, ref, n) : rel_l2(a, ref, n);
     int det = !need_det || memcmp(b1, b2, n * 2) == 0;
     report(op, shape, e, tol, det);
     if (!(e <= tol) || !det) diagnose(name, a, ref, B, T, NH, D, tol);
@@ -151,6 +162,7 @@ static void t_wg(int B, int T, int H, int KVH, int D) {
     float *q, *k, *v, *dy;
     rand_bf16(&qb, &q, nq), rand_bf16(&kb, &k, nk), rand_bf16(&vb, &v, nk);
     rand_bf16(&dyb, &dy, nq);
+    const char *inp = odd_inputs(g_wg_inputs, q, qb, dy, dyb, v, vb, nq, nk, T, H, D);
     float *out = xalloc(nq * 4), *lse = xalloc(nl * 4);
     cpu->attention_fwd(out, lse, q, k, v, B, T, H, KVH, D);
     uint16_t *outb = xalloc(nq * 2);
@@ -169,17 +181,18 @@ static void t_wg(int B, int T, int H, int KVH, int D) {
     int mode0 = attn_bf16_deterministic(), fwd_done = 0;
     for (int var = 0; var < NVAR && g_arch; var++) {
         if (!var_on(var)) continue;
+        int dk = VARS[var][1] == 9 ? dkdv_default(D, VARS[var][3]) : VARS[var][1];
+        int fused = dkdv_fused(dk, D);
+        if (g_wg_inputs && !(fused || var < 2)) continue; // extra inputs: fused and defaults
         int fv = VARS[var][0]; // D 128: one forward tiling; D 64: 9 (the default) and 11..15
         int fbit = 1 << (D == 64 ? (fv == 9 ? 7 : fv - 11) : 0);
-        int do_f = want_f && !(fwd_done & fbit);
+        int do_f = want_f && !(fwd_done & fbit) && !g_wg_inputs;
         if (do_f) fwd_done |= fbit;
         flash_wgmma_tune(VARS[var][0], VARS[var][1], VARS[var][2]);
         attn_bf16_set_deterministic(VARS[var][3]);
-        int dk = VARS[var][1] == 9 ? (VARS[var][3] || D != 128 ? 5 : 2) : VARS[var][1];
-        int fused = dk >= 2 && dk <= 4 && D == 128;
         int need_det = VARS[var][3] || !fused; // split: always
         char shape[128];
-        snprintf(shape, sizeof shape, "B=%d T=%d H=%d KVH=%d D=%d v%d", B, T, H, KVH, D, var);
+        snprintf(shape, sizeof shape, "B=%d T=%d H=%d KVH=%d D=%d v%d%s", B, T, H, KVH, D, var, inp);
         if (do_f) {
             uint16_t *ob[2];
             float *of[2], *lf[2];
@@ -305,11 +318,12 @@ static void t_wg_perf(const char *name, int B, int T, int H, int D) {
     // pass 0: flash_bf16 default; then each wgmma forward tiling (D 64: 11..15), each dK/dV
     // tiling, dQ tiling; last: the default (VARS[0]). With MSLAB_WG_TEST_VARS only the listed
     // variants' tilings.
-    // dK/dV passes {tune, ordered}: split 0, 1, 5, 6, 7, 8, 10 (dQ skipped); fused (D 128) 2 ordered, 2
-    // atomic, 3 ordered, 4 ordered (= 2), 4 atomic (TMA + bulk dQ adds, the atomic default); dQ 0 .. 4
-    enum { NKV = 12, NSPLIT = 7, NDQ = 5 };
-    static const int KV[NKV][2] = {{0, 1}, {1, 1}, {5, 1}, {6, 1}, {7, 1}, {8, 1}, {10, 1},
-                                   {2, 1}, {2, 0}, {3, 1}, {4, 1}, {4, 0}};
+    // dK/dV passes {tune, ordered}: split 0, 1, 5, 6, 7 (dQ skipped); fused (D 128) 2 ordered, 2
+    // atomic, 3 ordered, 4 ordered (= 2), 4 atomic (TMA + bulk dQ adds, the atomic default);
+    // fused (both D) 11 ordered (fixed-point dQ) / atomic; dQ 0 .. 4
+    enum { NKV = 12, NSPLIT = 5, NF128 = 10, NDQ = 5 };
+    static const int KV[NKV][2] = {{0, 1}, {1, 1}, {5, 1}, {6, 1}, {7, 1}, {2, 1}, {2, 0}, {3, 1},
+                                   {4, 1}, {4, 0}, {11, 1}, {11, 0}};
     int nfw = D == 64 ? 5 : 1;
     int P_FW = 1, P_KV = P_FW + nfw, P_DQ = P_KV + NKV, P_DEF = P_DQ + NDQ;
     int mode0 = attn_bf16_deterministic();
@@ -317,7 +331,7 @@ static void t_wg_perf(const char *name, int B, int T, int H, int D) {
         int fw = pass >= P_FW && pass < P_KV, kv = pass >= P_KV && pass < P_DQ;
         int dq = pass >= P_DQ && pass < P_DEF;
         int kvi = pass - P_KV, fused = kv && kvi >= NSPLIT;
-        if (fused && D != 128) continue;
+        if (fused && kvi < NF128 && D != 128) continue;
         if (kv && getenv("MSLAB_WG_TEST_VARS")) { // the fused modes only when a variant has them
             int keep = kvi < 2;
             for (int v2 = 0; v2 < NVAR; v2++)
@@ -373,6 +387,10 @@ void t_flash_wgmma_all(void) {
                 t_wg((c + it) % 2 + 1, Ts[it], HK[c][0], HK[c][1], D);
             }
     if (!quick) t_wg(1, 2048, 8, 2, 128);
+    // uneven magnitudes, one NaN q element: the fused variants and the defaults (GQA, B = 2, tails)
+    for (int in = 1; in <= 2; in++)
+        for (int D = 64; D <= 128; D *= 2) g_wg_inputs = in, t_wg(2, 200, 4, 2, D);
+    g_wg_inputs = 0;
     t_wg_unsupported();
     if (!quick) t_wg_perf("flash_wgmma_perf", 1, 16384, 32, 128);
     int pb = 8, pt = 4096, ph = 12; // MSLAB_WG_PERF64="B,T,H": another D 64 shape
