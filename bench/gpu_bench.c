@@ -13,6 +13,7 @@
 #include "../core/common.h"
 #include "../core/model.h"
 #include "../core/optim.h"
+#include "../cuda/attn_bf16.h"
 #include "../cuda/backend_cuda.h"
 #include "attn_bench.h"
 
@@ -130,7 +131,8 @@ static void bench_train(const char *name, ModelConfig c, int B, int T, int steps
 
 // --lm: issue 8's end-to-end rows, the shapes of torch_peers_dense.py's eager PyTorch LM (dim 768,
 // 12 layers, 12 heads, SwiGLU 4*dim, vocab 32000, untied, 162M parameters) on the bf16 backend:
-// dense at T=4096 x 8, and MS attention (w 16, top 512, merge 128) at T=32768 x 1. Random tokens,
+// dense at T=4096 x 8, and MS attention (w 16, top 512, merge 128) at T=32768 x 1, deterministic,
+// then the first two again in the atomic mode ("-nd"). Random tokens,
 // AdamW, two warm-up steps; rows appended to --tsv FILE as `lm-<attn>-bf16 train T ms_per_step`.
 // MSLAB_LM_ROWS=02 runs rows 0 and 2 only (for profilers).
 static int bench_lm(int argc, char **argv) {
@@ -147,20 +149,27 @@ static int bench_lm(int argc, char **argv) {
     c.tied = 0;
     AttnConfig ms = attn_config_default(ATTN_MS);
     ms.w = 16, ms.top = 512, ms.merge = 128;
-    struct { const char *name; int B, T; const AttnConfig *attn; } rows[] = {
-        {"lm-dense-bf16", 8, 4096, NULL},
-        {"lm-ms-bf16", 1, 32768, &ms},
-        {"lm-dense-bf16", 1, 32768, NULL},
+    // nd: the attention backward in the atomic mode (deterministic = false; PyTorch's FA2
+    // backward adds dQ by atomics too), rows "<name>-nd"
+    struct { const char *name; int B, T; const AttnConfig *attn; int nd; } rows[] = {
+        {"lm-dense-bf16", 8, 4096, NULL, 0},
+        {"lm-ms-bf16", 1, 32768, &ms, 0},
+        {"lm-dense-bf16", 1, 32768, NULL, 0},
+        {"lm-dense-bf16-nd", 8, 4096, NULL, 1},
+        {"lm-ms-bf16-nd", 1, 32768, &ms, 1},
     };
+    int nrows = (int)(sizeof rows / sizeof rows[0]);
     FILE *f = tsv ? fopen(tsv, "a") : NULL;
     if (tsv && !f) {
         fprintf(stderr, "mslab-gpu-bench: cannot append to %s\n", tsv);
         return 1;
     }
     const char *only = getenv("MSLAB_LM_ROWS"); // e.g. "0": the rows to run (profiling)
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < nrows; i++) {
         if (only && !strchr(only, '0' + i)) continue;
+        int old = attn_bf16_set_deterministic(!rows[i].nd);
         double tps = bench_train_attn(rows[i].name, c, rows[i].B, rows[i].T, 7, rows[i].attn);
+        attn_bf16_set_deterministic(old);
         if (f)
             fprintf(f, "%s\ttrain\t%d\t%.4f\tn/a\ttokens_per_s=%.0f;batch=%d;params_m=%.0f\n",
                     rows[i].name, rows[i].T, 1e3 * rows[i].B * rows[i].T / tps, tps, rows[i].B,
