@@ -1491,7 +1491,8 @@ extern "C" int flash_wgmma_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const u
 // with 128-key CTAs (tunable): 12.9-13.4 vs 12.5-13.0. Bench moba-blk fwd+bwd (selection
 // included) 32K: 15.3 ms ordered, 13.6 atomic (r3, with the r3 forward; r0: 21.8). ms paper
 // config (6.71e9 pairs) 32K bwd, atomic: small-region kernel 32.8 ms (262) vs sparse_bf16's 37.9
-// (r4 perf row); bench fwd+bwd atomic 46.9 ms (r3).
+// (r4 perf row; s8: 24.9 atomic, 30.3 ordered, sparse_wgmma_small.cu); bench fwd+bwd atomic
+// 46.9 ms (r3).
 // s6 r1 (moba-blk; perf rows, MSLAB_SWB_PERF_MIN; RAND = q, k rows drawn at random, lists like the
 // bench's; TFLOP/s at 2.5x fwd): 32K (inverse entries per region max 163 perf_qkv / 122 RAND,
 // mean 16.5): ordered split 12.48 / 12.49 ms (220), atomic fused 11.45 / 11.25 (240 / 244);
