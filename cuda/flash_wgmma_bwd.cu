@@ -24,8 +24,10 @@
 //   <.., SP>; D = 128, regions of 128k keys): the atomic mode with fp32 dQ adds, the ordered
 //   mode (the default there since s6) with fixed-point integer dQ adds (DET = 3: any order, the
 //   same bits); since s7 in both modes with Q / dO tiles and dK / dV by TMA and the dQ partials
-//   as bulk tensor reduce-adds (PIPE 30, at bwd_fused_body). 16 / 32-key regions:
-//   sq_fused_kernel, a query-centric fused kernel (sparse_wgmma_small.cu). Host part and figures
+//   as bulk tensor reduce-adds (PIPE 30, at bwd_fused_body). 16 / 32-key regions (s9): the fused
+//   kernel with SP = 2 (key lists: a CTA = 128 keys gathered from one query block's list, walking
+//   that block's query tiles; host part and figures in sparse_wgmma_keys.cu), else (D 64) the
+//   query-centric sq_fused_kernel (sparse_wgmma_small.cu). Host part and figures
 //   at sparse_wgmma_bwd.
 // Synchronisation: cp.async writes are generic-proxy writes, wgmma reads through the async
 //   proxy: each thread waits its cp.async groups, fence.proxy.async, then __syncthreads; a
@@ -546,7 +548,19 @@ struct FusedDenseWalk {
     __device__ __forceinline__ bool ok() const { return i < n; }
 };
 
-template <int D, int DET, int PIPE, bool SP, int TR>
+// Key lists (SP = 2; sparse_wgmma_keys.cu): one query head, the block's n query tiles from t0,
+// starting at the rot-th (mod n)
+struct FusedKeyWalk {
+    int hh, t, t0, n, i, rot;
+    __device__ __forceinline__ void set() { t = t0 + (i + rot < n ? i + rot : i + rot - n); }
+    __device__ __forceinline__ void begin() { i = 0, rot = n > 0 ? rot % n : 0, set(); }
+    __device__ __forceinline__ void next() { ++i, set(); }
+    __device__ __forceinline__ bool ok() const { return i < n; }
+};
+
+// SP: 0 dense, 1 block-sparse lists (the inverse list walks), 2 key lists (a CTA = 128 gathered
+// keys of one block's list; sparse_wgmma_keys.cu)
+template <int D, int DET, int PIPE, int SP, int TR>
 __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc,
                                                int *counters, const bf16 *dout, const float *lse,
                                                const float *Di, const bf16 *q, const bf16 *k,
@@ -557,6 +571,8 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
                                                const CUtensorMap &dvmap) {
     static_assert(!SP || DET == 0 || DET >= 3, "sparse lists: atomic or fixed-point dQ");
     static_assert(D == 128 || DET == 0 || DET >= 3, "D 64: atomic or fixed-point dQ");
+    constexpr bool KL = SP == 2; // key lists
+    static_assert(!KL || (PIPE == 22 && (DET == 0 || DET == 4)), "key lists: PIPE 22, DET 0 / 4");
     constexpr bool FX = DET >= 3; // fixed-point dQ: 3 two 32-bit lanes per u64 red, 4 s32 bulk adds
     constexpr bool ALDL = (PIPE & 2) != 0; // lse / Di by cp.async
     constexpr bool BULKQ = (PIPE & 4) != 0; // dQ partials by bulk reduce-adds (map dqmap)
@@ -602,9 +618,9 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     }
 
     int bh = blockIdx.x, kb = blockIdx.y;
-    if (SP && sp.hmajor) bh = blockIdx.y, kb = blockIdx.x;
+    if (SP == 1 && sp.hmajor) bh = blockIdx.y, kb = blockIdx.x;
     int nkb = (T + BKV - 1) / BKV;
-    if (SP && counters) { // SP: counters = the launch order (fused_order; NULL: the grid's)
+    if (SP == 1 && counters) { // SP: counters = the launch order (fused_order; NULL: the grid's)
         int w = counters[(size_t)blockIdx.y * gridDim.x + blockIdx.x];
         bh = w / nkb, kb = w % nkb;
     }
@@ -614,6 +630,22 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         kb = r / gh, bh = gi * sp.hgroup + r % gh;
     }
     int b = bh / KVH, kvh = bh % KVH, G = H / KVH;
+    // KL: grid x = the key tile kb (slots kb BKV / region ..), y = (query head of the launch's
+    // (b, kv head)s, block kc latest first); kbl = the (b, kv head)'s accumulator slab
+    int kh = 0, kc = 0, kbl = 0;
+    const int *klst = nullptr;
+    if constexpr (KL) {
+        int hl = blockIdx.y / sp.nblk, bhq = sp.bk0 * G + hl;
+        kc = sp.nblk - 1 - (blockIdx.y - hl * sp.nblk), kb = blockIdx.x;
+        b = bhq / H, kh = bhq % H, kvh = kh / G, kbl = b * KVH + kvh - sp.bk0;
+        klst = sp.idx + (((size_t)b * H + kh) * sp.nblk + kc) * sp.width;
+    }
+    // KL: the key of the CTA's row r (INT_MAX: an empty slot or past T)
+    auto kl_key = [&](int r) {
+        int s = kb * (BKV / sp.region) + r / sp.region, reg = s < sp.width ? __ldg(klst + s) : -1;
+        int key = reg * sp.region + r % sp.region;
+        return reg >= 0 && key < T ? key : INT_MAX;
+    };
     int k0 = kb * BKV;
     size_t ldq = (size_t)H * D, ldk = (size_t)KVH * D;
     const bf16 *kbp = k + (size_t)b * T * ldk + (size_t)kvh * D;
@@ -623,8 +655,17 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     int wk0 = k0 + wg * 64;
     int key[2] = {wk0 + wl * 16 + g, wk0 + wl * 16 + g + 8};
     int nqt = (T + BQ - 1) / BQ;
-    typename std::conditional<SP, KvWalk<true>, FusedDenseWalk>::type L; // load cursor
-    if constexpr (SP) {
+    typename std::conditional<
+        SP == 1, KvWalk<true>,
+        typename std::conditional<KL, FusedKeyWalk, FusedDenseWalk>::type>::type L; // load cursor
+    if constexpr (KL) { // the block's query tiles from its least key's on
+        key[0] = kl_key(wg * 64 + wl * 16 + g), key[1] = kl_key(wg * 64 + wl * 16 + g + 8);
+        int kmin = INT_MAX;
+        for (int r = 0; r < BKV; r += sp.region) kmin = min(kmin, kl_key(r));
+        int rs = max(kmin, kc * sp.qblock), re = min(T, kc * sp.qblock + sp.qblock);
+        L.hh = kh, L.t0 = rs / BQ, L.n = kmin == INT_MAX ? 0 : max(0, (re + BQ - 1) / BQ - L.t0);
+        L.rot = sp.krot ? kb : 0;
+    } else if constexpr (SP == 1) {
         int bk = (b * KVH + kvh) * sp.nreg + k0 / sp.region;
         L.kvh = kvh, L.G = G, L.lst = sp.inv + sp.start[bk], L.n = sp.count[bk], L.rev = sp.desc;
         L.nblk = sp.nblk, L.qb = sp.qblock, L.k0 = k0;
@@ -633,7 +674,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         L.n = G * (nqt - k0 / BQ), L.G = G, L.kvh = kvh, L.nqt = nqt;
     }
     L.begin();
-    int win = SP ? sp.window : 0;
+    int win = SP == 1 ? sp.window : 0;
     auto load_step = [&](int hh, int qs, int buf) {
         if (TML) { // thread 0: 2 planes each, rows past T zero-filled (the full bytes arrive)
             if (threadIdx.x == 0) {
@@ -676,7 +717,14 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     for (int j = 0; j < NB - 1; j++) {
         pm[j] = L.ok(), ph[j] = L.hh, pq[j] = L.t * BQ;
         if (pm[j]) {
-            if (j == 0) {
+            if (j == 0 && KL) { // the gathered K / V rows (empty slots, keys past T: zero)
+                for (int i = threadIdx.x; i < BKV * (D / 8); i += NT) {
+                    int r = i / (D / 8), ch = i % (D / 8), key = kl_key(r);
+                    size_t off = (size_t)(key != INT_MAX ? key : 0) * ldk + ch * 8;
+                    cp_async16(Ks + pl<BKV>(r, ch), kbp + off, key != INT_MAX);
+                    cp_async16(Vs + pl<BKV>(r, ch), vbp + off, key != INT_MAX);
+                }
+            } else if (j == 0) {
                 ptile_load<D, BKV, NT>(Ks, kbp, ldk, k0, T);
                 ptile_load<D, BKV, NT>(Vs, vbp, ldk, k0, T);
             }
@@ -694,11 +742,13 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     int *cnt_prev = nullptr; // DET = 2: this warp's counter of the previous step (release due)
     float acc[8][4];         // this step's dQ partial
     int bq_qs = -1, bq_hh = 0; // BULKQ: the staged partial's query tile (-1: none)
+    bool any = pm[0]; // KL: some step (else no dK / dV adds)
     // BULKQ: thread 32 x (x < D / 32) hands box x (fp32 columns 32 x .. + 31) to the TMA unit
+    // (KL: the accumulator [slab kbl][T][G][D], the head's index in its group)
     auto bulk_issue = [&]() {
         if ((threadIdx.x & 31) == 0 && threadIdx.x < D)
-            tma_out_4d<true>(&dqmap, dQs + (threadIdx.x >> 5) * 8192,
-                             (threadIdx.x >> 5) * 32, bq_hh, bq_qs, b);
+            tma_out_4d<true>(&dqmap, dQs + (threadIdx.x >> 5) * 8192, (threadIdx.x >> 5) * 32,
+                             KL ? kh - kvh * G : bq_hh, bq_qs, KL ? kbl : b);
     };
 
     for (int i = 0, buf = 0; pm[0]; i++, buf = buf == NB - 1 ? 0 : buf + 1) {
@@ -749,7 +799,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         wg_wait<1>();
         wg_keep<BQ>(s);
         tr_stamp(1);
-        bool diag = wk0 + 63 > qs;
+        bool diag = KL || wk0 + 63 > qs; // KL: keys anywhere
         bool wcut = SP && win && wk0 <= qs + BQ - 1 - win; // some key before a row's window
         uint32_t pa[BQ / 16][4], da[BQ / 16][4];
 #pragma unroll
@@ -909,7 +959,52 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         if (lane == 0) st_release_gpu(cnt_prev, kb + 1);
         cnt_prev = nullptr;
     }
-    if (TML) { // dK / dV as planar tiles in the Q / dO buffers, then 4 TMA stores (rows past T
+    if constexpr (KL) {
+        // dK / dV (unscaled) reduce-added into the accumulators (map dkmap: (D, T, slab, 2 = dK,
+        // dV); fp32, or DET 4: s64 fixed point, x the (b, kv head)'s scales sp.ksc) at the warp's
+        // 16 keys (consecutive: a region's rows), staged per warp in 128 D bytes of the K / V /
+        // Q / dO buffers as boxes [16 keys][128 bytes] (128-byte swizzle; fp32: 32 columns, both
+        // arrays at once; s64: 16 columns, one array a pass)
+        __syncthreads(); // every warpgroup's products done with the buffers
+        int wkey = __shfl_sync(0xffffffffu, key[0], 0); // the warp's first key
+        unsigned char *st = (unsigned char *)Ks + warp * 128 * D;
+        auto stage = [&](const float (&x)[DN][4], unsigned char *sa, float sc) {
+#pragma unroll
+            for (int n = 0; n < DN; n++)
+#pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    int row = g + 8 * r; // (row & 7 = g)
+                    if constexpr (DET == 4)
+                        *(longlong2 *)(sa + (n >> 1) * 2048 + row * 128 + (((4 * (n & 1) + tq) ^ g) << 4)) =
+                            make_longlong2(__float2ll_rn(x[n][2 * r] * sc),
+                                           __float2ll_rn(x[n][2 * r + 1] * sc));
+                    else
+                        *(float2 *)(sa + (n >> 2) * 2048 + row * 128 +
+                                    (((2 * (n & 3) + (tq >> 1)) ^ g) << 4) + (tq & 1) * 8) =
+                            make_float2(x[n][2 * r], x[n][2 * r + 1]);
+                }
+            fence_async_smem(); // the staging stores before the TMA unit reads them
+            __syncwarp();
+        };
+        if (any && wkey != INT_MAX) {
+            size_t bk = (size_t)b * KVH + kvh;
+            if constexpr (DET == 4) {
+                stage(dka, st, sp.ksc[2 * bk]);
+                if (lane < D / 16) tma_out_4d<true>(&dkmap, st + lane * 2048, lane * 16, wkey, kbl, 0);
+                bulk_wait_read();
+                __syncwarp();
+                stage(dva, st, sp.ksc[2 * bk + 1]);
+                if (lane < D / 16) tma_out_4d<true>(&dkmap, st + lane * 2048, lane * 16, wkey, kbl, 1);
+            } else {
+                stage(dka, st, 1.f);
+                stage(dva, st + 64 * D, 1.f);
+                if (lane < D / 16)
+                    tma_out_4d<true>(&dkmap, st + lane * 2048, lane % (D / 32) * 32, wkey, kbl,
+                                     lane / (D / 32));
+            }
+            bulk_wait_read();
+        }
+    } else if (TML) { // dK / dV as planar tiles in the Q / dO buffers, then 4 TMA stores (rows past T
                // clipped); the smem reads done before the CTA exits
         __syncthreads(); // every warpgroup's products done with the buffers
         bf16 *dKs = Qs, *dVs = dOs;
@@ -1004,7 +1099,7 @@ __global__ void __launch_bounds__(128 * NWG, MINB)
 }
 
 // MINB: CTAs per SM for the register budget (D 64: 2, 184 registers; D 128: 1)
-template <int D, int DET, int PIPE, bool SP, int TR, int MINB = 1>
+template <int D, int DET, int PIPE, int SP, int TR, int MINB = 1>
 __global__ void __launch_bounds__(2 * D, MINB)
     bwd_fused_kernel(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *counters, const bf16 *dout,
                      const float *lse, const float *Di, const bf16 *q, const bf16 *k,
@@ -1253,16 +1348,43 @@ static void dq_run(bf16 *dq, const bf16 *dout, const float *lse, const float *Di
         dq, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale, sp);
     cudaLaunchCheck();
 }
+// the fused kernel's dynamic shared memory (the body's layout)
+template <int D, int PIPE> static constexpr size_t fused_smem() {
+    constexpr int BKV = D, BQ = 64, NB = PIPE & 8 ? 3 : 2; // the Q / dO / lse / Di buffers
+    return 1024 + sizeof(bf16) * (size_t)(2 * BKV * D + 2 * NB * BQ * D + BKV * BQ) +
+           sizeof(float) * 2 * NB * BQ + 8 * NB + 32 + // + mbarriers, trace sums
+           (PIPE & 4 ? BQ * D * 4 : 0);
+}
+// bwd_fused_kernel<D, DET, PIPE, SP, 0, MINB> on grid (args: the kernel's); MSLAB_BWD_TRACE: the
+// TR = 1 instantiation and its report (label T) instead
+template <int D, int DET, int PIPE, int SP, int MINB, class... A>
+static void fused_go(dim3 grid, size_t smem, int T, A... args) {
+    static bool init = false;
+    if (!init) smem_optin(bwd_fused_kernel<D, DET, PIPE, SP, 0, MINB>, smem), init = true;
+    if constexpr (DET != 1 && DET != 2) if (fused_trace_on()) { // diagnostics
+        // (at 2 CTAs per SM at most: with the stamps' registers ptxas serialises the wgmma at 3)
+        constexpr int TMINB = MINB < 2 ? MINB : 2;
+        static bool init1 = false;
+        if (!init1) smem_optin(bwd_fused_kernel<D, DET, PIPE, SP, 1, TMINB>, smem), init1 = true;
+        unsigned long long *rec = fused_trace_buf((size_t)grid.x * grid.y);
+        bwd_fused_kernel<D, DET, PIPE, SP, 1, TMINB><<<grid, 2 * D, smem>>>(args...);
+        cudaLaunchCheck();
+        char what[64];
+        snprintf(what, sizeof what, "%s DET %d PIPE %d T %d",
+                 SP == 2 ? "keys" : SP ? "sparse" : "dense", DET, PIPE, T);
+        fused_trace_report(rec, (size_t)grid.x * grid.y, what);
+        return;
+    }
+    bwd_fused_kernel<D, DET, PIPE, SP, 0, MINB><<<grid, 2 * D, smem>>>(args...);
+    cudaLaunchCheck();
+}
 template <int D, int DET, int PIPE, bool SP = false, int MINB = 1>
 static void fused_run(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *cnt, const bf16 *dout,
                       const float *lse, const float *Di, const bf16 *q, const bf16 *k,
                       const bf16 *v, int B, int T, int H, int KVH, float sl2, float scale,
                       SpArgs sp = SpArgs{}, const float *rsc = nullptr) {
-    constexpr int BKV = D, BQ = 64, NT = 2 * D; // the body's key block: a warpgroup per 64 keys
-    constexpr int NB = PIPE & 8 ? 3 : 2; // the body's Q / dO / lse / Di buffers
-    size_t smem = 1024 + sizeof(bf16) * (size_t)(2 * BKV * D + 2 * NB * BQ * D + BKV * BQ) +
-                  sizeof(float) * 2 * NB * BQ + 8 * NB + 32 + // + mbarriers, trace sums
-                  (PIPE & 4 ? BQ * D * 4 : 0);
+    constexpr int BKV = D, BQ = 64; // the body's key block: a warpgroup per 64 keys
+    size_t smem = fused_smem<D, PIPE>();
     // PIPE & 4: dqacc [B, T, H, D] fp32 (DET 4: s32) as (columns, H, T, B), box 32 columns x 64
     // rows, 128-byte swizzle
     CUtensorMap dqmap, qmap, omap, dkmap, dvmap;
@@ -1286,30 +1408,11 @@ static void fused_run(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *cnt, cons
                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS,
                   "fused_run: the dQ accumulator's tensor map");
     }
-    static bool init = false;
-    if (!init) smem_optin(bwd_fused_kernel<D, DET, PIPE, SP, 0, MINB>, smem), init = true;
     dim3 grid(B * KVH, (T + BKV - 1) / BKV);
     if (SP && sp.hmajor) grid = dim3(grid.y, grid.x);
-    if constexpr (DET != 1 && DET != 2) if (fused_trace_on()) { // diagnostics
-        // (at 2 CTAs per SM at most: with the stamps' registers ptxas serialises the wgmma at 3)
-        constexpr int TMINB = MINB < 2 ? MINB : 2;
-        static bool init1 = false;
-        if (!init1) smem_optin(bwd_fused_kernel<D, DET, PIPE, SP, 1, TMINB>, smem), init1 = true;
-        unsigned long long *rec = fused_trace_buf((size_t)grid.x * grid.y);
-        bwd_fused_kernel<D, DET, PIPE, SP, 1, TMINB><<<grid, NT, smem>>>(
-            dq, dk, dv, dqacc, cnt, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale, sp, rsc, dqmap,
-            qmap, omap, dkmap, dvmap);
-        cudaLaunchCheck();
-        char what[64];
-        snprintf(what, sizeof what, "%s DET %d PIPE %d T %d", SP ? "sparse" : "dense", DET, PIPE,
-                 T);
-        fused_trace_report(rec, (size_t)grid.x * grid.y, what);
-        return;
-    }
-    bwd_fused_kernel<D, DET, PIPE, SP, 0, MINB><<<grid, NT, smem>>>(
-        dq, dk, dv, dqacc, cnt, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale, sp, rsc, dqmap,
-        qmap, omap, dkmap, dvmap);
-    cudaLaunchCheck();
+    fused_go<D, DET, PIPE, SP, MINB>(grid, smem, T, dq, dk, dv, dqacc, cnt, dout, lse, Di, q, k, v,
+                                     T, H, KVH, sl2, scale, sp, rsc, dqmap, qmap, omap, dkmap,
+                                     dvmap);
 }
 // Di; with rsc (the fixed-point dQ, DET = 3) also the K / V bound kvm [B, KVH][2] and the rows'
 // scales (the scheme at sparse_wgmma_bwd)
@@ -1646,6 +1749,42 @@ extern "C" void sparse_wgmma_bwd_tune2(int fx, int desc, int ald) { // defaults 
     sp_fx = fx, sp_desc = desc, sp_ald = ald;
 }
 extern "C" void sparse_wgmma_bwd_tune3(int tml, int nb3) { sp_tml = tml, sp_nb3 = nb3; } // 1, 1
+
+// sparse_wgmma_keys.cu's pieces (flash_wgmma_bwd.cuh)
+void wg_bwd_pre_launch(int D, float *Di, float *rsc, unsigned *kvm, const bf16 *dout,
+                       const bf16 *out, const bf16 *k, const bf16 *v, int B, int T, int H, int KVH) {
+    if (D == 64) bwd_pre_run<64>(Di, rsc, kvm, dout, out, k, v, B, T, H, KVH);
+    else bwd_pre_run<128>(Di, rsc, kvm, dout, out, k, v, B, T, H, KVH);
+}
+template <int D, int DET>
+static void keys_fused_run(dim3 grid, float *dqacc, const bf16 *dout, const float *lse,
+                           const float *Di, const bf16 *q, const bf16 *k, const bf16 *v, int T,
+                           int H, int KVH, const SpArgs &sp, const float *rsc,
+                           const CUtensorMap &dqmap, const CUtensorMap &qmap,
+                           const CUtensorMap &omap, const CUtensorMap &accmap) {
+    float scale = 1.f / sqrtf((float)D), sl2 = WG_LOG2E * scale;
+    fused_go<D, DET, 22, 2, D == 64 ? 2 : 1>(grid, fused_smem<D, 22>(), T, (bf16 *)nullptr,
+                                             (bf16 *)nullptr, (bf16 *)nullptr, dqacc, (int *)nullptr,
+                                             dout, lse, Di, q, k, v, T, H, KVH, sl2, scale, sp, rsc,
+                                             dqmap, qmap, omap, accmap, accmap);
+}
+void wg_keys_fused_launch(int D, bool det, dim3 grid, float *dqacc, const bf16 *dout,
+                          const float *lse, const float *Di, const bf16 *q, const bf16 *k,
+                          const bf16 *v, int T, int H, int KVH, const SpArgs &sp, const float *rsc,
+                          const CUtensorMap &dqmap, const CUtensorMap &qmap,
+                          const CUtensorMap &omap, const CUtensorMap &accmap) {
+#define KEYS_GO(D, DET)                                                                          \
+    keys_fused_run<D, DET>(grid, dqacc, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc, dqmap, qmap,  \
+                           omap, accmap)
+    if (D == 64) {
+        if (det) KEYS_GO(64, 4);
+        else KEYS_GO(64, 0);
+    } else {
+        if (det) KEYS_GO(128, 4);
+        else KEYS_GO(128, 0);
+    }
+#undef KEYS_GO
+}
 
 
 extern "C" int sparse_wgmma_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *dout,

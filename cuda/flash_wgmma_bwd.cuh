@@ -19,6 +19,12 @@ struct SpArgs {
     int desc;   // dK/dV walks: the inverse list latest query block first (flash_wgmma_bwd.cu)
     int hgroup; // dense fused kernel: CTAs in groups of hgroup (b, kv head)s, key blocks outer
                 // inside a group (0: the grid's order, key blocks outer; flash_wgmma_bwd.cu)
+    // key-list fused kernel (SP 2, sparse_wgmma_keys.cu): the launch's first (b, kv head), the
+    // dK / dV fixed-point scales [B * KVH][2] (ordered mode)
+    int bk0;
+    const float *ksc;
+    int krot; // ... its walks rotated by the key tile (the CTAs of a block add into different
+              // query tiles at a time)
 };
 
 // thread 0 waits until *cnt == v; bounded (~1 s at 2 GHz): a broken ordering assumption gives a
@@ -92,4 +98,21 @@ int sparse_wgmma_small_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const
                            const float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
                            const AttnIndex *ix, int B, int T, int H, int KVH, int D);
 extern int wg_sp_small; // sq_fused_kernel on (1, the default) / off (MSLAB_SPARSE_WGMMA_BWD)
+// sparse_bf16.cu: the lists sorted by region id (-1 last), one CTA per list
+void sparse_sort_lists(int *dst, const int *src, size_t nlists, int width);
+// the key-centric kernel for the same lists (sparse_wgmma_keys.cu; tried first): 0 = done, -1 =
+// not its case
+int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *out,
+                          const float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
+                          const AttnIndex *ix, int B, int T, int H, int KVH, int D);
+// flash_wgmma_bwd.cu for it: Di (and with rsc the fixed-point dQ's row scales, kvm the K / V
+// bound), and bwd_fused_kernel<D, det ? 4 : 0, 22, SP 2> on grid (maps: dQ accumulator, Q, dO,
+// dK / dV accumulators)
+void wg_bwd_pre_launch(int D, float *Di, float *rsc, unsigned *kvm, const bf16 *dout,
+                       const bf16 *out, const bf16 *k, const bf16 *v, int B, int T, int H, int KVH);
+void wg_keys_fused_launch(int D, bool det, dim3 grid, float *dqacc, const bf16 *dout,
+                          const float *lse, const float *Di, const bf16 *q, const bf16 *k,
+                          const bf16 *v, int T, int H, int KVH, const SpArgs &sp, const float *rsc,
+                          const CUtensorMap &dqmap, const CUtensorMap &qmap,
+                          const CUtensorMap &omap, const CUtensorMap &accmap);
 #endif

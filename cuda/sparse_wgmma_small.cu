@@ -1,6 +1,8 @@
 // sparse_wgmma_small.cu: the block-sparse wgmma backward for lists of 16 / 32-key regions (ms with
 // w < 64): sq_fused_kernel and its host part. Called by flash_wgmma_bwd.cu's sparse_wgmma_bwd
-// (contract: cuda/attn_bf16.h); shared pieces in flash_wgmma_bwd.cuh.
+// (contract: cuda/attn_bf16.h); shared pieces in flash_wgmma_bwd.cuh. Since s9 the key-centric
+// kernel (sparse_wgmma_keys.cu) takes these lists first (D 128, query blocks of 128k rows); this
+// one is the fallback (MSLAB_SQ_KEYS=0) and D 64's.
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -504,8 +506,6 @@ __global__ void sq_acc_out(bf16 *dk, bf16 *dv, const float *acck, const float *a
                                     pack_bf16x2(x.z * scale, x.w * scale));
     *(uint2 *)(dv + o) = make_uint2(pack_bf16x2(y.x, y.y), pack_bf16x2(y.z, y.w));
 }
-// sparse_bf16.cu: the lists sorted by region id (-1 last), one CTA per list
-void sparse_sort_lists(int *dst, const int *src, size_t nlists, int width);
 
 // the query-centric fused backward for 16 / 32-key regions (sq_fused_kernel): on by default
 // (MSLAB_SPARSE_WGMMA_BWD=nosmall / sparse_wgmma_bwd_tune_small(0): off)
@@ -661,6 +661,8 @@ extern "C" void sparse_wgmma_bwd_tune_small_hfast(int on) { sq_hfast = on < 0 ? 
 int sparse_wgmma_small_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *out,
                            const float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
                            const AttnIndex *ix, int B, int T, int H, int KVH, int D) {
+    if (sparse_wgmma_keys_bwd(dq, dk, dv, dout, out, lse, q, k, v, ix, B, T, H, KVH, D) == 0)
+        return 0;
     if (!small_ok(ix, B, T, KVH, D)) return -1;
     if (D == 64) small_launch<64>(dq, dk, dv, dout, out, lse, q, k, v, ix, B, T, H, KVH);
     else small_launch<128>(dq, dk, dv, dout, out, lse, q, k, v, ix, B, T, H, KVH);

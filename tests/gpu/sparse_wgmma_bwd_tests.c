@@ -19,10 +19,12 @@
 // adds the dQ partials by bulk tensor reduce-adds, long walks launched early (s7); rows *_s6 /
 // *_s6_atomic: the s6 fused paths (cp.async tiles, per-thread reds), ordered (must repeat its
 // bits) / atomic.
-// Skew lists: the first 3 regions in nearly every list (very uneven inverse lists). Regions of 16 / 32 keys (ms with w < 64; rows *_small): the query-centric kernel
-// (sq_fused_kernel, D = 128: dK / dV by bulk reduce-adds, 64: reds) in the atomic mode (tolerance
-// only) and in the ordered mode (*_small_ord: must also repeat its bits; *_small_ord1: the other
-// launch order); their extra rows: uneven input magnitudes, one NaN q element (the reference's
+// Skew lists: the first 3 regions in nearly every list (very uneven inverse lists). Regions of 16
+// / 32 keys (ms with w < 64; rows *_small): the default kernel (the key-centric one where it runs,
+// sparse_wgmma_keys.cu; else the query-centric sq_fused_kernel, D = 128: dK / dV by bulk
+// reduce-adds, 64: reds) in the atomic mode (tolerance only) and in the ordered mode (*_small_ord:
+// must also repeat its bits); the query-centric kernel forced (*_small_sq, *_small_sq_ord;
+// *_small_ord1: its other launch order); their extra rows: uneven input magnitudes, one NaN q element (the reference's
 // non-finite outputs must be non-finite), an odd count of 128-row CTAs in 256-row blocks, merge
 // 128 at D = 64 and 128 (the paper config's and the LM's 2048-row blocks; at D = 128 the last
 // block one CTA). Lists
@@ -59,6 +61,9 @@ void sparse_wgmma_bwd_tune_small_modes(int bits);
 // its ordered mode's launch order: 1 heads fastest, 0 CTAs fastest; -1 the default (heads
 // fastest at D = 64 only)
 void sparse_wgmma_bwd_tune_small_hfast(int on);
+// the key-centric kernel for the same lists (sparse_wgmma_keys.cu): 0 off (sq_fused_kernel), 1
+// D = 128, 2 also D = 64; -1 the default
+void sparse_wgmma_bwd_tune_keys(int on);
 // t_swb's inputs: 1 = uneven magnitudes (rows of q, dout, v scaled by powers of 2 from 2^-8 to
 // 2^8); 2 = one q element NaN (the outputs the CPU makes non-finite must be non-finite, the rest
 // close)
@@ -165,12 +170,15 @@ static void t_swb(const char *name, const AttnIndex *ic, int B, int T, int H, in
     // dK/dV CTAs, head-major grids, latest block first); *_fx (vi 5): the fused kernel in the
     // list order, lse / Di by plain loads (repeats its bits); *_s6 / *_s6_atomic (vi 9 / 10): the
     // s6 fused paths without TMA, ordered (repeats its bits) / atomic
-    // small: *_small_ord1 (vi 6): the ordered mode with the other launch order (CTAs fastest at
-    // D = 64, heads fastest at D = 128; repeats its bits)
+    // small: *_small_ord1 (vi 6): the query-centric kernel's ordered mode with the other launch
+    // order (CTAs fastest at D = 64, heads fastest at D = 128; repeats its bits); *_small /
+    // *_small_ord: the default kernel (the key-centric one where it runs, sparse_wgmma_keys.cu);
+    // *_small_sq / *_small_sq_ord (vi 7 / 8): the query-centric one (keys off)
     int fxok = !small && D == 128 && ic->region % 128 == 0;
-    for (int pass = small ? 3 : 0; pass < (small ? 6 : fxok ? 6 : 3) && g_arch; pass++) {
-        int vi = pass == 0 ? 1 : pass == 1 ? 0 : !small && pass == 3 ? 5 : !small && pass > 3 ? pass + 5 : small && pass == 5 ? 6 : pass;
-        int mode = vi == 1 || vi == 2 || vi == 4 || vi == 5 || vi == 6 || vi == 9;
+    for (int pass = small ? 3 : 0; pass < (small ? 8 : fxok ? 6 : 3) && g_arch; pass++) {
+        int vi = pass == 0 ? 1 : pass == 1 ? 0 : !small && pass == 3 ? 5 : !small && pass > 3 ? pass + 5 : small && pass >= 5 ? pass + 1 : pass;
+        int mode = vi == 1 || vi == 2 || vi == 4 || vi == 5 || vi == 6 || vi == 8 || vi == 9;
+        sparse_wgmma_bwd_tune_keys(vi >= 6 && vi <= 8 ? 0 : -1);
         sparse_wgmma_bwd_tune3(vi != 9 && vi != 10, 1); // *_s6*: the s6 fused paths (no TMA)
         attn_bf16_set_deterministic(mode);
         sparse_wgmma_bwd_tune2(vi != 2, vi == 2 ? 1 : vi == 5 ? 0 : -1, vi == 5 ? 0 : -1);
@@ -205,8 +213,10 @@ static void t_swb(const char *name, const AttnIndex *ic, int B, int T, int H, in
                 {"sparse_wgmma_bwd_fx.dq", "sparse_wgmma_bwd_fx.dk", "sparse_wgmma_bwd_fx.dv"},
                 {"sparse_wgmma_bwd_small_ord1.dq", "sparse_wgmma_bwd_small_ord1.dk",
                  "sparse_wgmma_bwd_small_ord1.dv"},
-                {"(free)", "(free)", "(free)"}, // vi 7, 8: unused
-                {"(free)", "(free)", "(free)"},
+                {"sparse_wgmma_bwd_small_sq.dq", "sparse_wgmma_bwd_small_sq.dk",
+                 "sparse_wgmma_bwd_small_sq.dv"},
+                {"sparse_wgmma_bwd_small_sq_ord.dq", "sparse_wgmma_bwd_small_sq_ord.dk",
+                 "sparse_wgmma_bwd_small_sq_ord.dv"},
                 {"sparse_wgmma_bwd_s6.dq", "sparse_wgmma_bwd_s6.dk", "sparse_wgmma_bwd_s6.dv"},
                 {"sparse_wgmma_bwd_s6_atomic.dq", "sparse_wgmma_bwd_s6_atomic.dk",
                  "sparse_wgmma_bwd_s6_atomic.dv"}};
@@ -226,6 +236,7 @@ static void t_swb(const char *name, const AttnIndex *ic, int B, int T, int H, in
     }
     attn_bf16_set_deterministic(mode0);
     sparse_wgmma_bwd_tune(1, 3, -1, 1);
+    sparse_wgmma_bwd_tune_keys(-1);
     sparse_wgmma_bwd_tune_small_modes(-1);
     sparse_wgmma_bwd_tune_small_hfast(-1);
     sparse_wgmma_bwd_tune2(1, -1, -1);
@@ -331,6 +342,8 @@ static void t_perf(const char *name, AttnConfig cfg, int T) {
     const char *only = getenv("MSLAB_SWB_PERF");
     if (only && strcmp(only, name)) return;
     int H = 32, D = 128, reps = 3, minimal = getenv("MSLAB_SWB_PERF_MIN") != NULL;
+    if (getenv("MSLAB_SWB_PERF_H")) H = atoi(getenv("MSLAB_SWB_PERF_H")); // e.g. the LM's 12, 64
+    if (getenv("MSLAB_SWB_PERF_D")) D = atoi(getenv("MSLAB_SWB_PERF_D"));
     if (getenv("MSLAB_SWB_PERF_REPS")) reps = atoi(getenv("MSLAB_SWB_PERF_REPS")); // 0: one call
     AttnDims d;
     MS_ASSERT(attn_dims(&cfg, T, &d) == 0, "%s", ms_error());
@@ -366,15 +379,18 @@ static void t_perf(const char *name, AttnConfig cfg, int T) {
     double f = 4.0 * st.pairs * D; // forward FLOPs; the backward counts 2.5x
     attn_bf16_sparse_fwd(o, lse, q, k, v, &ix, 1, T, H, H, D);
     int mode0 = attn_bf16_deterministic();
-    if (d.region < 64) { // the query-centric kernel (both modes) vs sparse_bf16 in both modes
-        // x: wgmma small atomic, sparse_bf16 atomic, ordered, wgmma small ordered
-        double t[4], tf[4];
-        for (int x = 0; x < 4; x++) {
+    if (d.region < 64) { // the default (key-centric) kernel and the query-centric one (both
+        // modes) vs sparse_bf16 in both modes
+        // x: wgmma small atomic, sparse_bf16 atomic, ordered, wgmma small ordered, the query-
+        // centric kernel (keys off) atomic, ordered
+        double t[6], tf[6];
+        for (int x = 0; x < 6; x++) {
             t[x] = tf[x] = 0;
             if (minimal && (x == 1 || x == 2)) continue; // MIN: no sparse_bf16 rows
-            attn_bf16_set_deterministic(x == 2 || x == 3);
+            attn_bf16_set_deterministic(x == 2 || x == 3 || x == 5);
             sparse_wgmma_bwd_tune_small(x != 1 && x != 2);
-            sparse_wgmma_bwd_tune_small_modes(x == 3 ? 1 : 0);
+            sparse_wgmma_bwd_tune_small_modes(x == 3 || x == 5 ? 1 : 0);
+            sparse_wgmma_bwd_tune_keys(x >= 4 ? 0 : -1);
             double t0 = 0;
             int rc = 0;
             for (int r = -1; r < reps; r++) {
@@ -389,11 +405,14 @@ static void t_perf(const char *name, AttnConfig cfg, int T) {
         }
         sparse_wgmma_bwd_tune_small(1);
         sparse_wgmma_bwd_tune_small_modes(-1);
+        sparse_wgmma_bwd_tune_keys(-1);
         attn_bf16_set_deterministic(mode0);
-        printf("    (info sparse_wgmma_bwd_perf %s T=%d H=32 D=128: pairs %.4g; bwd ms (TFLOP/s at "
-               "2.5x fwd): wgmma small-region atomic %.3f (%.1f), ordered %.3f (%.1f); sparse_bf16 "
-               "atomic %.3f (%.1f), ordered %.3f (%.1f))\n",
-               name, T, st.pairs, t[0], tf[0], t[3], tf[3], t[1], tf[1], t[2], tf[2]);
+        printf("    (info sparse_wgmma_bwd_perf %s T=%d H=%d D=%d: pairs %.4g; bwd ms (TFLOP/s at "
+               "2.5x fwd): wgmma small-region atomic %.3f (%.1f), ordered %.3f (%.1f); query-"
+               "centric (keys off) atomic %.3f (%.1f), ordered %.3f (%.1f); sparse_bf16 atomic "
+               "%.3f (%.1f), ordered %.3f (%.1f))\n",
+               name, T, H, D, st.pairs, t[0], tf[0], t[3], tf[3], t[4], tf[4], t[5], tf[5], t[1],
+               tf[1], t[2], tf[2]);
         goto done;
     }
     {
@@ -431,10 +450,10 @@ static void t_perf(const char *name, AttnConfig cfg, int T) {
     attn_bf16_set_deterministic(mode0);
     double tf[NW + 2];
     for (int x = 0; x < NW + 2; x++) tf[x] = t[x] > 0 ? 2.5 * f / t[x] * 1e-9 : 0;
-    printf("    (info sparse_wgmma_bwd_perf %s T=%d H=32 D=128: pairs %.4g; bwd ms (TFLOP/s at 2.5x "
+    printf("    (info sparse_wgmma_bwd_perf %s T=%d H=%d D=%d: pairs %.4g; bwd ms (TFLOP/s at 2.5x "
            "fwd): wgmma ordered %.3f (%.1f), atomic %.3f (%.1f), atomic split %.3f (%.1f); "
            "sparse_bf16 ordered %.3f (%.1f), atomic %.3f (%.1f))\n",
-           name, T, st.pairs, t[0], tf[0], t[1], tf[1], t[2], tf[2], t[NW], tf[NW], t[NW + 1],
+           name, T, H, D, st.pairs, t[0], tf[0], t[1], tf[1], t[2], tf[2], t[NW], tf[NW], t[NW + 1],
            tf[NW + 1]);
     printf("    (info sparse_wgmma_bwd_perf %s T=%d: ordered split head-major %.3f, atomic head-fastest "
            "%.3f; split 128-key dK/dV CTAs: ordered %.3f; split: pre (Di, inverse list) %.3f, +dK/dV "
