@@ -49,27 +49,41 @@
 //   clusters in registers): tp 16K 0.75, 32K 2.44, 64K 7.22, 128K 21.0 ms (fused 1.05 / 3.51 /
 //   10.2 / 31.3); r5: 1M tp 763 ms, fused 1227 (s6 tp 873). The bisection's counts by plain
 //   compares instead of __vsetgeu2 lost (r5: 32K 2.53, 128K 22.9 ms).
-//   s8 (issue 8: the sweep's thresholds). Histogram rows (tp_hist_update; MSLAB_SELECT_TPH=0:
-//   off): once a sketch compaction finds few keys (<= S / 8) more than 255 bins above its S-th
+//   s8 (issue 8: the sweep's thresholds). Histogram rows (tp_hist_update): once a sketch compaction finds few keys (<= S / 8) more than 255 bins above its S-th
 //   key t, the row's 1408 sketch bytes become 256 counts of lower-bound keys from t (bins of 2^sh
-//   keys, the finest sh <= 2 (MSLAB_SELECT_TPHS) with few past them; the top bin: all above)
-//   and a ring of the keys inserted since; every 128 inserts (MSLAB_SELECT_TPHU) the ring is
+//   keys, the finest sh <= 2 (TP_HSH) with few past them; the top bin: all above)
+//   and a ring of the keys inserted since; every 128 inserts (TP_HUPD) the ring is
 //   binned and t moves to the largest bin edge with S counted at or above it: no compaction
 //   again (~1K cycles an update against ~9K a compaction). The first compactions find t < 0 (the
 //   40th percentile of the first 640), ~32K keys from the positive scores, so rows turn at their
 //   2nd / 3rd (simulated on normal scores, 1-key bins: 4.0 -> 2.0 compactions a row at 4256
 //   candidates, 8.0 -> 2.1 at 32K; bins on a linear value scale would turn at the 1st, but their
 //   resolution breaks on rising scores). Sweep compactions stop their bisection at a key keeping
-//   S .. S + 63 (MSLAB_SELECT_TPCW=0: the exact S-th; histogram rows find it from the bins), the
-//   rows with threshold work are dealt out to the warps in turn (TPDEAL=0: rows warp + 8 i; the
-//   tile barrier waited for a warp with several: 128K 22.1 vs 21.2 ms in r3), the finish takes
-//   its next row a row ahead and prefetches that row's buffer to L2 (TPNR=0: 21.2 vs 21.0 ms,
-//   r3). Profile (r4, 128K, 1-key bins / s7's switches): compactions 634K / 870K + 588K updates,
+//   S .. S + 63 (TP_CWIN; histogram rows find the exact S-th from the bins), the
+//   rows with threshold work are dealt out to the warps in turn, the finish takes
+//   its next row a row ahead and prefetches that row's buffer to L2. Profile (r4, 128K, 1-key bins / s7's switches): compactions 634K / 870K + 588K updates,
 //   compaction + final 22.5 / 23.3% of the warp-cycles, tile wait 9.1 / 13.7%, kernel 19.8 /
 //   21.7 ms. Measured (r5, H200, paper config, B=1 H=32 D=128, MSLAB_SELECT_PERF, ms per call,
 //   2 runs): tp 16K 0.72, 32K 2.41-2.43, 64K 6.82-6.88, 128K 19.60-19.66 (1-key bins: 0.71-0.72 /
 //   2.44-2.48 / 6.95 / 19.71-19.89; s7's switches 0.73-0.75 / 2.49-2.52 / 7.36 / 21.41-21.50;
 //   s7: 0.75 / 2.44 / 7.22 / 21.0); r4 (1-key bins): 1M 650 ms (s7 763 in the same test).
+//   s9 (the finish's latencies): items of RM = 32 rows (TP_RM; MSLAB_SELECT_TPRM=64: the s8
+//   layout), two CTAs per SM (113.7 KB smem, <= 128 registers): one CTA's finish (sort, clusters,
+//   exact scores) and next+pool run beside the other's sweep. To fit, the pooled q lives in the
+//   sketch area until the first insert, plus a per-CTA copy in global memory (qg) for the exact
+//   scores (the row's q by cp.async during the sort), and the exact scores stage 8-dim chunks
+//   (4 in flight). Measured (r1, H200, paper config, B=1 H=32 D=128, MSLAB_SELECT_PERF, ms per
+//   call): RM 32 16K 0.66, 32K 2.20, 64K 6.18, 128K 18.10; RM 64 0.75 / 2.50 / 7.07 / 20.43 (s8
+//   0.72 / 2.41 / 6.82 / 19.60).
+//   Switches removed in s9 (the old paths with them; figures H200, paper config, ms per call):
+//   MSLAB_SELECT_TPH=0: no histogram rows, sketch compactions only (s8 r5, with the three below
+//     off too: 128K 21.41-21.50 vs 19.60-19.66); TPCW=0: sweep compactions to the exact S-th (in
+//     that row); TPDEAL=0: rows with threshold work by r = warp + 8 i (s8 r3: 128K 22.1 vs 21.2);
+//     TPNR=0: no next row ahead in the finish (s8 r3: 21.2 vs 21.0); TPHS: bins of up to 2^sh
+//     keys, 0 = 1-key bins (s8 r5: 19.71-19.89 vs 19.60-19.66 at sh 2, now TP_HSH); TPHU: the
+//     histogram update interval (128, now TP_HUPD; the tests still set 1 through
+//     select_bf16_tph_upd); TPRC=0 (s7): fx_compact for tp's sketches (s7 r3: 32K 2.69 vs 2.47,
+//     128K 25.2 vs 21.2); TP16=0 (s6): bf16 limbs, bound 8e-5 (128K 51.2 vs 31.7).
 //   The count of tp_compact_reg with the ~a half of __vsetgeu2 hoisted out of the bisection (lop3
 //   as it expands, 5 instructions a word, not 7) lost: r5 128K 19.87-19.91 vs 19.71-19.89, r4's
 //   final compaction 4.3K -> 6.1K cycles a row; removed.
@@ -438,6 +452,9 @@ __global__ void __launch_bounds__(FS_NT) fs_merge(FsArgs a, int nunits) {
 #define TP_HB 256    // tp_select's histogram mode: bins per row, 8 a lane (1 KB of its 1408-byte sketch;
                      // the rest: <= 192 keys inserted since the last update)
 #define TP_HUMAX (TP_CAPF - 2 * TP_HB - TP_KT + 1) // updates at least every 129 inserts: the ring fits
+#define TP_HUPD 128  // histogram rows: a threshold update every 128 inserts (s8 r1-r5)
+#define TP_HSH 2     // histogram rows: bins of up to 2^2 keys (s8 r5)
+#define TP_CWIN 64   // sweep compactions stop at a key keeping S .. S + 63 (s8)
 
 __device__ __forceinline__ unsigned fx_key16(double s) { // order key of a bf16 lower bound
     if (isnan(s)) return 0u;
@@ -493,14 +510,16 @@ __device__ void fx_keep(uint16_t *v, int n, unsigned *cnt, int *thr, int tau, in
     __syncwarp();
 }
 
-// pooled q of members gm .. gm + 63 into qs [64][DM + 4] (rows >= `rows`: 0), as the CPU's
-// pool_rows: a thread per dim pair (sel_pool2)
-template <int DM>
-__device__ __forceinline__ void fx_pool_q(double *qs, const FsArgs &a, const FsUnit &U, int gm, int rows) {
+// pooled q of members gm .. gm + RM - 1 into qs [RM][DM + 4] (rows >= `rows`: 0), and into qg
+// [RM][DM] when given, as the CPU's pool_rows: a thread per dim pair (sel_pool2)
+template <int DM, int RM>
+__device__ __forceinline__ void fx_pool_q(double *qs, const FsArgs &a, const FsUnit &U, int gm, int rows,
+                                          double *qg) {
     constexpr int QLD = DM + 4;
     size_t st = (size_t)a.H * a.D / 2; // token stride in dim pairs
     const uint32_t *qb = (const uint32_t *)(a.q + ((size_t)U.b * a.T * a.H + U.h) * a.D);
-    for (int e = threadIdx.x; e < 64 * DM / 2; e += blockDim.x) {
+#pragma unroll 2 // two dim pairs' 16 token loads in flight (latency-bound: s9 r2, next+pool 7.8% at 32K)
+    for (int e = threadIdx.x; e < RM * DM / 2; e += FX_NT) {
         int mm = e / (DM / 2), d = 2 * (e % (DM / 2));
         double m0 = 0.0, m1 = 0.0;
         if (mm < rows) {
@@ -508,6 +527,7 @@ __device__ __forceinline__ void fx_pool_q(double *qs, const FsArgs &a, const FsU
             sel_pool2(qb + (size_t)r0 * st + d / 2, st, n, &m0, &m1);
         }
         qs[mm * QLD + d] = m0, qs[mm * QLD + d + 1] = m1;
+        if (qg) *(double2 *)(qg + mm * DM + d) = make_double2(m0, m1);
     }
 }
 
@@ -681,18 +701,15 @@ __device__ __forceinline__ void fx_compact_rows(uint16_t *sk, int capf, unsigned
         if ((int)(cnt[r] & 0xffffu) > over) fx_compact(sk + r * capf, &cnt[r], &thr[r], hist + warp * 256, S);
 }
 
-// tp: after a barrier (every insert in), each row's threshold brought up to date, a warp per row:
-// sketch rows holding more than `over` entries compacted (tp_compact_reg, or fx_compact; turning
+// tp: after the caller's barrier (every insert in), each row's threshold brought up to date, a warp per row:
+// sketch rows holding more than `over` entries compacted (tp_compact_reg; turning
 // into histogram rows where they can when tohist), histogram rows with `upd` or more inserts
 // since their last update (tp_hist_update). Returns (compactions << 16) + updates of this warp
 // (the profile's counts)
 __device__ __forceinline__ int tp_update_rows(uint16_t *sk, unsigned *cnt, int *thr, int *hm, int *hist,
-                                              int rows, int S, int over, int upd, bool reg, bool tohist,
-                                              int win, bool deal, int hsh) {
-    __syncthreads();
+                                              int rows, int S, int over, int upd, bool tohist, int win, int hsh) {
     // the rows with work (every warp finds the same masks), dealt out in turn: compactions first,
-    // then updates (deal, MSLAB_SELECT_TPDEAL; else rows r = warp + 8 i: the tile barrier then
-    // waits for a warp with several)
+    // then updates
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarp = blockDim.x / 32, n = 0, k = 0;
     unsigned long long mc = 0, mu = 0;
 #pragma unroll
@@ -701,19 +718,17 @@ __device__ __forceinline__ int tp_update_rows(uint16_t *sk, unsigned *cnt, int *
         mc |= (unsigned long long)__ballot_sync(0xffffffffu, r < rows && !hr && c > over) << (32 * h);
         mu |= (unsigned long long)__ballot_sync(0xffffffffu, r < rows && hr && c >= upd) << (32 * h);
     }
-    if (deal) __syncthreads(); // every warp has the masks before any row changes
+    __syncthreads(); // every warp has the masks before any row changes
     for (; mc; mc &= mc - 1, k++) {
         int r = __ffsll((long long)mc) - 1;
-        if ((deal ? k : r) % nwarp != warp) continue;
-        if (reg)
-            tp_compact_reg<TP_CAPF / 64>(sk + r * TP_CAPF, &cnt[r], &thr[r], hist + warp * 256, S,
-                                         tohist ? &hm[r] : nullptr, win, hsh);
-        else fx_compact(sk + r * TP_CAPF, &cnt[r], &thr[r], hist + warp * 256, S);
+        if (k % nwarp != warp) continue;
+        tp_compact_reg<TP_CAPF / 64>(sk + r * TP_CAPF, &cnt[r], &thr[r], hist + warp * 256, S,
+                                     tohist ? &hm[r] : nullptr, win, hsh);
         n += 1 << 16;
     }
     for (; mu; mu &= mu - 1, k++) {
         int r = __ffsll((long long)mu) - 1;
-        if ((deal ? k : r) % nwarp == warp)
+        if (k % nwarp == warp)
             tp_hist_update((int *)(sk + r * TP_CAPF), &cnt[r], &thr[r], S, hm[r] - 1), n++;
     }
     return n;
@@ -727,17 +742,15 @@ struct FxArgs {
     int *ctrl; // [0] work counter, [1] failed rows, [2] max inserts of a row; tp: [3] max key
                // norm, [4] / [5] exact scores / survivors (all rows)
     int nitems, mt, capg;
+    double *qg; // tp: [grid][RM][D] each CTA's pooled q rows (the finish's exact scores)
     // two-pass path (tp_select): kbar as bf16 pairs [B, KVH, N, 2, D], key norm bounds [B, KVH,
     // nkp], the row buffers (gkey) as (s' << 32 | hi16 << 16 | id) words
     const uint16_t *kbf;
     const float *knorm, *kfac; // kfac (fp16 limbs): 2^-e of each key's scale 2^e, as knorm
-    int rcmp;                  // tp: sketch compaction in registers (tp_compact_reg; MSLAB_SELECT_TPRC=0: off)
-    int nrpf;                  // tp: the finish's next row taken ahead, its buffer to L2 (MSLAB_SELECT_TPNR)
-    int cwin;                  // tp: sweep compactions stop at a key keeping S .. S + cwin - 1 (_TPCW)
-    int deal;                  // tp: rows with threshold work dealt out to warps in turn (MSLAB_SELECT_TPDEAL)
-    int hsh;                   // tp histogram rows: bins of up to 2^hsh keys (MSLAB_SELECT_TPHS)
-    int hist, hupd;            // tp histogram mode (needs rcmp; MSLAB_SELECT_TPH=0: off), its threshold
-                               // updates every hupd inserts (MSLAB_SELECT_TPHU)
+    int early;                 // tp AS: the next tile issued after the MMAs (MSLAB_SELECT_TPEA), else after the inserts
+    int xdir;                  // tp: exact scores from each lane's own kbar row loads (MSLAB_SELECT_TPXD)
+    int hupd;                  // tp histogram rows: a threshold update every hupd inserts (TP_HUPD; the
+                               // tests' select_bf16_tph_upd)
     unsigned long long *prof;  // MSLAB_SELECT_PROF: tp_select's clock64 section sums (TP_NPROF), else null
 };
 // tp_select's profile sections (MSLAB_SELECT_PROF=1: per-warp clock64 sums, printed per call)
@@ -749,13 +762,13 @@ static const char *tp_prof_names[TP_NPROF] = {"next+pool", "norms+afrag", "tile 
                                              "clusters", "exact", "order+write", "#tiles", "#row compactions",
                                              "#hist updates", "#items"};
 
-// the next work item (64 members of a unit) of a persistent fx_select / tp_select CTA: false when
+// the next work item (RM members of a unit) of a persistent fx_select / tp_select CTA: false when
 // none is left; else U, m0, rows, the rows' eligible counts, cleared counters and thresholds, and
-// their pooled q in qs (zeros past rows). Barriers at the start (the previous item is done with
-// every shared array) and the end.
-template <int DM>
+// their pooled q in qs (zeros past rows; and in qg when given). Barriers at the start (the previous
+// item is done with every shared array) and the end.
+template <int DM, int RM>
 __device__ bool fx_next(const FxArgs &x, double *qs, int *s_item, int *erow, unsigned *cnt, int *thr,
-                        FsUnit &U, int &m0, int &rows) {
+                        FsUnit &U, int &m0, int &rows, double *qg = nullptr) {
     const FsArgs &a = x.a;
     for (;;) {
         __syncthreads();
@@ -763,17 +776,17 @@ __device__ bool fx_next(const FxArgs &x, double *qs, int *s_item, int *erow, uns
         __syncthreads();
         int item = *s_item;
         if (item >= x.nitems) return false;
-        m0 = (item % x.mt) * 64;
+        m0 = (item % x.mt) * RM;
         U = a.units[x.ord[item / x.mt]];
         int g0 = U.c * a.M, members = min(a.N, g0 + a.M) - g0;
         if (m0 >= members) continue;
-        rows = min(64, members - m0);
-        if (threadIdx.x < 64) {
+        rows = min(RM, members - m0);
+        if (threadIdx.x < RM) {
             int r = threadIdx.x;
             erow[r] = r < rows ? fs_elig(a, U.c, g0 + m0 + r) : 0;
             cnt[r] = 0, thr[r] = 0;
         }
-        fx_pool_q<DM>(qs, a, U, g0 + m0, rows);
+        fx_pool_q<DM, RM>(qs, a, U, g0 + m0, rows, qg);
         __syncthreads();
         return true;
     }
@@ -834,7 +847,7 @@ __global__ void __launch_bounds__(FX_NT, 1) fx_select(FxArgs x) {
     int *gi = x.gid + (size_t)blockIdx.x * 64 * x.capg;
     FsUnit U;
     int m0, rows;
-    while (fx_next<DM>(x, qs, &s_item, erow, cnt, thr, U, m0, rows)) {
+    while (fx_next<DM, 64>(x, qs, &s_item, erow, cnt, thr, U, m0, rows)) {
         int ld = erow[rows - 1]; // eligibility grows with the member
         const double *kb = a.kbar + ((size_t)U.b * a.KVH + U.h / (a.H / a.KVH)) * a.NK * DM;
         int ntile = (ld + FX_KT - 1) / FX_KT;
@@ -941,8 +954,9 @@ __global__ void __launch_bounds__(FX_NT, 1) fx_select(FxArgs x) {
 // min(S, e) get the CPU's score in double (dmul then dadd in dimension order, from the double
 // kbar); a sort by (cluster, exact score desc, id asc) gives the CPU's order. Invalid bound
 // (non-finite norms, |q| |k| > 2^100, a scale out of 2^+-60) or overflow (buffer, > TP_PMAX
-// survivors): the row fails and the call falls back to fx_select. MSLAB_SELECT_TP16=0: bf16 limbs,
-// no scaling (TP_C 8e-5: 3 u^2 with u = 2^-8 dominates; most of the top S then needs exact scores).
+// survivors): the row fails and the call falls back to fx_select. (bf16 limbs without scaling,
+// removed in s9: bound 8e-5, 3 u^2 with u = 2^-8 dominates; most of the top S then needed exact
+// scores.)
 // The bound (fp16 limbs): u = 2^-11 + 2^-23 (double -> float -> fp16, relative), Cauchy-Schwarz
 // on each sum:
 //   dropped terms ql.kl + qh.rk + ql.rk + rq.k: <= 3 u^2 (1 + 1.4 u) |q| |k| = 7.2e-7 |q| |k|;
@@ -954,10 +968,7 @@ __global__ void __launch_bounds__(FX_NT, 1) fx_select(FxArgs x) {
 //   TP_C16 = 5.8e-6.
 #define TP_KT 64      // keys per tile
 #define TP_PMAX 512   // survivors per row
-#define TP_C 8.0e-5f   // bf16 limbs
 #define TP_C16 5.8e-6f // fp16 limbs
-#define TP_WARP_BYTES 16640 // per warp at the end: keys [512] u64, ids, clusters, lo, hi [512] int /
-                            // float, stage [32][17] double
 
 __device__ __forceinline__ unsigned tp_okey(float x) { // order key of a float
     unsigned u = __float_as_uint(x);
@@ -977,18 +988,11 @@ __device__ __forceinline__ float tp_norm_up(double ss) {
     float n = __double2float_ru(__dsqrt_ru(ss) * (1.0 + 0x1p-40));
     return fmaxf(n, 0x1p-40f);
 }
-// x = h + l + r, h and l in the limb format (F16: fp16, x already scaled; else bf16), each via
-// float, RN; returns their bits
-template <bool F16> __device__ __forceinline__ void tp_split(double x, uint32_t *h, uint32_t *l) {
-    if (F16) {
-        __half hh = __float2half_rn(__double2float_rn(x));
-        *h = __half_as_ushort(hh);
-        *l = __half_as_ushort(__float2half_rn(__double2float_rn(x - (double)__half2float(hh))));
-    } else {
-        __nv_bfloat16 hb = __float2bfloat16_rn(__double2float_rn(x));
-        *h = __bfloat16_as_ushort(hb);
-        *l = __bfloat16_as_ushort(__float2bfloat16_rn(__double2float_rn(x - (double)__bfloat162float(hb))));
-    }
+// x = h + l + r, h and l fp16 (x already scaled), each via float, RN; returns their bits
+__device__ __forceinline__ void tp_split(double x, uint32_t *h, uint32_t *l) {
+    __half hh = __float2half_rn(__double2float_rn(x));
+    *h = __half_as_ushort(hh);
+    *l = __half_as_ushort(__float2half_rn(__double2float_rn(x - (double)__half2float(hh))));
 }
 // fp16 limbs: the exponent e of the scale 2^e that brings max |v| = m into [2^13, 2^14) (values
 // down to 2^-27 m stay normal fp16); 0 for a zero vector; TP_EBAD when out of [-60, 60] (the
@@ -1000,35 +1004,24 @@ __device__ __forceinline__ int tp_exp(double m) {
     int e = 13 - ilogb(m);
     return e < -60 || e > 60 ? TP_EBAD : e;
 }
-template <bool F16>
 __device__ __forceinline__ void tp_mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-    if (F16)
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-                     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    else mma_bf16_16816(c, a, b0, b1);
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 // d = a b from zero (the C operand a zero register: no per-product zeroing moves)
-template <bool F16>
 __device__ __forceinline__ void tp_mma0(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
     const float z = 0.f;
-    if (F16)
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-                     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%10,%10,%10};\n"
-                     : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(z));
-    else
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-                     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%10,%10,%10};\n"
-                     : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(z));
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%10,%10,%10};\n"
+                 : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(z));
 }
 
 // kbar -> [rows][2][D] limbs (kh, kl; fp16 of the scaled key: kfac = the inverse scale) and the
 // key norm bounds; a warp per key region (D <= 128)
-template <bool F16>
 __global__ void tp_prep_k(uint16_t *kbf, float *knorm, float *kfac, int *ctrl, const double *kbar,
                           size_t heads, int N, int nkp, int D) {
     size_t rows = heads * N;
@@ -1048,21 +1041,21 @@ __global__ void tp_prep_k(uint16_t *kbf, float *knorm, float *kfac, int *ctrl, c
 #pragma unroll
         for (int o = 16; o > 0; o >>= 1)
             ss += __shfl_xor_sync(0xffffffffu, ss, o), m = fmax(m, __shfl_xor_sync(0xffffffffu, m, o));
-        int e = F16 ? tp_exp(m) : 0;
+        int e = tp_exp(m);
         double sc = e == TP_EBAD ? 1.0 : ldexp(1.0, e);
 #pragma unroll
         for (int i = 0; i < 2; i++) {
             int d = 2 * lane + 64 * i;
             if (d >= D) continue;
             uint32_t h0, l0, h1, l1;
-            tp_split<F16>(v[i].x * sc, &h0, &l0), tp_split<F16>(v[i].y * sc, &h1, &l1);
+            tp_split(v[i].x * sc, &h0, &l0), tp_split(v[i].y * sc, &h1, &l1);
             *(uint32_t *)(kbf + r * 2 * D + d) = h0 | h1 << 16;
             *(uint32_t *)(kbf + r * 2 * D + D + d) = l0 | l1 << 16;
         }
         if (lane == 0) {
             float n = e == TP_EBAD ? INFINITY : tp_norm_up(ss);
             knorm[r / N * nkp + r % N] = n;
-            if (F16) kfac[r / N * nkp + r % N] = ldexpf(1.0f, e == TP_EBAD ? 0 : -e);
+            kfac[r / N * nkp + r % N] = ldexpf(1.0f, e == TP_EBAD ? 0 : -e);
             atomicMax(ctrl + 3, __float_as_int(n)); // positive floats order as ints
         }
     }
@@ -1128,74 +1121,124 @@ __device__ __forceinline__ void tp_sort_surv(unsigned long long *bk, int *bi, un
 
 // warp: the CPU's double scores (dmul, then dadd in dimension order; the pooled q row qr, kbar
 // rows kd) of the positions lst[0 .. m) (ids bi[pos]) into bk[pos] as fs_key: a lane per position,
-// 16-dim chunks of their kbar rows staged through stg ([32][17] doubles: conflict-free), the next
-// two chunks in flight during a chunk's sums. s8 r2 / r3 (H200, paper config, 128K): 64 positions
-// a pass (two chains a lane, [64][9] chunks of 8 dims) where more than 32: 21.2 vs 20.6 ms;
-// the rows' kbar prefetched to L2 before the loop (and the key norms before the survivors):
-// 21.2 vs 20.9 ms; both removed
+// 8-dim chunks of their kbar rows staged through stg ([32][9] doubles: conflict-free reads), the
+// next TP_XF chunks in flight during a chunk's sums (s9: 8-dim chunks, 4 in flight, for the
+// smaller per-warp area; s8: 16-dim chunks, 2 in flight). s8 r2 / r3 (H200, paper config, 128K): 64
+// positions a pass (two chains a lane) where more than 32: 21.2 vs 20.6 ms; the rows' kbar
+// prefetched to L2 before the loop (and the key norms before the survivors): 21.2 vs 20.9 ms; both
+// removed
+#define TP_XF 4
+// xdir (MSLAB_SELECT_TPXD): no staging, each lane loads its own kbar row (16 bytes a load, the
+// next TP_XF 8-dim chunks in flight)
 template <int DM>
 __device__ __forceinline__ void tp_exact(const double *qr, const double *kd, const int *lst, const int *bi,
-                                         unsigned long long *bk, double *stg, int m) {
+                                         unsigned long long *bk, double *stg, int m, bool xdir) {
     int lane = threadIdx.x & 31;
+    if (xdir) {
+        for (int p0 = 0; p0 < m; p0 += 32) {
+            int pos = lst[min(p0 + lane, m - 1)];
+            const double2 *kr = (const double2 *)(kd + (size_t)bi[pos] * DM);
+            double sc = 0.0;
+            double2 kv[TP_XF][4];
+#pragma unroll
+            for (int f = 0; f < TP_XF; f++)
+#pragma unroll
+                for (int v = 0; v < 4; v++) kv[f][v] = __ldg(kr + 4 * f + v);
+#pragma unroll 1
+            for (int d0 = 0; d0 < DM; d0 += 8 * TP_XF)
+#pragma unroll
+                for (int f = 0; f < TP_XF; f++) {
+#pragma unroll
+                    for (int v = 0; v < 4; v++) { // the CPU's s += a * b: dmul, then dadd
+                        sc = __dadd_rn(sc, __dmul_rn(qr[d0 + 8 * f + 2 * v], kv[f][v].x));
+                        sc = __dadd_rn(sc, __dmul_rn(qr[d0 + 8 * f + 2 * v + 1], kv[f][v].y));
+                    }
+                    if (d0 + 8 * TP_XF < DM)
+#pragma unroll
+                        for (int v = 0; v < 4; v++) kv[f][v] = __ldg(kr + (d0 + 8 * TP_XF) / 2 + 4 * f + v);
+                }
+            if (p0 + lane < m) bk[pos] = fs_key(sc);
+        }
+        return;
+    }
     for (int p0 = 0; p0 < m; p0 += 32) {
-        int pos = lst[min(p0 + lane, m - 1)], id = bi[pos], idr[8];
+        int pos = lst[min(p0 + lane, m - 1)], id = bi[pos], idr[4];
         double sc = 0.0;
-        double2 ka[8], kb[8];
+        double2 kv[TP_XF][4];
 #pragma unroll
-        for (int v = 0; v < 8; v++) idr[v] = __shfl_sync(0xffffffffu, id, v * 4 + (lane >> 3));
-        auto ldk = [&](double2 (&kv)[8], int d0) {
+        for (int v = 0; v < 4; v++) idr[v] = __shfl_sync(0xffffffffu, id, v * 8 + (lane >> 2));
+        auto ldk = [&](double2 (&k)[4], int d0) {
 #pragma unroll
-            for (int v = 0; v < 8; v++)
-                kv[v] = __ldg((const double2 *)(kd + (size_t)idr[v] * DM + d0 + 2 * (lane & 7)));
+            for (int v = 0; v < 4; v++)
+                k[v] = __ldg((const double2 *)(kd + (size_t)idr[v] * DM + d0 + 2 * (lane & 3)));
         };
-        auto step = [&](double2 (&kv)[8], int d0) { // stage chunk d0, refill kv with d0 + 32, sum
+        auto step = [&](double2 (&k)[4], int d0) { // stage chunk d0, refill k with d0 + 8 TP_XF, sum
 #pragma unroll
-            for (int v = 0; v < 8; v++) {
-                int rr = v * 4 + (lane >> 3);
-                stg[rr * 17 + 2 * (lane & 7)] = kv[v].x, stg[rr * 17 + 2 * (lane & 7) + 1] = kv[v].y;
+            for (int v = 0; v < 4; v++) {
+                int rr = v * 8 + (lane >> 2);
+                stg[rr * 9 + 2 * (lane & 3)] = k[v].x, stg[rr * 9 + 2 * (lane & 3) + 1] = k[v].y;
             }
             __syncwarp();
-            if (d0 + 32 < DM) ldk(kv, d0 + 32);
+            if (d0 + 8 * TP_XF < DM) ldk(k, d0 + 8 * TP_XF);
 #pragma unroll
-            for (int dd = 0; dd < 16; dd++) // the CPU's s += a * b: dmul, then dadd
-                sc = __dadd_rn(sc, __dmul_rn(qr[d0 + dd], stg[lane * 17 + dd]));
+            for (int dd = 0; dd < 8; dd++) // the CPU's s += a * b: dmul, then dadd
+                sc = __dadd_rn(sc, __dmul_rn(qr[d0 + dd], stg[lane * 9 + dd]));
             __syncwarp();
         };
-        ldk(ka, 0), ldk(kb, 16);
+#pragma unroll
+        for (int f = 0; f < TP_XF; f++) ldk(kv[f], 8 * f);
 #pragma unroll 1
-        for (int d0 = 0; d0 < DM; d0 += 32) step(ka, d0), step(kb, d0 + 16);
+        for (int d0 = 0; d0 < DM; d0 += 8 * TP_XF)
+#pragma unroll
+            for (int f = 0; f < TP_XF; f++) step(kv[f], d0 + 8 * f);
         if (p0 + lane < m) bk[pos] = fs_key(sc);
     }
 }
 
-// dynamic smem: pooled q, then the tiles, sketches, norms and hist (during the key sweep) or the
-// per-warp survivor buffers (after it)
-static size_t tp_smem(int DM) {
-    size_t sweep = (size_t)2 * TP_KT * (2 * DM + 8) * 2 + 64 * TP_CAPF * 2 + 4 * TP_KT * 4;
-    size_t fin = (size_t)8 * TP_WARP_BYTES;
-    return (size_t)64 * (DM + 4) * 8 + (sweep > fin ? sweep : fin);
+// per warp at the end: keys [512] u64, ids, clusters, exact list [512] int, stage [32][9] double,
+// the row's pooled q [DM] double
+__host__ __device__ constexpr int tp_warp_bytes(int DM) { return TP_PMAX * (8 + 3 * 4) + 32 * 9 * 8 + DM * 8; }
+// dynamic smem: the tiles (AS: one buffer, the A limbs and fx_compact's hist beside it), sketches
+// (the pooled q until the first insert), norms (during the key sweep) or the per-warp survivor
+// buffers (after it); RM rows per item
+static size_t tp_smem(int DM, int RM, bool AS) {
+    size_t nkb = AS ? 1 : 2, sweep = nkb * TP_KT * (2 * DM + 8) * 2 + (size_t)RM * TP_CAPF * 2 + 4 * TP_KT * 4;
+    if (AS) sweep += (size_t)2 * RM * (DM + 8) * 2 + 8 * 256 * 4;
+    size_t fin = (size_t)(FX_NT / 32) * tp_warp_bytes(DM);
+    return sweep > fin ? sweep : fin;
 }
-template <int DM, bool F16>
-__global__ void __launch_bounds__(FX_NT, 1) tp_select(FxArgs x) {
-    constexpr int QLD = DM + 4, KLD = 2 * DM + 8, KS = DM / 16, CPR = 2 * DM / 8;
-    constexpr int CAPF = TP_CAPF;
+// RM rows (members) per item: 64, one CTA per SM; 32 (s9), two CTAs per SM (smem <= 113 KB, <= 128
+// registers): twice the warps to hide the finish's latencies. AS (s9, RM 32): the A fragments
+// (the q limbs) by ldmatrix from shared memory, not 64 registers a thread (<= 128 registers: they
+// spilled), and one tile buffer, the next tile issued after the tile's inserts (during the row
+// work)
+template <int DM, int RM, bool AS>
+__global__ void __launch_bounds__(FX_NT, RM == 32 ? 2 : 1) tp_select(FxArgs x) {
+    constexpr int QLD = DM + 4, KLD = 2 * DM + 8, KS = DM / 16, CPR = 2 * DM / 8, ALD = DM + 8;
+    constexpr int CAPF = TP_CAPF, NKB = AS ? 1 : 2;
+    // warps as WM (16 rows) x WN (NB n-tiles of 8 keys)
+    constexpr int WM = RM / 16, WN = FX_NT / 32 / WM, NB = TP_KT / 8 / WN;
+    static_assert(NB % 2 == 0 && RM * TP_CAPF * 2 >= RM * QLD * 8, "tp_select tiling");
     const FsArgs &a = x.a;
     extern __shared__ double fs_sm[];
-    double *qs = fs_sm;                                      // [64][QLD] pooled q (double)
-    uint16_t *kt = (uint16_t *)(qs + 64 * QLD);              // [2][TP_KT][KLD] bf16 kh | kl
-    uint16_t *sk = kt + 2 * TP_KT * KLD;                     // [64][CAPF] lower-bound sketch
-    float *kn = (float *)(sk + 64 * CAPF);                   // [2][TP_KT] key norm bounds
+    uint16_t *kt = (uint16_t *)fs_sm;                        // [NKB][TP_KT][KLD] fp16 kh | kl
+    uint16_t *qa = kt + NKB * TP_KT * KLD;                   // AS: [2][RM][ALD] fp16 qh, ql
+    int *hsc = (int *)(qa + (AS ? 2 * RM * ALD : 0));        // AS: [8][256] fx_compact's histograms
+    uint16_t *sk = (uint16_t *)(hsc + (AS ? 8 * 256 : 0));   // [RM][CAPF] lower-bound sketch
+    double *qs = (double *)sk;                               // [RM][QLD] pooled q (double): the prologue
+    float *kn = (float *)(sk + RM * CAPF);                   // [2][TP_KT] key norm bounds (tile jt: jt & 1)
     float *kf = kn + 2 * TP_KT;                              // [2][TP_KT] key inverse scales
-    // fx_compact's [8][256] histograms: on the tile buffer just used (the next one is loading)
-    __shared__ unsigned cnt[64]; // inserts: global (high 16 bits), sketch (low 16 bits)
-    __shared__ int thr[64], erow[64], s_item;
-    __shared__ int hm[64];       // 1 + sh: the row's sketch words hold its histogram of 2^sh-key bins
-    __shared__ float crow[64];   // TP_C |q| per row
-    __shared__ int qe[64];       // fp16 limbs: the row's scale exponent
+    double *qg = x.qg + (size_t)blockIdx.x * RM * DM;        // [RM][DM] pooled q for the finish
+    // fx_compact's [8][256] histograms (!AS): on the tile buffer just used (the next one is loading)
+    __shared__ unsigned cnt[RM]; // inserts: global (high 16 bits), sketch (low 16 bits)
+    __shared__ int thr[RM], erow[RM], s_item;
+    __shared__ int hm[RM];       // 1 + sh: the row's sketch words hold its histogram of 2^sh-key bins
+    __shared__ float crow[RM];   // TP_C16 |q| per row
+    __shared__ int qe[RM];       // the row's scale exponent
     __shared__ int s_row;        // the finish's next row
     __shared__ unsigned long long s_prof[FX_NT / 32][TP_NPROF];
     int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, cq = lane & 3;
-    int wm = warp & 3, wn = warp >> 2; // 16-member x 32-key warp tile
+    int wm = warp % WM, wn = warp / WM; // 16-member x 8 NB-key warp tile
     const bool prof = x.prof != nullptr;
     long long tlast = 0;
     auto mark = [&](int sec) { // profile: the time since the last mark into section sec
@@ -1211,23 +1254,23 @@ __global__ void __launch_bounds__(FX_NT, 1) tp_select(FxArgs x) {
         for (int i = lane; i < TP_NPROF; i += 32) s_prof[warp][i] = 0;
         tlast = clock64();
     }
-    unsigned long long *gq = x.gkey + (size_t)blockIdx.x * 64 * x.capg;
+    unsigned long long *gq = x.gkey + (size_t)blockIdx.x * RM * x.capg;
     const float nkmax = __int_as_float(x.ctrl[3]);
     FsUnit U;
     int m0, rows;
-    while (fx_next<DM>(x, qs, &s_item, erow, cnt, thr, U, m0, rows)) {
+    while (fx_next<DM, RM>(x, qs, &s_item, erow, cnt, thr, U, m0, rows, qg)) {
         mark(TPP_NEXT);
         count(TPP_NITEM, 1);
-        for (int r = warp; r < 64; r += FX_NT / 32) { // row norms (the bound) and scales
+        for (int r = warp; r < RM; r += FX_NT / 32) { // row norms (the bound) and scales
             double ss = 0.0, mx = 0.0;
             for (int d = lane; d < DM; d += 32) ss += qs[r * QLD + d] * qs[r * QLD + d], mx = fmax(mx, fabs(qs[r * QLD + d]));
 #pragma unroll
             for (int o = 16; o > 0; o >>= 1)
                 ss += __shfl_xor_sync(0xffffffffu, ss, o), mx = fmax(mx, __shfl_xor_sync(0xffffffffu, mx, o));
             float n = tp_norm_up(ss);
-            int e = F16 ? tp_exp(mx) : 0;
+            int e = tp_exp(mx);
             if (lane == 0) {
-                crow[r] = __fmul_ru(F16 ? TP_C16 : TP_C, n), qe[r] = e == TP_EBAD ? 0 : e, hm[r] = 0;
+                crow[r] = __fmul_ru(TP_C16, n), qe[r] = e == TP_EBAD ? 0 : e, hm[r] = 0;
                 if (r < rows && (!(n * nkmax <= 0x1p100f) || e == TP_EBAD)) atomicAdd(x.ctrl + 1, 1); // falls back
             }
         }
@@ -1237,33 +1280,47 @@ __global__ void __launch_bounds__(FX_NT, 1) tp_select(FxArgs x) {
         const uint16_t *kb = x.kbf + kvh * a.NK * 2 * DM;
         const float *knb = x.knorm + kvh * ((a.NK + 3) / 4 * 4), *kfb = x.kfac + kvh * ((a.NK + 3) / 4 * 4);
         int ntile = (ld + TP_KT - 1) / TP_KT;
-        auto issue = [&](int jt) { // tile jt -> buffer jt & 1 (16-byte chunks)
-            uint16_t *dst = kt + (jt & 1) * TP_KT * KLD;
+        auto tb = [](int jt) { return AS ? 0 : jt & 1; }; // tile jt's buffer
+        auto issue = [&](int jt) { // tile jt -> buffer tb(jt) (16-byte chunks)
+            uint16_t *dst = kt + tb(jt) * TP_KT * KLD;
             for (int e = tid; e < TP_KT * CPR; e += FX_NT) {
                 int jj = e / CPR, c = e % CPR, j = min(jt * TP_KT + jj, ld - 1);
                 cp_async16(dst + jj * KLD + c * 8, kb + (size_t)j * 2 * DM + c * 8, true);
             }
             if (tid < TP_KT / 4) // norms past ld (the allocation has room): unused
                 cp_async16(kn + (jt & 1) * TP_KT + 4 * tid, knb + jt * TP_KT + 4 * tid, true);
-            else if (F16 && tid < TP_KT / 2)
+            else if (tid < TP_KT / 2)
                 cp_async16(kf + (jt & 1) * TP_KT + 4 * tid - TP_KT, kfb + jt * TP_KT + 4 * tid - TP_KT, true);
             cp_async_commit();
         };
         if (ntile > 0) issue(0);
-        // A fragments (rows 16 wm + g, + 8) of qh and ql for all DM dims, in registers
-        uint32_t afh[KS][4], afl[KS][4];
+        // A fragments (rows 16 wm + g, + 8) of qh and ql for all DM dims: in registers, or (AS) the
+        // limbs into qa (read by ldmatrix after the tile barrier)
+        uint32_t afh[AS ? 1 : KS][4], afl[AS ? 1 : KS][4];
         int r0 = wm * 16 + g, r1 = r0 + 8;
-        const double sq0 = ldexp(1.0, qe[r0]), sq1 = ldexp(1.0, qe[r1]);
-#pragma unroll
-        for (int kk = 0; kk < KS; kk++)
-#pragma unroll
-            for (int i = 0; i < 4; i++) { // a0 (r0, d), a1 (r1, d), a2 (r0, d + 8), a3 (r1, d + 8)
-                const double *qv = qs + ((i & 1) ? r1 : r0) * QLD + 16 * kk + 2 * cq + (i >> 1) * 8;
-                double sq = (i & 1) ? sq1 : sq0;
+        if (AS)
+            for (int e = tid; e < RM * DM / 2; e += FX_NT) {
+                int r = e / (DM / 2), d = 2 * (e % (DM / 2));
+                double sq = ldexp(1.0, qe[r]);
                 uint32_t h0, l0, h1, l1;
-                tp_split<F16>(qv[0] * sq, &h0, &l0), tp_split<F16>(qv[1] * sq, &h1, &l1);
-                afh[kk][i] = h0 | h1 << 16, afl[kk][i] = l0 | l1 << 16;
+                tp_split(qs[r * QLD + d] * sq, &h0, &l0), tp_split(qs[r * QLD + d + 1] * sq, &h1, &l1);
+                *(uint32_t *)(qa + r * ALD + d) = h0 | h1 << 16, *(uint32_t *)(qa + (RM + r) * ALD + d) = l0 | l1 << 16;
             }
+        else {
+            const double sq0 = ldexp(1.0, qe[r0]), sq1 = ldexp(1.0, qe[r1]);
+#pragma unroll
+            for (int kk = 0; kk < (AS ? 1 : KS); kk++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) { // a0 (r0, d), a1 (r1, d), a2 (r0, d + 8), a3 (r1, d + 8)
+                    const double *qv = qs + ((i & 1) ? r1 : r0) * QLD + 16 * kk + 2 * cq + (i >> 1) * 8;
+                    double sq = (i & 1) ? sq1 : sq0;
+                    uint32_t h0, l0, h1, l1;
+                    tp_split(qv[0] * sq, &h0, &l0), tp_split(qv[1] * sq, &h1, &l1);
+                    afh[kk][i] = h0 | h1 << 16, afl[kk][i] = l0 | l1 << 16;
+                }
+        }
+        // AS: lanes 0-15 address rows 16 wm + lane at k, 16-31 the same rows at k + 8 (a0 .. a3)
+        const uint16_t *qat = qa + (wm * 16 + (lane & 15)) * ALD + (lane >> 4) * 8;
         const float cr0 = crow[r0], cr1 = crow[r1];
         const float fq0 = ldexpf(1.0f, -qe[r0]), fq1 = ldexpf(1.0f, -qe[r1]);
         const int er0 = erow[r0], er1 = erow[r1];
@@ -1271,24 +1328,27 @@ __global__ void __launch_bounds__(FX_NT, 1) tp_select(FxArgs x) {
         count(TPP_NTILE, ntile);
         for (int jt = 0; jt < ntile; jt++) {
             cp_async_wait<0>();
-            __syncthreads(); // tile jt landed; buffer (jt + 1) & 1 and the sketches free
-            if (jt + 1 < ntile) issue(jt + 1);
+            __syncthreads(); // tile jt landed; (!AS) buffer (jt + 1) & 1 and the sketches free
+            if (!AS && jt + 1 < ntile) issue(jt + 1);
             mark(TPP_WAIT);
             // B fragments by ldmatrix.x4: lanes 8 i .. 8 i + 7 address key rows of n-tile n + i / 2,
             // dims + 8 (i & 1): r = {b0, b1} of n-tile n, then of n + 1
-            const uint16_t *kbt = kt + (jt & 1) * TP_KT * KLD + (wn * 32 + (lane >> 4) * 8 + (lane & 7)) * KLD +
-                                  ((lane >> 3) & 1) * 8;
-            const float *knt = kn + (jt & 1) * TP_KT + wn * 32 + 2 * cq;
-            const float *kft = kf + (jt & 1) * TP_KT + wn * 32 + 2 * cq;
-            float am[4][4], ac[4][4]; // qh.kh; ql.kh + qh.kl
+            const uint16_t *kbt = kt + tb(jt) * TP_KT * KLD +
+                                  (wn * NB * 8 + (lane >> 4) * 8 + (lane & 7)) * KLD + ((lane >> 3) & 1) * 8;
+            const float *knt = kn + (jt & 1) * TP_KT + wn * NB * 8 + 2 * cq;
+            const float *kft = kf + (jt & 1) * TP_KT + wn * NB * 8 + 2 * cq;
+            float am[NB][4], ac[NB][4]; // qh.kh; ql.kh + qh.kl
 #pragma unroll
-            for (int n = 0; n < 4; n++)
+            for (int n = 0; n < NB; n++)
 #pragma unroll
                 for (int i = 0; i < 4; i++) am[n][i] = ac[n][i] = 0.f;
 #pragma unroll
-            for (int kk = 0; kk < KS; kk++)
+            for (int kk = 0; kk < KS; kk++) {
+                uint32_t ah[4], al[4];
+                if (AS) ldsm_x4(ah, qat + 16 * kk), ldsm_x4(al, qat + RM * ALD + 16 * kk);
+                const uint32_t *fh = AS ? ah : afh[AS ? 0 : kk], *fl = AS ? al : afl[AS ? 0 : kk];
 #pragma unroll
-                for (int n2 = 0; n2 < 4; n2 += 2) {
+                for (int n2 = 0; n2 < NB; n2 += 2) {
                     uint32_t bh[4], bl[4];
                     ldsm_x4(bh, kbt + n2 * 8 * KLD + 16 * kk);
                     ldsm_x4(bl, kbt + n2 * 8 * KLD + 16 * kk + DM);
@@ -1296,18 +1356,23 @@ __global__ void __launch_bounds__(FX_NT, 1) tp_select(FxArgs x) {
                     for (int h = 0; h < 2; h++) {
                         int n = n2 + h;
                         float t4[4]; // qh.kh of 16 dims from zero (the bound)
-                        tp_mma0<F16>(t4, afh[kk], bh[2 * h], bh[2 * h + 1]);
+                        tp_mma0(t4, fh, bh[2 * h], bh[2 * h + 1]);
 #pragma unroll
                         for (int i = 0; i < 4; i++) am[n][i] += t4[i];
-                        tp_mma<F16>(ac[n], afl[kk], bh[2 * h], bh[2 * h + 1]);
-                        tp_mma<F16>(ac[n], afh[kk], bl[2 * h], bl[2 * h + 1]);
+                        tp_mma(ac[n], fl, bh[2 * h], bh[2 * h + 1]);
+                        tp_mma(ac[n], fh, bl[2 * h], bl[2 * h + 1]);
                     }
                 }
+            }
             if (prof) { // the MMAs' results in (else the section shows only their issue)
                 float z = 0.f;
 #pragma unroll
-                for (int n = 0; n < 4; n++) z += am[n][0] + ac[n][0];
+                for (int n = 0; n < NB; n++) z += am[n][0] + ac[n][0];
                 asm volatile("" ::"f"(z));
+            }
+            if (AS && x.early) { // every warp done with the tile buffer: the next tile loads from here
+                __syncthreads();
+                if (jt + 1 < ntile) issue(jt + 1);
             }
             mark(TPP_MMA);
             // key16up(hi) >= t  <=>  okey(hi) >= (t - 1) << 16 | 1  <=  hi >= that float (not below
@@ -1315,16 +1380,16 @@ __global__ void __launch_bounds__(FX_NT, 1) tp_select(FxArgs x) {
             auto thrf = [](int t) { return t == 0 ? -INFINITY : tp_unokey((unsigned)(t - 1) << 16 | 1u); };
             const int hm0 = hm[r0], hm1 = hm[r1];
             const float tf0 = thrf(thr[r0]), tf1 = thrf(thr[r1]);
-            const int jb = jt * TP_KT + wn * 32 + 2 * cq;
+            const int jb = jt * TP_KT + wn * NB * 8 + 2 * cq;
             // the lane's passes (s' + E reaches the row's threshold): bit 2 n + (xx & 1) of pm[row];
             // s' kept in am, the keys of hi (bits 0-15) and lo (16-31) in ac
             unsigned pm[2] = {0u, 0u};
 #pragma unroll
-            for (int n = 0; n < 4; n++)
+            for (int n = 0; n < NB; n++)
 #pragma unroll
                 for (int xx = 0; xx < 4; xx++) {
                     float s = am[n][xx] + ac[n][xx], E = __fmul_ru(xx < 2 ? cr0 : cr1, knt[n * 8 + (xx & 1)]);
-                    if (F16) s *= (xx < 2 ? fq0 : fq1) * kft[n * 8 + (xx & 1)]; // exact: 2^-120 .. 2^120
+                    s *= (xx < 2 ? fq0 : fq1) * kft[n * 8 + (xx & 1)]; // exact: 2^-120 .. 2^120
                     float hi = __fadd_ru(s, E);
                     int j = jb + n * 8 + (xx & 1);
                     if (j < (xx < 2 ? er0 : er1) && !(hi < (xx < 2 ? tf0 : tf1)))
@@ -1336,7 +1401,7 @@ __global__ void __launch_bounds__(FX_NT, 1) tp_select(FxArgs x) {
             // a slot per pass: an atomic on the row's counter (one per row and warp, the 4 lanes'
             // counts by shuffles, measured slower: s7 r2, 128K filter+insert 13.3 -> 15.2%)
 #pragma unroll
-            for (int n = 0; n < 4; n++)
+            for (int n = 0; n < NB; n++)
 #pragma unroll
                 for (int xx = 0; xx < 4; xx++)
                     if (pm[xx >> 1] >> (2 * n + (xx & 1)) & 1) {
@@ -1359,34 +1424,38 @@ __global__ void __launch_bounds__(FX_NT, 1) tp_select(FxArgs x) {
             // thresholds up to date: full sketches compacted (room for the next tile), histogram rows
             // updated (the last tile: the final update below)
             if (jt + 1 < ntile) {
-                int *hist = (int *)(kt + (jt & 1) * TP_KT * KLD);
-                int n = tp_update_rows(sk, cnt, thr, hm, hist, rows, a.S, CAPF - TP_KT, x.hupd, x.rcmp, x.hist,
-                                       x.cwin, x.deal, x.hsh);
+                __syncthreads(); // every insert in (AS: every warp done with the tile buffer)
+                if (AS && !x.early) issue(jt + 1);
+                int *hist = AS ? hsc : (int *)(kt + (jt & 1) * TP_KT * KLD);
+                int n = tp_update_rows(sk, cnt, thr, hm, hist, rows, a.S, CAPF - TP_KT, x.hupd, true, TP_CWIN,
+                                       TP_HSH);
                 count(TPP_NCMP, n >> 16), count(TPP_NUPD, n & 0xffff);
             }
             mark(TPP_CMP);
         }
-        tp_update_rows(sk, cnt, thr, hm, (int *)kt, rows, a.S, 0, 1, x.rcmp, false, 0, x.deal, 0); // final
+        __syncthreads();
+        tp_update_rows(sk, cnt, thr, hm, (int *)kt, rows, a.S, 0, 1, false, 0, 0); // final
         if (tid == 0) s_row = 0;
         __syncthreads();
         mark(TPP_FCMP);
         // per row (a warp): survivors, sorted by s'; intervals; clusters; exact scores where
         // needed; the final order
-        char *wa = (char *)kt + (size_t)warp * TP_WARP_BYTES;
+        char *wa = (char *)kt + (size_t)warp * tp_warp_bytes(DM);
         unsigned long long *bk = (unsigned long long *)wa;  // [TP_PMAX] order keys
         int *bi = (int *)(wa + TP_PMAX * 8), *cl = bi + TP_PMAX; // ids, cluster index
-        float *flo = (float *)(cl + TP_PMAX), *fhi = flo + TP_PMAX;
-        double *stg = (double *)(fhi + TP_PMAX); // [32][17]
+        float *flo = (float *)(cl + TP_PMAX);    // the sort's okeys, then the exact list
+        double *stg = (double *)(flo + TP_PMAX); // [32][9]
+        double *qw = stg + 32 * 9;               // [DM] the row's pooled q
         const double *kd = a.kbar + kvh * a.NK * DM;
         auto take = [&]() { // rows taken in turn (their costs vary: survivors, exact scores)
             int r = 0;
             if (lane == 0) r = atomicAdd(&s_row, 1);
             return __shfl_sync(0xffffffffu, r, 0);
         };
-        int rnx = -1; // x.nrpf: the warp's next row, taken a row ahead (its buffer to L2 meanwhile)
+        int rnx = -1; // the warp's next row, taken a row ahead (its buffer to L2 meanwhile)
         for (;;) {
             int r = rnx >= 0 ? rnx : take();
-            if (x.nrpf && r < rows) {
+            if (r < rows) {
                 rnx = take();
                 if (rnx < rows) {
                     int ng = min((int)(cnt[rnx] >> 16), x.capg); // 16 entries a line
@@ -1410,6 +1479,9 @@ __global__ void __launch_bounds__(FX_NT, 1) tp_select(FxArgs x) {
             if (w < 0) continue;
             __syncwarp();
             tp_sort_surv(bk, bi, (unsigned *)cl, (unsigned *)flo, w); // s' desc
+            // the row's pooled q (this CTA's copy, L2) for the exact scores: in flight meanwhile
+            for (int c = lane; c < DM / 2; c += 32) cp_async16(qw + 2 * c, qg + (size_t)r * DM + 2 * c, true);
+            cp_async_commit();
             mark(TPP_SORT);
             // intervals and clusters in registers: position p = 16 lane + i (prefix min / suffix
             // max inside the lane, one warp scan for the carry; the loop over 32-position chunks
@@ -1491,8 +1563,9 @@ __global__ void __launch_bounds__(FX_NT, 1) tp_select(FxArgs x) {
             __syncwarp();
             if (lane == 0) atomicAdd(x.ctrl + 4, m), atomicAdd(x.ctrl + 5, w);
             mark(TPP_CLU);
-            const double *qr = qs + r * QLD;
-            tp_exact<DM>(qr, kd, lst, bi, bk, stg, m);
+            cp_async_wait<0>();
+            __syncwarp();
+            tp_exact<DM>(qw, kd, lst, bi, bk, stg, m, x.xdir);
             __syncwarp();
             mark(TPP_EXACT);
             // order inside those clusters (exact desc, id asc): a lane per cluster (insertion;
@@ -1661,16 +1734,9 @@ static int sel_env(const char *name, int def) {
     const char *e = getenv(name);
     return e ? atoi(e) : def;
 }
-// tp's histogram mode (tp_hist_update; MSLAB_SELECT_TPH=0: off, the sketch compactions only): a
-// threshold update every upd inserts (MSLAB_SELECT_TPHU), bins of up to 2^sh keys (_TPHS)
-static int g_tph_on = -1, g_tph_upd = 128, g_tph_sh = 2;
-static void tp_hist_knobs(void) {
-    if (g_tph_on >= 0) return;
-    g_tph_on = sel_env("MSLAB_SELECT_TPH", 1) != 0, g_tph_upd = sel_env("MSLAB_SELECT_TPHU", g_tph_upd);
-    g_tph_upd = g_tph_upd < 1 ? 1 : g_tph_upd > TP_HUMAX ? TP_HUMAX : g_tph_upd;
-    g_tph_sh = sel_env("MSLAB_SELECT_TPHS", g_tph_sh);
-    g_tph_sh = g_tph_sh < 0 ? 0 : g_tph_sh > 4 ? 4 : g_tph_sh;
-}
+// tp's histogram rows: a threshold update every g_tph_upd inserts (TP_HUPD; the tests set 1: every
+// tile, select_bf16_tph_upd)
+static int g_tph_upd = TP_HUPD;
 // host side of the fused path (tp: the two-pass tp_select); -1: not handled here (the caller
 // runs the next path), or a row failed (likewise, after this call wrote partial lists that the
 // next path then overwrites)
@@ -1680,6 +1746,14 @@ static void tp_hist_knobs(void) {
 // 7.22 / 10.16, 128K 21.2 / 31.2; s6: 1M 873 / 1236), so 0: tp wherever it applies
 #define SELECT_DEFAULT 3
 #define TP_AUTO_MIN 0
+#define TP_RM 32 // tp_select's rows per item (MSLAB_SELECT_TPRM: 64 the s8 layout)
+#define TP_AS 1  // RM 32: the A fragments from shared memory (MSLAB_SELECT_TPAS)
+// the tp_select instance for head dim D (64 / 128), rm rows per item, A from shared memory (rm 32)
+typedef void (*TpKernel)(FxArgs);
+static TpKernel tp_kernel(int D, int rm, bool as) {
+    if (D == 64) return rm == 64 ? tp_select<64, 64, false> : as ? tp_select<64, 32, true> : tp_select<64, 32, false>;
+    return rm == 64 ? tp_select<128, 64, false> : as ? tp_select<128, 32, true> : tp_select<128, 32, false>;
+}
 static int select_mode(void);
 static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q,
                           const uint16_t *k, int B, int T, int H, int KVH, int D, bool tp) {
@@ -1706,9 +1780,13 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     int MAXU = (int)(((size_t)256 << 20) / per_unit_tops);
     MAXU = MAXU < 1 ? 1 : MAXU > 8192 ? 8192 : MAXU;
     if ((size_t)MAXU > nunit) MAXU = (int)nunit;
-    int mt = (d.M + 63) / 64, nslot = nsm;
+    // rows per item: tp RM (MSLAB_SELECT_TPRM: 32, two CTAs per SM; 64, one), fused 64
+    static int rmenv = sel_env("MSLAB_SELECT_TPRM", TP_RM), asenv = sel_env("MSLAB_SELECT_TPAS", TP_AS);
+    int rm = tp && rmenv == 32 ? 32 : 64;
+    bool tpas = rm == 32 && asenv;
+    int mt = (d.M + rm - 1) / rm, nslot = nsm * (64 / rm);
     int capg = maxld < FX_CAPG ? (maxld > 0 ? maxld : 1) : FX_CAPG; // no overflow when maxld fits
-    size_t kb_n = (size_t)B * KVH * N * D, gbuf = (size_t)nslot * 64 * capg;
+    size_t kb_n = (size_t)B * KVH * N * D, gbuf = (size_t)nslot * rm * capg;
     size_t o_tops = align256(kb_n * 8), o_fp = align256(o_tops + (size_t)MAXU * d.M * d.S * 4);
     size_t o_units = align256(o_fp + (size_t)MGRID * N * 4);
     size_t o_ord = align256(o_units + MAXU * sizeof(FsUnit)), o_gk = align256(o_ord + MAXU * 4);
@@ -1718,7 +1796,8 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     size_t nkp = ((size_t)N + 3) / 4 * 4, heads = (size_t)B * KVH;
     size_t nkn = tp ? heads * nkp + 128 : 0; // floats
     size_t o_kbf = align256(o_ctrl + 256), o_kn = align256(o_kbf + (tp ? kb_n * 4 : 0));
-    size_t o_kf = align256(o_kn + nkn * 4), total = o_kf + nkn * 4;
+    size_t o_kf = align256(o_kn + nkn * 4), o_qg = align256(o_kf + nkn * 4);
+    size_t total = o_qg + (tp ? (size_t)nslot * rm * D * 8 : 0);
     char *scr = (char *)cuda_scratch(SCRATCH_SPARSE_BF16, total);
     FxArgs x;
     memset(&x, 0, sizeof x);
@@ -1732,9 +1811,7 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     x.ord = dord, x.gkey = (unsigned long long *)(scr + o_gk), x.gid = (int *)(scr + o_gi);
     x.ctrl = (int *)(scr + o_ctrl), x.mt = mt, x.capg = capg;
     x.kbf = (const uint16_t *)(scr + o_kbf), x.knorm = (const float *)(scr + o_kn);
-    x.kfac = (const float *)(scr + o_kf);
-    static int f16 = -1; // MSLAB_SELECT_TP16=0: bf16 limbs (looser bound)
-    if (f16 < 0) f16 = !(getenv("MSLAB_SELECT_TP16") && !strcmp(getenv("MSLAB_SELECT_TP16"), "0"));
+    x.kfac = (const float *)(scr + o_kf), x.qg = (double *)(scr + o_qg);
     // MSLAB_SELECT_PROF=1: tp_select's section profile and the kernels' times (events), on stderr
     static int profon = -1;
     static unsigned long long *dprof = NULL;
@@ -1750,15 +1827,9 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
     };
     double ksel = 0, kmerge = 0, tp0 = 0, tp1 = 0, tk = 0;
-    // tp's switches (read once): the sketch compaction in registers (TPRC), the sweep compactions
-    // early stop (TPCW: keys keeping S .. S + 63), rows with threshold work dealt out to warps in
-    // turn (TPDEAL), the finish's next row taken a row ahead (TPNR), histogram rows (g_tph_*)
-    static int rcmp = sel_env("MSLAB_SELECT_TPRC", 1), cwin = sel_env("MSLAB_SELECT_TPCW", 64);
-    static int deal = sel_env("MSLAB_SELECT_TPDEAL", 1), nrpf = sel_env("MSLAB_SELECT_TPNR", 1);
-    tp_hist_knobs();
-    x.rcmp = rcmp, x.hist = rcmp && g_tph_on, x.hupd = g_tph_upd;
-    x.cwin = cwin < 0 ? 0 : cwin > 128 ? 128 : cwin, x.deal = deal != 0, x.nrpf = nrpf != 0;
-    x.hsh = g_tph_sh;
+    x.hupd = g_tph_upd;
+    static int early = sel_env("MSLAB_SELECT_TPEA", 0), xdir = sel_env("MSLAB_SELECT_TPXD", 0);
+    x.early = early != 0, x.xdir = xdir != 0;
     if (profon && tp) {
         x.prof = dprof;
         cudaCheck(cudaMemsetAsync(dprof, 0, sizeof(unsigned long long) * TP_NPROF));
@@ -1770,23 +1841,23 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     cudaLaunchCheck();
     if (tp) {
         unsigned gp = grid_for(heads * N * 32, 256);
-        if (f16) tp_prep_k<true><<<gp, 256>>>((uint16_t *)x.kbf, (float *)x.knorm, (float *)x.kfac, x.ctrl, a.kbar, heads, N, (int)nkp, D);
-        else tp_prep_k<false><<<gp, 256>>>((uint16_t *)x.kbf, (float *)x.knorm, (float *)x.kfac, x.ctrl, a.kbar, heads, N, (int)nkp, D);
+        tp_prep_k<<<gp, 256>>>((uint16_t *)x.kbf, (float *)x.knorm, (float *)x.kfac, x.ctrl, a.kbar, heads, N,
+                               (int)nkp, D);
         cudaLaunchCheck();
     }
     if (profon) tp1 = pnow();
-    size_t smem = tp ? tp_smem(D) : sizeof(double) * (64 * (D + 4) + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2;
+    size_t smem = tp ? tp_smem(D, rm, tpas) : sizeof(double) * (64 * (D + 4) + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2;
     static bool attr = false;
     if (!attr) {
         int s64 = (int)(sizeof(double) * (64 * 68 + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2);
         int s128 = (int)(sizeof(double) * (64 * 132 + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2);
         cudaCheck(cudaFuncSetAttribute(fx_select<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, s64));
         cudaCheck(cudaFuncSetAttribute(fx_select<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, s128));
-        int m64 = (int)tp_smem(64), m128 = (int)tp_smem(128);
-        cudaCheck(cudaFuncSetAttribute(tp_select<64, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, m64));
-        cudaCheck(cudaFuncSetAttribute(tp_select<128, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, m128));
-        cudaCheck(cudaFuncSetAttribute(tp_select<64, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, m64));
-        cudaCheck(cudaFuncSetAttribute(tp_select<128, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, m128));
+        for (int dm = 64; dm <= 128; dm += 64)
+            for (int v = 0; v < 3; v++)
+                cudaCheck(cudaFuncSetAttribute((const void *)tp_kernel(dm, v ? 32 : 64, v == 2),
+                                               cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               (int)tp_smem(dm, v ? 32 : 64, v == 2)));
         attr = true;
     }
     for (size_t u0 = 0; u0 < nunit;) {
@@ -1810,10 +1881,7 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
             int grid = x.nitems < nslot ? x.nitems : nslot;
             if (profon) tk = pnow();
             if (tp) {
-                if (D == 64 && f16) tp_select<64, true><<<grid, FX_NT, smem>>>(x);
-                else if (D == 64) tp_select<64, false><<<grid, FX_NT, smem>>>(x);
-                else if (f16) tp_select<128, true><<<grid, FX_NT, smem>>>(x);
-                else tp_select<128, false><<<grid, FX_NT, smem>>>(x);
+                tp_kernel(D, rm, tpas)<<<grid, FX_NT, smem>>>(x);
             } else if (D == 64) fx_select<64><<<grid, FX_NT, smem>>>(x);
             else fx_select<128><<<grid, FX_NT, smem>>>(x);
             cudaLaunchCheck();
@@ -1828,8 +1896,12 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         u0 = u1;
     }
     if (profon) {
-        fprintf(stderr, "select_bf16 prof %s T=%d: pool+prep %.3f ms, select kernel %.3f ms, merge %.3f ms\n",
-                tp ? "tp" : "fused", T, tp1 - tp0, ksel, kmerge);
+        int occ = 0; // resident CTAs per SM
+        if (tp)
+            cudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, (const void *)tp_kernel(D, rm, tpas),
+                                                                    FX_NT, smem));
+        fprintf(stderr, "select_bf16 prof %s T=%d RM %d AS %d (%d CTAs/SM): pool+prep %.3f ms, select kernel %.3f ms, merge %.3f ms\n",
+                tp ? "tp" : "fused", T, rm, tpas, occ, tp1 - tp0, ksel, kmerge);
         if (tp) {
             unsigned long long hp[TP_NPROF], tot = 0;
             cudaCheck(cudaMemcpy(hp, dprof, sizeof hp, cudaMemcpyDeviceToHost));
@@ -1965,14 +2037,12 @@ extern "C" int select_bf16_set_mode(int mode) {
     return prev;
 }
 extern "C" int select_bf16_last_path(void) { return g_select_path; }
-// tp's histogram knobs (on: 0 off, 1 + sh on with bins of up to 2^sh keys; upd): set to *on /
-// *upd, the previous ones written back
-extern "C" void select_bf16_tph(int *on, int *upd) {
-    tp_hist_knobs();
-    int o = g_tph_on ? 1 + g_tph_sh : 0, u = g_tph_upd;
-    g_tph_on = *on > 0, g_tph_sh = *on > 1 ? (*on > 5 ? 4 : *on - 1) : 0;
-    g_tph_upd = *upd < 1 ? 1 : *upd > TP_HUMAX ? TP_HUMAX : *upd;
-    *on = o, *upd = u;
+// tp's histogram rows: a threshold update every upd inserts (1: every tile; the default TP_HUPD);
+// returns the previous setting
+extern "C" int select_bf16_tph_upd(int upd) {
+    int u = g_tph_upd;
+    g_tph_upd = upd < 1 ? 1 : upd > TP_HUMAX ? TP_HUMAX : upd;
+    return u;
 }
 
 // select_blocks.cu: merge 1 with few regions (path 3); -1 when it does not apply

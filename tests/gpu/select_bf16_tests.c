@@ -32,9 +32,8 @@
 // 4 tp)
 int select_bf16_set_mode(int mode);
 int select_bf16_last_path(void);
-// tp's histogram mode knobs (on: 0 off, 1 + sh on with bins of up to 2^sh keys; a threshold update
-// every upd inserts): set to *on / *upd, the previous ones written back
-void select_bf16_tph(int *on, int *upd);
+// tp's histogram rows: a threshold update every upd inserts (1: every tile); returns the previous
+int select_bf16_tph_upd(int upd);
 // cuda/select_blocks.cu's switch (merge 1, few regions; path 3): 1 on, 0 off, -1 query; returns
 // the previous setting. Modes 0 / 1 below run with it off; mode 2 (merge 1 plans only) with it on.
 int select_blocks_set(int on);
@@ -237,31 +236,20 @@ void t_select_bf16_all(void) {
     g_rise = 256; // rising scores: x2 every 256 regions (fused overflows its buffer: old path)
     t_sel("ms paper rising", paper, 1, 32768, 2, 2, 128, 0, 1);
     g_rise = 0;
-    // tp's threshold paths besides the default: histogram rows of 1-key bins (tp_hist_update: rows
-    // of > 640 candidates whose sketch compaction finds few keys past the bins; the default: bins
-    // of up to 4 keys) updated every tile (many
-    // updates, shifts by a few bins; S 48: rows turn at their first compaction; ties p97: ~20
-    // copies of each score, masses at the threshold; rising: rows that must not turn), bins of up
-    // to 4 keys (rows turn at an earlier compaction; rising: the coarse bins shifted), and the
-    // sketch compactions only (histogram mode off)
-    int tf = 1, tu = 1; // tf, tu: the defaults, once set
-    select_bf16_tph(&tf, &tu);
+    // tp's histogram rows (tp_hist_update: rows of > 640 candidates whose sketch compaction finds
+    // few keys past the bins) updated every tile (many updates, shifts by a few bins; S 48: rows
+    // turn at their first compaction; ties p97: ~20 copies of each score, masses at the threshold;
+    // rising: rows that must not turn, or whose coarse bins shift)
+    int tu = select_bf16_tph_upd(1);
     t_sel("ms paper hist every tile", paper, 1, 65536, 2, 1, 128, 0, 1);
     t_sel("ms small hist every tile", small, 1, 32768, 2, 1, 64, 0, 1);
     t_sel("ms small hist every tile ties p97", small, 1, 32768, 2, 1, 128, 97, 1);
     g_rise = 64;
     t_sel("ms small hist every tile rising", small, 1, 16384, 2, 1, 64, 0, 1);
-    g_rise = 0;
-    int hf = 3, hu = 1; // bins of up to 4 keys: rows turn at an earlier compaction
-    select_bf16_tph(&hf, &hu);
-    t_sel("ms paper hist every tile bins 4", paper, 1, 32768, 2, 1, 128, 0, 1);
     g_rise = 128;
-    t_sel("ms paper hist every tile bins 4 rising", paper, 1, 32768, 2, 1, 128, 0, 1);
+    t_sel("ms paper hist every tile rising", paper, 1, 32768, 2, 1, 128, 0, 1);
     g_rise = 0;
-    int of = 0, ou = 1;
-    select_bf16_tph(&of, &ou);
-    t_sel("ms paper sketch only", paper, 1, 16384, 2, 2, 128, 0, 1);
-    select_bf16_tph(&tf, &tu); // the defaults back
+    select_bf16_tph_upd(tu); // the default back
     t_sel_perf(32768, 1); // info: the moba-blk selection, blocks vs fused, B=1 H=32 D=128
     t_sel_perf(131072, 1);
 }
