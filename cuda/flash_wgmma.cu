@@ -57,7 +57,7 @@
 // (select 10.5), moba-blk 9.86 ms (select 0.64). s6 r2: 16-key granules in grouped tiles (a
 // box per granule for both planes, 8 a tile, issued by 4 lanes): ms paper 8.55 -> 7.46 ms (402
 // -> 461 TFLOP/s; the tests' timing rows); final code (r3): 6.85 ms (502) vs 8.77 planar in the
-// same run; see sparse_wgmma_fwd_opt.
+// same run; s9: see the sparse host code at the end of this file.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -147,11 +147,19 @@ template <int NN> __device__ __forceinline__ void wg_pack(const float (*s)[4], u
 //     tile (0 granules: a plain arrive on "full"). Position tile j is rewritten for tile
 //     j + 2 NS, after the producer waited "kempty" of tile j + NS, which every consumer warp
 //     arrives after its softmax of tile j.
-//   X = 2 (s6; lists of 16-key granules, D 128, T % 8 == 0; sparse_wgmma_fwd_opt): K and V
+//   X = 2 (s6; lists of 16-key granules, D 128, T % 8 == 0, the only layout there): K and V
 //     tiles as [8-row group][plane][8][64] (the wgmma descriptors step 8 rows by 2048 bytes, the
 //     second plane 1024 bytes on), so one 5-d box (ki / vi maps) lands a granule in both planes:
 //     4 + 4 copies a w 16 tile instead of 8 + 8, issued by lanes 0 .. 3 at once (lane 0 alone
 //     issued them slower than the 8 + 8: r2, ms paper 9.59 vs 8.55 ms).
+//   The producer's per-tile work is kept short (s9): it shares an SM sub-partition with three
+//     consumer warps that take most issue slots, so each of its instructions waits; with per-key
+//     positions (two stores a lane, ten shuffles) and a fence a tile it was busy ~94% of the time
+//     and set the pace (trace, r2: positions 40% of its cycles, K issue 19%, V issue 14%).
+//     Lane 0 now writes the tile's granule first keys (<= 4) and min / max, and its arrive on
+//     "full" (release; the consumers' wait: acquire) publishes them; the consumers derive key
+//     positions from them in the rare masked tiles. VW: a second producer warp issues the V
+//     copies (it waits "full" of K, then reads the granules).
 // LIST only: ki / vi: boxes of G rows in 8-row groups x both planes (X = 2)
 struct Fwd3Maps {
     CUtensorMap q, k, v, ki, vi;
@@ -159,9 +167,19 @@ struct Fwd3Maps {
 // the list source's arguments (the dense source ignores them)
 struct Fwd3List {
     const int *idx;
-    int qblock, nblk, region, width, window, nsub, G;
-    int hm; // grid (blocks x sub-tiles, B H) (1, the default) or (B H, blocks x sub-tiles)
+    int qblock, nblk, region, width, window, nsub, G, gsh; // gsh = log2 G
+    unsigned long long *trace; // TR: FT3_REC words per CTA (fwd3_trace_report)
 };
+// TR (MSLAB_FWD3_TRACE=1): per CTA, thread 0 / the producer's lane 0 record FT3_REC words:
+// globaltimer at start / end, then clock64 cycles: startup (to tile 0 landed), loop, epilogue,
+// consumer waits on "full" K / V (warp 0), producer waits on "empty", producer total, tiles, smid,
+// then the producer's sections (LIST): tile info, K copies issued, V "empty" wait, V copies issued
+#define FT3_REC 16
+__device__ __forceinline__ unsigned long long fwd3_gtime() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
 // 5-d tile load (the v2 map: coordinates column, row, plane, head, batch)
 __device__ __forceinline__ void tma_load_5d(void *dst, const void *tmap, uint64_t *bar, int c0,
                                             int c1, int c2, int c3, int c4) {
@@ -173,28 +191,31 @@ __device__ __forceinline__ void tma_load_5d(void *dst, const void *tmap, uint64_
 #define LIST_PAD 0x3fffffff // position of a padding key: after every row
 #define LIST_GBUF 2052      // granule buffer: 32 slots x 64 granules + a partial tile
 
-template <int D, int NWG, int BK, int NS, int PWG, bool LIST, int X>
+template <int D, int NWG, int BK, int NS, int PWG, bool LIST, int X, bool TR, bool VW>
 __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3List &sp, bf16 *out,
                                              float *lse, int T, int H, int KVH, float sl2) {
     constexpr int BQ = 64 * NWG, DN = D / 8, NN = BK / 8, NP = D / 64;
+    static_assert(!VW || (LIST && PWG && X == 2), "VW: the list source, grouped tiles, a producer warpgroup");
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     bf16 *Qs = (bf16 *)smem_base1k(smem_raw), *Ks = Qs + BQ * D, *Vs = Ks + NS * BK * D;
     uint64_t *bar = (uint64_t *)(Vs + NS * BK * D); // qfull, kfull[NS], vfull[NS], kempty, vempty
     uint64_t *qfull = bar, *kfull = bar + 1, *vfull = kfull + NS, *kempty = vfull + NS,
              *vempty = kempty + NS;
-    int *kpos = (int *)(vempty + NS);   // LIST: [2 NS][64] key positions
-    int *kinf = kpos + 2 * NS * 64;     // LIST: [2 NS][4] granules, min, max position
-    int *gbuf = kinf + 2 * NS * 4;      // LIST: granule first keys (producer)
+    // VW: ginfo[2 NS], a tile's granules published (the V warp's wait: one barrier per position
+    // of the 2 NS-deep info ring, so the walker, never 2 NS tiles ahead of it, cannot alias a phase)
+    uint64_t *ginfo = vempty + NS;
+    // LIST: [2 NS][8]: granules, min, max position, -, the granules' first keys (LIST_PAD: padding)
+    int *kinf = (int *)(ginfo + (VW ? 2 * NS : 0));
+    int *gbuf = kinf + 2 * NS * 8; // LIST: granule first keys (producer)
 
     // grid: dense (B H, query tiles); LIST (blocks x sub-tiles, B H): a head's CTAs run together
     // (its K / V stay in L2; a block's sub-tiles read the same regions)
-    int bh = LIST && sp.hm ? blockIdx.y : blockIdx.x;
+    int bh = LIST ? blockIdx.y : blockIdx.x;
     int b = bh / H, h = bh % H, kvh = h / (H / KVH);
     int q0, t1, nkt = 0;
     const int *list = NULL;
     if (LIST) { // later blocks first
-        int bt = sp.hm ? blockIdx.x : blockIdx.y;
-        int c = sp.nblk - 1 - bt / sp.nsub, sub = bt % sp.nsub;
+        int c = sp.nblk - 1 - blockIdx.x / sp.nsub, sub = blockIdx.x % sp.nsub;
         q0 = c * sp.qblock + sub * BQ;
         t1 = min(T, min(c * sp.qblock + sp.qblock, q0 + BQ));
         if (q0 >= t1) return; // whole CTA
@@ -205,6 +226,23 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
         nkt = (t1 + BK - 1) / BK;
     }
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    unsigned long long *trec = NULL, tw_k = 0, tw_v = 0; // TR: this CTA's record, wait cycles
+    long long tc0 = 0;
+    if (TR) {
+        trec = sp.trace + ((size_t)blockIdx.y * gridDim.x + blockIdx.x) * FT3_REC;
+        tc0 = clock64();
+        if (threadIdx.x == 0) trec[0] = fwd3_gtime();
+    }
+    // mbarrier wait, its cycles added to acc (TR)
+    auto twait = [&](uint64_t *bar, uint32_t par, unsigned long long &acc) {
+        if constexpr (TR) {
+            long long c = clock64();
+            mbar_wait(bar, par);
+            acc += clock64() - c;
+        } else {
+            mbar_wait(bar, par);
+        }
+    };
 
     if (threadIdx.x == 0) {
         mbar_init(qfull, 1);
@@ -212,6 +250,8 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             mbar_init(kfull + i, 1), mbar_init(vfull + i, 1);
             mbar_init(kempty + i, 4 * NWG), mbar_init(vempty + i, 4 * NWG);
         }
+        if (VW)
+            for (int i = 0; i < 2 * NS; i++) mbar_init(ginfo + i, 1);
         mbar_fence_init();
     }
     __syncthreads();
@@ -220,6 +260,31 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
         // PWG: a whole producer warpgroup gives its registers to the consumers (FA3's split)
         // (64K registers: NWG = 2: 24 / 240; NWG = 3: 32 / 160 per thread)
         if (PWG) asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(NWG >= 3 ? 32 : 24) : "memory");
+        const int G = sp.G, gpt = BK / G;
+        // X 2: K (kv 0) or V (kv 1) of ring slot sl, lane gi copies granule gi (both planes, one
+        // 5-d box); the map is named at a fixed parameter offset (r1: picked at run time, the
+        // producer ran the ms forward ~2x slower)
+        auto copies = [&](const int *gs, int ng, int sl, int kv) {
+            if (lane < gpt)
+                tma_load_5d((kv ? Vs : Ks) + sl * BK * D + lane * G * D, kv ? &maps.vi : &maps.ki,
+                            (kv ? vfull : kfull) + sl, 0, 0, 0,
+                            (b * T + gs[lane < ng ? lane : 0]) >> 3, kvh);
+        };
+        if (VW && warp == 4 * NWG + 1) { // VW: the V copies of every tile
+            for (int j = 0;; j++) {
+                int sl = j % NS, u = j / NS;
+                mbar_wait(ginfo + j % (2 * NS), (j / (2 * NS)) & 1); // the tile's granules
+                const int *ki = kinf + (j % (2 * NS)) * 8;
+                int ng = ki[0];
+                if (ng == 0) return; // the sentinel
+                if (lane == 0) {
+                    if (u > 0) mbar_wait(vempty + sl, (u - 1) & 1);
+                    mbar_expect_tx(vfull + sl, BK * D * 2);
+                }
+                __syncwarp();
+                copies(ki + 4, ng, sl, 1);
+            }
+        }
         if (warp != 4 * NWG) return;
         if (lane == 0) {
             mbar_expect_tx(qfull, BQ * D * 2);
@@ -230,63 +295,57 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             if (lane == 0)
                 for (int j = 0; j < nkt; j++) {
                     int sl = j % NS, u = j / NS;
-                    if (u > 0) mbar_wait(kempty + sl, (u - 1) & 1);
+                    if (u > 0) twait(kempty + sl, (u - 1) & 1, tw_k);
                     mbar_expect_tx(kfull + sl, BK * D * 2);
                     for (int p = 0; p < NP; p++)
                         tma_load_4d(Ks + sl * BK * D + p * BK * 64, &maps.k, kfull + sl, p * 64,
                                     kvh, j * BK, b);
-                    if (u > 0) mbar_wait(vempty + sl, (u - 1) & 1);
+                    if (u > 0) twait(vempty + sl, (u - 1) & 1, tw_k);
                     mbar_expect_tx(vfull + sl, BK * D * 2);
                     for (int p = 0; p < NP; p++)
                         tma_load_4d(Vs + sl * BK * D + p * BK * 64, &maps.v, vfull + sl, p * 64,
                                     kvh, j * BK, b);
                 }
+            if (TR && lane == 0) trec[7] = tw_k, trec[8] = clock64() - tc0;
             return;
         }
         // the list walk (whole warp; lane 0 issues the copies, X 2: lanes 0 .. gpt - 1)
-        const int G = sp.G, gpt = BK / G, region = sp.region;
+        const int gsh = sp.gsh, region = sp.region;
         const int lo_w = sp.window ? q0 - sp.window + 1 : 0; // first key any row may see
         int j = 0;                                           // tiles emitted
-        // X 2: K (kv 0) or V (kv 1) of ring slot sl, lane gi copies granule gi (both planes, one
-        // 5-d box); the map is named at a fixed parameter offset (r1: picked at run time, the
-        // producer ran the ms forward ~2x slower)
-        auto copies = [&](const int *gs, int ng, int sl, int kv) {
-            if (lane < gpt)
-                tma_load_5d((kv ? Vs : Ks) + sl * BK * D + lane * G * D, kv ? &maps.vi : &maps.ki,
-                            (kv ? vfull : kfull) + sl, 0, 0, 0, (b * T + gs[lane < ng ? lane : 0]) >> 3,
-                            kvh);
-        };
-        auto emit = [&](const int *gs, int ng) {             // tile j from granules gs[0 .. ng)
-            int sl = j % NS, u = j / NS, pe = j % (2 * NS);
-            __syncwarp();
-            if (u > 0) mbar_wait(kempty + sl, (u - 1) & 1);
-            int mn = INT_MAX, mx = INT_MIN;
-            for (int kk = lane; kk < BK; kk += 32) {
-                int gi = kk / G, pos = gi < ng ? gs[gi] + kk % G : LIST_PAD;
-                kpos[pe * 64 + kk] = pos;
-                mn = min(mn, pos), mx = max(mx, pos);
+        unsigned long long tp[4] = {0, 0, 0, 0}; // TR: tile info, K issue, V wait, V issue
+        // tile j from granules gs[0 .. ng) (ng 0: the sentinel, a plain arrive on "full")
+        auto emit = [&](const int *gs, int ng) {
+            int sl = j % NS, u = j / NS;
+            long long e1 = 0, e2 = 0, e3 = 0, e4 = 0;
+            __syncwarp(); // the walk's gbuf writes before lane 0 reads them
+            if (lane == 0) {
+                if (u > 0) twait(kempty + sl, (u - 1) & 1, tw_k);
+                if (TR) e1 = clock64();
+                int *ki = kinf + (j % (2 * NS)) * 8, mn = LIST_PAD, mx = 0;
+                for (int gi = 0; gi < gpt; gi++) {
+                    int g0 = gi < ng ? gs[gi] : LIST_PAD;
+                    ki[4 + gi] = g0;
+                    mn = min(mn, g0), mx = max(mx, gi < ng ? g0 + G - 1 : LIST_PAD);
+                }
+                ki[0] = ng, ki[1] = mn, ki[2] = mx;
+                if (VW) mbar_arrive(ginfo + j % (2 * NS));
+                if (ng == 0) mbar_arrive(kfull + sl);
+                else mbar_expect_tx(kfull + sl, BK * D * 2);
+                if (TR) e2 = clock64();
             }
-#pragma unroll
-            for (int o = 16; o >= 1; o >>= 1) {
-                mn = min(mn, __shfl_xor_sync(0xffffffffu, mn, o));
-                mx = max(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-            }
-            if (lane == 0) kinf[pe * 4] = ng, kinf[pe * 4 + 1] = mn, kinf[pe * 4 + 2] = mx;
-            __syncwarp();
-            if (X == 0) { // lane 0 issues every copy
-                if (lane == 0) {
-                    __threadfence_block(); // the warp's position stores before the release below
-                    if (ng == 0) {
-                        mbar_arrive(kfull + sl); // the sentinel: no more tiles
-                    } else {
-                        mbar_expect_tx(kfull + sl, BK * D * 2);
+            if (ng > 0) {
+                if (X == 0) { // lane 0 issues every copy
+                    if (lane == 0) {
                         for (int gi = 0; gi < gpt; gi++) {
                             int k0 = gs[gi < ng ? gi : 0]; // padding: any real rows (masked)
                             for (int p = 0; p < NP; p++)
                                 tma_load_4d(Ks + sl * BK * D + p * BK * 64 + gi * G * 64, &maps.k,
                                             kfull + sl, p * 64, kvh, k0, b);
                         }
+                        if (TR) e3 = clock64();
                         if (u > 0) mbar_wait(vempty + sl, (u - 1) & 1);
+                        if (TR) e4 = clock64();
                         mbar_expect_tx(vfull + sl, BK * D * 2);
                         for (int gi = 0; gi < gpt; gi++) {
                             int k0 = gs[gi < ng ? gi : 0];
@@ -295,20 +354,25 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
                                             vfull + sl, p * 64, kvh, k0, b);
                         }
                     }
-                }
-            } else { // X 2: the copies from lanes 0 .. gpt - 1, after lane 0's expect_tx
-                if (lane == 0) {
-                    __threadfence_block();
-                    if (ng == 0) mbar_arrive(kfull + sl);
-                    else mbar_expect_tx(kfull + sl, BK * D * 2);
-                }
-                if (ng > 0) {
+                } else { // X 2: lanes 0 .. gpt - 1 copy, after lane 0's waits and expect_tx
                     __syncwarp();
                     copies(gs, ng, sl, 0);
-                    if (u > 0 && lane < gpt) mbar_wait(vempty + sl, (u - 1) & 1);
-                    if (lane == 0) mbar_expect_tx(vfull + sl, BK * D * 2);
-                    __syncwarp();
-                    copies(gs, ng, sl, 1);
+                    if (!VW) {
+                        if (lane == 0) {
+                            if (TR) e3 = clock64();
+                            if (u > 0) mbar_wait(vempty + sl, (u - 1) & 1);
+                            if (TR) e4 = clock64();
+                            mbar_expect_tx(vfull + sl, BK * D * 2);
+                        }
+                        __syncwarp();
+                        copies(gs, ng, sl, 1);
+                    } else if (TR) {
+                        e3 = e4 = clock64();
+                    }
+                }
+                if (TR && lane == 0) {
+                    long long e5 = clock64();
+                    tp[0] += e2 - e1, tp[1] += e3 - e2, tp[2] += e4 - e3, tp[3] += e5 - e4;
                 }
             }
             j++;
@@ -323,8 +387,8 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             if (r >= 0) { // the granules of the keys some row of the CTA may see
                 int rs = r * region, lo = max(rs, lo_w), hi = min(min(T, rs + region), t1);
                 if (hi > lo) {
-                    int g0 = (lo - rs) / G;
-                    n = (hi - 1 - rs) / G - g0 + 1, kf = rs + g0 * G;
+                    int g0 = (lo - rs) >> gsh;
+                    n = ((hi - 1 - rs) >> gsh) - g0 + 1, kf = rs + (g0 << gsh);
                 }
             }
             int incl = n;
@@ -334,7 +398,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
                 if (lane >= o) incl += y;
             }
             int tot = __shfl_sync(0xffffffffu, incl, 31);
-            for (int i = 0; i < n; i++) gbuf[have + incl - n + i] = kf + i * G;
+            for (int i = 0; i < n; i++) gbuf[have + incl - n + i] = kf + (i << gsh);
             have += tot;
             __syncwarp();
             int base = 0;
@@ -348,6 +412,10 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
         }
         if (have > 0) emit(gbuf, have);
         emit(gbuf, 0);
+        if (TR && lane == 0) {
+            trec[7] = tw_k + tp[2], trec[8] = clock64() - tc0;
+            for (int i = 0; i < 4; i++) trec[11 + i] = tp[i];
+        }
         return;
     }
 
@@ -359,23 +427,25 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
     // does tile j exist (LIST: waits for its "full" arrive, the sentinel has 0 granules)
     auto has = [&](int j) -> bool {
         if (!LIST) return j < nkt;
-        mbar_wait(kfull + j % NS, (j / NS) & 1);
-        return kinf[(j % (2 * NS)) * 4] > 0;
+        twait(kfull + j % NS, (j / NS) & 1, tw_k);
+        return kinf[(j % (2 * NS)) * 8] > 0;
     };
     auto mask = [&](float (*s)[4], int j) {
         if (!LIST) {
             dense_mask<NN>(s, j * BK, BK, wr0, rw0, tq, T);
             return;
         }
-        const int *kp = kpos + (j % (2 * NS)) * 64, *ki = kinf + (j % (2 * NS)) * 4;
+        const int *ki = kinf + (j % (2 * NS)) * 8;
         int win = sp.window;
         if (ki[2] > rf || (win && ki[1] <= rf + 15 - win)) { // warp-uniform
+            // column c = 8 n + 2 tq + (e & 1) is key (c & (G - 1)) of granule c >> gsh = n >> (gsh - 3)
+            int gs3 = sp.gsh - 3, gm = (1 << sp.gsh) - 1;
 #pragma unroll
             for (int n = 0; n < NN; n++) {
-                int2 kj = *(const int2 *)(kp + n * 8 + 2 * tq);
+                int kb = ki[4 + (n >> gs3)] + ((n * 8) & gm) + 2 * tq;
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
-                    int key = (e & 1) ? kj.y : kj.x, r = rw0 + 8 * (e >> 1);
+                    int key = kb + (e & 1), r = rw0 + 8 * (e >> 1);
                     if (key > r || (win && key <= r - win)) s[n][e] = -INFINITY;
                 }
             }
@@ -398,9 +468,21 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
     uint32_t pk[NN][2];
 
     mbar_wait(qfull, 0);
-    if (has(0)) {
+    long long tc1 = 0; // TR: tile 0 landed
+    int j = 0;
+    if (wr0 >= t1) { // no rows (a block's last CTA, the end of T): only the ring's protocol, so
+                     // the other warpgroups have the tensor cores to themselves
+        for (; has(j); j++) {
+            int sl = j % NS, par = (j / NS) & 1;
+            mbar_wait(kfull + sl, par);
+            if (lane == 0) mbar_arrive(kempty + sl);
+            mbar_wait(vfull + sl, par);
+            if (lane == 0) mbar_arrive(vempty + sl);
+        }
+    } else if (has(0)) {
         {
-            mbar_wait(kfull, 0);
+            twait(kfull, 0, tw_k);
+            if (TR) tc1 = clock64(), tw_k = 0;
             float s[NN][4];
             wg_fence();
 #pragma unroll
@@ -414,18 +496,17 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             wg_softmax<NN>(s, m, l, alpha, sl2);
             wg_pack<NN>(s, pk);
         }
-        int j = 1;
-        for (; has(j); j++) {
+        for (j = 1; has(j); j++) {
             int sl = j % NS, u = j / NS, sp_ = (j - 1) % NS, up = (j - 1) / NS;
             const bf16 *Kt = Ks + sl * BK * D, *Vp = Vs + sp_ * BK * D;
             float s[NN][4];
-            mbar_wait(kfull + sl, u & 1);
+            twait(kfull + sl, u & 1, tw_k);
             wg_fence();
 #pragma unroll
             for (int kk = 0; kk < D / 16; kk++)
                 wg_ss<BK>(s, desc_k<BQ>(Qs, wg * 64, kk), kdesc(Kt, kk), kk);
             wg_commit();
-            mbar_wait(vfull + sp_, up & 1);
+            twait(vfull + sp_, up & 1, tw_v);
             wg_fence(); // after the wait loop (else ptxas injects it: C7519)
 #pragma unroll
             for (int kk = 0; kk < BK / 16; kk++) {
@@ -451,7 +532,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
         {
             int sp_ = (j - 1) % NS, up = (j - 1) / NS;
             const bf16 *Vp = Vs + sp_ * BK * D;
-            mbar_wait(vfull + sp_, up & 1);
+            twait(vfull + sp_, up & 1, tw_v);
             wg_fence();
 #pragma unroll
             for (int kk = 0; kk < BK / 16; kk++) {
@@ -463,6 +544,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             wg_keep<D>(o);
         }
     }
+    long long tc2 = TR ? clock64() : 0; // TR: loop done
 
     // out = O / l; a row that sees no key (LIST only): out 0, lse +inf (sparse_bf16's convention)
     size_t ldq = (size_t)H * D;
@@ -482,6 +564,14 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
         if (tq == 0)
             lse[((size_t)b * H + h) * T + row] = lr > 0.f ? (m[r] + log2f(lr)) * WG_LN2 : INFINITY;
     }
+    if (TR && threadIdx.x == 0) {
+        unsigned smid;
+        asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));
+        long long tc3 = clock64();
+        if (!tc1) tc1 = tc2;
+        trec[1] = fwd3_gtime(), trec[2] = tc1 - tc0, trec[3] = tc2 - tc1, trec[4] = tc3 - tc2;
+        trec[5] = tw_k, trec[6] = tw_v, trec[9] = j, trec[10] = smid;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -492,11 +582,12 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
 // PWG = 1: a producer warpgroup (setmaxnreg: 24 there, 240 in the 2 consumer warpgroups)
 // LIST: the block-sparse forward (key tiles from an index list, Fwd3List)
 // X (LIST): 0 planar tiles, 2 grouped tiles (8-row groups x both planes, a copy per granule)
-template <int D, int NWG, int BK, int NS, int PWG, bool LIST = false, int X = 0>
+template <int D, int NWG, int BK, int NS, int PWG, bool LIST = false, int X = 0, bool TR = false,
+          bool VW = false>
 __global__ void __launch_bounds__(128 * NWG + (PWG ? 128 : 32), 1)
     fwd3_kernel(const __grid_constant__ Fwd3Maps maps, const Fwd3List sp, bf16 *out, float *lse,
                 int T, int H, int KVH, float sl2) {
-    fwd3_wg_body<D, NWG, BK, NS, PWG, LIST, X>(maps, sp, out, lse, T, H, KVH, sl2);
+    fwd3_wg_body<D, NWG, BK, NS, PWG, LIST, X, TR, VW>(maps, sp, out, lse, T, H, KVH, sl2);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -564,6 +655,60 @@ void wg_tune_from_env(void) {
     if (e && sscanf(e, "%d,%d,%d", &f, &d, &q) == 3) wg_tune_fwd = f, wg_tune_dkdv = d, wg_tune_dq = q;
 }
 
+// MSLAB_FWD3_TRACE=1 (a timing aid, D 128 only): forward launches run the TR variant and print
+// one line each (fwd3_trace_report): SM busy share, per-tile time, the consumers' / producer's
+// wait shares; ncnt CTAs of FT3_REC words, the buffer zeroed (CTAs with no rows leave 0)
+static int fwd3_trace_on(void) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("MSLAB_FWD3_TRACE");
+        on = e && atoi(e) != 0;
+    }
+    return on;
+}
+static unsigned long long *fwd3_trace_buf(size_t ncta) {
+    unsigned long long *d = NULL;
+    cudaCheck(cudaMalloc(&d, ncta * FT3_REC * 8));
+    cudaCheck(cudaMemset(d, 0, ncta * FT3_REC * 8));
+    return d;
+}
+// nsub > 0: the list grid (blocks x sub-tiles fastest; CTA index % ntile = the tile), the last
+// sub-tile of each block reported apart (it holds the block's remainder rows)
+static void fwd3_trace_report(const char *what, unsigned long long *d, size_t ncta, size_t ntile,
+                              int nsub) {
+    cudaCheck(cudaDeviceSynchronize());
+    unsigned long long *r = (unsigned long long *)malloc(ncta * FT3_REC * 8);
+    cudaCheck(cudaMemcpy(r, d, ncta * FT3_REC * 8, cudaMemcpyDeviceToHost));
+    cudaFree(d);
+    int nsm = 132, dev = 0;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&nsm, cudaDevAttrMultiProcessorCount, dev);
+    unsigned long long t0 = ~0ull, t1 = 0;
+    double n = 0, busy = 0, sx = 0, sy = 0, sxx = 0, sxy = 0, c[13] = {0}, nl = 0, dl = 0;
+    for (size_t i = 0; i < ncta; i++) {
+        const unsigned long long *x = r + i * FT3_REC;
+        if (!x[1]) continue;
+        double dur = (double)(x[1] - x[0]), tl = (double)x[9];
+        t0 = x[0] < t0 ? x[0] : t0, t1 = x[1] > t1 ? x[1] : t1;
+        n++, busy += dur, sx += tl, sy += dur, sxx += tl * tl, sxy += tl * dur;
+        for (int k = 2; k <= 14; k++) c[k - 2] += (double)x[k];
+        if (nsub > 1 && (i % ntile) % nsub == (size_t)nsub - 1) nl++, dl += dur;
+    }
+    free(r);
+    if (n < 2) return;
+    double span = (double)(t1 - t0), slope = (n * sxy - sx * sy) / (n * sxx - sx * sx),
+           icpt = (sy - slope * sx) / n;
+    printf("    fwd3 trace %s: %.0f CTAs, span %.3f ms, SM busy %.1f%%, %.1f tiles a CTA, CTA %.1f us "
+           "= %.2f + %.4f us a tile (fit); cycles: startup %.0f, loop %.0f (%.0f a tile), epilogue "
+           "%.0f; consumer waits K %.1f%% V %.1f%% of the loop; producer waits %.1f%% of %.0f "
+           "(positions %.1f%%, K issue %.1f%%, V wait %.1f%%, V issue %.1f%%); last sub-tile CTAs "
+           "%.1f us vs %.1f\n",
+           what, n, span * 1e-6, 100 * busy / (span * nsm), sx / n, sy / n * 1e-3, icpt * 1e-3,
+           slope * 1e-3, c[0] / n, c[1] / n, c[1] / (c[7] > 0 ? c[7] : 1), c[2] / n,
+           100 * c[3] / c[1], 100 * c[4] / c[1], 100 * c[5] / c[6], c[6] / n, 100 * c[9] / c[6],
+           100 * c[10] / c[6], 100 * c[11] / c[6], 100 * c[12] / c[6], nl > 0 ? dl / nl * 1e-3 : 0.0, n > nl ? (sy - dl) / (n - nl) * 1e-3 : 0.0);
+}
+
 // false: the maps could not be made (no driver entry point): flash_wgmma_fwd returns -1 and the
 // caller (attn_mode.cu) runs flash_bf16_fwd
 template <int D, int NWG, int BK, int NS, int PWG = 0>
@@ -576,12 +721,25 @@ static bool fwd3_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const 
         !make_map(&maps.v, v, B, T, KVH, D, BK))
         return false;
     size_t smem = 1024 + sizeof(bf16) * (size_t)(BQ * D + 2 * NS * BK * D) + 8 * (1 + 4 * NS);
-    static bool init = false;
-    if (!init) smem_optin(fwd3_kernel<D, NWG, BK, NS, PWG>, smem), init = true;
     dim3 grid(B * H, (T + BQ - 1) / BQ);
     Fwd3List none = {};
-    fwd3_kernel<D, NWG, BK, NS, PWG><<<grid, 128 * NWG + (PWG ? 128 : 32), smem>>>(
-        maps, none, out, lse, T, H, KVH, WG_LOG2E / sqrtf((float)D));
+    int nt = 128 * NWG + (PWG ? 128 : 32);
+    float sl2 = WG_LOG2E / sqrtf((float)D);
+    if constexpr (D == 128) {
+        if (fwd3_trace_on()) {
+            static bool init = false;
+            if (!init) smem_optin(fwd3_kernel<D, NWG, BK, NS, PWG, false, 0, true>, smem), init = true;
+            none.trace = fwd3_trace_buf((size_t)grid.x * grid.y);
+            fwd3_kernel<D, NWG, BK, NS, PWG, false, 0, true><<<grid, nt, smem>>>(maps, none, out, lse,
+                                                                                T, H, KVH, sl2);
+            cudaLaunchCheck();
+            fwd3_trace_report("dense", none.trace, (size_t)grid.x * grid.y, 0, 0);
+            return true;
+        }
+    }
+    static bool init = false;
+    if (!init) smem_optin(fwd3_kernel<D, NWG, BK, NS, PWG>, smem), init = true;
+    fwd3_kernel<D, NWG, BK, NS, PWG><<<grid, nt, smem>>>(maps, none, out, lse, T, H, KVH, sl2);
     cudaLaunchCheck();
     return true;
 }
@@ -609,15 +767,14 @@ extern "C" int flash_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, con
 // ---------------------------------------------------------------------------------------------
 // block-sparse forward over an index list (attn_bf16.h sparse_wgmma_fwd): fwd3's body with the
 // list source (fwd3_wg_body, LIST). Handles query blocks of >= 64 rows (CTA = 128 rows of one
-// block, 64 for blocks of <= 64 rows, 192 for blocks of >= 1024: wg3 below), regions of a multiple of 16 keys (<= 64 granules of
-// gcd(region, 64)), a window, GQA, D 64 / 128; -1 otherwise (one-row blocks: moba's per-row lists,
-// positions inside (kpos), other D / GPUs, MSLAB_SPARSE_WGMMA=0): sparse_bf16_fwd runs those.
-// Tuning / timing hook (not in the header; the tests' timing rows use it): ring slots (4, the
-// default, or 3), the grid order (1: a head's CTAs together, the default; 0: heads fastest) and
-// wg3 (1, the default: 192-row CTAs for query blocks of >= 1024 rows; 0: 128-row CTAs).
-// r1 / r2 (H200, 32K, H = 32, D = 128): 4 slots 1-3% faster than 3 in all four lists timed; the
-// grid order within noise; a cp.async gather by the producer warp (tried in r2, removed) lost
-// to the TMA boxes everywhere (ms 12.3 vs 11.1 ms, moba-blk 4.1 vs 2.6 ms).
+// block, 64 for blocks of <= 64 rows, 192 for blocks of >= 1024: wg3 below), regions of a
+// multiple of 16 keys (<= 64 granules of gcd(region, 64)), a window, GQA, D 64 / 128; -1
+// otherwise (one-row blocks: moba's per-row lists, positions inside (kpos), other D / GPUs,
+// MSLAB_SPARSE_WGMMA=0): sparse_bf16_fwd runs those.
+// Tuning / timing hook (not in the header; the tests' timing rows use it): sparse_wgmma_fwd_tune
+// (vw: the V copies of 16-key granule lists in 192-row CTAs by a second producer warp, VW).
+// r1 / r2 (H200, 32K, H = 32, D = 128): a cp.async gather by the producer warp (tried in r2,
+// removed) lost to the TMA boxes everywhere (ms 12.3 vs 11.1 ms, moba-blk 4.1 vs 2.6 ms).
 // wg3: query blocks of >= 1024 rows in CTAs of 3 consumer warpgroups (192 rows) and a producer
 // warpgroup (setmaxnreg 32 / 160): each gathered K / V box serves 1.5x the rows (the last CTA
 // of a 2048-row block holds 128). Why: the 16-row boxes of w = 16 bound the forward (r2, the
@@ -638,25 +795,27 @@ extern "C" int flash_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, con
 //   lists; every producer lane arriving on "full" itself (the racecheck experiment, docs/cuda.md):
 //   the same speed. r1 built all of these as run-time flags in one body and every path ran ~2x
 //   slower (ms paper 16.1 ms with none set; suspected: the run-time-picked tensor-map pointers
-//   and the larger producer): since r2 the kept option is a kernel variant (X) and X = 0 is the
-//   s5 code (8.55-8.61 ms, as s5's 8.66).
-static int sw_ns = 4, sw_hm = 1, sw_wg3 = 1, sw_opt = -1, sw_last = 0;
-extern "C" void sparse_wgmma_fwd_tune(int ns, int head_major, int wg3) {
-    sw_ns = ns == 3 ? 3 : 4, sw_hm = head_major ? 1 : 0, sw_wg3 = wg3 ? 1 : 0;
-}
-// grouped tiles (X = 2) for lists of 16-key granules: 1 (the default since s6 r2) or 0 (the s5
-// planar copies); MSLAB_SPARSE_WGMMA_OPT=0 / 1 overrides the default at the first call; returns
-// the previous value (-1 leaves it; -2: whether the last launch ran X = 2)
-extern "C" int sparse_wgmma_fwd_opt(int opt) {
-    if (opt == -2) return sw_last;
-    if (sw_opt < 0) {
-        const char *e = getenv("MSLAB_SPARSE_WGMMA_OPT");
-        sw_opt = e ? atoi(e) != 0 : 1;
-    }
-    int old = sw_opt;
-    if (opt >= 0) sw_opt = opt != 0;
-    return old;
-}
+//   and the larger producer): since r2 the kept option is a kernel variant (X).
+// Removed in s9 (switches whose alternative lost; H200, 32K, ms paper, the tests' rows, s8 r5):
+//   3 ring slots 6.911 ms vs 4 slots 6.870 (s5: 1-3% behind in all four lists); heads fastest
+//   in the grid (s5: within noise of a head's CTAs together); 128-row CTAs for 2048-row blocks
+//   7.987 ms (430 TFLOP/s) vs 192-row 6.870 (500); the s5 planar copies for 16-key granules at
+//   D 128 (MSLAB_SPARSE_WGMMA_OPT=0) 8.856 ms (388) vs the grouped tiles 6.870 (500).
+// s9 (H200, B 1, H = KVH = 32, D 128, ms paper, the tests' rows; MSLAB_FWD3_TRACE=1 per-CTA
+// trace, fwd3_trace_report): where the 16-key lists lose against dense.
+//   r1 trace at 32K: ms paper 2853 consumer cycles a tile (waits on K 9.4%, V 3.6%), w 64 lists
+//   2595, dense 2166 (waits 4.5 / 4.4%); SM busy 98% (CTA startup ~3.1K + epilogue ~4.4K cycles
+//   of ~298K); the list producer warp busy 94% of its time (dense: 26%): it set the pace. r2
+//   sections of that warp: per-key positions + min / max shuffles 40%, K issue (fence, expect,
+//   copies) 19%, V issue 14%, V "empty" wait 5%, the walk ~19%.
+//   Tried and removed (r1 / r2, reps interleaved from r2; 32K / 128K ms): 5 ring slots 7.13 vs
+//   6.87 (r1); a tile of 64 consecutive keys in one box (X 3; ~18% of tiles at 32K) 6.88 /
+//   30.68 vs 6.85 / 30.01; persistent CTAs (one an SM walking the items, the next Q after every
+//   warpgroup's last S: the warpgroups restart in step, 28-36 bytes of spills, SM busy 79%) 9.26
+//   / 37.3; a block's remainder rows in its first CTA (with no products for warpgroups without
+//   rows, which stays) 6.78 / 30.32 (noise: the producer, not the tensor cores, set the pace).
+static int sw_vw = 0;
+extern "C" void sparse_wgmma_fwd_tune(int vw) { sw_vw = vw != 0; }
 // 5-d map of x [B, T, NH, D = 128] (T % 8 == 0) as (64, 8 rows, 2 planes, B T / 8 groups, NH),
 // box (64, 8, 2, groups, 1): [group][plane][8][64] (128-byte swizzle), the grouped tiles (X = 2)
 static bool make_map_groups(CUtensorMap *m, const bf16 *x, int B, int T, int NH, int groups) {
@@ -669,20 +828,44 @@ static bool make_map_groups(CUtensorMap *m, const bf16 *x, int B, int T, int NH,
               CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
               CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
+// one launch of the list forward (the TR variant under MSLAB_FWD3_TRACE=1, D 128)
+template <int D, int NWG, int NS, int PWG, int X, bool VW>
+static void sparse_launch(const Fwd3Maps &maps, Fwd3List sp, bf16 *out, float *lse, int T, int H,
+                          int KVH, dim3 grid, size_t smem) {
+    constexpr int nt = 128 * NWG + (PWG ? 128 : 32);
+    float sl2 = WG_LOG2E / sqrtf((float)D);
+    if constexpr (D == 128) {
+        if (fwd3_trace_on()) {
+            static bool init = false;
+            if (!init) smem_optin(fwd3_kernel<D, NWG, 64, NS, PWG, true, X, true, VW>, smem), init = true;
+            sp.trace = fwd3_trace_buf((size_t)grid.x * grid.y);
+            fwd3_kernel<D, NWG, 64, NS, PWG, true, X, true, VW><<<grid, nt, smem>>>(maps, sp, out, lse,
+                                                                                   T, H, KVH, sl2);
+            cudaLaunchCheck();
+            fwd3_trace_report(VW ? "list X2 VW" : X == 2 ? "list X2" : "list", sp.trace,
+                              (size_t)grid.x * grid.y, grid.x, sp.nsub);
+            return;
+        }
+    }
+    static bool init = false;
+    if (!init) smem_optin(fwd3_kernel<D, NWG, 64, NS, PWG, true, X, false, VW>, smem), init = true;
+    fwd3_kernel<D, NWG, 64, NS, PWG, true, X, false, VW><<<grid, nt, smem>>>(maps, sp, out, lse, T, H,
+                                                                            KVH, sl2);
+    cudaLaunchCheck();
+}
 template <int D, int NWG, int NS, int PWG>
 static int sparse_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
                       const AttnIndex *ix, int B, int T, int H, int KVH) {
     constexpr int BQ = 64 * NWG, BK = 64;
     Fwd3List sp;
+    memset(&sp, 0, sizeof sp);
     sp.idx = ix->idx, sp.qblock = ix->qblock, sp.nblk = ix->nblk, sp.region = ix->region;
     sp.width = ix->width, sp.window = ix->window;
     sp.nsub = (ix->qblock + BQ - 1) / BQ;
     sp.G = ix->region % 64 == 0 ? 64 : ix->region % 32 == 0 ? 32 : 16;
+    sp.gsh = sp.G == 64 ? 6 : sp.G == 32 ? 5 : 4;
     size_t ntile = (size_t)sp.nblk * sp.nsub;
-    sp.hm = sw_hm || ntile > 65535;
-    if (ntile > 0x7fffffffu || (size_t)B * H > (sp.hm ? 65535u : 0x7fffffffu) ||
-        ix->region / sp.G > 64)
-        return -1;
+    if (ntile > 0x7fffffffu || (size_t)B * H > 65535u || ix->region / sp.G > 64) return -1;
     Fwd3Maps maps;
     memset(&maps, 0, sizeof maps);
     if (!make_map(&maps.q, q, B, T, H, D, BQ) || !make_map(&maps.k, k, B, T, KVH, D, sp.G) ||
@@ -690,39 +873,30 @@ static int sparse_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const
         return -1;
     // X = 2 (D = 128, 16-key granules, T % 8 == 0: rows in 8-row groups across the batch): x as
     // (64, 8 rows, 2 planes, B T / 8 groups, NH), box (64, 8, 2, G / 8, 1); else (or no maps) X 0
-    bool x2 = D == 128 && sparse_wgmma_fwd_opt(-1) && sp.G == 16 && T % 8 == 0 &&
+    bool x2 = D == 128 && sp.G == 16 && T % 8 == 0 &&
               make_map_groups(&maps.ki, k, B, T, KVH, sp.G / 8) &&
               make_map_groups(&maps.vi, v, B, T, KVH, sp.G / 8);
-    sw_last = x2;
-    size_t smem = 1024 + sizeof(bf16) * (size_t)(BQ * D + 2 * NS * BK * D) + 8 * (1 + 4 * NS) +
-                  4 * (2 * NS * (64 + 4) + LIST_GBUF);
-    dim3 grid = sp.hm ? dim3((unsigned)ntile, B * H) : dim3(B * H, (unsigned)ntile);
-    float sl2 = WG_LOG2E / sqrtf((float)D);
-    int nt = 128 * NWG + (PWG ? 128 : 32);
+    size_t smem = 1024 + sizeof(bf16) * (size_t)(BQ * D + 2 * NS * BK * D) + 8 * (1 + 6 * NS) +
+                  4 * (2 * NS * 8 + LIST_GBUF);
+    dim3 grid((unsigned)ntile, B * H);
     if constexpr (D == 128) {
         if (x2) {
-            static bool init = false;
-            if (!init) smem_optin(fwd3_kernel<D, NWG, BK, NS, PWG, true, 2>, smem), init = true;
-            fwd3_kernel<D, NWG, BK, NS, PWG, true, 2><<<grid, nt, smem>>>(maps, sp, out, lse, T, H,
-                                                                          KVH, sl2);
-            cudaLaunchCheck();
+            if constexpr (PWG == 1)
+                if (sw_vw) {
+                    sparse_launch<D, NWG, NS, PWG, 2, true>(maps, sp, out, lse, T, H, KVH, grid, smem);
+                    return 0;
+                }
+            sparse_launch<D, NWG, NS, PWG, 2, false>(maps, sp, out, lse, T, H, KVH, grid, smem);
             return 0;
         }
     }
-    static bool init = false;
-    if (!init) smem_optin(fwd3_kernel<D, NWG, BK, NS, PWG, true, 0>, smem), init = true;
-    fwd3_kernel<D, NWG, BK, NS, PWG, true, 0><<<grid, nt, smem>>>(maps, sp, out, lse, T, H, KVH, sl2);
-    cudaLaunchCheck();
+    sparse_launch<D, NWG, NS, PWG, 0, false>(maps, sp, out, lse, T, H, KVH, grid, smem);
     return 0;
 }
 template <int D, int NWG>
 static int sparse_ns(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
                      const AttnIndex *ix, int B, int T, int H, int KVH) {
-    if (NWG == 2 && sw_wg3 && ix->qblock >= 1024) {
-        if (sw_ns == 3) return sparse_run<D, 3, 3, 1>(out, lse, q, k, v, ix, B, T, H, KVH);
-        return sparse_run<D, 3, 4, 1>(out, lse, q, k, v, ix, B, T, H, KVH);
-    }
-    if (sw_ns == 3) return sparse_run<D, NWG, 3, 0>(out, lse, q, k, v, ix, B, T, H, KVH);
+    if (NWG == 2 && ix->qblock >= 1024) return sparse_run<D, 3, 4, 1>(out, lse, q, k, v, ix, B, T, H, KVH);
     return sparse_run<D, NWG, 4, 0>(out, lse, q, k, v, ix, B, T, H, KVH);
 }
 

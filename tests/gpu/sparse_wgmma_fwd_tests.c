@@ -9,14 +9,17 @@
 // regions listed twice, counted twice as the CPU does); GQA,
 // B = 2, D 64 / 128, T not a multiple of 64. Reference: the CPU's sparse_attention_fwd. out:
 // whole-tensor relative L2 (tol 1e-2); lse: max |gpu - ref| / max(|ref|, 1) (tol 1e-4); each call
-// runs twice on NaN-poisoned outputs and must repeat its bits, in three tunings (check_fwd).
+// runs twice on NaN-poisoned outputs and must repeat its bits, in two tunings (check_fwd).
 // The -1 contract (sparse_wgmma_fwd.declines): one-row query blocks (moba's per-row lists),
 // positions inside (kpos), regions that are not a multiple of 16 and D = 32 must return -1 and
 // leave the output untouched.
-// sparse_wgmma_fwd_perf (info lines, not checks): ms paper (w 16, top 512, merge 128), moba-blk
-// and the paper's key budget in regions of 64 / 32 keys, T = 32K, B = 1, H = KVH = 32, D = 128,
-// lists by select_bf16: sparse_wgmma_fwd (and its other tunings, the other tile layout for 16-key
-// granules included) vs sparse_bf16_fwd, ms and TFLOP/s (4 D flops per visible pair).
+// sparse_wgmma_fwd_perf (info lines, not checks): ms paper (w 16, top 512, merge 128) at 32K and
+// 128K, moba-blk and the paper's key budget in regions of 64 / 32 keys at 32K, B = 1, H = KVH =
+// 32, D = 128, lists by select_bf16: sparse_wgmma_fwd (and its other tunings) vs sparse_bf16_fwd
+// (to 32K), ms and TFLOP/s (4 D flops per visible pair); the dense forward (flash_wgmma_fwd) at
+// 32K as the yardstick. MSLAB_SWF_ROWS=tag,tag.. picks rows (paper32 paper128 moba32 w64 w32
+// dense32), MSLAB_SWF_REPS the timed calls (6; interleaved in 3 rounds), MSLAB_SWF_VARS=1 times
+// the default alone; MSLAB_FWD3_TRACE=1 makes each call print its trace line (flash_wgmma.cu).
 // A GPU that is not sm_90 makes the kernel return -1 everywhere: the parity rows then fail with
 // "returned -1" (the suite runs on the H200).
 #include <math.h>
@@ -31,14 +34,10 @@
 #include "bf16_check.h"
 #include "gpu_check.h"
 
-// cuda/flash_wgmma.cu's timing hook (not in the header): ring slots 4 (default) / 3, grid order
-// (1: a head's CTAs together, the default; 0: heads fastest), wg3 (1, the default: 192-row CTAs
-// for query blocks of >= 1024 rows; 0: 128-row CTAs)
-void sparse_wgmma_fwd_tune(int ns, int head_major, int wg3);
-// grouped tiles for lists of 16-key granules (flash_wgmma.cu's X = 2: 1, the default; 0: the s5
-// planar copies): the same products in the same order, so the same bits; returns the previous
-// value (-1 leaves it; -2: whether the last launch ran them)
-int sparse_wgmma_fwd_opt(int opt);
+// cuda/flash_wgmma.cu's timing hook (not in the header): vw (1: lists of 16-key granules in
+// 192-row CTAs have a second producer warp issue the V copies; 0: the walking warp issues
+// them): the same products in the same order either way.
+void sparse_wgmma_fwd_tune(int vw);
 
 static double lse_err(const float *a, const float *ref, size_t n) {
     double w = 0;
@@ -70,27 +69,21 @@ static void first_bad(const float *g, const float *r, int B, int T, int H, int D
 }
 
 // runs sparse_wgmma_fwd twice on (q, k, v, list) and checks it against out / lse (CPU); variants
-// (sparse_wgmma_fwd_tune): 0 the default (4 ring slots, a head's CTAs together, 192-row CTAs
-// for blocks of >= 1024 rows), 1 3 slots with heads fastest and the other tile layout for 16-key
-// granules (sparse_wgmma_fwd_opt flipped; "_ns3"): the same products in the same order, so it
-// must also give the default's bits (det column: both the repeat and that); 2 128-row CTAs for
-// every block ("_wg2"; differs from the default only for blocks of >= 1024 rows)
+// (sparse_wgmma_fwd_tune): 0 the default, 1 the V copies by a second producer warp ("_vw"): the
+// same products in the same order, so it must also give the default's bits (det column: both the
+// repeat and that)
 static void check_fwd(const char *shape, const AttnIndex *ig, const uint16_t *d_q,
                       const uint16_t *d_k, const uint16_t *d_v, const float *out, const float *lse,
                       int B, int T, int H, int KVH, int D) {
-    static const int TUNE[3][3] = {{4, 1, 1}, {3, 0, 1}, {4, 1, 0}};
-    static const char *NAME[3][2] = {{"sparse_wgmma_fwd.out", "sparse_wgmma_fwd.lse"},
-                                     {"sparse_wgmma_fwd_ns3.out", "sparse_wgmma_fwd_ns3.lse"},
-                                     {"sparse_wgmma_fwd_wg2.out", "sparse_wgmma_fwd_wg2.lse"}};
+    static const char *NAME[2][2] = {{"sparse_wgmma_fwd.out", "sparse_wgmma_fwd.lse"},
+                                     {"sparse_wgmma_fwd_vw.out", "sparse_wgmma_fwd_vw.lse"}};
     size_t nq = (size_t)B * T * H * D, nl = (size_t)B * H * T;
     uint16_t *d_out = gpu->alloc(nq * 2 + 16);
     float *d_lse = gpu->alloc(nl * 4 + 16);
     uint16_t *ob0 = NULL;
     float *l0 = NULL;
-    int opt0 = sparse_wgmma_fwd_opt(-1);
-    for (int var = 0; var < 3; var++) {
-        sparse_wgmma_fwd_tune(TUNE[var][0], TUNE[var][1], TUNE[var][2]);
-        sparse_wgmma_fwd_opt(var == 1 ? !opt0 : opt0);
+    for (int var = 0; var < 2; var++) {
+        sparse_wgmma_fwd_tune(var);
         float *o[2], *l[2];
         uint16_t *ob[2];
         int rc = 0;
@@ -103,7 +96,7 @@ static void check_fwd(const char *shape, const AttnIndex *ig, const uint16_t *d_
         }
         if (rc) printf("    sparse_wgmma_fwd returned -1\n");
         int det_o = !memcmp(ob[0], ob[1], nq * 2), det_l = !memcmp(l[0], l[1], nl * 4);
-        if (var == 1) det_o &= !memcmp(ob[0], ob0, nq * 2), det_l &= !memcmp(l[0], l0, nl * 4);
+        if (var > 0) det_o &= !memcmp(ob[0], ob0, nq * 2), det_l &= !memcmp(l[0], l0, nl * 4);
         double eo = rc ? INFINITY : rel_l2(o[0], out, nq);
         report(NAME[var][0], shape, eo, 1e-2, det_o);
         if (!(eo <= 1e-2) && !rc) first_bad(o[0], out, B, T, H, D, ig->qblock);
@@ -125,8 +118,7 @@ static void check_fwd(const char *shape, const AttnIndex *ig, const uint16_t *d_
         }
         for (int r = 0; r < 2; r++) free(o[r]), free(l[r]), free(ob[r]);
     }
-    sparse_wgmma_fwd_tune(4, 1, 1);
-    sparse_wgmma_fwd_opt(opt0);
+    sparse_wgmma_fwd_tune(0);
     free(ob0), free(l0);
     gpu->free(d_out), gpu->free(d_lse);
 }
@@ -225,22 +217,34 @@ static AttnConfig ms_cfg(int w, int top, int merge, int prefix) {
 }
 
 // ---- timing rows (info): B = 1, H = KVH = 32, D = 128, lists by select_bf16 ----
-static double time_fwd(int wg, uint16_t *o, float *lse, const uint16_t *q, const uint16_t *k,
+// kind 1 sparse_wgmma_fwd, 0 sparse_bf16_fwd, 2 flash_wgmma_fwd (dense, ix unused)
+static double time_fwd(int kind, uint16_t *o, float *lse, const uint16_t *q, const uint16_t *k,
                        const uint16_t *v, const AttnIndex *ix, int T, int reps) {
     float x;
     double t0 = 0;
     for (int r = -1; r < reps; r++) {
         if (r == 0) gpu->download(&x, lse, 4), t0 = now_s();
-        if (wg) sparse_wgmma_fwd(o, lse, q, k, v, ix, 1, T, 32, 32, 128);
+        if (kind == 1) sparse_wgmma_fwd(o, lse, q, k, v, ix, 1, T, 32, 32, 128);
+        else if (kind == 2) flash_wgmma_fwd(o, lse, q, k, v, 1, T, 32, 32, 128);
         else sparse_bf16_fwd(o, lse, q, k, v, ix, 1, T, 32, 32, 128);
     }
     gpu->download(&x, lse, 4);
     return (now_s() - t0) / reps * 1e3;
 }
 
-static void t_sw_perf(const char *name, AttnConfig cfg, int T) {
-    if (!wanted("sparse_wgmma_fwd_perf")) return;
-    int H = 32, D = 128;
+// row `tag` unless MSLAB_SWF_ROWS leaves it out
+static int row_wanted(const char *tag) {
+    const char *f = getenv("MSLAB_SWF_ROWS");
+    return !f || strstr(f, tag) != NULL;
+}
+static int perf_reps(void) {
+    const char *e = getenv("MSLAB_SWF_REPS");
+    return e && atoi(e) > 0 ? atoi(e) : 6;
+}
+
+static void t_sw_perf(const char *tag, const char *name, AttnConfig cfg, int T) {
+    if (!wanted("sparse_wgmma_fwd_perf") || !row_wanted(tag)) return;
+    int H = 32, D = 128, reps = perf_reps();
     AttnDims d;
     MS_ASSERT(attn_dims(&cfg, T, &d) == 0, "%s", ms_error());
     size_t nq = (size_t)T * H * D;
@@ -250,27 +254,39 @@ static void t_sw_perf(const char *name, AttnConfig cfg, int T) {
     AttnIndex ix;
     AttnStats st;
     free(perf_list(&ix, &cfg, &d, q, k, T, H, D, &st));
-    double f = 4.0 * st.pairs * D;
-    int reps = 5;
-    double tw = time_fwd(1, o, lse, q, k, v, &ix, T, reps);
-    double tb = time_fwd(0, o, lse, q, k, v, &ix, T, reps);
-    sparse_wgmma_fwd_tune(3, 1, 1);
-    double tw3 = time_fwd(1, o, lse, q, k, v, &ix, T, reps);
-    sparse_wgmma_fwd_tune(4, 1, 0);
-    double tg3 = time_fwd(1, o, lse, q, k, v, &ix, T, reps);
-    sparse_wgmma_fwd_tune(4, 1, 1);
-    int opt0 = sparse_wgmma_fwd_opt(-1), used0 = sparse_wgmma_fwd_opt(-2);
-    sparse_wgmma_fwd_opt(!opt0); // the other tile layout for 16-key granules
-    double tx = time_fwd(1, o, lse, q, k, v, &ix, T, reps);
-    int usedx = sparse_wgmma_fwd_opt(-2);
-    sparse_wgmma_fwd_opt(opt0);
+    // the default and the V copies by a second producer warp, timed interleaved (3 rounds of
+    // reps / 3 calls each: the clocks drift over a row)
+    double f = 4.0 * st.pairs * D, tv[2] = {0};
+    const char *nv = getenv("MSLAB_SWF_VARS"); // how many of them (2)
+    int nvar = nv && atoi(nv) == 1 ? 1 : 2, nr = reps >= 3 ? 3 : 1;
+    for (int round = 0; round < nr; round++)
+        for (int var = 0; var < nvar; var++) {
+            sparse_wgmma_fwd_tune(var);
+            tv[var] += time_fwd(1, o, lse, q, k, v, &ix, T, reps / nr) / nr;
+        }
+    sparse_wgmma_fwd_tune(0);
+    double tb = T <= 32768 ? time_fwd(0, o, lse, q, k, v, &ix, T, reps) : 0;
     printf("    (info sparse_wgmma_fwd_perf: %s T=%d H=32 D=128 pairs %.4g: wgmma %.3f ms (%.1f "
-           "TFLOP/s, grouped tiles %d), sparse_bf16 %.3f ms (%.1f TFLOP/s); wgmma 3 slots %.3f ms "
-           "(%.1f), 128-row CTAs %.3f ms (%.1f), grouped tiles %d %.3f ms (%.1f))\n",
-           name, T, st.pairs, tw, f / tw * 1e-9, used0, tb, f / tb * 1e-9, tw3, f / tw3 * 1e-9,
-           tg3, f / tg3 * 1e-9, usedx, tx, f / tx * 1e-9);
+           "TFLOP/s); V by a second producer warp %.3f ms (%.1f); sparse_bf16 %.3f ms (%.1f))\n",
+           name, T, st.pairs, tv[0], f / tv[0] * 1e-9, tv[1], tv[1] > 0 ? f / tv[1] * 1e-9 : 0.0,
+           tb, tb > 0 ? f / tb * 1e-9 : 0.0);
     free(hb);
     gpu->free(q), gpu->free(k), gpu->free(v), gpu->free(o), gpu->free(lse), gpu->free(ix.idx);
+}
+
+// the dense forward at the same shape (the yardstick: the same kernel body, contiguous keys)
+static void t_dense_perf(int T) {
+    if (!wanted("sparse_wgmma_fwd_perf") || !row_wanted("dense32")) return;
+    size_t nq = (size_t)T * 32 * 128;
+    uint16_t *q, *k, *v, *hb = perf_qkv(nq, &q, &k, &v);
+    uint16_t *o = gpu->alloc(nq * 2);
+    float *lse = gpu->alloc((size_t)32 * T * 4);
+    double t = time_fwd(2, o, lse, q, k, v, NULL, T, perf_reps());
+    double f = 4.0 * 128 * 32 * ((double)T * (T + 1) / 2);
+    printf("    (info sparse_wgmma_fwd_perf: dense flash_wgmma_fwd T=%d H=32 D=128: %.3f ms (%.1f "
+           "TFLOP/s))\n", T, t, f / t * 1e-9);
+    free(hb);
+    gpu->free(q), gpu->free(k), gpu->free(v), gpu->free(o), gpu->free(lse);
 }
 
 void t_sparse_wgmma_fwd_all(void) {
@@ -326,12 +342,14 @@ void t_sparse_wgmma_fwd_all(void) {
     }
     if (!quick) {
         AttnConfig paper = ms_cfg(16, 512, 128, -1);
-        t_sw_perf("ms paper", paper, 32768);
+        t_sw_perf("paper32", "ms paper", paper, 32768);
+        t_sw_perf("paper128", "ms paper", paper, 131072);
+        t_dense_perf(32768);
         AttnConfig mblk = ms_cfg(128, 32768 / 128 / 16 + 1, 1, 0);
-        t_sw_perf("moba-blk", mblk, 32768);
+        t_sw_perf("moba32", "moba-blk", mblk, 32768);
         // the paper's key budget (8192 keys a list, 2048-row blocks) in regions of 64 / 32 keys:
         // what the 16-row boxes cost
-        t_sw_perf("ms w64 top128 m32", ms_cfg(64, 128, 32, -1), 32768);
-        t_sw_perf("ms w32 top256 m64", ms_cfg(32, 256, 64, -1), 32768);
+        t_sw_perf("w64", "ms w64 top128 m32", ms_cfg(64, 128, 32, -1), 32768);
+        t_sw_perf("w32", "ms w32 top256 m64", ms_cfg(32, 256, 64, -1), 32768);
     }
 }
