@@ -26,8 +26,8 @@
 //   same bits); since s7 in both modes with Q / dO tiles and dK / dV by TMA and the dQ partials
 //   as bulk tensor reduce-adds (PIPE 30, at bwd_fused_body). 16 / 32-key regions (s9): the fused
 //   kernel with SP = 2 (key lists: a CTA = 128 keys gathered from one query block's list, walking
-//   that block's query tiles; host part and figures in sparse_wgmma_keys.cu), else (D 64) the
-//   query-centric sq_fused_kernel (sparse_wgmma_small.cu). Host part and figures
+//   that block's query tiles; host part and figures in sparse_wgmma_keys.cu), the query-centric
+//   sq_fused_kernel its fallback (sparse_wgmma_small.cu). Host part and figures
 //   at sparse_wgmma_bwd.
 // Synchronisation: cp.async writes are generic-proxy writes, wgmma reads through the async
 //   proxy: each thread waits its cp.async groups, fence.proxy.async, then __syncthreads; a
@@ -548,14 +548,14 @@ struct FusedDenseWalk {
     __device__ __forceinline__ bool ok() const { return i < n; }
 };
 
-// Key lists (SP = 2; sparse_wgmma_keys.cu): one query head, the block's n query tiles from t0,
-// starting at the rot-th (mod n)
+// Key lists (SP = 2; sparse_wgmma_keys.cu): one query head, the block's query tiles [t, tb)
+// (s9 r2: rotated by the key tile, so that a block's CTAs add into different query tiles at a
+// time: 19.45 / 23.81 ms vs 19.45 / 23.79, removed)
 struct FusedKeyWalk {
-    int hh, t, t0, n, i, rot;
-    __device__ __forceinline__ void set() { t = t0 + (i + rot < n ? i + rot : i + rot - n); }
-    __device__ __forceinline__ void begin() { i = 0, rot = n > 0 ? rot % n : 0, set(); }
-    __device__ __forceinline__ void next() { ++i, set(); }
-    __device__ __forceinline__ bool ok() const { return i < n; }
+    int hh, t, tb;
+    __device__ __forceinline__ void begin() {}
+    __device__ __forceinline__ void next() { ++t; }
+    __device__ __forceinline__ bool ok() const { return t < tb; }
 };
 
 // SP: 0 dense, 1 block-sparse lists (the inverse list walks), 2 key lists (a CTA = 128 gathered
@@ -572,13 +572,21 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     static_assert(!SP || DET == 0 || DET >= 3, "sparse lists: atomic or fixed-point dQ");
     static_assert(D == 128 || DET == 0 || DET >= 3, "D 64: atomic or fixed-point dQ");
     constexpr bool KL = SP == 2; // key lists
-    static_assert(!KL || (PIPE == 22 && (DET == 0 || DET == 4)), "key lists: PIPE 22, DET 0 / 4");
+    static_assert(!KL || ((PIPE & ~32) == 22 && (DET == 0 || DET == 4)),
+                  "key lists: PIPE 22 (+ 32), DET 0 / 4");
     constexpr bool FX = DET >= 3; // fixed-point dQ: 3 two 32-bit lanes per u64 red, 4 s32 bulk adds
     constexpr bool ALDL = (PIPE & 2) != 0; // lse / Di by cp.async
     constexpr bool BULKQ = (PIPE & 4) != 0; // dQ partials by bulk reduce-adds (map dqmap)
     constexpr int NB = PIPE & 8 ? 3 : 2;     // Q / dO / lse / Di buffers: loads NB - 1 steps ahead
     constexpr bool TML = (PIPE & 16) != 0;   // Q / dO tiles, dK / dV by TMA (qmap .. dvmap)
     static_assert(!TML || ALDL, "TMA tiles: lse / Di by cp.async");
+    // 32 (s9, key lists; with 2, DET 4): the rows' fixed-point scales by cp.async with lse / Di
+    // into Fs, read from there at the step's start, not by __ldg there (the wgmma fence may wait
+    // for the loads): ms paper perf row 32K ordered 23.17 ms vs 23.67 (r4; the trace's S phase
+    // -140 cycles a step, r3). r3, read at the dQ staging instead: 24.63 vs 23.82 (the dQ adds
+    // phase 1172 vs 607 cycles: Fs reloaded per store?). Untried on the other DET 4 paths.
+    constexpr bool ALDF = (PIPE & 32) != 0;
+    static_assert(!ALDF || (ALDL && DET == 4), "row scales by cp.async: with 2, DET 4");
     static_assert(!(PIPE & 8) || BULKQ, "three buffers: with the bulk adds");
     static_assert(!BULKQ || DET == 0 || DET == 4, "bulk dQ adds: fp32 or s32");
     static_assert(DET != 4 || BULKQ, "s32 dQ adds: the bulk adds only");
@@ -590,7 +598,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     unsigned long long *trec =
         TR ? g_fused_trace + ((size_t)blockIdx.y * gridDim.x + blockIdx.x) * FT_REC : nullptr;
     unsigned tr_cp = 0, *trs = nullptr; // trs (smem): [0 .. 6] phase sums, [7] steps (set below)
-    if (TR && trw) trec[0] = ft_gtime(), trec[2] = clock64();
+    if (TR && trw) trec[0] = ft_gtime(), trec[2] = trec[5] = clock64(); // (5: no step: 0)
     auto tr_stamp = [&](int ph) {
         if (TR && trw) {
             unsigned c = (unsigned)clock();
@@ -602,8 +610,8 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     bf16 *Ks = (bf16 *)smem_base1k(smem_raw), *Vs = Ks + BKV * D, *Qs = Vs + BKV * D;
     bf16 *dOs = Qs + NB * BQ * D, *dSs = dOs + NB * BQ * D;
     unsigned char *dQs = (unsigned char *)(dSs + BKV * BQ); // BULKQ: staging tile (1 KB aligned)
-    float *Ls = (float *)(dQs + (BULKQ ? BQ * D * 4 : 0)), *Ds = Ls + NB * BQ;
-    uint64_t *tbar = (uint64_t *)(Ds + NB * BQ); // TML: a "full" mbarrier per buffer
+    float *Ls = (float *)(dQs + (BULKQ ? BQ * D * 4 : 0)), *Ds = Ls + NB * BQ, *Fs = Ds + NB * BQ;
+    uint64_t *tbar = (uint64_t *)(Fs + (ALDF ? NB * BQ : 0)); // TML: a "full" mbarrier per buffer
     if (TML) {
         if (threadIdx.x == 0) {
             for (int j = 0; j < NB; j++) mbar_init(tbar + j, 1);
@@ -663,8 +671,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         int kmin = INT_MAX;
         for (int r = 0; r < BKV; r += sp.region) kmin = min(kmin, kl_key(r));
         int rs = max(kmin, kc * sp.qblock), re = min(T, kc * sp.qblock + sp.qblock);
-        L.hh = kh, L.t0 = rs / BQ, L.n = kmin == INT_MAX ? 0 : max(0, (re + BQ - 1) / BQ - L.t0);
-        L.rot = sp.krot ? kb : 0;
+        L.hh = kh, L.tb = (re + BQ - 1) / BQ, L.t = kmin == INT_MAX ? L.tb : rs / BQ;
     } else if constexpr (SP == 1) {
         int bk = (b * KVH + kvh) * sp.nreg + k0 / sp.region;
         L.kvh = kvh, L.G = G, L.lst = sp.inv + sp.start[bk], L.n = sp.count[bk], L.rev = sp.desc;
@@ -699,6 +706,10 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
                 if (threadIdx.x < BQ) cp_async4(Ls + buf * BQ + r, lse + li, t < T);
                 else cp_async4(Ds + buf * BQ + r, Di + li, t < T);
             }
+            int x = (threadIdx.x + NT - 2 * BQ) % NT; // ALDF: threads 2 BQ .. (or 0 .. at D 64)
+            if (ALDF && x < BQ)
+                cp_async4(Fs + buf * BQ + x, rsc + ((size_t)b * T + min(qs + x, T - 1)) * H + hh,
+                          qs + x < T);
         } else {
             for (int r = threadIdx.x; r < BQ; r += NT) {
                 int t = qs + r;
@@ -777,7 +788,8 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
 #pragma unroll
             for (int r = 0; r < 2; r++) {
                 int t = qs + wl * 16 + g + 8 * r;
-                fsc[r] = t < T ? __ldg(rsc + ((size_t)b * T + t) * H + hh) : 0.f;
+                fsc[r] = ALDF ? Fs[buf * BQ + wl * 16 + g + 8 * r]
+                              : t < T ? __ldg(rsc + ((size_t)b * T + t) * H + hh) : 0.f;
             }
         float s[NN][4], dp[NN][4];
         wg_fence();
@@ -986,8 +998,33 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
             fence_async_smem(); // the staging stores before the TMA unit reads them
             __syncwarp();
         };
-        if (any && wkey != INT_MAX) {
-            size_t bk = (size_t)b * KVH + kvh;
+        size_t bk = (size_t)b * KVH + kvh;
+        // (s9 r3: per-thread reds from the fragments instead, no staging: atomic 19.58 ms vs
+        // 19.81, ordered (red.u64) 25.25 vs 23.82; epilogue 8663 / 23791 cycles: removed)
+        // kred: dK by the TMA unit, dV by per-thread reds meanwhile (the two paths in parallel)
+        if (sp.kred && any && wkey != INT_MAX) {
+            stage(dka, st, DET == 4 ? sp.ksc[2 * bk] : 1.f);
+            constexpr int NBX = DET == 4 ? D / 16 : D / 32; // boxes an array
+            if (lane < NBX) tma_out_4d<true>(&dkmap, st + lane * 2048, lane * (128 / (DET == 4 ? 8 : 4)), wkey, kbl, 0);
+            size_t slab = (size_t)sp.kslab * T * D;
+            float sv = DET == 4 ? sp.ksc[2 * bk + 1] : 1.f;
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                if (key[r] == INT_MAX) continue;
+                size_t o = slab + ((size_t)kbl * T + key[r]) * D + 2 * tq;
+#pragma unroll
+                for (int n = 0; n < DN; n++) {
+                    if constexpr (DET == 4) {
+                        long long *pv = (long long *)sp.kacc + o + 8 * n;
+                        wg_red_s64(pv, __float2ll_rn(dva[n][2 * r] * sv));
+                        wg_red_s64(pv + 1, __float2ll_rn(dva[n][2 * r + 1] * sv));
+                    } else {
+                        wg_red2((float *)sp.kacc + o + 8 * n, dva[n][2 * r], dva[n][2 * r + 1]);
+                    }
+                }
+            }
+            bulk_wait_read();
+        } else if (any && wkey != INT_MAX) {
             if constexpr (DET == 4) {
                 stage(dka, st, sp.ksc[2 * bk]);
                 if (lane < D / 16) tma_out_4d<true>(&dkmap, st + lane * 2048, lane * 16, wkey, kbl, 0);
@@ -1115,25 +1152,35 @@ __global__ void __launch_bounds__(2 * D, MINB)
 
 // The fixed-point dQ (DET = 3): per (b, kv head) {max |K_jd|, max |V_j|_2} as float bits (non-
 // negative floats order as their bits; NaN bits win: the row scales become NaN). CTA = (b * KVH +
-// kv head, a chunk of rows), a warp per row, one atomicMax per CTA and value.
+// kv head, a chunk of rows), D / 8 lanes per row (16-byte loads; s9: a warp per row took 47 us per
+// LM layer, B 8 T 4096 KVH 12 D 64), one atomicMax per CTA and value.
 template <int D>
 __global__ void wg_kv_bound(unsigned *m, const bf16 *k, const bf16 *v, int T, int KVH, int rows) {
+    constexpr int L = D / 8, R = 32 / L; // lanes per row, rows per warp step
     int bk = blockIdx.x, b = bk / KVH, kvh = bk % KVH, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int t0 = blockIdx.y * rows, t1 = min(T, t0 + rows), j = lane % L;
     float a = 0.f, c = 0.f;
     bool nan = false;
-    for (int t = blockIdx.y * rows + warp; t < min(T, (blockIdx.y + 1) * rows); t += blockDim.x >> 5) {
-        size_t o = (((size_t)b * T + t) * KVH + kvh) * D;
+    for (int tb = t0 + warp * R; tb < t1; tb += (blockDim.x >> 5) * R) { // uniform per warp
+        int t = tb + lane / L;
         float vv = 0.f;
+        if (t < t1) {
+            size_t o = (((size_t)b * T + t) * KVH + kvh) * D;
+            uint4 xk = ((const uint4 *)(k + o))[j], xv = ((const uint4 *)(v + o))[j];
+            const unsigned *pk = (const unsigned *)&xk, *pv = (const unsigned *)&xv;
 #pragma unroll
-        for (int i = lane; i < D / 2; i += 32) {
-            float2 x = __bfloat1622float2(((const __nv_bfloat162 *)(k + o))[i]);
-            float2 y = __bfloat1622float2(((const __nv_bfloat162 *)(v + o))[i]);
-            a = fmaxf(a, fmaxf(fabsf(x.x), fabsf(x.y))), vv = fmaf(y.x, y.x, fmaf(y.y, y.y, vv));
-            nan |= isnan(x.x + x.y);
+            for (int i = 0; i < 4; i++) {
+                float2 x = __bfloat1622float2(*(const __nv_bfloat162 *)&pk[i]);
+                float2 y = __bfloat1622float2(*(const __nv_bfloat162 *)&pv[i]);
+                a = fmaxf(a, fmaxf(fabsf(x.x), fabsf(x.y))), vv = fmaf(y.x, y.x, fmaf(y.y, y.y, vv));
+                nan |= isnan(x.x + x.y);
+            }
         }
-        vv = warp_sum(vv);
+#pragma unroll
+        for (int off = L / 2; off > 0; off >>= 1) vv += __shfl_xor_sync(0xffffffffu, vv, off);
         c = fmaxf(c, vv), nan |= isnan(vv);
     }
+    c = warp_max(c);
     a = warp_max(a), nan = __any_sync(0xffffffffu, nan);
     __shared__ float sa[32], sc[32];
     __shared__ int sn;
@@ -1352,7 +1399,7 @@ static void dq_run(bf16 *dq, const bf16 *dout, const float *lse, const float *Di
 template <int D, int PIPE> static constexpr size_t fused_smem() {
     constexpr int BKV = D, BQ = 64, NB = PIPE & 8 ? 3 : 2; // the Q / dO / lse / Di buffers
     return 1024 + sizeof(bf16) * (size_t)(2 * BKV * D + 2 * NB * BQ * D + BKV * BQ) +
-           sizeof(float) * 2 * NB * BQ + 8 * NB + 32 + // + mbarriers, trace sums
+           sizeof(float) * (PIPE & 32 ? 3 : 2) * NB * BQ + 8 * NB + 32 + // + mbarriers, trace sums
            (PIPE & 4 ? BQ * D * 4 : 0);
 }
 // bwd_fused_kernel<D, DET, PIPE, SP, 0, MINB> on grid (args: the kernel's); MSLAB_BWD_TRACE: the
@@ -1422,11 +1469,11 @@ static void bwd_pre_run(float *Di, float *rsc, unsigned *kvm, const bf16 *dout, 
     size_t rows = (size_t)B * T * H;
     if (rsc) {
         cudaCheck(cudaMemsetAsync(kvm, 0, (size_t)B * KVH * 8, 0));
-        wg_kv_bound<D><<<dim3(B * KVH, cdiv_u(T, 512)), 256>>>(kvm, k, v, T, KVH, 512);
+        wg_kv_bound<D><<<dim3(B * KVH, cdiv_u(T, 128)), 256>>>(kvm, k, v, T, KVH, 128);
         cudaLaunchCheck();
-        wg_bwd_pre<D><<<cdiv_u(rows, 8), 256>>>(Di, dout, out, B, T, H, rsc, kvm, 30, H / KVH);
+        wg_bwd_pre<D><<<wg_bwd_pre_blocks(rows, D), 256>>>(Di, dout, out, B, T, H, rsc, kvm, 30, H / KVH);
     } else {
-        wg_bwd_pre<D><<<cdiv_u(rows, 8), 256>>>(Di, dout, out, B, T, H);
+        wg_bwd_pre<D><<<wg_bwd_pre_blocks(rows, D), 256>>>(Di, dout, out, B, T, H);
     }
     cudaLaunchCheck();
 }
@@ -1576,8 +1623,9 @@ extern "C" int flash_wgmma_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const u
 //   lse / Di by cp.async (PIPE = 2) there (-1 tunables: on this path only).
 // Handles regions and query
 // blocks that are multiples of 64 (moba-blk 128 / 128; ms with w >= 64), no positions inside
-// (kpos); else -1, except 16 / 32-key regions (sparse_wgmma_small.cu's sq_fused_kernel, both
-// modes, D = 64 / 128, query blocks of 128k rows, no window: ms with w 16 / 32).
+// (kpos); else -1, except 16 / 32-key regions (both modes, D = 64 / 128, query blocks of 128k
+// rows, no window: ms with w 16 / 32): the key-list fused kernel (SP = 2, sparse_wgmma_keys.cu;
+// s9) or sparse_wgmma_small.cu's sq_fused_kernel.
 // MSLAB_SPARSE_WGMMA_BWD=0 declines every call (the mma.sync kernels run it); =split: the split
 // kernels only (no fused / small-region kernel in the atomic mode); =nosmall: no small-region one;
 // containing "nofx": no ordered fused kernel; "desc" / "nodesc", "ald" / "noald": force the
@@ -1594,7 +1642,8 @@ extern "C" int flash_wgmma_bwd(uint16_t *dq, uint16_t *dk, uint16_t *dv, const u
 // with 128-key CTAs (tunable): 12.9-13.4 vs 12.5-13.0. Bench moba-blk fwd+bwd (selection
 // included) 32K: 15.3 ms ordered, 13.6 atomic (r3, with the r3 forward; r0: 21.8). ms paper
 // config (6.71e9 pairs) 32K bwd, atomic: small-region kernel 32.8 ms (262) vs sparse_bf16's 37.9
-// (r4 perf row; s8: 24.9 atomic, 30.3 ordered, sparse_wgmma_small.cu); bench fwd+bwd atomic
+// (r4 perf row; s8: 24.9 atomic, 30.3 ordered, sparse_wgmma_small.cu; s9 key lists: 19.5 / 23.8,
+// sparse_wgmma_keys.cu); bench fwd+bwd atomic
 // 46.9 ms (r3).
 // s6 r1 (moba-blk; perf rows, MSLAB_SWB_PERF_MIN; RAND = q, k rows drawn at random, lists like the
 // bench's; TFLOP/s at 2.5x fwd): 32K (inverse entries per region max 163 perf_qkv / 122 RAND,
@@ -1756,14 +1805,14 @@ void wg_bwd_pre_launch(int D, float *Di, float *rsc, unsigned *kvm, const bf16 *
     if (D == 64) bwd_pre_run<64>(Di, rsc, kvm, dout, out, k, v, B, T, H, KVH);
     else bwd_pre_run<128>(Di, rsc, kvm, dout, out, k, v, B, T, H, KVH);
 }
-template <int D, int DET>
+template <int D, int DET, int PIPE>
 static void keys_fused_run(dim3 grid, float *dqacc, const bf16 *dout, const float *lse,
                            const float *Di, const bf16 *q, const bf16 *k, const bf16 *v, int T,
                            int H, int KVH, const SpArgs &sp, const float *rsc,
                            const CUtensorMap &dqmap, const CUtensorMap &qmap,
                            const CUtensorMap &omap, const CUtensorMap &accmap) {
     float scale = 1.f / sqrtf((float)D), sl2 = WG_LOG2E * scale;
-    fused_go<D, DET, 22, 2, D == 64 ? 2 : 1>(grid, fused_smem<D, 22>(), T, (bf16 *)nullptr,
+    fused_go<D, DET, PIPE, 2, D == 64 ? 2 : 1>(grid, fused_smem<D, PIPE>(), T, (bf16 *)nullptr,
                                              (bf16 *)nullptr, (bf16 *)nullptr, dqacc, (int *)nullptr,
                                              dout, lse, Di, q, k, v, T, H, KVH, sl2, scale, sp, rsc,
                                              dqmap, qmap, omap, accmap, accmap);
@@ -1773,15 +1822,16 @@ void wg_keys_fused_launch(int D, bool det, dim3 grid, float *dqacc, const bf16 *
                           const bf16 *v, int T, int H, int KVH, const SpArgs &sp, const float *rsc,
                           const CUtensorMap &dqmap, const CUtensorMap &qmap,
                           const CUtensorMap &omap, const CUtensorMap &accmap) {
-#define KEYS_GO(D, DET)                                                                          \
-    keys_fused_run<D, DET>(grid, dqacc, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc, dqmap, qmap,  \
-                           omap, accmap)
+#define KEYS_GO(D, DET, PIPE)                                                                    \
+    keys_fused_run<D, DET, PIPE>(grid, dqacc, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc, dqmap,  \
+                                 qmap, omap, accmap)
+    // the ordered mode with the row scales by cp.async (PIPE 54; s9 r4: 23.17 ms vs 23.67)
     if (D == 64) {
-        if (det) KEYS_GO(64, 4);
-        else KEYS_GO(64, 0);
+        if (det) KEYS_GO(64, 4, 54);
+        else KEYS_GO(64, 0, 22);
     } else {
-        if (det) KEYS_GO(128, 4);
-        else KEYS_GO(128, 0);
+        if (det) KEYS_GO(128, 4, 54);
+        else KEYS_GO(128, 0, 22);
     }
 #undef KEYS_GO
 }

@@ -23,8 +23,8 @@ struct SpArgs {
     // dK / dV fixed-point scales [B * KVH][2] (ordered mode)
     int bk0;
     const float *ksc;
-    int krot; // ... its walks rotated by the key tile (the CTAs of a block add into different
-              // query tiles at a time)
+    void *kacc;   // ... the dK / dV accumulators [2][kslab][T][D] (kred: dV by per-thread reds)
+    int kslab, kred;
 };
 
 // thread 0 waits until *cnt == v; bounded (~1 s at 2 GHz): a broken ordering assumption gives a
@@ -50,42 +50,51 @@ static __global__ void wg_dq_convert(bf16 *dq, const float *acc, size_t n4, floa
     *((uint2 *)dq + i) = o;
 }
 
-// Di[b, h, t] = sum_d dout * out (fp32), one warp per (b, t, h) row, fixed shuffle order.
+// Di[b, h, t] = sum_d dout * out (fp32), D / 8 lanes per (b, t, h) row (one 16-byte load of dO
+// and of O each), fixed shuffle order; launch on wg_bwd_pre_blocks(rows, D) CTAs of 256. (s9: a
+// warp per row, 4 / 8 bytes a lane, ran at ~0.7 TB/s: 143 us per LM layer, B 8 T 4096 H 12 D 64)
 // rsc (the sparse backward's fixed-point dQ, flash_wgmma_bwd.cu): also the row's scale 2^s
 // [B, T, H] with |any partial sum of the row's dQ| * 2^s < 2^fxb, from kvmax [B, KVH][2] =
 // {max |K_jd|, max |V_j|_2} (float bits; G = H / KVH): as sum_j P_ij <= 1,
 // |dQ_id| <= sum_j P_ij |dP_ij - Di| |K_jd| <= (|dO_i|_2 max |V_j|_2 + |Di|) max |K_jd|
+static inline unsigned wg_bwd_pre_blocks(size_t rows, int D) { return cdiv_u(rows * (D / 8), 256); }
 template <int D>
 __global__ void wg_bwd_pre(float *Di, const bf16 *dout, const bf16 *out, int B, int T, int H,
                            float *rsc = nullptr, const unsigned *kvmax = nullptr, int fxb = 61,
                            int G = 1) {
-    size_t rowi = (size_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (rowi >= (size_t)B * T * H) return;
-    int lane = threadIdx.x & 31;
-    const __nv_bfloat162 *a = (const __nv_bfloat162 *)(dout + rowi * D);
-    const __nv_bfloat162 *c = (const __nv_bfloat162 *)(out + rowi * D);
+    constexpr int L = D / 8; // lanes per row (a divisor of 32: rows never straddle warps)
+    size_t rowi = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / L;
+    bool live = rowi < (size_t)B * T * H;
+    int j = threadIdx.x % L;
     float s = 0.f, ss = 0.f;
+    if (live) {
+        uint4 a = ((const uint4 *)(dout + rowi * D))[j], c = ((const uint4 *)(out + rowi * D))[j];
+        const unsigned *pa = (const unsigned *)&a, *pc = (const unsigned *)&c;
 #pragma unroll
-    for (int i = lane; i < D / 2; i += 32) {
-        float2 x = __bfloat1622float2(a[i]), y = __bfloat1622float2(c[i]);
-        s = fmaf(x.x, y.x, s);
-        s = fmaf(x.y, y.y, s);
-        ss = fmaf(x.x, x.x, fmaf(x.y, x.y, ss));
+        for (int i = 0; i < 4; i++) {
+            float2 x = __bfloat1622float2(*(const __nv_bfloat162 *)&pa[i]);
+            float2 y = __bfloat1622float2(*(const __nv_bfloat162 *)&pc[i]);
+            s = fmaf(x.x, y.x, s);
+            s = fmaf(x.y, y.y, s);
+            ss = fmaf(x.x, x.x, fmaf(x.y, x.y, ss));
+        }
     }
-    s = warp_sum(s);
-    if (rsc) ss = warp_sum(ss);
-    if (rsc && lane == 0) { // NaN: a non-finite input (the convert writes NaN rows)
+#pragma unroll
+    for (int o = L / 2; o > 0; o >>= 1) { // every lane takes part (dead rows add zeros)
+        s += __shfl_xor_sync(0xffffffffu, s, o);
+        ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    }
+    if (!live || j) return;
+    if (rsc) { // NaN: a non-finite input (the convert writes NaN rows)
         const unsigned *m = kvmax + 2 * ((rowi / H / T) * (H / G) + (rowi % H) / G);
         float bnd = (sqrtf(ss) * __uint_as_float(m[1]) + fabsf(s)) * __uint_as_float(m[0]) * 1.0625f;
         int e = bnd > 0.f ? max(ilogbf(bnd) + 1, fxb - 127) : 0; // bnd < 2^e; 2^(fxb - e) a float
         rsc[rowi] = bnd <= 3e38f ? ldexpf(1.f, fxb - e) : NAN;
     }
-    if (lane == 0) {
-        int h = (int)(rowi % H);
-        size_t bt = rowi / H;
-        int t = (int)(bt % T), b = (int)(bt / T);
-        Di[((size_t)b * H + h) * T + t] = s;
-    }
+    int h = (int)(rowi % H);
+    size_t bt = rowi / H;
+    int t = (int)(bt % T), b = (int)(bt / T);
+    Di[((size_t)b * H + h) * T + t] = s;
 }
 
 // the backward workspace (Di; the fp32 accumulators, the counters, the inverse list): one
@@ -106,8 +115,8 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
                           const float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
                           const AttnIndex *ix, int B, int T, int H, int KVH, int D);
 // flash_wgmma_bwd.cu for it: Di (and with rsc the fixed-point dQ's row scales, kvm the K / V
-// bound), and bwd_fused_kernel<D, det ? 4 : 0, 22, SP 2> on grid (maps: dQ accumulator, Q, dO,
-// dK / dV accumulators)
+// bound), and bwd_fused_kernel<D, det ? 4 : 0, det ? 54 : 22, SP 2> on grid (maps: dQ
+// accumulator, Q, dO, dK / dV accumulators)
 void wg_bwd_pre_launch(int D, float *Di, float *rsc, unsigned *kvm, const bf16 *dout,
                        const bf16 *out, const bf16 *k, const bf16 *v, int B, int T, int H, int KVH);
 void wg_keys_fused_launch(int D, bool det, dim3 grid, float *dqacc, const bf16 *dout,

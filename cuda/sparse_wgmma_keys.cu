@@ -3,8 +3,8 @@
 // SP = 2: the dense fused kernel's 5 products, TMA Q / dO tiles, bulk dQ adds and the ordered
 // mode's s32 fixed point, reused rather than copied: only the CTA's keys, its walk and its dK / dV
 // epilogue differ). Called from sparse_wgmma_small.cu's entry (sparse_wgmma_small_bwd) before the
-// query-centric sq_fused_kernel, which stays the fallback (MSLAB_SQ_KEYS=0; D 64 unless
-// MSLAB_SQ_KEYS=2).
+// query-centric sq_fused_kernel, which stays the fallback (MSLAB_SQ_KEYS=0 off, 1 D 128 only, 2
+// D 128 and 64: the default).
 // Each query block's rows share one list, so per (b, query head h, block c) this is a dense-like
 // problem: CTA = (b, h, c, key tile kb = 128 / region consecutive slots of the block's list, sorted
 // by region id (sparse_sort_lists; empty slots last)). The CTA gathers its 128 K / V rows once
@@ -22,6 +22,23 @@
 // block latest first). Accumulators (dQ [slab][T][G][D] + dK / dV) for a group of (b, kv head)s
 // at a time within max(1/8 of q, k, v, o + grads, 1 GiB) (small_launch's budget; one launch per
 // group), converts to bf16 after each.
+// Measured (H200, bf16, ms paper config w 16 top 512 merge 128, B 1, H = KVH 32, D 128, T 32K,
+// bwd alone: `MSLAB_SWB_PERF="ms paper" MSLAB_SWB_PERF_MIN=1 mslab-gpu-tests sparse_wgmma_bwd_perf`;
+// TFLOP/s at 2.5x the forward's 4 D flops per pair): s9 r1 atomic 19.67 ms (437), ordered 23.28
+// (369); r2 19.45 / 23.79 (query-centric sq_fused_kernel 25.10 / 30.73, 342 / 280); one launch
+// (MSLAB_SQ_ACC_MB=3000, not the default: the memory budget) 19.30 / 23.64. Trace (r2,
+// MSLAB_BWD_TRACE=1): 25.2 steps a CTA, 4862 cycles a step atomic (5157 ordered), SMs 98-99%
+// busy, epilogue 7956 cycles atomic / 15138 ordered (the dK / dV bulk adds: ~20 bytes a cycle
+// per SM); outside the kernel (Di, bounds, memsets, converts of the accumulators) ~1.2 / ~2 ms.
+// D 64 (the LM's shape: ms paper config, B 1, H = KVH 12, T 32K; MSLAB_SWB_PERF_H=12
+// MSLAB_SWB_PERF_D=64, r3): atomic 4.63 ms (348) vs sq_fused_kernel 6.26 (257), ordered 5.56
+// (290) vs 7.38 (218).
+// Tried and removed: the walks rotated by the key tile (a block's CTAs add into different query
+// tiles at a time; r2): 19.45 / 23.81 ms, no gain; dK / dV by per-thread reds (r3, at
+// bwd_fused_body); the dQ row scales from shared memory at the dQ staging (r3, PIPE 32 there).
+// r4 (the defaults but the ordered mode's row scales by __ldg, PIPE 22): atomic 19.76 / ordered
+// 23.67 ms; the row scales by cp.async (PIPE 54, now the ordered mode's): 19.73 / 23.17 (371
+// TFLOP/s); D 64 LM shape 4.65 / 5.59 (sq_fused_kernel 6.29 / 7.39).
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -35,41 +52,48 @@ extern "C" {
 
 // the ordered mode's dK / dV bound inputs per (b, kv head): max |Q_id|, max |dO_id|, max |dO_i|_2^2
 // over the group's heads' rows as float bits (atomicMax; NaN bits win: the scales become NaN).
-// CTA = (b * KVH + kv head, a chunk of rows (t, head of the group)), a warp per row
-// (a NaN / inf q row can't show in the fixed-point dQ: its row scale rsc becomes NaN, the
-// convert writes a NaN row)
+// CTA = (b * KVH + kv head, a chunk of rows (t, head of the group)), D / 8 lanes a row (one
+// 16-byte load of q and of dO each; wg_kv_bound's s9 form). A NaN / inf q row can't show in the
+// fixed-point dQ: its row scale rsc becomes NaN (the convert writes a NaN row)
 template <int D>
 __global__ void sk_qo_bound(unsigned *m, float *rsc, const bf16 *q, const bf16 *dout, int T, int H,
                             int KVH, int rows) {
-    int bk = blockIdx.x, b = bk / KVH, kvh = bk % KVH, G = H / KVH, warp = threadIdx.x >> 5;
-    int lane = threadIdx.x & 31;
+    constexpr int L = D / 8; // lanes per row
+    int bk = blockIdx.x, b = bk / KVH, kvh = bk % KVH, G = H / KVH, j = threadIdx.x % L;
+    int i0 = blockIdx.y * rows, i1 = min(T * G, i0 + rows);
     float a = 0.f, c = 0.f, e = 0.f;
-    bool nan = false;
-    for (int i = blockIdx.y * rows + warp; i < min(T * G, (blockIdx.y + 1) * rows);
-         i += blockDim.x >> 5) {
+    int bad = 0; // 1: a non-finite dO or q in the CTA's rows
+    for (int ib = i0; ib < i1; ib += blockDim.x / L) { // uniform per CTA
+        int i = ib + threadIdx.x / L, qbad = 0;
         size_t o = (((size_t)b * T + i / G) * H + kvh * G + i % G) * D;
         float ss = 0.f;
-        bool qbad = false;
+        if (i < i1) {
+            uint4 xq = ((const uint4 *)(q + o))[j], xo = ((const uint4 *)(dout + o))[j];
+            const unsigned *pq = (const unsigned *)&xq, *po = (const unsigned *)&xo;
 #pragma unroll
-        for (int j = lane; j < D / 2; j += 32) {
-            float2 x = __bfloat1622float2(((const __nv_bfloat162 *)(q + o))[j]);
-            float2 y = __bfloat1622float2(((const __nv_bfloat162 *)(dout + o))[j]);
-            a = fmaxf(a, fmaxf(fabsf(x.x), fabsf(x.y))), c = fmaxf(c, fmaxf(fabsf(y.x), fabsf(y.y)));
-            ss = fmaf(y.x, y.x, fmaf(y.y, y.y, ss));
-            qbad |= !isfinite(x.x + x.y);
-            nan |= !isfinite(x.x + x.y + y.x + y.y);
+            for (int u = 0; u < 4; u++) {
+                float2 x = __bfloat1622float2(*(const __nv_bfloat162 *)&pq[u]);
+                float2 y = __bfloat1622float2(*(const __nv_bfloat162 *)&po[u]);
+                a = fmaxf(a, fmaxf(fabsf(x.x), fabsf(x.y))), c = fmaxf(c, fmaxf(fabsf(y.x), fabsf(y.y)));
+                ss = fmaf(y.x, y.x, fmaf(y.y, y.y, ss));
+                qbad |= !isfinite(x.x + x.y);
+            }
         }
-        e = fmaxf(e, warp_sum(ss));
-        if (__any_sync(0xffffffffu, qbad) && lane == 0) rsc[o / D] = NAN;
+#pragma unroll
+        for (int off = L / 2; off > 0; off >>= 1)
+            ss += __shfl_xor_sync(0xffffffffu, ss, off), qbad |= __shfl_xor_sync(0xffffffffu, qbad, off);
+        e = fmaxf(e, ss), bad |= qbad | !isfinite(ss);
+        if (qbad && j == 0 && i < i1) rsc[o / D] = NAN;
     }
-    a = warp_max(a), c = warp_max(c), nan = __any_sync(0xffffffffu, nan);
     __shared__ float sm[3][32];
     __shared__ int sn;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    a = warp_max(a), c = warp_max(c), e = warp_max(e), bad = __any_sync(0xffffffffu, bad);
     if (threadIdx.x == 0) sn = 0;
     __syncthreads();
     if (lane == 0) {
         sm[0][warp] = a, sm[1][warp] = c, sm[2][warp] = e;
-        if (nan) sn = 1;
+        if (bad) sn = 1;
     }
     __syncthreads();
     if (threadIdx.x < 3) {
@@ -150,7 +174,7 @@ __global__ void sk_dq_out(bf16 *dq, const float *acc, const float *rsc, int bk0,
 
 // on / off: 0 off (sq_fused_kernel runs), 1 D = 128, 2 D = 128 and 64; MSLAB_SQ_KEYS overrides,
 // sparse_wgmma_bwd_tune_keys (tests; -1: back to the default)
-#define SK_DEFAULT 1
+#define SK_DEFAULT 2
 static int sk_on = -2;
 static int sk_on_get(void) {
     if (sk_on == -2) sk_on = getenv("MSLAB_SQ_KEYS") ? atoi(getenv("MSLAB_SQ_KEYS")) : -1;
@@ -216,9 +240,9 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     sparse_sort_lists((int *)(ws + sl_off), ix->idx, nl, ix->width);
     sp.idx = (const int *)(ws + sl_off), sp.nblk = nblk, sp.width = ix->width;
     sp.qblock = ix->qblock, sp.region = ix->region, sp.ksc = ksc;
-    static int rot = -1; // MSLAB_SQ_KEYS_ROT: the walks rotated by the key tile (SpArgs.krot)
-    if (rot < 0) rot = getenv("MSLAB_SQ_KEYS_ROT") ? atoi(getenv("MSLAB_SQ_KEYS_ROT")) : 0;
-    sp.krot = rot;
+    static int red = -1; // MSLAB_SQ_KEYS_RED: dV by per-thread reds beside dK's bulk adds
+    if (red < 0) red = getenv("MSLAB_SQ_KEYS_RED") ? atoi(getenv("MSLAB_SQ_KEYS_RED")) : 0;
+    sp.kred = red, sp.kacc = kva, sp.kslab = (int)cbk;
     CUtensorMap qmap, omap, dqmap, accmap;
     MS_ASSERT(make_map(&qmap, q, B, T, H, D, 64) && make_map(&omap, dout, B, T, H, D, 64),
               "sparse_wgmma_keys_bwd: the Q / dO tensor maps");

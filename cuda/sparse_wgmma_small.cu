@@ -1,8 +1,8 @@
 // sparse_wgmma_small.cu: the block-sparse wgmma backward for lists of 16 / 32-key regions (ms with
 // w < 64): sq_fused_kernel and its host part. Called by flash_wgmma_bwd.cu's sparse_wgmma_bwd
 // (contract: cuda/attn_bf16.h); shared pieces in flash_wgmma_bwd.cuh. Since s9 the key-centric
-// kernel (sparse_wgmma_keys.cu) takes these lists first (D 128, query blocks of 128k rows); this
-// one is the fallback (MSLAB_SQ_KEYS=0) and D 64's.
+// kernel (sparse_wgmma_keys.cu) takes these lists first (query blocks of 128k rows); this one is
+// the fallback (MSLAB_SQ_KEYS=0; 1: keys at D 128 only).
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -586,7 +586,7 @@ static void small_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const b
     char *ws = (char *)wg_bwd_scratch(ord ? cnt_off + align256((ncnt + 1) * 4) : pos_off);
     float *Di = (float *)ws, *acck = (float *)(ws + acc_off);
     float *accv = (float *)(ws + acc_off + align256(nkc * 4));
-    wg_bwd_pre<D><<<cdiv_u(rows, 8), 256>>>(Di, dout, out, B, T, H);
+    wg_bwd_pre<D><<<wg_bwd_pre_blocks(rows, D), 256>>>(Di, dout, out, B, T, H);
     cudaLaunchCheck();
     SpArgs sp = {};
     sp.idx = ix->idx, sp.nblk = ix->nblk, sp.width = ix->width, sp.qblock = ix->qblock;

@@ -389,7 +389,7 @@ static void t_perf(const char *name, AttnConfig cfg, int T) {
             if (minimal && (x == 1 || x == 2)) continue; // MIN: no sparse_bf16 rows
             attn_bf16_set_deterministic(x == 2 || x == 3 || x == 5);
             sparse_wgmma_bwd_tune_small(x != 1 && x != 2);
-            sparse_wgmma_bwd_tune_small_modes(x == 3 || x == 5 ? 1 : 0);
+            sparse_wgmma_bwd_tune_small_modes((x == 3 || x == 5 ? 1 : 0) | (D == 64 ? 2 : 0));
             sparse_wgmma_bwd_tune_keys(x >= 4 ? 0 : -1);
             double t0 = 0;
             int rc = 0;
