@@ -29,10 +29,17 @@
 //    Budget: MSLAB_BF16_CACHE_MB, else a quarter of the device memory (at most half of the free);
 //    past it, operands go through scratch slots as before. Shadows change no value: training with
 //    MSLAB_BF16_CACHE=0 gives the same bits (bf16.state test).
-//  - Deferred zeros: zero() only records the range; the next op either overwrites exactly that
-//    array (matmul_bwd's GEMM with beta 0, swiglu / rmsnorm / rope / cross-entropy backward with
-//    acc = 0: no memset, no read of the zeros) or runs the memset first (every op flushes the
-//    zeros it does not consume, so no op ever sees an unrun zero). MSLAB_BF16_LAZY=0: at once.
+//  - Deferred zeros: zero() only records the range; an op that overwrites an array inside a
+//    recorded range (matmul_bwd's GEMMs with beta 0, swiglu / rmsnorm / rope / cross-entropy
+//    backward with acc = 0: no memset, no read of the zeros) takes that part out of it; every
+//    other operand an op reads or writes (need / wrote / a conversion) runs the memset of the
+//    recorded zeros over it first (flush_range), so no op ever sees an unrun zero, and a zero over
+//    memory an op does not touch stays recorded. The model's gradients (zeroed at the step's
+//    start) are so never memset but for the embedding's (its backward adds rows into it): every
+//    weight gradient GEMM runs with beta 0 and the norms' weight gradients are overwritten (s9;
+//    was a 650 MB memset and beta 1 at the LM's shape: 0.15 ms live). Ops with operands the
+//    table does not see (sparse attention's index, select, decode) run every zero first.
+//    MSLAB_BF16_LAZY=0: at once.
 //  - Activations (default; MSLAB_BF16_ACTS=0: off; backend_cuda_bf16_set_acts): outputs that only
 //    a GEMM or the attention reads in the LM step are kept in bf16 only. (a) rmsnorm_fwd,
 //    swiglu_fwd / bwd, rope_fwd / bwd and crossentropy_bwd (a backward only over a deferred zero)
@@ -56,15 +63,15 @@
 //  - Residual add + norm (MSLAB_BF16_ADDNORM, default: as acts): add() is deferred; when the next
 //    op is the rmsnorm_fwd of its sum, one kernel reads a and b, writes the sum and the norm (the
 //    same bits as the two ops); any other next op runs the add first.
-//  - GEMM outputs (MSLAB_BF16_GEMM_OUT; with acts): a GEMM output array that has a shadow and was
+//  - GEMM outputs (with acts): a GEMM output array that has a shadow and was
 //    never read by an fp32 consumer (in the LM: v, and the attention's dout as Wo's dinp) is
 //    written by cuBLAS in bf16 straight into its shadow (own): no fp32 store, no conversion.
 //    (s7's version took every output with a shadow: the MS model's raw q / k, which rope_fwd
 //    also reads in fp32, then changed the training values.)
-//  - Optimizer (MSLAB_BF16_OPT): the gradient clip's scale() is deferred and read by the AdamW
+//  - Optimizer: the gradient clip's scale() is deferred and read by the AdamW
 //    calls (g * s, the same bits); AdamW writes the bf16 shadows of the weight slices inside the
 //    tensor it updates (one launch per tensor), so no weight is converted in the next forward.
-//  - GEMM algorithms (MSLAB_BF16_LT): cuBLASLt with the index-th algorithm of its heuristic list,
+//  - GEMM algorithms: cuBLASLt with the index-th algorithm of its heuristic list,
 //    per product where a measurement beat cublasGemmEx (lt_choice), else cublasGemmEx.
 // Memory written or read other than through this table must be announced first:
 // backend_cuda_bf16_forget() (runs what is deferred, widens what is kept in bf16 only).
@@ -92,6 +99,27 @@
 // sync ran it), sumsq 0.26, embedding 0.27; the rest of the 94.7 ms is no host gap we found (the
 // syncs: positions / tokens / targets uploads at the step's start, the losses download, sumsq):
 // most likely the lower clocks of a continuous run (~1.8 GHz in s8 traces) than ncu's replays.
+// Session 9 (H200, row 0, s9 r1): the op trace (MSLAB_BF16_TRACE=4: CUDA events around every op
+// of one step) settles it: 498 ops, 90.25 ms from the first op's start to the last op's end, of
+// which the device idled between ops 0.78 ms (host gaps: none above 0.04 ms; so no CUDA graph
+// is worth its constraints here), op spans 89.47 ms; ncu over the same step (clocks and caches
+// as live, time-weighted SM clock 1.73 GHz in both) sums 87.36 ms of kernels. The rest is inside
+// ops: attention_bwd 2012 us per call live vs 1782 us of its kernels in ncu (its launcher's
+// 100 MB dQ-accumulator memset, which ncu does not list, is ~30 us of it), the GEMMs 5-8 us per
+// call above ncu, ~1.4 us per op of the trace's own events. Live spans per step: GEMMs 39.6 ms
+// (the 768 x 768 products at 535-613 TFLOP/s: short K, the fp32 output's store), attention 30.9,
+// swiglu 7.3, rmsnorm 5.3 (add fused), rope 2.1, cross-entropy 1.93, AdamW 1.21, sumsq 0.29,
+// embedding 0.36, the gradients' memset 0.15 (now gone: "Deferred zeros").
+// s9's changes here: the gradients' zero taken by range ("Deferred zeros"), uploads of up to
+// 4 MB asynchronous from pinned copies and skipped when the device holds the bytes (the step's
+// positions, and in the benchmark its tokens / targets too); live (s9 r3 trace vs r1): the step's
+// memset 0.15 ms and the upload wait gone, rope 2.07 -> 1.77 ms (rope.cu), embedding 0.36 ->
+// 0.25 (embedding.cu), cross-entropy 1.93 -> 1.91 (loss.cu). Tried (s9 r3, removed): downloads of
+// up to 4 MB through a pinned buffer: the losses' download span 163 us vs 133 pageable (its wait
+// is latency, not the copy).
+// Removed in s9 (their off paths lost in s8, figures above): the switches MSLAB_BF16_GEMM_OUT,
+// MSLAB_BF16_OPT and MSLAB_BF16_LT (the cuBLASLt index stays settable for the tests' reference:
+// backend_cuda_bf16_set_lt).
 //
 // Determinism: as matmul.cu (one stream, cuBLAS atomics off); the bf16 attention kernels are
 // deterministic unless the run says `deterministic = false` (attn_bf16_set_deterministic); the
@@ -115,6 +143,89 @@ static void (*select_fn)(AttnIndex *, const struct AttnConfig *, const float *, 
 static int fast_gemm;     // 1: CUBLAS_COMPUTE_32F_FAST_16BF on the fp32 buffers (measurements only)
 static int n_fallbacks;   // attention calls that ran the fp32 kernels (shape not handled in bf16)
 
+// ---- op trace (MSLAB_BF16_TRACE=S: measurements) ----
+// The S-th training step (from the S-th embedding_fwd to the next) with CUDA events around every op
+// of this table: each op's GPU span (its kernels and the gaps between them) and the device's idle
+// time between ops (the host had queued nothing: launches, syncs, bookkeeping), printed at the
+// next embedding_fwd; host microseconds per op too. Events cost ~2 us of host time per op.
+#include <time.h>
+#define TR_MAX 4096
+static struct {
+    int step, calls, on, n;
+    cudaEvent_t ev[2 * TR_MAX];
+    const char *name[TR_MAX];
+    int tag[TR_MAX];
+    double host_us[TR_MAX];
+} tr;
+static double tr_now_us(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e6 + t.tv_nsec * 1e-3;
+}
+static void tr_report(void) {
+    cudaCheck(cudaDeviceSynchronize());
+    struct Agg { const char *name; int tag, count; double gpu, host; } agg[128];
+    int na = 0;
+    double span = 0, idle = 0, host = 0, total = 0;
+    struct { double ms; int i; } gaps[8] = {};
+    for (int i = 0; i < tr.n; i++) {
+        float d = 0, g = 0;
+        cudaCheck(cudaEventElapsedTime(&d, tr.ev[2 * i], tr.ev[2 * i + 1]));
+        if (i + 1 < tr.n) cudaCheck(cudaEventElapsedTime(&g, tr.ev[2 * i + 1], tr.ev[2 * i + 2]));
+        span += d, idle += g, host += tr.host_us[i];
+        for (int j = 0; j < 8; j++) // the largest idle gaps, descending
+            if (g > gaps[j].ms) {
+                memmove(&gaps[j + 1], &gaps[j], (7 - j) * sizeof gaps[0]);
+                gaps[j].ms = g, gaps[j].i = i;
+                break;
+            }
+        int a = 0;
+        while (a < na && !(agg[a].name == tr.name[i] && agg[a].tag == tr.tag[i])) a++;
+        if (a == na && na < 128) agg[na++] = {tr.name[i], tr.tag[i], 0, 0, 0};
+        if (a < na) agg[a].count++, agg[a].gpu += d, agg[a].host += tr.host_us[i];
+    }
+    float w = 0;
+    if (tr.n) cudaCheck(cudaEventElapsedTime(&w, tr.ev[0], tr.ev[2 * tr.n - 1]));
+    total = w;
+    fprintf(stderr, "trace step %d: %d ops, %.2f ms first op start to last op end: op spans "
+            "%.2f ms, idle between ops %.2f ms; host in ops %.2f ms\n", tr.step, tr.n, total, span,
+            idle, host * 1e-3);
+    for (int a = 0; a < na; a++)
+        fprintf(stderr, "trace  %-14s %10d x%-4d gpu %8.3f ms (%7.1f us each) host %7.1f us each\n",
+                agg[a].name, agg[a].tag, agg[a].count, agg[a].gpu, 1e3 * agg[a].gpu / agg[a].count,
+                agg[a].host / agg[a].count);
+    for (int j = 0; j < 8 && gaps[j].ms > 0; j++)
+        fprintf(stderr, "trace  idle %.3f ms after op %d %s/%d, before %s/%d\n", gaps[j].ms,
+                gaps[j].i, tr.name[gaps[j].i], tr.tag[gaps[j].i], tr.name[gaps[j].i + 1],
+                tr.tag[gaps[j].i + 1]);
+    for (int i = 0; i < 2 * TR_MAX; i++) cudaEventDestroy(tr.ev[i]);
+}
+struct OpTrace { // one traced op: events around it when the step is traced
+    int i;
+    double t0;
+    OpTrace(const char *name, int tag, int embed = 0) : i(-1) {
+        if (!tr.step) return;
+        if (embed && ++tr.calls == tr.step) {
+            for (int k = 0; k < 2 * TR_MAX; k++) cudaCheck(cudaEventCreate(&tr.ev[k]));
+            tr.on = 1;
+        } else if (embed && tr.on) {
+            tr.on = 0;
+            tr_report();
+        }
+        if (!tr.on || tr.n == TR_MAX) return;
+        i = tr.n++;
+        tr.name[i] = name, tr.tag[i] = tag;
+        t0 = tr_now_us();
+        cudaCheck(cudaEventRecord(tr.ev[2 * i], 0));
+    }
+    ~OpTrace() {
+        if (i < 0) return;
+        cudaCheck(cudaEventRecord(tr.ev[2 * i + 1], 0));
+        tr.host_us[i] = tr_now_us() - t0;
+    }
+};
+#define TRACE(name, tag) OpTrace trace_op_(name, (int)(tag))
+
 // ---- the table's memory state: bf16 shadows and deferred zeros (header, "Conversions") ----
 
 struct Shadow {
@@ -132,7 +243,7 @@ static int acts_on = 1;                    // MSLAB_BF16_ACTS=0: off (header, "A
 struct Alloc { void *p; size_t bytes; };   // what this table allocated (free drops its shadows)
 static Alloc *allocs;
 static int n_allocs, cap_allocs;
-#define MAX_ZEROS 16
+#define MAX_ZEROS 64 // (pieces: a zero whose middle was taken or flushed leaves two)
 static struct { float *p; size_t n; } zeros[MAX_ZEROS]; // zero() calls not yet run
 static int n_zeros;
 static int addnorm_on = -1; // MSLAB_BF16_ADDNORM=0 / 1 (default: as acts)
@@ -143,10 +254,31 @@ static struct { float *out; const float *a, *b; size_t n; } pend; // add() not y
 // the gradient times the factor (cuda_adamw_x); a zero() over all of it drops it; anything else
 // runs it first (flush_add).
 static struct { float *x; float s; size_t n; } pscale;
-// The host copy of the last upload (up to 4 MB; the model's targets): the cross-entropy counts the
-// rows with a target from it instead of downloading them (a device sync); wrote() drops it.
-static struct { void *dst; size_t bytes; void *h; size_t cap; } lastup;
-static int opt_on = 1; // MSLAB_BF16_OPT=0: off (the deferred clip scale, AdamW's shadow outputs)
+// Uploads of up to 4 MB (the model's positions, tokens, targets at each step): the host bytes are
+// kept in a pinned buffer per destination (UP_RECS, the oldest replaced) and copied from there by
+// cudaMemcpyAsync, so the host does not wait for the device to drain (a pageable cudaMemcpy waits
+// for every queued op: the device idled while the host passed the copy and queued the next ops);
+// an upload of the bytes that its destination still holds (valid: no write there since) is
+// skipped. The cross-entropy counts the rows with a target from the targets' record (else
+// downloads them: a device sync). wrote() drops the records it overlaps.
+static int overlap(const void *a, size_t abytes, const void *b, size_t bbytes);
+#define UP_RECS 8
+#define UP_MAX ((size_t)4 << 20)
+struct UpRec { void *dst; size_t bytes; void *h; size_t cap; int valid; cudaEvent_t ev; };
+static UpRec ups[UP_RECS];
+static int up_next; // the record the next new destination replaces
+static void up_wrote(const void *p, size_t bytes) {
+    for (int i = 0; i < UP_RECS; i++)
+        if (ups[i].valid && overlap(ups[i].dst, ups[i].bytes, p, bytes)) ups[i].valid = 0;
+}
+static void up_forget(void) {
+    for (int i = 0; i < UP_RECS; i++) ups[i].valid = 0;
+}
+static const void *up_host(const void *dst, size_t bytes) { // the host bytes at dst, NULL: unknown
+    for (int i = 0; i < UP_RECS; i++)
+        if (ups[i].valid && ups[i].dst == dst && ups[i].bytes == bytes) return ups[i].h;
+    return NULL;
+}
 static void flush_add(void) {
     if (pend.out) cuda_add(pend.out, pend.a, pend.b, pend.n);
     pend.out = NULL;
@@ -228,9 +360,36 @@ static void f32_forget(const void *p, size_t bytes) { // memory [p, p + bytes) f
         if (old[i].p && !overlap(old[i].p, old[i].bytes, p, bytes)) f32_read(old[i].p, old[i].bytes);
     free(old);
 }
+// Deferred zeros, by range (header, "Deferred zeros"): zero_cut removes [p, p + bytes) from zero
+// i (memset first when run), leaving the pieces before and after it deferred (a piece that finds
+// no slot is run too). flush_range: the deferred zeros over [p, p + bytes) run there only; every
+// need / wrote calls it, so an op's operands are never read or written under an unrun zero,
+// while a zero over memory the op does not touch (the model's gradients during the forward)
+// stays deferred until an op takes its pieces (a weight gradient's GEMM with beta 0).
+static void zero_cut(int i, const void *p, size_t bytes, int run) {
+    float *a = zeros[i].p, *b = zeros[i].p + zeros[i].n;
+    float *lo = (float *)p > a ? (float *)p : a;
+    float *hi = (float *)((const char *)p + bytes) < b ? (float *)((const char *)p + bytes) : b;
+    if (lo >= hi) return;
+    if (run) cudaCheck(cudaMemsetAsync(lo, 0, (size_t)(hi - lo) * sizeof(float), 0));
+    if (hi < b) { // the piece after
+        if (lo > a && n_zeros == MAX_ZEROS)
+            cudaCheck(cudaMemsetAsync(hi, 0, (size_t)(b - hi) * sizeof(float), 0));
+        else if (lo > a) zeros[n_zeros].p = hi, zeros[n_zeros].n = (size_t)(b - hi), n_zeros++;
+        else zeros[i].p = hi, zeros[i].n = (size_t)(b - hi);
+    }
+    if (lo > a) zeros[i].n = (size_t)(lo - a); // the piece before
+    else if (hi >= b) zeros[i] = zeros[--n_zeros];
+}
+static void flush_range(const void *p, size_t bytes) {
+    if (!p || !bytes) return;
+    for (int i = n_zeros - 1; i >= 0; i--)
+        if (overlap(zeros[i].p, zeros[i].n * sizeof(float), p, bytes)) zero_cut(i, p, bytes, 1);
+}
 // [p, p + bytes) is about to be read in fp32: the arrays there kept in bf16 only are widened.
 static void need_conv(const void *p, size_t bytes) { // (read to convert it to bf16: no record)
     if (!p || !bytes) return;
+    flush_range(p, bytes);
     for (int i = 0; i < n_shadows; i++)
         if (shadows[i].own && overlap(shadows[i].p, shadows[i].n * sizeof(float), p, bytes))
             materialize(&shadows[i]);
@@ -244,8 +403,9 @@ static void need(const void *p, size_t bytes) { // an fp32 consumer's read
 // that the write covers only in part is widened first: the rest of its array stays).
 static void wrote(const void *p, size_t bytes) {
     if (!p || !bytes) return;
+    flush_range(p, bytes);
     ce_wrote(p, bytes);
-    if (lastup.dst && overlap(lastup.dst, lastup.bytes, p, bytes)) lastup.dst = NULL;
+    up_wrote(p, bytes);
     for (int i = 0; i < n_shadows; i++) {
         Shadow *s = &shadows[i];
         if (!s->valid || !overlap(s->p, s->n * sizeof(float), p, bytes)) continue;
@@ -277,32 +437,20 @@ static void flush_zeros(void) {
         cudaCheck(cudaMemsetAsync(zeros[i].p, 0, zeros[i].n * sizeof(float), 0));
     n_zeros = 0;
 }
-// Only the deferred zeros over [p, p + bytes), for an op that touches nothing else (its every
-// operand passed here): the others stay deferred for the op after it (rope_bwd of dq, then dk).
-static void flush_over(const void *p, size_t bytes) {
-    flush_add();
-    for (int i = n_zeros - 1; i >= 0; i--)
-        if (overlap(zeros[i].p, zeros[i].n * sizeof(float), p, bytes)) {
-            cudaCheck(cudaMemsetAsync(zeros[i].p, 0, zeros[i].n * sizeof(float), 0));
-            zeros[i] = zeros[--n_zeros];
-        }
-}
-static int is_zero(const float *p, size_t n) {
+// The deferred zero that holds all of [p, p + n), -1: none
+static int zero_holding(const float *p, size_t n) {
     flush_add();
     for (int i = 0; i < n_zeros; i++)
-        if (zeros[i].p == p && zeros[i].n == n) return 1;
-    return 0;
+        if (zeros[i].p <= p && p + n <= zeros[i].p + zeros[i].n) return i;
+    return -1;
 }
-// 1 when [p, p + n) is exactly a deferred zero, which is then dropped: the caller overwrites the
-// whole array instead of adding to it.
+static int is_zero(const float *p, size_t n) { return zero_holding(p, n) >= 0; }
+// 1 when [p, p + n) lies in a deferred zero, which then leaves it out (no memset): the caller
+// overwrites the whole array instead of adding to it.
 static int take_zero(const float *p, size_t n) {
-    flush_add();
-    for (int i = 0; i < n_zeros; i++)
-        if (zeros[i].p == p && zeros[i].n == n) {
-            zeros[i] = zeros[--n_zeros];
-            return 1;
-        }
-    return 0;
+    int i = zero_holding(p, n);
+    if (i >= 0) zero_cut(i, p, n * sizeof(float), 0);
+    return i >= 0;
 }
 static Shadow *shadow_find(const float *p, size_t n) {
     if (!cache_on) return NULL;
@@ -376,9 +524,10 @@ static void done(const Dst &d) {
 // C (m x n, column-major, fp32) = A op . B op + beta C, bf16 operands, fp32 accumulation; Cb (not
 // NULL, beta 0 only): the result goes there in bf16 instead (cuBLAS rounds the fp32 accumulator
 // to nearest-even, as cuda_f32_to_bf16 would round the fp32 result; test bf16.acts.gemm_out).
-// cuBLASLt (MSLAB_BF16_LT=i: the i-th algorithm of cuBLASLt's heuristic list for every GEMM, -1:
-// cublasGemmEx everywhere; measurements; default: lt_choice per shape): the list is a function of the shape, types and alignments only, so a fixed index
-// is as deterministic as cublasGemmEx's own choice. Plans cached per shape.
+// cuBLASLt (backend_cuda_bf16_set_lt(i): the i-th algorithm of cuBLASLt's heuristic list for every
+// GEMM, -1: cublasGemmEx everywhere; the tests' reference and measurements; default: lt_choice per
+// shape): the list is a function of the shape, types and alignments only, so a fixed index is as
+// deterministic as cublasGemmEx's own choice. Plans cached per shape.
 static int lt_index = -2; // -2: lt_choice per shape, -1: cublasGemmEx, i >= 0: index i everywhere
 static cublasLtHandle_t lt_handle;
 static void *lt_ws;
@@ -418,6 +567,7 @@ static int lt_choice(cublasOperation_t ta, cublasOperation_t tb, int m, int n, i
         {N, N, 3072, R, 768, 0, 1, 6},   // dh:        314.9 -> 226.1
         {N, N, 768, R, 32000, 0, 1, 6},  // dlnf:       2580 -> 2348
         {N, T, 768, 32000, R, 0, 0, 1},  // dWcls +=:   2386 -> 2304
+        {N, T, 768, 32000, R, 0, 1, 1},  // dWcls over its deferred zero (s9: beta 0, the same list)
     };
     for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++)
         if (tab[i].ta == (int)ta && tab[i].tb == (int)tb && tab[i].m == m && tab[i].n == n &&
@@ -492,15 +642,14 @@ static void gemm_bf16(cublasOperation_t ta, cublasOperation_t tb, int m, int n, 
                              Cb ? CUDA_R_16BF : CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
                              CUBLAS_GEMM_DEFAULT));
 }
-// With acts (and MSLAB_BF16_GEMM_OUT), a GEMM output [p, p + n) over nothing it reads, whose
+// With acts, a GEMM output [p, p + n) over nothing it reads, whose
 // array has a shadow (a GEMM / the attention read it before) and was never read by an fp32
 // consumer (f32_read: in the LM, v and the attention's dout), is written in bf16 into that
 // shadow (own): the array's value is the bf16 rounding, all its readers take of it; no fp32
 // store, no conversion pass.
-static int gemm_out_on = 1; // MSLAB_BF16_GEMM_OUT=0: off
 static Shadow *gemm_out(float *p, size_t n, const void *a, size_t abytes, const void *b,
                         size_t bbytes) {
-    if (!acts_on || !gemm_out_on || !p || !n) return NULL;
+    if (!acts_on || !p || !n) return NULL;
     if (overlap(p, n * sizeof(float), a, abytes) || overlap(p, n * sizeof(float), b, bbytes))
         return NULL;
     Shadow *s = shadow_find(p, n);
@@ -517,7 +666,8 @@ static void gemm_fast(cublasOperation_t ta, cublasOperation_t tb, int m, int n, 
 
 // The same transposed products as matmul.cu (row-major arrays are column-major transposes).
 static void bf16_matmul_fwd(float *out, const float *inp, const float *w, int N, int IC, int OC) {
-    flush_zeros();
+    TRACE("matmul_fwd", IC * 100000 + OC);
+    flush_add();
     if (N <= 0 || OC <= 0) return;
     wrote(out, (size_t)N * OC * sizeof(float));
     if (IC <= 0) {
@@ -541,6 +691,7 @@ static void bf16_matmul_fwd(float *out, const float *inp, const float *w, int N,
 // beta 0 for a gradient that is a deferred zero (the GEMM then does not read it)
 static void bf16_matmul_bwd(float *dinp, float *dw, const float *dout, const float *inp,
                             const float *w, int N, int IC, int OC) {
+    TRACE("matmul_bwd", IC * 100000 + OC);
     if (N <= 0 || IC <= 0 || OC <= 0) {
         flush_zeros();
         return;
@@ -548,7 +699,7 @@ static void bf16_matmul_bwd(float *dinp, float *dw, const float *dout, const flo
     size_t ni = (size_t)N * IC, nw = (size_t)OC * IC;
     float bi = dinp && take_zero(dinp, ni) ? 0.0f : 1.0f;
     float bw = dw && dw != dinp && take_zero(dw, nw) ? 0.0f : 1.0f;
-    flush_zeros();
+    flush_add();
     if (bi != 0.0f) need(dinp, ni * sizeof(float)); // read by beta = 1
     if (bw != 0.0f) need(dw, nw * sizeof(float));
     wrote(dinp, ni * sizeof(float));
@@ -722,7 +873,7 @@ static void *w_alloc(size_t bytes) {
             shadows[i].valid = shadows[i].own = 0;
     ce_wrote(p, bytes);
     f32_forget(p, bytes);
-    if (lastup.dst && overlap(lastup.dst, lastup.bytes, p, bytes)) lastup.dst = NULL;
+    up_wrote(p, bytes);
     if (n_allocs == cap_allocs) {
         cap_allocs = cap_allocs ? 2 * cap_allocs : 256;
         allocs = (Alloc *)realloc(allocs, cap_allocs * sizeof(Alloc));
@@ -745,36 +896,60 @@ static void w_free(void *p) {
     if (!known) materialize_all(); // not ours: drop every shadow, keeping the arrays' values
     if (known) f32_forget(p, bytes);
     wrote(p, known ? bytes : 1);    // (the cross-entropy's gradient over freed logits / targets)
-    if (!known) ce.valid = 0, lastup.dst = NULL;
+    if (!known) ce.valid = 0, up_forget();
     for (int i = n_shadows - 1; i >= 0; i--)
         if (!known || overlap(shadows[i].p, shadows[i].n * sizeof(float), p, bytes)) drop_shadow(i);
     fp.free(p);
 }
 static void w_upload(void *dst, const void *src, size_t bytes) {
-    flush_zeros();
-    wrote(dst, bytes);
-    fp.upload(dst, src, bytes);
-    if (bytes && bytes <= ((size_t)4 << 20)) {
-        if (lastup.cap < bytes) {
-            free(lastup.h);
-            lastup.h = malloc(bytes);
-            MS_ASSERT(lastup.h, "out of memory");
-            lastup.cap = bytes;
-        }
-        memcpy(lastup.h, src, bytes);
-        lastup.dst = dst, lastup.bytes = bytes;
+    TRACE("upload", bytes >> 10);
+    flush_add();
+    if (!bytes) return;
+    if (bytes > UP_MAX) {
+        wrote(dst, bytes);
+        fp.upload(dst, src, bytes);
+        return;
     }
+    UpRec *r = NULL;
+    for (int i = 0; i < UP_RECS && !r; i++)
+        if (ups[i].dst == dst && ups[i].bytes == bytes) r = &ups[i];
+    if (r && r->valid && !memcmp(r->h, src, bytes)) return; // the device holds these bytes
+    wrote(dst, bytes);
+    if (!r) {
+        r = &ups[up_next];
+        up_next = (up_next + 1) % UP_RECS;
+        r->dst = dst, r->bytes = bytes;
+    }
+    if (r->ev) cudaCheck(cudaEventSynchronize(r->ev)); // its last copy has left r->h
+    else cudaCheck(cudaEventCreateWithFlags(&r->ev, cudaEventDisableTiming));
+    if (r->cap < bytes) {
+        if (r->h) cudaCheck(cudaFreeHost(r->h));
+        cudaCheck(cudaMallocHost(&r->h, bytes));
+        r->cap = bytes;
+    }
+    memcpy(r->h, src, bytes);
+    cudaCheck(cudaMemcpyAsync(dst, r->h, bytes, cudaMemcpyHostToDevice, 0));
+    cudaCheck(cudaEventRecord(r->ev, 0));
+    r->valid = 1;
 }
 static void w_download(void *dst, const void *src, size_t bytes) {
-    flush_zeros();
+    TRACE("download", bytes >> 10);
+    flush_add();
     need(src, bytes);
     fp.download(dst, src, bytes);
 }
 // Deferred: the next op either overwrites exactly this array (a += gradient op that then skips
 // reading it, a GEMM with beta 0) or runs the memset first.
 static void w_zero(float *x, size_t n) {
+    TRACE("zero", 0);
     if (!n) return;
     if (pscale.x && x <= pscale.x && pscale.x + pscale.n <= x + n) pscale.x = NULL; // overwritten
+    if (pend.out) { // the deferred add first (program order), not the deferred scale
+        float *k = pscale.x;
+        pscale.x = NULL;
+        flush_add();
+        pscale.x = k;
+    }
     wrote(NB(x, n));
     if (!lazy_on || n_zeros == MAX_ZEROS) flush_zeros();
     if (!lazy_on) {
@@ -785,7 +960,8 @@ static void w_zero(float *x, size_t n) {
     n_zeros++;
 }
 static void w_copy(float *dst, const float *src, size_t n) {
-    flush_zeros();
+    TRACE("copy", 0);
+    flush_add();
     need(NB(src, n));
     wrote(NB(dst, n));
     fp.copy(dst, src, n);
@@ -793,32 +969,39 @@ static void w_copy(float *dst, const float *src, size_t n) {
 // Deferred (addnorm): a residual add followed by the rmsnorm_fwd of its sum runs as one kernel
 // (the sum written on the way, the same bits); any other next op runs it first.
 static void w_add(float *out, const float *a, const float *b, size_t n) {
-    flush_zeros();
+    TRACE("add", 0);
+    flush_add();
     need(NB(a, n)), need(NB(b, n));
     wrote(NB(out, n));
     if (addnorm_on && n) pend.out = out, pend.a = a, pend.b = b, pend.n = n;
     else fp.add(out, a, b, n);
 }
 static void w_scale(float *x, float sc, size_t n) {
-    flush_zeros();
+    TRACE("scale", 0);
+    flush_add();
     need(NB(x, n));
     wrote(NB(x, n));
-    if (opt_on && lazy_on && n) pscale.x = x, pscale.s = sc, pscale.n = n;
+    if (lazy_on && n) pscale.x = x, pscale.s = sc, pscale.n = n;
     else fp.scale(x, sc, n);
 }
 static double w_sumsq(const float *x, size_t n) {
-    flush_zeros();
+    TRACE("sumsq", 0);
+    flush_add();
     need(NB(x, n));
     return fp.sumsq(x, n);
 }
 static void w_embedding_fwd(float *out, const int *tok, const float *wte, int N, int C) {
-    flush_zeros();
+    OpTrace trace_op_("embedding_fwd", 0, 1);
+    flush_add();
+    flush_range(tok, (size_t)(N > 0 ? N : 0) * sizeof(int));
     need(wte, extent(wte)); // rows up to the largest token
     if (N > 0 && C > 0) wrote(NB(out, (size_t)N * C));
     fp.embedding_fwd(out, tok, wte, N, C);
 }
 static void w_embedding_bwd(float *dwte, const float *dout, const int *tok, int N, int C) {
-    flush_zeros();
+    TRACE("embedding_bwd", 0);
+    flush_add();
+    flush_range(tok, (size_t)(N > 0 ? N : 0) * sizeof(int));
     if (N > 0 && C > 0) need(NB(dout, (size_t)N * C));
     need(dwte, extent(dwte));
     wrote(dwte, extent(dwte));
@@ -826,9 +1009,10 @@ static void w_embedding_bwd(float *dwte, const float *dout, const int *tok, int 
 }
 static void w_rmsnorm_fwd(float *out, float *rstd, const float *inp, const float *w, int N, int C,
                           float eps) {
+    TRACE("rmsnorm_fwd", 0);
     size_t n = (size_t)(N > 0 ? N : 0) * (C > 0 ? C : 0);
     const float *ra = NULL, *rb = NULL; // the deferred add whose sum is inp: fused
-    if (pend.out && pend.out == inp && pend.n == n && n && !n_zeros) {
+    if (pend.out && pend.out == inp && pend.n == n && n) { // (no zero came after the add: w_zero)
         const void *outs[2] = {out, rstd};
         size_t ob[2] = {n * sizeof(float), (size_t)N * sizeof(float)};
         int clash = 0; // the fused kernel reads a, b and writes the sum, out, rstd
@@ -837,7 +1021,7 @@ static void w_rmsnorm_fwd(float *out, float *rstd, const float *inp, const float
                      overlap(outs[i], ob[i], pend.out, n * 4) || overlap(w, C * 4, outs[i], ob[i]);
         if (!clash) ra = pend.a, rb = pend.b, pend.out = NULL;
     }
-    flush_zeros();
+    flush_add();
     if (N <= 0) return;
     need(NB(inp, n)), need(NB(w, C));
     wrote(NB(out, n));
@@ -849,22 +1033,25 @@ static void w_rmsnorm_fwd(float *out, float *rstd, const float *inp, const float
 }
 static void w_rmsnorm_bwd(float *dinp, float *dw, const float *dout, const float *inp,
                           const float *w, const float *rstd, int N, int C) {
+    TRACE("rmsnorm_bwd", 0);
     size_t n = (size_t)(N > 0 ? N : 0) * (C > 0 ? C : 0);
     int acc = !(dinp && n && take_zero(dinp, n));
-    flush_zeros();
+    int dw_acc = !(dw && n && dw != dinp && take_zero(dw, C)); // (a slice of the gradients' zero)
+    flush_add();
     if (!n) return;
     need(NB(dout, n)), need(NB(inp, n)), need(NB(w, C)), need(NB(rstd, N));
     if (acc) need(NB(dinp, n));
-    if (dw) need(NB(dw, C));
+    if (dw && dw_acc) need(NB(dw, C));
     wrote(NB(dinp, n));
     wrote(NB(dw, C));
     Dst d = dest(dinp, n, 0); // the residual stream's gradient stays fp32
-    cuda_rmsnorm_bwd_x(dinp, d.b, acc, dw, dout, inp, w, rstd, N, C);
+    cuda_rmsnorm_bwd_x(dinp, d.b, acc, dw, dw_acc, dout, inp, w, rstd, N, C);
     done(d);
 }
 static void w_rope_fwd(float *out, const float *inp, const float *pos, const float *inv_freq,
                        int N, int H, int D, int style) {
-    flush_zeros();
+    TRACE("rope_fwd", H);
+    flush_add();
     size_t n = (size_t)(N > 0 ? N : 0) * (H > 0 ? H : 0) * (D > 0 ? D : 0);
     need(NB(inp, n)), need(NB(pos, N > 0 ? N : 0)), need(NB(inv_freq, D > 0 ? D / 2 : 0));
     wrote(NB(out, n));
@@ -874,18 +1061,15 @@ static void w_rope_fwd(float *out, const float *inp, const float *pos, const flo
 }
 static void w_rope_bwd(float *dinp, const float *dout, const float *pos, const float *inv_freq,
                        int N, int H, int D, int style) {
+    TRACE("rope_bwd", H);
     size_t n = (size_t)(N > 0 ? N : 0) * (H > 0 ? H : 0) * (D > 0 ? D : 0);
     int acc = !(n && D % 2 == 0 && take_zero(dinp, n));
-    if (n) { // what it reads and writes: dout, pos, inv_freq, dinp
-        flush_over(NB(dout, n));
-        flush_over(NB(pos, N));
-        flush_over(NB(inv_freq, D / 2));
-        flush_over(NB(dinp, n));
-    } else flush_zeros();
+    flush_add();
     // dout kept in bf16 only (the attention backward's dq / dk): read as bf16, it is the value
     Shadow *si = n ? shadow_find(dout, n) : NULL;
     const uint16_t *dob = si && si->own ? si->b : NULL;
     if (!dob) need(NB(dout, n));
+    else flush_range(NB(dout, n)); // (an own shadow: no zero there)
     need(NB(pos, n ? N : 0)), need(NB(inv_freq, n ? D / 2 : 0));
     if (acc) need(NB(dinp, n));
     wrote(NB(dinp, n));
@@ -895,7 +1079,8 @@ static void w_rope_bwd(float *dinp, const float *dout, const float *pos, const f
 }
 static void w_attention_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
                             int B, int T, int H, int KVH, int D) {
-    flush_zeros();
+    TRACE("attention_fwd", 0);
+    flush_add();
     wrote(NB(out, (size_t)B * T * H * D));
     wrote(NB(lse, (size_t)B * H * T));
     bf16_attn_fwd(out, lse, q, k, v, NULL, B, T, H, KVH, D);
@@ -905,7 +1090,7 @@ static Grads attn_grads(float *dq, float *dk, float *dv, const float *lse, int B
                         int KVH, int D) {
     size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KVH * D;
     Grads g = grads_take(dq, dk, dv, nq, nk);
-    flush_zeros();
+    flush_add();
     need(NB(lse, (size_t)B * H * T));
     for (int i = 0; i < 3; i++) {
         if (!g.z[i]) need(NB(g.f[i], g.n[i]));
@@ -916,11 +1101,13 @@ static Grads attn_grads(float *dq, float *dk, float *dv, const float *lse, int B
 static void w_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out,
                             const float *lse, const float *q, const float *k, const float *v,
                             int B, int T, int H, int KVH, int D) {
+    TRACE("attention_bwd", 0);
     Grads g = attn_grads(dq, dk, dv, lse, B, T, H, KVH, D);
     bf16_attn_bwd(g, dout, out, lse, q, k, v, NULL, B, T, H, KVH, D);
 }
 static void w_sparse_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
                          const AttnIndex *ix, int B, int T, int H, int KVH, int D) {
+    TRACE("sparse_fwd", 0);
     flush_zeros();
     wrote(NB(out, (size_t)B * T * H * D));
     wrote(NB(lse, (size_t)B * H * T));
@@ -929,11 +1116,13 @@ static void w_sparse_fwd(float *out, float *lse, const float *q, const float *k,
 static void w_sparse_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out,
                          const float *lse, const float *q, const float *k, const float *v,
                          const AttnIndex *ix, int B, int T, int H, int KVH, int D) {
+    TRACE("sparse_bwd", 0);
     Grads g = attn_grads(dq, dk, dv, lse, B, T, H, KVH, D);
     bf16_attn_bwd(g, dout, out, lse, q, k, v, ix, B, T, H, KVH, D);
 }
 static void w_select(AttnIndex *ix, const struct AttnConfig *cfg, const float *q, const float *k,
                      int B, int T, int H, int KVH, int D) {
+    TRACE("select", 0);
     flush_zeros();
     need(NB(q, (size_t)B * T * H * D)), need(NB(k, (size_t)B * T * KVH * D));
     size_t nb = (size_t)B * H * (ix->nblk > 0 ? ix->nblk : 0);
@@ -943,7 +1132,8 @@ static void w_select(AttnIndex *ix, const struct AttnConfig *cfg, const float *q
     select_fn(ix, cfg, q, k, B, T, H, KVH, D);
 }
 static void w_swiglu_fwd(float *out, const float *gate, const float *up, size_t n) {
-    flush_zeros();
+    TRACE("swiglu_fwd", 0);
+    flush_add();
     need(NB(gate, n)), need(NB(up, n));
     wrote(NB(out, n));
     Dst d = dest(out, n, acts_on);
@@ -952,6 +1142,7 @@ static void w_swiglu_fwd(float *out, const float *gate, const float *up, size_t 
 }
 static void w_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *gate,
                          const float *up, size_t n) {
+    TRACE("swiglu_bwd", 0);
     int acc = 1;
     if (n && dgate != dup) { // overwrite only when every gradient it writes is a deferred zero
         if ((!dgate || is_zero(dgate, n)) && (!dup || is_zero(dup, n))) {
@@ -960,7 +1151,7 @@ static void w_swiglu_bwd(float *dgate, float *dup, const float *dout, const floa
             acc = 0;
         }
     }
-    flush_zeros();
+    flush_add();
     need(NB(dout, n)), need(NB(gate, n)), need(NB(up, n));
     if (acc) need(NB(dgate, n)), need(NB(dup, n));
     wrote(NB(dgate, n));
@@ -975,7 +1166,9 @@ static void w_swiglu_bwd(float *dgate, float *dup, const float *dout, const floa
 // backward that asks exactly that (the same logits, targets, dloss, a zeroed dlogits with a shadow)
 // takes it by a pointer swap: no pass over the logits.
 static void w_ce_fwd(float *losses, const float *logits, const int *targets, int N, int V) {
-    flush_zeros();
+    TRACE("ce_fwd", 0);
+    flush_add();
+    flush_range(targets, (size_t)(N > 0 ? N : 0) * sizeof(int));
     size_t n = (size_t)(N > 0 ? N : 0) * (V > 0 ? V : 0);
     if (N > 0) need(NB(logits, n));
     if (N > 0) wrote(NB(losses, N));
@@ -983,8 +1176,9 @@ static void w_ce_fwd(float *losses, const float *logits, const int *targets, int
     if (acts_on && cefuse_on && cache_on && n && cuda_crossentropy_regs(logits, V) &&
         !overlap(losses, N * sizeof(float), logits, n * sizeof(float))) {
         int nv = 0;
-        if (lastup.dst == targets && lastup.bytes == (size_t)N * sizeof(int)) {
-            for (int i = 0; i < N; i++) nv += ((const int *)lastup.h)[i] >= 0;
+        const int *th = (const int *)up_host(targets, (size_t)N * sizeof(int));
+        if (th) {
+            for (int i = 0; i < N; i++) nv += th[i] >= 0;
         } else {
             int *t = (int *)malloc((size_t)N * sizeof(int));
             MS_ASSERT(t, "out of memory");
@@ -1015,9 +1209,11 @@ static void w_ce_fwd(float *losses, const float *logits, const int *targets, int
 }
 static void w_ce_bwd(float *dlogits, const float *logits, const int *targets, float dloss, int N,
                      int V) {
+    TRACE("ce_bwd", 0);
     size_t n = (size_t)(N > 0 ? N : 0) * (V > 0 ? V : 0);
     int acc = !(n && take_zero(dlogits, n));
-    flush_zeros();
+    flush_add();
+    flush_range(targets, (size_t)(N > 0 ? N : 0) * sizeof(int));
     if (!n) return;
     Shadow *s = NULL;
     if (ce.valid && !acc && acts_on && ce.logits == logits && ce.targets == targets && ce.N == N &&
@@ -1045,13 +1241,14 @@ static int shadow_addr_cmp(const void *a, const void *b) {
 }
 static void w_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1,
                     float b2, float eps, float wd, int t) {
+    TRACE("adamw", n >> 20);
     float gs = 1.0f;
     int scaled = pscale.x && n && pscale.x <= g && g + n <= pscale.x + pscale.n &&
                  !overlap(pscale.x, pscale.n * 4, p, n * 4) &&
                  !overlap(pscale.x, pscale.n * 4, m, n * 4) && !overlap(pscale.x, pscale.n * 4, v, n * 4);
     float *keep = pscale.x;
     if (scaled) gs = pscale.s, pscale.x = NULL; // not run by the flush below
-    flush_zeros();
+    flush_add();
     if (scaled) pscale.x = keep;
     need(NB(p, n)), need(NB(g, n)), need(NB(m, n)), need(NB(v, n));
     wrote(NB(p, n));
@@ -1060,7 +1257,7 @@ static void w_adamw(float *p, const float *g, float *m, float *v, size_t n, floa
     static Shadow **in; // the shadows inside [p, p + n), by address
     static int cap;
     int k = 0;
-    for (int i = 0; i < n_shadows && opt_on; i++)
+    for (int i = 0; i < n_shadows; i++)
         if (covers(p, n * sizeof(float), &shadows[i])) {
             if (k == cap) cap = cap ? 2 * cap : 64, in = (Shadow **)realloc(in, cap * sizeof *in);
             MS_ASSERT(in, "out of memory");
@@ -1114,11 +1311,8 @@ extern "C" const Backend *backend_cuda_bf16(void) {
     const char *ac = getenv("MSLAB_BF16_ACTS"), *an = getenv("MSLAB_BF16_ADDNORM");
     if (ac) acts_on = strcmp(ac, "0") != 0;
     addnorm_on = an ? strcmp(an, "0") != 0 : acts_on;
-    const char *lt = getenv("MSLAB_BF16_LT");
-    lt_index = lt && *lt ? atoi(lt) : -2;
-    const char *go = getenv("MSLAB_BF16_GEMM_OUT"), *op = getenv("MSLAB_BF16_OPT");
-    gemm_out_on = !(go && !strcmp(go, "0"));
-    opt_on = !(op && !strcmp(op, "0"));
+    const char *trs = getenv("MSLAB_BF16_TRACE");
+    tr.step = trs ? atoi(trs) : 0;
     const char *cf = getenv("MSLAB_BF16_CE_FUSE");
     cefuse_on = cf ? strcmp(cf, "0") != 0 : 1;
     // every op through the state (the attention ops: the adapters above)
@@ -1146,7 +1340,7 @@ extern "C" void backend_cuda_bf16_forget(void) { // called before the outside wr
     materialize_all();
     for (int i = 0; i < n_shadows; i++) shadows[i].valid = 0;
     ce.valid = 0;
-    lastup.dst = NULL;
+    up_forget();
 }
 
 extern "C" void backend_cuda_bf16_set_state(int cache, int lazy) {
@@ -1169,22 +1363,9 @@ extern "C" int backend_cuda_bf16_set_acts(int acts) {
     return was;
 }
 
-extern "C" int backend_cuda_bf16_set_lt(int index) { // measurements (MSLAB_BF16_LT)
+extern "C" int backend_cuda_bf16_set_lt(int index) { // the tests' reference, measurements
     int was = lt_index;
     lt_index = index;
-    return was;
-}
-
-extern "C" int backend_cuda_bf16_set_opt(int on) {
-    flush_zeros(); // (a deferred scale runs)
-    int was = opt_on;
-    opt_on = on != 0;
-    return was;
-}
-
-extern "C" int backend_cuda_bf16_set_gemm_out(int on) {
-    int was = gemm_out_on;
-    gemm_out_on = on != 0;
     return was;
 }
 

@@ -40,8 +40,10 @@ void cuda_crossentropy_fwd_grad(float *losses, uint16_t *db, const float *logits
 // res (NULL: none): the input is inp + res (as cuda_add), also written to sum
 void cuda_rmsnorm_fwd_x(float *out, uint16_t *ob, float *rstd, const float *inp, const float *res,
                         float *sum, const float *w, int N, int C, float eps);
-void cuda_rmsnorm_bwd_x(float *dinp, uint16_t *db, int acc, float *dw, const float *dout,
-                        const float *inp, const float *w, const float *rstd, int N, int C);
+// dw_acc = 0: dw is known zero, overwritten (acc: the same for dinp)
+void cuda_rmsnorm_bwd_x(float *dinp, uint16_t *db, int acc, float *dw, int dw_acc,
+                        const float *dout, const float *inp, const float *w, const float *rstd,
+                        int N, int C);
 void cuda_rope_fwd_x(float *out, uint16_t *ob, const float *inp, const float *pos,
                      const float *inv_freq, int N, int H, int D, int style);
 // dout_b: the gradient in bf16 instead of dout (NULL: dout)
@@ -74,14 +76,8 @@ void backend_cuda_bf16_set_state(int cache, int lazy);
 // (backend_bf16.cu, "Activations"; default 1, MSLAB_BF16_ACTS=0 in the environment: 0)
 int backend_cuda_bf16_set_acts(int acts); // returns the previous setting
 size_t backend_cuda_bf16_shadow_bytes(void); // device bytes held by shadows
-// with acts: GEMM outputs whose array a GEMM read before written in bf16 only (backend_bf16.cu,
-// gemm_out; MSLAB_BF16_GEMM_OUT); returns the previous setting
-int backend_cuda_bf16_set_gemm_out(int on);
-// the gradient clip's scale deferred into AdamW, AdamW writing the weights' bf16 copies
-// (backend_bf16.cu, w_adamw; MSLAB_BF16_OPT); returns the previous setting
-int backend_cuda_bf16_set_opt(int on);
 // GEMMs through cuBLASLt, the index-th algorithm of its heuristic list (-1: cublasGemmEx, -2: the
-// per-shape choice, the default; MSLAB_BF16_LT)
+// per-shape choice, the default): the tests' reference (bf16.lt_products) and measurements (bf16.lt)
 int backend_cuda_bf16_set_lt(int index);
 
 #ifdef __cplusplus

@@ -70,14 +70,19 @@ crossentropy_bwd_kernel(float *dlogits, const float *logits, const int *targets,
 // conversion); the step is 5 ms slower with MSLAB_CE_REGS=0. The bf16 table's forward that also
 // writes the bf16 gradient (backend_bf16.cu, "Cross-entropy"): 1.85 ms (s6 r2; 2.28 before the
 // gradient reused the sum's expf values), where the forward and backward took 1.55 + 2.77 ms.
-// With the next row prefetched into shared memory (crossentropy_pf_kernel, MSLAB_CE_PF=0: off):
-// the LM step 96.7 -> 96.4 ms (s8 r2); ncu 1.85 ms per call (s8 r3; 6.3 GB: 3.4 TB/s).
+// With the next row prefetched into shared memory (crossentropy_pf_kernel): the LM step 96.7 ->
+// 96.4 ms (s8 r2); ncu 1.85 ms per call (s8 r3; 6.3 GB: 3.4 TB/s). (Its switch, MSLAB_CE_PF, was
+// removed in s9: crossentropy_kernel remains where the row does not fit shared memory.) s9: the
+// next row's fetch issued as soon as the row is in registers, before its reductions (was: after
+// its max and sum): ncu (s9 r2, clocks and caches as live) 1.763 ms per call vs 1.848.
 #define CE_RT 1024
 #define CE_RPER 8
 
-template <int PER>
+// loaded(): every thread runs it once its part of the row is in registers (before the
+// reductions): crossentropy_pf_kernel then reuses the row's shared-memory copy for the next row.
+template <int PER, class F>
 __device__ __forceinline__ void ce_row_regs(const float *x, int V, float4 (&r)[PER], float *mx_out,
-                                            double *s_out) {
+                                            double *s_out, F loaded) {
     __shared__ float shf[CE_RT / 32];
     __shared__ double shd[CE_RT / 32];
     const float4 *x4 = (const float4 *)x;
@@ -89,6 +94,7 @@ __device__ __forceinline__ void ce_row_regs(const float *x, int V, float4 (&r)[P
         r[j] = c < n4 ? x4[c] : make_float4(-INFINITY, -INFINITY, -INFINITY, -INFINITY);
         mx = fmaxf(mx, fmaxf(fmaxf(r[j].x, r[j].y), fmaxf(r[j].z, r[j].w)));
     }
+    loaded();
     mx = block_max<CE_RT>(mx, shf);
     double s = 0; // r becomes exp(x - max): the gradient reuses it (one expf per element)
 #pragma unroll
@@ -117,8 +123,8 @@ __device__ __forceinline__ float ce_grad1(float old, float k, float e, int i, in
 // threads), else the register ones (CE_RT threads). LOSS and GRAD together: the bf16 table's
 // forward that also leaves the backward's gradient (backend_bf16.cu, "Cross-entropy").
 // src: where the row's statistics read it (the row in logits, or its copy in shared memory:
-// crossentropy_pf_kernel); stats_done() runs in every thread once the row has been read (or at
-// once for an ignored row).
+// crossentropy_pf_kernel); stats_done() runs in every thread once the row has been read (the
+// register path: as soon as it is in registers, before its reductions; at once for an ignored row).
 template <int PER, int LOSS, int GRAD, class F>
 __device__ __forceinline__ void ce_row(int n, const float *src, float *losses, OutBF o, int acc,
                                        const float *logits, const int *targets, float dloss,
@@ -138,9 +144,8 @@ __device__ __forceinline__ void ce_row(int n, const float *src, float *losses, O
     float4 r[PER ? PER : 1];
     float mx;
     double s;
-    if (PER) ce_row_regs<PER ? PER : 1>(src, V, r, &mx, &s);
-    else ce_row_stats(src, V, &mx, &s);
-    stats_done();
+    if (PER) ce_row_regs<PER ? PER : 1>(src, V, r, &mx, &s, stats_done);
+    else ce_row_stats(src, V, &mx, &s), stats_done();
     if (LOSS && threadIdx.x == 0) losses[n] = (float)(log(s) + (double)(mx - x[t]));
     if (!GRAD) return;
     float k = (float)(dloss / s);
@@ -171,7 +176,6 @@ crossentropy_kernel(float *losses, OutBF o, int acc, const float *logits, const 
 // shared memory by cp.async while row n's exponentials, sums and gradient stores run (in
 // crossentropy_kernel a block's loads and its reductions / stores alternate, so the SM's memory
 // pipe idles for half of each row). The same statistics from the same values: the same bits.
-// MSLAB_CE_PF=0: crossentropy_kernel.
 template <int PER>
 __global__ void __launch_bounds__(CE_RT, 1)
 crossentropy_pf_kernel(float *losses, OutBF o, const float *logits, const int *targets,
@@ -233,14 +237,11 @@ void cuda_crossentropy_fwd(float *losses, const float *logits, const int *target
 void cuda_crossentropy_fwd_grad(float *losses, uint16_t *db, const float *logits,
                                 const int *targets, float dloss, int N, int V) {
     if (N <= 0) return;
-    static int pf = -1, nsm;
-    if (pf < 0) {
-        pf = getenv("MSLAB_CE_PF") ? atoi(getenv("MSLAB_CE_PF")) : 1;
-        cudaCheck(cudaDeviceGetAttribute(&nsm, cudaDevAttrMultiProcessorCount, 0));
-    }
+    static int nsm;
+    if (!nsm) cudaCheck(cudaDeviceGetAttribute(&nsm, cudaDevAttrMultiProcessorCount, 0));
     int per = ce_per(logits, NULL, db, V);
     size_t smem = (size_t)V / 4 * sizeof(float4);
-    if (pf && per && smem <= 200 * 1024) {
+    if (per && smem <= 200 * 1024) {
         unsigned grid = (unsigned)(N < nsm ? N : nsm);
         OutBF o = {NULL, db};
 #define CE_PF(P)                                                                                 \

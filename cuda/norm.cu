@@ -18,15 +18,17 @@
 // ncu): backward 0.127 ms per call (was 0.195), its dw final sum 0.011 (0.037, its loads now
 // unrolled); the step 0.8 ms slower with MSLAB_NORM_REGS=0. The forward with the bf16 table's
 // residual add (res): 0.115 ms (0.141 while the sum's stores came between the loads).
-// float4 rows (MSLAB_NORM_VEC=0: off, measurements): the forward's lanes hold float4 chunks (a
-// quarter of the load / store instructions; the sum of squares in another order: other bits of
-// rstd), and the backward's register path loads the old dx with dy and x, before the dot, instead
-// of after it (one memory round trip per row instead of two; the same bits). H200, the LM step
-// (s8 r2): part of the 98.7 -> 96.4 ms/step of the four hd switches (NORM_VEC, GEMM_OUT, OPT, CE_PF);
-// ncu (s8 r3, N = 32768, C = 768): forward with the add 82 us per call (r1: 124.5 at base
-// clocks, ~4.2 TB/s now), backward 112 us (r1: 134-138).
+// float4 rows (s8): the forward's lanes hold float4 chunks (a quarter of the load / store
+// instructions; the sum of squares in another order: other bits of rstd), and the backward's
+// register path loads the old dx with dy and x, before the dot, instead of after it (one memory
+// round trip per row instead of two; the same bits). H200, the LM step (s8 r2): part of the 98.7
+// -> 96.4 ms/step of s8's four switches; ncu (s8 r3, N = 32768, C = 768): forward with the add
+// 82 us per call (124.5 at base clocks before), backward 112 us (134-138). The scalar forward and
+// the backward's late dx load (MSLAB_NORM_VEC=0) were removed in s9.
 // The bf16 table's variants (bf16.h, _x): a bf16 copy of out / dinp written in the same pass (the
-// forward's fp32 out may then be skipped), and acc = 0 to overwrite a dinp known to be zero.
+// forward's fp32 out may then be skipped), acc = 0 to overwrite a dinp known to be zero, and
+// dw_acc = 0 to overwrite a dw known to be zero (s9: the model's gradients are a deferred zero
+// that the weight gradients take: no memset of their 3 KB slices before the backward).
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,11 +42,6 @@ extern "C" {
 #define NORM_RCH 32      // rows per dw partial (4 per warp in the fused kernel)
 #define NORM_TY 8        // row lanes per column in the dw partial kernel
 
-static int norm_vec(void) { // MSLAB_NORM_VEC=0: the forward's scalar path, no dx prefetch (measurements)
-    static int vec = -1;
-    if (vec < 0) vec = !(getenv("MSLAB_NORM_VEC") && !strcmp(getenv("MSLAB_NORM_VEC"), "0"));
-    return vec;
-}
 static int norm_regs(void) { // MSLAB_NORM_REGS=0: the rows are not kept in registers (measurements)
     static int regs = -1;
     if (regs < 0) regs = !(getenv("MSLAB_NORM_REGS") && !strcmp(getenv("MSLAB_NORM_REGS"), "0"));
@@ -186,7 +183,7 @@ __global__ void rmsnorm_dw_partial_kernel(float *part, const float *dout, const 
 // grid ceil(C / 32), block (32, lanes <= NORM_FL): row lane y sums the partials y, y + lanes, ...
 // in order, then the lanes' sums are added in lane order (lanes = 1: one sequential sum)
 #define NORM_FL 32 // the fused path's lanes (s8: 11.2 us per call with 8, the LM's 1024 partials)
-__global__ void rmsnorm_dw_final_kernel(float *dw, const float *part, int nchunk, int C) {
+__global__ void rmsnorm_dw_final_kernel(float *dw, int dw_acc, const float *part, int nchunk, int C) {
     __shared__ float sh[NORM_FL][33];
     int c = blockIdx.x * 32 + threadIdx.x, lanes = blockDim.y;
     float s = 0.0f;
@@ -199,7 +196,7 @@ __global__ void rmsnorm_dw_final_kernel(float *dw, const float *part, int nchunk
     if (threadIdx.y == 0 && c < C) {
         float t = sh[0][threadIdx.x];
         for (int i = 1; i < lanes; i++) t += sh[i][threadIdx.x];
-        dw[c] += t;
+        dw[c] = dw_acc ? dw[c] + t : t;
     }
 }
 
@@ -209,7 +206,7 @@ void cuda_rmsnorm_fwd_x(float *out, uint16_t *ob, float *rstd, const float *inp,
     OutBF o = {out, ob};
     unsigned g = cdiv_u(N, NORM_THREADS / 32);
     int per = norm_regs() ? (C + 31) / 32 : 0; // registers per lane for the row
-    int v4 = norm_regs() && norm_vec() && C % 4 == 0 && aligned16(out) && ((uintptr_t)ob & 7) == 0 &&
+    int v4 = norm_regs() && C % 4 == 0 && aligned16(out) && ((uintptr_t)ob & 7) == 0 &&
              aligned16(inp) && aligned16(res) && aligned16(sum) && aligned16(w) ? (C / 4 + 31) / 32 : 0;
 #define NF_K(P) rmsnorm_fwd_kernel<P><<<g, NORM_THREADS>>>(o, rstd, inp, res, sum, w, N, C, eps)
 #define NF_V(V) rmsnorm_fwd_kernel<0, V><<<g, NORM_THREADS>>>(o, rstd, inp, res, sum, w, N, C, eps)
@@ -246,8 +243,7 @@ void cuda_rmsnorm_fwd(float *out, float *rstd, const float *inp, const float *w,
 template <int VEC, int PER>
 __global__ void __launch_bounds__(NORM_THREADS)
 rmsnorm_bwd_fused_kernel(float *dinp, uint16_t *db, int acc, float *part, const float *dout,
-                         const float *inp, const float *w, const float *rstd, int N, int C,
-                         int pf) {
+                         const float *inp, const float *w, const float *rstd, int N, int C) {
     extern __shared__ float shw[]; // [8][C]
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int n0 = blockIdx.x * NORM_RCH, n1 = min(N, n0 + NORM_RCH);
@@ -272,7 +268,7 @@ rmsnorm_bwd_fused_kernel(float *dinp, uint16_t *db, int acc, float *part, const 
             for (int j = 0; j < PER; j++)
                 if (lane + 32 * j < C / 4) {
                     rd[j] = dy4[lane + 32 * j], rx[j] = x4[lane + 32 * j];
-                    if (dx && acc && pf) rg[j] = ((const float4 *)dx)[lane + 32 * j];
+                    if (dx && acc) rg[j] = ((const float4 *)dx)[lane + 32 * j];
                 }
 #pragma unroll
             for (int j = 0; j < PER; j++)
@@ -302,7 +298,7 @@ rmsnorm_bwd_fused_kernel(float *dinp, uint16_t *db, int acc, float *part, const 
         if (VEC && PER) {
 #pragma unroll
             for (int j = 0; j < PER; j++)
-                if (lane + 32 * j < C / 4) pass2(lane + 32 * j, rd[j], rx[j], pf ? &rg[j] : NULL);
+                if (lane + 32 * j < C / 4) pass2(lane + 32 * j, rd[j], rx[j], &rg[j]);
         } else if (VEC) {
             for (int q = lane; q < C / 4; q += 32) pass2(q, dy4[q], x4[q], NULL);
         } else {
@@ -325,8 +321,9 @@ rmsnorm_bwd_fused_kernel(float *dinp, uint16_t *db, int acc, float *part, const 
     }
 }
 
-void cuda_rmsnorm_bwd_x(float *dinp, uint16_t *db, int acc, float *dw, const float *dout,
-                        const float *inp, const float *w, const float *rstd, int N, int C) {
+void cuda_rmsnorm_bwd_x(float *dinp, uint16_t *db, int acc, float *dw, int dw_acc,
+                        const float *dout, const float *inp, const float *w, const float *rstd,
+                        int N, int C) {
     if (N <= 0 || C <= 0) return;
     // MSLAB_NORM_FUSED: 0 the two kernels, 1 the fused kernel (the same bits as 0), 2 (default)
     // the fused kernel on float4 where it can and the final sum over 8 lanes (other bits)
@@ -342,7 +339,7 @@ void cuda_rmsnorm_bwd_x(float *dinp, uint16_t *db, int acc, float *dw, const flo
         int per = vec && norm_regs() ? (C / 4 + 31) / 32 : 0;
         per = per <= 2 ? per : per <= 4 ? 4 : per <= 6 ? 6 : per <= 8 ? 8 : 0;
 #define NB_K(V, P) rmsnorm_bwd_fused_kernel<V, P><<<nchunk, NORM_THREADS, smem>>>(dinp, db, acc, \
-                       part, dout, inp, w, rstd, N, C, norm_vec())
+                       part, dout, inp, w, rstd, N, C)
         switch (vec ? per : -1) {
         case 1: case 2: NB_K(1, 2); break;
         case 4: NB_K(1, 4); break;
@@ -354,7 +351,7 @@ void cuda_rmsnorm_bwd_x(float *dinp, uint16_t *db, int acc, float *dw, const flo
 #undef NB_K
         cudaLaunchCheck();
         rmsnorm_dw_final_kernel<<<cdiv_u(C, 32), dim3(32, fused == 2 ? NORM_FL : 1)>>>(
-            dw, part, nchunk, C);
+            dw, dw_acc, part, nchunk, C);
         cudaLaunchCheck();
         return;
     }
@@ -369,12 +366,12 @@ void cuda_rmsnorm_bwd_x(float *dinp, uint16_t *db, int acc, float *dw, const flo
         rmsnorm_dw_partial_kernel<<<dim3(cdiv_u(C, 32), nchunk < 65535 ? nchunk : 65535),
                                     dim3(32, NORM_TY)>>>(part, dout, inp, rstd, N, C, nchunk);
         cudaLaunchCheck();
-        rmsnorm_dw_final_kernel<<<cdiv_u(C, 32), dim3(32, 1)>>>(dw, part, nchunk, C);
+        rmsnorm_dw_final_kernel<<<cdiv_u(C, 32), dim3(32, 1)>>>(dw, dw_acc, part, nchunk, C);
         cudaLaunchCheck();
     }
 }
 
 void cuda_rmsnorm_bwd(float *dinp, float *dw, const float *dout, const float *inp,
                       const float *w, const float *rstd, int N, int C) {
-    cuda_rmsnorm_bwd_x(dinp, NULL, 1, dw, dout, inp, w, rstd, N, C);
+    cuda_rmsnorm_bwd_x(dinp, NULL, 1, dw, 1, dout, inp, w, rstd, N, C);
 }

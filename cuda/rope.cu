@@ -8,9 +8,13 @@
 //   backward dinp += R(-angle) dout
 // The bf16 table's variants (bf16.h, _x): a bf16 copy of the result in the same pass (the fp32
 // result may then be skipped); backward acc = 0 overwrites a dinp known to be zero, and dout may be
-// bf16. Tried (s8 r3, removed): interleaved pairs as one 8-byte fp32 / 4-byte bf16 load and
-// store with every head's loads in flight at once: backward 56.5 us per call (ncu) vs 43.5 for
-// this kernel (ncu at base clocks, r1), forward 41.5 vs 44; the LM step 94.7 vs 94.4 ms.
+// bf16. rope8_kernel (s9): the interleaved convention at D % 8 == 0 in 16-byte chunks, software-
+// pipelined (ncu, s9 r2, the LM's N = 32768 x 12 heads x 64, clocks and caches as live: forward
+// 38.2 us per call vs 42.2 for rope_kernel, backward from bf16 29.7 vs 37.0; 100 MB moved by the
+// backward: ~3.4 TB/s); rope_kernel serves the halves convention and other shapes. Tried (s8 r3,
+// removed): interleaved pairs as one 8-byte fp32 / 4-byte bf16 load and store with every head's
+// loads in flight at once: backward 56.5 us per call (ncu) vs 43.5 for rope_kernel (ncu at base
+// clocks, r1), forward 41.5 vs 44; the LM step 94.7 vs 94.4 ms.
 #include "bf16_vec.cuh"
 #include "cuda_common.cuh"
 extern "C" {
@@ -19,6 +23,15 @@ extern "C" {
 
 #define ROPE_THREADS 256
 #define RH 4 // heads whose loads are in flight together (LM step, H200: fwd 0.059 -> 0.040 ms)
+
+// The rotation of one pair, its roundings spelled out: nvcc's FMA contraction of a * c - b * s
+// may pick either product per instantiation (s9: the fp32- and the bf16-input backward of the
+// vectorised kernel differed in the last bit), so every kernel and input type gets these bits.
+template <int BACKWARD>
+__device__ __forceinline__ void rot(float a, float b, float cf, float sf, float &ra, float &rb) {
+    if (BACKWARD) sf = -sf;
+    ra = __fmaf_rn(a, cf, -__fmul_rn(b, sf)), rb = __fmaf_rn(a, sf, __fmul_rn(b, cf));
+}
 
 __device__ __forceinline__ float ld_in(const float *p, size_t i) { return p[i]; }
 __device__ __forceinline__ float ld_in(const uint16_t *p, size_t i) {
@@ -40,7 +53,6 @@ __global__ void rope_kernel(OutBF o, int acc, const TIN *inp, const float *pos,
         double s, c;
         sincos((double)pos[n] * (double)inv_freq[i], &s, &c);
         float cf = (float)c, sf = (float)s;
-        if (BACKWARD) sf = -sf;
         // heads in groups of RH: the group's loads first (nvcc keeps a load after a store that
         // may alias it: one head at a time, a thread had one pair of loads in flight)
         for (int h0 = 0; h0 < H; h0 += RH) {
@@ -55,11 +67,95 @@ __global__ void rope_kernel(OutBF o, int acc, const TIN *inp, const float *pos,
             for (int j = 0; j < RH; j++)
                 if (h0 + j < H) {
                     size_t ia = ((size_t)n * H + h0 + j) * D + (size_t)i * stride, ib = ia + boff;
-                    float ra = a[j] * cf - b[j] * sf, rb = a[j] * sf + b[j] * cf;
+                    float ra, rb;
+                    rot<BACKWARD>(a[j], b[j], cf, sf, ra, rb);
                     if (BACKWARD && acc) ra = o.f[ia] + ra, rb = o.f[ib] + rb;
                     out_put(o, ia, ra);
                     out_put(o, ib, rb);
                 }
+        }
+    }
+}
+
+// Interleaved pairs, D % 8 == 0, 16-byte aligned arrays: one thread per (token n, 4 pairs), 8
+// elements of a head per 16-byte (bf16) / 2 x 16-byte (fp32) load and store; the same angles and
+// the same rotation as rope_kernel: the same bits. Software-pipelined over groups of RH heads:
+// the first group's loads are issued before the angles (double sincos: its latency hides theirs)
+// and each next group's before the current group's stores (heads never overlap, so an in-place
+// call is still exact).
+// 8 elements as loaded: fp32 (two float4) or bf16 (one uint4, widened at use: half the registers)
+struct F8 { float4 a, b; };
+__device__ __forceinline__ void ld8(const float *p, size_t i, F8 &e) {
+    e.a = *(const float4 *)(p + i), e.b = *(const float4 *)(p + i + 4);
+}
+__device__ __forceinline__ void ld8(const uint16_t *p, size_t i, uint4 &e) { e = *(const uint4 *)(p + i); }
+__device__ __forceinline__ float el(const F8 &e, int k) {
+    const float4 &v = k < 4 ? e.a : e.b;
+    int m = k & 3;
+    return m == 0 ? v.x : m == 1 ? v.y : m == 2 ? v.z : v.w;
+}
+__device__ __forceinline__ float el(const uint4 &e, int k) {
+    unsigned w = k < 2 ? e.x : k < 4 ? e.y : k < 6 ? e.z : e.w;
+    return k & 1 ? bf16hi(w) : bf16lo(w);
+}
+template <class TIN> struct Chunk { typedef F8 T; };
+template <> struct Chunk<uint16_t> { typedef uint4 T; };
+template <class TIN, class C>
+__device__ __forceinline__ void ld_group(const TIN *inp, size_t base, int D, int nh, C (&e)[RH]) {
+#pragma unroll
+    for (int j = 0; j < RH; j++)
+        if (j < nh) ld8(inp, base + (size_t)j * D, e[j]);
+}
+template <int BACKWARD, class TIN>
+__global__ void rope8_kernel(OutBF o, int acc, const TIN *inp, const float *pos,
+                             const float *inv_freq, int N, int H, int D) {
+    int g8 = D / 8;
+    size_t total = (size_t)N * g8;
+    for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total;
+         idx += (size_t)gridDim.x * blockDim.x) {
+        int n = (int)(idx / g8), i0 = 4 * (int)(idx % g8);
+        size_t row = (size_t)n * H * D + 2 * i0; // head h's 8 elements at row + h D
+        typename Chunk<TIN>::T e0[RH], e1[RH];
+        ld_group(inp, row, D, H < RH ? H : RH, e0);
+        float cf[4], sf[4];
+#pragma unroll
+        for (int p = 0; p < 4; p++) {
+            double s, c;
+            sincos((double)pos[n] * (double)inv_freq[i0 + p], &s, &c);
+            cf[p] = (float)c, sf[p] = (float)s;
+        }
+        // group h0 from cur: the next group's loads into nxt first, then cur's rotations and stores
+        auto group = [&](int h0, typename Chunk<TIN>::T (&cur)[RH], typename Chunk<TIN>::T (&nxt)[RH]) {
+            if (h0 + RH < H) {
+                int nh = H - h0 - RH;
+                ld_group(inp, row + (size_t)(h0 + RH) * D, D, nh < RH ? nh : RH, nxt);
+            }
+#pragma unroll
+            for (int j = 0; j < RH; j++)
+                if (h0 + j < H) {
+                    size_t ia = row + (size_t)(h0 + j) * D;
+                    float r[8];
+                    F8 old;
+                    if (BACKWARD && acc) ld8(o.f, ia, old);
+#pragma unroll
+                    for (int p = 0; p < 4; p++) {
+                        rot<BACKWARD>(el(cur[j], 2 * p), el(cur[j], 2 * p + 1), cf[p], sf[p], r[2 * p],
+                                      r[2 * p + 1]);
+                        if (BACKWARD && acc)
+                            r[2 * p] = el(old, 2 * p) + r[2 * p], r[2 * p + 1] = el(old, 2 * p + 1) + r[2 * p + 1];
+                    }
+                    if (o.f) {
+                        *(float4 *)(o.f + ia) = make_float4(r[0], r[1], r[2], r[3]);
+                        *(float4 *)(o.f + ia + 4) = make_float4(r[4], r[5], r[6], r[7]);
+                    }
+                    if (o.b)
+                        *(uint4 *)(o.b + ia) = make_uint4(bf16pack(r[0], r[1]), bf16pack(r[2], r[3]),
+                                                          bf16pack(r[4], r[5]), bf16pack(r[6], r[7]));
+                }
+        };
+        for (int h0 = 0; h0 < H; h0 += 2 * RH) {
+            group(h0, e0, e1);
+            if (h0 + RH < H) group(h0 + RH, e1, e0);
         }
     }
 }
@@ -72,6 +168,14 @@ static void rope_launch(int backward, OutBF o, int acc, const TIN *inp, const fl
     size_t total = (size_t)N * (D / 2);
     if (!total || H <= 0 || (!o.f && !o.b)) return;
     if (!o.f) acc = 0;
+    if (style == ROPE_INTERLEAVED && D % 8 == 0 && aligned16(o.f) && aligned16(o.b) &&
+        aligned16(inp)) {
+        unsigned g = grid_for((size_t)N * (D / 8), ROPE_THREADS);
+        if (backward) rope8_kernel<1, TIN><<<g, ROPE_THREADS>>>(o, acc, inp, pos, inv_freq, N, H, D);
+        else rope8_kernel<0, TIN><<<g, ROPE_THREADS>>>(o, 0, inp, pos, inv_freq, N, H, D);
+        cudaLaunchCheck();
+        return;
+    }
     unsigned g = grid_for(total, ROPE_THREADS);
     if (backward)
         rope_kernel<1, TIN><<<g, ROPE_THREADS>>>(o, acc, inp, pos, inv_freq, N, H, D, style);

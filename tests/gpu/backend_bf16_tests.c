@@ -708,12 +708,12 @@ static void t_acts_ops(void) {
     free(a), free(b), free(g), free(w), free(pw), free(pos), free(inv), free(tgt);
 }
 
-// acts with MSLAB_BF16_GEMM_OUT: a GEMM output whose array a GEMM read before (the LM's v, and the
+// acts: a GEMM output whose array a GEMM read before (the LM's v, and the
 // attention's dout as matmul_bwd's dinp over a deferred zero) is written in bf16 only: read back,
 // it must be the same GEMM's fp32 output rounded, bit for bit (err = number of differing elements).
 static void t_acts_gemm_out(int N, int IC, int OC) {
     if (!wanted("bf16.acts.gemm_out")) return;
-    int acts0 = backend_cuda_bf16_set_acts(1), go0 = backend_cuda_bf16_set_gemm_out(1);
+    int acts0 = backend_cuda_bf16_set_acts(1);
     char shape[64];
     snprintf(shape, sizeof shape, "N=%d IC=%d OC=%d", N, IC, OC);
     size_t ni = (size_t)N * IC, nw = (size_t)OC * IC, no = (size_t)N * OC;
@@ -735,19 +735,17 @@ static void t_acts_gemm_out(int N, int IC, int OC) {
     bf->matmul_bwd(d_i2, NULL, d_dy, d_x, d_w, N, IC, OC);
     acts_check("bf16.acts.gemm_out.dinp", shape, d_i, d_i2, ni);
     backend_cuda_bf16_set_acts(acts0);
-    backend_cuda_bf16_set_gemm_out(go0);
     bf->free(d_x), bf->free(d_w), bf->free(d_dy), bf->free(d_o), bf->free(d_o2), bf->free(d_t);
     bf->free(d_i), bf->free(d_i2), bf->free(d_pw);
     free(x), free(w), free(dy);
 }
 
-// MSLAB_BF16_OPT: scale (deferred) then AdamW over a tensor of 3 weight slices that GEMMs read
+// The optimizer path: scale (deferred) then AdamW over a tensor of 3 weight slices that GEMMs read
 // (their shadows written by AdamW): parameters, moments and the scaled gradient must be the fp32
 // table's bits, and a GEMM on each slice the same as after a fresh conversion (err = number of
 // differing elements). n4: the slices' length (odd: AdamW's scalar path).
 static void t_opt(int n4) {
     if (!wanted("bf16.opt")) return;
-    int opt0 = backend_cuda_bf16_set_opt(1);
     const int N = 8, S = 3; // GEMM rows; slices
     size_t n = (size_t)S * n4 + 5, ns = (size_t)n4; // 5 parameters after the last slice
     char shape[64];
@@ -775,7 +773,6 @@ static void t_opt(int n4) {
         free(a), free(b);
     }
     report("bf16.opt.shadows", shape, bad, 0, -1);
-    backend_cuda_bf16_set_opt(opt0);
     for (int i = 0; i < 4; i++) bf->free(d[i]), gpu->free(f[i]), free(h[i]);
     bf->free(d_x), bf->free(d_y), bf->free(d_y2);
     free(x);
@@ -941,8 +938,13 @@ static void t_lt_algos(void) {
         bf->matmul_fwd(y, x, w, N, IC, OC);
         bf->matmul_bwd(dx, dw, y, x, w, N, IC, OC); // y's shadow: read by a GEMM (the bf16 out)
         bf->matmul_fwd(y, dx, w, N, IC, OC);        // dx's shadow (dinp bf16; IC = OC here)
-        for (int k = 0; k < (s == 0 ? 6 : 4); k++) {
-            int go = backend_cuda_bf16_set_gemm_out(k >= 4);
+        // the bf16 outputs first (768 x 768: y and dx have shadows, no fp32 reader yet), then a
+        // download of a part of each (an fp32 reader): the fp32 outputs
+        static const int order[6] = {4, 5, 0, 1, 2, 3};
+        for (int o = s == 0 ? 0 : 2; o < 6; o++) {
+            int k = order[o];
+            float probe;
+            if (k == 0) bf->download(&probe, y, 4), bf->download(&probe, dx, 4);
             printf("    (info bf16.lt N=%d IC=%d OC=%d %-8s us [idx]:", N, IC, OC, what[k]);
             for (int idx = -1; idx < 8; idx++) {
                 int was = backend_cuda_bf16_set_lt(idx);
@@ -951,7 +953,6 @@ static void t_lt_algos(void) {
                 printf(" [%d] %.1f", idx, t * 1e6);
             }
             printf(")\n");
-            backend_cuda_bf16_set_gemm_out(go);
         }
         bf->free(x), bf->free(w), bf->free(y), bf->free(dx), bf->free(dw);
     }
