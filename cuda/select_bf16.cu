@@ -67,14 +67,21 @@
 //   2 runs): tp 16K 0.72, 32K 2.41-2.43, 64K 6.82-6.88, 128K 19.60-19.66 (1-key bins: 0.71-0.72 /
 //   2.44-2.48 / 6.95 / 19.71-19.89; s7's switches 0.73-0.75 / 2.49-2.52 / 7.36 / 21.41-21.50;
 //   s7: 0.75 / 2.44 / 7.22 / 21.0); r4 (1-key bins): 1M 650 ms (s7 763 in the same test).
-//   s9 (the finish's latencies): items of RM = 32 rows (TP_RM; MSLAB_SELECT_TPRM=64: the s8
-//   layout), two CTAs per SM (113.7 KB smem, <= 128 registers): one CTA's finish (sort, clusters,
-//   exact scores) and next+pool run beside the other's sweep. To fit, the pooled q lives in the
-//   sketch area until the first insert, plus a per-CTA copy in global memory (qg) for the exact
-//   scores (the row's q by cp.async during the sort), and the exact scores stage 8-dim chunks
-//   (4 in flight). Measured (r1, H200, paper config, B=1 H=32 D=128, MSLAB_SELECT_PERF, ms per
-//   call): RM 32 16K 0.66, 32K 2.20, 64K 6.18, 128K 18.10; RM 64 0.75 / 2.50 / 7.07 / 20.43 (s8
-//   0.72 / 2.41 / 6.82 / 19.60).
+//   s9 (the finish's latencies): items of TP_RM = 32 rows, two CTAs per SM (<= 113 KB smem, <= 128
+//   registers): one CTA's finish (sort, clusters, exact scores), next+pool and barrier waits run
+//   beside the other's sweep. To fit: the pooled q (double) lives in the sketch area until the
+//   first insert, plus a per-CTA copy in global memory (qg) for the exact scores (the row's q by
+//   cp.async during the sort); the A fragments (q limbs) come by ldmatrix from shared memory (in
+//   64 registers a thread they spilled at the 128-register cap: r2 18.13 vs 17.28 ms at 128K),
+//   with one tile buffer (the next tile issued after the inserts, during the row work; issued
+//   after the MMAs instead, one more barrier: r3 no gain, removed); the exact scores load each
+//   lane's own kbar row (r3: 32K 2.11 vs 2.19, 128K 17.30 vs 17.63 staged). Measured (H200, paper
+//   config, B=1 H=32 D=128, MSLAB_SELECT_PERF, ms per call): r3 16K 0.65, 32K 2.11, 64K 5.90, 128K
+//   17.30; the s8 layout (64-row items, one CTA per SM, MSLAB_SELECT_TPRM=64, removed) r2 0.74 /
+//   2.49 / 7.04 / 20.52; 32-row items with the A fragments in registers r2 0.65 / 2.21 / 6.21 /
+//   18.13. Profile (r3, 32K / 128K, shares of the warp-cycles): compaction 14 / 26%, exact 13 /
+//   11%, clusters 11 / 6%, sort 10 / 5%, next+pool 7 / 4%, survivors 8 / 5%, insert 7.5 / 12%, mma
+//   (with the extra barrier) 11 / 11%.
 //   Switches removed in s9 (the old paths with them; figures H200, paper config, ms per call):
 //   MSLAB_SELECT_TPH=0: no histogram rows, sketch compactions only (s8 r5, with the three below
 //     off too: 128K 21.41-21.50 vs 19.60-19.66); TPCW=0: sweep compactions to the exact S-th (in
@@ -448,10 +455,11 @@ __global__ void __launch_bounds__(FS_NT) fs_merge(FsArgs a, int nunits) {
 #define FX_CAPF 896 // sketch entries per member row
 #define FX_PMAX 1024 // survivors per row for the final sort
 #define FX_CAPG 6144 // global buffer entries per member row (at most; maxld when smaller)
-#define TP_CAPF 704  // tp_select: sketch entries per member row (a multiple of 64: tp_compact_reg)
-#define TP_HB 256    // tp_select's histogram mode: bins per row, 8 a lane (1 KB of its 1408-byte sketch;
-                     // the rest: <= 192 keys inserted since the last update)
-#define TP_HUMAX (TP_CAPF - 2 * TP_HB - TP_KT + 1) // updates at least every 129 inserts: the ring fits
+#define TP_CAPF 832  // tp_select: sketch entries per member row (a multiple of 64: tp_compact_reg;
+                     // s9 r4: 704, 128K 16.95 vs 16.74 ms, 32K 2.03 vs 2.01)
+#define TP_HB 256    // tp_select's histogram mode: bins per row, 8 a lane (1 KB of its 1664-byte sketch;
+                     // the rest: <= 320 keys inserted since the last update)
+#define TP_HUMAX(capf) ((capf) - 2 * TP_HB - TP_KT + 1) // updates at least this often: the ring fits (832: 257)
 #define TP_HUPD 128  // histogram rows: a threshold update every 128 inserts (s8 r1-r5)
 #define TP_HSH 2     // histogram rows: bins of up to 2^2 keys (s8 r5)
 #define TP_CWIN 64   // sweep compactions stop at a key keeping S .. S + 63 (s8)
@@ -518,7 +526,6 @@ __device__ __forceinline__ void fx_pool_q(double *qs, const FsArgs &a, const FsU
     constexpr int QLD = DM + 4;
     size_t st = (size_t)a.H * a.D / 2; // token stride in dim pairs
     const uint32_t *qb = (const uint32_t *)(a.q + ((size_t)U.b * a.T * a.H + U.h) * a.D);
-#pragma unroll 2 // two dim pairs' 16 token loads in flight (latency-bound: s9 r2, next+pool 7.8% at 32K)
     for (int e = threadIdx.x; e < RM * DM / 2; e += FX_NT) {
         int mm = e / (DM / 2), d = 2 * (e % (DM / 2));
         double m0 = 0.0, m1 = 0.0;
@@ -706,6 +713,7 @@ __device__ __forceinline__ void fx_compact_rows(uint16_t *sk, int capf, unsigned
 // into histogram rows where they can when tohist), histogram rows with `upd` or more inserts
 // since their last update (tp_hist_update). Returns (compactions << 16) + updates of this warp
 // (the profile's counts)
+template <int CAPF>
 __device__ __forceinline__ int tp_update_rows(uint16_t *sk, unsigned *cnt, int *thr, int *hm, int *hist,
                                               int rows, int S, int over, int upd, bool tohist, int win, int hsh) {
     // the rows with work (every warp finds the same masks), dealt out in turn: compactions first,
@@ -722,14 +730,14 @@ __device__ __forceinline__ int tp_update_rows(uint16_t *sk, unsigned *cnt, int *
     for (; mc; mc &= mc - 1, k++) {
         int r = __ffsll((long long)mc) - 1;
         if (k % nwarp != warp) continue;
-        tp_compact_reg<TP_CAPF / 64>(sk + r * TP_CAPF, &cnt[r], &thr[r], hist + warp * 256, S,
+        tp_compact_reg<CAPF / 64>(sk + r * CAPF, &cnt[r], &thr[r], hist + warp * 256, S,
                                      tohist ? &hm[r] : nullptr, win, hsh);
         n += 1 << 16;
     }
     for (; mu; mu &= mu - 1, k++) {
         int r = __ffsll((long long)mu) - 1;
         if (k % nwarp == warp)
-            tp_hist_update((int *)(sk + r * TP_CAPF), &cnt[r], &thr[r], S, hm[r] - 1), n++;
+            tp_hist_update((int *)(sk + r * CAPF), &cnt[r], &thr[r], S, hm[r] - 1), n++;
     }
     return n;
 }
@@ -747,8 +755,7 @@ struct FxArgs {
     // nkp], the row buffers (gkey) as (s' << 32 | hi16 << 16 | id) words
     const uint16_t *kbf;
     const float *knorm, *kfac; // kfac (fp16 limbs): 2^-e of each key's scale 2^e, as knorm
-    int early;                 // tp AS: the next tile issued after the MMAs (MSLAB_SELECT_TPEA), else after the inserts
-    int xdir;                  // tp: exact scores from each lane's own kbar row loads (MSLAB_SELECT_TPXD)
+    int ibat;                  // TEMP s9 r5 A/B (MSLAB_SELECT_TPIB=0: an atomic per pass)
     int hupd;                  // tp histogram rows: a threshold update every hupd inserts (TP_HUPD; the
                                // tests' select_bf16_tph_upd)
     unsigned long long *prof;  // MSLAB_SELECT_PROF: tp_select's clock64 section sums (TP_NPROF), else null
@@ -967,6 +974,7 @@ __global__ void __launch_bounds__(FX_NT, 1) fx_select(FxArgs x) {
 //   fp32 underflow (absolute, < 2^-117): covered by norms floored at 2^-40 -> 5.52e-6 |q| |k|:
 //   TP_C16 = 5.8e-6.
 #define TP_KT 64      // keys per tile
+#define TP_RM 32      // rows (members) per item (s9; s8: 64, one CTA per SM)
 #define TP_PMAX 512   // survivors per row
 #define TP_C16 5.8e-6f // fp16 limbs
 
@@ -1061,17 +1069,19 @@ __global__ void tp_prep_k(uint16_t *kbf, float *knorm, float *kfac, int *ctrl, c
     }
 }
 
-// warp: order the n <= 512 survivors bk[p] = okey(s') << 32 | ~id by s' desc: bk[p] = okey(s'),
-// bi[p] = id in that order. Sorted as 32-bit keys, okey(s') with its low 9 bits replaced by p (a
+// warp: order the n <= 512 survivors bk[p] = okey(s') << 32 | ~id by s' desc: bk[p] = norm << 32 |
+// okey(s'), bi[p] = id in that order. Sorted as 32-bit keys, okey(s') with its low 9 bits replaced by p (a
 // unique key; s' within ~2^-14 of another may come out in either order: the clusters still hold,
 // as a cut needs only the bounds of what lies on each side, and such neighbours share a cluster
 // and get exact scores), in registers: element 16 lane + i in v[i], bitonic, strides < 16 in the
 // lane (min / max), the 5 lane bits by shuffles; tmp, tmp2 [512] words: the sorted keys (swizzled), okeys.
+// s9: bk[p] then holds the key norm of the element too (high word; nrm[input position], filled by
+// cp.async before the sort: the norm gathers were the clusters' latency)
 // s6/s7 r2 (H200, 128K paper): the smem sort of (u64 key, id) took ~56K cycles a row (shared
 // bandwidth: 45 stages of loads and stores), 23-50% of tp_select; 64-bit keys in registers ~48K
 // (shuffles of two words per element)
 __device__ __forceinline__ void tp_sort_surv(unsigned long long *bk, int *bi, unsigned *tmp, unsigned *tmp2,
-                                             int n) {
+                                             const float *nrm, int n) {
     int lane = threadIdx.x & 31;
     unsigned v[16];
 #pragma unroll
@@ -1114,122 +1124,86 @@ __device__ __forceinline__ void tp_sort_surv(unsigned long long *bk, int *bi, un
         unsigned long long ent = bk[tmp[16 * (p >> 4) + ((p & 15) ^ (p >> 5 & 15))] & 0x1ffu];
         bi[p] = (int)(0xffffffffu - (unsigned)ent), tmp2[p] = (unsigned)(ent >> 32);
     }
+    cp_async_wait<0>(); // nrm (by input position) landed
     __syncwarp();
-    for (int p = lane; p < n; p += 32) bk[p] = tmp2[p];
+    for (int p = lane; p < n; p += 32) {
+        unsigned o = tmp[16 * (p >> 4) + ((p & 15) ^ (p >> 5 & 15))] & 0x1ffu;
+        bk[p] = (unsigned long long)__float_as_uint(nrm[o]) << 32 | tmp2[p];
+    }
     __syncwarp();
 }
 
 // warp: the CPU's double scores (dmul, then dadd in dimension order; the pooled q row qr, kbar
 // rows kd) of the positions lst[0 .. m) (ids bi[pos]) into bk[pos] as fs_key: a lane per position,
-// 8-dim chunks of their kbar rows staged through stg ([32][9] doubles: conflict-free reads), the
-// next TP_XF chunks in flight during a chunk's sums (s9: 8-dim chunks, 4 in flight, for the
-// smaller per-warp area; s8: 16-dim chunks, 2 in flight). s8 r2 / r3 (H200, paper config, 128K): 64
-// positions a pass (two chains a lane) where more than 32: 21.2 vs 20.6 ms; the rows' kbar
-// prefetched to L2 before the loop (and the key norms before the survivors): 21.2 vs 20.9 ms; both
-// removed
+// each lane loading its own kbar row (16 bytes a load), the next TP_XF 8-dim chunks in flight
+// during a chunk's sums. s9 r3 (H200, paper config): the rows staged through shared memory in
+// chunks of 8 dims (the s8 scheme had 16-dim chunks, [32][17] doubles a warp: no room at two CTAs
+// per SM), coalesced, 32K 2.19 / 128K 17.63 ms vs 2.11 / 17.30 for these direct loads; removed.
+// s8 r2 / r3 (128K): 64 positions a pass (two chains a lane) where more than 32: 21.2 vs 20.6 ms;
+// the rows' kbar prefetched to L2 before the loop (and the key norms before the survivors): 21.2
+// vs 20.9 ms; both removed
 #define TP_XF 4
-// xdir (MSLAB_SELECT_TPXD): no staging, each lane loads its own kbar row (16 bytes a load, the
-// next TP_XF 8-dim chunks in flight)
 template <int DM>
 __device__ __forceinline__ void tp_exact(const double *qr, const double *kd, const int *lst, const int *bi,
-                                         unsigned long long *bk, double *stg, int m, bool xdir) {
+                                         unsigned long long *bk, int m) {
     int lane = threadIdx.x & 31;
-    if (xdir) {
-        for (int p0 = 0; p0 < m; p0 += 32) {
-            int pos = lst[min(p0 + lane, m - 1)];
-            const double2 *kr = (const double2 *)(kd + (size_t)bi[pos] * DM);
-            double sc = 0.0;
-            double2 kv[TP_XF][4];
-#pragma unroll
-            for (int f = 0; f < TP_XF; f++)
-#pragma unroll
-                for (int v = 0; v < 4; v++) kv[f][v] = __ldg(kr + 4 * f + v);
-#pragma unroll 1
-            for (int d0 = 0; d0 < DM; d0 += 8 * TP_XF)
-#pragma unroll
-                for (int f = 0; f < TP_XF; f++) {
-#pragma unroll
-                    for (int v = 0; v < 4; v++) { // the CPU's s += a * b: dmul, then dadd
-                        sc = __dadd_rn(sc, __dmul_rn(qr[d0 + 8 * f + 2 * v], kv[f][v].x));
-                        sc = __dadd_rn(sc, __dmul_rn(qr[d0 + 8 * f + 2 * v + 1], kv[f][v].y));
-                    }
-                    if (d0 + 8 * TP_XF < DM)
-#pragma unroll
-                        for (int v = 0; v < 4; v++) kv[f][v] = __ldg(kr + (d0 + 8 * TP_XF) / 2 + 4 * f + v);
-                }
-            if (p0 + lane < m) bk[pos] = fs_key(sc);
-        }
-        return;
-    }
     for (int p0 = 0; p0 < m; p0 += 32) {
-        int pos = lst[min(p0 + lane, m - 1)], id = bi[pos], idr[4];
+        int pos = lst[min(p0 + lane, m - 1)];
+        const double2 *kr = (const double2 *)(kd + (size_t)bi[pos] * DM);
         double sc = 0.0;
         double2 kv[TP_XF][4];
 #pragma unroll
-        for (int v = 0; v < 4; v++) idr[v] = __shfl_sync(0xffffffffu, id, v * 8 + (lane >> 2));
-        auto ldk = [&](double2 (&k)[4], int d0) {
+        for (int f = 0; f < TP_XF; f++)
 #pragma unroll
-            for (int v = 0; v < 4; v++)
-                k[v] = __ldg((const double2 *)(kd + (size_t)idr[v] * DM + d0 + 2 * (lane & 3)));
-        };
-        auto step = [&](double2 (&k)[4], int d0) { // stage chunk d0, refill k with d0 + 8 TP_XF, sum
-#pragma unroll
-            for (int v = 0; v < 4; v++) {
-                int rr = v * 8 + (lane >> 2);
-                stg[rr * 9 + 2 * (lane & 3)] = k[v].x, stg[rr * 9 + 2 * (lane & 3) + 1] = k[v].y;
-            }
-            __syncwarp();
-            if (d0 + 8 * TP_XF < DM) ldk(k, d0 + 8 * TP_XF);
-#pragma unroll
-            for (int dd = 0; dd < 8; dd++) // the CPU's s += a * b: dmul, then dadd
-                sc = __dadd_rn(sc, __dmul_rn(qr[d0 + dd], stg[lane * 9 + dd]));
-            __syncwarp();
-        };
-#pragma unroll
-        for (int f = 0; f < TP_XF; f++) ldk(kv[f], 8 * f);
+            for (int v = 0; v < 4; v++) kv[f][v] = __ldg(kr + 4 * f + v);
 #pragma unroll 1
         for (int d0 = 0; d0 < DM; d0 += 8 * TP_XF)
 #pragma unroll
-            for (int f = 0; f < TP_XF; f++) step(kv[f], d0 + 8 * f);
+            for (int f = 0; f < TP_XF; f++) {
+#pragma unroll
+                for (int v = 0; v < 4; v++) { // the CPU's s += a * b: dmul, then dadd
+                    sc = __dadd_rn(sc, __dmul_rn(qr[d0 + 8 * f + 2 * v], kv[f][v].x));
+                    sc = __dadd_rn(sc, __dmul_rn(qr[d0 + 8 * f + 2 * v + 1], kv[f][v].y));
+                }
+                if (d0 + 8 * TP_XF < DM)
+#pragma unroll
+                    for (int v = 0; v < 4; v++) kv[f][v] = __ldg(kr + (d0 + 8 * TP_XF) / 2 + 4 * f + v);
+            }
         if (p0 + lane < m) bk[pos] = fs_key(sc);
     }
 }
 
-// per warp at the end: keys [512] u64, ids, clusters, exact list [512] int, stage [32][9] double,
-// the row's pooled q [DM] double
-__host__ __device__ constexpr int tp_warp_bytes(int DM) { return TP_PMAX * (8 + 3 * 4) + 32 * 9 * 8 + DM * 8; }
-// dynamic smem: the tiles (AS: one buffer, the A limbs and fx_compact's hist beside it), sketches
-// (the pooled q until the first insert), norms (during the key sweep) or the per-warp survivor
-// buffers (after it); RM rows per item
-static size_t tp_smem(int DM, int RM, bool AS) {
-    size_t nkb = AS ? 1 : 2, sweep = nkb * TP_KT * (2 * DM + 8) * 2 + (size_t)RM * TP_CAPF * 2 + 4 * TP_KT * 4;
-    if (AS) sweep += (size_t)2 * RM * (DM + 8) * 2 + 8 * 256 * 4;
+// per warp at the end: keys [512] u64, ids, clusters, exact list, norms [512] int / float, the row's
+// pooled q [DM] double
+__host__ __device__ constexpr int tp_warp_bytes(int DM) { return TP_PMAX * (8 + 4 * 4) + DM * 8; }
+// dynamic smem: the tile, the A limbs, fx_compact's hist, sketches (the pooled q until the first
+// insert), norms (during the key sweep) or the per-warp survivor buffers (after it)
+static size_t tp_smem(int DM, int CAPF) {
+    size_t sweep = (size_t)TP_KT * (2 * DM + 8) * 2 + (size_t)2 * TP_RM * (DM + 8) * 2 + 8 * 256 * 4 +
+                   (size_t)TP_RM * CAPF * 2 + 4 * TP_KT * 4;
     size_t fin = (size_t)(FX_NT / 32) * tp_warp_bytes(DM);
     return sweep > fin ? sweep : fin;
 }
-// RM rows (members) per item: 64, one CTA per SM; 32 (s9), two CTAs per SM (smem <= 113 KB, <= 128
-// registers): twice the warps to hide the finish's latencies. AS (s9, RM 32): the A fragments
-// (the q limbs) by ldmatrix from shared memory, not 64 registers a thread (<= 128 registers: they
-// spilled), and one tile buffer, the next tile issued after the tile's inserts (during the row
-// work)
-template <int DM, int RM, bool AS>
-__global__ void __launch_bounds__(FX_NT, RM == 32 ? 2 : 1) tp_select(FxArgs x) {
-    constexpr int QLD = DM + 4, KLD = 2 * DM + 8, KS = DM / 16, CPR = 2 * DM / 8, ALD = DM + 8;
-    constexpr int CAPF = TP_CAPF, NKB = AS ? 1 : 2;
+// s9: items of TP_RM = 32 rows, two CTAs per SM (smem <= 113 KB, <= 128 registers): twice the warps
+// to hide the finish's latencies; the A fragments (the q limbs) by ldmatrix from shared memory (in
+// 64 registers a thread they spilled), one tile buffer, the next tile issued after the tile's
+// inserts (during the row work)
+template <int DM, int CAPF>
+__global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
+    constexpr int RM = TP_RM, QLD = DM + 4, KLD = 2 * DM + 8, KS = DM / 16, CPR = 2 * DM / 8, ALD = DM + 8;
     // warps as WM (16 rows) x WN (NB n-tiles of 8 keys)
     constexpr int WM = RM / 16, WN = FX_NT / 32 / WM, NB = TP_KT / 8 / WN;
-    static_assert(NB % 2 == 0 && RM * TP_CAPF * 2 >= RM * QLD * 8, "tp_select tiling");
+    static_assert(NB % 2 == 0 && RM * CAPF * 2 >= RM * QLD * 8, "tp_select tiling");
     const FsArgs &a = x.a;
     extern __shared__ double fs_sm[];
-    uint16_t *kt = (uint16_t *)fs_sm;                        // [NKB][TP_KT][KLD] fp16 kh | kl
-    uint16_t *qa = kt + NKB * TP_KT * KLD;                   // AS: [2][RM][ALD] fp16 qh, ql
-    int *hsc = (int *)(qa + (AS ? 2 * RM * ALD : 0));        // AS: [8][256] fx_compact's histograms
-    uint16_t *sk = (uint16_t *)(hsc + (AS ? 8 * 256 : 0));   // [RM][CAPF] lower-bound sketch
+    uint16_t *kt = (uint16_t *)fs_sm;                        // [TP_KT][KLD] fp16 kh | kl
+    uint16_t *qa = kt + TP_KT * KLD;                         // [2][RM][ALD] fp16 qh, ql
+    int *hsc = (int *)(qa + 2 * RM * ALD);                   // [8][256] fx_compact's histograms
+    uint16_t *sk = (uint16_t *)(hsc + 8 * 256);              // [RM][CAPF] lower-bound sketch
     double *qs = (double *)sk;                               // [RM][QLD] pooled q (double): the prologue
     float *kn = (float *)(sk + RM * CAPF);                   // [2][TP_KT] key norm bounds (tile jt: jt & 1)
     float *kf = kn + 2 * TP_KT;                              // [2][TP_KT] key inverse scales
     double *qg = x.qg + (size_t)blockIdx.x * RM * DM;        // [RM][DM] pooled q for the finish
-    // fx_compact's [8][256] histograms (!AS): on the tile buffer just used (the next one is loading)
     __shared__ unsigned cnt[RM]; // inserts: global (high 16 bits), sketch (low 16 bits)
     __shared__ int thr[RM], erow[RM], s_item;
     __shared__ int hm[RM];       // 1 + sh: the row's sketch words hold its histogram of 2^sh-key bins
@@ -1280,12 +1254,10 @@ __global__ void __launch_bounds__(FX_NT, RM == 32 ? 2 : 1) tp_select(FxArgs x) {
         const uint16_t *kb = x.kbf + kvh * a.NK * 2 * DM;
         const float *knb = x.knorm + kvh * ((a.NK + 3) / 4 * 4), *kfb = x.kfac + kvh * ((a.NK + 3) / 4 * 4);
         int ntile = (ld + TP_KT - 1) / TP_KT;
-        auto tb = [](int jt) { return AS ? 0 : jt & 1; }; // tile jt's buffer
-        auto issue = [&](int jt) { // tile jt -> buffer tb(jt) (16-byte chunks)
-            uint16_t *dst = kt + tb(jt) * TP_KT * KLD;
+        auto issue = [&](int jt) { // tile jt (16-byte chunks)
             for (int e = tid; e < TP_KT * CPR; e += FX_NT) {
                 int jj = e / CPR, c = e % CPR, j = min(jt * TP_KT + jj, ld - 1);
-                cp_async16(dst + jj * KLD + c * 8, kb + (size_t)j * 2 * DM + c * 8, true);
+                cp_async16(kt + jj * KLD + c * 8, kb + (size_t)j * 2 * DM + c * 8, true);
             }
             if (tid < TP_KT / 4) // norms past ld (the allocation has room): unused
                 cp_async16(kn + (jt & 1) * TP_KT + 4 * tid, knb + jt * TP_KT + 4 * tid, true);
@@ -1294,32 +1266,17 @@ __global__ void __launch_bounds__(FX_NT, RM == 32 ? 2 : 1) tp_select(FxArgs x) {
             cp_async_commit();
         };
         if (ntile > 0) issue(0);
-        // A fragments (rows 16 wm + g, + 8) of qh and ql for all DM dims: in registers, or (AS) the
-        // limbs into qa (read by ldmatrix after the tile barrier)
-        uint32_t afh[AS ? 1 : KS][4], afl[AS ? 1 : KS][4];
-        int r0 = wm * 16 + g, r1 = r0 + 8;
-        if (AS)
-            for (int e = tid; e < RM * DM / 2; e += FX_NT) {
-                int r = e / (DM / 2), d = 2 * (e % (DM / 2));
-                double sq = ldexp(1.0, qe[r]);
-                uint32_t h0, l0, h1, l1;
-                tp_split(qs[r * QLD + d] * sq, &h0, &l0), tp_split(qs[r * QLD + d + 1] * sq, &h1, &l1);
-                *(uint32_t *)(qa + r * ALD + d) = h0 | h1 << 16, *(uint32_t *)(qa + (RM + r) * ALD + d) = l0 | l1 << 16;
-            }
-        else {
-            const double sq0 = ldexp(1.0, qe[r0]), sq1 = ldexp(1.0, qe[r1]);
-#pragma unroll
-            for (int kk = 0; kk < (AS ? 1 : KS); kk++)
-#pragma unroll
-                for (int i = 0; i < 4; i++) { // a0 (r0, d), a1 (r1, d), a2 (r0, d + 8), a3 (r1, d + 8)
-                    const double *qv = qs + ((i & 1) ? r1 : r0) * QLD + 16 * kk + 2 * cq + (i >> 1) * 8;
-                    double sq = (i & 1) ? sq1 : sq0;
-                    uint32_t h0, l0, h1, l1;
-                    tp_split(qv[0] * sq, &h0, &l0), tp_split(qv[1] * sq, &h1, &l1);
-                    afh[kk][i] = h0 | h1 << 16, afl[kk][i] = l0 | l1 << 16;
-                }
+        // the q limbs into qa (read by ldmatrix after the tile barrier)
+        for (int e = tid; e < RM * DM / 2; e += FX_NT) {
+            int r = e / (DM / 2), d = 2 * (e % (DM / 2));
+            double sq = ldexp(1.0, qe[r]);
+            uint32_t h0, l0, h1, l1;
+            tp_split(qs[r * QLD + d] * sq, &h0, &l0), tp_split(qs[r * QLD + d + 1] * sq, &h1, &l1);
+            *(uint32_t *)(qa + r * ALD + d) = h0 | h1 << 16, *(uint32_t *)(qa + (RM + r) * ALD + d) = l0 | l1 << 16;
         }
-        // AS: lanes 0-15 address rows 16 wm + lane at k, 16-31 the same rows at k + 8 (a0 .. a3)
+        // A fragments (rows r0 = 16 wm + g, r1 = r0 + 8) by ldmatrix.x4: lanes 0-15 address rows 16 wm
+        // + lane at k, 16-31 the same rows at k + 8 (a0 (r0, k), a1 (r1, k), a2 (r0, k + 8), a3 (r1, k + 8))
+        int r0 = wm * 16 + g, r1 = r0 + 8;
         const uint16_t *qat = qa + (wm * 16 + (lane & 15)) * ALD + (lane >> 4) * 8;
         const float cr0 = crow[r0], cr1 = crow[r1];
         const float fq0 = ldexpf(1.0f, -qe[r0]), fq1 = ldexpf(1.0f, -qe[r1]);
@@ -1328,13 +1285,11 @@ __global__ void __launch_bounds__(FX_NT, RM == 32 ? 2 : 1) tp_select(FxArgs x) {
         count(TPP_NTILE, ntile);
         for (int jt = 0; jt < ntile; jt++) {
             cp_async_wait<0>();
-            __syncthreads(); // tile jt landed; (!AS) buffer (jt + 1) & 1 and the sketches free
-            if (!AS && jt + 1 < ntile) issue(jt + 1);
+            __syncthreads(); // tile jt landed; the sketches free
             mark(TPP_WAIT);
             // B fragments by ldmatrix.x4: lanes 8 i .. 8 i + 7 address key rows of n-tile n + i / 2,
             // dims + 8 (i & 1): r = {b0, b1} of n-tile n, then of n + 1
-            const uint16_t *kbt = kt + tb(jt) * TP_KT * KLD +
-                                  (wn * NB * 8 + (lane >> 4) * 8 + (lane & 7)) * KLD + ((lane >> 3) & 1) * 8;
+            const uint16_t *kbt = kt + (wn * NB * 8 + (lane >> 4) * 8 + (lane & 7)) * KLD + ((lane >> 3) & 1) * 8;
             const float *knt = kn + (jt & 1) * TP_KT + wn * NB * 8 + 2 * cq;
             const float *kft = kf + (jt & 1) * TP_KT + wn * NB * 8 + 2 * cq;
             float am[NB][4], ac[NB][4]; // qh.kh; ql.kh + qh.kl
@@ -1344,9 +1299,8 @@ __global__ void __launch_bounds__(FX_NT, RM == 32 ? 2 : 1) tp_select(FxArgs x) {
                 for (int i = 0; i < 4; i++) am[n][i] = ac[n][i] = 0.f;
 #pragma unroll
             for (int kk = 0; kk < KS; kk++) {
-                uint32_t ah[4], al[4];
-                if (AS) ldsm_x4(ah, qat + 16 * kk), ldsm_x4(al, qat + RM * ALD + 16 * kk);
-                const uint32_t *fh = AS ? ah : afh[AS ? 0 : kk], *fl = AS ? al : afl[AS ? 0 : kk];
+                uint32_t fh[4], fl[4]; // qh, ql
+                ldsm_x4(fh, qat + 16 * kk), ldsm_x4(fl, qat + RM * ALD + 16 * kk);
 #pragma unroll
                 for (int n2 = 0; n2 < NB; n2 += 2) {
                     uint32_t bh[4], bl[4];
@@ -1369,10 +1323,6 @@ __global__ void __launch_bounds__(FX_NT, RM == 32 ? 2 : 1) tp_select(FxArgs x) {
 #pragma unroll
                 for (int n = 0; n < NB; n++) z += am[n][0] + ac[n][0];
                 asm volatile("" ::"f"(z));
-            }
-            if (AS && x.early) { // every warp done with the tile buffer: the next tile loads from here
-                __syncthreads();
-                if (jt + 1 < ntile) issue(jt + 1);
             }
             mark(TPP_MMA);
             // key16up(hi) >= t  <=>  okey(hi) >= (t - 1) << 16 | 1  <=  hi >= that float (not below
@@ -1398,24 +1348,33 @@ __global__ void __launch_bounds__(FX_NT, RM == 32 ? 2 : 1) tp_select(FxArgs x) {
                     ac[n][xx] = __uint_as_float(tp_key16up(hi) | tp_key16dn(__fsub_rd(s, E)) << 16);
                 }
             mark(TPP_FILT);
-            // a slot per pass: an atomic on the row's counter (one per row and warp, the 4 lanes'
-            // counts by shuffles, measured slower: s7 r2, 128K filter+insert 13.3 -> 15.2%)
+            // slots: one atomic on the row's counter per lane and row for the lane's passes of that row
+            // (both in flight together; s9: before, an atomic per pass. One per row and warp, the 4
+            // lanes' counts by shuffles, measured slower: s7 r2, 128K filter+insert 13.3 -> 15.2%)
+            unsigned base[2];
+#pragma unroll
+            for (int h = 0; h < 2; h++)
+                base[h] = pm[h] && x.ibat ? atomicAdd(&cnt[h ? r1 : r0], (unsigned)__popc(pm[h]) * 0x10001u) : 0u;
 #pragma unroll
             for (int n = 0; n < NB; n++)
 #pragma unroll
-                for (int xx = 0; xx < 4; xx++)
-                    if (pm[xx >> 1] >> (2 * n + (xx & 1)) & 1) {
-                        int r = xx < 2 ? r0 : r1, j = jb + n * 8 + (xx & 1);
-                        unsigned keys = __float_as_uint(ac[n][xx]), old = atomicAdd(&cnt[r], 0x10001u);
+                for (int xx = 0; xx < 4; xx++) {
+                    int h = xx >> 1, b = 2 * n + (xx & 1);
+                    if (pm[h] >> b & 1) {
+                        int r = h ? r1 : r0, j = jb + n * 8 + (xx & 1);
+                        unsigned keys = __float_as_uint(ac[n][xx]);
+                        unsigned old = x.ibat ? base[h] + (unsigned)__popc(pm[h] & ((1u << b) - 1)) * 0x10001u
+                                              : atomicAdd(&cnt[r], 0x10001u);
                         // the lower bound's key into the sketch (histogram rows: past the bins, binned
                         // at the next update)
-                        int o = ((xx < 2 ? hm0 : hm1) ? 2 * TP_HB : 0) + (int)(old & 0xffffu);
+                        int o = ((h ? hm1 : hm0) ? 2 * TP_HB : 0) + (int)(old & 0xffffu);
                         sk[r * CAPF + o] = (uint16_t)(keys >> 16);
                         unsigned pg = old >> 16;
                         if (pg < (unsigned)x.capg)
                             gq[(size_t)r * x.capg + pg] = (unsigned long long)__float_as_uint(am[n][xx]) << 32 |
                                                           (keys & 0xffffu) << 16 | (unsigned)j;
                     }
+                }
             mark(TPP_INS);
             if (prof) {
                 __syncthreads();
@@ -1424,17 +1383,16 @@ __global__ void __launch_bounds__(FX_NT, RM == 32 ? 2 : 1) tp_select(FxArgs x) {
             // thresholds up to date: full sketches compacted (room for the next tile), histogram rows
             // updated (the last tile: the final update below)
             if (jt + 1 < ntile) {
-                __syncthreads(); // every insert in (AS: every warp done with the tile buffer)
-                if (AS && !x.early) issue(jt + 1);
-                int *hist = AS ? hsc : (int *)(kt + (jt & 1) * TP_KT * KLD);
-                int n = tp_update_rows(sk, cnt, thr, hm, hist, rows, a.S, CAPF - TP_KT, x.hupd, true, TP_CWIN,
+                __syncthreads(); // every insert in, every warp done with the tile buffer
+                issue(jt + 1);   // s9 r3: issued after the MMAs instead (one more barrier): no gain
+                int n = tp_update_rows<CAPF>(sk, cnt, thr, hm, hsc, rows, a.S, CAPF - TP_KT, x.hupd, true, TP_CWIN,
                                        TP_HSH);
                 count(TPP_NCMP, n >> 16), count(TPP_NUPD, n & 0xffff);
             }
             mark(TPP_CMP);
         }
         __syncthreads();
-        tp_update_rows(sk, cnt, thr, hm, (int *)kt, rows, a.S, 0, 1, false, 0, 0); // final
+        tp_update_rows<CAPF>(sk, cnt, thr, hm, hsc, rows, a.S, 0, 1, false, 0, 0); // final
         if (tid == 0) s_row = 0;
         __syncthreads();
         mark(TPP_FCMP);
@@ -1444,8 +1402,8 @@ __global__ void __launch_bounds__(FX_NT, RM == 32 ? 2 : 1) tp_select(FxArgs x) {
         unsigned long long *bk = (unsigned long long *)wa;  // [TP_PMAX] order keys
         int *bi = (int *)(wa + TP_PMAX * 8), *cl = bi + TP_PMAX; // ids, cluster index
         float *flo = (float *)(cl + TP_PMAX);    // the sort's okeys, then the exact list
-        double *stg = (double *)(flo + TP_PMAX); // [32][9]
-        double *qw = stg + 32 * 9;               // [DM] the row's pooled q
+        float *nrm = flo + TP_PMAX;              // [TP_PMAX] key norms by survivor (before the sort)
+        double *qw = (double *)(nrm + TP_PMAX);  // [DM] the row's pooled q
         const double *kd = a.kbar + kvh * a.NK * DM;
         auto take = [&]() { // rows taken in turn (their costs vary: survivors, exact scores)
             int r = 0;
@@ -1478,7 +1436,14 @@ __global__ void __launch_bounds__(FX_NT, RM == 32 ? 2 : 1) tp_select(FxArgs x) {
             mark(TPP_SURV);
             if (w < 0) continue;
             __syncwarp();
-            tp_sort_surv(bk, bi, (unsigned *)cl, (unsigned *)flo, w); // s' desc
+            // the survivors' key norms by cp.async (4 bytes each) into nrm, landed by the sort's end
+            for (int p = lane; p < w; p += 32) {
+                unsigned id = 0xffffffffu - (unsigned)bk[p];
+                asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"((uint32_t)__cvta_generic_to_shared(nrm + p)),
+                             "l"(knb + id));
+            }
+            cp_async_commit();
+            tp_sort_surv(bk, bi, (unsigned *)cl, (unsigned *)flo, nrm, w); // s' desc; norms into bk's high words
             // the row's pooled q (this CTA's copy, L2) for the exact scores: in flight meanwhile
             for (int c = lane; c < DM / 2; c += 32) cp_async16(qw + 2 * c, qg + (size_t)r * DM + 2 * c, true);
             cp_async_commit();
@@ -1490,14 +1455,12 @@ __global__ void __launch_bounds__(FX_NT, RM == 32 ? 2 : 1) tp_select(FxArgs x) {
             float lo[16], hi[16];
             {
                 float sv[16];
-                int idv[16];
 #pragma unroll
-                for (int i = 0; i < 16; i++) {
+                for (int i = 0; i < 16; i++) { // s' and the key norm (in lo for now)
                     int p = 16 * lane + i;
-                    idv[i] = p < w ? bi[p] : 0, sv[i] = p < w ? tp_unokey((unsigned)bk[p]) : 0.f;
+                    unsigned long long e = p < w ? bk[p] : 0ull;
+                    sv[i] = tp_unokey((unsigned)e), lo[i] = __uint_as_float((unsigned)(e >> 32));
                 }
-#pragma unroll
-                for (int i = 0; i < 16; i++) lo[i] = 16 * lane + i < w ? __ldg(knb + idv[i]) : 0.f; // norms
 #pragma unroll
                 for (int i = 0; i < 16; i++) {
                     bool in = 16 * lane + i < w;
@@ -1565,7 +1528,7 @@ __global__ void __launch_bounds__(FX_NT, RM == 32 ? 2 : 1) tp_select(FxArgs x) {
             mark(TPP_CLU);
             cp_async_wait<0>();
             __syncwarp();
-            tp_exact<DM>(qw, kd, lst, bi, bk, stg, m, x.xdir);
+            tp_exact<DM>(qw, kd, lst, bi, bk, m);
             __syncwarp();
             mark(TPP_EXACT);
             // order inside those clusters (exact desc, id asc): a lane per cluster (insertion;
@@ -1729,11 +1692,6 @@ static int fs_select(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q, co
 }
 
 static int g_select_path = 0;
-// an integer switch from the environment, def when unset
-static int sel_env(const char *name, int def) {
-    const char *e = getenv(name);
-    return e ? atoi(e) : def;
-}
 // tp's histogram rows: a threshold update every g_tph_upd inserts (TP_HUPD; the tests set 1: every
 // tile, select_bf16_tph_upd)
 static int g_tph_upd = TP_HUPD;
@@ -1746,14 +1704,9 @@ static int g_tph_upd = TP_HUPD;
 // 7.22 / 10.16, 128K 21.2 / 31.2; s6: 1M 873 / 1236), so 0: tp wherever it applies
 #define SELECT_DEFAULT 3
 #define TP_AUTO_MIN 0
-#define TP_RM 32 // tp_select's rows per item (MSLAB_SELECT_TPRM: 64 the s8 layout)
-#define TP_AS 1  // RM 32: the A fragments from shared memory (MSLAB_SELECT_TPAS)
-// the tp_select instance for head dim D (64 / 128), rm rows per item, A from shared memory (rm 32)
+// the tp_select instance for head dim D (64 / 128)
 typedef void (*TpKernel)(FxArgs);
-static TpKernel tp_kernel(int D, int rm, bool as) {
-    if (D == 64) return rm == 64 ? tp_select<64, 64, false> : as ? tp_select<64, 32, true> : tp_select<64, 32, false>;
-    return rm == 64 ? tp_select<128, 64, false> : as ? tp_select<128, 32, true> : tp_select<128, 32, false>;
-}
+static TpKernel tp_kernel(int D) { return D == 64 ? tp_select<64, TP_CAPF> : tp_select<128, TP_CAPF>; }
 static int select_mode(void);
 static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q,
                           const uint16_t *k, int B, int T, int H, int KVH, int D, bool tp) {
@@ -1780,10 +1733,8 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     int MAXU = (int)(((size_t)256 << 20) / per_unit_tops);
     MAXU = MAXU < 1 ? 1 : MAXU > 8192 ? 8192 : MAXU;
     if ((size_t)MAXU > nunit) MAXU = (int)nunit;
-    // rows per item: tp RM (MSLAB_SELECT_TPRM: 32, two CTAs per SM; 64, one), fused 64
-    static int rmenv = sel_env("MSLAB_SELECT_TPRM", TP_RM), asenv = sel_env("MSLAB_SELECT_TPAS", TP_AS);
-    int rm = tp && rmenv == 32 ? 32 : 64;
-    bool tpas = rm == 32 && asenv;
+    // rows per item: tp TP_RM (two CTAs per SM), fused 64 (one)
+    int rm = tp ? TP_RM : 64;
     int mt = (d.M + rm - 1) / rm, nslot = nsm * (64 / rm);
     int capg = maxld < FX_CAPG ? (maxld > 0 ? maxld : 1) : FX_CAPG; // no overflow when maxld fits
     size_t kb_n = (size_t)B * KVH * N * D, gbuf = (size_t)nslot * rm * capg;
@@ -1827,9 +1778,8 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
     };
     double ksel = 0, kmerge = 0, tp0 = 0, tp1 = 0, tk = 0;
-    x.hupd = g_tph_upd;
-    static int early = sel_env("MSLAB_SELECT_TPEA", 0), xdir = sel_env("MSLAB_SELECT_TPXD", 0);
-    x.early = early != 0, x.xdir = xdir != 0;
+    x.hupd = g_tph_upd < TP_HUMAX(TP_CAPF) ? g_tph_upd : TP_HUMAX(TP_CAPF);
+    x.ibat = !(getenv("MSLAB_SELECT_TPIB") && atoi(getenv("MSLAB_SELECT_TPIB")) == 0);
     if (profon && tp) {
         x.prof = dprof;
         cudaCheck(cudaMemsetAsync(dprof, 0, sizeof(unsigned long long) * TP_NPROF));
@@ -1846,7 +1796,7 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         cudaLaunchCheck();
     }
     if (profon) tp1 = pnow();
-    size_t smem = tp ? tp_smem(D, rm, tpas) : sizeof(double) * (64 * (D + 4) + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2;
+    size_t smem = tp ? tp_smem(D, TP_CAPF) : sizeof(double) * (64 * (D + 4) + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2;
     static bool attr = false;
     if (!attr) {
         int s64 = (int)(sizeof(double) * (64 * 68 + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2);
@@ -1854,10 +1804,8 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         cudaCheck(cudaFuncSetAttribute(fx_select<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, s64));
         cudaCheck(cudaFuncSetAttribute(fx_select<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, s128));
         for (int dm = 64; dm <= 128; dm += 64)
-            for (int v = 0; v < 3; v++)
-                cudaCheck(cudaFuncSetAttribute((const void *)tp_kernel(dm, v ? 32 : 64, v == 2),
-                                               cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               (int)tp_smem(dm, v ? 32 : 64, v == 2)));
+            cudaCheck(cudaFuncSetAttribute((const void *)tp_kernel(dm), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           (int)tp_smem(dm, TP_CAPF)));
         attr = true;
     }
     for (size_t u0 = 0; u0 < nunit;) {
@@ -1881,7 +1829,7 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
             int grid = x.nitems < nslot ? x.nitems : nslot;
             if (profon) tk = pnow();
             if (tp) {
-                tp_kernel(D, rm, tpas)<<<grid, FX_NT, smem>>>(x);
+                tp_kernel(D)<<<grid, FX_NT, smem>>>(x);
             } else if (D == 64) fx_select<64><<<grid, FX_NT, smem>>>(x);
             else fx_select<128><<<grid, FX_NT, smem>>>(x);
             cudaLaunchCheck();
@@ -1898,10 +1846,9 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     if (profon) {
         int occ = 0; // resident CTAs per SM
         if (tp)
-            cudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, (const void *)tp_kernel(D, rm, tpas),
-                                                                    FX_NT, smem));
-        fprintf(stderr, "select_bf16 prof %s T=%d RM %d AS %d (%d CTAs/SM): pool+prep %.3f ms, select kernel %.3f ms, merge %.3f ms\n",
-                tp ? "tp" : "fused", T, rm, tpas, occ, tp1 - tp0, ksel, kmerge);
+            cudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, (const void *)tp_kernel(D), FX_NT, smem));
+        fprintf(stderr, "select_bf16 prof %s T=%d (%d CTAs/SM): pool+prep %.3f ms, select kernel %.3f ms, merge %.3f ms\n",
+                tp ? "tp" : "fused", T, occ, tp1 - tp0, ksel, kmerge);
         if (tp) {
             unsigned long long hp[TP_NPROF], tot = 0;
             cudaCheck(cudaMemcpy(hp, dprof, sizeof hp, cudaMemcpyDeviceToHost));
@@ -2041,7 +1988,7 @@ extern "C" int select_bf16_last_path(void) { return g_select_path; }
 // returns the previous setting
 extern "C" int select_bf16_tph_upd(int upd) {
     int u = g_tph_upd;
-    g_tph_upd = upd < 1 ? 1 : upd > TP_HUMAX ? TP_HUMAX : upd;
+    g_tph_upd = upd < 1 ? 1 : upd;
     return u;
 }
 

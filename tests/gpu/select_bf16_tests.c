@@ -165,6 +165,8 @@ static void t_sel_perf(int T, int blk) {
     free(pool);
     AttnIndex ig = {d.qblock, d.nblk, d.region, d.width, d.window, NULL, NULL, NULL, NULL, 0};
     ig.idx = gpu->alloc(sizeof(int) * ni);
+    const char *upd = getenv("MSLAB_SELECT_PERF_UPD"); // tp's histogram update interval (s9 A/B)
+    int upd_prev = upd ? select_bf16_tph_upd(atoi(upd)) : 0;
     for (int mode = blk ? 3 : 2; mode >= 0; mode--) { // blocks / tp, fused, old
         if (mode == 0 && !getenv("MSLAB_SELECT_PERF_OLD")) break;
         if (blk && mode == 2) continue;
@@ -183,6 +185,7 @@ static void t_sel_perf(int T, int blk) {
         select_bf16_set_mode(prev);
         select_blocks_set(blk_prev);
     }
+    if (upd) select_bf16_tph_upd(upd_prev);
     free(h);
     gpu->free(d_q), gpu->free(d_k), gpu->free(ig.idx);
 }
