@@ -57,7 +57,10 @@
 // (select 10.5), moba-blk 9.86 ms (select 0.64). s6 r2: 16-key granules in grouped tiles (a
 // box per granule for both planes, 8 a tile, issued by 4 lanes): ms paper 8.55 -> 7.46 ms (402
 // -> 461 TFLOP/s; the tests' timing rows); final code (r3): 6.85 ms (502) vs 8.77 planar in the
-// same run; s9: see the sparse host code at the end of this file.
+// same run. s9 (r6, the tests' rows, H200): 6.17 ms (557 TFLOP/s) at 32K, 27.4 ms (547) at 128K
+// (s8: 6.85 / 30.0-30.7); w 64 lists 6.20 ms (554), moba-blk 2.35 ms (467): the list producer
+// warp, not the boxes, had set the pace (MSLAB_FWD3_TRACE; history at the sparse host code at
+// the end of this file).
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -138,15 +141,15 @@ template <int NN> __device__ __forceinline__ void wg_pack(const float (*s)[4], u
 //   list (the block-sparse forward, sparse_wgmma_fwd): CTA = BQ rows of one query block; the
 //     producer warp walks the block's index list 32 slots at a time (warp scan of each slot's
 //     visible granules), packs granules of G = gcd(region, 64) keys (16 / 32 / 64) into 64-key
-//     tiles, one TMA box of G rows per granule (a map with box height G), and writes each key's
-//     sequence position into a ring of 2 NS position tiles (+ min / max) before the tile's "full"
-//     arrive. Consumers mask by position (key j visible to row t iff j <= t and, with a window,
-//     j > t - window), only in tiles whose min / max say some key may be hidden from a warp's
-//     rows (the causal edge, padding). Padding granules load the tile's first granule again, at
-//     position LIST_PAD (masked: P = 0 times finite values). The end of the walk is a sentinel
-//     tile (0 granules: a plain arrive on "full"). Position tile j is rewritten for tile
-//     j + 2 NS, after the producer waited "kempty" of tile j + NS, which every consumer warp
-//     arrives after its softmax of tile j.
+//     tiles, one TMA box of G rows per granule (a map with box height G), and writes the tile's
+//     info (granules, min / max key position, the granules' first keys) into a ring of 2 NS
+//     entries before the tile's "full" arrive. Consumers mask by position (key j visible to row
+//     t iff j <= t and, with a window, j > t - window), only in tiles whose min / max say some
+//     key may be hidden from a warp's rows (the causal edge, padding). Padding granules load the
+//     tile's first granule again, at position LIST_PAD (masked: P = 0 times finite values). The
+//     end of the walk is a sentinel tile (0 granules: a plain arrive on "full"). Info entry j is
+//     rewritten for tile j + 2 NS, after the producer waited "kempty" of tile j + NS, which
+//     every consumer warp arrives after its softmax of tile j.
 //   X = 2 (s6; lists of 16-key granules, D 128, T % 8 == 0, the only layout there): K and V
 //     tiles as [8-row group][plane][8][64] (the wgmma descriptors step 8 rows by 2048 bytes, the
 //     second plane 1024 bytes on), so one 5-d box (ki / vi maps) lands a granule in both planes:
@@ -158,8 +161,9 @@ template <int NN> __device__ __forceinline__ void wg_pack(const float (*s)[4], u
 //     and set the pace (trace, r2: positions 40% of its cycles, K issue 19%, V issue 14%).
 //     Lane 0 now writes the tile's granule first keys (<= 4) and min / max, and its arrive on
 //     "full" (release; the consumers' wait: acquire) publishes them; the consumers derive key
-//     positions from them in the rare masked tiles. VW: a second producer warp issues the V
-//     copies (it waits "full" of K, then reads the granules).
+//     positions from them in the rare masked tiles. VW (grouped tiles with a producer
+//     warpgroup): a second producer warp issues the V copies (it waits for the tile's granules
+//     to be published, then reads them).
 // LIST only: ki / vi: boxes of G rows in 8-row groups x both planes (X = 2)
 struct Fwd3Maps {
     CUtensorMap q, k, v, ki, vi;
@@ -204,8 +208,9 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
     // VW: ginfo[2 NS], a tile's granules published (the V warp's wait: one barrier per position
     // of the 2 NS-deep info ring, so the walker, never 2 NS tiles ahead of it, cannot alias a phase)
     uint64_t *ginfo = vempty + NS;
-    // LIST: [2 NS][8]: granules, min, max position, -, the granules' first keys (LIST_PAD: padding)
-    int *kinf = (int *)(ginfo + (VW ? 2 * NS : 0));
+    // LIST: [2 NS][8]: granules, min, max position, -, the granules' first keys (LIST_PAD:
+    // padding); 16-byte aligned (the consumers read the first four as an int4)
+    int *kinf = (int *)(bar + 2 + 6 * NS);
     int *gbuf = kinf + 2 * NS * 8; // LIST: granule first keys (producer)
 
     // grid: dense (B H, query tiles); LIST (blocks x sub-tiles, B H): a head's CTAs run together
@@ -270,6 +275,18 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
                             (kv ? vfull : kfull) + sl, 0, 0, 0,
                             (b * T + gs[lane < ng ? lane : 0]) >> 3, kvh);
         };
+        const int gsh = sp.gsh, region = sp.region;
+        const int lo_w = sp.window ? q0 - sp.window + 1 : 0; // first key any row may see
+        // the granules of list region r (< 0: none) some row of the CTA may see; the first one's
+        // key in kf
+        auto granules = [&](int r, int &kf) -> int {
+            if (r < 0) return 0;
+            int rs = r * region, lo = max(rs, lo_w), hi = min(min(T, rs + region), t1);
+            if (hi <= lo) return 0;
+            int g0 = (lo - rs) >> gsh;
+            kf = rs + (g0 << gsh);
+            return ((hi - 1 - rs) >> gsh) - g0 + 1;
+        };
         if (VW && warp == 4 * NWG + 1) { // VW: the V copies of every tile
             for (int j = 0;; j++) {
                 int sl = j % NS, u = j / NS;
@@ -310,8 +327,6 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             return;
         }
         // the list walk (whole warp; lane 0 issues the copies, X 2: lanes 0 .. gpt - 1)
-        const int gsh = sp.gsh, region = sp.region;
-        const int lo_w = sp.window ? q0 - sp.window + 1 : 0; // first key any row may see
         int j = 0;                                           // tiles emitted
         unsigned long long tp[4] = {0, 0, 0, 0}; // TR: tile info, K issue, V wait, V issue
         // tile j from granules gs[0 .. ng) (ng 0: the sentinel, a plain arrive on "full")
@@ -381,16 +396,10 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
         bool done = false;
         int rnext = lane < sp.width ? list[lane] : -1; // the list read one chunk ahead
         for (int s0 = 0; s0 < sp.width && !done; s0 += 32) {
-            int s = s0 + lane, r = rnext, n = 0, kf = 0;
+            int s = s0 + lane, r = rnext, kf = 0;
             rnext = s + 32 < sp.width ? list[s + 32] : -1;
             done = __any_sync(0xffffffffu, s < sp.width && r < 0); // valid slots come first
-            if (r >= 0) { // the granules of the keys some row of the CTA may see
-                int rs = r * region, lo = max(rs, lo_w), hi = min(min(T, rs + region), t1);
-                if (hi > lo) {
-                    int g0 = (lo - rs) >> gsh;
-                    n = ((hi - 1 - rs) >> gsh) - g0 + 1, kf = rs + (g0 << gsh);
-                }
-            }
+            int n = granules(r, kf);
             int incl = n;
 #pragma unroll
             for (int o = 1; o < 32; o <<= 1) {
@@ -424,20 +433,23 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
     int wr0 = q0 + wg * 64;      // this warpgroup's first row
     int rw0 = wr0 + wl * 16 + g; // this thread's rows rw0, rw0 + 8
     int rf = wr0 + wl * 16;      // this warp's first row
+    int4 ti = make_int4(0, 0, 0, 0); // LIST: the tile's granules, min, max position
+    auto info = [&](int j) { ti = *(const int4 *)(kinf + (j % (2 * NS)) * 8); };
     // does tile j exist (LIST: waits for its "full" arrive, the sentinel has 0 granules)
     auto has = [&](int j) -> bool {
         if (!LIST) return j < nkt;
         twait(kfull + j % NS, (j / NS) & 1, tw_k);
-        return kinf[(j % (2 * NS)) * 8] > 0;
+        info(j);
+        return ti.x > 0;
     };
     auto mask = [&](float (*s)[4], int j) {
         if (!LIST) {
             dense_mask<NN>(s, j * BK, BK, wr0, rw0, tq, T);
             return;
         }
-        const int *ki = kinf + (j % (2 * NS)) * 8;
         int win = sp.window;
-        if (ki[2] > rf || (win && ki[1] <= rf + 15 - win)) { // warp-uniform
+        if (ti.z > rf || (win && ti.y <= rf + 15 - win)) { // warp-uniform
+            const int *ki = kinf + (j % (2 * NS)) * 8;
             // column c = 8 n + 2 tq + (e & 1) is key (c & (G - 1)) of granule c >> gsh = n >> (gsh - 3)
             int gs3 = sp.gsh - 3, gm = (1 << sp.gsh) - 1;
 #pragma unroll
@@ -470,8 +482,8 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
     mbar_wait(qfull, 0);
     long long tc1 = 0; // TR: tile 0 landed
     int j = 0;
-    if (wr0 >= t1) { // no rows (a block's last CTA, the end of T): only the ring's protocol, so
-                     // the other warpgroups have the tensor cores to themselves
+    if (LIST && wr0 >= t1) { // no rows (a block's last CTA, the end of T): only the ring's
+                             // protocol, so the other warpgroups have the tensor cores alone
         for (; has(j); j++) {
             int sl = j % NS, par = (j / NS) & 1;
             mbar_wait(kfull + sl, par);
@@ -500,7 +512,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             int sl = j % NS, u = j / NS, sp_ = (j - 1) % NS, up = (j - 1) / NS;
             const bf16 *Kt = Ks + sl * BK * D, *Vp = Vs + sp_ * BK * D;
             float s[NN][4];
-            twait(kfull + sl, u & 1, tw_k);
+            if (!LIST) twait(kfull + sl, u & 1, tw_k); // (LIST: has(j) waited)
             wg_fence();
 #pragma unroll
             for (int kk = 0; kk < D / 16; kk++)
@@ -771,8 +783,6 @@ extern "C" int flash_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, con
 // multiple of 16 keys (<= 64 granules of gcd(region, 64)), a window, GQA, D 64 / 128; -1
 // otherwise (one-row blocks: moba's per-row lists, positions inside (kpos), other D / GPUs,
 // MSLAB_SPARSE_WGMMA=0): sparse_bf16_fwd runs those.
-// Tuning / timing hook (not in the header; the tests' timing rows use it): sparse_wgmma_fwd_tune
-// (vw: the V copies of 16-key granule lists in 192-row CTAs by a second producer warp, VW).
 // r1 / r2 (H200, 32K, H = 32, D = 128): a cp.async gather by the producer warp (tried in r2,
 // removed) lost to the TMA boxes everywhere (ms 12.3 vs 11.1 ms, moba-blk 4.1 vs 2.6 ms).
 // wg3: query blocks of >= 1024 rows in CTAs of 3 consumer warpgroups (192 rows) and a producer
@@ -814,8 +824,24 @@ extern "C" int flash_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, con
 //   warpgroup's last S: the warpgroups restart in step, 28-36 bytes of spills, SM busy 79%) 9.26
 //   / 37.3; a block's remainder rows in its first CTA (with no products for warpgroups without
 //   rows, which stays) 6.78 / 30.32 (noise: the producer, not the tensor cores, set the pace).
-static int sw_vw = 0;
-extern "C" void sparse_wgmma_fwd_tune(int vw) { sw_vw = vw != 0; }
+//   Kept: r3, the short producer (lane 0 publishes a tile's <= 4 granule keys + min / max, no
+//   per-key positions, shuffles or fence): 6.85 -> 6.45 ms at 32K (533 TFLOP/s), 30.0 -> 28.9 at
+//   128K (519); r3 / r4, the V copies by a second producer warp (VW): 6.31 / 6.32 ms (544) at
+//   32K, 28.2 / 27.5 ms (545) at 128K vs one warp 6.45 / 6.67 and 28.9 / 29.3; trace r4: 2419
+//   consumer cycles a tile (was 2853), the walking warp waits 11% of its time. Tried (r4) and
+//   removed: two walking warps (each walks the list, emits every other tile) 6.29 / 28.0 ms:
+//   the walker then waits 43% of its time but the consumers still take 2416 cycles a tile (waits
+//   K 6.0%, V 4.3%; dense 2166 with 4.4 / 4.4%): from there the consumers set the pace.
+//   Tried (r5) and removed: S_j issued before reading tile j's info (no has(j) ahead of the
+//   product; the sentinel's S on a stale slot dropped): 2821 consumer cycles a tile vs 2420,
+//   6.96 vs 6.06 ms at 32K, 30.6 vs 27.1 at 128K (the same run; its clocks ran high: dense
+//   615 TFLOP/s). Kept: the tile's info as one int4 in registers (the mask test reads no shared
+//   memory after S). r6: no second "full" wait in a list step (has(j) waited): 2420 -> 2357
+//   consumer cycles a tile (consumer K waits 6.1 -> 3.3%), ms paper 6.17 ms (557 TFLOP/s) at
+//   32K, 27.4 ms (547) at 128K; dense 2166 cycles a tile in every s9 trace (its s8 code path).
+//   Tried (r6) and removed: 5 ring slots again (now that the consumers set the pace) 6.31 /
+//   28.4 ms (2378 cycles a tile); the tile count counted ahead by a third producer warp so no
+//   has(j) precedes S_j 6.67 / 28.8 ms (consumers start ~6K cycles later; 2443 a tile).
 // 5-d map of x [B, T, NH, D = 128] (T % 8 == 0) as (64, 8 rows, 2 planes, B T / 8 groups, NH),
 // box (64, 8, 2, groups, 1): [group][plane][8][64] (128-byte swizzle), the grouped tiles (X = 2)
 static bool make_map_groups(CUtensorMap *m, const bf16 *x, int B, int T, int NH, int groups) {
@@ -876,17 +902,13 @@ static int sparse_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const
     bool x2 = D == 128 && sp.G == 16 && T % 8 == 0 &&
               make_map_groups(&maps.ki, k, B, T, KVH, sp.G / 8) &&
               make_map_groups(&maps.vi, v, B, T, KVH, sp.G / 8);
-    size_t smem = 1024 + sizeof(bf16) * (size_t)(BQ * D + 2 * NS * BK * D) + 8 * (1 + 6 * NS) +
+    size_t smem = 1024 + sizeof(bf16) * (size_t)(BQ * D + 2 * NS * BK * D) + 8 * (2 + 6 * NS) +
                   4 * (2 * NS * 8 + LIST_GBUF);
     dim3 grid((unsigned)ntile, B * H);
     if constexpr (D == 128) {
         if (x2) {
-            if constexpr (PWG == 1)
-                if (sw_vw) {
-                    sparse_launch<D, NWG, NS, PWG, 2, true>(maps, sp, out, lse, T, H, KVH, grid, smem);
-                    return 0;
-                }
-            sparse_launch<D, NWG, NS, PWG, 2, false>(maps, sp, out, lse, T, H, KVH, grid, smem);
+            // a producer warpgroup: the V copies by its second warp (VW)
+            sparse_launch<D, NWG, NS, PWG, 2, PWG == 1>(maps, sp, out, lse, T, H, KVH, grid, smem);
             return 0;
         }
     }

@@ -9,17 +9,17 @@
 // regions listed twice, counted twice as the CPU does); GQA,
 // B = 2, D 64 / 128, T not a multiple of 64. Reference: the CPU's sparse_attention_fwd. out:
 // whole-tensor relative L2 (tol 1e-2); lse: max |gpu - ref| / max(|ref|, 1) (tol 1e-4); each call
-// runs twice on NaN-poisoned outputs and must repeat its bits, in two tunings (check_fwd).
+// runs twice on NaN-poisoned outputs and must repeat its bits (check_fwd).
 // The -1 contract (sparse_wgmma_fwd.declines): one-row query blocks (moba's per-row lists),
 // positions inside (kpos), regions that are not a multiple of 16 and D = 32 must return -1 and
 // leave the output untouched.
 // sparse_wgmma_fwd_perf (info lines, not checks): ms paper (w 16, top 512, merge 128) at 32K and
 // 128K, moba-blk and the paper's key budget in regions of 64 / 32 keys at 32K, B = 1, H = KVH =
-// 32, D = 128, lists by select_bf16: sparse_wgmma_fwd (and its other tunings) vs sparse_bf16_fwd
-// (to 32K), ms and TFLOP/s (4 D flops per visible pair); the dense forward (flash_wgmma_fwd) at
-// 32K as the yardstick. MSLAB_SWF_ROWS=tag,tag.. picks rows (paper32 paper128 moba32 w64 w32
-// dense32), MSLAB_SWF_REPS the timed calls (6; interleaved in 3 rounds), MSLAB_SWF_VARS=1 times
-// the default alone; MSLAB_FWD3_TRACE=1 makes each call print its trace line (flash_wgmma.cu).
+// 32, D = 128, lists by select_bf16: sparse_wgmma_fwd vs
+// sparse_bf16_fwd (to 32K), ms and TFLOP/s (4 D flops per visible pair); the dense forward
+// (flash_wgmma_fwd) at 32K as the yardstick. MSLAB_SWF_ROWS=tag,tag.. picks rows (paper32
+// paper128 moba32 w64 w32 dense32), MSLAB_SWF_REPS the timed calls (6); MSLAB_FWD3_TRACE=1 makes
+// each call print its trace line (flash_wgmma.cu).
 // A GPU that is not sm_90 makes the kernel return -1 everywhere: the parity rows then fail with
 // "returned -1" (the suite runs on the H200).
 #include <math.h>
@@ -33,11 +33,6 @@
 #include "../../cuda/bf16.h"
 #include "bf16_check.h"
 #include "gpu_check.h"
-
-// cuda/flash_wgmma.cu's timing hook (not in the header): vw (1: lists of 16-key granules in
-// 192-row CTAs have a second producer warp issue the V copies; 0: the walking warp issues
-// them): the same products in the same order either way.
-void sparse_wgmma_fwd_tune(int vw);
 
 static double lse_err(const float *a, const float *ref, size_t n) {
     double w = 0;
@@ -68,58 +63,42 @@ static void first_bad(const float *g, const float *r, int B, int T, int H, int D
     }
 }
 
-// runs sparse_wgmma_fwd twice on (q, k, v, list) and checks it against out / lse (CPU); variants
-// (sparse_wgmma_fwd_tune): 0 the default, 1 the V copies by a second producer warp ("_vw"): the
-// same products in the same order, so it must also give the default's bits (det column: both the
-// repeat and that)
+// runs sparse_wgmma_fwd twice on (q, k, v, list) and checks it against out / lse (CPU); the det
+// column: the two runs' bits are equal
 static void check_fwd(const char *shape, const AttnIndex *ig, const uint16_t *d_q,
                       const uint16_t *d_k, const uint16_t *d_v, const float *out, const float *lse,
                       int B, int T, int H, int KVH, int D) {
-    static const char *NAME[2][2] = {{"sparse_wgmma_fwd.out", "sparse_wgmma_fwd.lse"},
-                                     {"sparse_wgmma_fwd_vw.out", "sparse_wgmma_fwd_vw.lse"}};
     size_t nq = (size_t)B * T * H * D, nl = (size_t)B * H * T;
     uint16_t *d_out = gpu->alloc(nq * 2 + 16);
     float *d_lse = gpu->alloc(nl * 4 + 16);
-    uint16_t *ob0 = NULL;
-    float *l0 = NULL;
-    for (int var = 0; var < 2; var++) {
-        sparse_wgmma_fwd_tune(var);
-        float *o[2], *l[2];
-        uint16_t *ob[2];
-        int rc = 0;
-        for (int rep = 0; rep < 2; rep++) {
-            poison16(d_out, nq), poison32(d_lse, nl);
-            rc |= sparse_wgmma_fwd(d_out, d_lse, d_q, d_k, d_v, ig, B, T, H, KVH, D);
-            o[rep] = down16(d_out, nq, &ob[rep]);
-            l[rep] = xalloc(nl * 4);
-            gpu->download(l[rep], d_lse, nl * 4);
-        }
-        if (rc) printf("    sparse_wgmma_fwd returned -1\n");
-        int det_o = !memcmp(ob[0], ob[1], nq * 2), det_l = !memcmp(l[0], l[1], nl * 4);
-        if (var > 0) det_o &= !memcmp(ob[0], ob0, nq * 2), det_l &= !memcmp(l[0], l0, nl * 4);
-        double eo = rc ? INFINITY : rel_l2(o[0], out, nq);
-        report(NAME[var][0], shape, eo, 1e-2, det_o);
-        if (!(eo <= 1e-2) && !rc) first_bad(o[0], out, B, T, H, D, ig->qblock);
-        double el = rc ? INFINITY : lse_err(l[0], lse, nl);
-        report(NAME[var][1], shape, el, 1e-4, det_l);
-        if (!(el <= 1e-4) && !rc)
-            for (size_t i = 0; i < nl; i++) {
-                double e = fabs((double)l[0][i] - lse[i]) / fmax(fabs((double)lse[i]), 1.0);
-                if (!(e <= 1e-4) && !(isinf(lse[i]) && l[0][i] == lse[i])) {
-                    int t = (int)(i % T), h = (int)((i / T) % H), b = (int)(i / T / H);
-                    printf("    lse first bad: (b=%d, h=%d, t=%d) gpu %.7g ref %.7g block %d\n", b,
-                           h, t, l[0][i], lse[i], t / ig->qblock);
-                    break;
-                }
-            }
-        if (var == 0) {
-            ob0 = ob[0], l0 = l[0];
-            ob[0] = NULL, l[0] = NULL;
-        }
-        for (int r = 0; r < 2; r++) free(o[r]), free(l[r]), free(ob[r]);
+    float *o[2], *l[2];
+    uint16_t *ob[2];
+    int rc = 0;
+    for (int rep = 0; rep < 2; rep++) {
+        poison16(d_out, nq), poison32(d_lse, nl);
+        rc |= sparse_wgmma_fwd(d_out, d_lse, d_q, d_k, d_v, ig, B, T, H, KVH, D);
+        o[rep] = down16(d_out, nq, &ob[rep]);
+        l[rep] = xalloc(nl * 4);
+        gpu->download(l[rep], d_lse, nl * 4);
     }
-    sparse_wgmma_fwd_tune(0);
-    free(ob0), free(l0);
+    if (rc) printf("    sparse_wgmma_fwd returned -1\n");
+    int det_o = !memcmp(ob[0], ob[1], nq * 2), det_l = !memcmp(l[0], l[1], nl * 4);
+    double eo = rc ? INFINITY : rel_l2(o[0], out, nq);
+    report("sparse_wgmma_fwd.out", shape, eo, 1e-2, det_o);
+    if (!(eo <= 1e-2) && !rc) first_bad(o[0], out, B, T, H, D, ig->qblock);
+    double el = rc ? INFINITY : lse_err(l[0], lse, nl);
+    report("sparse_wgmma_fwd.lse", shape, el, 1e-4, det_l);
+    if (!(el <= 1e-4) && !rc)
+        for (size_t i = 0; i < nl; i++) {
+            double e = fabs((double)l[0][i] - lse[i]) / fmax(fabs((double)lse[i]), 1.0);
+            if (!(e <= 1e-4) && !(isinf(lse[i]) && l[0][i] == lse[i])) {
+                int t = (int)(i % T), h = (int)((i / T) % H), b = (int)(i / T / H);
+                printf("    lse first bad: (b=%d, h=%d, t=%d) gpu %.7g ref %.7g block %d\n", b, h,
+                       t, l[0][i], lse[i], t / ig->qblock);
+                break;
+            }
+        }
+    for (int r = 0; r < 2; r++) free(o[r]), free(l[r]), free(ob[r]);
     gpu->free(d_out), gpu->free(d_lse);
 }
 
@@ -254,22 +233,11 @@ static void t_sw_perf(const char *tag, const char *name, AttnConfig cfg, int T) 
     AttnIndex ix;
     AttnStats st;
     free(perf_list(&ix, &cfg, &d, q, k, T, H, D, &st));
-    // the default and the V copies by a second producer warp, timed interleaved (3 rounds of
-    // reps / 3 calls each: the clocks drift over a row)
-    double f = 4.0 * st.pairs * D, tv[2] = {0};
-    const char *nv = getenv("MSLAB_SWF_VARS"); // how many of them (2)
-    int nvar = nv && atoi(nv) == 1 ? 1 : 2, nr = reps >= 3 ? 3 : 1;
-    for (int round = 0; round < nr; round++)
-        for (int var = 0; var < nvar; var++) {
-            sparse_wgmma_fwd_tune(var);
-            tv[var] += time_fwd(1, o, lse, q, k, v, &ix, T, reps / nr) / nr;
-        }
-    sparse_wgmma_fwd_tune(0);
+    double f = 4.0 * st.pairs * D, tw = time_fwd(1, o, lse, q, k, v, &ix, T, reps);
     double tb = T <= 32768 ? time_fwd(0, o, lse, q, k, v, &ix, T, reps) : 0;
     printf("    (info sparse_wgmma_fwd_perf: %s T=%d H=32 D=128 pairs %.4g: wgmma %.3f ms (%.1f "
-           "TFLOP/s); V by a second producer warp %.3f ms (%.1f); sparse_bf16 %.3f ms (%.1f))\n",
-           name, T, st.pairs, tv[0], f / tv[0] * 1e-9, tv[1], tv[1] > 0 ? f / tv[1] * 1e-9 : 0.0,
-           tb, tb > 0 ? f / tb * 1e-9 : 0.0);
+           "TFLOP/s); sparse_bf16 %.3f ms (%.1f))\n",
+           name, T, st.pairs, tw, f / tw * 1e-9, tb, tb > 0 ? f / tb * 1e-9 : 0.0);
     free(hb);
     gpu->free(q), gpu->free(k), gpu->free(v), gpu->free(o), gpu->free(lse), gpu->free(ix.idx);
 }
