@@ -154,12 +154,28 @@ __global__ void __launch_bounds__(SUMSQ_THREADS)
 sumsq_partial_kernel(const float *x, size_t n, double *part) {
     __shared__ double sh[SUMSQ_THREADS / 32];
     double s = 0;
-    // unrolled: 8 loads in flight per thread, the adds in the same order (s8: 0.264 ms for the
-    // LM's 162M gradients, ~2.5 TB/s, with one load at a time)
-#pragma unroll 8
-    for (size_t i = blockIdx.x * (size_t)SUMSQ_THREADS + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * SUMSQ_THREADS)
-        s += (double)x[i] * x[i]; // exact: a float product fits a double
+    // The thread's terms x[i], x[i + st], ... in order, 8 at a time, the next 8 loaded before the
+    // current 8 are added (s9; ncu, the LM's 162M gradients, H200: 0.178 ms, ~3.6 TB/s; s8's
+    // plain unroll by 8 waited for each group: 0.262 ms). Terms past n are 0: s + 0 = s (s >= +0),
+    // so the sum has the bits of the plain loop. (double)x * x is exact: a float product fits.
+    size_t st = (size_t)gridDim.x * SUMSQ_THREADS, i = blockIdx.x * (size_t)SUMSQ_THREADS + threadIdx.x;
+    float e0[8], e1[8];
+    auto load = [&](float (&e)[8], size_t j) {
+#pragma unroll
+        for (int k = 0; k < 8; k++) e[k] = j + k * st < n ? x[j + k * st] : 0.0f;
+    };
+    auto add = [&](const float (&e)[8]) {
+#pragma unroll
+        for (int k = 0; k < 8; k++) s += (double)e[k] * e[k];
+    };
+    load(e0, i);
+    for (; i < n; i += 16 * st) { // (two groups per trip: no register copies between them)
+        load(e1, i + 8 * st);
+        add(e0);
+        if (i + 8 * st >= n) break;
+        load(e0, i + 16 * st);
+        add(e1);
+    }
     s = block_sum<SUMSQ_THREADS>(s, sh);
     if (threadIdx.x == 0) part[blockIdx.x] = s;
 }
