@@ -728,7 +728,9 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     for (int j = 0; j < NB - 1; j++) {
         pm[j] = L.ok(), ph[j] = L.hh, pq[j] = L.t * BQ;
         if (pm[j]) {
-            if (j == 0 && KL) { // the gathered K / V rows (empty slots, keys past T: zero)
+            if (j == 0 && KL) { // the gathered K / V rows (empty slots, keys past T: zero), after
+                                // the step's Q / dO TMA is under way
+                load_step(ph[j], pq[j], j);
                 for (int i = threadIdx.x; i < BKV * (D / 8); i += NT) {
                     int r = i / (D / 8), ch = i % (D / 8), key = kl_key(r);
                     size_t off = (size_t)(key != INT_MAX ? key : 0) * ldk + ch * 8;
@@ -739,7 +741,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
                 ptile_load<D, BKV, NT>(Ks, kbp, ldk, k0, T);
                 ptile_load<D, BKV, NT>(Vs, vbp, ldk, k0, T);
             }
-            load_step(ph[j], pq[j], j);
+            if (!(j == 0 && KL)) load_step(ph[j], pq[j], j);
             L.next();
         }
         cp_async_commit();
@@ -962,7 +964,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     if (BULKQ && bq_qs >= 0) { // the last step's partial; its smem reads done before the CTA
         __syncthreads();          // exits (the adds complete with the grid, as TMA stores do)
         bulk_issue();
-        bulk_wait_read();
+        if (!KL) bulk_wait_read(); // KL: waited with the dK / dV adds (no smem in common)
     }
 
     if (DET == 2 && cnt_prev) {
@@ -1001,30 +1003,9 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         size_t bk = (size_t)b * KVH + kvh;
         // (s9 r3: per-thread reds from the fragments instead, no staging: atomic 19.58 ms vs
         // 19.81, ordered (red.u64) 25.25 vs 23.82; epilogue 8663 / 23791 cycles: removed)
-        // kred: dK by the TMA unit, dV by per-thread reds meanwhile (the two paths in parallel)
-        if (sp.kred && any && wkey != INT_MAX) {
-            stage(dka, st, DET == 4 ? sp.ksc[2 * bk] : 1.f);
-            constexpr int NBX = DET == 4 ? D / 16 : D / 32; // boxes an array
-            if (lane < NBX) tma_out_4d<true>(&dkmap, st + lane * 2048, lane * (128 / (DET == 4 ? 8 : 4)), wkey, kbl, 0);
-            size_t slab = (size_t)sp.kslab * T * D;
-            float sv = DET == 4 ? sp.ksc[2 * bk + 1] : 1.f;
-#pragma unroll
-            for (int r = 0; r < 2; r++) {
-                if (key[r] == INT_MAX) continue;
-                size_t o = slab + ((size_t)kbl * T + key[r]) * D + 2 * tq;
-#pragma unroll
-                for (int n = 0; n < DN; n++) {
-                    if constexpr (DET == 4) {
-                        long long *pv = (long long *)sp.kacc + o + 8 * n;
-                        wg_red_s64(pv, __float2ll_rn(dva[n][2 * r] * sv));
-                        wg_red_s64(pv + 1, __float2ll_rn(dva[n][2 * r + 1] * sv));
-                    } else {
-                        wg_red2((float *)sp.kacc + o + 8 * n, dva[n][2 * r], dva[n][2 * r + 1]);
-                    }
-                }
-            }
-            bulk_wait_read();
-        } else if (any && wkey != INT_MAX) {
+        // (r5: dK by the TMA unit and dV by per-thread reds meanwhile: atomic 19.78 ms vs 19.37 /
+        // 19.48, ordered 22.91 vs 22.41 / 22.34: removed)
+        if (any && wkey != INT_MAX) {
             if constexpr (DET == 4) {
                 stage(dka, st, sp.ksc[2 * bk]);
                 if (lane < D / 16) tma_out_4d<true>(&dkmap, st + lane * 2048, lane * 16, wkey, kbl, 0);
@@ -1039,8 +1020,8 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
                     tma_out_4d<true>(&dkmap, st + lane * 2048, lane % (D / 32) * 32, wkey, kbl,
                                      lane / (D / 32));
             }
-            bulk_wait_read();
         }
+        bulk_wait_read(); // (and the last dQ partial's reads)
     } else if (TML) { // dK / dV as planar tiles in the Q / dO buffers, then 4 TMA stores (rows past T
                // clipped); the smem reads done before the CTA exits
         __syncthreads(); // every warpgroup's products done with the buffers

@@ -23,8 +23,6 @@ struct SpArgs {
     // dK / dV fixed-point scales [B * KVH][2] (ordered mode)
     int bk0;
     const float *ksc;
-    void *kacc;   // ... the dK / dV accumulators [2][kslab][T][D] (kred: dV by per-thread reds)
-    int kslab, kred;
 };
 
 // thread 0 waits until *cnt == v; bounded (~1 s at 2 GHz): a broken ordering assumption gives a

@@ -36,9 +36,19 @@
 // Tried and removed: the walks rotated by the key tile (a block's CTAs add into different query
 // tiles at a time; r2): 19.45 / 23.81 ms, no gain; dK / dV by per-thread reds (r3, at
 // bwd_fused_body); the dQ row scales from shared memory at the dQ staging (r3, PIPE 32 there).
+// Left: the ordered mode's dK / dV epilogue (s64: 256 KB of bulk adds a CTA, ~15k cycles, ~12% of
+// a CTA) and the accumulators' memsets / converts outside the kernel (~7 GB of traffic at 32K
+// ordered, ~2 ms); the prologue (list, then the gathered K / V rows: ~5.7k cycles).
 // r4 (the defaults but the ordered mode's row scales by __ldg, PIPE 22): atomic 19.76 / ordered
 // 23.67 ms; the row scales by cp.async (PIPE 54, now the ordered mode's): 19.73 / 23.17 (371
-// TFLOP/s); D 64 LM shape 4.65 / 5.59 (sq_fused_kernel 6.29 / 7.39).
+// TFLOP/s); D 64 LM shape 4.65 / 5.59 (sq_fused_kernel 6.29 / 7.39). r5 (sk_qo_bound with 16-byte
+// loads, and the other helpers' faster wg_bwd_pre / wg_kv_bound): 19.37 / 22.41 and 19.48 / 22.34
+// ms (443 / 384 TFLOP/s; sq_fused_kernel 24.85 / 30.46); D 64 LM shape 4.58 / 5.19 (sq 6.24 /
+// 7.34). Tried in r5 and removed: dV by per-thread reds while the TMA unit adds dK: 19.78 / 22.91.
+// r6 (the step-0 Q / dO TMA issued before the K / V gather; the last dQ partial's read wait merged
+// with the dK / dV adds'): 19.59 / 22.75 and 19.49 / 22.67 ms, D 64 4.63 / 5.14; trace: epilogue
+// 6922 cycles atomic (was 7956) / 13833 ordered (15138), kernel spans 9.71 ms (was 9.76) / 7.29
+// (first launch of each mode); the end-to-end figures within the rounds' noise (builds differ).
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -240,9 +250,6 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     sparse_sort_lists((int *)(ws + sl_off), ix->idx, nl, ix->width);
     sp.idx = (const int *)(ws + sl_off), sp.nblk = nblk, sp.width = ix->width;
     sp.qblock = ix->qblock, sp.region = ix->region, sp.ksc = ksc;
-    static int red = -1; // MSLAB_SQ_KEYS_RED: dV by per-thread reds beside dK's bulk adds
-    if (red < 0) red = getenv("MSLAB_SQ_KEYS_RED") ? atoi(getenv("MSLAB_SQ_KEYS_RED")) : 0;
-    sp.kred = red, sp.kacc = kva, sp.kslab = (int)cbk;
     CUtensorMap qmap, omap, dqmap, accmap;
     MS_ASSERT(make_map(&qmap, q, B, T, H, D, 64) && make_map(&omap, dout, B, T, H, D, 64),
               "sparse_wgmma_keys_bwd: the Q / dO tensor maps");
