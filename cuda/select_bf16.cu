@@ -81,7 +81,14 @@
 //   2.49 / 7.04 / 20.52; 32-row items with the A fragments in registers r2 0.65 / 2.21 / 6.21 /
 //   18.13. Profile (r3, 32K / 128K, shares of the warp-cycles): compaction 14 / 26%, exact 13 /
 //   11%, clusters 11 / 6%, sort 10 / 5%, next+pool 7 / 4%, survivors 8 / 5%, insert 7.5 / 12%, mma
-//   (with the extra barrier) 11 / 11%.
+//   (with the extra barrier) 11 / 11%. Then (r4 / r5): the A fragments' registers freed, no spills
+//   (r4: 0.63 / 2.03 / 5.77 / 16.95); the ring room of 832-entry sketches (TP_CAPF, 704 before:
+//   0.61 / 2.01 / 5.75 / 16.74) would allow histogram updates every 256 inserts (TP_HUPD, 128:
+//   128K 16.57 vs 16.98 in r5, but 1M then fell back to fused in r6: kept at 128); the survivors' key norms by cp.async during the sort (clusters 12
+//   -> 7%; r5 32K 1.98 vs 2.01). Tried and removed (r5): one insert atomic per lane and row for its
+//   passes, not per pass (128K 16.98 vs 16.79, 32K 2.04 vs 1.98). Final (H200, paper config, B=1
+//   H=32 D=128, MSLAB_SELECT_PERF, ms per call): r5 (updates every 128) 16K 0.61, 32K 1.98, 64K
+//   5.71, 128K 16.79; r6 (every 256) 0.62 / 2.02 / 5.62 / 16.16 (s8 0.74 / 2.46 / 6.86 / 19.99).
 //   Switches removed in s9 (the old paths with them; figures H200, paper config, ms per call):
 //   MSLAB_SELECT_TPH=0: no histogram rows, sketch compactions only (s8 r5, with the three below
 //     off too: 128K 21.41-21.50 vs 19.60-19.66); TPCW=0: sweep compactions to the exact S-th (in
@@ -460,9 +467,11 @@ __global__ void __launch_bounds__(FS_NT) fs_merge(FsArgs a, int nunits) {
 #define TP_HB 256    // tp_select's histogram mode: bins per row, 8 a lane (1 KB of its 1664-byte sketch;
                      // the rest: <= 320 keys inserted since the last update)
 #define TP_HUMAX(capf) ((capf) - 2 * TP_HB - TP_KT + 1) // updates at least this often: the ring fits (832: 257)
-#define TP_HUPD 128  // histogram rows: a threshold update every 128 inserts (s8 r1-r5)
-#define TP_HSH 2     // histogram rows: bins of up to 2^2 keys (s8 r5)
-#define TP_CWIN 64   // sweep compactions stop at a key keeping S .. S + 63 (s8)
+#define TP_HUPD 128  // histogram rows: a threshold update every 128 inserts (s8). s9 r5: 256 (the ring's
+                     // most at CAPF 832) 128K 16.57 vs 16.98, but in r6 tp fell back to fused at 1M
+                     // (1.79 s; a row over its buffer or survivors, cause not yet measured)
+#define TP_HSH 2     // histogram rows: bins of up to 2^2 keys (s8 r5; s9 r6: up to 2^3, 128K 16.27 vs 16.16)
+#define TP_CWIN 64   // sweep compactions stop at a key keeping S .. S + 63 (s8; s9 r6: 128, 16.11 vs 16.16)
 
 __device__ __forceinline__ unsigned fx_key16(double s) { // order key of a bf16 lower bound
     if (isnan(s)) return 0u;
@@ -755,7 +764,6 @@ struct FxArgs {
     // nkp], the row buffers (gkey) as (s' << 32 | hi16 << 16 | id) words
     const uint16_t *kbf;
     const float *knorm, *kfac; // kfac (fp16 limbs): 2^-e of each key's scale 2^e, as knorm
-    int ibat;                  // TEMP s9 r5 A/B (MSLAB_SELECT_TPIB=0: an atomic per pass)
     int hupd;                  // tp histogram rows: a threshold update every hupd inserts (TP_HUPD; the
                                // tests' select_bf16_tph_upd)
     unsigned long long *prof;  // MSLAB_SELECT_PROF: tp_select's clock64 section sums (TP_NPROF), else null
@@ -1069,19 +1077,18 @@ __global__ void tp_prep_k(uint16_t *kbf, float *knorm, float *kfac, int *ctrl, c
     }
 }
 
-// warp: order the n <= 512 survivors bk[p] = okey(s') << 32 | ~id by s' desc: bk[p] = norm << 32 |
-// okey(s'), bi[p] = id in that order. Sorted as 32-bit keys, okey(s') with its low 9 bits replaced by p (a
+// warp: order the n <= 512 survivors bk[p] = okey(s') << 32 | ~id by s' desc: bk[p] = okey(s'),
+// bi[p] = id in that order. Sorted as 32-bit keys, okey(s') with its low 9 bits replaced by p (a
 // unique key; s' within ~2^-14 of another may come out in either order: the clusters still hold,
 // as a cut needs only the bounds of what lies on each side, and such neighbours share a cluster
 // and get exact scores), in registers: element 16 lane + i in v[i], bitonic, strides < 16 in the
-// lane (min / max), the 5 lane bits by shuffles; tmp, tmp2 [512] words: the sorted keys (swizzled), okeys.
-// s9: bk[p] then holds the key norm of the element too (high word; nrm[input position], filled by
-// cp.async before the sort: the norm gathers were the clusters' latency)
+// lane (min / max), the 5 lane bits by shuffles; tmp, tmp2 [512] words: the sorted keys (swizzled;
+// their low 9 bits: the input position, which the caller may still read), okeys.
 // s6/s7 r2 (H200, 128K paper): the smem sort of (u64 key, id) took ~56K cycles a row (shared
 // bandwidth: 45 stages of loads and stores), 23-50% of tp_select; 64-bit keys in registers ~48K
 // (shuffles of two words per element)
 __device__ __forceinline__ void tp_sort_surv(unsigned long long *bk, int *bi, unsigned *tmp, unsigned *tmp2,
-                                             const float *nrm, int n) {
+                                             int n) {
     int lane = threadIdx.x & 31;
     unsigned v[16];
 #pragma unroll
@@ -1124,12 +1131,8 @@ __device__ __forceinline__ void tp_sort_surv(unsigned long long *bk, int *bi, un
         unsigned long long ent = bk[tmp[16 * (p >> 4) + ((p & 15) ^ (p >> 5 & 15))] & 0x1ffu];
         bi[p] = (int)(0xffffffffu - (unsigned)ent), tmp2[p] = (unsigned)(ent >> 32);
     }
-    cp_async_wait<0>(); // nrm (by input position) landed
     __syncwarp();
-    for (int p = lane; p < n; p += 32) {
-        unsigned o = tmp[16 * (p >> 4) + ((p & 15) ^ (p >> 5 & 15))] & 0x1ffu;
-        bk[p] = (unsigned long long)__float_as_uint(nrm[o]) << 32 | tmp2[p];
-    }
+    for (int p = lane; p < n; p += 32) bk[p] = tmp2[p];
     __syncwarp();
 }
 
@@ -1348,33 +1351,25 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
                     ac[n][xx] = __uint_as_float(tp_key16up(hi) | tp_key16dn(__fsub_rd(s, E)) << 16);
                 }
             mark(TPP_FILT);
-            // slots: one atomic on the row's counter per lane and row for the lane's passes of that row
-            // (both in flight together; s9: before, an atomic per pass. One per row and warp, the 4
-            // lanes' counts by shuffles, measured slower: s7 r2, 128K filter+insert 13.3 -> 15.2%)
-            unsigned base[2];
-#pragma unroll
-            for (int h = 0; h < 2; h++)
-                base[h] = pm[h] && x.ibat ? atomicAdd(&cnt[h ? r1 : r0], (unsigned)__popc(pm[h]) * 0x10001u) : 0u;
+            // a slot per pass: an atomic on the row's counter (s9 r5: one atomic per lane and row for
+            // its passes, 128K 16.98 vs 16.79 ms, 32K 2.04 vs 1.98; one per row and warp, the 4 lanes'
+            // counts by shuffles: s7 r2, 128K filter+insert 13.3 -> 15.2%)
 #pragma unroll
             for (int n = 0; n < NB; n++)
 #pragma unroll
-                for (int xx = 0; xx < 4; xx++) {
-                    int h = xx >> 1, b = 2 * n + (xx & 1);
-                    if (pm[h] >> b & 1) {
-                        int r = h ? r1 : r0, j = jb + n * 8 + (xx & 1);
-                        unsigned keys = __float_as_uint(ac[n][xx]);
-                        unsigned old = x.ibat ? base[h] + (unsigned)__popc(pm[h] & ((1u << b) - 1)) * 0x10001u
-                                              : atomicAdd(&cnt[r], 0x10001u);
+                for (int xx = 0; xx < 4; xx++)
+                    if (pm[xx >> 1] >> (2 * n + (xx & 1)) & 1) {
+                        int r = xx < 2 ? r0 : r1, j = jb + n * 8 + (xx & 1);
+                        unsigned keys = __float_as_uint(ac[n][xx]), old = atomicAdd(&cnt[r], 0x10001u);
                         // the lower bound's key into the sketch (histogram rows: past the bins, binned
                         // at the next update)
-                        int o = ((h ? hm1 : hm0) ? 2 * TP_HB : 0) + (int)(old & 0xffffu);
+                        int o = ((xx < 2 ? hm0 : hm1) ? 2 * TP_HB : 0) + (int)(old & 0xffffu);
                         sk[r * CAPF + o] = (uint16_t)(keys >> 16);
                         unsigned pg = old >> 16;
                         if (pg < (unsigned)x.capg)
                             gq[(size_t)r * x.capg + pg] = (unsigned long long)__float_as_uint(am[n][xx]) << 32 |
                                                           (keys & 0xffffu) << 16 | (unsigned)j;
                     }
-                }
             mark(TPP_INS);
             if (prof) {
                 __syncthreads();
@@ -1436,14 +1431,15 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
             mark(TPP_SURV);
             if (w < 0) continue;
             __syncwarp();
-            // the survivors' key norms by cp.async (4 bytes each) into nrm, landed by the sort's end
+            // the survivors' key norms by cp.async (4 bytes each) into nrm during the sort (s9 r5: the
+            // clusters waited on their gathers; 32K 1.98 vs 2.01 ms)
             for (int p = lane; p < w; p += 32) {
                 unsigned id = 0xffffffffu - (unsigned)bk[p];
                 asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"((uint32_t)__cvta_generic_to_shared(nrm + p)),
                              "l"(knb + id));
             }
             cp_async_commit();
-            tp_sort_surv(bk, bi, (unsigned *)cl, (unsigned *)flo, nrm, w); // s' desc; norms into bk's high words
+            tp_sort_surv(bk, bi, (unsigned *)cl, (unsigned *)flo, w); // s' desc
             // the row's pooled q (this CTA's copy, L2) for the exact scores: in flight meanwhile
             for (int c = lane; c < DM / 2; c += 32) cp_async16(qw + 2 * c, qg + (size_t)r * DM + 2 * c, true);
             cp_async_commit();
@@ -1455,12 +1451,15 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
             float lo[16], hi[16];
             {
                 float sv[16];
+                cp_async_wait<1>(); // the norms landed (the q row may still be in flight)
+                __syncwarp();
 #pragma unroll
-                for (int i = 0; i < 16; i++) { // s' and the key norm (in lo for now)
-                    int p = 16 * lane + i;
-                    unsigned long long e = p < w ? bk[p] : 0ull;
-                    sv[i] = tp_unokey((unsigned)e), lo[i] = __uint_as_float((unsigned)(e >> 32));
+                for (int i = 0; i < 16; i++) { // s' and the key norm (in lo for now; nrm by input position,
+                    int p = 16 * lane + i; // the sort's swizzled keys in cl: their low 9 bits)
+                    sv[i] = p < w ? tp_unokey((unsigned)bk[p]) : 0.f;
+                    lo[i] = p < w ? nrm[cl[16 * lane + (i ^ (lane >> 1 & 15))] & 0x1ff] : 0.f;
                 }
+                __syncwarp(); // every lane's reads of cl done before the cluster indices go there
 #pragma unroll
                 for (int i = 0; i < 16; i++) {
                     bool in = 16 * lane + i < w;
@@ -1779,7 +1778,6 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     };
     double ksel = 0, kmerge = 0, tp0 = 0, tp1 = 0, tk = 0;
     x.hupd = g_tph_upd < TP_HUMAX(TP_CAPF) ? g_tph_upd : TP_HUMAX(TP_CAPF);
-    x.ibat = !(getenv("MSLAB_SELECT_TPIB") && atoi(getenv("MSLAB_SELECT_TPIB")) == 0);
     if (profon && tp) {
         x.prof = dprof;
         cudaCheck(cudaMemsetAsync(dprof, 0, sizeof(unsigned long long) * TP_NPROF));
