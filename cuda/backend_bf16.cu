@@ -249,7 +249,7 @@ static int n_zeros;
 static int addnorm_on = -1; // MSLAB_BF16_ADDNORM=0 / 1 (default: as acts)
 static struct { float *out; const float *a, *b; size_t n; } pend; // add() not yet run (w_add)
 // The deferred add runs before anything else the table does (every op starts with this, through
-// flush_zeros / flush_over / take_zero / is_zero), except the rmsnorm_fwd that reads its sum.
+// flush_add / flush_range / take_zero / is_zero), except the rmsnorm_fwd that reads its sum.
 // The gradient clip's scale (w_scale, lazy) is deferred too: the AdamW calls over parts of it read
 // the gradient times the factor (cuda_adamw_x); a zero() over all of it drops it; anything else
 // runs it first (flush_add).
@@ -554,7 +554,7 @@ static int lt_choice(cublasOperation_t ta, cublasOperation_t tb, int m, int n, i
     // us per call, cublasGemmEx -> the index (s8 r4, `mslab-gpu-tests bf16.lt`, N = 32768, random
     // operands: r2's all-zero ones ranked some otherwise, e.g. W2's forward 192 -> 186 there, 213
     // -> 226 here and in the LM step; not listed: within 3% of cublasGemmEx, and datt's bf16
-    // output, 71.6 -> 64.3, not yet checked against its fp32 twin by bf16.acts.gemm_out)
+    // output, 71.6 -> 64.3, not re-timed since bf16.acts.gemm_out began to check it)
     const int T = CUBLAS_OP_T, N = CUBLAS_OP_N, R = 32768;
     static const struct { int ta, tb, m, n, k, cbf, b0, idx; } tab[] = {
         {T, N, 768, R, 768, 0, 1, 5},    // q k o:      71.8 -> 63.4
@@ -584,6 +584,7 @@ static int gemm_lt(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int
     LtPlan *pl = NULL;
     for (int i = 0; i < n_lt_plans && !pl; i++)
         if (!memcmp(lt_plans[i].key, key, sizeof key)) pl = &lt_plans[i];
+    if (pl && !pl->desc) return -1; // its heuristic found nothing before: cublasGemmEx
     if (!pl) {
         if (!lt_handle) {
             cublasCheck(cublasLtCreate(&lt_handle));
@@ -618,7 +619,12 @@ static int gemm_lt(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int
         cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt_handle, pl->desc, pl->a, pl->b, pl->c,
                                                            pl->c, pref, 16, res, &nres);
         cublasLtMatmulPreferenceDestroy(pref);
-        if (st != CUBLAS_STATUS_SUCCESS || nres == 0) return -1; // (plan not kept: cublasGemmEx)
+        if (st != CUBLAS_STATUS_SUCCESS || nres == 0) { // this shape stays on cublasGemmEx
+            cublasLtMatrixLayoutDestroy(pl->a), cublasLtMatrixLayoutDestroy(pl->b);
+            cublasLtMatrixLayoutDestroy(pl->c), cublasLtMatmulDescDestroy(pl->desc);
+            pl->desc = NULL, n_lt_plans++; // kept as "no plan"
+            return -1;
+        }
         int i = idx < nres ? idx : nres - 1;
         pl->algo = res[i].algo, pl->ws = res[i].workspaceSize;
         n_lt_plans++;
@@ -938,8 +944,9 @@ static void w_download(void *dst, const void *src, size_t bytes) {
     need(src, bytes);
     fp.download(dst, src, bytes);
 }
-// Deferred: the next op either overwrites exactly this array (a += gradient op that then skips
-// reading it, a GEMM with beta 0) or runs the memset first.
+// Deferred by range (the file header's "Deferred zeros"): an op that overwrites part of a recorded
+// zero takes that part (a GEMM with beta 0, a += gradient op that skips reading it); any other op
+// touching it runs the memset of what it touches first.
 static void w_zero(float *x, size_t n) {
     TRACE("zero", 0);
     if (!n) return;

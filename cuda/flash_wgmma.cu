@@ -713,7 +713,7 @@ static void fwd3_trace_report(const char *what, unsigned long long *d, size_t nc
     printf("    fwd3 trace %s: %.0f CTAs, span %.3f ms, SM busy %.1f%%, %.1f tiles a CTA, CTA %.1f us "
            "= %.2f + %.4f us a tile (fit); cycles: startup %.0f, loop %.0f (%.0f a tile), epilogue "
            "%.0f; consumer waits K %.1f%% V %.1f%% of the loop; producer waits %.1f%% of %.0f "
-           "(positions %.1f%%, K issue %.1f%%, V wait %.1f%%, V issue %.1f%%); last sub-tile CTAs "
+           "(tile info %.1f%%, K issue %.1f%%, V wait %.1f%%, V issue %.1f%%); last sub-tile CTAs "
            "%.1f us vs %.1f\n",
            what, n, span * 1e-6, 100 * busy / (span * nsm), sx / n, sy / n * 1e-3, icpt * 1e-3,
            slope * 1e-3, c[0] / n, c[1] / n, c[1] / (c[7] > 0 ? c[7] : 1), c[2] / n,

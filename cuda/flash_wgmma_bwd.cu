@@ -1498,12 +1498,12 @@ static void bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf1
     bool det = attn_bf16_deterministic() != 0;
     // 9 (the default): the fused backward, both D, both modes (s8; figures at WG128_DKDV_DET):
     // tune 11, = 4 in the atomic mode (TMA tiles and bulk dQ adds, PIPE 22; s7 r3, 16K fwd+bwd
-    // atomic 16.52 ms with PIPE 30 vs 20.72 with tune 2); until s7 the ordered mode and D 64 ran
+    // atomic 16.52 ms with PIPE 30 vs 20.72 with tune 2); until s8 the ordered mode and D 64 ran
     // the split path (dK/dV 5 / 7, dQ as tuned)
     int dkdv_t = wg_tune_dkdv;
     if (dkdv_t == 9) dkdv_t = D == 64 ? (det ? WG64_DKDV_DET : WG64_DKDV) : det ? WG128_DKDV_DET : 4;
     // 11 (s8): the fused kernel with TMA tiles and bulk dQ adds (PIPE 22) in both modes, ordered =
-    // fixed-point dQ (DET 3); D 64: 1 warpgroup of 64 keys, 2 CTAs per SM
+    // fixed-point dQ (DET 4: s32 bulk adds; DET 3 until s8 r5); D 64: 1 warpgroup of 64 keys, 2 CTAs per SM
     bool fx = dkdv_t == 11;
     bool fused = fx || (D == 128 && dkdv_t >= 2 && dkdv_t <= 4);
     // dQ: 3 fixed point (by s32 bulk adds: DET 4), 0 atomic, 2 per-warp red order, 1 per-CTA

@@ -28,7 +28,7 @@
 //   s7 r1-r3, incl. ties, all-equal keys, rising scores, D 64, B 2, gqa, lg 2, tail).
 //   s6 (H200, paper config, B=1 H=32 D=128, tests MSLAB_SELECT_PERF, ms per call): tp / fused
 //   16K 1.31 / 1.12, 32K 3.92 / 3.55, 128K 31.7 / 31.8, 1M 873 / 1236; exact scores per row 33
-//   at 128K, 48 at 1M (of ~367 / 400 survivors); bf16 limbs instead (MSLAB_SELECT_TP16=0, bound
+//   at 128K, 48 at 1M (of ~367 / 400 survivors); bf16 limbs instead (MSLAB_SELECT_TP16=0, removed in s9; bound
 //   8e-5): 240 per row, 128K 51.2 ms.
 //   s7 profile (MSLAB_SELECT_PROF=1: clock64 sections per warp, printed per call): the MMAs were
 //   never the cost. Shares of tp_select (r2, 16K / 32K / 128K): the survivors' sort 50 / 41 / 23%
@@ -42,7 +42,7 @@
 //   (after r3) the intervals / clusters in registers (16 positions a lane, one warp scan).
 //   Measured (s7 r3, H200, paper config, B=1 H=32 D=128, MSLAB_SELECT_PERF, ms per call incl. the
 //   list download): tp / fused 16K 0.75 / 1.02, 32K 2.47 / 3.49, 64K 7.22 / 10.16, 128K 21.2 /
-//   31.2 (s6 tp 1.31 / 3.92 / - / 31.7); the old compaction (MSLAB_SELECT_TPRC=0) 32K 2.69, 128K
+//   31.2 (s6 tp 1.31 / 3.92 / - / 31.7); the old compaction (MSLAB_SELECT_TPRC=0, removed in s9) 32K 2.69, 128K
 //   25.2. tp_select shares then (128K): compaction 25.5 + 2.5% (bisection over 11 words a lane,
 //   ~12K cycles a row), tile wait 12%, insert 11%, MMAs 10%, filter 7%, survivors 7%, clusters 8%,
 //   exact 6.5%, sort 4%; 16K: clusters 19%, exact 13%, sort 11%, compaction 19%. Final (s7 r4,
@@ -558,14 +558,14 @@ __device__ __forceinline__ unsigned sel_warp_excl(unsigned x) {
     }
     return v - x;
 }
-// warp, tp (MSLAB_SELECT_TPRC, default on): fx_compact in registers. The row's sketch (n <= NW * 64
+// warp, tp (s7; the old path and MSLAB_SELECT_TPRC removed in s9): fx_compact in registers. The row's sketch (n <= NW * 64
 // keys) loaded once as word pairs; the S-th largest tau by bisection on warp-summed counts, from
 // the old threshold t (>= S entries are >= t: those kept last time) to the maximum; the entries
 // above tau and the first need equal to it (lanes in order) kept, their slots by warp prefixes:
 // no shared atomics and no chain of loads, ballots and stores per 32 entries. fx_compact ran
 // ~14.6K cycles a row at 128K (s7 r2: 21% of tp_select, and most of its 14% tile wait). tau 0
 // (S-th largest the lowest key): fx_compact
-// hm (tp's histogram mode, MSLAB_SELECT_TPH): the row may turn into a histogram over the same
+// hm (tp's histogram mode, s8; MSLAB_SELECT_TPH removed in s9): the row may turn into a histogram over the same
 // words (tp_hist_update; *hm = 1 + sh, bins of 2^sh keys, sh <= hsh) instead of keeping its S
 // largest
 __device__ void tp_hist_update(int *h, unsigned *cnt, int *thr, int S, int sh);
