@@ -1,6 +1,7 @@
 // backend_bf16.cu: the "cuda-bf16" table (docs/cuda.md, "Precision"): backend_cuda()'s table with
 // the GEMMs and the attention ops on bf16 operands; everything else (storage, element-wise ops,
-// norms, loss, AdamW on the fp32 master weights) is the fp32 table's own function.
+// norms, loss, AdamW on the fp32 master weights) is the fp32 table's own function, but for the
+// rounding readers below.
 //
 // Semantics of each replaced op: its operands are rounded to bf16 (round-to-nearest-even, as
 // cuda_f32_to_bf16), products are accumulated in fp32, results land in the op's fp32 outputs
@@ -68,6 +69,25 @@
 //    written by cuBLAS in bf16 straight into its shadow (own): no fp32 store, no conversion.
 //    (s7's version took every output with a shadow: the MS model's raw q / k, which rope_fwd
 //    also reads in fp32, then changed the training values.)
+//  - Rounding readers (s10; MSLAB_BF16_RND=0: off; backend_cuda_bf16_set_rnd): swiglu_fwd / bwd (gate,
+//    up, dout), rope_fwd (its input) and the cross-entropy (logits) read their inputs rounded to
+//    bf16, as a GEMM does, and PyTorch's autocast, where these are bf16 GEMM outputs: the fp32
+//    table's function of the rounded inputs (the kernels round an fp32 input as they load it:
+//    bf16.h's BfIn). They record no fp32 read and, with acts, give their inputs shadows, so the
+//    GEMMs that write the LM's gate / up, dh, q / k and logits write them in bf16 only (the GEMM
+//    outputs rule above), and the readers load half the bytes. Values do not depend on where an
+//    input is kept (acts, cache on / off: the same bits; bf16.rnd.*).
+//  - Grouped products (s10; MSLAB_BF16_GROUP=0: off; backend_cuda_bf16_set_group): matmul_bwd
+//    calls in a row that add into the same dinp from the same inp (the LM's dln from dq, dk, dv,
+//    and from dgate, dup) are deferred and run as one dinp product over K = the sum of their OC, the
+//    gradients side by side as column blocks of one bf16 [N, K] matrix, the weights stacked [K,
+//    IC]; each weight gradient then reads its column block. No fp32 read-add-write of dinp per
+//    product, one longer K. The shadows of the gradients and weights are moved into such blocks
+//    once (Shadow.blk; the gradients' as strided copies, Shadow.rl / ld), and their producers
+//    then write in place: rope_bwd and swiglu_bwd take strided bf16 outputs (OutBF.rl / ld), the
+//    attention backward's dv is copied in (2D copy), AdamW writes the stacked weights. The
+//    grouped form is the op's function whenever the calls come so (with shadows off: scratch
+//    copies in the same layout, the same bits; bf16.group.*).
 //  - Optimizer: the gradient clip's scale() is deferred and read by the AdamW
 //    calls (g * s, the same bits); AdamW writes the bf16 shadows of the weight slices inside the
 //    tensor it updates (one launch per tensor), so no weight is converted in the next forward.
@@ -120,6 +140,17 @@
 // Removed in s9 (their off paths lost in s8, figures above): the switches MSLAB_BF16_GEMM_OUT,
 // MSLAB_BF16_OPT and MSLAB_BF16_LT (the cuBLASLt index stays settable for the tests' reference:
 // backend_cuda_bf16_set_lt).
+// Session 10 (H200, row 0, `MSLAB_BF16_TRACE=4 MSLAB_LM_ROWS=0 mslab-gpu-bench --lm`): rounding
+// readers (r1: 91.6 -> 87.4 ms/step in one round; per call swiglu fwd 257 -> 177 us, bwd 438 ->
+// 361, rope_fwd 40.7 -> 33.5, gate / up GEMMs 216 -> 202, logits 2233 -> 2028, ce_fwd 2081 ->
+// 1881), then elementwise.cu's 8-wide SwiGLU with the input kind as a template parameter (r2:
+// 84.8 ms/step; swiglu fwd 159, bwd 301 us), grouped products (trace, r2 / r3 vs the same ops
+// ungrouped: q k v o backward 6.83 -> 5.82 ms a step, w1 / w3 10.28 -> 10.08, less rope_bwd /
+// swiglu_bwd's strided stores +0.35 and the dv copy; K = 2304 at cuBLASLt index 6: 203.9 ->
+// 171.9 us, bf16.lt). r4 (all of it): 84.1 ms/step (trace 83.80 ms), MSLAB_BF16_GROUP=0 84.4
+// (84.42): the group-affected ops 42.67 vs 43.18 ms a step. MS row (1 x 32768): 162.0 (s9) ->
+// 156.9 / 157.5 / 156.3 ms (r2 / r3 / r4).
+// MSLAB_BF16_DEBUG=1 says (stderr) which fp32 read keeps a GEMM output in fp32.
 //
 // Determinism: as matmul.cu (one stream, cuBLAS atomics off); the bf16 attention kernels are
 // deterministic unless the run says `deterministic = false` (attn_bf16_set_deterministic); the
@@ -200,10 +231,15 @@ static void tr_report(void) {
                 tr.tag[gaps[j].i + 1]);
     for (int i = 0; i < 2 * TR_MAX; i++) cudaEventDestroy(tr.ev[i]);
 }
+static void flush_grp(void); // a pending group of matmul_bwd calls runs first ("Grouped products")
+static const char *cur_op = "?"; // the op running (MSLAB_BF16_DEBUG's notes)
+static int dbg_on;              // MSLAB_BF16_DEBUG=1: why GEMM outputs stay fp32 (stderr, a few lines)
 struct OpTrace { // one traced op: events around it when the step is traced
     int i;
     double t0;
     OpTrace(const char *name, int tag, int embed = 0) : i(-1) {
+        flush_grp();
+        cur_op = name;
         if (!tr.step) return;
         if (embed && ++tr.calls == tr.step) {
             for (int k = 0; k < 2 * TR_MAX; k++) cudaCheck(cudaEventCreate(&tr.ev[k]));
@@ -228,18 +264,35 @@ struct OpTrace { // one traced op: events around it when the step is traced
 
 // ---- the table's memory state: bf16 shadows and deferred zeros (header, "Conversions") ----
 
+#define NB(p, n) (p), (size_t)(n) * sizeof(float) // an fp32 array's bytes, for need / wrote
+
 struct Shadow {
     const float *p; // the fp32 array [p, p + n) ...
     size_t n;
-    uint16_t *b;    // ... and its bf16 copy, own allocation
+    uint16_t *b;    // ... and its bf16 copy, own allocation (blk < 0) or in block blk
     int valid;      // b holds rn(p[0 .. n)) as the array is now
     int own;        // (valid) b IS the array: the fp32 memory is stale, widened on an fp32 read
+    int blk;        // >= 0: b lies in blks[blk] ("Grouped products"), -1: b is its own allocation
+    size_t rl, ld;  // rl > 0: the copy's rows of rl elements lie ld apart (a column block of the
+                    // block); 0: dense. Only the group path and the ops that take strided
+                    // outputs (rope_bwd, swiglu_bwd, the attention's gradients) use b so.
 };
+// Blocks: one allocation holding several shadows (a group's gradients side by side, its weights
+// stacked), freed with the last of them.
+struct Blk { void *mem; size_t bytes; int refs; };
+static Blk *blks;
+static int n_blks;
 static Shadow *shadows;
 static int n_shadows, cap_shadows;
 static size_t shadow_bytes, shadow_budget; // the budget is set at the first shadow
 static int cache_on = 1, lazy_on = 1;      // MSLAB_BF16_CACHE=0, MSLAB_BF16_LAZY=0
 static int acts_on = 1;                    // MSLAB_BF16_ACTS=0: off (header, "Activations")
+static int rnd_on = 1;                     // MSLAB_BF16_RND=0: off (header, "Rounding readers")
+static void grp_run(void);
+static int grp_pending(void);
+static void flush_grp(void) {
+    if (grp_pending()) grp_run();
+}
 struct Alloc { void *p; size_t bytes; };   // what this table allocated (free drops its shadows)
 static Alloc *allocs;
 static int n_allocs, cap_allocs;
@@ -280,6 +333,7 @@ static const void *up_host(const void *dst, size_t bytes) { // the host bytes at
     return NULL;
 }
 static void flush_add(void) {
+    flush_grp();
     if (pend.out) cuda_add(pend.out, pend.a, pend.b, pend.n);
     pend.out = NULL;
     if (pscale.x) cuda_scale(pscale.x, pscale.s, pscale.n);
@@ -315,23 +369,35 @@ static int covers(const void *p, size_t bytes, const Shadow *s) { // [p, p + byt
     uintptr_t x = (uintptr_t)p, y = (uintptr_t)s->p;
     return x <= y && y + s->n * sizeof(float) <= x + bytes;
 }
+// Strided copies (Shadow.rl): rows of rl bf16 from src (rows sld apart) to dst (dld apart).
+static void copy2d(uint16_t *dst, size_t dld, const uint16_t *src, size_t sld, size_t rl,
+                   size_t rows) {
+    cuda_bf16_copy2d(dst, dld, src, sld, rl, rows);
+}
+// A valid shadow's copy as one dense array: b, or (strided) gathered into scratch slot `slot`.
+static const uint16_t *dense_b(const Shadow *s, int slot) {
+    if (!s->rl) return s->b;
+    uint16_t *d = (uint16_t *)cuda_scratch(slot, s->n * sizeof(uint16_t));
+    copy2d(d, s->rl, s->b, s->ld, s->rl, s->n / s->rl);
+    return d;
+}
 // An own shadow's fp32 array is written from the bf16 copy (exact): it is the array's value.
 static void materialize(Shadow *s) {
-    cuda_bf16_to_f32((float *)s->p, s->b, s->n);
+    cuda_bf16_to_f32((float *)s->p, dense_b(s, SCRATCH_BF16_F), s->n);
     s->own = 0;
 }
 // The ranges an fp32 consumer (an op's fp32 operand, a download) has read, kept while their
 // memory is allocated: a GEMM output is kept in bf16 only (gemm_out) where none was ever read so
 // (the MS model's raw q / k are read by the attention in bf16 and by rope_fwd in fp32: they stay
 // fp32). A hash set of exact (p, bytes) ranges, open addressing; free / alloc drop what they cover.
-struct Range { const void *p; size_t bytes; };
+struct Range { const void *p; size_t bytes; const char *by; };
 static Range *f32r;     // slots (p NULL: empty)
 static int cap_f32r, n_f32r;
 static size_t range_slot(const void *p, size_t bytes) {
     uintptr_t h = ((uintptr_t)p >> 4) * 0x9E3779B97F4A7C15ull ^ bytes * 0xC2B2AE3D27D4EB4Full;
     return (size_t)(h >> 17) & (cap_f32r - 1);
 }
-static void f32_read(const void *p, size_t bytes) {
+static void f32_read(const void *p, size_t bytes, const char *by = cur_op) {
     if (2 * (n_f32r + 1) > cap_f32r) { // grow (also the first call)
         Range *old = f32r;
         int oc = cap_f32r;
@@ -339,25 +405,27 @@ static void f32_read(const void *p, size_t bytes) {
         f32r = (Range *)calloc(cap_f32r, sizeof(Range));
         MS_ASSERT(f32r, "out of memory");
         for (int i = 0; i < oc; i++)
-            if (old[i].p) f32_read(old[i].p, old[i].bytes);
+            if (old[i].p) f32_read(old[i].p, old[i].bytes, old[i].by);
         free(old);
     }
     size_t i = range_slot(p, bytes);
     while (f32r[i].p && !(f32r[i].p == p && f32r[i].bytes == bytes)) i = (i + 1) & (cap_f32r - 1);
-    if (!f32r[i].p) f32r[i] = {p, bytes}, n_f32r++;
+    if (!f32r[i].p) f32r[i] = {p, bytes, by}, n_f32r++;
 }
-static int f32_was_read(const void *p, size_t bytes) {
+static const Range *f32_which(const void *p, size_t bytes) { // a recorded read overlapping it
     for (int i = 0; i < cap_f32r; i++)
-        if (f32r[i].p && overlap(f32r[i].p, f32r[i].bytes, p, bytes)) return 1;
-    return 0;
+        if (f32r[i].p && overlap(f32r[i].p, f32r[i].bytes, p, bytes)) return &f32r[i];
+    return NULL;
 }
+static int f32_was_read(const void *p, size_t bytes) { return f32_which(p, bytes) != NULL; }
 static void f32_forget(const void *p, size_t bytes) { // memory [p, p + bytes) freed / reused
     if (!f32_was_read(p, bytes)) return;
     Range *old = f32r;
     int oc = cap_f32r;
     f32r = NULL, cap_f32r = n_f32r = 0;
     for (int i = 0; i < oc; i++)
-        if (old[i].p && !overlap(old[i].p, old[i].bytes, p, bytes)) f32_read(old[i].p, old[i].bytes);
+        if (old[i].p && !overlap(old[i].p, old[i].bytes, p, bytes))
+            f32_read(old[i].p, old[i].bytes, old[i].by);
     free(old);
 }
 // Deferred zeros, by range (header, "Deferred zeros"): zero_cut removes [p, p + bytes) from zero
@@ -382,6 +450,7 @@ static void zero_cut(int i, const void *p, size_t bytes, int run) {
     else if (hi >= b) zeros[i] = zeros[--n_zeros];
 }
 static void flush_range(const void *p, size_t bytes) {
+    flush_grp();
     if (!p || !bytes) return;
     for (int i = n_zeros - 1; i >= 0; i--)
         if (overlap(zeros[i].p, zeros[i].n * sizeof(float), p, bytes)) zero_cut(i, p, bytes, 1);
@@ -425,9 +494,18 @@ static size_t extent(const void *p) {
             return (uintptr_t)allocs[i].p + allocs[i].bytes - (uintptr_t)p;
     return ~(uintptr_t)0 - (uintptr_t)p;
 }
-static void drop_shadow(int i) { // cudaFree waits for the device: no queued reader is left
-    cudaCheck(cudaFree(shadows[i].b));
-    shadow_bytes -= shadow_size(shadows[i].n);
+static void release_b(Shadow *s) { // its storage (cudaFree waits for the device: no reader left)
+    if (s->blk < 0) {
+        cudaCheck(cudaFree(s->b));
+        shadow_bytes -= shadow_size(s->n);
+    } else if (--blks[s->blk].refs == 0) {
+        cudaCheck(cudaFree(blks[s->blk].mem));
+        shadow_bytes -= blks[s->blk].bytes;
+        blks[s->blk].mem = NULL;
+    }
+}
+static void drop_shadow(int i) {
+    release_b(&shadows[i]);
     shadows[i] = shadows[--n_shadows];
 }
 // Every op but the one that consumes a deferred zero starts here: the memsets run before it.
@@ -484,7 +562,7 @@ static Shadow *shadow_make(const float *p, size_t n) {
         shadows = (Shadow *)realloc(shadows, cap_shadows * sizeof(Shadow));
         MS_ASSERT(shadows, "out of memory");
     }
-    shadows[n_shadows] = {p, n, b, 0};
+    shadows[n_shadows] = {p, n, b, 0, 0, -1, 0, 0};
     shadow_bytes += bytes;
     return &shadows[n_shadows++];
 }
@@ -493,7 +571,8 @@ static Shadow *shadow_make(const float *p, size_t n) {
 // (grow-only; freed buffers wait for the device, so a queued reader of the old buffer is safe).
 static const uint16_t *to_bf16(int slot, const float *src, size_t n) {
     Shadow *s = shadow_make(src, n);
-    if (s && s->valid) return s->b;
+    if (s && s->valid) return dense_b(s, slot);
+    if (s && s->rl) s = NULL; // (a strided shadow is filled by the group path only)
     need_conv(src, n * sizeof(float)); // a part of an array kept in bf16 only
     uint16_t *d = s ? s->b : (uint16_t *)cuda_scratch(slot, (n ? n : 1) * sizeof(uint16_t));
     cuda_f32_to_bf16(d, src, n);
@@ -504,14 +583,17 @@ static const uint16_t *to_bf16(int slot, const float *src, size_t n) {
 // copy in the same pass when it has one (only arrays that a bf16 operand was made of before have
 // one, so nothing is allocated for outputs no GEMM reads). bf16_only (acts, and what the op
 // allows): then the shadow alone takes it, own: the array's value is the bf16 rounding.
+// strided: the op can write a strided shadow (rl, ld: Shadow's); else such a shadow is left stale.
 struct Dst {
     float *f;
     uint16_t *b;
     Shadow *s;
+    size_t rl, ld;
 };
-static Dst dest(float *p, size_t n, int bf16_only) {
+static Dst dest(float *p, size_t n, int bf16_only, int strided = 0) {
     Shadow *s = p && n ? shadow_find(p, n) : NULL;
-    Dst d = {p, s ? s->b : NULL, s};
+    if (s && s->rl && !strided) s = NULL;
+    Dst d = {p, s ? s->b : NULL, s, s ? s->rl : 0, s ? s->ld : 0};
     if (s && bf16_only) d.f = NULL;
     return d;
 }
@@ -568,6 +650,13 @@ static int lt_choice(cublasOperation_t ta, cublasOperation_t tb, int m, int n, i
         {N, N, 768, R, 32000, 0, 1, 6},  // dlnf:       2580 -> 2348
         {N, T, 768, 32000, R, 0, 0, 1},  // dWcls +=:   2386 -> 2304
         {N, T, 768, 32000, R, 0, 1, 1},  // dWcls over its deferred zero (s9: beta 0, the same list)
+        // s10 r1 (random operands): bf16 outputs for the rounding readers, dW over deferred zeros
+        {T, N, 3072, R, 768, 1, 1, 6},   // gate up (bf16): 218.2 -> 204.2
+        {N, N, 3072, R, 768, 1, 1, 6},   // dh (bf16):      274.7 -> 222.7
+        {T, N, 32000, R, 768, 1, 1, 7},  // logits (bf16):  2496.6 -> 2373.1
+        {N, T, 768, 768, R, 0, 1, 4},    // dWq k v o:      62.4 -> 60.6
+        {N, N, 768, R, 768, 1, 1, 5},    // datt (bf16):    61.0 -> 57.3 (r2)
+        {N, N, 768, R, 2304, 0, 1, 6},   // dln, grouped q k v (K = 3 x 768): 203.9 -> 171.9 (r2)
     };
     for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++)
         if (tab[i].ta == (int)ta && tab[i].tb == (int)tb && tab[i].m == m && tab[i].n == n &&
@@ -659,7 +748,12 @@ static Shadow *gemm_out(float *p, size_t n, const void *a, size_t abytes, const 
     if (overlap(p, n * sizeof(float), a, abytes) || overlap(p, n * sizeof(float), b, bbytes))
         return NULL;
     Shadow *s = shadow_find(p, n);
-    return s && !f32_was_read(p, n * sizeof(float)) ? s : NULL;
+    const Range *r = s ? f32_which(p, n * sizeof(float)) : NULL;
+    static int said;
+    if (r && dbg_on && said < 24 && n >= ((size_t)4 << 20))
+        said++, fprintf(stderr, "cuda-bf16 debug: %s: output %p (%zu floats) stays fp32: read in fp32 "
+                        "by %s (%p, %zu B)\n", cur_op, (void *)p, n, r->by, r->p, r->bytes);
+    return s && !s->rl && !r ? s : NULL;
 }
 static void gemm_fast(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                       const float *A, int lda, const float *B, int ldb, float beta, float *C,
@@ -695,9 +789,8 @@ static void bf16_matmul_fwd(float *out, const float *inp, const float *w, int N,
 }
 
 // beta 0 for a gradient that is a deferred zero (the GEMM then does not read it)
-static void bf16_matmul_bwd(float *dinp, float *dw, const float *dout, const float *inp,
-                            const float *w, int N, int IC, int OC) {
-    TRACE("matmul_bwd", IC * 100000 + OC);
+static void mm_bwd(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
+                   int N, int IC, int OC) {
     if (N <= 0 || IC <= 0 || OC <= 0) {
         flush_zeros();
         return;
@@ -731,6 +824,159 @@ static void bf16_matmul_bwd(float *dinp, float *dw, const float *dout, const flo
         const uint16_t *ib = to_bf16(SCRATCH_BF16_A, inp, ni);
         gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, ib, IC, db, OC, bw, dw, IC);
     }
+}
+
+// ---- grouped backward products (header, "Grouped products") ----
+//
+// matmul_bwd calls in a row that add into the same dinp from the same inp (the LM's dln from dq,
+// dk, dv; from dgate, dup) are deferred and run as one dinp product with K = the sum of their OC:
+// the gradients are column blocks of one [N, K] bf16 matrix, the weights stacked [K, IC]; then
+// each weight gradient reads its column block. Always so, with or without shadows (the same bits
+// with MSLAB_BF16_CACHE=0): with shadows the blocks are the gradients' and weights' shadows, moved
+// there once, after which rope_bwd / swiglu_bwd write straight into them (strided copies) and
+// AdamW into the stacked weights; without, a scratch copy per call. Every op runs a pending group
+// first (OpTrace, flush_add, flush_range).
+#define GRP_MAX 4
+struct GrpM { float *dw; const float *dout, *w; int OC; };
+static struct {
+    int k;
+    float *dinp;
+    const float *inp;
+    int N, IC;
+    GrpM m[GRP_MAX];
+} grp;
+static int grp_on = 1; // MSLAB_BF16_GROUP=0: off
+static int grp_pending(void) { return grp.k; }
+static int grp_join(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
+                    int N, int IC, int OC) {
+    if (!grp_on || fast_gemm || !dinp || !dw || N <= 0 || IC <= 0 || OC <= 0) return 0;
+    size_t ni = (size_t)N * IC * 4, no = (size_t)N * OC * 4, nw = (size_t)OC * IC * 4;
+    const void *op[3] = {dout, w, inp};
+    size_t ob[3] = {no, nw, ni};
+    for (int i = 0; i < 3; i++) // every write apart from every read and the other writes
+        if (overlap(dinp, ni, op[i], ob[i]) || overlap(dw, nw, op[i], ob[i])) return 0;
+    if (overlap(dinp, ni, dw, nw)) return 0;
+    int join = grp.k && grp.k < GRP_MAX && grp.dinp == dinp && grp.inp == inp && grp.N == N &&
+               grp.IC == IC;
+    for (int j = 0; join && j < grp.k; j++) { // apart from the members' writes and operands
+        size_t mw = (size_t)grp.m[j].OC * IC * 4, mo = (size_t)N * grp.m[j].OC * 4;
+        join = !overlap(dw, nw, grp.m[j].dw, mw) && !overlap(dout, no, grp.m[j].dw, mw) &&
+               !overlap(w, nw, grp.m[j].dw, mw) && !overlap(dout, no, grp.m[j].dout, mo) &&
+               !overlap(w, nw, grp.m[j].w, mw) && !overlap(dw, nw, grp.m[j].dout, mo) &&
+               !overlap(dw, nw, grp.m[j].w, mw);
+    }
+    if (!join) {
+        flush_grp();
+        grp.dinp = dinp, grp.inp = inp, grp.N = N, grp.IC = IC;
+    }
+    grp.m[grp.k++] = {dw, dout, w, OC};
+    return 1;
+}
+// The pieces (fp32 arrays of rows x rl) placed at pos in one bf16 buffer with rows ld apart: their
+// shadows, moved into one block once (kept there), else (no shadows) scratch slot `slot`.
+struct Piece { const float *p; size_t rows, rl, pos; };
+static void fill_piece(uint16_t *dst, size_t ld, const Piece &pc, const Shadow *s) {
+    if (s && s->valid) { // (s may be strided too)
+        copy2d(dst, ld, s->b, s->rl ? s->ld : pc.rl, pc.rl, pc.rows);
+        return;
+    }
+    size_t n = pc.rows * pc.rl;
+    need_conv(NB(pc.p, n));
+    if (ld == pc.rl) {
+        cuda_f32_to_bf16(dst, pc.p, n);
+        return;
+    }
+    uint16_t *t = (uint16_t *)cuda_scratch(SCRATCH_BF16_F, n * sizeof(uint16_t));
+    cuda_f32_to_bf16(t, pc.p, n);
+    copy2d(dst, ld, t, pc.rl, pc.rl, pc.rows);
+}
+static uint16_t *gather(int slot, const Piece *pc, int k, size_t ld, size_t total) {
+    int ok = cache_on;
+    for (int i = 0; i < k && ok; i++) ok = shadow_make(pc[i].p, pc[i].rows * pc[i].rl) != NULL;
+    Shadow *s[GRP_MAX]; // (found after the makes: a make may move the table)
+    for (int i = 0; i < k; i++) s[i] = shadow_find(pc[i].p, pc[i].rows * pc[i].rl);
+    int b = ok ? s[0]->blk : -1;
+    uint16_t *base = b >= 0 ? (uint16_t *)blks[b].mem : NULL;
+    int in = b >= 0 && blks[b].bytes == shadow_size(total);
+    for (int i = 0; i < k && in; i++) { // already there: fill the stale ones in place
+        size_t srl = ld == pc[i].rl ? 0 : pc[i].rl;
+        in = s[i]->blk == b && s[i]->b == base + pc[i].pos && s[i]->rl == srl &&
+             (!srl || s[i]->ld == ld);
+    }
+    if (in) {
+        for (int i = 0; i < k; i++)
+            if (!s[i]->valid) fill_piece(base + pc[i].pos, ld, pc[i], NULL), s[i]->valid = 1;
+        return base;
+    }
+    size_t bytes = shadow_size(total);
+    base = NULL;
+    if (ok && shadow_bytes + bytes <= shadow_budget && cudaMalloc(&base, bytes) != cudaSuccess)
+        (void)cudaGetLastError(), base = NULL;
+    if (!base) { // a scratch copy (the same layout: the same products)
+        base = (uint16_t *)cuda_scratch(slot, bytes);
+        for (int i = 0; i < k; i++) fill_piece(base + pc[i].pos, ld, pc[i], s[i]);
+        return base;
+    }
+    for (b = 0; b < n_blks && blks[b].mem; b++) {}
+    if (b == n_blks) {
+        blks = (Blk *)realloc(blks, ++n_blks * sizeof(Blk));
+        MS_ASSERT(blks, "out of memory");
+    }
+    blks[b] = {base, bytes, k};
+    shadow_bytes += bytes;
+    for (int i = 0; i < k; i++) { // move each shadow there (its value kept: own stays own)
+        fill_piece(base + pc[i].pos, ld, pc[i], s[i]);
+        int own = s[i]->valid && s[i]->own;
+        release_b(s[i]);
+        s[i]->b = base + pc[i].pos, s[i]->blk = b, s[i]->valid = 1, s[i]->own = own;
+        s[i]->rl = ld == pc[i].rl ? 0 : pc[i].rl, s[i]->ld = ld == pc[i].rl ? 0 : ld;
+    }
+    return base;
+}
+static void grp_run(void) {
+    int k = grp.k;
+    grp.k = 0;
+    if (k == 1) {
+        TRACE("matmul_bwd", grp.IC * 100000 + grp.m[0].OC);
+        mm_bwd(grp.dinp, grp.m[0].dw, grp.m[0].dout, grp.inp, grp.m[0].w, grp.N, grp.IC, grp.m[0].OC);
+        return;
+    }
+    float *dinp = grp.dinp;
+    const float *inp = grp.inp;
+    int N = grp.N, IC = grp.IC;
+    GrpM m[GRP_MAX];
+    memcpy(m, grp.m, sizeof m);
+    size_t K = 0, off[GRP_MAX], ni = (size_t)N * IC;
+    for (int i = 0; i < k; i++) off[i] = K, K += m[i].OC;
+    TRACE("matmul_bwd", IC * 100000 + (int)K);
+    float bi = take_zero(dinp, ni) ? 0.0f : 1.0f, bw[GRP_MAX];
+    for (int i = 0; i < k; i++) bw[i] = take_zero(m[i].dw, (size_t)m[i].OC * IC) ? 0.0f : 1.0f;
+    if (bi != 0.0f) need(NB(dinp, ni));
+    for (int i = 0; i < k; i++)
+        if (bw[i] != 0.0f) need(NB(m[i].dw, (size_t)m[i].OC * IC));
+    wrote(NB(dinp, ni));
+    for (int i = 0; i < k; i++) wrote(NB(m[i].dw, (size_t)m[i].OC * IC));
+    Piece g[GRP_MAX], wp[GRP_MAX];
+    for (int i = 0; i < k; i++) {
+        g[i] = {m[i].dout, (size_t)N, (size_t)m[i].OC, off[i]};
+        wp[i] = {m[i].w, (size_t)m[i].OC, (size_t)IC, off[i] * IC};
+    }
+    const uint16_t *G = gather(SCRATCH_BF16_C, g, k, K, (size_t)N * K);
+    const uint16_t *W = gather(SCRATCH_BF16_B, wp, k, IC, K * IC);
+    Shadow *so = bi == 0.0f ? gemm_out(dinp, ni, NULL, 0, NULL, 0) : NULL;
+    gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, (int)K, W, IC, G, (int)K, bi, dinp, IC,
+              so ? so->b : NULL);
+    if (so) so->valid = so->own = 1;
+    const uint16_t *ib = to_bf16(SCRATCH_BF16_A, inp, ni);
+    for (int i = 0; i < k; i++)
+        gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_T, IC, m[i].OC, N, ib, IC, G + off[i], (int)K, bw[i],
+                  m[i].dw, IC);
+}
+static void bf16_matmul_bwd(float *dinp, float *dw, const float *dout, const float *inp,
+                            const float *w, int N, int IC, int OC) {
+    if (grp_join(dinp, dw, dout, inp, w, N, IC, OC)) return; // deferred (traced when it runs)
+    TRACE("matmul_bwd", IC * 100000 + OC);
+    mm_bwd(dinp, dw, dout, inp, w, N, IC, OC);
 }
 
 // ---- attention adapters ----
@@ -824,8 +1070,10 @@ static void bf16_attn_bwd(const Grads &g, const float *dout, const float *out, c
         (uint16_t *)cuda_scratch(SCRATCH_BF16_D, (up128(nq) + 2 * up128(nk)) * sizeof(uint16_t));
     uint16_t *b[3] = {base, base + up128(nq), base + up128(nq) + up128(nk)};
     Shadow *sh[3] = {NULL, NULL, NULL};
-    for (int i = 0; i < 3; i++)
-        if (acts_on && g.z[i] && (sh[i] = shadow_make(g.f[i], g.n[i]))) b[i] = sh[i]->b;
+    for (int i = 0; i < 3; i++) // (made first, then found: a make may move the table)
+        if (acts_on && g.z[i]) shadow_make(g.f[i], g.n[i]);
+    for (int i = 0; i < 3; i++) // a strided shadow (a group's column block) takes a copy below
+        if (acts_on && g.z[i] && (sh[i] = shadow_find(g.f[i], g.n[i])) && !sh[i]->rl) b[i] = sh[i]->b;
     int r = ix ? attn_bf16_sparse_bwd(b[0], b[1], b[2], gb, ob, lse, x.q, x.k, x.v, ix, B, T, H,
                                       KVH, D)
                : attn_bf16_dense_bwd(b[0], b[1], b[2], gb, ob, lse, x.q, x.k, x.v, B, T, H, KVH, D);
@@ -841,6 +1089,8 @@ static void bf16_attn_bwd(const Grads &g, const float *dout, const float *out, c
         return;
     }
     for (int i = 0; i < 3; i++) {
+        if (sh[i] && sh[i]->rl)
+            copy2d(sh[i]->b, sh[i]->ld, b[i], sh[i]->rl, sh[i]->rl, g.n[i] / sh[i]->rl);
         if (sh[i]) sh[i]->valid = sh[i]->own = 1;
         else if (g.z[i]) cuda_bf16_to_f32(g.f[i], b[i], g.n[i]);
         else cuda_bf16_add_to_f32(g.f[i], b[i], g.n[i]);
@@ -869,8 +1119,24 @@ static void bf16_attention_select(AttnIndex *ix, const struct AttnConfig *cfg, c
 // (wrote), so a shadow is valid only while no op of this table wrote its array since it was made.
 
 static Backend fp; // the fp32 table's ops
-#define NB(p, n) (p), (size_t)(n) * sizeof(float) // an fp32 array's bytes, for need / wrote
 
+// Rounding readers (header, "Rounding readers"): an input that the op reads rounded to bf16 is
+// read from its valid shadow when it has one, else from the fp32 array (the own shadows over it
+// widened first), rounded in the kernel; no fp32 read is recorded, and with acts the array gets a
+// shadow (stale until written), so that the GEMM that writes it next writes bf16 (gemm_out).
+static BfIn rnd_in(const float *p, size_t n) {
+    BfIn r = {p, NULL, 1};
+    if (!p || !n) return r;
+    if (!rnd_on) {
+        need(NB(p, n));
+        r.rnd = 0;
+        return r;
+    }
+    Shadow *s = acts_on ? shadow_make(p, n) : shadow_find(p, n);
+    if (s && s->valid && !s->rl) r.b = s->b;
+    else need_conv(NB(p, n));
+    return r;
+}
 static void *w_alloc(size_t bytes) {
     flush_zeros();
     void *p = fp.alloc(bytes);
@@ -1060,10 +1326,11 @@ static void w_rope_fwd(float *out, const float *inp, const float *pos, const flo
     TRACE("rope_fwd", H);
     flush_add();
     size_t n = (size_t)(N > 0 ? N : 0) * (H > 0 ? H : 0) * (D > 0 ? D : 0);
-    need(NB(inp, n)), need(NB(pos, N > 0 ? N : 0)), need(NB(inv_freq, D > 0 ? D / 2 : 0));
+    need(NB(pos, N > 0 ? N : 0)), need(NB(inv_freq, D > 0 ? D / 2 : 0));
+    BfIn in = rnd_in(inp, n);
     wrote(NB(out, n));
     Dst d = dest(out, n, acts_on);
-    cuda_rope_fwd_x(d.f, d.b, inp, pos, inv_freq, N, H, D, style);
+    cuda_rope_fwd_x(d.f, d.b, in, pos, inv_freq, N, H, D, style);
     done(d);
 }
 static void w_rope_bwd(float *dinp, const float *dout, const float *pos, const float *inv_freq,
@@ -1074,14 +1341,15 @@ static void w_rope_bwd(float *dinp, const float *dout, const float *pos, const f
     flush_add();
     // dout kept in bf16 only (the attention backward's dq / dk): read as bf16, it is the value
     Shadow *si = n ? shadow_find(dout, n) : NULL;
-    const uint16_t *dob = si && si->own ? si->b : NULL;
+    const uint16_t *dob = si && si->own && !si->rl ? si->b : NULL;
     if (!dob) need(NB(dout, n));
     else flush_range(NB(dout, n)); // (an own shadow: no zero there)
     need(NB(pos, n ? N : 0)), need(NB(inv_freq, n ? D / 2 : 0));
     if (acc) need(NB(dinp, n));
     wrote(NB(dinp, n));
-    Dst d = dest(dinp, n, acts_on && !acc);
-    cuda_rope_bwd_x(d.f, d.b, acc, dout, dob, pos, inv_freq, N, H, D, style);
+    Dst d = dest(dinp, n, acts_on && !acc, 1); // (a group's column block: token rows ld apart)
+    if (d.rl && d.rl != (size_t)H * D) d = dest(dinp, n, acts_on && !acc);
+    cuda_rope_bwd_x(d.f, d.b, d.rl ? d.ld : 0, acc, dout, dob, pos, inv_freq, N, H, D, style);
     done(d);
 }
 static void w_attention_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
@@ -1141,10 +1409,10 @@ static void w_select(AttnIndex *ix, const struct AttnConfig *cfg, const float *q
 static void w_swiglu_fwd(float *out, const float *gate, const float *up, size_t n) {
     TRACE("swiglu_fwd", 0);
     flush_add();
-    need(NB(gate, n)), need(NB(up, n));
+    BfIn g = rnd_in(gate, n), u = rnd_in(up, n);
     wrote(NB(out, n));
     Dst d = dest(out, n, acts_on);
-    cuda_swiglu_fwd_x(d.f, d.b, gate, up, n);
+    cuda_swiglu_fwd_x(d.f, d.b, g, u, n);
     done(d);
 }
 static void w_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *gate,
@@ -1159,13 +1427,16 @@ static void w_swiglu_bwd(float *dgate, float *dup, const float *dout, const floa
         }
     }
     flush_add();
-    need(NB(dout, n)), need(NB(gate, n)), need(NB(up, n));
     if (acc) need(NB(dgate, n)), need(NB(dup, n));
+    BfIn di = rnd_in(dout, n), gi = rnd_in(gate, n), ui = rnd_in(up, n);
     wrote(NB(dgate, n));
     wrote(NB(dup, n));
     int two = n && dgate != dup; // one buffer for both: no copies (the fp32 op's order)
-    Dst g = dest(two ? dgate : NULL, n, acts_on && !acc), u = dest(two ? dup : NULL, n, acts_on && !acc);
-    cuda_swiglu_bwd_x(two ? g.f : dgate, two ? u.f : dup, g.b, u.b, acc, dout, gate, up, n);
+    int bo = acts_on && !acc; // strided copies (a group's column blocks) when both have the same rows
+    Dst g = dest(two ? dgate : NULL, n, bo, 1), u = dest(two ? dup : NULL, n, bo, 1);
+    if (g.rl != u.rl || g.ld != u.ld)
+        g = dest(two ? dgate : NULL, n, bo), u = dest(two ? dup : NULL, n, bo);
+    cuda_swiglu_bwd_x(two ? g.f : dgate, two ? u.f : dup, g.b, u.b, g.rl, g.ld, acc, di, gi, ui, n);
     done(g), done(u);
 }
 // With acts (cefuse), the forward also writes the gradient the backward will be asked for: dloss
@@ -1177,10 +1448,10 @@ static void w_ce_fwd(float *losses, const float *logits, const int *targets, int
     flush_add();
     flush_range(targets, (size_t)(N > 0 ? N : 0) * sizeof(int));
     size_t n = (size_t)(N > 0 ? N : 0) * (V > 0 ? V : 0);
-    if (N > 0) need(NB(logits, n));
+    BfIn lg = rnd_in(logits, n);
     if (N > 0) wrote(NB(losses, N));
     ce.valid = 0;
-    if (acts_on && cefuse_on && cache_on && n && cuda_crossentropy_regs(logits, V) &&
+    if (acts_on && cefuse_on && cache_on && n && cuda_crossentropy_regs(lg, V) &&
         !overlap(losses, N * sizeof(float), logits, n * sizeof(float))) {
         int nv = 0;
         const int *th = (const int *)up_host(targets, (size_t)N * sizeof(int));
@@ -1206,13 +1477,13 @@ static void w_ce_fwd(float *losses, const float *logits, const int *targets, int
         }
         if (ce.b && nv > 0) {
             float dloss = 1.0f / (float)nv;
-            cuda_crossentropy_fwd_grad(losses, ce.b, logits, targets, dloss, N, V);
+            cuda_crossentropy_fwd_grad(losses, ce.b, lg, targets, dloss, N, V);
             ce.logits = logits, ce.targets = targets, ce.N = N, ce.V = V, ce.dloss = dloss;
             ce.valid = 1;
             return;
         }
     }
-    fp.crossentropy_fwd(losses, logits, targets, N, V);
+    cuda_crossentropy_fwd_x(losses, lg, targets, N, V);
 }
 static void w_ce_bwd(float *dlogits, const float *logits, const int *targets, float dloss, int N,
                      int V) {
@@ -1224,7 +1495,8 @@ static void w_ce_bwd(float *dlogits, const float *logits, const int *targets, fl
     if (!n) return;
     Shadow *s = NULL;
     if (ce.valid && !acc && acts_on && ce.logits == logits && ce.targets == targets && ce.N == N &&
-        ce.V == V && ce.dloss == dloss && (s = shadow_find(dlogits, n)) && ce.bytes == shadow_size(n)) {
+        ce.V == V && ce.dloss == dloss && (s = shadow_find(dlogits, n)) && s->blk < 0 &&
+        ce.bytes == shadow_size(n)) {
         wrote(NB(dlogits, n));
         uint16_t *b = s->b; // the forward's gradient becomes the shadow: dlogits kept in bf16 only
         s->b = ce.b, ce.b = b;
@@ -1232,11 +1504,11 @@ static void w_ce_bwd(float *dlogits, const float *logits, const int *targets, fl
         ce.valid = 0;
         return;
     }
-    need(NB(logits, n));
     if (acc) need(NB(dlogits, n));
+    BfIn lg = rnd_in(logits, n);
     wrote(NB(dlogits, n));
-    Dst d = dest(dlogits, n, acts_on && !acc && cuda_crossentropy_regs(logits, V));
-    cuda_crossentropy_bwd_x(d.f, d.b, acc, logits, targets, dloss, N, V);
+    Dst d = dest(dlogits, n, acts_on && !acc && cuda_crossentropy_regs(lg, V));
+    cuda_crossentropy_bwd_x(d.f, d.b, acc, lg, targets, dloss, N, V);
     done(d);
 }
 // The gradient read through a deferred clip scale over it (pscale: it stays deferred), and the
@@ -1265,7 +1537,7 @@ static void w_adamw(float *p, const float *g, float *m, float *v, size_t n, floa
     static int cap;
     int k = 0;
     for (int i = 0; i < n_shadows; i++)
-        if (covers(p, n * sizeof(float), &shadows[i])) {
+        if (covers(p, n * sizeof(float), &shadows[i]) && !shadows[i].rl) {
             if (k == cap) cap = cap ? 2 * cap : 64, in = (Shadow **)realloc(in, cap * sizeof *in);
             MS_ASSERT(in, "out of memory");
             in[k++] = &shadows[i];
@@ -1320,6 +1592,11 @@ extern "C" const Backend *backend_cuda_bf16(void) {
     addnorm_on = an ? strcmp(an, "0") != 0 : acts_on;
     const char *trs = getenv("MSLAB_BF16_TRACE");
     tr.step = trs ? atoi(trs) : 0;
+    dbg_on = getenv("MSLAB_BF16_DEBUG") != NULL;
+    const char *gr = getenv("MSLAB_BF16_GROUP");
+    if (gr) grp_on = strcmp(gr, "0") != 0;
+    const char *rn = getenv("MSLAB_BF16_RND");
+    if (rn) rnd_on = strcmp(rn, "0") != 0;
     const char *cf = getenv("MSLAB_BF16_CE_FUSE");
     cefuse_on = cf ? strcmp(cf, "0") != 0 : 1;
     // every op through the state (the attention ops: the adapters above)
@@ -1373,6 +1650,20 @@ extern "C" int backend_cuda_bf16_set_acts(int acts) {
 extern "C" int backend_cuda_bf16_set_lt(int index) { // the tests' reference, measurements
     int was = lt_index;
     lt_index = index;
+    return was;
+}
+
+extern "C" int backend_cuda_bf16_set_rnd(int rnd) { // (arrays kept in bf16 keep their values)
+    ce.valid = 0; // (the forward's gradient was for the other reading of the logits)
+    int was = rnd_on;
+    rnd_on = rnd != 0;
+    return was;
+}
+
+extern "C" int backend_cuda_bf16_set_group(int on) {
+    flush_grp();
+    int was = grp_on;
+    grp_on = on != 0;
     return was;
 }
 

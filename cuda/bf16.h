@@ -19,6 +19,18 @@ extern "C" {
 void cuda_f32_to_bf16(uint16_t *dst, const float *src, size_t n);   // dst = rn(src)
 void cuda_bf16_to_f32(float *dst, const uint16_t *src, size_t n);   // dst = src (exact)
 void cuda_bf16_add_to_f32(float *dst, const uint16_t *src, size_t n); // dst += src
+// rows of rl elements: src rows sld apart -> dst rows dld apart
+void cuda_bf16_copy2d(uint16_t *dst, size_t dld, const uint16_t *src, size_t sld, size_t rl,
+                      size_t rows);
+
+// An input of the bf16 table's ops that read their operands rounded to bf16 (swiglu, cross-
+// entropy; backend_bf16.cu "Rounding readers"): b (not NULL) holds the array's bf16 value and is
+// read instead of f; else f is read, rounded to bf16 (rn) when rnd (the fp32 table: rnd 0).
+typedef struct {
+    const float *f;
+    const uint16_t *b;
+    int rnd;
+} BfIn;
 
 // ---- fused variants of fp32 ops for the bf16 table (cuda/backend_bf16.cu) ----
 // Each is its fp32 op (cuda_common.cuh) plus: a bf16 pointer (ob, dgb, ...; NULL: none) that
@@ -26,17 +38,21 @@ void cuda_bf16_add_to_f32(float *dst, const uint16_t *src, size_t n); // dst += 
 // that output gives; the fp32 output pointer may be NULL when the bf16 one is not (the table
 // keeps the array in bf16 only); and for backward ops acc: 1 = ops.h's +=, 0 = overwrite (the
 // table passes 0 only for a gradient it knows is zero, which skips reading it; the same result).
-void cuda_swiglu_fwd_x(float *out, uint16_t *ob, const float *gate, const float *up, size_t n);
-void cuda_swiglu_bwd_x(float *dgate, float *dup, uint16_t *dgb, uint16_t *dub, int acc,
-                       const float *dout, const float *gate, const float *up, size_t n);
-// dlogits NULL only where cuda_crossentropy_regs(logits, V) (the register path)
-void cuda_crossentropy_bwd_x(float *dlogits, uint16_t *db, int acc, const float *logits,
+// swiglu: the inputs as BfIn (the bf16 table reads them rounded)
+void cuda_swiglu_fwd_x(float *out, uint16_t *ob, BfIn gate, BfIn up, size_t n);
+// (rl > 0: dgb / dub's rows of rl elements lie ld apart)
+void cuda_swiglu_bwd_x(float *dgate, float *dup, uint16_t *dgb, uint16_t *dub, size_t rl, size_t ld,
+                       int acc, BfIn dout, BfIn gate, BfIn up, size_t n);
+// cross-entropy: the logits as BfIn; dlogits NULL only where cuda_crossentropy_regs(logits, V)
+// (the register path)
+void cuda_crossentropy_fwd_x(float *losses, BfIn logits, const int *targets, int N, int V);
+void cuda_crossentropy_bwd_x(float *dlogits, uint16_t *db, int acc, BfIn logits,
                              const int *targets, float dloss, int N, int V);
-int cuda_crossentropy_regs(const float *logits, int V);
+int cuda_crossentropy_regs(BfIn logits, int V);
 // the forward and, in the same pass, the backward's gradient for dloss (acc = 0) into db
 // (bf16 only); only where cuda_crossentropy_regs(logits, V)
-void cuda_crossentropy_fwd_grad(float *losses, uint16_t *db, const float *logits,
-                                const int *targets, float dloss, int N, int V);
+void cuda_crossentropy_fwd_grad(float *losses, uint16_t *db, BfIn logits, const int *targets,
+                                float dloss, int N, int V);
 // res (NULL: none): the input is inp + res (as cuda_add), also written to sum
 void cuda_rmsnorm_fwd_x(float *out, uint16_t *ob, float *rstd, const float *inp, const float *res,
                         float *sum, const float *w, int N, int C, float eps);
@@ -44,11 +60,13 @@ void cuda_rmsnorm_fwd_x(float *out, uint16_t *ob, float *rstd, const float *inp,
 void cuda_rmsnorm_bwd_x(float *dinp, uint16_t *db, int acc, float *dw, int dw_acc,
                         const float *dout, const float *inp, const float *w, const float *rstd,
                         int N, int C);
-void cuda_rope_fwd_x(float *out, uint16_t *ob, const float *inp, const float *pos,
-                     const float *inv_freq, int N, int H, int D, int style);
-// dout_b: the gradient in bf16 instead of dout (NULL: dout)
-void cuda_rope_bwd_x(float *dinp, uint16_t *db, int acc, const float *dout, const uint16_t *dout_b,
-                     const float *pos, const float *inv_freq, int N, int H, int D, int style);
+void cuda_rope_fwd_x(float *out, uint16_t *ob, BfIn inp, const float *pos, const float *inv_freq,
+                     int N, int H, int D, int style);
+// dout_b: the gradient in bf16 instead of dout (NULL: dout); ldb > 0: db's token rows (H D
+// elements) lie ldb apart
+void cuda_rope_bwd_x(float *dinp, uint16_t *db, size_t ldb, int acc, const float *dout,
+                     const uint16_t *dout_b, const float *pos, const float *inv_freq, int N, int H,
+                     int D, int style);
 
 // AdamW (cuda_adamw) reading the gradient times gs (the bits cuda_scale(g, gs) would leave), with
 // the bf16 rounding of the new parameters p[off[i] .. off[i] + len[i]) into b[i] (sg NULL: none;
@@ -75,6 +93,12 @@ void backend_cuda_bf16_set_state(int cache, int lazy);
 // the array before
 // (backend_bf16.cu, "Activations"; default 1, MSLAB_BF16_ACTS=0 in the environment: 0)
 int backend_cuda_bf16_set_acts(int acts); // returns the previous setting
+// rnd = 1: swiglu and the cross-entropy read their inputs rounded to bf16 (backend_bf16.cu,
+// "Rounding readers"; MSLAB_BF16_RND in the environment)
+int backend_cuda_bf16_set_rnd(int rnd); // returns the previous setting
+// on = 1: matmul_bwd calls in a row into the same dinp run as one product (backend_bf16.cu,
+// "Grouped products"; MSLAB_BF16_GROUP in the environment)
+int backend_cuda_bf16_set_group(int on); // returns the previous setting
 size_t backend_cuda_bf16_shadow_bytes(void); // device bytes held by shadows
 // GEMMs through cuBLASLt, the index-th algorithm of its heuristic list (-1: cublasGemmEx, -2: the
 // per-shape choice, the default): the tests' reference (bf16.lt_products) and measurements (bf16.lt)

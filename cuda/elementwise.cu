@@ -20,6 +20,12 @@ extern "C" {
 // element's expression is the scalar one, so both paths give the same bits. H200, n = 32768 x 3072
 // (the LM's SwiGLU) with the bf16 copies: swiglu fwd 0.33 ms, bwd 0.57 ms (~4.2 TB/s; were 0.49 /
 // 0.82 ms without the copies); with the outputs in bf16 only (the table's acts) 0.226 / 0.366 ms.
+// SwiGLU (s10): 8 elements per step, the inputs as BfIn (bf16.h: the bf16 table reads gate, up and
+// dout rounded to bf16, where they are GEMM outputs kept in bf16), the input kind a template
+// parameter (all fp32, all bf16, else per load at run time: a run-time kind per load cost the fp32
+// path ~10% and held the bf16 one at ~2.8 TB/s) and strided bf16 outputs (OutBF.rl / ld: a
+// grouped product's column blocks). LM step trace (s10 r1 -> r2, per call): with bf16 inputs fwd
+// 177 -> 159 us, bwd 361 -> 301 us (fp32 inputs, s9: 235 / 378).
 
 static unsigned ew_grid(size_t n, int vec) { return grid_for(vec ? (n + 3) / 4 : n, EW_THREADS); }
 #define F4(p) (((float4 *)(p))[i4])
@@ -64,13 +70,16 @@ void cuda_scale(float *x, float s, size_t n) {
 __device__ __forceinline__ float sigmoid_f(float z) { return 1.0f / (1.0f + expf(-z)); }
 __device__ __forceinline__ float swiglu1(float g, float u) { return g * sigmoid_f(g) * u; }
 
-template <int VEC>
-__global__ void swiglu_fwd_kernel(OutBF o, const float *gate, const float *up, size_t n) {
-    vec_loop<VEC, 4>(n, [&](size_t i4) {
-        float4 g = CF4(gate), u = CF4(up);
-        out_put4(o, 4 * i4, make_float4(swiglu1(g.x, u.x), swiglu1(g.y, u.y), swiglu1(g.z, u.z),
-                                        swiglu1(g.w, u.w)));
-    }, [&](size_t i) { out_put(o, i, swiglu1(gate[i], up[i])); });
+// VEC: 8 elements per step (every pointer 16-byte aligned, strided copies by rows of 8k);
+// IN: the inputs' kind (bf16_vec.cuh in_get8: 0 fp32, 1 bf16, 2 mixed / rounded, read at run time)
+template <int VEC, int IN>
+__global__ void swiglu_fwd_kernel(OutBF o, BfIn gate, BfIn up, size_t n) {
+    vec_loop<VEC, 8>(n, [&](size_t j) {
+        V8 g = in_get8<IN>(gate, 8 * j), u = in_get8<IN>(up, 8 * j), r;
+#pragma unroll
+        for (int k = 0; k < 8; k++) r.v[k] = swiglu1(g.v[k], u.v[k]);
+        out_put8(o, 8 * j, r);
+    }, [&](size_t i) { out_put(o, i, swiglu1(in_get(gate, i), in_get(up, i))); });
 }
 
 // one element's gradient increments; acc: added to the old value (read after any earlier write, so
@@ -84,65 +93,83 @@ __device__ __forceinline__ float swiglu_du(float old, float d, float g, float s,
 
 // og / ou: dgate / dup (og.f == ou.f: one buffer, then acc = 1 and no VEC); an output with neither
 // pointer is not computed
-template <int VEC>
-__global__ void swiglu_bwd_kernel(OutBF og, OutBF ou, int acc, const float *dout, const float *gate,
-                                  const float *up, size_t n) {
+template <int VEC, int IN>
+__global__ void swiglu_bwd_kernel(OutBF og, OutBF ou, int acc, BfIn dout, BfIn gate, BfIn up,
+                                  size_t n) {
     int wg = og.f || og.b, wu = ou.f || ou.b;
-    vec_loop<VEC, 4>(n, [&](size_t i4) { // VEC only when dgate != dup
-        float4 d = CF4(dout), g = CF4(gate);
-        float4 s = make_float4(sigmoid_f(g.x), sigmoid_f(g.y), sigmoid_f(g.z), sigmoid_f(g.w));
+    vec_loop<VEC, 8>(n, [&](size_t j) { // VEC only when dgate != dup
+        V8 d = in_get8<IN>(dout, 8 * j), g = in_get8<IN>(gate, 8 * j), s, r;
+#pragma unroll
+        for (int k = 0; k < 8; k++) s.v[k] = sigmoid_f(g.v[k]);
         if (wg) {
-            float4 u = CF4(up), a = acc ? F4(og.f) : make_float4(0, 0, 0, 0);
-            a.x = swiglu_dg(a.x, d.x, g.x, u.x, s.x, acc);
-            a.y = swiglu_dg(a.y, d.y, g.y, u.y, s.y, acc);
-            a.z = swiglu_dg(a.z, d.z, g.z, u.z, s.z, acc);
-            a.w = swiglu_dg(a.w, d.w, g.w, u.w, s.w, acc);
-            out_put4(og, 4 * i4, a);
+            V8 u = in_get8<IN>(up, 8 * j), a = acc ? in_get8<0>(BfIn{og.f, NULL, 0}, 8 * j) : V8{};
+#pragma unroll
+            for (int k = 0; k < 8; k++) r.v[k] = swiglu_dg(a.v[k], d.v[k], g.v[k], u.v[k], s.v[k], acc);
+            out_put8(og, 8 * j, r);
         }
         if (wu) {
-            float4 b = acc ? F4(ou.f) : make_float4(0, 0, 0, 0);
-            b.x = swiglu_du(b.x, d.x, g.x, s.x, acc);
-            b.y = swiglu_du(b.y, d.y, g.y, s.y, acc);
-            b.z = swiglu_du(b.z, d.z, g.z, s.z, acc);
-            b.w = swiglu_du(b.w, d.w, g.w, s.w, acc);
-            out_put4(ou, 4 * i4, b);
+            V8 b = acc ? in_get8<0>(BfIn{ou.f, NULL, 0}, 8 * j) : V8{};
+#pragma unroll
+            for (int k = 0; k < 8; k++) r.v[k] = swiglu_du(b.v[k], d.v[k], g.v[k], s.v[k], acc);
+            out_put8(ou, 8 * j, r);
         }
     }, [&](size_t i) {
-        float d = dout[i], g = gate[i], s = sigmoid_f(g);
-        if (wg) out_put(og, i, swiglu_dg(acc ? og.f[i] : 0.0f, d, g, up[i], s, acc));
+        float d = in_get(dout, i), g = in_get(gate, i), s = sigmoid_f(g);
+        if (wg) out_put(og, i, swiglu_dg(acc ? og.f[i] : 0.0f, d, g, in_get(up, i), s, acc));
         if (wu) out_put(ou, i, swiglu_du(acc ? ou.f[i] : 0.0f, d, g, s, acc));
     });
 }
 
-void cuda_swiglu_fwd_x(float *out, uint16_t *ob, const float *gate, const float *up, size_t n) {
+// the kernel's IN for these inputs: one kind for all (0 or 1), else 2
+static int ew_in(const BfIn *in, int k) {
+    int kind = in_kind(in[0]);
+    for (int i = 1; i < k; i++)
+        if (in_kind(in[i]) != kind) kind = 2;
+    return kind;
+}
+static int ew_vec(const BfIn *in, int k, const OutBF *o, int ko) {
+    int v = 1;
+    for (int i = 0; i < k; i++) v &= in_aligned16(in[i]);
+    for (int i = 0; i < ko; i++)
+        v &= aligned16(o[i].f) && aligned16(o[i].b) && o[i].rl % 8 == 0 && o[i].ld % 8 == 0;
+    return v;
+}
+#define EW_LAUNCH(K, vec, in, n, ...)                                                             \
+    do {                                                                                          \
+        unsigned g_ = grid_for(vec ? ((n) + 7) / 8 : (n), EW_THREADS);                            \
+        if (!vec) K<0, 2><<<g_, EW_THREADS>>>(__VA_ARGS__);                                       \
+        else if (in == 0) K<1, 0><<<g_, EW_THREADS>>>(__VA_ARGS__);                               \
+        else if (in == 1) K<1, 1><<<g_, EW_THREADS>>>(__VA_ARGS__);                               \
+        else K<1, 2><<<g_, EW_THREADS>>>(__VA_ARGS__);                                            \
+        cudaLaunchCheck();                                                                        \
+    } while (0)
+
+void cuda_swiglu_fwd_x(float *out, uint16_t *ob, BfIn gate, BfIn up, size_t n) {
     if (!n || (!out && !ob)) return;
     OutBF o = {out, ob};
-    if (aligned16(out) && aligned16(gate) && aligned16(up) && aligned16(ob))
-        swiglu_fwd_kernel<1><<<ew_grid(n, 1), EW_THREADS>>>(o, gate, up, n);
-    else swiglu_fwd_kernel<0><<<ew_grid(n, 0), EW_THREADS>>>(o, gate, up, n);
-    cudaLaunchCheck();
+    BfIn in[2] = {gate, up};
+    int vec = ew_vec(in, 2, &o, 1), kind = ew_in(in, 2);
+    EW_LAUNCH(swiglu_fwd_kernel, vec, kind, n, o, gate, up, n);
 }
 
-void cuda_swiglu_bwd_x(float *dgate, float *dup, uint16_t *dgb, uint16_t *dub, int acc,
-                       const float *dout, const float *gate, const float *up, size_t n) {
+void cuda_swiglu_bwd_x(float *dgate, float *dup, uint16_t *dgb, uint16_t *dub, size_t rl, size_t ld,
+                       int acc, BfIn dout, BfIn gate, BfIn up, size_t n) {
     if (!n || (!dgate && !dup && !dgb && !dub)) return;
     if (dgate && dgate == dup) acc = 1, dgb = dub = NULL; // one buffer takes both increments
     if (acc && ((dgb && !dgate) || (dub && !dup))) acc = 0; // (not called so: nothing to add to)
-    OutBF og = {dgate, dgb}, ou = {dup, dub};
-    if (aligned16(dgate) && aligned16(dup) && aligned16(dgb) && aligned16(dub) &&
-        aligned16(dout) && aligned16(gate) && aligned16(up) && !(dgate && dgate == dup))
-        swiglu_bwd_kernel<1><<<ew_grid(n, 1), EW_THREADS>>>(og, ou, acc, dout, gate, up, n);
-    else swiglu_bwd_kernel<0><<<ew_grid(n, 0), EW_THREADS>>>(og, ou, acc, dout, gate, up, n);
-    cudaLaunchCheck();
+    OutBF o[2] = {out_strided(dgate, dgb, rl, ld), out_strided(dup, dub, rl, ld)};
+    BfIn in[3] = {dout, gate, up};
+    int vec = ew_vec(in, 3, o, 2) && !(dgate && dgate == dup), kind = ew_in(in, 3);
+    EW_LAUNCH(swiglu_bwd_kernel, vec, kind, n, o[0], o[1], acc, dout, gate, up, n);
 }
 
 void cuda_swiglu_fwd(float *out, const float *gate, const float *up, size_t n) {
-    cuda_swiglu_fwd_x(out, NULL, gate, up, n);
+    cuda_swiglu_fwd_x(out, NULL, in_f32(gate), in_f32(up), n);
 }
 
 void cuda_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *gate,
                      const float *up, size_t n) {
-    cuda_swiglu_bwd_x(dgate, dup, NULL, NULL, 1, dout, gate, up, n);
+    cuda_swiglu_bwd_x(dgate, dup, NULL, NULL, 0, 0, 1, in_f32(dout), in_f32(gate), in_f32(up), n);
 }
 
 // ---- sum of squares ----

@@ -20,14 +20,21 @@ extern "C" {
 
 #define CE_THREADS 256
 
-__device__ __forceinline__ void ce_row_stats(const float *x, int V, float *mx_out, double *s_out) {
+// The logits as BfIn (bf16.h): the bf16 table reads them rounded to bf16, the fp32 table as they are.
+__device__ __forceinline__ BfIn in_at(BfIn a, size_t off) {
+    if (a.f) a.f += off;
+    if (a.b) a.b += off;
+    return a;
+}
+
+__device__ __forceinline__ void ce_row_stats(BfIn x, int V, float *mx_out, double *s_out) {
     __shared__ float shf[CE_THREADS / 32];
     __shared__ double shd[CE_THREADS / 32];
     float mx = -INFINITY;
-    for (int i = threadIdx.x; i < V; i += CE_THREADS) mx = fmaxf(mx, x[i]);
+    for (int i = threadIdx.x; i < V; i += CE_THREADS) mx = fmaxf(mx, in_get(x, i));
     mx = block_max<CE_THREADS>(mx, shf);
     double s = 0;
-    for (int i = threadIdx.x; i < V; i += CE_THREADS) s += (double)expf(x[i] - mx);
+    for (int i = threadIdx.x; i < V; i += CE_THREADS) s += (double)expf(in_get(x, i) - mx);
     s = block_sum<CE_THREADS>(s, shd);
     *mx_out = mx;
     *s_out = s;
@@ -41,19 +48,18 @@ __device__ __forceinline__ void ce_check_target(int t, int V, int n) {
 }
 
 __global__ void __launch_bounds__(CE_THREADS)
-crossentropy_bwd_kernel(float *dlogits, const float *logits, const int *targets, float dloss,
-                        int V) {
+crossentropy_bwd_kernel(float *dlogits, BfIn logits, const int *targets, float dloss, int V) {
     int n = blockIdx.x, t = targets[n];
     if (t < 0) return;
     ce_check_target(t, V, n);
-    const float *x = logits + (size_t)n * V;
+    BfIn x = in_at(logits, (size_t)n * V);
     float *dx = dlogits + (size_t)n * V;
     float mx;
     double s;
     ce_row_stats(x, V, &mx, &s);
     float k = (float)(dloss / s); // dloss * softmax = k * exp(x - max)
     for (int i = threadIdx.x; i < V; i += CE_THREADS) {
-        float g = dx[i] + k * expf(x[i] - mx);
+        float g = dx[i] + k * expf(in_get(x, i) - mx);
         if (i == t) g -= dloss;
         dx[i] = g;
     }
@@ -75,23 +81,30 @@ crossentropy_bwd_kernel(float *dlogits, const float *logits, const int *targets,
 // removed in s9: crossentropy_kernel remains where the row does not fit shared memory.) s9: the
 // next row's fetch issued as soon as the row is in registers, before its reductions (was: after
 // its max and sum): ncu (s9 r2, clocks and caches as live) 1.763 ms per call vs 1.848.
+// s10: the logits as BfIn (bf16.h; the bf16 table reads them rounded to bf16, so its logits GEMM
+// writes them in bf16: 64 KB a row), two rows in flight where they fit (nbuf 2), each row's target
+// loaded a row early and x[target] taken from the row's copy (two global loads off the row's path):
+// LM trace per call 2081 us (fp32 logits) -> 1881 (bf16, r1) -> 1805 (r2). ncu (r3): DRAM 40% of
+// peak, SM 65%, 12.3 cycles per issued instruction at 50% occupancy (64 registers): bound by the
+// instructions per element, not by memory. Tried (r4, removed): two blocks per SM, the row read
+// from shared memory in each pass instead of held in registers: 2110 vs 1860 us.
 #define CE_RT 1024
 #define CE_RPER 8
 
 // loaded(): every thread runs it once its part of the row is in registers (before the
 // reductions): crossentropy_pf_kernel then reuses the row's shared-memory copy for the next row.
 template <int PER, class F>
-__device__ __forceinline__ void ce_row_regs(const float *x, int V, float4 (&r)[PER], float *mx_out,
+__device__ __forceinline__ void ce_row_regs(BfIn x, int V, float4 (&r)[PER], float *mx_out,
                                             double *s_out, F loaded) {
     __shared__ float shf[CE_RT / 32];
     __shared__ double shd[CE_RT / 32];
-    const float4 *x4 = (const float4 *)x;
     int n4 = V / 4;
     float mx = -INFINITY;
 #pragma unroll
     for (int j = 0; j < PER; j++) {
         int c = threadIdx.x + j * CE_RT;
-        r[j] = c < n4 ? x4[c] : make_float4(-INFINITY, -INFINITY, -INFINITY, -INFINITY);
+        r[j] = c < n4 ? in_get4(x, 4 * (size_t)c)
+                      : make_float4(-INFINITY, -INFINITY, -INFINITY, -INFINITY);
         mx = fmaxf(mx, fmaxf(fmaxf(r[j].x, r[j].y), fmaxf(r[j].z, r[j].w)));
     }
     loaded();
@@ -125,11 +138,11 @@ __device__ __forceinline__ float ce_grad1(float old, float k, float e, int i, in
 // src: where the row's statistics read it (the row in logits, or its copy in shared memory:
 // crossentropy_pf_kernel); stats_done() runs in every thread once the row has been read (the
 // register path: as soon as it is in registers, before its reductions; at once for an ignored row).
+// t: the row's target (targets[n]; the caller loads it, the prefetching kernel a row early).
 template <int PER, int LOSS, int GRAD, class F>
-__device__ __forceinline__ void ce_row(int n, const float *src, float *losses, OutBF o, int acc,
-                                       const float *logits, const int *targets, float dloss,
-                                       int V, F stats_done) {
-    int t = targets[n], n4 = V / 4;
+__device__ __forceinline__ void ce_row(int n, int t, BfIn src, float *losses, OutBF o, int acc,
+                                       float dloss, int V, F stats_done) {
+    int n4 = V / 4;
     size_t row = (size_t)n * V;
     if (t < 0) {
         stats_done();
@@ -140,13 +153,13 @@ __device__ __forceinline__ void ce_row(int n, const float *src, float *losses, O
         return;
     }
     ce_check_target(t, V, n);
-    const float *x = logits + row;
+    float xt = LOSS && threadIdx.x == 0 ? in_get(src, t) : 0.0f; // (before src is refilled)
     float4 r[PER ? PER : 1];
     float mx;
     double s;
     if (PER) ce_row_regs<PER ? PER : 1>(src, V, r, &mx, &s, stats_done);
     else ce_row_stats(src, V, &mx, &s), stats_done();
-    if (LOSS && threadIdx.x == 0) losses[n] = (float)(log(s) + (double)(mx - x[t]));
+    if (LOSS && threadIdx.x == 0) losses[n] = (float)(log(s) + (double)(mx - xt));
     if (!GRAD) return;
     float k = (float)(dloss / s);
 #pragma unroll
@@ -164,10 +177,10 @@ __device__ __forceinline__ void ce_row(int n, const float *src, float *losses, O
 
 template <int PER, int LOSS, int GRAD>
 __global__ void __launch_bounds__(PER ? CE_RT : CE_THREADS)
-crossentropy_kernel(float *losses, OutBF o, int acc, const float *logits, const int *targets,
+crossentropy_kernel(float *losses, OutBF o, int acc, BfIn logits, const int *targets,
                     float dloss, int V) {
     int n = blockIdx.x;
-    ce_row<PER, LOSS, GRAD>(n, logits + (size_t)n * V, losses, o, acc, logits, targets, dloss, V,
+    ce_row<PER, LOSS, GRAD>(n, targets[n], in_at(logits, (size_t)n * V), losses, o, acc, dloss, V,
                             [] {});
 }
 
@@ -176,44 +189,56 @@ crossentropy_kernel(float *losses, OutBF o, int acc, const float *logits, const 
 // shared memory by cp.async while row n's exponentials, sums and gradient stores run (in
 // crossentropy_kernel a block's loads and its reductions / stores alternate, so the SM's memory
 // pipe idles for half of each row). The same statistics from the same values: the same bits.
+// nbuf 2 (s10: bf16 rows): two rows in flight, the next-but-one fetched into the slot row n leaves.
 template <int PER>
 __global__ void __launch_bounds__(CE_RT, 1)
-crossentropy_pf_kernel(float *losses, OutBF o, const float *logits, const int *targets,
-                       float dloss, int N, int V) {
-    extern __shared__ float4 ce_buf[]; // one row, V / 4 float4
-    int n4 = V / 4;
-    auto fetch = [&](int n) {
-        const float4 *g = (const float4 *)(logits + (size_t)n * V);
-        for (int c = threadIdx.x; c < n4; c += CE_RT) cp_async16(ce_buf + c, g + c, true);
+crossentropy_pf_kernel(float *losses, OutBF o, BfIn logits, const int *targets, float dloss,
+                       int N, int V, int nbuf) {
+    extern __shared__ float4 ce_buf[]; // nbuf rows: V / 4 float4 each, or V / 8 of 8 bf16 (logits.b)
+    int n16 = logits.b ? V / 8 : V / 4, g = (int)gridDim.x;
+    auto fetch = [&](int n, int slot) {
+        const float4 *src = logits.b ? (const float4 *)(logits.b + (size_t)n * V)
+                                     : (const float4 *)(logits.f + (size_t)n * V);
+        float4 *dst = ce_buf + (size_t)slot * n16;
+        for (int c = threadIdx.x; c < n16; c += CE_RT) cp_async16(dst + c, src + c, true);
         cp_async_commit();
     };
-    if (blockIdx.x < N) fetch(blockIdx.x);
-    for (int n = blockIdx.x; n < N; n += gridDim.x) {
-        cp_async_wait<0>();
-        __syncthreads(); // row n in ce_buf
-        ce_row<PER, 1, 1>(n, (const float *)ce_buf, losses, o, 0, logits, targets, dloss, V, [&] {
-            __syncthreads(); // every thread has its part of row n in registers
-            if (n + (int)gridDim.x < N) fetch(n + gridDim.x);
+    for (int r = 0; r < nbuf; r++)
+        if (blockIdx.x + r * g < N) fetch(blockIdx.x + r * g, r);
+    int t = blockIdx.x < N ? targets[blockIdx.x] : 0;
+    for (int n = blockIdx.x, it = 0; n < N; n += g, it++) {
+        int nn = n + g, tn = nn < N ? targets[nn] : 0; // (its latency off the row's path)
+        int slot = nbuf == 2 ? it & 1 : 0;
+        if (nbuf == 2 && nn < N) cp_async_wait<1>(); // (row nn's copy may stay in flight)
+        else cp_async_wait<0>();
+        __syncthreads(); // row n in its slot
+        const float4 *row = ce_buf + (size_t)slot * n16;
+        BfIn src = {logits.b ? NULL : (const float *)row, logits.b ? (const uint16_t *)row : NULL,
+                    logits.rnd};
+        ce_row<PER, 1, 1>(n, t, src, losses, o, 0, dloss, V, [&] {
+            __syncthreads(); // every thread has its part of row n in registers: the slot is free
+            if (n + nbuf * g < N) fetch(n + nbuf * g, slot);
         });
+        t = tn;
     }
 }
 
 // the per-thread chunk count for V, 0: the row does not fit the register path
-static int ce_per(const void *logits, const void *dlogits, const void *db, int V) {
+static int ce_per(const BfIn &logits, const void *dlogits, const void *db, int V) {
     static int regs = -1; // MSLAB_CE_REGS=0: the strided kernels only (measurements)
     if (regs < 0) regs = !(getenv("MSLAB_CE_REGS") && !strcmp(getenv("MSLAB_CE_REGS"), "0"));
-    if (!regs || V % 4 || !aligned16(logits) || !aligned16(dlogits) || ((uintptr_t)db & 7))
+    if (!regs || V % 4 || !in_aligned(logits) || !aligned16(dlogits) || ((uintptr_t)db & 7))
         return 0;
     int c = (V / 4 + CE_RT - 1) / CE_RT;
     return c <= 1 ? 1 : c <= 2 ? 2 : c <= 4 ? 4 : c <= CE_RPER ? CE_RPER : 0;
 }
 
-int cuda_crossentropy_regs(const float *logits, int V) { return ce_per(logits, NULL, NULL, V) != 0; }
+int cuda_crossentropy_regs(BfIn logits, int V) { return ce_per(logits, NULL, NULL, V) != 0; }
 
 // one launch of crossentropy_kernel<P, LOSS, GRAD> for per = ce_per(...) (0: the strided forward)
 template <int LOSS, int GRAD>
-static void ce_launch(int per, float *losses, OutBF o, int acc, const float *logits,
-                      const int *targets, float dloss, int N, int V) {
+static void ce_launch(int per, float *losses, OutBF o, int acc, BfIn logits, const int *targets,
+                      float dloss, int N, int V) {
     switch (per) {
 #define CE_K(P, NT) crossentropy_kernel<P, LOSS, GRAD><<<N, NT>>>(losses, o, acc, logits, targets, dloss, V)
     case 1: CE_K(1, CE_RT); break;
@@ -226,23 +251,29 @@ static void ce_launch(int per, float *losses, OutBF o, int acc, const float *log
     cudaLaunchCheck();
 }
 
-void cuda_crossentropy_fwd(float *losses, const float *logits, const int *targets, int N, int V) {
+void cuda_crossentropy_fwd_x(float *losses, BfIn logits, const int *targets, int N, int V) {
     if (N <= 0) return;
     ce_launch<1, 0>(ce_per(logits, NULL, NULL, V), losses, OutBF{NULL, NULL}, 0, logits,
                     targets, 0.0f, N, V);
 }
 
+void cuda_crossentropy_fwd(float *losses, const float *logits, const int *targets, int N, int V) {
+    cuda_crossentropy_fwd_x(losses, in_f32(logits), targets, N, V);
+}
+
 // The forward plus the gradient for dloss into db (bf16 only; as cuda_crossentropy_bwd_x with
 // acc = 0): only where cuda_crossentropy_regs(logits, V).
-void cuda_crossentropy_fwd_grad(float *losses, uint16_t *db, const float *logits,
-                                const int *targets, float dloss, int N, int V) {
+void cuda_crossentropy_fwd_grad(float *losses, uint16_t *db, BfIn logits, const int *targets,
+                                float dloss, int N, int V) {
     if (N <= 0) return;
     static int nsm;
     if (!nsm) cudaCheck(cudaDeviceGetAttribute(&nsm, cudaDevAttrMultiProcessorCount, 0));
     int per = ce_per(logits, NULL, db, V);
-    size_t smem = (size_t)V / 4 * sizeof(float4);
-    if (per && smem <= 200 * 1024) {
+    size_t smem = (size_t)V * (logits.b ? 2 : 4);
+    if (per && smem <= 200 * 1024 && !(logits.b && (V % 8 || ((uintptr_t)logits.b & 15)))) {
         unsigned grid = (unsigned)(N < nsm ? N : nsm);
+        int nbuf = 2 * smem <= 200 * 1024 ? 2 : 1; // two rows in flight where they fit
+        smem *= nbuf;
         OutBF o = {NULL, db};
 #define CE_PF(P)                                                                                 \
     do {                                                                                         \
@@ -250,7 +281,8 @@ void cuda_crossentropy_fwd_grad(float *losses, uint16_t *db, const float *logits
         if (!attr) cudaCheck(cudaFuncSetAttribute(crossentropy_pf_kernel<P>,                     \
                                                   cudaFuncAttributeMaxDynamicSharedMemorySize,   \
                                                   200 * 1024)), attr = 1;                        \
-        crossentropy_pf_kernel<P><<<grid, CE_RT, smem>>>(losses, o, logits, targets, dloss, N, V); \
+        crossentropy_pf_kernel<P><<<grid, CE_RT, smem>>>(losses, o, logits, targets, dloss, N, V, \
+                                                          nbuf);                                 \
     } while (0)
         switch (per) {
         case 1: CE_PF(1); break;
@@ -266,7 +298,7 @@ void cuda_crossentropy_fwd_grad(float *losses, uint16_t *db, const float *logits
 }
 
 // dlogits NULL (with db): the register path only
-void cuda_crossentropy_bwd_x(float *dlogits, uint16_t *db, int acc, const float *logits,
+void cuda_crossentropy_bwd_x(float *dlogits, uint16_t *db, int acc, BfIn logits,
                              const int *targets, float dloss, int N, int V) {
     if (N <= 0) return;
     if (!dlogits) acc = 0;
@@ -285,5 +317,5 @@ void cuda_crossentropy_bwd_x(float *dlogits, uint16_t *db, int acc, const float 
 
 void cuda_crossentropy_bwd(float *dlogits, const float *logits, const int *targets, float dloss,
                            int N, int V) {
-    cuda_crossentropy_bwd_x(dlogits, NULL, 1, logits, targets, dloss, N, V);
+    cuda_crossentropy_bwd_x(dlogits, NULL, 1, in_f32(logits), targets, dloss, N, V);
 }

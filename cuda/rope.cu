@@ -15,6 +15,9 @@
 // removed): interleaved pairs as one 8-byte fp32 / 4-byte bf16 load and store with every head's
 // loads in flight at once: backward 56.5 us per call (ncu) vs 43.5 for rope_kernel (ncu at base
 // clocks, r1), forward 41.5 vs 44; the LM step 94.7 vs 94.4 ms.
+// s10: the forward's input as BfIn (the bf16 table reads it rounded to bf16: f32r, or the GEMM's
+// bf16 output itself; LM trace 40.7 -> 30.7 us per call), the backward's bf16 copy strided (ldb:
+// a grouped product's column block; backend_bf16.cu "Grouped products").
 #include "bf16_vec.cuh"
 #include "cuda_common.cuh"
 extern "C" {
@@ -33,14 +36,17 @@ __device__ __forceinline__ void rot(float a, float b, float cf, float sf, float 
     ra = __fmaf_rn(a, cf, -__fmul_rn(b, sf)), rb = __fmaf_rn(a, sf, __fmul_rn(b, cf));
 }
 
+// f32r: an fp32 input read rounded to bf16 (the bf16 table's rounding readers: BfIn.rnd)
+struct f32r { float v; };
 __device__ __forceinline__ float ld_in(const float *p, size_t i) { return p[i]; }
+__device__ __forceinline__ float ld_in(const f32r *p, size_t i) { return bf16r(p[i].v); }
 __device__ __forceinline__ float ld_in(const uint16_t *p, size_t i) {
     return __uint_as_float((unsigned)p[i] << 16);
 }
 
 // o: the result (o.f, its bf16 copy o.b: bf16_vec.cuh); acc = 0 (backward): o.f is
-// known zero (or not stored), overwrite it. TIN: float, or uint16_t for a bf16 input (the table's
-// dq / dk that the attention backward left in bf16 only).
+// known zero (or not stored), overwrite it. TIN: float, f32r (fp32 read rounded to bf16), or
+// uint16_t for a bf16 input (the table's dq / dk that the attention backward left in bf16 only).
 template <int BACKWARD, class TIN>
 __global__ void rope_kernel(OutBF o, int acc, const TIN *inp, const float *pos,
                             const float *inv_freq, int N, int H, int D, int style) {
@@ -87,6 +93,11 @@ __global__ void rope_kernel(OutBF o, int acc, const TIN *inp, const float *pos,
 struct F8 { float4 a, b; };
 __device__ __forceinline__ void ld8(const float *p, size_t i, F8 &e) {
     e.a = *(const float4 *)(p + i), e.b = *(const float4 *)(p + i + 4);
+}
+__device__ __forceinline__ void ld8(const f32r *p, size_t i, F8 &e) {
+    ld8((const float *)p, i, e);
+    e.a = make_float4(bf16r(e.a.x), bf16r(e.a.y), bf16r(e.a.z), bf16r(e.a.w));
+    e.b = make_float4(bf16r(e.b.x), bf16r(e.b.y), bf16r(e.b.z), bf16r(e.b.w));
 }
 __device__ __forceinline__ void ld8(const uint16_t *p, size_t i, uint4 &e) { e = *(const uint4 *)(p + i); }
 __device__ __forceinline__ float el(const F8 &e, int k) {
@@ -149,8 +160,9 @@ __global__ void rope8_kernel(OutBF o, int acc, const TIN *inp, const float *pos,
                         *(float4 *)(o.f + ia + 4) = make_float4(r[4], r[5], r[6], r[7]);
                     }
                     if (o.b)
-                        *(uint4 *)(o.b + ia) = make_uint4(bf16pack(r[0], r[1]), bf16pack(r[2], r[3]),
-                                                          bf16pack(r[4], r[5]), bf16pack(r[6], r[7]));
+                        *(uint4 *)(o.b + ob_at(o, ia)) =
+                            make_uint4(bf16pack(r[0], r[1]), bf16pack(r[2], r[3]),
+                                       bf16pack(r[4], r[5]), bf16pack(r[6], r[7]));
                 }
         };
         for (int h0 = 0; h0 < H; h0 += 2 * RH) {
@@ -169,7 +181,7 @@ static void rope_launch(int backward, OutBF o, int acc, const TIN *inp, const fl
     if (!total || H <= 0 || (!o.f && !o.b)) return;
     if (!o.f) acc = 0;
     if (style == ROPE_INTERLEAVED && D % 8 == 0 && aligned16(o.f) && aligned16(o.b) &&
-        aligned16(inp)) {
+        aligned16(inp) && o.ld % 8 == 0) {
         unsigned g = grid_for((size_t)N * (D / 8), ROPE_THREADS);
         if (backward) rope8_kernel<1, TIN><<<g, ROPE_THREADS>>>(o, acc, inp, pos, inv_freq, N, H, D);
         else rope8_kernel<0, TIN><<<g, ROPE_THREADS>>>(o, 0, inp, pos, inv_freq, N, H, D);
@@ -183,23 +195,28 @@ static void rope_launch(int backward, OutBF o, int acc, const TIN *inp, const fl
     cudaLaunchCheck();
 }
 
-void cuda_rope_fwd_x(float *out, uint16_t *ob, const float *inp, const float *pos,
-                     const float *inv_freq, int N, int H, int D, int style) {
-    rope_launch(0, OutBF{out, ob}, 0, inp, pos, inv_freq, N, H, D, style);
+void cuda_rope_fwd_x(float *out, uint16_t *ob, BfIn inp, const float *pos, const float *inv_freq,
+                     int N, int H, int D, int style) {
+    OutBF o = {out, ob};
+    if (inp.b) rope_launch(0, o, 0, inp.b, pos, inv_freq, N, H, D, style);
+    else if (inp.rnd) rope_launch(0, o, 0, (const f32r *)inp.f, pos, inv_freq, N, H, D, style);
+    else rope_launch(0, o, 0, inp.f, pos, inv_freq, N, H, D, style);
 }
 
-void cuda_rope_bwd_x(float *dinp, uint16_t *db, int acc, const float *dout, const uint16_t *dout_b,
-                     const float *pos, const float *inv_freq, int N, int H, int D, int style) {
-    if (dout_b) rope_launch(1, OutBF{dinp, db}, acc, dout_b, pos, inv_freq, N, H, D, style);
-    else rope_launch(1, OutBF{dinp, db}, acc, dout, pos, inv_freq, N, H, D, style);
+void cuda_rope_bwd_x(float *dinp, uint16_t *db, size_t ldb, int acc, const float *dout,
+                     const uint16_t *dout_b, const float *pos, const float *inv_freq, int N, int H,
+                     int D, int style) {
+    OutBF o = out_strided(dinp, db, ldb ? (size_t)H * D : 0, ldb);
+    if (dout_b) rope_launch(1, o, acc, dout_b, pos, inv_freq, N, H, D, style);
+    else rope_launch(1, o, acc, dout, pos, inv_freq, N, H, D, style);
 }
 
 void cuda_rope_fwd(float *out, const float *inp, const float *pos, const float *inv_freq, int N,
                    int H, int D, int style) {
-    cuda_rope_fwd_x(out, NULL, inp, pos, inv_freq, N, H, D, style);
+    cuda_rope_fwd_x(out, NULL, in_f32(inp), pos, inv_freq, N, H, D, style);
 }
 
 void cuda_rope_bwd(float *dinp, const float *dout, const float *pos, const float *inv_freq,
                    int N, int H, int D, int style) {
-    cuda_rope_bwd_x(dinp, NULL, 1, dout, NULL, pos, inv_freq, N, H, D, style);
+    cuda_rope_bwd_x(dinp, NULL, 0, 1, dout, NULL, pos, inv_freq, N, H, D, style);
 }

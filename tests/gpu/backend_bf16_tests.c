@@ -17,6 +17,10 @@
 //   3e-2  ... and every gradient tensor (errors of many bf16 GEMMs compound through the layers)
 //   0     two 50-step trainings on the bf16 table: bitwise-identical losses and parameters
 //   2e-2  200 steps, bf16 vs fp32 CUDA: mean loss of the last 10 steps (training quality)
+//   1e-5  grouped products (bf16.group: k matmul_bwd calls into one dinp as one K-stacked product)
+//         vs the CPU's k products; 0: the same bits in every round and with shadows off
+//   0     rounding readers (bf16.rnd: swiglu, rope_fwd, cross-entropy on GEMM outputs kept in bf16)
+//         vs the fp32 table on the rounded GEMM outputs, bit for bit
 //   0     the table's shadows (bf16 copies kept between ops) on vs off: the same bits after a few
 //         training steps; 1e-5 deferred zeros on vs off (GEMMs with beta 0 may run other kernels);
 //         1e-5 a GEMM after its weight / input was rewritten by each kind of write (no stale copy)
@@ -586,7 +590,7 @@ static void acts_check(const char *op, const char *shape, const float *d_got, co
 
 static void t_acts_ops(void) {
     if (!wanted("bf16.acts")) return;
-    int acts0 = backend_cuda_bf16_set_acts(1);
+    int acts0 = backend_cuda_bf16_set_acts(1), rnd0 = backend_cuda_bf16_set_rnd(1);
     const int N = 64, H = 3, D = 32, C = H * D; // C = 96 = V of the cross-entropy
     const char *shape = "N=64 C=96 (H=3 D=32, V=96)";
     size_t n = (size_t)N * C;
@@ -610,6 +614,11 @@ static void t_acts_ops(void) {
     gpu->upload(f_a, a, n * 4), gpu->upload(f_b, b, n * 4), gpu->upload(f_g, g, n * 4);
     gpu->upload(f_w, w, C * 4), gpu->upload(f_pos, pos, N * 4), gpu->upload(f_inv, inv, D / 2 * 4);
     gpu->upload(f_tgt, tgt, sizeof(int) * N);
+    // swiglu, rope_fwd and the cross-entropy read their inputs rounded to bf16 (rnd): so does the
+    // fp32 table here
+    float *ar = hround(a, n), *br = hround(b, n), *gr = hround(g, n);
+    float *f_ar = gpu->alloc(n * 4), *f_br = gpu->alloc(n * 4), *f_gr = gpu->alloc(n * 4);
+    gpu->upload(f_ar, ar, n * 4), gpu->upload(f_br, br, n * 4), gpu->upload(f_gr, gr, n * 4);
 
     prime(d_o, N, C);
     bf->rmsnorm_fwd(d_o, d_rs, d_a, d_w, N, C, 1e-5f);
@@ -629,7 +638,7 @@ static void t_acts_ops(void) {
 
     prime(d_o, N, C);
     bf->swiglu_fwd(d_o, d_a, d_b, n);
-    gpu->swiglu_fwd(f_o, f_a, f_b, n);
+    gpu->swiglu_fwd(f_o, f_ar, f_br, n);
     { // a GEMM reading the bf16-only output vs the CPU on its rounded values
         float *want = get(f_o, n), *ref = hv(n), *pr = hround(pw, (size_t)C * C);
         for (size_t i = 0; i < n; i++) want[i] = bf16_round(want[i]);
@@ -650,14 +659,14 @@ static void t_acts_ops(void) {
     bf->zero(d_o, n), bf->zero(d_o2, n);
     bf->swiglu_bwd(d_o, d_o2, d_g, d_a, d_b, n);
     gpu->zero(f_o, n), gpu->zero(f_o2, n);
-    gpu->swiglu_bwd(f_o, f_o2, f_g, f_a, f_b, n);
+    gpu->swiglu_bwd(f_o, f_o2, f_gr, f_ar, f_br, n);
     acts_check("bf16.acts.swiglu_bwd.dgate", shape, d_o, f_o, n);
     acts_check("bf16.acts.swiglu_bwd.dup", shape, d_o2, f_o2, n);
 
     for (int style = 0; style < 2; style++) {
         prime(d_o, N, C), prime(d_o2, N, C);
         bf->rope_fwd(d_o, d_a, d_pos, d_inv, N, H, D, style);
-        gpu->rope_fwd(f_o, f_a, f_pos, f_inv, N, H, D, style);
+        gpu->rope_fwd(f_o, f_ar, f_pos, f_inv, N, H, D, style); // (rope_fwd: a rounding reader)
         acts_check(style ? "bf16.acts.rope_fwd halves" : "bf16.acts.rope_fwd interl", shape, d_o,
                    f_o, n);
         // the backward reading that bf16-only output as its dout (the attention's dq / dk)
@@ -678,7 +687,7 @@ static void t_acts_ops(void) {
     bf->zero(d_o, n);
     bf->crossentropy_bwd(d_o, d_a, d_tgt, 0.03f, N, C);
     gpu->zero(f_o, n);
-    gpu->crossentropy_bwd(f_o, f_a, f_tgt, 0.03f, N, C);
+    gpu->crossentropy_bwd(f_o, f_ar, f_tgt, 0.03f, N, C);
     acts_check("bf16.acts.crossentropy_bwd", shape, d_o, f_o, n);
     { // the forward leaving the backward's gradient for dloss = 1 / (rows with a target)
         float *d_l = bf->alloc(N * 4), *f_l = gpu->alloc(N * 4);
@@ -686,26 +695,197 @@ static void t_acts_ops(void) {
         bf->crossentropy_fwd(d_l, d_a, d_tgt, N, C);
         bf->zero(d_o, n);
         bf->crossentropy_bwd(d_o, d_a, d_tgt, dl, N, C);
-        gpu->crossentropy_fwd(f_l, f_a, f_tgt, N, C);
+        gpu->crossentropy_fwd(f_l, f_ar, f_tgt, N, C);
         gpu->zero(f_o, n);
-        gpu->crossentropy_bwd(f_o, f_a, f_tgt, dl, N, C);
+        gpu->crossentropy_bwd(f_o, f_ar, f_tgt, dl, N, C);
         acts_check("bf16.acts.crossentropy_fwd+bwd", shape, d_o, f_o, n);
         acts_check_r("bf16.acts.crossentropy_fwd.loss", "N=64", d_l, f_l, N, 0);
         bf->crossentropy_fwd(d_l, d_a, d_tgt, N, C); // another dloss: the backward's own pass
         bf->zero(d_o, n);
         bf->crossentropy_bwd(d_o, d_a, d_tgt, 0.03f, N, C);
         gpu->zero(f_o, n);
-        gpu->crossentropy_bwd(f_o, f_a, f_tgt, 0.03f, N, C);
+        gpu->crossentropy_bwd(f_o, f_ar, f_tgt, 0.03f, N, C);
         acts_check("bf16.acts.crossentropy_fwd+bwd other dloss", shape, d_o, f_o, n);
         bf->free(d_l), gpu->free(f_l);
     }
 
-    backend_cuda_bf16_set_acts(acts0);
+    backend_cuda_bf16_set_acts(acts0), backend_cuda_bf16_set_rnd(rnd0);
+    gpu->free(f_ar), gpu->free(f_br), gpu->free(f_gr), free(ar), free(br), free(gr);
     bf->free(d_pw), bf->free(d_pt), bf->free(d_a), bf->free(d_b), bf->free(d_g), bf->free(d_w);
     bf->free(d_pos), bf->free(d_inv), bf->free(d_rs), bf->free(d_tgt), bf->free(d_o), bf->free(d_o2);
     gpu->free(f_a), gpu->free(f_b), gpu->free(f_g), gpu->free(f_w), gpu->free(f_pos);
     gpu->free(f_inv), gpu->free(f_o), gpu->free(f_o2), gpu->free(f_rs), gpu->free(f_tgt);
     free(a), free(b), free(g), free(w), free(pw), free(pos), free(inv), free(tgt);
+}
+
+// Grouped products (backend_bf16.cu "Grouped products"): k matmul_bwd calls in a row into one
+// dinp run as one product over the stacked K. Against the CPU (the k products on the rounded
+// operands, 1e-5): dinp and the weight gradients from deferred zeros (beta 0) and added to (+=);
+// the same bits in round 2 (the gradients' and weights' shadows then in their blocks) and with
+// shadows off (scratch copies). Then a strided write (rope_bwd into member 0's column block, kept
+// in bf16 only) read back: the fp32 table's result rounded, bit for bit.
+static void t_group(int N, int H, int D, int k) {
+    if (!wanted("bf16.group")) return;
+    int g0 = backend_cuda_bf16_set_group(1), acts0 = backend_cuda_bf16_set_acts(1);
+    int IC = H * D, OC = H * D;
+    char shape[64];
+    snprintf(shape, sizeof shape, "N=%d IC=%d k=%d x OC=%d", N, IC, k, OC);
+    size_t ni = (size_t)N * IC, nw = (size_t)OC * IC, no = (size_t)N * OC;
+    float *x = hr(ni, 1), *xr = hround(x, ni), *dx0 = hr(ni, 1), *w[4], *dy[4], *dw0[4];
+    float *refz = hv(ni), *refa = hdup(dx0, ni), *rwz[4], *rwa[4];
+    float *d_x = dev(x, ni), *d_dx = bf->alloc(ni * 4), *d_w[4], *d_dy[4], *d_dw[4];
+    for (int i = 0; i < k; i++) {
+        w[i] = hr(nw, 0.05f), dy[i] = hr(no, 1), dw0[i] = hr(nw, 1);
+        float *wr = hround(w[i], nw), *dyr = hround(dy[i], no);
+        rwz[i] = hv(nw), rwa[i] = hdup(dw0[i], nw);
+        cpu->matmul_bwd(refz, rwz[i], dyr, xr, wr, N, IC, OC);
+        cpu->matmul_bwd(refa, rwa[i], dyr, xr, wr, N, IC, OC);
+        d_w[i] = dev(w[i], nw), d_dy[i] = dev(dy[i], no), d_dw[i] = bf->alloc(nw * 4);
+        free(wr), free(dyr);
+    }
+    float *gx[3][2], *gw[3][2][4]; // [round][zero / add]
+    for (int r = 0; r < 3; r++) {
+        if (r == 2) backend_cuda_bf16_set_state(0, 1);
+        for (int a = 0; a < 2; a++) {
+            if (a) set_dev(d_dx, dx0, ni);
+            else bf->zero(d_dx, ni);
+            for (int i = 0; i < k; i++) {
+                if (a) set_dev(d_dw[i], dw0[i], nw);
+                else bf->zero(d_dw[i], nw);
+            }
+            for (int i = 0; i < k; i++) bf->matmul_bwd(d_dx, d_dw[i], d_dy[i], d_x, d_w[i], N, IC, OC);
+            gx[r][a] = get(d_dx, ni);
+            for (int i = 0; i < k; i++) gw[r][a][i] = get(d_dw[i], nw);
+        }
+    }
+    backend_cuda_bf16_set_state(1, 1);
+    cmp("bf16.group.dinp", shape, gx[0][0], refz, NULL, gx[1][0], ni, 1e-5);
+    cmp("bf16.group.dinp+=", shape, gx[0][1], refa, dx0, gx[1][1], ni, 1e-5);
+    int same_off = same(gx[0][0], gx[2][0], ni) && same(gx[0][1], gx[2][1], ni);
+    for (int i = 0; i < k; i++) {
+        char op[64];
+        snprintf(op, sizeof op, "bf16.group.dw%d", i);
+        cmp(op, shape, gw[0][0][i], rwz[i], NULL, gw[1][0][i], nw, 1e-5);
+        snprintf(op, sizeof op, "bf16.group.dw%d+=", i);
+        cmp(op, shape, gw[0][1][i], rwa[i], dw0[i], gw[1][1][i], nw, 1e-5);
+        same_off &= same(gw[0][0][i], gw[2][0][i], nw) && same(gw[0][1][i], gw[2][1][i], nw);
+    }
+    report("bf16.group.cache_off_bits", shape, same_off ? 0 : INFINITY, 0, -1);
+    { // rope_bwd writing member 0's gradient in place (its shadow: a column block, in round 2)
+        for (int i = 0; i < k; i++) bf->matmul_bwd(d_dx, d_dw[i], d_dy[i], d_x, d_w[i], N, IC, OC);
+        float *src = hr(no, 1), *pos = hv(N), *inv = hv(D / 2);
+        for (int i = 0; i < N; i++) pos[i] = (float)(5 * i);
+        for (int i = 0; i < D / 2; i++) inv[i] = (float)pow(10000.0, -2.0 * i / D);
+        float *d_src = dev(src, no), *d_pos = dev(pos, N), *d_inv = dev(inv, D / 2);
+        float *f_src = gpu->alloc(no * 4), *f_o = gpu->alloc(no * 4), *f_pos = gpu->alloc(N * 4);
+        float *f_inv = gpu->alloc(D / 2 * 4);
+        gpu->upload(f_src, src, no * 4), gpu->upload(f_pos, pos, N * 4);
+        gpu->upload(f_inv, inv, D / 2 * 4), gpu->zero(f_o, no);
+        bf->zero(d_dy[0], no);
+        bf->rope_bwd(d_dy[0], d_src, d_pos, d_inv, N, H, D, 0);
+        gpu->rope_bwd(f_o, f_src, f_pos, f_inv, N, H, D, 0);
+        acts_check("bf16.group.strided_rope_bwd", shape, d_dy[0], f_o, no);
+        bf->free(d_src), bf->free(d_pos), bf->free(d_inv);
+        gpu->free(f_src), gpu->free(f_o), gpu->free(f_pos), gpu->free(f_inv);
+        free(src), free(pos), free(inv);
+    }
+    backend_cuda_bf16_set_group(g0), backend_cuda_bf16_set_acts(acts0);
+    bf->free(d_x), bf->free(d_dx);
+    for (int i = 0; i < k; i++) {
+        bf->free(d_w[i]), bf->free(d_dy[i]), bf->free(d_dw[i]);
+        free(w[i]), free(dy[i]), free(dw0[i]), free(rwz[i]), free(rwa[i]);
+        for (int r = 0; r < 3; r++) free(gw[r][0][i]), free(gw[r][1][i]);
+    }
+    for (int r = 0; r < 3; r++) free(gx[r][0]), free(gx[r][1]);
+    free(x), free(xr), free(dx0), free(refz), free(refa);
+}
+
+// rnd (backend_bf16.cu "Rounding readers"): swiglu, rope_fwd and the cross-entropy read GEMM outputs
+// that the table then keeps in bf16 only (the LM's gate / up, dh, q / k, logits). Their results must
+// be the fp32
+// table's on the GEMMs' fp32 outputs rounded to bf16, bit for bit (err = number of differing
+// elements), and the GEMM outputs read back as that rounding. The readers run once first (their
+// inputs get shadows), then the GEMMs write the inputs, then the readers run again.
+static void rnd_ref(float *d_e, size_t n, float *f) { // d_e's values rounded, uploaded to f
+    float *h = get(d_e, n);
+    for (size_t i = 0; i < n; i++) h[i] = bf16_round(h[i]);
+    gpu->upload(f, h, n * 4);
+    free(h);
+}
+static void t_rnd_gemm_in(int N, int C, int F, int V, int H, int style) {
+    if (!wanted("bf16.rnd")) return;
+    int acts0 = backend_cuda_bf16_set_acts(1), rnd0 = backend_cuda_bf16_set_rnd(1);
+    char shape[64];
+    snprintf(shape, sizeof shape, "N=%d C=%d F=%d V=%d H=%d %s", N, C, F, V, H,
+             style ? "halves" : "interl");
+    int D = C / H;
+    size_t nc = (size_t)N * C, nf = (size_t)N * F, nv = (size_t)N * V, nw = (size_t)F * C;
+    float *x = hr(nc, 1), *w1 = hr(nw, 0.1f), *w3 = hr(nw, 0.1f), *w2 = hr(nw, 0.1f);
+    float *wc = hr((size_t)V * C, 0.2f), *dy = hr(nc, 1), *wq = hr((size_t)C * C, 0.1f);
+    float *pos = hv(N), *inv = hv(D / 2);
+    for (int i = 0; i < N; i++) pos[i] = (float)(2 * i + 3);
+    for (int i = 0; i < D / 2; i++) inv[i] = (float)pow(10000.0, -2.0 * i / D);
+    int *tgt = malloc(sizeof(int) * N);
+    for (int i = 0; i < N; i++) tgt[i] = i == 2 ? -1 : (int)rng_below(&rng, V);
+    float *d_x = dev(x, nc), *d_w1 = dev(w1, nw), *d_w3 = dev(w3, nw), *d_w2 = dev(w2, nw);
+    float *d_wc = dev(wc, (size_t)V * C), *d_dy = dev(dy, nc), *d_wq = dev(wq, (size_t)C * C);
+    float *d_pos = dev(pos, N), *d_inv = dev(inv, D / 2), *d_q = bf->alloc(nc * 4);
+    float *d_qr = bf->alloc(nc * 4), *f_pos = gpu->alloc(N * 4), *f_inv = gpu->alloc(D / 2 * 4);
+    gpu->upload(f_pos, pos, N * 4), gpu->upload(f_inv, inv, D / 2 * 4);
+    int *d_tgt = bf->alloc(sizeof(int) * N), *f_tgt = gpu->alloc(sizeof(int) * N);
+    bf->upload(d_tgt, tgt, sizeof(int) * N), gpu->upload(f_tgt, tgt, sizeof(int) * N);
+    float *d_gate = bf->alloc(nf * 4), *d_up = bf->alloc(nf * 4), *d_dh = bf->alloc(nf * 4);
+    float *d_lg = bf->alloc(nv * 4), *d_e = bf->alloc((nv > nf ? nv : nf) * 4);
+    float *d_h = bf->alloc(nf * 4), *d_dg = bf->alloc(nf * 4), *d_du = bf->alloc(nf * 4);
+    float *d_l = bf->alloc(N * 4), *d_dl = bf->alloc(nv * 4);
+    float *f[11]; // gate up dh lg h dg du l dl q qr (the fp32 table's)
+    size_t fn[11] = {nf, nf, nf, nv, nf, nf, nf, (size_t)N, nv, nc, nc};
+    for (int i = 0; i < 11; i++) f[i] = gpu->alloc(fn[i] * 4);
+    // the wanted inputs: the same GEMMs into d_e (no shadow: fp32 outputs), rounded
+    bf->matmul_fwd(d_e, d_x, d_w1, N, C, F), rnd_ref(d_e, nf, f[0]);
+    bf->matmul_fwd(d_e, d_x, d_w3, N, C, F), rnd_ref(d_e, nf, f[1]);
+    bf->zero(d_e, nf);
+    bf->matmul_bwd(d_e, NULL, d_dy, d_h, d_w2, N, F, C), rnd_ref(d_e, nf, f[2]);
+    bf->matmul_fwd(d_e, d_x, d_wc, N, C, V), rnd_ref(d_e, nv, f[3]);
+    bf->matmul_fwd(d_e, d_x, d_wq, N, C, C), rnd_ref(d_e, nc, f[9]);
+    for (int pass = 0; pass < 2; pass++) { // pass 0: before the GEMMs wrote the inputs
+        if (pass) bf->matmul_fwd(d_gate, d_x, d_w1, N, C, F), bf->matmul_fwd(d_up, d_x, d_w3, N, C, F);
+        else bf->zero(d_gate, nf), bf->zero(d_up, nf), bf->zero(d_lg, nv), bf->zero(d_q, nc);
+        if (pass) bf->matmul_fwd(d_q, d_x, d_wq, N, C, C);
+        bf->rope_fwd(d_qr, d_q, d_pos, d_inv, N, H, D, style);
+        bf->swiglu_fwd(d_h, d_gate, d_up, nf);
+        bf->zero(d_dh, nf);
+        if (pass) bf->matmul_bwd(d_dh, NULL, d_dy, d_h, d_w2, N, F, C);
+        bf->zero(d_dg, nf), bf->zero(d_du, nf);
+        bf->swiglu_bwd(d_dg, d_du, d_dh, d_gate, d_up, nf);
+        if (pass) bf->matmul_fwd(d_lg, d_x, d_wc, N, C, V);
+        bf->crossentropy_fwd(d_l, d_lg, d_tgt, N, V);
+        bf->zero(d_dl, nv);
+        bf->crossentropy_bwd(d_dl, d_lg, d_tgt, 0.05f, N, V);
+        // the LM head's backward reads dlogits (its shadow: in pass 1 the forward's gradient)
+        bf->matmul_bwd(d_e, NULL, d_dl, d_x, d_wc, N, C, V);
+    }
+    gpu->swiglu_fwd(f[4], f[0], f[1], nf);
+    gpu->zero(f[5], nf), gpu->zero(f[6], nf);
+    gpu->swiglu_bwd(f[5], f[6], f[2], f[0], f[1], nf);
+    gpu->crossentropy_fwd(f[7], f[3], f_tgt, N, V);
+    gpu->zero(f[8], nv);
+    gpu->crossentropy_bwd(f[8], f[3], f_tgt, 0.05f, N, V);
+    gpu->rope_fwd(f[10], f[9], f_pos, f_inv, N, H, D, style);
+    const char *nm[11] = {"bf16.rnd.gemm_out.gate", "bf16.rnd.gemm_out.up", "bf16.rnd.gemm_out.dh",
+                         "bf16.rnd.gemm_out.logits", "bf16.rnd.swiglu_fwd", "bf16.rnd.swiglu_bwd.dgate",
+                         "bf16.rnd.swiglu_bwd.dup", "bf16.rnd.crossentropy_fwd", "bf16.rnd.crossentropy_bwd",
+                         "bf16.rnd.gemm_out.q", "bf16.rnd.rope_fwd"};
+    float *d[11] = {d_gate, d_up, d_dh, d_lg, d_h, d_dg, d_du, d_l, d_dl, d_q, d_qr};
+    for (int i = 0; i < 11; i++) // dlogits from the register path: kept in bf16 only
+        acts_check_r(nm[i], shape, d[i], f[i], fn[i], i == 8 && V % 4 == 0);
+    backend_cuda_bf16_set_acts(acts0), backend_cuda_bf16_set_rnd(rnd0);
+    for (int i = 0; i < 11; i++) bf->free(d[i]), gpu->free(f[i]);
+    bf->free(d_wq), bf->free(d_pos), bf->free(d_inv), gpu->free(f_pos), gpu->free(f_inv);
+    free(wq), free(pos), free(inv);
+    bf->free(d_x), bf->free(d_w1), bf->free(d_w3), bf->free(d_w2), bf->free(d_wc), bf->free(d_dy);
+    bf->free(d_tgt), gpu->free(f_tgt), bf->free(d_e);
+    free(x), free(w1), free(w3), free(w2), free(wc), free(dy), free(tgt);
 }
 
 // acts: a GEMM output whose array a GEMM read before (the LM's v, and the
@@ -898,8 +1078,9 @@ static double gemm_time(const Backend *be, int N, int IC, int OC) {
 }
 
 // Information (only with the filter bf16.lt): the LM's GEMMs (N = 32768) per cuBLASLt heuristic
-// index (-1: cublasGemmEx), us per call of each product: fwd (fp32 out; bf16 out into a shadow
-// for the 768 x 768 shape), dinp over a deferred zero (beta 0), dinp added (beta 1), dW (beta 1).
+// index (-1: cublasGemmEx), us per call of each product: fwd (fp32 out; bf16 out into a shadow),
+// dinp over a deferred zero (beta 0; fp32 or bf16 out), dinp added (beta 1), dW (beta 1; beta 0
+// over a deferred zero, as the model's weight gradients since s9).
 static double lt_time(int what, float *x, float *w, float *y, float *dx, float *dw, int N, int IC,
                       int OC) {
     float probe;
@@ -912,6 +1093,7 @@ static double lt_time(int what, float *x, float *w, float *y, float *dx, float *
             if (what == 1) bf->zero(dx, (size_t)N * IC), bf->matmul_bwd(dx, NULL, y, x, w, N, IC, OC);
             if (what == 2) bf->matmul_bwd(dx, NULL, y, x, w, N, IC, OC);
             if (what == 3) bf->matmul_bwd(NULL, dw, y, x, w, N, IC, OC);
+            if (what == 4) bf->zero(dw, (size_t)OC * IC), bf->matmul_bwd(NULL, dw, y, x, w, N, IC, OC);
         }
         bf->download(&probe, dw, sizeof probe);
         if (rep) best = fmin(best, (ms_now() - t0) / 10);
@@ -920,11 +1102,13 @@ static double lt_time(int what, float *x, float *w, float *y, float *dx, float *
 }
 static void t_lt_algos(void) {
     if (!wanted("bf16.lt") || wanted("bf16.")) return; // only when asked for (the filter bf16.lt)
-    const int N = 32768, shapes[4][2] = {{768, 768}, {768, 3072}, {3072, 768}, {768, 32000}};
-    const char *what[6] = {"fwd", "dinp b0", "dinp b1", "dW", "fwd bf16", "dinp bf16"};
+    // (the last two: the grouped dinp products' K = 3 x 768 and 2 x 3072, dinp b0 only)
+    const int N = 32768, shapes[6][2] = {{768, 768}, {768, 3072}, {3072, 768}, {768, 32000},
+                                         {768, 2304}, {768, 6144}};
+    const char *what[7] = {"fwd", "dinp b0", "dinp b1", "dW", "fwd bf16", "dinp bf16", "dW b0"};
     const size_t blk = 1 << 20;
     float *hb = hr(blk, 1);
-    for (int s = 0; s < 4; s++) {
+    for (int s = 0; s < 6; s++) {
         int IC = shapes[s][0], OC = shapes[s][1];
         float *x = bf->alloc((size_t)N * IC * 4), *w = bf->alloc((size_t)OC * IC * 4);
         float *y = bf->alloc((size_t)N * OC * 4), *dx = bf->alloc((size_t)N * IC * 4);
@@ -940,15 +1124,16 @@ static void t_lt_algos(void) {
         bf->matmul_fwd(y, dx, w, N, IC, OC);        // dx's shadow (dinp bf16; IC = OC here)
         // the bf16 outputs first (768 x 768: y and dx have shadows, no fp32 reader yet), then a
         // download of a part of each (an fp32 reader): the fp32 outputs
-        static const int order[6] = {4, 5, 0, 1, 2, 3};
-        for (int o = s == 0 ? 0 : 2; o < 6; o++) {
+        static const int order[7] = {4, 5, 0, 1, 2, 3, 6};
+        for (int o = 0; o < 7; o++) {
             int k = order[o];
             float probe;
-            if (k == 0) bf->download(&probe, y, 4), bf->download(&probe, dx, 4);
+            if (s >= 4 && k != 1) continue;
+            if (k == 0 || s >= 4) bf->download(&probe, y, 4), bf->download(&probe, dx, 4);
             printf("    (info bf16.lt N=%d IC=%d OC=%d %-8s us [idx]:", N, IC, OC, what[k]);
             for (int idx = -1; idx < 8; idx++) {
                 int was = backend_cuda_bf16_set_lt(idx);
-                double t = lt_time(k == 4 ? 0 : k == 5 ? 1 : k, x, w, y, dx, dw, N, IC, OC);
+                double t = lt_time(k == 4 ? 0 : k == 5 ? 1 : k == 6 ? 4 : k, x, w, y, dx, dw, N, IC, OC);
                 backend_cuda_bf16_set_lt(was);
                 printf(" [%d] %.1f", idx, t * 1e6);
             }
@@ -1036,6 +1221,8 @@ void t_backend_bf16_all(void) {
     }
     printf("-- cuda-bf16 table (cuda/backend_bf16.cu): operands bf16, accumulation fp32; "
            "err = relative L2 vs CPU fp32 on bf16-rounded operands --\n");
+    t_group(64, 2, 32, 3);
+    t_group(37, 3, 32, 2);
     t_mm(1, 64, 64);
     t_mm(37, 200, 300);
     t_mm(200, 128, 256);
@@ -1084,6 +1271,8 @@ void t_backend_bf16_all(void) {
     t_acts_ops();
     t_opt(1000);
     t_opt(333);
+    t_rnd_gemm_in(64, 96, 128, 200, 3, 0);
+    t_rnd_gemm_in(37, 64, 96, 101, 2, 1); // V % 4 != 0: the cross-entropy's strided kernels
     t_acts_gemm_out(64, 96, 80);
     t_acts_gemm_out(300, 512, 256);
     if (!quick) t_acts_gemm_out(32768, 768, 768);
