@@ -52,7 +52,7 @@
 //   s8 (issue 8: the sweep's thresholds). Histogram rows (tp_hist_update): once a sketch compaction finds few keys (<= S / 8) more than 255 bins above its S-th
 //   key t, the row's 1408 sketch bytes become 256 counts of lower-bound keys from t (bins of 2^sh
 //   keys, the finest sh <= 2 (TP_HSH) with few past them; the top bin: all above)
-//   and a ring of the keys inserted since; every 128 inserts (TP_HUPD) the ring is
+//   and a ring of the keys inserted since; every 128 inserts (TP_HUPD; 384 since s10) the ring is
 //   binned and t moves to the largest bin edge with S counted at or above it: no compaction
 //   again (~1K cycles an update against ~9K a compaction). The first compactions find t < 0 (the
 //   40th percentile of the first 640), ~32K keys from the positive scores, so rows turn at their
@@ -89,6 +89,37 @@
 //   passes, not per pass (128K 16.98 vs 16.79, 32K 2.04 vs 1.98). Final (H200, paper config, B=1
 //   H=32 D=128, MSLAB_SELECT_PERF, ms per call): r5 (updates every 128) 16K 0.61, 32K 1.98, 64K
 //   5.71, 128K 16.79; r6 (every 256) 0.62 / 2.02 / 5.62 / 16.16 (s8 0.74 / 2.46 / 6.86 / 19.99).
+//   s10 (issue 8: the 1M share; robustness). A row that fails (the call then runs the next path:
+//   ~2x the time at 1M) now prints one stderr line with the cause (buffer / survivors / too few /
+//   bound) and the maxima; select_bf16_last_stats gives the counters (tests print them,
+//   MSLAB_SELECT_DEBUG=1 every call). s9 r6's 1M fallback (updates every 256 inserts) was 6 rows of
+//   2.1M with 513-516 survivors over TP_PMAX 512 (r2, test pool): a histogram row's final threshold
+//   is a bin edge, and one bin of 4 keys holds ~90 candidates at 1M; the bench's inputs had 493 at
+//   128 (r2) and 519 with 960-entry sketches (r3), so the default could fall back too. Such rows now
+//   raise their threshold in the finish (tp_raise: the survivors' lower bounds, the largest key nsel
+//   of them reach): r3 1M 2 rows raised, none failed; the tests' "raise" rows (cap 390 / 50: most
+//   rows) lists equal. Then (H200, paper config, B=1 H=32 D=128, MSLAB_SELECT_PERF, ms per call, one
+//   round each: rounds differ by up to 7%): rows needing threshold work flagged by the insert that
+//   crosses the count, no mask barrier (r1 128K 16.23 vs 16.34, r2 17.01 vs 17.10); 960-entry
+//   sketches in fx_compact's histogram smem (tau 0 by fx_keep): the first compaction's S-th of 960
+//   lies above 0, so rows turn into histogram rows at their 1st compaction (simulated: 1.0 vs 1.95
+//   compactions a row at 8K-64K candidates; r3 128K 17.43 vs 17.55, 32K 2.09 vs 2.03); keys made at
+//   insert and one insert atomic per lane and row (r3 128K 17.29 vs 17.43,
+//   32K 2.09 / 2.09); updates every 256 (r3 128K 16.98 vs 17.29, 1M 588 vs 601 with the bench's
+//   inputs, MSLAB_SELECT_PERF_NORMAL=1). 1M profile (r2, s9's defaults, bench inputs: kernel 625
+//   ms): compaction / updates 28%, mma 20%, insert 18%, filter 14%, tile wait 9%, the finish 9%
+//   (8.6K cycles a tile a warp): the sweep is the cost at 1M. Tried and removed (s10 r2): ql.kh and
+//   qh.kl in two accumulators (a chain half as long: 128K 17.13 vs 17.10), the next tile issued
+//   after the MMAs with the flags (3 barriers a tile, not 2: 64K 5.85 vs 5.75). Final (r4, the
+//   tests 111 / 111 with 960 entries, keys at insert, updates every 256): 16K 0.61, 32K 1.99, 64K
+//   5.54, 128K 16.17 ms (832 entries: 0.65 / 2.09 / 5.67 / 16.37); updates every 384 (the default
+//   since, untested in the suite: its rows ran at 256) 0.61 / 2.01 / 5.58 / 16.09, 1M 541 ms (bench
+//   inputs; 832 / 256: 552; s9's defaults 634 in r2). 1M profile (r4, 960 / 256, kernel 565 ms):
+//   compaction / updates 27.5%, insert 23%, mma 21%, tile wait 10%, filter 6%, the finish 9%; 2.1M
+//   compactions (4.1M at 832), 12.3M updates; 7.8K cycles a tile a warp. r5 (the final defaults):
+//   16K 0.61, 32K 1.98, 64K 5.51, 128K 15.94 ms; bench (`mslab-gpu-bench --attn --kernels ms
+//   --from-len 1048576 --max-len 1048576 --reps 1 --warmup 0`) 1M select 542 ms (32.3 TFLOP/s on
+//   2 D select_dots), MS fwd+bwd 1.567 s: selection share 34.6% (s9 572 ms of 1.63 s, 35%).
 //   Switches removed in s9 (the old paths with them; figures H200, paper config, ms per call):
 //   MSLAB_SELECT_TPH=0: no histogram rows, sketch compactions only (s8 r5, with the three below
 //     off too: 128K 21.41-21.50 vs 19.60-19.66); TPCW=0: sweep compactions to the exact S-th (in
@@ -462,14 +493,20 @@ __global__ void __launch_bounds__(FS_NT) fs_merge(FsArgs a, int nunits) {
 #define FX_CAPF 896 // sketch entries per member row
 #define FX_PMAX 1024 // survivors per row for the final sort
 #define FX_CAPG 6144 // global buffer entries per member row (at most; maxld when smaller)
-#define TP_CAPF 832  // tp_select: sketch entries per member row (a multiple of 64: tp_compact_reg;
-                     // s9 r4: 704, 128K 16.95 vs 16.74 ms, 32K 2.03 vs 2.01)
-#define TP_HB 256    // tp_select's histogram mode: bins per row, 8 a lane (1 KB of its 1664-byte sketch;
-                     // the rest: <= 320 keys inserted since the last update)
-#define TP_HUMAX(capf) ((capf) - 2 * TP_HB - TP_KT + 1) // updates at least this often: the ring fits (832: 257)
-#define TP_HUPD 128  // histogram rows: a threshold update every 128 inserts (s8). s9 r5: 256 (the ring's
-                     // most at CAPF 832) 128K 16.57 vs 16.98, but in r6 tp fell back to fused at 1M
-                     // (1.79 s; a row over its buffer or survivors, cause not yet measured)
+#define TP_CAPF 960  // tp_select: sketch entries per member row (a multiple of 64: tp_compact_reg; s9 r4:
+                     // 704, 128K 16.95 vs 16.74 ms at 832; s10: 960 in the smem of fx_compact's histograms,
+                     // rows turn into histogram rows at their 1st compaction; r4: 832 (with updates every
+                     // 256) 16K 0.65 / 32K 2.09 / 64K 5.67 / 128K 16.37 vs 0.61 / 1.99 / 5.54 / 16.17;
+                     // 1M 552 vs 574 ms (prof on) / 541 (updates every 384))
+#define TP_HB 256    // tp_select's histogram mode: bins per row, 8 a lane (1 KB of its 1920-byte sketch;
+                     // the rest: <= 448 keys inserted since the last update)
+#define TP_HUMAX(capf) ((capf) - 2 * TP_HB - TP_KT + 1) // updates at least this often: the ring fits (960: 385)
+#define TP_HUPD 384  // histogram rows: a threshold update every 384 inserts (s10; s8 / s9: 128; the most the
+                     // ring of 960-entry sketches allows). s9 r6: 256 made 1M fall back to fused (1.79 s):
+                     // s10 r2 found rows of 513-516 survivors (over TP_PMAX: bins of 4 keys; 493 at 128 with
+                     // the bench's inputs), now raised in the finish (tp_raise). s10 r3 (960, keys at
+                     // insert): 256 vs 128: 128K 16.98 vs 17.29 ms, 1M 588 vs 601; r4: 384 vs 256: 16K 0.61
+                     // / 0.61, 32K 2.01 / 1.99, 64K 5.58 / 5.54, 128K 16.09 / 16.17, 1M 541 / 574 (prof on)
 #define TP_HSH 2     // histogram rows: bins of up to 2^2 keys (s8 r5; s9 r6: up to 2^3, 128K 16.27 vs 16.16)
 #define TP_CWIN 64   // sweep compactions stop at a key keeping S .. S + 63 (s8; s9 r6: 128, 16.11 vs 16.16)
 
@@ -564,14 +601,15 @@ __device__ __forceinline__ unsigned sel_warp_excl(unsigned x) {
 // above tau and the first need equal to it (lanes in order) kept, their slots by warp prefixes:
 // no shared atomics and no chain of loads, ballots and stores per 32 entries. fx_compact ran
 // ~14.6K cycles a row at 128K (s7 r2: 21% of tp_select, and most of its 14% tile wait). tau 0
-// (S-th largest the lowest key): fx_compact
+// (the S-th largest the lowest key, NaN scores): fx_keep (s10: fx_compact before, so tp_select
+// no longer needs its histogram scratch)
 // hm (tp's histogram mode, s8; MSLAB_SELECT_TPH removed in s9): the row may turn into a histogram over the same
 // words (tp_hist_update; *hm = 1 + sh, bins of 2^sh keys, sh <= hsh) instead of keeping its S
 // largest
 __device__ void tp_hist_update(int *h, unsigned *cnt, int *thr, int S, int sh);
 template <int NW>
-__device__ void tp_compact_reg(uint16_t *v, unsigned *cnt, int *thr, int *hist, int S, int *hm = nullptr,
-                               int win = 0, int hsh = 0) {
+__device__ void tp_compact_reg(uint16_t *v, unsigned *cnt, int *thr, int S, int *hm = nullptr, int win = 0,
+                               int hsh = 0) {
     int lane = threadIdx.x & 31, n = (int)(*cnt & 0xffffu);
     if (n <= S) return;
     const uint32_t *vw = (const uint32_t *)v;
@@ -600,8 +638,8 @@ __device__ void tp_compact_reg(uint16_t *v, unsigned *cnt, int *thr, int *hist, 
             if (c <= S + win - 1) break;
         } else hi = mid - 1;
     }
-    if (lo == 0) {
-        fx_compact(v, cnt, thr, hist, S);
+    if (lo == 0) { // (NaN scores) the padding has key 0 too: fx_keep's ordered loop over the n entries
+        fx_keep(v, n, cnt, thr, 0, S - (int)count(1), S);
         return;
     }
     unsigned tau = lo;
@@ -720,31 +758,33 @@ __device__ __forceinline__ void fx_compact_rows(uint16_t *sk, int capf, unsigned
 // tp: after the caller's barrier (every insert in), each row's threshold brought up to date, a warp per row:
 // sketch rows holding more than `over` entries compacted (tp_compact_reg; turning
 // into histogram rows where they can when tohist), histogram rows with `upd` or more inserts
-// since their last update (tp_hist_update). Returns (compactions << 16) + updates of this warp
-// (the profile's counts)
+// since their last update (tp_hist_update). fl: those rows' masks, flagged by the inserts that
+// crossed over / upd (no second barrier); else found here from the counts (rows <= 32).
+// Returns (compactions << 16) + updates of this warp (the profile's counts)
 template <int CAPF>
-__device__ __forceinline__ int tp_update_rows(uint16_t *sk, unsigned *cnt, int *thr, int *hm, int *hist,
-                                              int rows, int S, int over, int upd, bool tohist, int win, int hsh) {
+__device__ __forceinline__ int tp_update_rows(uint16_t *sk, unsigned *cnt, int *thr, int *hm, int rows, int S,
+                                              int over, int upd, bool tohist, int win, int hsh,
+                                              const unsigned *fl = nullptr) {
     // the rows with work (every warp finds the same masks), dealt out in turn: compactions first,
     // then updates
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarp = blockDim.x / 32, n = 0, k = 0;
-    unsigned long long mc = 0, mu = 0;
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-        int r = lane + 32 * h, c = r < rows ? (int)(cnt[r] & 0xffffu) : 0, hr = r < rows ? hm[r] : 0;
-        mc |= (unsigned long long)__ballot_sync(0xffffffffu, r < rows && !hr && c > over) << (32 * h);
-        mu |= (unsigned long long)__ballot_sync(0xffffffffu, r < rows && hr && c >= upd) << (32 * h);
+    unsigned mc, mu;
+    if (fl) {
+        mc = fl[0], mu = fl[1];
+    } else {
+        int c = lane < rows ? (int)(cnt[lane] & 0xffffu) : 0, hr = lane < rows ? hm[lane] : 0;
+        mc = __ballot_sync(0xffffffffu, lane < rows && !hr && c > over);
+        mu = __ballot_sync(0xffffffffu, lane < rows && hr && c >= upd);
+        __syncthreads(); // every warp has the masks before any row changes
     }
-    __syncthreads(); // every warp has the masks before any row changes
     for (; mc; mc &= mc - 1, k++) {
-        int r = __ffsll((long long)mc) - 1;
+        int r = __ffs(mc) - 1;
         if (k % nwarp != warp) continue;
-        tp_compact_reg<CAPF / 64>(sk + r * CAPF, &cnt[r], &thr[r], hist + warp * 256, S,
-                                     tohist ? &hm[r] : nullptr, win, hsh);
+        tp_compact_reg<CAPF / 64>(sk + r * CAPF, &cnt[r], &thr[r], S, tohist ? &hm[r] : nullptr, win, hsh);
         n += 1 << 16;
     }
     for (; mu; mu &= mu - 1, k++) {
-        int r = __ffsll((long long)mu) - 1;
+        int r = __ffs(mu) - 1;
         if (k % nwarp == warp)
             tp_hist_update((int *)(sk + r * CAPF), &cnt[r], &thr[r], S, hm[r] - 1), n++;
     }
@@ -757,13 +797,16 @@ struct FxArgs {
     unsigned long long *gkey;
     int *gid;
     int *ctrl; // [0] work counter, [1] failed rows, [2] max inserts of a row; tp: [3] max key
-               // norm, [4] / [5] exact scores / survivors (all rows)
+               // norm, [4] / [5] exact scores / survivors (all rows); failed rows by cause (CTL_*
+               // below; the fallback note and select_bf16_last_stats)
     int nitems, mt, capg;
     double *qg; // tp: [grid][RM][D] each CTA's pooled q rows (the finish's exact scores)
     // two-pass path (tp_select): kbar as bf16 pairs [B, KVH, N, 2, D], key norm bounds [B, KVH,
     // nkp], the row buffers (gkey) as (s' << 32 | hi16 << 16 | id) words
     const uint16_t *kbf;
     const float *knorm, *kfac; // kfac (fp16 limbs): 2^-e of each key's scale 2^e, as knorm
+    int pcap;                  // tp: survivors past this raise the row's threshold (TP_PMAX; the tests'
+                               // select_bf16_tp_cap)
     int hupd;                  // tp histogram rows: a threshold update every hupd inserts (TP_HUPD; the
                                // tests' select_bf16_tph_upd)
     unsigned long long *prof;  // MSLAB_SELECT_PROF: tp_select's clock64 section sums (TP_NPROF), else null
@@ -810,15 +853,22 @@ __device__ bool fx_next(const FxArgs &x, double *qs, int *s_item, int *erow, uns
 // warp, one row of an item: the entries of its global buffer (load(p), p < the row's inserts ng)
 // that pass keep(v), in order, through put(pos, v), pos < cap; returns how many. -1: the row
 // failed (buffer or cap overflow, fewer than nsel; the call falls back to the next path) and its
-// list got valid ids (fs_merge still reads it)
+// list got valid ids (fs_merge still reads it). retry: more than cap is returned as is (not a
+// failure: the caller raises its threshold and calls again)
 #define FX_SURV_U 8 // survivor loads in flight per lane (the row buffers are mostly past L2)
+// ctrl words past [5]: rows failed by buffer overflow (more inserts than capg), by survivors (more
+// than the finish's cap), by too few (< nsel); tp: by an invalid bound; the most survivors of a row;
+// tp's histogram rows (rows that turned) and their threshold updates; tp rows whose threshold the
+// finish raised (more than TP_PMAX survivors)
+enum { CTL_FBUF = 6, CTL_FSURV, CTL_FFEW, CTL_FBOUND, CTL_MAXSURV, CTL_HROWS, CTL_HUPD, CTL_RAISED, CTL_N };
+static_assert(CTL_N <= 16, "ctrl: 64 bytes cleared per call");
 struct FxEnt {
     unsigned long long k;
     int id;
 };
 template <class Load, class Keep, class Put>
 __device__ __forceinline__ int fx_survivors(const FxArgs &x, unsigned cnt_r, int nsel, int *tops,
-                                            int cap, Load load, Keep keep, Put put) {
+                                            int cap, Load load, Keep keep, Put put, bool retry = false) {
     int lane = threadIdx.x & 31, ng = (int)(cnt_r >> 16), w = 0;
     unsigned lt = (1u << lane) - 1;
     if (lane == 0) atomicMax(x.ctrl + 2, ng);
@@ -836,8 +886,12 @@ __device__ __forceinline__ int fx_survivors(const FxArgs &x, unsigned cnt_r, int
                 w += __popc(b);
             }
         }
+    if (lane == 0) atomicMax(x.ctrl + CTL_MAXSURV, w);
+    if (retry && ng <= x.capg && w > cap) return w;
     if (ng > x.capg || w > cap || w < nsel) {
-        if (lane == 0) atomicAdd(x.ctrl + 1, 1);
+        if (lane == 0)
+            atomicAdd(x.ctrl + 1, 1),
+                atomicAdd(x.ctrl + (ng > x.capg ? CTL_FBUF : w > cap ? CTL_FSURV : CTL_FFEW), 1);
         for (int s = lane; s < nsel; s += 32) tops[s] = s;
         __syncwarp();
         return -1;
@@ -961,7 +1015,7 @@ __global__ void __launch_bounds__(FX_NT, 1) fx_select(FxArgs x) {
 // top S (ties included). Histogram rows (s8, tp_hist_update): once a compaction finds few keys
 // more than 255 bins above its t, the row's sketch words become counts of lo keys in bins of 1-4
 // keys from t (the top bin: all above), and t is then a bin edge with S counted at or above it:
-// updated every 128 inserts, no compaction again. Candidates with hi >= t go to the row's global
+// updated every TP_HUPD inserts, no compaction again. Candidates with hi >= t go to the row's global
 // buffer as (s', hi16, id);
 // at the end, those with hi16 >= the final t (~S + a few) are sorted by s' (to ~2^-14: any order
 // is valid, a better one just cuts more), cut into clusters (a cut after position p where min lo
@@ -1179,11 +1233,42 @@ __device__ __forceinline__ void tp_exact(const double *qr, const double *kd, con
 // per warp at the end: keys [512] u64, ids, clusters, exact list, norms [512] int / float, the row's
 // pooled q [DM] double
 __host__ __device__ constexpr int tp_warp_bytes(int DM) { return TP_PMAX * (8 + 4 * 4) + DM * 8; }
-// dynamic smem: the tile, the A limbs, fx_compact's hist, sketches (the pooled q until the first
-// insert), norms (during the key sweep) or the per-warp survivor buffers (after it)
+#define TP_LKCAP (tp_warp_bytes(64) / 2) // tp_raise: lower-bound keys in a warp's finish area
+// warp, tp's finish: a row with more than TP_PMAX survivors (hi16 >= t; s9 r6 / s10 r2: 1M, bins of
+// 4 keys, 493-516 of them): t raised to the largest key that the lower bounds (s' - E, as in the
+// sweep) of nsel of them reach, so every candidate under it stays below nsel others. The lower
+// bounds' keys of all survivors go to lk (cap of them; the finish's warp area); -1: more than
+// that (the row fails: fx_survivors' note). s10 r2: 6 rows of 2.1M at 1M (test pool, updates
+// every 256 inserts) fell back to the fused path for want of this
+template <class Load, class Keep>
+__device__ int tp_raise(const FxArgs &x, unsigned cnt_r, int nsel, int *tops, float crr, const float *knb,
+                        uint16_t *lk, Load load, Keep keep, int &t) {
+    int lane = threadIdx.x & 31;
+    int n = fx_survivors(x, cnt_r, nsel, tops, TP_LKCAP, load, keep, [&](int pos, unsigned long long v) {
+        float E = __fmul_ru(crr, knb[v & 0xffffu]);
+        lk[pos] = (uint16_t)tp_key16dn(__fsub_rd(__uint_as_float((unsigned)(v >> 32)), E));
+    });
+    if (n < 0) return -1;
+    __syncwarp();
+    unsigned lo = (unsigned)t, hi = 0xffffu; // count(>= lo) >= nsel: those that made t
+    while (lo < hi) {
+        unsigned mid = (lo + hi + 1) >> 1;
+        int c = 0;
+        for (int p = lane; p < n; p += 32) c += lk[p] >= mid;
+        if ((int)__reduce_add_sync(0xffffffffu, (unsigned)c) >= nsel) lo = mid;
+        else hi = mid - 1;
+    }
+    __syncwarp();
+    if (lane == 0) atomicAdd(x.ctrl + CTL_RAISED, 1);
+    t = (int)lo;
+    return n;
+}
+
+// dynamic smem: the tile, the A limbs, sketches (the pooled q until the first insert), norms (during
+// the key sweep) or the per-warp survivor buffers (after it)
 static size_t tp_smem(int DM, int CAPF) {
-    size_t sweep = (size_t)TP_KT * (2 * DM + 8) * 2 + (size_t)2 * TP_RM * (DM + 8) * 2 + 8 * 256 * 4 +
-                   (size_t)TP_RM * CAPF * 2 + 4 * TP_KT * 4;
+    size_t sweep = (size_t)TP_KT * (2 * DM + 8) * 2 + (size_t)2 * TP_RM * (DM + 8) * 2 + (size_t)TP_RM * CAPF * 2 +
+                   4 * TP_KT * 4;
     size_t fin = (size_t)(FX_NT / 32) * tp_warp_bytes(DM);
     return sweep > fin ? sweep : fin;
 }
@@ -1196,13 +1281,12 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
     constexpr int RM = TP_RM, QLD = DM + 4, KLD = 2 * DM + 8, KS = DM / 16, CPR = 2 * DM / 8, ALD = DM + 8;
     // warps as WM (16 rows) x WN (NB n-tiles of 8 keys)
     constexpr int WM = RM / 16, WN = FX_NT / 32 / WM, NB = TP_KT / 8 / WN;
-    static_assert(NB % 2 == 0 && RM * CAPF * 2 >= RM * QLD * 8, "tp_select tiling");
+    static_assert(NB % 2 == 0 && RM * CAPF * 2 >= RM * QLD * 8 && RM <= 32, "tp_select tiling");
     const FsArgs &a = x.a;
     extern __shared__ double fs_sm[];
     uint16_t *kt = (uint16_t *)fs_sm;                        // [TP_KT][KLD] fp16 kh | kl
     uint16_t *qa = kt + TP_KT * KLD;                         // [2][RM][ALD] fp16 qh, ql
-    int *hsc = (int *)(qa + 2 * RM * ALD);                   // [8][256] fx_compact's histograms
-    uint16_t *sk = (uint16_t *)(hsc + 8 * 256);              // [RM][CAPF] lower-bound sketch
+    uint16_t *sk = qa + 2 * RM * ALD;                        // [RM][CAPF] lower-bound sketch
     double *qs = (double *)sk;                               // [RM][QLD] pooled q (double): the prologue
     float *kn = (float *)(sk + RM * CAPF);                   // [2][TP_KT] key norm bounds (tile jt: jt & 1)
     float *kf = kn + 2 * TP_KT;                              // [2][TP_KT] key inverse scales
@@ -1213,6 +1297,10 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
     __shared__ float crow[RM];   // TP_C16 |q| per row
     __shared__ int qe[RM];       // the row's scale exponent
     __shared__ int s_row;        // the finish's next row
+    // tile jt's rows to compact / update (bits), at jt & 1: flagged by the insert that crosses the
+    // count, so the row updates need no second barrier (s10 r1 / r2: 128K 16.23 vs 16.34, 17.01 vs
+    // 17.10 ms with the masks found after a barrier)
+    __shared__ unsigned s_fl[2][2];
     __shared__ unsigned long long s_prof[FX_NT / 32][TP_NPROF];
     int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, cq = lane & 3;
     int wm = warp % WM, wn = warp / WM; // 16-member x 8 NB-key warp tile
@@ -1233,6 +1321,7 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
     }
     unsigned long long *gq = x.gkey + (size_t)blockIdx.x * RM * x.capg;
     const float nkmax = __int_as_float(x.ctrl[3]);
+    int nupd = 0; // histogram updates by this warp (lane 0's count is the one added up)
     FsUnit U;
     int m0, rows;
     while (fx_next<DM, RM>(x, qs, &s_item, erow, cnt, thr, U, m0, rows, qg)) {
@@ -1248,7 +1337,8 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
             int e = tp_exp(mx);
             if (lane == 0) {
                 crow[r] = __fmul_ru(TP_C16, n), qe[r] = e == TP_EBAD ? 0 : e, hm[r] = 0;
-                if (r < rows && (!(n * nkmax <= 0x1p100f) || e == TP_EBAD)) atomicAdd(x.ctrl + 1, 1); // falls back
+                if (r < rows && (!(n * nkmax <= 0x1p100f) || e == TP_EBAD)) // falls back
+                    atomicAdd(x.ctrl + 1, 1), atomicAdd(x.ctrl + CTL_FBOUND, 1);
             }
         }
         __syncthreads();
@@ -1284,18 +1374,22 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
         const float cr0 = crow[r0], cr1 = crow[r1];
         const float fq0 = ldexpf(1.0f, -qe[r0]), fq1 = ldexpf(1.0f, -qe[r1]);
         const int er0 = erow[r0], er1 = erow[r1];
+        const int fover = CAPF - TP_KT; // a sketch row's insert past this count flags a compaction
+        if (tid < 4) s_fl[tid >> 1][tid & 1] = 0u; // read after the first tile's barrier
         mark(TPP_PRO);
         count(TPP_NTILE, ntile);
         for (int jt = 0; jt < ntile; jt++) {
             cp_async_wait<0>();
             __syncthreads(); // tile jt landed; the sketches free
+            if (tid < 2) s_fl[(jt + 1) & 1][tid] = 0u; // last read after tile jt - 1's inserts
             mark(TPP_WAIT);
             // B fragments by ldmatrix.x4: lanes 8 i .. 8 i + 7 address key rows of n-tile n + i / 2,
             // dims + 8 (i & 1): r = {b0, b1} of n-tile n, then of n + 1
             const uint16_t *kbt = kt + (wn * NB * 8 + (lane >> 4) * 8 + (lane & 7)) * KLD + ((lane >> 3) & 1) * 8;
             const float *knt = kn + (jt & 1) * TP_KT + wn * NB * 8 + 2 * cq;
             const float *kft = kf + (jt & 1) * TP_KT + wn * NB * 8 + 2 * cq;
-            float am[NB][4], ac[NB][4]; // qh.kh; ql.kh + qh.kl
+            float am[NB][4], ac[NB][4]; // qh.kh; ql.kh + qh.kl (s10 r2: ql.kh and qh.kl in two
+                                        // accumulators, a chain half as long: 128K 17.13 vs 17.10 ms)
 #pragma unroll
             for (int n = 0; n < NB; n++)
 #pragma unroll
@@ -1335,7 +1429,7 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
             const float tf0 = thrf(thr[r0]), tf1 = thrf(thr[r1]);
             const int jb = jt * TP_KT + wn * NB * 8 + 2 * cq;
             // the lane's passes (s' + E reaches the row's threshold): bit 2 n + (xx & 1) of pm[row];
-            // s' kept in am, the keys of hi (bits 0-15) and lo (16-31) in ac
+            // s' kept in am, E in ac
             unsigned pm[2] = {0u, 0u};
 #pragma unroll
             for (int n = 0; n < NB; n++)
@@ -1348,26 +1442,42 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
                     if (j < (xx < 2 ? er0 : er1) && !(hi < (xx < 2 ? tf0 : tf1)))
                         pm[xx >> 1] |= 1u << (2 * n + (xx & 1));
                     am[n][xx] = s;
-                    ac[n][xx] = __uint_as_float(tp_key16up(hi) | tp_key16dn(__fsub_rd(s, E)) << 16);
+                    ac[n][xx] = E; // the keys at insert (s10: most scores never pass)
                 }
             mark(TPP_FILT);
-            // a slot per pass: an atomic on the row's counter (s9 r5: one atomic per lane and row for
-            // its passes, 128K 16.98 vs 16.79 ms, 32K 2.04 vs 1.98; one per row and warp, the 4 lanes'
-            // counts by shuffles: s7 r2, 128K filter+insert 13.3 -> 15.2%)
+            // the lane's two insert atomics (rows r0, r1) issued together, then its slots in turn (s10 r3:
+            // 128K 17.29 vs 17.43 ms with the keys made here, not in the filter, and an atomic a pass; an
+            // atomic a pass: s9 r5 128K 16.79 vs 16.98 with one a lane and row, keys in the filter; one
+            // a row and warp, the 4 lanes' counts by shuffles: s7 r2, 128K filter+insert 13.3 -> 15.2%)
+            unsigned base[2] = {0u, 0u};
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                int c = __popc(pm[h]);
+                if (c) { // the insert that crosses the count flags the row (update / compaction)
+                    int r = h ? r1 : r0, hmr = h ? hm1 : hm0, lim = hmr ? x.hupd - 1 : fover;
+                    unsigned old = atomicAdd(&cnt[r], (unsigned)c * 0x10001u);
+                    int lo = (int)(old & 0xffffu);
+                    if (lo <= lim && lim < lo + c) atomicOr(&s_fl[jt & 1][hmr ? 1 : 0], 1u << r);
+                    base[h] = old;
+                }
+            }
 #pragma unroll
             for (int n = 0; n < NB; n++)
 #pragma unroll
                 for (int xx = 0; xx < 4; xx++)
                     if (pm[xx >> 1] >> (2 * n + (xx & 1)) & 1) {
-                        int r = xx < 2 ? r0 : r1, j = jb + n * 8 + (xx & 1);
-                        unsigned keys = __float_as_uint(ac[n][xx]), old = atomicAdd(&cnt[r], 0x10001u);
+                        int r = xx < 2 ? r0 : r1, j = jb + n * 8 + (xx & 1), hmr = xx < 2 ? hm0 : hm1;
+                        float sv = am[n][xx], ev = ac[n][xx];
+                        unsigned keys = tp_key16up(__fadd_ru(sv, ev)) | tp_key16dn(__fsub_rd(sv, ev)) << 16;
+                        unsigned old = base[xx >> 1];
+                        base[xx >> 1] += 0x10001u;
                         // the lower bound's key into the sketch (histogram rows: past the bins, binned
                         // at the next update)
-                        int o = ((xx < 2 ? hm0 : hm1) ? 2 * TP_HB : 0) + (int)(old & 0xffffu);
+                        int o = (hmr ? 2 * TP_HB : 0) + (int)(old & 0xffffu);
                         sk[r * CAPF + o] = (uint16_t)(keys >> 16);
                         unsigned pg = old >> 16;
                         if (pg < (unsigned)x.capg)
-                            gq[(size_t)r * x.capg + pg] = (unsigned long long)__float_as_uint(am[n][xx]) << 32 |
+                            gq[(size_t)r * x.capg + pg] = (unsigned long long)__float_as_uint(sv) << 32 |
                                                           (keys & 0xffffu) << 16 | (unsigned)j;
                     }
             mark(TPP_INS);
@@ -1379,15 +1489,20 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
             // updated (the last tile: the final update below)
             if (jt + 1 < ntile) {
                 __syncthreads(); // every insert in, every warp done with the tile buffer
-                issue(jt + 1);   // s9 r3: issued after the MMAs instead (one more barrier): no gain
-                int n = tp_update_rows<CAPF>(sk, cnt, thr, hm, hsc, rows, a.S, CAPF - TP_KT, x.hupd, true, TP_CWIN,
-                                       TP_HSH);
-                count(TPP_NCMP, n >> 16), count(TPP_NUPD, n & 0xffff);
+                issue(jt + 1);   // s9 r3: issued after the MMAs instead (one more barrier): no gain; s10 r2
+                                 // (with the flags below, 3 barriers a tile, not 2): 64K 5.85 vs 5.75 ms
+                int n = tp_update_rows<CAPF>(sk, cnt, thr, hm, rows, a.S, fover, x.hupd, true, TP_CWIN,
+                                       TP_HSH, s_fl[jt & 1]);
+                count(TPP_NCMP, n >> 16), count(TPP_NUPD, n & 0xffff), nupd += n & 0xffff;
             }
             mark(TPP_CMP);
         }
         __syncthreads();
-        tp_update_rows<CAPF>(sk, cnt, thr, hm, hsc, rows, a.S, 0, 1, false, 0, 0); // final
+        nupd += tp_update_rows<CAPF>(sk, cnt, thr, hm, rows, a.S, 0, 1, false, 0, 0) & 0xffff; // final
+        if (warp == 0) { // the item's histogram rows (select_bf16_last_stats)
+            int nh = __popc(__ballot_sync(0xffffffffu, lane < rows && hm[lane]));
+            if (lane == 0 && nh) atomicAdd(x.ctrl + CTL_HROWS, nh);
+        }
         if (tid == 0) s_row = 0;
         __syncthreads();
         mark(TPP_FCMP);
@@ -1427,7 +1542,11 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
                 bk[pos] = (unsigned long long)tp_okey(__uint_as_float((unsigned)(v >> 32))) << 32 |
                           (0xffffffffu - (unsigned)(v & 0xffffu));
             };
-            int w = fx_survivors(x, cnt[r], nsel, tops, TP_PMAX, sload, skeep, sput);
+            int w = fx_survivors(x, cnt[r], nsel, tops, x.pcap, sload, skeep, sput, true);
+            if (w > x.pcap) { // more survivors than the sort takes (bins of 2^sh keys, s10): t raised
+                w = tp_raise(x, cnt[r], nsel, tops, crow[r], knb, (uint16_t *)wa, sload, skeep, t);
+                if (w >= 0) w = fx_survivors(x, cnt[r], nsel, tops, TP_PMAX, sload, skeep, sput);
+            }
             mark(TPP_SURV);
             if (w < 0) continue;
             __syncwarp();
@@ -1562,6 +1681,7 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
             mark(TPP_ORD);
         }
     }
+    if (lane == 0 && nupd) atomicAdd(x.ctrl + CTL_HUPD, nupd);
     if (prof && lane == 0)
         for (int i = 0; i < TP_NPROF; i++) atomicAdd(x.prof + i, s_prof[warp][i]);
 }
@@ -1691,9 +1811,12 @@ static int fs_select(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q, co
 }
 
 static int g_select_path = 0;
+static int g_select_stats[CTL_N]; // the last fused / tp call's ctrl words (select_bf16_last_stats)
 // tp's histogram rows: a threshold update every g_tph_upd inserts (TP_HUPD; the tests set 1: every
 // tile, select_bf16_tph_upd)
 static int g_tph_upd = TP_HUPD;
+static_assert(TP_HUPD <= TP_HUMAX(TP_CAPF), "the ring holds TP_HUPD - 1 keys and a tile's inserts");
+static int g_tp_pcap = TP_PMAX; // tp's survivors past which the finish raises a row's threshold (tests: less)
 // host side of the fused path (tp: the two-pass tp_select); -1: not handled here (the caller
 // runs the next path), or a row failed (likewise, after this call wrote partial lists that the
 // next path then overwrites)
@@ -1713,7 +1836,8 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     if (attn_dims(cfg, T, &d)) return -1;
     if (d.M <= 0 || d.S <= 0 || d.S > FX_CAPF - 2 * FX_KT || (D != 64 && D != 128)) return -1;
     // tp: a tile's inserts fit the sketch after a compaction; S + the bound's few fit TP_PMAX
-    if (tp && (d.S > TP_CAPF - TP_KT || d.S > TP_PMAX - 64)) return -1;
+    const int capf = TP_CAPF;
+    if (tp && (d.S > capf - TP_KT || d.S > TP_PMAX - 64)) return -1;
     int N = d.N, maxld = 0;
     size_t nunit;
     FsUnit *hu = fs_units_ms(d, B, H, &nunit);
@@ -1777,7 +1901,8 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
     };
     double ksel = 0, kmerge = 0, tp0 = 0, tp1 = 0, tk = 0;
-    x.hupd = g_tph_upd < TP_HUMAX(TP_CAPF) ? g_tph_upd : TP_HUMAX(TP_CAPF);
+    x.hupd = g_tph_upd < TP_HUMAX(capf) ? g_tph_upd : TP_HUMAX(capf);
+    x.pcap = g_tp_pcap < TP_PMAX ? g_tp_pcap : TP_PMAX;
     if (profon && tp) {
         x.prof = dprof;
         cudaCheck(cudaMemsetAsync(dprof, 0, sizeof(unsigned long long) * TP_NPROF));
@@ -1794,7 +1919,7 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         cudaLaunchCheck();
     }
     if (profon) tp1 = pnow();
-    size_t smem = tp ? tp_smem(D, TP_CAPF) : sizeof(double) * (64 * (D + 4) + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2;
+    size_t smem = tp ? tp_smem(D, capf) : sizeof(double) * (64 * (D + 4) + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2;
     static bool attr = false;
     if (!attr) {
         int s64 = (int)(sizeof(double) * (64 * 68 + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2);
@@ -1861,15 +1986,19 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                     (double)tot / (hp[TPP_NTILE] ? hp[TPP_NTILE] : 1));
         }
     }
-    int ctrl[6];
-    cudaCheck(cudaMemcpy(ctrl, x.ctrl, sizeof ctrl, cudaMemcpyDeviceToHost));
+    int *ctrl = g_select_stats;
+    cudaCheck(cudaMemcpy(ctrl, x.ctrl, sizeof(int) * CTL_N, cudaMemcpyDeviceToHost));
     static int dbg = -1;
     if (dbg < 0) dbg = getenv("MSLAB_SELECT_DEBUG") ? atoi(getenv("MSLAB_SELECT_DEBUG")) : 0;
-    if (dbg)
-        fprintf(stderr, "select_bf16 %s: T=%d S=%d maxld=%d failed rows %d, max inserts %d%s",
-                tp ? "tp" : "fused", T, d.S, maxld, ctrl[1], ctrl[2], tp ? "" : "\n");
-    if (dbg && tp)
-        fprintf(stderr, ", survivors %d, exact %d\n", ctrl[5], ctrl[4]);
+    // a failed row sends the whole call to the next path (~2x the time for tp at 1M): always noted
+    if (dbg || ctrl[1])
+        fprintf(stderr,
+                "select_bf16 %s%s: T=%d S=%d maxld=%d capg %d: failed rows %d (buffer %d, survivors %d, "
+                "too few %d, bound %d), max inserts %d, max survivors %d (cap %d); all rows: survivors %d, "
+                "exact %d; histogram rows %d, updates %d; thresholds raised %d\n",
+                tp ? "tp" : "fused", ctrl[1] ? " (falls back)" : "", T, d.S, maxld, capg, ctrl[1], ctrl[CTL_FBUF],
+                ctrl[CTL_FSURV], ctrl[CTL_FFEW], ctrl[CTL_FBOUND], ctrl[2], ctrl[CTL_MAXSURV],
+                tp ? TP_PMAX : FX_PMAX, ctrl[5], ctrl[4], ctrl[CTL_HROWS], ctrl[CTL_HUPD], ctrl[CTL_RAISED]);
     free(hu), free(hord);
     g_select_path = tp ? (ctrl[1] ? 0 : 4) : ctrl[1] ? 2 : 1;
     return ctrl[1] ? -1 : 0;
@@ -1982,12 +2111,28 @@ extern "C" int select_bf16_set_mode(int mode) {
     return prev;
 }
 extern "C" int select_bf16_last_path(void) { return g_select_path; }
+// the last fused / tp call's counters (up to n of: failed rows, buffer / survivors / too few / bound
+// failures, max inserts, max survivors, histogram rows, histogram updates, raised rows); returns
+// how many
+extern "C" int select_bf16_last_stats(int *st, int n) {
+    const int w[] = {1, CTL_FBUF, CTL_FSURV, CTL_FFEW, CTL_FBOUND, 2, CTL_MAXSURV, CTL_HROWS, CTL_HUPD, CTL_RAISED};
+    int m = n < (int)(sizeof w / sizeof w[0]) ? n : (int)(sizeof w / sizeof w[0]);
+    for (int i = 0; i < m; i++) st[i] = g_select_stats[w[i]];
+    return m;
+}
 // tp's histogram rows: a threshold update every upd inserts (1: every tile; the default TP_HUPD);
 // returns the previous setting
 extern "C" int select_bf16_tph_upd(int upd) {
     int u = g_tph_upd;
     g_tph_upd = upd < 1 ? 1 : upd;
     return u;
+}
+// tp's finish raises a row's threshold past cap survivors (TP_PMAX; the tests set a small one so
+// that tp_raise runs on every row); returns the previous setting
+extern "C" int select_bf16_tp_cap(int cap) {
+    int c = g_tp_pcap;
+    g_tp_pcap = cap < 1 ? 1 : cap;
+    return c;
 }
 
 // select_blocks.cu: merge 1 with few regions (path 3); -1 when it does not apply

@@ -12,6 +12,10 @@
 // key region r a copy of region r % period (equal scores: ties to the lower id); g_rise > 0
 // scales key region r by 2^(r / g_rise) (rising scores: long runs of inserts, thresholds that
 // jump). The default (auto) is tp since s7: sparse_bf16_tests.c's select_bf16.lists rows run it.
+// The fused / tp rows print the call's counters (select_bf16_last_stats: failed rows, max inserts /
+// survivors, histogram rows / updates, raised thresholds); the "hist every tile" rows fail unless tp
+// ran histogram rows and updated them, the "raise" rows (a survivor cap under S + 8) unless tp's
+// finish raised thresholds (tp_raise, the 1M rows over 512 survivors).
 // Merge-1 plans (the bench's moba-blk) also run the blocks path (cuda/select_blocks.cu, path 3),
 // and the info rows time the moba-blk selection at 32K / 128K with and without it.
 #include <math.h>
@@ -24,6 +28,7 @@
 #include "../../core/common.h"
 #include "../../cuda/attn_bf16.h"
 #include "../../cuda/bf16.h"
+#include "../../cuda/timing.h"
 #include "bf16_check.h"
 #include "gpu_check.h"
 
@@ -34,6 +39,12 @@ int select_bf16_set_mode(int mode);
 int select_bf16_last_path(void);
 // tp's histogram rows: a threshold update every upd inserts (1: every tile); returns the previous
 int select_bf16_tph_upd(int upd);
+// the last fused / tp call's counters: failed rows, by buffer / survivors / too few / bound, max
+// inserts, max survivors, histogram rows, histogram updates, raised thresholds; returns how many
+int select_bf16_last_stats(int *st, int n);
+// tp's finish: rows with more survivors than cap get their threshold raised (tp_raise; default
+// TP_PMAX = 512); returns the previous cap
+int select_bf16_tp_cap(int cap);
 // cuda/select_blocks.cu's switch (merge 1, few regions; path 3): 1 on, 0 off, -1 query; returns
 // the previous setting. Modes 0 / 1 below run with it off; mode 2 (merge 1 plans only) with it on.
 int select_blocks_set(int on);
@@ -44,12 +55,17 @@ static AttnConfig ms_cfg(int w, int top, int merge, int prefix) {
     return c;
 }
 
+// > 0: tp's survivor cap for the next rows (select_bf16_tp_cap: rows past it raise their threshold)
+static int g_tpcap = 0;
+
 // > 0: key region r scaled by 2^(r / g_rise) (scores rising along the row: every new tile passes the
 // running threshold, which then jumps past tp_compact's window of 256 key steps)
 static double g_rise = 0;
 
 // expect: path the fused mode must take (1 fused, 2 its fallback); | 4: merge 1 but the blocks
-// path must decline (too many regions), so mode 2 takes the fused path too
+// path must decline (too many regions), so mode 2 takes the fused path too; | 8: tp must turn rows
+// into histogram rows and update them (select_bf16_last_stats); | 16: tp must raise thresholds
+// (with g_tpcap)
 static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH, int D,
                   int period, int expect) {
     AttnDims d;
@@ -91,7 +107,8 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
     for (int mode = 0; mode < 4; mode++) { // old, fused, tp, blocks
         if (mode == 3 && cfg.merge != 1) break;
         int blk = select_blocks_set(mode == 3);
-        int prev = select_bf16_set_mode(mode == 2 ? 2 : mode ? 1 : 0), rc = 0, path = -1;
+        int prev = select_bf16_set_mode(mode == 2 ? 2 : mode ? 1 : 0), rc = 0, path = -1, st[10] = {0};
+        int cap = mode == 2 && g_tpcap ? select_bf16_tp_cap(g_tpcap) : 0;
         size_t bad = 0, again = 0;
         double ms = 0;
         for (int rep = 0; rep < 2; rep++) {
@@ -102,8 +119,9 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
             rc |= select_bf16(&ig, &cfg, d_q, d_k, B, T, H, KVH, D);
             gpu->download(rep ? h2 : h1, ig.idx, sizeof(int) * ni);
             if (rep == 1) ms = (now_s() - t0) * 1e3; // includes the list download
-            if (rep == 0) path = select_bf16_last_path();
+            if (rep == 0) path = select_bf16_last_path(), select_bf16_last_stats(st, 10);
         }
+        if (cap) select_bf16_tp_cap(cap);
         select_bf16_set_mode(prev);
         select_blocks_set(blk);
         if (rc) {
@@ -120,17 +138,31 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
             printf("    path %d, expected %d (0 old, 1 fused, 2 fused fell back, 3 blocks, 4 tp)\n", path, want);
             bad += 1;
         }
+        if (mode == 2 && path == 4 && (expect & 8) && (st[7] <= 0 || st[8] <= 0)) {
+            printf("    tp ran %d histogram rows, %d updates: expected some\n", st[7], st[8]);
+            bad += 1;
+        }
+        if (mode == 2 && path == 4 && (expect & 16) && st[9] <= 0) {
+            printf("    tp raised no row's threshold: expected some\n");
+            bad += 1;
+        }
         char op[64];
         snprintf(op, sizeof op, "select_bf16.%s", (const char *[]){"old", "fused", "tp", "blocks"}[mode]);
         report(op, shape, (double)bad, 0, again ? 0 : 1);
-        printf("    %s: %.2f ms (CPU %.2f s), path %d\n", op, ms, tcpu, path);
+        printf("    %s: %.2f ms (CPU %.2f s), path %d", op, ms, tcpu, path);
+        if (mode == 1 || mode == 2) // failed rows, max inserts / survivors, histogram rows / updates
+            printf(" (failed %d, max inserts %d, max survivors %d, hist rows %d, updates %d, raised %d)", st[0],
+                   st[5], st[6], st[7], st[8], st[9]);
+        printf("\n");
     }
     free(h1), free(h2), free(fill), free(qb), free(kb), free(q), free(k), free(ic.idx);
     gpu->free(d_q), gpu->free(d_k), gpu->free(ig.idx);
 }
 
 // MSLAB_SELECT_PERF=T1,T2,...: time select_bf16 (paper config, B=1 H=KVH=32 D=128, random bf16
-// q / k, no CPU reference) per path (tp, fused); MSLAB_SELECT_PERF_OLD=1 also times the old path.
+// q / k, no CPU reference) per path (tp, fused); MSLAB_SELECT_PERF_OLD=1 also times the old path,
+// MSLAB_SELECT_PERF_TP=1 only tp; MSLAB_SELECT_PERF_NORMAL=1: the bench's inputs (attn_bench.c:
+// cuda_fill_bf16_normal, seeds 1000 / 1001, scale 1) instead of the uniform pool below.
 // Rows are information only (not in the default run).
 // blk: the bench's moba-blk plan instead (w 128, merge 1, prefix 0, top nb / 16 + 1), timed with
 // the blocks path (select_blocks.cu) and without it (fused)
@@ -147,13 +179,15 @@ static void t_sel_perf(int T, int blk) {
     // a pool of 2^20 + 7 random values (splitmix64 -> uniform [-1, 1) -> bf16), copied with a
     // different rotation per block (random generation of 2^28 values took ~30 s on the host)
     size_t pn = ((size_t)1 << 20) + 7;
+    int normal = getenv("MSLAB_SELECT_PERF_NORMAL") && atoi(getenv("MSLAB_SELECT_PERF_NORMAL"));
+    if (normal) cuda_fill_bf16_normal(d_q, n, 1000, 1.0f), cuda_fill_bf16_normal(d_k, n, 1001, 1.0f);
     uint16_t *pool = malloc(pn * 2);
-    for (size_t i = 0; i < pn; i++) {
+    for (size_t i = 0; i < pn && !normal; i++) {
         uint64_t z = (s += 0x9e3779b97f4a7c15ull);
         z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull, z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
         pool[i] = bf16_from_f32((float)((double)(z >> 11) * 0x1p-52 - 1.0));
     }
-    for (int t = 0; t < 2; t++) {
+    for (int t = 0; t < 2 && !normal; t++) {
         for (size_t i0 = 0, b = 0; i0 < n; i0 += pn, b++) {
             size_t len = n - i0 < pn ? n - i0 : pn, rot = (b * 7919 + (size_t)t * 104729) % pn;
             size_t a1 = pn - rot < len ? pn - rot : len;
@@ -167,8 +201,10 @@ static void t_sel_perf(int T, int blk) {
     ig.idx = gpu->alloc(sizeof(int) * ni);
     const char *upd = getenv("MSLAB_SELECT_PERF_UPD"); // tp's histogram update interval (s9 A/B)
     int upd_prev = upd ? select_bf16_tph_upd(atoi(upd)) : 0;
+    int tponly = getenv("MSLAB_SELECT_PERF_TP") && atoi(getenv("MSLAB_SELECT_PERF_TP"));
     for (int mode = blk ? 3 : 2; mode >= 0; mode--) { // blocks / tp, fused, old
         if (mode == 0 && !getenv("MSLAB_SELECT_PERF_OLD")) break;
+        if (mode < 2 && tponly && !blk) break;
         if (blk && mode == 2) continue;
         int blk_prev = select_blocks_set(mode == 3);
         int prev = select_bf16_set_mode(mode == 3 ? 1 : mode), x;
@@ -179,9 +215,12 @@ static void t_sel_perf(int T, int blk) {
         }
         gpu->download(&x, ig.idx, 4);
         double ms = (now_s() - t0) / 2 * 1e3;
-        printf("    select_bf16 perf %s T=%d H=32 D=128 %s: %.2f ms, path %d\n",
-               (const char *[]){"old", "fused", "tp", "blocks"}[mode], T, blk ? "moba-blk" : "paper", ms,
-               select_bf16_last_path());
+        int st[10] = {0};
+        select_bf16_last_stats(st, 10);
+        printf("    select_bf16 perf %s T=%d H=32 D=128 %s%s: %.2f ms, path %d (failed %d, max inserts %d, "
+               "max survivors %d, hist rows %d, updates %d, raised %d)\n",
+               (const char *[]){"old", "fused", "tp", "blocks"}[mode], T, blk ? "moba-blk" : "paper",
+               normal ? " normal" : "", ms, select_bf16_last_path(), st[0], st[5], st[6], st[7], st[8], st[9]);
         select_bf16_set_mode(prev);
         select_blocks_set(blk_prev);
     }
@@ -244,14 +283,20 @@ void t_select_bf16_all(void) {
     // turn at their first compaction; ties p97: ~20 copies of each score, masses at the threshold;
     // rising: rows that must not turn, or whose coarse bins shift)
     int tu = select_bf16_tph_upd(1);
-    t_sel("ms paper hist every tile", paper, 1, 65536, 2, 1, 128, 0, 1);
-    t_sel("ms small hist every tile", small, 1, 32768, 2, 1, 64, 0, 1);
-    t_sel("ms small hist every tile ties p97", small, 1, 32768, 2, 1, 128, 97, 1);
+    t_sel("ms paper hist every tile", paper, 1, 65536, 2, 1, 128, 0, 9);
+    t_sel("ms small hist every tile", small, 1, 32768, 2, 1, 64, 0, 9);
+    t_sel("ms small hist every tile ties p97", small, 1, 32768, 2, 1, 128, 97, 9);
     g_rise = 64;
-    t_sel("ms small hist every tile rising", small, 1, 16384, 2, 1, 64, 0, 1);
+    t_sel("ms small hist every tile rising", small, 1, 16384, 2, 1, 64, 0, 9);
     g_rise = 128;
-    t_sel("ms paper hist every tile rising", paper, 1, 32768, 2, 1, 128, 0, 1);
+    t_sel("ms paper hist every tile rising", paper, 1, 32768, 2, 1, 128, 0, 9);
     g_rise = 0;
+    // tp_raise (rows with more survivors than the cap: 493-516 at 1M with 4-key bins) on most rows
+    g_tpcap = 390; // S 384
+    t_sel("ms paper raise", paper, 1, 32768, 2, 2, 128, 0, 17);
+    g_tpcap = 50; // S 48, histogram rows
+    t_sel("ms small hist every tile raise", small, 1, 32768, 2, 1, 64, 0, 25);
+    g_tpcap = 0;
     select_bf16_tph_upd(tu); // the default back
     t_sel_perf(32768, 1); // info: the moba-blk selection, blocks vs fused, B=1 H=32 D=128
     t_sel_perf(131072, 1);
