@@ -484,9 +484,8 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
     int j = 0;
     if (LIST && wr0 >= t1) { // no rows (a block's last CTA, the end of T): only the ring's
                              // protocol, so the other warpgroups have the tensor cores alone
-        for (; has(j); j++) {
+        for (; has(j); j++) { // (has(j) waited on tile j's "full" K)
             int sl = j % NS, par = (j / NS) & 1;
-            mbar_wait(kfull + sl, par);
             if (lane == 0) mbar_arrive(kempty + sl);
             mbar_wait(vfull + sl, par);
             if (lane == 0) mbar_arrive(vempty + sl);

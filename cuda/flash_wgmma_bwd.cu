@@ -15,8 +15,9 @@
 //   dq_kernel<D, NWG, SP>: CTA = (b, h, NWG x 64 queries), 64-key tiles up to the diagonal: S, dP =
 //     dO V^T (SS), dS, dQ += dS K (RS, K MN-major).
 //   Fused (5 products; since s8 the default at D 64 and 128 in both modes, the ordered one with
-//   fixed-point dQ adds (DET = 3); D 64: a warpgroup of 64 keys, 2 CTAs per SM; CTAs in groups of
-//   8 heads, fused_hgroup): bwd_fused_kernel, comment there; s8 figures at WG128_DKDV_DET.
+//   fixed-point dQ adds (s32 bulk adds, DET = 4; s10: PIPE 118, row scales by cp.async and FFMA
+//   conversions); D 64: a warpgroup of 64 keys, 2 CTAs per SM; CTAs in groups of 8 heads,
+//   fused_hgroup): bwd_fused_kernel, comment there; s8 / s10 figures at WG128_DKDV_DET.
 // Block-sparse (sparse_wgmma_bwd, lists of ops.h AttnIndex with regions and query blocks that are
 //   multiples of 64): the same split kernels with SP = true: an iteration policy (KvWalk, QWalk)
 //   replaces the causal range by the region's inverse list (dK/dV) / the block's list (dQ); the
@@ -46,6 +47,7 @@
 #include "cuda_common.cuh"
 #include "flash_wgmma_bwd.cuh"
 #include "sparse_inverse.cuh"
+#include "wg_acc.cuh"
 extern "C" {
 #include "attn_bf16.h"
 }
@@ -508,6 +510,9 @@ __device__ __forceinline__ void bulk_wait_read() {
 //     S / dP products.
 //   16 (with 2): Q / dO tiles by TMA (thread 0, a "full" mbarrier per buffer), not cp.async; dK /
 //     dV staged in the Q / dO buffers (planar) and written by 4 TMA stores.
+//   32 (with 2, DET 4): the rows' fixed-point scales by cp.async with lse / Di; 64 (DET 4): the s32
+//     conversions by FFMA (at bwd_fused_body). s10: 118 = 22 + 32 + 64 the ordered default of the
+//     dense and 128k-key-list kernels (lists with 3 buffers: 126), 54 the key lists'.
 
 //   Tried (s7, 32K moba-blk RAND bwd, ms ordered / atomic): 4 as 64 row-sized bulk copies (no
 //   map, 544-byte pitch): 11.97 / 10.74 (s6 path 12.05 / 11.34; the trace: their issue ~1300
@@ -590,6 +595,14 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     static_assert(!(PIPE & 8) || BULKQ, "three buffers: with the bulk adds");
     static_assert(!BULKQ || DET == 0 || DET == 4, "bulk dQ adds: fp32 or s32");
     static_assert(DET != 4 || BULKQ, "s32 dQ adds: the bulk adds only");
+    // 64 (s10, DET 4): the s32 conversions by FFMA (x sc + 1.5 2^23: the rounded integer in the low
+    // mantissa bits, F2I's value where |x sc| < 2^22; checked after: else the thread's F2I pass
+    // rewrites its elements), off the XU pipe that the softmax's ex2 uses (ncu, LM shape: XU 30%
+    // busy ordered vs 17% atomic). (s10 r3: the FFMA results' bits staged as they are, the bias
+    // 0x4B400000 per partial taken off by the convert, no IADD: kernel 1552 vs 1473 us, convert
+    // 44.4 vs 35.6: removed)
+    constexpr bool FC = (PIPE & 64) != 0;
+    static_assert(!FC || DET == 4, "FFMA conversions: the s32 fixed point");
     // a warpgroup per 64 keys and 64 dQ columns (one plane; D 128: 2, 128 keys; D 64: 1, 64 keys)
     constexpr int NWG = D / 64, NT = 128 * NWG, BKV = 64 * NWG, BQ = 64, DN = D / 8, NN = BQ / 8;
     // TR: thread 0's stamps (diagnostics above)
@@ -649,9 +662,11 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         klst = sp.idx + (((size_t)b * H + kh) * sp.nblk + kc) * sp.width;
     }
     // KL: the key of the CTA's row r (INT_MAX: an empty slot or past T)
+    // (regions of 16 / 32 keys: shifts, not the divisions by a runtime region of s9)
+    int klsh = sp.region == 16 ? 4 : 5;
     auto kl_key = [&](int r) {
-        int s = kb * (BKV / sp.region) + r / sp.region, reg = s < sp.width ? __ldg(klst + s) : -1;
-        int key = reg * sp.region + r % sp.region;
+        int s = kb * (BKV >> klsh) + (r >> klsh), reg = s < sp.width ? __ldg(klst + s) : -1;
+        int key = (reg << klsh) + (r & (sp.region - 1));
         return reg >= 0 && key < T ? key : INT_MAX;
     };
     int k0 = kb * BKV;
@@ -668,7 +683,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         typename std::conditional<KL, FusedKeyWalk, FusedDenseWalk>::type>::type L; // load cursor
     if constexpr (KL) { // the block's query tiles from its least key's on
         key[0] = kl_key(wg * 64 + wl * 16 + g), key[1] = kl_key(wg * 64 + wl * 16 + g + 8);
-        int kmin = INT_MAX;
+        int kmin = INT_MAX; // (lists wider than 4096 slots are not sorted: sparse_bf16.cu)
         for (int r = 0; r < BKV; r += sp.region) kmin = min(kmin, kl_key(r));
         int rs = max(kmin, kc * sp.qblock), re = min(T, kc * sp.qblock + sp.qblock);
         L.hh = kh, L.tb = (re + BQ - 1) / BQ, L.t = kmin == INT_MAX ? L.tb : rs / BQ;
@@ -729,10 +744,18 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         pm[j] = L.ok(), ph[j] = L.hh, pq[j] = L.t * BQ;
         if (pm[j]) {
             if (j == 0 && KL) { // the gathered K / V rows (empty slots, keys past T: zero), after
-                                // the step's Q / dO TMA is under way
+                                // the step's Q / dO TMA is under way (s10 r1: the gather first,
+                                // ms paper 32K ordered 22.65 ms vs 22.67: no difference)
                 load_step(ph[j], pq[j], j);
-                for (int i = threadIdx.x; i < BKV * (D / 8); i += NT) {
-                    int r = i / (D / 8), ch = i % (D / 8), key = kl_key(r);
+                // the thread's keys first, their list loads back to back (s10 r4: prologue 4401 /
+                // 4517 cycles atomic / ordered vs 4707 / 4880 with each key before its chunk)
+                constexpr int NG = BKV * (D / 8) / NT; // 16-byte chunks a thread (rows i / (D / 8))
+                int gk[NG];
+#pragma unroll
+                for (int u = 0; u < NG; u++) gk[u] = kl_key((threadIdx.x + u * NT) / (D / 8));
+#pragma unroll
+                for (int u = 0; u < NG; u++) {
+                    int i = threadIdx.x + u * NT, r = i / (D / 8), ch = i % (D / 8), key = gk[u];
                     size_t off = (size_t)(key != INT_MAX ? key : 0) * ldk + ch * 8;
                     cp_async16(Ks + pl<BKV>(r, ch), kbp + off, key != INT_MAX);
                     cp_async16(Vs + pl<BKV>(r, ch), vbp + off, key != INT_MAX);
@@ -763,6 +786,40 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
             tma_out_4d<true>(&dqmap, dQs + (threadIdx.x >> 5) * 8192, (threadIdx.x >> 5) * 32,
                              KL ? kh - kvh * G : bq_hh, bq_qs, KL ? kbl : b);
     };
+    // BULKQ: the dQ partial x (rows qs + 16 wl + g (+ 8), columns 64 wg + 8 n + 2 tq (+ 1)) into
+    // staging tile st (fp32 pairs, or DET 4 x sc as s32); column c = 64 wg + 8 n + 2 tq: box c /
+    // 32, at row * 128 + 16-byte chunk ((c % 32) / 4) ^ (row % 8), byte 8 (tq % 2)
+    auto stage_dq = [&](const float (&x)[8][4], const float (&sc)[2], unsigned char *st) {
+        // ffma (std::true_type): the FFMA conversions; returns the OR of their bits ^ 2^23's (a
+        // bit at 2^23 or above: some |x sc| >= 2^22, or NaN)
+        auto put = [&](auto ffma) -> unsigned {
+            unsigned chk = 0;
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                int row = wl * 16 + g + 8 * r;
+#pragma unroll
+                for (int n = 0; n < 8; n++) {
+                    unsigned char *pe = st + (2 * wg + n / 4) * 8192 + row * 128 +
+                                        ((((n % 4) * 2 + tq / 2) ^ (row & 7)) << 4) + (tq & 1) * 8;
+                    float x0 = x[n][2 * r], x1 = x[n][2 * r + 1];
+                    if constexpr (DET == 4 && decltype(ffma)::value) {
+                        int a = __float_as_int(fmaf(x0, sc[r], 12582912.f));
+                        int c = __float_as_int(fmaf(x1, sc[r], 12582912.f));
+                        chk |= (unsigned)(a ^ 0x4B000000) | (unsigned)(c ^ 0x4B000000);
+                        *(int2 *)pe = make_int2(a - 0x4B400000, c - 0x4B400000);
+                    } else if constexpr (DET == 4) {
+                        *(int2 *)pe = make_int2(__float2int_rn(x0 * sc[r]), __float2int_rn(x1 * sc[r]));
+                    } else {
+                        *(float2 *)pe = make_float2(x0, x1);
+                    }
+                }
+            }
+            return chk;
+        };
+        if (!FC) put(std::false_type{});
+        else if (put(std::true_type{}) & 0xFF800000u) put(std::false_type{});
+        fence_async_smem(); // generic stores before the TMA unit reads them
+    };
 
     for (int i = 0, buf = 0; pm[0]; i++, buf = buf == NB - 1 ? 0 : buf + 1) {
         if (TR && trw && i > 0) tr_cp = (unsigned)clock();
@@ -785,7 +842,8 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         if (NB == 2) issue_loads();
         const bf16 *Qt = Qs + buf * BQ * D, *dOt = dOs + buf * BQ * D;
         const float *Lt = Ls + buf * BQ, *Dt = Ds + buf * BQ;
-        float fsc[2]; // FX: this thread's dQ rows' fixed-point scales (latency under the step)
+        float fsc[2]; // FX: this thread's dQ rows' fixed-point scales (latency under the step; s10
+                      // r4, key lists: read after the S / dP issue instead, S phase 2310 vs 2306)
         if (FX)
 #pragma unroll
             for (int r = 0; r < 2; r++) {
@@ -877,24 +935,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         // dQ partial: rows qs + 16 wl + g (+ 8), columns 64 wg + 8 n + 2 tq (+ 1)
         size_t base = ((size_t)b * T) * ldq + (size_t)hh * D + wg * 64 + 2 * tq;
         if (BULKQ) { // into the staging tile (fp32 pairs or the fixed-point lanes)
-#pragma unroll
-            for (int r = 0; r < 2; r++) {
-                int row = wl * 16 + g + 8 * r;
-#pragma unroll
-                for (int n = 0; n < 8; n++) {
-                    // column c = 64 wg + 8 n + 2 tq: box c / 32, at row * 128 + 16-byte chunk
-                    // ((c % 32) / 4) ^ (row % 8), byte 8 (tq % 2)
-                    unsigned char *pe = dQs + (2 * wg + n / 4) * 8192 + row * 128 +
-                                        ((((n % 4) * 2 + tq / 2) ^ (row & 7)) << 4) + (tq & 1) * 8;
-                    if (DET == 4) {
-                        *(int2 *)pe = make_int2(__float2int_rn(acc[n][2 * r] * fsc[r]),
-                                                __float2int_rn(acc[n][2 * r + 1] * fsc[r]));
-                    } else {
-                        *(float2 *)pe = make_float2(acc[n][2 * r], acc[n][2 * r + 1]);
-                    }
-                }
-            }
-            fence_async_smem(); // generic stores before the TMA unit reads them
+            stage_dq(acc, fsc, dQs);
             bq_qs = qs, bq_hh = hh;
         } else if (DET == 3) { // integer adds (any order, the same bits): two 32-bit lanes in
                                // one 64-bit add, (odd << 32) + even
@@ -974,8 +1015,8 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         cnt_prev = nullptr;
     }
     if constexpr (KL) {
-        // dK / dV (unscaled) reduce-added into the accumulators (map dkmap: (D, T, slab, 2 = dK,
-        // dV); fp32, or DET 4: s64 fixed point, x the (b, kv head)'s scales sp.ksc) at the warp's
+        // dK / dV (unscaled) reduce-added into the accumulators ([slab][2 = dK, dV][T][D]; fp32,
+        // or DET 4: s64 fixed point, x the (b, kv head)'s scales sp.ksc) at the warp's
         // 16 keys (consecutive: a region's rows), staged per warp in 128 D bytes of the K / V /
         // Q / dO buffers as boxes [16 keys][128 bytes] (128-byte swizzle; fp32: 32 columns, both
         // arrays at once; s64: 16 columns, one array a pass)
@@ -1005,20 +1046,27 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         // 19.81, ordered (red.u64) 25.25 vs 23.82; epilogue 8663 / 23791 cycles: removed)
         // (r5: dK by the TMA unit and dV by per-thread reds meanwhile: atomic 19.78 ms vs 19.37 /
         // 19.48, ordered 22.91 vs 22.41 / 22.34: removed)
+        // (s10 r1, ms paper 32K, epilogue cycles atomic / ordered 6581 / 13563: one box a warp and
+        // array (a map with the chunks as a dimension) 6580 / 13547; the boxes stored, not added
+        // (wrong dK / dV: timing only) 5800 / 11056; the boxes prefetched to L2 two steps before
+        // (the adds' L2 hit rate was 95-97%, ncu) ordered 22.93 ms vs 22.67; r2: each warp's box
+        // read back in row order and added by coalesced per-thread reds (u64 / v4.f32) 6770 /
+        // 13301, 19.20 / 22.17 ms vs 19.23 / 22.19: the SM's ~20 bytes a cycle to L2 bound them
+        // all; none kept)
         if (any && wkey != INT_MAX) {
             if constexpr (DET == 4) {
                 stage(dka, st, sp.ksc[2 * bk]);
-                if (lane < D / 16) tma_out_4d<true>(&dkmap, st + lane * 2048, lane * 16, wkey, kbl, 0);
+                if (lane < D / 16) tma_out_4d<true>(&dkmap, st + lane * 2048, lane * 16, wkey, 2 * kbl, 0);
                 bulk_wait_read();
                 __syncwarp();
                 stage(dva, st, sp.ksc[2 * bk + 1]);
-                if (lane < D / 16) tma_out_4d<true>(&dkmap, st + lane * 2048, lane * 16, wkey, kbl, 1);
+                if (lane < D / 16) tma_out_4d<true>(&dkmap, st + lane * 2048, lane * 16, wkey, 2 * kbl + 1, 0);
             } else {
                 stage(dka, st, 1.f);
                 stage(dva, st + 64 * D, 1.f);
                 if (lane < D / 16)
-                    tma_out_4d<true>(&dkmap, st + lane * 2048, lane % (D / 32) * 32, wkey, kbl,
-                                     lane / (D / 32));
+                    tma_out_4d<true>(&dkmap, st + lane * 2048, lane % (D / 32) * 32, wkey,
+                                     2 * kbl + lane / (D / 32), 0);
             }
         }
         bulk_wait_read(); // (and the last dQ partial's reads)
@@ -1099,6 +1147,24 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
 //   adds, not F2I (whose pipe the softmax's ex2 shares): ordered 1.921; both 1.918. r5: the fixed
 //   point by s32 bulk adds (DET 4, the default since): ordered 1.825 ms (atomic 1.572); LM row 0
 //   ordered 91.8 ms/step (r4 with DET 3: 92.8; groups of 4: 92.8).
+//   s10 (the ordered mode's cost at D 64; LM shape, ncu gpu__time_duration with --clock-control
+//   none, us a call): r1 fused kernel 1542 ordered vs 1430 atomic (XU pipe 30% vs 17% busy: the
+//   s32 F2I conversions share it with the softmax's ex2; long-scoreboard stalls 0.56 vs 0.41 per
+//   issue: the row scales by __ldg), wg_kv_bound 27.0, fixed-point convert 50.6 vs 35.0 (double
+//   division, 8-byte loads), wg_bwd_pre 41.8 vs 26.8 (with the row scales: 64-bit index divisions,
+//   ilogbf / ldexpf in one lane a row); perf rows (test flash_wgmma_perf64, bwd + Di) 1.695 vs
+//   1.526 ms. Now PIPE 118 (= 22 + 32 + 64): the row scales by cp.async and the checked FFMA
+//   conversions (bwd_fused_body), the convert 4 elements a thread (35.6 us), the K / V bound's
+//   memset in the accumulator's: r3 kernel 1473 vs 1423, perf rows 1.606 vs 1.522 ms (320.8 /
+//   338.7 TFLOP/s; the s9 kernel 1.685 in the same run); r4 1.600 / 1.612 vs 1.525 (kernel 1461);
+//   D 128 (B 1 T 16K H 32) ordered bwd 12.28 vs 12.93 ms with PIPE 22. Then wg_bwd_pre with
+//   32-bit divisions and the scale from exponent bits: r5 35.9 us (plain 27.4); perf rows 1.600 /
+//   1.607 vs 1.528 ms (4.9% over atomic: kernel 1475 vs 1432 us, wg_kv_bound 27.1, wg_bwd_pre +8.5,
+//   convert +1.2); LM row 0 81.5 ms/step ordered, row 3 80.8 atomic (r5; r3 83.5 / 82.9).
+//   Tried (s10) and removed: the partial kept in registers and staged (converted) under the next
+//   step's S / dP products into one of two staging tiles, the bulk add after that step's dS
+//   barrier: r1 ordered 1.795 vs 1.695 ms, atomic 1.621 vs 1.526; the FFMA conversions checked
+//   before (max |x| per row, max.NaN), not after: kernel 1504 vs 1473 us (r2 / r3).
 #define WG128_DKDV_DET 11
 // MINB: CTAs per SM for the register budget (D 64 tilings dK/dV 7, dQ 3 / 4; s7, H4)
 template <int D, int NWG, int ALD, bool SP, int MINB = 1>
@@ -1142,6 +1208,7 @@ __global__ void wg_kv_bound(unsigned *m, const bf16 *k, const bf16 *v, int T, in
     int t0 = blockIdx.y * rows, t1 = min(T, t0 + rows), j = lane % L;
     float a = 0.f, c = 0.f;
     bool nan = false;
+#pragma unroll 4 // (s10: the loads of 4 steps issued together)
     for (int tb = t0 + warp * R; tb < t1; tb += (blockDim.x >> 5) * R) { // uniform per warp
         int t = tb + lane / L;
         float vv = 0.f;
@@ -1180,15 +1247,28 @@ __global__ void wg_kv_bound(unsigned *m, const bf16 *k, const bf16 *v, int T, in
 }
 // dq[row][2i, 2i + 1] = lanes * 2^-s * scale (row = (b, t, h)): the even element is the low 32
 // bits as a signed lane (|its sum| < 2^31), the odd one the rest; power-of-2 scaling, exact.
-// S32 (DET = 4): one s32 per element
+// S32 (DET = 4): one s32 per element, 4 a thread (16-byte loads; n2 / 2 threads); 2^-s from the
+// scale's exponent bits, not a double division (s10: 50.6 -> 35.6 us at the LM shape, fp32's 34.6)
 template <bool S32>
 __global__ void wg_dq_convert_fx(bf16 *dq, const long long *acc, const float *rsc, size_t n2,
                                  int D, float scale) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if constexpr (S32) {
+        if (i >= n2 / 2) return;
+        int4 p = __ldcs((const int4 *)acc + i);
+        float sc = rsc[4 * i / D]; // 2^k, k = its exponent field - 127 (sc >= 2^-97: normal)
+        unsigned eb = (__float_as_uint(sc) >> 23) & 0xFF;
+        double f = (double)scale * __longlong_as_double((long long)(1150 - eb) << 52); // scale 2^-k
+        float y[4] = {(float)((double)p.x * f), (float)((double)p.y * f), (float)((double)p.z * f),
+                      (float)((double)p.w * f)};
+        if (isnan(sc)) y[0] = y[1] = y[2] = y[3] = NAN;
+        *((uint2 *)dq + i) = make_uint2(pack_bf16x2(y[0], y[1]), pack_bf16x2(y[2], y[3]));
+        return;
+    }
     if (i >= n2) return;
     long long p = __ldcs(acc + i);
     int lo = (int)(unsigned)(unsigned long long)p;
-    long long hi = S32 ? (int)(unsigned)((unsigned long long)p >> 32) : (p - lo) >> 32;
+    long long hi = (p - lo) >> 32;
     float sc = rsc[2 * i / D];
     double f = (double)scale / sc; // sc a power of 2 (up to 2^127): exact in double
     float y0 = (float)((double)lo * f), y1 = (float)((double)hi * f);
@@ -1424,16 +1504,11 @@ static void fused_run(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *cnt, cons
                       make_map(&dvmap, dv, B, T, KVH, D, BKV),
                   "fused_run: the Q / dO / dK / dV tensor maps");
     if constexpr ((PIPE & 4) != 0) {
-        EncodeTiledFn fn = encode_fn();
-        cuuint64_t dims[4] = {(cuuint64_t)D, (cuuint64_t)H, (cuuint64_t)T, (cuuint64_t)B};
-        cuuint64_t str[3] = {(cuuint64_t)D * 4, (cuuint64_t)H * D * 4, (cuuint64_t)T * H * D * 4};
-        cuuint32_t box[4] = {32, 1, (cuuint32_t)BQ, 1}, el[4] = {1, 1, 1, 1};
-        CUtensorMapDataType dt =
-            DET == 4 ? CU_TENSOR_MAP_DATA_TYPE_INT32 : CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
-        MS_ASSERT(fn && fn(&dqmap, dt, 4, (void *)dqacc, dims, str, box, el,
-                           CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                           CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                           CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS,
+        size_t dims[4] = {(size_t)D, (size_t)H, (size_t)T, (size_t)B};
+        size_t str[3] = {(size_t)D * 4, (size_t)H * D * 4, (size_t)T * H * D * 4};
+        int box[4] = {32, 1, BQ, 1};
+        MS_ASSERT(wg_acc_map(&dqmap, DET == 4 ? CU_TENSOR_MAP_DATA_TYPE_INT32 : CU_TENSOR_MAP_DATA_TYPE_FLOAT32,
+                             4, dqacc, dims, str, box),
                   "fused_run: the dQ accumulator's tensor map");
     }
     dim3 grid(B * KVH, (T + BKV - 1) / BKV);
@@ -1446,13 +1521,15 @@ static void fused_run(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *cnt, cons
 // scales (the scheme at sparse_wgmma_bwd)
 template <int D>
 static void bwd_pre_run(float *Di, float *rsc, unsigned *kvm, const bf16 *dout, const bf16 *out,
-                        const bf16 *k, const bf16 *v, int B, int T, int H, int KVH) {
+                        const bf16 *k, const bf16 *v, int B, int T, int H, int KVH,
+                        const bf16 *q = nullptr, bool kvm_zero = false) {
     size_t rows = (size_t)B * T * H;
     if (rsc) {
-        cudaCheck(cudaMemsetAsync(kvm, 0, (size_t)B * KVH * 8, 0));
+        if (!kvm_zero) cudaCheck(cudaMemsetAsync(kvm, 0, (size_t)B * KVH * 8, 0));
         wg_kv_bound<D><<<dim3(B * KVH, cdiv_u(T, 128)), 256>>>(kvm, k, v, T, KVH, 128);
         cudaLaunchCheck();
-        wg_bwd_pre<D><<<wg_bwd_pre_blocks(rows, D), 256>>>(Di, dout, out, B, T, H, rsc, kvm, 30, H / KVH);
+        wg_bwd_pre<D><<<wg_bwd_pre_blocks(rows, D), 256>>>(Di, dout, out, B, T, H, rsc, kvm, 30, H / KVH,
+                                                           q);
     } else {
         wg_bwd_pre<D><<<wg_bwd_pre_blocks(rows, D), 256>>>(Di, dout, out, B, T, H);
     }
@@ -1465,7 +1542,7 @@ static void dq_convert_run(bf16 *dq, const float *dqacc, const float *rsc, size_
     if (rsc) {
         size_t n2 = rows * D / 2;
         if (s32)
-            wg_dq_convert_fx<true><<<cdiv_u(n2, 256), 256>>>(dq, (const long long *)dqacc, rsc, n2,
+            wg_dq_convert_fx<true><<<cdiv_u(n2 / 2, 256), 256>>>(dq, (const long long *)dqacc, rsc, n2,
                                                              D, scale);
         else
             wg_dq_convert_fx<false><<<cdiv_u(n2, 256), 256>>>(dq, (const long long *)dqacc, rsc, n2,
@@ -1490,6 +1567,15 @@ static int fused_hgroup() {
     return g > 0 ? g : 0;
 }
 
+// the dK/dV tuning the backward runs for tune value dkdv (9: the default per D and mode, s8: the
+// fused kernel; figures at WG128_DKDV_DET) and whether that is the fused kernel (its atomic mode's
+// dQ adds may differ between calls); the tests call it too
+extern "C" int flash_wgmma_bwd_tiling(int dkdv, int D, int det, int *fused) {
+    if (dkdv == 9) dkdv = D == 64 ? (det ? WG64_DKDV_DET : WG64_DKDV) : det ? WG128_DKDV_DET : 4;
+    if (fused) *fused = dkdv == 11 || (D == 128 && dkdv >= 2 && dkdv <= 4);
+    return dkdv;
+}
+
 template <int D>
 static void bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *out,
                        const float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B, int T,
@@ -1500,29 +1586,30 @@ static void bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf1
     // tune 11, = 4 in the atomic mode (TMA tiles and bulk dQ adds, PIPE 22; s7 r3, 16K fwd+bwd
     // atomic 16.52 ms with PIPE 30 vs 20.72 with tune 2); until s8 the ordered mode and D 64 ran
     // the split path (dK/dV 5 / 7, dQ as tuned)
-    int dkdv_t = wg_tune_dkdv;
-    if (dkdv_t == 9) dkdv_t = D == 64 ? (det ? WG64_DKDV_DET : WG64_DKDV) : det ? WG128_DKDV_DET : 4;
+    int fused_i;
+    int dkdv_t = flash_wgmma_bwd_tiling(wg_tune_dkdv, D, det, &fused_i);
     // 11 (s8): the fused kernel with TMA tiles and bulk dQ adds (PIPE 22) in both modes, ordered =
     // fixed-point dQ (DET 4: s32 bulk adds; DET 3 until s8 r5); D 64: 1 warpgroup of 64 keys, 2 CTAs per SM
-    bool fx = dkdv_t == 11;
-    bool fused = fx || (D == 128 && dkdv_t >= 2 && dkdv_t <= 4);
+    bool fx = dkdv_t == 11, fused = fused_i != 0;
     // dQ: 3 fixed point (by s32 bulk adds: DET 4), 0 atomic, 2 per-warp red order, 1 per-CTA
     // load-add-store (tune 3)
     int mode = fx ? (det ? 3 : 0) : det ? (dkdv_t == 3 ? 1 : 2) : 0;
     // workspace: Di [rows]; fused: dQ accumulator [rows][D] fp32 (or s32), counters [B, H,
     // tiles, 8]; DET 3: row scales [rows], the K / V bound [B, KVH][2]
     size_t ncnt = (size_t)B * H * nqt * 8;
-    size_t acc_off = align256(rows * 4), cnt_off = acc_off + align256(rows * D * 4);
-    size_t rsc_off = cnt_off + align256(ncnt * 4), kvm_off = rsc_off + align256(rows * 4);
-    char *ws = (char *)wg_bwd_scratch(!fused ? rows * 4 : mode == 3 ? kvm_off + (size_t)B * KVH * 8
+    // (the K / V bound right after the accumulator: one memset clears both; s10)
+    size_t acc_off = align256(rows * 4), kvm_off = acc_off + rows * D * 4;
+    size_t cnt_off = align256(kvm_off + (size_t)B * KVH * 8), rsc_off = cnt_off + align256(ncnt * 4);
+    char *ws = (char *)wg_bwd_scratch(!fused ? rows * 4 : mode == 3 ? rsc_off + rows * 4
                                                                     : cnt_off + ncnt * 4);
     float *Di = (float *)ws, *rsc = mode == 3 ? (float *)(ws + rsc_off) : nullptr;
-    bwd_pre_run<D>(Di, rsc, (unsigned *)(ws + kvm_off), dout, out, k, v, B, T, H, KVH);
+    float *dqacc = (float *)(ws + acc_off);
+    if (fused && mode != 1)
+        cudaCheck(cudaMemsetAsync(dqacc, 0, rows * D * 4 + (mode == 3 ? (size_t)B * KVH * 8 : 0), 0));
+    bwd_pre_run<D>(Di, rsc, (unsigned *)(ws + kvm_off), dout, out, k, v, B, T, H, KVH, nullptr, true);
     float scale = 1.f / sqrtf((float)D), sl2 = WG_LOG2E * scale;
     if (fused) {
-        float *dqacc = (float *)(ws + acc_off);
         int *cnt = (int *)(ws + cnt_off);
-        if (mode != 1) cudaCheck(cudaMemsetAsync(dqacc, 0, rows * D * sizeof(float), 0));
         if (mode == 1 || mode == 2) cudaCheck(cudaMemsetAsync(cnt, 0, ncnt * sizeof(int), 0));
         SpArgs sp = {};
         sp.hgroup = mode == 0 || mode == 3 ? fused_hgroup() : 0; // the PIPE 22 paths
@@ -1531,7 +1618,7 @@ static void bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf1
                                                    B, T, H, KVH, sl2, scale, sp, rsc)
         bool s32 = mode == 3; // (fx only) the fixed point by s32 bulk adds
         if (fx || dkdv_t == 4) { // TMA tiles, bulk dQ adds (the sparse path's PIPE 22)
-            if (mode == 3) FUSED_GO(4, 22);
+            if (mode == 3) FUSED_GO(4, 118); // (s10; the s9 kernel PIPE 22: figures at WG128_DKDV_DET)
             else if (mode == 0) FUSED_GO(0, 22);
             else if constexpr (D == 128) FUSED_GO(2, 0); // tune 4, ordered: = 2
         } else if constexpr (D == 128) {
@@ -1707,7 +1794,7 @@ static void sparse_bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, co
     size_t ord_bytes = ord ? 2 * align256(ncta * 4) + align256((size_t)B * KVH * 16) : 0;
     char *ws = (char *)wg_bwd_scratch(ord_off + ord_bytes);
     float *Di = (float *)ws, *rsc = fused && det ? (float *)(ws + rsc_off) : NULL;
-    bwd_pre_run<D>(Di, rsc, (unsigned *)(ws + kvm_off), dout, out, k, v, B, T, H, KVH);
+    bwd_pre_run<D>(Di, rsc, (unsigned *)(ws + kvm_off), dout, out, k, v, B, T, H, KVH, q);
     SparseInverse iv;
     sparse_inverse_build(&iv, ws + inv_off, ix, B, T, H, KVH);
     SpArgs sp = {ix->idx,    iv.inv,     iv.start,   iv.count, ix->nblk,
@@ -1747,8 +1834,10 @@ static void sparse_bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, co
     }
         bool s32 = det && (pipe == 22 || pipe == 30); // fixed point: s32 bulk adds (DET 4), or
         if (det) {                                    // u64 lane reds per thread (DET 3)
-            if (pipe == 30) SP_FUSED(4, 30);
-            else if (pipe == 22) SP_FUSED(4, 22);
+            // (s10: + row scales by cp.async and FFMA conversions, PIPE + 96, as dense; r4 moba-blk
+            // 32K RAND ordered 7.635 ms vs 7.648 with PIPE 22)
+            if (pipe == 30) SP_FUSED(4, 126);
+            else if (pipe == 22) SP_FUSED(4, 118);
             else if (pipe == 2) SP_FUSED(3, 2);
             else SP_FUSED(3, 0);
         } else SP_PIPES(0)
@@ -1786,6 +1875,11 @@ void wg_bwd_pre_launch(int D, float *Di, float *rsc, unsigned *kvm, const bf16 *
     if (D == 64) bwd_pre_run<64>(Di, rsc, kvm, dout, out, k, v, B, T, H, KVH);
     else bwd_pre_run<128>(Di, rsc, kvm, dout, out, k, v, B, T, H, KVH);
 }
+void wg_kv_bound_launch(int D, unsigned *kvm, const bf16 *k, const bf16 *v, int B, int T, int KVH) {
+    if (D == 64) wg_kv_bound<64><<<dim3(B * KVH, cdiv_u(T, 128)), 256>>>(kvm, k, v, T, KVH, 128);
+    else wg_kv_bound<128><<<dim3(B * KVH, cdiv_u(T, 128)), 256>>>(kvm, k, v, T, KVH, 128);
+    cudaLaunchCheck();
+}
 template <int D, int DET, int PIPE>
 static void keys_fused_run(dim3 grid, float *dqacc, const bf16 *dout, const float *lse,
                            const float *Di, const bf16 *q, const bf16 *k, const bf16 *v, int T,
@@ -1807,6 +1901,8 @@ void wg_keys_fused_launch(int D, bool det, dim3 grid, float *dqacc, const bf16 *
     keys_fused_run<D, DET, PIPE>(grid, dqacc, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc, dqmap,  \
                                  qmap, omap, accmap)
     // the ordered mode with the row scales by cp.async (PIPE 54; s9 r4: 23.17 ms vs 23.67)
+    // (s10 r4: + the FFMA conversions, PIPE 118: ms paper 32K H 12 D 64 ordered 5.058 ms vs 5.080,
+    // noise: not taken)
     if (D == 64) {
         if (det) KEYS_GO(64, 4, 54);
         else KEYS_GO(64, 0, 22);

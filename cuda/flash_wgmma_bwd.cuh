@@ -54,20 +54,44 @@ static __global__ void wg_dq_convert(bf16 *dq, const float *acc, size_t n4, floa
 // rsc (the sparse backward's fixed-point dQ, flash_wgmma_bwd.cu): also the row's scale 2^s
 // [B, T, H] with |any partial sum of the row's dQ| * 2^s < 2^fxb, from kvmax [B, KVH][2] =
 // {max |K_jd|, max |V_j|_2} (float bits; G = H / KVH): as sum_j P_ij <= 1,
-// |dQ_id| <= sum_j P_ij |dP_ij - Di| |K_jd| <= (|dO_i|_2 max |V_j|_2 + |Di|) max |K_jd|
-static inline unsigned wg_bwd_pre_blocks(size_t rows, int D) { return cdiv_u(rows * (D / 8), 256); }
+// |dQ_id| <= sum_j P_ij |dP_ij - Di| |K_jd| <= (|dO_i|_2 max |V_j|_2 + |Di|) max |K_jd|.
+// q (with rsc): a row with a non-finite q element gets a NaN scale (its dq row NaN), as the
+// reference's: the fixed-point conversion maps a NaN partial to 0, and a sparse list's out row
+// need not be NaN there (s10: the 128-key-region fused kernel's NaN q test row; the dense path
+// passes no q: its forward's out row is NaN, so Di and the scale are)
+// WG_PRE_RPT rows per lane group, their loads issued first (s10 r4: 2 rows with rsc 45.5 us at
+// the LM shape vs 41.8 with 1: the rows' index divisions and scales, not the loads, set the pace
+// there; now 32-bit divisions and the scale from the exponent bits)
+#define WG_PRE_RPT 1
+static inline unsigned wg_bwd_pre_blocks(size_t rows, int D) {
+    return cdiv_u(rows * (D / 8), 256 * WG_PRE_RPT);
+}
 template <int D>
 __global__ void wg_bwd_pre(float *Di, const bf16 *dout, const bf16 *out, int B, int T, int H,
                            float *rsc = nullptr, const unsigned *kvmax = nullptr, int fxb = 61,
-                           int G = 1) {
-    constexpr int L = D / 8; // lanes per row (a divisor of 32: rows never straddle warps)
-    size_t rowi = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / L;
-    bool live = rowi < (size_t)B * T * H;
+                           int G = 1, const bf16 *q = nullptr) {
+    constexpr int L = D / 8, R = WG_PRE_RPT; // lanes per row (a divisor of 32: rows never straddle warps)
     int j = threadIdx.x % L;
-    float s = 0.f, ss = 0.f;
-    if (live) {
-        uint4 a = ((const uint4 *)(dout + rowi * D))[j], c = ((const uint4 *)(out + rowi * D))[j];
-        const unsigned *pa = (const unsigned *)&a, *pc = (const unsigned *)&c;
+    size_t nrows = (size_t)B * T * H;
+    size_t rowv[R];
+    uint4 a[R], c[R], qv[R];
+#pragma unroll
+    for (int u = 0; u < R; u++) {
+        size_t rowi = ((size_t)(blockIdx.x * R + u) * blockDim.x + threadIdx.x) / L;
+        rowv[u] = rowi;
+        a[u] = c[u] = qv[u] = make_uint4(0, 0, 0, 0);
+        if (rowi < nrows) {
+            a[u] = ((const uint4 *)(dout + rowi * D))[j], c[u] = ((const uint4 *)(out + rowi * D))[j];
+            if (rsc && q) qv[u] = ((const uint4 *)(q + rowi * D))[j];
+        }
+    }
+#pragma unroll
+    for (int u = 0; u < R; u++) {
+        size_t rowi = rowv[u];
+        bool live = rowi < nrows;
+        float s = 0.f, ss = 0.f;
+        const unsigned *pa = (const unsigned *)&a[u], *pc = (const unsigned *)&c[u];
+        const unsigned *pq = (const unsigned *)&qv[u];
 #pragma unroll
         for (int i = 0; i < 4; i++) {
             float2 x = __bfloat1622float2(*(const __nv_bfloat162 *)&pa[i]);
@@ -75,24 +99,39 @@ __global__ void wg_bwd_pre(float *Di, const bf16 *dout, const bf16 *out, int B, 
             s = fmaf(x.x, y.x, s);
             s = fmaf(x.y, y.y, s);
             ss = fmaf(x.x, x.x, fmaf(x.y, x.y, ss));
+            if (rsc && q) { // x - x: 0, or NaN for an inf / NaN q element (then ss and the scale are)
+                float2 z = __bfloat1622float2(*(const __nv_bfloat162 *)&pq[i]);
+                ss += (z.x - z.x) + (z.y - z.y);
+            }
         }
-    }
 #pragma unroll
-    for (int o = L / 2; o > 0; o >>= 1) { // every lane takes part (dead rows add zeros)
-        s += __shfl_xor_sync(0xffffffffu, s, o);
-        ss += __shfl_xor_sync(0xffffffffu, ss, o);
+        for (int o = L / 2; o > 0; o >>= 1) { // every lane takes part (dead rows add zeros)
+            s += __shfl_xor_sync(0xffffffffu, s, o);
+            ss += __shfl_xor_sync(0xffffffffu, ss, o);
+        }
+        if (!live || j) continue;
+        // the row's (b, t, h): 32-bit divisions where the rows allow (one lane a row does them:
+        // 64-bit ones made the rsc path compute-bound, 41.8 vs 26.8 us without rsc, LM shape; now
+        // 35.9; s10 r6, the bound loaded with the rows instead: 36.4, not kept)
+        unsigned b, t, h;
+        if (nrows <= 0xFFFFFFFFull) {
+            unsigned r32 = (unsigned)rowi, bt = r32 / (unsigned)H;
+            h = r32 - bt * H, t = bt % (unsigned)T, b = bt / (unsigned)T;
+        } else {
+            size_t bt = rowi / H;
+            h = (unsigned)(rowi % H), t = (unsigned)(bt % T), b = (unsigned)(bt / T);
+        }
+        if (rsc) { // NaN: a non-finite input (the convert writes NaN rows)
+            const unsigned *m = kvmax + 2 * ((size_t)b * (H / G) + h / G);
+            float bnd = (sqrtf(ss) * __uint_as_float(m[1]) + fabsf(s)) * __uint_as_float(m[0]) * 1.0625f;
+            // bnd < 2^e, e = max(ilogb(bnd) + 1, fxb - 127) from the exponent bits (a subnormal's
+            // field 0 gives fxb - 127 as ilogb did); 2^(fxb - e) (normal: e <= 128) as bits
+            int eb = (int)((__float_as_uint(bnd) >> 23) & 0xFF);
+            int e = bnd > 0.f ? max(eb - 126, fxb - 127) : 0;
+            rsc[rowi] = bnd <= 3e38f ? __int_as_float((fxb - e + 127) << 23) : NAN;
+        }
+        Di[((size_t)b * H + h) * T + t] = s;
     }
-    if (!live || j) return;
-    if (rsc) { // NaN: a non-finite input (the convert writes NaN rows)
-        const unsigned *m = kvmax + 2 * ((rowi / H / T) * (H / G) + (rowi % H) / G);
-        float bnd = (sqrtf(ss) * __uint_as_float(m[1]) + fabsf(s)) * __uint_as_float(m[0]) * 1.0625f;
-        int e = bnd > 0.f ? max(ilogbf(bnd) + 1, fxb - 127) : 0; // bnd < 2^e; 2^(fxb - e) a float
-        rsc[rowi] = bnd <= 3e38f ? ldexpf(1.f, fxb - e) : NAN;
-    }
-    int h = (int)(rowi % H);
-    size_t bt = rowi / H;
-    int t = (int)(bt % T), b = (int)(bt / T);
-    Di[((size_t)b * H + h) * T + t] = s;
 }
 
 // the backward workspace (Di; the fp32 accumulators, the counters, the inverse list): one
@@ -117,6 +156,8 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
 // accumulator, Q, dO, dK / dV accumulators)
 void wg_bwd_pre_launch(int D, float *Di, float *rsc, unsigned *kvm, const bf16 *dout,
                        const bf16 *out, const bf16 *k, const bf16 *v, int B, int T, int H, int KVH);
+// wg_kv_bound alone into kvm (zeroed by the caller; the ordered mode's pre-pass is sk_pre there)
+void wg_kv_bound_launch(int D, unsigned *kvm, const bf16 *k, const bf16 *v, int B, int T, int KVH);
 void wg_keys_fused_launch(int D, bool det, dim3 grid, float *dqacc, const bf16 *dout,
                           const float *lse, const float *Di, const bf16 *q, const bf16 *k,
                           const bf16 *v, int T, int H, int KVH, const SpArgs &sp, const float *rsc,

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "flash_wgmma_bwd.cuh"
+#include "wg_acc.cuh"
 extern "C" {
 #include "attn_bf16.h"
 }
@@ -567,18 +568,10 @@ static void small_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const b
                          const AttnIndex *ix, int B, int T, int H, int KVH) {
     bool ord = attn_bf16_deterministic(), sorted = ord;
     int nqb = (T + 127) / 128, nreg = (T + ix->region - 1) / ix->region;
-    // the accumulators of cbk (b, kv head)s at a time (one launch each): <= max(1/8 of q, k, v,
-    // o + grads, 1 GiB) (MSLAB_SQ_ACC_MB overrides): at H = KVH = 32, D = 128 one launch to 32K,
-    // two at 64K, four at 128K. MS fwd+bwd peak at 128K (bench probe, s6): 12.32e9 B (1.43x the
-    // 8 GiB) with max(3/8, 2 GiB) (two launches), 11.25e9 (1.31x) with this, times equal (253.5 vs
-    // 255.0 ms); 10.09e9 (1.17x, 254.9 ms) once the backward's workspace shared the selection's
-    // scratch slot (wg_bwd_scratch).
-    size_t nbk = (size_t)B * KVH, perbk = 2 * (size_t)T * D * 4, io = 8 * (size_t)B * T * D * (H + KVH);
-    const char *eb = getenv("MSLAB_SQ_ACC_MB");
-    size_t budget = eb ? (size_t)(atof(eb) * 1048576.0) : io / 8 > (1ull << 30) ? io / 8 : 1ull << 30;
-    size_t nch = (nbk * perbk + budget - 1) / (budget ? budget : 1);
-    nch = nch < 1 ? 1 : nch > nbk ? nbk : nch;
-    size_t cbk = (nbk + nch - 1) / nch, nkc = cbk * T * D;
+    // the accumulators of cbk (b, kv head)s at a time (one launch each; wg_acc_group's budget: at
+    // H = KVH = 32, D = 128 one launch to 32K, two at 64K, four at 128K)
+    size_t nbk = (size_t)B * KVH, perbk = 2 * (size_t)T * D * 4;
+    size_t cbk = wg_acc_group(B, T, H, KVH, D, perbk, nbk), nkc = cbk * T * D;
     size_t rows = (size_t)B * T * H, acc_off = align256(rows * 4);
     size_t nl = (size_t)B * H * ix->nblk, sl_off = acc_off + 2 * align256(nkc * 4);
     size_t pos_off = sl_off + (sorted ? align256(nl * ix->width * 4) : 0);
@@ -617,17 +610,11 @@ static void small_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const b
     // box 32 columns x 16 keys, 128-byte swizzle (keys past T clipped)
     CUtensorMap amap;
     memset(&amap, 0, sizeof amap);
-    if (bulk) {
-        EncodeTiledFn fn = encode_fn();
-        cuuint64_t dims[3] = {(cuuint64_t)D, (cuuint64_t)T, (cuuint64_t)(2 * cbk)};
-        cuuint64_t str[2] = {(cuuint64_t)D * 4, (cuuint64_t)T * D * 4};
-        cuuint32_t box[3] = {32, 16, 1}, el[3] = {1, 1, 1};
-        MS_ASSERT(fn && fn(&amap, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 3, (void *)acck, dims, str, box,
-                           el, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                           CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                           CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS,
+    size_t ad[3] = {(size_t)D, (size_t)T, 2 * cbk}, as[2] = {(size_t)D * 4, (size_t)T * D * 4};
+    int ab[3] = {32, 16, 1};
+    if (bulk)
+        MS_ASSERT(wg_acc_map(&amap, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 3, (void *)acck, ad, as, ab),
                   "sparse_wgmma_small_bwd: the accumulators' tensor map");
-    }
     for (size_t bk0 = 0; bk0 < nbk; bk0 += cbk) {
         size_t n = nbk - bk0 < cbk ? nbk - bk0 : cbk;
         cudaCheck(cudaMemsetAsync(acck, 0, 2 * align256(nkc * 4), 0));

@@ -119,6 +119,23 @@ static inline const char *odd_inputs(int mode, float *q, uint16_t *qb, float *dy
     }
     return "";
 }
+// A row whose dQ reaches its fixed-point bound (flash_wgmma_bwd.cuh wg_bwd_pre): b = 0, head 0 (kv
+// head 0), row 1 sees keys 0, 1 alone: q row 1 = 0 (P = 1/2 each), K rows +-8 e0, V rows +-e0,
+// dO row 1 = e0: Di = 0, dS = +-1/2, dQ row 1 = 8 e0 (unscaled) against a bound of ~8 max |V_j|_2:
+// its fixed-point partial is ~2^26 (the s32 conversions' F2I path, not the FFMA one). T >= 2.
+static inline const char *tight_rows(float *q, uint16_t *qb, float *k, uint16_t *kb, float *v,
+                                     uint16_t *vb, float *dy, uint16_t *yb, int H, int KVH, int D) {
+    for (int d = 0; d < D; d++) {
+        size_t q1 = (size_t)H * D + d, k0 = d, k1 = (size_t)KVH * D + d;
+        q[q1] = 0.f, dy[q1] = d == 0 ? 1.f : 0.f;
+        k[k0] = d == 0 ? 8.f : 0.f, k[k1] = -k[k0];
+        v[k0] = d == 0 ? 1.f : 0.f, v[k1] = -v[k0];
+        qb[q1] = bf16_from_f32(q[q1]), yb[q1] = bf16_from_f32(dy[q1]);
+        kb[k0] = bf16_from_f32(k[k0]), kb[k1] = bf16_from_f32(k[k1]);
+        vb[k0] = bf16_from_f32(v[k0]), vb[k1] = bf16_from_f32(v[k1]);
+    }
+    return " tight";
+}
 // NaN inputs: a reference element that is not finite must not be finite here (else inf); over the
 // elements finite in both, the relative L2; the finite reference elements not finite here are
 // counted (info)

@@ -24,6 +24,9 @@
 #include "gpu_check.h"
 
 void flash_wgmma_tune(int fwd, int dkdv, int dq); // flash_wgmma.cu, not in the header (tests)
+// flash_wgmma_bwd.cu (tests): the dK/dV tuning run for tune value dkdv (9: the default per D and
+// mode) and whether it is the fused kernel (its atomic mode's dQ adds may differ between calls)
+int flash_wgmma_bwd_tiling(int dkdv, int D, int det, int *fused);
 
 // {forward, dK/dV, dQ} tilings of flash_wgmma.cu (flash_wgmma_tune) and the accumulation mode
 // (attn_bf16_set_deterministic); VARS[0] / [1]: the defaults in the ordered / atomic mode (9: per
@@ -44,7 +47,8 @@ void flash_wgmma_tune(int fwd, int dkdv, int dq); // flash_wgmma.cu, not in the 
 // of a new tiling cannot take the others down. Only the fused backward's atomic mode may differ
 // between two calls. Extra rows (g_wg_inputs, the fused variants and the defaults): uneven input
 // magnitudes (rows of q, dout, v scaled by 2^-8 .. 2^8) and one NaN q element (the reference's
-// non-finite outputs must be non-finite, the rest close; nonfinite_err).
+// non-finite outputs must be non-finite, the rest close; nonfinite_err), and a row whose dQ reaches
+// the ordered mode's fixed-point bound (tight_rows: the s32 conversions' F2I path).
 #define NVAR 25
 static const int VARS[NVAR][4] = {{9, 9, 9, 1}, {9, 9, 9, 0}, {11, 1, 0, 1}, {11, 1, 1, 0},
                                   {11, 0, 1, 1}, {11, 1, 0, 1}, {11, 0, 0, 1}, {11, 0, 1, 1},
@@ -66,12 +70,7 @@ static int var_on(int var) {
     return 0;
 }
 static int g_arch = 1; // 0: the kernels returned -1 (not an sm_90 GPU)
-static int g_wg_inputs = 0; // 1: uneven magnitudes, 2: one NaN q element (t_wg)
-
-// dK/dV tuning 9 as flash_wgmma_bwd.cu resolves it (WG64_DKDV*, WG128_DKDV_DET there)
-static int dkdv_default(int D, int det) { return D == 64 || det ? 11 : 4; }
-// does the dK/dV tuning run the fused kernel (atomic mode: its dQ adds may differ between calls)?
-static int dkdv_fused(int dk, int D) { return (dk >= 2 && dk <= 4 && D == 128) || dk == 11; }
+static int g_wg_inputs = 0; // 1: uneven magnitudes, 2: one NaN q element, 3: tight_rows (t_wg)
 
 
 static void diagnose(const char *name, const float *a, const float *ref, int B, int T, int NH,
@@ -162,7 +161,8 @@ static void t_wg(int B, int T, int H, int KVH, int D) {
     float *q, *k, *v, *dy;
     rand_bf16(&qb, &q, nq), rand_bf16(&kb, &k, nk), rand_bf16(&vb, &v, nk);
     rand_bf16(&dyb, &dy, nq);
-    const char *inp = odd_inputs(g_wg_inputs, q, qb, dy, dyb, v, vb, nq, nk, T, H, D);
+    const char *inp = g_wg_inputs == 3 ? tight_rows(q, qb, k, kb, v, vb, dy, dyb, H, KVH, D)
+                                       : odd_inputs(g_wg_inputs, q, qb, dy, dyb, v, vb, nq, nk, T, H, D);
     float *out = xalloc(nq * 4), *lse = xalloc(nl * 4);
     cpu->attention_fwd(out, lse, q, k, v, B, T, H, KVH, D);
     uint16_t *outb = xalloc(nq * 2);
@@ -181,8 +181,8 @@ static void t_wg(int B, int T, int H, int KVH, int D) {
     int mode0 = attn_bf16_deterministic(), fwd_done = 0;
     for (int var = 0; var < NVAR && g_arch; var++) {
         if (!var_on(var)) continue;
-        int dk = VARS[var][1] == 9 ? dkdv_default(D, VARS[var][3]) : VARS[var][1];
-        int fused = dkdv_fused(dk, D);
+        int fused;
+        flash_wgmma_bwd_tiling(VARS[var][1], D, VARS[var][3], &fused);
         if (g_wg_inputs && !(fused || var < 2)) continue; // extra inputs: fused and defaults
         int fv = VARS[var][0]; // D 128: one forward tiling; D 64: 9 (the default) and 11..15
         int fbit = 1 << (D == 64 ? (fv == 9 ? 7 : fv - 11) : 0);
@@ -387,8 +387,9 @@ void t_flash_wgmma_all(void) {
                 t_wg((c + it) % 2 + 1, Ts[it], HK[c][0], HK[c][1], D);
             }
     if (!quick) t_wg(1, 2048, 8, 2, 128);
-    // uneven magnitudes, one NaN q element: the fused variants and the defaults (GQA, B = 2, tails)
-    for (int in = 1; in <= 2; in++)
+    // uneven magnitudes, one NaN q element, a row at its fixed-point bound: the fused variants and
+    // the defaults (GQA, B = 2, tails)
+    for (int in = 1; in <= 3; in++)
         for (int D = 64; D <= 128; D *= 2) g_wg_inputs = in, t_wg(2, 200, 4, 2, D);
     g_wg_inputs = 0;
     t_wg_unsupported();

@@ -25,7 +25,7 @@
 // reduce-adds, 64: reds) in the atomic mode (tolerance only) and in the ordered mode (*_small_ord:
 // must also repeat its bits); the query-centric kernel forced (*_small_sq, *_small_sq_ord;
 // *_small_ord1: its other launch order); their extra rows: uneven input magnitudes, one NaN q element (the reference's
-// non-finite outputs must be non-finite), an odd count of 128-row CTAs in 256-row blocks, merge
+// non-finite outputs must be non-finite; at D = 128 and 64; also at 128-key regions, the list-walk fused kernel), an odd count of 128-row CTAs in 256-row blocks, merge
 // 128 at D = 64 and 128 (the paper config's and the LM's 2048-row blocks; at D = 128 the last
 // block one CTA). Lists
 // the kernel does not handle (16-key regions in 64-row blocks, 32-row or one-row blocks,
@@ -528,6 +528,8 @@ void t_sparse_wgmma_bwd_all(void) {
     t_hand(2, 700, 4, 2, 128, 128, 16, 20, 10, 0);
     g_swb_inputs = 2;
     t_hand(2, 700, 4, 2, 128, 128, 16, 20, 10, 0);
+    t_hand(2, 700, 4, 2, 64, 128, 16, 20, 10, 0); // D 64 (the key-centric kernel's NaN dq rows)
+    t_hand(2, 700, 4, 2, 128, 128, 128, 6, 3, 0); // 128-key regions: the list-walk fused kernel
     g_swb_inputs = 0;
     if (!quick) {
         // merge 128 (2048-row blocks, as the paper config and the LM's ms row), D = 64
