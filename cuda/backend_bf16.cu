@@ -369,16 +369,11 @@ static int covers(const void *p, size_t bytes, const Shadow *s) { // [p, p + byt
     uintptr_t x = (uintptr_t)p, y = (uintptr_t)s->p;
     return x <= y && y + s->n * sizeof(float) <= x + bytes;
 }
-// Strided copies (Shadow.rl): rows of rl bf16 from src (rows sld apart) to dst (dld apart).
-static void copy2d(uint16_t *dst, size_t dld, const uint16_t *src, size_t sld, size_t rl,
-                   size_t rows) {
-    cuda_bf16_copy2d(dst, dld, src, sld, rl, rows);
-}
 // A valid shadow's copy as one dense array: b, or (strided) gathered into scratch slot `slot`.
 static const uint16_t *dense_b(const Shadow *s, int slot) {
     if (!s->rl) return s->b;
     uint16_t *d = (uint16_t *)cuda_scratch(slot, s->n * sizeof(uint16_t));
-    copy2d(d, s->rl, s->b, s->ld, s->rl, s->n / s->rl);
+    cuda_bf16_copy2d(d, s->rl, s->b, s->ld, s->rl, s->n / s->rl);
     return d;
 }
 // An own shadow's fp32 array is written from the bf16 copy (exact): it is the array's value.
@@ -877,7 +872,7 @@ static int grp_join(float *dinp, float *dw, const float *dout, const float *inp,
 struct Piece { const float *p; size_t rows, rl, pos; };
 static void fill_piece(uint16_t *dst, size_t ld, const Piece &pc, const Shadow *s) {
     if (s && s->valid) { // (s may be strided too)
-        copy2d(dst, ld, s->b, s->rl ? s->ld : pc.rl, pc.rl, pc.rows);
+        cuda_bf16_copy2d(dst, ld, s->b, s->rl ? s->ld : pc.rl, pc.rl, pc.rows);
         return;
     }
     size_t n = pc.rows * pc.rl;
@@ -888,7 +883,7 @@ static void fill_piece(uint16_t *dst, size_t ld, const Piece &pc, const Shadow *
     }
     uint16_t *t = (uint16_t *)cuda_scratch(SCRATCH_BF16_F, n * sizeof(uint16_t));
     cuda_f32_to_bf16(t, pc.p, n);
-    copy2d(dst, ld, t, pc.rl, pc.rl, pc.rows);
+    cuda_bf16_copy2d(dst, ld, t, pc.rl, pc.rl, pc.rows);
 }
 static uint16_t *gather(int slot, const Piece *pc, int k, size_t ld, size_t total) {
     int ok = cache_on;
@@ -933,9 +928,11 @@ static uint16_t *gather(int slot, const Piece *pc, int k, size_t ld, size_t tota
     }
     return base;
 }
+static size_t grp_runs; // products that ran as a group of >= 2 (the tests check grouping happened)
 static void grp_run(void) {
     int k = grp.k;
     grp.k = 0;
+    grp_runs += k > 1;
     if (k == 1) {
         TRACE("matmul_bwd", grp.IC * 100000 + grp.m[0].OC);
         mm_bwd(grp.dinp, grp.m[0].dw, grp.m[0].dout, grp.inp, grp.m[0].w, grp.N, grp.IC, grp.m[0].OC);
@@ -1002,7 +999,10 @@ static size_t up128(size_t n) { return (n + 127) & ~(size_t)127; }
 
 struct QKV { uint16_t *q, *k, *v; };
 static QKV qkv_bf16(const float *q, const float *k, const float *v, size_t nq, size_t nk) {
-    if (shadow_make(q, nq) && shadow_make(k, nk) && shadow_make(v, nk)) { // reused by the backward
+    Shadow *sq = shadow_make(q, nq), *sk = sq ? shadow_make(k, nk) : NULL, *sv = sk ? shadow_make(v, nk) : NULL;
+    // reused by the backward; a strided shadow would come back gathered into slot A, so three of
+    // them would overwrite each other (the LM's q / k / v are never a group's column blocks)
+    if (sv && !sq->rl && !sk->rl && !sv->rl) {
         QKV r = {(uint16_t *)to_bf16(SCRATCH_BF16_A, q, nq), (uint16_t *)to_bf16(SCRATCH_BF16_A, k, nk),
                  (uint16_t *)to_bf16(SCRATCH_BF16_A, v, nk)};
         return r;
@@ -1090,7 +1090,7 @@ static void bf16_attn_bwd(const Grads &g, const float *dout, const float *out, c
     }
     for (int i = 0; i < 3; i++) {
         if (sh[i] && sh[i]->rl)
-            copy2d(sh[i]->b, sh[i]->ld, b[i], sh[i]->rl, sh[i]->rl, g.n[i] / sh[i]->rl);
+            cuda_bf16_copy2d(sh[i]->b, sh[i]->ld, b[i], sh[i]->rl, sh[i]->rl, g.n[i] / sh[i]->rl);
         if (sh[i]) sh[i]->valid = sh[i]->own = 1;
         else if (g.z[i]) cuda_bf16_to_f32(g.f[i], b[i], g.n[i]);
         else cuda_bf16_add_to_f32(g.f[i], b[i], g.n[i]);
@@ -1617,7 +1617,10 @@ extern "C" const Backend *backend_cuda_bf16(void) {
     return &bf16_table;
 }
 
-extern "C" void backend_cuda_bf16_fast_gemm(int on) { fast_gemm = on != 0; }
+extern "C" void backend_cuda_bf16_fast_gemm(int on) { // (a pending group runs under the old setting)
+    flush_grp();
+    fast_gemm = on != 0;
+}
 
 extern "C" void backend_cuda_bf16_forget(void) { // called before the outside write
     flush_zeros();
@@ -1648,6 +1651,7 @@ extern "C" int backend_cuda_bf16_set_acts(int acts) {
 }
 
 extern "C" int backend_cuda_bf16_set_lt(int index) { // the tests' reference, measurements
+    flush_grp();
     int was = lt_index;
     lt_index = index;
     return was;
@@ -1668,5 +1672,6 @@ extern "C" int backend_cuda_bf16_set_group(int on) {
 }
 
 extern "C" size_t backend_cuda_bf16_shadow_bytes(void) { return shadow_bytes; }
+extern "C" size_t backend_cuda_bf16_group_runs(void) { return grp_runs; }
 
 extern "C" int backend_cuda_bf16_fallbacks(void) { return n_fallbacks; }

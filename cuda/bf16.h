@@ -23,8 +23,8 @@ void cuda_bf16_add_to_f32(float *dst, const uint16_t *src, size_t n); // dst += 
 void cuda_bf16_copy2d(uint16_t *dst, size_t dld, const uint16_t *src, size_t sld, size_t rl,
                       size_t rows);
 
-// An input of the bf16 table's ops that read their operands rounded to bf16 (swiglu, cross-
-// entropy; backend_bf16.cu "Rounding readers"): b (not NULL) holds the array's bf16 value and is
+// An input of the bf16 table's ops that read their operands rounded to bf16 (swiglu, rope_fwd,
+// cross-entropy; backend_bf16.cu "Rounding readers"): b (not NULL) holds the array's bf16 value and is
 // read instead of f; else f is read, rounded to bf16 (rn) when rnd (the fp32 table: rnd 0).
 typedef struct {
     const float *f;
@@ -93,12 +93,13 @@ void backend_cuda_bf16_set_state(int cache, int lazy);
 // the array before
 // (backend_bf16.cu, "Activations"; default 1, MSLAB_BF16_ACTS=0 in the environment: 0)
 int backend_cuda_bf16_set_acts(int acts); // returns the previous setting
-// rnd = 1: swiglu and the cross-entropy read their inputs rounded to bf16 (backend_bf16.cu,
+// rnd = 1: swiglu, rope_fwd and the cross-entropy read their inputs rounded to bf16 (backend_bf16.cu,
 // "Rounding readers"; MSLAB_BF16_RND in the environment)
 int backend_cuda_bf16_set_rnd(int rnd); // returns the previous setting
 // on = 1: matmul_bwd calls in a row into the same dinp run as one product (backend_bf16.cu,
 // "Grouped products"; MSLAB_BF16_GROUP in the environment)
 int backend_cuda_bf16_set_group(int on); // returns the previous setting
+size_t backend_cuda_bf16_group_runs(void); // products run as one group of >= 2 calls so far
 size_t backend_cuda_bf16_shadow_bytes(void); // device bytes held by shadows
 // GEMMs through cuBLASLt, the index-th algorithm of its heuristic list (-1: cublasGemmEx, -2: the
 // per-shape choice, the default): the tests' reference (bf16.lt_products) and measurements (bf16.lt)

@@ -501,8 +501,8 @@ __global__ void __launch_bounds__(FS_NT) fs_merge(FsArgs a, int nunits) {
 #define TP_HB 256    // tp_select's histogram mode: bins per row, 8 a lane (1 KB of its 1920-byte sketch;
                      // the rest: <= 448 keys inserted since the last update)
 #define TP_HUMAX(capf) ((capf) - 2 * TP_HB - TP_KT + 1) // updates at least this often: the ring fits (960: 385)
-#define TP_HUPD 384  // histogram rows: a threshold update every 384 inserts (s10; s8 / s9: 128; the most the
-                     // ring of 960-entry sketches allows). s9 r6: 256 made 1M fall back to fused (1.79 s):
+#define TP_HUPD 384  // histogram rows: a threshold update every 384 inserts (s10; s8 / s9: 128; under
+                     // TP_HUMAX: 385 for 960-entry sketches). s9 r6: 256 made 1M fall back to fused (1.79 s):
                      // s10 r2 found rows of 513-516 survivors (over TP_PMAX: bins of 4 keys; 493 at 128 with
                      // the bench's inputs), now raised in the finish (tp_raise). s10 r3 (960, keys at
                      // insert): 256 vs 128: 128K 16.98 vs 17.29 ms, 1M 588 vs 601; r4: 384 vs 256: 16K 0.61
@@ -859,7 +859,7 @@ __device__ bool fx_next(const FxArgs &x, double *qs, int *s_item, int *erow, uns
 // ctrl words past [5]: rows failed by buffer overflow (more inserts than capg), by survivors (more
 // than the finish's cap), by too few (< nsel); tp: by an invalid bound; the most survivors of a row;
 // tp's histogram rows (rows that turned) and their threshold updates; tp rows whose threshold the
-// finish raised (more than TP_PMAX survivors)
+// finish raised (more than x.pcap survivors, TP_PMAX but in the tests; counted where t moved)
 enum { CTL_FBUF = 6, CTL_FSURV, CTL_FFEW, CTL_FBOUND, CTL_MAXSURV, CTL_HROWS, CTL_HUPD, CTL_RAISED, CTL_N };
 static_assert(CTL_N <= 16, "ctrl: 64 bytes cleared per call");
 struct FxEnt {
@@ -887,7 +887,10 @@ __device__ __forceinline__ int fx_survivors(const FxArgs &x, unsigned cnt_r, int
             }
         }
     if (lane == 0) atomicMax(x.ctrl + CTL_MAXSURV, w);
-    if (retry && ng <= x.capg && w > cap) return w;
+    if (retry && ng <= x.capg && w > cap) {
+        __syncwarp(); // tp_raise reuses the area put() wrote
+        return w;
+    }
     if (ng > x.capg || w > cap || w < nsel) {
         if (lane == 0)
             atomicAdd(x.ctrl + 1, 1),
@@ -1259,7 +1262,7 @@ __device__ int tp_raise(const FxArgs &x, unsigned cnt_r, int nsel, int *tops, fl
         else hi = mid - 1;
     }
     __syncwarp();
-    if (lane == 0) atomicAdd(x.ctrl + CTL_RAISED, 1);
+    if (lane == 0 && lo > (unsigned)t) atomicAdd(x.ctrl + CTL_RAISED, 1); // counted where t moved
     t = (int)lo;
     return n;
 }
@@ -1990,15 +1993,18 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     cudaCheck(cudaMemcpy(ctrl, x.ctrl, sizeof(int) * CTL_N, cudaMemcpyDeviceToHost));
     static int dbg = -1;
     if (dbg < 0) dbg = getenv("MSLAB_SELECT_DEBUG") ? atoi(getenv("MSLAB_SELECT_DEBUG")) : 0;
-    // a failed row sends the whole call to the next path (~2x the time for tp at 1M): always noted
-    if (dbg || ctrl[1])
+    // a failed row sends the whole call to the next path (~2x the time for tp at 1M): noted the first
+    // 4 times in a process (a lasting cause would repeat every layer and step), every call with
+    // MSLAB_SELECT_DEBUG
+    static int noted = 0;
+    if (dbg || (ctrl[1] && noted++ < 4))
         fprintf(stderr,
                 "select_bf16 %s%s: T=%d S=%d maxld=%d capg %d: failed rows %d (buffer %d, survivors %d, "
                 "too few %d, bound %d), max inserts %d, max survivors %d (cap %d); all rows: survivors %d, "
                 "exact %d; histogram rows %d, updates %d; thresholds raised %d\n",
                 tp ? "tp" : "fused", ctrl[1] ? " (falls back)" : "", T, d.S, maxld, capg, ctrl[1], ctrl[CTL_FBUF],
                 ctrl[CTL_FSURV], ctrl[CTL_FFEW], ctrl[CTL_FBOUND], ctrl[2], ctrl[CTL_MAXSURV],
-                tp ? TP_PMAX : FX_PMAX, ctrl[5], ctrl[4], ctrl[CTL_HROWS], ctrl[CTL_HUPD], ctrl[CTL_RAISED]);
+                tp ? x.pcap : FX_PMAX, ctrl[5], ctrl[4], ctrl[CTL_HROWS], ctrl[CTL_HUPD], ctrl[CTL_RAISED]);
     free(hu), free(hord);
     g_select_path = tp ? (ctrl[1] ? 0 : 4) : ctrl[1] ? 2 : 1;
     return ctrl[1] ? -1 : 0;

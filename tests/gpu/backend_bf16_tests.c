@@ -744,6 +744,7 @@ static void t_group(int N, int H, int D, int k) {
         free(wr), free(dyr);
     }
     float *gx[3][2], *gw[3][2][4]; // [round][zero / add]
+    size_t runs0 = backend_cuda_bf16_group_runs();
     for (int r = 0; r < 3; r++) {
         if (r == 2) backend_cuda_bf16_set_state(0, 1);
         for (int a = 0; a < 2; a++) {
@@ -759,6 +760,10 @@ static void t_group(int N, int H, int D, int k) {
         }
     }
     backend_cuda_bf16_set_state(1, 1);
+    // each (round, zero / add) ran its k calls as one product (or the rows below test k products)
+    size_t runs = backend_cuda_bf16_group_runs() - runs0;
+    if (runs != 6) printf("    %zu grouped products in 3 rounds x 2, expected 6\n", runs);
+    report("bf16.group.ran", shape, runs == 6 ? 0 : INFINITY, 0, -1);
     cmp("bf16.group.dinp", shape, gx[0][0], refz, NULL, gx[1][0], ni, 1e-5);
     cmp("bf16.group.dinp+=", shape, gx[0][1], refa, dx0, gx[1][1], ni, 1e-5);
     int same_off = same(gx[0][0], gx[2][0], ni) && same(gx[0][1], gx[2][1], ni);
