@@ -1904,7 +1904,14 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
     };
     double ksel = 0, kmerge = 0, tp0 = 0, tp1 = 0, tk = 0;
-    x.hupd = g_tph_upd < TP_HUMAX(capf) ? g_tph_upd : TP_HUMAX(capf);
+    // MSLAB_SELECT_TP_HUPD=n: the update interval (diagnostics). s10 (H200): sparse_wgmma_fwd_perf's
+    // 128K inputs (near-ties: 99.5M of 100.6M survivors need exact scores) fail 7776 rows (max 876
+    // survivors after the raise) at n = 128, 256 and 384 alike, so they fall back to fused whatever
+    // n; the bench's 128K selection: 15.99 ms at 384, 16.52 at 128
+    static int env_upd = -1;
+    if (env_upd < 0) env_upd = getenv("MSLAB_SELECT_TP_HUPD") ? atoi(getenv("MSLAB_SELECT_TP_HUPD")) : 0;
+    int upd = env_upd > 0 && g_tph_upd == TP_HUPD ? env_upd : g_tph_upd;
+    x.hupd = upd < TP_HUMAX(capf) ? upd : TP_HUMAX(capf);
     x.pcap = g_tp_pcap < TP_PMAX ? g_tp_pcap : TP_PMAX;
     if (profon && tp) {
         x.prof = dprof;
