@@ -63,6 +63,15 @@ static __global__ void wg_dq_convert(bf16 *dq, const float *acc, size_t n4, floa
 // the LM shape vs 41.8 with 1: the rows' index divisions and scales, not the loads, set the pace
 // there; now 32-bit divisions and the scale from the exponent bits)
 #define WG_PRE_RPT 1
+// The fixed point's power-of-2 scale 2^(fxb - e) for a bound bnd < 2^e, e = max(ilogb(bnd) + 1,
+// fxb - 127), built from the exponent bits (a subnormal's field 0 gives fxb - 127, as ilogb did;
+// s10: bit-equal to ldexpf / ilogbf, which made wg_bwd_pre compute-bound); NaN for a non-finite
+// or huge bound (the converts then write NaN rows)
+__device__ __forceinline__ float wg_fx_scale(float bnd, int fxb) {
+    int eb = (int)((__float_as_uint(bnd) >> 23) & 0xFF);
+    int e = bnd > 0.f ? max(eb - 126, fxb - 127) : 0;
+    return bnd <= 3e38f ? __int_as_float((fxb - e + 127) << 23) : NAN;
+}
 static inline unsigned wg_bwd_pre_blocks(size_t rows, int D) {
     return cdiv_u(rows * (D / 8), 256 * WG_PRE_RPT);
 }
@@ -124,11 +133,7 @@ __global__ void wg_bwd_pre(float *Di, const bf16 *dout, const bf16 *out, int B, 
         if (rsc) { // NaN: a non-finite input (the convert writes NaN rows)
             const unsigned *m = kvmax + 2 * ((size_t)b * (H / G) + h / G);
             float bnd = (sqrtf(ss) * __uint_as_float(m[1]) + fabsf(s)) * __uint_as_float(m[0]) * 1.0625f;
-            // bnd < 2^e, e = max(ilogb(bnd) + 1, fxb - 127) from the exponent bits (a subnormal's
-            // field 0 gives fxb - 127 as ilogb did); 2^(fxb - e) (normal: e <= 128) as bits
-            int eb = (int)((__float_as_uint(bnd) >> 23) & 0xFF);
-            int e = bnd > 0.f ? max(eb - 126, fxb - 127) : 0;
-            rsc[rowi] = bnd <= 3e38f ? __int_as_float((fxb - e + 127) << 23) : NAN;
+            rsc[rowi] = wg_fx_scale(bnd, fxb);
         }
         Di[((size_t)b * H + h) * T + t] = s;
     }

@@ -70,11 +70,6 @@ extern "C" {
 #include "attn_bf16.h"
 }
 
-// 2^(fxb - e) with bnd < 2^e (a float: e >= fxb - 127); NaN where bnd is not finite
-__device__ __forceinline__ float sk_fx_scale(float bnd, int fxb) {
-    int e = bnd > 0.f ? max(ilogbf(bnd) + 1, fxb - 127) : 0;
-    return bnd <= 3e38f ? ldexpf(1.f, fxb - e) : NAN;
-}
 // the ordered mode's pre-pass, one read of q, dO and O: Di (as wg_bwd_pre), the rows' fixed-point
 // dQ scales rsc (wg_bwd_pre's bound from kvm = wg_kv_bound's {max |K_jd|, max |V_j|_2}; NaN where
 // the q or dO row is not finite: the convert writes a NaN row), and the dK / dV bound inputs per
@@ -118,7 +113,7 @@ __global__ void sk_pre(float *Di, float *rsc, unsigned *qo, const unsigned *kvm,
         e = fmaxf(e, ss), bad |= qbad | !isfinite(ss);
         if (j == 0 && i < i1) {
             Di[((size_t)b * H + hh) * T + t] = sd;
-            rsc[o / D] = qbad ? NAN : sk_fx_scale((sqrtf(ss) * vm + fabsf(sd)) * km * 1.0625f, 30);
+            rsc[o / D] = qbad ? NAN : wg_fx_scale((sqrtf(ss) * vm + fabsf(sd)) * km * 1.0625f, 30);
         }
     }
     __shared__ float sm[3][32];
@@ -147,8 +142,8 @@ __global__ void sk_scales(float *ksc, const unsigned *qo, const unsigned *kvm, i
     if (bk >= nbk) return;
     float mq = __uint_as_float(qo[3 * bk]), mo = __uint_as_float(qo[3 * bk + 1]);
     float mo2 = sqrtf(__uint_as_float(qo[3 * bk + 2])), mv2 = __uint_as_float(kvm[2 * bk + 1]);
-    ksc[2 * bk] = sk_fx_scale(rows * 2.f * mo2 * mv2 * mq * 1.0625f, 62);
-    ksc[2 * bk + 1] = sk_fx_scale(rows * mo * 1.0625f, 62);
+    ksc[2 * bk] = wg_fx_scale(rows * 2.f * mo2 * mv2 * mq * 1.0625f, 62);
+    ksc[2 * bk + 1] = wg_fx_scale(rows * mo * 1.0625f, 62);
 }
 // the launch's outputs from its accumulators (n (b, kv head)s from bk0): dk (x scale) / dv from
 // kva [n][2 = dK, dV][T][D] (fp32, or FX: s64 / the (b, kv head)'s scales ksc), then dq (x
