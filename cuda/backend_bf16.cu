@@ -185,7 +185,7 @@ static struct {
     int step, calls, on, n;
     cudaEvent_t ev[2 * TR_MAX];
     const char *name[TR_MAX];
-    int tag[TR_MAX];
+    long long tag[TR_MAX];
     double host_us[TR_MAX];
 } tr;
 static double tr_now_us(void) {
@@ -195,7 +195,7 @@ static double tr_now_us(void) {
 }
 static void tr_report(void) {
     cudaCheck(cudaDeviceSynchronize());
-    struct Agg { const char *name; int tag, count; double gpu, host; } agg[128];
+    struct Agg { const char *name; long long tag; int count; double gpu, host; } agg[128];
     int na = 0;
     double span = 0, idle = 0, host = 0, total = 0;
     struct { double ms; int i; } gaps[8] = {};
@@ -222,11 +222,11 @@ static void tr_report(void) {
             "%.2f ms, idle between ops %.2f ms; host in ops %.2f ms\n", tr.step, tr.n, total, span,
             idle, host * 1e-3);
     for (int a = 0; a < na; a++)
-        fprintf(stderr, "trace  %-14s %10d x%-4d gpu %8.3f ms (%7.1f us each) host %7.1f us each\n",
+        fprintf(stderr, "trace  %-14s %10lld x%-4d gpu %8.3f ms (%7.1f us each) host %7.1f us each\n",
                 agg[a].name, agg[a].tag, agg[a].count, agg[a].gpu, 1e3 * agg[a].gpu / agg[a].count,
                 agg[a].host / agg[a].count);
     for (int j = 0; j < 8 && gaps[j].ms > 0; j++)
-        fprintf(stderr, "trace  idle %.3f ms after op %d %s/%d, before %s/%d\n", gaps[j].ms,
+        fprintf(stderr, "trace  idle %.3f ms after op %d %s/%lld, before %s/%lld\n", gaps[j].ms,
                 gaps[j].i, tr.name[gaps[j].i], tr.tag[gaps[j].i], tr.name[gaps[j].i + 1],
                 tr.tag[gaps[j].i + 1]);
     for (int i = 0; i < 2 * TR_MAX; i++) cudaEventDestroy(tr.ev[i]);
@@ -237,7 +237,7 @@ static int dbg_on;              // MSLAB_BF16_DEBUG=1: why GEMM outputs stay fp3
 struct OpTrace { // one traced op: events around it when the step is traced
     int i;
     double t0;
-    OpTrace(const char *name, int tag, int embed = 0) : i(-1) {
+    OpTrace(const char *name, long long tag, int embed = 0) : i(-1) {
         flush_grp();
         cur_op = name;
         if (!tr.step) return;
@@ -260,7 +260,7 @@ struct OpTrace { // one traced op: events around it when the step is traced
         tr.host_us[i] = tr_now_us() - t0;
     }
 };
-#define TRACE(name, tag) OpTrace trace_op_(name, (int)(tag))
+#define TRACE(name, tag) OpTrace trace_op_(name, (long long)(tag))
 
 // ---- the table's memory state: bf16 shadows and deferred zeros (header, "Conversions") ----
 
@@ -626,8 +626,11 @@ static unsigned align_of(const void *p) {
 }
 // The products where a cuBLASLt heuristic index beat cublasGemmEx (bf16.lt, H200; -1: cublasGemmEx):
 // transposes, m, n, k, output bf16 (cbf), beta 0 (b0) as gemm_bf16 gets them.
-static int lt_choice(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, int cbf,
-                     int b0) {
+// A choice holds for the layout it was timed with, dense operands (lda / ldb the natural ones):
+// a strided operand (the grouped dW's G, ldb = K) takes cublasGemmEx.
+static int lt_choice(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, int lda,
+                     int ldb, int cbf, int b0) {
+    if (lda != (ta == CUBLAS_OP_N ? m : k) || ldb != (tb == CUBLAS_OP_N ? k : n)) return -1;
     // us per call, cublasGemmEx -> the index (s8 r4, `mslab-gpu-tests bf16.lt`, N = 32768, random
     // operands: r2's all-zero ones ranked some otherwise, e.g. W2's forward 192 -> 186 there, 213
     // -> 226 here and in the LM step; not listed: within 3% of cublasGemmEx, and datt's bf16
@@ -723,7 +726,7 @@ static void gemm_bf16(cublasOperation_t ta, cublasOperation_t tb, int m, int n, 
                       int ldc, uint16_t *Cb = NULL) {
     const float one = 1.0f;
     MS_ASSERT(!Cb || beta == 0.0f, "gemm_bf16: a bf16 output only with beta 0");
-    int idx = lt_index >= -1 ? lt_index : lt_choice(ta, tb, m, n, k, Cb != NULL, beta == 0.0f);
+    int idx = lt_index >= -1 ? lt_index : lt_choice(ta, tb, m, n, k, lda, ldb, Cb != NULL, beta == 0.0f);
     if (idx >= 0 && !gemm_lt(ta, tb, m, n, k, A, lda, B, ldb, beta, Cb ? (void *)Cb : (void *)C,
                              ldc, Cb != NULL, idx))
         return;
@@ -761,7 +764,7 @@ static void gemm_fast(cublasOperation_t ta, cublasOperation_t tb, int m, int n, 
 
 // The same transposed products as matmul.cu (row-major arrays are column-major transposes).
 static void bf16_matmul_fwd(float *out, const float *inp, const float *w, int N, int IC, int OC) {
-    TRACE("matmul_fwd", IC * 100000 + OC);
+    TRACE("matmul_fwd", IC * 100000LL + OC);
     flush_add();
     if (N <= 0 || OC <= 0) return;
     wrote(out, (size_t)N * OC * sizeof(float));
@@ -934,7 +937,7 @@ static void grp_run(void) {
     grp.k = 0;
     grp_runs += k > 1;
     if (k == 1) {
-        TRACE("matmul_bwd", grp.IC * 100000 + grp.m[0].OC);
+        TRACE("matmul_bwd", grp.IC * 100000LL + grp.m[0].OC);
         mm_bwd(grp.dinp, grp.m[0].dw, grp.m[0].dout, grp.inp, grp.m[0].w, grp.N, grp.IC, grp.m[0].OC);
         return;
     }
@@ -945,7 +948,7 @@ static void grp_run(void) {
     memcpy(m, grp.m, sizeof m);
     size_t K = 0, off[GRP_MAX], ni = (size_t)N * IC;
     for (int i = 0; i < k; i++) off[i] = K, K += m[i].OC;
-    TRACE("matmul_bwd", IC * 100000 + (int)K);
+    TRACE("matmul_bwd", IC * 100000LL + (long long)K);
     float bi = take_zero(dinp, ni) ? 0.0f : 1.0f, bw[GRP_MAX];
     for (int i = 0; i < k; i++) bw[i] = take_zero(m[i].dw, (size_t)m[i].OC * IC) ? 0.0f : 1.0f;
     if (bi != 0.0f) need(NB(dinp, ni));
@@ -972,7 +975,7 @@ static void grp_run(void) {
 static void bf16_matmul_bwd(float *dinp, float *dw, const float *dout, const float *inp,
                             const float *w, int N, int IC, int OC) {
     if (grp_join(dinp, dw, dout, inp, w, N, IC, OC)) return; // deferred (traced when it runs)
-    TRACE("matmul_bwd", IC * 100000 + OC);
+    TRACE("matmul_bwd", IC * 100000LL + OC);
     mm_bwd(dinp, dw, dout, inp, w, N, IC, OC);
 }
 
@@ -1132,7 +1135,11 @@ static BfIn rnd_in(const float *p, size_t n) {
         r.rnd = 0;
         return r;
     }
-    Shadow *s = acts_on ? shadow_make(p, n) : shadow_find(p, n);
+    // An array an fp32 consumer has read (a download, an fp32 operand) keeps its fp32 value:
+    // the GEMM that writes it writes fp32 (gemm_out), so a new shadow would stay stale and only
+    // take cache budget (the logits of a run that downloads them: ~2 GB).
+    Shadow *s = shadow_find(p, n);
+    if (!s && acts_on && !f32_was_read(p, n * sizeof(float))) s = shadow_make(p, n);
     if (s && s->valid && !s->rl) r.b = s->b;
     else need_conv(NB(p, n));
     return r;

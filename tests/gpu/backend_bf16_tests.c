@@ -893,6 +893,28 @@ static void t_rnd_gemm_in(int N, int C, int F, int V, int H, int style) {
     free(x), free(w1), free(w3), free(w2), free(wc), free(dy), free(tgt);
 }
 
+// rnd: a rounding reader gives its input a shadow only where no fp32 consumer read the array (a
+// download here): such an array keeps fp32 GEMM outputs (gemm_out), its shadow would stay stale.
+// err = shadow bytes the reader added; the control (arrays never read in fp32) must add some.
+static void t_rnd_f32_read(void) {
+    if (!wanted("bf16.rnd")) return;
+    int acts0 = backend_cuda_bf16_set_acts(1), rnd0 = backend_cuda_bf16_set_rnd(1);
+    size_t n = (size_t)1 << 18;
+    float *h = hr(n, 1);
+    float *g = dev(h, n), *u = dev(h, n), *g2 = dev(h, n), *u2 = dev(h, n), *o = bf->alloc(n * 4);
+    free(get(g, n)), free(get(u, n)); // the fp32 reads
+    size_t b0 = backend_cuda_bf16_shadow_bytes();
+    bf->swiglu_fwd(o, g, u, n);
+    size_t b1 = backend_cuda_bf16_shadow_bytes();
+    bf->swiglu_fwd(o, g2, u2, n);
+    size_t b2 = backend_cuda_bf16_shadow_bytes();
+    report("bf16.rnd.no_shadow_after_f32_read", "n=262144", (double)(b1 - b0), 0, -1);
+    report("bf16.rnd.shadow_control", "n=262144", b2 > b1 ? 0.0 : 1.0, 0, -1);
+    backend_cuda_bf16_set_acts(acts0), backend_cuda_bf16_set_rnd(rnd0);
+    bf->free(g), bf->free(u), bf->free(g2), bf->free(u2), bf->free(o);
+    free(h);
+}
+
 // acts: a GEMM output whose array a GEMM read before (the LM's v, and the
 // attention's dout as matmul_bwd's dinp over a deferred zero) is written in bf16 only: read back,
 // it must be the same GEMM's fp32 output rounded, bit for bit (err = number of differing elements).
@@ -1278,6 +1300,7 @@ void t_backend_bf16_all(void) {
     t_opt(333);
     t_rnd_gemm_in(64, 96, 128, 200, 3, 0);
     t_rnd_gemm_in(37, 64, 96, 101, 2, 1); // V % 4 != 0: the cross-entropy's strided kernels
+    t_rnd_f32_read();
     t_acts_gemm_out(64, 96, 80);
     t_acts_gemm_out(300, 512, 256);
     if (!quick) t_acts_gemm_out(32768, 768, 768);
