@@ -577,8 +577,12 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     static_assert(!SP || DET == 0 || DET >= 3, "sparse lists: atomic or fixed-point dQ");
     static_assert(D == 128 || DET == 0 || DET >= 3, "D 64: atomic or fixed-point dQ");
     constexpr bool KL = SP == 2; // key lists
-    static_assert(!KL || ((PIPE & ~32) == 22 && (DET == 0 || DET == 4)),
-                  "key lists: PIPE 22 (+ 32), DET 0 / 4");
+    static_assert(!KL || ((PIPE & ~(32 | 128)) == 22 && (DET == 0 || DET == 4)),
+                  "key lists: PIPE 22 (+ 32, 128), DET 0 / 4");
+    // 128 (key lists, s11): the CTA's fp32 dK / dV partials STORED into its own scratch slot
+    // (hl, kc, kb) of dkmap (sparse_wgmma_keys.cu sums them in a fixed order), not added
+    constexpr bool PT = (PIPE & 128) != 0;
+    static_assert(!PT || KL, "dK / dV partials: key lists");
     constexpr bool FX = DET >= 3; // fixed-point dQ: 3 two 32-bit lanes per u64 red, 4 s32 bulk adds
     constexpr bool ALDL = (PIPE & 2) != 0; // lse / Di by cp.async
     constexpr bool BULKQ = (PIPE & 4) != 0; // dQ partials by bulk reduce-adds (map dqmap)
@@ -1029,7 +1033,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
 #pragma unroll
                 for (int r = 0; r < 2; r++) {
                     int row = g + 8 * r; // (row & 7 = g)
-                    if constexpr (DET == 4)
+                    if constexpr (DET == 4 && !PT)
                         *(longlong2 *)(sa + (n >> 1) * 2048 + row * 128 + (((4 * (n & 1) + tq) ^ g) << 4)) =
                             make_longlong2(__float2ll_rn(x[n][2 * r] * sc),
                                            __float2ll_rn(x[n][2 * r + 1] * sc));
@@ -1053,7 +1057,14 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         // read back in row order and added by coalesced per-thread reds (u64 / v4.f32) 6770 /
         // 13301, 19.20 / 22.17 ms vs 19.23 / 22.19: the SM's ~20 bytes a cycle to L2 bound them
         // all; none kept)
-        if (any && wkey != INT_MAX) {
+        if (PT && wkey != INT_MAX) { // every listed region's slot written (zeros: no step)
+            int slot = ((blockIdx.y / sp.nblk) * sp.nblk + kc) * gridDim.x + kb;
+            stage(dka, st, 1.f);
+            stage(dva, st + 64 * D, 1.f);
+            if (lane < D / 16)
+                tma_out_4d<false>(&dkmap, st + lane * 2048, lane % (D / 32) * 32, warp * 16,
+                                  lane / (D / 32), slot);
+        } else if (!PT && any && wkey != INT_MAX) {
             if constexpr (DET == 4) {
                 stage(dka, st, sp.ksc[2 * bk]);
                 if (lane < D / 16) tma_out_4d<true>(&dkmap, st + lane * 2048, lane * 16, wkey, 2 * kbl, 0);
@@ -1892,7 +1903,7 @@ static void keys_fused_run(dim3 grid, float *dqacc, const bf16 *dout, const floa
                                              dout, lse, Di, q, k, v, T, H, KVH, sl2, scale, sp, rsc,
                                              dqmap, qmap, omap, accmap, accmap);
 }
-void wg_keys_fused_launch(int D, bool det, dim3 grid, float *dqacc, const bf16 *dout,
+void wg_keys_fused_launch(int D, bool det, bool part, dim3 grid, float *dqacc, const bf16 *dout,
                           const float *lse, const float *Di, const bf16 *q, const bf16 *k,
                           const bf16 *v, int T, int H, int KVH, const SpArgs &sp, const float *rsc,
                           const CUtensorMap &dqmap, const CUtensorMap &qmap,
@@ -1903,12 +1914,13 @@ void wg_keys_fused_launch(int D, bool det, dim3 grid, float *dqacc, const bf16 *
     // the ordered mode with the row scales by cp.async (PIPE 54; s9 r4: 23.17 ms vs 23.67)
     // (s10 r4: + the FFMA conversions, PIPE 118: ms paper 32K H 12 D 64 ordered 5.058 ms vs 5.080,
     // noise: not taken)
+    // part: the dK / dV partials stored per CTA (PIPE + 128)
     if (D == 64) {
-        if (det) KEYS_GO(64, 4, 54);
-        else KEYS_GO(64, 0, 22);
+        if (det) part ? KEYS_GO(64, 4, 182) : KEYS_GO(64, 4, 54);
+        else part ? KEYS_GO(64, 0, 150) : KEYS_GO(64, 0, 22);
     } else {
-        if (det) KEYS_GO(128, 4, 54);
-        else KEYS_GO(128, 0, 22);
+        if (det) part ? KEYS_GO(128, 4, 182) : KEYS_GO(128, 4, 54);
+        else part ? KEYS_GO(128, 0, 150) : KEYS_GO(128, 0, 22);
     }
 #undef KEYS_GO
 }

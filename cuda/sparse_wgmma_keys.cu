@@ -195,6 +195,67 @@ __global__ void sk_acc_out(bf16 *dq, bf16 *dk, bf16 *dv, const void *kva, const 
     }
 }
 
+// The stored partials' pieces (s11): pos [lists of the launch][nreg] = the slot of region r in
+// the sorted list (hl, c) of launch head hl (-1: none; a list holds a region once: ops.h)
+__global__ void sk_pos(int *pos, const int *sl, int width, int nreg) {
+    const int *lst = sl + (size_t)blockIdx.x * width;
+    for (int s = threadIdx.x; s < width; s += blockDim.x) {
+        int r = lst[s];
+        if (r >= 0 && r < nreg) pos[(size_t)blockIdx.x * nreg + r] = s;
+    }
+}
+// dk (x scale) / dv of region r = blockIdx.x of the launch's (b, kv head) bk0 + blockIdx.y: the
+// sum of the partials part [slot = (hl, c, kb)][2 = dK, dV][BKV][D] (fp32) of the entries (head
+// hg of the group, block c) that list r, in that FIXED order (hg outer, c ascending): bitwise
+// repeatable. R D / 8 threads (4 float4 each: rows kr, kr + R / 2 of dK and dV)
+template <int D>
+__global__ void sk_part_sum(bf16 *dk, bf16 *dv, const float *part, const int *pos, int bk0,
+                            int T, int KVH, int G, int nblk, int nreg, int ntk, int R) {
+    constexpr int BKV = D, D4 = D / 4;
+    __shared__ int ent[1024];
+    int r = blockIdx.x, bkl = blockIdx.y, bk = bk0 + bkl, ne = G * nblk;
+    int nt = blockDim.x, spc = BKV / R, i4 = threadIdx.x, kr = i4 / D4, d4 = i4 % D4;
+    float4 acc[4];
+#pragma unroll
+    for (int j = 0; j < 4; j++) acc[j] = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int e0 = 0; e0 < ne; e0 += 1024) {
+        int m = min(1024, ne - e0);
+        __syncthreads();
+        for (int e = threadIdx.x; e < m; e += nt) {
+            int l = bkl * ne + e0 + e, s = pos[(size_t)l * nreg + r];
+            ent[e] = s < 0 ? -1 : (l * ntk + s / spc) * BKV + s % spc * R; // (slot, row0)
+        }
+        __syncthreads();
+        for (int e = 0; e < m; e++) {
+            int x = ent[e];
+            if (x < 0) continue;
+            const float4 *p = (const float4 *)(part + ((size_t)(x / BKV) * 2 * BKV + x % BKV) * D);
+            float4 u[4];
+#pragma unroll
+            for (int j = 0; j < 4; j++) // j: dK, dK + R / 2 rows, dV, dV + R / 2 rows
+                u[j] = __ldcs(p + (j >> 1) * BKV * D4 + (kr + (j & 1) * (R / 2)) * D4 + d4);
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+                acc[j].x += u[j].x, acc[j].y += u[j].y, acc[j].z += u[j].z, acc[j].w += u[j].w;
+        }
+    }
+    int b = bk / KVH, kvh = bk % KVH;
+    float scale = 1.f / sqrtf((float)D);
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        int key = r * R + kr + (j & 1) * (R / 2);
+        if (key >= T) continue;
+        float f = j >> 1 ? 1.f : scale;
+        bf16 *dst = (j >> 1 ? dv : dk) + (((size_t)b * T + key) * KVH + kvh) * D + d4 * 4;
+        *(uint2 *)dst = make_uint2(pack_bf16x2(acc[j].x * f, acc[j].y * f),
+                                   pack_bf16x2(acc[j].z * f, acc[j].w * f));
+    }
+}
+
+// MSLAB_SK_PART (experiment, s11): bit 1 the ordered mode, bit 2 the atomic mode by stored
+// partials; default 0
+static int sk_part = -1;
+
 // on / off: 0 off (sq_fused_kernel runs), 1 D = 128, 2 D = 128 and 64; MSLAB_SQ_KEYS overrides,
 // sparse_wgmma_bwd_tune_keys (tests; -1: back to the default)
 #define SK_DEFAULT 2
@@ -212,11 +273,19 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     if (!on || !wg_sp_small || !(D == 128 || (D == 64 && on >= 2))) return -1;
     if (!(ix->region == 16 || ix->region == 32) || ix->qblock % 128 || ix->window) return -1;
     bool det = attn_bf16_deterministic();
-    int G = H / KVH, nblk = ix->nblk, eb = det ? 8 : 4, BKV = D;
+    if (sk_part < 0) sk_part = getenv("MSLAB_SK_PART") ? atoi(getenv("MSLAB_SK_PART")) : 0;
+    bool part = (sk_part >> (det ? 0 : 1)) & 1;
+    int G = H / KVH, nblk = ix->nblk, eb = det ? 8 : 4, BKV = D, R = ix->region;
+    int nreg = (T + R - 1) / R;
+    unsigned ntk = (unsigned)((ix->width + BKV / R - 1) / (BKV / R));
     size_t rows = (size_t)B * T * H, nbk = (size_t)B * KVH, nl = (size_t)B * H * nblk;
-    // the accumulators of cbk (b, kv head)s at a time: dK and dV [cbk][2][T][D] fp32 / s64, then
-    // dQ [cbk][T][G][D] fp32 / s32, within wg_acc_group's budget; grid y (cbk G nblk) <= 65535
-    size_t perbk = (size_t)T * D * (G * 4 + 2 * eb), ymax = 65535 / ((size_t)G * nblk);
+    // the accumulators of cbk (b, kv head)s at a time: dK and dV [cbk][2][T][D] fp32 / s64 (part:
+    // the partials [cbk G nblk ntk][2][BKV][D] fp32 and pos [cbk G nblk][nreg]), then dQ [cbk][T]
+    // [G][D] fp32 / s32, within wg_acc_group's budget; grid y (cbk G nblk) <= 65535
+    size_t pslot = (size_t)2 * BKV * D * 4, ppart = (size_t)G * nblk * ntk * pslot;
+    size_t ppos = (size_t)G * nblk * nreg * 4;
+    size_t perbk = (size_t)T * D * G * 4 + (part ? ppart + ppos + 512 : (size_t)T * D * 2 * eb);
+    size_t ymax = 65535 / ((size_t)G * nblk);
     if (ymax < 1) return -1;
     size_t cbk = wg_acc_group(B, T, H, KVH, D, perbk, ymax);
     size_t rsc_off = align256(rows * 4), kvm_off = rsc_off + (det ? align256(rows * 4) : 0);
@@ -233,41 +302,69 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
         if (D == 64) sk_pre<64><<<pg, 256>>>(Di, rsc, qo, kvm, q, dout, out, T, H, KVH, 512);
         else sk_pre<128><<<pg, 256>>>(Di, rsc, qo, kvm, q, dout, out, T, H, KVH, 512);
         cudaLaunchCheck();
-        sk_scales<<<cdiv_u(nbk, 128), 128>>>(ksc, qo, kvm, (int)nbk, (float)T * G);
-        cudaLaunchCheck();
+        if (!part) {
+            sk_scales<<<cdiv_u(nbk, 128), 128>>>(ksc, qo, kvm, (int)nbk, (float)T * G);
+            cudaLaunchCheck();
+        }
     } else {
         wg_bwd_pre_launch(D, Di, nullptr, nullptr, dout, out, k, v, B, T, H, KVH);
     }
     SpArgs sp = {};
-    sparse_sort_lists((int *)(ws + sl_off), ix->idx, nl, ix->width);
-    sp.idx = (const int *)(ws + sl_off), sp.nblk = nblk, sp.width = ix->width;
-    sp.qblock = ix->qblock, sp.region = ix->region, sp.ksc = ksc;
+    int *sl = (int *)(ws + sl_off);
+    sparse_sort_lists(sl, ix->idx, nl, ix->width);
+    sp.idx = sl, sp.nblk = nblk, sp.width = ix->width;
+    sp.qblock = ix->qblock, sp.region = R, sp.ksc = ksc;
     CUtensorMap qmap, omap, dqmap, accmap;
     MS_ASSERT(make_map(&qmap, q, B, T, H, D, 64) && make_map(&omap, dout, B, T, H, D, 64),
               "sparse_wgmma_keys_bwd: the Q / dO tensor maps");
     float scale = 1.f / sqrtf((float)D);
-    unsigned ntk = (unsigned)((ix->width + BKV / ix->region - 1) / (BKV / ix->region));
     char *kva = ws + acc_off;
     for (size_t bk0 = 0; bk0 < nbk; bk0 += cbk) {
-        size_t n = nbk - bk0 < cbk ? nbk - bk0 : cbk, kvb = align256(2 * n * T * D * eb);
+        size_t n = nbk - bk0 < cbk ? nbk - bk0 : cbk;
+        size_t kvb = part ? align256(n * ppart) + align256(n * ppos) : align256(2 * n * T * D * eb);
         float *dqa = (float *)(kva + kvb);
-        cudaCheck(cudaMemsetAsync(kva, 0, kvb + n * G * T * D * 4, 0)); // both accumulators
+        int *pos = (int *)(kva + align256(n * ppart));
+        size_t nlst = n * G * nblk; // the launch's lists
+        if (part) {
+            cudaCheck(cudaMemsetAsync(dqa, 0, n * G * T * D * 4, 0));
+            cudaCheck(cudaMemsetAsync(pos, 0xff, n * ppos, 0));
+            sk_pos<<<(unsigned)nlst, 128>>>(pos, sl + bk0 * G * nblk * ix->width, ix->width, nreg);
+            cudaLaunchCheck();
+        } else {
+            cudaCheck(cudaMemsetAsync(kva, 0, kvb + n * G * T * D * 4, 0)); // both accumulators
+        }
         // dQ: (D, G, T, n) fp32 / s32, box 32 columns x 64 rows (the body's staging boxes); dK /
-        // dV: (D, T, 2 n, 1) fp32 / u64 (= s64 adds), box 128 bytes x 16 keys (keys past T clipped)
+        // dV: (D, T, 2 n, 1) fp32 / u64 (= s64 adds), box 128 bytes x 16 keys (keys past T
+        // clipped); part: (D, BKV, 2, slots) fp32, box 32 columns x 16 keys
         size_t qd[4] = {(size_t)D, (size_t)G, (size_t)T, n}, kd[4] = {(size_t)D, (size_t)T, 2 * n, 1};
         size_t qs[3] = {(size_t)D * 4, (size_t)G * D * 4, (size_t)T * G * D * 4};
         size_t ks[3] = {(size_t)D * eb, (size_t)T * D * eb, 2 * n * T * D * eb};
         int qb[4] = {32, 1, 64, 1}, kb[4] = {128 / eb, 16, 1, 1};
+        size_t pd[4] = {(size_t)D, (size_t)BKV, 2, nlst * ntk};
+        size_t ps[3] = {(size_t)D * 4, (size_t)BKV * D * 4, pslot};
+        int pb[4] = {32, 16, 1, 1};
         MS_ASSERT(wg_acc_map(&dqmap, det ? CU_TENSOR_MAP_DATA_TYPE_INT32 : CU_TENSOR_MAP_DATA_TYPE_FLOAT32,
                              4, dqa, qd, qs, qb) &&
-                      wg_acc_map(&accmap, det ? CU_TENSOR_MAP_DATA_TYPE_UINT64 : CU_TENSOR_MAP_DATA_TYPE_FLOAT32,
-                                 4, kva, kd, ks, kb),
+                      (part ? wg_acc_map(&accmap, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, kva, pd, ps, pb)
+                            : wg_acc_map(&accmap, det ? CU_TENSOR_MAP_DATA_TYPE_UINT64
+                                                      : CU_TENSOR_MAP_DATA_TYPE_FLOAT32,
+                                         4, kva, kd, ks, kb)),
                   "sparse_wgmma_keys_bwd: the accumulators' tensor maps");
         sp.bk0 = (int)bk0;
-        dim3 grid(ntk, (unsigned)(n * G * nblk));
-        wg_keys_fused_launch(D, det, grid, dqa, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc, dqmap,
-                             qmap, omap, accmap);
-        size_t nk4 = 2 * n * T * D / 4, nq4 = n * G * T * D / 4;
+        dim3 grid(ntk, (unsigned)nlst);
+        wg_keys_fused_launch(D, det, part, grid, dqa, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc,
+                             dqmap, qmap, omap, accmap);
+        if (part) {
+            dim3 rg((unsigned)nreg, (unsigned)n);
+            if (D == 64)
+                sk_part_sum<64><<<rg, R * D / 8>>>(dk, dv, (const float *)kva, pos, (int)bk0, T,
+                                                   KVH, G, nblk, nreg, (int)ntk, R);
+            else
+                sk_part_sum<128><<<rg, R * D / 8>>>(dk, dv, (const float *)kva, pos, (int)bk0, T,
+                                                    KVH, G, nblk, nreg, (int)ntk, R);
+            cudaLaunchCheck();
+        }
+        size_t nk4 = part ? 0 : 2 * n * T * D / 4, nq4 = n * G * T * D / 4;
         auto conv = D == 64 ? (det ? sk_acc_out<64, true> : sk_acc_out<64, false>)
                             : (det ? sk_acc_out<128, true> : sk_acc_out<128, false>);
         conv<<<cdiv_u(nk4 + nq4, 256), 256>>>(dq, dk, dv, kva, dqa, ksc, rsc, (int)bk0, nk4, nq4, T,

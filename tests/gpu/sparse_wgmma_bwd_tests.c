@@ -531,6 +531,18 @@ void t_sparse_wgmma_bwd_all(void) {
     t_hand(2, 700, 4, 2, 64, 128, 16, 20, 10, 0); // D 64 (the key-centric kernel's NaN dq rows)
     t_hand(2, 700, 4, 2, 128, 128, 128, 6, 3, 0); // 128-key regions: the list-walk fused kernel
     g_swb_inputs = 0;
+    // the key-centric kernel's dK / dV sums (s11): regions in nearly every list (skew), and
+    // launch groups of one (b, kv head) (a tiny accumulator budget: 4 launches), 32-key regions
+    t_hand_skew(1, 1000, 4, 2, 128, 128, 16, 24, 12, 0, 1);
+    {
+        const char *e = getenv("MSLAB_SQ_ACC_MB");
+        char *keep = e ? strdup(e) : NULL;
+        setenv("MSLAB_SQ_ACC_MB", "0.05", 1);
+        t_hand(2, 700, 4, 2, 128, 256, 32, 14, 6, 0);
+        t_hand(2, 700, 4, 2, 64, 128, 16, 20, 10, 0);
+        if (keep) setenv("MSLAB_SQ_ACC_MB", keep, 1), free(keep);
+        else unsetenv("MSLAB_SQ_ACC_MB");
+    }
     if (!quick) {
         // merge 128 (2048-row blocks, as the paper config and the LM's ms row), D = 64
         t_cfg("ms w16 top256 m128", ms_cfg(16, 256, 128, 2048), 1, 6144, 4, 2, 64);
