@@ -375,6 +375,13 @@ static void t_perf(const char *name, AttnConfig cfg, int T) {
     for (int i = 0; i < H * nreg; i++)
         inv_max = cnt[i] > inv_max ? cnt[i] : inv_max, inv_mean += cnt[i];
     inv_mean /= (double)H * nreg;
+    if (d.region < 64) { // the key-centric kernel's dK / dV sums: regions by their list count
+        size_t hist[6] = {0};
+        for (int i = 0; i < H * nreg; i++) hist[cnt[i] < 4 ? cnt[i] : cnt[i] < 8 ? 4 : 5]++;
+        printf("    (info sparse_wgmma_bwd_perf %s T=%d: regions listed 0 / 1 / 2 / 3 / 4-7 / 8+ "
+               "times: %zu / %zu / %zu / %zu / %zu / %zu, mean %.2f, max %d)\n",
+               name, T, hist[0], hist[1], hist[2], hist[3], hist[4], hist[5], inv_mean, inv_max);
+    }
     free(cnt), free(hidx);
     double f = 4.0 * st.pairs * D; // forward FLOPs; the backward counts 2.5x
     attn_bf16_sparse_fwd(o, lse, q, k, v, &ix, 1, T, H, H, D);
