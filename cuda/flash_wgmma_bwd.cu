@@ -1057,7 +1057,25 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         // read back in row order and added by coalesced per-thread reds (u64 / v4.f32) 6770 /
         // 13301, 19.20 / 22.17 ms vs 19.23 / 22.19: the SM's ~20 bytes a cycle to L2 bound them
         // all; none kept)
-        if (PT && wkey != INT_MAX) { // every listed region's slot written (zeros: no step)
+        // sp.kcnt (s11 trial): a region in one list of the launch's (b, kv head) written here as
+        // bf16 (sk_part_sum skips it)
+        bool one = PT && sp.kcnt && wkey != INT_MAX &&
+                   __ldg(sp.kcnt + (size_t)kbl * sp.nreg + (wkey >> klsh)) == 1;
+        if (one) {
+            bf16 *dkb = dk + (size_t)b * T * ldk + (size_t)kvh * D;
+            bf16 *dvb = dv + (size_t)b * T * ldk + (size_t)kvh * D;
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                if (key[r] >= T) continue;
+                size_t off = (size_t)key[r] * ldk + 2 * tq;
+#pragma unroll
+                for (int n = 0; n < DN; n++) {
+                    *(uint32_t *)(dkb + off + n * 8) =
+                        pack_bf16x2(dka[n][2 * r] * scale, dka[n][2 * r + 1] * scale);
+                    *(uint32_t *)(dvb + off + n * 8) = pack_bf16x2(dva[n][2 * r], dva[n][2 * r + 1]);
+                }
+            }
+        } else if (PT && wkey != INT_MAX) { // every listed region's slot written (zeros: no step)
             int slot = ((blockIdx.y / sp.nblk) * sp.nblk + kc) * gridDim.x + kb;
             stage(dka, st, 1.f);
             stage(dva, st + 64 * D, 1.f);
@@ -1892,24 +1910,24 @@ void wg_kv_bound_launch(int D, unsigned *kvm, const bf16 *k, const bf16 *v, int 
     cudaLaunchCheck();
 }
 template <int D, int DET, int PIPE>
-static void keys_fused_run(dim3 grid, float *dqacc, const bf16 *dout, const float *lse,
+static void keys_fused_run(dim3 grid, bf16 *dk, bf16 *dv, float *dqacc, const bf16 *dout, const float *lse,
                            const float *Di, const bf16 *q, const bf16 *k, const bf16 *v, int T,
                            int H, int KVH, const SpArgs &sp, const float *rsc,
                            const CUtensorMap &dqmap, const CUtensorMap &qmap,
                            const CUtensorMap &omap, const CUtensorMap &accmap) {
     float scale = 1.f / sqrtf((float)D), sl2 = WG_LOG2E * scale;
     fused_go<D, DET, PIPE, 2, D == 64 ? 2 : 1>(grid, fused_smem<D, PIPE>(), T, (bf16 *)nullptr,
-                                             (bf16 *)nullptr, (bf16 *)nullptr, dqacc, (int *)nullptr,
+                                             dk, dv, dqacc, (int *)nullptr,
                                              dout, lse, Di, q, k, v, T, H, KVH, sl2, scale, sp, rsc,
                                              dqmap, qmap, omap, accmap, accmap);
 }
-void wg_keys_fused_launch(int D, bool det, bool part, dim3 grid, float *dqacc, const bf16 *dout,
+void wg_keys_fused_launch(int D, bool det, bool part, dim3 grid, bf16 *dk, bf16 *dv, float *dqacc, const bf16 *dout,
                           const float *lse, const float *Di, const bf16 *q, const bf16 *k,
                           const bf16 *v, int T, int H, int KVH, const SpArgs &sp, const float *rsc,
                           const CUtensorMap &dqmap, const CUtensorMap &qmap,
                           const CUtensorMap &omap, const CUtensorMap &accmap) {
 #define KEYS_GO(D, DET, PIPE)                                                                    \
-    keys_fused_run<D, DET, PIPE>(grid, dqacc, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc, dqmap,  \
+    keys_fused_run<D, DET, PIPE>(grid, dk, dv, dqacc, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc, dqmap,  \
                                  qmap, omap, accmap)
     // the ordered mode with the row scales by cp.async (PIPE 54; s9 r4: 23.17 ms vs 23.67)
     // (s10 r4: + the FFMA conversions, PIPE 118: ms paper 32K H 12 D 64 ordered 5.058 ms vs 5.080,

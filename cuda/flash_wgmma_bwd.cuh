@@ -23,6 +23,7 @@ struct SpArgs {
     // dK / dV fixed-point scales [B * KVH][2] (ordered mode)
     int bk0;
     const float *ksc;
+    const int *kcnt; // (s11 trial) [launch's kv heads][nreg]: lists holding the region
 };
 
 // thread 0 waits until *cnt == v; bounded (~1 s at 2 GHz): a broken ordering assumption gives a
@@ -163,7 +164,8 @@ void wg_bwd_pre_launch(int D, float *Di, float *rsc, unsigned *kvm, const bf16 *
                        const bf16 *out, const bf16 *k, const bf16 *v, int B, int T, int H, int KVH);
 // wg_kv_bound alone into kvm (zeroed by the caller; the ordered mode's pre-pass is sk_pre there)
 void wg_kv_bound_launch(int D, unsigned *kvm, const bf16 *k, const bf16 *v, int B, int T, int KVH);
-void wg_keys_fused_launch(int D, bool det, bool part, dim3 grid, float *dqacc, const bf16 *dout,
+void wg_keys_fused_launch(int D, bool det, bool part, dim3 grid, bf16 *dk, bf16 *dv,
+                          float *dqacc, const bf16 *dout,
                           const float *lse, const float *Di, const bf16 *q, const bf16 *k,
                           const bf16 *v, int T, int H, int KVH, const SpArgs &sp, const float *rsc,
                           const CUtensorMap &dqmap, const CUtensorMap &qmap,

@@ -197,11 +197,15 @@ __global__ void sk_acc_out(bf16 *dq, bf16 *dk, bf16 *dv, const void *kva, const 
 
 // The stored partials' pieces (s11): pos [lists of the launch][nreg] = the slot of region r in
 // the sorted list (hl, c) of launch head hl (-1: none; a list holds a region once: ops.h)
-__global__ void sk_pos(int *pos, const int *sl, int width, int nreg) {
+// kcnt (trial, or NULL) [launch's kv heads][nreg]: the lists of the kv head's G nblk that hold r
+__global__ void sk_pos(int *pos, int *kcnt, const int *sl, int width, int nreg, int gn) {
     const int *lst = sl + (size_t)blockIdx.x * width;
     for (int s = threadIdx.x; s < width; s += blockDim.x) {
         int r = lst[s];
-        if (r >= 0 && r < nreg) pos[(size_t)blockIdx.x * nreg + r] = s;
+        if (r >= 0 && r < nreg) {
+            pos[(size_t)blockIdx.x * nreg + r] = s;
+            if (kcnt) atomicAdd(kcnt + (size_t)(blockIdx.x / gn) * nreg + r, 1);
+        }
     }
 }
 // dk (x scale) / dv of region r = blockIdx.x of the launch's (b, kv head) bk0 + blockIdx.y: the
@@ -209,11 +213,13 @@ __global__ void sk_pos(int *pos, const int *sl, int width, int nreg) {
 // hg of the group, block c) that list r, in that FIXED order (hg outer, c ascending): bitwise
 // repeatable. R D / 8 threads (4 float4 each: rows kr, kr + R / 2 of dK and dV)
 template <int D>
-__global__ void sk_part_sum(bf16 *dk, bf16 *dv, const float *part, const int *pos, int bk0,
-                            int T, int KVH, int G, int nblk, int nreg, int ntk, int R) {
+__global__ void sk_part_sum(bf16 *dk, bf16 *dv, const float *part, const int *pos,
+                            const int *kcnt, int bk0, int T, int KVH, int G, int nblk, int nreg,
+                            int ntk, int R) {
     constexpr int BKV = D, D4 = D / 4;
     __shared__ int ent[1024];
     int r = blockIdx.x, bkl = blockIdx.y, bk = bk0 + bkl, ne = G * nblk;
+    if (kcnt && kcnt[(size_t)bkl * nreg + r] == 1) return; // written by its CTA
     int nt = blockDim.x, spc = BKV / R, i4 = threadIdx.x, kr = i4 / D4, d4 = i4 % D4;
     float4 acc[4];
 #pragma unroll
@@ -253,7 +259,7 @@ __global__ void sk_part_sum(bf16 *dk, bf16 *dv, const float *part, const int *po
 }
 
 // MSLAB_SK_PART (experiment, s11): bit 1 the ordered mode, bit 2 the atomic mode by stored
-// partials; default 0
+// partials; bit 4: regions in one list written by their CTA (kcnt); default 0
 static int sk_part = -1;
 
 // on / off: 0 off (sq_fused_kernel runs), 1 D = 128, 2 D = 128 and 64; MSLAB_SQ_KEYS overrides,
@@ -274,7 +280,7 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     if (!(ix->region == 16 || ix->region == 32) || ix->qblock % 128 || ix->window) return -1;
     bool det = attn_bf16_deterministic();
     if (sk_part < 0) sk_part = getenv("MSLAB_SK_PART") ? atoi(getenv("MSLAB_SK_PART")) : 0;
-    bool part = (sk_part >> (det ? 0 : 1)) & 1;
+    bool part = (sk_part >> (det ? 0 : 1)) & 1, one = part && (sk_part & 4);
     int G = H / KVH, nblk = ix->nblk, eb = det ? 8 : 4, BKV = D, R = ix->region;
     int nreg = (T + R - 1) / R;
     unsigned ntk = (unsigned)((ix->width + BKV / R - 1) / (BKV / R));
@@ -283,7 +289,7 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     // the partials [cbk G nblk ntk][2][BKV][D] fp32 and pos [cbk G nblk][nreg]), then dQ [cbk][T]
     // [G][D] fp32 / s32, within wg_acc_group's budget; grid y (cbk G nblk) <= 65535
     size_t pslot = (size_t)2 * BKV * D * 4, ppart = (size_t)G * nblk * ntk * pslot;
-    size_t ppos = (size_t)G * nblk * nreg * 4;
+    size_t ppos = (size_t)G * nblk * nreg * 4 + (size_t)nreg * 4; // + kcnt
     size_t perbk = (size_t)T * D * G * 4 + (part ? ppart + ppos + 512 : (size_t)T * D * 2 * eb);
     size_t ymax = 65535 / ((size_t)G * nblk);
     if (ymax < 1) return -1;
@@ -325,10 +331,13 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
         float *dqa = (float *)(kva + kvb);
         int *pos = (int *)(kva + align256(n * ppart));
         size_t nlst = n * G * nblk; // the launch's lists
+        int *kcnt = one ? pos + nlst * nreg : nullptr;
         if (part) {
             cudaCheck(cudaMemsetAsync(dqa, 0, n * G * T * D * 4, 0));
-            cudaCheck(cudaMemsetAsync(pos, 0xff, n * ppos, 0));
-            sk_pos<<<(unsigned)nlst, 128>>>(pos, sl + bk0 * G * nblk * ix->width, ix->width, nreg);
+            cudaCheck(cudaMemsetAsync(pos, 0xff, nlst * nreg * 4, 0));
+            if (one) cudaCheck(cudaMemsetAsync(kcnt, 0, n * nreg * 4, 0));
+            sk_pos<<<(unsigned)nlst, 128>>>(pos, kcnt, sl + bk0 * G * nblk * ix->width, ix->width,
+                                            nreg, G * nblk);
             cudaLaunchCheck();
         } else {
             cudaCheck(cudaMemsetAsync(kva, 0, kvb + n * G * T * D * 4, 0)); // both accumulators
@@ -350,17 +359,17 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
                                                       : CU_TENSOR_MAP_DATA_TYPE_FLOAT32,
                                          4, kva, kd, ks, kb)),
                   "sparse_wgmma_keys_bwd: the accumulators' tensor maps");
-        sp.bk0 = (int)bk0;
+        sp.bk0 = (int)bk0, sp.kcnt = kcnt, sp.nreg = nreg;
         dim3 grid(ntk, (unsigned)nlst);
-        wg_keys_fused_launch(D, det, part, grid, dqa, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc,
+        wg_keys_fused_launch(D, det, part, grid, dk, dv, dqa, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc,
                              dqmap, qmap, omap, accmap);
         if (part) {
             dim3 rg((unsigned)nreg, (unsigned)n);
             if (D == 64)
-                sk_part_sum<64><<<rg, R * D / 8>>>(dk, dv, (const float *)kva, pos, (int)bk0, T,
+                sk_part_sum<64><<<rg, R * D / 8>>>(dk, dv, (const float *)kva, pos, kcnt, (int)bk0, T,
                                                    KVH, G, nblk, nreg, (int)ntk, R);
             else
-                sk_part_sum<128><<<rg, R * D / 8>>>(dk, dv, (const float *)kva, pos, (int)bk0, T,
+                sk_part_sum<128><<<rg, R * D / 8>>>(dk, dv, (const float *)kva, pos, kcnt, (int)bk0, T,
                                                     KVH, G, nblk, nreg, (int)ntk, R);
             cudaLaunchCheck();
         }
