@@ -577,8 +577,8 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     static_assert(!SP || DET == 0 || DET >= 3, "sparse lists: atomic or fixed-point dQ");
     static_assert(D == 128 || DET == 0 || DET >= 3, "D 64: atomic or fixed-point dQ");
     constexpr bool KL = SP == 2; // key lists
-    static_assert(!KL || ((PIPE & ~(32 | 128)) == 22 && (DET == 0 || DET == 4)),
-                  "key lists: PIPE 22 (+ 32, 128), DET 0 / 4");
+    static_assert(!KL || ((PIPE & ~(32 | 64 | 128)) == 22 && (DET == 0 || DET == 4)),
+                  "key lists: PIPE 22 (+ 32, 64, 128), DET 0 / 4");
     // 128 (key lists, s11): the CTA's fp32 dK / dV partials STORED into its own scratch slot
     // (hl, kc, kb) of dkmap (sparse_wgmma_keys.cu sums them in a fixed order), not added
     constexpr bool PT = (PIPE & 128) != 0;
@@ -1933,11 +1933,15 @@ void wg_keys_fused_launch(int D, bool det, bool part, dim3 grid, bf16 *dk, bf16 
     // (s10 r4: + the FFMA conversions, PIPE 118: ms paper 32K H 12 D 64 ordered 5.058 ms vs 5.080,
     // noise: not taken)
     // part: the dK / dV partials stored per CTA (PIPE + 128)
+    // (s11 trial: MSLAB_SK_FC=1, the FFMA dQ conversions (+ 64) at D 128)
+    static int fc = -1;
+    if (fc < 0) fc = getenv("MSLAB_SK_FC") ? atoi(getenv("MSLAB_SK_FC")) : 0;
     if (D == 64) {
         if (det) part ? KEYS_GO(64, 4, 182) : KEYS_GO(64, 4, 54);
         else part ? KEYS_GO(64, 0, 150) : KEYS_GO(64, 0, 22);
     } else {
-        if (det) part ? KEYS_GO(128, 4, 182) : KEYS_GO(128, 4, 54);
+        if (det && fc) part ? KEYS_GO(128, 4, 246) : KEYS_GO(128, 4, 118);
+        else if (det) part ? KEYS_GO(128, 4, 182) : KEYS_GO(128, 4, 54);
         else part ? KEYS_GO(128, 0, 150) : KEYS_GO(128, 0, 22);
     }
 #undef KEYS_GO
