@@ -280,6 +280,27 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     if (!(ix->region == 16 || ix->region == 32) || ix->qblock % 128 || ix->window) return -1;
     bool det = attn_bf16_deterministic();
     if (sk_part < 0) sk_part = getenv("MSLAB_SK_PART") ? atoi(getenv("MSLAB_SK_PART")) : 0;
+    // MSLAB_SK_TIME=1 (diagnostics, s11): the stages' event times per call
+    static int sk_time = -1;
+    static cudaEvent_t te[6];
+    if (sk_time < 0) {
+        sk_time = getenv("MSLAB_SK_TIME") ? atoi(getenv("MSLAB_SK_TIME")) : 0;
+        for (int i = 0; sk_time > 0 && i < 6; i++) cudaCheck(cudaEventCreate(&te[i]));
+    }
+    float tsum[6] = {0};
+    auto mark = [&](int i) {
+        if (sk_time > 0) cudaCheck(cudaEventRecord(te[i], 0));
+    };
+    auto tadd = [&](int i0, int i1) {
+        if (sk_time <= 0) return;
+        cudaCheck(cudaEventSynchronize(te[i1]));
+        for (int i = i0; i < i1; i++) {
+            float ms = 0;
+            cudaCheck(cudaEventElapsedTime(&ms, te[i], te[i + 1]));
+            tsum[i] += ms;
+        }
+    };
+    mark(0);
     bool part = (sk_part >> (det ? 0 : 1)) & 1, one = part && (sk_part & 4);
     int G = H / KVH, nblk = ix->nblk, eb = det ? 8 : 4, BKV = D, R = ix->region;
     int nreg = (T + R - 1) / R;
@@ -318,6 +339,7 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     SpArgs sp = {};
     int *sl = (int *)(ws + sl_off);
     sparse_sort_lists(sl, ix->idx, nl, ix->width);
+    mark(1), tadd(0, 1);
     sp.idx = sl, sp.nblk = nblk, sp.width = ix->width;
     sp.qblock = ix->qblock, sp.region = R, sp.ksc = ksc;
     CUtensorMap qmap, omap, dqmap, accmap;
@@ -332,6 +354,7 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
         int *pos = (int *)(kva + align256(n * ppart));
         size_t nlst = n * G * nblk; // the launch's lists
         int *kcnt = one ? pos + nlst * nreg : nullptr;
+        mark(1);
         if (part) {
             cudaCheck(cudaMemsetAsync(dqa, 0, n * G * T * D * 4, 0));
             cudaCheck(cudaMemsetAsync(pos, 0xff, nlst * nreg * 4, 0));
@@ -360,9 +383,11 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
                                          4, kva, kd, ks, kb)),
                   "sparse_wgmma_keys_bwd: the accumulators' tensor maps");
         sp.bk0 = (int)bk0, sp.kcnt = kcnt, sp.nreg = nreg;
+        mark(2);
         dim3 grid(ntk, (unsigned)nlst);
         wg_keys_fused_launch(D, det, part, grid, dk, dv, dqa, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc,
                              dqmap, qmap, omap, accmap);
+        mark(3);
         if (part) {
             dim3 rg((unsigned)nreg, (unsigned)n);
             if (D == 64)
@@ -373,12 +398,18 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
                                                     KVH, G, nblk, nreg, (int)ntk, R);
             cudaLaunchCheck();
         }
+        mark(4);
         size_t nk4 = part ? 0 : 2 * n * T * D / 4, nq4 = n * G * T * D / 4;
         auto conv = D == 64 ? (det ? sk_acc_out<64, true> : sk_acc_out<64, false>)
                             : (det ? sk_acc_out<128, true> : sk_acc_out<128, false>);
         conv<<<cdiv_u(nk4 + nq4, 256), 256>>>(dq, dk, dv, kva, dqa, ksc, rsc, (int)bk0, nk4, nq4, T,
                                               H, KVH, scale);
         cudaLaunchCheck();
+        mark(5), tadd(1, 5);
     }
+    if (sk_time > 0)
+        printf("    (sk time %s part %d: pre %.3f, memsets + pos %.3f, kernel %.3f, sums %.3f, "
+               "convert %.3f ms)\n", det ? "ordered" : "atomic", (int)part + one, tsum[0], tsum[1],
+               tsum[2], tsum[3], tsum[4]);
     return 0;
 }
