@@ -70,21 +70,17 @@ extern "C" {
 #include "attn_bf16.h"
 }
 
-// the ordered mode's pre-pass, one read of q, dO and O: Di (as wg_bwd_pre), the rows' fixed-point
-// dQ scales rsc (wg_bwd_pre's bound from kvm = wg_kv_bound's {max |K_jd|, max |V_j|_2}; NaN where
-// the q or dO row is not finite: the convert writes a NaN row), and the dK / dV bound inputs per
-// (b, kv head) qo: max |Q_id|, max |dO_id|, max |dO_i|_2^2 over the group's heads' rows as float
-// bits (atomicMax; NaN bits win: the scales become NaN). CTA = (b * KVH + kv head, a chunk of
-// rows (t, head of the group)), D / 8 lanes a row (16-byte loads)
+// the ordered mode's pre-pass, one read of q, dO and O: Di (as wg_bwd_pre) and the rows'
+// fixed-point dQ scales rsc (wg_bwd_pre's bound from kvm = wg_kv_bound's {max |K_jd|, max
+// |V_j|_2}; NaN where the q or dO row is not finite: the convert writes a NaN row). CTA = (b *
+// KVH + kv head, a chunk of rows (t, head of the group)), D / 8 lanes a row (16-byte loads)
 template <int D>
-__global__ void sk_pre(float *Di, float *rsc, unsigned *qo, const unsigned *kvm, const bf16 *q,
-                       const bf16 *dout, const bf16 *out, int T, int H, int KVH, int rows) {
+__global__ void sk_pre(float *Di, float *rsc, const unsigned *kvm, const bf16 *q, const bf16 *dout,
+                       const bf16 *out, int T, int H, int KVH, int rows) {
     constexpr int L = D / 8; // lanes per row
     int bk = blockIdx.x, b = bk / KVH, kvh = bk % KVH, G = H / KVH, j = threadIdx.x % L;
     int i0 = blockIdx.y * rows, i1 = min(T * G, i0 + rows);
     float km = __uint_as_float(kvm[2 * bk]), vm = __uint_as_float(kvm[2 * bk + 1]);
-    float a = 0.f, c = 0.f, e = 0.f;
-    int bad = 0; // 1: a non-finite dO or q in the CTA's rows
     for (int ib = i0; ib < i1; ib += blockDim.x / L) { // uniform per CTA
         int i = ib + threadIdx.x / L, qbad = 0, t = i / G, hh = kvh * G + i % G;
         size_t o = (((size_t)b * T + t) * H + hh) * D;
@@ -99,7 +95,6 @@ __global__ void sk_pre(float *Di, float *rsc, unsigned *qo, const unsigned *kvm,
                 float2 x = __bfloat1622float2(*(const __nv_bfloat162 *)&pq[u]);
                 float2 y = __bfloat1622float2(*(const __nv_bfloat162 *)&pd[u]);
                 float2 z = __bfloat1622float2(*(const __nv_bfloat162 *)&po[u]);
-                a = fmaxf(a, fmaxf(fabsf(x.x), fabsf(x.y))), c = fmaxf(c, fmaxf(fabsf(y.x), fabsf(y.y)));
                 ss = fmaf(y.x, y.x, fmaf(y.y, y.y, ss));
                 sd = fmaf(y.y, z.y, fmaf(y.x, z.x, sd));
                 qbad |= !isfinite(x.x + x.y);
@@ -110,49 +105,20 @@ __global__ void sk_pre(float *Di, float *rsc, unsigned *qo, const unsigned *kvm,
             ss += __shfl_xor_sync(0xffffffffu, ss, off), sd += __shfl_xor_sync(0xffffffffu, sd, off);
             qbad |= __shfl_xor_sync(0xffffffffu, qbad, off);
         }
-        e = fmaxf(e, ss), bad |= qbad | !isfinite(ss);
         if (j == 0 && i < i1) {
             Di[((size_t)b * H + hh) * T + t] = sd;
             rsc[o / D] = qbad ? NAN : wg_fx_scale((sqrtf(ss) * vm + fabsf(sd)) * km * 1.0625f, 30);
         }
     }
-    __shared__ float sm[3][32];
-    __shared__ int sn;
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    a = warp_max(a), c = warp_max(c), e = warp_max(e), bad = __any_sync(0xffffffffu, bad);
-    if (threadIdx.x == 0) sn = 0;
-    __syncthreads();
-    if (lane == 0) {
-        sm[0][warp] = a, sm[1][warp] = c, sm[2][warp] = e;
-        if (bad) sn = 1;
-    }
-    __syncthreads();
-    if (threadIdx.x < 3) {
-        float x = 0.f;
-        for (int w = 0; w < (int)(blockDim.x >> 5); w++) x = fmaxf(x, sm[threadIdx.x][w]);
-        atomicMax(qo + 3 * bk + threadIdx.x, __float_as_uint(sn ? NAN : x));
-    }
 }
-// ksc [bk][2] = the dK / dV s64 scales: with rows = T G (the group's query rows; P_ij <= 1),
-// |dV_jd| <= sum_i P_ij |dO_id| <= rows max |dO_id|, |dK_jd| <= sum_i P_ij |dP_ij - Di| |Q_id| <=
-// rows 2 max |dO_i|_2 max |V_j|_2 max |Q_id| (|Di| = |dO_i . O_i| <= |dO_i|_2 max |V_j|_2); every
-// partial sum of a key's adds obeys the same bound. kvm: wg_kv_bound's {max |K_jd|, max |V_j|_2}
-__global__ void sk_scales(float *ksc, const unsigned *qo, const unsigned *kvm, int nbk, float rows) {
-    int bk = blockIdx.x * blockDim.x + threadIdx.x;
-    if (bk >= nbk) return;
-    float mq = __uint_as_float(qo[3 * bk]), mo = __uint_as_float(qo[3 * bk + 1]);
-    float mo2 = sqrtf(__uint_as_float(qo[3 * bk + 2])), mv2 = __uint_as_float(kvm[2 * bk + 1]);
-    ksc[2 * bk] = wg_fx_scale(rows * 2.f * mo2 * mv2 * mq * 1.0625f, 62);
-    ksc[2 * bk + 1] = wg_fx_scale(rows * mo * 1.0625f, 62);
-}
-// the launch's outputs from its accumulators (n (b, kv head)s from bk0): dk (x scale) / dv from
-// kva [n][2 = dK, dV][T][D] (fp32, or FX: s64 / the (b, kv head)'s scales ksc), then dq (x
-// scale) from dqa [n][T][G][D] (fp32, or FX: s32 / the row scales rsc [B, T, H]); a thread per 4
-// elements, nk4 = kva's elements / 4, the dQ part after (nq4 of them)
+// the launch's outputs from its accumulators (n (b, kv head)s from bk0): the atomic mode's dk (x
+// scale) / dv from kva [n][2 = dK, dV][T][D] (fp32; nk4 = its elements / 4, 0 in the ordered
+// mode), then dq (x scale) from dqa [n][T][G][D] (fp32, or FX: s32 / the row scales rsc [B, T,
+// H]); a thread per 4 elements
 template <int D, bool FX>
-__global__ void sk_acc_out(bf16 *dq, bf16 *dk, bf16 *dv, const void *kva, const float *dqa,
-                           const float *ksc, const float *rsc, int bk0, size_t nk4, size_t nq4,
-                           int T, int H, int KVH, float scale) {
+__global__ void sk_acc_out(bf16 *dq, bf16 *dk, bf16 *dv, const float *kva, const float *dqa,
+                           const float *rsc, int bk0, size_t nk4, size_t nq4, int T, int H,
+                           int KVH, float scale) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     int G = H / KVH;
     if (i < nk4 + nq4) {
@@ -163,17 +129,8 @@ __global__ void sk_acc_out(bf16 *dq, bf16 *dk, bf16 *dv, const void *kva, const 
             int t = (int)(row % T), a = (int)(row / T % 2), bk = bk0 + (int)(row / T / 2);
             dst = (a ? dv : dk) + (((size_t)(bk / KVH) * T + t) * KVH + bk % KVH) * D + i * 4 % D;
             f = a ? 1.f : scale;
-            if (FX) {
-                const longlong2 *p = (const longlong2 *)((const long long *)kva + i * 4);
-                longlong2 u = __ldcs(p), w = __ldcs(p + 1);
-                sc = ksc[2 * bk + a];
-                double df = (double)f / sc; // sc a power of 2: exact
-                y[0] = (float)(u.x * df), y[1] = (float)(u.y * df), y[2] = (float)(w.x * df),
-                y[3] = (float)(w.y * df);
-            } else {
-                float4 x = __ldcs((const float4 *)kva + i);
-                y[0] = x.x * f, y[1] = x.y * f, y[2] = x.z * f, y[3] = x.w * f;
-            }
+            float4 x = __ldcs((const float4 *)kva + i);
+            y[0] = x.x * f, y[1] = x.y * f, y[2] = x.z * f, y[3] = x.w * f;
         } else { // dQ
             size_t j = i - nk4, r = j * 4 / D;
             int hg = (int)(r % G), t = (int)(r / G % T), bk = bk0 + (int)(r / G / T);
@@ -195,9 +152,10 @@ __global__ void sk_acc_out(bf16 *dq, bf16 *dk, bf16 *dv, const void *kva, const 
     }
 }
 
-// The stored partials' pieces (s11): pos [lists of the launch][nreg] = the slot of region r in
-// the sorted list (hl, c) of launch head hl (-1: none; a list holds a region once: ops.h)
-// kcnt (trial, or NULL) [launch's kv heads][nreg]: the lists of the kv head's G nblk that hold r
+// The ordered mode's dK / dV sums (s11). pos [the launch's lists][nreg] = the slot of region r in
+// the sorted list (hl, c) of launch head hl (-1: none; a list holds a region once: ops.h); kcnt
+// (or NULL) [the launch's kv heads][nreg]: the lists of the kv head's G nblk that hold r (integer
+// adds: exact)
 __global__ void sk_pos(int *pos, int *kcnt, const int *sl, int width, int nreg, int gn) {
     const int *lst = sl + (size_t)blockIdx.x * width;
     for (int s = threadIdx.x; s < width; s += blockDim.x) {
@@ -211,7 +169,8 @@ __global__ void sk_pos(int *pos, int *kcnt, const int *sl, int width, int nreg, 
 // dk (x scale) / dv of region r = blockIdx.x of the launch's (b, kv head) bk0 + blockIdx.y: the
 // sum of the partials part [slot = (hl, c, kb)][2 = dK, dV][BKV][D] (fp32) of the entries (head
 // hg of the group, block c) that list r, in that FIXED order (hg outer, c ascending): bitwise
-// repeatable. R D / 8 threads (4 float4 each: rows kr, kr + R / 2 of dK and dV)
+// repeatable; regions that one list holds (kcnt 1) were written by their CTA. R D / 8 threads (4
+// float4 each: rows kr, kr + R / 2 of dK and dV)
 template <int D>
 __global__ void sk_part_sum(bf16 *dk, bf16 *dv, const float *part, const int *pos,
                             const int *kcnt, int bk0, int T, int KVH, int G, int nblk, int nreg,
@@ -219,8 +178,8 @@ __global__ void sk_part_sum(bf16 *dk, bf16 *dv, const float *part, const int *po
     constexpr int BKV = D, D4 = D / 4;
     __shared__ int ent[1024];
     int r = blockIdx.x, bkl = blockIdx.y, bk = bk0 + bkl, ne = G * nblk;
-    if (kcnt && kcnt[(size_t)bkl * nreg + r] == 1) return; // written by its CTA
-    int nt = blockDim.x, spc = BKV / R, i4 = threadIdx.x, kr = i4 / D4, d4 = i4 % D4;
+    if (kcnt && kcnt[(size_t)bkl * nreg + r] == 1) return;
+    int nt = blockDim.x, spc = BKV / R, kr = threadIdx.x / D4, d4 = threadIdx.x % D4;
     float4 acc[4];
 #pragma unroll
     for (int j = 0; j < 4; j++) acc[j] = make_float4(0.f, 0.f, 0.f, 0.f);
@@ -258,10 +217,6 @@ __global__ void sk_part_sum(bf16 *dk, bf16 *dv, const float *part, const int *po
     }
 }
 
-// MSLAB_SK_PART (experiment, s11): bit 1 the ordered mode, bit 2 the atomic mode by stored
-// partials; bit 4: regions in one list written by their CTA (kcnt); default 0
-static int sk_part = -1;
-
 // on / off: 0 off (sq_fused_kernel runs), 1 D = 128, 2 D = 128 and 64; MSLAB_SQ_KEYS overrides,
 // sparse_wgmma_bwd_tune_keys (tests; -1: back to the default)
 #define SK_DEFAULT 2
@@ -279,7 +234,6 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     if (!on || !wg_sp_small || !(D == 128 || (D == 64 && on >= 2))) return -1;
     if (!(ix->region == 16 || ix->region == 32) || ix->qblock % 128 || ix->window) return -1;
     bool det = attn_bf16_deterministic();
-    if (sk_part < 0) sk_part = getenv("MSLAB_SK_PART") ? atoi(getenv("MSLAB_SK_PART")) : 0;
     // MSLAB_SK_TIME=1 (diagnostics, s11): the stages' event times per call
     static int sk_time = -1;
     static cudaEvent_t te[6];
@@ -301,38 +255,31 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
         }
     };
     mark(0);
-    bool part = (sk_part >> (det ? 0 : 1)) & 1, one = part && (sk_part & 4);
-    int G = H / KVH, nblk = ix->nblk, eb = det ? 8 : 4, BKV = D, R = ix->region;
-    int nreg = (T + R - 1) / R;
-    unsigned ntk = (unsigned)((ix->width + BKV / R - 1) / (BKV / R));
+    int G = H / KVH, nblk = ix->nblk, BKV = D, R = ix->region, nreg = (T + R - 1) / R;
+    unsigned ntk = (unsigned)((ix->width + BKV / R - 1) / (BKV / R)); // key tiles a list
     size_t rows = (size_t)B * T * H, nbk = (size_t)B * KVH, nl = (size_t)B * H * nblk;
-    // the accumulators of cbk (b, kv head)s at a time: dK and dV [cbk][2][T][D] fp32 / s64 (part:
-    // the partials [cbk G nblk ntk][2][BKV][D] fp32 and pos [cbk G nblk][nreg]), then dQ [cbk][T]
-    // [G][D] fp32 / s32, within wg_acc_group's budget; grid y (cbk G nblk) <= 65535
+    // per group of cbk (b, kv head)s: the atomic mode's dK / dV accumulators [cbk][2][T][D] fp32,
+    // or the ordered mode's partials [cbk G nblk ntk][2][BKV][D] fp32 (128 KB a CTA at D 128), pos
+    // [cbk G nblk][nreg] and kcnt [cbk][nreg]; then dQ [cbk][T][G][D] fp32 / s32; within
+    // wg_acc_group's budget; grid y (cbk G nblk) <= 65535
     size_t pslot = (size_t)2 * BKV * D * 4, ppart = (size_t)G * nblk * ntk * pslot;
-    size_t ppos = (size_t)G * nblk * nreg * 4 + (size_t)nreg * 4; // + kcnt
-    size_t perbk = (size_t)T * D * G * 4 + (part ? ppart + ppos + 512 : (size_t)T * D * 2 * eb);
+    size_t ppos = ((size_t)G * nblk + 1) * nreg * 4;
+    size_t perbk = (size_t)T * D * G * 4 + (det ? ppart + ppos + 512 : (size_t)T * D * 2 * 4);
     size_t ymax = 65535 / ((size_t)G * nblk);
     if (ymax < 1) return -1;
     size_t cbk = wg_acc_group(B, T, H, KVH, D, perbk, ymax);
     size_t rsc_off = align256(rows * 4), kvm_off = rsc_off + (det ? align256(rows * 4) : 0);
-    size_t qo_off = kvm_off + align256(nbk * 8), ksc_off = qo_off + align256(nbk * 12);
-    size_t sl_off = ksc_off + align256(nbk * 8), acc_off = sl_off + align256(nl * ix->width * 4);
+    size_t sl_off = kvm_off + align256(nbk * 8), acc_off = sl_off + align256(nl * ix->width * 4);
     char *ws = (char *)wg_bwd_scratch(acc_off + cbk * perbk + 256);
     float *Di = (float *)ws, *rsc = det ? (float *)(ws + rsc_off) : nullptr;
-    unsigned *kvm = (unsigned *)(ws + kvm_off), *qo = (unsigned *)(ws + qo_off);
-    float *ksc = (float *)(ws + ksc_off);
-    if (det) { // Di, the row scales and the dK / dV scales (K / V bound first)
-        cudaCheck(cudaMemsetAsync(kvm, 0, qo_off - kvm_off + nbk * 12, 0)); // kvm, qo
+    unsigned *kvm = (unsigned *)(ws + kvm_off);
+    if (det) { // Di and the row scales (K / V bound first)
+        cudaCheck(cudaMemsetAsync(kvm, 0, nbk * 8, 0));
         wg_kv_bound_launch(D, kvm, k, v, B, T, KVH);
         dim3 pg((unsigned)nbk, cdiv_u((size_t)T * G, 512));
-        if (D == 64) sk_pre<64><<<pg, 256>>>(Di, rsc, qo, kvm, q, dout, out, T, H, KVH, 512);
-        else sk_pre<128><<<pg, 256>>>(Di, rsc, qo, kvm, q, dout, out, T, H, KVH, 512);
+        if (D == 64) sk_pre<64><<<pg, 256>>>(Di, rsc, kvm, q, dout, out, T, H, KVH, 512);
+        else sk_pre<128><<<pg, 256>>>(Di, rsc, kvm, q, dout, out, T, H, KVH, 512);
         cudaLaunchCheck();
-        if (!part) {
-            sk_scales<<<cdiv_u(nbk, 128), 128>>>(ksc, qo, kvm, (int)nbk, (float)T * G);
-            cudaLaunchCheck();
-        }
     } else {
         wg_bwd_pre_launch(D, Di, nullptr, nullptr, dout, out, k, v, B, T, H, KVH);
     }
@@ -340,25 +287,25 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     int *sl = (int *)(ws + sl_off);
     sparse_sort_lists(sl, ix->idx, nl, ix->width);
     mark(1), tadd(0, 1);
-    sp.idx = sl, sp.nblk = nblk, sp.width = ix->width;
-    sp.qblock = ix->qblock, sp.region = R, sp.ksc = ksc;
+    sp.idx = sl, sp.nblk = nblk, sp.width = ix->width, sp.qblock = ix->qblock, sp.region = R;
+    sp.nreg = nreg;
     CUtensorMap qmap, omap, dqmap, accmap;
     MS_ASSERT(make_map(&qmap, q, B, T, H, D, 64) && make_map(&omap, dout, B, T, H, D, 64),
               "sparse_wgmma_keys_bwd: the Q / dO tensor maps");
     float scale = 1.f / sqrtf((float)D);
     char *kva = ws + acc_off;
     for (size_t bk0 = 0; bk0 < nbk; bk0 += cbk) {
-        size_t n = nbk - bk0 < cbk ? nbk - bk0 : cbk;
-        size_t kvb = part ? align256(n * ppart) + align256(n * ppos) : align256(2 * n * T * D * eb);
+        size_t n = nbk - bk0 < cbk ? nbk - bk0 : cbk, nlst = n * G * nblk; // the launch's lists
+        size_t kvb = det ? align256(n * ppart) + align256(n * ppos) : align256(2 * n * T * D * 4);
         float *dqa = (float *)(kva + kvb);
-        int *pos = (int *)(kva + align256(n * ppart));
-        size_t nlst = n * G * nblk; // the launch's lists
-        int *kcnt = one ? pos + nlst * nreg : nullptr;
+        int *pos = (int *)(kva + align256(n * ppart)), *kcnt = nullptr;
         mark(1);
-        if (part) {
+        if (det) { // (s11 r2, D 64: the once-listed regions written by their CTAs 4.86-4.88 ms
+                   // vs 4.84 without: D 128 only)
+            kcnt = D == 128 ? pos + nlst * nreg : nullptr;
             cudaCheck(cudaMemsetAsync(dqa, 0, n * G * T * D * 4, 0));
             cudaCheck(cudaMemsetAsync(pos, 0xff, nlst * nreg * 4, 0));
-            if (one) cudaCheck(cudaMemsetAsync(kcnt, 0, n * nreg * 4, 0));
+            if (kcnt) cudaCheck(cudaMemsetAsync(kcnt, 0, n * nreg * 4, 0));
             sk_pos<<<(unsigned)nlst, 128>>>(pos, kcnt, sl + bk0 * G * nblk * ix->width, ix->width,
                                             nreg, G * nblk);
             cudaLaunchCheck();
@@ -366,50 +313,43 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
             cudaCheck(cudaMemsetAsync(kva, 0, kvb + n * G * T * D * 4, 0)); // both accumulators
         }
         // dQ: (D, G, T, n) fp32 / s32, box 32 columns x 64 rows (the body's staging boxes); dK /
-        // dV: (D, T, 2 n, 1) fp32 / u64 (= s64 adds), box 128 bytes x 16 keys (keys past T
-        // clipped); part: (D, BKV, 2, slots) fp32, box 32 columns x 16 keys
-        size_t qd[4] = {(size_t)D, (size_t)G, (size_t)T, n}, kd[4] = {(size_t)D, (size_t)T, 2 * n, 1};
+        // dV: atomic (D, T, 2 n, 1) (keys past T clipped), ordered (D, BKV, 2, slots), fp32, box
+        // 32 columns x 16 keys
+        size_t qd[4] = {(size_t)D, (size_t)G, (size_t)T, n};
         size_t qs[3] = {(size_t)D * 4, (size_t)G * D * 4, (size_t)T * G * D * 4};
-        size_t ks[3] = {(size_t)D * eb, (size_t)T * D * eb, 2 * n * T * D * eb};
-        int qb[4] = {32, 1, 64, 1}, kb[4] = {128 / eb, 16, 1, 1};
-        size_t pd[4] = {(size_t)D, (size_t)BKV, 2, nlst * ntk};
+        size_t kd[4] = {(size_t)D, (size_t)T, 2 * n, 1}, pd[4] = {(size_t)D, (size_t)BKV, 2, nlst * ntk};
+        size_t ks[3] = {(size_t)D * 4, (size_t)T * D * 4, 2 * n * T * D * 4};
         size_t ps[3] = {(size_t)D * 4, (size_t)BKV * D * 4, pslot};
-        int pb[4] = {32, 16, 1, 1};
+        int qb[4] = {32, 1, 64, 1}, kb[4] = {32, 16, 1, 1};
         MS_ASSERT(wg_acc_map(&dqmap, det ? CU_TENSOR_MAP_DATA_TYPE_INT32 : CU_TENSOR_MAP_DATA_TYPE_FLOAT32,
                              4, dqa, qd, qs, qb) &&
-                      (part ? wg_acc_map(&accmap, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, kva, pd, ps, pb)
-                            : wg_acc_map(&accmap, det ? CU_TENSOR_MAP_DATA_TYPE_UINT64
-                                                      : CU_TENSOR_MAP_DATA_TYPE_FLOAT32,
-                                         4, kva, kd, ks, kb)),
+                      wg_acc_map(&accmap, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, kva, det ? pd : kd,
+                                 det ? ps : ks, kb),
                   "sparse_wgmma_keys_bwd: the accumulators' tensor maps");
-        sp.bk0 = (int)bk0, sp.kcnt = kcnt, sp.nreg = nreg;
+        sp.bk0 = (int)bk0, sp.kcnt = kcnt;
         mark(2);
         dim3 grid(ntk, (unsigned)nlst);
-        wg_keys_fused_launch(D, det, part, grid, dk, dv, dqa, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc,
+        wg_keys_fused_launch(D, det, grid, dk, dv, dqa, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc,
                              dqmap, qmap, omap, accmap);
         mark(3);
-        if (part) {
+        if (det) {
             dim3 rg((unsigned)nreg, (unsigned)n);
-            if (D == 64)
-                sk_part_sum<64><<<rg, R * D / 8>>>(dk, dv, (const float *)kva, pos, kcnt, (int)bk0, T,
-                                                   KVH, G, nblk, nreg, (int)ntk, R);
-            else
-                sk_part_sum<128><<<rg, R * D / 8>>>(dk, dv, (const float *)kva, pos, kcnt, (int)bk0, T,
-                                                    KVH, G, nblk, nreg, (int)ntk, R);
+            auto sum = D == 64 ? sk_part_sum<64> : sk_part_sum<128>;
+            sum<<<rg, R * D / 8>>>(dk, dv, (const float *)kva, pos, kcnt, (int)bk0, T, KVH, G, nblk,
+                                   nreg, (int)ntk, R);
             cudaLaunchCheck();
         }
         mark(4);
-        size_t nk4 = part ? 0 : 2 * n * T * D / 4, nq4 = n * G * T * D / 4;
+        size_t nk4 = det ? 0 : 2 * n * T * D / 4, nq4 = n * G * T * D / 4;
         auto conv = D == 64 ? (det ? sk_acc_out<64, true> : sk_acc_out<64, false>)
                             : (det ? sk_acc_out<128, true> : sk_acc_out<128, false>);
-        conv<<<cdiv_u(nk4 + nq4, 256), 256>>>(dq, dk, dv, kva, dqa, ksc, rsc, (int)bk0, nk4, nq4, T,
-                                              H, KVH, scale);
+        conv<<<cdiv_u(nk4 + nq4, 256), 256>>>(dq, dk, dv, (const float *)kva, dqa, rsc, (int)bk0,
+                                              nk4, nq4, T, H, KVH, scale);
         cudaLaunchCheck();
         mark(5), tadd(1, 5);
     }
     if (sk_time > 0)
-        printf("    (sk time %s part %d: pre %.3f, memsets + pos %.3f, kernel %.3f, sums %.3f, "
-               "convert %.3f ms)\n", det ? "ordered" : "atomic", (int)part + one, tsum[0], tsum[1],
-               tsum[2], tsum[3], tsum[4]);
+        printf("    (sk time %s: pre %.3f, memsets + pos %.3f, kernel %.3f, sums %.3f, convert "
+               "%.3f ms)\n", det ? "ordered" : "atomic", tsum[0], tsum[1], tsum[2], tsum[3], tsum[4]);
     return 0;
 }
