@@ -14,15 +14,21 @@
 // dS^T in registers with the per-key causal mask key <= row, dV += P^T dO, dK += dS^T Q, dQ
 // partial = dS K added by bulk tensor reduce-adds (fp32, or s32 fixed point with the row scales
 // rsc in the ordered mode: integer adds commute, bitwise repeatable). At its end each warp (16
-// keys = one region's rows) adds its dK / dV rows into the accumulators by bulk reduce-adds of
-// [16 keys][128-byte] boxes: fp32 (atomic mode) or s64 fixed point (ordered) with a per-(b, kv
-// head) power-of-2 scale from a bound (sk_scales): an add per (block, key) instead of the
-// query-centric kernel's one per (128-row CTA, key). Grid x = key tiles (the 64 CTAs of a (head,
-// block) run together: its 1 MB Q / dO block and its dQ adds stay in L2), y = (head, block latest
-// first). The accumulators of a group of (b, kv head)s at a time (wg_acc_group's budget, one
-// launch per group): dK / dV [slab][2][T][D], then dQ [slab][T][G][D], zeroed by one memset and
-// converted to bf16 by one kernel (sk_acc_out). The ordered mode's pre-pass (sk_pre) reads q, dO
-// and O once for Di, the row scales and the dK / dV bound inputs (after wg_kv_bound).
+// keys = one region's rows) stages its dK / dV rows as fp32 [16 keys][32 columns] boxes for the
+// TMA unit: the atomic mode reduce-adds them into fp32 accumulators [slab][2][T][D] (an add per
+// (block, key) instead of the query-centric kernel's one per (128-row CTA, key)); the ordered
+// mode (s11) STORES them into the CTA's own slot (launch head, block, key tile) of a partials
+// buffer [slot][2][128][D] (the same 128 KB a CTA as the atomic adds), and sk_part_sum then sums
+// per region the partials of the (head of the group, block) lists that hold it, in that fixed
+// order (pos: each list's slot of each region, sk_pos), writing bf16 dK / dV: fp32 sums, bitwise
+// repeatable. At D 128 a region that one list of the launch's kv head holds (kcnt; 74% of the
+// regions at 32K) is written as bf16 by its CTA and skipped by the sums. Grid x = key tiles (the
+// 64 CTAs of a (head, block) run together: its 1 MB Q / dO block and its dQ adds stay in L2), y =
+// (head, block latest first). Per group of (b, kv head)s (wg_acc_group's budget, one launch per
+// group): the atomic mode's dK / dV accumulators or the ordered mode's partials, pos and kcnt,
+// then dQ [slab][T][G][D]; memsets, then one convert (sk_acc_out: the atomic mode's dK / dV, dQ).
+// The ordered mode's pre-pass (sk_pre) reads q, dO and O once for Di and the row scales (after
+// wg_kv_bound).
 // Measured (H200, bf16, ms paper config w 16 top 512 merge 128, B 1, H = KVH 32, D 128, T 32K,
 // bwd alone: `MSLAB_SWB_PERF="ms paper" MSLAB_SWB_PERF_MIN=1 mslab-gpu-tests sparse_wgmma_bwd_perf`;
 // TFLOP/s at 2.5x the forward's 4 D flops per pair; the rounds' noise is ~0.2-0.3 ms):
@@ -54,10 +60,25 @@
 // r4: the gather's keys loaded first (the body's notes; prologue 4401 / 4517 cycles vs 4707 /
 // 4880): 18.83 / 22.24 ms (456 / 386) vs 18.97 / 22.32-22.36 the same build; D 64 4.57 / 5.09;
 // the whole sparse_wgmma_bwd suite 448 passed. r5 (the final form): 19.01 / 22.03 and 19.20 /
-// 21.69 ms (452 / 390 and 448 / 396 TFLOP/s), D 64 4.64 / 4.98. Left: the ordered mode's dK / dV
-// epilogue (256 KB of s64 adds a CTA at the SM's ~20 bytes a cycle; overlapping it needs another
-// CTA on the SM, which D 128's registers rule out, or a persistent CTA) and the s64
-// accumulators' traffic.
+// 21.69 ms (452 / 390 and 448 / 396 TFLOP/s), D 64 4.64 / 4.98 (then the ordered mode's dK / dV:
+// s64 fixed point, a power-of-2 scale per (b, kv head) from a loose bound, 256 KB of s64 adds a
+// CTA at the SM's ~20 bytes a cycle to L2, the s64 accumulators zeroed and read: ~2.8 ms over
+// the atomic mode).
+// s11 (the ordered mode's dK / dV by stored partials; prediction: 32K ordered 21.85 -> 20.7-21.0
+// ms: the epilogue -0.95 ms at half the bytes, the traffic outside ~equal: 3.9 GB of partials
+// read once (a key in 3.6 lists on average) vs 2.15 GB of s64 zeroed + read; the atomic mode by
+// partials +0.4-0.6 ms). Regions listed 0 / 1 / 2 / 3 / 4-7 / 8+ times (32K, all heads): 0 /
+// 48672 / 1033 / 1116 / 2427 / 12288. r1 / r2 (same snippet, old vs new): ordered 22.67-22.89 /
+// 22.13-22.23 ms -> partials 21.73 / 21.12, + the once-listed regions by their CTA 21.50 / 20.99-
+// 21.05, + the FFMA dQ conversions (PIPE 118) 21.39 / 20.88; atomic 18.99-19.41; the atomic mode
+// by partials (no reds, no dK / dV memset) 19.66 vs 18.99-19.17: removed. D 64: ordered 4.94-5.01
+// -> 4.79-4.85 (partials), 4.85-4.88 with the once-listed regions (kept off at D 64); atomic 4.60-
+// 4.64. Event times a call (ms, MSLAB_SK_TIME then): old pre 0.41, memsets 0.63, kernels 20.0,
+// convert 0.98; new 0.40 / 0.20 (+ pos) / 19.1 / sums 0.80 / 0.33 (dQ); ncu (r1, groups of 7
+// heads): kernel 570 us a head (atomic 553: the s32 dQ conversions), sk_part_sum 233 us a group
+// (~3.6 TB/s), sk_pre 237. The kernel's real time was ~0.8 ms over ncu's (the partials' writes
+// back to DRAM under it?). Launch groups: ~70 us a launch (the tail): 32K with 2 heads a launch
+// (MSLAB_SQ_ACC_MB=400) 22.18 ms, 7 (the 1 GiB default) 20.99, 11 (2200) 20.77.
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>

@@ -27,7 +27,8 @@
 // *_small_ord1: its other launch order); their extra rows: uneven input magnitudes, one NaN q element (the reference's
 // non-finite outputs must be non-finite; at D = 128 and 64; also at 128-key regions, the list-walk fused kernel), an odd count of 128-row CTAs in 256-row blocks, merge
 // 128 at D = 64 and 128 (the paper config's and the LM's 2048-row blocks; at D = 128 the last
-// block one CTA). Lists
+// block one CTA), and for the key-centric kernel's ordered dK / dV sums (s11) regions in nearly
+// every list and launch groups of one (b, kv head) (a tiny MSLAB_SQ_ACC_MB). Lists
 // the kernel does not handle (16-key regions in 64-row blocks, 32-row or one-row blocks,
 // positions inside) must return -1 having written nothing. A GPU that is not sm_90 makes every call return -1: the checks are
 // skipped with a note. Timing rows (info, sparse_wgmma_bwd_perf): B = 1, H = KVH = 32, D = 128,
