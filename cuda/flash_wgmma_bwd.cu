@@ -1063,10 +1063,11 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
                 for (int n = 0; n < DN; n++) {
                     *(uint32_t *)(dkb + off + n * 8) =
                         pack_bf16x2(dka[n][2 * r] * scale, dka[n][2 * r + 1] * scale);
-                    *(uint32_t *)(dvb + off + n * 8) = pack_bf16x2(dva[n][2 * r], dva[n][2 * r + 1]);
+                    *(uint32_t *)(dvb + off + n * 8) =
+                        pack_bf16x2(dva[n][2 * r], dva[n][2 * r + 1]);
                 }
             }
-        } else if (wkey != INT_MAX && (PT || any)) { // PT: every listed region's slot (zeros: no step)
+        } else if (wkey != INT_MAX && (PT || any)) { // PT: each listed region's slot (no step: 0)
             stage(dka, st);
             stage(dva, st + 64 * D);
             int slot = ((blockIdx.y / sp.nblk) * sp.nblk + kc) * gridDim.x + kb;
@@ -1887,8 +1888,8 @@ void wg_kv_bound_launch(int D, unsigned *kvm, const bf16 *k, const bf16 *v, int 
     cudaLaunchCheck();
 }
 template <int D, int DET, int PIPE>
-static void keys_fused_run(dim3 grid, bf16 *dk, bf16 *dv, float *dqacc, const bf16 *dout, const float *lse,
-                           const float *Di, const bf16 *q, const bf16 *k, const bf16 *v, int T,
+static void keys_fused_run(dim3 grid, bf16 *dk, bf16 *dv, float *dqacc, const bf16 *dout,
+                           const float *lse, const float *Di, const bf16 *q, const bf16 *k, const bf16 *v, int T,
                            int H, int KVH, const SpArgs &sp, const float *rsc,
                            const CUtensorMap &dqmap, const CUtensorMap &qmap,
                            const CUtensorMap &omap, const CUtensorMap &accmap) {
@@ -1898,23 +1899,23 @@ static void keys_fused_run(dim3 grid, bf16 *dk, bf16 *dv, float *dqacc, const bf
                                              dout, lse, Di, q, k, v, T, H, KVH, sl2, scale, sp, rsc,
                                              dqmap, qmap, omap, accmap, accmap);
 }
-void wg_keys_fused_launch(int D, bool det, dim3 grid, bf16 *dk, bf16 *dv, float *dqacc, const bf16 *dout,
-                          const float *lse, const float *Di, const bf16 *q, const bf16 *k,
+void wg_keys_fused_launch(int D, bool det, dim3 grid, bf16 *dk, bf16 *dv, float *dqacc,
+                          const bf16 *dout, const float *lse, const float *Di, const bf16 *q, const bf16 *k,
                           const bf16 *v, int T, int H, int KVH, const SpArgs &sp, const float *rsc,
                           const CUtensorMap &dqmap, const CUtensorMap &qmap,
                           const CUtensorMap &omap, const CUtensorMap &accmap) {
 #define KEYS_GO(D, DET, PIPE)                                                                    \
-    keys_fused_run<D, DET, PIPE>(grid, dk, dv, dqacc, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc, dqmap,  \
-                                 qmap, omap, accmap)
-    // the ordered mode: the row scales by cp.async (+ 32; s9 r4: 23.17 ms vs 23.67) and the FFMA
-    // dQ conversions (+ 64; s10 r4, D 64: 5.058 ms vs 5.080; s11 D 128: see sparse_wgmma_keys.cu)
-    static int fc = -1; // (s11 trial: MSLAB_SK_FC=0 without the FFMA conversions)
-    if (fc < 0) fc = getenv("MSLAB_SK_FC") ? atoi(getenv("MSLAB_SK_FC")) : 1;
+    keys_fused_run<D, DET, PIPE>(grid, dk, dv, dqacc, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc, \
+                                 dqmap, qmap, omap, accmap)
+    // the ordered mode: the row scales by cp.async (+ 32; s9 r4: 23.17 ms vs 23.67); at D 128 the
+    // FFMA dQ conversions (+ 64; s11 r1 / r2 / r3, ms paper 32K: 21.39 / 20.88 / 20.90 ms vs
+    // 21.50 / 20.99-21.05 / 20.97; D 64 H 12 r3 4.834 vs 4.805 without, s10 r4 5.058 vs 5.080:
+    // noise, off)
     if (D == 64) {
-        if (det) fc ? KEYS_GO(64, 4, 118) : KEYS_GO(64, 4, 54);
+        if (det) KEYS_GO(64, 4, 54);
         else KEYS_GO(64, 0, 22);
     } else {
-        if (det) fc ? KEYS_GO(128, 4, 118) : KEYS_GO(128, 4, 54);
+        if (det) KEYS_GO(128, 4, 118);
         else KEYS_GO(128, 0, 22);
     }
 #undef KEYS_GO

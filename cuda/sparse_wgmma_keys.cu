@@ -78,7 +78,14 @@
 // heads): kernel 570 us a head (atomic 553: the s32 dQ conversions), sk_part_sum 233 us a group
 // (~3.6 TB/s), sk_pre 237. The kernel's real time was ~0.8 ms over ncu's (the partials' writes
 // back to DRAM under it?). Launch groups: ~70 us a launch (the tail): 32K with 2 heads a launch
-// (MSLAB_SQ_ACC_MB=400) 22.18 ms, 7 (the 1 GiB default) 20.99, 11 (2200) 20.77.
+// (MSLAB_SQ_ACC_MB=400) 22.18 ms, 7 (the 1 GiB default) 20.99, 11 (2200) 20.77. r3 (the clean
+// form): 32K ordered 22.13 ms old -> 20.90 (411 TFLOP/s; 20.97 without the FFMA dQ), atomic
+// 19.07-19.36; D 64 4.965 -> 4.834 (4.805 without the FFMA dQ: kept off at D 64); bench 128K
+// (mslab-gpu-bench --attn --kernels ms,nd, fwd+bwd with the selection) ordered 141.76 ms old ->
+// 135.84 (1 head a launch) / 135.28 (2: the ordered mode's budget 0.15 of q, k, v, o + grads,
+// wg_acc_group), atomic 134.0-135.2; the memory probe's 128K peak 10.27e9 B in all three.
+// Left: the ordered mode's s32 dQ conversions in the steps (~0.5 ms at 32K) and the sums' read of
+// the partials (0.8 ms at 32K; a region in 3.6 lists on average); each launch's tail.
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -255,27 +262,6 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     if (!on || !wg_sp_small || !(D == 128 || (D == 64 && on >= 2))) return -1;
     if (!(ix->region == 16 || ix->region == 32) || ix->qblock % 128 || ix->window) return -1;
     bool det = attn_bf16_deterministic();
-    // MSLAB_SK_TIME=1 (diagnostics, s11): the stages' event times per call
-    static int sk_time = -1;
-    static cudaEvent_t te[6];
-    if (sk_time < 0) {
-        sk_time = getenv("MSLAB_SK_TIME") ? atoi(getenv("MSLAB_SK_TIME")) : 0;
-        for (int i = 0; sk_time > 0 && i < 6; i++) cudaCheck(cudaEventCreate(&te[i]));
-    }
-    float tsum[6] = {0};
-    auto mark = [&](int i) {
-        if (sk_time > 0) cudaCheck(cudaEventRecord(te[i], 0));
-    };
-    auto tadd = [&](int i0, int i1) {
-        if (sk_time <= 0) return;
-        cudaCheck(cudaEventSynchronize(te[i1]));
-        for (int i = i0; i < i1; i++) {
-            float ms = 0;
-            cudaCheck(cudaEventElapsedTime(&ms, te[i], te[i + 1]));
-            tsum[i] += ms;
-        }
-    };
-    mark(0);
     int G = H / KVH, nblk = ix->nblk, BKV = D, R = ix->region, nreg = (T + R - 1) / R;
     unsigned ntk = (unsigned)((ix->width + BKV / R - 1) / (BKV / R)); // key tiles a list
     size_t rows = (size_t)B * T * H, nbk = (size_t)B * KVH, nl = (size_t)B * H * nblk;
@@ -288,7 +274,10 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     size_t perbk = (size_t)T * D * G * 4 + (det ? ppart + ppos + 512 : (size_t)T * D * 2 * 4);
     size_t ymax = 65535 / ((size_t)G * nblk);
     if (ymax < 1) return -1;
-    size_t cbk = wg_acc_group(B, T, H, KVH, D, perbk, ymax);
+    // (the ordered mode: 0.15 of q, k, v, o + grads: 2 (b, kv head)s a launch at 128K, not 1;
+    // s11 r3, 128K fwd+bwd 135.28 ms vs 135.84, the bench's peak unchanged (10.27e9 B, as with
+    // the s64 accumulators' 1 GiB))
+    size_t cbk = wg_acc_group(B, T, H, KVH, D, perbk, ymax, det ? 0.15 : 0.125);
     size_t rsc_off = align256(rows * 4), kvm_off = rsc_off + (det ? align256(rows * 4) : 0);
     size_t sl_off = kvm_off + align256(nbk * 8), acc_off = sl_off + align256(nl * ix->width * 4);
     char *ws = (char *)wg_bwd_scratch(acc_off + cbk * perbk + 256);
@@ -307,7 +296,6 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     SpArgs sp = {};
     int *sl = (int *)(ws + sl_off);
     sparse_sort_lists(sl, ix->idx, nl, ix->width);
-    mark(1), tadd(0, 1);
     sp.idx = sl, sp.nblk = nblk, sp.width = ix->width, sp.qblock = ix->qblock, sp.region = R;
     sp.nreg = nreg;
     CUtensorMap qmap, omap, dqmap, accmap;
@@ -320,7 +308,6 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
         size_t kvb = det ? align256(n * ppart) + align256(n * ppos) : align256(2 * n * T * D * 4);
         float *dqa = (float *)(kva + kvb);
         int *pos = (int *)(kva + align256(n * ppart)), *kcnt = nullptr;
-        mark(1);
         if (det) { // (s11 r2, D 64: the once-listed regions written by their CTAs 4.86-4.88 ms
                    // vs 4.84 without: D 128 only)
             kcnt = D == 128 ? pos + nlst * nreg : nullptr;
@@ -338,21 +325,20 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
         // 32 columns x 16 keys
         size_t qd[4] = {(size_t)D, (size_t)G, (size_t)T, n};
         size_t qs[3] = {(size_t)D * 4, (size_t)G * D * 4, (size_t)T * G * D * 4};
-        size_t kd[4] = {(size_t)D, (size_t)T, 2 * n, 1}, pd[4] = {(size_t)D, (size_t)BKV, 2, nlst * ntk};
+        size_t kd[4] = {(size_t)D, (size_t)T, 2 * n, 1};
+        size_t pd[4] = {(size_t)D, (size_t)BKV, 2, nlst * ntk};
         size_t ks[3] = {(size_t)D * 4, (size_t)T * D * 4, 2 * n * T * D * 4};
         size_t ps[3] = {(size_t)D * 4, (size_t)BKV * D * 4, pslot};
         int qb[4] = {32, 1, 64, 1}, kb[4] = {32, 16, 1, 1};
-        MS_ASSERT(wg_acc_map(&dqmap, det ? CU_TENSOR_MAP_DATA_TYPE_INT32 : CU_TENSOR_MAP_DATA_TYPE_FLOAT32,
-                             4, dqa, qd, qs, qb) &&
+        CUtensorMapDataType qt = det ? CU_TENSOR_MAP_DATA_TYPE_INT32 : CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
+        MS_ASSERT(wg_acc_map(&dqmap, qt, 4, dqa, qd, qs, qb) &&
                       wg_acc_map(&accmap, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, kva, det ? pd : kd,
                                  det ? ps : ks, kb),
                   "sparse_wgmma_keys_bwd: the accumulators' tensor maps");
         sp.bk0 = (int)bk0, sp.kcnt = kcnt;
-        mark(2);
         dim3 grid(ntk, (unsigned)nlst);
         wg_keys_fused_launch(D, det, grid, dk, dv, dqa, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc,
                              dqmap, qmap, omap, accmap);
-        mark(3);
         if (det) {
             dim3 rg((unsigned)nreg, (unsigned)n);
             auto sum = D == 64 ? sk_part_sum<64> : sk_part_sum<128>;
@@ -360,17 +346,12 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
                                    nreg, (int)ntk, R);
             cudaLaunchCheck();
         }
-        mark(4);
         size_t nk4 = det ? 0 : 2 * n * T * D / 4, nq4 = n * G * T * D / 4;
         auto conv = D == 64 ? (det ? sk_acc_out<64, true> : sk_acc_out<64, false>)
                             : (det ? sk_acc_out<128, true> : sk_acc_out<128, false>);
         conv<<<cdiv_u(nk4 + nq4, 256), 256>>>(dq, dk, dv, (const float *)kva, dqa, rsc, (int)bk0,
                                               nk4, nq4, T, H, KVH, scale);
         cudaLaunchCheck();
-        mark(5), tadd(1, 5);
     }
-    if (sk_time > 0)
-        printf("    (sk time %s: pre %.3f, memsets + pos %.3f, kernel %.3f, sums %.3f, convert "
-               "%.3f ms)\n", det ? "ordered" : "atomic", tsum[0], tsum[1], tsum[2], tsum[3], tsum[4]);
     return 0;
 }
