@@ -83,7 +83,11 @@
 // 19.07-19.36; D 64 4.965 -> 4.834 (4.805 without the FFMA dQ: kept off at D 64); bench 128K
 // (mslab-gpu-bench --attn --kernels ms,nd, fwd+bwd with the selection) ordered 141.76 ms old ->
 // 135.84 (1 head a launch) / 135.28 (2: the ordered mode's budget 0.15 of q, k, v, o + grads,
-// wg_acc_group), atomic 134.0-135.2; the memory probe's 128K peak 10.27e9 B in all three.
+// wg_acc_group), atomic 134.0-135.2; the memory probe's 128K peak 10.27e9 B in all three. r4 (this
+// form; same snippet): 32K ordered 22.14 -> 21.19 ms (atomic 19.19-19.29), D 64 4.964 -> 4.804
+// (atomic 4.63); bench fwd+bwd 32K ordered 30.48 -> 29.08 ms (atomic 28.41-28.49), 128K 141.78 ->
+// 136.87 (atomic 135.15-137.70); peak unchanged; sparse_wgmma_bwd --quick 386 + the small rows
+// in full 242 passed.
 // Left: the ordered mode's s32 dQ conversions in the steps (~0.5 ms at 32K) and the sums' read of
 // the partials (0.8 ms at 32K; a region in 3.6 lists on average); each launch's tail.
 #include <limits.h>
