@@ -577,8 +577,9 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     static_assert(!SP || DET == 0 || DET >= 3, "sparse lists: atomic or fixed-point dQ");
     static_assert(D == 128 || DET == 0 || DET >= 3, "D 64: atomic or fixed-point dQ");
     constexpr bool KL = SP == 2; // key lists
-    static_assert(!KL || ((PIPE & ~32) == 22 && (DET == 0 || DET == 4)),
-                  "key lists: PIPE 22 (+ 32), DET 0 / 4");
+    static_assert(!KL || ((PIPE & ~(32 | 64)) == 22 && (DET == 0 || DET == 4)),
+                  "key lists: PIPE 22 (+ 32, 64), DET 0 / 4");
+    constexpr bool PT = KL && DET == 4; // key lists, ordered: dK / dV partials stored (s11)
     constexpr bool FX = DET >= 3; // fixed-point dQ: 3 two 32-bit lanes per u64 red, 4 s32 bulk adds
     constexpr bool ALDL = (PIPE & 2) != 0; // lse / Di by cp.async
     constexpr bool BULKQ = (PIPE & 4) != 0; // dQ partials by bulk reduce-adds (map dqmap)
@@ -1015,59 +1016,65 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         cnt_prev = nullptr;
     }
     if constexpr (KL) {
-        // dK / dV (unscaled) reduce-added into the accumulators ([slab][2 = dK, dV][T][D]; fp32,
-        // or DET 4: s64 fixed point, x the (b, kv head)'s scales sp.ksc) at the warp's
-        // 16 keys (consecutive: a region's rows), staged per warp in 128 D bytes of the K / V /
-        // Q / dO buffers as boxes [16 keys][128 bytes] (128-byte swizzle; fp32: 32 columns, both
-        // arrays at once; s64: 16 columns, one array a pass)
+        // dK / dV (unscaled) at the warp's 16 keys (consecutive: a region's rows), staged per warp
+        // in 128 D bytes of the K / V / Q / dO buffers as fp32 boxes [16 keys][32 columns]
+        // (128-byte swizzle, both arrays at once), then by the TMA unit: the atomic mode
+        // reduce-adds them into the accumulators ([slab][2 = dK, dV][T][D]); the ordered mode
+        // (DET 4, s11) stores them into the CTA's own slot (hl, kc, kb) of the partials ([slot][2]
+        // [BKV][D]; sparse_wgmma_keys.cu sums them per region in a fixed order), or writes a region
+        // that only this list of the launch's (b, kv head) holds (sp.kcnt, D 128) as bf16 dK / dV
         __syncthreads(); // every warpgroup's products done with the buffers
         int wkey = __shfl_sync(0xffffffffu, key[0], 0); // the warp's first key
         unsigned char *st = (unsigned char *)Ks + warp * 128 * D;
-        auto stage = [&](const float (&x)[DN][4], unsigned char *sa, float sc) {
+        auto stage = [&](const float (&x)[DN][4], unsigned char *sa) {
 #pragma unroll
             for (int n = 0; n < DN; n++)
 #pragma unroll
                 for (int r = 0; r < 2; r++) {
                     int row = g + 8 * r; // (row & 7 = g)
-                    if constexpr (DET == 4)
-                        *(longlong2 *)(sa + (n >> 1) * 2048 + row * 128 + (((4 * (n & 1) + tq) ^ g) << 4)) =
-                            make_longlong2(__float2ll_rn(x[n][2 * r] * sc),
-                                           __float2ll_rn(x[n][2 * r + 1] * sc));
-                    else
-                        *(float2 *)(sa + (n >> 2) * 2048 + row * 128 +
-                                    (((2 * (n & 3) + (tq >> 1)) ^ g) << 4) + (tq & 1) * 8) =
-                            make_float2(x[n][2 * r], x[n][2 * r + 1]);
+                    *(float2 *)(sa + (n >> 2) * 2048 + row * 128 +
+                                (((2 * (n & 3) + (tq >> 1)) ^ g) << 4) + (tq & 1) * 8) =
+                        make_float2(x[n][2 * r], x[n][2 * r + 1]);
                 }
             fence_async_smem(); // the staging stores before the TMA unit reads them
             __syncwarp();
         };
-        size_t bk = (size_t)b * KVH + kvh;
         // (s9 r3: per-thread reds from the fragments instead, no staging: atomic 19.58 ms vs
         // 19.81, ordered (red.u64) 25.25 vs 23.82; epilogue 8663 / 23791 cycles: removed)
         // (r5: dK by the TMA unit and dV by per-thread reds meanwhile: atomic 19.78 ms vs 19.37 /
         // 19.48, ordered 22.91 vs 22.41 / 22.34: removed)
-        // (s10 r1, ms paper 32K, epilogue cycles atomic / ordered 6581 / 13563: one box a warp and
-        // array (a map with the chunks as a dimension) 6580 / 13547; the boxes stored, not added
-        // (wrong dK / dV: timing only) 5800 / 11056; the boxes prefetched to L2 two steps before
-        // (the adds' L2 hit rate was 95-97%, ncu) ordered 22.93 ms vs 22.67; r2: each warp's box
-        // read back in row order and added by coalesced per-thread reds (u64 / v4.f32) 6770 /
-        // 13301, 19.20 / 22.17 ms vs 19.23 / 22.19: the SM's ~20 bytes a cycle to L2 bound them
-        // all; none kept)
-        if (any && wkey != INT_MAX) {
-            if constexpr (DET == 4) {
-                stage(dka, st, sp.ksc[2 * bk]);
-                if (lane < D / 16) tma_out_4d<true>(&dkmap, st + lane * 2048, lane * 16, wkey, 2 * kbl, 0);
-                bulk_wait_read();
-                __syncwarp();
-                stage(dva, st, sp.ksc[2 * bk + 1]);
-                if (lane < D / 16) tma_out_4d<true>(&dkmap, st + lane * 2048, lane * 16, wkey, 2 * kbl + 1, 0);
-            } else {
-                stage(dka, st, 1.f);
-                stage(dva, st + 64 * D, 1.f);
-                if (lane < D / 16)
-                    tma_out_4d<true>(&dkmap, st + lane * 2048, lane % (D / 32) * 32, wkey,
-                                     2 * kbl + lane / (D / 32), 0);
+        // (s10 r1, ms paper 32K, epilogue cycles atomic / ordered (then s64 adds) 6581 / 13563: one
+        // box a warp and array (a map with the chunks as a dimension) 6580 / 13547; the boxes
+        // stored, not added (wrong dK / dV: timing only) 5800 / 11056; the boxes prefetched to L2
+        // two steps before (the adds' L2 hit rate was 95-97%, ncu) ordered 22.93 ms vs 22.67; r2:
+        // each warp's box read back in row order and added by coalesced per-thread reds (u64 /
+        // v4.f32) 6770 / 13301, 19.20 / 22.17 ms vs 19.23 / 22.19: the SM's ~20 bytes a cycle to
+        // L2 bound them all; none kept)
+        bool one = PT && sp.kcnt && wkey != INT_MAX &&
+                   __ldg(sp.kcnt + (size_t)kbl * sp.nreg + (wkey >> klsh)) == 1;
+        if (one) {
+            bf16 *dkb = dk + (size_t)b * T * ldk + (size_t)kvh * D;
+            bf16 *dvb = dv + (size_t)b * T * ldk + (size_t)kvh * D;
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                if (key[r] >= T) continue;
+                size_t off = (size_t)key[r] * ldk + 2 * tq;
+#pragma unroll
+                for (int n = 0; n < DN; n++) {
+                    *(uint32_t *)(dkb + off + n * 8) =
+                        pack_bf16x2(dka[n][2 * r] * scale, dka[n][2 * r + 1] * scale);
+                    *(uint32_t *)(dvb + off + n * 8) =
+                        pack_bf16x2(dva[n][2 * r], dva[n][2 * r + 1]);
+                }
             }
+        } else if (wkey != INT_MAX && (PT || any)) { // PT: each listed region's slot (no step: 0)
+            stage(dka, st);
+            stage(dva, st + 64 * D);
+            int slot = ((blockIdx.y / sp.nblk) * sp.nblk + kc) * gridDim.x + kb;
+            if (lane < D / 16)
+                tma_out_4d<!PT>(&dkmap, st + lane * 2048, lane % (D / 32) * 32,
+                                PT ? warp * 16 : wkey, lane / (D / 32) + (PT ? 0 : 2 * kbl),
+                                PT ? slot : 0);
         }
         bulk_wait_read(); // (and the last dQ partial's reads)
     } else if (TML) { // dK / dV as planar tiles in the Q / dO buffers, then 4 TMA stores (rows past T
@@ -1881,33 +1888,34 @@ void wg_kv_bound_launch(int D, unsigned *kvm, const bf16 *k, const bf16 *v, int 
     cudaLaunchCheck();
 }
 template <int D, int DET, int PIPE>
-static void keys_fused_run(dim3 grid, float *dqacc, const bf16 *dout, const float *lse,
-                           const float *Di, const bf16 *q, const bf16 *k, const bf16 *v, int T,
+static void keys_fused_run(dim3 grid, bf16 *dk, bf16 *dv, float *dqacc, const bf16 *dout,
+                           const float *lse, const float *Di, const bf16 *q, const bf16 *k, const bf16 *v, int T,
                            int H, int KVH, const SpArgs &sp, const float *rsc,
                            const CUtensorMap &dqmap, const CUtensorMap &qmap,
                            const CUtensorMap &omap, const CUtensorMap &accmap) {
     float scale = 1.f / sqrtf((float)D), sl2 = WG_LOG2E * scale;
     fused_go<D, DET, PIPE, 2, D == 64 ? 2 : 1>(grid, fused_smem<D, PIPE>(), T, (bf16 *)nullptr,
-                                             (bf16 *)nullptr, (bf16 *)nullptr, dqacc, (int *)nullptr,
+                                             dk, dv, dqacc, (int *)nullptr,
                                              dout, lse, Di, q, k, v, T, H, KVH, sl2, scale, sp, rsc,
                                              dqmap, qmap, omap, accmap, accmap);
 }
-void wg_keys_fused_launch(int D, bool det, dim3 grid, float *dqacc, const bf16 *dout,
-                          const float *lse, const float *Di, const bf16 *q, const bf16 *k,
+void wg_keys_fused_launch(int D, bool det, dim3 grid, bf16 *dk, bf16 *dv, float *dqacc,
+                          const bf16 *dout, const float *lse, const float *Di, const bf16 *q, const bf16 *k,
                           const bf16 *v, int T, int H, int KVH, const SpArgs &sp, const float *rsc,
                           const CUtensorMap &dqmap, const CUtensorMap &qmap,
                           const CUtensorMap &omap, const CUtensorMap &accmap) {
 #define KEYS_GO(D, DET, PIPE)                                                                    \
-    keys_fused_run<D, DET, PIPE>(grid, dqacc, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc, dqmap,  \
-                                 qmap, omap, accmap)
-    // the ordered mode with the row scales by cp.async (PIPE 54; s9 r4: 23.17 ms vs 23.67)
-    // (s10 r4: + the FFMA conversions, PIPE 118: ms paper 32K H 12 D 64 ordered 5.058 ms vs 5.080,
-    // noise: not taken)
+    keys_fused_run<D, DET, PIPE>(grid, dk, dv, dqacc, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc, \
+                                 dqmap, qmap, omap, accmap)
+    // the ordered mode: the row scales by cp.async (+ 32; s9 r4: 23.17 ms vs 23.67); at D 128 the
+    // FFMA dQ conversions (+ 64; s11 r1 / r2 / r3, ms paper 32K: 21.39 / 20.88 / 20.90 ms vs
+    // 21.50 / 20.99-21.05 / 20.97; D 64 H 12 r3 4.834 vs 4.805 without, s10 r4 5.058 vs 5.080:
+    // noise, off)
     if (D == 64) {
         if (det) KEYS_GO(64, 4, 54);
         else KEYS_GO(64, 0, 22);
     } else {
-        if (det) KEYS_GO(128, 4, 54);
+        if (det) KEYS_GO(128, 4, 118);
         else KEYS_GO(128, 0, 22);
     }
 #undef KEYS_GO

@@ -19,10 +19,10 @@ struct SpArgs {
     int desc;   // dK/dV walks: the inverse list latest query block first (flash_wgmma_bwd.cu)
     int hgroup; // dense fused kernel: CTAs in groups of hgroup (b, kv head)s, key blocks outer
                 // inside a group (0: the grid's order, key blocks outer; flash_wgmma_bwd.cu)
-    // key-list fused kernel (SP 2, sparse_wgmma_keys.cu): the launch's first (b, kv head), the
-    // dK / dV fixed-point scales [B * KVH][2] (ordered mode)
+    // key-list fused kernel (SP 2, sparse_wgmma_keys.cu): the launch's first (b, kv head); the
+    // ordered mode: per (kv head of the launch, region) the lists that hold it, or NULL
     int bk0;
-    const float *ksc;
+    const int *kcnt;
 };
 
 // thread 0 waits until *cnt == v; bounded (~1 s at 2 GHz): a broken ordering assumption gives a
@@ -163,9 +163,10 @@ void wg_bwd_pre_launch(int D, float *Di, float *rsc, unsigned *kvm, const bf16 *
                        const bf16 *out, const bf16 *k, const bf16 *v, int B, int T, int H, int KVH);
 // wg_kv_bound alone into kvm (zeroed by the caller; the ordered mode's pre-pass is sk_pre there)
 void wg_kv_bound_launch(int D, unsigned *kvm, const bf16 *k, const bf16 *v, int B, int T, int KVH);
-void wg_keys_fused_launch(int D, bool det, dim3 grid, float *dqacc, const bf16 *dout,
-                          const float *lse, const float *Di, const bf16 *q, const bf16 *k,
-                          const bf16 *v, int T, int H, int KVH, const SpArgs &sp, const float *rsc,
-                          const CUtensorMap &dqmap, const CUtensorMap &qmap,
+// (dk / dv: the ordered mode's once-listed regions; the accumulators are the maps')
+void wg_keys_fused_launch(int D, bool det, dim3 grid, bf16 *dk, bf16 *dv, float *dqacc,
+                          const bf16 *dout, const float *lse, const float *Di, const bf16 *q,
+                          const bf16 *k, const bf16 *v, int T, int H, int KVH, const SpArgs &sp,
+                          const float *rsc, const CUtensorMap &dqmap, const CUtensorMap &qmap,
                           const CUtensorMap &omap, const CUtensorMap &accmap);
 #endif

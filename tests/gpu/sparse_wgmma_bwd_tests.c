@@ -27,7 +27,8 @@
 // *_small_ord1: its other launch order); their extra rows: uneven input magnitudes, one NaN q element (the reference's
 // non-finite outputs must be non-finite; at D = 128 and 64; also at 128-key regions, the list-walk fused kernel), an odd count of 128-row CTAs in 256-row blocks, merge
 // 128 at D = 64 and 128 (the paper config's and the LM's 2048-row blocks; at D = 128 the last
-// block one CTA). Lists
+// block one CTA), and for the key-centric kernel's ordered dK / dV sums (s11) regions in nearly
+// every list and launch groups of one (b, kv head) (a tiny MSLAB_SQ_ACC_MB). Lists
 // the kernel does not handle (16-key regions in 64-row blocks, 32-row or one-row blocks,
 // positions inside) must return -1 having written nothing. A GPU that is not sm_90 makes every call return -1: the checks are
 // skipped with a note. Timing rows (info, sparse_wgmma_bwd_perf): B = 1, H = KVH = 32, D = 128,
@@ -375,6 +376,13 @@ static void t_perf(const char *name, AttnConfig cfg, int T) {
     for (int i = 0; i < H * nreg; i++)
         inv_max = cnt[i] > inv_max ? cnt[i] : inv_max, inv_mean += cnt[i];
     inv_mean /= (double)H * nreg;
+    if (d.region < 64) { // the key-centric kernel's dK / dV sums: regions by their list count
+        size_t hist[6] = {0};
+        for (int i = 0; i < H * nreg; i++) hist[cnt[i] < 4 ? cnt[i] : cnt[i] < 8 ? 4 : 5]++;
+        printf("    (info sparse_wgmma_bwd_perf %s T=%d: regions listed 0 / 1 / 2 / 3 / 4-7 / 8+ "
+               "times: %zu / %zu / %zu / %zu / %zu / %zu, mean %.2f, max %d)\n",
+               name, T, hist[0], hist[1], hist[2], hist[3], hist[4], hist[5], inv_mean, inv_max);
+    }
     free(cnt), free(hidx);
     double f = 4.0 * st.pairs * D; // forward FLOPs; the backward counts 2.5x
     attn_bf16_sparse_fwd(o, lse, q, k, v, &ix, 1, T, H, H, D);
@@ -531,6 +539,18 @@ void t_sparse_wgmma_bwd_all(void) {
     t_hand(2, 700, 4, 2, 64, 128, 16, 20, 10, 0); // D 64 (the key-centric kernel's NaN dq rows)
     t_hand(2, 700, 4, 2, 128, 128, 128, 6, 3, 0); // 128-key regions: the list-walk fused kernel
     g_swb_inputs = 0;
+    // the key-centric kernel's dK / dV sums (s11): regions in nearly every list (skew), and
+    // launch groups of one (b, kv head) (a tiny accumulator budget: 4 launches), 32-key regions
+    t_hand_skew(1, 1000, 4, 2, 128, 128, 16, 24, 12, 0, 1);
+    {
+        const char *e = getenv("MSLAB_SQ_ACC_MB");
+        char *keep = e ? strdup(e) : NULL;
+        setenv("MSLAB_SQ_ACC_MB", "0.05", 1);
+        t_hand(2, 700, 4, 2, 128, 256, 32, 14, 6, 0);
+        t_hand(2, 700, 4, 2, 64, 128, 16, 20, 10, 0);
+        if (keep) setenv("MSLAB_SQ_ACC_MB", keep, 1), free(keep);
+        else unsetenv("MSLAB_SQ_ACC_MB");
+    }
     if (!quick) {
         // merge 128 (2048-row blocks, as the paper config and the LM's ms row), D = 64
         t_cfg("ms w16 top256 m128", ms_cfg(16, 256, 128, 2048), 1, 6144, 4, 2, 64);
