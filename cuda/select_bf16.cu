@@ -566,13 +566,13 @@ __device__ void fx_keep(uint16_t *v, int n, unsigned *cnt, int *thr, int tau, in
 
 // pooled q of members gm .. gm + RM - 1 into qs [RM][DM + 4] (rows >= `rows`: 0), and into qg
 // [RM][DM] when given, as the CPU's pool_rows: a thread per dim pair (sel_pool2)
-template <int DM, int RM>
+template <int DM, int RM, int NT = FX_NT>
 __device__ __forceinline__ void fx_pool_q(double *qs, const FsArgs &a, const FsUnit &U, int gm, int rows,
                                           double *qg) {
     constexpr int QLD = DM + 4;
     size_t st = (size_t)a.H * a.D / 2; // token stride in dim pairs
     const uint32_t *qb = (const uint32_t *)(a.q + ((size_t)U.b * a.T * a.H + U.h) * a.D);
-    for (int e = threadIdx.x; e < RM * DM / 2; e += FX_NT) {
+    for (int e = threadIdx.x; e < RM * DM / 2; e += NT) {
         int mm = e / (DM / 2), d = 2 * (e % (DM / 2));
         double m0 = 0.0, m1 = 0.0;
         if (mm < rows) {
@@ -609,7 +609,7 @@ __device__ __forceinline__ unsigned sel_warp_excl(unsigned x) {
 __device__ void tp_hist_update(int *h, unsigned *cnt, int *thr, int S, int sh);
 template <int NW>
 __device__ void tp_compact_reg(uint16_t *v, unsigned *cnt, int *thr, int S, int *hm = nullptr, int win = 0,
-                               int hsh = 0) {
+                               int hsh = 0, int *nbelow = nullptr) {
     int lane = threadIdx.x & 31, n = (int)(*cnt & 0xffffu);
     if (n <= S) return;
     const uint32_t *vw = (const uint32_t *)v;
@@ -628,7 +628,15 @@ __device__ void tp_compact_reg(uint16_t *v, unsigned *cnt, int *thr, int S, int 
         for (int k = 0; k < NW; k++) acc += __vsetgeu2(wv[k], c * 0x10001u);
         return __reduce_add_sync(0xffffffffu, (acc & 0xffffu) + (acc >> 16));
     };
-    unsigned lo = (unsigned)*thr, hi = __reduce_max_sync(0xffffffffu, mx);
+    const unsigned told = (unsigned)*thr;
+    unsigned lo = told, hi = __reduce_max_sync(0xffffffffu, mx);
+    // s11: a start threshold (pass 1's t1, x.tinit) that fewer than S of the sketch's keys reach: the
+    // sketch's own S-th (below it) decides what is kept; the row's threshold stays, no histogram
+    const bool below = told > 0 && (int)count(told) < S;
+    if (below) {
+        lo = 0;
+        if (nbelow && lane == 0) atomicAdd(nbelow, 1);
+    }
     int clo = 0; // count(>= lo) once known; win > 0: the search stops at any lo that keeps S .. S + win
     while (lo < hi) { // count(>= lo) >= S
         unsigned mid = (lo + hi + 1) >> 1;
@@ -640,6 +648,8 @@ __device__ void tp_compact_reg(uint16_t *v, unsigned *cnt, int *thr, int S, int 
     }
     if (lo == 0) { // (NaN scores) the padding has key 0 too: fx_keep's ordered loop over the n entries
         fx_keep(v, n, cnt, thr, 0, S - (int)count(1), S);
+        if (below && lane == 0) *thr = (int)told;
+        __syncwarp();
         return;
     }
     unsigned tau = lo;
@@ -648,7 +658,7 @@ __device__ void tp_compact_reg(uint16_t *v, unsigned *cnt, int *thr, int S, int 
     // (key - tau) >> sh (the top bin: all from tau + (255 << sh) up)
     int sh = 0; // histogram bins of 2^sh keys, sh <= hsh: the finest with few keys past them
     bool few = false;
-    for (; hm; sh++) {
+    for (; hm && !below; sh++) {
         unsigned c = tau + ((TP_HB - 1u) << sh);
         few = c > 0xffffu || (int)count(c) <= S / 8;
         if (few || sh >= hsh) break;
@@ -695,7 +705,7 @@ __device__ void tp_compact_reg(uint16_t *v, unsigned *cnt, int *thr, int S, int 
             if (keep) v[pos++] = (uint16_t)a;
         }
     __syncwarp();
-    if (lane == 0) *cnt = (*cnt & 0xffff0000u) | (unsigned)(early ? clo : S), *thr = (int)tau;
+    if (lane == 0) *cnt = (*cnt & 0xffff0000u) | (unsigned)(early ? clo : S), *thr = (int)(below ? told : tau);
     __syncwarp();
 }
 
@@ -764,7 +774,7 @@ __device__ __forceinline__ void fx_compact_rows(uint16_t *sk, int capf, unsigned
 template <int CAPF>
 __device__ __forceinline__ int tp_update_rows(uint16_t *sk, unsigned *cnt, int *thr, int *hm, int rows, int S,
                                               int over, int upd, bool tohist, int win, int hsh,
-                                              const unsigned *fl = nullptr) {
+                                              const unsigned *fl = nullptr, int *nbelow = nullptr) {
     // the rows with work (every warp finds the same masks), dealt out in turn: compactions first,
     // then updates
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarp = blockDim.x / 32, n = 0, k = 0;
@@ -780,7 +790,7 @@ __device__ __forceinline__ int tp_update_rows(uint16_t *sk, unsigned *cnt, int *
     for (; mc; mc &= mc - 1, k++) {
         int r = __ffs(mc) - 1;
         if (k % nwarp != warp) continue;
-        tp_compact_reg<CAPF / 64>(sk + r * CAPF, &cnt[r], &thr[r], S, tohist ? &hm[r] : nullptr, win, hsh);
+        tp_compact_reg<CAPF / 64>(sk + r * CAPF, &cnt[r], &thr[r], S, tohist ? &hm[r] : nullptr, win, hsh, nbelow);
         n += 1 << 16;
     }
     for (; mu; mu &= mu - 1, k++) {
@@ -810,6 +820,12 @@ struct FxArgs {
     int hupd;                  // tp histogram rows: a threshold update every hupd inserts (TP_HUPD; the
                                // tests' select_bf16_tph_upd)
     unsigned long long *prof;  // MSLAB_SELECT_PROF: tp_select's clock64 section sums (TP_NPROF), else null
+    int *tinit;                // s11 (MSLAB_SELECT_TP2): per-row start thresholds [B, H, nblk, M] (pass 1's
+                               // t1), else null
+    int room;                  // tp: sketch rows compact past this many entries (0: CAPF - TP_KT; the tests'
+                               // select_bf16_tp_room)
+    int p1stride;              // s11: pass 1 sweeps every p1stride-th tile (MSLAB_SELECT_TP1_STRIDE, default 1)
+    int *tout;                 // s11 oracle (MSLAB_SELECT_TP2=2): tp_select's final thresholds, else null
 };
 // tp_select's profile sections (MSLAB_SELECT_PROF=1: per-warp clock64 sums, printed per call)
 #define TP_NPROF 18
@@ -824,7 +840,7 @@ static const char *tp_prof_names[TP_NPROF] = {"next+pool", "norms+afrag", "tile 
 // none is left; else U, m0, rows, the rows' eligible counts, cleared counters and thresholds, and
 // their pooled q in qs (zeros past rows; and in qg when given). Barriers at the start (the previous
 // item is done with every shared array) and the end.
-template <int DM, int RM>
+template <int DM, int RM, int NT = FX_NT>
 __device__ bool fx_next(const FxArgs &x, double *qs, int *s_item, int *erow, unsigned *cnt, int *thr,
                         FsUnit &U, int &m0, int &rows, double *qg = nullptr) {
     const FsArgs &a = x.a;
@@ -844,7 +860,7 @@ __device__ bool fx_next(const FxArgs &x, double *qs, int *s_item, int *erow, uns
             erow[r] = r < rows ? fs_elig(a, U.c, g0 + m0 + r) : 0;
             cnt[r] = 0, thr[r] = 0;
         }
-        fx_pool_q<DM, RM>(qs, a, U, g0 + m0, rows, qg);
+        fx_pool_q<DM, RM, NT>(qs, a, U, g0 + m0, rows, qg);
         __syncthreads();
         return true;
     }
@@ -860,7 +876,8 @@ __device__ bool fx_next(const FxArgs &x, double *qs, int *s_item, int *erow, uns
 // than the finish's cap), by too few (< nsel); tp: by an invalid bound; the most survivors of a row;
 // tp's histogram rows (rows that turned) and their threshold updates; tp rows whose threshold the
 // finish raised (more than x.pcap survivors, TP_PMAX but in the tests; counted where t moved)
-enum { CTL_FBUF = 6, CTL_FSURV, CTL_FFEW, CTL_FBOUND, CTL_MAXSURV, CTL_HROWS, CTL_HUPD, CTL_RAISED, CTL_N };
+// s11: compactions whose start threshold (pass 1's) fewer than S sketch keys reached (tp_compact_reg's below)
+enum { CTL_FBUF = 6, CTL_FSURV, CTL_FFEW, CTL_FBOUND, CTL_MAXSURV, CTL_HROWS, CTL_HUPD, CTL_RAISED, CTL_BELOW, CTL_N };
 static_assert(CTL_N <= 16, "ctrl: 64 bytes cleared per call");
 struct FxEnt {
     unsigned long long k;
@@ -1269,9 +1286,9 @@ __device__ int tp_raise(const FxArgs &x, unsigned cnt_r, int nsel, int *tops, fl
 
 // dynamic smem: the tile, the A limbs, sketches (the pooled q until the first insert), norms (during
 // the key sweep) or the per-warp survivor buffers (after it)
-static size_t tp_smem(int DM, int CAPF) {
-    size_t sweep = (size_t)TP_KT * (2 * DM + 8) * 2 + (size_t)2 * TP_RM * (DM + 8) * 2 + (size_t)TP_RM * CAPF * 2 +
-                   4 * TP_KT * 4;
+static size_t tp_smem(int DM, int CAPF, bool p2 = false) {
+    size_t sweep = (size_t)(p2 ? 2 : 1) * TP_KT * (2 * DM + 8) * 2 + (size_t)2 * TP_RM * (DM + 8) * 2 +
+                   (p2 ? 0 : (size_t)TP_RM * CAPF * 2) + 4 * TP_KT * 4;
     size_t fin = (size_t)(FX_NT / 32) * tp_warp_bytes(DM);
     return sweep > fin ? sweep : fin;
 }
@@ -1279,19 +1296,24 @@ static size_t tp_smem(int DM, int CAPF) {
 // to hide the finish's latencies; the A fragments (the q limbs) by ldmatrix from shared memory (in
 // 64 registers a thread they spilled), one tile buffer, the next tile issued after the tile's
 // inserts (during the row work)
-template <int DM, int CAPF>
+// P2 (s11, MSLAB_SELECT_TP2=3): pass 2 from pass 1's thresholds (x.tinit) alone: no sketch, no row
+// updates; the tile double-buffered (the pooled q in its second buffer until tile 1 is issued), one
+// barrier a tile; the finish raises a row's threshold where its survivors pass x.pcap (tp_raise)
+template <int DM, int CAPF, bool P2 = false>
 __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
     constexpr int RM = TP_RM, QLD = DM + 4, KLD = 2 * DM + 8, KS = DM / 16, CPR = 2 * DM / 8, ALD = DM + 8;
     // warps as WM (16 rows) x WN (NB n-tiles of 8 keys)
     constexpr int WM = RM / 16, WN = FX_NT / 32 / WM, NB = TP_KT / 8 / WN;
     static_assert(NB % 2 == 0 && RM * CAPF * 2 >= RM * QLD * 8 && RM <= 32, "tp_select tiling");
+    static_assert(TP_KT * KLD * 2 >= RM * QLD * 8, "P2: the pooled q in the second tile buffer");
+    constexpr int NKB = P2 ? 2 : 1; // tile buffers
     const FsArgs &a = x.a;
     extern __shared__ double fs_sm[];
-    uint16_t *kt = (uint16_t *)fs_sm;                        // [TP_KT][KLD] fp16 kh | kl
-    uint16_t *qa = kt + TP_KT * KLD;                         // [2][RM][ALD] fp16 qh, ql
-    uint16_t *sk = qa + 2 * RM * ALD;                        // [RM][CAPF] lower-bound sketch
-    double *qs = (double *)sk;                               // [RM][QLD] pooled q (double): the prologue
-    float *kn = (float *)(sk + RM * CAPF);                   // [2][TP_KT] key norm bounds (tile jt: jt & 1)
+    uint16_t *kt = (uint16_t *)fs_sm;                        // [NKB][TP_KT][KLD] fp16 kh | kl
+    uint16_t *qa = kt + NKB * TP_KT * KLD;                   // [2][RM][ALD] fp16 qh, ql
+    uint16_t *sk = qa + 2 * RM * ALD;                        // [RM][CAPF] lower-bound sketch (not P2)
+    double *qs = P2 ? (double *)(kt + TP_KT * KLD) : (double *)sk; // [RM][QLD] pooled q (double): the prologue
+    float *kn = P2 ? (float *)sk : (float *)(sk + RM * CAPF); // [2][TP_KT] key norm bounds (tile jt: jt & 1)
     float *kf = kn + 2 * TP_KT;                              // [2][TP_KT] key inverse scales
     double *qg = x.qg + (size_t)blockIdx.x * RM * DM;        // [RM][DM] pooled q for the finish
     __shared__ unsigned cnt[RM]; // inserts: global (high 16 bits), sketch (low 16 bits)
@@ -1340,6 +1362,8 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
             int e = tp_exp(mx);
             if (lane == 0) {
                 crow[r] = __fmul_ru(TP_C16, n), qe[r] = e == TP_EBAD ? 0 : e, hm[r] = 0;
+                if (x.tinit && r < rows && erow[r] > a.S) // s11: pass 1's start threshold
+                    thr[r] = x.tinit[(((size_t)U.b * a.H + U.h) * a.nblk + U.c) * a.M + m0 + r];
                 if (r < rows && (!(n * nkmax <= 0x1p100f) || e == TP_EBAD)) // falls back
                     atomicAdd(x.ctrl + 1, 1), atomicAdd(x.ctrl + CTL_FBOUND, 1);
             }
@@ -1351,9 +1375,10 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
         const float *knb = x.knorm + kvh * ((a.NK + 3) / 4 * 4), *kfb = x.kfac + kvh * ((a.NK + 3) / 4 * 4);
         int ntile = (ld + TP_KT - 1) / TP_KT;
         auto issue = [&](int jt) { // tile jt (16-byte chunks)
+            uint16_t *kd = kt + (P2 ? (jt & 1) * TP_KT * KLD : 0);
             for (int e = tid; e < TP_KT * CPR; e += FX_NT) {
                 int jj = e / CPR, c = e % CPR, j = min(jt * TP_KT + jj, ld - 1);
-                cp_async16(kt + jj * KLD + c * 8, kb + (size_t)j * 2 * DM + c * 8, true);
+                cp_async16(kd + jj * KLD + c * 8, kb + (size_t)j * 2 * DM + c * 8, true);
             }
             if (tid < TP_KT / 4) // norms past ld (the allocation has room): unused
                 cp_async16(kn + (jt & 1) * TP_KT + 4 * tid, knb + jt * TP_KT + 4 * tid, true);
@@ -1377,18 +1402,20 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
         const float cr0 = crow[r0], cr1 = crow[r1];
         const float fq0 = ldexpf(1.0f, -qe[r0]), fq1 = ldexpf(1.0f, -qe[r1]);
         const int er0 = erow[r0], er1 = erow[r1];
-        const int fover = CAPF - TP_KT; // a sketch row's insert past this count flags a compaction
+        const int fover = x.room > 0 ? x.room : CAPF - TP_KT; // a sketch row's insert past this count flags a compaction
         if (tid < 4) s_fl[tid >> 1][tid & 1] = 0u; // read after the first tile's barrier
         mark(TPP_PRO);
         count(TPP_NTILE, ntile);
         for (int jt = 0; jt < ntile; jt++) {
             cp_async_wait<0>();
             __syncthreads(); // tile jt landed; the sketches free
-            if (tid < 2) s_fl[(jt + 1) & 1][tid] = 0u; // last read after tile jt - 1's inserts
+            if (P2 && jt + 1 < ntile) issue(jt + 1); // its buffer was read in tile jt - 1
+            if (!P2 && tid < 2) s_fl[(jt + 1) & 1][tid] = 0u; // last read after tile jt - 1's inserts
             mark(TPP_WAIT);
             // B fragments by ldmatrix.x4: lanes 8 i .. 8 i + 7 address key rows of n-tile n + i / 2,
             // dims + 8 (i & 1): r = {b0, b1} of n-tile n, then of n + 1
-            const uint16_t *kbt = kt + (wn * NB * 8 + (lane >> 4) * 8 + (lane & 7)) * KLD + ((lane >> 3) & 1) * 8;
+            const uint16_t *kbt = kt + (P2 ? (jt & 1) * TP_KT * KLD : 0) +
+                                  (wn * NB * 8 + (lane >> 4) * 8 + (lane & 7)) * KLD + ((lane >> 3) & 1) * 8;
             const float *knt = kn + (jt & 1) * TP_KT + wn * NB * 8 + 2 * cq;
             const float *kft = kf + (jt & 1) * TP_KT + wn * NB * 8 + 2 * cq;
             float am[NB][4], ac[NB][4]; // qh.kh; ql.kh + qh.kl (s10 r2: ql.kh and qh.kl in two
@@ -1456,7 +1483,9 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
 #pragma unroll
             for (int h = 0; h < 2; h++) {
                 int c = __popc(pm[h]);
-                if (c) { // the insert that crosses the count flags the row (update / compaction)
+                if (c && P2) { // global slots only
+                    base[h] = atomicAdd(&cnt[h ? r1 : r0], (unsigned)c * 0x10000u);
+                } else if (c) { // the insert that crosses the count flags the row (update / compaction)
                     int r = h ? r1 : r0, hmr = h ? hm1 : hm0, lim = hmr ? x.hupd - 1 : fover;
                     unsigned old = atomicAdd(&cnt[r], (unsigned)c * 0x10001u);
                     int lo = (int)(old & 0xffffu);
@@ -1473,11 +1502,11 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
                         float sv = am[n][xx], ev = ac[n][xx];
                         unsigned keys = tp_key16up(__fadd_ru(sv, ev)) | tp_key16dn(__fsub_rd(sv, ev)) << 16;
                         unsigned old = base[xx >> 1];
-                        base[xx >> 1] += 0x10001u;
+                        base[xx >> 1] += P2 ? 0x10000u : 0x10001u;
                         // the lower bound's key into the sketch (histogram rows: past the bins, binned
                         // at the next update)
                         int o = (hmr ? 2 * TP_HB : 0) + (int)(old & 0xffffu);
-                        sk[r * CAPF + o] = (uint16_t)(keys >> 16);
+                        if (!P2) sk[r * CAPF + o] = (uint16_t)(keys >> 16);
                         unsigned pg = old >> 16;
                         if (pg < (unsigned)x.capg)
                             gq[(size_t)r * x.capg + pg] = (unsigned long long)__float_as_uint(sv) << 32 |
@@ -1490,24 +1519,28 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
             }
             // thresholds up to date: full sketches compacted (room for the next tile), histogram rows
             // updated (the last tile: the final update below)
-            if (jt + 1 < ntile) {
+            if (!P2 && jt + 1 < ntile) {
                 __syncthreads(); // every insert in, every warp done with the tile buffer
                 issue(jt + 1);   // s9 r3: issued after the MMAs instead (one more barrier): no gain; s10 r2
                                  // (with the flags below, 3 barriers a tile, not 2): 64K 5.85 vs 5.75 ms
                 int n = tp_update_rows<CAPF>(sk, cnt, thr, hm, rows, a.S, fover, x.hupd, true, TP_CWIN,
-                                       TP_HSH, s_fl[jt & 1]);
+                                       TP_HSH, s_fl[jt & 1], x.ctrl + CTL_BELOW);
                 count(TPP_NCMP, n >> 16), count(TPP_NUPD, n & 0xffff), nupd += n & 0xffff;
             }
             mark(TPP_CMP);
         }
         __syncthreads();
-        nupd += tp_update_rows<CAPF>(sk, cnt, thr, hm, rows, a.S, 0, 1, false, 0, 0) & 0xffff; // final
+        if (!P2)
+            nupd += tp_update_rows<CAPF>(sk, cnt, thr, hm, rows, a.S, 0, 1, false, 0, 0, nullptr, x.ctrl + CTL_BELOW) &
+                    0xffff; // final
         if (warp == 0) { // the item's histogram rows (select_bf16_last_stats)
             int nh = __popc(__ballot_sync(0xffffffffu, lane < rows && hm[lane]));
             if (lane == 0 && nh) atomicAdd(x.ctrl + CTL_HROWS, nh);
         }
         if (tid == 0) s_row = 0;
         __syncthreads();
+        if (x.tout && tid < rows) // s11 oracle: the final thresholds
+            x.tout[(((size_t)U.b * a.H + U.h) * a.nblk + U.c) * a.M + m0 + tid] = thr[tid];
         mark(TPP_FCMP);
         // per row (a warp): survivors, sorted by s'; intervals; clusters; exact scores where
         // needed; the final order
@@ -1689,6 +1722,199 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
         for (int i = 0; i < TP_NPROF; i++) atomicAdd(x.prof + i, s_prof[warp][i]);
 }
 
+// ---------------------------------------------------------------------------------------------
+// tp pass 1 (s11, MSLAB_SELECT_TP2=1): a fixed threshold per row before the sweep. Scores from the
+// fp16 hi limbs alone (one MMA per 16 dims: s1 = qh.kh, |s - s1| <= TP_C1 |q| |k|), their lower
+// bounds' 16-bit keys kept per bucket in registers: a lane's 4 key columns of a row x NP tile
+// phases (tile jt: phase jt % NP) = 64 NP buckets a row, the top 2 of each (two keys a word:
+// __vmaxu2 / __vminu2). Every bucket value is a distinct candidate's lower bound, so the S-th
+// largest t1 of the 128 NP values is one that S candidates reach: a valid threshold for the sweep
+// (tp_select starts each row there, x.tinit). Found by a bisection on the key over the row's 16
+// lanes (4 warps), one barrier a step.
+// The bound: q - qh, k - kh <= u |q|, u |k| (u = 2^-11 + 2^-23, as TP_C16's derivation) ->
+// (2u + u^2) |q| |k| = 9.77e-4, plus TP_C16 (accumulation, flushes): TP_C1 = 9.9e-4.
+#define TP_C1 9.9e-4f
+#define TP_NP 4
+__host__ __device__ constexpr int tp1_smem(int DM, int RM) {
+    return 2 * TP_KT * (DM + 8) * 2 + RM * (DM + 8) * 2 + RM * (DM + 4) * 8 + 4 * 2 * TP_KT * 4 + 3 * RM * 4;
+}
+// RM rows an item, NT threads (RM 32 / 256 threads: two CTAs per SM; 64 / 512: one, half the tile traffic)
+template <int DM, int RM, int NT>
+__global__ void __launch_bounds__(NT, 512 / NT) tp_thr1(FxArgs x) {
+    constexpr int QLD = DM + 4, KLD = DM + 8, KS = DM / 16, CPR = DM / 8, ALD = DM + 8, NP = TP_NP;
+    constexpr int WM = RM / 16, WN = NT / 32 / WM, NB = TP_KT / 8 / WN;
+    static_assert(NB == 2 && WN == 4, "tp_thr1 tiling: 2 n-tiles a warp, 16 lanes a row");
+    const FsArgs &a = x.a;
+    extern __shared__ double fs_sm[];
+    double *qs = fs_sm;                                   // [RM][QLD] pooled q
+    uint16_t *kt = (uint16_t *)(qs + RM * QLD);           // [2][TP_KT][KLD] fp16 kh (tile jt: jt & 1)
+    uint16_t *qa = kt + 2 * TP_KT * KLD;                  // [RM][ALD] fp16 qh
+    float *kn = (float *)(qa + RM * ALD);                 // [2][TP_KT] key norm bounds
+    float *kf = kn + 2 * TP_KT;                           // [2][TP_KT] key inverse scales
+    int *sc = (int *)(kf + 2 * TP_KT);                    // [3][RM] the bisection's counts
+    __shared__ unsigned cnt[RM];
+    __shared__ int thr[RM], erow[RM], s_item, qe[RM];
+    __shared__ float crow[RM];
+    int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, cq = lane & 3;
+    int wm = warp % WM, wn = warp / WM;
+    const float nkmax = __int_as_float(x.ctrl[3]);
+    FsUnit U;
+    int m0, rows;
+    while (fx_next<DM, RM, NT>(x, qs, &s_item, erow, cnt, thr, U, m0, rows)) {
+        for (int r = warp; r < RM; r += NT / 32) {
+            double ss = 0.0, mx = 0.0;
+            for (int d = lane; d < DM; d += 32) ss += qs[r * QLD + d] * qs[r * QLD + d], mx = fmax(mx, fabs(qs[r * QLD + d]));
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1)
+                ss += __shfl_xor_sync(0xffffffffu, ss, o), mx = fmax(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+            float n = tp_norm_up(ss);
+            int e = tp_exp(mx);
+            if (lane == 0) {
+                bool bad = !(n * nkmax <= 0x1p100f) || e == TP_EBAD; // pass 2 fails the row
+                crow[r] = __fmul_ru(TP_C1, n), qe[r] = e == TP_EBAD ? 0 : e;
+                if (bad) erow[r] = 0; // no candidate counted: t1 = 0
+            }
+        }
+        if (tid < 3 * RM) sc[tid] = 0;
+        __syncthreads();
+        int ld = erow[rows - 1] > 0 ? erow[rows - 1] : 0;
+        for (int r = 0; r < rows; r++) ld = max(ld, erow[r]);
+        size_t kvh = (size_t)U.b * a.KVH + U.h / (a.H / a.KVH);
+        const uint16_t *kb = x.kbf + kvh * a.NK * 2 * DM;
+        const float *knb = x.knorm + kvh * ((a.NK + 3) / 4 * 4), *kfb = x.kfac + kvh * ((a.NK + 3) / 4 * 4);
+        // the tiles swept: jt = ks it (ks = x.p1stride: a subset of every ks-th tile, MSLAB_SELECT_TP1_STRIDE)
+        const int ks = x.p1stride, ntile = ((ld + TP_KT - 1) / TP_KT + ks - 1) / ks;
+        auto issue = [&](int it) { // tile ks it's hi limbs into buffer it & 1
+            uint16_t *kd = kt + (it & 1) * TP_KT * KLD;
+            int jt = it * ks;
+            for (int e = tid; e < TP_KT * CPR; e += NT) {
+                int jj = e / CPR, c = e % CPR, j = min(jt * TP_KT + jj, ld - 1);
+                cp_async16(kd + jj * KLD + c * 8, kb + (size_t)j * 2 * DM + c * 8, true);
+            }
+            if (tid < TP_KT / 4)
+                cp_async16(kn + (it & 1) * TP_KT + 4 * tid, knb + jt * TP_KT + 4 * tid, true);
+            else if (tid < TP_KT / 2)
+                cp_async16(kf + (it & 1) * TP_KT + 4 * tid - TP_KT, kfb + jt * TP_KT + 4 * tid - TP_KT, true);
+            cp_async_commit();
+        };
+        if (ntile > 0) issue(0);
+        for (int e = tid; e < RM * DM / 2; e += NT) {
+            int r = e / (DM / 2), d = 2 * (e % (DM / 2));
+            double sq = ldexp(1.0, qe[r]);
+            uint32_t h0, l0, h1, l1;
+            tp_split(qs[r * QLD + d] * sq, &h0, &l0), tp_split(qs[r * QLD + d + 1] * sq, &h1, &l1);
+            *(uint32_t *)(qa + r * ALD + d) = h0 | h1 << 16;
+        }
+        int r0 = wm * 16 + g, r1 = r0 + 8;
+        const uint16_t *qat = qa + (wm * 16 + (lane & 15)) * ALD + (lane >> 4) * 8;
+        const float cr0 = crow[r0], cr1 = crow[r1];
+        const float fq0 = ldexpf(1.0f, -qe[r0]), fq1 = ldexpf(1.0f, -qe[r1]);
+        const int er0 = erow[r0], er1 = erow[r1];
+        // buckets: m1 / m2 [row h][n-tile][phase]: the largest / 2nd largest keys (column 2 cq in the
+        // low half, 2 cq + 1 in the high)
+        unsigned m1[2][NB][NP], m2[2][NB][NP];
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+#pragma unroll
+            for (int n = 0; n < NB; n++)
+#pragma unroll
+                for (int p = 0; p < NP; p++) m1[h][n][p] = m2[h][n][p] = 0u;
+        for (int jt0 = 0; jt0 < ntile; jt0 += NP) {
+#pragma unroll
+            for (int p = 0; p < NP; p++) {
+                int it = jt0 + p;
+                if (it >= ntile) break;
+                cp_async_wait<0>();
+                __syncthreads(); // tile it landed; buffer (it + 1) & 1 free (read in it - 1)
+                if (it + 1 < ntile) issue(it + 1);
+                const uint16_t *kbt = kt + (it & 1) * TP_KT * KLD +
+                                      (wn * NB * 8 + (lane >> 4) * 8 + (lane & 7)) * KLD + ((lane >> 3) & 1) * 8;
+                const float *knt = kn + (it & 1) * TP_KT + wn * NB * 8 + 2 * cq;
+                const float *kft = kf + (it & 1) * TP_KT + wn * NB * 8 + 2 * cq;
+                const int jt = it * ks;
+                float am[NB][4];
+#pragma unroll
+                for (int n = 0; n < NB; n++)
+#pragma unroll
+                    for (int i = 0; i < 4; i++) am[n][i] = 0.f;
+#pragma unroll
+                for (int kk = 0; kk < KS; kk++) {
+                    uint32_t fh[4];
+                    ldsm_x4(fh, qat + 16 * kk);
+#pragma unroll
+                    for (int n2 = 0; n2 < NB; n2 += 2) {
+                        uint32_t bh[4];
+                        ldsm_x4(bh, kbt + n2 * 8 * KLD + 16 * kk);
+#pragma unroll
+                        for (int h = 0; h < 2; h++) {
+                            float t4[4];
+                            tp_mma0(t4, fh, bh[2 * h], bh[2 * h + 1]);
+#pragma unroll
+                            for (int i = 0; i < 4; i++) am[n2 + h][i] += t4[i];
+                        }
+                    }
+                }
+                const int jb = jt * TP_KT + wn * NB * 8 + 2 * cq;
+#pragma unroll
+                for (int n = 0; n < NB; n++) {
+                    unsigned kw[2];
+#pragma unroll
+                    for (int h = 0; h < 2; h++) {
+                        unsigned k2[2];
+#pragma unroll
+                        for (int xx = 0; xx < 2; xx++) {
+                            int i = 2 * h + xx, j = jb + n * 8 + xx;
+                            float s = am[n][i] * ((h ? fq1 : fq0) * kft[n * 8 + xx]);
+                            float E = __fmul_ru(h ? cr1 : cr0, knt[n * 8 + xx]);
+                            k2[xx] = j < (h ? er1 : er0) ? tp_key16dn(__fsub_rd(s, E)) : 0u;
+                        }
+                        kw[h] = k2[0] | k2[1] << 16;
+                    }
+#pragma unroll
+                    for (int h = 0; h < 2; h++) {
+                        unsigned lo = __vminu2(m1[h][n][p], kw[h]);
+                        m1[h][n][p] = __vmaxu2(m1[h][n][p], kw[h]);
+                        m2[h][n][p] = __vmaxu2(m2[h][n][p], lo);
+                    }
+                }
+            }
+        }
+        // t1 per row: the S-th largest bucket value (0: fewer than S with a key >= 1)
+        unsigned lo[2] = {0u, 0u}, hi[2] = {0xffffu, 0xffffu};
+        const int nsel0 = min(a.S, er0), nsel1 = min(a.S, er1);
+        for (int step = 0; step < 16; step++) {
+            int *sb = sc + (step % 3) * RM;
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                unsigned mid = (lo[h] + hi[h] + 1) >> 1, acc = 0;
+#pragma unroll
+                for (int n = 0; n < NB; n++)
+#pragma unroll
+                    for (int p = 0; p < NP; p++)
+                        acc += __vsetgeu2(m1[h][n][p], mid * 0x10001u) + __vsetgeu2(m2[h][n][p], mid * 0x10001u);
+                int c = (int)((acc & 0xffffu) + (acc >> 16));
+                c += __shfl_xor_sync(0xffffffffu, c, 1), c += __shfl_xor_sync(0xffffffffu, c, 2);
+                if (cq == 0 && c) atomicAdd(sb + (h ? r1 : r0), c);
+            }
+            __syncthreads();
+            if (tid < RM) sc[((step + 2) % 3) * RM + tid] = 0;
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                unsigned mid = (lo[h] + hi[h] + 1) >> 1;
+                if (lo[h] < hi[h]) {
+                    if (sb[h ? r1 : r0] >= (h ? nsel1 : nsel0)) lo[h] = mid;
+                    else hi[h] = mid - 1;
+                }
+            }
+        }
+        if (wn == 0 && cq == 0) {
+            size_t gr = (((size_t)U.b * a.H + U.h) * a.nblk + U.c) * a.M + m0;
+            if (r0 < rows) x.tinit[gr + r0] = nsel0 > 0 ? (int)lo[0] : 0;
+            if (r1 < rows) x.tinit[gr + r1] = nsel1 > 0 ? (int)lo[1] : 0;
+        }
+    }
+}
+
 // fs_topk's dynamic shared memory: one opt-in at the largest size either caller uses (P <= 2048
 // keys and ids, 8192 cached scores), so no caller ever lowers the limit below another's launch
 static void fs_topk_optin(void) {
@@ -1819,6 +2045,8 @@ static int g_select_stats[CTL_N]; // the last fused / tp call's ctrl words (sele
 // tile, select_bf16_tph_upd)
 static int g_tph_upd = TP_HUPD;
 static_assert(TP_HUPD <= TP_HUMAX(TP_CAPF), "the ring holds TP_HUPD - 1 keys and a tile's inserts");
+static int g_tp_room = 0; // tp: sketch room before a compaction (0: TP_CAPF - TP_KT; tests: less)
+static int g_tp2 = -1;    // s11: MSLAB_SELECT_TP2 (-1: from the environment; select_bf16_tp2)
 static int g_tp_pcap = TP_PMAX; // tp's survivors past which the finish raises a row's threshold (tests: less)
 // host side of the fused path (tp: the two-pass tp_select); -1: not handled here (the caller
 // runs the next path), or a row failed (likewise, after this call wrote partial lists that the
@@ -1831,7 +2059,10 @@ static int g_tp_pcap = TP_PMAX; // tp's survivors past which the finish raises a
 #define TP_AUTO_MIN 0
 // the tp_select instance for head dim D (64 / 128)
 typedef void (*TpKernel)(FxArgs);
-static TpKernel tp_kernel(int D) { return D == 64 ? tp_select<64, TP_CAPF> : tp_select<128, TP_CAPF>; }
+static TpKernel tp_kernel(int D, bool p2 = false) {
+    if (p2) return D == 64 ? tp_select<64, TP_CAPF, true> : tp_select<128, TP_CAPF, true>;
+    return D == 64 ? tp_select<64, TP_CAPF> : tp_select<128, TP_CAPF>;
+}
 static int select_mode(void);
 static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q,
                           const uint16_t *k, int B, int T, int H, int KVH, int D, bool tp) {
@@ -1874,7 +2105,12 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     size_t nkn = tp ? heads * nkp + 128 : 0; // floats
     size_t o_kbf = align256(o_ctrl + 256), o_kn = align256(o_kbf + (tp ? kb_n * 4 : 0));
     size_t o_kf = align256(o_kn + nkn * 4), o_qg = align256(o_kf + nkn * 4);
-    size_t total = o_qg + (tp ? (size_t)nslot * rm * D * 8 : 0);
+    // s11 (MSLAB_SELECT_TP2=1: pass 1's start thresholds; 2: an oracle, tp_select run twice, the second
+    // from the first's final thresholds): a threshold per member row
+    if (g_tp2 < 0) g_tp2 = getenv("MSLAB_SELECT_TP2") ? atoi(getenv("MSLAB_SELECT_TP2")) : 0;
+    const int tp2 = g_tp2;
+    size_t o_ti = align256(o_qg + (tp ? (size_t)nslot * rm * D * 8 : 0));
+    size_t total = o_ti + (tp && tp2 ? (size_t)B * H * d.nblk * d.M * 4 : 0);
     char *scr = (char *)cuda_scratch(SCRATCH_SPARSE_BF16, total);
     FxArgs x;
     memset(&x, 0, sizeof x);
@@ -1903,7 +2139,7 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         clock_gettime(CLOCK_MONOTONIC, &ts);
         return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
     };
-    double ksel = 0, kmerge = 0, tp0 = 0, tp1 = 0, tk = 0;
+    double ksel = 0, kmerge = 0, tp0 = 0, tp1 = 0, tk = 0, kpass1 = 0;
     // MSLAB_SELECT_TP_HUPD=n: the update interval (diagnostics). s10 (H200): sparse_wgmma_fwd_perf's
     // 128K inputs (near-ties: 99.5M of 100.6M survivors need exact scores) fail 7776 rows (max 876
     // survivors after the raise) at n = 128, 256 and 384 alike, so they fall back to fused whatever
@@ -1913,6 +2149,7 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     int upd = env_upd > 0 && g_tph_upd == TP_HUPD ? env_upd : g_tph_upd;
     x.hupd = upd < TP_HUMAX(capf) ? upd : TP_HUMAX(capf);
     x.pcap = g_tp_pcap < TP_PMAX ? g_tp_pcap : TP_PMAX;
+    x.room = g_tp_room > d.S && g_tp_room < capf - TP_KT ? g_tp_room : 0;
     if (profon && tp) {
         x.prof = dprof;
         cudaCheck(cudaMemsetAsync(dprof, 0, sizeof(unsigned long long) * TP_NPROF));
@@ -1936,9 +2173,18 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         int s128 = (int)(sizeof(double) * (64 * 132 + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2);
         cudaCheck(cudaFuncSetAttribute(fx_select<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, s64));
         cudaCheck(cudaFuncSetAttribute(fx_select<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, s128));
-        for (int dm = 64; dm <= 128; dm += 64)
+        for (int dm = 64; dm <= 128; dm += 64) {
             cudaCheck(cudaFuncSetAttribute((const void *)tp_kernel(dm), cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            (int)tp_smem(dm, TP_CAPF)));
+            cudaCheck(cudaFuncSetAttribute((const void *)tp_kernel(dm, true),
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tp_smem(dm, TP_CAPF, true)));
+        }
+        cudaCheck(cudaFuncSetAttribute(tp_thr1<64, 32, 256>, cudaFuncAttributeMaxDynamicSharedMemorySize, tp1_smem(64, 32)));
+        cudaCheck(cudaFuncSetAttribute(tp_thr1<128, 32, 256>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       tp1_smem(128, 32)));
+        cudaCheck(cudaFuncSetAttribute(tp_thr1<64, 64, 512>, cudaFuncAttributeMaxDynamicSharedMemorySize, tp1_smem(64, 64)));
+        cudaCheck(cudaFuncSetAttribute(tp_thr1<128, 64, 512>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       tp1_smem(128, 64)));
         attr = true;
     }
     for (size_t u0 = 0; u0 < nunit;) {
@@ -1961,7 +2207,40 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
             x.nitems = nw * mt;
             int grid = x.nitems < nslot ? x.nitems : nslot;
             if (profon) tk = pnow();
-            if (tp) {
+            if (tp && tp2) { // s11: pass 1 (or the oracle's first run), then tp_select from its thresholds
+                int *ti = (int *)(scr + o_ti);
+                if (tp2 == 1 || tp2 == 3) {
+                    static int ks = -1;
+                    if (ks < 0) ks = getenv("MSLAB_SELECT_TP1_STRIDE") ? atoi(getenv("MSLAB_SELECT_TP1_STRIDE")) : 1;
+                    static int rm1 = -1; // MSLAB_SELECT_TP1_RM: pass 1's rows an item (32 or 64)
+                    if (rm1 < 0) rm1 = getenv("MSLAB_SELECT_TP1_RM") && atoi(getenv("MSLAB_SELECT_TP1_RM")) == 64 ? 64 : 32;
+                    FxArgs x1 = x;
+                    x1.tinit = ti, x1.p1stride = ks < 1 ? 1 : ks;
+                    x1.mt = (d.M + rm1 - 1) / rm1, x1.nitems = nw * x1.mt;
+                    int g1 = x1.nitems < nsm * 64 / rm1 ? x1.nitems : nsm * 64 / rm1;
+                    if (rm1 == 64) {
+                        if (D == 64) tp_thr1<64, 64, 512><<<g1, 512, tp1_smem(64, 64)>>>(x1);
+                        else tp_thr1<128, 64, 512><<<g1, 512, tp1_smem(128, 64)>>>(x1);
+                    } else {
+                        if (D == 64) tp_thr1<64, 32, 256><<<g1, 256, tp1_smem(64, 32)>>>(x1);
+                        else tp_thr1<128, 32, 256><<<g1, 256, tp1_smem(128, 32)>>>(x1);
+                    }
+                    x.tinit = ti;
+                } else {
+                    x.tout = ti, x.tinit = NULL;
+                    tp_kernel(D)<<<grid, FX_NT, smem>>>(x);
+                    x.tout = NULL, x.tinit = ti;
+                }
+                cudaLaunchCheck();
+                if (profon) {
+                    double t = pnow();
+                    kpass1 += t - tk, tk = t;
+                }
+                cudaCheck(cudaMemsetAsync(x.ctrl, 0, 4));
+                if (tp2 == 3) tp_kernel(D, true)<<<grid, FX_NT, tp_smem(D, capf, true)>>>(x);
+                else tp_kernel(D)<<<grid, FX_NT, smem>>>(x);
+                x.tinit = NULL;
+            } else if (tp) {
                 tp_kernel(D)<<<grid, FX_NT, smem>>>(x);
             } else if (D == 64) fx_select<64><<<grid, FX_NT, smem>>>(x);
             else fx_select<128><<<grid, FX_NT, smem>>>(x);
@@ -1980,8 +2259,9 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         int occ = 0; // resident CTAs per SM
         if (tp)
             cudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, (const void *)tp_kernel(D), FX_NT, smem));
-        fprintf(stderr, "select_bf16 prof %s T=%d (%d CTAs/SM): pool+prep %.3f ms, select kernel %.3f ms, merge %.3f ms\n",
-                tp ? "tp" : "fused", T, occ, tp1 - tp0, ksel, kmerge);
+        fprintf(stderr, "select_bf16 prof %s T=%d (%d CTAs/SM): pool+prep %.3f ms, select kernel %.3f ms, merge %.3f ms, "
+                "pass 1 (MSLAB_SELECT_TP2=%d) %.3f ms\n",
+                tp ? "tp" : "fused", T, occ, tp1 - tp0, ksel, kmerge, tp2, kpass1);
         if (tp) {
             unsigned long long hp[TP_NPROF], tot = 0;
             cudaCheck(cudaMemcpy(hp, dprof, sizeof hp, cudaMemcpyDeviceToHost));
@@ -2008,10 +2288,11 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         fprintf(stderr,
                 "select_bf16 %s%s: T=%d S=%d maxld=%d capg %d: failed rows %d (buffer %d, survivors %d, "
                 "too few %d, bound %d), max inserts %d, max survivors %d (cap %d); all rows: survivors %d, "
-                "exact %d; histogram rows %d, updates %d; thresholds raised %d\n",
+                "exact %d; histogram rows %d, updates %d; thresholds raised %d; below pass 1 %d\n",
                 tp ? "tp" : "fused", ctrl[1] ? " (falls back)" : "", T, d.S, maxld, capg, ctrl[1], ctrl[CTL_FBUF],
                 ctrl[CTL_FSURV], ctrl[CTL_FFEW], ctrl[CTL_FBOUND], ctrl[2], ctrl[CTL_MAXSURV],
-                tp ? x.pcap : FX_PMAX, ctrl[5], ctrl[4], ctrl[CTL_HROWS], ctrl[CTL_HUPD], ctrl[CTL_RAISED]);
+                tp ? x.pcap : FX_PMAX, ctrl[5], ctrl[4], ctrl[CTL_HROWS], ctrl[CTL_HUPD], ctrl[CTL_RAISED],
+                ctrl[CTL_BELOW]);
     free(hu), free(hord);
     g_select_path = tp ? (ctrl[1] ? 0 : 4) : ctrl[1] ? 2 : 1;
     return ctrl[1] ? -1 : 0;
@@ -2128,7 +2409,8 @@ extern "C" int select_bf16_last_path(void) { return g_select_path; }
 // failures, max inserts, max survivors, histogram rows, histogram updates, raised rows); returns
 // how many
 extern "C" int select_bf16_last_stats(int *st, int n) {
-    const int w[] = {1, CTL_FBUF, CTL_FSURV, CTL_FFEW, CTL_FBOUND, 2, CTL_MAXSURV, CTL_HROWS, CTL_HUPD, CTL_RAISED};
+    const int w[] = {1, CTL_FBUF, CTL_FSURV, CTL_FFEW, CTL_FBOUND, 2, CTL_MAXSURV, CTL_HROWS, CTL_HUPD, CTL_RAISED,
+                     CTL_BELOW};
     int m = n < (int)(sizeof w / sizeof w[0]) ? n : (int)(sizeof w / sizeof w[0]);
     for (int i = 0; i < m; i++) st[i] = g_select_stats[w[i]];
     return m;
@@ -2146,6 +2428,20 @@ extern "C" int select_bf16_tp_cap(int cap) {
     int c = g_tp_pcap;
     g_tp_pcap = cap < 1 ? 1 : cap;
     return c;
+}
+
+// tp: sketch rows compact past room entries (0: the default, TP_CAPF - TP_KT; the tests set less, so that
+// pass 2's rows compact with a start threshold); returns the previous setting
+extern "C" int select_bf16_tp_room(int room) {
+    int r = g_tp_room;
+    g_tp_room = room;
+    return r;
+}
+// s11: tp's start thresholds (0 none, 1 pass 1, 2 oracle; -1: MSLAB_SELECT_TP2); returns the previous
+extern "C" int select_bf16_tp2(int mode) {
+    int m = g_tp2;
+    g_tp2 = mode;
+    return m;
 }
 
 // select_blocks.cu: merge 1 with few regions (path 3); -1 when it does not apply
