@@ -1735,8 +1735,11 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
 // (2u + u^2) |q| |k| = 9.77e-4, plus TP_C16 (accumulation, flushes): TP_C1 = 9.9e-4.
 #define TP_C1 9.9e-4f
 #define TP_NP 4
+#define TP1_NS 4 // pass 1's tile stages (cp.async, 3 tiles in flight: r1's 2 were latency-bound)
 __host__ __device__ constexpr int tp1_smem(int DM, int RM) {
-    return 2 * TP_KT * (DM + 8) * 2 + RM * (DM + 8) * 2 + RM * (DM + 4) * 8 + 4 * 2 * TP_KT * 4 + 3 * RM * 4;
+    // the stages (the pooled q in them until the first tiles are issued), q hi limbs, norms, scales, counts
+    return (TP1_NS * TP_KT * (DM + 8) * 2 > RM * (DM + 4) * 8 ? TP1_NS * TP_KT * (DM + 8) * 2 : RM * (DM + 4) * 8) +
+           RM * (DM + 8) * 2 + 2 * TP1_NS * TP_KT * 4 + 3 * RM * 4;
 }
 // RM rows an item, NT threads (RM 32 / 256 threads: two CTAs per SM; 64 / 512: one, half the tile traffic)
 template <int DM, int RM, int NT>
@@ -1746,12 +1749,13 @@ __global__ void __launch_bounds__(NT, 512 / NT) tp_thr1(FxArgs x) {
     static_assert(NB == 2 && WN == 4, "tp_thr1 tiling: 2 n-tiles a warp, 16 lanes a row");
     const FsArgs &a = x.a;
     extern __shared__ double fs_sm[];
-    double *qs = fs_sm;                                   // [RM][QLD] pooled q
-    uint16_t *kt = (uint16_t *)(qs + RM * QLD);           // [2][TP_KT][KLD] fp16 kh (tile jt: jt & 1)
-    uint16_t *qa = kt + 2 * TP_KT * KLD;                  // [RM][ALD] fp16 qh
-    float *kn = (float *)(qa + RM * ALD);                 // [2][TP_KT] key norm bounds
-    float *kf = kn + 2 * TP_KT;                           // [2][TP_KT] key inverse scales
-    int *sc = (int *)(kf + 2 * TP_KT);                    // [3][RM] the bisection's counts
+    constexpr int NS = TP1_NS, KTB = NS * TP_KT * KLD > RM * QLD * 4 ? NS * TP_KT * KLD : RM * QLD * 4;
+    double *qs = fs_sm;                                   // [RM][QLD] pooled q (the prologue)
+    uint16_t *kt = (uint16_t *)fs_sm;                     // [NS][TP_KT][KLD] fp16 kh (tile it: it % NS)
+    uint16_t *qa = kt + KTB;                              // [RM][ALD] fp16 qh
+    float *kn = (float *)(qa + RM * ALD);                 // [NS][TP_KT] key norm bounds
+    float *kf = kn + NS * TP_KT;                          // [NS][TP_KT] key inverse scales
+    int *sc = (int *)(kf + NS * TP_KT);                   // [3][RM] the bisection's counts
     __shared__ unsigned cnt[RM];
     __shared__ int thr[RM], erow[RM], s_item, qe[RM];
     __shared__ float crow[RM];
@@ -1784,20 +1788,21 @@ __global__ void __launch_bounds__(NT, 512 / NT) tp_thr1(FxArgs x) {
         const float *knb = x.knorm + kvh * ((a.NK + 3) / 4 * 4), *kfb = x.kfac + kvh * ((a.NK + 3) / 4 * 4);
         // the tiles swept: jt = ks it (ks = x.p1stride: a subset of every ks-th tile, MSLAB_SELECT_TP1_STRIDE)
         const int ks = x.p1stride, ntile = ((ld + TP_KT - 1) / TP_KT + ks - 1) / ks;
-        auto issue = [&](int it) { // tile ks it's hi limbs into buffer it & 1
-            uint16_t *kd = kt + (it & 1) * TP_KT * KLD;
-            int jt = it * ks;
-            for (int e = tid; e < TP_KT * CPR; e += NT) {
-                int jj = e / CPR, c = e % CPR, j = min(jt * TP_KT + jj, ld - 1);
-                cp_async16(kd + jj * KLD + c * 8, kb + (size_t)j * 2 * DM + c * 8, true);
+        auto issue = [&](int it) { // tile ks it's hi limbs into stage it % NS (a commit group, empty past the last)
+            if (it < ntile) {
+                int b = it % NS, jt = it * ks;
+                uint16_t *kd = kt + b * TP_KT * KLD;
+                for (int e = tid; e < TP_KT * CPR; e += NT) {
+                    int jj = e / CPR, c = e % CPR, j = min(jt * TP_KT + jj, ld - 1);
+                    cp_async16(kd + jj * KLD + c * 8, kb + (size_t)j * 2 * DM + c * 8, true);
+                }
+                if (tid < TP_KT / 4)
+                    cp_async16(kn + b * TP_KT + 4 * tid, knb + jt * TP_KT + 4 * tid, true);
+                else if (tid < TP_KT / 2)
+                    cp_async16(kf + b * TP_KT + 4 * tid - TP_KT, kfb + jt * TP_KT + 4 * tid - TP_KT, true);
             }
-            if (tid < TP_KT / 4)
-                cp_async16(kn + (it & 1) * TP_KT + 4 * tid, knb + jt * TP_KT + 4 * tid, true);
-            else if (tid < TP_KT / 2)
-                cp_async16(kf + (it & 1) * TP_KT + 4 * tid - TP_KT, kfb + jt * TP_KT + 4 * tid - TP_KT, true);
             cp_async_commit();
         };
-        if (ntile > 0) issue(0);
         for (int e = tid; e < RM * DM / 2; e += NT) {
             int r = e / (DM / 2), d = 2 * (e % (DM / 2));
             double sq = ldexp(1.0, qe[r]);
@@ -1805,6 +1810,9 @@ __global__ void __launch_bounds__(NT, 512 / NT) tp_thr1(FxArgs x) {
             tp_split(qs[r * QLD + d] * sq, &h0, &l0), tp_split(qs[r * QLD + d + 1] * sq, &h1, &l1);
             *(uint32_t *)(qa + r * ALD + d) = h0 | h1 << 16;
         }
+        __syncthreads(); // qs (in the stages) read
+#pragma unroll
+        for (int i = 0; i < NS - 1; i++) issue(i);
         int r0 = wm * 16 + g, r1 = r0 + 8;
         const uint16_t *qat = qa + (wm * 16 + (lane & 15)) * ALD + (lane >> 4) * 8;
         const float cr0 = crow[r0], cr1 = crow[r1];
@@ -1824,13 +1832,14 @@ __global__ void __launch_bounds__(NT, 512 / NT) tp_thr1(FxArgs x) {
             for (int p = 0; p < NP; p++) {
                 int it = jt0 + p;
                 if (it >= ntile) break;
-                cp_async_wait<0>();
-                __syncthreads(); // tile it landed; buffer (it + 1) & 1 free (read in it - 1)
-                if (it + 1 < ntile) issue(it + 1);
-                const uint16_t *kbt = kt + (it & 1) * TP_KT * KLD +
+                cp_async_wait<NS - 2>();
+                __syncthreads(); // tile it landed; stage (it + NS - 1) % NS free (read in it - 1)
+                issue(it + NS - 1);
+                const int b = it % NS;
+                const uint16_t *kbt = kt + b * TP_KT * KLD +
                                       (wn * NB * 8 + (lane >> 4) * 8 + (lane & 7)) * KLD + ((lane >> 3) & 1) * 8;
-                const float *knt = kn + (it & 1) * TP_KT + wn * NB * 8 + 2 * cq;
-                const float *kft = kf + (it & 1) * TP_KT + wn * NB * 8 + 2 * cq;
+                const float *knt = kn + b * TP_KT + wn * NB * 8 + 2 * cq;
+                const float *kft = kf + b * TP_KT + wn * NB * 8 + 2 * cq;
                 const int jt = it * ks;
                 float am[NB][4];
 #pragma unroll
@@ -1879,6 +1888,7 @@ __global__ void __launch_bounds__(NT, 512 / NT) tp_thr1(FxArgs x) {
                 }
             }
         }
+        cp_async_wait<0>(); // (the groups left are empty; the next item's q pools into the stages)
         // t1 per row: the S-th largest bucket value (0: fewer than S with a key >= 1)
         unsigned lo[2] = {0u, 0u}, hi[2] = {0xffffu, 0xffffu};
         const int nsel0 = min(a.S, er0), nsel1 = min(a.S, er1);

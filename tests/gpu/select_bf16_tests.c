@@ -319,7 +319,7 @@ void t_select_bf16_all(void) {
     g_tpcap = 0;
     select_bf16_tph_upd(tu); // the default back
     // s11: pass 1's start thresholds (tp_thr1): plain, rising, ties, D 64 / S 48, and rows compacting
-    // from a start threshold (room S + 64 / S + 16: mid-sweep compactions before the top S are in, so
+    // from a start threshold (room S + 8 / S + 1: mid-sweep compactions before the top S are in, so
     // the sketch's own S-th lies below the start: tp_compact_reg's below path)
     g_tp2 = 1;
     t_sel("ms paper pass1", paper, 1, 32768, 2, 2, 128, 0, 1);
@@ -328,9 +328,9 @@ void t_select_bf16_all(void) {
     g_rise = 256;
     t_sel("ms paper pass1 rising", paper, 1, 32768, 2, 2, 128, 0, 1);
     g_rise = 0;
-    g_room = 384 + 64;
+    g_room = 384 + 8;
     t_sel("ms paper pass1 room", paper, 1, 32768, 2, 2, 128, 0, 33);
-    g_room = 48 + 16;
+    g_room = 48 + 1;
     t_sel("ms small pass1 room", small, 1, 16384, 2, 1, 64, 0, 33);
     g_room = 0, g_tp2 = -1;
     t_sel_perf(32768, 1); // info: the moba-blk selection, blocks vs fused, B=1 H=32 D=128
