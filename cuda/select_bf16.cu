@@ -1734,28 +1734,28 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
 // The bound: q - qh, k - kh <= u |q|, u |k| (u = 2^-11 + 2^-23, as TP_C16's derivation) ->
 // (2u + u^2) |q| |k| = 9.77e-4, plus TP_C16 (accumulation, flushes): TP_C1 = 9.9e-4.
 #define TP_C1 9.9e-4f
-#define TP_NP 4
-#define TP1_NS 4 // pass 1's tile stages (cp.async, 3 tiles in flight: r1's 2 were latency-bound)
-__host__ __device__ constexpr int tp1_smem(int DM, int RM) {
-    // the stages (the pooled q in them until the first tiles are issued), q hi limbs, norms, scales, counts
-    return (TP1_NS * TP_KT * (DM + 8) * 2 > RM * (DM + 4) * 8 ? TP1_NS * TP_KT * (DM + 8) * 2 : RM * (DM + 4) * 8) +
-           RM * (DM + 8) * 2 + 2 * TP1_NS * TP_KT * 4 + 3 * RM * 4;
+__host__ __device__ constexpr int tp1_smem(int DM, int RM, int KT, int NS) {
+    // NS stages of KT keys (the pooled q in them until the first tiles are issued), q hi limbs, norms,
+    // scales, counts
+    return (NS * KT * (DM + 8) * 2 > RM * (DM + 4) * 8 ? NS * KT * (DM + 8) * 2 : RM * (DM + 4) * 8) +
+           RM * (DM + 8) * 2 + 2 * NS * KT * 4 + 3 * RM * 4;
 }
 // RM rows an item, NT threads (RM 32 / 256 threads: two CTAs per SM; 64 / 512: one, half the tile traffic)
-template <int DM, int RM, int NT>
+// KT keys a tile in NS cp.async stages, NP tile phases (buckets: 32 NB NP a row)
+template <int DM, int RM, int NT, int KT, int NS, int NP>
 __global__ void __launch_bounds__(NT, 512 / NT) tp_thr1(FxArgs x) {
-    constexpr int QLD = DM + 4, KLD = DM + 8, KS = DM / 16, CPR = DM / 8, ALD = DM + 8, NP = TP_NP;
-    constexpr int WM = RM / 16, WN = NT / 32 / WM, NB = TP_KT / 8 / WN;
-    static_assert(NB == 2 && WN == 4, "tp_thr1 tiling: 2 n-tiles a warp, 16 lanes a row");
+    constexpr int QLD = DM + 4, KLD = DM + 8, KS = DM / 16, CPR = DM / 8, ALD = DM + 8;
+    constexpr int WM = RM / 16, WN = NT / 32 / WM, NB = KT / 8 / WN;
+    static_assert(NB % 2 == 0 && WN == 4 && NB * NP * 32 >= 256, "tp_thr1 tiling: 16 lanes a row, >= 256 buckets");
     const FsArgs &a = x.a;
     extern __shared__ double fs_sm[];
-    constexpr int NS = TP1_NS, KTB = NS * TP_KT * KLD > RM * QLD * 4 ? NS * TP_KT * KLD : RM * QLD * 4;
+    constexpr int KTB = NS * KT * KLD > RM * QLD * 4 ? NS * KT * KLD : RM * QLD * 4;
     double *qs = fs_sm;                                   // [RM][QLD] pooled q (the prologue)
-    uint16_t *kt = (uint16_t *)fs_sm;                     // [NS][TP_KT][KLD] fp16 kh (tile it: it % NS)
+    uint16_t *kt = (uint16_t *)fs_sm;                     // [NS][KT][KLD] fp16 kh (tile it: it % NS)
     uint16_t *qa = kt + KTB;                              // [RM][ALD] fp16 qh
-    float *kn = (float *)(qa + RM * ALD);                 // [NS][TP_KT] key norm bounds
-    float *kf = kn + NS * TP_KT;                          // [NS][TP_KT] key inverse scales
-    int *sc = (int *)(kf + NS * TP_KT);                   // [3][RM] the bisection's counts
+    float *kn = (float *)(qa + RM * ALD);                 // [NS][KT] key norm bounds
+    float *kf = kn + NS * KT;                          // [NS][KT] key inverse scales
+    int *sc = (int *)(kf + NS * KT);                   // [3][RM] the bisection's counts
     __shared__ unsigned cnt[RM];
     __shared__ int thr[RM], erow[RM], s_item, qe[RM];
     __shared__ float crow[RM];
@@ -1787,19 +1787,19 @@ __global__ void __launch_bounds__(NT, 512 / NT) tp_thr1(FxArgs x) {
         const uint16_t *kb = x.kbf + kvh * a.NK * 2 * DM;
         const float *knb = x.knorm + kvh * ((a.NK + 3) / 4 * 4), *kfb = x.kfac + kvh * ((a.NK + 3) / 4 * 4);
         // the tiles swept: jt = ks it (ks = x.p1stride: a subset of every ks-th tile, MSLAB_SELECT_TP1_STRIDE)
-        const int ks = x.p1stride, ntile = ((ld + TP_KT - 1) / TP_KT + ks - 1) / ks;
+        const int ks = x.p1stride, ntile = ((ld + KT - 1) / KT + ks - 1) / ks;
         auto issue = [&](int it) { // tile ks it's hi limbs into stage it % NS (a commit group, empty past the last)
             if (it < ntile) {
                 int b = it % NS, jt = it * ks;
-                uint16_t *kd = kt + b * TP_KT * KLD;
-                for (int e = tid; e < TP_KT * CPR; e += NT) {
-                    int jj = e / CPR, c = e % CPR, j = min(jt * TP_KT + jj, ld - 1);
+                uint16_t *kd = kt + b * KT * KLD;
+                for (int e = tid; e < KT * CPR; e += NT) {
+                    int jj = e / CPR, c = e % CPR, j = min(jt * KT + jj, ld - 1);
                     cp_async16(kd + jj * KLD + c * 8, kb + (size_t)j * 2 * DM + c * 8, true);
                 }
-                if (tid < TP_KT / 4)
-                    cp_async16(kn + b * TP_KT + 4 * tid, knb + jt * TP_KT + 4 * tid, true);
-                else if (tid < TP_KT / 2)
-                    cp_async16(kf + b * TP_KT + 4 * tid - TP_KT, kfb + jt * TP_KT + 4 * tid - TP_KT, true);
+                if (tid < KT / 4)
+                    cp_async16(kn + b * KT + 4 * tid, knb + jt * KT + 4 * tid, true);
+                else if (tid < KT / 2)
+                    cp_async16(kf + b * KT + 4 * tid - KT, kfb + jt * KT + 4 * tid - KT, true);
             }
             cp_async_commit();
         };
@@ -1836,10 +1836,10 @@ __global__ void __launch_bounds__(NT, 512 / NT) tp_thr1(FxArgs x) {
                 __syncthreads(); // tile it landed; stage (it + NS - 1) % NS free (read in it - 1)
                 issue(it + NS - 1);
                 const int b = it % NS;
-                const uint16_t *kbt = kt + b * TP_KT * KLD +
+                const uint16_t *kbt = kt + b * KT * KLD +
                                       (wn * NB * 8 + (lane >> 4) * 8 + (lane & 7)) * KLD + ((lane >> 3) & 1) * 8;
-                const float *knt = kn + b * TP_KT + wn * NB * 8 + 2 * cq;
-                const float *kft = kf + b * TP_KT + wn * NB * 8 + 2 * cq;
+                const float *knt = kn + b * KT + wn * NB * 8 + 2 * cq;
+                const float *kft = kf + b * KT + wn * NB * 8 + 2 * cq;
                 const int jt = it * ks;
                 float am[NB][4];
 #pragma unroll
@@ -1863,7 +1863,7 @@ __global__ void __launch_bounds__(NT, 512 / NT) tp_thr1(FxArgs x) {
                         }
                     }
                 }
-                const int jb = jt * TP_KT + wn * NB * 8 + 2 * cq;
+                const int jb = jt * KT + wn * NB * 8 + 2 * cq;
 #pragma unroll
                 for (int n = 0; n < NB; n++) {
                     unsigned kw[2];
@@ -2189,12 +2189,14 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
             cudaCheck(cudaFuncSetAttribute((const void *)tp_kernel(dm, true),
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tp_smem(dm, TP_CAPF, true)));
         }
-        cudaCheck(cudaFuncSetAttribute(tp_thr1<64, 32, 256>, cudaFuncAttributeMaxDynamicSharedMemorySize, tp1_smem(64, 32)));
-        cudaCheck(cudaFuncSetAttribute(tp_thr1<128, 32, 256>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       tp1_smem(128, 32)));
-        cudaCheck(cudaFuncSetAttribute(tp_thr1<64, 64, 512>, cudaFuncAttributeMaxDynamicSharedMemorySize, tp1_smem(64, 64)));
-        cudaCheck(cudaFuncSetAttribute(tp_thr1<128, 64, 512>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       tp1_smem(128, 64)));
+        cudaCheck(cudaFuncSetAttribute(tp_thr1<64, 32, 256, 64, 4, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       tp1_smem(64, 32, 64, 4)));
+        cudaCheck(cudaFuncSetAttribute(tp_thr1<128, 32, 256, 64, 4, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       tp1_smem(128, 32, 64, 4)));
+        cudaCheck(cudaFuncSetAttribute(tp_thr1<64, 32, 256, 128, 2, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       tp1_smem(64, 32, 128, 2)));
+        cudaCheck(cudaFuncSetAttribute(tp_thr1<128, 32, 256, 128, 2, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       tp1_smem(128, 32, 128, 2)));
         attr = true;
     }
     for (size_t u0 = 0; u0 < nunit;) {
@@ -2222,18 +2224,19 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                 if (tp2 == 1 || tp2 == 3) {
                     static int ks = -1;
                     if (ks < 0) ks = getenv("MSLAB_SELECT_TP1_STRIDE") ? atoi(getenv("MSLAB_SELECT_TP1_STRIDE")) : 1;
-                    static int rm1 = -1; // MSLAB_SELECT_TP1_RM: pass 1's rows an item (32 or 64)
-                    if (rm1 < 0) rm1 = getenv("MSLAB_SELECT_TP1_RM") && atoi(getenv("MSLAB_SELECT_TP1_RM")) == 64 ? 64 : 32;
+                    const int rm1 = 32;
+                    static int kt1 = -1; // MSLAB_SELECT_TP1_KT: pass 1's keys a tile (64: 4 stages, 128: 2)
+                    if (kt1 < 0) kt1 = getenv("MSLAB_SELECT_TP1_KT") && atoi(getenv("MSLAB_SELECT_TP1_KT")) == 64 ? 64 : 128;
                     FxArgs x1 = x;
                     x1.tinit = ti, x1.p1stride = ks < 1 ? 1 : ks;
                     x1.mt = (d.M + rm1 - 1) / rm1, x1.nitems = nw * x1.mt;
                     int g1 = x1.nitems < nsm * 64 / rm1 ? x1.nitems : nsm * 64 / rm1;
-                    if (rm1 == 64) {
-                        if (D == 64) tp_thr1<64, 64, 512><<<g1, 512, tp1_smem(64, 64)>>>(x1);
-                        else tp_thr1<128, 64, 512><<<g1, 512, tp1_smem(128, 64)>>>(x1);
+                    if (kt1 == 64) {
+                        if (D == 64) tp_thr1<64, 32, 256, 64, 4, 4><<<g1, 256, tp1_smem(64, 32, 64, 4)>>>(x1);
+                        else tp_thr1<128, 32, 256, 64, 4, 4><<<g1, 256, tp1_smem(128, 32, 64, 4)>>>(x1);
                     } else {
-                        if (D == 64) tp_thr1<64, 32, 256><<<g1, 256, tp1_smem(64, 32)>>>(x1);
-                        else tp_thr1<128, 32, 256><<<g1, 256, tp1_smem(128, 32)>>>(x1);
+                        if (D == 64) tp_thr1<64, 32, 256, 128, 2, 2><<<g1, 256, tp1_smem(64, 32, 128, 2)>>>(x1);
+                        else tp_thr1<128, 32, 256, 128, 2, 2><<<g1, 256, tp1_smem(128, 32, 128, 2)>>>(x1);
                     }
                     x.tinit = ti;
                 } else {
