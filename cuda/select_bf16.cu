@@ -1741,8 +1741,8 @@ __host__ __device__ constexpr int tp1_smem(int DM, int RM, int KT, int NS) {
            RM * (DM + 8) * 2 + 2 * NS * KT * 4 + 3 * RM * 4;
 }
 // RM rows an item, NT threads (RM 32 / 256 threads: two CTAs per SM; 64 / 512: one, half the tile traffic)
-// KT keys a tile in NS cp.async stages, NP tile phases (buckets: 32 NB NP a row)
-template <int DM, int RM, int NT, int KT, int NS, int NP>
+// KT keys a tile in NS cp.async stages, NP tile phases (buckets: 32 NB NP a row), the top TK (2 / 3) of each
+template <int DM, int RM, int NT, int KT, int NS, int NP, int TK = 2>
 __global__ void __launch_bounds__(NT, 512 / NT) tp_thr1(FxArgs x) {
     constexpr int QLD = DM + 4, KLD = DM + 8, KS = DM / 16, CPR = DM / 8, ALD = DM + 8;
     constexpr int WM = RM / 16, WN = NT / 32 / WM, NB = KT / 8 / WN;
@@ -1820,13 +1820,13 @@ __global__ void __launch_bounds__(NT, 512 / NT) tp_thr1(FxArgs x) {
         const int er0 = erow[r0], er1 = erow[r1];
         // buckets: m1 / m2 [row h][n-tile][phase]: the largest / 2nd largest keys (column 2 cq in the
         // low half, 2 cq + 1 in the high)
-        unsigned m1[2][NB][NP], m2[2][NB][NP];
+        unsigned m1[2][NB][NP], m2[2][NB][NP], m3[2][NB][NP];
 #pragma unroll
         for (int h = 0; h < 2; h++)
 #pragma unroll
             for (int n = 0; n < NB; n++)
 #pragma unroll
-                for (int p = 0; p < NP; p++) m1[h][n][p] = m2[h][n][p] = 0u;
+                for (int p = 0; p < NP; p++) m1[h][n][p] = m2[h][n][p] = m3[h][n][p] = 0u;
         for (int jt0 = 0; jt0 < ntile; jt0 += NP) {
 #pragma unroll
             for (int p = 0; p < NP; p++) {
@@ -1883,6 +1883,7 @@ __global__ void __launch_bounds__(NT, 512 / NT) tp_thr1(FxArgs x) {
                     for (int h = 0; h < 2; h++) {
                         unsigned lo = __vminu2(m1[h][n][p], kw[h]);
                         m1[h][n][p] = __vmaxu2(m1[h][n][p], kw[h]);
+                        if (TK == 3) m3[h][n][p] = __vmaxu2(m3[h][n][p], __vminu2(m2[h][n][p], lo));
                         m2[h][n][p] = __vmaxu2(m2[h][n][p], lo);
                     }
                 }
@@ -1901,7 +1902,8 @@ __global__ void __launch_bounds__(NT, 512 / NT) tp_thr1(FxArgs x) {
                 for (int n = 0; n < NB; n++)
 #pragma unroll
                     for (int p = 0; p < NP; p++)
-                        acc += __vsetgeu2(m1[h][n][p], mid * 0x10001u) + __vsetgeu2(m2[h][n][p], mid * 0x10001u);
+                        acc += __vsetgeu2(m1[h][n][p], mid * 0x10001u) + __vsetgeu2(m2[h][n][p], mid * 0x10001u) +
+                               (TK == 3 ? __vsetgeu2(m3[h][n][p], mid * 0x10001u) : 0u);
                 int c = (int)((acc & 0xffffu) + (acc >> 16));
                 c += __shfl_xor_sync(0xffffffffu, c, 1), c += __shfl_xor_sync(0xffffffffu, c, 2);
                 if (cq == 0 && c) atomicAdd(sb + (h ? r1 : r0), c);
@@ -2197,6 +2199,10 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                                        tp1_smem(64, 32, 128, 2)));
         cudaCheck(cudaFuncSetAttribute(tp_thr1<128, 32, 256, 128, 2, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        tp1_smem(128, 32, 128, 2)));
+        cudaCheck(cudaFuncSetAttribute(tp_thr1<64, 32, 256, 128, 2, 2, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       tp1_smem(64, 32, 128, 2)));
+        cudaCheck(cudaFuncSetAttribute(tp_thr1<128, 32, 256, 128, 2, 2, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       tp1_smem(128, 32, 128, 2)));
         attr = true;
     }
     for (size_t u0 = 0; u0 < nunit;) {
@@ -2225,8 +2231,9 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                     static int ks = -1;
                     if (ks < 0) ks = getenv("MSLAB_SELECT_TP1_STRIDE") ? atoi(getenv("MSLAB_SELECT_TP1_STRIDE")) : 1;
                     const int rm1 = 32;
-                    static int kt1 = -1; // MSLAB_SELECT_TP1_KT: pass 1's keys a tile (64: 4 stages, 128: 2)
-                    if (kt1 < 0) kt1 = getenv("MSLAB_SELECT_TP1_KT") && atoi(getenv("MSLAB_SELECT_TP1_KT")) == 64 ? 64 : 128;
+                    static int kt1 = -1; // MSLAB_SELECT_TP1_KT: pass 1's keys a tile (64: 4 stages, 128: 2; 3: 128,
+                                         // the top 3 of each bucket)
+                    if (kt1 < 0) kt1 = getenv("MSLAB_SELECT_TP1_KT") ? atoi(getenv("MSLAB_SELECT_TP1_KT")) : 128;
                     FxArgs x1 = x;
                     x1.tinit = ti, x1.p1stride = ks < 1 ? 1 : ks;
                     x1.mt = (d.M + rm1 - 1) / rm1, x1.nitems = nw * x1.mt;
@@ -2234,6 +2241,9 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                     if (kt1 == 64) {
                         if (D == 64) tp_thr1<64, 32, 256, 64, 4, 4><<<g1, 256, tp1_smem(64, 32, 64, 4)>>>(x1);
                         else tp_thr1<128, 32, 256, 64, 4, 4><<<g1, 256, tp1_smem(128, 32, 64, 4)>>>(x1);
+                    } else if (kt1 == 3) {
+                        if (D == 64) tp_thr1<64, 32, 256, 128, 2, 2, 3><<<g1, 256, tp1_smem(64, 32, 128, 2)>>>(x1);
+                        else tp_thr1<128, 32, 256, 128, 2, 2, 3><<<g1, 256, tp1_smem(128, 32, 128, 2)>>>(x1);
                     } else {
                         if (D == 64) tp_thr1<64, 32, 256, 128, 2, 2><<<g1, 256, tp1_smem(64, 32, 128, 2)>>>(x1);
                         else tp_thr1<128, 32, 256, 128, 2, 2><<<g1, 256, tp1_smem(128, 32, 128, 2)>>>(x1);
