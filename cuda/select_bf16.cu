@@ -609,7 +609,7 @@ __device__ __forceinline__ unsigned sel_warp_excl(unsigned x) {
 __device__ void tp_hist_update(int *h, unsigned *cnt, int *thr, int S, int sh);
 template <int NW>
 __device__ void tp_compact_reg(uint16_t *v, unsigned *cnt, int *thr, int S, int *hm = nullptr, int win = 0,
-                               int hsh = 0, int *nbelow = nullptr) {
+                               int hsh = 0) {
     int lane = threadIdx.x & 31, n = (int)(*cnt & 0xffffu);
     if (n <= S) return;
     const uint32_t *vw = (const uint32_t *)v;
@@ -628,15 +628,7 @@ __device__ void tp_compact_reg(uint16_t *v, unsigned *cnt, int *thr, int S, int 
         for (int k = 0; k < NW; k++) acc += __vsetgeu2(wv[k], c * 0x10001u);
         return __reduce_add_sync(0xffffffffu, (acc & 0xffffu) + (acc >> 16));
     };
-    const unsigned told = (unsigned)*thr;
-    unsigned lo = told, hi = __reduce_max_sync(0xffffffffu, mx);
-    // s11: a start threshold (pass 1's t1, x.tinit) that fewer than S of the sketch's keys reach: the
-    // sketch's own S-th (below it) decides what is kept; the row's threshold stays, no histogram
-    const bool below = told > 0 && (int)count(told) < S;
-    if (below) {
-        lo = 0;
-        if (nbelow && lane == 0) atomicAdd(nbelow, 1);
-    }
+    unsigned lo = (unsigned)*thr, hi = __reduce_max_sync(0xffffffffu, mx);
     int clo = 0; // count(>= lo) once known; win > 0: the search stops at any lo that keeps S .. S + win
     while (lo < hi) { // count(>= lo) >= S
         unsigned mid = (lo + hi + 1) >> 1;
@@ -648,8 +640,6 @@ __device__ void tp_compact_reg(uint16_t *v, unsigned *cnt, int *thr, int S, int 
     }
     if (lo == 0) { // (NaN scores) the padding has key 0 too: fx_keep's ordered loop over the n entries
         fx_keep(v, n, cnt, thr, 0, S - (int)count(1), S);
-        if (below && lane == 0) *thr = (int)told;
-        __syncwarp();
         return;
     }
     unsigned tau = lo;
@@ -658,7 +648,7 @@ __device__ void tp_compact_reg(uint16_t *v, unsigned *cnt, int *thr, int S, int 
     // (key - tau) >> sh (the top bin: all from tau + (255 << sh) up)
     int sh = 0; // histogram bins of 2^sh keys, sh <= hsh: the finest with few keys past them
     bool few = false;
-    for (; hm && !below; sh++) {
+    for (; hm; sh++) {
         unsigned c = tau + ((TP_HB - 1u) << sh);
         few = c > 0xffffu || (int)count(c) <= S / 8;
         if (few || sh >= hsh) break;
@@ -705,7 +695,7 @@ __device__ void tp_compact_reg(uint16_t *v, unsigned *cnt, int *thr, int S, int 
             if (keep) v[pos++] = (uint16_t)a;
         }
     __syncwarp();
-    if (lane == 0) *cnt = (*cnt & 0xffff0000u) | (unsigned)(early ? clo : S), *thr = (int)(below ? told : tau);
+    if (lane == 0) *cnt = (*cnt & 0xffff0000u) | (unsigned)(early ? clo : S), *thr = (int)tau;
     __syncwarp();
 }
 
@@ -774,7 +764,7 @@ __device__ __forceinline__ void fx_compact_rows(uint16_t *sk, int capf, unsigned
 template <int CAPF>
 __device__ __forceinline__ int tp_update_rows(uint16_t *sk, unsigned *cnt, int *thr, int *hm, int rows, int S,
                                               int over, int upd, bool tohist, int win, int hsh,
-                                              const unsigned *fl = nullptr, int *nbelow = nullptr) {
+                                              const unsigned *fl = nullptr) {
     // the rows with work (every warp finds the same masks), dealt out in turn: compactions first,
     // then updates
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarp = blockDim.x / 32, n = 0, k = 0;
@@ -790,7 +780,7 @@ __device__ __forceinline__ int tp_update_rows(uint16_t *sk, unsigned *cnt, int *
     for (; mc; mc &= mc - 1, k++) {
         int r = __ffs(mc) - 1;
         if (k % nwarp != warp) continue;
-        tp_compact_reg<CAPF / 64>(sk + r * CAPF, &cnt[r], &thr[r], S, tohist ? &hm[r] : nullptr, win, hsh, nbelow);
+        tp_compact_reg<CAPF / 64>(sk + r * CAPF, &cnt[r], &thr[r], S, tohist ? &hm[r] : nullptr, win, hsh);
         n += 1 << 16;
     }
     for (; mu; mu &= mu - 1, k++) {
@@ -820,12 +810,7 @@ struct FxArgs {
     int hupd;                  // tp histogram rows: a threshold update every hupd inserts (TP_HUPD; the
                                // tests' select_bf16_tph_upd)
     unsigned long long *prof;  // MSLAB_SELECT_PROF: tp_select's clock64 section sums (TP_NPROF), else null
-    int *tinit;                // s11 (MSLAB_SELECT_TP2): per-row start thresholds [B, H, nblk, M] (pass 1's
-                               // t1), else null
-    int room;                  // tp: sketch rows compact past this many entries (0: CAPF - TP_KT; the tests'
-                               // select_bf16_tp_room)
-    int p1stride;              // s11: pass 1 sweeps every p1stride-th tile (MSLAB_SELECT_TP1_STRIDE, default 1)
-    int *tout;                 // s11 oracle (MSLAB_SELECT_TP2=2): tp_select's final thresholds, else null
+    int *tinit;                // two-pass (s11): pass 1's thresholds per member row [B, H, nblk, M]
 };
 // tp_select's profile sections (MSLAB_SELECT_PROF=1: per-warp clock64 sums, printed per call)
 #define TP_NPROF 18
@@ -876,8 +861,7 @@ __device__ bool fx_next(const FxArgs &x, double *qs, int *s_item, int *erow, uns
 // than the finish's cap), by too few (< nsel); tp: by an invalid bound; the most survivors of a row;
 // tp's histogram rows (rows that turned) and their threshold updates; tp rows whose threshold the
 // finish raised (more than x.pcap survivors, TP_PMAX but in the tests; counted where t moved)
-// s11: compactions whose start threshold (pass 1's) fewer than S sketch keys reached (tp_compact_reg's below)
-enum { CTL_FBUF = 6, CTL_FSURV, CTL_FFEW, CTL_FBOUND, CTL_MAXSURV, CTL_HROWS, CTL_HUPD, CTL_RAISED, CTL_BELOW, CTL_N };
+enum { CTL_FBUF = 6, CTL_FSURV, CTL_FFEW, CTL_FBOUND, CTL_MAXSURV, CTL_HROWS, CTL_HUPD, CTL_RAISED, CTL_N };
 static_assert(CTL_N <= 16, "ctrl: 64 bytes cleared per call");
 struct FxEnt {
     unsigned long long k;
@@ -1362,7 +1346,7 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
             int e = tp_exp(mx);
             if (lane == 0) {
                 crow[r] = __fmul_ru(TP_C16, n), qe[r] = e == TP_EBAD ? 0 : e, hm[r] = 0;
-                if (x.tinit && r < rows && erow[r] > a.S) // s11: pass 1's start threshold
+                if (P2 && r < rows && erow[r] > a.S) // pass 1's threshold
                     thr[r] = x.tinit[(((size_t)U.b * a.H + U.h) * a.nblk + U.c) * a.M + m0 + r];
                 if (r < rows && (!(n * nkmax <= 0x1p100f) || e == TP_EBAD)) // falls back
                     atomicAdd(x.ctrl + 1, 1), atomicAdd(x.ctrl + CTL_FBOUND, 1);
@@ -1402,7 +1386,7 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
         const float cr0 = crow[r0], cr1 = crow[r1];
         const float fq0 = ldexpf(1.0f, -qe[r0]), fq1 = ldexpf(1.0f, -qe[r1]);
         const int er0 = erow[r0], er1 = erow[r1];
-        const int fover = x.room > 0 ? x.room : CAPF - TP_KT; // a sketch row's insert past this count flags a compaction
+        const int fover = CAPF - TP_KT; // a sketch row's insert past this count flags a compaction
         if (tid < 4) s_fl[tid >> 1][tid & 1] = 0u; // read after the first tile's barrier
         mark(TPP_PRO);
         count(TPP_NTILE, ntile);
@@ -1524,23 +1508,20 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
                 issue(jt + 1);   // s9 r3: issued after the MMAs instead (one more barrier): no gain; s10 r2
                                  // (with the flags below, 3 barriers a tile, not 2): 64K 5.85 vs 5.75 ms
                 int n = tp_update_rows<CAPF>(sk, cnt, thr, hm, rows, a.S, fover, x.hupd, true, TP_CWIN,
-                                       TP_HSH, s_fl[jt & 1], x.ctrl + CTL_BELOW);
+                                       TP_HSH, s_fl[jt & 1]);
                 count(TPP_NCMP, n >> 16), count(TPP_NUPD, n & 0xffff), nupd += n & 0xffff;
             }
             mark(TPP_CMP);
         }
         __syncthreads();
         if (!P2)
-            nupd += tp_update_rows<CAPF>(sk, cnt, thr, hm, rows, a.S, 0, 1, false, 0, 0, nullptr, x.ctrl + CTL_BELOW) &
-                    0xffff; // final
+            nupd += tp_update_rows<CAPF>(sk, cnt, thr, hm, rows, a.S, 0, 1, false, 0, 0) & 0xffff; // final
         if (warp == 0) { // the item's histogram rows (select_bf16_last_stats)
             int nh = __popc(__ballot_sync(0xffffffffu, lane < rows && hm[lane]));
             if (lane == 0 && nh) atomicAdd(x.ctrl + CTL_HROWS, nh);
         }
         if (tid == 0) s_row = 0;
         __syncthreads();
-        if (x.tout && tid < rows) // s11 oracle: the final thresholds
-            x.tout[(((size_t)U.b * a.H + U.h) * a.nblk + U.c) * a.M + m0 + tid] = thr[tid];
         mark(TPP_FCMP);
         // per row (a warp): survivors, sorted by s'; intervals; clusters; exact scores where
         // needed; the final order
@@ -1723,27 +1704,33 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// tp pass 1 (s11, MSLAB_SELECT_TP2=1): a fixed threshold per row before the sweep. Scores from the
-// fp16 hi limbs alone (one MMA per 16 dims: s1 = qh.kh, |s - s1| <= TP_C1 |q| |k|), their lower
-// bounds' 16-bit keys kept per bucket in registers: a lane's 4 key columns of a row x NP tile
-// phases (tile jt: phase jt % NP) = 64 NP buckets a row, the top 2 of each (two keys a word:
-// __vmaxu2 / __vminu2). Every bucket value is a distinct candidate's lower bound, so the S-th
-// largest t1 of the 128 NP values is one that S candidates reach: a valid threshold for the sweep
-// (tp_select starts each row there, x.tinit). Found by a bisection on the key over the row's 16
-// lanes (4 warps), one barrier a step.
+// Two-pass tp (s11; the default where the longest row has <= TP2_MAXLD candidates, MSLAB_SELECT_TP2=0:
+// never). Pass 1 (tp_thr1) gives each row a fixed threshold t1 before the sweep; pass 2 (tp_select<P2>)
+// sweeps with it: no sketch, no compactions or histogram updates, the tile double-buffered (one barrier
+// a tile), the finish as tp's (a row past x.pcap survivors raised by tp_raise). Pass 1: scores from the
+// fp16 hi limbs alone (one MMA per 16 dims: s1 = qh.kh, |s - s1| <= TP_C1 |q| |k|); their lower bounds'
+// 16-bit keys kept per bucket in registers: a lane's 8 key columns of a row x 2 tile phases (tile it:
+// phase it & 1) = 256 buckets a row, the top 3 of each (two keys a word: __vmaxu2 / __vminu2). Every
+// bucket value is a distinct candidate's lower bound, so the S-th largest t1 of the 768 values is one
+// that S candidates reach: a valid threshold (a candidate whose upper bound is below it has S above
+// it). Found by a bisection on the key over the row's 16 lanes (4 warps), one barrier a step. 128-key
+// tiles, two cp.async stages (the pooled q in them until the first tile is issued).
 // The bound: q - qh, k - kh <= u |q|, u |k| (u = 2^-11 + 2^-23, as TP_C16's derivation) ->
 // (2u + u^2) |q| |k| = 9.77e-4, plus TP_C16 (accumulation, flushes): TP_C1 = 9.9e-4.
 #define TP_C1 9.9e-4f
-__host__ __device__ constexpr int tp1_smem(int DM, int RM, int KT, int NS) {
-    // NS stages of KT keys (the pooled q in them until the first tiles are issued), q hi limbs, norms,
-    // scales, counts
-    return (NS * KT * (DM + 8) * 2 > RM * (DM + 4) * 8 ? NS * KT * (DM + 8) * 2 : RM * (DM + 4) * 8) +
-           RM * (DM + 8) * 2 + 2 * NS * KT * 4 + 3 * RM * 4;
+#define TP1_KT 128 // pass 1: keys a tile
+#define TP1_NS 2   // cp.async stages
+#define TP1_NP 2   // tile phases (buckets: 32 NB NP = 256 a row)
+#define TP1_TK 3   // the top 3 of each bucket
+__host__ __device__ constexpr int tp1_smem(int DM) {
+    // the stages (the pooled q in them until the first tiles are issued), q hi limbs, norms, scales, counts
+    return (TP1_NS * TP1_KT * (DM + 8) * 2 > TP_RM * (DM + 4) * 8 ? TP1_NS * TP1_KT * (DM + 8) * 2
+                                                                   : TP_RM * (DM + 4) * 8) +
+           TP_RM * (DM + 8) * 2 + 2 * TP1_NS * TP1_KT * 4 + 3 * TP_RM * 4;
 }
-// RM rows an item, NT threads (RM 32 / 256 threads: two CTAs per SM; 64 / 512: one, half the tile traffic)
-// KT keys a tile in NS cp.async stages, NP tile phases (buckets: 32 NB NP a row), the top TK (2 / 3) of each
-template <int DM, int RM, int NT, int KT, int NS, int NP, int TK = 2>
-__global__ void __launch_bounds__(NT, 512 / NT) tp_thr1(FxArgs x) {
+template <int DM>
+__global__ void __launch_bounds__(FX_NT, 2) tp_thr1(FxArgs x) {
+    constexpr int RM = TP_RM, NT = FX_NT, KT = TP1_KT, NS = TP1_NS, NP = TP1_NP, TK = TP1_TK;
     constexpr int QLD = DM + 4, KLD = DM + 8, KS = DM / 16, CPR = DM / 8, ALD = DM + 8;
     constexpr int WM = RM / 16, WN = NT / 32 / WM, NB = KT / 8 / WN;
     static_assert(NB % 2 == 0 && WN == 4 && NB * NP * 32 >= 256, "tp_thr1 tiling: 16 lanes a row, >= 256 buckets");
@@ -1786,11 +1773,10 @@ __global__ void __launch_bounds__(NT, 512 / NT) tp_thr1(FxArgs x) {
         size_t kvh = (size_t)U.b * a.KVH + U.h / (a.H / a.KVH);
         const uint16_t *kb = x.kbf + kvh * a.NK * 2 * DM;
         const float *knb = x.knorm + kvh * ((a.NK + 3) / 4 * 4), *kfb = x.kfac + kvh * ((a.NK + 3) / 4 * 4);
-        // the tiles swept: jt = ks it (ks = x.p1stride: a subset of every ks-th tile, MSLAB_SELECT_TP1_STRIDE)
-        const int ks = x.p1stride, ntile = ((ld + KT - 1) / KT + ks - 1) / ks;
-        auto issue = [&](int it) { // tile ks it's hi limbs into stage it % NS (a commit group, empty past the last)
+        const int ntile = (ld + KT - 1) / KT;
+        auto issue = [&](int it) { // tile it's hi limbs into stage it % NS (a commit group, empty past the last)
             if (it < ntile) {
-                int b = it % NS, jt = it * ks;
+                int b = it % NS, jt = it;
                 uint16_t *kd = kt + b * KT * KLD;
                 for (int e = tid; e < KT * CPR; e += NT) {
                     int jj = e / CPR, c = e % CPR, j = min(jt * KT + jj, ld - 1);
@@ -1840,7 +1826,7 @@ __global__ void __launch_bounds__(NT, 512 / NT) tp_thr1(FxArgs x) {
                                       (wn * NB * 8 + (lane >> 4) * 8 + (lane & 7)) * KLD + ((lane >> 3) & 1) * 8;
                 const float *knt = kn + b * KT + wn * NB * 8 + 2 * cq;
                 const float *kft = kf + b * KT + wn * NB * 8 + 2 * cq;
-                const int jt = it * ks;
+                const int jt = it;
                 float am[NB][4];
 #pragma unroll
                 for (int n = 0; n < NB; n++)
@@ -2057,18 +2043,22 @@ static int g_select_stats[CTL_N]; // the last fused / tp call's ctrl words (sele
 // tile, select_bf16_tph_upd)
 static int g_tph_upd = TP_HUPD;
 static_assert(TP_HUPD <= TP_HUMAX(TP_CAPF), "the ring holds TP_HUPD - 1 keys and a tile's inserts");
-static int g_tp_room = 0; // tp: sketch room before a compaction (0: TP_CAPF - TP_KT; tests: less)
-static int g_tp2 = -1;    // s11: MSLAB_SELECT_TP2 (-1: from the environment; select_bf16_tp2)
+static int g_tp2 = -1; // the two-pass tp: 1 where it applies, 0 never (-1: MSLAB_SELECT_TP2, default 1;
+                       // the tests' select_bf16_tp2)
 static int g_tp_pcap = TP_PMAX; // tp's survivors past which the finish raises a row's threshold (tests: less)
-// host side of the fused path (tp: the two-pass tp_select); -1: not handled here (the caller
-// runs the next path), or a row failed (likewise, after this call wrote partial lists that the
-// next path then overwrites)
+// host side of the fused path (kind 0: fx_select; 1: tp_select; 2: tp's two passes, tp_thr1 then
+// tp_select<P2>); -1: not handled here (the caller runs the next path), or a row failed (likewise,
+// after this call wrote partial lists that the next path then overwrites)
 // MSLAB_SELECT_BF16 (select_mode below): the default path, and auto's tp cut
 // auto: tp from TP_AUTO_MIN candidates in the longest row, else fused. s7 r3 (H200, paper config,
 // B=1 H=32 D=128): tp faster at every measured length (16K 0.75 vs 1.02 ms, 32K 2.47 / 3.49, 64K
 // 7.22 / 10.16, 128K 21.2 / 31.2; s6: 1M 873 / 1236), so 0: tp wherever it applies
 #define SELECT_DEFAULT 3
 #define TP_AUTO_MIN 0
+// the two-pass tp where the longest row has <= TP2_MAXLD candidates (128K tokens at w 16). s11 r3 (H200,
+// paper config, B=1 H=32 D=128, MSLAB_SELECT_PERF, ms, same snippet): 32K 1.88 vs 2.00, 128K 15.14 vs
+// 16.06, 1M 562 vs 544 (pass 1 there 160 ms of it)
+#define TP2_MAXLD 8192
 // the tp_select instance for head dim D (64 / 128)
 typedef void (*TpKernel)(FxArgs);
 static TpKernel tp_kernel(int D, bool p2 = false) {
@@ -2077,7 +2067,10 @@ static TpKernel tp_kernel(int D, bool p2 = false) {
 }
 static int select_mode(void);
 static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q,
-                          const uint16_t *k, int B, int T, int H, int KVH, int D, bool tp) {
+                          const uint16_t *k, int B, int T, int H, int KVH, int D, int kind) {
+    const bool tp = kind > 0, tp2 = kind == 2;
+    if (g_tp2 < 0) g_tp2 = getenv("MSLAB_SELECT_TP2") ? atoi(getenv("MSLAB_SELECT_TP2")) != 0 : 1;
+    if (tp2 && !g_tp2) return -1;
     AttnDims d;
     if (attn_dims(cfg, T, &d)) return -1;
     if (d.M <= 0 || d.S <= 0 || d.S > FX_CAPF - 2 * FX_KT || (D != 64 && D != 128)) return -1;
@@ -2090,7 +2083,8 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     int *hord = (int *)malloc(sizeof(int) * nunit);
     MS_ASSERT(hord, "out of memory");
     for (size_t i = 0; i < nunit; i++) maxld = hu[i].ld > maxld ? hu[i].ld : maxld;
-    if (maxld > 65535 || (tp && select_mode() == 3 && maxld < TP_AUTO_MIN)) { // 16-bit counters
+    if (maxld > 65535 || (tp && select_mode() == 3 && maxld < TP_AUTO_MIN) || (tp2 && maxld > TP2_MAXLD)) {
+        // 16-bit counters; the two-pass's cut
         free(hu), free(hord);
         return -1;
     }
@@ -2117,12 +2111,9 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     size_t nkn = tp ? heads * nkp + 128 : 0; // floats
     size_t o_kbf = align256(o_ctrl + 256), o_kn = align256(o_kbf + (tp ? kb_n * 4 : 0));
     size_t o_kf = align256(o_kn + nkn * 4), o_qg = align256(o_kf + nkn * 4);
-    // s11 (MSLAB_SELECT_TP2=1: pass 1's start thresholds; 2: an oracle, tp_select run twice, the second
-    // from the first's final thresholds): a threshold per member row
-    if (g_tp2 < 0) g_tp2 = getenv("MSLAB_SELECT_TP2") ? atoi(getenv("MSLAB_SELECT_TP2")) : 0;
-    const int tp2 = g_tp2;
+    // two-pass: pass 1's threshold per member row
     size_t o_ti = align256(o_qg + (tp ? (size_t)nslot * rm * D * 8 : 0));
-    size_t total = o_ti + (tp && tp2 ? (size_t)B * H * d.nblk * d.M * 4 : 0);
+    size_t total = o_ti + (tp2 ? (size_t)B * H * d.nblk * d.M * 4 : 0);
     char *scr = (char *)cuda_scratch(SCRATCH_SPARSE_BF16, total);
     FxArgs x;
     memset(&x, 0, sizeof x);
@@ -2161,7 +2152,6 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     int upd = env_upd > 0 && g_tph_upd == TP_HUPD ? env_upd : g_tph_upd;
     x.hupd = upd < TP_HUMAX(capf) ? upd : TP_HUMAX(capf);
     x.pcap = g_tp_pcap < TP_PMAX ? g_tp_pcap : TP_PMAX;
-    x.room = g_tp_room > d.S && g_tp_room < capf - TP_KT ? g_tp_room : 0;
     if (profon && tp) {
         x.prof = dprof;
         cudaCheck(cudaMemsetAsync(dprof, 0, sizeof(unsigned long long) * TP_NPROF));
@@ -2178,7 +2168,7 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         cudaLaunchCheck();
     }
     if (profon) tp1 = pnow();
-    size_t smem = tp ? tp_smem(D, capf) : sizeof(double) * (64 * (D + 4) + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2;
+    size_t smem = tp ? tp_smem(D, capf, tp2) : sizeof(double) * (64 * (D + 4) + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2;
     static bool attr = false;
     if (!attr) {
         int s64 = (int)(sizeof(double) * (64 * 68 + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2);
@@ -2191,18 +2181,8 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
             cudaCheck(cudaFuncSetAttribute((const void *)tp_kernel(dm, true),
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tp_smem(dm, TP_CAPF, true)));
         }
-        cudaCheck(cudaFuncSetAttribute(tp_thr1<64, 32, 256, 64, 4, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       tp1_smem(64, 32, 64, 4)));
-        cudaCheck(cudaFuncSetAttribute(tp_thr1<128, 32, 256, 64, 4, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       tp1_smem(128, 32, 64, 4)));
-        cudaCheck(cudaFuncSetAttribute(tp_thr1<64, 32, 256, 128, 2, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       tp1_smem(64, 32, 128, 2)));
-        cudaCheck(cudaFuncSetAttribute(tp_thr1<128, 32, 256, 128, 2, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       tp1_smem(128, 32, 128, 2)));
-        cudaCheck(cudaFuncSetAttribute(tp_thr1<64, 32, 256, 128, 2, 2, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       tp1_smem(64, 32, 128, 2)));
-        cudaCheck(cudaFuncSetAttribute(tp_thr1<128, 32, 256, 128, 2, 2, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       tp1_smem(128, 32, 128, 2)));
+        cudaCheck(cudaFuncSetAttribute(tp_thr1<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, tp1_smem(64)));
+        cudaCheck(cudaFuncSetAttribute(tp_thr1<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, tp1_smem(128)));
         attr = true;
     }
     for (size_t u0 = 0; u0 < nunit;) {
@@ -2225,44 +2205,17 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
             x.nitems = nw * mt;
             int grid = x.nitems < nslot ? x.nitems : nslot;
             if (profon) tk = pnow();
-            if (tp && tp2) { // s11: pass 1 (or the oracle's first run), then tp_select from its thresholds
-                int *ti = (int *)(scr + o_ti);
-                if (tp2 == 1 || tp2 == 3) {
-                    static int ks = -1;
-                    if (ks < 0) ks = getenv("MSLAB_SELECT_TP1_STRIDE") ? atoi(getenv("MSLAB_SELECT_TP1_STRIDE")) : 1;
-                    const int rm1 = 32;
-                    static int kt1 = -1; // MSLAB_SELECT_TP1_KT: pass 1's keys a tile (64: 4 stages, 128: 2; 3: 128,
-                                         // the top 3 of each bucket)
-                    if (kt1 < 0) kt1 = getenv("MSLAB_SELECT_TP1_KT") ? atoi(getenv("MSLAB_SELECT_TP1_KT")) : 128;
-                    FxArgs x1 = x;
-                    x1.tinit = ti, x1.p1stride = ks < 1 ? 1 : ks;
-                    x1.mt = (d.M + rm1 - 1) / rm1, x1.nitems = nw * x1.mt;
-                    int g1 = x1.nitems < nsm * 64 / rm1 ? x1.nitems : nsm * 64 / rm1;
-                    if (kt1 == 64) {
-                        if (D == 64) tp_thr1<64, 32, 256, 64, 4, 4><<<g1, 256, tp1_smem(64, 32, 64, 4)>>>(x1);
-                        else tp_thr1<128, 32, 256, 64, 4, 4><<<g1, 256, tp1_smem(128, 32, 64, 4)>>>(x1);
-                    } else if (kt1 == 3) {
-                        if (D == 64) tp_thr1<64, 32, 256, 128, 2, 2, 3><<<g1, 256, tp1_smem(64, 32, 128, 2)>>>(x1);
-                        else tp_thr1<128, 32, 256, 128, 2, 2, 3><<<g1, 256, tp1_smem(128, 32, 128, 2)>>>(x1);
-                    } else {
-                        if (D == 64) tp_thr1<64, 32, 256, 128, 2, 2><<<g1, 256, tp1_smem(64, 32, 128, 2)>>>(x1);
-                        else tp_thr1<128, 32, 256, 128, 2, 2><<<g1, 256, tp1_smem(128, 32, 128, 2)>>>(x1);
-                    }
-                    x.tinit = ti;
-                } else {
-                    x.tout = ti, x.tinit = NULL;
-                    tp_kernel(D)<<<grid, FX_NT, smem>>>(x);
-                    x.tout = NULL, x.tinit = ti;
-                }
+            if (tp2) { // pass 1 (its thresholds into x.tinit), then pass 2
+                x.tinit = (int *)(scr + o_ti);
+                if (D == 64) tp_thr1<64><<<grid, FX_NT, tp1_smem(64)>>>(x);
+                else tp_thr1<128><<<grid, FX_NT, tp1_smem(128)>>>(x);
                 cudaLaunchCheck();
                 if (profon) {
                     double t = pnow();
                     kpass1 += t - tk, tk = t;
                 }
                 cudaCheck(cudaMemsetAsync(x.ctrl, 0, 4));
-                if (tp2 == 3) tp_kernel(D, true)<<<grid, FX_NT, tp_smem(D, capf, true)>>>(x);
-                else tp_kernel(D)<<<grid, FX_NT, smem>>>(x);
-                x.tinit = NULL;
+                tp_kernel(D, true)<<<grid, FX_NT, smem>>>(x);
             } else if (tp) {
                 tp_kernel(D)<<<grid, FX_NT, smem>>>(x);
             } else if (D == 64) fx_select<64><<<grid, FX_NT, smem>>>(x);
@@ -2281,10 +2234,10 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     if (profon) {
         int occ = 0; // resident CTAs per SM
         if (tp)
-            cudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, (const void *)tp_kernel(D), FX_NT, smem));
+            cudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, (const void *)tp_kernel(D, tp2), FX_NT, smem));
         fprintf(stderr, "select_bf16 prof %s T=%d (%d CTAs/SM): pool+prep %.3f ms, select kernel %.3f ms, merge %.3f ms, "
-                "pass 1 (MSLAB_SELECT_TP2=%d) %.3f ms\n",
-                tp ? "tp" : "fused", T, occ, tp1 - tp0, ksel, kmerge, tp2, kpass1);
+                "pass 1 %.3f ms\n",
+                tp2 ? "tp two-pass" : tp ? "tp" : "fused", T, occ, tp1 - tp0, ksel, kmerge, kpass1);
         if (tp) {
             unsigned long long hp[TP_NPROF], tot = 0;
             cudaCheck(cudaMemcpy(hp, dprof, sizeof hp, cudaMemcpyDeviceToHost));
@@ -2311,13 +2264,12 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         fprintf(stderr,
                 "select_bf16 %s%s: T=%d S=%d maxld=%d capg %d: failed rows %d (buffer %d, survivors %d, "
                 "too few %d, bound %d), max inserts %d, max survivors %d (cap %d); all rows: survivors %d, "
-                "exact %d; histogram rows %d, updates %d; thresholds raised %d; below pass 1 %d\n",
-                tp ? "tp" : "fused", ctrl[1] ? " (falls back)" : "", T, d.S, maxld, capg, ctrl[1], ctrl[CTL_FBUF],
+                "exact %d; histogram rows %d, updates %d; thresholds raised %d\n",
+                tp2 ? "tp two-pass" : tp ? "tp" : "fused", ctrl[1] ? " (falls back)" : "", T, d.S, maxld, capg, ctrl[1], ctrl[CTL_FBUF],
                 ctrl[CTL_FSURV], ctrl[CTL_FFEW], ctrl[CTL_FBOUND], ctrl[2], ctrl[CTL_MAXSURV],
-                tp ? x.pcap : FX_PMAX, ctrl[5], ctrl[4], ctrl[CTL_HROWS], ctrl[CTL_HUPD], ctrl[CTL_RAISED],
-                ctrl[CTL_BELOW]);
+                tp ? x.pcap : FX_PMAX, ctrl[5], ctrl[4], ctrl[CTL_HROWS], ctrl[CTL_HUPD], ctrl[CTL_RAISED]);
     free(hu), free(hord);
-    g_select_path = tp ? (ctrl[1] ? 0 : 4) : ctrl[1] ? 2 : 1;
+    g_select_path = tp ? (ctrl[1] ? 0 : tp2 ? 5 : 4) : ctrl[1] ? 2 : 1;
     return ctrl[1] ? -1 : 0;
 }
 
@@ -2432,8 +2384,7 @@ extern "C" int select_bf16_last_path(void) { return g_select_path; }
 // failures, max inserts, max survivors, histogram rows, histogram updates, raised rows); returns
 // how many
 extern "C" int select_bf16_last_stats(int *st, int n) {
-    const int w[] = {1, CTL_FBUF, CTL_FSURV, CTL_FFEW, CTL_FBOUND, 2, CTL_MAXSURV, CTL_HROWS, CTL_HUPD, CTL_RAISED,
-                     CTL_BELOW};
+    const int w[] = {1, CTL_FBUF, CTL_FSURV, CTL_FFEW, CTL_FBOUND, 2, CTL_MAXSURV, CTL_HROWS, CTL_HUPD, CTL_RAISED};
     int m = n < (int)(sizeof w / sizeof w[0]) ? n : (int)(sizeof w / sizeof w[0]);
     for (int i = 0; i < m; i++) st[i] = g_select_stats[w[i]];
     return m;
@@ -2453,17 +2404,10 @@ extern "C" int select_bf16_tp_cap(int cap) {
     return c;
 }
 
-// tp: sketch rows compact past room entries (0: the default, TP_CAPF - TP_KT; the tests set less, so that
-// pass 2's rows compact with a start threshold); returns the previous setting
-extern "C" int select_bf16_tp_room(int room) {
-    int r = g_tp_room;
-    g_tp_room = room;
-    return r;
-}
-// s11: tp's start thresholds (0 none, 1 pass 1, 2 oracle; -1: MSLAB_SELECT_TP2); returns the previous
-extern "C" int select_bf16_tp2(int mode) {
+// the two-pass tp (1 where it applies, 0 never; -1: MSLAB_SELECT_TP2 again); returns the previous setting
+extern "C" int select_bf16_tp2(int on) {
     int m = g_tp2;
-    g_tp2 = mode;
+    g_tp2 = on;
     return m;
 }
 
@@ -2481,8 +2425,9 @@ extern "C" int select_bf16(AttnIndex *ix, const struct AttnConfig *cfg, const ui
     if (cfg->kind == ATTN_MS && cfg->pool == POOL_MEAN && cfg->score == SCORE_DOT &&
         cfg->select == SELECT_REGION && cfg->order == ORDER_RANK && !getenv("MSLAB_SELECT_SLOW") &&
         ((select_blocks(ix, cfg, q, k, B, T, H, KVH, D) == 0 && (g_select_path = 3) > 0) ||
-         (select_mode() >= 2 && fx_select_host(ix, cfg, q, k, B, T, H, KVH, D, true) == 0) ||
-         (select_mode() >= 1 && fx_select_host(ix, cfg, q, k, B, T, H, KVH, D, false) == 0) ||
+         (select_mode() >= 2 && fx_select_host(ix, cfg, q, k, B, T, H, KVH, D, 2) == 0) ||
+         (select_mode() >= 2 && fx_select_host(ix, cfg, q, k, B, T, H, KVH, D, 1) == 0) ||
+         (select_mode() >= 1 && fx_select_host(ix, cfg, q, k, B, T, H, KVH, D, 0) == 0) ||
          fs_select(ix, cfg, q, k, B, T, H, KVH, D) == 0))
         return 0;
     g_select_path = 0;

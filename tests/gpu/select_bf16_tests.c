@@ -2,9 +2,10 @@
 // the lists must equal the CPU's attention_select on the same bf16-rounded inputs. The small
 // shapes are checked in sparse_bf16_tests.c (t_sb) beside the kernels that read the lists.
 //
-// Each shape runs the ms paths, old (scores in global memory), fused (running top-S) and tp (the
-// two-pass fused path: tensor-core scores with an error bound, exact scores where it cannot
-// order), twice each (the second run must repeat the bits), and compares every entry of the list
+// Each shape runs the ms paths, old (scores in global memory), fused (running top-S), tp (the
+// default: fp16-split tensor-core scores with an error bound, exact scores where it cannot order;
+// since s11 two passes where the rows are short enough, a threshold per row then a sweep from it,
+// path 5) and tp-sweep (tp_select alone, the two passes off: path 4), twice each (the second run must repeat the bits), and compares every entry of the list
 // with the CPU's (err = differing entries, tol 0). The fused / tp rows also fail when the path
 // taken is not the expected one (fused / tp, or their fallbacks where the inputs are built to
 // overflow them; tp may also hand inputs with masses of ties to fused), so a fast path that
@@ -45,10 +46,9 @@ int select_bf16_last_stats(int *st, int n);
 // tp's finish: rows with more survivors than cap get their threshold raised (tp_raise; default
 // TP_PMAX = 512); returns the previous cap
 int select_bf16_tp_cap(int cap);
-// tp's sketch rows compact past room entries (0: the default); returns the previous
-int select_bf16_tp_room(int room);
-// s11: tp's start thresholds per row (0 none, 1 pass 1, 2 oracle; -1 MSLAB_SELECT_TP2); returns the previous
-int select_bf16_tp2(int mode);
+// tp's two passes (pass 1's thresholds, then a sweep without sketches; path 5) where they apply: 1 on,
+// 0 off (tp_select alone, path 4), -1 MSLAB_SELECT_TP2; returns the previous setting
+int select_bf16_tp2(int on);
 // cuda/select_blocks.cu's switch (merge 1, few regions; path 3): 1 on, 0 off, -1 query; returns
 // the previous setting. Modes 0 / 1 below run with it off; mode 2 (merge 1 plans only) with it on.
 int select_blocks_set(int on);
@@ -61,9 +61,6 @@ static AttnConfig ms_cfg(int w, int top, int merge, int prefix) {
 
 // > 0: tp's survivor cap for the next rows (select_bf16_tp_cap: rows past it raise their threshold)
 static int g_tpcap = 0;
-// tp mode: select_bf16_tp2 (> 0: pass 1's start thresholds; -1: the environment) and select_bf16_tp_room
-// (> 0: sketch rows compact past it: pass 2's compactions from a start threshold)
-static int g_tp2 = -1, g_room = 0;
 
 // > 0: key region r scaled by 2^(r / g_rise) (scores rising along the row: every new tile passes the
 // running threshold, which then jumps past tp_compact's window of 256 key steps)
@@ -72,7 +69,8 @@ static double g_rise = 0;
 // expect: path the fused mode must take (1 fused, 2 its fallback); | 4: merge 1 but the blocks
 // path must decline (too many regions), so mode 2 takes the fused path too; | 8: tp must turn rows
 // into histogram rows and update them (select_bf16_last_stats); | 16: tp must raise thresholds
-// (with g_tpcap); | 32: tp's compactions must have met a start threshold above the sketch's S-th (g_tp2 1)
+// (with g_tpcap). The tp mode (the default: two passes, path 5) and tp-sweep (tp_select alone, path 4)
+// both run; the histogram checks apply to tp-sweep
 static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH, int D,
                   int period, int expect) {
     // MSLAB_SELECT_ONLY=s: only the shapes whose name contains s; MSLAB_SELECT_TP_ONLY=1: only the tp mode
@@ -115,13 +113,14 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
     ig.idx = gpu->alloc(sizeof(int) * ni);
     int *h1 = malloc(sizeof(int) * ni), *h2 = malloc(sizeof(int) * ni), *fill = malloc(sizeof(int) * ni);
     for (size_t i = 0; i < ni; i++) fill[i] = 0x7eadbeef;
-    for (int mode = 0; mode < 4; mode++) { // old, fused, tp, blocks
-        if (mode == 3 && cfg.merge != 1) break;
-        if (tponly && mode != 2) continue;
+    for (int mode = 0; mode < 5; mode++) { // old, fused, tp (two passes), blocks, tp-sweep
+        if (mode == 3 && cfg.merge != 1) continue;
+        const int tpm = mode == 2 || mode == 4;
+        if (tponly && !tpm) continue;
         int blk = select_blocks_set(mode == 3);
-        int prev = select_bf16_set_mode(mode == 2 ? 2 : mode ? 1 : 0), rc = 0, path = -1, st[11] = {0};
-        int cap = mode == 2 && g_tpcap ? select_bf16_tp_cap(g_tpcap) : 0;
-        int tp2 = mode == 2 ? select_bf16_tp2(g_tp2) : -1, room = mode == 2 ? select_bf16_tp_room(g_room) : 0;
+        int prev = select_bf16_set_mode(tpm ? 2 : mode ? 1 : 0), rc = 0, path = -1, st[10] = {0};
+        int cap = tpm && g_tpcap ? select_bf16_tp_cap(g_tpcap) : 0;
+        int tp2 = mode == 4 ? select_bf16_tp2(0) : 0;
         size_t bad = 0, again = 0;
         double ms = 0;
         for (int rep = 0; rep < 2; rep++) {
@@ -132,10 +131,10 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
             rc |= select_bf16(&ig, &cfg, d_q, d_k, B, T, H, KVH, D);
             gpu->download(rep ? h2 : h1, ig.idx, sizeof(int) * ni);
             if (rep == 1) ms = (now_s() - t0) * 1e3; // includes the list download
-            if (rep == 0) path = select_bf16_last_path(), select_bf16_last_stats(st, 11);
+            if (rep == 0) path = select_bf16_last_path(), select_bf16_last_stats(st, 10);
         }
         if (cap) select_bf16_tp_cap(cap);
-        if (mode == 2) select_bf16_tp2(tp2), select_bf16_tp_room(room);
+        if (mode == 4) select_bf16_tp2(tp2);
         select_bf16_set_mode(prev);
         select_blocks_set(blk);
         if (rc) {
@@ -146,31 +145,29 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
             bad = list_diff(h1, ic.idx, ni, d.width, d.nblk, H);
         }
         int want = mode == 0 ? 0 : mode == 1 || (mode == 3 && (expect & 4)) ? expect & 3 : mode == 3 ? 3
-                   : (expect & 3) == 2 ? 2 : 4;
-        if (mode == 2 && period > 0 && path == 1) want = 1; // tp handed the ties to fused
+                   : (expect & 3) == 2 ? 2 : mode == 2 ? 5 : 4;
+        if (tpm && period > 0 && path == 1) want = 1; // tp handed the ties to fused
+        if (mode == 2 && period > 0 && path == 4) want = 4; // the two passes handed them to tp_select
         if (path != want) {
-            printf("    path %d, expected %d (0 old, 1 fused, 2 fused fell back, 3 blocks, 4 tp)\n", path, want);
+            printf("    path %d, expected %d (0 old, 1 fused, 2 fused fell back, 3 blocks, 4 tp, 5 tp two-pass)\n",
+                   path, want);
             bad += 1;
         }
-        if (mode == 2 && path == 4 && (expect & 8) && (st[7] <= 0 || st[8] <= 0)) {
+        if (mode == 4 && path == 4 && (expect & 8) && (st[7] <= 0 || st[8] <= 0)) {
             printf("    tp ran %d histogram rows, %d updates: expected some\n", st[7], st[8]);
             bad += 1;
         }
-        if (mode == 2 && path == 4 && (expect & 32) && st[10] <= 0) {
-            printf("    tp's compactions never met a start threshold above the sketch's S-th: expected some\n");
-            bad += 1;
-        }
-        if (mode == 2 && path == 4 && (expect & 16) && st[9] <= 0) {
+        if (tpm && path >= 4 && (expect & 16) && st[9] <= 0) {
             printf("    tp raised no row's threshold: expected some\n");
             bad += 1;
         }
         char op[64];
-        snprintf(op, sizeof op, "select_bf16.%s", (const char *[]){"old", "fused", "tp", "blocks"}[mode]);
+        snprintf(op, sizeof op, "select_bf16.%s", (const char *[]){"old", "fused", "tp", "blocks", "tp-sweep"}[mode]);
         report(op, shape, (double)bad, 0, again ? 0 : 1);
         printf("    %s: %.2f ms (CPU %.2f s), path %d", op, ms, tcpu, path);
-        if (mode == 1 || mode == 2) // failed rows, max inserts / survivors, histogram rows / updates
-            printf(" (failed %d, max inserts %d, max survivors %d, hist rows %d, updates %d, raised %d, below %d)",
-                   st[0], st[5], st[6], st[7], st[8], st[9], st[10]);
+        if (mode == 1 || tpm) // failed rows, max inserts / survivors, histogram rows / updates
+            printf(" (failed %d, max inserts %d, max survivors %d, hist rows %d, updates %d, raised %d)", st[0],
+                   st[5], st[6], st[7], st[8], st[9]);
         printf("\n");
     }
     free(h1), free(h2), free(fill), free(qb), free(kb), free(q), free(k), free(ic.idx);
@@ -220,12 +217,13 @@ static void t_sel_perf(int T, int blk) {
     const char *upd = getenv("MSLAB_SELECT_PERF_UPD"); // tp's histogram update interval (s9 A/B)
     int upd_prev = upd ? select_bf16_tph_upd(atoi(upd)) : 0;
     int tponly = getenv("MSLAB_SELECT_PERF_TP") && atoi(getenv("MSLAB_SELECT_PERF_TP"));
-    for (int mode = blk ? 3 : 2; mode >= 0; mode--) { // blocks / tp, fused, old
+    for (int mode = blk ? 3 : 4; mode >= 0; mode--) { // blocks / tp-sweep, tp, fused, old
         if (mode == 0 && !getenv("MSLAB_SELECT_PERF_OLD")) break;
         if (mode < 2 && tponly && !blk) break;
-        if (blk && mode == 2) continue;
+        if ((blk && mode == 2) || (!blk && mode == 3)) continue;
         int blk_prev = select_blocks_set(mode == 3);
-        int prev = select_bf16_set_mode(mode == 3 ? 1 : mode), x;
+        int prev = select_bf16_set_mode(mode == 3 ? 1 : mode == 4 ? 2 : mode), x;
+        int tp2 = mode == 4 ? select_bf16_tp2(0) : 0;
         double t0 = 0;
         for (int r = -1; r < 2; r++) {
             if (r == 0) gpu->download(&x, ig.idx, 4), t0 = now_s();
@@ -233,12 +231,13 @@ static void t_sel_perf(int T, int blk) {
         }
         gpu->download(&x, ig.idx, 4);
         double ms = (now_s() - t0) / 2 * 1e3;
-        int st[11] = {0};
-        select_bf16_last_stats(st, 11);
+        int st[10] = {0};
+        select_bf16_last_stats(st, 10);
+        if (mode == 4) select_bf16_tp2(tp2);
         printf("    select_bf16 perf %s T=%d H=32 D=128 %s%s: %.2f ms, path %d (failed %d, max inserts %d, "
-               "max survivors %d, hist rows %d, updates %d, raised %d, below %d)\n",
-               (const char *[]){"old", "fused", "tp", "blocks"}[mode], T, blk ? "moba-blk" : "paper",
-               normal ? " normal" : "", ms, select_bf16_last_path(), st[0], st[5], st[6], st[7], st[8], st[9], st[10]);
+               "max survivors %d, hist rows %d, updates %d, raised %d)\n",
+               (const char *[]){"old", "fused", "tp", "blocks", "tp-sweep"}[mode], T, blk ? "moba-blk" : "paper",
+               normal ? " normal" : "", ms, select_bf16_last_path(), st[0], st[5], st[6], st[7], st[8], st[9]);
         select_bf16_set_mode(prev);
         select_blocks_set(blk_prev);
     }
@@ -318,21 +317,6 @@ void t_select_bf16_all(void) {
     t_sel("ms small hist every tile raise", small, 1, 32768, 2, 1, 64, 0, 9);
     g_tpcap = 0;
     select_bf16_tph_upd(tu); // the default back
-    // s11: pass 1's start thresholds (tp_thr1): plain, rising, ties, D 64 / S 48, and rows compacting
-    // from a start threshold (room S + 8 / S + 1: mid-sweep compactions before the top S are in, so
-    // the sketch's own S-th lies below the start: tp_compact_reg's below path)
-    g_tp2 = 1;
-    t_sel("ms paper pass1", paper, 1, 32768, 2, 2, 128, 0, 1);
-    t_sel("ms paper pass1 ties p7", paper, 1, 32768, 2, 2, 128, 7, 1);
-    t_sel("ms small pass1 D64", small, 1, 16384, 2, 1, 64, 0, 1);
-    g_rise = 256;
-    t_sel("ms paper pass1 rising", paper, 1, 32768, 2, 2, 128, 0, 1);
-    g_rise = 0;
-    g_room = 384 + 8;
-    t_sel("ms paper pass1 room", paper, 1, 32768, 2, 2, 128, 0, 33);
-    g_room = 48 + 1;
-    t_sel("ms small pass1 room", small, 1, 16384, 2, 1, 64, 0, 33);
-    g_room = 0, g_tp2 = -1;
     t_sel_perf(32768, 1); // info: the moba-blk selection, blocks vs fused, B=1 H=32 D=128
     t_sel_perf(131072, 1);
 }
