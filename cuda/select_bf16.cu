@@ -120,6 +120,31 @@
 //   16K 0.61, 32K 1.98, 64K 5.51, 128K 15.94 ms; bench (`mslab-gpu-bench --attn --kernels ms
 //   --from-len 1048576 --max-len 1048576 --reps 1 --warmup 0`) 1M select 542 ms (32.3 TFLOP/s on
 //   2 D select_dots), MS fwd+bwd 1.567 s: selection share 34.6% (s9 572 ms of 1.63 s, 35%).
+//   s11 (issue 8: 128K <= 10 ms, 1M share <= 20%; H200, paper config, B=1 H=32 D=128,
+//   MSLAB_SELECT_PERF, ms per call; old and new in one snippet). First the ceiling: an oracle
+//   (tp_select run twice, the 2nd from the 1st's final per-row thresholds, i.e. ideal fixed
+//   thresholds; removed) took 128K 12.8 (r1, vs 15.9) and 1M 483 (r2, prof on, vs 560): no fixed
+//   threshold can save more than ~20% / ~14%. The s10 profile's "compaction / updates 27.5%" at 1M
+//   was mostly the barrier after the inserts: with pass-1 thresholds and no compaction at all the
+//   section still took 28.9% (r2). The sweep is bound per tile (load, barrier, MMAs, atomics), not
+//   by its bookkeeping: 3 MMAs a score at ~110 TFLOP/s at 1M, pass 1's single MMA at about the same.
+//   (a) two passes, built: pass 1 (tp_thr1: fp16-hi scores, a per-bucket top-k of lower-bound keys
+//   in registers, the S-th of them) then a sweep from its thresholds. r1 (64-key pass-1 tiles,
+//   top 2): tp_select from them (its sketch kept; compactions whose start lay above the sketch's
+//   S-th kept the start) 128K 17.48 vs 15.92, the sketch-free sweep tp_select<P2> 17.01, 1M 604 vs
+//   539; pass 1 alone 3.57 ms at 128K, 191 at 1M; 64-row items (512 threads) 17.11 / 600; r2: 4
+//   cp.async stages (3.58: not latency), pass 1 on every 4th / 8th / 16th tile + tp_select 16.85 /
+//   16.87 / 17.05 at 128K, 1M (8th) 557.5 vs 540.1. r3: 128-key tiles (2 stages, 2 phases) pass 1
+//   3.13 / 160 ms; top 3 a bucket (t1 near the 410th: no row over 512 survivors, no raise; top 2:
+//   most rows raised) + P2: 32K 1.88 vs 2.00, 128K 15.14 vs 16.06, 1M 562 vs 544. Kept where the
+//   longest row has <= TP2_MAXLD = 8192 candidates (128K tokens), tp_select beyond; r4 (final
+//   code): R4_PLACEHOLDER. Removed: tp_select from a start threshold, the oracle, pass-1 strides,
+//   64-key / 4-stage / top-2 / 64-row pass 1 (MSLAB_SELECT_TP2=1 / 2, TP1_STRIDE / KT / RM).
+//   (b) materialised scores, not built: a sweep that only writes its scores has pass 1's structure
+//   (>= 3.1 ms at 128K with one MMA; 160 ms at 1M) plus the writes (4 GB at 128K, 273 GB at 1M)
+//   and a select pass over them, against the 12.8 ms / 483 ms ceiling above.
+//   Left: the sweep's structure (a pipelined wgmma sweep, TMA loads, no per-tile block barrier)
+//   for both passes; nothing in the thresholds reaches the targets.
 //   Switches removed in s9 (the old paths with them; figures H200, paper config, ms per call):
 //   MSLAB_SELECT_TPH=0: no histogram rows, sketch compactions only (s8 r5, with the three below
 //     off too: 128K 21.41-21.50 vs 19.60-19.66); TPCW=0: sweep compactions to the exact S-th (in
@@ -149,6 +174,9 @@
 //   comes later). Kept though
 //   neutral (r1: 32K 3.96, 128K 32.4 ms vs s6 3.92 / 31.7): B fragments by ldmatrix, the
 //   qh.kh product from a zero register, the threshold test on floats, 8 survivor loads in flight.
+// tp's two passes (s11; the default where the longest row has <= TP2_MAXLD = 8192 candidates,
+//   MSLAB_SELECT_TP2=0: never): tp_thr1 gives every row a fixed threshold, tp_select<P2> sweeps from it
+//   without sketches; a failed row sends the call to tp_select, then fused, then old. Design at tp_thr1.
 // Shared with select_blocks.cu (select_common.cuh): the region pooling, fs_key, the DMMA step,
 //   the histogram bin search and the warp bitonic sort.
 #include <cuda_bf16.h>
@@ -1280,7 +1308,7 @@ static size_t tp_smem(int DM, int CAPF, bool p2 = false) {
 // to hide the finish's latencies; the A fragments (the q limbs) by ldmatrix from shared memory (in
 // 64 registers a thread they spilled), one tile buffer, the next tile issued after the tile's
 // inserts (during the row work)
-// P2 (s11, MSLAB_SELECT_TP2=3): pass 2 from pass 1's thresholds (x.tinit) alone: no sketch, no row
+// P2 (s11, the two passes' second): from pass 1's thresholds (x.tinit) alone: no sketch, no row
 // updates; the tile double-buffered (the pooled q in its second buffer until tile 1 is issued), one
 // barrier a tile; the finish raises a row's threshold where its survivors pass x.pcap (tp_raise)
 template <int DM, int CAPF, bool P2 = false>
