@@ -138,8 +138,12 @@
 //   3.13 / 160 ms; top 3 a bucket (t1 near the 410th: no row over 512 survivors, no raise; top 2:
 //   most rows raised) + P2: 32K 1.88 vs 2.00, 128K 15.14 vs 16.06, 1M 562 vs 544. Kept where the
 //   longest row has <= TP2_MAXLD = 8192 candidates (128K tokens), tp_select beyond; r4 (final
-//   code): R4_PLACEHOLDER. Removed: tp_select from a start threshold, the oracle, pass-1 strides,
-//   64-key / 4-stage / top-2 / 64-row pass 1 (MSLAB_SELECT_TP2=1 / 2, TP1_STRIDE / KT / RM).
+//   code): two passes vs tp_select alone, one process: 16K 0.62 / 0.65, 32K 1.92 / 2.04,
+//   64K 5.21 / 5.51, 128K 15.35 / 15.89, 1M (over the cut: tp_select both) 540 / 546; bench 128K
+//   selection 15.37 vs 15.96 ms (MSLAB_SELECT_TP2=0), share 10.8 vs 11.2%, peak 10.268e9 B (+2 MB);
+//   parity (tp and tp-sweep modes, every select_bf16 row) 73 passed. Removed: tp_select from a start
+//   threshold, the oracle, pass-1 strides, 64-key / 4-stage / top-2 / 64-row pass 1
+//   (MSLAB_SELECT_TP2=1 / 2, TP1_STRIDE / KT / RM).
 //   (b) materialised scores, not built: a sweep that only writes its scores has pass 1's structure
 //   (>= 3.1 ms at 128K with one MMA; 160 ms at 1M) plus the writes (4 GB at 128K, 273 GB at 1M)
 //   and a select pass over them, against the 12.8 ms / 483 ms ceiling above.
