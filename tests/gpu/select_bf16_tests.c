@@ -176,8 +176,9 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
 
 // MSLAB_SELECT_PERF=T1,T2,...: time select_bf16 (paper config, B=1 H=KVH=32 D=128, random bf16
 // q / k, no CPU reference) per path (tp, fused); MSLAB_SELECT_PERF_OLD=1 also times the old path,
-// MSLAB_SELECT_PERF_TP=1 only tp (the default, two passes where they apply) and tp-sweep (tp_select alone); MSLAB_SELECT_PERF_NORMAL=1: the bench's inputs (attn_bench.c:
-// cuda_fill_bf16_normal, seeds 1000 / 1001, scale 1) instead of the uniform pool below.
+// MSLAB_SELECT_PERF_TP=1 only tp (the default, two passes where they apply) and tp-sweep (tp_select
+// alone); MSLAB_SELECT_PERF_NORMAL=1: the bench's inputs (attn_bench.c: cuda_fill_bf16_normal, seeds
+// 1000 / 1001, scale 1) instead of the uniform pool below.
 // Rows are information only (not in the default run).
 // blk: the bench's moba-blk plan instead (w 128, merge 1, prefix 0, top nb / 16 + 1), timed with
 // the blocks path (select_blocks.cu) and without it (fused)
