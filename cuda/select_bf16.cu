@@ -120,6 +120,35 @@
 //   16K 0.61, 32K 1.98, 64K 5.51, 128K 15.94 ms; bench (`mslab-gpu-bench --attn --kernels ms
 //   --from-len 1048576 --max-len 1048576 --reps 1 --warmup 0`) 1M select 542 ms (32.3 TFLOP/s on
 //   2 D select_dots), MS fwd+bwd 1.567 s: selection share 34.6% (s9 572 ms of 1.63 s, 35%).
+//   s11 (issue 8: 128K <= 10 ms, 1M share <= 20%; H200, paper config, B=1 H=32 D=128,
+//   MSLAB_SELECT_PERF, ms per call; old and new in one snippet). First the ceiling: an oracle
+//   (tp_select run twice, the 2nd from the 1st's final per-row thresholds, i.e. ideal fixed
+//   thresholds; removed) took 128K 12.8 (r1, vs 15.9) and 1M 483 (r2, prof on, vs 560): no fixed
+//   threshold can save more than ~20% / ~14%. The s10 profile's "compaction / updates 27.5%" at 1M
+//   was mostly the barrier after the inserts: with pass-1 thresholds and no compaction at all the
+//   section still took 28.9% (r2). The sweep is bound per tile (load, barrier, MMAs, atomics), not
+//   by its bookkeeping: 3 MMAs a score at ~110 TFLOP/s at 1M, pass 1's single MMA at about the same.
+//   (a) two passes, built: pass 1 (tp_thr1: fp16-hi scores, a per-bucket top-k of lower-bound keys
+//   in registers, the S-th of them) then a sweep from its thresholds. r1 (64-key pass-1 tiles,
+//   top 2): tp_select from them (its sketch kept; compactions whose start lay above the sketch's
+//   S-th kept the start) 128K 17.48 vs 15.92, the sketch-free sweep tp_select<P2> 17.01, 1M 604 vs
+//   539; pass 1 alone 3.57 ms at 128K, 191 at 1M; 64-row items (512 threads) 17.11 / 600; r2: 4
+//   cp.async stages (3.58: not latency), pass 1 on every 4th / 8th / 16th tile + tp_select 16.85 /
+//   16.87 / 17.05 at 128K, 1M (8th) 557.5 vs 540.1. r3: 128-key tiles (2 stages, 2 phases) pass 1
+//   3.13 / 160 ms; top 3 a bucket (t1 near the 410th: no row over 512 survivors, no raise; top 2:
+//   most rows raised) + P2: 32K 1.88 vs 2.00, 128K 15.14 vs 16.06, 1M 562 vs 544. Kept where the
+//   longest row has <= TP2_MAXLD = 8192 candidates (128K tokens), tp_select beyond; r4 (final
+//   code): two passes vs tp_select alone, one process: 16K 0.62 / 0.65, 32K 1.92 / 2.04,
+//   64K 5.21 / 5.51, 128K 15.35 / 15.89, 1M (over the cut: tp_select both) 540 / 546; bench 128K
+//   selection 15.37 vs 15.96 ms (MSLAB_SELECT_TP2=0), share 10.8 vs 11.2%, peak 10.268e9 B (+2 MB);
+//   parity (tp and tp-sweep modes, every select_bf16 row) 73 passed. Removed: tp_select from a start
+//   threshold, the oracle, pass-1 strides, 64-key / 4-stage / top-2 / 64-row pass 1
+//   (MSLAB_SELECT_TP2=1 / 2, TP1_STRIDE / KT / RM).
+//   (b) materialised scores, not built: a sweep that only writes its scores has pass 1's structure
+//   (>= 3.1 ms at 128K with one MMA; 160 ms at 1M) plus the writes (4 GB at 128K, 273 GB at 1M)
+//   and a select pass over them, against the 12.8 ms / 483 ms ceiling above.
+//   Left: the sweep's structure (a pipelined wgmma sweep, TMA loads, no per-tile block barrier)
+//   for both passes; nothing in the thresholds reaches the targets.
 //   Switches removed in s9 (the old paths with them; figures H200, paper config, ms per call):
 //   MSLAB_SELECT_TPH=0: no histogram rows, sketch compactions only (s8 r5, with the three below
 //     off too: 128K 21.41-21.50 vs 19.60-19.66); TPCW=0: sweep compactions to the exact S-th (in
@@ -149,6 +178,9 @@
 //   comes later). Kept though
 //   neutral (r1: 32K 3.96, 128K 32.4 ms vs s6 3.92 / 31.7): B fragments by ldmatrix, the
 //   qh.kh product from a zero register, the threshold test on floats, 8 survivor loads in flight.
+// tp's two passes (s11; the default where the longest row has <= TP2_MAXLD = 8192 candidates,
+//   MSLAB_SELECT_TP2=0: never): tp_thr1 gives every row a fixed threshold, tp_select<P2> sweeps from it
+//   without sketches; a failed row sends the call to tp_select, then fused, then old. Design at tp_thr1.
 // Shared with select_blocks.cu (select_common.cuh): the region pooling, fs_key, the DMMA step,
 //   the histogram bin search and the warp bitonic sort.
 #include <cuda_bf16.h>
@@ -566,13 +598,13 @@ __device__ void fx_keep(uint16_t *v, int n, unsigned *cnt, int *thr, int tau, in
 
 // pooled q of members gm .. gm + RM - 1 into qs [RM][DM + 4] (rows >= `rows`: 0), and into qg
 // [RM][DM] when given, as the CPU's pool_rows: a thread per dim pair (sel_pool2)
-template <int DM, int RM>
+template <int DM, int RM, int NT = FX_NT>
 __device__ __forceinline__ void fx_pool_q(double *qs, const FsArgs &a, const FsUnit &U, int gm, int rows,
                                           double *qg) {
     constexpr int QLD = DM + 4;
     size_t st = (size_t)a.H * a.D / 2; // token stride in dim pairs
     const uint32_t *qb = (const uint32_t *)(a.q + ((size_t)U.b * a.T * a.H + U.h) * a.D);
-    for (int e = threadIdx.x; e < RM * DM / 2; e += FX_NT) {
+    for (int e = threadIdx.x; e < RM * DM / 2; e += NT) {
         int mm = e / (DM / 2), d = 2 * (e % (DM / 2));
         double m0 = 0.0, m1 = 0.0;
         if (mm < rows) {
@@ -810,6 +842,7 @@ struct FxArgs {
     int hupd;                  // tp histogram rows: a threshold update every hupd inserts (TP_HUPD; the
                                // tests' select_bf16_tph_upd)
     unsigned long long *prof;  // MSLAB_SELECT_PROF: tp_select's clock64 section sums (TP_NPROF), else null
+    int *tinit;                // two-pass (s11): pass 1's thresholds per member row [B, H, nblk, M]
 };
 // tp_select's profile sections (MSLAB_SELECT_PROF=1: per-warp clock64 sums, printed per call)
 #define TP_NPROF 18
@@ -824,7 +857,7 @@ static const char *tp_prof_names[TP_NPROF] = {"next+pool", "norms+afrag", "tile 
 // none is left; else U, m0, rows, the rows' eligible counts, cleared counters and thresholds, and
 // their pooled q in qs (zeros past rows; and in qg when given). Barriers at the start (the previous
 // item is done with every shared array) and the end.
-template <int DM, int RM>
+template <int DM, int RM, int NT = FX_NT>
 __device__ bool fx_next(const FxArgs &x, double *qs, int *s_item, int *erow, unsigned *cnt, int *thr,
                         FsUnit &U, int &m0, int &rows, double *qg = nullptr) {
     const FsArgs &a = x.a;
@@ -844,7 +877,7 @@ __device__ bool fx_next(const FxArgs &x, double *qs, int *s_item, int *erow, uns
             erow[r] = r < rows ? fs_elig(a, U.c, g0 + m0 + r) : 0;
             cnt[r] = 0, thr[r] = 0;
         }
-        fx_pool_q<DM, RM>(qs, a, U, g0 + m0, rows, qg);
+        fx_pool_q<DM, RM, NT>(qs, a, U, g0 + m0, rows, qg);
         __syncthreads();
         return true;
     }
@@ -1269,9 +1302,9 @@ __device__ int tp_raise(const FxArgs &x, unsigned cnt_r, int nsel, int *tops, fl
 
 // dynamic smem: the tile, the A limbs, sketches (the pooled q until the first insert), norms (during
 // the key sweep) or the per-warp survivor buffers (after it)
-static size_t tp_smem(int DM, int CAPF) {
-    size_t sweep = (size_t)TP_KT * (2 * DM + 8) * 2 + (size_t)2 * TP_RM * (DM + 8) * 2 + (size_t)TP_RM * CAPF * 2 +
-                   4 * TP_KT * 4;
+static size_t tp_smem(int DM, int CAPF, bool p2 = false) {
+    size_t sweep = (size_t)(p2 ? 2 : 1) * TP_KT * (2 * DM + 8) * 2 + (size_t)2 * TP_RM * (DM + 8) * 2 +
+                   (p2 ? 0 : (size_t)TP_RM * CAPF * 2) + 4 * TP_KT * 4;
     size_t fin = (size_t)(FX_NT / 32) * tp_warp_bytes(DM);
     return sweep > fin ? sweep : fin;
 }
@@ -1279,19 +1312,24 @@ static size_t tp_smem(int DM, int CAPF) {
 // to hide the finish's latencies; the A fragments (the q limbs) by ldmatrix from shared memory (in
 // 64 registers a thread they spilled), one tile buffer, the next tile issued after the tile's
 // inserts (during the row work)
-template <int DM, int CAPF>
+// P2 (s11, the two passes' second): from pass 1's thresholds (x.tinit) alone: no sketch, no row
+// updates; the tile double-buffered (the pooled q in its second buffer until tile 1 is issued), one
+// barrier a tile; the finish raises a row's threshold where its survivors pass x.pcap (tp_raise)
+template <int DM, int CAPF, bool P2 = false>
 __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
     constexpr int RM = TP_RM, QLD = DM + 4, KLD = 2 * DM + 8, KS = DM / 16, CPR = 2 * DM / 8, ALD = DM + 8;
     // warps as WM (16 rows) x WN (NB n-tiles of 8 keys)
     constexpr int WM = RM / 16, WN = FX_NT / 32 / WM, NB = TP_KT / 8 / WN;
     static_assert(NB % 2 == 0 && RM * CAPF * 2 >= RM * QLD * 8 && RM <= 32, "tp_select tiling");
+    static_assert(TP_KT * KLD * 2 >= RM * QLD * 8, "P2: the pooled q in the second tile buffer");
+    constexpr int NKB = P2 ? 2 : 1; // tile buffers
     const FsArgs &a = x.a;
     extern __shared__ double fs_sm[];
-    uint16_t *kt = (uint16_t *)fs_sm;                        // [TP_KT][KLD] fp16 kh | kl
-    uint16_t *qa = kt + TP_KT * KLD;                         // [2][RM][ALD] fp16 qh, ql
-    uint16_t *sk = qa + 2 * RM * ALD;                        // [RM][CAPF] lower-bound sketch
-    double *qs = (double *)sk;                               // [RM][QLD] pooled q (double): the prologue
-    float *kn = (float *)(sk + RM * CAPF);                   // [2][TP_KT] key norm bounds (tile jt: jt & 1)
+    uint16_t *kt = (uint16_t *)fs_sm;                        // [NKB][TP_KT][KLD] fp16 kh | kl
+    uint16_t *qa = kt + NKB * TP_KT * KLD;                   // [2][RM][ALD] fp16 qh, ql
+    uint16_t *sk = qa + 2 * RM * ALD;                        // [RM][CAPF] lower-bound sketch (not P2)
+    double *qs = P2 ? (double *)(kt + TP_KT * KLD) : (double *)sk; // [RM][QLD] pooled q (double): the prologue
+    float *kn = P2 ? (float *)sk : (float *)(sk + RM * CAPF); // [2][TP_KT] key norm bounds (tile jt: jt & 1)
     float *kf = kn + 2 * TP_KT;                              // [2][TP_KT] key inverse scales
     double *qg = x.qg + (size_t)blockIdx.x * RM * DM;        // [RM][DM] pooled q for the finish
     __shared__ unsigned cnt[RM]; // inserts: global (high 16 bits), sketch (low 16 bits)
@@ -1340,6 +1378,8 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
             int e = tp_exp(mx);
             if (lane == 0) {
                 crow[r] = __fmul_ru(TP_C16, n), qe[r] = e == TP_EBAD ? 0 : e, hm[r] = 0;
+                if (P2 && r < rows && erow[r] > a.S) // pass 1's threshold
+                    thr[r] = x.tinit[(((size_t)U.b * a.H + U.h) * a.nblk + U.c) * a.M + m0 + r];
                 if (r < rows && (!(n * nkmax <= 0x1p100f) || e == TP_EBAD)) // falls back
                     atomicAdd(x.ctrl + 1, 1), atomicAdd(x.ctrl + CTL_FBOUND, 1);
             }
@@ -1351,9 +1391,10 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
         const float *knb = x.knorm + kvh * ((a.NK + 3) / 4 * 4), *kfb = x.kfac + kvh * ((a.NK + 3) / 4 * 4);
         int ntile = (ld + TP_KT - 1) / TP_KT;
         auto issue = [&](int jt) { // tile jt (16-byte chunks)
+            uint16_t *kd = kt + (P2 ? (jt & 1) * TP_KT * KLD : 0);
             for (int e = tid; e < TP_KT * CPR; e += FX_NT) {
                 int jj = e / CPR, c = e % CPR, j = min(jt * TP_KT + jj, ld - 1);
-                cp_async16(kt + jj * KLD + c * 8, kb + (size_t)j * 2 * DM + c * 8, true);
+                cp_async16(kd + jj * KLD + c * 8, kb + (size_t)j * 2 * DM + c * 8, true);
             }
             if (tid < TP_KT / 4) // norms past ld (the allocation has room): unused
                 cp_async16(kn + (jt & 1) * TP_KT + 4 * tid, knb + jt * TP_KT + 4 * tid, true);
@@ -1384,11 +1425,13 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
         for (int jt = 0; jt < ntile; jt++) {
             cp_async_wait<0>();
             __syncthreads(); // tile jt landed; the sketches free
-            if (tid < 2) s_fl[(jt + 1) & 1][tid] = 0u; // last read after tile jt - 1's inserts
+            if (P2 && jt + 1 < ntile) issue(jt + 1); // its buffer was read in tile jt - 1
+            if (!P2 && tid < 2) s_fl[(jt + 1) & 1][tid] = 0u; // last read after tile jt - 1's inserts
             mark(TPP_WAIT);
             // B fragments by ldmatrix.x4: lanes 8 i .. 8 i + 7 address key rows of n-tile n + i / 2,
             // dims + 8 (i & 1): r = {b0, b1} of n-tile n, then of n + 1
-            const uint16_t *kbt = kt + (wn * NB * 8 + (lane >> 4) * 8 + (lane & 7)) * KLD + ((lane >> 3) & 1) * 8;
+            const uint16_t *kbt = kt + (P2 ? (jt & 1) * TP_KT * KLD : 0) +
+                                  (wn * NB * 8 + (lane >> 4) * 8 + (lane & 7)) * KLD + ((lane >> 3) & 1) * 8;
             const float *knt = kn + (jt & 1) * TP_KT + wn * NB * 8 + 2 * cq;
             const float *kft = kf + (jt & 1) * TP_KT + wn * NB * 8 + 2 * cq;
             float am[NB][4], ac[NB][4]; // qh.kh; ql.kh + qh.kl (s10 r2: ql.kh and qh.kl in two
@@ -1456,7 +1499,9 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
 #pragma unroll
             for (int h = 0; h < 2; h++) {
                 int c = __popc(pm[h]);
-                if (c) { // the insert that crosses the count flags the row (update / compaction)
+                if (c && P2) { // global slots only
+                    base[h] = atomicAdd(&cnt[h ? r1 : r0], (unsigned)c * 0x10000u);
+                } else if (c) { // the insert that crosses the count flags the row (update / compaction)
                     int r = h ? r1 : r0, hmr = h ? hm1 : hm0, lim = hmr ? x.hupd - 1 : fover;
                     unsigned old = atomicAdd(&cnt[r], (unsigned)c * 0x10001u);
                     int lo = (int)(old & 0xffffu);
@@ -1473,11 +1518,11 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
                         float sv = am[n][xx], ev = ac[n][xx];
                         unsigned keys = tp_key16up(__fadd_ru(sv, ev)) | tp_key16dn(__fsub_rd(sv, ev)) << 16;
                         unsigned old = base[xx >> 1];
-                        base[xx >> 1] += 0x10001u;
+                        base[xx >> 1] += P2 ? 0x10000u : 0x10001u;
                         // the lower bound's key into the sketch (histogram rows: past the bins, binned
                         // at the next update)
                         int o = (hmr ? 2 * TP_HB : 0) + (int)(old & 0xffffu);
-                        sk[r * CAPF + o] = (uint16_t)(keys >> 16);
+                        if (!P2) sk[r * CAPF + o] = (uint16_t)(keys >> 16);
                         unsigned pg = old >> 16;
                         if (pg < (unsigned)x.capg)
                             gq[(size_t)r * x.capg + pg] = (unsigned long long)__float_as_uint(sv) << 32 |
@@ -1490,7 +1535,7 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
             }
             // thresholds up to date: full sketches compacted (room for the next tile), histogram rows
             // updated (the last tile: the final update below)
-            if (jt + 1 < ntile) {
+            if (!P2 && jt + 1 < ntile) {
                 __syncthreads(); // every insert in, every warp done with the tile buffer
                 issue(jt + 1);   // s9 r3: issued after the MMAs instead (one more barrier): no gain; s10 r2
                                  // (with the flags below, 3 barriers a tile, not 2): 64K 5.85 vs 5.75 ms
@@ -1501,7 +1546,8 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
             mark(TPP_CMP);
         }
         __syncthreads();
-        nupd += tp_update_rows<CAPF>(sk, cnt, thr, hm, rows, a.S, 0, 1, false, 0, 0) & 0xffff; // final
+        if (!P2)
+            nupd += tp_update_rows<CAPF>(sk, cnt, thr, hm, rows, a.S, 0, 1, false, 0, 0) & 0xffff; // final
         if (warp == 0) { // the item's histogram rows (select_bf16_last_stats)
             int nh = __popc(__ballot_sync(0xffffffffu, lane < rows && hm[lane]));
             if (lane == 0 && nh) atomicAdd(x.ctrl + CTL_HROWS, nh);
@@ -1689,6 +1735,216 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
         for (int i = 0; i < TP_NPROF; i++) atomicAdd(x.prof + i, s_prof[warp][i]);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Two-pass tp (s11; the default where the longest row has <= TP2_MAXLD candidates, MSLAB_SELECT_TP2=0:
+// never). Pass 1 (tp_thr1) gives each row a fixed threshold t1 before the sweep; pass 2 (tp_select<P2>)
+// sweeps with it: no sketch, no compactions or histogram updates, the tile double-buffered (one barrier
+// a tile), the finish as tp's (a row past x.pcap survivors raised by tp_raise). Pass 1: scores from the
+// fp16 hi limbs alone (one MMA per 16 dims: s1 = qh.kh, |s - s1| <= TP_C1 |q| |k|); their lower bounds'
+// 16-bit keys kept per bucket in registers: a lane's 8 key columns of a row x 2 tile phases (tile it:
+// phase it & 1) = 256 buckets a row, the top 3 of each (two keys a word: __vmaxu2 / __vminu2). Every
+// bucket value is a distinct candidate's lower bound, so the S-th largest t1 of the 768 values is one
+// that S candidates reach: a valid threshold (a candidate whose upper bound is below it has S above
+// it). Found by a bisection on the key over the row's 16 lanes (4 warps), one barrier a step. 128-key
+// tiles, two cp.async stages (the pooled q in them until the first tile is issued).
+// The bound: q - qh, k - kh <= u |q|, u |k| (u = 2^-11 + 2^-23, as TP_C16's derivation) ->
+// (2u + u^2) |q| |k| = 9.77e-4, plus TP_C16 (accumulation, flushes): TP_C1 = 9.9e-4.
+#define TP_C1 9.9e-4f
+#define TP1_KT 128 // pass 1: keys a tile
+#define TP1_NS 2   // cp.async stages
+#define TP1_NP 2   // tile phases (buckets: 32 NB NP = 256 a row)
+#define TP1_TK 3   // the top 3 of each bucket
+__host__ __device__ constexpr int tp1_smem(int DM) {
+    // the stages (the pooled q in them until the first tiles are issued), q hi limbs, norms, scales, counts
+    return (TP1_NS * TP1_KT * (DM + 8) * 2 > TP_RM * (DM + 4) * 8 ? TP1_NS * TP1_KT * (DM + 8) * 2
+                                                                   : TP_RM * (DM + 4) * 8) +
+           TP_RM * (DM + 8) * 2 + 2 * TP1_NS * TP1_KT * 4 + 3 * TP_RM * 4;
+}
+template <int DM>
+__global__ void __launch_bounds__(FX_NT, 2) tp_thr1(FxArgs x) {
+    constexpr int RM = TP_RM, NT = FX_NT, KT = TP1_KT, NS = TP1_NS, NP = TP1_NP, TK = TP1_TK;
+    constexpr int QLD = DM + 4, KLD = DM + 8, KS = DM / 16, CPR = DM / 8, ALD = DM + 8;
+    constexpr int WM = RM / 16, WN = NT / 32 / WM, NB = KT / 8 / WN;
+    static_assert(NB % 2 == 0 && WN == 4 && NB * NP * 32 >= 256, "tp_thr1 tiling: 16 lanes a row, >= 256 buckets");
+    const FsArgs &a = x.a;
+    extern __shared__ double fs_sm[];
+    constexpr int KTB = NS * KT * KLD > RM * QLD * 4 ? NS * KT * KLD : RM * QLD * 4;
+    double *qs = fs_sm;                                   // [RM][QLD] pooled q (the prologue)
+    uint16_t *kt = (uint16_t *)fs_sm;                     // [NS][KT][KLD] fp16 kh (tile it: it % NS)
+    uint16_t *qa = kt + KTB;                              // [RM][ALD] fp16 qh
+    float *kn = (float *)(qa + RM * ALD);                 // [NS][KT] key norm bounds
+    float *kf = kn + NS * KT;                          // [NS][KT] key inverse scales
+    int *sc = (int *)(kf + NS * KT);                   // [3][RM] the bisection's counts
+    __shared__ unsigned cnt[RM];
+    __shared__ int thr[RM], erow[RM], s_item, qe[RM];
+    __shared__ float crow[RM];
+    int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, cq = lane & 3;
+    int wm = warp % WM, wn = warp / WM;
+    const float nkmax = __int_as_float(x.ctrl[3]);
+    FsUnit U;
+    int m0, rows;
+    while (fx_next<DM, RM, NT>(x, qs, &s_item, erow, cnt, thr, U, m0, rows)) {
+        for (int r = warp; r < RM; r += NT / 32) {
+            double ss = 0.0, mx = 0.0;
+            for (int d = lane; d < DM; d += 32) ss += qs[r * QLD + d] * qs[r * QLD + d], mx = fmax(mx, fabs(qs[r * QLD + d]));
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1)
+                ss += __shfl_xor_sync(0xffffffffu, ss, o), mx = fmax(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+            float n = tp_norm_up(ss);
+            int e = tp_exp(mx);
+            if (lane == 0) {
+                bool bad = !(n * nkmax <= 0x1p100f) || e == TP_EBAD; // pass 2 fails the row
+                crow[r] = __fmul_ru(TP_C1, n), qe[r] = e == TP_EBAD ? 0 : e;
+                if (bad) erow[r] = 0; // no candidate counted: t1 = 0
+            }
+        }
+        if (tid < 3 * RM) sc[tid] = 0;
+        __syncthreads();
+        int ld = erow[rows - 1] > 0 ? erow[rows - 1] : 0;
+        for (int r = 0; r < rows; r++) ld = max(ld, erow[r]);
+        size_t kvh = (size_t)U.b * a.KVH + U.h / (a.H / a.KVH);
+        const uint16_t *kb = x.kbf + kvh * a.NK * 2 * DM;
+        const float *knb = x.knorm + kvh * ((a.NK + 3) / 4 * 4), *kfb = x.kfac + kvh * ((a.NK + 3) / 4 * 4);
+        const int ntile = (ld + KT - 1) / KT;
+        auto issue = [&](int it) { // tile it's hi limbs into stage it % NS (a commit group, empty past the last)
+            if (it < ntile) {
+                int b = it % NS, jt = it;
+                uint16_t *kd = kt + b * KT * KLD;
+                for (int e = tid; e < KT * CPR; e += NT) {
+                    int jj = e / CPR, c = e % CPR, j = min(jt * KT + jj, ld - 1);
+                    cp_async16(kd + jj * KLD + c * 8, kb + (size_t)j * 2 * DM + c * 8, true);
+                }
+                if (tid < KT / 4)
+                    cp_async16(kn + b * KT + 4 * tid, knb + jt * KT + 4 * tid, true);
+                else if (tid < KT / 2)
+                    cp_async16(kf + b * KT + 4 * tid - KT, kfb + jt * KT + 4 * tid - KT, true);
+            }
+            cp_async_commit();
+        };
+        for (int e = tid; e < RM * DM / 2; e += NT) {
+            int r = e / (DM / 2), d = 2 * (e % (DM / 2));
+            double sq = ldexp(1.0, qe[r]);
+            uint32_t h0, l0, h1, l1;
+            tp_split(qs[r * QLD + d] * sq, &h0, &l0), tp_split(qs[r * QLD + d + 1] * sq, &h1, &l1);
+            *(uint32_t *)(qa + r * ALD + d) = h0 | h1 << 16;
+        }
+        __syncthreads(); // qs (in the stages) read
+#pragma unroll
+        for (int i = 0; i < NS - 1; i++) issue(i);
+        int r0 = wm * 16 + g, r1 = r0 + 8;
+        const uint16_t *qat = qa + (wm * 16 + (lane & 15)) * ALD + (lane >> 4) * 8;
+        const float cr0 = crow[r0], cr1 = crow[r1];
+        const float fq0 = ldexpf(1.0f, -qe[r0]), fq1 = ldexpf(1.0f, -qe[r1]);
+        const int er0 = erow[r0], er1 = erow[r1];
+        // buckets: m1 / m2 [row h][n-tile][phase]: the largest / 2nd largest keys (column 2 cq in the
+        // low half, 2 cq + 1 in the high)
+        unsigned m1[2][NB][NP], m2[2][NB][NP], m3[2][NB][NP];
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+#pragma unroll
+            for (int n = 0; n < NB; n++)
+#pragma unroll
+                for (int p = 0; p < NP; p++) m1[h][n][p] = m2[h][n][p] = m3[h][n][p] = 0u;
+        for (int jt0 = 0; jt0 < ntile; jt0 += NP) {
+#pragma unroll
+            for (int p = 0; p < NP; p++) {
+                int it = jt0 + p;
+                if (it >= ntile) break;
+                cp_async_wait<NS - 2>();
+                __syncthreads(); // tile it landed; stage (it + NS - 1) % NS free (read in it - 1)
+                issue(it + NS - 1);
+                const int b = it % NS;
+                const uint16_t *kbt = kt + b * KT * KLD +
+                                      (wn * NB * 8 + (lane >> 4) * 8 + (lane & 7)) * KLD + ((lane >> 3) & 1) * 8;
+                const float *knt = kn + b * KT + wn * NB * 8 + 2 * cq;
+                const float *kft = kf + b * KT + wn * NB * 8 + 2 * cq;
+                const int jt = it;
+                float am[NB][4];
+#pragma unroll
+                for (int n = 0; n < NB; n++)
+#pragma unroll
+                    for (int i = 0; i < 4; i++) am[n][i] = 0.f;
+#pragma unroll
+                for (int kk = 0; kk < KS; kk++) {
+                    uint32_t fh[4];
+                    ldsm_x4(fh, qat + 16 * kk);
+#pragma unroll
+                    for (int n2 = 0; n2 < NB; n2 += 2) {
+                        uint32_t bh[4];
+                        ldsm_x4(bh, kbt + n2 * 8 * KLD + 16 * kk);
+#pragma unroll
+                        for (int h = 0; h < 2; h++) {
+                            float t4[4];
+                            tp_mma0(t4, fh, bh[2 * h], bh[2 * h + 1]);
+#pragma unroll
+                            for (int i = 0; i < 4; i++) am[n2 + h][i] += t4[i];
+                        }
+                    }
+                }
+                const int jb = jt * KT + wn * NB * 8 + 2 * cq;
+#pragma unroll
+                for (int n = 0; n < NB; n++) {
+                    unsigned kw[2];
+#pragma unroll
+                    for (int h = 0; h < 2; h++) {
+                        unsigned k2[2];
+#pragma unroll
+                        for (int xx = 0; xx < 2; xx++) {
+                            int i = 2 * h + xx, j = jb + n * 8 + xx;
+                            float s = am[n][i] * ((h ? fq1 : fq0) * kft[n * 8 + xx]);
+                            float E = __fmul_ru(h ? cr1 : cr0, knt[n * 8 + xx]);
+                            k2[xx] = j < (h ? er1 : er0) ? tp_key16dn(__fsub_rd(s, E)) : 0u;
+                        }
+                        kw[h] = k2[0] | k2[1] << 16;
+                    }
+#pragma unroll
+                    for (int h = 0; h < 2; h++) {
+                        unsigned lo = __vminu2(m1[h][n][p], kw[h]);
+                        m1[h][n][p] = __vmaxu2(m1[h][n][p], kw[h]);
+                        if (TK == 3) m3[h][n][p] = __vmaxu2(m3[h][n][p], __vminu2(m2[h][n][p], lo));
+                        m2[h][n][p] = __vmaxu2(m2[h][n][p], lo);
+                    }
+                }
+            }
+        }
+        cp_async_wait<0>(); // (the groups left are empty; the next item's q pools into the stages)
+        // t1 per row: the S-th largest bucket value (0: fewer than S with a key >= 1)
+        unsigned lo[2] = {0u, 0u}, hi[2] = {0xffffu, 0xffffu};
+        const int nsel0 = min(a.S, er0), nsel1 = min(a.S, er1);
+        for (int step = 0; step < 16; step++) {
+            int *sb = sc + (step % 3) * RM;
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                unsigned mid = (lo[h] + hi[h] + 1) >> 1, acc = 0;
+#pragma unroll
+                for (int n = 0; n < NB; n++)
+#pragma unroll
+                    for (int p = 0; p < NP; p++)
+                        acc += __vsetgeu2(m1[h][n][p], mid * 0x10001u) + __vsetgeu2(m2[h][n][p], mid * 0x10001u) +
+                               (TK == 3 ? __vsetgeu2(m3[h][n][p], mid * 0x10001u) : 0u);
+                int c = (int)((acc & 0xffffu) + (acc >> 16));
+                c += __shfl_xor_sync(0xffffffffu, c, 1), c += __shfl_xor_sync(0xffffffffu, c, 2);
+                if (cq == 0 && c) atomicAdd(sb + (h ? r1 : r0), c);
+            }
+            __syncthreads();
+            if (tid < RM) sc[((step + 2) % 3) * RM + tid] = 0;
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                unsigned mid = (lo[h] + hi[h] + 1) >> 1;
+                if (lo[h] < hi[h]) {
+                    if (sb[h ? r1 : r0] >= (h ? nsel1 : nsel0)) lo[h] = mid;
+                    else hi[h] = mid - 1;
+                }
+            }
+        }
+        if (wn == 0 && cq == 0) {
+            size_t gr = (((size_t)U.b * a.H + U.h) * a.nblk + U.c) * a.M + m0;
+            if (r0 < rows) x.tinit[gr + r0] = nsel0 > 0 ? (int)lo[0] : 0;
+            if (r1 < rows) x.tinit[gr + r1] = nsel1 > 0 ? (int)lo[1] : 0;
+        }
+    }
+}
+
 // fs_topk's dynamic shared memory: one opt-in at the largest size either caller uses (P <= 2048
 // keys and ids, 8192 cached scores), so no caller ever lowers the limit below another's launch
 static void fs_topk_optin(void) {
@@ -1819,22 +2075,34 @@ static int g_select_stats[CTL_N]; // the last fused / tp call's ctrl words (sele
 // tile, select_bf16_tph_upd)
 static int g_tph_upd = TP_HUPD;
 static_assert(TP_HUPD <= TP_HUMAX(TP_CAPF), "the ring holds TP_HUPD - 1 keys and a tile's inserts");
+static int g_tp2 = -1; // the two-pass tp: 1 where it applies, 0 never (-1: MSLAB_SELECT_TP2, default 1;
+                       // the tests' select_bf16_tp2)
 static int g_tp_pcap = TP_PMAX; // tp's survivors past which the finish raises a row's threshold (tests: less)
-// host side of the fused path (tp: the two-pass tp_select); -1: not handled here (the caller
-// runs the next path), or a row failed (likewise, after this call wrote partial lists that the
-// next path then overwrites)
+// host side of the fused path (kind 0: fx_select; 1: tp_select; 2: tp's two passes, tp_thr1 then
+// tp_select<P2>); -1: not handled here (the caller runs the next path), or a row failed (likewise,
+// after this call wrote partial lists that the next path then overwrites)
 // MSLAB_SELECT_BF16 (select_mode below): the default path, and auto's tp cut
 // auto: tp from TP_AUTO_MIN candidates in the longest row, else fused. s7 r3 (H200, paper config,
 // B=1 H=32 D=128): tp faster at every measured length (16K 0.75 vs 1.02 ms, 32K 2.47 / 3.49, 64K
 // 7.22 / 10.16, 128K 21.2 / 31.2; s6: 1M 873 / 1236), so 0: tp wherever it applies
 #define SELECT_DEFAULT 3
 #define TP_AUTO_MIN 0
+// the two-pass tp where the longest row has <= TP2_MAXLD candidates (128K tokens at w 16). s11 r3 (H200,
+// paper config, B=1 H=32 D=128, MSLAB_SELECT_PERF, ms, same snippet): 32K 1.88 vs 2.00, 128K 15.14 vs
+// 16.06, 1M 562 vs 544 (pass 1 there 160 ms of it)
+#define TP2_MAXLD 8192
 // the tp_select instance for head dim D (64 / 128)
 typedef void (*TpKernel)(FxArgs);
-static TpKernel tp_kernel(int D) { return D == 64 ? tp_select<64, TP_CAPF> : tp_select<128, TP_CAPF>; }
+static TpKernel tp_kernel(int D, bool p2 = false) {
+    if (p2) return D == 64 ? tp_select<64, TP_CAPF, true> : tp_select<128, TP_CAPF, true>;
+    return D == 64 ? tp_select<64, TP_CAPF> : tp_select<128, TP_CAPF>;
+}
 static int select_mode(void);
 static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q,
-                          const uint16_t *k, int B, int T, int H, int KVH, int D, bool tp) {
+                          const uint16_t *k, int B, int T, int H, int KVH, int D, int kind) {
+    const bool tp = kind > 0, tp2 = kind == 2;
+    if (g_tp2 < 0) g_tp2 = getenv("MSLAB_SELECT_TP2") ? atoi(getenv("MSLAB_SELECT_TP2")) != 0 : 1;
+    if (tp2 && !g_tp2) return -1;
     AttnDims d;
     if (attn_dims(cfg, T, &d)) return -1;
     if (d.M <= 0 || d.S <= 0 || d.S > FX_CAPF - 2 * FX_KT || (D != 64 && D != 128)) return -1;
@@ -1847,7 +2115,8 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     int *hord = (int *)malloc(sizeof(int) * nunit);
     MS_ASSERT(hord, "out of memory");
     for (size_t i = 0; i < nunit; i++) maxld = hu[i].ld > maxld ? hu[i].ld : maxld;
-    if (maxld > 65535 || (tp && select_mode() == 3 && maxld < TP_AUTO_MIN)) { // 16-bit counters
+    if (maxld > 65535 || (tp && select_mode() == 3 && maxld < TP_AUTO_MIN) || (tp2 && maxld > TP2_MAXLD)) {
+        // 16-bit counters; the two-pass's cut
         free(hu), free(hord);
         return -1;
     }
@@ -1874,7 +2143,9 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     size_t nkn = tp ? heads * nkp + 128 : 0; // floats
     size_t o_kbf = align256(o_ctrl + 256), o_kn = align256(o_kbf + (tp ? kb_n * 4 : 0));
     size_t o_kf = align256(o_kn + nkn * 4), o_qg = align256(o_kf + nkn * 4);
-    size_t total = o_qg + (tp ? (size_t)nslot * rm * D * 8 : 0);
+    // two-pass: pass 1's threshold per member row
+    size_t o_ti = align256(o_qg + (tp ? (size_t)nslot * rm * D * 8 : 0));
+    size_t total = o_ti + (tp2 ? (size_t)B * H * d.nblk * d.M * 4 : 0);
     char *scr = (char *)cuda_scratch(SCRATCH_SPARSE_BF16, total);
     FxArgs x;
     memset(&x, 0, sizeof x);
@@ -1903,7 +2174,7 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         clock_gettime(CLOCK_MONOTONIC, &ts);
         return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
     };
-    double ksel = 0, kmerge = 0, tp0 = 0, tp1 = 0, tk = 0;
+    double ksel = 0, kmerge = 0, tp0 = 0, tp1 = 0, tk = 0, kpass1 = 0;
     // MSLAB_SELECT_TP_HUPD=n: the update interval (diagnostics). s10 (H200): sparse_wgmma_fwd_perf's
     // 128K inputs (near-ties: 99.5M of 100.6M survivors need exact scores) fail 7776 rows (max 876
     // survivors after the raise) at n = 128, 256 and 384 alike, so they fall back to fused whatever
@@ -1929,16 +2200,21 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         cudaLaunchCheck();
     }
     if (profon) tp1 = pnow();
-    size_t smem = tp ? tp_smem(D, capf) : sizeof(double) * (64 * (D + 4) + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2;
+    size_t smem = tp ? tp_smem(D, capf, tp2) : sizeof(double) * (64 * (D + 4) + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2;
     static bool attr = false;
     if (!attr) {
         int s64 = (int)(sizeof(double) * (64 * 68 + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2);
         int s128 = (int)(sizeof(double) * (64 * 132 + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2);
         cudaCheck(cudaFuncSetAttribute(fx_select<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, s64));
         cudaCheck(cudaFuncSetAttribute(fx_select<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, s128));
-        for (int dm = 64; dm <= 128; dm += 64)
+        for (int dm = 64; dm <= 128; dm += 64) {
             cudaCheck(cudaFuncSetAttribute((const void *)tp_kernel(dm), cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            (int)tp_smem(dm, TP_CAPF)));
+            cudaCheck(cudaFuncSetAttribute((const void *)tp_kernel(dm, true),
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tp_smem(dm, TP_CAPF, true)));
+        }
+        cudaCheck(cudaFuncSetAttribute(tp_thr1<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, tp1_smem(64)));
+        cudaCheck(cudaFuncSetAttribute(tp_thr1<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, tp1_smem(128)));
         attr = true;
     }
     for (size_t u0 = 0; u0 < nunit;) {
@@ -1961,7 +2237,18 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
             x.nitems = nw * mt;
             int grid = x.nitems < nslot ? x.nitems : nslot;
             if (profon) tk = pnow();
-            if (tp) {
+            if (tp2) { // pass 1 (its thresholds into x.tinit), then pass 2
+                x.tinit = (int *)(scr + o_ti);
+                if (D == 64) tp_thr1<64><<<grid, FX_NT, tp1_smem(64)>>>(x);
+                else tp_thr1<128><<<grid, FX_NT, tp1_smem(128)>>>(x);
+                cudaLaunchCheck();
+                if (profon) {
+                    double t = pnow();
+                    kpass1 += t - tk, tk = t;
+                }
+                cudaCheck(cudaMemsetAsync(x.ctrl, 0, 4));
+                tp_kernel(D, true)<<<grid, FX_NT, smem>>>(x);
+            } else if (tp) {
                 tp_kernel(D)<<<grid, FX_NT, smem>>>(x);
             } else if (D == 64) fx_select<64><<<grid, FX_NT, smem>>>(x);
             else fx_select<128><<<grid, FX_NT, smem>>>(x);
@@ -1979,9 +2266,10 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     if (profon) {
         int occ = 0; // resident CTAs per SM
         if (tp)
-            cudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, (const void *)tp_kernel(D), FX_NT, smem));
-        fprintf(stderr, "select_bf16 prof %s T=%d (%d CTAs/SM): pool+prep %.3f ms, select kernel %.3f ms, merge %.3f ms\n",
-                tp ? "tp" : "fused", T, occ, tp1 - tp0, ksel, kmerge);
+            cudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, (const void *)tp_kernel(D, tp2), FX_NT, smem));
+        fprintf(stderr, "select_bf16 prof %s T=%d (%d CTAs/SM): pool+prep %.3f ms, select kernel %.3f ms, merge %.3f ms, "
+                "pass 1 %.3f ms\n",
+                tp2 ? "tp two-pass" : tp ? "tp" : "fused", T, occ, tp1 - tp0, ksel, kmerge, kpass1);
         if (tp) {
             unsigned long long hp[TP_NPROF], tot = 0;
             cudaCheck(cudaMemcpy(hp, dprof, sizeof hp, cudaMemcpyDeviceToHost));
@@ -2009,11 +2297,11 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                 "select_bf16 %s%s: T=%d S=%d maxld=%d capg %d: failed rows %d (buffer %d, survivors %d, "
                 "too few %d, bound %d), max inserts %d, max survivors %d (cap %d); all rows: survivors %d, "
                 "exact %d; histogram rows %d, updates %d; thresholds raised %d\n",
-                tp ? "tp" : "fused", ctrl[1] ? " (falls back)" : "", T, d.S, maxld, capg, ctrl[1], ctrl[CTL_FBUF],
+                tp2 ? "tp two-pass" : tp ? "tp" : "fused", ctrl[1] ? " (falls back)" : "", T, d.S, maxld, capg, ctrl[1], ctrl[CTL_FBUF],
                 ctrl[CTL_FSURV], ctrl[CTL_FFEW], ctrl[CTL_FBOUND], ctrl[2], ctrl[CTL_MAXSURV],
                 tp ? x.pcap : FX_PMAX, ctrl[5], ctrl[4], ctrl[CTL_HROWS], ctrl[CTL_HUPD], ctrl[CTL_RAISED]);
     free(hu), free(hord);
-    g_select_path = tp ? (ctrl[1] ? 0 : 4) : ctrl[1] ? 2 : 1;
+    g_select_path = tp ? (ctrl[1] ? 0 : tp2 ? 5 : 4) : ctrl[1] ? 2 : 1;
     return ctrl[1] ? -1 : 0;
 }
 
@@ -2148,6 +2436,13 @@ extern "C" int select_bf16_tp_cap(int cap) {
     return c;
 }
 
+// the two-pass tp (1 where it applies, 0 never; -1: MSLAB_SELECT_TP2 again); returns the previous setting
+extern "C" int select_bf16_tp2(int on) {
+    int m = g_tp2;
+    g_tp2 = on;
+    return m;
+}
+
 // select_blocks.cu: merge 1 with few regions (path 3); -1 when it does not apply
 extern "C" int select_blocks(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q,
                              const uint16_t *k, int B, int T, int H, int KVH, int D);
@@ -2162,8 +2457,9 @@ extern "C" int select_bf16(AttnIndex *ix, const struct AttnConfig *cfg, const ui
     if (cfg->kind == ATTN_MS && cfg->pool == POOL_MEAN && cfg->score == SCORE_DOT &&
         cfg->select == SELECT_REGION && cfg->order == ORDER_RANK && !getenv("MSLAB_SELECT_SLOW") &&
         ((select_blocks(ix, cfg, q, k, B, T, H, KVH, D) == 0 && (g_select_path = 3) > 0) ||
-         (select_mode() >= 2 && fx_select_host(ix, cfg, q, k, B, T, H, KVH, D, true) == 0) ||
-         (select_mode() >= 1 && fx_select_host(ix, cfg, q, k, B, T, H, KVH, D, false) == 0) ||
+         (select_mode() >= 2 && fx_select_host(ix, cfg, q, k, B, T, H, KVH, D, 2) == 0) ||
+         (select_mode() >= 2 && fx_select_host(ix, cfg, q, k, B, T, H, KVH, D, 1) == 0) ||
+         (select_mode() >= 1 && fx_select_host(ix, cfg, q, k, B, T, H, KVH, D, 0) == 0) ||
          fs_select(ix, cfg, q, k, B, T, H, KVH, D) == 0))
         return 0;
     g_select_path = 0;

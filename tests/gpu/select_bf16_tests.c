@@ -2,9 +2,10 @@
 // the lists must equal the CPU's attention_select on the same bf16-rounded inputs. The small
 // shapes are checked in sparse_bf16_tests.c (t_sb) beside the kernels that read the lists.
 //
-// Each shape runs the ms paths, old (scores in global memory), fused (running top-S) and tp (the
-// two-pass fused path: tensor-core scores with an error bound, exact scores where it cannot
-// order), twice each (the second run must repeat the bits), and compares every entry of the list
+// Each shape runs the ms paths, old (scores in global memory), fused (running top-S), tp (the
+// default: fp16-split tensor-core scores with an error bound, exact scores where it cannot order;
+// since s11 two passes where the rows are short enough, a threshold per row then a sweep from it,
+// path 5) and tp-sweep (tp_select alone, the two passes off: path 4), twice each (the second run must repeat the bits), and compares every entry of the list
 // with the CPU's (err = differing entries, tol 0). The fused / tp rows also fail when the path
 // taken is not the expected one (fused / tp, or their fallbacks where the inputs are built to
 // overflow them; tp may also hand inputs with masses of ties to fused), so a fast path that
@@ -45,6 +46,9 @@ int select_bf16_last_stats(int *st, int n);
 // tp's finish: rows with more survivors than cap get their threshold raised (tp_raise; default
 // TP_PMAX = 512); returns the previous cap
 int select_bf16_tp_cap(int cap);
+// tp's two passes (pass 1's thresholds, then a sweep without sketches; path 5) where they apply: 1 on,
+// 0 off (tp_select alone, path 4), -1 MSLAB_SELECT_TP2; returns the previous setting
+int select_bf16_tp2(int on);
 // cuda/select_blocks.cu's switch (merge 1, few regions; path 3): 1 on, 0 off, -1 query; returns
 // the previous setting. Modes 0 / 1 below run with it off; mode 2 (merge 1 plans only) with it on.
 int select_blocks_set(int on);
@@ -65,9 +69,14 @@ static double g_rise = 0;
 // expect: path the fused mode must take (1 fused, 2 its fallback); | 4: merge 1 but the blocks
 // path must decline (too many regions), so mode 2 takes the fused path too; | 8: tp must turn rows
 // into histogram rows and update them (select_bf16_last_stats); | 16: tp must raise thresholds
-// (with g_tpcap)
+// (with g_tpcap). The tp mode (the default: two passes, path 5) and tp-sweep (tp_select alone, path 4)
+// both run; the histogram checks apply to tp-sweep
 static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH, int D,
                   int period, int expect) {
+    // MSLAB_SELECT_ONLY=s: only the shapes whose name contains s; MSLAB_SELECT_TP_ONLY=1: only the tp mode
+    const char *only = getenv("MSLAB_SELECT_ONLY");
+    if (only && !strstr(name, only)) return;
+    int tponly = getenv("MSLAB_SELECT_TP_ONLY") && atoi(getenv("MSLAB_SELECT_TP_ONLY"));
     AttnDims d;
     MS_ASSERT(attn_config_check(&cfg, "attention") == 0, "%s", ms_error());
     MS_ASSERT(attn_dims(&cfg, T, &d) == 0, "%s", ms_error());
@@ -104,11 +113,14 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
     ig.idx = gpu->alloc(sizeof(int) * ni);
     int *h1 = malloc(sizeof(int) * ni), *h2 = malloc(sizeof(int) * ni), *fill = malloc(sizeof(int) * ni);
     for (size_t i = 0; i < ni; i++) fill[i] = 0x7eadbeef;
-    for (int mode = 0; mode < 4; mode++) { // old, fused, tp, blocks
-        if (mode == 3 && cfg.merge != 1) break;
+    for (int mode = 0; mode < 5; mode++) { // old, fused, tp (two passes), blocks, tp-sweep
+        if (mode == 3 && cfg.merge != 1) continue;
+        const int tpm = mode == 2 || mode == 4;
+        if (tponly && !tpm) continue;
         int blk = select_blocks_set(mode == 3);
-        int prev = select_bf16_set_mode(mode == 2 ? 2 : mode ? 1 : 0), rc = 0, path = -1, st[10] = {0};
-        int cap = mode == 2 && g_tpcap ? select_bf16_tp_cap(g_tpcap) : 0;
+        int prev = select_bf16_set_mode(tpm ? 2 : mode ? 1 : 0), rc = 0, path = -1, st[10] = {0};
+        int cap = tpm && g_tpcap ? select_bf16_tp_cap(g_tpcap) : 0;
+        int tp2 = mode == 4 ? select_bf16_tp2(0) : 0;
         size_t bad = 0, again = 0;
         double ms = 0;
         for (int rep = 0; rep < 2; rep++) {
@@ -122,6 +134,7 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
             if (rep == 0) path = select_bf16_last_path(), select_bf16_last_stats(st, 10);
         }
         if (cap) select_bf16_tp_cap(cap);
+        if (mode == 4) select_bf16_tp2(tp2);
         select_bf16_set_mode(prev);
         select_blocks_set(blk);
         if (rc) {
@@ -132,25 +145,27 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
             bad = list_diff(h1, ic.idx, ni, d.width, d.nblk, H);
         }
         int want = mode == 0 ? 0 : mode == 1 || (mode == 3 && (expect & 4)) ? expect & 3 : mode == 3 ? 3
-                   : (expect & 3) == 2 ? 2 : 4;
-        if (mode == 2 && period > 0 && path == 1) want = 1; // tp handed the ties to fused
+                   : (expect & 3) == 2 ? 2 : mode == 2 ? 5 : 4;
+        if (tpm && period > 0 && path == 1) want = 1; // tp handed the ties to fused
+        if (mode == 2 && period > 0 && path == 4) want = 4; // the two passes handed them to tp_select
         if (path != want) {
-            printf("    path %d, expected %d (0 old, 1 fused, 2 fused fell back, 3 blocks, 4 tp)\n", path, want);
+            printf("    path %d, expected %d (0 old, 1 fused, 2 fused fell back, 3 blocks, 4 tp, 5 tp two-pass)\n",
+                   path, want);
             bad += 1;
         }
-        if (mode == 2 && path == 4 && (expect & 8) && (st[7] <= 0 || st[8] <= 0)) {
+        if (mode == 4 && path == 4 && (expect & 8) && (st[7] <= 0 || st[8] <= 0)) {
             printf("    tp ran %d histogram rows, %d updates: expected some\n", st[7], st[8]);
             bad += 1;
         }
-        if (mode == 2 && path == 4 && (expect & 16) && st[9] <= 0) {
+        if (tpm && path >= 4 && (expect & 16) && st[9] <= 0) {
             printf("    tp raised no row's threshold: expected some\n");
             bad += 1;
         }
         char op[64];
-        snprintf(op, sizeof op, "select_bf16.%s", (const char *[]){"old", "fused", "tp", "blocks"}[mode]);
+        snprintf(op, sizeof op, "select_bf16.%s", (const char *[]){"old", "fused", "tp", "blocks", "tp-sweep"}[mode]);
         report(op, shape, (double)bad, 0, again ? 0 : 1);
         printf("    %s: %.2f ms (CPU %.2f s), path %d", op, ms, tcpu, path);
-        if (mode == 1 || mode == 2) // failed rows, max inserts / survivors, histogram rows / updates
+        if (mode == 1 || tpm) // failed rows, max inserts / survivors, histogram rows / updates
             printf(" (failed %d, max inserts %d, max survivors %d, hist rows %d, updates %d, raised %d)", st[0],
                    st[5], st[6], st[7], st[8], st[9]);
         printf("\n");
@@ -161,8 +176,9 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
 
 // MSLAB_SELECT_PERF=T1,T2,...: time select_bf16 (paper config, B=1 H=KVH=32 D=128, random bf16
 // q / k, no CPU reference) per path (tp, fused); MSLAB_SELECT_PERF_OLD=1 also times the old path,
-// MSLAB_SELECT_PERF_TP=1 only tp; MSLAB_SELECT_PERF_NORMAL=1: the bench's inputs (attn_bench.c:
-// cuda_fill_bf16_normal, seeds 1000 / 1001, scale 1) instead of the uniform pool below.
+// MSLAB_SELECT_PERF_TP=1 only tp (the default, two passes where they apply) and tp-sweep (tp_select
+// alone); MSLAB_SELECT_PERF_NORMAL=1: the bench's inputs (attn_bench.c: cuda_fill_bf16_normal, seeds
+// 1000 / 1001, scale 1) instead of the uniform pool below.
 // Rows are information only (not in the default run).
 // blk: the bench's moba-blk plan instead (w 128, merge 1, prefix 0, top nb / 16 + 1), timed with
 // the blocks path (select_blocks.cu) and without it (fused)
@@ -202,12 +218,13 @@ static void t_sel_perf(int T, int blk) {
     const char *upd = getenv("MSLAB_SELECT_PERF_UPD"); // tp's histogram update interval (s9 A/B)
     int upd_prev = upd ? select_bf16_tph_upd(atoi(upd)) : 0;
     int tponly = getenv("MSLAB_SELECT_PERF_TP") && atoi(getenv("MSLAB_SELECT_PERF_TP"));
-    for (int mode = blk ? 3 : 2; mode >= 0; mode--) { // blocks / tp, fused, old
+    for (int mode = blk ? 3 : 4; mode >= 0; mode--) { // blocks / tp-sweep, tp, fused, old
         if (mode == 0 && !getenv("MSLAB_SELECT_PERF_OLD")) break;
         if (mode < 2 && tponly && !blk) break;
-        if (blk && mode == 2) continue;
+        if ((blk && mode == 2) || (!blk && mode == 3)) continue;
         int blk_prev = select_blocks_set(mode == 3);
-        int prev = select_bf16_set_mode(mode == 3 ? 1 : mode), x;
+        int prev = select_bf16_set_mode(mode == 3 ? 1 : mode == 4 ? 2 : mode), x;
+        int tp2 = mode == 4 ? select_bf16_tp2(0) : 0;
         double t0 = 0;
         for (int r = -1; r < 2; r++) {
             if (r == 0) gpu->download(&x, ig.idx, 4), t0 = now_s();
@@ -217,9 +234,10 @@ static void t_sel_perf(int T, int blk) {
         double ms = (now_s() - t0) / 2 * 1e3;
         int st[10] = {0};
         select_bf16_last_stats(st, 10);
+        if (mode == 4) select_bf16_tp2(tp2);
         printf("    select_bf16 perf %s T=%d H=32 D=128 %s%s: %.2f ms, path %d (failed %d, max inserts %d, "
                "max survivors %d, hist rows %d, updates %d, raised %d)\n",
-               (const char *[]){"old", "fused", "tp", "blocks"}[mode], T, blk ? "moba-blk" : "paper",
+               (const char *[]){"old", "fused", "tp", "blocks", "tp-sweep"}[mode], T, blk ? "moba-blk" : "paper",
                normal ? " normal" : "", ms, select_bf16_last_path(), st[0], st[5], st[6], st[7], st[8], st[9]);
         select_bf16_set_mode(prev);
         select_blocks_set(blk_prev);
