@@ -69,13 +69,13 @@ $(BUILD)/mslab-gpu-tests: $(GPU_TEST_OBJ)
 	$(CC) $(CFLAGS) -o $@ $(filter %.o,$^) $(CUDA_LIBS) -lm -fopenmp
 
 test-gpu: $(BUILD)/mslab-gpu-tests
-	./$(BUILD)/mslab-gpu-tests
+	$(BUILD)/mslab-gpu-tests
 
 $(BUILD)/mslab-gpu-bench: $(BUILD)/bench/gpu_bench.o $(BUILD)/bench/attn_bench.o $(filter-out $(BUILD)/tests/gpu/%,$(GPU_TEST_OBJ))
 	@[ "$(CUDA)" = 1 ] || { echo "error: the GPU benchmark needs nvcc (CUDA=1)"; exit 1; }
 	$(CC) $(CFLAGS) -o $@ $(filter %.o,$^) $(CUDA_LIBS) -lm -fopenmp
 bench-gpu: $(BUILD)/mslab-gpu-bench
-	./$(BUILD)/mslab-gpu-bench
+	$(BUILD)/mslab-gpu-bench
 
 # The attention benchmark on a GPU machine (docs/bench.md): ours, the PyTorch peers, the table, a run
 # in results.db and the figure; logs and TSVs in OUT (default bench-out).
@@ -135,7 +135,7 @@ demo: deps
 GPU_BINS := $(if $(filter 1,$(CUDA)),$(BUILD)/mslab-gpu-tests $(BUILD)/mslab-gpu-bench)
 test: deps
 	$(MAKE) mslab $(BUILD)/mslab-tests $(GPU_BINS)
-	./$(BUILD)/mslab-tests
+	$(BUILD)/mslab-tests
 
 # The whole CPU suite under AddressSanitizer + UBSan (about 2 minutes on 2 cores; not part of CI).
 ASAN_ARCH := -march=native -fsanitize=address,undefined -fno-omit-frame-pointer -g -O1
