@@ -30,8 +30,8 @@
 // block one CTA), and for the key-centric kernel's ordered dK / dV sums (s11) regions in nearly
 // every list and launch groups of one (b, kv head) (a tiny MSLAB_SQ_ACC_MB), with H = KVH (regions
 // held by one list: written by their CTA; "(list counts)" checks the list has both kinds), and
-// bitwise comparisons of the ordered mode: *_small_ord_groups1 (groups of one vs the default
-// grouping), *_small_ord_chunk3 (the sums' entries in chunks of 3), *_small_ord_decline (over a
+// bitwise comparisons of the ordered mode: *_small_ord_groups1 / *_groups6mb (groups of one / of
+// a few vs the default grouping), *_small_ord_chunk3 (the sums' entries in chunks of 3), *_small_ord_decline (over a
 // tiny budget the key-centric kernel declines: sq_fused_kernel's bits). Lists
 // the kernel does not handle (16-key regions in 64-row blocks, 32-row or one-row blocks,
 // positions inside) must return -1 having written nothing. A GPU that is not sm_90 makes every call return -1: the checks are
@@ -79,9 +79,10 @@ static int g_swb_inputs = 0;
 // t_swb on lists of 16 / 32-key regions, D 128, the ordered mode's key-centric sums (s11):
 // g_swb_cover: the list must hold, per (b, kv head), regions listed once (written by their CTA),
 // several times (summed) and, where T % region, the last (straddling T) once somewhere; g_swb_cmp:
-// the default call's bits must equal those with launch groups of one (MSLAB_SQ_ACC_MB 0.05), with
-// the sums' entries in chunks of 3, and the kernel declining one (b, kv head) over its budget
-// must give sq_fused_kernel's bits (keys off)
+// the default call's bits must equal those with launch groups of one (MSLAB_SQ_ACC_MB 0.05) and
+// of a few (6 MB: 3, 3, 2 for the H = KVH row: kcnt's slab kbl > 0 after bk0 > 0), with the
+// sums' entries in chunks of 3, and the kernel declining one (b, kv head) over its budget must
+// give sq_fused_kernel's bits (keys off)
 static int g_swb_cover = 0, g_swb_cmp = 0;
 
 static int g_arch = 1; // 0: not an sm_90 GPU (the wgmma kernels return -1)
@@ -297,11 +298,11 @@ static void t_swb(const char *name, const AttnIndex *ic, int B, int T, int H, in
                                      list_cover(ic, B, T, H, KVH), 0, -1);
     if (small && g_swb_cmp && g_arch) { // the ordered mode's bits: default, groups of one, chunks
                                         // of 3, declined (over a tiny budget), keys off
-        uint16_t *gb[5][3];
+        uint16_t *gb[6][3];
         attn_bf16_set_deterministic(1);
         sparse_wgmma_bwd_tune_small_modes(3);
-        for (int c = 0; c < 5; c++) {
-            char *keep = acc_mb_set(c == 1 ? "0.05" : NULL);
+        for (int c = 0; c < 6; c++) { // 5: groups of up to 3 where a (b, kv head) takes < 2 MB
+            char *keep = acc_mb_set(c == 1 ? "0.05" : c == 5 ? "6" : NULL);
             sparse_wgmma_bwd_tune_keys(c == 4 ? 0 : -1);
             sparse_wgmma_bwd_tune_keys_ord(c == 3 ? 0.001 : 0, c == 2 ? 3 : 0);
             poison16(d_dq, nq), poison16(d_dk, nk), poison16(d_dv, nk);
@@ -315,18 +316,19 @@ static void t_swb(const char *name, const AttnIndex *ic, int B, int T, int H, in
         sparse_wgmma_bwd_tune_keys(-1), sparse_wgmma_bwd_tune_keys_ord(0, 0);
         sparse_wgmma_bwd_tune_small_modes(-1);
         attn_bf16_set_deterministic(mode0);
-        static const char *cn[3] = {"sparse_wgmma_bwd_small_ord_groups1",
+        static const char *cn[4] = {"sparse_wgmma_bwd_small_ord_groups1",
                                     "sparse_wgmma_bwd_small_ord_chunk3",
-                                    "sparse_wgmma_bwd_small_ord_decline"};
-        int ca[3] = {1, 2, 3}, cb[3] = {0, 0, 4};
+                                    "sparse_wgmma_bwd_small_ord_decline",
+                                    "sparse_wgmma_bwd_small_ord_groups6mb"};
+        int ca[4] = {1, 2, 3, 5}, cb[4] = {0, 0, 4, 0};
         size_t n[3] = {nq, nk, nk};
-        for (int i = 0; i < 3; i++) {
+        for (int i = 0; i < 4; i++) {
             size_t diff = 0; // elements whose bits differ (dq, dk, dv)
             for (int t = 0; t < 3; t++)
                 for (size_t j = 0; j < n[t]; j++) diff += gb[ca[i]][t][j] != gb[cb[i]][t][j];
             report(cn[i], shape, (double)diff, 0, -1);
         }
-        for (int c = 0; c < 5; c++)
+        for (int c = 0; c < 6; c++)
             for (int t = 0; t < 3; t++) free(gb[c][t]);
     }
     gpu->free(d_q), gpu->free(d_k), gpu->free(d_v), gpu->free(d_y), gpu->free(d_o), gpu->free(d_l);
