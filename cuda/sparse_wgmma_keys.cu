@@ -88,6 +88,14 @@
 // (atomic 4.63); bench fwd+bwd 32K ordered 30.48 -> 29.08 ms (atomic 28.41-28.49), 128K 141.78 ->
 // 136.87 (atomic 135.15-137.70); peak unchanged; sparse_wgmma_bwd --quick 386 + the small rows
 // in full 242 passed.
+// s11 review (r6): the ordered mode declines where one (b, kv head)'s partials alone exceed the
+// default budget (sq_fused_kernel's ordered mode then runs: the old path's ~8 T D bytes a head,
+// not several GB); pos by atomicMax; the sums' entries 64-bit, their chunk a test tunable;
+// tests: H = KVH rows (once-listed regions written by their CTA, in groups of one), bitwise
+// equal outputs across launch groupings / sum chunks, the decline = sq_fused_kernel's bits.
+// Same snippet, old / new: 32K ordered 21.17, 21.02 / 21.13, 20.97 ms (atomic 19.13, 18.98 /
+// 19.25, 19.45: that path is unchanged, noise); sparse_wgmma_bwd --quick 410 + small rows 266
+// passed.
 // Left: the ordered mode's s32 dQ conversions in the steps (~0.5 ms at 32K) and the sums' read of
 // the partials (0.8 ms at 32K; a region in 3.6 lists on average); each launch's tail.
 #include <limits.h>
