@@ -446,7 +446,7 @@ __device__ __forceinline__ void wg_red_s64(long long *p, long long x) {
     asm volatile("red.relaxed.gpu.global.add.u64 [%0], %1;\n" ::"l"(p), "l"(x) : "memory");
 }
 // one box of a 4-d tensor map (columns, head, row, batch; rows past T clipped) from shared memory
-// (the map's swizzle) by the TMA unit (async proxy): stored, or ADD: reduce-added (fp32 or u64 as
+// (the map's swizzle) by the TMA unit (async proxy): stored, or ADD: reduce-added (fp32 or s32 as
 // the map says); a bulk group per issuing thread
 template <bool ADD>
 __device__ __forceinline__ void tma_out_4d(const void *map, const void *src, int c0, int c1, int c2,
@@ -512,7 +512,8 @@ __device__ __forceinline__ void bulk_wait_read() {
 //     dV staged in the Q / dO buffers (planar) and written by 4 TMA stores.
 //   32 (with 2, DET 4): the rows' fixed-point scales by cp.async with lse / Di; 64 (DET 4): the s32
 //     conversions by FFMA (at bwd_fused_body). s10: 118 = 22 + 32 + 64 the ordered default of the
-//     dense and 128k-key-list kernels (lists with 3 buffers: 126), 54 the key lists'.
+//     dense and 128k-key-list kernels (lists with 3 buffers: 126); the key lists' ordered mode:
+//     118 at D 128 (s11), 54 at D 64.
 
 //   Tried (s7, 32K moba-blk RAND bwd, ms ordered / atomic): 4 as 64 row-sized bulk copies (no
 //   map, 544-byte pitch): 11.97 / 10.74 (s6 path 12.05 / 11.34; the trace: their issue ~1300

@@ -88,6 +88,14 @@
 // (atomic 4.63); bench fwd+bwd 32K ordered 30.48 -> 29.08 ms (atomic 28.41-28.49), 128K 141.78 ->
 // 136.87 (atomic 135.15-137.70); peak unchanged; sparse_wgmma_bwd --quick 386 + the small rows
 // in full 242 passed.
+// s11 review (r6): the ordered mode declines where one (b, kv head)'s partials alone exceed the
+// default budget (sq_fused_kernel's ordered mode then runs: the old path's ~8 T D bytes a head,
+// not several GB); pos by atomicMax; the sums' entries 64-bit, their chunk a test tunable;
+// tests: H = KVH rows (once-listed regions written by their CTA, in groups of one), bitwise
+// equal outputs across launch groupings / sum chunks, the decline = sq_fused_kernel's bits.
+// Same snippet, old / new: 32K ordered 21.17, 21.02 / 21.13, 20.97 ms (atomic 19.13, 18.98 /
+// 19.25, 19.45: that path is unchanged, noise); sparse_wgmma_bwd --quick 410 + small rows 266
+// passed.
 // Left: the ordered mode's s32 dQ conversions in the steps (~0.5 ms at 32K) and the sums' read of
 // the partials (0.8 ms at 32K; a region in 3.6 lists on average); each launch's tail.
 #include <limits.h>
@@ -185,15 +193,17 @@ __global__ void sk_acc_out(bf16 *dq, bf16 *dk, bf16 *dv, const float *kva, const
 }
 
 // The ordered mode's dK / dV sums (s11). pos [the launch's lists][nreg] = the slot of region r in
-// the sorted list (hl, c) of launch head hl (-1: none; a list holds a region once: ops.h); kcnt
-// (or NULL) [the launch's kv heads][nreg]: the lists of the kv head's G nblk that hold r (integer
-// adds: exact)
+// the sorted list (hl, c) of launch head hl (-1: none); kcnt (or NULL) [the launch's kv heads]
+// [nreg]: the lists of the kv head's G nblk that hold r (integer adds: exact). A list must hold a
+// region at most once (ops.h's contract; the CPU reference and sq_fused_kernel assume it too):
+// pos keeps one slot per list, so a region listed twice would lose the other slot's
+// contribution; atomicMax (the last slot) keeps even that case bitwise repeatable
 __global__ void sk_pos(int *pos, int *kcnt, const int *sl, int width, int nreg, int gn) {
     const int *lst = sl + (size_t)blockIdx.x * width;
     for (int s = threadIdx.x; s < width; s += blockDim.x) {
         int r = lst[s];
         if (r >= 0 && r < nreg) {
-            pos[(size_t)blockIdx.x * nreg + r] = s;
+            atomicMax(pos + (size_t)blockIdx.x * nreg + r, s);
             if (kcnt) atomicAdd(kcnt + (size_t)(blockIdx.x / gn) * nreg + r, 1);
         }
     }
@@ -202,29 +212,33 @@ __global__ void sk_pos(int *pos, int *kcnt, const int *sl, int width, int nreg, 
 // sum of the partials part [slot = (hl, c, kb)][2 = dK, dV][BKV][D] (fp32) of the entries (head
 // hg of the group, block c) that list r, in that FIXED order (hg outer, c ascending): bitwise
 // repeatable; regions that one list holds (kcnt 1) were written by their CTA. R D / 8 threads (4
-// float4 each: rows kr, kr + R / 2 of dK and dV)
+// float4 each: rows kr, kr + R / 2 of dK and dV); the entries' part offsets in shared memory, in
+// chunks of cap <= SK_CHUNK (sk_chunk: tests run small chunks; the order is the same)
+#define SK_CHUNK 1024
 template <int D>
 __global__ void sk_part_sum(bf16 *dk, bf16 *dv, const float *part, const int *pos,
                             const int *kcnt, int bk0, int T, int KVH, int G, int nblk, int nreg,
-                            int ntk, int R) {
+                            int ntk, int R, int cap) {
     constexpr int BKV = D, D4 = D / 4;
-    __shared__ int ent[1024];
+    __shared__ long long ent[SK_CHUNK];
     int r = blockIdx.x, bkl = blockIdx.y, bk = bk0 + bkl, ne = G * nblk;
     if (kcnt && kcnt[(size_t)bkl * nreg + r] == 1) return;
     int nt = blockDim.x, spc = BKV / R, kr = threadIdx.x / D4, d4 = threadIdx.x % D4;
     float4 acc[4];
 #pragma unroll
     for (int j = 0; j < 4; j++) acc[j] = make_float4(0.f, 0.f, 0.f, 0.f);
-    for (int e0 = 0; e0 < ne; e0 += 1024) {
-        int m = min(1024, ne - e0);
+    for (int e0 = 0; e0 < ne; e0 += cap) {
+        int m = min(cap, ne - e0);
         __syncthreads();
         for (int e = threadIdx.x; e < m; e += nt) {
-            int l = bkl * ne + e0 + e, s = pos[(size_t)l * nreg + r];
-            ent[e] = s < 0 ? -1 : (l * ntk + s / spc) * BKV + s % spc * R; // (slot, row0)
+            size_t l = (size_t)bkl * ne + e0 + e;
+            int s = pos[l * nreg + r];
+            // (slot, row0) as slot BKV + row0 (64-bit: slots BKV can pass 2^31)
+            ent[e] = s < 0 ? -1 : (long long)((l * ntk + s / spc) * BKV + s % spc * R);
         }
         __syncthreads();
         for (int e = 0; e < m; e++) {
-            int x = ent[e];
+            long long x = ent[e];
             if (x < 0) continue;
             const float4 *p = (const float4 *)(part + ((size_t)(x / BKV) * 2 * BKV + x % BKV) * D);
             float4 u[4];
@@ -258,6 +272,13 @@ static int sk_on_get(void) {
     return sk_on < 0 ? SK_DEFAULT : sk_on;
 }
 extern "C" void sparse_wgmma_bwd_tune_keys(int on) { sk_on = on < 0 ? -2 : on; }
+// tests: the ordered mode's budget for one (b, kv head) in MB (over it the kernel declines;
+// <= 0: the default, wg_acc_budget's) and sk_part_sum's chunk of entries (<= 0: SK_CHUNK)
+static double sk_budget_mb = 0;
+static int sk_chunk = 0;
+extern "C" void sparse_wgmma_bwd_tune_keys_ord(double budget_mb, int chunk) {
+    sk_budget_mb = budget_mb, sk_chunk = chunk;
+}
 
 int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *out,
                           const float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
@@ -278,10 +299,19 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     size_t perbk = (size_t)T * D * G * 4 + (det ? ppart + ppos + 512 : (size_t)T * D * 2 * 4);
     size_t ymax = 65535 / ((size_t)G * nblk);
     if (ymax < 1) return -1;
-    // (the ordered mode: 0.15 of q, k, v, o + grads: 2 (b, kv head)s a launch at 128K, not 1;
-    // s11 r3, 128K fwd+bwd 135.28 ms vs 135.84, the bench's peak unchanged (10.27e9 B, as with
-    // the s64 accumulators' 1 GiB))
-    size_t cbk = wg_acc_group(B, T, H, KVH, D, perbk, ymax, det ? 0.15 : 0.125);
+    // the ordered mode's need per (b, kv head) grows as G nblk ntk 128 KB (D 128): where one is
+    // over the default budget (wg_acc_budget's, not MSLAB_SQ_ACC_MB's, which sets the groups
+    // alone), decline: sq_fused_kernel's ordered mode runs (bitwise repeatable; its fp32 dK / dV
+    // accumulators are 8 T D bytes a (b, kv head)), not a scratch of several GB (e.g. qblock 128,
+    // top 64 + own regions, G 4, 128K: ~4.7 GB for one kv head; the s10 s64 path ~0.5 GB)
+    // (the ordered mode's budget: 0.15 of q, k, v, o + grads: 2 (b, kv head)s a launch at 128K,
+    // not 1; s11 r3, 128K fwd+bwd 135.28 ms vs 135.84, the bench's peak unchanged (10.27e9 B, as
+    // with the s64 accumulators' 1 GiB))
+    double frac = det ? 0.15 : 0.125;
+    if (det && (double)perbk > (sk_budget_mb > 0 ? sk_budget_mb * 1048576.0
+                                                : (double)wg_acc_budget(B, T, H, KVH, D, frac)))
+        return -1;
+    size_t cbk = wg_acc_group(B, T, H, KVH, D, perbk, ymax, frac);
     size_t rsc_off = align256(rows * 4), kvm_off = rsc_off + (det ? align256(rows * 4) : 0);
     size_t sl_off = kvm_off + align256(nbk * 8), acc_off = sl_off + align256(nl * ix->width * 4);
     char *ws = (char *)wg_bwd_scratch(acc_off + cbk * perbk + 256);
@@ -346,8 +376,9 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
         if (det) {
             dim3 rg((unsigned)nreg, (unsigned)n);
             auto sum = D == 64 ? sk_part_sum<64> : sk_part_sum<128>;
+            int cap = sk_chunk > 0 && sk_chunk < SK_CHUNK ? sk_chunk : SK_CHUNK;
             sum<<<rg, R * D / 8>>>(dk, dv, (const float *)kva, pos, kcnt, (int)bk0, T, KVH, G, nblk,
-                                   nreg, (int)ntk, R);
+                                   nreg, (int)ntk, R, cap);
             cudaLaunchCheck();
         }
         size_t nk4 = det ? 0 : 2 * n * T * D / 4, nq4 = n * G * T * D / 4;

@@ -28,7 +28,11 @@
 // non-finite outputs must be non-finite; at D = 128 and 64; also at 128-key regions, the list-walk fused kernel), an odd count of 128-row CTAs in 256-row blocks, merge
 // 128 at D = 64 and 128 (the paper config's and the LM's 2048-row blocks; at D = 128 the last
 // block one CTA), and for the key-centric kernel's ordered dK / dV sums (s11) regions in nearly
-// every list and launch groups of one (b, kv head) (a tiny MSLAB_SQ_ACC_MB). Lists
+// every list and launch groups of one (b, kv head) (a tiny MSLAB_SQ_ACC_MB), with H = KVH (regions
+// held by one list: written by their CTA; "(list counts)" checks the list has both kinds), and
+// bitwise comparisons of the ordered mode: *_small_ord_groups1 / *_groups6mb (groups of one / of
+// a few vs the default grouping), *_small_ord_chunk3 (the sums' entries in chunks of 3), *_small_ord_decline (over a
+// tiny budget the key-centric kernel declines: sq_fused_kernel's bits). Lists
 // the kernel does not handle (16-key regions in 64-row blocks, 32-row or one-row blocks,
 // positions inside) must return -1 having written nothing. A GPU that is not sm_90 makes every call return -1: the checks are
 // skipped with a note. Timing rows (info, sparse_wgmma_bwd_perf): B = 1, H = KVH = 32, D = 128,
@@ -65,10 +69,21 @@ void sparse_wgmma_bwd_tune_small_hfast(int on);
 // the key-centric kernel for the same lists (sparse_wgmma_keys.cu): 0 off (sq_fused_kernel), 1
 // D = 128, 2 also D = 64; -1 the default
 void sparse_wgmma_bwd_tune_keys(int on);
+// its ordered mode: the budget of one (b, kv head) in MB (over it: -1, sq_fused_kernel runs) and
+// sk_part_sum's chunk of entries; <= 0: the defaults
+void sparse_wgmma_bwd_tune_keys_ord(double budget_mb, int chunk);
 // t_swb's inputs: 1 = uneven magnitudes (rows of q, dout, v scaled by powers of 2 from 2^-8 to
 // 2^8); 2 = one q element NaN (the outputs the CPU makes non-finite must be non-finite, the rest
 // close)
 static int g_swb_inputs = 0;
+// t_swb on lists of 16 / 32-key regions, D 128, the ordered mode's key-centric sums (s11):
+// g_swb_cover: the list must hold, per (b, kv head), regions listed once (written by their CTA),
+// several times (summed) and, where T % region, the last (straddling T) once somewhere; g_swb_cmp:
+// the default call's bits must equal those with launch groups of one (MSLAB_SQ_ACC_MB 0.05) and
+// of a few (6 MB: 3, 3, 2 for the H = KVH row: kcnt's slab kbl > 0 after bk0 > 0), with the
+// sums' entries in chunks of 3, and the kernel declining one (b, kv head) over its budget must
+// give sq_fused_kernel's bits (keys off)
+static int g_swb_cover = 0, g_swb_cmp = 0;
 
 static int g_arch = 1; // 0: not an sm_90 GPU (the wgmma kernels return -1)
 
@@ -130,6 +145,43 @@ static int arch_is_90(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *
                       const uint16_t *o, const float *lse, const uint16_t *q, const uint16_t *k,
                       const uint16_t *v) {
     return flash_wgmma_bwd(dq, dk, dv, dy, o, lse, q, k, v, 1, 1, 1, 1, 64) == 0;
+}
+
+// per (b, kv head): how many regions G nblk lists hold once, more than once, and (T % R) the
+// (b, kv head)s holding the last region once; err = the missing kinds
+static double list_cover(const AttnIndex *ic, int B, int T, int H, int KVH) {
+    int G = H / KVH, R = ic->region, nreg = (T + R - 1) / R;
+    int *cnt = xalloc(sizeof(int) * nreg);
+    size_t once = 0, many = 0, tail = 0;
+    for (int bk = 0; bk < B * KVH; bk++) {
+        memset(cnt, 0, sizeof(int) * nreg);
+        for (int hg = 0; hg < G; hg++)
+            for (int c = 0; c < ic->nblk; c++) {
+                size_t l = ((size_t)(bk / KVH) * H + bk % KVH * G + hg) * ic->nblk + c;
+                for (int s = 0; s < ic->width; s++) {
+                    int r = ic->idx[l * ic->width + s];
+                    if (r >= 0 && r < nreg) cnt[r]++;
+                }
+            }
+        for (int r = 0; r < nreg; r++) once += cnt[r] == 1, many += cnt[r] > 1;
+        tail += cnt[nreg - 1] == 1;
+    }
+    free(cnt);
+    printf("    (lists per (b, kv head): %zu regions once, %zu several times, the last once in "
+           "%zu of %d)\n", once, many, tail, B * KVH);
+    return (once == 0) + (many == 0) + (T % R && tail == 0);
+}
+// MSLAB_SQ_ACC_MB set (or unset: NULL); returns the old value (strdup) for acc_mb_restore
+static char *acc_mb_set(const char *v) {
+    const char *e = getenv("MSLAB_SQ_ACC_MB");
+    char *keep = e ? strdup(e) : NULL;
+    if (v) setenv("MSLAB_SQ_ACC_MB", v, 1);
+    else unsetenv("MSLAB_SQ_ACC_MB");
+    return keep;
+}
+static void acc_mb_restore(char *keep) {
+    if (keep) setenv("MSLAB_SQ_ACC_MB", keep, 1), free(keep);
+    else unsetenv("MSLAB_SQ_ACC_MB");
 }
 
 // One list: the reference, then sparse_wgmma_bwd in the ordered and the atomic mode; small: lists
@@ -242,6 +294,43 @@ static void t_swb(const char *name, const AttnIndex *ic, int B, int T, int H, in
     sparse_wgmma_bwd_tune_small_hfast(-1);
     sparse_wgmma_bwd_tune2(1, -1, -1);
     sparse_wgmma_bwd_tune3(1, 1);
+    if (small && g_swb_cover) report("sparse_wgmma_bwd_small (list counts)", shape,
+                                     list_cover(ic, B, T, H, KVH), 0, -1);
+    if (small && g_swb_cmp && g_arch) { // the ordered mode's bits: default, groups of one, chunks
+                                        // of 3, declined (over a tiny budget), keys off
+        uint16_t *gb[6][3];
+        attn_bf16_set_deterministic(1);
+        sparse_wgmma_bwd_tune_small_modes(3);
+        for (int c = 0; c < 6; c++) { // 5: groups of up to 3 where a (b, kv head) takes < 2 MB
+            char *keep = acc_mb_set(c == 1 ? "0.05" : c == 5 ? "6" : NULL);
+            sparse_wgmma_bwd_tune_keys(c == 4 ? 0 : -1);
+            sparse_wgmma_bwd_tune_keys_ord(c == 3 ? 0.001 : 0, c == 2 ? 3 : 0);
+            poison16(d_dq, nq), poison16(d_dk, nk), poison16(d_dv, nk);
+            int rc = sparse_wgmma_bwd(d_dq, d_dk, d_dv, d_y, d_o, d_l, d_q, d_k, d_v, &ig, B, T, H,
+                                      KVH, D);
+            if (rc) printf("    sparse_wgmma_bwd returned -1 (comparison %d)\n", c);
+            free(down16(d_dq, nq, &gb[c][0])), free(down16(d_dk, nk, &gb[c][1]));
+            free(down16(d_dv, nk, &gb[c][2]));
+            acc_mb_restore(keep);
+        }
+        sparse_wgmma_bwd_tune_keys(-1), sparse_wgmma_bwd_tune_keys_ord(0, 0);
+        sparse_wgmma_bwd_tune_small_modes(-1);
+        attn_bf16_set_deterministic(mode0);
+        static const char *cn[4] = {"sparse_wgmma_bwd_small_ord_groups1",
+                                    "sparse_wgmma_bwd_small_ord_chunk3",
+                                    "sparse_wgmma_bwd_small_ord_decline",
+                                    "sparse_wgmma_bwd_small_ord_groups6mb"};
+        int ca[4] = {1, 2, 3, 5}, cb[4] = {0, 0, 4, 0};
+        size_t n[3] = {nq, nk, nk};
+        for (int i = 0; i < 4; i++) {
+            size_t diff = 0; // elements whose bits differ (dq, dk, dv)
+            for (int t = 0; t < 3; t++)
+                for (size_t j = 0; j < n[t]; j++) diff += gb[ca[i]][t][j] != gb[cb[i]][t][j];
+            report(cn[i], shape, (double)diff, 0, -1);
+        }
+        for (int c = 0; c < 6; c++)
+            for (int t = 0; t < 3; t++) free(gb[c][t]);
+    }
     gpu->free(d_q), gpu->free(d_k), gpu->free(d_v), gpu->free(d_y), gpu->free(d_o), gpu->free(d_l);
     gpu->free(d_dq), gpu->free(d_dk), gpu->free(d_dv), gpu->free(ig.idx);
     free(qb), free(kb), free(vb), free(yb), free(q), free(k), free(v), free(dy), free(out),
@@ -541,15 +630,20 @@ void t_sparse_wgmma_bwd_all(void) {
     g_swb_inputs = 0;
     // the key-centric kernel's dK / dV sums (s11): regions in nearly every list (skew), and
     // launch groups of one (b, kv head) (a tiny accumulator budget: 4 launches), 32-key regions
+    // (s11 review) + H = KVH (regions listed once: written by their CTA at D 128, the region
+    // straddling T among them) in groups of one, and the bits independent of the grouping and of
+    // the sums' chunks (16 lists a (b, kv head) in chunks of 3), the decline over the budget
+    g_swb_cmp = 1;
     t_hand_skew(1, 1000, 4, 2, 128, 128, 16, 24, 12, 0, 1);
+    g_swb_cmp = 0;
     {
-        const char *e = getenv("MSLAB_SQ_ACC_MB");
-        char *keep = e ? strdup(e) : NULL;
-        setenv("MSLAB_SQ_ACC_MB", "0.05", 1);
+        char *keep = acc_mb_set("0.05");
         t_hand(2, 700, 4, 2, 128, 256, 32, 14, 6, 0);
         t_hand(2, 700, 4, 2, 64, 128, 16, 20, 10, 0);
-        if (keep) setenv("MSLAB_SQ_ACC_MB", keep, 1), free(keep);
-        else unsetenv("MSLAB_SQ_ACC_MB");
+        g_swb_cover = g_swb_cmp = 1;
+        t_hand(2, 700, 4, 4, 128, 256, 32, 14, 6, 0);
+        g_swb_cover = g_swb_cmp = 0;
+        acc_mb_restore(keep);
     }
     if (!quick) {
         // merge 128 (2048-row blocks, as the paper config and the LM's ms row), D = 64
