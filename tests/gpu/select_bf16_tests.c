@@ -22,7 +22,9 @@
 // it (expect 64: ties p7 / p1) survivor-cap failures only; pass 1's thresholds must each leave nsel
 // exact scores at or above them (tp2_thr_check, on the CPU, every row; s11 r6: 0 rows below on every
 // row, and a mutation with TP_C1 = 0 put 85 rows of "ms paper gqa" below); "ms small over the
-// two-pass cut" (maxld 8400 > TP2_MAXLD) must take tp_select.
+// two-pass cut" (maxld 8400 > TP2_MAXLD) must take tp_select; "ms small huge norms" (q, k x 2^52)
+// fails every tp row by the bound: fused, and (MSLAB_SELECT_DEBUG, s11 r7) no tp_select call after
+// the two passes.
 // Merge-1 plans (the bench's moba-blk) also run the blocks path (cuda/select_blocks.cu, path 3),
 // and the info rows time the moba-blk selection at 32K / 128K with and without it.
 #include <math.h>
@@ -162,6 +164,10 @@ static size_t tp2_thr_check(const AttnConfig *cfg, const AttnDims *d, const floa
     return bad;
 }
 
+// q and k scaled by 2^g_big (tp's error bound cannot hold past |q| |k| = 2^100: every tp row fails
+// by the bound, the two passes alike, and the call goes to fused without tp_select)
+static int g_big = 0;
+
 // > 0: key region r scaled by 2^(r / g_rise) (scores rising along the row: every new tile passes the
 // running threshold, which then jumps past tp_compact's window of 256 key steps)
 static double g_rise = 0;
@@ -171,7 +177,8 @@ static double g_rise = 0;
 // into histogram rows and update them (select_bf16_last_stats); | 16: tp must raise thresholds
 // (with g_tpcap); | 32: rows over the two passes' cut (TP2_MAXLD candidates): tp takes tp_select
 // (path 4) there; | 64: the two passes may fail rows, by their survivor cap only (near-ties), and
-// hand the call on. The tp mode (the default: two passes, path 5) and tp-sweep (tp_select alone,
+// hand the call on; | 128: every tp row fails by the bound (g_big): tp modes take fused (path 1),
+// the two passes' failures all by the bound. The tp mode (the default: two passes, path 5) and tp-sweep (tp_select alone,
 // path 4) both run; the histogram checks apply to tp-sweep. In the tp mode a two-pass call also
 // keeps pass 1's thresholds, checked against the exact scores (tp2_thr_check: 0 violations)
 static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH, int D,
@@ -189,9 +196,9 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
     size_t ni = (size_t)B * H * d.nblk * d.width;
     uint16_t *qb = malloc(nq * 2), *kb = malloc(nk * 2);
     float *q = malloc(nq * 4), *k = malloc(nk * 4);
-    for (size_t i = 0; i < nq; i++) qb[i] = bf16_from_f32(rng_normal(&rng));
+    for (size_t i = 0; i < nq; i++) qb[i] = bf16_from_f32((float)ldexp(rng_normal(&rng), g_big));
     for (size_t i = 0; i < nk; i++) {
-        double sc = g_rise > 0 ? exp2((double)(i / ((size_t)KVH * D) % T / cfg.w) / g_rise) : 1.0;
+        double sc = ldexp(g_rise > 0 ? exp2((double)(i / ((size_t)KVH * D) % T / cfg.w) / g_rise) : 1.0, g_big);
         kb[i] = bf16_from_f32((float)(rng_normal(&rng) * sc));
     }
     if (period > 0) // key region r = region r % period (token rows of the same offset)
@@ -256,9 +263,10 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
         int want = mode == 0 ? 0 : mode == 1 || (mode == 3 && (expect & 4)) ? expect & 3 : mode == 3 ? 3
                    : (expect & 3) == 2 ? 2 : mode == 2 && !(expect & 32) ? 5 : 4;
         // the two passes' failures: only by the survivor cap, only where allowed (then tp_select next)
-        const int tp2ok = (expect & 64) && st[10] == st[12];
+        const int tp2ok = ((expect & 64) && st[10] == st[12]) || ((expect & 128) && st[10] == st[14]);
         if (mode == 2 && st[10] > 0 && tp2ok && want == 5) want = 4;
         if (tpm && period > 0 && path == 1) want = 1; // tp handed the ties to fused
+        if (tpm && (expect & 128)) want = 1;          // bound failures: fused
         if (mode == 2 && st[10] > 0 && !tp2ok) {
             printf("    the two passes failed %d rows (buffer %d, survivors %d, too few %d, bound %d): not expected\n",
                    st[10], st[11], st[12], st[13], st[14]);
@@ -389,6 +397,9 @@ void t_select_bf16_all(void) {
     AttnConfig small = ms_cfg(16, 64, 16, -1);   // S 48, prefix 1024: many tiles per row
     t_sel("ms small w16 top64 m16", small, 1, 4096, 2, 1, 64, 0, 1);
     t_sel("ms small ties p5", small, 1, 4096, 2, 2, 128, 5, 1);
+    g_big = 52; // |q| |k| past 2^100: tp's bound fails every row (the two passes, then fused: MSLAB_SELECT_DEBUG
+    t_sel("ms small huge norms", small, 1, 4096, 2, 1, 64, 0, 1 | 128); // shows no tp_select call)
+    g_big = 0;
     // the bench's moba-blk plan (w 128, merge 1, prefix 0, top nb / 16 + 1) and merge-1 variants:
     // also run with the blocks path (select_blocks.cu, mode 2)
     t_sel("moba-blk", ms_cfg(128, 2, 1, 0), 1, 1000, 8, 2, 128, 0, 1);
