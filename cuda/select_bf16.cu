@@ -143,12 +143,18 @@
 //   selection 15.37 vs 15.96 ms (MSLAB_SELECT_TP2=0), share 10.8 vs 11.2%, peak 10.268e9 B (+2 MB);
 //   parity (tp and tp-sweep modes, every select_bf16 row) 73 passed. Removed: tp_select from a start
 //   threshold, the oracle, pass-1 strides, 64-key / 4-stage / top-2 / 64-row pass 1
-//   (MSLAB_SELECT_TP2=1 / 2, TP1_STRIDE / KT / RM).
+//   (MSLAB_SELECT_TP2=1 / 2 and the env switches TP1_STRIDE / KT / RM; TP1_KT stays, a constant).
 //   (b) materialised scores, not built: a sweep that only writes its scores has pass 1's structure
 //   (>= 3.1 ms at 128K with one MMA; 160 ms at 1M) plus the writes (4 GB at 128K, 273 GB at 1M)
 //   and a select pass over them, against the 12.8 ms / 483 ms ceiling above.
 //   Left: the sweep's structure (a pipelined wgmma sweep, TMA loads, no per-tile block barrier)
 //   for both passes; nothing in the thresholds reaches the targets.
+//   Review fixes (s11 r6): the two-pass call's counters kept apart (select_bf16_last_stats 10-14)
+//   and its notes counted apart; a call whose two-pass failures are all bound failures skips
+//   tp_select; pass 1's thresholds downloadable for the tests (select_bf16_tp2_keep / _thr: 0 rows
+//   below their t1 on every test row; TP_C1 = 0, a mutation not kept: 85 rows of "ms paper gqa"
+//   below, 18 rows "too few"); counters cleared at each call. Speed unchanged (main vs this, one
+//   snippet, two runs each: 32K 1.92 / 1.96 vs 1.89 / 1.92, 128K 15.45 / 15.52 vs 15.42 / 15.44 ms).
 //   Switches removed in s9 (the old paths with them; figures H200, paper config, ms per call):
 //   MSLAB_SELECT_TPH=0: no histogram rows, sketch compactions only (s8 r5, with the three below
 //     off too: 128K 21.41-21.50 vs 19.60-19.66); TPCW=0: sweep compactions to the exact S-th (in
@@ -180,7 +186,8 @@
 //   qh.kh product from a zero register, the threshold test on floats, 8 survivor loads in flight.
 // tp's two passes (s11; the default where the longest row has <= TP2_MAXLD = 8192 candidates,
 //   MSLAB_SELECT_TP2=0: never): tp_thr1 gives every row a fixed threshold, tp_select<P2> sweeps from it
-//   without sketches; a failed row sends the call to tp_select, then fused, then old. Design at tp_thr1.
+//   without sketches; a failed row sends the call to tp_select (straight to fused where every failed
+//   row failed the bound: tp_select would fail them alike), then fused, then old. Design at tp_thr1.
 // Shared with select_blocks.cu (select_common.cuh): the region pooling, fs_key, the DMMA step,
 //   the histogram bin search and the warp bitonic sort.
 #include <cuda_bf16.h>
@@ -598,13 +605,13 @@ __device__ void fx_keep(uint16_t *v, int n, unsigned *cnt, int *thr, int tau, in
 
 // pooled q of members gm .. gm + RM - 1 into qs [RM][DM + 4] (rows >= `rows`: 0), and into qg
 // [RM][DM] when given, as the CPU's pool_rows: a thread per dim pair (sel_pool2)
-template <int DM, int RM, int NT = FX_NT>
+template <int DM, int RM>
 __device__ __forceinline__ void fx_pool_q(double *qs, const FsArgs &a, const FsUnit &U, int gm, int rows,
                                           double *qg) {
     constexpr int QLD = DM + 4;
     size_t st = (size_t)a.H * a.D / 2; // token stride in dim pairs
     const uint32_t *qb = (const uint32_t *)(a.q + ((size_t)U.b * a.T * a.H + U.h) * a.D);
-    for (int e = threadIdx.x; e < RM * DM / 2; e += NT) {
+    for (int e = threadIdx.x; e < RM * DM / 2; e += FX_NT) {
         int mm = e / (DM / 2), d = 2 * (e % (DM / 2));
         double m0 = 0.0, m1 = 0.0;
         if (mm < rows) {
@@ -793,6 +800,9 @@ __device__ __forceinline__ void fx_compact_rows(uint16_t *sk, int capf, unsigned
 // since their last update (tp_hist_update). fl: those rows' masks, flagged by the inserts that
 // crossed over / upd (no second barrier); else found here from the counts (rows <= 32).
 // Returns (compactions << 16) + updates of this warp (the profile's counts)
+// the count past which a row needs work: a sketch row (hm 0) a compaction, a histogram row an update
+// (shared by the inserts' flags and the masks below)
+__device__ __forceinline__ int tp_flag_lim(int hm, int over, int upd) { return hm ? upd - 1 : over; }
 template <int CAPF>
 __device__ __forceinline__ int tp_update_rows(uint16_t *sk, unsigned *cnt, int *thr, int *hm, int rows, int S,
                                               int over, int upd, bool tohist, int win, int hsh,
@@ -805,8 +815,8 @@ __device__ __forceinline__ int tp_update_rows(uint16_t *sk, unsigned *cnt, int *
         mc = fl[0], mu = fl[1];
     } else {
         int c = lane < rows ? (int)(cnt[lane] & 0xffffu) : 0, hr = lane < rows ? hm[lane] : 0;
-        mc = __ballot_sync(0xffffffffu, lane < rows && !hr && c > over);
-        mu = __ballot_sync(0xffffffffu, lane < rows && hr && c >= upd);
+        mc = __ballot_sync(0xffffffffu, lane < rows && !hr && c > tp_flag_lim(0, over, upd));
+        mu = __ballot_sync(0xffffffffu, lane < rows && hr && c > tp_flag_lim(1, over, upd));
         __syncthreads(); // every warp has the masks before any row changes
     }
     for (; mc; mc &= mc - 1, k++) {
@@ -857,7 +867,7 @@ static const char *tp_prof_names[TP_NPROF] = {"next+pool", "norms+afrag", "tile 
 // none is left; else U, m0, rows, the rows' eligible counts, cleared counters and thresholds, and
 // their pooled q in qs (zeros past rows; and in qg when given). Barriers at the start (the previous
 // item is done with every shared array) and the end.
-template <int DM, int RM, int NT = FX_NT>
+template <int DM, int RM>
 __device__ bool fx_next(const FxArgs &x, double *qs, int *s_item, int *erow, unsigned *cnt, int *thr,
                         FsUnit &U, int &m0, int &rows, double *qg = nullptr) {
     const FsArgs &a = x.a;
@@ -877,7 +887,7 @@ __device__ bool fx_next(const FxArgs &x, double *qs, int *s_item, int *erow, uns
             erow[r] = r < rows ? fs_elig(a, U.c, g0 + m0 + r) : 0;
             cnt[r] = 0, thr[r] = 0;
         }
-        fx_pool_q<DM, RM, NT>(qs, a, U, g0 + m0, rows, qg);
+        fx_pool_q<DM, RM>(qs, a, U, g0 + m0, rows, qg);
         __syncthreads();
         return true;
     }
@@ -1301,7 +1311,8 @@ __device__ int tp_raise(const FxArgs &x, unsigned cnt_r, int nsel, int *tops, fl
 }
 
 // dynamic smem: the tile, the A limbs, sketches (the pooled q until the first insert), norms (during
-// the key sweep) or the per-warp survivor buffers (after it)
+// the key sweep) or the per-warp survivor buffers (after it). P2: two tile buffers (the pooled q in
+// the second until tile 1 is issued), no sketches (the norms where they were)
 static size_t tp_smem(int DM, int CAPF, bool p2 = false) {
     size_t sweep = (size_t)(p2 ? 2 : 1) * TP_KT * (2 * DM + 8) * 2 + (size_t)2 * TP_RM * (DM + 8) * 2 +
                    (p2 ? 0 : (size_t)TP_RM * CAPF * 2) + 4 * TP_KT * 4;
@@ -1321,7 +1332,7 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
     // warps as WM (16 rows) x WN (NB n-tiles of 8 keys)
     constexpr int WM = RM / 16, WN = FX_NT / 32 / WM, NB = TP_KT / 8 / WN;
     static_assert(NB % 2 == 0 && RM * CAPF * 2 >= RM * QLD * 8 && RM <= 32, "tp_select tiling");
-    static_assert(TP_KT * KLD * 2 >= RM * QLD * 8, "P2: the pooled q in the second tile buffer");
+    static_assert(!P2 || TP_KT * KLD * 2 >= RM * QLD * 8, "P2: the pooled q in the second tile buffer");
     constexpr int NKB = P2 ? 2 : 1; // tile buffers
     const FsArgs &a = x.a;
     extern __shared__ double fs_sm[];
@@ -1502,7 +1513,7 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
                 if (c && P2) { // global slots only
                     base[h] = atomicAdd(&cnt[h ? r1 : r0], (unsigned)c * 0x10000u);
                 } else if (c) { // the insert that crosses the count flags the row (update / compaction)
-                    int r = h ? r1 : r0, hmr = h ? hm1 : hm0, lim = hmr ? x.hupd - 1 : fover;
+                    int r = h ? r1 : r0, hmr = h ? hm1 : hm0, lim = tp_flag_lim(hmr, fover, x.hupd);
                     unsigned old = atomicAdd(&cnt[r], (unsigned)c * 0x10001u);
                     int lo = (int)(old & 0xffffu);
                     if (lo <= lim && lim < lo + c) atomicOr(&s_fl[jt & 1][hmr ? 1 : 0], 1u << r);
@@ -1752,8 +1763,7 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
 #define TP_C1 9.9e-4f
 #define TP1_KT 128 // pass 1: keys a tile
 #define TP1_NS 2   // cp.async stages
-#define TP1_NP 2   // tile phases (buckets: 32 NB NP = 256 a row)
-#define TP1_TK 3   // the top 3 of each bucket
+#define TP1_NP 2   // tile phases (buckets: 32 NB NP = 256 a row), the top 3 of each bucket
 __host__ __device__ constexpr int tp1_smem(int DM) {
     // the stages (the pooled q in them until the first tiles are issued), q hi limbs, norms, scales, counts
     return (TP1_NS * TP1_KT * (DM + 8) * 2 > TP_RM * (DM + 4) * 8 ? TP1_NS * TP1_KT * (DM + 8) * 2
@@ -1762,7 +1772,7 @@ __host__ __device__ constexpr int tp1_smem(int DM) {
 }
 template <int DM>
 __global__ void __launch_bounds__(FX_NT, 2) tp_thr1(FxArgs x) {
-    constexpr int RM = TP_RM, NT = FX_NT, KT = TP1_KT, NS = TP1_NS, NP = TP1_NP, TK = TP1_TK;
+    constexpr int RM = TP_RM, NT = FX_NT, KT = TP1_KT, NS = TP1_NS, NP = TP1_NP;
     constexpr int QLD = DM + 4, KLD = DM + 8, KS = DM / 16, CPR = DM / 8, ALD = DM + 8;
     constexpr int WM = RM / 16, WN = NT / 32 / WM, NB = KT / 8 / WN;
     static_assert(NB % 2 == 0 && WN == 4 && NB * NP * 32 >= 256, "tp_thr1 tiling: 16 lanes a row, >= 256 buckets");
@@ -1783,7 +1793,7 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_thr1(FxArgs x) {
     const float nkmax = __int_as_float(x.ctrl[3]);
     FsUnit U;
     int m0, rows;
-    while (fx_next<DM, RM, NT>(x, qs, &s_item, erow, cnt, thr, U, m0, rows)) {
+    while (fx_next<DM, RM>(x, qs, &s_item, erow, cnt, thr, U, m0, rows)) {
         for (int r = warp; r < RM; r += NT / 32) {
             double ss = 0.0, mx = 0.0;
             for (int d = lane; d < DM; d += 32) ss += qs[r * QLD + d] * qs[r * QLD + d], mx = fmax(mx, fabs(qs[r * QLD + d]));
@@ -1808,16 +1818,16 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_thr1(FxArgs x) {
         const int ntile = (ld + KT - 1) / KT;
         auto issue = [&](int it) { // tile it's hi limbs into stage it % NS (a commit group, empty past the last)
             if (it < ntile) {
-                int b = it % NS, jt = it;
+                int b = it % NS;
                 uint16_t *kd = kt + b * KT * KLD;
                 for (int e = tid; e < KT * CPR; e += NT) {
-                    int jj = e / CPR, c = e % CPR, j = min(jt * KT + jj, ld - 1);
+                    int jj = e / CPR, c = e % CPR, j = min(it * KT + jj, ld - 1);
                     cp_async16(kd + jj * KLD + c * 8, kb + (size_t)j * 2 * DM + c * 8, true);
                 }
                 if (tid < KT / 4)
-                    cp_async16(kn + b * KT + 4 * tid, knb + jt * KT + 4 * tid, true);
+                    cp_async16(kn + b * KT + 4 * tid, knb + it * KT + 4 * tid, true);
                 else if (tid < KT / 2)
-                    cp_async16(kf + b * KT + 4 * tid - KT, kfb + jt * KT + 4 * tid - KT, true);
+                    cp_async16(kf + b * KT + 4 * tid - KT, kfb + it * KT + 4 * tid - KT, true);
             }
             cp_async_commit();
         };
@@ -1836,8 +1846,8 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_thr1(FxArgs x) {
         const float cr0 = crow[r0], cr1 = crow[r1];
         const float fq0 = ldexpf(1.0f, -qe[r0]), fq1 = ldexpf(1.0f, -qe[r1]);
         const int er0 = erow[r0], er1 = erow[r1];
-        // buckets: m1 / m2 [row h][n-tile][phase]: the largest / 2nd largest keys (column 2 cq in the
-        // low half, 2 cq + 1 in the high)
+        // buckets: m1 / m2 / m3 [row h][n-tile][phase]: the largest / 2nd / 3rd largest keys (column
+        // 2 cq in the low half, 2 cq + 1 in the high)
         unsigned m1[2][NB][NP], m2[2][NB][NP], m3[2][NB][NP];
 #pragma unroll
         for (int h = 0; h < 2; h++)
@@ -1858,7 +1868,6 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_thr1(FxArgs x) {
                                       (wn * NB * 8 + (lane >> 4) * 8 + (lane & 7)) * KLD + ((lane >> 3) & 1) * 8;
                 const float *knt = kn + b * KT + wn * NB * 8 + 2 * cq;
                 const float *kft = kf + b * KT + wn * NB * 8 + 2 * cq;
-                const int jt = it;
                 float am[NB][4];
 #pragma unroll
                 for (int n = 0; n < NB; n++)
@@ -1881,7 +1890,7 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_thr1(FxArgs x) {
                         }
                     }
                 }
-                const int jb = jt * KT + wn * NB * 8 + 2 * cq;
+                const int jb = it * KT + wn * NB * 8 + 2 * cq;
 #pragma unroll
                 for (int n = 0; n < NB; n++) {
                     unsigned kw[2];
@@ -1901,7 +1910,7 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_thr1(FxArgs x) {
                     for (int h = 0; h < 2; h++) {
                         unsigned lo = __vminu2(m1[h][n][p], kw[h]);
                         m1[h][n][p] = __vmaxu2(m1[h][n][p], kw[h]);
-                        if (TK == 3) m3[h][n][p] = __vmaxu2(m3[h][n][p], __vminu2(m2[h][n][p], lo));
+                        m3[h][n][p] = __vmaxu2(m3[h][n][p], __vminu2(m2[h][n][p], lo));
                         m2[h][n][p] = __vmaxu2(m2[h][n][p], lo);
                     }
                 }
@@ -1921,7 +1930,7 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_thr1(FxArgs x) {
 #pragma unroll
                     for (int p = 0; p < NP; p++)
                         acc += __vsetgeu2(m1[h][n][p], mid * 0x10001u) + __vsetgeu2(m2[h][n][p], mid * 0x10001u) +
-                               (TK == 3 ? __vsetgeu2(m3[h][n][p], mid * 0x10001u) : 0u);
+                               __vsetgeu2(m3[h][n][p], mid * 0x10001u);
                 int c = (int)((acc & 0xffffu) + (acc >> 16));
                 c += __shfl_xor_sync(0xffffffffu, c, 1), c += __shfl_xor_sync(0xffffffffu, c, 2);
                 if (cq == 0 && c) atomicAdd(sb + (h ? r1 : r0), c);
@@ -2071,6 +2080,13 @@ static int fs_select(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q, co
 
 static int g_select_path = 0;
 static int g_select_stats[CTL_N]; // the last fused / tp call's ctrl words (select_bf16_last_stats)
+// the two-pass call's ctrl words (a fallback's call overwrites g_select_stats); all its failed rows
+// by the bound (NaN / inf, huge norms: tp_select would fail them alike, so it is skipped)
+static int g_tp2_stats[CTL_N];
+static bool g_tp2_bound;
+// tests (select_bf16_tp2_thr): pass 1's thresholds of the last two-pass call, kept on the host
+static int g_tp2_keep = 0, *g_tp2_thr = NULL;
+static size_t g_tp2_nthr = 0;
 // tp's histogram rows: a threshold update every g_tph_upd inserts (TP_HUPD; the tests set 1: every
 // tile, select_bf16_tph_upd)
 static int g_tph_upd = TP_HUPD;
@@ -2286,13 +2302,27 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     }
     int *ctrl = g_select_stats;
     cudaCheck(cudaMemcpy(ctrl, x.ctrl, sizeof(int) * CTL_N, cudaMemcpyDeviceToHost));
+    if (tp2) {
+        memcpy(g_tp2_stats, ctrl, sizeof g_tp2_stats);
+        g_tp2_bound = ctrl[1] > 0 && ctrl[1] == ctrl[CTL_FBOUND];
+        if (g_tp2_keep) { // tests: pass 1's thresholds, every row of the selecting units
+            size_t n = (size_t)B * H * d.nblk * d.M;
+            free(g_tp2_thr);
+            g_tp2_thr = (int *)malloc(sizeof(int) * n);
+            MS_ASSERT(g_tp2_thr, "out of memory");
+            cudaCheck(cudaMemcpy(g_tp2_thr, scr + o_ti, sizeof(int) * n, cudaMemcpyDeviceToHost));
+            g_tp2_nthr = n;
+        }
+    }
     static int dbg = -1;
     if (dbg < 0) dbg = getenv("MSLAB_SELECT_DEBUG") ? atoi(getenv("MSLAB_SELECT_DEBUG")) : 0;
     // a failed row sends the whole call to the next path (~2x the time for tp at 1M): noted the first
     // 4 times in a process (a lasting cause would repeat every layer and step), every call with
-    // MSLAB_SELECT_DEBUG
-    static int noted = 0;
-    if (dbg || (ctrl[1] && noted++ < 4))
+    // MSLAB_SELECT_DEBUG; the two passes' fallbacks (to tp_select) on a count of their own, so they
+    // cannot hide a later fallback to fused
+    static int noted = 0, noted2 = 0;
+    int &nc = tp2 ? noted2 : noted;
+    if (dbg || (ctrl[1] && nc++ < 4))
         fprintf(stderr,
                 "select_bf16 %s%s: T=%d S=%d maxld=%d capg %d: failed rows %d (buffer %d, survivors %d, "
                 "too few %d, bound %d), max inserts %d, max survivors %d (cap %d); all rows: survivors %d, "
@@ -2404,8 +2434,9 @@ static int select_mode(void) {
     }
     return g_select_mode;
 }
-// test hooks (tests/gpu/select_bf16_tests.c): the mode (0 old, 1 fused; returns the previous),
-// and the path of the last ms call (0 old / other, 1 fused, 2 fused fell back to old)
+// test hooks (tests/gpu/select_bf16_tests.c): the mode (0 old, 1 fused, 2 tp, 3 auto; returns the
+// previous), and the path of the last ms call (0 old / other, 1 fused, 2 fused fell back to old,
+// 3 blocks, 4 tp_select, 5 tp's two passes)
 extern "C" int select_bf16_set_mode(int mode) {
     int prev = select_mode();
     g_select_mode = mode;
@@ -2413,13 +2444,27 @@ extern "C" int select_bf16_set_mode(int mode) {
 }
 extern "C" int select_bf16_last_path(void) { return g_select_path; }
 // the last fused / tp call's counters (up to n of: failed rows, buffer / survivors / too few / bound
-// failures, max inserts, max survivors, histogram rows, histogram updates, raised rows); returns
-// how many
+// failures, max inserts, max survivors, histogram rows, histogram updates, raised rows; then the
+// two-pass call's failed rows and their buffer / survivors / too few / bound causes, kept when it
+// fell back); all 0 where no such kernel ran in the last select_bf16 call; returns how many
 extern "C" int select_bf16_last_stats(int *st, int n) {
-    const int w[] = {1, CTL_FBUF, CTL_FSURV, CTL_FFEW, CTL_FBOUND, 2, CTL_MAXSURV, CTL_HROWS, CTL_HUPD, CTL_RAISED};
+    const int w[] = {1, CTL_FBUF, CTL_FSURV, CTL_FFEW, CTL_FBOUND, 2, CTL_MAXSURV, CTL_HROWS, CTL_HUPD, CTL_RAISED,
+                     1, CTL_FBUF, CTL_FSURV, CTL_FFEW, CTL_FBOUND};
     int m = n < (int)(sizeof w / sizeof w[0]) ? n : (int)(sizeof w / sizeof w[0]);
-    for (int i = 0; i < m; i++) st[i] = g_select_stats[w[i]];
+    for (int i = 0; i < m; i++) st[i] = i < 10 ? g_select_stats[w[i]] : g_tp2_stats[w[i]];
     return m;
+}
+// tests: keep pass 1's thresholds of each two-pass call on the host (1 on, 0 off; returns the
+// previous setting); select_bf16_tp2_thr: the last call's, [B, H, nblk, M] 16-bit keys (rows of
+// dense blocks and past the last member undefined), and how many (0: no two-pass call kept them)
+extern "C" int select_bf16_tp2_keep(int on) {
+    int m = g_tp2_keep;
+    g_tp2_keep = on;
+    return m;
+}
+extern "C" size_t select_bf16_tp2_thr(const int **thr) {
+    *thr = g_tp2_thr;
+    return g_tp2_nthr;
 }
 // tp's histogram rows: a threshold update every upd inserts (1: every tile; the default TP_HUPD);
 // returns the previous setting
@@ -2450,6 +2495,8 @@ extern "C" int select_bf16(AttnIndex *ix, const struct AttnConfig *cfg, const ui
                            const uint16_t *k, int B, int T, int H, int KVH, int D) {
     if (!ix || !cfg || KVH <= 0 || H % KVH || B <= 0 || T <= 0) return -1;
     g_select_path = 0;
+    memset(g_select_stats, 0, sizeof g_select_stats), memset(g_tp2_stats, 0, sizeof g_tp2_stats);
+    g_tp2_bound = false, g_tp2_nthr = 0;
     if (cfg->kind != ATTN_MS && cfg->kind != ATTN_MOBA) {
         cuda_attention_select(ix, cfg, NULL, NULL, B, T, H, KVH, D);
         return 0;
@@ -2458,7 +2505,7 @@ extern "C" int select_bf16(AttnIndex *ix, const struct AttnConfig *cfg, const ui
         cfg->select == SELECT_REGION && cfg->order == ORDER_RANK && !getenv("MSLAB_SELECT_SLOW") &&
         ((select_blocks(ix, cfg, q, k, B, T, H, KVH, D) == 0 && (g_select_path = 3) > 0) ||
          (select_mode() >= 2 && fx_select_host(ix, cfg, q, k, B, T, H, KVH, D, 2) == 0) ||
-         (select_mode() >= 2 && fx_select_host(ix, cfg, q, k, B, T, H, KVH, D, 1) == 0) ||
+         (select_mode() >= 2 && !g_tp2_bound && fx_select_host(ix, cfg, q, k, B, T, H, KVH, D, 1) == 0) ||
          (select_mode() >= 1 && fx_select_host(ix, cfg, q, k, B, T, H, KVH, D, 0) == 0) ||
          fs_select(ix, cfg, q, k, B, T, H, KVH, D) == 0))
         return 0;

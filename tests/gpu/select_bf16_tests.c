@@ -17,6 +17,14 @@
 // survivors, histogram rows / updates, raised thresholds); the "hist every tile" rows fail unless tp
 // ran histogram rows and updated them, "ms paper raise" (a survivor cap of S + 6) unless tp's
 // finish raised thresholds (tp_raise, the 1M rows over 512 survivors; counted where t moved).
+// The tp mode's two-pass call is checked on its own (s11 review): its failed rows and their cause
+// (select_bf16_last_stats 10-14, kept when a fallback ran after it) must be 0, or on rows built for
+// it (expect 64: ties p7 / p1) survivor-cap failures only; pass 1's thresholds must each leave nsel
+// exact scores at or above them (tp2_thr_check, on the CPU, every row; s11 r6: 0 rows below on every
+// row, and a mutation with TP_C1 = 0 put 85 rows of "ms paper gqa" below); "ms small over the
+// two-pass cut" (maxld 8400 > TP2_MAXLD) must take tp_select; "ms small huge norms" (q, k x 2^52)
+// fails every tp row by the bound: fused, and (MSLAB_SELECT_DEBUG, s11 r7) no tp_select call after
+// the two passes.
 // Merge-1 plans (the bench's moba-blk) also run the blocks path (cuda/select_blocks.cu, path 3),
 // and the info rows time the moba-blk selection at 32K / 128K with and without it.
 #include <math.h>
@@ -41,8 +49,13 @@ int select_bf16_last_path(void);
 // tp's histogram rows: a threshold update every upd inserts (1: every tile); returns the previous
 int select_bf16_tph_upd(int upd);
 // the last fused / tp call's counters: failed rows, by buffer / survivors / too few / bound, max
-// inserts, max survivors, histogram rows, histogram updates, raised thresholds; returns how many
+// inserts, max survivors, histogram rows, histogram updates, raised thresholds; then the two-pass
+// call's failed rows, by buffer / survivors / too few / bound (kept when it fell back); returns how many
 int select_bf16_last_stats(int *st, int n);
+// pass 1's thresholds (16-bit keys [B, H, nblk, M]) of the last two-pass call, kept when
+// select_bf16_tp2_keep(1); returns how many (0: none)
+int select_bf16_tp2_keep(int on);
+size_t select_bf16_tp2_thr(const int **thr);
 // tp's finish: rows with more survivors than cap get their threshold raised (tp_raise; default
 // TP_PMAX = 512); returns the previous cap
 int select_bf16_tp_cap(int cap);
@@ -62,6 +75,99 @@ static AttnConfig ms_cfg(int w, int top, int merge, int prefix) {
 // > 0: tp's survivor cap for the next rows (select_bf16_tp_cap: rows past it raise their threshold)
 static int g_tpcap = 0;
 
+// the float a 16-bit threshold key stands for (select_bf16.cu's tp_unokey of t << 16: the least value
+// whose key rounded down is t; t 0: none)
+static double key16_value(int t) {
+    if (t <= 0) return -INFINITY;
+    uint32_t k = (uint32_t)t << 16, u = k >> 31 ? k & 0x7fffffffu : ~k;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+// the nth largest (n >= 1) of x[0 .. e) (reorders x)
+static double nth_largest(double *x, int e, int n) {
+    int lo = 0, hi = e - 1, kth = n - 1;
+    while (lo < hi) {
+        double p = x[(lo + hi) / 2];
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (x[i] > p) i++;
+            while (x[j] < p) j--;
+            if (i <= j) {
+                double t = x[i];
+                x[i] = x[j], x[j] = t, i++, j--;
+            }
+        }
+        if (kth <= j) hi = j;
+        else if (kth >= i) lo = i;
+        else break;
+    }
+    return x[kth];
+}
+// pass 1's thresholds (two-pass tp) against the exact scores: every selecting row's t1 must stand
+// for a value that at least nsel = min(S, eligible) exact scores reach (else pass 2 would reject a
+// region of the top S; lists could still come out right where ties hide it). Returns the violating
+// rows; *slack: the least (nsel-th score - t1's value) / (|q| max |k|) over the rows (TP_C1 = 9.9e-4
+// in these units is pass 1's bound)
+static size_t tp2_thr_check(const AttnConfig *cfg, const AttnDims *d, const float *q, const float *k, int B,
+                            int T, int H, int KVH, int D, const int *thr, double *slack) {
+    int N = d->N, w = cfg->w, G = H / KVH;
+    double *kbar = malloc(sizeof(double) * B * KVH * N * D), *kmax = calloc((size_t)B * KVH, sizeof(double));
+    for (int b = 0; b < B; b++)
+        for (int kh = 0; kh < KVH; kh++)
+            for (int r = 0; r < N; r++) {
+                double *dst = kbar + (((size_t)b * KVH + kh) * N + r) * D, ss = 0;
+                int t1 = r * w + w < T ? r * w + w : T;
+                for (int x = 0; x < D; x++) {
+                    double a = 0;
+                    for (int t = r * w; t < t1; t++) a += k[((size_t)b * T + t) * KVH * D + kh * D + x];
+                    dst[x] = a / (t1 - r * w), ss += dst[x] * dst[x];
+                }
+                if (sqrt(ss) > kmax[b * KVH + kh]) kmax[b * KVH + kh] = sqrt(ss);
+            }
+    size_t bad = 0;
+    double smin = INFINITY;
+#pragma omp parallel reduction(+ : bad) reduction(min : smin)
+    {
+        double *sc = malloc(sizeof(double) * (N + 1)), *qb = malloc(sizeof(double) * D);
+#pragma omp for schedule(dynamic, 1) collapse(2)
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < H; h++)
+                for (int c = d->first; c < d->nblk; c++) {
+                    if (c == d->nblk - 1 && d->last_dense) continue;
+                    const double *kb = kbar + ((size_t)b * KVH + h / G) * N * D;
+                    for (int m = 0; m < d->M && c * d->M + m < N; m++) {
+                        int g = c * d->M + m, e = attn_ms_eligible(d, c, g), nsel = e < d->S ? e : d->S;
+                        double v = key16_value(thr[(((size_t)b * H + h) * d->nblk + c) * d->M + m]);
+                        if (nsel <= 0 || v == -INFINITY) continue;
+                        int r1 = g * w + w < T ? g * w + w : T;
+                        double qn = 0;
+                        for (int x = 0; x < D; x++) {
+                            double a = 0;
+                            for (int t = g * w; t < r1; t++) a += q[((size_t)b * T + t) * H * D + h * D + x];
+                            qb[x] = a / (r1 - g * w), qn += qb[x] * qb[x];
+                        }
+                        for (int j = 0; j < e; j++) {
+                            double a = 0;
+                            for (int x = 0; x < D; x++) a += qb[x] * kb[(size_t)j * D + x];
+                            sc[j] = a;
+                        }
+                        double sn = nth_largest(sc, e, nsel), sl = (sn - v) / (sqrt(qn) * kmax[b * KVH + h / G]);
+                        bad += sn < v;
+                        smin = sl < smin ? sl : smin;
+                    }
+                }
+        free(sc), free(qb);
+    }
+    free(kbar), free(kmax);
+    *slack = smin;
+    return bad;
+}
+
+// q and k scaled by 2^g_big (tp's error bound cannot hold past |q| |k| = 2^100: every tp row fails
+// by the bound, the two passes alike, and the call goes to fused without tp_select)
+static int g_big = 0;
+
 // > 0: key region r scaled by 2^(r / g_rise) (scores rising along the row: every new tile passes the
 // running threshold, which then jumps past tp_compact's window of 256 key steps)
 static double g_rise = 0;
@@ -69,8 +175,12 @@ static double g_rise = 0;
 // expect: path the fused mode must take (1 fused, 2 its fallback); | 4: merge 1 but the blocks
 // path must decline (too many regions), so mode 2 takes the fused path too; | 8: tp must turn rows
 // into histogram rows and update them (select_bf16_last_stats); | 16: tp must raise thresholds
-// (with g_tpcap). The tp mode (the default: two passes, path 5) and tp-sweep (tp_select alone, path 4)
-// both run; the histogram checks apply to tp-sweep
+// (with g_tpcap); | 32: rows over the two passes' cut (TP2_MAXLD candidates): tp takes tp_select
+// (path 4) there; | 64: the two passes may fail rows, by their survivor cap only (near-ties), and
+// hand the call on; | 128: every tp row fails by the bound (g_big): tp modes take fused (path 1),
+// the two passes' failures all by the bound. The tp mode (the default: two passes, path 5) and tp-sweep (tp_select alone,
+// path 4) both run; the histogram checks apply to tp-sweep. In the tp mode a two-pass call also
+// keeps pass 1's thresholds, checked against the exact scores (tp2_thr_check: 0 violations)
 static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH, int D,
                   int period, int expect) {
     // MSLAB_SELECT_ONLY=s: only the shapes whose name contains s; MSLAB_SELECT_TP_ONLY=1: only the tp mode
@@ -86,9 +196,9 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
     size_t ni = (size_t)B * H * d.nblk * d.width;
     uint16_t *qb = malloc(nq * 2), *kb = malloc(nk * 2);
     float *q = malloc(nq * 4), *k = malloc(nk * 4);
-    for (size_t i = 0; i < nq; i++) qb[i] = bf16_from_f32(rng_normal(&rng));
+    for (size_t i = 0; i < nq; i++) qb[i] = bf16_from_f32((float)ldexp(rng_normal(&rng), g_big));
     for (size_t i = 0; i < nk; i++) {
-        double sc = g_rise > 0 ? exp2((double)(i / ((size_t)KVH * D) % T / cfg.w) / g_rise) : 1.0;
+        double sc = ldexp(g_rise > 0 ? exp2((double)(i / ((size_t)KVH * D) % T / cfg.w) / g_rise) : 1.0, g_big);
         kb[i] = bf16_from_f32((float)(rng_normal(&rng) * sc));
     }
     if (period > 0) // key region r = region r % period (token rows of the same offset)
@@ -118,21 +228,27 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
         const int tpm = mode == 2 || mode == 4;
         if (tponly && !tpm) continue;
         int blk = select_blocks_set(mode == 3);
-        int prev = select_bf16_set_mode(tpm ? 2 : mode ? 1 : 0), rc = 0, path = -1, st[10] = {0};
+        int prev = select_bf16_set_mode(tpm ? 2 : mode ? 1 : 0), rc = 0, path = -1, st[15] = {0};
         int cap = tpm && g_tpcap ? select_bf16_tp_cap(g_tpcap) : 0;
-        int tp2 = mode == 4 ? select_bf16_tp2(0) : 0;
-        size_t bad = 0, again = 0;
+        int tp2 = mode == 4 ? select_bf16_tp2(0) : 0, keep = select_bf16_tp2_keep(0);
+        size_t bad = 0, again = 0, tviol = 0, nthr = 0;
+        double tslack = 0;
         double ms = 0;
         for (int rep = 0; rep < 2; rep++) {
             gpu->upload(ig.idx, fill, sizeof(int) * ni);
             int x;
             gpu->download(&x, ig.idx, 4); // sync
+            select_bf16_tp2_keep(mode == 2 && rep == 0); // not in the timed call
             t0 = now_s();
             rc |= select_bf16(&ig, &cfg, d_q, d_k, B, T, H, KVH, D);
             gpu->download(rep ? h2 : h1, ig.idx, sizeof(int) * ni);
             if (rep == 1) ms = (now_s() - t0) * 1e3; // includes the list download
-            if (rep == 0) path = select_bf16_last_path(), select_bf16_last_stats(st, 10);
+            if (rep == 0) path = select_bf16_last_path(), select_bf16_last_stats(st, 15);
+            const int *thr;
+            if (rep == 0 && (nthr = select_bf16_tp2_thr(&thr)) > 0)
+                tviol = tp2_thr_check(&cfg, &d, q, k, B, T, H, KVH, D, thr, &tslack);
         }
+        select_bf16_tp2_keep(keep);
         if (cap) select_bf16_tp_cap(cap);
         if (mode == 4) select_bf16_tp2(tp2);
         select_bf16_set_mode(prev);
@@ -145,9 +261,22 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
             bad = list_diff(h1, ic.idx, ni, d.width, d.nblk, H);
         }
         int want = mode == 0 ? 0 : mode == 1 || (mode == 3 && (expect & 4)) ? expect & 3 : mode == 3 ? 3
-                   : (expect & 3) == 2 ? 2 : mode == 2 ? 5 : 4;
+                   : (expect & 3) == 2 ? 2 : mode == 2 && !(expect & 32) ? 5 : 4;
+        // the two passes' failures: only by the survivor cap, only where allowed (then tp_select next)
+        const int tp2ok = ((expect & 64) && st[10] == st[12]) || ((expect & 128) && st[10] == st[14]);
+        if (mode == 2 && st[10] > 0 && tp2ok && want == 5) want = 4;
         if (tpm && period > 0 && path == 1) want = 1; // tp handed the ties to fused
-        if (mode == 2 && period > 0 && path == 4) want = 4; // the two passes handed them to tp_select
+        if (tpm && (expect & 128)) want = 1;          // bound failures: fused
+        if (mode == 2 && st[10] > 0 && !tp2ok) {
+            printf("    the two passes failed %d rows (buffer %d, survivors %d, too few %d, bound %d): not expected\n",
+                   st[10], st[11], st[12], st[13], st[14]);
+            bad += 1;
+        }
+        if (mode == 2 && (tviol > 0 || (want == 5 && nthr == 0))) {
+            printf("    pass 1's thresholds: %zu kept, %zu rows below their t1 (nsel-th exact score < t1)\n", nthr,
+                   tviol);
+            bad += 1;
+        }
         if (path != want) {
             printf("    path %d, expected %d (0 old, 1 fused, 2 fused fell back, 3 blocks, 4 tp, 5 tp two-pass)\n",
                    path, want);
@@ -168,6 +297,10 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
         if (mode == 1 || tpm) // failed rows, max inserts / survivors, histogram rows / updates
             printf(" (failed %d, max inserts %d, max survivors %d, hist rows %d, updates %d, raised %d)", st[0],
                    st[5], st[6], st[7], st[8], st[9]);
+        if (mode == 2) // the two-pass call's failed rows and causes; pass 1's thresholds checked
+            printf(" two-pass failed %d (buffer %d, survivors %d, too few %d, bound %d)", st[10], st[11], st[12],
+                   st[13], st[14]);
+        if (nthr) printf("; t1 check %zu rows below, min slack %.3g |q| max|k|", tviol, tslack);
         printf("\n");
     }
     free(h1), free(h2), free(fill), free(qb), free(kb), free(q), free(k), free(ic.idx);
@@ -264,6 +397,9 @@ void t_select_bf16_all(void) {
     AttnConfig small = ms_cfg(16, 64, 16, -1);   // S 48, prefix 1024: many tiles per row
     t_sel("ms small w16 top64 m16", small, 1, 4096, 2, 1, 64, 0, 1);
     t_sel("ms small ties p5", small, 1, 4096, 2, 2, 128, 5, 1);
+    g_big = 52; // |q| |k| past 2^100: tp's bound fails every row (the two passes, then fused: MSLAB_SELECT_DEBUG
+    t_sel("ms small huge norms", small, 1, 4096, 2, 1, 64, 0, 1 | 128); // shows no tp_select call)
+    g_big = 0;
     // the bench's moba-blk plan (w 128, merge 1, prefix 0, top nb / 16 + 1) and merge-1 variants:
     // also run with the blocks path (select_blocks.cu, mode 2)
     t_sel("moba-blk", ms_cfg(128, 2, 1, 0), 1, 1000, 8, 2, 128, 0, 1);
@@ -282,6 +418,8 @@ void t_select_bf16_all(void) {
     t_sel("ms paper partial", paper, 1, 50007, 2, 2, 64, 0, 1); // partial region and group
     t_sel("ms paper gqa", paper, 1, 65536, 2, 1, 128, 0, 1);
     t_sel("ms paper B2", paper, 2, 20000, 2, 1, 128, 0, 1);
+    // the longest row a bit over the two passes' cut (TP2_MAXLD = 8192 candidates): tp_select
+    t_sel("ms small over the two-pass cut", small, 1, 16 * 8400, 2, 1, 64, 0, 1 | 32);
     t_sel("ms m64", m64, 1, 32768, 2, 2, 128, 0, 1);
     AttnConfig lg2 = paper;
     lg2.local_groups = 2;
@@ -291,8 +429,9 @@ void t_select_bf16_all(void) {
     AttnConfig tail = paper;
     tail.tail = TAIL_DENSE;
     t_sel("ms paper tail dense", tail, 1, 30001, 2, 2, 128, 0, 1);
-    t_sel("ms paper ties p7", paper, 1, 32768, 2, 2, 128, 7, 1);
-    t_sel("ms paper ties p1", paper, 1, 32768, 2, 2, 128, 1, 2); // all equal: fused falls back
+    // near-ties past the two passes' survivor cap (s11 r4: 561 rows fail, tp_select likewise)
+    t_sel("ms paper ties p7", paper, 1, 32768, 2, 2, 128, 7, 1 | 64);
+    t_sel("ms paper ties p1", paper, 1, 32768, 2, 2, 128, 1, 2 | 64); // all equal: fused falls back
     g_rise = 256; // rising scores: x2 every 256 regions (fused overflows its buffer: old path)
     t_sel("ms paper rising", paper, 1, 32768, 2, 2, 128, 0, 1);
     g_rise = 0;
