@@ -195,7 +195,7 @@ __device__ __forceinline__ void tma_load_5d(void *dst, const void *tmap, uint64_
 #define LIST_PAD 0x3fffffff // position of a padding key: after every row
 #define LIST_GBUF 2052      // granule buffer: 32 slots x 64 granules + a partial tile
 
-template <int D, int NWG, int BK, int NS, int PWG, bool LIST, int X, bool TR, bool VW>
+template <int D, int NWG, int BK, int NS, int PWG, bool LIST, int X, bool TR, bool VW, int OV>
 __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3List &sp, bf16 *out,
                                              float *lse, int T, int H, int KVH, float sl2) {
     constexpr int BQ = 64 * NWG, DN = D / 8, NN = BK / 8, NP = D / 64;
@@ -477,7 +477,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
 #pragma unroll
     for (int n = 0; n < DN; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, alpha[2];
-    uint32_t pk[NN][2];
+    uint32_t pk[NN][2], pk2[NN][2]; // OV 2: pk2 holds P_j for odd j
 
     mbar_wait(qfull, 0);
     long long tc1 = 0; // TR: tile 0 landed
@@ -506,8 +506,10 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             mask(s, 0);
             wg_softmax<NN>(s, m, l, alpha, sl2);
             wg_pack<NN>(s, pk);
+            if (OV >= 1) twait(vfull, 0, tw_v); // V_0 (OV: each step waits for its own V)
         }
-        for (j = 1; has(j); j++) {
+        // tile j's step: S_j, P_{j-1} V_{j-1} from pin, softmax of S_j, P_j packed into pout
+        auto step = [&](int j, uint32_t (&pin)[NN][2], uint32_t (&pout)[NN][2]) {
             int sl = j % NS, u = j / NS, sp_ = (j - 1) % NS, up = (j - 1) / NS;
             const bf16 *Kt = Ks + sl * BK * D, *Vp = Vs + sp_ * BK * D;
             float s[NN][4];
@@ -517,11 +519,11 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             for (int kk = 0; kk < D / 16; kk++)
                 wg_ss<BK>(s, desc_k<BQ>(Qs, wg * 64, kk), kdesc(Kt, kk), kk);
             wg_commit();
-            twait(vfull + sp_, up & 1, tw_v);
+            if (OV == 0) twait(vfull + sp_, up & 1, tw_v);
             wg_fence(); // after the wait loop (else ptxas injects it: C7519)
 #pragma unroll
             for (int kk = 0; kk < BK / 16; kk++) {
-                uint32_t a[4] = {pk[2 * kk][0], pk[2 * kk][1], pk[2 * kk + 1][0], pk[2 * kk + 1][1]};
+                uint32_t a[4] = {pin[2 * kk][0], pin[2 * kk][1], pin[2 * kk + 1][0], pin[2 * kk + 1][1]};
                 wg_rs<D>(o, a, vdesc(Vp, kk), 1);
             }
             wg_commit();
@@ -530,29 +532,48 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             if (lane == 0) mbar_arrive(kempty + sl);
             mask(s, j);
             wg_softmax<NN>(s, m, l, alpha, sl2);
+            if (OV == 2) wg_pack<NN>(s, pout); // registers the P V product in flight does not read
+            // OV >= 1: V_j's wait (for the next step) here: its try_wait loop ends the basic block,
+            // so ptxas cannot hoist the wait_group 0 below above the softmax (it did: the softmax
+            // ran after P V retired, not under it)
+            if (OV >= 1) twait(vfull + sl, u & 1, tw_v);
             wg_wait<0>();
             wg_keep<D>(o);
             if (lane == 0) mbar_arrive(vempty + sp_);
-            wg_pack<NN>(s, pk); // only now: the P V product that read pk has retired
+            if (OV < 2) wg_pack<NN>(s, pout); // only now: the P V product that read pk has retired
 #pragma unroll
             for (int n = 0; n < DN; n++) {
                 o[n][0] *= alpha[0], o[n][1] *= alpha[0];
                 o[n][2] *= alpha[1], o[n][3] *= alpha[1];
             }
-        }
-        {
+        };
+        // the last P V product (P_{j-1} in pin)
+        auto last = [&](int j, uint32_t (&pin)[NN][2]) {
             int sp_ = (j - 1) % NS, up = (j - 1) / NS;
             const bf16 *Vp = Vs + sp_ * BK * D;
-            twait(vfull + sp_, up & 1, tw_v);
+            if (OV == 0) twait(vfull + sp_, up & 1, tw_v);
             wg_fence();
 #pragma unroll
             for (int kk = 0; kk < BK / 16; kk++) {
-                uint32_t a[4] = {pk[2 * kk][0], pk[2 * kk][1], pk[2 * kk + 1][0], pk[2 * kk + 1][1]};
+                uint32_t a[4] = {pin[2 * kk][0], pin[2 * kk][1], pin[2 * kk + 1][0], pin[2 * kk + 1][1]};
                 wg_rs<D>(o, a, vdesc(Vp, kk), 1);
             }
             wg_commit();
             wg_wait<0>();
             wg_keep<D>(o);
+        };
+        if constexpr (OV == 2) { // two P buffers, the loop unrolled by 2 (P_j in pk2 for odd j)
+            for (j = 1;;) {
+                if (!has(j)) break;
+                step(j, pk, pk2), j++;
+                if (!has(j)) break;
+                step(j, pk2, pk), j++;
+            }
+            if ((j - 1) & 1) last(j, pk2);
+            else last(j, pk);
+        } else {
+            for (j = 1; has(j); j++) step(j, pk, pk);
+            last(j, pk);
         }
     }
     long long tc2 = TR ? clock64() : 0; // TR: loop done
@@ -594,11 +615,11 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
 // LIST: the block-sparse forward (key tiles from an index list, Fwd3List)
 // X (LIST): 0 planar tiles, 2 grouped tiles (8-row groups x both planes, a copy per granule)
 template <int D, int NWG, int BK, int NS, int PWG, bool LIST = false, int X = 0, bool TR = false,
-          bool VW = false>
+          bool VW = false, int OV = 0>
 __global__ void __launch_bounds__(128 * NWG + (PWG ? 128 : 32), 1)
     fwd3_kernel(const __grid_constant__ Fwd3Maps maps, const Fwd3List sp, bf16 *out, float *lse,
                 int T, int H, int KVH, float sl2) {
-    fwd3_wg_body<D, NWG, BK, NS, PWG, LIST, X, TR, VW>(maps, sp, out, lse, T, H, KVH, sl2);
+    fwd3_wg_body<D, NWG, BK, NS, PWG, LIST, X, TR, VW, OV>(maps, sp, out, lse, T, H, KVH, sl2);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -720,6 +741,38 @@ static void fwd3_trace_report(const char *what, unsigned long long *d, size_t nc
            100 * c[10] / c[6], 100 * c[11] / c[6], 100 * c[12] / c[6], nl > 0 ? dl / nl * 1e-3 : 0.0, n > nl ? (sy - dl) / (n - nl) * 1e-3 : 0.0);
 }
 
+// MSLAB_FWD3_OV=0 / 1 / 2 (s11 experiment, D 128 3-warpgroup variants): the softmax's overlap
+// with P V (fwd3_wg_body's OV); default 1
+static int fwd3_ov_mode(void) {
+    static int ov = -1;
+    if (ov < 0) {
+        const char *e = getenv("MSLAB_FWD3_OV");
+        ov = e ? atoi(e) : 1;
+        if (ov < 0 || ov > 2) ov = 1;
+    }
+    return ov;
+}
+// one launch of a fwd3 variant (the shared-memory opt-in once per variant)
+template <int D, int NWG, int BK, int NS, int PWG, bool LIST, int X, bool TR, bool VW, int OV>
+static void fwd3_go(dim3 grid, size_t smem, const Fwd3Maps &maps, const Fwd3List &sp, bf16 *out,
+                    float *lse, int T, int H, int KVH, float sl2) {
+    static bool init = false;
+    auto kern = fwd3_kernel<D, NWG, BK, NS, PWG, LIST, X, TR, VW, OV>;
+    if (!init) smem_optin(kern, smem), init = true;
+    kern<<<grid, 128 * NWG + (PWG ? 128 : 32), smem>>>(maps, sp, out, lse, T, H, KVH, sl2);
+    cudaLaunchCheck();
+}
+// the same with OV picked at run time (ov: D 128 with 3 warpgroups only; else 0)
+template <int D, int NWG, int BK, int NS, int PWG, bool LIST, int X, bool TR, bool VW>
+static void fwd3_go_ov(int ov, dim3 grid, size_t smem, const Fwd3Maps &maps, const Fwd3List &sp,
+                       bf16 *out, float *lse, int T, int H, int KVH, float sl2) {
+    if constexpr (D == 128 && NWG == 3) {
+        if (ov == 1) return fwd3_go<D, NWG, BK, NS, PWG, LIST, X, TR, VW, 1>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
+        if (ov == 2) return fwd3_go<D, NWG, BK, NS, PWG, LIST, X, TR, VW, 2>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
+    }
+    fwd3_go<D, NWG, BK, NS, PWG, LIST, X, TR, VW, 0>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
+}
+static const char *ov_tag[3] = {"", " OV1", " OV2"};
 // false: the maps could not be made (no driver entry point): flash_wgmma_fwd returns -1 and the
 // caller (attn_mode.cu) runs flash_bf16_fwd
 template <int D, int NWG, int BK, int NS, int PWG = 0>
@@ -734,24 +787,19 @@ static bool fwd3_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const 
     size_t smem = 1024 + sizeof(bf16) * (size_t)(BQ * D + 2 * NS * BK * D) + 8 * (1 + 4 * NS);
     dim3 grid(B * H, (T + BQ - 1) / BQ);
     Fwd3List none = {};
-    int nt = 128 * NWG + (PWG ? 128 : 32);
     float sl2 = WG_LOG2E / sqrtf((float)D);
+    int ov = D == 128 && NWG == 3 ? fwd3_ov_mode() : 0;
     if constexpr (D == 128) {
         if (fwd3_trace_on()) {
-            static bool init = false;
-            if (!init) smem_optin(fwd3_kernel<D, NWG, BK, NS, PWG, false, 0, true>, smem), init = true;
             none.trace = fwd3_trace_buf((size_t)grid.x * grid.y);
-            fwd3_kernel<D, NWG, BK, NS, PWG, false, 0, true><<<grid, nt, smem>>>(maps, none, out, lse,
-                                                                                T, H, KVH, sl2);
-            cudaLaunchCheck();
-            fwd3_trace_report("dense", none.trace, (size_t)grid.x * grid.y, 0, 0);
+            fwd3_go_ov<D, NWG, BK, NS, PWG, false, 0, true, false>(ov, grid, smem, maps, none, out, lse, T, H, KVH, sl2);
+            char what[32];
+            snprintf(what, sizeof what, "dense%s", ov_tag[ov]);
+            fwd3_trace_report(what, none.trace, (size_t)grid.x * grid.y, 0, 0);
             return true;
         }
     }
-    static bool init = false;
-    if (!init) smem_optin(fwd3_kernel<D, NWG, BK, NS, PWG>, smem), init = true;
-    fwd3_kernel<D, NWG, BK, NS, PWG><<<grid, nt, smem>>>(maps, none, out, lse, T, H, KVH, sl2);
-    cudaLaunchCheck();
+    fwd3_go_ov<D, NWG, BK, NS, PWG, false, 0, false, false>(ov, grid, smem, maps, none, out, lse, T, H, KVH, sl2);
     return true;
 }
 extern "C" int flash_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k,
@@ -857,26 +905,19 @@ static bool make_map_groups(CUtensorMap *m, const bf16 *x, int B, int T, int NH,
 template <int D, int NWG, int NS, int PWG, int X, bool VW>
 static void sparse_launch(const Fwd3Maps &maps, Fwd3List sp, bf16 *out, float *lse, int T, int H,
                           int KVH, dim3 grid, size_t smem) {
-    constexpr int nt = 128 * NWG + (PWG ? 128 : 32);
     float sl2 = WG_LOG2E / sqrtf((float)D);
+    int ov = D == 128 && NWG == 3 ? fwd3_ov_mode() : 0;
     if constexpr (D == 128) {
         if (fwd3_trace_on()) {
-            static bool init = false;
-            if (!init) smem_optin(fwd3_kernel<D, NWG, 64, NS, PWG, true, X, true, VW>, smem), init = true;
             sp.trace = fwd3_trace_buf((size_t)grid.x * grid.y);
-            fwd3_kernel<D, NWG, 64, NS, PWG, true, X, true, VW><<<grid, nt, smem>>>(maps, sp, out, lse,
-                                                                                   T, H, KVH, sl2);
-            cudaLaunchCheck();
-            fwd3_trace_report(VW ? "list X2 VW" : X == 2 ? "list X2" : "list", sp.trace,
-                              (size_t)grid.x * grid.y, grid.x, sp.nsub);
+            fwd3_go_ov<D, NWG, 64, NS, PWG, true, X, true, VW>(ov, grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
+            char what[32];
+            snprintf(what, sizeof what, "%s%s", VW ? "list X2 VW" : X == 2 ? "list X2" : "list", ov_tag[ov]);
+            fwd3_trace_report(what, sp.trace, (size_t)grid.x * grid.y, grid.x, sp.nsub);
             return;
         }
     }
-    static bool init = false;
-    if (!init) smem_optin(fwd3_kernel<D, NWG, 64, NS, PWG, true, X, false, VW>, smem), init = true;
-    fwd3_kernel<D, NWG, 64, NS, PWG, true, X, false, VW><<<grid, nt, smem>>>(maps, sp, out, lse, T, H,
-                                                                            KVH, sl2);
-    cudaLaunchCheck();
+    fwd3_go_ov<D, NWG, 64, NS, PWG, true, X, false, VW>(ov, grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
 }
 template <int D, int NWG, int NS, int PWG>
 static int sparse_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,

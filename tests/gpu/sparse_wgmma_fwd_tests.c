@@ -216,6 +216,19 @@ static int row_wanted(const char *tag) {
     const char *f = getenv("MSLAB_SWF_ROWS");
     return !f || strstr(f, tag) != NULL;
 }
+// MSLAB_SWF_HASH=1: the timing rows also print an FNV-1a hash of the last call's out and lse
+// (variants that must give the same bits, e.g. MSLAB_FWD3_OV, compare across runs)
+static void perf_hash(const char *what, const uint16_t *o, const float *lse, size_t nq, size_t nl) {
+    const char *e = getenv("MSLAB_SWF_HASH");
+    if (!e || atoi(e) == 0) return;
+    unsigned char *h = xalloc(nq * 2 + nl * 4);
+    gpu->download(h, o, nq * 2);
+    gpu->download(h + nq * 2, lse, nl * 4);
+    unsigned long long x = 1469598103934665603ull;
+    for (size_t i = 0; i < nq * 2 + nl * 4; i++) x = (x ^ h[i]) * 1099511628211ull;
+    printf("    (info sparse_wgmma_fwd_perf: %s out+lse hash %016llx)\n", what, x);
+    free(h);
+}
 static int perf_reps(void) {
     const char *e = getenv("MSLAB_SWF_REPS");
     return e && atoi(e) > 0 ? atoi(e) : 6;
@@ -234,6 +247,7 @@ static void t_sw_perf(const char *tag, const char *name, AttnConfig cfg, int T) 
     AttnStats st;
     free(perf_list(&ix, &cfg, &d, q, k, T, H, D, &st));
     double f = 4.0 * st.pairs * D, tw = time_fwd(1, o, lse, q, k, v, &ix, T, reps);
+    perf_hash(tag, o, lse, nq, (size_t)H * T);
     double tb = T <= 32768 ? time_fwd(0, o, lse, q, k, v, &ix, T, reps) : 0;
     char sb[64] = ""; // sparse_bf16 only where it ran
     if (tb > 0) snprintf(sb, sizeof sb, "; sparse_bf16 %.3f ms (%.1f)", tb, f / tb * 1e-9);
@@ -252,6 +266,7 @@ static void t_dense_perf(int T) {
     uint16_t *o = gpu->alloc(nq * 2);
     float *lse = gpu->alloc((size_t)32 * T * 4);
     double t = time_fwd(2, o, lse, q, k, v, NULL, T, perf_reps());
+    perf_hash("dense32", o, lse, nq, (size_t)32 * T);
     double f = 4.0 * 128 * 32 * ((double)T * (T + 1) / 2);
     printf("    (info sparse_wgmma_fwd_perf: dense flash_wgmma_fwd T=%d H=32 D=128: %.3f ms (%.1f "
            "TFLOP/s))\n", T, t, f / t * 1e-9);
