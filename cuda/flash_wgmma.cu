@@ -508,6 +508,14 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             wg_pack<NN>(s, pk);
             if (OV >= 1) twait(vfull, 0, tw_v); // V_0 (OV: each step waits for its own V)
         }
+        // O *= alpha (the last softmax's rescale)
+        auto rescale = [&]() {
+#pragma unroll
+            for (int n = 0; n < DN; n++) {
+                o[n][0] *= alpha[0], o[n][1] *= alpha[0];
+                o[n][2] *= alpha[1], o[n][3] *= alpha[1];
+            }
+        };
         // tile j's step: S_j, P_{j-1} V_{j-1} from pin, softmax of S_j, P_j packed into pout
         auto step = [&](int j, uint32_t (&pin)[NN][2], uint32_t (&pout)[NN][2]) {
             int sl = j % NS, u = j / NS, sp_ = (j - 1) % NS, up = (j - 1) / NS;
@@ -519,7 +527,10 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             for (int kk = 0; kk < D / 16; kk++)
                 wg_ss<BK>(s, desc_k<BQ>(Qs, wg * 64, kk), kdesc(Kt, kk), kk);
             wg_commit();
-            if (OV == 0) twait(vfull + sp_, up & 1, tw_v);
+            // OV 3: V_{j-1} (waited already after softmax j - 1) again: the loop keeps O's rescale
+            // below S_j's issue (FA3's order: the rescale runs under S_j, not before it)
+            if (OV == 0 || OV == 3) twait(vfull + sp_, up & 1, tw_v);
+            if (OV == 3) rescale();
             wg_fence(); // after the wait loop (else ptxas injects it: C7519)
 #pragma unroll
             for (int kk = 0; kk < BK / 16; kk++) {
@@ -540,18 +551,15 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             wg_wait<0>();
             wg_keep<D>(o);
             if (lane == 0) mbar_arrive(vempty + sp_);
-            if (OV < 2) wg_pack<NN>(s, pout); // only now: the P V product that read pk has retired
-#pragma unroll
-            for (int n = 0; n < DN; n++) {
-                o[n][0] *= alpha[0], o[n][1] *= alpha[0];
-                o[n][2] *= alpha[1], o[n][3] *= alpha[1];
-            }
+            if (OV != 2) wg_pack<NN>(s, pout); // only now: the P V product that read pk has retired
+            if (OV != 3) rescale();
         };
         // the last P V product (P_{j-1} in pin)
         auto last = [&](int j, uint32_t (&pin)[NN][2]) {
             int sp_ = (j - 1) % NS, up = (j - 1) / NS;
             const bf16 *Vp = Vs + sp_ * BK * D;
             if (OV == 0) twait(vfull + sp_, up & 1, tw_v);
+            if (OV == 3) rescale();
             wg_fence();
 #pragma unroll
             for (int kk = 0; kk < BK / 16; kk++) {
@@ -741,14 +749,14 @@ static void fwd3_trace_report(const char *what, unsigned long long *d, size_t nc
            100 * c[10] / c[6], 100 * c[11] / c[6], 100 * c[12] / c[6], nl > 0 ? dl / nl * 1e-3 : 0.0, n > nl ? (sy - dl) / (n - nl) * 1e-3 : 0.0);
 }
 
-// MSLAB_FWD3_OV=0 / 1 / 2 (s11 experiment, D 128 3-warpgroup variants): the softmax's overlap
+// MSLAB_FWD3_OV=0 / 1 / 2 / 3 (s11 experiment, D 128 3-warpgroup variants): the softmax's overlap
 // with P V (fwd3_wg_body's OV); default 1
 static int fwd3_ov_mode(void) {
     static int ov = -1;
     if (ov < 0) {
         const char *e = getenv("MSLAB_FWD3_OV");
         ov = e ? atoi(e) : 1;
-        if (ov < 0 || ov > 2) ov = 1;
+        if (ov < 0 || ov > 3) ov = 1;
     }
     return ov;
 }
@@ -769,10 +777,11 @@ static void fwd3_go_ov(int ov, dim3 grid, size_t smem, const Fwd3Maps &maps, con
     if constexpr (D == 128 && NWG == 3) {
         if (ov == 1) return fwd3_go<D, NWG, BK, NS, PWG, LIST, X, TR, VW, 1>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
         if (ov == 2) return fwd3_go<D, NWG, BK, NS, PWG, LIST, X, TR, VW, 2>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
+        if (ov == 3) return fwd3_go<D, NWG, BK, NS, PWG, LIST, X, TR, VW, 3>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
     }
     fwd3_go<D, NWG, BK, NS, PWG, LIST, X, TR, VW, 0>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
 }
-static const char *ov_tag[3] = {"", " OV1", " OV2"};
+static const char *ov_tag[4] = {"", " OV1", " OV2", " OV3"};
 // false: the maps could not be made (no driver entry point): flash_wgmma_fwd returns -1 and the
 // caller (attn_mode.cu) runs flash_bf16_fwd
 template <int D, int NWG, int BK, int NS, int PWG = 0>
