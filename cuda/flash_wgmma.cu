@@ -195,10 +195,12 @@ __device__ __forceinline__ void tma_load_5d(void *dst, const void *tmap, uint64_
 #define LIST_PAD 0x3fffffff // position of a padding key: after every row
 #define LIST_GBUF 2052      // granule buffer: 32 slots x 64 granules + a partial tile
 
-template <int D, int NWG, int BK, int NS, int PWG, bool LIST, int X, bool TR, bool VW, int OV>
+template <int D, int NWG, int BK, int NS, int PWG, bool LIST, int X, bool TR, bool VW, int OVX>
 __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3List &sp, bf16 *out,
                                              float *lse, int T, int H, int KVH, float sl2) {
     constexpr int BQ = 64 * NWG, DN = D / 8, NN = BK / 8, NP = D / 64;
+    constexpr bool LI = (OVX & 4) && LIST && X == 2; // s11 experiment: lane-parallel tile info
+    constexpr int OV = OVX & 3;
     static_assert(!VW || (LIST && PWG && X == 2), "VW: the list source, grouped tiles, a producer warpgroup");
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     bf16 *Qs = (bf16 *)smem_base1k(smem_raw), *Ks = Qs + BQ * D, *Vs = Ks + NS * BK * D;
@@ -334,7 +336,24 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             int sl = j % NS, u = j / NS;
             long long e1 = 0, e2 = 0, e3 = 0, e4 = 0;
             __syncwarp(); // the walk's gbuf writes before lane 0 reads them
-            if (lane == 0) {
+            if (LI) { // OV & 4 (X 2: 4 granules a tile): lane gi writes granule gi, min / max by shuffles
+                if (lane == 0 && u > 0) twait(kempty + sl, (u - 1) & 1, tw_k);
+                if (TR) e1 = clock64();
+                int *ki = kinf + (j % (2 * NS)) * 8;
+                int g0 = lane < ng ? gs[lane] : LIST_PAD;
+                int mn = lane < 4 ? g0 : LIST_PAD, mx = lane < 4 ? (lane < ng ? g0 + 15 : LIST_PAD) : 0;
+                mn = min(mn, __shfl_xor_sync(0xffffffffu, mn, 1)), mx = max(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                mn = min(mn, __shfl_xor_sync(0xffffffffu, mn, 2)), mx = max(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                if (lane < 4) ki[4 + lane] = g0;
+                __syncwarp(); // lanes 1-3's key writes before lane 0's release (arrive)
+                if (lane == 0) {
+                    *(int4 *)ki = make_int4(ng, mn, mx, 0);
+                    if (VW) mbar_arrive(ginfo + j % (2 * NS));
+                    if (ng == 0) mbar_arrive(kfull + sl);
+                    else mbar_expect_tx(kfull + sl, BK * D * 2);
+                    if (TR) e2 = clock64();
+                }
+            } else if (lane == 0) {
                 if (u > 0) twait(kempty + sl, (u - 1) & 1, tw_k);
                 if (TR) e1 = clock64();
                 int *ki = kinf + (j % (2 * NS)) * 8, mn = LIST_PAD, mx = 0;
@@ -749,14 +768,14 @@ static void fwd3_trace_report(const char *what, unsigned long long *d, size_t nc
            100 * c[10] / c[6], 100 * c[11] / c[6], 100 * c[12] / c[6], nl > 0 ? dl / nl * 1e-3 : 0.0, n > nl ? (sy - dl) / (n - nl) * 1e-3 : 0.0);
 }
 
-// MSLAB_FWD3_OV=0 / 1 / 2 / 3 (s11 experiment, D 128 3-warpgroup variants): the softmax's overlap
+// MSLAB_FWD3_OV=0 / 1 / 2 / 3, + 4: lane-parallel tile info (s11 experiment, D 128 3-warpgroup variants): the softmax's overlap
 // with P V (fwd3_wg_body's OV); default 1
 static int fwd3_ov_mode(void) {
     static int ov = -1;
     if (ov < 0) {
         const char *e = getenv("MSLAB_FWD3_OV");
         ov = e ? atoi(e) : 1;
-        if (ov < 0 || ov > 3) ov = 1;
+        if (ov < 0 || ov > 5) ov = 1;
     }
     return ov;
 }
@@ -778,10 +797,14 @@ static void fwd3_go_ov(int ov, dim3 grid, size_t smem, const Fwd3Maps &maps, con
         if (ov == 1) return fwd3_go<D, NWG, BK, NS, PWG, LIST, X, TR, VW, 1>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
         if (ov == 2) return fwd3_go<D, NWG, BK, NS, PWG, LIST, X, TR, VW, 2>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
         if (ov == 3) return fwd3_go<D, NWG, BK, NS, PWG, LIST, X, TR, VW, 3>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
+        if constexpr (LIST && X == 2) {
+            if (ov == 4) return fwd3_go<D, NWG, BK, NS, PWG, LIST, X, TR, VW, 4>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
+            if (ov == 5) return fwd3_go<D, NWG, BK, NS, PWG, LIST, X, TR, VW, 5>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
+        }
     }
     fwd3_go<D, NWG, BK, NS, PWG, LIST, X, TR, VW, 0>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
 }
-static const char *ov_tag[4] = {"", " OV1", " OV2", " OV3"};
+static const char *ov_tag[6] = {"", " OV1", " OV2", " OV3", " OV4", " OV5"};
 // false: the maps could not be made (no driver entry point): flash_wgmma_fwd returns -1 and the
 // caller (attn_mode.cu) runs flash_bf16_fwd
 template <int D, int NWG, int BK, int NS, int PWG = 0>
@@ -797,7 +820,7 @@ static bool fwd3_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const 
     dim3 grid(B * H, (T + BQ - 1) / BQ);
     Fwd3List none = {};
     float sl2 = WG_LOG2E / sqrtf((float)D);
-    int ov = D == 128 && NWG == 3 ? fwd3_ov_mode() : 0;
+    int ov = D == 128 && NWG == 3 ? fwd3_ov_mode() & 3 : 0;
     if constexpr (D == 128) {
         if (fwd3_trace_on()) {
             none.trace = fwd3_trace_buf((size_t)grid.x * grid.y);
