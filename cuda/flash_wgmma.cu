@@ -201,6 +201,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
     constexpr int BQ = 64 * NWG, DN = D / 8, NN = BK / 8, NP = D / 64;
     constexpr bool LI = (OVX & 4) && LIST && X == 2; // s11 experiment: lane-parallel tile info
     constexpr int OV = OVX & 3;
+    constexpr bool SL = (OVX & 8) != 0; // s11 experiment: producers' waits with a suspend-time hint
     static_assert(!VW || (LIST && PWG && X == 2), "VW: the list source, grouped tiles, a producer warpgroup");
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     bf16 *Qs = (bf16 *)smem_base1k(smem_raw), *Ks = Qs + BQ * D, *Vs = Ks + NS * BK * D;
@@ -250,6 +251,20 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             mbar_wait(bar, par);
         }
     };
+    // a producer's wait (SL: with the suspend-time hint)
+    auto pw = [&](uint64_t *bar, uint32_t par) {
+        if constexpr (SL) mbar_wait_sleep(bar, par);
+        else mbar_wait(bar, par);
+    };
+    auto pwait = [&](uint64_t *bar, uint32_t par, unsigned long long &acc) {
+        if constexpr (TR) {
+            long long c = clock64();
+            pw(bar, par);
+            acc += clock64() - c;
+        } else {
+            pw(bar, par);
+        }
+    };
 
     if (threadIdx.x == 0) {
         mbar_init(qfull, 1);
@@ -292,12 +307,12 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
         if (VW && warp == 4 * NWG + 1) { // VW: the V copies of every tile
             for (int j = 0;; j++) {
                 int sl = j % NS, u = j / NS;
-                mbar_wait(ginfo + j % (2 * NS), (j / (2 * NS)) & 1); // the tile's granules
+                pw(ginfo + j % (2 * NS), (j / (2 * NS)) & 1); // the tile's granules
                 const int *ki = kinf + (j % (2 * NS)) * 8;
                 int ng = ki[0];
                 if (ng == 0) return; // the sentinel
                 if (lane == 0) {
-                    if (u > 0) mbar_wait(vempty + sl, (u - 1) & 1);
+                    if (u > 0) pw(vempty + sl, (u - 1) & 1);
                     mbar_expect_tx(vfull + sl, BK * D * 2);
                 }
                 __syncwarp();
@@ -314,12 +329,12 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             if (lane == 0)
                 for (int j = 0; j < nkt; j++) {
                     int sl = j % NS, u = j / NS;
-                    if (u > 0) twait(kempty + sl, (u - 1) & 1, tw_k);
+                    if (u > 0) pwait(kempty + sl, (u - 1) & 1, tw_k);
                     mbar_expect_tx(kfull + sl, BK * D * 2);
                     for (int p = 0; p < NP; p++)
                         tma_load_4d(Ks + sl * BK * D + p * BK * 64, &maps.k, kfull + sl, p * 64,
                                     kvh, j * BK, b);
-                    if (u > 0) twait(vempty + sl, (u - 1) & 1, tw_k);
+                    if (u > 0) pwait(vempty + sl, (u - 1) & 1, tw_k);
                     mbar_expect_tx(vfull + sl, BK * D * 2);
                     for (int p = 0; p < NP; p++)
                         tma_load_4d(Vs + sl * BK * D + p * BK * 64, &maps.v, vfull + sl, p * 64,
@@ -337,7 +352,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             long long e1 = 0, e2 = 0, e3 = 0, e4 = 0;
             __syncwarp(); // the walk's gbuf writes before lane 0 reads them
             if (LI) { // OV & 4 (X 2: 4 granules a tile): lane gi writes granule gi, min / max by shuffles
-                if (lane == 0 && u > 0) twait(kempty + sl, (u - 1) & 1, tw_k);
+                if (lane == 0 && u > 0) pwait(kempty + sl, (u - 1) & 1, tw_k);
                 if (TR) e1 = clock64();
                 int *ki = kinf + (j % (2 * NS)) * 8;
                 int g0 = lane < ng ? gs[lane] : LIST_PAD;
@@ -354,7 +369,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
                     if (TR) e2 = clock64();
                 }
             } else if (lane == 0) {
-                if (u > 0) twait(kempty + sl, (u - 1) & 1, tw_k);
+                if (u > 0) pwait(kempty + sl, (u - 1) & 1, tw_k);
                 if (TR) e1 = clock64();
                 int *ki = kinf + (j % (2 * NS)) * 8, mn = LIST_PAD, mx = 0;
                 for (int gi = 0; gi < gpt; gi++) {
@@ -378,7 +393,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
                                             kfull + sl, p * 64, kvh, k0, b);
                         }
                         if (TR) e3 = clock64();
-                        if (u > 0) mbar_wait(vempty + sl, (u - 1) & 1);
+                        if (u > 0) pw(vempty + sl, (u - 1) & 1);
                         if (TR) e4 = clock64();
                         mbar_expect_tx(vfull + sl, BK * D * 2);
                         for (int gi = 0; gi < gpt; gi++) {
@@ -394,7 +409,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
                     if (!VW) {
                         if (lane == 0) {
                             if (TR) e3 = clock64();
-                            if (u > 0) mbar_wait(vempty + sl, (u - 1) & 1);
+                            if (u > 0) pw(vempty + sl, (u - 1) & 1);
                             if (TR) e4 = clock64();
                             mbar_expect_tx(vfull + sl, BK * D * 2);
                         }
@@ -768,14 +783,14 @@ static void fwd3_trace_report(const char *what, unsigned long long *d, size_t nc
            100 * c[10] / c[6], 100 * c[11] / c[6], 100 * c[12] / c[6], nl > 0 ? dl / nl * 1e-3 : 0.0, n > nl ? (sy - dl) / (n - nl) * 1e-3 : 0.0);
 }
 
-// MSLAB_FWD3_OV=0 / 1 / 2 / 3, + 4: lane-parallel tile info (s11 experiment, D 128 3-warpgroup variants): the softmax's overlap
-// with P V (fwd3_wg_body's OV); default 1
+// MSLAB_FWD3_OV (s11 experiment, D 128 3-warpgroup variants; fwd3_wg_body's OVX bits): 0 the
+// s10 code, 1 the softmax before P V's wait_group, 4 lane-parallel tile info (lists), 8 the
+// producers' waits with a suspend-time hint; sums of these; default 0
 static int fwd3_ov_mode(void) {
     static int ov = -1;
     if (ov < 0) {
         const char *e = getenv("MSLAB_FWD3_OV");
-        ov = e ? atoi(e) : 1;
-        if (ov < 0 || ov > 5) ov = 1;
+        ov = e ? atoi(e) : 0;
     }
     return ov;
 }
@@ -793,18 +808,20 @@ static void fwd3_go(dim3 grid, size_t smem, const Fwd3Maps &maps, const Fwd3List
 template <int D, int NWG, int BK, int NS, int PWG, bool LIST, int X, bool TR, bool VW>
 static void fwd3_go_ov(int ov, dim3 grid, size_t smem, const Fwd3Maps &maps, const Fwd3List &sp,
                        bf16 *out, float *lse, int T, int H, int KVH, float sl2) {
+#define FWD3_OV(v) if (ov == v) return fwd3_go<D, NWG, BK, NS, PWG, LIST, X, TR, VW, v>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2)
     if constexpr (D == 128 && NWG == 3) {
-        if (ov == 1) return fwd3_go<D, NWG, BK, NS, PWG, LIST, X, TR, VW, 1>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
-        if (ov == 2) return fwd3_go<D, NWG, BK, NS, PWG, LIST, X, TR, VW, 2>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
-        if (ov == 3) return fwd3_go<D, NWG, BK, NS, PWG, LIST, X, TR, VW, 3>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
+        FWD3_OV(1);
+        FWD3_OV(8);
+        FWD3_OV(9);
         if constexpr (LIST && X == 2) {
-            if (ov == 4) return fwd3_go<D, NWG, BK, NS, PWG, LIST, X, TR, VW, 4>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
-            if (ov == 5) return fwd3_go<D, NWG, BK, NS, PWG, LIST, X, TR, VW, 5>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
+            FWD3_OV(4);
+            FWD3_OV(12);
+            FWD3_OV(13);
         }
     }
+#undef FWD3_OV
     fwd3_go<D, NWG, BK, NS, PWG, LIST, X, TR, VW, 0>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
 }
-static const char *ov_tag[6] = {"", " OV1", " OV2", " OV3", " OV4", " OV5"};
 // false: the maps could not be made (no driver entry point): flash_wgmma_fwd returns -1 and the
 // caller (attn_mode.cu) runs flash_bf16_fwd
 template <int D, int NWG, int BK, int NS, int PWG = 0>
@@ -820,13 +837,13 @@ static bool fwd3_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const 
     dim3 grid(B * H, (T + BQ - 1) / BQ);
     Fwd3List none = {};
     float sl2 = WG_LOG2E / sqrtf((float)D);
-    int ov = D == 128 && NWG == 3 ? fwd3_ov_mode() & 3 : 0;
+    int ov = D == 128 && NWG == 3 ? fwd3_ov_mode() & 11 : 0;
     if constexpr (D == 128) {
         if (fwd3_trace_on()) {
             none.trace = fwd3_trace_buf((size_t)grid.x * grid.y);
             fwd3_go_ov<D, NWG, BK, NS, PWG, false, 0, true, false>(ov, grid, smem, maps, none, out, lse, T, H, KVH, sl2);
             char what[32];
-            snprintf(what, sizeof what, "dense%s", ov_tag[ov]);
+            snprintf(what, sizeof what, "dense OV%d", ov);
             fwd3_trace_report(what, none.trace, (size_t)grid.x * grid.y, 0, 0);
             return true;
         }
@@ -944,7 +961,7 @@ static void sparse_launch(const Fwd3Maps &maps, Fwd3List sp, bf16 *out, float *l
             sp.trace = fwd3_trace_buf((size_t)grid.x * grid.y);
             fwd3_go_ov<D, NWG, 64, NS, PWG, true, X, true, VW>(ov, grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
             char what[32];
-            snprintf(what, sizeof what, "%s%s", VW ? "list X2 VW" : X == 2 ? "list X2" : "list", ov_tag[ov]);
+            snprintf(what, sizeof what, "%s OV%d", VW ? "list X2 VW" : X == 2 ? "list X2" : "list", ov);
             fwd3_trace_report(what, sp.trace, (size_t)grid.x * grid.y, grid.x, sp.nsub);
             return;
         }
