@@ -202,6 +202,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
     constexpr bool LI = (OVX & 4) && LIST && X == 2; // s11 experiment: lane-parallel tile info
     constexpr int OV = OVX & 3;
     constexpr bool SL = (OVX & 8) != 0; // s11 experiment: producers' waits with a suspend-time hint
+    constexpr bool DP = (OVX & 16) != 0; // s11 experiment: descriptors as base + constant
     static_assert(!VW || (LIST && PWG && X == 2), "VW: the list source, grouped tiles, a producer warpgroup");
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     bf16 *Qs = (bf16 *)smem_base1k(smem_raw), *Ks = Qs + BQ * D, *Vs = Ks + NS * BK * D;
@@ -499,13 +500,29 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
     };
     // K / V operands: planar tiles (desc_k / desc_mn), or X 2 (grouped) [8-row group][plane][8]
     // [64]: 8-row groups 16 D bytes apart, plane 1 at 8 rows (1024 bytes)
+    // DP (OVX & 16): a descriptor as a base plus a constant: the start-address field (bits 0-13,
+    // shared address >> 4) of an address below 256 KB never carries, so desc(p + e elements) =
+    // desc(p) + e / 8; the bases computed once, wg made warp-uniform (CUTLASS's shuffle) so they
+    // sit in uniform registers (was: ~8 address / mask instructions per wgmma)
+    auto koff = [&](int kk) -> int { return X == 2 ? (kk >> 2) * 512 + (kk & 3) * 16 : (kk >> 2) * (BK * 64) + (kk & 3) * 16; };
+    auto voff = [&](int kk) -> int { return X == 2 ? kk * 16 * D : kk * 16 * 64; };
+    const int wgu = __shfl_sync(0xffffffffu, wg, 0);
+    const uint64_t kd0 = X == 2 ? wg_desc(Ks, 16, 16 * D) : desc_k<BK>(Ks, 0, 0);
+    const uint64_t vd0 = X == 2 ? wg_desc(Vs, 1024, 16 * D) : desc_mn<BK>(Vs, 0);
+    const uint64_t qd0 = desc_k<BQ>(Qs, wgu * 64, 0);
     auto kdesc = [&](const bf16 *Kt, int kk) -> uint64_t {
+        if constexpr (DP) return kd0 + (uint64_t)((int)(Kt - Ks) + koff(kk)) / 8;
         if constexpr (X == 2) return wg_desc(Kt + (kk >> 2) * 512 + (kk & 3) * 16, 16, 16 * D);
         else return desc_k<BK>(Kt, 0, kk);
     };
     auto vdesc = [&](const bf16 *Vt, int kk) -> uint64_t {
+        if constexpr (DP) return vd0 + (uint64_t)((int)(Vt - Vs) + voff(kk)) / 8;
         if constexpr (X == 2) return wg_desc(Vt + kk * 16 * D, 1024, 16 * D);
         else return desc_mn<BK>(Vt, kk);
+    };
+    auto qdesc = [&](int kk) -> uint64_t {
+        if constexpr (DP) return qd0 + (uint64_t)((kk >> 2) * (BQ * 64) + (kk & 3) * 16) / 8;
+        else return desc_k<BQ>(Qs, wg * 64, kk);
     };
     float o[DN][4];
 #pragma unroll
@@ -532,7 +549,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             wg_fence();
 #pragma unroll
             for (int kk = 0; kk < D / 16; kk++)
-                wg_ss<BK>(s, desc_k<BQ>(Qs, wg * 64, kk), kdesc(Ks, kk), kk);
+                wg_ss<BK>(s, qdesc(kk), kdesc(Ks, kk), kk);
             wg_commit();
             wg_wait<0>();
             wg_keep<BK>(s);
@@ -559,7 +576,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             wg_fence();
 #pragma unroll
             for (int kk = 0; kk < D / 16; kk++)
-                wg_ss<BK>(s, desc_k<BQ>(Qs, wg * 64, kk), kdesc(Kt, kk), kk);
+                wg_ss<BK>(s, qdesc(kk), kdesc(Kt, kk), kk);
             wg_commit();
             // OV 3: V_{j-1} (waited already after softmax j - 1) again: the loop keeps O's rescale
             // below S_j's issue (FA3's order: the rescale runs under S_j, not before it)
@@ -785,7 +802,7 @@ static void fwd3_trace_report(const char *what, unsigned long long *d, size_t nc
 
 // MSLAB_FWD3_OV (s11 experiment, D 128 3-warpgroup variants; fwd3_wg_body's OVX bits): 0 the
 // s10 code, 1 the softmax before P V's wait_group, 4 lane-parallel tile info (lists), 8 the
-// producers' waits with a suspend-time hint; sums of these; default 0
+// producers' waits with a suspend-time hint, 16 descriptors as base + constant; sums; default 0
 static int fwd3_ov_mode(void) {
     static int ov = -1;
     if (ov < 0) {
@@ -812,11 +829,12 @@ static void fwd3_go_ov(int ov, dim3 grid, size_t smem, const Fwd3Maps &maps, con
     if constexpr (D == 128 && NWG == 3) {
         FWD3_OV(1);
         FWD3_OV(8);
-        FWD3_OV(9);
+        FWD3_OV(16);
+        FWD3_OV(24);
         if constexpr (LIST && X == 2) {
             FWD3_OV(4);
             FWD3_OV(12);
-            FWD3_OV(13);
+            FWD3_OV(28);
         }
     }
 #undef FWD3_OV
@@ -837,7 +855,7 @@ static bool fwd3_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const 
     dim3 grid(B * H, (T + BQ - 1) / BQ);
     Fwd3List none = {};
     float sl2 = WG_LOG2E / sqrtf((float)D);
-    int ov = D == 128 && NWG == 3 ? fwd3_ov_mode() & 11 : 0;
+    int ov = D == 128 && NWG == 3 ? fwd3_ov_mode() & 27 : 0;
     if constexpr (D == 128) {
         if (fwd3_trace_on()) {
             none.trace = fwd3_trace_buf((size_t)grid.x * grid.y);
