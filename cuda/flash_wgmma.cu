@@ -203,6 +203,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
     constexpr int OV = OVX & 3;
     constexpr bool SL = (OVX & 8) != 0; // s11 experiment: producers' waits with a suspend-time hint
     constexpr bool DP = (OVX & 16) != 0; // s11 experiment: descriptors as base + constant
+    constexpr bool RS = (OVX & 32) != 0; // s11 experiment: O's rescale skipped where alpha = 1
     static_assert(!VW || (LIST && PWG && X == 2), "VW: the list source, grouped tiles, a producer warpgroup");
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     bf16 *Qs = (bf16 *)smem_base1k(smem_raw), *Ks = Qs + BQ * D, *Vs = Ks + NS * BK * D;
@@ -561,6 +562,9 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
         }
         // O *= alpha (the last softmax's rescale)
         auto rescale = [&]() {
+            // RS (OVX & 32): skipped where no row of the warp changed its max (alpha = 1 exactly:
+            // x * 1 = x, the same bits); ~1 / j of the rows change at tile j
+            if (RS && !__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) return;
 #pragma unroll
             for (int n = 0; n < DN; n++) {
                 o[n][0] *= alpha[0], o[n][1] *= alpha[0];
@@ -802,7 +806,8 @@ static void fwd3_trace_report(const char *what, unsigned long long *d, size_t nc
 
 // MSLAB_FWD3_OV (s11 experiment, D 128 3-warpgroup variants; fwd3_wg_body's OVX bits): 0 the
 // s10 code, 1 the softmax before P V's wait_group, 4 lane-parallel tile info (lists), 8 the
-// producers' waits with a suspend-time hint, 16 descriptors as base + constant; sums; default 0
+// producers' waits with a suspend-time hint, 16 descriptors as base + constant, 32 O's rescale
+// skipped where alpha = 1; sums; default 0
 static int fwd3_ov_mode(void) {
     static int ov = -1;
     if (ov < 0) {
@@ -831,10 +836,12 @@ static void fwd3_go_ov(int ov, dim3 grid, size_t smem, const Fwd3Maps &maps, con
         FWD3_OV(8);
         FWD3_OV(16);
         FWD3_OV(24);
+        FWD3_OV(56);
         if constexpr (LIST && X == 2) {
             FWD3_OV(4);
             FWD3_OV(12);
             FWD3_OV(28);
+            FWD3_OV(60);
         }
     }
 #undef FWD3_OV
@@ -855,7 +862,7 @@ static bool fwd3_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const 
     dim3 grid(B * H, (T + BQ - 1) / BQ);
     Fwd3List none = {};
     float sl2 = WG_LOG2E / sqrtf((float)D);
-    int ov = D == 128 && NWG == 3 ? fwd3_ov_mode() & 27 : 0;
+    int ov = D == 128 && NWG == 3 ? fwd3_ov_mode() & 59 : 0;
     if constexpr (D == 128) {
         if (fwd3_trace_on()) {
             none.trace = fwd3_trace_buf((size_t)grid.x * grid.y);
