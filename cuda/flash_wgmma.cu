@@ -204,6 +204,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
     constexpr bool SL = (OVX & 8) != 0; // s11 experiment: producers' waits with a suspend-time hint
     constexpr bool DP = (OVX & 16) != 0; // s11 experiment: descriptors as base + constant
     constexpr bool RS = (OVX & 32) != 0; // s11 experiment: O's rescale skipped where alpha = 1
+    constexpr bool BW = (OVX & 64) && LI && VW; // s11 experiment: the walker emits full tiles in batches
     static_assert(!VW || (LIST && PWG && X == 2), "VW: the list source, grouped tiles, a producer warpgroup");
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     bf16 *Qs = (bf16 *)smem_base1k(smem_raw), *Ks = Qs + BQ * D, *Vs = Ks + NS * BK * D;
@@ -447,6 +448,35 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             have += tot;
             __syncwarp();
             int base = 0;
+            if constexpr (BW) { // OVX & 64: up to 8 full tiles at once, lane 4 t + i holding granule i of tile t
+                while (have - base >= 4) {
+                    int nt = min(8, (have - base) >> 2);
+                    int g0 = lane < 4 * nt ? gbuf[base + lane] : LIST_PAD;
+                    int mn = g0, mx = lane < 4 * nt ? g0 + 15 : 0;
+                    mn = min(mn, __shfl_xor_sync(0xffffffffu, mn, 1)), mx = max(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                    mn = min(mn, __shfl_xor_sync(0xffffffffu, mn, 2)), mx = max(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                    for (int t = 0; t < nt; t++) { // tile j: lanes 4 t .. 4 t + 3
+                        int sl = j % NS, u = j / NS, *ki = kinf + (j % (2 * NS)) * 8;
+                        long long e1 = TR ? clock64() : 0;
+                        if (lane == 4 * t && u > 0) pwait(kempty + sl, (u - 1) & 1, tw_k);
+                        __syncwarp();
+                        if ((lane >> 2) == t) { // the key, the K copy (tx-count may go below 0 first)
+                            ki[4 + (lane & 3)] = g0;
+                            tma_load_5d(Ks + sl * BK * D + (lane & 3) * 16 * D, &maps.ki, kfull + sl, 0,
+                                        0, 0, (b * T + g0) >> 3, kvh);
+                        }
+                        __syncwarp(); // the keys before lane 4 t's release
+                        if (lane == 4 * t) {
+                            *(int4 *)ki = make_int4(4, mn, mx, 0);
+                            mbar_arrive(ginfo + j % (2 * NS));
+                            mbar_expect_tx(kfull + sl, BK * D * 2);
+                            if (TR) tp[1] += clock64() - e1;
+                        }
+                        j++;
+                    }
+                    base += 4 * nt;
+                }
+            }
             for (; have - base >= gpt; base += gpt) emit(gbuf + base, gpt);
             __syncwarp();
             int left = have - base, keep = lane < left ? gbuf[base + lane] : 0;
@@ -807,7 +837,7 @@ static void fwd3_trace_report(const char *what, unsigned long long *d, size_t nc
 // MSLAB_FWD3_OV (s11 experiment, D 128 3-warpgroup variants; fwd3_wg_body's OVX bits): 0 the
 // s10 code, 1 the softmax before P V's wait_group, 4 lane-parallel tile info (lists), 8 the
 // producers' waits with a suspend-time hint, 16 descriptors as base + constant, 32 O's rescale
-// skipped where alpha = 1; sums; default 0
+// skipped where alpha = 1, 64 the walker's full tiles in batches of 8 (with 4); sums; default 0
 static int fwd3_ov_mode(void) {
     static int ov = -1;
     if (ov < 0) {
@@ -842,6 +872,8 @@ static void fwd3_go_ov(int ov, dim3 grid, size_t smem, const Fwd3Maps &maps, con
             FWD3_OV(12);
             FWD3_OV(28);
             FWD3_OV(60);
+            FWD3_OV(92);
+            FWD3_OV(124);
         }
     }
 #undef FWD3_OV
