@@ -194,17 +194,17 @@ __device__ __forceinline__ void tma_load_5d(void *dst, const void *tmap, uint64_
 }
 #define LIST_PAD 0x3fffffff // position of a padding key: after every row
 #define LIST_GBUF 2052      // granule buffer: 32 slots x 64 granules + a partial tile
+#ifndef FWD3_BW
+#define FWD3_BW 1 // the walker's batches (BW)
+#endif
 
-template <int D, int NWG, int BK, int NS, int PWG, bool LIST, int X, bool TR, bool VW, int OVX>
+template <int D, int NWG, int BK, int NS, int PWG, bool LIST, int X, bool TR, bool VW>
 __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3List &sp, bf16 *out,
                                              float *lse, int T, int H, int KVH, float sl2) {
     constexpr int BQ = 64 * NWG, DN = D / 8, NN = BK / 8, NP = D / 64;
-    constexpr bool LI = (OVX & 4) && LIST && X == 2; // s11 experiment: lane-parallel tile info
-    constexpr int OV = OVX & 3;
-    constexpr bool SL = (OVX & 8) != 0; // s11 experiment: producers' waits with a suspend-time hint
-    constexpr bool DP = (OVX & 16) != 0; // s11 experiment: descriptors as base + constant
-    constexpr bool RS = (OVX & 32) != 0; // s11 experiment: O's rescale skipped where alpha = 1
-    constexpr bool BW = (OVX & 64) && LI && VW; // s11 experiment: the walker emits full tiles in batches
+    // X 2 (4 granules a tile): lanes 0-3 write a tile's info (LI); with VW the walker emits full
+    // tiles in batches of 8 (BW, FWD3_BW)
+    constexpr bool LI = LIST && X == 2, BW = LI && VW && FWD3_BW;
     static_assert(!VW || (LIST && PWG && X == 2), "VW: the list source, grouped tiles, a producer warpgroup");
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     bf16 *Qs = (bf16 *)smem_base1k(smem_raw), *Ks = Qs + BQ * D, *Vs = Ks + NS * BK * D;
@@ -254,18 +254,15 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             mbar_wait(bar, par);
         }
     };
-    // a producer's wait (SL: with the suspend-time hint)
-    auto pw = [&](uint64_t *bar, uint32_t par) {
-        if constexpr (SL) mbar_wait_sleep(bar, par);
-        else mbar_wait(bar, par);
-    };
+    // a producer's wait: with the suspend-time hint (mbar_wait_sleep; the plain loop retried
+    // ~50-85 times a tile: s11)
     auto pwait = [&](uint64_t *bar, uint32_t par, unsigned long long &acc) {
         if constexpr (TR) {
             long long c = clock64();
-            pw(bar, par);
+            mbar_wait_sleep(bar, par);
             acc += clock64() - c;
         } else {
-            pw(bar, par);
+            mbar_wait_sleep(bar, par);
         }
     };
 
@@ -310,12 +307,12 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
         if (VW && warp == 4 * NWG + 1) { // VW: the V copies of every tile
             for (int j = 0;; j++) {
                 int sl = j % NS, u = j / NS;
-                pw(ginfo + j % (2 * NS), (j / (2 * NS)) & 1); // the tile's granules
+                mbar_wait_sleep(ginfo + j % (2 * NS), (j / (2 * NS)) & 1); // the tile's granules
                 const int *ki = kinf + (j % (2 * NS)) * 8;
                 int ng = ki[0];
                 if (ng == 0) return; // the sentinel
                 if (lane == 0) {
-                    if (u > 0) pw(vempty + sl, (u - 1) & 1);
+                    if (u > 0) mbar_wait_sleep(vempty + sl, (u - 1) & 1);
                     mbar_expect_tx(vfull + sl, BK * D * 2);
                 }
                 __syncwarp();
@@ -354,7 +351,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             int sl = j % NS, u = j / NS;
             long long e1 = 0, e2 = 0, e3 = 0, e4 = 0;
             __syncwarp(); // the walk's gbuf writes before lane 0 reads them
-            if (LI) { // OV & 4 (X 2: 4 granules a tile): lane gi writes granule gi, min / max by shuffles
+            if (LI) { // lane gi writes granule gi, min / max by shuffles (was: lane 0's serial loop)
                 if (lane == 0 && u > 0) pwait(kempty + sl, (u - 1) & 1, tw_k);
                 if (TR) e1 = clock64();
                 int *ki = kinf + (j % (2 * NS)) * 8;
@@ -396,7 +393,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
                                             kfull + sl, p * 64, kvh, k0, b);
                         }
                         if (TR) e3 = clock64();
-                        if (u > 0) pw(vempty + sl, (u - 1) & 1);
+                        if (u > 0) mbar_wait_sleep(vempty + sl, (u - 1) & 1);
                         if (TR) e4 = clock64();
                         mbar_expect_tx(vfull + sl, BK * D * 2);
                         for (int gi = 0; gi < gpt; gi++) {
@@ -412,7 +409,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
                     if (!VW) {
                         if (lane == 0) {
                             if (TR) e3 = clock64();
-                            if (u > 0) pw(vempty + sl, (u - 1) & 1);
+                            if (u > 0) mbar_wait_sleep(vempty + sl, (u - 1) & 1);
                             if (TR) e4 = clock64();
                             mbar_expect_tx(vfull + sl, BK * D * 2);
                         }
@@ -448,7 +445,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             have += tot;
             __syncwarp();
             int base = 0;
-            if constexpr (BW) { // OVX & 64: up to 8 full tiles at once, lane 4 t + i holding granule i of tile t
+            if constexpr (BW) { // up to 8 full tiles at once, lane 4 t + i holding granule i of tile t
                 while (have - base >= 4) {
                     int nt = min(8, (have - base) >> 2);
                     int g0 = lane < 4 * nt ? gbuf[base + lane] : LIST_PAD;
@@ -531,35 +528,31 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
     };
     // K / V operands: planar tiles (desc_k / desc_mn), or X 2 (grouped) [8-row group][plane][8]
     // [64]: 8-row groups 16 D bytes apart, plane 1 at 8 rows (1024 bytes)
-    // DP (OVX & 16): a descriptor as a base plus a constant: the start-address field (bits 0-13,
-    // shared address >> 4) of an address below 256 KB never carries, so desc(p + e elements) =
-    // desc(p) + e / 8; the bases computed once, wg made warp-uniform (CUTLASS's shuffle) so they
-    // sit in uniform registers (was: ~8 address / mask instructions per wgmma)
-    auto koff = [&](int kk) -> int { return X == 2 ? (kk >> 2) * 512 + (kk & 3) * 16 : (kk >> 2) * (BK * 64) + (kk & 3) * 16; };
-    auto voff = [&](int kk) -> int { return X == 2 ? kk * 16 * D : kk * 16 * 64; };
+    // a descriptor as a base plus a constant (s11): the start-address field (bits 0-13, shared
+    // address >> 4) of an address below 256 KB never carries, so desc(p + e elements) = desc(p) +
+    // e / 8; the bases once, wg made warp-uniform (CUTLASS's shuffle) so they sit in uniform
+    // registers (was: ~8 address / mask instructions per wgmma, ~30% of a consumer's instructions)
+    // K / V operands: planar tiles (desc_k / desc_mn), or X 2 (grouped) [8-row group][plane][8]
+    // [64]: 8-row groups 16 D bytes apart, plane 1 at 8 rows (1024 bytes)
     const int wgu = __shfl_sync(0xffffffffu, wg, 0);
     const uint64_t kd0 = X == 2 ? wg_desc(Ks, 16, 16 * D) : desc_k<BK>(Ks, 0, 0);
     const uint64_t vd0 = X == 2 ? wg_desc(Vs, 1024, 16 * D) : desc_mn<BK>(Vs, 0);
     const uint64_t qd0 = desc_k<BQ>(Qs, wgu * 64, 0);
     auto kdesc = [&](const bf16 *Kt, int kk) -> uint64_t {
-        if constexpr (DP) return kd0 + (uint64_t)((int)(Kt - Ks) + koff(kk)) / 8;
-        if constexpr (X == 2) return wg_desc(Kt + (kk >> 2) * 512 + (kk & 3) * 16, 16, 16 * D);
-        else return desc_k<BK>(Kt, 0, kk);
+        int e = X == 2 ? (kk >> 2) * 512 + (kk & 3) * 16 : (kk >> 2) * (BK * 64) + (kk & 3) * 16;
+        return kd0 + (uint64_t)((int)(Kt - Ks) + e) / 8;
     };
     auto vdesc = [&](const bf16 *Vt, int kk) -> uint64_t {
-        if constexpr (DP) return vd0 + (uint64_t)((int)(Vt - Vs) + voff(kk)) / 8;
-        if constexpr (X == 2) return wg_desc(Vt + kk * 16 * D, 1024, 16 * D);
-        else return desc_mn<BK>(Vt, kk);
+        return vd0 + (uint64_t)((int)(Vt - Vs) + kk * 16 * (X == 2 ? D : 64)) / 8;
     };
     auto qdesc = [&](int kk) -> uint64_t {
-        if constexpr (DP) return qd0 + (uint64_t)((kk >> 2) * (BQ * 64) + (kk & 3) * 16) / 8;
-        else return desc_k<BQ>(Qs, wg * 64, kk);
+        return qd0 + (uint64_t)((kk >> 2) * (BQ * 64) + (kk & 3) * 16) / 8;
     };
     float o[DN][4];
 #pragma unroll
     for (int n = 0; n < DN; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, alpha[2];
-    uint32_t pk[NN][2], pk2[NN][2]; // OV 2: pk2 holds P_j for odd j
+    uint32_t pk[NN][2];
 
     mbar_wait(qfull, 0);
     long long tc1 = 0; // TR: tile 0 landed
@@ -588,21 +581,8 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             mask(s, 0);
             wg_softmax<NN>(s, m, l, alpha, sl2);
             wg_pack<NN>(s, pk);
-            if (OV >= 1) twait(vfull, 0, tw_v); // V_0 (OV: each step waits for its own V)
         }
-        // O *= alpha (the last softmax's rescale)
-        auto rescale = [&]() {
-            // RS (OVX & 32): skipped where no row of the warp changed its max (alpha = 1 exactly:
-            // x * 1 = x, the same bits); ~1 / j of the rows change at tile j
-            if (RS && !__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) return;
-#pragma unroll
-            for (int n = 0; n < DN; n++) {
-                o[n][0] *= alpha[0], o[n][1] *= alpha[0];
-                o[n][2] *= alpha[1], o[n][3] *= alpha[1];
-            }
-        };
-        // tile j's step: S_j, P_{j-1} V_{j-1} from pin, softmax of S_j, P_j packed into pout
-        auto step = [&](int j, uint32_t (&pin)[NN][2], uint32_t (&pout)[NN][2]) {
+        for (j = 1; has(j); j++) {
             int sl = j % NS, u = j / NS, sp_ = (j - 1) % NS, up = (j - 1) / NS;
             const bf16 *Kt = Ks + sl * BK * D, *Vp = Vs + sp_ * BK * D;
             float s[NN][4];
@@ -612,14 +592,11 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             for (int kk = 0; kk < D / 16; kk++)
                 wg_ss<BK>(s, qdesc(kk), kdesc(Kt, kk), kk);
             wg_commit();
-            // OV 3: V_{j-1} (waited already after softmax j - 1) again: the loop keeps O's rescale
-            // below S_j's issue (FA3's order: the rescale runs under S_j, not before it)
-            if (OV == 0 || OV == 3) twait(vfull + sp_, up & 1, tw_v);
-            if (OV == 3) rescale();
+            twait(vfull + sp_, up & 1, tw_v);
             wg_fence(); // after the wait loop (else ptxas injects it: C7519)
 #pragma unroll
             for (int kk = 0; kk < BK / 16; kk++) {
-                uint32_t a[4] = {pin[2 * kk][0], pin[2 * kk][1], pin[2 * kk + 1][0], pin[2 * kk + 1][1]};
+                uint32_t a[4] = {pk[2 * kk][0], pk[2 * kk][1], pk[2 * kk + 1][0], pk[2 * kk + 1][1]};
                 wg_rs<D>(o, a, vdesc(Vp, kk), 1);
             }
             wg_commit();
@@ -628,45 +605,33 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             if (lane == 0) mbar_arrive(kempty + sl);
             mask(s, j);
             wg_softmax<NN>(s, m, l, alpha, sl2);
-            if (OV == 2) wg_pack<NN>(s, pout); // registers the P V product in flight does not read
-            // OV >= 1: V_j's wait (for the next step) here: its try_wait loop ends the basic block,
-            // so ptxas cannot hoist the wait_group 0 below above the softmax (it did: the softmax
-            // ran after P V retired, not under it)
-            if (OV >= 1) twait(vfull + sl, u & 1, tw_v);
             wg_wait<0>();
             wg_keep<D>(o);
             if (lane == 0) mbar_arrive(vempty + sp_);
-            if (OV != 2) wg_pack<NN>(s, pout); // only now: the P V product that read pk has retired
-            if (OV != 3) rescale();
-        };
-        // the last P V product (P_{j-1} in pin)
-        auto last = [&](int j, uint32_t (&pin)[NN][2]) {
+            wg_pack<NN>(s, pk); // only now: the P V product that read pk has retired
+            // O *= alpha, skipped where no row of the warp changed its max (alpha = 1 exactly:
+            // x * 1 = x, the same bits; ~1 / j of the rows change at tile j; s11)
+            if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
+#pragma unroll
+                for (int n = 0; n < DN; n++) {
+                    o[n][0] *= alpha[0], o[n][1] *= alpha[0];
+                    o[n][2] *= alpha[1], o[n][3] *= alpha[1];
+                }
+            }
+        }
+        {
             int sp_ = (j - 1) % NS, up = (j - 1) / NS;
             const bf16 *Vp = Vs + sp_ * BK * D;
-            if (OV == 0) twait(vfull + sp_, up & 1, tw_v);
-            if (OV == 3) rescale();
+            twait(vfull + sp_, up & 1, tw_v);
             wg_fence();
 #pragma unroll
             for (int kk = 0; kk < BK / 16; kk++) {
-                uint32_t a[4] = {pin[2 * kk][0], pin[2 * kk][1], pin[2 * kk + 1][0], pin[2 * kk + 1][1]};
+                uint32_t a[4] = {pk[2 * kk][0], pk[2 * kk][1], pk[2 * kk + 1][0], pk[2 * kk + 1][1]};
                 wg_rs<D>(o, a, vdesc(Vp, kk), 1);
             }
             wg_commit();
             wg_wait<0>();
             wg_keep<D>(o);
-        };
-        if constexpr (OV == 2) { // two P buffers, the loop unrolled by 2 (P_j in pk2 for odd j)
-            for (j = 1;;) {
-                if (!has(j)) break;
-                step(j, pk, pk2), j++;
-                if (!has(j)) break;
-                step(j, pk2, pk), j++;
-            }
-            if ((j - 1) & 1) last(j, pk2);
-            else last(j, pk);
-        } else {
-            for (j = 1; has(j); j++) step(j, pk, pk);
-            last(j, pk);
         }
     }
     long long tc2 = TR ? clock64() : 0; // TR: loop done
@@ -708,11 +673,11 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
 // LIST: the block-sparse forward (key tiles from an index list, Fwd3List)
 // X (LIST): 0 planar tiles, 2 grouped tiles (8-row groups x both planes, a copy per granule)
 template <int D, int NWG, int BK, int NS, int PWG, bool LIST = false, int X = 0, bool TR = false,
-          bool VW = false, int OV = 0>
+          bool VW = false>
 __global__ void __launch_bounds__(128 * NWG + (PWG ? 128 : 32), 1)
     fwd3_kernel(const __grid_constant__ Fwd3Maps maps, const Fwd3List sp, bf16 *out, float *lse,
                 int T, int H, int KVH, float sl2) {
-    fwd3_wg_body<D, NWG, BK, NS, PWG, LIST, X, TR, VW, OV>(maps, sp, out, lse, T, H, KVH, sl2);
+    fwd3_wg_body<D, NWG, BK, NS, PWG, LIST, X, TR, VW>(maps, sp, out, lse, T, H, KVH, sl2);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -834,50 +799,15 @@ static void fwd3_trace_report(const char *what, unsigned long long *d, size_t nc
            100 * c[10] / c[6], 100 * c[11] / c[6], 100 * c[12] / c[6], nl > 0 ? dl / nl * 1e-3 : 0.0, n > nl ? (sy - dl) / (n - nl) * 1e-3 : 0.0);
 }
 
-// MSLAB_FWD3_OV (s11 experiment, D 128 3-warpgroup variants; fwd3_wg_body's OVX bits): 0 the
-// s10 code, 1 the softmax before P V's wait_group, 4 lane-parallel tile info (lists), 8 the
-// producers' waits with a suspend-time hint, 16 descriptors as base + constant, 32 O's rescale
-// skipped where alpha = 1, 64 the walker's full tiles in batches of 8 (with 4); sums; default 0
-static int fwd3_ov_mode(void) {
-    static int ov = -1;
-    if (ov < 0) {
-        const char *e = getenv("MSLAB_FWD3_OV");
-        ov = e ? atoi(e) : 0;
-    }
-    return ov;
-}
 // one launch of a fwd3 variant (the shared-memory opt-in once per variant)
-template <int D, int NWG, int BK, int NS, int PWG, bool LIST, int X, bool TR, bool VW, int OV>
+template <int D, int NWG, int BK, int NS, int PWG, bool LIST, int X, bool TR, bool VW>
 static void fwd3_go(dim3 grid, size_t smem, const Fwd3Maps &maps, const Fwd3List &sp, bf16 *out,
                     float *lse, int T, int H, int KVH, float sl2) {
     static bool init = false;
-    auto kern = fwd3_kernel<D, NWG, BK, NS, PWG, LIST, X, TR, VW, OV>;
+    auto kern = fwd3_kernel<D, NWG, BK, NS, PWG, LIST, X, TR, VW>;
     if (!init) smem_optin(kern, smem), init = true;
     kern<<<grid, 128 * NWG + (PWG ? 128 : 32), smem>>>(maps, sp, out, lse, T, H, KVH, sl2);
     cudaLaunchCheck();
-}
-// the same with OV picked at run time (ov: D 128 with 3 warpgroups only; else 0)
-template <int D, int NWG, int BK, int NS, int PWG, bool LIST, int X, bool TR, bool VW>
-static void fwd3_go_ov(int ov, dim3 grid, size_t smem, const Fwd3Maps &maps, const Fwd3List &sp,
-                       bf16 *out, float *lse, int T, int H, int KVH, float sl2) {
-#define FWD3_OV(v) if (ov == v) return fwd3_go<D, NWG, BK, NS, PWG, LIST, X, TR, VW, v>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2)
-    if constexpr (D == 128 && NWG == 3) {
-        FWD3_OV(1);
-        FWD3_OV(8);
-        FWD3_OV(16);
-        FWD3_OV(24);
-        FWD3_OV(56);
-        if constexpr (LIST && X == 2) {
-            FWD3_OV(4);
-            FWD3_OV(12);
-            FWD3_OV(28);
-            FWD3_OV(60);
-            FWD3_OV(92);
-            FWD3_OV(124);
-        }
-    }
-#undef FWD3_OV
-    fwd3_go<D, NWG, BK, NS, PWG, LIST, X, TR, VW, 0>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
 }
 // false: the maps could not be made (no driver entry point): flash_wgmma_fwd returns -1 and the
 // caller (attn_mode.cu) runs flash_bf16_fwd
@@ -894,18 +824,15 @@ static bool fwd3_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const 
     dim3 grid(B * H, (T + BQ - 1) / BQ);
     Fwd3List none = {};
     float sl2 = WG_LOG2E / sqrtf((float)D);
-    int ov = D == 128 && NWG == 3 ? fwd3_ov_mode() & 59 : 0;
     if constexpr (D == 128) {
         if (fwd3_trace_on()) {
             none.trace = fwd3_trace_buf((size_t)grid.x * grid.y);
-            fwd3_go_ov<D, NWG, BK, NS, PWG, false, 0, true, false>(ov, grid, smem, maps, none, out, lse, T, H, KVH, sl2);
-            char what[32];
-            snprintf(what, sizeof what, "dense OV%d", ov);
-            fwd3_trace_report(what, none.trace, (size_t)grid.x * grid.y, 0, 0);
+            fwd3_go<D, NWG, BK, NS, PWG, false, 0, true, false>(grid, smem, maps, none, out, lse, T, H, KVH, sl2);
+            fwd3_trace_report("dense", none.trace, (size_t)grid.x * grid.y, 0, 0);
             return true;
         }
     }
-    fwd3_go_ov<D, NWG, BK, NS, PWG, false, 0, false, false>(ov, grid, smem, maps, none, out, lse, T, H, KVH, sl2);
+    fwd3_go<D, NWG, BK, NS, PWG, false, 0, false, false>(grid, smem, maps, none, out, lse, T, H, KVH, sl2);
     return true;
 }
 extern "C" int flash_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k,
@@ -1012,18 +939,16 @@ template <int D, int NWG, int NS, int PWG, int X, bool VW>
 static void sparse_launch(const Fwd3Maps &maps, Fwd3List sp, bf16 *out, float *lse, int T, int H,
                           int KVH, dim3 grid, size_t smem) {
     float sl2 = WG_LOG2E / sqrtf((float)D);
-    int ov = D == 128 && NWG == 3 ? fwd3_ov_mode() : 0;
     if constexpr (D == 128) {
         if (fwd3_trace_on()) {
             sp.trace = fwd3_trace_buf((size_t)grid.x * grid.y);
-            fwd3_go_ov<D, NWG, 64, NS, PWG, true, X, true, VW>(ov, grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
-            char what[32];
-            snprintf(what, sizeof what, "%s OV%d", VW ? "list X2 VW" : X == 2 ? "list X2" : "list", ov);
-            fwd3_trace_report(what, sp.trace, (size_t)grid.x * grid.y, grid.x, sp.nsub);
+            fwd3_go<D, NWG, 64, NS, PWG, true, X, true, VW>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
+            fwd3_trace_report(VW ? "list X2 VW" : X == 2 ? "list X2" : "list", sp.trace,
+                              (size_t)grid.x * grid.y, grid.x, sp.nsub);
             return;
         }
     }
-    fwd3_go_ov<D, NWG, 64, NS, PWG, true, X, false, VW>(ov, grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
+    fwd3_go<D, NWG, 64, NS, PWG, true, X, false, VW>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
 }
 template <int D, int NWG, int NS, int PWG>
 static int sparse_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
