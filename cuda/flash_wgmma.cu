@@ -22,7 +22,9 @@
 //   producer warp loads Q and the K / V ring with TMA (128-byte swizzle = the planar layout),
 //   per-slot full / empty mbarriers, no CTA barrier in the loop, so the consumer warpgroups
 //   drift apart and one's softmax overlaps the other's products; inside a warpgroup S_j and
-//   P_{j-1} V_{j-1} are issued together and S_j's softmax runs under the P V product. Tiling 11
+//   P_{j-1} V_{j-1} are issued together (S_j's softmax does not run under that P V product:
+//   ptxas hoists the wait_group 0 to the top of the softmax's basic block; s11 forced the order
+//   and measured no gain, see the s11 notes at the sparse host code). Tiling 11
 //   (the only one since s6): 3 consumer warpgroups (192 rows) and a producer warpgroup,
 //   setmaxnreg 32 / 160, 64-key tiles, 4 ring slots.
 //   History: fwd_kernel (cp.async double buffer, S, softmax, P V in sequence: 6.2-6.8 ms at
@@ -35,6 +37,12 @@
 //   ("C7513 ... serialized due to non wgmma instructions defining input registers"; gone
 //   since s5); the V wait inside the stage is followed by an explicit wgmma.fence (ptxas
 //   injected one: C7519).
+//   Per-tile instruction count (s11; ncu source counters: each consumer warp issued ~385
+//   instructions a tile, ~125 of them address / descriptor math): the wgmma descriptors are a
+//   base plus a compile-time constant (the bases once, in uniform registers), O's rescale is
+//   skipped where no row of a warp changed its max (alpha = 1: the same bits), and the
+//   producers' ring waits carry a suspend-time hint (they retried try_wait ~50-85 times a tile).
+//   Dense 32K (the tests' row): 14.34 -> 12.69-12.94 ms (613 -> 680-693 TFLOP/s), the same bits.
 // Synchronisation: TMA writes and wgmma reads are both async proxy: the mbarriers order them.
 //
 // flash_wgmma_tune (not in the header; the tests' timing rows use it) picks the tiling per
@@ -163,7 +171,11 @@ template <int NN> __device__ __forceinline__ void wg_pack(const float (*s)[4], u
 //     "full" (release; the consumers' wait: acquire) publishes them; the consumers derive key
 //     positions from them in the rare masked tiles. VW (grouped tiles with a producer
 //     warpgroup): a second producer warp issues the V copies (it waits for the tile's granules
-//     to be published, then reads them).
+//     to be published, then reads them). s11: with X 2 lanes 0-3 write a tile's keys (min / max
+//     by two shuffles, LI), and with VW the walker emits full tiles in batches of up to 8 (BW:
+//     lane 4 t + i holds granule i of tile t, min / max shuffled once a batch; per tile lane 4 t
+//     waits, the 4 lanes write their keys and issue their K copies, lane 4 t publishes): the
+//     walker was ~90% busy and set the pace once the consumers got faster (trace, s11 r4).
 // LIST only: ki / vi: boxes of G rows in 8-row groups x both planes (X = 2)
 struct Fwd3Maps {
     CUtensorMap q, k, v, ki, vi;
@@ -198,13 +210,14 @@ __device__ __forceinline__ void tma_load_5d(void *dst, const void *tmap, uint64_
 #define FWD3_BW 1 // the walker's batches (BW)
 #endif
 
-template <int D, int NWG, int BK, int NS, int PWG, bool LIST, int X, bool TR, bool VW>
+template <int D, int NWG, int BK, int NS, int PWG, bool LIST, int X, bool TR, bool VW, int F>
 __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3List &sp, bf16 *out,
                                              float *lse, int T, int H, int KVH, float sl2) {
     constexpr int BQ = 64 * NWG, DN = D / 8, NN = BK / 8, NP = D / 64;
     // X 2 (4 granules a tile): lanes 0-3 write a tile's info (LI); with VW the walker emits full
     // tiles in batches of 8 (BW, FWD3_BW)
     constexpr bool LI = LIST && X == 2, BW = LI && VW && FWD3_BW;
+    constexpr bool SL = F & 1, DP = F & 2, RS = F & 4; // s11 r7 experiment (D 64): which of the three
     static_assert(!VW || (LIST && PWG && X == 2), "VW: the list source, grouped tiles, a producer warpgroup");
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     bf16 *Qs = (bf16 *)smem_base1k(smem_raw), *Ks = Qs + BQ * D, *Vs = Ks + NS * BK * D;
@@ -259,10 +272,12 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
     auto pwait = [&](uint64_t *bar, uint32_t par, unsigned long long &acc) {
         if constexpr (TR) {
             long long c = clock64();
-            mbar_wait_sleep(bar, par);
+            if (SL) mbar_wait_sleep(bar, par);
+            else mbar_wait(bar, par);
             acc += clock64() - c;
         } else {
-            mbar_wait_sleep(bar, par);
+            if (SL) mbar_wait_sleep(bar, par);
+            else mbar_wait(bar, par);
         }
     };
 
@@ -540,12 +555,15 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
     const uint64_t qd0 = desc_k<BQ>(Qs, wgu * 64, 0);
     auto kdesc = [&](const bf16 *Kt, int kk) -> uint64_t {
         int e = X == 2 ? (kk >> 2) * 512 + (kk & 3) * 16 : (kk >> 2) * (BK * 64) + (kk & 3) * 16;
+        if (!DP) return X == 2 ? wg_desc(Kt + e, 16, 16 * D) : desc_k<BK>(Kt, 0, kk);
         return kd0 + (uint64_t)((int)(Kt - Ks) + e) / 8;
     };
     auto vdesc = [&](const bf16 *Vt, int kk) -> uint64_t {
+        if (!DP) return X == 2 ? wg_desc(Vt + kk * 16 * D, 1024, 16 * D) : desc_mn<BK>(Vt, kk);
         return vd0 + (uint64_t)((int)(Vt - Vs) + kk * 16 * (X == 2 ? D : 64)) / 8;
     };
     auto qdesc = [&](int kk) -> uint64_t {
+        if (!DP) return desc_k<BQ>(Qs, wg * 64, kk);
         return qd0 + (uint64_t)((kk >> 2) * (BQ * 64) + (kk & 3) * 16) / 8;
     };
     float o[DN][4];
@@ -611,7 +629,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             wg_pack<NN>(s, pk); // only now: the P V product that read pk has retired
             // O *= alpha, skipped where no row of the warp changed its max (alpha = 1 exactly:
             // x * 1 = x, the same bits; ~1 / j of the rows change at tile j; s11)
-            if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
+            if (!RS || __any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
 #pragma unroll
                 for (int n = 0; n < DN; n++) {
                     o[n][0] *= alpha[0], o[n][1] *= alpha[0];
@@ -673,11 +691,11 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
 // LIST: the block-sparse forward (key tiles from an index list, Fwd3List)
 // X (LIST): 0 planar tiles, 2 grouped tiles (8-row groups x both planes, a copy per granule)
 template <int D, int NWG, int BK, int NS, int PWG, bool LIST = false, int X = 0, bool TR = false,
-          bool VW = false>
+          bool VW = false, int F = 7>
 __global__ void __launch_bounds__(128 * NWG + (PWG ? 128 : 32), 1)
     fwd3_kernel(const __grid_constant__ Fwd3Maps maps, const Fwd3List sp, bf16 *out, float *lse,
                 int T, int H, int KVH, float sl2) {
-    fwd3_wg_body<D, NWG, BK, NS, PWG, LIST, X, TR, VW>(maps, sp, out, lse, T, H, KVH, sl2);
+    fwd3_wg_body<D, NWG, BK, NS, PWG, LIST, X, TR, VW, F>(maps, sp, out, lse, T, H, KVH, sl2);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -800,18 +818,18 @@ static void fwd3_trace_report(const char *what, unsigned long long *d, size_t nc
 }
 
 // one launch of a fwd3 variant (the shared-memory opt-in once per variant)
-template <int D, int NWG, int BK, int NS, int PWG, bool LIST, int X, bool TR, bool VW>
+template <int D, int NWG, int BK, int NS, int PWG, bool LIST, int X, bool TR, bool VW, int F = 7>
 static void fwd3_go(dim3 grid, size_t smem, const Fwd3Maps &maps, const Fwd3List &sp, bf16 *out,
                     float *lse, int T, int H, int KVH, float sl2) {
     static bool init = false;
-    auto kern = fwd3_kernel<D, NWG, BK, NS, PWG, LIST, X, TR, VW>;
+    auto kern = fwd3_kernel<D, NWG, BK, NS, PWG, LIST, X, TR, VW, F>;
     if (!init) smem_optin(kern, smem), init = true;
     kern<<<grid, 128 * NWG + (PWG ? 128 : 32), smem>>>(maps, sp, out, lse, T, H, KVH, sl2);
     cudaLaunchCheck();
 }
 // false: the maps could not be made (no driver entry point): flash_wgmma_fwd returns -1 and the
 // caller (attn_mode.cu) runs flash_bf16_fwd
-template <int D, int NWG, int BK, int NS, int PWG = 0>
+template <int D, int NWG, int BK, int NS, int PWG = 0, int F = 7>
 static bool fwd3_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B,
                      int T, int H, int KVH) {
     constexpr int BQ = 64 * NWG;
@@ -832,7 +850,7 @@ static bool fwd3_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const 
             return true;
         }
     }
-    fwd3_go<D, NWG, BK, NS, PWG, false, 0, false, false>(grid, smem, maps, none, out, lse, T, H, KVH, sl2);
+    fwd3_go<D, NWG, BK, NS, PWG, false, 0, false, false, F>(grid, smem, maps, none, out, lse, T, H, KVH, sl2);
     return true;
 }
 extern "C" int flash_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k,
@@ -845,7 +863,21 @@ extern "C" int flash_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, con
     if (D == 64) { // D 64 tilings (s7, H4; the LM's heads): <consumer warpgroups, keys, slots>
         switch (wg_tune_fwd == 9 ? WG64_FWD : wg_tune_fwd) {
         case 12: ok = fwd3_run<64, 3, 128, 2, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
-        case 13: ok = fwd3_run<64, 3, 128, 3, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
+        case 13: { // MSLAB_FWD3_D64F (s11 r7 experiment): bits 1 sleep hint, 2 descriptors, 4 rescale skip
+            static int f = -1;
+            if (f < 0) f = getenv("MSLAB_FWD3_D64F") ? atoi(getenv("MSLAB_FWD3_D64F")) & 7 : 7;
+            switch (f) {
+            case 0: ok = fwd3_run<64, 3, 128, 3, 1, 0>(o, lse, qq, kk, vv, B, T, H, KVH); break;
+            case 1: ok = fwd3_run<64, 3, 128, 3, 1, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
+            case 2: ok = fwd3_run<64, 3, 128, 3, 1, 2>(o, lse, qq, kk, vv, B, T, H, KVH); break;
+            case 3: ok = fwd3_run<64, 3, 128, 3, 1, 3>(o, lse, qq, kk, vv, B, T, H, KVH); break;
+            case 4: ok = fwd3_run<64, 3, 128, 3, 1, 4>(o, lse, qq, kk, vv, B, T, H, KVH); break;
+            case 5: ok = fwd3_run<64, 3, 128, 3, 1, 5>(o, lse, qq, kk, vv, B, T, H, KVH); break;
+            case 6: ok = fwd3_run<64, 3, 128, 3, 1, 6>(o, lse, qq, kk, vv, B, T, H, KVH); break;
+            default: ok = fwd3_run<64, 3, 128, 3, 1, 7>(o, lse, qq, kk, vv, B, T, H, KVH); break;
+            }
+            break;
+        }
         case 14: ok = fwd3_run<64, 2, 128, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
         case 15: ok = fwd3_run<64, 3, 128, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
         default: ok = fwd3_run<64, 3, 64, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
@@ -922,6 +954,26 @@ extern "C" int flash_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, con
 //   Tried (r6) and removed: 5 ring slots again (now that the consumers set the pace) 6.31 /
 //   28.4 ms (2378 cycles a tile); the tile count counted ahead by a third producer warp so no
 //   has(j) precedes S_j 6.67 / 28.8 ms (consumers start ~6K cycles later; 2443 a tile).
+// s11 (H200, B 1, H = KVH = 32, D 128, ms paper, the tests' rows sparse_wgmma_fwd_perf; "normal":
+// MSLAB_SWF_NORMAL=1, the benchmark's inputs; variants by a switch in the same run, reps 4).
+//   Where the time went: the trace gave the same 2337-2339 consumer cycles a tile at 32K and
+//   128K (the 128K gap to 32K was not the tiles), ncu (source counters, r2) showed the consumers'
+//   instructions: list 385 / dense 380 a warp a tile, of which ~125 address / descriptor math
+//   (R2UR, ULOP3, USHF, UIADD3 around every wgmma), 64 O-rescale FMULs; the producers' try_wait
+//   loops retried ~85 (V warp) / ~50 (walker) times a tile: 7.4% of all instructions, on the two
+//   sub-partitions those warps share with consumers (dense: 5.9%).
+//   Kept (r3-r5; all give the same bits: out + lse hashes equal, MSLAB_SWF_HASH): descriptors as
+//   base + constant (r3, with the sleep hint and LI: 32K 5.635 -> 5.205 ms, 128K 27.1 / 26.5 ->
+//   24.0 / 24.9; sleep hint + LI alone 5.602 / 26.4: the descriptors are most of it); the
+//   rescale skip (r4: 32K 5.232 -> 5.146 ms, 128K within noise); the walker's batches (r5, 128K
+//   normal 25.3 / 25.4 -> 24.1 / 24.0 ms, 32K equal). Trace (r4, all but BW): 2000 consumer
+//   cycles a tile at 32K (was 2339), dense 1802 (2153).
+//   Tried and removed: the softmax under P V (r1; ptxas had hoisted the wait_group 0 above it:
+//   V_j's wait loop after the softmax ends the basic block and keeps the order): 32K 5.663 /
+//   5.658 vs 5.676 / 5.686 ms, 128K 27.18 vs 27.06; + P packed into a second register buffer
+//   during the softmax (the loop unrolled by 2): 5.697; + O's rescale after S_{j+1}'s issue
+//   (FA3's order): 5.739 / 5.703, trace 2463 cycles a tile vs 2339. The consumers' chain was
+//   not the limit; their instruction count was.
 // 5-d map of x [B, T, NH, D = 128] (T % 8 == 0) as (64, 8 rows, 2 planes, B T / 8 groups, NH),
 // box (64, 8, 2, groups, 1): [group][plane][8][64] (128-byte swizzle), the grouped tiles (X = 2)
 static bool make_map_groups(CUtensorMap *m, const bf16 *x, int B, int T, int NH, int groups) {
