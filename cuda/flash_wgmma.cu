@@ -40,7 +40,7 @@
 //   Per-tile instruction count (s11; ncu source counters: each consumer warp issued ~385
 //   instructions a tile, ~125 of them address / descriptor math): the wgmma descriptors are a
 //   base plus a compile-time constant (the bases once, in uniform registers), O's rescale is
-//   skipped where no row of a warp changed its max (alpha = 1: the same bits), and the
+//   skipped where no row of a warp changed its max (D 128; alpha = 1: the same bits), and the
 //   producers' ring waits carry a suspend-time hint (they retried try_wait ~50-85 times a tile).
 //   Dense 32K (the tests' row): 14.34 -> 12.69-12.94 ms (613 -> 680-693 TFLOP/s), the same bits.
 // Synchronisation: TMA writes and wgmma reads are both async proxy: the mbarriers order them.
@@ -210,14 +210,13 @@ __device__ __forceinline__ void tma_load_5d(void *dst, const void *tmap, uint64_
 #define FWD3_BW 1 // the walker's batches (BW)
 #endif
 
-template <int D, int NWG, int BK, int NS, int PWG, bool LIST, int X, bool TR, bool VW, int F>
+template <int D, int NWG, int BK, int NS, int PWG, bool LIST, int X, bool TR, bool VW>
 __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3List &sp, bf16 *out,
                                              float *lse, int T, int H, int KVH, float sl2) {
     constexpr int BQ = 64 * NWG, DN = D / 8, NN = BK / 8, NP = D / 64;
     // X 2 (4 granules a tile): lanes 0-3 write a tile's info (LI); with VW the walker emits full
     // tiles in batches of 8 (BW, FWD3_BW)
     constexpr bool LI = LIST && X == 2, BW = LI && VW && FWD3_BW;
-    constexpr bool SL = F & 1, DP = F & 2, RS = F & 4; // s11 r7 experiment (D 64): which of the three
     static_assert(!VW || (LIST && PWG && X == 2), "VW: the list source, grouped tiles, a producer warpgroup");
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     bf16 *Qs = (bf16 *)smem_base1k(smem_raw), *Ks = Qs + BQ * D, *Vs = Ks + NS * BK * D;
@@ -272,12 +271,10 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
     auto pwait = [&](uint64_t *bar, uint32_t par, unsigned long long &acc) {
         if constexpr (TR) {
             long long c = clock64();
-            if (SL) mbar_wait_sleep(bar, par);
-            else mbar_wait(bar, par);
+            mbar_wait_sleep(bar, par);
             acc += clock64() - c;
         } else {
-            if (SL) mbar_wait_sleep(bar, par);
-            else mbar_wait(bar, par);
+            mbar_wait_sleep(bar, par);
         }
     };
 
@@ -555,15 +552,12 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
     const uint64_t qd0 = desc_k<BQ>(Qs, wgu * 64, 0);
     auto kdesc = [&](const bf16 *Kt, int kk) -> uint64_t {
         int e = X == 2 ? (kk >> 2) * 512 + (kk & 3) * 16 : (kk >> 2) * (BK * 64) + (kk & 3) * 16;
-        if (!DP) return X == 2 ? wg_desc(Kt + e, 16, 16 * D) : desc_k<BK>(Kt, 0, kk);
         return kd0 + (uint64_t)((int)(Kt - Ks) + e) / 8;
     };
     auto vdesc = [&](const bf16 *Vt, int kk) -> uint64_t {
-        if (!DP) return X == 2 ? wg_desc(Vt + kk * 16 * D, 1024, 16 * D) : desc_mn<BK>(Vt, kk);
         return vd0 + (uint64_t)((int)(Vt - Vs) + kk * 16 * (X == 2 ? D : 64)) / 8;
     };
     auto qdesc = [&](int kk) -> uint64_t {
-        if (!DP) return desc_k<BQ>(Qs, wg * 64, kk);
         return qd0 + (uint64_t)((kk >> 2) * (BQ * 64) + (kk & 3) * 16) / 8;
     };
     float o[DN][4];
@@ -627,9 +621,10 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             wg_keep<D>(o);
             if (lane == 0) mbar_arrive(vempty + sp_);
             wg_pack<NN>(s, pk); // only now: the P V product that read pk has retired
-            // O *= alpha, skipped where no row of the warp changed its max (alpha = 1 exactly:
-            // x * 1 = x, the same bits; ~1 / j of the rows change at tile j; s11)
-            if (!RS || __any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
+            // O *= alpha; D 128: skipped where no row of the warp changed its max (alpha = 1
+            // exactly: x * 1 = x, the same bits; ~1 / j of the rows change at tile j; s11: 32K ms
+            // 5.232 -> 5.146 ms; D 64, 32 products: the vote cost more, LM shape 0.50 -> 0.525)
+            if (D != 128 || __any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
 #pragma unroll
                 for (int n = 0; n < DN; n++) {
                     o[n][0] *= alpha[0], o[n][1] *= alpha[0];
@@ -691,11 +686,11 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
 // LIST: the block-sparse forward (key tiles from an index list, Fwd3List)
 // X (LIST): 0 planar tiles, 2 grouped tiles (8-row groups x both planes, a copy per granule)
 template <int D, int NWG, int BK, int NS, int PWG, bool LIST = false, int X = 0, bool TR = false,
-          bool VW = false, int F = 7>
+          bool VW = false>
 __global__ void __launch_bounds__(128 * NWG + (PWG ? 128 : 32), 1)
     fwd3_kernel(const __grid_constant__ Fwd3Maps maps, const Fwd3List sp, bf16 *out, float *lse,
                 int T, int H, int KVH, float sl2) {
-    fwd3_wg_body<D, NWG, BK, NS, PWG, LIST, X, TR, VW, F>(maps, sp, out, lse, T, H, KVH, sl2);
+    fwd3_wg_body<D, NWG, BK, NS, PWG, LIST, X, TR, VW>(maps, sp, out, lse, T, H, KVH, sl2);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -818,18 +813,18 @@ static void fwd3_trace_report(const char *what, unsigned long long *d, size_t nc
 }
 
 // one launch of a fwd3 variant (the shared-memory opt-in once per variant)
-template <int D, int NWG, int BK, int NS, int PWG, bool LIST, int X, bool TR, bool VW, int F = 7>
+template <int D, int NWG, int BK, int NS, int PWG, bool LIST, int X, bool TR, bool VW>
 static void fwd3_go(dim3 grid, size_t smem, const Fwd3Maps &maps, const Fwd3List &sp, bf16 *out,
                     float *lse, int T, int H, int KVH, float sl2) {
     static bool init = false;
-    auto kern = fwd3_kernel<D, NWG, BK, NS, PWG, LIST, X, TR, VW, F>;
+    auto kern = fwd3_kernel<D, NWG, BK, NS, PWG, LIST, X, TR, VW>;
     if (!init) smem_optin(kern, smem), init = true;
     kern<<<grid, 128 * NWG + (PWG ? 128 : 32), smem>>>(maps, sp, out, lse, T, H, KVH, sl2);
     cudaLaunchCheck();
 }
 // false: the maps could not be made (no driver entry point): flash_wgmma_fwd returns -1 and the
 // caller (attn_mode.cu) runs flash_bf16_fwd
-template <int D, int NWG, int BK, int NS, int PWG = 0, int F = 7>
+template <int D, int NWG, int BK, int NS, int PWG = 0>
 static bool fwd3_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B,
                      int T, int H, int KVH) {
     constexpr int BQ = 64 * NWG;
@@ -850,7 +845,7 @@ static bool fwd3_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const 
             return true;
         }
     }
-    fwd3_go<D, NWG, BK, NS, PWG, false, 0, false, false, F>(grid, smem, maps, none, out, lse, T, H, KVH, sl2);
+    fwd3_go<D, NWG, BK, NS, PWG, false, 0, false, false>(grid, smem, maps, none, out, lse, T, H, KVH, sl2);
     return true;
 }
 extern "C" int flash_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k,
@@ -863,21 +858,7 @@ extern "C" int flash_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, con
     if (D == 64) { // D 64 tilings (s7, H4; the LM's heads): <consumer warpgroups, keys, slots>
         switch (wg_tune_fwd == 9 ? WG64_FWD : wg_tune_fwd) {
         case 12: ok = fwd3_run<64, 3, 128, 2, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
-        case 13: { // MSLAB_FWD3_D64F (s11 r7 experiment): bits 1 sleep hint, 2 descriptors, 4 rescale skip
-            static int f = -1;
-            if (f < 0) f = getenv("MSLAB_FWD3_D64F") ? atoi(getenv("MSLAB_FWD3_D64F")) & 7 : 7;
-            switch (f) {
-            case 0: ok = fwd3_run<64, 3, 128, 3, 1, 0>(o, lse, qq, kk, vv, B, T, H, KVH); break;
-            case 1: ok = fwd3_run<64, 3, 128, 3, 1, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
-            case 2: ok = fwd3_run<64, 3, 128, 3, 1, 2>(o, lse, qq, kk, vv, B, T, H, KVH); break;
-            case 3: ok = fwd3_run<64, 3, 128, 3, 1, 3>(o, lse, qq, kk, vv, B, T, H, KVH); break;
-            case 4: ok = fwd3_run<64, 3, 128, 3, 1, 4>(o, lse, qq, kk, vv, B, T, H, KVH); break;
-            case 5: ok = fwd3_run<64, 3, 128, 3, 1, 5>(o, lse, qq, kk, vv, B, T, H, KVH); break;
-            case 6: ok = fwd3_run<64, 3, 128, 3, 1, 6>(o, lse, qq, kk, vv, B, T, H, KVH); break;
-            default: ok = fwd3_run<64, 3, 128, 3, 1, 7>(o, lse, qq, kk, vv, B, T, H, KVH); break;
-            }
-            break;
-        }
+        case 13: ok = fwd3_run<64, 3, 128, 3, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
         case 14: ok = fwd3_run<64, 2, 128, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
         case 15: ok = fwd3_run<64, 3, 128, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
         default: ok = fwd3_run<64, 3, 64, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
@@ -974,6 +955,15 @@ extern "C" int flash_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, con
 //   during the softmax (the loop unrolled by 2): 5.697; + O's rescale after S_{j+1}'s issue
 //   (FA3's order): 5.739 / 5.703, trace 2463 cycles a tile vs 2339. The consumers' chain was
 //   not the limit; their instruction count was.
+//   Final (r6, main's code vs this, the same run): 128K 27.37 / 27.29 -> 24.91 / 24.81 ms normal
+//   (601-604 TFLOP/s), 27.48 -> 23.59 periodic (635); 32K 5.800 -> 5.211 normal, 5.769 -> 5.098
+//   periodic (674); dense 32K 14.46 -> 12.35 ms (712); bench 128K fwd - select 26.27 / 26.71 ->
+//   25.50 / 23.44 ms; parity sparse_wgmma_fwd. 44 / flash_wgmma 3347 passed. r7 (the same):
+//   128K normal 27.26 / 27.20 -> 23.53 / 24.33, 32K 5.725 -> 5.071 ms, moba-blk 2.304 -> 2.087,
+//   w 64 lists 5.701 -> 5.044; bench fwd - select 26.07 / 26.51 -> 23.63 / 24.60 ms. D 64 (the
+//   LM shape, flash_wgmma_perf64, tiling 13; r7 switch per change, 3-4 runs each): the rescale
+//   skip cost 5% there (0.50 -> 0.525 ms: 32 products, the vote dearer), the sleep hint and the
+//   descriptors neutral (0.496-0.504 vs 0.499-0.501): the skip is D 128 only.
 // 5-d map of x [B, T, NH, D = 128] (T % 8 == 0) as (64, 8 rows, 2 planes, B T / 8 groups, NH),
 // box (64, 8, 2, groups, 1): [group][plane][8][64] (128-byte swizzle), the grouped tiles (X = 2)
 static bool make_map_groups(CUtensorMap *m, const bf16 *x, int B, int T, int NH, int groups) {
