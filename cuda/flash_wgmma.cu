@@ -206,17 +206,14 @@ __device__ __forceinline__ void tma_load_5d(void *dst, const void *tmap, uint64_
 }
 #define LIST_PAD 0x3fffffff // position of a padding key: after every row
 #define LIST_GBUF 2052      // granule buffer: 32 slots x 64 granules + a partial tile
-#ifndef FWD3_BW
-#define FWD3_BW 1 // the walker's batches (BW)
-#endif
 
 template <int D, int NWG, int BK, int NS, int PWG, bool LIST, int X, bool TR, bool VW>
 __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3List &sp, bf16 *out,
                                              float *lse, int T, int H, int KVH, float sl2) {
     constexpr int BQ = 64 * NWG, DN = D / 8, NN = BK / 8, NP = D / 64;
     // X 2 (4 granules a tile): lanes 0-3 write a tile's info (LI); with VW the walker emits full
-    // tiles in batches of 8 (BW, FWD3_BW)
-    constexpr bool LI = LIST && X == 2, BW = LI && VW && FWD3_BW;
+    // tiles in batches of 8 (BW)
+    constexpr bool LI = LIST && X == 2, BW = LI && VW;
     static_assert(!VW || (LIST && PWG && X == 2), "VW: the list source, grouped tiles, a producer warpgroup");
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     bf16 *Qs = (bf16 *)smem_base1k(smem_raw), *Ks = Qs + BQ * D, *Vs = Ks + NS * BK * D;
