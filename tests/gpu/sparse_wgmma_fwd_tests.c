@@ -219,7 +219,7 @@ static int row_wanted(const char *tag) {
     return !f || strstr(f, tag) != NULL;
 }
 // MSLAB_SWF_HASH=1: the timing rows also print an FNV-1a hash of the last call's out and lse
-// (variants that must give the same bits, e.g. MSLAB_FWD3_OV, compare across runs)
+// (code that must give the same bits compares across runs, e.g. an old binary beside a new one)
 static void perf_hash(const char *what, const uint16_t *o, const float *lse, size_t nq, size_t nl) {
     const char *e = getenv("MSLAB_SWF_HASH");
     if (!e || atoi(e) == 0) return;
