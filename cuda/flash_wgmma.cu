@@ -22,7 +22,9 @@
 //   producer warp loads Q and the K / V ring with TMA (128-byte swizzle = the planar layout),
 //   per-slot full / empty mbarriers, no CTA barrier in the loop, so the consumer warpgroups
 //   drift apart and one's softmax overlaps the other's products; inside a warpgroup S_j and
-//   P_{j-1} V_{j-1} are issued together and S_j's softmax runs under the P V product. Tiling 11
+//   P_{j-1} V_{j-1} are issued together (S_j's softmax does not run under that P V product:
+//   ptxas hoists the wait_group 0 to the top of the softmax's basic block; s11 forced the order
+//   and measured no gain, see the s11 notes at the sparse host code). Tiling 11
 //   (the only one since s6): 3 consumer warpgroups (192 rows) and a producer warpgroup,
 //   setmaxnreg 32 / 160, 64-key tiles, 4 ring slots.
 //   History: fwd_kernel (cp.async double buffer, S, softmax, P V in sequence: 6.2-6.8 ms at
@@ -35,6 +37,12 @@
 //   ("C7513 ... serialized due to non wgmma instructions defining input registers"; gone
 //   since s5); the V wait inside the stage is followed by an explicit wgmma.fence (ptxas
 //   injected one: C7519).
+//   Per-tile instruction count (s11; ncu source counters: each consumer warp issued ~385
+//   instructions a tile, ~125 of them address / descriptor math): the wgmma descriptors are a
+//   base plus a compile-time constant (the bases once, in uniform registers), O's rescale is
+//   skipped where no row of a warp changed its max (D 128; alpha = 1: the same bits), and the
+//   producers' ring waits carry a suspend-time hint (they retried try_wait ~50-85 times a tile).
+//   Dense 32K (the tests' row): 14.34 -> 12.69-12.94 ms (613 -> 680-693 TFLOP/s), the same bits.
 // Synchronisation: TMA writes and wgmma reads are both async proxy: the mbarriers order them.
 //
 // flash_wgmma_tune (not in the header; the tests' timing rows use it) picks the tiling per
@@ -163,7 +171,11 @@ template <int NN> __device__ __forceinline__ void wg_pack(const float (*s)[4], u
 //     "full" (release; the consumers' wait: acquire) publishes them; the consumers derive key
 //     positions from them in the rare masked tiles. VW (grouped tiles with a producer
 //     warpgroup): a second producer warp issues the V copies (it waits for the tile's granules
-//     to be published, then reads them).
+//     to be published, then reads them). s11: with X 2 lanes 0-3 write a tile's keys (min / max
+//     by two shuffles, LI), and with VW the walker emits full tiles in batches of up to 8 (BW:
+//     lane 4 t + i holds granule i of tile t, min / max shuffled once a batch; per tile lane 4 t
+//     waits, the 4 lanes write their keys and issue their K copies, lane 4 t publishes): the
+//     walker was ~90% busy and set the pace once the consumers got faster (trace, s11 r4).
 // LIST only: ki / vi: boxes of G rows in 8-row groups x both planes (X = 2)
 struct Fwd3Maps {
     CUtensorMap q, k, v, ki, vi;
@@ -199,6 +211,9 @@ template <int D, int NWG, int BK, int NS, int PWG, bool LIST, int X, bool TR, bo
 __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3List &sp, bf16 *out,
                                              float *lse, int T, int H, int KVH, float sl2) {
     constexpr int BQ = 64 * NWG, DN = D / 8, NN = BK / 8, NP = D / 64;
+    // X 2 (4 granules a tile): lanes 0-3 write a tile's info (LI); with VW the walker emits full
+    // tiles in batches of 8 (BW)
+    constexpr bool LI = LIST && X == 2, BW = LI && VW;
     static_assert(!VW || (LIST && PWG && X == 2), "VW: the list source, grouped tiles, a producer warpgroup");
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     bf16 *Qs = (bf16 *)smem_base1k(smem_raw), *Ks = Qs + BQ * D, *Vs = Ks + NS * BK * D;
@@ -248,6 +263,17 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             mbar_wait(bar, par);
         }
     };
+    // a producer's wait: with the suspend-time hint (mbar_wait_sleep; the plain loop retried
+    // ~50-85 times a tile: s11)
+    auto pwait = [&](uint64_t *bar, uint32_t par, unsigned long long &acc) {
+        if constexpr (TR) {
+            long long c = clock64();
+            mbar_wait_sleep(bar, par);
+            acc += clock64() - c;
+        } else {
+            mbar_wait_sleep(bar, par);
+        }
+    };
 
     if (threadIdx.x == 0) {
         mbar_init(qfull, 1);
@@ -290,12 +316,12 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
         if (VW && warp == 4 * NWG + 1) { // VW: the V copies of every tile
             for (int j = 0;; j++) {
                 int sl = j % NS, u = j / NS;
-                mbar_wait(ginfo + j % (2 * NS), (j / (2 * NS)) & 1); // the tile's granules
+                mbar_wait_sleep(ginfo + j % (2 * NS), (j / (2 * NS)) & 1); // the tile's granules
                 const int *ki = kinf + (j % (2 * NS)) * 8;
                 int ng = ki[0];
                 if (ng == 0) return; // the sentinel
                 if (lane == 0) {
-                    if (u > 0) mbar_wait(vempty + sl, (u - 1) & 1);
+                    if (u > 0) mbar_wait_sleep(vempty + sl, (u - 1) & 1);
                     mbar_expect_tx(vfull + sl, BK * D * 2);
                 }
                 __syncwarp();
@@ -312,12 +338,12 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             if (lane == 0)
                 for (int j = 0; j < nkt; j++) {
                     int sl = j % NS, u = j / NS;
-                    if (u > 0) twait(kempty + sl, (u - 1) & 1, tw_k);
+                    if (u > 0) pwait(kempty + sl, (u - 1) & 1, tw_k);
                     mbar_expect_tx(kfull + sl, BK * D * 2);
                     for (int p = 0; p < NP; p++)
                         tma_load_4d(Ks + sl * BK * D + p * BK * 64, &maps.k, kfull + sl, p * 64,
                                     kvh, j * BK, b);
-                    if (u > 0) twait(vempty + sl, (u - 1) & 1, tw_k);
+                    if (u > 0) pwait(vempty + sl, (u - 1) & 1, tw_k);
                     mbar_expect_tx(vfull + sl, BK * D * 2);
                     for (int p = 0; p < NP; p++)
                         tma_load_4d(Vs + sl * BK * D + p * BK * 64, &maps.v, vfull + sl, p * 64,
@@ -334,8 +360,25 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             int sl = j % NS, u = j / NS;
             long long e1 = 0, e2 = 0, e3 = 0, e4 = 0;
             __syncwarp(); // the walk's gbuf writes before lane 0 reads them
-            if (lane == 0) {
-                if (u > 0) twait(kempty + sl, (u - 1) & 1, tw_k);
+            if (LI) { // lane gi writes granule gi, min / max by shuffles (was: lane 0's serial loop)
+                if (lane == 0 && u > 0) pwait(kempty + sl, (u - 1) & 1, tw_k);
+                if (TR) e1 = clock64();
+                int *ki = kinf + (j % (2 * NS)) * 8;
+                int g0 = lane < ng ? gs[lane] : LIST_PAD;
+                int mn = lane < 4 ? g0 : LIST_PAD, mx = lane < 4 ? (lane < ng ? g0 + 15 : LIST_PAD) : 0;
+                mn = min(mn, __shfl_xor_sync(0xffffffffu, mn, 1)), mx = max(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                mn = min(mn, __shfl_xor_sync(0xffffffffu, mn, 2)), mx = max(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                if (lane < 4) ki[4 + lane] = g0;
+                __syncwarp(); // lanes 1-3's key writes before lane 0's release (arrive)
+                if (lane == 0) {
+                    *(int4 *)ki = make_int4(ng, mn, mx, 0);
+                    if (VW) mbar_arrive(ginfo + j % (2 * NS));
+                    if (ng == 0) mbar_arrive(kfull + sl);
+                    else mbar_expect_tx(kfull + sl, BK * D * 2);
+                    if (TR) e2 = clock64();
+                }
+            } else if (lane == 0) {
+                if (u > 0) pwait(kempty + sl, (u - 1) & 1, tw_k);
                 if (TR) e1 = clock64();
                 int *ki = kinf + (j % (2 * NS)) * 8, mn = LIST_PAD, mx = 0;
                 for (int gi = 0; gi < gpt; gi++) {
@@ -359,7 +402,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
                                             kfull + sl, p * 64, kvh, k0, b);
                         }
                         if (TR) e3 = clock64();
-                        if (u > 0) mbar_wait(vempty + sl, (u - 1) & 1);
+                        if (u > 0) mbar_wait_sleep(vempty + sl, (u - 1) & 1);
                         if (TR) e4 = clock64();
                         mbar_expect_tx(vfull + sl, BK * D * 2);
                         for (int gi = 0; gi < gpt; gi++) {
@@ -375,7 +418,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
                     if (!VW) {
                         if (lane == 0) {
                             if (TR) e3 = clock64();
-                            if (u > 0) mbar_wait(vempty + sl, (u - 1) & 1);
+                            if (u > 0) mbar_wait_sleep(vempty + sl, (u - 1) & 1);
                             if (TR) e4 = clock64();
                             mbar_expect_tx(vfull + sl, BK * D * 2);
                         }
@@ -411,6 +454,35 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             have += tot;
             __syncwarp();
             int base = 0;
+            if constexpr (BW) { // up to 8 full tiles at once, lane 4 t + i holding granule i of tile t
+                while (have - base >= 4) {
+                    int nt = min(8, (have - base) >> 2);
+                    int g0 = lane < 4 * nt ? gbuf[base + lane] : LIST_PAD;
+                    int mn = g0, mx = lane < 4 * nt ? g0 + 15 : 0;
+                    mn = min(mn, __shfl_xor_sync(0xffffffffu, mn, 1)), mx = max(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                    mn = min(mn, __shfl_xor_sync(0xffffffffu, mn, 2)), mx = max(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                    for (int t = 0; t < nt; t++) { // tile j: lanes 4 t .. 4 t + 3
+                        int sl = j % NS, u = j / NS, *ki = kinf + (j % (2 * NS)) * 8;
+                        long long e1 = TR ? clock64() : 0;
+                        if (lane == 4 * t && u > 0) pwait(kempty + sl, (u - 1) & 1, tw_k);
+                        __syncwarp();
+                        if ((lane >> 2) == t) { // the key, the K copy (tx-count may go below 0 first)
+                            ki[4 + (lane & 3)] = g0;
+                            tma_load_5d(Ks + sl * BK * D + (lane & 3) * 16 * D, &maps.ki, kfull + sl, 0,
+                                        0, 0, (b * T + g0) >> 3, kvh);
+                        }
+                        __syncwarp(); // the keys before lane 4 t's release
+                        if (lane == 4 * t) {
+                            *(int4 *)ki = make_int4(4, mn, mx, 0);
+                            mbar_arrive(ginfo + j % (2 * NS));
+                            mbar_expect_tx(kfull + sl, BK * D * 2);
+                            if (TR) tp[1] += clock64() - e1;
+                        }
+                        j++;
+                    }
+                    base += 4 * nt;
+                }
+            }
             for (; have - base >= gpt; base += gpt) emit(gbuf + base, gpt);
             __syncwarp();
             int left = have - base, keep = lane < left ? gbuf[base + lane] : 0;
@@ -465,13 +537,25 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
     };
     // K / V operands: planar tiles (desc_k / desc_mn), or X 2 (grouped) [8-row group][plane][8]
     // [64]: 8-row groups 16 D bytes apart, plane 1 at 8 rows (1024 bytes)
+    // a descriptor as a base plus a constant (s11): the start-address field (bits 0-13, shared
+    // address >> 4) of an address below 256 KB never carries, so desc(p + e elements) = desc(p) +
+    // e / 8; the bases once, wg made warp-uniform (CUTLASS's shuffle) so they sit in uniform
+    // registers (was: ~8 address / mask instructions per wgmma, ~30% of a consumer's instructions)
+    // K / V operands: planar tiles (desc_k / desc_mn), or X 2 (grouped) [8-row group][plane][8]
+    // [64]: 8-row groups 16 D bytes apart, plane 1 at 8 rows (1024 bytes)
+    const int wgu = __shfl_sync(0xffffffffu, wg, 0);
+    const uint64_t kd0 = X == 2 ? wg_desc(Ks, 16, 16 * D) : desc_k<BK>(Ks, 0, 0);
+    const uint64_t vd0 = X == 2 ? wg_desc(Vs, 1024, 16 * D) : desc_mn<BK>(Vs, 0);
+    const uint64_t qd0 = desc_k<BQ>(Qs, wgu * 64, 0);
     auto kdesc = [&](const bf16 *Kt, int kk) -> uint64_t {
-        if constexpr (X == 2) return wg_desc(Kt + (kk >> 2) * 512 + (kk & 3) * 16, 16, 16 * D);
-        else return desc_k<BK>(Kt, 0, kk);
+        int e = X == 2 ? (kk >> 2) * 512 + (kk & 3) * 16 : (kk >> 2) * (BK * 64) + (kk & 3) * 16;
+        return kd0 + (uint64_t)((int)(Kt - Ks) + e) / 8;
     };
     auto vdesc = [&](const bf16 *Vt, int kk) -> uint64_t {
-        if constexpr (X == 2) return wg_desc(Vt + kk * 16 * D, 1024, 16 * D);
-        else return desc_mn<BK>(Vt, kk);
+        return vd0 + (uint64_t)((int)(Vt - Vs) + kk * 16 * (X == 2 ? D : 64)) / 8;
+    };
+    auto qdesc = [&](int kk) -> uint64_t {
+        return qd0 + (uint64_t)((kk >> 2) * (BQ * 64) + (kk & 3) * 16) / 8;
     };
     float o[DN][4];
 #pragma unroll
@@ -498,7 +582,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             wg_fence();
 #pragma unroll
             for (int kk = 0; kk < D / 16; kk++)
-                wg_ss<BK>(s, desc_k<BQ>(Qs, wg * 64, kk), kdesc(Ks, kk), kk);
+                wg_ss<BK>(s, qdesc(kk), kdesc(Ks, kk), kk);
             wg_commit();
             wg_wait<0>();
             wg_keep<BK>(s);
@@ -515,7 +599,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             wg_fence();
 #pragma unroll
             for (int kk = 0; kk < D / 16; kk++)
-                wg_ss<BK>(s, desc_k<BQ>(Qs, wg * 64, kk), kdesc(Kt, kk), kk);
+                wg_ss<BK>(s, qdesc(kk), kdesc(Kt, kk), kk);
             wg_commit();
             twait(vfull + sp_, up & 1, tw_v);
             wg_fence(); // after the wait loop (else ptxas injects it: C7519)
@@ -534,10 +618,15 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             wg_keep<D>(o);
             if (lane == 0) mbar_arrive(vempty + sp_);
             wg_pack<NN>(s, pk); // only now: the P V product that read pk has retired
+            // O *= alpha; D 128: skipped where no row of the warp changed its max (alpha = 1
+            // exactly: x * 1 = x, the same bits; ~1 / j of the rows change at tile j; s11: 32K ms
+            // 5.232 -> 5.146 ms; D 64, 32 products: the vote cost more, LM shape 0.50 -> 0.525)
+            if (D != 128 || __any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
 #pragma unroll
-            for (int n = 0; n < DN; n++) {
-                o[n][0] *= alpha[0], o[n][1] *= alpha[0];
-                o[n][2] *= alpha[1], o[n][3] *= alpha[1];
+                for (int n = 0; n < DN; n++) {
+                    o[n][0] *= alpha[0], o[n][1] *= alpha[0];
+                    o[n][2] *= alpha[1], o[n][3] *= alpha[1];
+                }
             }
         }
         {
@@ -720,6 +809,16 @@ static void fwd3_trace_report(const char *what, unsigned long long *d, size_t nc
            100 * c[10] / c[6], 100 * c[11] / c[6], 100 * c[12] / c[6], nl > 0 ? dl / nl * 1e-3 : 0.0, n > nl ? (sy - dl) / (n - nl) * 1e-3 : 0.0);
 }
 
+// one launch of a fwd3 variant (the shared-memory opt-in once per variant)
+template <int D, int NWG, int BK, int NS, int PWG, bool LIST, int X, bool TR, bool VW>
+static void fwd3_go(dim3 grid, size_t smem, const Fwd3Maps &maps, const Fwd3List &sp, bf16 *out,
+                    float *lse, int T, int H, int KVH, float sl2) {
+    static bool init = false;
+    auto kern = fwd3_kernel<D, NWG, BK, NS, PWG, LIST, X, TR, VW>;
+    if (!init) smem_optin(kern, smem), init = true;
+    kern<<<grid, 128 * NWG + (PWG ? 128 : 32), smem>>>(maps, sp, out, lse, T, H, KVH, sl2);
+    cudaLaunchCheck();
+}
 // false: the maps could not be made (no driver entry point): flash_wgmma_fwd returns -1 and the
 // caller (attn_mode.cu) runs flash_bf16_fwd
 template <int D, int NWG, int BK, int NS, int PWG = 0>
@@ -734,24 +833,16 @@ static bool fwd3_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const 
     size_t smem = 1024 + sizeof(bf16) * (size_t)(BQ * D + 2 * NS * BK * D) + 8 * (1 + 4 * NS);
     dim3 grid(B * H, (T + BQ - 1) / BQ);
     Fwd3List none = {};
-    int nt = 128 * NWG + (PWG ? 128 : 32);
     float sl2 = WG_LOG2E / sqrtf((float)D);
     if constexpr (D == 128) {
         if (fwd3_trace_on()) {
-            static bool init = false;
-            if (!init) smem_optin(fwd3_kernel<D, NWG, BK, NS, PWG, false, 0, true>, smem), init = true;
             none.trace = fwd3_trace_buf((size_t)grid.x * grid.y);
-            fwd3_kernel<D, NWG, BK, NS, PWG, false, 0, true><<<grid, nt, smem>>>(maps, none, out, lse,
-                                                                                T, H, KVH, sl2);
-            cudaLaunchCheck();
+            fwd3_go<D, NWG, BK, NS, PWG, false, 0, true, false>(grid, smem, maps, none, out, lse, T, H, KVH, sl2);
             fwd3_trace_report("dense", none.trace, (size_t)grid.x * grid.y, 0, 0);
             return true;
         }
     }
-    static bool init = false;
-    if (!init) smem_optin(fwd3_kernel<D, NWG, BK, NS, PWG>, smem), init = true;
-    fwd3_kernel<D, NWG, BK, NS, PWG><<<grid, nt, smem>>>(maps, none, out, lse, T, H, KVH, sl2);
-    cudaLaunchCheck();
+    fwd3_go<D, NWG, BK, NS, PWG, false, 0, false, false>(grid, smem, maps, none, out, lse, T, H, KVH, sl2);
     return true;
 }
 extern "C" int flash_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k,
@@ -841,6 +932,35 @@ extern "C" int flash_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, con
 //   Tried (r6) and removed: 5 ring slots again (now that the consumers set the pace) 6.31 /
 //   28.4 ms (2378 cycles a tile); the tile count counted ahead by a third producer warp so no
 //   has(j) precedes S_j 6.67 / 28.8 ms (consumers start ~6K cycles later; 2443 a tile).
+// s11 (H200, B 1, H = KVH = 32, D 128, ms paper, the tests' rows sparse_wgmma_fwd_perf; "normal":
+// MSLAB_SWF_NORMAL=1, the benchmark's inputs; variants by a switch in the same run, reps 4).
+//   Where the time went: the trace gave the same 2337-2339 consumer cycles a tile at 32K and
+//   128K (the 128K gap to 32K was not the tiles), ncu (source counters, r2) showed the consumers'
+//   instructions: list 385 / dense 380 a warp a tile, of which ~125 address / descriptor math
+//   (R2UR, ULOP3, USHF, UIADD3 around every wgmma), 64 O-rescale FMULs; the producers' try_wait
+//   loops retried ~85 (V warp) / ~50 (walker) times a tile: 7.4% of all instructions, on the two
+//   sub-partitions those warps share with consumers (dense: 5.9%).
+//   Kept (r3-r5; all give the same bits: out + lse hashes equal, MSLAB_SWF_HASH): descriptors as
+//   base + constant (r3, with the sleep hint and LI: 32K 5.635 -> 5.205 ms, 128K 27.1 / 26.5 ->
+//   24.0 / 24.9; sleep hint + LI alone 5.602 / 26.4: the descriptors are most of it); the
+//   rescale skip (r4: 32K 5.232 -> 5.146 ms, 128K within noise); the walker's batches (r5, 128K
+//   normal 25.3 / 25.4 -> 24.1 / 24.0 ms, 32K equal). Trace (r4, all but BW): 2000 consumer
+//   cycles a tile at 32K (was 2339), dense 1802 (2153).
+//   Tried and removed: the softmax under P V (r1; ptxas had hoisted the wait_group 0 above it:
+//   V_j's wait loop after the softmax ends the basic block and keeps the order): 32K 5.663 /
+//   5.658 vs 5.676 / 5.686 ms, 128K 27.18 vs 27.06; + P packed into a second register buffer
+//   during the softmax (the loop unrolled by 2): 5.697; + O's rescale after S_{j+1}'s issue
+//   (FA3's order): 5.739 / 5.703, trace 2463 cycles a tile vs 2339. The consumers' chain was
+//   not the limit; their instruction count was.
+//   Final (r6, main's code vs this, the same run): 128K 27.37 / 27.29 -> 24.91 / 24.81 ms normal
+//   (601-604 TFLOP/s), 27.48 -> 23.59 periodic (635); 32K 5.800 -> 5.211 normal, 5.769 -> 5.098
+//   periodic (674); dense 32K 14.46 -> 12.35 ms (712); bench 128K fwd - select 26.27 / 26.71 ->
+//   25.50 / 23.44 ms; parity sparse_wgmma_fwd. 44 / flash_wgmma 3347 passed. r7 (the same):
+//   128K normal 27.26 / 27.20 -> 23.53 / 24.33, 32K 5.725 -> 5.071 ms, moba-blk 2.304 -> 2.087,
+//   w 64 lists 5.701 -> 5.044; bench fwd - select 26.07 / 26.51 -> 23.63 / 24.60 ms. D 64 (the
+//   LM shape, flash_wgmma_perf64, tiling 13; r7 switch per change, 3-4 runs each): the rescale
+//   skip cost 5% there (0.50 -> 0.525 ms: 32 products, the vote dearer), the sleep hint and the
+//   descriptors neutral (0.496-0.504 vs 0.499-0.501): the skip is D 128 only.
 // 5-d map of x [B, T, NH, D = 128] (T % 8 == 0) as (64, 8 rows, 2 planes, B T / 8 groups, NH),
 // box (64, 8, 2, groups, 1): [group][plane][8][64] (128-byte swizzle), the grouped tiles (X = 2)
 static bool make_map_groups(CUtensorMap *m, const bf16 *x, int B, int T, int NH, int groups) {
@@ -857,26 +977,17 @@ static bool make_map_groups(CUtensorMap *m, const bf16 *x, int B, int T, int NH,
 template <int D, int NWG, int NS, int PWG, int X, bool VW>
 static void sparse_launch(const Fwd3Maps &maps, Fwd3List sp, bf16 *out, float *lse, int T, int H,
                           int KVH, dim3 grid, size_t smem) {
-    constexpr int nt = 128 * NWG + (PWG ? 128 : 32);
     float sl2 = WG_LOG2E / sqrtf((float)D);
     if constexpr (D == 128) {
         if (fwd3_trace_on()) {
-            static bool init = false;
-            if (!init) smem_optin(fwd3_kernel<D, NWG, 64, NS, PWG, true, X, true, VW>, smem), init = true;
             sp.trace = fwd3_trace_buf((size_t)grid.x * grid.y);
-            fwd3_kernel<D, NWG, 64, NS, PWG, true, X, true, VW><<<grid, nt, smem>>>(maps, sp, out, lse,
-                                                                                   T, H, KVH, sl2);
-            cudaLaunchCheck();
+            fwd3_go<D, NWG, 64, NS, PWG, true, X, true, VW>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
             fwd3_trace_report(VW ? "list X2 VW" : X == 2 ? "list X2" : "list", sp.trace,
                               (size_t)grid.x * grid.y, grid.x, sp.nsub);
             return;
         }
     }
-    static bool init = false;
-    if (!init) smem_optin(fwd3_kernel<D, NWG, 64, NS, PWG, true, X, false, VW>, smem), init = true;
-    fwd3_kernel<D, NWG, 64, NS, PWG, true, X, false, VW><<<grid, nt, smem>>>(maps, sp, out, lse, T, H,
-                                                                            KVH, sl2);
-    cudaLaunchCheck();
+    fwd3_go<D, NWG, 64, NS, PWG, true, X, false, VW>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
 }
 template <int D, int NWG, int NS, int PWG>
 static int sparse_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,

@@ -184,6 +184,15 @@ __device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity) {
                  "r"(parity)
                  : "memory");
 }
+// the same with a suspend-time hint (ns; CUTLASS's 10 ms): the thread sleeps until the phase
+// completes instead of retrying every few dozen cycles (the producers' ring waits: s11)
+__device__ __forceinline__ void mbar_wait_sleep(uint64_t *bar, uint32_t parity) {
+    asm volatile("{\n.reg .pred p;\nWAIT_%=:\n"
+                 "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1, %2;\n"
+                 "@!p bra WAIT_%=;\n}\n" ::"r"(smem_u32(bar)),
+                 "r"(parity), "r"(0x989680)
+                 : "memory");
+}
 // 4-d tile load (coordinates innermost first) into shared memory, completing on bar
 __device__ __forceinline__ void tma_load_4d(void *dst, const void *tmap, uint64_t *bar, int c0,
                                             int c1, int c2, int c3) {

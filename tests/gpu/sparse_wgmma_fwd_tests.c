@@ -18,7 +18,8 @@
 // 32, D = 128, lists by select_bf16: sparse_wgmma_fwd vs
 // sparse_bf16_fwd (to 32K), ms and TFLOP/s (4 D flops per visible pair); the dense forward
 // (flash_wgmma_fwd) at 32K as the yardstick. MSLAB_SWF_ROWS=tag,tag.. picks rows (paper32
-// paper128 moba32 w64 w32 dense32), MSLAB_SWF_REPS the timed calls (6); MSLAB_FWD3_TRACE=1 makes
+// paper128 moba32 w64 w32 dense32), MSLAB_SWF_REPS the timed calls (6), MSLAB_SWF_NORMAL=1 the
+// benchmark's inputs, MSLAB_SWF_HASH=1 a hash of each row's out + lse; MSLAB_FWD3_TRACE=1 makes
 // each call print its trace line (flash_wgmma.cu).
 // A GPU that is not sm_90 makes the kernel return -1 everywhere: the parity rows then fail with
 // "returned -1" (the suite runs on the H200).
@@ -31,6 +32,7 @@
 #include "../../core/common.h"
 #include "../../cuda/attn_bf16.h"
 #include "../../cuda/bf16.h"
+#include "../../cuda/timing.h"
 #include "bf16_check.h"
 #include "gpu_check.h"
 
@@ -216,6 +218,28 @@ static int row_wanted(const char *tag) {
     const char *f = getenv("MSLAB_SWF_ROWS");
     return !f || strstr(f, tag) != NULL;
 }
+// MSLAB_SWF_HASH=1: the timing rows also print an FNV-1a hash of the last call's out and lse
+// (code that must give the same bits compares across runs, e.g. an old binary beside a new one)
+static void perf_hash(const char *what, const uint16_t *o, const float *lse, size_t nq, size_t nl) {
+    const char *e = getenv("MSLAB_SWF_HASH");
+    if (!e || atoi(e) == 0) return;
+    unsigned char *h = xalloc(nq * 2 + nl * 4);
+    gpu->download(h, o, nq * 2);
+    gpu->download(h + nq * 2, lse, nl * 4);
+    unsigned long long x = 1469598103934665603ull;
+    for (size_t i = 0; i < nq * 2 + nl * 4; i++) x = (x ^ h[i]) * 1099511628211ull;
+    printf("    (info sparse_wgmma_fwd_perf: %s out+lse hash %016llx)\n", what, x);
+    free(h);
+}
+// MSLAB_SWF_NORMAL=1: q, k, v redrawn on the device as the benchmark draws them
+// (cuda_fill_bf16_normal, seeds 1000 / 1001 / 1002: no period, so the lists scatter as the
+// benchmark's do; perf_qkv's repeat every 1024 rows)
+static void perf_normal(uint16_t *q, uint16_t *k, uint16_t *v, size_t n) {
+    const char *e = getenv("MSLAB_SWF_NORMAL");
+    if (!e || atoi(e) == 0) return;
+    cuda_fill_bf16_normal(q, n, 1000, 1.0f), cuda_fill_bf16_normal(k, n, 1001, 1.0f);
+    cuda_fill_bf16_normal(v, n, 1002, 1.0f);
+}
 static int perf_reps(void) {
     const char *e = getenv("MSLAB_SWF_REPS");
     return e && atoi(e) > 0 ? atoi(e) : 6;
@@ -228,12 +252,14 @@ static void t_sw_perf(const char *tag, const char *name, AttnConfig cfg, int T) 
     MS_ASSERT(attn_dims(&cfg, T, &d) == 0, "%s", ms_error());
     size_t nq = (size_t)T * H * D;
     uint16_t *q, *k, *v, *hb = perf_qkv(nq, &q, &k, &v);
+    perf_normal(q, k, v, nq);
     uint16_t *o = gpu->alloc(nq * 2);
     float *lse = gpu->alloc((size_t)H * T * 4);
     AttnIndex ix;
     AttnStats st;
     free(perf_list(&ix, &cfg, &d, q, k, T, H, D, &st));
     double f = 4.0 * st.pairs * D, tw = time_fwd(1, o, lse, q, k, v, &ix, T, reps);
+    perf_hash(tag, o, lse, nq, (size_t)H * T);
     double tb = T <= 32768 ? time_fwd(0, o, lse, q, k, v, &ix, T, reps) : 0;
     char sb[64] = ""; // sparse_bf16 only where it ran
     if (tb > 0) snprintf(sb, sizeof sb, "; sparse_bf16 %.3f ms (%.1f)", tb, f / tb * 1e-9);
@@ -249,9 +275,11 @@ static void t_dense_perf(int T) {
     if (!wanted("sparse_wgmma_fwd_perf") || !row_wanted("dense32")) return;
     size_t nq = (size_t)T * 32 * 128;
     uint16_t *q, *k, *v, *hb = perf_qkv(nq, &q, &k, &v);
+    perf_normal(q, k, v, nq);
     uint16_t *o = gpu->alloc(nq * 2);
     float *lse = gpu->alloc((size_t)32 * T * 4);
     double t = time_fwd(2, o, lse, q, k, v, NULL, T, perf_reps());
+    perf_hash("dense32", o, lse, nq, (size_t)32 * T);
     double f = 4.0 * 128 * 32 * ((double)T * (T + 1) / 2);
     printf("    (info sparse_wgmma_fwd_perf: dense flash_wgmma_fwd T=%d H=32 D=128: %.3f ms (%.1f "
            "TFLOP/s))\n", T, t, f / t * 1e-9);
