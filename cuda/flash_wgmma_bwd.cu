@@ -133,6 +133,25 @@ template <bool SP> struct QWalk : EntryWalk<SP, QWalk<SP>> {
 // (deterministic). Per step: S^T = K Q^T and dP^T = V dO^T (SS),
 // P^T, dS^T = P^T (dP^T - Di) in registers, dV += P^T dO and dK += dS^T Q (RS, dO / Q as MN-major
 // operands). dK, dV stay in the accumulators for the whole loop.
+// A thread's two key rows (key[r] < T) of dK (x scale) and dV from its accumulators, as bf16
+// (the split dK / dV kernel's end, and the fused body's directly written once-listed regions)
+template <int DN>
+__device__ __forceinline__ void store_dkdv_rows(bf16 *dkb, bf16 *dvb, size_t ldk, const int (&key)[2],
+                                                int T, int tq, const float (&dka)[DN][4],
+                                                const float (&dva)[DN][4], float scale) {
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        if (key[r] >= T) continue;
+        size_t off = (size_t)key[r] * ldk + 2 * tq;
+#pragma unroll
+        for (int n = 0; n < DN; n++) {
+            *(uint32_t *)(dkb + off + n * 8) =
+                pack_bf16x2(dka[n][2 * r] * scale, dka[n][2 * r + 1] * scale);
+            *(uint32_t *)(dvb + off + n * 8) = pack_bf16x2(dva[n][2 * r], dva[n][2 * r + 1]);
+        }
+    }
+}
+
 template <int D, int NWG, int ALD, bool SP>
 __device__ __forceinline__ void dkdv_wg_body(bf16 *dk, bf16 *dv, const bf16 *dout,
                                              const float *lse, const float *Di, const bf16 *q,
@@ -283,19 +302,8 @@ __device__ __forceinline__ void dkdv_wg_body(bf16 *dk, bf16 *dv, const bf16 *dou
     }
     cp_async_wait<0>(); // no step (sparse: a region no block lists): dK = dV = 0
 
-    bf16 *dkb = dk + (size_t)b * T * ldk + (size_t)kvh * D;
-    bf16 *dvb = dv + (size_t)b * T * ldk + (size_t)kvh * D;
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        if (key[r] >= T) continue;
-        size_t off = (size_t)key[r] * ldk + 2 * tq;
-#pragma unroll
-        for (int n = 0; n < DN; n++) {
-            *(uint32_t *)(dkb + off + n * 8) =
-                pack_bf16x2(dka[n][2 * r] * scale, dka[n][2 * r + 1] * scale);
-            *(uint32_t *)(dvb + off + n * 8) = pack_bf16x2(dva[n][2 * r], dva[n][2 * r + 1]);
-        }
-    }
+    store_dkdv_rows<DN>(dk + (size_t)b * T * ldk + (size_t)kvh * D,
+                        dv + (size_t)b * T * ldk + (size_t)kvh * D, ldk, key, T, tq, dka, dva, scale);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1054,20 +1062,9 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         bool one = PT && sp.kcnt && wkey != INT_MAX &&
                    __ldg(sp.kcnt + (size_t)kbl * sp.nreg + (wkey >> klsh)) == 1;
         if (one) {
-            bf16 *dkb = dk + (size_t)b * T * ldk + (size_t)kvh * D;
-            bf16 *dvb = dv + (size_t)b * T * ldk + (size_t)kvh * D;
-#pragma unroll
-            for (int r = 0; r < 2; r++) {
-                if (key[r] >= T) continue;
-                size_t off = (size_t)key[r] * ldk + 2 * tq;
-#pragma unroll
-                for (int n = 0; n < DN; n++) {
-                    *(uint32_t *)(dkb + off + n * 8) =
-                        pack_bf16x2(dka[n][2 * r] * scale, dka[n][2 * r + 1] * scale);
-                    *(uint32_t *)(dvb + off + n * 8) =
-                        pack_bf16x2(dva[n][2 * r], dva[n][2 * r + 1]);
-                }
-            }
+            store_dkdv_rows<DN>(dk + (size_t)b * T * ldk + (size_t)kvh * D,
+                                dv + (size_t)b * T * ldk + (size_t)kvh * D, ldk, key, T, tq, dka, dva,
+                                scale);
         } else if (wkey != INT_MAX && (PT || any)) { // PT: each listed region's slot (no step: 0)
             stage(dka, st);
             stage(dva, st + 64 * D);

@@ -1120,6 +1120,18 @@ __device__ __forceinline__ int tp_exp(double m) {
     int e = 13 - ilogb(m);
     return e < -60 || e > 60 ? TP_EBAD : e;
 }
+// a warp's pooled-q row (qs + r QLD, DM dims): its norm's upper bound and its limbs' exponent
+// (tp_select's and tp_thr1's row bounds)
+template <int DM, int QLD>
+__device__ __forceinline__ void tp_row_bound(const double *qs, int r, int lane, float &n, int &e) {
+    double ss = 0.0, mx = 0.0;
+    for (int d = lane; d < DM; d += 32) ss += qs[r * QLD + d] * qs[r * QLD + d], mx = fmax(mx, fabs(qs[r * QLD + d]));
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        ss += __shfl_xor_sync(0xffffffffu, ss, o), mx = fmax(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    n = tp_norm_up(ss);
+    e = tp_exp(mx);
+}
 __device__ __forceinline__ void tp_mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
                  "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
@@ -1380,13 +1392,9 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
         mark(TPP_NEXT);
         count(TPP_NITEM, 1);
         for (int r = warp; r < RM; r += FX_NT / 32) { // row norms (the bound) and scales
-            double ss = 0.0, mx = 0.0;
-            for (int d = lane; d < DM; d += 32) ss += qs[r * QLD + d] * qs[r * QLD + d], mx = fmax(mx, fabs(qs[r * QLD + d]));
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1)
-                ss += __shfl_xor_sync(0xffffffffu, ss, o), mx = fmax(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-            float n = tp_norm_up(ss);
-            int e = tp_exp(mx);
+            float n;
+            int e;
+            tp_row_bound<DM, QLD>(qs, r, lane, n, e);
             if (lane == 0) {
                 crow[r] = __fmul_ru(TP_C16, n), qe[r] = e == TP_EBAD ? 0 : e, hm[r] = 0;
                 if (P2 && r < rows && erow[r] > a.S) // pass 1's threshold
@@ -1795,13 +1803,9 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_thr1(FxArgs x) {
     int m0, rows;
     while (fx_next<DM, RM>(x, qs, &s_item, erow, cnt, thr, U, m0, rows)) {
         for (int r = warp; r < RM; r += NT / 32) {
-            double ss = 0.0, mx = 0.0;
-            for (int d = lane; d < DM; d += 32) ss += qs[r * QLD + d] * qs[r * QLD + d], mx = fmax(mx, fabs(qs[r * QLD + d]));
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1)
-                ss += __shfl_xor_sync(0xffffffffu, ss, o), mx = fmax(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-            float n = tp_norm_up(ss);
-            int e = tp_exp(mx);
+            float n;
+            int e;
+            tp_row_bound<DM, QLD>(qs, r, lane, n, e);
             if (lane == 0) {
                 bool bad = !(n * nkmax <= 0x1p100f) || e == TP_EBAD; // pass 2 fails the row
                 crow[r] = __fmul_ru(TP_C1, n), qe[r] = e == TP_EBAD ? 0 : e;
