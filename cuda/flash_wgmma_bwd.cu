@@ -1099,19 +1099,8 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
             bulk_wait_read();
         }
     } else {
-    bf16 *dkb = dk + (size_t)b * T * ldk + (size_t)kvh * D;
-    bf16 *dvb = dv + (size_t)b * T * ldk + (size_t)kvh * D;
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        if (key[r] >= T) continue;
-        size_t off = (size_t)key[r] * ldk + 2 * tq;
-#pragma unroll
-        for (int n = 0; n < DN; n++) {
-            *(uint32_t *)(dkb + off + n * 8) =
-                pack_bf16x2(dka[n][2 * r] * scale, dka[n][2 * r + 1] * scale);
-            *(uint32_t *)(dvb + off + n * 8) = pack_bf16x2(dva[n][2 * r], dva[n][2 * r + 1]);
-        }
-    }
+        store_dkdv_rows<DN>(dk + (size_t)b * T * ldk + (size_t)kvh * D,
+                            dv + (size_t)b * T * ldk + (size_t)kvh * D, ldk, key, T, tq, dka, dva, scale);
     }
     if (TR && trw) {
         unsigned long long c3 = clock64();
