@@ -253,27 +253,16 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
         tc0 = clock64();
         if (threadIdx.x == 0) trec[0] = fwd3_gtime();
     }
-    // mbarrier wait, its cycles added to acc (TR)
-    auto twait = [&](uint64_t *bar, uint32_t par, unsigned long long &acc) {
-        if constexpr (TR) {
-            long long c = clock64();
-            mbar_wait(bar, par);
-            acc += clock64() - c;
-        } else {
-            mbar_wait(bar, par);
-        }
+    // mbarrier wait, its cycles added to acc (TR); sleep: with the suspend-time hint
+    // (mbar_wait_sleep, the producers' waits: their plain loop retried ~50-85 times a tile: s11)
+    auto twait = [&](uint64_t *bar, uint32_t par, unsigned long long &acc, bool sleep = false) {
+        long long c = 0;
+        if constexpr (TR) c = clock64();
+        if (sleep) mbar_wait_sleep(bar, par);
+        else mbar_wait(bar, par);
+        if constexpr (TR) acc += clock64() - c;
     };
-    // a producer's wait: with the suspend-time hint (mbar_wait_sleep; the plain loop retried
-    // ~50-85 times a tile: s11)
-    auto pwait = [&](uint64_t *bar, uint32_t par, unsigned long long &acc) {
-        if constexpr (TR) {
-            long long c = clock64();
-            mbar_wait_sleep(bar, par);
-            acc += clock64() - c;
-        } else {
-            mbar_wait_sleep(bar, par);
-        }
-    };
+    auto pwait = [&](uint64_t *bar, uint32_t par, unsigned long long &acc) { twait(bar, par, acc, true); };
 
     if (threadIdx.x == 0) {
         mbar_init(qfull, 1);
