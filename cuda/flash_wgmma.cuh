@@ -75,6 +75,20 @@ template <int ROWS> __device__ __forceinline__ uint64_t desc_mn(const bf16 *tile
     return wg_desc(tile + kk * 16 * 64, ROWS * 128, 1024);
 }
 
+// a descriptor as base + constant (s11 forward, s12 backward): wgd_lo = the low 32 bits (start >> 4
+// in bits 0-13, LBO >> 4 in 16-29; p + e elements = wgd_lo(p) + e / 8: a shared address below
+// 256 KB never carries out of the start field), wgd = it with the high bits (SBO 1024, 128-byte
+// swizzle), dk_k = desc_k's k-step offset in those units
+__device__ __forceinline__ uint32_t wgd_lo(const bf16 *p, uint32_t lbo) {
+    return ((uint32_t)__cvta_generic_to_shared(p) >> 4) | ((lbo >> 4) << 16);
+}
+__device__ __forceinline__ uint64_t wgd(uint32_t lo) {
+    return (uint64_t)lo | ((uint64_t)((1024 >> 4) | (1u << 30)) << 32);
+}
+template <int ROWS> __host__ __device__ constexpr uint32_t dk_k(int kk) {
+    return (uint32_t)((kk >> 2) * (ROWS * 64) + (kk & 3) * 16) / 8;
+}
+
 __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wg_commit() {
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
@@ -142,6 +156,13 @@ __device__ __forceinline__ void wg_rs(float (*d)[4], const uint32_t a[4], uint64
     else wg_rs_n128(d, a, db, acc);
 }
 // pins the accumulators after a wait: no read of them moves above the wgmma.wait_group
+// 4 8x8 b16 matrices to shared memory (the mma C / A fragment layout: register m of a thread
+// (g, t) = row g, columns 2t, 2t + 1 of matrix m); lane l gives the address of row l & 7 of matrix l >> 3
+__device__ __forceinline__ void stsm_x4(uint32_t addr, const uint32_t (&r)[4]) {
+    asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(addr),
+                 "r"(r[0]), "r"(r[1]), "r"(r[2]), "r"(r[3])
+                 : "memory");
+}
 // k-step kk of the RS A operand from C fragments (c[n][0..3]: columns 8n..8n+7 of the thread's two
 // rows): column groups 2kk and 2kk + 1 packed to bf16 pairs, the layout P V / dS K consume
 __device__ __forceinline__ void wg_pack_kk(uint32_t (&a)[4], const float (*c)[4], int kk) {

@@ -831,6 +831,21 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         fence_async_smem(); // generic stores before the TMA unit reads them
     };
 
+    // wgmma descriptors as a base plus a compile-time constant (s12; the forward's s11 recipe,
+    // flash_wgmma.cu): the low 32 bits (start >> 4 | LBO >> 4 << 16; the start field of an
+    // address below 256 KB never carries), the high ones wgd's constant; the bases once, wg made
+    // warp-uniform (a shuffle) so that they sit in uniform registers. (Was: desc_k / desc_mn /
+    // wg_desc per product and k-step, ~10 address / mask / R2UR instructions around each of a
+    // step's 32 wgmma: ~300 of a warp's ~880 instructions a step, keys atomic, SASS.)
+    const int wgu = __shfl_sync(0xffffffffu, wg, 0);
+    // the warp's greatest key (KL: INT_MAX for an empty slot): the causal mask's test
+    const int kmaxw = KL ? __reduce_max_sync(0xffffffffu, max(key[0], key[1])) : wk0 + wl * 16 + 15;
+    // dS^T's stmatrix: lane's row (byte address) and chunk term (below)
+    const uint32_t ds_row = smem_u32(dSs) + 128 * (wg * 64 + wl * 16 + (lane & 7) + (lane & 8));
+    const int dsx = (lane >> 4) ^ (lane & 7);
+    const uint32_t kk0 = wgd_lo(Ks + wgu * 64 * 64, 16), vk0 = wgd_lo(Vs + wgu * 64 * 64, 16);
+    const uint32_t qk0 = wgd_lo(Qs, 16), qm0 = wgd_lo(Qs, BQ * 128); // + buffer, k-step
+    const uint32_t sm0 = wgd_lo(dSs, BKV * 128), km0 = wgd_lo(Ks + wgu * (BKV * 64), BKV * 128);
     for (int i = 0, buf = 0; pm[0]; i++, buf = buf == NB - 1 ? 0 : buf + 1) {
         if (TR && trw && i > 0) tr_cp = (unsigned)clock();
         cp_async_wait<NB - 2>();
@@ -850,7 +865,6 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
             cp_async_commit();
         };
         if (NB == 2) issue_loads();
-        const bf16 *Qt = Qs + buf * BQ * D, *dOt = dOs + buf * BQ * D;
         const float *Lt = Ls + buf * BQ, *Dt = Ds + buf * BQ;
         float fsc[2]; // FX: this thread's dQ rows' fixed-point scales (latency under the step; s10
                       // r4, key lists: read after the S / dP issue instead, S phase 2310 vs 2306)
@@ -862,14 +876,17 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
                               : t < T ? __ldg(rsc + ((size_t)b * T + t) * H + hh) : 0.f;
             }
         float s[NN][4], dp[NN][4];
+        const uint32_t qkb = qk0 + (uint32_t)buf * (BQ * D / 8); // this buffer's Q: K-major,
+        const uint32_t qmb = qm0 + (uint32_t)buf * (BQ * D / 8); // MN-major (the B of dK)
+        constexpr uint32_t OD = NB * BQ * D / 8; // dO's tiles: NB Q tiles after Q's
         wg_fence();
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++)
-            wg_ss<BQ>(s, desc_k<BKV>(Ks, wg * 64, kk), desc_k<BQ>(Qt, 0, kk), kk);
+            wg_ss<BQ>(s, wgd(kk0 + dk_k<BKV>(kk)), wgd(qkb + dk_k<BQ>(kk)), kk);
         wg_commit();
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++)
-            wg_ss<BQ>(dp, desc_k<BKV>(Vs, wg * 64, kk), desc_k<BQ>(dOt, 0, kk), kk);
+            wg_ss<BQ>(dp, wgd(vk0 + dk_k<BKV>(kk)), wgd(qkb + OD + dk_k<BQ>(kk)), kk);
         wg_commit();
         if (NB == 3) issue_loads();
         if (DET == 2 && cnt_prev) { // the previous step's reds performed: release its tile
@@ -881,21 +898,35 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         wg_wait<1>();
         wg_keep<BQ>(s);
         tr_stamp(1);
-        bool diag = KL || wk0 + 63 > qs; // KL: keys anywhere
-        bool wcut = SP && win && wk0 <= qs + BQ - 1 - win; // some key before a row's window
+        // the masks only in a warp that has a key above the tile's first row (KL: or an empty
+        // slot, INT_MAX) or, SP 1, one before a row's window: warp-uniform, the other warps skip
+        // the compares and selects (s12)
+        bool diag = kmaxw > qs;
+        bool wcut = SP == 1 && win && wk0 <= qs + BQ - 1 - win; // some key before a row's window
         uint32_t pa[BQ / 16][4], da[BQ / 16][4];
 #pragma unroll
         for (int n = 0; n < NN; n++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 int qi = n * 8 + 2 * tq + (e & 1);
-                float p = wg_ex2(fmaf(s[n][e], sl2, ALDL ? -Lt[qi] * WG_LOG2E : -Lt[qi]));
-                // bitwise, not || / &&: the short-circuit form compiled to 3 branches per element
-                // on the sparse path (SP; s7 trace: the P phase 2500 cycles a step vs ~500)
-                bool cut = diag & (key[e >> 1] > qs + qi);
-                if (SP) cut |= wcut & (key[e >> 1] <= qs + qi - win);
-                s[n][e] = cut ? 0.f : p;
+                s[n][e] = wg_ex2(fmaf(s[n][e], sl2, ALDL ? -Lt[qi] * WG_LOG2E : -Lt[qi]));
             }
+        if (diag | wcut) {
+            // key > qs + 2 tq + j (j = 8 n + (e & 1)): key - qs - 2 tq against an immediate
+            int kd[2] = {key[0] - qs - 2 * tq, key[1] - qs - 2 * tq};
+#pragma unroll
+            for (int n = 0; n < NN; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int qi = n * 8 + 2 * tq + (e & 1);
+                    // bitwise, not || / &&: the short-circuit form compiled to 3 branches per
+                    // element on the sparse path (SP; s7 trace: the P phase 2500 cycles a step
+                    // vs ~500)
+                    bool cut = diag & (kd[e >> 1] > n * 8 + (e & 1));
+                    if (SP == 1) cut |= wcut & (key[e >> 1] <= qs + qi - win);
+                    s[n][e] = cut ? 0.f : s[n][e];
+                }
+        }
 #pragma unroll
         for (int kk = 0; kk < BQ / 16; kk++) {
             wg_pack_kk(pa[kk], s, kk);
@@ -911,20 +942,20 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
                 s[n][e] *= dp[n][e] - Dt[qi]; // dS^T (without the 1/sqrt(D))
             }
         tr_stamp(2);
-        int r0 = wg * 64 + wl * 16 + g; // this thread's key rows r0, r0 + 8 in the CTA's block
+        // dS^T (bf16) to dSs [BKV keys][64 queries] (planar, swizzled), a stmatrix x4 per k-step
+        // (s12; was 4 32-bit stores with their address math): matrix m = the fragment's register
+        // m (rows 16 wl + 8 (m & 1) .., chunk 2 kk + (m >> 1)); lane l gives row l & 7 of matrix
+        // l >> 3, at chunk (2 kk + h) ^ (row & 7) = 2 kk ^ dsx (h = l >> 4: 2 kk is even)
 #pragma unroll
         for (int kk = 0; kk < BQ / 16; kk++) {
             wg_pack_kk(da[kk], s, kk);
-            *(uint32_t *)(dSs + pl<BKV>(r0, 2 * kk) + 2 * tq) = da[kk][0];
-            *(uint32_t *)(dSs + pl<BKV>(r0 + 8, 2 * kk) + 2 * tq) = da[kk][1];
-            *(uint32_t *)(dSs + pl<BKV>(r0, 2 * kk + 1) + 2 * tq) = da[kk][2];
-            *(uint32_t *)(dSs + pl<BKV>(r0 + 8, 2 * kk + 1) + 2 * tq) = da[kk][3];
+            stsm_x4(ds_row + ((dsx ^ (2 * kk)) << 4), da[kk]);
         }
         wg_fence();
 #pragma unroll
-        for (int kk = 0; kk < BQ / 16; kk++) wg_rs<D>(dva, pa[kk], desc_mn<BQ>(dOt, kk), 1);
+        for (int kk = 0; kk < BQ / 16; kk++) wg_rs<D>(dva, pa[kk], wgd(qmb + OD + kk * 128), 1);
 #pragma unroll
-        for (int kk = 0; kk < BQ / 16; kk++) wg_rs<D>(dka, da[kk], desc_mn<BQ>(Qt, kk), 1);
+        for (int kk = 0; kk < BQ / 16; kk++) wg_rs<D>(dka, da[kk], wgd(qmb + kk * 128), 1);
         wg_commit();
         fence_async_smem(); // the dS^T stores (generic proxy) before the wgmma reads (async)
         if (BULKQ) bulk_wait_read(); // the staging tile read: rewritten after this barrier
@@ -933,8 +964,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         wg_fence();
 #pragma unroll
         for (int kk = 0; kk < BKV / 16; kk++)
-            wg_ss_tt_n64(acc, desc_mn<BKV>(dSs, kk),
-                         wg_desc(Ks + wg * (BKV * 64) + kk * 16 * 64, BKV * 128, 1024), kk);
+            wg_ss_tt_n64(acc, wgd(sm0 + kk * 128), wgd(km0 + kk * 128), kk);
         wg_commit();
         wg_wait<0>();
         wg_keep<D>(dva);

@@ -423,6 +423,24 @@ static void t_declines(void) {
     gpu->free(d_dq), gpu->free(d_dk), gpu->free(d_dv);
 }
 
+// MSLAB_SWB_HASH=1: the small-region timing rows also print an FNV-1a hash of the last call's dq,
+// dk, dv (the ordered mode's bits repeat: code that must give the same bits compares across runs,
+// an old binary beside a new one)
+static void perf_hash_bwd(const char *what, const uint16_t *dq, const uint16_t *dk,
+                          const uint16_t *dv, size_t n) {
+    const char *e = getenv("MSLAB_SWB_HASH");
+    if (!e || atoi(e) == 0) return;
+    unsigned char *h = xalloc(n * 2);
+    unsigned long long x = 1469598103934665603ull;
+    const uint16_t *src[3] = {dq, dk, dv};
+    for (int a = 0; a < 3; a++) {
+        gpu->download(h, src[a], n * 2);
+        for (size_t i = 0; i < n * 2; i++) x = (x ^ h[i]) * 1099511628211ull;
+    }
+    printf("    (info sparse_wgmma_bwd_perf: %s dq+dk+dv hash %016llx)\n", what, x);
+    free(h);
+}
+
 // ---- timing rows (information): B = 1, H = KVH = 32, D = 128 ----
 // MSLAB_SWB_PERF=name: that row alone; MSLAB_SWB_PERF_MIN: the defaults, the candidates and the
 // kernels' shares only; MSLAB_SWB_PERF_REPS: timed calls per variant (3; 0: the warm-up alone, ncu); MSLAB_SWB_PERF_RAND: q, k rows drawn at random from perf_qkv's 1024-row
@@ -499,6 +517,7 @@ static void t_perf(const char *name, AttnConfig cfg, int T) {
             gpu->download(&sync, lse, 4);
             t[x] = rc ? 0 : (now_s() - t0) / reps * 1e3;
             tf[x] = t[x] > 0 ? 2.5 * f / t[x] * 1e-9 : 0;
+            if (x == 3) perf_hash_bwd("small-region ordered", dq, dk, dv, nq);
         }
         sparse_wgmma_bwd_tune_small(1);
         sparse_wgmma_bwd_tune_small_modes(-1);
