@@ -849,7 +849,9 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     for (int i = 0, buf = 0; pm[0]; i++, buf = buf == NB - 1 ? 0 : buf + 1) {
         if (TR && trw && i > 0) tr_cp = (unsigned)clock();
         cp_async_wait<NB - 2>();
-        fence_async_smem();
+        // TML: only step 0's cp.async writes (the K / V tiles) are wgmma operands; later steps'
+        // (lse / Di / row scales) are read by plain loads: no proxy fence (s12: a MEMBAR a step)
+        if (!TML || i == 0) fence_async_smem();
         if (TML) mbar_wait(tbar + buf, (i / NB) & 1); // this step's Q / dO tiles
         __syncthreads(); // step i's tiles landed; every warpgroup left step i - 1 (buffers, dS)
         if (TR && trw && i == 0) tr_cp = (unsigned)clock(), trec[5] = clock64();
@@ -857,14 +859,16 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         int hh = ph[0], qs = pq[0];
         bool nmore = L.ok(); // step i + NB - 1 into the buffer step i - 1 used
         int nh = L.hh, nqs = L.t * BQ;
-        // the previous step's staged partial, the loads (NB = 3: after this step's S / dP issue,
-        // so that the tensor cores restart sooner; the loads are two steps ahead anyway)
+        // the previous step's staged partial and the loads: after this step's S / dP issue (NB 3
+        // since s7; NB 2 since s12), so that the tensor cores restart sooner: a wgmma is issued
+        // by all 4 warps of its warpgroup, and the first S product waited for warp 0's TMA / bulk
+        // issue and the lse / Di cp.async (ncu s12 r1, keys ordered: 10% of the stall samples at
+        // that HGMMA; ms paper 32K 18.94 / 20.31 -> 17.81 / 19.34 ms atomic / ordered)
         auto issue_loads = [&]() {
             if (BULKQ && bq_qs >= 0) bulk_issue();
             if (nmore) load_step(nh, nqs, buf == 0 ? NB - 1 : buf - 1), L.next();
             cp_async_commit();
         };
-        if (NB == 2) issue_loads();
         const float *Lt = Ls + buf * BQ, *Dt = Ds + buf * BQ;
         float fsc[2]; // FX: this thread's dQ rows' fixed-point scales (latency under the step; s10
                       // r4, key lists: read after the S / dP issue instead, S phase 2310 vs 2306)
@@ -888,7 +892,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         for (int kk = 0; kk < D / 16; kk++)
             wg_ss<BQ>(dp, wgd(vk0 + dk_k<BKV>(kk)), wgd(qkb + OD + dk_k<BQ>(kk)), kk);
         wg_commit();
-        if (NB == 3) issue_loads();
+        issue_loads();
         if (DET == 2 && cnt_prev) { // the previous step's reds performed: release its tile
             __threadfence();
             __syncwarp();
