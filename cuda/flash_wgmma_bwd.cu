@@ -899,14 +899,6 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
             if (lane == 0) st_release_gpu(cnt_prev, kb + 1);
             cnt_prev = nullptr;
         }
-        // the rows' lse (x -log2e) in registers before the S wait (s12: read after it, the
-        // softmax's first FMUL / FFMA waited on the shared loads)
-        float nl[NN][2];
-#pragma unroll
-        for (int n = 0; n < NN; n++) {
-            float2 l = *(const float2 *)(Lt + n * 8 + 2 * tq);
-            nl[n][0] = ALDL ? -l.x * WG_LOG2E : -l.x, nl[n][1] = ALDL ? -l.y * WG_LOG2E : -l.y;
-        }
         wg_wait<1>();
         wg_keep<BQ>(s);
         tr_stamp(1);
@@ -919,7 +911,10 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
 #pragma unroll
         for (int n = 0; n < NN; n++)
 #pragma unroll
-            for (int e = 0; e < 4; e++) s[n][e] = wg_ex2(fmaf(s[n][e], sl2, nl[n][e & 1]));
+            for (int e = 0; e < 4; e++) {
+                int qi = n * 8 + 2 * tq + (e & 1);
+                s[n][e] = wg_ex2(fmaf(s[n][e], sl2, ALDL ? -Lt[qi] * WG_LOG2E : -Lt[qi]));
+            }
         if (diag | wcut) {
             // key > qs + 2 tq + j (j = 8 n + (e & 1)): key - qs - 2 tq against an immediate
             int kd[2] = {key[0] - qs - 2 * tq, key[1] - qs - 2 * tq};
@@ -941,19 +936,15 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
             wg_pack_kk(pa[kk], s, kk);
         }
         tr_stamp(6);
-        float di[NN][2]; // the rows' Di, likewise before the dP wait
-#pragma unroll
-        for (int n = 0; n < NN; n++) {
-            float2 x = *(const float2 *)(Dt + n * 8 + 2 * tq);
-            di[n][0] = x.x, di[n][1] = x.y;
-        }
         wg_wait<0>();
         wg_keep<BQ>(dp);
 #pragma unroll
         for (int n = 0; n < NN; n++)
 #pragma unroll
-            for (int e = 0; e < 4; e++)
-                s[n][e] *= dp[n][e] - di[n][e & 1]; // dS^T (without the 1/sqrt(D))
+            for (int e = 0; e < 4; e++) {
+                int qi = n * 8 + 2 * tq + (e & 1);
+                s[n][e] *= dp[n][e] - Dt[qi]; // dS^T (without the 1/sqrt(D))
+            }
         tr_stamp(2);
         // dS^T (bf16) to dSs [BKV keys][64 queries] (planar, swizzled), a stmatrix x4 per k-step
         // (s12; was 4 32-bit stores with their address math): matrix m = the fragment's register
