@@ -846,6 +846,11 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     const uint32_t kk0 = wgd_lo(Ks + wgu * 64 * 64, 16), vk0 = wgd_lo(Vs + wgu * 64 * 64, 16);
     const uint32_t qk0 = wgd_lo(Qs, 16), qm0 = wgd_lo(Qs, BQ * 128); // + buffer, k-step
     const uint32_t sm0 = wgd_lo(dSs, BKV * 128), km0 = wgd_lo(Ks + wgu * (BKV * 64), BKV * 128);
+    // DKL (s12): a step's dK product is waited at the next step's S wait, not at its end, so the
+    // tensor cores go from it to the next S / dP without a gap; the next step's loads then go out
+    // after the dS barrier (NB 2: into the buffer that dK read). Not with the per-thread dQ adds
+    // (PIPE without 4): ptxas serialised their wgmma (C7515)
+    constexpr bool DKL = BULKQ && NB == 2;
     for (int i = 0, buf = 0; pm[0]; i++, buf = buf == NB - 1 ? 0 : buf + 1) {
         if (TR && trw && i > 0) tr_cp = (unsigned)clock();
         cp_async_wait<NB - 2>();
@@ -865,7 +870,6 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         // issue and the lse / Di cp.async (ncu s12 r1, keys ordered: 10% of the stall samples at
         // that HGMMA; ms paper 32K 18.94 / 20.31 -> 17.81 / 19.34 ms atomic / ordered)
         auto issue_loads = [&]() {
-            if (BULKQ && bq_qs >= 0) bulk_issue();
             if (nmore) load_step(nh, nqs, buf == 0 ? NB - 1 : buf - 1), L.next();
             cp_async_commit();
         };
@@ -892,15 +896,17 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         for (int kk = 0; kk < D / 16; kk++)
             wg_ss<BQ>(dp, wgd(vk0 + dk_k<BKV>(kk)), wgd(qkb + OD + dk_k<BQ>(kk)), kk);
         wg_commit();
-        issue_loads();
+        if (BULKQ && bq_qs >= 0) bulk_issue();
+        if (!DKL) issue_loads();
         if (DET == 2 && cnt_prev) { // the previous step's reds performed: release its tile
             __threadfence();
             __syncwarp();
             if (lane == 0) st_release_gpu(cnt_prev, kb + 1);
             cnt_prev = nullptr;
         }
-        wg_wait<1>();
+        wg_wait<1>(); // (the previous step's dK and) S
         wg_keep<BQ>(s);
+        wg_keep<D>(dka);
         tr_stamp(1);
         // the masks only in a warp that has a key above the tile's first row (KL: or an empty
         // slot, INT_MAX) or, SP 1, one before a row's window: warp-uniform, the other warps skip
@@ -955,11 +961,11 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
             wg_pack_kk(da[kk], s, kk);
             stsm_x4(ds_row + ((dsx ^ (2 * kk)) << 4), da[kk]);
         }
+        // dV before the dS barrier (it runs under the wait), then dQ, then dK: the dQ partial is
+        // staged / added while dK runs (s12; was dV, dK, barrier, dQ, then all waited)
         wg_fence();
 #pragma unroll
         for (int kk = 0; kk < BQ / 16; kk++) wg_rs<D>(dva, pa[kk], wgd(qmb + OD + kk * 128), 1);
-#pragma unroll
-        for (int kk = 0; kk < BQ / 16; kk++) wg_rs<D>(dka, da[kk], wgd(qmb + kk * 128), 1);
         wg_commit();
         fence_async_smem(); // the dS^T stores (generic proxy) before the wgmma reads (async)
         if (BULKQ) bulk_wait_read(); // the staging tile read: rewritten after this barrier
@@ -970,9 +976,14 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         for (int kk = 0; kk < BKV / 16; kk++)
             wg_ss_tt_n64(acc, wgd(sm0 + kk * 128), wgd(km0 + kk * 128), kk);
         wg_commit();
-        wg_wait<0>();
+#pragma unroll
+        for (int kk = 0; kk < BQ / 16; kk++) wg_rs<D>(dka, da[kk], wgd(qmb + kk * 128), 1);
+        wg_commit();
+        // DKL: the next step's loads go to the buffer the previous step's dK read: that product
+        // is done in both warpgroups since the dS barrier (it ran under this step's S / dP)
+        if (DKL) issue_loads();
+        wg_wait<1>(); // dV, dQ
         wg_keep<D>(dva);
-        wg_keep<D>(dka);
         wg_keep<64>(acc);
         tr_stamp(4);
 
@@ -1038,12 +1049,15 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
             __syncthreads(); // every thread's stores before thread 0's release
             if (threadIdx.x == 0) st_release_gpu(cnt, kb + 1);
         }
+        if (!DKL) wg_wait<0>(), wg_keep<D>(dka); // (DKL: dK runs under the next S / dP)
         tr_stamp(5);
         if (TR && trw) trs[7] = i + 1;
 #pragma unroll
         for (int j = 0; j < NB - 2; j++) pm[j] = pm[j + 1], ph[j] = ph[j + 1], pq[j] = pq[j + 1];
         pm[NB - 2] = nmore, ph[NB - 2] = nh, pq[NB - 2] = nqs;
     }
+    wg_wait<0>(); // the last step's dK
+    wg_keep<D>(dka);
     cp_async_wait<0>(); // sparse: no step (a region no block lists): dK = dV = 0
     if (TR && trw) trec[6] = clock64();
     if (BULKQ && bq_qs >= 0) { // the last step's partial; its smem reads done before the CTA
