@@ -515,7 +515,7 @@ __device__ __forceinline__ void bulk_wait_read() {
 //     same adds, integer ones commute), whose smem reads finish before the step's dS barrier
 //     (wait_group.read), after which the tile is rewritten. The compute warps issue no reds.
 //   8 (with 4): three Q / dO / lse / Di buffers, loads two steps ahead, issued after the step's
-//     S / dP products.
+//     S / dP products (since s12 two buffers too, or after the dQ / dK products: s12 below).
 //   16 (with 2): Q / dO tiles by TMA (thread 0, a "full" mbarrier per buffer), not cp.async; dK /
 //     dV staged in the Q / dO buffers (planar) and written by 4 TMA stores.
 //   32 (with 2, DET 4): the rows' fixed-point scales by cp.async with lse / Di; 64 (DET 4): the s32
@@ -531,6 +531,31 @@ __device__ __forceinline__ void bulk_wait_read() {
 //   (PIPE = 1, tune 4 until s7: each step's reds issued after the next step's S / dP products;
 //   ptxas serialised its wgmma (C7518) and it lost: s6 final, 16K, atomic 17.13 ms vs 16.32,
 //   ordered 22.36 vs 22.02: removed in s7.)
+// s12 (the step's instruction count and order; H200, ms paper 32K key-centric bwd, `MSLAB_SWB_PERF=
+//   "ms paper" MSLAB_SWB_PERF_MIN=1 mslab-gpu-tests sparse_wgmma_bwd_perf`, ms atomic / ordered,
+//   old and new binaries in the same snippet; the ordered dq + dk + dv bits equal to main's in every
+//   round, MSLAB_SWB_HASH). Measured first: the keys atomic step loop was 879 SASS instructions
+//   (static), ~300 of them descriptor math around the 32 wgmma (desc_k / desc_mn / wg_desc per
+//   product and k-step: R2UR, ULOP3, USHF, UMOV, ~10 a wgmma); ncu (source counters, r1, ordered):
+//   671 instructions a warp a step, and 10% of the stall samples at the step's first S HGMMA: a
+//   wgmma is issued by all 4 warps of a warpgroup, and warp 0 was still issuing the next step's
+//   TMA loads, the previous partial's bulk add and the lse / Di cp.async.
+//   Kept: descriptors as uniform bases plus compile-time constants (wgd_lo / wgd, the forward's
+//   s11 recipe; 4 uniform instructions a wgmma), the causal mask only in a warp with a key above
+//   the tile's first row (or an empty slot), dS^T by 4 stmatrix x4 (step loop 633 static; r1
+//   19.12 / 20.70 -> 18.94 / 20.31), no proxy fence at a step's top after step 0 with TMA tiles
+//   (18.84 / 20.12), the loads and the bulk add issued after the S / dP products (17.81 / 19.34;
+//   r2 19.28 / 20.75 -> 17.66 / 19.61), the products as dV, dS barrier, dQ, dK with the dQ
+//   partial staged under dK and (DKL: the bulk adds, NB 2) dK waited at the next step's S wait, the
+//   loads then after the dQ / dK issue (r3: main 19.38 / 20.92, 19.22 / 20.88; the loads moved
+//   17.89 / 19.75, 17.59 / 19.94; this 17.80 / 19.37, 17.85 / 19.33). Trace (keys atomic): 4849
+//   -> 4104 cycles a step (S 2144 -> 1004 incl. the loads' issue, dQ adds 597 -> 289 under dK).
+//   D 64 LM shape (H 12, r3) 4.63 / 4.80 -> 4.28 / 4.49; dense 16K D 128 bwd (flash_wgmma_perf)
+//   atomic 11.78 -> 10.97, ordered 13.35 -> 12.43; perf64 1.530 / 1.606 -> 1.406 / 1.532.
+//   Tried and removed: the rows' lse / Di read into registers before the S / dP waits (ncu: the
+//   softmax's first FMUL waited on those loads, 5% of the samples): r2 18.02 / 20.09 vs 17.66 /
+//   19.61 without. Not tried: an FMA-pipe exp2 for part of the softmax (the P phase, ~800 cycles a
+//   step, is bound by the 32 ex2 a thread on the XU pipe; changes the bits).
 
 // Diagnostics (MSLAB_BWD_TRACE=1; off by default: the TR = 1 instantiations only run then): per
 // CTA of the fused kernel, thread 0 records FT_REC u64: globaltimer at start / end, clock64 at
