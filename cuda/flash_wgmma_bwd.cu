@@ -552,10 +552,17 @@ __device__ __forceinline__ void bulk_wait_read() {
 //   -> 4104 cycles a step (S 2144 -> 1004 incl. the loads' issue, dQ adds 597 -> 289 under dK).
 //   D 64 LM shape (H 12, r3) 4.63 / 4.80 -> 4.28 / 4.49; dense 16K D 128 bwd (flash_wgmma_perf)
 //   atomic 11.78 -> 10.97, ordered 13.35 -> 12.43; perf64 1.530 / 1.606 -> 1.406 / 1.532.
+//   D 64 keys LM shape, r4 (two runs each): main 4.60 / 4.77, loads moved 4.16 / 4.62, DKL 4.27
+//   / 4.48, DKL off at D 64 4.13 / 4.58: DKL at D 128 and in the ordered mode (FX) only.
 //   Tried and removed: the rows' lse / Di read into registers before the S / dP waits (ncu: the
 //   softmax's first FMUL waited on those loads, 5% of the samples): r2 18.02 / 20.09 vs 17.66 /
-//   19.61 without. Not tried: an FMA-pipe exp2 for part of the softmax (the P phase, ~800 cycles a
-//   step, is bound by the 32 ex2 a thread on the XU pipe; changes the bits).
+//   19.61 without.
+//   Left (ncu r4, keys ordered, DKL): tensor pipe 54% of the elapsed cycles, shared memory (L1)
+//   70%, issue slots 28%; the dQ staging's 8-byte stores are 2-way bank conflicted (4 wavefronts
+//   each vs 2: the 128-byte swizzle maps rows g and g ^ 1 of a half-warp to the same banks; a
+//   per-lane column permutation would need selects); the softmax (~800 cycles a step) is bound by
+//   its 32 ex2 a thread on the XU pipe (an FMA-pipe exp2 for part of them: not tried, changes the
+//   bits).
 
 // Diagnostics (MSLAB_BWD_TRACE=1; off by default: the TR = 1 instantiations only run then): per
 // CTA of the fused kernel, thread 0 records FT_REC u64: globaltimer at start / end, clock64 at
@@ -873,9 +880,11 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     const uint32_t sm0 = wgd_lo(dSs, BKV * 128), km0 = wgd_lo(Ks + wgu * (BKV * 64), BKV * 128);
     // DKL (s12): a step's dK product is waited at the next step's S wait, not at its end, so the
     // tensor cores go from it to the next S / dP without a gap; the next step's loads then go out
-    // after the dS barrier (NB 2: into the buffer that dK read). Not with the per-thread dQ adds
-    // (PIPE without 4): ptxas serialised their wgmma (C7515)
-    constexpr bool DKL = BULKQ && NB == 2;
+    // after the dQ / dK issue (NB 2: into the buffer that dK read, done in both warpgroups since
+    // the dS barrier). Not with the per-thread dQ adds (PIPE without 4): ptxas serialised their
+    // wgmma (C7515); not at D 64 in the atomic mode (r4, keys LM shape: 4.27 ms with vs 4.13
+    // without; ordered 4.48 with vs 4.58)
+    constexpr bool DKL = BULKQ && NB == 2 && (D == 128 || FX);
     for (int i = 0, buf = 0; pm[0]; i++, buf = buf == NB - 1 ? 0 : buf + 1) {
         if (TR && trw && i > 0) tr_cp = (unsigned)clock();
         cp_async_wait<NB - 2>();
