@@ -554,6 +554,11 @@ __device__ __forceinline__ void bulk_wait_read() {
 //   atomic 11.78 -> 10.97, ordered 13.35 -> 12.43; perf64 1.530 / 1.606 -> 1.406 / 1.532.
 //   D 64 keys LM shape, r4 (two runs each): main 4.60 / 4.77, loads moved 4.16 / 4.62, DKL 4.27
 //   / 4.48, DKL off at D 64 4.13 / 4.58: DKL at D 128 and in the ordered mode (FX) only.
+//   r5 (this form vs main, two runs each; parity --quick sparse_wgmma_bwd 409, the small rows in
+//   full 265, flash_wgmma in full 3347 passed): ms paper 32K 19.13 / 21.23, 19.26 / 20.93 ->
+//   17.84 / 19.46, 17.99 / 19.47; D 64 LM shape 4.62 / 4.80 -> 4.15 / 4.49; dense 16K D 128 bwd
+//   atomic 11.96 -> 10.98, ordered 13.32 -> 12.44; perf64 (B 8 T 4096 H 12) 1.532 / 1.709 ->
+//   1.415 / 1.520 ms.
 //   Tried and removed: the rows' lse / Di read into registers before the S / dP waits (ncu: the
 //   softmax's first FMUL waited on those loads, 5% of the samples): r2 18.02 / 20.09 vs 17.66 /
 //   19.61 without.
