@@ -562,12 +562,15 @@ __device__ __forceinline__ void bulk_wait_read() {
 //   Tried and removed: the rows' lse / Di read into registers before the S / dP waits (ncu: the
 //   softmax's first FMUL waited on those loads, 5% of the samples): r2 18.02 / 20.09 vs 17.66 /
 //   19.61 without.
+//   r6: the atomic mode's dQ staging stores permuted per lane against their 2-way bank conflicts
+//   (stage_dq; ncu r4: 4 wavefronts a store vs 2): keys 32K atomic 17.27 / 17.50 -> 17.10 /
+//   17.37 ms, D 64 LM shape 4.13 -> 4.01, dense perf64 atomic 1.410 -> 1.310; in the ordered mode
+//   (selects before the FFMA conversions) 19.63 / 19.37 -> 19.80 / 19.52: kept to the atomic mode
+//   (each kernel's code byte-identical to one measured in r5 / r6).
 //   Left (ncu r4, keys ordered, DKL): tensor pipe 54% of the elapsed cycles, shared memory (L1)
-//   70%, issue slots 28%; the dQ staging's 8-byte stores are 2-way bank conflicted (4 wavefronts
-//   each vs 2: the 128-byte swizzle maps rows g and g ^ 1 of a half-warp to the same banks; a
-//   per-lane column permutation would need selects); the softmax (~800 cycles a step) is bound by
-//   its 32 ex2 a thread on the XU pipe (an FMA-pipe exp2 for part of them: not tried, changes the
-//   bits).
+//   70%, issue slots 28%; the ordered mode's staging stores still 2-way bank conflicted; the
+//   softmax (~800 cycles a step) is bound by its 32 ex2 a thread on the XU pipe (an FMA-pipe exp2
+//   for part of them: not tried, changes the bits).
 
 // Diagnostics (MSLAB_BWD_TRACE=1; off by default: the TR = 1 instantiations only run then): per
 // CTA of the fused kernel, thread 0 records FT_REC u64: globaltimer at start / end, clock64 at
@@ -844,11 +847,21 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
 #pragma unroll
             for (int r = 0; r < 2; r++) {
                 int row = wl * 16 + g + 8 * r;
+                // fp32 (the atomic mode): a lane of odd g stores column group n ^ 2 at store n
+                // (s12): with the 128-byte swizzle, rows g and g ^ 1 of a half-warp fell on the
+                // same banks (ncu r4: 4 wavefronts a store, 2 ideal); so its 16 lanes hit 16
+                // distinct 8-byte slots; (2 (n % 4) + tq / 2) ^ 4 (g & 1) ^ (row & 7) is group
+                // n ^ 2's chunk (r6, the same bits: keys 32K atomic 17.27 / 17.50 -> 17.10 /
+                // 17.37 ms, D 64 LM shape 4.13 -> 4.01, dense perf64 atomic 1.410 -> 1.310; the
+                // ordered mode (the selects before its FFMA conversions) 19.63 / 19.37 -> 19.80 /
+                // 19.52, dense 16K 12.29 -> 12.44: not there)
+                const int od = FX ? 0 : g & 1, sw = (row & 7) ^ (4 * od);
 #pragma unroll
                 for (int n = 0; n < 8; n++) {
                     unsigned char *pe = st + (2 * wg + n / 4) * 8192 + row * 128 +
-                                        ((((n % 4) * 2 + tq / 2) ^ (row & 7)) << 4) + (tq & 1) * 8;
-                    float x0 = x[n][2 * r], x1 = x[n][2 * r + 1];
+                                        ((((n % 4) * 2 + tq / 2) ^ sw) << 4) + (tq & 1) * 8;
+                    float x0 = od ? x[n ^ 2][2 * r] : x[n][2 * r];
+                    float x1 = od ? x[n ^ 2][2 * r + 1] : x[n][2 * r + 1];
                     if constexpr (DET == 4 && decltype(ffma)::value) {
                         int a = __float_as_int(fmaf(x0, sc[r], 12582912.f));
                         int c = __float_as_int(fmaf(x1, sc[r], 12582912.f));
