@@ -566,7 +566,11 @@ __device__ __forceinline__ void bulk_wait_read() {
 //   (stage_dq; ncu r4: 4 wavefronts a store vs 2): keys 32K atomic 17.27 / 17.50 -> 17.10 /
 //   17.37 ms, D 64 LM shape 4.13 -> 4.01, dense perf64 atomic 1.410 -> 1.310; in the ordered mode
 //   (selects before the FFMA conversions) 19.63 / 19.37 -> 19.80 / 19.52: kept to the atomic mode
-//   (each kernel's code byte-identical to one measured in r5 / r6).
+//   (each kernel's code byte-identical to one measured in r5 / r6). r7 (this, the final form, vs
+//   main, same snippet; parity 409 + 265 + 3347 passed, ordered hashes equal): ms paper 32K
+//   18.91 / 20.79, 19.06 / 20.72 -> 17.07 / 19.13, 16.89 / 19.12 ms atomic / ordered; D 64 LM
+//   shape 4.59 / 4.76 -> 4.01 / 4.49; dense 16K D 128 bwd 11.78 / 12.56 -> 10.76 / 11.64;
+//   perf64 1.527 / 1.604 -> 1.303 / 1.515.
 //   Left (ncu r4, keys ordered, DKL): tensor pipe 54% of the elapsed cycles, shared memory (L1)
 //   70%, issue slots 28%; the ordered mode's staging stores still 2-way bank conflicted; the
 //   softmax (~800 cycles a step) is bound by its 32 ex2 a thread on the XU pipe (an FMA-pipe exp2
