@@ -20,9 +20,15 @@ struct SpArgs {
     int hgroup; // dense fused kernel: CTAs in groups of hgroup (b, kv head)s, key blocks outer
                 // inside a group (0: the grid's order, key blocks outer; flash_wgmma_bwd.cu)
     // key-list fused kernel (SP 2, sparse_wgmma_keys.cu): the launch's first (b, kv head); the
-    // ordered mode: per (kv head of the launch, region) the lists that hold it, or NULL
+    // ordered mode (s12: dK / dV by fp32 reduce-adds in a fixed order): per (kv head of the
+    // launch, region) the lists that hold it (kcnt; kone: regions listed once written as bf16 by
+    // their CTA), per (list of the launch, region) its designated slot (kpos) and its place in
+    // the order (krank), per (kv head of the launch, 16-key group) the adds done (kwait); kasc:
+    // blocks earliest first (the order's); kjit (tests): CTAs delayed before their adds
     int bk0;
-    const int *kcnt;
+    const int *kcnt, *kpos, *krank;
+    int *kwait;
+    int kone, kasc, kjit;
 };
 
 // thread 0 waits until *cnt == v; bounded (~1 s at 2 GHz): a broken ordering assumption gives a

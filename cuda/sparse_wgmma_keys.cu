@@ -151,14 +151,15 @@ __global__ void sk_pre(float *Di, float *rsc, const unsigned *kvm, const bf16 *q
         }
     }
 }
-// the launch's outputs from its accumulators (n (b, kv head)s from bk0): the atomic mode's dk (x
-// scale) / dv from kva [n][2 = dK, dV][T][D] (fp32; nk4 = its elements / 4, 0 in the ordered
-// mode), then dq (x scale) from dqa [n][T][G][D] (fp32, or FX: s32 / the row scales rsc [B, T,
-// H]); a thread per 4 elements
+// the launch's outputs from its accumulators (n (b, kv head)s from bk0): dk (x scale) / dv from
+// kva [n][2 = dK, dV][T][D] (fp32; nk4 = its elements / 4), then dq (x scale) from dqa [n][T][G]
+// [D] (fp32, or FX: s32 / the row scales rsc [B, T, H]); a thread per 4 elements. The ordered
+// mode (kcnt [n][nreg], regions of R keys): rows of regions no list holds are 0 (never written:
+// not read), and with one those of regions one list holds are skipped (its CTA wrote them)
 template <int D, bool FX>
 __global__ void sk_acc_out(bf16 *dq, bf16 *dk, bf16 *dv, const float *kva, const float *dqa,
-                           const float *rsc, int bk0, size_t nk4, size_t nq4, int T, int H,
-                           int KVH, float scale) {
+                           const float *rsc, const int *kcnt, int R, int one, int bk0, size_t nk4,
+                           size_t nq4, int T, int H, int KVH, float scale) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     int G = H / KVH;
     if (i < nk4 + nq4) {
@@ -166,10 +167,12 @@ __global__ void sk_acc_out(bf16 *dq, bf16 *dk, bf16 *dv, const float *kva, const
         bf16 *dst;
         if (i < nk4) { // dK / dV
             size_t row = i * 4 / D; // (slab, array, t)
-            int t = (int)(row % T), a = (int)(row / T % 2), bk = bk0 + (int)(row / T / 2);
+            int t = (int)(row % T), a = (int)(row / T % 2), bkl = (int)(row / T / 2), bk = bk0 + bkl;
             dst = (a ? dv : dk) + (((size_t)(bk / KVH) * T + t) * KVH + bk % KVH) * D + i * 4 % D;
             f = a ? 1.f : scale;
-            float4 x = __ldcs((const float4 *)kva + i);
+            int c = kcnt ? kcnt[(size_t)bkl * ((T + R - 1) / R) + t / R] : -1;
+            if (one && c == 1) return;
+            float4 x = c ? __ldcs((const float4 *)kva + i) : make_float4(0.f, 0.f, 0.f, 0.f);
             y[0] = x.x * f, y[1] = x.y * f, y[2] = x.z * f, y[3] = x.w * f;
         } else { // dQ
             size_t j = i - nk4, r = j * 4 / D;
@@ -192,75 +195,30 @@ __global__ void sk_acc_out(bf16 *dq, bf16 *dk, bf16 *dv, const float *kva, const
     }
 }
 
-// The ordered mode's dK / dV sums (s11). pos [the launch's lists][nreg] = the slot of region r in
-// the sorted list (hl, c) of launch head hl (-1: none); kcnt (or NULL) [the launch's kv heads]
-// [nreg]: the lists of the kv head's G nblk that hold r (integer adds: exact). A list must hold a
-// region at most once (ops.h's contract; the CPU reference and sq_fused_kernel assume it too):
-// pos keeps one slot per list, so a region listed twice would lose the other slot's
-// contribution; atomicMax (the last slot) keeps even that case bitwise repeatable
-__global__ void sk_pos(int *pos, int *kcnt, const int *sl, int width, int nreg, int gn) {
+// The ordered mode's chains (s12). pos [the launch's lists][nreg] = the slot of region r in the
+// sorted list (hl, c) of launch head hl (-1: none). A list must hold a region at most once
+// (ops.h's contract; the CPU reference and sq_fused_kernel assume it too): pos keeps one slot
+// per list (atomicMax: the last), whose warps alone add, so a region listed twice loses the
+// other slot's contribution, bitwise repeatably
+__global__ void sk_pos(int *pos, const int *sl, int width, int nreg) {
     const int *lst = sl + (size_t)blockIdx.x * width;
     for (int s = threadIdx.x; s < width; s += blockDim.x) {
         int r = lst[s];
-        if (r >= 0 && r < nreg) {
-            atomicMax(pos + (size_t)blockIdx.x * nreg + r, s);
-            if (kcnt) atomicAdd(kcnt + (size_t)(blockIdx.x / gn) * nreg + r, 1);
-        }
+        if (r >= 0 && r < nreg) atomicMax(pos + (size_t)blockIdx.x * nreg + r, s);
     }
 }
-// dk (x scale) / dv of region r = blockIdx.x of the launch's (b, kv head) bk0 + blockIdx.y: the
-// sum of the partials part [slot = (hl, c, kb)][2 = dK, dV][BKV][D] (fp32) of the entries (head
-// hg of the group, block c) that list r, in that FIXED order (hg outer, c ascending): bitwise
-// repeatable; regions that one list holds (kcnt 1) were written by their CTA. R D / 8 threads (4
-// float4 each: rows kr, kr + R / 2 of dK and dV); the entries' part offsets in shared memory, in
-// chunks of cap <= SK_CHUNK (sk_chunk: tests run small chunks; the order is the same)
-#define SK_CHUNK 1024
-template <int D>
-__global__ void sk_part_sum(bf16 *dk, bf16 *dv, const float *part, const int *pos,
-                            const int *kcnt, int bk0, int T, int KVH, int G, int nblk, int nreg,
-                            int ntk, int R, int cap) {
-    constexpr int BKV = D, D4 = D / 4;
-    __shared__ long long ent[SK_CHUNK];
-    int r = blockIdx.x, bkl = blockIdx.y, bk = bk0 + bkl, ne = G * nblk;
-    if (kcnt && kcnt[(size_t)bkl * nreg + r] == 1) return;
-    int nt = blockDim.x, spc = BKV / R, kr = threadIdx.x / D4, d4 = threadIdx.x % D4;
-    float4 acc[4];
-#pragma unroll
-    for (int j = 0; j < 4; j++) acc[j] = make_float4(0.f, 0.f, 0.f, 0.f);
-    for (int e0 = 0; e0 < ne; e0 += cap) {
-        int m = min(cap, ne - e0);
-        __syncthreads();
-        for (int e = threadIdx.x; e < m; e += nt) {
-            size_t l = (size_t)bkl * ne + e0 + e;
-            int s = pos[l * nreg + r];
-            // (slot, row0) as slot BKV + row0 (64-bit: slots BKV can pass 2^31)
-            ent[e] = s < 0 ? -1 : (long long)((l * ntk + s / spc) * BKV + s % spc * R);
+// rank [lists][nreg]: each holding list's place in region r's chain, the lists of the launch's
+// (b, kv head) blockIdx.y in grid order (head of the group outer, blocks earliest first, or with
+// !asc latest first); kcnt [n][nreg]: the chain's length (the lists that hold r)
+__global__ void sk_rank(int *rank, int *kcnt, const int *pos, int nreg, int G, int nblk, int asc) {
+    int r = blockIdx.x * blockDim.x + threadIdx.x, bkl = blockIdx.y, k = 0;
+    if (r >= nreg) return;
+    for (int hg = 0; hg < G; hg++)
+        for (int cc = 0; cc < nblk; cc++) {
+            size_t e = ((size_t)(bkl * G + hg) * nblk + (asc ? cc : nblk - 1 - cc)) * nreg + r;
+            if (pos[e] >= 0) rank[e] = k++;
         }
-        __syncthreads();
-        for (int e = 0; e < m; e++) {
-            long long x = ent[e];
-            if (x < 0) continue;
-            const float4 *p = (const float4 *)(part + ((size_t)(x / BKV) * 2 * BKV + x % BKV) * D);
-            float4 u[4];
-#pragma unroll
-            for (int j = 0; j < 4; j++) // j: dK, dK + R / 2 rows, dV, dV + R / 2 rows
-                u[j] = __ldcs(p + (j >> 1) * BKV * D4 + (kr + (j & 1) * (R / 2)) * D4 + d4);
-#pragma unroll
-            for (int j = 0; j < 4; j++)
-                acc[j].x += u[j].x, acc[j].y += u[j].y, acc[j].z += u[j].z, acc[j].w += u[j].w;
-        }
-    }
-    int b = bk / KVH, kvh = bk % KVH;
-    float scale = 1.f / sqrtf((float)D);
-#pragma unroll
-    for (int j = 0; j < 4; j++) {
-        int key = r * R + kr + (j & 1) * (R / 2);
-        if (key >= T) continue;
-        float f = j >> 1 ? 1.f : scale;
-        bf16 *dst = (j >> 1 ? dv : dk) + (((size_t)b * T + key) * KVH + kvh) * D + d4 * 4;
-        *(uint2 *)dst = make_uint2(pack_bf16x2(acc[j].x * f, acc[j].y * f),
-                                   pack_bf16x2(acc[j].z * f, acc[j].w * f));
-    }
+    kcnt[(size_t)bkl * nreg + r] = k;
 }
 
 // on / off: 0 off (sq_fused_kernel runs), 1 D = 128, 2 D = 128 and 64; MSLAB_SQ_KEYS overrides,
@@ -272,12 +230,20 @@ static int sk_on_get(void) {
     return sk_on < 0 ? SK_DEFAULT : sk_on;
 }
 extern "C" void sparse_wgmma_bwd_tune_keys(int on) { sk_on = on < 0 ? -2 : on; }
-// tests: the ordered mode's budget for one (b, kv head) in MB (over it the kernel declines;
-// <= 0: the default, wg_acc_budget's) and sk_part_sum's chunk of entries (<= 0: SK_CHUNK)
+// the ordered mode's tunables: jit (tests): the CTAs' warps delayed before their dK / dV adds by
+// a hash of their index (other arrival orders: the same bits); asc: the blocks' order (1 earliest
+// first, the default; 0 latest first, the atomic mode's; MSLAB_SK_ASC), one: regions held by one
+// list written by their CTA (-1: D 128, the default; MSLAB_SK_ONE)
+// budget_mb (tests): the ordered mode's budget for one (b, kv head)'s pos and rank (over it the
+// kernel declines; <= 0: the default, wg_acc_budget's)
+static int sk_jit = 0, sk_asc = -2, sk_one = -2;
 static double sk_budget_mb = 0;
-static int sk_chunk = 0;
-extern "C" void sparse_wgmma_bwd_tune_keys_ord(double budget_mb, int chunk) {
-    sk_budget_mb = budget_mb, sk_chunk = chunk;
+extern "C" void sparse_wgmma_bwd_tune_keys_ord(double budget_mb, int jit) {
+    sk_budget_mb = budget_mb, sk_jit = jit;
+}
+static int sk_env(int *v, const char *name, int dflt) {
+    if (*v == -2) *v = getenv(name) ? atoi(getenv(name)) : -1;
+    return *v < 0 ? dflt : *v;
 }
 
 int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *out,
@@ -290,28 +256,25 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     int G = H / KVH, nblk = ix->nblk, BKV = D, R = ix->region, nreg = (T + R - 1) / R;
     unsigned ntk = (unsigned)((ix->width + BKV / R - 1) / (BKV / R)); // key tiles a list
     size_t rows = (size_t)B * T * H, nbk = (size_t)B * KVH, nl = (size_t)B * H * nblk;
-    // per group of cbk (b, kv head)s: the atomic mode's dK / dV accumulators [cbk][2][T][D] fp32,
-    // or the ordered mode's partials [cbk G nblk ntk][2][BKV][D] fp32 (128 KB a CTA at D 128), pos
-    // [cbk G nblk][nreg] and kcnt [cbk][nreg]; then dQ [cbk][T][G][D] fp32 / s32; within
-    // wg_acc_group's budget; grid y (cbk G nblk) <= 65535
-    size_t pslot = (size_t)2 * BKV * D * 4, ppart = (size_t)G * nblk * ntk * pslot;
-    size_t ppos = ((size_t)G * nblk + 1) * nreg * 4;
-    size_t perbk = (size_t)T * D * G * 4 + (det ? ppart + ppos + 512 : (size_t)T * D * 2 * 4);
+    int asc = det ? sk_env(&sk_asc, "MSLAB_SK_ASC", 1) : 0;
+    int one = det && sk_env(&sk_one, "MSLAB_SK_ONE", D == 128);
+    // per group of cbk (b, kv head)s: the dK / dV accumulators [cbk][2][T][D] fp32; the ordered
+    // mode's pos and rank [cbk G nblk][nreg], kcnt [cbk][nreg] and the chains' turns [cbk][T / 16];
+    // then dQ [cbk][T][G][D] fp32 / s32; within wg_acc_group's budget; grid y (cbk G nblk) <= 65535
+    size_t ppos = (size_t)G * nblk * nreg * 4, nw = ((size_t)T + 15) / 16;
+    size_t perbk = (size_t)T * D * G * 4 + (size_t)T * D * 2 * 4 +
+                   (det ? 2 * ppos + (size_t)nreg * 4 + nw * 4 + 1024 : 0);
     size_t ymax = 65535 / ((size_t)G * nblk);
     if (ymax < 1) return -1;
-    // the ordered mode's need per (b, kv head) grows as G nblk ntk 128 KB (D 128): where one is
+    // the ordered mode's pos and rank grow as G nblk nreg 8 bytes a (b, kv head): where they are
     // over the default budget (wg_acc_budget's, not MSLAB_SQ_ACC_MB's, which sets the groups
-    // alone), decline: sq_fused_kernel's ordered mode runs (bitwise repeatable; its fp32 dK / dV
-    // accumulators are 8 T D bytes a (b, kv head)), not a scratch of several GB (e.g. qblock 128,
-    // top 64 + own regions, G 4, 128K: ~4.7 GB for one kv head; the s10 s64 path ~0.5 GB)
-    // (the ordered mode's budget: 0.15 of q, k, v, o + grads: 2 (b, kv head)s a launch at 128K,
-    // not 1; s11 r3, 128K fwd+bwd 135.28 ms vs 135.84, the bench's peak unchanged (10.27e9 B, as
-    // with the s64 accumulators' 1 GiB))
-    double frac = det ? 0.15 : 0.125;
-    if (det && (double)perbk > (sk_budget_mb > 0 ? sk_budget_mb * 1048576.0
-                                                : (double)wg_acc_budget(B, T, H, KVH, D, frac)))
+    // alone; e.g. 128-row blocks of 16-key regions at 1M: 4 GB), decline: sq_fused_kernel's
+    // ordered mode runs (bitwise repeatable; its fp32 dK / dV accumulators are 8 T D bytes a (b,
+    // kv head)). (s11's partials were G nblk ntk 128 KB: the paper config's 164 MB at 32K)
+    if (det && (double)(2 * ppos) > (sk_budget_mb > 0 ? sk_budget_mb * 1048576.0
+                                                      : (double)wg_acc_budget(B, T, H, KVH, D)))
         return -1;
-    size_t cbk = wg_acc_group(B, T, H, KVH, D, perbk, ymax, frac);
+    size_t cbk = wg_acc_group(B, T, H, KVH, D, perbk, ymax);
     size_t rsc_off = align256(rows * 4), kvm_off = rsc_off + (det ? align256(rows * 4) : 0);
     size_t sl_off = kvm_off + align256(nbk * 8), acc_off = sl_off + align256(nl * ix->width * 4);
     char *ws = (char *)wg_bwd_scratch(acc_off + cbk * perbk + 256);
@@ -331,7 +294,7 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     int *sl = (int *)(ws + sl_off);
     sparse_sort_lists(sl, ix->idx, nl, ix->width);
     sp.idx = sl, sp.nblk = nblk, sp.width = ix->width, sp.qblock = ix->qblock, sp.region = R;
-    sp.nreg = nreg;
+    sp.nreg = nreg, sp.kasc = asc, sp.kone = one, sp.kjit = det && sk_jit;
     CUtensorMap qmap, omap, dqmap, accmap;
     MS_ASSERT(make_map(&qmap, q, B, T, H, D, 64) && make_map(&omap, dout, B, T, H, D, 64),
               "sparse_wgmma_keys_bwd: the Q / dO tensor maps");
@@ -339,53 +302,46 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     char *kva = ws + acc_off;
     for (size_t bk0 = 0; bk0 < nbk; bk0 += cbk) {
         size_t n = nbk - bk0 < cbk ? nbk - bk0 : cbk, nlst = n * G * nblk; // the launch's lists
-        size_t kvb = det ? align256(n * ppart) + align256(n * ppos) : align256(2 * n * T * D * 4);
-        float *dqa = (float *)(kva + kvb);
-        int *pos = (int *)(kva + align256(n * ppart)), *kcnt = nullptr;
-        if (det) { // (s11 r2, D 64: the once-listed regions written by their CTAs 4.86-4.88 ms
-                   // vs 4.84 without: D 128 only)
-            kcnt = D == 128 ? pos + nlst * nreg : nullptr;
+        size_t kvb = align256(2 * n * T * D * 4);
+        char *ordp = kva + kvb; // the ordered mode's pos, rank, kcnt, turns
+        float *dqa = (float *)(ordp + (det ? align256(2 * n * ppos) + align256(n * nreg * 4) +
+                                                 align256(n * nw * 4)
+                                           : 0));
+        int *pos = (int *)ordp, *rank = pos + nlst * nreg, *kcnt = nullptr, *kwait = nullptr;
+        if (det) { // no zeroing of dK / dV: each chain's first add stores
+            kcnt = (int *)(ordp + align256(2 * n * ppos));
+            kwait = (int *)((char *)kcnt + align256(n * nreg * 4));
             cudaCheck(cudaMemsetAsync(dqa, 0, n * G * T * D * 4, 0));
             cudaCheck(cudaMemsetAsync(pos, 0xff, nlst * nreg * 4, 0));
-            if (kcnt) cudaCheck(cudaMemsetAsync(kcnt, 0, n * nreg * 4, 0));
-            sk_pos<<<(unsigned)nlst, 128>>>(pos, kcnt, sl + bk0 * G * nblk * ix->width, ix->width,
-                                            nreg, G * nblk);
+            cudaCheck(cudaMemsetAsync(kwait, 0, n * nw * 4, 0));
+            sk_pos<<<(unsigned)nlst, 128>>>(pos, sl + bk0 * G * nblk * ix->width, ix->width, nreg);
+            cudaLaunchCheck();
+            sk_rank<<<dim3(cdiv_u(nreg, 128), (unsigned)n), 128>>>(rank, kcnt, pos, nreg, G, nblk,
+                                                                    asc);
             cudaLaunchCheck();
         } else {
             cudaCheck(cudaMemsetAsync(kva, 0, kvb + n * G * T * D * 4, 0)); // both accumulators
         }
         // dQ: (D, G, T, n) fp32 / s32, box 32 columns x 64 rows (the body's staging boxes); dK /
-        // dV: atomic (D, T, 2 n, 1) (keys past T clipped), ordered (D, BKV, 2, slots), fp32, box
-        // 32 columns x 16 keys
+        // dV: (D, T, 2 n, 1) fp32 (keys past T clipped), box 32 columns x 16 keys
         size_t qd[4] = {(size_t)D, (size_t)G, (size_t)T, n};
         size_t qs[3] = {(size_t)D * 4, (size_t)G * D * 4, (size_t)T * G * D * 4};
         size_t kd[4] = {(size_t)D, (size_t)T, 2 * n, 1};
-        size_t pd[4] = {(size_t)D, (size_t)BKV, 2, nlst * ntk};
         size_t ks[3] = {(size_t)D * 4, (size_t)T * D * 4, 2 * n * T * D * 4};
-        size_t ps[3] = {(size_t)D * 4, (size_t)BKV * D * 4, pslot};
         int qb[4] = {32, 1, 64, 1}, kb[4] = {32, 16, 1, 1};
         CUtensorMapDataType qt = det ? CU_TENSOR_MAP_DATA_TYPE_INT32 : CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
         MS_ASSERT(wg_acc_map(&dqmap, qt, 4, dqa, qd, qs, qb) &&
-                      wg_acc_map(&accmap, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, kva, det ? pd : kd,
-                                 det ? ps : ks, kb),
+                      wg_acc_map(&accmap, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, kva, kd, ks, kb),
                   "sparse_wgmma_keys_bwd: the accumulators' tensor maps");
-        sp.bk0 = (int)bk0, sp.kcnt = kcnt;
+        sp.bk0 = (int)bk0, sp.kcnt = kcnt, sp.kpos = pos, sp.krank = rank, sp.kwait = kwait;
         dim3 grid(ntk, (unsigned)nlst);
         wg_keys_fused_launch(D, det, grid, dk, dv, dqa, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc,
                              dqmap, qmap, omap, accmap);
-        if (det) {
-            dim3 rg((unsigned)nreg, (unsigned)n);
-            auto sum = D == 64 ? sk_part_sum<64> : sk_part_sum<128>;
-            int cap = sk_chunk > 0 && sk_chunk < SK_CHUNK ? sk_chunk : SK_CHUNK;
-            sum<<<rg, R * D / 8>>>(dk, dv, (const float *)kva, pos, kcnt, (int)bk0, T, KVH, G, nblk,
-                                   nreg, (int)ntk, R, cap);
-            cudaLaunchCheck();
-        }
-        size_t nk4 = det ? 0 : 2 * n * T * D / 4, nq4 = n * G * T * D / 4;
+        size_t nk4 = 2 * n * T * D / 4, nq4 = n * G * T * D / 4;
         auto conv = D == 64 ? (det ? sk_acc_out<64, true> : sk_acc_out<64, false>)
                             : (det ? sk_acc_out<128, true> : sk_acc_out<128, false>);
-        conv<<<cdiv_u(nk4 + nq4, 256), 256>>>(dq, dk, dv, (const float *)kva, dqa, rsc, (int)bk0,
-                                              nk4, nq4, T, H, KVH, scale);
+        conv<<<cdiv_u(nk4 + nq4, 256), 256>>>(dq, dk, dv, (const float *)kva, dqa, rsc, kcnt, R,
+                                              one, (int)bk0, nk4, nq4, T, H, KVH, scale);
         cudaLaunchCheck();
     }
     return 0;
