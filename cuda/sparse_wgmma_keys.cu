@@ -295,6 +295,7 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     sparse_sort_lists(sl, ix->idx, nl, ix->width);
     sp.idx = sl, sp.nblk = nblk, sp.width = ix->width, sp.qblock = ix->qblock, sp.region = R;
     sp.nreg = nreg, sp.kasc = asc, sp.kone = one, sp.kjit = det && sk_jit;
+    if (det && getenv("MSLAB_SK_NOWAIT")) sp.kjit = -1; // timing only: the chains' cost (wrong sums)
     CUtensorMap qmap, omap, dqmap, accmap;
     MS_ASSERT(make_map(&qmap, q, B, T, H, D, 64) && make_map(&omap, dout, B, T, H, D, 64),
               "sparse_wgmma_keys_bwd: the Q / dO tensor maps");
