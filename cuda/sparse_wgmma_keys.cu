@@ -152,47 +152,50 @@ __global__ void sk_pre(float *Di, float *rsc, const unsigned *kvm, const bf16 *q
     }
 }
 // the launch's outputs from its accumulators (n (b, kv head)s from bk0): dk (x scale) / dv from
-// kva [n][2 = dK, dV][T][D] (fp32; nk4 = its elements / 4), then dq (x scale) from dqa [n][T][G]
-// [D] (fp32, or FX: s32 / the row scales rsc [B, T, H]); a thread per 4 elements. The ordered
-// mode (kcnt [n][nreg], regions of R keys): rows of regions no list holds are 0 (never written:
-// not read), and with one those of regions one list holds are skipped (its CTA wrote them)
+// kva [n][2 = dK, dV][T][D] (fp32; nkr = its rows), then dq (x scale) from dqa [n][T][G][D]
+// (fp32, or FX: s32 / the row scales rsc [B, T, H]); a thread per 4 elements, 32-bit row math
+// (the rows < 2^32: the host checks; 64-bit divisions made it compute-bound, s12 r1: ordered
+// 331 us a 16-head launch for half atomic's bytes). The ordered mode (kcnt [n][nreg], regions of
+// R keys): rows of regions no list holds are 0 (never written: not read), and with one those of
+// regions one list holds are skipped (its CTA wrote them)
 template <int D, bool FX>
 __global__ void sk_acc_out(bf16 *dq, bf16 *dk, bf16 *dv, const float *kva, const float *dqa,
-                           const float *rsc, const int *kcnt, int R, int one, int bk0, size_t nk4,
-                           size_t nq4, int T, int H, int KVH, float scale) {
+                           const float *rsc, const int *kcnt, int R, int one, int bk0,
+                           unsigned nkr, unsigned nqr, int T, int H, int KVH, float scale) {
+    constexpr int L = D / 4; // threads a row
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    int G = H / KVH;
-    if (i < nk4 + nq4) {
-        float y[4], f = scale, sc = 1.f;
-        bf16 *dst;
-        if (i < nk4) { // dK / dV
-            size_t row = i * 4 / D; // (slab, array, t)
-            int t = (int)(row % T), a = (int)(row / T % 2), bkl = (int)(row / T / 2), bk = bk0 + bkl;
-            dst = (a ? dv : dk) + (((size_t)(bk / KVH) * T + t) * KVH + bk % KVH) * D + i * 4 % D;
-            f = a ? 1.f : scale;
-            int c = kcnt ? kcnt[(size_t)bkl * ((T + R - 1) / R) + t / R] : -1;
-            if (one && c == 1) return;
-            float4 x = c ? __ldcs((const float4 *)kva + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+    unsigned row = (unsigned)(i / L), c4 = (unsigned)(i % L) * 4, G = H / KVH;
+    if (row >= nkr + nqr) return;
+    float y[4], f = scale, sc = 1.f;
+    bf16 *dst;
+    if (row < nkr) { // dK / dV: row = (slab, array, t)
+        unsigned u = row / (unsigned)T, t = row - u * T, bkl = u >> 1, bk = bk0 + bkl;
+        int a = u & 1;
+        dst = (a ? dv : dk) + (((size_t)(bk / KVH) * T + t) * KVH + bk % KVH) * D + c4;
+        f = a ? 1.f : scale;
+        int c = kcnt ? kcnt[(size_t)bkl * ((T + R - 1) / R) + t / R] : -1;
+        if (one && c == 1) return;
+        float4 x = c ? __ldcs((const float4 *)kva + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+        y[0] = x.x * f, y[1] = x.y * f, y[2] = x.z * f, y[3] = x.w * f;
+    } else { // dQ: row = (slab, t, head of the group)
+        unsigned r = row - nkr, u = r / G, hg = r - u * G, v = u / (unsigned)T, t = u - v * T;
+        unsigned bk = bk0 + v;
+        size_t orow = ((size_t)(bk / KVH) * T + t) * H + (bk % KVH) * G + hg;
+        size_t j = i - (size_t)nkr * L;
+        dst = dq + orow * D + c4;
+        if (FX) {
+            int4 x = __ldcs((const int4 *)dqa + j);
+            sc = rsc[orow];
+            double df = (double)scale / sc;
+            y[0] = (float)(x.x * df), y[1] = (float)(x.y * df), y[2] = (float)(x.z * df),
+            y[3] = (float)(x.w * df);
+        } else {
+            float4 x = __ldcs((const float4 *)dqa + j);
             y[0] = x.x * f, y[1] = x.y * f, y[2] = x.z * f, y[3] = x.w * f;
-        } else { // dQ
-            size_t j = i - nk4, r = j * 4 / D;
-            int hg = (int)(r % G), t = (int)(r / G % T), bk = bk0 + (int)(r / G / T);
-            size_t row = ((size_t)(bk / KVH) * T + t) * H + (bk % KVH) * G + hg;
-            dst = dq + row * D + j * 4 % D;
-            if (FX) {
-                int4 x = __ldcs((const int4 *)dqa + j);
-                sc = rsc[row];
-                double df = (double)scale / sc;
-                y[0] = (float)(x.x * df), y[1] = (float)(x.y * df), y[2] = (float)(x.z * df),
-                y[3] = (float)(x.w * df);
-            } else {
-                float4 x = __ldcs((const float4 *)dqa + j);
-                y[0] = x.x * f, y[1] = x.y * f, y[2] = x.z * f, y[3] = x.w * f;
-            }
         }
-        if (isnan(sc)) y[0] = y[1] = y[2] = y[3] = NAN;
-        *(uint2 *)dst = make_uint2(pack_bf16x2(y[0], y[1]), pack_bf16x2(y[2], y[3]));
     }
+    if (isnan(sc)) y[0] = y[1] = y[2] = y[3] = NAN;
+    *(uint2 *)dst = make_uint2(pack_bf16x2(y[0], y[1]), pack_bf16x2(y[2], y[3]));
 }
 
 // The ordered mode's chains (s12). pos [the launch's lists][nreg] = the slot of region r in the
@@ -275,9 +278,26 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
                                                       : (double)wg_acc_budget(B, T, H, KVH, D)))
         return -1;
     size_t cbk = wg_acc_group(B, T, H, KVH, D, perbk, ymax);
+    if ((double)cbk * T * (2 + G) >= 4294967295.0) return -1; // the convert's 32-bit rows
     size_t rsc_off = align256(rows * 4), kvm_off = rsc_off + (det ? align256(rows * 4) : 0);
     size_t sl_off = kvm_off + align256(nbk * 8), acc_off = sl_off + align256(nl * ix->width * 4);
     char *ws = (char *)wg_bwd_scratch(acc_off + cbk * perbk + 256);
+    static int tme = -1; // MSLAB_SK_TIME (diagnostic): event times of the parts, per call
+    static cudaEvent_t tev[5];
+    float tsum[4] = {0, 0, 0, 0};
+    if (tme < 0) {
+        tme = getenv("MSLAB_SK_TIME") != NULL;
+        for (int e = 0; tme && e < 5; e++) cudaCheck(cudaEventCreate(&tev[e]));
+    }
+    auto tmark = [&](int e) { if (tme) cudaCheck(cudaEventRecord(tev[e], 0)); };
+    auto tacc = [&](int e0, int e1, int slot) {
+        if (!tme) return;
+        float ms;
+        cudaCheck(cudaEventSynchronize(tev[e1]));
+        cudaCheck(cudaEventElapsedTime(&ms, tev[e0], tev[e1]));
+        tsum[slot] += ms;
+    };
+    tmark(0);
     float *Di = (float *)ws, *rsc = det ? (float *)(ws + rsc_off) : nullptr;
     unsigned *kvm = (unsigned *)(ws + kvm_off);
     if (det) { // Di and the row scales (K / V bound first)
@@ -293,6 +313,7 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     SpArgs sp = {};
     int *sl = (int *)(ws + sl_off);
     sparse_sort_lists(sl, ix->idx, nl, ix->width);
+    tmark(1), tacc(0, 1, 0);
     sp.idx = sl, sp.nblk = nblk, sp.width = ix->width, sp.qblock = ix->qblock, sp.region = R;
     sp.nreg = nreg, sp.kasc = asc, sp.kone = one, sp.kjit = det && sk_jit;
     if (det && getenv("MSLAB_SK_NOWAIT")) sp.kjit = -1; // timing only: the chains' cost (wrong sums)
@@ -336,14 +357,21 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
                   "sparse_wgmma_keys_bwd: the accumulators' tensor maps");
         sp.bk0 = (int)bk0, sp.kcnt = kcnt, sp.kpos = pos, sp.krank = rank, sp.kwait = kwait;
         dim3 grid(ntk, (unsigned)nlst);
+        tmark(2), tacc(1, 2, 1);
         wg_keys_fused_launch(D, det, grid, dk, dv, dqa, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc,
                              dqmap, qmap, omap, accmap);
-        size_t nk4 = 2 * n * T * D / 4, nq4 = n * G * T * D / 4;
+        tmark(3), tacc(2, 3, 2);
+        size_t nkr = 2 * n * T, nqr = n * G * T;
         auto conv = D == 64 ? (det ? sk_acc_out<64, true> : sk_acc_out<64, false>)
                             : (det ? sk_acc_out<128, true> : sk_acc_out<128, false>);
-        conv<<<cdiv_u(nk4 + nq4, 256), 256>>>(dq, dk, dv, (const float *)kva, dqa, rsc, kcnt, R,
-                                              one, (int)bk0, nk4, nq4, T, H, KVH, scale);
+        conv<<<cdiv_u((nkr + nqr) * (D / 4), 256), 256>>>(dq, dk, dv, (const float *)kva, dqa, rsc,
+                                                          kcnt, R, one, (int)bk0, (unsigned)nkr,
+                                                          (unsigned)nqr, T, H, KVH, scale);
         cudaLaunchCheck();
+        tmark(1), tacc(3, 1, 3);
     }
+    if (tme)
+        printf("    (sk_time det %d: pre %.3f, memsets + pos %.3f, kernels %.3f, converts %.3f ms)\n",
+               (int)det, tsum[0], tsum[1], tsum[2], tsum[3]);
     return 0;
 }

@@ -307,7 +307,7 @@ static void t_swb(const char *name, const AttnIndex *ic, int B, int T, int H, in
         for (int c = 0; c < 6; c++) { // 5: groups of up to 3 where a (b, kv head) takes < 2 MB
             char *keep = acc_mb_set(c == 1 ? "0.05" : c == 5 ? "6" : NULL);
             sparse_wgmma_bwd_tune_keys(c == 4 ? 0 : -1);
-            sparse_wgmma_bwd_tune_keys_ord(c == 3 ? 0.001 : 0, c == 2);
+            sparse_wgmma_bwd_tune_keys_ord(c == 3 ? 1e-7 : 0, c == 2);
             poison16(d_dq, nq), poison16(d_dk, nk), poison16(d_dv, nk);
             int rc = sparse_wgmma_bwd(d_dq, d_dk, d_dv, d_y, d_o, d_l, d_q, d_k, d_v, &ig, B, T, H,
                                       KVH, D);
