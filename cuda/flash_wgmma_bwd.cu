@@ -1078,6 +1078,30 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
             store_dkdv_rows<DN>(dk + (size_t)b * T * ldk + (size_t)kvh * D,
                                 dv + (size_t)b * T * ldk + (size_t)kvh * D, ldk, key, T, tq, dka, dva,
                                 scale);
+        } else if (PT && sp.kfx && wkey != INT_MAX) { // s12 experiment: s32 per-key scales
+            float sk, sv;
+            int bkg = b * KVH + kvh;
+            sk_fx_scales(sp.kfxb + 4 * bkg, sp.kvm + 2 * bkg,
+                         __ldg(sp.kcnt + (size_t)kbl * sp.nreg + reg), sp.qblock, sk, sv);
+            auto stage_i = [&](const float (&x)[DN][4], float sc, unsigned char *sa) {
+#pragma unroll
+                for (int n = 0; n < DN; n++)
+#pragma unroll
+                    for (int r = 0; r < 2; r++) {
+                        int row = g + 8 * r;
+                        *(int2 *)(sa + (n >> 2) * 2048 + row * 128 +
+                                  (((2 * (n & 3) + (tq >> 1)) ^ g) << 4) + (tq & 1) * 8) =
+                            make_int2(__float2int_rn(x[n][2 * r] * sc),
+                                      __float2int_rn(x[n][2 * r + 1] * sc));
+                    }
+                fence_async_smem();
+                __syncwarp();
+            };
+            stage_i(dka, sk, st);
+            stage_i(dva, sv, st + 64 * D);
+            if (lane < D / 16)
+                tma_out_4d<true>(&dkmap, st + lane * 2048, lane % (D / 32) * 32, wkey,
+                                 lane / (D / 32) + 2 * kbl, 0);
         } else if (wkey != INT_MAX && (PT || any)) {
             int rk = 0, *cw = nullptr;
             bool mine = true; // PT: the list's designated slot of the region (held twice: one)

@@ -15,20 +15,24 @@
 // partial = dS K added by bulk tensor reduce-adds (fp32, or s32 fixed point with the row scales
 // rsc in the ordered mode: integer adds commute, bitwise repeatable). At its end each warp (16
 // keys = one region's rows) stages its dK / dV rows as fp32 [16 keys][32 columns] boxes for the
-// TMA unit: the atomic mode reduce-adds them into fp32 accumulators [slab][2][T][D] (an add per
-// (block, key) instead of the query-centric kernel's one per (128-row CTA, key)); the ordered
-// mode (s11) STORES them into the CTA's own slot (launch head, block, key tile) of a partials
-// buffer [slot][2][128][D] (the same 128 KB a CTA as the atomic adds), and sk_part_sum then sums
-// per region the partials of the (head of the group, block) lists that hold it, in that fixed
-// order (pos: each list's slot of each region, sk_pos), writing bf16 dK / dV: fp32 sums, bitwise
-// repeatable. At D 128 a region that one list of the launch's kv head holds (kcnt; 74% of the
-// regions at 32K) is written as bf16 by its CTA and skipped by the sums. Grid x = key tiles (the
-// 64 CTAs of a (head, block) run together: its 1 MB Q / dO block and its dQ adds stay in L2), y =
-// (head, block latest first). Per group of (b, kv head)s (wg_acc_group's budget, one launch per
-// group): the atomic mode's dK / dV accumulators or the ordered mode's partials, pos and kcnt,
-// then dQ [slab][T][G][D]; memsets, then one convert (sk_acc_out: the atomic mode's dK / dV, dQ).
-// The ordered mode's pre-pass (sk_pre) reads q, dO and O once for Di and the row scales (after
-// wg_kv_bound).
+// TMA unit, which reduce-adds them into fp32 accumulators [slab][2][T][D] (an add per (block,
+// key) instead of the query-centric kernel's one per (128-row CTA, key)). The atomic mode adds in
+// any order. The ordered mode (s12) adds in a FIXED order: per 16-key group a chain over the
+// lists that hold the region (rank: the lists in grid order, head of the group outer, blocks
+// earliest first; sk_pos / sk_rank), each warp waiting for its turn on a counter (kwait), the
+// first storing (no zeroing), each waiting for its adds to complete before passing the turn on:
+// the same fp32 sums in the same order whatever the CTAs' timing, bitwise repeatable. A CTA
+// waits only on CTAs launched before it, which run or are done (the dense DET 1 path relies on
+// the same launch order); blocks earliest first because a block's own regions (short walks from
+// the diagonal) then come first in their chains. At D 128 a region that one list of the launch's
+// kv head holds (kcnt; 74% of the regions at 32K) is written as bf16 by its CTA, no chain.
+// Grid x = key tiles (the 80 CTAs of a (head, block) run together: its Q / dO block and its dQ
+// adds stay in L2), y = (head, block: atomic latest first, ordered earliest first). Per group of
+// (b, kv head)s (wg_acc_group's budget, one launch per group): the dK / dV accumulators, the
+// ordered mode's pos, rank, kcnt and turns, then dQ [slab][T][G][D]; memsets (the atomic mode's
+// dK / dV too), then one convert (sk_acc_out: dK / dV, dQ; the ordered mode's rows of regions no
+// list holds written as 0 without a read, those held once skipped). The ordered mode's pre-pass
+// (sk_pre) reads q, dO and O once for Di and the row scales (after wg_kv_bound).
 // Measured (H200, bf16, ms paper config w 16 top 512 merge 128, B 1, H = KVH 32, D 128, T 32K,
 // bwd alone: `MSLAB_SWB_PERF="ms paper" MSLAB_SWB_PERF_MIN=1 mslab-gpu-tests sparse_wgmma_bwd_perf`;
 // TFLOP/s at 2.5x the forward's 4 D flops per pair; the rounds' noise is ~0.2-0.3 ms):
@@ -116,7 +120,8 @@ extern "C" {
 // KVH + kv head, a chunk of rows (t, head of the group)), D / 8 lanes a row (16-byte loads)
 template <int D>
 __global__ void sk_pre(float *Di, float *rsc, const unsigned *kvm, const bf16 *q, const bf16 *dout,
-                       const bf16 *out, int T, int H, int KVH, int rows) {
+                       const bf16 *out, int T, int H, int KVH, int rows, unsigned *fxb = nullptr) {
+    float m0 = 0.f, m1 = 0.f, m2 = 0.f, m3 = 0.f; // fxb: max |dO_id|, |dO_i|_2, |Di|, |q_id|
     constexpr int L = D / 8; // lanes per row
     int bk = blockIdx.x, b = bk / KVH, kvh = bk % KVH, G = H / KVH, j = threadIdx.x % L;
     int i0 = blockIdx.y * rows, i1 = min(T * G, i0 + rows);
@@ -138,6 +143,8 @@ __global__ void sk_pre(float *Di, float *rsc, const unsigned *kvm, const bf16 *q
                 ss = fmaf(y.x, y.x, fmaf(y.y, y.y, ss));
                 sd = fmaf(y.y, z.y, fmaf(y.x, z.x, sd));
                 qbad |= !isfinite(x.x + x.y);
+                m0 = fmaxf(m0, fmaxf(fabsf(y.x), fabsf(y.y)));
+                m3 = fmaxf(m3, fmaxf(fabsf(x.x), fabsf(x.y)));
             }
         }
 #pragma unroll
@@ -148,6 +155,20 @@ __global__ void sk_pre(float *Di, float *rsc, const unsigned *kvm, const bf16 *q
         if (j == 0 && i < i1) {
             Di[((size_t)b * H + hh) * T + t] = sd;
             rsc[o / D] = qbad ? NAN : wg_fx_scale((sqrtf(ss) * vm + fabsf(sd)) * km * 1.0625f, 30);
+            m1 = fmaxf(m1, sqrtf(ss)), m2 = fmaxf(m2, fabsf(sd));
+        }
+    }
+    if (fxb) {
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) {
+            m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, off));
+            m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, off));
+            m2 = fmaxf(m2, __shfl_xor_sync(0xffffffffu, m2, off));
+            m3 = fmaxf(m3, __shfl_xor_sync(0xffffffffu, m3, off));
+        }
+        if ((threadIdx.x & 31) == 0) {
+            atomicMax(fxb + 4 * bk, __float_as_uint(m0)), atomicMax(fxb + 4 * bk + 1, __float_as_uint(m1));
+            atomicMax(fxb + 4 * bk + 2, __float_as_uint(m2)), atomicMax(fxb + 4 * bk + 3, __float_as_uint(m3));
         }
     }
 }
@@ -161,7 +182,8 @@ __global__ void sk_pre(float *Di, float *rsc, const unsigned *kvm, const bf16 *q
 template <int D, bool FX>
 __global__ void sk_acc_out(bf16 *dq, bf16 *dk, bf16 *dv, const float *kva, const float *dqa,
                            const float *rsc, const int *kcnt, int R, int one, int bk0,
-                           unsigned nkr, unsigned nqr, int T, int H, int KVH, float scale) {
+                           unsigned nkr, unsigned nqr, int T, int H, int KVH, float scale,
+                           const unsigned *fxb = nullptr, const unsigned *kvm = nullptr, int qb = 0) {
     constexpr int L = D / 4; // threads a row
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     unsigned row = (unsigned)(i / L), c4 = (unsigned)(i % L) * 4, G = H / KVH;
@@ -175,8 +197,17 @@ __global__ void sk_acc_out(bf16 *dq, bf16 *dk, bf16 *dv, const float *kva, const
         f = a ? 1.f : scale;
         int c = kcnt ? kcnt[(size_t)bkl * ((T + R - 1) / R) + t / R] : -1;
         if (one && c == 1) return;
-        float4 x = c ? __ldcs((const float4 *)kva + i) : make_float4(0.f, 0.f, 0.f, 0.f);
-        y[0] = x.x * f, y[1] = x.y * f, y[2] = x.z * f, y[3] = x.w * f;
+        if (fxb && c) { // s12 experiment: s32 per-key fixed point
+            float sk, sv;
+            sk_fx_scales(fxb + 4 * bk, kvm + 2 * bk, c, qb, sk, sv);
+            int4 x = __ldcs((const int4 *)kva + i);
+            double df = (double)f / (a ? sv : sk);
+            y[0] = (float)(x.x * df), y[1] = (float)(x.y * df), y[2] = (float)(x.z * df),
+            y[3] = (float)(x.w * df);
+        } else {
+            float4 x = c ? __ldcs((const float4 *)kva + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+            y[0] = x.x * f, y[1] = x.y * f, y[2] = x.z * f, y[3] = x.w * f;
+        }
     } else { // dQ: row = (slab, t, head of the group)
         unsigned r = row - nkr, u = r / G, hg = r - u * G, v = u / (unsigned)T, t = u - v * T;
         unsigned bk = bk0 + v;
@@ -261,6 +292,9 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     size_t rows = (size_t)B * T * H, nbk = (size_t)B * KVH, nl = (size_t)B * H * nblk;
     int asc = det ? sk_env(&sk_asc, "MSLAB_SK_ASC", 1) : 0;
     int one = det && sk_env(&sk_one, "MSLAB_SK_ONE", D == 128);
+    static int fx = -1; // s12 experiment: MSLAB_SK_FX=1, the dK / dV as s32 per-key fixed point
+    if (fx < 0) fx = getenv("MSLAB_SK_FX") ? atoi(getenv("MSLAB_SK_FX")) : 0;
+    int kfx = det && fx;
     // per group of cbk (b, kv head)s: the dK / dV accumulators [cbk][2][T][D] fp32; the ordered
     // mode's pos and rank [cbk G nblk][nreg], kcnt [cbk][nreg] and the chains' turns [cbk][T / 16];
     // then dQ [cbk][T][G][D] fp32 / s32; within wg_acc_group's budget; grid y (cbk G nblk) <= 65535
@@ -280,7 +314,8 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     size_t cbk = wg_acc_group(B, T, H, KVH, D, perbk, ymax);
     if ((double)cbk * T * (2 + G) >= 4294967295.0) return -1; // the convert's 32-bit rows
     size_t rsc_off = align256(rows * 4), kvm_off = rsc_off + (det ? align256(rows * 4) : 0);
-    size_t sl_off = kvm_off + align256(nbk * 8), acc_off = sl_off + align256(nl * ix->width * 4);
+    size_t fxb_off = kvm_off + align256(nbk * 8), sl_off = fxb_off + align256(nbk * 16);
+    size_t acc_off = sl_off + align256(nl * ix->width * 4);
     char *ws = (char *)wg_bwd_scratch(acc_off + cbk * perbk + 256);
     static int tme = -1; // MSLAB_SK_TIME (diagnostic): event times of the parts, per call
     static cudaEvent_t tev[5];
@@ -299,13 +334,14 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     };
     tmark(0);
     float *Di = (float *)ws, *rsc = det ? (float *)(ws + rsc_off) : nullptr;
-    unsigned *kvm = (unsigned *)(ws + kvm_off);
+    unsigned *kvm = (unsigned *)(ws + kvm_off), *fxb = kfx ? (unsigned *)(ws + fxb_off) : nullptr;
     if (det) { // Di and the row scales (K / V bound first)
         cudaCheck(cudaMemsetAsync(kvm, 0, nbk * 8, 0));
+        if (fxb) cudaCheck(cudaMemsetAsync(fxb, 0, nbk * 16, 0));
         wg_kv_bound_launch(D, kvm, k, v, B, T, KVH);
         dim3 pg((unsigned)nbk, cdiv_u((size_t)T * G, 512));
-        if (D == 64) sk_pre<64><<<pg, 256>>>(Di, rsc, kvm, q, dout, out, T, H, KVH, 512);
-        else sk_pre<128><<<pg, 256>>>(Di, rsc, kvm, q, dout, out, T, H, KVH, 512);
+        if (D == 64) sk_pre<64><<<pg, 256>>>(Di, rsc, kvm, q, dout, out, T, H, KVH, 512, fxb);
+        else sk_pre<128><<<pg, 256>>>(Di, rsc, kvm, q, dout, out, T, H, KVH, 512, fxb);
         cudaLaunchCheck();
     } else {
         wg_bwd_pre_launch(D, Di, nullptr, nullptr, dout, out, k, v, B, T, H, KVH);
@@ -317,6 +353,7 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     sp.idx = sl, sp.nblk = nblk, sp.width = ix->width, sp.qblock = ix->qblock, sp.region = R;
     sp.nreg = nreg, sp.kasc = asc, sp.kone = one, sp.kjit = det && sk_jit;
     if (det && getenv("MSLAB_SK_NOWAIT")) sp.kjit = -1; // timing only: the chains' cost (wrong sums)
+    sp.kfx = kfx, sp.kfxb = fxb, sp.kvm = kvm;
     CUtensorMap qmap, omap, dqmap, accmap;
     MS_ASSERT(make_map(&qmap, q, B, T, H, D, 64) && make_map(&omap, dout, B, T, H, D, 64),
               "sparse_wgmma_keys_bwd: the Q / dO tensor maps");
@@ -336,6 +373,7 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
             cudaCheck(cudaMemsetAsync(dqa, 0, n * G * T * D * 4, 0));
             cudaCheck(cudaMemsetAsync(pos, 0xff, nlst * nreg * 4, 0));
             cudaCheck(cudaMemsetAsync(kwait, 0, n * nw * 4, 0));
+            if (kfx) cudaCheck(cudaMemsetAsync(kva, 0, kvb, 0)); // s32: added, not stored
             sk_pos<<<(unsigned)nlst, 128>>>(pos, sl + bk0 * G * nblk * ix->width, ix->width, nreg);
             cudaLaunchCheck();
             sk_rank<<<dim3(cdiv_u(nreg, 128), (unsigned)n), 128>>>(rank, kcnt, pos, nreg, G, nblk,
@@ -353,7 +391,8 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
         int qb[4] = {32, 1, 64, 1}, kb[4] = {32, 16, 1, 1};
         CUtensorMapDataType qt = det ? CU_TENSOR_MAP_DATA_TYPE_INT32 : CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
         MS_ASSERT(wg_acc_map(&dqmap, qt, 4, dqa, qd, qs, qb) &&
-                      wg_acc_map(&accmap, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, kva, kd, ks, kb),
+                      wg_acc_map(&accmap, kfx ? CU_TENSOR_MAP_DATA_TYPE_INT32
+                                              : CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, kva, kd, ks, kb),
                   "sparse_wgmma_keys_bwd: the accumulators' tensor maps");
         sp.bk0 = (int)bk0, sp.kcnt = kcnt, sp.kpos = pos, sp.krank = rank, sp.kwait = kwait;
         dim3 grid(ntk, (unsigned)nlst);
@@ -366,7 +405,8 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
                             : (det ? sk_acc_out<128, true> : sk_acc_out<128, false>);
         conv<<<cdiv_u((nkr + nqr) * (D / 4), 256), 256>>>(dq, dk, dv, (const float *)kva, dqa, rsc,
                                                           kcnt, R, one, (int)bk0, (unsigned)nkr,
-                                                          (unsigned)nqr, T, H, KVH, scale);
+                                                          (unsigned)nqr, T, H, KVH, scale, fxb,
+                                                          kvm, ix->qblock);
         cudaLaunchCheck();
         tmark(1), tacc(3, 1, 3);
     }

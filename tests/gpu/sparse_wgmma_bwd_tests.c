@@ -483,7 +483,8 @@ static void t_perf(const char *name, AttnConfig cfg, int T) {
         // modes) vs sparse_bf16 in both modes
         // x: wgmma small atomic, sparse_bf16 atomic, ordered, wgmma small ordered, the query-
         // centric kernel (keys off) atomic, ordered
-        double t[6], tf[6];
+        double t[6], tf[6], dd[3] = {-1, -1, -1};
+        float *ga[3] = {NULL, NULL, NULL}; // the atomic mode's dq, dk, dv (fp32 sums: ~exact)
         for (int x = 0; x < 6; x++) {
             t[x] = tf[x] = 0;
             if (minimal && (x == 1 || x == 2)) continue; // MIN: no sparse_bf16 rows
@@ -502,7 +503,19 @@ static void t_perf(const char *name, AttnConfig cfg, int T) {
             gpu->download(&sync, lse, 4);
             t[x] = rc ? 0 : (now_s() - t0) / reps * 1e3;
             tf[x] = t[x] > 0 ? 2.5 * f / t[x] * 1e-9 : 0;
+            if (x == 0 || x == 3) { // the ordered mode's outputs against the atomic mode's
+                uint16_t *bits;
+                uint16_t *dev[3] = {dq, dk, dv};
+                for (int a = 0; a < 3; a++) {
+                    float *g = down16(dev[a], nq, &bits);
+                    free(bits);
+                    if (x == 0) ga[a] = g;
+                    else dd[a] = rel_l2(g, ga[a], nq), free(g), free(ga[a]);
+                }
+            }
         }
+        printf("    (info sparse_wgmma_bwd_perf %s T=%d: ordered vs atomic outputs, relative L2: dq "
+               "%.3g, dk %.3g, dv %.3g)\n", name, T, dd[0], dd[1], dd[2]);
         sparse_wgmma_bwd_tune_small(1);
         sparse_wgmma_bwd_tune_small_modes(-1);
         sparse_wgmma_bwd_tune_keys(-1);
