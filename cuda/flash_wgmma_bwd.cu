@@ -1078,30 +1078,6 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
             store_dkdv_rows<DN>(dk + (size_t)b * T * ldk + (size_t)kvh * D,
                                 dv + (size_t)b * T * ldk + (size_t)kvh * D, ldk, key, T, tq, dka, dva,
                                 scale);
-        } else if (PT && sp.kfx && wkey != INT_MAX) { // s12 experiment: s32 per-key scales
-            float sk, sv;
-            int bkg = b * KVH + kvh;
-            sk_fx_scales(sp.kfxb + 4 * bkg, sp.kvm + 2 * bkg,
-                         __ldg(sp.kcnt + (size_t)kbl * sp.nreg + reg), sp.qblock, sk, sv);
-            auto stage_i = [&](const float (&x)[DN][4], float sc, unsigned char *sa) {
-#pragma unroll
-                for (int n = 0; n < DN; n++)
-#pragma unroll
-                    for (int r = 0; r < 2; r++) {
-                        int row = g + 8 * r;
-                        *(int2 *)(sa + (n >> 2) * 2048 + row * 128 +
-                                  (((2 * (n & 3) + (tq >> 1)) ^ g) << 4) + (tq & 1) * 8) =
-                            make_int2(__float2int_rn(x[n][2 * r] * sc),
-                                      __float2int_rn(x[n][2 * r + 1] * sc));
-                    }
-                fence_async_smem();
-                __syncwarp();
-            };
-            stage_i(dka, sk, st);
-            stage_i(dva, sv, st + 64 * D);
-            if (lane < D / 16)
-                tma_out_4d<true>(&dkmap, st + lane * 2048, lane % (D / 32) * 32, wkey,
-                                 lane / (D / 32) + 2 * kbl, 0);
         } else if (wkey != INT_MAX && (PT || any)) {
             int rk = 0, *cw = nullptr;
             bool mine = true; // PT: the list's designated slot of the region (held twice: one)
@@ -1114,12 +1090,12 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
             if (mine) {
                 stage(dka, st);
                 stage(dva, st + 64 * D);
-                if (PT && sp.kjit > 0) { // tests: warps delayed by a hash of their CTA (other orders)
+                if (PT && sp.kjit) { // tests: warps delayed by a hash of their CTA (other orders)
                     unsigned hs = (blockIdx.x * 2654435761u) ^ (blockIdx.y * 40503u) ^ (warp * 97u);
                     long long t0 = clock64(), dl = (long long)((hs >> 7) % 8) * 20000;
                     while (clock64() - t0 < dl) __nanosleep(100);
                 }
-                if (PT && sp.kjit >= 0) { // (kjit < 0: timing only, no chain: wrong sums)
+                if (PT) {
                     if (lane == 0) wait_count(cw, rk); // the chain's turn (acquire)
                     __syncwarp();
                     asm volatile("fence.proxy.async.global;\n" ::: "memory");
@@ -1128,9 +1104,9 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
                     int c0 = lane % (D / 32) * 32, c2 = lane / (D / 32) + 2 * kbl;
                     if (PT && rk == 0) tma_out_4d<false>(&dkmap, st + lane * 2048, c0, wkey, c2, 0);
                     else tma_out_4d<true>(&dkmap, st + lane * 2048, c0, wkey, c2, 0);
-                    if (PT && sp.kjit >= 0) bulk_wait_done();
+                    if (PT) bulk_wait_done();
                 }
-                if (PT && sp.kjit >= 0) {
+                if (PT) {
                     __syncwarp();
                     if (lane == 0) st_release_gpu(cw, rk + 1); // the next list's turn
                 }

@@ -29,10 +29,6 @@ struct SpArgs {
     const int *kcnt, *kpos, *krank;
     int *kwait;
     int kone, kasc, kjit;
-    // s12 experiment (MSLAB_SK_FX): dK / dV as s32 fixed point, a power-of-2 scale per key from
-    // kcnt and the (b, kv head)'s maxima kfxb [B KVH][4] and kvm [B KVH][2] (sk_fx_scales)
-    int kfx;
-    const unsigned *kfxb, *kvm;
 };
 
 // thread 0 waits until *cnt == v; bounded (~1 s at 2 GHz): a broken ordering assumption gives a
@@ -81,18 +77,6 @@ __device__ __forceinline__ float wg_fx_scale(float bnd, int fxb) {
     int eb = (int)((__float_as_uint(bnd) >> 23) & 0xFF);
     int e = bnd > 0.f ? max(eb - 126, fxb - 127) : 0;
     return bnd <= 3e38f ? __int_as_float((fxb - e + 127) << 23) : NAN;
-}
-// the s12 experiment's scales of a key whose region kc lists of qb rows hold: |dV_jd| <= qb kc
-// max |dO_id|, |dK_jd| <= qb kc (max |dO_i|_2 max |V_j|_2 + max |Di|) max |q_id| (unscaled dK);
-// rounded ops (the kernel and the convert must agree bit for bit)
-__device__ __forceinline__ void sk_fx_scales(const unsigned *fb, const unsigned *kvm, int kc,
-                                             int qb, float &sk, float &sv) {
-    float rows = __fmul_rn((float)qb, (float)kc) * 1.0625f;
-    float ck = __fmul_rn(__fadd_rn(__fmul_rn(__uint_as_float(fb[1]), __uint_as_float(kvm[1])),
-                                   __uint_as_float(fb[2])),
-                         __uint_as_float(fb[3]));
-    sv = wg_fx_scale(__fmul_rn(rows, __uint_as_float(fb[0])), 30);
-    sk = wg_fx_scale(__fmul_rn(rows, ck), 30);
 }
 static inline unsigned wg_bwd_pre_blocks(size_t rows, int D) {
     return cdiv_u(rows * (D / 8), 256 * WG_PRE_RPT);

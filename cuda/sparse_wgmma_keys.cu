@@ -120,8 +120,7 @@ extern "C" {
 // KVH + kv head, a chunk of rows (t, head of the group)), D / 8 lanes a row (16-byte loads)
 template <int D>
 __global__ void sk_pre(float *Di, float *rsc, const unsigned *kvm, const bf16 *q, const bf16 *dout,
-                       const bf16 *out, int T, int H, int KVH, int rows, unsigned *fxb = nullptr) {
-    float m0 = 0.f, m1 = 0.f, m2 = 0.f, m3 = 0.f; // fxb: max |dO_id|, |dO_i|_2, |Di|, |q_id|
+                       const bf16 *out, int T, int H, int KVH, int rows) {
     constexpr int L = D / 8; // lanes per row
     int bk = blockIdx.x, b = bk / KVH, kvh = bk % KVH, G = H / KVH, j = threadIdx.x % L;
     int i0 = blockIdx.y * rows, i1 = min(T * G, i0 + rows);
@@ -143,8 +142,6 @@ __global__ void sk_pre(float *Di, float *rsc, const unsigned *kvm, const bf16 *q
                 ss = fmaf(y.x, y.x, fmaf(y.y, y.y, ss));
                 sd = fmaf(y.y, z.y, fmaf(y.x, z.x, sd));
                 qbad |= !isfinite(x.x + x.y);
-                m0 = fmaxf(m0, fmaxf(fabsf(y.x), fabsf(y.y)));
-                m3 = fmaxf(m3, fmaxf(fabsf(x.x), fabsf(x.y)));
             }
         }
 #pragma unroll
@@ -155,20 +152,6 @@ __global__ void sk_pre(float *Di, float *rsc, const unsigned *kvm, const bf16 *q
         if (j == 0 && i < i1) {
             Di[((size_t)b * H + hh) * T + t] = sd;
             rsc[o / D] = qbad ? NAN : wg_fx_scale((sqrtf(ss) * vm + fabsf(sd)) * km * 1.0625f, 30);
-            m1 = fmaxf(m1, sqrtf(ss)), m2 = fmaxf(m2, fabsf(sd));
-        }
-    }
-    if (fxb) {
-#pragma unroll
-        for (int off = 16; off > 0; off >>= 1) {
-            m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, off));
-            m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, off));
-            m2 = fmaxf(m2, __shfl_xor_sync(0xffffffffu, m2, off));
-            m3 = fmaxf(m3, __shfl_xor_sync(0xffffffffu, m3, off));
-        }
-        if ((threadIdx.x & 31) == 0) {
-            atomicMax(fxb + 4 * bk, __float_as_uint(m0)), atomicMax(fxb + 4 * bk + 1, __float_as_uint(m1));
-            atomicMax(fxb + 4 * bk + 2, __float_as_uint(m2)), atomicMax(fxb + 4 * bk + 3, __float_as_uint(m3));
         }
     }
 }
@@ -182,8 +165,7 @@ __global__ void sk_pre(float *Di, float *rsc, const unsigned *kvm, const bf16 *q
 template <int D, bool FX>
 __global__ void sk_acc_out(bf16 *dq, bf16 *dk, bf16 *dv, const float *kva, const float *dqa,
                            const float *rsc, const int *kcnt, int R, int one, int bk0,
-                           unsigned nkr, unsigned nqr, int T, int H, int KVH, float scale,
-                           const unsigned *fxb = nullptr, const unsigned *kvm = nullptr, int qb = 0) {
+                           unsigned nkr, unsigned nqr, int T, int H, int KVH, float scale) {
     constexpr int L = D / 4; // threads a row
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     unsigned row = (unsigned)(i / L), c4 = (unsigned)(i % L) * 4, G = H / KVH;
@@ -197,17 +179,8 @@ __global__ void sk_acc_out(bf16 *dq, bf16 *dk, bf16 *dv, const float *kva, const
         f = a ? 1.f : scale;
         int c = kcnt ? kcnt[(size_t)bkl * ((T + R - 1) / R) + t / R] : -1;
         if (one && c == 1) return;
-        if (fxb && c) { // s12 experiment: s32 per-key fixed point
-            float sk, sv;
-            sk_fx_scales(fxb + 4 * bk, kvm + 2 * bk, c, qb, sk, sv);
-            int4 x = __ldcs((const int4 *)kva + i);
-            double df = (double)f / (a ? sv : sk);
-            y[0] = (float)(x.x * df), y[1] = (float)(x.y * df), y[2] = (float)(x.z * df),
-            y[3] = (float)(x.w * df);
-        } else {
-            float4 x = c ? __ldcs((const float4 *)kva + i) : make_float4(0.f, 0.f, 0.f, 0.f);
-            y[0] = x.x * f, y[1] = x.y * f, y[2] = x.z * f, y[3] = x.w * f;
-        }
+        float4 x = c ? __ldcs((const float4 *)kva + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+        y[0] = x.x * f, y[1] = x.y * f, y[2] = x.z * f, y[3] = x.w * f;
     } else { // dQ: row = (slab, t, head of the group)
         unsigned r = row - nkr, u = r / G, hg = r - u * G, v = u / (unsigned)T, t = u - v * T;
         unsigned bk = bk0 + v;
@@ -264,20 +237,13 @@ static int sk_on_get(void) {
     return sk_on < 0 ? SK_DEFAULT : sk_on;
 }
 extern "C" void sparse_wgmma_bwd_tune_keys(int on) { sk_on = on < 0 ? -2 : on; }
-// the ordered mode's tunables: jit (tests): the CTAs' warps delayed before their dK / dV adds by
-// a hash of their index (other arrival orders: the same bits); asc: the blocks' order (1 earliest
-// first, the default; 0 latest first, the atomic mode's; MSLAB_SK_ASC), one: regions held by one
-// list written by their CTA (-1: D 128, the default; MSLAB_SK_ONE)
-// budget_mb (tests): the ordered mode's budget for one (b, kv head)'s pos and rank (over it the
-// kernel declines; <= 0: the default, wg_acc_budget's)
-static int sk_jit = 0, sk_asc = -2, sk_one = -2;
+// tests, the ordered mode: budget_mb, the budget of one (b, kv head)'s pos and rank (over it the
+// kernel declines; <= 0: the default, wg_acc_budget's), and jit, the CTAs' warps delayed before
+// their dK / dV adds by a hash of their index (other arrival orders: the same bits)
+static int sk_jit = 0;
 static double sk_budget_mb = 0;
 extern "C" void sparse_wgmma_bwd_tune_keys_ord(double budget_mb, int jit) {
     sk_budget_mb = budget_mb, sk_jit = jit;
-}
-static int sk_env(int *v, const char *name, int dflt) {
-    if (*v == -2) *v = getenv(name) ? atoi(getenv(name)) : -1;
-    return *v < 0 ? dflt : *v;
 }
 
 int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *out,
@@ -290,11 +256,10 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     int G = H / KVH, nblk = ix->nblk, BKV = D, R = ix->region, nreg = (T + R - 1) / R;
     unsigned ntk = (unsigned)((ix->width + BKV / R - 1) / (BKV / R)); // key tiles a list
     size_t rows = (size_t)B * T * H, nbk = (size_t)B * KVH, nl = (size_t)B * H * nblk;
-    int asc = det ? sk_env(&sk_asc, "MSLAB_SK_ASC", 1) : 0;
-    int one = det && sk_env(&sk_one, "MSLAB_SK_ONE", D == 128);
-    static int fx = -1; // s12 experiment: MSLAB_SK_FX=1, the dK / dV as s32 per-key fixed point
-    if (fx < 0) fx = getenv("MSLAB_SK_FX") ? atoi(getenv("MSLAB_SK_FX")) : 0;
-    int kfx = det && fx;
+    // the ordered mode's blocks earliest first (s12 r1: 20.41-20.51 ms vs 20.83 latest first, the
+    // chains' waits), its once-listed regions written by their CTA at D 128 (D 64 r2: 4.793 vs
+    // 4.787 ms without)
+    int asc = det, one = det && D == 128;
     // per group of cbk (b, kv head)s: the dK / dV accumulators [cbk][2][T][D] fp32; the ordered
     // mode's pos and rank [cbk G nblk][nreg], kcnt [cbk][nreg] and the chains' turns [cbk][T / 16];
     // then dQ [cbk][T][G][D] fp32 / s32; within wg_acc_group's budget; grid y (cbk G nblk) <= 65535
@@ -314,34 +279,16 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     size_t cbk = wg_acc_group(B, T, H, KVH, D, perbk, ymax);
     if ((double)cbk * T * (2 + G) >= 4294967295.0) return -1; // the convert's 32-bit rows
     size_t rsc_off = align256(rows * 4), kvm_off = rsc_off + (det ? align256(rows * 4) : 0);
-    size_t fxb_off = kvm_off + align256(nbk * 8), sl_off = fxb_off + align256(nbk * 16);
-    size_t acc_off = sl_off + align256(nl * ix->width * 4);
+    size_t sl_off = kvm_off + align256(nbk * 8), acc_off = sl_off + align256(nl * ix->width * 4);
     char *ws = (char *)wg_bwd_scratch(acc_off + cbk * perbk + 256);
-    static int tme = -1; // MSLAB_SK_TIME (diagnostic): event times of the parts, per call
-    static cudaEvent_t tev[5];
-    float tsum[4] = {0, 0, 0, 0};
-    if (tme < 0) {
-        tme = getenv("MSLAB_SK_TIME") != NULL;
-        for (int e = 0; tme && e < 5; e++) cudaCheck(cudaEventCreate(&tev[e]));
-    }
-    auto tmark = [&](int e) { if (tme) cudaCheck(cudaEventRecord(tev[e], 0)); };
-    auto tacc = [&](int e0, int e1, int slot) {
-        if (!tme) return;
-        float ms;
-        cudaCheck(cudaEventSynchronize(tev[e1]));
-        cudaCheck(cudaEventElapsedTime(&ms, tev[e0], tev[e1]));
-        tsum[slot] += ms;
-    };
-    tmark(0);
     float *Di = (float *)ws, *rsc = det ? (float *)(ws + rsc_off) : nullptr;
-    unsigned *kvm = (unsigned *)(ws + kvm_off), *fxb = kfx ? (unsigned *)(ws + fxb_off) : nullptr;
+    unsigned *kvm = (unsigned *)(ws + kvm_off);
     if (det) { // Di and the row scales (K / V bound first)
         cudaCheck(cudaMemsetAsync(kvm, 0, nbk * 8, 0));
-        if (fxb) cudaCheck(cudaMemsetAsync(fxb, 0, nbk * 16, 0));
         wg_kv_bound_launch(D, kvm, k, v, B, T, KVH);
         dim3 pg((unsigned)nbk, cdiv_u((size_t)T * G, 512));
-        if (D == 64) sk_pre<64><<<pg, 256>>>(Di, rsc, kvm, q, dout, out, T, H, KVH, 512, fxb);
-        else sk_pre<128><<<pg, 256>>>(Di, rsc, kvm, q, dout, out, T, H, KVH, 512, fxb);
+        if (D == 64) sk_pre<64><<<pg, 256>>>(Di, rsc, kvm, q, dout, out, T, H, KVH, 512);
+        else sk_pre<128><<<pg, 256>>>(Di, rsc, kvm, q, dout, out, T, H, KVH, 512);
         cudaLaunchCheck();
     } else {
         wg_bwd_pre_launch(D, Di, nullptr, nullptr, dout, out, k, v, B, T, H, KVH);
@@ -349,11 +296,8 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     SpArgs sp = {};
     int *sl = (int *)(ws + sl_off);
     sparse_sort_lists(sl, ix->idx, nl, ix->width);
-    tmark(1), tacc(0, 1, 0);
     sp.idx = sl, sp.nblk = nblk, sp.width = ix->width, sp.qblock = ix->qblock, sp.region = R;
     sp.nreg = nreg, sp.kasc = asc, sp.kone = one, sp.kjit = det && sk_jit;
-    if (det && getenv("MSLAB_SK_NOWAIT")) sp.kjit = -1; // timing only: the chains' cost (wrong sums)
-    sp.kfx = kfx, sp.kfxb = fxb, sp.kvm = kvm;
     CUtensorMap qmap, omap, dqmap, accmap;
     MS_ASSERT(make_map(&qmap, q, B, T, H, D, 64) && make_map(&omap, dout, B, T, H, D, 64),
               "sparse_wgmma_keys_bwd: the Q / dO tensor maps");
@@ -373,7 +317,6 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
             cudaCheck(cudaMemsetAsync(dqa, 0, n * G * T * D * 4, 0));
             cudaCheck(cudaMemsetAsync(pos, 0xff, nlst * nreg * 4, 0));
             cudaCheck(cudaMemsetAsync(kwait, 0, n * nw * 4, 0));
-            if (kfx) cudaCheck(cudaMemsetAsync(kva, 0, kvb, 0)); // s32: added, not stored
             sk_pos<<<(unsigned)nlst, 128>>>(pos, sl + bk0 * G * nblk * ix->width, ix->width, nreg);
             cudaLaunchCheck();
             sk_rank<<<dim3(cdiv_u(nreg, 128), (unsigned)n), 128>>>(rank, kcnt, pos, nreg, G, nblk,
@@ -391,27 +334,19 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
         int qb[4] = {32, 1, 64, 1}, kb[4] = {32, 16, 1, 1};
         CUtensorMapDataType qt = det ? CU_TENSOR_MAP_DATA_TYPE_INT32 : CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
         MS_ASSERT(wg_acc_map(&dqmap, qt, 4, dqa, qd, qs, qb) &&
-                      wg_acc_map(&accmap, kfx ? CU_TENSOR_MAP_DATA_TYPE_INT32
-                                              : CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, kva, kd, ks, kb),
+                      wg_acc_map(&accmap, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, kva, kd, ks, kb),
                   "sparse_wgmma_keys_bwd: the accumulators' tensor maps");
         sp.bk0 = (int)bk0, sp.kcnt = kcnt, sp.kpos = pos, sp.krank = rank, sp.kwait = kwait;
         dim3 grid(ntk, (unsigned)nlst);
-        tmark(2), tacc(1, 2, 1);
         wg_keys_fused_launch(D, det, grid, dk, dv, dqa, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc,
                              dqmap, qmap, omap, accmap);
-        tmark(3), tacc(2, 3, 2);
         size_t nkr = 2 * n * T, nqr = n * G * T;
         auto conv = D == 64 ? (det ? sk_acc_out<64, true> : sk_acc_out<64, false>)
                             : (det ? sk_acc_out<128, true> : sk_acc_out<128, false>);
         conv<<<cdiv_u((nkr + nqr) * (D / 4), 256), 256>>>(dq, dk, dv, (const float *)kva, dqa, rsc,
                                                           kcnt, R, one, (int)bk0, (unsigned)nkr,
-                                                          (unsigned)nqr, T, H, KVH, scale, fxb,
-                                                          kvm, ix->qblock);
+                                                          (unsigned)nqr, T, H, KVH, scale);
         cudaLaunchCheck();
-        tmark(1), tacc(3, 1, 3);
     }
-    if (tme)
-        printf("    (sk_time det %d: pre %.3f, memsets + pos %.3f, kernels %.3f, converts %.3f ms)\n",
-               (int)det, tsum[0], tsum[1], tsum[2], tsum[3]);
     return 0;
 }
