@@ -26,7 +26,7 @@
 // the same launch order); blocks earliest first because a block's own regions (short walks from
 // the diagonal) then come first in their chains. At D 128 a region that one list of the launch's
 // kv head holds (kcnt; 74% of the regions at 32K) is written as bf16 by its CTA, no chain.
-// Grid x = key tiles (the 80 CTAs of a (head, block) run together: its Q / dO block and its dQ
+// Grid x = key tiles (the CTAs of a (head, block) run together: its Q / dO block and its dQ
 // adds stay in L2), y = (head, block: atomic latest first, ordered earliest first). Per group of
 // (b, kv head)s (wg_acc_group's budget, one launch per group): the dK / dV accumulators, the
 // ordered mode's pos, rank, kcnt and turns, then dQ [slab][T][G][D]; memsets (the atomic mode's
@@ -100,8 +100,45 @@
 // Same snippet, old / new: 32K ordered 21.17, 21.02 / 21.13, 20.97 ms (atomic 19.13, 18.98 /
 // 19.25, 19.45: that path is unchanged, noise); sparse_wgmma_bwd --quick 410 + small rows 266
 // passed.
-// Left: the ordered mode's s32 dQ conversions in the steps (~0.5 ms at 32K) and the sums' read of
-// the partials (0.8 ms at 32K; a region in 3.6 lists on average); each launch's tail.
+// (s11's partials path, sk_part_sum and its chunk tunable were removed in s12: below.)
+// s12 (the ordered mode's dK / dV by fixed-order fp32 chains, the form above; prediction: 32K
+// ordered 21.0 -> ~19.6 ms: no partials written (~0.8 ms of DRAM writes under the kernel) and
+// read back (the sums, 0.8 ms), no dK / dV zeroing (-0.3), + the chains' waits). The split per
+// kernel (r1, ncu, one call, us): atomic wg_bwd_pre 135, sort 19, kernel 8930 x 2 (16 heads a
+// launch), sk_acc_out 322 x 2; s11 ordered wg_kv_bound 124, sk_pre 199, sort 19, kernel 2320 +
+// 4030 x 4 (4 + 4 x 7 heads), sk_part_sum 93 + 163 x 4, sk_acc_out (dQ) 37 + 63 x 4; chains:
+// kernel 9270 x 2 (16 heads), sk_acc_out 331 x 2, sk_pos 4, sk_rank 9. Event times a call (r2,
+// ms): atomic pre 0.17, memsets 0.40, kernels 17.9-18.2, converts 0.70; chains pre 0.36,
+// memsets + pos 0.19, kernels 19.05-19.5, converts 0.71 (the convert's row math in 32 bits: no
+// change; it is bound by its bytes). Trace (r3, a launch of 16 heads): atomic 4879 cycles a
+// step, epilogue 6650 cycles a CTA; chains 5158 (the s32 dQ: S +157, dQ adds +88), epilogue 8900
+// (the adds' completion before the turn passes on: ~0.3 ms a call; r2 with the chains off, wrong
+// sums, timing only: 20.33 vs 20.64 ms). Same snippets, ms paper 32K bwd, s11 / chains / atomic:
+// r1 20.86-20.91 / 20.41-20.51 / 19.07-19.35 (chains with blocks latest first: 20.83); r2 20.85-
+// 20.90 / 20.64 / 19.03-19.48; r3 20.94 / 19.87-20.09 / 19.23-19.54; ordered vs atomic outputs
+// relative L2 dq 9.7e-5, dk 2.1e-5, dv 2.3e-5 (fp32 sums in other orders; the info row); D 64
+// 4.80-4.81 / 4.75-4.80 / 4.59-4.64; bench fwd+bwd 64K det 61.37 -> 60.51 (nd 60.05 / 59.55;
+// s11's 69.2 not seen), 128K 133.51 -> 133.02 (nd 133.06 / 133.38 in that run). R4_FINAL
+// Tried and removed (s12): the order-free s32 fixed point for dK / dV (r3, MSLAB_SK_FX): a
+// power-of-2 scale per key from the rigorous bound |dV_jd| <= qblock kcnt max |dO_id|, |dK_jd| <=
+// qblock kcnt (max |dO_i|_2 max |V_j|_2 + max |Di|) max |q_id| (per-(b, kv head) maxima from
+// sk_pre, kcnt from sk_rank), bulk s32 reduce-adds, no chains: 32K 20.21 / 19.97 ms vs the chains'
+// 19.87 / 20.09 in the same snippet (it needs the zeroing and reads every row back) and too
+// imprecise: ordered vs atomic relative L2 dk 0.0343, dv 0.0023 (D 64: 0.0075 / 0.0011; the
+// parity tolerance is 0.01). The bound is loose where it counts: sum_i P_ij <= qblock kcnt rows
+// while a key's real column sum is ~rows / 8192 (random data, ~8K keys a row), |dP_ij| <= |dO_i|_2
+// |V_j|_2 is ~sqrt(D) over the typical, and the partials cancel (sums of random signs): the bound
+// exceeds |dK_jd| by ~2^27 at kcnt 16, which leaves ~3 of 30 bits. A CPU simulation of one key
+// (paper shape, N(0, 1) data) gave relative L2 dK 2.2 / 4.2 / 8.1 / 14 / 67 / 100%, dV 0.10 /
+// 0.19 / 0.41 / 0.65 / 3.0 / 22% at kcnt 2 / 4 / 8 / 16 / 64 (128K) / 512 (1M): the error grows
+// as kcnt (the bound as kcnt, the rounding and the value both as sqrt(kcnt)). s7 found the same
+// for sq_fused_kernel's per-region scales (sparse_wgmma_small.cu's notes): 32 bits would need a
+// bound within ~2^10 of the values, a rigorous one is 2^20-2^27 off, and s64 adds double the
+// epilogue's bytes (s10). Also removed: blocks latest first in the ordered mode (r1), the once-
+// listed regions by their CTA at D 64 (r2: 4.793 vs 4.787 ms without), MSLAB_SK_TIME.
+// Left: the ordered mode's s32 dQ conversions in the steps (~280 cycles a step, ~1 ms a call at
+// 32K), the chains' completion waits (~2250 cycles a CTA, ~0.3 ms), the pre-pass's extra reads of
+// q, K and V (+0.19 ms); each launch's tail.
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -157,49 +194,53 @@ __global__ void sk_pre(float *Di, float *rsc, const unsigned *kvm, const bf16 *q
 }
 // the launch's outputs from its accumulators (n (b, kv head)s from bk0): dk (x scale) / dv from
 // kva [n][2 = dK, dV][T][D] (fp32; nkr = its rows), then dq (x scale) from dqa [n][T][G][D]
-// (fp32, or FX: s32 / the row scales rsc [B, T, H]); a thread per 4 elements, 32-bit row math
-// (the rows < 2^32: the host checks; 64-bit divisions made it compute-bound, s12 r1: ordered
-// 331 us a 16-head launch for half atomic's bytes). The ordered mode (kcnt [n][nreg], regions of
-// R keys): rows of regions no list holds are 0 (never written: not read), and with one those of
-// regions one list holds are skipped (its CTA wrote them)
+// (fp32, or FX: s32 / the row scales rsc [B, T, H]); 4 elements a step of a grid-stride loop
+// over SK_CONV_CTAS CTAs, 32-bit row math (the rows < 2^32: the host checks). The ordered mode
+// (kcnt [n][nreg], regions of R keys): rows of regions no list holds are 0 (never written: not
+// read), and with one those of regions one list holds are skipped (its CTA wrote them). (s12 r2:
+// a thread per 4 elements, 64- or 32-bit row math alike, took the ordered mode 331 us a 16-head
+// launch for half the atomic mode's bytes: mostly CTAs whose rows were skipped)
+#define SK_CONV_CTAS 2048
 template <int D, bool FX>
 __global__ void sk_acc_out(bf16 *dq, bf16 *dk, bf16 *dv, const float *kva, const float *dqa,
                            const float *rsc, const int *kcnt, int R, int one, int bk0,
                            unsigned nkr, unsigned nqr, int T, int H, int KVH, float scale) {
     constexpr int L = D / 4; // threads a row
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    unsigned row = (unsigned)(i / L), c4 = (unsigned)(i % L) * 4, G = H / KVH;
-    if (row >= nkr + nqr) return;
-    float y[4], f = scale, sc = 1.f;
-    bf16 *dst;
-    if (row < nkr) { // dK / dV: row = (slab, array, t)
-        unsigned u = row / (unsigned)T, t = row - u * T, bkl = u >> 1, bk = bk0 + bkl;
-        int a = u & 1;
-        dst = (a ? dv : dk) + (((size_t)(bk / KVH) * T + t) * KVH + bk % KVH) * D + c4;
-        f = a ? 1.f : scale;
-        int c = kcnt ? kcnt[(size_t)bkl * ((T + R - 1) / R) + t / R] : -1;
-        if (one && c == 1) return;
-        float4 x = c ? __ldcs((const float4 *)kva + i) : make_float4(0.f, 0.f, 0.f, 0.f);
-        y[0] = x.x * f, y[1] = x.y * f, y[2] = x.z * f, y[3] = x.w * f;
-    } else { // dQ: row = (slab, t, head of the group)
-        unsigned r = row - nkr, u = r / G, hg = r - u * G, v = u / (unsigned)T, t = u - v * T;
-        unsigned bk = bk0 + v;
-        size_t orow = ((size_t)(bk / KVH) * T + t) * H + (bk % KVH) * G + hg;
-        size_t j = i - (size_t)nkr * L;
-        dst = dq + orow * D + c4;
-        if (FX) {
-            int4 x = __ldcs((const int4 *)dqa + j);
-            sc = rsc[orow];
-            double df = (double)scale / sc;
-            y[0] = (float)(x.x * df), y[1] = (float)(x.y * df), y[2] = (float)(x.z * df),
-            y[3] = (float)(x.w * df);
-        } else {
-            float4 x = __ldcs((const float4 *)dqa + j);
+    size_t n4 = (size_t)(nkr + nqr) * L, step = (size_t)gridDim.x * blockDim.x;
+    unsigned G = H / KVH;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n4; i += step) {
+        unsigned row = (unsigned)(i / L), c4 = (unsigned)(i % L) * 4;
+        float y[4], f = scale, sc = 1.f;
+        bf16 *dst;
+        if (row < nkr) { // dK / dV: row = (slab, array, t)
+            unsigned u = row / (unsigned)T, t = row - u * T, bkl = u >> 1, bk = bk0 + bkl;
+            int a = u & 1;
+            dst = (a ? dv : dk) + (((size_t)(bk / KVH) * T + t) * KVH + bk % KVH) * D + c4;
+            f = a ? 1.f : scale;
+            int c = kcnt ? kcnt[(size_t)bkl * ((T + R - 1) / R) + t / R] : -1;
+            if (one && c == 1) continue;
+            float4 x = c ? __ldcs((const float4 *)kva + i) : make_float4(0.f, 0.f, 0.f, 0.f);
             y[0] = x.x * f, y[1] = x.y * f, y[2] = x.z * f, y[3] = x.w * f;
+        } else { // dQ: row = (slab, t, head of the group)
+            unsigned r = row - nkr, u = r / G, hg = r - u * G, v = u / (unsigned)T, t = u - v * T;
+            unsigned bk = bk0 + v;
+            size_t orow = ((size_t)(bk / KVH) * T + t) * H + (bk % KVH) * G + hg;
+            size_t j = i - (size_t)nkr * L;
+            dst = dq + orow * D + c4;
+            if (FX) {
+                int4 x = __ldcs((const int4 *)dqa + j);
+                sc = rsc[orow];
+                double df = (double)scale / sc;
+                y[0] = (float)(x.x * df), y[1] = (float)(x.y * df), y[2] = (float)(x.z * df),
+                y[3] = (float)(x.w * df);
+            } else {
+                float4 x = __ldcs((const float4 *)dqa + j);
+                y[0] = x.x * f, y[1] = x.y * f, y[2] = x.z * f, y[3] = x.w * f;
+            }
         }
+        if (isnan(sc)) y[0] = y[1] = y[2] = y[3] = NAN;
+        *(uint2 *)dst = make_uint2(pack_bf16x2(y[0], y[1]), pack_bf16x2(y[2], y[3]));
     }
-    if (isnan(sc)) y[0] = y[1] = y[2] = y[3] = NAN;
-    *(uint2 *)dst = make_uint2(pack_bf16x2(y[0], y[1]), pack_bf16x2(y[2], y[3]));
 }
 
 // The ordered mode's chains (s12). pos [the launch's lists][nreg] = the slot of region r in the
@@ -343,7 +384,8 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
         size_t nkr = 2 * n * T, nqr = n * G * T;
         auto conv = D == 64 ? (det ? sk_acc_out<64, true> : sk_acc_out<64, false>)
                             : (det ? sk_acc_out<128, true> : sk_acc_out<128, false>);
-        conv<<<cdiv_u((nkr + nqr) * (D / 4), 256), 256>>>(dq, dk, dv, (const float *)kva, dqa, rsc,
+        unsigned cg = cdiv_u((nkr + nqr) * (D / 4), 256);
+        conv<<<cg < SK_CONV_CTAS ? cg : SK_CONV_CTAS, 256>>>(dq, dk, dv, (const float *)kva, dqa, rsc,
                                                           kcnt, R, one, (int)bk0, (unsigned)nkr,
                                                           (unsigned)nqr, T, H, KVH, scale);
         cudaLaunchCheck();
