@@ -118,7 +118,11 @@
 // 20.90 / 20.64 / 19.03-19.48; r3 20.94 / 19.87-20.09 / 19.23-19.54; ordered vs atomic outputs
 // relative L2 dq 9.7e-5, dk 2.1e-5, dv 2.3e-5 (fp32 sums in other orders; the info row); D 64
 // 4.80-4.81 / 4.75-4.80 / 4.59-4.64; bench fwd+bwd 64K det 61.37 -> 60.51 (nd 60.05 / 59.55;
-// s11's 69.2 not seen), 128K 133.51 -> 133.02 (nd 133.06 / 133.38 in that run). R4_FINAL
+// s11's 69.2 not seen), 128K 133.51 -> 133.02 (nd 133.06 / 133.38 in that run). r4 (the
+// final chains; same snippet, s11 / chains / atomic): 32K 20.94-21.17 / 19.77-20.01 / 18.87-
+// 19.25 ms (410 / 429-434 / 446-455 TFLOP/s); D 64 4.797-4.802 / 4.782-4.793 / 4.62-4.63; bench
+// fwd+bwd 32K det 27.79 -> 27.90 (nd 28.04 / 27.97: the bench's random inputs list otherwise),
+// 128K 133.53 -> 131.92 (nd 133.17 / 133.36); small rows (full) 265 + --quick 190 passed. R5_FINAL
 // Tried and removed (s12): the order-free s32 fixed point for dK / dV (r3, MSLAB_SK_FX): a
 // power-of-2 scale per key from the rigorous bound |dV_jd| <= qblock kcnt max |dO_id|, |dK_jd| <=
 // qblock kcnt (max |dO_i|_2 max |V_j|_2 + max |Di|) max |q_id| (per-(b, kv head) maxima from
