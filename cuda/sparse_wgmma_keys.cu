@@ -122,7 +122,15 @@
 // final chains; same snippet, s11 / chains / atomic): 32K 20.94-21.17 / 19.77-20.01 / 18.87-
 // 19.25 ms (410 / 429-434 / 446-455 TFLOP/s); D 64 4.797-4.802 / 4.782-4.793 / 4.62-4.63; bench
 // fwd+bwd 32K det 27.79 -> 27.90 (nd 28.04 / 27.97: the bench's random inputs list otherwise),
-// 128K 133.53 -> 131.92 (nd 133.17 / 133.36); small rows (full) 265 + --quick 190 passed. R5_FINAL
+// 128K 133.53 -> 131.92 (nd 133.17 / 133.36); small rows (full) 265 + --quick 190 passed. r5: the
+// convert (sk_acc_out) as a grid-stride loop over 2048 CTAs (it had taken the atomic mode's 0.35
+// ms a launch for half its bytes: CTAs of skipped rows): 32K ordered 19.75-19.91 vs 20.00-20.03
+// (r4's binary, same snippet; atomic 18.99-19.39 / 19.36-19.57; s11 21.25); D 64 4.770-4.778 vs
+// 4.785-4.793; bench 128K det 134.09 -> 132.91 (nd 134.54 / 133.70). r6 (tried and
+// removed): the last step's dQ boxes handed to the TMA unit after every warp's dK / dV boxes (by
+// the last warp to issue, so that the chains' adds would complete sooner): 20.06 / 20.12 ms vs
+// 19.62 / 19.64 (r5's binary, same snippet; atomic 18.88-19.38), epilogue 9142 cycles (atomic
+// 7164) vs r3's 8900 (6650). R7_FINAL
 // Tried and removed (s12): the order-free s32 fixed point for dK / dV (r3, MSLAB_SK_FX): a
 // power-of-2 scale per key from the rigorous bound |dV_jd| <= qblock kcnt max |dO_id|, |dK_jd| <=
 // qblock kcnt (max |dO_i|_2 max |V_j|_2 + max |Di|) max |q_id| (per-(b, kv head) maxima from
