@@ -1019,10 +1019,10 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     }
     cp_async_wait<0>(); // sparse: no step (a region no block lists): dK = dV = 0
     if (TR && trw) trec[6] = clock64();
-    if (!KL && BULKQ && bq_qs >= 0) { // the last step's partial; its smem reads done before the
-        __syncthreads(); // CTA exits (the adds complete with the grid, as TMA stores do)
+    if (BULKQ && bq_qs >= 0) { // the last step's partial; its smem reads done before the CTA
+        __syncthreads();          // exits (the adds complete with the grid, as TMA stores do)
         bulk_issue();
-        bulk_wait_read();
+        if (!KL) bulk_wait_read(); // KL: waited with the dK / dV adds (no smem in common)
     }
 
     if (DET == 2 && cnt_prev) {
@@ -1044,22 +1044,9 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         // region that only this list of the launch's (b, kv head) holds (kcnt 1, kone) is
         // written as bf16 dK / dV, no chain. (s11's partials, stored per CTA and summed by a
         // second kernel: sparse_wgmma_keys.cu's notes)
-        // the last step's dQ partial goes to the TMA unit after every warp's dK / dV boxes (the
-        // last warp to issue its boxes issues it: the boxes' adds complete sooner, and with them
-        // the chains' turns; before, at the loop's end, its 8 KB boxes went first)
-        unsigned *kl_issued = (unsigned *)dSs; // (dS^T's buffer: free after the loop)
-        if (threadIdx.x == 0) *kl_issued = 0;
-        __syncthreads(); // every warpgroup's products done with the buffers (and kl_issued)
+        __syncthreads(); // every warpgroup's products done with the buffers
         int wkey = __shfl_sync(0xffffffffu, key[0], 0); // the warp's first key
         unsigned char *st = (unsigned char *)Ks + warp * 128 * D;
-        auto issued = [&]() { // the warp's boxes are out: the last warp hands over the dQ boxes
-            unsigned n = 0;
-            if (lane == 0) n = atomicAdd(kl_issued, 1u);
-            n = __shfl_sync(0xffffffffu, n, 0);
-            int x = lane - (32 - D / 32); // lanes 28..31 (D 64: 30, 31): box x
-            if (BULKQ && bq_qs >= 0 && n == NT / 32 - 1 && x >= 0)
-                tma_out_4d<true>(&dqmap, dQs + x * 8192, x * 32, kh - kvh * G, bq_qs, kbl);
-        };
         auto stage = [&](const float (&x)[DN][4], unsigned char *sa) {
 #pragma unroll
             for (int n = 0; n < DN; n++)
@@ -1088,13 +1075,10 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         bool one = PT && sp.kone && wkey != INT_MAX &&
                    __ldg(sp.kcnt + (size_t)kbl * sp.nreg + reg) == 1;
         if (one) {
-            issued();
             store_dkdv_rows<DN>(dk + (size_t)b * T * ldk + (size_t)kvh * D,
                                 dv + (size_t)b * T * ldk + (size_t)kvh * D, ldk, key, T, tq, dka, dva,
                                 scale);
-        } else if (!(wkey != INT_MAX && (PT || any))) {
-            issued();
-        } else {
+        } else if (wkey != INT_MAX && (PT || any)) {
             int rk = 0, *cw = nullptr;
             bool mine = true; // PT: the list's designated slot of the region (held twice: one)
             if (PT) {
@@ -1103,7 +1087,6 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
                 rk = mine ? __ldg(sp.krank + e) : 0;
                 cw = sp.kwait + (size_t)kbl * ((T + 15) >> 4) + (wkey >> 4);
             }
-            if (!mine) issued();
             if (mine) {
                 stage(dka, st);
                 stage(dva, st + 64 * D);
@@ -1121,9 +1104,8 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
                     int c0 = lane % (D / 32) * 32, c2 = lane / (D / 32) + 2 * kbl;
                     if (PT && rk == 0) tma_out_4d<false>(&dkmap, st + lane * 2048, c0, wkey, c2, 0);
                     else tma_out_4d<true>(&dkmap, st + lane * 2048, c0, wkey, c2, 0);
+                    if (PT) bulk_wait_done();
                 }
-                issued();
-                if (PT && lane < D / 16) bulk_wait_done();
                 if (PT) {
                     __syncwarp();
                     if (lane == 0) st_release_gpu(cw, rk + 1); // the next list's turn
