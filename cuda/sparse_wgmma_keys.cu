@@ -130,7 +130,11 @@
 // removed): the last step's dQ boxes handed to the TMA unit after every warp's dK / dV boxes (by
 // the last warp to issue, so that the chains' adds would complete sooner): 20.06 / 20.12 ms vs
 // 19.62 / 19.64 (r5's binary, same snippet; atomic 18.88-19.38), epilogue 9142 cycles (atomic
-// 7164) vs r3's 8900 (6650). R7_FINAL
+// 7164) vs r3's 8900 (6650). r7 (the final form, same
+// snippet, s11 / chains / atomic): 32K 20.52-20.53 / 19.43-19.57 / 18.98-19.27 ms (418 / 439-442
+// / 446-453 TFLOP/s); D 64 4.774 / 4.753 / 4.58-4.60; bench fwd+bwd det 64K 61.25 -> 60.21 (nd
+// 59.23 / 58.97), 128K 132.40 -> 131.13 (nd 132.16 / 132.97); small rows (full) 265 + --quick
+// 190 passed.
 // Tried and removed (s12): the order-free s32 fixed point for dK / dV (r3, MSLAB_SK_FX): a
 // power-of-2 scale per key from the rigorous bound |dV_jd| <= qblock kcnt max |dO_id|, |dK_jd| <=
 // qblock kcnt (max |dO_i|_2 max |V_j|_2 + max |Di|) max |q_id| (per-(b, kv head) maxima from
