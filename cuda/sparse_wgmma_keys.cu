@@ -102,54 +102,52 @@
 // passed.
 // (s11's partials path, sk_part_sum and its chunk tunable were removed in s12: below.)
 // s12 (the ordered mode's dK / dV by fixed-order fp32 chains, the form above; prediction: 32K
-// ordered 21.0 -> ~19.6 ms: no partials written (~0.8 ms of DRAM writes under the kernel) and
-// read back (the sums, 0.8 ms), no dK / dV zeroing (-0.3), + the chains' waits). The split per
-// kernel (r1, ncu, one call, us): atomic wg_bwd_pre 135, sort 19, kernel 8930 x 2 (16 heads a
-// launch), sk_acc_out 322 x 2; s11 ordered wg_kv_bound 124, sk_pre 199, sort 19, kernel 2320 +
-// 4030 x 4 (4 + 4 x 7 heads), sk_part_sum 93 + 163 x 4, sk_acc_out (dQ) 37 + 63 x 4; chains:
-// kernel 9270 x 2 (16 heads), sk_acc_out 331 x 2, sk_pos 4, sk_rank 9. Event times a call (r2,
-// ms): atomic pre 0.17, memsets 0.40, kernels 17.9-18.2, converts 0.70; chains pre 0.36,
-// memsets + pos 0.19, kernels 19.05-19.5, converts 0.71 (the convert's row math in 32 bits: no
-// change; it is bound by its bytes). Trace (r3, a launch of 16 heads): atomic 4879 cycles a
-// step, epilogue 6650 cycles a CTA; chains 5158 (the s32 dQ: S +157, dQ adds +88), epilogue 8900
-// (the adds' completion before the turn passes on: ~0.3 ms a call; r2 with the chains off, wrong
-// sums, timing only: 20.33 vs 20.64 ms). Same snippets, ms paper 32K bwd, s11 / chains / atomic:
-// r1 20.86-20.91 / 20.41-20.51 / 19.07-19.35 (chains with blocks latest first: 20.83); r2 20.85-
-// 20.90 / 20.64 / 19.03-19.48; r3 20.94 / 19.87-20.09 / 19.23-19.54; ordered vs atomic outputs
-// relative L2 dq 9.7e-5, dk 2.1e-5, dv 2.3e-5 (fp32 sums in other orders; the info row); D 64
-// 4.80-4.81 / 4.75-4.80 / 4.59-4.64; bench fwd+bwd 64K det 61.37 -> 60.51 (nd 60.05 / 59.55;
-// s11's 69.2 not seen), 128K 133.51 -> 133.02 (nd 133.06 / 133.38 in that run). r4 (the
-// final chains; same snippet, s11 / chains / atomic): 32K 20.94-21.17 / 19.77-20.01 / 18.87-
-// 19.25 ms (410 / 429-434 / 446-455 TFLOP/s); D 64 4.797-4.802 / 4.782-4.793 / 4.62-4.63; bench
-// fwd+bwd 32K det 27.79 -> 27.90 (nd 28.04 / 27.97: the bench's random inputs list otherwise),
-// 128K 133.53 -> 131.92 (nd 133.17 / 133.36); small rows (full) 265 + --quick 190 passed. r5: the
-// convert (sk_acc_out) as a grid-stride loop over 2048 CTAs (it had taken the atomic mode's 0.35
-// ms a launch for half its bytes: CTAs of skipped rows): 32K ordered 19.75-19.91 vs 20.00-20.03
-// (r4's binary, same snippet; atomic 18.99-19.39 / 19.36-19.57; s11 21.25); D 64 4.770-4.778 vs
-// 4.785-4.793; bench 128K det 134.09 -> 132.91 (nd 134.54 / 133.70). r6 (tried and
-// removed): the last step's dQ boxes handed to the TMA unit after every warp's dK / dV boxes (by
-// the last warp to issue, so that the chains' adds would complete sooner): 20.06 / 20.12 ms vs
-// 19.62 / 19.64 (r5's binary, same snippet; atomic 18.88-19.38), epilogue 9142 cycles (atomic
-// 7164) vs r3's 8900 (6650). r7 (the final form, same
-// snippet, s11 / chains / atomic): 32K 20.52-20.53 / 19.43-19.57 / 18.98-19.27 ms (418 / 439-442
-// / 446-453 TFLOP/s); D 64 4.774 / 4.753 / 4.58-4.60; bench fwd+bwd det 64K 61.25 -> 60.21 (nd
-// 59.23 / 58.97), 128K 132.40 -> 131.13 (nd 132.16 / 132.97); small rows (full) 265 + --quick
-// 190 passed.
+// ordered 21.0 -> ~19.6 ms: no partials written (~0.8 ms of DRAM writes under the kernel) and read
+// back (the sums, 0.8 ms), no dK / dV zeroing (-0.3), + the chains' waits). The split per kernel
+// (r1, ncu, one call, us): atomic wg_bwd_pre 135, sort 19, kernel 8930 x 2 (16 heads a launch),
+// sk_acc_out 322 x 2; s11 ordered wg_kv_bound 124, sk_pre 199, sort 19, kernel 2320 + 4030 x 4 (4 +
+// 4 x 7 heads), sk_part_sum 93 + 163 x 4, sk_acc_out (dQ) 37 + 63 x 4; chains: kernel 9270 x 2 (16
+// heads), sk_acc_out 331 x 2, sk_pos 4, sk_rank 9. Event times a call (r2, ms): atomic pre 0.17,
+// memsets 0.40, kernels 17.9-18.2, converts 0.70; chains pre 0.36, memsets + pos 0.19, kernels
+// 19.05-19.5, converts 0.71 (with the convert's row math in 32 bits: no change; r5 below). Trace
+// (r3, a launch of 16 heads): atomic 4879 cycles a step, epilogue 6650 cycles a CTA; chains 5158
+// (the s32 dQ: S +157, dQ adds +88), epilogue 8900 (the adds' completion before the turn passes on:
+// ~0.3 ms a call; r2 with the chains off, wrong sums, timing only: 20.33 vs 20.64 ms). Same
+// snippets, ms paper 32K bwd, s11 / chains / atomic: r1 20.86-20.91 / 20.41-20.51 / 19.07-19.35
+// (chains with blocks latest first: 20.83); r2 20.85- 20.90 / 20.64 / 19.03-19.48; r3 20.94 /
+// 19.87-20.09 / 19.23-19.54; ordered vs atomic outputs relative L2 dq 9.7e-5, dk 2.1e-5, dv 2.3e-5
+// (fp32 sums in other orders; the info row); D 64 4.80-4.81 / 4.75-4.80 / 4.59-4.64; bench fwd+bwd
+// 64K det 61.37 -> 60.51 (nd 60.05 / 59.55; s11's 69.2 not seen), 128K 133.51 -> 133.02 (nd 133.06
+// / 133.38 in that run). r4 (the final chains; same snippet, s11 / chains / atomic): 32K
+// 20.94-21.17 / 19.77-20.01 / 18.87- 19.25 ms (410 / 429-434 / 446-455 TFLOP/s); D 64 4.797-4.802 /
+// 4.782-4.793 / 4.62-4.63; bench fwd+bwd 32K det 27.79 -> 27.90 (nd 28.04 / 27.97: the bench's
+// random inputs list otherwise), 128K 133.53 -> 131.92 (nd 133.17 / 133.36); small rows (full) 265
+// + --quick 190 passed. r5: the convert (sk_acc_out) as a grid-stride loop over 2048 CTAs (it had
+// taken the atomic mode's 0.35 ms a launch for half its bytes: CTAs of skipped rows): 32K ordered
+// 19.75-19.91 vs 20.00-20.03 (r4's binary, same snippet; atomic 18.99-19.39 / 19.36-19.57; s11
+// 21.25); D 64 4.770-4.778 vs 4.785-4.793; bench 128K det 134.09 -> 132.91 (nd 134.54 / 133.70). r6
+// (tried and removed): the last step's dQ boxes handed to the TMA unit after every warp's dK / dV
+// boxes (by the last warp to issue, so that the chains' adds would complete sooner): 20.06 / 20.12
+// ms vs 19.62 / 19.64 (r5's binary, same snippet; atomic 18.88-19.38), epilogue 9142 cycles (atomic
+// 7164) vs r3's 8900 (6650). r7 (the final form, same snippet, s11 / chains / atomic): 32K
+// 20.52-20.53 / 19.43-19.57 / 18.98-19.27 ms (418 / 439-442 / 446-453 TFLOP/s); D 64 4.774 / 4.753
+// / 4.58-4.60; bench fwd+bwd det 64K 61.25 -> 60.21 (nd 59.23 / 58.97), 128K 132.40 -> 131.13 (nd
+// 132.16 / 132.97); small rows (full) 265 + --quick 190 passed.
 // Tried and removed (s12): the order-free s32 fixed point for dK / dV (r3, MSLAB_SK_FX): a
-// power-of-2 scale per key from the rigorous bound |dV_jd| <= qblock kcnt max |dO_id|, |dK_jd| <=
-// qblock kcnt (max |dO_i|_2 max |V_j|_2 + max |Di|) max |q_id| (per-(b, kv head) maxima from
-// sk_pre, kcnt from sk_rank), bulk s32 reduce-adds, no chains: 32K 20.21 / 19.97 ms vs the chains'
-// 19.87 / 20.09 in the same snippet (it needs the zeroing and reads every row back) and too
-// imprecise: ordered vs atomic relative L2 dk 0.0343, dv 0.0023 (D 64: 0.0075 / 0.0011; the
-// parity tolerance is 0.01). The bound is loose where it counts: sum_i P_ij <= qblock kcnt rows
-// while a key's real column sum is ~rows / 8192 (random data, ~8K keys a row), |dP_ij| <= |dO_i|_2
-// |V_j|_2 is ~sqrt(D) over the typical, and the partials cancel (sums of random signs): the bound
-// exceeds |dK_jd| by ~2^27 at kcnt 16, which leaves ~3 of 30 bits. A CPU simulation of one key
-// (paper shape, N(0, 1) data) gave relative L2 dK 2.2 / 4.2 / 8.1 / 14 / 67 / 100%, dV 0.10 /
-// 0.19 / 0.41 / 0.65 / 3.0 / 22% at kcnt 2 / 4 / 8 / 16 / 64 (128K) / 512 (1M): the error grows
-// as kcnt (the bound as kcnt, the rounding and the value both as sqrt(kcnt)). s7 found the same
-// for sq_fused_kernel's per-region scales (sparse_wgmma_small.cu's notes): 32 bits would need a
-// bound within ~2^10 of the values, a rigorous one is 2^20-2^27 off, and s64 adds double the
+// power-of-2 scale per key from the rigorous bound |dV_jd| <= qblock kcnt max |dO_id|, |dK_jd| <= qblock kcnt
+// (max |dO_i|_2 max |V_j|_2 + max |Di|) max |q_id| (per-(b, kv head) maxima from sk_pre, kcnt from
+// sk_rank), bulk s32 reduce-adds, no chains: 32K 20.21 / 19.97 ms vs the chains' 19.87 / 20.09 in
+// the same snippet (it needs the zeroing and reads every row back) and too imprecise: ordered vs
+// atomic relative L2 dk 0.0343, dv 0.0023 (D 64: 0.0075 / 0.0011; the parity tolerance is 0.01).
+// The bound is loose where it counts: sum_i P_ij <= qblock kcnt rows while a key's real column sum
+// is ~rows / 8192 (random data, ~8K keys a row), |dP_ij| <= |dO_i|_2 |V_j|_2 is ~sqrt(D) over the
+// typical, and the partials cancel (sums of random signs): the bound exceeds |dK_jd| by ~2^27 at
+// kcnt 16, which leaves ~3 of 30 bits. A CPU simulation of one key (paper shape, N(0, 1) data) gave
+// relative L2 dK 2.2 / 4.2 / 8.1 / 14 / 67 / 100%, dV 0.10 / 0.19 / 0.41 / 0.65 / 3.0 / 22% at kcnt
+// 2 / 4 / 8 / 16 / 64 (128K) / 512 (1M): the error grows as kcnt (the bound as kcnt, the rounding
+// and the value both as sqrt(kcnt)). s7 found the same for sq_fused_kernel's per-region scales
+// (sparse_wgmma_small.cu's notes): 32 bits would need a bound within ~2^17 of the values (an error
+// ~8x under bf16's rounding at kcnt 16), a rigorous one is 2^20-2^27 off, and s64 adds double the
 // epilogue's bytes (s10). Also removed: blocks latest first in the ordered mode (r1), the once-
 // listed regions by their CTA at D 64 (r2: 4.793 vs 4.787 ms without), MSLAB_SK_TIME.
 // Left: the ordered mode's s32 dQ conversions in the steps (~280 cycles a step, ~1 ms a call at
@@ -401,9 +399,10 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
         auto conv = D == 64 ? (det ? sk_acc_out<64, true> : sk_acc_out<64, false>)
                             : (det ? sk_acc_out<128, true> : sk_acc_out<128, false>);
         unsigned cg = cdiv_u((nkr + nqr) * (D / 4), 256);
-        conv<<<cg < SK_CONV_CTAS ? cg : SK_CONV_CTAS, 256>>>(dq, dk, dv, (const float *)kva, dqa, rsc,
-                                                          kcnt, R, one, (int)bk0, (unsigned)nkr,
-                                                          (unsigned)nqr, T, H, KVH, scale);
+        conv<<<cg < SK_CONV_CTAS ? cg : SK_CONV_CTAS, 256>>>(dq, dk, dv, (const float *)kva, dqa,
+                                                            rsc, kcnt, R, one, (int)bk0,
+                                                            (unsigned)nkr, (unsigned)nqr, T, H,
+                                                            KVH, scale);
         cudaLaunchCheck();
     }
     return 0;
