@@ -472,6 +472,12 @@ __device__ __forceinline__ void tma_out_4d(const void *map, const void *src, int
 __device__ __forceinline__ void bulk_wait_read() {
     asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
 }
+// the thread's bulk groups complete (their global writes performed), then ordered before its
+// later generic accesses (the key lists' ordered dK / dV adds: the chain's release)
+__device__ __forceinline__ void bulk_wait_done() {
+    asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
+    asm volatile("fence.proxy.async.global;\n" ::: "memory");
+}
 
 // ---------------------------------------------------------------------------------------------
 // Fused backward (5 products): CTA = (b, kv head, D keys), D / 64 warpgroups of 64 keys (D 128: 2
@@ -632,7 +638,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     constexpr bool KL = SP == 2; // key lists
     static_assert(!KL || ((PIPE & ~(32 | 64)) == 22 && (DET == 0 || DET == 4)),
                   "key lists: PIPE 22 (+ 32, 64), DET 0 / 4");
-    constexpr bool PT = KL && DET == 4; // key lists, ordered: dK / dV partials stored (s11)
+    constexpr bool PT = KL && DET == 4; // key lists, ordered: dK / dV adds in a fixed order (s12)
     constexpr bool FX = DET >= 3; // fixed-point dQ: 3 two 32-bit lanes per u64 red, 4 s32 bulk adds
     constexpr bool ALDL = (PIPE & 2) != 0; // lse / Di by cp.async
     constexpr bool BULKQ = (PIPE & 4) != 0; // dQ partials by bulk reduce-adds (map dqmap)
@@ -711,7 +717,8 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     const int *klst = nullptr;
     if constexpr (KL) {
         int hl = blockIdx.y / sp.nblk, bhq = sp.bk0 * G + hl;
-        kc = sp.nblk - 1 - (blockIdx.y - hl * sp.nblk), kb = blockIdx.x;
+        int cy = blockIdx.y - hl * sp.nblk; // (kasc: the ordered mode's chains, at the epilogue)
+        kc = sp.kasc ? cy : sp.nblk - 1 - cy, kb = blockIdx.x;
         b = bhq / H, kh = bhq % H, kvh = kh / G, kbl = b * KVH + kvh - sp.bk0;
         klst = sp.idx + (((size_t)b * H + kh) * sp.nblk + kc) * sp.width;
     }
@@ -1131,11 +1138,16 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     if constexpr (KL) {
         // dK / dV (unscaled) at the warp's 16 keys (consecutive: a region's rows), staged per warp
         // in 128 D bytes of the K / V / Q / dO buffers as fp32 boxes [16 keys][32 columns]
-        // (128-byte swizzle, both arrays at once), then by the TMA unit: the atomic mode
-        // reduce-adds them into the accumulators ([slab][2 = dK, dV][T][D]); the ordered mode
-        // (DET 4, s11) stores them into the CTA's own slot (hl, kc, kb) of the partials ([slot][2]
-        // [BKV][D]; sparse_wgmma_keys.cu sums them per region in a fixed order), or writes a region
-        // that only this list of the launch's (b, kv head) holds (sp.kcnt, D 128) as bf16 dK / dV
+        // (128-byte swizzle, both arrays at once), then reduce-added by the TMA unit into the
+        // accumulators ([slab][2 = dK, dV][T][D]). The ordered mode (DET 4, s12) adds in a fixed
+        // order: per 16-key group a chain over the lists that hold the region (krank: lists in
+        // grid order, blocks earliest first), each warp waits for its turn (kwait == its rank),
+        // the first STORES (no zeroing), waits for its adds to complete and passes the turn on:
+        // the same fp32 sums in the same order whatever the CTAs' timing (bitwise repeatable);
+        // waits only on CTAs launched before it (the grid's order), which run or are done. A
+        // region that only this list of the launch's (b, kv head) holds (kcnt 1, kone) is
+        // written as bf16 dK / dV, no chain. (s11's partials, stored per CTA and summed by a
+        // second kernel: sparse_wgmma_keys.cu's notes)
         __syncthreads(); // every warpgroup's products done with the buffers
         int wkey = __shfl_sync(0xffffffffu, key[0], 0); // the warp's first key
         unsigned char *st = (unsigned char *)Ks + warp * 128 * D;
@@ -1163,20 +1175,46 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         // each warp's box read back in row order and added by coalesced per-thread reds (u64 /
         // v4.f32) 6770 / 13301, 19.20 / 22.17 ms vs 19.23 / 22.19: the SM's ~20 bytes a cycle to
         // L2 bound them all; none kept)
-        bool one = PT && sp.kcnt && wkey != INT_MAX &&
-                   __ldg(sp.kcnt + (size_t)kbl * sp.nreg + (wkey >> klsh)) == 1;
+        int reg = wkey != INT_MAX ? wkey >> klsh : 0;
+        bool one = PT && sp.kone && wkey != INT_MAX &&
+                   __ldg(sp.kcnt + (size_t)kbl * sp.nreg + reg) == 1;
         if (one) {
             store_dkdv_rows<DN>(dk + (size_t)b * T * ldk + (size_t)kvh * D,
                                 dv + (size_t)b * T * ldk + (size_t)kvh * D, ldk, key, T, tq, dka, dva,
                                 scale);
-        } else if (wkey != INT_MAX && (PT || any)) { // PT: each listed region's slot (no step: 0)
-            stage(dka, st);
-            stage(dva, st + 64 * D);
-            int slot = ((blockIdx.y / sp.nblk) * sp.nblk + kc) * gridDim.x + kb;
-            if (lane < D / 16)
-                tma_out_4d<!PT>(&dkmap, st + lane * 2048, lane % (D / 32) * 32,
-                                PT ? warp * 16 : wkey, lane / (D / 32) + (PT ? 0 : 2 * kbl),
-                                PT ? slot : 0);
+        } else if (wkey != INT_MAX && (PT || any)) {
+            int rk = 0, *cw = nullptr;
+            bool mine = true; // PT: the list's designated slot of the region (held twice: one)
+            if (PT) {
+                size_t e = ((size_t)(blockIdx.y / sp.nblk) * sp.nblk + kc) * sp.nreg + reg;
+                mine = __ldg(sp.kpos + e) == kb * (BKV >> klsh) + ((warp * 16) >> klsh);
+                rk = mine ? __ldg(sp.krank + e) : 0;
+                cw = sp.kwait + (size_t)kbl * ((T + 15) >> 4) + (wkey >> 4);
+            }
+            if (mine) {
+                stage(dka, st);
+                stage(dva, st + 64 * D);
+                if (PT && sp.kjit) { // tests: warps delayed by a hash of their CTA (other orders)
+                    unsigned hs = (blockIdx.x * 2654435761u) ^ (blockIdx.y * 40503u) ^ (warp * 97u);
+                    long long t0 = clock64(), dl = (long long)((hs >> 7) % 8) * 20000;
+                    while (clock64() - t0 < dl) __nanosleep(100);
+                }
+                if (PT) {
+                    if (lane == 0) wait_count(cw, rk); // the chain's turn (acquire)
+                    __syncwarp();
+                    asm volatile("fence.proxy.async.global;\n" ::: "memory");
+                }
+                if (lane < D / 16) {
+                    int c0 = lane % (D / 32) * 32, c2 = lane / (D / 32) + 2 * kbl;
+                    if (PT && rk == 0) tma_out_4d<false>(&dkmap, st + lane * 2048, c0, wkey, c2, 0);
+                    else tma_out_4d<true>(&dkmap, st + lane * 2048, c0, wkey, c2, 0);
+                    if (PT) bulk_wait_done();
+                }
+                if (PT) {
+                    __syncwarp();
+                    if (lane == 0) st_release_gpu(cw, rk + 1); // the next list's turn
+                }
+            }
         }
         bulk_wait_read(); // (and the last dQ partial's reads)
     } else if (TML) { // dK / dV as planar tiles in the Q / dO buffers, then 4 TMA stores (rows past T

@@ -20,9 +20,15 @@ struct SpArgs {
     int hgroup; // dense fused kernel: CTAs in groups of hgroup (b, kv head)s, key blocks outer
                 // inside a group (0: the grid's order, key blocks outer; flash_wgmma_bwd.cu)
     // key-list fused kernel (SP 2, sparse_wgmma_keys.cu): the launch's first (b, kv head); the
-    // ordered mode: per (kv head of the launch, region) the lists that hold it, or NULL
+    // ordered mode (s12: dK / dV by fp32 reduce-adds in a fixed order): per (kv head of the
+    // launch, region) the lists that hold it (kcnt; kone: regions listed once written as bf16 by
+    // their CTA), per (list of the launch, region) its designated slot (kpos) and its place in
+    // the order (krank), per (kv head of the launch, 16-key group) the adds done (kwait); kasc:
+    // blocks earliest first (the order's); kjit (tests): CTAs delayed before their adds
     int bk0;
-    const int *kcnt;
+    const int *kcnt, *kpos, *krank;
+    int *kwait;
+    int kone, kasc, kjit;
 };
 
 // thread 0 waits until *cnt == v; bounded (~1 s at 2 GHz): a broken ordering assumption gives a
@@ -158,8 +164,8 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
                           const AttnIndex *ix, int B, int T, int H, int KVH, int D);
 // flash_wgmma_bwd.cu for it: Di (and with rsc the fixed-point dQ's row scales, kvm the K / V
 // bound), and bwd_fused_kernel<D, det ? 4 : 0, PIPE, SP 2> on grid (PIPE: atomic 22, ordered 118
-// at D 128 (+ the FFMA dQ conversions), 54 at D 64; maps: dQ accumulator, Q, dO, and the atomic
-// mode's dK / dV accumulators or the ordered mode's dK / dV partials)
+// at D 128 (+ the FFMA dQ conversions), 54 at D 64; maps: dQ accumulator, Q, dO, and the dK / dV
+// accumulators: the ordered mode adds into them in a fixed order, sp's chains)
 void wg_bwd_pre_launch(int D, float *Di, float *rsc, unsigned *kvm, const bf16 *dout,
                        const bf16 *out, const bf16 *k, const bf16 *v, int B, int T, int H, int KVH);
 // wg_kv_bound alone into kvm (zeroed by the caller; the ordered mode's pre-pass is sk_pre there)

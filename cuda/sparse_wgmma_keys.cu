@@ -15,20 +15,24 @@
 // partial = dS K added by bulk tensor reduce-adds (fp32, or s32 fixed point with the row scales
 // rsc in the ordered mode: integer adds commute, bitwise repeatable). At its end each warp (16
 // keys = one region's rows) stages its dK / dV rows as fp32 [16 keys][32 columns] boxes for the
-// TMA unit: the atomic mode reduce-adds them into fp32 accumulators [slab][2][T][D] (an add per
-// (block, key) instead of the query-centric kernel's one per (128-row CTA, key)); the ordered
-// mode (s11) STORES them into the CTA's own slot (launch head, block, key tile) of a partials
-// buffer [slot][2][128][D] (the same 128 KB a CTA as the atomic adds), and sk_part_sum then sums
-// per region the partials of the (head of the group, block) lists that hold it, in that fixed
-// order (pos: each list's slot of each region, sk_pos), writing bf16 dK / dV: fp32 sums, bitwise
-// repeatable. At D 128 a region that one list of the launch's kv head holds (kcnt; 74% of the
-// regions at 32K) is written as bf16 by its CTA and skipped by the sums. Grid x = key tiles (the
-// 64 CTAs of a (head, block) run together: its 1 MB Q / dO block and its dQ adds stay in L2), y =
-// (head, block latest first). Per group of (b, kv head)s (wg_acc_group's budget, one launch per
-// group): the atomic mode's dK / dV accumulators or the ordered mode's partials, pos and kcnt,
-// then dQ [slab][T][G][D]; memsets, then one convert (sk_acc_out: the atomic mode's dK / dV, dQ).
-// The ordered mode's pre-pass (sk_pre) reads q, dO and O once for Di and the row scales (after
-// wg_kv_bound).
+// TMA unit, which reduce-adds them into fp32 accumulators [slab][2][T][D] (an add per (block,
+// key) instead of the query-centric kernel's one per (128-row CTA, key)). The atomic mode adds in
+// any order. The ordered mode (s12) adds in a FIXED order: per 16-key group a chain over the
+// lists that hold the region (rank: the lists in grid order, head of the group outer, blocks
+// earliest first; sk_pos / sk_rank), each warp waiting for its turn on a counter (kwait), the
+// first storing (no zeroing), each waiting for its adds to complete before passing the turn on:
+// the same fp32 sums in the same order whatever the CTAs' timing, bitwise repeatable. A CTA
+// waits only on CTAs launched before it, which run or are done (the dense DET 1 path relies on
+// the same launch order); blocks earliest first because a block's own regions (short walks from
+// the diagonal) then come first in their chains. At D 128 a region that one list of the launch's
+// kv head holds (kcnt; 74% of the regions at 32K) is written as bf16 by its CTA, no chain.
+// Grid x = key tiles (the CTAs of a (head, block) run together: its Q / dO block and its dQ
+// adds stay in L2), y = (head, block: atomic latest first, ordered earliest first). Per group of
+// (b, kv head)s (wg_acc_group's budget, one launch per group): the dK / dV accumulators, the
+// ordered mode's pos, rank, kcnt and turns, then dQ [slab][T][G][D]; memsets (the atomic mode's
+// dK / dV too), then one convert (sk_acc_out: dK / dV, dQ; the ordered mode's rows of regions no
+// list holds written as 0 without a read, those held once skipped). The ordered mode's pre-pass
+// (sk_pre) reads q, dO and O once for Di and the row scales (after wg_kv_bound).
 // Measured (H200, bf16, ms paper config w 16 top 512 merge 128, B 1, H = KVH 32, D 128, T 32K,
 // bwd alone: `MSLAB_SWB_PERF="ms paper" MSLAB_SWB_PERF_MIN=1 mslab-gpu-tests sparse_wgmma_bwd_perf`;
 // TFLOP/s at 2.5x the forward's 4 D flops per pair; the rounds' noise is ~0.2-0.3 ms):
@@ -96,8 +100,59 @@
 // Same snippet, old / new: 32K ordered 21.17, 21.02 / 21.13, 20.97 ms (atomic 19.13, 18.98 /
 // 19.25, 19.45: that path is unchanged, noise); sparse_wgmma_bwd --quick 410 + small rows 266
 // passed.
-// Left: the ordered mode's s32 dQ conversions in the steps (~0.5 ms at 32K) and the sums' read of
-// the partials (0.8 ms at 32K; a region in 3.6 lists on average); each launch's tail.
+// (s11's partials path, sk_part_sum and its chunk tunable were removed in s12: below.)
+// s12 (the ordered mode's dK / dV by fixed-order fp32 chains, the form above; prediction: 32K
+// ordered 21.0 -> ~19.6 ms: no partials written (~0.8 ms of DRAM writes under the kernel) and read
+// back (the sums, 0.8 ms), no dK / dV zeroing (-0.3), + the chains' waits). The split per kernel
+// (r1, ncu, one call, us): atomic wg_bwd_pre 135, sort 19, kernel 8930 x 2 (16 heads a launch),
+// sk_acc_out 322 x 2; s11 ordered wg_kv_bound 124, sk_pre 199, sort 19, kernel 2320 + 4030 x 4 (4 +
+// 4 x 7 heads), sk_part_sum 93 + 163 x 4, sk_acc_out (dQ) 37 + 63 x 4; chains: kernel 9270 x 2 (16
+// heads), sk_acc_out 331 x 2, sk_pos 4, sk_rank 9. Event times a call (r2, ms): atomic pre 0.17,
+// memsets 0.40, kernels 17.9-18.2, converts 0.70; chains pre 0.36, memsets + pos 0.19, kernels
+// 19.05-19.5, converts 0.71 (with the convert's row math in 32 bits: no change; r5 below). Trace
+// (r3, a launch of 16 heads): atomic 4879 cycles a step, epilogue 6650 cycles a CTA; chains 5158
+// (the s32 dQ: S +157, dQ adds +88), epilogue 8900 (the adds' completion before the turn passes on:
+// ~0.3 ms a call; r2 with the chains off, wrong sums, timing only: 20.33 vs 20.64 ms). Same
+// snippets, ms paper 32K bwd, s11 / chains / atomic: r1 20.86-20.91 / 20.41-20.51 / 19.07-19.35
+// (chains with blocks latest first: 20.83); r2 20.85- 20.90 / 20.64 / 19.03-19.48; r3 20.94 /
+// 19.87-20.09 / 19.23-19.54; ordered vs atomic outputs relative L2 dq 9.7e-5, dk 2.1e-5, dv 2.3e-5
+// (fp32 sums in other orders; the info row); D 64 4.80-4.81 / 4.75-4.80 / 4.59-4.64; bench fwd+bwd
+// 64K det 61.37 -> 60.51 (nd 60.05 / 59.55; s11's 69.2 not seen), 128K 133.51 -> 133.02 (nd 133.06
+// / 133.38 in that run). r4 (the final chains; same snippet, s11 / chains / atomic): 32K
+// 20.94-21.17 / 19.77-20.01 / 18.87- 19.25 ms (410 / 429-434 / 446-455 TFLOP/s); D 64 4.797-4.802 /
+// 4.782-4.793 / 4.62-4.63; bench fwd+bwd 32K det 27.79 -> 27.90 (nd 28.04 / 27.97: the bench's
+// random inputs list otherwise), 128K 133.53 -> 131.92 (nd 133.17 / 133.36); small rows (full) 265
+// + --quick 190 passed. r5: the convert (sk_acc_out) as a grid-stride loop over 2048 CTAs (it had
+// taken the atomic mode's 0.35 ms a launch for half its bytes: CTAs of skipped rows): 32K ordered
+// 19.75-19.91 vs 20.00-20.03 (r4's binary, same snippet; atomic 18.99-19.39 / 19.36-19.57; s11
+// 21.25); D 64 4.770-4.778 vs 4.785-4.793; bench 128K det 134.09 -> 132.91 (nd 134.54 / 133.70). r6
+// (tried and removed): the last step's dQ boxes handed to the TMA unit after every warp's dK / dV
+// boxes (by the last warp to issue, so that the chains' adds would complete sooner): 20.06 / 20.12
+// ms vs 19.62 / 19.64 (r5's binary, same snippet; atomic 18.88-19.38), epilogue 9142 cycles (atomic
+// 7164) vs r3's 8900 (6650). r7 (the final form, same snippet, s11 / chains / atomic): 32K
+// 20.52-20.53 / 19.43-19.57 / 18.98-19.27 ms (418 / 439-442 / 446-453 TFLOP/s); D 64 4.774 / 4.753
+// / 4.58-4.60; bench fwd+bwd det 64K 61.25 -> 60.21 (nd 59.23 / 58.97), 128K 132.40 -> 131.13 (nd
+// 132.16 / 132.97); small rows (full) 265 + --quick 190 passed.
+// Tried and removed (s12): the order-free s32 fixed point for dK / dV (r3, MSLAB_SK_FX): a
+// power-of-2 scale per key from the rigorous bound |dV_jd| <= qblock kcnt max |dO_id|, |dK_jd| <= qblock kcnt
+// (max |dO_i|_2 max |V_j|_2 + max |Di|) max |q_id| (per-(b, kv head) maxima from sk_pre, kcnt from
+// sk_rank), bulk s32 reduce-adds, no chains: 32K 20.21 / 19.97 ms vs the chains' 19.87 / 20.09 in
+// the same snippet (it needs the zeroing and reads every row back) and too imprecise: ordered vs
+// atomic relative L2 dk 0.0343, dv 0.0023 (D 64: 0.0075 / 0.0011; the parity tolerance is 0.01).
+// The bound is loose where it counts: sum_i P_ij <= qblock kcnt rows while a key's real column sum
+// is ~rows / 8192 (random data, ~8K keys a row), |dP_ij| <= |dO_i|_2 |V_j|_2 is ~sqrt(D) over the
+// typical, and the partials cancel (sums of random signs): the bound exceeds |dK_jd| by ~2^27 at
+// kcnt 16, which leaves ~3 of 30 bits. A CPU simulation of one key (paper shape, N(0, 1) data) gave
+// relative L2 dK 2.2 / 4.2 / 8.1 / 14 / 67 / 100%, dV 0.10 / 0.19 / 0.41 / 0.65 / 3.0 / 22% at kcnt
+// 2 / 4 / 8 / 16 / 64 (128K) / 512 (1M): the error grows as kcnt (the bound as kcnt, the rounding
+// and the value both as sqrt(kcnt)). s7 found the same for sq_fused_kernel's per-region scales
+// (sparse_wgmma_small.cu's notes): 32 bits would need a bound within ~2^17 of the values (an error
+// ~8x under bf16's rounding at kcnt 16), a rigorous one is 2^20-2^27 off, and s64 adds double the
+// epilogue's bytes (s10). Also removed: blocks latest first in the ordered mode (r1), the once-
+// listed regions by their CTA at D 64 (r2: 4.793 vs 4.787 ms without), MSLAB_SK_TIME.
+// Left: the ordered mode's s32 dQ conversions in the steps (~280 cycles a step, ~1 ms a call at
+// 32K), the chains' completion waits (~2250 cycles a CTA, ~0.3 ms), the pre-pass's extra reads of
+// q, K and V (+0.19 ms); each launch's tail.
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -151,34 +206,44 @@ __global__ void sk_pre(float *Di, float *rsc, const unsigned *kvm, const bf16 *q
         }
     }
 }
-// the launch's outputs from its accumulators (n (b, kv head)s from bk0): the atomic mode's dk (x
-// scale) / dv from kva [n][2 = dK, dV][T][D] (fp32; nk4 = its elements / 4, 0 in the ordered
-// mode), then dq (x scale) from dqa [n][T][G][D] (fp32, or FX: s32 / the row scales rsc [B, T,
-// H]); a thread per 4 elements
+// the launch's outputs from its accumulators (n (b, kv head)s from bk0): dk (x scale) / dv from
+// kva [n][2 = dK, dV][T][D] (fp32; nkr = its rows), then dq (x scale) from dqa [n][T][G][D]
+// (fp32, or FX: s32 / the row scales rsc [B, T, H]); 4 elements a step of a grid-stride loop
+// over SK_CONV_CTAS CTAs, 32-bit row math (the rows < 2^32: the host checks). The ordered mode
+// (kcnt [n][nreg], regions of R keys): rows of regions no list holds are 0 (never written: not
+// read), and with one those of regions one list holds are skipped (its CTA wrote them). (s12 r2:
+// a thread per 4 elements, 64- or 32-bit row math alike, took the ordered mode 331 us a 16-head
+// launch for half the atomic mode's bytes: mostly CTAs whose rows were skipped)
+#define SK_CONV_CTAS 2048
 template <int D, bool FX>
 __global__ void sk_acc_out(bf16 *dq, bf16 *dk, bf16 *dv, const float *kva, const float *dqa,
-                           const float *rsc, int bk0, size_t nk4, size_t nq4, int T, int H,
-                           int KVH, float scale) {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    int G = H / KVH;
-    if (i < nk4 + nq4) {
+                           const float *rsc, const int *kcnt, int R, int one, int bk0,
+                           unsigned nkr, unsigned nqr, int T, int H, int KVH, float scale) {
+    constexpr int L = D / 4; // threads a row
+    size_t n4 = (size_t)(nkr + nqr) * L, step = (size_t)gridDim.x * blockDim.x;
+    unsigned G = H / KVH;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n4; i += step) {
+        unsigned row = (unsigned)(i / L), c4 = (unsigned)(i % L) * 4;
         float y[4], f = scale, sc = 1.f;
         bf16 *dst;
-        if (i < nk4) { // dK / dV
-            size_t row = i * 4 / D; // (slab, array, t)
-            int t = (int)(row % T), a = (int)(row / T % 2), bk = bk0 + (int)(row / T / 2);
-            dst = (a ? dv : dk) + (((size_t)(bk / KVH) * T + t) * KVH + bk % KVH) * D + i * 4 % D;
+        if (row < nkr) { // dK / dV: row = (slab, array, t)
+            unsigned u = row / (unsigned)T, t = row - u * T, bkl = u >> 1, bk = bk0 + bkl;
+            int a = u & 1;
+            dst = (a ? dv : dk) + (((size_t)(bk / KVH) * T + t) * KVH + bk % KVH) * D + c4;
             f = a ? 1.f : scale;
-            float4 x = __ldcs((const float4 *)kva + i);
+            int c = kcnt ? kcnt[(size_t)bkl * ((T + R - 1) / R) + t / R] : -1;
+            if (one && c == 1) continue;
+            float4 x = c ? __ldcs((const float4 *)kva + i) : make_float4(0.f, 0.f, 0.f, 0.f);
             y[0] = x.x * f, y[1] = x.y * f, y[2] = x.z * f, y[3] = x.w * f;
-        } else { // dQ
-            size_t j = i - nk4, r = j * 4 / D;
-            int hg = (int)(r % G), t = (int)(r / G % T), bk = bk0 + (int)(r / G / T);
-            size_t row = ((size_t)(bk / KVH) * T + t) * H + (bk % KVH) * G + hg;
-            dst = dq + row * D + j * 4 % D;
+        } else { // dQ: row = (slab, t, head of the group)
+            unsigned r = row - nkr, u = r / G, hg = r - u * G, v = u / (unsigned)T, t = u - v * T;
+            unsigned bk = bk0 + v;
+            size_t orow = ((size_t)(bk / KVH) * T + t) * H + (bk % KVH) * G + hg;
+            size_t j = i - (size_t)nkr * L;
+            dst = dq + orow * D + c4;
             if (FX) {
                 int4 x = __ldcs((const int4 *)dqa + j);
-                sc = rsc[row];
+                sc = rsc[orow];
                 double df = (double)scale / sc;
                 y[0] = (float)(x.x * df), y[1] = (float)(x.y * df), y[2] = (float)(x.z * df),
                 y[3] = (float)(x.w * df);
@@ -192,75 +257,30 @@ __global__ void sk_acc_out(bf16 *dq, bf16 *dk, bf16 *dv, const float *kva, const
     }
 }
 
-// The ordered mode's dK / dV sums (s11). pos [the launch's lists][nreg] = the slot of region r in
-// the sorted list (hl, c) of launch head hl (-1: none); kcnt (or NULL) [the launch's kv heads]
-// [nreg]: the lists of the kv head's G nblk that hold r (integer adds: exact). A list must hold a
-// region at most once (ops.h's contract; the CPU reference and sq_fused_kernel assume it too):
-// pos keeps one slot per list, so a region listed twice would lose the other slot's
-// contribution; atomicMax (the last slot) keeps even that case bitwise repeatable
-__global__ void sk_pos(int *pos, int *kcnt, const int *sl, int width, int nreg, int gn) {
+// The ordered mode's chains (s12). pos [the launch's lists][nreg] = the slot of region r in the
+// sorted list (hl, c) of launch head hl (-1: none). A list must hold a region at most once
+// (ops.h's contract; the CPU reference and sq_fused_kernel assume it too): pos keeps one slot
+// per list (atomicMax: the last), whose warps alone add, so a region listed twice loses the
+// other slot's contribution, bitwise repeatably
+__global__ void sk_pos(int *pos, const int *sl, int width, int nreg) {
     const int *lst = sl + (size_t)blockIdx.x * width;
     for (int s = threadIdx.x; s < width; s += blockDim.x) {
         int r = lst[s];
-        if (r >= 0 && r < nreg) {
-            atomicMax(pos + (size_t)blockIdx.x * nreg + r, s);
-            if (kcnt) atomicAdd(kcnt + (size_t)(blockIdx.x / gn) * nreg + r, 1);
-        }
+        if (r >= 0 && r < nreg) atomicMax(pos + (size_t)blockIdx.x * nreg + r, s);
     }
 }
-// dk (x scale) / dv of region r = blockIdx.x of the launch's (b, kv head) bk0 + blockIdx.y: the
-// sum of the partials part [slot = (hl, c, kb)][2 = dK, dV][BKV][D] (fp32) of the entries (head
-// hg of the group, block c) that list r, in that FIXED order (hg outer, c ascending): bitwise
-// repeatable; regions that one list holds (kcnt 1) were written by their CTA. R D / 8 threads (4
-// float4 each: rows kr, kr + R / 2 of dK and dV); the entries' part offsets in shared memory, in
-// chunks of cap <= SK_CHUNK (sk_chunk: tests run small chunks; the order is the same)
-#define SK_CHUNK 1024
-template <int D>
-__global__ void sk_part_sum(bf16 *dk, bf16 *dv, const float *part, const int *pos,
-                            const int *kcnt, int bk0, int T, int KVH, int G, int nblk, int nreg,
-                            int ntk, int R, int cap) {
-    constexpr int BKV = D, D4 = D / 4;
-    __shared__ long long ent[SK_CHUNK];
-    int r = blockIdx.x, bkl = blockIdx.y, bk = bk0 + bkl, ne = G * nblk;
-    if (kcnt && kcnt[(size_t)bkl * nreg + r] == 1) return;
-    int nt = blockDim.x, spc = BKV / R, kr = threadIdx.x / D4, d4 = threadIdx.x % D4;
-    float4 acc[4];
-#pragma unroll
-    for (int j = 0; j < 4; j++) acc[j] = make_float4(0.f, 0.f, 0.f, 0.f);
-    for (int e0 = 0; e0 < ne; e0 += cap) {
-        int m = min(cap, ne - e0);
-        __syncthreads();
-        for (int e = threadIdx.x; e < m; e += nt) {
-            size_t l = (size_t)bkl * ne + e0 + e;
-            int s = pos[l * nreg + r];
-            // (slot, row0) as slot BKV + row0 (64-bit: slots BKV can pass 2^31)
-            ent[e] = s < 0 ? -1 : (long long)((l * ntk + s / spc) * BKV + s % spc * R);
+// rank [lists][nreg]: each holding list's place in region r's chain, the lists of the launch's
+// (b, kv head) blockIdx.y in grid order (head of the group outer, blocks earliest first, or with
+// !asc latest first); kcnt [n][nreg]: the chain's length (the lists that hold r)
+__global__ void sk_rank(int *rank, int *kcnt, const int *pos, int nreg, int G, int nblk, int asc) {
+    int r = blockIdx.x * blockDim.x + threadIdx.x, bkl = blockIdx.y, k = 0;
+    if (r >= nreg) return;
+    for (int hg = 0; hg < G; hg++)
+        for (int cc = 0; cc < nblk; cc++) {
+            size_t e = ((size_t)(bkl * G + hg) * nblk + (asc ? cc : nblk - 1 - cc)) * nreg + r;
+            if (pos[e] >= 0) rank[e] = k++;
         }
-        __syncthreads();
-        for (int e = 0; e < m; e++) {
-            long long x = ent[e];
-            if (x < 0) continue;
-            const float4 *p = (const float4 *)(part + ((size_t)(x / BKV) * 2 * BKV + x % BKV) * D);
-            float4 u[4];
-#pragma unroll
-            for (int j = 0; j < 4; j++) // j: dK, dK + R / 2 rows, dV, dV + R / 2 rows
-                u[j] = __ldcs(p + (j >> 1) * BKV * D4 + (kr + (j & 1) * (R / 2)) * D4 + d4);
-#pragma unroll
-            for (int j = 0; j < 4; j++)
-                acc[j].x += u[j].x, acc[j].y += u[j].y, acc[j].z += u[j].z, acc[j].w += u[j].w;
-        }
-    }
-    int b = bk / KVH, kvh = bk % KVH;
-    float scale = 1.f / sqrtf((float)D);
-#pragma unroll
-    for (int j = 0; j < 4; j++) {
-        int key = r * R + kr + (j & 1) * (R / 2);
-        if (key >= T) continue;
-        float f = j >> 1 ? 1.f : scale;
-        bf16 *dst = (j >> 1 ? dv : dk) + (((size_t)b * T + key) * KVH + kvh) * D + d4 * 4;
-        *(uint2 *)dst = make_uint2(pack_bf16x2(acc[j].x * f, acc[j].y * f),
-                                   pack_bf16x2(acc[j].z * f, acc[j].w * f));
-    }
+    kcnt[(size_t)bkl * nreg + r] = k;
 }
 
 // on / off: 0 off (sq_fused_kernel runs), 1 D = 128, 2 D = 128 and 64; MSLAB_SQ_KEYS overrides,
@@ -272,12 +292,13 @@ static int sk_on_get(void) {
     return sk_on < 0 ? SK_DEFAULT : sk_on;
 }
 extern "C" void sparse_wgmma_bwd_tune_keys(int on) { sk_on = on < 0 ? -2 : on; }
-// tests: the ordered mode's budget for one (b, kv head) in MB (over it the kernel declines;
-// <= 0: the default, wg_acc_budget's) and sk_part_sum's chunk of entries (<= 0: SK_CHUNK)
+// tests, the ordered mode: budget_mb, the budget of one (b, kv head)'s pos and rank (over it the
+// kernel declines; <= 0: the default, wg_acc_budget's), and jit, the CTAs' warps delayed before
+// their dK / dV adds by a hash of their index (other arrival orders: the same bits)
+static int sk_jit = 0;
 static double sk_budget_mb = 0;
-static int sk_chunk = 0;
-extern "C" void sparse_wgmma_bwd_tune_keys_ord(double budget_mb, int chunk) {
-    sk_budget_mb = budget_mb, sk_chunk = chunk;
+extern "C" void sparse_wgmma_bwd_tune_keys_ord(double budget_mb, int jit) {
+    sk_budget_mb = budget_mb, sk_jit = jit;
 }
 
 int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *out,
@@ -290,28 +311,28 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     int G = H / KVH, nblk = ix->nblk, BKV = D, R = ix->region, nreg = (T + R - 1) / R;
     unsigned ntk = (unsigned)((ix->width + BKV / R - 1) / (BKV / R)); // key tiles a list
     size_t rows = (size_t)B * T * H, nbk = (size_t)B * KVH, nl = (size_t)B * H * nblk;
-    // per group of cbk (b, kv head)s: the atomic mode's dK / dV accumulators [cbk][2][T][D] fp32,
-    // or the ordered mode's partials [cbk G nblk ntk][2][BKV][D] fp32 (128 KB a CTA at D 128), pos
-    // [cbk G nblk][nreg] and kcnt [cbk][nreg]; then dQ [cbk][T][G][D] fp32 / s32; within
-    // wg_acc_group's budget; grid y (cbk G nblk) <= 65535
-    size_t pslot = (size_t)2 * BKV * D * 4, ppart = (size_t)G * nblk * ntk * pslot;
-    size_t ppos = ((size_t)G * nblk + 1) * nreg * 4;
-    size_t perbk = (size_t)T * D * G * 4 + (det ? ppart + ppos + 512 : (size_t)T * D * 2 * 4);
+    // the ordered mode's blocks earliest first (s12 r1: 20.41-20.51 ms vs 20.83 latest first, the
+    // chains' waits), its once-listed regions written by their CTA at D 128 (D 64 r2: 4.793 vs
+    // 4.787 ms without)
+    int asc = det, one = det && D == 128;
+    // per group of cbk (b, kv head)s: the dK / dV accumulators [cbk][2][T][D] fp32; the ordered
+    // mode's pos and rank [cbk G nblk][nreg], kcnt [cbk][nreg] and the chains' turns [cbk][T / 16];
+    // then dQ [cbk][T][G][D] fp32 / s32; within wg_acc_group's budget; grid y (cbk G nblk) <= 65535
+    size_t ppos = (size_t)G * nblk * nreg * 4, nw = ((size_t)T + 15) / 16;
+    size_t perbk = (size_t)T * D * G * 4 + (size_t)T * D * 2 * 4 +
+                   (det ? 2 * ppos + (size_t)nreg * 4 + nw * 4 + 1024 : 0);
     size_t ymax = 65535 / ((size_t)G * nblk);
     if (ymax < 1) return -1;
-    // the ordered mode's need per (b, kv head) grows as G nblk ntk 128 KB (D 128): where one is
+    // the ordered mode's pos and rank grow as G nblk nreg 8 bytes a (b, kv head): where they are
     // over the default budget (wg_acc_budget's, not MSLAB_SQ_ACC_MB's, which sets the groups
-    // alone), decline: sq_fused_kernel's ordered mode runs (bitwise repeatable; its fp32 dK / dV
-    // accumulators are 8 T D bytes a (b, kv head)), not a scratch of several GB (e.g. qblock 128,
-    // top 64 + own regions, G 4, 128K: ~4.7 GB for one kv head; the s10 s64 path ~0.5 GB)
-    // (the ordered mode's budget: 0.15 of q, k, v, o + grads: 2 (b, kv head)s a launch at 128K,
-    // not 1; s11 r3, 128K fwd+bwd 135.28 ms vs 135.84, the bench's peak unchanged (10.27e9 B, as
-    // with the s64 accumulators' 1 GiB))
-    double frac = det ? 0.15 : 0.125;
-    if (det && (double)perbk > (sk_budget_mb > 0 ? sk_budget_mb * 1048576.0
-                                                : (double)wg_acc_budget(B, T, H, KVH, D, frac)))
+    // alone; e.g. 128-row blocks of 16-key regions at 1M: 4 GB), decline: sq_fused_kernel's
+    // ordered mode runs (bitwise repeatable; its fp32 dK / dV accumulators are 8 T D bytes a (b,
+    // kv head)). (s11's partials were G nblk ntk 128 KB: the paper config's 164 MB at 32K)
+    if (det && (double)(2 * ppos) > (sk_budget_mb > 0 ? sk_budget_mb * 1048576.0
+                                                      : (double)wg_acc_budget(B, T, H, KVH, D)))
         return -1;
-    size_t cbk = wg_acc_group(B, T, H, KVH, D, perbk, ymax, frac);
+    size_t cbk = wg_acc_group(B, T, H, KVH, D, perbk, ymax);
+    if ((double)cbk * T * (2 + G) >= 4294967295.0) return -1; // the convert's 32-bit rows
     size_t rsc_off = align256(rows * 4), kvm_off = rsc_off + (det ? align256(rows * 4) : 0);
     size_t sl_off = kvm_off + align256(nbk * 8), acc_off = sl_off + align256(nl * ix->width * 4);
     char *ws = (char *)wg_bwd_scratch(acc_off + cbk * perbk + 256);
@@ -331,7 +352,7 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     int *sl = (int *)(ws + sl_off);
     sparse_sort_lists(sl, ix->idx, nl, ix->width);
     sp.idx = sl, sp.nblk = nblk, sp.width = ix->width, sp.qblock = ix->qblock, sp.region = R;
-    sp.nreg = nreg;
+    sp.nreg = nreg, sp.kasc = asc, sp.kone = one, sp.kjit = det && sk_jit;
     CUtensorMap qmap, omap, dqmap, accmap;
     MS_ASSERT(make_map(&qmap, q, B, T, H, D, 64) && make_map(&omap, dout, B, T, H, D, 64),
               "sparse_wgmma_keys_bwd: the Q / dO tensor maps");
@@ -339,53 +360,49 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     char *kva = ws + acc_off;
     for (size_t bk0 = 0; bk0 < nbk; bk0 += cbk) {
         size_t n = nbk - bk0 < cbk ? nbk - bk0 : cbk, nlst = n * G * nblk; // the launch's lists
-        size_t kvb = det ? align256(n * ppart) + align256(n * ppos) : align256(2 * n * T * D * 4);
-        float *dqa = (float *)(kva + kvb);
-        int *pos = (int *)(kva + align256(n * ppart)), *kcnt = nullptr;
-        if (det) { // (s11 r2, D 64: the once-listed regions written by their CTAs 4.86-4.88 ms
-                   // vs 4.84 without: D 128 only)
-            kcnt = D == 128 ? pos + nlst * nreg : nullptr;
+        size_t kvb = align256(2 * n * T * D * 4);
+        char *ordp = kva + kvb; // the ordered mode's pos, rank, kcnt, turns
+        float *dqa = (float *)(ordp + (det ? align256(2 * n * ppos) + align256(n * nreg * 4) +
+                                                 align256(n * nw * 4)
+                                           : 0));
+        int *pos = (int *)ordp, *rank = pos + nlst * nreg, *kcnt = nullptr, *kwait = nullptr;
+        if (det) { // no zeroing of dK / dV: each chain's first add stores
+            kcnt = (int *)(ordp + align256(2 * n * ppos));
+            kwait = (int *)((char *)kcnt + align256(n * nreg * 4));
             cudaCheck(cudaMemsetAsync(dqa, 0, n * G * T * D * 4, 0));
             cudaCheck(cudaMemsetAsync(pos, 0xff, nlst * nreg * 4, 0));
-            if (kcnt) cudaCheck(cudaMemsetAsync(kcnt, 0, n * nreg * 4, 0));
-            sk_pos<<<(unsigned)nlst, 128>>>(pos, kcnt, sl + bk0 * G * nblk * ix->width, ix->width,
-                                            nreg, G * nblk);
+            cudaCheck(cudaMemsetAsync(kwait, 0, n * nw * 4, 0));
+            sk_pos<<<(unsigned)nlst, 128>>>(pos, sl + bk0 * G * nblk * ix->width, ix->width, nreg);
+            cudaLaunchCheck();
+            sk_rank<<<dim3(cdiv_u(nreg, 128), (unsigned)n), 128>>>(rank, kcnt, pos, nreg, G, nblk,
+                                                                    asc);
             cudaLaunchCheck();
         } else {
             cudaCheck(cudaMemsetAsync(kva, 0, kvb + n * G * T * D * 4, 0)); // both accumulators
         }
         // dQ: (D, G, T, n) fp32 / s32, box 32 columns x 64 rows (the body's staging boxes); dK /
-        // dV: atomic (D, T, 2 n, 1) (keys past T clipped), ordered (D, BKV, 2, slots), fp32, box
-        // 32 columns x 16 keys
+        // dV: (D, T, 2 n, 1) fp32 (keys past T clipped), box 32 columns x 16 keys
         size_t qd[4] = {(size_t)D, (size_t)G, (size_t)T, n};
         size_t qs[3] = {(size_t)D * 4, (size_t)G * D * 4, (size_t)T * G * D * 4};
         size_t kd[4] = {(size_t)D, (size_t)T, 2 * n, 1};
-        size_t pd[4] = {(size_t)D, (size_t)BKV, 2, nlst * ntk};
         size_t ks[3] = {(size_t)D * 4, (size_t)T * D * 4, 2 * n * T * D * 4};
-        size_t ps[3] = {(size_t)D * 4, (size_t)BKV * D * 4, pslot};
         int qb[4] = {32, 1, 64, 1}, kb[4] = {32, 16, 1, 1};
         CUtensorMapDataType qt = det ? CU_TENSOR_MAP_DATA_TYPE_INT32 : CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
         MS_ASSERT(wg_acc_map(&dqmap, qt, 4, dqa, qd, qs, qb) &&
-                      wg_acc_map(&accmap, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, kva, det ? pd : kd,
-                                 det ? ps : ks, kb),
+                      wg_acc_map(&accmap, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, kva, kd, ks, kb),
                   "sparse_wgmma_keys_bwd: the accumulators' tensor maps");
-        sp.bk0 = (int)bk0, sp.kcnt = kcnt;
+        sp.bk0 = (int)bk0, sp.kcnt = kcnt, sp.kpos = pos, sp.krank = rank, sp.kwait = kwait;
         dim3 grid(ntk, (unsigned)nlst);
         wg_keys_fused_launch(D, det, grid, dk, dv, dqa, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc,
                              dqmap, qmap, omap, accmap);
-        if (det) {
-            dim3 rg((unsigned)nreg, (unsigned)n);
-            auto sum = D == 64 ? sk_part_sum<64> : sk_part_sum<128>;
-            int cap = sk_chunk > 0 && sk_chunk < SK_CHUNK ? sk_chunk : SK_CHUNK;
-            sum<<<rg, R * D / 8>>>(dk, dv, (const float *)kva, pos, kcnt, (int)bk0, T, KVH, G, nblk,
-                                   nreg, (int)ntk, R, cap);
-            cudaLaunchCheck();
-        }
-        size_t nk4 = det ? 0 : 2 * n * T * D / 4, nq4 = n * G * T * D / 4;
+        size_t nkr = 2 * n * T, nqr = n * G * T;
         auto conv = D == 64 ? (det ? sk_acc_out<64, true> : sk_acc_out<64, false>)
                             : (det ? sk_acc_out<128, true> : sk_acc_out<128, false>);
-        conv<<<cdiv_u(nk4 + nq4, 256), 256>>>(dq, dk, dv, (const float *)kva, dqa, rsc, (int)bk0,
-                                              nk4, nq4, T, H, KVH, scale);
+        unsigned cg = cdiv_u((nkr + nqr) * (D / 4), 256);
+        conv<<<cg < SK_CONV_CTAS ? cg : SK_CONV_CTAS, 256>>>(dq, dk, dv, (const float *)kva, dqa,
+                                                            rsc, kcnt, R, one, (int)bk0,
+                                                            (unsigned)nkr, (unsigned)nqr, T, H,
+                                                            KVH, scale);
         cudaLaunchCheck();
     }
     return 0;

@@ -31,7 +31,8 @@
 // every list and launch groups of one (b, kv head) (a tiny MSLAB_SQ_ACC_MB), with H = KVH (regions
 // held by one list: written by their CTA; "(list counts)" checks the list has both kinds), and
 // bitwise comparisons of the ordered mode: *_small_ord_groups1 / *_groups6mb (groups of one / of
-// a few vs the default grouping), *_small_ord_chunk3 (the sums' entries in chunks of 3), *_small_ord_decline (over a
+// a few vs the default grouping), *_small_ord_jitter (the CTAs' adds delayed by a hash of their
+// index: other arrival orders, s12's chains), *_small_ord_decline (over a
 // tiny budget the key-centric kernel declines: sq_fused_kernel's bits). Lists
 // the kernel does not handle (16-key regions in 64-row blocks, 32-row or one-row blocks,
 // positions inside) must return -1 having written nothing. A GPU that is not sm_90 makes every call return -1: the checks are
@@ -69,20 +70,22 @@ void sparse_wgmma_bwd_tune_small_hfast(int on);
 // the key-centric kernel for the same lists (sparse_wgmma_keys.cu): 0 off (sq_fused_kernel), 1
 // D = 128, 2 also D = 64; -1 the default
 void sparse_wgmma_bwd_tune_keys(int on);
-// its ordered mode: the budget of one (b, kv head) in MB (over it: -1, sq_fused_kernel runs) and
-// sk_part_sum's chunk of entries; <= 0: the defaults
-void sparse_wgmma_bwd_tune_keys_ord(double budget_mb, int chunk);
+// its ordered mode: the budget of one (b, kv head)'s pos and rank in MB (over it: -1,
+// sq_fused_kernel runs; <= 0: the default) and jit: the CTAs delayed before their dK / dV adds by
+// a hash of their index (other arrival orders; 0: off)
+void sparse_wgmma_bwd_tune_keys_ord(double budget_mb, int jit);
 // t_swb's inputs: 1 = uneven magnitudes (rows of q, dout, v scaled by powers of 2 from 2^-8 to
 // 2^8); 2 = one q element NaN (the outputs the CPU makes non-finite must be non-finite, the rest
 // close)
 static int g_swb_inputs = 0;
 // t_swb on lists of 16 / 32-key regions, D 128, the ordered mode's key-centric sums (s11):
 // g_swb_cover: the list must hold, per (b, kv head), regions listed once (written by their CTA),
-// several times (summed) and, where T % region, the last (straddling T) once somewhere; g_swb_cmp:
-// the default call's bits must equal those with launch groups of one (MSLAB_SQ_ACC_MB 0.05) and
-// of a few (6 MB: 3, 3, 2 for the H = KVH row: kcnt's slab kbl > 0 after bk0 > 0), with the
-// sums' entries in chunks of 3, and the kernel declining one (b, kv head) over its budget must
-// give sq_fused_kernel's bits (keys off)
+// several times (added in a fixed order, s12) and, where T % region, the last (straddling T) once
+// somewhere; g_swb_cmp: the default call's bits must equal those with launch groups of one
+// (MSLAB_SQ_ACC_MB 0.05) and of a few (6 MB: 3, 3, 2 for the H = KVH row: kcnt's slab kbl > 0
+// after bk0 > 0), with the CTAs delayed by a hash of their index before their adds (other arrival
+// orders: a chain that did not wait its turn would sum in another order), and the kernel
+// declining one (b, kv head) over its budget must give sq_fused_kernel's bits (keys off)
 static int g_swb_cover = 0, g_swb_cmp = 0;
 
 static int g_arch = 1; // 0: not an sm_90 GPU (the wgmma kernels return -1)
@@ -296,15 +299,15 @@ static void t_swb(const char *name, const AttnIndex *ic, int B, int T, int H, in
     sparse_wgmma_bwd_tune3(1, 1);
     if (small && g_swb_cover) report("sparse_wgmma_bwd_small (list counts)", shape,
                                      list_cover(ic, B, T, H, KVH), 0, -1);
-    if (small && g_swb_cmp && g_arch) { // the ordered mode's bits: default, groups of one, chunks
-                                        // of 3, declined (over a tiny budget), keys off
+    if (small && g_swb_cmp && g_arch) { // the ordered mode's bits: default, groups of one, the
+                                        // adds delayed, declined (over a tiny budget), keys off
         uint16_t *gb[6][3];
         attn_bf16_set_deterministic(1);
         sparse_wgmma_bwd_tune_small_modes(3);
         for (int c = 0; c < 6; c++) { // 5: groups of up to 3 where a (b, kv head) takes < 2 MB
             char *keep = acc_mb_set(c == 1 ? "0.05" : c == 5 ? "6" : NULL);
             sparse_wgmma_bwd_tune_keys(c == 4 ? 0 : -1);
-            sparse_wgmma_bwd_tune_keys_ord(c == 3 ? 0.001 : 0, c == 2 ? 3 : 0);
+            sparse_wgmma_bwd_tune_keys_ord(c == 3 ? 1e-7 : 0, c == 2);
             poison16(d_dq, nq), poison16(d_dk, nk), poison16(d_dv, nk);
             int rc = sparse_wgmma_bwd(d_dq, d_dk, d_dv, d_y, d_o, d_l, d_q, d_k, d_v, &ig, B, T, H,
                                       KVH, D);
@@ -317,7 +320,7 @@ static void t_swb(const char *name, const AttnIndex *ic, int B, int T, int H, in
         sparse_wgmma_bwd_tune_small_modes(-1);
         attn_bf16_set_deterministic(mode0);
         static const char *cn[4] = {"sparse_wgmma_bwd_small_ord_groups1",
-                                    "sparse_wgmma_bwd_small_ord_chunk3",
+                                    "sparse_wgmma_bwd_small_ord_jitter",
                                     "sparse_wgmma_bwd_small_ord_decline",
                                     "sparse_wgmma_bwd_small_ord_groups6mb"};
         int ca[4] = {1, 2, 3, 5}, cb[4] = {0, 0, 4, 0};
@@ -498,7 +501,8 @@ static void t_perf(const char *name, AttnConfig cfg, int T) {
         // modes) vs sparse_bf16 in both modes
         // x: wgmma small atomic, sparse_bf16 atomic, ordered, wgmma small ordered, the query-
         // centric kernel (keys off) atomic, ordered
-        double t[6], tf[6];
+        double t[6], tf[6], dd[3] = {-1, -1, -1};
+        float *ga[3] = {NULL, NULL, NULL}; // the atomic mode's dq, dk, dv (fp32 sums: ~exact)
         for (int x = 0; x < 6; x++) {
             t[x] = tf[x] = 0;
             if (minimal && (x == 1 || x == 2)) continue; // MIN: no sparse_bf16 rows
@@ -518,7 +522,19 @@ static void t_perf(const char *name, AttnConfig cfg, int T) {
             t[x] = rc ? 0 : (now_s() - t0) / reps * 1e3;
             tf[x] = t[x] > 0 ? 2.5 * f / t[x] * 1e-9 : 0;
             if (x == 3) perf_hash_bwd("small-region ordered", dq, dk, dv, nq);
+            if (x == 0 || x == 3) { // the ordered mode's outputs against the atomic mode's
+                uint16_t *bits;
+                uint16_t *dev[3] = {dq, dk, dv};
+                for (int a = 0; a < 3; a++) {
+                    float *g = down16(dev[a], nq, &bits);
+                    free(bits);
+                    if (x == 0) ga[a] = g;
+                    else dd[a] = rel_l2(g, ga[a], nq), free(g), free(ga[a]);
+                }
+            }
         }
+        printf("    (info sparse_wgmma_bwd_perf %s T=%d: ordered vs atomic outputs, relative L2: dq "
+               "%.3g, dk %.3g, dv %.3g)\n", name, T, dd[0], dd[1], dd[2]);
         sparse_wgmma_bwd_tune_small(1);
         sparse_wgmma_bwd_tune_small_modes(-1);
         sparse_wgmma_bwd_tune_keys(-1);
@@ -647,11 +663,11 @@ void t_sparse_wgmma_bwd_all(void) {
     t_hand(2, 700, 4, 2, 64, 128, 16, 20, 10, 0); // D 64 (the key-centric kernel's NaN dq rows)
     t_hand(2, 700, 4, 2, 128, 128, 128, 6, 3, 0); // 128-key regions: the list-walk fused kernel
     g_swb_inputs = 0;
-    // the key-centric kernel's dK / dV sums (s11): regions in nearly every list (skew), and
-    // launch groups of one (b, kv head) (a tiny accumulator budget: 4 launches), 32-key regions
-    // (s11 review) + H = KVH (regions listed once: written by their CTA at D 128, the region
-    // straddling T among them) in groups of one, and the bits independent of the grouping and of
-    // the sums' chunks (16 lists a (b, kv head) in chunks of 3), the decline over the budget
+    // the key-centric kernel's ordered dK / dV (s11 sums, s12 chains): regions in nearly every
+    // list (skew), and launch groups of one (b, kv head) (a tiny accumulator budget: 4 launches),
+    // 32-key regions (s11 review) + H = KVH (regions listed once: written by their CTA at D 128,
+    // the region straddling T among them) in groups of one, and the bits independent of the
+    // grouping and of the CTAs' timing (delays), the decline over the budget
     g_swb_cmp = 1;
     t_hand_skew(1, 1000, 4, 2, 128, 128, 16, 24, 12, 0, 1);
     g_swb_cmp = 0;
