@@ -203,6 +203,7 @@
 #include "cuda_common.cuh"
 #include "mma_bf16.cuh"
 #include "select_common.cuh"
+#include "flash_wgmma.cuh"
 extern "C" {
 #include "../core/attention.h"
 #include "attn_bf16.h"
@@ -605,13 +606,13 @@ __device__ void fx_keep(uint16_t *v, int n, unsigned *cnt, int *thr, int tau, in
 
 // pooled q of members gm .. gm + RM - 1 into qs [RM][DM + 4] (rows >= `rows`: 0), and into qg
 // [RM][DM] when given, as the CPU's pool_rows: a thread per dim pair (sel_pool2)
-template <int DM, int RM>
+template <int DM, int RM, int NT = FX_NT>
 __device__ __forceinline__ void fx_pool_q(double *qs, const FsArgs &a, const FsUnit &U, int gm, int rows,
                                           double *qg) {
     constexpr int QLD = DM + 4;
     size_t st = (size_t)a.H * a.D / 2; // token stride in dim pairs
     const uint32_t *qb = (const uint32_t *)(a.q + ((size_t)U.b * a.T * a.H + U.h) * a.D);
-    for (int e = threadIdx.x; e < RM * DM / 2; e += FX_NT) {
+    for (int e = threadIdx.x; e < RM * DM / 2; e += NT) {
         int mm = e / (DM / 2), d = 2 * (e % (DM / 2));
         double m0 = 0.0, m1 = 0.0;
         if (mm < rows) {
@@ -853,6 +854,8 @@ struct FxArgs {
                                // tests' select_bf16_tph_upd)
     unsigned long long *prof;  // MSLAB_SELECT_PROF: tp_select's clock64 section sums (TP_NPROF), else null
     int *tinit;                // two-pass (s11): pass 1's thresholds per member row [B, H, nblk, M]
+    const uint16_t *kbw;       // tp_wgs (s12): the key limbs as pre-swizzled 64-key tiles [B, KVH, ntw, 2, D, 64]
+    int ntw;                   // tp_wgs: tiles per kv head
 };
 // tp_select's profile sections (MSLAB_SELECT_PROF=1: per-warp clock64 sums, printed per call)
 #define TP_NPROF 18
@@ -867,7 +870,7 @@ static const char *tp_prof_names[TP_NPROF] = {"next+pool", "norms+afrag", "tile 
 // none is left; else U, m0, rows, the rows' eligible counts, cleared counters and thresholds, and
 // their pooled q in qs (zeros past rows; and in qg when given). Barriers at the start (the previous
 // item is done with every shared array) and the end.
-template <int DM, int RM>
+template <int DM, int RM, int NT = FX_NT>
 __device__ bool fx_next(const FxArgs &x, double *qs, int *s_item, int *erow, unsigned *cnt, int *thr,
                         FsUnit &U, int &m0, int &rows, double *qg = nullptr) {
     const FsArgs &a = x.a;
@@ -887,7 +890,7 @@ __device__ bool fx_next(const FxArgs &x, double *qs, int *s_item, int *erow, uns
             erow[r] = r < rows ? fs_elig(a, U.c, g0 + m0 + r) : 0;
             cnt[r] = 0, thr[r] = 0;
         }
-        fx_pool_q<DM, RM>(qs, a, U, g0 + m0, rows, qg);
+        fx_pool_q<DM, RM, NT>(qs, a, U, g0 + m0, rows, qg);
         __syncthreads();
         return true;
     }
@@ -1322,6 +1325,189 @@ __device__ int tp_raise(const FxArgs &x, unsigned cnt_r, int nsel, int *tops, fl
     return n;
 }
 
+// tp's finish of an item (tp_select, tp_wgs): per row (a warp, rows taken in turn): survivors of
+// the row's buffer (gq, hi16 >= its threshold), sorted by s'; intervals; clusters; exact scores where
+// needed; the final order into the row's tops. wa: the warp's area (tp_warp_bytes(DM))
+template <int DM, class Mark>
+__device__ __forceinline__ void tp_finish(const FxArgs &x, char *wa, const FsUnit &U, int m0, int rows,
+                                          const unsigned *cnt, const int *thr, const int *erow,
+                                          const float *crow, int *s_row, const unsigned long long *gq,
+                                          const double *qg, size_t kvh, const float *knb, Mark mark) {
+    const FsArgs &a = x.a;
+    int lane = threadIdx.x & 31;
+    unsigned long long *bk = (unsigned long long *)wa;  // [TP_PMAX] order keys
+    int *bi = (int *)(wa + TP_PMAX * 8), *cl = bi + TP_PMAX; // ids, cluster index
+    float *flo = (float *)(cl + TP_PMAX);    // the sort's okeys, then the exact list
+    float *nrm = flo + TP_PMAX;              // [TP_PMAX] key norms by survivor (before the sort)
+    double *qw = (double *)(nrm + TP_PMAX);  // [DM] the row's pooled q
+    const double *kd = a.kbar + kvh * a.NK * DM;
+    auto take = [&]() { // rows taken in turn (their costs vary: survivors, exact scores)
+        int r = 0;
+        if (lane == 0) r = atomicAdd(s_row, 1);
+        return __shfl_sync(0xffffffffu, r, 0);
+    };
+    int rnx = -1; // the warp's next row, taken a row ahead (its buffer to L2 meanwhile)
+    for (;;) {
+        int r = rnx >= 0 ? rnx : take();
+        if (r < rows) {
+            rnx = take();
+            if (rnx < rows) {
+                int ng = min((int)(cnt[rnx] >> 16), x.capg); // 16 entries a line
+                for (int i = lane; i * 16 < ng; i += 32)
+                    asm volatile("prefetch.global.L2 [%0];" ::"l"(gq + (size_t)rnx * x.capg + 16 * i));
+            }
+        }
+        if (r >= rows) break;
+        int nsel = min(a.S, erow[r]);
+        if (nsel <= 0) continue;
+        int *tops = a.tops + ((size_t)U.off * a.M + m0 + r) * a.S, t = thr[r];
+        const unsigned long long *rq = gq + (size_t)r * x.capg;
+        auto sload = [&](int p) { return __ldcg(rq + p); };
+        auto skeep = [&](unsigned long long v) { return (int)((v >> 16) & 0xffffu) >= t; };
+        auto sput = [&](int pos, unsigned long long v) { // order key of s', then ~id (ties: id asc)
+            bk[pos] = (unsigned long long)tp_okey(__uint_as_float((unsigned)(v >> 32))) << 32 |
+                      (0xffffffffu - (unsigned)(v & 0xffffu));
+        };
+        int w = fx_survivors(x, cnt[r], nsel, tops, x.pcap, sload, skeep, sput, true);
+        if (w > x.pcap) { // more survivors than the sort takes (bins of 2^sh keys, s10): t raised
+            w = tp_raise(x, cnt[r], nsel, tops, crow[r], knb, (uint16_t *)wa, sload, skeep, t);
+            if (w >= 0) w = fx_survivors(x, cnt[r], nsel, tops, TP_PMAX, sload, skeep, sput);
+        }
+        mark(TPP_SURV);
+        if (w < 0) continue;
+        __syncwarp();
+        // the survivors' key norms by cp.async (4 bytes each) into nrm during the sort (s9 r5: the
+        // clusters waited on their gathers; 32K 1.98 vs 2.01 ms)
+        for (int p = lane; p < w; p += 32) {
+            unsigned id = 0xffffffffu - (unsigned)bk[p];
+            asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"((uint32_t)__cvta_generic_to_shared(nrm + p)),
+                         "l"(knb + id));
+        }
+        cp_async_commit();
+        tp_sort_surv(bk, bi, (unsigned *)cl, (unsigned *)flo, w); // s' desc
+        // the row's pooled q (this CTA's copy, L2) for the exact scores: in flight meanwhile
+        for (int c = lane; c < DM / 2; c += 32) cp_async16(qw + 2 * c, qg + (size_t)r * DM + 2 * c, true);
+        cp_async_commit();
+        mark(TPP_SORT);
+        // intervals and clusters in registers: position p = 16 lane + i (prefix min / suffix
+        // max inside the lane, one warp scan for the carry; the loop over 32-position chunks
+        // with a scan each was ~13K cycles a row: s7 r3, 15% of tp_select at 32K)
+        const float crr = crow[r];
+        float lo[16], hi[16];
+        {
+            float sv[16];
+            cp_async_wait<1>(); // the norms landed (the q row may still be in flight)
+            __syncwarp();
+#pragma unroll
+            for (int i = 0; i < 16; i++) { // s' and the key norm (in lo for now; nrm by input position,
+                int p = 16 * lane + i; // the sort's swizzled keys in cl: their low 9 bits)
+                sv[i] = p < w ? tp_unokey((unsigned)bk[p]) : 0.f;
+                lo[i] = p < w ? nrm[cl[16 * lane + (i ^ (lane >> 1 & 15))] & 0x1ff] : 0.f;
+            }
+            __syncwarp(); // every lane's reads of cl done before the cluster indices go there
+#pragma unroll
+            for (int i = 0; i < 16; i++) {
+                bool in = 16 * lane + i < w;
+                float E = __fmul_ru(crr, lo[i]);
+                lo[i] = in ? __fsub_rd(sv[i], E) : INFINITY, hi[i] = in ? __fadd_ru(sv[i], E) : -INFINITY;
+            }
+        }
+        float run = INFINITY; // lo -> min over <= p
+#pragma unroll
+        for (int i = 0; i < 16; i++) run = fminf(run, lo[i]), lo[i] = run;
+        float cv = run;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            float y = __shfl_up_sync(0xffffffffu, cv, o);
+            if (lane >= o) cv = fminf(cv, y);
+        }
+        cv = __shfl_up_sync(0xffffffffu, cv, 1); // lanes before this one
+        if (lane > 0)
+#pragma unroll
+            for (int i = 0; i < 16; i++) lo[i] = fminf(lo[i], cv);
+        run = -INFINITY; // hi -> max over >= p
+#pragma unroll
+        for (int i = 15; i >= 0; i--) run = fmaxf(run, hi[i]), hi[i] = run;
+        cv = run;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            float y = __shfl_down_sync(0xffffffffu, cv, o);
+            if (lane + o < 32) cv = fmaxf(cv, y);
+        }
+        cv = __shfl_down_sync(0xffffffffu, cv, 1); // lanes after this one
+        if (lane < 31)
+#pragma unroll
+            for (int i = 0; i < 16; i++) hi[i] = fmaxf(hi[i], cv);
+        // a cut after p: all of <= p above all of > p (bit i of cuts); the last position cuts
+        float hnext = __shfl_down_sync(0xffffffffu, hi[0], 1);
+        unsigned cuts = 0;
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+            int p = 16 * lane + i;
+            float hn = i < 15 ? hi[i + 1] : (lane < 31 ? hnext : -INFINITY);
+            if (p < w && (p + 1 >= w || lo[i] > hn)) cuts |= 1u << i;
+        }
+        unsigned cbase = sel_warp_excl(__popc(cuts)); // cuts before this lane's positions
+        int ln = (nsel - 1) >> 4, in_ = (nsel - 1) & 15;
+        int clmax = __shfl_sync(0xffffffffu, (int)(cbase + __popc(cuts & ((1u << in_) - 1))), ln);
+        unsigned cprev = __shfl_up_sync(0xffffffffu, cuts, 1) >> 15 & 1; // a cut after p - 1, i = 0
+        if (lane == 0) cprev = 1;
+        unsigned needm = 0; // in a cluster of 2+ that reaches the first nsel: exact scores
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+            int p = 16 * lane + i, c = (int)(cbase + __popc(cuts & ((1u << i) - 1)));
+            if (p >= w) continue;
+            cl[p] = c;
+            bool before = i ? (cuts >> (i - 1) & 1) : cprev, after = cuts >> i & 1;
+            if (c <= clmax && !(before && after)) needm |= 1u << i;
+        }
+        int *lst = (int *)flo; // positions to score exactly
+        unsigned lpos = sel_warp_excl(__popc(needm));
+        int m = __reduce_add_sync(0xffffffffu, __popc(needm));
+#pragma unroll
+        for (int i = 0; i < 16; i++)
+            if (needm >> i & 1) lst[lpos++] = 16 * lane + i;
+        __syncwarp();
+        if (lane == 0) atomicAdd(x.ctrl + 4, m), atomicAdd(x.ctrl + 5, w);
+        mark(TPP_CLU);
+        cp_async_wait<0>();
+        __syncwarp();
+        tp_exact<DM>(qw, kd, lst, bi, bk, m);
+        __syncwarp();
+        mark(TPP_EXACT);
+        // order inside those clusters (exact desc, id asc): a lane per cluster (insertion;
+        // they are short), or the warp's sort by (cluster, key, id) when one is long
+        auto cend = [&](int p) { // the end of p's cluster
+            int e = p + 1;
+            while (e < w && cl[e] == cl[p]) e++;
+            return e;
+        };
+        bool longc = false;
+        for (int i = lane; i < m; i += 32) {
+            int p = lst[i];
+            if (p == 0 || cl[p - 1] != cl[p]) longc |= cend(p) - p > 32;
+        }
+        if (__any_sync(0xffffffffu, longc)) sel_warp_sort(bk, bi, w, 64, cl);
+        else
+            for (int i = lane; i < m; i += 32) {
+                int p = lst[i], e;
+                if (p > 0 && cl[p - 1] == cl[p]) continue; // not a cluster's first
+                e = cend(p);
+                for (int c = p + 1; c < e; c++) {
+                    unsigned long long k = bk[c];
+                    int id = bi[c], b = c - 1;
+                    for (; b >= p && (bk[b] < k || (bk[b] == k && bi[b] > id)); b--)
+                        bk[b + 1] = bk[b], bi[b + 1] = bi[b];
+                    bk[b + 1] = k, bi[b + 1] = id;
+                }
+            }
+        __syncwarp();
+        for (int s = lane; s < nsel; s += 32) tops[s] = bi[s];
+        __syncwarp();
+        mark(TPP_ORD);
+    }
+}
+
 // dynamic smem: the tile, the A limbs, sketches (the pooled q until the first insert), norms (during
 // the key sweep) or the per-warp survivor buffers (after it). P2: two tile buffers (the pooled q in
 // the second until tile 1 is issued), no sketches (the norms where they were)
@@ -1574,180 +1760,8 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
         if (tid == 0) s_row = 0;
         __syncthreads();
         mark(TPP_FCMP);
-        // per row (a warp): survivors, sorted by s'; intervals; clusters; exact scores where
-        // needed; the final order
-        char *wa = (char *)kt + (size_t)warp * tp_warp_bytes(DM);
-        unsigned long long *bk = (unsigned long long *)wa;  // [TP_PMAX] order keys
-        int *bi = (int *)(wa + TP_PMAX * 8), *cl = bi + TP_PMAX; // ids, cluster index
-        float *flo = (float *)(cl + TP_PMAX);    // the sort's okeys, then the exact list
-        float *nrm = flo + TP_PMAX;              // [TP_PMAX] key norms by survivor (before the sort)
-        double *qw = (double *)(nrm + TP_PMAX);  // [DM] the row's pooled q
-        const double *kd = a.kbar + kvh * a.NK * DM;
-        auto take = [&]() { // rows taken in turn (their costs vary: survivors, exact scores)
-            int r = 0;
-            if (lane == 0) r = atomicAdd(&s_row, 1);
-            return __shfl_sync(0xffffffffu, r, 0);
-        };
-        int rnx = -1; // the warp's next row, taken a row ahead (its buffer to L2 meanwhile)
-        for (;;) {
-            int r = rnx >= 0 ? rnx : take();
-            if (r < rows) {
-                rnx = take();
-                if (rnx < rows) {
-                    int ng = min((int)(cnt[rnx] >> 16), x.capg); // 16 entries a line
-                    for (int i = lane; i * 16 < ng; i += 32)
-                        asm volatile("prefetch.global.L2 [%0];" ::"l"(gq + (size_t)rnx * x.capg + 16 * i));
-                }
-            }
-            if (r >= rows) break;
-            int nsel = min(a.S, erow[r]);
-            if (nsel <= 0) continue;
-            int *tops = a.tops + ((size_t)U.off * a.M + m0 + r) * a.S, t = thr[r];
-            const unsigned long long *rq = gq + (size_t)r * x.capg;
-            auto sload = [&](int p) { return __ldcg(rq + p); };
-            auto skeep = [&](unsigned long long v) { return (int)((v >> 16) & 0xffffu) >= t; };
-            auto sput = [&](int pos, unsigned long long v) { // order key of s', then ~id (ties: id asc)
-                bk[pos] = (unsigned long long)tp_okey(__uint_as_float((unsigned)(v >> 32))) << 32 |
-                          (0xffffffffu - (unsigned)(v & 0xffffu));
-            };
-            int w = fx_survivors(x, cnt[r], nsel, tops, x.pcap, sload, skeep, sput, true);
-            if (w > x.pcap) { // more survivors than the sort takes (bins of 2^sh keys, s10): t raised
-                w = tp_raise(x, cnt[r], nsel, tops, crow[r], knb, (uint16_t *)wa, sload, skeep, t);
-                if (w >= 0) w = fx_survivors(x, cnt[r], nsel, tops, TP_PMAX, sload, skeep, sput);
-            }
-            mark(TPP_SURV);
-            if (w < 0) continue;
-            __syncwarp();
-            // the survivors' key norms by cp.async (4 bytes each) into nrm during the sort (s9 r5: the
-            // clusters waited on their gathers; 32K 1.98 vs 2.01 ms)
-            for (int p = lane; p < w; p += 32) {
-                unsigned id = 0xffffffffu - (unsigned)bk[p];
-                asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"((uint32_t)__cvta_generic_to_shared(nrm + p)),
-                             "l"(knb + id));
-            }
-            cp_async_commit();
-            tp_sort_surv(bk, bi, (unsigned *)cl, (unsigned *)flo, w); // s' desc
-            // the row's pooled q (this CTA's copy, L2) for the exact scores: in flight meanwhile
-            for (int c = lane; c < DM / 2; c += 32) cp_async16(qw + 2 * c, qg + (size_t)r * DM + 2 * c, true);
-            cp_async_commit();
-            mark(TPP_SORT);
-            // intervals and clusters in registers: position p = 16 lane + i (prefix min / suffix
-            // max inside the lane, one warp scan for the carry; the loop over 32-position chunks
-            // with a scan each was ~13K cycles a row: s7 r3, 15% of tp_select at 32K)
-            const float crr = crow[r];
-            float lo[16], hi[16];
-            {
-                float sv[16];
-                cp_async_wait<1>(); // the norms landed (the q row may still be in flight)
-                __syncwarp();
-#pragma unroll
-                for (int i = 0; i < 16; i++) { // s' and the key norm (in lo for now; nrm by input position,
-                    int p = 16 * lane + i; // the sort's swizzled keys in cl: their low 9 bits)
-                    sv[i] = p < w ? tp_unokey((unsigned)bk[p]) : 0.f;
-                    lo[i] = p < w ? nrm[cl[16 * lane + (i ^ (lane >> 1 & 15))] & 0x1ff] : 0.f;
-                }
-                __syncwarp(); // every lane's reads of cl done before the cluster indices go there
-#pragma unroll
-                for (int i = 0; i < 16; i++) {
-                    bool in = 16 * lane + i < w;
-                    float E = __fmul_ru(crr, lo[i]);
-                    lo[i] = in ? __fsub_rd(sv[i], E) : INFINITY, hi[i] = in ? __fadd_ru(sv[i], E) : -INFINITY;
-                }
-            }
-            float run = INFINITY; // lo -> min over <= p
-#pragma unroll
-            for (int i = 0; i < 16; i++) run = fminf(run, lo[i]), lo[i] = run;
-            float cv = run;
-#pragma unroll
-            for (int o = 1; o < 32; o <<= 1) {
-                float y = __shfl_up_sync(0xffffffffu, cv, o);
-                if (lane >= o) cv = fminf(cv, y);
-            }
-            cv = __shfl_up_sync(0xffffffffu, cv, 1); // lanes before this one
-            if (lane > 0)
-#pragma unroll
-                for (int i = 0; i < 16; i++) lo[i] = fminf(lo[i], cv);
-            run = -INFINITY; // hi -> max over >= p
-#pragma unroll
-            for (int i = 15; i >= 0; i--) run = fmaxf(run, hi[i]), hi[i] = run;
-            cv = run;
-#pragma unroll
-            for (int o = 1; o < 32; o <<= 1) {
-                float y = __shfl_down_sync(0xffffffffu, cv, o);
-                if (lane + o < 32) cv = fmaxf(cv, y);
-            }
-            cv = __shfl_down_sync(0xffffffffu, cv, 1); // lanes after this one
-            if (lane < 31)
-#pragma unroll
-                for (int i = 0; i < 16; i++) hi[i] = fmaxf(hi[i], cv);
-            // a cut after p: all of <= p above all of > p (bit i of cuts); the last position cuts
-            float hnext = __shfl_down_sync(0xffffffffu, hi[0], 1);
-            unsigned cuts = 0;
-#pragma unroll
-            for (int i = 0; i < 16; i++) {
-                int p = 16 * lane + i;
-                float hn = i < 15 ? hi[i + 1] : (lane < 31 ? hnext : -INFINITY);
-                if (p < w && (p + 1 >= w || lo[i] > hn)) cuts |= 1u << i;
-            }
-            unsigned cbase = sel_warp_excl(__popc(cuts)); // cuts before this lane's positions
-            int ln = (nsel - 1) >> 4, in_ = (nsel - 1) & 15;
-            int clmax = __shfl_sync(0xffffffffu, (int)(cbase + __popc(cuts & ((1u << in_) - 1))), ln);
-            unsigned cprev = __shfl_up_sync(0xffffffffu, cuts, 1) >> 15 & 1; // a cut after p - 1, i = 0
-            if (lane == 0) cprev = 1;
-            unsigned needm = 0; // in a cluster of 2+ that reaches the first nsel: exact scores
-#pragma unroll
-            for (int i = 0; i < 16; i++) {
-                int p = 16 * lane + i, c = (int)(cbase + __popc(cuts & ((1u << i) - 1)));
-                if (p >= w) continue;
-                cl[p] = c;
-                bool before = i ? (cuts >> (i - 1) & 1) : cprev, after = cuts >> i & 1;
-                if (c <= clmax && !(before && after)) needm |= 1u << i;
-            }
-            int *lst = (int *)flo; // positions to score exactly
-            unsigned lpos = sel_warp_excl(__popc(needm));
-            int m = __reduce_add_sync(0xffffffffu, __popc(needm));
-#pragma unroll
-            for (int i = 0; i < 16; i++)
-                if (needm >> i & 1) lst[lpos++] = 16 * lane + i;
-            __syncwarp();
-            if (lane == 0) atomicAdd(x.ctrl + 4, m), atomicAdd(x.ctrl + 5, w);
-            mark(TPP_CLU);
-            cp_async_wait<0>();
-            __syncwarp();
-            tp_exact<DM>(qw, kd, lst, bi, bk, m);
-            __syncwarp();
-            mark(TPP_EXACT);
-            // order inside those clusters (exact desc, id asc): a lane per cluster (insertion;
-            // they are short), or the warp's sort by (cluster, key, id) when one is long
-            auto cend = [&](int p) { // the end of p's cluster
-                int e = p + 1;
-                while (e < w && cl[e] == cl[p]) e++;
-                return e;
-            };
-            bool longc = false;
-            for (int i = lane; i < m; i += 32) {
-                int p = lst[i];
-                if (p == 0 || cl[p - 1] != cl[p]) longc |= cend(p) - p > 32;
-            }
-            if (__any_sync(0xffffffffu, longc)) sel_warp_sort(bk, bi, w, 64, cl);
-            else
-                for (int i = lane; i < m; i += 32) {
-                    int p = lst[i], e;
-                    if (p > 0 && cl[p - 1] == cl[p]) continue; // not a cluster's first
-                    e = cend(p);
-                    for (int c = p + 1; c < e; c++) {
-                        unsigned long long k = bk[c];
-                        int id = bi[c], b = c - 1;
-                        for (; b >= p && (bk[b] < k || (bk[b] == k && bi[b] > id)); b--)
-                            bk[b + 1] = bk[b], bi[b + 1] = bi[b];
-                        bk[b + 1] = k, bi[b + 1] = id;
-                    }
-                }
-            __syncwarp();
-            for (int s = lane; s < nsel; s += 32) tops[s] = bi[s];
-            __syncwarp();
-            mark(TPP_ORD);
-        }
+        tp_finish<DM>(x, (char *)kt + (size_t)warp * tp_warp_bytes(DM), U, m0, rows, cnt, thr, erow, crow, &s_row,
+                      gq, qg, kvh, knb, mark);
     }
     if (lane == 0 && nupd) atomicAdd(x.ctrl + CTL_HUPD, nupd);
     if (prof && lane == 0)
@@ -1958,6 +1972,276 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_thr1(FxArgs x) {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// tp_wgs (s12): the two passes' second pass (tp_select<P2>'s sweep and finish) on Hopper's warpgroup
+// MMA (sm_90a; select_bf16.cu is built for sm_90a plus compute_90 PTX, where this kernel is empty
+// and never launched: arch_ok). Items of TW_RM = 128 rows (a unit at merge 128), one CTA per SM:
+// two consumer warpgroups of 64 rows hold their q limbs (the A operand, qh and ql) in registers and
+// never meet at a block barrier during the sweep; a producer warp streams the key tiles (the limbs
+// of 64 keys, pre-swizzled in global memory by tw_prep_k into the 128-byte-swizzle planes that
+// wgmma's descriptors read, one bulk copy each, plus the key norms and scales) into a TW_NS-slot
+// ring of mbarriers (full: the copies' bytes landed; empty: the 8 consumer warps done with the
+// slot). Per 32-key half tile a warpgroup issues, per 16 dims, qh.kh from zero (m64n32k16, fp16 in,
+// fp32 out; two such buffers in flight, summed on the FMA units in dimension order as tp_select
+// does) and ql.kh + qh.kl chained into one accumulator: the products, their order and the bound
+// (TP_C16) are tp_select's. The filter, the inserts and the finish (tp_finish) are tp_select<P2>'s.
+#define TW_RM 128 // rows an item: two consumer warpgroups of 64
+#define TW_KT 64  // keys a tile
+#define TW_NS 4   // ring slots
+#define TW_NT 288 // 8 consumer warps, 1 producer warp
+__host__ __device__ constexpr int tw_tile_bytes(int DM) { return 2 * DM * TW_KT * 2; } // hi planes, then lo
+__host__ __device__ constexpr size_t tw_smem(int DM) {
+    // the ring (tiles, norms, scales), the pooled q (the prologue) and the finish's warp areas overlap
+    size_t ring = (size_t)TW_NS * tw_tile_bytes(DM) + 2 * TW_NS * TW_KT * 4;
+    size_t qs = (size_t)TW_RM * (DM + 4) * 8, fin = (size_t)(TW_NT / 32) * tp_warp_bytes(DM);
+    size_t m = ring > qs ? ring : qs;
+    return (m > fin ? m : fin) + 1024; // 1 KB: the 1024-byte aligned base
+}
+// the key limbs kbf [rows][2][D] -> kbw [heads][ntw][2][D / 64][64][64]: 64-key tiles, each limb as
+// the planar 128-byte-swizzle tile (flash_wgmma.cuh pl), keys past N zero
+__global__ void tw_prep_k(uint16_t *kbw, const uint16_t *kbf, size_t heads, int N, int ntw, int D) {
+    const int CH = D / 8;
+    size_t n = heads * ntw * TW_KT * 2 * CH;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        int c = (int)(i % CH);
+        size_t t = i / CH;
+        int l = (int)(t & 1), r = (int)(t >> 1) % TW_KT;
+        t = (t >> 1) / TW_KT;
+        int jt = (int)(t % ntw), key = jt * TW_KT + r;
+        size_t hd = t / ntw;
+        uint4 v = make_uint4(0u, 0u, 0u, 0u);
+        if (key < N) v = *(const uint4 *)(kbf + ((hd * N + key) * 2 + l) * D + c * 8);
+        *(uint4 *)(kbw + (t * 2 + l) * (size_t)D * TW_KT + pl<TW_KT>(r, c)) = v;
+    }
+}
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// wgmma m64n32k16, fp16 in, fp32 accumulate, A (4 registers) from registers, B K-major from shared
+// memory (descriptor); acc 0: d = a b
+__device__ __forceinline__ void tw_rs_n32(float (*d)[4], const uint32_t a[4], uint64_t db, int acc) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,"
+                 "%13,%14,%15}, {%16,%17,%18,%19}, %20, p, 1, 1, 0;\n}\n"
+                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
+                   "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+                   "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(acc));
+}
+// d = a b (write-only outputs: no register of d is touched before the wgmma, so ptxas needs no
+// warpgroup.arrive of its own between the MMAs: C7519 / C7520)
+__device__ __forceinline__ void tw_rs_n32_z(float (*d)[4], const uint32_t a[4], uint64_t db) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 0, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,"
+                 "%13,%14,%15}, {%16,%17,%18,%19}, %20, p, 1, 1, 0;\n}\n"
+                 : "=f"(d[0][0]), "=f"(d[0][1]), "=f"(d[0][2]), "=f"(d[0][3]), "=f"(d[1][0]), "=f"(d[1][1]),
+                   "=f"(d[1][2]), "=f"(d[1][3]), "=f"(d[2][0]), "=f"(d[2][1]), "=f"(d[2][2]), "=f"(d[2][3]),
+                   "=f"(d[3][0]), "=f"(d[3][1]), "=f"(d[3][2]), "=f"(d[3][3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+}
+__device__ __forceinline__ void tw_keep_n32(float (*d)[4]) {
+    asm volatile(""
+                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
+                   "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+                   "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
+                 :
+                 : "memory");
+}
+// bytes global -> shared by the bulk copy engine, completing on bar
+__device__ __forceinline__ void tw_bulk(void *dst, const void *src, uint32_t bytes, uint64_t *bar) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+                     smem_u32(dst)),
+                 "l"(src), "r"(bytes), "r"(smem_u32(bar))
+                 : "memory");
+}
+#endif
+template <int DM>
+__global__ void __maxnreg__(224) tp_wgs(FxArgs x) { // (TW_NT threads, one CTA an SM)
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    constexpr int RM = TW_RM, KT = TW_KT, NS = TW_NS, QLD = DM + 4, KS = DM / 16, TB = tw_tile_bytes(DM);
+    const FsArgs &a = x.a;
+    extern __shared__ unsigned char tw_raw[];
+    unsigned char *sm = smem_base1k(tw_raw);
+    uint16_t *kt = (uint16_t *)sm;               // [NS][2][DM / 64][KT][64] fp16 key limbs (kh, kl planes)
+    float *kn = (float *)(sm + (size_t)NS * TB); // [NS][KT] key norm bounds
+    float *kf = kn + NS * KT;                    // [NS][KT] key inverse scales
+    double *qs = (double *)sm;                   // [RM][QLD] pooled q (the prologue)
+    double *qg = x.qg + (size_t)blockIdx.x * RM * DM;
+    __shared__ __align__(8) uint64_t full[NS], empty[NS];
+    __shared__ unsigned cnt[RM]; // inserts (high 16 bits)
+    __shared__ int thr[RM], erow[RM], s_item, qe[RM], s_row;
+    __shared__ float crow[RM];
+    int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, cq = lane & 3;
+    const bool producer = warp == 8;
+    const int r0 = 16 * warp + g, r1 = r0 + 8; // consumers: warpgroup warp >> 2 holds rows 64 (warp >> 2) ..
+    if (tid == 0) {
+        for (int s = 0; s < NS; s++) mbar_init(&full[s], 1), mbar_init(&empty[s], 8);
+        mbar_fence_init();
+    } // (fx_next's first barrier orders the inits before any use)
+    unsigned long long *gq = x.gkey + (size_t)blockIdx.x * RM * x.capg;
+    const float nkmax = __int_as_float(x.ctrl[3]);
+    uint32_t tcount = 0; // tiles through the ring so far (every thread): slot tcount % NS, its phase
+    FsUnit U;
+    int m0, rows;
+    // per item: row bounds (every warp), a barrier; the consumers' A operand from qs, then named
+    // barrier 1 (the producer waits for qs to be read); the sweep; a barrier; the finish (consumers)
+    auto bounds = [&]() {
+        for (int r = warp; r < RM; r += TW_NT / 32) { // row norms (the bound), scales, pass 1's thresholds
+            float n;
+            int e;
+            tp_row_bound<DM, QLD>(qs, r, lane, n, e);
+            if (lane == 0) {
+                crow[r] = __fmul_ru(TP_C16, n), qe[r] = e == TP_EBAD ? 0 : e;
+                if (r < rows && erow[r] > a.S)
+                    thr[r] = x.tinit[(((size_t)U.b * a.H + U.h) * a.nblk + U.c) * a.M + m0 + r];
+                if (r < rows && (!(n * nkmax <= 0x1p100f) || e == TP_EBAD)) // falls back
+                    atomicAdd(x.ctrl + 1, 1), atomicAdd(x.ctrl + CTL_FBOUND, 1);
+            }
+        }
+        __syncthreads();
+    };
+    auto kvh_of = [&]() { return (size_t)U.b * a.KVH + U.h / (a.H / a.KVH); };
+    if (producer) { // the same items and barriers as the consumers; the key tiles into the ring
+        while (fx_next<DM, RM, TW_NT>(x, qs, &s_item, erow, cnt, thr, U, m0, rows, qg)) {
+            bounds();
+            const int ntile = (erow[rows - 1] + KT - 1) / KT;
+            const size_t kvh = kvh_of();
+            const float *knb = x.knorm + kvh * ((a.NK + 3) / 4 * 4), *kfb = x.kfac + kvh * ((a.NK + 3) / 4 * 4);
+            asm volatile("bar.sync 1, %0;\n" ::"n"(TW_NT) : "memory"); // qs read by the consumers
+            if (lane == 0) {
+                fence_async_smem(); // the generic writes there (q, the finish) before the copies
+                const unsigned char *src = (const unsigned char *)x.kbw + kvh * x.ntw * (size_t)TB;
+                for (int jt = 0; jt < ntile; jt++) {
+                    uint32_t c = tcount + jt, s = c % NS;
+                    if (c >= NS) mbar_wait_sleep(&empty[s], (c / NS - 1) & 1);
+                    mbar_expect_tx(&full[s], TB + 2 * KT * 4);
+                    tw_bulk(kt + (size_t)s * (TB / 2), src + (size_t)jt * TB, TB, &full[s]);
+                    tw_bulk(kn + s * KT, knb + jt * KT, KT * 4, &full[s]);
+                    tw_bulk(kf + s * KT, kfb + jt * KT, KT * 4, &full[s]);
+                }
+            }
+            tcount += ntile;
+            __syncwarp();
+            __syncthreads(); // the sweep done
+        }
+        return;
+    }
+    auto nomark = [](int) {};
+    while (fx_next<DM, RM, TW_NT>(x, qs, &s_item, erow, cnt, thr, U, m0, rows, qg)) {
+        bounds();
+        const int ld = erow[rows - 1], ntile = (ld + KT - 1) / KT;
+        const size_t kvh = kvh_of();
+        const float *knb = x.knorm + kvh * ((a.NK + 3) / 4 * 4);
+        uint32_t ah[KS][4], al[KS][4]; // the A operand: q limbs of rows r0 (a0, a2), r1 (a1, a3)
+        {
+            const double s0 = ldexp(1.0, qe[r0]), s1 = ldexp(1.0, qe[r1]);
+#pragma unroll
+            for (int kk = 0; kk < KS; kk++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    int r = i & 1 ? r1 : r0, d = 16 * kk + 8 * (i >> 1) + 2 * cq;
+                    double sc = i & 1 ? s1 : s0;
+                    uint32_t h0, l0, h1, l1;
+                    tp_split(qs[r * QLD + d] * sc, &h0, &l0), tp_split(qs[r * QLD + d + 1] * sc, &h1, &l1);
+                    ah[kk][i] = h0 | h1 << 16, al[kk][i] = l0 | l1 << 16;
+                }
+        }
+        const float cr0 = crow[r0], cr1 = crow[r1];
+        const float fq0 = ldexpf(1.0f, -qe[r0]), fq1 = ldexpf(1.0f, -qe[r1]);
+        const int er0 = erow[r0], er1 = erow[r1];
+        // key16up(hi) >= t  <=>  hi >= thrf(t) (tp_select's filter)
+        auto thrf = [](int t) { return t == 0 ? -INFINITY : tp_unokey((unsigned)(t - 1) << 16 | 1u); };
+        const float tf0 = thrf(thr[r0]), tf1 = thrf(thr[r1]);
+        asm volatile("bar.arrive 1, %0;\n" ::"n"(TW_NT) : "memory"); // qs read: the ring may be written
+        for (int jt = 0; jt < ntile; jt++) {
+            const uint32_t c = tcount + jt, s = c % NS;
+            mbar_wait(&full[s], (c / NS) & 1);
+            wg_fence(); // after the wait loop (flash_wgmma.cu: else ptxas injects it)
+            const uint16_t *tb = kt + (size_t)s * (TB / 2);
+#pragma unroll 1
+            for (int h = 0; h < 2; h++) { // keys 32 h .. 32 h + 31 of the tile
+                float am[4][4], ac[4][4], t[2][4][4];
+#pragma unroll
+                for (int n = 0; n < 4; n++)
+#pragma unroll
+                    for (int i = 0; i < 4; i++) am[n][i] = 0.f;
+#pragma unroll
+                for (int kk = 0; kk < KS; kk++) {
+                    uint64_t dh = desc_k<KT>((const bf16 *)tb, 32 * h, kk);
+                    uint64_t dl = desc_k<KT>((const bf16 *)(tb + DM * KT), 32 * h, kk);
+                    wg_fence();
+                    tw_rs_n32_z(t[kk & 1], ah[kk], dh); // qh.kh of 16 dims from zero (the bound)
+                    if (kk == 0) tw_rs_n32_z(ac, al[kk], dh); // ql.kh
+                    else tw_rs_n32(ac, al[kk], dh, 1);
+                    tw_rs_n32(ac, ah[kk], dl, 1); // qh.kl
+                    wg_commit();
+                    if (kk > 0) {
+                        wg_wait<1>(); // step kk - 1 done
+                        tw_keep_n32(t[(kk - 1) & 1]);
+#pragma unroll
+                        for (int n = 0; n < 4; n++)
+#pragma unroll
+                            for (int i = 0; i < 4; i++) am[n][i] += t[(kk - 1) & 1][n][i];
+                    }
+                }
+                wg_wait<0>();
+                tw_keep_n32(t[(KS - 1) & 1]), tw_keep_n32(ac);
+#pragma unroll
+                for (int n = 0; n < 4; n++)
+#pragma unroll
+                    for (int i = 0; i < 4; i++) am[n][i] += t[(KS - 1) & 1][n][i];
+                // the filter (s' + E reaches the row's threshold: bit 2 n + (xx & 1) of pm[row]); s' kept
+                // in am, E in ac
+                const float *knt = kn + s * KT + 32 * h + 2 * cq, *kft = kf + s * KT + 32 * h + 2 * cq;
+                const int jb = jt * KT + 32 * h + 2 * cq;
+                unsigned pm[2] = {0u, 0u};
+#pragma unroll
+                for (int n = 0; n < 4; n++)
+#pragma unroll
+                    for (int xx = 0; xx < 4; xx++) {
+                        float sv = am[n][xx] + ac[n][xx], E = __fmul_ru(xx < 2 ? cr0 : cr1, knt[n * 8 + (xx & 1)]);
+                        sv *= (xx < 2 ? fq0 : fq1) * kft[n * 8 + (xx & 1)]; // exact: 2^-120 .. 2^120
+                        float hi = __fadd_ru(sv, E);
+                        int j = jb + n * 8 + (xx & 1);
+                        if (j < (xx < 2 ? er0 : er1) && !(hi < (xx < 2 ? tf0 : tf1)))
+                            pm[xx >> 1] |= 1u << (2 * n + (xx & 1));
+                        am[n][xx] = sv, ac[n][xx] = E;
+                    }
+                if (h == 1) { // the slot read (the MMAs waited for): back to the producer
+                    __syncwarp();
+                    if (lane == 0) mbar_arrive(&empty[s]);
+                }
+                // the inserts: global slots, two atomics a lane (rows r0, r1), then its entries in turn
+                unsigned base[2] = {0u, 0u};
+#pragma unroll
+                for (int hh = 0; hh < 2; hh++) {
+                    int cn = __popc(pm[hh]);
+                    if (cn) base[hh] = atomicAdd(&cnt[hh ? r1 : r0], (unsigned)cn * 0x10000u);
+                }
+#pragma unroll
+                for (int n = 0; n < 4; n++)
+#pragma unroll
+                    for (int xx = 0; xx < 4; xx++)
+                        if (pm[xx >> 1] >> (2 * n + (xx & 1)) & 1) {
+                            int r = xx < 2 ? r0 : r1, j = jb + n * 8 + (xx & 1);
+                            float sv = am[n][xx], ev = ac[n][xx];
+                            unsigned keys = tp_key16up(__fadd_ru(sv, ev)) | tp_key16dn(__fsub_rd(sv, ev)) << 16;
+                            unsigned pg = base[xx >> 1] >> 16;
+                            base[xx >> 1] += 0x10000u;
+                            if (pg < (unsigned)x.capg)
+                                gq[(size_t)r * x.capg + pg] = (unsigned long long)__float_as_uint(sv) << 32 |
+                                                              (keys & 0xffffu) << 16 | (unsigned)j;
+                        }
+                __syncwarp();
+            }
+        }
+        tcount += ntile;
+        if (tid == 0) s_row = 0;
+        __syncthreads(); // every insert in; every tile consumed (the ring free for the finish's areas)
+        tp_finish<DM>(x, (char *)sm + (size_t)warp * tp_warp_bytes(DM), U, m0, rows, cnt, thr, erow, crow, &s_row,
+                      gq, qg, kvh, knb, nomark);
+    }
+#endif
+}
+
 // fs_topk's dynamic shared memory: one opt-in at the largest size either caller uses (P <= 2048
 // keys and ids, 8192 cached scores), so no caller ever lowers the limit below another's launch
 static void fs_topk_optin(void) {
@@ -2098,6 +2382,9 @@ static_assert(TP_HUPD <= TP_HUMAX(TP_CAPF), "the ring holds TP_HUPD - 1 keys and
 static int g_tp2 = -1; // the two-pass tp: 1 where it applies, 0 never (-1: MSLAB_SELECT_TP2, default 1;
                        // the tests' select_bf16_tp2)
 static int g_tp_pcap = TP_PMAX; // tp's survivors past which the finish raises a row's threshold (tests: less)
+// the two passes' second pass on wgmma (tp_wgs, s12) where it applies (sm_90, merge >= TW_RM); -1:
+// MSLAB_SELECT_TPW (default 1), 0: tp_select<P2>
+static int g_tpw = -1;
 // host side of the fused path (kind 0: fx_select; 1: tp_select; 2: tp's two passes, tp_thr1 then
 // tp_select<P2>); -1: not handled here (the caller runs the next path), or a row failed (likewise,
 // after this call wrote partial lists that the next path then overwrites)
@@ -2122,6 +2409,7 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                           const uint16_t *k, int B, int T, int H, int KVH, int D, int kind) {
     const bool tp = kind > 0, tp2 = kind == 2;
     if (g_tp2 < 0) g_tp2 = getenv("MSLAB_SELECT_TP2") ? atoi(getenv("MSLAB_SELECT_TP2")) != 0 : 1;
+    if (g_tpw < 0) g_tpw = getenv("MSLAB_SELECT_TPW") ? atoi(getenv("MSLAB_SELECT_TPW")) != 0 : 1;
     if (tp2 && !g_tp2) return -1;
     AttnDims d;
     if (attn_dims(cfg, T, &d)) return -1;
@@ -2148,9 +2436,10 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     int MAXU = (int)(((size_t)256 << 20) / per_unit_tops);
     MAXU = MAXU < 1 ? 1 : MAXU > 8192 ? 8192 : MAXU;
     if ((size_t)MAXU > nunit) MAXU = (int)nunit;
-    // rows per item: tp TP_RM (two CTAs per SM), fused 64 (one)
-    int rm = tp ? TP_RM : 64;
-    int mt = (d.M + rm - 1) / rm, nslot = nsm * (64 / rm);
+    // rows per item: tp TP_RM (two CTAs per SM), fused 64 (one), tp_wgs TW_RM (one; its pass 1 TP_RM)
+    const bool tw = tp2 && g_tpw && d.M >= TW_RM && arch_ok();
+    int rm = tw ? TW_RM : tp ? TP_RM : 64;
+    int mt = (d.M + rm - 1) / rm, nslot = tw ? nsm : nsm * (64 / rm);
     int capg = maxld < FX_CAPG ? (maxld > 0 ? maxld : 1) : FX_CAPG; // no overflow when maxld fits
     size_t kb_n = (size_t)B * KVH * N * D, gbuf = (size_t)nslot * rm * capg;
     size_t o_tops = align256(kb_n * 8), o_fp = align256(o_tops + (size_t)MAXU * d.M * d.S * 4);
@@ -2165,7 +2454,10 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     size_t o_kf = align256(o_kn + nkn * 4), o_qg = align256(o_kf + nkn * 4);
     // two-pass: pass 1's threshold per member row
     size_t o_ti = align256(o_qg + (tp ? (size_t)nslot * rm * D * 8 : 0));
-    size_t total = o_ti + (tp2 ? (size_t)B * H * d.nblk * d.M * 4 : 0);
+    // tp_wgs: the key limbs as pre-swizzled 64-key tiles
+    const int ntw = (N + TW_KT - 1) / TW_KT;
+    size_t o_kw = align256(o_ti + (tp2 ? (size_t)B * H * d.nblk * d.M * 4 : 0));
+    size_t total = o_kw + (tw ? heads * ntw * (size_t)tw_tile_bytes(D) : 0);
     char *scr = (char *)cuda_scratch(SCRATCH_SPARSE_BF16, total);
     FxArgs x;
     memset(&x, 0, sizeof x);
@@ -2180,6 +2472,7 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     x.ctrl = (int *)(scr + o_ctrl), x.mt = mt, x.capg = capg;
     x.kbf = (const uint16_t *)(scr + o_kbf), x.knorm = (const float *)(scr + o_kn);
     x.kfac = (const float *)(scr + o_kf), x.qg = (double *)(scr + o_qg);
+    x.kbw = (const uint16_t *)(scr + o_kw), x.ntw = ntw;
     // MSLAB_SELECT_PROF=1: tp_select's section profile and the kernels' times (events), on stderr
     static int profon = -1;
     static unsigned long long *dprof = NULL;
@@ -2218,6 +2511,11 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         tp_prep_k<<<gp, 256>>>((uint16_t *)x.kbf, (float *)x.knorm, (float *)x.kfac, x.ctrl, a.kbar, heads, N,
                                (int)nkp, D);
         cudaLaunchCheck();
+        if (tw) {
+            tw_prep_k<<<grid_for(heads * ntw * TW_KT * 2 * (D / 8), 256), 256>>>((uint16_t *)x.kbw, x.kbf, heads, N,
+                                                                                ntw, D);
+            cudaLaunchCheck();
+        }
     }
     if (profon) tp1 = pnow();
     size_t smem = tp ? tp_smem(D, capf, tp2) : sizeof(double) * (64 * (D + 4) + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2;
@@ -2234,6 +2532,8 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tp_smem(dm, TP_CAPF, true)));
         }
         cudaCheck(cudaFuncSetAttribute(tp_thr1<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, tp1_smem(64)));
+        cudaCheck(cudaFuncSetAttribute(tp_wgs<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tw_smem(64)));
+        cudaCheck(cudaFuncSetAttribute(tp_wgs<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tw_smem(128)));
         cudaCheck(cudaFuncSetAttribute(tp_thr1<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, tp1_smem(128)));
         attr = true;
     }
@@ -2259,15 +2559,21 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
             if (profon) tk = pnow();
             if (tp2) { // pass 1 (its thresholds into x.tinit), then pass 2
                 x.tinit = (int *)(scr + o_ti);
-                if (D == 64) tp_thr1<64><<<grid, FX_NT, tp1_smem(64)>>>(x);
-                else tp_thr1<128><<<grid, FX_NT, tp1_smem(128)>>>(x);
+                int mt1 = (d.M + TP_RM - 1) / TP_RM, ns1 = nsm * (64 / TP_RM); // pass 1: items of TP_RM rows
+                x.mt = mt1, x.nitems = nw * mt1;
+                int grid1 = x.nitems < ns1 ? x.nitems : ns1;
+                if (D == 64) tp_thr1<64><<<grid1, FX_NT, tp1_smem(64)>>>(x);
+                else tp_thr1<128><<<grid1, FX_NT, tp1_smem(128)>>>(x);
                 cudaLaunchCheck();
+                x.mt = mt, x.nitems = nw * mt;
                 if (profon) {
                     double t = pnow();
                     kpass1 += t - tk, tk = t;
                 }
                 cudaCheck(cudaMemsetAsync(x.ctrl, 0, 4));
-                tp_kernel(D, true)<<<grid, FX_NT, smem>>>(x);
+                if (tw && D == 64) tp_wgs<64><<<grid, TW_NT, tw_smem(64)>>>(x);
+                else if (tw) tp_wgs<128><<<grid, TW_NT, tw_smem(128)>>>(x);
+                else tp_kernel(D, true)<<<grid, FX_NT, smem>>>(x);
             } else if (tp) {
                 tp_kernel(D)<<<grid, FX_NT, smem>>>(x);
             } else if (D == 64) fx_select<64><<<grid, FX_NT, smem>>>(x);
