@@ -2053,7 +2053,7 @@ __device__ __forceinline__ void tw_bulk(void *dst, const void *src, uint32_t byt
                  : "memory");
 }
 #endif
-template <int DM>
+template <int DM, bool PROF = false>
 __global__ void __maxnreg__(224) tp_wgs(FxArgs x) { // (TW_NT threads, one CTA an SM)
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     constexpr int RM = TW_RM, KT = TW_KT, NS = TW_NS, QLD = DM + 4, KS = DM / 16, TB = tw_tile_bytes(DM);
@@ -2124,9 +2124,24 @@ __global__ void __maxnreg__(224) tp_wgs(FxArgs x) { // (TW_NT threads, one CTA a
         }
         return;
     }
-    auto nomark = [](int) {};
+    // MSLAB_SELECT_PROF: the consumers' sections (tp_select's names; per warp, clock64)
+    __shared__ unsigned long long s_prof[8][TP_NPROF];
+    constexpr bool prof = PROF; // (a template parameter: the profile's registers cost the MMAs C7512)
+    long long tlast = 0;
+    auto mark = [&](int sec) {
+        if (!prof) return;
+        long long t = clock64();
+        if (lane == 0) s_prof[warp][sec] += (unsigned long long)(t - tlast);
+        tlast = t;
+    };
+    if (prof) {
+        for (int i = lane; i < TP_NPROF; i += 32) s_prof[warp][i] = 0;
+        tlast = clock64();
+    }
     while (fx_next<DM, RM, TW_NT>(x, qs, &s_item, erow, cnt, thr, U, m0, rows, qg)) {
         bounds();
+        mark(TPP_NEXT);
+        if (prof && lane == 0) s_prof[warp][TPP_NITEM]++;
         const int ld = erow[rows - 1], ntile = (ld + KT - 1) / KT;
         const size_t kvh = kvh_of();
         const float *knb = x.knorm + kvh * ((a.NK + 3) / 4 * 4);
@@ -2151,10 +2166,13 @@ __global__ void __maxnreg__(224) tp_wgs(FxArgs x) { // (TW_NT threads, one CTA a
         auto thrf = [](int t) { return t == 0 ? -INFINITY : tp_unokey((unsigned)(t - 1) << 16 | 1u); };
         const float tf0 = thrf(thr[r0]), tf1 = thrf(thr[r1]);
         asm volatile("bar.arrive 1, %0;\n" ::"n"(TW_NT) : "memory"); // qs read: the ring may be written
+        mark(TPP_PRO);
+        if (prof && lane == 0) s_prof[warp][TPP_NTILE] += ntile;
         for (int jt = 0; jt < ntile; jt++) {
             const uint32_t c = tcount + jt, s = c % NS;
             mbar_wait(&full[s], (c / NS) & 1);
             wg_fence(); // after the wait loop (flash_wgmma.cu: else ptxas injects it)
+            mark(TPP_WAIT);
             const uint16_t *tb = kt + (size_t)s * (TB / 2);
 #pragma unroll 1
             for (int h = 0; h < 2; h++) { // keys 32 h .. 32 h + 31 of the tile
@@ -2188,6 +2206,7 @@ __global__ void __maxnreg__(224) tp_wgs(FxArgs x) { // (TW_NT threads, one CTA a
                 for (int n = 0; n < 4; n++)
 #pragma unroll
                     for (int i = 0; i < 4; i++) am[n][i] += t[(KS - 1) & 1][n][i];
+                mark(TPP_MMA);
                 // the filter (s' + E reaches the row's threshold: bit 2 n + (xx & 1) of pm[row]); s' kept
                 // in am, E in ac
                 const float *knt = kn + s * KT + 32 * h + 2 * cq, *kft = kf + s * KT + 32 * h + 2 * cq;
@@ -2209,6 +2228,7 @@ __global__ void __maxnreg__(224) tp_wgs(FxArgs x) { // (TW_NT threads, one CTA a
                     __syncwarp();
                     if (lane == 0) mbar_arrive(&empty[s]);
                 }
+                mark(TPP_FILT);
                 // the inserts: global slots, two atomics a lane (rows r0, r1), then its entries in turn
                 unsigned base[2] = {0u, 0u};
 #pragma unroll
@@ -2231,14 +2251,18 @@ __global__ void __maxnreg__(224) tp_wgs(FxArgs x) { // (TW_NT threads, one CTA a
                                                               (keys & 0xffffu) << 16 | (unsigned)j;
                         }
                 __syncwarp();
+                mark(TPP_INS);
             }
         }
         tcount += ntile;
         if (tid == 0) s_row = 0;
         __syncthreads(); // every insert in; every tile consumed (the ring free for the finish's areas)
+        mark(TPP_BAR);
         tp_finish<DM>(x, (char *)sm + (size_t)warp * tp_warp_bytes(DM), U, m0, rows, cnt, thr, erow, crow, &s_row,
-                      gq, qg, kvh, knb, nomark);
+                      gq, qg, kvh, knb, mark);
     }
+    if (prof && lane == 0)
+        for (int i = 0; i < TP_NPROF; i++) atomicAdd(x.prof + i, s_prof[warp][i]);
 #endif
 }
 
@@ -2409,7 +2433,7 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                           const uint16_t *k, int B, int T, int H, int KVH, int D, int kind) {
     const bool tp = kind > 0, tp2 = kind == 2;
     if (g_tp2 < 0) g_tp2 = getenv("MSLAB_SELECT_TP2") ? atoi(getenv("MSLAB_SELECT_TP2")) != 0 : 1;
-    if (g_tpw < 0) g_tpw = getenv("MSLAB_SELECT_TPW") ? atoi(getenv("MSLAB_SELECT_TPW")) != 0 : 1;
+    if (g_tpw < 0) g_tpw = getenv("MSLAB_SELECT_TPW") ? atoi(getenv("MSLAB_SELECT_TPW")) : 1;
     if (tp2 && !g_tp2) return -1;
     AttnDims d;
     if (attn_dims(cfg, T, &d)) return -1;
@@ -2423,7 +2447,9 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     int *hord = (int *)malloc(sizeof(int) * nunit);
     MS_ASSERT(hord, "out of memory");
     for (size_t i = 0; i < nunit; i++) maxld = hu[i].ld > maxld ? hu[i].ld : maxld;
-    if (maxld > 65535 || (tp && select_mode() == 3 && maxld < TP_AUTO_MIN) || (tp2 && maxld > TP2_MAXLD)) {
+    // tp_wgs: the two passes where it applies (TPW 1: to TP2_MAXLD as tp_select<P2>, 2: any length)
+    const bool tw = tp2 && g_tpw && d.M >= TW_RM && arch_ok() && (g_tpw == 2 || maxld <= TP2_MAXLD);
+    if (maxld > 65535 || (tp && select_mode() == 3 && maxld < TP_AUTO_MIN) || (tp2 && !tw && maxld > TP2_MAXLD)) {
         // 16-bit counters; the two-pass's cut
         free(hu), free(hord);
         return -1;
@@ -2437,7 +2463,6 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     MAXU = MAXU < 1 ? 1 : MAXU > 8192 ? 8192 : MAXU;
     if ((size_t)MAXU > nunit) MAXU = (int)nunit;
     // rows per item: tp TP_RM (two CTAs per SM), fused 64 (one), tp_wgs TW_RM (one; its pass 1 TP_RM)
-    const bool tw = tp2 && g_tpw && d.M >= TW_RM && arch_ok();
     int rm = tw ? TW_RM : tp ? TP_RM : 64;
     int mt = (d.M + rm - 1) / rm, nslot = tw ? nsm : nsm * (64 / rm);
     int capg = maxld < FX_CAPG ? (maxld > 0 ? maxld : 1) : FX_CAPG; // no overflow when maxld fits
@@ -2534,6 +2559,8 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         cudaCheck(cudaFuncSetAttribute(tp_thr1<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, tp1_smem(64)));
         cudaCheck(cudaFuncSetAttribute(tp_wgs<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tw_smem(64)));
         cudaCheck(cudaFuncSetAttribute(tp_wgs<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tw_smem(128)));
+        cudaCheck(cudaFuncSetAttribute(tp_wgs<64, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tw_smem(64)));
+        cudaCheck(cudaFuncSetAttribute(tp_wgs<128, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tw_smem(128)));
         cudaCheck(cudaFuncSetAttribute(tp_thr1<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, tp1_smem(128)));
         attr = true;
     }
@@ -2571,8 +2598,11 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                     kpass1 += t - tk, tk = t;
                 }
                 cudaCheck(cudaMemsetAsync(x.ctrl, 0, 4));
-                if (tw && D == 64) tp_wgs<64><<<grid, TW_NT, tw_smem(64)>>>(x);
-                else if (tw) tp_wgs<128><<<grid, TW_NT, tw_smem(128)>>>(x);
+                if (tw) { // (MSLAB_SELECT_PROF: the profiled instance)
+                    void (*k)(FxArgs) = D == 64 ? (x.prof ? tp_wgs<64, true> : tp_wgs<64>)
+                                                : (x.prof ? tp_wgs<128, true> : tp_wgs<128>);
+                    k<<<grid, TW_NT, tw_smem(D)>>>(x);
+                }
                 else tp_kernel(D, true)<<<grid, FX_NT, smem>>>(x);
             } else if (tp) {
                 tp_kernel(D)<<<grid, FX_NT, smem>>>(x);
@@ -2591,11 +2621,15 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     }
     if (profon) {
         int occ = 0; // resident CTAs per SM
-        if (tp)
+        if (tw)
+            cudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, (const void *)(D == 64 ? tp_wgs<64> : tp_wgs<128>),
+                                                                    TW_NT, tw_smem(D)));
+        else if (tp)
             cudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, (const void *)tp_kernel(D, tp2), FX_NT, smem));
         fprintf(stderr, "select_bf16 prof %s T=%d (%d CTAs/SM): pool+prep %.3f ms, select kernel %.3f ms, merge %.3f ms, "
                 "pass 1 %.3f ms\n",
-                tp2 ? "tp two-pass" : tp ? "tp" : "fused", T, occ, tp1 - tp0, ksel, kmerge, kpass1);
+                tw ? "tp two-pass (tp_wgs)" : tp2 ? "tp two-pass" : tp ? "tp" : "fused", T, occ, tp1 - tp0, ksel, kmerge,
+                kpass1);
         if (tp) {
             unsigned long long hp[TP_NPROF], tot = 0;
             cudaCheck(cudaMemcpy(hp, dprof, sizeof hp, cudaMemcpyDeviceToHost));
