@@ -1985,15 +1985,17 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_thr1(FxArgs x) {
 // fp32 out; two such buffers in flight, summed on the FMA units in dimension order as tp_select
 // does) and ql.kh + qh.kl chained into one accumulator: the products, their order and the bound
 // (TP_C16) are tp_select's. The filter, the inserts and the finish (tp_finish) are tp_select<P2>'s.
-#define TW_RM 128 // rows an item: two consumer warpgroups of 64
-#define TW_KT 64  // keys a tile
-#define TW_NS 4   // ring slots
-#define TW_NT 288 // 8 consumer warps, 1 producer warp
+// NWG consumer warpgroups a CTA (items of 64 NWG rows, 128 NWG + 32 threads): 2, one CTA an SM; 1, two
+// (one CTA's finish beside the other's sweep)
+#define TW_KT 64 // keys a tile
+__host__ __device__ constexpr int tw_rm(int NWG) { return 64 * NWG; }      // rows an item
+__host__ __device__ constexpr int tw_nt(int NWG) { return 128 * NWG + 32; } // threads: a producer warp
+__host__ __device__ constexpr int tw_ns(int NWG) { return NWG == 2 ? 4 : 3; } // ring slots
 __host__ __device__ constexpr int tw_tile_bytes(int DM) { return 2 * DM * TW_KT * 2; } // hi planes, then lo
-__host__ __device__ constexpr size_t tw_smem(int DM) {
+__host__ __device__ constexpr size_t tw_smem(int DM, int NWG) {
     // the ring (tiles, norms, scales), the pooled q (the prologue) and the finish's warp areas overlap
-    size_t ring = (size_t)TW_NS * tw_tile_bytes(DM) + 2 * TW_NS * TW_KT * 4;
-    size_t qs = (size_t)TW_RM * (DM + 4) * 8, fin = (size_t)(TW_NT / 32) * tp_warp_bytes(DM);
+    size_t ring = (size_t)tw_ns(NWG) * tw_tile_bytes(DM) + 2 * tw_ns(NWG) * TW_KT * 4;
+    size_t qs = (size_t)tw_rm(NWG) * (DM + 4) * 8, fin = (size_t)(tw_nt(NWG) / 32) * tp_warp_bytes(DM);
     size_t m = ring > qs ? ring : qs;
     return (m > fin ? m : fin) + 1024; // 1 KB: the 1024-byte aligned base
 }
@@ -2053,10 +2055,11 @@ __device__ __forceinline__ void tw_bulk(void *dst, const void *src, uint32_t byt
                  : "memory");
 }
 #endif
-template <int DM, bool PROF = false>
-__global__ void __maxnreg__(224) tp_wgs(FxArgs x) { // (TW_NT threads, one CTA an SM)
+template <int DM, int NWG, bool PROF = false>
+__global__ void __maxnreg__(NWG == 2 ? 224 : 200) tp_wgs(FxArgs x) { // (tw_nt(NWG) threads)
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    constexpr int RM = TW_RM, KT = TW_KT, NS = TW_NS, QLD = DM + 4, KS = DM / 16, TB = tw_tile_bytes(DM);
+    constexpr int RM = tw_rm(NWG), KT = TW_KT, NS = tw_ns(NWG), QLD = DM + 4, KS = DM / 16, TB = tw_tile_bytes(DM);
+    constexpr int TW_NT = tw_nt(NWG), NCW = 4 * NWG; // threads, consumer warps
     const FsArgs &a = x.a;
     extern __shared__ unsigned char tw_raw[];
     unsigned char *sm = smem_base1k(tw_raw);
@@ -2070,10 +2073,10 @@ __global__ void __maxnreg__(224) tp_wgs(FxArgs x) { // (TW_NT threads, one CTA a
     __shared__ int thr[RM], erow[RM], s_item, qe[RM], s_row;
     __shared__ float crow[RM];
     int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, cq = lane & 3;
-    const bool producer = warp == 8;
+    const bool producer = warp == NCW;
     const int r0 = 16 * warp + g, r1 = r0 + 8; // consumers: warpgroup warp >> 2 holds rows 64 (warp >> 2) ..
     if (tid == 0) {
-        for (int s = 0; s < NS; s++) mbar_init(&full[s], 1), mbar_init(&empty[s], 8);
+        for (int s = 0; s < NS; s++) mbar_init(&full[s], 1), mbar_init(&empty[s], NCW);
         mbar_fence_init();
     } // (fx_next's first barrier orders the inits before any use)
     unsigned long long *gq = x.gkey + (size_t)blockIdx.x * RM * x.capg;
@@ -2125,7 +2128,7 @@ __global__ void __maxnreg__(224) tp_wgs(FxArgs x) { // (TW_NT threads, one CTA a
         return;
     }
     // MSLAB_SELECT_PROF: the consumers' sections (tp_select's names; per warp, clock64)
-    __shared__ unsigned long long s_prof[8][TP_NPROF];
+    __shared__ unsigned long long s_prof[NCW][TP_NPROF];
     constexpr bool prof = PROF; // (a template parameter: the profile's registers cost the MMAs C7512)
     long long tlast = 0;
     auto mark = [&](int sec) {
@@ -2428,12 +2431,20 @@ static TpKernel tp_kernel(int D, bool p2 = false) {
     if (p2) return D == 64 ? tp_select<64, TP_CAPF, true> : tp_select<128, TP_CAPF, true>;
     return D == 64 ? tp_select<64, TP_CAPF> : tp_select<128, TP_CAPF>;
 }
+// the tp_wgs instance: head dim, consumer warpgroups, profiled (MSLAB_SELECT_PROF)
+static TpKernel tw_kernel(int D, int nwg, bool prof) {
+    if (nwg == 2)
+        return D == 64 ? (prof ? tp_wgs<64, 2, true> : tp_wgs<64, 2>) : (prof ? tp_wgs<128, 2, true> : tp_wgs<128, 2>);
+    return D == 64 ? (prof ? tp_wgs<64, 1, true> : tp_wgs<64, 1>) : (prof ? tp_wgs<128, 1, true> : tp_wgs<128, 1>);
+}
 static int select_mode(void);
 static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q,
                           const uint16_t *k, int B, int T, int H, int KVH, int D, int kind) {
     const bool tp = kind > 0, tp2 = kind == 2;
     if (g_tp2 < 0) g_tp2 = getenv("MSLAB_SELECT_TP2") ? atoi(getenv("MSLAB_SELECT_TP2")) != 0 : 1;
     if (g_tpw < 0) g_tpw = getenv("MSLAB_SELECT_TPW") ? atoi(getenv("MSLAB_SELECT_TPW")) : 1;
+    static int nwg = -1; // MSLAB_SELECT_TPW_WG: tp_wgs's consumer warpgroups a CTA (1: two CTAs an SM)
+    if (nwg < 0) nwg = getenv("MSLAB_SELECT_TPW_WG") && atoi(getenv("MSLAB_SELECT_TPW_WG")) == 1 ? 1 : 2;
     if (tp2 && !g_tp2) return -1;
     AttnDims d;
     if (attn_dims(cfg, T, &d)) return -1;
@@ -2448,7 +2459,7 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     MS_ASSERT(hord, "out of memory");
     for (size_t i = 0; i < nunit; i++) maxld = hu[i].ld > maxld ? hu[i].ld : maxld;
     // tp_wgs: the two passes where it applies (TPW 1: to TP2_MAXLD as tp_select<P2>, 2: any length)
-    const bool tw = tp2 && g_tpw && d.M >= TW_RM && arch_ok() && (g_tpw == 2 || maxld <= TP2_MAXLD);
+    const bool tw = tp2 && g_tpw && d.M >= tw_rm(nwg) && arch_ok() && (g_tpw == 2 || maxld <= TP2_MAXLD);
     if (maxld > 65535 || (tp && select_mode() == 3 && maxld < TP_AUTO_MIN) || (tp2 && !tw && maxld > TP2_MAXLD)) {
         // 16-bit counters; the two-pass's cut
         free(hu), free(hord);
@@ -2463,8 +2474,8 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     MAXU = MAXU < 1 ? 1 : MAXU > 8192 ? 8192 : MAXU;
     if ((size_t)MAXU > nunit) MAXU = (int)nunit;
     // rows per item: tp TP_RM (two CTAs per SM), fused 64 (one), tp_wgs TW_RM (one; its pass 1 TP_RM)
-    int rm = tw ? TW_RM : tp ? TP_RM : 64;
-    int mt = (d.M + rm - 1) / rm, nslot = tw ? nsm : nsm * (64 / rm);
+    int rm = tw ? tw_rm(nwg) : tp ? TP_RM : 64;
+    int mt = (d.M + rm - 1) / rm, nslot = tw ? nsm * (3 - nwg) : nsm * (64 / rm);
     int capg = maxld < FX_CAPG ? (maxld > 0 ? maxld : 1) : FX_CAPG; // no overflow when maxld fits
     size_t kb_n = (size_t)B * KVH * N * D, gbuf = (size_t)nslot * rm * capg;
     size_t o_tops = align256(kb_n * 8), o_fp = align256(o_tops + (size_t)MAXU * d.M * d.S * 4);
@@ -2557,10 +2568,11 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tp_smem(dm, TP_CAPF, true)));
         }
         cudaCheck(cudaFuncSetAttribute(tp_thr1<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, tp1_smem(64)));
-        cudaCheck(cudaFuncSetAttribute(tp_wgs<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tw_smem(64)));
-        cudaCheck(cudaFuncSetAttribute(tp_wgs<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tw_smem(128)));
-        cudaCheck(cudaFuncSetAttribute(tp_wgs<64, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tw_smem(64)));
-        cudaCheck(cudaFuncSetAttribute(tp_wgs<128, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tw_smem(128)));
+        for (int i = 0; i < 8; i++) {
+            int dm = i & 1 ? 128 : 64, nwg = i & 2 ? 2 : 1;
+            cudaCheck(cudaFuncSetAttribute((const void *)tw_kernel(dm, nwg, i & 4), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           (int)tw_smem(dm, nwg)));
+        }
         cudaCheck(cudaFuncSetAttribute(tp_thr1<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, tp1_smem(128)));
         attr = true;
     }
@@ -2599,9 +2611,7 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                 }
                 cudaCheck(cudaMemsetAsync(x.ctrl, 0, 4));
                 if (tw) { // (MSLAB_SELECT_PROF: the profiled instance)
-                    void (*k)(FxArgs) = D == 64 ? (x.prof ? tp_wgs<64, true> : tp_wgs<64>)
-                                                : (x.prof ? tp_wgs<128, true> : tp_wgs<128>);
-                    k<<<grid, TW_NT, tw_smem(D)>>>(x);
+                    tw_kernel(D, nwg, x.prof)<<<grid, tw_nt(nwg), tw_smem(D, nwg)>>>(x);
                 }
                 else tp_kernel(D, true)<<<grid, FX_NT, smem>>>(x);
             } else if (tp) {
@@ -2622,8 +2632,8 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     if (profon) {
         int occ = 0; // resident CTAs per SM
         if (tw)
-            cudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, (const void *)(D == 64 ? tp_wgs<64> : tp_wgs<128>),
-                                                                    TW_NT, tw_smem(D)));
+            cudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, (const void *)tw_kernel(D, nwg, false),
+                                                                    tw_nt(nwg), tw_smem(D, nwg)));
         else if (tp)
             cudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, (const void *)tp_kernel(D, tp2), FX_NT, smem));
         fprintf(stderr, "select_bf16 prof %s T=%d (%d CTAs/SM): pool+prep %.3f ms, select kernel %.3f ms, merge %.3f ms, "
