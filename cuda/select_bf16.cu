@@ -2123,7 +2123,9 @@ __global__ void __maxnreg__(NWG == 2 ? 224 : 200) tp_wgs(FxArgs x) { // (tw_nt(N
             }
             tcount += ntile;
             __syncwarp();
-            __syncthreads(); // the sweep done
+            __syncthreads(); // the sweep done: the producer warp takes rows of the finish too
+            tp_finish<DM>(x, (char *)sm + (size_t)warp * tp_warp_bytes(DM), U, m0, rows, cnt, thr, erow, crow, &s_row,
+                          gq, qg, kvh, knb, [](int) {});
         }
         return;
     }
