@@ -2039,6 +2039,16 @@ __device__ __forceinline__ void tw_rs_n32_z(float (*d)[4], const uint32_t a[4], 
                    "=f"(d[3][0]), "=f"(d[3][1]), "=f"(d[3][2]), "=f"(d[3][3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
 }
+// d = a b, both from shared memory (K-major descriptors)
+__device__ __forceinline__ void tw_ss_n32_z(float (*d)[4], uint64_t da, uint64_t db) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 0, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,"
+                 "%13,%14,%15}, %16, %17, p, 1, 1, 0, 0;\n}\n"
+                 : "=f"(d[0][0]), "=f"(d[0][1]), "=f"(d[0][2]), "=f"(d[0][3]), "=f"(d[1][0]), "=f"(d[1][1]),
+                   "=f"(d[1][2]), "=f"(d[1][3]), "=f"(d[2][0]), "=f"(d[2][1]), "=f"(d[2][2]), "=f"(d[2][3]),
+                   "=f"(d[3][0]), "=f"(d[3][1]), "=f"(d[3][2]), "=f"(d[3][3])
+                 : "l"(da), "l"(db));
+}
 __device__ __forceinline__ void tw_keep_n32(float (*d)[4]) {
     asm volatile(""
                  : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
@@ -2271,6 +2281,229 @@ __global__ void __maxnreg__(NWG == 2 ? 224 : 200) tp_wgs(FxArgs x) { // (tw_nt(N
 #endif
 }
 
+// tw_thr1 (s12): pass 1 (tp_thr1's job, the same thresholds' definition) on wgmma. Items of TP_RM = 32
+// rows; two consumer warpgroups (tile jt: warpgroup jt & 1) and a producer warp, one CTA an SM. The
+// keys are the M side (m64n32k16 SS: the kh planes of a kbw tile, 64 keys, by one bulk copy into a
+// 4-slot ring; the rows' qh limbs, N = 32, in a swizzled tile), qh.kh per 16 dims from zero, summed
+// on the FMA units (tp_thr1's products and order). A thread holds keys 16 w + g, + 8 of its
+// warpgroup's tiles for rows 8 n + 2 cq + c: per row 64 threads x 2 keys; its buckets (warpgroup,
+// thread, key half, phase (jt >> 1) & 1: 256 a row) keep the top 3 lower-bound keys (two a word:
+// __vmaxu2 / __vminu2); t1 = the S-th largest of the row's 768 bucket values, a bisection (shuffles,
+// then the 8 warps' counts in shared memory)
+#define TW1_NP 2   // tile phases a warpgroup
+#define TW1_NT 288 // 8 consumer warps, 1 producer warp
+__host__ __device__ constexpr size_t tw1_smem(int DM) {
+    // the rows' qh tile | ring (kh planes, norms, scales) | counts; the pooled q over the ring (prologue)
+    size_t ring = (size_t)tw_ns(2) * (DM * TW_KT * 2 + 2 * TW_KT * 4), qs = (size_t)TP_RM * (DM + 4) * 8;
+    return (size_t)TP_RM * DM * 2 + (ring > qs ? ring : qs) + 3 * TP_RM * 4 + 1024;
+}
+template <int DM>
+__global__ void __maxnreg__(224) tw_thr1(FxArgs x) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    constexpr int RM = TP_RM, KT = TW_KT, NS = tw_ns(2), NP = TW1_NP, QLD = DM + 4, KS = DM / 16;
+    constexpr int TBH = DM * KT * 2, NT = TW1_NT; // bytes of a tile's kh planes
+    static_assert(RM == 32 && (RM * DM * 2) % 1024 == 0, "tw_thr1: N = 32 rows; the tiles 1 KB aligned");
+    const FsArgs &a = x.a;
+    extern __shared__ unsigned char tw_raw[];
+    unsigned char *sm = smem_base1k(tw_raw);
+    constexpr size_t RING = (size_t)NS * (TBH + 2 * KT * 4), QSB = (size_t)RM * QLD * 8, QB = (size_t)RM * DM * 2;
+    uint16_t *qb = (uint16_t *)sm;                        // [DM / 64][RM][64] qh planes
+    uint16_t *kt = (uint16_t *)(sm + QB);                 // [NS][DM / 64][KT][64] fp16 kh planes
+    float *kn = (float *)(sm + QB + (size_t)NS * TBH);    // [NS][KT] key norm bounds
+    float *kf = kn + NS * KT;                             // [NS][KT] key inverse scales
+    double *qs = (double *)(sm + QB);                     // [RM][QLD] pooled q (the prologue)
+    int *sc = (int *)(sm + QB + (RING > QSB ? RING : QSB)); // [3][RM] the bisection's counts
+    __shared__ __align__(8) uint64_t full[NS], empty[NS];
+    __shared__ unsigned cnt[RM];
+    __shared__ int thr[RM], erow[RM], s_item, qe[RM];
+    __shared__ float crow[RM];
+    int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, cq = lane & 3;
+    const int cw = warp >> 2, w4 = warp & 3; // consumers: warpgroup, warp in it
+    if (tid == 0) {
+        for (int s = 0; s < NS; s++) mbar_init(&full[s], 1), mbar_init(&empty[s], 4);
+        mbar_fence_init();
+    }
+    const float nkmax = __int_as_float(x.ctrl[3]);
+    uint32_t tcount = 0;
+    FsUnit U;
+    int m0, rows;
+    while (fx_next<DM, RM, NT>(x, qs, &s_item, erow, cnt, thr, U, m0, rows)) {
+        for (int r = warp; r < RM; r += NT / 32) { // row norms (the bound), scales
+            float n;
+            int e;
+            tp_row_bound<DM, QLD>(qs, r, lane, n, e);
+            if (lane == 0) {
+                bool bad = !(n * nkmax <= 0x1p100f) || e == TP_EBAD; // pass 2 fails the row
+                crow[r] = __fmul_ru(TP_C1, n), qe[r] = e == TP_EBAD ? 0 : e;
+                if (bad) erow[r] = 0; // no candidate counted: t1 = 0
+            }
+        }
+        if (tid < 3 * RM) sc[tid] = 0;
+        __syncthreads();
+        for (int e = tid; e < RM * DM / 8; e += NT) { // the qh tile (16-byte chunks, swizzled planes)
+            int r = e / (DM / 8), c = e % (DM / 8);
+            double sq = ldexp(1.0, qe[r]);
+            uint32_t w[4];
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                uint32_t h0, l0, h1, l1;
+                tp_split(qs[r * QLD + 8 * c + 2 * i] * sq, &h0, &l0), tp_split(qs[r * QLD + 8 * c + 2 * i + 1] * sq, &h1, &l1);
+                w[i] = h0 | h1 << 16;
+            }
+            *(uint4 *)(qb + pl<RM>(r, c)) = make_uint4(w[0], w[1], w[2], w[3]);
+        }
+        fence_async_smem(); // the qh tile (generic writes) before the MMAs read it
+        int ld = 0;
+        for (int r = 0; r < rows; r++) ld = max(ld, erow[r]);
+        const int ntile = (ld + KT - 1) / KT;
+        const size_t kvh = (size_t)U.b * a.KVH + U.h / (a.H / a.KVH);
+        __syncthreads(); // qs read: the ring may be written; qb complete
+        if (warp == 8) { // producer: the kh planes, norms and scales of each tile
+            if (lane == 0) {
+                fence_async_smem();
+                const unsigned char *src = (const unsigned char *)x.kbw + kvh * x.ntw * (size_t)tw_tile_bytes(DM);
+                const float *knb = x.knorm + kvh * ((a.NK + 3) / 4 * 4), *kfb = x.kfac + kvh * ((a.NK + 3) / 4 * 4);
+                for (int jt = 0; jt < ntile; jt++) {
+                    uint32_t c = tcount + jt, s = c % NS;
+                    if (c >= NS) mbar_wait_sleep(&empty[s], (c / NS - 1) & 1);
+                    mbar_expect_tx(&full[s], TBH + 2 * KT * 4);
+                    tw_bulk(kt + (size_t)s * (TBH / 2), src + (size_t)jt * tw_tile_bytes(DM), TBH, &full[s]);
+                    tw_bulk(kn + s * KT, knb + jt * KT, KT * 4, &full[s]);
+                    tw_bulk(kf + s * KT, kfb + jt * KT, KT * 4, &full[s]);
+                }
+            }
+            tcount += ntile;
+            __syncwarp();
+            __syncthreads(); // the item done
+            continue;
+        }
+        // consumers: buckets m1 / m2 / m3 [n][c][phase] (key 16 w + g in the low half, + 8 in the high)
+        unsigned m1[4][2][NP], m2[4][2][NP], m3[4][2][NP];
+#pragma unroll
+        for (int n = 0; n < 4; n++)
+#pragma unroll
+            for (int c = 0; c < 2; c++)
+#pragma unroll
+                for (int p = 0; p < NP; p++) m1[n][c][p] = m2[n][c][p] = m3[n][c][p] = 0u;
+        float fqr[4][2], crr[4][2];
+        int err[4][2];
+#pragma unroll
+        for (int n = 0; n < 4; n++)
+#pragma unroll
+            for (int c = 0; c < 2; c++) {
+                int r = 8 * n + 2 * cq + c;
+                fqr[n][c] = ldexpf(1.0f, -qe[r]), crr[n][c] = crow[r], err[n][c] = erow[r];
+            }
+        for (int jt0 = cw; jt0 < ntile; jt0 += 2 * NP) {
+#pragma unroll
+            for (int p = 0; p < NP; p++) {
+                const int jt = jt0 + 2 * p;
+                if (jt >= ntile) break;
+                const uint32_t c0 = tcount + jt, s = c0 % NS;
+                mbar_wait(&full[s], (c0 / NS) & 1);
+                wg_fence();
+                const uint16_t *tb = kt + (size_t)s * (TBH / 2);
+                float am[4][4], t[2][4][4];
+#pragma unroll
+                for (int n = 0; n < 4; n++)
+#pragma unroll
+                    for (int i = 0; i < 4; i++) am[n][i] = 0.f;
+#pragma unroll
+                for (int kk = 0; kk < KS; kk++) {
+                    if (kk > 0) wg_fence();
+                    tw_ss_n32_z(t[kk & 1], desc_k<KT>((const bf16 *)tb, 0, kk), desc_k<RM>((const bf16 *)qb, 0, kk));
+                    wg_commit();
+                    if (kk > 0) {
+                        wg_wait<1>();
+                        tw_keep_n32(t[(kk - 1) & 1]);
+#pragma unroll
+                        for (int n = 0; n < 4; n++)
+#pragma unroll
+                            for (int i = 0; i < 4; i++) am[n][i] += t[(kk - 1) & 1][n][i];
+                    }
+                }
+                wg_wait<0>();
+                tw_keep_n32(t[(KS - 1) & 1]);
+#pragma unroll
+                for (int n = 0; n < 4; n++)
+#pragma unroll
+                    for (int i = 0; i < 4; i++) am[n][i] += t[(KS - 1) & 1][n][i];
+                const float kn0 = kn[s * KT + 16 * w4 + g], kn1 = kn[s * KT + 16 * w4 + g + 8];
+                const float kf0 = kf[s * KT + 16 * w4 + g], kf1 = kf[s * KT + 16 * w4 + g + 8];
+                __syncwarp();
+                if (lane == 0) mbar_arrive(&empty[s]); // the slot read (the MMAs waited for)
+                const int j0 = jt * KT + 16 * w4 + g;
+#pragma unroll
+                for (int n = 0; n < 4; n++)
+#pragma unroll
+                    for (int c = 0; c < 2; c++) {
+                        unsigned k2[2];
+#pragma unroll
+                        for (int hf = 0; hf < 2; hf++) { // key 16 w + g + 8 hf, row 8 n + 2 cq + c
+                            float sv = am[n][2 * hf + c] * (fqr[n][c] * (hf ? kf1 : kf0));
+                            float E = __fmul_ru(crr[n][c], hf ? kn1 : kn0);
+                            k2[hf] = j0 + 8 * hf < err[n][c] ? tp_key16dn(__fsub_rd(sv, E)) : 0u;
+                        }
+                        unsigned kw = k2[0] | k2[1] << 16;
+                        unsigned lo = __vminu2(m1[n][c][p], kw);
+                        m1[n][c][p] = __vmaxu2(m1[n][c][p], kw);
+                        m3[n][c][p] = __vmaxu2(m3[n][c][p], __vminu2(m2[n][c][p], lo));
+                        m2[n][c][p] = __vmaxu2(m2[n][c][p], lo);
+                    }
+            }
+        }
+        tcount += ntile;
+        // t1 per row: the S-th largest bucket value (0: fewer than S with a key >= 1); rows 8 n + 2 cq + c
+        unsigned lo[4][2], hi[4][2];
+        int nsel[4][2];
+#pragma unroll
+        for (int n = 0; n < 4; n++)
+#pragma unroll
+            for (int c = 0; c < 2; c++) lo[n][c] = 0u, hi[n][c] = 0xffffu, nsel[n][c] = min(a.S, err[n][c]);
+        for (int step = 0; step < 16; step++) {
+            int *sb = sc + (step % 3) * RM;
+#pragma unroll
+            for (int n = 0; n < 4; n++)
+#pragma unroll
+                for (int c = 0; c < 2; c++) {
+                    unsigned mid = (lo[n][c] + hi[n][c] + 1) >> 1, acc = 0;
+#pragma unroll
+                    for (int p = 0; p < NP; p++)
+                        acc += __vsetgeu2(m1[n][c][p], mid * 0x10001u) + __vsetgeu2(m2[n][c][p], mid * 0x10001u) +
+                               __vsetgeu2(m3[n][c][p], mid * 0x10001u);
+                    int cn = (int)((acc & 0xffffu) + (acc >> 16));
+                    cn += __shfl_xor_sync(0xffffffffu, cn, 4), cn += __shfl_xor_sync(0xffffffffu, cn, 8);
+                    cn += __shfl_xor_sync(0xffffffffu, cn, 16);
+                    if (g == 0 && cn) atomicAdd(sb + 8 * n + 2 * cq + c, cn);
+                }
+            asm volatile("bar.sync 2, 256;\n" ::: "memory"); // the consumers' counts in
+            if (tid < RM) sc[((step + 2) % 3) * RM + tid] = 0;
+#pragma unroll
+            for (int n = 0; n < 4; n++)
+#pragma unroll
+                for (int c = 0; c < 2; c++) {
+                    unsigned mid = (lo[n][c] + hi[n][c] + 1) >> 1;
+                    if (lo[n][c] < hi[n][c]) {
+                        if (sb[8 * n + 2 * cq + c] >= nsel[n][c]) lo[n][c] = mid;
+                        else hi[n][c] = mid - 1;
+                    }
+                }
+        }
+        if (warp == 0 && g == 0) {
+            size_t gr = (((size_t)U.b * a.H + U.h) * a.nblk + U.c) * a.M + m0;
+#pragma unroll
+            for (int n = 0; n < 4; n++)
+#pragma unroll
+                for (int c = 0; c < 2; c++) {
+                    int r = 8 * n + 2 * cq + c;
+                    if (r < rows) x.tinit[gr + r] = nsel[n][c] > 0 ? (int)lo[n][c] : 0;
+                }
+        }
+        __syncthreads(); // the item done
+    }
+#endif
+}
+
 // fs_topk's dynamic shared memory: one opt-in at the largest size either caller uses (P <= 2048
 // keys and ids, 8192 cached scores), so no caller ever lowers the limit below another's launch
 static void fs_topk_optin(void) {
@@ -2447,6 +2680,8 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     if (g_tpw < 0) g_tpw = getenv("MSLAB_SELECT_TPW") ? atoi(getenv("MSLAB_SELECT_TPW")) : 1;
     static int nwg = -1; // MSLAB_SELECT_TPW_WG: tp_wgs's consumer warpgroups a CTA (1: two CTAs an SM)
     if (nwg < 0) nwg = getenv("MSLAB_SELECT_TPW_WG") && atoi(getenv("MSLAB_SELECT_TPW_WG")) == 1 ? 1 : 2;
+    static int tw1 = -1; // MSLAB_SELECT_TW1=0: pass 1 by tp_thr1 where tp_wgs runs (else tw_thr1)
+    if (tw1 < 0) tw1 = getenv("MSLAB_SELECT_TW1") ? atoi(getenv("MSLAB_SELECT_TW1")) != 0 : 1;
     if (tp2 && !g_tp2) return -1;
     AttnDims d;
     if (attn_dims(cfg, T, &d)) return -1;
@@ -2570,6 +2805,8 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tp_smem(dm, TP_CAPF, true)));
         }
         cudaCheck(cudaFuncSetAttribute(tp_thr1<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, tp1_smem(64)));
+        cudaCheck(cudaFuncSetAttribute(tw_thr1<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tw1_smem(64)));
+        cudaCheck(cudaFuncSetAttribute(tw_thr1<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tw1_smem(128)));
         for (int i = 0; i < 8; i++) {
             int dm = i & 1 ? 128 : 64, nwg = i & 2 ? 2 : 1;
             cudaCheck(cudaFuncSetAttribute((const void *)tw_kernel(dm, nwg, i & 4), cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -2603,7 +2840,10 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                 int mt1 = (d.M + TP_RM - 1) / TP_RM, ns1 = nsm * (64 / TP_RM); // pass 1: items of TP_RM rows
                 x.mt = mt1, x.nitems = nw * mt1;
                 int grid1 = x.nitems < ns1 ? x.nitems : ns1;
-                if (D == 64) tp_thr1<64><<<grid1, FX_NT, tp1_smem(64)>>>(x);
+                if (tw && tw1) grid1 = x.nitems < nsm ? x.nitems : nsm; // one CTA an SM
+                if (tw && tw1 && D == 64) tw_thr1<64><<<grid1, TW1_NT, tw1_smem(64)>>>(x);
+                else if (tw && tw1) tw_thr1<128><<<grid1, TW1_NT, tw1_smem(128)>>>(x);
+                else if (D == 64) tp_thr1<64><<<grid1, FX_NT, tp1_smem(64)>>>(x);
                 else tp_thr1<128><<<grid1, FX_NT, tp1_smem(128)>>>(x);
                 cudaLaunchCheck();
                 x.mt = mt, x.nitems = nw * mt;
