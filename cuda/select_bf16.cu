@@ -854,8 +854,8 @@ struct FxArgs {
                                // tests' select_bf16_tph_upd)
     unsigned long long *prof;  // MSLAB_SELECT_PROF: tp_select's clock64 section sums (TP_NPROF), else null
     int *tinit;                // two-pass (s11): pass 1's thresholds per member row [B, H, nblk, M]
-    const uint16_t *kbw;       // tp_wgs (s12): the key limbs as pre-swizzled 64-key tiles [B, KVH, ntw, 2, D, 64]
-    int ntw;                   // tp_wgs: tiles per kv head
+    const uint16_t *kbw;       // tp_wgt, tw_thr1 (s12): the key limbs as pre-swizzled 64-key tiles [B, KVH, ntw, 2, D, 64]
+    int ntw;                   // tiles per kv head (kbw)
 };
 // tp_select's profile sections (MSLAB_SELECT_PROF=1: per-warp clock64 sums, printed per call)
 #define TP_NPROF 18
@@ -1325,7 +1325,7 @@ __device__ int tp_raise(const FxArgs &x, unsigned cnt_r, int nsel, int *tops, fl
     return n;
 }
 
-// tp's finish of an item (tp_select, tp_wgs): per row (a warp, rows taken in turn): survivors of
+// tp's finish of an item (tp_select, tp_wgt): per row (a warp, rows taken in turn): survivors of
 // the row's buffer (gq, hi16 >= its threshold), sorted by s'; intervals; clusters; exact scores where
 // needed; the final order into the row's tops. wa: the warp's area (tp_warp_bytes(DM))
 template <int DM, class Mark>
@@ -1973,32 +1973,8 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_thr1(FxArgs x) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// tp_wgs (s12): the two passes' second pass (tp_select<P2>'s sweep and finish) on Hopper's warpgroup
-// MMA (sm_90a; select_bf16.cu is built for sm_90a plus compute_90 PTX, where this kernel is empty
-// and never launched: arch_ok). Items of TW_RM = 128 rows (a unit at merge 128), one CTA per SM:
-// two consumer warpgroups of 64 rows hold their q limbs (the A operand, qh and ql) in registers and
-// never meet at a block barrier during the sweep; a producer warp streams the key tiles (the limbs
-// of 64 keys, pre-swizzled in global memory by tw_prep_k into the 128-byte-swizzle planes that
-// wgmma's descriptors read, one bulk copy each, plus the key norms and scales) into a TW_NS-slot
-// ring of mbarriers (full: the copies' bytes landed; empty: the 8 consumer warps done with the
-// slot). Per 32-key half tile a warpgroup issues, per 16 dims, qh.kh from zero (m64n32k16, fp16 in,
-// fp32 out; two such buffers in flight, summed on the FMA units in dimension order as tp_select
-// does) and ql.kh + qh.kl chained into one accumulator: the products, their order and the bound
-// (TP_C16) are tp_select's. The filter, the inserts and the finish (tp_finish) are tp_select<P2>'s.
-// NWG consumer warpgroups a CTA (items of 64 NWG rows, 128 NWG + 32 threads): 2, one CTA an SM; 1, two
-// (one CTA's finish beside the other's sweep)
-#define TW_KT 64 // keys a tile
-__host__ __device__ constexpr int tw_rm(int NWG) { return 64 * NWG; }      // rows an item
-__host__ __device__ constexpr int tw_nt(int NWG) { return 128 * NWG + 32; } // threads: a producer warp
-__host__ __device__ constexpr int tw_ns(int NWG) { return NWG == 2 ? 4 : 3; } // ring slots
-__host__ __device__ constexpr int tw_tile_bytes(int DM) { return 2 * DM * TW_KT * 2; } // hi planes, then lo
-__host__ __device__ constexpr size_t tw_smem(int DM, int NWG) {
-    // the ring (tiles, norms, scales), the pooled q (the prologue) and the finish's warp areas overlap
-    size_t ring = (size_t)tw_ns(NWG) * tw_tile_bytes(DM) + 2 * tw_ns(NWG) * TW_KT * 4;
-    size_t qs = (size_t)tw_rm(NWG) * (DM + 4) * 8, fin = (size_t)(tw_nt(NWG) / 32) * tp_warp_bytes(DM);
-    size_t m = ring > qs ? ring : qs;
-    return (m > fin ? m : fin) + 1024; // 1 KB: the 1024-byte aligned base
-}
+#define TW_KT 64 // keys a tile of the wgmma passes (tp_wgt, tw_thr1)
+__host__ __device__ constexpr int tw_tile_bytes(int DM) { return 2 * DM * TW_KT * 2; } // kbw: kh planes, then kl
 // the key limbs kbf [rows][2][D] -> kbw [heads][ntw][2][D / 64][64][64]: 64-key tiles, each limb as
 // the planar 128-byte-swizzle tile (flash_wgmma.cuh pl), keys past N zero
 __global__ void tw_prep_k(uint16_t *kbw, const uint16_t *kbf, size_t heads, int N, int ntw, int D) {
@@ -2016,44 +1992,59 @@ __global__ void tw_prep_k(uint16_t *kbw, const uint16_t *kbf, size_t heads, int 
         *(uint4 *)(kbw + (t * 2 + l) * (size_t)D * TW_KT + pl<TW_KT>(r, c)) = v;
     }
 }
+// tp_wgt (s12): the two passes' second pass (tp_select<P2>'s sweep and finish) on Hopper's warpgroup
+// MMA (sm_90a; select_bf16.cu is built for sm_90a plus compute_90 PTX, where these kernels are empty
+// and never launched: arch_ok). tp_select<P2>'s items (TP_RM = 32 rows), threads (8 warps) and
+// occupancy (two CTAs an SM, so one CTA's finish (tp_finish, the same) runs beside the other's
+// sweep), but the keys are the M side of m64n16k16 (fp16 in, fp32 out), both operands from shared
+// memory: the key limbs of a 64-key tile (pre-swizzled in global memory by tw_prep_k into the planes
+// wgmma's descriptors read: one bulk copy a tile, plus its norms and scales, into a TW_NS-slot ring of
+// mbarriers) and the item's q limbs (qh, ql: swizzled tiles, rows 16 wg .. for warpgroup wg). Per 16
+// dims: kh.qh from zero (two such buffers in flight, summed on the FMA units in dimension order as
+// tp_select does) and kh.ql + kl.qh chained into one accumulator: tp_select's products, order and bound
+// (TP_C16). No block barrier a tile: a slot's last warp to finish with it (a shared counter) issues
+// the tile NS ahead into it. A thread holds keys 16 w + g, + 8 for rows 16 wg + 8 n + 2 cq + c; its
+// passes (rare) take a slot of the row's buffer each (a shared atomic), the finish is tp_select's
+#define TWT_RM TP_RM // rows an item
+#define TW1_NP 4     // pass 1's tile phases (tw_thr1: buckets a row 64 NP)
+#define TWT_NT 256   // two warpgroups
+__host__ __device__ constexpr int twt_ns(int DM, bool p1) { return p1 || DM == 64 ? 4 : 2; } // ring slots
+// bytes of a slot's tile: pass 1 the kh planes only
+__host__ __device__ constexpr int twt_tile(int DM, bool p1) { return (p1 ? 1 : 2) * DM * TW_KT * 2; }
+__host__ __device__ constexpr size_t twt_sweep(int DM, bool p1) {
+    // the q tiles (qh, and ql for pass 2) | the ring (tiles | norms | scales) | pass 1's counts; the
+    // pooled q (prologue) over the ring
+    size_t qt = (size_t)(p1 ? 1 : 2) * TWT_RM * DM * 2;
+    size_t ring = (size_t)twt_ns(DM, p1) * (twt_tile(DM, p1) + 2 * TW_KT * 4), qs = (size_t)TWT_RM * (DM + 4) * 8;
+    return qt + (ring > qs ? ring : qs) + 3 * TWT_RM * 4;
+}
+__host__ __device__ constexpr size_t twt_smem(int DM, bool p1) {
+    size_t sw = twt_sweep(DM, p1), fin = p1 ? 0 : (size_t)(TWT_NT / 32) * tp_warp_bytes(DM);
+    return (sw > fin ? sw : fin) + 1024; // 1 KB: the 1024-byte aligned base
+}
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-// wgmma m64n32k16, fp16 in, fp32 accumulate, A (4 registers) from registers, B K-major from shared
-// memory (descriptor); acc 0: d = a b
-__device__ __forceinline__ void tw_rs_n32(float (*d)[4], const uint32_t a[4], uint64_t db, int acc) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,"
-                 "%13,%14,%15}, {%16,%17,%18,%19}, %20, p, 1, 1, 0;\n}\n"
-                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
-                   "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
-                   "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(acc));
-}
-// d = a b (write-only outputs: no register of d is touched before the wgmma, so ptxas needs no
-// warpgroup.arrive of its own between the MMAs: C7519 / C7520)
-__device__ __forceinline__ void tw_rs_n32_z(float (*d)[4], const uint32_t a[4], uint64_t db) {
+// wgmma m64n16k16, fp16 in, fp32 accumulate, both operands K-major from shared memory (descriptors);
+// _z: d = a b (write-only outputs: no register of d is touched before the MMA, so ptxas adds no
+// warpgroup.arrive of its own between them: C7519 / C7520)
+__device__ __forceinline__ void tw_ss_n16_z(float (*d)[4], uint64_t da, uint64_t db) {
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 0, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,"
-                 "%13,%14,%15}, {%16,%17,%18,%19}, %20, p, 1, 1, 0;\n}\n"
+                 "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7}, %8, %9, p, 1, 1, 0, 0;\n}\n"
                  : "=f"(d[0][0]), "=f"(d[0][1]), "=f"(d[0][2]), "=f"(d[0][3]), "=f"(d[1][0]), "=f"(d[1][1]),
-                   "=f"(d[1][2]), "=f"(d[1][3]), "=f"(d[2][0]), "=f"(d[2][1]), "=f"(d[2][2]), "=f"(d[2][3]),
-                   "=f"(d[3][0]), "=f"(d[3][1]), "=f"(d[3][2]), "=f"(d[3][3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
-}
-// d = a b, both from shared memory (K-major descriptors)
-__device__ __forceinline__ void tw_ss_n32_z(float (*d)[4], uint64_t da, uint64_t db) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 0, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,"
-                 "%13,%14,%15}, %16, %17, p, 1, 1, 0, 0;\n}\n"
-                 : "=f"(d[0][0]), "=f"(d[0][1]), "=f"(d[0][2]), "=f"(d[0][3]), "=f"(d[1][0]), "=f"(d[1][1]),
-                   "=f"(d[1][2]), "=f"(d[1][3]), "=f"(d[2][0]), "=f"(d[2][1]), "=f"(d[2][2]), "=f"(d[2][3]),
-                   "=f"(d[3][0]), "=f"(d[3][1]), "=f"(d[3][2]), "=f"(d[3][3])
+                   "=f"(d[1][2]), "=f"(d[1][3])
                  : "l"(da), "l"(db));
 }
-__device__ __forceinline__ void tw_keep_n32(float (*d)[4]) {
+__device__ __forceinline__ void tw_ss_n16(float (*d)[4], uint64_t da, uint64_t db) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7}, %8, %9, p, 1, 1, 0, 0;\n}\n"
+                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
+                   "+f"(d[1][2]), "+f"(d[1][3])
+                 : "l"(da), "l"(db));
+}
+// pins the accumulators after a wait: no read of them moves above the wgmma.wait_group
+__device__ __forceinline__ void tw_keep_n16(float (*d)[4]) {
     asm volatile(""
                  : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
-                   "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
-                   "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
+                   "+f"(d[1][2]), "+f"(d[1][3])
                  :
                  : "memory");
 }
@@ -2065,39 +2056,145 @@ __device__ __forceinline__ void tw_bulk(void *dst, const void *src, uint32_t byt
                  : "memory");
 }
 #endif
-template <int DM, int NWG, bool PROF = false>
-__global__ void __maxnreg__(NWG == 2 ? 224 : 200) tp_wgs(FxArgs x) { // (tw_nt(NWG) threads)
+
+// the sweep of both passes (P1: pass 1, tw_thr1; else pass 2, tp_wgt): the prologue's bounds, the q
+// tiles, the ring; per tile the products into am (kh.qh) and ac (pass 2: kh.ql + kl.qh), then
+// tile(jt, s, am, ac) (the slot's norms / scales still readable until it returns)
+template <int DM, bool P1>
+struct TwSweep {
+    static constexpr int RM = TWT_RM, KT = TW_KT, NS = twt_ns(DM, P1), QLD = DM + 4, KS = DM / 16;
+    static constexpr int TB = twt_tile(DM, P1), QT = RM * DM; // tile bytes, q tile elements
+};
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    constexpr int RM = tw_rm(NWG), KT = TW_KT, NS = tw_ns(NWG), QLD = DM + 4, KS = DM / 16, TB = tw_tile_bytes(DM);
-    constexpr int TW_NT = tw_nt(NWG), NCW = 4 * NWG; // threads, consumer warps
+template <int DM, bool P1, class Tile>
+__device__ __forceinline__ void tw_sweep(const FxArgs &x, unsigned char *sm, const double *qs, const int *qe,
+                                         const FsUnit &U, int ntile, uint64_t *full, int *done, uint32_t &tcount,
+                                         Tile tile) {
+    using S = TwSweep<DM, P1>;
+    constexpr int RM = S::RM, KT = S::KT, NS = S::NS, QLD = S::QLD, KS = S::KS, TB = S::TB;
+    const FsArgs &a = x.a;
+    uint16_t *qh = (uint16_t *)sm, *ql = qh + S::QT;              // [DM / 64][RM][64] swizzled planes
+    uint16_t *kt = qh + (P1 ? 1 : 2) * S::QT;                      // [NS][TB / 2]
+    float *kn = (float *)((unsigned char *)kt + (size_t)NS * TB); // [NS][KT]
+    float *kf = kn + NS * KT;                                      // [NS][KT]
+    int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, wg = warp >> 2;
+    for (int e = tid; e < RM * DM / 8; e += TWT_NT) { // the q tiles (16-byte chunks)
+        int r = e / (DM / 8), c = e % (DM / 8);
+        double sq = ldexp(1.0, qe[r]);
+        uint32_t wh[4], wl[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            uint32_t h0, l0, h1, l1;
+            tp_split(qs[r * QLD + 8 * c + 2 * i] * sq, &h0, &l0), tp_split(qs[r * QLD + 8 * c + 2 * i + 1] * sq, &h1, &l1);
+            wh[i] = h0 | h1 << 16, wl[i] = l0 | l1 << 16;
+        }
+        *(uint4 *)(qh + pl<RM>(r, c)) = make_uint4(wh[0], wh[1], wh[2], wh[3]);
+        if (!P1) *(uint4 *)(ql + pl<RM>(r, c)) = make_uint4(wl[0], wl[1], wl[2], wl[3]);
+    }
+    fence_async_smem(); // the q tiles (generic writes) before the MMAs read them
+    const size_t kvh = (size_t)U.b * a.KVH + U.h / (a.H / a.KVH);
+    const unsigned char *src = (const unsigned char *)x.kbw + kvh * x.ntw * (size_t)tw_tile_bytes(DM);
+    const float *knb = x.knorm + kvh * ((a.NK + 3) / 4 * 4), *kfb = x.kfac + kvh * ((a.NK + 3) / 4 * 4);
+    auto issue = [&](int jt) { // tile jt into its slot (one thread)
+        uint32_t s = (tcount + jt) % NS;
+        mbar_expect_tx(&full[s], TB + 2 * KT * 4);
+        tw_bulk((unsigned char *)kt + (size_t)s * TB, src + (size_t)jt * tw_tile_bytes(DM), TB, &full[s]);
+        tw_bulk(kn + s * KT, knb + jt * KT, KT * 4, &full[s]);
+        tw_bulk(kf + s * KT, kfb + jt * KT, KT * 4, &full[s]);
+    };
+    __syncthreads(); // qs read (the ring may be written), the q tiles complete
+    if (tid == 0) {
+        fence_async_smem(); // the generic writes there (q, the finish) before the copies
+        for (int jt = 0; jt < NS && jt < ntile; jt++) issue(jt);
+    }
+    constexpr int UNR = P1 ? TW1_NP : 1; // pass 1: the tile phase jt % UNR a constant (its buckets' index)
+    for (int jt0 = 0; jt0 < ntile; jt0 += UNR)
+#pragma unroll
+    for (int p = 0; p < UNR; p++) {
+        const int jt = jt0 + p;
+        if (jt >= ntile) break;
+        const uint32_t c = tcount + jt, s = c % NS;
+        mbar_wait(&full[s], (c / NS) & 1);
+        wg_fence(); // after the wait loop (flash_wgmma.cu: else ptxas injects it)
+        const uint16_t *tb = (const uint16_t *)((const unsigned char *)kt + (size_t)s * TB);
+        float am[2][4], ac[2][4], t[2][2][4];
+#pragma unroll
+        for (int n = 0; n < 2; n++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) am[n][i] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < KS; kk++) {
+            uint64_t dk = desc_k<KT>((const bf16 *)tb, 0, kk), dq = desc_k<RM>((const bf16 *)qh, 16 * wg, kk);
+            if (kk > 0) wg_fence();
+            tw_ss_n16_z(t[kk & 1], dk, dq); // kh.qh of 16 dims from zero (the bound)
+            if (!P1) {
+                uint64_t dl = desc_k<KT>((const bf16 *)(tb + DM * KT), 0, kk), dql = desc_k<RM>((const bf16 *)ql, 16 * wg, kk);
+                if (kk == 0) tw_ss_n16_z(ac, dk, dql); // kh.ql
+                else tw_ss_n16(ac, dk, dql);
+                tw_ss_n16(ac, dl, dq); // kl.qh
+            }
+            wg_commit();
+            if (kk > 0) {
+                wg_wait<1>(); // step kk - 1 done
+                tw_keep_n16(t[(kk - 1) & 1]);
+#pragma unroll
+                for (int n = 0; n < 2; n++)
+#pragma unroll
+                    for (int i = 0; i < 4; i++) am[n][i] += t[(kk - 1) & 1][n][i];
+            }
+        }
+        wg_wait<0>();
+        tw_keep_n16(t[(KS - 1) & 1]);
+        if (!P1) tw_keep_n16(ac);
+#pragma unroll
+        for (int n = 0; n < 2; n++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) am[n][i] += t[(KS - 1) & 1][n][i];
+        tile(jt, p, kn + s * KT, kf + s * KT, am, ac);
+        // the slot done: its last warp issues tile jt + NS into it
+        __syncwarp();
+        if (lane == 0) {
+            __threadfence_block();
+            if (atomicAdd(done + s, 1) == TWT_NT / 32 - 1) {
+                done[s] = 0;
+                __threadfence_block();
+                fence_async_smem();
+                if (jt + NS < ntile) issue(jt + NS);
+            }
+        }
+    }
+    tcount += ntile;
+}
+#endif
+
+// pass 2: the filter (s' + E reaches the row's threshold) and the inserts of a tile, then the finish
+template <int DM>
+__global__ void __launch_bounds__(TWT_NT, 2) tp_wgt(FxArgs x) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    using S = TwSweep<DM, false>;
+    constexpr int RM = S::RM, KT = S::KT, NS = S::NS, QLD = S::QLD;
     const FsArgs &a = x.a;
     extern __shared__ unsigned char tw_raw[];
     unsigned char *sm = smem_base1k(tw_raw);
-    uint16_t *kt = (uint16_t *)sm;               // [NS][2][DM / 64][KT][64] fp16 key limbs (kh, kl planes)
-    float *kn = (float *)(sm + (size_t)NS * TB); // [NS][KT] key norm bounds
-    float *kf = kn + NS * KT;                    // [NS][KT] key inverse scales
-    double *qs = (double *)sm;                   // [RM][QLD] pooled q (the prologue)
+    double *qs = (double *)(sm + 2 * S::QT * 2); // [RM][QLD] pooled q (the prologue, over the ring)
     double *qg = x.qg + (size_t)blockIdx.x * RM * DM;
-    __shared__ __align__(8) uint64_t full[NS], empty[NS];
+    __shared__ __align__(8) uint64_t full[NS];
+    __shared__ int done[NS];
     __shared__ unsigned cnt[RM]; // inserts (high 16 bits)
     __shared__ int thr[RM], erow[RM], s_item, qe[RM], s_row;
     __shared__ float crow[RM];
-    int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, cq = lane & 3;
-    const bool producer = warp == NCW;
-    const int r0 = 16 * warp + g, r1 = r0 + 8; // consumers: warpgroup warp >> 2 holds rows 64 (warp >> 2) ..
+    int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, cq = lane & 3, wg = warp >> 2;
     if (tid == 0) {
-        for (int s = 0; s < NS; s++) mbar_init(&full[s], 1), mbar_init(&empty[s], NCW);
+        for (int s = 0; s < NS; s++) mbar_init(&full[s], 1), done[s] = 0;
         mbar_fence_init();
     } // (fx_next's first barrier orders the inits before any use)
     unsigned long long *gq = x.gkey + (size_t)blockIdx.x * RM * x.capg;
     const float nkmax = __int_as_float(x.ctrl[3]);
-    uint32_t tcount = 0; // tiles through the ring so far (every thread): slot tcount % NS, its phase
+    uint32_t tcount = 0;
     FsUnit U;
     int m0, rows;
-    // per item: row bounds (every warp), a barrier; the consumers' A operand from qs, then named
-    // barrier 1 (the producer waits for qs to be read); the sweep; a barrier; the finish (consumers)
-    auto bounds = [&]() {
-        for (int r = warp; r < RM; r += TW_NT / 32) { // row norms (the bound), scales, pass 1's thresholds
+    while (fx_next<DM, RM, TWT_NT>(x, qs, &s_item, erow, cnt, thr, U, m0, rows, qg)) {
+        for (int r = warp; r < RM; r += TWT_NT / 32) { // row norms (the bound), scales, pass 1's thresholds
             float n;
             int e;
             tp_row_bound<DM, QLD>(qs, r, lane, n, e);
@@ -2110,225 +2207,84 @@ __global__ void __maxnreg__(NWG == 2 ? 224 : 200) tp_wgs(FxArgs x) { // (tw_nt(N
             }
         }
         __syncthreads();
-    };
-    auto kvh_of = [&]() { return (size_t)U.b * a.KVH + U.h / (a.H / a.KVH); };
-    if (producer) { // the same items and barriers as the consumers; the key tiles into the ring
-        while (fx_next<DM, RM, TW_NT>(x, qs, &s_item, erow, cnt, thr, U, m0, rows, qg)) {
-            bounds();
-            const int ntile = (erow[rows - 1] + KT - 1) / KT;
-            const size_t kvh = kvh_of();
-            const float *knb = x.knorm + kvh * ((a.NK + 3) / 4 * 4), *kfb = x.kfac + kvh * ((a.NK + 3) / 4 * 4);
-            asm volatile("bar.sync 1, %0;\n" ::"n"(TW_NT) : "memory"); // qs read by the consumers
-            if (lane == 0) {
-                fence_async_smem(); // the generic writes there (q, the finish) before the copies
-                const unsigned char *src = (const unsigned char *)x.kbw + kvh * x.ntw * (size_t)TB;
-                for (int jt = 0; jt < ntile; jt++) {
-                    uint32_t c = tcount + jt, s = c % NS;
-                    if (c >= NS) mbar_wait_sleep(&empty[s], (c / NS - 1) & 1);
-                    mbar_expect_tx(&full[s], TB + 2 * KT * 4);
-                    tw_bulk(kt + (size_t)s * (TB / 2), src + (size_t)jt * TB, TB, &full[s]);
-                    tw_bulk(kn + s * KT, knb + jt * KT, KT * 4, &full[s]);
-                    tw_bulk(kf + s * KT, kfb + jt * KT, KT * 4, &full[s]);
-                }
-            }
-            tcount += ntile;
-            __syncwarp();
-            __syncthreads(); // the sweep done: the producer warp takes rows of the finish too
-            tp_finish<DM>(x, (char *)sm + (size_t)warp * tp_warp_bytes(DM), U, m0, rows, cnt, thr, erow, crow, &s_row,
-                          gq, qg, kvh, knb, [](int) {});
-        }
-        return;
-    }
-    // MSLAB_SELECT_PROF: the consumers' sections (tp_select's names; per warp, clock64)
-    __shared__ unsigned long long s_prof[NCW][TP_NPROF];
-    constexpr bool prof = PROF; // (a template parameter: the profile's registers cost the MMAs C7512)
-    long long tlast = 0;
-    auto mark = [&](int sec) {
-        if (!prof) return;
-        long long t = clock64();
-        if (lane == 0) s_prof[warp][sec] += (unsigned long long)(t - tlast);
-        tlast = t;
-    };
-    if (prof) {
-        for (int i = lane; i < TP_NPROF; i += 32) s_prof[warp][i] = 0;
-        tlast = clock64();
-    }
-    while (fx_next<DM, RM, TW_NT>(x, qs, &s_item, erow, cnt, thr, U, m0, rows, qg)) {
-        bounds();
-        mark(TPP_NEXT);
-        if (prof && lane == 0) s_prof[warp][TPP_NITEM]++;
-        const int ld = erow[rows - 1], ntile = (ld + KT - 1) / KT;
-        const size_t kvh = kvh_of();
-        const float *knb = x.knorm + kvh * ((a.NK + 3) / 4 * 4);
-        uint32_t ah[KS][4], al[KS][4]; // the A operand: q limbs of rows r0 (a0, a2), r1 (a1, a3)
-        {
-            const double s0 = ldexp(1.0, qe[r0]), s1 = ldexp(1.0, qe[r1]);
-#pragma unroll
-            for (int kk = 0; kk < KS; kk++)
-#pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    int r = i & 1 ? r1 : r0, d = 16 * kk + 8 * (i >> 1) + 2 * cq;
-                    double sc = i & 1 ? s1 : s0;
-                    uint32_t h0, l0, h1, l1;
-                    tp_split(qs[r * QLD + d] * sc, &h0, &l0), tp_split(qs[r * QLD + d + 1] * sc, &h1, &l1);
-                    ah[kk][i] = h0 | h1 << 16, al[kk][i] = l0 | l1 << 16;
-                }
-        }
-        const float cr0 = crow[r0], cr1 = crow[r1];
-        const float fq0 = ldexpf(1.0f, -qe[r0]), fq1 = ldexpf(1.0f, -qe[r1]);
-        const int er0 = erow[r0], er1 = erow[r1];
-        // key16up(hi) >= t  <=>  hi >= thrf(t) (tp_select's filter)
+        const int ntile = (erow[rows - 1] + KT - 1) / KT;
+        // this thread's rows 16 wg + 8 n + 2 cq + c: bound factor, inverse scale, eligible, threshold
+        // (key16up(hi) >= t  <=>  hi >= thrf(t): tp_select's filter)
         auto thrf = [](int t) { return t == 0 ? -INFINITY : tp_unokey((unsigned)(t - 1) << 16 | 1u); };
-        const float tf0 = thrf(thr[r0]), tf1 = thrf(thr[r1]);
-        asm volatile("bar.arrive 1, %0;\n" ::"n"(TW_NT) : "memory"); // qs read: the ring may be written
-        mark(TPP_PRO);
-        if (prof && lane == 0) s_prof[warp][TPP_NTILE] += ntile;
-        for (int jt = 0; jt < ntile; jt++) {
-            const uint32_t c = tcount + jt, s = c % NS;
-            mbar_wait(&full[s], (c / NS) & 1);
-            wg_fence(); // after the wait loop (flash_wgmma.cu: else ptxas injects it)
-            mark(TPP_WAIT);
-            const uint16_t *tb = kt + (size_t)s * (TB / 2);
-#pragma unroll 1
-            for (int h = 0; h < 2; h++) { // keys 32 h .. 32 h + 31 of the tile
-                float am[4][4], ac[4][4], t[2][4][4];
+        float crr[2][2], fqr[2][2], tfr[2][2];
+        int err[2][2];
 #pragma unroll
-                for (int n = 0; n < 4; n++)
+        for (int n = 0; n < 2; n++)
 #pragma unroll
-                    for (int i = 0; i < 4; i++) am[n][i] = 0.f;
-#pragma unroll
-                for (int kk = 0; kk < KS; kk++) {
-                    uint64_t dh = desc_k<KT>((const bf16 *)tb, 32 * h, kk);
-                    uint64_t dl = desc_k<KT>((const bf16 *)(tb + DM * KT), 32 * h, kk);
-                    wg_fence();
-                    tw_rs_n32_z(t[kk & 1], ah[kk], dh); // qh.kh of 16 dims from zero (the bound)
-                    if (kk == 0) tw_rs_n32_z(ac, al[kk], dh); // ql.kh
-                    else tw_rs_n32(ac, al[kk], dh, 1);
-                    tw_rs_n32(ac, ah[kk], dl, 1); // qh.kl
-                    wg_commit();
-                    if (kk > 0) {
-                        wg_wait<1>(); // step kk - 1 done
-                        tw_keep_n32(t[(kk - 1) & 1]);
-#pragma unroll
-                        for (int n = 0; n < 4; n++)
-#pragma unroll
-                            for (int i = 0; i < 4; i++) am[n][i] += t[(kk - 1) & 1][n][i];
-                    }
-                }
-                wg_wait<0>();
-                tw_keep_n32(t[(KS - 1) & 1]), tw_keep_n32(ac);
-#pragma unroll
-                for (int n = 0; n < 4; n++)
-#pragma unroll
-                    for (int i = 0; i < 4; i++) am[n][i] += t[(KS - 1) & 1][n][i];
-                mark(TPP_MMA);
-                // the filter (s' + E reaches the row's threshold: bit 2 n + (xx & 1) of pm[row]); s' kept
-                // in am, E in ac
-                const float *knt = kn + s * KT + 32 * h + 2 * cq, *kft = kf + s * KT + 32 * h + 2 * cq;
-                const int jb = jt * KT + 32 * h + 2 * cq;
-                unsigned pm[2] = {0u, 0u};
-#pragma unroll
-                for (int n = 0; n < 4; n++)
-#pragma unroll
-                    for (int xx = 0; xx < 4; xx++) {
-                        float sv = am[n][xx] + ac[n][xx], E = __fmul_ru(xx < 2 ? cr0 : cr1, knt[n * 8 + (xx & 1)]);
-                        sv *= (xx < 2 ? fq0 : fq1) * kft[n * 8 + (xx & 1)]; // exact: 2^-120 .. 2^120
-                        float hi = __fadd_ru(sv, E);
-                        int j = jb + n * 8 + (xx & 1);
-                        if (j < (xx < 2 ? er0 : er1) && !(hi < (xx < 2 ? tf0 : tf1)))
-                            pm[xx >> 1] |= 1u << (2 * n + (xx & 1));
-                        am[n][xx] = sv, ac[n][xx] = E;
-                    }
-                if (h == 1) { // the slot read (the MMAs waited for): back to the producer
-                    __syncwarp();
-                    if (lane == 0) mbar_arrive(&empty[s]);
-                }
-                mark(TPP_FILT);
-                // the inserts: global slots, two atomics a lane (rows r0, r1), then its entries in turn
-                unsigned base[2] = {0u, 0u};
-#pragma unroll
-                for (int hh = 0; hh < 2; hh++) {
-                    int cn = __popc(pm[hh]);
-                    if (cn) base[hh] = atomicAdd(&cnt[hh ? r1 : r0], (unsigned)cn * 0x10000u);
-                }
-#pragma unroll
-                for (int n = 0; n < 4; n++)
-#pragma unroll
-                    for (int xx = 0; xx < 4; xx++)
-                        if (pm[xx >> 1] >> (2 * n + (xx & 1)) & 1) {
-                            int r = xx < 2 ? r0 : r1, j = jb + n * 8 + (xx & 1);
-                            float sv = am[n][xx], ev = ac[n][xx];
-                            unsigned keys = tp_key16up(__fadd_ru(sv, ev)) | tp_key16dn(__fsub_rd(sv, ev)) << 16;
-                            unsigned pg = base[xx >> 1] >> 16;
-                            base[xx >> 1] += 0x10000u;
-                            if (pg < (unsigned)x.capg)
-                                gq[(size_t)r * x.capg + pg] = (unsigned long long)__float_as_uint(sv) << 32 |
-                                                              (keys & 0xffffu) << 16 | (unsigned)j;
-                        }
-                __syncwarp();
-                mark(TPP_INS);
+            for (int c = 0; c < 2; c++) {
+                int r = 16 * wg + 8 * n + 2 * cq + c;
+                crr[n][c] = crow[r], fqr[n][c] = ldexpf(1.0f, -qe[r]), err[n][c] = erow[r], tfr[n][c] = thrf(thr[r]);
             }
-        }
-        tcount += ntile;
+        auto tile = [&](int jt, int, const float *knt, const float *kft, float (*am)[4], float (*ac)[4]) {
+            const float kn0 = knt[16 * (warp & 3) + g], kn1 = knt[16 * (warp & 3) + g + 8];
+            const float kf0 = kft[16 * (warp & 3) + g], kf1 = kft[16 * (warp & 3) + g + 8];
+            const int j0 = jt * KT + 16 * (warp & 3) + g;
+#pragma unroll
+            for (int n = 0; n < 2; n++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) { // key j0 + 8 (i >> 1), row 16 wg + 8 n + 2 cq + (i & 1)
+                    const int hf = i >> 1, c = i & 1, j = j0 + 8 * hf;
+                    float sv = am[n][i] + ac[n][i], E = __fmul_ru(crr[n][c], hf ? kn1 : kn0);
+                    sv *= fqr[n][c] * (hf ? kf1 : kf0); // exact: 2^-120 .. 2^120
+                    float hi = __fadd_ru(sv, E);
+                    if (j < err[n][c] && !(hi < tfr[n][c])) { // a pass (rare): a slot of the row's buffer
+                        int r = 16 * wg + 8 * n + 2 * cq + c;
+                        unsigned keys = tp_key16up(hi) | tp_key16dn(__fsub_rd(sv, E)) << 16;
+                        unsigned pg = atomicAdd(&cnt[r], 0x10000u) >> 16;
+                        if (pg < (unsigned)x.capg)
+                            gq[(size_t)r * x.capg + pg] =
+                                (unsigned long long)__float_as_uint(sv) << 32 | (keys & 0xffffu) << 16 | (unsigned)j;
+                    }
+                }
+        };
+        tw_sweep<DM, false>(x, sm, qs, qe, U, ntile, full, done, tcount, tile);
+        const size_t kvh = (size_t)U.b * a.KVH + U.h / (a.H / a.KVH);
+        const float *knb = x.knorm + kvh * ((a.NK + 3) / 4 * 4);
         if (tid == 0) s_row = 0;
         __syncthreads(); // every insert in; every tile consumed (the ring free for the finish's areas)
-        mark(TPP_BAR);
         tp_finish<DM>(x, (char *)sm + (size_t)warp * tp_warp_bytes(DM), U, m0, rows, cnt, thr, erow, crow, &s_row,
-                      gq, qg, kvh, knb, mark);
+                      gq, qg, kvh, knb, [](int) {});
     }
-    if (prof && lane == 0)
-        for (int i = 0; i < TP_NPROF; i++) atomicAdd(x.prof + i, s_prof[warp][i]);
 #endif
 }
 
-// tw_thr1 (s12): pass 1 (tp_thr1's job, the same thresholds' definition) on wgmma. Items of TP_RM = 32
-// rows; two consumer warpgroups (tile jt: warpgroup jt & 1) and a producer warp, one CTA an SM. The
-// keys are the M side (m64n32k16 SS: the kh planes of a kbw tile, 64 keys, by one bulk copy into a
-// 4-slot ring; the rows' qh limbs, N = 32, in a swizzled tile), qh.kh per 16 dims from zero, summed
-// on the FMA units (tp_thr1's products and order). A thread holds keys 16 w + g, + 8 of its
-// warpgroup's tiles for rows 8 n + 2 cq + c: per row 64 threads x 2 keys; its buckets (warpgroup,
-// thread, key half, phase (jt >> 1) & 1: 256 a row) keep the top 3 lower-bound keys (two a word:
-// __vmaxu2 / __vminu2); t1 = the S-th largest of the row's 768 bucket values, a bisection (shuffles,
-// then the 8 warps' counts in shared memory)
-#define TW1_NP 2   // tile phases a warpgroup
-#define TW1_NT 288 // 8 consumer warps, 1 producer warp
-__host__ __device__ constexpr size_t tw1_smem(int DM) {
-    // the rows' qh tile | ring (kh planes, norms, scales) | counts; the pooled q over the ring (prologue)
-    size_t ring = (size_t)tw_ns(2) * (DM * TW_KT * 2 + 2 * TW_KT * 4), qs = (size_t)TP_RM * (DM + 4) * 8;
-    return (size_t)TP_RM * DM * 2 + (ring > qs ? ring : qs) + 3 * TP_RM * 4 + 1024;
-}
+// tw_thr1 (s12): pass 1 (tp_thr1's job and thresholds' definition) on the same sweep (tw_sweep<P1>: kh.qh
+// alone, the kh planes of the kbw tiles). A thread holds keys 16 w + g, + 8 of each tile for rows 16 wg
+// + 8 n + 2 cq + c: a row's 64 keys a tile lie in the 32 threads of one warpgroup; its buckets (thread,
+// key half, tile phase jt % 4: 256 a row) keep the top 3 lower-bound keys (two a word: __vmaxu2 /
+// __vminu2); t1 = the S-th largest of the row's 768 bucket values, a bisection (shuffles over the 8
+// lanes of a row, then the warpgroup's 4 warps' counts in shared memory, one barrier a step)
 template <int DM>
-__global__ void __maxnreg__(224) tw_thr1(FxArgs x) {
+__global__ void __launch_bounds__(TWT_NT, 1) tw_thr1(FxArgs x) { // (two CTAs an SM spilled at D 128)
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    constexpr int RM = TP_RM, KT = TW_KT, NS = tw_ns(2), NP = TW1_NP, QLD = DM + 4, KS = DM / 16;
-    constexpr int TBH = DM * KT * 2, NT = TW1_NT; // bytes of a tile's kh planes
-    static_assert(RM == 32 && (RM * DM * 2) % 1024 == 0, "tw_thr1: N = 32 rows; the tiles 1 KB aligned");
+    using S = TwSweep<DM, true>;
+    constexpr int RM = S::RM, KT = S::KT, NS = S::NS, QLD = S::QLD, NP = TW1_NP;
     const FsArgs &a = x.a;
     extern __shared__ unsigned char tw_raw[];
     unsigned char *sm = smem_base1k(tw_raw);
-    constexpr size_t RING = (size_t)NS * (TBH + 2 * KT * 4), QSB = (size_t)RM * QLD * 8, QB = (size_t)RM * DM * 2;
-    uint16_t *qb = (uint16_t *)sm;                        // [DM / 64][RM][64] qh planes
-    uint16_t *kt = (uint16_t *)(sm + QB);                 // [NS][DM / 64][KT][64] fp16 kh planes
-    float *kn = (float *)(sm + QB + (size_t)NS * TBH);    // [NS][KT] key norm bounds
-    float *kf = kn + NS * KT;                             // [NS][KT] key inverse scales
-    double *qs = (double *)(sm + QB);                     // [RM][QLD] pooled q (the prologue)
-    int *sc = (int *)(sm + QB + (RING > QSB ? RING : QSB)); // [3][RM] the bisection's counts
-    __shared__ __align__(8) uint64_t full[NS], empty[NS];
+    double *qs = (double *)(sm + S::QT * 2); // [RM][QLD] pooled q (the prologue, over the ring)
+    int *sc = (int *)(sm + twt_sweep(DM, true) - 3 * RM * 4); // [3][RM] the bisection's counts
+    __shared__ __align__(8) uint64_t full[NS];
+    __shared__ int done[NS];
     __shared__ unsigned cnt[RM];
     __shared__ int thr[RM], erow[RM], s_item, qe[RM];
     __shared__ float crow[RM];
-    int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, cq = lane & 3;
-    const int cw = warp >> 2, w4 = warp & 3; // consumers: warpgroup, warp in it
+    int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, cq = lane & 3, wg = warp >> 2;
     if (tid == 0) {
-        for (int s = 0; s < NS; s++) mbar_init(&full[s], 1), mbar_init(&empty[s], 4);
+        for (int s = 0; s < NS; s++) mbar_init(&full[s], 1), done[s] = 0;
         mbar_fence_init();
     }
     const float nkmax = __int_as_float(x.ctrl[3]);
     uint32_t tcount = 0;
     FsUnit U;
     int m0, rows;
-    while (fx_next<DM, RM, NT>(x, qs, &s_item, erow, cnt, thr, U, m0, rows)) {
-        for (int r = warp; r < RM; r += NT / 32) { // row norms (the bound), scales
+    while (fx_next<DM, RM, TWT_NT>(x, qs, &s_item, erow, cnt, thr, U, m0, rows)) {
+        for (int r = warp; r < RM; r += TWT_NT / 32) { // row norms (the bound), scales
             float n;
             int e;
             tp_row_bound<DM, QLD>(qs, r, lane, n, e);
@@ -2340,130 +2296,59 @@ __global__ void __maxnreg__(224) tw_thr1(FxArgs x) {
         }
         if (tid < 3 * RM) sc[tid] = 0;
         __syncthreads();
-        for (int e = tid; e < RM * DM / 8; e += NT) { // the qh tile (16-byte chunks, swizzled planes)
-            int r = e / (DM / 8), c = e % (DM / 8);
-            double sq = ldexp(1.0, qe[r]);
-            uint32_t w[4];
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                uint32_t h0, l0, h1, l1;
-                tp_split(qs[r * QLD + 8 * c + 2 * i] * sq, &h0, &l0), tp_split(qs[r * QLD + 8 * c + 2 * i + 1] * sq, &h1, &l1);
-                w[i] = h0 | h1 << 16;
-            }
-            *(uint4 *)(qb + pl<RM>(r, c)) = make_uint4(w[0], w[1], w[2], w[3]);
-        }
-        fence_async_smem(); // the qh tile (generic writes) before the MMAs read it
         int ld = 0;
         for (int r = 0; r < rows; r++) ld = max(ld, erow[r]);
         const int ntile = (ld + KT - 1) / KT;
-        const size_t kvh = (size_t)U.b * a.KVH + U.h / (a.H / a.KVH);
-        __syncthreads(); // qs read: the ring may be written; qb complete
-        if (warp == 8) { // producer: the kh planes, norms and scales of each tile
-            if (lane == 0) {
-                fence_async_smem();
-                const unsigned char *src = (const unsigned char *)x.kbw + kvh * x.ntw * (size_t)tw_tile_bytes(DM);
-                const float *knb = x.knorm + kvh * ((a.NK + 3) / 4 * 4), *kfb = x.kfac + kvh * ((a.NK + 3) / 4 * 4);
-                for (int jt = 0; jt < ntile; jt++) {
-                    uint32_t c = tcount + jt, s = c % NS;
-                    if (c >= NS) mbar_wait_sleep(&empty[s], (c / NS - 1) & 1);
-                    mbar_expect_tx(&full[s], TBH + 2 * KT * 4);
-                    tw_bulk(kt + (size_t)s * (TBH / 2), src + (size_t)jt * tw_tile_bytes(DM), TBH, &full[s]);
-                    tw_bulk(kn + s * KT, knb + jt * KT, KT * 4, &full[s]);
-                    tw_bulk(kf + s * KT, kfb + jt * KT, KT * 4, &full[s]);
-                }
-            }
-            tcount += ntile;
-            __syncwarp();
-            __syncthreads(); // the item done
-            continue;
-        }
-        // consumers: buckets m1 / m2 / m3 [n][c][phase] (key 16 w + g in the low half, + 8 in the high)
-        unsigned m1[4][2][NP], m2[4][2][NP], m3[4][2][NP];
+        float crr[2][2], fqr[2][2];
+        int err[2][2];
 #pragma unroll
-        for (int n = 0; n < 4; n++)
+        for (int n = 0; n < 2; n++)
+#pragma unroll
+            for (int c = 0; c < 2; c++) {
+                int r = 16 * wg + 8 * n + 2 * cq + c;
+                crr[n][c] = crow[r], fqr[n][c] = ldexpf(1.0f, -qe[r]), err[n][c] = erow[r];
+            }
+        // buckets m1 / m2 / m3 [n][c][phase] (key 16 w + g in the low half, + 8 in the high)
+        unsigned m1[2][2][NP], m2[2][2][NP], m3[2][2][NP];
+#pragma unroll
+        for (int n = 0; n < 2; n++)
 #pragma unroll
             for (int c = 0; c < 2; c++)
 #pragma unroll
                 for (int p = 0; p < NP; p++) m1[n][c][p] = m2[n][c][p] = m3[n][c][p] = 0u;
-        float fqr[4][2], crr[4][2];
-        int err[4][2];
+        auto tile = [&](int jt, int p, const float *knt, const float *kft, float (*am)[4], float (*)[4]) {
+            const float kn0 = knt[16 * (warp & 3) + g], kn1 = knt[16 * (warp & 3) + g + 8];
+            const float kf0 = kft[16 * (warp & 3) + g], kf1 = kft[16 * (warp & 3) + g + 8];
+            const int j0 = jt * KT + 16 * (warp & 3) + g;
 #pragma unroll
-        for (int n = 0; n < 4; n++)
+            for (int n = 0; n < 2; n++)
 #pragma unroll
-            for (int c = 0; c < 2; c++) {
-                int r = 8 * n + 2 * cq + c;
-                fqr[n][c] = ldexpf(1.0f, -qe[r]), crr[n][c] = crow[r], err[n][c] = erow[r];
-            }
-        for (int jt0 = cw; jt0 < ntile; jt0 += 2 * NP) {
+                for (int c = 0; c < 2; c++) {
+                    unsigned k2[2];
 #pragma unroll
-            for (int p = 0; p < NP; p++) {
-                const int jt = jt0 + 2 * p;
-                if (jt >= ntile) break;
-                const uint32_t c0 = tcount + jt, s = c0 % NS;
-                mbar_wait(&full[s], (c0 / NS) & 1);
-                wg_fence();
-                const uint16_t *tb = kt + (size_t)s * (TBH / 2);
-                float am[4][4], t[2][4][4];
-#pragma unroll
-                for (int n = 0; n < 4; n++)
-#pragma unroll
-                    for (int i = 0; i < 4; i++) am[n][i] = 0.f;
-#pragma unroll
-                for (int kk = 0; kk < KS; kk++) {
-                    if (kk > 0) wg_fence();
-                    tw_ss_n32_z(t[kk & 1], desc_k<KT>((const bf16 *)tb, 0, kk), desc_k<RM>((const bf16 *)qb, 0, kk));
-                    wg_commit();
-                    if (kk > 0) {
-                        wg_wait<1>();
-                        tw_keep_n32(t[(kk - 1) & 1]);
-#pragma unroll
-                        for (int n = 0; n < 4; n++)
-#pragma unroll
-                            for (int i = 0; i < 4; i++) am[n][i] += t[(kk - 1) & 1][n][i];
+                    for (int hf = 0; hf < 2; hf++) {
+                        float sv = am[n][2 * hf + c] * (fqr[n][c] * (hf ? kf1 : kf0));
+                        float E = __fmul_ru(crr[n][c], hf ? kn1 : kn0);
+                        k2[hf] = j0 + 8 * hf < err[n][c] ? tp_key16dn(__fsub_rd(sv, E)) : 0u;
                     }
+                    unsigned kw = k2[0] | k2[1] << 16, lo = __vminu2(m1[n][c][p], kw); // phase p = jt % NP
+                    m1[n][c][p] = __vmaxu2(m1[n][c][p], kw);
+                    m3[n][c][p] = __vmaxu2(m3[n][c][p], __vminu2(m2[n][c][p], lo));
+                    m2[n][c][p] = __vmaxu2(m2[n][c][p], lo);
                 }
-                wg_wait<0>();
-                tw_keep_n32(t[(KS - 1) & 1]);
+        };
+        tw_sweep<DM, true>(x, sm, qs, qe, U, ntile, full, done, tcount, tile);
+        // t1 per row: the S-th largest bucket value (0: fewer than S with a key >= 1)
+        unsigned lo[2][2], hi[2][2];
+        int nsel[2][2];
 #pragma unroll
-                for (int n = 0; n < 4; n++)
-#pragma unroll
-                    for (int i = 0; i < 4; i++) am[n][i] += t[(KS - 1) & 1][n][i];
-                const float kn0 = kn[s * KT + 16 * w4 + g], kn1 = kn[s * KT + 16 * w4 + g + 8];
-                const float kf0 = kf[s * KT + 16 * w4 + g], kf1 = kf[s * KT + 16 * w4 + g + 8];
-                __syncwarp();
-                if (lane == 0) mbar_arrive(&empty[s]); // the slot read (the MMAs waited for)
-                const int j0 = jt * KT + 16 * w4 + g;
-#pragma unroll
-                for (int n = 0; n < 4; n++)
-#pragma unroll
-                    for (int c = 0; c < 2; c++) {
-                        unsigned k2[2];
-#pragma unroll
-                        for (int hf = 0; hf < 2; hf++) { // key 16 w + g + 8 hf, row 8 n + 2 cq + c
-                            float sv = am[n][2 * hf + c] * (fqr[n][c] * (hf ? kf1 : kf0));
-                            float E = __fmul_ru(crr[n][c], hf ? kn1 : kn0);
-                            k2[hf] = j0 + 8 * hf < err[n][c] ? tp_key16dn(__fsub_rd(sv, E)) : 0u;
-                        }
-                        unsigned kw = k2[0] | k2[1] << 16;
-                        unsigned lo = __vminu2(m1[n][c][p], kw);
-                        m1[n][c][p] = __vmaxu2(m1[n][c][p], kw);
-                        m3[n][c][p] = __vmaxu2(m3[n][c][p], __vminu2(m2[n][c][p], lo));
-                        m2[n][c][p] = __vmaxu2(m2[n][c][p], lo);
-                    }
-            }
-        }
-        tcount += ntile;
-        // t1 per row: the S-th largest bucket value (0: fewer than S with a key >= 1); rows 8 n + 2 cq + c
-        unsigned lo[4][2], hi[4][2];
-        int nsel[4][2];
-#pragma unroll
-        for (int n = 0; n < 4; n++)
+        for (int n = 0; n < 2; n++)
 #pragma unroll
             for (int c = 0; c < 2; c++) lo[n][c] = 0u, hi[n][c] = 0xffffu, nsel[n][c] = min(a.S, err[n][c]);
         for (int step = 0; step < 16; step++) {
             int *sb = sc + (step % 3) * RM;
 #pragma unroll
-            for (int n = 0; n < 4; n++)
+            for (int n = 0; n < 2; n++)
 #pragma unroll
                 for (int c = 0; c < 2; c++) {
                     unsigned mid = (lo[n][c] + hi[n][c] + 1) >> 1, acc = 0;
@@ -2474,32 +2359,31 @@ __global__ void __maxnreg__(224) tw_thr1(FxArgs x) {
                     int cn = (int)((acc & 0xffffu) + (acc >> 16));
                     cn += __shfl_xor_sync(0xffffffffu, cn, 4), cn += __shfl_xor_sync(0xffffffffu, cn, 8);
                     cn += __shfl_xor_sync(0xffffffffu, cn, 16);
-                    if (g == 0 && cn) atomicAdd(sb + 8 * n + 2 * cq + c, cn);
+                    if (g == 0 && cn) atomicAdd(sb + 16 * wg + 8 * n + 2 * cq + c, cn);
                 }
-            asm volatile("bar.sync 2, 256;\n" ::: "memory"); // the consumers' counts in
+            __syncthreads();
             if (tid < RM) sc[((step + 2) % 3) * RM + tid] = 0;
 #pragma unroll
-            for (int n = 0; n < 4; n++)
+            for (int n = 0; n < 2; n++)
 #pragma unroll
                 for (int c = 0; c < 2; c++) {
                     unsigned mid = (lo[n][c] + hi[n][c] + 1) >> 1;
                     if (lo[n][c] < hi[n][c]) {
-                        if (sb[8 * n + 2 * cq + c] >= nsel[n][c]) lo[n][c] = mid;
+                        if (sb[16 * wg + 8 * n + 2 * cq + c] >= nsel[n][c]) lo[n][c] = mid;
                         else hi[n][c] = mid - 1;
                     }
                 }
         }
-        if (warp == 0 && g == 0) {
+        if ((warp & 3) == 0 && g == 0) {
             size_t gr = (((size_t)U.b * a.H + U.h) * a.nblk + U.c) * a.M + m0;
 #pragma unroll
-            for (int n = 0; n < 4; n++)
+            for (int n = 0; n < 2; n++)
 #pragma unroll
                 for (int c = 0; c < 2; c++) {
-                    int r = 8 * n + 2 * cq + c;
+                    int r = 16 * wg + 8 * n + 2 * cq + c;
                     if (r < rows) x.tinit[gr + r] = nsel[n][c] > 0 ? (int)lo[n][c] : 0;
                 }
         }
-        __syncthreads(); // the item done
     }
 #endif
 }
@@ -2644,7 +2528,7 @@ static_assert(TP_HUPD <= TP_HUMAX(TP_CAPF), "the ring holds TP_HUPD - 1 keys and
 static int g_tp2 = -1; // the two-pass tp: 1 where it applies, 0 never (-1: MSLAB_SELECT_TP2, default 1;
                        // the tests' select_bf16_tp2)
 static int g_tp_pcap = TP_PMAX; // tp's survivors past which the finish raises a row's threshold (tests: less)
-// the two passes' second pass on wgmma (tp_wgs, s12) where it applies (sm_90, merge >= TW_RM); -1:
+// the two passes on wgmma (tw_thr1 then tp_wgt, s12) where they apply (sm_90); -1:
 // MSLAB_SELECT_TPW (default 1), 0: tp_select<P2>
 static int g_tpw = -1;
 // host side of the fused path (kind 0: fx_select; 1: tp_select; 2: tp's two passes, tp_thr1 then
@@ -2666,21 +2550,13 @@ static TpKernel tp_kernel(int D, bool p2 = false) {
     if (p2) return D == 64 ? tp_select<64, TP_CAPF, true> : tp_select<128, TP_CAPF, true>;
     return D == 64 ? tp_select<64, TP_CAPF> : tp_select<128, TP_CAPF>;
 }
-// the tp_wgs instance: head dim, consumer warpgroups, profiled (MSLAB_SELECT_PROF)
-static TpKernel tw_kernel(int D, int nwg, bool prof) {
-    if (nwg == 2)
-        return D == 64 ? (prof ? tp_wgs<64, 2, true> : tp_wgs<64, 2>) : (prof ? tp_wgs<128, 2, true> : tp_wgs<128, 2>);
-    return D == 64 ? (prof ? tp_wgs<64, 1, true> : tp_wgs<64, 1>) : (prof ? tp_wgs<128, 1, true> : tp_wgs<128, 1>);
-}
 static int select_mode(void);
 static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q,
                           const uint16_t *k, int B, int T, int H, int KVH, int D, int kind) {
     const bool tp = kind > 0, tp2 = kind == 2;
     if (g_tp2 < 0) g_tp2 = getenv("MSLAB_SELECT_TP2") ? atoi(getenv("MSLAB_SELECT_TP2")) != 0 : 1;
     if (g_tpw < 0) g_tpw = getenv("MSLAB_SELECT_TPW") ? atoi(getenv("MSLAB_SELECT_TPW")) : 1;
-    static int nwg = -1; // MSLAB_SELECT_TPW_WG: tp_wgs's consumer warpgroups a CTA (1: two CTAs an SM)
-    if (nwg < 0) nwg = getenv("MSLAB_SELECT_TPW_WG") && atoi(getenv("MSLAB_SELECT_TPW_WG")) == 1 ? 1 : 2;
-    static int tw1 = -1; // MSLAB_SELECT_TW1=0: pass 1 by tp_thr1 where tp_wgs runs (else tw_thr1)
+    static int tw1 = -1; // MSLAB_SELECT_TW1=0: pass 1 by tp_thr1 where tp_wgt runs (else tw_thr1)
     if (tw1 < 0) tw1 = getenv("MSLAB_SELECT_TW1") ? atoi(getenv("MSLAB_SELECT_TW1")) != 0 : 1;
     if (tp2 && !g_tp2) return -1;
     AttnDims d;
@@ -2695,8 +2571,8 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     int *hord = (int *)malloc(sizeof(int) * nunit);
     MS_ASSERT(hord, "out of memory");
     for (size_t i = 0; i < nunit; i++) maxld = hu[i].ld > maxld ? hu[i].ld : maxld;
-    // tp_wgs: the two passes where it applies (TPW 1: to TP2_MAXLD as tp_select<P2>, 2: any length)
-    const bool tw = tp2 && g_tpw && d.M >= tw_rm(nwg) && arch_ok() && (g_tpw == 2 || maxld <= TP2_MAXLD);
+    // tp_wgt: the two passes where it applies (TPW 1: to TP2_MAXLD as tp_select<P2>, 2: any length)
+    const bool tw = tp2 && g_tpw && arch_ok() && (g_tpw == 2 || maxld <= TP2_MAXLD);
     if (maxld > 65535 || (tp && select_mode() == 3 && maxld < TP_AUTO_MIN) || (tp2 && !tw && maxld > TP2_MAXLD)) {
         // 16-bit counters; the two-pass's cut
         free(hu), free(hord);
@@ -2710,9 +2586,9 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     int MAXU = (int)(((size_t)256 << 20) / per_unit_tops);
     MAXU = MAXU < 1 ? 1 : MAXU > 8192 ? 8192 : MAXU;
     if ((size_t)MAXU > nunit) MAXU = (int)nunit;
-    // rows per item: tp TP_RM (two CTAs per SM), fused 64 (one), tp_wgs TW_RM (one; its pass 1 TP_RM)
-    int rm = tw ? tw_rm(nwg) : tp ? TP_RM : 64;
-    int mt = (d.M + rm - 1) / rm, nslot = tw ? nsm * (3 - nwg) : nsm * (64 / rm);
+    // rows per item: tp TP_RM (two CTAs per SM), fused 64 (one)
+    int rm = tp ? TP_RM : 64;
+    int mt = (d.M + rm - 1) / rm, nslot = nsm * (64 / rm);
     int capg = maxld < FX_CAPG ? (maxld > 0 ? maxld : 1) : FX_CAPG; // no overflow when maxld fits
     size_t kb_n = (size_t)B * KVH * N * D, gbuf = (size_t)nslot * rm * capg;
     size_t o_tops = align256(kb_n * 8), o_fp = align256(o_tops + (size_t)MAXU * d.M * d.S * 4);
@@ -2727,7 +2603,7 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     size_t o_kf = align256(o_kn + nkn * 4), o_qg = align256(o_kf + nkn * 4);
     // two-pass: pass 1's threshold per member row
     size_t o_ti = align256(o_qg + (tp ? (size_t)nslot * rm * D * 8 : 0));
-    // tp_wgs: the key limbs as pre-swizzled 64-key tiles
+    // tp_wgt, tw_thr1: the key limbs as pre-swizzled 64-key tiles
     const int ntw = (N + TW_KT - 1) / TW_KT;
     size_t o_kw = align256(o_ti + (tp2 ? (size_t)B * H * d.nblk * d.M * 4 : 0));
     size_t total = o_kw + (tw ? heads * ntw * (size_t)tw_tile_bytes(D) : 0);
@@ -2805,13 +2681,10 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tp_smem(dm, TP_CAPF, true)));
         }
         cudaCheck(cudaFuncSetAttribute(tp_thr1<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, tp1_smem(64)));
-        cudaCheck(cudaFuncSetAttribute(tw_thr1<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tw1_smem(64)));
-        cudaCheck(cudaFuncSetAttribute(tw_thr1<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tw1_smem(128)));
-        for (int i = 0; i < 8; i++) {
-            int dm = i & 1 ? 128 : 64, nwg = i & 2 ? 2 : 1;
-            cudaCheck(cudaFuncSetAttribute((const void *)tw_kernel(dm, nwg, i & 4), cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           (int)tw_smem(dm, nwg)));
-        }
+        cudaCheck(cudaFuncSetAttribute(tw_thr1<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)twt_smem(64, true)));
+        cudaCheck(cudaFuncSetAttribute(tw_thr1<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)twt_smem(128, true)));
+        cudaCheck(cudaFuncSetAttribute(tp_wgt<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)twt_smem(64, false)));
+        cudaCheck(cudaFuncSetAttribute(tp_wgt<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)twt_smem(128, false)));
         cudaCheck(cudaFuncSetAttribute(tp_thr1<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, tp1_smem(128)));
         attr = true;
     }
@@ -2840,9 +2713,8 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                 int mt1 = (d.M + TP_RM - 1) / TP_RM, ns1 = nsm * (64 / TP_RM); // pass 1: items of TP_RM rows
                 x.mt = mt1, x.nitems = nw * mt1;
                 int grid1 = x.nitems < ns1 ? x.nitems : ns1;
-                if (tw && tw1) grid1 = x.nitems < nsm ? x.nitems : nsm; // one CTA an SM
-                if (tw && tw1 && D == 64) tw_thr1<64><<<grid1, TW1_NT, tw1_smem(64)>>>(x);
-                else if (tw && tw1) tw_thr1<128><<<grid1, TW1_NT, tw1_smem(128)>>>(x);
+                if (tw && tw1 && D == 64) tw_thr1<64><<<grid1, TWT_NT, twt_smem(64, true)>>>(x);
+                else if (tw && tw1) tw_thr1<128><<<grid1, TWT_NT, twt_smem(128, true)>>>(x);
                 else if (D == 64) tp_thr1<64><<<grid1, FX_NT, tp1_smem(64)>>>(x);
                 else tp_thr1<128><<<grid1, FX_NT, tp1_smem(128)>>>(x);
                 cudaLaunchCheck();
@@ -2852,8 +2724,9 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                     kpass1 += t - tk, tk = t;
                 }
                 cudaCheck(cudaMemsetAsync(x.ctrl, 0, 4));
-                if (tw) { // (MSLAB_SELECT_PROF: the profiled instance)
-                    tw_kernel(D, nwg, x.prof)<<<grid, tw_nt(nwg), tw_smem(D, nwg)>>>(x);
+                if (tw) {
+                    if (D == 64) tp_wgt<64><<<grid, TWT_NT, twt_smem(64, false)>>>(x);
+                    else tp_wgt<128><<<grid, TWT_NT, twt_smem(128, false)>>>(x);
                 }
                 else tp_kernel(D, true)<<<grid, FX_NT, smem>>>(x);
             } else if (tp) {
@@ -2874,13 +2747,13 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     if (profon) {
         int occ = 0; // resident CTAs per SM
         if (tw)
-            cudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, (const void *)tw_kernel(D, nwg, false),
-                                                                    tw_nt(nwg), tw_smem(D, nwg)));
+            cudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, (const void *)(D == 64 ? tp_wgt<64> : tp_wgt<128>),
+                                                                    TWT_NT, twt_smem(D, false)));
         else if (tp)
             cudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, (const void *)tp_kernel(D, tp2), FX_NT, smem));
         fprintf(stderr, "select_bf16 prof %s T=%d (%d CTAs/SM): pool+prep %.3f ms, select kernel %.3f ms, merge %.3f ms, "
                 "pass 1 %.3f ms\n",
-                tw ? "tp two-pass (tp_wgs)" : tp2 ? "tp two-pass" : tp ? "tp" : "fused", T, occ, tp1 - tp0, ksel, kmerge,
+                tw ? "tp two-pass (tp_wgt)" : tp2 ? "tp two-pass" : tp ? "tp" : "fused", T, occ, tp1 - tp0, ksel, kmerge,
                 kpass1);
         if (tp) {
             unsigned long long hp[TP_NPROF], tot = 0;
