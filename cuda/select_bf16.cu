@@ -2066,10 +2066,10 @@ struct TwSweep {
     static constexpr int TB = twt_tile(DM, P1), QT = RM * DM; // tile bytes, q tile elements
 };
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-template <int DM, bool P1, class Tile>
+template <int DM, bool P1, class Tile, class Mark>
 __device__ __forceinline__ void tw_sweep(const FxArgs &x, unsigned char *sm, const double *qs, const int *qe,
                                          const FsUnit &U, int ntile, uint64_t *full, int *done, uint32_t &tcount,
-                                         Tile tile) {
+                                         Tile tile, Mark mark) {
     using S = TwSweep<DM, P1>;
     constexpr int RM = S::RM, KT = S::KT, NS = S::NS, QLD = S::QLD, KS = S::KS, TB = S::TB;
     const FsArgs &a = x.a;
@@ -2116,41 +2116,40 @@ __device__ __forceinline__ void tw_sweep(const FxArgs &x, unsigned char *sm, con
         const uint32_t c = tcount + jt, s = c % NS;
         mbar_wait(&full[s], (c / NS) & 1);
         wg_fence(); // after the wait loop (flash_wgmma.cu: else ptxas injects it)
+        mark(TPP_WAIT);
         const uint16_t *tb = (const uint16_t *)((const unsigned char *)kt + (size_t)s * TB);
-        float am[2][4], ac[2][4], t[2][2][4];
-#pragma unroll
-        for (int n = 0; n < 2; n++)
-#pragma unroll
-            for (int i = 0; i < 4; i++) am[n][i] = 0.f;
+        // every product of the tile in flight at once (one commit, one wait: s12 r3 waited per 16 dims,
+        // 128K 14.88 ms with tp_thr1, pass 1 5.19 ms vs tp_thr1's 3.3)
+        float am[2][4], ac[2][4], t[KS][2][4];
 #pragma unroll
         for (int kk = 0; kk < KS; kk++) {
             uint64_t dk = desc_k<KT>((const bf16 *)tb, 0, kk), dq = desc_k<RM>((const bf16 *)qh, 16 * wg, kk);
-            if (kk > 0) wg_fence();
-            tw_ss_n16_z(t[kk & 1], dk, dq); // kh.qh of 16 dims from zero (the bound)
+            tw_ss_n16_z(t[kk], dk, dq); // kh.qh of 16 dims from zero (the bound)
             if (!P1) {
                 uint64_t dl = desc_k<KT>((const bf16 *)(tb + DM * KT), 0, kk), dql = desc_k<RM>((const bf16 *)ql, 16 * wg, kk);
                 if (kk == 0) tw_ss_n16_z(ac, dk, dql); // kh.ql
                 else tw_ss_n16(ac, dk, dql);
                 tw_ss_n16(ac, dl, dq); // kl.qh
             }
-            wg_commit();
-            if (kk > 0) {
-                wg_wait<1>(); // step kk - 1 done
-                tw_keep_n16(t[(kk - 1) & 1]);
-#pragma unroll
-                for (int n = 0; n < 2; n++)
-#pragma unroll
-                    for (int i = 0; i < 4; i++) am[n][i] += t[(kk - 1) & 1][n][i];
-            }
         }
+        wg_commit();
         wg_wait<0>();
-        tw_keep_n16(t[(KS - 1) & 1]);
         if (!P1) tw_keep_n16(ac);
 #pragma unroll
         for (int n = 0; n < 2; n++)
 #pragma unroll
-            for (int i = 0; i < 4; i++) am[n][i] += t[(KS - 1) & 1][n][i];
+            for (int i = 0; i < 4; i++) am[n][i] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < KS; kk++) { // summed in dimension order
+            tw_keep_n16(t[kk]);
+#pragma unroll
+            for (int n = 0; n < 2; n++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) am[n][i] += t[kk][n][i];
+        }
+        mark(TPP_MMA);
         tile(jt, p, kn + s * KT, kf + s * KT, am, ac);
+        mark(TPP_FILT);
         // the slot done: its last warp issues tile jt + NS into it
         __syncwarp();
         if (lane == 0) {
@@ -2168,7 +2167,7 @@ __device__ __forceinline__ void tw_sweep(const FxArgs &x, unsigned char *sm, con
 #endif
 
 // pass 2: the filter (s' + E reaches the row's threshold) and the inserts of a tile, then the finish
-template <int DM>
+template <int DM, bool PROF = false>
 __global__ void __launch_bounds__(TWT_NT, 2) tp_wgt(FxArgs x) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     using S = TwSweep<DM, false>;
@@ -2193,7 +2192,22 @@ __global__ void __launch_bounds__(TWT_NT, 2) tp_wgt(FxArgs x) {
     uint32_t tcount = 0;
     FsUnit U;
     int m0, rows;
+    // MSLAB_SELECT_PROF: sections as tp_select's (a template parameter: the registers)
+    __shared__ unsigned long long s_prof[PROF ? TWT_NT / 32 : 1][TP_NPROF];
+    long long tlast = 0;
+    auto mark = [&](int sec) {
+        if (!PROF) return;
+        long long t = clock64();
+        if (lane == 0) s_prof[warp][sec] += (unsigned long long)(t - tlast);
+        tlast = t;
+    };
+    if (PROF) {
+        for (int i = lane; i < TP_NPROF; i += 32) s_prof[warp][i] = 0;
+        tlast = clock64();
+    }
     while (fx_next<DM, RM, TWT_NT>(x, qs, &s_item, erow, cnt, thr, U, m0, rows, qg)) {
+        mark(TPP_NEXT);
+        if (PROF && lane == 0) s_prof[warp][TPP_NITEM]++;
         for (int r = warp; r < RM; r += TWT_NT / 32) { // row norms (the bound), scales, pass 1's thresholds
             float n;
             int e;
@@ -2242,14 +2256,19 @@ __global__ void __launch_bounds__(TWT_NT, 2) tp_wgt(FxArgs x) {
                     }
                 }
         };
-        tw_sweep<DM, false>(x, sm, qs, qe, U, ntile, full, done, tcount, tile);
+        if (PROF && lane == 0) s_prof[warp][TPP_NTILE] += ntile;
+        mark(TPP_PRO);
+        tw_sweep<DM, false>(x, sm, qs, qe, U, ntile, full, done, tcount, tile, mark);
         const size_t kvh = (size_t)U.b * a.KVH + U.h / (a.H / a.KVH);
         const float *knb = x.knorm + kvh * ((a.NK + 3) / 4 * 4);
         if (tid == 0) s_row = 0;
         __syncthreads(); // every insert in; every tile consumed (the ring free for the finish's areas)
+        mark(TPP_BAR);
         tp_finish<DM>(x, (char *)sm + (size_t)warp * tp_warp_bytes(DM), U, m0, rows, cnt, thr, erow, crow, &s_row,
-                      gq, qg, kvh, knb, [](int) {});
+                      gq, qg, kvh, knb, mark);
     }
+    if (PROF && lane == 0)
+        for (int i = 0; i < TP_NPROF; i++) atomicAdd(x.prof + i, s_prof[warp][i]);
 #endif
 }
 
@@ -2337,7 +2356,7 @@ __global__ void __launch_bounds__(TWT_NT, 1) tw_thr1(FxArgs x) { // (two CTAs an
                     m2[n][c][p] = __vmaxu2(m2[n][c][p], lo);
                 }
         };
-        tw_sweep<DM, true>(x, sm, qs, qe, U, ntile, full, done, tcount, tile);
+        tw_sweep<DM, true>(x, sm, qs, qe, U, ntile, full, done, tcount, tile, [](int) {});
         // t1 per row: the S-th largest bucket value (0: fewer than S with a key >= 1)
         unsigned lo[2][2], hi[2][2];
         int nsel[2][2];
@@ -2685,6 +2704,8 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         cudaCheck(cudaFuncSetAttribute(tw_thr1<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)twt_smem(128, true)));
         cudaCheck(cudaFuncSetAttribute(tp_wgt<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)twt_smem(64, false)));
         cudaCheck(cudaFuncSetAttribute(tp_wgt<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)twt_smem(128, false)));
+        cudaCheck(cudaFuncSetAttribute(tp_wgt<64, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)twt_smem(64, false)));
+        cudaCheck(cudaFuncSetAttribute(tp_wgt<128, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)twt_smem(128, false)));
         cudaCheck(cudaFuncSetAttribute(tp_thr1<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, tp1_smem(128)));
         attr = true;
     }
@@ -2725,8 +2746,9 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                 }
                 cudaCheck(cudaMemsetAsync(x.ctrl, 0, 4));
                 if (tw) {
-                    if (D == 64) tp_wgt<64><<<grid, TWT_NT, twt_smem(64, false)>>>(x);
-                    else tp_wgt<128><<<grid, TWT_NT, twt_smem(128, false)>>>(x);
+                    void (*k)(FxArgs) = D == 64 ? (x.prof ? tp_wgt<64, true> : tp_wgt<64>)
+                                                : (x.prof ? tp_wgt<128, true> : tp_wgt<128>);
+                    k<<<grid, TWT_NT, twt_smem(D, false)>>>(x);
                 }
                 else tp_kernel(D, true)<<<grid, FX_NT, smem>>>(x);
             } else if (tp) {
