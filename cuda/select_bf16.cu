@@ -854,7 +854,7 @@ struct FxArgs {
                                // tests' select_bf16_tph_upd)
     unsigned long long *prof;  // MSLAB_SELECT_PROF: tp_select's clock64 section sums (TP_NPROF), else null
     int *tinit;                // two-pass (s11): pass 1's thresholds per member row [B, H, nblk, M]
-    const uint16_t *kbw;       // tp_wgt, tw_thr1 (s12): the key limbs as pre-swizzled 64-key tiles [B, KVH, ntw, 2, D, 64]
+    const uint16_t *kbw;       // tp_wgt (s12): the key limbs as pre-swizzled 64-key tiles [B, KVH, ntw, 2, D, 64]
     int ntw;                   // tiles per kv head (kbw)
 };
 // tp_select's profile sections (MSLAB_SELECT_PROF=1: per-warp clock64 sums, printed per call)
@@ -2006,20 +2006,14 @@ __global__ void tw_prep_k(uint16_t *kbw, const uint16_t *kbf, size_t heads, int 
 // the tile NS ahead into it. A thread holds keys 16 w + g, + 8 for rows 16 wg + 8 n + 2 cq + c; its
 // passes (rare) take a slot of the row's buffer each (a shared atomic), the finish is tp_select's
 #define TWT_RM TP_RM // rows an item
-#define TW1_NP 4     // pass 1's tile phases (tw_thr1: buckets a row 64 NP)
 #define TWT_NT 256   // two warpgroups
-__host__ __device__ constexpr int twt_ns(int DM, bool p1) { return p1 || DM == 64 ? 4 : 2; } // ring slots
-// bytes of a slot's tile: pass 1 the kh planes only
-__host__ __device__ constexpr int twt_tile(int DM, bool p1) { return (p1 ? 1 : 2) * DM * TW_KT * 2; }
-__host__ __device__ constexpr size_t twt_sweep(int DM, bool p1) {
-    // the q tiles (qh, and ql for pass 2) | the ring (tiles | norms | scales) | pass 1's counts; the
-    // pooled q (prologue) over the ring
-    size_t qt = (size_t)(p1 ? 1 : 2) * TWT_RM * DM * 2;
-    size_t ring = (size_t)twt_ns(DM, p1) * (twt_tile(DM, p1) + 2 * TW_KT * 4), qs = (size_t)TWT_RM * (DM + 4) * 8;
-    return qt + (ring > qs ? ring : qs) + 3 * TWT_RM * 4;
-}
-__host__ __device__ constexpr size_t twt_smem(int DM, bool p1) {
-    size_t sw = twt_sweep(DM, p1), fin = p1 ? 0 : (size_t)(TWT_NT / 32) * tp_warp_bytes(DM);
+__host__ __device__ constexpr int twt_ns(int DM) { return DM == 64 ? 4 : 2; } // ring slots
+__host__ __device__ constexpr size_t twt_smem(int DM) {
+    // the q tiles (qh, ql) | the ring (tiles | norms | scales), the pooled q (prologue) over the ring;
+    // the finish's warp areas over both
+    size_t qt = (size_t)2 * TWT_RM * DM * 2, qs = (size_t)TWT_RM * (DM + 4) * 8;
+    size_t ring = (size_t)twt_ns(DM) * (tw_tile_bytes(DM) + 2 * TW_KT * 4);
+    size_t sw = qt + (ring > qs ? ring : qs), fin = (size_t)(TWT_NT / 32) * tp_warp_bytes(DM);
     return (sw > fin ? sw : fin) + 1024; // 1 KB: the 1024-byte aligned base
 }
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -2057,24 +2051,24 @@ __device__ __forceinline__ void tw_bulk(void *dst, const void *src, uint32_t byt
 }
 #endif
 
-// the sweep of both passes (P1: pass 1, tw_thr1; else pass 2, tp_wgt): the prologue's bounds, the q
-// tiles, the ring; per tile the products into am (kh.qh) and ac (pass 2: kh.ql + kl.qh), then
-// tile(jt, s, am, ac) (the slot's norms / scales still readable until it returns)
-template <int DM, bool P1>
+// tp_wgt's sweep of an item: the q tiles, the ring; per tile the products into am (kh.qh) and ac
+// (kh.ql + kl.qh), then tile(jt, p, norms, scales, am, ac) (the slot's norms / scales readable until
+// it returns)
+template <int DM>
 struct TwSweep {
-    static constexpr int RM = TWT_RM, KT = TW_KT, NS = twt_ns(DM, P1), QLD = DM + 4, KS = DM / 16;
-    static constexpr int TB = twt_tile(DM, P1), QT = RM * DM; // tile bytes, q tile elements
+    static constexpr int RM = TWT_RM, KT = TW_KT, NS = twt_ns(DM), QLD = DM + 4, KS = DM / 16;
+    static constexpr int TB = tw_tile_bytes(DM), QT = RM * DM; // tile bytes, q tile elements
 };
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-template <int DM, bool P1, class Tile, class Mark>
+template <int DM, class Tile, class Mark>
 __device__ __forceinline__ void tw_sweep(const FxArgs &x, unsigned char *sm, const double *qs, const int *qe,
                                          const FsUnit &U, int ntile, uint64_t *full, int *done, uint32_t &tcount,
                                          Tile tile, Mark mark) {
-    using S = TwSweep<DM, P1>;
+    using S = TwSweep<DM>;
     constexpr int RM = S::RM, KT = S::KT, NS = S::NS, QLD = S::QLD, KS = S::KS, TB = S::TB;
     const FsArgs &a = x.a;
     uint16_t *qh = (uint16_t *)sm, *ql = qh + S::QT;              // [DM / 64][RM][64] swizzled planes
-    uint16_t *kt = qh + (P1 ? 1 : 2) * S::QT;                      // [NS][TB / 2]
+    uint16_t *kt = qh + 2 * S::QT;                                 // [NS][TB / 2]
     float *kn = (float *)((unsigned char *)kt + (size_t)NS * TB); // [NS][KT]
     float *kf = kn + NS * KT;                                      // [NS][KT]
     int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, wg = warp >> 2;
@@ -2089,7 +2083,7 @@ __device__ __forceinline__ void tw_sweep(const FxArgs &x, unsigned char *sm, con
             wh[i] = h0 | h1 << 16, wl[i] = l0 | l1 << 16;
         }
         *(uint4 *)(qh + pl<RM>(r, c)) = make_uint4(wh[0], wh[1], wh[2], wh[3]);
-        if (!P1) *(uint4 *)(ql + pl<RM>(r, c)) = make_uint4(wl[0], wl[1], wl[2], wl[3]);
+        *(uint4 *)(ql + pl<RM>(r, c)) = make_uint4(wl[0], wl[1], wl[2], wl[3]);
     }
     fence_async_smem(); // the q tiles (generic writes) before the MMAs read them
     const size_t kvh = (size_t)U.b * a.KVH + U.h / (a.H / a.KVH);
@@ -2107,12 +2101,7 @@ __device__ __forceinline__ void tw_sweep(const FxArgs &x, unsigned char *sm, con
         fence_async_smem(); // the generic writes there (q, the finish) before the copies
         for (int jt = 0; jt < NS && jt < ntile; jt++) issue(jt);
     }
-    constexpr int UNR = P1 ? TW1_NP : 1; // pass 1: the tile phase jt % UNR a constant (its buckets' index)
-    for (int jt0 = 0; jt0 < ntile; jt0 += UNR)
-#pragma unroll
-    for (int p = 0; p < UNR; p++) {
-        const int jt = jt0 + p;
-        if (jt >= ntile) break;
+    for (int jt = 0; jt < ntile; jt++) {
         const uint32_t c = tcount + jt, s = c % NS;
         mbar_wait(&full[s], (c / NS) & 1);
         wg_fence(); // after the wait loop (flash_wgmma.cu: else ptxas injects it)
@@ -2125,16 +2114,14 @@ __device__ __forceinline__ void tw_sweep(const FxArgs &x, unsigned char *sm, con
         for (int kk = 0; kk < KS; kk++) {
             uint64_t dk = desc_k<KT>((const bf16 *)tb, 0, kk), dq = desc_k<RM>((const bf16 *)qh, 16 * wg, kk);
             tw_ss_n16_z(t[kk], dk, dq); // kh.qh of 16 dims from zero (the bound)
-            if (!P1) {
-                uint64_t dl = desc_k<KT>((const bf16 *)(tb + DM * KT), 0, kk), dql = desc_k<RM>((const bf16 *)ql, 16 * wg, kk);
-                if (kk == 0) tw_ss_n16_z(ac, dk, dql); // kh.ql
-                else tw_ss_n16(ac, dk, dql);
-                tw_ss_n16(ac, dl, dq); // kl.qh
-            }
+            uint64_t dl = desc_k<KT>((const bf16 *)(tb + DM * KT), 0, kk), dql = desc_k<RM>((const bf16 *)ql, 16 * wg, kk);
+            if (kk == 0) tw_ss_n16_z(ac, dk, dql); // kh.ql
+            else tw_ss_n16(ac, dk, dql);
+            tw_ss_n16(ac, dl, dq); // kl.qh
         }
         wg_commit();
         wg_wait<0>();
-        if (!P1) tw_keep_n16(ac);
+        tw_keep_n16(ac);
 #pragma unroll
         for (int n = 0; n < 2; n++)
 #pragma unroll
@@ -2148,7 +2135,7 @@ __device__ __forceinline__ void tw_sweep(const FxArgs &x, unsigned char *sm, con
                 for (int i = 0; i < 4; i++) am[n][i] += t[kk][n][i];
         }
         mark(TPP_MMA);
-        tile(jt, p, kn + s * KT, kf + s * KT, am, ac);
+        tile(jt, kn + s * KT, kf + s * KT, am, ac);
         mark(TPP_FILT);
         // the slot done: its last warp issues tile jt + NS into it
         __syncwarp();
@@ -2170,7 +2157,7 @@ __device__ __forceinline__ void tw_sweep(const FxArgs &x, unsigned char *sm, con
 template <int DM, bool PROF = false>
 __global__ void __launch_bounds__(TWT_NT, 2) tp_wgt(FxArgs x) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    using S = TwSweep<DM, false>;
+    using S = TwSweep<DM>;
     constexpr int RM = S::RM, KT = S::KT, NS = S::NS, QLD = S::QLD;
     const FsArgs &a = x.a;
     extern __shared__ unsigned char tw_raw[];
@@ -2234,31 +2221,50 @@ __global__ void __launch_bounds__(TWT_NT, 2) tp_wgt(FxArgs x) {
                 int r = 16 * wg + 8 * n + 2 * cq + c;
                 crr[n][c] = crow[r], fqr[n][c] = ldexpf(1.0f, -qe[r]), err[n][c] = erow[r], tfr[n][c] = thrf(thr[r]);
             }
-        auto tile = [&](int jt, int, const float *knt, const float *kft, float (*am)[4], float (*ac)[4]) {
+        auto tile = [&](int jt, const float *knt, const float *kft, float (*am)[4], float (*ac)[4]) {
             const float kn0 = knt[16 * (warp & 3) + g], kn1 = knt[16 * (warp & 3) + g + 8];
             const float kf0 = kft[16 * (warp & 3) + g], kf1 = kft[16 * (warp & 3) + g + 8];
             const int j0 = jt * KT + 16 * (warp & 3) + g;
+            unsigned pm = 0; // passes: bit 4 n + i (key j0 + 8 (i >> 1), row 16 wg + 8 n + 2 cq + (i & 1))
 #pragma unroll
             for (int n = 0; n < 2; n++)
 #pragma unroll
-                for (int i = 0; i < 4; i++) { // key j0 + 8 (i >> 1), row 16 wg + 8 n + 2 cq + (i & 1)
+                for (int i = 0; i < 4; i++) {
                     const int hf = i >> 1, c = i & 1, j = j0 + 8 * hf;
                     float sv = am[n][i] + ac[n][i], E = __fmul_ru(crr[n][c], hf ? kn1 : kn0);
                     sv *= fqr[n][c] * (hf ? kf1 : kf0); // exact: 2^-120 .. 2^120
                     float hi = __fadd_ru(sv, E);
-                    if (j < err[n][c] && !(hi < tfr[n][c])) { // a pass (rare): a slot of the row's buffer
-                        int r = 16 * wg + 8 * n + 2 * cq + c;
-                        unsigned keys = tp_key16up(hi) | tp_key16dn(__fsub_rd(sv, E)) << 16;
-                        unsigned pg = atomicAdd(&cnt[r], 0x10000u) >> 16;
+                    if (j < err[n][c] && !(hi < tfr[n][c])) pm |= 1u << (4 * n + i);
+                    am[n][i] = sv, ac[n][i] = E;
+                }
+            if (!__any_sync(0xffffffffu, pm)) return; // (most tiles of a warp)
+            // the inserts: the thread's atomics (a row's passes together) issued at once, then its slots
+            unsigned base[2][2] = {{0u, 0u}, {0u, 0u}};
+#pragma unroll
+            for (int n = 0; n < 2; n++)
+#pragma unroll
+                for (int c = 0; c < 2; c++) {
+                    int k = __popc(pm >> 4 * n & (5u << c));
+                    if (k) base[n][c] = atomicAdd(&cnt[16 * wg + 8 * n + 2 * cq + c], (unsigned)k * 0x10000u);
+                }
+#pragma unroll
+            for (int n = 0; n < 2; n++)
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+                    if (pm >> (4 * n + i) & 1) {
+                        const int c = i & 1, r = 16 * wg + 8 * n + 2 * cq + c, j = j0 + 8 * (i >> 1);
+                        float sv = am[n][i], E = ac[n][i];
+                        unsigned keys = tp_key16up(__fadd_ru(sv, E)) | tp_key16dn(__fsub_rd(sv, E)) << 16;
+                        unsigned pg = base[n][c] >> 16;
+                        base[n][c] += 0x10000u;
                         if (pg < (unsigned)x.capg)
                             gq[(size_t)r * x.capg + pg] =
                                 (unsigned long long)__float_as_uint(sv) << 32 | (keys & 0xffffu) << 16 | (unsigned)j;
                     }
-                }
         };
         if (PROF && lane == 0) s_prof[warp][TPP_NTILE] += ntile;
         mark(TPP_PRO);
-        tw_sweep<DM, false>(x, sm, qs, qe, U, ntile, full, done, tcount, tile, mark);
+        tw_sweep<DM>(x, sm, qs, qe, U, ntile, full, done, tcount, tile, mark);
         const size_t kvh = (size_t)U.b * a.KVH + U.h / (a.H / a.KVH);
         const float *knb = x.knorm + kvh * ((a.NK + 3) / 4 * 4);
         if (tid == 0) s_row = 0;
@@ -2269,141 +2275,6 @@ __global__ void __launch_bounds__(TWT_NT, 2) tp_wgt(FxArgs x) {
     }
     if (PROF && lane == 0)
         for (int i = 0; i < TP_NPROF; i++) atomicAdd(x.prof + i, s_prof[warp][i]);
-#endif
-}
-
-// tw_thr1 (s12): pass 1 (tp_thr1's job and thresholds' definition) on the same sweep (tw_sweep<P1>: kh.qh
-// alone, the kh planes of the kbw tiles). A thread holds keys 16 w + g, + 8 of each tile for rows 16 wg
-// + 8 n + 2 cq + c: a row's 64 keys a tile lie in the 32 threads of one warpgroup; its buckets (thread,
-// key half, tile phase jt % 4: 256 a row) keep the top 3 lower-bound keys (two a word: __vmaxu2 /
-// __vminu2); t1 = the S-th largest of the row's 768 bucket values, a bisection (shuffles over the 8
-// lanes of a row, then the warpgroup's 4 warps' counts in shared memory, one barrier a step)
-template <int DM>
-__global__ void __launch_bounds__(TWT_NT, 1) tw_thr1(FxArgs x) { // (two CTAs an SM spilled at D 128)
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    using S = TwSweep<DM, true>;
-    constexpr int RM = S::RM, KT = S::KT, NS = S::NS, QLD = S::QLD, NP = TW1_NP;
-    const FsArgs &a = x.a;
-    extern __shared__ unsigned char tw_raw[];
-    unsigned char *sm = smem_base1k(tw_raw);
-    double *qs = (double *)(sm + S::QT * 2); // [RM][QLD] pooled q (the prologue, over the ring)
-    int *sc = (int *)(sm + twt_sweep(DM, true) - 3 * RM * 4); // [3][RM] the bisection's counts
-    __shared__ __align__(8) uint64_t full[NS];
-    __shared__ int done[NS];
-    __shared__ unsigned cnt[RM];
-    __shared__ int thr[RM], erow[RM], s_item, qe[RM];
-    __shared__ float crow[RM];
-    int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, cq = lane & 3, wg = warp >> 2;
-    if (tid == 0) {
-        for (int s = 0; s < NS; s++) mbar_init(&full[s], 1), done[s] = 0;
-        mbar_fence_init();
-    }
-    const float nkmax = __int_as_float(x.ctrl[3]);
-    uint32_t tcount = 0;
-    FsUnit U;
-    int m0, rows;
-    while (fx_next<DM, RM, TWT_NT>(x, qs, &s_item, erow, cnt, thr, U, m0, rows)) {
-        for (int r = warp; r < RM; r += TWT_NT / 32) { // row norms (the bound), scales
-            float n;
-            int e;
-            tp_row_bound<DM, QLD>(qs, r, lane, n, e);
-            if (lane == 0) {
-                bool bad = !(n * nkmax <= 0x1p100f) || e == TP_EBAD; // pass 2 fails the row
-                crow[r] = __fmul_ru(TP_C1, n), qe[r] = e == TP_EBAD ? 0 : e;
-                if (bad) erow[r] = 0; // no candidate counted: t1 = 0
-            }
-        }
-        if (tid < 3 * RM) sc[tid] = 0;
-        __syncthreads();
-        int ld = 0;
-        for (int r = 0; r < rows; r++) ld = max(ld, erow[r]);
-        const int ntile = (ld + KT - 1) / KT;
-        float crr[2][2], fqr[2][2];
-        int err[2][2];
-#pragma unroll
-        for (int n = 0; n < 2; n++)
-#pragma unroll
-            for (int c = 0; c < 2; c++) {
-                int r = 16 * wg + 8 * n + 2 * cq + c;
-                crr[n][c] = crow[r], fqr[n][c] = ldexpf(1.0f, -qe[r]), err[n][c] = erow[r];
-            }
-        // buckets m1 / m2 / m3 [n][c][phase] (key 16 w + g in the low half, + 8 in the high)
-        unsigned m1[2][2][NP], m2[2][2][NP], m3[2][2][NP];
-#pragma unroll
-        for (int n = 0; n < 2; n++)
-#pragma unroll
-            for (int c = 0; c < 2; c++)
-#pragma unroll
-                for (int p = 0; p < NP; p++) m1[n][c][p] = m2[n][c][p] = m3[n][c][p] = 0u;
-        auto tile = [&](int jt, int p, const float *knt, const float *kft, float (*am)[4], float (*)[4]) {
-            const float kn0 = knt[16 * (warp & 3) + g], kn1 = knt[16 * (warp & 3) + g + 8];
-            const float kf0 = kft[16 * (warp & 3) + g], kf1 = kft[16 * (warp & 3) + g + 8];
-            const int j0 = jt * KT + 16 * (warp & 3) + g;
-#pragma unroll
-            for (int n = 0; n < 2; n++)
-#pragma unroll
-                for (int c = 0; c < 2; c++) {
-                    unsigned k2[2];
-#pragma unroll
-                    for (int hf = 0; hf < 2; hf++) {
-                        float sv = am[n][2 * hf + c] * (fqr[n][c] * (hf ? kf1 : kf0));
-                        float E = __fmul_ru(crr[n][c], hf ? kn1 : kn0);
-                        k2[hf] = j0 + 8 * hf < err[n][c] ? tp_key16dn(__fsub_rd(sv, E)) : 0u;
-                    }
-                    unsigned kw = k2[0] | k2[1] << 16, lo = __vminu2(m1[n][c][p], kw); // phase p = jt % NP
-                    m1[n][c][p] = __vmaxu2(m1[n][c][p], kw);
-                    m3[n][c][p] = __vmaxu2(m3[n][c][p], __vminu2(m2[n][c][p], lo));
-                    m2[n][c][p] = __vmaxu2(m2[n][c][p], lo);
-                }
-        };
-        tw_sweep<DM, true>(x, sm, qs, qe, U, ntile, full, done, tcount, tile, [](int) {});
-        // t1 per row: the S-th largest bucket value (0: fewer than S with a key >= 1)
-        unsigned lo[2][2], hi[2][2];
-        int nsel[2][2];
-#pragma unroll
-        for (int n = 0; n < 2; n++)
-#pragma unroll
-            for (int c = 0; c < 2; c++) lo[n][c] = 0u, hi[n][c] = 0xffffu, nsel[n][c] = min(a.S, err[n][c]);
-        for (int step = 0; step < 16; step++) {
-            int *sb = sc + (step % 3) * RM;
-#pragma unroll
-            for (int n = 0; n < 2; n++)
-#pragma unroll
-                for (int c = 0; c < 2; c++) {
-                    unsigned mid = (lo[n][c] + hi[n][c] + 1) >> 1, acc = 0;
-#pragma unroll
-                    for (int p = 0; p < NP; p++)
-                        acc += __vsetgeu2(m1[n][c][p], mid * 0x10001u) + __vsetgeu2(m2[n][c][p], mid * 0x10001u) +
-                               __vsetgeu2(m3[n][c][p], mid * 0x10001u);
-                    int cn = (int)((acc & 0xffffu) + (acc >> 16));
-                    cn += __shfl_xor_sync(0xffffffffu, cn, 4), cn += __shfl_xor_sync(0xffffffffu, cn, 8);
-                    cn += __shfl_xor_sync(0xffffffffu, cn, 16);
-                    if (g == 0 && cn) atomicAdd(sb + 16 * wg + 8 * n + 2 * cq + c, cn);
-                }
-            __syncthreads();
-            if (tid < RM) sc[((step + 2) % 3) * RM + tid] = 0;
-#pragma unroll
-            for (int n = 0; n < 2; n++)
-#pragma unroll
-                for (int c = 0; c < 2; c++) {
-                    unsigned mid = (lo[n][c] + hi[n][c] + 1) >> 1;
-                    if (lo[n][c] < hi[n][c]) {
-                        if (sb[16 * wg + 8 * n + 2 * cq + c] >= nsel[n][c]) lo[n][c] = mid;
-                        else hi[n][c] = mid - 1;
-                    }
-                }
-        }
-        if ((warp & 3) == 0 && g == 0) {
-            size_t gr = (((size_t)U.b * a.H + U.h) * a.nblk + U.c) * a.M + m0;
-#pragma unroll
-            for (int n = 0; n < 2; n++)
-#pragma unroll
-                for (int c = 0; c < 2; c++) {
-                    int r = 16 * wg + 8 * n + 2 * cq + c;
-                    if (r < rows) x.tinit[gr + r] = nsel[n][c] > 0 ? (int)lo[n][c] : 0;
-                }
-        }
-    }
 #endif
 }
 
@@ -2547,8 +2418,8 @@ static_assert(TP_HUPD <= TP_HUMAX(TP_CAPF), "the ring holds TP_HUPD - 1 keys and
 static int g_tp2 = -1; // the two-pass tp: 1 where it applies, 0 never (-1: MSLAB_SELECT_TP2, default 1;
                        // the tests' select_bf16_tp2)
 static int g_tp_pcap = TP_PMAX; // tp's survivors past which the finish raises a row's threshold (tests: less)
-// the two passes on wgmma (tw_thr1 then tp_wgt, s12) where they apply (sm_90); -1:
-// MSLAB_SELECT_TPW (default 1), 0: tp_select<P2>
+// the two passes' second pass on wgmma (tp_wgt, s12) where it applies (sm_90: then at any length, no
+// TP2_MAXLD cut); -1: MSLAB_SELECT_TPW (default 1), 0: tp_select<P2> to the cut
 static int g_tpw = -1;
 // host side of the fused path (kind 0: fx_select; 1: tp_select; 2: tp's two passes, tp_thr1 then
 // tp_select<P2>); -1: not handled here (the caller runs the next path), or a row failed (likewise,
@@ -2574,9 +2445,8 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                           const uint16_t *k, int B, int T, int H, int KVH, int D, int kind) {
     const bool tp = kind > 0, tp2 = kind == 2;
     if (g_tp2 < 0) g_tp2 = getenv("MSLAB_SELECT_TP2") ? atoi(getenv("MSLAB_SELECT_TP2")) != 0 : 1;
-    if (g_tpw < 0) g_tpw = getenv("MSLAB_SELECT_TPW") ? atoi(getenv("MSLAB_SELECT_TPW")) : 1;
-    static int tw1 = -1; // MSLAB_SELECT_TW1=0: pass 1 by tp_thr1 where tp_wgt runs (else tw_thr1)
-    if (tw1 < 0) tw1 = getenv("MSLAB_SELECT_TW1") ? atoi(getenv("MSLAB_SELECT_TW1")) != 0 : 1;
+    if (g_tpw < 0) g_tpw = getenv("MSLAB_SELECT_TPW") ? atoi(getenv("MSLAB_SELECT_TPW")) != 0 : 1;
+
     if (tp2 && !g_tp2) return -1;
     AttnDims d;
     if (attn_dims(cfg, T, &d)) return -1;
@@ -2590,8 +2460,8 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     int *hord = (int *)malloc(sizeof(int) * nunit);
     MS_ASSERT(hord, "out of memory");
     for (size_t i = 0; i < nunit; i++) maxld = hu[i].ld > maxld ? hu[i].ld : maxld;
-    // tp_wgt: the two passes where it applies (TPW 1: to TP2_MAXLD as tp_select<P2>, 2: any length)
-    const bool tw = tp2 && g_tpw && arch_ok() && (g_tpw == 2 || maxld <= TP2_MAXLD);
+    // tp_wgt: the two passes at any length (s12 r4, 1M: 514 ms vs tp_select's 553)
+    const bool tw = tp2 && g_tpw && arch_ok();
     if (maxld > 65535 || (tp && select_mode() == 3 && maxld < TP_AUTO_MIN) || (tp2 && !tw && maxld > TP2_MAXLD)) {
         // 16-bit counters; the two-pass's cut
         free(hu), free(hord);
@@ -2700,12 +2570,10 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tp_smem(dm, TP_CAPF, true)));
         }
         cudaCheck(cudaFuncSetAttribute(tp_thr1<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, tp1_smem(64)));
-        cudaCheck(cudaFuncSetAttribute(tw_thr1<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)twt_smem(64, true)));
-        cudaCheck(cudaFuncSetAttribute(tw_thr1<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)twt_smem(128, true)));
-        cudaCheck(cudaFuncSetAttribute(tp_wgt<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)twt_smem(64, false)));
-        cudaCheck(cudaFuncSetAttribute(tp_wgt<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)twt_smem(128, false)));
-        cudaCheck(cudaFuncSetAttribute(tp_wgt<64, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)twt_smem(64, false)));
-        cudaCheck(cudaFuncSetAttribute(tp_wgt<128, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)twt_smem(128, false)));
+        cudaCheck(cudaFuncSetAttribute(tp_wgt<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)twt_smem(64)));
+        cudaCheck(cudaFuncSetAttribute(tp_wgt<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)twt_smem(128)));
+        cudaCheck(cudaFuncSetAttribute(tp_wgt<64, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)twt_smem(64)));
+        cudaCheck(cudaFuncSetAttribute(tp_wgt<128, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)twt_smem(128)));
         cudaCheck(cudaFuncSetAttribute(tp_thr1<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, tp1_smem(128)));
         attr = true;
     }
@@ -2734,9 +2602,7 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                 int mt1 = (d.M + TP_RM - 1) / TP_RM, ns1 = nsm * (64 / TP_RM); // pass 1: items of TP_RM rows
                 x.mt = mt1, x.nitems = nw * mt1;
                 int grid1 = x.nitems < ns1 ? x.nitems : ns1;
-                if (tw && tw1 && D == 64) tw_thr1<64><<<grid1, TWT_NT, twt_smem(64, true)>>>(x);
-                else if (tw && tw1) tw_thr1<128><<<grid1, TWT_NT, twt_smem(128, true)>>>(x);
-                else if (D == 64) tp_thr1<64><<<grid1, FX_NT, tp1_smem(64)>>>(x);
+                if (D == 64) tp_thr1<64><<<grid1, FX_NT, tp1_smem(64)>>>(x);
                 else tp_thr1<128><<<grid1, FX_NT, tp1_smem(128)>>>(x);
                 cudaLaunchCheck();
                 x.mt = mt, x.nitems = nw * mt;
@@ -2748,7 +2614,7 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                 if (tw) {
                     void (*k)(FxArgs) = D == 64 ? (x.prof ? tp_wgt<64, true> : tp_wgt<64>)
                                                 : (x.prof ? tp_wgt<128, true> : tp_wgt<128>);
-                    k<<<grid, TWT_NT, twt_smem(D, false)>>>(x);
+                    k<<<grid, TWT_NT, twt_smem(D)>>>(x);
                 }
                 else tp_kernel(D, true)<<<grid, FX_NT, smem>>>(x);
             } else if (tp) {
@@ -2770,7 +2636,7 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         int occ = 0; // resident CTAs per SM
         if (tw)
             cudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, (const void *)(D == 64 ? tp_wgt<64> : tp_wgt<128>),
-                                                                    TWT_NT, twt_smem(D, false)));
+                                                                    TWT_NT, twt_smem(D)));
         else if (tp)
             cudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, (const void *)tp_kernel(D, tp2), FX_NT, smem));
         fprintf(stderr, "select_bf16 prof %s T=%d (%d CTAs/SM): pool+prep %.3f ms, select kernel %.3f ms, merge %.3f ms, "
@@ -2973,6 +2839,12 @@ extern "C" int select_bf16_tp_cap(int cap) {
 }
 
 // the two-pass tp (1 where it applies, 0 never; -1: MSLAB_SELECT_TP2 again); returns the previous setting
+// 1 where the two passes' second pass runs on wgmma (tp_wgt: sm_90, MSLAB_SELECT_TPW unset or 1),
+// so they apply past TP2_MAXLD (the tests' expected paths)
+extern "C" int select_bf16_tw(void) {
+    if (g_tpw < 0) g_tpw = getenv("MSLAB_SELECT_TPW") ? atoi(getenv("MSLAB_SELECT_TPW")) != 0 : 1;
+    return g_tpw && arch_ok();
+}
 extern "C" int select_bf16_tp2(int on) {
     int m = g_tp2;
     g_tp2 = on;
