@@ -184,10 +184,35 @@
 //   comes later). Kept though
 //   neutral (r1: 32K 3.96, 128K 32.4 ms vs s6 3.92 / 31.7): B fragments by ldmatrix, the
 //   qh.kh product from a zero register, the threshold test on floats, 8 survivor loads in flight.
+//   s12 (issue 8: 32K 1.92 -> 1.5, 128K 15.35 -> 12, 1M 545 -> 450 ms; H200, paper config, B=1 H=32
+//   D=128, MSLAB_SELECT_PERF(_TP=1), ms per call, old and new in one snippet). Profile first (r1, main's
+//   code, MSLAB_SELECT_PROF): tp_select<P2> at 128K 11.59 ms (pass 1 3.32): sweep 56% of the warp-cycles
+//   (tile wait 10.9, mma 18.1, filter 5.0, insert 17.5, loop end 4.0), finish 36.5% (survivors 3.7, sort
+//   9.4, clusters 7.3, exact 13.4, order 2.7); at 32K the finish is 57%. Then the sweep on wgmma:
+//   (r2) tp_wgs, 128-row items with the q limbs as the RS A operand in registers, a producer warp's
+//   bulk copies into a 4-slot ring, 288 threads at 224 registers: failed to launch (701: registers are
+//   handed out by warpgroup, 288 threads count as 384); 64-row items (one warpgroup + the producer, one
+//   CTA an SM by its registers): 16K 0.91, 32K 3.11, 128K 21.27 vs 0.64 / 1.94 / 15.69: the finish
+//   needs the occupancy (16 warps an SM, one CTA's finish beside the other's sweep). So tp_wgt keeps
+//   tp_select<P2>'s shape (32-row items, 8 warps, two CTAs an SM, the same finish: tp_finish) with the
+//   keys as the M side of m64n16k16 SS (both operands from shared memory, 126 registers), an mbarrier
+//   ring refilled by each slot's last warp (no block barrier a tile). r3: a wait per 16 dims 128K 14.88
+//   (old 15.58); every product of a tile in flight, one wait (r4) 14.95 / 15.62; a lane's insert
+//   atomics together (r5). Pass 1 on the same sweep (tw_thr1: keys as M, per-thread top 3 of 256 buckets
+//   a row, one CTA an SM at 162 registers: two spilled) lost: 128K pass 1 5.19 vs 3.31 ms (r3), 16.87
+//   vs 14.95 ms in all (r4); removed. r5: tp_wgt / tp_select<P2> 16K 0.63 / 0.62, 32K 1.93 / 1.95, 64K
+//   5.18 / 5.28, 128K 15.08 / 15.64; 1M (bench inputs; the two passes with tp_wgt, no TP2_MAXLD cut)
+//   523 vs tp_select's 549. Kept where the longest row has more than TW_MINLD = 1024 candidates (16K
+//   keeps tp_select<P2>). tp_wgt profile (r5, 128K, kernel 10.24 ms): sweep 48% (tile wait 9.7, mma
+//   15.0, filter + inserts 23.3), finish 43.7% (exact 17.2, sort 11.1, clusters 8.2, survivors 4.2):
+//   the finish (latency-bound: each exact score a 128-step dadd chain over a kbar row from L2 / HBM) and
+//   the filter are what is left; the targets were not reached.
 // tp's two passes (s11; the default where the longest row has <= TP2_MAXLD = 8192 candidates,
-//   MSLAB_SELECT_TP2=0: never): tp_thr1 gives every row a fixed threshold, tp_select<P2> sweeps from it
-//   without sketches; a failed row sends the call to tp_select (straight to fused where every failed
-//   row failed the bound: tp_select would fail them alike), then fused, then old. Design at tp_thr1.
+//   MSLAB_SELECT_TP2=0: never; since s12 on sm_90 the second pass is tp_wgt past TW_MINLD candidates,
+//   at any length, MSLAB_SELECT_TPW=0: tp_select<P2> as before): tp_thr1 gives every row a fixed
+//   threshold, tp_select<P2> (tp_wgt) sweeps from it without sketches; a failed row sends the call to
+//   tp_select (straight to fused where every failed row failed the bound: tp_select would fail them
+//   alike), then fused, then old. Design at tp_thr1 and tp_wgt.
 // Shared with select_blocks.cu (select_common.cuh): the region pooling, fs_key, the DMMA step,
 //   the histogram bin search and the warp bitonic sort.
 #include <cuda_bf16.h>
@@ -2434,6 +2459,9 @@ static int g_tpw = -1;
 // paper config, B=1 H=32 D=128, MSLAB_SELECT_PERF, ms, same snippet): 32K 1.88 vs 2.00, 128K 15.14 vs
 // 16.06, 1M 562 vs 544 (pass 1 there 160 ms of it)
 #define TP2_MAXLD 8192
+// tp_wgt where the longest row has more than TW_MINLD candidates (s12 r5, H200, paper config, ms: 16K (896)
+// 0.63 vs tp_select<P2>'s 0.62, 32K 1.93 / 1.95, 64K 5.18 / 5.28, 128K 15.08 / 15.64)
+#define TW_MINLD 1024
 // the tp_select instance for head dim D (64 / 128)
 typedef void (*TpKernel)(FxArgs);
 static TpKernel tp_kernel(int D, bool p2 = false) {
@@ -2460,8 +2488,8 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     int *hord = (int *)malloc(sizeof(int) * nunit);
     MS_ASSERT(hord, "out of memory");
     for (size_t i = 0; i < nunit; i++) maxld = hu[i].ld > maxld ? hu[i].ld : maxld;
-    // tp_wgt: the two passes at any length (s12 r4, 1M: 514 ms vs tp_select's 553)
-    const bool tw = tp2 && g_tpw && arch_ok();
+    // tp_wgt: the two passes past TW_MINLD at any length (s12 r5, 1M: 523 ms vs tp_select's 549)
+    const bool tw = tp2 && g_tpw && arch_ok() && maxld > TW_MINLD;
     if (maxld > 65535 || (tp && select_mode() == 3 && maxld < TP_AUTO_MIN) || (tp2 && !tw && maxld > TP2_MAXLD)) {
         // 16-bit counters; the two-pass's cut
         free(hu), free(hord);
@@ -2839,8 +2867,8 @@ extern "C" int select_bf16_tp_cap(int cap) {
 }
 
 // the two-pass tp (1 where it applies, 0 never; -1: MSLAB_SELECT_TP2 again); returns the previous setting
-// 1 where the two passes' second pass runs on wgmma (tp_wgt: sm_90, MSLAB_SELECT_TPW unset or 1),
-// so they apply past TP2_MAXLD (the tests' expected paths)
+// 1 where the two passes' second pass runs on wgmma past TW_MINLD (tp_wgt: sm_90, MSLAB_SELECT_TPW unset
+// or 1), so they apply past TP2_MAXLD (the tests' expected paths)
 extern "C" int select_bf16_tw(void) {
     if (g_tpw < 0) g_tpw = getenv("MSLAB_SELECT_TPW") ? atoi(getenv("MSLAB_SELECT_TPW")) != 0 : 1;
     return g_tpw && arch_ok();
