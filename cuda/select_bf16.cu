@@ -1177,9 +1177,12 @@ __device__ __forceinline__ void tp_mma0(float d[4], const uint32_t a[4], uint32_
 }
 
 // kbar -> [rows][2][D] limbs (kh, kl; fp16 of the scaled key: kfac = the inverse scale) and the
-// key norm bounds; a warp per key region (D <= 128)
+// key norm bounds; a warp per key region (D <= 128). kbw (tp_wgt, s12; else null): the limbs again as
+// 64-key tiles [heads][ntw][2][D / 64][64][64], each limb the planar 128-byte-swizzle tile that wgmma's
+// descriptors read (flash_wgmma.cuh pl); the keys past N in the last tile are not written (their
+// products are never read: the filter takes j < the row's eligible count)
 __global__ void tp_prep_k(uint16_t *kbf, float *knorm, float *kfac, int *ctrl, const double *kbar,
-                          size_t heads, int N, int nkp, int D) {
+                          size_t heads, int N, int nkp, int D, uint16_t *kbw = nullptr, int ntw = 0) {
     size_t rows = heads * N;
     int lane = threadIdx.x & 31;
     size_t wid = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5;
@@ -1207,6 +1210,11 @@ __global__ void tp_prep_k(uint16_t *kbf, float *knorm, float *kfac, int *ctrl, c
             tp_split(v[i].x * sc, &h0, &l0), tp_split(v[i].y * sc, &h1, &l1);
             *(uint32_t *)(kbf + r * 2 * D + d) = h0 | h1 << 16;
             *(uint32_t *)(kbf + r * 2 * D + D + d) = l0 | l1 << 16;
+            if (kbw) { // (tiles of 64 keys: TW_KT)
+                int key = (int)(r % N);
+                uint16_t *tw = kbw + (r / N * ntw + key / 64) * 2 * (size_t)D * 64 + pl<64>(key % 64, d / 8) + d % 8;
+                *(uint32_t *)tw = h0 | h1 << 16, *(uint32_t *)(tw + D * 64) = l0 | l1 << 16;
+            }
         }
         if (lane == 0) {
             float n = e == TP_EBAD ? INFINITY : tp_norm_up(ss);
@@ -1998,31 +2006,14 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_thr1(FxArgs x) {
 }
 
 // ---------------------------------------------------------------------------------------------
-#define TW_KT 64 // keys a tile of the wgmma passes (tp_wgt, tw_thr1)
+#define TW_KT 64 // keys a tile of tp_wgt (tp_prep_k writes its kbw tiles with the literal 64)
 __host__ __device__ constexpr int tw_tile_bytes(int DM) { return 2 * DM * TW_KT * 2; } // kbw: kh planes, then kl
-// the key limbs kbf [rows][2][D] -> kbw [heads][ntw][2][D / 64][64][64]: 64-key tiles, each limb as
-// the planar 128-byte-swizzle tile (flash_wgmma.cuh pl), keys past N zero
-__global__ void tw_prep_k(uint16_t *kbw, const uint16_t *kbf, size_t heads, int N, int ntw, int D) {
-    const int CH = D / 8;
-    size_t n = heads * ntw * TW_KT * 2 * CH;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        int c = (int)(i % CH);
-        size_t t = i / CH;
-        int l = (int)(t & 1), r = (int)(t >> 1) % TW_KT;
-        t = (t >> 1) / TW_KT;
-        int jt = (int)(t % ntw), key = jt * TW_KT + r;
-        size_t hd = t / ntw;
-        uint4 v = make_uint4(0u, 0u, 0u, 0u);
-        if (key < N) v = *(const uint4 *)(kbf + ((hd * N + key) * 2 + l) * D + c * 8);
-        *(uint4 *)(kbw + (t * 2 + l) * (size_t)D * TW_KT + pl<TW_KT>(r, c)) = v;
-    }
-}
 // tp_wgt (s12): the two passes' second pass (tp_select<P2>'s sweep and finish) on Hopper's warpgroup
 // MMA (sm_90a; select_bf16.cu is built for sm_90a plus compute_90 PTX, where these kernels are empty
 // and never launched: arch_ok). tp_select<P2>'s items (TP_RM = 32 rows), threads (8 warps) and
 // occupancy (two CTAs an SM, so one CTA's finish (tp_finish, the same) runs beside the other's
 // sweep), but the keys are the M side of m64n16k16 (fp16 in, fp32 out), both operands from shared
-// memory: the key limbs of a 64-key tile (pre-swizzled in global memory by tw_prep_k into the planes
+// memory: the key limbs of a 64-key tile (pre-swizzled in global memory by tp_prep_k into the planes
 // wgmma's descriptors read: one bulk copy a tile, plus its norms and scales, into a TW_NS-slot ring of
 // mbarriers) and the item's q limbs (qh, ql: swizzled tiles, rows 16 wg .. for warpgroup wg). Per 16
 // dims: kh.qh from zero (two such buffers in flight, summed on the FMA units in dimension order as
@@ -2575,13 +2566,8 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     if (tp) {
         unsigned gp = grid_for(heads * N * 32, 256);
         tp_prep_k<<<gp, 256>>>((uint16_t *)x.kbf, (float *)x.knorm, (float *)x.kfac, x.ctrl, a.kbar, heads, N,
-                               (int)nkp, D);
+                               (int)nkp, D, tw ? (uint16_t *)x.kbw : nullptr, ntw);
         cudaLaunchCheck();
-        if (tw) {
-            tw_prep_k<<<grid_for(heads * ntw * TW_KT * 2 * (D / 8), 256), 256>>>((uint16_t *)x.kbw, x.kbf, heads, N,
-                                                                                ntw, D);
-            cudaLaunchCheck();
-        }
     }
     if (profon) tp1 = pnow();
     size_t smem = tp ? tp_smem(D, capf, tp2) : sizeof(double) * (64 * (D + 4) + FX_KT * FX_KLD) + (size_t)64 * FX_CAPF * 2;
