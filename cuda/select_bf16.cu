@@ -202,8 +202,9 @@
 //   a row, one CTA an SM at 162 registers: two spilled) lost: 128K pass 1 5.19 vs 3.31 ms (r3), 16.87
 //   vs 14.95 ms in all (r4); removed. r5: tp_wgt / tp_select<P2> 16K 0.63 / 0.62, 32K 1.93 / 1.95, 64K
 //   5.18 / 5.28, 128K 15.08 / 15.64; 1M (bench inputs; the two passes with tp_wgt, no TP2_MAXLD cut)
-//   523 vs tp_select's 549. Kept where the longest row has more than TW_MINLD = 1024 candidates (16K
-//   keeps tp_select<P2>). tp_wgt profile (r5, 128K, kernel 10.24 ms): sweep 48% (tile wait 9.7, mma
+//   523 vs tp_select's 549; r6 (two runs each): 32K 1.93, 1.97 vs 1.91, 1.93, 64K 5.14, 5.19 vs 5.24,
+//   5.25, 128K 15.00, 15.01 vs 15.50, 15.51, 1M 523 vs 551. Kept where the longest row has more than
+//   TW_MINLD = 2048 candidates (64K tokens up; 16K and 32K keep tp_select<P2>). tp_wgt profile (r5, 128K, kernel 10.24 ms): sweep 48% (tile wait 9.7, mma
 //   15.0, filter + inserts 23.3), finish 43.7% (exact 17.2, sort 11.1, clusters 8.2, survivors 4.2):
 //   the finish (latency-bound: each exact score a 128-step dadd chain over a kbar row from L2 / HBM) and
 //   the filter are what is left; the targets were not reached.
@@ -2450,9 +2451,11 @@ static int g_tpw = -1;
 // paper config, B=1 H=32 D=128, MSLAB_SELECT_PERF, ms, same snippet): 32K 1.88 vs 2.00, 128K 15.14 vs
 // 16.06, 1M 562 vs 544 (pass 1 there 160 ms of it)
 #define TP2_MAXLD 8192
-// tp_wgt where the longest row has more than TW_MINLD candidates (s12 r5, H200, paper config, ms: 16K (896)
-// 0.63 vs tp_select<P2>'s 0.62, 32K 1.93 / 1.95, 64K 5.18 / 5.28, 128K 15.08 / 15.64)
-#define TW_MINLD 1024
+// tp_wgt where the longest row has more than TW_MINLD candidates (H200, paper config, ms, tp_wgt vs
+// tp_select<P2>: s12 r5 16K (896 candidates) 0.63 vs 0.62, 32K (1920) 1.93 / 1.95, 64K 5.18 / 5.28, 128K
+// 15.08 / 15.64; r6, two runs each: 32K 1.93, 1.97 vs 1.91, 1.93, 64K 5.14, 5.19 vs 5.24, 5.25, 128K
+// 15.00, 15.01 vs 15.50, 15.51, 1M 523 vs tp_select's 551)
+#define TW_MINLD 2048
 // the tp_select instance for head dim D (64 / 128)
 typedef void (*TpKernel)(FxArgs);
 static TpKernel tp_kernel(int D, bool p2 = false) {
@@ -2479,7 +2482,7 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     int *hord = (int *)malloc(sizeof(int) * nunit);
     MS_ASSERT(hord, "out of memory");
     for (size_t i = 0; i < nunit; i++) maxld = hu[i].ld > maxld ? hu[i].ld : maxld;
-    // tp_wgt: the two passes past TW_MINLD at any length (s12 r5, 1M: 523 ms vs tp_select's 549)
+    // tp_wgt: the two passes past TW_MINLD at any length (s12 r5 / r6, 1M: 523 ms vs tp_select's 549 / 551)
     const bool tw = tp2 && g_tpw && arch_ok() && maxld > TW_MINLD;
     if (maxld > 65535 || (tp && select_mode() == 3 && maxld < TP_AUTO_MIN) || (tp2 && !tw && maxld > TP2_MAXLD)) {
         // 16-bit counters; the two-pass's cut
