@@ -204,10 +204,12 @@
 //   5.18 / 5.28, 128K 15.08 / 15.64; 1M (bench inputs; the two passes with tp_wgt, no TP2_MAXLD cut)
 //   523 vs tp_select's 549; r6 (two runs each): 32K 1.93, 1.97 vs 1.91, 1.93, 64K 5.14, 5.19 vs 5.24,
 //   5.25, 128K 15.00, 15.01 vs 15.50, 15.51, 1M 523 vs 551. Kept where the longest row has more than
-//   TW_MINLD = 2048 candidates (64K tokens up; 16K and 32K keep tp_select<P2>). tp_wgt profile (r5, 128K, kernel 10.24 ms): sweep 48% (tile wait 9.7, mma
-//   15.0, filter + inserts 23.3), finish 43.7% (exact 17.2, sort 11.1, clusters 8.2, survivors 4.2):
-//   the finish (latency-bound: each exact score a 128-step dadd chain over a kbar row from L2 / HBM) and
-//   the filter are what is left; the targets were not reached.
+//   TW_MINLD = 2048 candidates (64K tokens up; 16K and 32K keep tp_select<P2>); tp_prep_k writes its
+//   swizzled tiles beside kbf (scratch + B KVH N 512 bytes at D 128: 128 MB at 128K, 1 GB at 1M).
+//   tp_wgt profile (r5, 128K, kernel 10.24 ms): sweep 48% (tile wait 9.7, mma 15.0, filter + inserts
+//   23.3), finish 43.7% (exact 17.2, sort 11.1, clusters 8.2, survivors 4.2): the finish (latency-bound:
+//   each exact score a 128-step dadd chain over a kbar row from L2 / HBM) and the filter are what is
+//   left; the targets were not reached.
 // tp's two passes (s11; the default where the longest row has <= TP2_MAXLD = 8192 candidates,
 //   MSLAB_SELECT_TP2=0: never; since s12 on sm_90 the second pass is tp_wgt past TW_MINLD candidates,
 //   at any length, MSLAB_SELECT_TPW=0: tp_select<P2> as before): tp_thr1 gives every row a fixed
