@@ -203,7 +203,8 @@
 //   vs 14.95 ms in all (r4); removed. r5: tp_wgt / tp_select<P2> 16K 0.63 / 0.62, 32K 1.93 / 1.95, 64K
 //   5.18 / 5.28, 128K 15.08 / 15.64; 1M (bench inputs; the two passes with tp_wgt, no TP2_MAXLD cut)
 //   523 vs tp_select's 549; r6 (two runs each): 32K 1.93, 1.97 vs 1.91, 1.93, 64K 5.14, 5.19 vs 5.24,
-//   5.25, 128K 15.00, 15.01 vs 15.50, 15.51, 1M 523 vs 551. Kept where the longest row has more than
+//   5.25, 128K 15.00, 15.01 vs 15.50, 15.51, 1M 523 vs 551; r7: 32K 1.89 vs 1.98, 64K 5.12 / 5.30, 128K
+//   14.94 / 15.60 (32K over r5-r7: means 1.93 / 1.94). Kept where the longest row has more than
 //   TW_MINLD = 2048 candidates (64K tokens up; 16K and 32K keep tp_select<P2>); tp_prep_k writes its
 //   swizzled tiles beside kbf (scratch + B KVH N 512 bytes at D 128: 128 MB at 128K, 1 GB at 1M).
 //   tp_wgt profile (r5, 128K, kernel 10.24 ms): sweep 48% (tile wait 9.7, mma 15.0, filter + inserts
