@@ -54,6 +54,10 @@ $(BUILD)/%.o: %.cu $(FLAGS_STAMP)
 CUDA_GENCODE_90A ?= -gencode arch=compute_90a,code=sm_90a
 WGMMA_OBJ := $(patsubst %.cu,$(BUILD)/%.o,$(wildcard cuda/*wgmma*.cu))
 $(WGMMA_OBJ): NVCCFLAGS := $(filter-out -gencode arch=%,$(NVCCFLAGS)) $(CUDA_GENCODE_90A)
+# select_bf16.cu holds one wgmma kernel (tp_wgt, launched on sm_90 only) beside paths for any GPU:
+# sm_90a code plus compute_90 PTX (where tp_wgt is empty)
+$(BUILD)/cuda/select_bf16.o: NVCCFLAGS := $(filter-out -gencode arch=%,$(NVCCFLAGS)) $(CUDA_GENCODE_90A) \
+	-gencode arch=compute_90,code=compute_90
 
 $(BIN): $(LIB_OBJ) $(BUILD)/cli/main.o
 	@mkdir -p $(dir $@)

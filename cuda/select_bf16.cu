@@ -184,10 +184,39 @@
 //   comes later). Kept though
 //   neutral (r1: 32K 3.96, 128K 32.4 ms vs s6 3.92 / 31.7): B fragments by ldmatrix, the
 //   qh.kh product from a zero register, the threshold test on floats, 8 survivor loads in flight.
+//   s12 (issue 8: 32K 1.92 -> 1.5, 128K 15.35 -> 12, 1M 545 -> 450 ms; H200, paper config, B=1 H=32
+//   D=128, MSLAB_SELECT_PERF(_TP=1), ms per call, old and new in one snippet). Profile first (r1, main's
+//   code, MSLAB_SELECT_PROF): tp_select<P2> at 128K 11.59 ms (pass 1 3.32): sweep 56% of the warp-cycles
+//   (tile wait 10.9, mma 18.1, filter 5.0, insert 17.5, loop end 4.0), finish 36.5% (survivors 3.7, sort
+//   9.4, clusters 7.3, exact 13.4, order 2.7); at 32K the finish is 57%. Then the sweep on wgmma:
+//   (r2) tp_wgs, 128-row items with the q limbs as the RS A operand in registers, a producer warp's
+//   bulk copies into a 4-slot ring, 288 threads at 224 registers: failed to launch (701: registers are
+//   handed out by warpgroup, 288 threads count as 384); 64-row items (one warpgroup + the producer, one
+//   CTA an SM by its registers): 16K 0.91, 32K 3.11, 128K 21.27 vs 0.64 / 1.94 / 15.69: the finish
+//   needs the occupancy (16 warps an SM, one CTA's finish beside the other's sweep). So tp_wgt keeps
+//   tp_select<P2>'s shape (32-row items, 8 warps, two CTAs an SM, the same finish: tp_finish) with the
+//   keys as the M side of m64n16k16 SS (both operands from shared memory, 126 registers), an mbarrier
+//   ring refilled by each slot's last warp (no block barrier a tile). r3: a wait per 16 dims 128K 14.88
+//   (old 15.58); every product of a tile in flight, one wait (r4) 14.95 / 15.62; a lane's insert
+//   atomics together (r5). Pass 1 on the same sweep (tw_thr1: keys as M, per-thread top 3 of 256 buckets
+//   a row, one CTA an SM at 162 registers: two spilled) lost: 128K pass 1 5.19 vs 3.31 ms (r3), 16.87
+//   vs 14.95 ms in all (r4); removed. r5: tp_wgt / tp_select<P2> 16K 0.63 / 0.62, 32K 1.93 / 1.95, 64K
+//   5.18 / 5.28, 128K 15.08 / 15.64; 1M (bench inputs; the two passes with tp_wgt, no TP2_MAXLD cut)
+//   523 vs tp_select's 549; r6 (two runs each): 32K 1.93, 1.97 vs 1.91, 1.93, 64K 5.14, 5.19 vs 5.24,
+//   5.25, 128K 15.00, 15.01 vs 15.50, 15.51, 1M 523 vs 551; r7: 32K 1.89 vs 1.98, 64K 5.12 / 5.30, 128K
+//   14.94 / 15.60 (32K over r5-r7: means 1.93 / 1.94). Kept where the longest row has more than
+//   TW_MINLD = 2048 candidates (64K tokens up; 16K and 32K keep tp_select<P2>); tp_prep_k writes its
+//   swizzled tiles beside kbf (scratch + B KVH N 512 bytes at D 128: 128 MB at 128K, 1 GB at 1M).
+//   tp_wgt profile (r5, 128K, kernel 10.24 ms): sweep 48% (tile wait 9.7, mma 15.0, filter + inserts
+//   23.3), finish 43.7% (exact 17.2, sort 11.1, clusters 8.2, survivors 4.2): the finish (latency-bound:
+//   each exact score a 128-step dadd chain over a kbar row from L2 / HBM) and the filter are what is
+//   left; the targets were not reached.
 // tp's two passes (s11; the default where the longest row has <= TP2_MAXLD = 8192 candidates,
-//   MSLAB_SELECT_TP2=0: never): tp_thr1 gives every row a fixed threshold, tp_select<P2> sweeps from it
-//   without sketches; a failed row sends the call to tp_select (straight to fused where every failed
-//   row failed the bound: tp_select would fail them alike), then fused, then old. Design at tp_thr1.
+//   MSLAB_SELECT_TP2=0: never; since s12 on sm_90 the second pass is tp_wgt past TW_MINLD candidates,
+//   at any length, MSLAB_SELECT_TPW=0: tp_select<P2> as before): tp_thr1 gives every row a fixed
+//   threshold, tp_select<P2> (tp_wgt) sweeps from it without sketches; a failed row sends the call to
+//   tp_select (straight to fused where every failed row failed the bound: tp_select would fail them
+//   alike), then fused, then old. Design at tp_thr1 and tp_wgt.
 // Shared with select_blocks.cu (select_common.cuh): the region pooling, fs_key, the DMMA step,
 //   the histogram bin search and the warp bitonic sort.
 #include <cuda_bf16.h>
@@ -203,6 +232,7 @@
 #include "cuda_common.cuh"
 #include "mma_bf16.cuh"
 #include "select_common.cuh"
+#include "flash_wgmma.cuh"
 extern "C" {
 #include "../core/attention.h"
 #include "attn_bf16.h"
@@ -605,13 +635,13 @@ __device__ void fx_keep(uint16_t *v, int n, unsigned *cnt, int *thr, int tau, in
 
 // pooled q of members gm .. gm + RM - 1 into qs [RM][DM + 4] (rows >= `rows`: 0), and into qg
 // [RM][DM] when given, as the CPU's pool_rows: a thread per dim pair (sel_pool2)
-template <int DM, int RM>
+template <int DM, int RM, int NT = FX_NT>
 __device__ __forceinline__ void fx_pool_q(double *qs, const FsArgs &a, const FsUnit &U, int gm, int rows,
                                           double *qg) {
     constexpr int QLD = DM + 4;
     size_t st = (size_t)a.H * a.D / 2; // token stride in dim pairs
     const uint32_t *qb = (const uint32_t *)(a.q + ((size_t)U.b * a.T * a.H + U.h) * a.D);
-    for (int e = threadIdx.x; e < RM * DM / 2; e += FX_NT) {
+    for (int e = threadIdx.x; e < RM * DM / 2; e += NT) {
         int mm = e / (DM / 2), d = 2 * (e % (DM / 2));
         double m0 = 0.0, m1 = 0.0;
         if (mm < rows) {
@@ -853,6 +883,8 @@ struct FxArgs {
                                // tests' select_bf16_tph_upd)
     unsigned long long *prof;  // MSLAB_SELECT_PROF: tp_select's clock64 section sums (TP_NPROF), else null
     int *tinit;                // two-pass (s11): pass 1's thresholds per member row [B, H, nblk, M]
+    const uint16_t *kbw;       // tp_wgt (s12): the key limbs as pre-swizzled 64-key tiles [B, KVH, ntw, 2, D, 64]
+    int ntw;                   // tiles per kv head (kbw)
 };
 // tp_select's profile sections (MSLAB_SELECT_PROF=1: per-warp clock64 sums, printed per call)
 #define TP_NPROF 18
@@ -867,7 +899,7 @@ static const char *tp_prof_names[TP_NPROF] = {"next+pool", "norms+afrag", "tile 
 // none is left; else U, m0, rows, the rows' eligible counts, cleared counters and thresholds, and
 // their pooled q in qs (zeros past rows; and in qg when given). Barriers at the start (the previous
 // item is done with every shared array) and the end.
-template <int DM, int RM>
+template <int DM, int RM, int NT = FX_NT>
 __device__ bool fx_next(const FxArgs &x, double *qs, int *s_item, int *erow, unsigned *cnt, int *thr,
                         FsUnit &U, int &m0, int &rows, double *qg = nullptr) {
     const FsArgs &a = x.a;
@@ -887,7 +919,7 @@ __device__ bool fx_next(const FxArgs &x, double *qs, int *s_item, int *erow, uns
             erow[r] = r < rows ? fs_elig(a, U.c, g0 + m0 + r) : 0;
             cnt[r] = 0, thr[r] = 0;
         }
-        fx_pool_q<DM, RM>(qs, a, U, g0 + m0, rows, qg);
+        fx_pool_q<DM, RM, NT>(qs, a, U, g0 + m0, rows, qg);
         __syncthreads();
         return true;
     }
@@ -1149,9 +1181,12 @@ __device__ __forceinline__ void tp_mma0(float d[4], const uint32_t a[4], uint32_
 }
 
 // kbar -> [rows][2][D] limbs (kh, kl; fp16 of the scaled key: kfac = the inverse scale) and the
-// key norm bounds; a warp per key region (D <= 128)
+// key norm bounds; a warp per key region (D <= 128). kbw (tp_wgt, s12; else null): the limbs again as
+// 64-key tiles [heads][ntw][2][D / 64][64][64], each limb the planar 128-byte-swizzle tile that wgmma's
+// descriptors read (flash_wgmma.cuh pl); the keys past N in the last tile are not written (their
+// products are never read: the filter takes j < the row's eligible count)
 __global__ void tp_prep_k(uint16_t *kbf, float *knorm, float *kfac, int *ctrl, const double *kbar,
-                          size_t heads, int N, int nkp, int D) {
+                          size_t heads, int N, int nkp, int D, uint16_t *kbw = nullptr, int ntw = 0) {
     size_t rows = heads * N;
     int lane = threadIdx.x & 31;
     size_t wid = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5;
@@ -1179,6 +1214,11 @@ __global__ void tp_prep_k(uint16_t *kbf, float *knorm, float *kfac, int *ctrl, c
             tp_split(v[i].x * sc, &h0, &l0), tp_split(v[i].y * sc, &h1, &l1);
             *(uint32_t *)(kbf + r * 2 * D + d) = h0 | h1 << 16;
             *(uint32_t *)(kbf + r * 2 * D + D + d) = l0 | l1 << 16;
+            if (kbw) { // (tiles of 64 keys: TW_KT)
+                int key = (int)(r % N);
+                uint16_t *tw = kbw + (r / N * ntw + key / 64) * 2 * (size_t)D * 64 + pl<64>(key % 64, d / 8) + d % 8;
+                *(uint32_t *)tw = h0 | h1 << 16, *(uint32_t *)(tw + D * 64) = l0 | l1 << 16;
+            }
         }
         if (lane == 0) {
             float n = e == TP_EBAD ? INFINITY : tp_norm_up(ss);
@@ -1320,6 +1360,189 @@ __device__ int tp_raise(const FxArgs &x, unsigned cnt_r, int nsel, int *tops, fl
     if (lane == 0 && lo > (unsigned)t) atomicAdd(x.ctrl + CTL_RAISED, 1); // counted where t moved
     t = (int)lo;
     return n;
+}
+
+// tp's finish of an item (tp_select, tp_wgt): per row (a warp, rows taken in turn): survivors of
+// the row's buffer (gq, hi16 >= its threshold), sorted by s'; intervals; clusters; exact scores where
+// needed; the final order into the row's tops. wa: the warp's area (tp_warp_bytes(DM))
+template <int DM, class Mark>
+__device__ __forceinline__ void tp_finish(const FxArgs &x, char *wa, const FsUnit &U, int m0, int rows,
+                                          const unsigned *cnt, const int *thr, const int *erow,
+                                          const float *crow, int *s_row, const unsigned long long *gq,
+                                          const double *qg, size_t kvh, const float *knb, Mark mark) {
+    const FsArgs &a = x.a;
+    int lane = threadIdx.x & 31;
+    unsigned long long *bk = (unsigned long long *)wa;  // [TP_PMAX] order keys
+    int *bi = (int *)(wa + TP_PMAX * 8), *cl = bi + TP_PMAX; // ids, cluster index
+    float *flo = (float *)(cl + TP_PMAX);    // the sort's okeys, then the exact list
+    float *nrm = flo + TP_PMAX;              // [TP_PMAX] key norms by survivor (before the sort)
+    double *qw = (double *)(nrm + TP_PMAX);  // [DM] the row's pooled q
+    const double *kd = a.kbar + kvh * a.NK * DM;
+    auto take = [&]() { // rows taken in turn (their costs vary: survivors, exact scores)
+        int r = 0;
+        if (lane == 0) r = atomicAdd(s_row, 1);
+        return __shfl_sync(0xffffffffu, r, 0);
+    };
+    int rnx = -1; // the warp's next row, taken a row ahead (its buffer to L2 meanwhile)
+    for (;;) {
+        int r = rnx >= 0 ? rnx : take();
+        if (r < rows) {
+            rnx = take();
+            if (rnx < rows) {
+                int ng = min((int)(cnt[rnx] >> 16), x.capg); // 16 entries a line
+                for (int i = lane; i * 16 < ng; i += 32)
+                    asm volatile("prefetch.global.L2 [%0];" ::"l"(gq + (size_t)rnx * x.capg + 16 * i));
+            }
+        }
+        if (r >= rows) break;
+        int nsel = min(a.S, erow[r]);
+        if (nsel <= 0) continue;
+        int *tops = a.tops + ((size_t)U.off * a.M + m0 + r) * a.S, t = thr[r];
+        const unsigned long long *rq = gq + (size_t)r * x.capg;
+        auto sload = [&](int p) { return __ldcg(rq + p); };
+        auto skeep = [&](unsigned long long v) { return (int)((v >> 16) & 0xffffu) >= t; };
+        auto sput = [&](int pos, unsigned long long v) { // order key of s', then ~id (ties: id asc)
+            bk[pos] = (unsigned long long)tp_okey(__uint_as_float((unsigned)(v >> 32))) << 32 |
+                      (0xffffffffu - (unsigned)(v & 0xffffu));
+        };
+        int w = fx_survivors(x, cnt[r], nsel, tops, x.pcap, sload, skeep, sput, true);
+        if (w > x.pcap) { // more survivors than the sort takes (bins of 2^sh keys, s10): t raised
+            w = tp_raise(x, cnt[r], nsel, tops, crow[r], knb, (uint16_t *)wa, sload, skeep, t);
+            if (w >= 0) w = fx_survivors(x, cnt[r], nsel, tops, TP_PMAX, sload, skeep, sput);
+        }
+        mark(TPP_SURV);
+        if (w < 0) continue;
+        __syncwarp();
+        // the survivors' key norms by cp.async (4 bytes each) into nrm during the sort (s9 r5: the
+        // clusters waited on their gathers; 32K 1.98 vs 2.01 ms)
+        for (int p = lane; p < w; p += 32) {
+            unsigned id = 0xffffffffu - (unsigned)bk[p];
+            asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"((uint32_t)__cvta_generic_to_shared(nrm + p)),
+                         "l"(knb + id));
+        }
+        cp_async_commit();
+        tp_sort_surv(bk, bi, (unsigned *)cl, (unsigned *)flo, w); // s' desc
+        // the row's pooled q (this CTA's copy, L2) for the exact scores: in flight meanwhile
+        for (int c = lane; c < DM / 2; c += 32) cp_async16(qw + 2 * c, qg + (size_t)r * DM + 2 * c, true);
+        cp_async_commit();
+        mark(TPP_SORT);
+        // intervals and clusters in registers: position p = 16 lane + i (prefix min / suffix
+        // max inside the lane, one warp scan for the carry; the loop over 32-position chunks
+        // with a scan each was ~13K cycles a row: s7 r3, 15% of tp_select at 32K)
+        const float crr = crow[r];
+        float lo[16], hi[16];
+        {
+            float sv[16];
+            cp_async_wait<1>(); // the norms landed (the q row may still be in flight)
+            __syncwarp();
+#pragma unroll
+            for (int i = 0; i < 16; i++) { // s' and the key norm (in lo for now; nrm by input position,
+                int p = 16 * lane + i; // the sort's swizzled keys in cl: their low 9 bits)
+                sv[i] = p < w ? tp_unokey((unsigned)bk[p]) : 0.f;
+                lo[i] = p < w ? nrm[cl[16 * lane + (i ^ (lane >> 1 & 15))] & 0x1ff] : 0.f;
+            }
+            __syncwarp(); // every lane's reads of cl done before the cluster indices go there
+#pragma unroll
+            for (int i = 0; i < 16; i++) {
+                bool in = 16 * lane + i < w;
+                float E = __fmul_ru(crr, lo[i]);
+                lo[i] = in ? __fsub_rd(sv[i], E) : INFINITY, hi[i] = in ? __fadd_ru(sv[i], E) : -INFINITY;
+            }
+        }
+        float run = INFINITY; // lo -> min over <= p
+#pragma unroll
+        for (int i = 0; i < 16; i++) run = fminf(run, lo[i]), lo[i] = run;
+        float cv = run;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            float y = __shfl_up_sync(0xffffffffu, cv, o);
+            if (lane >= o) cv = fminf(cv, y);
+        }
+        cv = __shfl_up_sync(0xffffffffu, cv, 1); // lanes before this one
+        if (lane > 0)
+#pragma unroll
+            for (int i = 0; i < 16; i++) lo[i] = fminf(lo[i], cv);
+        run = -INFINITY; // hi -> max over >= p
+#pragma unroll
+        for (int i = 15; i >= 0; i--) run = fmaxf(run, hi[i]), hi[i] = run;
+        cv = run;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            float y = __shfl_down_sync(0xffffffffu, cv, o);
+            if (lane + o < 32) cv = fmaxf(cv, y);
+        }
+        cv = __shfl_down_sync(0xffffffffu, cv, 1); // lanes after this one
+        if (lane < 31)
+#pragma unroll
+            for (int i = 0; i < 16; i++) hi[i] = fmaxf(hi[i], cv);
+        // a cut after p: all of <= p above all of > p (bit i of cuts); the last position cuts
+        float hnext = __shfl_down_sync(0xffffffffu, hi[0], 1);
+        unsigned cuts = 0;
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+            int p = 16 * lane + i;
+            float hn = i < 15 ? hi[i + 1] : (lane < 31 ? hnext : -INFINITY);
+            if (p < w && (p + 1 >= w || lo[i] > hn)) cuts |= 1u << i;
+        }
+        unsigned cbase = sel_warp_excl(__popc(cuts)); // cuts before this lane's positions
+        int ln = (nsel - 1) >> 4, in_ = (nsel - 1) & 15;
+        int clmax = __shfl_sync(0xffffffffu, (int)(cbase + __popc(cuts & ((1u << in_) - 1))), ln);
+        unsigned cprev = __shfl_up_sync(0xffffffffu, cuts, 1) >> 15 & 1; // a cut after p - 1, i = 0
+        if (lane == 0) cprev = 1;
+        unsigned needm = 0; // in a cluster of 2+ that reaches the first nsel: exact scores
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+            int p = 16 * lane + i, c = (int)(cbase + __popc(cuts & ((1u << i) - 1)));
+            if (p >= w) continue;
+            cl[p] = c;
+            bool before = i ? (cuts >> (i - 1) & 1) : cprev, after = cuts >> i & 1;
+            if (c <= clmax && !(before && after)) needm |= 1u << i;
+        }
+        int *lst = (int *)flo; // positions to score exactly
+        unsigned lpos = sel_warp_excl(__popc(needm));
+        int m = __reduce_add_sync(0xffffffffu, __popc(needm));
+#pragma unroll
+        for (int i = 0; i < 16; i++)
+            if (needm >> i & 1) lst[lpos++] = 16 * lane + i;
+        __syncwarp();
+        if (lane == 0) atomicAdd(x.ctrl + 4, m), atomicAdd(x.ctrl + 5, w);
+        mark(TPP_CLU);
+        cp_async_wait<0>();
+        __syncwarp();
+        tp_exact<DM>(qw, kd, lst, bi, bk, m);
+        __syncwarp();
+        mark(TPP_EXACT);
+        // order inside those clusters (exact desc, id asc): a lane per cluster (insertion;
+        // they are short), or the warp's sort by (cluster, key, id) when one is long
+        auto cend = [&](int p) { // the end of p's cluster
+            int e = p + 1;
+            while (e < w && cl[e] == cl[p]) e++;
+            return e;
+        };
+        bool longc = false;
+        for (int i = lane; i < m; i += 32) {
+            int p = lst[i];
+            if (p == 0 || cl[p - 1] != cl[p]) longc |= cend(p) - p > 32;
+        }
+        if (__any_sync(0xffffffffu, longc)) sel_warp_sort(bk, bi, w, 64, cl);
+        else
+            for (int i = lane; i < m; i += 32) {
+                int p = lst[i], e;
+                if (p > 0 && cl[p - 1] == cl[p]) continue; // not a cluster's first
+                e = cend(p);
+                for (int c = p + 1; c < e; c++) {
+                    unsigned long long k = bk[c];
+                    int id = bi[c], b = c - 1;
+                    for (; b >= p && (bk[b] < k || (bk[b] == k && bi[b] > id)); b--)
+                        bk[b + 1] = bk[b], bi[b + 1] = bi[b];
+                    bk[b + 1] = k, bi[b + 1] = id;
+                }
+            }
+        __syncwarp();
+        for (int s = lane; s < nsel; s += 32) tops[s] = bi[s];
+        __syncwarp();
+        mark(TPP_ORD);
+    }
 }
 
 // dynamic smem: the tile, the A limbs, sketches (the pooled q until the first insert), norms (during
@@ -1574,180 +1797,8 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
         if (tid == 0) s_row = 0;
         __syncthreads();
         mark(TPP_FCMP);
-        // per row (a warp): survivors, sorted by s'; intervals; clusters; exact scores where
-        // needed; the final order
-        char *wa = (char *)kt + (size_t)warp * tp_warp_bytes(DM);
-        unsigned long long *bk = (unsigned long long *)wa;  // [TP_PMAX] order keys
-        int *bi = (int *)(wa + TP_PMAX * 8), *cl = bi + TP_PMAX; // ids, cluster index
-        float *flo = (float *)(cl + TP_PMAX);    // the sort's okeys, then the exact list
-        float *nrm = flo + TP_PMAX;              // [TP_PMAX] key norms by survivor (before the sort)
-        double *qw = (double *)(nrm + TP_PMAX);  // [DM] the row's pooled q
-        const double *kd = a.kbar + kvh * a.NK * DM;
-        auto take = [&]() { // rows taken in turn (their costs vary: survivors, exact scores)
-            int r = 0;
-            if (lane == 0) r = atomicAdd(&s_row, 1);
-            return __shfl_sync(0xffffffffu, r, 0);
-        };
-        int rnx = -1; // the warp's next row, taken a row ahead (its buffer to L2 meanwhile)
-        for (;;) {
-            int r = rnx >= 0 ? rnx : take();
-            if (r < rows) {
-                rnx = take();
-                if (rnx < rows) {
-                    int ng = min((int)(cnt[rnx] >> 16), x.capg); // 16 entries a line
-                    for (int i = lane; i * 16 < ng; i += 32)
-                        asm volatile("prefetch.global.L2 [%0];" ::"l"(gq + (size_t)rnx * x.capg + 16 * i));
-                }
-            }
-            if (r >= rows) break;
-            int nsel = min(a.S, erow[r]);
-            if (nsel <= 0) continue;
-            int *tops = a.tops + ((size_t)U.off * a.M + m0 + r) * a.S, t = thr[r];
-            const unsigned long long *rq = gq + (size_t)r * x.capg;
-            auto sload = [&](int p) { return __ldcg(rq + p); };
-            auto skeep = [&](unsigned long long v) { return (int)((v >> 16) & 0xffffu) >= t; };
-            auto sput = [&](int pos, unsigned long long v) { // order key of s', then ~id (ties: id asc)
-                bk[pos] = (unsigned long long)tp_okey(__uint_as_float((unsigned)(v >> 32))) << 32 |
-                          (0xffffffffu - (unsigned)(v & 0xffffu));
-            };
-            int w = fx_survivors(x, cnt[r], nsel, tops, x.pcap, sload, skeep, sput, true);
-            if (w > x.pcap) { // more survivors than the sort takes (bins of 2^sh keys, s10): t raised
-                w = tp_raise(x, cnt[r], nsel, tops, crow[r], knb, (uint16_t *)wa, sload, skeep, t);
-                if (w >= 0) w = fx_survivors(x, cnt[r], nsel, tops, TP_PMAX, sload, skeep, sput);
-            }
-            mark(TPP_SURV);
-            if (w < 0) continue;
-            __syncwarp();
-            // the survivors' key norms by cp.async (4 bytes each) into nrm during the sort (s9 r5: the
-            // clusters waited on their gathers; 32K 1.98 vs 2.01 ms)
-            for (int p = lane; p < w; p += 32) {
-                unsigned id = 0xffffffffu - (unsigned)bk[p];
-                asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"((uint32_t)__cvta_generic_to_shared(nrm + p)),
-                             "l"(knb + id));
-            }
-            cp_async_commit();
-            tp_sort_surv(bk, bi, (unsigned *)cl, (unsigned *)flo, w); // s' desc
-            // the row's pooled q (this CTA's copy, L2) for the exact scores: in flight meanwhile
-            for (int c = lane; c < DM / 2; c += 32) cp_async16(qw + 2 * c, qg + (size_t)r * DM + 2 * c, true);
-            cp_async_commit();
-            mark(TPP_SORT);
-            // intervals and clusters in registers: position p = 16 lane + i (prefix min / suffix
-            // max inside the lane, one warp scan for the carry; the loop over 32-position chunks
-            // with a scan each was ~13K cycles a row: s7 r3, 15% of tp_select at 32K)
-            const float crr = crow[r];
-            float lo[16], hi[16];
-            {
-                float sv[16];
-                cp_async_wait<1>(); // the norms landed (the q row may still be in flight)
-                __syncwarp();
-#pragma unroll
-                for (int i = 0; i < 16; i++) { // s' and the key norm (in lo for now; nrm by input position,
-                    int p = 16 * lane + i; // the sort's swizzled keys in cl: their low 9 bits)
-                    sv[i] = p < w ? tp_unokey((unsigned)bk[p]) : 0.f;
-                    lo[i] = p < w ? nrm[cl[16 * lane + (i ^ (lane >> 1 & 15))] & 0x1ff] : 0.f;
-                }
-                __syncwarp(); // every lane's reads of cl done before the cluster indices go there
-#pragma unroll
-                for (int i = 0; i < 16; i++) {
-                    bool in = 16 * lane + i < w;
-                    float E = __fmul_ru(crr, lo[i]);
-                    lo[i] = in ? __fsub_rd(sv[i], E) : INFINITY, hi[i] = in ? __fadd_ru(sv[i], E) : -INFINITY;
-                }
-            }
-            float run = INFINITY; // lo -> min over <= p
-#pragma unroll
-            for (int i = 0; i < 16; i++) run = fminf(run, lo[i]), lo[i] = run;
-            float cv = run;
-#pragma unroll
-            for (int o = 1; o < 32; o <<= 1) {
-                float y = __shfl_up_sync(0xffffffffu, cv, o);
-                if (lane >= o) cv = fminf(cv, y);
-            }
-            cv = __shfl_up_sync(0xffffffffu, cv, 1); // lanes before this one
-            if (lane > 0)
-#pragma unroll
-                for (int i = 0; i < 16; i++) lo[i] = fminf(lo[i], cv);
-            run = -INFINITY; // hi -> max over >= p
-#pragma unroll
-            for (int i = 15; i >= 0; i--) run = fmaxf(run, hi[i]), hi[i] = run;
-            cv = run;
-#pragma unroll
-            for (int o = 1; o < 32; o <<= 1) {
-                float y = __shfl_down_sync(0xffffffffu, cv, o);
-                if (lane + o < 32) cv = fmaxf(cv, y);
-            }
-            cv = __shfl_down_sync(0xffffffffu, cv, 1); // lanes after this one
-            if (lane < 31)
-#pragma unroll
-                for (int i = 0; i < 16; i++) hi[i] = fmaxf(hi[i], cv);
-            // a cut after p: all of <= p above all of > p (bit i of cuts); the last position cuts
-            float hnext = __shfl_down_sync(0xffffffffu, hi[0], 1);
-            unsigned cuts = 0;
-#pragma unroll
-            for (int i = 0; i < 16; i++) {
-                int p = 16 * lane + i;
-                float hn = i < 15 ? hi[i + 1] : (lane < 31 ? hnext : -INFINITY);
-                if (p < w && (p + 1 >= w || lo[i] > hn)) cuts |= 1u << i;
-            }
-            unsigned cbase = sel_warp_excl(__popc(cuts)); // cuts before this lane's positions
-            int ln = (nsel - 1) >> 4, in_ = (nsel - 1) & 15;
-            int clmax = __shfl_sync(0xffffffffu, (int)(cbase + __popc(cuts & ((1u << in_) - 1))), ln);
-            unsigned cprev = __shfl_up_sync(0xffffffffu, cuts, 1) >> 15 & 1; // a cut after p - 1, i = 0
-            if (lane == 0) cprev = 1;
-            unsigned needm = 0; // in a cluster of 2+ that reaches the first nsel: exact scores
-#pragma unroll
-            for (int i = 0; i < 16; i++) {
-                int p = 16 * lane + i, c = (int)(cbase + __popc(cuts & ((1u << i) - 1)));
-                if (p >= w) continue;
-                cl[p] = c;
-                bool before = i ? (cuts >> (i - 1) & 1) : cprev, after = cuts >> i & 1;
-                if (c <= clmax && !(before && after)) needm |= 1u << i;
-            }
-            int *lst = (int *)flo; // positions to score exactly
-            unsigned lpos = sel_warp_excl(__popc(needm));
-            int m = __reduce_add_sync(0xffffffffu, __popc(needm));
-#pragma unroll
-            for (int i = 0; i < 16; i++)
-                if (needm >> i & 1) lst[lpos++] = 16 * lane + i;
-            __syncwarp();
-            if (lane == 0) atomicAdd(x.ctrl + 4, m), atomicAdd(x.ctrl + 5, w);
-            mark(TPP_CLU);
-            cp_async_wait<0>();
-            __syncwarp();
-            tp_exact<DM>(qw, kd, lst, bi, bk, m);
-            __syncwarp();
-            mark(TPP_EXACT);
-            // order inside those clusters (exact desc, id asc): a lane per cluster (insertion;
-            // they are short), or the warp's sort by (cluster, key, id) when one is long
-            auto cend = [&](int p) { // the end of p's cluster
-                int e = p + 1;
-                while (e < w && cl[e] == cl[p]) e++;
-                return e;
-            };
-            bool longc = false;
-            for (int i = lane; i < m; i += 32) {
-                int p = lst[i];
-                if (p == 0 || cl[p - 1] != cl[p]) longc |= cend(p) - p > 32;
-            }
-            if (__any_sync(0xffffffffu, longc)) sel_warp_sort(bk, bi, w, 64, cl);
-            else
-                for (int i = lane; i < m; i += 32) {
-                    int p = lst[i], e;
-                    if (p > 0 && cl[p - 1] == cl[p]) continue; // not a cluster's first
-                    e = cend(p);
-                    for (int c = p + 1; c < e; c++) {
-                        unsigned long long k = bk[c];
-                        int id = bi[c], b = c - 1;
-                        for (; b >= p && (bk[b] < k || (bk[b] == k && bi[b] > id)); b--)
-                            bk[b + 1] = bk[b], bi[b + 1] = bi[b];
-                        bk[b + 1] = k, bi[b + 1] = id;
-                    }
-                }
-            __syncwarp();
-            for (int s = lane; s < nsel; s += 32) tops[s] = bi[s];
-            __syncwarp();
-            mark(TPP_ORD);
-        }
+        tp_finish<DM>(x, (char *)kt + (size_t)warp * tp_warp_bytes(DM), U, m0, rows, cnt, thr, erow, crow, &s_row,
+                      gq, qg, kvh, knb, mark);
     }
     if (lane == 0 && nupd) atomicAdd(x.ctrl + CTL_HUPD, nupd);
     if (prof && lane == 0)
@@ -1958,6 +2009,295 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_thr1(FxArgs x) {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+#define TW_KT 64 // keys a tile of tp_wgt (tp_prep_k writes its kbw tiles with the literal 64)
+__host__ __device__ constexpr int tw_tile_bytes(int DM) { return 2 * DM * TW_KT * 2; } // kbw: kh planes, then kl
+// tp_wgt (s12): the two passes' second pass (tp_select<P2>'s sweep and finish) on Hopper's warpgroup
+// MMA (sm_90a; select_bf16.cu is built for sm_90a plus compute_90 PTX, where these kernels are empty
+// and never launched: arch_ok). tp_select<P2>'s items (TP_RM = 32 rows), threads (8 warps) and
+// occupancy (two CTAs an SM, so one CTA's finish (tp_finish, the same) runs beside the other's
+// sweep), but the keys are the M side of m64n16k16 (fp16 in, fp32 out), both operands from shared
+// memory: the key limbs of a 64-key tile (pre-swizzled in global memory by tp_prep_k into the planes
+// wgmma's descriptors read: one bulk copy a tile, plus its norms and scales, into a TW_NS-slot ring of
+// mbarriers) and the item's q limbs (qh, ql: swizzled tiles, rows 16 wg .. for warpgroup wg). Per 16
+// dims: kh.qh from zero (two such buffers in flight, summed on the FMA units in dimension order as
+// tp_select does) and kh.ql + kl.qh chained into one accumulator: tp_select's products, order and bound
+// (TP_C16). No block barrier a tile: a slot's last warp to finish with it (a shared counter) issues
+// the tile NS ahead into it. A thread holds keys 16 w + g, + 8 for rows 16 wg + 8 n + 2 cq + c; its
+// passes (rare) take a slot of the row's buffer each (a shared atomic), the finish is tp_select's
+#define TWT_RM TP_RM // rows an item
+#define TWT_NT 256   // two warpgroups
+__host__ __device__ constexpr int twt_ns(int DM) { return DM == 64 ? 4 : 2; } // ring slots
+__host__ __device__ constexpr size_t twt_smem(int DM) {
+    // the q tiles (qh, ql) | the ring (tiles | norms | scales), the pooled q (prologue) over the ring;
+    // the finish's warp areas over both
+    size_t qt = (size_t)2 * TWT_RM * DM * 2, qs = (size_t)TWT_RM * (DM + 4) * 8;
+    size_t ring = (size_t)twt_ns(DM) * (tw_tile_bytes(DM) + 2 * TW_KT * 4);
+    size_t sw = qt + (ring > qs ? ring : qs), fin = (size_t)(TWT_NT / 32) * tp_warp_bytes(DM);
+    return (sw > fin ? sw : fin) + 1024; // 1 KB: the 1024-byte aligned base
+}
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// wgmma m64n16k16, fp16 in, fp32 accumulate, both operands K-major from shared memory (descriptors);
+// _z: d = a b (write-only outputs: no register of d is touched before the MMA, so ptxas adds no
+// warpgroup.arrive of its own between them: C7519 / C7520)
+__device__ __forceinline__ void tw_ss_n16_z(float (*d)[4], uint64_t da, uint64_t db) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 0, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7}, %8, %9, p, 1, 1, 0, 0;\n}\n"
+                 : "=f"(d[0][0]), "=f"(d[0][1]), "=f"(d[0][2]), "=f"(d[0][3]), "=f"(d[1][0]), "=f"(d[1][1]),
+                   "=f"(d[1][2]), "=f"(d[1][3])
+                 : "l"(da), "l"(db));
+}
+__device__ __forceinline__ void tw_ss_n16(float (*d)[4], uint64_t da, uint64_t db) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7}, %8, %9, p, 1, 1, 0, 0;\n}\n"
+                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
+                   "+f"(d[1][2]), "+f"(d[1][3])
+                 : "l"(da), "l"(db));
+}
+// pins the accumulators after a wait: no read of them moves above the wgmma.wait_group
+__device__ __forceinline__ void tw_keep_n16(float (*d)[4]) {
+    asm volatile(""
+                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
+                   "+f"(d[1][2]), "+f"(d[1][3])
+                 :
+                 : "memory");
+}
+// bytes global -> shared by the bulk copy engine, completing on bar
+__device__ __forceinline__ void tw_bulk(void *dst, const void *src, uint32_t bytes, uint64_t *bar) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+                     smem_u32(dst)),
+                 "l"(src), "r"(bytes), "r"(smem_u32(bar))
+                 : "memory");
+}
+#endif
+
+// tp_wgt's sweep of an item: the q tiles, the ring; per tile the products into am (kh.qh) and ac
+// (kh.ql + kl.qh), then tile(jt, p, norms, scales, am, ac) (the slot's norms / scales readable until
+// it returns)
+template <int DM>
+struct TwSweep {
+    static constexpr int RM = TWT_RM, KT = TW_KT, NS = twt_ns(DM), QLD = DM + 4, KS = DM / 16;
+    static constexpr int TB = tw_tile_bytes(DM), QT = RM * DM; // tile bytes, q tile elements
+};
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+template <int DM, class Tile, class Mark>
+__device__ __forceinline__ void tw_sweep(const FxArgs &x, unsigned char *sm, const double *qs, const int *qe,
+                                         const FsUnit &U, int ntile, uint64_t *full, int *done, uint32_t &tcount,
+                                         Tile tile, Mark mark) {
+    using S = TwSweep<DM>;
+    constexpr int RM = S::RM, KT = S::KT, NS = S::NS, QLD = S::QLD, KS = S::KS, TB = S::TB;
+    const FsArgs &a = x.a;
+    uint16_t *qh = (uint16_t *)sm, *ql = qh + S::QT;              // [DM / 64][RM][64] swizzled planes
+    uint16_t *kt = qh + 2 * S::QT;                                 // [NS][TB / 2]
+    float *kn = (float *)((unsigned char *)kt + (size_t)NS * TB); // [NS][KT]
+    float *kf = kn + NS * KT;                                      // [NS][KT]
+    int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, wg = warp >> 2;
+    for (int e = tid; e < RM * DM / 8; e += TWT_NT) { // the q tiles (16-byte chunks)
+        int r = e / (DM / 8), c = e % (DM / 8);
+        double sq = ldexp(1.0, qe[r]);
+        uint32_t wh[4], wl[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            uint32_t h0, l0, h1, l1;
+            tp_split(qs[r * QLD + 8 * c + 2 * i] * sq, &h0, &l0), tp_split(qs[r * QLD + 8 * c + 2 * i + 1] * sq, &h1, &l1);
+            wh[i] = h0 | h1 << 16, wl[i] = l0 | l1 << 16;
+        }
+        *(uint4 *)(qh + pl<RM>(r, c)) = make_uint4(wh[0], wh[1], wh[2], wh[3]);
+        *(uint4 *)(ql + pl<RM>(r, c)) = make_uint4(wl[0], wl[1], wl[2], wl[3]);
+    }
+    fence_async_smem(); // the q tiles (generic writes) before the MMAs read them
+    const size_t kvh = (size_t)U.b * a.KVH + U.h / (a.H / a.KVH);
+    const unsigned char *src = (const unsigned char *)x.kbw + kvh * x.ntw * (size_t)tw_tile_bytes(DM);
+    const float *knb = x.knorm + kvh * ((a.NK + 3) / 4 * 4), *kfb = x.kfac + kvh * ((a.NK + 3) / 4 * 4);
+    auto issue = [&](int jt) { // tile jt into its slot (one thread)
+        uint32_t s = (tcount + jt) % NS;
+        mbar_expect_tx(&full[s], TB + 2 * KT * 4);
+        tw_bulk((unsigned char *)kt + (size_t)s * TB, src + (size_t)jt * tw_tile_bytes(DM), TB, &full[s]);
+        tw_bulk(kn + s * KT, knb + jt * KT, KT * 4, &full[s]);
+        tw_bulk(kf + s * KT, kfb + jt * KT, KT * 4, &full[s]);
+    };
+    __syncthreads(); // qs read (the ring may be written), the q tiles complete
+    if (tid == 0) {
+        fence_async_smem(); // the generic writes there (q, the finish) before the copies
+        for (int jt = 0; jt < NS && jt < ntile; jt++) issue(jt);
+    }
+    for (int jt = 0; jt < ntile; jt++) {
+        const uint32_t c = tcount + jt, s = c % NS;
+        mbar_wait(&full[s], (c / NS) & 1);
+        wg_fence(); // after the wait loop (flash_wgmma.cu: else ptxas injects it)
+        mark(TPP_WAIT);
+        const uint16_t *tb = (const uint16_t *)((const unsigned char *)kt + (size_t)s * TB);
+        // every product of the tile in flight at once (one commit, one wait: s12 r3 waited per 16 dims,
+        // 128K 14.88 ms with tp_thr1, pass 1 5.19 ms vs tp_thr1's 3.3)
+        float am[2][4], ac[2][4], t[KS][2][4];
+#pragma unroll
+        for (int kk = 0; kk < KS; kk++) {
+            uint64_t dk = desc_k<KT>((const bf16 *)tb, 0, kk), dq = desc_k<RM>((const bf16 *)qh, 16 * wg, kk);
+            tw_ss_n16_z(t[kk], dk, dq); // kh.qh of 16 dims from zero (the bound)
+            uint64_t dl = desc_k<KT>((const bf16 *)(tb + DM * KT), 0, kk), dql = desc_k<RM>((const bf16 *)ql, 16 * wg, kk);
+            if (kk == 0) tw_ss_n16_z(ac, dk, dql); // kh.ql
+            else tw_ss_n16(ac, dk, dql);
+            tw_ss_n16(ac, dl, dq); // kl.qh
+        }
+        wg_commit();
+        wg_wait<0>();
+        tw_keep_n16(ac);
+#pragma unroll
+        for (int n = 0; n < 2; n++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) am[n][i] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < KS; kk++) { // summed in dimension order
+            tw_keep_n16(t[kk]);
+#pragma unroll
+            for (int n = 0; n < 2; n++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) am[n][i] += t[kk][n][i];
+        }
+        mark(TPP_MMA);
+        tile(jt, kn + s * KT, kf + s * KT, am, ac);
+        mark(TPP_FILT);
+        // the slot done: its last warp issues tile jt + NS into it
+        __syncwarp();
+        if (lane == 0) {
+            __threadfence_block();
+            if (atomicAdd(done + s, 1) == TWT_NT / 32 - 1) {
+                done[s] = 0;
+                __threadfence_block();
+                fence_async_smem();
+                if (jt + NS < ntile) issue(jt + NS);
+            }
+        }
+    }
+    tcount += ntile;
+}
+#endif
+
+// pass 2: the filter (s' + E reaches the row's threshold) and the inserts of a tile, then the finish
+template <int DM, bool PROF = false>
+__global__ void __launch_bounds__(TWT_NT, 2) tp_wgt(FxArgs x) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    using S = TwSweep<DM>;
+    constexpr int RM = S::RM, KT = S::KT, NS = S::NS, QLD = S::QLD;
+    const FsArgs &a = x.a;
+    extern __shared__ unsigned char tw_raw[];
+    unsigned char *sm = smem_base1k(tw_raw);
+    double *qs = (double *)(sm + 2 * S::QT * 2); // [RM][QLD] pooled q (the prologue, over the ring)
+    double *qg = x.qg + (size_t)blockIdx.x * RM * DM;
+    __shared__ __align__(8) uint64_t full[NS];
+    __shared__ int done[NS];
+    __shared__ unsigned cnt[RM]; // inserts (high 16 bits)
+    __shared__ int thr[RM], erow[RM], s_item, qe[RM], s_row;
+    __shared__ float crow[RM];
+    int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, cq = lane & 3, wg = warp >> 2;
+    if (tid == 0) {
+        for (int s = 0; s < NS; s++) mbar_init(&full[s], 1), done[s] = 0;
+        mbar_fence_init();
+    } // (fx_next's first barrier orders the inits before any use)
+    unsigned long long *gq = x.gkey + (size_t)blockIdx.x * RM * x.capg;
+    const float nkmax = __int_as_float(x.ctrl[3]);
+    uint32_t tcount = 0;
+    FsUnit U;
+    int m0, rows;
+    // MSLAB_SELECT_PROF: sections as tp_select's (a template parameter: the registers)
+    __shared__ unsigned long long s_prof[PROF ? TWT_NT / 32 : 1][TP_NPROF];
+    long long tlast = 0;
+    auto mark = [&](int sec) {
+        if (!PROF) return;
+        long long t = clock64();
+        if (lane == 0) s_prof[warp][sec] += (unsigned long long)(t - tlast);
+        tlast = t;
+    };
+    if (PROF) {
+        for (int i = lane; i < TP_NPROF; i += 32) s_prof[warp][i] = 0;
+        tlast = clock64();
+    }
+    while (fx_next<DM, RM, TWT_NT>(x, qs, &s_item, erow, cnt, thr, U, m0, rows, qg)) {
+        mark(TPP_NEXT);
+        if (PROF && lane == 0) s_prof[warp][TPP_NITEM]++;
+        for (int r = warp; r < RM; r += TWT_NT / 32) { // row norms (the bound), scales, pass 1's thresholds
+            float n;
+            int e;
+            tp_row_bound<DM, QLD>(qs, r, lane, n, e);
+            if (lane == 0) {
+                crow[r] = __fmul_ru(TP_C16, n), qe[r] = e == TP_EBAD ? 0 : e;
+                if (r < rows && erow[r] > a.S)
+                    thr[r] = x.tinit[(((size_t)U.b * a.H + U.h) * a.nblk + U.c) * a.M + m0 + r];
+                if (r < rows && (!(n * nkmax <= 0x1p100f) || e == TP_EBAD)) // falls back
+                    atomicAdd(x.ctrl + 1, 1), atomicAdd(x.ctrl + CTL_FBOUND, 1);
+            }
+        }
+        __syncthreads();
+        const int ntile = (erow[rows - 1] + KT - 1) / KT;
+        // this thread's rows 16 wg + 8 n + 2 cq + c: bound factor, inverse scale, eligible, threshold
+        // (key16up(hi) >= t  <=>  hi >= thrf(t): tp_select's filter)
+        auto thrf = [](int t) { return t == 0 ? -INFINITY : tp_unokey((unsigned)(t - 1) << 16 | 1u); };
+        float crr[2][2], fqr[2][2], tfr[2][2];
+        int err[2][2];
+#pragma unroll
+        for (int n = 0; n < 2; n++)
+#pragma unroll
+            for (int c = 0; c < 2; c++) {
+                int r = 16 * wg + 8 * n + 2 * cq + c;
+                crr[n][c] = crow[r], fqr[n][c] = ldexpf(1.0f, -qe[r]), err[n][c] = erow[r], tfr[n][c] = thrf(thr[r]);
+            }
+        auto tile = [&](int jt, const float *knt, const float *kft, float (*am)[4], float (*ac)[4]) {
+            const float kn0 = knt[16 * (warp & 3) + g], kn1 = knt[16 * (warp & 3) + g + 8];
+            const float kf0 = kft[16 * (warp & 3) + g], kf1 = kft[16 * (warp & 3) + g + 8];
+            const int j0 = jt * KT + 16 * (warp & 3) + g;
+            unsigned pm = 0; // passes: bit 4 n + i (key j0 + 8 (i >> 1), row 16 wg + 8 n + 2 cq + (i & 1))
+#pragma unroll
+            for (int n = 0; n < 2; n++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    const int hf = i >> 1, c = i & 1, j = j0 + 8 * hf;
+                    float sv = am[n][i] + ac[n][i], E = __fmul_ru(crr[n][c], hf ? kn1 : kn0);
+                    sv *= fqr[n][c] * (hf ? kf1 : kf0); // exact: 2^-120 .. 2^120
+                    float hi = __fadd_ru(sv, E);
+                    if (j < err[n][c] && !(hi < tfr[n][c])) pm |= 1u << (4 * n + i);
+                    am[n][i] = sv, ac[n][i] = E;
+                }
+            if (!__any_sync(0xffffffffu, pm)) return; // (most tiles of a warp)
+            // the inserts: the thread's atomics (a row's passes together) issued at once, then its slots
+            unsigned base[2][2] = {{0u, 0u}, {0u, 0u}};
+#pragma unroll
+            for (int n = 0; n < 2; n++)
+#pragma unroll
+                for (int c = 0; c < 2; c++) {
+                    int k = __popc(pm >> 4 * n & (5u << c));
+                    if (k) base[n][c] = atomicAdd(&cnt[16 * wg + 8 * n + 2 * cq + c], (unsigned)k * 0x10000u);
+                }
+#pragma unroll
+            for (int n = 0; n < 2; n++)
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+                    if (pm >> (4 * n + i) & 1) {
+                        const int c = i & 1, r = 16 * wg + 8 * n + 2 * cq + c, j = j0 + 8 * (i >> 1);
+                        float sv = am[n][i], E = ac[n][i];
+                        unsigned keys = tp_key16up(__fadd_ru(sv, E)) | tp_key16dn(__fsub_rd(sv, E)) << 16;
+                        unsigned pg = base[n][c] >> 16;
+                        base[n][c] += 0x10000u;
+                        if (pg < (unsigned)x.capg)
+                            gq[(size_t)r * x.capg + pg] =
+                                (unsigned long long)__float_as_uint(sv) << 32 | (keys & 0xffffu) << 16 | (unsigned)j;
+                    }
+        };
+        if (PROF && lane == 0) s_prof[warp][TPP_NTILE] += ntile;
+        mark(TPP_PRO);
+        tw_sweep<DM>(x, sm, qs, qe, U, ntile, full, done, tcount, tile, mark);
+        const size_t kvh = (size_t)U.b * a.KVH + U.h / (a.H / a.KVH);
+        const float *knb = x.knorm + kvh * ((a.NK + 3) / 4 * 4);
+        if (tid == 0) s_row = 0;
+        __syncthreads(); // every insert in; every tile consumed (the ring free for the finish's areas)
+        mark(TPP_BAR);
+        tp_finish<DM>(x, (char *)sm + (size_t)warp * tp_warp_bytes(DM), U, m0, rows, cnt, thr, erow, crow, &s_row,
+                      gq, qg, kvh, knb, mark);
+    }
+    if (PROF && lane == 0)
+        for (int i = 0; i < TP_NPROF; i++) atomicAdd(x.prof + i, s_prof[warp][i]);
+#endif
+}
+
 // fs_topk's dynamic shared memory: one opt-in at the largest size either caller uses (P <= 2048
 // keys and ids, 8192 cached scores), so no caller ever lowers the limit below another's launch
 static void fs_topk_optin(void) {
@@ -2098,6 +2438,9 @@ static_assert(TP_HUPD <= TP_HUMAX(TP_CAPF), "the ring holds TP_HUPD - 1 keys and
 static int g_tp2 = -1; // the two-pass tp: 1 where it applies, 0 never (-1: MSLAB_SELECT_TP2, default 1;
                        // the tests' select_bf16_tp2)
 static int g_tp_pcap = TP_PMAX; // tp's survivors past which the finish raises a row's threshold (tests: less)
+// the two passes' second pass on wgmma (tp_wgt, s12) where it applies (sm_90: then at any length, no
+// TP2_MAXLD cut); -1: MSLAB_SELECT_TPW (default 1), 0: tp_select<P2> to the cut
+static int g_tpw = -1;
 // host side of the fused path (kind 0: fx_select; 1: tp_select; 2: tp's two passes, tp_thr1 then
 // tp_select<P2>); -1: not handled here (the caller runs the next path), or a row failed (likewise,
 // after this call wrote partial lists that the next path then overwrites)
@@ -2111,6 +2454,11 @@ static int g_tp_pcap = TP_PMAX; // tp's survivors past which the finish raises a
 // paper config, B=1 H=32 D=128, MSLAB_SELECT_PERF, ms, same snippet): 32K 1.88 vs 2.00, 128K 15.14 vs
 // 16.06, 1M 562 vs 544 (pass 1 there 160 ms of it)
 #define TP2_MAXLD 8192
+// tp_wgt where the longest row has more than TW_MINLD candidates (H200, paper config, ms, tp_wgt vs
+// tp_select<P2>: s12 r5 16K (896 candidates) 0.63 vs 0.62, 32K (1920) 1.93 / 1.95, 64K 5.18 / 5.28, 128K
+// 15.08 / 15.64; r6, two runs each: 32K 1.93, 1.97 vs 1.91, 1.93, 64K 5.14, 5.19 vs 5.24, 5.25, 128K
+// 15.00, 15.01 vs 15.50, 15.51, 1M 523 vs tp_select's 551)
+#define TW_MINLD 2048
 // the tp_select instance for head dim D (64 / 128)
 typedef void (*TpKernel)(FxArgs);
 static TpKernel tp_kernel(int D, bool p2 = false) {
@@ -2122,6 +2470,8 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                           const uint16_t *k, int B, int T, int H, int KVH, int D, int kind) {
     const bool tp = kind > 0, tp2 = kind == 2;
     if (g_tp2 < 0) g_tp2 = getenv("MSLAB_SELECT_TP2") ? atoi(getenv("MSLAB_SELECT_TP2")) != 0 : 1;
+    if (g_tpw < 0) g_tpw = getenv("MSLAB_SELECT_TPW") ? atoi(getenv("MSLAB_SELECT_TPW")) != 0 : 1;
+
     if (tp2 && !g_tp2) return -1;
     AttnDims d;
     if (attn_dims(cfg, T, &d)) return -1;
@@ -2135,7 +2485,9 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     int *hord = (int *)malloc(sizeof(int) * nunit);
     MS_ASSERT(hord, "out of memory");
     for (size_t i = 0; i < nunit; i++) maxld = hu[i].ld > maxld ? hu[i].ld : maxld;
-    if (maxld > 65535 || (tp && select_mode() == 3 && maxld < TP_AUTO_MIN) || (tp2 && maxld > TP2_MAXLD)) {
+    // tp_wgt: the two passes past TW_MINLD at any length (s12 r5 / r6, 1M: 523 ms vs tp_select's 549 / 551)
+    const bool tw = tp2 && g_tpw && arch_ok() && maxld > TW_MINLD;
+    if (maxld > 65535 || (tp && select_mode() == 3 && maxld < TP_AUTO_MIN) || (tp2 && !tw && maxld > TP2_MAXLD)) {
         // 16-bit counters; the two-pass's cut
         free(hu), free(hord);
         return -1;
@@ -2165,7 +2517,10 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     size_t o_kf = align256(o_kn + nkn * 4), o_qg = align256(o_kf + nkn * 4);
     // two-pass: pass 1's threshold per member row
     size_t o_ti = align256(o_qg + (tp ? (size_t)nslot * rm * D * 8 : 0));
-    size_t total = o_ti + (tp2 ? (size_t)B * H * d.nblk * d.M * 4 : 0);
+    // tp_wgt, tw_thr1: the key limbs as pre-swizzled 64-key tiles
+    const int ntw = (N + TW_KT - 1) / TW_KT;
+    size_t o_kw = align256(o_ti + (tp2 ? (size_t)B * H * d.nblk * d.M * 4 : 0));
+    size_t total = o_kw + (tw ? heads * ntw * (size_t)tw_tile_bytes(D) : 0);
     char *scr = (char *)cuda_scratch(SCRATCH_SPARSE_BF16, total);
     FxArgs x;
     memset(&x, 0, sizeof x);
@@ -2180,6 +2535,7 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     x.ctrl = (int *)(scr + o_ctrl), x.mt = mt, x.capg = capg;
     x.kbf = (const uint16_t *)(scr + o_kbf), x.knorm = (const float *)(scr + o_kn);
     x.kfac = (const float *)(scr + o_kf), x.qg = (double *)(scr + o_qg);
+    x.kbw = (const uint16_t *)(scr + o_kw), x.ntw = ntw;
     // MSLAB_SELECT_PROF=1: tp_select's section profile and the kernels' times (events), on stderr
     static int profon = -1;
     static unsigned long long *dprof = NULL;
@@ -2216,7 +2572,7 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     if (tp) {
         unsigned gp = grid_for(heads * N * 32, 256);
         tp_prep_k<<<gp, 256>>>((uint16_t *)x.kbf, (float *)x.knorm, (float *)x.kfac, x.ctrl, a.kbar, heads, N,
-                               (int)nkp, D);
+                               (int)nkp, D, tw ? (uint16_t *)x.kbw : nullptr, ntw);
         cudaLaunchCheck();
     }
     if (profon) tp1 = pnow();
@@ -2234,6 +2590,10 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tp_smem(dm, TP_CAPF, true)));
         }
         cudaCheck(cudaFuncSetAttribute(tp_thr1<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, tp1_smem(64)));
+        cudaCheck(cudaFuncSetAttribute(tp_wgt<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)twt_smem(64)));
+        cudaCheck(cudaFuncSetAttribute(tp_wgt<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)twt_smem(128)));
+        cudaCheck(cudaFuncSetAttribute(tp_wgt<64, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)twt_smem(64)));
+        cudaCheck(cudaFuncSetAttribute(tp_wgt<128, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)twt_smem(128)));
         cudaCheck(cudaFuncSetAttribute(tp_thr1<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, tp1_smem(128)));
         attr = true;
     }
@@ -2259,15 +2619,24 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
             if (profon) tk = pnow();
             if (tp2) { // pass 1 (its thresholds into x.tinit), then pass 2
                 x.tinit = (int *)(scr + o_ti);
-                if (D == 64) tp_thr1<64><<<grid, FX_NT, tp1_smem(64)>>>(x);
-                else tp_thr1<128><<<grid, FX_NT, tp1_smem(128)>>>(x);
+                int mt1 = (d.M + TP_RM - 1) / TP_RM, ns1 = nsm * (64 / TP_RM); // pass 1: items of TP_RM rows
+                x.mt = mt1, x.nitems = nw * mt1;
+                int grid1 = x.nitems < ns1 ? x.nitems : ns1;
+                if (D == 64) tp_thr1<64><<<grid1, FX_NT, tp1_smem(64)>>>(x);
+                else tp_thr1<128><<<grid1, FX_NT, tp1_smem(128)>>>(x);
                 cudaLaunchCheck();
+                x.mt = mt, x.nitems = nw * mt;
                 if (profon) {
                     double t = pnow();
                     kpass1 += t - tk, tk = t;
                 }
                 cudaCheck(cudaMemsetAsync(x.ctrl, 0, 4));
-                tp_kernel(D, true)<<<grid, FX_NT, smem>>>(x);
+                if (tw) {
+                    void (*k)(FxArgs) = D == 64 ? (x.prof ? tp_wgt<64, true> : tp_wgt<64>)
+                                                : (x.prof ? tp_wgt<128, true> : tp_wgt<128>);
+                    k<<<grid, TWT_NT, twt_smem(D)>>>(x);
+                }
+                else tp_kernel(D, true)<<<grid, FX_NT, smem>>>(x);
             } else if (tp) {
                 tp_kernel(D)<<<grid, FX_NT, smem>>>(x);
             } else if (D == 64) fx_select<64><<<grid, FX_NT, smem>>>(x);
@@ -2285,11 +2654,15 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     }
     if (profon) {
         int occ = 0; // resident CTAs per SM
-        if (tp)
+        if (tw)
+            cudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, (const void *)(D == 64 ? tp_wgt<64> : tp_wgt<128>),
+                                                                    TWT_NT, twt_smem(D)));
+        else if (tp)
             cudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, (const void *)tp_kernel(D, tp2), FX_NT, smem));
         fprintf(stderr, "select_bf16 prof %s T=%d (%d CTAs/SM): pool+prep %.3f ms, select kernel %.3f ms, merge %.3f ms, "
                 "pass 1 %.3f ms\n",
-                tp2 ? "tp two-pass" : tp ? "tp" : "fused", T, occ, tp1 - tp0, ksel, kmerge, kpass1);
+                tw ? "tp two-pass (tp_wgt)" : tp2 ? "tp two-pass" : tp ? "tp" : "fused", T, occ, tp1 - tp0, ksel, kmerge,
+                kpass1);
         if (tp) {
             unsigned long long hp[TP_NPROF], tot = 0;
             cudaCheck(cudaMemcpy(hp, dprof, sizeof hp, cudaMemcpyDeviceToHost));
@@ -2486,6 +2859,12 @@ extern "C" int select_bf16_tp_cap(int cap) {
 }
 
 // the two-pass tp (1 where it applies, 0 never; -1: MSLAB_SELECT_TP2 again); returns the previous setting
+// 1 where the two passes' second pass runs on wgmma past TW_MINLD (tp_wgt: sm_90, MSLAB_SELECT_TPW unset
+// or 1), so they apply past TP2_MAXLD (the tests' expected paths)
+extern "C" int select_bf16_tw(void) {
+    if (g_tpw < 0) g_tpw = getenv("MSLAB_SELECT_TPW") ? atoi(getenv("MSLAB_SELECT_TPW")) != 0 : 1;
+    return g_tpw && arch_ok();
+}
 extern "C" int select_bf16_tp2(int on) {
     int m = g_tp2;
     g_tp2 = on;

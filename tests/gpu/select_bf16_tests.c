@@ -22,7 +22,8 @@
 // it (expect 64: ties p7 / p1) survivor-cap failures only; pass 1's thresholds must each leave nsel
 // exact scores at or above them (tp2_thr_check, on the CPU, every row; s11 r6: 0 rows below on every
 // row, and a mutation with TP_C1 = 0 put 85 rows of "ms paper gqa" below); "ms small over the
-// two-pass cut" (maxld 8400 > TP2_MAXLD) must take tp_select; "ms small huge norms" (q, k x 2^52)
+// two-pass cut" (maxld 8400 > TP2_MAXLD) must take tp_select (the two passes where tp_wgt runs: no cut);
+// "ms small huge norms" (q, k x 2^52)
 // fails every tp row by the bound: fused, and (MSLAB_SELECT_DEBUG, s11 r7) no tp_select call after
 // the two passes.
 // Merge-1 plans (the bench's moba-blk) also run the blocks path (cuda/select_blocks.cu, path 3),
@@ -62,6 +63,7 @@ int select_bf16_tp_cap(int cap);
 // tp's two passes (pass 1's thresholds, then a sweep without sketches; path 5) where they apply: 1 on,
 // 0 off (tp_select alone, path 4), -1 MSLAB_SELECT_TP2; returns the previous setting
 int select_bf16_tp2(int on);
+int select_bf16_tw(void);
 // cuda/select_blocks.cu's switch (merge 1, few regions; path 3): 1 on, 0 off, -1 query; returns
 // the previous setting. Modes 0 / 1 below run with it off; mode 2 (merge 1 plans only) with it on.
 int select_blocks_set(int on);
@@ -418,8 +420,9 @@ void t_select_bf16_all(void) {
     t_sel("ms paper partial", paper, 1, 50007, 2, 2, 64, 0, 1); // partial region and group
     t_sel("ms paper gqa", paper, 1, 65536, 2, 1, 128, 0, 1);
     t_sel("ms paper B2", paper, 2, 20000, 2, 1, 128, 0, 1);
-    // the longest row a bit over the two passes' cut (TP2_MAXLD = 8192 candidates): tp_select
-    t_sel("ms small over the two-pass cut", small, 1, 16 * 8400, 2, 1, 64, 0, 1 | 32);
+    // the longest row a bit over the two passes' cut (TP2_MAXLD = 8192 candidates): tp_select, but where
+    // the second pass runs on wgmma (tp_wgt, s12: no cut) the two passes
+    t_sel("ms small over the two-pass cut", small, 1, 16 * 8400, 2, 1, 64, 0, select_bf16_tw() ? 1 : 1 | 32);
     t_sel("ms m64", m64, 1, 32768, 2, 2, 128, 0, 1);
     AttnConfig lg2 = paper;
     lg2.local_groups = 2;
