@@ -32,7 +32,9 @@ struct SpArgs {
 };
 
 // thread 0 waits until *cnt == v; bounded (~1 s at 2 GHz): a broken ordering assumption gives a
-// wrong dq (the parity test catches it) rather than a hung process
+// wrong dq (the parity test catches it) rather than a hung process. For the keys backward's
+// dK / dV chains (s12) a timeout is silent: a skipped middle rank still gives the right bits a
+// second later, a skipped rank 0 lets adds land before its store (wrong dK / dV); not flagged yet
 __device__ __forceinline__ void wait_count(const int *cnt, int v) {
     long long t0 = clock64();
     while (ld_acquire_gpu(cnt) != v) {
