@@ -55,9 +55,11 @@ CUDA_GENCODE_90A ?= -gencode arch=compute_90a,code=sm_90a
 WGMMA_OBJ := $(patsubst %.cu,$(BUILD)/%.o,$(wildcard cuda/*wgmma*.cu))
 $(WGMMA_OBJ): NVCCFLAGS := $(filter-out -gencode arch=%,$(NVCCFLAGS)) $(CUDA_GENCODE_90A)
 # select_bf16.cu holds one wgmma kernel (tp_wgt, launched on sm_90 only) beside paths for any GPU:
-# sm_90a code plus compute_90 PTX (where tp_wgt is empty)
+# sm_90a code plus compute_90 PTX (where tp_wgt only counts a failed row: the call falls back),
+# and the user's other targets (CUDA_GENCODE for, e.g., sm_80 keeps its selection kernels)
+SELECT_ARCHS := $(filter-out arch=compute_90%,$(filter arch=%,$(NVCCFLAGS)))
 $(BUILD)/cuda/select_bf16.o: NVCCFLAGS := $(filter-out -gencode arch=%,$(NVCCFLAGS)) $(CUDA_GENCODE_90A) \
-	-gencode arch=compute_90,code=compute_90
+	-gencode arch=compute_90,code=compute_90 $(foreach a,$(SELECT_ARCHS),-gencode $(a))
 
 $(BIN): $(LIB_OBJ) $(BUILD)/cli/main.o
 	@mkdir -p $(dir $@)
