@@ -8,22 +8,21 @@
 #include "flash_wgmma.cuh" // encode_fn
 
 // The (b, kv head)s per launch group (their accumulators at perbk bytes each, one launch per
-// group; even groups of at most cmax): within max(frac (1/8) of q, k, v, o + grads, 1 GiB)
+// group; even groups of at most cmax): within max(1/8 of q, k, v, o + grads, 1 GiB)
 // (MSLAB_SQ_ACC_MB overrides). MS fwd+bwd peak at 128K (bench probe, s6, H = KVH = 32, D 128):
 // 12.32e9 B (1.43x the 8 GiB) with max(3/8, 2 GiB), 11.25e9 (1.31x) with this, times equal (253.5
 // vs 255.0 ms); 10.09e9 (1.17x) once the backward's workspace shared the selection's scratch.
 // (one (b, kv head) over the budget still gets a group of one: the caller may decline first, as
 // sparse_wgmma_keys.cu's ordered mode does against wg_acc_budget, the default budget without the
 // override)
-static inline size_t wg_acc_budget(int B, int T, int H, int KVH, int D, double frac = 0.125) {
-    size_t io = 8 * (size_t)B * T * D * (H + KVH), fio = (size_t)(io * frac);
-    return fio > (1ull << 30) ? fio : 1ull << 30;
+static inline size_t wg_acc_budget(int B, int T, int H, int KVH, int D) {
+    size_t io = 8 * (size_t)B * T * D * (H + KVH);
+    return io / 8 > (1ull << 30) ? io / 8 : 1ull << 30;
 }
-static inline size_t wg_acc_group(int B, int T, int H, int KVH, int D, size_t perbk, size_t cmax,
-                                  double frac = 0.125) {
+static inline size_t wg_acc_group(int B, int T, int H, int KVH, int D, size_t perbk, size_t cmax) {
     size_t nbk = (size_t)B * KVH;
     const char *e = getenv("MSLAB_SQ_ACC_MB");
-    size_t budget = e ? (size_t)(atof(e) * 1048576.0) : wg_acc_budget(B, T, H, KVH, D, frac);
+    size_t budget = e ? (size_t)(atof(e) * 1048576.0) : wg_acc_budget(B, T, H, KVH, D);
     size_t c = budget / perbk;
     c = c < 1 ? 1 : c > cmax ? cmax : c;
     size_t nch = (nbk + c - 1) / c;

@@ -325,12 +325,18 @@ static void t_swb(const char *name, const AttnIndex *ic, int B, int T, int H, in
                                     "sparse_wgmma_bwd_small_ord_groups6mb"};
         int ca[4] = {1, 2, 3, 5}, cb[4] = {0, 0, 4, 0};
         size_t n[3] = {nq, nk, nk};
-        for (int i = 0; i < 4; i++) {
-            size_t diff = 0; // elements whose bits differ (dq, dk, dv)
+        size_t diff[5]; // elements whose bits differ (dq, dk, dv); 4: default vs keys off
+        for (int i = 0; i < 5; i++) {
+            int x = i < 4 ? ca[i] : 0, y = i < 4 ? cb[i] : 4;
+            diff[i] = 0;
             for (int t = 0; t < 3; t++)
-                for (size_t j = 0; j < n[t]; j++) diff += gb[ca[i]][t][j] != gb[cb[i]][t][j];
-            report(cn[i], shape, (double)diff, 0, -1);
+                for (size_t j = 0; j < n[t]; j++) diff[i] += gb[x][t][j] != gb[y][t][j];
+            if (i < 4) report(cn[i], shape, (double)diff[i], 0, -1);
         }
+        // the rows above compare key-centric calls only if the default ran that kernel: its bits
+        // then differ from the query-centric kernel's (other sums, s32 dQ); equal bits here would
+        // mean both declined and the rows above compared the fallback with itself
+        report("sparse_wgmma_bwd_small_ord_keys_ran", shape, diff[4] == 0, 0, -1);
         for (int c = 0; c < 6; c++)
             for (int t = 0; t < 3; t++) free(gb[c][t]);
     }
