@@ -9,6 +9,9 @@
 #    skipped with a message when python3 or torch is missing, or PEERS=0;
 # 3. mslab bench-record -> the table (OUT/table.txt) and a run in $DB (default results.db);
 # 4. mslab plot speed-vs-length -> OUT/plots/speed_vs_length.{png,svg,gp}.
+# 5. bench/clocks.sh samples the SM clock / power / power-cap flag during steps 1 and 2
+#    (OUT/clocks_ours.csv, OUT/clocks_peers.csv) and adds a summary of each to the table's note:
+#    the H200 runs these kernels at its 700 W cap, below its 1980 MHz clock.
 # BENCH_ARGS go to mslab-gpu-bench (e.g. "--max-len 131072 --reps 7"); NOTE to bench-record --note.
 # T_OURS / T_PEERS: time limits in seconds of steps 1 and 2 (default 1500 / 2400).
 # In two shorter commands (each under a 10-minute limit): PEERS=0 (ours, record, plot), then
@@ -41,12 +44,15 @@ if [ "${OURS:-1}" = 0 ]; then
     echo "== ours: skipped (OURS=0): $OUT/ours.tsv from an earlier run =="
 else
     echo "== ours: $GB --attn $BENCH_ARGS =="
+    CK=$(sh bench/clocks.sh start "$OUT/clocks_ours.csv")
     # shellcheck disable=SC2086
     timeout "${T_OURS:-1500}" "$GB" --attn $BENCH_ARGS --tsv "$OUT/ours.tsv" 2>&1 | tee "$OUT/bench.txt"
     if [ "${LM:-1}" != 0 ]; then # end to end: training steps of the peers' 162M LM (LM=0 skips)
         echo "== ours: $GB --lm =="
         timeout "${T_LM:-120}" "$GB" --lm --tsv "$OUT/ours.tsv" 2>&1 | tee -a "$OUT/bench.txt"
     fi
+    [ -n "$CK" ] && kill "$CK" 2>/dev/null
+    echo "ours ran at: $(sh bench/clocks.sh summary "$OUT/clocks_ours.csv")" | tee -a "$OUT/bench.txt"
 fi
 [ -s "$OUT/ours.tsv" ] || { echo "bench: no rows in $OUT/ours.tsv (see $OUT/bench.txt)"; exit 1; }
 
@@ -61,12 +67,19 @@ elif [ ! -f "$PEERS/torch_peers_dense.py" ] && [ ! -f "$PEERS/torch_peers_sparse
     echo "== peers: skipped (no torch_peers_*.py in $PEERS/: copy them from ../shared/bench/) =="
 else
     echo "== peers: python3 bench/peers.py $PEERS =="
+    CK=$(sh bench/clocks.sh start "$OUT/clocks_peers.csv")
     timeout "${T_PEERS:-2400}" python3 bench/peers.py "$PEERS" --out "$OUT/peers.tsv" --log-dir "$OUT"
     echo "peers exit $?"
+    [ -n "$CK" ] && kill "$CK" 2>/dev/null
+    echo "peers ran at: $(sh bench/clocks.sh summary "$OUT/clocks_peers.csv")"
     [ -s "$OUT/peers.tsv" ] && PEERS_TSV=$OUT/peers.tsv
 fi
 
 echo "== record: $MSLAB bench-record (db $DB) =="
+for ph in ours peers; do # the clocks each side ran at, into the run's note
+    [ -s "$OUT/clocks_$ph.csv" ] &&
+        NOTE="${NOTE:+$NOTE; }$ph: $(sh bench/clocks.sh summary "$OUT/clocks_$ph.csv")"
+done
 "$MSLAB" bench-record "$OUT/ours.tsv" $PEERS_TSV --db "$DB" ${NOTE:+--note "$NOTE"} \
     > "$OUT/table.txt" 2>&1
 status=$?

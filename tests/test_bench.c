@@ -1,6 +1,6 @@
 // test_bench.c: `mslab bench-record` on synthetic TSVs (ratios, the rows it writes, errors naming
 // file:line), `mslab plot speed-vs-length` drawing the task 'bench' rows it wrote, and the
-// benchmark's MoBA-by-block plan against the peer's mask.
+// benchmark's MoBA-by-block plan against the peer's mask, bench/clocks.sh's summary.
 #include <stdlib.h>
 #include <string.h>
 
@@ -246,4 +246,26 @@ TEST(bench_moba_blk_plan_matches_peer_mask) {
         CHECK_NEAR(st.pairs, peer * H, 0.5);
         free(q), free(k), free(idx);
     }
+}
+
+// bench/clocks.sh's summary of the clocks a phase ran at: the median of the sampled SM clocks,
+// their range, the share of samples with the SW power cap bit (0x4) set, the highest power.
+TEST(bench_clocks_summary) {
+    char csv[600], cmd[800], out[256] = "";
+    snprintf(csv, sizeof csv, "%s/clocks.csv", test_tmpdir());
+    test_write_file(csv, "1980, 120.5, 0x0000000000000000\n"
+                         "1785, 690.1, 0x0000000000000004\n"
+                         "1710, 699.4, 0x0000000000000004\n"
+                         "1830, 650.0, 0x000000000000000C\n"
+                         "[N/A], [N/A], [N/A]\n"
+                         "1950, 300.2, 0x0000000000000001\n");
+    snprintf(cmd, sizeof cmd, "sh bench/clocks.sh summary %s", csv);
+    FILE *p = popen(cmd, "r");
+    CHECK(p != NULL);
+    if (!p) return;
+    if (!fgets(out, sizeof out, p)) out[0] = 0;
+    CHECK(pclose(p) == 0);
+    out[strcspn(out, "\n")] = 0;
+    CHECK_STR(out, "SM clock median 1830 MHz (min 1710, max 1980), power cap 60% of 5 samples, "
+                   "power max 699 W");
 }
