@@ -653,6 +653,51 @@ __device__ __forceinline__ void fx_pool_q(double *qs, const FsArgs &a, const FsU
     }
 }
 
+// s13 (MSLAB_SELECT_TPQ2=1): fx_pool_q with two (row, dim pair) tasks a thread at once (32 loads in
+// flight where both regions are whole: half the round trips of the pooling); the same sums
+template <int DM, int RM, int NT = FX_NT>
+__device__ __forceinline__ void fx_pool_q2(double *qs, const FsArgs &a, const FsUnit &U, int gm, int rows,
+                                           double *qg) {
+    constexpr int QLD = DM + 4, NE = RM * DM / 2;
+    size_t st = (size_t)a.H * a.D / 2; // token stride in dim pairs
+    const uint32_t *qb = (const uint32_t *)(a.q + ((size_t)U.b * a.T * a.H + U.h) * a.D);
+    for (int e0 = threadIdx.x; e0 < NE; e0 += 2 * NT) {
+        int mm[2], d[2], n[2];
+        const uint32_t *src[2];
+        double m0[2] = {0.0, 0.0}, m1[2] = {0.0, 0.0};
+#pragma unroll
+        for (int k = 0; k < 2; k++) {
+            int e = e0 + k * NT;
+            mm[k] = e / (DM / 2), d[k] = 2 * (e % (DM / 2));
+            int r0 = (gm + mm[k]) * a.w;
+            n[k] = e < NE && mm[k] < rows ? min(a.T, r0 + a.w) - r0 : 0;
+            src[k] = qb + (size_t)(n[k] > 0 ? r0 : 0) * st + d[k] / 2;
+        }
+        if (n[0] == 16 && n[1] == 16) { // sel_pool2's sums of both, their loads together
+            uint32_t v[2][16];
+#pragma unroll
+            for (int t = 0; t < 16; t++) v[0][t] = __ldg(src[0] + t * st), v[1][t] = __ldg(src[1] + t * st);
+#pragma unroll
+            for (int k = 0; k < 2; k++) {
+                double a0 = 0.0, a1 = 0.0;
+#pragma unroll
+                for (int t = 0; t < 16; t++)
+                    a0 += (double)__uint_as_float(v[k][t] << 16), a1 += (double)__uint_as_float(v[k][t] & 0xffff0000u);
+                m0[k] = a0 / 16, m1[k] = a1 / 16;
+            }
+        } else
+#pragma unroll
+            for (int k = 0; k < 2; k++)
+                if (n[k] > 0) sel_pool2(src[k], st, n[k], &m0[k], &m1[k]);
+#pragma unroll
+        for (int k = 0; k < 2; k++) {
+            if (e0 + k * NT >= NE) continue;
+            qs[mm[k] * QLD + d[k]] = m0[k], qs[mm[k] * QLD + d[k] + 1] = m1[k];
+            if (qg) *(double2 *)(qg + mm[k] * DM + d[k]) = make_double2(m0[k], m1[k]);
+        }
+    }
+}
+
 // warp exclusive prefix sum
 __device__ __forceinline__ unsigned sel_warp_excl(unsigned x) {
     int lane = threadIdx.x & 31;
@@ -885,14 +930,21 @@ struct FxArgs {
     int *tinit;                // two-pass (s11): pass 1's thresholds per member row [B, H, nblk, M]
     const uint16_t *kbw;       // tp_wgt (s12): the key limbs as pre-swizzled 64-key tiles [B, KVH, ntw, 2, D, 64]
     int ntw;                   // tiles per kv head (kbw)
+    unsigned long long *pcta;  // MSLAB_SELECT_PROF (s13): [grid][2] each CTA's first / last globaltimer
+    int xflags;                // s13 experiments (env): 1 tp_exact2, 2 fx_pool_q2
 };
+__device__ __forceinline__ unsigned long long tp_gtime() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
 // tp_select's profile sections (MSLAB_SELECT_PROF=1: per-warp clock64 sums, printed per call)
-#define TP_NPROF 18
+#define TP_NPROF 19
 enum { TPP_NEXT, TPP_PRO, TPP_WAIT, TPP_MMA, TPP_FILT, TPP_INS, TPP_BAR, TPP_CMP, TPP_FCMP, TPP_SURV, TPP_SORT,
-       TPP_CLU, TPP_EXACT, TPP_ORD, TPP_NTILE, TPP_NCMP, TPP_NUPD, TPP_NITEM };
+       TPP_CLU, TPP_EXACT, TPP_ORD, TPP_FWAIT, TPP_NTILE, TPP_NCMP, TPP_NUPD, TPP_NITEM };
 static const char *tp_prof_names[TP_NPROF] = {"next+pool", "norms+afrag", "tile wait", "mma", "filter", "insert",
                                              "barrier", "compact", "final compact", "survivors", "sort",
-                                             "clusters", "exact", "order+write", "#tiles", "#row compactions",
+                                             "clusters", "exact", "order+write", "finish wait", "#tiles", "#row compactions",
                                              "#hist updates", "#items"};
 
 // the next work item (RM members of a unit) of a persistent fx_select / tp_select CTA: false when
@@ -919,7 +971,8 @@ __device__ bool fx_next(const FxArgs &x, double *qs, int *s_item, int *erow, uns
             erow[r] = r < rows ? fs_elig(a, U.c, g0 + m0 + r) : 0;
             cnt[r] = 0, thr[r] = 0;
         }
-        fx_pool_q<DM, RM, NT>(qs, a, U, g0 + m0, rows, qg);
+        if (x.xflags & 2) fx_pool_q2<DM, RM, NT>(qs, a, U, g0 + m0, rows, qg);
+        else fx_pool_q<DM, RM, NT>(qs, a, U, g0 + m0, rows, qg);
         __syncthreads();
         return true;
     }
@@ -1229,6 +1282,64 @@ __global__ void tp_prep_k(uint16_t *kbf, float *knorm, float *kfac, int *ctrl, c
     }
 }
 
+// s13 (MSLAB_SELECT_TPPP, default 1; 0: sel_pool then tp_prep_k): sel_pool and tp_prep_k in one
+// kernel, a warp per key region: the pooled kbar (sel_pool2's sums, the same order) from registers
+// into tp_prep_k's limbs / norms / scales (no re-read of kbar), and the norm maximum reduced per warp
+// over its grid-stride rows, one atomic a warp (tp_prep_k: one a key region, all on ctrl[3])
+__global__ void tp_pool_prep(double *kbar, const uint16_t *k, int B, int T, int KVH, int w, uint16_t *kbf,
+                             float *knorm, float *kfac, int *ctrl, int N, int nkp, int D, uint16_t *kbw, int ntw) {
+    size_t rows = (size_t)B * KVH * N, st = (size_t)KVH * D / 2; // st: 32-bit words a token
+    int lane = threadIdx.x & 31, nmax = 0;
+    size_t wid = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5;
+    size_t nw = (size_t)gridDim.x * blockDim.x >> 5;
+    for (size_t r = wid; r < rows; r += nw) {
+        size_t hd = r / N;
+        int reg = (int)(r % N), b = (int)(hd / KVH), hh = (int)(hd % KVH);
+        int r0 = reg * w, cnt = min(T, r0 + w) - r0;
+        const uint32_t *src = (const uint32_t *)(k + ((size_t)b * T * KVH + hh) * D) + (size_t)r0 * st;
+        double2 v[2];
+        double ss = 0.0, m = 0.0;
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            int d = 2 * lane + 64 * i;
+            v[i] = make_double2(0.0, 0.0);
+            if (d < D) sel_pool2(src + d / 2, st, cnt, &v[i].x, &v[i].y);
+        }
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            int d = 2 * lane + 64 * i;
+            if (d < D) *(double2 *)(kbar + r * D + d) = v[i];
+            ss += v[i].x * v[i].x + v[i].y * v[i].y; // tp_prep_k's from here
+            m = fmax(m, fmax(fabs(v[i].x), fabs(v[i].y)));
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1)
+            ss += __shfl_xor_sync(0xffffffffu, ss, o), m = fmax(m, __shfl_xor_sync(0xffffffffu, m, o));
+        int e = tp_exp(m);
+        double sc = e == TP_EBAD ? 1.0 : ldexp(1.0, e);
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            int d = 2 * lane + 64 * i;
+            if (d >= D) continue;
+            uint32_t h0, l0, h1, l1;
+            tp_split(v[i].x * sc, &h0, &l0), tp_split(v[i].y * sc, &h1, &l1);
+            *(uint32_t *)(kbf + r * 2 * D + d) = h0 | h1 << 16;
+            *(uint32_t *)(kbf + r * 2 * D + D + d) = l0 | l1 << 16;
+            if (kbw) {
+                uint16_t *tw = kbw + (hd * ntw + reg / 64) * 2 * (size_t)D * 64 + pl<64>(reg % 64, d / 8) + d % 8;
+                *(uint32_t *)tw = h0 | h1 << 16, *(uint32_t *)(tw + D * 64) = l0 | l1 << 16;
+            }
+        }
+        if (lane == 0) {
+            float n = e == TP_EBAD ? INFINITY : tp_norm_up(ss);
+            knorm[hd * nkp + reg] = n;
+            kfac[hd * nkp + reg] = ldexpf(1.0f, e == TP_EBAD ? 0 : -e);
+            nmax = max(nmax, __float_as_int(n)); // = tp_prep_k's atomicMax over these rows (ctrl[3] from 0)
+        }
+    }
+    if (lane == 0 && nmax > 0) atomicMax(ctrl + 3, nmax);
+}
+
 // warp: order the n <= 512 survivors bk[p] = okey(s') << 32 | ~id by s' desc: bk[p] = okey(s'),
 // bi[p] = id in that order. Sorted as 32-bit keys, okey(s') with its low 9 bits replaced by p (a
 // unique key; s' within ~2^-14 of another may come out in either order: the clusters still hold,
@@ -1326,6 +1437,45 @@ __device__ __forceinline__ void tp_exact(const double *qr, const double *kd, con
             }
         if (p0 + lane < m) bk[pos] = fs_key(sc);
     }
+}
+
+// s13 (MSLAB_SELECT_TPX2=1): where more than 32 positions are left, 64 a pass, two chains a lane
+// (positions p and p + 32; TP_XF / 2 chunks of each in flight: the registers of one chain of
+// tp_exact), so a row of 33-64 exact scores waits for one chain's latency, not two
+template <int DM>
+__device__ __forceinline__ void tp_exact2(const double *qr, const double *kd, const int *lst, const int *bi,
+                                          unsigned long long *bk, int m) {
+    constexpr int XF = TP_XF / 2;
+    int lane = threadIdx.x & 31, p0 = 0;
+    for (; m - p0 > 32; p0 += 64) {
+        int pa = lst[p0 + lane], pb = lst[min(p0 + 32 + lane, m - 1)];
+        const double2 *ka = (const double2 *)(kd + (size_t)bi[pa] * DM), *kb = (const double2 *)(kd + (size_t)bi[pb] * DM);
+        double sa = 0.0, sb = 0.0;
+        double2 va[XF][4], vb[XF][4];
+#pragma unroll
+        for (int f = 0; f < XF; f++)
+#pragma unroll
+            for (int v = 0; v < 4; v++) va[f][v] = __ldg(ka + 4 * f + v), vb[f][v] = __ldg(kb + 4 * f + v);
+#pragma unroll 1
+        for (int d0 = 0; d0 < DM; d0 += 8 * XF)
+#pragma unroll
+            for (int f = 0; f < XF; f++) {
+#pragma unroll
+                for (int v = 0; v < 4; v++) { // the CPU's s += a * b: dmul, then dadd
+                    double q0 = qr[d0 + 8 * f + 2 * v], q1 = qr[d0 + 8 * f + 2 * v + 1];
+                    sa = __dadd_rn(sa, __dmul_rn(q0, va[f][v].x)), sb = __dadd_rn(sb, __dmul_rn(q0, vb[f][v].x));
+                    sa = __dadd_rn(sa, __dmul_rn(q1, va[f][v].y)), sb = __dadd_rn(sb, __dmul_rn(q1, vb[f][v].y));
+                }
+                if (d0 + 8 * XF < DM)
+#pragma unroll
+                    for (int v = 0; v < 4; v++)
+                        va[f][v] = __ldg(ka + (d0 + 8 * XF) / 2 + 4 * f + v),
+                        vb[f][v] = __ldg(kb + (d0 + 8 * XF) / 2 + 4 * f + v);
+            }
+        bk[pa] = fs_key(sa);
+        if (p0 + 32 + lane < m) bk[pb] = fs_key(sb);
+    }
+    if (p0 < m) tp_exact<DM>(qr, kd, lst + p0, bi, bk, m - p0);
 }
 
 // per warp at the end: keys [512] u64, ids, clusters, exact list, norms [512] int / float, the row's
@@ -1509,7 +1659,8 @@ __device__ __forceinline__ void tp_finish(const FxArgs &x, char *wa, const FsUni
         mark(TPP_CLU);
         cp_async_wait<0>();
         __syncwarp();
-        tp_exact<DM>(qw, kd, lst, bi, bk, m);
+        if (x.xflags & 1) tp_exact2<DM>(qw, kd, lst, bi, bk, m);
+        else tp_exact<DM>(qw, kd, lst, bi, bk, m);
         __syncwarp();
         mark(TPP_EXACT);
         // order inside those clusters (exact desc, id asc): a lane per cluster (insertion;
@@ -1605,6 +1756,7 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
     if (prof) {
         for (int i = lane; i < TP_NPROF; i += 32) s_prof[warp][i] = 0;
         tlast = clock64();
+        if (tid == 0) x.pcta[2 * blockIdx.x] = tp_gtime();
     }
     unsigned long long *gq = x.gkey + (size_t)blockIdx.x * RM * x.capg;
     const float nkmax = __int_as_float(x.ctrl[3]);
@@ -1799,10 +1951,16 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
         mark(TPP_FCMP);
         tp_finish<DM>(x, (char *)kt + (size_t)warp * tp_warp_bytes(DM), U, m0, rows, cnt, thr, erow, crow, &s_row,
                       gq, qg, kvh, knb, mark);
+        if (prof) { // the warps' wait for the item's last row (s13; else inside fx_next's first barrier)
+            __syncthreads();
+            mark(TPP_FWAIT);
+        }
     }
     if (lane == 0 && nupd) atomicAdd(x.ctrl + CTL_HUPD, nupd);
-    if (prof && lane == 0)
+    if (prof && lane == 0) {
         for (int i = 0; i < TP_NPROF; i++) atomicAdd(x.prof + i, s_prof[warp][i]);
+        atomicMax(x.pcta + 2 * blockIdx.x + 1, tp_gtime());
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2211,6 +2369,7 @@ __global__ void __launch_bounds__(TWT_NT, 2) tp_wgt(FxArgs x) {
     if (PROF) {
         for (int i = lane; i < TP_NPROF; i += 32) s_prof[warp][i] = 0;
         tlast = clock64();
+        if (tid == 0) x.pcta[2 * blockIdx.x] = tp_gtime();
     }
     while (fx_next<DM, RM, TWT_NT>(x, qs, &s_item, erow, cnt, thr, U, m0, rows, qg)) {
         mark(TPP_NEXT);
@@ -2292,9 +2451,15 @@ __global__ void __launch_bounds__(TWT_NT, 2) tp_wgt(FxArgs x) {
         mark(TPP_BAR);
         tp_finish<DM>(x, (char *)sm + (size_t)warp * tp_warp_bytes(DM), U, m0, rows, cnt, thr, erow, crow, &s_row,
                       gq, qg, kvh, knb, mark);
+        if (PROF) {
+            __syncthreads();
+            mark(TPP_FWAIT);
+        }
     }
-    if (PROF && lane == 0)
+    if (PROF && lane == 0) {
         for (int i = 0; i < TP_NPROF; i++) atomicAdd(x.prof + i, s_prof[warp][i]);
+        atomicMax(x.pcta + 2 * blockIdx.x + 1, tp_gtime());
+    }
 #else // an image without sm_90a's wgmma (the compute_90 PTX, JIT-compiled): count a failed row, so
       // the call falls back to tp_select instead of passing with no list written (s12 review)
     if (blockIdx.x == 0 && threadIdx.x == 0) atomicAdd(x.ctrl + 1, 1);
@@ -2541,11 +2706,13 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     x.kbw = (const uint16_t *)(scr + o_kw), x.ntw = ntw;
     // MSLAB_SELECT_PROF=1: tp_select's section profile and the kernels' times (events), on stderr
     static int profon = -1;
-    static unsigned long long *dprof = NULL;
+    static unsigned long long *dprof = NULL, *dcta = NULL;
     if (profon < 0) {
         profon = getenv("MSLAB_SELECT_PROF") && atoi(getenv("MSLAB_SELECT_PROF")) > 0;
         if (profon) cudaCheck(cudaMalloc(&dprof, sizeof(unsigned long long) * TP_NPROF));
+        if (profon) cudaCheck(cudaMalloc(&dcta, sizeof(unsigned long long) * 2 * 4096));
     }
+    int pgrid = 0; // the last selection kernel's grid (its CTAs' times in dcta)
     // host clock around synchronised phases (profile only)
     auto pnow = [&]() {
         cudaCheck(cudaDeviceSynchronize());
@@ -2563,16 +2730,30 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     int upd = env_upd > 0 && g_tph_upd == TP_HUPD ? env_upd : g_tph_upd;
     x.hupd = upd < TP_HUMAX(capf) ? upd : TP_HUMAX(capf);
     x.pcap = g_tp_pcap < TP_PMAX ? g_tp_pcap : TP_PMAX;
+    static int env_x = -1; // s13 experiments: MSLAB_SELECT_TPX2 (tp_exact2), MSLAB_SELECT_TPQ2 (fx_pool_q2)
+    if (env_x < 0)
+        env_x = (getenv("MSLAB_SELECT_TPX2") && atoi(getenv("MSLAB_SELECT_TPX2")) ? 1 : 0) |
+                (getenv("MSLAB_SELECT_TPQ2") && atoi(getenv("MSLAB_SELECT_TPQ2")) ? 2 : 0);
+    x.xflags = env_x;
     if (profon && tp) {
-        x.prof = dprof;
+        x.prof = dprof, x.pcta = dcta;
         cudaCheck(cudaMemsetAsync(dprof, 0, sizeof(unsigned long long) * TP_NPROF));
     }
     if (profon) tp0 = pnow();
     cudaCheck(cudaMemsetAsync(a.fpos, 0x7f, (size_t)MGRID * N * 4));
     cudaCheck(cudaMemsetAsync(x.ctrl, 0, 64));
-    sel_pool<<<grid_for(kb_n / 2, 256), 256>>>((double *)a.kbar, k, B, T, KVH, D, cfg->w, N);
+    static int env_pp = -1; // MSLAB_SELECT_TPPP (s13): tp's pooling and limbs in one kernel (tp_pool_prep)
+    if (env_pp < 0) env_pp = getenv("MSLAB_SELECT_TPPP") ? atoi(getenv("MSLAB_SELECT_TPPP")) != 0 : 1;
+    if (tp && env_pp) {
+        unsigned gp = grid_for(heads * N * 32, 256), gmax = (unsigned)nsm * 3; // 24 warps an SM (69 registers), grid-stride
+        tp_pool_prep<<<gp < gmax ? gp : gmax, 256>>>((double *)a.kbar, k, B, T, KVH, cfg->w, (uint16_t *)x.kbf,
+                                                     (float *)x.knorm, (float *)x.kfac, x.ctrl, N, (int)nkp, D,
+                                                     tw ? (uint16_t *)x.kbw : nullptr, ntw);
+        cudaLaunchCheck();
+    } else
+        sel_pool<<<grid_for(kb_n / 2, 256), 256>>>((double *)a.kbar, k, B, T, KVH, D, cfg->w, N);
     cudaLaunchCheck();
-    if (tp) {
+    if (tp && !env_pp) {
         unsigned gp = grid_for(heads * N * 32, 256);
         tp_prep_k<<<gp, 256>>>((uint16_t *)x.kbf, (float *)x.knorm, (float *)x.kfac, x.ctrl, a.kbar, heads, N,
                                (int)nkp, D, tw ? (uint16_t *)x.kbw : nullptr, ntw);
@@ -2613,6 +2794,18 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
             int t = hord[lo];
             hord[lo] = hord[hi], hord[hi] = t;
         }
+        // s13 (MSLAB_SELECT_TPORD=1, tp): the units of the last two waves of items (2 nslot) in ld
+        // descending order across heads (stable), so the kernel's one-wave tail ends on the cheapest
+        static int env_ord = -1;
+        if (env_ord < 0) env_ord = getenv("MSLAB_SELECT_TPORD") ? atoi(getenv("MSLAB_SELECT_TPORD")) : 0;
+        if (tp && env_ord > 0) {
+            int k = (2 * nslot + mt - 1) / mt, f = nw > k ? nw - k : 0;
+            for (int i = f + 1; i < nw; i++) { // insertion: k is small (hundreds)
+                int t = hord[i], j = i - 1;
+                for (; j >= f && hu[u0 + hord[j]].ld < hu[u0 + t].ld; j--) hord[j + 1] = hord[j];
+                hord[j + 1] = t;
+            }
+        }
         cudaCheck(cudaMemcpy(du, hu + u0, sizeof(FsUnit) * nu, cudaMemcpyHostToDevice));
         if (nw > 0) {
             cudaCheck(cudaMemcpy(dord, hord, sizeof(int) * nw, cudaMemcpyHostToDevice));
@@ -2620,6 +2813,8 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
             x.nitems = nw * mt;
             int grid = x.nitems < nslot ? x.nitems : nslot;
             if (profon) tk = pnow();
+            if (x.pcta && grid <= 4096) cudaCheck(cudaMemsetAsync(x.pcta, 0, sizeof(unsigned long long) * 2 * grid));
+            pgrid = grid;
             if (tp2) { // pass 1 (its thresholds into x.tinit), then pass 2
                 x.tinit = (int *)(scr + o_ti);
                 int mt1 = (d.M + TP_RM - 1) / TP_RM, ns1 = nsm * (64 / TP_RM); // pass 1: items of TP_RM rows
@@ -2678,6 +2873,24 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                     (double)tot, tp_prof_names[TPP_NTILE], hp[TPP_NTILE] / 8, tp_prof_names[TPP_NCMP], hp[TPP_NCMP],
                     tp_prof_names[TPP_NUPD], hp[TPP_NUPD], tp_prof_names[TPP_NITEM], hp[TPP_NITEM] / 8,
                     (double)tot / (hp[TPP_NTILE] ? hp[TPP_NTILE] : 1));
+            // the last batch's CTAs (one wave): start / end spread, us from the first start
+            static unsigned long long hc[2 * 4096];
+            if (pgrid > 0 && pgrid <= 4096) {
+                cudaCheck(cudaMemcpy(hc, dcta, sizeof(unsigned long long) * 2 * pgrid, cudaMemcpyDeviceToHost));
+                unsigned long long t0 = ~0ull, s1 = 0;
+                static double ends[4096];
+                double busy = 0;
+                for (int i = 0; i < pgrid; i++) t0 = hc[2 * i] < t0 ? hc[2 * i] : t0, s1 = hc[2 * i] > s1 ? hc[2 * i] : s1;
+                for (int i = 0; i < pgrid; i++) ends[i] = (hc[2 * i + 1] - t0) * 1e-3, busy += (hc[2 * i + 1] - hc[2 * i]) * 1e-3;
+                qsort(ends, pgrid, sizeof(double), [](const void *p, const void *q) {
+                    double u = *(const double *)p, v = *(const double *)q;
+                    return u < v ? -1 : u > v;
+                });
+                double span = ends[pgrid - 1];
+                fprintf(stderr, "  CTAs %d: starts within %.1f us; ends (us) min %.1f p10 %.1f p50 %.1f p90 %.1f max %.1f; "
+                        "busy %.1f%% of grid x span\n", pgrid, (s1 - t0) * 1e-3, ends[0], ends[pgrid / 10], ends[pgrid / 2],
+                        ends[pgrid * 9 / 10], span, 100.0 * busy / (pgrid * (span > 0 ? span : 1)));
+            }
         }
     }
     int *ctrl = g_select_stats;
