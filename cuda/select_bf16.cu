@@ -931,7 +931,7 @@ struct FxArgs {
     const uint16_t *kbw;       // tp_wgt (s12): the key limbs as pre-swizzled 64-key tiles [B, KVH, ntw, 2, D, 64]
     int ntw;                   // tiles per kv head (kbw)
     unsigned long long *pcta;  // MSLAB_SELECT_PROF (s13): [grid][2] each CTA's first / last globaltimer
-    int xflags;                // s13 experiments (env): 1 tp_exact2, 2 fx_pool_q2
+    int xflags;                // s13 experiments (env): 1 tp_exact2, 2 fx_pool_q2, 4 16 survivor loads a lane
 };
 __device__ __forceinline__ unsigned long long tp_gtime() {
     unsigned long long t;
@@ -994,19 +994,19 @@ struct FxEnt {
     unsigned long long k;
     int id;
 };
-template <class Load, class Keep, class Put>
+template <int U = FX_SURV_U, class Load, class Keep, class Put>
 __device__ __forceinline__ int fx_survivors(const FxArgs &x, unsigned cnt_r, int nsel, int *tops,
                                             int cap, Load load, Keep keep, Put put, bool retry = false) {
     int lane = threadIdx.x & 31, ng = (int)(cnt_r >> 16), w = 0;
     unsigned lt = (1u << lane) - 1;
     if (lane == 0) atomicMax(x.ctrl + 2, ng);
     if (ng <= x.capg)
-        for (int p0 = 0; p0 < ng; p0 += 32 * FX_SURV_U) { // FX_SURV_U loads in flight per lane
-            decltype(load(0)) v[FX_SURV_U];
+        for (int p0 = 0; p0 < ng; p0 += 32 * U) { // U loads in flight per lane
+            decltype(load(0)) v[U];
 #pragma unroll
-            for (int u = 0; u < FX_SURV_U; u++) v[u] = load(min(p0 + 32 * u + lane, ng - 1));
+            for (int u = 0; u < U; u++) v[u] = load(min(p0 + 32 * u + lane, ng - 1));
 #pragma unroll
-            for (int u = 0; u < FX_SURV_U; u++) {
+            for (int u = 0; u < U; u++) {
                 bool in = p0 + 32 * u + lane < ng && keep(v[u]);
                 unsigned b = __ballot_sync(0xffffffffu, in);
                 int pos = w + __popc(b & lt);
@@ -1346,7 +1346,7 @@ __global__ void tp_pool_prep(double *kbar, const uint16_t *k, int B, int T, int 
 // as a cut needs only the bounds of what lies on each side, and such neighbours share a cluster
 // and get exact scores), in registers: element 16 lane + i in v[i], bitonic, strides < 16 in the
 // lane (min / max), the 5 lane bits by shuffles; tmp, tmp2 [512] words: the sorted keys (swizzled;
-// their low 9 bits: the input position, which the caller may still read), okeys.
+// their low 9 bits: the input position, which the caller may still read), okeys (swizzled alike).
 // s6/s7 r2 (H200, 128K paper): the smem sort of (u64 key, id) took ~56K cycles a row (shared
 // bandwidth: 45 stages of loads and stores), 23-50% of tp_select; 64-bit keys in registers ~48K
 // (shuffles of two words per element)
@@ -1389,13 +1389,16 @@ __device__ __forceinline__ void tp_sort_surv(unsigned long long *bk, int *bi, un
 #pragma unroll
     for (int i = 0; i < 16; i++) tmp[16 * lane + (i ^ (lane >> 1 & 15))] = v[i];
     __syncwarp();
-    // gather: ids into bi, okeys via tmp2 (bk is still being read)
+    // gather: ids into bi, okeys via tmp2 (bk is still being read), tmp2 in tmp's swizzle (s13: the
+    // caller reads position 16 lane + i there without bank conflicts; bk[16 lane + i] as u64 was a
+    // 32-way conflict a load)
     for (int p = lane; p < n; p += 32) {
-        unsigned long long ent = bk[tmp[16 * (p >> 4) + ((p & 15) ^ (p >> 5 & 15))] & 0x1ffu];
-        bi[p] = (int)(0xffffffffu - (unsigned)ent), tmp2[p] = (unsigned)(ent >> 32);
+        int sp = 16 * (p >> 4) + ((p & 15) ^ (p >> 5 & 15));
+        unsigned long long ent = bk[tmp[sp] & 0x1ffu];
+        bi[p] = (int)(0xffffffffu - (unsigned)ent), tmp2[sp] = (unsigned)(ent >> 32);
     }
     __syncwarp();
-    for (int p = lane; p < n; p += 32) bk[p] = tmp2[p];
+    for (int p = lane; p < n; p += 32) bk[p] = tmp2[16 * (p >> 4) + ((p & 15) ^ (p >> 5 & 15))];
     __syncwarp();
 }
 
@@ -1555,7 +1558,9 @@ __device__ __forceinline__ void tp_finish(const FxArgs &x, char *wa, const FsUni
             bk[pos] = (unsigned long long)tp_okey(__uint_as_float((unsigned)(v >> 32))) << 32 |
                       (0xffffffffu - (unsigned)(v & 0xffffu));
         };
-        int w = fx_survivors(x, cnt[r], nsel, tops, x.pcap, sload, skeep, sput, true);
+        // s13 (MSLAB_SELECT_TPSU16=1): 16 survivor loads in flight a lane (one round trip up to 512)
+        int w = x.xflags & 4 ? fx_survivors<16>(x, cnt[r], nsel, tops, x.pcap, sload, skeep, sput, true)
+                             : fx_survivors(x, cnt[r], nsel, tops, x.pcap, sload, skeep, sput, true);
         if (w > x.pcap) { // more survivors than the sort takes (bins of 2^sh keys, s10): t raised
             w = tp_raise(x, cnt[r], nsel, tops, crow[r], knb, (uint16_t *)wa, sload, skeep, t);
             if (w >= 0) w = fx_survivors(x, cnt[r], nsel, tops, TP_PMAX, sload, skeep, sput);
@@ -1588,7 +1593,7 @@ __device__ __forceinline__ void tp_finish(const FxArgs &x, char *wa, const FsUni
 #pragma unroll
             for (int i = 0; i < 16; i++) { // s' and the key norm (in lo for now; nrm by input position,
                 int p = 16 * lane + i; // the sort's swizzled keys in cl: their low 9 bits)
-                sv[i] = p < w ? tp_unokey((unsigned)bk[p]) : 0.f;
+                sv[i] = p < w ? tp_unokey(((const unsigned *)flo)[16 * lane + (i ^ (lane >> 1 & 15))]) : 0.f;
                 lo[i] = p < w ? nrm[cl[16 * lane + (i ^ (lane >> 1 & 15))] & 0x1ff] : 0.f;
             }
             __syncwarp(); // every lane's reads of cl done before the cluster indices go there
@@ -2733,7 +2738,8 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     static int env_x = -1; // s13 experiments: MSLAB_SELECT_TPX2 (tp_exact2), MSLAB_SELECT_TPQ2 (fx_pool_q2)
     if (env_x < 0)
         env_x = (getenv("MSLAB_SELECT_TPX2") && atoi(getenv("MSLAB_SELECT_TPX2")) ? 1 : 0) |
-                (getenv("MSLAB_SELECT_TPQ2") && atoi(getenv("MSLAB_SELECT_TPQ2")) ? 2 : 0);
+                (getenv("MSLAB_SELECT_TPQ2") && atoi(getenv("MSLAB_SELECT_TPQ2")) ? 2 : 0) |
+                (getenv("MSLAB_SELECT_TPSU16") && atoi(getenv("MSLAB_SELECT_TPSU16")) ? 4 : 0);
     x.xflags = env_x;
     if (profon && tp) {
         x.prof = dprof, x.pcta = dcta;
