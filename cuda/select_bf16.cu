@@ -219,6 +219,7 @@
 //   alike), then fused, then old. Design at tp_thr1 and tp_wgt.
 // Shared with select_blocks.cu (select_common.cuh): the region pooling, fs_key, the DMMA step,
 //   the histogram bin search and the warp bitonic sort.
+#include <algorithm>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <limits.h>
@@ -653,32 +654,36 @@ __device__ __forceinline__ void fx_pool_q(double *qs, const FsArgs &a, const FsU
     }
 }
 
-// s13 (MSLAB_SELECT_TPQ2=1): fx_pool_q with two (row, dim pair) tasks a thread at once (32 loads in
-// flight where both regions are whole: half the round trips of the pooling); the same sums
-template <int DM, int RM, int NT = FX_NT>
+// s13 (MSLAB_SELECT_TPQ2=1 / TPQ4=1): fx_pool_q with K = 2 / 4 (row, dim pair) tasks a thread at once
+// (16 K loads in flight where the regions are whole: 1 / K of the round trips); the same sums
+template <int DM, int RM, int NT = FX_NT, int K = 2>
 __device__ __forceinline__ void fx_pool_q2(double *qs, const FsArgs &a, const FsUnit &U, int gm, int rows,
                                            double *qg) {
     constexpr int QLD = DM + 4, NE = RM * DM / 2;
     size_t st = (size_t)a.H * a.D / 2; // token stride in dim pairs
     const uint32_t *qb = (const uint32_t *)(a.q + ((size_t)U.b * a.T * a.H + U.h) * a.D);
-    for (int e0 = threadIdx.x; e0 < NE; e0 += 2 * NT) {
-        int mm[2], d[2], n[2];
-        const uint32_t *src[2];
-        double m0[2] = {0.0, 0.0}, m1[2] = {0.0, 0.0};
+    for (int e0 = threadIdx.x; e0 < NE; e0 += K * NT) {
+        int mm[K], d[K], n[K];
+        const uint32_t *src[K];
+        double m0[K], m1[K];
+        bool full = true;
 #pragma unroll
-        for (int k = 0; k < 2; k++) {
+        for (int k = 0; k < K; k++) {
             int e = e0 + k * NT;
             mm[k] = e / (DM / 2), d[k] = 2 * (e % (DM / 2));
             int r0 = (gm + mm[k]) * a.w;
             n[k] = e < NE && mm[k] < rows ? min(a.T, r0 + a.w) - r0 : 0;
             src[k] = qb + (size_t)(n[k] > 0 ? r0 : 0) * st + d[k] / 2;
+            m0[k] = m1[k] = 0.0, full = full && n[k] == 16;
         }
-        if (n[0] == 16 && n[1] == 16) { // sel_pool2's sums of both, their loads together
-            uint32_t v[2][16];
+        if (full) { // sel_pool2's sums of each, their loads together
+            uint32_t v[K][16];
 #pragma unroll
-            for (int t = 0; t < 16; t++) v[0][t] = __ldg(src[0] + t * st), v[1][t] = __ldg(src[1] + t * st);
+            for (int t = 0; t < 16; t++)
 #pragma unroll
-            for (int k = 0; k < 2; k++) {
+                for (int k = 0; k < K; k++) v[k][t] = __ldg(src[k] + t * st);
+#pragma unroll
+            for (int k = 0; k < K; k++) {
                 double a0 = 0.0, a1 = 0.0;
 #pragma unroll
                 for (int t = 0; t < 16; t++)
@@ -687,10 +692,10 @@ __device__ __forceinline__ void fx_pool_q2(double *qs, const FsArgs &a, const Fs
             }
         } else
 #pragma unroll
-            for (int k = 0; k < 2; k++)
+            for (int k = 0; k < K; k++)
                 if (n[k] > 0) sel_pool2(src[k], st, n[k], &m0[k], &m1[k]);
 #pragma unroll
-        for (int k = 0; k < 2; k++) {
+        for (int k = 0; k < K; k++) {
             if (e0 + k * NT >= NE) continue;
             qs[mm[k] * QLD + d[k]] = m0[k], qs[mm[k] * QLD + d[k] + 1] = m1[k];
             if (qg) *(double2 *)(qg + mm[k] * DM + d[k]) = make_double2(m0[k], m1[k]);
@@ -931,7 +936,7 @@ struct FxArgs {
     const uint16_t *kbw;       // tp_wgt (s12): the key limbs as pre-swizzled 64-key tiles [B, KVH, ntw, 2, D, 64]
     int ntw;                   // tiles per kv head (kbw)
     unsigned long long *pcta;  // MSLAB_SELECT_PROF (s13): [grid][2] each CTA's first / last globaltimer
-    int xflags;                // s13 experiments (env): 1 tp_exact2, 2 fx_pool_q2, 4 16 survivor loads a lane
+    int xflags;                // s13: 2 / 8 fx_pool_q2 with 2 / 4 tasks a thread (0: fx_pool_q)
 };
 __device__ __forceinline__ unsigned long long tp_gtime() {
     unsigned long long t;
@@ -971,7 +976,8 @@ __device__ bool fx_next(const FxArgs &x, double *qs, int *s_item, int *erow, uns
             erow[r] = r < rows ? fs_elig(a, U.c, g0 + m0 + r) : 0;
             cnt[r] = 0, thr[r] = 0;
         }
-        if (x.xflags & 2) fx_pool_q2<DM, RM, NT>(qs, a, U, g0 + m0, rows, qg);
+        if (x.xflags & 8) fx_pool_q2<DM, RM, NT, 4>(qs, a, U, g0 + m0, rows, qg);
+        else if (x.xflags & 2) fx_pool_q2<DM, RM, NT, 2>(qs, a, U, g0 + m0, rows, qg);
         else fx_pool_q<DM, RM, NT>(qs, a, U, g0 + m0, rows, qg);
         __syncthreads();
         return true;
@@ -994,19 +1000,19 @@ struct FxEnt {
     unsigned long long k;
     int id;
 };
-template <int U = FX_SURV_U, class Load, class Keep, class Put>
+template <class Load, class Keep, class Put>
 __device__ __forceinline__ int fx_survivors(const FxArgs &x, unsigned cnt_r, int nsel, int *tops,
                                             int cap, Load load, Keep keep, Put put, bool retry = false) {
     int lane = threadIdx.x & 31, ng = (int)(cnt_r >> 16), w = 0;
     unsigned lt = (1u << lane) - 1;
     if (lane == 0) atomicMax(x.ctrl + 2, ng);
     if (ng <= x.capg)
-        for (int p0 = 0; p0 < ng; p0 += 32 * U) { // U loads in flight per lane
-            decltype(load(0)) v[U];
+        for (int p0 = 0; p0 < ng; p0 += 32 * FX_SURV_U) { // FX_SURV_U loads in flight per lane
+            decltype(load(0)) v[FX_SURV_U];
 #pragma unroll
-            for (int u = 0; u < U; u++) v[u] = load(min(p0 + 32 * u + lane, ng - 1));
+            for (int u = 0; u < FX_SURV_U; u++) v[u] = load(min(p0 + 32 * u + lane, ng - 1));
 #pragma unroll
-            for (int u = 0; u < U; u++) {
+            for (int u = 0; u < FX_SURV_U; u++) {
                 bool in = p0 + 32 * u + lane < ng && keep(v[u]);
                 unsigned b = __ballot_sync(0xffffffffu, in);
                 int pos = w + __popc(b & lt);
@@ -1558,9 +1564,7 @@ __device__ __forceinline__ void tp_finish(const FxArgs &x, char *wa, const FsUni
             bk[pos] = (unsigned long long)tp_okey(__uint_as_float((unsigned)(v >> 32))) << 32 |
                       (0xffffffffu - (unsigned)(v & 0xffffu));
         };
-        // s13 (MSLAB_SELECT_TPSU16=1): 16 survivor loads in flight a lane (one round trip up to 512)
-        int w = x.xflags & 4 ? fx_survivors<16>(x, cnt[r], nsel, tops, x.pcap, sload, skeep, sput, true)
-                             : fx_survivors(x, cnt[r], nsel, tops, x.pcap, sload, skeep, sput, true);
+        int w = fx_survivors(x, cnt[r], nsel, tops, x.pcap, sload, skeep, sput, true);
         if (w > x.pcap) { // more survivors than the sort takes (bins of 2^sh keys, s10): t raised
             w = tp_raise(x, cnt[r], nsel, tops, crow[r], knb, (uint16_t *)wa, sload, skeep, t);
             if (w >= 0) w = fx_survivors(x, cnt[r], nsel, tops, TP_PMAX, sload, skeep, sput);
@@ -1664,8 +1668,7 @@ __device__ __forceinline__ void tp_finish(const FxArgs &x, char *wa, const FsUni
         mark(TPP_CLU);
         cp_async_wait<0>();
         __syncwarp();
-        if (x.xflags & 1) tp_exact2<DM>(qw, kd, lst, bi, bk, m);
-        else tp_exact<DM>(qw, kd, lst, bi, bk, m);
+        tp_exact2<DM>(qw, kd, lst, bi, bk, m);
         __syncwarp();
         mark(TPP_EXACT);
         // order inside those clusters (exact desc, id asc): a lane per cluster (insertion;
@@ -2735,12 +2738,11 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     int upd = env_upd > 0 && g_tph_upd == TP_HUPD ? env_upd : g_tph_upd;
     x.hupd = upd < TP_HUMAX(capf) ? upd : TP_HUMAX(capf);
     x.pcap = g_tp_pcap < TP_PMAX ? g_tp_pcap : TP_PMAX;
-    static int env_x = -1; // s13 experiments: MSLAB_SELECT_TPX2 (tp_exact2), MSLAB_SELECT_TPQ2 (fx_pool_q2)
-    if (env_x < 0)
-        env_x = (getenv("MSLAB_SELECT_TPX2") && atoi(getenv("MSLAB_SELECT_TPX2")) ? 1 : 0) |
-                (getenv("MSLAB_SELECT_TPQ2") && atoi(getenv("MSLAB_SELECT_TPQ2")) ? 2 : 0) |
-                (getenv("MSLAB_SELECT_TPSU16") && atoi(getenv("MSLAB_SELECT_TPSU16")) ? 4 : 0);
-    x.xflags = env_x;
+    // the q pooling's tasks a thread at once (s13: fx_pool_q2; MSLAB_SELECT_TPQ=1: fx_pool_q, 2 (the
+    // default), 4)
+    static int env_q = -1;
+    if (env_q < 0) env_q = getenv("MSLAB_SELECT_TPQ") ? atoi(getenv("MSLAB_SELECT_TPQ")) : 2;
+    x.xflags = env_q == 1 ? 0 : env_q == 4 ? 8 : 2;
     if (profon && tp) {
         x.prof = dprof, x.pcta = dcta;
         cudaCheck(cudaMemsetAsync(dprof, 0, sizeof(unsigned long long) * TP_NPROF));
@@ -2800,17 +2802,15 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
             int t = hord[lo];
             hord[lo] = hord[hi], hord[hi] = t;
         }
-        // s13 (MSLAB_SELECT_TPORD=1, tp): the units of the last two waves of items (2 nslot) in ld
-        // descending order across heads (stable), so the kernel's one-wave tail ends on the cheapest
+        // s13 (tp; MSLAB_SELECT_TPORD=k, default 2, 0 off): the units of the last k waves of items
+        // (k nslot) in ld descending order across heads (stable), so the one-wave kernels end on
+        // their cheapest items
         static int env_ord = -1;
-        if (env_ord < 0) env_ord = getenv("MSLAB_SELECT_TPORD") ? atoi(getenv("MSLAB_SELECT_TPORD")) : 0;
+        if (env_ord < 0) env_ord = getenv("MSLAB_SELECT_TPORD") ? atoi(getenv("MSLAB_SELECT_TPORD")) : 2;
         if (tp && env_ord > 0) {
-            int k = (2 * nslot + mt - 1) / mt, f = nw > k ? nw - k : 0;
-            for (int i = f + 1; i < nw; i++) { // insertion: k is small (hundreds)
-                int t = hord[i], j = i - 1;
-                for (; j >= f && hu[u0 + hord[j]].ld < hu[u0 + t].ld; j--) hord[j + 1] = hord[j];
-                hord[j + 1] = t;
-            }
+            long long kk = ((long long)env_ord * nslot + mt - 1) / mt;
+            int k = kk < nw ? (int)kk : nw, f = nw - k;
+            std::stable_sort(hord + f, hord + nw, [&](int i, int j) { return hu[u0 + i].ld > hu[u0 + j].ld; });
         }
         cudaCheck(cudaMemcpy(du, hu + u0, sizeof(FsUnit) * nu, cudaMemcpyHostToDevice));
         if (nw > 0) {
