@@ -2662,7 +2662,9 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     MS_ASSERT(hord, "out of memory");
     for (size_t i = 0; i < nunit; i++) maxld = hu[i].ld > maxld ? hu[i].ld : maxld;
     // tp_wgt: the two passes past TW_MINLD at any length (s12 r5 / r6, 1M: 523 ms vs tp_select's 549 / 551)
-    const bool tw = tp2 && g_tpw && arch_ok() && maxld > TW_MINLD;
+    static int env_twmin = -1; // s13 A/B: MSLAB_SELECT_TWMIN=n, tp_wgt past n candidates (TW_MINLD)
+    if (env_twmin < 0) env_twmin = getenv("MSLAB_SELECT_TWMIN") ? atoi(getenv("MSLAB_SELECT_TWMIN")) : TW_MINLD;
+    const bool tw = tp2 && g_tpw && arch_ok() && maxld > env_twmin;
     if (maxld > 65535 || (tp && select_mode() == 3 && maxld < TP_AUTO_MIN) || (tp2 && !tw && maxld > TP2_MAXLD)) {
         // 16-bit counters; the two-pass's cut
         free(hu), free(hord);
