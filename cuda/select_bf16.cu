@@ -1356,6 +1356,9 @@ __global__ void tp_pool_prep(double *kbar, const uint16_t *k, int B, int T, int 
 // s6/s7 r2 (H200, 128K paper): the smem sort of (u64 key, id) took ~56K cycles a row (shared
 // bandwidth: 45 stages of loads and stores), 23-50% of tp_select; 64-bit keys in registers ~48K
 // (shuffles of two words per element)
+#ifndef HS_SORT2
+#define HS_SORT2 1
+#endif
 __device__ __forceinline__ void tp_sort_surv(unsigned long long *bk, int *bi, unsigned *tmp, unsigned *tmp2,
                                              int n) {
     int lane = threadIdx.x & 31;
@@ -1365,6 +1368,51 @@ __device__ __forceinline__ void tp_sort_surv(unsigned long long *bk, int *bi, un
         int p = 32 * i + lane;
         v[i] = p < n ? ((unsigned)(bk[p] >> 32) & ~0x1ffu) | (unsigned)p : 0u; // pads last
     }
+#if HS_SORT2
+    // s13: sizes 2-8 in the lane (directions known at compile time); 16-512 in a rolled loop (one copy
+    // of the stages: the unrolled network was ~1.7K of the kernel's 16K instructions, and the sort's
+    // stalls a quarter instruction fetch), the in-lane stages of a descending lane's run on complemented
+    // keys (max / min only: no selects)
+#pragma unroll
+    for (int size = 2; size <= 8; size <<= 1)
+#pragma unroll
+        for (int stride = size >> 1; stride > 0; stride >>= 1)
+#pragma unroll
+            for (int i = 0; i < 16; i++) {
+                if (i & stride) continue;
+                int j = i | stride;
+                unsigned a = v[i], b = v[j], hi = max(a, b), lo = min(a, b);
+                if ((i & size) == 0) v[i] = hi, v[j] = lo;
+                else v[i] = lo, v[j] = hi;
+            }
+#pragma unroll 1
+    for (int size = 16; size <= 512; size <<= 1) {
+        const bool lup = (lane & (size >> 4)) == 0;
+#pragma unroll 1
+        for (int ls = size >> 5; ls > 0; ls >>= 1) { // strides 16 ls (the lane bits) by shuffles
+            bool kmax = ((lane & ls) == 0) == lup;
+#pragma unroll
+            for (int i = 0; i < 16; i++) {
+                unsigned b = __shfl_xor_sync(0xffffffffu, v[i], ls);
+                v[i] = kmax ? max(v[i], b) : min(v[i], b);
+            }
+        }
+        const unsigned fl = lup ? 0u : 0xffffffffu;
+#pragma unroll
+        for (int i = 0; i < 16; i++) v[i] ^= fl;
+#pragma unroll
+        for (int stride = 8; stride > 0; stride >>= 1)
+#pragma unroll
+            for (int i = 0; i < 16; i++) {
+                if (i & stride) continue;
+                int j = i | stride;
+                unsigned a = v[i], b = v[j];
+                v[i] = max(a, b), v[j] = min(a, b);
+            }
+#pragma unroll
+        for (int i = 0; i < 16; i++) v[i] ^= fl;
+    }
+#else
 #pragma unroll
     for (int size = 2; size <= 512; size <<= 1) {
         // this run best-first (the lower element keeps the max): bit `size` of e = 16 lane + i
@@ -1391,6 +1439,7 @@ __device__ __forceinline__ void tp_sort_surv(unsigned long long *bk, int *bi, un
             }
         }
     }
+#endif
     // e = 16 lane + i -> tmp[16 lane + (i ^ (lane >> 1 & 15))]: 32 distinct banks per store
 #pragma unroll
     for (int i = 0; i < 16; i++) tmp[16 * lane + (i ^ (lane >> 1 & 15))] = v[i];
@@ -1418,6 +1467,9 @@ __device__ __forceinline__ void tp_sort_surv(unsigned long long *bk, int *bi, un
 // the rows' kbar prefetched to L2 before the loop (and the key norms before the survivors): 21.2
 // vs 20.9 ms; both removed
 #define TP_XF 4
+#ifndef HS_XQ // s13: the q chunk of the next 8 dims loaded a chunk ahead (r4 ncu, 32K: the dmuls waited
+#define HS_XQ 1 // on their q loads from shared memory, ~5% of tp_select's stall samples)
+#endif
 template <int DM>
 __device__ __forceinline__ void tp_exact(const double *qr, const double *kd, const int *lst, const int *bi,
                                          unsigned long long *bk, int m) {
@@ -1431,15 +1483,35 @@ __device__ __forceinline__ void tp_exact(const double *qr, const double *kd, con
         for (int f = 0; f < TP_XF; f++)
 #pragma unroll
             for (int v = 0; v < 4; v++) kv[f][v] = __ldg(kr + 4 * f + v);
+#if HS_XQ
+        const double2 *q2 = (const double2 *)qr;
+        double2 qa[4];
+#pragma unroll
+        for (int v = 0; v < 4; v++) qa[v] = q2[v];
+#endif
 #pragma unroll 1
         for (int d0 = 0; d0 < DM; d0 += 8 * TP_XF)
 #pragma unroll
             for (int f = 0; f < TP_XF; f++) {
+#if HS_XQ
+                double2 qn[4]; // the next chunk's q (the last chunk: none)
+                const int dn = d0 + 8 * f + 8;
+#pragma unroll
+                for (int v = 0; v < 4; v++) qn[v] = dn < DM ? q2[dn / 2 + v] : qa[v];
+#pragma unroll
+                for (int v = 0; v < 4; v++) { // the CPU's s += a * b: dmul, then dadd
+                    sc = __dadd_rn(sc, __dmul_rn(qa[v].x, kv[f][v].x));
+                    sc = __dadd_rn(sc, __dmul_rn(qa[v].y, kv[f][v].y));
+                }
+#pragma unroll
+                for (int v = 0; v < 4; v++) qa[v] = qn[v];
+#else
 #pragma unroll
                 for (int v = 0; v < 4; v++) { // the CPU's s += a * b: dmul, then dadd
                     sc = __dadd_rn(sc, __dmul_rn(qr[d0 + 8 * f + 2 * v], kv[f][v].x));
                     sc = __dadd_rn(sc, __dmul_rn(qr[d0 + 8 * f + 2 * v + 1], kv[f][v].y));
                 }
+#endif
                 if (d0 + 8 * TP_XF < DM)
 #pragma unroll
                     for (int v = 0; v < 4; v++) kv[f][v] = __ldg(kr + (d0 + 8 * TP_XF) / 2 + 4 * f + v);
@@ -1465,16 +1537,36 @@ __device__ __forceinline__ void tp_exact2(const double *qr, const double *kd, co
         for (int f = 0; f < XF; f++)
 #pragma unroll
             for (int v = 0; v < 4; v++) va[f][v] = __ldg(ka + 4 * f + v), vb[f][v] = __ldg(kb + 4 * f + v);
+#if HS_XQ
+        const double2 *q2 = (const double2 *)qr;
+        double2 qa[4];
+#pragma unroll
+        for (int v = 0; v < 4; v++) qa[v] = q2[v];
+#endif
 #pragma unroll 1
         for (int d0 = 0; d0 < DM; d0 += 8 * XF)
 #pragma unroll
             for (int f = 0; f < XF; f++) {
+#if HS_XQ
+                double2 qn[4];
+                const int dn = d0 + 8 * f + 8;
+#pragma unroll
+                for (int v = 0; v < 4; v++) qn[v] = dn < DM ? q2[dn / 2 + v] : qa[v];
+#pragma unroll
+                for (int v = 0; v < 4; v++) { // the CPU's s += a * b: dmul, then dadd
+                    sa = __dadd_rn(sa, __dmul_rn(qa[v].x, va[f][v].x)), sb = __dadd_rn(sb, __dmul_rn(qa[v].x, vb[f][v].x));
+                    sa = __dadd_rn(sa, __dmul_rn(qa[v].y, va[f][v].y)), sb = __dadd_rn(sb, __dmul_rn(qa[v].y, vb[f][v].y));
+                }
+#pragma unroll
+                for (int v = 0; v < 4; v++) qa[v] = qn[v];
+#else
 #pragma unroll
                 for (int v = 0; v < 4; v++) { // the CPU's s += a * b: dmul, then dadd
                     double q0 = qr[d0 + 8 * f + 2 * v], q1 = qr[d0 + 8 * f + 2 * v + 1];
                     sa = __dadd_rn(sa, __dmul_rn(q0, va[f][v].x)), sb = __dadd_rn(sb, __dmul_rn(q0, vb[f][v].x));
                     sa = __dadd_rn(sa, __dmul_rn(q1, va[f][v].y)), sb = __dadd_rn(sb, __dmul_rn(q1, vb[f][v].y));
                 }
+#endif
                 if (d0 + 8 * XF < DM)
 #pragma unroll
                     for (int v = 0; v < 4; v++)
@@ -2743,8 +2835,8 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     // the q pooling's tasks a thread at once (s13: fx_pool_q2; MSLAB_SELECT_TPQ=1: fx_pool_q, 2 (the
     // default), 4)
     static int env_q = -1;
-    if (env_q < 0) env_q = getenv("MSLAB_SELECT_TPQ") ? atoi(getenv("MSLAB_SELECT_TPQ")) : 2;
-    x.xflags = env_q == 1 ? 0 : env_q == 4 ? 8 : 2;
+    if (env_q < 0) env_q = getenv("MSLAB_SELECT_TPQ") ? atoi(getenv("MSLAB_SELECT_TPQ")) : 4;
+    x.xflags = env_q == 1 ? 0 : env_q == 2 ? 2 : 8;
     if (profon && tp) {
         x.prof = dprof, x.pcta = dcta;
         cudaCheck(cudaMemsetAsync(dprof, 0, sizeof(unsigned long long) * TP_NPROF));
