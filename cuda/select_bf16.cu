@@ -635,29 +635,13 @@ __device__ void fx_keep(uint16_t *v, int n, unsigned *cnt, int *thr, int tau, in
 }
 
 // pooled q of members gm .. gm + RM - 1 into qs [RM][DM + 4] (rows >= `rows`: 0), and into qg
-// [RM][DM] when given, as the CPU's pool_rows: a thread per dim pair (sel_pool2)
-template <int DM, int RM, int NT = FX_NT>
+// [RM][DM] when given, as the CPU's pool_rows (sel_pool2's sums): K (row, dim pair) tasks a thread at
+// once, their 16 K loads in flight where the regions are whole (s13: K 4; one task a thread before: a
+// chain of 8 round trips to HBM at each item's start, the whole CTA waiting; r3 / r4, H200,
+// paper config, ms per call: K 2 32K 1.81 vs 1.86, 64K 4.88 / 4.98, 128K 14.30 / 14.47; K 4 1.76 /
+// 4.74 / 13.76 vs K 2's 1.80 / 4.79 / 13.88)
+template <int DM, int RM, int NT = FX_NT, int K = 4>
 __device__ __forceinline__ void fx_pool_q(double *qs, const FsArgs &a, const FsUnit &U, int gm, int rows,
-                                          double *qg) {
-    constexpr int QLD = DM + 4;
-    size_t st = (size_t)a.H * a.D / 2; // token stride in dim pairs
-    const uint32_t *qb = (const uint32_t *)(a.q + ((size_t)U.b * a.T * a.H + U.h) * a.D);
-    for (int e = threadIdx.x; e < RM * DM / 2; e += NT) {
-        int mm = e / (DM / 2), d = 2 * (e % (DM / 2));
-        double m0 = 0.0, m1 = 0.0;
-        if (mm < rows) {
-            int r0 = (gm + mm) * a.w, n = min(a.T, r0 + a.w) - r0;
-            sel_pool2(qb + (size_t)r0 * st + d / 2, st, n, &m0, &m1);
-        }
-        qs[mm * QLD + d] = m0, qs[mm * QLD + d + 1] = m1;
-        if (qg) *(double2 *)(qg + mm * DM + d) = make_double2(m0, m1);
-    }
-}
-
-// s13 (MSLAB_SELECT_TPQ2=1 / TPQ4=1): fx_pool_q with K = 2 / 4 (row, dim pair) tasks a thread at once
-// (16 K loads in flight where the regions are whole: 1 / K of the round trips); the same sums
-template <int DM, int RM, int NT = FX_NT, int K = 2>
-__device__ __forceinline__ void fx_pool_q2(double *qs, const FsArgs &a, const FsUnit &U, int gm, int rows,
                                            double *qg) {
     constexpr int QLD = DM + 4, NE = RM * DM / 2;
     size_t st = (size_t)a.H * a.D / 2; // token stride in dim pairs
@@ -936,7 +920,6 @@ struct FxArgs {
     const uint16_t *kbw;       // tp_wgt (s12): the key limbs as pre-swizzled 64-key tiles [B, KVH, ntw, 2, D, 64]
     int ntw;                   // tiles per kv head (kbw)
     unsigned long long *pcta;  // MSLAB_SELECT_PROF (s13): [grid][2] each CTA's first / last globaltimer
-    int xflags;                // s13: 2 / 8 fx_pool_q2 with 2 / 4 tasks a thread (0: fx_pool_q)
 };
 __device__ __forceinline__ unsigned long long tp_gtime() {
     unsigned long long t;
@@ -976,9 +959,7 @@ __device__ bool fx_next(const FxArgs &x, double *qs, int *s_item, int *erow, uns
             erow[r] = r < rows ? fs_elig(a, U.c, g0 + m0 + r) : 0;
             cnt[r] = 0, thr[r] = 0;
         }
-        if (x.xflags & 8) fx_pool_q2<DM, RM, NT, 4>(qs, a, U, g0 + m0, rows, qg);
-        else if (x.xflags & 2) fx_pool_q2<DM, RM, NT, 2>(qs, a, U, g0 + m0, rows, qg);
-        else fx_pool_q<DM, RM, NT>(qs, a, U, g0 + m0, rows, qg);
+        fx_pool_q<DM, RM, NT>(qs, a, U, g0 + m0, rows, qg);
         __syncthreads();
         return true;
     }
@@ -1467,9 +1448,6 @@ __device__ __forceinline__ void tp_sort_surv(unsigned long long *bk, int *bi, un
 // the rows' kbar prefetched to L2 before the loop (and the key norms before the survivors): 21.2
 // vs 20.9 ms; both removed
 #define TP_XF 4
-#ifndef HS_XQ // s13: the q chunk of the next 8 dims loaded a chunk ahead (r4 ncu, 32K: the dmuls waited
-#define HS_XQ 1 // on their q loads from shared memory, ~5% of tp_select's stall samples)
-#endif
 template <int DM>
 __device__ __forceinline__ void tp_exact(const double *qr, const double *kd, const int *lst, const int *bi,
                                          unsigned long long *bk, int m) {
@@ -1483,35 +1461,15 @@ __device__ __forceinline__ void tp_exact(const double *qr, const double *kd, con
         for (int f = 0; f < TP_XF; f++)
 #pragma unroll
             for (int v = 0; v < 4; v++) kv[f][v] = __ldg(kr + 4 * f + v);
-#if HS_XQ
-        const double2 *q2 = (const double2 *)qr;
-        double2 qa[4];
-#pragma unroll
-        for (int v = 0; v < 4; v++) qa[v] = q2[v];
-#endif
 #pragma unroll 1
         for (int d0 = 0; d0 < DM; d0 += 8 * TP_XF)
 #pragma unroll
             for (int f = 0; f < TP_XF; f++) {
-#if HS_XQ
-                double2 qn[4]; // the next chunk's q (the last chunk: none)
-                const int dn = d0 + 8 * f + 8;
-#pragma unroll
-                for (int v = 0; v < 4; v++) qn[v] = dn < DM ? q2[dn / 2 + v] : qa[v];
-#pragma unroll
-                for (int v = 0; v < 4; v++) { // the CPU's s += a * b: dmul, then dadd
-                    sc = __dadd_rn(sc, __dmul_rn(qa[v].x, kv[f][v].x));
-                    sc = __dadd_rn(sc, __dmul_rn(qa[v].y, kv[f][v].y));
-                }
-#pragma unroll
-                for (int v = 0; v < 4; v++) qa[v] = qn[v];
-#else
 #pragma unroll
                 for (int v = 0; v < 4; v++) { // the CPU's s += a * b: dmul, then dadd
                     sc = __dadd_rn(sc, __dmul_rn(qr[d0 + 8 * f + 2 * v], kv[f][v].x));
                     sc = __dadd_rn(sc, __dmul_rn(qr[d0 + 8 * f + 2 * v + 1], kv[f][v].y));
                 }
-#endif
                 if (d0 + 8 * TP_XF < DM)
 #pragma unroll
                     for (int v = 0; v < 4; v++) kv[f][v] = __ldg(kr + (d0 + 8 * TP_XF) / 2 + 4 * f + v);
@@ -1537,36 +1495,16 @@ __device__ __forceinline__ void tp_exact2(const double *qr, const double *kd, co
         for (int f = 0; f < XF; f++)
 #pragma unroll
             for (int v = 0; v < 4; v++) va[f][v] = __ldg(ka + 4 * f + v), vb[f][v] = __ldg(kb + 4 * f + v);
-#if HS_XQ
-        const double2 *q2 = (const double2 *)qr;
-        double2 qa[4];
-#pragma unroll
-        for (int v = 0; v < 4; v++) qa[v] = q2[v];
-#endif
 #pragma unroll 1
         for (int d0 = 0; d0 < DM; d0 += 8 * XF)
 #pragma unroll
             for (int f = 0; f < XF; f++) {
-#if HS_XQ
-                double2 qn[4];
-                const int dn = d0 + 8 * f + 8;
-#pragma unroll
-                for (int v = 0; v < 4; v++) qn[v] = dn < DM ? q2[dn / 2 + v] : qa[v];
-#pragma unroll
-                for (int v = 0; v < 4; v++) { // the CPU's s += a * b: dmul, then dadd
-                    sa = __dadd_rn(sa, __dmul_rn(qa[v].x, va[f][v].x)), sb = __dadd_rn(sb, __dmul_rn(qa[v].x, vb[f][v].x));
-                    sa = __dadd_rn(sa, __dmul_rn(qa[v].y, va[f][v].y)), sb = __dadd_rn(sb, __dmul_rn(qa[v].y, vb[f][v].y));
-                }
-#pragma unroll
-                for (int v = 0; v < 4; v++) qa[v] = qn[v];
-#else
 #pragma unroll
                 for (int v = 0; v < 4; v++) { // the CPU's s += a * b: dmul, then dadd
                     double q0 = qr[d0 + 8 * f + 2 * v], q1 = qr[d0 + 8 * f + 2 * v + 1];
                     sa = __dadd_rn(sa, __dmul_rn(q0, va[f][v].x)), sb = __dadd_rn(sb, __dmul_rn(q0, vb[f][v].x));
                     sa = __dadd_rn(sa, __dmul_rn(q1, va[f][v].y)), sb = __dadd_rn(sb, __dmul_rn(q1, vb[f][v].y));
                 }
-#endif
                 if (d0 + 8 * XF < DM)
 #pragma unroll
                     for (int v = 0; v < 4; v++)
@@ -2851,11 +2789,6 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     int upd = env_upd > 0 && g_tph_upd == TP_HUPD ? env_upd : g_tph_upd;
     x.hupd = upd < TP_HUMAX(capf) ? upd : TP_HUMAX(capf);
     x.pcap = g_tp_pcap < TP_PMAX ? g_tp_pcap : TP_PMAX;
-    // the q pooling's tasks a thread at once (s13: fx_pool_q2; MSLAB_SELECT_TPQ=1: fx_pool_q, 2 (the
-    // default), 4)
-    static int env_q = -1;
-    if (env_q < 0) env_q = getenv("MSLAB_SELECT_TPQ") ? atoi(getenv("MSLAB_SELECT_TPQ")) : 4;
-    x.xflags = env_q == 1 ? 0 : env_q == 2 ? 2 : 8;
     if (profon && tp) {
         x.prof = dprof, x.pcta = dcta;
         cudaCheck(cudaMemsetAsync(dprof, 0, sizeof(unsigned long long) * TP_NPROF));
