@@ -2031,6 +2031,9 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
 #else
 #define TP_C1 9.9e-4f
 #endif
+#ifndef HS_BIS8
+#define HS_BIS8 1
+#endif
 #define TP1_KT 128 // pass 1: keys a tile
 #define TP1_NS 2   // cp.async stages
 #define TP1_NP 2   // tile phases (buckets: 32 NB NP = 256 a row), the top 3 of each bucket
@@ -2190,6 +2193,69 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_thr1(FxArgs x) {
         // t1 per row: the S-th largest bucket value (0: fewer than S with a key >= 1)
         unsigned lo[2] = {0u, 0u}, hi[2] = {0xffffu, 0xffffu};
         const int nsel0 = min(a.S, er0), nsel1 = min(a.S, er1);
+#if HS_BIS8
+        // s13: the same 16 halvings of [0, 0xffff] on bytes, 4 keys a word (r4 ncu, 32K: the bisection was
+        // 32% of tp_thr1's instructions, 4 a word of 2 keys a step). Steps 0-7 test mids with a zero low
+        // byte, so x >= mid <=> x's high byte >= mid's; after them [lo, hi] = [H << 8, H << 8 | 255],
+        // and x >= mid <=> hb(x) > H or (hb(x) == H and lb(x) >= lb(mid)), lb(mid) >= 1: the keys whose
+        // high byte is not H take low byte 0 (never counted), those above H counted once
+        unsigned hb[2][NB * NP * 3 / 2], lb[2][NB * NP * 3 / 2];
+        int cab[2];
+        auto word = [&](int h, int k) { // the row half's 24 bucket words in a fixed order
+            int b = k / 3, n = b / NP, p = b % NP;
+            return k % 3 == 0 ? m1[h][n][p] : k % 3 == 1 ? m2[h][n][p] : m3[h][n][p];
+        };
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+#pragma unroll
+            for (int i = 0; i < NB * NP * 3 / 2; i++) hb[h][i] = __byte_perm(word(h, 2 * i), word(h, 2 * i + 1), 0x7531);
+        auto bis_end = [&](int step, const int *sb) { // the counts in; the next-but-one counts cleared
+            __syncthreads();
+            if (tid < RM) sc[((step + 2) % 3) * RM + tid] = 0;
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                unsigned mid = (lo[h] + hi[h] + 1) >> 1;
+                if (lo[h] < hi[h]) {
+                    if (sb[h ? r1 : r0] >= (h ? nsel1 : nsel0)) lo[h] = mid;
+                    else hi[h] = mid - 1;
+                }
+            }
+        };
+        auto bis_add = [&](int step, int h, int c) {
+            c += __shfl_xor_sync(0xffffffffu, c, 1), c += __shfl_xor_sync(0xffffffffu, c, 2);
+            if (cq == 0 && c) atomicAdd(sc + (step % 3) * RM + (h ? r1 : r0), c);
+        };
+        for (int step = 0; step < 8; step++) {
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                unsigned mid = (lo[h] + hi[h] + 1) >> 1, mb = (mid >> 8) * 0x01010101u, acc = 0;
+#pragma unroll
+                for (int i = 0; i < NB * NP * 3 / 2; i++) acc += __vsetgeu4(hb[h][i], mb);
+                bis_add(step, h, (int)((acc * 0x01010101u) >> 24));
+            }
+            bis_end(step, sc + (step % 3) * RM);
+        }
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            unsigned H = lo[h] >> 8, hq = H * 0x01010101u, hn = (H + 1) * 0x01010101u, acc = 0;
+#pragma unroll
+            for (int i = 0; i < NB * NP * 3 / 2; i++) {
+                lb[h][i] = __byte_perm(word(h, 2 * i), word(h, 2 * i + 1), 0x6420) & __vcmpeq4(hb[h][i], hq);
+                acc += __vsetgeu4(hb[h][i], hn);
+            }
+            cab[h] = H < 255 ? (int)((acc * 0x01010101u) >> 24) : 0;
+        }
+        for (int step = 8; step < 16; step++) {
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                unsigned mid = (lo[h] + hi[h] + 1) >> 1, mb = (mid & 0xffu) * 0x01010101u, acc = 0;
+#pragma unroll
+                for (int i = 0; i < NB * NP * 3 / 2; i++) acc += __vsetgeu4(lb[h][i], mb);
+                bis_add(step, h, cab[h] + (int)((acc * 0x01010101u) >> 24));
+            }
+            bis_end(step, sc + (step % 3) * RM);
+        }
+#else
         for (int step = 0; step < 16; step++) {
             int *sb = sc + (step % 3) * RM;
 #pragma unroll
@@ -2216,6 +2282,7 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_thr1(FxArgs x) {
                 }
             }
         }
+#endif
         if (wn == 0 && cq == 0) {
             size_t gr = (((size_t)U.b * a.H + U.h) * a.nblk + U.c) * a.M + m0;
             if (r0 < rows) x.tinit[gr + r0] = nsel0 > 0 ? (int)lo[0] : 0;
