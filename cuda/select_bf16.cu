@@ -205,12 +205,39 @@
 //   523 vs tp_select's 549; r6 (two runs each): 32K 1.93, 1.97 vs 1.91, 1.93, 64K 5.14, 5.19 vs 5.24,
 //   5.25, 128K 15.00, 15.01 vs 15.50, 15.51, 1M 523 vs 551; r7: 32K 1.89 vs 1.98, 64K 5.12 / 5.30, 128K
 //   14.94 / 15.60 (32K over r5-r7: means 1.93 / 1.94). Kept where the longest row has more than
-//   TW_MINLD = 2048 candidates (64K tokens up; 16K and 32K keep tp_select<P2>); tp_prep_k writes its
+//   TW_MINLD = 2048 candidates (64K tokens up; 16K and 32K keep tp_select<P2>; s13: 1024, 32K up); tp_prep_k writes its
 //   swizzled tiles beside kbf (scratch + B KVH N 512 bytes at D 128: 128 MB at 128K, 1 GB at 1M).
 //   tp_wgt profile (r5, 128K, kernel 10.24 ms): sweep 48% (tile wait 9.7, mma 15.0, filter + inserts
 //   23.3), finish 43.7% (exact 17.2, sort 11.1, clusters 8.2, survivors 4.2): the finish (latency-bound:
 //   each exact score a 128-step dadd chain over a kbar row from L2 / HBM) and the filter are what is
 //   left; the targets were not reached.
+//   s13 (issue 8: 32K <= 1.4 ms, 64K <= 4.3, 128K <= 12.5 from 1.92 / 5.14 / 14.95; H200, paper config,
+//   B=1 H=32 D=128, MSLAB_SELECT_PERF(_TP=1), ms per call, old and new in one snippet). Profile first
+//   (r3 / r4): MSLAB_SELECT_PROF now also prints each CTA's end (the one-wave kernels' tail: 32K ends
+//   1118-1330 us, busy 90.7% of grid x span) and a finish-wait section (0.1%); ncu (32K, SASS source
+//   counters): tp_thr1 at 52% issue utilisation, its instructions 32% the t1 bisection (4 a word of two
+//   keys a step, 16 steps), 20% the q pooling, ~40% the tile loop (128 of ~650 a tile a warp the FMA adds
+//   of the k16 products from zero); tp_select<P2> at 33% issue, L1 66% busy: the per-row finish 3807
+//   instructions (the sort ~1.7K, fully unrolled, a quarter of its stalls instruction fetch), the exact
+//   scores' dmuls waiting on their kbar loads (5% of the samples) and on the shared q loads (5%).
+//   Kept (each measured against the version before it in one snippet): tp_pool_prep (sel_pool and
+//   tp_prep_k in one kernel; one norm atomic a warp, not a region: pool+prep 32K 0.168 -> 0.130 ms,
+//   128K 0.63 -> 0.50) and the sort's okeys swizzled for the clusters' reads (r3 together: 1.86 / 4.98 /
+//   14.47 vs main 1.92 / 5.17 / 14.95; MSLAB_SELECT_TPPP=0: the two kernels); tp_exact2 (r3: 1.82 /
+//   4.88 / 14.21 vs 1.86 / 4.98 / 14.47); the q pooling with 4 tasks a thread (fx_pool_q; r3 2 tasks
+//   1.81 / 4.88 / 14.30, r4 4 tasks 1.76 / 4.74 / 13.76 vs 2's 1.80 / 4.79 / 13.88); the last two waves'
+//   units by ld across heads (MSLAB_SELECT_TPORD=k waves, 0 off; r3 1.79 / 4.89 / 14.32; r4 all units
+//   by ld 1.80 / 5.09 / 14.49 (the keys of every head in flight: L2), 4 waves 1.83 / 4.85 / 14.00);
+//   the sort's sizes 16-512 rolled with complemented descending runs and pass 1's chained products
+//   (r5, without / with: sort 1.80 / 5.19 / 15.45 vs 1.72 / 5.10 / 15.39, chain 1.74 / 5.12 / 15.55 vs
+//   1.72 / 5.10 / 15.39, both with HS_XQ below); pass 1's bisection on bytes (r6, without / with: 0.58 / 1.74 / 4.63 / 13.47 vs
+//   0.55 / 1.71 / 4.56 / 13.39 at 16K-128K); 32K on tp_wgt (TW_MINLD 1024: r6 1.66 vs 1.71).
+//   Tried and removed: 16 survivor loads a lane (r3: 1.82 / 4.98 / 14.55 vs 1.86 / 4.98 / 14.47);
+//   tp_exact's q chunk a chunk ahead in registers (HS_XQ, r5: 64K 5.10 vs 4.58 without, 128K 15.39 vs
+//   13.41: spills in tp_wgt's tile loop, 37 local loads a tile; 32K 1.72 vs 1.71); per-warp counters
+//   instead of the finish's per-row stats atomics (spilled tp_wgt, not measured). r6 (all but TW_MINLD;
+//   main / this): 16K 0.63 / 0.55, 32K 1.95 / 1.71, 64K 5.15 / 4.56, 128K 15.04 / 13.39; 32K CTA ends
+//   1093-1215 us, busy 94.3%. Final (r7): XX.
 // tp's two passes (s11; the default where the longest row has <= TP2_MAXLD = 8192 candidates,
 //   MSLAB_SELECT_TP2=0: never; since s12 on sm_90 the second pass is tp_wgt past TW_MINLD candidates,
 //   at any length, MSLAB_SELECT_TPW=0: tp_select<P2> as before): tp_thr1 gives every row a fixed
@@ -1337,9 +1364,6 @@ __global__ void tp_pool_prep(double *kbar, const uint16_t *k, int B, int T, int 
 // s6/s7 r2 (H200, 128K paper): the smem sort of (u64 key, id) took ~56K cycles a row (shared
 // bandwidth: 45 stages of loads and stores), 23-50% of tp_select; 64-bit keys in registers ~48K
 // (shuffles of two words per element)
-#ifndef HS_SORT2
-#define HS_SORT2 1
-#endif
 __device__ __forceinline__ void tp_sort_surv(unsigned long long *bk, int *bi, unsigned *tmp, unsigned *tmp2,
                                              int n) {
     int lane = threadIdx.x & 31;
@@ -1349,11 +1373,11 @@ __device__ __forceinline__ void tp_sort_surv(unsigned long long *bk, int *bi, un
         int p = 32 * i + lane;
         v[i] = p < n ? ((unsigned)(bk[p] >> 32) & ~0x1ffu) | (unsigned)p : 0u; // pads last
     }
-#if HS_SORT2
     // s13: sizes 2-8 in the lane (directions known at compile time); 16-512 in a rolled loop (one copy
     // of the stages: the unrolled network was ~1.7K of the kernel's 16K instructions, and the sort's
     // stalls a quarter instruction fetch), the in-lane stages of a descending lane's run on complemented
-    // keys (max / min only: no selects)
+    // keys (max / min only: no selects). r5 (H200, paper config, ms per call, without / with; both
+    // with the removed HS_XQ): 32K 1.80 / 1.72, 64K 5.19 / 5.10, 128K 15.45 / 15.39
 #pragma unroll
     for (int size = 2; size <= 8; size <<= 1)
 #pragma unroll
@@ -1393,34 +1417,6 @@ __device__ __forceinline__ void tp_sort_surv(unsigned long long *bk, int *bi, un
 #pragma unroll
         for (int i = 0; i < 16; i++) v[i] ^= fl;
     }
-#else
-#pragma unroll
-    for (int size = 2; size <= 512; size <<= 1) {
-        // this run best-first (the lower element keeps the max): bit `size` of e = 16 lane + i
-        const bool lup = (lane & (size >> 4)) == 0; // size >= 16
-#pragma unroll
-        for (int stride = size >> 1; stride > 0; stride >>= 1) {
-            if (stride < 16) {
-#pragma unroll
-                for (int i = 0; i < 16; i++) {
-                    if (i & stride) continue;
-                    int j = i | stride;
-                    bool up = size < 16 ? (i & size) == 0 : lup;
-                    unsigned a = v[i], b = v[j], hi = max(a, b), lo = min(a, b);
-                    v[i] = up ? hi : lo, v[j] = up ? lo : hi;
-                }
-            } else {
-                int ls = stride >> 4;
-                bool kmax = ((lane & ls) == 0) == lup;
-#pragma unroll
-                for (int i = 0; i < 16; i++) {
-                    unsigned b = __shfl_xor_sync(0xffffffffu, v[i], ls);
-                    v[i] = kmax ? max(v[i], b) : min(v[i], b);
-                }
-            }
-        }
-    }
-#endif
     // e = 16 lane + i -> tmp[16 lane + (i ^ (lane >> 1 & 15))]: 32 distinct banks per store
 #pragma unroll
     for (int i = 0; i < 16; i++) tmp[16 * lane + (i ^ (lane >> 1 & 15))] = v[i];
@@ -1478,9 +1474,12 @@ __device__ __forceinline__ void tp_exact(const double *qr, const double *kd, con
     }
 }
 
-// s13 (MSLAB_SELECT_TPX2=1): where more than 32 positions are left, 64 a pass, two chains a lane
-// (positions p and p + 32; TP_XF / 2 chunks of each in flight: the registers of one chain of
-// tp_exact), so a row of 33-64 exact scores waits for one chain's latency, not two
+// s13: where more than 32 positions are left, 64 a pass, two chains a lane (positions p and p + 32;
+// TP_XF / 2 chunks of each in flight: the registers of one chain of tp_exact), so a row of 33-64
+// exact scores waits for one chain's latency, not two (s8's 64 a pass, 20.6 vs 21.2 ms at 128K, was
+// one CTA an SM with smem-staged rows; r3, H200, paper config, ms per call: 32K 1.82 vs 1.86, 64K
+// 4.88 / 4.98, 128K 14.21 / 14.47; exact scores per row: 24 at 32K, 35 at 128K). The next q chunk
+// loaded a chunk ahead (HS_XQ, r5) spilled tp_wgt's tile loop (64K 5.10 vs 4.58 ms without): removed
 template <int DM>
 __device__ __forceinline__ void tp_exact2(const double *qr, const double *kd, const int *lst, const int *bi,
                                           unsigned long long *bk, int m) {
@@ -2015,25 +2014,17 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
 // tiles, two cp.async stages (the pooled q in them until the first tile is issued).
 // The bound: q - qh, k - kh <= u |q|, u |k| (u = 2^-11 + 2^-23, as TP_C16's derivation) ->
 // (2u + u^2) |q| |k| = 9.77e-4, plus TP_C16 (accumulation, flushes): TP_C1 = 9.9e-4.
-// s13 (HS_C1CHAIN, default 1): the 8 k16 products of a score chained in the tensor core's fp32
+// s13: the 8 k16 products of a score chained in the tensor core's fp32
 // accumulator (no MMA from zero plus an FMA-unit add per 16 dims: r4 ncu, 32K: 128 of ~650
 // instructions a tile a warp), the accumulation bounded as TP_C16's derivation does (truncated
 // recursive summation, doubled): step k adds 16 exact products to c_{k-1}, 17 terms, <= 2 17 2^-23
 // (|c_{k-1}| + S_k) with S_k the block's sum |products| and |c_{k-1}| <= (S_1 + .. + S_{k-1})
 // (1 + 1e-4), so over 8 steps <= 34 2^-23 8 S (1 + 1e-4) = 3.25e-5 S, S <= |qh| |kh| <= (1 + u)^2
 // |q| |k|: 3.26e-5 |q| |k| in place of TP_C16's 4.3e-6 accumulation term; 9.77e-4 + 3.26e-5 +
-// 1.5e-6 (TP_C16's other terms) = 1.011e-3: TP_C1 = 1.02e-3.
-#ifndef HS_C1CHAIN
-#define HS_C1CHAIN 1
-#endif
-#if HS_C1CHAIN
+// 1.5e-6 (TP_C16's other terms) = 1.011e-3: TP_C1 = 1.02e-3 (r5 with / without, H200, paper config,
+// ms per call: 32K 1.72 / 1.74, 64K 5.10 / 5.12, 128K 15.39 / 15.55, with the removed HS_XQ; the tests'
+// t1 checks: 0 rows below, least slack 2.1e-4 |q| max |k|)
 #define TP_C1 1.02e-3f
-#else
-#define TP_C1 9.9e-4f
-#endif
-#ifndef HS_BIS8
-#define HS_BIS8 1
-#endif
 #define TP1_KT 128 // pass 1: keys a tile
 #define TP1_NS 2   // cp.async stages
 #define TP1_NP 2   // tile phases (buckets: 32 NB NP = 256 a row), the top 3 of each bucket
@@ -2152,14 +2143,7 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_thr1(FxArgs x) {
                         ldsm_x4(bh, kbt + n2 * 8 * KLD + 16 * kk);
 #pragma unroll
                         for (int h = 0; h < 2; h++) {
-#if HS_C1CHAIN
                             tp_mma(am[n2 + h], fh, bh[2 * h], bh[2 * h + 1]);
-#else
-                            float t4[4];
-                            tp_mma0(t4, fh, bh[2 * h], bh[2 * h + 1]);
-#pragma unroll
-                            for (int i = 0; i < 4; i++) am[n2 + h][i] += t4[i];
-#endif
                         }
                     }
                 }
@@ -2193,12 +2177,13 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_thr1(FxArgs x) {
         // t1 per row: the S-th largest bucket value (0: fewer than S with a key >= 1)
         unsigned lo[2] = {0u, 0u}, hi[2] = {0xffffu, 0xffffu};
         const int nsel0 = min(a.S, er0), nsel1 = min(a.S, er1);
-#if HS_BIS8
         // s13: the same 16 halvings of [0, 0xffff] on bytes, 4 keys a word (r4 ncu, 32K: the bisection was
         // 32% of tp_thr1's instructions, 4 a word of 2 keys a step). Steps 0-7 test mids with a zero low
         // byte, so x >= mid <=> x's high byte >= mid's; after them [lo, hi] = [H << 8, H << 8 | 255],
         // and x >= mid <=> hb(x) > H or (hb(x) == H and lb(x) >= lb(mid)), lb(mid) >= 1: the keys whose
-        // high byte is not H take low byte 0 (never counted), those above H counted once
+        // high byte is not H take low byte 0 (never counted), those above H counted once. r6 (H200,
+        // paper config, ms per call, without / with): 16K 0.58 / 0.55, 32K 1.74 / 1.71, 64K 4.63 / 4.56,
+        // 128K 13.47 / 13.39
         unsigned hb[2][NB * NP * 3 / 2], lb[2][NB * NP * 3 / 2];
         int cab[2];
         auto word = [&](int h, int k) { // the row half's 24 bucket words in a fixed order
@@ -2255,34 +2240,6 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_thr1(FxArgs x) {
             }
             bis_end(step, sc + (step % 3) * RM);
         }
-#else
-        for (int step = 0; step < 16; step++) {
-            int *sb = sc + (step % 3) * RM;
-#pragma unroll
-            for (int h = 0; h < 2; h++) {
-                unsigned mid = (lo[h] + hi[h] + 1) >> 1, acc = 0;
-#pragma unroll
-                for (int n = 0; n < NB; n++)
-#pragma unroll
-                    for (int p = 0; p < NP; p++)
-                        acc += __vsetgeu2(m1[h][n][p], mid * 0x10001u) + __vsetgeu2(m2[h][n][p], mid * 0x10001u) +
-                               __vsetgeu2(m3[h][n][p], mid * 0x10001u);
-                int c = (int)((acc & 0xffffu) + (acc >> 16));
-                c += __shfl_xor_sync(0xffffffffu, c, 1), c += __shfl_xor_sync(0xffffffffu, c, 2);
-                if (cq == 0 && c) atomicAdd(sb + (h ? r1 : r0), c);
-            }
-            __syncthreads();
-            if (tid < RM) sc[((step + 2) % 3) * RM + tid] = 0;
-#pragma unroll
-            for (int h = 0; h < 2; h++) {
-                unsigned mid = (lo[h] + hi[h] + 1) >> 1;
-                if (lo[h] < hi[h]) {
-                    if (sb[h ? r1 : r0] >= (h ? nsel1 : nsel0)) lo[h] = mid;
-                    else hi[h] = mid - 1;
-                }
-            }
-        }
-#endif
         if (wn == 0 && cq == 0) {
             size_t gr = (((size_t)U.b * a.H + U.h) * a.nblk + U.c) * a.M + m0;
             if (r0 < rows) x.tinit[gr + r0] = nsel0 > 0 ? (int)lo[0] : 0;
@@ -2749,8 +2706,10 @@ static int g_tpw = -1;
 // tp_wgt where the longest row has more than TW_MINLD candidates (H200, paper config, ms, tp_wgt vs
 // tp_select<P2>: s12 r5 16K (896 candidates) 0.63 vs 0.62, 32K (1920) 1.93 / 1.95, 64K 5.18 / 5.28, 128K
 // 15.08 / 15.64; r6, two runs each: 32K 1.93, 1.97 vs 1.91, 1.93, 64K 5.14, 5.19 vs 5.24, 5.25, 128K
-// 15.00, 15.01 vs 15.50, 15.51, 1M 523 vs tp_select's 551)
-#define TW_MINLD 2048
+// 15.00, 15.01 vs 15.50, 15.51, 1M 523 vs tp_select's 551). s13: 1024 (32K takes tp_wgt; with s13's
+// finish and pass 1, MSLAB_SELECT_TWMIN=n: r4 32K 1.78 vs 1.80 ms, r6 1.66 vs 1.71; 16K (896) keeps
+// tp_select<P2>: r6 0.55 / 0.55 with n 512)
+#define TW_MINLD 1024
 // the tp_select instance for head dim D (64 / 128)
 typedef void (*TpKernel)(FxArgs);
 static TpKernel tp_kernel(int D, bool p2 = false) {
