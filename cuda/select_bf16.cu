@@ -237,7 +237,10 @@
 //   13.41: spills in tp_wgt's tile loop, 37 local loads a tile; 32K 1.72 vs 1.71); per-warp counters
 //   instead of the finish's per-row stats atomics (spilled tp_wgt, not measured). r6 (all but TW_MINLD;
 //   main / this): 16K 0.63 / 0.55, 32K 1.95 / 1.71, 64K 5.15 / 4.56, 128K 15.04 / 13.39; 32K CTA ends
-//   1093-1215 us, busy 94.3%. Final (r7): XX.
+//   1093-1215 us, busy 94.3%. Final (r7, one snippet, main / this, two runs each): 16K 0.63, 0.63 /
+//   0.53, 0.54, 32K 1.91, 1.95 / 1.67, 1.65, 64K 5.12, 5.14 / 4.53, 4.52, 128K 14.98, 15.09 / 13.29,
+//   13.28; 1M (bench inputs) 521.9 / 497.6; 32K (tp_wgt) kernel 1.16 ms, pass 1 0.30, CTA busy 94.8%.
+//   The targets were not reached: the costs are spread thin (see bench/NOTES.md, select tp v7).
 // tp's two passes (s11; the default where the longest row has <= TP2_MAXLD = 8192 candidates,
 //   MSLAB_SELECT_TP2=0: never; since s12 on sm_90 the second pass is tp_wgt past TW_MINLD candidates,
 //   at any length, MSLAB_SELECT_TPW=0: tp_select<P2> as before): tp_thr1 gives every row a fixed
