@@ -205,12 +205,42 @@
 //   523 vs tp_select's 549; r6 (two runs each): 32K 1.93, 1.97 vs 1.91, 1.93, 64K 5.14, 5.19 vs 5.24,
 //   5.25, 128K 15.00, 15.01 vs 15.50, 15.51, 1M 523 vs 551; r7: 32K 1.89 vs 1.98, 64K 5.12 / 5.30, 128K
 //   14.94 / 15.60 (32K over r5-r7: means 1.93 / 1.94). Kept where the longest row has more than
-//   TW_MINLD = 2048 candidates (64K tokens up; 16K and 32K keep tp_select<P2>); tp_prep_k writes its
+//   TW_MINLD = 2048 candidates (64K tokens up; 16K and 32K keep tp_select<P2>; s13: 1024, 32K up); tp_prep_k writes its
 //   swizzled tiles beside kbf (scratch + B KVH N 512 bytes at D 128: 128 MB at 128K, 1 GB at 1M).
 //   tp_wgt profile (r5, 128K, kernel 10.24 ms): sweep 48% (tile wait 9.7, mma 15.0, filter + inserts
 //   23.3), finish 43.7% (exact 17.2, sort 11.1, clusters 8.2, survivors 4.2): the finish (latency-bound:
 //   each exact score a 128-step dadd chain over a kbar row from L2 / HBM) and the filter are what is
 //   left; the targets were not reached.
+//   s13 (issue 8: 32K <= 1.4 ms, 64K <= 4.3, 128K <= 12.5 from 1.92 / 5.14 / 14.95; H200, paper config,
+//   B=1 H=32 D=128, MSLAB_SELECT_PERF(_TP=1), ms per call, old and new in one snippet). Profile first
+//   (r3 / r4): MSLAB_SELECT_PROF now also prints each CTA's end (the one-wave kernels' tail: 32K ends
+//   1118-1330 us, busy 90.7% of grid x span) and a finish-wait section (0.1%); ncu (32K, SASS source
+//   counters): tp_thr1 at 52% issue utilisation, its instructions 32% the t1 bisection (4 a word of two
+//   keys a step, 16 steps), 20% the q pooling, ~40% the tile loop (128 of ~650 a tile a warp the FMA adds
+//   of the k16 products from zero); tp_select<P2> at 33% issue, L1 66% busy: the per-row finish 3807
+//   instructions (the sort ~1.7K, fully unrolled, a quarter of its stalls instruction fetch), the exact
+//   scores' dmuls waiting on their kbar loads (5% of the samples) and on the shared q loads (5%).
+//   Kept (each measured against the version before it in one snippet): tp_pool_prep (sel_pool and
+//   tp_prep_k in one kernel; one norm atomic a warp, not a region: pool+prep 32K 0.168 -> 0.130 ms,
+//   128K 0.63 -> 0.50) and the sort's okeys swizzled for the clusters' reads (r3 together: 1.86 / 4.98 /
+//   14.47 vs main 1.92 / 5.17 / 14.95; MSLAB_SELECT_TPPP=0: the two kernels); tp_exact2 (r3: 1.82 /
+//   4.88 / 14.21 vs 1.86 / 4.98 / 14.47); the q pooling with 4 tasks a thread (fx_pool_q; r3 2 tasks
+//   1.81 / 4.88 / 14.30, r4 4 tasks 1.76 / 4.74 / 13.76 vs 2's 1.80 / 4.79 / 13.88); the last two waves'
+//   units by ld across heads (MSLAB_SELECT_TPORD=k waves, 0 off; r3 1.79 / 4.89 / 14.32; r4 all units
+//   by ld 1.80 / 5.09 / 14.49 (the keys of every head in flight: L2), 4 waves 1.83 / 4.85 / 14.00);
+//   the sort's sizes 16-512 rolled with complemented descending runs and pass 1's chained products
+//   (r5, without / with: sort 1.80 / 5.19 / 15.45 vs 1.72 / 5.10 / 15.39, chain 1.74 / 5.12 / 15.55 vs
+//   1.72 / 5.10 / 15.39, both with HS_XQ below); pass 1's bisection on bytes (r6, without / with: 0.58 / 1.74 / 4.63 / 13.47 vs
+//   0.55 / 1.71 / 4.56 / 13.39 at 16K-128K); 32K on tp_wgt (TW_MINLD 1024: r6 1.66 vs 1.71).
+//   Tried and removed: 16 survivor loads a lane (r3: 1.82 / 4.98 / 14.55 vs 1.86 / 4.98 / 14.47);
+//   tp_exact's q chunk a chunk ahead in registers (HS_XQ, r5: 64K 5.10 vs 4.58 without, 128K 15.39 vs
+//   13.41: spills in tp_wgt's tile loop, 37 local loads a tile; 32K 1.72 vs 1.71); per-warp counters
+//   instead of the finish's per-row stats atomics (spilled tp_wgt, not measured). r6 (all but TW_MINLD;
+//   main / this): 16K 0.63 / 0.55, 32K 1.95 / 1.71, 64K 5.15 / 4.56, 128K 15.04 / 13.39; 32K CTA ends
+//   1093-1215 us, busy 94.3%. Final (r7, one snippet, main / this, two runs each): 16K 0.63, 0.63 /
+//   0.53, 0.54, 32K 1.91, 1.95 / 1.67, 1.65, 64K 5.12, 5.14 / 4.53, 4.52, 128K 14.98, 15.09 / 13.29,
+//   13.28; 1M (bench inputs) 521.9 / 497.6; 32K (tp_wgt) kernel 1.16 ms, pass 1 0.30, CTA busy 94.8%.
+//   The targets were not reached: the costs are spread thin (see bench/NOTES.md, select tp v7).
 // tp's two passes (s11; the default where the longest row has <= TP2_MAXLD = 8192 candidates,
 //   MSLAB_SELECT_TP2=0: never; since s12 on sm_90 the second pass is tp_wgt past TW_MINLD candidates,
 //   at any length, MSLAB_SELECT_TPW=0: tp_select<P2> as before): tp_thr1 gives every row a fixed
@@ -219,6 +249,7 @@
 //   alike), then fused, then old. Design at tp_thr1 and tp_wgt.
 // Shared with select_blocks.cu (select_common.cuh): the region pooling, fs_key, the DMMA step,
 //   the histogram bin search and the warp bitonic sort.
+#include <algorithm>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <limits.h>
@@ -634,22 +665,55 @@ __device__ void fx_keep(uint16_t *v, int n, unsigned *cnt, int *thr, int tau, in
 }
 
 // pooled q of members gm .. gm + RM - 1 into qs [RM][DM + 4] (rows >= `rows`: 0), and into qg
-// [RM][DM] when given, as the CPU's pool_rows: a thread per dim pair (sel_pool2)
-template <int DM, int RM, int NT = FX_NT>
+// [RM][DM] when given, as the CPU's pool_rows (sel_pool2's sums): K (row, dim pair) tasks a thread at
+// once, their 16 K loads in flight where the regions are whole (s13: K 4; one task a thread before: a
+// chain of 8 round trips to HBM at each item's start, the whole CTA waiting; r3 / r4, H200,
+// paper config, ms per call: K 2 32K 1.81 vs 1.86, 64K 4.88 / 4.98, 128K 14.30 / 14.47; K 4 1.76 /
+// 4.74 / 13.76 vs K 2's 1.80 / 4.79 / 13.88)
+template <int DM, int RM, int NT = FX_NT, int K = 4>
 __device__ __forceinline__ void fx_pool_q(double *qs, const FsArgs &a, const FsUnit &U, int gm, int rows,
-                                          double *qg) {
-    constexpr int QLD = DM + 4;
+                                           double *qg) {
+    constexpr int QLD = DM + 4, NE = RM * DM / 2;
     size_t st = (size_t)a.H * a.D / 2; // token stride in dim pairs
     const uint32_t *qb = (const uint32_t *)(a.q + ((size_t)U.b * a.T * a.H + U.h) * a.D);
-    for (int e = threadIdx.x; e < RM * DM / 2; e += NT) {
-        int mm = e / (DM / 2), d = 2 * (e % (DM / 2));
-        double m0 = 0.0, m1 = 0.0;
-        if (mm < rows) {
-            int r0 = (gm + mm) * a.w, n = min(a.T, r0 + a.w) - r0;
-            sel_pool2(qb + (size_t)r0 * st + d / 2, st, n, &m0, &m1);
+    for (int e0 = threadIdx.x; e0 < NE; e0 += K * NT) {
+        int mm[K], d[K], n[K];
+        const uint32_t *src[K];
+        double m0[K], m1[K];
+        bool full = true;
+#pragma unroll
+        for (int k = 0; k < K; k++) {
+            int e = e0 + k * NT;
+            mm[k] = e / (DM / 2), d[k] = 2 * (e % (DM / 2));
+            int r0 = (gm + mm[k]) * a.w;
+            n[k] = e < NE && mm[k] < rows ? min(a.T, r0 + a.w) - r0 : 0;
+            src[k] = qb + (size_t)(n[k] > 0 ? r0 : 0) * st + d[k] / 2;
+            m0[k] = m1[k] = 0.0, full = full && n[k] == 16;
         }
-        qs[mm * QLD + d] = m0, qs[mm * QLD + d + 1] = m1;
-        if (qg) *(double2 *)(qg + mm * DM + d) = make_double2(m0, m1);
+        if (full) { // sel_pool2's sums of each, their loads together
+            uint32_t v[K][16];
+#pragma unroll
+            for (int t = 0; t < 16; t++)
+#pragma unroll
+                for (int k = 0; k < K; k++) v[k][t] = __ldg(src[k] + t * st);
+#pragma unroll
+            for (int k = 0; k < K; k++) {
+                double a0 = 0.0, a1 = 0.0;
+#pragma unroll
+                for (int t = 0; t < 16; t++)
+                    a0 += (double)__uint_as_float(v[k][t] << 16), a1 += (double)__uint_as_float(v[k][t] & 0xffff0000u);
+                m0[k] = a0 / 16, m1[k] = a1 / 16;
+            }
+        } else
+#pragma unroll
+            for (int k = 0; k < K; k++)
+                if (n[k] > 0) sel_pool2(src[k], st, n[k], &m0[k], &m1[k]);
+#pragma unroll
+        for (int k = 0; k < K; k++) {
+            if (e0 + k * NT >= NE) continue;
+            qs[mm[k] * QLD + d[k]] = m0[k], qs[mm[k] * QLD + d[k] + 1] = m1[k];
+            if (qg) *(double2 *)(qg + mm[k] * DM + d[k]) = make_double2(m0[k], m1[k]);
+        }
     }
 }
 
@@ -885,14 +949,20 @@ struct FxArgs {
     int *tinit;                // two-pass (s11): pass 1's thresholds per member row [B, H, nblk, M]
     const uint16_t *kbw;       // tp_wgt (s12): the key limbs as pre-swizzled 64-key tiles [B, KVH, ntw, 2, D, 64]
     int ntw;                   // tiles per kv head (kbw)
+    unsigned long long *pcta;  // MSLAB_SELECT_PROF (s13): [grid][2] each CTA's first / last globaltimer
 };
+__device__ __forceinline__ unsigned long long tp_gtime() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
 // tp_select's profile sections (MSLAB_SELECT_PROF=1: per-warp clock64 sums, printed per call)
-#define TP_NPROF 18
+#define TP_NPROF 19
 enum { TPP_NEXT, TPP_PRO, TPP_WAIT, TPP_MMA, TPP_FILT, TPP_INS, TPP_BAR, TPP_CMP, TPP_FCMP, TPP_SURV, TPP_SORT,
-       TPP_CLU, TPP_EXACT, TPP_ORD, TPP_NTILE, TPP_NCMP, TPP_NUPD, TPP_NITEM };
+       TPP_CLU, TPP_EXACT, TPP_ORD, TPP_FWAIT, TPP_NTILE, TPP_NCMP, TPP_NUPD, TPP_NITEM };
 static const char *tp_prof_names[TP_NPROF] = {"next+pool", "norms+afrag", "tile wait", "mma", "filter", "insert",
                                              "barrier", "compact", "final compact", "survivors", "sort",
-                                             "clusters", "exact", "order+write", "#tiles", "#row compactions",
+                                             "clusters", "exact", "order+write", "finish wait", "#tiles", "#row compactions",
                                              "#hist updates", "#items"};
 
 // the next work item (RM members of a unit) of a persistent fx_select / tp_select CTA: false when
@@ -1229,13 +1299,71 @@ __global__ void tp_prep_k(uint16_t *kbf, float *knorm, float *kfac, int *ctrl, c
     }
 }
 
+// s13 (MSLAB_SELECT_TPPP, default 1; 0: sel_pool then tp_prep_k): sel_pool and tp_prep_k in one
+// kernel, a warp per key region: the pooled kbar (sel_pool2's sums, the same order) from registers
+// into tp_prep_k's limbs / norms / scales (no re-read of kbar), and the norm maximum reduced per warp
+// over its grid-stride rows, one atomic a warp (tp_prep_k: one a key region, all on ctrl[3])
+__global__ void tp_pool_prep(double *kbar, const uint16_t *k, int B, int T, int KVH, int w, uint16_t *kbf,
+                             float *knorm, float *kfac, int *ctrl, int N, int nkp, int D, uint16_t *kbw, int ntw) {
+    size_t rows = (size_t)B * KVH * N, st = (size_t)KVH * D / 2; // st: 32-bit words a token
+    int lane = threadIdx.x & 31, nmax = 0;
+    size_t wid = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5;
+    size_t nw = (size_t)gridDim.x * blockDim.x >> 5;
+    for (size_t r = wid; r < rows; r += nw) {
+        size_t hd = r / N;
+        int reg = (int)(r % N), b = (int)(hd / KVH), hh = (int)(hd % KVH);
+        int r0 = reg * w, cnt = min(T, r0 + w) - r0;
+        const uint32_t *src = (const uint32_t *)(k + ((size_t)b * T * KVH + hh) * D) + (size_t)r0 * st;
+        double2 v[2];
+        double ss = 0.0, m = 0.0;
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            int d = 2 * lane + 64 * i;
+            v[i] = make_double2(0.0, 0.0);
+            if (d < D) sel_pool2(src + d / 2, st, cnt, &v[i].x, &v[i].y);
+        }
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            int d = 2 * lane + 64 * i;
+            if (d < D) *(double2 *)(kbar + r * D + d) = v[i];
+            ss += v[i].x * v[i].x + v[i].y * v[i].y; // tp_prep_k's from here
+            m = fmax(m, fmax(fabs(v[i].x), fabs(v[i].y)));
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1)
+            ss += __shfl_xor_sync(0xffffffffu, ss, o), m = fmax(m, __shfl_xor_sync(0xffffffffu, m, o));
+        int e = tp_exp(m);
+        double sc = e == TP_EBAD ? 1.0 : ldexp(1.0, e);
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            int d = 2 * lane + 64 * i;
+            if (d >= D) continue;
+            uint32_t h0, l0, h1, l1;
+            tp_split(v[i].x * sc, &h0, &l0), tp_split(v[i].y * sc, &h1, &l1);
+            *(uint32_t *)(kbf + r * 2 * D + d) = h0 | h1 << 16;
+            *(uint32_t *)(kbf + r * 2 * D + D + d) = l0 | l1 << 16;
+            if (kbw) {
+                uint16_t *tw = kbw + (hd * ntw + reg / 64) * 2 * (size_t)D * 64 + pl<64>(reg % 64, d / 8) + d % 8;
+                *(uint32_t *)tw = h0 | h1 << 16, *(uint32_t *)(tw + D * 64) = l0 | l1 << 16;
+            }
+        }
+        if (lane == 0) {
+            float n = e == TP_EBAD ? INFINITY : tp_norm_up(ss);
+            knorm[hd * nkp + reg] = n;
+            kfac[hd * nkp + reg] = ldexpf(1.0f, e == TP_EBAD ? 0 : -e);
+            nmax = max(nmax, __float_as_int(n)); // = tp_prep_k's atomicMax over these rows (ctrl[3] from 0)
+        }
+    }
+    if (lane == 0 && nmax > 0) atomicMax(ctrl + 3, nmax);
+}
+
 // warp: order the n <= 512 survivors bk[p] = okey(s') << 32 | ~id by s' desc: bk[p] = okey(s'),
 // bi[p] = id in that order. Sorted as 32-bit keys, okey(s') with its low 9 bits replaced by p (a
 // unique key; s' within ~2^-14 of another may come out in either order: the clusters still hold,
 // as a cut needs only the bounds of what lies on each side, and such neighbours share a cluster
 // and get exact scores), in registers: element 16 lane + i in v[i], bitonic, strides < 16 in the
 // lane (min / max), the 5 lane bits by shuffles; tmp, tmp2 [512] words: the sorted keys (swizzled;
-// their low 9 bits: the input position, which the caller may still read), okeys.
+// their low 9 bits: the input position, which the caller may still read), okeys (swizzled alike).
 // s6/s7 r2 (H200, 128K paper): the smem sort of (u64 key, id) took ~56K cycles a row (shared
 // bandwidth: 45 stages of loads and stores), 23-50% of tp_select; 64-bit keys in registers ~48K
 // (shuffles of two words per element)
@@ -1248,43 +1376,64 @@ __device__ __forceinline__ void tp_sort_surv(unsigned long long *bk, int *bi, un
         int p = 32 * i + lane;
         v[i] = p < n ? ((unsigned)(bk[p] >> 32) & ~0x1ffu) | (unsigned)p : 0u; // pads last
     }
+    // s13: sizes 2-8 in the lane (directions known at compile time); 16-512 in a rolled loop (one copy
+    // of the stages: the unrolled network was ~1.7K of the kernel's 16K instructions, and the sort's
+    // stalls a quarter instruction fetch), the in-lane stages of a descending lane's run on complemented
+    // keys (max / min only: no selects). r5 (H200, paper config, ms per call, without / with; both
+    // with the removed HS_XQ): 32K 1.80 / 1.72, 64K 5.19 / 5.10, 128K 15.45 / 15.39
 #pragma unroll
-    for (int size = 2; size <= 512; size <<= 1) {
-        // this run best-first (the lower element keeps the max): bit `size` of e = 16 lane + i
-        const bool lup = (lane & (size >> 4)) == 0; // size >= 16
+    for (int size = 2; size <= 8; size <<= 1)
 #pragma unroll
-        for (int stride = size >> 1; stride > 0; stride >>= 1) {
-            if (stride < 16) {
+        for (int stride = size >> 1; stride > 0; stride >>= 1)
 #pragma unroll
-                for (int i = 0; i < 16; i++) {
-                    if (i & stride) continue;
-                    int j = i | stride;
-                    bool up = size < 16 ? (i & size) == 0 : lup;
-                    unsigned a = v[i], b = v[j], hi = max(a, b), lo = min(a, b);
-                    v[i] = up ? hi : lo, v[j] = up ? lo : hi;
-                }
-            } else {
-                int ls = stride >> 4;
-                bool kmax = ((lane & ls) == 0) == lup;
+            for (int i = 0; i < 16; i++) {
+                if (i & stride) continue;
+                int j = i | stride;
+                unsigned a = v[i], b = v[j], hi = max(a, b), lo = min(a, b);
+                if ((i & size) == 0) v[i] = hi, v[j] = lo;
+                else v[i] = lo, v[j] = hi;
+            }
+#pragma unroll 1
+    for (int size = 16; size <= 512; size <<= 1) {
+        const bool lup = (lane & (size >> 4)) == 0;
+#pragma unroll 1
+        for (int ls = size >> 5; ls > 0; ls >>= 1) { // strides 16 ls (the lane bits) by shuffles
+            bool kmax = ((lane & ls) == 0) == lup;
 #pragma unroll
-                for (int i = 0; i < 16; i++) {
-                    unsigned b = __shfl_xor_sync(0xffffffffu, v[i], ls);
-                    v[i] = kmax ? max(v[i], b) : min(v[i], b);
-                }
+            for (int i = 0; i < 16; i++) {
+                unsigned b = __shfl_xor_sync(0xffffffffu, v[i], ls);
+                v[i] = kmax ? max(v[i], b) : min(v[i], b);
             }
         }
+        const unsigned fl = lup ? 0u : 0xffffffffu;
+#pragma unroll
+        for (int i = 0; i < 16; i++) v[i] ^= fl;
+#pragma unroll
+        for (int stride = 8; stride > 0; stride >>= 1)
+#pragma unroll
+            for (int i = 0; i < 16; i++) {
+                if (i & stride) continue;
+                int j = i | stride;
+                unsigned a = v[i], b = v[j];
+                v[i] = max(a, b), v[j] = min(a, b);
+            }
+#pragma unroll
+        for (int i = 0; i < 16; i++) v[i] ^= fl;
     }
     // e = 16 lane + i -> tmp[16 lane + (i ^ (lane >> 1 & 15))]: 32 distinct banks per store
 #pragma unroll
     for (int i = 0; i < 16; i++) tmp[16 * lane + (i ^ (lane >> 1 & 15))] = v[i];
     __syncwarp();
-    // gather: ids into bi, okeys via tmp2 (bk is still being read)
+    // gather: ids into bi, okeys via tmp2 (bk is still being read), tmp2 in tmp's swizzle (s13: the
+    // caller reads position 16 lane + i there without bank conflicts; bk[16 lane + i] as u64 was a
+    // 32-way conflict a load)
     for (int p = lane; p < n; p += 32) {
-        unsigned long long ent = bk[tmp[16 * (p >> 4) + ((p & 15) ^ (p >> 5 & 15))] & 0x1ffu];
-        bi[p] = (int)(0xffffffffu - (unsigned)ent), tmp2[p] = (unsigned)(ent >> 32);
+        int sp = 16 * (p >> 4) + ((p & 15) ^ (p >> 5 & 15));
+        unsigned long long ent = bk[tmp[sp] & 0x1ffu];
+        bi[p] = (int)(0xffffffffu - (unsigned)ent), tmp2[sp] = (unsigned)(ent >> 32);
     }
     __syncwarp();
-    for (int p = lane; p < n; p += 32) bk[p] = tmp2[p];
+    for (int p = lane; p < n; p += 32) bk[p] = tmp2[16 * (p >> 4) + ((p & 15) ^ (p >> 5 & 15))];
     __syncwarp();
 }
 
@@ -1326,6 +1475,48 @@ __device__ __forceinline__ void tp_exact(const double *qr, const double *kd, con
             }
         if (p0 + lane < m) bk[pos] = fs_key(sc);
     }
+}
+
+// s13: where more than 32 positions are left, 64 a pass, two chains a lane (positions p and p + 32;
+// TP_XF / 2 chunks of each in flight: the registers of one chain of tp_exact), so a row of 33-64
+// exact scores waits for one chain's latency, not two (s8's 64 a pass, 20.6 vs 21.2 ms at 128K, was
+// one CTA an SM with smem-staged rows; r3, H200, paper config, ms per call: 32K 1.82 vs 1.86, 64K
+// 4.88 / 4.98, 128K 14.21 / 14.47; exact scores per row: 24 at 32K, 35 at 128K). The next q chunk
+// loaded a chunk ahead (HS_XQ, r5) spilled tp_wgt's tile loop (64K 5.10 vs 4.58 ms without): removed
+template <int DM>
+__device__ __forceinline__ void tp_exact2(const double *qr, const double *kd, const int *lst, const int *bi,
+                                          unsigned long long *bk, int m) {
+    constexpr int XF = TP_XF / 2;
+    int lane = threadIdx.x & 31, p0 = 0;
+    for (; m - p0 > 32; p0 += 64) {
+        int pa = lst[p0 + lane], pb = lst[min(p0 + 32 + lane, m - 1)];
+        const double2 *ka = (const double2 *)(kd + (size_t)bi[pa] * DM), *kb = (const double2 *)(kd + (size_t)bi[pb] * DM);
+        double sa = 0.0, sb = 0.0;
+        double2 va[XF][4], vb[XF][4];
+#pragma unroll
+        for (int f = 0; f < XF; f++)
+#pragma unroll
+            for (int v = 0; v < 4; v++) va[f][v] = __ldg(ka + 4 * f + v), vb[f][v] = __ldg(kb + 4 * f + v);
+#pragma unroll 1
+        for (int d0 = 0; d0 < DM; d0 += 8 * XF)
+#pragma unroll
+            for (int f = 0; f < XF; f++) {
+#pragma unroll
+                for (int v = 0; v < 4; v++) { // the CPU's s += a * b: dmul, then dadd
+                    double q0 = qr[d0 + 8 * f + 2 * v], q1 = qr[d0 + 8 * f + 2 * v + 1];
+                    sa = __dadd_rn(sa, __dmul_rn(q0, va[f][v].x)), sb = __dadd_rn(sb, __dmul_rn(q0, vb[f][v].x));
+                    sa = __dadd_rn(sa, __dmul_rn(q1, va[f][v].y)), sb = __dadd_rn(sb, __dmul_rn(q1, vb[f][v].y));
+                }
+                if (d0 + 8 * XF < DM)
+#pragma unroll
+                    for (int v = 0; v < 4; v++)
+                        va[f][v] = __ldg(ka + (d0 + 8 * XF) / 2 + 4 * f + v),
+                        vb[f][v] = __ldg(kb + (d0 + 8 * XF) / 2 + 4 * f + v);
+            }
+        bk[pa] = fs_key(sa);
+        if (p0 + 32 + lane < m) bk[pb] = fs_key(sb);
+    }
+    if (p0 < m) tp_exact<DM>(qr, kd, lst + p0, bi, bk, m - p0);
 }
 
 // per warp at the end: keys [512] u64, ids, clusters, exact list, norms [512] int / float, the row's
@@ -1438,7 +1629,7 @@ __device__ __forceinline__ void tp_finish(const FxArgs &x, char *wa, const FsUni
 #pragma unroll
             for (int i = 0; i < 16; i++) { // s' and the key norm (in lo for now; nrm by input position,
                 int p = 16 * lane + i; // the sort's swizzled keys in cl: their low 9 bits)
-                sv[i] = p < w ? tp_unokey((unsigned)bk[p]) : 0.f;
+                sv[i] = p < w ? tp_unokey(((const unsigned *)flo)[16 * lane + (i ^ (lane >> 1 & 15))]) : 0.f;
                 lo[i] = p < w ? nrm[cl[16 * lane + (i ^ (lane >> 1 & 15))] & 0x1ff] : 0.f;
             }
             __syncwarp(); // every lane's reads of cl done before the cluster indices go there
@@ -1509,7 +1700,7 @@ __device__ __forceinline__ void tp_finish(const FxArgs &x, char *wa, const FsUni
         mark(TPP_CLU);
         cp_async_wait<0>();
         __syncwarp();
-        tp_exact<DM>(qw, kd, lst, bi, bk, m);
+        tp_exact2<DM>(qw, kd, lst, bi, bk, m);
         __syncwarp();
         mark(TPP_EXACT);
         // order inside those clusters (exact desc, id asc): a lane per cluster (insertion;
@@ -1605,6 +1796,7 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
     if (prof) {
         for (int i = lane; i < TP_NPROF; i += 32) s_prof[warp][i] = 0;
         tlast = clock64();
+        if (tid == 0) x.pcta[2 * blockIdx.x] = tp_gtime();
     }
     unsigned long long *gq = x.gkey + (size_t)blockIdx.x * RM * x.capg;
     const float nkmax = __int_as_float(x.ctrl[3]);
@@ -1799,10 +1991,16 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
         mark(TPP_FCMP);
         tp_finish<DM>(x, (char *)kt + (size_t)warp * tp_warp_bytes(DM), U, m0, rows, cnt, thr, erow, crow, &s_row,
                       gq, qg, kvh, knb, mark);
+        if (prof) { // the warps' wait for the item's last row (s13; else inside fx_next's first barrier)
+            __syncthreads();
+            mark(TPP_FWAIT);
+        }
     }
     if (lane == 0 && nupd) atomicAdd(x.ctrl + CTL_HUPD, nupd);
-    if (prof && lane == 0)
+    if (prof && lane == 0) {
         for (int i = 0; i < TP_NPROF; i++) atomicAdd(x.prof + i, s_prof[warp][i]);
+        atomicMax(x.pcta + 2 * blockIdx.x + 1, tp_gtime());
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1819,7 +2017,17 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
 // tiles, two cp.async stages (the pooled q in them until the first tile is issued).
 // The bound: q - qh, k - kh <= u |q|, u |k| (u = 2^-11 + 2^-23, as TP_C16's derivation) ->
 // (2u + u^2) |q| |k| = 9.77e-4, plus TP_C16 (accumulation, flushes): TP_C1 = 9.9e-4.
-#define TP_C1 9.9e-4f
+// s13: the 8 k16 products of a score chained in the tensor core's fp32
+// accumulator (no MMA from zero plus an FMA-unit add per 16 dims: r4 ncu, 32K: 128 of ~650
+// instructions a tile a warp), the accumulation bounded as TP_C16's derivation does (truncated
+// recursive summation, doubled): step k adds 16 exact products to c_{k-1}, 17 terms, <= 2 17 2^-23
+// (|c_{k-1}| + S_k) with S_k the block's sum |products| and |c_{k-1}| <= (S_1 + .. + S_{k-1})
+// (1 + 1e-4), so over 8 steps <= 34 2^-23 8 S (1 + 1e-4) = 3.25e-5 S, S <= |qh| |kh| <= (1 + u)^2
+// |q| |k|: 3.26e-5 |q| |k| in place of TP_C16's 4.3e-6 accumulation term; 9.77e-4 + 3.26e-5 +
+// 1.5e-6 (TP_C16's other terms) = 1.011e-3: TP_C1 = 1.02e-3 (r5 with / without, H200, paper config,
+// ms per call: 32K 1.72 / 1.74, 64K 5.10 / 5.12, 128K 15.39 / 15.55, with the removed HS_XQ; the tests'
+// t1 checks: 0 rows below, least slack 2.1e-4 |q| max |k|)
+#define TP_C1 1.02e-3f
 #define TP1_KT 128 // pass 1: keys a tile
 #define TP1_NS 2   // cp.async stages
 #define TP1_NP 2   // tile phases (buckets: 32 NB NP = 256 a row), the top 3 of each bucket
@@ -1938,10 +2146,7 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_thr1(FxArgs x) {
                         ldsm_x4(bh, kbt + n2 * 8 * KLD + 16 * kk);
 #pragma unroll
                         for (int h = 0; h < 2; h++) {
-                            float t4[4];
-                            tp_mma0(t4, fh, bh[2 * h], bh[2 * h + 1]);
-#pragma unroll
-                            for (int i = 0; i < 4; i++) am[n2 + h][i] += t4[i];
+                            tp_mma(am[n2 + h], fh, bh[2 * h], bh[2 * h + 1]);
                         }
                     }
                 }
@@ -1975,21 +2180,24 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_thr1(FxArgs x) {
         // t1 per row: the S-th largest bucket value (0: fewer than S with a key >= 1)
         unsigned lo[2] = {0u, 0u}, hi[2] = {0xffffu, 0xffffu};
         const int nsel0 = min(a.S, er0), nsel1 = min(a.S, er1);
-        for (int step = 0; step < 16; step++) {
-            int *sb = sc + (step % 3) * RM;
+        // s13: the same 16 halvings of [0, 0xffff] on bytes, 4 keys a word (r4 ncu, 32K: the bisection was
+        // 32% of tp_thr1's instructions, 4 a word of 2 keys a step). Steps 0-7 test mids with a zero low
+        // byte, so x >= mid <=> x's high byte >= mid's; after them [lo, hi] = [H << 8, H << 8 | 255],
+        // and x >= mid <=> hb(x) > H or (hb(x) == H and lb(x) >= lb(mid)), lb(mid) >= 1: the keys whose
+        // high byte is not H take low byte 0 (never counted), those above H counted once. r6 (H200,
+        // paper config, ms per call, without / with): 16K 0.58 / 0.55, 32K 1.74 / 1.71, 64K 4.63 / 4.56,
+        // 128K 13.47 / 13.39
+        unsigned hb[2][NB * NP * 3 / 2], lb[2][NB * NP * 3 / 2];
+        int cab[2];
+        auto word = [&](int h, int k) { // the row half's 24 bucket words in a fixed order
+            int b = k / 3, n = b / NP, p = b % NP;
+            return k % 3 == 0 ? m1[h][n][p] : k % 3 == 1 ? m2[h][n][p] : m3[h][n][p];
+        };
 #pragma unroll
-            for (int h = 0; h < 2; h++) {
-                unsigned mid = (lo[h] + hi[h] + 1) >> 1, acc = 0;
+        for (int h = 0; h < 2; h++)
 #pragma unroll
-                for (int n = 0; n < NB; n++)
-#pragma unroll
-                    for (int p = 0; p < NP; p++)
-                        acc += __vsetgeu2(m1[h][n][p], mid * 0x10001u) + __vsetgeu2(m2[h][n][p], mid * 0x10001u) +
-                               __vsetgeu2(m3[h][n][p], mid * 0x10001u);
-                int c = (int)((acc & 0xffffu) + (acc >> 16));
-                c += __shfl_xor_sync(0xffffffffu, c, 1), c += __shfl_xor_sync(0xffffffffu, c, 2);
-                if (cq == 0 && c) atomicAdd(sb + (h ? r1 : r0), c);
-            }
+            for (int i = 0; i < NB * NP * 3 / 2; i++) hb[h][i] = __byte_perm(word(h, 2 * i), word(h, 2 * i + 1), 0x7531);
+        auto bis_end = [&](int step, const int *sb) { // the counts in; the next-but-one counts cleared
             __syncthreads();
             if (tid < RM) sc[((step + 2) % 3) * RM + tid] = 0;
 #pragma unroll
@@ -2000,6 +2208,40 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_thr1(FxArgs x) {
                     else hi[h] = mid - 1;
                 }
             }
+        };
+        auto bis_add = [&](int step, int h, int c) {
+            c += __shfl_xor_sync(0xffffffffu, c, 1), c += __shfl_xor_sync(0xffffffffu, c, 2);
+            if (cq == 0 && c) atomicAdd(sc + (step % 3) * RM + (h ? r1 : r0), c);
+        };
+        for (int step = 0; step < 8; step++) {
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                unsigned mid = (lo[h] + hi[h] + 1) >> 1, mb = (mid >> 8) * 0x01010101u, acc = 0;
+#pragma unroll
+                for (int i = 0; i < NB * NP * 3 / 2; i++) acc += __vsetgeu4(hb[h][i], mb);
+                bis_add(step, h, (int)((acc * 0x01010101u) >> 24));
+            }
+            bis_end(step, sc + (step % 3) * RM);
+        }
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            unsigned H = lo[h] >> 8, hq = H * 0x01010101u, hn = (H + 1) * 0x01010101u, acc = 0;
+#pragma unroll
+            for (int i = 0; i < NB * NP * 3 / 2; i++) {
+                lb[h][i] = __byte_perm(word(h, 2 * i), word(h, 2 * i + 1), 0x6420) & __vcmpeq4(hb[h][i], hq);
+                acc += __vsetgeu4(hb[h][i], hn);
+            }
+            cab[h] = H < 255 ? (int)((acc * 0x01010101u) >> 24) : 0;
+        }
+        for (int step = 8; step < 16; step++) {
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                unsigned mid = (lo[h] + hi[h] + 1) >> 1, mb = (mid & 0xffu) * 0x01010101u, acc = 0;
+#pragma unroll
+                for (int i = 0; i < NB * NP * 3 / 2; i++) acc += __vsetgeu4(lb[h][i], mb);
+                bis_add(step, h, cab[h] + (int)((acc * 0x01010101u) >> 24));
+            }
+            bis_end(step, sc + (step % 3) * RM);
         }
         if (wn == 0 && cq == 0) {
             size_t gr = (((size_t)U.b * a.H + U.h) * a.nblk + U.c) * a.M + m0;
@@ -2211,6 +2453,7 @@ __global__ void __launch_bounds__(TWT_NT, 2) tp_wgt(FxArgs x) {
     if (PROF) {
         for (int i = lane; i < TP_NPROF; i += 32) s_prof[warp][i] = 0;
         tlast = clock64();
+        if (tid == 0) x.pcta[2 * blockIdx.x] = tp_gtime();
     }
     while (fx_next<DM, RM, TWT_NT>(x, qs, &s_item, erow, cnt, thr, U, m0, rows, qg)) {
         mark(TPP_NEXT);
@@ -2292,9 +2535,15 @@ __global__ void __launch_bounds__(TWT_NT, 2) tp_wgt(FxArgs x) {
         mark(TPP_BAR);
         tp_finish<DM>(x, (char *)sm + (size_t)warp * tp_warp_bytes(DM), U, m0, rows, cnt, thr, erow, crow, &s_row,
                       gq, qg, kvh, knb, mark);
+        if (PROF) {
+            __syncthreads();
+            mark(TPP_FWAIT);
+        }
     }
-    if (PROF && lane == 0)
+    if (PROF && lane == 0) {
         for (int i = 0; i < TP_NPROF; i++) atomicAdd(x.prof + i, s_prof[warp][i]);
+        atomicMax(x.pcta + 2 * blockIdx.x + 1, tp_gtime());
+    }
 #else // an image without sm_90a's wgmma (the compute_90 PTX, JIT-compiled): count a failed row, so
       // the call falls back to tp_select instead of passing with no list written (s12 review)
     if (blockIdx.x == 0 && threadIdx.x == 0) atomicAdd(x.ctrl + 1, 1);
@@ -2460,8 +2709,10 @@ static int g_tpw = -1;
 // tp_wgt where the longest row has more than TW_MINLD candidates (H200, paper config, ms, tp_wgt vs
 // tp_select<P2>: s12 r5 16K (896 candidates) 0.63 vs 0.62, 32K (1920) 1.93 / 1.95, 64K 5.18 / 5.28, 128K
 // 15.08 / 15.64; r6, two runs each: 32K 1.93, 1.97 vs 1.91, 1.93, 64K 5.14, 5.19 vs 5.24, 5.25, 128K
-// 15.00, 15.01 vs 15.50, 15.51, 1M 523 vs tp_select's 551)
-#define TW_MINLD 2048
+// 15.00, 15.01 vs 15.50, 15.51, 1M 523 vs tp_select's 551). s13: 1024 (32K takes tp_wgt; with s13's
+// finish and pass 1, MSLAB_SELECT_TWMIN=n: r4 32K 1.78 vs 1.80 ms, r6 1.66 vs 1.71; 16K (896) keeps
+// tp_select<P2>: r6 0.55 / 0.55 with n 512)
+#define TW_MINLD 1024
 // the tp_select instance for head dim D (64 / 128)
 typedef void (*TpKernel)(FxArgs);
 static TpKernel tp_kernel(int D, bool p2 = false) {
@@ -2489,7 +2740,9 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     MS_ASSERT(hord, "out of memory");
     for (size_t i = 0; i < nunit; i++) maxld = hu[i].ld > maxld ? hu[i].ld : maxld;
     // tp_wgt: the two passes past TW_MINLD at any length (s12 r5 / r6, 1M: 523 ms vs tp_select's 549 / 551)
-    const bool tw = tp2 && g_tpw && arch_ok() && maxld > TW_MINLD;
+    static int env_twmin = -1; // s13 A/B: MSLAB_SELECT_TWMIN=n, tp_wgt past n candidates (TW_MINLD)
+    if (env_twmin < 0) env_twmin = getenv("MSLAB_SELECT_TWMIN") ? atoi(getenv("MSLAB_SELECT_TWMIN")) : TW_MINLD;
+    const bool tw = tp2 && g_tpw && arch_ok() && maxld > env_twmin;
     if (maxld > 65535 || (tp && select_mode() == 3 && maxld < TP_AUTO_MIN) || (tp2 && !tw && maxld > TP2_MAXLD)) {
         // 16-bit counters; the two-pass's cut
         free(hu), free(hord);
@@ -2541,11 +2794,13 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     x.kbw = (const uint16_t *)(scr + o_kw), x.ntw = ntw;
     // MSLAB_SELECT_PROF=1: tp_select's section profile and the kernels' times (events), on stderr
     static int profon = -1;
-    static unsigned long long *dprof = NULL;
+    static unsigned long long *dprof = NULL, *dcta = NULL;
     if (profon < 0) {
         profon = getenv("MSLAB_SELECT_PROF") && atoi(getenv("MSLAB_SELECT_PROF")) > 0;
         if (profon) cudaCheck(cudaMalloc(&dprof, sizeof(unsigned long long) * TP_NPROF));
+        if (profon) cudaCheck(cudaMalloc(&dcta, sizeof(unsigned long long) * 2 * 4096));
     }
+    int pgrid = 0; // the last selection kernel's grid (its CTAs' times in dcta)
     // host clock around synchronised phases (profile only)
     auto pnow = [&]() {
         cudaCheck(cudaDeviceSynchronize());
@@ -2564,15 +2819,24 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     x.hupd = upd < TP_HUMAX(capf) ? upd : TP_HUMAX(capf);
     x.pcap = g_tp_pcap < TP_PMAX ? g_tp_pcap : TP_PMAX;
     if (profon && tp) {
-        x.prof = dprof;
+        x.prof = dprof, x.pcta = dcta;
         cudaCheck(cudaMemsetAsync(dprof, 0, sizeof(unsigned long long) * TP_NPROF));
     }
     if (profon) tp0 = pnow();
     cudaCheck(cudaMemsetAsync(a.fpos, 0x7f, (size_t)MGRID * N * 4));
     cudaCheck(cudaMemsetAsync(x.ctrl, 0, 64));
-    sel_pool<<<grid_for(kb_n / 2, 256), 256>>>((double *)a.kbar, k, B, T, KVH, D, cfg->w, N);
+    static int env_pp = -1; // MSLAB_SELECT_TPPP (s13): tp's pooling and limbs in one kernel (tp_pool_prep)
+    if (env_pp < 0) env_pp = getenv("MSLAB_SELECT_TPPP") ? atoi(getenv("MSLAB_SELECT_TPPP")) != 0 : 1;
+    if (tp && env_pp) {
+        unsigned gp = grid_for(heads * N * 32, 256), gmax = (unsigned)nsm * 3; // 24 warps an SM (69 registers), grid-stride
+        tp_pool_prep<<<gp < gmax ? gp : gmax, 256>>>((double *)a.kbar, k, B, T, KVH, cfg->w, (uint16_t *)x.kbf,
+                                                     (float *)x.knorm, (float *)x.kfac, x.ctrl, N, (int)nkp, D,
+                                                     tw ? (uint16_t *)x.kbw : nullptr, ntw);
+        cudaLaunchCheck();
+    } else
+        sel_pool<<<grid_for(kb_n / 2, 256), 256>>>((double *)a.kbar, k, B, T, KVH, D, cfg->w, N);
     cudaLaunchCheck();
-    if (tp) {
+    if (tp && !env_pp) {
         unsigned gp = grid_for(heads * N * 32, 256);
         tp_prep_k<<<gp, 256>>>((uint16_t *)x.kbf, (float *)x.knorm, (float *)x.kfac, x.ctrl, a.kbar, heads, N,
                                (int)nkp, D, tw ? (uint16_t *)x.kbw : nullptr, ntw);
@@ -2613,6 +2877,16 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
             int t = hord[lo];
             hord[lo] = hord[hi], hord[hi] = t;
         }
+        // s13 (tp; MSLAB_SELECT_TPORD=k, default 2, 0 off): the units of the last k waves of items
+        // (k nslot) in ld descending order across heads (stable), so the one-wave kernels end on
+        // their cheapest items
+        static int env_ord = -1;
+        if (env_ord < 0) env_ord = getenv("MSLAB_SELECT_TPORD") ? atoi(getenv("MSLAB_SELECT_TPORD")) : 2;
+        if (tp && env_ord > 0) {
+            long long kk = ((long long)env_ord * nslot + mt - 1) / mt;
+            int k = kk < nw ? (int)kk : nw, f = nw - k;
+            std::stable_sort(hord + f, hord + nw, [&](int i, int j) { return hu[u0 + i].ld > hu[u0 + j].ld; });
+        }
         cudaCheck(cudaMemcpy(du, hu + u0, sizeof(FsUnit) * nu, cudaMemcpyHostToDevice));
         if (nw > 0) {
             cudaCheck(cudaMemcpy(dord, hord, sizeof(int) * nw, cudaMemcpyHostToDevice));
@@ -2620,6 +2894,8 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
             x.nitems = nw * mt;
             int grid = x.nitems < nslot ? x.nitems : nslot;
             if (profon) tk = pnow();
+            if (x.pcta && grid <= 4096) cudaCheck(cudaMemsetAsync(x.pcta, 0, sizeof(unsigned long long) * 2 * grid));
+            pgrid = grid;
             if (tp2) { // pass 1 (its thresholds into x.tinit), then pass 2
                 x.tinit = (int *)(scr + o_ti);
                 int mt1 = (d.M + TP_RM - 1) / TP_RM, ns1 = nsm * (64 / TP_RM); // pass 1: items of TP_RM rows
@@ -2678,6 +2954,24 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                     (double)tot, tp_prof_names[TPP_NTILE], hp[TPP_NTILE] / 8, tp_prof_names[TPP_NCMP], hp[TPP_NCMP],
                     tp_prof_names[TPP_NUPD], hp[TPP_NUPD], tp_prof_names[TPP_NITEM], hp[TPP_NITEM] / 8,
                     (double)tot / (hp[TPP_NTILE] ? hp[TPP_NTILE] : 1));
+            // the last batch's CTAs (one wave): start / end spread, us from the first start
+            static unsigned long long hc[2 * 4096];
+            if (pgrid > 0 && pgrid <= 4096) {
+                cudaCheck(cudaMemcpy(hc, dcta, sizeof(unsigned long long) * 2 * pgrid, cudaMemcpyDeviceToHost));
+                unsigned long long t0 = ~0ull, s1 = 0;
+                static double ends[4096];
+                double busy = 0;
+                for (int i = 0; i < pgrid; i++) t0 = hc[2 * i] < t0 ? hc[2 * i] : t0, s1 = hc[2 * i] > s1 ? hc[2 * i] : s1;
+                for (int i = 0; i < pgrid; i++) ends[i] = (hc[2 * i + 1] - t0) * 1e-3, busy += (hc[2 * i + 1] - hc[2 * i]) * 1e-3;
+                qsort(ends, pgrid, sizeof(double), [](const void *p, const void *q) {
+                    double u = *(const double *)p, v = *(const double *)q;
+                    return u < v ? -1 : u > v;
+                });
+                double span = ends[pgrid - 1];
+                fprintf(stderr, "  CTAs %d: starts within %.1f us; ends (us) min %.1f p10 %.1f p50 %.1f p90 %.1f max %.1f; "
+                        "busy %.1f%% of grid x span\n", pgrid, (s1 - t0) * 1e-3, ends[0], ends[pgrid / 10], ends[pgrid / 2],
+                        ends[pgrid * 9 / 10], span, 100.0 * busy / (pgrid * (span > 0 ? span : 1)));
+            }
         }
     }
     int *ctrl = g_select_stats;

@@ -109,7 +109,7 @@ static double nth_largest(double *x, int e, int n) {
 // pass 1's thresholds (two-pass tp) against the exact scores: every selecting row's t1 must stand
 // for a value that at least nsel = min(S, eligible) exact scores reach (else pass 2 would reject a
 // region of the top S; lists could still come out right where ties hide it). Returns the violating
-// rows; *slack: the least (nsel-th score - t1's value) / (|q| max |k|) over the rows (TP_C1 = 9.9e-4
+// rows; *slack: the least (nsel-th score - t1's value) / (|q| max |k|) over the rows (TP_C1 = 1.02e-3
 // in these units is pass 1's bound)
 static size_t tp2_thr_check(const AttnConfig *cfg, const AttnDims *d, const float *q, const float *k, int B,
                             int T, int H, int KVH, int D, const int *thr, double *slack) {

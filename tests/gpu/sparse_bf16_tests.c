@@ -105,6 +105,9 @@ static void chk(const char *op, const char *shape, const float *g, const float *
 
 static void t_sb(const char *name, AttnConfig cfg, int B, int T, int H, int KVH, int D) {
     if (!wanted("sparse_bf16") && !wanted("select_bf16")) return;
+    // select_bf16's timing rows, or its shapes named by MSLAB_SELECT_ONLY (these rows: "lists")
+    if (getenv("MSLAB_SELECT_PERF") || getenv("MSLAB_SELECT_PERF_BLK")) return;
+    if (getenv("MSLAB_SELECT_ONLY") && !strstr("select_bf16.lists", getenv("MSLAB_SELECT_ONLY"))) return;
     AttnDims d;
     MS_ASSERT(attn_config_check(&cfg, "attention") == 0, "%s", ms_error());
     MS_ASSERT(attn_dims(&cfg, T, &d) == 0, "%s", ms_error());
