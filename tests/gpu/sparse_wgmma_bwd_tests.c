@@ -346,6 +346,72 @@ static void t_swb(const char *name, const AttnIndex *ic, int B, int T, int H, in
         free(lse), free(outr), free(ob), free(dqr), free(dkr), free(dvr);
 }
 
+// The ordered mode's watchdog (s13; cuda/ord_watch.cuh): each family's counters stalled (a test
+// hook: they start where no turn comes, so every chain's first wait times out) with a tiny bound
+// (4096 cycles); the row passes only if the call's timeout was flagged with its family's bit
+// and counted (attn_bf16_ord_timeouts; the row before it would fail on an unflagged one: report).
+// Families: the keys backward's dK / dV chains (the default for 16-key regions), sq_fused_kernel
+// (keys off), sparse_bf16_bwd, the dense wgmma fused kernel's ordered dQ (tunes 2 / 3: per-warp
+// DET 2 / per-CTA DET 1) and flash_bf16_bwd.
+void flash_wgmma_tune(int fwd, int dkdv, int dq); // flash_wgmma.cu (tests)
+void sparse_bf16_tune(int flags); // sparse_bf16.cu (tests): 3 | 64 its fused backward, 3 the default
+static void t_ord_timeout(void) {
+    if (!wanted("sparse_wgmma_bwd_ord_timeout") || !g_arch) return;
+    int B = 1, T = 700, H = 4, KVH = 2, D = 128, qb = 128, R = 16, width = 20;
+    size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KVH * D, nl = (size_t)B * H * T;
+    uint16_t *qh, *kh, *vh, *yh;
+    float *qf, *kf, *vf, *yf;
+    rand_bf16(&qh, &qf, nq), rand_bf16(&kh, &kf, nk), rand_bf16(&vh, &vf, nk), rand_bf16(&yh, &yf, nq);
+    float *lse = xalloc(nl * 4);
+    for (size_t i = 0; i < nl; i++) lse[i] = 8.f;
+    uint16_t *d_q = dev_from(qh, nq * 2), *d_k = dev_from(kh, nk * 2), *d_v = dev_from(vh, nk * 2);
+    uint16_t *d_y = dev_from(yh, nq * 2), *d_o = dev_from(yh, nq * 2);
+    float *d_l = dev_from(lse, nl * 4);
+    uint16_t *d_dq = gpu->alloc(nq * 2), *d_dk = gpu->alloc(nk * 2), *d_dv = gpu->alloc(nk * 2);
+    AttnIndex ix = {qb, (T + qb - 1) / qb, R, width, 0, NULL, NULL, NULL, NULL, 0};
+    size_t ni = (size_t)B * H * ix.nblk * width;
+    int *idx = xalloc(ni * 4);
+    make_list_skew(idx, B, H, T, qb, R, width, 10, 1);
+    ix.idx = dev_from(idx, ni * 4);
+    static const char *nm[6] = {"sparse_wgmma_bwd_ord_timeout.keys", "sparse_wgmma_bwd_ord_timeout.sq",
+                                "sparse_wgmma_bwd_ord_timeout.sparse_bf16",
+                                "sparse_wgmma_bwd_ord_timeout.wgmma_det2",
+                                "sparse_wgmma_bwd_ord_timeout.wgmma_det1",
+                                "sparse_wgmma_bwd_ord_timeout.flash_bf16"};
+    static const int fam[6] = {ATTN_ORD_KEYS,     ATTN_ORD_SQ,       ATTN_ORD_SPARSE_BF16,
+                               ATTN_ORD_DENSE_WG, ATTN_ORD_DENSE_WG, ATTN_ORD_DENSE_BF16};
+    int mode0 = attn_bf16_set_deterministic(1), fams;
+    for (int c = 0; c < 6; c++) {
+        sparse_wgmma_bwd_tune_keys(c == 1 ? 0 : -1);
+        if (c == 3 || c == 4) flash_wgmma_tune(9, c == 3 ? 2 : 3, 9);
+        if (c == 2) sparse_bf16_tune(3 | 64); // (the fused kernel: the ordered one with waits)
+        ord_taken(), attn_bf16_ord_timeouts(&fams); // (none pending: the rows before took them)
+        attn_bf16_ord_test(4096, 1);
+        int rc = c < 2 ? sparse_wgmma_bwd(d_dq, d_dk, d_dv, d_y, d_o, d_l, d_q, d_k, d_v, &ix, B,
+                                          T, H, KVH, D)
+                 : c == 2 ? sparse_bf16_bwd(d_dq, d_dk, d_dv, d_y, d_o, d_l, d_q, d_k, d_v, &ix, B,
+                                            T, H, KVH, D)
+                 : c < 5 ? flash_wgmma_bwd(d_dq, d_dk, d_dv, d_y, d_o, d_l, d_q, d_k, d_v, B, T,
+                                           H, KVH, D)
+                         : flash_bf16_bwd(d_dq, d_dk, d_dv, d_y, d_o, d_l, d_q, d_k, d_v, B, T, H,
+                                          KVH, D);
+        uint16_t *bits;
+        free(down16(d_dk, nk, &bits)), free(bits); // (synchronises; the download reports it)
+        attn_bf16_ord_test(0, 0);
+        long n = ord_taken();
+        attn_bf16_ord_timeouts(&fams);
+        printf("    %s: rc %d, %ld timeout(s) reported, families 0x%x\n", nm[c], rc, n, fams);
+        report(nm[c], "T=700 H=4/2 D=128 stalled", rc == 0 && n > 0 && (fams >> fam[c] & 1) ? 0 : 1,
+               0, -1);
+    }
+    flash_wgmma_tune(9, 9, 9), sparse_wgmma_bwd_tune_keys(-1), sparse_bf16_tune(3);
+    attn_bf16_set_deterministic(mode0);
+    gpu->free(d_q), gpu->free(d_k), gpu->free(d_v), gpu->free(d_y), gpu->free(d_o), gpu->free(d_l);
+    gpu->free(d_dq), gpu->free(d_dk), gpu->free(d_dv), gpu->free(ix.idx);
+    free(qh), free(kh), free(vh), free(yh), free(qf), free(kf), free(vf), free(yf), free(lse),
+        free(idx);
+}
+
 // hand-made list: query blocks of qb rows, regions of R keys, `extra` other regions per block
 static void t_hand_skew(int B, int T, int H, int KVH, int D, int qb, int R, int width, int extra,
                         int window, int skew) {
@@ -639,6 +705,7 @@ void t_sparse_wgmma_bwd_all(void) {
     // very uneven inverse lists (the first 3 regions in nearly every list): GQA, B = 2
     t_hand_skew(2, 1500, 4, 2, 128, 128, 128, 8, 6, 0, 1);
     t_declines();
+    t_ord_timeout();
     if (!quick) {
         t_hand(2, 3000, 8, 2, 128, 256, 128, 12, 8, 0);
         t_hand_skew(1, 4096, 4, 1, 128, 128, 128, 12, 10, 0, 1);
