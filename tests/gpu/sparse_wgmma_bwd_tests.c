@@ -33,7 +33,11 @@
 // bitwise comparisons of the ordered mode: *_small_ord_groups1 / *_groups6mb (groups of one / of
 // a few vs the default grouping), *_small_ord_jitter (the CTAs' adds delayed by a hash of their
 // index: other arrival orders, s12's chains), *_small_ord_decline (over a
-// tiny budget the key-centric kernel declines: sq_fused_kernel's bits). Lists
+// tiny budget the key-centric kernel declines: sq_fused_kernel's bits), *_small_ord_keys_ran (the
+// default's bits differ from sq_fused_kernel's), on every small row's shape (s13: D 64, GQA with
+// B 2, 32-key regions, the region straddling T, NaN / uneven inputs, 2048-row blocks).
+// *_ord_timeout.* (s13): each ordered family's counters stalled with a tiny bound must report its
+// timeout (cuda/ord_watch.cuh; every row fails on an unexpected one). Lists
 // the kernel does not handle (16-key regions in 64-row blocks, 32-row or one-row blocks,
 // positions inside) must return -1 having written nothing. A GPU that is not sm_90 makes every call return -1: the checks are
 // skipped with a note. Timing rows (info, sparse_wgmma_bwd_perf): B = 1, H = KVH = 32, D = 128,
@@ -81,12 +85,14 @@ static int g_swb_inputs = 0;
 // t_swb on lists of 16 / 32-key regions, D 128, the ordered mode's key-centric sums (s11):
 // g_swb_cover: the list must hold, per (b, kv head), regions listed once (written by their CTA),
 // several times (added in a fixed order, s12) and, where T % region, the last (straddling T) once
-// somewhere; g_swb_cmp: the default call's bits must equal those with launch groups of one
-// (MSLAB_SQ_ACC_MB 0.05) and of a few (6 MB: 3, 3, 2 for the H = KVH row: kcnt's slab kbl > 0
-// after bk0 > 0), with the CTAs delayed by a hash of their index before their adds (other arrival
-// orders: a chain that did not wait its turn would sum in another order), and the kernel
-// declining one (b, kv head) over its budget must give sq_fused_kernel's bits (keys off)
-static int g_swb_cover = 0, g_swb_cmp = 0;
+// somewhere. Every small row (s13: each shape, not one) then compares the ordered mode's bits:
+// the default call's must equal those with launch groups of one (MSLAB_SQ_ACC_MB 0.05) and of a
+// few (6 MB: 3, 3, 2 for the H = KVH row: kcnt's slab kbl > 0 after bk0 > 0), with the CTAs
+// delayed by a hash of their index before their adds (other arrival orders: a chain that did not
+// wait its turn would sum in another order), and the kernel declining one (b, kv head) over its
+// budget must give sq_fused_kernel's bits (keys off), which must differ from the default's (the
+// key-centric kernel ran)
+static int g_swb_cover = 0;
 
 static int g_arch = 1; // 0: not an sm_90 GPU (the wgmma kernels return -1)
 
@@ -299,8 +305,8 @@ static void t_swb(const char *name, const AttnIndex *ic, int B, int T, int H, in
     sparse_wgmma_bwd_tune3(1, 1);
     if (small && g_swb_cover) report("sparse_wgmma_bwd_small (list counts)", shape,
                                      list_cover(ic, B, T, H, KVH), 0, -1);
-    if (small && g_swb_cmp && g_arch) { // the ordered mode's bits: default, groups of one, the
-                                        // adds delayed, declined (over a tiny budget), keys off
+    if (small && g_arch) { // the ordered mode's bits: default, groups of one, the adds delayed,
+                           // declined (over a tiny budget), keys off
         uint16_t *gb[6][3];
         attn_bf16_set_deterministic(1);
         sparse_wgmma_bwd_tune_small_modes(3);
@@ -741,16 +747,14 @@ void t_sparse_wgmma_bwd_all(void) {
     // 32-key regions (s11 review) + H = KVH (regions listed once: written by their CTA at D 128,
     // the region straddling T among them) in groups of one, and the bits independent of the
     // grouping and of the CTAs' timing (delays), the decline over the budget
-    g_swb_cmp = 1;
     t_hand_skew(1, 1000, 4, 2, 128, 128, 16, 24, 12, 0, 1);
-    g_swb_cmp = 0;
     {
         char *keep = acc_mb_set("0.05");
         t_hand(2, 700, 4, 2, 128, 256, 32, 14, 6, 0);
         t_hand(2, 700, 4, 2, 64, 128, 16, 20, 10, 0);
-        g_swb_cover = g_swb_cmp = 1;
+        g_swb_cover = 1;
         t_hand(2, 700, 4, 4, 128, 256, 32, 14, 6, 0);
-        g_swb_cover = g_swb_cmp = 0;
+        g_swb_cover = 0;
         acc_mb_restore(keep);
     }
     if (!quick) {
