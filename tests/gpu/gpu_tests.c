@@ -17,7 +17,9 @@
 // Error measure, per tensor: max_i |cuda_i - cpu_i| / max(|cpu_i|, rms(cpu)), i.e. relative per
 // element, except that an element smaller than the tensor's RMS is judged against the RMS (an
 // entry that cancels to ~0 carries the rounding of terms of the tensor's scale, so a pure
-// per-element ratio would measure the cancellation, not the kernel). A NaN anywhere fails.
+// per-element ratio would measure the cancellation, not the kernel). A NaN anywhere fails, and
+// so does any row after which an ordered (deterministic) backward reported a timed-out wait for
+// its turn (s13: its fixed order was broken; attn_bf16_ord_check, cuda/ord_watch.cuh).
 // Tolerances (fp32 storage and compute):
 //   0      add, scale, copy, embedding fwd/bwd (same operations in the same order: bitwise)
 //   1e-12  sumsq (double accumulation, different order)

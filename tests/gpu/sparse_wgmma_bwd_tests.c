@@ -688,8 +688,11 @@ static AttnConfig ms_cfg(int w, int top, int merge, int prefix) {
 }
 
 void t_sparse_wgmma_bwd_all(void) {
-    // filter sparse_wgmma_bwd_perf: the timing rows alone
-    if (!wanted("sparse_wgmma_bwd") && !wanted("sparse_wgmma_bwd_perf")) return;
+    // filter sparse_wgmma_bwd_perf: the timing rows alone; sparse_wgmma_bwd_ord_timeout: the
+    // watchdog's rows alone
+    if (!wanted("sparse_wgmma_bwd") && !wanted("sparse_wgmma_bwd_perf") &&
+        !wanted("sparse_wgmma_bwd_ord_timeout"))
+        return;
     // hand-made lists: one block of one tile first, then tails (T % 64 != 0), GQA, D 64 / 128,
     // blocks of 64 / 128 / 192 rows (dQ with 1 / 2 warpgroups), regions of 64 / 128 / 256 keys
     t_hand(1, 64, 1, 1, 128, 64, 64, 1, 0, 0);
