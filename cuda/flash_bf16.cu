@@ -24,7 +24,8 @@
 //     shared-memory fragment feeds 2..4 mmas; P and dS go through shared memory; dK, dV in
 //     registers; dQ partials into an fp32 accumulator by red.global.add, unordered (ORD = 0, the
 //     atomic mode) or in key-block order behind per-tile counters (ORD = 1, the deterministic
-//     mode; comment at the kernel), then dq = acc / sqrt(D) in bf16 by a small kernel. 5 matmuls.
+//     mode; comment at the kernel; a timed-out wait is reported since s13: ord_watch.cuh), then
+//     dq = acc / sqrt(D) in bf16 by a small kernel. 5 matmuls.
 //     The 1/sqrt(D) of dS is applied once, to dQ and dK at the end.
 // Measured (H200, B = 1, H = KVH = 32, D = 128, r3 bench rows): forward 7.1 / 28.9 ms at 16K /
 //   32K (~305 TFLOP/s); fwd+bwd 28.7 / 114.0 ms ordered, 28.3 / 113.5 atomic: 0.84x FA2. ncu at

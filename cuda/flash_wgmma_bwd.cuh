@@ -1,6 +1,7 @@
 // flash_wgmma_bwd.cuh: what the wgmma backward files share (cuda/flash_wgmma_bwd.cu: dense and
 // block-sparse split / fused kernels; cuda/sparse_wgmma_small.cu: the 16 / 32-key region kernel):
-// the list arguments, the ordered-add counters, the fp32 red, the Di pre-pass, the accumulator
+// the list arguments, the ordered-add counters (their bounded waits report a timeout through
+// ord_watch.cuh's host-mapped flag since s13), the fp32 red, the Di pre-pass, the accumulator
 // convert, and the one grow-only backward workspace.
 #ifndef MSLAB_FLASH_WGMMA_BWD_CUH
 #define MSLAB_FLASH_WGMMA_BWD_CUH

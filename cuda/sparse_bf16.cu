@@ -895,7 +895,8 @@ sb_dkv_kernel(uint16_t *dk, uint16_t *dv, const uint16_t *q, const uint16_t *k, 
 // region's inverse-list order ((head of the group, block), blocks latest first), then the
 // block's CTAs (sub) ascending, counting only CTAs that see a key of the group. A counter per (b, kv head, region, group) holds the contributions added so far; before
 // adding a tile, warp 0 (a group per lane) waits (bounded) until the counter of every group
-// starting in the tile equals this CTA's position; the CTA adds with red (one CTA at a time per
+// starting in the tile equals this CTA's position (a timeout is reported since s13:
+// ord_watch.cuh); the CTA adds with red (one CTA at a time per
 // group, in order: the fp32 sums repeat their bits), every thread fences, and warp 0 stores
 // position + 1 for every group ending in the tile (relaxed store after the fences, relaxed polls
 // and a fence on success: the fence-fence pattern of CUDA's threadFenceReduction, instead of a
