@@ -33,6 +33,27 @@ extern "C" {
 // set returns the previous value.
 int attn_bf16_set_deterministic(int on);
 int attn_bf16_deterministic(void);
+// The deterministic mode's fixed order is kept by bounded waits for each add's turn (cuda/
+// ord_watch.cuh); a wait that times out (~1 s: a broken launch-order assumption) breaks it, and
+// that call's dq / dk / dv may be wrong. The kernels flag it in pinned host memory; this reads
+// the flags (no synchronisation: kernels still running report at a later check), warns on stderr
+// naming the kernel family, clears them and returns their bits (0: none). It runs at each
+// attn_bf16_*_bwd entry and at the backends' downloads. attn_bf16_ord_timeouts: the events so
+// far, and in *fams (if not NULL) the families (bits 1 << ATTN_ORD_*) seen since the last call
+// that asked (cleared).
+enum {
+    ATTN_ORD_DENSE_WG,    // flash_wgmma_bwd's ordered dQ (the dense fused kernel, DET 1 / 2)
+    ATTN_ORD_KEYS,        // the keys backward's dK / dV chains (sparse_wgmma_keys.cu)
+    ATTN_ORD_SQ,          // sq_fused_kernel's regions (sparse_wgmma_small.cu)
+    ATTN_ORD_SPARSE_BF16, // sparse_bf16_bwd's regions
+    ATTN_ORD_DENSE_BF16,  // flash_bf16_bwd's dQ tiles
+    ATTN_ORD_NFAM
+};
+int attn_bf16_ord_check(void);
+long attn_bf16_ord_timeouts(int *fams);
+// tests: the waits' bound in cycles (0: each family's default) and stall (1: the ordered counters
+// start where no turn ever comes, so that every chain's first wait times out)
+void attn_bf16_ord_test(long long tmo, int stall);
 
 // ---- dense causal attention (cuda/flash_bf16.cu) ----
 int flash_bf16_fwd(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k,

@@ -6,12 +6,16 @@
 //
 // Memory: cudaMalloc'd device memory (never managed memory), zero-filled on allocation as ops.h
 // asks. upload/download are synchronous cudaMemcpy on the default stream: a download waits for
-// every op queued before it, which is how the host reads a loss or a gradient norm.
+// every op queued before it, which is how the host reads a loss or a gradient norm; it also
+// reports an ordered backward's timed-out wait (attn_bf16_ord_check).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cuda_common.cuh"
+extern "C" {
+#include "attn_bf16.h"
+}
 
 cublasHandle_t cuda_cublas;
 
@@ -82,6 +86,7 @@ static void cu_upload(void *dst, const void *src, size_t bytes) {
 
 static void cu_download(void *dst, const void *src, size_t bytes) {
     if (bytes) cudaCheck(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
+    attn_bf16_ord_check(); // (synchronised: every earlier backward's timed-out wait reported)
 }
 
 static void cu_zero(float *x, size_t n) {

@@ -24,7 +24,8 @@
 //     shared-memory fragment feeds 2..4 mmas; P and dS go through shared memory; dK, dV in
 //     registers; dQ partials into an fp32 accumulator by red.global.add, unordered (ORD = 0, the
 //     atomic mode) or in key-block order behind per-tile counters (ORD = 1, the deterministic
-//     mode; comment at the kernel), then dq = acc / sqrt(D) in bf16 by a small kernel. 5 matmuls.
+//     mode; comment at the kernel; a timed-out wait is reported since s13: ord_watch.cuh), then
+//     dq = acc / sqrt(D) in bf16 by a small kernel. 5 matmuls.
 //     The 1/sqrt(D) of dS is applied once, to dQ and dK at the end.
 // Measured (H200, B = 1, H = KVH = 32, D = 128, r3 bench rows): forward 7.1 / 28.9 ms at 16K /
 //   32K (~305 TFLOP/s); fwd+bwd 28.7 / 114.0 ms ordered, 28.3 / 113.5 atomic: 0.84x FA2. ncu at
@@ -53,6 +54,7 @@
 #include <stdlib.h>
 
 #include "cuda_common.cuh"
+#include "ord_watch.cuh"
 #include "mma_bf16.cuh"
 extern "C" {
 #include "attn_bf16.h"
@@ -325,13 +327,17 @@ __global__ void flash_bwd_pre(float *Di, const bf16 *dout, const bf16 *out, int 
 
 // The ordered mode's counters: per (b, h, query tile), the key blocks whose dQ partials are in
 // (ld_acquire_gpu / st_release_gpu: cuda_common.cuh).
-// Thread 0 waits until *cnt == v. Bounded (~1 s): if the ordering assumption ever failed, wrong
-// dq (the tests catch it) rather than a hung process.
-__device__ __forceinline__ void wait_count(const int *cnt, int v) {
+// Thread 0 waits until *cnt == v. Bounded (ow.tmo, 2^31 cycles: ~1 s): if the ordering
+// assumption ever failed, wrong dq rather than a hung process, and the timeout flagged for the
+// host, which reports it (ord_watch.cuh; s13: silent until then)
+__device__ __forceinline__ void wait_count(const int *cnt, int v, const OrdWatch &ow) {
     long long t_start = clock64();
     while (ld_acquire_gpu(cnt) != v) {
         __nanosleep(32);
-        if (clock64() - t_start > (1ll << 31)) break;
+        if (clock64() - t_start > ord_tmo(ow)) {
+            ord_timed_out(ow);
+            break;
+        }
     }
 }
 
@@ -360,7 +366,7 @@ template <int D, int ORD>
 __global__ void __launch_bounds__(256, 1)
 flash_bwd_fa2_kernel(bf16 *dk, bf16 *dv, float *dqacc, int *counters, const bf16 *dout,
                      const float *lse, const float *Di, const bf16 *q, const bf16 *k,
-                     const bf16 *v, int T, int H, int KVH, float sl2, float scale) {
+                     const bf16 *v, int T, int H, int KVH, float sl2, float scale, OrdWatch ow) {
     constexpr int NT = 256, BM = 64, BN = 128;
     constexpr int SK = BN / 4, SKN = SK / 8;           // S / dP: keys per warp, n-tiles
     constexpr int VK = BN / 4, VKM = VK / 16;          // dK / dV: keys per warp, m-tiles
@@ -529,7 +535,7 @@ flash_bwd_fa2_kernel(bf16 *dk, bf16 *dv, float *dqacc, int *counters, const bf16
             size_t base = ((size_t)b * T) * ldq + (size_t)hh * D + wn * QD + 2 * tq;
             // ORD: the snapshot taken a step ago usually shows block kb - 1's release already
             if (ORD && Snap[buf * 4] != kb) { // uniform: every thread reads the same value
-                if (threadIdx.x == 0) wait_count(cnt_at(hh, qs), kb);
+                if (threadIdx.x == 0) wait_count(cnt_at(hh, qs), kb, ow);
                 __syncthreads();
             }
 #pragma unroll
@@ -610,7 +616,8 @@ static void fa2_run(bf16 *dk, bf16 *dv, float *dqacc, int *counters, const bf16 
     static bool init = false;
     if (!init) smem_optin(flash_bwd_fa2_kernel<D, ORD>, smem), init = true;
     flash_bwd_fa2_kernel<D, ORD><<<dim3(B * KVH, (T + BN - 1) / BN), 256, smem>>>(
-        dk, dv, dqacc, counters, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale);
+        dk, dv, dqacc, counters, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale,
+        ORD ? ord_watch(ATTN_ORD_DENSE_BF16, 1ll << 31) : OrdWatch{});
     cudaLaunchCheck();
 }
 
@@ -629,7 +636,8 @@ static void bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf1
     cudaLaunchCheck();
     float scale = 1.f / sqrtf((float)D), sl2 = FL_LOG2E * scale;
     bool ord = attn_bf16_deterministic() != 0;
-    if (ord) cudaCheck(cudaMemsetAsync(cnt, 0, (size_t)B * H * nqt * 16, 0));
+    if (ord) // (the tests' stall: counters at -1, no turn comes)
+        cudaCheck(cudaMemsetAsync(cnt, ord_stall() ? 0xff : 0, (size_t)B * H * nqt * 16, 0));
     cudaCheck(cudaMemsetAsync(dqacc, 0, n * sizeof(float), 0));
     if (ord) fa2_run<D, 1>(dk, dv, dqacc, cnt, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale);
     else fa2_run<D, 0>(dk, dv, dqacc, cnt, dout, lse, Di, q, k, v, B, T, H, KVH, sl2, scale);

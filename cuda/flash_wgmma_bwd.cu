@@ -1069,7 +1069,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         } else if (DET != 1) {
             int *cw = counters + (((size_t)b * H + hh) * nqt + qs / BQ) * 8 + warp;
             if (DET == 2) {
-                if (lane == 0) wait_count(cw, kb);
+                if (lane == 0) wait_count(cw, kb, sp.ow);
                 __syncwarp();
                 cnt_prev = cw;
             }
@@ -1085,7 +1085,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         } else {
             int *cnt = counters + ((size_t)b * H + hh) * nqt + qs / BQ;
             int last = min(nkb - 1, (qs + BQ - 1) / BKV);
-            if (threadIdx.x == 0) wait_count(cnt, kb);
+            if (threadIdx.x == 0) wait_count(cnt, kb, sp.ow);
             __syncthreads();
 #pragma unroll
             for (int r = 0; r < 2; r++) {
@@ -1200,7 +1200,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
                     while (clock64() - t0 < dl) __nanosleep(100);
                 }
                 if (PT) {
-                    if (lane == 0) wait_count(cw, rk); // the chain's turn (acquire)
+                    if (lane == 0) wait_count(cw, rk, sp.ow); // the chain's turn (acquire)
                     __syncwarp();
                     asm volatile("fence.proxy.async.global;\n" ::: "memory");
                 }
@@ -1746,8 +1746,11 @@ static void bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf1
     float scale = 1.f / sqrtf((float)D), sl2 = WG_LOG2E * scale;
     if (fused) {
         int *cnt = (int *)(ws + cnt_off);
-        if (mode == 1 || mode == 2) cudaCheck(cudaMemsetAsync(cnt, 0, ncnt * sizeof(int), 0));
         SpArgs sp = {};
+        if (mode == 1 || mode == 2) { // (the tests' stall: counters at -1, no turn comes)
+            cudaCheck(cudaMemsetAsync(cnt, ord_stall() ? 0xff : 0, ncnt * sizeof(int), 0));
+            sp.ow = ord_watch(ATTN_ORD_DENSE_WG, 1ll << 31);
+        }
         sp.hgroup = mode == 0 || mode == 3 ? fused_hgroup() : 0; // the PIPE 22 paths
 #define FUSED_GO(DET, PIPE)                                                                       \
     fused_run<D, DET, PIPE, false, D == 64 ? 2 : 1>(dq, dk, dv, dqacc, cnt, dout, lse, Di, q, k, v, \

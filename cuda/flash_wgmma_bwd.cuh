@@ -1,11 +1,13 @@
 // flash_wgmma_bwd.cuh: what the wgmma backward files share (cuda/flash_wgmma_bwd.cu: dense and
 // block-sparse split / fused kernels; cuda/sparse_wgmma_small.cu: the 16 / 32-key region kernel):
-// the list arguments, the ordered-add counters, the fp32 red, the Di pre-pass, the accumulator
+// the list arguments, the ordered-add counters (their bounded waits report a timeout through
+// ord_watch.cuh's host-mapped flag since s13), the fp32 red, the Di pre-pass, the accumulator
 // convert, and the one grow-only backward workspace.
 #ifndef MSLAB_FLASH_WGMMA_BWD_CUH
 #define MSLAB_FLASH_WGMMA_BWD_CUH
 #include "cuda_common.cuh"
 #include "flash_wgmma.cuh"
+#include "ord_watch.cuh"
 extern "C" {
 #include "attn_bf16.h"
 }
@@ -29,17 +31,22 @@ struct SpArgs {
     const int *kcnt, *kpos, *krank;
     int *kwait;
     int kone, kasc, kjit;
+    OrdWatch ow; // the ordered waits' watchdog (wait_count; ord_watch.cuh)
 };
 
-// thread 0 waits until *cnt == v; bounded (~1 s at 2 GHz): a broken ordering assumption gives a
-// wrong dq (the parity test catches it) rather than a hung process. For the keys backward's
-// dK / dV chains (s12) a timeout is silent: a skipped middle rank still gives the right bits a
-// second later, a skipped rank 0 lets adds land before its store (wrong dK / dV); not flagged yet
-__device__ __forceinline__ void wait_count(const int *cnt, int v) {
+// thread 0 waits until *cnt == v; bounded (w.tmo, 2^31 cycles: ~1 s at 2 GHz): a broken ordering
+// assumption gives a wrong result rather than a hung process, and the timeout is flagged
+// (ord_watch.cuh: the host reports it). For the keys backward's dK / dV chains (s12) a skipped
+// middle rank still gives the right sums (another order: other bits), a skipped rank 0 lets adds
+// land before its store (lost: wrong dK / dV); until s13 such a timeout was silent
+__device__ __forceinline__ void wait_count(const int *cnt, int v, const OrdWatch &w) {
     long long t0 = clock64();
     while (ld_acquire_gpu(cnt) != v) {
         __nanosleep(20);
-        if (clock64() - t0 > (1ll << 31)) break;
+        if (clock64() - t0 > ord_tmo(w)) {
+            ord_timed_out(w);
+            break;
+        }
     }
 }
 

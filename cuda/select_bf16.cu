@@ -246,7 +246,9 @@
 //   at any length, MSLAB_SELECT_TPW=0: tp_select<P2> as before): tp_thr1 gives every row a fixed
 //   threshold, tp_select<P2> (tp_wgt) sweeps from it without sketches; a failed row sends the call to
 //   tp_select (straight to fused where every failed row failed the bound: tp_select would fail them
-//   alike), then fused, then old. Design at tp_thr1 and tp_wgt.
+//   alike), then fused, then old. Design at tp_thr1 and tp_wgt. s13 (tests): select_bf16_tw_min(0)
+//   runs tp_wgt at every length (the parity rows' "tp-wgt" mode: B > 1, ties, rising, raise and
+//   huge-norm rows, which never pass TW_MINLD), select_bf16_last_tw says whether it made the lists.
 // Shared with select_blocks.cu (select_common.cuh): the region pooling, fs_key, the DMMA step,
 //   the histogram bin search and the warp bitonic sort.
 #include <algorithm>
@@ -2713,6 +2715,10 @@ static int g_tpw = -1;
 // finish and pass 1, MSLAB_SELECT_TWMIN=n: r4 32K 1.78 vs 1.80 ms, r6 1.66 vs 1.71; 16K (896) keeps
 // tp_select<P2>: r6 0.55 / 0.55 with n 512)
 #define TW_MINLD 1024
+// tests: tp_wgt past this many candidates instead (select_bf16_tw_min: 0 forces it at every length,
+// so that B > 1, ties, rising, raise and huge-norm rows reach it; s13), and whether it ran in the
+// last call and made its lists (select_bf16_last_tw); -1: TW_MINLD or MSLAB_SELECT_TWMIN=n (A/B runs)
+static int g_tw_min = -1, g_select_tw = 0;
 // the tp_select instance for head dim D (64 / 128)
 typedef void (*TpKernel)(FxArgs);
 static TpKernel tp_kernel(int D, bool p2 = false) {
@@ -2740,9 +2746,8 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     MS_ASSERT(hord, "out of memory");
     for (size_t i = 0; i < nunit; i++) maxld = hu[i].ld > maxld ? hu[i].ld : maxld;
     // tp_wgt: the two passes past TW_MINLD at any length (s12 r5 / r6, 1M: 523 ms vs tp_select's 549 / 551)
-    static int env_twmin = -1; // s13 A/B: MSLAB_SELECT_TWMIN=n, tp_wgt past n candidates (TW_MINLD)
-    if (env_twmin < 0) env_twmin = getenv("MSLAB_SELECT_TWMIN") ? atoi(getenv("MSLAB_SELECT_TWMIN")) : TW_MINLD;
-    const bool tw = tp2 && g_tpw && arch_ok() && maxld > env_twmin;
+    if (g_tw_min < 0) g_tw_min = getenv("MSLAB_SELECT_TWMIN") ? atoi(getenv("MSLAB_SELECT_TWMIN")) : TW_MINLD;
+    const bool tw = tp2 && g_tpw && arch_ok() && maxld > g_tw_min;
     if (maxld > 65535 || (tp && select_mode() == 3 && maxld < TP_AUTO_MIN) || (tp2 && !tw && maxld > TP2_MAXLD)) {
         // 16-bit counters; the two-pass's cut
         free(hu), free(hord);
@@ -3006,6 +3011,7 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                 tp ? x.pcap : FX_PMAX, ctrl[5], ctrl[4], ctrl[CTL_HROWS], ctrl[CTL_HUPD], ctrl[CTL_RAISED]);
     free(hu), free(hord);
     g_select_path = tp ? (ctrl[1] ? 0 : tp2 ? 5 : 4) : ctrl[1] ? 2 : 1;
+    if (tp2) g_select_tw = tw ? (ctrl[1] ? 2 : 1) : 0;
     return ctrl[1] ? -1 : 0;
 }
 
@@ -3162,6 +3168,15 @@ extern "C" int select_bf16_tw(void) {
     if (g_tpw < 0) g_tpw = getenv("MSLAB_SELECT_TPW") ? atoi(getenv("MSLAB_SELECT_TPW")) != 0 : 1;
     return g_tpw && arch_ok();
 }
+// tests: tp_wgt past minld candidates (0: at every length; -1: TW_MINLD, the default); returns the
+// previous setting. select_bf16_last_tw: 1 where the last call's lists came from tp_wgt (path 5), 2
+// where it ran but failed rows (the call went on to the next path), 0 where it did not run
+extern "C" int select_bf16_tw_min(int minld) {
+    int m = g_tw_min;
+    g_tw_min = minld; // -1: the default again (TW_MINLD, or MSLAB_SELECT_TWMIN)
+    return m;
+}
+extern "C" int select_bf16_last_tw(void) { return g_select_tw == 1 && g_select_path != 5 ? 0 : g_select_tw; }
 extern "C" int select_bf16_tp2(int on) {
     int m = g_tp2;
     g_tp2 = on;
@@ -3174,7 +3189,7 @@ extern "C" int select_blocks(AttnIndex *ix, const AttnConfig *cfg, const uint16_
 extern "C" int select_bf16(AttnIndex *ix, const struct AttnConfig *cfg, const uint16_t *q,
                            const uint16_t *k, int B, int T, int H, int KVH, int D) {
     if (!ix || !cfg || KVH <= 0 || H % KVH || B <= 0 || T <= 0) return -1;
-    g_select_path = 0;
+    g_select_path = 0, g_select_tw = 0;
     memset(g_select_stats, 0, sizeof g_select_stats), memset(g_tp2_stats, 0, sizeof g_tp2_stats);
     g_tp2_bound = false, g_tp2_nthr = 0;
     if (cfg->kind != ATTN_MS && cfg->kind != ATTN_MOBA) {

@@ -79,6 +79,7 @@
 #include <cub/device/device_scan.cuh>
 
 #include "cuda_common.cuh"
+#include "ord_watch.cuh"
 #include "sparse_inverse.cuh"
 extern "C" {
 #include "../core/attention.h"
@@ -894,7 +895,8 @@ sb_dkv_kernel(uint16_t *dk, uint16_t *dv, const uint16_t *q, const uint16_t *k, 
 // region's inverse-list order ((head of the group, block), blocks latest first), then the
 // block's CTAs (sub) ascending, counting only CTAs that see a key of the group. A counter per (b, kv head, region, group) holds the contributions added so far; before
 // adding a tile, warp 0 (a group per lane) waits (bounded) until the counter of every group
-// starting in the tile equals this CTA's position; the CTA adds with red (one CTA at a time per
+// starting in the tile equals this CTA's position (a timeout is reported since s13:
+// ord_watch.cuh); the CTA adds with red (one CTA at a time per
 // group, in order: the fp32 sums repeat their bits), every thread fences, and warp 0 stores
 // position + 1 for every group ending in the tile (relaxed store after the fences, relaxed polls
 // and a fence on success: the fence-fence pattern of CUDA's threadFenceReduction, instead of a
@@ -915,6 +917,7 @@ struct SbFu {
     const int *ord;     // ORD: [group][list slot]: contributions before its (head, block)
     size_t nent;        // list slots (the ord stride)
     int bk0, nsub, nreg, gpr; // gpr: groups per region
+    OrdWatch ow;              // ORD: a timed-out wait flagged for the host (ord_watch.cuh)
 };
 
 // visible keys of region r for rows [t0, t1): sb_plan's count (0 for an empty row range)
@@ -954,13 +957,17 @@ __device__ __forceinline__ int sb_subs_before(const SbArgs &a, int c, int sub, i
 
 // ORD's counters (protocol at sb_fused_kernel's comment): every thread fences after its adds,
 // a barrier, then a relaxed counter store; the waiter polls with relaxed loads and fences once it
-// sees its value. The wait is bounded (~1 s): a broken ordering gives wrong dk / dv (the tests
-// catch it), not a hung process.
-__device__ __forceinline__ void sb_wait_relaxed(const int *cnt, int v) {
+// sees its value. The wait is bounded (ow.tmo, 2^31 cycles: ~1 s): a broken ordering gives wrong
+// dk / dv, not a hung process, and is flagged for the host, which reports it (ord_watch.cuh; s13)
+__device__ __forceinline__ void sb_wait_relaxed(const int *cnt, int v, const OrdWatch &ow) {
     long long t_start = clock64();
     for (;;) {
         int x = ld_relaxed_gpu(cnt);
-        if (x == v || clock64() - t_start > (1ll << 31)) break;
+        if (x == v) break;
+        if (clock64() - t_start > ord_tmo(ow)) {
+            ord_timed_out(ow);
+            break;
+        }
         __nanosleep(32);
     }
     fence_acq_rel_gpu();
@@ -1194,7 +1201,7 @@ sb_fused_kernel(uint16_t *dq, const float *lse, const uint16_t *q, const uint16_
                     if (va >= vb) continue;
                     int pa = off[s2] + va - lo[s2], pb = off[s2] + vb - lo[s2];
                     int *cp = cntb + (size_t)r * gpr + j;
-                    if (!rel && pa >= q0 && pa < q1) sb_wait_relaxed(cp, tgt[s2 * gpr + j]);
+                    if (!rel && pa >= q0 && pa < q1) sb_wait_relaxed(cp, tgt[s2 * gpr + j], f.ow);
                     if (rel && pb > q0 && pb <= q1) st_relaxed_gpu(cp, tgt[s2 * gpr + j] + 1);
                 }
             };
@@ -1526,11 +1533,13 @@ static int sb_bwd_fused(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t
                                                     pre + j * nent, (int)nent));
         sb_ord_kernel<<<grid_for(nent, 256), 256>>>(wgt, spos, pre, start, a, nreg, gpr); // ord over wgt
         cudaLaunchCheck();
-        cudaCheck(cudaMemsetAsync(cnt, 0, nbkt * gpr * 4)); // now the per-group counters
+        // now the per-group counters (the tests' stall: -1, no turn comes)
+        cudaCheck(cudaMemsetAsync(cnt, ord_stall() ? 0xff : 0, nbkt * gpr * 4));
     }
     SbFu f;
     f.cnt = cnt, f.ord = wgt, f.nsub = nsub, f.nreg = nreg, f.gpr = gpr, f.nent = nent;
     f.acck = acck, f.accv = accv;
+    f.ow = ord ? ord_watch(ATTN_ORD_SPARSE_BF16, 1ll << 31) : OrdWatch{};
     for (size_t bk0 = 0; bk0 < nbk; bk0 += cb) {
         int nb = (int)(nbk - bk0 < cb ? nbk - bk0 : cb);
         f.bk0 = (int)bk0;

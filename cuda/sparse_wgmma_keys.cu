@@ -24,7 +24,12 @@
 // the same fp32 sums in the same order whatever the CTAs' timing, bitwise repeatable. A CTA
 // waits only on CTAs launched before it, which run or are done (the dense DET 1 path relies on
 // the same launch order); blocks earliest first because a block's own regions (short walks from
-// the diagonal) then come first in their chains. At D 128 a region that one list of the launch's
+// the diagonal) then come first in their chains. A turn's wait is bounded (2^31 cycles, ~1 s: no
+// hang if that assumption ever failed); a wait that gives up adds out of order (before the
+// chain's first store: the add is lost), so since s13 it sets the ATTN_ORD_KEYS word of the
+// host-mapped flag (ord_watch.cuh), which the host reports (stderr: the call's gradients may be
+// wrong) at the next backward call or download; the tests fail a row on it and provoke it
+// (sparse_wgmma_bwd_ord_timeout.keys: the turns memset to -1, a 4096-cycle bound). At D 128 a region that one list of the launch's
 // kv head holds (kcnt; 74% of the regions at 32K) is written as bf16 by its CTA, no chain.
 // Grid x = key tiles (the CTAs of a (head, block) run together: its Q / dO block and its dQ
 // adds stay in L2), y = (head, block: atomic latest first, ordered earliest first). Per group of
@@ -353,6 +358,7 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     sparse_sort_lists(sl, ix->idx, nl, ix->width);
     sp.idx = sl, sp.nblk = nblk, sp.width = ix->width, sp.qblock = ix->qblock, sp.region = R;
     sp.nreg = nreg, sp.kasc = asc, sp.kone = one, sp.kjit = det && sk_jit;
+    if (det) sp.ow = ord_watch(ATTN_ORD_KEYS, 1ll << 31); // a timed-out turn flagged (ord_watch.cuh)
     CUtensorMap qmap, omap, dqmap, accmap;
     MS_ASSERT(make_map(&qmap, q, B, T, H, D, 64) && make_map(&omap, dout, B, T, H, D, 64),
               "sparse_wgmma_keys_bwd: the Q / dO tensor maps");
@@ -371,7 +377,8 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
             kwait = (int *)((char *)kcnt + align256(n * nreg * 4));
             cudaCheck(cudaMemsetAsync(dqa, 0, n * G * T * D * 4, 0));
             cudaCheck(cudaMemsetAsync(pos, 0xff, nlst * nreg * 4, 0));
-            cudaCheck(cudaMemsetAsync(kwait, 0, n * nw * 4, 0));
+            // (the tests' stall: turns at -1, no chain starts: every first wait times out)
+            cudaCheck(cudaMemsetAsync(kwait, ord_stall() ? 0xff : 0, n * nw * 4, 0));
             sk_pos<<<(unsigned)nlst, 128>>>(pos, sl + bk0 * G * nblk * ix->width, ix->width, nreg);
             cudaLaunchCheck();
             sk_rank<<<dim3(cdiv_u(nreg, 128), (unsigned)n), 128>>>(rank, kcnt, pos, nreg, G, nblk,

@@ -108,21 +108,23 @@ struct SqOrd {
     int nreg;
     size_t flag;
     int hfast; // the grid (heads, CTAs): heads fastest in the launch order (else CTAs fastest)
+    OrdWatch ow; // the host's report of a timeout (ord_watch.cuh; s13)
 };
 // The counters: relaxed loads / stores ordered by fences (fence.acq_rel.gpu): after the adds a
 // barrier (the adds performed relative to the CTA), then the releasing thread fences (cumulative:
 // it orders the CTA's adds it has observed) and stores; the waiter fences after the load that saw
 // its value (the fence-fence pattern of sparse_bf16's ORD).
-// waits until *cnt == v (relaxed polls; the caller fences); bounded (~0.5 s at 2 GHz): on a
-// timeout it raises the flag, which ends every wait after it (a broken order costs one timeout,
-// not one per tile)
-__device__ __forceinline__ void sq_wait(const int *cnt, int v, int *flag) {
+// waits until *cnt == v (relaxed polls; the caller fences); bounded (ow.tmo, 2^30 cycles: ~0.5
+// s at 2 GHz): on a timeout it raises the flag, which ends every wait after it (a broken order
+// costs one timeout, not one per tile), and the host's (ord_watch.cuh), which reports it
+__device__ __forceinline__ void sq_wait(const int *cnt, int v, int *flag, const OrdWatch &ow) {
     long long t0 = clock64();
     while (ld_relaxed_gpu(cnt) != v) {
         if (*(volatile int *)flag) return;
         __nanosleep(20);
-        if (clock64() - t0 > (1ll << 30)) {
+        if (clock64() - t0 > ord_tmo(ow)) {
             atomicExch(flag, 1);
+            ord_timed_out(ow);
             return;
         }
     }
@@ -175,7 +177,8 @@ template <bool READ> __device__ __forceinline__ void sq_bulk_wait() {
 // the list's K / V tiles and of the reds' lines costs more than the queue; the atomic mode heads
 // fastest 50.2 vs 32.7).
 // A CTA waits only for CTAs launched before it; waits are bounded and a timeout raises a flag
-// that ends every later wait (a broken order: wrong dk / dv, which the tests catch, not a hang).
+// that ends every later wait (a broken order: wrong dk / dv, not a hang) and the host's, which
+// reports it (ord_watch.cuh; the GPU tests fail a row on it).
 // Sorted lists walked upwards: a later block has fewer listed regions below r than an earlier
 // one, so it reaches r first, the order the adds take (sparse_bf16's ORD lesson: 82 vs 314 ms).
 template <int D, bool ORD, int MINB>
@@ -259,7 +262,7 @@ __global__ void __launch_bounds__(D == 128 ? 384 : 256, MINB)
             if (ainfo[12]) break;
             int mp = ORD && lane < spt ? ainfo[4 + lane] : -1, mr = ORD ? ainfo[8 + (lane & 3)] : 0;
             if (ORD && mp > 0) {
-                sq_wait(ocnt + mr, mp, od.cnt + od.flag);
+                sq_wait(ocnt + mr, mp, od.cnt + od.flag, od.ow);
                 fence_acq_rel_gpu();
             }
             __syncwarp();
@@ -422,7 +425,7 @@ __global__ void __launch_bounds__(D == 128 ? 384 : 256, MINB)
         }
         // (D = 64) ORD: the CTA's turn for each region of the tile; the reds
         if (ORD && mp > 0) {
-            if (mc != mp) sq_wait(ocnt + mr, mp, od.cnt + od.flag);
+            if (mc != mp) sq_wait(ocnt + mr, mp, od.cnt + od.flag, od.ow);
             fence_acq_rel_gpu();
         }
         if (ORD) __syncthreads();
@@ -463,9 +466,10 @@ __global__ void __launch_bounds__(D == 128 ? 384 : 256, MINB)
 // ORD: each (CTA, slot)'s place in its region's add order (-1: the CTA adds nothing to it). One
 // CTA per (b, kv head) walks the CTAs of its heads in launch order (head, rows latest first), a
 // thread per slot (a list holds a region once), a counter per region in shared memory; the next
-// U lists are loaded ahead (the walk is serial: only the shared counters carry over).
+// U lists are loaded ahead (the walk is serial: only the shared counters carry over). base: the
+// first place (0; the tests' stall 1: no CTA holds place 0, so every region's first wait times out)
 __global__ void sq_ord_pos(int *pos, const int *sl, SpArgs sp, int T, int H, int KVH, int nqb,
-                           int nreg, int hfast) {
+                           int nreg, int hfast, int base) {
     extern __shared__ int rc[]; // [nreg]
     constexpr int U = 8;
     int bk = blockIdx.x, b = bk / KVH, kvh = bk % KVH, G = H / KVH, s = threadIdx.x;
@@ -488,7 +492,7 @@ __global__ void sq_ord_pos(int *pos, const int *sl, SpArgs sp, int T, int H, int
             int x = nqb - 1 - (hfast ? t / G : t % nqb), r = rr[u];
             if (t >= nst) break;
             bool in = r >= 0 && r < nreg && r * sp.region <= x * 128 + 127;
-            if (own) pos[(((size_t)b * H + h) * nqb + x) * sp.width + s] = in ? rc[r]++ : -1;
+            if (own) pos[(((size_t)b * H + h) * nqb + x) * sp.width + s] = in ? base + rc[r]++ : -1;
             __syncthreads();
         }
     }
@@ -591,12 +595,12 @@ static void small_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const b
     }
     if (ord) {
         od.pos = (const int *)(ws + pos_off), od.cnt = (int *)(ws + cnt_off), od.nreg = nreg;
-        od.flag = ncnt, od.hfast = sq_hfast_get(D);
+        od.flag = ncnt, od.hfast = sq_hfast_get(D), od.ow = ord_watch(ATTN_ORD_SQ, 1ll << 30);
         cudaCheck(cudaMemsetAsync(od.cnt, 0, (ncnt + 1) * 4, 0));
         static int init_pos = 0;
         if (!init_pos) smem_optin(sq_ord_pos, 40960 * 4), init_pos = 1;
         sq_ord_pos<<<B * KVH, (ix->width + 31) / 32 * 32, nreg * 4>>>(
-            (int *)od.pos, sp.idx, sp, T, H, KVH, nqb, nreg, od.hfast);
+            (int *)od.pos, sp.idx, sp, T, H, KVH, nqb, nreg, od.hfast, ord_stall());
         cudaLaunchCheck();
     }
     float scale = 1.f / sqrtf((float)D), sl2 = WG_LOG2E * scale;
@@ -626,13 +630,8 @@ static void small_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const b
         sq_acc_out<D><<<cdiv_u(n4, 256), 256>>>(dk, dv, acck, accv, (int)bk0, n4, T, KVH, scale);
         cudaLaunchCheck();
     }
-    static int check = -1; // MSLAB_SQ_CHECK=1: report an ordered call whose waits timed out
-    if (check < 0) check = getenv("MSLAB_SQ_CHECK") ? atoi(getenv("MSLAB_SQ_CHECK")) : 0;
-    if (ord && check) {
-        int flag = 0;
-        cudaCheck(cudaMemcpy(&flag, od.cnt + od.flag, 4, cudaMemcpyDeviceToHost));
-        if (flag) fprintf(stderr, "sparse_wgmma_small_bwd: ordered adds timed out (T %d)\n", T);
-    }
+    // (a timed-out wait: the host's flag, reported by attn_bf16_ord_check; s13 removed
+    // MSLAB_SQ_CHECK's synchronous read of the device flag)
 }
 
 // tests / timing: sq_fused_kernel on (1, the default) / off (0); its modes (bits as sq_modes; -1:

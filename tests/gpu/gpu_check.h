@@ -13,7 +13,12 @@ extern Rng rng;
 
 int wanted(const char *op); // FILTER (argv) matches op
 // One table row; det: 1 = two CUDA runs gave the same bits, 0 = not (fails), -1 = not checked.
+// The row also fails where an ordered backward's wait timed out since the previous row
+// (attn_bf16_ord_check; s13).
 void report(const char *op, const char *shape, double err, double tol, int det);
+// the ordered backward's timed-out waits since the last row or call (a test that provokes them
+// takes them here, so that its row can assert them and the next row does not fail on them)
+long ord_taken(void);
 
 // A learnable token stream (mostly next = prev + 1 mod V, random restarts): tok/tgt [B*T].
 void batch_tokens(Rng *r, int *tok, int *tgt, int B, int T, int V);

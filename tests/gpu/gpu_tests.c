@@ -17,7 +17,9 @@
 // Error measure, per tensor: max_i |cuda_i - cpu_i| / max(|cpu_i|, rms(cpu)), i.e. relative per
 // element, except that an element smaller than the tensor's RMS is judged against the RMS (an
 // entry that cancels to ~0 carries the rounding of terms of the tensor's scale, so a pure
-// per-element ratio would measure the cancellation, not the kernel). A NaN anywhere fails.
+// per-element ratio would measure the cancellation, not the kernel). A NaN anywhere fails, and
+// so does any row after which an ordered (deterministic) backward reported a timed-out wait for
+// its turn (s13: its fixed order was broken; attn_bf16_ord_check, cuda/ord_watch.cuh).
 // Tolerances (fp32 storage and compute):
 //   0      add, scale, copy, embedding fwd/bwd (same operations in the same order: bitwise)
 //   1e-12  sumsq (double accumulation, different order)
@@ -40,6 +42,7 @@
 #include "../../core/ops.h"
 #include "../../core/optim.h"
 #include "../../cuda/backend_cuda.h"
+#include "../../cuda/attn_bf16.h"
 #include "gpu_check.h"
 
 const Backend *cpu, *gpu;
@@ -105,11 +108,23 @@ static double max_rel(const float *a, const float *ref, size_t n) {
 
 int wanted(const char *op) { return !filter || strstr(op, filter); }
 
-// det: 1 = the two CUDA runs gave the same bits, 0 = not, -1 = not checked
+// the ordered backward's timed-out waits (attn_bf16_ord_check: the downloads report them too)
+// since the last row or ord_taken
+static long ord_seen;
+long ord_taken(void) {
+    attn_bf16_ord_check();
+    long n = attn_bf16_ord_timeouts(NULL) - ord_seen;
+    ord_seen += n;
+    return n;
+}
+
+// det: 1 = the two CUDA runs gave the same bits, 0 = not, -1 = not checked. A row fails where an
+// ordered backward's wait timed out since the last row (its order was broken: s13)
 void report(const char *op, const char *shape, double err, double tol, int det) {
-    int ok = err <= tol && det != 0;
-    printf("%-24s | %-40s | %11.3e | %7.0e | %s%s\n", op, shape, err, tol, ok ? "ok" : "FAIL",
-           det == 0 ? " (two runs differ)" : "");
+    long tmo = ord_taken();
+    int ok = err <= tol && det != 0 && !tmo;
+    printf("%-24s | %-40s | %11.3e | %7.0e | %s%s%s\n", op, shape, err, tol, ok ? "ok" : "FAIL",
+           det == 0 ? " (two runs differ)" : "", tmo ? " (an ordered wait timed out)" : "");
     fflush(stdout);
     if (ok) n_pass++;
     else n_fail++;

@@ -26,6 +26,12 @@
 // "ms small huge norms" (q, k x 2^52)
 // fails every tp row by the bound: fused, and (MSLAB_SELECT_DEBUG, s11 r7) no tp_select call after
 // the two passes.
+// tp-wgt (s13; sm_90): the tp mode again with tp_wgt (the two passes' second pass on wgmma, by
+// default only past 2048 candidates a row: 64K tokens up) forced at every length
+// (select_bf16_tw_min(0)), so every shape above (B 2, ties, rising, raise, huge norms, D 64, ...)
+// runs it; the row fails unless tp_wgt ran in the call (select_bf16_last_tw) and made the lists
+// exactly where the path is the two passes' (5), besides the tp row's own checks (pass 1's
+// thresholds are tp's: checked there).
 // Merge-1 plans (the bench's moba-blk) also run the blocks path (cuda/select_blocks.cu, path 3),
 // and the info rows time the moba-blk selection at 32K / 128K with and without it.
 #include <math.h>
@@ -64,6 +70,11 @@ int select_bf16_tp_cap(int cap);
 // 0 off (tp_select alone, path 4), -1 MSLAB_SELECT_TP2; returns the previous setting
 int select_bf16_tp2(int on);
 int select_bf16_tw(void);
+// tp_wgt (the two passes' second pass on wgmma) past minld candidates (0: every length; -1: the
+// default 2048); returns the previous. select_bf16_last_tw: 1 the last call's lists came from
+// tp_wgt, 2 it ran but failed rows (the call went on), 0 it did not run
+int select_bf16_tw_min(int minld);
+int select_bf16_last_tw(void);
 // cuda/select_blocks.cu's switch (merge 1, few regions; path 3): 1 on, 0 off, -1 query; returns
 // the previous setting. Modes 0 / 1 below run with it off; mode 2 (merge 1 plans only) with it on.
 int select_blocks_set(int on);
@@ -185,10 +196,12 @@ static double g_rise = 0;
 // keeps pass 1's thresholds, checked against the exact scores (tp2_thr_check: 0 violations)
 static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH, int D,
                   int period, int expect) {
-    // MSLAB_SELECT_ONLY=s: only the shapes whose name contains s; MSLAB_SELECT_TP_ONLY=1: only the tp mode
+    // MSLAB_SELECT_ONLY=s: only the shapes whose name contains s; MSLAB_SELECT_TP_ONLY=1: only the tp
+    // modes (tp, tp-sweep, tp-wgt); MSLAB_SELECT_TW_ONLY=1: only tp-wgt
     const char *only = getenv("MSLAB_SELECT_ONLY");
     if (only && !strstr(name, only)) return;
     int tponly = getenv("MSLAB_SELECT_TP_ONLY") && atoi(getenv("MSLAB_SELECT_TP_ONLY"));
+    int twonly = getenv("MSLAB_SELECT_TW_ONLY") && atoi(getenv("MSLAB_SELECT_TW_ONLY")); // tp-wgt alone
     AttnDims d;
     MS_ASSERT(attn_config_check(&cfg, "attention") == 0, "%s", ms_error());
     MS_ASSERT(attn_dims(&cfg, T, &d) == 0, "%s", ms_error());
@@ -225,10 +238,15 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
     ig.idx = gpu->alloc(sizeof(int) * ni);
     int *h1 = malloc(sizeof(int) * ni), *h2 = malloc(sizeof(int) * ni), *fill = malloc(sizeof(int) * ni);
     for (size_t i = 0; i < ni; i++) fill[i] = 0x7eadbeef;
-    for (int mode = 0; mode < 5; mode++) { // old, fused, tp (two passes), blocks, tp-sweep
+    // old, fused, tp (two passes), blocks, tp-sweep, tp-wgt (s13: the tp mode with the second pass
+    // on wgmma, tp_wgt, forced at every length; sm_90 only; it must run in every call and, where
+    // the path is the two passes', make the lists)
+    for (int mode = 0; mode < 6; mode++) {
         if (mode == 3 && cfg.merge != 1) continue;
-        const int tpm = mode == 2 || mode == 4;
-        if (tponly && !tpm) continue;
+        if (mode == 5 && !select_bf16_tw()) continue;
+        const int tpm = mode == 2 || mode == 4 || mode == 5, m2 = mode == 2 || mode == 5;
+        if ((tponly && !tpm) || (twonly && mode != 5)) continue;
+        int twm = mode == 5 ? select_bf16_tw_min(0) : 0, tw = -1;
         int blk = select_blocks_set(mode == 3);
         int prev = select_bf16_set_mode(tpm ? 2 : mode ? 1 : 0), rc = 0, path = -1, st[15] = {0};
         int cap = tpm && g_tpcap ? select_bf16_tp_cap(g_tpcap) : 0;
@@ -240,12 +258,13 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
             gpu->upload(ig.idx, fill, sizeof(int) * ni);
             int x;
             gpu->download(&x, ig.idx, 4); // sync
-            select_bf16_tp2_keep(mode == 2 && rep == 0); // not in the timed call
+            select_bf16_tp2_keep(mode == 2 && rep == 0); // not in the timed call (tp-wgt: pass 1 as tp's)
             t0 = now_s();
             rc |= select_bf16(&ig, &cfg, d_q, d_k, B, T, H, KVH, D);
             gpu->download(rep ? h2 : h1, ig.idx, sizeof(int) * ni);
             if (rep == 1) ms = (now_s() - t0) * 1e3; // includes the list download
-            if (rep == 0) path = select_bf16_last_path(), select_bf16_last_stats(st, 15);
+            if (rep == 0)
+                path = select_bf16_last_path(), select_bf16_last_stats(st, 15), tw = select_bf16_last_tw();
             const int *thr;
             if (rep == 0 && (nthr = select_bf16_tp2_thr(&thr)) > 0)
                 tviol = tp2_thr_check(&cfg, &d, q, k, B, T, H, KVH, D, thr, &tslack);
@@ -253,6 +272,7 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
         select_bf16_tp2_keep(keep);
         if (cap) select_bf16_tp_cap(cap);
         if (mode == 4) select_bf16_tp2(tp2);
+        if (mode == 5) select_bf16_tw_min(twm);
         select_bf16_set_mode(prev);
         select_blocks_set(blk);
         if (rc) {
@@ -263,13 +283,13 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
             bad = list_diff(h1, ic.idx, ni, d.width, d.nblk, H);
         }
         int want = mode == 0 ? 0 : mode == 1 || (mode == 3 && (expect & 4)) ? expect & 3 : mode == 3 ? 3
-                   : (expect & 3) == 2 ? 2 : mode == 2 && !(expect & 32) ? 5 : 4;
+                   : (expect & 3) == 2 ? 2 : m2 && !(expect & 32) ? 5 : 4;
         // the two passes' failures: only by the survivor cap, only where allowed (then tp_select next)
         const int tp2ok = ((expect & 64) && st[10] == st[12]) || ((expect & 128) && st[10] == st[14]);
-        if (mode == 2 && st[10] > 0 && tp2ok && want == 5) want = 4;
+        if (m2 && st[10] > 0 && tp2ok && want == 5) want = 4;
         if (tpm && period > 0 && path == 1) want = 1; // tp handed the ties to fused
         if (tpm && (expect & 128)) want = 1;          // bound failures: fused
-        if (mode == 2 && st[10] > 0 && !tp2ok) {
+        if (m2 && st[10] > 0 && !tp2ok) {
             printf("    the two passes failed %d rows (buffer %d, survivors %d, too few %d, bound %d): not expected\n",
                    st[10], st[11], st[12], st[13], st[14]);
             bad += 1;
@@ -277,6 +297,11 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
         if (mode == 2 && (tviol > 0 || (want == 5 && nthr == 0))) {
             printf("    pass 1's thresholds: %zu kept, %zu rows below their t1 (nsel-th exact score < t1)\n", nthr,
                    tviol);
+            bad += 1;
+        }
+        if (mode == 5 && (tw == 0 || (path == 5) != (tw == 1))) { // tp_wgt: ran, made the lists
+            printf("    tp-wgt: tp_wgt %s (path %d)\n", tw == 0 ? "did not run" : tw == 1 ? "made the lists"
+                                                                               : "failed rows", path);
             bad += 1;
         }
         if (path != want) {
@@ -293,13 +318,15 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
             bad += 1;
         }
         char op[64];
-        snprintf(op, sizeof op, "select_bf16.%s", (const char *[]){"old", "fused", "tp", "blocks", "tp-sweep"}[mode]);
+        snprintf(op, sizeof op, "select_bf16.%s",
+                 (const char *[]){"old", "fused", "tp", "blocks", "tp-sweep", "tp-wgt"}[mode]);
         report(op, shape, (double)bad, 0, again ? 0 : 1);
         printf("    %s: %.2f ms (CPU %.2f s), path %d", op, ms, tcpu, path);
         if (mode == 1 || tpm) // failed rows, max inserts / survivors, histogram rows / updates
             printf(" (failed %d, max inserts %d, max survivors %d, hist rows %d, updates %d, raised %d)", st[0],
                    st[5], st[6], st[7], st[8], st[9]);
-        if (mode == 2) // the two-pass call's failed rows and causes; pass 1's thresholds checked
+        if (mode == 5) printf(" tp_wgt %d", tw);
+        if (m2) // the two-pass call's failed rows and causes; pass 1's thresholds checked
             printf(" two-pass failed %d (buffer %d, survivors %d, too few %d, bound %d)", st[10], st[11], st[12],
                    st[13], st[14]);
         if (nthr) printf("; t1 check %zu rows below, min slack %.3g |q| max|k|", tviol, tslack);

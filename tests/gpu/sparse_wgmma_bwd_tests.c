@@ -33,7 +33,11 @@
 // bitwise comparisons of the ordered mode: *_small_ord_groups1 / *_groups6mb (groups of one / of
 // a few vs the default grouping), *_small_ord_jitter (the CTAs' adds delayed by a hash of their
 // index: other arrival orders, s12's chains), *_small_ord_decline (over a
-// tiny budget the key-centric kernel declines: sq_fused_kernel's bits). Lists
+// tiny budget the key-centric kernel declines: sq_fused_kernel's bits), *_small_ord_keys_ran (the
+// default's bits differ from sq_fused_kernel's), on every small row's shape (s13: D 64, GQA with
+// B 2, 32-key regions, the region straddling T, NaN / uneven inputs, 2048-row blocks).
+// *_ord_timeout.* (s13): each ordered family's counters stalled with a tiny bound must report its
+// timeout (cuda/ord_watch.cuh; every row fails on an unexpected one). Lists
 // the kernel does not handle (16-key regions in 64-row blocks, 32-row or one-row blocks,
 // positions inside) must return -1 having written nothing. A GPU that is not sm_90 makes every call return -1: the checks are
 // skipped with a note. Timing rows (info, sparse_wgmma_bwd_perf): B = 1, H = KVH = 32, D = 128,
@@ -81,12 +85,14 @@ static int g_swb_inputs = 0;
 // t_swb on lists of 16 / 32-key regions, D 128, the ordered mode's key-centric sums (s11):
 // g_swb_cover: the list must hold, per (b, kv head), regions listed once (written by their CTA),
 // several times (added in a fixed order, s12) and, where T % region, the last (straddling T) once
-// somewhere; g_swb_cmp: the default call's bits must equal those with launch groups of one
-// (MSLAB_SQ_ACC_MB 0.05) and of a few (6 MB: 3, 3, 2 for the H = KVH row: kcnt's slab kbl > 0
-// after bk0 > 0), with the CTAs delayed by a hash of their index before their adds (other arrival
-// orders: a chain that did not wait its turn would sum in another order), and the kernel
-// declining one (b, kv head) over its budget must give sq_fused_kernel's bits (keys off)
-static int g_swb_cover = 0, g_swb_cmp = 0;
+// somewhere. Every small row (s13: each shape, not one) then compares the ordered mode's bits:
+// the default call's must equal those with launch groups of one (MSLAB_SQ_ACC_MB 0.05) and of a
+// few (6 MB: 3, 3, 2 for the H = KVH row: kcnt's slab kbl > 0 after bk0 > 0), with the CTAs
+// delayed by a hash of their index before their adds (other arrival orders: a chain that did not
+// wait its turn would sum in another order), and the kernel declining one (b, kv head) over its
+// budget must give sq_fused_kernel's bits (keys off), which must differ from the default's (the
+// key-centric kernel ran)
+static int g_swb_cover = 0;
 
 static int g_arch = 1; // 0: not an sm_90 GPU (the wgmma kernels return -1)
 
@@ -299,8 +305,8 @@ static void t_swb(const char *name, const AttnIndex *ic, int B, int T, int H, in
     sparse_wgmma_bwd_tune3(1, 1);
     if (small && g_swb_cover) report("sparse_wgmma_bwd_small (list counts)", shape,
                                      list_cover(ic, B, T, H, KVH), 0, -1);
-    if (small && g_swb_cmp && g_arch) { // the ordered mode's bits: default, groups of one, the
-                                        // adds delayed, declined (over a tiny budget), keys off
+    if (small && g_arch) { // the ordered mode's bits: default, groups of one, the adds delayed,
+                           // declined (over a tiny budget), keys off
         uint16_t *gb[6][3];
         attn_bf16_set_deterministic(1);
         sparse_wgmma_bwd_tune_small_modes(3);
@@ -344,6 +350,72 @@ static void t_swb(const char *name, const AttnIndex *ic, int B, int T, int H, in
     gpu->free(d_dq), gpu->free(d_dk), gpu->free(d_dv), gpu->free(ig.idx);
     free(qb), free(kb), free(vb), free(yb), free(q), free(k), free(v), free(dy), free(out),
         free(lse), free(outr), free(ob), free(dqr), free(dkr), free(dvr);
+}
+
+// The ordered mode's watchdog (s13; cuda/ord_watch.cuh): each family's counters stalled (a test
+// hook: they start where no turn comes, so every chain's first wait times out) with a tiny bound
+// (4096 cycles); the row passes only if the call's timeout was flagged with its family's bit
+// and counted (attn_bf16_ord_timeouts; the row before it would fail on an unflagged one: report).
+// Families: the keys backward's dK / dV chains (the default for 16-key regions), sq_fused_kernel
+// (keys off), sparse_bf16_bwd, the dense wgmma fused kernel's ordered dQ (tunes 2 / 3: per-warp
+// DET 2 / per-CTA DET 1) and flash_bf16_bwd.
+void flash_wgmma_tune(int fwd, int dkdv, int dq); // flash_wgmma.cu (tests)
+void sparse_bf16_tune(int flags); // sparse_bf16.cu (tests): 3 | 64 its fused backward, 3 the default
+static void t_ord_timeout(void) {
+    if (!wanted("sparse_wgmma_bwd_ord_timeout") || !g_arch) return;
+    int B = 1, T = 700, H = 4, KVH = 2, D = 128, qb = 128, R = 16, width = 20;
+    size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KVH * D, nl = (size_t)B * H * T;
+    uint16_t *qh, *kh, *vh, *yh;
+    float *qf, *kf, *vf, *yf;
+    rand_bf16(&qh, &qf, nq), rand_bf16(&kh, &kf, nk), rand_bf16(&vh, &vf, nk), rand_bf16(&yh, &yf, nq);
+    float *lse = xalloc(nl * 4);
+    for (size_t i = 0; i < nl; i++) lse[i] = 8.f;
+    uint16_t *d_q = dev_from(qh, nq * 2), *d_k = dev_from(kh, nk * 2), *d_v = dev_from(vh, nk * 2);
+    uint16_t *d_y = dev_from(yh, nq * 2), *d_o = dev_from(yh, nq * 2);
+    float *d_l = dev_from(lse, nl * 4);
+    uint16_t *d_dq = gpu->alloc(nq * 2), *d_dk = gpu->alloc(nk * 2), *d_dv = gpu->alloc(nk * 2);
+    AttnIndex ix = {qb, (T + qb - 1) / qb, R, width, 0, NULL, NULL, NULL, NULL, 0};
+    size_t ni = (size_t)B * H * ix.nblk * width;
+    int *idx = xalloc(ni * 4);
+    make_list_skew(idx, B, H, T, qb, R, width, 10, 1);
+    ix.idx = dev_from(idx, ni * 4);
+    static const char *nm[6] = {"sparse_wgmma_bwd_ord_timeout.keys", "sparse_wgmma_bwd_ord_timeout.sq",
+                                "sparse_wgmma_bwd_ord_timeout.sparse_bf16",
+                                "sparse_wgmma_bwd_ord_timeout.wgmma_det2",
+                                "sparse_wgmma_bwd_ord_timeout.wgmma_det1",
+                                "sparse_wgmma_bwd_ord_timeout.flash_bf16"};
+    static const int fam[6] = {ATTN_ORD_KEYS,     ATTN_ORD_SQ,       ATTN_ORD_SPARSE_BF16,
+                               ATTN_ORD_DENSE_WG, ATTN_ORD_DENSE_WG, ATTN_ORD_DENSE_BF16};
+    int mode0 = attn_bf16_set_deterministic(1), fams;
+    for (int c = 0; c < 6; c++) {
+        sparse_wgmma_bwd_tune_keys(c == 1 ? 0 : -1);
+        if (c == 3 || c == 4) flash_wgmma_tune(9, c == 3 ? 2 : 3, 9);
+        if (c == 2) sparse_bf16_tune(3 | 64); // (the fused kernel: the ordered one with waits)
+        ord_taken(), attn_bf16_ord_timeouts(&fams); // (none pending: the rows before took them)
+        attn_bf16_ord_test(4096, 1);
+        int rc = c < 2 ? sparse_wgmma_bwd(d_dq, d_dk, d_dv, d_y, d_o, d_l, d_q, d_k, d_v, &ix, B,
+                                          T, H, KVH, D)
+                 : c == 2 ? sparse_bf16_bwd(d_dq, d_dk, d_dv, d_y, d_o, d_l, d_q, d_k, d_v, &ix, B,
+                                            T, H, KVH, D)
+                 : c < 5 ? flash_wgmma_bwd(d_dq, d_dk, d_dv, d_y, d_o, d_l, d_q, d_k, d_v, B, T,
+                                           H, KVH, D)
+                         : flash_bf16_bwd(d_dq, d_dk, d_dv, d_y, d_o, d_l, d_q, d_k, d_v, B, T, H,
+                                          KVH, D);
+        uint16_t *bits;
+        free(down16(d_dk, nk, &bits)), free(bits); // (synchronises; the download reports it)
+        attn_bf16_ord_test(0, 0);
+        long n = ord_taken();
+        attn_bf16_ord_timeouts(&fams);
+        printf("    %s: rc %d, %ld timeout(s) reported, families 0x%x\n", nm[c], rc, n, fams);
+        report(nm[c], "T=700 H=4/2 D=128 stalled", rc == 0 && n > 0 && (fams >> fam[c] & 1) ? 0 : 1,
+               0, -1);
+    }
+    flash_wgmma_tune(9, 9, 9), sparse_wgmma_bwd_tune_keys(-1), sparse_bf16_tune(3);
+    attn_bf16_set_deterministic(mode0);
+    gpu->free(d_q), gpu->free(d_k), gpu->free(d_v), gpu->free(d_y), gpu->free(d_o), gpu->free(d_l);
+    gpu->free(d_dq), gpu->free(d_dk), gpu->free(d_dv), gpu->free(ix.idx);
+    free(qh), free(kh), free(vh), free(yh), free(qf), free(kf), free(vf), free(yf), free(lse),
+        free(idx);
 }
 
 // hand-made list: query blocks of qb rows, regions of R keys, `extra` other regions per block
@@ -616,8 +688,11 @@ static AttnConfig ms_cfg(int w, int top, int merge, int prefix) {
 }
 
 void t_sparse_wgmma_bwd_all(void) {
-    // filter sparse_wgmma_bwd_perf: the timing rows alone
-    if (!wanted("sparse_wgmma_bwd") && !wanted("sparse_wgmma_bwd_perf")) return;
+    // filter sparse_wgmma_bwd_perf: the timing rows alone; sparse_wgmma_bwd_ord_timeout: the
+    // watchdog's rows alone
+    if (!wanted("sparse_wgmma_bwd") && !wanted("sparse_wgmma_bwd_perf") &&
+        !wanted("sparse_wgmma_bwd_ord_timeout"))
+        return;
     // hand-made lists: one block of one tile first, then tails (T % 64 != 0), GQA, D 64 / 128,
     // blocks of 64 / 128 / 192 rows (dQ with 1 / 2 warpgroups), regions of 64 / 128 / 256 keys
     t_hand(1, 64, 1, 1, 128, 64, 64, 1, 0, 0);
@@ -639,6 +714,7 @@ void t_sparse_wgmma_bwd_all(void) {
     // very uneven inverse lists (the first 3 regions in nearly every list): GQA, B = 2
     t_hand_skew(2, 1500, 4, 2, 128, 128, 128, 8, 6, 0, 1);
     t_declines();
+    t_ord_timeout();
     if (!quick) {
         t_hand(2, 3000, 8, 2, 128, 256, 128, 12, 8, 0);
         t_hand_skew(1, 4096, 4, 1, 128, 128, 128, 12, 10, 0, 1);
@@ -674,16 +750,14 @@ void t_sparse_wgmma_bwd_all(void) {
     // 32-key regions (s11 review) + H = KVH (regions listed once: written by their CTA at D 128,
     // the region straddling T among them) in groups of one, and the bits independent of the
     // grouping and of the CTAs' timing (delays), the decline over the budget
-    g_swb_cmp = 1;
     t_hand_skew(1, 1000, 4, 2, 128, 128, 16, 24, 12, 0, 1);
-    g_swb_cmp = 0;
     {
         char *keep = acc_mb_set("0.05");
         t_hand(2, 700, 4, 2, 128, 256, 32, 14, 6, 0);
         t_hand(2, 700, 4, 2, 64, 128, 16, 20, 10, 0);
-        g_swb_cover = g_swb_cmp = 1;
+        g_swb_cover = 1;
         t_hand(2, 700, 4, 4, 128, 256, 32, 14, 6, 0);
-        g_swb_cover = g_swb_cmp = 0;
+        g_swb_cover = 0;
         acc_mb_restore(keep);
     }
     if (!quick) {
