@@ -842,8 +842,10 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     bool any = pm[0]; // KL: some step (else no dK / dV adds)
     // BULKQ: thread 32 x (x < D / 32) hands box x (fp32 columns 32 x .. + 31) to the TMA unit
     // (KL: the accumulator [slab kbl][T][G][D], the head's index in its group)
+    // (KL: lane 31, apart from the dK / dV adds' lanes: the dQ conversion (kconv 2) waits for the
+    // dQ adds alone)
     auto bulk_issue = [&]() {
-        if ((threadIdx.x & 31) == 0 && threadIdx.x < D)
+        if ((threadIdx.x & 31) == (KL ? 31 : 0) && threadIdx.x < D)
             tma_out_4d<true>(&dqmap, dQs + (threadIdx.x >> 5) * 8192, (threadIdx.x >> 5) * 32,
                              KL ? kh - kvh * G : bq_hh, bq_qs, KL ? kbl : b);
     };
@@ -1175,9 +1177,21 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         // each warp's box read back in row order and added by coalesced per-thread reds (u64 /
         // v4.f32) 6770 / 13301, 19.20 / 22.17 ms vs 19.23 / 22.19: the SM's ~20 bytes a cycle to
         // L2 bound them all; none kept)
+        // (s13, kconv 1) x += the accumulator's rows at the thread's keys (pa: its columns' base)
+        auto last_add = [&](float (&x)[DN][4], const float *pa) {
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                if (key[r] >= T) continue;
+                float2 y[DN];
+#pragma unroll
+                for (int n = 0; n < DN; n++) y[n] = __ldcg((const float2 *)(pa + (size_t)key[r] * D + 8 * n));
+#pragma unroll
+                for (int n = 0; n < DN; n++) x[n][2 * r] += y[n].x, x[n][2 * r + 1] += y[n].y;
+            }
+        };
         int reg = wkey != INT_MAX ? wkey >> klsh : 0;
-        bool one = PT && sp.kone && wkey != INT_MAX &&
-                   __ldg(sp.kcnt + (size_t)kbl * sp.nreg + reg) == 1;
+        int kn = PT && wkey != INT_MAX ? __ldg(sp.kcnt + (size_t)kbl * sp.nreg + reg) : 0;
+        bool one = PT && sp.kone && kn == 1;
         if (one) {
             store_dkdv_rows<DN>(dk + (size_t)b * T * ldk + (size_t)kvh * D,
                                 dv + (size_t)b * T * ldk + (size_t)kvh * D, ldk, key, T, tq, dka, dva,
@@ -1191,7 +1205,27 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
                 rk = mine ? __ldg(sp.krank + e) : 0;
                 cw = sp.kwait + (size_t)kbl * ((T + 15) >> 4) + (wkey >> 4);
             }
-            if (mine) {
+            if (PT && (sp.kconv & 1) && mine && rk == kn - 1) {
+                // (s13) the chain's last list: once the earlier lists' adds are done, the sum so
+                // far (rank > 0) plus this warp's rows, written as bf16 (the convert's x scale for
+                // dK): the TMA add's fp32 sum in registers, no add to wait for, no read back
+                if (sp.kjit) { // tests: as below
+                    unsigned hs = (blockIdx.x * 2654435761u) ^ (blockIdx.y * 40503u) ^ (warp * 97u);
+                    long long t0 = clock64(), dl = (long long)((hs >> 7) % 8) * 20000;
+                    while (clock64() - t0 < dl) __nanosleep(100);
+                }
+                if (rk > 0) {
+                    if (lane == 0) wait_count(cw, rk); // the chain's turn (acquire)
+                    __syncwarp();
+                    asm volatile("fence.proxy.async.global;\n" ::: "memory");
+                    const float *ka = sp.kacc + (size_t)2 * kbl * T * D + 2 * tq;
+                    last_add(dka, ka);
+                    last_add(dva, ka + (size_t)T * D);
+                }
+                store_dkdv_rows<DN>(dk + (size_t)b * T * ldk + (size_t)kvh * D,
+                                    dv + (size_t)b * T * ldk + (size_t)kvh * D, ldk, key, T, tq,
+                                    dka, dva, scale);
+            } else if (mine) {
                 stage(dka, st);
                 stage(dva, st + 64 * D);
                 if (PT && sp.kjit) { // tests: warps delayed by a hash of their CTA (other orders)
@@ -1217,6 +1251,56 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
             }
         }
         bulk_wait_read(); // (and the last dQ partial's reads)
+        if (sp.kconv & 2) { // (s13) dQ by the list's last CTA to finish its adds
+            // the dQ adds' issuers (lane 31) wait for their writes, then thread 0 counts the CTA
+            // in (release: the barrier, then a gpu fence); the last to arrive (acquire: a fence)
+            // converts the block's rows as sk_acc_out did (the same bits)
+            if ((threadIdx.x & 31) == 31 && threadIdx.x < D) bulk_wait_done(), __threadfence();
+            __syncthreads();
+            int *lastf = (int *)Ls; // (the loop's lse buffer: free)
+            if (threadIdx.x == 0) {
+                __threadfence();
+                int old = atomicAdd(sp.kqcnt + blockIdx.y, 1);
+                __threadfence();
+                *lastf = old == (int)gridDim.x - 1;
+            }
+            __syncthreads();
+            if (*lastf) {
+                constexpr int L4 = D / 4, RP = NT / L4; // threads a row (16 bytes each), rows a pass
+                int r0 = kc * sp.qblock, r1 = min(T, r0 + sp.qblock), c4 = (threadIdx.x % L4) * 4;
+                const int *qa = (const int *)dqacc + ((size_t)kbl * T * G + (kh - kvh * G)) * D + c4;
+                bf16 *qo = sp.kdq + ((size_t)b * T * H + kh) * D + c4;
+                for (int t0 = r0 + (int)threadIdx.x / L4; t0 < r1; t0 += 4 * RP) {
+                    int4 x[4];
+                    float sc[4];
+#pragma unroll
+                    for (int u = 0; u < 4; u++) {
+                        int t = t0 + u * RP;
+                        if (t < r1) {
+                            x[u] = __ldcg((const int4 *)(qa + (size_t)t * G * D));
+                            sc[u] = FX ? __ldg(rsc + ((size_t)b * T + t) * H + kh) : 1.f;
+                        }
+                    }
+#pragma unroll
+                    for (int u = 0; u < 4; u++) {
+                        int t = t0 + u * RP;
+                        if (t >= r1) continue;
+                        float y[4];
+                        if (FX) {
+                            double df = (double)scale / sc[u];
+                            y[0] = (float)(x[u].x * df), y[1] = (float)(x[u].y * df);
+                            y[2] = (float)(x[u].z * df), y[3] = (float)(x[u].w * df);
+                            if (isnan(sc[u])) y[0] = y[1] = y[2] = y[3] = NAN;
+                        } else {
+                            y[0] = __int_as_float(x[u].x) * scale, y[1] = __int_as_float(x[u].y) * scale;
+                            y[2] = __int_as_float(x[u].z) * scale, y[3] = __int_as_float(x[u].w) * scale;
+                        }
+                        *(uint2 *)(qo + (size_t)t * H * D) =
+                            make_uint2(pack_bf16x2(y[0], y[1]), pack_bf16x2(y[2], y[3]));
+                    }
+                }
+            }
+        }
     } else if (TML) { // dK / dV as planar tiles in the Q / dO buffers, then 4 TMA stores (rows past T
                // clipped); the smem reads done before the CTA exits
         __syncthreads(); // every warpgroup's products done with the buffers

@@ -272,15 +272,32 @@ __global__ void sk_pos(int *pos, const int *sl, int width, int nreg) {
 // rank [lists][nreg]: each holding list's place in region r's chain, the lists of the launch's
 // (b, kv head) blockIdx.y in grid order (head of the group outer, blocks earliest first, or with
 // !asc latest first); kcnt [n][nreg]: the chain's length (the lists that hold r)
-__global__ void sk_rank(int *rank, int *kcnt, const int *pos, int nreg, int G, int nblk, int asc) {
+// (s13, dk non-null: the kernel writes dK / dV, no convert) the warp then writes the zero dK / dV
+// rows of the regions of R keys no list holds (kcnt 0; keys from bk0's (b, kv head) on)
+__global__ void sk_rank(int *rank, int *kcnt, const int *pos, int nreg, int G, int nblk, int asc,
+                        bf16 *dk, bf16 *dv, int bk0, int T, int KVH, int R, int D) {
     int r = blockIdx.x * blockDim.x + threadIdx.x, bkl = blockIdx.y, k = 0;
-    if (r >= nreg) return;
-    for (int hg = 0; hg < G; hg++)
-        for (int cc = 0; cc < nblk; cc++) {
-            size_t e = ((size_t)(bkl * G + hg) * nblk + (asc ? cc : nblk - 1 - cc)) * nreg + r;
-            if (pos[e] >= 0) rank[e] = k++;
+    if (r < nreg) {
+        for (int hg = 0; hg < G; hg++)
+            for (int cc = 0; cc < nblk; cc++) {
+                size_t e = ((size_t)(bkl * G + hg) * nblk + (asc ? cc : nblk - 1 - cc)) * nreg + r;
+                if (pos[e] >= 0) rank[e] = k++;
+            }
+        kcnt[(size_t)bkl * nreg + r] = k;
+    }
+    if (!dk) return;
+    unsigned m = __ballot_sync(0xffffffffu, r < nreg && k == 0);
+    int bk = bk0 + bkl, lane = threadIdx.x & 31, L = D / 8; // 16-byte chunks a row
+    size_t base = ((size_t)(bk / KVH) * T * KVH + bk % KVH) * D;
+    while (m) {
+        int z = (r - lane) + __ffs(m) - 1, k0 = z * R, nk = min(R, T - k0);
+        m &= m - 1;
+        for (int i = lane; i < 2 * nk * L; i += 32) {
+            int a = i / (nk * L), j = i - a * nk * L;
+            *(uint4 *)((a ? dv : dk) + base + (size_t)(k0 + j / L) * KVH * D + (j % L) * 8) =
+                make_uint4(0, 0, 0, 0);
         }
-    kcnt[(size_t)bkl * nreg + r] = k;
+    }
 }
 
 // on / off: 0 off (sq_fused_kernel runs), 1 D = 128, 2 D = 128 and 64; MSLAB_SQ_KEYS overrides,
@@ -295,6 +312,16 @@ extern "C" void sparse_wgmma_bwd_tune_keys(int on) { sk_on = on < 0 ? -2 : on; }
 // tests, the ordered mode: budget_mb, the budget of one (b, kv head)'s pos and rank (over it the
 // kernel declines; <= 0: the default, wg_acc_budget's), and jit, the CTAs' warps delayed before
 // their dK / dV adds by a hash of their index (other arrival orders: the same bits)
+// (s13) the kernel writes the outputs (SpArgs kconv: bit 1 the ordered mode's dK / dV, bit 2 dQ;
+// the convert sk_acc_out runs for the rest, none where both); MSLAB_SK_CONV overrides,
+// sparse_wgmma_bwd_tune_keys_conv (tests; -1: back to the default)
+#define SK_CONV_DEFAULT 3
+static int sk_conv = -2;
+static int sk_conv_get(void) {
+    if (sk_conv == -2) sk_conv = getenv("MSLAB_SK_CONV") ? atoi(getenv("MSLAB_SK_CONV")) : -1;
+    return sk_conv < 0 ? SK_CONV_DEFAULT : sk_conv;
+}
+extern "C" void sparse_wgmma_bwd_tune_keys_conv(int bits) { sk_conv = bits < 0 ? -2 : bits; }
 static int sk_jit = 0;
 static double sk_budget_mb = 0;
 extern "C" void sparse_wgmma_bwd_tune_keys_ord(double budget_mb, int jit) {
@@ -314,12 +341,16 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     // the ordered mode's blocks earliest first (s12 r1: 20.41-20.51 ms vs 20.83 latest first, the
     // chains' waits), its once-listed regions written by their CTA at D 128 (D 64 r2: 4.793 vs
     // 4.787 ms without)
-    int asc = det, one = det && D == 128;
+    // (s13) the outputs by the kernel (cv, SpArgs kconv; the atomic mode: dQ alone), then also the
+    // once-listed regions at D 64
+    int cv = sk_conv_get() & (det ? 3 : 2);
+    int asc = det, one = det && (D == 128 || (cv & 1));
     // per group of cbk (b, kv head)s: the dK / dV accumulators [cbk][2][T][D] fp32; the ordered
     // mode's pos and rank [cbk G nblk][nreg], kcnt [cbk][nreg] and the chains' turns [cbk][T / 16];
     // then dQ [cbk][T][G][D] fp32 / s32; within wg_acc_group's budget; grid y (cbk G nblk) <= 65535
     size_t ppos = (size_t)G * nblk * nreg * 4, nw = ((size_t)T + 15) / 16;
-    size_t perbk = (size_t)T * D * G * 4 + (size_t)T * D * 2 * 4 +
+    // (and the dQ conversion's arrivals [cbk G nblk])
+    size_t perbk = (size_t)T * D * G * 4 + (size_t)T * D * 2 * 4 + (size_t)G * nblk * 4 + 256 +
                    (det ? 2 * ppos + (size_t)nreg * 4 + nw * 4 + 1024 : 0);
     size_t ymax = 65535 / ((size_t)G * nblk);
     if (ymax < 1) return -1;
@@ -361,24 +392,25 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     for (size_t bk0 = 0; bk0 < nbk; bk0 += cbk) {
         size_t n = nbk - bk0 < cbk ? nbk - bk0 : cbk, nlst = n * G * nblk; // the launch's lists
         size_t kvb = align256(2 * n * T * D * 4);
-        char *ordp = kva + kvb; // the ordered mode's pos, rank, kcnt, turns
-        float *dqa = (float *)(ordp + (det ? align256(2 * n * ppos) + align256(n * nreg * 4) +
-                                                 align256(n * nw * 4)
-                                           : 0));
+        char *ordp = kva + kvb; // the ordered mode's pos, rank, kcnt, turns; the dQ arrivals
+        int *qcnt = (int *)(ordp + (det ? align256(2 * n * ppos) + align256(n * nreg * 4) +
+                                              align256(n * nw * 4)
+                                        : 0));
+        float *dqa = (float *)((char *)qcnt + align256(nlst * 4));
         int *pos = (int *)ordp, *rank = pos + nlst * nreg, *kcnt = nullptr, *kwait = nullptr;
         if (det) { // no zeroing of dK / dV: each chain's first add stores
             kcnt = (int *)(ordp + align256(2 * n * ppos));
             kwait = (int *)((char *)kcnt + align256(n * nreg * 4));
             cudaCheck(cudaMemsetAsync(dqa, 0, n * G * T * D * 4, 0));
             cudaCheck(cudaMemsetAsync(pos, 0xff, nlst * nreg * 4, 0));
-            cudaCheck(cudaMemsetAsync(kwait, 0, n * nw * 4, 0));
+            cudaCheck(cudaMemsetAsync(kwait, 0, align256(n * nw * 4) + nlst * 4, 0)); // + qcnt
             sk_pos<<<(unsigned)nlst, 128>>>(pos, sl + bk0 * G * nblk * ix->width, ix->width, nreg);
             cudaLaunchCheck();
-            sk_rank<<<dim3(cdiv_u(nreg, 128), (unsigned)n), 128>>>(rank, kcnt, pos, nreg, G, nblk,
-                                                                    asc);
+            sk_rank<<<dim3(cdiv_u(nreg, 128), (unsigned)n), 128>>>(
+                rank, kcnt, pos, nreg, G, nblk, asc, cv & 1 ? dk : nullptr, dv, (int)bk0, T, KVH, R, D);
             cudaLaunchCheck();
         } else {
-            cudaCheck(cudaMemsetAsync(kva, 0, kvb + n * G * T * D * 4, 0)); // both accumulators
+            cudaCheck(cudaMemsetAsync(kva, 0, (char *)dqa - kva + n * G * T * D * 4, 0)); // all
         }
         // dQ: (D, G, T, n) fp32 / s32, box 32 columns x 64 rows (the body's staging boxes); dK /
         // dV: (D, T, 2 n, 1) fp32 (keys past T clipped), box 32 columns x 16 keys
@@ -392,10 +424,12 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
                       wg_acc_map(&accmap, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, kva, kd, ks, kb),
                   "sparse_wgmma_keys_bwd: the accumulators' tensor maps");
         sp.bk0 = (int)bk0, sp.kcnt = kcnt, sp.kpos = pos, sp.krank = rank, sp.kwait = kwait;
+        sp.kconv = cv, sp.kacc = (float *)kva, sp.kqcnt = qcnt, sp.kdq = dq;
         dim3 grid(ntk, (unsigned)nlst);
         wg_keys_fused_launch(D, det, grid, dk, dv, dqa, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc,
                              dqmap, qmap, omap, accmap);
-        size_t nkr = 2 * n * T, nqr = n * G * T;
+        size_t nkr = cv & 1 ? 0 : 2 * n * T, nqr = cv & 2 ? 0 : n * G * T;
+        if (!nkr && !nqr) continue;
         auto conv = D == 64 ? (det ? sk_acc_out<64, true> : sk_acc_out<64, false>)
                             : (det ? sk_acc_out<128, true> : sk_acc_out<128, false>);
         unsigned cg = cdiv_u((nkr + nqr) * (D / 4), 256);

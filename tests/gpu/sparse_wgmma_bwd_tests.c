@@ -74,6 +74,9 @@ void sparse_wgmma_bwd_tune_keys(int on);
 // sq_fused_kernel runs; <= 0: the default) and jit: the CTAs delayed before their dK / dV adds by
 // a hash of their index (other arrival orders; 0: off)
 void sparse_wgmma_bwd_tune_keys_ord(double budget_mb, int jit);
+// its outputs written by the kernel (s13; bits: 1 the ordered mode's dK / dV, 2 dQ; 0: by the
+// convert pass as before; -1 the default)
+void sparse_wgmma_bwd_tune_keys_conv(int bits);
 // t_swb's inputs: 1 = uneven magnitudes (rows of q, dout, v scaled by powers of 2 from 2^-8 to
 // 2^8); 2 = one q element NaN (the outputs the CPU makes non-finite must be non-finite, the rest
 // close)
@@ -87,6 +90,10 @@ static int g_swb_inputs = 0;
 // orders: a chain that did not wait its turn would sum in another order), and the kernel
 // declining one (b, kv head) over its budget must give sq_fused_kernel's bits (keys off)
 static int g_swb_cover = 0, g_swb_cmp = 0;
+// s13: hand-made lists hold only the first of a block's own regions (g_list_own1: regions no list
+// holds, zero dK / dV rows written without a convert; key-tile CTAs of a block without keys), and
+// g_swb_cover 2 then also requires regions no list holds
+static int g_list_own1 = 0;
 
 static int g_arch = 1; // 0: not an sm_90 GPU (the wgmma kernels return -1)
 
@@ -102,7 +109,8 @@ static void make_list_skew(int *idx, int B, int H, int T, int qb, int R, int wid
         int c = l % nblk, *lst = idx + (size_t)l * width, n = 0;
         memset(seen, 0, sizeof(int) * nreg);
         int r0 = c * qb / R, r1 = (c * qb + qb < T ? c * qb + qb : T) - 1;
-        for (int r = r0; r <= r1 / R && n < width; r++) lst[n++] = r, seen[r] = 1;
+        for (int r = r0; r <= (g_list_own1 ? r0 : r1 / R) && n < width; r++)
+            lst[n++] = r, seen[r] = 1;
         int want = n + extra < width ? n + extra : width;
         for (int tries = 0; tries < 8 * extra && n < want; tries++) {
             int hi = rng_below(&rng, 8) ? r0 : nreg; // later regions now and then
@@ -155,7 +163,7 @@ static int arch_is_90(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *
 static double list_cover(const AttnIndex *ic, int B, int T, int H, int KVH) {
     int G = H / KVH, R = ic->region, nreg = (T + R - 1) / R;
     int *cnt = xalloc(sizeof(int) * nreg);
-    size_t once = 0, many = 0, tail = 0;
+    size_t once = 0, many = 0, tail = 0, none = 0;
     for (int bk = 0; bk < B * KVH; bk++) {
         memset(cnt, 0, sizeof(int) * nreg);
         for (int hg = 0; hg < G; hg++)
@@ -166,13 +174,14 @@ static double list_cover(const AttnIndex *ic, int B, int T, int H, int KVH) {
                     if (r >= 0 && r < nreg) cnt[r]++;
                 }
             }
-        for (int r = 0; r < nreg; r++) once += cnt[r] == 1, many += cnt[r] > 1;
+        for (int r = 0; r < nreg; r++) once += cnt[r] == 1, many += cnt[r] > 1, none += !cnt[r];
         tail += cnt[nreg - 1] == 1;
     }
     free(cnt);
-    printf("    (lists per (b, kv head): %zu regions once, %zu several times, the last once in "
-           "%zu of %d)\n", once, many, tail, B * KVH);
-    return (once == 0) + (many == 0) + (T % R && tail == 0);
+    printf("    (lists per (b, kv head): %zu regions once, %zu several times, %zu none, the last "
+           "once in %zu of %d)\n", once, many, none, tail, B * KVH);
+    return (once == 0) + (many == 0) + (g_swb_cover == 1 && T % R && tail == 0) +
+           (g_swb_cover == 2 && none == 0);
 }
 // MSLAB_SQ_ACC_MB set (or unset: NULL); returns the old value (strdup) for acc_mb_restore
 static char *acc_mb_set(const char *v) {
@@ -301,12 +310,14 @@ static void t_swb(const char *name, const AttnIndex *ic, int B, int T, int H, in
                                      list_cover(ic, B, T, H, KVH), 0, -1);
     if (small && g_swb_cmp && g_arch) { // the ordered mode's bits: default, groups of one, the
                                         // adds delayed, declined (over a tiny budget), keys off
-        uint16_t *gb[6][3];
+        uint16_t *gb[7][3];
         attn_bf16_set_deterministic(1);
         sparse_wgmma_bwd_tune_small_modes(3);
-        for (int c = 0; c < 6; c++) { // 5: groups of up to 3 where a (b, kv head) takes < 2 MB
+        for (int c = 0; c < 7; c++) { // 5: groups of up to 3 where a (b, kv head) takes < 2 MB
+                                      // 6 (s13): the outputs by the convert pass, not the kernel
             char *keep = acc_mb_set(c == 1 ? "0.05" : c == 5 ? "6" : NULL);
             sparse_wgmma_bwd_tune_keys(c == 4 ? 0 : -1);
+            sparse_wgmma_bwd_tune_keys_conv(c == 6 ? 0 : -1);
             sparse_wgmma_bwd_tune_keys_ord(c == 3 ? 1e-7 : 0, c == 2);
             poison16(d_dq, nq), poison16(d_dk, nk), poison16(d_dv, nk);
             int rc = sparse_wgmma_bwd(d_dq, d_dk, d_dv, d_y, d_o, d_l, d_q, d_k, d_v, &ig, B, T, H,
@@ -317,27 +328,29 @@ static void t_swb(const char *name, const AttnIndex *ic, int B, int T, int H, in
             acc_mb_restore(keep);
         }
         sparse_wgmma_bwd_tune_keys(-1), sparse_wgmma_bwd_tune_keys_ord(0, 0);
+        sparse_wgmma_bwd_tune_keys_conv(-1);
         sparse_wgmma_bwd_tune_small_modes(-1);
         attn_bf16_set_deterministic(mode0);
-        static const char *cn[4] = {"sparse_wgmma_bwd_small_ord_groups1",
+        static const char *cn[5] = {"sparse_wgmma_bwd_small_ord_groups1",
                                     "sparse_wgmma_bwd_small_ord_jitter",
                                     "sparse_wgmma_bwd_small_ord_decline",
-                                    "sparse_wgmma_bwd_small_ord_groups6mb"};
-        int ca[4] = {1, 2, 3, 5}, cb[4] = {0, 0, 4, 0};
+                                    "sparse_wgmma_bwd_small_ord_groups6mb",
+                                    "sparse_wgmma_bwd_small_ord_conv"};
+        int ca[5] = {1, 2, 3, 5, 6}, cb[5] = {0, 0, 4, 0, 0};
         size_t n[3] = {nq, nk, nk};
-        size_t diff[5]; // elements whose bits differ (dq, dk, dv); 4: default vs keys off
-        for (int i = 0; i < 5; i++) {
-            int x = i < 4 ? ca[i] : 0, y = i < 4 ? cb[i] : 4;
+        size_t diff[6]; // elements whose bits differ (dq, dk, dv); 5: default vs keys off
+        for (int i = 0; i < 6; i++) {
+            int x = i < 5 ? ca[i] : 0, y = i < 5 ? cb[i] : 4;
             diff[i] = 0;
             for (int t = 0; t < 3; t++)
                 for (size_t j = 0; j < n[t]; j++) diff[i] += gb[x][t][j] != gb[y][t][j];
-            if (i < 4) report(cn[i], shape, (double)diff[i], 0, -1);
+            if (i < 5) report(cn[i], shape, (double)diff[i], 0, -1);
         }
         // the rows above compare key-centric calls only if the default ran that kernel: its bits
         // then differ from the query-centric kernel's (other sums, s32 dQ); equal bits here would
         // mean both declined and the rows above compared the fallback with itself
-        report("sparse_wgmma_bwd_small_ord_keys_ran", shape, diff[4] == 0, 0, -1);
-        for (int c = 0; c < 6; c++)
+        report("sparse_wgmma_bwd_small_ord_keys_ran", shape, diff[5] == 0, 0, -1);
+        for (int c = 0; c < 7; c++)
             for (int t = 0; t < 3; t++) free(gb[c][t]);
     }
     gpu->free(d_q), gpu->free(d_k), gpu->free(d_v), gpu->free(d_y), gpu->free(d_o), gpu->free(d_l);
@@ -686,6 +699,12 @@ void t_sparse_wgmma_bwd_all(void) {
         g_swb_cover = g_swb_cmp = 0;
         acc_mb_restore(keep);
     }
+    // s13 (the outputs by the kernel): regions no list holds (zero dK / dV rows) and blocks with
+    // key-tile CTAs that have no keys, D 128 / 64, B 2, GQA; the bits as the convert pass's
+    g_list_own1 = 1, g_swb_cover = 2, g_swb_cmp = 1;
+    t_hand(2, 1000, 4, 2, 128, 128, 16, 24, 3, 0);
+    t_hand(2, 900, 4, 2, 64, 256, 32, 16, 2, 0);
+    g_list_own1 = g_swb_cover = g_swb_cmp = 0;
     if (!quick) {
         // merge 128 (2048-row blocks, as the paper config and the LM's ms row), D = 64
         t_cfg("ms w16 top256 m128", ms_cfg(16, 256, 128, 2048), 1, 6144, 4, 2, 64);
