@@ -1266,15 +1266,16 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
             }
             __syncthreads();
             if (*lastf) {
-                constexpr int L4 = D / 4, RP = NT / L4; // threads a row (16 bytes each), rows a pass
+                // (qblock 2048, the paper config: 1 MB of s32 read by one CTA; 8 loads in flight)
+                constexpr int L4 = D / 4, RP = NT / L4, U = 8; // threads a row (16 bytes), rows a pass
                 int r0 = kc * sp.qblock, r1 = min(T, r0 + sp.qblock), c4 = (threadIdx.x % L4) * 4;
                 const int *qa = (const int *)dqacc + ((size_t)kbl * T * G + (kh - kvh * G)) * D + c4;
                 bf16 *qo = sp.kdq + ((size_t)b * T * H + kh) * D + c4;
-                for (int t0 = r0 + (int)threadIdx.x / L4; t0 < r1; t0 += 4 * RP) {
-                    int4 x[4];
-                    float sc[4];
+                for (int t0 = r0 + (int)threadIdx.x / L4; t0 < r1; t0 += U * RP) {
+                    int4 x[U];
+                    float sc[U];
 #pragma unroll
-                    for (int u = 0; u < 4; u++) {
+                    for (int u = 0; u < U; u++) {
                         int t = t0 + u * RP;
                         if (t < r1) {
                             x[u] = __ldcg((const int4 *)(qa + (size_t)t * G * D));
@@ -1282,7 +1283,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
                         }
                     }
 #pragma unroll
-                    for (int u = 0; u < 4; u++) {
+                    for (int u = 0; u < U; u++) {
                         int t = t0 + u * RP;
                         if (t >= r1) continue;
                         float y[4];
