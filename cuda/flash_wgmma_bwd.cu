@@ -1252,6 +1252,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         }
         bulk_wait_read(); // (and the last dQ partial's reads)
         if (sp.kconv & 2) { // (s13) dQ by the list's last CTA to finish its adds
+            unsigned long long tq0 = TR ? clock64() : 0; // (trace: this part's cycles in [15])
             // the dQ adds' issuers (lane 31) wait for their writes, then thread 0 counts the CTA
             // in (release: the barrier, then a gpu fence); the last to arrive (acquire: a fence)
             // converts the block's rows as sk_acc_out did (the same bits)
@@ -1301,6 +1302,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
                     }
                 }
             }
+            if (TR && trw) trec[15] = (clock64() - tq0) | (unsigned long long)(*lastf != 0) << 62;
         }
     } else if (TML) { // dK / dV as planar tiles in the Q / dO buffers, then 4 TMA stores (rows past T
                // clipped); the smem reads done before the CTA exits
@@ -1593,6 +1595,15 @@ static void fused_trace_report(const unsigned long long *drec, size_t n, const c
     cudaCheck(cudaDeviceSynchronize());
     cudaCheck(cudaMemcpy(r, drec, n * FT_REC * 8, cudaMemcpyDeviceToHost));
     qsort(r, n, FT_REC * 8, ft_cmp);
+    double qc[2] = {0, 0}, qn[2] = {0, 0}; // (s13, the keys' dQ conversion: [15] its cycles)
+    for (size_t i = 0; i < n; i++) {
+        unsigned long long x = r[i * FT_REC + 15];
+        int c = (int)(x >> 62 & 1);
+        qc[c] += (double)(x & ((1ull << 62) - 1)), qn[c]++;
+    }
+    if (qc[0] + qc[1] > 0)
+        printf("    (fused trace %s: dQ arrival %.0f cycles a CTA; conversion %.0f cycles a CTA, "
+               "%.0f CTAs)\n", what, qn[0] ? qc[0] / qn[0] : 0, qn[1] ? qc[1] / qn[1] : 0, qn[1]);
     for (size_t i = 0; i < n; i++) r[i * FT_REC + 15] = 0; // host mark: listed below
     unsigned long long g0 = ~0ull, g1 = 0;
     double busy = 0, cyc = 0, steps = 0, ph[7] = {0}, pro = 0, epi = 0, gap = 0, tail = 0;
@@ -1696,6 +1707,7 @@ static void fused_go(dim3 grid, size_t smem, int T, A... args) {
         static bool init1 = false;
         if (!init1) smem_optin(bwd_fused_kernel<D, DET, PIPE, SP, 1, TMINB>, smem), init1 = true;
         unsigned long long *rec = fused_trace_buf((size_t)grid.x * grid.y);
+        cudaCheck(cudaMemsetAsync(rec, 0, (size_t)grid.x * grid.y * FT_REC * 8, 0));
         bwd_fused_kernel<D, DET, PIPE, SP, 1, TMINB><<<grid, 2 * D, smem>>>(args...);
         cudaLaunchCheck();
         char what[64];

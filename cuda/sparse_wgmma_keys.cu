@@ -29,10 +29,14 @@
 // Grid x = key tiles (the CTAs of a (head, block) run together: its Q / dO block and its dQ
 // adds stay in L2), y = (head, block: atomic latest first, ordered earliest first). Per group of
 // (b, kv head)s (wg_acc_group's budget, one launch per group): the dK / dV accumulators, the
-// ordered mode's pos, rank, kcnt and turns, then dQ [slab][T][G][D]; memsets (the atomic mode's
-// dK / dV too), then one convert (sk_acc_out: dK / dV, dQ; the ordered mode's rows of regions no
-// list holds written as 0 without a read, those held once skipped). The ordered mode's pre-pass
-// (sk_pre) reads q, dO and O once for Di and the row scales (after wg_kv_bound).
+// ordered mode's pos, rank, kcnt and turns, the dQ arrivals, then dQ [slab][T][G][D]; memsets
+// (the atomic mode's dK / dV too). No convert pass in the ordered mode (s13, SpArgs kconv): a
+// chain's last list adds the sum so far to its rows in registers and writes bf16 dK / dV (regions
+// one list holds: their CTA, at D 64 too; regions no list holds: zero rows by sk_rank), and the
+// last of a list's key-tile CTAs to finish its dQ adds (an arrival counter per list) converts the
+// block's dQ rows (the same bits as the convert). The atomic mode's dQ likewise; its dK / dV by
+// the convert (sk_acc_out). The ordered mode's pre-pass (sk_pre) reads q, dO and O once for Di
+// and the row scales (after wg_kv_bound).
 // Measured (H200, bf16, ms paper config w 16 top 512 merge 128, B 1, H = KVH 32, D 128, T 32K,
 // bwd alone: `MSLAB_SWB_PERF="ms paper" MSLAB_SWB_PERF_MIN=1 mslab-gpu-tests sparse_wgmma_bwd_perf`;
 // TFLOP/s at 2.5x the forward's 4 D flops per pair; the rounds' noise is ~0.2-0.3 ms):

@@ -466,7 +466,8 @@ static void perf_hash_bwd(const char *what, const uint16_t *dq, const uint16_t *
 // ---- timing rows (information): B = 1, H = KVH = 32, D = 128 ----
 // MSLAB_SWB_PERF=name: that row alone; MSLAB_SWB_PERF_MIN: the defaults, the candidates and the
 // kernels' shares only; MSLAB_SWB_PERF_REPS: timed calls per variant (3; 0: the warm-up alone, ncu); MSLAB_SWB_PERF_RAND: q, k rows drawn at random from perf_qkv's 1024-row
-// period (no periodic block means: a selection like the bench's random inputs)
+// period (no periodic block means: a selection like the bench's random inputs); MSLAB_SWB_PERF_ORD:
+// the 16 / 32-key rows' default ordered call alone
 static void t_perf(const char *name, AttnConfig cfg, int T) {
     if (!wanted("sparse_wgmma_bwd_perf") || !g_arch || getenv("MSLAB_WG_NO_PERF")) return;
     const char *only = getenv("MSLAB_SWB_PERF");
@@ -525,6 +526,7 @@ static void t_perf(const char *name, AttnConfig cfg, int T) {
         for (int x = 0; x < 6; x++) {
             t[x] = tf[x] = 0;
             if (minimal && (x == 1 || x == 2)) continue; // MIN: no sparse_bf16 rows
+            if (getenv("MSLAB_SWB_PERF_ORD") && x != 3) continue; // the default ordered call alone
             attn_bf16_set_deterministic(x == 2 || x == 3 || x == 5);
             sparse_wgmma_bwd_tune_small(x != 1 && x != 2);
             sparse_wgmma_bwd_tune_small_modes((x == 3 || x == 5 ? 1 : 0) | (D == 64 ? 2 : 0));
@@ -548,7 +550,7 @@ static void t_perf(const char *name, AttnConfig cfg, int T) {
                     float *g = down16(dev[a], nq, &bits);
                     free(bits);
                     if (x == 0) ga[a] = g;
-                    else dd[a] = rel_l2(g, ga[a], nq), free(g), free(ga[a]);
+                    else dd[a] = ga[a] ? rel_l2(g, ga[a], nq) : -1, free(g), free(ga[a]);
                 }
             }
         }
@@ -701,10 +703,13 @@ void t_sparse_wgmma_bwd_all(void) {
     }
     // s13 (the outputs by the kernel): regions no list holds (zero dK / dV rows) and blocks with
     // key-tile CTAs that have no keys, D 128 / 64, B 2, GQA; the bits as the convert pass's
-    g_list_own1 = 1, g_swb_cover = 2, g_swb_cmp = 1;
-    t_hand(2, 1000, 4, 2, 128, 128, 16, 24, 3, 0);
-    t_hand(2, 900, 4, 2, 64, 256, 32, 16, 2, 0);
-    g_list_own1 = g_swb_cover = g_swb_cmp = 0;
+    // (only where wanted: the lists draw from rng, and the timing rows' inputs must stay main's)
+    if (wanted("sparse_wgmma_bwd") && g_arch) {
+        g_list_own1 = 1, g_swb_cover = 2, g_swb_cmp = 1;
+        t_hand(2, 1000, 4, 2, 128, 128, 16, 24, 3, 0);
+        t_hand(2, 900, 4, 2, 64, 256, 32, 16, 2, 0);
+        g_list_own1 = g_swb_cover = g_swb_cmp = 0;
+    }
     if (!quick) {
         // merge 128 (2048-row blocks, as the paper config and the LM's ms row), D = 64
         t_cfg("ms w16 top256 m128", ms_cfg(16, 256, 128, 2048), 1, 6144, 4, 2, 64);
