@@ -842,10 +842,8 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     bool any = pm[0]; // KL: some step (else no dK / dV adds)
     // BULKQ: thread 32 x (x < D / 32) hands box x (fp32 columns 32 x .. + 31) to the TMA unit
     // (KL: the accumulator [slab kbl][T][G][D], the head's index in its group)
-    // (KL: lane 31, apart from the dK / dV adds' lanes: the dQ conversion (kconv 2) waits for the
-    // dQ adds alone)
     auto bulk_issue = [&]() {
-        if ((threadIdx.x & 31) == (KL ? 31 : 0) && threadIdx.x < D)
+        if ((threadIdx.x & 31) == 0 && threadIdx.x < D)
             tma_out_4d<true>(&dqmap, dQs + (threadIdx.x >> 5) * 8192, (threadIdx.x >> 5) * 32,
                              KL ? kh - kvh * G : bq_hh, bq_qs, KL ? kbl : b);
     };
@@ -1205,15 +1203,16 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
                 rk = mine ? __ldg(sp.krank + e) : 0;
                 cw = sp.kwait + (size_t)kbl * ((T + 15) >> 4) + (wkey >> 4);
             }
+            if (PT && mine && sp.kjit) { // tests: warps delayed by a hash of their CTA (other orders)
+                unsigned hs = (blockIdx.x * 2654435761u) ^ (blockIdx.y * 40503u) ^ (warp * 97u);
+                long long t0 = clock64(), dl = (long long)((hs >> 7) % 8) * 20000;
+                while (clock64() - t0 < dl) __nanosleep(100);
+            }
             if (PT && (sp.kconv & 1) && mine && rk == kn - 1) {
                 // (s13) the chain's last list: once the earlier lists' adds are done, the sum so
                 // far (rank > 0) plus this warp's rows, written as bf16 (the convert's x scale for
-                // dK): the TMA add's fp32 sum in registers, no add to wait for, no read back
-                if (sp.kjit) { // tests: as below
-                    unsigned hs = (blockIdx.x * 2654435761u) ^ (blockIdx.y * 40503u) ^ (warp * 97u);
-                    long long t0 = clock64(), dl = (long long)((hs >> 7) % 8) * 20000;
-                    while (clock64() - t0 < dl) __nanosleep(100);
-                }
+                // dK): the TMA add's fp32 sum in registers, no add to wait for, no read back, no
+                // convert pass for the region
                 if (rk > 0) {
                     if (lane == 0) wait_count(cw, rk); // the chain's turn (acquire)
                     __syncwarp();
@@ -1228,11 +1227,6 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
             } else if (mine) {
                 stage(dka, st);
                 stage(dva, st + 64 * D);
-                if (PT && sp.kjit) { // tests: warps delayed by a hash of their CTA (other orders)
-                    unsigned hs = (blockIdx.x * 2654435761u) ^ (blockIdx.y * 40503u) ^ (warp * 97u);
-                    long long t0 = clock64(), dl = (long long)((hs >> 7) % 8) * 20000;
-                    while (clock64() - t0 < dl) __nanosleep(100);
-                }
                 if (PT) {
                     if (lane == 0) wait_count(cw, rk); // the chain's turn (acquire)
                     __syncwarp();
@@ -1251,59 +1245,6 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
             }
         }
         bulk_wait_read(); // (and the last dQ partial's reads)
-        if (sp.kconv & 2) { // (s13) dQ by the list's last CTA to finish its adds
-            unsigned long long tq0 = TR ? clock64() : 0; // (trace: this part's cycles in [15])
-            // the dQ adds' issuers (lane 31) wait for their writes, then thread 0 counts the CTA
-            // in (release: the barrier, then a gpu fence); the last to arrive (acquire: a fence)
-            // converts the block's rows as sk_acc_out did (the same bits)
-            if ((threadIdx.x & 31) == 31 && threadIdx.x < D) bulk_wait_done(), __threadfence();
-            __syncthreads();
-            int *lastf = (int *)Ls; // (the loop's lse buffer: free)
-            if (threadIdx.x == 0) {
-                __threadfence();
-                int old = atomicAdd(sp.kqcnt + blockIdx.y, 1);
-                __threadfence();
-                *lastf = old == (int)gridDim.x - 1;
-            }
-            __syncthreads();
-            if (*lastf) {
-                // (qblock 2048, the paper config: 1 MB of s32 read by one CTA; 8 loads in flight)
-                constexpr int L4 = D / 4, RP = NT / L4, U = 8; // threads a row (16 bytes), rows a pass
-                int r0 = kc * sp.qblock, r1 = min(T, r0 + sp.qblock), c4 = (threadIdx.x % L4) * 4;
-                const int *qa = (const int *)dqacc + ((size_t)kbl * T * G + (kh - kvh * G)) * D + c4;
-                bf16 *qo = sp.kdq + ((size_t)b * T * H + kh) * D + c4;
-                for (int t0 = r0 + (int)threadIdx.x / L4; t0 < r1; t0 += U * RP) {
-                    int4 x[U];
-                    float sc[U];
-#pragma unroll
-                    for (int u = 0; u < U; u++) {
-                        int t = t0 + u * RP;
-                        if (t < r1) {
-                            x[u] = __ldcg((const int4 *)(qa + (size_t)t * G * D));
-                            sc[u] = FX ? __ldg(rsc + ((size_t)b * T + t) * H + kh) : 1.f;
-                        }
-                    }
-#pragma unroll
-                    for (int u = 0; u < U; u++) {
-                        int t = t0 + u * RP;
-                        if (t >= r1) continue;
-                        float y[4];
-                        if (FX) {
-                            double df = (double)scale / sc[u];
-                            y[0] = (float)(x[u].x * df), y[1] = (float)(x[u].y * df);
-                            y[2] = (float)(x[u].z * df), y[3] = (float)(x[u].w * df);
-                            if (isnan(sc[u])) y[0] = y[1] = y[2] = y[3] = NAN;
-                        } else {
-                            y[0] = __int_as_float(x[u].x) * scale, y[1] = __int_as_float(x[u].y) * scale;
-                            y[2] = __int_as_float(x[u].z) * scale, y[3] = __int_as_float(x[u].w) * scale;
-                        }
-                        *(uint2 *)(qo + (size_t)t * H * D) =
-                            make_uint2(pack_bf16x2(y[0], y[1]), pack_bf16x2(y[2], y[3]));
-                    }
-                }
-            }
-            if (TR && trw) trec[15] = (clock64() - tq0) | (unsigned long long)(*lastf != 0) << 62;
-        }
     } else if (TML) { // dK / dV as planar tiles in the Q / dO buffers, then 4 TMA stores (rows past T
                // clipped); the smem reads done before the CTA exits
         __syncthreads(); // every warpgroup's products done with the buffers
@@ -1595,15 +1536,6 @@ static void fused_trace_report(const unsigned long long *drec, size_t n, const c
     cudaCheck(cudaDeviceSynchronize());
     cudaCheck(cudaMemcpy(r, drec, n * FT_REC * 8, cudaMemcpyDeviceToHost));
     qsort(r, n, FT_REC * 8, ft_cmp);
-    double qc[2] = {0, 0}, qn[2] = {0, 0}; // (s13, the keys' dQ conversion: [15] its cycles)
-    for (size_t i = 0; i < n; i++) {
-        unsigned long long x = r[i * FT_REC + 15];
-        int c = (int)(x >> 62 & 1);
-        qc[c] += (double)(x & ((1ull << 62) - 1)), qn[c]++;
-    }
-    if (qc[0] + qc[1] > 0)
-        printf("    (fused trace %s: dQ arrival %.0f cycles a CTA; conversion %.0f cycles a CTA, "
-               "%.0f CTAs)\n", what, qn[0] ? qc[0] / qn[0] : 0, qn[1] ? qc[1] / qn[1] : 0, qn[1]);
     for (size_t i = 0; i < n; i++) r[i * FT_REC + 15] = 0; // host mark: listed below
     unsigned long long g0 = ~0ull, g1 = 0;
     double busy = 0, cyc = 0, steps = 0, ph[7] = {0}, pro = 0, epi = 0, gap = 0, tail = 0;
@@ -1707,7 +1639,6 @@ static void fused_go(dim3 grid, size_t smem, int T, A... args) {
         static bool init1 = false;
         if (!init1) smem_optin(bwd_fused_kernel<D, DET, PIPE, SP, 1, TMINB>, smem), init1 = true;
         unsigned long long *rec = fused_trace_buf((size_t)grid.x * grid.y);
-        cudaCheck(cudaMemsetAsync(rec, 0, (size_t)grid.x * grid.y * FT_REC * 8, 0));
         bwd_fused_kernel<D, DET, PIPE, SP, 1, TMINB><<<grid, 2 * D, smem>>>(args...);
         cudaLaunchCheck();
         char what[64];

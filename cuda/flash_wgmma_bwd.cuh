@@ -29,14 +29,10 @@ struct SpArgs {
     const int *kcnt, *kpos, *krank;
     int *kwait;
     int kone, kasc, kjit;
-    // (s13) the outputs written by the kernel, no convert pass: kconv bit 1 (the ordered mode)
-    // dK / dV: a chain's last list adds the sum so far to its rows in registers and writes bf16
-    // (kacc: the accumulators [slab][2][T][D]); bit 2 dQ: the last of a list's key-tile CTAs to
-    // finish its adds (kqcnt [the launch's lists]: arrivals) converts the block's rows into kdq
+    // (s13) kconv: the ordered mode's dK / dV written by the kernel (a chain's last list adds the
+    // sum so far to its rows in registers and writes bf16; kacc: the accumulators [slab][2][T][D])
     int kconv;
     float *kacc;
-    int *kqcnt;
-    bf16 *kdq;
 };
 
 // thread 0 waits until *cnt == v; bounded (~1 s at 2 GHz): a broken ordering assumption gives a

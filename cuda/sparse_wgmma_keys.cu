@@ -316,10 +316,10 @@ extern "C" void sparse_wgmma_bwd_tune_keys(int on) { sk_on = on < 0 ? -2 : on; }
 // tests, the ordered mode: budget_mb, the budget of one (b, kv head)'s pos and rank (over it the
 // kernel declines; <= 0: the default, wg_acc_budget's), and jit, the CTAs' warps delayed before
 // their dK / dV adds by a hash of their index (other arrival orders: the same bits)
-// (s13) the kernel writes the outputs (SpArgs kconv: bit 1 the ordered mode's dK / dV, bit 2 dQ;
-// the convert sk_acc_out runs for the rest, none where both); MSLAB_SK_CONV overrides,
+// (s13) the ordered mode's dK / dV written by the kernel (SpArgs kconv; 0: by the convert
+// sk_acc_out as before, the tests' reference); MSLAB_SK_CONV overrides,
 // sparse_wgmma_bwd_tune_keys_conv (tests; -1: back to the default)
-#define SK_CONV_DEFAULT 3
+#define SK_CONV_DEFAULT 1
 static int sk_conv = -2;
 static int sk_conv_get(void) {
     if (sk_conv == -2) sk_conv = getenv("MSLAB_SK_CONV") ? atoi(getenv("MSLAB_SK_CONV")) : -1;
@@ -345,16 +345,15 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     // the ordered mode's blocks earliest first (s12 r1: 20.41-20.51 ms vs 20.83 latest first, the
     // chains' waits), its once-listed regions written by their CTA at D 128 (D 64 r2: 4.793 vs
     // 4.787 ms without)
-    // (s13) the outputs by the kernel (cv, SpArgs kconv; the atomic mode: dQ alone), then also the
-    // once-listed regions at D 64
-    int cv = sk_conv_get() & (det ? 3 : 2);
+    // (s13) the ordered mode's dK / dV by the kernel (cv, SpArgs kconv), then also the once-
+    // listed regions at D 64
+    int cv = det ? sk_conv_get() & 1 : 0;
     int asc = det, one = det && (D == 128 || (cv & 1));
     // per group of cbk (b, kv head)s: the dK / dV accumulators [cbk][2][T][D] fp32; the ordered
     // mode's pos and rank [cbk G nblk][nreg], kcnt [cbk][nreg] and the chains' turns [cbk][T / 16];
     // then dQ [cbk][T][G][D] fp32 / s32; within wg_acc_group's budget; grid y (cbk G nblk) <= 65535
     size_t ppos = (size_t)G * nblk * nreg * 4, nw = ((size_t)T + 15) / 16;
-    // (and the dQ conversion's arrivals [cbk G nblk])
-    size_t perbk = (size_t)T * D * G * 4 + (size_t)T * D * 2 * 4 + (size_t)G * nblk * 4 + 256 +
+    size_t perbk = (size_t)T * D * G * 4 + (size_t)T * D * 2 * 4 +
                    (det ? 2 * ppos + (size_t)nreg * 4 + nw * 4 + 1024 : 0);
     size_t ymax = 65535 / ((size_t)G * nblk);
     if (ymax < 1) return -1;
@@ -396,25 +395,24 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     for (size_t bk0 = 0; bk0 < nbk; bk0 += cbk) {
         size_t n = nbk - bk0 < cbk ? nbk - bk0 : cbk, nlst = n * G * nblk; // the launch's lists
         size_t kvb = align256(2 * n * T * D * 4);
-        char *ordp = kva + kvb; // the ordered mode's pos, rank, kcnt, turns; the dQ arrivals
-        int *qcnt = (int *)(ordp + (det ? align256(2 * n * ppos) + align256(n * nreg * 4) +
-                                              align256(n * nw * 4)
-                                        : 0));
-        float *dqa = (float *)((char *)qcnt + align256(nlst * 4));
+        char *ordp = kva + kvb; // the ordered mode's pos, rank, kcnt, turns
+        float *dqa = (float *)(ordp + (det ? align256(2 * n * ppos) + align256(n * nreg * 4) +
+                                                 align256(n * nw * 4)
+                                           : 0));
         int *pos = (int *)ordp, *rank = pos + nlst * nreg, *kcnt = nullptr, *kwait = nullptr;
         if (det) { // no zeroing of dK / dV: each chain's first add stores
             kcnt = (int *)(ordp + align256(2 * n * ppos));
             kwait = (int *)((char *)kcnt + align256(n * nreg * 4));
             cudaCheck(cudaMemsetAsync(dqa, 0, n * G * T * D * 4, 0));
             cudaCheck(cudaMemsetAsync(pos, 0xff, nlst * nreg * 4, 0));
-            cudaCheck(cudaMemsetAsync(kwait, 0, align256(n * nw * 4) + nlst * 4, 0)); // + qcnt
+            cudaCheck(cudaMemsetAsync(kwait, 0, n * nw * 4, 0));
             sk_pos<<<(unsigned)nlst, 128>>>(pos, sl + bk0 * G * nblk * ix->width, ix->width, nreg);
             cudaLaunchCheck();
             sk_rank<<<dim3(cdiv_u(nreg, 128), (unsigned)n), 128>>>(
                 rank, kcnt, pos, nreg, G, nblk, asc, cv & 1 ? dk : nullptr, dv, (int)bk0, T, KVH, R, D);
             cudaLaunchCheck();
         } else {
-            cudaCheck(cudaMemsetAsync(kva, 0, (char *)dqa - kva + n * G * T * D * 4, 0)); // all
+            cudaCheck(cudaMemsetAsync(kva, 0, kvb + n * G * T * D * 4, 0)); // both accumulators
         }
         // dQ: (D, G, T, n) fp32 / s32, box 32 columns x 64 rows (the body's staging boxes); dK /
         // dV: (D, T, 2 n, 1) fp32 (keys past T clipped), box 32 columns x 16 keys
@@ -428,12 +426,11 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
                       wg_acc_map(&accmap, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, kva, kd, ks, kb),
                   "sparse_wgmma_keys_bwd: the accumulators' tensor maps");
         sp.bk0 = (int)bk0, sp.kcnt = kcnt, sp.kpos = pos, sp.krank = rank, sp.kwait = kwait;
-        sp.kconv = cv, sp.kacc = (float *)kva, sp.kqcnt = qcnt, sp.kdq = dq;
+        sp.kconv = cv, sp.kacc = (float *)kva;
         dim3 grid(ntk, (unsigned)nlst);
         wg_keys_fused_launch(D, det, grid, dk, dv, dqa, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc,
                              dqmap, qmap, omap, accmap);
-        size_t nkr = cv & 1 ? 0 : 2 * n * T, nqr = cv & 2 ? 0 : n * G * T;
-        if (!nkr && !nqr) continue;
+        size_t nkr = cv ? 0 : 2 * n * T, nqr = n * G * T; // (cv: the dK / dV rows all written)
         auto conv = D == 64 ? (det ? sk_acc_out<64, true> : sk_acc_out<64, false>)
                             : (det ? sk_acc_out<128, true> : sk_acc_out<128, false>);
         unsigned cg = cdiv_u((nkr + nqr) * (D / 4), 256);
