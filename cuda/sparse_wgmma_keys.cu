@@ -261,6 +261,29 @@ __global__ void sk_acc_out(bf16 *dq, bf16 *dk, bf16 *dv, const float *kva, const
     }
 }
 
+// (s13) the ordered mode's dq alone (its dK / dV written by the kernel): rows (slab, t, head of
+// the group) of dqa (s32) x scale / rsc as sk_acc_out (the same bits), 8 elements a thread (two
+// 16-byte loads, one division a row's 8), 32-bit row math
+template <int D>
+__global__ void sk_dq_out(bf16 *dq, const int *dqa, const float *rsc, int bk0, unsigned nqr, int T,
+                          int H, int KVH, float scale) {
+    constexpr int L = D / 8; // threads a row
+    unsigned n8 = nqr * L, step = gridDim.x * blockDim.x, G = H / KVH;
+    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += step) {
+        unsigned r = i / L, c8 = (i % L) * 8, u = r / G, hg = r - u * G, v = u / (unsigned)T;
+        unsigned t = u - v * T, bk = bk0 + v;
+        size_t orow = ((size_t)(bk / KVH) * T + t) * H + (bk % KVH) * G + hg;
+        int4 x0 = __ldcs((const int4 *)dqa + 2 * (size_t)i), x1 = __ldcs((const int4 *)dqa + 2 * (size_t)i + 1);
+        float sc = rsc[orow], y[8];
+        double df = (double)scale / sc;
+        int xs[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+#pragma unroll
+        for (int e = 0; e < 8; e++) y[e] = isnan(sc) ? NAN : (float)(xs[e] * df);
+        *(uint4 *)(dq + orow * D + c8) = make_uint4(pack_bf16x2(y[0], y[1]), pack_bf16x2(y[2], y[3]),
+                                                    pack_bf16x2(y[4], y[5]), pack_bf16x2(y[6], y[7]));
+    }
+}
+
 // The ordered mode's chains (s12). pos [the launch's lists][nreg] = the slot of region r in the
 // sorted list (hl, c) of launch head hl (-1: none). A list must hold a region at most once
 // (ops.h's contract; the CPU reference and sq_fused_kernel assume it too): pos keeps one slot
@@ -348,6 +371,8 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     // (s13) the ordered mode's dK / dV by the kernel (cv, SpArgs kconv), then also the once-
     // listed regions at D 64
     int cv = det ? sk_conv_get() & 1 : 0;
+    static int sk_dqo = -1; // (s13, while compared) MSLAB_SK_DQO=0: sk_acc_out converts dq
+    if (sk_dqo < 0) sk_dqo = !getenv("MSLAB_SK_DQO") || atoi(getenv("MSLAB_SK_DQO"));
     int asc = det, one = det && (D == 128 || (cv & 1));
     // per group of cbk (b, kv head)s: the dK / dV accumulators [cbk][2][T][D] fp32; the ordered
     // mode's pos and rank [cbk G nblk][nreg], kcnt [cbk][nreg] and the chains' turns [cbk][T / 16];
@@ -366,7 +391,9 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
                                                       : (double)wg_acc_budget(B, T, H, KVH, D)))
         return -1;
     size_t cbk = wg_acc_group(B, T, H, KVH, D, perbk, ymax);
-    if ((double)cbk * T * (2 + G) >= 4294967295.0) return -1; // the convert's 32-bit rows
+    // the converts' 32-bit rows (sk_dq_out: its 8-element index)
+    if ((double)cbk * T * (2 + G) >= 4294967295.0 || (double)cbk * T * G * D / 8 >= 4294967295.0)
+        return -1;
     size_t rsc_off = align256(rows * 4), kvm_off = rsc_off + (det ? align256(rows * 4) : 0);
     size_t sl_off = kvm_off + align256(nbk * 8), acc_off = sl_off + align256(nl * ix->width * 4);
     char *ws = (char *)wg_bwd_scratch(acc_off + cbk * perbk + 256);
@@ -431,6 +458,14 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
         wg_keys_fused_launch(D, det, grid, dk, dv, dqa, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc,
                              dqmap, qmap, omap, accmap);
         size_t nkr = cv ? 0 : 2 * n * T, nqr = n * G * T; // (cv: the dK / dV rows all written)
+        if (!nkr && sk_dqo) { // (s13) dq alone
+            unsigned cg = cdiv_u(nqr * (D / 8), 256);
+            auto dqo = D == 64 ? sk_dq_out<64> : sk_dq_out<128>;
+            dqo<<<cg < SK_CONV_CTAS ? cg : SK_CONV_CTAS, 256>>>(dq, (const int *)dqa, rsc, (int)bk0,
+                                                              (unsigned)nqr, T, H, KVH, scale);
+            cudaLaunchCheck();
+            continue;
+        }
         auto conv = D == 64 ? (det ? sk_acc_out<64, true> : sk_acc_out<64, false>)
                             : (det ? sk_acc_out<128, true> : sk_acc_out<128, false>);
         unsigned cg = cdiv_u((nkr + nqr) * (D / 4), 256);
