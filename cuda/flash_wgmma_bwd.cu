@@ -1187,13 +1187,40 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
                 for (int n = 0; n < DN; n++) x[n][2 * r] += y[n].x, x[n][2 * r + 1] += y[n].y;
             }
         };
+        // the ordered mode's bf16 dK / dV rows (regions one list holds; s13: a chain's last list):
+        // store_dkdv_rows (4-byte stores, 16 of a row's bytes a store: half sectors), or (s13,
+        // kconv 2) staged per warp in its smem as rows of D bf16 (+ 16 bytes: no bank conflicts)
+        // and written by 16-byte stores of whole rows (full 32-byte sectors to L2)
+        auto store_bf16 = [&]() {
+            bf16 *dkb = dk + (size_t)b * T * ldk + (size_t)kvh * D;
+            bf16 *dvb = dv + (size_t)b * T * ldk + (size_t)kvh * D;
+            if (!(sp.kconv & 2)) {
+                store_dkdv_rows<DN>(dkb, dvb, ldk, key, T, tq, dka, dva, scale);
+                return;
+            }
+            constexpr int RB = D * 2 + 16, CH = D / 8; // row bytes, 16-byte chunks a row
+#pragma unroll
+            for (int r = 0; r < 2; r++)
+#pragma unroll
+                for (int n = 0; n < DN; n++) {
+                    unsigned char *pr = st + (g + 8 * r) * RB + (8 * n + 2 * tq) * 2;
+                    *(uint32_t *)pr = pack_bf16x2(dka[n][2 * r] * scale, dka[n][2 * r + 1] * scale);
+                    *(uint32_t *)(pr + 16 * RB) = pack_bf16x2(dva[n][2 * r], dva[n][2 * r + 1]);
+                }
+            __syncwarp();
+#pragma unroll
+            for (int i = lane; i < 2 * 16 * CH; i += 32) {
+                int a = i / (16 * CH), j = i - a * 16 * CH, row = j / CH, ch = j - row * CH;
+                if (wkey + row < T)
+                    *(uint4 *)((a ? dvb : dkb) + (size_t)(wkey + row) * ldk + ch * 8) =
+                        *(const uint4 *)(st + (a * 16 + row) * RB + ch * 16);
+            }
+        };
         int reg = wkey != INT_MAX ? wkey >> klsh : 0;
         int kn = PT && wkey != INT_MAX ? __ldg(sp.kcnt + (size_t)kbl * sp.nreg + reg) : 0;
         bool one = PT && sp.kone && kn == 1;
         if (one) {
-            store_dkdv_rows<DN>(dk + (size_t)b * T * ldk + (size_t)kvh * D,
-                                dv + (size_t)b * T * ldk + (size_t)kvh * D, ldk, key, T, tq, dka, dva,
-                                scale);
+            store_bf16();
         } else if (wkey != INT_MAX && (PT || any)) {
             int rk = 0, *cw = nullptr;
             bool mine = true; // PT: the list's designated slot of the region (held twice: one)
@@ -1221,9 +1248,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
                     last_add(dka, ka);
                     last_add(dva, ka + (size_t)T * D);
                 }
-                store_dkdv_rows<DN>(dk + (size_t)b * T * ldk + (size_t)kvh * D,
-                                    dv + (size_t)b * T * ldk + (size_t)kvh * D, ldk, key, T, tq,
-                                    dka, dva, scale);
+                store_bf16();
             } else if (mine) {
                 stage(dka, st);
                 stage(dva, st + 64 * D);

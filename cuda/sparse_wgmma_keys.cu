@@ -29,14 +29,15 @@
 // Grid x = key tiles (the CTAs of a (head, block) run together: its Q / dO block and its dQ
 // adds stay in L2), y = (head, block: atomic latest first, ordered earliest first). Per group of
 // (b, kv head)s (wg_acc_group's budget, one launch per group): the dK / dV accumulators, the
-// ordered mode's pos, rank, kcnt and turns, the dQ arrivals, then dQ [slab][T][G][D]; memsets
-// (the atomic mode's dK / dV too). No convert pass in the ordered mode (s13, SpArgs kconv): a
-// chain's last list adds the sum so far to its rows in registers and writes bf16 dK / dV (regions
-// one list holds: their CTA, at D 64 too; regions no list holds: zero rows by sk_rank), and the
-// last of a list's key-tile CTAs to finish its dQ adds (an arrival counter per list) converts the
-// block's dQ rows (the same bits as the convert). The atomic mode's dQ likewise; its dK / dV by
-// the convert (sk_acc_out). The ordered mode's pre-pass (sk_pre) reads q, dO and O once for Di
-// and the row scales (after wg_kv_bound).
+// ordered mode's pos, rank, kcnt and turns, then dQ [slab][T][G][D]; memsets (the atomic mode's
+// dK / dV too), then the convert. The ordered mode (s13, SpArgs kconv) writes its dK / dV in the
+// kernel: a chain's last list adds the sum so far to its rows in registers and writes bf16
+// (regions one list holds: their CTA, at D 64 too; regions no list holds: zero rows by sk_rank),
+// so its convert is dq's alone (sk_dq_out); the atomic mode's is sk_acc_out (dK / dV, dQ).
+// (MSLAB_SK_CONV=0: the ordered mode's s12 form, sk_acc_out converting the multi-listed regions'
+// rows, writing those no list holds as 0 and skipping those held once; the tests' reference for
+// the bits.) The ordered mode's pre-pass (sk_pre) reads q, dO and O once for Di and the row
+// scales (after wg_kv_bound).
 // Measured (H200, bf16, ms paper config w 16 top 512 merge 128, B 1, H = KVH 32, D 128, T 32K,
 // bwd alone: `MSLAB_SWB_PERF="ms paper" MSLAB_SWB_PERF_MIN=1 mslab-gpu-tests sparse_wgmma_bwd_perf`;
 // TFLOP/s at 2.5x the forward's 4 D flops per pair; the rounds' noise is ~0.2-0.3 ms):
@@ -370,7 +371,7 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     // 4.787 ms without)
     // (s13) the ordered mode's dK / dV by the kernel (cv, SpArgs kconv), then also the once-
     // listed regions at D 64
-    int cv = det ? sk_conv_get() & 1 : 0;
+    int cv = det ? sk_conv_get() & 3 : 0; // (2: the bf16 rows by 16-byte stores, while compared)
     static int sk_dqo = -1; // (s13, while compared) MSLAB_SK_DQO=0: sk_acc_out converts dq
     if (sk_dqo < 0) sk_dqo = !getenv("MSLAB_SK_DQO") || atoi(getenv("MSLAB_SK_DQO"));
     int asc = det, one = det && (D == 128 || (cv & 1));
@@ -457,7 +458,7 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
         dim3 grid(ntk, (unsigned)nlst);
         wg_keys_fused_launch(D, det, grid, dk, dv, dqa, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc,
                              dqmap, qmap, omap, accmap);
-        size_t nkr = cv ? 0 : 2 * n * T, nqr = n * G * T; // (cv: the dK / dV rows all written)
+        size_t nkr = cv & 1 ? 0 : 2 * n * T, nqr = n * G * T; // (cv: the dK / dV rows all written)
         if (!nkr && sk_dqo) { // (s13) dq alone
             unsigned cg = cdiv_u(nqr * (D / 8), 256);
             auto dqo = D == 64 ? sk_dq_out<64> : sk_dq_out<128>;
