@@ -155,9 +155,25 @@
 // ~8x under bf16's rounding at kcnt 16), a rigorous one is 2^20-2^27 off, and s64 adds double the
 // epilogue's bytes (s10). Also removed: blocks latest first in the ordered mode (r1), the once-
 // listed regions by their CTA at D 64 (r2: 4.793 vs 4.787 ms without), MSLAB_SK_TIME.
-// Left: the ordered mode's s32 dQ conversions in the steps (~280 cycles a step, ~1 ms a call at
-// 32K), the chains' completion waits (~2250 cycles a CTA, ~0.3 ms), the pre-pass's extra reads of
-// q, K and V (+0.19 ms); each launch's tail.
+// s12 left: the ordered mode's s32 dQ conversions in the steps (~280 cycles a step, ~1 ms a call
+// at 32K), the chains' completion waits (~2250 cycles a CTA, ~0.3 ms), the pre-pass's extra reads
+// of q, K and V (+0.19 ms); each launch's tail.
+// s13 (the ordered mode's outputs without the convert pass; prediction: 32K ordered bwd -0.5 ms,
+// sk_acc_out's 2 x 317 us gone for ~0.1 ms in the kernel). Same binary, MSLAB_SK_CONV bits (ms,
+// ordered call alone, MSLAB_SWB_PERF_ORD; the outputs' hash equal to main's in every variant):
+// r4 0 (s12: the convert) 18.00 / 17.73, 1 (dK / dV by the chain's last list) 17.51 / 17.76, 2 (dQ
+// by each list's last key-tile CTA) 18.32 / 18.46, 3 (both) 18.11 / 18.08; trace (a launch of 16
+// heads): epilogue 9440 cycles a CTA (0), 13970 (3): the dQ arrival (gpu fences, an atomic, two
+// barriers at every CTA's exit, ~1 us after its adds completed) 2800 cycles, the conversion of a
+// 2048-row block (1 MB of s32, doubles) by one CTA 108K cycles; span 8.79 -> 9.16 ms a launch:
+// removed (dQ stays a separate pass; a cheaper arrival could not pay for ~0.2 ms a launch of CTA
+// exits at one CTA an SM). r5: 1 17.75 / 17.63 vs 0 17.98 / 17.76 (1 with sk_acc_out for dq: 17.81
+// / 17.77; sk_dq_out kept); epilogue 9000-9050 cycles (r4's 0: 9430-9480); D 64 4.384 / 4.391 vs
+// 4.478 / 4.475; bench fwd+bwd 32K det (mslab-gpu-bench --attn --kernels ms,nd --from-len 32768
+// --max-len 32768 --no-mem-probe) 25.47 / 25.63 vs main's 25.90 / 26.05 (nd 25.50 / 25.42 vs
+// 25.58 / 25.56); small rows (full) 313 + --quick 190 passed.
+// Left: the dq convert (~0.15 ms a launch) and the dQ memset; the chains' completion waits; the
+// pre-passes (DRAM-bound reads of q, dO, O and of K, V: one pass would save a launch alone).
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -211,7 +227,8 @@ __global__ void sk_pre(float *Di, float *rsc, const unsigned *kvm, const bf16 *q
         }
     }
 }
-// the launch's outputs from its accumulators (n (b, kv head)s from bk0): dk (x scale) / dv from
+// the launch's outputs from its accumulators (the atomic mode's; s13: the ordered mode's with
+// MSLAB_SK_CONV=0) (n (b, kv head)s from bk0): dk (x scale) / dv from
 // kva [n][2 = dK, dV][T][D] (fp32; nkr = its rows), then dq (x scale) from dqa [n][T][G][D]
 // (fp32, or FX: s32 / the row scales rsc [B, T, H]); 4 elements a step of a grid-stride loop
 // over SK_CONV_CTAS CTAs, 32-bit row math (the rows < 2^32: the host checks). The ordered mode
@@ -372,8 +389,6 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     // (s13) the ordered mode's dK / dV by the kernel (cv, SpArgs kconv), then also the once-
     // listed regions at D 64
     int cv = det ? sk_conv_get() & 3 : 0; // (2: the bf16 rows by 16-byte stores, while compared)
-    static int sk_dqo = -1; // (s13, while compared) MSLAB_SK_DQO=0: sk_acc_out converts dq
-    if (sk_dqo < 0) sk_dqo = !getenv("MSLAB_SK_DQO") || atoi(getenv("MSLAB_SK_DQO"));
     int asc = det, one = det && (D == 128 || (cv & 1));
     // per group of cbk (b, kv head)s: the dK / dV accumulators [cbk][2][T][D] fp32; the ordered
     // mode's pos and rank [cbk G nblk][nreg], kcnt [cbk][nreg] and the chains' turns [cbk][T / 16];
@@ -459,7 +474,7 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
         wg_keys_fused_launch(D, det, grid, dk, dv, dqa, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc,
                              dqmap, qmap, omap, accmap);
         size_t nkr = cv & 1 ? 0 : 2 * n * T, nqr = n * G * T; // (cv: the dK / dV rows all written)
-        if (!nkr && sk_dqo) { // (s13) dq alone
+        if (!nkr) { // (s13) dq alone (r5: 17.75 / 17.63 ms vs sk_acc_out's 17.81 / 17.77)
             unsigned cg = cdiv_u(nqr * (D / 8), 256);
             auto dqo = D == 64 ? sk_dq_out<64> : sk_dq_out<128>;
             dqo<<<cg < SK_CONV_CTAS ? cg : SK_CONV_CTAS, 256>>>(dq, (const int *)dqa, rsc, (int)bk0,
