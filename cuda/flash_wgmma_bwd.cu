@@ -1187,17 +1187,14 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
                 for (int n = 0; n < DN; n++) x[n][2 * r] += y[n].x, x[n][2 * r + 1] += y[n].y;
             }
         };
-        // the ordered mode's bf16 dK / dV rows (regions one list holds; s13: a chain's last list):
-        // store_dkdv_rows (4-byte stores, 16 of a row's bytes a store: half sectors), or (s13,
-        // kconv 2) staged per warp in its smem as rows of D bf16 (+ 16 bytes: no bank conflicts)
-        // and written by 16-byte stores of whole rows (full 32-byte sectors to L2)
+        // the ordered mode's bf16 dK / dV rows (regions one list holds; s13: a chain's last list),
+        // staged per warp in its smem as rows of D bf16 (+ 16 bytes: no bank conflicts) and
+        // written by 16-byte stores of whole rows (full 32-byte sectors to L2; s13 r6, ms paper 32K
+        // ordered: 17.58 / 17.36 ms vs 17.82 / 17.93 with store_dkdv_rows' 4-byte stores, half
+        // sectors; epilogue 8045-8088 cycles a CTA vs 9000-9050 (r5); D 64 4.366 / 4.368 vs 4.394)
         auto store_bf16 = [&]() {
             bf16 *dkb = dk + (size_t)b * T * ldk + (size_t)kvh * D;
             bf16 *dvb = dv + (size_t)b * T * ldk + (size_t)kvh * D;
-            if (!(sp.kconv & 2)) {
-                store_dkdv_rows<DN>(dkb, dvb, ldk, key, T, tq, dka, dva, scale);
-                return;
-            }
             constexpr int RB = D * 2 + 16, CH = D / 8; // row bytes, 16-byte chunks a row
 #pragma unroll
             for (int r = 0; r < 2; r++)
@@ -1235,7 +1232,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
                 long long t0 = clock64(), dl = (long long)((hs >> 7) % 8) * 20000;
                 while (clock64() - t0 < dl) __nanosleep(100);
             }
-            if (PT && (sp.kconv & 1) && mine && rk == kn - 1) {
+            if (PT && sp.kconv && mine && rk == kn - 1) {
                 // (s13) the chain's last list: once the earlier lists' adds are done, the sum so
                 // far (rank > 0) plus this warp's rows, written as bf16 (the convert's x scale for
                 // dK): the TMA add's fp32 sum in registers, no add to wait for, no read back, no

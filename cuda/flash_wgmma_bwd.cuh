@@ -30,7 +30,8 @@ struct SpArgs {
     int *kwait;
     int kone, kasc, kjit;
     // (s13) kconv: the ordered mode's dK / dV written by the kernel (a chain's last list adds the
-    // sum so far to its rows in registers and writes bf16; kacc: the accumulators [slab][2][T][D])
+    // sum so far to its rows in registers and writes bf16; kacc: the accumulators [slab][2][T][D];
+    // 0: by the convert pass, the tests' reference)
     int kconv;
     float *kacc;
 };

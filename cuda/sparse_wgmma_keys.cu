@@ -354,9 +354,6 @@ static int sk_on_get(void) {
     return sk_on < 0 ? SK_DEFAULT : sk_on;
 }
 extern "C" void sparse_wgmma_bwd_tune_keys(int on) { sk_on = on < 0 ? -2 : on; }
-// tests, the ordered mode: budget_mb, the budget of one (b, kv head)'s pos and rank (over it the
-// kernel declines; <= 0: the default, wg_acc_budget's), and jit, the CTAs' warps delayed before
-// their dK / dV adds by a hash of their index (other arrival orders: the same bits)
 // (s13) the ordered mode's dK / dV written by the kernel (SpArgs kconv; 0: by the convert
 // sk_acc_out as before, the tests' reference); MSLAB_SK_CONV overrides,
 // sparse_wgmma_bwd_tune_keys_conv (tests; -1: back to the default)
@@ -366,7 +363,10 @@ static int sk_conv_get(void) {
     if (sk_conv == -2) sk_conv = getenv("MSLAB_SK_CONV") ? atoi(getenv("MSLAB_SK_CONV")) : -1;
     return sk_conv < 0 ? SK_CONV_DEFAULT : sk_conv;
 }
-extern "C" void sparse_wgmma_bwd_tune_keys_conv(int bits) { sk_conv = bits < 0 ? -2 : bits; }
+extern "C" void sparse_wgmma_bwd_tune_keys_conv(int on) { sk_conv = on < 0 ? -2 : on; }
+// tests, the ordered mode: budget_mb, the budget of one (b, kv head)'s pos and rank (over it the
+// kernel declines; <= 0: the default, wg_acc_budget's), and jit, the CTAs' warps delayed before
+// their dK / dV adds by a hash of their index (other arrival orders: the same bits)
 static int sk_jit = 0;
 static double sk_budget_mb = 0;
 extern "C" void sparse_wgmma_bwd_tune_keys_ord(double budget_mb, int jit) {
@@ -388,8 +388,8 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     // 4.787 ms without)
     // (s13) the ordered mode's dK / dV by the kernel (cv, SpArgs kconv), then also the once-
     // listed regions at D 64
-    int cv = det ? sk_conv_get() & 3 : 0; // (2: the bf16 rows by 16-byte stores, while compared)
-    int asc = det, one = det && (D == 128 || (cv & 1));
+    int cv = det && sk_conv_get();
+    int asc = det, one = det && (D == 128 || cv);
     // per group of cbk (b, kv head)s: the dK / dV accumulators [cbk][2][T][D] fp32; the ordered
     // mode's pos and rank [cbk G nblk][nreg], kcnt [cbk][nreg] and the chains' turns [cbk][T / 16];
     // then dQ [cbk][T][G][D] fp32 / s32; within wg_acc_group's budget; grid y (cbk G nblk) <= 65535
@@ -452,7 +452,7 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
             sk_pos<<<(unsigned)nlst, 128>>>(pos, sl + bk0 * G * nblk * ix->width, ix->width, nreg);
             cudaLaunchCheck();
             sk_rank<<<dim3(cdiv_u(nreg, 128), (unsigned)n), 128>>>(
-                rank, kcnt, pos, nreg, G, nblk, asc, cv & 1 ? dk : nullptr, dv, (int)bk0, T, KVH, R, D);
+                rank, kcnt, pos, nreg, G, nblk, asc, cv ? dk : nullptr, dv, (int)bk0, T, KVH, R, D);
             cudaLaunchCheck();
         } else {
             cudaCheck(cudaMemsetAsync(kva, 0, kvb + n * G * T * D * 4, 0)); // both accumulators
@@ -473,7 +473,7 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
         dim3 grid(ntk, (unsigned)nlst);
         wg_keys_fused_launch(D, det, grid, dk, dv, dqa, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc,
                              dqmap, qmap, omap, accmap);
-        size_t nkr = cv & 1 ? 0 : 2 * n * T, nqr = n * G * T; // (cv: the dK / dV rows all written)
+        size_t nkr = cv ? 0 : 2 * n * T, nqr = n * G * T; // (cv: the dK / dV rows all written)
         if (!nkr) { // (s13) dq alone (r5: 17.75 / 17.63 ms vs sk_acc_out's 17.81 / 17.77)
             unsigned cg = cdiv_u(nqr * (D / 8), 256);
             auto dqo = D == 64 ? sk_dq_out<64> : sk_dq_out<128>;

@@ -33,7 +33,9 @@
 // bitwise comparisons of the ordered mode: *_small_ord_groups1 / *_groups6mb (groups of one / of
 // a few vs the default grouping), *_small_ord_jitter (the CTAs' adds delayed by a hash of their
 // index: other arrival orders, s12's chains), *_small_ord_decline (over a
-// tiny budget the key-centric kernel declines: sq_fused_kernel's bits). Lists
+// tiny budget the key-centric kernel declines: sq_fused_kernel's bits), *_small_ord_conv (s13: the
+// kernel's own dK / dV rows = the convert pass's bits), and lists holding only the first of a
+// block's own regions (s13: regions no list holds, key-tile CTAs without keys; D 128 / 64). Lists
 // the kernel does not handle (16-key regions in 64-row blocks, 32-row or one-row blocks,
 // positions inside) must return -1 having written nothing. A GPU that is not sm_90 makes every call return -1: the checks are
 // skipped with a note. Timing rows (info, sparse_wgmma_bwd_perf): B = 1, H = KVH = 32, D = 128,
@@ -74,9 +76,9 @@ void sparse_wgmma_bwd_tune_keys(int on);
 // sq_fused_kernel runs; <= 0: the default) and jit: the CTAs delayed before their dK / dV adds by
 // a hash of their index (other arrival orders; 0: off)
 void sparse_wgmma_bwd_tune_keys_ord(double budget_mb, int jit);
-// its outputs written by the kernel (s13; bits: 1 the ordered mode's dK / dV, 2 dQ; 0: by the
-// convert pass as before; -1 the default)
-void sparse_wgmma_bwd_tune_keys_conv(int bits);
+// its ordered mode's dK / dV written by the kernel (s13; 1, the default) or (0) by the convert
+// pass as in s12 (the reference of *_small_ord_conv); -1 the default
+void sparse_wgmma_bwd_tune_keys_conv(int on);
 // t_swb's inputs: 1 = uneven magnitudes (rows of q, dout, v scaled by powers of 2 from 2^-8 to
 // 2^8); 2 = one q element NaN (the outputs the CPU makes non-finite must be non-finite, the rest
 // close)
