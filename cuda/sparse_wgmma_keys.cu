@@ -171,7 +171,11 @@
 // / 17.77; sk_dq_out kept); epilogue 9000-9050 cycles (r4's 0: 9430-9480); D 64 4.384 / 4.391 vs
 // 4.478 / 4.475; bench fwd+bwd 32K det (mslab-gpu-bench --attn --kernels ms,nd --from-len 32768
 // --max-len 32768 --no-mem-probe) 25.47 / 25.63 vs main's 25.90 / 26.05 (nd 25.50 / 25.42 vs
-// 25.58 / 25.56); small rows (full) 313 + --quick 190 passed.
+// 25.58 / 25.56); small rows (full) 313 + --quick 190 passed. r6: + the bf16 rows (once-listed
+// regions, chains' last lists) staged per warp and written by 16-byte stores (full sectors; was
+// 4-byte stores, half sectors): 17.58 / 17.36 ms vs 17.82 / 17.93 without, the convert 17.82 /
+// 17.71; epilogue 8045-8088 cycles a CTA; D 64 4.366 / 4.368 vs 4.394; bench det 24.84 / 25.30
+// vs main's 25.46 / 25.93 (nd 26.08-26.13 both: the atomic mode is main's).
 // Left: the dq convert (~0.15 ms a launch) and the dQ memset; the chains' completion waits; the
 // pre-passes (DRAM-bound reads of q, dO, O and of K, V: one pass would save a launch alone).
 #include <limits.h>
