@@ -175,7 +175,10 @@
 // regions, chains' last lists) staged per warp and written by 16-byte stores (full sectors; was
 // 4-byte stores, half sectors): 17.58 / 17.36 ms vs 17.82 / 17.93 without, the convert 17.82 /
 // 17.71; epilogue 8045-8088 cycles a CTA; D 64 4.366 / 4.368 vs 4.394; bench det 24.84 / 25.30
-// vs main's 25.46 / 25.93 (nd 26.08-26.13 both: the atomic mode is main's).
+// vs main's 25.46 / 25.93 (nd 26.08-26.13 both: the atomic mode is main's). r7 (this form vs
+// main's binary, same snippet): 32K ordered 17.31 / 17.39 vs 18.26 / 18.16 ms (atomic 17.38 /
+// 17.48 vs 17.52 / 17.48), D 64 4.372 vs 4.452, bench 32K det 25.21 / 24.93 vs 26.16 / 26.58 (nd
+// ~26.1 both); the outputs' hashes equal main's; small rows (full) 313 + --quick 190 passed.
 // Left: the dq convert (~0.15 ms a launch) and the dQ memset; the chains' completion waits; the
 // pre-passes (DRAM-bound reads of q, dO, O and of K, V: one pass would save a launch alone).
 #include <limits.h>
