@@ -1175,13 +1175,49 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         // each warp's box read back in row order and added by coalesced per-thread reds (u64 /
         // v4.f32) 6770 / 13301, 19.20 / 22.17 ms vs 19.23 / 22.19: the SM's ~20 bytes a cycle to
         // L2 bound them all; none kept)
+        // (s13, kconv 1) x += the accumulator's rows at the thread's keys (pa: its columns' base)
+        auto last_add = [&](float (&x)[DN][4], const float *pa) {
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                if (key[r] >= T) continue;
+                float2 y[DN];
+#pragma unroll
+                for (int n = 0; n < DN; n++) y[n] = __ldcg((const float2 *)(pa + (size_t)key[r] * D + 8 * n));
+#pragma unroll
+                for (int n = 0; n < DN; n++) x[n][2 * r] += y[n].x, x[n][2 * r + 1] += y[n].y;
+            }
+        };
+        // the ordered mode's bf16 dK / dV rows (regions one list holds; s13: a chain's last list),
+        // staged per warp in its smem as rows of D bf16 (+ 16 bytes: no bank conflicts) and
+        // written by 16-byte stores of whole rows (full 32-byte sectors to L2; s13 r6, ms paper 32K
+        // ordered: 17.58 / 17.36 ms vs 17.82 / 17.93 with store_dkdv_rows' 4-byte stores, half
+        // sectors; epilogue 8045-8088 cycles a CTA vs 9000-9050 (r5); D 64 4.366 / 4.368 vs 4.394)
+        auto store_bf16 = [&]() {
+            bf16 *dkb = dk + (size_t)b * T * ldk + (size_t)kvh * D;
+            bf16 *dvb = dv + (size_t)b * T * ldk + (size_t)kvh * D;
+            constexpr int RB = D * 2 + 16, CH = D / 8; // row bytes, 16-byte chunks a row
+#pragma unroll
+            for (int r = 0; r < 2; r++)
+#pragma unroll
+                for (int n = 0; n < DN; n++) {
+                    unsigned char *pr = st + (g + 8 * r) * RB + (8 * n + 2 * tq) * 2;
+                    *(uint32_t *)pr = pack_bf16x2(dka[n][2 * r] * scale, dka[n][2 * r + 1] * scale);
+                    *(uint32_t *)(pr + 16 * RB) = pack_bf16x2(dva[n][2 * r], dva[n][2 * r + 1]);
+                }
+            __syncwarp();
+#pragma unroll
+            for (int i = lane; i < 2 * 16 * CH; i += 32) {
+                int a = i / (16 * CH), j = i - a * 16 * CH, row = j / CH, ch = j - row * CH;
+                if (wkey + row < T)
+                    *(uint4 *)((a ? dvb : dkb) + (size_t)(wkey + row) * ldk + ch * 8) =
+                        *(const uint4 *)(st + (a * 16 + row) * RB + ch * 16);
+            }
+        };
         int reg = wkey != INT_MAX ? wkey >> klsh : 0;
-        bool one = PT && sp.kone && wkey != INT_MAX &&
-                   __ldg(sp.kcnt + (size_t)kbl * sp.nreg + reg) == 1;
+        int kn = PT && wkey != INT_MAX ? __ldg(sp.kcnt + (size_t)kbl * sp.nreg + reg) : 0;
+        bool one = PT && sp.kone && kn == 1;
         if (one) {
-            store_dkdv_rows<DN>(dk + (size_t)b * T * ldk + (size_t)kvh * D,
-                                dv + (size_t)b * T * ldk + (size_t)kvh * D, ldk, key, T, tq, dka, dva,
-                                scale);
+            store_bf16();
         } else if (wkey != INT_MAX && (PT || any)) {
             int rk = 0, *cw = nullptr;
             bool mine = true; // PT: the list's designated slot of the region (held twice: one)
@@ -1191,14 +1227,28 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
                 rk = mine ? __ldg(sp.krank + e) : 0;
                 cw = sp.kwait + (size_t)kbl * ((T + 15) >> 4) + (wkey >> 4);
             }
-            if (mine) {
+            if (PT && mine && sp.kjit) { // tests: warps delayed by a hash of their CTA (other orders)
+                unsigned hs = (blockIdx.x * 2654435761u) ^ (blockIdx.y * 40503u) ^ (warp * 97u);
+                long long t0 = clock64(), dl = (long long)((hs >> 7) % 8) * 20000;
+                while (clock64() - t0 < dl) __nanosleep(100);
+            }
+            if (PT && sp.kconv && mine && rk == kn - 1) {
+                // (s13) the chain's last list: once the earlier lists' adds are done, the sum so
+                // far (rank > 0) plus this warp's rows, written as bf16 (the convert's x scale for
+                // dK): the TMA add's fp32 sum in registers, no add to wait for, no read back, no
+                // convert pass for the region
+                if (rk > 0) {
+                    if (lane == 0) wait_count(cw, rk, sp.ow); // the chain's turn (acquire)
+                    __syncwarp();
+                    asm volatile("fence.proxy.async.global;\n" ::: "memory");
+                    const float *ka = sp.kacc + (size_t)2 * kbl * T * D + 2 * tq;
+                    last_add(dka, ka);
+                    last_add(dva, ka + (size_t)T * D);
+                }
+                store_bf16();
+            } else if (mine) {
                 stage(dka, st);
                 stage(dva, st + 64 * D);
-                if (PT && sp.kjit) { // tests: warps delayed by a hash of their CTA (other orders)
-                    unsigned hs = (blockIdx.x * 2654435761u) ^ (blockIdx.y * 40503u) ^ (warp * 97u);
-                    long long t0 = clock64(), dl = (long long)((hs >> 7) % 8) * 20000;
-                    while (clock64() - t0 < dl) __nanosleep(100);
-                }
                 if (PT) {
                     if (lane == 0) wait_count(cw, rk, sp.ow); // the chain's turn (acquire)
                     __syncwarp();

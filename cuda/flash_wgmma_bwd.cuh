@@ -32,6 +32,11 @@ struct SpArgs {
     int *kwait;
     int kone, kasc, kjit;
     OrdWatch ow; // the ordered waits' watchdog (wait_count; ord_watch.cuh)
+    // (s13) kconv: the ordered mode's dK / dV written by the kernel (a chain's last list adds the
+    // sum so far to its rows in registers and writes bf16; kacc: the accumulators [slab][2][T][D];
+    // 0: by the convert pass, the tests' reference)
+    int kconv;
+    float *kacc;
 };
 
 // thread 0 waits until *cnt == v; bounded (w.tmo, 2^31 cycles: ~1 s at 2 GHz): a broken ordering

@@ -35,9 +35,14 @@
 // adds stay in L2), y = (head, block: atomic latest first, ordered earliest first). Per group of
 // (b, kv head)s (wg_acc_group's budget, one launch per group): the dK / dV accumulators, the
 // ordered mode's pos, rank, kcnt and turns, then dQ [slab][T][G][D]; memsets (the atomic mode's
-// dK / dV too), then one convert (sk_acc_out: dK / dV, dQ; the ordered mode's rows of regions no
-// list holds written as 0 without a read, those held once skipped). The ordered mode's pre-pass
-// (sk_pre) reads q, dO and O once for Di and the row scales (after wg_kv_bound).
+// dK / dV too), then the convert. The ordered mode (s13, SpArgs kconv) writes its dK / dV in the
+// kernel: a chain's last list adds the sum so far to its rows in registers and writes bf16
+// (regions one list holds: their CTA, at D 64 too; regions no list holds: zero rows by sk_rank),
+// so its convert is dq's alone (sk_dq_out); the atomic mode's is sk_acc_out (dK / dV, dQ).
+// (MSLAB_SK_CONV=0: the ordered mode's s12 form, sk_acc_out converting the multi-listed regions'
+// rows, writing those no list holds as 0 and skipping those held once; the tests' reference for
+// the bits.) The ordered mode's pre-pass (sk_pre) reads q, dO and O once for Di and the row
+// scales (after wg_kv_bound).
 // Measured (H200, bf16, ms paper config w 16 top 512 merge 128, B 1, H = KVH 32, D 128, T 32K,
 // bwd alone: `MSLAB_SWB_PERF="ms paper" MSLAB_SWB_PERF_MIN=1 mslab-gpu-tests sparse_wgmma_bwd_perf`;
 // TFLOP/s at 2.5x the forward's 4 D flops per pair; the rounds' noise is ~0.2-0.3 ms):
@@ -155,9 +160,32 @@
 // ~8x under bf16's rounding at kcnt 16), a rigorous one is 2^20-2^27 off, and s64 adds double the
 // epilogue's bytes (s10). Also removed: blocks latest first in the ordered mode (r1), the once-
 // listed regions by their CTA at D 64 (r2: 4.793 vs 4.787 ms without), MSLAB_SK_TIME.
-// Left: the ordered mode's s32 dQ conversions in the steps (~280 cycles a step, ~1 ms a call at
-// 32K), the chains' completion waits (~2250 cycles a CTA, ~0.3 ms), the pre-pass's extra reads of
-// q, K and V (+0.19 ms); each launch's tail.
+// s12 left: the ordered mode's s32 dQ conversions in the steps (~280 cycles a step, ~1 ms a call
+// at 32K), the chains' completion waits (~2250 cycles a CTA, ~0.3 ms), the pre-pass's extra reads
+// of q, K and V (+0.19 ms); each launch's tail.
+// s13 (the ordered mode's outputs without the convert pass; prediction: 32K ordered bwd -0.5 ms,
+// sk_acc_out's 2 x 317 us gone for ~0.1 ms in the kernel). Same binary, MSLAB_SK_CONV bits (ms,
+// ordered call alone, MSLAB_SWB_PERF_ORD; the outputs' hash equal to main's in every variant):
+// r4 0 (s12: the convert) 18.00 / 17.73, 1 (dK / dV by the chain's last list) 17.51 / 17.76, 2 (dQ
+// by each list's last key-tile CTA) 18.32 / 18.46, 3 (both) 18.11 / 18.08; trace (a launch of 16
+// heads): epilogue 9440 cycles a CTA (0), 13970 (3): the dQ arrival (gpu fences, an atomic, two
+// barriers at every CTA's exit, ~1 us after its adds completed) 2800 cycles, the conversion of a
+// 2048-row block (1 MB of s32, doubles) by one CTA 108K cycles; span 8.79 -> 9.16 ms a launch:
+// removed (dQ stays a separate pass; a cheaper arrival could not pay for ~0.2 ms a launch of CTA
+// exits at one CTA an SM). r5: 1 17.75 / 17.63 vs 0 17.98 / 17.76 (1 with sk_acc_out for dq: 17.81
+// / 17.77; sk_dq_out kept); epilogue 9000-9050 cycles (r4's 0: 9430-9480); D 64 4.384 / 4.391 vs
+// 4.478 / 4.475; bench fwd+bwd 32K det (mslab-gpu-bench --attn --kernels ms,nd --from-len 32768
+// --max-len 32768 --no-mem-probe) 25.47 / 25.63 vs main's 25.90 / 26.05 (nd 25.50 / 25.42 vs
+// 25.58 / 25.56); small rows (full) 313 + --quick 190 passed. r6: + the bf16 rows (once-listed
+// regions, chains' last lists) staged per warp and written by 16-byte stores (full sectors; was
+// 4-byte stores, half sectors): 17.58 / 17.36 ms vs 17.82 / 17.93 without, the convert 17.82 /
+// 17.71; epilogue 8045-8088 cycles a CTA; D 64 4.366 / 4.368 vs 4.394; bench det 24.84 / 25.30
+// vs main's 25.46 / 25.93 (nd 26.08-26.13 both: the atomic mode is main's). r7 (this form vs
+// main's binary, same snippet): 32K ordered 17.31 / 17.39 vs 18.26 / 18.16 ms (atomic 17.38 /
+// 17.48 vs 17.52 / 17.48), D 64 4.372 vs 4.452, bench 32K det 25.21 / 24.93 vs 26.16 / 26.58 (nd
+// ~26.1 both); the outputs' hashes equal main's; small rows (full) 313 + --quick 190 passed.
+// Left: the dq convert (~0.15 ms a launch) and the dQ memset; the chains' completion waits; the
+// pre-passes (DRAM-bound reads of q, dO, O and of K, V: one pass would save a launch alone).
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -211,7 +239,8 @@ __global__ void sk_pre(float *Di, float *rsc, const unsigned *kvm, const bf16 *q
         }
     }
 }
-// the launch's outputs from its accumulators (n (b, kv head)s from bk0): dk (x scale) / dv from
+// the launch's outputs from its accumulators (the atomic mode's; s13: the ordered mode's with
+// MSLAB_SK_CONV=0) (n (b, kv head)s from bk0): dk (x scale) / dv from
 // kva [n][2 = dK, dV][T][D] (fp32; nkr = its rows), then dq (x scale) from dqa [n][T][G][D]
 // (fp32, or FX: s32 / the row scales rsc [B, T, H]); 4 elements a step of a grid-stride loop
 // over SK_CONV_CTAS CTAs, 32-bit row math (the rows < 2^32: the host checks). The ordered mode
@@ -262,6 +291,29 @@ __global__ void sk_acc_out(bf16 *dq, bf16 *dk, bf16 *dv, const float *kva, const
     }
 }
 
+// (s13) the ordered mode's dq alone (its dK / dV written by the kernel): rows (slab, t, head of
+// the group) of dqa (s32) x scale / rsc as sk_acc_out (the same bits), 8 elements a thread (two
+// 16-byte loads, one division a row's 8), 32-bit row math
+template <int D>
+__global__ void sk_dq_out(bf16 *dq, const int *dqa, const float *rsc, int bk0, unsigned nqr, int T,
+                          int H, int KVH, float scale) {
+    constexpr int L = D / 8; // threads a row
+    unsigned n8 = nqr * L, step = gridDim.x * blockDim.x, G = H / KVH;
+    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += step) {
+        unsigned r = i / L, c8 = (i % L) * 8, u = r / G, hg = r - u * G, v = u / (unsigned)T;
+        unsigned t = u - v * T, bk = bk0 + v;
+        size_t orow = ((size_t)(bk / KVH) * T + t) * H + (bk % KVH) * G + hg;
+        int4 x0 = __ldcs((const int4 *)dqa + 2 * (size_t)i), x1 = __ldcs((const int4 *)dqa + 2 * (size_t)i + 1);
+        float sc = rsc[orow], y[8];
+        double df = (double)scale / sc;
+        int xs[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+#pragma unroll
+        for (int e = 0; e < 8; e++) y[e] = isnan(sc) ? NAN : (float)(xs[e] * df);
+        *(uint4 *)(dq + orow * D + c8) = make_uint4(pack_bf16x2(y[0], y[1]), pack_bf16x2(y[2], y[3]),
+                                                    pack_bf16x2(y[4], y[5]), pack_bf16x2(y[6], y[7]));
+    }
+}
+
 // The ordered mode's chains (s12). pos [the launch's lists][nreg] = the slot of region r in the
 // sorted list (hl, c) of launch head hl (-1: none). A list must hold a region at most once
 // (ops.h's contract; the CPU reference and sq_fused_kernel assume it too): pos keeps one slot
@@ -277,15 +329,32 @@ __global__ void sk_pos(int *pos, const int *sl, int width, int nreg) {
 // rank [lists][nreg]: each holding list's place in region r's chain, the lists of the launch's
 // (b, kv head) blockIdx.y in grid order (head of the group outer, blocks earliest first, or with
 // !asc latest first); kcnt [n][nreg]: the chain's length (the lists that hold r)
-__global__ void sk_rank(int *rank, int *kcnt, const int *pos, int nreg, int G, int nblk, int asc) {
+// (s13, dk non-null: the kernel writes dK / dV, no convert) the warp then writes the zero dK / dV
+// rows of the regions of R keys no list holds (kcnt 0; keys from bk0's (b, kv head) on)
+__global__ void sk_rank(int *rank, int *kcnt, const int *pos, int nreg, int G, int nblk, int asc,
+                        bf16 *dk, bf16 *dv, int bk0, int T, int KVH, int R, int D) {
     int r = blockIdx.x * blockDim.x + threadIdx.x, bkl = blockIdx.y, k = 0;
-    if (r >= nreg) return;
-    for (int hg = 0; hg < G; hg++)
-        for (int cc = 0; cc < nblk; cc++) {
-            size_t e = ((size_t)(bkl * G + hg) * nblk + (asc ? cc : nblk - 1 - cc)) * nreg + r;
-            if (pos[e] >= 0) rank[e] = k++;
+    if (r < nreg) {
+        for (int hg = 0; hg < G; hg++)
+            for (int cc = 0; cc < nblk; cc++) {
+                size_t e = ((size_t)(bkl * G + hg) * nblk + (asc ? cc : nblk - 1 - cc)) * nreg + r;
+                if (pos[e] >= 0) rank[e] = k++;
+            }
+        kcnt[(size_t)bkl * nreg + r] = k;
+    }
+    if (!dk) return;
+    unsigned m = __ballot_sync(0xffffffffu, r < nreg && k == 0);
+    int bk = bk0 + bkl, lane = threadIdx.x & 31, L = D / 8; // 16-byte chunks a row
+    size_t base = ((size_t)(bk / KVH) * T * KVH + bk % KVH) * D;
+    while (m) {
+        int z = (r - lane) + __ffs(m) - 1, k0 = z * R, nk = min(R, T - k0);
+        m &= m - 1;
+        for (int i = lane; i < 2 * nk * L; i += 32) {
+            int a = i / (nk * L), j = i - a * nk * L;
+            *(uint4 *)((a ? dv : dk) + base + (size_t)(k0 + j / L) * KVH * D + (j % L) * 8) =
+                make_uint4(0, 0, 0, 0);
         }
-    kcnt[(size_t)bkl * nreg + r] = k;
+    }
 }
 
 // on / off: 0 off (sq_fused_kernel runs), 1 D = 128, 2 D = 128 and 64; MSLAB_SQ_KEYS overrides,
@@ -297,6 +366,16 @@ static int sk_on_get(void) {
     return sk_on < 0 ? SK_DEFAULT : sk_on;
 }
 extern "C" void sparse_wgmma_bwd_tune_keys(int on) { sk_on = on < 0 ? -2 : on; }
+// (s13) the ordered mode's dK / dV written by the kernel (SpArgs kconv; 0: by the convert
+// sk_acc_out as before, the tests' reference); MSLAB_SK_CONV overrides,
+// sparse_wgmma_bwd_tune_keys_conv (tests; -1: back to the default)
+#define SK_CONV_DEFAULT 1
+static int sk_conv = -2;
+static int sk_conv_get(void) {
+    if (sk_conv == -2) sk_conv = getenv("MSLAB_SK_CONV") ? atoi(getenv("MSLAB_SK_CONV")) : -1;
+    return sk_conv < 0 ? SK_CONV_DEFAULT : sk_conv;
+}
+extern "C" void sparse_wgmma_bwd_tune_keys_conv(int on) { sk_conv = on < 0 ? -2 : on; }
 // tests, the ordered mode: budget_mb, the budget of one (b, kv head)'s pos and rank (over it the
 // kernel declines; <= 0: the default, wg_acc_budget's), and jit, the CTAs' warps delayed before
 // their dK / dV adds by a hash of their index (other arrival orders: the same bits)
@@ -319,7 +398,10 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     // the ordered mode's blocks earliest first (s12 r1: 20.41-20.51 ms vs 20.83 latest first, the
     // chains' waits), its once-listed regions written by their CTA at D 128 (D 64 r2: 4.793 vs
     // 4.787 ms without)
-    int asc = det, one = det && D == 128;
+    // (s13) the ordered mode's dK / dV by the kernel (cv, SpArgs kconv), then also the once-
+    // listed regions at D 64
+    int cv = det && sk_conv_get();
+    int asc = det, one = det && (D == 128 || cv);
     // per group of cbk (b, kv head)s: the dK / dV accumulators [cbk][2][T][D] fp32; the ordered
     // mode's pos and rank [cbk G nblk][nreg], kcnt [cbk][nreg] and the chains' turns [cbk][T / 16];
     // then dQ [cbk][T][G][D] fp32 / s32; within wg_acc_group's budget; grid y (cbk G nblk) <= 65535
@@ -337,7 +419,9 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
                                                       : (double)wg_acc_budget(B, T, H, KVH, D)))
         return -1;
     size_t cbk = wg_acc_group(B, T, H, KVH, D, perbk, ymax);
-    if ((double)cbk * T * (2 + G) >= 4294967295.0) return -1; // the convert's 32-bit rows
+    // the converts' 32-bit rows (sk_dq_out: its 8-element index)
+    if ((double)cbk * T * (2 + G) >= 4294967295.0 || (double)cbk * T * G * D / 8 >= 4294967295.0)
+        return -1;
     size_t rsc_off = align256(rows * 4), kvm_off = rsc_off + (det ? align256(rows * 4) : 0);
     size_t sl_off = kvm_off + align256(nbk * 8), acc_off = sl_off + align256(nl * ix->width * 4);
     char *ws = (char *)wg_bwd_scratch(acc_off + cbk * perbk + 256);
@@ -381,8 +465,8 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
             cudaCheck(cudaMemsetAsync(kwait, ord_stall() ? 0xff : 0, n * nw * 4, 0));
             sk_pos<<<(unsigned)nlst, 128>>>(pos, sl + bk0 * G * nblk * ix->width, ix->width, nreg);
             cudaLaunchCheck();
-            sk_rank<<<dim3(cdiv_u(nreg, 128), (unsigned)n), 128>>>(rank, kcnt, pos, nreg, G, nblk,
-                                                                    asc);
+            sk_rank<<<dim3(cdiv_u(nreg, 128), (unsigned)n), 128>>>(
+                rank, kcnt, pos, nreg, G, nblk, asc, cv ? dk : nullptr, dv, (int)bk0, T, KVH, R, D);
             cudaLaunchCheck();
         } else {
             cudaCheck(cudaMemsetAsync(kva, 0, kvb + n * G * T * D * 4, 0)); // both accumulators
@@ -399,10 +483,19 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
                       wg_acc_map(&accmap, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, kva, kd, ks, kb),
                   "sparse_wgmma_keys_bwd: the accumulators' tensor maps");
         sp.bk0 = (int)bk0, sp.kcnt = kcnt, sp.kpos = pos, sp.krank = rank, sp.kwait = kwait;
+        sp.kconv = cv, sp.kacc = (float *)kva;
         dim3 grid(ntk, (unsigned)nlst);
         wg_keys_fused_launch(D, det, grid, dk, dv, dqa, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc,
                              dqmap, qmap, omap, accmap);
-        size_t nkr = 2 * n * T, nqr = n * G * T;
+        size_t nkr = cv ? 0 : 2 * n * T, nqr = n * G * T; // (cv: the dK / dV rows all written)
+        if (!nkr) { // (s13) dq alone (r5: 17.75 / 17.63 ms vs sk_acc_out's 17.81 / 17.77)
+            unsigned cg = cdiv_u(nqr * (D / 8), 256);
+            auto dqo = D == 64 ? sk_dq_out<64> : sk_dq_out<128>;
+            dqo<<<cg < SK_CONV_CTAS ? cg : SK_CONV_CTAS, 256>>>(dq, (const int *)dqa, rsc, (int)bk0,
+                                                              (unsigned)nqr, T, H, KVH, scale);
+            cudaLaunchCheck();
+            continue;
+        }
         auto conv = D == 64 ? (det ? sk_acc_out<64, true> : sk_acc_out<64, false>)
                             : (det ? sk_acc_out<128, true> : sk_acc_out<128, false>);
         unsigned cg = cdiv_u((nkr + nqr) * (D / 4), 256);

@@ -37,7 +37,9 @@
 // default's bits differ from sq_fused_kernel's), on every small row's shape (s13: D 64, GQA with
 // B 2, 32-key regions, the region straddling T, NaN / uneven inputs, 2048-row blocks).
 // *_ord_timeout.* (s13): each ordered family's counters stalled with a tiny bound must report its
-// timeout (cuda/ord_watch.cuh; every row fails on an unexpected one). Lists
+// timeout (cuda/ord_watch.cuh; every row fails on an unexpected one). *_small_ord_conv (s13: the
+// kernel's own dK / dV rows = the convert pass's bits), and lists holding only the first of a
+// block's own regions (s13: regions no list holds, key-tile CTAs without keys; D 128 / 64). Lists
 // the kernel does not handle (16-key regions in 64-row blocks, 32-row or one-row blocks,
 // positions inside) must return -1 having written nothing. A GPU that is not sm_90 makes every call return -1: the checks are
 // skipped with a note. Timing rows (info, sparse_wgmma_bwd_perf): B = 1, H = KVH = 32, D = 128,
@@ -78,6 +80,9 @@ void sparse_wgmma_bwd_tune_keys(int on);
 // sq_fused_kernel runs; <= 0: the default) and jit: the CTAs delayed before their dK / dV adds by
 // a hash of their index (other arrival orders; 0: off)
 void sparse_wgmma_bwd_tune_keys_ord(double budget_mb, int jit);
+// its ordered mode's dK / dV written by the kernel (s13; 1, the default) or (0) by the convert
+// pass as in s12 (the reference of *_small_ord_conv); -1 the default
+void sparse_wgmma_bwd_tune_keys_conv(int on);
 // t_swb's inputs: 1 = uneven magnitudes (rows of q, dout, v scaled by powers of 2 from 2^-8 to
 // 2^8); 2 = one q element NaN (the outputs the CPU makes non-finite must be non-finite, the rest
 // close)
@@ -93,6 +98,10 @@ static int g_swb_inputs = 0;
 // budget must give sq_fused_kernel's bits (keys off), which must differ from the default's (the
 // key-centric kernel ran)
 static int g_swb_cover = 0;
+// s13: hand-made lists hold only the first of a block's own regions (g_list_own1: regions no list
+// holds, zero dK / dV rows written without a convert; key-tile CTAs of a block without keys), and
+// g_swb_cover 2 then also requires regions no list holds
+static int g_list_own1 = 0;
 
 static int g_arch = 1; // 0: not an sm_90 GPU (the wgmma kernels return -1)
 
@@ -108,7 +117,8 @@ static void make_list_skew(int *idx, int B, int H, int T, int qb, int R, int wid
         int c = l % nblk, *lst = idx + (size_t)l * width, n = 0;
         memset(seen, 0, sizeof(int) * nreg);
         int r0 = c * qb / R, r1 = (c * qb + qb < T ? c * qb + qb : T) - 1;
-        for (int r = r0; r <= r1 / R && n < width; r++) lst[n++] = r, seen[r] = 1;
+        for (int r = r0; r <= (g_list_own1 ? r0 : r1 / R) && n < width; r++)
+            lst[n++] = r, seen[r] = 1;
         int want = n + extra < width ? n + extra : width;
         for (int tries = 0; tries < 8 * extra && n < want; tries++) {
             int hi = rng_below(&rng, 8) ? r0 : nreg; // later regions now and then
@@ -161,7 +171,7 @@ static int arch_is_90(uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *
 static double list_cover(const AttnIndex *ic, int B, int T, int H, int KVH) {
     int G = H / KVH, R = ic->region, nreg = (T + R - 1) / R;
     int *cnt = xalloc(sizeof(int) * nreg);
-    size_t once = 0, many = 0, tail = 0;
+    size_t once = 0, many = 0, tail = 0, none = 0;
     for (int bk = 0; bk < B * KVH; bk++) {
         memset(cnt, 0, sizeof(int) * nreg);
         for (int hg = 0; hg < G; hg++)
@@ -172,13 +182,14 @@ static double list_cover(const AttnIndex *ic, int B, int T, int H, int KVH) {
                     if (r >= 0 && r < nreg) cnt[r]++;
                 }
             }
-        for (int r = 0; r < nreg; r++) once += cnt[r] == 1, many += cnt[r] > 1;
+        for (int r = 0; r < nreg; r++) once += cnt[r] == 1, many += cnt[r] > 1, none += !cnt[r];
         tail += cnt[nreg - 1] == 1;
     }
     free(cnt);
-    printf("    (lists per (b, kv head): %zu regions once, %zu several times, the last once in "
-           "%zu of %d)\n", once, many, tail, B * KVH);
-    return (once == 0) + (many == 0) + (T % R && tail == 0);
+    printf("    (lists per (b, kv head): %zu regions once, %zu several times, %zu none, the last "
+           "once in %zu of %d)\n", once, many, none, tail, B * KVH);
+    return (once == 0) + (many == 0) + (g_swb_cover == 1 && T % R && tail == 0) +
+           (g_swb_cover == 2 && none == 0);
 }
 // MSLAB_SQ_ACC_MB set (or unset: NULL); returns the old value (strdup) for acc_mb_restore
 static char *acc_mb_set(const char *v) {
@@ -307,12 +318,14 @@ static void t_swb(const char *name, const AttnIndex *ic, int B, int T, int H, in
                                      list_cover(ic, B, T, H, KVH), 0, -1);
     if (small && g_arch) { // the ordered mode's bits: default, groups of one, the adds delayed,
                            // declined (over a tiny budget), keys off
-        uint16_t *gb[6][3];
+        uint16_t *gb[7][3];
         attn_bf16_set_deterministic(1);
         sparse_wgmma_bwd_tune_small_modes(3);
-        for (int c = 0; c < 6; c++) { // 5: groups of up to 3 where a (b, kv head) takes < 2 MB
+        for (int c = 0; c < 7; c++) { // 5: groups of up to 3 where a (b, kv head) takes < 2 MB
+                                      // 6 (s13): the outputs by the convert pass, not the kernel
             char *keep = acc_mb_set(c == 1 ? "0.05" : c == 5 ? "6" : NULL);
             sparse_wgmma_bwd_tune_keys(c == 4 ? 0 : -1);
+            sparse_wgmma_bwd_tune_keys_conv(c == 6 ? 0 : -1);
             sparse_wgmma_bwd_tune_keys_ord(c == 3 ? 1e-7 : 0, c == 2);
             poison16(d_dq, nq), poison16(d_dk, nk), poison16(d_dv, nk);
             int rc = sparse_wgmma_bwd(d_dq, d_dk, d_dv, d_y, d_o, d_l, d_q, d_k, d_v, &ig, B, T, H,
@@ -323,27 +336,29 @@ static void t_swb(const char *name, const AttnIndex *ic, int B, int T, int H, in
             acc_mb_restore(keep);
         }
         sparse_wgmma_bwd_tune_keys(-1), sparse_wgmma_bwd_tune_keys_ord(0, 0);
+        sparse_wgmma_bwd_tune_keys_conv(-1);
         sparse_wgmma_bwd_tune_small_modes(-1);
         attn_bf16_set_deterministic(mode0);
-        static const char *cn[4] = {"sparse_wgmma_bwd_small_ord_groups1",
+        static const char *cn[5] = {"sparse_wgmma_bwd_small_ord_groups1",
                                     "sparse_wgmma_bwd_small_ord_jitter",
                                     "sparse_wgmma_bwd_small_ord_decline",
-                                    "sparse_wgmma_bwd_small_ord_groups6mb"};
-        int ca[4] = {1, 2, 3, 5}, cb[4] = {0, 0, 4, 0};
+                                    "sparse_wgmma_bwd_small_ord_groups6mb",
+                                    "sparse_wgmma_bwd_small_ord_conv"};
+        int ca[5] = {1, 2, 3, 5, 6}, cb[5] = {0, 0, 4, 0, 0};
         size_t n[3] = {nq, nk, nk};
-        size_t diff[5]; // elements whose bits differ (dq, dk, dv); 4: default vs keys off
-        for (int i = 0; i < 5; i++) {
-            int x = i < 4 ? ca[i] : 0, y = i < 4 ? cb[i] : 4;
+        size_t diff[6]; // elements whose bits differ (dq, dk, dv); 5: default vs keys off
+        for (int i = 0; i < 6; i++) {
+            int x = i < 5 ? ca[i] : 0, y = i < 5 ? cb[i] : 4;
             diff[i] = 0;
             for (int t = 0; t < 3; t++)
                 for (size_t j = 0; j < n[t]; j++) diff[i] += gb[x][t][j] != gb[y][t][j];
-            if (i < 4) report(cn[i], shape, (double)diff[i], 0, -1);
+            if (i < 5) report(cn[i], shape, (double)diff[i], 0, -1);
         }
         // the rows above compare key-centric calls only if the default ran that kernel: its bits
         // then differ from the query-centric kernel's (other sums, s32 dQ); equal bits here would
         // mean both declined and the rows above compared the fallback with itself
-        report("sparse_wgmma_bwd_small_ord_keys_ran", shape, diff[4] == 0, 0, -1);
-        for (int c = 0; c < 6; c++)
+        report("sparse_wgmma_bwd_small_ord_keys_ran", shape, diff[5] == 0, 0, -1);
+        for (int c = 0; c < 7; c++)
             for (int t = 0; t < 3; t++) free(gb[c][t]);
     }
     gpu->free(d_q), gpu->free(d_k), gpu->free(d_v), gpu->free(d_y), gpu->free(d_o), gpu->free(d_l);
@@ -525,7 +540,8 @@ static void perf_hash_bwd(const char *what, const uint16_t *dq, const uint16_t *
 // ---- timing rows (information): B = 1, H = KVH = 32, D = 128 ----
 // MSLAB_SWB_PERF=name: that row alone; MSLAB_SWB_PERF_MIN: the defaults, the candidates and the
 // kernels' shares only; MSLAB_SWB_PERF_REPS: timed calls per variant (3; 0: the warm-up alone, ncu); MSLAB_SWB_PERF_RAND: q, k rows drawn at random from perf_qkv's 1024-row
-// period (no periodic block means: a selection like the bench's random inputs)
+// period (no periodic block means: a selection like the bench's random inputs); MSLAB_SWB_PERF_ORD:
+// the 16 / 32-key rows' default ordered call alone
 static void t_perf(const char *name, AttnConfig cfg, int T) {
     if (!wanted("sparse_wgmma_bwd_perf") || !g_arch || getenv("MSLAB_WG_NO_PERF")) return;
     const char *only = getenv("MSLAB_SWB_PERF");
@@ -584,6 +600,7 @@ static void t_perf(const char *name, AttnConfig cfg, int T) {
         for (int x = 0; x < 6; x++) {
             t[x] = tf[x] = 0;
             if (minimal && (x == 1 || x == 2)) continue; // MIN: no sparse_bf16 rows
+            if (getenv("MSLAB_SWB_PERF_ORD") && x != 3) continue; // the default ordered call alone
             attn_bf16_set_deterministic(x == 2 || x == 3 || x == 5);
             sparse_wgmma_bwd_tune_small(x != 1 && x != 2);
             sparse_wgmma_bwd_tune_small_modes((x == 3 || x == 5 ? 1 : 0) | (D == 64 ? 2 : 0));
@@ -607,7 +624,7 @@ static void t_perf(const char *name, AttnConfig cfg, int T) {
                     float *g = down16(dev[a], nq, &bits);
                     free(bits);
                     if (x == 0) ga[a] = g;
-                    else dd[a] = rel_l2(g, ga[a], nq), free(g), free(ga[a]);
+                    else dd[a] = ga[a] ? rel_l2(g, ga[a], nq) : -1, free(g), free(ga[a]);
                 }
             }
         }
@@ -759,6 +776,15 @@ void t_sparse_wgmma_bwd_all(void) {
         t_hand(2, 700, 4, 4, 128, 256, 32, 14, 6, 0);
         g_swb_cover = 0;
         acc_mb_restore(keep);
+    }
+    // s13 (the outputs by the kernel): regions no list holds (zero dK / dV rows) and blocks with
+    // key-tile CTAs that have no keys, D 128 / 64, B 2, GQA; the bits as the convert pass's
+    // (only where wanted: the lists draw from rng, and the timing rows' inputs must stay main's)
+    if (wanted("sparse_wgmma_bwd") && g_arch) {
+        g_list_own1 = 1, g_swb_cover = 2;
+        t_hand(2, 1000, 4, 2, 128, 128, 16, 24, 3, 0);
+        t_hand(2, 900, 4, 2, 64, 256, 32, 16, 2, 0);
+        g_list_own1 = g_swb_cover = 0;
     }
     if (!quick) {
         // merge 128 (2048-row blocks, as the paper config and the LM's ms row), D = 64
