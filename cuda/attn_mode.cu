@@ -64,8 +64,8 @@ extern "C" int attn_bf16_ord_check(void) {
     if (!ord_words) return 0;
     int bits = 0;
     for (int f = 0; f < ATTN_ORD_NFAM; f++)
-        if (((volatile int *)ord_words)[f]) {
-            ((volatile int *)ord_words)[f] = 0, bits |= 1 << f, ord_events++, ord_fams |= 1 << f;
+        if (__atomic_exchange_n(ord_words + f, 0, __ATOMIC_ACQ_REL)) { // (a device store between
+            bits |= 1 << f, ord_events++, ord_fams |= 1 << f;              // a read and a clear: kept)
             fprintf(stderr, "mslab: ERROR: a deterministic attention backward's ordered-add wait "
                             "timed out (%s): the fixed summation order was broken, so that "
                             "call's dq / dk / dv are not bitwise repeatable and may be wrong "

@@ -60,6 +60,13 @@ extern "C" {
 // Empty entries are skipped; the next entry's list value is loaded one entry ahead, so its
 // latency hides under a step. Same order every call: deterministic.
 
+// a + b with subnormal inputs and result flushed to zero, as cp.reduce.async.bulk.add.f32 does
+__device__ __forceinline__ float add_ftz(float a, float b) {
+    float c;
+    asm("add.rn.ftz.f32 %0, %1, %2;" : "=f"(c) : "f"(a), "f"(b));
+    return c;
+}
+
 // The iteration both walks share (W: the walk, which defines enter(v): entry value v -> its tiles
 // [t, tb)): entries e = 0 .. n - 1; sparse: the entry values come from lst, read one ahead.
 template <bool SP, class W> struct EntryWalk {
@@ -1184,7 +1191,9 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
 #pragma unroll
                 for (int n = 0; n < DN; n++) y[n] = __ldcg((const float2 *)(pa + (size_t)key[r] * D + 8 * n));
 #pragma unroll
-                for (int n = 0; n < DN; n++) x[n][2 * r] += y[n].x, x[n][2 * r + 1] += y[n].y;
+                for (int n = 0; n < DN; n++) // add.ftz: the TMA's f32 add flushes subnormal
+                    x[n][2 * r] = add_ftz(x[n][2 * r], y[n].x), // inputs and results (the same
+                    x[n][2 * r + 1] = add_ftz(x[n][2 * r + 1], y[n].y); // bits as its add)
             }
         };
         // the ordered mode's bf16 dK / dV rows (regions one list holds; s13: a chain's last list),

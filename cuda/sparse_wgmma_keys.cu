@@ -419,8 +419,9 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
                                                       : (double)wg_acc_budget(B, T, H, KVH, D)))
         return -1;
     size_t cbk = wg_acc_group(B, T, H, KVH, D, perbk, ymax);
-    // the converts' 32-bit rows (sk_dq_out: its 8-element index)
-    if ((double)cbk * T * (2 + G) >= 4294967295.0 || (double)cbk * T * G * D / 8 >= 4294967295.0)
+    // the converts' 32-bit rows (sk_dq_out: its 8-element index, + one grid-stride step: no wrap)
+    if ((double)cbk * T * (2 + G) >= 4294967295.0 ||
+        (double)cbk * T * G * D / 8 + SK_CONV_CTAS * 256.0 >= 4294967295.0)
         return -1;
     size_t rsc_off = align256(rows * 4), kvm_off = rsc_off + (det ? align256(rows * 4) : 0);
     size_t sl_off = kvm_off + align256(nbk * 8), acc_off = sl_off + align256(nl * ix->width * 4);

@@ -71,7 +71,7 @@ int select_bf16_tp_cap(int cap);
 int select_bf16_tp2(int on);
 int select_bf16_tw(void);
 // tp_wgt (the two passes' second pass on wgmma) past minld candidates (0: every length; -1: the
-// default 2048); returns the previous. select_bf16_last_tw: 1 the last call's lists came from
+// default: TW_MINLD 1024, or MSLAB_SELECT_TWMIN); returns the previous. select_bf16_last_tw: 1 the last call's lists came from
 // tp_wgt, 2 it ran but failed rows (the call went on), 0 it did not run
 int select_bf16_tw_min(int minld);
 int select_bf16_last_tw(void);
