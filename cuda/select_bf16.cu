@@ -1252,6 +1252,40 @@ __device__ __forceinline__ void tp_mma0(float d[4], const uint32_t a[4], uint32_
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(z));
 }
 
+// one key region's row v (lanes: dims 2 lane, 2 lane + 64) -> its limbs (kbf_row), its 64-key tile's
+// limbs (kbw, tp_wgt; null: none), its norm bound (returned, all lanes) and scale (lane 0 writes them)
+__device__ __forceinline__ float tp_prep_row(const double2 v[2], int lane, int D, size_t hd, int reg,
+                                             uint16_t *kbf_row, float *knorm, float *kfac, int nkp,
+                                             uint16_t *kbw, int ntw) {
+    double ss = 0.0, m = 0.0;
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        ss += v[i].x * v[i].x + v[i].y * v[i].y;
+        m = fmax(m, fmax(fabs(v[i].x), fabs(v[i].y)));
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        ss += __shfl_xor_sync(0xffffffffu, ss, o), m = fmax(m, __shfl_xor_sync(0xffffffffu, m, o));
+    int e = tp_exp(m);
+    double sc = e == TP_EBAD ? 1.0 : ldexp(1.0, e);
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        int d = 2 * lane + 64 * i;
+        if (d >= D) continue;
+        uint32_t h0, l0, h1, l1;
+        tp_split(v[i].x * sc, &h0, &l0), tp_split(v[i].y * sc, &h1, &l1);
+        *(uint32_t *)(kbf_row + d) = h0 | h1 << 16;
+        *(uint32_t *)(kbf_row + D + d) = l0 | l1 << 16;
+        if (kbw) { // (tiles of 64 keys: TW_KT)
+            uint16_t *tw = kbw + (hd * ntw + reg / 64) * 2 * (size_t)D * 64 + pl<64>(reg % 64, d / 8) + d % 8;
+            *(uint32_t *)tw = h0 | h1 << 16, *(uint32_t *)(tw + D * 64) = l0 | l1 << 16;
+        }
+    }
+    float n = e == TP_EBAD ? INFINITY : tp_norm_up(ss);
+    if (lane == 0) knorm[hd * nkp + reg] = n, kfac[hd * nkp + reg] = ldexpf(1.0f, e == TP_EBAD ? 0 : -e);
+    return n;
+}
+
 // kbar -> [rows][2][D] limbs (kh, kl; fp16 of the scaled key: kfac = the inverse scale) and the
 // key norm bounds; a warp per key region (D <= 128). kbw (tp_wgt, s12; else null): the limbs again as
 // 64-key tiles [heads][ntw][2][D / 64][64][64], each limb the planar 128-byte-swizzle tile that wgmma's
@@ -1265,39 +1299,13 @@ __global__ void tp_prep_k(uint16_t *kbf, float *knorm, float *kfac, int *ctrl, c
     size_t nw = (size_t)gridDim.x * blockDim.x >> 5;
     for (size_t r = wid; r < rows; r += nw) {
         double2 v[2];
-        double ss = 0.0, m = 0.0;
 #pragma unroll
         for (int i = 0; i < 2; i++) {
             int d = 2 * lane + 64 * i;
             v[i] = d < D ? *(const double2 *)(kbar + r * D + d) : make_double2(0.0, 0.0);
-            ss += v[i].x * v[i].x + v[i].y * v[i].y;
-            m = fmax(m, fmax(fabs(v[i].x), fabs(v[i].y)));
         }
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1)
-            ss += __shfl_xor_sync(0xffffffffu, ss, o), m = fmax(m, __shfl_xor_sync(0xffffffffu, m, o));
-        int e = tp_exp(m);
-        double sc = e == TP_EBAD ? 1.0 : ldexp(1.0, e);
-#pragma unroll
-        for (int i = 0; i < 2; i++) {
-            int d = 2 * lane + 64 * i;
-            if (d >= D) continue;
-            uint32_t h0, l0, h1, l1;
-            tp_split(v[i].x * sc, &h0, &l0), tp_split(v[i].y * sc, &h1, &l1);
-            *(uint32_t *)(kbf + r * 2 * D + d) = h0 | h1 << 16;
-            *(uint32_t *)(kbf + r * 2 * D + D + d) = l0 | l1 << 16;
-            if (kbw) { // (tiles of 64 keys: TW_KT)
-                int key = (int)(r % N);
-                uint16_t *tw = kbw + (r / N * ntw + key / 64) * 2 * (size_t)D * 64 + pl<64>(key % 64, d / 8) + d % 8;
-                *(uint32_t *)tw = h0 | h1 << 16, *(uint32_t *)(tw + D * 64) = l0 | l1 << 16;
-            }
-        }
-        if (lane == 0) {
-            float n = e == TP_EBAD ? INFINITY : tp_norm_up(ss);
-            knorm[r / N * nkp + r % N] = n;
-            kfac[r / N * nkp + r % N] = ldexpf(1.0f, e == TP_EBAD ? 0 : -e);
-            atomicMax(ctrl + 3, __float_as_int(n)); // positive floats order as ints
-        }
+        float n = tp_prep_row(v, lane, D, r / N, (int)(r % N), kbf + r * 2 * D, knorm, kfac, nkp, kbw, ntw);
+        if (lane == 0) atomicMax(ctrl + 3, __float_as_int(n)); // positive floats order as ints
     }
 }
 
@@ -1317,7 +1325,6 @@ __global__ void tp_pool_prep(double *kbar, const uint16_t *k, int B, int T, int 
         int r0 = reg * w, cnt = min(T, r0 + w) - r0;
         const uint32_t *src = (const uint32_t *)(k + ((size_t)b * T * KVH + hh) * D) + (size_t)r0 * st;
         double2 v[2];
-        double ss = 0.0, m = 0.0;
 #pragma unroll
         for (int i = 0; i < 2; i++) {
             int d = 2 * lane + 64 * i;
@@ -1328,33 +1335,9 @@ __global__ void tp_pool_prep(double *kbar, const uint16_t *k, int B, int T, int 
         for (int i = 0; i < 2; i++) {
             int d = 2 * lane + 64 * i;
             if (d < D) *(double2 *)(kbar + r * D + d) = v[i];
-            ss += v[i].x * v[i].x + v[i].y * v[i].y; // tp_prep_k's from here
-            m = fmax(m, fmax(fabs(v[i].x), fabs(v[i].y)));
         }
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1)
-            ss += __shfl_xor_sync(0xffffffffu, ss, o), m = fmax(m, __shfl_xor_sync(0xffffffffu, m, o));
-        int e = tp_exp(m);
-        double sc = e == TP_EBAD ? 1.0 : ldexp(1.0, e);
-#pragma unroll
-        for (int i = 0; i < 2; i++) {
-            int d = 2 * lane + 64 * i;
-            if (d >= D) continue;
-            uint32_t h0, l0, h1, l1;
-            tp_split(v[i].x * sc, &h0, &l0), tp_split(v[i].y * sc, &h1, &l1);
-            *(uint32_t *)(kbf + r * 2 * D + d) = h0 | h1 << 16;
-            *(uint32_t *)(kbf + r * 2 * D + D + d) = l0 | l1 << 16;
-            if (kbw) {
-                uint16_t *tw = kbw + (hd * ntw + reg / 64) * 2 * (size_t)D * 64 + pl<64>(reg % 64, d / 8) + d % 8;
-                *(uint32_t *)tw = h0 | h1 << 16, *(uint32_t *)(tw + D * 64) = l0 | l1 << 16;
-            }
-        }
-        if (lane == 0) {
-            float n = e == TP_EBAD ? INFINITY : tp_norm_up(ss);
-            knorm[hd * nkp + reg] = n;
-            kfac[hd * nkp + reg] = ldexpf(1.0f, e == TP_EBAD ? 0 : -e);
-            nmax = max(nmax, __float_as_int(n)); // = tp_prep_k's atomicMax over these rows (ctrl[3] from 0)
-        }
+        float n = tp_prep_row(v, lane, D, hd, reg, kbf + r * 2 * D, knorm, kfac, nkp, kbw, ntw);
+        if (lane == 0) nmax = max(nmax, __float_as_int(n)); // = tp_prep_k's atomicMax (ctrl[3] from 0)
     }
     if (lane == 0 && nmax > 0) atomicMax(ctrl + 3, nmax);
 }
