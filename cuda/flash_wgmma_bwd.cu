@@ -1225,8 +1225,10 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         int reg = wkey != INT_MAX ? wkey >> klsh : 0;
         int kn = PT && wkey != INT_MAX ? __ldg(sp.kcnt + (size_t)kbl * sp.nreg + reg) : 0;
         bool one = PT && sp.kone && kn == 1;
-        if (one) {
-            store_bf16();
+        if (one) { // (a list holding the region twice, against ops.h: its designated slot alone
+                   // writes, as pos keeps one slot a list, so the bits stay repeatable)
+            size_t e = ((size_t)(blockIdx.y / sp.nblk) * sp.nblk + kc) * sp.nreg + reg;
+            if (__ldg(sp.kpos + e) == kb * (BKV >> klsh) + ((warp * 16) >> klsh)) store_bf16();
         } else if (wkey != INT_MAX && (PT || any)) {
             int rk = 0, *cw = nullptr;
             bool mine = true; // PT: the list's designated slot of the region (held twice: one)
