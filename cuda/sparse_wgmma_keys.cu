@@ -186,6 +186,12 @@
 // ~26.1 both); the outputs' hashes equal main's; small rows (full) 313 + --quick 190 passed.
 // Left: the dq convert (~0.15 ms a launch) and the dQ memset; the chains' completion waits; the
 // pre-passes (DRAM-bound reads of q, dO, O and of K, V: one pass would save a launch alone).
+// s13 review (lead, after the merge with the ordered-wait watchdog): the last list's add is
+// add.rn.ftz.f32 (the TMA's f32 reduce-add flushes subnormal inputs and results: the same bits as
+// the convert path below 2^-126 too), a once-listed region is written by its list's designated slot
+// only (a list holding it twice stays repeatable); same snippet, 32K ordered 17.47-17.67 ms (this),
+// 17.61-17.63 (ftz, without the slot check), 17.31-17.59 (hk's r7 binary, before the watchdog and
+// both fixes): ~0.1-0.2 ms, within two rounds' noise; hashes 248db7e3 / efd831ef unchanged.
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
