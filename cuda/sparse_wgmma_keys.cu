@@ -397,6 +397,9 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     int on = sk_on_get();
     if (!on || !wg_sp_small || !(D == 128 || (D == 64 && on >= 2))) return -1;
     if (!(ix->region == 16 || ix->region == 32) || ix->qblock % 128 || ix->window) return -1;
+    // the outputs are written by 16-byte stores (s13: bf16 dK / dV rows, sk_dq_out, sk_rank's
+    // zero rows): other pointers go to the query-centric kernel (the Backend's are 256-aligned)
+    if (((size_t)dq | (size_t)dk | (size_t)dv) & 15) return -1;
     bool det = attn_bf16_deterministic();
     int G = H / KVH, nblk = ix->nblk, BKV = D, R = ix->region, nreg = (T + R - 1) / R;
     unsigned ntk = (unsigned)((ix->width + BKV / R - 1) / (BKV / R)); // key tiles a list
