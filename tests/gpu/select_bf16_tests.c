@@ -27,7 +27,7 @@
 // fails every tp row by the bound: fused, and (MSLAB_SELECT_DEBUG, s11 r7) no tp_select call after
 // the two passes.
 // tp-wgt (s13; sm_90): the tp mode again with tp_wgt (the two passes' second pass on wgmma, by
-// default only past 2048 candidates a row: 64K tokens up) forced at every length
+// default only past TW_MINLD = 1024 candidates a row: 32K tokens up) forced at every length
 // (select_bf16_tw_min(0)), so every shape above (B 2, ties, rising, raise, huge norms, D 64, ...)
 // runs it; the row fails unless tp_wgt ran in the call (select_bf16_last_tw) and made the lists
 // exactly where the path is the two passes' (5), besides the tp row's own checks (pass 1's
