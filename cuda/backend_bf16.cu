@@ -1003,6 +1003,7 @@ static size_t up128(size_t n) { return (n + 127) & ~(size_t)127; }
 struct QKV { uint16_t *q, *k, *v; };
 static QKV qkv_bf16(const float *q, const float *k, const float *v, size_t nq, size_t nk) {
     Shadow *sq = shadow_make(q, nq), *sk = sq ? shadow_make(k, nk) : NULL, *sv = sk ? shadow_make(v, nk) : NULL;
+    if (sv) sq = shadow_find(q, nq), sk = shadow_find(k, nk); // (a make may move the table)
     // reused by the backward; a strided shadow would come back gathered into slot A, so three of
     // them would overwrite each other (the LM's q / k / v are never a group's column blocks)
     if (sv && !sq->rl && !sk->rl && !sv->rl) {
@@ -1103,15 +1104,27 @@ static void bf16_attn_bwd(const Grads &g, const float *dout, const float *out, c
 // The selection scores bf16 q / k like the attention that follows (select_bf16: the fp32 op's list
 // on the rounded operands, with fast paths for ms mean / dot / region / rank and moba that the fp32
 // op lacks: at merge 128 x top 512 the fp32 selection dominated a training step). Slot E.
+// q / k come from their shadows where the table has them (s14: the LM's roped q / k are kept in
+// bf16 only, so reading them as fp32 first materialised both and converted them back, ~0.2 ms a
+// layer at 1 x 32768 x 768; the shadows made here are the ones the attention then reads).
 static void bf16_attention_select(AttnIndex *ix, const struct AttnConfig *cfg, const float *q,
                                   const float *k, int B, int T, int H, int KVH, int D) {
     size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KVH * D;
-    uint16_t *qb = (uint16_t *)cuda_scratch(SCRATCH_BF16_E, (up128(nq) + up128(nk) + 1) * 2);
-    uint16_t *kb = qb + up128(nq);
-    cuda_f32_to_bf16(qb, q, nq);
-    cuda_f32_to_bf16(kb, k, nk);
+    Shadow *sq = shadow_make(q, nq), *sk = sq ? shadow_make(k, nk) : NULL;
+    sq = sk ? shadow_find(q, nq) : NULL; // (made first, then found: a make may move the table)
+    const uint16_t *qb, *kb;
+    if (sk && sq && !sq->rl && !sk->rl) {
+        qb = to_bf16(SCRATCH_BF16_E, q, nq), kb = to_bf16(SCRATCH_BF16_E, k, nk);
+    } else { // no shadows (cache off, budget) or a strided one: both converted into slot E
+        need_conv(q, nq * sizeof(float)), need_conv(k, nk * sizeof(float));
+        uint16_t *b = (uint16_t *)cuda_scratch(SCRATCH_BF16_E, (up128(nq) + up128(nk) + 1) * 2);
+        cuda_f32_to_bf16(b, q, nq);
+        cuda_f32_to_bf16(b + up128(nq), k, nk);
+        qb = b, kb = b + up128(nq);
+    }
     if (select_bf16(ix, cfg, qb, kb, B, T, H, KVH, D) != 0) {
         note_fallback("attention_select", B, T, H, KVH, D);
+        need(q, nq * sizeof(float)), need(k, nk * sizeof(float));
         cuda_attention_select(ix, cfg, q, k, B, T, H, KVH, D);
     }
 }
@@ -1406,7 +1419,8 @@ static void w_select(AttnIndex *ix, const struct AttnConfig *cfg, const float *q
                      int B, int T, int H, int KVH, int D) {
     TRACE("select", 0);
     flush_zeros();
-    need(NB(q, (size_t)B * T * H * D)), need(NB(k, (size_t)B * T * KVH * D));
+    if (select_fn != bf16_attention_select) // (the bf16 one reads the shadows: it needs fp32 only to fall back)
+        need(NB(q, (size_t)B * T * H * D)), need(NB(k, (size_t)B * T * KVH * D));
     size_t nb = (size_t)B * H * (ix->nblk > 0 ? ix->nblk : 0);
     wrote(ix->idx, nb * (ix->width > 0 ? ix->width : 0) * sizeof(int));
     wrote(ix->kpos, nb * (ix->width > 0 ? ix->width : 0) * sizeof(int));
