@@ -326,20 +326,8 @@ __global__ void flash_bwd_pre(float *Di, const bf16 *dout, const bf16 *out, int 
 }
 
 // The ordered mode's counters: per (b, h, query tile), the key blocks whose dQ partials are in
-// (ld_acquire_gpu / st_release_gpu: cuda_common.cuh).
-// Thread 0 waits until *cnt == v. Bounded (ow.tmo, 2^31 cycles: ~1 s): if the ordering
-// assumption ever failed, wrong dq rather than a hung process, and the timeout flagged for the
-// host, which reports it (ord_watch.cuh; s13: silent until then)
-__device__ __forceinline__ void wait_count(const int *cnt, int v, const OrdWatch &ow) {
-    long long t_start = clock64();
-    while (ld_acquire_gpu(cnt) != v) {
-        __nanosleep(32);
-        if (clock64() - t_start > ord_tmo(ow)) {
-            ord_timed_out(ow);
-            break;
-        }
-    }
-}
+// (ld_acquire_gpu / st_release_gpu: cuda_common.cuh); thread 0 waits for its turn by ord_wait
+// (ord_watch.cuh: bounded, a timeout flagged for the host).
 
 // FA2-class fused backward. CTA = (b, kv head, BN = 128-key block), 8 warps, 64-query steps
 // (query tile latest first, the G query heads of the group innermost, so every key block's CTA
@@ -535,7 +523,7 @@ flash_bwd_fa2_kernel(bf16 *dk, bf16 *dv, float *dqacc, int *counters, const bf16
             size_t base = ((size_t)b * T) * ldq + (size_t)hh * D + wn * QD + 2 * tq;
             // ORD: the snapshot taken a step ago usually shows block kb - 1's release already
             if (ORD && Snap[buf * 4] != kb) { // uniform: every thread reads the same value
-                if (threadIdx.x == 0) wait_count(cnt_at(hh, qs), kb, ow);
+                if (threadIdx.x == 0) ord_wait<32>(cnt_at(hh, qs), kb, ow);
                 __syncthreads();
             }
 #pragma unroll

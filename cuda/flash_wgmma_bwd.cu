@@ -1076,7 +1076,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         } else if (DET != 1) {
             int *cw = counters + (((size_t)b * H + hh) * nqt + qs / BQ) * 8 + warp;
             if (DET == 2) {
-                if (lane == 0) wait_count(cw, kb, sp.ow);
+                if (lane == 0) ord_wait<20>(cw, kb, sp.ow);
                 __syncwarp();
                 cnt_prev = cw;
             }
@@ -1092,7 +1092,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         } else {
             int *cnt = counters + ((size_t)b * H + hh) * nqt + qs / BQ;
             int last = min(nkb - 1, (qs + BQ - 1) / BKV);
-            if (threadIdx.x == 0) wait_count(cnt, kb, sp.ow);
+            if (threadIdx.x == 0) ord_wait<20>(cnt, kb, sp.ow);
             __syncthreads();
 #pragma unroll
             for (int r = 0; r < 2; r++) {
@@ -1249,7 +1249,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
                 // dK): the TMA add's fp32 sum in registers, no add to wait for, no read back, no
                 // convert pass for the region
                 if (rk > 0) {
-                    if (lane == 0) wait_count(cw, rk, sp.ow); // the chain's turn (acquire)
+                    if (lane == 0) ord_wait<20>(cw, rk, sp.ow); // the chain's turn (acquire)
                     __syncwarp();
                     asm volatile("fence.proxy.async.global;\n" ::: "memory");
                     const float *ka = sp.kacc + (size_t)2 * kbl * T * D + 2 * tq;
@@ -1261,7 +1261,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
                 stage(dka, st);
                 stage(dva, st + 64 * D);
                 if (PT) {
-                    if (lane == 0) wait_count(cw, rk, sp.ow); // the chain's turn (acquire)
+                    if (lane == 0) ord_wait<20>(cw, rk, sp.ow); // the chain's turn (acquire)
                     __syncwarp();
                     asm volatile("fence.proxy.async.global;\n" ::: "memory");
                 }

@@ -31,7 +31,7 @@ struct SpArgs {
     const int *kcnt, *kpos, *krank;
     int *kwait;
     int kone, kasc, kjit;
-    OrdWatch ow; // the ordered waits' watchdog (wait_count; ord_watch.cuh)
+    OrdWatch ow; // the ordered waits' watchdog (ord_wait; ord_watch.cuh)
     // (s13) kconv: the ordered mode's dK / dV written by the kernel (a chain's last list adds the
     // sum so far to its rows in registers and writes bf16; kacc: the accumulators [slab][2][T][D];
     // 0: by the convert pass, the tests' reference)
@@ -39,21 +39,9 @@ struct SpArgs {
     float *kacc;
 };
 
-// thread 0 waits until *cnt == v; bounded (w.tmo, 2^31 cycles: ~1 s at 2 GHz): a broken ordering
-// assumption gives a wrong result rather than a hung process, and the timeout is flagged
-// (ord_watch.cuh: the host reports it). For the keys backward's dK / dV chains (s12) a skipped
-// middle rank still gives the right sums (another order: other bits), a skipped rank 0 lets adds
-// land before its store (lost: wrong dK / dV); until s13 such a timeout was silent
-__device__ __forceinline__ void wait_count(const int *cnt, int v, const OrdWatch &w) {
-    long long t0 = clock64();
-    while (ld_acquire_gpu(cnt) != v) {
-        __nanosleep(20);
-        if (clock64() - t0 > ord_tmo(w)) {
-            ord_timed_out(w);
-            break;
-        }
-    }
-}
+// the ordered waits: ord_wait<20> (ord_watch.cuh; bounded, a timeout flagged for the host). For the
+// keys backward's dK / dV chains (s12) a skipped middle rank still gives the right sums (another
+// order: other bits), a skipped rank 0 lets adds land before its store (lost: wrong dK / dV)
 
 __device__ __forceinline__ void wg_red2(float *p, float x, float y) {
     asm volatile("red.relaxed.gpu.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(p), "f"(x), "f"(y)

@@ -11,6 +11,7 @@
 // downloads, the GPU tests' rows), warns on stderr and counts (attn_bf16_ord_check).
 #ifndef MSLAB_ORD_WATCH_CUH
 #define MSLAB_ORD_WATCH_CUH
+#include "cuda_common.cuh" // ld_acquire_gpu
 extern "C" {
 #include "attn_bf16.h" // the families ATTN_ORD_* (bit f of attn_bf16_ord_check's value)
 }
@@ -24,6 +25,21 @@ __device__ __forceinline__ void ord_timed_out(const OrdWatch &w) {
 }
 // the bound (a zero-initialised watch, i.e. a caller that set none: 2^31 cycles, ~1 s)
 __device__ __forceinline__ long long ord_tmo(const OrdWatch &w) { return w.tmo > 0 ? w.tmo : 1ll << 31; }
+// Thread-level wait until *cnt == v by acquire polls, NS ns apart; bounded (ord_tmo): a broken
+// ordering assumption gives a wrong result rather than a hung process, and the timeout is
+// flagged for the host. flash_bf16's dQ tiles (NS 32) and the wgmma backwards' dQ tiles / dK-dV
+// chains (NS 20) share it; sparse_bf16 / sq_fused_kernel poll relaxed and fence themselves.
+template <int NS>
+__device__ __forceinline__ void ord_wait(const int *cnt, int v, const OrdWatch &w) {
+    long long t0 = clock64();
+    while (ld_acquire_gpu(cnt) != v) {
+        __nanosleep(NS);
+        if (clock64() - t0 > ord_tmo(w)) {
+            ord_timed_out(w);
+            break;
+        }
+    }
+}
 // (attn_mode.cu) family fam's watch, bound dflt cycles unless a test set one
 // (attn_bf16_ord_test); stall (tests): the host starts the ordered counters where no turn comes,
 // so that every chain's first wait times out
