@@ -185,6 +185,7 @@ struct Fwd3List {
     const int *idx;
     int qblock, nblk, region, width, window, nsub, G, gsh; // gsh = log2 G
     unsigned long long *trace; // TR: FT3_REC words per CTA (fwd3_trace_report)
+    int brk; // TEMP (r2): MSLAB_SWF_BREAK=1 loads the wrong granule at D 64 X 2 (the rows must fail)
 };
 // TR (MSLAB_FWD3_TRACE=1): per CTA, thread 0 / the producer's lane 0 record FT3_REC words:
 // globaltimer at start / end, then clock64 cycles: startup (to tile 0 landed), loop, epilogue,
@@ -205,14 +206,15 @@ __device__ __forceinline__ void tma_load_5d(void *dst, const void *tmap, uint64_
                  : "memory");
 }
 #define LIST_PAD 0x3fffffff // position of a padding key: after every row
-#define LIST_GBUF 2052      // granule buffer: 32 slots x 64 granules + a partial tile
+#define LIST_GBUF 2056      // granule buffer: 32 slots x 64 granules + a partial tile
 
 template <int D, int NWG, int BK, int NS, int PWG, bool LIST, int X, bool TR, bool VW>
 __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3List &sp, bf16 *out,
                                              float *lse, int T, int H, int KVH, float sl2) {
     constexpr int BQ = 64 * NWG, DN = D / 8, NN = BK / 8, NP = D / 64;
-    // X 2 (4 granules a tile): lanes 0-3 write a tile's info (LI); with VW the walker emits full
-    // tiles in batches of 8 (BW)
+    // X 2 (GT = BK / 16 granules a tile): lanes 0 .. GT - 1 write a tile's info (LI); with VW the
+    // walker emits full tiles in batches of 32 / GT (BW); KIS: ints per tile info entry
+    constexpr int GT = BK / 16, KIS = 4 + BK / 16;
     constexpr bool LI = LIST && X == 2, BW = LI && VW;
     static_assert(!VW || (LIST && PWG && X == 2), "VW: the list source, grouped tiles, a producer warpgroup");
     extern __shared__ __align__(1024) unsigned char smem_raw[];
@@ -223,10 +225,10 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
     // VW: ginfo[2 NS], a tile's granules published (the V warp's wait: one barrier per position
     // of the 2 NS-deep info ring, so the walker, never 2 NS tiles ahead of it, cannot alias a phase)
     uint64_t *ginfo = vempty + NS;
-    // LIST: [2 NS][8]: granules, min, max position, -, the granules' first keys (LIST_PAD:
+    // LIST: [2 NS][KIS]: granules, min, max position, -, the granules' first keys (LIST_PAD:
     // padding); 16-byte aligned (the consumers read the first four as an int4)
     int *kinf = (int *)(bar + 2 + 6 * NS);
-    int *gbuf = kinf + 2 * NS * 8; // LIST: granule first keys (producer)
+    int *gbuf = kinf + 2 * NS * KIS; // LIST: granule first keys (producer)
 
     // grid: dense (B H, query tiles); LIST (blocks x sub-tiles, B H): a head's CTAs run together
     // (its K / V stay in L2; a block's sub-tiles read the same regions)
@@ -281,14 +283,20 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
         // (64K registers: NWG = 2: 24 / 240; NWG = 3: 32 / 160 per thread)
         if (PWG) asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(NWG >= 3 ? 32 : 24) : "memory");
         const int G = sp.G, gpt = BK / G;
-        // X 2: K (kv 0) or V (kv 1) of ring slot sl, lane gi copies granule gi (both planes, one
-        // 5-d box); the map is named at a fixed parameter offset (r1: picked at run time, the
-        // producer ran the ms forward ~2x slower)
+        // X 2: granule g0 of K (kv 0) or V (kv 1) into dst: D 128 one 5-d box (both planes), D 64
+        // the planar box of G rows (one plane: the same layout); the map is named at a fixed
+        // parameter offset (r1: picked at run time, the producer ran the ms forward ~2x slower)
+        auto gcopy = [&](bf16 *dst, int g0, uint64_t *fb, int kv) {
+            if constexpr (D == 64)
+                tma_load_4d(dst, kv ? &maps.v : &maps.k, fb, 0, kvh, g0 + sp.brk, b);
+            else
+                tma_load_5d(dst, kv ? &maps.vi : &maps.ki, fb, 0, 0, 0, (b * T + g0) >> 3, kvh);
+        };
+        // X 2: ring slot sl, lane gi copies granule gi
         auto copies = [&](const int *gs, int ng, int sl, int kv) {
             if (lane < gpt)
-                tma_load_5d((kv ? Vs : Ks) + sl * BK * D + lane * G * D, kv ? &maps.vi : &maps.ki,
-                            (kv ? vfull : kfull) + sl, 0, 0, 0,
-                            (b * T + gs[lane < ng ? lane : 0]) >> 3, kvh);
+                gcopy((kv ? Vs : Ks) + sl * BK * D + lane * G * D, gs[lane < ng ? lane : 0],
+                      (kv ? vfull : kfull) + sl, kv);
         };
         const int gsh = sp.gsh, region = sp.region;
         const int lo_w = sp.window ? q0 - sp.window + 1 : 0; // first key any row may see
@@ -306,7 +314,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             for (int j = 0;; j++) {
                 int sl = j % NS, u = j / NS;
                 mbar_wait_sleep(ginfo + j % (2 * NS), (j / (2 * NS)) & 1); // the tile's granules
-                const int *ki = kinf + (j % (2 * NS)) * 8;
+                const int *ki = kinf + (j % (2 * NS)) * KIS;
                 int ng = ki[0];
                 if (ng == 0) return; // the sentinel
                 if (lane == 0) {
@@ -352,13 +360,14 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             if (LI) { // lane gi writes granule gi, min / max by shuffles (was: lane 0's serial loop)
                 if (lane == 0 && u > 0) pwait(kempty + sl, (u - 1) & 1, tw_k);
                 if (TR) e1 = clock64();
-                int *ki = kinf + (j % (2 * NS)) * 8;
+                int *ki = kinf + (j % (2 * NS)) * KIS;
                 int g0 = lane < ng ? gs[lane] : LIST_PAD;
-                int mn = lane < 4 ? g0 : LIST_PAD, mx = lane < 4 ? (lane < ng ? g0 + 15 : LIST_PAD) : 0;
-                mn = min(mn, __shfl_xor_sync(0xffffffffu, mn, 1)), mx = max(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-                mn = min(mn, __shfl_xor_sync(0xffffffffu, mn, 2)), mx = max(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                if (lane < 4) ki[4 + lane] = g0;
-                __syncwarp(); // lanes 1-3's key writes before lane 0's release (arrive)
+                int mn = lane < GT ? g0 : LIST_PAD, mx = lane < GT ? (lane < ng ? g0 + 15 : LIST_PAD) : 0;
+#pragma unroll
+                for (int o = 1; o < GT; o <<= 1)
+                    mn = min(mn, __shfl_xor_sync(0xffffffffu, mn, o)), mx = max(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+                if (lane < GT) ki[4 + lane] = g0;
+                __syncwarp(); // lanes 1 .. GT - 1's key writes before lane 0's release (arrive)
                 if (lane == 0) {
                     *(int4 *)ki = make_int4(ng, mn, mx, 0);
                     if (VW) mbar_arrive(ginfo + j % (2 * NS));
@@ -369,7 +378,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             } else if (lane == 0) {
                 if (u > 0) pwait(kempty + sl, (u - 1) & 1, tw_k);
                 if (TR) e1 = clock64();
-                int *ki = kinf + (j % (2 * NS)) * 8, mn = LIST_PAD, mx = 0;
+                int *ki = kinf + (j % (2 * NS)) * KIS, mn = LIST_PAD, mx = 0;
                 for (int gi = 0; gi < gpt; gi++) {
                     int g0 = gi < ng ? gs[gi] : LIST_PAD;
                     ki[4 + gi] = g0;
@@ -443,33 +452,34 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             have += tot;
             __syncwarp();
             int base = 0;
-            if constexpr (BW) { // up to 8 full tiles at once, lane 4 t + i holding granule i of tile t
-                while (have - base >= 4) {
-                    int nt = min(8, (have - base) >> 2);
-                    int g0 = lane < 4 * nt ? gbuf[base + lane] : LIST_PAD;
-                    int mn = g0, mx = lane < 4 * nt ? g0 + 15 : 0;
-                    mn = min(mn, __shfl_xor_sync(0xffffffffu, mn, 1)), mx = max(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-                    mn = min(mn, __shfl_xor_sync(0xffffffffu, mn, 2)), mx = max(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                    for (int t = 0; t < nt; t++) { // tile j: lanes 4 t .. 4 t + 3
-                        int sl = j % NS, u = j / NS, *ki = kinf + (j % (2 * NS)) * 8;
+            if constexpr (BW) { // up to 32 / GT full tiles at once, lane GT t + i holding granule i of tile t
+                constexpr int TB = 32 / GT, GL = GT == 8 ? 3 : 2; // tiles a batch, log2 GT
+                while (have - base >= GT) {
+                    int nt = min(TB, (have - base) >> GL);
+                    int g0 = lane < GT * nt ? gbuf[base + lane] : LIST_PAD;
+                    int mn = g0, mx = lane < GT * nt ? g0 + 15 : 0;
+#pragma unroll
+                    for (int o = 1; o < GT; o <<= 1)
+                        mn = min(mn, __shfl_xor_sync(0xffffffffu, mn, o)), mx = max(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+                    for (int t = 0; t < nt; t++) { // tile j: lanes GT t .. GT t + GT - 1
+                        int sl = j % NS, u = j / NS, *ki = kinf + (j % (2 * NS)) * KIS;
                         long long e1 = TR ? clock64() : 0;
-                        if (lane == 4 * t && u > 0) pwait(kempty + sl, (u - 1) & 1, tw_k);
+                        if (lane == GT * t && u > 0) pwait(kempty + sl, (u - 1) & 1, tw_k);
                         __syncwarp();
-                        if ((lane >> 2) == t) { // the key, the K copy (tx-count may go below 0 first)
-                            ki[4 + (lane & 3)] = g0;
-                            tma_load_5d(Ks + sl * BK * D + (lane & 3) * 16 * D, &maps.ki, kfull + sl, 0,
-                                        0, 0, (b * T + g0) >> 3, kvh);
+                        if ((lane >> GL) == t) { // the key, the K copy (tx-count may go below 0 first)
+                            ki[4 + (lane & (GT - 1))] = g0;
+                            gcopy(Ks + sl * BK * D + (lane & (GT - 1)) * 16 * D, g0, kfull + sl, 0);
                         }
-                        __syncwarp(); // the keys before lane 4 t's release
-                        if (lane == 4 * t) {
-                            *(int4 *)ki = make_int4(4, mn, mx, 0);
+                        __syncwarp(); // the keys before lane GT t's release
+                        if (lane == GT * t) {
+                            *(int4 *)ki = make_int4(GT, mn, mx, 0);
                             mbar_arrive(ginfo + j % (2 * NS));
                             mbar_expect_tx(kfull + sl, BK * D * 2);
                             if (TR) tp[1] += clock64() - e1;
                         }
                         j++;
                     }
-                    base += 4 * nt;
+                    base += GT * nt;
                 }
             }
             for (; have - base >= gpt; base += gpt) emit(gbuf + base, gpt);
@@ -495,7 +505,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
     int rw0 = wr0 + wl * 16 + g; // this thread's rows rw0, rw0 + 8
     int rf = wr0 + wl * 16;      // this warp's first row
     int4 ti = make_int4(0, 0, 0, 0); // LIST: the tile's granules, min, max position
-    auto info = [&](int j) { ti = *(const int4 *)(kinf + (j % (2 * NS)) * 8); };
+    auto info = [&](int j) { ti = *(const int4 *)(kinf + (j % (2 * NS)) * KIS); };
     // does tile j exist (LIST: waits for its "full" arrive, the sentinel has 0 granules)
     auto has = [&](int j) -> bool {
         if (!LIST) return j < nkt;
@@ -510,7 +520,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
         }
         int win = sp.window;
         if (ti.z > rf || (win && ti.y <= rf + 15 - win)) { // warp-uniform
-            const int *ki = kinf + (j % (2 * NS)) * 8;
+            const int *ki = kinf + (j % (2 * NS)) * KIS;
             // column c = 8 n + 2 tq + (e & 1) is key (c & (G - 1)) of granule c >> gsh = n >> (gsh - 3)
             int gs3 = sp.gsh - 3, gm = (1 << sp.gsh) - 1;
 #pragma unroll
@@ -744,7 +754,7 @@ void wg_tune_from_env(void) {
     if (e && sscanf(e, "%d,%d,%d", &f, &d, &q) == 3) wg_tune_fwd = f, wg_tune_dkdv = d, wg_tune_dq = q;
 }
 
-// MSLAB_FWD3_TRACE=1 (a timing aid, D 128 only): forward launches run the TR variant and print
+// MSLAB_FWD3_TRACE=1 (a timing aid; dense D 128, the list path at D 64 / 128): forward launches run the TR variant and print
 // one line each (fwd3_trace_report): SM busy share, per-tile time, the consumers' / producer's
 // wait shares; ncnt CTAs of FT3_REC words, the buffer zeroed (CTAs with no rows leave 0)
 static int fwd3_trace_on(void) {
@@ -967,26 +977,38 @@ static bool make_map_groups(CUtensorMap *m, const bf16 *x, int B, int T, int NH,
               CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
               CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
-// one launch of the list forward (the TR variant under MSLAB_FWD3_TRACE=1, D 128)
-template <int D, int NWG, int NS, int PWG, int X, bool VW>
+// one launch of the list forward (the TR variant under MSLAB_FWD3_TRACE=1)
+template <int D, int NWG, int BK, int NS, int PWG, int X, bool VW>
 static void sparse_launch(const Fwd3Maps &maps, Fwd3List sp, bf16 *out, float *lse, int T, int H,
-                          int KVH, dim3 grid, size_t smem) {
+                          int KVH, dim3 grid) {
+    constexpr int BQ = 64 * NWG;
+    size_t smem = 1024 + sizeof(bf16) * (size_t)(BQ * D + 2 * NS * BK * D) + 8 * (2 + 6 * NS) +
+                  4 * (2 * NS * (4 + BK / 16) + LIST_GBUF);
     float sl2 = WG_LOG2E / sqrtf((float)D);
-    if constexpr (D == 128) {
-        if (fwd3_trace_on()) {
-            sp.trace = fwd3_trace_buf((size_t)grid.x * grid.y);
-            fwd3_go<D, NWG, 64, NS, PWG, true, X, true, VW>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
-            fwd3_trace_report(VW ? "list X2 VW" : X == 2 ? "list X2" : "list", sp.trace,
-                              (size_t)grid.x * grid.y, grid.x, sp.nsub);
-            return;
-        }
+    if (fwd3_trace_on()) {
+        sp.trace = fwd3_trace_buf((size_t)grid.x * grid.y);
+        fwd3_go<D, NWG, BK, NS, PWG, true, X, true, VW>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
+        fwd3_trace_report(VW ? "list X2 VW" : X == 2 ? "list X2" : "list", sp.trace,
+                          (size_t)grid.x * grid.y, grid.x, sp.nsub);
+        return;
     }
-    fwd3_go<D, NWG, 64, NS, PWG, true, X, false, VW>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
+    fwd3_go<D, NWG, BK, NS, PWG, true, X, false, VW>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
+}
+// MSLAB_SWF_D64=n (a timing switch while D 64 is compared): 0 main's D 64 list path (planar X 0,
+// lane 0 issues), 1 X 2 (lanes issue; VW with a producer warpgroup), 2 / 3: 1 with 128-key tiles
+// and 4 / 3 ring slots (192-row CTAs only)
+static int swf_d64(void) {
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("MSLAB_SWF_D64");
+        v = e ? atoi(e) : 1;
+    }
+    return v;
 }
 template <int D, int NWG, int NS, int PWG>
 static int sparse_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
                       const AttnIndex *ix, int B, int T, int H, int KVH) {
-    constexpr int BQ = 64 * NWG, BK = 64;
+    constexpr int BQ = 64 * NWG;
     Fwd3List sp;
     memset(&sp, 0, sizeof sp);
     sp.idx = ix->idx, sp.qblock = ix->qblock, sp.nblk = ix->nblk, sp.region = ix->region;
@@ -1001,22 +1023,39 @@ static int sparse_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const
     if (!make_map(&maps.q, q, B, T, H, D, BQ) || !make_map(&maps.k, k, B, T, KVH, D, sp.G) ||
         !make_map(&maps.v, v, B, T, KVH, D, sp.G))
         return -1;
-    // X = 2 (D = 128, 16-key granules, T % 8 == 0: rows in 8-row groups across the batch): x as
-    // (64, 8 rows, 2 planes, B T / 8 groups, NH), box (64, 8, 2, G / 8, 1); else (or no maps) X 0
-    bool x2 = D == 128 && sp.G == 16 && T % 8 == 0 &&
-              make_map_groups(&maps.ki, k, B, T, KVH, sp.G / 8) &&
-              make_map_groups(&maps.vi, v, B, T, KVH, sp.G / 8);
-    size_t smem = 1024 + sizeof(bf16) * (size_t)(BQ * D + 2 * NS * BK * D) + 8 * (2 + 6 * NS) +
-                  4 * (2 * NS * 8 + LIST_GBUF);
     dim3 grid((unsigned)ntile, B * H);
-    if constexpr (D == 128) {
+    if (getenv("MSLAB_SWF_BREAK")) sp.brk = 16;
+    if constexpr (D == 64) {
+        // X = 2 at D 64 (16-key granules): the planar box of a granule is already one box (one
+        // plane), so only the producer differs: lanes issue, VW, BW
+        int mode = swf_d64();
+        if (sp.G == 16 && mode > 0) {
+            if constexpr (PWG == 1) {
+                if (mode == 2) {
+                    sparse_launch<D, NWG, 128, 4, PWG, 2, true>(maps, sp, out, lse, T, H, KVH, grid);
+                    return 0;
+                }
+                if (mode == 3) {
+                    sparse_launch<D, NWG, 128, 3, PWG, 2, true>(maps, sp, out, lse, T, H, KVH, grid);
+                    return 0;
+                }
+            }
+            sparse_launch<D, NWG, 64, NS, PWG, 2, PWG == 1>(maps, sp, out, lse, T, H, KVH, grid);
+            return 0;
+        }
+    } else {
+        // X = 2 (D = 128, 16-key granules, T % 8 == 0: rows in 8-row groups across the batch): x
+        // as (64, 8 rows, 2 planes, B T / 8 groups, NH), box (64, 8, 2, G / 8, 1); else (or no
+        // maps) X 0
+        bool x2 = sp.G == 16 && T % 8 == 0 && make_map_groups(&maps.ki, k, B, T, KVH, sp.G / 8) &&
+                  make_map_groups(&maps.vi, v, B, T, KVH, sp.G / 8);
         if (x2) {
             // a producer warpgroup: the V copies by its second warp (VW)
-            sparse_launch<D, NWG, NS, PWG, 2, PWG == 1>(maps, sp, out, lse, T, H, KVH, grid, smem);
+            sparse_launch<D, NWG, 64, NS, PWG, 2, PWG == 1>(maps, sp, out, lse, T, H, KVH, grid);
             return 0;
         }
     }
-    sparse_launch<D, NWG, NS, PWG, 0, false>(maps, sp, out, lse, T, H, KVH, grid, smem);
+    sparse_launch<D, NWG, 64, NS, PWG, 0, false>(maps, sp, out, lse, T, H, KVH, grid);
     return 0;
 }
 template <int D, int NWG>
