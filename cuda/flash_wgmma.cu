@@ -208,7 +208,7 @@ __device__ __forceinline__ void tma_load_5d(void *dst, const void *tmap, uint64_
 #define LIST_PAD 0x3fffffff // position of a padding key: after every row
 #define LIST_GBUF 2056      // granule buffer: 32 slots x 64 granules + a partial tile
 
-template <int D, int NWG, int BK, int NS, int PWG, bool LIST, int X, bool TR, bool VW>
+template <int D, int NWG, int BK, int NS, int PWG, bool LIST, int X, bool TR, bool VW, int OPT>
 __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3List &sp, bf16 *out,
                                              float *lse, int T, int H, int KVH, float sl2) {
     constexpr int BQ = 64 * NWG, DN = D / 8, NN = BK / 8, NP = D / 64;
@@ -216,6 +216,10 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
     // walker emits full tiles in batches of 32 / GT (BW); KIS: ints per tile info entry
     constexpr int GT = BK / 16, KIS = 4 + BK / 16;
     constexpr bool LI = LIST && X == 2, BW = LI && VW;
+    // OPT 1 (SO): S_j's softmax under P_{j-1} V_{j-1}: V_j's wait moves from before P_j V_j's
+    // issue to after S_j's softmax, where its wait loop ends the basic block (ptxas otherwise
+    // moves wait_group 0 above the softmax); the same arithmetic
+    constexpr bool SO = OPT & 1;
     static_assert(!VW || (LIST && PWG && X == 2), "VW: the list source, grouped tiles, a producer warpgroup");
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     bf16 *Qs = (bf16 *)smem_base1k(smem_raw), *Ks = Qs + BQ * D, *Vs = Ks + NS * BK * D;
@@ -589,6 +593,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             mask(s, 0);
             wg_softmax<NN>(s, m, l, alpha, sl2);
             wg_pack<NN>(s, pk);
+            if (SO) twait(vfull, 0, tw_v);
         }
         for (j = 1; has(j); j++) {
             int sl = j % NS, u = j / NS, sp_ = (j - 1) % NS, up = (j - 1) / NS;
@@ -600,7 +605,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             for (int kk = 0; kk < D / 16; kk++)
                 wg_ss<BK>(s, qdesc(kk), kdesc(Kt, kk), kk);
             wg_commit();
-            twait(vfull + sp_, up & 1, tw_v);
+            if (!SO) twait(vfull + sp_, up & 1, tw_v);
             wg_fence(); // after the wait loop (else ptxas injects it: C7519)
 #pragma unroll
             for (int kk = 0; kk < BK / 16; kk++) {
@@ -613,6 +618,12 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             if (lane == 0) mbar_arrive(kempty + sl);
             mask(s, j);
             wg_softmax<NN>(s, m, l, alpha, sl2);
+            if (SO) { // the softmax's results pinned, then V_j's wait loop (a basic block end)
+                wg_keep<BK>(s);
+                asm volatile("" : "+f"(m[0]), "+f"(m[1]), "+f"(l[0]), "+f"(l[1]), "+f"(alpha[0]),
+                             "+f"(alpha[1])::"memory");
+                twait(vfull + sl, u & 1, tw_v);
+            }
             wg_wait<0>();
             wg_keep<D>(o);
             if (lane == 0) mbar_arrive(vempty + sp_);
@@ -631,7 +642,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
         {
             int sp_ = (j - 1) % NS, up = (j - 1) / NS;
             const bf16 *Vp = Vs + sp_ * BK * D;
-            twait(vfull + sp_, up & 1, tw_v);
+            if (!SO) twait(vfull + sp_, up & 1, tw_v);
             wg_fence();
 #pragma unroll
             for (int kk = 0; kk < BK / 16; kk++) {
@@ -682,11 +693,11 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
 // LIST: the block-sparse forward (key tiles from an index list, Fwd3List)
 // X (LIST): 0 planar tiles, 2 grouped tiles (8-row groups x both planes, a copy per granule)
 template <int D, int NWG, int BK, int NS, int PWG, bool LIST = false, int X = 0, bool TR = false,
-          bool VW = false>
+          bool VW = false, int OPT = 0>
 __global__ void __launch_bounds__(128 * NWG + (PWG ? 128 : 32), 1)
     fwd3_kernel(const __grid_constant__ Fwd3Maps maps, const Fwd3List sp, bf16 *out, float *lse,
                 int T, int H, int KVH, float sl2) {
-    fwd3_wg_body<D, NWG, BK, NS, PWG, LIST, X, TR, VW>(maps, sp, out, lse, T, H, KVH, sl2);
+    fwd3_wg_body<D, NWG, BK, NS, PWG, LIST, X, TR, VW, OPT>(maps, sp, out, lse, T, H, KVH, sl2);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -809,18 +820,18 @@ static void fwd3_trace_report(const char *what, unsigned long long *d, size_t nc
 }
 
 // one launch of a fwd3 variant (the shared-memory opt-in once per variant)
-template <int D, int NWG, int BK, int NS, int PWG, bool LIST, int X, bool TR, bool VW>
+template <int D, int NWG, int BK, int NS, int PWG, bool LIST, int X, bool TR, bool VW, int OPT = 0>
 static void fwd3_go(dim3 grid, size_t smem, const Fwd3Maps &maps, const Fwd3List &sp, bf16 *out,
                     float *lse, int T, int H, int KVH, float sl2) {
     static bool init = false;
-    auto kern = fwd3_kernel<D, NWG, BK, NS, PWG, LIST, X, TR, VW>;
+    auto kern = fwd3_kernel<D, NWG, BK, NS, PWG, LIST, X, TR, VW, OPT>;
     if (!init) smem_optin(kern, smem), init = true;
     kern<<<grid, 128 * NWG + (PWG ? 128 : 32), smem>>>(maps, sp, out, lse, T, H, KVH, sl2);
     cudaLaunchCheck();
 }
 // false: the maps could not be made (no driver entry point): flash_wgmma_fwd returns -1 and the
 // caller (attn_mode.cu) runs flash_bf16_fwd
-template <int D, int NWG, int BK, int NS, int PWG = 0>
+template <int D, int NWG, int BK, int NS, int PWG = 0, int OPT = 0>
 static bool fwd3_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B,
                      int T, int H, int KVH) {
     constexpr int BQ = 64 * NWG;
@@ -841,7 +852,7 @@ static bool fwd3_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const 
             return true;
         }
     }
-    fwd3_go<D, NWG, BK, NS, PWG, false, 0, false, false>(grid, smem, maps, none, out, lse, T, H, KVH, sl2);
+    fwd3_go<D, NWG, BK, NS, PWG, false, 0, false, false, OPT>(grid, smem, maps, none, out, lse, T, H, KVH, sl2);
     return true;
 }
 extern "C" int flash_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k,
@@ -857,6 +868,7 @@ extern "C" int flash_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, con
         case 13: ok = fwd3_run<64, 3, 128, 3, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
         case 14: ok = fwd3_run<64, 2, 128, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
         case 15: ok = fwd3_run<64, 3, 128, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
+        case 16: ok = fwd3_run<64, 3, 128, 3, 1, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
         default: ok = fwd3_run<64, 3, 64, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
         }
     } else {
@@ -978,7 +990,7 @@ static bool make_map_groups(CUtensorMap *m, const bf16 *x, int B, int T, int NH,
               CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 // one launch of the list forward (the TR variant under MSLAB_FWD3_TRACE=1)
-template <int D, int NWG, int BK, int NS, int PWG, int X, bool VW>
+template <int D, int NWG, int BK, int NS, int PWG, int X, bool VW, int OPT = 0>
 static void sparse_launch(const Fwd3Maps &maps, Fwd3List sp, bf16 *out, float *lse, int T, int H,
                           int KVH, dim3 grid) {
     constexpr int BQ = 64 * NWG;
@@ -987,16 +999,16 @@ static void sparse_launch(const Fwd3Maps &maps, Fwd3List sp, bf16 *out, float *l
     float sl2 = WG_LOG2E / sqrtf((float)D);
     if (fwd3_trace_on()) {
         sp.trace = fwd3_trace_buf((size_t)grid.x * grid.y);
-        fwd3_go<D, NWG, BK, NS, PWG, true, X, true, VW>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
+        fwd3_go<D, NWG, BK, NS, PWG, true, X, true, VW, OPT>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
         fwd3_trace_report(VW ? "list X2 VW" : X == 2 ? "list X2" : "list", sp.trace,
                           (size_t)grid.x * grid.y, grid.x, sp.nsub);
         return;
     }
-    fwd3_go<D, NWG, BK, NS, PWG, true, X, false, VW>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
+    fwd3_go<D, NWG, BK, NS, PWG, true, X, false, VW, OPT>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
 }
 // MSLAB_SWF_D64=n (a timing switch while D 64 is compared): 0 main's D 64 list path (planar X 0,
 // lane 0 issues), 1 X 2 (lanes issue; VW with a producer warpgroup), 2 / 3: 1 with 128-key tiles
-// and 4 / 3 ring slots (192-row CTAs only)
+// and 4 / 3 ring slots (192-row CTAs only), 4 / 5: 2 / 1 with the softmax under P V (OPT 1)
 static int swf_d64(void) {
     static int v = -1;
     if (v < 0) {
@@ -1037,6 +1049,14 @@ static int sparse_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const
                 }
                 if (mode == 3) {
                     sparse_launch<D, NWG, 128, 3, PWG, 2, true>(maps, sp, out, lse, T, H, KVH, grid);
+                    return 0;
+                }
+                if (mode == 4) {
+                    sparse_launch<D, NWG, 128, 4, PWG, 2, true, 1>(maps, sp, out, lse, T, H, KVH, grid);
+                    return 0;
+                }
+                if (mode == 5) {
+                    sparse_launch<D, NWG, 64, 4, PWG, 2, true, 1>(maps, sp, out, lse, T, H, KVH, grid);
                     return 0;
                 }
             }
