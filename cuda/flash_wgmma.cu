@@ -104,14 +104,27 @@ __device__ __forceinline__ void dense_mask(float (*s)[4], int k0, int BKc, int w
 // the previous P V product has retired, as FA3 does: a pack while an RS wgmma is in flight lets
 // ptxas give the new fragments the registers the wgmma still reads, and it then serialises the
 // wgmma pipeline (C7513).
-template <int NN>
+// TREE: the row max as a tree (depth log2 2 NN, was a chain of NN): max is exact and fmaxf drops
+// NaNs in any order, so the same value (the -inf seed last: a row of NaNs still gives -inf)
+template <int NN, bool TREE = false>
 __device__ __forceinline__ void wg_softmax(float (*s)[4], float *m, float *l, float *alpha,
                                            float sl2) {
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         float mx = -INFINITY;
+        if constexpr (TREE) {
+            float t[NN];
 #pragma unroll
-        for (int n = 0; n < NN; n++) mx = fmaxf(mx, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
+            for (int n = 0; n < NN; n++) t[n] = fmaxf(s[n][2 * r], s[n][2 * r + 1]);
+#pragma unroll
+            for (int w = 1; w < NN; w <<= 1)
+#pragma unroll
+                for (int n = 0; n + w < NN; n += 2 * w) t[n] = fmaxf(t[n], t[n + w]);
+            mx = fmaxf(t[0], mx);
+        } else {
+#pragma unroll
+            for (int n = 0; n < NN; n++) mx = fmaxf(mx, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
+        }
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         float mnew = fmaxf(m[r], mx * sl2);
@@ -220,6 +233,8 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
     // issue to after S_j's softmax, where its wait loop ends the basic block (ptxas otherwise
     // moves wait_group 0 above the softmax); the same arithmetic
     constexpr bool SO = OPT & 1;
+    // OPT 2 (TM): the row max as a tree (wg_softmax TREE; the same value)
+    constexpr bool TM = OPT & 2;
     static_assert(!VW || (LIST && PWG && X == 2), "VW: the list source, grouped tiles, a producer warpgroup");
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     bf16 *Qs = (bf16 *)smem_base1k(smem_raw), *Ks = Qs + BQ * D, *Vs = Ks + NS * BK * D;
@@ -578,10 +593,20 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             if (lane == 0) mbar_arrive(vempty + sl);
         }
     } else if (has(0)) {
+        float s[NN][4];
+        // S_jn = Q K_jn^T (dense: after K_jn's wait; LIST: has(jn) waited)
+        auto issue_s = [&](int jn) {
+            int sl = jn % NS;
+            if (!LIST) twait(kfull + sl, (jn / NS) & 1, tw_k);
+            wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++)
+                wg_ss<BK>(s, qdesc(kk), kdesc(Ks + sl * BK * D, kk), kk);
+            wg_commit();
+        };
         {
             twait(kfull, 0, tw_k);
             if (TR) tc1 = clock64(), tw_k = 0;
-            float s[NN][4];
             wg_fence();
 #pragma unroll
             for (int kk = 0; kk < D / 16; kk++)
@@ -591,20 +616,14 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             wg_keep<BK>(s);
             if (lane == 0) mbar_arrive(kempty);
             mask(s, 0);
-            wg_softmax<NN>(s, m, l, alpha, sl2);
+            wg_softmax<NN, TM>(s, m, l, alpha, sl2);
             wg_pack<NN>(s, pk);
             if (SO) twait(vfull, 0, tw_v);
         }
         for (j = 1; has(j); j++) {
             int sl = j % NS, u = j / NS, sp_ = (j - 1) % NS, up = (j - 1) / NS;
-            const bf16 *Kt = Ks + sl * BK * D, *Vp = Vs + sp_ * BK * D;
-            float s[NN][4];
-            if (!LIST) twait(kfull + sl, u & 1, tw_k); // (LIST: has(j) waited)
-            wg_fence();
-#pragma unroll
-            for (int kk = 0; kk < D / 16; kk++)
-                wg_ss<BK>(s, qdesc(kk), kdesc(Kt, kk), kk);
-            wg_commit();
+            const bf16 *Vp = Vs + sp_ * BK * D;
+            issue_s(j);
             if (!SO) twait(vfull + sp_, up & 1, tw_v);
             wg_fence(); // after the wait loop (else ptxas injects it: C7519)
 #pragma unroll
@@ -617,7 +636,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             wg_keep<BK>(s);
             if (lane == 0) mbar_arrive(kempty + sl);
             mask(s, j);
-            wg_softmax<NN>(s, m, l, alpha, sl2);
+            wg_softmax<NN, TM>(s, m, l, alpha, sl2);
             if (SO) { // the softmax's results pinned, then V_j's wait loop (a basic block end)
                 wg_keep<BK>(s);
                 asm volatile("" : "+f"(m[0]), "+f"(m[1]), "+f"(l[0]), "+f"(l[1]), "+f"(alpha[0]),
@@ -869,6 +888,7 @@ extern "C" int flash_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, con
         case 14: ok = fwd3_run<64, 2, 128, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
         case 15: ok = fwd3_run<64, 3, 128, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
         case 16: ok = fwd3_run<64, 3, 128, 3, 1, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
+        case 17: ok = fwd3_run<64, 3, 128, 3, 1, 3>(o, lse, qq, kk, vv, B, T, H, KVH); break;
         default: ok = fwd3_run<64, 3, 64, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
         }
     } else {
@@ -1008,7 +1028,8 @@ static void sparse_launch(const Fwd3Maps &maps, Fwd3List sp, bf16 *out, float *l
 }
 // MSLAB_SWF_D64=n (a timing switch while D 64 is compared): 0 main's D 64 list path (planar X 0,
 // lane 0 issues), 1 X 2 (lanes issue; VW with a producer warpgroup), 2 / 3: 1 with 128-key tiles
-// and 4 / 3 ring slots (192-row CTAs only), 4 / 5: 2 / 1 with the softmax under P V (OPT 1)
+// and 4 / 3 ring slots (192-row CTAs only), 4 / 5: 2 / 1 with the softmax under P V (OPT 1),
+// 6: 4 + the tree max (OPT 3), 7: 6 with 5 slots
 static int swf_d64(void) {
     static int v = -1;
     if (v < 0) {
@@ -1057,6 +1078,14 @@ static int sparse_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const
                 }
                 if (mode == 5) {
                     sparse_launch<D, NWG, 64, 4, PWG, 2, true, 1>(maps, sp, out, lse, T, H, KVH, grid);
+                    return 0;
+                }
+                if (mode == 6) {
+                    sparse_launch<D, NWG, 128, 4, PWG, 2, true, 3>(maps, sp, out, lse, T, H, KVH, grid);
+                    return 0;
+                }
+                if (mode == 7) {
+                    sparse_launch<D, NWG, 128, 5, PWG, 2, true, 3>(maps, sp, out, lse, T, H, KVH, grid);
                     return 0;
                 }
             }
