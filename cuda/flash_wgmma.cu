@@ -233,8 +233,11 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
     // issue to after S_j's softmax, where its wait loop ends the basic block (ptxas otherwise
     // moves wait_group 0 above the softmax); the same arithmetic
     constexpr bool SO = OPT & 1;
-    // OPT 2 (TM): the row max as a tree (wg_softmax TREE; the same value)
-    constexpr bool TM = OPT & 2;
+    // OPT 2 (TM): the row max as a tree (wg_softmax TREE; the same value); OPT 8 (SB, FA3's
+    // scheduler barrier): the consumer warpgroups issue their products in turn (named barrier
+    // 1 + w: warpgroup w waits for its turn, issues S_j and P_{j-1} V_{j-1}, passes the turn on),
+    // so one's softmax runs while the next one's products do
+    constexpr bool TM = OPT & 2, SB = (OPT & 8) && NWG >= 2;
     static_assert(!VW || (LIST && PWG && X == 2), "VW: the list source, grouped tiles, a producer warpgroup");
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     bf16 *Qs = (bf16 *)smem_base1k(smem_raw), *Ks = Qs + BQ * D, *Vs = Ks + NS * BK * D;
@@ -581,6 +584,14 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, alpha[2];
     uint32_t pk[NN][2];
 
+    auto sb_sync = [&]() {
+        if constexpr (SB) asm volatile("bar.sync %0, 256;\n" ::"r"(1 + wgu) : "memory");
+    };
+    auto sb_arrive = [&]() {
+        if constexpr (SB) asm volatile("bar.arrive %0, 256;\n" ::"r"(1 + (wgu + 1) % NWG) : "memory");
+    };
+    if (SB && wgu == NWG - 1) asm volatile("bar.arrive 1, 256;\n" ::: "memory"); // warpgroup 0 first
+
     mbar_wait(qfull, 0);
     long long tc1 = 0; // TR: tile 0 landed
     int j = 0;
@@ -588,6 +599,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
                              // protocol, so the other warpgroups have the tensor cores alone
         for (; has(j); j++) { // (has(j) waited on tile j's "full" K)
             int sl = j % NS, par = (j / NS) & 1;
+            sb_sync(), sb_arrive(); // SB: its turn, passed on
             if (lane == 0) mbar_arrive(kempty + sl);
             mbar_wait(vfull + sl, par);
             if (lane == 0) mbar_arrive(vempty + sl);
@@ -607,11 +619,13 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
         {
             twait(kfull, 0, tw_k);
             if (TR) tc1 = clock64(), tw_k = 0;
+            sb_sync();
             wg_fence();
 #pragma unroll
             for (int kk = 0; kk < D / 16; kk++)
                 wg_ss<BK>(s, qdesc(kk), kdesc(Ks, kk), kk);
             wg_commit();
+            sb_arrive();
             wg_wait<0>();
             wg_keep<BK>(s);
             if (lane == 0) mbar_arrive(kempty);
@@ -623,6 +637,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
         for (j = 1; has(j); j++) {
             int sl = j % NS, u = j / NS, sp_ = (j - 1) % NS, up = (j - 1) / NS;
             const bf16 *Vp = Vs + sp_ * BK * D;
+            sb_sync();
             issue_s(j);
             if (!SO) twait(vfull + sp_, up & 1, tw_v);
             wg_fence(); // after the wait loop (else ptxas injects it: C7519)
@@ -632,6 +647,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
                 wg_rs<D>(o, a, vdesc(Vp, kk), 1);
             }
             wg_commit();
+            sb_arrive();
             wg_wait<1>();
             wg_keep<BK>(s);
             if (lane == 0) mbar_arrive(kempty + sl);
@@ -889,6 +905,7 @@ extern "C" int flash_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, con
         case 15: ok = fwd3_run<64, 3, 128, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
         case 16: ok = fwd3_run<64, 3, 128, 3, 1, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
         case 17: ok = fwd3_run<64, 3, 128, 3, 1, 3>(o, lse, qq, kk, vv, B, T, H, KVH); break;
+        case 18: ok = fwd3_run<64, 3, 128, 3, 1, 11>(o, lse, qq, kk, vv, B, T, H, KVH); break;
         default: ok = fwd3_run<64, 3, 64, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
         }
     } else {
@@ -1029,7 +1046,7 @@ static void sparse_launch(const Fwd3Maps &maps, Fwd3List sp, bf16 *out, float *l
 // MSLAB_SWF_D64=n (a timing switch while D 64 is compared): 0 main's D 64 list path (planar X 0,
 // lane 0 issues), 1 X 2 (lanes issue; VW with a producer warpgroup), 2 / 3: 1 with 128-key tiles
 // and 4 / 3 ring slots (192-row CTAs only), 4 / 5: 2 / 1 with the softmax under P V (OPT 1),
-// 6: 4 + the tree max (OPT 3), 7: 6 with 5 slots
+// 6: 4 + the tree max (OPT 3), 7: 6 with 5 slots, 8: 6 + the scheduler barrier (OPT 11)
 static int swf_d64(void) {
     static int v = -1;
     if (v < 0) {
@@ -1086,6 +1103,10 @@ static int sparse_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const
                 }
                 if (mode == 7) {
                     sparse_launch<D, NWG, 128, 5, PWG, 2, true, 3>(maps, sp, out, lse, T, H, KVH, grid);
+                    return 0;
+                }
+                if (mode == 8) {
+                    sparse_launch<D, NWG, 128, 4, PWG, 2, true, 11>(maps, sp, out, lse, T, H, KVH, grid);
                     return 0;
                 }
             }
