@@ -198,7 +198,6 @@ struct Fwd3List {
     const int *idx;
     int qblock, nblk, region, width, window, nsub, G, gsh; // gsh = log2 G
     unsigned long long *trace; // TR: FT3_REC words per CTA (fwd3_trace_report)
-    int brk; // TEMP (r2): MSLAB_SWF_BREAK=1 loads the wrong granule at D 64 X 2 (the rows must fail)
 };
 // TR (MSLAB_FWD3_TRACE=1): per CTA, thread 0 / the producer's lane 0 record FT3_REC words:
 // globaltimer at start / end, then clock64 cycles: startup (to tile 0 landed), loop, epilogue,
@@ -310,7 +309,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
         // parameter offset (r1: picked at run time, the producer ran the ms forward ~2x slower)
         auto gcopy = [&](bf16 *dst, int g0, uint64_t *fb, int kv) {
             if constexpr (D == 64)
-                tma_load_4d(dst, kv ? &maps.v : &maps.k, fb, 0, kvh, g0 + sp.brk, b);
+                tma_load_4d(dst, kv ? &maps.v : &maps.k, fb, 0, kvh, g0, b);
             else
                 tma_load_5d(dst, kv ? &maps.vi : &maps.ki, fb, 0, 0, 0, (b * T + g0) >> 3, kvh);
         };
@@ -786,7 +785,7 @@ __global__ void __launch_bounds__(128 * NWG + (PWG ? 128 : 32), 1)
 // s7 r2 (the same rows): forward 13 0.500 ms, 15 0.507; dK/dV 7 1.225, 10 1.502 (4 CTAs per SM:
 //   the spills and L2 traffic cost more than the warps win); dQ 3 0.895: defaults 13 / 7 / 3, fwd+bwd
 //   2.563 ms (was 3.149: 280 TFLOP/s at 3.5x the forward's FLOPs, was 229)
-#define WG64_FWD 13
+#define WG64_FWD 16
 int wg_tune_fwd = 9, wg_tune_dkdv = 9, wg_tune_dq = 9;
 static int tune_env_read = 0;
 extern "C" void flash_wgmma_tune(int fwd, int dkdv, int dq) {
@@ -903,13 +902,17 @@ extern "C" int flash_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, con
         case 13: ok = fwd3_run<64, 3, 128, 3, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
         case 14: ok = fwd3_run<64, 2, 128, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
         case 15: ok = fwd3_run<64, 3, 128, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
-        case 16: ok = fwd3_run<64, 3, 128, 3, 1, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
-        case 17: ok = fwd3_run<64, 3, 128, 3, 1, 3>(o, lse, qq, kk, vv, B, T, H, KVH); break;
+        case 16: ok = fwd3_run<64, 3, 128, 3, 1, 9>(o, lse, qq, kk, vv, B, T, H, KVH); break;
         case 18: ok = fwd3_run<64, 3, 128, 3, 1, 11>(o, lse, qq, kk, vv, B, T, H, KVH); break;
         default: ok = fwd3_run<64, 3, 64, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
         }
-    } else {
-        ok = fwd3_run<128, 3, 64, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH);
+    } else { // TEMP (r5): 19 / 20 / 21: OPT 9 / 8 / 1
+        switch (wg_tune_fwd) {
+        case 19: ok = fwd3_run<128, 3, 64, 4, 1, 9>(o, lse, qq, kk, vv, B, T, H, KVH); break;
+        case 20: ok = fwd3_run<128, 3, 64, 4, 1, 8>(o, lse, qq, kk, vv, B, T, H, KVH); break;
+        case 21: ok = fwd3_run<128, 3, 64, 4, 1, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
+        default: ok = fwd3_run<128, 3, 64, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
+        }
     }
     return ok ? 0 : -1;
 }
@@ -1043,17 +1046,11 @@ static void sparse_launch(const Fwd3Maps &maps, Fwd3List sp, bf16 *out, float *l
     }
     fwd3_go<D, NWG, BK, NS, PWG, true, X, false, VW, OPT>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
 }
-// MSLAB_SWF_D64=n (a timing switch while D 64 is compared): 0 main's D 64 list path (planar X 0,
-// lane 0 issues), 1 X 2 (lanes issue; VW with a producer warpgroup), 2 / 3: 1 with 128-key tiles
-// and 4 / 3 ring slots (192-row CTAs only), 4 / 5: 2 / 1 with the softmax under P V (OPT 1),
-// 6: 4 + the tree max (OPT 3), 7: 6 with 5 slots, 8: 6 + the scheduler barrier (OPT 11)
-static int swf_d64(void) {
-    static int v = -1;
-    if (v < 0) {
-        const char *e = getenv("MSLAB_SWF_D64");
-        v = e ? atoi(e) : 1;
-    }
-    return v;
+// MSLAB_SWF_D64=0: the s13 D 64 list path (planar copies issued by lane 0, 64-key tiles; A/B)
+// TEMP (r5): MSLAB_SWF_OPT=n: the 192-row X 2 kernel's OPT (D 64: 9 or 11; D 128: 0, 1, 8, 9)
+static int swf_env(const char *name, int def) {
+    const char *e = getenv(name);
+    return e ? atoi(e) : def;
 }
 template <int D, int NWG, int NS, int PWG>
 static int sparse_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
@@ -1074,43 +1071,21 @@ static int sparse_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const
         !make_map(&maps.v, v, B, T, KVH, D, sp.G))
         return -1;
     dim3 grid((unsigned)ntile, B * H);
-    if (getenv("MSLAB_SWF_BREAK")) sp.brk = 16;
+    static int old64 = -1, opt = -1;
+    if (old64 < 0) old64 = swf_env("MSLAB_SWF_D64", 1) == 0, opt = swf_env("MSLAB_SWF_OPT", -1);
     if constexpr (D == 64) {
         // X = 2 at D 64 (16-key granules): the planar box of a granule is already one box (one
-        // plane), so only the producer differs: lanes issue, VW, BW
-        int mode = swf_d64();
-        if (sp.G == 16 && mode > 0) {
+        // plane), so only the producer differs: lanes issue, VW, BW; 192-row CTAs: 128-key tiles,
+        // the softmax under P V, the scheduler barrier (OPT 9)
+        if (sp.G == 16 && !old64) {
             if constexpr (PWG == 1) {
-                if (mode == 2) {
-                    sparse_launch<D, NWG, 128, 4, PWG, 2, true>(maps, sp, out, lse, T, H, KVH, grid);
-                    return 0;
-                }
-                if (mode == 3) {
-                    sparse_launch<D, NWG, 128, 3, PWG, 2, true>(maps, sp, out, lse, T, H, KVH, grid);
-                    return 0;
-                }
-                if (mode == 4) {
-                    sparse_launch<D, NWG, 128, 4, PWG, 2, true, 1>(maps, sp, out, lse, T, H, KVH, grid);
-                    return 0;
-                }
-                if (mode == 5) {
-                    sparse_launch<D, NWG, 64, 4, PWG, 2, true, 1>(maps, sp, out, lse, T, H, KVH, grid);
-                    return 0;
-                }
-                if (mode == 6) {
-                    sparse_launch<D, NWG, 128, 4, PWG, 2, true, 3>(maps, sp, out, lse, T, H, KVH, grid);
-                    return 0;
-                }
-                if (mode == 7) {
-                    sparse_launch<D, NWG, 128, 5, PWG, 2, true, 3>(maps, sp, out, lse, T, H, KVH, grid);
-                    return 0;
-                }
-                if (mode == 8) {
+                if (opt == 11)
                     sparse_launch<D, NWG, 128, 4, PWG, 2, true, 11>(maps, sp, out, lse, T, H, KVH, grid);
-                    return 0;
-                }
+                else
+                    sparse_launch<D, NWG, 128, 4, PWG, 2, true, 9>(maps, sp, out, lse, T, H, KVH, grid);
+                return 0;
             }
-            sparse_launch<D, NWG, 64, NS, PWG, 2, PWG == 1>(maps, sp, out, lse, T, H, KVH, grid);
+            sparse_launch<D, NWG, 64, NS, PWG, 2, false>(maps, sp, out, lse, T, H, KVH, grid);
             return 0;
         }
     } else {
@@ -1121,6 +1096,14 @@ static int sparse_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const
                   make_map_groups(&maps.vi, v, B, T, KVH, sp.G / 8);
         if (x2) {
             // a producer warpgroup: the V copies by its second warp (VW)
+            if constexpr (PWG == 1) {
+                switch (opt) {
+                case 1: sparse_launch<D, NWG, 64, NS, PWG, 2, true, 1>(maps, sp, out, lse, T, H, KVH, grid); return 0;
+                case 8: sparse_launch<D, NWG, 64, NS, PWG, 2, true, 8>(maps, sp, out, lse, T, H, KVH, grid); return 0;
+                case 9: sparse_launch<D, NWG, 64, NS, PWG, 2, true, 9>(maps, sp, out, lse, T, H, KVH, grid); return 0;
+                default: break;
+                }
+            }
             sparse_launch<D, NWG, 64, NS, PWG, 2, PWG == 1>(maps, sp, out, lse, T, H, KVH, grid);
             return 0;
         }
