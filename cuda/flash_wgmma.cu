@@ -43,6 +43,13 @@
 //   skipped where no row of a warp changed its max (D 128; alpha = 1: the same bits), and the
 //   producers' ring waits carry a suspend-time hint (they retried try_wait ~50-85 times a tile).
 //   Dense 32K (the tests' row): 14.34 -> 12.69-12.94 ms (613 -> 680-693 TFLOP/s), the same bits.
+//   D 64 (s14; the LM's heads: a 64 x 128 tile's exponentials take the MUFU as long as its two
+//   products take the tensor cores, 512 cycles each per warpgroup, so their overlap sets the
+//   pace): OPT 1 (SO) keeps S_j's softmax under P_{j-1} V_{j-1} (V_j's wait moved after the
+//   softmax: its wait loop ends the basic block, and wait_group 0 stays below the MUFUs in the
+//   SASS) and OPT 8 (SB, FA3's scheduler barrier) lets the consumer warpgroups issue their
+//   products in turn; the same bits (out / lse hashes equal). Dense D 64 (tiling 16 = 13 + both)
+//   and the D 64 list path with 128-key tiles use them (figures at the sparse host code).
 // Synchronisation: TMA writes and wgmma reads are both async proxy: the mbarriers order them.
 //
 // flash_wgmma_tune (not in the header; the tests' timing rows use it) picks the tiling per
@@ -171,7 +178,8 @@ template <int NN> __device__ __forceinline__ void wg_pack(const float (*s)[4], u
 //     end of the walk is a sentinel tile (0 granules: a plain arrive on "full"). Info entry j is
 //     rewritten for tile j + 2 NS, after the producer waited "kempty" of tile j + NS, which
 //     every consumer warp arrives after its softmax of tile j.
-//   X = 2 (s6; lists of 16-key granules, D 128, T % 8 == 0, the only layout there): K and V
+//   X = 2 (s6; lists of 16-key granules, D 128, T % 8 == 0, the only layout there; s14: D 64,
+//     where a granule's planar 16-row box is already one box, so only the producer is X 2's): K and V
 //     tiles as [8-row group][plane][8][64] (the wgmma descriptors step 8 rows by 2048 bytes, the
 //     second plane 1024 bytes on), so one 5-d box (ki / vi maps) lands a granule in both planes:
 //     4 + 4 copies a w 16 tile instead of 8 + 8, issued by lanes 0 .. 3 at once (lane 0 alone
@@ -773,7 +781,10 @@ __global__ void __launch_bounds__(128 * NWG + (PWG ? 128 : 32), 1)
 //     kernel (dK/dV 9 = that choice)
 // D = 64 (s7, H4; the 162M LM's heads; measured at its shape B 8, T 4096, H 12, the tests'
 // flash_wgmma_perf64 rows): forward 12 <3 warpgroups, 128 keys, 2 slots>, 13 <3, 128, 3>, 14 <2,
-// 128, 4>, 15 <3, 128, 4> (11 = <3, 64, 4>); dK/dV 6: 0 with lse / Di by cp.async, 7: 5 at 3 CTAs
+// 128, 4>, 15 <3, 128, 4> (11 = <3, 64, 4>), 16 (s14, the default): 13 with the softmax under P V
+// and the scheduler barrier (OPT 9; 32K H 12, the sparse tests' dense32 row: 3.020 -> 2.882 ms
+// with SO alone (r3), SO + SB 2.900 vs SO 2.943-2.951 (r4), the same bits); dK/dV 6: 0 with lse /
+// Di by cp.async, 7: 5 at 3 CTAs
 // per SM (168 registers), 8: 6 at 2 CTAs per SM (128 registers, spills), 10: 5 at 4 CTAs per SM
 // (128, spills); dQ 3: 0 at 2 CTAs per SM (128 registers), 4: 1 at 4 (D 128 runs 11 / 5 / 6 / 0 /
 // 1 for these). 9 (the default of all three): per D, WG64_* for D 64.
@@ -902,17 +913,12 @@ extern "C" int flash_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, con
         case 13: ok = fwd3_run<64, 3, 128, 3, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
         case 14: ok = fwd3_run<64, 2, 128, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
         case 15: ok = fwd3_run<64, 3, 128, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
-        case 16: ok = fwd3_run<64, 3, 128, 3, 1, 9>(o, lse, qq, kk, vv, B, T, H, KVH); break;
-        case 18: ok = fwd3_run<64, 3, 128, 3, 1, 11>(o, lse, qq, kk, vv, B, T, H, KVH); break;
+        case 16: ok = fwd3_run<64, 3, 128, 3, 1, 11>(o, lse, qq, kk, vv, B, T, H, KVH); break;
         default: ok = fwd3_run<64, 3, 64, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
         }
-    } else { // TEMP (r5): 19 / 20 / 21: OPT 9 / 8 / 1
-        switch (wg_tune_fwd) {
-        case 19: ok = fwd3_run<128, 3, 64, 4, 1, 9>(o, lse, qq, kk, vv, B, T, H, KVH); break;
-        case 20: ok = fwd3_run<128, 3, 64, 4, 1, 8>(o, lse, qq, kk, vv, B, T, H, KVH); break;
-        case 21: ok = fwd3_run<128, 3, 64, 4, 1, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
-        default: ok = fwd3_run<128, 3, 64, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
-        }
+    } else { // D 128: the softmax under P V (OPT 1); TEMP (r6) 20: without (s13)
+        if (wg_tune_fwd == 20) ok = fwd3_run<128, 3, 64, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH);
+        else ok = fwd3_run<128, 3, 64, 4, 1, 1>(o, lse, qq, kk, vv, B, T, H, KVH);
     }
     return ok ? 0 : -1;
 }
@@ -1017,6 +1023,28 @@ extern "C" int flash_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, con
 //   Trace (r8, 32K): 1936 consumer cycles a tile (dense 1847), but the walker now waits only
 //   0.6% of its time: it is the next limit (a per-block tile table built once per list, or the
 //   walk's chunk bookkeeping, would be the next step).
+// s14 (H200, B 1, T 32K, H = KVH = 12, D 64: the 162M LM's MS forward, ms paper lists by
+// select_bf16 on the benchmark's inputs: the tests' row with MSLAB_SWF_H=12 MSLAB_SWF_D=64
+// MSLAB_SWF_NORMAL=1; and the LM trace's sparse_fwd line, MSLAB_BF16_TRACE=4 MSLAB_LM_ROWS=1
+// mslab-gpu-bench --lm). Before: 1.925 ms (334 TFLOP/s), LM 2040 us a layer: D 64 had neither
+// the grouped producer nor the V warp (lane 0 issued every box), and the walker, busy 99% of its
+// time at D 128's pace, set it at D 64 where a tile's products take half as long.
+//   X 2 at D 64 (r2): a granule's planar 16-row box is already one box for the one plane, so the
+//   maps stay the planar ones (no T % 8 condition) and only the producer is X 2's (lanes issue,
+//   VW, BW): 1.925 -> 1.549 ms (the same bits), LM 2040 -> 1640 us; trace 1621 consumer cycles a
+//   64-key tile, the walker waiting 0.7% of its time.
+//   128-key tiles (192-row CTAs; GT = 8 granules a tile, the walker's batches of 4 tiles): 1.487
+//   ms (r2; 3 ring slots 1.526, 5 slots +2.5% in r4), the bits of a 128-key tile order.
+//   SO, the softmax under P V (OPT 1, r3): 1.477-1.486 -> 1.403-1.406 ms (the same bits; at
+//   64-key tiles 1.565 vs 1.545: no gain), LM 1497 us; SB, the scheduler barrier (OPT 8, r4):
+//   1.444-1.447 -> 1.412-1.413 ms (the same bits), LM 1518 us vs main 2059 in that (slower) round.
+//   Tried and removed: the row max as a tree (r4: 1.445-1.449 vs 1.444-1.447, the same bits;
+//   ~400 instructions a warp a tile either way: 64 each of FMNMX, FFMA, MUFU, FADD, 32 F2FP and
+//   32 FMUL, ~40 others; dense 381-398); S_{j+1} issued before O's rescale (FA3's order: ptxas
+//   serialised every wgmma, C7515, with the S issue conditional or not); the trace (TR) variant
+//   at D 64 is kept (MSLAB_FWD3_TRACE) but its own overhead hides changes of a few %.
+//   Left: the consumers at ~2900 cycles a 128-key tile against a MUFU / tensor bound of 1536
+//   each (dense D 64 ~2700); the LM's calls run ~7% slower than the tests' row (lists or clocks).
 // 5-d map of x [B, T, NH, D = 128] (T % 8 == 0) as (64, 8 rows, 2 planes, B T / 8 groups, NH),
 // box (64, 8, 2, groups, 1): [group][plane][8][64] (128-byte swizzle), the grouped tiles (X = 2)
 static bool make_map_groups(CUtensorMap *m, const bf16 *x, int B, int T, int NH, int groups) {
@@ -1047,10 +1075,13 @@ static void sparse_launch(const Fwd3Maps &maps, Fwd3List sp, bf16 *out, float *l
     fwd3_go<D, NWG, BK, NS, PWG, true, X, false, VW, OPT>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
 }
 // MSLAB_SWF_D64=0: the s13 D 64 list path (planar copies issued by lane 0, 64-key tiles; A/B)
-// TEMP (r5): MSLAB_SWF_OPT=n: the 192-row X 2 kernel's OPT (D 64: 9 or 11; D 128: 0, 1, 8, 9)
-static int swf_env(const char *name, int def) {
-    const char *e = getenv(name);
-    return e ? atoi(e) : def;
+static int swf_old64(void) {
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("MSLAB_SWF_D64");
+        v = e && atoi(e) == 0;
+    }
+    return v;
 }
 template <int D, int NWG, int NS, int PWG>
 static int sparse_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
@@ -1071,18 +1102,13 @@ static int sparse_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const
         !make_map(&maps.v, v, B, T, KVH, D, sp.G))
         return -1;
     dim3 grid((unsigned)ntile, B * H);
-    static int old64 = -1, opt = -1;
-    if (old64 < 0) old64 = swf_env("MSLAB_SWF_D64", 1) == 0, opt = swf_env("MSLAB_SWF_OPT", -1);
     if constexpr (D == 64) {
         // X = 2 at D 64 (16-key granules): the planar box of a granule is already one box (one
         // plane), so only the producer differs: lanes issue, VW, BW; 192-row CTAs: 128-key tiles,
-        // the softmax under P V, the scheduler barrier (OPT 9)
-        if (sp.G == 16 && !old64) {
+        // the softmax under P V, the tree max, the scheduler barrier (OPT 11)
+        if (sp.G == 16 && !swf_old64()) {
             if constexpr (PWG == 1) {
-                if (opt == 11)
-                    sparse_launch<D, NWG, 128, 4, PWG, 2, true, 11>(maps, sp, out, lse, T, H, KVH, grid);
-                else
-                    sparse_launch<D, NWG, 128, 4, PWG, 2, true, 9>(maps, sp, out, lse, T, H, KVH, grid);
+                sparse_launch<D, NWG, 128, 4, PWG, 2, true, 11>(maps, sp, out, lse, T, H, KVH, grid);
                 return 0;
             }
             sparse_launch<D, NWG, 64, NS, PWG, 2, false>(maps, sp, out, lse, T, H, KVH, grid);
@@ -1096,14 +1122,6 @@ static int sparse_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const
                   make_map_groups(&maps.vi, v, B, T, KVH, sp.G / 8);
         if (x2) {
             // a producer warpgroup: the V copies by its second warp (VW)
-            if constexpr (PWG == 1) {
-                switch (opt) {
-                case 1: sparse_launch<D, NWG, 64, NS, PWG, 2, true, 1>(maps, sp, out, lse, T, H, KVH, grid); return 0;
-                case 8: sparse_launch<D, NWG, 64, NS, PWG, 2, true, 8>(maps, sp, out, lse, T, H, KVH, grid); return 0;
-                case 9: sparse_launch<D, NWG, 64, NS, PWG, 2, true, 9>(maps, sp, out, lse, T, H, KVH, grid); return 0;
-                default: break;
-                }
-            }
             sparse_launch<D, NWG, 64, NS, PWG, 2, PWG == 1>(maps, sp, out, lse, T, H, KVH, grid);
             return 0;
         }
