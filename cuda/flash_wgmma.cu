@@ -1036,13 +1036,16 @@ extern "C" int flash_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, con
 //   128-key tiles (192-row CTAs; GT = 8 granules a tile, the walker's batches of 4 tiles): 1.487
 //   ms (r2; 3 ring slots 1.526, 5 slots +2.5% in r4), the bits of a 128-key tile order.
 //   SO, the softmax under P V (OPT 1, r3): 1.477-1.486 -> 1.403-1.406 ms (the same bits; at
-//   64-key tiles 1.565 vs 1.545: no gain), LM 1497 us; SB, the scheduler barrier (OPT 8, r4):
-//   1.444-1.447 -> 1.412-1.413 ms (the same bits), LM 1518 us vs main 2059 in that (slower) round.
-//   Tried and removed: the row max as a tree (r4: 1.445-1.449 vs 1.444-1.447, the same bits;
-//   ~400 instructions a warp a tile either way: 64 each of FMNMX, FFMA, MUFU, FADD, 32 F2FP and
-//   32 FMUL, ~40 others; dense 381-398); S_{j+1} issued before O's rescale (FA3's order: ptxas
-//   serialised every wgmma, C7515, with the S issue conditional or not); the trace (TR) variant
-//   at D 64 is kept (MSLAB_FWD3_TRACE) but its own overhead hides changes of a few %.
+//   64-key tiles 1.565 vs 1.545: not used there), LM 1497 us; SB, the scheduler barrier (OPT 8,
+//   r4, with the tree max): 1.444-1.447 -> 1.412-1.413 ms (the same bits), LM 1518 us vs main
+//   2059 in that (slower) round; the row max as a tree (TM, OPT 2) alone was neutral (r4: 1.445-
+//   1.449) but with SB gains (r5: OPT 11 1.410-1.415 vs OPT 9 1.443-1.448; main's path 1.938-
+//   1.941 in that snippet; ~400 instructions a warp a tile either way: 64 each of FMNMX, FFMA,
+//   MUFU, FADD, 32 F2FP and 32 FMUL, ~40 others; dense 381-398).
+//   Tried and removed: S_{j+1} issued before O's rescale (FA3's order: ptxas serialised every
+//   wgmma, C7515, with the S issue conditional or not); SO / SB / both for the D 128 list path
+//   (r5, 32K ms paper: 5.345 / 5.217 / 5.405 vs 5.187 ms); the trace (TR) variant at D 64 is kept
+//   (MSLAB_FWD3_TRACE) but its own overhead hides changes of a few %.
 //   Left: the consumers at ~2900 cycles a 128-key tile against a MUFU / tensor bound of 1536
 //   each (dense D 64 ~2700); the LM's calls run ~7% slower than the tests' row (lists or clocks).
 // 5-d map of x [B, T, NH, D = 128] (T % 8 == 0) as (64, 8 rows, 2 planes, B T / 8 groups, NH),
