@@ -22,11 +22,12 @@
 //   producer warp loads Q and the K / V ring with TMA (128-byte swizzle = the planar layout),
 //   per-slot full / empty mbarriers, no CTA barrier in the loop, so the consumer warpgroups
 //   drift apart and one's softmax overlaps the other's products; inside a warpgroup S_j and
-//   P_{j-1} V_{j-1} are issued together (S_j's softmax does not run under that P V product:
-//   ptxas hoists the wait_group 0 to the top of the softmax's basic block; s11 forced the order
-//   and measured no gain, see the s11 notes at the sparse host code). Tiling 11
+//   P_{j-1} V_{j-1} are issued together (at D 128 S_j's softmax does not run under that P V
+//   product: ptxas hoists the wait_group 0 to the top of the softmax's basic block; s11 forced
+//   the order and measured no gain, see the s11 notes at the sparse host code; D 64 forces it
+//   since s14: OPT, below). Tiling 11
 //   (the only one since s6): 3 consumer warpgroups (192 rows) and a producer warpgroup,
-//   setmaxnreg 32 / 160, 64-key tiles, 4 ring slots.
+//   setmaxnreg 32 / 160, 64-key tiles, 4 ring slots (D 64: tiling 16, 128-key tiles, 3 slots).
 //   History: fwd_kernel (cp.async double buffer, S, softmax, P V in sequence: 6.2-6.8 ms at
 //   16K) and fwd2_kernel (the in-warpgroup overlap on a 3-slot cp.async ring: 5.7 ms) lost to
 //   fwd3 (5.0 ms in r3, 3.48 ms as tiling 11 in s5) and were removed in s6 with fwd3's other
@@ -916,9 +917,8 @@ extern "C" int flash_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, con
         case 16: ok = fwd3_run<64, 3, 128, 3, 1, 11>(o, lse, qq, kk, vv, B, T, H, KVH); break;
         default: ok = fwd3_run<64, 3, 64, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
         }
-    } else { // D 128: the softmax under P V (OPT 1); TEMP (r6) 20: without (s13)
-        if (wg_tune_fwd == 20) ok = fwd3_run<128, 3, 64, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH);
-        else ok = fwd3_run<128, 3, 64, 4, 1, 1>(o, lse, qq, kk, vv, B, T, H, KVH);
+    } else {
+        ok = fwd3_run<128, 3, 64, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH);
     }
     return ok ? 0 : -1;
 }
@@ -1044,8 +1044,12 @@ extern "C" int flash_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, con
 //   MUFU, FADD, 32 F2FP and 32 FMUL, ~40 others; dense 381-398).
 //   Tried and removed: S_{j+1} issued before O's rescale (FA3's order: ptxas serialised every
 //   wgmma, C7515, with the S issue conditional or not); SO / SB / both for the D 128 list path
-//   (r5, 32K ms paper: 5.345 / 5.217 / 5.405 vs 5.187 ms); the trace (TR) variant at D 64 is kept
-//   (MSLAB_FWD3_TRACE) but its own overhead hides changes of a few %.
+//   (r5, 32K ms paper: 5.345 / 5.217 / 5.405 vs 5.187 ms); SO for the dense D 128 forward (32K,
+//   the same bits: r5 12.76 vs 13.28 ms in single samples, r6 13.85 / 14.07 vs 13.35 / 12.91);
+//   the trace (TR) variant at D 64 is kept (MSLAB_FWD3_TRACE) but its own overhead hides changes
+//   of a few %.
+//   Final (r6, one snippet): 1.923-1.925 -> 1.402-1.403 ms (335 -> 459 TFLOP/s); LM trace 1542 us
+//   a layer (r5: main 2056 us); parity sparse_wgmma_fwd. 48 / flash_wgmma 3347 passed.
 //   Left: the consumers at ~2900 cycles a 128-key tile against a MUFU / tensor bound of 1536
 //   each (dense D 64 ~2700); the LM's calls run ~7% slower than the tests' row (lists or clocks).
 // 5-d map of x [B, T, NH, D = 128] (T % 8 == 0) as (64, 8 rows, 2 planes, B T / 8 groups, NH),
