@@ -49,8 +49,9 @@
 //   pace): OPT 1 (SO) keeps S_j's softmax under P_{j-1} V_{j-1} (V_j's wait moved after the
 //   softmax: its wait loop ends the basic block, and wait_group 0 stays below the MUFUs in the
 //   SASS) and OPT 8 (SB, FA3's scheduler barrier) lets the consumer warpgroups issue their
-//   products in turn; the same bits (out / lse hashes equal). Dense D 64 (tiling 16 = 13 + both)
-//   and the D 64 list path with 128-key tiles use them (figures at the sparse host code).
+//   products in turn, OPT 2 (TM) takes the row max as a tree; the same bits (out / lse hashes
+//   equal). Dense D 64 (tiling 16 = 13 + all three) and the D 64 list path with 128-key tiles use
+//   them (figures at the sparse host code and the tilings).
 // Synchronisation: TMA writes and wgmma reads are both async proxy: the mbarriers order them.
 //
 // flash_wgmma_tune (not in the header; the tests' timing rows use it) picks the tiling per
@@ -782,10 +783,11 @@ __global__ void __launch_bounds__(128 * NWG + (PWG ? 128 : 32), 1)
 //     kernel (dK/dV 9 = that choice)
 // D = 64 (s7, H4; the 162M LM's heads; measured at its shape B 8, T 4096, H 12, the tests'
 // flash_wgmma_perf64 rows): forward 12 <3 warpgroups, 128 keys, 2 slots>, 13 <3, 128, 3>, 14 <2,
-// 128, 4>, 15 <3, 128, 4> (11 = <3, 64, 4>), 16 (s14, the default): 13 with the softmax under P V
-// and the scheduler barrier (OPT 9; 32K H 12, the sparse tests' dense32 row: 3.020 -> 2.882 ms
-// with SO alone (r3), SO + SB 2.900 vs SO 2.943-2.951 (r4), the same bits); dK/dV 6: 0 with lse /
-// Di by cp.async, 7: 5 at 3 CTAs
+// 128, 4>, 15 <3, 128, 4> (11 = <3, 64, 4>), 16 (s14, the default): 13 with the softmax under P V,
+// the tree max and the scheduler barrier (OPT 11; 32K H 12, the sparse tests' dense32 row, the
+// same bits: SO alone 3.020 -> 2.882 ms (r3); SO + tree + SB 2.900 vs SO 2.943-2.951 (r4); OPT 9
+// (no tree) 2.889-2.893 vs 11 2.900-2.904 vs 13 3.119-3.125 (r5); 16 2.921 vs 13 3.096 (r6));
+// dK/dV 6: 0 with lse / Di by cp.async, 7: 5 at 3 CTAs
 // per SM (168 registers), 8: 6 at 2 CTAs per SM (128 registers, spills), 10: 5 at 4 CTAs per SM
 // (128, spills); dQ 3: 0 at 2 CTAs per SM (128 registers), 4: 1 at 4 (D 128 runs 11 / 5 / 6 / 0 /
 // 1 for these). 9 (the default of all three): per D, WG64_* for D 64.
@@ -811,9 +813,9 @@ void wg_tune_from_env(void) {
     if (e && sscanf(e, "%d,%d,%d", &f, &d, &q) == 3) wg_tune_fwd = f, wg_tune_dkdv = d, wg_tune_dq = q;
 }
 
-// MSLAB_FWD3_TRACE=1 (a timing aid; dense D 128, the list path at D 64 / 128): forward launches run the TR variant and print
-// one line each (fwd3_trace_report): SM busy share, per-tile time, the consumers' / producer's
-// wait shares; ncnt CTAs of FT3_REC words, the buffer zeroed (CTAs with no rows leave 0)
+// MSLAB_FWD3_TRACE=1 (a timing aid; dense D 128, the list path at D 64 / 128): forward launches
+// run the TR variant and print one line each (fwd3_trace_report): SM busy share, per-tile time,
+// the consumers' / producer's wait shares; ncnt CTAs of FT3_REC words, the buffer zeroed (CTAs with no rows leave 0)
 static int fwd3_trace_on(void) {
     static int on = -1;
     if (on < 0) {
