@@ -1050,8 +1050,10 @@ extern "C" int flash_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, con
 //   the same bits: r5 12.76 vs 13.28 ms in single samples, r6 13.85 / 14.07 vs 13.35 / 12.91);
 //   the trace (TR) variant at D 64 is kept (MSLAB_FWD3_TRACE) but its own overhead hides changes
 //   of a few %.
-//   Final (r6, one snippet): 1.923-1.925 -> 1.402-1.403 ms (335 -> 459 TFLOP/s); LM trace 1542 us
-//   a layer (r5: main 2056 us); parity sparse_wgmma_fwd. 48 / flash_wgmma 3347 passed.
+//   Final (r7, one snippet, branch head): 1.935-1.937 -> 1.411 ms (333 -> 457 TFLOP/s); LM trace
+//   sparse_fwd 2030 -> 1514 us a layer (step 143.6 -> 138.4 ms); dense D 64 32K 3.128 -> 2.899
+//   ms; D 128 list / dense hashes equal to main's; parity sparse_wgmma_fwd. 48 / flash_wgmma
+//   3347 passed (r6: the same).
 //   Left: the consumers at ~2900 cycles a 128-key tile against a MUFU / tensor bound of 1536
 //   each (dense D 64 ~2700); the LM's calls run ~7% slower than the tests' row (lists or clocks).
 // 5-d map of x [B, T, NH, D = 128] (T % 8 == 0) as (64, 8 rows, 2 planes, B T / 8 groups, NH),
