@@ -22,11 +22,12 @@
 //   producer warp loads Q and the K / V ring with TMA (128-byte swizzle = the planar layout),
 //   per-slot full / empty mbarriers, no CTA barrier in the loop, so the consumer warpgroups
 //   drift apart and one's softmax overlaps the other's products; inside a warpgroup S_j and
-//   P_{j-1} V_{j-1} are issued together (S_j's softmax does not run under that P V product:
-//   ptxas hoists the wait_group 0 to the top of the softmax's basic block; s11 forced the order
-//   and measured no gain, see the s11 notes at the sparse host code). Tiling 11
+//   P_{j-1} V_{j-1} are issued together (at D 128 S_j's softmax does not run under that P V
+//   product: ptxas hoists the wait_group 0 to the top of the softmax's basic block; s11 forced
+//   the order and measured no gain, see the s11 notes at the sparse host code; D 64 forces it
+//   since s14: OPT, below). Tiling 11
 //   (the only one since s6): 3 consumer warpgroups (192 rows) and a producer warpgroup,
-//   setmaxnreg 32 / 160, 64-key tiles, 4 ring slots.
+//   setmaxnreg 32 / 160, 64-key tiles, 4 ring slots (D 64: tiling 16, 128-key tiles, 3 slots).
 //   History: fwd_kernel (cp.async double buffer, S, softmax, P V in sequence: 6.2-6.8 ms at
 //   16K) and fwd2_kernel (the in-warpgroup overlap on a 3-slot cp.async ring: 5.7 ms) lost to
 //   fwd3 (5.0 ms in r3, 3.48 ms as tiling 11 in s5) and were removed in s6 with fwd3's other
@@ -43,6 +44,14 @@
 //   skipped where no row of a warp changed its max (D 128; alpha = 1: the same bits), and the
 //   producers' ring waits carry a suspend-time hint (they retried try_wait ~50-85 times a tile).
 //   Dense 32K (the tests' row): 14.34 -> 12.69-12.94 ms (613 -> 680-693 TFLOP/s), the same bits.
+//   D 64 (s14; the LM's heads: a 64 x 128 tile's exponentials take the MUFU as long as its two
+//   products take the tensor cores, 512 cycles each per warpgroup, so their overlap sets the
+//   pace): OPT 1 (SO) keeps S_j's softmax under P_{j-1} V_{j-1} (V_j's wait moved after the
+//   softmax: its wait loop ends the basic block, and wait_group 0 stays below the MUFUs in the
+//   SASS) and OPT 8 (SB, FA3's scheduler barrier) lets the consumer warpgroups issue their
+//   products in turn, OPT 2 (TM) takes the row max as a tree; the same bits (out / lse hashes
+//   equal). Dense D 64 (tiling 16 = 13 + all three) and the D 64 list path with 128-key tiles use
+//   them (figures at the sparse host code and the tilings).
 // Synchronisation: TMA writes and wgmma reads are both async proxy: the mbarriers order them.
 //
 // flash_wgmma_tune (not in the header; the tests' timing rows use it) picks the tiling per
@@ -104,14 +113,27 @@ __device__ __forceinline__ void dense_mask(float (*s)[4], int k0, int BKc, int w
 // the previous P V product has retired, as FA3 does: a pack while an RS wgmma is in flight lets
 // ptxas give the new fragments the registers the wgmma still reads, and it then serialises the
 // wgmma pipeline (C7513).
-template <int NN>
+// TREE: the row max as a tree (depth log2 2 NN, was a chain of NN): max is exact and fmaxf drops
+// NaNs in any order, so the same value (the -inf seed last: a row of NaNs still gives -inf)
+template <int NN, bool TREE = false>
 __device__ __forceinline__ void wg_softmax(float (*s)[4], float *m, float *l, float *alpha,
                                            float sl2) {
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         float mx = -INFINITY;
+        if constexpr (TREE) {
+            float t[NN];
 #pragma unroll
-        for (int n = 0; n < NN; n++) mx = fmaxf(mx, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
+            for (int n = 0; n < NN; n++) t[n] = fmaxf(s[n][2 * r], s[n][2 * r + 1]);
+#pragma unroll
+            for (int w = 1; w < NN; w <<= 1)
+#pragma unroll
+                for (int n = 0; n + w < NN; n += 2 * w) t[n] = fmaxf(t[n], t[n + w]);
+            mx = fmaxf(t[0], mx);
+        } else {
+#pragma unroll
+            for (int n = 0; n < NN; n++) mx = fmaxf(mx, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
+        }
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         float mnew = fmaxf(m[r], mx * sl2);
@@ -158,7 +180,8 @@ template <int NN> __device__ __forceinline__ void wg_pack(const float (*s)[4], u
 //     end of the walk is a sentinel tile (0 granules: a plain arrive on "full"). Info entry j is
 //     rewritten for tile j + 2 NS, after the producer waited "kempty" of tile j + NS, which
 //     every consumer warp arrives after its softmax of tile j.
-//   X = 2 (s6; lists of 16-key granules, D 128, T % 8 == 0, the only layout there): K and V
+//   X = 2 (s6; lists of 16-key granules, D 128, T % 8 == 0, the only layout there; s14: D 64,
+//     where a granule's planar 16-row box is already one box, so only the producer is X 2's): K and V
 //     tiles as [8-row group][plane][8][64] (the wgmma descriptors step 8 rows by 2048 bytes, the
 //     second plane 1024 bytes on), so one 5-d box (ki / vi maps) lands a granule in both planes:
 //     4 + 4 copies a w 16 tile instead of 8 + 8, issued by lanes 0 .. 3 at once (lane 0 alone
@@ -205,15 +228,25 @@ __device__ __forceinline__ void tma_load_5d(void *dst, const void *tmap, uint64_
                  : "memory");
 }
 #define LIST_PAD 0x3fffffff // position of a padding key: after every row
-#define LIST_GBUF 2052      // granule buffer: 32 slots x 64 granules + a partial tile
+#define LIST_GBUF 2056      // granule buffer: 32 slots x 64 granules + a partial tile
 
-template <int D, int NWG, int BK, int NS, int PWG, bool LIST, int X, bool TR, bool VW>
+template <int D, int NWG, int BK, int NS, int PWG, bool LIST, int X, bool TR, bool VW, int OPT>
 __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3List &sp, bf16 *out,
                                              float *lse, int T, int H, int KVH, float sl2) {
     constexpr int BQ = 64 * NWG, DN = D / 8, NN = BK / 8, NP = D / 64;
-    // X 2 (4 granules a tile): lanes 0-3 write a tile's info (LI); with VW the walker emits full
-    // tiles in batches of 8 (BW)
+    // X 2 (GT = BK / 16 granules a tile): lanes 0 .. GT - 1 write a tile's info (LI); with VW the
+    // walker emits full tiles in batches of 32 / GT (BW); KIS: ints per tile info entry
+    constexpr int GT = BK / 16, KIS = 4 + BK / 16;
     constexpr bool LI = LIST && X == 2, BW = LI && VW;
+    // OPT 1 (SO): S_j's softmax under P_{j-1} V_{j-1}: V_j's wait moves from before P_j V_j's
+    // issue to after S_j's softmax, where its wait loop ends the basic block (ptxas otherwise
+    // moves wait_group 0 above the softmax); the same arithmetic
+    constexpr bool SO = OPT & 1;
+    // OPT 2 (TM): the row max as a tree (wg_softmax TREE; the same value); OPT 8 (SB, FA3's
+    // scheduler barrier): the consumer warpgroups issue their products in turn (named barrier
+    // 1 + w: warpgroup w waits for its turn, issues S_j and P_{j-1} V_{j-1}, passes the turn on),
+    // so one's softmax runs while the next one's products do
+    constexpr bool TM = OPT & 2, SB = (OPT & 8) && NWG >= 2;
     static_assert(!VW || (LIST && PWG && X == 2), "VW: the list source, grouped tiles, a producer warpgroup");
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     bf16 *Qs = (bf16 *)smem_base1k(smem_raw), *Ks = Qs + BQ * D, *Vs = Ks + NS * BK * D;
@@ -223,10 +256,10 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
     // VW: ginfo[2 NS], a tile's granules published (the V warp's wait: one barrier per position
     // of the 2 NS-deep info ring, so the walker, never 2 NS tiles ahead of it, cannot alias a phase)
     uint64_t *ginfo = vempty + NS;
-    // LIST: [2 NS][8]: granules, min, max position, -, the granules' first keys (LIST_PAD:
+    // LIST: [2 NS][KIS]: granules, min, max position, -, the granules' first keys (LIST_PAD:
     // padding); 16-byte aligned (the consumers read the first four as an int4)
     int *kinf = (int *)(bar + 2 + 6 * NS);
-    int *gbuf = kinf + 2 * NS * 8; // LIST: granule first keys (producer)
+    int *gbuf = kinf + 2 * NS * KIS; // LIST: granule first keys (producer)
 
     // grid: dense (B H, query tiles); LIST (blocks x sub-tiles, B H): a head's CTAs run together
     // (its K / V stay in L2; a block's sub-tiles read the same regions)
@@ -281,14 +314,20 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
         // (64K registers: NWG = 2: 24 / 240; NWG = 3: 32 / 160 per thread)
         if (PWG) asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(NWG >= 3 ? 32 : 24) : "memory");
         const int G = sp.G, gpt = BK / G;
-        // X 2: K (kv 0) or V (kv 1) of ring slot sl, lane gi copies granule gi (both planes, one
-        // 5-d box); the map is named at a fixed parameter offset (r1: picked at run time, the
-        // producer ran the ms forward ~2x slower)
+        // X 2: granule g0 of K (kv 0) or V (kv 1) into dst: D 128 one 5-d box (both planes), D 64
+        // the planar box of G rows (one plane: the same layout); the map is named at a fixed
+        // parameter offset (r1: picked at run time, the producer ran the ms forward ~2x slower)
+        auto gcopy = [&](bf16 *dst, int g0, uint64_t *fb, int kv) {
+            if constexpr (D == 64)
+                tma_load_4d(dst, kv ? &maps.v : &maps.k, fb, 0, kvh, g0, b);
+            else
+                tma_load_5d(dst, kv ? &maps.vi : &maps.ki, fb, 0, 0, 0, (b * T + g0) >> 3, kvh);
+        };
+        // X 2: ring slot sl, lane gi copies granule gi
         auto copies = [&](const int *gs, int ng, int sl, int kv) {
             if (lane < gpt)
-                tma_load_5d((kv ? Vs : Ks) + sl * BK * D + lane * G * D, kv ? &maps.vi : &maps.ki,
-                            (kv ? vfull : kfull) + sl, 0, 0, 0,
-                            (b * T + gs[lane < ng ? lane : 0]) >> 3, kvh);
+                gcopy((kv ? Vs : Ks) + sl * BK * D + lane * G * D, gs[lane < ng ? lane : 0],
+                      (kv ? vfull : kfull) + sl, kv);
         };
         const int gsh = sp.gsh, region = sp.region;
         const int lo_w = sp.window ? q0 - sp.window + 1 : 0; // first key any row may see
@@ -306,7 +345,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             for (int j = 0;; j++) {
                 int sl = j % NS, u = j / NS;
                 mbar_wait_sleep(ginfo + j % (2 * NS), (j / (2 * NS)) & 1); // the tile's granules
-                const int *ki = kinf + (j % (2 * NS)) * 8;
+                const int *ki = kinf + (j % (2 * NS)) * KIS;
                 int ng = ki[0];
                 if (ng == 0) return; // the sentinel
                 if (lane == 0) {
@@ -352,13 +391,14 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             if (LI) { // lane gi writes granule gi, min / max by shuffles (was: lane 0's serial loop)
                 if (lane == 0 && u > 0) pwait(kempty + sl, (u - 1) & 1, tw_k);
                 if (TR) e1 = clock64();
-                int *ki = kinf + (j % (2 * NS)) * 8;
+                int *ki = kinf + (j % (2 * NS)) * KIS;
                 int g0 = lane < ng ? gs[lane] : LIST_PAD;
-                int mn = lane < 4 ? g0 : LIST_PAD, mx = lane < 4 ? (lane < ng ? g0 + 15 : LIST_PAD) : 0;
-                mn = min(mn, __shfl_xor_sync(0xffffffffu, mn, 1)), mx = max(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-                mn = min(mn, __shfl_xor_sync(0xffffffffu, mn, 2)), mx = max(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                if (lane < 4) ki[4 + lane] = g0;
-                __syncwarp(); // lanes 1-3's key writes before lane 0's release (arrive)
+                int mn = lane < GT ? g0 : LIST_PAD, mx = lane < GT ? (lane < ng ? g0 + 15 : LIST_PAD) : 0;
+#pragma unroll
+                for (int o = 1; o < GT; o <<= 1)
+                    mn = min(mn, __shfl_xor_sync(0xffffffffu, mn, o)), mx = max(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+                if (lane < GT) ki[4 + lane] = g0;
+                __syncwarp(); // lanes 1 .. GT - 1's key writes before lane 0's release (arrive)
                 if (lane == 0) {
                     *(int4 *)ki = make_int4(ng, mn, mx, 0);
                     if (VW) mbar_arrive(ginfo + j % (2 * NS));
@@ -369,7 +409,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             } else if (lane == 0) {
                 if (u > 0) pwait(kempty + sl, (u - 1) & 1, tw_k);
                 if (TR) e1 = clock64();
-                int *ki = kinf + (j % (2 * NS)) * 8, mn = LIST_PAD, mx = 0;
+                int *ki = kinf + (j % (2 * NS)) * KIS, mn = LIST_PAD, mx = 0;
                 for (int gi = 0; gi < gpt; gi++) {
                     int g0 = gi < ng ? gs[gi] : LIST_PAD;
                     ki[4 + gi] = g0;
@@ -443,33 +483,34 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
             have += tot;
             __syncwarp();
             int base = 0;
-            if constexpr (BW) { // up to 8 full tiles at once, lane 4 t + i holding granule i of tile t
-                while (have - base >= 4) {
-                    int nt = min(8, (have - base) >> 2);
-                    int g0 = lane < 4 * nt ? gbuf[base + lane] : LIST_PAD;
-                    int mn = g0, mx = lane < 4 * nt ? g0 + 15 : 0;
-                    mn = min(mn, __shfl_xor_sync(0xffffffffu, mn, 1)), mx = max(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-                    mn = min(mn, __shfl_xor_sync(0xffffffffu, mn, 2)), mx = max(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                    for (int t = 0; t < nt; t++) { // tile j: lanes 4 t .. 4 t + 3
-                        int sl = j % NS, u = j / NS, *ki = kinf + (j % (2 * NS)) * 8;
+            if constexpr (BW) { // up to 32 / GT full tiles at once, lane GT t + i holding granule i of tile t
+                constexpr int TB = 32 / GT, GL = GT == 8 ? 3 : 2; // tiles a batch, log2 GT
+                while (have - base >= GT) {
+                    int nt = min(TB, (have - base) >> GL);
+                    int g0 = lane < GT * nt ? gbuf[base + lane] : LIST_PAD;
+                    int mn = g0, mx = lane < GT * nt ? g0 + 15 : 0;
+#pragma unroll
+                    for (int o = 1; o < GT; o <<= 1)
+                        mn = min(mn, __shfl_xor_sync(0xffffffffu, mn, o)), mx = max(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+                    for (int t = 0; t < nt; t++) { // tile j: lanes GT t .. GT t + GT - 1
+                        int sl = j % NS, u = j / NS, *ki = kinf + (j % (2 * NS)) * KIS;
                         long long e1 = TR ? clock64() : 0;
-                        if (lane == 4 * t && u > 0) pwait(kempty + sl, (u - 1) & 1, tw_k);
+                        if (lane == GT * t && u > 0) pwait(kempty + sl, (u - 1) & 1, tw_k);
                         __syncwarp();
-                        if ((lane >> 2) == t) { // the key, the K copy (tx-count may go below 0 first)
-                            ki[4 + (lane & 3)] = g0;
-                            tma_load_5d(Ks + sl * BK * D + (lane & 3) * 16 * D, &maps.ki, kfull + sl, 0,
-                                        0, 0, (b * T + g0) >> 3, kvh);
+                        if ((lane >> GL) == t) { // the key, the K copy (tx-count may go below 0 first)
+                            ki[4 + (lane & (GT - 1))] = g0;
+                            gcopy(Ks + sl * BK * D + (lane & (GT - 1)) * 16 * D, g0, kfull + sl, 0);
                         }
-                        __syncwarp(); // the keys before lane 4 t's release
-                        if (lane == 4 * t) {
-                            *(int4 *)ki = make_int4(4, mn, mx, 0);
+                        __syncwarp(); // the keys before lane GT t's release
+                        if (lane == GT * t) {
+                            *(int4 *)ki = make_int4(GT, mn, mx, 0);
                             mbar_arrive(ginfo + j % (2 * NS));
                             mbar_expect_tx(kfull + sl, BK * D * 2);
                             if (TR) tp[1] += clock64() - e1;
                         }
                         j++;
                     }
-                    base += 4 * nt;
+                    base += GT * nt;
                 }
             }
             for (; have - base >= gpt; base += gpt) emit(gbuf + base, gpt);
@@ -495,7 +536,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
     int rw0 = wr0 + wl * 16 + g; // this thread's rows rw0, rw0 + 8
     int rf = wr0 + wl * 16;      // this warp's first row
     int4 ti = make_int4(0, 0, 0, 0); // LIST: the tile's granules, min, max position
-    auto info = [&](int j) { ti = *(const int4 *)(kinf + (j % (2 * NS)) * 8); };
+    auto info = [&](int j) { ti = *(const int4 *)(kinf + (j % (2 * NS)) * KIS); };
     // does tile j exist (LIST: waits for its "full" arrive, the sentinel has 0 granules)
     auto has = [&](int j) -> bool {
         if (!LIST) return j < nkt;
@@ -510,7 +551,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
         }
         int win = sp.window;
         if (ti.z > rf || (win && ti.y <= rf + 15 - win)) { // warp-uniform
-            const int *ki = kinf + (j % (2 * NS)) * 8;
+            const int *ki = kinf + (j % (2 * NS)) * KIS;
             // column c = 8 n + 2 tq + (e & 1) is key (c & (G - 1)) of granule c >> gsh = n >> (gsh - 3)
             int gs3 = sp.gsh - 3, gm = (1 << sp.gsh) - 1;
 #pragma unroll
@@ -552,6 +593,14 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, alpha[2];
     uint32_t pk[NN][2];
 
+    auto sb_sync = [&]() {
+        if constexpr (SB) asm volatile("bar.sync %0, 256;\n" ::"r"(1 + wgu) : "memory");
+    };
+    auto sb_arrive = [&]() {
+        if constexpr (SB) asm volatile("bar.arrive %0, 256;\n" ::"r"(1 + (wgu + 1) % NWG) : "memory");
+    };
+    if (SB && wgu == NWG - 1) asm volatile("bar.arrive 1, 256;\n" ::: "memory"); // warpgroup 0 first
+
     mbar_wait(qfull, 0);
     long long tc1 = 0; // TR: tile 0 landed
     int j = 0;
@@ -559,38 +608,47 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
                              // protocol, so the other warpgroups have the tensor cores alone
         for (; has(j); j++) { // (has(j) waited on tile j's "full" K)
             int sl = j % NS, par = (j / NS) & 1;
+            sb_sync(), sb_arrive(); // SB: its turn, passed on
             if (lane == 0) mbar_arrive(kempty + sl);
             mbar_wait(vfull + sl, par);
             if (lane == 0) mbar_arrive(vempty + sl);
         }
     } else if (has(0)) {
+        float s[NN][4];
+        // S_jn = Q K_jn^T (dense: after K_jn's wait; LIST: has(jn) waited)
+        auto issue_s = [&](int jn) {
+            int sl = jn % NS;
+            if (!LIST) twait(kfull + sl, (jn / NS) & 1, tw_k);
+            wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++)
+                wg_ss<BK>(s, qdesc(kk), kdesc(Ks + sl * BK * D, kk), kk);
+            wg_commit();
+        };
         {
             twait(kfull, 0, tw_k);
             if (TR) tc1 = clock64(), tw_k = 0;
-            float s[NN][4];
+            sb_sync();
             wg_fence();
 #pragma unroll
             for (int kk = 0; kk < D / 16; kk++)
                 wg_ss<BK>(s, qdesc(kk), kdesc(Ks, kk), kk);
             wg_commit();
+            sb_arrive();
             wg_wait<0>();
             wg_keep<BK>(s);
             if (lane == 0) mbar_arrive(kempty);
             mask(s, 0);
-            wg_softmax<NN>(s, m, l, alpha, sl2);
+            wg_softmax<NN, TM>(s, m, l, alpha, sl2);
             wg_pack<NN>(s, pk);
+            if (SO) twait(vfull, 0, tw_v);
         }
         for (j = 1; has(j); j++) {
             int sl = j % NS, u = j / NS, sp_ = (j - 1) % NS, up = (j - 1) / NS;
-            const bf16 *Kt = Ks + sl * BK * D, *Vp = Vs + sp_ * BK * D;
-            float s[NN][4];
-            if (!LIST) twait(kfull + sl, u & 1, tw_k); // (LIST: has(j) waited)
-            wg_fence();
-#pragma unroll
-            for (int kk = 0; kk < D / 16; kk++)
-                wg_ss<BK>(s, qdesc(kk), kdesc(Kt, kk), kk);
-            wg_commit();
-            twait(vfull + sp_, up & 1, tw_v);
+            const bf16 *Vp = Vs + sp_ * BK * D;
+            sb_sync();
+            issue_s(j);
+            if (!SO) twait(vfull + sp_, up & 1, tw_v);
             wg_fence(); // after the wait loop (else ptxas injects it: C7519)
 #pragma unroll
             for (int kk = 0; kk < BK / 16; kk++) {
@@ -598,11 +656,18 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
                 wg_rs<D>(o, a, vdesc(Vp, kk), 1);
             }
             wg_commit();
+            sb_arrive();
             wg_wait<1>();
             wg_keep<BK>(s);
             if (lane == 0) mbar_arrive(kempty + sl);
             mask(s, j);
-            wg_softmax<NN>(s, m, l, alpha, sl2);
+            wg_softmax<NN, TM>(s, m, l, alpha, sl2);
+            if (SO) { // the softmax's results pinned, then V_j's wait loop (a basic block end)
+                wg_keep<BK>(s);
+                asm volatile("" : "+f"(m[0]), "+f"(m[1]), "+f"(l[0]), "+f"(l[1]), "+f"(alpha[0]),
+                             "+f"(alpha[1])::"memory");
+                twait(vfull + sl, u & 1, tw_v);
+            }
             wg_wait<0>();
             wg_keep<D>(o);
             if (lane == 0) mbar_arrive(vempty + sp_);
@@ -621,7 +686,7 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
         {
             int sp_ = (j - 1) % NS, up = (j - 1) / NS;
             const bf16 *Vp = Vs + sp_ * BK * D;
-            twait(vfull + sp_, up & 1, tw_v);
+            if (!SO) twait(vfull + sp_, up & 1, tw_v);
             wg_fence();
 #pragma unroll
             for (int kk = 0; kk < BK / 16; kk++) {
@@ -672,11 +737,11 @@ __device__ __forceinline__ void fwd3_wg_body(const Fwd3Maps &maps, const Fwd3Lis
 // LIST: the block-sparse forward (key tiles from an index list, Fwd3List)
 // X (LIST): 0 planar tiles, 2 grouped tiles (8-row groups x both planes, a copy per granule)
 template <int D, int NWG, int BK, int NS, int PWG, bool LIST = false, int X = 0, bool TR = false,
-          bool VW = false>
+          bool VW = false, int OPT = 0>
 __global__ void __launch_bounds__(128 * NWG + (PWG ? 128 : 32), 1)
     fwd3_kernel(const __grid_constant__ Fwd3Maps maps, const Fwd3List sp, bf16 *out, float *lse,
                 int T, int H, int KVH, float sl2) {
-    fwd3_wg_body<D, NWG, BK, NS, PWG, LIST, X, TR, VW>(maps, sp, out, lse, T, H, KVH, sl2);
+    fwd3_wg_body<D, NWG, BK, NS, PWG, LIST, X, TR, VW, OPT>(maps, sp, out, lse, T, H, KVH, sl2);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -718,7 +783,11 @@ __global__ void __launch_bounds__(128 * NWG + (PWG ? 128 : 32), 1)
 //     kernel (dK/dV 9 = that choice)
 // D = 64 (s7, H4; the 162M LM's heads; measured at its shape B 8, T 4096, H 12, the tests'
 // flash_wgmma_perf64 rows): forward 12 <3 warpgroups, 128 keys, 2 slots>, 13 <3, 128, 3>, 14 <2,
-// 128, 4>, 15 <3, 128, 4> (11 = <3, 64, 4>); dK/dV 6: 0 with lse / Di by cp.async, 7: 5 at 3 CTAs
+// 128, 4>, 15 <3, 128, 4> (11 = <3, 64, 4>), 16 (s14, the default): 13 with the softmax under P V,
+// the tree max and the scheduler barrier (OPT 11; 32K H 12, the sparse tests' dense32 row, the
+// same bits: SO alone 3.020 -> 2.882 ms (r3); SO + tree + SB 2.900 vs SO 2.943-2.951 (r4); OPT 9
+// (no tree) 2.889-2.893 vs 11 2.900-2.904 vs 13 3.119-3.125 (r5); 16 2.921 vs 13 3.096 (r6));
+// dK/dV 6: 0 with lse / Di by cp.async, 7: 5 at 3 CTAs
 // per SM (168 registers), 8: 6 at 2 CTAs per SM (128 registers, spills), 10: 5 at 4 CTAs per SM
 // (128, spills); dQ 3: 0 at 2 CTAs per SM (128 registers), 4: 1 at 4 (D 128 runs 11 / 5 / 6 / 0 /
 // 1 for these). 9 (the default of all three): per D, WG64_* for D 64.
@@ -730,7 +799,7 @@ __global__ void __launch_bounds__(128 * NWG + (PWG ? 128 : 32), 1)
 // s7 r2 (the same rows): forward 13 0.500 ms, 15 0.507; dK/dV 7 1.225, 10 1.502 (4 CTAs per SM:
 //   the spills and L2 traffic cost more than the warps win); dQ 3 0.895: defaults 13 / 7 / 3, fwd+bwd
 //   2.563 ms (was 3.149: 280 TFLOP/s at 3.5x the forward's FLOPs, was 229)
-#define WG64_FWD 13
+#define WG64_FWD 16
 int wg_tune_fwd = 9, wg_tune_dkdv = 9, wg_tune_dq = 9;
 static int tune_env_read = 0;
 extern "C" void flash_wgmma_tune(int fwd, int dkdv, int dq) {
@@ -744,9 +813,9 @@ void wg_tune_from_env(void) {
     if (e && sscanf(e, "%d,%d,%d", &f, &d, &q) == 3) wg_tune_fwd = f, wg_tune_dkdv = d, wg_tune_dq = q;
 }
 
-// MSLAB_FWD3_TRACE=1 (a timing aid, D 128 only): forward launches run the TR variant and print
-// one line each (fwd3_trace_report): SM busy share, per-tile time, the consumers' / producer's
-// wait shares; ncnt CTAs of FT3_REC words, the buffer zeroed (CTAs with no rows leave 0)
+// MSLAB_FWD3_TRACE=1 (a timing aid; dense D 128, the list path at D 64 / 128): forward launches
+// run the TR variant and print one line each (fwd3_trace_report): SM busy share, per-tile time,
+// the consumers' / producer's wait shares; ncnt CTAs of FT3_REC words, the buffer zeroed (CTAs with no rows leave 0)
 static int fwd3_trace_on(void) {
     static int on = -1;
     if (on < 0) {
@@ -799,18 +868,18 @@ static void fwd3_trace_report(const char *what, unsigned long long *d, size_t nc
 }
 
 // one launch of a fwd3 variant (the shared-memory opt-in once per variant)
-template <int D, int NWG, int BK, int NS, int PWG, bool LIST, int X, bool TR, bool VW>
+template <int D, int NWG, int BK, int NS, int PWG, bool LIST, int X, bool TR, bool VW, int OPT = 0>
 static void fwd3_go(dim3 grid, size_t smem, const Fwd3Maps &maps, const Fwd3List &sp, bf16 *out,
                     float *lse, int T, int H, int KVH, float sl2) {
     static bool init = false;
-    auto kern = fwd3_kernel<D, NWG, BK, NS, PWG, LIST, X, TR, VW>;
+    auto kern = fwd3_kernel<D, NWG, BK, NS, PWG, LIST, X, TR, VW, OPT>;
     if (!init) smem_optin(kern, smem), init = true;
     kern<<<grid, 128 * NWG + (PWG ? 128 : 32), smem>>>(maps, sp, out, lse, T, H, KVH, sl2);
     cudaLaunchCheck();
 }
 // false: the maps could not be made (no driver entry point): flash_wgmma_fwd returns -1 and the
 // caller (attn_mode.cu) runs flash_bf16_fwd
-template <int D, int NWG, int BK, int NS, int PWG = 0>
+template <int D, int NWG, int BK, int NS, int PWG = 0, int OPT = 0>
 static bool fwd3_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B,
                      int T, int H, int KVH) {
     constexpr int BQ = 64 * NWG;
@@ -831,7 +900,7 @@ static bool fwd3_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const 
             return true;
         }
     }
-    fwd3_go<D, NWG, BK, NS, PWG, false, 0, false, false>(grid, smem, maps, none, out, lse, T, H, KVH, sl2);
+    fwd3_go<D, NWG, BK, NS, PWG, false, 0, false, false, OPT>(grid, smem, maps, none, out, lse, T, H, KVH, sl2);
     return true;
 }
 extern "C" int flash_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k,
@@ -847,6 +916,7 @@ extern "C" int flash_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, con
         case 13: ok = fwd3_run<64, 3, 128, 3, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
         case 14: ok = fwd3_run<64, 2, 128, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
         case 15: ok = fwd3_run<64, 3, 128, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
+        case 16: ok = fwd3_run<64, 3, 128, 3, 1, 11>(o, lse, qq, kk, vv, B, T, H, KVH); break;
         default: ok = fwd3_run<64, 3, 64, 4, 1>(o, lse, qq, kk, vv, B, T, H, KVH); break;
         }
     } else {
@@ -955,6 +1025,37 @@ extern "C" int flash_wgmma_fwd(uint16_t *out, float *lse, const uint16_t *q, con
 //   Trace (r8, 32K): 1936 consumer cycles a tile (dense 1847), but the walker now waits only
 //   0.6% of its time: it is the next limit (a per-block tile table built once per list, or the
 //   walk's chunk bookkeeping, would be the next step).
+// s14 (H200, B 1, T 32K, H = KVH = 12, D 64: the 162M LM's MS forward, ms paper lists by
+// select_bf16 on the benchmark's inputs: the tests' row with MSLAB_SWF_H=12 MSLAB_SWF_D=64
+// MSLAB_SWF_NORMAL=1; and the LM trace's sparse_fwd line, MSLAB_BF16_TRACE=4 MSLAB_LM_ROWS=1
+// mslab-gpu-bench --lm). Before: 1.925 ms (334 TFLOP/s), LM 2040 us a layer: D 64 had neither
+// the grouped producer nor the V warp (lane 0 issued every box), and the walker, busy 99% of its
+// time at D 128's pace, set it at D 64 where a tile's products take half as long.
+//   X 2 at D 64 (r2): a granule's planar 16-row box is already one box for the one plane, so the
+//   maps stay the planar ones (no T % 8 condition) and only the producer is X 2's (lanes issue,
+//   VW, BW): 1.925 -> 1.549 ms (the same bits), LM 2040 -> 1640 us; trace 1621 consumer cycles a
+//   64-key tile, the walker waiting 0.7% of its time.
+//   128-key tiles (192-row CTAs; GT = 8 granules a tile, the walker's batches of 4 tiles): 1.487
+//   ms (r2; 3 ring slots 1.526, 5 slots +2.5% in r4), the bits of a 128-key tile order.
+//   SO, the softmax under P V (OPT 1, r3): 1.477-1.486 -> 1.403-1.406 ms (the same bits; at
+//   64-key tiles 1.565 vs 1.545: not used there), LM 1497 us; SB, the scheduler barrier (OPT 8,
+//   r4, with the tree max): 1.444-1.447 -> 1.412-1.413 ms (the same bits), LM 1518 us vs main
+//   2059 in that (slower) round; the row max as a tree (TM, OPT 2) alone was neutral (r4: 1.445-
+//   1.449) but with SB gains (r5: OPT 11 1.410-1.415 vs OPT 9 1.443-1.448; main's path 1.938-
+//   1.941 in that snippet; ~400 instructions a warp a tile either way: 64 each of FMNMX, FFMA,
+//   MUFU, FADD, 32 F2FP and 32 FMUL, ~40 others; dense 381-398).
+//   Tried and removed: S_{j+1} issued before O's rescale (FA3's order: ptxas serialised every
+//   wgmma, C7515, with the S issue conditional or not); SO / SB / both for the D 128 list path
+//   (r5, 32K ms paper: 5.345 / 5.217 / 5.405 vs 5.187 ms); SO for the dense D 128 forward (32K,
+//   the same bits: r5 12.76 vs 13.28 ms in single samples, r6 13.85 / 14.07 vs 13.35 / 12.91);
+//   the trace (TR) variant at D 64 is kept (MSLAB_FWD3_TRACE) but its own overhead hides changes
+//   of a few %.
+//   Final (r7, one snippet, branch head): 1.935-1.937 -> 1.411 ms (333 -> 457 TFLOP/s); LM trace
+//   sparse_fwd 2030 -> 1514 us a layer (step 143.6 -> 138.4 ms); dense D 64 32K 3.128 -> 2.899
+//   ms; D 128 list / dense hashes equal to main's; parity sparse_wgmma_fwd. 48 / flash_wgmma
+//   3347 passed (r6: the same).
+//   Left: the consumers at ~2900 cycles a 128-key tile against a MUFU / tensor bound of 1536
+//   each (dense D 64 ~2700); the LM's calls run ~7% slower than the tests' row (lists or clocks).
 // 5-d map of x [B, T, NH, D = 128] (T % 8 == 0) as (64, 8 rows, 2 planes, B T / 8 groups, NH),
 // box (64, 8, 2, groups, 1): [group][plane][8][64] (128-byte swizzle), the grouped tiles (X = 2)
 static bool make_map_groups(CUtensorMap *m, const bf16 *x, int B, int T, int NH, int groups) {
@@ -967,26 +1068,36 @@ static bool make_map_groups(CUtensorMap *m, const bf16 *x, int B, int T, int NH,
               CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
               CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
-// one launch of the list forward (the TR variant under MSLAB_FWD3_TRACE=1, D 128)
-template <int D, int NWG, int NS, int PWG, int X, bool VW>
+// one launch of the list forward (the TR variant under MSLAB_FWD3_TRACE=1)
+template <int D, int NWG, int BK, int NS, int PWG, int X, bool VW, int OPT = 0>
 static void sparse_launch(const Fwd3Maps &maps, Fwd3List sp, bf16 *out, float *lse, int T, int H,
-                          int KVH, dim3 grid, size_t smem) {
+                          int KVH, dim3 grid) {
+    constexpr int BQ = 64 * NWG;
+    size_t smem = 1024 + sizeof(bf16) * (size_t)(BQ * D + 2 * NS * BK * D) + 8 * (2 + 6 * NS) +
+                  4 * (2 * NS * (4 + BK / 16) + LIST_GBUF);
     float sl2 = WG_LOG2E / sqrtf((float)D);
-    if constexpr (D == 128) {
-        if (fwd3_trace_on()) {
-            sp.trace = fwd3_trace_buf((size_t)grid.x * grid.y);
-            fwd3_go<D, NWG, 64, NS, PWG, true, X, true, VW>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
-            fwd3_trace_report(VW ? "list X2 VW" : X == 2 ? "list X2" : "list", sp.trace,
-                              (size_t)grid.x * grid.y, grid.x, sp.nsub);
-            return;
-        }
+    if (fwd3_trace_on()) {
+        sp.trace = fwd3_trace_buf((size_t)grid.x * grid.y);
+        fwd3_go<D, NWG, BK, NS, PWG, true, X, true, VW, OPT>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
+        fwd3_trace_report(VW ? "list X2 VW" : X == 2 ? "list X2" : "list", sp.trace,
+                          (size_t)grid.x * grid.y, grid.x, sp.nsub);
+        return;
     }
-    fwd3_go<D, NWG, 64, NS, PWG, true, X, false, VW>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
+    fwd3_go<D, NWG, BK, NS, PWG, true, X, false, VW, OPT>(grid, smem, maps, sp, out, lse, T, H, KVH, sl2);
+}
+// MSLAB_SWF_D64=0: the s13 D 64 list path (planar copies issued by lane 0, 64-key tiles; A/B)
+static int swf_old64(void) {
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("MSLAB_SWF_D64");
+        v = e && atoi(e) == 0;
+    }
+    return v;
 }
 template <int D, int NWG, int NS, int PWG>
 static int sparse_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
                       const AttnIndex *ix, int B, int T, int H, int KVH) {
-    constexpr int BQ = 64 * NWG, BK = 64;
+    constexpr int BQ = 64 * NWG;
     Fwd3List sp;
     memset(&sp, 0, sizeof sp);
     sp.idx = ix->idx, sp.qblock = ix->qblock, sp.nblk = ix->nblk, sp.region = ix->region;
@@ -1001,22 +1112,32 @@ static int sparse_run(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const
     if (!make_map(&maps.q, q, B, T, H, D, BQ) || !make_map(&maps.k, k, B, T, KVH, D, sp.G) ||
         !make_map(&maps.v, v, B, T, KVH, D, sp.G))
         return -1;
-    // X = 2 (D = 128, 16-key granules, T % 8 == 0: rows in 8-row groups across the batch): x as
-    // (64, 8 rows, 2 planes, B T / 8 groups, NH), box (64, 8, 2, G / 8, 1); else (or no maps) X 0
-    bool x2 = D == 128 && sp.G == 16 && T % 8 == 0 &&
-              make_map_groups(&maps.ki, k, B, T, KVH, sp.G / 8) &&
-              make_map_groups(&maps.vi, v, B, T, KVH, sp.G / 8);
-    size_t smem = 1024 + sizeof(bf16) * (size_t)(BQ * D + 2 * NS * BK * D) + 8 * (2 + 6 * NS) +
-                  4 * (2 * NS * 8 + LIST_GBUF);
     dim3 grid((unsigned)ntile, B * H);
-    if constexpr (D == 128) {
+    if constexpr (D == 64) {
+        // X = 2 at D 64 (16-key granules): the planar box of a granule is already one box (one
+        // plane), so only the producer differs: lanes issue, VW, BW; 192-row CTAs: 128-key tiles,
+        // the softmax under P V, the tree max, the scheduler barrier (OPT 11)
+        if (sp.G == 16 && !swf_old64()) {
+            if constexpr (PWG == 1) {
+                sparse_launch<D, NWG, 128, 4, PWG, 2, true, 11>(maps, sp, out, lse, T, H, KVH, grid);
+                return 0;
+            }
+            sparse_launch<D, NWG, 64, NS, PWG, 2, false>(maps, sp, out, lse, T, H, KVH, grid);
+            return 0;
+        }
+    } else {
+        // X = 2 (D = 128, 16-key granules, T % 8 == 0: rows in 8-row groups across the batch): x
+        // as (64, 8 rows, 2 planes, B T / 8 groups, NH), box (64, 8, 2, G / 8, 1); else (or no
+        // maps) X 0
+        bool x2 = sp.G == 16 && T % 8 == 0 && make_map_groups(&maps.ki, k, B, T, KVH, sp.G / 8) &&
+                  make_map_groups(&maps.vi, v, B, T, KVH, sp.G / 8);
         if (x2) {
             // a producer warpgroup: the V copies by its second warp (VW)
-            sparse_launch<D, NWG, NS, PWG, 2, PWG == 1>(maps, sp, out, lse, T, H, KVH, grid, smem);
+            sparse_launch<D, NWG, 64, NS, PWG, 2, PWG == 1>(maps, sp, out, lse, T, H, KVH, grid);
             return 0;
         }
     }
-    sparse_launch<D, NWG, NS, PWG, 0, false>(maps, sp, out, lse, T, H, KVH, grid, smem);
+    sparse_launch<D, NWG, 64, NS, PWG, 0, false>(maps, sp, out, lse, T, H, KVH, grid);
     return 0;
 }
 template <int D, int NWG>

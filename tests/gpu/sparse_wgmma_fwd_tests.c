@@ -15,7 +15,8 @@
 // leave the output untouched.
 // sparse_wgmma_fwd_perf (info lines, not checks): ms paper (w 16, top 512, merge 128) at 32K and
 // 128K, moba-blk and the paper's key budget in regions of 64 / 32 keys at 32K, B = 1, H = KVH =
-// 32, D = 128, lists by select_bf16: sparse_wgmma_fwd vs
+// 32, D = 128 (MSLAB_SWF_H / MSLAB_SWF_D: other heads / head dim, e.g. the LM's 12 / 64), lists
+// by select_bf16: sparse_wgmma_fwd vs
 // sparse_bf16_fwd (to 32K), ms and TFLOP/s (4 D flops per visible pair); the dense forward
 // (flash_wgmma_fwd) at 32K as the yardstick. MSLAB_SWF_ROWS=tag,tag.. picks rows (paper32
 // paper128 moba32 w64 w32 dense32), MSLAB_SWF_REPS the timed calls (6), MSLAB_SWF_NORMAL=1 the
@@ -197,17 +198,22 @@ static AttnConfig ms_cfg(int w, int top, int merge, int prefix) {
     return c;
 }
 
-// ---- timing rows (info): B = 1, H = KVH = 32, D = 128, lists by select_bf16 ----
+// ---- timing rows (info): B = 1, H = KVH = 32, D = 128 (MSLAB_SWF_H / MSLAB_SWF_D: the LM's
+// shape is H 12, D 64), lists by select_bf16 ----
+static int perf_env(const char *name, int def) {
+    const char *e = getenv(name);
+    return e && atoi(e) > 0 ? atoi(e) : def;
+}
 // kind 1 sparse_wgmma_fwd, 0 sparse_bf16_fwd, 2 flash_wgmma_fwd (dense, ix unused)
 static double time_fwd(int kind, uint16_t *o, float *lse, const uint16_t *q, const uint16_t *k,
-                       const uint16_t *v, const AttnIndex *ix, int T, int reps) {
+                       const uint16_t *v, const AttnIndex *ix, int T, int H, int D, int reps) {
     float x;
     double t0 = 0;
     for (int r = -1; r < reps; r++) {
         if (r == 0) gpu->download(&x, lse, 4), t0 = now_s();
-        if (kind == 1) sparse_wgmma_fwd(o, lse, q, k, v, ix, 1, T, 32, 32, 128);
-        else if (kind == 2) flash_wgmma_fwd(o, lse, q, k, v, 1, T, 32, 32, 128);
-        else sparse_bf16_fwd(o, lse, q, k, v, ix, 1, T, 32, 32, 128);
+        if (kind == 1) sparse_wgmma_fwd(o, lse, q, k, v, ix, 1, T, H, H, D);
+        else if (kind == 2) flash_wgmma_fwd(o, lse, q, k, v, 1, T, H, H, D);
+        else sparse_bf16_fwd(o, lse, q, k, v, ix, 1, T, H, H, D);
     }
     gpu->download(&x, lse, 4);
     return (now_s() - t0) / reps * 1e3;
@@ -247,7 +253,7 @@ static int perf_reps(void) {
 
 static void t_sw_perf(const char *tag, const char *name, AttnConfig cfg, int T) {
     if (!wanted("sparse_wgmma_fwd_perf") || !row_wanted(tag)) return;
-    int H = 32, D = 128, reps = perf_reps();
+    int H = perf_env("MSLAB_SWF_H", 32), D = perf_env("MSLAB_SWF_D", 128), reps = perf_reps();
     AttnDims d;
     MS_ASSERT(attn_dims(&cfg, T, &d) == 0, "%s", ms_error());
     size_t nq = (size_t)T * H * D;
@@ -258,14 +264,14 @@ static void t_sw_perf(const char *tag, const char *name, AttnConfig cfg, int T) 
     AttnIndex ix;
     AttnStats st;
     free(perf_list(&ix, &cfg, &d, q, k, T, H, D, &st));
-    double f = 4.0 * st.pairs * D, tw = time_fwd(1, o, lse, q, k, v, &ix, T, reps);
+    double f = 4.0 * st.pairs * D, tw = time_fwd(1, o, lse, q, k, v, &ix, T, H, D, reps);
     perf_hash(tag, o, lse, nq, (size_t)H * T);
-    double tb = T <= 32768 ? time_fwd(0, o, lse, q, k, v, &ix, T, reps) : 0;
+    double tb = T <= 32768 ? time_fwd(0, o, lse, q, k, v, &ix, T, H, D, reps) : 0;
     char sb[64] = ""; // sparse_bf16 only where it ran
     if (tb > 0) snprintf(sb, sizeof sb, "; sparse_bf16 %.3f ms (%.1f)", tb, f / tb * 1e-9);
-    printf("    (info sparse_wgmma_fwd_perf: %s T=%d H=32 D=128 pairs %.4g: wgmma %.3f ms (%.1f "
+    printf("    (info sparse_wgmma_fwd_perf: %s T=%d H=%d D=%d pairs %.4g: wgmma %.3f ms (%.1f "
            "TFLOP/s)%s)\n",
-           name, T, st.pairs, tw, f / tw * 1e-9, sb);
+           name, T, H, D, st.pairs, tw, f / tw * 1e-9, sb);
     free(hb);
     gpu->free(q), gpu->free(k), gpu->free(v), gpu->free(o), gpu->free(lse), gpu->free(ix.idx);
 }
@@ -273,16 +279,17 @@ static void t_sw_perf(const char *tag, const char *name, AttnConfig cfg, int T) 
 // the dense forward at the same shape (the yardstick: the same kernel body, contiguous keys)
 static void t_dense_perf(int T) {
     if (!wanted("sparse_wgmma_fwd_perf") || !row_wanted("dense32")) return;
-    size_t nq = (size_t)T * 32 * 128;
+    int H = perf_env("MSLAB_SWF_H", 32), D = perf_env("MSLAB_SWF_D", 128);
+    size_t nq = (size_t)T * H * D;
     uint16_t *q, *k, *v, *hb = perf_qkv(nq, &q, &k, &v);
     perf_normal(q, k, v, nq);
     uint16_t *o = gpu->alloc(nq * 2);
-    float *lse = gpu->alloc((size_t)32 * T * 4);
-    double t = time_fwd(2, o, lse, q, k, v, NULL, T, perf_reps());
-    perf_hash("dense32", o, lse, nq, (size_t)32 * T);
-    double f = 4.0 * 128 * 32 * ((double)T * (T + 1) / 2);
-    printf("    (info sparse_wgmma_fwd_perf: dense flash_wgmma_fwd T=%d H=32 D=128: %.3f ms (%.1f "
-           "TFLOP/s))\n", T, t, f / t * 1e-9);
+    float *lse = gpu->alloc((size_t)H * T * 4);
+    double t = time_fwd(2, o, lse, q, k, v, NULL, T, H, D, perf_reps());
+    perf_hash("dense32", o, lse, nq, (size_t)H * T);
+    double f = 4.0 * D * H * ((double)T * (T + 1) / 2);
+    printf("    (info sparse_wgmma_fwd_perf: dense flash_wgmma_fwd T=%d H=%d D=%d: %.3f ms (%.1f "
+           "TFLOP/s))\n", T, H, D, t, f / t * 1e-9);
     free(hb);
     gpu->free(q), gpu->free(k), gpu->free(v), gpu->free(o), gpu->free(lse);
 }
@@ -307,6 +314,10 @@ void t_sparse_wgmma_fwd_all(void) {
         AttnConfig m1k = ms_cfg(16, 128, 64, -1); // qblock 1024: 192-row CTAs (wg3)
         t_sw("ms w16 top128 m64", &m1k, 0, 0, 0, 1, 3100, 4, 2, 128, 0);
         t_sw("ms w16 top128 m64", &m1k, 0, 0, 0, 1, 2900, 2, 2, 64, 0);
+        // D 64 through the 192-row CTAs (lanes issue, the V warp, the walker's batches): GQA, B 2,
+        // T not a multiple of 64, random lists with empty ones
+        t_sw("ms w16 top128 m64", &m1k, 0, 0, 0, 2, 3000, 4, 2, 64, 0);
+        t_sw("random r16 qb1024", NULL, 16, 1024, 100, 2, 2900, 4, 2, 64, 0);
         AttnConfig wi = attn_config_default(ATTN_WINDOW);
         wi.window = 512; // qblock = region = window = 512: 8 tiles a region, window masks
         t_sw("window 512", &wi, 0, 0, 0, 1, 2100, 4, 2, 128, 0);
