@@ -643,10 +643,13 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     static_assert(!SP || DET == 0 || DET >= 3, "sparse lists: atomic or fixed-point dQ");
     static_assert(D == 128 || DET == 0 || DET >= 3, "D 64: atomic or fixed-point dQ");
     constexpr bool KL = SP == 2; // key lists
-    static_assert(!KL || ((PIPE & ~(32 | 64)) == 22 && (DET == 0 || DET == 4)),
-                  "key lists: PIPE 22 (+ 32, 64), DET 0 / 4");
+    static_assert(!KL || ((PIPE & ~(32 | 64 | 128 | 256)) == 22 && (DET == 0 || DET == 4)),
+                  "key lists: PIPE 22 (+ 32, 64, 128, 256), DET 0 / 4");
     constexpr bool PT = KL && DET == 4; // key lists, ordered: dK / dV adds in a fixed order (s12)
     constexpr bool FX = DET >= 3; // fixed-point dQ: 3 two 32-bit lanes per u64 red, 4 s32 bulk adds
+    // 128 (s14, key lists, DET 4): the fixed-point staging permuted per lane as the atomic mode's
+    // (stage_dq: odd-g lanes store column group n ^ 2 at store n)
+    constexpr bool PERM = !FX || (PIPE & 128) != 0;
     constexpr bool ALDL = (PIPE & 2) != 0; // lse / Di by cp.async
     constexpr bool BULKQ = (PIPE & 4) != 0; // dQ partials by bulk reduce-adds (map dqmap)
     constexpr int NB = PIPE & 8 ? 3 : 2;     // Q / dO / lse / Di buffers: loads NB - 1 steps ahead
@@ -873,7 +876,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
                 // 17.37 ms, D 64 LM shape 4.13 -> 4.01, dense perf64 atomic 1.410 -> 1.310; the
                 // ordered mode (the selects before its FFMA conversions) 19.63 / 19.37 -> 19.80 /
                 // 19.52, dense 16K 12.29 -> 12.44: not there)
-                const int od = FX ? 0 : g & 1, sw = (row & 7) ^ (4 * od);
+                const int od = PERM ? g & 1 : 0, sw = (row & 7) ^ (4 * od);
 #pragma unroll
                 for (int n = 0; n < 8; n++) {
                     unsigned char *pe = st + (2 * wg + n / 4) * 8192 + row * 128 +
@@ -920,7 +923,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     // the dS barrier). Not with the per-thread dQ adds (PIPE without 4): ptxas serialised their
     // wgmma (C7515); not at D 64 in the atomic mode (r4, keys LM shape: 4.27 ms with vs 4.13
     // without; ordered 4.48 with vs 4.58)
-    constexpr bool DKL = BULKQ && NB == 2 && (D == 128 || FX);
+    constexpr bool DKL = BULKQ && NB == 2 && (D == 128 || FX) && !(PIPE & 256); // (s14: 256 off)
     for (int i = 0, buf = 0; pm[0]; i++, buf = buf == NB - 1 ? 0 : buf + 1) {
         if (TR && trw && i > 0) tr_cp = (unsigned)clock();
         cp_async_wait<NB - 2>();
@@ -1665,7 +1668,12 @@ template <int D, int PIPE> static constexpr size_t fused_smem() {
 template <int D, int DET, int PIPE, int SP, int MINB, class... A>
 static void fused_go(dim3 grid, size_t smem, int T, A... args) {
     static bool init = false;
-    if (!init) smem_optin(bwd_fused_kernel<D, DET, PIPE, SP, 0, MINB>, smem), init = true;
+    if (!init) {
+        smem_optin(bwd_fused_kernel<D, DET, PIPE, SP, 0, MINB>, smem), init = true;
+        if (MINB >= 3) // (s14 tries: the whole carveout, so that 3 CTAs fit)
+            cudaCheck(cudaFuncSetAttribute(bwd_fused_kernel<D, DET, PIPE, SP, 0, MINB>,
+                                           cudaFuncAttributePreferredSharedMemoryCarveout, 100));
+    }
     if constexpr (DET != 1 && DET != 2) if (fused_trace_on()) { // diagnostics
         // (at 2 CTAs per SM at most: with the stamps' registers ptxas serialises the wgmma at 3)
         constexpr int TMINB = MINB < 2 ? MINB : 2;
@@ -2080,14 +2088,14 @@ void wg_kv_bound_launch(int D, unsigned *kvm, const bf16 *k, const bf16 *v, int 
     else wg_kv_bound<128><<<dim3(B * KVH, cdiv_u(T, 128)), 256>>>(kvm, k, v, T, KVH, 128);
     cudaLaunchCheck();
 }
-template <int D, int DET, int PIPE>
+template <int D, int DET, int PIPE, int MINB = D == 64 ? 2 : 1>
 static void keys_fused_run(dim3 grid, bf16 *dk, bf16 *dv, float *dqacc, const bf16 *dout,
                            const float *lse, const float *Di, const bf16 *q, const bf16 *k, const bf16 *v, int T,
                            int H, int KVH, const SpArgs &sp, const float *rsc,
                            const CUtensorMap &dqmap, const CUtensorMap &qmap,
                            const CUtensorMap &omap, const CUtensorMap &accmap) {
     float scale = 1.f / sqrtf((float)D), sl2 = WG_LOG2E * scale;
-    fused_go<D, DET, PIPE, 2, D == 64 ? 2 : 1>(grid, fused_smem<D, PIPE>(), T, (bf16 *)nullptr,
+    fused_go<D, DET, PIPE, 2, MINB>(grid, fused_smem<D, PIPE>(), T, (bf16 *)nullptr,
                                              dk, dv, dqacc, (int *)nullptr,
                                              dout, lse, Di, q, k, v, T, H, KVH, sl2, scale, sp, rsc,
                                              dqmap, qmap, omap, accmap, accmap);
@@ -2096,16 +2104,25 @@ void wg_keys_fused_launch(int D, bool det, dim3 grid, bf16 *dk, bf16 *dv, float 
                           const bf16 *dout, const float *lse, const float *Di, const bf16 *q, const bf16 *k,
                           const bf16 *v, int T, int H, int KVH, const SpArgs &sp, const float *rsc,
                           const CUtensorMap &dqmap, const CUtensorMap &qmap,
-                          const CUtensorMap &omap, const CUtensorMap &accmap) {
-#define KEYS_GO(D, DET, PIPE)                                                                    \
-    keys_fused_run<D, DET, PIPE>(grid, dk, dv, dqacc, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc, \
+                          const CUtensorMap &omap, const CUtensorMap &accmap, int var) {
+#define KEYS_GO(D, DET, PIPE, ...)                                                               \
+    keys_fused_run<D, DET, PIPE, ##__VA_ARGS__>(grid, dk, dv, dqacc, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc, \
                                  dqmap, qmap, omap, accmap)
     // the ordered mode: the row scales by cp.async (+ 32; s9 r4: 23.17 ms vs 23.67); at D 128 the
     // FFMA dQ conversions (+ 64; s11 r1 / r2 / r3, ms paper 32K: 21.39 / 20.88 / 20.90 ms vs
     // 21.50 / 20.99-21.05 / 20.97; D 64 H 12 r3 4.834 vs 4.805 without, s10 r4 5.058 vs 5.080:
     // noise, off)
     if (D == 64) {
-        if (det) KEYS_GO(64, 4, 54);
+        // (s14 tries, var bits: 4 the permuted dQ staging (PIPE 128), 8 the FFMA conversions,
+        // 16 three CTAs an SM)
+        if (var & 16) {
+            if (det && (var & 12) == 4) KEYS_GO(64, 4, 182 + 256, 3);
+            else if (det) KEYS_GO(64, 4, 54 + 256, 3);
+            else KEYS_GO(64, 0, 22, 3);
+        } else if (det && (var & 12) == 4) KEYS_GO(64, 4, 182);
+        else if (det && (var & 12) == 8) KEYS_GO(64, 4, 118);
+        else if (det && (var & 12) == 12) KEYS_GO(64, 4, 246);
+        else if (det) KEYS_GO(64, 4, 54);
         else KEYS_GO(64, 0, 22);
     } else {
         if (det) KEYS_GO(128, 4, 118);

@@ -189,5 +189,5 @@ void wg_keys_fused_launch(int D, bool det, dim3 grid, bf16 *dk, bf16 *dv, float 
                           const bf16 *dout, const float *lse, const float *Di, const bf16 *q,
                           const bf16 *k, const bf16 *v, int T, int H, int KVH, const SpArgs &sp,
                           const float *rsc, const CUtensorMap &dqmap, const CUtensorMap &qmap,
-                          const CUtensorMap &omap, const CUtensorMap &accmap);
+                          const CUtensorMap &omap, const CUtensorMap &accmap, int var = 0);
 #endif

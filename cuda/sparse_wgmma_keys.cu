@@ -391,6 +391,105 @@ extern "C" void sparse_wgmma_bwd_tune_keys_ord(double budget_mb, int jit) {
     sk_budget_mb = budget_mb, sk_jit = jit;
 }
 
+// (s14 diagnostics, MSLAB_SK_DIAG bits) 1: the call's phases timed by events (us; the call
+// synchronises at its end), 2: its lists' statistics (regions by the lists that hold them, the key
+// tiles' walks: steps of 64 query rows), 4: the D 64 ordered kernel with the permuted dQ staging
+// (PIPE 128), 8: with the FFMA conversions (PIPE 64)
+static int sk_diag_get(void) {
+    static int d = -1;
+    if (d < 0) d = getenv("MSLAB_SK_DIAG") ? atoi(getenv("MSLAB_SK_DIAG")) : 0;
+    return d;
+}
+struct SkDiag {
+    int on = 0, n = 0;
+    const char *lab[24];
+    static cudaEvent_t *ev() {
+        static cudaEvent_t e[24];
+        static bool init = false;
+        if (!init)
+            for (int i = 0; i < 24; i++) cudaCheck(cudaEventCreate(&e[i]));
+        init = true;
+        return e;
+    }
+    void mark(const char *l) {
+        if (!(on & 1) || n >= 24) return;
+        cudaCheck(cudaEventRecord(ev()[n], 0));
+        lab[n++] = l;
+    }
+    void report(int T, int H, int D, bool det) {
+        if (!(on & 1) || n < 2) return;
+        cudaCheck(cudaEventSynchronize(ev()[n - 1]));
+        static int calls = 0;
+        printf("sk_diag %d T %d H %d D %d %s:", calls++, T, H, D, det ? "ordered" : "atomic");
+        for (int i = 1; i < n; i++) {
+            float ms = 0;
+            cudaCheck(cudaEventElapsedTime(&ms, ev()[i - 1], ev()[i]));
+            printf(" %s %.1f", lab[i], ms * 1e3);
+        }
+        float ms = 0;
+        cudaCheck(cudaEventElapsedTime(&ms, ev()[0], ev()[n - 1]));
+        printf(" total %.1f us\n", ms * 1e3);
+        fflush(stdout);
+    }
+};
+// the sorted lists sl [B][H][nblk][width]: per (b, kv head) the regions by the count of lists
+// holding them; the key-tile CTAs' steps as the kernel walks them (BKV keys a CTA)
+static void sk_list_stats(const int *sl, const AttnIndex *ix, int B, int T, int H, int KVH, int BKV) {
+    static int calls = 0;
+    if (calls++ >= 24) return;
+    int G = H / KVH, nblk = ix->nblk, W = ix->width, R = ix->region, nreg = (T + R - 1) / R;
+    size_t nl = (size_t)B * H * nblk;
+    int *h = (int *)malloc(nl * W * 4), *cnt = (int *)malloc((size_t)nreg * 4);
+    cudaCheck(cudaMemcpy(h, sl, nl * W * 4, cudaMemcpyDeviceToHost));
+    size_t hist[6] = {0}, hw[6] = {0};
+    double mean = 0, steps = 0, sel = 0, sel0 = 0, selp = 0;
+    int mx = 0, empty = 0, ncta = 0;
+    for (int bk = 0; bk < B * KVH; bk++) {
+        memset(cnt, 0, (size_t)nreg * 4);
+        for (int hg = 0; hg < G; hg++)
+            for (int c = 0; c < nblk; c++) {
+                const int *l = h + (((size_t)(bk / KVH) * H + (bk % KVH) * G + hg) * nblk + c) * W;
+                for (int s = 0; s < W; s++)
+                    if (l[s] >= 0 && l[s] < nreg) {
+                        cnt[l[s]]++;
+                        int kc = l[s] * R / ix->qblock; // the region's block
+                        if (kc < c) sel++, sel0 += kc == 0, selp += kc == c - 1;
+                    }
+            }
+        for (int r = 0; r < nreg; r++) {
+            int x = cnt[r];
+            hist[x < 4 ? x : x < 8 ? 4 : 5]++, hw[x < 4 ? x : x < 8 ? 4 : 5] += x;
+            mean += x, mx = x > mx ? x : mx;
+        }
+    }
+    int rpt = BKV / R;
+    for (size_t li = 0; li < nl; li++) {
+        int c = (int)(li % nblk);
+        const int *l = h + li * W;
+        for (int kb = 0; kb * rpt < W; kb++) {
+            int kmin = INT_MAX;
+            for (int s = kb * rpt; s < W && s < (kb + 1) * rpt; s++)
+                if (l[s] >= 0 && l[s] < nreg && l[s] * R < T) kmin = min(kmin, l[s] * R);
+            ncta++;
+            if (kmin == INT_MAX) {
+                empty++;
+                continue;
+            }
+            int rs = max(kmin, c * ix->qblock), re = min(T, c * ix->qblock + ix->qblock);
+            steps += (re + 63) / 64 - rs / 64;
+        }
+    }
+    printf("sk_stats T %d H %d: regions listed 0 / 1 / 2 / 3 / 4-7 / 8+ times: %zu / %zu / %zu / "
+           "%zu / %zu / %zu (their lists' share %.3f / %.3f / %.3f / %.3f / %.3f), mean %.2f, max %d;"
+           " selected earlier regions %.0f (in block 0 %.3f, the previous block %.3f); key-tile "
+           "CTAs %d (%d without keys), steps %.0f (%.2f a CTA)\n",
+           T, H, hist[0], hist[1], hist[2], hist[3], hist[4], hist[5], hw[1] / mean, hw[2] / mean,
+           hw[3] / mean, hw[4] / mean, hw[5] / mean, mean / ((double)B * KVH * nreg), mx, sel,
+           sel0 / sel, selp / sel, ncta, empty, steps, steps / ncta);
+    fflush(stdout);
+    free(h), free(cnt);
+}
+
 int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *out,
                           const float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
                           const AttnIndex *ix, int B, int T, int H, int KVH, int D) {
@@ -435,6 +534,9 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     size_t rsc_off = align256(rows * 4), kvm_off = rsc_off + (det ? align256(rows * 4) : 0);
     size_t sl_off = kvm_off + align256(nbk * 8), acc_off = sl_off + align256(nl * ix->width * 4);
     char *ws = (char *)wg_bwd_scratch(acc_off + cbk * perbk + 256);
+    SkDiag dg;
+    dg.on = sk_diag_get();
+    dg.mark("start");
     float *Di = (float *)ws, *rsc = det ? (float *)(ws + rsc_off) : nullptr;
     unsigned *kvm = (unsigned *)(ws + kvm_off);
     if (det) { // Di and the row scales (K / V bound first)
@@ -447,9 +549,12 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     } else {
         wg_bwd_pre_launch(D, Di, nullptr, nullptr, dout, out, k, v, B, T, H, KVH);
     }
+    dg.mark("pre");
     SpArgs sp = {};
     int *sl = (int *)(ws + sl_off);
     sparse_sort_lists(sl, ix->idx, nl, ix->width);
+    dg.mark("sort");
+    if (dg.on & 2) sk_list_stats(sl, ix, B, T, H, KVH, BKV);
     sp.idx = sl, sp.nblk = nblk, sp.width = ix->width, sp.qblock = ix->qblock, sp.region = R;
     sp.nreg = nreg, sp.kasc = asc, sp.kone = one, sp.kjit = det && sk_jit;
     if (det) sp.ow = ord_watch(ATTN_ORD_KEYS, 1ll << 31); // a timed-out turn flagged (ord_watch.cuh)
@@ -481,6 +586,7 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
         } else {
             cudaCheck(cudaMemsetAsync(kva, 0, kvb + n * G * T * D * 4, 0)); // both accumulators
         }
+        dg.mark("prep");
         // dQ: (D, G, T, n) fp32 / s32, box 32 columns x 64 rows (the body's staging boxes); dK /
         // dV: (D, T, 2 n, 1) fp32 (keys past T clipped), box 32 columns x 16 keys
         size_t qd[4] = {(size_t)D, (size_t)G, (size_t)T, n};
@@ -496,7 +602,8 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
         sp.kconv = cv, sp.kacc = (float *)kva;
         dim3 grid(ntk, (unsigned)nlst);
         wg_keys_fused_launch(D, det, grid, dk, dv, dqa, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc,
-                             dqmap, qmap, omap, accmap);
+                             dqmap, qmap, omap, accmap, dg.on);
+        dg.mark("kernel");
         size_t nkr = cv ? 0 : 2 * n * T, nqr = n * G * T; // (cv: the dK / dV rows all written)
         if (!nkr) { // (s13) dq alone (r5: 17.75 / 17.63 ms vs sk_acc_out's 17.81 / 17.77)
             unsigned cg = cdiv_u(nqr * (D / 8), 256);
@@ -504,6 +611,7 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
             dqo<<<cg < SK_CONV_CTAS ? cg : SK_CONV_CTAS, 256>>>(dq, (const int *)dqa, rsc, (int)bk0,
                                                               (unsigned)nqr, T, H, KVH, scale);
             cudaLaunchCheck();
+            dg.mark("conv");
             continue;
         }
         auto conv = D == 64 ? (det ? sk_acc_out<64, true> : sk_acc_out<64, false>)
@@ -514,6 +622,8 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
                                                             (unsigned)nkr, (unsigned)nqr, T, H,
                                                             KVH, scale);
         cudaLaunchCheck();
+        dg.mark("conv");
     }
+    dg.report(T, H, D, det);
     return 0;
 }
