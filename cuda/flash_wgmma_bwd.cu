@@ -60,15 +60,6 @@ extern "C" {
 // Empty entries are skipped; the next entry's list value is loaded one entry ahead, so its
 // latency hides under a step. Same order every call: deterministic.
 
-// RS m64n64k16 with a K-major B (imm-trans-b = 0; flash_wgmma.cuh's wg_rs_n64 takes B MN-major):
-// S^T = K Q^T and dP^T = V dO^T with K / V as register A operands (s14 tries, PIPE 512)
-__device__ __forceinline__ void wg_rs_n64_kb(float (*d)[4], const uint32_t a[4], uint64_t db, int acc) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 0;\n}\n"
-                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(acc));
-}
-
 // a + b with subnormal inputs and result flushed to zero, as cp.reduce.async.bulk.add.f32 does
 __device__ __forceinline__ float add_ftz(float a, float b) {
     float c;
@@ -652,12 +643,10 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     static_assert(!SP || DET == 0 || DET >= 3, "sparse lists: atomic or fixed-point dQ");
     static_assert(D == 128 || DET == 0 || DET >= 3, "D 64: atomic or fixed-point dQ");
     constexpr bool KL = SP == 2; // key lists
-    static_assert(!KL || ((PIPE & ~(32 | 64 | 128 | 256 | 512)) == 22 && (DET == 0 || DET == 4)),
-                  "key lists: PIPE 22 (+ 32, 64, 128, 256, 512), DET 0 / 4");
-    // 512 (s14, key lists, D 64): K and V as register A operands of S^T and dP^T (RS; loaded once
-    // by ldmatrix: the CTA's keys are fixed), 16 KB less shared memory read a step
-    constexpr bool RSKV = (PIPE & 512) != 0;
-    static_assert(!RSKV || (KL && D == 64), "K / V in registers: key lists, D 64");
+    static_assert(!KL || ((PIPE & ~(32 | 64 | 128 | 256 | 1024)) == 22 && (DET == 0 || DET == 4)),
+                  "key lists: PIPE 22 (+ 32, 64, 128, 256, 1024), DET 0 / 4");
+    // 1024 (s14 tries, key lists): lse comes scaled by log2e (sk_pre's copy: the same product)
+    constexpr bool LPS = (PIPE & 1024) != 0;
     constexpr bool PT = KL && DET == 4; // key lists, ordered: dK / dV adds in a fixed order (s12)
     constexpr bool FX = DET >= 3; // fixed-point dQ: 3 two 32-bit lanes per u64 red, 4 s32 bulk adds
     // 128 (s14, key lists, DET 4): the fixed-point staging permuted per lane as the atomic mode's
@@ -937,7 +926,6 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     // wgmma (C7515); not at D 64 in the atomic mode (r4, keys LM shape: 4.27 ms with vs 4.13
     // without; ordered 4.48 with vs 4.58)
     constexpr bool DKL = BULKQ && NB == 2 && (D == 128 || FX) && !(PIPE & 256); // (s14: 256 off)
-    uint32_t kfa[RSKV ? D / 16 : 1][4], vfa[RSKV ? D / 16 : 1][4]; // RSKV: K / V A fragments
     for (int i = 0, buf = 0; pm[0]; i++, buf = buf == NB - 1 ? 0 : buf + 1) {
         if (TR && trw && i > 0) tr_cp = (unsigned)clock();
         cp_async_wait<NB - 2>();
@@ -947,13 +935,6 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         if (TML) mbar_wait(tbar + buf, (i / NB) & 1); // this step's Q / dO tiles
         __syncthreads(); // step i's tiles landed; every warpgroup left step i - 1 (buffers, dS)
         if (TR && trw && i == 0) tr_cp = (unsigned)clock(), trec[5] = clock64();
-        if (RSKV && i == 0) // the gathered K / V tiles landed (step 0's barrier): A fragments
-#pragma unroll
-            for (int kk = 0; kk < D / 16; kk++) { // rows 16 wl + (l & 7) + 8 (l >> 3 & 1), chunk 2 kk + l >> 4
-                int r = wl * 16 + (lane & 7) + (lane & 8), c = 2 * kk + (lane >> 4);
-                ldsm_x4(kfa[kk], Ks + pl<BKV>(r, c));
-                ldsm_x4(vfa[kk], Vs + pl<BKV>(r, c));
-            }
         else tr_stamp(0);
         int hh = ph[0], qs = pq[0];
         bool nmore = L.ok(); // step i + NB - 1 into the buffer step i - 1 used
@@ -982,24 +963,14 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
         const uint32_t qmb = qm0 + (uint32_t)buf * (BQ * D / 8); // MN-major (the B of dK)
         constexpr uint32_t OD = NB * BQ * D / 8; // dO's tiles: NB Q tiles after Q's
         wg_fence();
-        if constexpr (RSKV) {
 #pragma unroll
-            for (int kk = 0; kk < D / 16; kk++) wg_rs_n64_kb(s, kfa[kk], wgd(qkb + dk_k<BQ>(kk)), kk);
-            wg_commit();
+        for (int kk = 0; kk < D / 16; kk++)
+            wg_ss<BQ>(s, wgd(kk0 + dk_k<BKV>(kk)), wgd(qkb + dk_k<BQ>(kk)), kk);
+        wg_commit();
 #pragma unroll
-            for (int kk = 0; kk < D / 16; kk++)
-                wg_rs_n64_kb(dp, vfa[kk], wgd(qkb + OD + dk_k<BQ>(kk)), kk);
-            wg_commit();
-        } else {
-#pragma unroll
-            for (int kk = 0; kk < D / 16; kk++)
-                wg_ss<BQ>(s, wgd(kk0 + dk_k<BKV>(kk)), wgd(qkb + dk_k<BQ>(kk)), kk);
-            wg_commit();
-#pragma unroll
-            for (int kk = 0; kk < D / 16; kk++)
-                wg_ss<BQ>(dp, wgd(vk0 + dk_k<BKV>(kk)), wgd(qkb + OD + dk_k<BQ>(kk)), kk);
-            wg_commit();
-        }
+        for (int kk = 0; kk < D / 16; kk++)
+            wg_ss<BQ>(dp, wgd(vk0 + dk_k<BKV>(kk)), wgd(qkb + OD + dk_k<BQ>(kk)), kk);
+        wg_commit();
         if (BULKQ && bq_qs >= 0) bulk_issue();
         if (!DKL) issue_loads();
         if (DET == 2 && cnt_prev) { // the previous step's reds performed: release its tile
@@ -1023,7 +994,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 int qi = n * 8 + 2 * tq + (e & 1);
-                s[n][e] = wg_ex2(fmaf(s[n][e], sl2, ALDL ? -Lt[qi] * WG_LOG2E : -Lt[qi]));
+                s[n][e] = wg_ex2(fmaf(s[n][e], sl2, ALDL && !LPS ? -Lt[qi] * WG_LOG2E : -Lt[qi]));
             }
         if (diag | wcut) {
             // key > qs + 2 tq + j (j = 8 n + (e & 1)): key - qs - 2 tq against an immediate
@@ -2114,9 +2085,10 @@ void wg_bwd_pre_launch(int D, float *Di, float *rsc, unsigned *kvm, const bf16 *
     if (D == 64) bwd_pre_run<64>(Di, rsc, kvm, dout, out, k, v, B, T, H, KVH);
     else bwd_pre_run<128>(Di, rsc, kvm, dout, out, k, v, B, T, H, KVH);
 }
-void wg_kv_bound_launch(int D, unsigned *kvm, const bf16 *k, const bf16 *v, int B, int T, int KVH) {
-    if (D == 64) wg_kv_bound<64><<<dim3(B * KVH, cdiv_u(T, 128)), 256>>>(kvm, k, v, T, KVH, 128);
-    else wg_kv_bound<128><<<dim3(B * KVH, cdiv_u(T, 128)), 256>>>(kvm, k, v, T, KVH, 128);
+void wg_kv_bound_launch(int D, unsigned *kvm, const bf16 *k, const bf16 *v, int B, int T, int KVH,
+                        cudaStream_t st) {
+    if (D == 64) wg_kv_bound<64><<<dim3(B * KVH, cdiv_u(T, 128)), 256, 0, st>>>(kvm, k, v, T, KVH, 128);
+    else wg_kv_bound<128><<<dim3(B * KVH, cdiv_u(T, 128)), 256, 0, st>>>(kvm, k, v, T, KVH, 128);
     cudaLaunchCheck();
 }
 template <int D, int DET, int PIPE, int MINB = D == 64 ? 2 : 1>
@@ -2144,21 +2116,23 @@ void wg_keys_fused_launch(int D, bool det, dim3 grid, bf16 *dk, bf16 *dv, float 
     // 21.50 / 20.99-21.05 / 20.97; D 64 H 12 r3 4.834 vs 4.805 without, s10 r4 5.058 vs 5.080:
     // noise, off)
     if (D == 64) {
-        // (s14 tries, var bits: 4 the permuted dQ staging (PIPE 128), 8 the FFMA conversions,
-        // 16 three CTAs an SM, 32 K / V as register A operands)
-        if (var & 32) { // K / V in registers (PIPE 512)
-            if (det && (var & 4)) KEYS_GO(64, 4, 54 + 128 + 512);
-            else if (det) KEYS_GO(64, 4, 54 + 512);
-            else KEYS_GO(64, 0, 22 + 512);
-        } else if (var & 16) {
-            if (det && (var & 12) == 4) KEYS_GO(64, 4, 182 + 256, 3);
-            else if (det) KEYS_GO(64, 4, 54 + 256, 3);
-            else KEYS_GO(64, 0, 22, 3);
-        } else if (det && (var & 12) == 4) KEYS_GO(64, 4, 182);
-        else if (det && (var & 12) == 8) KEYS_GO(64, 4, 118);
-        else if (det && (var & 12) == 12) KEYS_GO(64, 4, 246);
-        else if (det) KEYS_GO(64, 4, 54);
-        else KEYS_GO(64, 0, 22);
+        // (s14 tries, var bits: 128 the s8-s13 form (2 CTAs an SM); else 3 CTAs an SM (the ordered
+        // mode without DKL, PIPE 256) with 4 the permuted dQ staging (PIPE 128), 8 the FFMA
+        // conversions (PIPE 64), 256 lse scaled by sk_pre (PIPE 1024)
+        if (var & 128) {
+            if (det) KEYS_GO(64, 4, 54);
+            else KEYS_GO(64, 0, 22);
+        } else if (det) {
+            switch (var & (4 | 8 | 256)) {
+            case 8: KEYS_GO(64, 4, 310 + 64, 3); break;
+            case 12: KEYS_GO(64, 4, 310 + 64 + 128, 3); break;
+            case 256: KEYS_GO(64, 4, 310 + 1024, 3); break;
+            case 264: KEYS_GO(64, 4, 310 + 64 + 1024, 3); break;
+            default: KEYS_GO(64, 4, 310, 3);
+            }
+        } else {
+            KEYS_GO(64, 0, 22, 3);
+        }
     } else {
         if (det) KEYS_GO(128, 4, 118);
         else KEYS_GO(128, 0, 22);

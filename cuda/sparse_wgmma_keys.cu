@@ -210,7 +210,8 @@ extern "C" {
 // KVH + kv head, a chunk of rows (t, head of the group)), D / 8 lanes a row (16-byte loads)
 template <int D>
 __global__ void sk_pre(float *Di, float *rsc, const unsigned *kvm, const bf16 *q, const bf16 *dout,
-                       const bf16 *out, int T, int H, int KVH, int rows) {
+                       const bf16 *out, int T, int H, int KVH, int rows, const float *lse,
+                       float *l2) {
     constexpr int L = D / 8; // lanes per row
     int bk = blockIdx.x, b = bk / KVH, kvh = bk % KVH, G = H / KVH, j = threadIdx.x % L;
     int i0 = blockIdx.y * rows, i1 = min(T * G, i0 + rows);
@@ -241,6 +242,7 @@ __global__ void sk_pre(float *Di, float *rsc, const unsigned *kvm, const bf16 *q
         }
         if (j == 0 && i < i1) {
             Di[((size_t)b * H + hh) * T + t] = sd;
+            if (l2) l2[((size_t)b * H + hh) * T + t] = lse[((size_t)b * H + hh) * T + t] * WG_LOG2E;
             rsc[o / D] = qbad ? NAN : wg_fx_scale((sqrtf(ss) * vm + fabsf(sd)) * km * 1.0625f, 30);
         }
     }
@@ -394,7 +396,9 @@ extern "C" void sparse_wgmma_bwd_tune_keys_ord(double budget_mb, int jit) {
 // (s14 diagnostics, MSLAB_SK_DIAG bits) 1: the call's phases timed by events (us; the call
 // synchronises at its end), 2: its lists' statistics (regions by the lists that hold them, the key
 // tiles' walks: steps of 64 query rows), 4: the D 64 ordered kernel with the permuted dQ staging
-// (PIPE 128), 8: with the FFMA conversions (PIPE 64)
+// (PIPE 128), 8: with the FFMA conversions (PIPE 64), 16: 3 CTAs an SM, 32: K / V as register A
+// operands (PIPE 512; removed), 64: the ordered pre-pass on a second stream, 128: D 64 at 2 CTAs an
+// SM (the s8-s13 form), 256: lse x log2e from sk_pre (PIPE 1024)
 static int sk_diag_get(void) {
     static int d = -1;
     if (d < 0) d = getenv("MSLAB_SK_DIAG") ? atoi(getenv("MSLAB_SK_DIAG")) : 0;
@@ -531,21 +535,42 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     if ((double)cbk * T * (2 + G) >= 4294967295.0 ||
         (double)cbk * T * G * D / 8 + SK_CONV_CTAS * 256.0 >= 4294967295.0)
         return -1;
+    // (s14 tries, MSLAB_SK_DIAG 256: l2 = lse x log2e by sk_pre, after rsc)
+    bool lps = det && D == 64 && (sk_diag_get() & 256) && !(sk_diag_get() & 128);
     size_t rsc_off = align256(rows * 4), kvm_off = rsc_off + (det ? align256(rows * 4) : 0);
+    size_t l2_off = kvm_off;
+    if (lps) kvm_off += align256(rows * 4);
     size_t sl_off = kvm_off + align256(nbk * 8), acc_off = sl_off + align256(nl * ix->width * 4);
     char *ws = (char *)wg_bwd_scratch(acc_off + cbk * perbk + 256);
     SkDiag dg;
     dg.on = sk_diag_get();
     dg.mark("start");
     float *Di = (float *)ws, *rsc = det ? (float *)(ws + rsc_off) : nullptr;
+    float *l2 = lps ? (float *)(ws + l2_off) : nullptr;
     unsigned *kvm = (unsigned *)(ws + kvm_off);
+    // (s14 tries, MSLAB_SK_DIAG 64) the ordered pre-pass on a second stream, beside the lists'
+    // sort and slot tables (the kernel waits for both)
+    static cudaStream_t side = nullptr;
+    static cudaEvent_t sev[2];
+    bool ss = det && (dg.on & 64);
+    cudaStream_t ps = 0;
+    if (ss) {
+        if (!side) {
+            cudaCheck(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
+            for (int i = 0; i < 2; i++) cudaCheck(cudaEventCreateWithFlags(&sev[i], cudaEventDisableTiming));
+        }
+        cudaCheck(cudaEventRecord(sev[0], 0));
+        cudaCheck(cudaStreamWaitEvent(side, sev[0], 0));
+        ps = side;
+    }
     if (det) { // Di and the row scales (K / V bound first)
-        cudaCheck(cudaMemsetAsync(kvm, 0, nbk * 8, 0));
-        wg_kv_bound_launch(D, kvm, k, v, B, T, KVH);
+        cudaCheck(cudaMemsetAsync(kvm, 0, nbk * 8, ps));
+        wg_kv_bound_launch(D, kvm, k, v, B, T, KVH, ps);
         dim3 pg((unsigned)nbk, cdiv_u((size_t)T * G, 512));
-        if (D == 64) sk_pre<64><<<pg, 256>>>(Di, rsc, kvm, q, dout, out, T, H, KVH, 512);
-        else sk_pre<128><<<pg, 256>>>(Di, rsc, kvm, q, dout, out, T, H, KVH, 512);
+        if (D == 64) sk_pre<64><<<pg, 256, 0, ps>>>(Di, rsc, kvm, q, dout, out, T, H, KVH, 512, lse, l2);
+        else sk_pre<128><<<pg, 256, 0, ps>>>(Di, rsc, kvm, q, dout, out, T, H, KVH, 512, lse, l2);
         cudaLaunchCheck();
+        if (ss) cudaCheck(cudaEventRecord(sev[1], side));
     } else {
         wg_bwd_pre_launch(D, Di, nullptr, nullptr, dout, out, k, v, B, T, H, KVH);
     }
@@ -601,7 +626,8 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
         sp.bk0 = (int)bk0, sp.kcnt = kcnt, sp.kpos = pos, sp.krank = rank, sp.kwait = kwait;
         sp.kconv = cv, sp.kacc = (float *)kva;
         dim3 grid(ntk, (unsigned)nlst);
-        wg_keys_fused_launch(D, det, grid, dk, dv, dqa, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc,
+        if (ss && bk0 == 0) cudaCheck(cudaStreamWaitEvent(0, sev[1], 0)); // the pre-pass done
+        wg_keys_fused_launch(D, det, grid, dk, dv, dqa, dout, lps ? l2 : lse, Di, q, k, v, T, H, KVH, sp, rsc,
                              dqmap, qmap, omap, accmap, dg.on);
         dg.mark("kernel");
         size_t nkr = cv ? 0 : 2 * n * T, nqr = n * G * T; // (cv: the dK / dV rows all written)
