@@ -589,6 +589,12 @@ __device__ __forceinline__ void bulk_wait_done() {
 //   softmax (~800 cycles a step) is bound by its 32 ex2 a thread on the XU pipe (an FMA-pipe exp2
 //   for part of them: not tried, changes the bits).
 
+// s14 (the key lists' D 64 kernel, the LM's: sparse_wgmma_keys.cu's notes): 3 CTAs an SM (MINB 3;
+//   165 / 168 registers; PIPE 256 drops DKL there), FFMA conversions and lse x log2e (PIPE 1024):
+//   perf row D 64 ordered 4.40 -> 4.16 ms at 3 CTAs (r2 / r3), LM sparse_bwd 4666 -> 4382 us a
+//   layer (r4). K / V as register A operands of S^T / dP^T (RS, 2 CTAs) and the ordered staging
+//   permuted: no gain, removed.
+
 // Diagnostics (MSLAB_BWD_TRACE=1; off by default: the TR = 1 instantiations only run then): per
 // CTA of the fused kernel, thread 0 records FT_REC u64: globaltimer at start / end, clock64 at
 // start / end, steps | SM id << 32, prologue cycles (start .. step 0's tiles landed), epilogue
@@ -643,15 +649,14 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     static_assert(!SP || DET == 0 || DET >= 3, "sparse lists: atomic or fixed-point dQ");
     static_assert(D == 128 || DET == 0 || DET >= 3, "D 64: atomic or fixed-point dQ");
     constexpr bool KL = SP == 2; // key lists
-    static_assert(!KL || ((PIPE & ~(32 | 64 | 128 | 256 | 1024)) == 22 && (DET == 0 || DET == 4)),
-                  "key lists: PIPE 22 (+ 32, 64, 128, 256, 1024), DET 0 / 4");
-    // 1024 (s14 tries, key lists): lse comes scaled by log2e (sk_pre's copy: the same product)
+    static_assert(!KL || ((PIPE & ~(32 | 64 | 256 | 1024)) == 22 && (DET == 0 || DET == 4)),
+                  "key lists: PIPE 22 (+ 32, 64, 256, 1024), DET 0 / 4");
+    // 1024 (s14, key lists, with 2): lse comes as lse x log2e (sk_pre's copy, the product the
+    // softmax formed: the same bits), 16 FMUL a thread a step fewer
     constexpr bool LPS = (PIPE & 1024) != 0;
+    static_assert(!LPS || (PIPE & 2), "lse x log2e: lse by cp.async");
     constexpr bool PT = KL && DET == 4; // key lists, ordered: dK / dV adds in a fixed order (s12)
     constexpr bool FX = DET >= 3; // fixed-point dQ: 3 two 32-bit lanes per u64 red, 4 s32 bulk adds
-    // 128 (s14, key lists, DET 4): the fixed-point staging permuted per lane as the atomic mode's
-    // (stage_dq: odd-g lanes store column group n ^ 2 at store n)
-    constexpr bool PERM = !FX || (PIPE & 128) != 0;
     constexpr bool ALDL = (PIPE & 2) != 0; // lse / Di by cp.async
     constexpr bool BULKQ = (PIPE & 4) != 0; // dQ partials by bulk reduce-adds (map dqmap)
     constexpr int NB = PIPE & 8 ? 3 : 2;     // Q / dO / lse / Di buffers: loads NB - 1 steps ahead
@@ -878,7 +883,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
                 // 17.37 ms, D 64 LM shape 4.13 -> 4.01, dense perf64 atomic 1.410 -> 1.310; the
                 // ordered mode (the selects before its FFMA conversions) 19.63 / 19.37 -> 19.80 /
                 // 19.52, dense 16K 12.29 -> 12.44: not there)
-                const int od = PERM ? g & 1 : 0, sw = (row & 7) ^ (4 * od);
+                const int od = FX ? 0 : g & 1, sw = (row & 7) ^ (4 * od);
 #pragma unroll
                 for (int n = 0; n < 8; n++) {
                     unsigned char *pe = st + (2 * wg + n / 4) * 8192 + row * 128 +
@@ -925,7 +930,9 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     // the dS barrier). Not with the per-thread dQ adds (PIPE without 4): ptxas serialised their
     // wgmma (C7515); not at D 64 in the atomic mode (r4, keys LM shape: 4.27 ms with vs 4.13
     // without; ordered 4.48 with vs 4.58)
-    constexpr bool DKL = BULKQ && NB == 2 && (D == 128 || FX) && !(PIPE & 256); // (s14: 256 off)
+    // 256 (s14): no DKL (the key lists' D 64 ordered kernel at 3 CTAs an SM: with DKL ptxas
+    // serialises its wgmma at 168 registers, C7512)
+    constexpr bool DKL = BULKQ && NB == 2 && (D == 128 || FX) && !(PIPE & 256);
     for (int i = 0, buf = 0; pm[0]; i++, buf = buf == NB - 1 ? 0 : buf + 1) {
         if (TR && trw && i > 0) tr_cp = (unsigned)clock();
         cp_async_wait<NB - 2>();
@@ -1672,7 +1679,7 @@ static void fused_go(dim3 grid, size_t smem, int T, A... args) {
     static bool init = false;
     if (!init) {
         smem_optin(bwd_fused_kernel<D, DET, PIPE, SP, 0, MINB>, smem), init = true;
-        if (MINB >= 3) // (s14 tries: the whole carveout, so that 3 CTAs fit)
+        if (MINB >= 3) // (s14: the whole carveout, so that 3 CTAs fit)
             cudaCheck(cudaFuncSetAttribute(bwd_fused_kernel<D, DET, PIPE, SP, 0, MINB>,
                                            cudaFuncAttributePreferredSharedMemoryCarveout, 100));
     }
@@ -2085,10 +2092,9 @@ void wg_bwd_pre_launch(int D, float *Di, float *rsc, unsigned *kvm, const bf16 *
     if (D == 64) bwd_pre_run<64>(Di, rsc, kvm, dout, out, k, v, B, T, H, KVH);
     else bwd_pre_run<128>(Di, rsc, kvm, dout, out, k, v, B, T, H, KVH);
 }
-void wg_kv_bound_launch(int D, unsigned *kvm, const bf16 *k, const bf16 *v, int B, int T, int KVH,
-                        cudaStream_t st) {
-    if (D == 64) wg_kv_bound<64><<<dim3(B * KVH, cdiv_u(T, 128)), 256, 0, st>>>(kvm, k, v, T, KVH, 128);
-    else wg_kv_bound<128><<<dim3(B * KVH, cdiv_u(T, 128)), 256, 0, st>>>(kvm, k, v, T, KVH, 128);
+void wg_kv_bound_launch(int D, unsigned *kvm, const bf16 *k, const bf16 *v, int B, int T, int KVH) {
+    if (D == 64) wg_kv_bound<64><<<dim3(B * KVH, cdiv_u(T, 128)), 256>>>(kvm, k, v, T, KVH, 128);
+    else wg_kv_bound<128><<<dim3(B * KVH, cdiv_u(T, 128)), 256>>>(kvm, k, v, T, KVH, 128);
     cudaLaunchCheck();
 }
 template <int D, int DET, int PIPE, int MINB = D == 64 ? 2 : 1>
@@ -2107,7 +2113,7 @@ void wg_keys_fused_launch(int D, bool det, dim3 grid, bf16 *dk, bf16 *dv, float 
                           const bf16 *dout, const float *lse, const float *Di, const bf16 *q, const bf16 *k,
                           const bf16 *v, int T, int H, int KVH, const SpArgs &sp, const float *rsc,
                           const CUtensorMap &dqmap, const CUtensorMap &qmap,
-                          const CUtensorMap &omap, const CUtensorMap &accmap, int var) {
+                          const CUtensorMap &omap, const CUtensorMap &accmap) {
 #define KEYS_GO(D, DET, PIPE, ...)                                                               \
     keys_fused_run<D, DET, PIPE, ##__VA_ARGS__>(grid, dk, dv, dqacc, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc, \
                                  dqmap, qmap, omap, accmap)
@@ -2115,24 +2121,11 @@ void wg_keys_fused_launch(int D, bool det, dim3 grid, bf16 *dk, bf16 *dv, float 
     // FFMA dQ conversions (+ 64; s11 r1 / r2 / r3, ms paper 32K: 21.39 / 20.88 / 20.90 ms vs
     // 21.50 / 20.99-21.05 / 20.97; D 64 H 12 r3 4.834 vs 4.805 without, s10 r4 5.058 vs 5.080:
     // noise, off)
+    // D 64 (s14): 3 CTAs an SM (165 / 168 registers, 76336 bytes of shared memory each), the
+    // ordered mode without DKL (+ 256), with the FFMA conversions (+ 64) and lse x log2e (+ 1024)
     if (D == 64) {
-        // (s14 tries, var bits: 128 the s8-s13 form (2 CTAs an SM); else 3 CTAs an SM (the ordered
-        // mode without DKL, PIPE 256) with 4 the permuted dQ staging (PIPE 128), 8 the FFMA
-        // conversions (PIPE 64), 256 lse scaled by sk_pre (PIPE 1024)
-        if (var & 128) {
-            if (det) KEYS_GO(64, 4, 54);
-            else KEYS_GO(64, 0, 22);
-        } else if (det) {
-            switch (var & (4 | 8 | 256)) {
-            case 8: KEYS_GO(64, 4, 310 + 64, 3); break;
-            case 12: KEYS_GO(64, 4, 310 + 64 + 128, 3); break;
-            case 256: KEYS_GO(64, 4, 310 + 1024, 3); break;
-            case 264: KEYS_GO(64, 4, 310 + 64 + 1024, 3); break;
-            default: KEYS_GO(64, 4, 310, 3);
-            }
-        } else {
-            KEYS_GO(64, 0, 22, 3);
-        }
+        if (det) KEYS_GO(64, 4, 22 + 32 + 64 + 256 + 1024, 3);
+        else KEYS_GO(64, 0, 22, 3);
     } else {
         if (det) KEYS_GO(128, 4, 118);
         else KEYS_GO(128, 0, 22);

@@ -192,6 +192,41 @@
 // only (a list holding it twice stays repeatable); same snippet, 32K ordered 17.47-17.67 ms (this),
 // 17.61-17.63 (ftz, without the slot check), 17.31-17.59 (hk's r7 binary, before the watchdog and
 // both fixes): ~0.1-0.2 ms, within two rounds' noise; hashes 248db7e3 / efd831ef unchanged.
+// s14 (the LM's D 64 backward: `MSLAB_BF16_TRACE=4 MSLAB_LM_ROWS=1 mslab-gpu-bench --lm`, B 1, T 32K,
+// H = KVH 12, ms paper config; sparse_bwd 4737 us a layer in the s14 r1 trace vs 4.371 ms for the
+// perf row at that shape). Measured first (r2, per-call phase events and list statistics under a
+// diagnostics switch, since removed): the LM's lists are not harder than the perf row's random
+// ones (regions listed 0 / 1 / 2 / 3 / 4-7 / 8+ times 0 / 8949 / 4013 / 2828 / 5433 / 3353 vs
+// 0 / 8379 / 4067 / 2592 / 6279 / 3259, max 16 both, 26% vs 19% of the selected regions in
+// block 0; the work is the same by construction: every list holds its block's 128 regions and 384
+// others, 617472 steps of 64 query rows, 25.1 a CTA); the kernel's trace is the same in both
+// (3120 cycles a step at 1.80 GHz, ordered); the phases in the LM (ordered, us a call): pre-passes
+// 75, sort 21, memsets + slot tables 41, kernel 4207 in a step's first backward calls rising to
+// 4420-4600 in its later ones, dq convert 49 (the perf row: kernel 4195); the op's span ~74 us
+// over the call's (backend_bf16.cu's bf16_attn_bwd: dout's conversion etc.). So the LM's extra
+// time is the clock under the 700 W cap (the selections' host waits leave the GPU idle in the
+// forward, the backward's 56 ms run without a gap), not its lists: fewer cycles (and bytes) are
+// the lever. Kept (D 64): 3 CTAs an SM (165 / 168 registers, 76336 bytes of shared memory each,
+// the carveout at its maximum; the ordered mode without DKL, PIPE 256: with it ptxas serialises
+// the wgmma at 168 registers, C7512), the FFMA dQ conversions (PIPE 64; at 2 CTAs they had lost,
+// s11 / r2 4.471 vs 4.404 ms) and lse x log2e from sk_pre (PIPE 1024, the same product: 16 FMUL a
+// thread a step fewer). Same snippets (perf row: `MSLAB_SWB_PERF="ms paper" MSLAB_SWB_PERF_MIN=1
+// MSLAB_SWB_PERF_H=12 MSLAB_SWB_PERF_D=64 MSLAB_SWB_PERF_KEYS=1 mslab-gpu-tests
+// sparse_wgmma_bwd_perf`, atomic / ordered ms): r2 2 CTAs 4.007 / 4.404, 3 CTAs 3.756 / 4.162;
+// r3 4.001 / 4.401 vs 3.754 / 4.159, LM sparse_bwd 4637.7 -> 4458.5 us a layer; r4 LM main
+// 4666.1, 3 CTAs 4552.3, + lse x log2e + the pre-pass on a second stream 4494.0, + FFMA 4382.4;
+// the ordered hash efd831ef5f667233 in every variant (the same bits); small rows 409 passed (r3).
+// Tried and removed (s14): K and V as register A operands of S^T / dP^T (RS by ldmatrix'd
+// fragments: 16 KB less shared memory read a step; 202 / 204 registers, 2 CTAs an SM): r3 perf
+// 3.994 / 4.361 vs 4.001 / 4.401, LM 4578.4 us vs 3 CTAs' 4458.5; the ordered dQ staging permuted
+// as the atomic mode's: 2 CTAs 4.308 / 4.299 vs 4.404 (r2), 3 CTAs 4.173 vs 4.162 (r2); the FFMA
+// conversions at 2 CTAs 4.471, with the permutation 4.287 (r2); the ordered pre-pass (wg_kv_bound,
+// sk_pre) on a second stream beside the sort and slot tables (r4 only with lse x log2e: -58 us a
+// layer for both, about the phases' overlap ~30-45 us; not kept: a race that no row could catch).
+// Left: the kernel (~91% of the LM op), bound by latency at 3 warpgroups an SM and by its power
+// (the LM runs it ~7% slower than a cool GPU); the ordered mode's ~0.4 ms over the atomic one
+// (the s32 conversions, the chains' completion waits ~3300 cycles a CTA, sk_pre / wg_kv_bound
+// +37 us); the wrapper's ~74 us (dout to bf16 in bf16_attn_bwd: the lead's).
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -393,107 +428,6 @@ extern "C" void sparse_wgmma_bwd_tune_keys_ord(double budget_mb, int jit) {
     sk_budget_mb = budget_mb, sk_jit = jit;
 }
 
-// (s14 diagnostics, MSLAB_SK_DIAG bits) 1: the call's phases timed by events (us; the call
-// synchronises at its end), 2: its lists' statistics (regions by the lists that hold them, the key
-// tiles' walks: steps of 64 query rows), 4: the D 64 ordered kernel with the permuted dQ staging
-// (PIPE 128), 8: with the FFMA conversions (PIPE 64), 16: 3 CTAs an SM, 32: K / V as register A
-// operands (PIPE 512; removed), 64: the ordered pre-pass on a second stream, 128: D 64 at 2 CTAs an
-// SM (the s8-s13 form), 256: lse x log2e from sk_pre (PIPE 1024)
-static int sk_diag_get(void) {
-    static int d = -1;
-    if (d < 0) d = getenv("MSLAB_SK_DIAG") ? atoi(getenv("MSLAB_SK_DIAG")) : 0;
-    return d;
-}
-struct SkDiag {
-    int on = 0, n = 0;
-    const char *lab[24];
-    static cudaEvent_t *ev() {
-        static cudaEvent_t e[24];
-        static bool init = false;
-        if (!init)
-            for (int i = 0; i < 24; i++) cudaCheck(cudaEventCreate(&e[i]));
-        init = true;
-        return e;
-    }
-    void mark(const char *l) {
-        if (!(on & 1) || n >= 24) return;
-        cudaCheck(cudaEventRecord(ev()[n], 0));
-        lab[n++] = l;
-    }
-    void report(int T, int H, int D, bool det) {
-        if (!(on & 1) || n < 2) return;
-        cudaCheck(cudaEventSynchronize(ev()[n - 1]));
-        static int calls = 0;
-        printf("sk_diag %d T %d H %d D %d %s:", calls++, T, H, D, det ? "ordered" : "atomic");
-        for (int i = 1; i < n; i++) {
-            float ms = 0;
-            cudaCheck(cudaEventElapsedTime(&ms, ev()[i - 1], ev()[i]));
-            printf(" %s %.1f", lab[i], ms * 1e3);
-        }
-        float ms = 0;
-        cudaCheck(cudaEventElapsedTime(&ms, ev()[0], ev()[n - 1]));
-        printf(" total %.1f us\n", ms * 1e3);
-        fflush(stdout);
-    }
-};
-// the sorted lists sl [B][H][nblk][width]: per (b, kv head) the regions by the count of lists
-// holding them; the key-tile CTAs' steps as the kernel walks them (BKV keys a CTA)
-static void sk_list_stats(const int *sl, const AttnIndex *ix, int B, int T, int H, int KVH, int BKV) {
-    static int calls = 0;
-    if (calls++ >= 24) return;
-    int G = H / KVH, nblk = ix->nblk, W = ix->width, R = ix->region, nreg = (T + R - 1) / R;
-    size_t nl = (size_t)B * H * nblk;
-    int *h = (int *)malloc(nl * W * 4), *cnt = (int *)malloc((size_t)nreg * 4);
-    cudaCheck(cudaMemcpy(h, sl, nl * W * 4, cudaMemcpyDeviceToHost));
-    size_t hist[6] = {0}, hw[6] = {0};
-    double mean = 0, steps = 0, sel = 0, sel0 = 0, selp = 0;
-    int mx = 0, empty = 0, ncta = 0;
-    for (int bk = 0; bk < B * KVH; bk++) {
-        memset(cnt, 0, (size_t)nreg * 4);
-        for (int hg = 0; hg < G; hg++)
-            for (int c = 0; c < nblk; c++) {
-                const int *l = h + (((size_t)(bk / KVH) * H + (bk % KVH) * G + hg) * nblk + c) * W;
-                for (int s = 0; s < W; s++)
-                    if (l[s] >= 0 && l[s] < nreg) {
-                        cnt[l[s]]++;
-                        int kc = l[s] * R / ix->qblock; // the region's block
-                        if (kc < c) sel++, sel0 += kc == 0, selp += kc == c - 1;
-                    }
-            }
-        for (int r = 0; r < nreg; r++) {
-            int x = cnt[r];
-            hist[x < 4 ? x : x < 8 ? 4 : 5]++, hw[x < 4 ? x : x < 8 ? 4 : 5] += x;
-            mean += x, mx = x > mx ? x : mx;
-        }
-    }
-    int rpt = BKV / R;
-    for (size_t li = 0; li < nl; li++) {
-        int c = (int)(li % nblk);
-        const int *l = h + li * W;
-        for (int kb = 0; kb * rpt < W; kb++) {
-            int kmin = INT_MAX;
-            for (int s = kb * rpt; s < W && s < (kb + 1) * rpt; s++)
-                if (l[s] >= 0 && l[s] < nreg && l[s] * R < T) kmin = min(kmin, l[s] * R);
-            ncta++;
-            if (kmin == INT_MAX) {
-                empty++;
-                continue;
-            }
-            int rs = max(kmin, c * ix->qblock), re = min(T, c * ix->qblock + ix->qblock);
-            steps += (re + 63) / 64 - rs / 64;
-        }
-    }
-    printf("sk_stats T %d H %d: regions listed 0 / 1 / 2 / 3 / 4-7 / 8+ times: %zu / %zu / %zu / "
-           "%zu / %zu / %zu (their lists' share %.3f / %.3f / %.3f / %.3f / %.3f), mean %.2f, max %d;"
-           " selected earlier regions %.0f (in block 0 %.3f, the previous block %.3f); key-tile "
-           "CTAs %d (%d without keys), steps %.0f (%.2f a CTA)\n",
-           T, H, hist[0], hist[1], hist[2], hist[3], hist[4], hist[5], hw[1] / mean, hw[2] / mean,
-           hw[3] / mean, hw[4] / mean, hw[5] / mean, mean / ((double)B * KVH * nreg), mx, sel,
-           sel0 / sel, selp / sel, ncta, empty, steps, steps / ncta);
-    fflush(stdout);
-    free(h), free(cnt);
-}
-
 int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *out,
                           const float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
                           const AttnIndex *ix, int B, int T, int H, int KVH, int D) {
@@ -535,51 +469,29 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     if ((double)cbk * T * (2 + G) >= 4294967295.0 ||
         (double)cbk * T * G * D / 8 + SK_CONV_CTAS * 256.0 >= 4294967295.0)
         return -1;
-    // (s14 tries, MSLAB_SK_DIAG 256: l2 = lse x log2e by sk_pre, after rsc)
-    bool lps = det && D == 64 && (sk_diag_get() & 256) && !(sk_diag_get() & 128);
+    // (s14) the ordered D 64 kernel reads lse x log2e (l2, sk_pre's, after rsc)
+    bool lps = det && D == 64;
     size_t rsc_off = align256(rows * 4), kvm_off = rsc_off + (det ? align256(rows * 4) : 0);
     size_t l2_off = kvm_off;
     if (lps) kvm_off += align256(rows * 4);
     size_t sl_off = kvm_off + align256(nbk * 8), acc_off = sl_off + align256(nl * ix->width * 4);
     char *ws = (char *)wg_bwd_scratch(acc_off + cbk * perbk + 256);
-    SkDiag dg;
-    dg.on = sk_diag_get();
-    dg.mark("start");
     float *Di = (float *)ws, *rsc = det ? (float *)(ws + rsc_off) : nullptr;
     float *l2 = lps ? (float *)(ws + l2_off) : nullptr;
     unsigned *kvm = (unsigned *)(ws + kvm_off);
-    // (s14 tries, MSLAB_SK_DIAG 64) the ordered pre-pass on a second stream, beside the lists'
-    // sort and slot tables (the kernel waits for both)
-    static cudaStream_t side = nullptr;
-    static cudaEvent_t sev[2];
-    bool ss = det && (dg.on & 64);
-    cudaStream_t ps = 0;
-    if (ss) {
-        if (!side) {
-            cudaCheck(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
-            for (int i = 0; i < 2; i++) cudaCheck(cudaEventCreateWithFlags(&sev[i], cudaEventDisableTiming));
-        }
-        cudaCheck(cudaEventRecord(sev[0], 0));
-        cudaCheck(cudaStreamWaitEvent(side, sev[0], 0));
-        ps = side;
-    }
     if (det) { // Di and the row scales (K / V bound first)
-        cudaCheck(cudaMemsetAsync(kvm, 0, nbk * 8, ps));
-        wg_kv_bound_launch(D, kvm, k, v, B, T, KVH, ps);
+        cudaCheck(cudaMemsetAsync(kvm, 0, nbk * 8, 0));
+        wg_kv_bound_launch(D, kvm, k, v, B, T, KVH);
         dim3 pg((unsigned)nbk, cdiv_u((size_t)T * G, 512));
-        if (D == 64) sk_pre<64><<<pg, 256, 0, ps>>>(Di, rsc, kvm, q, dout, out, T, H, KVH, 512, lse, l2);
-        else sk_pre<128><<<pg, 256, 0, ps>>>(Di, rsc, kvm, q, dout, out, T, H, KVH, 512, lse, l2);
+        if (D == 64) sk_pre<64><<<pg, 256>>>(Di, rsc, kvm, q, dout, out, T, H, KVH, 512, lse, l2);
+        else sk_pre<128><<<pg, 256>>>(Di, rsc, kvm, q, dout, out, T, H, KVH, 512, lse, l2);
         cudaLaunchCheck();
-        if (ss) cudaCheck(cudaEventRecord(sev[1], side));
     } else {
         wg_bwd_pre_launch(D, Di, nullptr, nullptr, dout, out, k, v, B, T, H, KVH);
     }
-    dg.mark("pre");
     SpArgs sp = {};
     int *sl = (int *)(ws + sl_off);
     sparse_sort_lists(sl, ix->idx, nl, ix->width);
-    dg.mark("sort");
-    if (dg.on & 2) sk_list_stats(sl, ix, B, T, H, KVH, BKV);
     sp.idx = sl, sp.nblk = nblk, sp.width = ix->width, sp.qblock = ix->qblock, sp.region = R;
     sp.nreg = nreg, sp.kasc = asc, sp.kone = one, sp.kjit = det && sk_jit;
     if (det) sp.ow = ord_watch(ATTN_ORD_KEYS, 1ll << 31); // a timed-out turn flagged (ord_watch.cuh)
@@ -611,7 +523,6 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
         } else {
             cudaCheck(cudaMemsetAsync(kva, 0, kvb + n * G * T * D * 4, 0)); // both accumulators
         }
-        dg.mark("prep");
         // dQ: (D, G, T, n) fp32 / s32, box 32 columns x 64 rows (the body's staging boxes); dK /
         // dV: (D, T, 2 n, 1) fp32 (keys past T clipped), box 32 columns x 16 keys
         size_t qd[4] = {(size_t)D, (size_t)G, (size_t)T, n};
@@ -626,10 +537,8 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
         sp.bk0 = (int)bk0, sp.kcnt = kcnt, sp.kpos = pos, sp.krank = rank, sp.kwait = kwait;
         sp.kconv = cv, sp.kacc = (float *)kva;
         dim3 grid(ntk, (unsigned)nlst);
-        if (ss && bk0 == 0) cudaCheck(cudaStreamWaitEvent(0, sev[1], 0)); // the pre-pass done
         wg_keys_fused_launch(D, det, grid, dk, dv, dqa, dout, lps ? l2 : lse, Di, q, k, v, T, H, KVH, sp, rsc,
-                             dqmap, qmap, omap, accmap, dg.on);
-        dg.mark("kernel");
+                             dqmap, qmap, omap, accmap);
         size_t nkr = cv ? 0 : 2 * n * T, nqr = n * G * T; // (cv: the dK / dV rows all written)
         if (!nkr) { // (s13) dq alone (r5: 17.75 / 17.63 ms vs sk_acc_out's 17.81 / 17.77)
             unsigned cg = cdiv_u(nqr * (D / 8), 256);
@@ -637,7 +546,6 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
             dqo<<<cg < SK_CONV_CTAS ? cg : SK_CONV_CTAS, 256>>>(dq, (const int *)dqa, rsc, (int)bk0,
                                                               (unsigned)nqr, T, H, KVH, scale);
             cudaLaunchCheck();
-            dg.mark("conv");
             continue;
         }
         auto conv = D == 64 ? (det ? sk_acc_out<64, true> : sk_acc_out<64, false>)
@@ -648,8 +556,6 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
                                                             (unsigned)nkr, (unsigned)nqr, T, H,
                                                             KVH, scale);
         cudaLaunchCheck();
-        dg.mark("conv");
     }
-    dg.report(T, H, D, det);
     return 0;
 }
