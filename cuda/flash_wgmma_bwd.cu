@@ -649,8 +649,11 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     static_assert(!SP || DET == 0 || DET >= 3, "sparse lists: atomic or fixed-point dQ");
     static_assert(D == 128 || DET == 0 || DET >= 3, "D 64: atomic or fixed-point dQ");
     constexpr bool KL = SP == 2; // key lists
-    static_assert(!KL || ((PIPE & ~(32 | 64 | 256 | 1024)) == 22 && (DET == 0 || DET == 4)),
-                  "key lists: PIPE 22 (+ 32, 64, 256, 1024), DET 0 / 4");
+    static_assert(!KL || ((PIPE & ~(32 | 64 | 128 | 256 | 1024)) == 22 && (DET == 0 || DET == 4)),
+                  "key lists: PIPE 22 (+ 32, 64, 128, 256, 1024), DET 0 / 4");
+    // 128 (s14 tries, key lists, DET 4): the fixed-point staging permuted per lane as the atomic
+    // mode's (stage_dq)
+    constexpr bool PERM = DET < 3 || (PIPE & 128) != 0;
     // 1024 (s14, key lists, with 2): lse comes as lse x log2e (sk_pre's copy, the product the
     // softmax formed: the same bits), 16 FMUL a thread a step fewer
     constexpr bool LPS = (PIPE & 1024) != 0;
@@ -883,7 +886,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
                 // 17.37 ms, D 64 LM shape 4.13 -> 4.01, dense perf64 atomic 1.410 -> 1.310; the
                 // ordered mode (the selects before its FFMA conversions) 19.63 / 19.37 -> 19.80 /
                 // 19.52, dense 16K 12.29 -> 12.44: not there)
-                const int od = FX ? 0 : g & 1, sw = (row & 7) ^ (4 * od);
+                const int od = PERM ? g & 1 : 0, sw = (row & 7) ^ (4 * od);
 #pragma unroll
                 for (int n = 0; n < 8; n++) {
                     unsigned char *pe = st + (2 * wg + n / 4) * 8192 + row * 128 +
@@ -2092,9 +2095,10 @@ void wg_bwd_pre_launch(int D, float *Di, float *rsc, unsigned *kvm, const bf16 *
     if (D == 64) bwd_pre_run<64>(Di, rsc, kvm, dout, out, k, v, B, T, H, KVH);
     else bwd_pre_run<128>(Di, rsc, kvm, dout, out, k, v, B, T, H, KVH);
 }
-void wg_kv_bound_launch(int D, unsigned *kvm, const bf16 *k, const bf16 *v, int B, int T, int KVH) {
-    if (D == 64) wg_kv_bound<64><<<dim3(B * KVH, cdiv_u(T, 128)), 256>>>(kvm, k, v, T, KVH, 128);
-    else wg_kv_bound<128><<<dim3(B * KVH, cdiv_u(T, 128)), 256>>>(kvm, k, v, T, KVH, 128);
+void wg_kv_bound_launch(int D, unsigned *kvm, const bf16 *k, const bf16 *v, int B, int T, int KVH,
+                        cudaStream_t st) {
+    if (D == 64) wg_kv_bound<64><<<dim3(B * KVH, cdiv_u(T, 128)), 256, 0, st>>>(kvm, k, v, T, KVH, 128);
+    else wg_kv_bound<128><<<dim3(B * KVH, cdiv_u(T, 128)), 256, 0, st>>>(kvm, k, v, T, KVH, 128);
     cudaLaunchCheck();
 }
 template <int D, int DET, int PIPE, int MINB = D == 64 ? 2 : 1>
@@ -2113,7 +2117,7 @@ void wg_keys_fused_launch(int D, bool det, dim3 grid, bf16 *dk, bf16 *dv, float 
                           const bf16 *dout, const float *lse, const float *Di, const bf16 *q, const bf16 *k,
                           const bf16 *v, int T, int H, int KVH, const SpArgs &sp, const float *rsc,
                           const CUtensorMap &dqmap, const CUtensorMap &qmap,
-                          const CUtensorMap &omap, const CUtensorMap &accmap) {
+                          const CUtensorMap &omap, const CUtensorMap &accmap, int var) {
 #define KEYS_GO(D, DET, PIPE, ...)                                                               \
     keys_fused_run<D, DET, PIPE, ##__VA_ARGS__>(grid, dk, dv, dqacc, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc, \
                                  dqmap, qmap, omap, accmap)
@@ -2124,7 +2128,8 @@ void wg_keys_fused_launch(int D, bool det, dim3 grid, bf16 *dk, bf16 *dv, float 
     // D 64 (s14): 3 CTAs an SM (165 / 168 registers, 76336 bytes of shared memory each), the
     // ordered mode without DKL (+ 256), with the FFMA conversions (+ 64) and lse x log2e (+ 1024)
     if (D == 64) {
-        if (det) KEYS_GO(64, 4, 22 + 32 + 64 + 256 + 1024, 3);
+        if (det && (var & 1)) KEYS_GO(64, 4, 22 + 32 + 64 + 128 + 256 + 1024, 3); // (s14 tries)
+        else if (det) KEYS_GO(64, 4, 22 + 32 + 64 + 256 + 1024, 3);
         else KEYS_GO(64, 0, 22, 3);
     } else {
         if (det) KEYS_GO(128, 4, 118);

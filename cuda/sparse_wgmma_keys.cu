@@ -479,13 +479,31 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     float *Di = (float *)ws, *rsc = det ? (float *)(ws + rsc_off) : nullptr;
     float *l2 = lps ? (float *)(ws + l2_off) : nullptr;
     unsigned *kvm = (unsigned *)(ws + kvm_off);
+    // (s14 tries, MSLAB_SK_TRY bits: 1 the permuted ordered staging, 2 the ordered pre-pass on a
+    // second stream beside the sort and slot tables)
+    static int tryb = -1;
+    if (tryb < 0) tryb = getenv("MSLAB_SK_TRY") ? atoi(getenv("MSLAB_SK_TRY")) : 0;
+    static cudaStream_t side = nullptr;
+    static cudaEvent_t sev[2];
+    bool ss = det && (tryb & 2);
+    cudaStream_t ps = 0;
+    if (ss) {
+        if (!side) {
+            cudaCheck(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
+            for (int i = 0; i < 2; i++) cudaCheck(cudaEventCreateWithFlags(&sev[i], cudaEventDisableTiming));
+        }
+        cudaCheck(cudaEventRecord(sev[0], 0));
+        cudaCheck(cudaStreamWaitEvent(side, sev[0], 0));
+        ps = side;
+    }
     if (det) { // Di and the row scales (K / V bound first)
-        cudaCheck(cudaMemsetAsync(kvm, 0, nbk * 8, 0));
-        wg_kv_bound_launch(D, kvm, k, v, B, T, KVH);
+        cudaCheck(cudaMemsetAsync(kvm, 0, nbk * 8, ps));
+        wg_kv_bound_launch(D, kvm, k, v, B, T, KVH, ps);
         dim3 pg((unsigned)nbk, cdiv_u((size_t)T * G, 512));
-        if (D == 64) sk_pre<64><<<pg, 256>>>(Di, rsc, kvm, q, dout, out, T, H, KVH, 512, lse, l2);
-        else sk_pre<128><<<pg, 256>>>(Di, rsc, kvm, q, dout, out, T, H, KVH, 512, lse, l2);
+        if (D == 64) sk_pre<64><<<pg, 256, 0, ps>>>(Di, rsc, kvm, q, dout, out, T, H, KVH, 512, lse, l2);
+        else sk_pre<128><<<pg, 256, 0, ps>>>(Di, rsc, kvm, q, dout, out, T, H, KVH, 512, lse, l2);
         cudaLaunchCheck();
+        if (ss) cudaCheck(cudaEventRecord(sev[1], side));
     } else {
         wg_bwd_pre_launch(D, Di, nullptr, nullptr, dout, out, k, v, B, T, H, KVH);
     }
@@ -537,8 +555,9 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
         sp.bk0 = (int)bk0, sp.kcnt = kcnt, sp.kpos = pos, sp.krank = rank, sp.kwait = kwait;
         sp.kconv = cv, sp.kacc = (float *)kva;
         dim3 grid(ntk, (unsigned)nlst);
+        if (ss && bk0 == 0) cudaCheck(cudaStreamWaitEvent(0, sev[1], 0)); // the pre-pass done
         wg_keys_fused_launch(D, det, grid, dk, dv, dqa, dout, lps ? l2 : lse, Di, q, k, v, T, H, KVH, sp, rsc,
-                             dqmap, qmap, omap, accmap);
+                             dqmap, qmap, omap, accmap, tryb);
         size_t nkr = cv ? 0 : 2 * n * T, nqr = n * G * T; // (cv: the dK / dV rows all written)
         if (!nkr) { // (s13) dq alone (r5: 17.75 / 17.63 ms vs sk_acc_out's 17.81 / 17.77)
             unsigned cg = cdiv_u(nqr * (D / 8), 256);
