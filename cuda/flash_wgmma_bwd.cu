@@ -590,10 +590,10 @@ __device__ __forceinline__ void bulk_wait_done() {
 //   for part of them: not tried, changes the bits).
 
 // s14 (the key lists' D 64 kernel, the LM's: sparse_wgmma_keys.cu's notes): 3 CTAs an SM (MINB 3;
-//   165 / 168 registers; PIPE 256 drops DKL there), FFMA conversions and lse x log2e (PIPE 1024):
-//   perf row D 64 ordered 4.40 -> 4.16 ms at 3 CTAs (r2 / r3), LM sparse_bwd 4666 -> 4382 us a
-//   layer (r4). K / V as register A operands of S^T / dP^T (RS, 2 CTAs) and the ordered staging
-//   permuted: no gain, removed.
+//   165 / 168 registers; PIPE 256 drops DKL there), FFMA conversions, the permuted staging (128)
+//   and lse x log2e (PIPE 1024): perf row D 64 atomic / ordered 4.007 / 4.373 -> 3.756 / 4.039 ms
+//   (r5, without the permutation), LM sparse_bwd 4684 / 4635 -> 4260 / 4292 us a layer (r5). K / V
+//   as register A operands of S^T / dP^T (RS, 2 CTAs an SM): no gain, removed.
 
 // Diagnostics (MSLAB_BWD_TRACE=1; off by default: the TR = 1 instantiations only run then): per
 // CTA of the fused kernel, thread 0 records FT_REC u64: globaltimer at start / end, clock64 at
@@ -651,8 +651,9 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     constexpr bool KL = SP == 2; // key lists
     static_assert(!KL || ((PIPE & ~(32 | 64 | 128 | 256 | 1024)) == 22 && (DET == 0 || DET == 4)),
                   "key lists: PIPE 22 (+ 32, 64, 128, 256, 1024), DET 0 / 4");
-    // 128 (s14 tries, key lists, DET 4): the fixed-point staging permuted per lane as the atomic
-    // mode's (stage_dq)
+    // 128 (s14, key lists, DET 4): the fixed-point staging permuted per lane as the atomic mode's
+    // (stage_dq; the key lists' D 64 ordered kernel: r6 perf row 3.995 vs 4.058 ms, the same bits;
+    // at 2 CTAs an SM it had gained 0.1 ms too, s14 r2; D 128's FFMA form lost with it, s12 r6)
     constexpr bool PERM = DET < 3 || (PIPE & 128) != 0;
     // 1024 (s14, key lists, with 2): lse comes as lse x log2e (sk_pre's copy, the product the
     // softmax formed: the same bits), 16 FMUL a thread a step fewer
@@ -2095,10 +2096,9 @@ void wg_bwd_pre_launch(int D, float *Di, float *rsc, unsigned *kvm, const bf16 *
     if (D == 64) bwd_pre_run<64>(Di, rsc, kvm, dout, out, k, v, B, T, H, KVH);
     else bwd_pre_run<128>(Di, rsc, kvm, dout, out, k, v, B, T, H, KVH);
 }
-void wg_kv_bound_launch(int D, unsigned *kvm, const bf16 *k, const bf16 *v, int B, int T, int KVH,
-                        cudaStream_t st) {
-    if (D == 64) wg_kv_bound<64><<<dim3(B * KVH, cdiv_u(T, 128)), 256, 0, st>>>(kvm, k, v, T, KVH, 128);
-    else wg_kv_bound<128><<<dim3(B * KVH, cdiv_u(T, 128)), 256, 0, st>>>(kvm, k, v, T, KVH, 128);
+void wg_kv_bound_launch(int D, unsigned *kvm, const bf16 *k, const bf16 *v, int B, int T, int KVH) {
+    if (D == 64) wg_kv_bound<64><<<dim3(B * KVH, cdiv_u(T, 128)), 256>>>(kvm, k, v, T, KVH, 128);
+    else wg_kv_bound<128><<<dim3(B * KVH, cdiv_u(T, 128)), 256>>>(kvm, k, v, T, KVH, 128);
     cudaLaunchCheck();
 }
 template <int D, int DET, int PIPE, int MINB = D == 64 ? 2 : 1>
@@ -2117,7 +2117,7 @@ void wg_keys_fused_launch(int D, bool det, dim3 grid, bf16 *dk, bf16 *dv, float 
                           const bf16 *dout, const float *lse, const float *Di, const bf16 *q, const bf16 *k,
                           const bf16 *v, int T, int H, int KVH, const SpArgs &sp, const float *rsc,
                           const CUtensorMap &dqmap, const CUtensorMap &qmap,
-                          const CUtensorMap &omap, const CUtensorMap &accmap, int var) {
+                          const CUtensorMap &omap, const CUtensorMap &accmap) {
 #define KEYS_GO(D, DET, PIPE, ...)                                                               \
     keys_fused_run<D, DET, PIPE, ##__VA_ARGS__>(grid, dk, dv, dqacc, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc, \
                                  dqmap, qmap, omap, accmap)
@@ -2126,10 +2126,10 @@ void wg_keys_fused_launch(int D, bool det, dim3 grid, bf16 *dk, bf16 *dv, float 
     // 21.50 / 20.99-21.05 / 20.97; D 64 H 12 r3 4.834 vs 4.805 without, s10 r4 5.058 vs 5.080:
     // noise, off)
     // D 64 (s14): 3 CTAs an SM (165 / 168 registers, 76336 bytes of shared memory each), the
-    // ordered mode without DKL (+ 256), with the FFMA conversions (+ 64) and lse x log2e (+ 1024)
+    // ordered mode without DKL (+ 256), with the FFMA conversions (+ 64), the permuted staging
+    // (+ 128) and lse x log2e (+ 1024)
     if (D == 64) {
-        if (det && (var & 1)) KEYS_GO(64, 4, 22 + 32 + 64 + 128 + 256 + 1024, 3); // (s14 tries)
-        else if (det) KEYS_GO(64, 4, 22 + 32 + 64 + 256 + 1024, 3);
+        if (det) KEYS_GO(64, 4, 22 + 32 + 64 + 128 + 256 + 1024, 3);
         else KEYS_GO(64, 0, 22, 3);
     } else {
         if (det) KEYS_GO(128, 4, 118);

@@ -183,12 +183,11 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
 void wg_bwd_pre_launch(int D, float *Di, float *rsc, unsigned *kvm, const bf16 *dout,
                        const bf16 *out, const bf16 *k, const bf16 *v, int B, int T, int H, int KVH);
 // wg_kv_bound alone into kvm (zeroed by the caller; the ordered mode's pre-pass is sk_pre there)
-void wg_kv_bound_launch(int D, unsigned *kvm, const bf16 *k, const bf16 *v, int B, int T, int KVH,
-                        cudaStream_t st = 0);
+void wg_kv_bound_launch(int D, unsigned *kvm, const bf16 *k, const bf16 *v, int B, int T, int KVH);
 // (dk / dv: the ordered mode's once-listed regions; the accumulators are the maps')
 void wg_keys_fused_launch(int D, bool det, dim3 grid, bf16 *dk, bf16 *dv, float *dqacc,
                           const bf16 *dout, const float *lse, const float *Di, const bf16 *q,
                           const bf16 *k, const bf16 *v, int T, int H, int KVH, const SpArgs &sp,
                           const float *rsc, const CUtensorMap &dqmap, const CUtensorMap &qmap,
-                          const CUtensorMap &omap, const CUtensorMap &accmap, int var = 0);
+                          const CUtensorMap &omap, const CUtensorMap &accmap);
 #endif

@@ -209,24 +209,28 @@
 // the lever. Kept (D 64): 3 CTAs an SM (165 / 168 registers, 76336 bytes of shared memory each,
 // the carveout at its maximum; the ordered mode without DKL, PIPE 256: with it ptxas serialises
 // the wgmma at 168 registers, C7512), the FFMA dQ conversions (PIPE 64; at 2 CTAs they had lost,
-// s11 / r2 4.471 vs 4.404 ms) and lse x log2e from sk_pre (PIPE 1024, the same product: 16 FMUL a
-// thread a step fewer). Same snippets (perf row: `MSLAB_SWB_PERF="ms paper" MSLAB_SWB_PERF_MIN=1
-// MSLAB_SWB_PERF_H=12 MSLAB_SWB_PERF_D=64 MSLAB_SWB_PERF_KEYS=1 mslab-gpu-tests
-// sparse_wgmma_bwd_perf`, atomic / ordered ms): r2 2 CTAs 4.007 / 4.404, 3 CTAs 3.756 / 4.162;
-// r3 4.001 / 4.401 vs 3.754 / 4.159, LM sparse_bwd 4637.7 -> 4458.5 us a layer; r4 LM main
-// 4666.1, 3 CTAs 4552.3, + lse x log2e + the pre-pass on a second stream 4494.0, + FFMA 4382.4;
-// the ordered hash efd831ef5f667233 in every variant (the same bits); small rows 409 passed (r3).
+// s11 / r2 4.471 vs 4.404 ms), the ordered staging permuted as the atomic mode's (PIPE 128) and
+// lse x log2e from sk_pre (PIPE 1024, the same product: 16 FMUL a thread a step fewer). Same
+// snippets (perf row: `MSLAB_SWB_PERF="ms paper" MSLAB_SWB_PERF_MIN=1 MSLAB_SWB_PERF_H=12
+// MSLAB_SWB_PERF_D=64 MSLAB_SWB_PERF_KEYS=1 mslab-gpu-tests sparse_wgmma_bwd_perf`, atomic /
+// ordered ms; LM: the trace's sparse_bwd, us a layer): r2 2 CTAs 4.007 / 4.404, 3 CTAs 3.756 /
+// 4.162; r3 4.001 / 4.401 vs 3.754 / 4.159, LM 4637.7 -> 4458.5; r4 LM main 4666.1, 3 CTAs 4552.3,
+// + lse x log2e + a second stream for the pre-pass 4494.0, + FFMA 4382.4; r5 (3 CTAs, FFMA, lse x
+// log2e vs main's binary) perf 4.007 / 4.373 -> 3.756 / 4.039, LM 4683.8 / 4635.3 -> 4259.6 /
+// 4292.4; r6 ordered 4.032 / 4.085 (r5's form) vs + the permuted staging 4.011 / 3.979, + the
+// second stream 4.061, both 3.961, LM 4472.2 / 4521.4 vs both 4347.7 / 4432.8 (a warmer round);
+// the ordered hash efd831ef5f667233 in every variant (the same bits); small rows 409 + --quick
+// 196 passed (r5).
 // Tried and removed (s14): K and V as register A operands of S^T / dP^T (RS by ldmatrix'd
 // fragments: 16 KB less shared memory read a step; 202 / 204 registers, 2 CTAs an SM): r3 perf
-// 3.994 / 4.361 vs 4.001 / 4.401, LM 4578.4 us vs 3 CTAs' 4458.5; the ordered dQ staging permuted
-// as the atomic mode's: 2 CTAs 4.308 / 4.299 vs 4.404 (r2), 3 CTAs 4.173 vs 4.162 (r2); the FFMA
-// conversions at 2 CTAs 4.471, with the permutation 4.287 (r2); the ordered pre-pass (wg_kv_bound,
-// sk_pre) on a second stream beside the sort and slot tables (r4 only with lse x log2e: -58 us a
-// layer for both, about the phases' overlap ~30-45 us; not kept: a race that no row could catch).
+// 3.994 / 4.361 vs 4.001 / 4.401, LM 4578.4 us vs 3 CTAs' 4458.5; the FFMA conversions at 2 CTAs
+// 4.471 (r2); the ordered pre-pass (wg_kv_bound, sk_pre) on a second stream beside the sort and
+// slot tables (r6: within the noise alone, ~30-45 us by the phases' overlap; a cross-stream
+// dependency that no parity row catches deterministically: not kept).
 // Left: the kernel (~91% of the LM op), bound by latency at 3 warpgroups an SM and by its power
-// (the LM runs it ~7% slower than a cool GPU); the ordered mode's ~0.4 ms over the atomic one
-// (the s32 conversions, the chains' completion waits ~3300 cycles a CTA, sk_pre / wg_kv_bound
-// +37 us); the wrapper's ~74 us (dout to bf16 in bf16_attn_bwd: the lead's).
+// (the LM runs it ~7% slower than a cool GPU); the ordered mode's ~0.28 ms over the atomic one
+// (the chains' completion waits ~3300 cycles a CTA, sk_pre / wg_kv_bound +37 us); the wrapper's
+// ~74 us a call (bf16_attn_bwd: dout to bf16, copies; the lead's).
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -242,7 +246,8 @@ extern "C" {
 // the ordered mode's pre-pass, one read of q, dO and O: Di (as wg_bwd_pre) and the rows'
 // fixed-point dQ scales rsc (wg_bwd_pre's bound from kvm = wg_kv_bound's {max |K_jd|, max
 // |V_j|_2}; NaN where the q or dO row is not finite: the convert writes a NaN row). CTA = (b *
-// KVH + kv head, a chunk of rows (t, head of the group)), D / 8 lanes a row (16-byte loads)
+// KVH + kv head, a chunk of rows (t, head of the group)), D / 8 lanes a row (16-byte loads).
+// l2 (s14, the D 64 kernel's): lse x log2e, the product the kernel's softmax formed per element
 template <int D>
 __global__ void sk_pre(float *Di, float *rsc, const unsigned *kvm, const bf16 *q, const bf16 *dout,
                        const bf16 *out, int T, int H, int KVH, int rows, const float *lse,
@@ -479,31 +484,13 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     float *Di = (float *)ws, *rsc = det ? (float *)(ws + rsc_off) : nullptr;
     float *l2 = lps ? (float *)(ws + l2_off) : nullptr;
     unsigned *kvm = (unsigned *)(ws + kvm_off);
-    // (s14 tries, MSLAB_SK_TRY bits: 1 the permuted ordered staging, 2 the ordered pre-pass on a
-    // second stream beside the sort and slot tables)
-    static int tryb = -1;
-    if (tryb < 0) tryb = getenv("MSLAB_SK_TRY") ? atoi(getenv("MSLAB_SK_TRY")) : 0;
-    static cudaStream_t side = nullptr;
-    static cudaEvent_t sev[2];
-    bool ss = det && (tryb & 2);
-    cudaStream_t ps = 0;
-    if (ss) {
-        if (!side) {
-            cudaCheck(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
-            for (int i = 0; i < 2; i++) cudaCheck(cudaEventCreateWithFlags(&sev[i], cudaEventDisableTiming));
-        }
-        cudaCheck(cudaEventRecord(sev[0], 0));
-        cudaCheck(cudaStreamWaitEvent(side, sev[0], 0));
-        ps = side;
-    }
     if (det) { // Di and the row scales (K / V bound first)
-        cudaCheck(cudaMemsetAsync(kvm, 0, nbk * 8, ps));
-        wg_kv_bound_launch(D, kvm, k, v, B, T, KVH, ps);
+        cudaCheck(cudaMemsetAsync(kvm, 0, nbk * 8, 0));
+        wg_kv_bound_launch(D, kvm, k, v, B, T, KVH);
         dim3 pg((unsigned)nbk, cdiv_u((size_t)T * G, 512));
-        if (D == 64) sk_pre<64><<<pg, 256, 0, ps>>>(Di, rsc, kvm, q, dout, out, T, H, KVH, 512, lse, l2);
-        else sk_pre<128><<<pg, 256, 0, ps>>>(Di, rsc, kvm, q, dout, out, T, H, KVH, 512, lse, l2);
+        if (D == 64) sk_pre<64><<<pg, 256>>>(Di, rsc, kvm, q, dout, out, T, H, KVH, 512, lse, l2);
+        else sk_pre<128><<<pg, 256>>>(Di, rsc, kvm, q, dout, out, T, H, KVH, 512, lse, l2);
         cudaLaunchCheck();
-        if (ss) cudaCheck(cudaEventRecord(sev[1], side));
     } else {
         wg_bwd_pre_launch(D, Di, nullptr, nullptr, dout, out, k, v, B, T, H, KVH);
     }
@@ -555,9 +542,8 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
         sp.bk0 = (int)bk0, sp.kcnt = kcnt, sp.kpos = pos, sp.krank = rank, sp.kwait = kwait;
         sp.kconv = cv, sp.kacc = (float *)kva;
         dim3 grid(ntk, (unsigned)nlst);
-        if (ss && bk0 == 0) cudaCheck(cudaStreamWaitEvent(0, sev[1], 0)); // the pre-pass done
         wg_keys_fused_launch(D, det, grid, dk, dv, dqa, dout, lps ? l2 : lse, Di, q, k, v, T, H, KVH, sp, rsc,
-                             dqmap, qmap, omap, accmap, tryb);
+                             dqmap, qmap, omap, accmap);
         size_t nkr = cv ? 0 : 2 * n * T, nqr = n * G * T; // (cv: the dK / dV rows all written)
         if (!nkr) { // (s13) dq alone (r5: 17.75 / 17.63 ms vs sk_acc_out's 17.81 / 17.77)
             unsigned cg = cdiv_u(nqr * (D / 8), 256);
