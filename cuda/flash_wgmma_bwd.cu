@@ -1395,7 +1395,7 @@ __global__ void __launch_bounds__(128 * NWG, MINB)
     dq_wg_body<D, NWG, SP>(dq, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale, sp);
 }
 
-// MINB: CTAs per SM for the register budget (D 64: 2, 184 registers; D 128: 1)
+// MINB: CTAs per SM for the register budget (D 64: 2; the key lists' D 64: 3, s14; D 128: 1)
 template <int D, int DET, int PIPE, int SP, int TR, int MINB = 1>
 __global__ void __launch_bounds__(2 * D, MINB)
     bwd_fused_kernel(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *counters, const bf16 *dout,
