@@ -220,7 +220,9 @@
 // 4292.4; r6 ordered 4.032 / 4.085 (r5's form) vs + the permuted staging 4.011 / 3.979, + the
 // second stream 4.061, both 3.961, LM 4472.2 / 4521.4 vs both 4347.7 / 4432.8 (a warmer round);
 // the ordered hash efd831ef5f667233 in every variant (the same bits); small rows 409 + --quick
-// 196 passed (r5).
+// 196 passed (r5). r7 (this form vs main's binary, one snippet): perf 4.001 / 4.386 -> 3.758 /
+// 3.995, LM 4655.0 / 4661.4 -> 4314.0 / 4314.6 (ms / step 144.2 / 143.7 -> 141.1 / 140.6); hashes
+// efd831ef (D 64) / 248db7e3 (D 128) unchanged; small rows 409 + --quick 196 passed.
 // Tried and removed (s14): K and V as register A operands of S^T / dP^T (RS by ldmatrix'd
 // fragments: 16 KB less shared memory read a step; 202 / 204 registers, 2 CTAs an SM): r3 perf
 // 3.994 / 4.361 vs 4.001 / 4.401, LM 4578.4 us vs 3 CTAs' 4458.5; the FFMA conversions at 2 CTAs
