@@ -589,6 +589,12 @@ __device__ __forceinline__ void bulk_wait_done() {
 //   softmax (~800 cycles a step) is bound by its 32 ex2 a thread on the XU pipe (an FMA-pipe exp2
 //   for part of them: not tried, changes the bits).
 
+// s14 (the key lists' D 64 kernel, the LM's: sparse_wgmma_keys.cu's notes): 3 CTAs an SM (MINB 3;
+//   165 / 168 registers; PIPE 256 drops DKL there), FFMA conversions, the permuted staging (128)
+//   and lse x log2e (PIPE 1024): perf row D 64 atomic / ordered 4.007 / 4.373 -> 3.756 / 4.039 ms
+//   (r5, without the permutation), LM sparse_bwd 4684 / 4635 -> 4260 / 4292 us a layer (r5). K / V
+//   as register A operands of S^T / dP^T (RS, 2 CTAs an SM): no gain, removed.
+
 // Diagnostics (MSLAB_BWD_TRACE=1; off by default: the TR = 1 instantiations only run then): per
 // CTA of the fused kernel, thread 0 records FT_REC u64: globaltimer at start / end, clock64 at
 // start / end, steps | SM id << 32, prologue cycles (start .. step 0's tiles landed), epilogue
@@ -643,8 +649,16 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     static_assert(!SP || DET == 0 || DET >= 3, "sparse lists: atomic or fixed-point dQ");
     static_assert(D == 128 || DET == 0 || DET >= 3, "D 64: atomic or fixed-point dQ");
     constexpr bool KL = SP == 2; // key lists
-    static_assert(!KL || ((PIPE & ~(32 | 64)) == 22 && (DET == 0 || DET == 4)),
-                  "key lists: PIPE 22 (+ 32, 64), DET 0 / 4");
+    static_assert(!KL || ((PIPE & ~(32 | 64 | 128 | 256 | 1024)) == 22 && (DET == 0 || DET == 4)),
+                  "key lists: PIPE 22 (+ 32, 64, 128, 256, 1024), DET 0 / 4");
+    // 128 (s14, key lists, DET 4): the fixed-point staging permuted per lane as the atomic mode's
+    // (stage_dq; the key lists' D 64 ordered kernel: r6 perf row 3.995 vs 4.058 ms, the same bits;
+    // at 2 CTAs an SM it had gained 0.1 ms too, s14 r2; D 128's FFMA form lost with it, s12 r6)
+    constexpr bool PERM = DET < 3 || (PIPE & 128) != 0;
+    // 1024 (s14, key lists, with 2): lse comes as lse x log2e (sk_pre's copy, the product the
+    // softmax formed: the same bits), 16 FMUL a thread a step fewer
+    constexpr bool LPS = (PIPE & 1024) != 0;
+    static_assert(!LPS || (PIPE & 2), "lse x log2e: lse by cp.async");
     constexpr bool PT = KL && DET == 4; // key lists, ordered: dK / dV adds in a fixed order (s12)
     constexpr bool FX = DET >= 3; // fixed-point dQ: 3 two 32-bit lanes per u64 red, 4 s32 bulk adds
     constexpr bool ALDL = (PIPE & 2) != 0; // lse / Di by cp.async
@@ -873,7 +887,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
                 // 17.37 ms, D 64 LM shape 4.13 -> 4.01, dense perf64 atomic 1.410 -> 1.310; the
                 // ordered mode (the selects before its FFMA conversions) 19.63 / 19.37 -> 19.80 /
                 // 19.52, dense 16K 12.29 -> 12.44: not there)
-                const int od = FX ? 0 : g & 1, sw = (row & 7) ^ (4 * od);
+                const int od = PERM ? g & 1 : 0, sw = (row & 7) ^ (4 * od);
 #pragma unroll
                 for (int n = 0; n < 8; n++) {
                     unsigned char *pe = st + (2 * wg + n / 4) * 8192 + row * 128 +
@@ -920,7 +934,9 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     // the dS barrier). Not with the per-thread dQ adds (PIPE without 4): ptxas serialised their
     // wgmma (C7515); not at D 64 in the atomic mode (r4, keys LM shape: 4.27 ms with vs 4.13
     // without; ordered 4.48 with vs 4.58)
-    constexpr bool DKL = BULKQ && NB == 2 && (D == 128 || FX);
+    // 256 (s14): no DKL (the key lists' D 64 ordered kernel at 3 CTAs an SM: with DKL ptxas
+    // serialises its wgmma at 168 registers, C7512)
+    constexpr bool DKL = BULKQ && NB == 2 && (D == 128 || FX) && !(PIPE & 256);
     for (int i = 0, buf = 0; pm[0]; i++, buf = buf == NB - 1 ? 0 : buf + 1) {
         if (TR && trw && i > 0) tr_cp = (unsigned)clock();
         cp_async_wait<NB - 2>();
@@ -989,7 +1005,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 int qi = n * 8 + 2 * tq + (e & 1);
-                s[n][e] = wg_ex2(fmaf(s[n][e], sl2, ALDL ? -Lt[qi] * WG_LOG2E : -Lt[qi]));
+                s[n][e] = wg_ex2(fmaf(s[n][e], sl2, ALDL && !LPS ? -Lt[qi] * WG_LOG2E : -Lt[qi]));
             }
         if (diag | wcut) {
             // key > qs + 2 tq + j (j = 8 n + (e & 1)): key - qs - 2 tq against an immediate
@@ -1379,7 +1395,7 @@ __global__ void __launch_bounds__(128 * NWG, MINB)
     dq_wg_body<D, NWG, SP>(dq, dout, lse, Di, q, k, v, T, H, KVH, sl2, scale, sp);
 }
 
-// MINB: CTAs per SM for the register budget (D 64: 2, 184 registers; D 128: 1)
+// MINB: CTAs per SM for the register budget (D 64: 2; the key lists' D 64: 3, s14; D 128: 1)
 template <int D, int DET, int PIPE, int SP, int TR, int MINB = 1>
 __global__ void __launch_bounds__(2 * D, MINB)
     bwd_fused_kernel(bf16 *dq, bf16 *dk, bf16 *dv, float *dqacc, int *counters, const bf16 *dout,
@@ -1665,7 +1681,12 @@ template <int D, int PIPE> static constexpr size_t fused_smem() {
 template <int D, int DET, int PIPE, int SP, int MINB, class... A>
 static void fused_go(dim3 grid, size_t smem, int T, A... args) {
     static bool init = false;
-    if (!init) smem_optin(bwd_fused_kernel<D, DET, PIPE, SP, 0, MINB>, smem), init = true;
+    if (!init) {
+        smem_optin(bwd_fused_kernel<D, DET, PIPE, SP, 0, MINB>, smem), init = true;
+        if (MINB >= 3) // (s14: the whole carveout, so that 3 CTAs fit)
+            cudaCheck(cudaFuncSetAttribute(bwd_fused_kernel<D, DET, PIPE, SP, 0, MINB>,
+                                           cudaFuncAttributePreferredSharedMemoryCarveout, 100));
+    }
     if constexpr (DET != 1 && DET != 2) if (fused_trace_on()) { // diagnostics
         // (at 2 CTAs per SM at most: with the stamps' registers ptxas serialises the wgmma at 3)
         constexpr int TMINB = MINB < 2 ? MINB : 2;
@@ -2080,14 +2101,14 @@ void wg_kv_bound_launch(int D, unsigned *kvm, const bf16 *k, const bf16 *v, int 
     else wg_kv_bound<128><<<dim3(B * KVH, cdiv_u(T, 128)), 256>>>(kvm, k, v, T, KVH, 128);
     cudaLaunchCheck();
 }
-template <int D, int DET, int PIPE>
+template <int D, int DET, int PIPE, int MINB = D == 64 ? 2 : 1>
 static void keys_fused_run(dim3 grid, bf16 *dk, bf16 *dv, float *dqacc, const bf16 *dout,
                            const float *lse, const float *Di, const bf16 *q, const bf16 *k, const bf16 *v, int T,
                            int H, int KVH, const SpArgs &sp, const float *rsc,
                            const CUtensorMap &dqmap, const CUtensorMap &qmap,
                            const CUtensorMap &omap, const CUtensorMap &accmap) {
     float scale = 1.f / sqrtf((float)D), sl2 = WG_LOG2E * scale;
-    fused_go<D, DET, PIPE, 2, D == 64 ? 2 : 1>(grid, fused_smem<D, PIPE>(), T, (bf16 *)nullptr,
+    fused_go<D, DET, PIPE, 2, MINB>(grid, fused_smem<D, PIPE>(), T, (bf16 *)nullptr,
                                              dk, dv, dqacc, (int *)nullptr,
                                              dout, lse, Di, q, k, v, T, H, KVH, sl2, scale, sp, rsc,
                                              dqmap, qmap, omap, accmap, accmap);
@@ -2097,16 +2118,19 @@ void wg_keys_fused_launch(int D, bool det, dim3 grid, bf16 *dk, bf16 *dv, float 
                           const bf16 *v, int T, int H, int KVH, const SpArgs &sp, const float *rsc,
                           const CUtensorMap &dqmap, const CUtensorMap &qmap,
                           const CUtensorMap &omap, const CUtensorMap &accmap) {
-#define KEYS_GO(D, DET, PIPE)                                                                    \
-    keys_fused_run<D, DET, PIPE>(grid, dk, dv, dqacc, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc, \
+#define KEYS_GO(D, DET, PIPE, ...)                                                               \
+    keys_fused_run<D, DET, PIPE, ##__VA_ARGS__>(grid, dk, dv, dqacc, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc, \
                                  dqmap, qmap, omap, accmap)
     // the ordered mode: the row scales by cp.async (+ 32; s9 r4: 23.17 ms vs 23.67); at D 128 the
     // FFMA dQ conversions (+ 64; s11 r1 / r2 / r3, ms paper 32K: 21.39 / 20.88 / 20.90 ms vs
     // 21.50 / 20.99-21.05 / 20.97; D 64 H 12 r3 4.834 vs 4.805 without, s10 r4 5.058 vs 5.080:
     // noise, off)
+    // D 64 (s14): 3 CTAs an SM (165 / 168 registers, 76336 bytes of shared memory each), the
+    // ordered mode without DKL (+ 256), with the FFMA conversions (+ 64), the permuted staging
+    // (+ 128) and lse x log2e (+ 1024)
     if (D == 64) {
-        if (det) KEYS_GO(64, 4, 54);
-        else KEYS_GO(64, 0, 22);
+        if (det) KEYS_GO(64, 4, 22 + 32 + 64 + 128 + 256 + 1024, 3);
+        else KEYS_GO(64, 0, 22, 3);
     } else {
         if (det) KEYS_GO(128, 4, 118);
         else KEYS_GO(128, 0, 22);

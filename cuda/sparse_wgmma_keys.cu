@@ -192,6 +192,47 @@
 // only (a list holding it twice stays repeatable); same snippet, 32K ordered 17.47-17.67 ms (this),
 // 17.61-17.63 (ftz, without the slot check), 17.31-17.59 (hk's r7 binary, before the watchdog and
 // both fixes): ~0.1-0.2 ms, within two rounds' noise; hashes 248db7e3 / efd831ef unchanged.
+// s14 (the LM's D 64 backward: `MSLAB_BF16_TRACE=4 MSLAB_LM_ROWS=1 mslab-gpu-bench --lm`, B 1, T 32K,
+// H = KVH 12, ms paper config; sparse_bwd 4737 us a layer in the s14 r1 trace vs 4.371 ms for the
+// perf row at that shape). Measured first (r2, per-call phase events and list statistics under a
+// diagnostics switch, since removed): the LM's lists are not harder than the perf row's random
+// ones (regions listed 0 / 1 / 2 / 3 / 4-7 / 8+ times 0 / 8949 / 4013 / 2828 / 5433 / 3353 vs
+// 0 / 8379 / 4067 / 2592 / 6279 / 3259, max 16 both, 26% vs 19% of the selected regions in
+// block 0; the work is the same by construction: every list holds its block's 128 regions and 384
+// others, 617472 steps of 64 query rows, 25.1 a CTA); the kernel's trace is the same in both
+// (3120 cycles a step at 1.80 GHz, ordered); the phases in the LM (ordered, us a call): pre-passes
+// 75, sort 21, memsets + slot tables 41, kernel 4207 in a step's first backward calls rising to
+// 4420-4600 in its later ones, dq convert 49 (the perf row: kernel 4195); the op's span ~74 us
+// over the call's (backend_bf16.cu's bf16_attn_bwd: dout's conversion etc.). So the LM's extra
+// time is the clock under the 700 W cap (the selections' host waits leave the GPU idle in the
+// forward, the backward's 56 ms run without a gap), not its lists: fewer cycles (and bytes) are
+// the lever. Kept (D 64): 3 CTAs an SM (165 / 168 registers, 76336 bytes of shared memory each,
+// the carveout at its maximum; the ordered mode without DKL, PIPE 256: with it ptxas serialises
+// the wgmma at 168 registers, C7512), the FFMA dQ conversions (PIPE 64; at 2 CTAs they had lost,
+// s11 / r2 4.471 vs 4.404 ms), the ordered staging permuted as the atomic mode's (PIPE 128) and
+// lse x log2e from sk_pre (PIPE 1024, the same product: 16 FMUL a thread a step fewer). Same
+// snippets (perf row: `MSLAB_SWB_PERF="ms paper" MSLAB_SWB_PERF_MIN=1 MSLAB_SWB_PERF_H=12
+// MSLAB_SWB_PERF_D=64 MSLAB_SWB_PERF_KEYS=1 mslab-gpu-tests sparse_wgmma_bwd_perf`, atomic /
+// ordered ms; LM: the trace's sparse_bwd, us a layer): r2 2 CTAs 4.007 / 4.404, 3 CTAs 3.756 /
+// 4.162; r3 4.001 / 4.401 vs 3.754 / 4.159, LM 4637.7 -> 4458.5; r4 LM main 4666.1, 3 CTAs 4552.3,
+// + lse x log2e + a second stream for the pre-pass 4494.0, + FFMA 4382.4; r5 (3 CTAs, FFMA, lse x
+// log2e vs main's binary) perf 4.007 / 4.373 -> 3.756 / 4.039, LM 4683.8 / 4635.3 -> 4259.6 /
+// 4292.4; r6 ordered 4.032 / 4.085 (r5's form) vs + the permuted staging 4.011 / 3.979, + the
+// second stream 4.061, both 3.961, LM 4472.2 / 4521.4 vs both 4347.7 / 4432.8 (a warmer round);
+// the ordered hash efd831ef5f667233 in every variant (the same bits); small rows 409 + --quick
+// 196 passed (r5). r7 (this form vs main's binary, one snippet): perf 4.001 / 4.386 -> 3.758 /
+// 3.995, LM 4655.0 / 4661.4 -> 4314.0 / 4314.6 (ms / step 144.2 / 143.7 -> 141.1 / 140.6); hashes
+// efd831ef (D 64) / 248db7e3 (D 128) unchanged; small rows 409 + --quick 196 passed.
+// Tried and removed (s14): K and V as register A operands of S^T / dP^T (RS by ldmatrix'd
+// fragments: 16 KB less shared memory read a step; 202 / 204 registers, 2 CTAs an SM): r3 perf
+// 3.994 / 4.361 vs 4.001 / 4.401, LM 4578.4 us vs 3 CTAs' 4458.5; the FFMA conversions at 2 CTAs
+// 4.471 (r2); the ordered pre-pass (wg_kv_bound, sk_pre) on a second stream beside the sort and
+// slot tables (r6: within the noise alone, ~30-45 us by the phases' overlap; a cross-stream
+// dependency that no parity row catches deterministically: not kept).
+// Left: the kernel (~91% of the LM op), bound by latency at 3 warpgroups an SM and by its power
+// (the LM runs it ~7% slower than a cool GPU); the ordered mode's ~0.28 ms over the atomic one
+// (the chains' completion waits ~3300 cycles a CTA, sk_pre / wg_kv_bound +37 us); the wrapper's
+// ~74 us a call (bf16_attn_bwd: dout to bf16, copies; the lead's).
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -207,10 +248,12 @@ extern "C" {
 // the ordered mode's pre-pass, one read of q, dO and O: Di (as wg_bwd_pre) and the rows'
 // fixed-point dQ scales rsc (wg_bwd_pre's bound from kvm = wg_kv_bound's {max |K_jd|, max
 // |V_j|_2}; NaN where the q or dO row is not finite: the convert writes a NaN row). CTA = (b *
-// KVH + kv head, a chunk of rows (t, head of the group)), D / 8 lanes a row (16-byte loads)
+// KVH + kv head, a chunk of rows (t, head of the group)), D / 8 lanes a row (16-byte loads).
+// l2 (s14, the D 64 kernel's): lse x log2e, the product the kernel's softmax formed per element
 template <int D>
 __global__ void sk_pre(float *Di, float *rsc, const unsigned *kvm, const bf16 *q, const bf16 *dout,
-                       const bf16 *out, int T, int H, int KVH, int rows) {
+                       const bf16 *out, int T, int H, int KVH, int rows, const float *lse,
+                       float *l2) {
     constexpr int L = D / 8; // lanes per row
     int bk = blockIdx.x, b = bk / KVH, kvh = bk % KVH, G = H / KVH, j = threadIdx.x % L;
     int i0 = blockIdx.y * rows, i1 = min(T * G, i0 + rows);
@@ -241,6 +284,7 @@ __global__ void sk_pre(float *Di, float *rsc, const unsigned *kvm, const bf16 *q
         }
         if (j == 0 && i < i1) {
             Di[((size_t)b * H + hh) * T + t] = sd;
+            if (l2) l2[((size_t)b * H + hh) * T + t] = lse[((size_t)b * H + hh) * T + t] * WG_LOG2E;
             rsc[o / D] = qbad ? NAN : wg_fx_scale((sqrtf(ss) * vm + fabsf(sd)) * km * 1.0625f, 30);
         }
     }
@@ -432,17 +476,22 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
     if ((double)cbk * T * (2 + G) >= 4294967295.0 ||
         (double)cbk * T * G * D / 8 + SK_CONV_CTAS * 256.0 >= 4294967295.0)
         return -1;
+    // (s14) the ordered D 64 kernel reads lse x log2e (l2, sk_pre's, after rsc)
+    bool lps = det && D == 64;
     size_t rsc_off = align256(rows * 4), kvm_off = rsc_off + (det ? align256(rows * 4) : 0);
+    size_t l2_off = kvm_off;
+    if (lps) kvm_off += align256(rows * 4);
     size_t sl_off = kvm_off + align256(nbk * 8), acc_off = sl_off + align256(nl * ix->width * 4);
     char *ws = (char *)wg_bwd_scratch(acc_off + cbk * perbk + 256);
     float *Di = (float *)ws, *rsc = det ? (float *)(ws + rsc_off) : nullptr;
+    float *l2 = lps ? (float *)(ws + l2_off) : nullptr;
     unsigned *kvm = (unsigned *)(ws + kvm_off);
     if (det) { // Di and the row scales (K / V bound first)
         cudaCheck(cudaMemsetAsync(kvm, 0, nbk * 8, 0));
         wg_kv_bound_launch(D, kvm, k, v, B, T, KVH);
         dim3 pg((unsigned)nbk, cdiv_u((size_t)T * G, 512));
-        if (D == 64) sk_pre<64><<<pg, 256>>>(Di, rsc, kvm, q, dout, out, T, H, KVH, 512);
-        else sk_pre<128><<<pg, 256>>>(Di, rsc, kvm, q, dout, out, T, H, KVH, 512);
+        if (D == 64) sk_pre<64><<<pg, 256>>>(Di, rsc, kvm, q, dout, out, T, H, KVH, 512, lse, l2);
+        else sk_pre<128><<<pg, 256>>>(Di, rsc, kvm, q, dout, out, T, H, KVH, 512, lse, l2);
         cudaLaunchCheck();
     } else {
         wg_bwd_pre_launch(D, Di, nullptr, nullptr, dout, out, k, v, B, T, H, KVH);
@@ -495,7 +544,7 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
         sp.bk0 = (int)bk0, sp.kcnt = kcnt, sp.kpos = pos, sp.krank = rank, sp.kwait = kwait;
         sp.kconv = cv, sp.kacc = (float *)kva;
         dim3 grid(ntk, (unsigned)nlst);
-        wg_keys_fused_launch(D, det, grid, dk, dv, dqa, dout, lse, Di, q, k, v, T, H, KVH, sp, rsc,
+        wg_keys_fused_launch(D, det, grid, dk, dv, dqa, dout, lps ? l2 : lse, Di, q, k, v, T, H, KVH, sp, rsc,
                              dqmap, qmap, omap, accmap);
         size_t nkr = cv ? 0 : 2 * n * T, nqr = n * G * T; // (cv: the dK / dV rows all written)
         if (!nkr) { // (s13) dq alone (r5: 17.75 / 17.63 ms vs sk_acc_out's 17.81 / 17.77)

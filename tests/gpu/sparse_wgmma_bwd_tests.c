@@ -541,7 +541,8 @@ static void perf_hash_bwd(const char *what, const uint16_t *dq, const uint16_t *
 // MSLAB_SWB_PERF=name: that row alone; MSLAB_SWB_PERF_MIN: the defaults, the candidates and the
 // kernels' shares only; MSLAB_SWB_PERF_REPS: timed calls per variant (3; 0: the warm-up alone, ncu); MSLAB_SWB_PERF_RAND: q, k rows drawn at random from perf_qkv's 1024-row
 // period (no periodic block means: a selection like the bench's random inputs); MSLAB_SWB_PERF_ORD:
-// the 16 / 32-key rows' default ordered call alone
+// the 16 / 32-key rows' default ordered call alone; MSLAB_SWB_PERF_KEYS: their key-centric calls
+// alone (no query-centric rows)
 static void t_perf(const char *name, AttnConfig cfg, int T) {
     if (!wanted("sparse_wgmma_bwd_perf") || !g_arch || getenv("MSLAB_WG_NO_PERF")) return;
     const char *only = getenv("MSLAB_SWB_PERF");
@@ -601,6 +602,7 @@ static void t_perf(const char *name, AttnConfig cfg, int T) {
             t[x] = tf[x] = 0;
             if (minimal && (x == 1 || x == 2)) continue; // MIN: no sparse_bf16 rows
             if (getenv("MSLAB_SWB_PERF_ORD") && x != 3) continue; // the default ordered call alone
+            if (getenv("MSLAB_SWB_PERF_KEYS") && x >= 4) continue; // the key-centric calls alone
             attn_bf16_set_deterministic(x == 2 || x == 3 || x == 5);
             sparse_wgmma_bwd_tune_small(x != 1 && x != 2);
             sparse_wgmma_bwd_tune_small_modes((x == 3 || x == 5 ? 1 : 0) | (D == 64 ? 2 : 0));
