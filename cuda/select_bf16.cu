@@ -409,23 +409,15 @@ __device__ __forceinline__ int fs_scan01(int f, int *wtot, int *tot) {
     return base + before;
 }
 
-// top-S of one member: grid (member, unit)
-__global__ void __launch_bounds__(FS_NT) fs_topk(FsArgs a, int P, int cache) {
-    extern __shared__ unsigned long long sk[]; // [P] keys, [cache] scores, then [P] ids
+// CTA: the top n = min(S, e) of one score row (e candidates; row in global memory) into tops: a radix
+// select on fs_key, the winners sorted (score desc, id asc, NaN last). sk: the dynamic shared memory
+// ([P] keys, [cache] scores, [P] ids); every thread calls it
+__device__ void fs_topk_row(const double *row, int e, int n, int S, int *tops, int P, int cache,
+                            unsigned long long *sk) {
     double *rc = (double *)(sk + P);
     int *sid = (int *)(rc + cache);
     __shared__ int hist[256], wtot[FS_NT / 32], s_cnt, s_bin, s_need, s_allin, s_ties;
-    const FsUnit U = a.units[blockIdx.y];
-    int m = blockIdx.x, g0 = U.c * a.M, members = min(a.N, g0 + a.M) - g0;
-    if (m >= members) return;
-    int tid = threadIdx.x, e = fs_elig(a, U.c, g0 + m), n = min(a.S, e);
-    int *tops = a.tops + ((size_t)blockIdx.y * a.M + m) * a.S;
-    if (a.moba_bs) { // moba: the row's list directly: top ranks, then its own block, then -1
-        tops = a.idx + (((size_t)U.b * a.H + U.h) * a.nblk + g0 + m) * a.W;
-        for (int s2 = n + tid; s2 < a.W; s2 += FS_NT) tops[s2] = s2 == n ? e : -1;
-    }
-    if (n == 0) return;
-    const double *row = a.scores + U.off + (size_t)m * U.ld;
+    int tid = threadIdx.x;
     if (e <= cache) { // the radix passes then read shared memory
         for (int j = tid; j < e; j += FS_NT) rc[j] = row[j];
         __syncthreads();
@@ -433,7 +425,7 @@ __global__ void __launch_bounds__(FS_NT) fs_topk(FsArgs a, int P, int cache) {
     }
     unsigned long long prefix = 0, mask = 0;
     int need = n, allin = 1; // e <= S: every candidate is in
-    if (e > a.S) {
+    if (e > S) {
         allin = 0;
         for (int shift = 56; shift >= 0; shift -= 8) {
             for (int i = tid; i < 256; i += FS_NT) hist[i] = 0;
@@ -505,6 +497,22 @@ __global__ void __launch_bounds__(FS_NT) fs_topk(FsArgs a, int P, int cache) {
             __syncthreads();
         }
     for (int p = tid; p < n; p += FS_NT) tops[p] = sid[p];
+}
+
+// top-S of one member: grid (member, unit)
+__global__ void __launch_bounds__(FS_NT) fs_topk(FsArgs a, int P, int cache) {
+    extern __shared__ unsigned long long sk[]; // [P] keys, [cache] scores, then [P] ids
+    const FsUnit U = a.units[blockIdx.y];
+    int m = blockIdx.x, g0 = U.c * a.M, members = min(a.N, g0 + a.M) - g0;
+    if (m >= members) return;
+    int tid = threadIdx.x, e = fs_elig(a, U.c, g0 + m), n = min(a.S, e);
+    int *tops = a.tops + ((size_t)blockIdx.y * a.M + m) * a.S;
+    if (a.moba_bs) { // moba: the row's list directly: top ranks, then its own block, then -1
+        tops = a.idx + (((size_t)U.b * a.H + U.h) * a.nblk + g0 + m) * a.W;
+        for (int s2 = n + tid; s2 < a.W; s2 += FS_NT) tops[s2] = s2 == n ? e : -1;
+    }
+    if (n == 0) return;
+    fs_topk_row(a.scores + U.off + (size_t)m * U.ld, e, n, a.S, tops, P, cache, sk);
 }
 
 // rank-major merge + locals (and the dense lists): one CTA per unit, grid-stride
@@ -952,6 +960,8 @@ struct FxArgs {
     const uint16_t *kbw;       // tp_wgt (s12): the key limbs as pre-swizzled 64-key tiles [B, KVH, ntw, 2, D, 64]
     int ntw;                   // tiles per kv head (kbw)
     unsigned long long *pcta;  // MSLAB_SELECT_PROF (s13): [grid][2] each CTA's first / last globaltimer
+    int *fail;                 // s14: per row of the batch [units][M], 1 where the row failed (fs_redo redoes it)
+    int force;                 // tests (select_bf16_force_redo): fs_redo also redoes every force-th row (0: none)
 };
 __device__ __forceinline__ unsigned long long tp_gtime() {
     unsigned long long t;
@@ -1007,7 +1017,8 @@ __device__ bool fx_next(const FxArgs &x, double *qs, int *s_item, int *erow, uns
 // than the finish's cap), by too few (< nsel); tp: by an invalid bound; the most survivors of a row;
 // tp's histogram rows (rows that turned) and their threshold updates; tp rows whose threshold the
 // finish raised (more than x.pcap survivors, TP_PMAX but in the tests; counted where t moved)
-enum { CTL_FBUF = 6, CTL_FSURV, CTL_FFEW, CTL_FBOUND, CTL_MAXSURV, CTL_HROWS, CTL_HUPD, CTL_RAISED, CTL_N };
+// (s14) CTL_REDONE: rows redone by fs_redo
+enum { CTL_FBUF = 6, CTL_FSURV, CTL_FFEW, CTL_FBOUND, CTL_MAXSURV, CTL_HROWS, CTL_HUPD, CTL_RAISED, CTL_REDONE, CTL_N };
 static_assert(CTL_N <= 16, "ctrl: 64 bytes cleared per call");
 struct FxEnt {
     unsigned long long k;
@@ -1039,15 +1050,68 @@ __device__ __forceinline__ int fx_survivors(const FxArgs &x, unsigned cnt_r, int
         return w;
     }
     if (ng > x.capg || w > cap || w < nsel) {
-        if (lane == 0)
+        if (lane == 0) {
             atomicAdd(x.ctrl + 1, 1),
                 atomicAdd(x.ctrl + (ng > x.capg ? CTL_FBUF : w > cap ? CTL_FSURV : CTL_FFEW), 1);
+            x.fail[(tops - x.a.tops) / x.a.S] = 1; // the row's index in the batch (its tops row)
+        }
         for (int s = lane; s < nsel; s += 32) tops[s] = s;
         __syncwarp();
         return -1;
     }
     __syncwarp();
     return w;
+}
+
+// s14: the rows a selection kernel failed (x.fail: buffer or survivor overflow, too few, an invalid
+// bound), redone exactly in the same stream, so that no call needs the host to see ctrl (before s14
+// the host downloaded it and ran the whole call again on the next path: tp_select, fused, old).
+// A CTA a row (grid-stride over the batch's rows): the row's pooled q (sel_pool2, the CPU's
+// pool_rows), its e scores as the CPU's (dmul, then dadd in dimension order; tp_exact's), into the
+// CTA's sb row (e <= ldmax), then fs_topk's radix select and sort into the row's tops. Launched after
+// every fused / tp selection kernel; exits at once where ctrl[1] says no row failed (and no test
+// forces rows: x.force). The first 4 calls with failures in a process print a note (device printf).
+__device__ int g_redo_notes = 0;
+template <int DM>
+__global__ void __launch_bounds__(FS_NT) fs_redo(FxArgs x, int nrows, double *sb, int ldmax, int P, int cache) {
+    const int nfail = *(volatile int *)(x.ctrl + 1);
+    if (nfail == 0 && x.force <= 0) return;
+    extern __shared__ unsigned long long sk[];
+    __shared__ double qr[DM];
+    const FsArgs &a = x.a;
+    if (blockIdx.x == 0 && threadIdx.x == 0 && nfail > 0 && atomicAdd(&g_redo_notes, 1) < 4)
+        printf("select_bf16: %d rows failed (buffer %d, survivors %d, too few %d, bound %d; max inserts %d, "
+               "max survivors %d): redone exactly (fs_redo)\n",
+               nfail, x.ctrl[CTL_FBUF], x.ctrl[CTL_FSURV], x.ctrl[CTL_FFEW], x.ctrl[CTL_FBOUND], x.ctrl[2],
+               x.ctrl[CTL_MAXSURV]);
+    double *row = sb + (size_t)blockIdx.x * ldmax;
+    for (int ri = blockIdx.x; ri < nrows; ri += gridDim.x) {
+        if (!x.fail[ri] && !(x.force > 0 && ri % x.force == 0)) continue;
+        const FsUnit U = a.units[ri / a.M];
+        int m = ri % a.M, g0 = U.c * a.M, members = min(a.N, g0 + a.M) - g0;
+        if (U.ld <= 0 || m >= members) continue;
+        int e = fs_elig(a, U.c, g0 + m), n = min(a.S, e);
+        if (n <= 0) continue;
+        __syncthreads(); // qr, the shared arrays of the last row
+        if (threadIdx.x < DM / 2) {
+            int r0 = (g0 + m) * a.w;
+            size_t st = (size_t)a.H * a.D / 2;
+            const uint32_t *src = (const uint32_t *)(a.q + ((size_t)U.b * a.T * a.H + U.h) * a.D) + r0 * st + threadIdx.x;
+            sel_pool2(src, st, min(a.T, r0 + a.w) - r0, &qr[2 * threadIdx.x], &qr[2 * threadIdx.x + 1]);
+        }
+        __syncthreads();
+        const double *kd = a.kbar + ((size_t)U.b * a.KVH + U.h / (a.H / a.KVH)) * a.NK * DM;
+        for (int j = threadIdx.x; j < e && j < ldmax; j += FS_NT) {
+            const double *kr = kd + (size_t)j * DM;
+            double sc = 0.0;
+#pragma unroll 8
+            for (int d = 0; d < DM; d++) sc = __dadd_rn(sc, __dmul_rn(qr[d], kr[d]));
+            row[j] = sc;
+        }
+        __syncthreads();
+        fs_topk_row(row, e, n, a.S, a.tops + (size_t)ri * a.S, P, cache, sk);
+        if (threadIdx.x == 0) atomicAdd(x.ctrl + CTL_REDONE, 1);
+    }
 }
 
 template <int DM>
@@ -1799,8 +1863,8 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
                 crow[r] = __fmul_ru(TP_C16, n), qe[r] = e == TP_EBAD ? 0 : e, hm[r] = 0;
                 if (P2 && r < rows && erow[r] > a.S) // pass 1's threshold
                     thr[r] = x.tinit[(((size_t)U.b * a.H + U.h) * a.nblk + U.c) * a.M + m0 + r];
-                if (r < rows && (!(n * nkmax <= 0x1p100f) || e == TP_EBAD)) // falls back
-                    atomicAdd(x.ctrl + 1, 1), atomicAdd(x.ctrl + CTL_FBOUND, 1);
+                if (r < rows && (!(n * nkmax <= 0x1p100f) || e == TP_EBAD)) // redone (fs_redo)
+                    atomicAdd(x.ctrl + 1, 1), atomicAdd(x.ctrl + CTL_FBOUND, 1), x.fail[(size_t)U.off * a.M + m0 + r] = 1;
             }
         }
         __syncthreads();
@@ -2451,8 +2515,8 @@ __global__ void __launch_bounds__(TWT_NT, 2) tp_wgt(FxArgs x) {
                 crow[r] = __fmul_ru(TP_C16, n), qe[r] = e == TP_EBAD ? 0 : e;
                 if (r < rows && erow[r] > a.S)
                     thr[r] = x.tinit[(((size_t)U.b * a.H + U.h) * a.nblk + U.c) * a.M + m0 + r];
-                if (r < rows && (!(n * nkmax <= 0x1p100f) || e == TP_EBAD)) // falls back
-                    atomicAdd(x.ctrl + 1, 1), atomicAdd(x.ctrl + CTL_FBOUND, 1);
+                if (r < rows && (!(n * nkmax <= 0x1p100f) || e == TP_EBAD)) // redone (fs_redo)
+                    atomicAdd(x.ctrl + 1, 1), atomicAdd(x.ctrl + CTL_FBOUND, 1), x.fail[(size_t)U.off * a.M + m0 + r] = 1;
             }
         }
         __syncthreads();
@@ -2661,10 +2725,6 @@ static int fs_select(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q, co
 
 static int g_select_path = 0;
 static int g_select_stats[CTL_N]; // the last fused / tp call's ctrl words (select_bf16_last_stats)
-// the two-pass call's ctrl words (a fallback's call overwrites g_select_stats); all its failed rows
-// by the bound (NaN / inf, huge norms: tp_select would fail them alike, so it is skipped)
-static int g_tp2_stats[CTL_N];
-static bool g_tp2_bound;
 // tests (select_bf16_tp2_thr): pass 1's thresholds of the last two-pass call, kept on the host
 static int g_tp2_keep = 0, *g_tp2_thr = NULL;
 static size_t g_tp2_nthr = 0;
@@ -2709,6 +2769,75 @@ static TpKernel tp_kernel(int D, bool p2 = false) {
     return D == 64 ? tp_select<64, TP_CAPF> : tp_select<128, TP_CAPF>;
 }
 static int select_mode(void);
+// s14: the last call's ctrl words, copied to pinned memory behind it (no host wait in the call);
+// sel_stats_sync waits for them (the tests' hooks, MSLAB_SELECT_DEBUG)
+static int *g_hctrl = NULL;
+static cudaEvent_t g_stats_ev;
+static bool g_stats_pending = false;
+static void sel_stats_async(const int *dctrl) {
+    if (!g_hctrl) {
+        cudaCheck(cudaMallocHost((void **)&g_hctrl, sizeof(int) * CTL_N));
+        cudaCheck(cudaEventCreateWithFlags(&g_stats_ev, cudaEventDisableTiming));
+    }
+    cudaCheck(cudaMemcpyAsync(g_hctrl, dctrl, sizeof(int) * CTL_N, cudaMemcpyDeviceToHost, 0));
+    cudaCheck(cudaEventRecord(g_stats_ev, 0));
+    g_stats_pending = true;
+}
+static void sel_stats_sync(void) {
+    if (!g_stats_pending) return;
+    cudaCheck(cudaEventSynchronize(g_stats_ev));
+    memcpy(g_select_stats, g_hctrl, sizeof(int) * CTL_N);
+    g_stats_pending = false;
+}
+// s14: the unit tables (units, work orders) depend only on the shapes and the path: kept on the device
+// by content (SEL_NTAB of them, least recently used replaced), so a call uploads nothing where a
+// previous call had the same tables (before s14: two pageable cudaMemcpy's a call, each waiting for
+// the GPU's queue to drain). A replaced buffer is rewritten by a cudaMemcpy in stream order (after
+// the kernels that read it)
+#define SEL_NTAB 8
+static struct {
+    size_t bytes, cap;
+    void *host, *dev;
+    unsigned long long use;
+} g_tab[SEL_NTAB];
+static unsigned long long g_tab_clock = 0;
+// MSLAB_SELECT_SYNC=1 (s14 A/B): the pre-s14 host waits (tables uploaded every call, the counters
+// downloaded at its end)
+static int g_sel_sync = -1;
+static const void *sel_tables(const void *h, size_t bytes) {
+    int lru = 0;
+    if (g_sel_sync < 0) g_sel_sync = getenv("MSLAB_SELECT_SYNC") && atoi(getenv("MSLAB_SELECT_SYNC"));
+    for (int i = 0; i < SEL_NTAB && !g_sel_sync; i++) {
+        if (g_tab[i].dev && g_tab[i].bytes == bytes && !memcmp(g_tab[i].host, h, bytes)) {
+            g_tab[i].use = ++g_tab_clock;
+            return g_tab[i].dev;
+        }
+        if (g_tab[i].use < g_tab[lru].use) lru = i;
+    }
+    auto &t = g_tab[lru];
+    if (t.cap < bytes) {
+        free(t.host);
+        if (t.dev) cudaCheck(cudaFree(t.dev));
+        t.host = malloc(bytes);
+        MS_ASSERT(t.host, "out of memory");
+        cudaCheck(cudaMalloc(&t.dev, bytes));
+        t.cap = bytes;
+    }
+    memcpy(t.host, h, bytes);
+    cudaCheck(cudaMemcpy(t.dev, h, bytes, cudaMemcpyHostToDevice));
+    t.bytes = bytes, t.use = ++g_tab_clock;
+    return t.dev;
+}
+// fs_redo's dynamic shared memory (fs_topk's: sort keys / ids of P and a score cache of up to 8192)
+static void fs_redo_optin(void) {
+    static bool done = false;
+    if (done) return;
+    cudaCheck(cudaFuncSetAttribute(fs_redo<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(2048 * 12 + 8192 * 8)));
+    cudaCheck(cudaFuncSetAttribute(fs_redo<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(2048 * 12 + 8192 * 8)));
+    done = true;
+}
+// tests (select_bf16_force_redo): fs_redo also redoes every n-th row of each batch (0: none)
+static int g_force_redo = 0;
 static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q,
                           const uint16_t *k, int B, int T, int H, int KVH, int D, int kind) {
     const bool tp = kind > 0, tp2 = kind == 2;
@@ -2725,15 +2854,13 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     int N = d.N, maxld = 0;
     size_t nunit;
     FsUnit *hu = fs_units_ms(d, B, H, &nunit);
-    int *hord = (int *)malloc(sizeof(int) * nunit);
-    MS_ASSERT(hord, "out of memory");
     for (size_t i = 0; i < nunit; i++) maxld = hu[i].ld > maxld ? hu[i].ld : maxld;
     // tp_wgt: the two passes past TW_MINLD at any length (s12 r5 / r6, 1M: 523 ms vs tp_select's 549 / 551)
     if (g_tw_min < 0) g_tw_min = getenv("MSLAB_SELECT_TWMIN") ? atoi(getenv("MSLAB_SELECT_TWMIN")) : TW_MINLD;
     const bool tw = tp2 && g_tpw && arch_ok() && maxld > g_tw_min;
     if (maxld > 65535 || (tp && select_mode() == 3 && maxld < TP_AUTO_MIN) || (tp2 && !tw && maxld > TP2_MAXLD)) {
         // 16-bit counters; the two-pass's cut
-        free(hu), free(hord);
+        free(hu);
         return -1;
     }
     int dev = 0, nsm = 0;
@@ -2750,8 +2877,10 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     int capg = maxld < FX_CAPG ? (maxld > 0 ? maxld : 1) : FX_CAPG; // no overflow when maxld fits
     size_t kb_n = (size_t)B * KVH * N * D, gbuf = (size_t)nslot * rm * capg;
     size_t o_tops = align256(kb_n * 8), o_fp = align256(o_tops + (size_t)MAXU * d.M * d.S * 4);
-    size_t o_units = align256(o_fp + (size_t)MGRID * N * 4);
-    size_t o_ord = align256(o_units + MAXU * sizeof(FsUnit)), o_gk = align256(o_ord + MAXU * 4);
+    // s14: the rows' failure flags [MAXU][M] and fs_redo's score rows [nsm][maxld] (the unit tables
+    // live apart: sel_tables)
+    size_t o_fail = align256(o_fp + (size_t)MGRID * N * 4);
+    size_t o_sb = align256(o_fail + (size_t)MAXU * d.M * 4), o_gk = align256(o_sb + (size_t)nsm * (maxld > 0 ? maxld : 1) * 8);
     size_t o_gi = align256(o_gk + gbuf * 8), o_ctrl = align256(o_gi + gbuf * 4);
     // tp: bf16 kbar, key norm bounds per kv head padded to NKP (16-byte aligned tiles; a tile
     // may read 128 past the last)
@@ -2772,10 +2901,8 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     a = fs_args_ms(ix, cfg, d, q, B, T, H, KVH, D);
     a.kbar = (double *)scr, a.scores = NULL;
     a.tops = (int *)(scr + o_tops), a.fpos = (int *)(scr + o_fp);
-    FsUnit *du = (FsUnit *)(scr + o_units);
-    int *dord = (int *)(scr + o_ord);
-    a.units = du;
-    x.ord = dord, x.gkey = (unsigned long long *)(scr + o_gk), x.gid = (int *)(scr + o_gi);
+    x.fail = (int *)(scr + o_fail), x.force = g_force_redo;
+    x.gkey = (unsigned long long *)(scr + o_gk), x.gid = (int *)(scr + o_gi);
     x.ctrl = (int *)(scr + o_ctrl), x.mt = mt, x.capg = capg;
     x.kbf = (const uint16_t *)(scr + o_kbf), x.knorm = (const float *)(scr + o_kn);
     x.kfac = (const float *)(scr + o_kf), x.qg = (double *)(scr + o_qg);
@@ -2796,7 +2923,7 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         clock_gettime(CLOCK_MONOTONIC, &ts);
         return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
     };
-    double ksel = 0, kmerge = 0, tp0 = 0, tp1 = 0, tk = 0, kpass1 = 0;
+    double ksel = 0, kmerge = 0, tp0 = 0, tp1 = 0, tk = 0, kpass1 = 0, kredo = 0;
     // MSLAB_SELECT_TP_HUPD=n: the update interval (diagnostics). s10 (H200): sparse_wgmma_fwd_perf's
     // 128K inputs (near-ties: 99.5M of 100.6M survivors need exact scores) fail 7776 rows (max 876
     // survivors after the raise) at n = 128, 256 and 384 alike, so they fall back to fused whatever
@@ -2852,9 +2979,15 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         cudaCheck(cudaFuncSetAttribute(tp_thr1<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, tp1_smem(128)));
         attr = true;
     }
-    for (size_t u0 = 0; u0 < nunit;) {
+    // the unit tables of every batch (units [nunit], then each batch's work order at its first unit)
+    FsUnit *hu_all = (FsUnit *)malloc(sizeof(FsUnit) * nunit + sizeof(int) * nunit);
+    MS_ASSERT(hu_all, "out of memory");
+    int *hord_all = (int *)(hu_all + nunit), *nwb = (int *)malloc(sizeof(int) * (nunit / MAXU + 2)), nb = 0;
+    MS_ASSERT(nwb, "out of memory");
+    for (size_t u0 = 0; u0 < nunit; nb++) {
         size_t u1 = u0 + (size_t)MAXU < nunit ? u0 + (size_t)MAXU : nunit;
         int nu = (int)(u1 - u0), nw = 0;
+        int *hord = hord_all + u0;
         for (int j = 0; j < nu; j++) {
             hu[u0 + j].off = j; // its tops slot
             if (hu[u0 + j].ld > 0) hord[nw++] = j;
@@ -2875,9 +3008,24 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
             int k = kk < nw ? (int)kk : nw, f = nw - k;
             std::stable_sort(hord + f, hord + nw, [&](int i, int j) { return hu[u0 + i].ld > hu[u0 + j].ld; });
         }
-        cudaCheck(cudaMemcpy(du, hu + u0, sizeof(FsUnit) * nu, cudaMemcpyHostToDevice));
+        nwb[nb] = nw;
+        u0 = u1;
+    }
+    memcpy(hu_all, hu, sizeof(FsUnit) * nunit);
+    const FsUnit *dtab = (const FsUnit *)sel_tables(hu_all, sizeof(FsUnit) * nunit + sizeof(int) * nunit);
+    const int *dord_all = (const int *)(dtab + nunit);
+    int P = 1; // fs_redo: fs_topk's sort size and score cache
+    while (P < d.S) P <<= 1;
+    const int rcache = maxld < 8192 ? (maxld > 0 ? maxld : 1) : 8192;
+    const size_t rsmem = (size_t)P * 12 + (size_t)rcache * 8;
+    fs_redo_optin();
+    nb = 0;
+    for (size_t u0 = 0; u0 < nunit; nb++) {
+        size_t u1 = u0 + (size_t)MAXU < nunit ? u0 + (size_t)MAXU : nunit;
+        int nu = (int)(u1 - u0), nw = nwb[nb];
+        a.units = dtab + u0, x.ord = dord_all + u0;
+        cudaCheck(cudaMemsetAsync(x.fail, 0, sizeof(int) * nu * d.M));
         if (nw > 0) {
-            cudaCheck(cudaMemcpy(dord, hord, sizeof(int) * nw, cudaMemcpyHostToDevice));
             cudaCheck(cudaMemsetAsync(x.ctrl, 0, 4));
             x.nitems = nw * mt;
             int grid = x.nitems < nslot ? x.nitems : nslot;
@@ -2913,6 +3061,14 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                 double t = pnow();
                 ksel += t - tk, tk = t;
             }
+            // the failed rows (none in the normal path: an exit at once) redone before the merge
+            if (D == 64) fs_redo<64><<<nsm, FS_NT, rsmem>>>(x, nu * d.M, (double *)(scr + o_sb), maxld, P, rcache);
+            else fs_redo<128><<<nsm, FS_NT, rsmem>>>(x, nu * d.M, (double *)(scr + o_sb), maxld, P, rcache);
+            cudaLaunchCheck();
+            if (profon) {
+                double t = pnow();
+                kredo += t - tk, tk = t;
+            }
         }
         fs_merge<<<nu < MGRID ? nu : MGRID, FS_NT, sizeof(int) * d.S>>>(a, nu);
         cudaLaunchCheck();
@@ -2927,9 +3083,9 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         else if (tp)
             cudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, (const void *)tp_kernel(D, tp2), FX_NT, smem));
         fprintf(stderr, "select_bf16 prof %s T=%d (%d CTAs/SM): pool+prep %.3f ms, select kernel %.3f ms, merge %.3f ms, "
-                "pass 1 %.3f ms\n",
+                "pass 1 %.3f ms, redo %.3f ms\n",
                 tw ? "tp two-pass (tp_wgt)" : tp2 ? "tp two-pass" : tp ? "tp" : "fused", T, occ, tp1 - tp0, ksel, kmerge,
-                kpass1);
+                kpass1, kredo);
         if (tp) {
             unsigned long long hp[TP_NPROF], tot = 0;
             cudaCheck(cudaMemcpy(hp, dprof, sizeof hp, cudaMemcpyDeviceToHost));
@@ -2962,40 +3118,36 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
             }
         }
     }
-    int *ctrl = g_select_stats;
-    cudaCheck(cudaMemcpy(ctrl, x.ctrl, sizeof(int) * CTL_N, cudaMemcpyDeviceToHost));
-    if (tp2) {
-        memcpy(g_tp2_stats, ctrl, sizeof g_tp2_stats);
-        g_tp2_bound = ctrl[1] > 0 && ctrl[1] == ctrl[CTL_FBOUND];
-        if (g_tp2_keep) { // tests: pass 1's thresholds, every row of the selecting units
-            size_t n = (size_t)B * H * d.nblk * d.M;
-            free(g_tp2_thr);
-            g_tp2_thr = (int *)malloc(sizeof(int) * n);
-            MS_ASSERT(g_tp2_thr, "out of memory");
-            cudaCheck(cudaMemcpy(g_tp2_thr, scr + o_ti, sizeof(int) * n, cudaMemcpyDeviceToHost));
-            g_tp2_nthr = n;
-        }
+    // s14: no download: ctrl goes to pinned memory behind the call (sel_stats_sync reads it when a test
+    // or MSLAB_SELECT_DEBUG asks); the lists are the kernel's, failed rows redone (fs_redo)
+    sel_stats_async(x.ctrl);
+    if (tp2 && g_tp2_keep) { // tests: pass 1's thresholds, every row of the selecting units
+        size_t n = (size_t)B * H * d.nblk * d.M;
+        free(g_tp2_thr);
+        g_tp2_thr = (int *)malloc(sizeof(int) * n);
+        MS_ASSERT(g_tp2_thr, "out of memory");
+        cudaCheck(cudaMemcpy(g_tp2_thr, scr + o_ti, sizeof(int) * n, cudaMemcpyDeviceToHost));
+        g_tp2_nthr = n;
     }
     static int dbg = -1;
     if (dbg < 0) dbg = getenv("MSLAB_SELECT_DEBUG") ? atoi(getenv("MSLAB_SELECT_DEBUG")) : 0;
-    // a failed row sends the whole call to the next path (~2x the time for tp at 1M): noted the first
-    // 4 times in a process (a lasting cause would repeat every layer and step), every call with
-    // MSLAB_SELECT_DEBUG; the two passes' fallbacks (to tp_select) on a count of their own, so they
-    // cannot hide a later fallback to fused
-    static int noted = 0, noted2 = 0;
-    int &nc = tp2 ? noted2 : noted;
-    if (dbg || (ctrl[1] && nc++ < 4))
+    if (g_sel_sync) sel_stats_sync();
+    if (dbg) { // every call's counters (synchronises; fs_redo notes the first 4 calls with failed rows)
+        sel_stats_sync();
+        const int *ctrl = g_select_stats;
         fprintf(stderr,
-                "select_bf16 %s%s: T=%d S=%d maxld=%d capg %d: failed rows %d (buffer %d, survivors %d, "
-                "too few %d, bound %d), max inserts %d, max survivors %d (cap %d); all rows: survivors %d, "
+                "select_bf16 %s: T=%d S=%d maxld=%d capg %d: failed rows %d (buffer %d, survivors %d, "
+                "too few %d, bound %d; redone %d), max inserts %d, max survivors %d (cap %d); all rows: survivors %d, "
                 "exact %d; histogram rows %d, updates %d; thresholds raised %d\n",
-                tp2 ? "tp two-pass" : tp ? "tp" : "fused", ctrl[1] ? " (falls back)" : "", T, d.S, maxld, capg, ctrl[1], ctrl[CTL_FBUF],
-                ctrl[CTL_FSURV], ctrl[CTL_FFEW], ctrl[CTL_FBOUND], ctrl[2], ctrl[CTL_MAXSURV],
-                tp ? x.pcap : FX_PMAX, ctrl[5], ctrl[4], ctrl[CTL_HROWS], ctrl[CTL_HUPD], ctrl[CTL_RAISED]);
-    free(hu), free(hord);
-    g_select_path = tp ? (ctrl[1] ? 0 : tp2 ? 5 : 4) : ctrl[1] ? 2 : 1;
-    if (tp2) g_select_tw = tw ? (ctrl[1] ? 2 : 1) : 0;
-    return ctrl[1] ? -1 : 0;
+                tw ? "tp two-pass (tp_wgt)" : tp2 ? "tp two-pass" : tp ? "tp" : "fused", T, d.S, maxld, capg, ctrl[1],
+                ctrl[CTL_FBUF], ctrl[CTL_FSURV], ctrl[CTL_FFEW], ctrl[CTL_FBOUND], ctrl[CTL_REDONE], ctrl[2],
+                ctrl[CTL_MAXSURV], tp ? x.pcap : FX_PMAX, ctrl[5], ctrl[4], ctrl[CTL_HROWS], ctrl[CTL_HUPD],
+                ctrl[CTL_RAISED]);
+    }
+    free(hu), free(hu_all), free(nwb);
+    g_select_path = tp ? (tp2 ? 5 : 4) : 1;
+    if (tp2) g_select_tw = tw;
+    return 0;
 }
 
 // moba with the same kernels: members = query rows (64 per unit, "pooled" over one row),
@@ -3107,14 +3259,23 @@ extern "C" int select_bf16_set_mode(int mode) {
 }
 extern "C" int select_bf16_last_path(void) { return g_select_path; }
 // the last fused / tp call's counters (up to n of: failed rows, buffer / survivors / too few / bound
-// failures, max inserts, max survivors, histogram rows, histogram updates, raised rows; then the
-// two-pass call's failed rows and their buffer / survivors / too few / bound causes, kept when it
-// fell back); all 0 where no such kernel ran in the last select_bf16 call; returns how many
+// failures, max inserts, max survivors, histogram rows, histogram updates, raised rows, rows redone
+// by fs_redo (s14: a failed row no longer sends the call to the next path)); all 0 where no such
+// kernel ran in the last select_bf16 call; returns how many. Waits for the call's kernels (s14: the
+// counters are copied behind the call, not downloaded in it)
 extern "C" int select_bf16_last_stats(int *st, int n) {
     const int w[] = {1, CTL_FBUF, CTL_FSURV, CTL_FFEW, CTL_FBOUND, 2, CTL_MAXSURV, CTL_HROWS, CTL_HUPD, CTL_RAISED,
-                     1, CTL_FBUF, CTL_FSURV, CTL_FFEW, CTL_FBOUND};
+                     CTL_REDONE};
     int m = n < (int)(sizeof w / sizeof w[0]) ? n : (int)(sizeof w / sizeof w[0]);
-    for (int i = 0; i < m; i++) st[i] = i < 10 ? g_select_stats[w[i]] : g_tp2_stats[w[i]];
+    sel_stats_sync();
+    for (int i = 0; i < m; i++) st[i] = g_select_stats[w[i]];
+    return m;
+}
+// tests: fs_redo also redoes every n-th row of each batch of the fused / tp paths (the redo checked on
+// inputs that fail no row; 0: off); returns the previous setting
+extern "C" int select_bf16_force_redo(int n) {
+    int m = g_force_redo;
+    g_force_redo = n > 0 ? n : 0;
     return m;
 }
 // tests: keep pass 1's thresholds of each two-pass call on the host (1 on, 0 off; returns the
@@ -3152,14 +3313,14 @@ extern "C" int select_bf16_tw(void) {
     return g_tpw && arch_ok();
 }
 // tests: tp_wgt past minld candidates (0: at every length; -1: TW_MINLD, the default); returns the
-// previous setting. select_bf16_last_tw: 1 where the last call's lists came from tp_wgt (path 5), 2
-// where it ran but failed rows (the call went on to the next path), 0 where it did not run
+// previous setting. select_bf16_last_tw: 1 where the last call's lists came from tp_wgt (path 5; s14:
+// failed rows redone by fs_redo, no longer 2 for a call that went on to the next path), 0 where it did not run
 extern "C" int select_bf16_tw_min(int minld) {
     int m = g_tw_min;
     g_tw_min = minld; // -1: the default again (TW_MINLD, or MSLAB_SELECT_TWMIN)
     return m;
 }
-extern "C" int select_bf16_last_tw(void) { return g_select_tw == 1 && g_select_path != 5 ? 0 : g_select_tw; }
+extern "C" int select_bf16_last_tw(void) { return g_select_tw; }
 extern "C" int select_bf16_tp2(int on) {
     int m = g_tp2;
     g_tp2 = on;
@@ -3173,8 +3334,8 @@ extern "C" int select_bf16(AttnIndex *ix, const struct AttnConfig *cfg, const ui
                            const uint16_t *k, int B, int T, int H, int KVH, int D) {
     if (!ix || !cfg || KVH <= 0 || H % KVH || B <= 0 || T <= 0) return -1;
     g_select_path = 0, g_select_tw = 0;
-    memset(g_select_stats, 0, sizeof g_select_stats), memset(g_tp2_stats, 0, sizeof g_tp2_stats);
-    g_tp2_bound = false, g_tp2_nthr = 0;
+    memset(g_select_stats, 0, sizeof g_select_stats);
+    g_stats_pending = false, g_tp2_nthr = 0;
     if (cfg->kind != ATTN_MS && cfg->kind != ATTN_MOBA) {
         cuda_attention_select(ix, cfg, NULL, NULL, B, T, H, KVH, D);
         return 0;
@@ -3183,7 +3344,7 @@ extern "C" int select_bf16(AttnIndex *ix, const struct AttnConfig *cfg, const ui
         cfg->select == SELECT_REGION && cfg->order == ORDER_RANK && !getenv("MSLAB_SELECT_SLOW") &&
         ((select_blocks(ix, cfg, q, k, B, T, H, KVH, D) == 0 && (g_select_path = 3) > 0) ||
          (select_mode() >= 2 && fx_select_host(ix, cfg, q, k, B, T, H, KVH, D, 2) == 0) ||
-         (select_mode() >= 2 && !g_tp2_bound && fx_select_host(ix, cfg, q, k, B, T, H, KVH, D, 1) == 0) ||
+         (select_mode() >= 2 && fx_select_host(ix, cfg, q, k, B, T, H, KVH, D, 1) == 0) ||
          (select_mode() >= 1 && fx_select_host(ix, cfg, q, k, B, T, H, KVH, D, 0) == 0) ||
          fs_select(ix, cfg, q, k, B, T, H, KVH, D) == 0))
         return 0;
