@@ -515,11 +515,27 @@ __global__ void __launch_bounds__(FS_NT) fs_topk(FsArgs a, int P, int cache) {
     fs_topk_row(a.scores + U.off + (size_t)m * U.ld, e, n, a.S, tops, P, cache, sk);
 }
 
+// s14 (MSLAB_SELECT_PDL): programmatic dependent launch between the selection's kernels. A kernel
+// launched with it waits (sel_pdl_wait, at its start) for the one before to complete and flush; the
+// one before lets it launch at its own start (sel_pdl_launch: its CTAs then take the SMs that the
+// tail frees and wait there, no launch gap). No-ops where the launch lacks the attribute
+__device__ __forceinline__ void sel_pdl_wait() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void sel_pdl_launch() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 // rank-major merge + locals (and the dense lists): one CTA per unit, grid-stride
 __global__ void __launch_bounds__(FS_NT) fs_merge(FsArgs a, int nunits) {
     extern __shared__ int sel[]; // [S]
     __shared__ int wtot[FS_NT / 32];
     int tid = threadIdx.x;
+    sel_pdl_wait();
     int *fp = a.fpos + (size_t)blockIdx.x * a.N;
     for (int ui = blockIdx.x; ui < nunits; ui += gridDim.x) {
         const FsUnit U = a.units[ui];
@@ -961,6 +977,7 @@ struct FxArgs {
     int ntw;                   // tiles per kv head (kbw)
     unsigned long long *pcta;  // MSLAB_SELECT_PROF (s13): [grid][2] each CTA's first / last globaltimer
     int *fail;                 // s14: per row of the batch [units][M], 1 where the row failed (fs_redo redoes it)
+    int *work;                 // s14: this kernel's work counter (fx_next; ctrl[0] before), cleared with ctrl
     int force;                 // tests (select_bf16_force_redo): fs_redo also redoes every force-th row (0: none)
 };
 __device__ __forceinline__ unsigned long long tp_gtime() {
@@ -987,7 +1004,7 @@ __device__ bool fx_next(const FxArgs &x, double *qs, int *s_item, int *erow, uns
     const FsArgs &a = x.a;
     for (;;) {
         __syncthreads();
-        if (threadIdx.x == 0) *s_item = atomicAdd(x.ctrl, 1);
+        if (threadIdx.x == 0) *s_item = atomicAdd(x.work, 1);
         __syncthreads();
         int item = *s_item;
         if (item >= x.nitems) return false;
@@ -1074,6 +1091,8 @@ __device__ __forceinline__ int fx_survivors(const FxArgs &x, unsigned cnt_r, int
 __device__ int g_redo_notes = 0;
 template <int DM>
 __global__ void __launch_bounds__(FS_NT) fs_redo(FxArgs x, int nrows, double *sb, int ldmax, int P, int cache) {
+    sel_pdl_wait();
+    sel_pdl_launch();
     const int nfail = *(volatile int *)(x.ctrl + 1);
     if (nfail == 0 && x.force <= 0) return;
     extern __shared__ unsigned long long sk[];
@@ -1377,8 +1396,14 @@ __global__ void tp_prep_k(uint16_t *kbf, float *knorm, float *kfac, int *ctrl, c
 // kernel, a warp per key region: the pooled kbar (sel_pool2's sums, the same order) from registers
 // into tp_prep_k's limbs / norms / scales (no re-read of kbar), and the norm maximum reduced per warp
 // over its grid-stride rows, one atomic a warp (tp_prep_k: one a key region, all on ctrl[3])
+// s14: it also fills fs_merge's first positions (fpos, nfp words) with "none yet" (0x7f7f7f7f; a
+// memset before)
 __global__ void tp_pool_prep(double *kbar, const uint16_t *k, int B, int T, int KVH, int w, uint16_t *kbf,
-                             float *knorm, float *kfac, int *ctrl, int N, int nkp, int D, uint16_t *kbw, int ntw) {
+                             float *knorm, float *kfac, int *ctrl, int N, int nkp, int D, uint16_t *kbw, int ntw,
+                             int *fpos, size_t nfp) {
+    sel_pdl_launch();
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < nfp; i += (size_t)gridDim.x * blockDim.x)
+        fpos[i] = 0x7f7f7f7f;
     size_t rows = (size_t)B * KVH * N, st = (size_t)KVH * D / 2; // st: 32-bit words a token
     int lane = threadIdx.x & 31, nmax = 0;
     size_t wid = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5;
@@ -1810,6 +1835,8 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
     static_assert(!P2 || TP_KT * KLD * 2 >= RM * QLD * 8, "P2: the pooled q in the second tile buffer");
     constexpr int NKB = P2 ? 2 : 1; // tile buffers
     const FsArgs &a = x.a;
+    sel_pdl_wait();
+    sel_pdl_launch();
     extern __shared__ double fs_sm[];
     uint16_t *kt = (uint16_t *)fs_sm;                        // [NKB][TP_KT][KLD] fp16 kh | kl
     uint16_t *qa = kt + NKB * TP_KT * KLD;                   // [2][RM][ALD] fp16 qh, ql
@@ -2092,6 +2119,8 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_thr1(FxArgs x) {
     constexpr int QLD = DM + 4, KLD = DM + 8, KS = DM / 16, CPR = DM / 8, ALD = DM + 8;
     constexpr int WM = RM / 16, WN = NT / 32 / WM, NB = KT / 8 / WN;
     static_assert(NB % 2 == 0 && WN == 4 && NB * NP * 32 >= 256, "tp_thr1 tiling: 16 lanes a row, >= 256 buckets");
+    sel_pdl_wait();
+    sel_pdl_launch();
     const FsArgs &a = x.a;
     extern __shared__ double fs_sm[];
     constexpr int KTB = NS * KT * KLD > RM * QLD * 4 ? NS * KT * KLD : RM * QLD * 4;
@@ -2467,6 +2496,8 @@ __device__ __forceinline__ void tw_sweep(const FxArgs &x, unsigned char *sm, con
 // pass 2: the filter (s' + E reaches the row's threshold) and the inserts of a tile, then the finish
 template <int DM, bool PROF = false>
 __global__ void __launch_bounds__(TWT_NT, 2) tp_wgt(FxArgs x) {
+    sel_pdl_wait();
+    sel_pdl_launch();
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     using S = TwSweep<DM>;
     constexpr int RM = S::RM, KT = S::KT, NS = S::NS, QLD = S::QLD;
@@ -2593,8 +2624,12 @@ __global__ void __launch_bounds__(TWT_NT, 2) tp_wgt(FxArgs x) {
         for (int i = 0; i < TP_NPROF; i++) atomicAdd(x.prof + i, s_prof[warp][i]);
         atomicMax(x.pcta + 2 * blockIdx.x + 1, tp_gtime());
     }
-#else // an image without sm_90a's wgmma (the compute_90 PTX, JIT-compiled): count a failed row, so
-      // the call falls back to tp_select instead of passing with no list written (s12 review)
+#else // an image without sm_90a's wgmma (the compute_90 PTX, JIT-compiled): every row failed, so
+      // fs_redo makes the lists instead of passing with none written (s12 review; s14: the redo)
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < x.nitems * TWT_RM; i += gridDim.x * blockDim.x) {
+        int item = i / TWT_RM, m = (item % x.mt) * TWT_RM + i % TWT_RM;
+        if (m < x.a.M) x.fail[(size_t)x.ord[item / x.mt] * x.a.M + m] = 1;
+    }
     if (blockIdx.x == 0 && threadIdx.x == 0) atomicAdd(x.ctrl + 1, 1);
 #endif
 }
@@ -2838,6 +2873,19 @@ static void fs_redo_optin(void) {
 }
 // tests (select_bf16_force_redo): fs_redo also redoes every n-th row of each batch (0: none)
 static int g_force_redo = 0;
+// kernel k<<<grid, nt, smem>>>(args...) on the default stream, with programmatic dependent launch
+// (sel_pdl_wait / sel_pdl_launch) where pdl
+template <class... P, class... A>
+static void sel_launch(void (*k)(P...), unsigned grid, unsigned nt, size_t smem, bool pdl, A... args) {
+    cudaLaunchConfig_t c;
+    memset(&c, 0, sizeof c);
+    c.gridDim = dim3(grid), c.blockDim = dim3(nt), c.dynamicSmemBytes = smem, c.stream = 0;
+    cudaLaunchAttribute at;
+    at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at.val.programmaticStreamSerializationAllowed = 1;
+    c.attrs = &at, c.numAttrs = pdl ? 1 : 0;
+    cudaCheck(cudaLaunchKernelEx(&c, k, (P)args...));
+}
 static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q,
                           const uint16_t *k, int B, int T, int H, int KVH, int D, int kind) {
     const bool tp = kind > 0, tp2 = kind == 2;
@@ -2877,16 +2925,17 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     int capg = maxld < FX_CAPG ? (maxld > 0 ? maxld : 1) : FX_CAPG; // no overflow when maxld fits
     size_t kb_n = (size_t)B * KVH * N * D, gbuf = (size_t)nslot * rm * capg;
     size_t o_tops = align256(kb_n * 8), o_fp = align256(o_tops + (size_t)MAXU * d.M * d.S * 4);
-    // s14: the rows' failure flags [MAXU][M] and fs_redo's score rows [nsm][maxld] (the unit tables
-    // live apart: sel_tables)
-    size_t o_fail = align256(o_fp + (size_t)MGRID * N * 4);
-    size_t o_sb = align256(o_fail + (size_t)MAXU * d.M * 4), o_gk = align256(o_sb + (size_t)nsm * (maxld > 0 ? maxld : 1) * 8);
+    // s14: fs_redo's score rows [nsm][maxld]; after ctrl (16 words) each batch's two work counters and
+    // the rows' failure flags [nunit][M], all cleared by one memset (the unit tables live apart: sel_tables)
+    const int nbt = (int)((nunit + MAXU - 1) / MAXU);
+    size_t o_sb = align256(o_fp + (size_t)MGRID * N * 4), o_gk = align256(o_sb + (size_t)nsm * (maxld > 0 ? maxld : 1) * 8);
     size_t o_gi = align256(o_gk + gbuf * 8), o_ctrl = align256(o_gi + gbuf * 4);
+    size_t o_fail = o_ctrl + 64 + (size_t)nbt * 8, o_cend = o_fail + nunit * d.M * 4;
     // tp: bf16 kbar, key norm bounds per kv head padded to NKP (16-byte aligned tiles; a tile
     // may read 128 past the last)
     size_t nkp = ((size_t)N + 3) / 4 * 4, heads = (size_t)B * KVH;
     size_t nkn = tp ? heads * nkp + 128 : 0; // floats
-    size_t o_kbf = align256(o_ctrl + 256), o_kn = align256(o_kbf + (tp ? kb_n * 4 : 0));
+    size_t o_kbf = align256(o_cend), o_kn = align256(o_kbf + (tp ? kb_n * 4 : 0));
     size_t o_kf = align256(o_kn + nkn * 4), o_qg = align256(o_kf + nkn * 4);
     // two-pass: pass 1's threshold per member row
     size_t o_ti = align256(o_qg + (tp ? (size_t)nslot * rm * D * 8 : 0));
@@ -2901,7 +2950,7 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     a = fs_args_ms(ix, cfg, d, q, B, T, H, KVH, D);
     a.kbar = (double *)scr, a.scores = NULL;
     a.tops = (int *)(scr + o_tops), a.fpos = (int *)(scr + o_fp);
-    x.fail = (int *)(scr + o_fail), x.force = g_force_redo;
+    x.force = g_force_redo;
     x.gkey = (unsigned long long *)(scr + o_gk), x.gid = (int *)(scr + o_gi);
     x.ctrl = (int *)(scr + o_ctrl), x.mt = mt, x.capg = capg;
     x.kbf = (const uint16_t *)(scr + o_kbf), x.knorm = (const float *)(scr + o_kn);
@@ -2938,18 +2987,22 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         cudaCheck(cudaMemsetAsync(dprof, 0, sizeof(unsigned long long) * TP_NPROF));
     }
     if (profon) tp0 = pnow();
-    cudaCheck(cudaMemsetAsync(a.fpos, 0x7f, (size_t)MGRID * N * 4));
-    cudaCheck(cudaMemsetAsync(x.ctrl, 0, 64));
+    cudaCheck(cudaMemsetAsync(x.ctrl, 0, o_cend - o_ctrl)); // ctrl, the work counters, the failure flags
+    static int env_pdl = -1; // MSLAB_SELECT_PDL (s14): programmatic dependent launch between the kernels
+    if (env_pdl < 0) env_pdl = getenv("MSLAB_SELECT_PDL") ? atoi(getenv("MSLAB_SELECT_PDL")) != 0 : 1;
+    const bool pdl = env_pdl && !profon && arch_ok();
     static int env_pp = -1; // MSLAB_SELECT_TPPP (s13): tp's pooling and limbs in one kernel (tp_pool_prep)
     if (env_pp < 0) env_pp = getenv("MSLAB_SELECT_TPPP") ? atoi(getenv("MSLAB_SELECT_TPPP")) != 0 : 1;
-    if (tp && env_pp) {
+    if (tp && env_pp) { // (and fpos filled: no memset)
         unsigned gp = grid_for(heads * N * 32, 256), gmax = (unsigned)nsm * 3; // 24 warps an SM (69 registers), grid-stride
         tp_pool_prep<<<gp < gmax ? gp : gmax, 256>>>((double *)a.kbar, k, B, T, KVH, cfg->w, (uint16_t *)x.kbf,
                                                      (float *)x.knorm, (float *)x.kfac, x.ctrl, N, (int)nkp, D,
-                                                     tw ? (uint16_t *)x.kbw : nullptr, ntw);
+                                                     tw ? (uint16_t *)x.kbw : nullptr, ntw, a.fpos, (size_t)MGRID * N);
         cudaLaunchCheck();
-    } else
+    } else {
+        cudaCheck(cudaMemsetAsync(a.fpos, 0x7f, (size_t)MGRID * N * 4));
         sel_pool<<<grid_for(kb_n / 2, 256), 256>>>((double *)a.kbar, k, B, T, KVH, D, cfg->w, N);
+    }
     cudaLaunchCheck();
     if (tp && !env_pp) {
         unsigned gp = grid_for(heads * N * 32, 256);
@@ -3024,9 +3077,8 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         size_t u1 = u0 + (size_t)MAXU < nunit ? u0 + (size_t)MAXU : nunit;
         int nu = (int)(u1 - u0), nw = nwb[nb];
         a.units = dtab + u0, x.ord = dord_all + u0;
-        cudaCheck(cudaMemsetAsync(x.fail, 0, sizeof(int) * nu * d.M));
+        x.fail = (int *)(scr + o_fail) + u0 * d.M, x.work = x.ctrl + 16 + 2 * nb;
         if (nw > 0) {
-            cudaCheck(cudaMemsetAsync(x.ctrl, 0, 4));
             x.nitems = nw * mt;
             int grid = x.nitems < nslot ? x.nitems : nslot;
             if (profon) tk = pnow();
@@ -3037,21 +3089,18 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                 int mt1 = (d.M + TP_RM - 1) / TP_RM, ns1 = nsm * (64 / TP_RM); // pass 1: items of TP_RM rows
                 x.mt = mt1, x.nitems = nw * mt1;
                 int grid1 = x.nitems < ns1 ? x.nitems : ns1;
-                if (D == 64) tp_thr1<64><<<grid1, FX_NT, tp1_smem(64)>>>(x);
-                else tp_thr1<128><<<grid1, FX_NT, tp1_smem(128)>>>(x);
-                cudaLaunchCheck();
-                x.mt = mt, x.nitems = nw * mt;
+                sel_launch(D == 64 ? tp_thr1<64> : tp_thr1<128>, grid1, FX_NT, tp1_smem(D), pdl && tp && env_pp, x);
+                x.mt = mt, x.nitems = nw * mt, x.work = x.ctrl + 16 + 2 * nb + 1;
                 if (profon) {
                     double t = pnow();
                     kpass1 += t - tk, tk = t;
                 }
-                cudaCheck(cudaMemsetAsync(x.ctrl, 0, 4));
                 if (tw) {
                     void (*k)(FxArgs) = D == 64 ? (x.prof ? tp_wgt<64, true> : tp_wgt<64>)
                                                 : (x.prof ? tp_wgt<128, true> : tp_wgt<128>);
-                    k<<<grid, TWT_NT, twt_smem(D)>>>(x);
-                }
-                else tp_kernel(D, true)<<<grid, FX_NT, smem>>>(x);
+                    sel_launch(k, grid, TWT_NT, twt_smem(D), pdl, x);
+                } else
+                    sel_launch(tp_kernel(D, true), grid, FX_NT, smem, pdl, x);
             } else if (tp) {
                 tp_kernel(D)<<<grid, FX_NT, smem>>>(x);
             } else if (D == 64) fx_select<64><<<grid, FX_NT, smem>>>(x);
@@ -3062,16 +3111,14 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                 ksel += t - tk, tk = t;
             }
             // the failed rows (none in the normal path: an exit at once) redone before the merge
-            if (D == 64) fs_redo<64><<<nsm, FS_NT, rsmem>>>(x, nu * d.M, (double *)(scr + o_sb), maxld, P, rcache);
-            else fs_redo<128><<<nsm, FS_NT, rsmem>>>(x, nu * d.M, (double *)(scr + o_sb), maxld, P, rcache);
-            cudaLaunchCheck();
+            sel_launch(D == 64 ? fs_redo<64> : fs_redo<128>, nsm, FS_NT, rsmem, pdl, x, nu * d.M, (double *)(scr + o_sb),
+                       maxld, P, rcache);
             if (profon) {
                 double t = pnow();
                 kredo += t - tk, tk = t;
             }
         }
-        fs_merge<<<nu < MGRID ? nu : MGRID, FS_NT, sizeof(int) * d.S>>>(a, nu);
-        cudaLaunchCheck();
+        sel_launch(fs_merge, nu < MGRID ? nu : MGRID, FS_NT, sizeof(int) * d.S, pdl && nw > 0, (FsArgs)a, nu);
         if (profon) kmerge += pnow() - tk;
         u0 = u1;
     }
