@@ -597,6 +597,87 @@ __global__ void __launch_bounds__(FS_NT) fs_merge(FsArgs a, int nunits) {
 }
 
 
+// s14: fs_merge with the first positions in shared memory (N <= FS_MSMN regions) and a chunk of the
+// rank-major scan in two barriers (fs_merge: atomicMin on fpos in L2, two barriers per 256 positions).
+// The LM row's q / k (a model's, not the tests' random ones) make the members of a block pick the same
+// regions, so a unit scans many ranks before S distinct: s14 r2 (H200, LM row, MSLAB_SELECT_PROF) the
+// merge took 28-134 us a call (~8% of the selection), the L2 atomics of one region by many members
+// serialised. Per chunk of FS_MPT positions a thread: ids and the atomicMin's in shared memory, a
+// barrier, the first occurrences counted, one block scan (a warp scan and the warp totals), the
+// ordered writes. The same lists (the scan order and the first-occurrence rule are fs_merge's)
+#define FS_MPT 8
+#define FS_MSMN 16384
+__global__ void __launch_bounds__(FS_NT) fs_merge_sm(FsArgs a, int nunits) {
+    extern __shared__ int sel[]; // [S] the selection, then [N] first positions
+    __shared__ int wtot[2][FS_NT / 32];
+    int *fs = sel + a.S;
+    int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    sel_pdl_wait();
+    for (int ui = blockIdx.x; ui < nunits; ui += gridDim.x) {
+        const FsUnit U = a.units[ui];
+        int c = U.c, g0 = c * a.M, gend = min(a.N, g0 + a.M);
+        size_t li = ((size_t)U.b * a.H + U.h) * a.nblk + c, lo = li * a.W;
+        int *list = a.idx + lo;
+        if (c < a.first || (c == a.nblk - 1 && a.last_dense)) {
+            for (int s = tid; s < a.W; s += FS_NT) {
+                list[s] = s < gend ? s : -1;
+                if (a.kpos) a.kpos[lo + s] = s < gend ? s * a.w : 0;
+            }
+            if (a.kpos && tid == 0) a.qpos[li] = c * a.Gq;
+            continue;
+        }
+        int local0 = max(0, g0 - (a.lg - 1) * a.M), members = gend - g0;
+        const int *tops = a.tops + (size_t)ui * a.M * a.S;
+        int maxn = 0;
+        for (int m = 0; m < members; m++) maxn = max(maxn, min(a.S, fs_elig(a, c, g0 + m)));
+        for (int i = tid; i < a.N; i += FS_NT) fs[i] = INT_MAX;
+        __syncthreads();
+        int npos = maxn * members, cnt = 0, k = 0;
+        for (int c0 = 0; c0 < npos && cnt < a.S; c0 += FS_NT * FS_MPT, k ^= 1) {
+            int ids[FS_MPT];
+#pragma unroll
+            for (int i = 0; i < FS_MPT; i++) {
+                int p = c0 + tid * FS_MPT + i, r = p / members, m = p - r * members;
+                ids[i] = p < npos && r < min(a.S, fs_elig(a, c, g0 + m)) ? tops[(size_t)m * a.S + r] : -1;
+                if (ids[i] >= 0) atomicMin(fs + ids[i], p);
+            }
+            __syncthreads();
+            unsigned fm = 0;
+#pragma unroll
+            for (int i = 0; i < FS_MPT; i++)
+                if (ids[i] >= 0 && fs[ids[i]] == c0 + tid * FS_MPT + i) fm |= 1u << i;
+            int n = __popc(fm), inc = n;
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+                int v = __shfl_up_sync(0xffffffffu, inc, o);
+                if (lane >= o) inc += v;
+            }
+            if (lane == 31) wtot[k][warp] = inc;
+            __syncthreads();
+            int base = inc - n, tot = 0;
+            for (int w = 0; w < FS_NT / 32; w++) {
+                int t = wtot[k][w];
+                base += w < warp ? t : 0, tot += t;
+            }
+#pragma unroll
+            for (int i = 0; i < FS_MPT; i++)
+                if (fm >> i & 1) {
+                    if (cnt + base < a.S) sel[cnt + base] = ids[i];
+                    base++;
+                }
+            cnt += tot;
+        }
+        __syncthreads();
+        int nsel = min(cnt, a.S), ntot = nsel + gend - local0;
+        for (int s = tid; s < a.W; s += FS_NT) {
+            list[s] = s < nsel ? sel[s] : s < ntot ? local0 + (s - nsel) : -1;
+            if (a.kpos) a.kpos[lo + s] = s < ntot ? s * a.w : 0;
+        }
+        if (a.kpos && tid == 0) a.qpos[li] = (nsel + g0 - local0) * a.w;
+        __syncthreads(); // sel / fs reused by the next unit
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Fused path (fx_select, the default unless MSLAB_SELECT_BF16=old): scores and the per-member
 // top-S in one kernel, no score row in global memory. Persistent CTAs (one per SM: 219 KB smem)
@@ -2991,6 +3072,13 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     static int env_pdl = -1; // MSLAB_SELECT_PDL (s14): programmatic dependent launch between the kernels
     if (env_pdl < 0) env_pdl = getenv("MSLAB_SELECT_PDL") ? atoi(getenv("MSLAB_SELECT_PDL")) != 0 : 1;
     const bool pdl = env_pdl && !profon && arch_ok();
+    static int env_msm = -1; // MSLAB_SELECT_MERGE (s14): 1 fs_merge_sm where N <= FS_MSMN, 0 fs_merge
+    if (env_msm < 0) {
+        env_msm = getenv("MSLAB_SELECT_MERGE") ? atoi(getenv("MSLAB_SELECT_MERGE")) != 0 : 1;
+        cudaCheck(cudaFuncSetAttribute(fs_merge_sm, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)(sizeof(int) * (2048 + FS_MSMN))));
+    }
+    const bool msm = env_msm && N <= FS_MSMN && d.S <= 2048;
     static int env_pp = -1; // MSLAB_SELECT_TPPP (s13): tp's pooling and limbs in one kernel (tp_pool_prep)
     if (env_pp < 0) env_pp = getenv("MSLAB_SELECT_TPPP") ? atoi(getenv("MSLAB_SELECT_TPPP")) != 0 : 1;
     if (tp && env_pp) { // (and fpos filled: no memset)
@@ -3118,7 +3206,10 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                 kredo += t - tk, tk = t;
             }
         }
-        sel_launch(fs_merge, nu < MGRID ? nu : MGRID, FS_NT, sizeof(int) * d.S, pdl && nw > 0, (FsArgs)a, nu);
+        if (msm)
+            sel_launch(fs_merge_sm, nu < MGRID ? nu : MGRID, FS_NT, sizeof(int) * (d.S + N), pdl && nw > 0, (FsArgs)a, nu);
+        else
+            sel_launch(fs_merge, nu < MGRID ? nu : MGRID, FS_NT, sizeof(int) * d.S, pdl && nw > 0, (FsArgs)a, nu);
         if (profon) kmerge += pnow() - tk;
         u0 = u1;
     }
