@@ -530,12 +530,15 @@ __device__ __forceinline__ void sel_pdl_launch() {
 #endif
 }
 
-// rank-major merge + locals (and the dense lists): one CTA per unit, grid-stride
-__global__ void __launch_bounds__(FS_NT) fs_merge(FsArgs a, int nunits) {
+// rank-major merge + locals (and the dense lists): one CTA per unit, grid-stride. s14: CTA 0 also copies
+// the 16 ctrl words to stats (select_bf16_last_stats downloads them when asked; none where stats null)
+__global__ void __launch_bounds__(FS_NT) fs_merge(FsArgs a, int nunits, const int *ctrl = nullptr,
+                                                  int *stats = nullptr) {
     extern __shared__ int sel[]; // [S]
     __shared__ int wtot[FS_NT / 32];
     int tid = threadIdx.x;
     sel_pdl_wait();
+    if (blockIdx.x == 0 && stats && tid < 16) stats[tid] = ctrl[tid];
     int *fp = a.fpos + (size_t)blockIdx.x * a.N;
     for (int ui = blockIdx.x; ui < nunits; ui += gridDim.x) {
         const FsUnit U = a.units[ui];
@@ -607,12 +610,13 @@ __global__ void __launch_bounds__(FS_NT) fs_merge(FsArgs a, int nunits) {
 // ordered writes. The same lists (the scan order and the first-occurrence rule are fs_merge's)
 #define FS_MPT 8
 #define FS_MSMN 16384
-__global__ void __launch_bounds__(FS_NT) fs_merge_sm(FsArgs a, int nunits) {
+__global__ void __launch_bounds__(FS_NT) fs_merge_sm(FsArgs a, int nunits, const int *ctrl, int *stats) {
     extern __shared__ int sel[]; // [S] the selection, then [N] first positions
     __shared__ int wtot[2][FS_NT / 32];
     int *fs = sel + a.S;
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     sel_pdl_wait();
+    if (blockIdx.x == 0 && stats && tid < 16) stats[tid] = ctrl[tid];
     for (int ui = blockIdx.x; ui < nunits; ui += gridDim.x) {
         const FsUnit U = a.units[ui];
         int c = U.c, g0 = c * a.M, gend = min(a.N, g0 + a.M);
@@ -2885,24 +2889,13 @@ static TpKernel tp_kernel(int D, bool p2 = false) {
     return D == 64 ? tp_select<64, TP_CAPF> : tp_select<128, TP_CAPF>;
 }
 static int select_mode(void);
-// s14: the last call's ctrl words, copied to pinned memory behind it (no host wait in the call);
-// sel_stats_sync waits for them (the tests' hooks, MSLAB_SELECT_DEBUG)
-static int *g_hctrl = NULL;
-static cudaEvent_t g_stats_ev;
+// s14: the last call's ctrl words, copied by its merge's CTA 0 to g_dstats (no host wait in the call,
+// no copy in the stream); sel_stats_sync downloads them (the tests' hooks, MSLAB_SELECT_DEBUG)
+static int *g_dstats = NULL;
 static bool g_stats_pending = false;
-static void sel_stats_async(const int *dctrl) {
-    if (!g_hctrl) {
-        cudaCheck(cudaMallocHost((void **)&g_hctrl, sizeof(int) * CTL_N));
-        cudaCheck(cudaEventCreateWithFlags(&g_stats_ev, cudaEventDisableTiming));
-    }
-    cudaCheck(cudaMemcpyAsync(g_hctrl, dctrl, sizeof(int) * CTL_N, cudaMemcpyDeviceToHost, 0));
-    cudaCheck(cudaEventRecord(g_stats_ev, 0));
-    g_stats_pending = true;
-}
 static void sel_stats_sync(void) {
     if (!g_stats_pending) return;
-    cudaCheck(cudaEventSynchronize(g_stats_ev));
-    memcpy(g_select_stats, g_hctrl, sizeof(int) * CTL_N);
+    cudaCheck(cudaMemcpy(g_select_stats, g_dstats, sizeof(int) * CTL_N, cudaMemcpyDeviceToHost));
     g_stats_pending = false;
 }
 // s14: the unit tables (units, work orders) depend only on the shapes and the path: kept on the device
@@ -3072,6 +3065,7 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     static int env_pdl = -1; // MSLAB_SELECT_PDL (s14): programmatic dependent launch between the kernels
     if (env_pdl < 0) env_pdl = getenv("MSLAB_SELECT_PDL") ? atoi(getenv("MSLAB_SELECT_PDL")) != 0 : 1;
     const bool pdl = env_pdl && !profon && arch_ok();
+    if (!g_dstats) cudaCheck(cudaMalloc(&g_dstats, 64));
     static int env_msm = -1; // MSLAB_SELECT_MERGE (s14): 1 fs_merge_sm where N <= FS_MSMN, 0 fs_merge
     if (env_msm < 0) {
         env_msm = getenv("MSLAB_SELECT_MERGE") ? atoi(getenv("MSLAB_SELECT_MERGE")) != 0 : 1;
@@ -3207,9 +3201,11 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
             }
         }
         if (msm)
-            sel_launch(fs_merge_sm, nu < MGRID ? nu : MGRID, FS_NT, sizeof(int) * (d.S + N), pdl && nw > 0, (FsArgs)a, nu);
+            sel_launch(fs_merge_sm, nu < MGRID ? nu : MGRID, FS_NT, sizeof(int) * (d.S + N), pdl && nw > 0, (FsArgs)a, nu,
+                       (const int *)x.ctrl, g_dstats);
         else
-            sel_launch(fs_merge, nu < MGRID ? nu : MGRID, FS_NT, sizeof(int) * d.S, pdl && nw > 0, (FsArgs)a, nu);
+            sel_launch(fs_merge, nu < MGRID ? nu : MGRID, FS_NT, sizeof(int) * d.S, pdl && nw > 0, (FsArgs)a, nu,
+                       (const int *)x.ctrl, g_dstats);
         if (profon) kmerge += pnow() - tk;
         u0 = u1;
     }
@@ -3256,9 +3252,9 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
             }
         }
     }
-    // s14: no download: ctrl goes to pinned memory behind the call (sel_stats_sync reads it when a test
-    // or MSLAB_SELECT_DEBUG asks); the lists are the kernel's, failed rows redone (fs_redo)
-    sel_stats_async(x.ctrl);
+    // s14: no download (the merge copied ctrl to g_dstats: sel_stats_sync reads it when a test or
+    // MSLAB_SELECT_DEBUG asks); the lists are the kernel's, failed rows redone (fs_redo)
+    g_stats_pending = true;
     if (tp2 && g_tp2_keep) { // tests: pass 1's thresholds, every row of the selecting units
         size_t n = (size_t)B * H * d.nblk * d.M;
         free(g_tp2_thr);
