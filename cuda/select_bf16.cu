@@ -2,7 +2,8 @@
 // AttnIndex exactly as the CPU's attention_select does on the bf16-rounded inputs.
 //
 // ms (pool mean, score dot, select region, order rank): three paths, MSLAB_SELECT_BF16=
-// old|fused|tp (each falls back to the one before it when a row overflows its buffers).
+// old|fused|tp (until s14 each fell back to the one before it when a row overflowed its buffers;
+// since s14 a failed row of fused / tp is redone in the same call by fs_redo, no host decision).
 // old (fs_select): fp64 score rows in global memory (256 MB batches), a radix select per row;
 //   at 1M it reads / writes ~6.9e10 scores x 8 B several times: 3.93 s, 57% of MS fwd+bwd.
 // fused (fx_select, the default below 512K until s6; since s7 where tp does not apply or fails):
@@ -244,9 +245,8 @@
 // tp's two passes (s11; the default where the longest row has <= TP2_MAXLD = 8192 candidates,
 //   MSLAB_SELECT_TP2=0: never; since s12 on sm_90 the second pass is tp_wgt past TW_MINLD candidates,
 //   at any length, MSLAB_SELECT_TPW=0: tp_select<P2> as before): tp_thr1 gives every row a fixed
-//   threshold, tp_select<P2> (tp_wgt) sweeps from it without sketches; a failed row sends the call to
-//   tp_select (straight to fused where every failed row failed the bound: tp_select would fail them
-//   alike), then fused, then old. Design at tp_thr1 and tp_wgt. s13 (tests): select_bf16_tw_min(0)
+//   threshold, tp_select<P2> (tp_wgt) sweeps from it without sketches; a failed row (until s14 the
+//   call went on to tp_select, fused, old) is redone by fs_redo. Design at tp_thr1 and tp_wgt. s13 (tests): select_bf16_tw_min(0)
 //   runs tp_wgt at every length (the parity rows' "tp-wgt" mode: B > 1, ties, rising, raise and
 //   huge-norm rows, which never pass TW_MINLD), select_bf16_last_tw says whether it made the lists.
 // Shared with select_blocks.cu (select_common.cuh): the region pooling, fs_key, the DMMA step,
@@ -601,7 +601,8 @@ __global__ void __launch_bounds__(FS_NT) fs_merge(FsArgs a, int nunits, const in
 
 
 // s14: fs_merge with the first positions in shared memory (N <= FS_MSMN regions) and a chunk of the
-// rank-major scan in two barriers (fs_merge: atomicMin on fpos in L2, two barriers per 256 positions).
+// rank-major scan in two barriers (fs_merge: atomicMin on fpos in L2, two barriers per 256 positions),
+// the atomicMin's aggregated per warp (equal ids of one rank's members).
 // The LM row's q / k (a model's, not the tests' random ones) make the members of a block pick the same
 // regions, so a unit scans many ranks before S distinct: s14 r2 (H200, LM row, MSLAB_SELECT_PROF) the
 // merge took 28-134 us a call (~8% of the selection), the L2 atomics of one region by many members
@@ -610,76 +611,87 @@ __global__ void __launch_bounds__(FS_NT) fs_merge(FsArgs a, int nunits, const in
 // ordered writes. The same lists (the scan order and the first-occurrence rule are fs_merge's)
 #define FS_MPT 8
 #define FS_MSMN 16384
-__global__ void __launch_bounds__(FS_NT) fs_merge_sm(FsArgs a, int nunits, const int *ctrl, int *stats) {
-    extern __shared__ int sel[]; // [S] the selection, then [N] first positions
-    __shared__ int wtot[2][FS_NT / 32];
-    int *fs = sel + a.S;
+// CTA (FS_NT threads): unit ui's list (fs_merge's; sel [S], fs [N] and wt in shared memory; the tops
+// read past L1: tp_wgt's merges read rows that other CTAs wrote in the same kernel)
+__device__ void fs_merge_unit(const FsArgs &a, int ui, int *sel, int *fs, int (*wtot)[FS_MPT][FS_NT / 32]) {
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    sel_pdl_wait();
-    if (blockIdx.x == 0 && stats && tid < 16) stats[tid] = ctrl[tid];
-    for (int ui = blockIdx.x; ui < nunits; ui += gridDim.x) {
-        const FsUnit U = a.units[ui];
-        int c = U.c, g0 = c * a.M, gend = min(a.N, g0 + a.M);
-        size_t li = ((size_t)U.b * a.H + U.h) * a.nblk + c, lo = li * a.W;
-        int *list = a.idx + lo;
-        if (c < a.first || (c == a.nblk - 1 && a.last_dense)) {
-            for (int s = tid; s < a.W; s += FS_NT) {
-                list[s] = s < gend ? s : -1;
-                if (a.kpos) a.kpos[lo + s] = s < gend ? s * a.w : 0;
-            }
-            if (a.kpos && tid == 0) a.qpos[li] = c * a.Gq;
-            continue;
-        }
-        int local0 = max(0, g0 - (a.lg - 1) * a.M), members = gend - g0;
-        const int *tops = a.tops + (size_t)ui * a.M * a.S;
-        int maxn = 0;
-        for (int m = 0; m < members; m++) maxn = max(maxn, min(a.S, fs_elig(a, c, g0 + m)));
-        for (int i = tid; i < a.N; i += FS_NT) fs[i] = INT_MAX;
-        __syncthreads();
-        int npos = maxn * members, cnt = 0, k = 0;
-        for (int c0 = 0; c0 < npos && cnt < a.S; c0 += FS_NT * FS_MPT, k ^= 1) {
-            int ids[FS_MPT];
-#pragma unroll
-            for (int i = 0; i < FS_MPT; i++) {
-                int p = c0 + tid * FS_MPT + i, r = p / members, m = p - r * members;
-                ids[i] = p < npos && r < min(a.S, fs_elig(a, c, g0 + m)) ? tops[(size_t)m * a.S + r] : -1;
-                if (ids[i] >= 0) atomicMin(fs + ids[i], p);
-            }
-            __syncthreads();
-            unsigned fm = 0;
-#pragma unroll
-            for (int i = 0; i < FS_MPT; i++)
-                if (ids[i] >= 0 && fs[ids[i]] == c0 + tid * FS_MPT + i) fm |= 1u << i;
-            int n = __popc(fm), inc = n;
-#pragma unroll
-            for (int o = 1; o < 32; o <<= 1) {
-                int v = __shfl_up_sync(0xffffffffu, inc, o);
-                if (lane >= o) inc += v;
-            }
-            if (lane == 31) wtot[k][warp] = inc;
-            __syncthreads();
-            int base = inc - n, tot = 0;
-            for (int w = 0; w < FS_NT / 32; w++) {
-                int t = wtot[k][w];
-                base += w < warp ? t : 0, tot += t;
-            }
-#pragma unroll
-            for (int i = 0; i < FS_MPT; i++)
-                if (fm >> i & 1) {
-                    if (cnt + base < a.S) sel[cnt + base] = ids[i];
-                    base++;
-                }
-            cnt += tot;
-        }
-        __syncthreads();
-        int nsel = min(cnt, a.S), ntot = nsel + gend - local0;
+    const FsUnit U = a.units[ui];
+    int c = U.c, g0 = c * a.M, gend = min(a.N, g0 + a.M);
+    size_t li = ((size_t)U.b * a.H + U.h) * a.nblk + c, lo = li * a.W;
+    int *list = a.idx + lo;
+    if (c < a.first || (c == a.nblk - 1 && a.last_dense)) {
         for (int s = tid; s < a.W; s += FS_NT) {
-            list[s] = s < nsel ? sel[s] : s < ntot ? local0 + (s - nsel) : -1;
-            if (a.kpos) a.kpos[lo + s] = s < ntot ? s * a.w : 0;
+            list[s] = s < gend ? s : -1;
+            if (a.kpos) a.kpos[lo + s] = s < gend ? s * a.w : 0;
         }
-        if (a.kpos && tid == 0) a.qpos[li] = (nsel + g0 - local0) * a.w;
-        __syncthreads(); // sel / fs reused by the next unit
+        if (a.kpos && tid == 0) a.qpos[li] = c * a.Gq;
+        return;
     }
+    int local0 = max(0, g0 - (a.lg - 1) * a.M), members = gend - g0;
+    const int *tops = a.tops + (size_t)ui * a.M * a.S;
+    int maxn = 0;
+    for (int m = 0; m < members; m++) maxn = max(maxn, min(a.S, fs_elig(a, c, g0 + m)));
+    for (int i = tid; i < a.N; i += FS_NT) fs[i] = INT_MAX;
+    __syncthreads();
+    int npos = maxn * members, cnt = 0, k = 0;
+    const unsigned lt = (1u << lane) - 1;
+    for (int c0 = 0; c0 < npos && cnt < a.S; c0 += FS_NT * FS_MPT, k ^= 1) {
+        // position c0 + i FS_NT + tid (i < FS_MPT): a warp's lanes are consecutive members of one rank,
+        // so equal ids (the skewed case) meet in a warp: one atomicMin per id and warp (its lowest lane
+        // holds the lowest position)
+        int ids[FS_MPT];
+#pragma unroll
+        for (int i = 0; i < FS_MPT; i++) {
+            int p = c0 + i * FS_NT + tid, r = p / members, m = p - r * members;
+            ids[i] = p < npos && r < min(a.S, fs_elig(a, c, g0 + m)) ? __ldcg(tops + (size_t)m * a.S + r) : -1;
+            unsigned same = __match_any_sync(0xffffffffu, ids[i]);
+            if (ids[i] >= 0 && (same & lt) == 0) atomicMin(fs + ids[i], p);
+        }
+        __syncthreads();
+        // first occurrences: per sub-chunk i a ballot; the warps' counts, one barrier, then each first
+        // at cnt + (firsts of sub-chunks < i) + (of lower warps in i) + (of lower lanes)
+        unsigned fm = 0, pre[FS_MPT];
+#pragma unroll
+        for (int i = 0; i < FS_MPT; i++) {
+            bool f = ids[i] >= 0 && fs[ids[i]] == c0 + i * FS_NT + tid;
+            unsigned b = __ballot_sync(0xffffffffu, f);
+            pre[i] = __popc(b & lt), fm |= (unsigned)f << i;
+            if (lane == 0) wtot[k][i][warp] = __popc(b);
+        }
+        __syncthreads();
+        int run = 0;
+#pragma unroll
+        for (int i = 0; i < FS_MPT; i++) {
+            int before = 0, tot = 0;
+#pragma unroll
+            for (int w = 0; w < FS_NT / 32; w++) {
+                int t = wtot[k][i][w];
+                before += w < warp ? t : 0, tot += t;
+            }
+            int pos = cnt + run + before + (int)pre[i];
+            if ((fm >> i & 1) && pos < a.S) sel[pos] = ids[i];
+            run += tot;
+        }
+        cnt += run;
+    }
+    __syncthreads();
+    int nsel = min(cnt, a.S), ntot = nsel + gend - local0;
+    for (int s = tid; s < a.W; s += FS_NT) {
+        list[s] = s < nsel ? sel[s] : s < ntot ? local0 + (s - nsel) : -1;
+        if (a.kpos) a.kpos[lo + s] = s < ntot ? s * a.w : 0;
+    }
+    if (a.kpos && tid == 0) a.qpos[li] = (nsel + g0 - local0) * a.w;
+    __syncthreads(); // sel / fs reused by the next unit
+}
+// skip (s14, tp_wgt's merges; else null): units already merged
+__global__ void __launch_bounds__(FS_NT) fs_merge_sm(FsArgs a, int nunits, const int *ctrl, int *stats,
+                                                     const int *skip) {
+    extern __shared__ int sel[]; // [S] the selection, then [N] first positions
+    __shared__ int wtot[2][FS_MPT][FS_NT / 32];
+    sel_pdl_wait();
+    if (blockIdx.x == 0 && stats && threadIdx.x < 16) stats[threadIdx.x] = ctrl[threadIdx.x];
+    for (int ui = blockIdx.x; ui < nunits; ui += gridDim.x)
+        if (!skip || !skip[ui]) fs_merge_unit(a, ui, sel, sel + a.S, wtot);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1063,6 +1075,7 @@ struct FxArgs {
     unsigned long long *pcta;  // MSLAB_SELECT_PROF (s13): [grid][2] each CTA's first / last globaltimer
     int *fail;                 // s14: per row of the batch [units][M], 1 where the row failed (fs_redo redoes it)
     int *work;                 // s14: this kernel's work counter (fx_next; ctrl[0] before), cleared with ctrl
+    int *udone, *umerged;      // s14 (tp_wgt; else null): items done per unit, units merged in the kernel
     int force;                 // tests (select_bf16_force_redo): fs_redo also redoes every force-th row (0: none)
 };
 __device__ __forceinline__ unsigned long long tp_gtime() {
@@ -2704,6 +2717,25 @@ __global__ void __launch_bounds__(TWT_NT, 2) tp_wgt(FxArgs x) {
             __syncthreads();
             mark(TPP_FWAIT);
         }
+        if (x.udone) { // s14: the unit's last item merges it (fs_merge_unit), unless a row of it failed
+            __syncthreads(); // every row of the item in tops
+            if (tid == 0) {
+                int g0 = U.c * a.M, nexp = (min(a.N, g0 + a.M) - g0 + RM - 1) / RM;
+                __threadfence(); // this item's tops before the count
+                s_row = atomicAdd(x.udone + U.off, 1) == nexp - 1;
+                __threadfence(); // the other items' tops after it
+            }
+            __syncthreads();
+            if (s_row) {
+                int bad = x.force > 0;
+                for (int m = tid; m < a.M; m += TWT_NT) bad |= __ldcg(x.fail + (size_t)U.off * a.M + m);
+                if (!__syncthreads_or(bad)) {
+                    int *msel = (int *)sm;
+                    fs_merge_unit(a, U.off, msel, msel + a.S, (int (*)[FS_MPT][FS_NT / 32])(msel + a.S + a.N));
+                    if (tid == 0) x.umerged[U.off] = 1;
+                }
+            }
+        }
     }
     if (PROF && lane == 0) {
         for (int i = 0; i < TP_NPROF; i++) atomicAdd(x.prof + i, s_prof[warp][i]);
@@ -3004,7 +3036,8 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     const int nbt = (int)((nunit + MAXU - 1) / MAXU);
     size_t o_sb = align256(o_fp + (size_t)MGRID * N * 4), o_gk = align256(o_sb + (size_t)nsm * (maxld > 0 ? maxld : 1) * 8);
     size_t o_gi = align256(o_gk + gbuf * 8), o_ctrl = align256(o_gi + gbuf * 4);
-    size_t o_fail = o_ctrl + 64 + (size_t)nbt * 8, o_cend = o_fail + nunit * d.M * 4;
+    // s14: tp_wgt's per-unit item counts and merged flags after the failure flags (cleared with them)
+    size_t o_fail = o_ctrl + 64 + (size_t)nbt * 8, o_ud = o_fail + nunit * d.M * 4, o_cend = o_ud + nunit * 8;
     // tp: bf16 kbar, key norm bounds per kv head padded to NKP (16-byte aligned tiles; a tile
     // may read 128 past the last)
     size_t nkp = ((size_t)N + 3) / 4 * 4, heads = (size_t)B * KVH;
@@ -3073,13 +3106,16 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                                        (int)(sizeof(int) * (2048 + FS_MSMN))));
     }
     const bool msm = env_msm && N <= FS_MSMN && d.S <= 2048;
+    static int env_wm = -1; // MSLAB_SELECT_WMERGE (s14): tp_wgt merges each unit at its last item (0: fs_merge_sm)
+    if (env_wm < 0) env_wm = getenv("MSLAB_SELECT_WMERGE") ? atoi(getenv("MSLAB_SELECT_WMERGE")) != 0 : 1;
+    const bool wmerge = env_wm && tw && msm && (size_t)(d.S + N + 2 * FS_MPT * FS_NT / 32) * 4 + 1024 <= twt_smem(D);
     static int env_pp = -1; // MSLAB_SELECT_TPPP (s13): tp's pooling and limbs in one kernel (tp_pool_prep)
     if (env_pp < 0) env_pp = getenv("MSLAB_SELECT_TPPP") ? atoi(getenv("MSLAB_SELECT_TPPP")) != 0 : 1;
-    if (tp && env_pp) { // (and fpos filled: no memset)
+    if (tp && env_pp) { // (and fpos filled where fs_merge runs: no memset)
         unsigned gp = grid_for(heads * N * 32, 256), gmax = (unsigned)nsm * 3; // 24 warps an SM (69 registers), grid-stride
         tp_pool_prep<<<gp < gmax ? gp : gmax, 256>>>((double *)a.kbar, k, B, T, KVH, cfg->w, (uint16_t *)x.kbf,
                                                      (float *)x.knorm, (float *)x.kfac, x.ctrl, N, (int)nkp, D,
-                                                     tw ? (uint16_t *)x.kbw : nullptr, ntw, a.fpos, (size_t)MGRID * N);
+                                                     tw ? (uint16_t *)x.kbw : nullptr, ntw, a.fpos, msm ? 0 : (size_t)MGRID * N);
         cudaLaunchCheck();
     } else {
         cudaCheck(cudaMemsetAsync(a.fpos, 0x7f, (size_t)MGRID * N * 4));
@@ -3160,6 +3196,7 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         int nu = (int)(u1 - u0), nw = nwb[nb];
         a.units = dtab + u0, x.ord = dord_all + u0;
         x.fail = (int *)(scr + o_fail) + u0 * d.M, x.work = x.ctrl + 16 + 2 * nb;
+        x.udone = wmerge ? (int *)(scr + o_ud) + u0 : nullptr, x.umerged = wmerge ? (int *)(scr + o_ud) + nunit + u0 : nullptr;
         if (nw > 0) {
             x.nitems = nw * mt;
             int grid = x.nitems < nslot ? x.nitems : nslot;
@@ -3202,7 +3239,7 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         }
         if (msm)
             sel_launch(fs_merge_sm, nu < MGRID ? nu : MGRID, FS_NT, sizeof(int) * (d.S + N), pdl && nw > 0, (FsArgs)a, nu,
-                       (const int *)x.ctrl, g_dstats);
+                       (const int *)x.ctrl, g_dstats, (const int *)x.umerged);
         else
             sel_launch(fs_merge, nu < MGRID ? nu : MGRID, FS_NT, sizeof(int) * d.S, pdl && nw > 0, (FsArgs)a, nu,
                        (const int *)x.ctrl, g_dstats);
