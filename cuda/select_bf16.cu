@@ -515,21 +515,6 @@ __global__ void __launch_bounds__(FS_NT) fs_topk(FsArgs a, int P, int cache) {
     fs_topk_row(a.scores + U.off + (size_t)m * U.ld, e, n, a.S, tops, P, cache, sk);
 }
 
-// s14 (MSLAB_SELECT_PDL): programmatic dependent launch between the selection's kernels. A kernel
-// launched with it waits (sel_pdl_wait, at its start) for the one before to complete and flush; the
-// one before lets it launch at its own start (sel_pdl_launch: its CTAs then take the SMs that the
-// tail frees and wait there, no launch gap). No-ops where the launch lacks the attribute
-__device__ __forceinline__ void sel_pdl_wait() {
-#if __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void sel_pdl_launch() {
-#if __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
 // rank-major merge + locals (and the dense lists): one CTA per unit, grid-stride. s14: CTA 0 also copies
 // the 16 ctrl words to stats (select_bf16_last_stats downloads them when asked; none where stats null)
 __global__ void __launch_bounds__(FS_NT) fs_merge(FsArgs a, int nunits, const int *ctrl = nullptr,
@@ -537,7 +522,6 @@ __global__ void __launch_bounds__(FS_NT) fs_merge(FsArgs a, int nunits, const in
     extern __shared__ int sel[]; // [S]
     __shared__ int wtot[FS_NT / 32];
     int tid = threadIdx.x;
-    sel_pdl_wait();
     if (blockIdx.x == 0 && stats && tid < 16) stats[tid] = ctrl[tid];
     int *fp = a.fpos + (size_t)blockIdx.x * a.N;
     for (int ui = blockIdx.x; ui < nunits; ui += gridDim.x) {
@@ -601,8 +585,7 @@ __global__ void __launch_bounds__(FS_NT) fs_merge(FsArgs a, int nunits, const in
 
 
 // s14: fs_merge with the first positions in shared memory (N <= FS_MSMN regions) and a chunk of the
-// rank-major scan in two barriers (fs_merge: atomicMin on fpos in L2, two barriers per 256 positions),
-// the atomicMin's aggregated per warp (equal ids of one rank's members).
+// rank-major scan in two barriers (fs_merge: atomicMin on fpos in L2, two barriers per 256 positions).
 // The LM row's q / k (a model's, not the tests' random ones) make the members of a block pick the same
 // regions, so a unit scans many ranks before S distinct: s14 r2 (H200, LM row, MSLAB_SELECT_PROF) the
 // merge took 28-134 us a call (~8% of the selection), the L2 atomics of one region by many members
@@ -611,87 +594,75 @@ __global__ void __launch_bounds__(FS_NT) fs_merge(FsArgs a, int nunits, const in
 // ordered writes. The same lists (the scan order and the first-occurrence rule are fs_merge's)
 #define FS_MPT 8
 #define FS_MSMN 16384
-// CTA (FS_NT threads): unit ui's list (fs_merge's; sel [S], fs [N] and wt in shared memory; the tops
-// read past L1: tp_wgt's merges read rows that other CTAs wrote in the same kernel)
-__device__ void fs_merge_unit(const FsArgs &a, int ui, int *sel, int *fs, int (*wtot)[FS_MPT][FS_NT / 32]) {
-    int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const FsUnit U = a.units[ui];
-    int c = U.c, g0 = c * a.M, gend = min(a.N, g0 + a.M);
-    size_t li = ((size_t)U.b * a.H + U.h) * a.nblk + c, lo = li * a.W;
-    int *list = a.idx + lo;
-    if (c < a.first || (c == a.nblk - 1 && a.last_dense)) {
-        for (int s = tid; s < a.W; s += FS_NT) {
-            list[s] = s < gend ? s : -1;
-            if (a.kpos) a.kpos[lo + s] = s < gend ? s * a.w : 0;
-        }
-        if (a.kpos && tid == 0) a.qpos[li] = c * a.Gq;
-        return;
-    }
-    int local0 = max(0, g0 - (a.lg - 1) * a.M), members = gend - g0;
-    const int *tops = a.tops + (size_t)ui * a.M * a.S;
-    int maxn = 0;
-    for (int m = 0; m < members; m++) maxn = max(maxn, min(a.S, fs_elig(a, c, g0 + m)));
-    for (int i = tid; i < a.N; i += FS_NT) fs[i] = INT_MAX;
-    __syncthreads();
-    int npos = maxn * members, cnt = 0, k = 0;
-    const unsigned lt = (1u << lane) - 1;
-    for (int c0 = 0; c0 < npos && cnt < a.S; c0 += FS_NT * FS_MPT, k ^= 1) {
-        // position c0 + i FS_NT + tid (i < FS_MPT): a warp's lanes are consecutive members of one rank,
-        // so equal ids (the skewed case) meet in a warp: one atomicMin per id and warp (its lowest lane
-        // holds the lowest position)
-        int ids[FS_MPT];
-#pragma unroll
-        for (int i = 0; i < FS_MPT; i++) {
-            int p = c0 + i * FS_NT + tid, r = p / members, m = p - r * members;
-            ids[i] = p < npos && r < min(a.S, fs_elig(a, c, g0 + m)) ? __ldcg(tops + (size_t)m * a.S + r) : -1;
-            unsigned same = __match_any_sync(0xffffffffu, ids[i]);
-            if (ids[i] >= 0 && (same & lt) == 0) atomicMin(fs + ids[i], p);
-        }
-        __syncthreads();
-        // first occurrences: per sub-chunk i a ballot; the warps' counts, one barrier, then each first
-        // at cnt + (firsts of sub-chunks < i) + (of lower warps in i) + (of lower lanes)
-        unsigned fm = 0, pre[FS_MPT];
-#pragma unroll
-        for (int i = 0; i < FS_MPT; i++) {
-            bool f = ids[i] >= 0 && fs[ids[i]] == c0 + i * FS_NT + tid;
-            unsigned b = __ballot_sync(0xffffffffu, f);
-            pre[i] = __popc(b & lt), fm |= (unsigned)f << i;
-            if (lane == 0) wtot[k][i][warp] = __popc(b);
-        }
-        __syncthreads();
-        int run = 0;
-#pragma unroll
-        for (int i = 0; i < FS_MPT; i++) {
-            int before = 0, tot = 0;
-#pragma unroll
-            for (int w = 0; w < FS_NT / 32; w++) {
-                int t = wtot[k][i][w];
-                before += w < warp ? t : 0, tot += t;
-            }
-            int pos = cnt + run + before + (int)pre[i];
-            if ((fm >> i & 1) && pos < a.S) sel[pos] = ids[i];
-            run += tot;
-        }
-        cnt += run;
-    }
-    __syncthreads();
-    int nsel = min(cnt, a.S), ntot = nsel + gend - local0;
-    for (int s = tid; s < a.W; s += FS_NT) {
-        list[s] = s < nsel ? sel[s] : s < ntot ? local0 + (s - nsel) : -1;
-        if (a.kpos) a.kpos[lo + s] = s < ntot ? s * a.w : 0;
-    }
-    if (a.kpos && tid == 0) a.qpos[li] = (nsel + g0 - local0) * a.w;
-    __syncthreads(); // sel / fs reused by the next unit
-}
-// skip (s14, tp_wgt's merges; else null): units already merged
-__global__ void __launch_bounds__(FS_NT) fs_merge_sm(FsArgs a, int nunits, const int *ctrl, int *stats,
-                                                     const int *skip) {
+__global__ void __launch_bounds__(FS_NT) fs_merge_sm(FsArgs a, int nunits, const int *ctrl, int *stats) {
     extern __shared__ int sel[]; // [S] the selection, then [N] first positions
-    __shared__ int wtot[2][FS_MPT][FS_NT / 32];
-    sel_pdl_wait();
-    if (blockIdx.x == 0 && stats && threadIdx.x < 16) stats[threadIdx.x] = ctrl[threadIdx.x];
-    for (int ui = blockIdx.x; ui < nunits; ui += gridDim.x)
-        if (!skip || !skip[ui]) fs_merge_unit(a, ui, sel, sel + a.S, wtot);
+    __shared__ int wtot[2][FS_NT / 32];
+    int *fs = sel + a.S;
+    int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    if (blockIdx.x == 0 && stats && tid < 16) stats[tid] = ctrl[tid];
+    for (int ui = blockIdx.x; ui < nunits; ui += gridDim.x) {
+        const FsUnit U = a.units[ui];
+        int c = U.c, g0 = c * a.M, gend = min(a.N, g0 + a.M);
+        size_t li = ((size_t)U.b * a.H + U.h) * a.nblk + c, lo = li * a.W;
+        int *list = a.idx + lo;
+        if (c < a.first || (c == a.nblk - 1 && a.last_dense)) {
+            for (int s = tid; s < a.W; s += FS_NT) {
+                list[s] = s < gend ? s : -1;
+                if (a.kpos) a.kpos[lo + s] = s < gend ? s * a.w : 0;
+            }
+            if (a.kpos && tid == 0) a.qpos[li] = c * a.Gq;
+            continue;
+        }
+        int local0 = max(0, g0 - (a.lg - 1) * a.M), members = gend - g0;
+        const int *tops = a.tops + (size_t)ui * a.M * a.S;
+        int maxn = 0;
+        for (int m = 0; m < members; m++) maxn = max(maxn, min(a.S, fs_elig(a, c, g0 + m)));
+        for (int i = tid; i < a.N; i += FS_NT) fs[i] = INT_MAX;
+        __syncthreads();
+        int npos = maxn * members, cnt = 0, k = 0;
+        for (int c0 = 0; c0 < npos && cnt < a.S; c0 += FS_NT * FS_MPT, k ^= 1) {
+            int ids[FS_MPT];
+#pragma unroll
+            for (int i = 0; i < FS_MPT; i++) {
+                int p = c0 + tid * FS_MPT + i, r = p / members, m = p - r * members;
+                ids[i] = p < npos && r < min(a.S, fs_elig(a, c, g0 + m)) ? tops[(size_t)m * a.S + r] : -1;
+                if (ids[i] >= 0) atomicMin(fs + ids[i], p);
+            }
+            __syncthreads();
+            unsigned fm = 0;
+#pragma unroll
+            for (int i = 0; i < FS_MPT; i++)
+                if (ids[i] >= 0 && fs[ids[i]] == c0 + tid * FS_MPT + i) fm |= 1u << i;
+            int n = __popc(fm), inc = n;
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+                int v = __shfl_up_sync(0xffffffffu, inc, o);
+                if (lane >= o) inc += v;
+            }
+            if (lane == 31) wtot[k][warp] = inc;
+            __syncthreads();
+            int base = inc - n, tot = 0;
+            for (int w = 0; w < FS_NT / 32; w++) {
+                int t = wtot[k][w];
+                base += w < warp ? t : 0, tot += t;
+            }
+#pragma unroll
+            for (int i = 0; i < FS_MPT; i++)
+                if (fm >> i & 1) {
+                    if (cnt + base < a.S) sel[cnt + base] = ids[i];
+                    base++;
+                }
+            cnt += tot;
+        }
+        __syncthreads();
+        int nsel = min(cnt, a.S), ntot = nsel + gend - local0;
+        for (int s = tid; s < a.W; s += FS_NT) {
+            list[s] = s < nsel ? sel[s] : s < ntot ? local0 + (s - nsel) : -1;
+            if (a.kpos) a.kpos[lo + s] = s < ntot ? s * a.w : 0;
+        }
+        if (a.kpos && tid == 0) a.qpos[li] = (nsel + g0 - local0) * a.w;
+        __syncthreads(); // sel / fs reused by the next unit
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1075,7 +1046,6 @@ struct FxArgs {
     unsigned long long *pcta;  // MSLAB_SELECT_PROF (s13): [grid][2] each CTA's first / last globaltimer
     int *fail;                 // s14: per row of the batch [units][M], 1 where the row failed (fs_redo redoes it)
     int *work;                 // s14: this kernel's work counter (fx_next; ctrl[0] before), cleared with ctrl
-    int *udone, *umerged;      // s14 (tp_wgt; else null): items done per unit, units merged in the kernel
     int force;                 // tests (select_bf16_force_redo): fs_redo also redoes every force-th row (0: none)
 };
 __device__ __forceinline__ unsigned long long tp_gtime() {
@@ -1189,8 +1159,6 @@ __device__ __forceinline__ int fx_survivors(const FxArgs &x, unsigned cnt_r, int
 __device__ int g_redo_notes = 0;
 template <int DM>
 __global__ void __launch_bounds__(FS_NT) fs_redo(FxArgs x, int nrows, double *sb, int ldmax, int P, int cache) {
-    sel_pdl_wait();
-    sel_pdl_launch();
     const int nfail = *(volatile int *)(x.ctrl + 1);
     if (nfail == 0 && x.force <= 0) return;
     extern __shared__ unsigned long long sk[];
@@ -1499,7 +1467,6 @@ __global__ void tp_prep_k(uint16_t *kbf, float *knorm, float *kfac, int *ctrl, c
 __global__ void tp_pool_prep(double *kbar, const uint16_t *k, int B, int T, int KVH, int w, uint16_t *kbf,
                              float *knorm, float *kfac, int *ctrl, int N, int nkp, int D, uint16_t *kbw, int ntw,
                              int *fpos, size_t nfp) {
-    sel_pdl_launch();
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < nfp; i += (size_t)gridDim.x * blockDim.x)
         fpos[i] = 0x7f7f7f7f;
     size_t rows = (size_t)B * KVH * N, st = (size_t)KVH * D / 2; // st: 32-bit words a token
@@ -1933,8 +1900,6 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
     static_assert(!P2 || TP_KT * KLD * 2 >= RM * QLD * 8, "P2: the pooled q in the second tile buffer");
     constexpr int NKB = P2 ? 2 : 1; // tile buffers
     const FsArgs &a = x.a;
-    sel_pdl_wait();
-    sel_pdl_launch();
     extern __shared__ double fs_sm[];
     uint16_t *kt = (uint16_t *)fs_sm;                        // [NKB][TP_KT][KLD] fp16 kh | kl
     uint16_t *qa = kt + NKB * TP_KT * KLD;                   // [2][RM][ALD] fp16 qh, ql
@@ -2217,8 +2182,6 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_thr1(FxArgs x) {
     constexpr int QLD = DM + 4, KLD = DM + 8, KS = DM / 16, CPR = DM / 8, ALD = DM + 8;
     constexpr int WM = RM / 16, WN = NT / 32 / WM, NB = KT / 8 / WN;
     static_assert(NB % 2 == 0 && WN == 4 && NB * NP * 32 >= 256, "tp_thr1 tiling: 16 lanes a row, >= 256 buckets");
-    sel_pdl_wait();
-    sel_pdl_launch();
     const FsArgs &a = x.a;
     extern __shared__ double fs_sm[];
     constexpr int KTB = NS * KT * KLD > RM * QLD * 4 ? NS * KT * KLD : RM * QLD * 4;
@@ -2594,8 +2557,6 @@ __device__ __forceinline__ void tw_sweep(const FxArgs &x, unsigned char *sm, con
 // pass 2: the filter (s' + E reaches the row's threshold) and the inserts of a tile, then the finish
 template <int DM, bool PROF = false>
 __global__ void __launch_bounds__(TWT_NT, 2) tp_wgt(FxArgs x) {
-    sel_pdl_wait();
-    sel_pdl_launch();
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     using S = TwSweep<DM>;
     constexpr int RM = S::RM, KT = S::KT, NS = S::NS, QLD = S::QLD;
@@ -2716,25 +2677,6 @@ __global__ void __launch_bounds__(TWT_NT, 2) tp_wgt(FxArgs x) {
         if (PROF) {
             __syncthreads();
             mark(TPP_FWAIT);
-        }
-        if (x.udone) { // s14: the unit's last item merges it (fs_merge_unit), unless a row of it failed
-            __syncthreads(); // every row of the item in tops
-            if (tid == 0) {
-                int g0 = U.c * a.M, nexp = (min(a.N, g0 + a.M) - g0 + RM - 1) / RM;
-                __threadfence(); // this item's tops before the count
-                s_row = atomicAdd(x.udone + U.off, 1) == nexp - 1;
-                __threadfence(); // the other items' tops after it
-            }
-            __syncthreads();
-            if (s_row) {
-                int bad = x.force > 0;
-                for (int m = tid; m < a.M; m += TWT_NT) bad |= __ldcg(x.fail + (size_t)U.off * a.M + m);
-                if (!__syncthreads_or(bad)) {
-                    int *msel = (int *)sm;
-                    fs_merge_unit(a, U.off, msel, msel + a.S, (int (*)[FS_MPT][FS_NT / 32])(msel + a.S + a.N));
-                    if (tid == 0) x.umerged[U.off] = 1;
-                }
-            }
         }
     }
     if (PROF && lane == 0) {
@@ -2942,13 +2884,9 @@ static struct {
     unsigned long long use;
 } g_tab[SEL_NTAB];
 static unsigned long long g_tab_clock = 0;
-// MSLAB_SELECT_SYNC=1 (s14 A/B): the pre-s14 host waits (tables uploaded every call, the counters
-// downloaded at its end)
-static int g_sel_sync = -1;
 static const void *sel_tables(const void *h, size_t bytes) {
     int lru = 0;
-    if (g_sel_sync < 0) g_sel_sync = getenv("MSLAB_SELECT_SYNC") && atoi(getenv("MSLAB_SELECT_SYNC"));
-    for (int i = 0; i < SEL_NTAB && !g_sel_sync; i++) {
+    for (int i = 0; i < SEL_NTAB; i++) {
         if (g_tab[i].dev && g_tab[i].bytes == bytes && !memcmp(g_tab[i].host, h, bytes)) {
             g_tab[i].use = ++g_tab_clock;
             return g_tab[i].dev;
@@ -2979,19 +2917,7 @@ static void fs_redo_optin(void) {
 }
 // tests (select_bf16_force_redo): fs_redo also redoes every n-th row of each batch (0: none)
 static int g_force_redo = 0;
-// kernel k<<<grid, nt, smem>>>(args...) on the default stream, with programmatic dependent launch
-// (sel_pdl_wait / sel_pdl_launch) where pdl
-template <class... P, class... A>
-static void sel_launch(void (*k)(P...), unsigned grid, unsigned nt, size_t smem, bool pdl, A... args) {
-    cudaLaunchConfig_t c;
-    memset(&c, 0, sizeof c);
-    c.gridDim = dim3(grid), c.blockDim = dim3(nt), c.dynamicSmemBytes = smem, c.stream = 0;
-    cudaLaunchAttribute at;
-    at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at.val.programmaticStreamSerializationAllowed = 1;
-    c.attrs = &at, c.numAttrs = pdl ? 1 : 0;
-    cudaCheck(cudaLaunchKernelEx(&c, k, (P)args...));
-}
+
 static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q,
                           const uint16_t *k, int B, int T, int H, int KVH, int D, int kind) {
     const bool tp = kind > 0, tp2 = kind == 2;
@@ -3036,8 +2962,7 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     const int nbt = (int)((nunit + MAXU - 1) / MAXU);
     size_t o_sb = align256(o_fp + (size_t)MGRID * N * 4), o_gk = align256(o_sb + (size_t)nsm * (maxld > 0 ? maxld : 1) * 8);
     size_t o_gi = align256(o_gk + gbuf * 8), o_ctrl = align256(o_gi + gbuf * 4);
-    // s14: tp_wgt's per-unit item counts and merged flags after the failure flags (cleared with them)
-    size_t o_fail = o_ctrl + 64 + (size_t)nbt * 8, o_ud = o_fail + nunit * d.M * 4, o_cend = o_ud + nunit * 8;
+    size_t o_fail = o_ctrl + 64 + (size_t)nbt * 8, o_cend = o_fail + nunit * d.M * 4;
     // tp: bf16 kbar, key norm bounds per kv head padded to NKP (16-byte aligned tiles; a tile
     // may read 128 past the last)
     size_t nkp = ((size_t)N + 3) / 4 * 4, heads = (size_t)B * KVH;
@@ -3095,20 +3020,14 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     }
     if (profon) tp0 = pnow();
     cudaCheck(cudaMemsetAsync(x.ctrl, 0, o_cend - o_ctrl)); // ctrl, the work counters, the failure flags
-    static int env_pdl = -1; // MSLAB_SELECT_PDL (s14): programmatic dependent launch between the kernels
-    if (env_pdl < 0) env_pdl = getenv("MSLAB_SELECT_PDL") ? atoi(getenv("MSLAB_SELECT_PDL")) != 0 : 1;
-    const bool pdl = env_pdl && !profon && arch_ok();
     if (!g_dstats) cudaCheck(cudaMalloc(&g_dstats, 64));
-    static int env_msm = -1; // MSLAB_SELECT_MERGE (s14): 1 fs_merge_sm where N <= FS_MSMN, 0 fs_merge
-    if (env_msm < 0) {
-        env_msm = getenv("MSLAB_SELECT_MERGE") ? atoi(getenv("MSLAB_SELECT_MERGE")) != 0 : 1;
+    static bool msm_attr = false; // fs_merge_sm where N <= FS_MSMN (fs_merge beyond)
+    if (!msm_attr) {
         cudaCheck(cudaFuncSetAttribute(fs_merge_sm, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        (int)(sizeof(int) * (2048 + FS_MSMN))));
+        msm_attr = true;
     }
-    const bool msm = env_msm && N <= FS_MSMN && d.S <= 2048;
-    static int env_wm = -1; // MSLAB_SELECT_WMERGE (s14): tp_wgt merges each unit at its last item (0: fs_merge_sm)
-    if (env_wm < 0) env_wm = getenv("MSLAB_SELECT_WMERGE") ? atoi(getenv("MSLAB_SELECT_WMERGE")) != 0 : 1;
-    const bool wmerge = env_wm && tw && msm && (size_t)(d.S + N + 2 * FS_MPT * FS_NT / 32) * 4 + 1024 <= twt_smem(D);
+    const bool msm = N <= FS_MSMN && d.S <= 2048;
     static int env_pp = -1; // MSLAB_SELECT_TPPP (s13): tp's pooling and limbs in one kernel (tp_pool_prep)
     if (env_pp < 0) env_pp = getenv("MSLAB_SELECT_TPPP") ? atoi(getenv("MSLAB_SELECT_TPPP")) != 0 : 1;
     if (tp && env_pp) { // (and fpos filled where fs_merge runs: no memset)
@@ -3196,7 +3115,6 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         int nu = (int)(u1 - u0), nw = nwb[nb];
         a.units = dtab + u0, x.ord = dord_all + u0;
         x.fail = (int *)(scr + o_fail) + u0 * d.M, x.work = x.ctrl + 16 + 2 * nb;
-        x.udone = wmerge ? (int *)(scr + o_ud) + u0 : nullptr, x.umerged = wmerge ? (int *)(scr + o_ud) + nunit + u0 : nullptr;
         if (nw > 0) {
             x.nitems = nw * mt;
             int grid = x.nitems < nslot ? x.nitems : nslot;
@@ -3208,7 +3126,9 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                 int mt1 = (d.M + TP_RM - 1) / TP_RM, ns1 = nsm * (64 / TP_RM); // pass 1: items of TP_RM rows
                 x.mt = mt1, x.nitems = nw * mt1;
                 int grid1 = x.nitems < ns1 ? x.nitems : ns1;
-                sel_launch(D == 64 ? tp_thr1<64> : tp_thr1<128>, grid1, FX_NT, tp1_smem(D), pdl && tp && env_pp, x);
+                if (D == 64) tp_thr1<64><<<grid1, FX_NT, tp1_smem(64)>>>(x);
+                else tp_thr1<128><<<grid1, FX_NT, tp1_smem(128)>>>(x);
+                cudaLaunchCheck();
                 x.mt = mt, x.nitems = nw * mt, x.work = x.ctrl + 16 + 2 * nb + 1;
                 if (profon) {
                     double t = pnow();
@@ -3217,9 +3137,9 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                 if (tw) {
                     void (*k)(FxArgs) = D == 64 ? (x.prof ? tp_wgt<64, true> : tp_wgt<64>)
                                                 : (x.prof ? tp_wgt<128, true> : tp_wgt<128>);
-                    sel_launch(k, grid, TWT_NT, twt_smem(D), pdl, x);
+                    k<<<grid, TWT_NT, twt_smem(D)>>>(x);
                 } else
-                    sel_launch(tp_kernel(D, true), grid, FX_NT, smem, pdl, x);
+                    tp_kernel(D, true)<<<grid, FX_NT, smem>>>(x);
             } else if (tp) {
                 tp_kernel(D)<<<grid, FX_NT, smem>>>(x);
             } else if (D == 64) fx_select<64><<<grid, FX_NT, smem>>>(x);
@@ -3230,19 +3150,17 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                 ksel += t - tk, tk = t;
             }
             // the failed rows (none in the normal path: an exit at once) redone before the merge
-            sel_launch(D == 64 ? fs_redo<64> : fs_redo<128>, nsm, FS_NT, rsmem, pdl, x, nu * d.M, (double *)(scr + o_sb),
-                       maxld, P, rcache);
+            if (D == 64) fs_redo<64><<<nsm, FS_NT, rsmem>>>(x, nu * d.M, (double *)(scr + o_sb), maxld, P, rcache);
+            else fs_redo<128><<<nsm, FS_NT, rsmem>>>(x, nu * d.M, (double *)(scr + o_sb), maxld, P, rcache);
+            cudaLaunchCheck();
             if (profon) {
                 double t = pnow();
                 kredo += t - tk, tk = t;
             }
         }
-        if (msm)
-            sel_launch(fs_merge_sm, nu < MGRID ? nu : MGRID, FS_NT, sizeof(int) * (d.S + N), pdl && nw > 0, (FsArgs)a, nu,
-                       (const int *)x.ctrl, g_dstats, (const int *)x.umerged);
-        else
-            sel_launch(fs_merge, nu < MGRID ? nu : MGRID, FS_NT, sizeof(int) * d.S, pdl && nw > 0, (FsArgs)a, nu,
-                       (const int *)x.ctrl, g_dstats);
+        if (msm) fs_merge_sm<<<nu < MGRID ? nu : MGRID, FS_NT, sizeof(int) * (d.S + N)>>>(a, nu, x.ctrl, g_dstats);
+        else fs_merge<<<nu < MGRID ? nu : MGRID, FS_NT, sizeof(int) * d.S>>>(a, nu, x.ctrl, g_dstats);
+        cudaLaunchCheck();
         if (profon) kmerge += pnow() - tk;
         u0 = u1;
     }
@@ -3302,7 +3220,6 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     }
     static int dbg = -1;
     if (dbg < 0) dbg = getenv("MSLAB_SELECT_DEBUG") ? atoi(getenv("MSLAB_SELECT_DEBUG")) : 0;
-    if (g_sel_sync) sel_stats_sync();
     if (dbg) { // every call's counters (synchronises; fs_redo notes the first 4 calls with failed rows)
         sel_stats_sync();
         const int *ctrl = g_select_stats;
@@ -3421,7 +3338,7 @@ static int select_mode(void) {
     return g_select_mode;
 }
 // test hooks (tests/gpu/select_bf16_tests.c): the mode (0 old, 1 fused, 2 tp, 3 auto; returns the
-// previous), and the path of the last ms call (0 old / other, 1 fused, 2 fused fell back to old,
+// previous), and the path of the last ms call (0 old / other, 1 fused, 2 (until s14) fused fell back to old,
 // 3 blocks, 4 tp_select, 5 tp's two passes)
 extern "C" int select_bf16_set_mode(int mode) {
     int prev = select_mode();

@@ -7,9 +7,10 @@
 // since s11 two passes where the rows are short enough, a threshold per row then a sweep from it,
 // path 5) and tp-sweep (tp_select alone, the two passes off: path 4), twice each (the second run must repeat the bits), and compares every entry of the list
 // with the CPU's (err = differing entries, tol 0). The fused / tp rows also fail when the path
-// taken is not the expected one (fused / tp, or their fallbacks where the inputs are built to
-// overflow them; tp may also hand inputs with masses of ties to fused), so a fast path that
-// silently falls back is seen. Inputs: random normal q / k rounded to bf16; `period` > 0 makes
+// taken is not the mode's, or when rows failed (select_bf16_last_stats) where the inputs are not
+// built for it (since s14 a failed row is redone in the call by fs_redo, no longer a fallback of the
+// whole call: rows built to fail must fail and be redone, the others must not fail), so a fast path
+// that silently hands its rows to the slow one is seen. Inputs: random normal q / k rounded to bf16; `period` > 0 makes
 // key region r a copy of region r % period (equal scores: ties to the lower id); g_rise > 0
 // scales key region r by 2^(r / g_rise) (rising scores: long runs of inserts, thresholds that
 // jump). The default (auto) is tp since s7: sparse_bf16_tests.c's select_bf16.lists rows run it.
@@ -17,15 +18,15 @@
 // survivors, histogram rows / updates, raised thresholds); the "hist every tile" rows fail unless tp
 // ran histogram rows and updated them, "ms paper raise" (a survivor cap of S + 6) unless tp's
 // finish raised thresholds (tp_raise, the 1M rows over 512 survivors; counted where t moved).
-// The tp mode's two-pass call is checked on its own (s11 review): its failed rows and their cause
-// (select_bf16_last_stats 10-14, kept when a fallback ran after it) must be 0, or on rows built for
-// it (expect 64: ties p7 / p1) survivor-cap failures only; pass 1's thresholds must each leave nsel
+// The tp modes' failed rows and their cause must be 0, or on rows built for it (expect 64: ties p7 /
+// p1) survivor-cap failures only, each redone; pass 1's thresholds must each leave nsel
 // exact scores at or above them (tp2_thr_check, on the CPU, every row; s11 r6: 0 rows below on every
 // row, and a mutation with TP_C1 = 0 put 85 rows of "ms paper gqa" below); "ms small over the
 // two-pass cut" (maxld 8400 > TP2_MAXLD) must take tp_select (the two passes where tp_wgt runs: no cut);
 // "ms small huge norms" (q, k x 2^52)
-// fails every tp row by the bound: fused, and (MSLAB_SELECT_DEBUG, s11 r7) no tp_select call after
-// the two passes.
+// fails every tp row by the bound: each redone (s14; fused before). tp-redo (s14): the tp mode with
+// every 5th row of each batch forced through fs_redo (select_bf16_force_redo), on every shape; the LM
+// shape rows (s14: H = KVH = 12, D 64, 32K, random and skewed inputs: g_skew) run every mode.
 // tp-wgt (s13; sm_90): the tp mode again with tp_wgt (the two passes' second pass on wgmma, by
 // default only past TW_MINLD = 1024 candidates a row: 32K tokens up) forced at every length
 // (select_bf16_tw_min(0)), so every shape above (B 2, ties, rising, raise, huge norms, D 64, ...)
@@ -49,7 +50,7 @@
 #include "gpu_check.h"
 
 // cuda/select_bf16.cu's test hooks: the ms path (0 old, 1 fused, 2 tp; returns the previous one)
-// and the path the last call took (0 old / other, 1 fused, 2 fused fell back to old, 3 blocks,
+// and the path the last call took (0 old / other, 1 fused, 2 (until s14) fused fell back to old, 3 blocks,
 // 4 tp)
 int select_bf16_set_mode(int mode);
 int select_bf16_last_path(void);
@@ -193,20 +194,20 @@ static double skew_z(size_t r, int hh) {
 }
 
 // q and k scaled by 2^g_big (tp's error bound cannot hold past |q| |k| = 2^100: every tp row fails
-// by the bound, the two passes alike, and the call goes to fused without tp_select)
+// by the bound, the two passes alike: every row redone by fs_redo, s14)
 static int g_big = 0;
 
 // > 0: key region r scaled by 2^(r / g_rise) (scores rising along the row: every new tile passes the
 // running threshold, which then jumps past tp_compact's window of 256 key steps)
 static double g_rise = 0;
 
-// expect: path the fused mode must take (1 fused, 2 its fallback); | 4: merge 1 but the blocks
-// path must decline (too many regions), so mode 2 takes the fused path too; | 8: tp must turn rows
-// into histogram rows and update them (select_bf16_last_stats); | 16: tp must raise thresholds
-// (with g_tpcap); | 32: rows over the two passes' cut (TP2_MAXLD candidates): tp takes tp_select
-// (path 4) there; | 64: the two passes may fail rows, by their survivor cap only (near-ties), and
-// hand the call on; | 128: every tp row fails by the bound (g_big): tp modes take fused (path 1),
-// the two passes' failures all by the bound. The tp mode (the default: two passes, path 5) and tp-sweep (tp_select alone,
+// expect: 1, or 2 where fused must fail rows (redone; before s14: its fallback, the old path); | 4:
+// merge 1 but the blocks path must decline (too many regions), so mode 2 takes the fused path too;
+// | 8: tp must turn rows into histogram rows and update them (select_bf16_last_stats); | 16: tp must
+// raise thresholds (with g_tpcap); | 32: rows over the two passes' cut (TP2_MAXLD candidates): tp
+// takes tp_select (path 4) there; | 64: the tp modes may fail rows, by their survivor cap only
+// (near-ties), each redone; | 128: every tp row fails by the bound (g_big), redone (before s14: tp
+// modes took fused). The tp mode (the default: two passes, path 5) and tp-sweep (tp_select alone,
 // path 4) both run; the histogram checks apply to tp-sweep. In the tp mode a two-pass call also
 // keeps pass 1's thresholds, checked against the exact scores (tp2_thr_check: 0 violations)
 static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH, int D,
@@ -336,7 +337,7 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
             bad += 1;
         }
         if (path != want) {
-            printf("    path %d, expected %d (0 old, 1 fused, 2 fused fell back, 3 blocks, 4 tp, 5 tp two-pass)\n",
+            printf("    path %d, expected %d (0 old, 1 fused, 2 fused fell back (until s14), 3 blocks, 4 tp, 5 tp two-pass)\n",
                    path, want);
             bad += 1;
         }
