@@ -242,6 +242,37 @@
 //   0.53, 0.54, 32K 1.91, 1.95 / 1.67, 1.65, 64K 5.12, 5.14 / 4.53, 4.52, 128K 14.98, 15.09 / 13.29,
 //   13.28; 1M (bench inputs) 521.9 / 497.6; 32K (tp_wgt) kernel 1.16 ms, pass 1 0.30, CTA busy 94.8%.
 //   The targets were not reached: the costs are spread thin (see bench/NOTES.md, select tp v7).
+//   s14 (issue 8, the LM row: B 1, T 32K, H = KVH = 12, D 64, paper config; target <= 350 us a layer of
+//   the op's GPU span, no host wait). s14 r1 (lead, `MSLAB_BF16_TRACE=4 MSLAB_LM_ROWS=1 mslab-gpu-bench
+//   --lm`): select 739 us a layer, the host 3.7 ms a call inside it: two pageable cudaMemcpy's of the
+//   unit tables a call (each waits for the GPU's queue to drain) and the ctrl download for the
+//   fallback decision. Now no call waits: the unit tables (they depend on the shapes only) are kept on
+//   the device by content (sel_tables), a failed row is redone in the stream by fs_redo (the exact
+//   path's scores and top-S of that row; it exits at once where ctrl[1] says none failed) instead of
+//   the whole call again on the next path, the counters are copied by the merge's CTA 0 to a device
+//   buffer that select_bf16_last_stats downloads when a test asks, one memset a call (ctrl, the work
+//   counters, the failure flags). r2 (one binary; the old waits behind a switch, removed): 714.0 /
+//   706.7 us a layer (host 62 / 53 us a call) vs 790.6 (host 3558), step 142.0 / 141.6 vs 143.6 ms.
+//   Then the kernels on the LM's own q / k (r2, MSLAB_SELECT_PROF, 84 calls, each phase with ~10 us of
+//   the profile's sync): pool+prep 45-80 us, pass 1 107-125, tp_wgt 326-365, merge 28-134 (!), no
+//   failed row; tp_wgt: CTA ends min 244 / p50 270 / max 325 us, busy 84% (576 32-row items on 264
+//   CTAs: 2.18 a CTA, the tail is their quantisation), sort 23% of its warp-cycles, filter 16%,
+//   clusters 14%, exact 12%, survivors 10%, mma 6%. The LM's lists are skewed (a block's members pick
+//   the same regions), so fs_merge scans many ranks before S distinct, its atomicMin's on L2 serialised:
+//   fs_merge_sm (first positions in shared memory, 8 positions a thread, a chunk of 2048 in two
+//   barriers; N <= 16384, fs_merge beyond): r3 LM 687.3 vs 704.4 us a layer; tests' perf row at the
+//   LM shape (MSLAB_SELECT_PERF=32768 MSLAB_SELECT_PERF_TP=1 MSLAB_SELECT_PERF_H=12 _D=64, ms a call
+//   with the list download) skewed inputs (MSLAB_SELECT_PERF_SKEW=1) 0.520 vs 0.611, normal 0.484 vs
+//   0.487; ncu (r3, skew 1): tp_pool_prep 31.8 us (DRAM 42%), tp_thr1 95.7, tp_wgt 303.5, fs_merge_sm
+//   88.0 (192 CTAs, one unit each: the slowest unit's scan). Tried and removed: programmatic dependent
+//   launch between the five kernels (r2 LM 714.0 vs 706.7 us without; r4 perf 0.549 / 0.544 skew,
+//   0.493 / 0.491 normal); the merge's atomicMin's aggregated per warp (__match_any) with one ballot
+//   scan a chunk (r4 skew 0.540 vs fs_merge 0.601: less than r3's plain version); tp_wgt merging each
+//   unit at its last item, where no row of it failed (r4 LM 710.3 vs 701.9 us, perf 0.549 vs 0.540,
+//   0.493 vs 0.488: the merges then ran on the CTAs that the tail waits for). Final (r5): see
+//   bench/NOTES.md, select tp v8. Left: the 2.18 items a CTA (finer items would need tp_wgt's 32-row
+//   tiling changed), the finish (~63% of tp_wgt), pass 1 (~96 us), the conversions of q / k to bf16
+//   before the call (backend_bf16.cu: the lead's).
 // tp's two passes (s11; the default where the longest row has <= TP2_MAXLD = 8192 candidates,
 //   MSLAB_SELECT_TP2=0: never; since s12 on sm_90 the second pass is tp_wgt past TW_MINLD candidates,
 //   at any length, MSLAB_SELECT_TPW=0: tp_select<P2> as before): tp_thr1 gives every row a fixed
@@ -594,9 +625,10 @@ __global__ void __launch_bounds__(FS_NT) fs_merge(FsArgs a, int nunits, const in
 // ordered writes. The same lists (the scan order and the first-occurrence rule are fs_merge's)
 #define FS_MPT 8
 #define FS_MSMN 16384
-__global__ void __launch_bounds__(FS_NT) fs_merge_sm(FsArgs a, int nunits, const int *ctrl, int *stats) {
+template <int NT>
+__global__ void __launch_bounds__(NT) fs_merge_sm(FsArgs a, int nunits, const int *ctrl, int *stats) {
     extern __shared__ int sel[]; // [S] the selection, then [N] first positions
-    __shared__ int wtot[2][FS_NT / 32];
+    __shared__ int wtot[2][NT / 32];
     int *fs = sel + a.S;
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     if (blockIdx.x == 0 && stats && tid < 16) stats[tid] = ctrl[tid];
@@ -606,7 +638,7 @@ __global__ void __launch_bounds__(FS_NT) fs_merge_sm(FsArgs a, int nunits, const
         size_t li = ((size_t)U.b * a.H + U.h) * a.nblk + c, lo = li * a.W;
         int *list = a.idx + lo;
         if (c < a.first || (c == a.nblk - 1 && a.last_dense)) {
-            for (int s = tid; s < a.W; s += FS_NT) {
+            for (int s = tid; s < a.W; s += NT) {
                 list[s] = s < gend ? s : -1;
                 if (a.kpos) a.kpos[lo + s] = s < gend ? s * a.w : 0;
             }
@@ -617,10 +649,10 @@ __global__ void __launch_bounds__(FS_NT) fs_merge_sm(FsArgs a, int nunits, const
         const int *tops = a.tops + (size_t)ui * a.M * a.S;
         int maxn = 0;
         for (int m = 0; m < members; m++) maxn = max(maxn, min(a.S, fs_elig(a, c, g0 + m)));
-        for (int i = tid; i < a.N; i += FS_NT) fs[i] = INT_MAX;
+        for (int i = tid; i < a.N; i += NT) fs[i] = INT_MAX;
         __syncthreads();
         int npos = maxn * members, cnt = 0, k = 0;
-        for (int c0 = 0; c0 < npos && cnt < a.S; c0 += FS_NT * FS_MPT, k ^= 1) {
+        for (int c0 = 0; c0 < npos && cnt < a.S; c0 += NT * FS_MPT, k ^= 1) {
             int ids[FS_MPT];
 #pragma unroll
             for (int i = 0; i < FS_MPT; i++) {
@@ -642,7 +674,7 @@ __global__ void __launch_bounds__(FS_NT) fs_merge_sm(FsArgs a, int nunits, const
             if (lane == 31) wtot[k][warp] = inc;
             __syncthreads();
             int base = inc - n, tot = 0;
-            for (int w = 0; w < FS_NT / 32; w++) {
+            for (int w = 0; w < NT / 32; w++) {
                 int t = wtot[k][w];
                 base += w < warp ? t : 0, tot += t;
             }
@@ -656,7 +688,7 @@ __global__ void __launch_bounds__(FS_NT) fs_merge_sm(FsArgs a, int nunits, const
         }
         __syncthreads();
         int nsel = min(cnt, a.S), ntot = nsel + gend - local0;
-        for (int s = tid; s < a.W; s += FS_NT) {
+        for (int s = tid; s < a.W; s += NT) {
             list[s] = s < nsel ? sel[s] : s < ntot ? local0 + (s - nsel) : -1;
             if (a.kpos) a.kpos[lo + s] = s < ntot ? s * a.w : 0;
         }
@@ -3022,9 +3054,13 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     cudaCheck(cudaMemsetAsync(x.ctrl, 0, o_cend - o_ctrl)); // ctrl, the work counters, the failure flags
     if (!g_dstats) cudaCheck(cudaMalloc(&g_dstats, 64));
     static bool msm_attr = false; // fs_merge_sm where N <= FS_MSMN (fs_merge beyond)
+    static int mnt = 512;         // MSLAB_SELECT_MNT (s14 r6 A/B): its threads a CTA, 256 / 512 / 1024
     if (!msm_attr) {
-        cudaCheck(cudaFuncSetAttribute(fs_merge_sm, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       (int)(sizeof(int) * (2048 + FS_MSMN))));
+        int sm = (int)(sizeof(int) * (2048 + FS_MSMN));
+        cudaCheck(cudaFuncSetAttribute(fs_merge_sm<FS_NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, sm));
+        cudaCheck(cudaFuncSetAttribute(fs_merge_sm<512>, cudaFuncAttributeMaxDynamicSharedMemorySize, sm));
+        cudaCheck(cudaFuncSetAttribute(fs_merge_sm<1024>, cudaFuncAttributeMaxDynamicSharedMemorySize, sm));
+        if (getenv("MSLAB_SELECT_MNT")) mnt = atoi(getenv("MSLAB_SELECT_MNT"));
         msm_attr = true;
     }
     const bool msm = N <= FS_MSMN && d.S <= 2048;
@@ -3158,7 +3194,13 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                 kredo += t - tk, tk = t;
             }
         }
-        if (msm) fs_merge_sm<<<nu < MGRID ? nu : MGRID, FS_NT, sizeof(int) * (d.S + N)>>>(a, nu, x.ctrl, g_dstats);
+        if (msm) {
+            unsigned mg = nu < MGRID ? nu : MGRID;
+            size_t ms = sizeof(int) * (d.S + N);
+            if (mnt == 1024) fs_merge_sm<1024><<<mg, 1024, ms>>>(a, nu, x.ctrl, g_dstats);
+            else if (mnt == 512) fs_merge_sm<512><<<mg, 512, ms>>>(a, nu, x.ctrl, g_dstats);
+            else fs_merge_sm<FS_NT><<<mg, FS_NT, ms>>>(a, nu, x.ctrl, g_dstats);
+        }
         else fs_merge<<<nu < MGRID ? nu : MGRID, FS_NT, sizeof(int) * d.S>>>(a, nu, x.ctrl, g_dstats);
         cudaLaunchCheck();
         if (profon) kmerge += pnow() - tk;
