@@ -259,8 +259,8 @@
 //   CTAs: 2.18 a CTA, the tail is their quantisation), sort 23% of its warp-cycles, filter 16%,
 //   clusters 14%, exact 12%, survivors 10%, mma 6%. The LM's lists are skewed (a block's members pick
 //   the same regions), so fs_merge scans many ranks before S distinct, its atomicMin's on L2 serialised:
-//   fs_merge_sm (first positions in shared memory, 8 positions a thread, a chunk of 2048 in two
-//   barriers; N <= 16384, fs_merge beyond): r3 LM 687.3 vs 704.4 us a layer; tests' perf row at the
+//   fs_merge_sm (first positions in shared memory, 8 positions a thread, a chunk in two barriers;
+//   N <= 16384, fs_merge beyond; 256 threads, r6: 512): r3 LM 687.3 vs 704.4 us a layer; tests' perf row at the
 //   LM shape (MSLAB_SELECT_PERF=32768 MSLAB_SELECT_PERF_TP=1 MSLAB_SELECT_PERF_H=12 _D=64, ms a call
 //   with the list download) skewed inputs (MSLAB_SELECT_PERF_SKEW=1) 0.520 vs 0.611, normal 0.484 vs
 //   0.487; ncu (r3, skew 1): tp_pool_prep 31.8 us (DRAM 42%), tp_thr1 95.7, tp_wgt 303.5, fs_merge_sm
@@ -269,8 +269,9 @@
 //   0.493 / 0.491 normal); the merge's atomicMin's aggregated per warp (__match_any) with one ballot
 //   scan a chunk (r4 skew 0.540 vs fs_merge 0.601: less than r3's plain version); tp_wgt merging each
 //   unit at its last item, where no row of it failed (r4 LM 710.3 vs 701.9 us, perf 0.549 vs 0.540,
-//   0.493 vs 0.488: the merges then ran on the CTAs that the tail waits for). Final (r5): see
-//   bench/NOTES.md, select tp v8. Left: the 2.18 items a CTA (finer items would need tp_wgt's 32-row
+//   0.493 vs 0.488: the merges then ran on the CTAs that the tail waits for). r5 (one snippet): LM trace
+//   select 683.9 us a layer (host 59 us a call) vs main 746.3 (host 3616), step 142.8 vs 143.2 ms; r6:
+//   fs_merge_sm at 512 threads (FS_MNT). Final (r7): bench/NOTES.md, select tp v8. Left: the 2.18 items a CTA (finer items would need tp_wgt's 32-row
 //   tiling changed), the finish (~63% of tp_wgt), pass 1 (~96 us), the conversions of q / k to bf16
 //   before the call (backend_bf16.cu: the lead's).
 // tp's two passes (s11; the default where the longest row has <= TP2_MAXLD = 8192 candidates,
@@ -622,11 +623,17 @@ __global__ void __launch_bounds__(FS_NT) fs_merge(FsArgs a, int nunits, const in
 // merge took 28-134 us a call (~8% of the selection), the L2 atomics of one region by many members
 // serialised. Per chunk of FS_MPT positions a thread: ids and the atomicMin's in shared memory, a
 // barrier, the first occurrences counted, one block scan (a warp scan and the warp totals), the
-// ordered writes. The same lists (the scan order and the first-occurrence rule are fs_merge's)
+// ordered writes. The same lists (the scan order and the first-occurrence rule are fs_merge's).
+// Tried and removed (r4): the atomicMin's aggregated per warp (__match_any, lanes = one rank's
+// members) with a ballot scan a chunk: skewed perf 0.540 ms vs fs_merge 0.601 (this: 0.520 vs 0.611 in r3)
 #define FS_MPT 8
 #define FS_MSMN 16384
-template <int NT>
-__global__ void __launch_bounds__(NT) fs_merge_sm(FsArgs a, int nunits, const int *ctrl, int *stats) {
+// 512 threads a CTA (s14 r6, LM shape perf, ms a call, skewed / normal inputs: 256 threads 0.515 /
+// 0.480, 512 0.488 / 0.483, 1024 0.498 / 0.498 (one CTA an SM: 192 CTAs, two waves); LM trace 689.5 vs
+// 694.6 us a layer with 256): 4096 positions a chunk, two CTAs an SM at 64 registers, one wave
+#define FS_MNT 512
+__global__ void __launch_bounds__(FS_MNT) fs_merge_sm(FsArgs a, int nunits, const int *ctrl, int *stats) {
+    constexpr int NT = FS_MNT;
     extern __shared__ int sel[]; // [S] the selection, then [N] first positions
     __shared__ int wtot[2][NT / 32];
     int *fs = sel + a.S;
@@ -3054,13 +3061,9 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     cudaCheck(cudaMemsetAsync(x.ctrl, 0, o_cend - o_ctrl)); // ctrl, the work counters, the failure flags
     if (!g_dstats) cudaCheck(cudaMalloc(&g_dstats, 64));
     static bool msm_attr = false; // fs_merge_sm where N <= FS_MSMN (fs_merge beyond)
-    static int mnt = 512;         // MSLAB_SELECT_MNT (s14 r6 A/B): its threads a CTA, 256 / 512 / 1024
     if (!msm_attr) {
-        int sm = (int)(sizeof(int) * (2048 + FS_MSMN));
-        cudaCheck(cudaFuncSetAttribute(fs_merge_sm<FS_NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, sm));
-        cudaCheck(cudaFuncSetAttribute(fs_merge_sm<512>, cudaFuncAttributeMaxDynamicSharedMemorySize, sm));
-        cudaCheck(cudaFuncSetAttribute(fs_merge_sm<1024>, cudaFuncAttributeMaxDynamicSharedMemorySize, sm));
-        if (getenv("MSLAB_SELECT_MNT")) mnt = atoi(getenv("MSLAB_SELECT_MNT"));
+        cudaCheck(cudaFuncSetAttribute(fs_merge_sm, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)(sizeof(int) * (2048 + FS_MSMN))));
         msm_attr = true;
     }
     const bool msm = N <= FS_MSMN && d.S <= 2048;
@@ -3194,13 +3197,7 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                 kredo += t - tk, tk = t;
             }
         }
-        if (msm) {
-            unsigned mg = nu < MGRID ? nu : MGRID;
-            size_t ms = sizeof(int) * (d.S + N);
-            if (mnt == 1024) fs_merge_sm<1024><<<mg, 1024, ms>>>(a, nu, x.ctrl, g_dstats);
-            else if (mnt == 512) fs_merge_sm<512><<<mg, 512, ms>>>(a, nu, x.ctrl, g_dstats);
-            else fs_merge_sm<FS_NT><<<mg, FS_NT, ms>>>(a, nu, x.ctrl, g_dstats);
-        }
+        if (msm) fs_merge_sm<<<nu < MGRID ? nu : MGRID, FS_MNT, sizeof(int) * (d.S + N)>>>(a, nu, x.ctrl, g_dstats);
         else fs_merge<<<nu < MGRID ? nu : MGRID, FS_NT, sizeof(int) * d.S>>>(a, nu, x.ctrl, g_dstats);
         cudaLaunchCheck();
         if (profon) kmerge += pnow() - tk;
