@@ -271,7 +271,9 @@
 //   unit at its last item, where no row of it failed (r4 LM 710.3 vs 701.9 us, perf 0.549 vs 0.540,
 //   0.493 vs 0.488: the merges then ran on the CTAs that the tail waits for). r5 (one snippet): LM trace
 //   select 683.9 us a layer (host 59 us a call) vs main 746.3 (host 3616), step 142.8 vs 143.2 ms; r6:
-//   fs_merge_sm at 512 threads (FS_MNT). Final (r7): bench/NOTES.md, select tp v8. Left: the 2.18 items a CTA (finer items would need tp_wgt's 32-row
+//   fs_merge_sm at 512 threads (FS_MNT). Final (r7, one snippet): 670.6 us a layer (host 45 us a
+//   call) vs main 735.5 (host 3622), step 142.7 vs 143.5 ms; perf normal 0.484, skewed 0.499 ms (r2:
+//   0.487 / 0.617). Left: the 2.18 items a CTA (finer items would need tp_wgt's 32-row
 //   tiling changed), the finish (~63% of tp_wgt), pass 1 (~96 us), the conversions of q / k to bf16
 //   before the call (backend_bf16.cu: the lead's).
 // tp's two passes (s11; the default where the longest row has <= TP2_MAXLD = 8192 candidates,
