@@ -2,7 +2,8 @@
 // AttnIndex exactly as the CPU's attention_select does on the bf16-rounded inputs.
 //
 // ms (pool mean, score dot, select region, order rank): three paths, MSLAB_SELECT_BF16=
-// old|fused|tp (each falls back to the one before it when a row overflows its buffers).
+// old|fused|tp (until s14 each fell back to the one before it when a row overflowed its buffers;
+// since s14 a failed row of fused / tp is redone in the same call by fs_redo, no host decision).
 // old (fs_select): fp64 score rows in global memory (256 MB batches), a radix select per row;
 //   at 1M it reads / writes ~6.9e10 scores x 8 B several times: 3.93 s, 57% of MS fwd+bwd.
 // fused (fx_select, the default below 512K until s6; since s7 where tp does not apply or fails):
@@ -241,12 +242,45 @@
 //   0.53, 0.54, 32K 1.91, 1.95 / 1.67, 1.65, 64K 5.12, 5.14 / 4.53, 4.52, 128K 14.98, 15.09 / 13.29,
 //   13.28; 1M (bench inputs) 521.9 / 497.6; 32K (tp_wgt) kernel 1.16 ms, pass 1 0.30, CTA busy 94.8%.
 //   The targets were not reached: the costs are spread thin (see bench/NOTES.md, select tp v7).
+//   s14 (issue 8, the LM row: B 1, T 32K, H = KVH = 12, D 64, paper config; target <= 350 us a layer of
+//   the op's GPU span, no host wait). s14 r1 (lead, `MSLAB_BF16_TRACE=4 MSLAB_LM_ROWS=1 mslab-gpu-bench
+//   --lm`): select 739 us a layer, the host 3.7 ms a call inside it: two pageable cudaMemcpy's of the
+//   unit tables a call (each waits for the GPU's queue to drain) and the ctrl download for the
+//   fallback decision. Now no call waits: the unit tables (they depend on the shapes only) are kept on
+//   the device by content (sel_tables), a failed row is redone in the stream by fs_redo (the exact
+//   path's scores and top-S of that row; it exits at once where ctrl[1] says none failed) instead of
+//   the whole call again on the next path, the counters are copied by the merge's CTA 0 to a device
+//   buffer that select_bf16_last_stats downloads when a test asks, one memset a call (ctrl, the work
+//   counters, the failure flags). r2 (one binary; the old waits behind a switch, removed): 714.0 /
+//   706.7 us a layer (host 62 / 53 us a call) vs 790.6 (host 3558), step 142.0 / 141.6 vs 143.6 ms.
+//   Then the kernels on the LM's own q / k (r2, MSLAB_SELECT_PROF, 84 calls, each phase with ~10 us of
+//   the profile's sync): pool+prep 45-80 us, pass 1 107-125, tp_wgt 326-365, merge 28-134 (!), no
+//   failed row; tp_wgt: CTA ends min 244 / p50 270 / max 325 us, busy 84% (576 32-row items on 264
+//   CTAs: 2.18 a CTA, the tail is their quantisation), sort 23% of its warp-cycles, filter 16%,
+//   clusters 14%, exact 12%, survivors 10%, mma 6%. The LM's lists are skewed (a block's members pick
+//   the same regions), so fs_merge scans many ranks before S distinct, its atomicMin's on L2 serialised:
+//   fs_merge_sm (first positions in shared memory, 8 positions a thread, a chunk in two barriers;
+//   N <= 16384, fs_merge beyond; 256 threads, r6: 512): r3 LM 687.3 vs 704.4 us a layer; tests' perf row at the
+//   LM shape (MSLAB_SELECT_PERF=32768 MSLAB_SELECT_PERF_TP=1 MSLAB_SELECT_PERF_H=12 _D=64, ms a call
+//   with the list download) skewed inputs (MSLAB_SELECT_PERF_SKEW=1) 0.520 vs 0.611, normal 0.484 vs
+//   0.487; ncu (r3, skew 1): tp_pool_prep 31.8 us (DRAM 42%), tp_thr1 95.7, tp_wgt 303.5, fs_merge_sm
+//   88.0 (192 CTAs, one unit each: the slowest unit's scan). Tried and removed: programmatic dependent
+//   launch between the five kernels (r2 LM 714.0 vs 706.7 us without; r4 perf 0.549 / 0.544 skew,
+//   0.493 / 0.491 normal); the merge's atomicMin's aggregated per warp (__match_any) with one ballot
+//   scan a chunk (r4 skew 0.540 vs fs_merge 0.601: less than r3's plain version); tp_wgt merging each
+//   unit at its last item, where no row of it failed (r4 LM 710.3 vs 701.9 us, perf 0.549 vs 0.540,
+//   0.493 vs 0.488: the merges then ran on the CTAs that the tail waits for). r5 (one snippet): LM trace
+//   select 683.9 us a layer (host 59 us a call) vs main 746.3 (host 3616), step 142.8 vs 143.2 ms; r6:
+//   fs_merge_sm at 512 threads (FS_MNT). Final (r7, one snippet): 670.6 us a layer (host 45 us a
+//   call) vs main 735.5 (host 3622), step 142.7 vs 143.5 ms; perf normal 0.484, skewed 0.499 ms (r2:
+//   0.487 / 0.617). Left: the 2.18 items a CTA (finer items would need tp_wgt's 32-row
+//   tiling changed), the finish (~63% of tp_wgt), pass 1 (~96 us), the conversions of q / k to bf16
+//   before the call (backend_bf16.cu: the lead's).
 // tp's two passes (s11; the default where the longest row has <= TP2_MAXLD = 8192 candidates,
 //   MSLAB_SELECT_TP2=0: never; since s12 on sm_90 the second pass is tp_wgt past TW_MINLD candidates,
 //   at any length, MSLAB_SELECT_TPW=0: tp_select<P2> as before): tp_thr1 gives every row a fixed
-//   threshold, tp_select<P2> (tp_wgt) sweeps from it without sketches; a failed row sends the call to
-//   tp_select (straight to fused where every failed row failed the bound: tp_select would fail them
-//   alike), then fused, then old. Design at tp_thr1 and tp_wgt. s13 (tests): select_bf16_tw_min(0)
+//   threshold, tp_select<P2> (tp_wgt) sweeps from it without sketches; a failed row (until s14 the
+//   call went on to tp_select, fused, old) is redone by fs_redo. Design at tp_thr1 and tp_wgt. s13 (tests): select_bf16_tw_min(0)
 //   runs tp_wgt at every length (the parity rows' "tp-wgt" mode: B > 1, ties, rising, raise and
 //   huge-norm rows, which never pass TW_MINLD), select_bf16_last_tw says whether it made the lists.
 // Shared with select_blocks.cu (select_common.cuh): the region pooling, fs_key, the DMMA step,
@@ -409,23 +443,15 @@ __device__ __forceinline__ int fs_scan01(int f, int *wtot, int *tot) {
     return base + before;
 }
 
-// top-S of one member: grid (member, unit)
-__global__ void __launch_bounds__(FS_NT) fs_topk(FsArgs a, int P, int cache) {
-    extern __shared__ unsigned long long sk[]; // [P] keys, [cache] scores, then [P] ids
+// CTA: the top n = min(S, e) of one score row (e candidates; row in global memory) into tops: a radix
+// select on fs_key, the winners sorted (score desc, id asc, NaN last). sk: the dynamic shared memory
+// ([P] keys, [cache] scores, [P] ids); every thread calls it
+__device__ void fs_topk_row(const double *row, int e, int n, int S, int *tops, int P, int cache,
+                            unsigned long long *sk) {
     double *rc = (double *)(sk + P);
     int *sid = (int *)(rc + cache);
     __shared__ int hist[256], wtot[FS_NT / 32], s_cnt, s_bin, s_need, s_allin, s_ties;
-    const FsUnit U = a.units[blockIdx.y];
-    int m = blockIdx.x, g0 = U.c * a.M, members = min(a.N, g0 + a.M) - g0;
-    if (m >= members) return;
-    int tid = threadIdx.x, e = fs_elig(a, U.c, g0 + m), n = min(a.S, e);
-    int *tops = a.tops + ((size_t)blockIdx.y * a.M + m) * a.S;
-    if (a.moba_bs) { // moba: the row's list directly: top ranks, then its own block, then -1
-        tops = a.idx + (((size_t)U.b * a.H + U.h) * a.nblk + g0 + m) * a.W;
-        for (int s2 = n + tid; s2 < a.W; s2 += FS_NT) tops[s2] = s2 == n ? e : -1;
-    }
-    if (n == 0) return;
-    const double *row = a.scores + U.off + (size_t)m * U.ld;
+    int tid = threadIdx.x;
     if (e <= cache) { // the radix passes then read shared memory
         for (int j = tid; j < e; j += FS_NT) rc[j] = row[j];
         __syncthreads();
@@ -433,7 +459,7 @@ __global__ void __launch_bounds__(FS_NT) fs_topk(FsArgs a, int P, int cache) {
     }
     unsigned long long prefix = 0, mask = 0;
     int need = n, allin = 1; // e <= S: every candidate is in
-    if (e > a.S) {
+    if (e > S) {
         allin = 0;
         for (int shift = 56; shift >= 0; shift -= 8) {
             for (int i = tid; i < 256; i += FS_NT) hist[i] = 0;
@@ -507,11 +533,30 @@ __global__ void __launch_bounds__(FS_NT) fs_topk(FsArgs a, int P, int cache) {
     for (int p = tid; p < n; p += FS_NT) tops[p] = sid[p];
 }
 
-// rank-major merge + locals (and the dense lists): one CTA per unit, grid-stride
-__global__ void __launch_bounds__(FS_NT) fs_merge(FsArgs a, int nunits) {
+// top-S of one member: grid (member, unit)
+__global__ void __launch_bounds__(FS_NT) fs_topk(FsArgs a, int P, int cache) {
+    extern __shared__ unsigned long long sk[]; // [P] keys, [cache] scores, then [P] ids
+    const FsUnit U = a.units[blockIdx.y];
+    int m = blockIdx.x, g0 = U.c * a.M, members = min(a.N, g0 + a.M) - g0;
+    if (m >= members) return;
+    int tid = threadIdx.x, e = fs_elig(a, U.c, g0 + m), n = min(a.S, e);
+    int *tops = a.tops + ((size_t)blockIdx.y * a.M + m) * a.S;
+    if (a.moba_bs) { // moba: the row's list directly: top ranks, then its own block, then -1
+        tops = a.idx + (((size_t)U.b * a.H + U.h) * a.nblk + g0 + m) * a.W;
+        for (int s2 = n + tid; s2 < a.W; s2 += FS_NT) tops[s2] = s2 == n ? e : -1;
+    }
+    if (n == 0) return;
+    fs_topk_row(a.scores + U.off + (size_t)m * U.ld, e, n, a.S, tops, P, cache, sk);
+}
+
+// rank-major merge + locals (and the dense lists): one CTA per unit, grid-stride. s14: CTA 0 also copies
+// the 16 ctrl words to stats (select_bf16_last_stats downloads them when asked; none where stats null)
+__global__ void __launch_bounds__(FS_NT) fs_merge(FsArgs a, int nunits, const int *ctrl = nullptr,
+                                                  int *stats = nullptr) {
     extern __shared__ int sel[]; // [S]
     __shared__ int wtot[FS_NT / 32];
     int tid = threadIdx.x;
+    if (blockIdx.x == 0 && stats && tid < 16) stats[tid] = ctrl[tid];
     int *fp = a.fpos + (size_t)blockIdx.x * a.N;
     for (int ui = blockIdx.x; ui < nunits; ui += gridDim.x) {
         const FsUnit U = a.units[ui];
@@ -572,6 +617,94 @@ __global__ void __launch_bounds__(FS_NT) fs_merge(FsArgs a, int nunits) {
     }
 }
 
+
+// s14: fs_merge with the first positions in shared memory (N <= FS_MSMN regions) and a chunk of the
+// rank-major scan in two barriers (fs_merge: atomicMin on fpos in L2, two barriers per 256 positions).
+// The LM row's q / k (a model's, not the tests' random ones) make the members of a block pick the same
+// regions, so a unit scans many ranks before S distinct: s14 r2 (H200, LM row, MSLAB_SELECT_PROF) the
+// merge took 28-134 us a call (~8% of the selection), the L2 atomics of one region by many members
+// serialised. Per chunk of FS_MPT positions a thread: ids and the atomicMin's in shared memory, a
+// barrier, the first occurrences counted, one block scan (a warp scan and the warp totals), the
+// ordered writes. The same lists (the scan order and the first-occurrence rule are fs_merge's).
+// Tried and removed (r4): the atomicMin's aggregated per warp (__match_any, lanes = one rank's
+// members) with a ballot scan a chunk: skewed perf 0.540 ms vs fs_merge 0.601 (this: 0.520 vs 0.611 in r3)
+#define FS_MPT 8
+#define FS_MSMN 16384
+// 512 threads a CTA (s14 r6, LM shape perf, ms a call, skewed / normal inputs: 256 threads 0.515 /
+// 0.480, 512 0.488 / 0.483, 1024 0.498 / 0.498 (one CTA an SM: 192 CTAs, two waves); LM trace 689.5 vs
+// 694.6 us a layer with 256): 4096 positions a chunk, two CTAs an SM at 64 registers, one wave
+#define FS_MNT 512
+__global__ void __launch_bounds__(FS_MNT) fs_merge_sm(FsArgs a, int nunits, const int *ctrl, int *stats) {
+    constexpr int NT = FS_MNT;
+    extern __shared__ int sel[]; // [S] the selection, then [N] first positions
+    __shared__ int wtot[2][NT / 32];
+    int *fs = sel + a.S;
+    int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    if (blockIdx.x == 0 && stats && tid < 16) stats[tid] = ctrl[tid];
+    for (int ui = blockIdx.x; ui < nunits; ui += gridDim.x) {
+        const FsUnit U = a.units[ui];
+        int c = U.c, g0 = c * a.M, gend = min(a.N, g0 + a.M);
+        size_t li = ((size_t)U.b * a.H + U.h) * a.nblk + c, lo = li * a.W;
+        int *list = a.idx + lo;
+        if (c < a.first || (c == a.nblk - 1 && a.last_dense)) {
+            for (int s = tid; s < a.W; s += NT) {
+                list[s] = s < gend ? s : -1;
+                if (a.kpos) a.kpos[lo + s] = s < gend ? s * a.w : 0;
+            }
+            if (a.kpos && tid == 0) a.qpos[li] = c * a.Gq;
+            continue;
+        }
+        int local0 = max(0, g0 - (a.lg - 1) * a.M), members = gend - g0;
+        const int *tops = a.tops + (size_t)ui * a.M * a.S;
+        int maxn = 0;
+        for (int m = 0; m < members; m++) maxn = max(maxn, min(a.S, fs_elig(a, c, g0 + m)));
+        for (int i = tid; i < a.N; i += NT) fs[i] = INT_MAX;
+        __syncthreads();
+        int npos = maxn * members, cnt = 0, k = 0;
+        for (int c0 = 0; c0 < npos && cnt < a.S; c0 += NT * FS_MPT, k ^= 1) {
+            int ids[FS_MPT];
+#pragma unroll
+            for (int i = 0; i < FS_MPT; i++) {
+                int p = c0 + tid * FS_MPT + i, r = p / members, m = p - r * members;
+                ids[i] = p < npos && r < min(a.S, fs_elig(a, c, g0 + m)) ? tops[(size_t)m * a.S + r] : -1;
+                if (ids[i] >= 0) atomicMin(fs + ids[i], p);
+            }
+            __syncthreads();
+            unsigned fm = 0;
+#pragma unroll
+            for (int i = 0; i < FS_MPT; i++)
+                if (ids[i] >= 0 && fs[ids[i]] == c0 + tid * FS_MPT + i) fm |= 1u << i;
+            int n = __popc(fm), inc = n;
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+                int v = __shfl_up_sync(0xffffffffu, inc, o);
+                if (lane >= o) inc += v;
+            }
+            if (lane == 31) wtot[k][warp] = inc;
+            __syncthreads();
+            int base = inc - n, tot = 0;
+            for (int w = 0; w < NT / 32; w++) {
+                int t = wtot[k][w];
+                base += w < warp ? t : 0, tot += t;
+            }
+#pragma unroll
+            for (int i = 0; i < FS_MPT; i++)
+                if (fm >> i & 1) {
+                    if (cnt + base < a.S) sel[cnt + base] = ids[i];
+                    base++;
+                }
+            cnt += tot;
+        }
+        __syncthreads();
+        int nsel = min(cnt, a.S), ntot = nsel + gend - local0;
+        for (int s = tid; s < a.W; s += NT) {
+            list[s] = s < nsel ? sel[s] : s < ntot ? local0 + (s - nsel) : -1;
+            if (a.kpos) a.kpos[lo + s] = s < ntot ? s * a.w : 0;
+        }
+        if (a.kpos && tid == 0) a.qpos[li] = (nsel + g0 - local0) * a.w;
+        __syncthreads(); // sel / fs reused by the next unit
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Fused path (fx_select, the default unless MSLAB_SELECT_BF16=old): scores and the per-member
@@ -952,6 +1085,9 @@ struct FxArgs {
     const uint16_t *kbw;       // tp_wgt (s12): the key limbs as pre-swizzled 64-key tiles [B, KVH, ntw, 2, D, 64]
     int ntw;                   // tiles per kv head (kbw)
     unsigned long long *pcta;  // MSLAB_SELECT_PROF (s13): [grid][2] each CTA's first / last globaltimer
+    int *fail;                 // s14: per row of the batch [units][M], 1 where the row failed (fs_redo redoes it)
+    int *work;                 // s14: this kernel's work counter (fx_next; ctrl[0] before), cleared with ctrl
+    int force;                 // tests (select_bf16_force_redo): fs_redo also redoes every force-th row (0: none)
 };
 __device__ __forceinline__ unsigned long long tp_gtime() {
     unsigned long long t;
@@ -977,7 +1113,7 @@ __device__ bool fx_next(const FxArgs &x, double *qs, int *s_item, int *erow, uns
     const FsArgs &a = x.a;
     for (;;) {
         __syncthreads();
-        if (threadIdx.x == 0) *s_item = atomicAdd(x.ctrl, 1);
+        if (threadIdx.x == 0) *s_item = atomicAdd(x.work, 1);
         __syncthreads();
         int item = *s_item;
         if (item >= x.nitems) return false;
@@ -1007,7 +1143,8 @@ __device__ bool fx_next(const FxArgs &x, double *qs, int *s_item, int *erow, uns
 // than the finish's cap), by too few (< nsel); tp: by an invalid bound; the most survivors of a row;
 // tp's histogram rows (rows that turned) and their threshold updates; tp rows whose threshold the
 // finish raised (more than x.pcap survivors, TP_PMAX but in the tests; counted where t moved)
-enum { CTL_FBUF = 6, CTL_FSURV, CTL_FFEW, CTL_FBOUND, CTL_MAXSURV, CTL_HROWS, CTL_HUPD, CTL_RAISED, CTL_N };
+// (s14) CTL_REDONE: rows redone by fs_redo
+enum { CTL_FBUF = 6, CTL_FSURV, CTL_FFEW, CTL_FBOUND, CTL_MAXSURV, CTL_HROWS, CTL_HUPD, CTL_RAISED, CTL_REDONE, CTL_N };
 static_assert(CTL_N <= 16, "ctrl: 64 bytes cleared per call");
 struct FxEnt {
     unsigned long long k;
@@ -1039,15 +1176,68 @@ __device__ __forceinline__ int fx_survivors(const FxArgs &x, unsigned cnt_r, int
         return w;
     }
     if (ng > x.capg || w > cap || w < nsel) {
-        if (lane == 0)
+        if (lane == 0) {
             atomicAdd(x.ctrl + 1, 1),
                 atomicAdd(x.ctrl + (ng > x.capg ? CTL_FBUF : w > cap ? CTL_FSURV : CTL_FFEW), 1);
+            x.fail[(tops - x.a.tops) / x.a.S] = 1; // the row's index in the batch (its tops row)
+        }
         for (int s = lane; s < nsel; s += 32) tops[s] = s;
         __syncwarp();
         return -1;
     }
     __syncwarp();
     return w;
+}
+
+// s14: the rows a selection kernel failed (x.fail: buffer or survivor overflow, too few, an invalid
+// bound), redone exactly in the same stream, so that no call needs the host to see ctrl (before s14
+// the host downloaded it and ran the whole call again on the next path: tp_select, fused, old).
+// A CTA a row (grid-stride over the batch's rows): the row's pooled q (sel_pool2, the CPU's
+// pool_rows), its e scores as the CPU's (dmul, then dadd in dimension order; tp_exact's), into the
+// CTA's sb row (e <= ldmax), then fs_topk's radix select and sort into the row's tops. Launched after
+// every fused / tp selection kernel; exits at once where ctrl[1] says no row failed (and no test
+// forces rows: x.force). The first 4 calls with failures in a process print a note (device printf).
+__device__ int g_redo_notes = 0;
+template <int DM>
+__global__ void __launch_bounds__(FS_NT) fs_redo(FxArgs x, int nrows, double *sb, int ldmax, int P, int cache) {
+    const int nfail = *(volatile int *)(x.ctrl + 1);
+    if (nfail == 0 && x.force <= 0) return;
+    extern __shared__ unsigned long long sk[];
+    __shared__ double qr[DM];
+    const FsArgs &a = x.a;
+    if (blockIdx.x == 0 && threadIdx.x == 0 && nfail > 0 && atomicAdd(&g_redo_notes, 1) < 4)
+        printf("select_bf16: %d rows failed (buffer %d, survivors %d, too few %d, bound %d; max inserts %d, "
+               "max survivors %d): redone exactly (fs_redo)\n",
+               nfail, x.ctrl[CTL_FBUF], x.ctrl[CTL_FSURV], x.ctrl[CTL_FFEW], x.ctrl[CTL_FBOUND], x.ctrl[2],
+               x.ctrl[CTL_MAXSURV]);
+    double *row = sb + (size_t)blockIdx.x * ldmax;
+    for (int ri = blockIdx.x; ri < nrows; ri += gridDim.x) {
+        if (!x.fail[ri] && !(x.force > 0 && ri % x.force == 0)) continue;
+        const FsUnit U = a.units[ri / a.M];
+        int m = ri % a.M, g0 = U.c * a.M, members = min(a.N, g0 + a.M) - g0;
+        if (U.ld <= 0 || m >= members) continue;
+        int e = fs_elig(a, U.c, g0 + m), n = min(a.S, e);
+        if (n <= 0) continue;
+        __syncthreads(); // qr, the shared arrays of the last row
+        if (threadIdx.x < DM / 2) {
+            int r0 = (g0 + m) * a.w;
+            size_t st = (size_t)a.H * a.D / 2;
+            const uint32_t *src = (const uint32_t *)(a.q + ((size_t)U.b * a.T * a.H + U.h) * a.D) + r0 * st + threadIdx.x;
+            sel_pool2(src, st, min(a.T, r0 + a.w) - r0, &qr[2 * threadIdx.x], &qr[2 * threadIdx.x + 1]);
+        }
+        __syncthreads();
+        const double *kd = a.kbar + ((size_t)U.b * a.KVH + U.h / (a.H / a.KVH)) * a.NK * DM;
+        for (int j = threadIdx.x; j < e && j < ldmax; j += FS_NT) {
+            const double *kr = kd + (size_t)j * DM;
+            double sc = 0.0;
+#pragma unroll 8
+            for (int d = 0; d < DM; d++) sc = __dadd_rn(sc, __dmul_rn(qr[d], kr[d]));
+            row[j] = sc;
+        }
+        __syncthreads();
+        fs_topk_row(row, e, n, a.S, a.tops + (size_t)ri * a.S, P, cache, sk);
+        if (threadIdx.x == 0) atomicAdd(x.ctrl + CTL_REDONE, 1);
+    }
 }
 
 template <int DM>
@@ -1313,8 +1503,13 @@ __global__ void tp_prep_k(uint16_t *kbf, float *knorm, float *kfac, int *ctrl, c
 // kernel, a warp per key region: the pooled kbar (sel_pool2's sums, the same order) from registers
 // into tp_prep_k's limbs / norms / scales (no re-read of kbar), and the norm maximum reduced per warp
 // over its grid-stride rows, one atomic a warp (tp_prep_k: one a key region, all on ctrl[3])
+// s14: it also fills fs_merge's first positions (fpos, nfp words) with "none yet" (0x7f7f7f7f; a
+// memset before)
 __global__ void tp_pool_prep(double *kbar, const uint16_t *k, int B, int T, int KVH, int w, uint16_t *kbf,
-                             float *knorm, float *kfac, int *ctrl, int N, int nkp, int D, uint16_t *kbw, int ntw) {
+                             float *knorm, float *kfac, int *ctrl, int N, int nkp, int D, uint16_t *kbw, int ntw,
+                             int *fpos, size_t nfp) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < nfp; i += (size_t)gridDim.x * blockDim.x)
+        fpos[i] = 0x7f7f7f7f;
     size_t rows = (size_t)B * KVH * N, st = (size_t)KVH * D / 2; // st: 32-bit words a token
     int lane = threadIdx.x & 31, nmax = 0;
     size_t wid = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5;
@@ -1799,8 +1994,8 @@ __global__ void __launch_bounds__(FX_NT, 2) tp_select(FxArgs x) {
                 crow[r] = __fmul_ru(TP_C16, n), qe[r] = e == TP_EBAD ? 0 : e, hm[r] = 0;
                 if (P2 && r < rows && erow[r] > a.S) // pass 1's threshold
                     thr[r] = x.tinit[(((size_t)U.b * a.H + U.h) * a.nblk + U.c) * a.M + m0 + r];
-                if (r < rows && (!(n * nkmax <= 0x1p100f) || e == TP_EBAD)) // falls back
-                    atomicAdd(x.ctrl + 1, 1), atomicAdd(x.ctrl + CTL_FBOUND, 1);
+                if (r < rows && (!(n * nkmax <= 0x1p100f) || e == TP_EBAD)) // redone (fs_redo)
+                    atomicAdd(x.ctrl + 1, 1), atomicAdd(x.ctrl + CTL_FBOUND, 1), x.fail[(size_t)U.off * a.M + m0 + r] = 1;
             }
         }
         __syncthreads();
@@ -2451,8 +2646,8 @@ __global__ void __launch_bounds__(TWT_NT, 2) tp_wgt(FxArgs x) {
                 crow[r] = __fmul_ru(TP_C16, n), qe[r] = e == TP_EBAD ? 0 : e;
                 if (r < rows && erow[r] > a.S)
                     thr[r] = x.tinit[(((size_t)U.b * a.H + U.h) * a.nblk + U.c) * a.M + m0 + r];
-                if (r < rows && (!(n * nkmax <= 0x1p100f) || e == TP_EBAD)) // falls back
-                    atomicAdd(x.ctrl + 1, 1), atomicAdd(x.ctrl + CTL_FBOUND, 1);
+                if (r < rows && (!(n * nkmax <= 0x1p100f) || e == TP_EBAD)) // redone (fs_redo)
+                    atomicAdd(x.ctrl + 1, 1), atomicAdd(x.ctrl + CTL_FBOUND, 1), x.fail[(size_t)U.off * a.M + m0 + r] = 1;
             }
         }
         __syncthreads();
@@ -2529,8 +2724,12 @@ __global__ void __launch_bounds__(TWT_NT, 2) tp_wgt(FxArgs x) {
         for (int i = 0; i < TP_NPROF; i++) atomicAdd(x.prof + i, s_prof[warp][i]);
         atomicMax(x.pcta + 2 * blockIdx.x + 1, tp_gtime());
     }
-#else // an image without sm_90a's wgmma (the compute_90 PTX, JIT-compiled): count a failed row, so
-      // the call falls back to tp_select instead of passing with no list written (s12 review)
+#else // an image without sm_90a's wgmma (the compute_90 PTX, JIT-compiled): every row failed, so
+      // fs_redo makes the lists instead of passing with none written (s12 review; s14: the redo)
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < x.nitems * TWT_RM; i += gridDim.x * blockDim.x) {
+        int item = i / TWT_RM, m = (item % x.mt) * TWT_RM + i % TWT_RM;
+        if (m < x.a.M) x.fail[(size_t)x.ord[item / x.mt] * x.a.M + m] = 1;
+    }
     if (blockIdx.x == 0 && threadIdx.x == 0) atomicAdd(x.ctrl + 1, 1);
 #endif
 }
@@ -2661,10 +2860,6 @@ static int fs_select(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q, co
 
 static int g_select_path = 0;
 static int g_select_stats[CTL_N]; // the last fused / tp call's ctrl words (select_bf16_last_stats)
-// the two-pass call's ctrl words (a fallback's call overwrites g_select_stats); all its failed rows
-// by the bound (NaN / inf, huge norms: tp_select would fail them alike, so it is skipped)
-static int g_tp2_stats[CTL_N];
-static bool g_tp2_bound;
 // tests (select_bf16_tp2_thr): pass 1's thresholds of the last two-pass call, kept on the host
 static int g_tp2_keep = 0, *g_tp2_thr = NULL;
 static size_t g_tp2_nthr = 0;
@@ -2709,6 +2904,61 @@ static TpKernel tp_kernel(int D, bool p2 = false) {
     return D == 64 ? tp_select<64, TP_CAPF> : tp_select<128, TP_CAPF>;
 }
 static int select_mode(void);
+// s14: the last call's ctrl words, copied by its merge's CTA 0 to g_dstats (no host wait in the call,
+// no copy in the stream); sel_stats_sync downloads them (the tests' hooks, MSLAB_SELECT_DEBUG)
+static int *g_dstats = NULL;
+static bool g_stats_pending = false;
+static void sel_stats_sync(void) {
+    if (!g_stats_pending) return;
+    cudaCheck(cudaMemcpy(g_select_stats, g_dstats, sizeof(int) * CTL_N, cudaMemcpyDeviceToHost));
+    g_stats_pending = false;
+}
+// s14: the unit tables (units, work orders) depend only on the shapes and the path: kept on the device
+// by content (SEL_NTAB of them, least recently used replaced), so a call uploads nothing where a
+// previous call had the same tables (before s14: two pageable cudaMemcpy's a call, each waiting for
+// the GPU's queue to drain). A replaced buffer is rewritten by a cudaMemcpy in stream order (after
+// the kernels that read it)
+#define SEL_NTAB 8
+static struct {
+    size_t bytes, cap;
+    void *host, *dev;
+    unsigned long long use;
+} g_tab[SEL_NTAB];
+static unsigned long long g_tab_clock = 0;
+static const void *sel_tables(const void *h, size_t bytes) {
+    int lru = 0;
+    for (int i = 0; i < SEL_NTAB; i++) {
+        if (g_tab[i].dev && g_tab[i].bytes == bytes && !memcmp(g_tab[i].host, h, bytes)) {
+            g_tab[i].use = ++g_tab_clock;
+            return g_tab[i].dev;
+        }
+        if (g_tab[i].use < g_tab[lru].use) lru = i;
+    }
+    auto &t = g_tab[lru];
+    if (t.cap < bytes) {
+        free(t.host);
+        if (t.dev) cudaCheck(cudaFree(t.dev));
+        t.host = malloc(bytes);
+        MS_ASSERT(t.host, "out of memory");
+        cudaCheck(cudaMalloc(&t.dev, bytes));
+        t.cap = bytes;
+    }
+    memcpy(t.host, h, bytes);
+    cudaCheck(cudaMemcpy(t.dev, h, bytes, cudaMemcpyHostToDevice));
+    t.bytes = bytes, t.use = ++g_tab_clock;
+    return t.dev;
+}
+// fs_redo's dynamic shared memory (fs_topk's: sort keys / ids of P and a score cache of up to 8192)
+static void fs_redo_optin(void) {
+    static bool done = false;
+    if (done) return;
+    cudaCheck(cudaFuncSetAttribute(fs_redo<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(2048 * 12 + 8192 * 8)));
+    cudaCheck(cudaFuncSetAttribute(fs_redo<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(2048 * 12 + 8192 * 8)));
+    done = true;
+}
+// tests (select_bf16_force_redo): fs_redo also redoes every n-th row of each batch (0: none)
+static int g_force_redo = 0;
+
 static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *q,
                           const uint16_t *k, int B, int T, int H, int KVH, int D, int kind) {
     const bool tp = kind > 0, tp2 = kind == 2;
@@ -2725,15 +2975,13 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     int N = d.N, maxld = 0;
     size_t nunit;
     FsUnit *hu = fs_units_ms(d, B, H, &nunit);
-    int *hord = (int *)malloc(sizeof(int) * nunit);
-    MS_ASSERT(hord, "out of memory");
     for (size_t i = 0; i < nunit; i++) maxld = hu[i].ld > maxld ? hu[i].ld : maxld;
     // tp_wgt: the two passes past TW_MINLD at any length (s12 r5 / r6, 1M: 523 ms vs tp_select's 549 / 551)
     if (g_tw_min < 0) g_tw_min = getenv("MSLAB_SELECT_TWMIN") ? atoi(getenv("MSLAB_SELECT_TWMIN")) : TW_MINLD;
     const bool tw = tp2 && g_tpw && arch_ok() && maxld > g_tw_min;
     if (maxld > 65535 || (tp && select_mode() == 3 && maxld < TP_AUTO_MIN) || (tp2 && !tw && maxld > TP2_MAXLD)) {
         // 16-bit counters; the two-pass's cut
-        free(hu), free(hord);
+        free(hu);
         return -1;
     }
     int dev = 0, nsm = 0;
@@ -2750,14 +2998,17 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     int capg = maxld < FX_CAPG ? (maxld > 0 ? maxld : 1) : FX_CAPG; // no overflow when maxld fits
     size_t kb_n = (size_t)B * KVH * N * D, gbuf = (size_t)nslot * rm * capg;
     size_t o_tops = align256(kb_n * 8), o_fp = align256(o_tops + (size_t)MAXU * d.M * d.S * 4);
-    size_t o_units = align256(o_fp + (size_t)MGRID * N * 4);
-    size_t o_ord = align256(o_units + MAXU * sizeof(FsUnit)), o_gk = align256(o_ord + MAXU * 4);
+    // s14: fs_redo's score rows [nsm][maxld]; after ctrl (16 words) each batch's two work counters and
+    // the rows' failure flags [nunit][M], all cleared by one memset (the unit tables live apart: sel_tables)
+    const int nbt = (int)((nunit + MAXU - 1) / MAXU);
+    size_t o_sb = align256(o_fp + (size_t)MGRID * N * 4), o_gk = align256(o_sb + (size_t)nsm * (maxld > 0 ? maxld : 1) * 8);
     size_t o_gi = align256(o_gk + gbuf * 8), o_ctrl = align256(o_gi + gbuf * 4);
+    size_t o_fail = o_ctrl + 64 + (size_t)nbt * 8, o_cend = o_fail + nunit * d.M * 4;
     // tp: bf16 kbar, key norm bounds per kv head padded to NKP (16-byte aligned tiles; a tile
     // may read 128 past the last)
     size_t nkp = ((size_t)N + 3) / 4 * 4, heads = (size_t)B * KVH;
     size_t nkn = tp ? heads * nkp + 128 : 0; // floats
-    size_t o_kbf = align256(o_ctrl + 256), o_kn = align256(o_kbf + (tp ? kb_n * 4 : 0));
+    size_t o_kbf = align256(o_cend), o_kn = align256(o_kbf + (tp ? kb_n * 4 : 0));
     size_t o_kf = align256(o_kn + nkn * 4), o_qg = align256(o_kf + nkn * 4);
     // two-pass: pass 1's threshold per member row
     size_t o_ti = align256(o_qg + (tp ? (size_t)nslot * rm * D * 8 : 0));
@@ -2772,10 +3023,8 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     a = fs_args_ms(ix, cfg, d, q, B, T, H, KVH, D);
     a.kbar = (double *)scr, a.scores = NULL;
     a.tops = (int *)(scr + o_tops), a.fpos = (int *)(scr + o_fp);
-    FsUnit *du = (FsUnit *)(scr + o_units);
-    int *dord = (int *)(scr + o_ord);
-    a.units = du;
-    x.ord = dord, x.gkey = (unsigned long long *)(scr + o_gk), x.gid = (int *)(scr + o_gi);
+    x.force = g_force_redo;
+    x.gkey = (unsigned long long *)(scr + o_gk), x.gid = (int *)(scr + o_gi);
     x.ctrl = (int *)(scr + o_ctrl), x.mt = mt, x.capg = capg;
     x.kbf = (const uint16_t *)(scr + o_kbf), x.knorm = (const float *)(scr + o_kn);
     x.kfac = (const float *)(scr + o_kf), x.qg = (double *)(scr + o_qg);
@@ -2796,7 +3045,7 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         clock_gettime(CLOCK_MONOTONIC, &ts);
         return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
     };
-    double ksel = 0, kmerge = 0, tp0 = 0, tp1 = 0, tk = 0, kpass1 = 0;
+    double ksel = 0, kmerge = 0, tp0 = 0, tp1 = 0, tk = 0, kpass1 = 0, kredo = 0;
     // MSLAB_SELECT_TP_HUPD=n: the update interval (diagnostics). s10 (H200): sparse_wgmma_fwd_perf's
     // 128K inputs (near-ties: 99.5M of 100.6M survivors need exact scores) fail 7776 rows (max 876
     // survivors after the raise) at n = 128, 256 and 384 alike, so they fall back to fused whatever
@@ -2811,18 +3060,27 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         cudaCheck(cudaMemsetAsync(dprof, 0, sizeof(unsigned long long) * TP_NPROF));
     }
     if (profon) tp0 = pnow();
-    cudaCheck(cudaMemsetAsync(a.fpos, 0x7f, (size_t)MGRID * N * 4));
-    cudaCheck(cudaMemsetAsync(x.ctrl, 0, 64));
+    cudaCheck(cudaMemsetAsync(x.ctrl, 0, o_cend - o_ctrl)); // ctrl, the work counters, the failure flags
+    if (!g_dstats) cudaCheck(cudaMalloc(&g_dstats, 64));
+    static bool msm_attr = false; // fs_merge_sm where N <= FS_MSMN (fs_merge beyond)
+    if (!msm_attr) {
+        cudaCheck(cudaFuncSetAttribute(fs_merge_sm, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)(sizeof(int) * (2048 + FS_MSMN))));
+        msm_attr = true;
+    }
+    const bool msm = N <= FS_MSMN && d.S <= 2048;
     static int env_pp = -1; // MSLAB_SELECT_TPPP (s13): tp's pooling and limbs in one kernel (tp_pool_prep)
     if (env_pp < 0) env_pp = getenv("MSLAB_SELECT_TPPP") ? atoi(getenv("MSLAB_SELECT_TPPP")) != 0 : 1;
-    if (tp && env_pp) {
+    if (tp && env_pp) { // (and fpos filled where fs_merge runs: no memset)
         unsigned gp = grid_for(heads * N * 32, 256), gmax = (unsigned)nsm * 3; // 24 warps an SM (69 registers), grid-stride
         tp_pool_prep<<<gp < gmax ? gp : gmax, 256>>>((double *)a.kbar, k, B, T, KVH, cfg->w, (uint16_t *)x.kbf,
                                                      (float *)x.knorm, (float *)x.kfac, x.ctrl, N, (int)nkp, D,
-                                                     tw ? (uint16_t *)x.kbw : nullptr, ntw);
+                                                     tw ? (uint16_t *)x.kbw : nullptr, ntw, a.fpos, msm ? 0 : (size_t)MGRID * N);
         cudaLaunchCheck();
-    } else
+    } else {
+        cudaCheck(cudaMemsetAsync(a.fpos, 0x7f, (size_t)MGRID * N * 4));
         sel_pool<<<grid_for(kb_n / 2, 256), 256>>>((double *)a.kbar, k, B, T, KVH, D, cfg->w, N);
+    }
     cudaLaunchCheck();
     if (tp && !env_pp) {
         unsigned gp = grid_for(heads * N * 32, 256);
@@ -2852,9 +3110,15 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         cudaCheck(cudaFuncSetAttribute(tp_thr1<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, tp1_smem(128)));
         attr = true;
     }
-    for (size_t u0 = 0; u0 < nunit;) {
+    // the unit tables of every batch (units [nunit], then each batch's work order at its first unit)
+    FsUnit *hu_all = (FsUnit *)malloc(sizeof(FsUnit) * nunit + sizeof(int) * nunit);
+    MS_ASSERT(hu_all, "out of memory");
+    int *hord_all = (int *)(hu_all + nunit), *nwb = (int *)malloc(sizeof(int) * (nunit / MAXU + 2)), nb = 0;
+    MS_ASSERT(nwb, "out of memory");
+    for (size_t u0 = 0; u0 < nunit; nb++) {
         size_t u1 = u0 + (size_t)MAXU < nunit ? u0 + (size_t)MAXU : nunit;
         int nu = (int)(u1 - u0), nw = 0;
+        int *hord = hord_all + u0;
         for (int j = 0; j < nu; j++) {
             hu[u0 + j].off = j; // its tops slot
             if (hu[u0 + j].ld > 0) hord[nw++] = j;
@@ -2875,10 +3139,24 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
             int k = kk < nw ? (int)kk : nw, f = nw - k;
             std::stable_sort(hord + f, hord + nw, [&](int i, int j) { return hu[u0 + i].ld > hu[u0 + j].ld; });
         }
-        cudaCheck(cudaMemcpy(du, hu + u0, sizeof(FsUnit) * nu, cudaMemcpyHostToDevice));
+        nwb[nb] = nw;
+        u0 = u1;
+    }
+    memcpy(hu_all, hu, sizeof(FsUnit) * nunit);
+    const FsUnit *dtab = (const FsUnit *)sel_tables(hu_all, sizeof(FsUnit) * nunit + sizeof(int) * nunit);
+    const int *dord_all = (const int *)(dtab + nunit);
+    int P = 1; // fs_redo: fs_topk's sort size and score cache
+    while (P < d.S) P <<= 1;
+    const int rcache = maxld < 8192 ? (maxld > 0 ? maxld : 1) : 8192;
+    const size_t rsmem = (size_t)P * 12 + (size_t)rcache * 8;
+    fs_redo_optin();
+    nb = 0;
+    for (size_t u0 = 0; u0 < nunit; nb++) {
+        size_t u1 = u0 + (size_t)MAXU < nunit ? u0 + (size_t)MAXU : nunit;
+        int nu = (int)(u1 - u0), nw = nwb[nb];
+        a.units = dtab + u0, x.ord = dord_all + u0;
+        x.fail = (int *)(scr + o_fail) + u0 * d.M, x.work = x.ctrl + 16 + 2 * nb;
         if (nw > 0) {
-            cudaCheck(cudaMemcpy(dord, hord, sizeof(int) * nw, cudaMemcpyHostToDevice));
-            cudaCheck(cudaMemsetAsync(x.ctrl, 0, 4));
             x.nitems = nw * mt;
             int grid = x.nitems < nslot ? x.nitems : nslot;
             if (profon) tk = pnow();
@@ -2892,18 +3170,17 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                 if (D == 64) tp_thr1<64><<<grid1, FX_NT, tp1_smem(64)>>>(x);
                 else tp_thr1<128><<<grid1, FX_NT, tp1_smem(128)>>>(x);
                 cudaLaunchCheck();
-                x.mt = mt, x.nitems = nw * mt;
+                x.mt = mt, x.nitems = nw * mt, x.work = x.ctrl + 16 + 2 * nb + 1;
                 if (profon) {
                     double t = pnow();
                     kpass1 += t - tk, tk = t;
                 }
-                cudaCheck(cudaMemsetAsync(x.ctrl, 0, 4));
                 if (tw) {
                     void (*k)(FxArgs) = D == 64 ? (x.prof ? tp_wgt<64, true> : tp_wgt<64>)
                                                 : (x.prof ? tp_wgt<128, true> : tp_wgt<128>);
                     k<<<grid, TWT_NT, twt_smem(D)>>>(x);
-                }
-                else tp_kernel(D, true)<<<grid, FX_NT, smem>>>(x);
+                } else
+                    tp_kernel(D, true)<<<grid, FX_NT, smem>>>(x);
             } else if (tp) {
                 tp_kernel(D)<<<grid, FX_NT, smem>>>(x);
             } else if (D == 64) fx_select<64><<<grid, FX_NT, smem>>>(x);
@@ -2913,8 +3190,17 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
                 double t = pnow();
                 ksel += t - tk, tk = t;
             }
+            // the failed rows (none in the normal path: an exit at once) redone before the merge
+            if (D == 64) fs_redo<64><<<nsm, FS_NT, rsmem>>>(x, nu * d.M, (double *)(scr + o_sb), maxld, P, rcache);
+            else fs_redo<128><<<nsm, FS_NT, rsmem>>>(x, nu * d.M, (double *)(scr + o_sb), maxld, P, rcache);
+            cudaLaunchCheck();
+            if (profon) {
+                double t = pnow();
+                kredo += t - tk, tk = t;
+            }
         }
-        fs_merge<<<nu < MGRID ? nu : MGRID, FS_NT, sizeof(int) * d.S>>>(a, nu);
+        if (msm) fs_merge_sm<<<nu < MGRID ? nu : MGRID, FS_MNT, sizeof(int) * (d.S + N)>>>(a, nu, x.ctrl, g_dstats);
+        else fs_merge<<<nu < MGRID ? nu : MGRID, FS_NT, sizeof(int) * d.S>>>(a, nu, x.ctrl, g_dstats);
         cudaLaunchCheck();
         if (profon) kmerge += pnow() - tk;
         u0 = u1;
@@ -2927,9 +3213,9 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         else if (tp)
             cudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, (const void *)tp_kernel(D, tp2), FX_NT, smem));
         fprintf(stderr, "select_bf16 prof %s T=%d (%d CTAs/SM): pool+prep %.3f ms, select kernel %.3f ms, merge %.3f ms, "
-                "pass 1 %.3f ms\n",
+                "pass 1 %.3f ms, redo %.3f ms\n",
                 tw ? "tp two-pass (tp_wgt)" : tp2 ? "tp two-pass" : tp ? "tp" : "fused", T, occ, tp1 - tp0, ksel, kmerge,
-                kpass1);
+                kpass1, kredo);
         if (tp) {
             unsigned long long hp[TP_NPROF], tot = 0;
             cudaCheck(cudaMemcpy(hp, dprof, sizeof hp, cudaMemcpyDeviceToHost));
@@ -2962,40 +3248,35 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
             }
         }
     }
-    int *ctrl = g_select_stats;
-    cudaCheck(cudaMemcpy(ctrl, x.ctrl, sizeof(int) * CTL_N, cudaMemcpyDeviceToHost));
-    if (tp2) {
-        memcpy(g_tp2_stats, ctrl, sizeof g_tp2_stats);
-        g_tp2_bound = ctrl[1] > 0 && ctrl[1] == ctrl[CTL_FBOUND];
-        if (g_tp2_keep) { // tests: pass 1's thresholds, every row of the selecting units
-            size_t n = (size_t)B * H * d.nblk * d.M;
-            free(g_tp2_thr);
-            g_tp2_thr = (int *)malloc(sizeof(int) * n);
-            MS_ASSERT(g_tp2_thr, "out of memory");
-            cudaCheck(cudaMemcpy(g_tp2_thr, scr + o_ti, sizeof(int) * n, cudaMemcpyDeviceToHost));
-            g_tp2_nthr = n;
-        }
+    // s14: no download (the merge copied ctrl to g_dstats: sel_stats_sync reads it when a test or
+    // MSLAB_SELECT_DEBUG asks); the lists are the kernel's, failed rows redone (fs_redo)
+    g_stats_pending = true;
+    if (tp2 && g_tp2_keep) { // tests: pass 1's thresholds, every row of the selecting units
+        size_t n = (size_t)B * H * d.nblk * d.M;
+        free(g_tp2_thr);
+        g_tp2_thr = (int *)malloc(sizeof(int) * n);
+        MS_ASSERT(g_tp2_thr, "out of memory");
+        cudaCheck(cudaMemcpy(g_tp2_thr, scr + o_ti, sizeof(int) * n, cudaMemcpyDeviceToHost));
+        g_tp2_nthr = n;
     }
     static int dbg = -1;
     if (dbg < 0) dbg = getenv("MSLAB_SELECT_DEBUG") ? atoi(getenv("MSLAB_SELECT_DEBUG")) : 0;
-    // a failed row sends the whole call to the next path (~2x the time for tp at 1M): noted the first
-    // 4 times in a process (a lasting cause would repeat every layer and step), every call with
-    // MSLAB_SELECT_DEBUG; the two passes' fallbacks (to tp_select) on a count of their own, so they
-    // cannot hide a later fallback to fused
-    static int noted = 0, noted2 = 0;
-    int &nc = tp2 ? noted2 : noted;
-    if (dbg || (ctrl[1] && nc++ < 4))
+    if (dbg) { // every call's counters (synchronises; fs_redo notes the first 4 calls with failed rows)
+        sel_stats_sync();
+        const int *ctrl = g_select_stats;
         fprintf(stderr,
-                "select_bf16 %s%s: T=%d S=%d maxld=%d capg %d: failed rows %d (buffer %d, survivors %d, "
-                "too few %d, bound %d), max inserts %d, max survivors %d (cap %d); all rows: survivors %d, "
+                "select_bf16 %s: T=%d S=%d maxld=%d capg %d: failed rows %d (buffer %d, survivors %d, "
+                "too few %d, bound %d; redone %d), max inserts %d, max survivors %d (cap %d); all rows: survivors %d, "
                 "exact %d; histogram rows %d, updates %d; thresholds raised %d\n",
-                tp2 ? "tp two-pass" : tp ? "tp" : "fused", ctrl[1] ? " (falls back)" : "", T, d.S, maxld, capg, ctrl[1], ctrl[CTL_FBUF],
-                ctrl[CTL_FSURV], ctrl[CTL_FFEW], ctrl[CTL_FBOUND], ctrl[2], ctrl[CTL_MAXSURV],
-                tp ? x.pcap : FX_PMAX, ctrl[5], ctrl[4], ctrl[CTL_HROWS], ctrl[CTL_HUPD], ctrl[CTL_RAISED]);
-    free(hu), free(hord);
-    g_select_path = tp ? (ctrl[1] ? 0 : tp2 ? 5 : 4) : ctrl[1] ? 2 : 1;
-    if (tp2) g_select_tw = tw ? (ctrl[1] ? 2 : 1) : 0;
-    return ctrl[1] ? -1 : 0;
+                tw ? "tp two-pass (tp_wgt)" : tp2 ? "tp two-pass" : tp ? "tp" : "fused", T, d.S, maxld, capg, ctrl[1],
+                ctrl[CTL_FBUF], ctrl[CTL_FSURV], ctrl[CTL_FFEW], ctrl[CTL_FBOUND], ctrl[CTL_REDONE], ctrl[2],
+                ctrl[CTL_MAXSURV], tp ? x.pcap : FX_PMAX, ctrl[5], ctrl[4], ctrl[CTL_HROWS], ctrl[CTL_HUPD],
+                ctrl[CTL_RAISED]);
+    }
+    free(hu), free(hu_all), free(nwb);
+    g_select_path = tp ? (tp2 ? 5 : 4) : 1;
+    if (tp2) g_select_tw = tw;
+    return 0;
 }
 
 // moba with the same kernels: members = query rows (64 per unit, "pooled" over one row),
@@ -3098,7 +3379,7 @@ static int select_mode(void) {
     return g_select_mode;
 }
 // test hooks (tests/gpu/select_bf16_tests.c): the mode (0 old, 1 fused, 2 tp, 3 auto; returns the
-// previous), and the path of the last ms call (0 old / other, 1 fused, 2 fused fell back to old,
+// previous), and the path of the last ms call (0 old / other, 1 fused, 2 (until s14) fused fell back to old,
 // 3 blocks, 4 tp_select, 5 tp's two passes)
 extern "C" int select_bf16_set_mode(int mode) {
     int prev = select_mode();
@@ -3107,14 +3388,23 @@ extern "C" int select_bf16_set_mode(int mode) {
 }
 extern "C" int select_bf16_last_path(void) { return g_select_path; }
 // the last fused / tp call's counters (up to n of: failed rows, buffer / survivors / too few / bound
-// failures, max inserts, max survivors, histogram rows, histogram updates, raised rows; then the
-// two-pass call's failed rows and their buffer / survivors / too few / bound causes, kept when it
-// fell back); all 0 where no such kernel ran in the last select_bf16 call; returns how many
+// failures, max inserts, max survivors, histogram rows, histogram updates, raised rows, rows redone
+// by fs_redo (s14: a failed row no longer sends the call to the next path)); all 0 where no such
+// kernel ran in the last select_bf16 call; returns how many. Waits for the call's kernels (s14: the
+// counters are copied behind the call, not downloaded in it)
 extern "C" int select_bf16_last_stats(int *st, int n) {
     const int w[] = {1, CTL_FBUF, CTL_FSURV, CTL_FFEW, CTL_FBOUND, 2, CTL_MAXSURV, CTL_HROWS, CTL_HUPD, CTL_RAISED,
-                     1, CTL_FBUF, CTL_FSURV, CTL_FFEW, CTL_FBOUND};
+                     CTL_REDONE};
     int m = n < (int)(sizeof w / sizeof w[0]) ? n : (int)(sizeof w / sizeof w[0]);
-    for (int i = 0; i < m; i++) st[i] = i < 10 ? g_select_stats[w[i]] : g_tp2_stats[w[i]];
+    sel_stats_sync();
+    for (int i = 0; i < m; i++) st[i] = g_select_stats[w[i]];
+    return m;
+}
+// tests: fs_redo also redoes every n-th row of each batch of the fused / tp paths (the redo checked on
+// inputs that fail no row; 0: off); returns the previous setting
+extern "C" int select_bf16_force_redo(int n) {
+    int m = g_force_redo;
+    g_force_redo = n > 0 ? n : 0;
     return m;
 }
 // tests: keep pass 1's thresholds of each two-pass call on the host (1 on, 0 off; returns the
@@ -3152,14 +3442,14 @@ extern "C" int select_bf16_tw(void) {
     return g_tpw && arch_ok();
 }
 // tests: tp_wgt past minld candidates (0: at every length; -1: TW_MINLD, the default); returns the
-// previous setting. select_bf16_last_tw: 1 where the last call's lists came from tp_wgt (path 5), 2
-// where it ran but failed rows (the call went on to the next path), 0 where it did not run
+// previous setting. select_bf16_last_tw: 1 where the last call's lists came from tp_wgt (path 5; s14:
+// failed rows redone by fs_redo, no longer 2 for a call that went on to the next path), 0 where it did not run
 extern "C" int select_bf16_tw_min(int minld) {
     int m = g_tw_min;
     g_tw_min = minld; // -1: the default again (TW_MINLD, or MSLAB_SELECT_TWMIN)
     return m;
 }
-extern "C" int select_bf16_last_tw(void) { return g_select_tw == 1 && g_select_path != 5 ? 0 : g_select_tw; }
+extern "C" int select_bf16_last_tw(void) { return g_select_tw; }
 extern "C" int select_bf16_tp2(int on) {
     int m = g_tp2;
     g_tp2 = on;
@@ -3173,8 +3463,8 @@ extern "C" int select_bf16(AttnIndex *ix, const struct AttnConfig *cfg, const ui
                            const uint16_t *k, int B, int T, int H, int KVH, int D) {
     if (!ix || !cfg || KVH <= 0 || H % KVH || B <= 0 || T <= 0) return -1;
     g_select_path = 0, g_select_tw = 0;
-    memset(g_select_stats, 0, sizeof g_select_stats), memset(g_tp2_stats, 0, sizeof g_tp2_stats);
-    g_tp2_bound = false, g_tp2_nthr = 0;
+    memset(g_select_stats, 0, sizeof g_select_stats);
+    g_stats_pending = false, g_tp2_nthr = 0;
     if (cfg->kind != ATTN_MS && cfg->kind != ATTN_MOBA) {
         cuda_attention_select(ix, cfg, NULL, NULL, B, T, H, KVH, D);
         return 0;
@@ -3183,7 +3473,7 @@ extern "C" int select_bf16(AttnIndex *ix, const struct AttnConfig *cfg, const ui
         cfg->select == SELECT_REGION && cfg->order == ORDER_RANK && !getenv("MSLAB_SELECT_SLOW") &&
         ((select_blocks(ix, cfg, q, k, B, T, H, KVH, D) == 0 && (g_select_path = 3) > 0) ||
          (select_mode() >= 2 && fx_select_host(ix, cfg, q, k, B, T, H, KVH, D, 2) == 0) ||
-         (select_mode() >= 2 && !g_tp2_bound && fx_select_host(ix, cfg, q, k, B, T, H, KVH, D, 1) == 0) ||
+         (select_mode() >= 2 && fx_select_host(ix, cfg, q, k, B, T, H, KVH, D, 1) == 0) ||
          (select_mode() >= 1 && fx_select_host(ix, cfg, q, k, B, T, H, KVH, D, 0) == 0) ||
          fs_select(ix, cfg, q, k, B, T, H, KVH, D) == 0))
         return 0;

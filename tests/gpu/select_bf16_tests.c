@@ -7,9 +7,10 @@
 // since s11 two passes where the rows are short enough, a threshold per row then a sweep from it,
 // path 5) and tp-sweep (tp_select alone, the two passes off: path 4), twice each (the second run must repeat the bits), and compares every entry of the list
 // with the CPU's (err = differing entries, tol 0). The fused / tp rows also fail when the path
-// taken is not the expected one (fused / tp, or their fallbacks where the inputs are built to
-// overflow them; tp may also hand inputs with masses of ties to fused), so a fast path that
-// silently falls back is seen. Inputs: random normal q / k rounded to bf16; `period` > 0 makes
+// taken is not the mode's, or when rows failed (select_bf16_last_stats) where the inputs are not
+// built for it (since s14 a failed row is redone in the call by fs_redo, no longer a fallback of the
+// whole call: rows built to fail must fail and be redone, the others must not fail), so a fast path
+// that silently hands its rows to the slow one is seen. Inputs: random normal q / k rounded to bf16; `period` > 0 makes
 // key region r a copy of region r % period (equal scores: ties to the lower id); g_rise > 0
 // scales key region r by 2^(r / g_rise) (rising scores: long runs of inserts, thresholds that
 // jump). The default (auto) is tp since s7: sparse_bf16_tests.c's select_bf16.lists rows run it.
@@ -17,15 +18,15 @@
 // survivors, histogram rows / updates, raised thresholds); the "hist every tile" rows fail unless tp
 // ran histogram rows and updated them, "ms paper raise" (a survivor cap of S + 6) unless tp's
 // finish raised thresholds (tp_raise, the 1M rows over 512 survivors; counted where t moved).
-// The tp mode's two-pass call is checked on its own (s11 review): its failed rows and their cause
-// (select_bf16_last_stats 10-14, kept when a fallback ran after it) must be 0, or on rows built for
-// it (expect 64: ties p7 / p1) survivor-cap failures only; pass 1's thresholds must each leave nsel
+// The tp modes' failed rows and their cause must be 0, or on rows built for it (expect 64: ties p7 /
+// p1) survivor-cap failures only, each redone; pass 1's thresholds must each leave nsel
 // exact scores at or above them (tp2_thr_check, on the CPU, every row; s11 r6: 0 rows below on every
 // row, and a mutation with TP_C1 = 0 put 85 rows of "ms paper gqa" below); "ms small over the
 // two-pass cut" (maxld 8400 > TP2_MAXLD) must take tp_select (the two passes where tp_wgt runs: no cut);
 // "ms small huge norms" (q, k x 2^52)
-// fails every tp row by the bound: fused, and (MSLAB_SELECT_DEBUG, s11 r7) no tp_select call after
-// the two passes.
+// fails every tp row by the bound: each redone (s14; fused before). tp-redo (s14): the tp mode with
+// every 5th row of each batch forced through fs_redo (select_bf16_force_redo), on every shape; the LM
+// shape rows (s14: H = KVH = 12, D 64, 32K, random and skewed inputs: g_skew) run every mode.
 // tp-wgt (s13; sm_90): the tp mode again with tp_wgt (the two passes' second pass on wgmma, by
 // default only past TW_MINLD = 1024 candidates a row: 32K tokens up) forced at every length
 // (select_bf16_tw_min(0)), so every shape above (B 2, ties, rising, raise, huge norms, D 64, ...)
@@ -49,16 +50,18 @@
 #include "gpu_check.h"
 
 // cuda/select_bf16.cu's test hooks: the ms path (0 old, 1 fused, 2 tp; returns the previous one)
-// and the path the last call took (0 old / other, 1 fused, 2 fused fell back to old, 3 blocks,
+// and the path the last call took (0 old / other, 1 fused, 2 (until s14) fused fell back to old, 3 blocks,
 // 4 tp)
 int select_bf16_set_mode(int mode);
 int select_bf16_last_path(void);
 // tp's histogram rows: a threshold update every upd inserts (1: every tile); returns the previous
 int select_bf16_tph_upd(int upd);
 // the last fused / tp call's counters: failed rows, by buffer / survivors / too few / bound, max
-// inserts, max survivors, histogram rows, histogram updates, raised thresholds; then the two-pass
-// call's failed rows, by buffer / survivors / too few / bound (kept when it fell back); returns how many
+// inserts, max survivors, histogram rows, histogram updates, raised thresholds, rows redone (fs_redo,
+// s14: failed rows are redone exactly in the call, no next path); returns how many
 int select_bf16_last_stats(int *st, int n);
+// s14: fs_redo also redoes every n-th row of each batch (0: off); returns the previous
+int select_bf16_force_redo(int n);
 // pass 1's thresholds (16-bit keys [B, H, nblk, M]) of the last two-pass call, kept when
 // select_bf16_tp2_keep(1); returns how many (0: none)
 int select_bf16_tp2_keep(int on);
@@ -177,21 +180,34 @@ static size_t tp2_thr_check(const AttnConfig *cfg, const AttnDims *d, const floa
     return bad;
 }
 
+// s14: skewed inputs (many blocks choosing the same regions, as the LM's may): q += g_skew u, key
+// region r of kv head hh += g_skew z(r, hh) u, with u a fixed direction (|u|^2 = 1/2) and z about
+// normal with unit variance (a hash of r, hh)
+static double g_skew = 0;
+static double skew_u(int d, int D) { return ((d * 7) % 3 == 0 ? 1.0 : -0.5) / sqrt((double)D); }
+static double skew_z(size_t r, int hh) {
+    uint64_t z0 = (r * 0x9e3779b97f4a7c15ull) ^ ((uint64_t)hh << 40) ^ 0x5bd1e995ull;
+    z0 = (z0 ^ (z0 >> 30)) * 0xbf58476d1ce4e5b9ull, z0 = (z0 ^ (z0 >> 27)) * 0x94d049bb133111ebull;
+    double z = 0; // a sum of 4 uniforms
+    for (int j = 0; j < 4; j++) z += (double)((z0 >> (16 * j)) & 0xffff) / 65536.0 - 0.5;
+    return z * sqrt(3.0);
+}
+
 // q and k scaled by 2^g_big (tp's error bound cannot hold past |q| |k| = 2^100: every tp row fails
-// by the bound, the two passes alike, and the call goes to fused without tp_select)
+// by the bound, the two passes alike: every row redone by fs_redo, s14)
 static int g_big = 0;
 
 // > 0: key region r scaled by 2^(r / g_rise) (scores rising along the row: every new tile passes the
 // running threshold, which then jumps past tp_compact's window of 256 key steps)
 static double g_rise = 0;
 
-// expect: path the fused mode must take (1 fused, 2 its fallback); | 4: merge 1 but the blocks
-// path must decline (too many regions), so mode 2 takes the fused path too; | 8: tp must turn rows
-// into histogram rows and update them (select_bf16_last_stats); | 16: tp must raise thresholds
-// (with g_tpcap); | 32: rows over the two passes' cut (TP2_MAXLD candidates): tp takes tp_select
-// (path 4) there; | 64: the two passes may fail rows, by their survivor cap only (near-ties), and
-// hand the call on; | 128: every tp row fails by the bound (g_big): tp modes take fused (path 1),
-// the two passes' failures all by the bound. The tp mode (the default: two passes, path 5) and tp-sweep (tp_select alone,
+// expect: 1, or 2 where fused must fail rows (redone; before s14: its fallback, the old path); | 4:
+// merge 1 but the blocks path must decline (too many regions), so mode 2 takes the fused path too;
+// | 8: tp must turn rows into histogram rows and update them (select_bf16_last_stats); | 16: tp must
+// raise thresholds (with g_tpcap); | 32: rows over the two passes' cut (TP2_MAXLD candidates): tp
+// takes tp_select (path 4) there; | 64: the tp modes may fail rows, by their survivor cap only
+// (near-ties), each redone; | 128: every tp row fails by the bound (g_big), redone (before s14: tp
+// modes took fused). The tp mode (the default: two passes, path 5) and tp-sweep (tp_select alone,
 // path 4) both run; the histogram checks apply to tp-sweep. In the tp mode a two-pass call also
 // keeps pass 1's thresholds, checked against the exact scores (tp2_thr_check: 0 violations)
 static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH, int D,
@@ -211,10 +227,12 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
     size_t ni = (size_t)B * H * d.nblk * d.width;
     uint16_t *qb = malloc(nq * 2), *kb = malloc(nk * 2);
     float *q = malloc(nq * 4), *k = malloc(nk * 4);
-    for (size_t i = 0; i < nq; i++) qb[i] = bf16_from_f32((float)ldexp(rng_normal(&rng), g_big));
+    for (size_t i = 0; i < nq; i++)
+        qb[i] = bf16_from_f32((float)(ldexp(rng_normal(&rng), g_big) + g_skew * skew_u((int)(i % D), D)));
     for (size_t i = 0; i < nk; i++) {
         double sc = ldexp(g_rise > 0 ? exp2((double)(i / ((size_t)KVH * D) % T / cfg.w) / g_rise) : 1.0, g_big);
-        kb[i] = bf16_from_f32((float)(rng_normal(&rng) * sc));
+        double sk = g_skew ? g_skew * skew_z(i / ((size_t)KVH * D) % T / cfg.w, (int)(i / D % KVH)) * skew_u((int)(i % D), D) : 0;
+        kb[i] = bf16_from_f32((float)(rng_normal(&rng) * sc + sk));
     }
     if (period > 0) // key region r = region r % period (token rows of the same offset)
         for (int b = 0; b < B; b++)
@@ -241,14 +259,15 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
     // old, fused, tp (two passes), blocks, tp-sweep, tp-wgt (s13: the tp mode with the second pass
     // on wgmma, tp_wgt, forced at every length; sm_90 only; it must run in every call and, where
     // the path is the two passes', make the lists)
-    for (int mode = 0; mode < 6; mode++) {
+    for (int mode = 0; mode < 7; mode++) {
         if (mode == 3 && cfg.merge != 1) continue;
         if (mode == 5 && !select_bf16_tw()) continue;
-        const int tpm = mode == 2 || mode == 4 || mode == 5, m2 = mode == 2 || mode == 5;
+        const int tpm = mode == 2 || mode >= 4, m2 = mode == 2 || mode == 5 || mode == 6;
         if ((tponly && !tpm) || (twonly && mode != 5)) continue;
         int twm = mode == 5 ? select_bf16_tw_min(0) : 0, tw = -1;
         int blk = select_blocks_set(mode == 3);
-        int prev = select_bf16_set_mode(tpm ? 2 : mode ? 1 : 0), rc = 0, path = -1, st[15] = {0};
+        int prev = select_bf16_set_mode(tpm ? 2 : mode ? 1 : 0), rc = 0, path = -1, st[11] = {0};
+        int frc = mode == 6 ? select_bf16_force_redo(5) : 0; // tp-redo: every 5th row through fs_redo
         int cap = tpm && g_tpcap ? select_bf16_tp_cap(g_tpcap) : 0;
         int tp2 = mode == 4 ? select_bf16_tp2(0) : 0, keep = select_bf16_tp2_keep(0);
         size_t bad = 0, again = 0, tviol = 0, nthr = 0;
@@ -264,7 +283,7 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
             gpu->download(rep ? h2 : h1, ig.idx, sizeof(int) * ni);
             if (rep == 1) ms = (now_s() - t0) * 1e3; // includes the list download
             if (rep == 0)
-                path = select_bf16_last_path(), select_bf16_last_stats(st, 15), tw = select_bf16_last_tw();
+                path = select_bf16_last_path(), select_bf16_last_stats(st, 11), tw = select_bf16_last_tw();
             const int *thr;
             if (rep == 0 && (nthr = select_bf16_tp2_thr(&thr)) > 0)
                 tviol = tp2_thr_check(&cfg, &d, q, k, B, T, H, KVH, D, thr, &tslack);
@@ -273,6 +292,7 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
         if (cap) select_bf16_tp_cap(cap);
         if (mode == 4) select_bf16_tp2(tp2);
         if (mode == 5) select_bf16_tw_min(twm);
+        if (mode == 6) select_bf16_force_redo(frc);
         select_bf16_set_mode(prev);
         select_blocks_set(blk);
         if (rc) {
@@ -282,16 +302,28 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
             for (size_t i = 0; i < ni; i++) again += h1[i] != h2[i];
             bad = list_diff(h1, ic.idx, ni, d.width, d.nblk, H);
         }
-        int want = mode == 0 ? 0 : mode == 1 || (mode == 3 && (expect & 4)) ? expect & 3 : mode == 3 ? 3
-                   : (expect & 3) == 2 ? 2 : m2 && !(expect & 32) ? 5 : 4;
-        // the two passes' failures: only by the survivor cap, only where allowed (then tp_select next)
-        const int tp2ok = ((expect & 64) && st[10] == st[12]) || ((expect & 128) && st[10] == st[14]);
-        if (m2 && st[10] > 0 && tp2ok && want == 5) want = 4;
-        if (tpm && period > 0 && path == 1) want = 1; // tp handed the ties to fused
-        if (tpm && (expect & 128)) want = 1;          // bound failures: fused
-        if (m2 && st[10] > 0 && !tp2ok) {
-            printf("    the two passes failed %d rows (buffer %d, survivors %d, too few %d, bound %d): not expected\n",
-                   st[10], st[11], st[12], st[13], st[14]);
+        // s14: a failed row no longer sends the call to the next path (fs_redo redoes it in the call):
+        // the path is the mode's, the rows redone are counted (st[10])
+        int want = mode == 0 ? 0 : mode == 1 ? 1 : mode == 3 ? ((expect & 4) ? 1 : 3) : m2 && !(expect & 32) ? 5 : 4;
+        // failed rows only where the inputs are built for them: masses of ties (tp), all-equal keys
+        // (fused too), near-ties past the two passes' survivor cap (tp: survivor failures only), huge
+        // norms (tp: the bound); each of them redone
+        const int fused = mode == 1 || (mode == 3 && (expect & 4));
+        const int fok = (fused && (expect & 3) == 2) ||
+                        (tpm && (period > 0 || (expect & 3) == 2 || ((expect & 64) && st[0] == st[2]) ||
+                                 ((expect & 128) && st[4] > 0)));
+        if ((fused || tpm) && st[0] > 0 && (!fok || st[10] <= 0)) {
+            printf("    %d rows failed (buffer %d, survivors %d, too few %d, bound %d), %d redone: not expected\n",
+                   st[0], st[1], st[2], st[3], st[4], st[10]);
+            bad += 1;
+        }
+        // ... and where they are, the fallback must have run (the tests' forced failures stay meaningful)
+        if ((fused && (expect & 3) == 2 && st[10] <= 0) || (tpm && (expect & 128) && (st[4] <= 0 || st[10] <= 0))) {
+            printf("    expected failed rows redone: %d failed (bound %d), %d redone\n", st[0], st[4], st[10]);
+            bad += 1;
+        }
+        if (mode == 6 && st[10] <= 0) {
+            printf("    tp-redo: no row redone\n");
             bad += 1;
         }
         if (mode == 2 && (tviol > 0 || (want == 5 && nthr == 0))) {
@@ -305,7 +337,7 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
             bad += 1;
         }
         if (path != want) {
-            printf("    path %d, expected %d (0 old, 1 fused, 2 fused fell back, 3 blocks, 4 tp, 5 tp two-pass)\n",
+            printf("    path %d, expected %d (0 old, 1 fused, 2 fused fell back (until s14), 3 blocks, 4 tp, 5 tp two-pass)\n",
                    path, want);
             bad += 1;
         }
@@ -319,16 +351,14 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
         }
         char op[64];
         snprintf(op, sizeof op, "select_bf16.%s",
-                 (const char *[]){"old", "fused", "tp", "blocks", "tp-sweep", "tp-wgt"}[mode]);
+                 (const char *[]){"old", "fused", "tp", "blocks", "tp-sweep", "tp-wgt", "tp-redo"}[mode]);
         report(op, shape, (double)bad, 0, again ? 0 : 1);
         printf("    %s: %.2f ms (CPU %.2f s), path %d", op, ms, tcpu, path);
         if (mode == 1 || tpm) // failed rows, max inserts / survivors, histogram rows / updates
-            printf(" (failed %d, max inserts %d, max survivors %d, hist rows %d, updates %d, raised %d)", st[0],
-                   st[5], st[6], st[7], st[8], st[9]);
+            printf(" (failed %d: buffer %d, survivors %d, too few %d, bound %d; redone %d; max inserts %d, max "
+                   "survivors %d, hist rows %d, updates %d, raised %d)",
+                   st[0], st[1], st[2], st[3], st[4], st[10], st[5], st[6], st[7], st[8], st[9]);
         if (mode == 5) printf(" tp_wgt %d", tw);
-        if (m2) // the two-pass call's failed rows and causes; pass 1's thresholds checked
-            printf(" two-pass failed %d (buffer %d, survivors %d, too few %d, bound %d)", st[10], st[11], st[12],
-                   st[13], st[14]);
         if (nthr) printf("; t1 check %zu rows below, min slack %.3g |q| max|k|", tviol, tslack);
         printf("\n");
     }
@@ -341,13 +371,18 @@ static void t_sel(const char *name, AttnConfig cfg, int B, int T, int H, int KVH
 // MSLAB_SELECT_PERF_TP=1 only tp (the default, two passes where they apply) and tp-sweep (tp_select
 // alone); MSLAB_SELECT_PERF_NORMAL=1: the bench's inputs (attn_bench.c: cuda_fill_bf16_normal, seeds
 // 1000 / 1001, scale 1) instead of the uniform pool below.
+// MSLAB_SELECT_PERF_H / _D (s14): heads (H = KVH) and head dim instead of 32 / 128 (the LM row: 12 / 64);
+// MSLAB_SELECT_PERF_SKEW=s (s14): a common direction u added to q (s u) and to key region r (s z_r u,
+// z_r one normal per region and head): many blocks choose the same regions (skewed lists).
 // Rows are information only (not in the default run).
 // blk: the bench's moba-blk plan instead (w 128, merge 1, prefix 0, top nb / 16 + 1), timed with
 // the blocks path (select_blocks.cu) and without it (fused)
 static void t_sel_perf(int T, int blk) {
     int nb = (T + 127) / 128;
     AttnConfig cfg = blk ? ms_cfg(128, (nb / 16 > 1 ? nb / 16 : 1) + 1, 1, 0) : ms_cfg(16, 512, 128, -1);
-    int H = 32, D = 128;
+    int H = getenv("MSLAB_SELECT_PERF_H") ? atoi(getenv("MSLAB_SELECT_PERF_H")) : 32;
+    int D = getenv("MSLAB_SELECT_PERF_D") ? atoi(getenv("MSLAB_SELECT_PERF_D")) : 128;
+    double skew = getenv("MSLAB_SELECT_PERF_SKEW") ? atof(getenv("MSLAB_SELECT_PERF_SKEW")) : 0;
     AttnDims d;
     MS_ASSERT(attn_dims(&cfg, T, &d) == 0, "%s", ms_error());
     size_t n = (size_t)T * H * D, ni = (size_t)H * d.nblk * d.width;
@@ -372,6 +407,12 @@ static void t_sel_perf(int T, int blk) {
             memcpy(h + i0, pool + rot, a1 * 2);
             if (len > a1) memcpy(h + i0 + a1, pool, (len - a1) * 2);
         }
+        if (skew > 0) // q += s u, key region r of head hh += s z(r, hh) u (as t_sel's g_skew)
+            for (size_t i = 0; i < n; i++) {
+                size_t row = i / D;
+                double u = skew_u((int)(i % D), D), z = t ? skew_z(row / H / cfg.w, (int)(row % H)) : 1.0;
+                h[i] = bf16_from_f32(bf16_to_f32(h[i]) + (float)(skew * z * u));
+            }
         gpu->upload(t ? d_k : d_q, h, n * 2);
     }
     free(pool);
@@ -394,13 +435,13 @@ static void t_sel_perf(int T, int blk) {
         }
         gpu->download(&x, ig.idx, 4);
         double ms = (now_s() - t0) / 2 * 1e3;
-        int st[10] = {0};
-        select_bf16_last_stats(st, 10);
+        int st[11] = {0};
+        select_bf16_last_stats(st, 11);
         if (mode == 4) select_bf16_tp2(tp2);
-        printf("    select_bf16 perf %s T=%d H=32 D=128 %s%s: %.2f ms, path %d (failed %d, max inserts %d, "
-               "max survivors %d, hist rows %d, updates %d, raised %d)\n",
-               (const char *[]){"old", "fused", "tp", "blocks", "tp-sweep"}[mode], T, blk ? "moba-blk" : "paper",
-               normal ? " normal" : "", ms, select_bf16_last_path(), st[0], st[5], st[6], st[7], st[8], st[9]);
+        printf("    select_bf16 perf %s T=%d H=%d D=%d %s%s skew %g: %.3f ms, path %d (failed %d, max inserts %d, "
+               "max survivors %d, hist rows %d, updates %d, raised %d, redone %d)\n",
+               (const char *[]){"old", "fused", "tp", "blocks", "tp-sweep"}[mode], T, H, D, blk ? "moba-blk" : "paper",
+               normal ? " normal" : "", skew, ms, select_bf16_last_path(), st[0], st[5], st[6], st[7], st[8], st[9], st[10]);
         select_bf16_set_mode(prev);
         select_blocks_set(blk_prev);
     }
@@ -447,6 +488,11 @@ void t_select_bf16_all(void) {
     t_sel("ms paper partial", paper, 1, 50007, 2, 2, 64, 0, 1); // partial region and group
     t_sel("ms paper gqa", paper, 1, 65536, 2, 1, 128, 0, 1);
     t_sel("ms paper B2", paper, 2, 20000, 2, 1, 128, 0, 1);
+    // s14: the LM row's shape (H = KVH = 12, D 64, 32K), random and skewed inputs
+    t_sel("ms paper LM shape", paper, 1, 32768, 12, 12, 64, 0, 1);
+    g_skew = 1;
+    t_sel("ms paper LM shape skew", paper, 1, 32768, 12, 12, 64, 0, 1);
+    g_skew = 0;
     // the longest row a bit over the two passes' cut (TP2_MAXLD = 8192 candidates): tp_select, but where
     // the second pass runs on wgmma (tp_wgt, s12: no cut) the two passes
     t_sel("ms small over the two-pass cut", small, 1, 16 * 8400, 2, 1, 64, 0, select_bf16_tw() ? 1 : 1 | 32);
