@@ -534,7 +534,8 @@ __device__ __forceinline__ void bulk_wait_done() {
 //   32 (with 2, DET 4): the rows' fixed-point scales by cp.async with lse / Di; 64 (DET 4): the s32
 //     conversions by FFMA (at bwd_fused_body). s10: 118 = 22 + 32 + 64 the ordered default of the
 //     dense and 128k-key-list kernels (lists with 3 buffers: 126); the key lists' ordered mode:
-//     118 at D 128 (s11), 54 at D 64.
+//     118 at D 128 (s11), at D 64 1526 at 3 CTAs an SM (s14: + 256 no deferred dK wait, 1024 the
+//     caller passes lse x log2e, which sk_pre writes, + 128 permuted dQ staging, + 64 FFMA).
 
 //   Tried (s7, 32K moba-blk RAND bwd, ms ordered / atomic): 4 as 64 row-sized bulk copies (no
 //   map, 544-byte pitch): 11.97 / 10.74 (s6 path 12.05 / 11.34; the trace: their issue ~1300
@@ -658,7 +659,7 @@ __device__ __forceinline__ void bwd_fused_body(bf16 *dq, bf16 *dk, bf16 *dv, flo
     // 1024 (s14, key lists, with 2): lse comes as lse x log2e (sk_pre's copy, the product the
     // softmax formed: the same bits), 16 FMUL a thread a step fewer
     constexpr bool LPS = (PIPE & 1024) != 0;
-    static_assert(!LPS || (PIPE & 2), "lse x log2e: lse by cp.async");
+    static_assert(!LPS || ((PIPE & 2) && KL), "lse x log2e: lse by cp.async, the key lists' sk_pre writes it");
     constexpr bool PT = KL && DET == 4; // key lists, ordered: dK / dV adds in a fixed order (s12)
     constexpr bool FX = DET >= 3; // fixed-point dQ: 3 two 32-bit lanes per u64 red, 4 s32 bulk adds
     constexpr bool ALDL = (PIPE & 2) != 0; // lse / Di by cp.async

@@ -166,8 +166,9 @@ int sparse_wgmma_keys_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const 
                           const AttnIndex *ix, int B, int T, int H, int KVH, int D);
 // flash_wgmma_bwd.cu for it: Di (and with rsc the fixed-point dQ's row scales, kvm the K / V
 // bound), and bwd_fused_kernel<D, det ? 4 : 0, PIPE, SP 2> on grid (PIPE: atomic 22, ordered 118
-// at D 128 (+ the FFMA dQ conversions), 54 at D 64; maps: dQ accumulator, Q, dO, and the dK / dV
-// accumulators: the ordered mode adds into them in a fixed order, sp's chains)
+// at D 128 (+ the FFMA dQ conversions), 1526 at D 64 (s14; its lse argument must then be lse x log2e,
+// as sk_pre writes it); maps: dQ accumulator, Q, dO, and the dK / dV accumulators: the ordered mode
+// adds into them in a fixed order, sp's chains)
 void wg_bwd_pre_launch(int D, float *Di, float *rsc, unsigned *kvm, const bf16 *dout,
                        const bf16 *out, const bf16 *k, const bf16 *v, int B, int T, int H, int KVH);
 // wg_kv_bound alone into kvm (zeroed by the caller; the ordered mode's pre-pass is sk_pre there)

@@ -2975,6 +2975,10 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
     int N = d.N, maxld = 0;
     size_t nunit;
     FsUnit *hu = fs_units_ms(d, B, H, &nunit);
+    if (!nunit) { // (B or H 0: nothing to select here; the batch sizes below divide by it)
+        free(hu);
+        return -1;
+    }
     for (size_t i = 0; i < nunit; i++) maxld = hu[i].ld > maxld ? hu[i].ld : maxld;
     // tp_wgt: the two passes past TW_MINLD at any length (s12 r5 / r6, 1M: 523 ms vs tp_select's 549 / 551)
     if (g_tw_min < 0) g_tw_min = getenv("MSLAB_SELECT_TWMIN") ? atoi(getenv("MSLAB_SELECT_TWMIN")) : TW_MINLD;
@@ -3111,7 +3115,8 @@ static int fx_select_host(AttnIndex *ix, const AttnConfig *cfg, const uint16_t *
         attr = true;
     }
     // the unit tables of every batch (units [nunit], then each batch's work order at its first unit)
-    FsUnit *hu_all = (FsUnit *)malloc(sizeof(FsUnit) * nunit + sizeof(int) * nunit);
+    // (zeroed: a batch's order fills its first nw ints only, and the whole block is the cache's key)
+    FsUnit *hu_all = (FsUnit *)calloc(1, sizeof(FsUnit) * nunit + sizeof(int) * nunit);
     MS_ASSERT(hu_all, "out of memory");
     int *hord_all = (int *)(hu_all + nunit), *nwb = (int *)malloc(sizeof(int) * (nunit / MAXU + 2)), nb = 0;
     MS_ASSERT(nwb, "out of memory");

@@ -42,7 +42,8 @@
 // (MSLAB_SK_CONV=0: the ordered mode's s12 form, sk_acc_out converting the multi-listed regions'
 // rows, writing those no list holds as 0 and skipping those held once; the tests' reference for
 // the bits.) The ordered mode's pre-pass (sk_pre) reads q, dO and O once for Di and the row
-// scales (after wg_kv_bound).
+// scales (after wg_kv_bound), and at D 64 (s14) lse too, writing lse x log2e (l2), which the D 64
+// ordered kernel (PIPE 1024) takes in place of lse.
 // Measured (H200, bf16, ms paper config w 16 top 512 merge 128, B 1, H = KVH 32, D 128, T 32K,
 // bwd alone: `MSLAB_SWB_PERF="ms paper" MSLAB_SWB_PERF_MIN=1 mslab-gpu-tests sparse_wgmma_bwd_perf`;
 // TFLOP/s at 2.5x the forward's 4 D flops per pair; the rounds' noise is ~0.2-0.3 ms):
