@@ -549,6 +549,31 @@ __global__ void __launch_bounds__(FS_NT) fs_topk(FsArgs a, int P, int cache) {
     fs_topk_row(a.scores + U.off + (size_t)m * U.ld, e, n, a.S, tops, P, cache, sk);
 }
 
+// The merges' shared ends (fs_merge, fs_merge_sm; NT threads): a dense unit's list (its block's
+// regions in order; returns true, the unit is done), and a unit's list from its nsel selected
+// regions in sel, then its locals local0 .. gend - 1, then -1.
+template <int NT>
+__device__ __forceinline__ bool fs_dense_list(const FsArgs &a, int c, int gend, size_t li, size_t lo) {
+    if (!(c < a.first || (c == a.nblk - 1 && a.last_dense))) return false;
+    int *list = a.idx + lo;
+    for (int s = threadIdx.x; s < a.W; s += NT) {
+        list[s] = s < gend ? s : -1;
+        if (a.kpos) a.kpos[lo + s] = s < gend ? s * a.w : 0;
+    }
+    if (a.kpos && threadIdx.x == 0) a.qpos[li] = c * a.Gq;
+    return true;
+}
+template <int NT>
+__device__ __forceinline__ void fs_write_list(const FsArgs &a, const int *sel, int nsel, int g0, int gend,
+                                              int local0, size_t li, size_t lo) {
+    int *list = a.idx + lo, ntot = nsel + gend - local0;
+    for (int s = threadIdx.x; s < a.W; s += NT) {
+        list[s] = s < nsel ? sel[s] : s < ntot ? local0 + (s - nsel) : -1;
+        if (a.kpos) a.kpos[lo + s] = s < ntot ? s * a.w : 0;
+    }
+    if (a.kpos && threadIdx.x == 0) a.qpos[li] = (nsel + g0 - local0) * a.w;
+}
+
 // rank-major merge + locals (and the dense lists): one CTA per unit, grid-stride. s14: CTA 0 also copies
 // the 16 ctrl words to stats (select_bf16_last_stats downloads them when asked; none where stats null)
 __global__ void __launch_bounds__(FS_NT) fs_merge(FsArgs a, int nunits, const int *ctrl = nullptr,
@@ -562,15 +587,7 @@ __global__ void __launch_bounds__(FS_NT) fs_merge(FsArgs a, int nunits, const in
         const FsUnit U = a.units[ui];
         int c = U.c, g0 = c * a.M, gend = min(a.N, g0 + a.M);
         size_t li = ((size_t)U.b * a.H + U.h) * a.nblk + c, lo = li * a.W;
-        int *list = a.idx + lo;
-        if (c < a.first || (c == a.nblk - 1 && a.last_dense)) {
-            for (int s = tid; s < a.W; s += FS_NT) {
-                list[s] = s < gend ? s : -1;
-                if (a.kpos) a.kpos[lo + s] = s < gend ? s * a.w : 0;
-            }
-            if (a.kpos && tid == 0) a.qpos[li] = c * a.Gq;
-            continue;
-        }
+        if (fs_dense_list<FS_NT>(a, c, gend, li, lo)) continue;
         int local0 = max(0, g0 - (a.lg - 1) * a.M), members = gend - g0;
         const int *tops = a.tops + (size_t)ui * a.M * a.S;
         int maxn = 0;
@@ -607,12 +624,7 @@ __global__ void __launch_bounds__(FS_NT) fs_merge(FsArgs a, int nunits, const in
             int r = p / members, m = p % members;
             if (r < min(a.S, fs_elig(a, c, g0 + m))) fp[tops[(size_t)m * a.S + r]] = INT_MAX;
         }
-        int nsel = min(cnt, a.S), ntot = nsel + gend - local0;
-        for (int s = tid; s < a.W; s += FS_NT) {
-            list[s] = s < nsel ? sel[s] : s < ntot ? local0 + (s - nsel) : -1;
-            if (a.kpos) a.kpos[lo + s] = s < ntot ? s * a.w : 0;
-        }
-        if (a.kpos && tid == 0) a.qpos[li] = (nsel + g0 - local0) * a.w;
+        fs_write_list<FS_NT>(a, sel, min(cnt, a.S), g0, gend, local0, li, lo);
         __syncthreads(); // sel / fp reused by the next unit
     }
 }
@@ -645,15 +657,7 @@ __global__ void __launch_bounds__(FS_MNT) fs_merge_sm(FsArgs a, int nunits, cons
         const FsUnit U = a.units[ui];
         int c = U.c, g0 = c * a.M, gend = min(a.N, g0 + a.M);
         size_t li = ((size_t)U.b * a.H + U.h) * a.nblk + c, lo = li * a.W;
-        int *list = a.idx + lo;
-        if (c < a.first || (c == a.nblk - 1 && a.last_dense)) {
-            for (int s = tid; s < a.W; s += NT) {
-                list[s] = s < gend ? s : -1;
-                if (a.kpos) a.kpos[lo + s] = s < gend ? s * a.w : 0;
-            }
-            if (a.kpos && tid == 0) a.qpos[li] = c * a.Gq;
-            continue;
-        }
+        if (fs_dense_list<NT>(a, c, gend, li, lo)) continue;
         int local0 = max(0, g0 - (a.lg - 1) * a.M), members = gend - g0;
         const int *tops = a.tops + (size_t)ui * a.M * a.S;
         int maxn = 0;
@@ -696,12 +700,7 @@ __global__ void __launch_bounds__(FS_MNT) fs_merge_sm(FsArgs a, int nunits, cons
             cnt += tot;
         }
         __syncthreads();
-        int nsel = min(cnt, a.S), ntot = nsel + gend - local0;
-        for (int s = tid; s < a.W; s += NT) {
-            list[s] = s < nsel ? sel[s] : s < ntot ? local0 + (s - nsel) : -1;
-            if (a.kpos) a.kpos[lo + s] = s < ntot ? s * a.w : 0;
-        }
-        if (a.kpos && tid == 0) a.qpos[li] = (nsel + g0 - local0) * a.w;
+        fs_write_list<NT>(a, sel, min(cnt, a.S), g0, gend, local0, li, lo);
         __syncthreads(); // sel / fs reused by the next unit
     }
 }
